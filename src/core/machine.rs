@@ -1,0 +1,692 @@
+//! The group state machine.
+//!
+//! It is level-triggered: an event only updates the machine's view of the world, then
+//! [`GroupMachine::step`] derives what to do from the whole view. Every safety rule is
+//! therefore checked after every event, whatever the order events arrive in.
+//!
+//! The rules, in the order `step` applies them:
+//! 1. **Fence**: while the active units may be running and this node is not entitled to run
+//!    them (it does not hold the leader key, or its lease may have expired elsewhere), stop
+//!    them; kill them if stopping is not finished by the kill deadline.
+//! 2. **Terminate**: on SIGTERM, stop the units, release the key, then exit.
+//! 3. **Demote** on a switchover request or a failed start; **promote** once the key is won;
+//!    finish a demotion by starting the passive target and only then releasing the key.
+//! 4. **Campaign** when the key is vacant and this node is
+//!    the best eligible candidate (the others wait a grace period per rank).
+//! 5. **Publish** this node's member record whenever it changes.
+
+use std::time::Duration;
+
+use super::{Mono, Role, Timing};
+
+/// What the machine needs to know about its group and node; fixed for its lifetime.
+#[derive(Debug, Clone)]
+pub struct GroupParams {
+    pub node: String,
+    pub timing: Timing,
+    pub priority: i32,
+    pub preempt: bool,
+    /// The configured `members`: only these may be active. `None`: anyone may.
+    pub members: Option<Vec<String>>,
+    pub has_passive_target: bool,
+    pub failure_cooldown: Duration,
+}
+
+/// A member of the group as the store shows it (or as this node publishes itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub node: String,
+    pub priority: i32,
+    pub eligible: bool,
+    pub healthy: bool,
+    pub role: Role,
+}
+
+/// The systemd operations the machine asks for; each is answered by [`Event::Job`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    /// Stop every unit the active target pulled in, then the target.
+    StopActive,
+    /// Write the group's env file, then start the active target.
+    StartActive,
+    StartPassive,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The store is reachable and this node holds a live lease.
+    StoreUp,
+    /// The store cannot be reached (the lease may still be alive).
+    StoreDown,
+    /// A renewal of this node's lease, sent at this time, was acknowledged.
+    Renewed { sent_at: Mono },
+    /// The lease is gone, and every key bound to it.
+    LeaseLost,
+    /// The leader key: holder and term.
+    Leader(Option<(String, u64)>),
+    /// Every member record in the store.
+    Members(Vec<Member>),
+    /// The target of a pending switchover request.
+    Switchover(Option<String>),
+    /// Answer to [`Action::Campaign`]: the term if this node now holds the key.
+    Campaigned(Option<u64>),
+    /// Answer to [`Action::Release`].
+    Released,
+    /// A systemd operation finished.
+    Job { job: Job, ok: bool },
+    /// A deadline from [`GroupMachine::next_deadline`] passed.
+    Tick,
+    /// The agent is stopping: hand over and exit.
+    Terminate,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Start(Job, Option<u64>),
+    /// SIGKILL whatever of the active units is still running.
+    KillActive,
+    Campaign,
+    Release {
+        term: u64,
+    },
+    Publish(Member),
+    RequestSwitchover {
+        to: String,
+    },
+    ClearSwitchover,
+    RoleChanged {
+        old: Role,
+        new: Role,
+        term: u64,
+        reason: String,
+    },
+    /// Terminate is complete for this group: its units are stopped and its key released.
+    Exit,
+}
+
+#[derive(Debug)]
+pub struct GroupMachine {
+    p: GroupParams,
+    role: Role,
+
+    // The store as last seen.
+    store_up: bool,
+    leader: Option<(String, u64)>,
+    members: Vec<Member>,
+    switchover_to: Option<String>,
+
+    // This node's standing in the store.
+    /// Send time of the last acknowledged renewal of the current lease.
+    renewed_sent: Option<Mono>,
+    /// The lease was lost and no new one is confirmed: the key may be anyone's by now.
+    lease_lost: bool,
+    /// This node holds the leader key at this term.
+    held_term: Option<u64>,
+    campaigning: bool,
+    releasing: bool,
+    /// The key was seen vacant since this time (the grace periods count from here).
+    vacant_since: Option<Mono>,
+    /// An earlier incarnation of this node held the key: let the others go first once.
+    defer_once: bool,
+    /// After a lost campaign, wait for the watch to show the winner (or a grace period).
+    retry_campaign_at: Option<Mono>,
+    last_switchover_request: Option<Mono>,
+
+    // systemd.
+    job: Option<Job>,
+    /// The active units may be running: from a start until a completed stop. True at birth,
+    /// since a previous incarnation may have left them running.
+    units_may_run: bool,
+    killed: bool,
+    passive_ready: bool,
+    passive_failed: bool,
+
+    healthy: bool,
+    failed_until: Option<Mono>,
+    demote_reason: Option<String>,
+    terminating: bool,
+    exited: bool,
+    published: Option<Member>,
+    /// The term last reported in a role change: the fencing token the units saw.
+    term: u64,
+}
+
+impl GroupMachine {
+    /// A machine for a node that has just started; `handle` it events from now on.
+    pub fn new(p: GroupParams) -> GroupMachine {
+        GroupMachine {
+            p,
+            role: Role::Starting,
+            store_up: false,
+            leader: None,
+            members: Vec::new(),
+            switchover_to: None,
+            renewed_sent: None,
+            lease_lost: false,
+            held_term: None,
+            campaigning: false,
+            releasing: false,
+            vacant_since: None,
+            defer_once: false,
+            retry_campaign_at: None,
+            last_switchover_request: None,
+            job: None,
+            units_may_run: true,
+            killed: false,
+            passive_ready: false,
+            passive_failed: false,
+            healthy: true,
+            failed_until: None,
+            demote_reason: None,
+            terminating: false,
+            exited: false,
+            published: None,
+            term: 0,
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn node(&self) -> &str {
+        &self.p.node
+    }
+
+    pub fn leader(&self) -> Option<&str> {
+        self.leader.as_ref().map(|(n, _)| n.as_str())
+    }
+
+    /// The newest term this node knows of: the leader key's, or the last one it acted on.
+    pub fn term(&self) -> u64 {
+        self.leader
+            .as_ref()
+            .map_or(self.term, |(_, t)| (*t).max(self.term))
+    }
+
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    pub fn store_up(&self) -> bool {
+        self.store_up
+    }
+
+    pub fn is_eligible(&self, now: Mono) -> bool {
+        self.eligible(now)
+    }
+
+    pub fn exited(&self) -> bool {
+        self.exited
+    }
+
+    /// The earliest time after `now` at which a `Tick` may change something. (Everything due
+    /// at or before `now` was handled by the step that ran at `now`.)
+    pub fn next_deadline(&self, now: Mono) -> Option<Mono> {
+        let mut at: Vec<Mono> = Vec::new();
+        // The fence deadline, and the moment this node stops being eligible.
+        at.extend(self.renewed_sent.map(|s| self.p.timing.fence_at(s)));
+        if self.job == Some(Job::StopActive) && !self.killed {
+            at.push(self.kill_deadline());
+        }
+        if let Some(since) = self.vacant_since {
+            if !self.campaigning && self.held_term.is_none() {
+                at.push(since + self.campaign_delay());
+            }
+        }
+        at.extend(self.failed_until);
+        at.extend(self.retry_campaign_at);
+        if let Some(last) = self.last_switchover_request {
+            at.push(last + self.p.timing.lease);
+        }
+        at.into_iter().filter(|t| *t > now).min()
+    }
+
+    /// Feed one event; returns what the drivers must do, in order.
+    pub fn handle(&mut self, event: Event, now: Mono) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.exited {
+            return out;
+        }
+        self.absorb(event, now, &mut out);
+        self.step(now, &mut out);
+        out
+    }
+
+    fn absorb(&mut self, event: Event, now: Mono, out: &mut Vec<Action>) {
+        match event {
+            Event::StoreUp => self.store_up = true,
+            Event::StoreDown => {
+                self.store_up = false;
+                self.campaigning = false;
+            }
+            Event::Renewed { sent_at } => {
+                if self.renewed_sent.is_none_or(|s| sent_at > s) {
+                    self.renewed_sent = Some(sent_at);
+                }
+                self.lease_lost = false;
+            }
+            Event::LeaseLost => {
+                self.renewed_sent = None;
+                self.lease_lost = true;
+                self.held_term = None;
+                self.releasing = false;
+                self.campaigning = false;
+            }
+            Event::Leader(leader) => {
+                match (&leader, &self.leader) {
+                    (None, Some(_)) | (None, None) if self.vacant_since.is_none() => {
+                        self.vacant_since = Some(now)
+                    }
+                    (Some(_), _) => self.vacant_since = None,
+                    _ => {}
+                }
+                self.retry_campaign_at = None;
+                if let Some((node, term)) = &leader {
+                    if *node != self.p.node {
+                        self.defer_once = false;
+                    } else if self.held_term != Some(*term) && !self.campaigning {
+                        // Our name, but not our key: an earlier incarnation's, or a campaign
+                        // whose answer was lost. Either way nobody runs our units under it.
+                        self.defer_once = true;
+                    }
+                }
+                if let (Some(held), Some((node, term))) = (self.held_term, &leader) {
+                    if *node != self.p.node || *term != held {
+                        self.held_term = None;
+                    }
+                }
+                if leader.is_none() && self.held_term.is_some() && !self.campaigning {
+                    // The key we held is gone (expired or deleted).
+                    self.held_term = None;
+                }
+                if leader.is_none() {
+                    self.releasing = false;
+                }
+                self.leader = leader;
+            }
+            Event::Members(members) => self.members = members,
+            Event::Switchover(to) => self.switchover_to = to,
+            Event::Campaigned(result) => {
+                self.campaigning = false;
+                if result.is_none() {
+                    self.retry_campaign_at = Some(now + self.p.timing.grace());
+                }
+                if let Some(term) = result {
+                    self.held_term = Some(term);
+                    self.leader = Some((self.p.node.clone(), term));
+                    self.vacant_since = None;
+                }
+            }
+            Event::Released => {
+                self.releasing = false;
+                self.held_term = None;
+                if self.leader.as_ref().is_some_and(|(n, _)| *n == self.p.node) {
+                    // Don't act on our own deleted key again while the watch catches up.
+                    self.leader = None;
+                    self.vacant_since = Some(now);
+                }
+            }
+            Event::Job { job, ok } => {
+                if self.job != Some(job) {
+                    return; // superseded (a stop replaced a start)
+                }
+                self.job = None;
+                match job {
+                    Job::StopActive => {
+                        if ok {
+                            self.units_may_run = false;
+                            self.killed = false;
+                        }
+                        // A failed stop is retried by the fence rule, and killed at the deadline.
+                    }
+                    Job::StartActive => {
+                        if ok {
+                            if self.role == Role::Promoting {
+                                let term = self.held_term.unwrap_or(self.term);
+                                self.set_role(Role::Active, term, "active target started", out);
+                            }
+                        } else {
+                            self.failed_until = Some(now + self.p.failure_cooldown);
+                            self.demote_reason = Some("the active target failed to start".into());
+                        }
+                    }
+                    Job::StartPassive => {
+                        self.passive_ready = ok;
+                        self.passive_failed = !ok;
+                    }
+                }
+            }
+            Event::Tick => {}
+            Event::Terminate => self.terminating = true,
+        }
+    }
+
+    fn step(&mut self, now: Mono, out: &mut Vec<Action>) {
+        if self.failed_until.is_some_and(|t| now >= t) {
+            self.failed_until = None;
+        }
+        self.fence(now, out);
+        if self.terminating {
+            self.terminate(out);
+            return;
+        }
+        self.demote(out);
+        // Promotion gets first claim on a held key; whatever key is left unused after it is
+        // released by finish_demotion.
+        self.promote(now, out);
+        self.finish_demotion(now, out);
+        self.campaign(now, out);
+        self.preempt(now, out);
+        self.publish(now, out);
+    }
+
+    /// Rule 1: units must not run unless this node holds the key under a live lease.
+    fn fence(&mut self, now: Mono, out: &mut Vec<Action>) {
+        if !self.units_may_run {
+            return;
+        }
+        let lost = match self.entitled_at() {
+            None => Some(self.not_entitled_reason()),
+            Some(fence_at) if now >= fence_at => {
+                Some("lease not renewed in time: fencing before it can expire".to_string())
+            }
+            Some(_) => None,
+        };
+        if let Some(reason) = lost {
+            if self.job != Some(Job::StopActive) {
+                self.stop_active(&reason, out);
+            }
+        }
+        if self.job == Some(Job::StopActive) && !self.killed && now >= self.kill_deadline() {
+            self.killed = true;
+            out.push(Action::KillActive);
+        }
+    }
+
+    /// The fence deadline if this node may run the active units at all.
+    fn entitled_at(&self) -> Option<Mono> {
+        let held = self.held_term?;
+        if self.lease_lost || self.leader != Some((self.p.node.clone(), held)) {
+            return None;
+        }
+        self.renewed_sent.map(|s| self.p.timing.fence_at(s))
+    }
+
+    fn not_entitled_reason(&self) -> String {
+        match (&self.leader, self.held_term) {
+            _ if self.role == Role::Starting => "starting: the active units must not run".into(),
+            _ if self.lease_lost => "lease lost".into(),
+            (Some((node, _)), _) if *node != self.p.node => format!("{node} holds the role"),
+            (None, _) => "the leader key is gone".into(),
+            _ => "not holding the role".into(),
+        }
+    }
+
+    /// When to SIGKILL units whose stop has not finished.
+    fn kill_deadline(&self) -> Mono {
+        let someone_else = self
+            .leader
+            .as_ref()
+            .is_some_and(|(n, t)| *n != self.p.node || Some(*t) != self.held_term);
+        match self.renewed_sent {
+            // At start-up nobody can say when the previous incarnation last renewed, and once
+            // the lease is lost or the key is another's, the key may be in use elsewhere:
+            // there is nothing left to wait for.
+            _ if self.role == Role::Starting || self.lease_lost || someone_else => Mono::ZERO,
+            None => Mono::ZERO,
+            Some(s) => self.p.timing.kill_at(s),
+        }
+    }
+
+    fn stop_active(&mut self, reason: &str, out: &mut Vec<Action>) {
+        self.job = Some(Job::StopActive);
+        self.passive_ready = false;
+        out.push(Action::Start(Job::StopActive, None));
+        if matches!(self.role, Role::Promoting | Role::Active) {
+            let term = self.term;
+            self.set_role(Role::Demoting, term, reason, out);
+        }
+    }
+
+    /// Rule 2: stop the units, release the key, exit.
+    fn terminate(&mut self, out: &mut Vec<Action>) {
+        if self.job == Some(Job::StartActive) {
+            self.stop_active("promd is stopping", out);
+            return;
+        }
+        if self.job.is_some() {
+            return;
+        }
+        if self.units_may_run {
+            self.stop_active("promd is stopping", out);
+            return;
+        }
+        if let Some(term) = self.held_term {
+            if self.store_up {
+                if !self.releasing {
+                    self.releasing = true;
+                    out.push(Action::Release { term });
+                }
+                return;
+            }
+            // Unreachable store: the key expires with the lease; the units are down already.
+        }
+        self.exited = true;
+        out.push(Action::Exit);
+    }
+
+    /// Rule 3a: hand over on a switchover request or a failed start.
+    fn demote(&mut self, out: &mut Vec<Action>) {
+        if !matches!(self.role, Role::Promoting | Role::Active) || self.job == Some(Job::StopActive)
+        {
+            return;
+        }
+        if let Some(reason) = self.demote_reason.take() {
+            self.stop_active(&reason, out);
+            return;
+        }
+        if let Some(to) = self.switchover_to.clone() {
+            if to != self.p.node && self.role == Role::Active {
+                if self.members.iter().any(|m| m.node == to && m.eligible) {
+                    self.stop_active(&format!("switchover to {to}"), out);
+                } else {
+                    // Not a candidate: drop the request rather than hand over to nobody.
+                    self.switchover_to = None;
+                    out.push(Action::ClearSwitchover);
+                }
+            }
+        }
+    }
+
+    /// Rule 3b: after the units stopped, start the passive target, then release the key.
+    fn finish_demotion(&mut self, now: Mono, out: &mut Vec<Action>) {
+        if self.units_may_run || self.job.is_some() {
+            return;
+        }
+        if !matches!(
+            self.role,
+            Role::Starting | Role::Demoting | Role::Passive | Role::Failed
+        ) {
+            return;
+        }
+        if !self.passive_ready && !self.passive_failed {
+            if self.p.has_passive_target {
+                self.job = Some(Job::StartPassive);
+                out.push(Action::Start(Job::StartPassive, None));
+                return;
+            }
+            self.passive_ready = true;
+        }
+        let stale_own_key = match &self.leader {
+            Some((node, term)) if *node == self.p.node && !self.campaigning => Some(*term),
+            _ => None,
+        };
+        if let Some(term) = self.held_term.or(stale_own_key) {
+            if self.store_up && !self.lease_lost && !self.releasing {
+                self.releasing = true;
+                out.push(Action::Release { term });
+            }
+        }
+        let settled = if self.failed_until.is_some_and(|t| now < t) {
+            Role::Failed
+        } else {
+            Role::Passive
+        };
+        if self.role != settled {
+            let (term, reason) = match self.role {
+                Role::Starting => (self.term, "started: units stopped, passive target up"),
+                Role::Failed => (self.term, "failure cooldown over"),
+                _ if settled == Role::Failed => {
+                    (self.term, "failed: ineligible until the cooldown ends")
+                }
+                _ => (self.term, "demoted: active units stopped"),
+            };
+            self.set_role(settled, term, reason, out);
+        }
+    }
+
+    /// Rule 4a: a won key is turned into a started active target.
+    fn promote(&mut self, now: Mono, out: &mut Vec<Action>) {
+        let Some(term) = self.held_term else { return };
+        if self.role != Role::Passive || self.job.is_some() || self.releasing {
+            return;
+        }
+        if !self.eligible(now) || self.entitled_at().is_none_or(|f| now >= f) {
+            return; // finish_demotion releases it on the next step
+        }
+        if self.switchover_to.is_some() {
+            self.switchover_to = None;
+            out.push(Action::ClearSwitchover);
+        }
+        self.units_may_run = true;
+        self.passive_ready = false;
+        self.job = Some(Job::StartActive);
+        self.set_role(Role::Promoting, term, "won the election", out);
+        out.push(Action::Start(Job::StartActive, Some(term)));
+    }
+
+    /// Rule 4b: campaign for a vacant key, best candidate first.
+    fn campaign(&mut self, now: Mono, out: &mut Vec<Action>) {
+        if self.leader.is_some() || self.campaigning || self.held_term.is_some() {
+            return;
+        }
+        if !self.eligible(now) || self.retry_campaign_at.is_some_and(|t| now < t) {
+            return;
+        }
+        let since = *self.vacant_since.get_or_insert(now);
+        if now >= since + self.campaign_delay() {
+            self.campaigning = true;
+            out.push(Action::Campaign);
+        }
+    }
+
+    /// How long this node lets better candidates try first: one grace period per candidate
+    /// ranked above it (a switchover target first, then priority, then the lower name).
+    fn campaign_delay(&self) -> Duration {
+        let key = |node: &str, priority: i32| {
+            (
+                self.switchover_to.as_deref() != Some(node),
+                std::cmp::Reverse(priority),
+                node.to_string(),
+            )
+        };
+        let others: Vec<_> = self
+            .members
+            .iter()
+            .filter(|m| m.node != self.p.node && m.eligible && self.is_member(&m.node))
+            .map(|m| key(&m.node, m.priority))
+            .collect();
+        let mine = key(&self.p.node, self.p.priority);
+        let rank = if self.defer_once {
+            others.len()
+        } else {
+            others.iter().filter(|k| **k < mine).count()
+        };
+        self.p.timing.grace() * u32::try_from(rank).unwrap_or(u32::MAX)
+    }
+
+    /// Ask a lower-priority active node to hand over, if `preempt` is on.
+    fn preempt(&mut self, now: Mono, out: &mut Vec<Action>) {
+        if !self.p.preempt || !self.eligible(now) || self.switchover_to.is_some() {
+            return;
+        }
+        let Some((leader, _)) = &self.leader else {
+            return;
+        };
+        let leader_priority = self
+            .members
+            .iter()
+            .find(|m| &m.node == leader)
+            .map(|m| m.priority);
+        if !leader_priority.is_some_and(|p| p < self.p.priority) {
+            return;
+        }
+        if self
+            .last_switchover_request
+            .is_some_and(|t| now < t + self.p.timing.lease)
+        {
+            return;
+        }
+        self.last_switchover_request = Some(now);
+        out.push(Action::RequestSwitchover {
+            to: self.p.node.clone(),
+        });
+    }
+
+    /// Rule 5: keep this node's member record current.
+    fn publish(&mut self, now: Mono, out: &mut Vec<Action>) {
+        let me = Member {
+            node: self.p.node.clone(),
+            priority: self.p.priority,
+            // A node that just lost the role in a crash lets the others go first.
+            eligible: self.eligible(now) && !self.defer_once,
+            healthy: self.healthy && !self.passive_failed,
+            role: self.role,
+        };
+        if self.published.as_ref() != Some(&me) {
+            self.published = Some(me.clone());
+            out.push(Action::Publish(me));
+        }
+    }
+
+    fn is_member(&self, node: &str) -> bool {
+        self.p
+            .members
+            .as_ref()
+            .is_none_or(|m| m.iter().any(|n| n == node))
+    }
+
+    fn eligible(&self, now: Mono) -> bool {
+        self.role == Role::Passive
+            && self.store_up
+            && !self.lease_lost
+            && self
+                .renewed_sent
+                .is_some_and(|s| now < self.p.timing.fence_at(s))
+            && self.passive_ready
+            && self.healthy
+            && !self.terminating
+            && self.failed_until.is_none_or(|t| now >= t)
+            && self.is_member(&self.p.node)
+    }
+
+    fn set_role(&mut self, new: Role, term: u64, reason: &str, out: &mut Vec<Action>) {
+        let old = self.role;
+        if old == new {
+            return;
+        }
+        self.role = new;
+        self.term = self.term.max(term);
+        out.push(Action::RoleChanged {
+            old,
+            new,
+            term: self.term,
+            reason: reason.to_string(),
+        });
+    }
+}
+
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod tests;

@@ -1,0 +1,841 @@
+//! Every transition of the group machine, with a fake clock and a fake store.
+
+use super::*;
+
+const LEASE: Duration = Duration::from_secs(2);
+
+fn params(node: &str) -> GroupParams {
+    GroupParams {
+        node: node.into(),
+        timing: Timing::new(LEASE),
+        priority: 100,
+        preempt: false,
+        members: None,
+        has_passive_target: true,
+        failure_cooldown: Duration::from_secs(600),
+    }
+}
+
+fn member(node: &str, priority: i32, eligible: bool, role: Role) -> Member {
+    Member {
+        node: node.into(),
+        priority,
+        eligible,
+        healthy: true,
+        role,
+    }
+}
+
+/// A machine and a fake clock.
+struct T {
+    m: GroupMachine,
+    now: Mono,
+    /// Member records published, kept apart so the other actions can be compared exactly.
+    pubs: Vec<Member>,
+}
+
+impl T {
+    fn new(p: GroupParams) -> T {
+        T {
+            m: GroupMachine::new(p),
+            now: Mono::from_millis(10_000),
+            pubs: Vec::new(),
+        }
+    }
+
+    fn ev(&mut self, e: Event) -> Vec<Action> {
+        let mut out = self.m.handle(e, self.now);
+        out.retain(|a| match a {
+            Action::Publish(m) => {
+                self.pubs.push(m.clone());
+                false
+            }
+            _ => true,
+        });
+        out
+    }
+
+    /// The member record as last published.
+    fn published(&self) -> &Member {
+        self.pubs.last().expect("published at least once")
+    }
+
+    fn advance(&mut self, ms: u64) -> Vec<Action> {
+        self.now = self.now + Duration::from_millis(ms);
+        self.ev(Event::Tick)
+    }
+
+    fn renew(&mut self) -> Vec<Action> {
+        let now = self.now;
+        self.ev(Event::Renewed { sent_at: now })
+    }
+
+    /// Start-up until passive, with the store up, a fresh lease and `leader` holding the key.
+    fn passive(p: GroupParams, leader: Option<(&str, u64)>) -> T {
+        let mut t = T::new(p);
+        let a = t.ev(Event::Tick);
+        assert_eq!(
+            a,
+            vec![Action::Start(Job::StopActive, None), Action::KillActive],
+            "start-up stops and kills"
+        );
+        t.ev(Event::StoreUp);
+        t.renew();
+        t.ev(Event::Leader(leader.map(|(n, term)| (n.to_string(), term))));
+        let a = t.ev(Event::Job {
+            job: Job::StopActive,
+            ok: true,
+        });
+        assert_eq!(a, vec![Action::Start(Job::StartPassive, None)]);
+        t.ev(Event::Job {
+            job: Job::StartPassive,
+            ok: true,
+        });
+        assert_eq!(t.m.role(), Role::Passive);
+        t
+    }
+
+    /// Passive, then wins the key at `term` and finishes starting the active target.
+    fn active(p: GroupParams, term: u64) -> T {
+        let mut t = T::passive(p, None);
+        t.ev(Event::Campaigned(Some(term)));
+        let a = t.ev(Event::Job {
+            job: Job::StartActive,
+            ok: true,
+        });
+        assert!(has_role_change(&a, Role::Promoting, Role::Active));
+        t
+    }
+}
+
+fn has_role_change(actions: &[Action], from: Role, to: Role) -> bool {
+    actions
+        .iter()
+        .any(|a| matches!(a, Action::RoleChanged { old, new, .. } if *old == from && *new == to))
+}
+
+fn starts(actions: &[Action], job: Job) -> bool {
+    actions
+        .iter()
+        .any(|a| matches!(a, Action::Start(j, _) if *j == job))
+}
+
+#[test]
+fn start_up_stops_leftover_units_then_starts_passive_target() {
+    let mut t = T::new(params("a"));
+    let a = t.ev(Event::Tick);
+    assert_eq!(
+        a,
+        vec![Action::Start(Job::StopActive, None), Action::KillActive]
+    );
+    assert_eq!(t.m.role(), Role::Starting);
+    let a = t.ev(Event::Job {
+        job: Job::StopActive,
+        ok: true,
+    });
+    assert_eq!(a, vec![Action::Start(Job::StartPassive, None)]);
+    let a = t.ev(Event::Job {
+        job: Job::StartPassive,
+        ok: true,
+    });
+    assert!(has_role_change(&a, Role::Starting, Role::Passive));
+    // Without the store it publishes itself as not eligible and never campaigns.
+    assert!(!t.published().eligible);
+    assert_eq!(t.published().role, Role::Passive);
+    assert!(!a.contains(&Action::Campaign));
+    assert_eq!(t.advance(60_000), vec![]);
+}
+
+#[test]
+fn without_passive_target_start_up_goes_straight_to_passive() {
+    let mut p = params("a");
+    p.has_passive_target = false;
+    let mut t = T::new(p);
+    t.ev(Event::Tick);
+    let a = t.ev(Event::Job {
+        job: Job::StopActive,
+        ok: true,
+    });
+    assert!(has_role_change(&a, Role::Starting, Role::Passive));
+    assert!(!starts(&a, Job::StartPassive));
+}
+
+#[test]
+fn best_candidate_campaigns_at_once_and_promotes_on_win() {
+    let mut t = T::passive(params("a"), None);
+    // Became eligible with the key vacant: campaign now.
+    let a = t.ev(Event::Members(vec![member("b", 100, true, Role::Passive)]));
+    assert!(a.contains(&Action::Campaign) || t.m.campaigning, "{a:?}");
+    let a = t.ev(Event::Campaigned(Some(42)));
+    assert!(has_role_change(&a, Role::Passive, Role::Promoting));
+    assert!(a.contains(&Action::Start(Job::StartActive, Some(42))));
+    assert_eq!(t.m.role(), Role::Promoting);
+    let a = t.ev(Event::Job {
+        job: Job::StartActive,
+        ok: true,
+    });
+    assert!(a.iter().any(|x| matches!(
+        x,
+        Action::RoleChanged {
+            new: Role::Active,
+            term: 42,
+            ..
+        }
+    )));
+    assert_eq!(t.m.term(), 42);
+}
+
+#[test]
+fn lower_ranked_candidates_wait_one_grace_period_per_rank() {
+    let grace = Timing::new(LEASE).grace();
+    // "c" ranks third: behind "a" (same priority, lower name) and "b" (higher priority).
+    let mut t = T::passive(params("c"), Some(("x", 1)));
+    t.ev(Event::Members(vec![
+        member("a", 100, true, Role::Passive),
+        member("b", 200, true, Role::Passive),
+        member("x", 100, false, Role::Active),
+    ]));
+    assert!(!t.ev(Event::Leader(None)).contains(&Action::Campaign));
+    assert_eq!(t.m.next_deadline(t.now), Some(t.now + grace * 2));
+    let just_before = grace.as_millis() as u64 * 2 - 1;
+    t.renew();
+    assert!(!t.advance(just_before).contains(&Action::Campaign));
+    assert!(t.advance(1).contains(&Action::Campaign));
+}
+
+#[test]
+fn a_lost_campaign_waits_for_the_winner() {
+    let mut t = T::passive(params("a"), None);
+    t.ev(Event::Tick);
+    assert!(t.m.campaigning);
+    let a = t.ev(Event::Campaigned(None));
+    assert!(
+        !a.contains(&Action::Campaign),
+        "no immediate retry: the watch shows the winner"
+    );
+    let a = t.ev(Event::Leader(Some(("b".into(), 7))));
+    assert!(a.is_empty(), "{a:?}");
+    assert_eq!(t.m.leader(), Some("b"));
+}
+
+#[test]
+fn renewals_keep_the_role_indefinitely() {
+    let mut t = T::active(params("a"), 5);
+    let step = LEASE.as_millis() as u64 / 3;
+    for _ in 0..1000 {
+        assert_eq!(t.advance(step), vec![]);
+        t.renew();
+    }
+    assert_eq!(t.m.role(), Role::Active);
+}
+
+#[test]
+fn stalled_renewals_demote_before_the_lease_can_expire_then_kill() {
+    let timing = Timing::new(LEASE);
+    let mut t = T::active(params("a"), 5);
+    let sent = t.now;
+    t.renew();
+    // The deadline is the fence time counted from the send time of the last renewal.
+    assert_eq!(t.m.next_deadline(t.now), Some(timing.fence_at(sent)));
+    let to_fence = timing.fence_at(sent).saturating_sub(t.now).as_millis() as u64;
+    assert_eq!(
+        t.advance(to_fence - 1),
+        vec![],
+        "nothing before the fence deadline"
+    );
+    let a = t.advance(1);
+    assert_eq!(a[0], Action::Start(Job::StopActive, None));
+    assert!(has_role_change(&a, Role::Active, Role::Demoting));
+    assert!(!a.contains(&Action::KillActive));
+    // The stop hangs: kill before the lease can expire.
+    assert_eq!(t.m.next_deadline(t.now), Some(timing.kill_at(sent)));
+    assert!(timing.kill_at(sent) < sent + LEASE);
+    let to_kill = timing.kill_at(sent).saturating_sub(t.now).as_millis() as u64;
+    assert_eq!(t.advance(to_kill - 1), vec![]);
+    assert_eq!(t.advance(1), vec![Action::KillActive]);
+    // Once stopped: passive target, then (store unreachable) passive without release.
+    let a = t.ev(Event::Job {
+        job: Job::StopActive,
+        ok: true,
+    });
+    assert_eq!(a, vec![Action::Start(Job::StartPassive, None)]);
+    let a = t.ev(Event::Job {
+        job: Job::StartPassive,
+        ok: true,
+    });
+    assert!(has_role_change(&a, Role::Demoting, Role::Passive));
+}
+
+#[test]
+fn a_late_renewal_acknowledgement_counts_from_its_send_time() {
+    let timing = Timing::new(LEASE);
+    let mut t = T::active(params("a"), 5);
+    let sent = t.now;
+    // Acknowledged 1 s after it was sent: the deadline does not move with the answer.
+    t.now = t.now + Duration::from_secs(1);
+    t.ev(Event::Renewed { sent_at: sent });
+    assert_eq!(t.m.next_deadline(t.now), Some(timing.fence_at(sent)));
+    // An older acknowledgement arriving out of order does not move it back.
+    t.ev(Event::Renewed {
+        sent_at: sent - Duration::from_millis(500),
+    });
+    assert_eq!(t.m.next_deadline(t.now), Some(timing.fence_at(sent)));
+}
+
+#[test]
+fn another_leader_or_a_lost_lease_stops_and_kills_at_once() {
+    let mut t = T::active(params("a"), 5);
+    let a = t.ev(Event::Leader(Some(("b".into(), 9))));
+    assert_eq!(a[0], Action::Start(Job::StopActive, None));
+    assert!(a.contains(&Action::KillActive), "{a:?}");
+
+    let mut t = T::active(params("a"), 5);
+    let a = t.ev(Event::LeaseLost);
+    assert_eq!(a[0], Action::Start(Job::StopActive, None));
+    assert!(a.contains(&Action::KillActive), "{a:?}");
+    t.ev(Event::Job {
+        job: Job::StopActive,
+        ok: true,
+    });
+    let a = t.ev(Event::Job {
+        job: Job::StartPassive,
+        ok: true,
+    });
+    assert!(has_role_change(&a, Role::Demoting, Role::Passive));
+    assert!(
+        !a.iter().any(|x| matches!(x, Action::Release { .. })),
+        "nothing to release: the lease is gone"
+    );
+}
+
+#[test]
+fn store_outage_alone_does_not_demote_while_the_lease_is_renewed() {
+    let mut t = T::active(params("a"), 5);
+    assert_eq!(t.ev(Event::StoreDown), vec![]);
+    t.renew();
+    assert_eq!(t.advance(500), vec![]);
+    assert_eq!(t.m.role(), Role::Active);
+}
+
+#[test]
+fn sigterm_on_the_active_node_stops_units_then_releases_then_exits() {
+    let mut t = T::active(params("a"), 5);
+    let a = t.ev(Event::Terminate);
+    assert_eq!(a[0], Action::Start(Job::StopActive, None));
+    assert!(has_role_change(&a, Role::Active, Role::Demoting));
+    let a = t.ev(Event::Job {
+        job: Job::StopActive,
+        ok: true,
+    });
+    assert_eq!(
+        a,
+        vec![Action::Release { term: 5 }],
+        "no passive target on the way out"
+    );
+    assert!(!t.m.exited());
+    let a = t.ev(Event::Released);
+    assert_eq!(a, vec![Action::Exit]);
+    assert!(t.m.exited());
+    assert_eq!(
+        t.ev(Event::Leader(None)),
+        vec![],
+        "an exited machine does nothing"
+    );
+}
+
+#[test]
+fn sigterm_during_promotion_supersedes_the_start() {
+    let mut t = T::passive(params("a"), None);
+    t.ev(Event::Campaigned(Some(3)));
+    assert_eq!(t.m.role(), Role::Promoting);
+    let a = t.ev(Event::Terminate);
+    assert_eq!(a[0], Action::Start(Job::StopActive, None));
+    // The start's late answer is ignored; only the stop's counts.
+    assert_eq!(
+        t.ev(Event::Job {
+            job: Job::StartActive,
+            ok: true
+        }),
+        vec![]
+    );
+    assert_eq!(
+        t.ev(Event::Job {
+            job: Job::StopActive,
+            ok: true
+        }),
+        vec![Action::Release { term: 3 }]
+    );
+}
+
+#[test]
+fn sigterm_on_a_passive_node_exits_at_once() {
+    let mut t = T::passive(params("a"), Some(("b", 2)));
+    assert_eq!(t.ev(Event::Terminate), vec![Action::Exit]);
+}
+
+#[test]
+fn sigterm_with_the_store_unreachable_exits_after_stopping_units() {
+    let mut t = T::active(params("a"), 5);
+    t.ev(Event::StoreDown);
+    t.ev(Event::Terminate);
+    assert_eq!(
+        t.ev(Event::Job {
+            job: Job::StopActive,
+            ok: true
+        }),
+        vec![Action::Exit]
+    );
+}
+
+#[test]
+fn a_failed_start_demotes_and_stays_failed_for_the_cooldown() {
+    let mut t = T::passive(params("a"), None);
+    t.ev(Event::Campaigned(Some(3)));
+    let a = t.ev(Event::Job {
+        job: Job::StartActive,
+        ok: false,
+    });
+    assert_eq!(a[0], Action::Start(Job::StopActive, None));
+    t.ev(Event::Job {
+        job: Job::StopActive,
+        ok: true,
+    });
+    let a = t.ev(Event::Job {
+        job: Job::StartPassive,
+        ok: true,
+    });
+    assert!(a.contains(&Action::Release { term: 3 }));
+    assert!(
+        has_role_change(&a, Role::Promoting, Role::Failed)
+            || has_role_change(&a, Role::Demoting, Role::Failed)
+    );
+    t.ev(Event::Released);
+    t.ev(Event::Leader(None));
+    // Ineligible for the whole cooldown.
+    for _ in 0..599 {
+        t.renew();
+        let a = t.advance(1000);
+        assert!(!a.contains(&Action::Campaign));
+    }
+    t.renew();
+    let a = t.advance(1000);
+    assert!(has_role_change(&a, Role::Failed, Role::Passive), "{a:?}");
+    assert!(a.contains(&Action::Campaign));
+}
+
+#[test]
+fn switchover_to_an_eligible_member_hands_over_cleanly() {
+    let mut t = T::active(params("a"), 5);
+    t.ev(Event::Members(vec![member("b", 100, true, Role::Passive)]));
+    let a = t.ev(Event::Switchover(Some("b".into())));
+    assert_eq!(a[0], Action::Start(Job::StopActive, None));
+    assert!(a.iter().any(
+        |x| matches!(x, Action::RoleChanged { reason, .. } if reason.contains("switchover to b"))
+    ));
+    t.ev(Event::Job {
+        job: Job::StopActive,
+        ok: true,
+    });
+    // Passive target first, and only then the key.
+    let a = t.ev(Event::Job {
+        job: Job::StartPassive,
+        ok: true,
+    });
+    assert!(a.contains(&Action::Release { term: 5 }));
+    t.ev(Event::Released);
+    assert_eq!(t.m.role(), Role::Passive);
+    // The old active does not campaign against the target.
+    assert!(!t.ev(Event::Leader(None)).contains(&Action::Campaign));
+}
+
+#[test]
+fn switchover_to_a_non_candidate_is_dropped() {
+    let mut t = T::active(params("a"), 5);
+    t.ev(Event::Members(vec![member("b", 100, false, Role::Failed)]));
+    let a = t.ev(Event::Switchover(Some("b".into())));
+    assert_eq!(a, vec![Action::ClearSwitchover]);
+    assert_eq!(t.m.role(), Role::Active);
+}
+
+#[test]
+fn switchover_target_campaigns_first_and_clears_the_request() {
+    let mut t = T::passive(params("z"), Some(("a", 5)));
+    t.ev(Event::Members(vec![member("b", 500, true, Role::Passive)]));
+    t.ev(Event::Switchover(Some("z".into())));
+    assert!(
+        t.ev(Event::Leader(None)).contains(&Action::Campaign),
+        "the target goes first"
+    );
+    let a = t.ev(Event::Campaigned(Some(6)));
+    assert!(a.contains(&Action::ClearSwitchover));
+}
+
+#[test]
+fn preempt_asks_a_lower_priority_leader_to_hand_over_once_per_lease() {
+    let mut p = params("a");
+    p.preempt = true;
+    p.priority = 200;
+    let mut t = T::passive(p, Some(("b", 5)));
+    let a = t.ev(Event::Members(vec![member("b", 100, false, Role::Active)]));
+    assert!(a.contains(&Action::RequestSwitchover { to: "a".into() }));
+    // Not again within the lease (the leader is busy handing over, or refused).
+    let step = LEASE.as_millis() as u64 / 4;
+    let requested = |a: &[Action]| a.iter().any(|x| matches!(x, Action::RequestSwitchover { .. }));
+    for _ in 0..3 {
+        t.renew();
+        assert!(!requested(&t.advance(step)));
+    }
+    t.renew();
+    assert!(requested(&t.advance(step)));
+}
+
+#[test]
+fn no_preemption_of_an_equal_priority_leader_or_without_preempt() {
+    let mut p = params("a");
+    p.preempt = true;
+    let mut t = T::passive(p, Some(("b", 5)));
+    assert!(
+        t.ev(Event::Members(vec![member("b", 100, false, Role::Active)]))
+            .iter()
+            .all(|x| !matches!(x, Action::RequestSwitchover { .. }))
+    );
+
+    let mut p = params("a");
+    p.priority = 1000;
+    let mut t = T::passive(p, Some(("b", 5)));
+    assert!(
+        t.ev(Event::Members(vec![member("b", 100, false, Role::Active)]))
+            .iter()
+            .all(|x| !matches!(x, Action::RequestSwitchover { .. }))
+    );
+}
+
+#[test]
+fn a_restarted_node_releases_its_stale_key_and_lets_others_go_first() {
+    let mut t = T::new(params("a"));
+    t.ev(Event::Tick);
+    t.ev(Event::StoreUp);
+    t.renew();
+    t.ev(Event::Members(vec![member("b", 100, true, Role::Passive)]));
+    // The key still names us, from before the crash.
+    let a = t.ev(Event::Leader(Some(("a".into(), 9))));
+    assert!(
+        !a.iter().any(|x| matches!(x, Action::Release { .. })),
+        "not before the units are stopped"
+    );
+    t.ev(Event::Job {
+        job: Job::StopActive,
+        ok: true,
+    });
+    let a = t.ev(Event::Job {
+        job: Job::StartPassive,
+        ok: true,
+    });
+    assert!(a.contains(&Action::Release { term: 9 }), "{a:?}");
+    assert!(!t.published().eligible, "defers");
+    t.ev(Event::Released);
+    let a = t.ev(Event::Leader(None));
+    assert!(
+        !a.contains(&Action::Campaign),
+        "b (ranked below us) goes first"
+    );
+    assert_eq!(
+        t.m.next_deadline(t.now),
+        Some(t.now + Timing::new(LEASE).grace())
+    );
+    // Once someone else holds the key, the node is an ordinary candidate again.
+    t.ev(Event::Leader(Some(("b".into(), 10))));
+    assert!(t.published().eligible);
+}
+
+#[test]
+fn a_node_outside_the_configured_members_never_campaigns() {
+    let mut p = params("a");
+    p.members = Some(vec!["b".into(), "c".into()]);
+    let mut t = T::passive(p, None);
+    for _ in 0..20 {
+        t.renew();
+        assert!(!t.advance(500).contains(&Action::Campaign));
+    }
+    assert!(!t.m.is_eligible(t.now));
+}
+
+#[test]
+fn a_failed_passive_target_makes_the_node_ineligible() {
+    let mut t = T::new(params("a"));
+    t.ev(Event::Tick);
+    t.ev(Event::StoreUp);
+    t.renew();
+    t.ev(Event::Job {
+        job: Job::StopActive,
+        ok: true,
+    });
+    let a = t.ev(Event::Job {
+        job: Job::StartPassive,
+        ok: false,
+    });
+    assert!(!t.published().eligible && !t.published().healthy);
+    assert!(!a.contains(&Action::Campaign));
+}
+
+#[test]
+fn an_unreachable_store_or_an_unrenewed_lease_makes_a_passive_node_ineligible() {
+    let mut t = T::passive(params("a"), Some(("b", 1)));
+    assert!(t.m.is_eligible(t.now));
+    t.ev(Event::StoreDown);
+    assert!(!t.m.is_eligible(t.now));
+    t.ev(Event::StoreUp);
+    assert!(t.m.is_eligible(t.now));
+    t.advance(LEASE.as_millis() as u64);
+    assert!(
+        !t.m.is_eligible(t.now),
+        "a lease that may have expired is no basis to campaign"
+    );
+}
+
+/// Randomised simulation against a fake store: whatever the network, the store and systemd do,
+/// the active units never run unless this node holds the key under a lease the store still
+/// honours. (Another node can only take the key after the store expired that lease.)
+#[test]
+fn simulated_faults_never_leave_units_running_without_a_live_lease() {
+    let mut total = Coverage::default();
+    for seed in 1..=300u64 {
+        let c = simulate(seed, 3_000);
+        total.promotions += c.promotions;
+        total.lease_fences += c.lease_fences;
+        total.kills += c.kills;
+    }
+    // The runs must have reached the dangerous states, or they prove nothing.
+    assert!(total.promotions > 1000, "{total:?}");
+    assert!(total.lease_fences > 100, "{total:?}");
+    assert!(total.kills > 100, "{total:?}");
+}
+
+#[derive(Debug, Default)]
+struct Coverage {
+    promotions: usize,
+    lease_fences: usize,
+    kills: usize,
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+fn simulate(seed: u64, steps: usize) -> Coverage {
+    let mut cov = Coverage::default();
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut t = T::new(params("a"));
+    let renew_every = LEASE / 3;
+    // The fake store.
+    let mut link_up = true;
+    let mut revision = 1u64;
+    let mut key: Option<(String, u64)> = None;
+    let mut my_lease_expiry: Option<Mono> = None; // store-side expiry of our lease
+    let mut next_renew = t.now;
+    // systemd, as far as safety goes: are the units running?
+    let mut running = false;
+    let mut pending_jobs: Vec<(Mono, Job, bool)> = Vec::new();
+    let mut pending_events: Vec<(Mono, Event)> = Vec::new();
+    let mut log: Vec<String> = Vec::new();
+
+    let mut actions = t.ev(Event::Tick);
+    for step in 0..steps {
+        // Carry out the machine's actions in the fake world.
+        for a in actions.drain(..) {
+            log.push(format!("{:?} {a:?}", t.now));
+            match &a {
+                Action::RoleChanged { new: Role::Active, .. } => cov.promotions += 1,
+                Action::RoleChanged { reason, .. } if reason.contains("lease not renewed") => {
+                    cov.lease_fences += 1
+                }
+                Action::KillActive => cov.kills += 1,
+                _ => {}
+            }
+            match a {
+                Action::Start(Job::StartActive, term) => {
+                    assert_eq!(
+                        key.as_ref().map(|k| k.1),
+                        term,
+                        "seed {seed}: start under a term not held\n{}",
+                        log.join("\n")
+                    );
+                    running = true;
+                    let d = rng.below(300);
+                    pending_jobs.push((
+                        t.now + Duration::from_millis(d),
+                        Job::StartActive,
+                        rng.chance(90),
+                    ));
+                }
+                Action::Start(job, _) => {
+                    // Stops sometimes hang (until killed): a far-away completion.
+                    let d = if rng.chance(10) {
+                        60_000
+                    } else {
+                        rng.below(400)
+                    };
+                    pending_jobs.push((t.now + Duration::from_millis(d), job, true));
+                }
+                Action::KillActive => {
+                    running = false;
+                    for j in pending_jobs.iter_mut().filter(|j| j.1 == Job::StopActive) {
+                        j.0 = t.now + Duration::from_millis(5);
+                    }
+                }
+                Action::Campaign => {
+                    let at = t.now + Duration::from_millis(rng.below(50));
+                    let won =
+                        link_up && key.is_none() && my_lease_expiry.is_some_and(|e| e > t.now);
+                    if won {
+                        revision += 1;
+                        key = Some(("a".into(), revision));
+                        pending_events.push((at, Event::Campaigned(Some(revision))));
+                    } else {
+                        pending_events.push((at, Event::Campaigned(None)));
+                    }
+                }
+                Action::Release { term } => {
+                    if link_up && key.as_ref().is_some_and(|k| k.0 == "a" && k.1 == term) {
+                        key = None;
+                        pending_events
+                            .push((t.now + Duration::from_millis(5), Event::Leader(None)));
+                    }
+                    if link_up {
+                        pending_events.push((t.now + Duration::from_millis(3), Event::Released));
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Safety: running units need our key under a live lease.
+        if running {
+            let ok = key.as_ref().is_some_and(|k| k.0 == "a")
+                && my_lease_expiry.is_some_and(|e| t.now < e);
+            assert!(
+                ok,
+                "seed {seed} step {step}: units run at {:?} without a live lease (expiry {my_lease_expiry:?}, key {key:?})\n{}",
+                t.now,
+                log.join("\n")
+            );
+        }
+
+        // The world moves on: pick the next thing that happens.
+        let mut next = t.now + Duration::from_millis(1 + rng.below(400));
+        if let Some(d) = t.m.next_deadline(t.now) {
+            next = next.min(d);
+        }
+        if link_up {
+            next = next.min(next_renew.max(t.now));
+        }
+        for (at, _) in &pending_events {
+            next = next.min(*at);
+        }
+        for (at, _, _) in &pending_jobs {
+            next = next.min(*at);
+        }
+        if let Some(e) = my_lease_expiry {
+            if e > t.now {
+                next = next.min(e);
+            }
+        }
+        t.now = next.max(t.now);
+
+        // Lease expiry in the store: our key vanishes; sometimes another node takes it.
+        if my_lease_expiry.is_some_and(|e| t.now >= e) {
+            my_lease_expiry = None;
+            if key.as_ref().is_some_and(|k| k.0 == "a") {
+                key = None;
+            }
+            if link_up {
+                pending_events.push((t.now, Event::LeaseLost));
+            }
+        }
+        if key.is_none() && my_lease_expiry.is_none() && rng.chance(30) {
+            revision += 1;
+            key = Some(("b".into(), revision));
+            if link_up {
+                pending_events.push((t.now + Duration::from_millis(2), Event::Leader(key.clone())));
+            }
+        }
+        // Faults.
+        if rng.chance(2) {
+            link_up = !link_up;
+            let e = if link_up {
+                Event::StoreUp
+            } else {
+                Event::StoreDown
+            };
+            log.push(format!(
+                "{:?} link {}",
+                t.now,
+                if link_up { "up" } else { "down" }
+            ));
+            actions.extend(t.ev(e));
+            if link_up {
+                pending_events.push((t.now, Event::Leader(key.clone())));
+            }
+        }
+        if rng.chance(1) && key.as_ref().is_some_and(|k| k.0 == "b") {
+            key = None;
+            if link_up {
+                pending_events.push((t.now, Event::Leader(None)));
+            }
+        }
+        // Renewals: sent now, reach the store after a delay (then extend the lease from the
+        // moment they arrive), acknowledged later; some are lost.
+        if link_up && t.now >= next_renew {
+            next_renew = t.now + renew_every;
+            let sent = t.now;
+            let arrive = sent + Duration::from_millis(rng.below(200));
+            if !rng.chance(15)
+                && (my_lease_expiry.is_some_and(|e| arrive < e) || my_lease_expiry.is_none())
+            {
+                if my_lease_expiry.is_none() {
+                    // A new lease (grant): the machine learns of it with the renewal.
+                    pending_events.push((arrive, Event::StoreUp));
+                }
+                my_lease_expiry = Some(arrive + LEASE);
+                pending_events.push((
+                    arrive + Duration::from_millis(rng.below(300)),
+                    Event::Renewed { sent_at: sent },
+                ));
+            }
+        }
+        // Deliver what is due.
+        pending_events.sort_by_key(|e| e.0);
+        while pending_events.first().is_some_and(|e| e.0 <= t.now) {
+            let (_, e) = pending_events.remove(0);
+            if matches!(e, Event::Renewed { .. }) && !link_up {
+                continue;
+            }
+            log.push(format!("{:?} <- {e:?}", t.now));
+            actions.extend(t.ev(e));
+        }
+        pending_jobs.sort_by_key(|j| j.0);
+        while pending_jobs.first().is_some_and(|j| j.0 <= t.now) {
+            let (_, job, ok) = pending_jobs.remove(0);
+            if job == Job::StopActive {
+                running = false;
+            }
+            log.push(format!("{:?} <- job {job:?} {ok}", t.now));
+            actions.extend(t.ev(Event::Job { job, ok }));
+        }
+        actions.extend(t.ev(Event::Tick));
+    }
+    cov
+}

@@ -1,0 +1,47 @@
+//! The sans-I/O core: one pure state machine per group.
+//!
+//! `GroupMachine::handle(event, now) -> actions`. Nothing in here reads a clock, touches a
+//! socket or spawns a task: the runtime feeds it events with the current monotonic time and
+//! carries out the actions it returns. That is what lets the tests drive every transition
+//! with a fake clock.
+
+mod machine;
+mod timing;
+
+pub use machine::{Action, Event, GroupMachine, GroupParams, Job, Member};
+pub use timing::{Mono, Timing};
+
+use serde::{Deserialize, Serialize};
+
+/// A host's role in one group, as reported over D-Bus, journald and in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Starting,
+    Passive,
+    Promoting,
+    Active,
+    Demoting,
+    Failed,
+    Maintenance,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Starting => "starting",
+            Role::Passive => "passive",
+            Role::Promoting => "promoting",
+            Role::Active => "active",
+            Role::Demoting => "demoting",
+            Role::Failed => "failed",
+            Role::Maintenance => "maintenance",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,102 @@
+//! Time as the core sees it, and the deadlines derived from a group's lease.
+
+use std::ops::{Add, Sub};
+use std::time::Duration;
+
+/// A point on the monotonic clock, as an offset from an origin the runtime chose.
+/// The core never reads a clock; the runtime (or a test) passes `now` in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Mono(pub Duration);
+
+impl Mono {
+    pub const ZERO: Mono = Mono(Duration::ZERO);
+
+    pub fn from_millis(ms: u64) -> Mono {
+        Mono(Duration::from_millis(ms))
+    }
+
+    pub fn saturating_sub(self, other: Mono) -> Duration {
+        self.0.saturating_sub(other.0)
+    }
+}
+
+impl Add<Duration> for Mono {
+    type Output = Mono;
+    fn add(self, d: Duration) -> Mono {
+        Mono(self.0 + d)
+    }
+}
+
+impl Sub<Duration> for Mono {
+    type Output = Mono;
+    fn sub(self, d: Duration) -> Mono {
+        Mono(self.0.saturating_sub(d))
+    }
+}
+
+/// The deadlines of the timing argument (see `docs/safety.md`), all derived from the lease `L`.
+///
+/// With `s` the send time of the last acknowledged renewal, the store cannot expire the lease
+/// before `s + L`. The active host starts stopping its units at `s + L - margin` and kills
+/// whatever is still running at `s + L - kill_margin`, so its units are down before any standby
+/// can see the key gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub lease: Duration,
+}
+
+impl Timing {
+    pub fn new(lease: Duration) -> Timing {
+        Timing { lease }
+    }
+
+    /// Time reserved for stopping the units, clock-rate drift and scheduling delay.
+    pub fn margin(&self) -> Duration {
+        (self.lease / 4).max(Duration::from_millis(250))
+    }
+
+    /// Time reserved for SIGKILL to take effect and for drift, once stopping took too long.
+    pub fn kill_margin(&self) -> Duration {
+        (self.lease / 10).max(Duration::from_millis(100))
+    }
+
+    /// How long a standby that is not the best candidate waits before it campaigns too,
+    /// per rank below the best.
+    pub fn grace(&self) -> Duration {
+        (self.lease / 4).max(Duration::from_millis(250))
+    }
+
+    /// When the active host must begin to demote, given the last renewal's send time.
+    pub fn fence_at(&self, renewed_sent: super::Mono) -> super::Mono {
+        renewed_sent + (self.lease - self.margin())
+    }
+
+    /// When the active host kills its units if they are not stopped yet.
+    pub fn kill_at(&self, renewed_sent: super::Mono) -> super::Mono {
+        renewed_sent + (self.lease - self.kill_margin())
+    }
+
+    /// The longest systemd watchdog interval that is safe with this lease: if promd hangs,
+    /// the watchdog must kill it, and the units bound to it must stop, before `L - margin`.
+    /// Half of that budget is left for the units' stop.
+    pub fn max_watchdog(&self) -> Duration {
+        (self.lease - self.margin()) / 2
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_keep_their_order_for_every_lease() {
+        for ms in [1000u64, 1500, 2000, 5000, 10_000, 60_000, 3_600_000] {
+            let t = Timing::new(Duration::from_millis(ms));
+            let s = Mono::from_millis(1234);
+            assert!(t.fence_at(s) < t.kill_at(s), "lease {ms}");
+            assert!(t.kill_at(s) < s + t.lease, "lease {ms}");
+            assert!(t.max_watchdog() > Duration::ZERO, "lease {ms}");
+            assert!(t.max_watchdog() * 2 <= t.lease - t.margin(), "lease {ms}");
+        }
+    }
+}

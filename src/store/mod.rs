@@ -1,0 +1,134 @@
+//! The coordination store: who holds each group's leader key, who the members are.
+//!
+//! A backend runs one task per group. The runtime sends it [`StoreCommand`]s and receives
+//! [`StoreEvent`]s; the backend keeps the group's lease alive on its own and reports each
+//! successful renewal with the monotonic time at which the renewal was *sent*, which is what
+//! the self-fencing deadline is counted from.
+
+pub mod dir;
+pub mod etcd;
+pub mod record;
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+pub use record::{LeaderRecord, MemberRecord, RecordError, SwitchoverRecord};
+
+/// What a backend needs to know to serve one group.
+#[derive(Debug, Clone)]
+pub struct GroupSpec {
+    pub group: String,
+    pub node: String,
+    /// The group's lease: a leader that stops renewing loses the key after this.
+    pub lease: Duration,
+    /// Beaten by the backend's task on every turn of its loop, connected or not; the runtime
+    /// pings the systemd watchdog only while every backend task keeps beating.
+    pub progress: Progress,
+}
+
+/// A liveness beacon for a driver task: the monotonic time of its last turn.
+#[derive(Debug, Clone, Default)]
+pub struct Progress(Arc<AtomicU64>);
+
+fn origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+impl Progress {
+    pub fn beat(&self) {
+        let ns = u64::try_from(origin().elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.0.store(ns.max(1), Ordering::Relaxed);
+    }
+
+    /// How long ago the task last beat; `None` if it never did.
+    pub fn age(&self) -> Option<Duration> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(origin().elapsed().saturating_sub(Duration::from_nanos(ns))),
+        }
+    }
+}
+
+impl GroupSpec {
+    /// Renew three times per lease, so one lost renewal does not cost the role.
+    pub fn renew_interval(&self) -> Duration {
+        self.lease / 3
+    }
+}
+
+/// The leader key as seen in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leader {
+    /// The node named in the key's value; [`UNREADABLE_NODE`] if the value is corrupt or foreign
+    /// (the key still blocks the election: an unreadable leader is a leader).
+    pub node: String,
+    /// The fencing token: etcd's create revision of the key, or the dir store's counter.
+    pub term: u64,
+}
+
+/// Stands for the holder of a leader key whose value could not be read. Not a valid node name.
+pub const UNREADABLE_NODE: &str = "(unreadable)";
+
+#[derive(Debug, Clone)]
+pub enum StoreCommand {
+    /// Take the leader key if nobody holds it. Answered by [`StoreEvent::Campaigned`].
+    Campaign(LeaderRecord),
+    /// Delete the leader key if it is still ours at this term. Answered by [`StoreEvent::Released`].
+    Release { term: u64 },
+    /// Write (or overwrite) this node's member record, bound to the group's lease.
+    Publish(MemberRecord),
+    /// Ask the current leader to hand over to `record.to`.
+    RequestSwitchover(SwitchoverRecord),
+    /// Remove the switchover request (the new leader does this once it holds the key).
+    ClearSwitchover,
+    /// Delete this node's keys, revoke the lease and end the task.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreEvent {
+    /// The backend reached the store and holds a live lease.
+    Up,
+    /// The store cannot be reached; the backend keeps retrying. The string says why.
+    Down(String),
+    /// A renewal of the group's lease, sent at this instant, was acknowledged.
+    Renewed { sent_at: Instant },
+    /// The lease is gone (expired or revoked): every key bound to it is gone too.
+    /// The backend grants a new lease and reports [`StoreEvent::Up`] again when it has one.
+    LeaseLost,
+    /// The leader key, after any change (and once after every (re)connection).
+    Leader(Option<Leader>),
+    /// Every readable member record, after any change (and once after every (re)connection).
+    Members(Vec<MemberRecord>),
+    /// The pending switchover request, after any change.
+    Switchover(Option<SwitchoverRecord>),
+    /// Result of a [`StoreCommand::Campaign`]: `Some(term)` if this node now holds the key.
+    Campaigned(Option<u64>),
+    /// Result of a [`StoreCommand::Release`]: the key is no longer ours.
+    Released,
+    /// A value in the store could not be trusted; it was ignored (or, for the leader key,
+    /// taken as held by [`UNREADABLE_NODE`]).
+    Corrupt { key: String, error: String },
+}
+
+/// A running backend for one group.
+pub struct GroupSession {
+    pub commands: mpsc::UnboundedSender<StoreCommand>,
+}
+
+/// A coordination store backend (etcd or a directory).
+pub trait Store: Send + Sync {
+    /// Start serving one group: the backend's task sends events (tagged by the runtime's
+    /// `index`) to `events` until it is told to shut down or the receiver is gone.
+    fn open_group(
+        &self,
+        spec: GroupSpec,
+        index: usize,
+        events: mpsc::UnboundedSender<(usize, StoreEvent)>,
+    ) -> GroupSession;
+}
