@@ -1,0 +1,43 @@
+//! Logging: structured fields to journald under systemd, plain lines on stderr otherwise.
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// `MESSAGE_ID` of a role change, explained in `packaging/promd.catalog`.
+pub const ROLE_CHANGED: &str = "3ba961b1cce44bc28764c67b3a86f614";
+/// `MESSAGE_ID` of a self-fencing demotion (the lease could not be renewed in time).
+pub const FENCED: &str = "6801be7a5bd8432e81a5d9a284c9a924";
+/// `MESSAGE_ID` of a refused configuration.
+pub const CONFIG_REFUSED: &str = "7b805e0449d84e79966e10a5dcec46ec";
+
+/// True when stderr is connected to the journal (systemd sets `JOURNAL_STREAM` for that).
+fn under_journald() -> bool {
+    std::env::var_os("JOURNAL_STREAM").is_some()
+}
+
+/// Install the global subscriber. `PROMD_LOG` (EnvFilter syntax) sets the level; default info.
+pub fn init() {
+    let filter = EnvFilter::try_from_env("PROMD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    if under_journald() {
+        match tracing_journald::layer() {
+            Ok(layer) => {
+                // No prefix: MESSAGE_ID and PROMD_* must be the journal fields themselves.
+                let layer = layer
+                    .with_field_prefix(None)
+                    .with_syslog_identifier("promd".into());
+                registry.with(layer).init();
+                return;
+            }
+            Err(e) => eprintln!("promd: journald unavailable ({e}); logging to stderr"),
+        }
+    }
+    registry
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false),
+        )
+        .init();
+}

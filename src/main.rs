@@ -1,0 +1,196 @@
+//! `promd`: the agent. `promd [--config PATH]`, `promd check-config [PATH]`, `promd --version`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use promd::config::{self, Config, StoreConfig};
+use promd::logging;
+use promd::notify::Notifier;
+use promd::runtime::{self, Runtime};
+use promd::store::Store;
+use promd::store::dir::DirStore;
+use promd::store::etcd::EtcdStore;
+use promd::systemd::Systemd;
+
+/// EX_CONFIG: `RestartPreventExitStatus=` in promd.service keeps systemd from looping on it.
+const EXIT_CONFIG: u8 = 78;
+const EXIT_USAGE: u8 = 2;
+
+const USAGE: &str =
+    "usage: promd [--config PATH]\n       promd check-config [PATH]\n       promd --version";
+
+enum Command {
+    Run(PathBuf),
+    Check(PathBuf),
+    Version,
+    Help,
+}
+
+fn parse_args(args: &[String]) -> Result<Command, String> {
+    let default = || PathBuf::from(config::DEFAULT_PATH);
+    match args {
+        [] => Ok(Command::Run(default())),
+        [flag] if flag == "--version" || flag == "-V" => Ok(Command::Version),
+        [flag] if flag == "--help" || flag == "-h" => Ok(Command::Help),
+        [flag, path] if flag == "--config" || flag == "-c" => Ok(Command::Run(path.into())),
+        [cmd] if cmd == "check-config" => Ok(Command::Check(default())),
+        [cmd, path] if cmd == "check-config" => Ok(Command::Check(path.into())),
+        _ => Err(format!("unexpected arguments: {}", args.join(" "))),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match parse_args(&args) {
+        Ok(Command::Version) => {
+            println!("promd {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Help) => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Check(path)) => match config::load(&path) {
+            Ok(cfg) => {
+                println!(
+                    "{}: ok ({} group{})",
+                    path.display(),
+                    cfg.groups.len(),
+                    if cfg.groups.len() == 1 { "" } else { "s" }
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_USAGE)
+            }
+        },
+        Ok(Command::Run(path)) => run(&path),
+        Err(e) => {
+            eprintln!("promd: {e}\n{USAGE}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn run(path: &std::path::Path) -> ExitCode {
+    logging::init();
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            for line in e.to_string().lines() {
+                tracing::error!(MESSAGE_ID = logging::CONFIG_REFUSED, "{line}");
+            }
+            tracing::error!(
+                MESSAGE_ID = logging::CONFIG_REFUSED,
+                "refusing to start: fix {}",
+                path.display()
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let notifier = Notifier::from_env();
+    if let Err(e) = check_watchdog(&config, &notifier) {
+        tracing::error!(
+            MESSAGE_ID = logging::CONFIG_REFUSED,
+            "refusing to start: {e}"
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(serve(config, notifier)) {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A hung promd is only safe if the watchdog kills it (and its units) within the lease.
+fn check_watchdog(config: &Config, notifier: &Notifier) -> Result<(), String> {
+    let Some((limit, group)) = runtime::watchdog_limit(config) else {
+        return Ok(());
+    };
+    match notifier.watchdog() {
+        Some(w) if w > limit => Err(format!(
+            "WatchdogSec={} is too long for group {group}'s lease: at most {} (set WatchdogSec= in a drop-in for promd.service, or lengthen the lease)",
+            humantime::format_duration(w),
+            humantime::format_duration(std::time::Duration::from_millis(limit.as_millis() as u64))
+        )),
+        Some(_) => Ok(()),
+        None => {
+            tracing::warn!(
+                "no systemd watchdog: a hung promd would not be killed (run it as promd.service)"
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config, notifier: Notifier) -> anyhow::Result<()> {
+    let store: Box<dyn Store> = match &config.store {
+        StoreConfig::Etcd {
+            endpoints,
+            connect_timeout,
+            prefix,
+        } => Box::new(EtcdStore::new(
+            endpoints.clone(),
+            *connect_timeout,
+            prefix.clone(),
+        )),
+        StoreConfig::Dir { path } => Box::new(DirStore::new(path.clone())),
+    };
+    let systemd = Systemd::connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach systemd on the system bus: {e}"))?;
+    tracing::info!(
+        "promd {} on node {}: {} group(s), store {}",
+        env!("CARGO_PKG_VERSION"),
+        config.node,
+        config.groups.len(),
+        match &config.store {
+            StoreConfig::Etcd { endpoints, .. } => format!("etcd {}", endpoints.join(",")),
+            StoreConfig::Dir { path } => format!("dir {}", path.display()),
+        }
+    );
+    Runtime::new(&config, store.as_ref(), systemd, notifier)
+        .run()
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments() {
+        let a = |s: &[&str]| parse_args(&s.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+        assert!(
+            matches!(a(&[]), Ok(Command::Run(p)) if p == PathBuf::from("/etc/promd/promd.toml"))
+        );
+        assert!(
+            matches!(a(&["--config", "/x.toml"]), Ok(Command::Run(p)) if p == PathBuf::from("/x.toml"))
+        );
+        assert!(matches!(a(&["check-config"]), Ok(Command::Check(_))));
+        assert!(
+            matches!(a(&["check-config", "/y"]), Ok(Command::Check(p)) if p == PathBuf::from("/y"))
+        );
+        assert!(matches!(a(&["--version"]), Ok(Command::Version)));
+        assert!(a(&["--bogus"]).is_err());
+        assert!(a(&["check-config", "a", "b"]).is_err());
+    }
+}

@@ -1,0 +1,516 @@
+//! The event loop: feeds driver events to the group machines and carries out their actions.
+//!
+//! One loop serves every group, so a hung loop stops the watchdog pings and systemd kills
+//! promd (taking the bound units with it). Slow work — systemd jobs, store requests — runs in
+//! tasks that report back through channels; the loop itself never waits on I/O.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::config::{Config, GroupConfig};
+use crate::core::{Action, Event, GroupMachine, GroupParams, Job, Member, Mono, Role, Timing};
+use crate::logging;
+use crate::notify::Notifier;
+use crate::store::{
+    GroupSession, GroupSpec, LeaderRecord, MemberRecord, Progress, Store, StoreCommand, StoreEvent,
+    SwitchoverRecord, record::FORMAT_VERSION,
+};
+use crate::systemd::{Systemd, UnitEnv};
+
+/// Where the units' environment files go.
+pub const RUN_DIR: &str = "/run/promd";
+
+/// A store task that has not turned its loop for this long is taken as hung.
+fn store_stall_limit(lease: Duration) -> Duration {
+    (lease / 3 * 3).max(Duration::from_secs(5))
+}
+
+struct Group {
+    cfg: GroupConfig,
+    machine: GroupMachine,
+    session: GroupSession,
+    progress: Progress,
+    /// The units the active target pulled in, as last seen (the fallback if systemd cannot
+    /// be asked again when they must be stopped or killed).
+    units: Vec<String>,
+    store_down: Option<String>,
+}
+
+pub struct Runtime {
+    origin: Instant,
+    node: String,
+    run_dir: PathBuf,
+    groups: Vec<Group>,
+    systemd: Systemd,
+    store_rx: mpsc::UnboundedReceiver<(usize, StoreEvent)>,
+    job_tx: mpsc::UnboundedSender<(usize, Job, bool)>,
+    job_rx: mpsc::UnboundedReceiver<(usize, Job, bool)>,
+    units_tx: mpsc::UnboundedSender<(usize, Vec<String>)>,
+    units_rx: mpsc::UnboundedReceiver<(usize, Vec<String>)>,
+    notifier: Notifier,
+}
+
+impl Runtime {
+    pub fn new(
+        config: &Config,
+        store: &dyn Store,
+        systemd: Systemd,
+        notifier: Notifier,
+    ) -> Runtime {
+        let (store_tx, store_rx) = mpsc::unbounded_channel();
+        let (job_tx, job_rx) = mpsc::unbounded_channel();
+        let (units_tx, units_rx) = mpsc::unbounded_channel();
+        let groups = config
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, cfg)| {
+                let progress = Progress::default();
+                let spec = GroupSpec {
+                    group: cfg.name.clone(),
+                    node: config.node.clone(),
+                    lease: cfg.lease,
+                    progress: progress.clone(),
+                };
+                Group {
+                    machine: GroupMachine::new(params(&config.node, cfg)),
+                    session: store.open_group(spec, i, store_tx.clone()),
+                    progress,
+                    units: Vec::new(),
+                    store_down: None,
+                    cfg: cfg.clone(),
+                }
+            })
+            .collect();
+        Runtime {
+            origin: Instant::now(),
+            node: config.node.clone(),
+            run_dir: PathBuf::from(RUN_DIR),
+            groups,
+            systemd,
+            store_rx,
+            job_tx,
+            job_rx,
+            units_tx,
+            units_rx,
+            notifier,
+        }
+    }
+
+    fn now(&self) -> Mono {
+        Mono(self.origin.elapsed())
+    }
+
+    fn mono(&self, at: Instant) -> Mono {
+        Mono(at.saturating_duration_since(self.origin))
+    }
+
+    /// Serve until SIGTERM (or SIGINT) has been handled for every group.
+    pub async fn run(mut self) -> std::io::Result<()> {
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let ping_every = self
+            .notifier
+            .ping_interval()
+            .unwrap_or(Duration::from_secs(3600));
+        let mut ping = tokio::time::interval(ping_every);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        for i in 0..self.groups.len() {
+            self.bind_units(i);
+            self.feed(i, Event::Tick);
+        }
+        let status = self.status_line();
+        self.notifier.ready(&status);
+        let mut stopping = false;
+
+        while !self.groups.iter().all(|g| g.machine.exited()) {
+            let now = self.now();
+            let deadline = self
+                .groups
+                .iter()
+                .filter_map(|g| g.machine.next_deadline(now))
+                .min()
+                .map_or(Duration::from_secs(3600), |d| d.saturating_sub(now));
+            tokio::select! {
+                biased;
+                Some((i, ev)) = self.store_rx.recv() => self.on_store(i, ev),
+                Some((i, job, ok)) = self.job_rx.recv() => self.feed(i, Event::Job { job, ok }),
+                Some((i, units)) = self.units_rx.recv() => self.groups[i].units = units,
+                _ = sigterm.recv(), if !stopping => stopping = self.terminate(),
+                _ = sigint.recv(), if !stopping => stopping = self.terminate(),
+                _ = ping.tick() => self.ping_watchdog(),
+                _ = tokio::time::sleep(deadline) => {
+                    for i in 0..self.groups.len() {
+                        self.feed(i, Event::Tick);
+                    }
+                }
+            }
+            let status = self.status_line();
+            self.notifier.status(&status);
+        }
+        Ok(())
+    }
+
+    fn terminate(&mut self) -> bool {
+        tracing::info!("SIGTERM: handing over every group and stopping");
+        self.notifier.stopping();
+        for i in 0..self.groups.len() {
+            self.feed(i, Event::Terminate);
+        }
+        true
+    }
+
+    /// Ping only while every store task keeps turning; a hung driver means a restart.
+    fn ping_watchdog(&self) {
+        let stalled = self.groups.iter().find(|g| {
+            g.progress
+                .age()
+                .is_some_and(|age| age > store_stall_limit(g.cfg.lease))
+                && !g.machine.exited()
+        });
+        match stalled {
+            None => self.notifier.ping(),
+            Some(g) => {
+                tracing::error!(PROMD_GROUP = %g.cfg.name, "store driver stalled: not pinging the watchdog")
+            }
+        }
+    }
+
+    fn on_store(&mut self, i: usize, ev: StoreEvent) {
+        let event = match ev {
+            StoreEvent::Up => {
+                if let Some(reason) = self.groups[i].store_down.take() {
+                    self.log(
+                        i,
+                        tracing::Level::INFO,
+                        &format!("store reachable again (was: {reason})"),
+                    );
+                }
+                Event::StoreUp
+            }
+            StoreEvent::Down(reason) => {
+                let g = &mut self.groups[i];
+                if g.store_down.as_deref() != Some(&reason) {
+                    g.store_down = Some(reason.clone());
+                    self.log(
+                        i,
+                        tracing::Level::WARN,
+                        &format!("store unreachable: {reason}"),
+                    );
+                }
+                Event::StoreDown
+            }
+            StoreEvent::Renewed { sent_at } => Event::Renewed {
+                sent_at: self.mono(sent_at),
+            },
+            StoreEvent::LeaseLost => {
+                self.log(i, tracing::Level::WARN, "store lease lost");
+                Event::LeaseLost
+            }
+            StoreEvent::Leader(l) => Event::Leader(l.map(|l| (l.node, l.term))),
+            StoreEvent::Members(ms) => Event::Members(
+                ms.into_iter()
+                    .map(|m| Member {
+                        node: m.node,
+                        priority: m.priority,
+                        eligible: m.eligible,
+                        healthy: m.healthy,
+                        role: m.role,
+                    })
+                    .collect(),
+            ),
+            StoreEvent::Switchover(s) => Event::Switchover(s.map(|s| s.to)),
+            StoreEvent::Campaigned(t) => Event::Campaigned(t),
+            StoreEvent::Released => Event::Released,
+            StoreEvent::Corrupt { key, error } => {
+                self.log(
+                    i,
+                    tracing::Level::WARN,
+                    &format!("ignoring unreadable store value {key}: {error}"),
+                );
+                return;
+            }
+        };
+        self.feed(i, event);
+    }
+
+    fn feed(&mut self, i: usize, event: Event) {
+        let now = self.now();
+        let actions = self.groups[i].machine.handle(event, now);
+        for action in actions {
+            self.execute(i, action);
+        }
+    }
+
+    fn execute(&mut self, i: usize, action: Action) {
+        let g = &self.groups[i];
+        let send = |cmd: StoreCommand| {
+            // A closed channel means the store task ended: only after Shutdown.
+            let _ = g.session.commands.send(cmd);
+        };
+        match action {
+            Action::Start(job, term) => self.start_job(i, job, term),
+            Action::KillActive => {
+                self.log(
+                    i,
+                    tracing::Level::WARN,
+                    "stopping took too long: killing the active units",
+                );
+                let (systemd, units) = (self.systemd.clone(), g.units.clone());
+                tokio::spawn(async move {
+                    for unit in units {
+                        if let Err(e) = systemd.kill(&unit).await {
+                            tracing::error!("killing {unit}: {e}");
+                        }
+                    }
+                });
+            }
+            Action::Campaign => send(StoreCommand::Campaign(LeaderRecord {
+                v: FORMAT_VERSION,
+                node: self.node.clone(),
+                priority: g.cfg.priority,
+            })),
+            Action::Release { term } => send(StoreCommand::Release { term }),
+            Action::Publish(m) => send(StoreCommand::Publish(MemberRecord {
+                v: FORMAT_VERSION,
+                node: m.node,
+                priority: m.priority,
+                eligible: m.eligible,
+                healthy: m.healthy,
+                role: m.role,
+            })),
+            Action::RequestSwitchover { to } => {
+                self.log(
+                    i,
+                    tracing::Level::INFO,
+                    &format!("asking the active node to hand over to {to} (preempt)"),
+                );
+                send(StoreCommand::RequestSwitchover(SwitchoverRecord {
+                    v: FORMAT_VERSION,
+                    to,
+                    from: self.node.clone(),
+                }))
+            }
+            Action::ClearSwitchover => send(StoreCommand::ClearSwitchover),
+            Action::RoleChanged {
+                old,
+                new,
+                term,
+                reason,
+            } => self.role_changed(i, old, new, term, &reason),
+            Action::Exit => send(StoreCommand::Shutdown),
+        }
+    }
+
+    /// Run a systemd job in a task; its result comes back as `Event::Job`.
+    fn start_job(&self, i: usize, job: Job, term: Option<u64>) {
+        let g = &self.groups[i];
+        let systemd = self.systemd.clone();
+        let (jobs, units_tx) = (self.job_tx.clone(), self.units_tx.clone());
+        let active = g.cfg.active_target.clone();
+        let passive = g.cfg.passive_target.clone();
+        let known_units = g.units.clone();
+        let leader = g.machine.leader().unwrap_or("").to_string();
+        let env = |role: Role, term: u64, leader: &str| {
+            UnitEnv {
+                group: &g.cfg.name,
+                node: &self.node,
+                role: role.as_str(),
+                term,
+                leader,
+            }
+            .write(&self.run_dir)
+        };
+        // The env file is written before the start is even queued, so the units read this term.
+        let env_written = match job {
+            Job::StartActive => env(Role::Active, term.unwrap_or(0), &self.node),
+            Job::StartPassive => env(Role::Passive, g.machine.term(), &leader),
+            Job::StopActive => Ok(()),
+        };
+        if let Err(e) = env_written {
+            self.log(
+                i,
+                tracing::Level::ERROR,
+                &format!("cannot write the unit environment: {e}"),
+            );
+            let _ = jobs.send((i, job, false));
+            return;
+        }
+        let group = g.cfg.name.clone();
+        tokio::spawn(async move {
+            let result = match job {
+                Job::StartActive => {
+                    if let Ok(units) = systemd.pulled_in(&active).await {
+                        if let Err(e) = systemd.bind_to_promd(&group, &units).await {
+                            tracing::error!(PROMD_GROUP = %group, "binding units to promd: {e}");
+                        }
+                        let _ = units_tx.send((i, units));
+                    }
+                    systemd.start(&active).await
+                }
+                Job::StartPassive => match passive {
+                    Some(unit) => systemd.start(&unit).await,
+                    None => Ok(()),
+                },
+                Job::StopActive => {
+                    let mut units = systemd.pulled_in(&active).await.unwrap_or_default();
+                    units.extend(known_units);
+                    units.sort();
+                    units.dedup();
+                    let _ = units_tx.send((i, units.clone()));
+                    stop_all(&systemd, &active, &units).await
+                }
+            };
+            if let Err(e) = &result {
+                tracing::error!(PROMD_GROUP = %group, "{job:?}: {e}");
+            }
+            let _ = jobs.send((i, job, result.is_ok()));
+        });
+    }
+
+    /// Bind the active target's units to promd ahead of any promotion.
+    fn bind_units(&self, i: usize) {
+        let g = &self.groups[i];
+        let (systemd, target, group, units_tx) = (
+            self.systemd.clone(),
+            g.cfg.active_target.clone(),
+            g.cfg.name.clone(),
+            self.units_tx.clone(),
+        );
+        tokio::spawn(async move {
+            match systemd.pulled_in(&target).await {
+                Ok(units) => {
+                    if let Err(e) = systemd.bind_to_promd(&group, &units).await {
+                        tracing::error!(PROMD_GROUP = %group, "binding units to promd: {e}");
+                    }
+                    let _ = units_tx.send((i, units));
+                }
+                Err(e) => tracing::error!(PROMD_GROUP = %group, "reading {target}: {e}"),
+            }
+        });
+    }
+
+    fn role_changed(&self, i: usize, old: Role, new: Role, term: u64, reason: &str) {
+        let g = &self.groups[i];
+        let leader = g.machine.leader().unwrap_or("");
+        let message = format!("{}: {old} -> {new} (term {term}): {reason}", g.cfg.name);
+        let fenced = reason.contains("lease not renewed");
+        let id = if fenced {
+            logging::FENCED
+        } else {
+            logging::ROLE_CHANGED
+        };
+        tracing::info!(
+            MESSAGE_ID = id,
+            PROMD_GROUP = %g.cfg.name,
+            PROMD_ROLE = %new,
+            PROMD_OLD_ROLE = %old,
+            PROMD_TERM = term,
+            PROMD_LEADER = %leader,
+            PROMD_REASON = %reason,
+            "{message}"
+        );
+    }
+
+    /// A group event with the group's fields.
+    fn log(&self, i: usize, level: tracing::Level, message: &str) {
+        let g = &self.groups[i];
+        let (group, role, term, leader) = (
+            &g.cfg.name,
+            g.machine.role(),
+            g.machine.term(),
+            g.machine.leader().unwrap_or(""),
+        );
+        macro_rules! ev {
+            ($lvl:ident) => {
+                tracing::$lvl!(PROMD_GROUP = %group, PROMD_ROLE = %role, PROMD_TERM = term, PROMD_LEADER = %leader, "{group}: {message}")
+            };
+        }
+        match level {
+            tracing::Level::ERROR => ev!(error),
+            tracing::Level::WARN => ev!(warn),
+            _ => ev!(info),
+        }
+    }
+
+    /// `STATUS=`: one clause per group.
+    fn status_line(&self) -> String {
+        let parts: Vec<String> = self
+            .groups
+            .iter()
+            .map(|g| {
+                let m = &g.machine;
+                let role = m.role();
+                match (&g.store_down, m.leader()) {
+                    (Some(reason), _) if !m.store_up() => {
+                        format!("{}: {role}, waiting for the store ({reason})", g.cfg.name)
+                    }
+                    (_, None) if !m.store_up() => {
+                        format!("{}: {role}, waiting for the store", g.cfg.name)
+                    }
+                    (_, Some(l)) if role != Role::Active => {
+                        format!("{}: {role}, leader {l} (term {})", g.cfg.name, m.term())
+                    }
+                    _ => format!("{}: {role} (term {})", g.cfg.name, m.term()),
+                }
+            })
+            .collect();
+        if parts.is_empty() {
+            "no groups configured".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
+/// Stop every unit, then the target; all jobs are queued at once and all awaited.
+async fn stop_all(
+    systemd: &Systemd,
+    target: &str,
+    units: &[String],
+) -> Result<(), crate::systemd::SystemdError> {
+    let mut jobs = Vec::new();
+    for unit in units
+        .iter()
+        .map(String::as_str)
+        .chain(std::iter::once(target))
+    {
+        let systemd = systemd.clone();
+        let unit = unit.to_string();
+        jobs.push(tokio::spawn(async move { systemd.stop(&unit).await }));
+    }
+    let mut result = Ok(());
+    for job in jobs {
+        match job.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(e),
+            Err(_) => result = Err(crate::systemd::SystemdError::SignalsGone),
+        }
+    }
+    result
+}
+
+fn params(node: &str, cfg: &GroupConfig) -> GroupParams {
+    GroupParams {
+        node: node.to_string(),
+        timing: Timing::new(cfg.lease),
+        priority: cfg.priority,
+        preempt: cfg.preempt,
+        members: cfg.members.clone(),
+        has_passive_target: cfg.passive_target.is_some(),
+        failure_cooldown: cfg.failure_cooldown,
+    }
+}
+
+/// The longest `WatchdogSec=` the configuration allows, and the group that sets the bound.
+pub fn watchdog_limit(config: &Config) -> Option<(Duration, &str)> {
+    config
+        .groups
+        .iter()
+        .map(|g| (Timing::new(g.lease).max_watchdog(), g.name.as_str()))
+        .min_by_key(|(d, _)| *d)
+}

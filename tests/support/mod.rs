@@ -1,0 +1,6 @@
+//! Shared by the integration tests: a real etcd cluster and real systemd hosts in nspawn
+//! containers. Every resource is tied to a value whose Drop removes it, also when a test fails.
+#![allow(dead_code)]
+
+pub mod etcd;
+pub mod hosts;
