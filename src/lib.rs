@@ -6,7 +6,7 @@
 //! - [`systemd`], [`notify`], [`logging`]: the other drivers;
 //! - [`runtime`]: the event loop that feeds driver events to the machines and carries out
 //!   their actions;
-//! - [`config`]: `/etc/promd/promd.toml`.
+//! - [`config`][]: `/etc/promd/promd.toml`.
 
 pub mod config;
 pub mod core;

@@ -28,7 +28,10 @@ pub enum SystemdError {
     #[error("job for {unit} ended with result {result:?}")]
     Job { unit: String, result: String },
     #[error("writing {path}: {error}")]
-    Io { path: PathBuf, error: std::io::Error },
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("the JobRemoved signal stream ended")]
     SignalsGone,
 }
@@ -83,24 +86,38 @@ impl Systemd {
             // Waiters see their sender dropped and report SignalsGone.
             lock(&dispatch).waiting.clear();
         });
-        Ok(Systemd { manager, conn, jobs })
+        Ok(Systemd {
+            manager,
+            conn,
+            jobs,
+        })
     }
 
     /// Start a unit and wait for the job's result.
     pub async fn start(&self, unit: &str) -> Result<(), SystemdError> {
-        let job = self.manager.start_unit(unit.to_string(), "replace".into()).await?;
+        let job = self
+            .manager
+            .start_unit(unit.to_string(), "replace".into())
+            .await?;
         self.wait(unit, job).await
     }
 
     /// Stop a unit and wait for the job's result.
     pub async fn stop(&self, unit: &str) -> Result<(), SystemdError> {
-        let job = self.manager.stop_unit(unit.to_string(), "replace".into()).await?;
+        let job = self
+            .manager
+            .stop_unit(unit.to_string(), "replace".into())
+            .await?;
         self.wait(unit, job).await
     }
 
     /// SIGKILL every process of the unit. A unit with nothing running is not an error.
     pub async fn kill(&self, unit: &str) -> Result<(), SystemdError> {
-        match self.manager.kill_unit(unit.to_string(), "all".into(), libc_sigkill()).await {
+        match self
+            .manager
+            .kill_unit(unit.to_string(), "all".into(), libc_sigkill())
+            .await
+        {
             Ok(()) => Ok(()),
             Err(zbus::Error::MethodError(name, _, _))
                 if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit"
@@ -175,7 +192,10 @@ fn job_result(unit: &str, result: String) -> Result<(), SystemdError> {
     if result == "done" {
         Ok(())
     } else {
-        Err(SystemdError::Job { unit: unit.to_string(), result })
+        Err(SystemdError::Job {
+            unit: unit.to_string(),
+            result,
+        })
     }
 }
 
@@ -185,7 +205,14 @@ fn libc_sigkill() -> i32 {
 
 /// Units a demotion stops: everything but promd and system plumbing.
 fn protected_unit(unit: &str) -> bool {
-    const PLUMBING: [&str; 6] = [".slice", ".device", ".mount", ".automount", ".swap", ".target"];
+    const PLUMBING: [&str; 6] = [
+        ".slice",
+        ".device",
+        ".mount",
+        ".automount",
+        ".swap",
+        ".target",
+    ];
     unit != PROMD_UNIT && !PLUMBING.iter().any(|s| unit.ends_with(s))
 }
 
@@ -212,7 +239,10 @@ fn write_binding(dir: &Path, group: &str, unit: &str) -> Result<bool, SystemdErr
 
 /// Write a file so that readers see the old or the new content, never a mix.
 pub fn write_atomically(path: &Path, content: &[u8]) -> Result<(), SystemdError> {
-    let io = |error| SystemdError::Io { path: path.to_path_buf(), error };
+    let io = |error| SystemdError::Io {
+        path: path.to_path_buf(),
+        error,
+    };
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir).map_err(io)?;
     let tmp = path.with_extension("promd-tmp");
@@ -240,7 +270,10 @@ impl UnitEnv<'_> {
     }
 
     pub fn write(&self, run_dir: &Path) -> Result<(), SystemdError> {
-        write_atomically(&run_dir.join(format!("{}.env", self.group)), self.render().as_bytes())
+        write_atomically(
+            &run_dir.join(format!("{}.env", self.group)),
+            self.render().as_bytes(),
+        )
     }
 }
 
@@ -253,10 +286,21 @@ mod tests {
 
     #[test]
     fn plumbing_and_promd_are_never_stopped() {
-        for u in ["promd.service", "system.slice", "dev-sda.device", "srv.mount", "network-online.target"] {
+        for u in [
+            "promd.service",
+            "system.slice",
+            "dev-sda.device",
+            "srv.mount",
+            "network-online.target",
+        ] {
             assert!(!protected_unit(u), "{u}");
         }
-        for u in ["web.service", "web.socket", "web-rotate.timer", "web@1.service"] {
+        for u in [
+            "web.service",
+            "web.socket",
+            "web-rotate.timer",
+            "web@1.service",
+        ] {
             assert!(protected_unit(u), "{u}");
         }
     }
@@ -265,18 +309,35 @@ mod tests {
     fn bindings_are_written_once_and_atomically() {
         let dir = tempfile::tempdir().unwrap();
         assert!(write_binding(dir.path(), "web", "web.service").unwrap());
-        assert!(!write_binding(dir.path(), "web", "web.service").unwrap(), "unchanged: no reload");
-        let text = std::fs::read_to_string(dir.path().join("web.service.d/50-promd-web.conf")).unwrap();
+        assert!(
+            !write_binding(dir.path(), "web", "web.service").unwrap(),
+            "unchanged: no reload"
+        );
+        let text =
+            std::fs::read_to_string(dir.path().join("web.service.d/50-promd-web.conf")).unwrap();
         assert!(text.contains("BindsTo=promd.service\n") && text.contains("After=promd.service\n"));
-        assert!(!dir.path().join("web.service.d/50-promd-web.promd-tmp").exists());
+        assert!(
+            !dir.path()
+                .join("web.service.d/50-promd-web.promd-tmp")
+                .exists()
+        );
     }
 
     #[test]
     fn env_file_has_every_variable() {
         let dir = tempfile::tempdir().unwrap();
-        let env = UnitEnv { group: "web", node: "a", role: "active", term: 42, leader: "a" };
+        let env = UnitEnv {
+            group: "web",
+            node: "a",
+            role: "active",
+            term: 42,
+            leader: "a",
+        };
         env.write(dir.path()).unwrap();
         let text = std::fs::read_to_string(dir.path().join("web.env")).unwrap();
-        assert_eq!(text, "PROMD_GROUP=web\nPROMD_NODE=a\nPROMD_ROLE=active\nPROMD_TERM=42\nPROMD_LEADER=a\n");
+        assert_eq!(
+            text,
+            "PROMD_GROUP=web\nPROMD_NODE=a\nPROMD_ROLE=active\nPROMD_TERM=42\nPROMD_LEADER=a\n"
+        );
     }
 }

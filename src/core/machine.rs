@@ -229,10 +229,11 @@ impl GroupMachine {
         if self.job == Some(Job::StopActive) && !self.killed {
             at.push(self.kill_deadline());
         }
-        if let Some(since) = self.vacant_since {
-            if !self.campaigning && self.held_term.is_none() {
-                at.push(since + self.campaign_delay());
-            }
+        if let Some(since) = self.vacant_since
+            && !self.campaigning
+            && self.held_term.is_none()
+        {
+            at.push(since + self.campaign_delay());
         }
         at.extend(self.failed_until);
         at.extend(self.retry_campaign_at);
@@ -291,10 +292,10 @@ impl GroupMachine {
                         self.defer_once = true;
                     }
                 }
-                if let (Some(held), Some((node, term))) = (self.held_term, &leader) {
-                    if *node != self.p.node || *term != held {
-                        self.held_term = None;
-                    }
+                if let (Some(held), Some((node, term))) = (self.held_term, &leader)
+                    && (*node != self.p.node || *term != held)
+                {
+                    self.held_term = None;
                 }
                 if leader.is_none() && self.held_term.is_some() && !self.campaigning {
                     // The key we held is gone (expired or deleted).
@@ -393,10 +394,10 @@ impl GroupMachine {
             }
             Some(_) => None,
         };
-        if let Some(reason) = lost {
-            if self.job != Some(Job::StopActive) {
-                self.stop_active(&reason, out);
-            }
+        if let Some(reason) = lost
+            && self.job != Some(Job::StopActive)
+        {
+            self.stop_active(&reason, out);
         }
         if self.job == Some(Job::StopActive) && !self.killed && now >= self.kill_deadline() {
             self.killed = true;
@@ -462,16 +463,16 @@ impl GroupMachine {
             self.stop_active("promd is stopping", out);
             return;
         }
-        if let Some(term) = self.held_term {
-            if self.store_up {
-                if !self.releasing {
-                    self.releasing = true;
-                    out.push(Action::Release { term });
-                }
-                return;
+        if let Some(term) = self.held_term
+            && self.store_up
+        {
+            if !self.releasing {
+                self.releasing = true;
+                out.push(Action::Release { term });
             }
-            // Unreachable store: the key expires with the lease; the units are down already.
+            return;
         }
+        // Unreachable store: the key expires with the lease; the units are down already.
         self.exited = true;
         out.push(Action::Exit);
     }
@@ -486,15 +487,16 @@ impl GroupMachine {
             self.stop_active(&reason, out);
             return;
         }
-        if let Some(to) = self.switchover_to.clone() {
-            if to != self.p.node && self.role == Role::Active {
-                if self.members.iter().any(|m| m.node == to && m.eligible) {
-                    self.stop_active(&format!("switchover to {to}"), out);
-                } else {
-                    // Not a candidate: drop the request rather than hand over to nobody.
-                    self.switchover_to = None;
-                    out.push(Action::ClearSwitchover);
-                }
+        if let Some(to) = self.switchover_to.clone()
+            && to != self.p.node
+            && self.role == Role::Active
+        {
+            if self.members.iter().any(|m| m.node == to && m.eligible) {
+                self.stop_active(&format!("switchover to {to}"), out);
+            } else {
+                // Not a candidate: drop the request rather than hand over to nobody.
+                self.switchover_to = None;
+                out.push(Action::ClearSwitchover);
             }
         }
     }
@@ -522,11 +524,13 @@ impl GroupMachine {
             Some((node, term)) if *node == self.p.node && !self.campaigning => Some(*term),
             _ => None,
         };
-        if let Some(term) = self.held_term.or(stale_own_key) {
-            if self.store_up && !self.lease_lost && !self.releasing {
-                self.releasing = true;
-                out.push(Action::Release { term });
-            }
+        if let Some(term) = self.held_term.or(stale_own_key)
+            && self.store_up
+            && !self.lease_lost
+            && !self.releasing
+        {
+            self.releasing = true;
+            out.push(Action::Release { term });
         }
         let settled = if self.failed_until.is_some_and(|t| now < t) {
             Role::Failed
@@ -619,7 +623,7 @@ impl GroupMachine {
             .iter()
             .find(|m| &m.node == leader)
             .map(|m| m.priority);
-        if !leader_priority.is_some_and(|p| p < self.p.priority) {
+        if leader_priority.is_none_or(|p| p >= self.p.priority) {
             return;
         }
         if self

@@ -480,7 +480,10 @@ fn preempt_asks_a_lower_priority_leader_to_hand_over_once_per_lease() {
     assert!(a.contains(&Action::RequestSwitchover { to: "a".into() }));
     // Not again within the lease (the leader is busy handing over, or refused).
     let step = LEASE.as_millis() as u64 / 4;
-    let requested = |a: &[Action]| a.iter().any(|x| matches!(x, Action::RequestSwitchover { .. }));
+    let requested = |a: &[Action]| {
+        a.iter()
+            .any(|x| matches!(x, Action::RequestSwitchover { .. }))
+    };
     for _ in 0..3 {
         t.renew();
         assert!(!requested(&t.advance(step)));
@@ -659,7 +662,9 @@ fn simulate(seed: u64, steps: usize) -> Coverage {
         for a in actions.drain(..) {
             log.push(format!("{:?} {a:?}", t.now));
             match &a {
-                Action::RoleChanged { new: Role::Active, .. } => cov.promotions += 1,
+                Action::RoleChanged {
+                    new: Role::Active, ..
+                } => cov.promotions += 1,
                 Action::RoleChanged { reason, .. } if reason.contains("lease not renewed") => {
                     cov.lease_fences += 1
                 }
@@ -748,10 +753,10 @@ fn simulate(seed: u64, steps: usize) -> Coverage {
         for (at, _, _) in &pending_jobs {
             next = next.min(*at);
         }
-        if let Some(e) = my_lease_expiry {
-            if e > t.now {
-                next = next.min(e);
-            }
+        if let Some(e) = my_lease_expiry
+            && e > t.now
+        {
+            next = next.min(e);
         }
         t.now = next.max(t.now);
 
