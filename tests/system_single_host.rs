@@ -4,16 +4,10 @@
 mod support;
 
 use std::net::TcpListener;
-use std::path::Path;
 use std::time::Duration;
 
+use support::cluster::promd_unit;
 use support::hosts::{self, Host, HostSpec, Net};
-
-fn promd_unit() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("units/promd.service"))
-        .expect("units/promd.service")
-        .replace("/usr/bin/promd", "/usr/local/bin/promd")
-}
 
 fn boot(net: &Net, config: &str, watchdog: &str) -> Host {
     let mut spec = HostSpec::new("solo");
@@ -23,8 +17,14 @@ fn boot(net: &Net, config: &str, watchdog: &str) -> Host {
         "/etc/systemd/system/promd.service.d/test.conf",
         format!("[Service]\nWatchdogSec={watchdog}\n"),
     );
-    spec.file("/etc/systemd/system/web-active.target", "[Unit]\nWants=web.service\n");
-    spec.file("/etc/systemd/system/web.service", "[Service]\nExecStart=/bin/sleep infinity\n");
+    spec.file(
+        "/etc/systemd/system/web-active.target",
+        "[Unit]\nWants=web.service\n",
+    );
+    spec.file(
+        "/etc/systemd/system/web.service",
+        "[Service]\nExecStart=/bin/sleep infinity\n",
+    );
     spec.enable("promd.service", "multi-user.target");
     spec.bin(env!("CARGO_BIN_EXE_promd"));
     net.boot(0, spec)
@@ -38,7 +38,11 @@ fn status_text(h: &Host) -> String {
 fn unreachable_store_at_start_reports_ready_and_waits_passive() {
     let net = Net::new(1);
     // A port on the gateway where nothing answers: bound, never accepted, then closed.
-    let port = TcpListener::bind((net.gateway_ip(0), 0)).unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind((net.gateway_ip(0), 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let config = format!(
         "node = \"solo\"\n[store]\nkind = \"etcd\"\nendpoints = [\"http://{}:{port}\"]\nconnect-timeout = \"300ms\"\n\
          [[group]]\nname = \"web\"\nactive-target = \"web-active.target\"\nlease = \"2s\"\n",
@@ -46,9 +50,11 @@ fn unreachable_store_at_start_reports_ready_and_waits_passive() {
     );
     let h = boot(&net, &config, "500ms");
     // READY=1 was sent (Type=notify: "active" means ready), and STATUS= says why it waits.
-    hosts::wait_until(Duration::from_secs(20), "promd ready, waiting for the store", || {
-        h.is_active("promd") && status_text(&h).contains("waiting for the store")
-    });
+    hosts::wait_until(
+        Duration::from_secs(20),
+        "promd ready, waiting for the store",
+        || h.is_active("promd") && status_text(&h).contains("waiting for the store"),
+    );
     let status = status_text(&h);
     assert!(status.starts_with("web: passive"), "{status}");
     // It keeps retrying, passive, and never starts the active target without the role.
@@ -56,7 +62,11 @@ fn unreachable_store_at_start_reports_ready_and_waits_passive() {
     assert!(journal.contains("store unreachable"), "{journal}");
     assert!(!h.is_active("web-active.target"));
     assert!(!h.is_active("web.service"));
-    assert_eq!(h.run_ok(&["systemctl", "show", "-P", "NRestarts", "promd"]).trim(), "0");
+    assert_eq!(
+        h.run_ok(&["systemctl", "show", "-P", "NRestarts", "promd"])
+            .trim(),
+        "0"
+    );
 }
 
 #[test]
@@ -64,12 +74,29 @@ fn bad_configuration_and_too_long_watchdog_are_refused_with_reasons() {
     let net = Net::new(1);
     let bad = "node = \"solo\"\n[[group]]\nname = \"web\"\nactive-target = \"web-active.target\"\nlease = \"10 parsecs\"\nbogus = 1\n";
     let h = boot(&net, bad, "500ms");
-    hosts::wait_until(Duration::from_secs(20), "promd refused to start", || h.unit_state("promd") == "failed");
+    hosts::wait_until(Duration::from_secs(20), "promd refused to start", || {
+        h.unit_state("promd") == "failed"
+    });
     let journal = h.journal(&["-u", "promd"]);
-    assert!(journal.contains("/etc/promd/promd.toml:5:9:"), "lease position missing:\n{journal}");
-    assert!(journal.contains("/etc/promd/promd.toml:6:1:"), "unknown key position missing:\n{journal}");
-    assert_eq!(h.run_ok(&["systemctl", "show", "-P", "ExecMainStatus", "promd"]).trim(), "78");
-    assert_eq!(h.run_ok(&["systemctl", "show", "-P", "NRestarts", "promd"]).trim(), "0", "no restart loop");
+    assert!(
+        journal.contains("/etc/promd/promd.toml:5:9:"),
+        "lease position missing:\n{journal}"
+    );
+    assert!(
+        journal.contains("/etc/promd/promd.toml:6:1:"),
+        "unknown key position missing:\n{journal}"
+    );
+    assert_eq!(
+        h.run_ok(&["systemctl", "show", "-P", "ExecMainStatus", "promd"])
+            .trim(),
+        "78"
+    );
+    assert_eq!(
+        h.run_ok(&["systemctl", "show", "-P", "NRestarts", "promd"])
+            .trim(),
+        "0",
+        "no restart loop"
+    );
     assert!(!h.is_active("web.service"));
     // check-config says the same, with exit status 2.
     let out = h.exec(&["promd", "check-config", "/etc/promd/promd.toml"]);
@@ -81,19 +108,40 @@ fn bad_configuration_and_too_long_watchdog_are_refused_with_reasons() {
         "/etc/promd/promd.toml",
         "node = \"solo\"\n[[group]]\nname = \"web\"\nactive-target = \"web-active.target\"\nlease = \"2s\"\n",
     );
-    h.write_file("/etc/systemd/system/promd.service.d/test.conf", "[Service]\nWatchdogSec=3s\n");
+    h.write_file(
+        "/etc/systemd/system/promd.service.d/test.conf",
+        "[Service]\nWatchdogSec=3s\n",
+    );
     h.run_ok(&["systemctl", "daemon-reload"]);
     let _ = h.exec(&["systemctl", "restart", "promd"]);
-    hosts::wait_until(Duration::from_secs(20), "promd refused the watchdog", || h.unit_state("promd") == "failed");
+    hosts::wait_until(
+        Duration::from_secs(20),
+        "promd refused the watchdog",
+        || h.unit_state("promd") == "failed",
+    );
     let journal = h.journal(&["-u", "promd", "-n", "20"]);
-    assert!(journal.contains("WatchdogSec=3s is too long for group web"), "{journal}");
+    assert!(
+        journal.contains("WatchdogSec=3s is too long for group web"),
+        "{journal}"
+    );
 
     // Fixed: it starts, and alone in a dir store it becomes active.
-    h.write_file("/etc/systemd/system/promd.service.d/test.conf", "[Service]\nWatchdogSec=500ms\n");
+    h.write_file(
+        "/etc/systemd/system/promd.service.d/test.conf",
+        "[Service]\nWatchdogSec=500ms\n",
+    );
     h.run_ok(&["systemctl", "daemon-reload"]);
     h.run_ok(&["systemctl", "restart", "promd"]);
-    hosts::wait_until(Duration::from_secs(20), "the only host becomes active", || h.is_active("web.service"));
-    assert!(status_text(&h).starts_with("web: active"), "{}", status_text(&h));
+    hosts::wait_until(
+        Duration::from_secs(20),
+        "the only host becomes active",
+        || h.is_active("web.service"),
+    );
+    assert!(
+        status_text(&h).starts_with("web: active"),
+        "{}",
+        status_text(&h)
+    );
 }
 
 /// A dead or hung agent cannot leave its service running: the units are bound to promd, so
@@ -103,23 +151,42 @@ fn units_stop_with_a_killed_or_hung_promd_without_waiting_for_its_restart() {
     let net = Net::new(1);
     let config = "node = \"solo\"\n[[group]]\nname = \"web\"\nactive-target = \"web-active.target\"\nlease = \"2s\"\n";
     let h = boot(&net, config, "500ms");
-    h.write_file("/etc/systemd/system/promd.service.d/slow-restart.conf", "[Service]\nRestartSec=1min\n");
+    h.write_file(
+        "/etc/systemd/system/promd.service.d/slow-restart.conf",
+        "[Service]\nRestartSec=1min\n",
+    );
     h.run_ok(&["systemctl", "daemon-reload"]);
     h.run_ok(&["systemctl", "restart", "promd"]);
-    hosts::wait_until(Duration::from_secs(20), "active", || h.is_active("web.service"));
+    hosts::wait_until(Duration::from_secs(20), "active", || {
+        h.is_active("web.service")
+    });
 
     let pid = h.pid_on_machine("promd").expect("promd runs");
     h.signal(pid, hosts::Signal::SIGKILL);
-    hosts::wait_until(Duration::from_secs(3), "web.service stopped with promd", || !h.is_active("web.service"));
-    assert!(h.pid_on_machine("promd").is_none(), "promd must not have been restarted yet");
+    hosts::wait_until(
+        Duration::from_secs(3),
+        "web.service stopped with promd",
+        || !h.is_active("web.service"),
+    );
+    assert!(
+        h.pid_on_machine("promd").is_none(),
+        "promd must not have been restarted yet"
+    );
 
     h.run_ok(&["systemctl", "restart", "promd"]);
-    hosts::wait_until(Duration::from_secs(20), "active again", || h.is_active("web.service"));
+    hosts::wait_until(Duration::from_secs(20), "active again", || {
+        h.is_active("web.service")
+    });
     let pid = h.pid_on_machine("promd").expect("promd runs");
     h.signal(pid, hosts::Signal::SIGSTOP);
     // WatchdogSec=500ms: the watchdog SIGKILLs the paused promd, the units follow.
-    hosts::wait_until(Duration::from_secs(3), "web.service stopped with the hung promd", || {
-        !h.is_active("web.service")
-    });
-    assert!(!h.owns_pid(pid) || h.pid_on_machine("promd") != Some(pid), "the watchdog killed it");
+    hosts::wait_until(
+        Duration::from_secs(3),
+        "web.service stopped with the hung promd",
+        || !h.is_active("web.service"),
+    );
+    assert!(
+        !h.owns_pid(pid) || h.pid_on_machine("promd") != Some(pid),
+        "the watchdog killed it"
+    );
 }

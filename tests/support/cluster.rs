@@ -1,0 +1,195 @@
+//! A promd cluster on nspawn hosts: each host runs promd (as promd.service, from the unit file
+//! in `units/`) and a protected `web.service` that records its own run spans, so tests and
+//! benchmarks can check "never two actives" and measure failover on one clock.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::etcd::EtcdCluster;
+use super::hosts::{self, Host, HostSpec, Net, Span};
+
+/// promd.service as shipped, pointing at the test binary.
+pub fn promd_unit() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("units/promd.service"))
+        .expect("units/promd.service")
+        .replace("/usr/bin/promd", "/usr/local/bin/promd")
+}
+
+/// The longest watchdog promd accepts for `lease`, rounded down to whole milliseconds, at
+/// most the shipped 3s.
+fn watchdog_for(lease: Duration) -> Duration {
+    let margin = (lease / 4).max(Duration::from_millis(250));
+    let limit = (lease - margin) / 2;
+    Duration::from_millis(limit.as_millis().min(3000) as u64)
+}
+
+/// Targets and the protected service, wired as an operator would.
+pub fn web_units(spec: &mut HostSpec) {
+    spec.file(
+        "/etc/systemd/system/web-active.target",
+        "[Unit]\nDescription=web: active\nWants=web.service\nConflicts=web-passive.target\n",
+    );
+    spec.file(
+        "/etc/systemd/system/web-passive.target",
+        "[Unit]\nDescription=web: passive\nConflicts=web-active.target\n",
+    );
+    spec.file(
+        "/etc/systemd/system/web.service",
+        hosts::span_unit("web.service", "web", "/spans/spans.log"),
+    );
+}
+
+/// Which store the hosts use.
+pub enum StoreKind<'a> {
+    Etcd(&'a EtcdCluster),
+    /// A directory on this machine, bound into every host.
+    Dir(&'a Path),
+}
+
+pub struct Cluster {
+    pub hosts: Vec<Host>,
+    pub lease: Duration,
+    spans: Vec<PathBuf>,
+    _span_dirs: Vec<tempfile::TempDir>,
+}
+
+impl Cluster {
+    /// Boots one host per network slot of `net`, named n1, n2, ...
+    pub fn boot(net: &Net, store: StoreKind, lease: Duration) -> Cluster {
+        let span_dirs: Vec<tempfile::TempDir> = (0..net.len())
+            .map(|_| tempfile::tempdir().unwrap())
+            .collect();
+        let specs = (0..net.len())
+            .map(|i| {
+                let name = format!("n{}", i + 1);
+                let store_toml = match &store {
+                    StoreKind::Etcd(etcd) => {
+                        let eps: Vec<String> =
+                            etcd.endpoints_via(net.gateway_ip(i)).iter().map(|e| format!("\"{e}\"")).collect();
+                        format!("[store]\nkind = \"etcd\"\nendpoints = [{}]\nconnect-timeout = \"500ms\"\n", eps.join(", "))
+                    }
+                    StoreKind::Dir(_) => "[store]\nkind = \"dir\"\npath = \"/var/lib/promd\"\n".to_string(),
+                };
+                let mut spec = HostSpec::new(&name);
+                spec.file(
+                    "/etc/promd/promd.toml",
+                    format!(
+                        "node = \"{name}\"\n{store_toml}\n[[group]]\nname = \"web\"\nactive-target = \"web-active.target\"\n\
+                         passive-target = \"web-passive.target\"\nlease = \"{}ms\"\n",
+                        lease.as_millis()
+                    ),
+                );
+                spec.file("/etc/systemd/system/promd.service", promd_unit());
+                spec.file(
+                    "/etc/systemd/system/promd.service.d/test.conf",
+                    format!("[Service]\nWatchdogSec={}ms\nRestartSec=200ms\n", watchdog_for(lease).as_millis()),
+                );
+                spec.enable("promd.service", "multi-user.target");
+                web_units(&mut spec);
+                spec.bind_rw(span_dirs[i].path(), "/spans");
+                if let StoreKind::Dir(dir) = &store {
+                    spec.bind_rw(dir, "/var/lib/promd");
+                }
+                spec.bin(env!("CARGO_BIN_EXE_promd"));
+                spec
+            })
+            .collect();
+        let hosts = net.boot_all(specs);
+        let spans = span_dirs
+            .iter()
+            .map(|d| d.path().join("spans.log"))
+            .collect();
+        Cluster {
+            hosts,
+            lease,
+            spans,
+            _span_dirs: span_dirs,
+        }
+    }
+
+    pub fn active_hosts(&self) -> Vec<usize> {
+        (0..self.hosts.len())
+            .filter(|&i| self.hosts[i].is_active("web.service"))
+            .collect()
+    }
+
+    /// Waits until exactly one host, other than `not`, runs the service; returns it.
+    pub fn wait_one_active(&self, not: Option<usize>, timeout: Duration) -> usize {
+        let mut found = None;
+        hosts::wait_until(timeout, "exactly one active host", || {
+            let a = self.active_hosts();
+            found = (a.len() == 1 && Some(a[0]) != not).then(|| a[0]);
+            found.is_some()
+        });
+        found.unwrap_or_default()
+    }
+
+    /// The first start of the service on host `i` at or after `t0` (realtime ns).
+    pub fn start_after(&self, i: usize, t0: u64) -> u64 {
+        hosts::read_spans(&self.spans[i])
+            .iter()
+            .map(|s| s.start_ns)
+            .find(|&s| s >= t0)
+            .unwrap_or_else(|| panic!("no start on host {i} after {t0}"))
+    }
+
+    pub fn spans(&self) -> Vec<(String, Vec<Span>)> {
+        self.hosts
+            .iter()
+            .zip(&self.spans)
+            .map(|(h, p)| (h.name().to_string(), hosts::read_spans(p)))
+            .collect()
+    }
+
+    /// No two hosts' spans overlap, and the term grows with every new span. Returns the
+    /// number of spans.
+    pub fn check_history(&self) -> usize {
+        let all = self.spans();
+        hosts::assert_no_overlap(&all);
+        let mut starts: Vec<(u64, u64, &str)> = all
+            .iter()
+            .flat_map(|(h, spans)| {
+                spans.iter().map(move |s| {
+                    (
+                        s.start_ns,
+                        s.term.expect("PROMD_TERM in the service's environment"),
+                        h.as_str(),
+                    )
+                })
+            })
+            .collect();
+        starts.sort();
+        for w in starts.windows(2) {
+            assert!(
+                w[1].1 > w[0].1,
+                "term did not grow: {:?} then {:?}",
+                w[0],
+                w[1]
+            );
+        }
+        starts.len()
+    }
+
+    pub fn promd_pid(&self, i: usize) -> u32 {
+        self.hosts[i].pid_on_machine("promd").expect("promd runs")
+    }
+
+    /// Waits until promd on host `i` runs again (a new pid) and the host is passive.
+    pub fn wait_promd_back(&self, i: usize, old_pid: u32) {
+        hosts::wait_until(
+            Duration::from_secs(60),
+            "promd restarted and passive",
+            || {
+                self.hosts[i]
+                    .pid_on_machine("promd")
+                    .is_some_and(|p| p != old_pid)
+                    && self.hosts[i].is_active("web-passive.target")
+            },
+        );
+    }
+}
+
+/// Time from `t0` to `started`, both realtime ns.
+pub fn elapsed(t0: u64, started: u64) -> Duration {
+    Duration::from_nanos(started.saturating_sub(t0))
+}
