@@ -111,6 +111,10 @@ pub struct GroupMachine {
 
     // The store as last seen.
     store_up: bool,
+    /// The leader key and the member list were read since the store was last (re)reached:
+    /// until then "no leader" means "not known yet", not "vacant".
+    leader_known: bool,
+    members_known: bool,
     leader: Option<(String, u64)>,
     members: Vec<Member>,
     switchover_to: Option<String>,
@@ -158,6 +162,8 @@ impl GroupMachine {
             p,
             role: Role::Starting,
             store_up: false,
+            leader_known: false,
+            members_known: false,
             leader: None,
             members: Vec::new(),
             switchover_to: None,
@@ -256,10 +262,14 @@ impl GroupMachine {
 
     fn absorb(&mut self, event: Event, now: Mono, out: &mut Vec<Action>) {
         match event {
-            Event::StoreUp => self.store_up = true,
+            Event::StoreUp => {
+                self.store_up = true;
+                self.forget_view();
+            }
             Event::StoreDown => {
                 self.store_up = false;
                 self.campaigning = false;
+                self.forget_view();
             }
             Event::Renewed { sent_at } => {
                 if self.renewed_sent.is_none_or(|s| sent_at > s) {
@@ -268,6 +278,7 @@ impl GroupMachine {
                 self.lease_lost = false;
             }
             Event::LeaseLost => {
+                self.forget_view();
                 self.renewed_sent = None;
                 self.lease_lost = true;
                 self.held_term = None;
@@ -275,6 +286,7 @@ impl GroupMachine {
                 self.campaigning = false;
             }
             Event::Leader(leader) => {
+                self.leader_known = true;
                 match (&leader, &self.leader) {
                     (None, Some(_)) | (None, None) if self.vacant_since.is_none() => {
                         self.vacant_since = Some(now)
@@ -306,7 +318,10 @@ impl GroupMachine {
                 }
                 self.leader = leader;
             }
-            Event::Members(members) => self.members = members,
+            Event::Members(members) => {
+                self.members_known = true;
+                self.members = members;
+            }
             Event::Switchover(to) => self.switchover_to = to,
             Event::Campaigned(result) => {
                 self.campaigning = false;
@@ -575,6 +590,9 @@ impl GroupMachine {
         if self.leader.is_some() || self.campaigning || self.held_term.is_some() {
             return;
         }
+        if !self.leader_known || !self.members_known {
+            return; // a fresh connection: the store's state is on its way
+        }
         if !self.eligible(now) || self.retry_campaign_at.is_some_and(|t| now < t) {
             return;
         }
@@ -652,6 +670,12 @@ impl GroupMachine {
             self.published = Some(me.clone());
             out.push(Action::Publish(me));
         }
+    }
+
+    /// A (re)connection re-reads the store: until then the old view is not evidence.
+    fn forget_view(&mut self) {
+        self.leader_known = false;
+        self.members_known = false;
     }
 
     fn is_member(&self, node: &str) -> bool {

@@ -82,6 +82,7 @@ impl T {
         t.ev(Event::StoreUp);
         t.renew();
         t.ev(Event::Leader(leader.map(|(n, term)| (n.to_string(), term))));
+        t.ev(Event::Members(vec![]));
         let a = t.ev(Event::Job {
             job: Job::StopActive,
             ok: true,
@@ -792,7 +793,9 @@ fn simulate(seed: u64, steps: usize) -> Coverage {
             ));
             actions.extend(t.ev(e));
             if link_up {
+                // As every backend does after (re)connecting: the leader key, then the members.
                 pending_events.push((t.now, Event::Leader(key.clone())));
+                pending_events.push((t.now, Event::Members(vec![])));
             }
         }
         if rng.chance(1) && key.as_ref().is_some_and(|k| k.0 == "b") {
@@ -813,6 +816,8 @@ fn simulate(seed: u64, steps: usize) -> Coverage {
                 if my_lease_expiry.is_none() {
                     // A new lease (grant): the machine learns of it with the renewal.
                     pending_events.push((arrive, Event::StoreUp));
+                    pending_events.push((arrive, Event::Leader(key.clone())));
+                    pending_events.push((arrive, Event::Members(vec![])));
                 }
                 my_lease_expiry = Some(arrive + LEASE);
                 pending_events.push((
@@ -843,4 +848,37 @@ fn simulate(seed: u64, steps: usize) -> Coverage {
         actions.extend(t.ev(Event::Tick));
     }
     cov
+}
+
+#[test]
+fn a_restarted_node_defers_even_when_passive_before_the_store_is_up() {
+    // The order seen on a real host: passive first, then the store, then the stale key.
+    let mut t = T::new(params("a"));
+    t.ev(Event::Tick);
+    t.ev(Event::Job {
+        job: Job::StopActive,
+        ok: true,
+    });
+    t.ev(Event::Job {
+        job: Job::StartPassive,
+        ok: true,
+    });
+    assert_eq!(t.m.role(), Role::Passive);
+    t.ev(Event::StoreUp);
+    t.renew();
+    let a = t.ev(Event::Leader(Some(("a".into(), 150))));
+    assert_eq!(a, vec![Action::Release { term: 150 }]);
+    t.ev(Event::Members(vec![
+        member("b", 100, true, Role::Passive),
+        member("c", 100, true, Role::Passive),
+    ]));
+    t.ev(Event::Switchover(None));
+    let a = t.ev(Event::Released);
+    assert!(!a.contains(&Action::Campaign), "{a:?}");
+    let a = t.ev(Event::Leader(None));
+    assert!(!a.contains(&Action::Campaign), "{a:?}");
+    assert_eq!(
+        t.m.next_deadline(t.now),
+        Some(t.now + Timing::new(LEASE).grace() * 2)
+    );
 }
