@@ -255,11 +255,20 @@ impl Runtime {
         match action {
             Action::Start(job, term) => self.start_job(i, job, term),
             Action::KillActive => {
-                self.log(
-                    i,
-                    tracing::Level::WARN,
-                    "stopping took too long: killing the active units",
-                );
+                if g.machine.role() == Role::Starting {
+                    // Nothing should be running (the units are bound to promd); this makes sure.
+                    self.log(
+                        i,
+                        tracing::Level::INFO,
+                        "start-up: killing any active unit a previous run left",
+                    );
+                } else {
+                    self.log(
+                        i,
+                        tracing::Level::WARN,
+                        "stopping took too long: killing the active units",
+                    );
+                }
                 let (systemd, units) = (self.systemd.clone(), g.units.clone());
                 tokio::spawn(async move {
                     for unit in units {
