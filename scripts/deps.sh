@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Installs what building and testing promd need on a fresh Debian 12 machine (run as root).
+# Idempotent: when everything is there it only checks, in about a second.
+#
+# - Debian packages: systemd-container (systemd-nspawn for the test hosts), etcd-server and
+#   etcd-client (the store), dbus, iproute2 (ip netns, veth), nftables (silent partitions),
+#   protobuf-compiler (etcd-client's build), util-linux (nsenter, unshare), procps, iputils-ping.
+# - Installing etcd-server must not leave an etcd running on the machine itself: services are
+#   kept from starting during the install (policy-rc.d), and if one was started anyway through
+#   the package's own service (systemd or /etc/init.d/etcd), it is stopped and disabled.
+# - A Rust toolchain with rustfmt and clippy must already be there (it cannot be downloaded).
+set -euo pipefail
+
+PACKAGES=(
+    systemd-container
+    etcd-server
+    etcd-client
+    dbus
+    iproute2
+    nftables
+    protobuf-compiler
+    util-linux
+    procps
+    iputils-ping
+)
+
+log() { printf 'deps: %s\n' "$*"; }
+die() { printf 'deps: ERROR: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "run as root (sudo $0)"
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+    [ "$status" = "installed" ] || missing+=("$p")
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+    log "Debian packages already installed"
+else
+    log "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    # Keep maintainer scripts from starting services (etcd) on this machine during the install.
+    policy=/usr/sbin/policy-rc.d
+    made_policy=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\n# temporary, from promd scripts/deps.sh\nexit 101\n' > "$policy"
+        chmod 755 "$policy"
+        made_policy=1
+        trap 'rm -f "$policy"' EXIT
+    fi
+    # Retried: the mirror may hiccup, or another apt may hold the lock for a moment.
+    apt_opts=(-q -o DPkg::Lock::Timeout=300)
+    ok=0
+    for try in 1 2 3; do
+        if apt-get "${apt_opts[@]}" update \
+            && apt-get "${apt_opts[@]}" install -y --no-install-recommends "${missing[@]}" </dev/null; then
+            ok=1
+            break
+        fi
+        log "apt-get failed (try $try of 3)"
+        sleep $((try * 10))
+    done
+    [ "$ok" -eq 1 ] || die "could not install: ${missing[*]}"
+    if [ "$made_policy" -eq 1 ]; then
+        rm -f "$policy"
+        trap - EXIT
+    fi
+fi
+
+# If the etcd package's own service runs on this machine, stop and disable it: tests start
+# their own etcd members on their own ports. Other processes are not touched.
+if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+    # systemd is PID 1 here.
+    if systemctl is-active --quiet etcd.service 2>/dev/null || systemctl is-enabled --quiet etcd.service 2>/dev/null; then
+        log "stopping and disabling the machine's etcd.service"
+        systemctl disable --now etcd.service
+    fi
+elif [ -x /etc/init.d/etcd ]; then
+    # No systemd as PID 1: the package's sysv script starts etcd with a pidfile.
+    for pidfile in /run/etcd.pid /var/run/etcd.pid; do
+        if [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null \
+            && [ "$(readlink -f "/proc/$(cat "$pidfile")/exe" 2>/dev/null)" = /usr/bin/etcd ]; then
+            log "stopping the etcd that the package's init script started"
+            /etc/init.d/etcd stop || true
+            break
+        fi
+    done
+    if command -v update-rc.d >/dev/null; then
+        update-rc.d etcd disable >/dev/null 2>&1 || true
+    fi
+fi
+if ss -Hltn 'sport = :2379' 2>/dev/null | grep -q .; then
+    log "WARNING: something (not the etcd package's service) listens on port 2379:"
+    ss -ltnp 'sport = :2379' || true
+fi
+
+for tool in systemd-nspawn nsenter unshare ip nft etcd etcdctl dbus-daemon protoc; do
+    command -v "$tool" >/dev/null || die "$tool is missing after the install"
+done
+
+# Rust: the machine's toolchain (rustup). Under sudo, PATH may lack ~/.cargo/bin.
+if ! command -v cargo >/dev/null; then
+    for d in "${CARGO_HOME:-}/bin" "$HOME/.cargo/bin" /root/.cargo/bin /usr/local/cargo/bin; do
+        if [ -x "$d/cargo" ]; then export PATH="$d:$PATH"; break; fi
+    done
+fi
+command -v cargo >/dev/null || die "no cargo: install a Rust toolchain (rustup) first"
+log "$(cargo --version)"
+cargo fmt --version >/dev/null 2>&1 || die "rustfmt is missing (rustup component add rustfmt)"
+cargo clippy --version >/dev/null 2>&1 || die "clippy is missing (rustup component add clippy)"
+log "ready"
