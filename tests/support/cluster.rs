@@ -8,6 +8,17 @@ use std::time::Duration;
 use super::etcd::EtcdCluster;
 use super::hosts::{self, Host, HostSpec, Net, Span};
 
+/// The promd binary the hosts run: Cargo's for tests and benchmarks, else `PROMD_BIN`
+/// (the demo), else the release build.
+pub fn promd_bin() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_promd") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::var_os("PROMD_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/promd")),
+    }
+}
+
 /// promd.service as shipped, pointing at the test binary.
 pub fn promd_unit() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("units/promd.service"))
@@ -90,7 +101,7 @@ impl Cluster {
                 if let StoreKind::Dir(dir) = &store {
                     spec.bind_rw(dir, "/var/lib/promd");
                 }
-                spec.bin(env!("CARGO_BIN_EXE_promd"));
+                spec.bin(promd_bin());
                 spec
             })
             .collect();
