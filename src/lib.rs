@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod core;
+pub mod dbus;
 pub mod logging;
 pub mod notify;
 pub mod runtime;

@@ -11,12 +11,15 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::config::{Config, GroupConfig};
-use crate::core::{Action, Event, GroupMachine, GroupParams, Job, Member, Mono, Role, Timing};
+use crate::core::{
+    Action, Event, GroupMachine, GroupParams, Job, Member, Mono, Refusal, Request, Role, Timing,
+};
+use crate::dbus::{Call, CallRequest, DbusService, GroupView, PromdError};
 use crate::logging;
 use crate::notify::Notifier;
 use crate::store::{
     GroupSession, GroupSpec, LeaderRecord, MemberRecord, Progress, Store, StoreCommand, StoreEvent,
-    SwitchoverRecord, record::FORMAT_VERSION,
+    MaintenanceRecord, SwitchoverRecord, record::FORMAT_VERSION,
 };
 use crate::systemd::{Systemd, UnitEnv};
 
@@ -37,6 +40,16 @@ struct Group {
     /// be asked again when they must be stopped or killed).
     units: Vec<String>,
     store_down: Option<String>,
+    /// CLOCK_REALTIME µs of the last role change.
+    since_usec: u64,
+}
+
+/// A D-Bus call that completes when the group gets there (or times out).
+struct Pending {
+    group: usize,
+    call: Call,
+    deadline: Mono,
+    reply: tokio::sync::oneshot::Sender<Result<(), PromdError>>,
 }
 
 pub struct Runtime {
@@ -51,6 +64,9 @@ pub struct Runtime {
     units_tx: mpsc::UnboundedSender<(usize, Vec<String>)>,
     units_rx: mpsc::UnboundedReceiver<(usize, Vec<String>)>,
     notifier: Notifier,
+    dbus: Option<DbusService>,
+    calls_rx: Option<mpsc::UnboundedReceiver<CallRequest>>,
+    pending: Vec<Pending>,
 }
 
 impl Runtime {
@@ -81,6 +97,7 @@ impl Runtime {
                     progress,
                     units: Vec::new(),
                     store_down: None,
+                    since_usec: realtime_usec(),
                     cfg: cfg.clone(),
                 }
             })
@@ -97,7 +114,20 @@ impl Runtime {
             units_tx,
             units_rx,
             notifier,
+            dbus: None,
+            calls_rx: None,
+            pending: Vec::new(),
         }
+    }
+
+    /// Serve `org.promd1` on this connection. Without it promd still does its job; it only
+    /// cannot be observed or steered over D-Bus.
+    pub async fn serve_dbus(&mut self, conn: &zbus::Connection) -> zbus::Result<()> {
+        let views = self.views();
+        let (service, calls) = DbusService::start(conn, &self.node, views).await?;
+        self.dbus = Some(service);
+        self.calls_rx = Some(calls);
+        Ok(())
     }
 
     fn now(&self) -> Mono {
@@ -127,12 +157,14 @@ impl Runtime {
         self.notifier.ready(&status);
         let mut stopping = false;
 
+        let mut calls = self.calls_rx.take();
         while !self.groups.iter().all(|g| g.machine.exited()) {
             let now = self.now();
             let deadline = self
                 .groups
                 .iter()
                 .filter_map(|g| g.machine.next_deadline(now))
+                .chain(self.pending.iter().map(|p| p.deadline))
                 .min()
                 .map_or(Duration::from_secs(3600), |d| d.saturating_sub(now));
             tokio::select! {
@@ -140,6 +172,7 @@ impl Runtime {
                 Some((i, ev)) = self.store_rx.recv() => self.on_store(i, ev),
                 Some((i, job, ok)) = self.job_rx.recv() => self.feed(i, Event::Job { job, ok }),
                 Some((i, units)) = self.units_rx.recv() => self.groups[i].units = units,
+                Some(call) = recv_call(&mut calls) => self.on_call(call),
                 _ = sigterm.recv(), if !stopping => stopping = self.terminate(),
                 _ = sigint.recv(), if !stopping => stopping = self.terminate(),
                 _ = ping.tick() => self.ping_watchdog(),
@@ -149,10 +182,104 @@ impl Runtime {
                     }
                 }
             }
-            let status = self.status_line();
-            self.notifier.status(&status);
+            self.settle_calls();
+            self.publish();
         }
         Ok(())
+    }
+
+    /// STATUS= and the D-Bus view, after every turn of the loop.
+    fn publish(&mut self) {
+        let status = self.status_line();
+        self.notifier.status(&status);
+        if self.dbus.is_some() {
+            let views = self.views();
+            let connected = self.groups.iter().all(|g| g.machine.store_up());
+            if let Some(d) = &mut self.dbus {
+                d.update(views, connected);
+            }
+        }
+    }
+
+    fn views(&self) -> Vec<GroupView> {
+        self.groups.iter().map(view).collect()
+    }
+
+    fn on_call(&mut self, req: CallRequest) {
+        let CallRequest { group: i, call, reply } = req;
+        let now = self.now();
+        let g = &mut self.groups[i];
+        let timeout = call_timeout(g.cfg.lease);
+        let outcome = match call {
+            Call::Promote => g.machine.request(Request::Promote, now),
+            Call::Demote => g.machine.request(Request::Demote, now),
+            Call::ResetFailed => g.machine.request(Request::ResetFailed, now),
+            Call::SetMaintenance(on) => {
+                if g.machine.maintenance() != on {
+                    if !g.machine.store_up() {
+                        let _ = reply.send(Err(PromdError::Failed("the store is unreachable".into())));
+                        return;
+                    }
+                    let rec = MaintenanceRecord { v: FORMAT_VERSION, on, by: self.node.clone() };
+                    let _ = g.session.commands.send(StoreCommand::SetMaintenance(rec));
+                }
+                Ok(Vec::new())
+            }
+        };
+        match outcome {
+            Err(refusal) => {
+                let _ = reply.send(Err(match refusal {
+                    Refusal::NotEligible(m) => PromdError::NotEligible(m),
+                    Refusal::NoStandby(m) => PromdError::NoStandby(m),
+                    Refusal::Maintenance(m) => PromdError::Maintenance(m),
+                }));
+            }
+            Ok(actions) => {
+                let what = match call {
+                    Call::Promote => "promote requested".to_string(),
+                    Call::Demote => "demote requested".to_string(),
+                    Call::ResetFailed => "failed state reset".to_string(),
+                    Call::SetMaintenance(on) => format!("maintenance {} requested", if on { "on" } else { "off" }),
+                };
+                self.log(i, tracing::Level::INFO, &what);
+                for action in actions {
+                    self.execute(i, action);
+                }
+                self.pending.push(Pending { group: i, call, deadline: now + timeout, reply });
+            }
+        }
+    }
+
+    /// Answer the calls whose outcome is now known.
+    fn settle_calls(&mut self) {
+        let now = self.now();
+        let mut still = Vec::new();
+        for p in std::mem::take(&mut self.pending) {
+            let m = &self.groups[p.group].machine;
+            let done = match p.call {
+                Call::Promote => match m.role() {
+                    Role::Active => Some(Ok(())),
+                    Role::Failed => Some(Err(PromdError::NotEligible("this host failed while taking over".into()))),
+                    _ if m.maintenance() => Some(Err(PromdError::Maintenance("maintenance mode is on".into()))),
+                    _ => None,
+                },
+                Call::Demote => m.settled_passive().then_some(Ok(())),
+                Call::SetMaintenance(on) => (m.maintenance() == on).then_some(Ok(())),
+                Call::ResetFailed => Some(Ok(())),
+            };
+            let done = done.or_else(|| {
+                (now >= p.deadline).then(|| {
+                    Err(PromdError::Timeout(format!("{:?} did not complete in time", p.call)))
+                })
+            });
+            match done {
+                Some(result) => {
+                    let _ = p.reply.send(result);
+                }
+                None => still.push(p),
+            }
+        }
+        self.pending = still;
     }
 
     fn terminate(&mut self) -> bool {
@@ -226,6 +353,15 @@ impl Runtime {
             StoreEvent::Switchover(s) => Event::Switchover(s.map(|s| s.to)),
             StoreEvent::Campaigned(t) => Event::Campaigned(t),
             StoreEvent::Released => Event::Released,
+            StoreEvent::Maintenance(m) => {
+                let on = m.as_ref().is_some_and(|m| m.on);
+                if on != self.groups[i].machine.maintenance() {
+                    let by = m.map(|m| m.by).unwrap_or_default();
+                    let msg = if on { format!("maintenance mode on (set by {by})") } else { "maintenance mode off".into() };
+                    self.log(i, tracing::Level::INFO, &msg);
+                }
+                Event::Maintenance(on)
+            }
             StoreEvent::Corrupt { key, error } => {
                 self.log(
                     i,
@@ -403,8 +539,12 @@ impl Runtime {
         });
     }
 
-    fn role_changed(&self, i: usize, old: Role, new: Role, term: u64, reason: &str) {
+    fn role_changed(&mut self, i: usize, old: Role, new: Role, term: u64, reason: &str) {
+        self.groups[i].since_usec = realtime_usec();
         let g = &self.groups[i];
+        if let Some(d) = &self.dbus {
+            d.role_changed(&g.cfg.name, old.as_str(), new.as_str(), term, reason);
+        }
         let leader = g.machine.leader().unwrap_or("");
         let message = format!("{}: {old} -> {new} (term {term}): {reason}", g.cfg.name);
         let fenced = reason.contains("lease not renewed");
@@ -522,4 +662,54 @@ pub fn watchdog_limit(config: &Config) -> Option<(Duration, &str)> {
         .iter()
         .map(|g| (Timing::new(g.lease).max_watchdog(), g.name.as_str()))
         .min_by_key(|(d, _)| *d)
+}
+
+/// How long a Promote or Demote may take: a hand-over stops units, so give it a few leases.
+fn call_timeout(lease: Duration) -> Duration {
+    (lease * 3).max(Duration::from_secs(30))
+}
+
+async fn recv_call(calls: &mut Option<mpsc::UnboundedReceiver<CallRequest>>) -> Option<CallRequest> {
+    match calls {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn realtime_usec() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// The D-Bus view of a group: its machine, plus the configured members the store does not
+/// know (shown as down).
+fn view(g: &Group) -> GroupView {
+    let m = &g.machine;
+    let mut members: Vec<(String, String, i32, bool)> = m
+        .members()
+        .iter()
+        .map(|x| (x.node.clone(), x.role.as_str().to_string(), x.priority, x.healthy))
+        .collect();
+    // This host as it is now (its record in the store may lag, or the store be unreachable).
+    members.retain(|x| x.0 != m.node());
+    members.push((m.node().to_string(), m.role().as_str().to_string(), m.priority(), m.healthy()));
+    for node in g.cfg.members.iter().flatten() {
+        if !members.iter().any(|x| &x.0 == node) {
+            members.push((node.clone(), "down".into(), 0, false));
+        }
+    }
+    members.sort();
+    GroupView {
+        name: g.cfg.name.clone(),
+        role: m.role().as_str().to_string(),
+        leader: m.leader().unwrap_or("").to_string(),
+        term: m.term(),
+        priority: m.priority(),
+        healthy: m.healthy(),
+        maintenance: m.maintenance(),
+        failures: 0,
+        since_usec: g.since_usec,
+        members,
+    }
 }

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use promd::core::Role;
 use promd::store::dir::DirStore;
 use promd::store::{
-    GroupSpec, Leader, LeaderRecord, MemberRecord, Progress, Store, StoreCommand, StoreEvent,
-    SwitchoverRecord, UNREADABLE_NODE,
+    GroupSpec, Leader, LeaderRecord, MaintenanceRecord, MemberRecord, Progress, Store,
+    StoreCommand, StoreEvent, SwitchoverRecord, UNREADABLE_NODE,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -52,6 +52,31 @@ fn leader_record(node: &str) -> LeaderRecord {
     }
 }
 
+fn maintenance(on: bool, by: &str) -> MaintenanceRecord {
+    MaintenanceRecord {
+        v: 1,
+        on,
+        by: by.into(),
+    }
+}
+
+/// The kind of an event, to check the order of a sequence.
+fn kind(e: &StoreEvent) -> &'static str {
+    match e {
+        StoreEvent::Up => "Up",
+        StoreEvent::Down(_) => "Down",
+        StoreEvent::Renewed { .. } => "Renewed",
+        StoreEvent::LeaseLost => "LeaseLost",
+        StoreEvent::Leader(_) => "Leader",
+        StoreEvent::Members(_) => "Members",
+        StoreEvent::Switchover(_) => "Switchover",
+        StoreEvent::Maintenance(_) => "Maintenance",
+        StoreEvent::Campaigned(_) => "Campaigned",
+        StoreEvent::Released => "Released",
+        StoreEvent::Corrupt { .. } => "Corrupt",
+    }
+}
+
 fn group_dir(root: &Path) -> PathBuf {
     root.join(GROUP)
 }
@@ -65,6 +90,8 @@ struct Node {
     name: String,
     commands: mpsc::UnboundedSender<StoreCommand>,
     events: mpsc::UnboundedReceiver<(usize, StoreEvent)>,
+    /// Every event received, in order.
+    log: Vec<StoreEvent>,
     /// Set for a node on its own runtime (see [`Node::detached`]).
     runtime: Option<Detached>,
     /// What the store reported so far, whether or not a wait was looking for it.
@@ -117,6 +144,7 @@ impl Node {
             name: name.into(),
             commands: session.commands,
             events,
+            log: Vec::new(),
             runtime: None,
             seen: Seen::default(),
         }
@@ -157,6 +185,7 @@ impl Node {
             name: name.into(),
             commands,
             events,
+            log: Vec::new(),
             runtime: Some(Detached {
                 freeze,
                 stop: Some(stop),
@@ -175,6 +204,7 @@ impl Node {
         match tokio::time::timeout_at(deadline, self.events.recv()).await {
             Ok(Some((_, event))) => {
                 self.seen.observe(&event);
+                self.log.push(event.clone());
                 Some(event)
             }
             Ok(None) => panic!("{}: event channel closed", self.name),
@@ -222,6 +252,7 @@ impl Node {
         let mut latest = None;
         while let Ok((_, event)) = self.events.try_recv() {
             self.seen.observe(&event);
+            self.log.push(event.clone());
             if let StoreEvent::Renewed { sent_at } = event {
                 latest = Some(sent_at);
             }
@@ -295,6 +326,26 @@ impl Node {
         while let Some(event) = self.next_event(deadline).await {
             assert!(!bad(&event), "{}: unexpected {event:?}", self.name);
         }
+    }
+
+    /// The next `Maintenance` event, within `within`.
+    async fn maintenance(&mut self, within: Duration) -> Option<MaintenanceRecord> {
+        self.wait_for(within, |e| match e {
+            StoreEvent::Maintenance(m) => Some(m.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Wait until the store task has ended (its event channel closes).
+    async fn ended(&mut self, within: Duration) {
+        let end = tokio::time::timeout(within, async {
+            while let Some((_, event)) = self.events.recv().await {
+                self.log.push(event);
+            }
+        });
+        end.await
+            .unwrap_or_else(|_| panic!("{}: task still running after {within:?}", self.name));
     }
 
     fn freeze(&self, d: Duration) {
@@ -706,4 +757,95 @@ async fn a_missing_root_is_down_until_it_appears() {
     });
     let mode = mode.expect("group dir");
     assert_eq!(mode & !0o750, 0, "mode {mode:o}");
+}
+
+/// Maintenance mode is a file bound to no session: set by one session, seen by every session
+/// of the group, still there after its setter shut down and removed its files, reported to a
+/// new session after `Switchover`, and cleared (deleted) by anyone. An unreadable file is
+/// reported and taken as on; clearing deletes it too. A change asked for right before a
+/// shutdown is written before the session leaves.
+#[tokio::test]
+async fn maintenance_outlives_the_session_that_set_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = group_dir(dir.path()).join("maintenance");
+    let mut nodes = start_published(dir.path(), &["a", "b"]).await;
+    for n in &mut nodes {
+        assert_eq!(
+            n.maintenance(PROMPT).await,
+            None,
+            "{}: off at first",
+            n.name
+        );
+    }
+    let on = maintenance(true, "a");
+    nodes[0].send(StoreCommand::SetMaintenance(on.clone()));
+    for n in &mut nodes {
+        assert_eq!(n.maintenance(PROMPT).await, Some(on.clone()), "{}", n.name);
+    }
+    let b_mark = nodes[1].log.len();
+    let text = fs::read_to_string(&file).expect("maintenance file");
+    assert_eq!(text, r#"{"v":1,"record":{"v":1,"on":true,"by":"a"}}"#);
+
+    // A leaves: its session's files are deleted, the task ends; the maintenance file stays.
+    let mut b = nodes.pop().expect("b");
+    let mut a = nodes.pop().expect("a");
+    b.sees_members(Duration::from_secs(1), &["a", "b"]).await;
+    a.send(StoreCommand::Shutdown);
+    a.ended(Duration::from_secs(1)).await;
+    assert!(!group_dir(dir.path()).join("members/a").exists());
+    b.sees_members(PROMPT, &["b"]).await;
+    // The read that showed a gone showed the maintenance file too (a change would follow
+    // `Members` in the same report): no change.
+    b.drain();
+    assert!(
+        !b.log[b_mark..]
+            .iter()
+            .any(|e| matches!(e, StoreEvent::Maintenance(_))),
+        "{:?}",
+        &b.log[b_mark..]
+    );
+    assert!(file.exists(), "the maintenance file outlived a's session");
+
+    // A new session: the file is reported after connecting, in the contract's order.
+    let mut c = Node::start(dir.path(), "c");
+    assert_eq!(c.maintenance(PROMPT).await, Some(on.clone()));
+    let order: Vec<&str> = c.log.iter().map(kind).filter(|k| *k != "Renewed").collect();
+    assert_eq!(
+        order,
+        ["Up", "Leader", "Members", "Switchover", "Maintenance"]
+    );
+
+    c.send(StoreCommand::SetMaintenance(maintenance(false, "c")));
+    for n in [&mut b, &mut c] {
+        assert_eq!(n.maintenance(PROMPT).await, None, "{}", n.name);
+    }
+    assert!(!file.exists(), "off is the file's absence");
+
+    // An unreadable file: reported, and taken as on, by a running session and a new one.
+    fs::write(&file, "not json").expect("write");
+    let unreadable = Some(maintenance(true, UNREADABLE_NODE));
+    for n in [&mut b, &mut c] {
+        let error = n.sees_corrupt("/web/maintenance").await;
+        assert!(error.contains("not promd JSON"), "{error}");
+        assert_eq!(n.maintenance(PROMPT).await, unreadable, "{}", n.name);
+    }
+    let mut d = Node::start(dir.path(), "d");
+    d.sees_corrupt("/web/maintenance").await;
+    assert_eq!(d.maintenance(PROMPT).await, unreadable);
+    // Turning maintenance off clears an unreadable file too.
+    d.send(StoreCommand::SetMaintenance(maintenance(false, "d")));
+    for n in [&mut b, &mut c, &mut d] {
+        assert_eq!(n.maintenance(PROMPT).await, None, "{}", n.name);
+    }
+    assert!(!file.exists());
+
+    // Asked for right before a shutdown: written before the session leaves.
+    // (Behind another write, so that it is likely still queued when the shutdown comes.)
+    let on_d = maintenance(true, "d");
+    d.send(StoreCommand::Publish(member("d")));
+    d.send(StoreCommand::SetMaintenance(on_d.clone()));
+    d.send(StoreCommand::Shutdown);
+    d.ended(Duration::from_secs(1)).await;
+    assert!(file.exists(), "written before d left");
+    assert_eq!(b.maintenance(PROMPT).await, Some(on_d));
 }

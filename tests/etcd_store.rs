@@ -12,8 +12,8 @@ use etcd_client::{Client, PutOptions};
 use promd::core::Role;
 use promd::store::etcd::EtcdStore;
 use promd::store::{
-    GroupSpec, Leader, LeaderRecord, MemberRecord, Progress, Store, StoreCommand, StoreEvent,
-    UNREADABLE_NODE,
+    GroupSpec, Leader, LeaderRecord, MaintenanceRecord, MemberRecord, Progress, Store,
+    StoreCommand, StoreEvent, UNREADABLE_NODE,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -231,6 +231,31 @@ impl Node {
         }
     }
 
+    /// Wait until the store task has ended (its event channel closes), at most `within`.
+    async fn ended(&mut self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(item)) => self.receive(item),
+                Ok(None) => return,
+                Err(_) => panic!("{}: task still running after {within:?}", self.name),
+            }
+        }
+    }
+
+    /// The next `Maintenance` event after the cursor, and when it was sent.
+    async fn next_maintenance(&mut self, within: Duration) -> (Instant, Option<MaintenanceRecord>) {
+        match self
+            .wait_for(within, "Maintenance", |e| {
+                matches!(e, StoreEvent::Maintenance(_))
+            })
+            .await
+        {
+            (at, StoreEvent::Maintenance(m)) => (at, m),
+            _ => unreachable!(),
+        }
+    }
+
     fn renewals(&self) -> Vec<Instant> {
         self.log
             .iter()
@@ -258,6 +283,31 @@ fn member(node: &str) -> MemberRecord {
         eligible: true,
         healthy: true,
         role: Role::Passive,
+    }
+}
+
+fn maintenance(on: bool, by: &str) -> MaintenanceRecord {
+    MaintenanceRecord {
+        v: 1,
+        on,
+        by: by.to_string(),
+    }
+}
+
+/// The kind of an event, to check the order of a sequence.
+fn kind(e: &StoreEvent) -> &'static str {
+    match e {
+        StoreEvent::Up => "Up",
+        StoreEvent::Down(_) => "Down",
+        StoreEvent::Renewed { .. } => "Renewed",
+        StoreEvent::LeaseLost => "LeaseLost",
+        StoreEvent::Leader(_) => "Leader",
+        StoreEvent::Members(_) => "Members",
+        StoreEvent::Switchover(_) => "Switchover",
+        StoreEvent::Maintenance(_) => "Maintenance",
+        StoreEvent::Campaigned(_) => "Campaigned",
+        StoreEvent::Released => "Released",
+        StoreEvent::Corrupt { .. } => "Corrupt",
     }
 }
 
@@ -920,4 +970,120 @@ async fn corrupt_values_are_reported_and_the_leader_key_still_blocks() {
     node.campaign();
     let term = node.campaigned().await.expect("won");
     node.leader_is("good", term).await;
+}
+
+/// Maintenance mode is a key bound to no lease: set by one session, seen by every session of
+/// the group, still there after its setter shut down and revoked its lease, reported to a new
+/// session after `Switchover`, and cleared (deleted) by anyone. An unreadable value is
+/// reported and taken as on; clearing deletes it too. A change asked for right before a
+/// shutdown is written before the session leaves.
+#[tokio::test(flavor = "current_thread")]
+async fn maintenance_outlives_the_session_that_set_it() {
+    let cluster = EtcdCluster::start(3, &[]);
+    let store = store(cluster.endpoints(), secs(1.0));
+    let lease = secs(3.0);
+    let within = secs(2.0);
+    let mut raw = Client::connect(cluster.endpoints(), None)
+        .await
+        .expect("connect");
+    let key = format!("{PREFIX}/maint/maintenance");
+
+    let mut a = Node::open(&store, "maint", "a", lease);
+    let mut b = Node::open(&store, "maint", "b", lease);
+    for n in [&mut a, &mut b] {
+        n.up(secs(10.0)).await;
+        assert_eq!(n.next_maintenance(within).await.1, None, "off at first");
+    }
+    a.publish();
+    b.members_where(within, "Members = [a]", |m| m.len() == 1)
+        .await;
+
+    let on = maintenance(true, "a");
+    a.send(StoreCommand::SetMaintenance(on.clone()));
+    for n in [&mut a, &mut b] {
+        assert_eq!(n.next_maintenance(within).await.1, Some(on.clone()));
+    }
+    let stored = raw.get(key.as_str(), None).await.expect("get");
+    assert_eq!(stored.kvs()[0].lease(), 0, "bound to no lease");
+
+    // A leaves: member record deleted, lease revoked, task ended.
+    let member_key = format!("{PREFIX}/maint/members/a");
+    let a_lease = raw.get(member_key.as_str(), None).await.expect("get").kvs()[0].lease();
+    a.send(StoreCommand::Shutdown);
+    a.ended(within).await;
+    let ttl = raw.lease_time_to_live(a_lease, None).await.expect("ttl");
+    assert_eq!(ttl.ttl(), -1, "a's lease is revoked");
+    b.members_where(within, "Members = []", |m| m.is_empty())
+        .await;
+    let stored = raw.get(key.as_str(), None).await.expect("get");
+    assert_eq!(
+        stored.kvs().len(),
+        1,
+        "the maintenance key outlived a's lease"
+    );
+
+    // A new session: the key is reported after connecting, in the contract's order.
+    let mut c = Node::open(&store, "maint", "c", lease);
+    c.up(secs(10.0)).await;
+    assert_eq!(c.next_maintenance(within).await.1, Some(on.clone()));
+    let order: Vec<&str> = c
+        .log
+        .iter()
+        .map(|(_, e)| kind(e))
+        .filter(|k| *k != "Renewed")
+        .collect();
+    assert_eq!(
+        order,
+        ["Up", "Leader", "Members", "Switchover", "Maintenance"]
+    );
+
+    let off_sent = Instant::now();
+    c.send(StoreCommand::SetMaintenance(maintenance(false, "c")));
+    for n in [&mut b, &mut c] {
+        let (at, m) = n.next_maintenance(within).await;
+        assert_eq!(m, None, "{}", n.name);
+        // The first change b saw since `on` is c's: a's shutdown deleted nothing.
+        assert!(at >= off_sent, "{}: off before it was asked for", n.name);
+    }
+    let stored = raw.get(key.as_str(), None).await.expect("get");
+    assert!(stored.kvs().is_empty(), "off is the key's absence");
+
+    // An unreadable value: reported, and taken as on, by the watch and by a fresh read.
+    raw.put(key.as_str(), "not json", None).await.expect("put");
+    let unreadable = Some(maintenance(true, UNREADABLE_NODE));
+    for n in [&mut b, &mut c] {
+        n.wait_for(
+            within,
+            "Corrupt maintenance",
+            |e| matches!(e, StoreEvent::Corrupt { key: k, .. } if *k == key),
+        )
+        .await;
+        assert_eq!(n.next_maintenance(within).await.1, unreadable);
+    }
+    let mut d = Node::open(&store, "maint", "d", lease);
+    d.up(secs(10.0)).await;
+    d.wait_for(
+        within,
+        "Corrupt maintenance",
+        |e| matches!(e, StoreEvent::Corrupt { key: k, .. } if *k == key),
+    )
+    .await;
+    assert_eq!(d.next_maintenance(within).await.1, unreadable);
+    // Turning maintenance off clears an unreadable value too.
+    d.send(StoreCommand::SetMaintenance(maintenance(false, "d")));
+    for n in [&mut b, &mut c, &mut d] {
+        assert_eq!(n.next_maintenance(within).await.1, None, "{}", n.name);
+    }
+
+    // Asked for right before a shutdown: written before the session leaves.
+    let on_d = maintenance(true, "d");
+    d.send(StoreCommand::SetMaintenance(on_d.clone()));
+    d.send(StoreCommand::Shutdown);
+    d.ended(within).await;
+    let stored = raw.get(key.as_str(), None).await.expect("get");
+    assert_eq!(
+        stored.kvs().first().map(|kv| kv.value().to_vec()),
+        Some(serde_json::to_vec(&on_d).expect("json")),
+    );
+    assert_eq!(b.next_maintenance(within).await.1, Some(on_d));
 }

@@ -78,6 +78,27 @@ pub enum Event {
     Tick,
     /// The agent is stopping: hand over and exit.
     Terminate,
+    /// The group's cluster-wide maintenance mode (from the store).
+    Maintenance(bool),
+}
+
+/// What an operator asks of this node (D-Bus / promctl).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// Become active: a switchover through the store.
+    Promote,
+    /// Hand the role to the best eligible other member.
+    Demote,
+    /// Clear this node's failed state.
+    ResetFailed,
+}
+
+/// Why a request was refused; nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    NotEligible(String),
+    NoStandby(String),
+    Maintenance(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -115,6 +136,10 @@ pub struct GroupMachine {
     /// until then "no leader" means "not known yet", not "vacant".
     leader_known: bool,
     members_known: bool,
+    maintenance_known: bool,
+    /// Maintenance mode: nothing campaigns, promotes, hands over or preempts (the fence
+    /// still applies: safety does not take a break).
+    maintenance: bool,
     leader: Option<(String, u64)>,
     members: Vec<Member>,
     switchover_to: Option<String>,
@@ -164,6 +189,8 @@ impl GroupMachine {
             store_up: false,
             leader_known: false,
             members_known: false,
+            maintenance_known: false,
+            maintenance: false,
             leader: None,
             members: Vec::new(),
             switchover_to: None,
@@ -224,6 +251,98 @@ impl GroupMachine {
 
     pub fn exited(&self) -> bool {
         self.exited
+    }
+
+    pub fn maintenance(&self) -> bool {
+        self.maintenance
+    }
+
+    /// Healthy as published: the health check passes and the passive target did not fail.
+    pub fn healthy(&self) -> bool {
+        self.healthy && !self.passive_failed
+    }
+
+    pub fn priority(&self) -> i32 {
+        self.p.priority
+    }
+
+    /// This node holds no leader key and its active units are known to be stopped.
+    pub fn settled_passive(&self) -> bool {
+        matches!(self.role, Role::Passive | Role::Failed)
+            && self.held_term.is_none()
+            && !self.releasing
+            && !self.units_may_run
+    }
+
+    /// Carry out an operator's request, or say why not (and change nothing).
+    pub fn request(&mut self, request: Request, now: Mono) -> Result<Vec<Action>, Refusal> {
+        let mut out = Vec::new();
+        match request {
+            Request::Promote => {
+                if matches!(self.role, Role::Active | Role::Promoting) {
+                    return Ok(out);
+                }
+                if self.maintenance {
+                    return Err(Refusal::Maintenance("maintenance mode is on".into()));
+                }
+                if let Some(why) = self.ineligibility(now) {
+                    return Err(Refusal::NotEligible(why));
+                }
+                self.switchover_to = Some(self.p.node.clone());
+                out.push(Action::RequestSwitchover { to: self.p.node.clone() });
+            }
+            Request::Demote => {
+                if !matches!(self.role, Role::Active | Role::Promoting) {
+                    return Ok(out);
+                }
+                if self.maintenance {
+                    return Err(Refusal::Maintenance("maintenance mode is on".into()));
+                }
+                let Some(best) = self.best_standby() else {
+                    return Err(Refusal::NoStandby("no other member is eligible to take over".into()));
+                };
+                self.switchover_to = Some(best.clone());
+                out.push(Action::RequestSwitchover { to: best });
+            }
+            Request::ResetFailed => {
+                self.failed_until = None;
+            }
+        }
+        self.step(now, &mut out);
+        Ok(out)
+    }
+
+    /// Why this node cannot become active now, if it cannot.
+    pub fn ineligibility(&self, now: Mono) -> Option<String> {
+        let why = if self.terminating {
+            "promd is stopping"
+        } else if !self.is_member(&self.p.node) {
+            "this node is not in the group's members"
+        } else if self.failed_until.is_some_and(|t| now < t) {
+            "this node failed and is in its failure cooldown (promctl reset clears it)"
+        } else if self.passive_failed {
+            "the passive target failed"
+        } else if !self.healthy {
+            "the health check fails"
+        } else if !self.store_up || self.lease_lost {
+            "the store is unreachable"
+        } else if self.renewed_sent.is_none_or(|s| now >= self.p.timing.fence_at(s)) {
+            "the store lease is not renewed"
+        } else if self.role != Role::Passive || !self.passive_ready {
+            "this node is not passive yet"
+        } else {
+            return None;
+        };
+        Some(why.into())
+    }
+
+    /// The eligible member, other than this node, that a hand-over goes to.
+    fn best_standby(&self) -> Option<String> {
+        self.members
+            .iter()
+            .filter(|m| m.node != self.p.node && m.eligible && self.is_member(&m.node))
+            .min_by(|a, b| b.priority.cmp(&a.priority).then(a.node.cmp(&b.node)))
+            .map(|m| m.node.clone())
     }
 
     /// The earliest time after `now` at which a `Tick` may change something. (Everything due
@@ -375,6 +494,10 @@ impl GroupMachine {
             }
             Event::Tick => {}
             Event::Terminate => self.terminating = true,
+            Event::Maintenance(on) => {
+                self.maintenance_known = true;
+                self.maintenance = on;
+            }
         }
     }
 
@@ -503,6 +626,7 @@ impl GroupMachine {
             return;
         }
         if let Some(to) = self.switchover_to.clone()
+            && !self.maintenance
             && to != self.p.node
             && self.role == Role::Active
         {
@@ -568,7 +692,7 @@ impl GroupMachine {
     /// Rule 4a: a won key is turned into a started active target.
     fn promote(&mut self, now: Mono, out: &mut Vec<Action>) {
         let Some(term) = self.held_term else { return };
-        if self.role != Role::Passive || self.job.is_some() || self.releasing {
+        if self.role != Role::Passive || self.job.is_some() || self.releasing || self.maintenance {
             return;
         }
         if !self.eligible(now) || self.entitled_at().is_none_or(|f| now >= f) {
@@ -590,8 +714,11 @@ impl GroupMachine {
         if self.leader.is_some() || self.campaigning || self.held_term.is_some() {
             return;
         }
-        if !self.leader_known || !self.members_known {
+        if !self.leader_known || !self.members_known || !self.maintenance_known {
             return; // a fresh connection: the store's state is on its way
+        }
+        if self.maintenance {
+            return;
         }
         if !self.eligible(now) || self.retry_campaign_at.is_some_and(|t| now < t) {
             return;
@@ -630,7 +757,7 @@ impl GroupMachine {
 
     /// Ask a lower-priority active node to hand over, if `preempt` is on.
     fn preempt(&mut self, now: Mono, out: &mut Vec<Action>) {
-        if !self.p.preempt || !self.eligible(now) || self.switchover_to.is_some() {
+        if !self.p.preempt || !self.eligible(now) || self.switchover_to.is_some() || self.maintenance {
             return;
         }
         let Some((leader, _)) = &self.leader else {
@@ -676,6 +803,7 @@ impl GroupMachine {
     fn forget_view(&mut self) {
         self.leader_known = false;
         self.members_known = false;
+        self.maintenance_known = false;
     }
 
     fn is_member(&self, node: &str) -> bool {
@@ -686,17 +814,7 @@ impl GroupMachine {
     }
 
     fn eligible(&self, now: Mono) -> bool {
-        self.role == Role::Passive
-            && self.store_up
-            && !self.lease_lost
-            && self
-                .renewed_sent
-                .is_some_and(|s| now < self.p.timing.fence_at(s))
-            && self.passive_ready
-            && self.healthy
-            && !self.terminating
-            && self.failed_until.is_none_or(|t| now >= t)
-            && self.is_member(&self.p.node)
+        self.ineligibility(now).is_none()
     }
 
     fn set_role(&mut self, new: Role, term: u64, reason: &str, out: &mut Vec<Action>) {

@@ -83,6 +83,7 @@ impl T {
         t.renew();
         t.ev(Event::Leader(leader.map(|(n, term)| (n.to_string(), term))));
         t.ev(Event::Members(vec![]));
+        t.ev(Event::Maintenance(false));
         let a = t.ev(Event::Job {
             job: Job::StopActive,
             ok: true,
@@ -521,6 +522,7 @@ fn a_restarted_node_releases_its_stale_key_and_lets_others_go_first() {
     t.ev(Event::StoreUp);
     t.renew();
     t.ev(Event::Members(vec![member("b", 100, true, Role::Passive)]));
+    t.ev(Event::Maintenance(false));
     // The key still names us, from before the crash.
     let a = t.ev(Event::Leader(Some(("a".into(), 9))));
     assert!(
@@ -796,6 +798,7 @@ fn simulate(seed: u64, steps: usize) -> Coverage {
                 // As every backend does after (re)connecting: the leader key, then the members.
                 pending_events.push((t.now, Event::Leader(key.clone())));
                 pending_events.push((t.now, Event::Members(vec![])));
+                pending_events.push((t.now, Event::Maintenance(false)));
             }
         }
         if rng.chance(1) && key.as_ref().is_some_and(|k| k.0 == "b") {
@@ -818,6 +821,7 @@ fn simulate(seed: u64, steps: usize) -> Coverage {
                     pending_events.push((arrive, Event::StoreUp));
                     pending_events.push((arrive, Event::Leader(key.clone())));
                     pending_events.push((arrive, Event::Members(vec![])));
+                    pending_events.push((arrive, Event::Maintenance(false)));
                 }
                 my_lease_expiry = Some(arrive + LEASE);
                 pending_events.push((
@@ -873,6 +877,7 @@ fn a_restarted_node_defers_even_when_passive_before_the_store_is_up() {
         member("c", 100, true, Role::Passive),
     ]));
     t.ev(Event::Switchover(None));
+    t.ev(Event::Maintenance(false));
     let a = t.ev(Event::Released);
     assert!(!a.contains(&Action::Campaign), "{a:?}");
     let a = t.ev(Event::Leader(None));
@@ -881,4 +886,127 @@ fn a_restarted_node_defers_even_when_passive_before_the_store_is_up() {
         t.m.next_deadline(t.now),
         Some(t.now + Timing::new(LEASE).grace() * 2)
     );
+}
+
+fn switchover_requests(a: &[Action]) -> Vec<String> {
+    a.iter()
+        .filter_map(|x| match x {
+            Action::RequestSwitchover { to } => Some(to.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn promote_on_a_passive_node_asks_for_a_switchover_and_goes_first() {
+    let mut t = T::passive(params("z"), Some(("a", 5)));
+    t.ev(Event::Members(vec![
+        member("a", 100, false, Role::Active),
+        member("b", 900, true, Role::Passive),
+    ]));
+    let a = t.m.request(Request::Promote, t.now).unwrap();
+    assert_eq!(switchover_requests(&a), vec!["z".to_string()]);
+    // The active node hands over; "z" campaigns at once although "b" ranks higher.
+    assert!(t.ev(Event::Leader(None)).contains(&Action::Campaign));
+    let a = t.ev(Event::Campaigned(Some(6)));
+    assert!(a.contains(&Action::ClearSwitchover));
+    assert!(a.contains(&Action::Start(Job::StartActive, Some(6))));
+}
+
+#[test]
+fn promote_is_a_no_op_on_the_active_node() {
+    let mut t = T::active(params("a"), 5);
+    assert_eq!(t.m.request(Request::Promote, t.now), Ok(vec![]));
+    assert_eq!(t.m.role(), Role::Active);
+}
+
+#[test]
+fn promote_is_refused_with_the_reason_when_not_eligible() {
+    let mut p = params("a");
+    p.members = Some(vec!["b".into()]);
+    let mut t = T::passive(p, Some(("b", 5)));
+    let err = t.m.request(Request::Promote, t.now).unwrap_err();
+    assert!(matches!(&err, Refusal::NotEligible(why) if why.contains("members")), "{err:?}");
+
+    let mut t = T::passive(params("a"), Some(("b", 5)));
+    t.ev(Event::StoreDown);
+    let err = t.m.request(Request::Promote, t.now).unwrap_err();
+    assert!(matches!(&err, Refusal::NotEligible(why) if why.contains("unreachable")), "{err:?}");
+    // Nothing changed: no switchover request goes out later either.
+    t.ev(Event::StoreUp);
+    t.renew();
+    t.ev(Event::Leader(Some(("b".into(), 5))));
+    t.ev(Event::Members(vec![]));
+    let a = t.ev(Event::Maintenance(false));
+    assert!(switchover_requests(&a).is_empty());
+}
+
+#[test]
+fn demote_hands_over_to_the_best_eligible_standby() {
+    let mut t = T::active(params("a"), 5);
+    t.ev(Event::Members(vec![
+        member("b", 100, true, Role::Passive),
+        member("c", 300, true, Role::Passive),
+        member("d", 900, false, Role::Failed),
+    ]));
+    let a = t.m.request(Request::Demote, t.now).unwrap();
+    assert_eq!(switchover_requests(&a), vec!["c".to_string()]);
+    assert!(a.contains(&Action::Start(Job::StopActive, None)));
+    assert!(has_role_change(&a, Role::Active, Role::Demoting));
+    t.ev(Event::Job { job: Job::StopActive, ok: true });
+    let a = t.ev(Event::Job { job: Job::StartPassive, ok: true });
+    assert!(a.contains(&Action::Release { term: 5 }));
+    assert!(!t.m.settled_passive(), "not settled before the key is released");
+    t.ev(Event::Released);
+    assert!(t.m.settled_passive());
+}
+
+#[test]
+fn demote_without_a_standby_is_refused_and_changes_nothing() {
+    let mut t = T::active(params("a"), 5);
+    t.ev(Event::Members(vec![member("b", 100, false, Role::Failed)]));
+    let err = t.m.request(Request::Demote, t.now).unwrap_err();
+    assert!(matches!(err, Refusal::NoStandby(_)));
+    assert_eq!(t.m.role(), Role::Active);
+    t.renew();
+    assert_eq!(t.advance(100), vec![]);
+}
+
+#[test]
+fn reset_failed_makes_a_failed_node_eligible_at_once() {
+    let mut t = T::passive(params("a"), None);
+    t.ev(Event::Campaigned(Some(3)));
+    t.ev(Event::Job { job: Job::StartActive, ok: false });
+    t.ev(Event::Job { job: Job::StopActive, ok: true });
+    t.ev(Event::Job { job: Job::StartPassive, ok: true });
+    t.ev(Event::Released);
+    t.ev(Event::Leader(Some(("b".into(), 4))));
+    assert_eq!(t.m.role(), Role::Failed);
+    assert!(t.m.ineligibility(t.now).unwrap().contains("cooldown"));
+    let a = t.m.request(Request::ResetFailed, t.now).unwrap();
+    assert!(has_role_change(&a, Role::Failed, Role::Passive), "{a:?}");
+    assert_eq!(t.m.ineligibility(t.now), None);
+}
+
+#[test]
+fn maintenance_stops_elections_switchovers_and_requests_but_not_the_fence() {
+    // A vacant key is not taken while maintenance is on; it is once it is off.
+    let mut t = T::passive(params("a"), Some(("b", 5)));
+    t.ev(Event::Maintenance(true));
+    assert!(!t.ev(Event::Leader(None)).contains(&Action::Campaign));
+    t.renew();
+    assert!(!t.advance(1000).contains(&Action::Campaign));
+    assert!(matches!(t.m.request(Request::Promote, t.now), Err(Refusal::Maintenance(_))));
+    assert!(t.ev(Event::Maintenance(false)).contains(&Action::Campaign));
+
+    // The active node ignores a switchover request and refuses to demote...
+    let mut t = T::active(params("a"), 5);
+    t.ev(Event::Members(vec![member("b", 100, true, Role::Passive)]));
+    t.ev(Event::Maintenance(true));
+    assert_eq!(t.ev(Event::Switchover(Some("b".into()))), vec![]);
+    assert!(matches!(t.m.request(Request::Demote, t.now), Err(Refusal::Maintenance(_))));
+    assert_eq!(t.m.role(), Role::Active);
+    // ...but still fences itself when its lease is not renewed.
+    let a = t.advance(LEASE.as_millis() as u64);
+    assert_eq!(a[0], Action::Start(Job::StopActive, None));
 }

@@ -8,7 +8,7 @@
 mod machine;
 mod timing;
 
-pub use machine::{Action, Event, GroupMachine, GroupParams, Job, Member};
+pub use machine::{Action, Event, GroupMachine, GroupParams, Job, Member, Refusal, Request};
 pub use timing::{Mono, Timing};
 
 use serde::{Deserialize, Serialize};

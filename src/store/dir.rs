@@ -9,7 +9,9 @@
 //!   id and the expiry of that session (wall-clock unix microseconds);
 //! - `term`: a [`TermFile`], the counter that makes terms grow (the fencing token);
 //! - `members/NODE`: a [`MemberRecord`] in a [`Stored`] envelope;
-//! - `switchover`: a [`SwitchoverRecord`] in a [`Stored`] envelope (the requester's session).
+//! - `switchover`: a [`SwitchoverRecord`] in a [`Stored`] envelope (the requester's session);
+//! - `maintenance`: a [`MaintenanceRecord`] in a [`Durable`] envelope, bound to no session: it
+//!   outlives the process that wrote it. Maintenance off is the file's absence.
 //!
 //! A *session* plays the part of etcd's lease: a random id and a wall-clock expiry that the
 //! task pushes to `now + lease` on every renewal, in every file bound to it. A file whose
@@ -47,7 +49,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use super::record::{self, LeaderRecord, MemberRecord, RecordError, SwitchoverRecord, Versioned};
+use super::record::{
+    self, LeaderRecord, MaintenanceRecord, MemberRecord, RecordError, SwitchoverRecord, Versioned,
+};
 use super::{GroupSession, GroupSpec, Leader, Store, StoreCommand, StoreEvent, UNREADABLE_NODE};
 
 /// A store of groups in a directory (`/var/lib/promd` by default).
@@ -167,6 +171,22 @@ struct StoredIn {
     record: serde_json::Value,
 }
 
+/// A record bound to no session, as written: `maintenance`.
+#[derive(Serialize)]
+struct Durable<'a, T> {
+    v: u32,
+    record: &'a T,
+}
+
+/// A [`Durable`] envelope as read.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DurableIn {
+    #[allow(dead_code)] // checked by `check_version` before this is parsed
+    v: u32,
+    record: serde_json::Value,
+}
+
 /// The `term` file: the highest term ever handed out in the group.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -237,6 +257,20 @@ fn encode_entry<T: Serialize>(term: Option<u64>, session: &str, expires: u64, re
     })
 }
 
+fn decode_durable<T: DeserializeOwned + Versioned>(bytes: &[u8]) -> Result<T, RecordError> {
+    check_version(bytes)?;
+    let raw: DurableIn = serde_json::from_slice(bytes).map_err(json_error)?;
+    let inner = serde_json::to_vec(&raw.record).map_err(json_error)?;
+    record::decode::<T>(&inner)
+}
+
+fn encode_durable<T: Serialize>(rec: &T) -> Vec<u8> {
+    record::encode(&Durable {
+        v: DIR_FORMAT,
+        record: rec,
+    })
+}
+
 fn decode_term(bytes: &[u8]) -> Result<u64, RecordError> {
     check_version(bytes)?;
     let file: TermFile = serde_json::from_slice(bytes).map_err(json_error)?;
@@ -297,6 +331,7 @@ struct Paths {
     leader: PathBuf,
     term: PathBuf,
     switchover: PathBuf,
+    maintenance: PathBuf,
     /// This node's member file.
     member: PathBuf,
 }
@@ -312,6 +347,7 @@ impl Paths {
             leader: dir.join("leader"),
             term: dir.join("term"),
             switchover: dir.join("switchover"),
+            maintenance: dir.join("maintenance"),
             member: members.join(node),
             members,
             dir,
@@ -369,11 +405,14 @@ fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<(), String> 
     fs::rename(&tmp, path).map_err(at(path))?;
     if durable {
         // Make the rename itself survive a crash (the term must never go back).
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(at(dir))?;
+        sync_dir(dir)?;
     }
     Ok(())
+}
+
+/// Make a rename or a deletion in `dir` survive a crash.
+fn sync_dir(dir: &Path) -> Result<(), String> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(at(dir))
 }
 
 fn remove(path: &Path) -> Result<(), String> {
@@ -456,6 +495,37 @@ fn any<T>(_: &Entry<T>) -> Result<(), String> {
     Ok(())
 }
 
+/// A file bound to no session, as found.
+#[derive(Debug, Clone)]
+enum Kept<T> {
+    Absent,
+    Corrupt(String),
+    Valid(T),
+}
+
+fn read_kept<T: DeserializeOwned + Versioned>(path: &Path) -> Result<Kept<T>, String> {
+    let Some((bytes, _)) = read_small(path).map_err(at(path))? else {
+        return Ok(Kept::Absent);
+    };
+    if bytes.len() as u64 > MAX_FILE {
+        return Ok(Kept::Corrupt(format!("larger than {MAX_FILE} bytes")));
+    }
+    Ok(match decode_durable(&bytes) {
+        Ok(rec) => Kept::Valid(rec),
+        Err(e) => Kept::Corrupt(e.to_string()),
+    })
+}
+
+/// How an unreadable maintenance file is reported: on (the safe reading: nothing acts), set
+/// by nobody known.
+fn unreadable_maintenance() -> MaintenanceRecord {
+    MaintenanceRecord {
+        v: record::FORMAT_VERSION,
+        on: true,
+        by: UNREADABLE_NODE.to_string(),
+    }
+}
+
 /// Everything in the group's directory, as read at one moment.
 struct Files {
     leader: Slot<LeaderRecord>,
@@ -464,6 +534,7 @@ struct Files {
     /// Member files named like nodes, by node name.
     members: BTreeMap<String, Slot<MemberRecord>>,
     switchover: Slot<SwitchoverRecord>,
+    maintenance: Kept<MaintenanceRecord>,
 }
 
 impl Files {
@@ -481,6 +552,7 @@ impl Files {
             term,
             members: read_members(paths)?,
             switchover: read_slot(&paths.switchover, any)?,
+            maintenance: read_kept(&paths.maintenance)?,
         })
     }
 
@@ -548,6 +620,9 @@ impl Files {
         if let Slot::Corrupt { error, .. } = &self.switchover {
             add(&paths.switchover, error);
         }
+        if let Kept::Corrupt(error) = &self.maintenance {
+            add(&paths.maintenance, error);
+        }
         found
     }
 
@@ -569,6 +644,11 @@ impl Files {
                 leader: leader.map(|(l, _)| l),
                 members: members.iter().map(|e| e.record.clone()).collect(),
                 switchover: switchover.map(|e| e.record.clone()),
+                maintenance: match &self.maintenance {
+                    Kept::Absent => None,
+                    Kept::Corrupt(_) => Some(unreadable_maintenance()),
+                    Kept::Valid(rec) => Some(rec.clone()),
+                },
             },
             corrupt: self.corrupt(paths),
             next_expiry,
@@ -698,6 +778,7 @@ enum Op {
     Publish(MemberRecord),
     PutSwitchover(SwitchoverRecord),
     ClearSwitchover,
+    SetMaintenance(MaintenanceRecord),
 }
 
 enum Job {
@@ -710,7 +791,12 @@ enum Job {
     },
     Op(Op, Session),
     Poll,
-    Shutdown(Session),
+    /// Leave the group: write the maintenance change still pending, if any, then delete the
+    /// session's files.
+    Shutdown {
+        session: Option<Session>,
+        maintenance: Option<MaintenanceRecord>,
+    },
 }
 
 #[derive(Debug)]
@@ -742,6 +828,7 @@ struct View {
     leader: Option<Leader>,
     members: Vec<MemberRecord>,
     switchover: Option<SwitchoverRecord>,
+    maintenance: Option<MaintenanceRecord>,
 }
 
 struct Snapshot {
@@ -779,8 +866,16 @@ fn run_job(ctx: &Ctx, job: Job) -> Done {
             })
         }
         Job::Op(op, session) => locked(ctx, |files, now| carry_out(ctx, files, now, &op, &session)),
-        Job::Shutdown(session) => locked(ctx, |files, _| {
-            leave(ctx, files, &session.id)?;
+        Job::Shutdown {
+            session,
+            maintenance,
+        } => locked(ctx, |files, _| {
+            if let Some(rec) = &maintenance {
+                set_maintenance(ctx, rec)?;
+            }
+            if let Some(session) = &session {
+                leave(ctx, files, &session.id)?;
+            }
             Ok(Answer::Nothing)
         }),
     }
@@ -935,6 +1030,21 @@ fn carry_out(ctx: &Ctx, files: &Files, now: u64, op: &Op, s: &Session) -> Result
             remove(&ctx.paths.switchover)?;
             Ok(Answer::Nothing)
         }
+        Op::SetMaintenance(rec) => {
+            set_maintenance(ctx, rec)?;
+            Ok(Answer::Nothing)
+        }
+    }
+}
+
+/// On: write the record, durably (it must survive a crash of this host). Off: delete the
+/// file, whatever it holds (a corrupt one too: that is how an operator clears it).
+fn set_maintenance(ctx: &Ctx, rec: &MaintenanceRecord) -> Result<(), String> {
+    if rec.on {
+        write_atomic(&ctx.paths.maintenance, &encode_durable(rec), true)
+    } else {
+        remove(&ctx.paths.maintenance)?;
+        sync_dir(&ctx.paths.dir)
     }
 }
 
@@ -1202,6 +1312,11 @@ impl GroupTask {
             StoreCommand::Release { term } => self.queue.push_back(Op::Release { term }),
             StoreCommand::RequestSwitchover(rec) => self.queue.push_back(Op::PutSwitchover(rec)),
             StoreCommand::ClearSwitchover => self.queue.push_back(Op::ClearSwitchover),
+            StoreCommand::SetMaintenance(rec) => {
+                // Only the newest change matters.
+                self.queue.retain(|op| !matches!(op, Op::SetMaintenance(_)));
+                self.queue.push_back(Op::SetMaintenance(rec));
+            }
             StoreCommand::Shutdown => {} // handled by `run`
         }
     }
@@ -1383,6 +1498,12 @@ impl GroupTask {
         {
             self.emit(StoreEvent::Switchover(view.switchover.clone()));
         }
+        if last
+            .as_ref()
+            .is_none_or(|l| l.maintenance != view.maintenance)
+        {
+            self.emit(StoreEvent::Maintenance(view.maintenance.clone()));
+        }
         self.last = Some(view);
         self.poll_at = taken + self.poll;
         self.expiry_at = next_expiry.map(|d| taken + d + EXPIRY_SLACK);
@@ -1435,20 +1556,44 @@ impl GroupTask {
     }
 
     /// Delete our files, bounded in time: a store that does not answer is left to expire.
+    /// A maintenance change still pending is written first: it is the operator's, not this
+    /// process's, and must not go with it.
     async fn shutdown(&mut self) {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_TIMEOUT;
         // A write in flight could otherwise land after our cleanup.
-        if let Some(job) = self.inflight.take()
-            && tokio::time::timeout_at(deadline, job.handle).await.is_err()
-        {
-            warn!(group = %self.spec.group, "directory store busy; our files expire on their own");
+        if let Some(job) = self.inflight.take() {
+            match tokio::time::timeout_at(deadline, job.handle).await {
+                Err(_) => {
+                    warn!(group = %self.spec.group, "directory store busy; our files expire on their own");
+                    return;
+                }
+                Ok(Ok(Done { answer: Ok(_), .. })) => {}
+                Ok(_) => {
+                    if let Pending::Op(op @ Op::SetMaintenance(_)) = job.pending
+                        && !self
+                            .queue
+                            .iter()
+                            .any(|op| matches!(op, Op::SetMaintenance(_)))
+                    {
+                        self.queue.push_back(op);
+                    }
+                }
+            }
+        }
+        let maintenance = self.queue.iter().rev().find_map(|op| match op {
+            Op::SetMaintenance(rec) => Some(rec.clone()),
+            _ => None,
+        });
+        let session = self.session.take();
+        if session.is_none() && maintenance.is_none() {
             return;
         }
-        let Some(session) = self.session.take() else {
-            return;
-        };
         let ctx = self.ctx.clone();
-        let cleanup = tokio::task::spawn_blocking(move || run_job(&ctx, Job::Shutdown(session)));
+        let job = Job::Shutdown {
+            session,
+            maintenance,
+        };
+        let cleanup = tokio::task::spawn_blocking(move || run_job(&ctx, job));
         match tokio::time::timeout_at(deadline, cleanup).await {
             Ok(Ok(Done { answer: Ok(_), .. })) => {
                 info!(group = %self.spec.group, "left the directory store")

@@ -4,7 +4,9 @@
 //! - `leader`: a [`LeaderRecord`] bound to the holder's lease; the term is the key's
 //!   create revision, which etcd makes unique and increasing across the cluster;
 //! - `members/NODE`: a [`MemberRecord`] bound to that node's lease;
-//! - `switchover`: a [`SwitchoverRecord`] bound to the requester's lease.
+//! - `switchover`: a [`SwitchoverRecord`] bound to the requester's lease;
+//! - `maintenance`: a [`MaintenanceRecord`] bound to no lease: it outlives the node that set
+//!   it. Maintenance off is the key's absence.
 //!
 //! Each group runs one task ([`GroupTask`]) that alternates between two phases:
 //! *offline*, where it connects (endpoints in the configured order), makes sure it holds a
@@ -28,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio::time::{MissedTickBehavior, timeout};
 use tracing::{debug, info, warn};
 
-use super::record::{self, LeaderRecord, MemberRecord, SwitchoverRecord};
+use super::record::{self, LeaderRecord, MaintenanceRecord, MemberRecord, SwitchoverRecord};
 use super::{GroupSession, GroupSpec, Leader, Store, StoreCommand, StoreEvent, UNREADABLE_NODE};
 
 /// A store of groups in an etcd cluster (v3 API).
@@ -76,6 +78,7 @@ impl Store for EtcdStore {
             lease: None,
             member: None,
             queue: VecDeque::new(),
+            maintenance: None,
             down_reported: false,
         };
         tokio::spawn(task.run());
@@ -107,6 +110,7 @@ struct Keys {
     group: String,
     leader: String,
     switchover: String,
+    maintenance: String,
     /// This node's member key.
     member: String,
 }
@@ -117,6 +121,7 @@ impl Keys {
         Keys {
             leader: format!("{group}leader"),
             switchover: format!("{group}switchover"),
+            maintenance: format!("{group}maintenance"),
             member: format!("{group}members/{node}"),
             group,
         }
@@ -381,6 +386,7 @@ enum Op {
     Publish(MemberRecord),
     PutSwitchover(SwitchoverRecord),
     ClearSwitchover,
+    SetMaintenance(MaintenanceRecord),
 }
 
 enum Done {
@@ -463,9 +469,29 @@ fn start_op(op: Op, client: &Client, lease: i64, cfg: &Connector) -> OpFuture {
                     .await
                     .map(|_| Done::Written)
             }
+            Op::SetMaintenance(rec) => set_maintenance(&mut kv, &keys, rec, t)
+                .await
+                .map(|()| Done::Written),
         };
         (op, result)
     })
+}
+
+/// Maintenance on: put the record, bound to no lease (it outlives this node). Off: delete the
+/// key, whatever it holds (a corrupt value too: that is how an operator clears one).
+async fn set_maintenance(
+    kv: &mut etcd_client::KvClient,
+    keys: &Keys,
+    rec: &MaintenanceRecord,
+    t: Duration,
+) -> Result<(), CallError> {
+    if rec.on {
+        let put = kv.put(keys.maintenance.as_str(), record::encode(rec), None);
+        call("set maintenance", t, put).await.map(drop)
+    } else {
+        let delete = kv.delete(keys.maintenance.as_str(), None);
+        call("clear maintenance", t, delete).await.map(drop)
+    }
 }
 
 /// Await an optional future; never completes if there is none (for `select!`).
@@ -495,6 +521,7 @@ struct View {
     leader: Option<Leader>,
     members: BTreeMap<String, MemberRecord>,
     switchover: Option<SwitchoverRecord>,
+    maintenance: Option<MaintenanceRecord>,
 }
 
 /// Which parts of the [`View`] a batch of changes touched.
@@ -503,6 +530,7 @@ struct Touched {
     leader: bool,
     members: bool,
     switchover: bool,
+    maintenance: bool,
 }
 
 impl Touched {
@@ -510,6 +538,7 @@ impl Touched {
         leader: true,
         members: true,
         switchover: true,
+        maintenance: true,
     };
 }
 
@@ -536,6 +565,9 @@ struct GroupTask {
     member: Option<MemberRecord>,
     /// Commands waiting for the store, in order.
     queue: VecDeque<Op>,
+    /// The last maintenance change asked for and not yet known to be written (queued or in
+    /// flight): a graceful shutdown writes it before it leaves.
+    maintenance: Option<MaintenanceRecord>,
     /// `Down` was sent and no `Up` since.
     down_reported: bool,
 }
@@ -613,8 +645,14 @@ impl GroupTask {
             StoreCommand::Release { term } => self.queue.push_back(Op::Release { term }),
             StoreCommand::RequestSwitchover(rec) => self.queue.push_back(Op::PutSwitchover(rec)),
             StoreCommand::ClearSwitchover => self.queue.push_back(Op::ClearSwitchover),
+            StoreCommand::SetMaintenance(rec) => self.set_maintenance(rec),
             // Nothing to clean up that etcd would hear about; the lease expires on its own.
-            StoreCommand::Shutdown => return false,
+            StoreCommand::Shutdown => {
+                if let Some(rec) = &self.maintenance {
+                    warn!(group = %self.spec.group, on = rec.on, "etcd unreachable at shutdown; maintenance change not written");
+                }
+                return false;
+            }
         }
         true
     }
@@ -753,6 +791,7 @@ impl GroupTask {
                         self.queue.push_back(Op::PutSwitchover(rec))
                     }
                     Some(StoreCommand::ClearSwitchover) => self.queue.push_back(Op::ClearSwitchover),
+                    Some(StoreCommand::SetMaintenance(rec)) => self.set_maintenance(rec),
                 },
 
                 (op, result) = maybe(&mut inflight) => {
@@ -765,7 +804,13 @@ impl GroupTask {
                             self.emit(StoreEvent::Campaigned(term));
                         }
                         Ok(Done::Released) => self.emit(StoreEvent::Released),
-                        Ok(Done::Written) => {}
+                        Ok(Done::Written) => {
+                            if let Op::SetMaintenance(rec) = op
+                                && self.maintenance.as_ref() == Some(&rec)
+                            {
+                                self.maintenance = None;
+                            }
+                        }
                         Err(CallError::LeaseGone) => {
                             // A write with a dead lease changes nothing (etcd rejects the
                             // whole transaction): a campaign lost; the rest is redone.
@@ -875,9 +920,23 @@ impl GroupTask {
         }
     }
 
+    /// Queue a maintenance change; only the newest one asked for matters.
+    fn set_maintenance(&mut self, rec: MaintenanceRecord) {
+        self.queue.retain(|op| !matches!(op, Op::SetMaintenance(_)));
+        self.maintenance = Some(rec.clone());
+        self.queue.push_back(Op::SetMaintenance(rec));
+    }
+
     async fn shutdown(&mut self, client: &Client, lease: i64) {
         let t = self.renew.min(SHUTDOWN_CALL_TIMEOUT);
         let mut kv = client.kv_client();
+        // A maintenance change asked for just before the stop is the operator's, not this
+        // node's: it must not go with the node.
+        if let Some(rec) = self.maintenance.take()
+            && let Err(e) = set_maintenance(&mut kv, &self.cfg.keys, &rec, t).await
+        {
+            warn!(group = %self.spec.group, on = rec.on, error = %broken(e), "maintenance change not written at shutdown");
+        }
         if let Err(e) = call(
             "delete member record",
             t,
@@ -921,6 +980,9 @@ impl GroupTask {
         }
         if touched.switchover {
             self.emit(StoreEvent::Switchover(view.switchover.clone()));
+        }
+        if touched.maintenance {
+            self.emit(StoreEvent::Maintenance(view.maintenance.clone()));
         }
     }
 
@@ -973,6 +1035,17 @@ impl GroupTask {
                     }
                 };
             }
+            Slot::Maintenance => {
+                touched.maintenance = true;
+                view.maintenance = match record::decode::<MaintenanceRecord>(kv.value()) {
+                    Ok(rec) => Some(rec),
+                    Err(e) => {
+                        // The safe reading: on, so nothing acts until someone looks.
+                        self.corrupt(&key, e.to_string());
+                        Some(unreadable_maintenance())
+                    }
+                };
+            }
             Slot::Other => {}
         }
     }
@@ -993,6 +1066,10 @@ impl GroupTask {
                 touched.switchover = true;
                 view.switchover = None;
             }
+            Slot::Maintenance => {
+                touched.maintenance = true;
+                view.maintenance = None;
+            }
             Slot::Other => {}
         }
     }
@@ -1001,6 +1078,7 @@ impl GroupTask {
         match key.strip_prefix(self.cfg.keys.group.as_str()) {
             Some("leader") => Slot::Leader,
             Some("switchover") => Slot::Switchover,
+            Some("maintenance") => Slot::Maintenance,
             Some(rest) => match rest.strip_prefix("members/") {
                 Some(node) if !node.is_empty() => Slot::Member(node),
                 // Keys of a later version, or someone else's: not ours to judge.
@@ -1015,7 +1093,17 @@ enum Slot<'k> {
     Leader,
     Member(&'k str),
     Switchover,
+    Maintenance,
     Other,
+}
+
+/// How an unreadable maintenance value is reported: on, set by nobody known.
+fn unreadable_maintenance() -> MaintenanceRecord {
+    MaintenanceRecord {
+        v: record::FORMAT_VERSION,
+        on: true,
+        by: UNREADABLE_NODE.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -1037,6 +1125,7 @@ mod tests {
         assert_eq!(k.leader, "/promd/web/leader");
         assert_eq!(k.member, "/promd/web/members/db-a");
         assert_eq!(k.switchover, "/promd/web/switchover");
+        assert_eq!(k.maintenance, "/promd/web/maintenance");
         assert!(!"/promd/web2/leader".starts_with(&k.group));
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-pub use record::{LeaderRecord, MemberRecord, RecordError, SwitchoverRecord};
+pub use record::{LeaderRecord, MaintenanceRecord, MemberRecord, RecordError, SwitchoverRecord};
 
 /// What a backend needs to know to serve one group.
 #[derive(Debug, Clone)]
@@ -86,6 +86,10 @@ pub enum StoreCommand {
     RequestSwitchover(SwitchoverRecord),
     /// Remove the switchover request (the new leader does this once it holds the key).
     ClearSwitchover,
+    /// Turn the group's maintenance mode on or off, cluster-wide: a key that outlives every
+    /// lease (`PREFIX/GROUP/maintenance`), written by any node. Answered by the
+    /// [`StoreEvent::Maintenance`] that follows the change.
+    SetMaintenance(MaintenanceRecord),
     /// Delete this node's keys, revoke the lease and end the task.
     Shutdown,
 }
@@ -101,12 +105,16 @@ pub enum StoreEvent {
     /// The lease is gone (expired or revoked): every key bound to it is gone too.
     /// The backend grants a new lease and reports [`StoreEvent::Up`] again when it has one.
     LeaseLost,
-    /// The leader key, after any change (and once after every (re)connection).
+    /// The leader key, after any change (and once after every (re)connection, followed by
+    /// `Members`, `Switchover` and `Maintenance`, in that order).
     Leader(Option<Leader>),
     /// Every readable member record, after any change (and once after every (re)connection).
     Members(Vec<MemberRecord>),
     /// The pending switchover request, after any change.
     Switchover(Option<SwitchoverRecord>),
+    /// The maintenance record, after any change (`None`: off). An unreadable value is
+    /// reported as [`StoreEvent::Corrupt`] and taken as *on* (the safe reading: nothing acts).
+    Maintenance(Option<MaintenanceRecord>),
     /// Result of a [`StoreCommand::Campaign`]: `Some(term)` if this node now holds the key.
     Campaigned(Option<u64>),
     /// Result of a [`StoreCommand::Release`]: the key is no longer ours.

@@ -50,6 +50,17 @@ pub struct SwitchoverRecord {
     pub from: String,
 }
 
+/// The value of `PREFIX/GROUP/maintenance`: maintenance mode is on while it exists with
+/// `on: true`. Not bound to any lease: it outlives the node that set it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceRecord {
+    pub v: u32,
+    pub on: bool,
+    /// The node that set it, for the operator.
+    pub by: String,
+}
+
 /// Encode any record as the bytes stored.
 pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
     // Serialising these plain structs cannot fail.
@@ -98,6 +109,12 @@ impl Versioned for LeaderRecord {
 impl Versioned for MemberRecord {
     fn validate(&self) -> Result<(), RecordError> {
         check_node(&self.node)
+    }
+}
+
+impl Versioned for MaintenanceRecord {
+    fn validate(&self) -> Result<(), RecordError> {
+        check_node(&self.by)
     }
 }
 
