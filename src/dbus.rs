@@ -111,7 +111,9 @@ impl Shared {
     /// Only root and members of the `promd` group may change anything. The bus policy says
     /// the same; this holds even under a laxer policy.
     async fn authorize(&self, conn: &Connection, header: &Header<'_>) -> Result<(), PromdError> {
-        let denied = || PromdError::AccessDenied("only root and members of the promd group may do this".into());
+        let denied = || {
+            PromdError::AccessDenied("only root and members of the promd group may do this".into())
+        };
         let sender = header.sender().ok_or_else(denied)?;
         let dbus = zbus::fdo::DBusProxy::new(conn).await?;
         let creds = dbus
@@ -131,7 +133,8 @@ impl Shared {
         self.calls
             .send(CallRequest { group, call, reply })
             .map_err(|_| PromdError::Failed("promd is stopping".into()))?;
-        rx.await.map_err(|_| PromdError::Failed("promd is stopping".into()))?
+        rx.await
+            .map_err(|_| PromdError::Failed("promd is stopping".into()))?
     }
 }
 
@@ -154,13 +157,20 @@ impl Manager {
         self.0.store_connected.load(Ordering::Relaxed)
     }
 
+    #[zbus(out_args("groups"))]
     fn list_groups(&self) -> Vec<(String, String, String, u64, OwnedObjectPath)> {
         self.0
             .views()
             .iter()
             .filter_map(|v| {
                 let path = OwnedObjectPath::try_from(group_path(&v.name)).ok()?;
-                Some((v.name.clone(), v.role.clone(), v.leader.clone(), v.term, path))
+                Some((
+                    v.name.clone(),
+                    v.role.clone(),
+                    v.leader.clone(),
+                    v.term,
+                    path,
+                ))
             })
             .collect()
     }
@@ -317,8 +327,18 @@ impl GroupObject {
 
 /// A signal to send, in order.
 enum Emission {
-    Properties { path: String, iface: &'static str, changed: Vec<(&'static str, Variant<'static>)> },
-    RoleChanged { path: String, old: String, new: String, term: u64, reason: String },
+    Properties {
+        path: String,
+        iface: &'static str,
+        changed: Vec<(&'static str, Variant<'static>)>,
+    },
+    RoleChanged {
+        path: String,
+        old: String,
+        new: String,
+        term: u64,
+        reason: String,
+    },
 }
 
 /// The runtime's handle on the service.
@@ -338,7 +358,10 @@ impl DbusService {
         views: Vec<GroupView>,
     ) -> zbus::Result<(DbusService, mpsc::UnboundedReceiver<CallRequest>)> {
         let (calls, calls_rx) = mpsc::unbounded_channel();
-        let admin_gid = nix::unistd::Group::from_name(ADMIN_GROUP).ok().flatten().map(|g| g.gid.as_raw());
+        let admin_gid = nix::unistd::Group::from_name(ADMIN_GROUP)
+            .ok()
+            .flatten()
+            .map(|g| g.gid.as_raw());
         let shared = Shared {
             node: node.to_string(),
             views: Arc::new(Mutex::new(views.clone())),
@@ -349,18 +372,36 @@ impl DbusService {
         let server = conn.object_server();
         server.at(MANAGER_PATH, Manager(shared.clone())).await?;
         for (index, v) in views.iter().enumerate() {
-            server.at(group_path(&v.name), GroupObject { shared: shared.clone(), index }).await?;
+            server
+                .at(
+                    group_path(&v.name),
+                    GroupObject {
+                        shared: shared.clone(),
+                        index,
+                    },
+                )
+                .await?;
         }
         conn.request_name(BUS_NAME).await?;
         let (emissions, rx) = mpsc::unbounded_channel();
         tokio::spawn(emit_in_order(conn.clone(), rx));
-        Ok((DbusService { shared, last: views, last_store_connected: false, emissions }, calls_rx))
+        Ok((
+            DbusService {
+                shared,
+                last: views,
+                last_store_connected: false,
+                emissions,
+            },
+            calls_rx,
+        ))
     }
 
     /// Publish the groups' new state; every property that changed is signalled.
     pub fn update(&mut self, views: Vec<GroupView>, store_connected: bool) {
         *self.shared.views() = views.clone();
-        self.shared.store_connected.store(store_connected, Ordering::Relaxed);
+        self.shared
+            .store_connected
+            .store(store_connected, Ordering::Relaxed);
         if store_connected != self.last_store_connected {
             self.last_store_connected = store_connected;
             let changed = vec![("StoreConnected", variant(store_connected))];
@@ -433,7 +474,11 @@ fn changed_properties(old: &GroupView, new: &GroupView) -> Vec<(&'static str, Va
 async fn emit_in_order(conn: Connection, mut rx: mpsc::UnboundedReceiver<Emission>) {
     while let Some(e) = rx.recv().await {
         let result = match e {
-            Emission::Properties { path, iface, changed } => {
+            Emission::Properties {
+                path,
+                iface,
+                changed,
+            } => {
                 let emitter = match SignalEmitter::new(&conn, path) {
                     Ok(e) => e,
                     Err(e) => {
@@ -444,13 +489,27 @@ async fn emit_in_order(conn: Connection, mut rx: mpsc::UnboundedReceiver<Emissio
                 let map: HashMap<&str, Variant<'_>> = changed.into_iter().collect();
                 match zbus::names::InterfaceName::try_from(iface) {
                     Ok(name) => {
-                        zbus::fdo::Properties::properties_changed(&emitter, name, map, Cow::Borrowed(&[])).await
+                        zbus::fdo::Properties::properties_changed(
+                            &emitter,
+                            name,
+                            map,
+                            Cow::Borrowed(&[]),
+                        )
+                        .await
                     }
                     Err(e) => Err(e),
                 }
             }
-            Emission::RoleChanged { path, old, new, term, reason } => match SignalEmitter::new(&conn, path) {
-                Ok(emitter) => GroupObject::emit_role_changed(&emitter, &old, &new, term, &reason).await,
+            Emission::RoleChanged {
+                path,
+                old,
+                new,
+                term,
+                reason,
+            } => match SignalEmitter::new(&conn, path) {
+                Ok(emitter) => {
+                    GroupObject::emit_role_changed(&emitter, &old, &new, term, &reason).await
+                }
                 Err(e) => Err(e),
             },
         };
@@ -470,13 +529,20 @@ mod tests {
         assert_eq!(group_path("web-1"), "/org/promd1/group/web_2d1");
         assert_eq!(group_path("a_b"), "/org/promd1/group/a_5fb");
         for name in ["web", "web-1", "a_b", "0-_-9"] {
-            assert!(OwnedObjectPath::try_from(group_path(name)).is_ok(), "{name}");
+            assert!(
+                OwnedObjectPath::try_from(group_path(name)).is_ok(),
+                "{name}"
+            );
         }
     }
 
     #[test]
     fn only_changed_properties_are_signalled() {
-        let a = GroupView { name: "web".into(), role: "passive".into(), ..Default::default() };
+        let a = GroupView {
+            name: "web".into(),
+            role: "passive".into(),
+            ..Default::default()
+        };
         let mut b = a.clone();
         assert!(changed_properties(&a, &b).is_empty());
         b.role = "active".into();

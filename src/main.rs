@@ -166,9 +166,19 @@ async fn serve(config: Config, notifier: Notifier) -> anyhow::Result<()> {
             StoreConfig::Dir { path } => format!("dir {}", path.display()),
         }
     );
-    Runtime::new(&config, store.as_ref(), systemd, notifier)
-        .run()
-        .await?;
+    let mut runtime = Runtime::new(&config, store.as_ref(), systemd, notifier);
+    // D-Bus is for observing and steering; promd does its job without it.
+    match zbus::Connection::system().await {
+        Ok(conn) => {
+            if let Err(e) = runtime.serve_dbus(&conn).await {
+                tracing::error!(
+                    "cannot serve org.promd1 on the system bus (is dbus/org.promd1.conf installed?): {e}"
+                );
+            }
+        }
+        Err(e) => tracing::error!("cannot reach the system bus: {e}"),
+    }
+    runtime.run().await?;
     Ok(())
 }
 

@@ -19,6 +19,20 @@ pub fn promd_bin() -> PathBuf {
     }
 }
 
+/// promctl, found like [`promd_bin`].
+pub fn promctl_bin() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_promctl") {
+        Some(p) => PathBuf::from(p),
+        None => promd_bin().with_file_name("promctl"),
+    }
+}
+
+/// The D-Bus policy as shipped.
+pub fn bus_policy() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("dbus/org.promd1.conf"))
+        .expect("dbus/org.promd1.conf")
+}
+
 /// promd.service as shipped, pointing at the test binary.
 pub fn promd_unit() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("units/promd.service"))
@@ -102,6 +116,8 @@ impl Cluster {
                     spec.bind_rw(dir, "/var/lib/promd");
                 }
                 spec.bin(promd_bin());
+                spec.bin(promctl_bin());
+                spec.file("/etc/dbus-1/system.d/org.promd1.conf", bus_policy());
                 spec
             })
             .collect();
