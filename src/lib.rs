@@ -11,8 +11,11 @@
 pub mod config;
 pub mod core;
 pub mod dbus;
+pub mod health;
 pub mod logging;
 pub mod notify;
 pub mod runtime;
 pub mod store;
 pub mod systemd;
+pub mod watch;
+pub mod migrate;

@@ -15,13 +15,15 @@ use crate::core::{
     Action, Event, GroupMachine, GroupParams, Job, Member, Mono, Refusal, Request, Role, Timing,
 };
 use crate::dbus::{Call, CallRequest, DbusService, GroupView, PromdError};
+use crate::health::{self, HealthCheck, HealthResult};
 use crate::logging;
 use crate::notify::Notifier;
 use crate::store::{
-    GroupSession, GroupSpec, LeaderRecord, MemberRecord, Progress, Store, StoreCommand, StoreEvent,
-    MaintenanceRecord, SwitchoverRecord, record::FORMAT_VERSION,
+    GroupSession, GroupSpec, LeaderRecord, MaintenanceRecord, MemberRecord, Progress, Store,
+    StoreCommand, StoreEvent, SwitchoverRecord, record::FORMAT_VERSION,
 };
 use crate::systemd::{Systemd, UnitEnv};
+use crate::watch::{self, WatchEvent};
 
 /// Where the units' environment files go.
 pub const RUN_DIR: &str = "/run/promd";
@@ -40,6 +42,8 @@ struct Group {
     /// be asked again when they must be stopped or killed).
     units: Vec<String>,
     store_down: Option<String>,
+    /// The last health result, to log a failing check's reason once, not every interval.
+    health_ok: bool,
     /// CLOCK_REALTIME µs of the last role change.
     since_usec: u64,
 }
@@ -63,6 +67,10 @@ pub struct Runtime {
     job_rx: mpsc::UnboundedReceiver<(usize, Job, bool)>,
     units_tx: mpsc::UnboundedSender<(usize, Vec<String>)>,
     units_rx: mpsc::UnboundedReceiver<(usize, Vec<String>)>,
+    watch_tx: mpsc::UnboundedSender<(usize, WatchEvent)>,
+    watch_rx: mpsc::UnboundedReceiver<(usize, WatchEvent)>,
+    health_tx: mpsc::UnboundedSender<(usize, HealthResult)>,
+    health_rx: mpsc::UnboundedReceiver<(usize, HealthResult)>,
     notifier: Notifier,
     dbus: Option<DbusService>,
     calls_rx: Option<mpsc::UnboundedReceiver<CallRequest>>,
@@ -79,6 +87,8 @@ impl Runtime {
         let (store_tx, store_rx) = mpsc::unbounded_channel();
         let (job_tx, job_rx) = mpsc::unbounded_channel();
         let (units_tx, units_rx) = mpsc::unbounded_channel();
+        let (watch_tx, watch_rx) = mpsc::unbounded_channel();
+        let (health_tx, health_rx) = mpsc::unbounded_channel();
         let groups = config
             .groups
             .iter()
@@ -97,6 +107,7 @@ impl Runtime {
                     progress,
                     units: Vec::new(),
                     store_down: None,
+                    health_ok: true,
                     since_usec: realtime_usec(),
                     cfg: cfg.clone(),
                 }
@@ -113,6 +124,10 @@ impl Runtime {
             job_rx,
             units_tx,
             units_rx,
+            watch_tx,
+            watch_rx,
+            health_tx,
+            health_rx,
             notifier,
             dbus: None,
             calls_rx: None,
@@ -172,6 +187,8 @@ impl Runtime {
                 Some((i, ev)) = self.store_rx.recv() => self.on_store(i, ev),
                 Some((i, job, ok)) = self.job_rx.recv() => self.feed(i, Event::Job { job, ok }),
                 Some((i, units)) = self.units_rx.recv() => self.groups[i].units = units,
+                Some((i, ev)) = self.watch_rx.recv() => self.on_watch(i, ev),
+                Some((i, result)) = self.health_rx.recv() => self.on_health(i, result),
                 Some(call) = recv_call(&mut calls) => self.on_call(call),
                 _ = sigterm.recv(), if !stopping => stopping = self.terminate(),
                 _ = sigint.recv(), if !stopping => stopping = self.terminate(),
@@ -202,11 +219,16 @@ impl Runtime {
     }
 
     fn views(&self) -> Vec<GroupView> {
-        self.groups.iter().map(view).collect()
+        let now = self.now();
+        self.groups.iter().map(|g| view(g, now)).collect()
     }
 
     fn on_call(&mut self, req: CallRequest) {
-        let CallRequest { group: i, call, reply } = req;
+        let CallRequest {
+            group: i,
+            call,
+            reply,
+        } = req;
         let now = self.now();
         let g = &mut self.groups[i];
         let timeout = call_timeout(g.cfg.lease);
@@ -217,10 +239,15 @@ impl Runtime {
             Call::SetMaintenance(on) => {
                 if g.machine.maintenance() != on {
                     if !g.machine.store_up() {
-                        let _ = reply.send(Err(PromdError::Failed("the store is unreachable".into())));
+                        let _ =
+                            reply.send(Err(PromdError::Failed("the store is unreachable".into())));
                         return;
                     }
-                    let rec = MaintenanceRecord { v: FORMAT_VERSION, on, by: self.node.clone() };
+                    let rec = MaintenanceRecord {
+                        v: FORMAT_VERSION,
+                        on,
+                        by: self.node.clone(),
+                    };
                     let _ = g.session.commands.send(StoreCommand::SetMaintenance(rec));
                 }
                 Ok(Vec::new())
@@ -239,13 +266,20 @@ impl Runtime {
                     Call::Promote => "promote requested".to_string(),
                     Call::Demote => "demote requested".to_string(),
                     Call::ResetFailed => "failed state reset".to_string(),
-                    Call::SetMaintenance(on) => format!("maintenance {} requested", if on { "on" } else { "off" }),
+                    Call::SetMaintenance(on) => {
+                        format!("maintenance {} requested", if on { "on" } else { "off" })
+                    }
                 };
                 self.log(i, tracing::Level::INFO, &what);
                 for action in actions {
                     self.execute(i, action);
                 }
-                self.pending.push(Pending { group: i, call, deadline: now + timeout, reply });
+                self.pending.push(Pending {
+                    group: i,
+                    call,
+                    deadline: now + timeout,
+                    reply,
+                });
             }
         }
     }
@@ -259,8 +293,12 @@ impl Runtime {
             let done = match p.call {
                 Call::Promote => match m.role() {
                     Role::Active => Some(Ok(())),
-                    Role::Failed => Some(Err(PromdError::NotEligible("this host failed while taking over".into()))),
-                    _ if m.maintenance() => Some(Err(PromdError::Maintenance("maintenance mode is on".into()))),
+                    Role::Failed => Some(Err(PromdError::NotEligible(
+                        "this host failed while taking over".into(),
+                    ))),
+                    _ if m.maintenance() => Some(Err(PromdError::Maintenance(
+                        "maintenance mode is on".into(),
+                    ))),
                     _ => None,
                 },
                 Call::Demote => m.settled_passive().then_some(Ok(())),
@@ -269,7 +307,10 @@ impl Runtime {
             };
             let done = done.or_else(|| {
                 (now >= p.deadline).then(|| {
-                    Err(PromdError::Timeout(format!("{:?} did not complete in time", p.call)))
+                    Err(PromdError::Timeout(format!(
+                        "{:?} did not complete in time",
+                        p.call
+                    )))
                 })
             });
             match done {
@@ -357,7 +398,11 @@ impl Runtime {
                 let on = m.as_ref().is_some_and(|m| m.on);
                 if on != self.groups[i].machine.maintenance() {
                     let by = m.map(|m| m.by).unwrap_or_default();
-                    let msg = if on { format!("maintenance mode on (set by {by})") } else { "maintenance mode off".into() };
+                    let msg = if on {
+                        format!("maintenance mode on (set by {by})")
+                    } else {
+                        "maintenance mode off".into()
+                    };
                     self.log(i, tracing::Level::INFO, &msg);
                 }
                 Event::Maintenance(on)
@@ -447,6 +492,26 @@ impl Runtime {
                 term,
                 reason,
             } => self.role_changed(i, old, new, term, &reason),
+            Action::RestartUnit(unit) => {
+                let units = match unit {
+                    Some(u) => vec![u],
+                    None => g.cfg.watch.clone().unwrap_or_else(|| g.units.clone()),
+                };
+                self.log(
+                    i,
+                    tracing::Level::WARN,
+                    &format!("restarting {} in place", units.join(" ")),
+                );
+                let (systemd, group) = (self.systemd.clone(), g.cfg.name.clone());
+                tokio::spawn(async move {
+                    for unit in units {
+                        if let Err(e) = systemd.restart_failed(&unit).await {
+                            tracing::error!(PROMD_GROUP = %group, "restarting {unit}: {e}");
+                        }
+                    }
+                });
+            }
+            Action::Note(note) => self.log(i, tracing::Level::WARN, &note),
             Action::Exit => send(StoreCommand::Shutdown),
         }
     }
@@ -518,25 +583,69 @@ impl Runtime {
     }
 
     /// Bind the active target's units to promd ahead of any promotion.
+    /// Bind the active target's units to promd ahead of any promotion, follow the watched
+    /// units and the passive target's, and start the health check.
     fn bind_units(&self, i: usize) {
         let g = &self.groups[i];
-        let (systemd, target, group, units_tx) = (
+        let (systemd, cfg, units_tx, watch_tx) = (
             self.systemd.clone(),
-            g.cfg.active_target.clone(),
-            g.cfg.name.clone(),
+            g.cfg.clone(),
             self.units_tx.clone(),
+            self.watch_tx.clone(),
         );
         tokio::spawn(async move {
-            match systemd.pulled_in(&target).await {
+            let group = &cfg.name;
+            match systemd.pulled_in(&cfg.active_target).await {
                 Ok(units) => {
-                    if let Err(e) = systemd.bind_to_promd(&group, &units).await {
+                    if let Err(e) = systemd.bind_to_promd(group, &units).await {
                         tracing::error!(PROMD_GROUP = %group, "binding units to promd: {e}");
                     }
+                    let watched = cfg.watch.clone().unwrap_or_else(|| units.clone());
+                    watch::watch_active(&systemd, i, &watched, watch_tx.clone());
                     let _ = units_tx.send((i, units));
                 }
-                Err(e) => tracing::error!(PROMD_GROUP = %group, "reading {target}: {e}"),
+                Err(e) => {
+                    tracing::error!(PROMD_GROUP = %group, "reading {}: {e}", cfg.active_target)
+                }
+            }
+            if let Some(passive) = &cfg.passive_target {
+                let mut units = systemd.pulled_in(passive).await.unwrap_or_default();
+                units.push(passive.clone());
+                watch::watch_passive(&systemd, i, &units, watch_tx);
             }
         });
+        if let Some(command) = &g.cfg.health_command {
+            let check = HealthCheck {
+                command: command.clone(),
+                interval: g.cfg.health_interval,
+                timeout: g.cfg.health_timeout,
+                env: vec![
+                    ("PROMD_GROUP".into(), g.cfg.name.clone()),
+                    ("PROMD_NODE".into(), self.node.clone()),
+                ],
+            };
+            health::spawn(i, check, self.health_tx.clone());
+        }
+    }
+
+    fn on_watch(&mut self, i: usize, ev: WatchEvent) {
+        let event = match ev {
+            WatchEvent::Failed { unit, restarted } => Event::UnitFailed { unit, restarted },
+            WatchEvent::PassiveUnits { ok } => Event::PassiveUnits { ok },
+        };
+        self.feed(i, event);
+    }
+
+    fn on_health(&mut self, i: usize, result: HealthResult) {
+        if !result.ok && self.groups[i].health_ok {
+            self.log(
+                i,
+                tracing::Level::WARN,
+                &format!("health check failed: {}", result.detail),
+            );
+        }
+        self.groups[i].health_ok = result.ok;
+        self.feed(i, Event::Health { ok: result.ok });
     }
 
     fn role_changed(&mut self, i: usize, old: Role, new: Role, term: u64, reason: &str) {
@@ -588,26 +697,8 @@ impl Runtime {
 
     /// `STATUS=`: one clause per group.
     fn status_line(&self) -> String {
-        let parts: Vec<String> = self
-            .groups
-            .iter()
-            .map(|g| {
-                let m = &g.machine;
-                let role = m.role();
-                match (&g.store_down, m.leader()) {
-                    (Some(reason), _) if !m.store_up() => {
-                        format!("{}: {role}, waiting for the store ({reason})", g.cfg.name)
-                    }
-                    (_, None) if !m.store_up() => {
-                        format!("{}: {role}, waiting for the store", g.cfg.name)
-                    }
-                    (_, Some(l)) if role != Role::Active => {
-                        format!("{}: {role}, leader {l} (term {})", g.cfg.name, m.term())
-                    }
-                    _ => format!("{}: {role} (term {})", g.cfg.name, m.term()),
-                }
-            })
-            .collect();
+        let now = self.now();
+        let parts: Vec<String> = self.groups.iter().map(|g| status_clause(g, now)).collect();
         if parts.is_empty() {
             "no groups configured".into()
         } else {
@@ -652,6 +743,9 @@ fn params(node: &str, cfg: &GroupConfig) -> GroupParams {
         members: cfg.members.clone(),
         has_passive_target: cfg.passive_target.is_some(),
         failure_cooldown: cfg.failure_cooldown,
+        max_restarts: cfg.max_restarts,
+        restart_window: cfg.restart_window,
+        restart_backoff: cfg.restart_backoff,
     }
 }
 
@@ -669,7 +763,9 @@ fn call_timeout(lease: Duration) -> Duration {
     (lease * 3).max(Duration::from_secs(30))
 }
 
-async fn recv_call(calls: &mut Option<mpsc::UnboundedReceiver<CallRequest>>) -> Option<CallRequest> {
+async fn recv_call(
+    calls: &mut Option<mpsc::UnboundedReceiver<CallRequest>>,
+) -> Option<CallRequest> {
     match calls {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
@@ -684,16 +780,28 @@ fn realtime_usec() -> u64 {
 
 /// The D-Bus view of a group: its machine, plus the configured members the store does not
 /// know (shown as down).
-fn view(g: &Group) -> GroupView {
+fn view(g: &Group, now: Mono) -> GroupView {
     let m = &g.machine;
     let mut members: Vec<(String, String, i32, bool)> = m
         .members()
         .iter()
-        .map(|x| (x.node.clone(), x.role.as_str().to_string(), x.priority, x.healthy))
+        .map(|x| {
+            (
+                x.node.clone(),
+                x.role.as_str().to_string(),
+                x.priority,
+                x.healthy,
+            )
+        })
         .collect();
     // This host as it is now (its record in the store may lag, or the store be unreachable).
     members.retain(|x| x.0 != m.node());
-    members.push((m.node().to_string(), m.role().as_str().to_string(), m.priority(), m.healthy()));
+    members.push((
+        m.node().to_string(),
+        m.role().as_str().to_string(),
+        m.priority(),
+        m.healthy(),
+    ));
     for node in g.cfg.members.iter().flatten() {
         if !members.iter().any(|x| &x.0 == node) {
             members.push((node.clone(), "down".into(), 0, false));
@@ -708,8 +816,43 @@ fn view(g: &Group) -> GroupView {
         priority: m.priority(),
         healthy: m.healthy(),
         maintenance: m.maintenance(),
-        failures: 0,
+        failures: m.failures(now),
         since_usec: g.since_usec,
         members,
     }
+}
+
+/// One group's part of `STATUS=`, e.g. `web: active (term 42)`,
+/// `web: passive, leader db-b (term 42)`, `web: passive, waiting for the store (...)`.
+fn status_clause(g: &Group, now: Mono) -> String {
+    let m = &g.machine;
+    let role = m.role();
+    let mut s = match (&g.store_down, m.leader()) {
+        (Some(reason), _) if !m.store_up() => {
+            format!("{}: {role}, waiting for the store ({reason})", g.cfg.name)
+        }
+        (_, None) if !m.store_up() => format!("{}: {role}, waiting for the store", g.cfg.name),
+        (_, Some(l)) if role != Role::Active => {
+            format!("{}: {role}, leader {l} (term {})", g.cfg.name, m.term())
+        }
+        _ => format!("{}: {role} (term {})", g.cfg.name, m.term()),
+    };
+    if m.maintenance() {
+        s.push_str(", maintenance");
+    }
+    let failures = m.failures(now);
+    if failures > 0 {
+        s.push_str(&format!(
+            ", {failures} failure{} in the window",
+            if failures == 1 { "" } else { "s" }
+        ));
+    }
+    if m.stranded(now) {
+        s.push_str(", no eligible standby: restarting in place");
+    } else if m.failed(now) {
+        s.push_str(", failed: ineligible until the cooldown ends (promctl reset clears it)");
+    } else if !m.healthy() {
+        s.push_str(", unhealthy");
+    }
+    s
 }

@@ -161,6 +161,25 @@ impl Systemd {
         Ok(all)
     }
 
+    /// Clear a unit's failed state and start it again (promd's restart in place).
+    pub async fn restart_failed(&self, unit: &str) -> Result<(), SystemdError> {
+        // Not failed (any more) is fine: the start below is what matters.
+        let _ = self.manager.reset_failed_unit(unit.to_string()).await;
+        let job = self
+            .manager
+            .restart_unit(unit.to_string(), "replace".into())
+            .await?;
+        self.wait(unit, job).await
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub fn manager(&self) -> &ManagerProxy<'static> {
+        &self.manager
+    }
+
     /// `ActiveState` of a unit (`active`, `inactive`, `failed`, ...).
     pub async fn active_state(&self, unit: &str) -> Result<String, SystemdError> {
         let path = self.manager.load_unit(unit.to_string()).await?;

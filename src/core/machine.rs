@@ -30,6 +30,11 @@ pub struct GroupParams {
     pub members: Option<Vec<String>>,
     pub has_passive_target: bool,
     pub failure_cooldown: Duration,
+    /// More failures than this within `restart_window` fail the node over.
+    pub max_restarts: u32,
+    pub restart_window: Duration,
+    /// Wait this long before restarting a failed unit that systemd does not restart itself.
+    pub restart_backoff: Duration,
 }
 
 /// A member of the group as the store shows it (or as this node publishes itself).
@@ -80,6 +85,13 @@ pub enum Event {
     Terminate,
     /// The group's cluster-wide maintenance mode (from the store).
     Maintenance(bool),
+    /// A watched unit failed: it entered `failed` (`restarted: false`), or systemd restarted
+    /// it (`NRestarts` grew, including watchdog restarts).
+    UnitFailed { unit: String, restarted: bool },
+    /// The health command's latest result.
+    Health { ok: bool },
+    /// Whether every unit of the passive target is free of failure.
+    PassiveUnits { ok: bool },
 }
 
 /// What an operator asks of this node (D-Bus / promctl).
@@ -121,6 +133,11 @@ pub enum Action {
         term: u64,
         reason: String,
     },
+    /// Restart a failed active unit in place (`None`: every watched unit, for a failed
+    /// health check).
+    RestartUnit(Option<String>),
+    /// Something the operator should read in the journal (failures, escalation).
+    Note(String),
     /// Terminate is complete for this group: its units are stopped and its key released.
     Exit,
 }
@@ -171,7 +188,12 @@ pub struct GroupMachine {
     passive_failed: bool,
 
     healthy: bool,
+    passive_units_ok: bool,
     failed_until: Option<Mono>,
+    /// Failures of the active units, newest last, within the restart window.
+    failures: std::collections::VecDeque<Mono>,
+    /// Restarts in place waiting for their backoff.
+    pending_restarts: Vec<(Option<String>, Mono)>,
     demote_reason: Option<String>,
     terminating: bool,
     exited: bool,
@@ -209,7 +231,10 @@ impl GroupMachine {
             passive_ready: false,
             passive_failed: false,
             healthy: true,
+            passive_units_ok: true,
             failed_until: None,
+            failures: std::collections::VecDeque::new(),
+            pending_restarts: Vec::new(),
             demote_reason: None,
             terminating: false,
             exited: false,
@@ -259,7 +284,18 @@ impl GroupMachine {
 
     /// Healthy as published: the health check passes and the passive target did not fail.
     pub fn healthy(&self) -> bool {
-        self.healthy && !self.passive_failed
+        self.healthy && !self.passive_failed && self.passive_units_ok
+    }
+
+    /// Failures of the active units counted in the current restart window.
+    pub fn failures(&self, now: Mono) -> u32 {
+        let since = now - self.p.restart_window;
+        u32::try_from(self.failures.iter().filter(|t| **t > since).count()).unwrap_or(u32::MAX)
+    }
+
+    /// This node failed over and waits for its cooldown (or `ResetFailed`).
+    pub fn failed(&self, now: Mono) -> bool {
+        self.failed_until.is_some_and(|t| now < t)
     }
 
     pub fn priority(&self) -> i32 {
@@ -289,7 +325,9 @@ impl GroupMachine {
                     return Err(Refusal::NotEligible(why));
                 }
                 self.switchover_to = Some(self.p.node.clone());
-                out.push(Action::RequestSwitchover { to: self.p.node.clone() });
+                out.push(Action::RequestSwitchover {
+                    to: self.p.node.clone(),
+                });
             }
             Request::Demote => {
                 if !matches!(self.role, Role::Active | Role::Promoting) {
@@ -299,13 +337,16 @@ impl GroupMachine {
                     return Err(Refusal::Maintenance("maintenance mode is on".into()));
                 }
                 let Some(best) = self.best_standby() else {
-                    return Err(Refusal::NoStandby("no other member is eligible to take over".into()));
+                    return Err(Refusal::NoStandby(
+                        "no other member is eligible to take over".into(),
+                    ));
                 };
                 self.switchover_to = Some(best.clone());
                 out.push(Action::RequestSwitchover { to: best });
             }
             Request::ResetFailed => {
                 self.failed_until = None;
+                self.failures.clear();
             }
         }
         self.step(now, &mut out);
@@ -320,13 +361,16 @@ impl GroupMachine {
             "this node is not in the group's members"
         } else if self.failed_until.is_some_and(|t| now < t) {
             "this node failed and is in its failure cooldown (promctl reset clears it)"
-        } else if self.passive_failed {
+        } else if self.passive_failed || !self.passive_units_ok {
             "the passive target failed"
         } else if !self.healthy {
             "the health check fails"
         } else if !self.store_up || self.lease_lost {
             "the store is unreachable"
-        } else if self.renewed_sent.is_none_or(|s| now >= self.p.timing.fence_at(s)) {
+        } else if self
+            .renewed_sent
+            .is_none_or(|s| now >= self.p.timing.fence_at(s))
+        {
             "the store lease is not renewed"
         } else if self.role != Role::Passive || !self.passive_ready {
             "this node is not passive yet"
@@ -361,6 +405,7 @@ impl GroupMachine {
             at.push(since + self.campaign_delay());
         }
         at.extend(self.failed_until);
+        at.extend(self.pending_restarts.iter().map(|r| r.1));
         at.extend(self.retry_campaign_at);
         if let Some(last) = self.last_switchover_request {
             at.push(last + self.p.timing.lease);
@@ -498,6 +543,30 @@ impl GroupMachine {
                 self.maintenance_known = true;
                 self.maintenance = on;
             }
+            Event::UnitFailed { unit, restarted } => self.unit_failed(unit, restarted, now, out),
+            Event::Health { ok } => {
+                if ok != self.healthy {
+                    out.push(Action::Note(if ok {
+                        "health check passes again".into()
+                    } else {
+                        "health check failed".into()
+                    }));
+                }
+                self.healthy = ok;
+                if !ok {
+                    self.unit_failed_health(now, out);
+                }
+            }
+            Event::PassiveUnits { ok } => {
+                if ok != self.passive_units_ok {
+                    out.push(Action::Note(if ok {
+                        "the passive target's units recovered".into()
+                    } else {
+                        "a unit of the passive target failed: not eligible".into()
+                    }));
+                }
+                self.passive_units_ok = ok;
+            }
         }
     }
 
@@ -506,6 +575,7 @@ impl GroupMachine {
             self.failed_until = None;
         }
         self.fence(now, out);
+        self.restart_due(now, out);
         if self.terminating {
             self.terminate(out);
             return;
@@ -579,6 +649,7 @@ impl GroupMachine {
     }
 
     fn stop_active(&mut self, reason: &str, out: &mut Vec<Action>) {
+        self.pending_restarts.clear();
         self.job = Some(Job::StopActive);
         self.passive_ready = false;
         out.push(Action::Start(Job::StopActive, None));
@@ -757,7 +828,11 @@ impl GroupMachine {
 
     /// Ask a lower-priority active node to hand over, if `preempt` is on.
     fn preempt(&mut self, now: Mono, out: &mut Vec<Action>) {
-        if !self.p.preempt || !self.eligible(now) || self.switchover_to.is_some() || self.maintenance {
+        if !self.p.preempt
+            || !self.eligible(now)
+            || self.switchover_to.is_some()
+            || self.maintenance
+        {
             return;
         }
         let Some((leader, _)) = &self.leader else {
@@ -790,13 +865,114 @@ impl GroupMachine {
             priority: self.p.priority,
             // A node that just lost the role in a crash lets the others go first.
             eligible: self.eligible(now) && !self.defer_once,
-            healthy: self.healthy && !self.passive_failed,
+            healthy: self.healthy(),
             role: self.role,
         };
         if self.published.as_ref() != Some(&me) {
             self.published = Some(me.clone());
             out.push(Action::Publish(me));
         }
+    }
+
+    /// Local failure first: count it, restart in place, and fail over once there were more
+    /// than `max-restarts` failures within `restart-window` and someone can take over.
+    fn unit_failed(&mut self, unit: String, restarted: bool, now: Mono, out: &mut Vec<Action>) {
+        if self.role != Role::Active || self.job.is_some() {
+            return; // units stop and start around promotions and demotions: not failures
+        }
+        // systemd restarts what it restarted; promd restarts what it left failed.
+        let restart = if restarted {
+            Restart::None
+        } else {
+            Restart::Unit(unit.clone())
+        };
+        let what = if restarted {
+            format!("{unit} failed and was restarted by systemd")
+        } else {
+            format!("{unit} failed")
+        };
+        self.count_failure(what, restart, now, out);
+    }
+
+    fn unit_failed_health(&mut self, now: Mono, out: &mut Vec<Action>) {
+        if self.role == Role::Active && self.job.is_none() {
+            self.count_failure("the health check failed".into(), Restart::All, now, out);
+        }
+    }
+
+    fn count_failure(&mut self, what: String, restart: Restart, now: Mono, out: &mut Vec<Action>) {
+        self.failures.push_back(now);
+        let since = now - self.p.restart_window;
+        while self.failures.front().is_some_and(|t| *t <= since) {
+            self.failures.pop_front();
+        }
+        let count = self.failures.len();
+        let window = humantime::format_duration(self.p.restart_window);
+        if count <= self.p.max_restarts as usize {
+            out.push(Action::Note(format!(
+                "{what} ({count} of at most {} failures within {window}): restarting in place",
+                self.p.max_restarts
+            )));
+            self.schedule_restart(restart, now);
+            return;
+        }
+        match self.best_standby() {
+            Some(best) if !self.maintenance => {
+                out.push(Action::Note(format!(
+                    "{what}: {count} failures within {window}, more than {}: failing over to {best}",
+                    self.p.max_restarts
+                )));
+                self.failed_until = Some(now + self.p.failure_cooldown);
+                self.switchover_to = Some(best.clone());
+                self.demote_reason = Some(format!(
+                    "{count} failures within {window}: failing over to {best}"
+                ));
+                out.push(Action::RequestSwitchover { to: best });
+            }
+            _ => {
+                out.push(Action::Note(format!(
+                    "{what}: {count} failures within {window}, but no eligible standby: staying active, restarting in place"
+                )));
+                self.schedule_restart(restart, now);
+            }
+        }
+    }
+
+    /// A unit systemd does not restart (or, for a failed health check, every watched unit)
+    /// is restarted once the backoff has passed.
+    fn schedule_restart(&mut self, restart: Restart, now: Mono) {
+        let unit = match restart {
+            Restart::None => return,
+            Restart::Unit(u) => Some(u),
+            Restart::All => None,
+        };
+        if !self.pending_restarts.iter().any(|r| r.0 == unit) {
+            self.pending_restarts
+                .push((unit, now + self.p.restart_backoff));
+        }
+    }
+
+    fn restart_due(&mut self, now: Mono, out: &mut Vec<Action>) {
+        if self.role != Role::Active || self.job.is_some() {
+            self.pending_restarts.clear();
+            return;
+        }
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_restarts)
+            .into_iter()
+            .partition(|r| r.1 <= now);
+        self.pending_restarts = later;
+        out.extend(due.into_iter().map(|r| Action::RestartUnit(r.0)));
+    }
+
+    /// Active with more failures than allowed: it would have failed over, had there been an
+    /// eligible standby.
+    pub fn stranded(&self, now: Mono) -> bool {
+        self.role == Role::Active && self.failures(now) > self.p.max_restarts
+    }
+
+    /// Whether restarts are pending (for STATUS=).
+    pub fn restarting(&self) -> bool {
+        !self.pending_restarts.is_empty()
     }
 
     /// A (re)connection re-reads the store: until then the old view is not evidence.
@@ -836,3 +1012,13 @@ impl GroupMachine {
 #[cfg(test)]
 #[path = "machine_tests.rs"]
 mod tests;
+
+
+/// What a failure calls for in place.
+enum Restart {
+    /// systemd already restarts it.
+    None,
+    Unit(String),
+    /// Every watched unit (a failed health check names none).
+    All,
+}

@@ -13,6 +13,9 @@ fn params(node: &str) -> GroupParams {
         members: None,
         has_passive_target: true,
         failure_cooldown: Duration::from_secs(600),
+        max_restarts: 3,
+        restart_window: Duration::from_secs(300),
+        restart_backoff: Duration::from_secs(1),
     }
 }
 
@@ -926,12 +929,18 @@ fn promote_is_refused_with_the_reason_when_not_eligible() {
     p.members = Some(vec!["b".into()]);
     let mut t = T::passive(p, Some(("b", 5)));
     let err = t.m.request(Request::Promote, t.now).unwrap_err();
-    assert!(matches!(&err, Refusal::NotEligible(why) if why.contains("members")), "{err:?}");
+    assert!(
+        matches!(&err, Refusal::NotEligible(why) if why.contains("members")),
+        "{err:?}"
+    );
 
     let mut t = T::passive(params("a"), Some(("b", 5)));
     t.ev(Event::StoreDown);
     let err = t.m.request(Request::Promote, t.now).unwrap_err();
-    assert!(matches!(&err, Refusal::NotEligible(why) if why.contains("unreachable")), "{err:?}");
+    assert!(
+        matches!(&err, Refusal::NotEligible(why) if why.contains("unreachable")),
+        "{err:?}"
+    );
     // Nothing changed: no switchover request goes out later either.
     t.ev(Event::StoreUp);
     t.renew();
@@ -953,10 +962,19 @@ fn demote_hands_over_to_the_best_eligible_standby() {
     assert_eq!(switchover_requests(&a), vec!["c".to_string()]);
     assert!(a.contains(&Action::Start(Job::StopActive, None)));
     assert!(has_role_change(&a, Role::Active, Role::Demoting));
-    t.ev(Event::Job { job: Job::StopActive, ok: true });
-    let a = t.ev(Event::Job { job: Job::StartPassive, ok: true });
+    t.ev(Event::Job {
+        job: Job::StopActive,
+        ok: true,
+    });
+    let a = t.ev(Event::Job {
+        job: Job::StartPassive,
+        ok: true,
+    });
     assert!(a.contains(&Action::Release { term: 5 }));
-    assert!(!t.m.settled_passive(), "not settled before the key is released");
+    assert!(
+        !t.m.settled_passive(),
+        "not settled before the key is released"
+    );
     t.ev(Event::Released);
     assert!(t.m.settled_passive());
 }
@@ -976,9 +994,18 @@ fn demote_without_a_standby_is_refused_and_changes_nothing() {
 fn reset_failed_makes_a_failed_node_eligible_at_once() {
     let mut t = T::passive(params("a"), None);
     t.ev(Event::Campaigned(Some(3)));
-    t.ev(Event::Job { job: Job::StartActive, ok: false });
-    t.ev(Event::Job { job: Job::StopActive, ok: true });
-    t.ev(Event::Job { job: Job::StartPassive, ok: true });
+    t.ev(Event::Job {
+        job: Job::StartActive,
+        ok: false,
+    });
+    t.ev(Event::Job {
+        job: Job::StopActive,
+        ok: true,
+    });
+    t.ev(Event::Job {
+        job: Job::StartPassive,
+        ok: true,
+    });
     t.ev(Event::Released);
     t.ev(Event::Leader(Some(("b".into(), 4))));
     assert_eq!(t.m.role(), Role::Failed);
@@ -996,7 +1023,10 @@ fn maintenance_stops_elections_switchovers_and_requests_but_not_the_fence() {
     assert!(!t.ev(Event::Leader(None)).contains(&Action::Campaign));
     t.renew();
     assert!(!t.advance(1000).contains(&Action::Campaign));
-    assert!(matches!(t.m.request(Request::Promote, t.now), Err(Refusal::Maintenance(_))));
+    assert!(matches!(
+        t.m.request(Request::Promote, t.now),
+        Err(Refusal::Maintenance(_))
+    ));
     assert!(t.ev(Event::Maintenance(false)).contains(&Action::Campaign));
 
     // The active node ignores a switchover request and refuses to demote...
@@ -1004,9 +1034,216 @@ fn maintenance_stops_elections_switchovers_and_requests_but_not_the_fence() {
     t.ev(Event::Members(vec![member("b", 100, true, Role::Passive)]));
     t.ev(Event::Maintenance(true));
     assert_eq!(t.ev(Event::Switchover(Some("b".into()))), vec![]);
-    assert!(matches!(t.m.request(Request::Demote, t.now), Err(Refusal::Maintenance(_))));
+    assert!(matches!(
+        t.m.request(Request::Demote, t.now),
+        Err(Refusal::Maintenance(_))
+    ));
     assert_eq!(t.m.role(), Role::Active);
     // ...but still fences itself when its lease is not renewed.
     let a = t.advance(LEASE.as_millis() as u64);
     assert_eq!(a[0], Action::Start(Job::StopActive, None));
+}
+
+fn notes(a: &[Action]) -> Vec<String> {
+    a.iter()
+        .filter_map(|x| match x {
+            Action::Note(n) => Some(n.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn crash(t: &mut T, restarted: bool) -> Vec<Action> {
+    t.ev(Event::UnitFailed {
+        unit: "web.service".into(),
+        restarted,
+    })
+}
+
+#[test]
+fn a_failed_unit_is_restarted_in_place_after_the_backoff() {
+    let mut t = T::active(params("a"), 5);
+    let a = crash(&mut t, false);
+    assert!(notes(&a)[0].contains("1 of at most 3"), "{a:?}");
+    assert!(
+        !a.iter().any(|x| matches!(x, Action::RestartUnit(_))),
+        "not before the backoff"
+    );
+    assert_eq!(t.m.failures(t.now), 1);
+    t.renew();
+    assert_eq!(t.advance(999), vec![]);
+    assert_eq!(
+        t.advance(1),
+        vec![Action::RestartUnit(Some("web.service".into()))]
+    );
+    assert_eq!(t.m.role(), Role::Active);
+}
+
+#[test]
+fn a_unit_systemd_restarts_is_counted_but_not_restarted_again() {
+    let mut t = T::active(params("a"), 5);
+    let a = crash(&mut t, true);
+    assert!(notes(&a)[0].contains("restarted by systemd"));
+    t.renew();
+    assert!(
+        !t.advance(5000)
+            .iter()
+            .any(|x| matches!(x, Action::RestartUnit(_)))
+    );
+    assert_eq!(t.m.failures(t.now), 1);
+}
+
+#[test]
+fn more_than_max_restarts_within_the_window_fails_over_to_the_best_standby() {
+    let mut t = T::active(params("a"), 5);
+    t.ev(Event::Members(vec![
+        member("b", 100, true, Role::Passive),
+        member("c", 200, true, Role::Passive),
+    ]));
+    for _ in 0..3 {
+        crash(&mut t, true);
+        t.renew();
+        t.advance(100);
+    }
+    assert_eq!(t.m.role(), Role::Active, "three failures are allowed");
+    let a = crash(&mut t, true);
+    assert!(
+        notes(&a).iter().any(|n| n.contains("failing over to c")),
+        "{a:?}"
+    );
+    assert_eq!(switchover_requests(&a), vec!["c".to_string()]);
+    assert_eq!(
+        a.iter().find(|x| matches!(x, Action::Start(..))),
+        Some(&Action::Start(Job::StopActive, None))
+    );
+    t.ev(Event::Job {
+        job: Job::StopActive,
+        ok: true,
+    });
+    t.ev(Event::Job {
+        job: Job::StartPassive,
+        ok: true,
+    });
+    t.ev(Event::Released);
+    assert_eq!(t.m.role(), Role::Failed);
+    assert!(t.m.failed(t.now));
+    assert!(
+        !t.published().eligible,
+        "skipped in elections during the cooldown"
+    );
+}
+
+#[test]
+fn failures_outside_the_window_do_not_count() {
+    let mut t = T::active(params("a"), 5);
+    t.ev(Event::Members(vec![member("b", 100, true, Role::Passive)]));
+    for _ in 0..10 {
+        crash(&mut t, true);
+        // 101 s apart: never more than three within 300 s.
+        for _ in 0..101 {
+            t.renew();
+            t.advance(1000);
+        }
+    }
+    assert_eq!(t.m.role(), Role::Active);
+    assert_eq!(t.m.failures(t.now), 2);
+}
+
+#[test]
+fn without_a_standby_the_node_stays_active_and_keeps_restarting() {
+    let mut t = T::active(params("a"), 5);
+    t.ev(Event::Members(vec![member("b", 100, false, Role::Failed)]));
+    for i in 0..6 {
+        let a = crash(&mut t, false);
+        if i >= 3 {
+            assert!(
+                notes(&a).iter().any(|n| n.contains("no eligible standby")),
+                "{a:?}"
+            );
+        }
+        t.renew();
+        let a = t.advance(1000);
+        assert_eq!(a, vec![Action::RestartUnit(Some("web.service".into()))]);
+    }
+    assert_eq!(t.m.role(), Role::Active);
+    assert!(!t.m.failed(t.now));
+}
+
+#[test]
+fn the_cooldown_ends_or_reset_clears_it() {
+    let mut p = params("a");
+    p.failure_cooldown = Duration::from_secs(20);
+    let mut t = T::active(p, 5);
+    t.ev(Event::Members(vec![member("b", 100, true, Role::Passive)]));
+    for _ in 0..4 {
+        crash(&mut t, true);
+    }
+    t.ev(Event::Job {
+        job: Job::StopActive,
+        ok: true,
+    });
+    t.ev(Event::Job {
+        job: Job::StartPassive,
+        ok: true,
+    });
+    t.ev(Event::Released);
+    t.ev(Event::Leader(Some(("b".into(), 6))));
+    assert_eq!(t.m.role(), Role::Failed);
+    for _ in 0..19 {
+        t.renew();
+        t.advance(1000);
+        assert_eq!(t.m.role(), Role::Failed);
+    }
+    t.renew();
+    let a = t.advance(1000);
+    assert!(has_role_change(&a, Role::Failed, Role::Passive), "{a:?}");
+    assert_eq!(
+        t.m.failures(t.now),
+        4,
+        "the history stays until the window passes"
+    );
+    t.m.request(Request::ResetFailed, t.now).unwrap();
+    assert_eq!(t.m.failures(t.now), 0);
+}
+
+#[test]
+fn failures_while_not_active_are_ignored() {
+    let mut t = T::passive(params("a"), Some(("b", 5)));
+    assert!(crash(&mut t, false).is_empty());
+    assert_eq!(t.m.failures(t.now), 0);
+}
+
+#[test]
+fn a_failing_health_check_counts_on_the_active_node_and_disqualifies_a_passive_one() {
+    let mut t = T::active(params("a"), 5);
+    t.ev(Event::Members(vec![member("b", 100, true, Role::Passive)]));
+    let a = t.ev(Event::Health { ok: false });
+    assert!(notes(&a).iter().any(|n| n.contains("health check failed")));
+    t.renew();
+    assert_eq!(
+        t.advance(1000),
+        vec![Action::RestartUnit(None)],
+        "every watched unit"
+    );
+    for _ in 0..3 {
+        t.ev(Event::Health { ok: false });
+    }
+    assert_eq!(t.m.role(), Role::Demoting);
+
+    let mut t = T::passive(params("a"), Some(("b", 5)));
+    t.ev(Event::Health { ok: false });
+    assert!(!t.published().eligible && !t.published().healthy);
+    assert!(t.m.ineligibility(t.now).unwrap().contains("health"));
+    assert!(!t.ev(Event::Leader(None)).contains(&Action::Campaign));
+    t.ev(Event::Health { ok: true });
+    assert!(t.published().eligible);
+}
+
+#[test]
+fn a_failed_passive_unit_makes_the_node_ineligible_until_it_recovers() {
+    let mut t = T::passive(params("a"), Some(("b", 5)));
+    t.ev(Event::PassiveUnits { ok: false });
+    assert!(!t.published().eligible && !t.published().healthy);
+    t.ev(Event::PassiveUnits { ok: true });
+    assert!(t.published().eligible);
 }

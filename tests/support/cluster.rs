@@ -81,6 +81,18 @@ pub struct Cluster {
 impl Cluster {
     /// Boots one host per network slot of `net`, named n1, n2, ...
     pub fn boot(net: &Net, store: StoreKind, lease: Duration) -> Cluster {
+        Cluster::boot_with(net, store, lease, "", |_, _| {})
+    }
+
+    /// Like [`Cluster::boot`], with more keys for the `[[group]]` and a last word on each
+    /// host's files (a later file at the same path replaces an earlier one).
+    pub fn boot_with(
+        net: &Net,
+        store: StoreKind,
+        lease: Duration,
+        group_extra: &str,
+        customize: impl Fn(usize, &mut HostSpec),
+    ) -> Cluster {
         let span_dirs: Vec<tempfile::TempDir> = (0..net.len())
             .map(|_| tempfile::tempdir().unwrap())
             .collect();
@@ -100,7 +112,7 @@ impl Cluster {
                     "/etc/promd/promd.toml",
                     format!(
                         "node = \"{name}\"\n{store_toml}\n[[group]]\nname = \"web\"\nactive-target = \"web-active.target\"\n\
-                         passive-target = \"web-passive.target\"\nlease = \"{}ms\"\n",
+                         passive-target = \"web-passive.target\"\nlease = \"{}ms\"\n{group_extra}\n",
                         lease.as_millis()
                     ),
                 );
@@ -115,6 +127,7 @@ impl Cluster {
                 if let StoreKind::Dir(dir) = &store {
                     spec.bind_rw(dir, "/var/lib/promd");
                 }
+                customize(i, &mut spec);
                 spec.bin(promd_bin());
                 spec.bin(promctl_bin());
                 spec.file("/etc/dbus-1/system.d/org.promd1.conf", bus_policy());
@@ -168,8 +181,8 @@ impl Cluster {
             .collect()
     }
 
-    /// No two hosts' spans overlap, and the term grows with every new span. Returns the
-    /// number of spans.
+    /// No two hosts' spans overlap, and the term never goes back and grows whenever another
+    /// host takes over (a restart in place keeps its term). Returns the number of spans.
     pub fn check_history(&self) -> usize {
         let all = self.spans();
         hosts::assert_no_overlap(&all);
@@ -187,12 +200,18 @@ impl Cluster {
             .collect();
         starts.sort();
         for w in starts.windows(2) {
-            assert!(
-                w[1].1 > w[0].1,
-                "term did not grow: {:?} then {:?}",
-                w[0],
-                w[1]
-            );
+            let (before, after) = (w[0], w[1]);
+            if after.2 == before.2 {
+                assert!(
+                    after.1 >= before.1,
+                    "term went back: {before:?} then {after:?}"
+                );
+            } else {
+                assert!(
+                    after.1 > before.1,
+                    "term did not grow across a hand-over: {before:?} then {after:?}"
+                );
+            }
         }
         starts.len()
     }

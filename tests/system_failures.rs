@@ -1,0 +1,246 @@
+//! Local failure first, on real systemd hosts with etcd: a crash is restarted in place; a crash
+//! loop fails over and leaves the host failed until its cooldown or `promctl reset`; systemd's
+//! own restarts (watchdog included) are counted; a failing health command fails over, and an
+//! unhealthy passive host never takes over; with no standby the host stays and restarts.
+
+mod support;
+
+use std::time::Duration;
+
+use support::cluster::{Cluster, StoreKind, elapsed};
+use support::etcd::EtcdCluster;
+use support::hosts::{self, Host, Net};
+
+const LEASE: Duration = Duration::from_secs(2);
+
+fn group_prop(h: &Host, prop: &str) -> String {
+    h.run_ok(&[
+        "busctl",
+        "get-property",
+        "org.promd1",
+        "/org/promd1/group/web",
+        "org.promd1.Group",
+        prop,
+    ])
+    .trim()
+    .to_string()
+}
+
+fn failures(h: &Host) -> u32 {
+    group_prop(h, "Failures")
+        .trim_start_matches("u ")
+        .parse()
+        .unwrap_or(u32::MAX)
+}
+
+/// SIGKILL the service's processes, as a crash would.
+fn crash(h: &Host) {
+    h.run_ok(&["systemctl", "kill", "--signal=KILL", "web.service"]);
+}
+
+fn etcd_cluster(net: &Net, etcd: &EtcdCluster, group_extra: &str) -> Cluster {
+    Cluster::boot_with(net, StoreKind::Etcd(etcd), LEASE, group_extra, |_, _| {})
+}
+
+#[test]
+fn a_crash_is_restarted_in_place_and_a_crash_loop_fails_over() {
+    let net = Net::new(3);
+    let etcd = EtcdCluster::start(3, &net.gateway_ips());
+    let backoff = Duration::from_millis(500);
+    let max_restarts = 2u32;
+    let c = etcd_cluster(
+        &net,
+        &etcd,
+        "max-restarts = 2\nrestart-window = \"1min\"\nrestart-backoff = \"500ms\"\nfailure-cooldown = \"10min\"\n",
+    );
+    let a = c.wait_one_active(None, Duration::from_secs(30));
+    let h = &c.hosts[a];
+
+    // One crash: restarted in place after the backoff, no failover.
+    let t0 = hosts::now_ns();
+    crash(h);
+    hosts::wait_until(
+        Duration::from_secs(5),
+        "web.service restarted in place",
+        || h.is_active("web.service") && c.spans()[a].1.iter().any(|s| s.start_ns > t0),
+    );
+    let restarted_after = elapsed(t0, c.start_after(a, t0));
+    assert!(
+        restarted_after >= backoff,
+        "restarted after {restarted_after:?}, before the backoff"
+    );
+    assert_eq!(c.active_hosts(), vec![a]);
+    assert_eq!(failures(h), 1);
+    assert!(
+        h.journal(&["-u", "promd"])
+            .contains("web.service failed (1 of at most 2 failures within 1m)")
+    );
+
+    // promctl reset clears the count; then a crash loop: each restart crashes again.
+    h.run_ok(&["promctl", "reset", "web"]);
+    assert_eq!(failures(h), 0);
+    let t0 = hosts::now_ns();
+    let mut crashes = 0;
+    let mut other = None;
+    hosts::wait_until(
+        Duration::from_secs(15),
+        "failover after the crash loop",
+        || {
+            let active = c.active_hosts();
+            if let Some(&b) = active.iter().find(|&&i| i != a) {
+                other = Some(b);
+                return true;
+            }
+            if h.is_active("web.service") {
+                crash(h);
+                crashes += 1;
+            }
+            false
+        },
+    );
+    let b = other.unwrap_or_default();
+    let took = elapsed(t0, c.start_after(b, t0));
+    let bound = backoff * (max_restarts + 1) + Duration::from_secs(1);
+    eprintln!(
+        "crash loop: {crashes} crashes, failover after {} ms (bound {} ms)",
+        took.as_millis(),
+        bound.as_millis()
+    );
+    assert!(took <= bound, "failover took {took:?}, bound {bound:?}");
+    assert_eq!(crashes, max_restarts + 1);
+
+    // The failed host says so and is skipped in elections during its cooldown.
+    hosts::wait_until(Duration::from_secs(5), "failed role", || {
+        group_prop(h, "Role") == "s \"failed\""
+    });
+    assert!(h.run_ok(&["promctl", "status", "web"]).contains("failed"));
+    let third = (0..3).find(|&i| i != a && i != b).unwrap_or_default();
+    c.hosts[b].run_ok(&["systemctl", "stop", "promd"]);
+    let next = c.wait_one_active(Some(b), Duration::from_secs(10));
+    assert_eq!(next, third, "the failed host was skipped");
+
+    // promctl reset makes it eligible again: a demote of the active host now reaches it.
+    h.run_ok(&["promctl", "reset", "web"]);
+    hosts::wait_until(Duration::from_secs(5), "passive again", || {
+        group_prop(h, "Role") == "s \"passive\""
+    });
+    c.hosts[third].run_ok(&["promctl", "demote", "web"]);
+    assert_eq!(c.wait_one_active(Some(third), Duration::from_secs(10)), a);
+    c.check_history();
+}
+
+#[test]
+fn systemd_restarts_including_the_watchdog_are_counted() {
+    let net = Net::new(1);
+    let shared = tempfile::tempdir().unwrap();
+    // A Type=notify service that says READY=1 itself, then never pings its watchdog.
+    let notify_unit = "[Service]\nType=notify\nWatchdogSec=1s\nRestart=on-failure\nRestartSec=100ms\n\
+        ExecStart=/usr/bin/python3 -c 'import os,socket,time; s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); \
+        s.sendto(b\"READY=1\", os.environ[\"NOTIFY_SOCKET\"]); time.sleep(1e9)'\n";
+    let c = Cluster::boot_with(
+        &net,
+        StoreKind::Dir(shared.path()),
+        LEASE,
+        "max-restarts = 100\n",
+        |_, spec| {
+            spec.file("/etc/systemd/system/web.service", notify_unit);
+        },
+    );
+    c.wait_one_active(None, Duration::from_secs(30));
+    let h = &c.hosts[0];
+    hosts::wait_until(
+        Duration::from_secs(15),
+        "two watchdog restarts counted",
+        || failures(h) >= 2,
+    );
+    let journal = h.journal(&["-u", "promd"]);
+    assert!(
+        journal.contains("web.service failed and was restarted by systemd"),
+        "{journal}"
+    );
+    // Counted once per incident, and left to systemd: promd restarts nothing itself.
+    assert!(
+        !journal.contains("restarting web.service in place"),
+        "{journal}"
+    );
+    assert!(!journal.contains("web.service failed ("), "{journal}");
+    let sys = h.journal(&["-u", "web.service"]);
+    assert!(
+        sys.contains("Watchdog timeout"),
+        "the restarts were the watchdog's: {sys}"
+    );
+    assert_eq!(c.active_hosts(), vec![0], "no failover below max-restarts");
+}
+
+#[test]
+fn a_failing_health_check_fails_over_and_an_unhealthy_passive_host_never_takes_over() {
+    let net = Net::new(3);
+    let etcd = EtcdCluster::start(3, &net.gateway_ips());
+    let c = etcd_cluster(
+        &net,
+        &etcd,
+        "max-restarts = 1\nrestart-backoff = \"200ms\"\nhealth-command = [\"/bin/sh\", \"-c\", \"! test -e /run/web-broken\"]\n\
+         health-interval = \"300ms\"\nhealth-timeout = \"200ms\"\n",
+    );
+    let a = c.wait_one_active(None, Duration::from_secs(30));
+    let broken = (a + 1) % 3;
+    let healthy = (a + 2) % 3;
+    c.hosts[broken].write_file("/run/web-broken", "");
+    hosts::wait_until(
+        Duration::from_secs(5),
+        "the broken passive host is unhealthy",
+        || group_prop(&c.hosts[broken], "Healthy") == "b false",
+    );
+    assert!(
+        c.hosts[healthy]
+            .run_ok(&["promctl", "status", "web"])
+            .contains("no"),
+        "members show the unhealthy host"
+    );
+
+    c.hosts[a].write_file("/run/web-broken", "");
+    let next = c.wait_one_active(Some(a), Duration::from_secs(10));
+    assert_eq!(next, healthy, "never the unhealthy host");
+    assert!(
+        c.spans()[broken].1.is_empty(),
+        "the unhealthy host never ran the service"
+    );
+    assert!(
+        c.hosts[a]
+            .journal(&["-u", "promd"])
+            .contains("health check failed")
+    );
+    c.check_history();
+}
+
+#[test]
+fn without_a_standby_the_host_stays_active_and_keeps_restarting() {
+    let net = Net::new(1);
+    let shared = tempfile::tempdir().unwrap();
+    let c = Cluster::boot_with(
+        &net,
+        StoreKind::Dir(shared.path()),
+        LEASE,
+        "max-restarts = 1\nrestart-backoff = \"200ms\"\n",
+        |_, _| {},
+    );
+    c.wait_one_active(None, Duration::from_secs(30));
+    let h = &c.hosts[0];
+    for n in 1..=4 {
+        let t0 = hosts::now_ns();
+        crash(h);
+        hosts::wait_until(Duration::from_secs(5), "restarted again", || {
+            h.is_active("web.service") && c.spans()[0].1.iter().any(|s| s.start_ns > t0)
+        });
+        assert_eq!(group_prop(h, "Role"), "s \"active\"", "crash {n}");
+    }
+    let status = h.run_ok(&["systemctl", "show", "-P", "StatusText", "promd"]);
+    assert!(
+        status.contains("no eligible standby: restarting in place"),
+        "{status}"
+    );
+    assert!(
+        h.journal(&["-u", "promd"])
+            .contains("no eligible standby: staying active")
+    );
+}
