@@ -178,6 +178,7 @@ enum Topic {
     Maintenance,
     Reset,
     Watch,
+    ImportProm,
 }
 
 impl Topic {
@@ -189,6 +190,7 @@ impl Topic {
             "maintenance" => Topic::Maintenance,
             "reset" => Topic::Reset,
             "watch" => Topic::Watch,
+            "import-prom" => Topic::ImportProm,
             _ => return None,
         })
     }
@@ -201,18 +203,36 @@ impl Topic {
             Topic::Maintenance => HELP_MAINTENANCE,
             Topic::Reset => HELP_RESET,
             Topic::Watch => HELP_WATCH,
+            Topic::ImportProm => HELP_IMPORT_PROM,
         }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Command {
-    Status { group: Option<String>, json: bool },
-    Promote { group: String },
-    Demote { group: String },
-    Maintenance { group: String, on: bool },
-    Reset { group: String },
+    Status {
+        group: Option<String>,
+        json: bool,
+    },
+    Promote {
+        group: String,
+    },
+    Demote {
+        group: String,
+    },
+    Maintenance {
+        group: String,
+        on: bool,
+    },
+    Reset {
+        group: String,
+    },
     Watch,
+    ImportProm {
+        config: String,
+        replica: String,
+        out: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -284,6 +304,10 @@ fn parse_args(args: &[String]) -> Result<Invocation, UsageError> {
     let before_dashes = rest.iter().take_while(|a| a.as_str() != "--");
     if before_dashes.clone().any(|a| is_help(a)) {
         return Ok(Invocation::Help(Some(topic)));
+    }
+
+    if topic == Topic::ImportProm {
+        return parse_import_prom(rest).map(Invocation::Run);
     }
 
     let mut json = false;
@@ -358,8 +382,46 @@ fn parse_args(args: &[String]) -> Result<Invocation, UsageError> {
             [] => Command::Watch,
             [more, ..] => return extra(more),
         },
+        Topic::ImportProm => return parse_import_prom(rest).map(Invocation::Run),
     };
     Ok(Invocation::Run(command))
+}
+
+/// `import-prom CONFIG.json --replica ID [--out DIR]`, options in any order.
+fn parse_import_prom(args: &[String]) -> Result<Command, UsageError> {
+    let topic = Some(Topic::ImportProm);
+    let (mut config, mut replica, mut out) = (None, None, None);
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let slot = match arg.as_str() {
+            "--replica" => &mut replica,
+            "--out" => &mut out,
+            a if a.starts_with('-') && a.len() > 1 => {
+                return Err(UsageError::new(topic, format!("unknown option '{a}'")));
+            }
+            _ => {
+                if config.is_some() {
+                    return Err(UsageError::new(
+                        topic,
+                        format!("unexpected argument '{arg}'"),
+                    ));
+                }
+                config = Some(arg.clone());
+                continue;
+            }
+        };
+        match it.next() {
+            Some(v) => *slot = Some(v.clone()),
+            None => return Err(UsageError::new(topic, format!("{arg} needs a value"))),
+        }
+    }
+    let config = config.ok_or_else(|| UsageError::new(topic, "missing CONFIG.json"))?;
+    let replica = replica.ok_or_else(|| UsageError::new(topic, "missing --replica ID"))?;
+    Ok(Command::ImportProm {
+        config,
+        replica,
+        out,
+    })
 }
 
 const USAGE: &str = "\
@@ -374,6 +436,8 @@ Commands:
   maintenance GROUP on|off   pause (on) or resume (off) failover of GROUP, cluster-wide
   reset GROUP                clear this host's failed state in GROUP
   watch                      print role changes as they happen, until interrupted
+  import-prom CONFIG.json --replica ID [--out DIR]
+                             convert a PROM/HAL config.json into promd.toml and units
 
 Options:
   -h, --help                 show this help; 'promctl COMMAND --help' for a command
@@ -440,6 +504,38 @@ until interrupted (SIGINT or SIGTERM). If promd is not running, wait for it.
 
 Exit status: 0 interrupted, 1 the bus went away, 2 bad usage.
 ";
+
+const HELP_IMPORT_PROM: &str = "\
+Usage: promctl import-prom CONFIG.json --replica ID [--out DIR]
+
+Convert a PROM/HAL config.json for the host that runs replica ID: writes promd.toml,
+APP-active.target, APP-passive.target, APP-ensure-active.service and
+APP-ensure-passive.service into DIR (default: the current directory; existing files are
+never overwritten), then lists every key not carried over, with the reason, and what to
+check before starting promd (see docs/migrating-from-prom.md). Does not need promd.
+
+Exit status: 0 written, 1 unreadable or invalid input, or a file exists, 2 bad usage.
+";
+
+/// Writes the migration; runs without D-Bus.
+fn import_prom(config: &str, replica: &str, out: Option<&str>) -> Result<(), Failure> {
+    let text = std::fs::read_to_string(config)
+        .map_err(|e| Failure(format!("cannot read {config}: {e}")))?;
+    let m = promd::migrate::import_prom(&text, replica)
+        .map_err(|e| Failure(format!("{config}: {e}")))?;
+    let dir = std::path::Path::new(out.unwrap_or("."));
+    let written = promd::migrate::write_files(dir, &m).map_err(|e| Failure(e.to_string()))?;
+    let mut lines: Vec<String> = written
+        .iter()
+        .map(|p| format!("wrote {}", p.display()))
+        .collect();
+    lines.extend(m.notes.iter().cloned());
+    lines.push(format!(
+        "node {} of group {}: promd.toml goes to /etc/promd/, the units to /etc/systemd/system/",
+        m.node, m.group
+    ));
+    print_line(&lines.join("\n"))
+}
 
 // ---------------------------------------------------------------------------------------------
 // Status: the data, the table and the JSON document.
@@ -1134,6 +1230,18 @@ fn main() -> ExitCode {
         }
     };
 
+    if let Command::ImportProm {
+        config,
+        replica,
+        out,
+    } = &command
+    {
+        return match import_prom(config, replica, out.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(Failure(why)) => fail(&why),
+        };
+    }
+
     // One thread is plenty for a client, and keeps signal lines in arrival order trivially.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -1150,6 +1258,7 @@ fn main() -> ExitCode {
             Command::Maintenance { group, on } => request(Action::Maintenance(on), &group).await,
             Command::Reset { group } => request(Action::Reset, &group).await,
             Command::Watch => watch().await,
+            Command::ImportProm { .. } => Ok(()), // handled above, without a bus
         }
     });
     match result {
@@ -1180,6 +1289,47 @@ mod tests {
             Ok(Invocation::Run(c)) => c,
             other => panic!("{line}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn import_prom_arguments() {
+        let cmd = |config: &str, replica: &str, out: Option<&str>| Command::ImportProm {
+            config: config.into(),
+            replica: replica.into(),
+            out: out.map(String::from),
+        };
+        assert_eq!(
+            run("import-prom c.json --replica 1"),
+            cmd("c.json", "1", None)
+        );
+        assert_eq!(
+            run("import-prom --out /tmp/x --replica 0 c.json"),
+            cmd("c.json", "0", Some("/tmp/x"))
+        );
+        assert_eq!(
+            usage_err("import-prom c.json").message,
+            "missing --replica ID"
+        );
+        assert_eq!(
+            usage_err("import-prom --replica 0").message,
+            "missing CONFIG.json"
+        );
+        assert_eq!(
+            usage_err("import-prom c.json --replica").message,
+            "--replica needs a value"
+        );
+        assert_eq!(
+            usage_err("import-prom c.json d.json --replica 0").message,
+            "unexpected argument 'd.json'"
+        );
+        assert_eq!(
+            usage_err("import-prom c.json --replica 0 --force").topic,
+            Some(Topic::ImportProm)
+        );
+        assert_eq!(
+            parse("import-prom --help"),
+            Ok(Invocation::Help(Some(Topic::ImportProm)))
+        );
     }
 
     fn usage_err(line: &str) -> UsageError {
