@@ -554,25 +554,46 @@ impl Runtime {
         tokio::spawn(async move {
             let result = match job {
                 Job::StartActive => {
-                    if let Ok(units) = systemd.pulled_in(&active).await {
-                        if let Err(e) = systemd.bind_to_promd(&group, &units).await {
-                            tracing::error!(PROMD_GROUP = %group, "binding units to promd: {e}");
+                    // The units were bound to promd at start-up, so the start need not wait;
+                    // units the target gained since are bound alongside (the daemon-reload
+                    // applies BindsTo= to running units too).
+                    let rebind = async {
+                        if let Ok(units) = systemd.pulled_in(&active).await {
+                            if let Err(e) = systemd.bind_to_promd(&group, &units).await {
+                                tracing::error!(PROMD_GROUP = %group, "binding units to promd: {e}");
+                            }
+                            let _ = units_tx.send((i, units));
                         }
-                        let _ = units_tx.send((i, units));
+                    };
+                    if known_units.is_empty() {
+                        rebind.await;
+                        systemd.start(&active).await
+                    } else {
+                        let (started, ()) = tokio::join!(systemd.start(&active), rebind);
+                        started
                     }
-                    systemd.start(&active).await
                 }
                 Job::StartPassive => match passive {
                     Some(unit) => systemd.start(&unit).await,
                     None => Ok(()),
                 },
                 Job::StopActive => {
-                    let mut units = systemd.pulled_in(&active).await.unwrap_or_default();
-                    units.extend(known_units);
-                    units.sort();
-                    units.dedup();
-                    let _ = units_tx.send((i, units.clone()));
-                    stop_all(&systemd, &active, &units).await
+                    // Stop what is known at once; whatever the target pulls in besides (its
+                    // contents may have changed) is stopped as soon as systemd says so.
+                    let mut first = known_units.clone();
+                    first.push(active.clone());
+                    let known = stop_all(&systemd, &first);
+                    let extra = async {
+                        let mut units = systemd.pulled_in(&active).await.unwrap_or_default();
+                        units.retain(|u| !known_units.contains(u));
+                        let result = stop_all(&systemd, &units).await;
+                        units.extend(known_units.iter().cloned());
+                        units.sort();
+                        let _ = units_tx.send((i, units));
+                        result
+                    };
+                    let (a, b) = tokio::join!(known, extra);
+                    a.and(b)
                 }
             };
             if let Err(e) = &result {
@@ -707,18 +728,10 @@ impl Runtime {
     }
 }
 
-/// Stop every unit, then the target; all jobs are queued at once and all awaited.
-async fn stop_all(
-    systemd: &Systemd,
-    target: &str,
-    units: &[String],
-) -> Result<(), crate::systemd::SystemdError> {
+/// Stop every unit; all jobs are queued at once and all awaited.
+async fn stop_all(systemd: &Systemd, units: &[String]) -> Result<(), crate::systemd::SystemdError> {
     let mut jobs = Vec::new();
-    for unit in units
-        .iter()
-        .map(String::as_str)
-        .chain(std::iter::once(target))
-    {
+    for unit in units {
         let systemd = systemd.clone();
         let unit = unit.to_string();
         jobs.push(tokio::spawn(async move { systemd.stop(&unit).await }));

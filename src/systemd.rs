@@ -41,7 +41,8 @@ const FINISHED_KEPT: usize = 512;
 
 #[derive(Default)]
 struct Jobs {
-    waiting: HashMap<OwnedObjectPath, oneshot::Sender<String>>,
+    /// systemd merges identical jobs: several callers can wait for one job path.
+    waiting: HashMap<OwnedObjectPath, Vec<oneshot::Sender<String>>>,
     finished: HashMap<OwnedObjectPath, String>,
     finished_order: VecDeque<OwnedObjectPath>,
 }
@@ -71,8 +72,10 @@ impl Systemd {
                 let Ok(args) = signal.args() else { continue };
                 let (path, result) = (args.job, args.result);
                 let mut jobs = lock(&dispatch);
-                if let Some(tx) = jobs.waiting.remove(&path) {
-                    let _ = tx.send(result);
+                if let Some(waiters) = jobs.waiting.remove(&path) {
+                    for tx in waiters {
+                        let _ = tx.send(result.clone());
+                    }
                 } else {
                     jobs.finished.insert(path.clone(), result);
                     jobs.finished_order.push_back(path);
@@ -132,11 +135,11 @@ impl Systemd {
     async fn wait(&self, unit: &str, job: OwnedObjectPath) -> Result<(), SystemdError> {
         let rx = {
             let mut jobs = lock(&self.jobs);
-            if let Some(result) = jobs.finished.remove(&job) {
-                return job_result(unit, result);
+            if let Some(result) = jobs.finished.get(&job) {
+                return job_result(unit, result.clone());
             }
             let (tx, rx) = oneshot::channel();
-            jobs.waiting.insert(job, tx);
+            jobs.waiting.entry(job).or_default().push(tx);
             rx
         };
         match rx.await {
