@@ -107,14 +107,16 @@ struct Watch {
 }
 
 impl Watch {
+    /// Starts `promctl watch` and returns once it says it is subscribed.
     fn start(h: &Host) -> Watch {
         let mut child = Command::new("nsenter")
             .args(["-t", &h.init_pid().to_string(), "-a", "promctl", "watch"])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("nsenter promctl watch");
         let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -123,6 +125,17 @@ impl Watch {
                 }
             }
         });
+        let (ready_tx, ready) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("watching role changes") {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
+        ready
+            .recv_timeout(Duration::from_secs(10))
+            .expect("promctl watch subscribed");
         Watch { child, lines }
     }
 
@@ -209,8 +222,6 @@ fn status_agrees_everywhere_and_promote_and_demote_move_the_role() {
     // busctl Promote on a passive host: a switchover, seen live by promctl watch.
     let target = (first + 1) % 3;
     let watch = Watch::start(&c.hosts[target]);
-    // The watcher subscribes before the switchover starts: its first line would be lost otherwise.
-    std::thread::sleep(Duration::from_millis(500));
     let t0 = hosts::now_ns();
     let (ok, out) = busctl_call(&c.hosts[target], None, &["Promote", "s", "web"]);
     assert!(ok, "Promote failed: {out}");

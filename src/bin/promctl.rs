@@ -1133,6 +1133,8 @@ async fn watch() -> Result<(), Failure> {
     if !running {
         eprintln!("promctl: promd is not running; waiting for it to start");
     }
+    // Subscribed: from here on no role change is missed (scripts and tests wait for this).
+    eprintln!("promctl: watching role changes; Ctrl-C ends");
 
     let mut names = Names {
         by_path: HashMap::new(),
