@@ -37,6 +37,8 @@ pub struct GroupView {
     pub since_usec: u64,
     /// (node, role or "down", priority, healthy)
     pub members: Vec<(String, String, i32, bool)>,
+    /// Removed by a reload: not listed, not addressable.
+    pub retired: bool,
 }
 
 #[derive(Debug, zbus::DBusError)]
@@ -104,7 +106,7 @@ impl Shared {
     fn index(&self, name: &str) -> Result<usize, PromdError> {
         self.views()
             .iter()
-            .position(|v| v.name == name)
+            .position(|v| v.name == name && !v.retired)
             .ok_or_else(|| PromdError::UnknownGroup(format!("no group {name:?} on this host")))
     }
 
@@ -162,6 +164,7 @@ impl Manager {
         self.0
             .views()
             .iter()
+            .filter(|v| !v.retired)
             .filter_map(|v| {
                 let path = OwnedObjectPath::try_from(group_path(&v.name)).ok()?;
                 Some((
@@ -343,6 +346,7 @@ enum Emission {
 
 /// The runtime's handle on the service.
 pub struct DbusService {
+    conn: Connection,
     shared: Shared,
     last: Vec<GroupView>,
     last_store_connected: bool,
@@ -387,6 +391,7 @@ impl DbusService {
         tokio::spawn(emit_in_order(conn.clone(), rx));
         Ok((
             DbusService {
+                conn: conn.clone(),
                 shared,
                 last: views,
                 last_store_connected: false,
@@ -394,6 +399,38 @@ impl DbusService {
             },
             calls_rx,
         ))
+    }
+
+    /// Serve a group added by a reload, at slot `index` of the views.
+    pub fn add_group(&mut self, index: usize, view: GroupView) {
+        let path = group_path(&view.name);
+        let object = GroupObject {
+            shared: self.shared.clone(),
+            index,
+        };
+        self.shared.views().push(view.clone());
+        self.last.push(view);
+        let conn = self.conn.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.object_server().at(path.as_str(), object).await {
+                tracing::error!("serving {path}: {e}");
+            }
+        });
+    }
+
+    /// Stop serving a group removed by a reload (its slot stays, retired).
+    pub fn remove_group(&self, name: &str) {
+        let path = group_path(name);
+        let conn = self.conn.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn
+                .object_server()
+                .remove::<GroupObject, _>(path.as_str())
+                .await
+            {
+                tracing::warn!("removing {path}: {e}");
+            }
+        });
     }
 
     /// Publish the groups' new state; every property that changed is signalled.
@@ -412,6 +449,9 @@ impl DbusService {
             });
         }
         for (old, new) in self.last.iter().zip(&views) {
+            if new.retired {
+                continue;
+            }
             let changed = changed_properties(old, new);
             if !changed.is_empty() {
                 let _ = self.emissions.send(Emission::Properties {

@@ -23,7 +23,11 @@ pub struct HealthCheck {
 }
 
 /// Run the check forever; each result goes to `tx` tagged with `index`.
-pub fn spawn(index: usize, check: HealthCheck, tx: mpsc::UnboundedSender<(usize, HealthResult)>) {
+pub fn spawn(
+    index: usize,
+    check: HealthCheck,
+    tx: mpsc::UnboundedSender<(usize, HealthResult)>,
+) -> tokio::task::AbortHandle {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(check.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -34,7 +38,8 @@ pub fn spawn(index: usize, check: HealthCheck, tx: mpsc::UnboundedSender<(usize,
                 return;
             }
         }
-    });
+    })
+    .abort_handle()
 }
 
 pub async fn run_once(check: &HealthCheck) -> HealthResult {

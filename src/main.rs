@@ -107,7 +107,7 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(serve(config, notifier)) {
+    match rt.block_on(serve(config, path.to_path_buf(), notifier)) {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
@@ -119,28 +119,22 @@ fn run(path: &std::path::Path) -> ExitCode {
     }
 }
 
-/// A hung promd is only safe if the watchdog kills it (and its units) within the lease.
+/// A hung promd is only safe if the watchdog kills it: refuse a watchdog too long for the
+/// leases, and warn when there is none.
 fn check_watchdog(config: &Config, notifier: &Notifier) -> Result<(), String> {
-    let Some((limit, group)) = runtime::watchdog_limit(config) else {
-        return Ok(());
-    };
-    match notifier.watchdog() {
-        Some(w) if w > limit => Err(format!(
-            "WatchdogSec={} is too long for group {group}'s lease: at most {} (set WatchdogSec= in a drop-in for promd.service, or lengthen the lease)",
-            humantime::format_duration(w),
-            humantime::format_duration(std::time::Duration::from_millis(limit.as_millis() as u64))
-        )),
-        Some(_) => Ok(()),
-        None => {
-            tracing::warn!(
-                "no systemd watchdog: a hung promd would not be killed (run it as promd.service)"
-            );
-            Ok(())
-        }
+    if notifier.watchdog().is_none() && !config.groups.is_empty() {
+        tracing::warn!(
+            "no systemd watchdog: a hung promd would not be killed (run it as promd.service)"
+        );
     }
+    runtime::check_watchdog(config, notifier.watchdog())
 }
 
-async fn serve(config: Config, notifier: Notifier) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    config_path: std::path::PathBuf,
+    notifier: Notifier,
+) -> anyhow::Result<()> {
     let store: Box<dyn Store> = match &config.store {
         StoreConfig::Etcd {
             endpoints,
@@ -166,7 +160,7 @@ async fn serve(config: Config, notifier: Notifier) -> anyhow::Result<()> {
             StoreConfig::Dir { path } => format!("dir {}", path.display()),
         }
     );
-    let mut runtime = Runtime::new(&config, store.as_ref(), systemd, notifier);
+    let mut runtime = Runtime::new(config, config_path, store, systemd, notifier);
     // D-Bus is for observing and steering; promd does its job without it.
     match zbus::Connection::system().await {
         Ok(conn) => {

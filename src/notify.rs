@@ -42,6 +42,13 @@ impl Notifier {
         }
     }
 
+    pub fn reloading(&mut self) {
+        send(&[
+            NotifyState::Reloading,
+            NotifyState::Status("reloading the configuration"),
+        ]);
+    }
+
     pub fn stopping(&mut self) {
         send(&[
             NotifyState::Stopping,

@@ -46,6 +46,12 @@ struct Group {
     health_ok: bool,
     /// CLOCK_REALTIME µs of the last role change.
     since_usec: u64,
+    /// Removed (or replaced) by a reload: it hands over and exits; its slot stays so that
+    /// the driver tasks' indices stay valid.
+    retired: bool,
+    /// A retired group that has exited and was dropped from D-Bus.
+    finished: bool,
+    health_task: Option<tokio::task::AbortHandle>,
 }
 
 /// A D-Bus call that completes when the group gets there (or times out).
@@ -75,12 +81,20 @@ pub struct Runtime {
     dbus: Option<DbusService>,
     calls_rx: Option<mpsc::UnboundedReceiver<CallRequest>>,
     pending: Vec<Pending>,
+    store: Box<dyn Store>,
+    store_tx: mpsc::UnboundedSender<(usize, StoreEvent)>,
+    /// The configuration in force, and where it came from (for reloads).
+    config: Config,
+    config_path: PathBuf,
+    /// Groups of a reload that wait for their old version to finish handing over.
+    replacing: Vec<GroupConfig>,
 }
 
 impl Runtime {
     pub fn new(
-        config: &Config,
-        store: &dyn Store,
+        config: Config,
+        config_path: PathBuf,
+        store: Box<dyn Store>,
         systemd: Systemd,
         notifier: Notifier,
     ) -> Runtime {
@@ -89,35 +103,11 @@ impl Runtime {
         let (units_tx, units_rx) = mpsc::unbounded_channel();
         let (watch_tx, watch_rx) = mpsc::unbounded_channel();
         let (health_tx, health_rx) = mpsc::unbounded_channel();
-        let groups = config
-            .groups
-            .iter()
-            .enumerate()
-            .map(|(i, cfg)| {
-                let progress = Progress::default();
-                let spec = GroupSpec {
-                    group: cfg.name.clone(),
-                    node: config.node.clone(),
-                    lease: cfg.lease,
-                    progress: progress.clone(),
-                };
-                Group {
-                    machine: GroupMachine::new(params(&config.node, cfg)),
-                    session: store.open_group(spec, i, store_tx.clone()),
-                    progress,
-                    units: Vec::new(),
-                    store_down: None,
-                    health_ok: true,
-                    since_usec: realtime_usec(),
-                    cfg: cfg.clone(),
-                }
-            })
-            .collect();
-        Runtime {
+        let mut runtime = Runtime {
             origin: Instant::now(),
             node: config.node.clone(),
             run_dir: PathBuf::from(RUN_DIR),
-            groups,
+            groups: Vec::new(),
             systemd,
             store_rx,
             job_tx,
@@ -132,7 +122,55 @@ impl Runtime {
             dbus: None,
             calls_rx: None,
             pending: Vec::new(),
+            store,
+            store_tx,
+            config: config.clone(),
+            config_path,
+            replacing: Vec::new(),
+        };
+        for cfg in &config.groups {
+            runtime.open_group(cfg);
         }
+        runtime
+    }
+
+    /// A group's machine and store session, in a new slot; returns its index.
+    fn open_group(&mut self, cfg: &GroupConfig) -> usize {
+        let i = self.groups.len();
+        let progress = Progress::default();
+        let spec = GroupSpec {
+            group: cfg.name.clone(),
+            node: self.node.clone(),
+            lease: cfg.lease,
+            progress: progress.clone(),
+        };
+        self.groups.push(Group {
+            machine: GroupMachine::new(params(&self.node, cfg)),
+            session: self.store.open_group(spec, i, self.store_tx.clone()),
+            progress,
+            units: Vec::new(),
+            store_down: None,
+            health_ok: true,
+            since_usec: realtime_usec(),
+            retired: false,
+            finished: false,
+            health_task: None,
+            cfg: cfg.clone(),
+        });
+        i
+    }
+
+    /// A group added by a reload: opened, served on D-Bus, started (passive first).
+    fn add_group(&mut self, cfg: &GroupConfig) {
+        let i = self.open_group(cfg);
+        if self.dbus.is_some() {
+            let v = view(&self.groups[i], self.now());
+            if let Some(d) = &mut self.dbus {
+                d.add_group(i, v);
+            }
+        }
+        self.bind_units(i);
+        self.feed(i, Event::Tick);
     }
 
     /// Serve `org.promd1` on this connection. Without it promd still does its job; it only
@@ -157,6 +195,7 @@ impl Runtime {
     pub async fn run(mut self) -> std::io::Result<()> {
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sighup = signal(SignalKind::hangup())?;
         let ping_every = self
             .notifier
             .ping_interval()
@@ -173,7 +212,8 @@ impl Runtime {
         let mut stopping = false;
 
         let mut calls = self.calls_rx.take();
-        while !self.groups.iter().all(|g| g.machine.exited()) {
+        // With no groups (or all removed by reloads) promd idles; it ends only on SIGTERM.
+        while !(stopping && self.groups.iter().all(|g| g.machine.exited())) {
             let now = self.now();
             let deadline = self
                 .groups
@@ -192,6 +232,7 @@ impl Runtime {
                 Some(call) = recv_call(&mut calls) => self.on_call(call),
                 _ = sigterm.recv(), if !stopping => stopping = self.terminate(),
                 _ = sigint.recv(), if !stopping => stopping = self.terminate(),
+                _ = sighup.recv(), if !stopping => self.reload(),
                 _ = ping.tick() => self.ping_watchdog(),
                 _ = tokio::time::sleep(deadline) => {
                     for i in 0..self.groups.len() {
@@ -200,9 +241,114 @@ impl Runtime {
                 }
             }
             self.settle_calls();
+            self.retire_exited();
             self.publish();
         }
         Ok(())
+    }
+
+    /// `systemctl reload promd`: apply a valid new configuration without disturbing the
+    /// groups that did not change; keep the running one if the new one is invalid.
+    fn reload(&mut self) {
+        self.notifier.reloading();
+        match self.try_reload() {
+            Ok(summary) => tracing::info!(
+                "configuration reloaded from {}: {summary}",
+                self.config_path.display()
+            ),
+            Err(problems) => {
+                for line in problems.lines() {
+                    tracing::error!(MESSAGE_ID = logging::CONFIG_REFUSED, "{line}");
+                }
+                tracing::error!(
+                    MESSAGE_ID = logging::CONFIG_REFUSED,
+                    "reload refused: keeping the running configuration"
+                );
+            }
+        }
+        let status = self.status_line();
+        self.notifier.ready(&status);
+    }
+
+    fn try_reload(&mut self) -> Result<String, String> {
+        let new = crate::config::load(&self.config_path).map_err(|e| e.to_string())?;
+        if new.node != self.config.node || new.store != self.config.store {
+            return Err(
+                "changing `node` or `[store]` needs a restart: systemctl restart promd".into(),
+            );
+        }
+        check_watchdog(&new, self.notifier.watchdog())?;
+        let (mut added, mut removed, mut changed, mut kept) =
+            (Vec::new(), Vec::new(), Vec::new(), 0);
+        for i in 0..self.groups.len() {
+            let g = &self.groups[i];
+            if g.retired {
+                continue;
+            }
+            match new.groups.iter().find(|n| n.name == g.cfg.name) {
+                Some(n) if *n == g.cfg => kept += 1,
+                Some(n) => {
+                    changed.push(n.name.clone());
+                    self.replacing.push(n.clone());
+                    self.retire(i, "its configuration changed");
+                }
+                None => {
+                    removed.push(g.cfg.name.clone());
+                    self.retire(i, "removed from the configuration");
+                }
+            }
+        }
+        for n in &new.groups {
+            let live = self
+                .groups
+                .iter()
+                .any(|g| !g.retired && g.cfg.name == n.name);
+            let waiting = self.replacing.iter().any(|r| r.name == n.name);
+            if !live && !waiting {
+                added.push(n.name.clone());
+                self.add_group(n);
+            }
+        }
+        self.config = new;
+        Ok(format!(
+            "{kept} unchanged, added [{}], removed [{}], changed (handed over, then restarted) [{}]",
+            added.join(" "),
+            removed.join(" "),
+            changed.join(" ")
+        ))
+    }
+
+    /// Hand the group over and stop it.
+    fn retire(&mut self, i: usize, why: &str) {
+        self.log(
+            i,
+            tracing::Level::INFO,
+            &format!("{why}: handing over and stopping this group"),
+        );
+        self.groups[i].retired = true;
+        if let Some(task) = self.groups[i].health_task.take() {
+            task.abort();
+        }
+        self.feed(i, Event::Terminate);
+    }
+
+    /// Once a retired group has finished, drop it from D-Bus and start its replacement.
+    fn retire_exited(&mut self) {
+        for i in 0..self.groups.len() {
+            let g = &self.groups[i];
+            if !g.retired || g.finished || !g.machine.exited() {
+                continue;
+            }
+            let name = g.cfg.name.clone();
+            if let Some(d) = &self.dbus {
+                d.remove_group(&name);
+            }
+            self.groups[i].finished = true;
+            if let Some(pos) = self.replacing.iter().position(|r| r.name == name) {
+                let cfg = self.replacing.remove(pos);
+                self.add_group(&cfg);
+            }
+        }
     }
 
     /// STATUS= and the D-Bus view, after every turn of the loop.
@@ -606,7 +752,7 @@ impl Runtime {
     /// Bind the active target's units to promd ahead of any promotion.
     /// Bind the active target's units to promd ahead of any promotion, follow the watched
     /// units and the passive target's, and start the health check.
-    fn bind_units(&self, i: usize) {
+    fn bind_units(&mut self, i: usize) {
         let g = &self.groups[i];
         let (systemd, cfg, units_tx, watch_tx) = (
             self.systemd.clone(),
@@ -645,7 +791,8 @@ impl Runtime {
                     ("PROMD_NODE".into(), self.node.clone()),
                 ],
             };
-            health::spawn(i, check, self.health_tx.clone());
+            let task = health::spawn(i, check, self.health_tx.clone());
+            self.groups[i].health_task = Some(task);
         }
     }
 
@@ -771,6 +918,19 @@ pub fn watchdog_limit(config: &Config) -> Option<(Duration, &str)> {
         .min_by_key(|(d, _)| *d)
 }
 
+/// A hung promd is only safe if the watchdog kills it (and its units) within the lease:
+/// refuse a configuration whose leases are too short for `WatchdogSec=`.
+pub fn check_watchdog(config: &Config, watchdog: Option<Duration>) -> Result<(), String> {
+    match (watchdog, watchdog_limit(config)) {
+        (Some(w), Some((limit, group))) if w > limit => Err(format!(
+            "WatchdogSec={} is too long for group {group}'s lease: at most {} (set WatchdogSec= in a drop-in for promd.service, or lengthen the lease)",
+            humantime::format_duration(w),
+            humantime::format_duration(Duration::from_millis(limit.as_millis() as u64))
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// How long a Promote or Demote may take: a hand-over stops units, so give it a few leases.
 fn call_timeout(lease: Duration) -> Duration {
     (lease * 3).max(Duration::from_secs(30))
@@ -830,6 +990,7 @@ fn view(g: &Group, now: Mono) -> GroupView {
         healthy: m.healthy(),
         maintenance: m.maintenance(),
         failures: m.failures(now),
+        retired: g.retired,
         since_usec: g.since_usec,
         members,
     }
