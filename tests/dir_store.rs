@@ -60,23 +60,6 @@ fn maintenance(on: bool, by: &str) -> MaintenanceRecord {
     }
 }
 
-/// The kind of an event, to check the order of a sequence.
-fn kind(e: &StoreEvent) -> &'static str {
-    match e {
-        StoreEvent::Up => "Up",
-        StoreEvent::Down(_) => "Down",
-        StoreEvent::Renewed { .. } => "Renewed",
-        StoreEvent::LeaseLost => "LeaseLost",
-        StoreEvent::Leader(_) => "Leader",
-        StoreEvent::Members(_) => "Members",
-        StoreEvent::Switchover(_) => "Switchover",
-        StoreEvent::Maintenance(_) => "Maintenance",
-        StoreEvent::Campaigned(_) => "Campaigned",
-        StoreEvent::Released => "Released",
-        StoreEvent::Corrupt { .. } => "Corrupt",
-    }
-}
-
 fn group_dir(root: &Path) -> PathBuf {
     root.join(GROUP)
 }
@@ -809,7 +792,12 @@ async fn maintenance_outlives_the_session_that_set_it() {
     // A new session: the file is reported after connecting, in the contract's order.
     let mut c = Node::start(dir.path(), "c");
     assert_eq!(c.maintenance(PROMPT).await, Some(on.clone()));
-    let order: Vec<&str> = c.log.iter().map(kind).filter(|k| *k != "Renewed").collect();
+    let order: Vec<&str> = c
+        .log
+        .iter()
+        .map(StoreEvent::kind)
+        .filter(|k| *k != "Renewed")
+        .collect();
     assert_eq!(
         order,
         ["Up", "Leader", "Members", "Switchover", "Maintenance"]

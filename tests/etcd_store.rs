@@ -294,23 +294,6 @@ fn maintenance(on: bool, by: &str) -> MaintenanceRecord {
     }
 }
 
-/// The kind of an event, to check the order of a sequence.
-fn kind(e: &StoreEvent) -> &'static str {
-    match e {
-        StoreEvent::Up => "Up",
-        StoreEvent::Down(_) => "Down",
-        StoreEvent::Renewed { .. } => "Renewed",
-        StoreEvent::LeaseLost => "LeaseLost",
-        StoreEvent::Leader(_) => "Leader",
-        StoreEvent::Members(_) => "Members",
-        StoreEvent::Switchover(_) => "Switchover",
-        StoreEvent::Maintenance(_) => "Maintenance",
-        StoreEvent::Campaigned(_) => "Campaigned",
-        StoreEvent::Released => "Released",
-        StoreEvent::Corrupt { .. } => "Corrupt",
-    }
-}
-
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)
 }
@@ -1029,7 +1012,7 @@ async fn maintenance_outlives_the_session_that_set_it() {
     let order: Vec<&str> = c
         .log
         .iter()
-        .map(|(_, e)| kind(e))
+        .map(|(_, e)| e.kind())
         .filter(|k| *k != "Renewed")
         .collect();
     assert_eq!(

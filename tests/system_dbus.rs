@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use support::cluster::{Cluster, StoreKind};
+use support::cluster::{Cluster, StoreKind, group_prop};
 use support::etcd::EtcdCluster;
 use support::hosts::{self, Host, Net, Signal};
 
@@ -79,19 +79,6 @@ where
             Err(e) => Some(format!("not a method error: {e}")),
         }
     })
-}
-
-fn group_prop(h: &Host, prop: &str) -> String {
-    h.run_ok(&[
-        "busctl",
-        "get-property",
-        "org.promd1",
-        "/org/promd1/group/web",
-        "org.promd1.Group",
-        prop,
-    ])
-    .trim()
-    .to_string()
 }
 
 fn status_json(h: &Host) -> serde_json::Value {

@@ -7,24 +7,11 @@ mod support;
 
 use std::time::Duration;
 
-use support::cluster::{Cluster, StoreKind, elapsed};
+use support::cluster::{Cluster, StoreKind, elapsed, group_prop};
 use support::etcd::EtcdCluster;
 use support::hosts::{self, Host, Net};
 
 const LEASE: Duration = Duration::from_secs(2);
-
-fn group_prop(h: &Host, prop: &str) -> String {
-    h.run_ok(&[
-        "busctl",
-        "get-property",
-        "org.promd1",
-        "/org/promd1/group/web",
-        "org.promd1.Group",
-        prop,
-    ])
-    .trim()
-    .to_string()
-}
 
 fn failures(h: &Host) -> u32 {
     group_prop(h, "Failures")

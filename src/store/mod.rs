@@ -124,6 +124,25 @@ pub enum StoreEvent {
     Corrupt { key: String, error: String },
 }
 
+impl StoreEvent {
+    /// The event's name without its data (for logs and for checking the order of events).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreEvent::Up => "Up",
+            StoreEvent::Down(_) => "Down",
+            StoreEvent::Renewed { .. } => "Renewed",
+            StoreEvent::LeaseLost => "LeaseLost",
+            StoreEvent::Leader(_) => "Leader",
+            StoreEvent::Members(_) => "Members",
+            StoreEvent::Switchover(_) => "Switchover",
+            StoreEvent::Maintenance(_) => "Maintenance",
+            StoreEvent::Campaigned(_) => "Campaigned",
+            StoreEvent::Released => "Released",
+            StoreEvent::Corrupt { .. } => "Corrupt",
+        }
+    }
+}
+
 /// A running backend for one group.
 pub struct GroupSession {
     pub commands: mpsc::UnboundedSender<StoreCommand>,

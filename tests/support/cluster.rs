@@ -235,6 +235,20 @@ impl Cluster {
     }
 }
 
+/// A property of the `web` group's D-Bus object on a host, as busctl prints it (`s "active"`).
+pub fn group_prop(h: &Host, prop: &str) -> String {
+    h.run_ok(&[
+        "busctl",
+        "get-property",
+        "org.promd1",
+        "/org/promd1/group/web",
+        "org.promd1.Group",
+        prop,
+    ])
+    .trim()
+    .to_string()
+}
+
 /// Time from `t0` to `started`, both realtime ns.
 pub fn elapsed(t0: u64, started: u64) -> Duration {
     Duration::from_nanos(started.saturating_sub(t0))
