@@ -237,3 +237,41 @@ fn without_a_standby_the_host_stays_active_and_keeps_restarting() {
             .contains("no eligible standby: staying active")
     );
 }
+
+#[test]
+fn a_failed_passive_target_unit_makes_the_host_ineligible_until_it_recovers() {
+    let net = Net::new(3);
+    let etcd = EtcdCluster::start(3, &net.gateway_ips());
+    // The passive target runs a standby service on every passive host.
+    let c = Cluster::boot_with(&net, StoreKind::Etcd(&etcd), LEASE, "", |_, spec| {
+        spec.file(
+            "/etc/systemd/system/web-passive.target",
+            "[Unit]\nWants=web-standby.service\nConflicts=web-active.target\n",
+        );
+        spec.file(
+            "/etc/systemd/system/web-standby.service",
+            "[Unit]\nConflicts=web-active.target\n[Service]\nExecStart=/bin/sleep infinity\n",
+        );
+    });
+    let a = c.wait_one_active(None, Duration::from_secs(30));
+    let broken = (a + 1) % 3;
+    let other = (a + 2) % 3;
+    hosts::wait_until(Duration::from_secs(10), "standby running", || {
+        c.hosts[broken].is_active("web-standby.service")
+    });
+    c.hosts[broken].run_ok(&["systemctl", "kill", "--signal=KILL", "web-standby.service"]);
+    hosts::wait_until(
+        Duration::from_secs(5),
+        "the host with a failed standby is unhealthy",
+        || group_prop(&c.hosts[broken], "Healthy") == "b false",
+    );
+    // The active host goes away: the healthy standby takes over, never the broken one.
+    c.hosts[a].run_ok(&["systemctl", "stop", "promd"]);
+    assert_eq!(c.wait_one_active(Some(a), Duration::from_secs(10)), other);
+    // Recovered: healthy again.
+    c.hosts[broken].run_ok(&["systemctl", "restart", "web-standby.service"]);
+    hosts::wait_until(Duration::from_secs(5), "healthy again", || {
+        group_prop(&c.hosts[broken], "Healthy") == "b true"
+    });
+    c.check_history();
+}
