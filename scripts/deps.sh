@@ -5,6 +5,10 @@
 # - Debian packages: systemd-container (systemd-nspawn for the test hosts), etcd-server and
 #   etcd-client (the store), dbus, iproute2 (ip netns, veth), nftables (silent partitions),
 #   protobuf-compiler (etcd-client's build), util-linux (nsenter, unshare), procps, iputils-ping.
+# - Packaging (`make deb`, `make rpm`, tests/system_packaging.rs): build-essential and
+#   dpkg-dev (dpkg-buildpackage), debhelper, fakeroot, lintian, rpm (rpmbuild), and man-db
+#   with groff-base (`man promd` on the test hosts, which are copies of this machine).
+# - python3-minimal: a Type=notify test service that says READY=1 itself (system_failures).
 # - Installing etcd-server must not leave an etcd running on the machine itself: services are
 #   kept from starting during the install (policy-rc.d), and if one was started anyway through
 #   the package's own service (systemd or /etc/init.d/etcd), it is stopped and disabled.
@@ -22,6 +26,15 @@ PACKAGES=(
     util-linux
     procps
     iputils-ping
+    build-essential
+    dpkg-dev
+    debhelper
+    fakeroot
+    lintian
+    rpm
+    man-db
+    groff-base
+    python3-minimal
 )
 
 log() { printf 'deps: %s\n' "$*"; }
@@ -95,7 +108,8 @@ if ss -Hltn 'sport = :2379' 2>/dev/null | grep -q .; then
     ss -ltnp 'sport = :2379' || true
 fi
 
-for tool in systemd-nspawn nsenter unshare ip nft etcd etcdctl dbus-daemon protoc; do
+for tool in systemd-nspawn nsenter unshare ip nft etcd etcdctl dbus-daemon protoc \
+    dpkg-buildpackage dh lintian rpmbuild man; do
     command -v "$tool" >/dev/null || die "$tool is missing after the install"
 done
 

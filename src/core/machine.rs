@@ -1013,7 +1013,6 @@ impl GroupMachine {
 #[path = "machine_tests.rs"]
 mod tests;
 
-
 /// What a failure calls for in place.
 enum Restart {
     /// systemd already restarts it.
