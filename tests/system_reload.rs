@@ -112,7 +112,10 @@ fn reload_applies_valid_changes_and_refuses_invalid_ones() {
         journal.contains("/etc/promd/promd.toml:"),
         "errors with positions: {journal}"
     );
-    assert!(!out.status.success(), "systemctl reload fails on an invalid file");
+    assert!(
+        !out.status.success(),
+        "systemctl reload fails on an invalid file"
+    );
     assert!(h.is_active("web.service") && h.is_active("db.service"));
     assert_eq!(web_starts(&h), 1);
     assert_eq!(h.pid_on_machine("promd"), Some(pid));
