@@ -15,6 +15,12 @@
 //!    the best eligible candidate (the others wait a grace period per rank).
 //! 5. **Publish** this node's member record whenever it changes.
 
+mod election;
+mod failures;
+mod fence;
+mod handover;
+mod requests;
+
 use std::time::Duration;
 
 use super::{Mono, Role, Timing};
@@ -200,6 +206,8 @@ pub struct GroupMachine {
     published: Option<Member>,
     /// The term last reported in a role change: the fencing token the units saw.
     term: u64,
+    /// The time of the last step: every deadline up to it has been handled.
+    stepped_at: Mono,
 }
 
 impl GroupMachine {
@@ -240,6 +248,7 @@ impl GroupMachine {
             exited: false,
             published: None,
             term: 0,
+            stepped_at: Mono::ZERO,
         }
     }
 
@@ -310,88 +319,10 @@ impl GroupMachine {
             && !self.units_may_run
     }
 
-    /// Carry out an operator's request, or say why not (and change nothing).
-    pub fn request(&mut self, request: Request, now: Mono) -> Result<Vec<Action>, Refusal> {
-        let mut out = Vec::new();
-        match request {
-            Request::Promote => {
-                if matches!(self.role, Role::Active | Role::Promoting) {
-                    return Ok(out);
-                }
-                if self.maintenance {
-                    return Err(Refusal::Maintenance("maintenance mode is on".into()));
-                }
-                if let Some(why) = self.ineligibility(now) {
-                    return Err(Refusal::NotEligible(why));
-                }
-                self.switchover_to = Some(self.p.node.clone());
-                out.push(Action::RequestSwitchover {
-                    to: self.p.node.clone(),
-                });
-            }
-            Request::Demote => {
-                if !matches!(self.role, Role::Active | Role::Promoting) {
-                    return Ok(out);
-                }
-                if self.maintenance {
-                    return Err(Refusal::Maintenance("maintenance mode is on".into()));
-                }
-                let Some(best) = self.best_standby() else {
-                    return Err(Refusal::NoStandby(
-                        "no other member is eligible to take over".into(),
-                    ));
-                };
-                self.switchover_to = Some(best.clone());
-                out.push(Action::RequestSwitchover { to: best });
-            }
-            Request::ResetFailed => {
-                self.failed_until = None;
-                self.failures.clear();
-            }
-        }
-        self.step(now, &mut out);
-        Ok(out)
-    }
-
-    /// Why this node cannot become active now, if it cannot.
-    pub fn ineligibility(&self, now: Mono) -> Option<String> {
-        let why = if self.terminating {
-            "promd is stopping"
-        } else if !self.is_member(&self.p.node) {
-            "this node is not in the group's members"
-        } else if self.failed_until.is_some_and(|t| now < t) {
-            "this node failed and is in its failure cooldown (promctl reset clears it)"
-        } else if self.passive_failed || !self.passive_units_ok {
-            "the passive target failed"
-        } else if !self.healthy {
-            "the health check fails"
-        } else if !self.store_up || self.lease_lost {
-            "the store is unreachable"
-        } else if self
-            .renewed_sent
-            .is_none_or(|s| now >= self.p.timing.fence_at(s))
-        {
-            "the store lease is not renewed"
-        } else if self.role != Role::Passive || !self.passive_ready {
-            "this node is not passive yet"
-        } else {
-            return None;
-        };
-        Some(why.into())
-    }
-
-    /// The eligible member, other than this node, that a hand-over goes to.
-    fn best_standby(&self) -> Option<String> {
-        self.members
-            .iter()
-            .filter(|m| m.node != self.p.node && m.eligible && self.is_member(&m.node))
-            .min_by(|a, b| b.priority.cmp(&a.priority).then(a.node.cmp(&b.node)))
-            .map(|m| m.node.clone())
-    }
-
-    /// The earliest time after `now` at which a `Tick` may change something. (Everything due
-    /// at or before `now` was handled by the step that ran at `now`.)
-    pub fn next_deadline(&self, now: Mono) -> Option<Mono> {
+    /// The earliest time at which a `Tick` may change something that no step has handled
+    /// yet. It can lie in the past, when the caller was late: a Tick is then due at once.
+    /// (A deadline must never be dropped for being late: the fence is one of them.)
+    pub fn next_deadline(&self) -> Option<Mono> {
         let mut at: Vec<Mono> = Vec::new();
         // The fence deadline, and the moment this node stops being eligible.
         at.extend(self.renewed_sent.map(|s| self.p.timing.fence_at(s)));
@@ -410,7 +341,7 @@ impl GroupMachine {
         if let Some(last) = self.last_switchover_request {
             at.push(last + self.p.timing.lease);
         }
-        at.into_iter().filter(|t| *t > now).min()
+        at.into_iter().filter(|t| *t > self.stepped_at).min()
     }
 
     /// Feed one event; returns what the drivers must do, in order.
@@ -571,6 +502,7 @@ impl GroupMachine {
     }
 
     fn step(&mut self, now: Mono, out: &mut Vec<Action>) {
+        self.stepped_at = self.stepped_at.max(now);
         if self.failed_until.is_some_and(|t| now >= t) {
             self.failed_until = None;
         }
@@ -590,274 +522,6 @@ impl GroupMachine {
         self.publish(now, out);
     }
 
-    /// Rule 1: units must not run unless this node holds the key under a live lease.
-    fn fence(&mut self, now: Mono, out: &mut Vec<Action>) {
-        if !self.units_may_run {
-            return;
-        }
-        let lost = match self.entitled_at() {
-            None => Some(self.not_entitled_reason()),
-            Some(fence_at) if now >= fence_at => {
-                Some("lease not renewed in time: fencing before it can expire".to_string())
-            }
-            Some(_) => None,
-        };
-        if let Some(reason) = lost
-            && self.job != Some(Job::StopActive)
-        {
-            self.stop_active(&reason, out);
-        }
-        if self.job == Some(Job::StopActive) && !self.killed && now >= self.kill_deadline() {
-            self.killed = true;
-            out.push(Action::KillActive);
-        }
-    }
-
-    /// The fence deadline if this node may run the active units at all.
-    fn entitled_at(&self) -> Option<Mono> {
-        let held = self.held_term?;
-        if self.lease_lost || self.leader != Some((self.p.node.clone(), held)) {
-            return None;
-        }
-        self.renewed_sent.map(|s| self.p.timing.fence_at(s))
-    }
-
-    fn not_entitled_reason(&self) -> String {
-        match (&self.leader, self.held_term) {
-            _ if self.role == Role::Starting => "starting: the active units must not run".into(),
-            _ if self.lease_lost => "lease lost".into(),
-            (Some((node, _)), _) if *node != self.p.node => format!("{node} holds the role"),
-            (None, _) => "the leader key is gone".into(),
-            _ => "not holding the role".into(),
-        }
-    }
-
-    /// When to SIGKILL units whose stop has not finished.
-    fn kill_deadline(&self) -> Mono {
-        let someone_else = self
-            .leader
-            .as_ref()
-            .is_some_and(|(n, t)| *n != self.p.node || Some(*t) != self.held_term);
-        match self.renewed_sent {
-            // At start-up nobody can say when the previous incarnation last renewed, and once
-            // the lease is lost or the key is another's, the key may be in use elsewhere:
-            // there is nothing left to wait for.
-            _ if self.role == Role::Starting || self.lease_lost || someone_else => Mono::ZERO,
-            None => Mono::ZERO,
-            Some(s) => self.p.timing.kill_at(s),
-        }
-    }
-
-    fn stop_active(&mut self, reason: &str, out: &mut Vec<Action>) {
-        self.pending_restarts.clear();
-        self.job = Some(Job::StopActive);
-        self.passive_ready = false;
-        out.push(Action::Start(Job::StopActive, None));
-        if matches!(self.role, Role::Promoting | Role::Active) {
-            let term = self.term;
-            self.set_role(Role::Demoting, term, reason, out);
-        }
-    }
-
-    /// Rule 2: stop the units, release the key, exit.
-    fn terminate(&mut self, out: &mut Vec<Action>) {
-        if self.job == Some(Job::StartActive) {
-            self.stop_active("promd is stopping", out);
-            return;
-        }
-        if self.job.is_some() {
-            return;
-        }
-        if self.units_may_run {
-            self.stop_active("promd is stopping", out);
-            return;
-        }
-        if let Some(term) = self.held_term
-            && self.store_up
-        {
-            if !self.releasing {
-                self.releasing = true;
-                out.push(Action::Release { term });
-            }
-            return;
-        }
-        // Unreachable store: the key expires with the lease; the units are down already.
-        self.exited = true;
-        out.push(Action::Exit);
-    }
-
-    /// Rule 3a: hand over on a switchover request or a failed start.
-    fn demote(&mut self, out: &mut Vec<Action>) {
-        if !matches!(self.role, Role::Promoting | Role::Active) || self.job == Some(Job::StopActive)
-        {
-            return;
-        }
-        if let Some(reason) = self.demote_reason.take() {
-            self.stop_active(&reason, out);
-            return;
-        }
-        if let Some(to) = self.switchover_to.clone()
-            && !self.maintenance
-            && to != self.p.node
-            && self.role == Role::Active
-        {
-            if self.members.iter().any(|m| m.node == to && m.eligible) {
-                self.stop_active(&format!("switchover to {to}"), out);
-            } else {
-                // Not a candidate: drop the request rather than hand over to nobody.
-                self.switchover_to = None;
-                out.push(Action::ClearSwitchover);
-            }
-        }
-    }
-
-    /// Rule 3b: after the units stopped, start the passive target, then release the key.
-    fn finish_demotion(&mut self, now: Mono, out: &mut Vec<Action>) {
-        if self.units_may_run || self.job.is_some() {
-            return;
-        }
-        if !matches!(
-            self.role,
-            Role::Starting | Role::Demoting | Role::Passive | Role::Failed
-        ) {
-            return;
-        }
-        if !self.passive_ready && !self.passive_failed {
-            if self.p.has_passive_target {
-                self.job = Some(Job::StartPassive);
-                out.push(Action::Start(Job::StartPassive, None));
-                return;
-            }
-            self.passive_ready = true;
-        }
-        let stale_own_key = match &self.leader {
-            Some((node, term)) if *node == self.p.node && !self.campaigning => Some(*term),
-            _ => None,
-        };
-        if let Some(term) = self.held_term.or(stale_own_key)
-            && self.store_up
-            && !self.lease_lost
-            && !self.releasing
-        {
-            self.releasing = true;
-            out.push(Action::Release { term });
-        }
-        let settled = if self.failed_until.is_some_and(|t| now < t) {
-            Role::Failed
-        } else {
-            Role::Passive
-        };
-        if self.role != settled {
-            let (term, reason) = match self.role {
-                Role::Starting => (self.term, "started: units stopped, passive target up"),
-                Role::Failed => (self.term, "failure cooldown over"),
-                _ if settled == Role::Failed => {
-                    (self.term, "failed: ineligible until the cooldown ends")
-                }
-                _ => (self.term, "demoted: active units stopped"),
-            };
-            self.set_role(settled, term, reason, out);
-        }
-    }
-
-    /// Rule 4a: a won key is turned into a started active target.
-    fn promote(&mut self, now: Mono, out: &mut Vec<Action>) {
-        let Some(term) = self.held_term else { return };
-        if self.role != Role::Passive || self.job.is_some() || self.releasing || self.maintenance {
-            return;
-        }
-        if !self.eligible(now) || self.entitled_at().is_none_or(|f| now >= f) {
-            return; // finish_demotion releases it on the next step
-        }
-        if self.switchover_to.is_some() {
-            self.switchover_to = None;
-            out.push(Action::ClearSwitchover);
-        }
-        self.units_may_run = true;
-        self.passive_ready = false;
-        self.job = Some(Job::StartActive);
-        self.set_role(Role::Promoting, term, "won the election", out);
-        out.push(Action::Start(Job::StartActive, Some(term)));
-    }
-
-    /// Rule 4b: campaign for a vacant key, best candidate first.
-    fn campaign(&mut self, now: Mono, out: &mut Vec<Action>) {
-        if self.leader.is_some() || self.campaigning || self.held_term.is_some() {
-            return;
-        }
-        if !self.leader_known || !self.members_known || !self.maintenance_known {
-            return; // a fresh connection: the store's state is on its way
-        }
-        if self.maintenance {
-            return;
-        }
-        if !self.eligible(now) || self.retry_campaign_at.is_some_and(|t| now < t) {
-            return;
-        }
-        let since = *self.vacant_since.get_or_insert(now);
-        if now >= since + self.campaign_delay() {
-            self.campaigning = true;
-            out.push(Action::Campaign);
-        }
-    }
-
-    /// How long this node lets better candidates try first: one grace period per candidate
-    /// ranked above it (a switchover target first, then priority, then the lower name).
-    fn campaign_delay(&self) -> Duration {
-        let key = |node: &str, priority: i32| {
-            (
-                self.switchover_to.as_deref() != Some(node),
-                std::cmp::Reverse(priority),
-                node.to_string(),
-            )
-        };
-        let others: Vec<_> = self
-            .members
-            .iter()
-            .filter(|m| m.node != self.p.node && m.eligible && self.is_member(&m.node))
-            .map(|m| key(&m.node, m.priority))
-            .collect();
-        let mine = key(&self.p.node, self.p.priority);
-        let rank = if self.defer_once {
-            others.len()
-        } else {
-            others.iter().filter(|k| **k < mine).count()
-        };
-        self.p.timing.grace() * u32::try_from(rank).unwrap_or(u32::MAX)
-    }
-
-    /// Ask a lower-priority active node to hand over, if `preempt` is on.
-    fn preempt(&mut self, now: Mono, out: &mut Vec<Action>) {
-        if !self.p.preempt
-            || !self.eligible(now)
-            || self.switchover_to.is_some()
-            || self.maintenance
-        {
-            return;
-        }
-        let Some((leader, _)) = &self.leader else {
-            return;
-        };
-        let leader_priority = self
-            .members
-            .iter()
-            .find(|m| &m.node == leader)
-            .map(|m| m.priority);
-        if leader_priority.is_none_or(|p| p >= self.p.priority) {
-            return;
-        }
-        if self
-            .last_switchover_request
-            .is_some_and(|t| now < t + self.p.timing.lease)
-        {
-            return;
-        }
-        self.last_switchover_request = Some(now);
-        out.push(Action::RequestSwitchover {
-            to: self.p.node.clone(),
-        });
-    }
-
     /// Rule 5: keep this node's member record current.
     fn publish(&mut self, now: Mono, out: &mut Vec<Action>) {
         let me = Member {
@@ -872,107 +536,6 @@ impl GroupMachine {
             self.published = Some(me.clone());
             out.push(Action::Publish(me));
         }
-    }
-
-    /// Local failure first: count it, restart in place, and fail over once there were more
-    /// than `max-restarts` failures within `restart-window` and someone can take over.
-    fn unit_failed(&mut self, unit: String, restarted: bool, now: Mono, out: &mut Vec<Action>) {
-        if self.role != Role::Active || self.job.is_some() {
-            return; // units stop and start around promotions and demotions: not failures
-        }
-        // systemd restarts what it restarted; promd restarts what it left failed.
-        let restart = if restarted {
-            Restart::None
-        } else {
-            Restart::Unit(unit.clone())
-        };
-        let what = if restarted {
-            format!("{unit} failed and was restarted by systemd")
-        } else {
-            format!("{unit} failed")
-        };
-        self.count_failure(what, restart, now, out);
-    }
-
-    fn unit_failed_health(&mut self, now: Mono, out: &mut Vec<Action>) {
-        if self.role == Role::Active && self.job.is_none() {
-            self.count_failure("the health check failed".into(), Restart::All, now, out);
-        }
-    }
-
-    fn count_failure(&mut self, what: String, restart: Restart, now: Mono, out: &mut Vec<Action>) {
-        self.failures.push_back(now);
-        let since = now - self.p.restart_window;
-        while self.failures.front().is_some_and(|t| *t <= since) {
-            self.failures.pop_front();
-        }
-        let count = self.failures.len();
-        let window = humantime::format_duration(self.p.restart_window);
-        if count <= self.p.max_restarts as usize {
-            out.push(Action::Note(format!(
-                "{what} ({count} of at most {} failures within {window}): restarting in place",
-                self.p.max_restarts
-            )));
-            self.schedule_restart(restart, now);
-            return;
-        }
-        match self.best_standby() {
-            Some(best) if !self.maintenance => {
-                out.push(Action::Note(format!(
-                    "{what}: {count} failures within {window}, more than {}: failing over to {best}",
-                    self.p.max_restarts
-                )));
-                self.failed_until = Some(now + self.p.failure_cooldown);
-                self.switchover_to = Some(best.clone());
-                self.demote_reason = Some(format!(
-                    "{count} failures within {window}: failing over to {best}"
-                ));
-                out.push(Action::RequestSwitchover { to: best });
-            }
-            _ => {
-                out.push(Action::Note(format!(
-                    "{what}: {count} failures within {window}, but no eligible standby: staying active, restarting in place"
-                )));
-                self.schedule_restart(restart, now);
-            }
-        }
-    }
-
-    /// A unit systemd does not restart (or, for a failed health check, every watched unit)
-    /// is restarted once the backoff has passed.
-    fn schedule_restart(&mut self, restart: Restart, now: Mono) {
-        let unit = match restart {
-            Restart::None => return,
-            Restart::Unit(u) => Some(u),
-            Restart::All => None,
-        };
-        if !self.pending_restarts.iter().any(|r| r.0 == unit) {
-            self.pending_restarts
-                .push((unit, now + self.p.restart_backoff));
-        }
-    }
-
-    fn restart_due(&mut self, now: Mono, out: &mut Vec<Action>) {
-        if self.role != Role::Active || self.job.is_some() {
-            self.pending_restarts.clear();
-            return;
-        }
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_restarts)
-            .into_iter()
-            .partition(|r| r.1 <= now);
-        self.pending_restarts = later;
-        out.extend(due.into_iter().map(|r| Action::RestartUnit(r.0)));
-    }
-
-    /// Active with more failures than allowed: it would have failed over, had there been an
-    /// eligible standby.
-    pub fn stranded(&self, now: Mono) -> bool {
-        self.role == Role::Active && self.failures(now) > self.p.max_restarts
-    }
-
-    /// Whether restarts are pending (for STATUS=).
-    pub fn restarting(&self) -> bool {
-        !self.pending_restarts.is_empty()
     }
 
     /// A (re)connection re-reads the store: until then the old view is not evidence.
@@ -1012,12 +575,3 @@ impl GroupMachine {
 #[cfg(test)]
 #[path = "machine_tests.rs"]
 mod tests;
-
-/// What a failure calls for in place.
-enum Restart {
-    /// systemd already restarts it.
-    None,
-    Unit(String),
-    /// Every watched unit (a failed health check names none).
-    All,
-}

@@ -201,7 +201,7 @@ fn lower_ranked_candidates_wait_one_grace_period_per_rank() {
         member("x", 100, false, Role::Active),
     ]));
     assert!(!t.ev(Event::Leader(None)).contains(&Action::Campaign));
-    assert_eq!(t.m.next_deadline(t.now), Some(t.now + grace * 2));
+    assert_eq!(t.m.next_deadline(), Some(t.now + grace * 2));
     let just_before = grace.as_millis() as u64 * 2 - 1;
     t.renew();
     assert!(!t.advance(just_before).contains(&Action::Campaign));
@@ -241,7 +241,7 @@ fn stalled_renewals_demote_before_the_lease_can_expire_then_kill() {
     let sent = t.now;
     t.renew();
     // The deadline is the fence time counted from the send time of the last renewal.
-    assert_eq!(t.m.next_deadline(t.now), Some(timing.fence_at(sent)));
+    assert_eq!(t.m.next_deadline(), Some(timing.fence_at(sent)));
     let to_fence = timing.fence_at(sent).saturating_sub(t.now).as_millis() as u64;
     assert_eq!(
         t.advance(to_fence - 1),
@@ -253,7 +253,7 @@ fn stalled_renewals_demote_before_the_lease_can_expire_then_kill() {
     assert!(has_role_change(&a, Role::Active, Role::Demoting));
     assert!(!a.contains(&Action::KillActive));
     // The stop hangs: kill before the lease can expire.
-    assert_eq!(t.m.next_deadline(t.now), Some(timing.kill_at(sent)));
+    assert_eq!(t.m.next_deadline(), Some(timing.kill_at(sent)));
     assert!(timing.kill_at(sent) < sent + LEASE);
     let to_kill = timing.kill_at(sent).saturating_sub(t.now).as_millis() as u64;
     assert_eq!(t.advance(to_kill - 1), vec![]);
@@ -279,12 +279,12 @@ fn a_late_renewal_acknowledgement_counts_from_its_send_time() {
     // Acknowledged 1 s after it was sent: the deadline does not move with the answer.
     t.now = t.now + Duration::from_secs(1);
     t.ev(Event::Renewed { sent_at: sent });
-    assert_eq!(t.m.next_deadline(t.now), Some(timing.fence_at(sent)));
+    assert_eq!(t.m.next_deadline(), Some(timing.fence_at(sent)));
     // An older acknowledgement arriving out of order does not move it back.
     t.ev(Event::Renewed {
         sent_at: sent - Duration::from_millis(500),
     });
-    assert_eq!(t.m.next_deadline(t.now), Some(timing.fence_at(sent)));
+    assert_eq!(t.m.next_deadline(), Some(timing.fence_at(sent)));
 }
 
 #[test]
@@ -549,7 +549,7 @@ fn a_restarted_node_releases_its_stale_key_and_lets_others_go_first() {
         "b (ranked below us) goes first"
     );
     assert_eq!(
-        t.m.next_deadline(t.now),
+        t.m.next_deadline(),
         Some(t.now + Timing::new(LEASE).grace())
     );
     // Once someone else holds the key, the node is an ordinary candidate again.
@@ -747,7 +747,7 @@ fn simulate(seed: u64, steps: usize) -> Coverage {
 
         // The world moves on: pick the next thing that happens.
         let mut next = t.now + Duration::from_millis(1 + rng.below(400));
-        if let Some(d) = t.m.next_deadline(t.now) {
+        if let Some(d) = t.m.next_deadline() {
             next = next.min(d);
         }
         if link_up {
@@ -886,7 +886,7 @@ fn a_restarted_node_defers_even_when_passive_before_the_store_is_up() {
     let a = t.ev(Event::Leader(None));
     assert!(!a.contains(&Action::Campaign), "{a:?}");
     assert_eq!(
-        t.m.next_deadline(t.now),
+        t.m.next_deadline(),
         Some(t.now + Timing::new(LEASE).grace() * 2)
     );
 }
@@ -1246,4 +1246,27 @@ fn a_failed_passive_unit_makes_the_node_ineligible_until_it_recovers() {
     assert!(!t.published().eligible && !t.published().healthy);
     t.ev(Event::PassiveUnits { ok: true });
     assert!(t.published().eligible);
+}
+
+/// Found by the fault campaign: the runtime asked for the next deadline with a `now` that had
+/// already passed the fence deadline (it had been busy), the deadline was dropped as past,
+/// and the machine stayed active with an expired lease. A deadline stays due until a step
+/// has handled it.
+#[test]
+fn a_deadline_the_caller_is_late_for_stays_due_until_a_step_handles_it() {
+    let timing = Timing::new(LEASE);
+    let mut t = T::active(params("a"), 5);
+    let sent = t.now;
+    t.renew();
+    t.ev(Event::StoreDown);
+    assert_eq!(t.m.next_deadline(), Some(timing.fence_at(sent)));
+    // Time passes well beyond the deadline with no event at all: still due.
+    t.now = timing.fence_at(sent) + Duration::from_millis(700);
+    assert_eq!(t.m.next_deadline(), Some(timing.fence_at(sent)));
+    // The late Tick fences (and kills at once: the kill deadline has passed too).
+    let a = t.ev(Event::Tick);
+    assert_eq!(a[0], Action::Start(Job::StopActive, None));
+    assert!(a.contains(&Action::KillActive), "{a:?}");
+    // Handled: no longer due.
+    assert!(t.m.next_deadline().is_none_or(|d| d > t.now));
 }

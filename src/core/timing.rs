@@ -40,19 +40,42 @@ impl Sub<Duration> for Mono {
 /// before `s + L`. The active host starts stopping its units at `s + L - margin` and kills
 /// whatever is still running at `s + L - kill_margin`, so its units are down before any standby
 /// can see the key gone.
+///
+/// If promd hangs just before the fence deadline, only the systemd watchdog stops the units
+/// (they are bound to promd), up to `WatchdogSec` later: so the margin is at least the
+/// watchdog interval plus a little, and the fence starts early enough for that too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
     pub lease: Duration,
+    /// promd's `WatchdogSec=` (zero without a watchdog).
+    pub watchdog: Duration,
 }
+
+/// Scheduling delay and unit stop time allowed after the watchdog fires.
+const AFTER_WATCHDOG: Duration = Duration::from_millis(100);
 
 impl Timing {
     pub fn new(lease: Duration) -> Timing {
-        Timing { lease }
+        Timing {
+            lease,
+            watchdog: Duration::ZERO,
+        }
     }
 
-    /// Time reserved for stopping the units, clock-rate drift and scheduling delay.
-    pub fn margin(&self) -> Duration {
+    pub fn with_watchdog(self, watchdog: Duration) -> Timing {
+        Timing { watchdog, ..self }
+    }
+
+    /// The margin the lease alone calls for: stopping the units, clock-rate drift,
+    /// scheduling delay.
+    fn base_margin(&self) -> Duration {
         (self.lease / 4).max(Duration::from_millis(250))
+    }
+
+    /// Time reserved before the lease can expire: the base margin, or enough for the watchdog
+    /// to catch a promd that hangs just before fencing, whichever is longer.
+    pub fn margin(&self) -> Duration {
+        self.base_margin().max(self.watchdog + AFTER_WATCHDOG)
     }
 
     /// Time reserved for SIGKILL to take effect and for drift, once stopping took too long.
@@ -80,7 +103,7 @@ impl Timing {
     /// the watchdog must kill it, and the units bound to it must stop, before `L - margin`.
     /// Half of that budget is left for the units' stop.
     pub fn max_watchdog(&self) -> Duration {
-        (self.lease - self.margin()) / 2
+        (self.lease - self.base_margin()) / 2
     }
 }
 
@@ -97,6 +120,32 @@ mod tests {
             assert!(t.kill_at(s) < s + t.lease, "lease {ms}");
             assert!(t.max_watchdog() > Duration::ZERO, "lease {ms}");
             assert!(t.max_watchdog() * 2 <= t.lease - t.margin(), "lease {ms}");
+        }
+    }
+
+    #[test]
+    fn a_hang_just_before_the_fence_is_caught_by_the_watchdog_before_the_lease_ends() {
+        for ms in [1000u64, 2000, 5000, 10_000, 60_000] {
+            let base = Timing::new(Duration::from_millis(ms));
+            for w in [
+                Duration::from_millis(100),
+                base.max_watchdog() / 2,
+                base.max_watchdog(),
+            ] {
+                let t = base.with_watchdog(w);
+                let s = Mono::from_millis(1000);
+                // Hang at the last moment before fencing: the watchdog fires W later.
+                assert!(
+                    t.fence_at(s) + w + AFTER_WATCHDOG <= s + t.lease,
+                    "lease {ms}, watchdog {w:?}"
+                );
+                // And the fence still comes after the next renewal is due (every L/3).
+                assert!(
+                    t.fence_at(s) > s + t.lease / 3 + Duration::from_millis(150),
+                    "lease {ms}, watchdog {w:?}"
+                );
+                assert!(t.fence_at(s) < t.kill_at(s));
+            }
         }
     }
 }

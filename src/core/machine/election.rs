@@ -1,0 +1,86 @@
+//! Rule 4b and preemption: campaigning for a vacant key, best candidate first, and asking a
+//! lower-priority active node to hand over.
+
+use std::time::Duration;
+
+use super::{Action, GroupMachine, Mono};
+
+impl GroupMachine {
+    /// Rule 4b: campaign for a vacant key, best candidate first.
+    pub(super) fn campaign(&mut self, now: Mono, out: &mut Vec<Action>) {
+        if self.leader.is_some() || self.campaigning || self.held_term.is_some() {
+            return;
+        }
+        if !self.leader_known || !self.members_known || !self.maintenance_known {
+            return; // a fresh connection: the store's state is on its way
+        }
+        if self.maintenance {
+            return;
+        }
+        if !self.eligible(now) || self.retry_campaign_at.is_some_and(|t| now < t) {
+            return;
+        }
+        let since = *self.vacant_since.get_or_insert(now);
+        if now >= since + self.campaign_delay() {
+            self.campaigning = true;
+            out.push(Action::Campaign);
+        }
+    }
+
+    /// How long this node lets better candidates try first: one grace period per candidate
+    /// ranked above it (a switchover target first, then priority, then the lower name).
+    pub(super) fn campaign_delay(&self) -> Duration {
+        let key = |node: &str, priority: i32| {
+            (
+                self.switchover_to.as_deref() != Some(node),
+                std::cmp::Reverse(priority),
+                node.to_string(),
+            )
+        };
+        let others: Vec<_> = self
+            .members
+            .iter()
+            .filter(|m| m.node != self.p.node && m.eligible && self.is_member(&m.node))
+            .map(|m| key(&m.node, m.priority))
+            .collect();
+        let mine = key(&self.p.node, self.p.priority);
+        let rank = if self.defer_once {
+            others.len()
+        } else {
+            others.iter().filter(|k| **k < mine).count()
+        };
+        self.p.timing.grace() * u32::try_from(rank).unwrap_or(u32::MAX)
+    }
+
+    /// Ask a lower-priority active node to hand over, if `preempt` is on.
+    pub(super) fn preempt(&mut self, now: Mono, out: &mut Vec<Action>) {
+        if !self.p.preempt
+            || !self.eligible(now)
+            || self.switchover_to.is_some()
+            || self.maintenance
+        {
+            return;
+        }
+        let Some((leader, _)) = &self.leader else {
+            return;
+        };
+        let leader_priority = self
+            .members
+            .iter()
+            .find(|m| &m.node == leader)
+            .map(|m| m.priority);
+        if leader_priority.is_none_or(|p| p >= self.p.priority) {
+            return;
+        }
+        if self
+            .last_switchover_request
+            .is_some_and(|t| now < t + self.p.timing.lease)
+        {
+            return;
+        }
+        self.last_switchover_request = Some(now);
+        out.push(Action::RequestSwitchover {
+            to: self.p.node.clone(),
+        });
+    }
+}

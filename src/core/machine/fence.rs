@@ -1,0 +1,102 @@
+//! Rules 1 and 2: fence the active units when this node is not entitled to run them, and
+//! terminate (stop, release, exit).
+
+use super::{Action, GroupMachine, Job, Mono, Role};
+
+impl GroupMachine {
+    /// Rule 1: units must not run unless this node holds the key under a live lease.
+    pub(super) fn fence(&mut self, now: Mono, out: &mut Vec<Action>) {
+        if !self.units_may_run {
+            return;
+        }
+        let lost = match self.entitled_at() {
+            None => Some(self.not_entitled_reason()),
+            Some(fence_at) if now >= fence_at => {
+                Some("lease not renewed in time: fencing before it can expire".to_string())
+            }
+            Some(_) => None,
+        };
+        if let Some(reason) = lost
+            && self.job != Some(Job::StopActive)
+        {
+            self.stop_active(&reason, out);
+        }
+        if self.job == Some(Job::StopActive) && !self.killed && now >= self.kill_deadline() {
+            self.killed = true;
+            out.push(Action::KillActive);
+        }
+    }
+
+    /// The fence deadline if this node may run the active units at all.
+    pub(super) fn entitled_at(&self) -> Option<Mono> {
+        let held = self.held_term?;
+        if self.lease_lost || self.leader != Some((self.p.node.clone(), held)) {
+            return None;
+        }
+        self.renewed_sent.map(|s| self.p.timing.fence_at(s))
+    }
+
+    pub(super) fn not_entitled_reason(&self) -> String {
+        match (&self.leader, self.held_term) {
+            _ if self.role == Role::Starting => "starting: the active units must not run".into(),
+            _ if self.lease_lost => "lease lost".into(),
+            (Some((node, _)), _) if *node != self.p.node => format!("{node} holds the role"),
+            (None, _) => "the leader key is gone".into(),
+            _ => "not holding the role".into(),
+        }
+    }
+
+    /// When to SIGKILL units whose stop has not finished.
+    pub(super) fn kill_deadline(&self) -> Mono {
+        let someone_else = self
+            .leader
+            .as_ref()
+            .is_some_and(|(n, t)| *n != self.p.node || Some(*t) != self.held_term);
+        match self.renewed_sent {
+            // At start-up nobody can say when the previous incarnation last renewed, and once
+            // the lease is lost or the key is another's, the key may be in use elsewhere:
+            // there is nothing left to wait for.
+            _ if self.role == Role::Starting || self.lease_lost || someone_else => Mono::ZERO,
+            None => Mono::ZERO,
+            Some(s) => self.p.timing.kill_at(s),
+        }
+    }
+
+    pub(super) fn stop_active(&mut self, reason: &str, out: &mut Vec<Action>) {
+        self.pending_restarts.clear();
+        self.job = Some(Job::StopActive);
+        self.passive_ready = false;
+        out.push(Action::Start(Job::StopActive, None));
+        if matches!(self.role, Role::Promoting | Role::Active) {
+            let term = self.term;
+            self.set_role(Role::Demoting, term, reason, out);
+        }
+    }
+
+    /// Rule 2: stop the units, release the key, exit.
+    pub(super) fn terminate(&mut self, out: &mut Vec<Action>) {
+        if self.job == Some(Job::StartActive) {
+            self.stop_active("promd is stopping", out);
+            return;
+        }
+        if self.job.is_some() {
+            return;
+        }
+        if self.units_may_run {
+            self.stop_active("promd is stopping", out);
+            return;
+        }
+        if let Some(term) = self.held_term
+            && self.store_up
+        {
+            if !self.releasing {
+                self.releasing = true;
+                out.push(Action::Release { term });
+            }
+            return;
+        }
+        // Unreachable store: the key expires with the lease; the units are down already.
+        self.exited = true;
+        out.push(Action::Exit);
+    }
+}

@@ -1,0 +1,99 @@
+//! Rules 3 and 4a: demotion (hand-over) and promotion.
+
+use super::{Action, GroupMachine, Job, Mono, Role};
+
+impl GroupMachine {
+    /// Rule 3a: hand over on a switchover request or a failed start.
+    pub(super) fn demote(&mut self, out: &mut Vec<Action>) {
+        if !matches!(self.role, Role::Promoting | Role::Active) || self.job == Some(Job::StopActive)
+        {
+            return;
+        }
+        if let Some(reason) = self.demote_reason.take() {
+            self.stop_active(&reason, out);
+            return;
+        }
+        if let Some(to) = self.switchover_to.clone()
+            && !self.maintenance
+            && to != self.p.node
+            && self.role == Role::Active
+        {
+            if self.members.iter().any(|m| m.node == to && m.eligible) {
+                self.stop_active(&format!("switchover to {to}"), out);
+            } else {
+                // Not a candidate: drop the request rather than hand over to nobody.
+                self.switchover_to = None;
+                out.push(Action::ClearSwitchover);
+            }
+        }
+    }
+
+    /// Rule 3b: after the units stopped, start the passive target, then release the key.
+    pub(super) fn finish_demotion(&mut self, now: Mono, out: &mut Vec<Action>) {
+        if self.units_may_run || self.job.is_some() {
+            return;
+        }
+        if !matches!(
+            self.role,
+            Role::Starting | Role::Demoting | Role::Passive | Role::Failed
+        ) {
+            return;
+        }
+        if !self.passive_ready && !self.passive_failed {
+            if self.p.has_passive_target {
+                self.job = Some(Job::StartPassive);
+                out.push(Action::Start(Job::StartPassive, None));
+                return;
+            }
+            self.passive_ready = true;
+        }
+        let stale_own_key = match &self.leader {
+            Some((node, term)) if *node == self.p.node && !self.campaigning => Some(*term),
+            _ => None,
+        };
+        if let Some(term) = self.held_term.or(stale_own_key)
+            && self.store_up
+            && !self.lease_lost
+            && !self.releasing
+        {
+            self.releasing = true;
+            out.push(Action::Release { term });
+        }
+        let settled = if self.failed_until.is_some_and(|t| now < t) {
+            Role::Failed
+        } else {
+            Role::Passive
+        };
+        if self.role != settled {
+            let (term, reason) = match self.role {
+                Role::Starting => (self.term, "started: units stopped, passive target up"),
+                Role::Failed => (self.term, "failure cooldown over"),
+                _ if settled == Role::Failed => {
+                    (self.term, "failed: ineligible until the cooldown ends")
+                }
+                _ => (self.term, "demoted: active units stopped"),
+            };
+            self.set_role(settled, term, reason, out);
+        }
+    }
+
+    /// Rule 4a: a won key is turned into a started active target.
+    pub(super) fn promote(&mut self, now: Mono, out: &mut Vec<Action>) {
+        let Some(term) = self.held_term else { return };
+        if self.role != Role::Passive || self.job.is_some() || self.releasing || self.maintenance {
+            return;
+        }
+        if !self.eligible(now) || self.entitled_at().is_none_or(|f| now >= f) {
+            return; // finish_demotion releases it on the next step
+        }
+        if self.switchover_to.is_some() {
+            self.switchover_to = None;
+            out.push(Action::ClearSwitchover);
+        }
+        self.units_may_run = true;
+        self.passive_ready = false;
+        self.job = Some(Job::StartActive);
+        self.set_role(Role::Promoting, term, "won the election", out);
+        out.push(Action::Start(Job::StartActive, Some(term)));
+    }
+}

@@ -1,0 +1,328 @@
+//! The event loop: feeds driver events to the group machines and carries out their actions.
+//!
+//! One loop serves every group, so a hung loop stops the watchdog pings and systemd kills
+//! promd (taking the bound units with it). Slow work — systemd jobs, store requests — runs in
+//! tasks that report back through channels; the loop itself never waits on I/O.
+
+mod actions;
+mod calls;
+mod events;
+mod jobs;
+mod reload;
+mod view;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::config::{Config, GroupConfig};
+use crate::core::{Event, GroupMachine, GroupParams, Job, Mono, Timing};
+use crate::dbus::{CallRequest, DbusService};
+use crate::health::HealthResult;
+use crate::notify::Notifier;
+use crate::store::{GroupSession, GroupSpec, Progress, Store, StoreEvent};
+use crate::systemd::Systemd;
+use crate::watch::WatchEvent;
+use calls::{Pending, recv_call};
+
+/// Where the units' environment files go.
+pub const RUN_DIR: &str = "/run/promd";
+
+/// A store task that has not turned its loop for this long is taken as hung.
+fn store_stall_limit(lease: Duration) -> Duration {
+    (lease / 3 * 3).max(Duration::from_secs(5))
+}
+
+struct Group {
+    cfg: GroupConfig,
+    machine: GroupMachine,
+    session: GroupSession,
+    progress: Progress,
+    /// The units the active target pulled in, as last seen (the fallback if systemd cannot
+    /// be asked again when they must be stopped or killed).
+    units: Vec<String>,
+    store_down: Option<String>,
+    /// The last health result, to log a failing check's reason once, not every interval.
+    health_ok: bool,
+    /// CLOCK_REALTIME µs of the last role change.
+    since_usec: u64,
+    /// Removed (or replaced) by a reload: it hands over and exits; its slot stays so that
+    /// the driver tasks' indices stay valid.
+    retired: bool,
+    /// A retired group that has exited and was dropped from D-Bus.
+    finished: bool,
+    health_task: Option<tokio::task::AbortHandle>,
+}
+
+pub struct Runtime {
+    origin: Instant,
+    node: String,
+    run_dir: PathBuf,
+    groups: Vec<Group>,
+    systemd: Systemd,
+    store_rx: mpsc::UnboundedReceiver<(usize, StoreEvent)>,
+    job_tx: mpsc::UnboundedSender<(usize, Job, bool)>,
+    job_rx: mpsc::UnboundedReceiver<(usize, Job, bool)>,
+    units_tx: mpsc::UnboundedSender<(usize, Vec<String>)>,
+    units_rx: mpsc::UnboundedReceiver<(usize, Vec<String>)>,
+    watch_tx: mpsc::UnboundedSender<(usize, WatchEvent)>,
+    watch_rx: mpsc::UnboundedReceiver<(usize, WatchEvent)>,
+    health_tx: mpsc::UnboundedSender<(usize, HealthResult)>,
+    health_rx: mpsc::UnboundedReceiver<(usize, HealthResult)>,
+    notifier: Notifier,
+    dbus: Option<DbusService>,
+    calls_rx: Option<mpsc::UnboundedReceiver<CallRequest>>,
+    pending: Vec<Pending>,
+    store: Box<dyn Store>,
+    store_tx: mpsc::UnboundedSender<(usize, StoreEvent)>,
+    /// The configuration in force, and where it came from (for reloads).
+    config: Config,
+    config_path: PathBuf,
+    /// Groups of a reload that wait for their old version to finish handing over.
+    replacing: Vec<GroupConfig>,
+}
+
+impl Runtime {
+    pub fn new(
+        config: Config,
+        config_path: PathBuf,
+        store: Box<dyn Store>,
+        systemd: Systemd,
+        notifier: Notifier,
+    ) -> Runtime {
+        let (store_tx, store_rx) = mpsc::unbounded_channel();
+        let (job_tx, job_rx) = mpsc::unbounded_channel();
+        let (units_tx, units_rx) = mpsc::unbounded_channel();
+        let (watch_tx, watch_rx) = mpsc::unbounded_channel();
+        let (health_tx, health_rx) = mpsc::unbounded_channel();
+        let mut runtime = Runtime {
+            origin: Instant::now(),
+            node: config.node.clone(),
+            run_dir: PathBuf::from(RUN_DIR),
+            groups: Vec::new(),
+            systemd,
+            store_rx,
+            job_tx,
+            job_rx,
+            units_tx,
+            units_rx,
+            watch_tx,
+            watch_rx,
+            health_tx,
+            health_rx,
+            notifier,
+            dbus: None,
+            calls_rx: None,
+            pending: Vec::new(),
+            store,
+            store_tx,
+            config: config.clone(),
+            config_path,
+            replacing: Vec::new(),
+        };
+        for cfg in &config.groups {
+            runtime.open_group(cfg);
+        }
+        runtime
+    }
+
+    /// A group's machine and store session, in a new slot; returns its index.
+    fn open_group(&mut self, cfg: &GroupConfig) -> usize {
+        let i = self.groups.len();
+        let progress = Progress::default();
+        let spec = GroupSpec {
+            group: cfg.name.clone(),
+            node: self.node.clone(),
+            lease: cfg.lease,
+            progress: progress.clone(),
+        };
+        self.groups.push(Group {
+            machine: GroupMachine::new(params(&self.node, cfg, self.notifier.watchdog())),
+            session: self.store.open_group(spec, i, self.store_tx.clone()),
+            progress,
+            units: Vec::new(),
+            store_down: None,
+            health_ok: true,
+            since_usec: realtime_usec(),
+            retired: false,
+            finished: false,
+            health_task: None,
+            cfg: cfg.clone(),
+        });
+        i
+    }
+
+    /// Serve `org.promd1` on this connection. Without it promd still does its job; it only
+    /// cannot be observed or steered over D-Bus.
+    pub async fn serve_dbus(&mut self, conn: &zbus::Connection) -> zbus::Result<()> {
+        let views = self.views();
+        let (service, calls) = DbusService::start(conn, &self.node, views).await?;
+        self.dbus = Some(service);
+        self.calls_rx = Some(calls);
+        Ok(())
+    }
+
+    fn now(&self) -> Mono {
+        Mono(self.origin.elapsed())
+    }
+
+    fn mono(&self, at: Instant) -> Mono {
+        Mono(at.saturating_duration_since(self.origin))
+    }
+
+    /// Serve until SIGTERM (or SIGINT) has been handled for every group.
+    pub async fn run(mut self) -> std::io::Result<()> {
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sighup = signal(SignalKind::hangup())?;
+        let ping_every = self
+            .notifier
+            .ping_interval()
+            .unwrap_or(Duration::from_secs(3600));
+        let mut ping = tokio::time::interval(ping_every);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        for i in 0..self.groups.len() {
+            self.bind_units(i);
+            self.feed(i, Event::Tick);
+        }
+        let status = self.status_line();
+        self.notifier.ready(&status);
+        let mut stopping = false;
+
+        let mut calls = self.calls_rx.take();
+        // With no groups (or all removed by reloads) promd idles; it ends only on SIGTERM.
+        while !(stopping && self.groups.iter().all(|g| g.machine.exited())) {
+            let now = self.now();
+            let deadline = self
+                .groups
+                .iter()
+                .filter_map(|g| g.machine.next_deadline())
+                .chain(self.pending.iter().map(|p| p.deadline))
+                .min()
+                .map_or(Duration::from_secs(3600), |d| d.saturating_sub(now));
+            tokio::select! {
+                // Deadlines first: the fence is one of them, and nothing may starve it.
+                biased;
+                _ = tokio::time::sleep(deadline) => {
+                    for i in 0..self.groups.len() {
+                        self.feed(i, Event::Tick);
+                    }
+                }
+                Some((i, ev)) = self.store_rx.recv() => self.on_store(i, ev),
+                Some((i, job, ok)) = self.job_rx.recv() => self.feed(i, Event::Job { job, ok }),
+                Some((i, units)) = self.units_rx.recv() => self.groups[i].units = units,
+                Some((i, ev)) = self.watch_rx.recv() => self.on_watch(i, ev),
+                Some((i, result)) = self.health_rx.recv() => self.on_health(i, result),
+                Some(call) = recv_call(&mut calls) => self.on_call(call),
+                _ = sigterm.recv(), if !stopping => stopping = self.terminate(),
+                _ = sigint.recv(), if !stopping => stopping = self.terminate(),
+                _ = sighup.recv(), if !stopping => self.reload(),
+                _ = ping.tick() => self.ping_watchdog(),
+            }
+            self.settle_calls();
+            self.retire_exited();
+            self.publish();
+        }
+        Ok(())
+    }
+
+    fn terminate(&mut self) -> bool {
+        tracing::info!("SIGTERM: handing over every group and stopping");
+        self.notifier.stopping();
+        for i in 0..self.groups.len() {
+            self.feed(i, Event::Terminate);
+        }
+        true
+    }
+
+    /// Ping only while every store task keeps turning; a hung driver means a restart.
+    fn ping_watchdog(&self) {
+        let stalled = self.groups.iter().find(|g| {
+            g.progress
+                .age()
+                .is_some_and(|age| age > store_stall_limit(g.cfg.lease))
+                && !g.machine.exited()
+        });
+        match stalled {
+            None => self.notifier.ping(),
+            Some(g) => {
+                tracing::error!(PROMD_GROUP = %g.cfg.name, "store driver stalled: not pinging the watchdog")
+            }
+        }
+    }
+
+    fn feed(&mut self, i: usize, event: Event) {
+        let now = self.now();
+        let actions = self.groups[i].machine.handle(event, now);
+        for action in actions {
+            self.execute(i, action);
+        }
+    }
+
+    /// A group event with the group's fields.
+    fn log(&self, i: usize, level: tracing::Level, message: &str) {
+        let g = &self.groups[i];
+        let (group, role, term, leader) = (
+            &g.cfg.name,
+            g.machine.role(),
+            g.machine.term(),
+            g.machine.leader().unwrap_or(""),
+        );
+        macro_rules! ev {
+            ($lvl:ident) => {
+                tracing::$lvl!(PROMD_GROUP = %group, PROMD_ROLE = %role, PROMD_TERM = term, PROMD_LEADER = %leader, "{group}: {message}")
+            };
+        }
+        match level {
+            tracing::Level::ERROR => ev!(error),
+            tracing::Level::WARN => ev!(warn),
+            _ => ev!(info),
+        }
+    }
+}
+
+fn params(node: &str, cfg: &GroupConfig, watchdog: Option<Duration>) -> GroupParams {
+    GroupParams {
+        node: node.to_string(),
+        timing: Timing::new(cfg.lease).with_watchdog(watchdog.unwrap_or_default()),
+        priority: cfg.priority,
+        preempt: cfg.preempt,
+        members: cfg.members.clone(),
+        has_passive_target: cfg.passive_target.is_some(),
+        failure_cooldown: cfg.failure_cooldown,
+        max_restarts: cfg.max_restarts,
+        restart_window: cfg.restart_window,
+        restart_backoff: cfg.restart_backoff,
+    }
+}
+
+/// The longest `WatchdogSec=` the configuration allows, and the group that sets the bound.
+pub fn watchdog_limit(config: &Config) -> Option<(Duration, &str)> {
+    config
+        .groups
+        .iter()
+        .map(|g| (Timing::new(g.lease).max_watchdog(), g.name.as_str()))
+        .min_by_key(|(d, _)| *d)
+}
+
+/// A hung promd is only safe if the watchdog kills it (and its units) within the lease:
+/// refuse a configuration whose leases are too short for `WatchdogSec=`.
+pub fn check_watchdog(config: &Config, watchdog: Option<Duration>) -> Result<(), String> {
+    match (watchdog, watchdog_limit(config)) {
+        (Some(w), Some((limit, group))) if w > limit => Err(format!(
+            "WatchdogSec={} is too long for group {group}'s lease: at most {} (set WatchdogSec= in a drop-in for promd.service, or lengthen the lease)",
+            humantime::format_duration(w),
+            humantime::format_duration(Duration::from_millis(limit.as_millis() as u64))
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn realtime_usec() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,126 @@
+//! `systemctl reload promd`: groups added, removed or replaced without disturbing the rest.
+
+use super::view::view;
+use super::{Runtime, check_watchdog};
+use crate::config::GroupConfig;
+use crate::core::Event;
+use crate::logging;
+
+impl Runtime {
+    /// `systemctl reload promd`: apply a valid new configuration without disturbing the
+    /// groups that did not change; keep the running one if the new one is invalid.
+    pub(super) fn reload(&mut self) {
+        self.notifier.reloading();
+        match self.try_reload() {
+            Ok(summary) => tracing::info!(
+                "configuration reloaded from {}: {summary}",
+                self.config_path.display()
+            ),
+            Err(problems) => {
+                for line in problems.lines() {
+                    tracing::error!(MESSAGE_ID = logging::CONFIG_REFUSED, "{line}");
+                }
+                tracing::error!(
+                    MESSAGE_ID = logging::CONFIG_REFUSED,
+                    "reload refused: keeping the running configuration"
+                );
+            }
+        }
+        let status = self.status_line();
+        self.notifier.ready(&status);
+    }
+
+    pub(super) fn try_reload(&mut self) -> Result<String, String> {
+        let new = crate::config::load(&self.config_path).map_err(|e| e.to_string())?;
+        if new.node != self.config.node || new.store != self.config.store {
+            return Err(
+                "changing `node` or `[store]` needs a restart: systemctl restart promd".into(),
+            );
+        }
+        check_watchdog(&new, self.notifier.watchdog())?;
+        let (mut added, mut removed, mut changed, mut kept) =
+            (Vec::new(), Vec::new(), Vec::new(), 0);
+        for i in 0..self.groups.len() {
+            let g = &self.groups[i];
+            if g.retired {
+                continue;
+            }
+            match new.groups.iter().find(|n| n.name == g.cfg.name) {
+                Some(n) if *n == g.cfg => kept += 1,
+                Some(n) => {
+                    changed.push(n.name.clone());
+                    self.replacing.push(n.clone());
+                    self.retire(i, "its configuration changed");
+                }
+                None => {
+                    removed.push(g.cfg.name.clone());
+                    self.retire(i, "removed from the configuration");
+                }
+            }
+        }
+        for n in &new.groups {
+            let live = self
+                .groups
+                .iter()
+                .any(|g| !g.retired && g.cfg.name == n.name);
+            let waiting = self.replacing.iter().any(|r| r.name == n.name);
+            if !live && !waiting {
+                added.push(n.name.clone());
+                self.add_group(n);
+            }
+        }
+        self.config = new;
+        Ok(format!(
+            "{kept} unchanged, added [{}], removed [{}], changed (handed over, then restarted) [{}]",
+            added.join(" "),
+            removed.join(" "),
+            changed.join(" ")
+        ))
+    }
+
+    /// Hand the group over and stop it.
+    pub(super) fn retire(&mut self, i: usize, why: &str) {
+        self.log(
+            i,
+            tracing::Level::INFO,
+            &format!("{why}: handing over and stopping this group"),
+        );
+        self.groups[i].retired = true;
+        if let Some(task) = self.groups[i].health_task.take() {
+            task.abort();
+        }
+        self.feed(i, Event::Terminate);
+    }
+
+    /// Once a retired group has finished, drop it from D-Bus and start its replacement.
+    pub(super) fn retire_exited(&mut self) {
+        for i in 0..self.groups.len() {
+            let g = &self.groups[i];
+            if !g.retired || g.finished || !g.machine.exited() {
+                continue;
+            }
+            let name = g.cfg.name.clone();
+            if let Some(d) = &self.dbus {
+                d.remove_group(&name);
+            }
+            self.groups[i].finished = true;
+            if let Some(pos) = self.replacing.iter().position(|r| r.name == name) {
+                let cfg = self.replacing.remove(pos);
+                self.add_group(&cfg);
+            }
+        }
+    }
+
+    /// A group added by a reload: opened, served on D-Bus, started (passive first).
+    pub(super) fn add_group(&mut self, cfg: &GroupConfig) {
+        let i = self.open_group(cfg);
+        if self.dbus.is_some() {
+            let v = view(&self.groups[i], self.now());
+            if let Some(d) = &mut self.dbus {
+                d.add_group(i, v);
+            }
+        }
+        self.bind_units(i);
+        self.feed(i, Event::Tick);
+    }
+}

@@ -1,0 +1,116 @@
+//! What promd shows of itself: `STATUS=` and the D-Bus view of each group.
+
+use super::{Group, Runtime};
+use crate::core::{Mono, Role};
+use crate::dbus::GroupView;
+
+impl Runtime {
+    /// STATUS= and the D-Bus view, after every turn of the loop.
+    pub(super) fn publish(&mut self) {
+        let status = self.status_line();
+        self.notifier.status(&status);
+        if self.dbus.is_some() {
+            let views = self.views();
+            let connected = self.groups.iter().all(|g| g.machine.store_up());
+            if let Some(d) = &mut self.dbus {
+                d.update(views, connected);
+            }
+        }
+    }
+
+    pub(super) fn views(&self) -> Vec<GroupView> {
+        let now = self.now();
+        self.groups.iter().map(|g| view(g, now)).collect()
+    }
+
+    /// `STATUS=`: one clause per group.
+    pub(super) fn status_line(&self) -> String {
+        let now = self.now();
+        let parts: Vec<String> = self.groups.iter().map(|g| status_clause(g, now)).collect();
+        if parts.is_empty() {
+            "no groups configured".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
+/// The D-Bus view of a group: its machine, plus the configured members the store does not
+/// know (shown as down).
+pub(super) fn view(g: &Group, now: Mono) -> GroupView {
+    let m = &g.machine;
+    let mut members: Vec<(String, String, i32, bool)> = m
+        .members()
+        .iter()
+        .map(|x| {
+            (
+                x.node.clone(),
+                x.role.as_str().to_string(),
+                x.priority,
+                x.healthy,
+            )
+        })
+        .collect();
+    // This host as it is now (its record in the store may lag, or the store be unreachable).
+    members.retain(|x| x.0 != m.node());
+    members.push((
+        m.node().to_string(),
+        m.role().as_str().to_string(),
+        m.priority(),
+        m.healthy(),
+    ));
+    for node in g.cfg.members.iter().flatten() {
+        if !members.iter().any(|x| &x.0 == node) {
+            members.push((node.clone(), "down".into(), 0, false));
+        }
+    }
+    members.sort();
+    GroupView {
+        name: g.cfg.name.clone(),
+        role: m.role().as_str().to_string(),
+        leader: m.leader().unwrap_or("").to_string(),
+        term: m.term(),
+        priority: m.priority(),
+        healthy: m.healthy(),
+        maintenance: m.maintenance(),
+        failures: m.failures(now),
+        retired: g.retired,
+        since_usec: g.since_usec,
+        members,
+    }
+}
+
+/// One group's part of `STATUS=`, e.g. `web: active (term 42)`,
+/// `web: passive, leader db-b (term 42)`, `web: passive, waiting for the store (...)`.
+pub(super) fn status_clause(g: &Group, now: Mono) -> String {
+    let m = &g.machine;
+    let role = m.role();
+    let mut s = match (&g.store_down, m.leader()) {
+        (Some(reason), _) if !m.store_up() => {
+            format!("{}: {role}, waiting for the store ({reason})", g.cfg.name)
+        }
+        (_, None) if !m.store_up() => format!("{}: {role}, waiting for the store", g.cfg.name),
+        (_, Some(l)) if role != Role::Active => {
+            format!("{}: {role}, leader {l} (term {})", g.cfg.name, m.term())
+        }
+        _ => format!("{}: {role} (term {})", g.cfg.name, m.term()),
+    };
+    if m.maintenance() {
+        s.push_str(", maintenance");
+    }
+    let failures = m.failures(now);
+    if failures > 0 {
+        s.push_str(&format!(
+            ", {failures} failure{} in the window",
+            if failures == 1 { "" } else { "s" }
+        ));
+    }
+    if m.stranded(now) {
+        s.push_str(", no eligible standby: restarting in place");
+    } else if m.failed(now) {
+        s.push_str(", failed: ineligible until the cooldown ends (promctl reset clears it)");
+    } else if !m.healthy() {
+        s.push_str(", unhealthy");
+    }
+    s
+}
