@@ -1,0 +1,136 @@
+//! `promctl`: the operator's command for promd.
+//!
+//! It talks only D-Bus (the system bus, name `org.promd1`; `PROMD_BUS_ADDRESS` overrides the
+//! address for tests) and holds no state of its own: every answer comes from the daemon.
+//! Exit status: 0 success, 1 refused or failed (the message says why), 2 usage.
+//!
+//! The pure parts (argument parsing, the status table, the JSON document, the watch line and
+//! the error messages) are plain functions so that the unit tests beside them cover them
+//! without a bus. `args` parses the command line, `bus` holds the proxies and the connection,
+//! `status`, `requests` and `watch` are the commands.
+
+mod args;
+mod bus;
+mod requests;
+mod status;
+mod watch;
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use zbus::message::Type as MessageType;
+use zbus::names::BusName;
+use zbus::proxy::CacheProperties;
+use zbus::{DBusError, MatchRule, MessageStream};
+
+use args::{Command, Invocation, Topic, USAGE, args_as_strings, parse_args};
+use requests::{Action, request};
+use status::status;
+use watch::watch;
+
+/// A refusal or failure: printed as `promctl: MESSAGE`, exit 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Failure(String);
+
+fn print_line(line: &str) -> Result<(), Failure> {
+    write_stdout(&format!("{line}\n"))
+}
+
+fn write_stdout(text: &str) -> Result<(), Failure> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        // A reader that went away (`| head`) is not promctl's failure.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Failure(format!("cannot write to stdout: {e}"))),
+    }
+}
+
+/// Writes the migration; runs without D-Bus.
+fn import_prom(config: &str, replica: &str, out: Option<&str>) -> Result<(), Failure> {
+    let text = std::fs::read_to_string(config)
+        .map_err(|e| Failure(format!("cannot read {config}: {e}")))?;
+    let m = promd::migrate::import_prom(&text, replica)
+        .map_err(|e| Failure(format!("{config}: {e}")))?;
+    let dir = std::path::Path::new(out.unwrap_or("."));
+    let written = promd::migrate::write_files(dir, &m).map_err(|e| Failure(e.to_string()))?;
+    let mut lines: Vec<String> = written
+        .iter()
+        .map(|p| format!("wrote {}", p.display()))
+        .collect();
+    lines.extend(m.notes.iter().cloned());
+    lines.push(format!(
+        "node {} of group {}: promd.toml goes to /etc/promd/, the units to /etc/systemd/system/",
+        m.node, m.group
+    ));
+    print_line(&lines.join("\n"))
+}
+
+fn main() -> ExitCode {
+    let invocation = args_as_strings(std::env::args_os().skip(1)).and_then(|a| parse_args(&a));
+    let command = match invocation {
+        Ok(Invocation::Run(command)) => command,
+        Ok(Invocation::Help(topic)) => {
+            let text = topic.map_or(USAGE, Topic::help);
+            return match write_stdout(text) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(Failure(why)) => fail(&why),
+            };
+        }
+        Ok(Invocation::Version) => {
+            return match print_line(&format!("promctl {}", env!("CARGO_PKG_VERSION"))) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(Failure(why)) => fail(&why),
+            };
+        }
+        Err(usage) => {
+            eprint!(
+                "promctl: {}\n\n{}",
+                usage.message,
+                usage.topic.map_or(USAGE, Topic::help)
+            );
+            return ExitCode::from(2);
+        }
+    };
+
+    if let Command::ImportProm {
+        config,
+        replica,
+        out,
+    } = &command
+    {
+        return match import_prom(config, replica, out.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(Failure(why)) => fail(&why),
+        };
+    }
+
+    // One thread is plenty for a client, and keeps signal lines in arrival order trivially.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start: {e}")),
+    };
+    let result = runtime.block_on(async {
+        match command {
+            Command::Status { group, json } => status(group.as_deref(), json).await,
+            Command::Promote { group } => request(Action::Promote, &group).await,
+            Command::Demote { group } => request(Action::Demote, &group).await,
+            Command::Maintenance { group, on } => request(Action::Maintenance(on), &group).await,
+            Command::Reset { group } => request(Action::Reset, &group).await,
+            Command::Watch => watch().await,
+            Command::ImportProm { .. } => Ok(()), // handled above, without a bus
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(why)) => fail(&why),
+    }
+}
+
+fn fail(why: &str) -> ExitCode {
+    eprintln!("promctl: {why}");
+    ExitCode::from(1)
+}

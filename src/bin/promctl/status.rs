@@ -1,0 +1,331 @@
+//! `promctl status`: the report, the table and the JSON document.
+
+use serde::Serialize;
+use zbus::Connection;
+
+use super::bus::*;
+use super::requests::explain;
+use super::*;
+
+/// The `--json` document; field order and names are the contract.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(super) struct StatusReport {
+    pub(super) node: String,
+    pub(super) version: String,
+    pub(super) store_connected: bool,
+    pub(super) groups: Vec<GroupStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(super) struct GroupStatus {
+    pub(super) name: String,
+    pub(super) role: String,
+    pub(super) leader: String,
+    pub(super) term: u64,
+    pub(super) priority: i32,
+    pub(super) healthy: bool,
+    pub(super) maintenance: bool,
+    pub(super) failures: u32,
+    pub(super) since_usec: u64,
+    pub(super) members: Vec<MemberStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(super) struct MemberStatus {
+    pub(super) node: String,
+    pub(super) role: String,
+    pub(super) priority: i32,
+    pub(super) healthy: bool,
+}
+
+impl From<GroupProps> for GroupStatus {
+    fn from(p: GroupProps) -> Self {
+        GroupStatus {
+            name: p.name,
+            role: p.role,
+            leader: p.leader,
+            term: p.term,
+            priority: p.priority,
+            healthy: p.healthy,
+            maintenance: p.maintenance,
+            failures: p.failures,
+            since_usec: p.since,
+            members: p
+                .members
+                .into_iter()
+                .map(|(node, role, priority, healthy)| MemberStatus {
+                    node,
+                    role,
+                    priority,
+                    healthy,
+                })
+                .collect(),
+        }
+    }
+}
+
+pub(super) fn on_off(b: bool) -> &'static str {
+    if b { "on" } else { "off" }
+}
+
+pub(super) fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+/// The human-readable status: one header line per group, then its members aligned.
+pub(super) fn render_table(report: &StatusReport) -> String {
+    let mut out = format!(
+        "node {}, promd {}, store {}\n",
+        report.node,
+        report.version,
+        if report.store_connected {
+            "connected"
+        } else {
+            "NOT connected"
+        }
+    );
+    if report.groups.is_empty() {
+        out.push_str("\nno groups are configured on this host\n");
+        return out;
+    }
+    for g in &report.groups {
+        let leader = if g.leader.is_empty() {
+            "none"
+        } else {
+            &g.leader
+        };
+        out.push_str(&format!(
+            "\n{}: this host {}, leader {}, term {}, maintenance {}\n",
+            g.name,
+            g.role,
+            leader,
+            g.term,
+            on_off(g.maintenance)
+        ));
+        if g.members.is_empty() {
+            out.push_str("    (no members known)\n");
+            continue;
+        }
+        let node_w = column_width("NODE", g.members.iter().map(|m| m.node.len()));
+        let role_w = column_width("ROLE", g.members.iter().map(|m| m.role.len()));
+        let prio_w = column_width(
+            "PRIORITY",
+            g.members.iter().map(|m| m.priority.to_string().len()),
+        );
+        out.push_str(&format!(
+            "    {:<node_w$}  {:<role_w$}  {:>prio_w$}  HEALTHY\n",
+            "NODE", "ROLE", "PRIORITY"
+        ));
+        for m in &g.members {
+            let mark = if m.node == report.node { '*' } else { ' ' };
+            out.push_str(&format!(
+                "  {mark} {:<node_w$}  {:<role_w$}  {:>prio_w$}  {}\n",
+                m.node,
+                m.role,
+                m.priority,
+                yes_no(m.healthy)
+            ));
+        }
+    }
+    out
+}
+
+pub(super) fn column_width(header: &str, values: impl Iterator<Item = usize>) -> usize {
+    values.fold(header.len(), usize::max)
+}
+
+pub(super) fn render_json(report: &StatusReport) -> Result<String, Failure> {
+    serde_json::to_string_pretty(report)
+        .map(|s| s + "\n")
+        .map_err(|e| Failure(format!("cannot encode the status as JSON: {e}")))
+}
+
+pub(super) async fn fetch_status(
+    conn: &Connection,
+    only: Option<&str>,
+) -> Result<StatusReport, Failure> {
+    let manager = manager(conn).await?;
+    let props = snapshot(conn, MANAGER_PATH)
+        .await?
+        .manager(MANAGER_IFACE)
+        .await
+        .map_err(|e| Failure(explain(&e, only, READ_TIMEOUT)))?;
+    let listed = manager
+        .list_groups()
+        .await
+        .map_err(|e| Failure(explain(&e, only, READ_TIMEOUT)))?;
+    let paths: Vec<(String, String)> = match only {
+        None => listed
+            .into_iter()
+            .map(|g| (g.0, g.4.as_str().to_owned()))
+            .collect(),
+        Some(name) => {
+            let found = listed.into_iter().find(|g| g.0 == name);
+            match found {
+                Some(g) => vec![(g.0, g.4.as_str().to_owned())],
+                None => return Err(Failure(format!("no group {name} on this host"))),
+            }
+        }
+    };
+    let mut groups = Vec::with_capacity(paths.len());
+    for (name, path) in paths {
+        let props = snapshot(conn, &path)
+            .await?
+            .group(GROUP_IFACE)
+            .await
+            .map_err(|e| Failure(explain(&e, Some(&name), READ_TIMEOUT)))?;
+        groups.push(GroupStatus::from(props));
+    }
+    Ok(StatusReport {
+        node: props.node,
+        version: props.version,
+        store_connected: props.store_connected,
+        groups,
+    })
+}
+
+pub(super) async fn status(group: Option<&str>, json: bool) -> Result<(), Failure> {
+    let conn = connect(READ_TIMEOUT).await?;
+    let report = fetch_status(&conn, group).await?;
+    let text = if json {
+        render_json(&report)?
+    } else {
+        render_table(&report)
+    };
+    write_stdout(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> StatusReport {
+        StatusReport {
+            node: "db-a".into(),
+            version: "0.1.0".into(),
+            store_connected: true,
+            groups: vec![
+                GroupStatus {
+                    name: "web".into(),
+                    role: "active".into(),
+                    leader: "db-a".into(),
+                    term: 42,
+                    priority: 100,
+                    healthy: true,
+                    maintenance: false,
+                    failures: 0,
+                    since_usec: 1_795_813_445_123_456,
+                    members: vec![
+                        MemberStatus {
+                            node: "db-a".into(),
+                            role: "active".into(),
+                            priority: 100,
+                            healthy: true,
+                        },
+                        MemberStatus {
+                            node: "db-b".into(),
+                            role: "passive".into(),
+                            priority: 90,
+                            healthy: true,
+                        },
+                        MemberStatus {
+                            node: "db-long-name".into(),
+                            role: "down".into(),
+                            priority: -5,
+                            healthy: false,
+                        },
+                    ],
+                },
+                GroupStatus {
+                    name: "queue".into(),
+                    role: "maintenance".into(),
+                    leader: "".into(),
+                    term: 7,
+                    priority: 1,
+                    healthy: false,
+                    maintenance: true,
+                    failures: 3,
+                    since_usec: 0,
+                    members: vec![],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn status_table() {
+        let expected = "\
+node db-a, promd 0.1.0, store connected
+
+web: this host active, leader db-a, term 42, maintenance off
+    NODE          ROLE     PRIORITY  HEALTHY
+  * db-a          active        100  yes
+    db-b          passive        90  yes
+    db-long-name  down           -5  no
+
+queue: this host maintenance, leader none, term 7, maintenance on
+    (no members known)
+";
+        assert_eq!(render_table(&sample()), expected);
+    }
+
+    #[test]
+    fn status_table_without_groups_or_store() {
+        let report = StatusReport {
+            node: "solo".into(),
+            version: "0.1.0".into(),
+            store_connected: false,
+            groups: vec![],
+        };
+        assert_eq!(
+            render_table(&report),
+            "node solo, promd 0.1.0, store NOT connected\n\nno groups are configured on this host\n"
+        );
+    }
+
+    #[test]
+    fn status_json_shape() {
+        let text = match render_json(&sample()) {
+            Ok(t) => t,
+            Err(e) => panic!("{e:?}"),
+        };
+        assert!(text.ends_with("}\n"));
+        let v: serde_json::Value = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(e) => panic!("{e}"),
+        };
+        let expected = serde_json::json!({
+            "node": "db-a",
+            "version": "0.1.0",
+            "store_connected": true,
+            "groups": [
+                {
+                    "name": "web", "role": "active", "leader": "db-a", "term": 42,
+                    "priority": 100, "healthy": true, "maintenance": false, "failures": 0,
+                    "since_usec": 1_795_813_445_123_456u64,
+                    "members": [
+                        {"node": "db-a", "role": "active", "priority": 100, "healthy": true},
+                        {"node": "db-b", "role": "passive", "priority": 90, "healthy": true},
+                        {"node": "db-long-name", "role": "down", "priority": -5, "healthy": false}
+                    ]
+                },
+                {
+                    "name": "queue", "role": "maintenance", "leader": "", "term": 7,
+                    "priority": 1, "healthy": false, "maintenance": true, "failures": 3,
+                    "since_usec": 0, "members": []
+                }
+            ]
+        });
+        assert_eq!(v, expected);
+        // Key order is stable too (declaration order), for readers that diff the output.
+        let keys = [
+            "\"node\"",
+            "\"version\"",
+            "\"store_connected\"",
+            "\"groups\"",
+        ];
+        let pos: Vec<usize> = keys.iter().filter_map(|k| text.find(k)).collect();
+        assert_eq!(pos.len(), keys.len());
+        assert!(pos.windows(2).all(|w| w[0] < w[1]), "{text}");
+    }
+}

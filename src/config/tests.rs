@@ -1,0 +1,886 @@
+//! Tests of `promd.toml` parsing and validation.
+
+use super::names::valid_endpoint;
+use super::validate::position;
+use super::*;
+
+/// The example from the design document, every key set.
+const DESIGN_EXAMPLE: &str = r#"node = "db-a"                      # default: the hostname; unique in the cluster
+
+[store]                            # default: kind = "dir", path = "/var/lib/promd"
+kind = "etcd"                      # "etcd" (several hosts) or "dir" (one host, or NFS)
+endpoints = ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]
+connect-timeout = "2s"             # per endpoint, then the next is tried
+prefix = "/promd"
+# path = "/var/lib/promd"          # kind = "dir"
+
+[[group]]
+name = "web"                       # [a-z0-9_-], at most 64
+active-target = "web-active.target"
+passive-target = "web-passive.target"   # optional
+members = ["db-a", "db-b", "db-c"]      # optional: only these may be active; absent ones show as down
+lease = "10s"                      # a silent active loses the role after this
+priority = 100                     # highest eligible wins; ties: lowest node name
+preempt = false                    # take the role back from a healthy lower-priority active
+max-restarts = 3                   # watched-unit failures within restart-window before failing over
+restart-window = "5min"
+restart-backoff = "1s"
+failure-cooldown = "10min"         # a node that failed over stays ineligible this long (promctl reset clears)
+watch = ["web.service"]            # default: the units that active-target pulls in
+health-command = ["/usr/lib/web/check"]  # optional; exit 0 = healthy
+health-interval = "2s"
+health-timeout = "1s"
+"#;
+
+/// A minimal valid group on lines 1 to 3; tests append keys from line 4 on.
+const GROUP: &str = "[[group]]\nname = \"web\"\nactive-target = \"web-active.target\"\n";
+
+fn check(text: &str) -> Result<Config, ConfigError> {
+    parse_with_hostname(text, "test.toml", || Ok("db-a".to_owned()))
+}
+
+fn problems(text: &str) -> Vec<(Option<usize>, Option<usize>, String)> {
+    match check(text) {
+        Ok(config) => panic!("expected errors, got {config:?}"),
+        Err(err) => err
+            .problems()
+            .iter()
+            .map(|p| (p.line, p.column, p.message.clone()))
+            .collect(),
+    }
+}
+
+/// Asserts that `text` has exactly one problem, at `line`:`column`, mentioning `fragment`.
+#[track_caller]
+fn assert_one(text: &str, line: usize, column: usize, fragment: &str) {
+    let found = problems(text);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let (l, c, message) = &found[0];
+    assert_eq!((*l, *c), (Some(line), Some(column)), "{message}");
+    assert!(message.contains(fragment), "{message:?} lacks {fragment:?}");
+}
+
+fn group_with(extra: &str) -> String {
+    format!("{GROUP}{extra}")
+}
+
+fn default_group(name: &str) -> GroupConfig {
+    GroupConfig {
+        name: name.to_owned(),
+        active_target: format!("{name}-active.target"),
+        passive_target: None,
+        members: None,
+        lease: Duration::from_secs(10),
+        priority: 100,
+        preempt: false,
+        max_restarts: 3,
+        restart_window: Duration::from_secs(300),
+        restart_backoff: Duration::from_secs(1),
+        failure_cooldown: Duration::from_secs(600),
+        watch: None,
+        health_command: None,
+        health_interval: Duration::from_secs(2),
+        health_timeout: Duration::from_secs(1),
+    }
+}
+
+#[test]
+fn design_example_parses_to_every_value() {
+    let config = check(DESIGN_EXAMPLE).unwrap();
+    let expected = Config {
+        node: "db-a".to_owned(),
+        store: StoreConfig::Etcd {
+            endpoints: vec![
+                "http://10.0.0.1:2379".to_owned(),
+                "http://10.0.0.2:2379".to_owned(),
+            ],
+            connect_timeout: Duration::from_secs(2),
+            prefix: "/promd".to_owned(),
+        },
+        groups: vec![GroupConfig {
+            passive_target: Some("web-passive.target".to_owned()),
+            members: Some(vec!["db-a".into(), "db-b".into(), "db-c".into()]),
+            watch: Some(vec!["web.service".to_owned()]),
+            health_command: Some(vec!["/usr/lib/web/check".to_owned()]),
+            ..default_group("web")
+        }],
+    };
+    assert_eq!(config, expected);
+}
+
+#[test]
+fn non_default_values_are_read() {
+    let text = r#"node = "n1"
+[store]
+kind = "etcd"
+endpoints = ["https://[::1]:2379", "http://etcd-1.example:1"]
+connect-timeout = "1500ms"
+prefix = "/"
+
+[[group]]
+name = "db_2"
+active-target = "db@main.service"
+lease = "1s"
+priority = -7
+preempt = true
+max-restarts = 0
+restart-window = "1h"
+restart-backoff = "0s"
+failure-cooldown = "0s"
+watch = []
+health-command = ["/bin/check", "--fast", ""]
+health-interval = "10s"
+health-timeout = "9s"
+"#;
+    let config = check(text).unwrap();
+    assert_eq!(config.node, "n1");
+    assert_eq!(
+        config.store,
+        StoreConfig::Etcd {
+            endpoints: vec![
+                "https://[::1]:2379".into(),
+                "http://etcd-1.example:1".into()
+            ],
+            connect_timeout: Duration::from_millis(1500),
+            prefix: "/".to_owned(),
+        }
+    );
+    let expected = GroupConfig {
+        name: "db_2".to_owned(),
+        active_target: "db@main.service".to_owned(),
+        lease: Duration::from_secs(1),
+        priority: -7,
+        preempt: true,
+        max_restarts: 0,
+        restart_window: Duration::from_secs(3600),
+        restart_backoff: Duration::ZERO,
+        failure_cooldown: Duration::ZERO,
+        watch: Some(Vec::new()),
+        health_command: Some(vec!["/bin/check".into(), "--fast".into(), String::new()]),
+        health_interval: Duration::from_secs(10),
+        health_timeout: Duration::from_secs(9),
+        ..default_group("db_2")
+    };
+    assert_eq!(config.groups, vec![expected]);
+}
+
+#[test]
+fn defaults_when_keys_are_absent() {
+    let config = check(GROUP).unwrap();
+    assert_eq!(
+        config,
+        Config {
+            node: "db-a".to_owned(),
+            store: StoreConfig::Dir {
+                path: PathBuf::from("/var/lib/promd"),
+            },
+            groups: vec![default_group("web")],
+        }
+    );
+}
+
+#[test]
+fn empty_file_uses_every_default() {
+    let config = check("").unwrap();
+    assert_eq!(config.node, "db-a");
+    assert_eq!(
+        config.store,
+        StoreConfig::Dir {
+            path: PathBuf::from(DEFAULT_DIR)
+        }
+    );
+    assert!(config.groups.is_empty());
+}
+
+#[test]
+fn store_defaults() {
+    let etcd = check("[store]\nkind = \"etcd\"\nendpoints = [\"http://e:2379\"]\n").unwrap();
+    assert_eq!(
+        etcd.store,
+        StoreConfig::Etcd {
+            endpoints: vec!["http://e:2379".to_owned()],
+            connect_timeout: Duration::from_secs(2),
+            prefix: "/promd".to_owned(),
+        }
+    );
+    let dir = check("[store]\n").unwrap();
+    assert_eq!(
+        dir.store,
+        StoreConfig::Dir {
+            path: PathBuf::from("/var/lib/promd")
+        }
+    );
+    let dir = check("[store]\nkind = \"dir\"\npath = \"/srv/promd\"\n").unwrap();
+    assert_eq!(
+        dir.store,
+        StoreConfig::Dir {
+            path: PathBuf::from("/srv/promd")
+        }
+    );
+}
+
+#[test]
+fn inline_tables_are_accepted() {
+    let text = "store = { kind = \"dir\", path = \"/x\" }\n\
+                    group = [{ name = \"a\", active-target = \"a-active.target\" }]\n";
+    let config = check(text).unwrap();
+    assert_eq!(
+        config.store,
+        StoreConfig::Dir {
+            path: PathBuf::from("/x")
+        }
+    );
+    assert_eq!(config.groups, vec![default_group("a")]);
+}
+
+#[test]
+fn several_groups_keep_their_order() {
+    let text = format!("{GROUP}[[group]]\nname = \"db\"\nactive-target = \"db-active.target\"\n");
+    let config = check(&text).unwrap();
+    let names: Vec<_> = config.groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["web", "db"]);
+}
+
+#[test]
+fn node_defaults_to_the_hostname() {
+    let config = parse_with_hostname("", "t", || Ok("web-1.example".to_owned())).unwrap();
+    assert_eq!(config.node, "web-1.example");
+}
+
+#[test]
+fn invalid_hostname_is_an_error_asking_for_node() {
+    let err = parse_with_hostname(GROUP, "t", || Ok("Web-1".to_owned())).unwrap_err();
+    assert_eq!(err.problems().len(), 1);
+    let problem = &err.problems()[0];
+    assert_eq!((problem.line, problem.column), (None, None));
+    assert!(problem.message.contains("\"Web-1\""), "{err}");
+    assert!(problem.message.contains("node = "), "{err}");
+    assert_eq!(err.to_string(), format!("t: {}", problem.message));
+}
+
+#[test]
+fn unreadable_hostname_is_an_error_asking_for_node() {
+    let err = parse_with_hostname("", "t", || Err("no name".to_owned())).unwrap_err();
+    assert!(
+        err.problems()[0]
+            .message
+            .starts_with("no name; set `node = ")
+    );
+}
+
+#[test]
+fn hostname_is_not_consulted_when_node_is_set() {
+    let config = parse_with_hostname("node = \"x\"", "t", || panic!("hostname consulted")).unwrap();
+    assert_eq!(config.node, "x");
+}
+
+#[test]
+fn public_parse_with_explicit_node() {
+    let config = parse("node = \"db-b\"\n", "promd.toml").unwrap();
+    assert_eq!(config.node, "db-b");
+}
+
+#[test]
+fn not_toml_reports_a_position() {
+    assert_one("node = \"a\"\n\n[[group]\n", 3, 9, "not valid TOML");
+    assert_one("node = \"unterminated\n", 1, 21, "not valid TOML");
+    let found = problems("node = \nlease = = 3\n");
+    assert!(!found.is_empty());
+    assert_eq!((found[0].0, found[0].1), (Some(1), Some(8)), "{found:?}");
+}
+
+#[test]
+fn duplicate_toml_key_is_a_syntax_error_at_the_second() {
+    assert_one(
+        &group_with("lease = \"5s\"\nlease = \"6s\"\n"),
+        5,
+        1,
+        "duplicate key `lease`",
+    );
+}
+
+#[test]
+fn unknown_keys_everywhere() {
+    assert_one(
+        "nodes = \"a\"\n",
+        1,
+        1,
+        "unknown key `nodes` at the top level; allowed here: node",
+    );
+    assert_one(
+        "[store]\nkind = \"dir\"\n  size = 3\n",
+        3,
+        3,
+        "unknown key `size` in [store]",
+    );
+    assert_one(
+        &group_with("leese = \"10s\"\n"),
+        4,
+        1,
+        "unknown key `leese` in [[group]]",
+    );
+    assert_one("[groups]\n", 1, 2, "unknown key `groups` at the top level");
+    // A key that belongs elsewhere says where.
+    assert_one("lease = \"10s\"\n", 1, 1, "belongs in a [[group]]");
+    assert_one(
+        &group_with("node = \"x\"\n"),
+        4,
+        1,
+        "belongs at the top level",
+    );
+    assert_one(&group_with("prefix = \"/x\"\n"), 4, 1, "belongs in [store]");
+}
+
+#[test]
+fn wrong_types() {
+    assert_one(&group_with("lease = 10\n"), 4, 9, "write e.g. \"10s\"");
+    assert_one(
+        &group_with("priority = \"x\"\n"),
+        4,
+        12,
+        "`priority` must be an integer, found string",
+    );
+    assert_one(&group_with("priority = 1.5\n"), 4, 12, "found float");
+    assert_one(
+        &group_with("preempt = \"yes\"\n"),
+        4,
+        11,
+        "`preempt` must be true or false",
+    );
+    assert_one(
+        &group_with("members = \"db-a\"\n"),
+        4,
+        11,
+        "an array of strings",
+    );
+    assert_one(
+        &group_with("watch = [\"a.service\", 3]\n"),
+        4,
+        23,
+        "only strings, found integer",
+    );
+    assert_one(
+        &group_with("restart-window = 1979-05-27\n"),
+        4,
+        18,
+        "found datetime",
+    );
+    assert_one("node = 7\n", 1, 8, "`node` must be a string");
+    assert_one("store = \"etcd\"\n", 1, 9, "`store` must be a table");
+    assert_one(
+        "[group]\nname = \"web\"\n",
+        1,
+        1,
+        "write each group as [[group]]",
+    );
+    assert_one("group = [1]\n", 1, 10, "`group` must be a table");
+}
+
+#[test]
+fn bad_duration_strings() {
+    assert_one(
+        &group_with("restart-backoff = \"1 sec x\"\n"),
+        4,
+        19,
+        "is not a duration",
+    );
+    assert_one(
+        &group_with("failure-cooldown = \"10\"\n"),
+        4,
+        20,
+        "is not a duration",
+    );
+    assert_one(
+        "[store]\nkind = \"etcd\"\nendpoints = [\"http://a:1\"]\nconnect-timeout = \"soon\"\n",
+        4,
+        19,
+        "`connect-timeout`",
+    );
+}
+
+#[test]
+fn integers_out_of_range() {
+    assert_one(
+        &group_with("max-restarts = -1\n"),
+        4,
+        16,
+        "between 0 and 4294967295",
+    );
+    assert_one(
+        &group_with("max-restarts = 4294967296\n"),
+        4,
+        16,
+        "out of range",
+    );
+    assert_one(
+        &group_with("priority = 2147483648\n"),
+        4,
+        12,
+        "between -2147483648 and 2147483647",
+    );
+    assert_one(
+        &group_with("priority = -2147483649\n"),
+        4,
+        12,
+        "out of range",
+    );
+    let config = check(&group_with(
+        "priority = -2147483648\nmax-restarts = 4294967295\n",
+    ))
+    .unwrap();
+    assert_eq!(config.groups[0].priority, i32::MIN);
+    assert_eq!(config.groups[0].max_restarts, u32::MAX);
+}
+
+#[test]
+fn duplicate_group_names_point_at_the_second() {
+    let text = format!("{GROUP}\n[[group]]\nname = \"web\"\nactive-target = \"other.target\"\n");
+    assert_one(&text, 6, 8, "already defined on line 2");
+}
+
+#[test]
+fn lease_shorter_than_one_second() {
+    assert_one(&group_with("lease = \"999ms\"\n"), 4, 9, "at least 1s");
+    assert_one(&group_with("lease = \"0s\"\n"), 4, 9, "at least 1s");
+}
+
+#[test]
+fn health_timeout_must_be_shorter_than_interval() {
+    assert_one(
+        &group_with("health-interval = \"2s\"\nhealth-timeout = \"2s\"\n"),
+        5,
+        18,
+        "`health-timeout` (2s) must be shorter than `health-interval` (2s)",
+    );
+    // Against the default interval (2s).
+    assert_one(
+        &group_with("health-timeout = \"3s\"\n"),
+        4,
+        18,
+        "shorter than",
+    );
+    // Against the default timeout (1s): the interval is what was written.
+    assert_one(
+        &group_with("health-interval = \"500ms\"\n"),
+        4,
+        19,
+        "shorter than",
+    );
+}
+
+#[test]
+fn zero_durations_where_they_make_no_sense() {
+    assert_one(
+        &group_with("restart-window = \"0s\"\n"),
+        4,
+        18,
+        "`restart-window` must be longer than zero",
+    );
+    // The zero interval is reported alone, not also as "shorter than".
+    assert_one(
+        &group_with("health-interval = \"0ms\"\n"),
+        4,
+        19,
+        "`health-interval` must be longer than zero",
+    );
+    assert_one(
+        &group_with("health-timeout = \"0s\"\n"),
+        4,
+        18,
+        "`health-timeout` must be longer than zero",
+    );
+}
+
+#[test]
+fn invalid_names() {
+    assert_one(
+        "[[group]]\nname = \"Web\"\nactive-target = \"a.target\"\n",
+        2,
+        8,
+        "group name \"Web\" is not valid",
+    );
+    assert_one(
+        "[[group]]\nname = \"\"\nactive-target = \"a.target\"\n",
+        2,
+        8,
+        "is not valid",
+    );
+    assert_one("node = \"-a\"\n", 1, 8, "not a valid node name");
+    assert_one(
+        &group_with("members = [\"db-a\", \"DB-B\"]\n"),
+        4,
+        20,
+        "member \"DB-B\" is not a valid node name",
+    );
+    assert_one(&group_with("members = []\n"), 4, 11, "`members` is empty");
+}
+
+#[test]
+fn columns_count_characters_not_bytes() {
+    // "é" is two bytes but one column.
+    let text = group_with("members = [\"db-é\", \"x\", \"Y\"]\n");
+    let found = problems(&text);
+    let places: Vec<_> = found.iter().map(|p| (p.0, p.1)).collect();
+    assert_eq!(
+        places,
+        [(Some(4), Some(12)), (Some(4), Some(25))],
+        "{found:?}"
+    );
+    // Multi-byte characters on earlier lines do not shift later columns.
+    let text = group_with("# ééé\nwatch = [\"ok.service\", \"bad\"]\n");
+    assert_one(&text, 5, 24, "\"bad\"");
+}
+
+#[test]
+fn duplicate_members_and_watched_units() {
+    assert_one(
+        &group_with("members = [\"db-a\", \"db-b\", \"db-a\"]\n"),
+        4,
+        28,
+        "\"db-a\" appears twice in `members` (first at line 4, column 12)",
+    );
+    assert_one(
+        &group_with("watch = [\"a.service\",\n  \"a.service\"]\n"),
+        5,
+        3,
+        "appears twice in `watch` (first at line 4, column 10)",
+    );
+}
+
+#[test]
+fn invalid_unit_names() {
+    assert_one(
+        "[[group]]\nname = \"w\"\nactive-target = \"web-active\"\n",
+        3,
+        17,
+        "not a valid systemd unit name",
+    );
+    assert_one(
+        &group_with("passive-target = \"web passive.target\"\n"),
+        4,
+        18,
+        "not a valid systemd unit name",
+    );
+    assert_one(
+        &group_with("passive-target = \"web-active.target\"\n"),
+        4,
+        18,
+        "must differ",
+    );
+    assert_one(
+        &group_with("watch = [\"web.service\", \"web.services\"]\n"),
+        4,
+        25,
+        "\"web.services\" in `watch`",
+    );
+}
+
+#[test]
+fn unit_name_rules() {
+    for good in [
+        "web.service",
+        "web-active.target",
+        "getty@tty1.service",
+        "a:b_c.d\\x2d.mount",
+        "x.automount",
+        "x.swap",
+        "x.socket",
+        "x.device",
+        "x.path",
+        "x.timer",
+        "x.slice",
+        "x.scope",
+    ] {
+        assert!(valid_unit_name(good), "{good}");
+    }
+    let too_long = format!("{}.service", "a".repeat(248));
+    assert!(!valid_unit_name(&too_long));
+    assert!(valid_unit_name(&format!("{}.service", "a".repeat(247))));
+    for bad in [
+        "",
+        "web",
+        ".service",
+        "web.conf",
+        "web service.service",
+        "getty@.service",
+        "@tty1.service",
+        "a@b@c.service",
+        "wéb.service",
+        "web.service.",
+    ] {
+        assert!(!valid_unit_name(bad), "{bad}");
+    }
+}
+
+#[test]
+fn group_name_rules() {
+    assert!(valid_group_name("web"));
+    assert!(valid_group_name("a_b-9"));
+    assert!(valid_group_name(&"a".repeat(64)));
+    assert!(!valid_group_name(&"a".repeat(65)));
+    assert!(!valid_group_name(""));
+    assert!(!valid_group_name("a.b"));
+    assert!(!valid_group_name("Web"));
+    assert!(!valid_group_name("a/b"));
+}
+
+#[test]
+fn endpoint_rules() {
+    for good in [
+        "http://10.0.0.1:2379",
+        "https://etcd.example:443",
+        "http://[fe80::1]:2379",
+    ] {
+        assert!(valid_endpoint(good), "{good}");
+    }
+    for bad in [
+        "10.0.0.1:2379",
+        "http://10.0.0.1",
+        "http://10.0.0.1:",
+        "http://:2379",
+        "http://10.0.0.1:2379/",
+        "http://10.0.0.1:0",
+        "http://10.0.0.1:65536",
+        "http://10.0.0.1:+1",
+        "ftp://a:1",
+        "http://[zz]:1",
+        "http://a b:1",
+    ] {
+        assert!(!valid_endpoint(bad), "{bad}");
+    }
+}
+
+#[test]
+fn store_errors() {
+    assert_one(
+        "[store]\nkind = \"zookeeper\"\n",
+        2,
+        8,
+        "unknown store kind \"zookeeper\"",
+    );
+    assert_one("\n[store]\nkind = \"etcd\"\n", 2, 1, "needs `endpoints`");
+    assert_one(
+        "[store]\nkind = \"etcd\"\nendpoints = []\n",
+        3,
+        13,
+        "`endpoints` is empty",
+    );
+    assert_one(
+        "[store]\nkind = \"etcd\"\nendpoints = [\"http://a:1\", \"a:2379\"]\n",
+        3,
+        28,
+        "endpoint \"a:2379\" is not http://HOST:PORT",
+    );
+    let etcd = "[store]\nkind = \"etcd\"\nendpoints = [\"http://a:1\"]\n";
+    assert_one(
+        &format!("{etcd}prefix = \"promd\"\n"),
+        4,
+        10,
+        "must start with `/`",
+    );
+    assert_one(
+        &format!("{etcd}prefix = \"/promd/\"\n"),
+        4,
+        10,
+        "not end with `/`",
+    );
+    assert_one(
+        &format!("{etcd}path = \"/var/lib/promd\"\n"),
+        4,
+        1,
+        "`path` only applies to kind = \"dir\"",
+    );
+    assert_one(
+        &format!("{etcd}connect-timeout = \"0s\"\n"),
+        4,
+        19,
+        "longer than zero",
+    );
+    assert_one(
+        "[store]\npath = \"var/lib/promd\"\n",
+        2,
+        8,
+        "must be an absolute path",
+    );
+}
+
+#[test]
+fn etcd_keys_under_dir_are_errors() {
+    let text = "[store]\nkind = \"dir\"\nendpoints = [\"http://a:1\"]\nconnect-timeout = \"1s\"\nprefix = \"/p\"\n";
+    let found = problems(text);
+    let places: Vec<_> = found.iter().map(|p| (p.0, p.1)).collect();
+    assert_eq!(
+        places,
+        [(Some(3), Some(1)), (Some(4), Some(1)), (Some(5), Some(1))]
+    );
+    assert!(
+        found
+            .iter()
+            .all(|p| p.2.contains("only applies to kind = \"etcd\""))
+    );
+    // Without `kind`, the store is "dir" too.
+    assert_one(
+        "[store]\nprefix = \"/p\"\n",
+        2,
+        1,
+        "only applies to kind = \"etcd\"",
+    );
+}
+
+#[test]
+fn health_command_errors() {
+    assert_one(
+        &group_with("health-command = []\n"),
+        4,
+        18,
+        "`health-command` is empty",
+    );
+    assert_one(
+        &group_with("health-command = [\"check\", \"-v\"]\n"),
+        4,
+        19,
+        "absolute path, not \"check\"",
+    );
+    assert_one(
+        &group_with("health-command = \"/bin/check\"\n"),
+        4,
+        18,
+        "an array of strings",
+    );
+}
+
+#[test]
+fn missing_required_keys_point_at_the_header() {
+    assert_one(
+        "node = \"a\"\n\n[[group]]\nname = \"web\"\n",
+        3,
+        1,
+        "no `active-target`",
+    );
+    assert_one(
+        "[[group]]\nactive-target = \"a.target\"\n",
+        1,
+        1,
+        "no `name`",
+    );
+    let found = problems("[[group]]\n[[group]]\nname = \"b\"\nactive-target = \"b.target\"\n");
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found.iter().all(|p| (p.0, p.1) == (Some(1), Some(1))));
+}
+
+#[test]
+fn every_problem_is_reported_in_file_order() {
+    let text = "node = \"Bad\"\n\
+                    [store]\n\
+                    kind = \"etcd\"\n\
+                    endpoints = [\"http://a:1\"]\n\
+                    [[group]]\n\
+                    name = \"web\"\n\
+                    active-target = \"web-active.target\"\n\
+                    lease = \"100ms\"\n\
+                    colour = \"blue\"\n";
+    let err = check(text).unwrap_err();
+    let places: Vec<_> = err.problems().iter().map(|p| (p.line, p.column)).collect();
+    assert_eq!(
+        places,
+        [(Some(1), Some(8)), (Some(8), Some(9)), (Some(9), Some(1))],
+        "{err}"
+    );
+    let lines: Vec<_> = err.to_string().lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 3);
+    assert!(
+        lines[0].starts_with("test.toml:1:8: `node` = \"Bad\""),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].starts_with("test.toml:8:9: `lease`"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].starts_with("test.toml:9:1: unknown key `colour`"),
+        "{}",
+        lines[2]
+    );
+}
+
+#[test]
+fn errors_in_two_groups_and_duplicates_together() {
+    let text =
+        format!("{GROUP}lease = \"1ms\"\n[[group]]\nname = \"web\"\nactive-target = \"x\"\n");
+    let found = problems(&text);
+    let places: Vec<_> = found.iter().map(|p| (p.0, p.1)).collect();
+    assert_eq!(
+        places,
+        [(Some(4), Some(9)), (Some(6), Some(8)), (Some(7), Some(17))],
+        "{found:?}"
+    );
+}
+
+#[test]
+fn load_reads_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("promd.toml");
+    std::fs::write(&path, DESIGN_EXAMPLE).unwrap();
+    let config = load(&path).unwrap();
+    assert_eq!(config.node, "db-a");
+
+    std::fs::write(&path, "node = 1\n").unwrap();
+    let err = load(&path).unwrap_err();
+    assert_eq!(err.origin(), path.display().to_string());
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}:1:8: `node` must be a string, found integer",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn unreadable_file_has_the_os_reason_and_no_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing.toml");
+    let err = load(&path).unwrap_err();
+    assert_eq!(err.problems().len(), 1);
+    let problem = &err.problems()[0];
+    assert_eq!((problem.line, problem.column), (None, None));
+    assert!(
+        problem.message.contains("No such file or directory"),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{}: cannot read", path.display()))
+    );
+}
+
+#[test]
+fn display_formats() {
+    let err = ConfigError {
+        origin: "f".to_owned(),
+        problems: vec![
+            Problem {
+                line: None,
+                column: None,
+                message: "a".to_owned(),
+            },
+            Problem {
+                line: Some(2),
+                column: Some(3),
+                message: "b".to_owned(),
+            },
+        ],
+    };
+    assert_eq!(err.to_string(), "f: a\nf:2:3: b");
+}
+
+#[test]
+fn position_counts_from_one() {
+    assert_eq!(position("ab\ncd", 0), (1, 1));
+    assert_eq!(position("ab\ncd", 2), (1, 3));
+    assert_eq!(position("ab\ncd", 3), (2, 1));
+    assert_eq!(position("ab\ncd", 99), (2, 3));
+    assert_eq!(position("é\nx", 2), (1, 2));
+}

@@ -1,0 +1,472 @@
+//! The document walk: positions, the `Checker`, and the top-level, `[store]` and `[[group]]`
+//! sections with the checks that span several keys.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use toml::Spanned;
+use toml::de::{DeString, DeTable, DeValue};
+
+use super::*;
+
+pub(super) const MIN_LEASE: Duration = Duration::from_secs(1);
+
+pub(super) const TOP_KEYS: &[&str] = &["node", "[store]", "[[group]]"];
+pub(super) const STORE_KEYS: &[&str] = &["kind", "endpoints", "connect-timeout", "prefix", "path"];
+pub(super) const GROUP_KEYS: &[&str] = &[
+    "name",
+    "active-target",
+    "passive-target",
+    "members",
+    "lease",
+    "priority",
+    "preempt",
+    "max-restarts",
+    "restart-window",
+    "restart-backoff",
+    "failure-cooldown",
+    "watch",
+    "health-command",
+    "health-interval",
+    "health-timeout",
+];
+pub(super) const NODE_NAME_RULE: &str =
+    "[a-z0-9_.-], 1 to 64 characters, not starting with `.` or `-`";
+pub(super) const DURATION_HINT: &str = "write e.g. \"10s\", \"5min\" or \"1500ms\"";
+
+/// 1-based line and column (in characters) of a byte offset.
+pub(super) fn position(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text.as_bytes()[..offset];
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |nl| nl + 1);
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let column = match text.get(line_start..offset) {
+        Some(s) => s.chars().count() + 1,
+        None => offset - line_start + 1,
+    };
+    (line, column)
+}
+
+/// A key as written: where its key and value are, and the value if it was valid.
+pub(super) struct Field<T> {
+    pub(super) key: Range<usize>,
+    pub(super) span: Range<usize>,
+    pub(super) value: Option<T>,
+}
+
+/// The value of an optional key once the section is known to be valid.
+pub(super) fn or_default<T: Clone>(field: &Option<Field<T>>, default: T) -> T {
+    field
+        .as_ref()
+        .and_then(|f| f.value.clone())
+        .unwrap_or(default)
+}
+
+/// The value of an optional key without a default.
+pub(super) fn optional<T: Clone>(field: &Option<Field<T>>) -> Option<T> {
+    field.as_ref().and_then(|f| f.value.clone())
+}
+
+pub(super) type Key<'i> = Spanned<DeString<'i>>;
+pub(super) type Value<'i> = Spanned<DeValue<'i>>;
+
+/// Walks the document, collecting problems.
+pub(super) struct Checker<'s> {
+    pub(super) text: &'s str,
+    pub(super) problems: Vec<Problem>,
+}
+
+#[derive(Clone, Copy)]
+pub(super) enum StoreKind {
+    Etcd,
+    Dir,
+}
+
+#[derive(Default)]
+pub(super) struct StoreFields {
+    kind: Option<Field<StoreKind>>,
+    endpoints: Option<Field<Vec<String>>>,
+    connect_timeout: Option<Field<Duration>>,
+    prefix: Option<Field<String>>,
+    path: Option<Field<PathBuf>>,
+}
+
+#[derive(Default)]
+pub(super) struct GroupFields {
+    name: Option<Field<String>>,
+    active_target: Option<Field<String>>,
+    passive_target: Option<Field<String>>,
+    members: Option<Field<Vec<String>>>,
+    lease: Option<Field<Duration>>,
+    priority: Option<Field<i32>>,
+    preempt: Option<Field<bool>>,
+    max_restarts: Option<Field<u32>>,
+    restart_window: Option<Field<Duration>>,
+    restart_backoff: Option<Field<Duration>>,
+    failure_cooldown: Option<Field<Duration>>,
+    watch: Option<Field<Vec<String>>>,
+    health_command: Option<Field<Vec<String>>>,
+    health_interval: Option<Field<Duration>>,
+    health_timeout: Option<Field<Duration>>,
+}
+
+impl Checker<'_> {
+    pub(super) fn error(&mut self, span: &Range<usize>, message: impl Into<String>) {
+        let (line, column) = position(self.text, span.start);
+        self.problems.push(Problem {
+            line: Some(line),
+            column: Some(column),
+            message: message.into(),
+        });
+    }
+
+    pub(super) fn unplaced_error(&mut self, message: impl Into<String>) {
+        self.problems.push(Problem {
+            line: None,
+            column: None,
+            message: message.into(),
+        });
+    }
+
+    pub(super) fn line_of(&self, span: &Range<usize>) -> usize {
+        position(self.text, span.start).0
+    }
+
+    pub(super) fn syntax_error(&mut self, err: &toml::de::Error) {
+        // Keep each problem on one line, as promised by `ConfigError`'s Display.
+        let mut message = format!(
+            "not valid TOML: {}",
+            err.message().trim().replace('\n', "; ")
+        );
+        // toml says only "duplicate key"; name it, since its first definition is not shown.
+        if err.message() == "duplicate key"
+            && let Some(key) = err.span().and_then(|span| self.text.get(span))
+        {
+            message.push_str(&format!(" `{key}`"));
+        }
+        match err.span() {
+            Some(span) => self.error(&span, message),
+            None => self.unplaced_error(message),
+        }
+    }
+
+    /// Runs `check` on a key's value and remembers where the key was.
+    pub(super) fn field<T>(
+        &mut self,
+        key: &Key<'_>,
+        value: &Value<'_>,
+        check: impl FnOnce(&mut Self, &str, &Value<'_>) -> Option<T>,
+    ) -> Option<Field<T>> {
+        Some(Field {
+            key: key.span(),
+            span: value.span(),
+            value: check(self, key.get_ref(), value),
+        })
+    }
+
+    pub(super) fn unknown_key(&mut self, key: &Key<'_>, place: &str, allowed: &[&str]) {
+        let name: &str = key.get_ref();
+        let hint = if place != "at the top level" && matches!(name, "node" | "store" | "group") {
+            format!(" (`{name}` belongs at the top level, before any [table] header)")
+        } else if place != "in [[group]]" && GROUP_KEYS.contains(&name) {
+            format!(" (`{name}` belongs in a [[group]])")
+        } else if place != "in [store]" && STORE_KEYS.contains(&name) {
+            format!(" (`{name}` belongs in [store])")
+        } else {
+            String::new()
+        };
+        self.error(
+            &key.span(),
+            format!(
+                "unknown key `{name}` {place}; allowed here: {}{hint}",
+                allowed.join(", ")
+            ),
+        );
+    }
+
+    // --- sections -------------------------------------------------------------------------
+
+    pub(super) fn document(
+        &mut self,
+        root: &DeTable<'_>,
+        hostname: impl FnOnce() -> Result<String, String>,
+    ) -> Option<Config> {
+        let mut node = None;
+        let mut store = None;
+        let mut groups = None;
+        for (key, value) in root.iter() {
+            match key.get_ref().as_ref() {
+                "node" => node = Some(self.node(value)),
+                "store" => store = Some(self.store(value)),
+                "group" => groups = Some(self.groups(value)),
+                _ => self.unknown_key(key, "at the top level", TOP_KEYS),
+            }
+        }
+        let node = node.unwrap_or_else(|| self.default_node(hostname));
+        let store = store.unwrap_or_else(|| {
+            Some(StoreConfig::Dir {
+                path: PathBuf::from(DEFAULT_DIR),
+            })
+        });
+        let groups = groups.unwrap_or_else(|| Some(Vec::new()));
+        Some(Config {
+            node: node?,
+            store: store?,
+            groups: groups?,
+        })
+    }
+
+    pub(super) fn node(&mut self, value: &Value<'_>) -> Option<String> {
+        let name = self.string("node", value)?;
+        if !valid_node_name(&name) {
+            self.error(
+                &value.span(),
+                format!("`node` = {name:?} is not a valid node name: use {NODE_NAME_RULE}"),
+            );
+            return None;
+        }
+        Some(name)
+    }
+
+    pub(super) fn default_node(
+        &mut self,
+        hostname: impl FnOnce() -> Result<String, String>,
+    ) -> Option<String> {
+        match hostname() {
+            Ok(name) if valid_node_name(&name) => Some(name),
+            Ok(name) => {
+                self.unplaced_error(format!(
+                    "this host's name {name:?} is not a valid node name ({NODE_NAME_RULE}); \
+                     set `node = \"...\"` at the top of the file"
+                ));
+                None
+            }
+            Err(err) => {
+                self.unplaced_error(format!(
+                    "{err}; set `node = \"...\"` at the top of the file"
+                ));
+                None
+            }
+        }
+    }
+
+    pub(super) fn store(&mut self, value: &Value<'_>) -> Option<StoreConfig> {
+        let table = self.table("store", value, "[store]")?;
+        let before = self.problems.len();
+        let mut f = StoreFields::default();
+        for (key, value) in table.iter() {
+            match key.get_ref().as_ref() {
+                "kind" => f.kind = self.field(key, value, Self::store_kind),
+                "endpoints" => f.endpoints = self.field(key, value, Self::endpoints),
+                "connect-timeout" => {
+                    f.connect_timeout = self.field(key, value, Self::nonzero_duration);
+                }
+                "prefix" => f.prefix = self.field(key, value, Self::prefix),
+                "path" => f.path = self.field(key, value, Self::absolute_path),
+                _ => self.unknown_key(key, "in [store]", STORE_KEYS),
+            }
+        }
+        // An invalid `kind` is already reported; kind-specific checks would only guess.
+        let kind = match &f.kind {
+            None => StoreKind::Dir,
+            Some(field) => field.value?,
+        };
+        let store = match kind {
+            StoreKind::Etcd => self.etcd_store(&f, &value.span()),
+            StoreKind::Dir => self.dir_store(&f),
+        };
+        (self.problems.len() == before).then_some(store)
+    }
+
+    pub(super) fn etcd_store(&mut self, f: &StoreFields, table: &Range<usize>) -> StoreConfig {
+        if f.endpoints.is_none() {
+            self.error(
+                table,
+                "[store] with kind = \"etcd\" needs `endpoints`, e.g. [\"http://10.0.0.1:2379\"]",
+            );
+        }
+        if let Some(path) = &f.path {
+            self.error(
+                &path.key,
+                "`path` only applies to kind = \"dir\"; etcd uses `endpoints` and `prefix`",
+            );
+        }
+        StoreConfig::Etcd {
+            endpoints: or_default(&f.endpoints, Vec::new()),
+            connect_timeout: or_default(&f.connect_timeout, DEFAULT_CONNECT_TIMEOUT),
+            prefix: or_default(&f.prefix, DEFAULT_PREFIX.to_owned()),
+        }
+    }
+
+    pub(super) fn dir_store(&mut self, f: &StoreFields) -> StoreConfig {
+        let etcd_only = [
+            ("endpoints", f.endpoints.as_ref().map(|f| &f.key)),
+            (
+                "connect-timeout",
+                f.connect_timeout.as_ref().map(|f| &f.key),
+            ),
+            ("prefix", f.prefix.as_ref().map(|f| &f.key)),
+        ];
+        for (name, key) in etcd_only {
+            if let Some(key) = key {
+                self.error(
+                    key,
+                    format!(
+                        "`{name}` only applies to kind = \"etcd\"; this [store] is kind = \"dir\""
+                    ),
+                );
+            }
+        }
+        StoreConfig::Dir {
+            path: or_default(&f.path, PathBuf::from(DEFAULT_DIR)),
+        }
+    }
+
+    pub(super) fn groups(&mut self, value: &Value<'_>) -> Option<Vec<GroupConfig>> {
+        let DeValue::Array(items) = value.get_ref() else {
+            self.error(
+                &value.span(),
+                format!(
+                    "`group` must be an array of tables, found {}: write each group as [[group]]",
+                    value.get_ref().type_str()
+                ),
+            );
+            return None;
+        };
+        let before = self.problems.len();
+        let mut groups = Vec::new();
+        let mut first_seen: HashMap<String, Range<usize>> = HashMap::new();
+        for item in items.iter() {
+            let (name, group) = self.group(item);
+            if let Some(name) = name {
+                if let Some(first) = first_seen.get(name.get_ref()) {
+                    let line = self.line_of(first);
+                    self.error(
+                        &name.span(),
+                        format!(
+                            "duplicate group name {:?}: it is already defined on line {line}",
+                            name.get_ref()
+                        ),
+                    );
+                } else {
+                    first_seen.insert(name.get_ref().clone(), name.span());
+                }
+            }
+            groups.extend(group);
+        }
+        (self.problems.len() == before).then_some(groups)
+    }
+
+    /// One `[[group]]`: its valid name (for the duplicate check) and the group if it is valid.
+    pub(super) fn group(
+        &mut self,
+        item: &Value<'_>,
+    ) -> (Option<Spanned<String>>, Option<GroupConfig>) {
+        let Some(table) = self.table("group", item, "[[group]]") else {
+            return (None, None);
+        };
+        let before = self.problems.len();
+        let mut f = GroupFields::default();
+        for (key, value) in table.iter() {
+            match key.get_ref().as_ref() {
+                "name" => f.name = self.field(key, value, Self::group_name),
+                "active-target" => f.active_target = self.field(key, value, Self::unit),
+                "passive-target" => f.passive_target = self.field(key, value, Self::unit),
+                "members" => f.members = self.field(key, value, Self::members),
+                "lease" => f.lease = self.field(key, value, Self::lease),
+                "priority" => f.priority = self.field(key, value, Self::i32_value),
+                "preempt" => f.preempt = self.field(key, value, Self::boolean),
+                "max-restarts" => f.max_restarts = self.field(key, value, Self::u32_value),
+                "restart-window" => {
+                    f.restart_window = self.field(key, value, Self::nonzero_duration);
+                }
+                "restart-backoff" => f.restart_backoff = self.field(key, value, Self::duration),
+                "failure-cooldown" => f.failure_cooldown = self.field(key, value, Self::duration),
+                "watch" => f.watch = self.field(key, value, Self::watch),
+                "health-command" => f.health_command = self.field(key, value, Self::health_command),
+                "health-interval" => {
+                    f.health_interval = self.field(key, value, Self::nonzero_duration);
+                }
+                "health-timeout" => {
+                    f.health_timeout = self.field(key, value, Self::nonzero_duration);
+                }
+                _ => self.unknown_key(key, "in [[group]]", GROUP_KEYS),
+            }
+        }
+        self.group_relations(&f, &item.span());
+        let name = f
+            .name
+            .as_ref()
+            .and_then(|n| Some(Spanned::new(n.span.clone(), n.value.clone()?)));
+        if self.problems.len() != before {
+            return (name, None);
+        }
+        let group = GroupConfig {
+            name: or_default(&f.name, String::new()),
+            active_target: or_default(&f.active_target, String::new()),
+            passive_target: optional(&f.passive_target),
+            members: optional(&f.members),
+            lease: or_default(&f.lease, DEFAULT_LEASE),
+            priority: or_default(&f.priority, DEFAULT_PRIORITY),
+            preempt: or_default(&f.preempt, false),
+            max_restarts: or_default(&f.max_restarts, DEFAULT_MAX_RESTARTS),
+            restart_window: or_default(&f.restart_window, DEFAULT_RESTART_WINDOW),
+            restart_backoff: or_default(&f.restart_backoff, DEFAULT_RESTART_BACKOFF),
+            failure_cooldown: or_default(&f.failure_cooldown, DEFAULT_FAILURE_COOLDOWN),
+            watch: optional(&f.watch),
+            health_command: optional(&f.health_command),
+            health_interval: or_default(&f.health_interval, DEFAULT_HEALTH_INTERVAL),
+            health_timeout: or_default(&f.health_timeout, DEFAULT_HEALTH_TIMEOUT),
+        };
+        (name, Some(group))
+    }
+
+    /// Checks that involve several keys of a group: required keys and consistency.
+    pub(super) fn group_relations(&mut self, f: &GroupFields, header: &Range<usize>) {
+        if f.name.is_none() {
+            self.error(header, "this [[group]] has no `name`");
+        }
+        if f.active_target.is_none() {
+            self.error(
+                header,
+                "this [[group]] has no `active-target`, e.g. active-target = \"web-active.target\"",
+            );
+        }
+        if let (Some(active), Some(passive)) = (&f.active_target, &f.passive_target)
+            && active.value.is_some()
+            && active.value == passive.value
+        {
+            self.error(
+                &passive.span,
+                "`passive-target` must differ from `active-target`",
+            );
+        }
+        // Compare with the defaults too: `health-timeout = "3s"` alone breaks the 2s interval.
+        let interval = f.health_interval.as_ref();
+        let timeout = f.health_timeout.as_ref();
+        if interval.is_some_and(|f| f.value.is_none()) || timeout.is_some_and(|f| f.value.is_none())
+        {
+            return;
+        }
+        let interval_value = or_default(&f.health_interval, DEFAULT_HEALTH_INTERVAL);
+        let timeout_value = or_default(&f.health_timeout, DEFAULT_HEALTH_TIMEOUT);
+        if timeout_value >= interval_value {
+            let Some(span) = timeout.or(interval).map(|f| f.span.clone()) else {
+                return;
+            };
+            self.error(
+                &span,
+                format!(
+                    "`health-timeout` ({}) must be shorter than `health-interval` ({})",
+                    humantime::format_duration(timeout_value),
+                    humantime::format_duration(interval_value)
+                ),
+            );
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! Checks of single keys: the keys with their own rules, then plain TOML types.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use toml::Spanned;
+use toml::de::DeValue;
+
+use super::names::{UNIT_SUFFIXES, valid_endpoint};
+use super::validate::*;
+use super::*;
+
+impl Checker<'_> {
+    pub(super) fn store_kind(&mut self, key: &str, value: &Value<'_>) -> Option<StoreKind> {
+        match self.string(key, value)?.as_str() {
+            "etcd" => Some(StoreKind::Etcd),
+            "dir" => Some(StoreKind::Dir),
+            other => {
+                self.error(
+                    &value.span(),
+                    format!("unknown store kind {other:?}: use \"etcd\" or \"dir\""),
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) fn endpoints(&mut self, key: &str, value: &Value<'_>) -> Option<Vec<String>> {
+        let endpoints = self.string_array(key, value)?;
+        if endpoints.is_empty() {
+            self.error(
+                &value.span(),
+                "`endpoints` is empty: list at least one, e.g. [\"http://10.0.0.1:2379\"]",
+            );
+            return None;
+        }
+        let mut ok = true;
+        for endpoint in &endpoints {
+            if !valid_endpoint(endpoint.get_ref()) {
+                self.error(
+                    &endpoint.span(),
+                    format!(
+                        "endpoint {:?} is not http://HOST:PORT or https://HOST:PORT",
+                        endpoint.get_ref()
+                    ),
+                );
+                ok = false;
+            }
+        }
+        ok.then(|| endpoints.into_iter().map(Spanned::into_inner).collect())
+    }
+
+    pub(super) fn prefix(&mut self, key: &str, value: &Value<'_>) -> Option<String> {
+        let prefix = self.string(key, value)?;
+        if !prefix.starts_with('/') || (prefix != "/" && prefix.ends_with('/')) {
+            self.error(
+                &value.span(),
+                format!("`prefix` = {prefix:?} must start with `/` and not end with `/` (unless it is \"/\")"),
+            );
+            return None;
+        }
+        Some(prefix)
+    }
+
+    pub(super) fn absolute_path(&mut self, key: &str, value: &Value<'_>) -> Option<PathBuf> {
+        let path = PathBuf::from(self.string(key, value)?);
+        if !path.is_absolute() {
+            self.error(
+                &value.span(),
+                format!("`{key}` = {path:?} must be an absolute path"),
+            );
+            return None;
+        }
+        Some(path)
+    }
+
+    pub(super) fn group_name(&mut self, key: &str, value: &Value<'_>) -> Option<String> {
+        let name = self.string(key, value)?;
+        if !valid_group_name(&name) {
+            self.error(
+                &value.span(),
+                format!("group name {name:?} is not valid: use [a-z0-9_-], 1 to 64 characters"),
+            );
+            return None;
+        }
+        Some(name)
+    }
+
+    pub(super) fn unit(&mut self, key: &str, value: &Value<'_>) -> Option<String> {
+        let name = self.string(key, value)?;
+        if !valid_unit_name(&name) {
+            self.error(&value.span(), unit_name_message(key, &name));
+            return None;
+        }
+        Some(name)
+    }
+
+    pub(super) fn members(&mut self, key: &str, value: &Value<'_>) -> Option<Vec<String>> {
+        let members = self.string_array(key, value)?;
+        if members.is_empty() {
+            self.error(
+                &value.span(),
+                "`members` is empty, so no node could be active: list the nodes or omit the key",
+            );
+            return None;
+        }
+        let mut ok = true;
+        for member in &members {
+            if !valid_node_name(member.get_ref()) {
+                self.error(
+                    &member.span(),
+                    format!(
+                        "member {:?} is not a valid node name: use {NODE_NAME_RULE}",
+                        member.get_ref()
+                    ),
+                );
+                ok = false;
+            }
+        }
+        ok &= self.no_duplicates(key, &members);
+        ok.then(|| members.into_iter().map(Spanned::into_inner).collect())
+    }
+
+    pub(super) fn watch(&mut self, key: &str, value: &Value<'_>) -> Option<Vec<String>> {
+        let units = self.string_array(key, value)?;
+        let mut ok = true;
+        for unit in &units {
+            if !valid_unit_name(unit.get_ref()) {
+                self.error(&unit.span(), unit_name_message(key, unit.get_ref()));
+                ok = false;
+            }
+        }
+        ok &= self.no_duplicates(key, &units);
+        ok.then(|| units.into_iter().map(Spanned::into_inner).collect())
+    }
+
+    pub(super) fn health_command(&mut self, key: &str, value: &Value<'_>) -> Option<Vec<String>> {
+        let argv = self.string_array(key, value)?;
+        let Some(program) = argv.first() else {
+            self.error(
+                &value.span(),
+                "`health-command` is empty: give the program and its arguments, e.g. [\"/usr/lib/web/check\"]",
+            );
+            return None;
+        };
+        if !program.get_ref().starts_with('/') {
+            self.error(
+                &program.span(),
+                format!(
+                    "`health-command` must start with an absolute path, not {:?}",
+                    program.get_ref()
+                ),
+            );
+            return None;
+        }
+        Some(argv.into_iter().map(Spanned::into_inner).collect())
+    }
+
+    pub(super) fn lease(&mut self, key: &str, value: &Value<'_>) -> Option<Duration> {
+        let lease = self.duration(key, value)?;
+        if lease < MIN_LEASE {
+            self.error(
+                &value.span(),
+                format!(
+                    "`lease` = {} is too short: it must be at least 1s",
+                    humantime::format_duration(lease)
+                ),
+            );
+            return None;
+        }
+        Some(lease)
+    }
+
+    pub(super) fn nonzero_duration(&mut self, key: &str, value: &Value<'_>) -> Option<Duration> {
+        let duration = self.duration(key, value)?;
+        if duration.is_zero() {
+            self.error(&value.span(), format!("`{key}` must be longer than zero"));
+            return None;
+        }
+        Some(duration)
+    }
+
+    /// Reports every repeated entry at the repetition, naming where it first appeared.
+    pub(super) fn no_duplicates(&mut self, key: &str, items: &[Spanned<String>]) -> bool {
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            if let Some(first) = items[..i].iter().find(|f| f.get_ref() == item.get_ref()) {
+                let (line, column) = position(self.text, first.span().start);
+                self.error(
+                    &item.span(),
+                    format!(
+                        "{:?} appears twice in `{key}` (first at line {line}, column {column})",
+                        item.get_ref()
+                    ),
+                );
+                ok = false;
+            }
+        }
+        ok
+    }
+
+    // --- plain types ----------------------------------------------------------------------
+
+    pub(super) fn wrong_type(&mut self, key: &str, value: &Value<'_>, expected: &str) {
+        self.error(
+            &value.span(),
+            format!(
+                "`{key}` must be {expected}, found {}",
+                value.get_ref().type_str()
+            ),
+        );
+    }
+
+    pub(super) fn table<'v, 'i>(
+        &mut self,
+        key: &str,
+        value: &'v Value<'i>,
+        header: &str,
+    ) -> Option<&'v DeTable<'i>> {
+        match value.get_ref() {
+            DeValue::Table(table) => Some(table),
+            _ => {
+                self.wrong_type(key, value, &format!("a table, written {header}"));
+                None
+            }
+        }
+    }
+
+    pub(super) fn string(&mut self, key: &str, value: &Value<'_>) -> Option<String> {
+        match value.get_ref() {
+            DeValue::String(s) => Some(s.to_string()),
+            _ => {
+                self.wrong_type(key, value, "a string");
+                None
+            }
+        }
+    }
+
+    pub(super) fn boolean(&mut self, key: &str, value: &Value<'_>) -> Option<bool> {
+        match value.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => {
+                self.wrong_type(key, value, "true or false");
+                None
+            }
+        }
+    }
+
+    pub(super) fn integer(&mut self, key: &str, value: &Value<'_>) -> Option<i64> {
+        let DeValue::Integer(int) = value.get_ref() else {
+            self.wrong_type(key, value, "an integer");
+            return None;
+        };
+        match i64::from_str_radix(int.as_str(), int.radix()) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                self.error(&value.span(), format!("`{key}` = {int} is out of range"));
+                None
+            }
+        }
+    }
+
+    pub(super) fn i32_value(&mut self, key: &str, value: &Value<'_>) -> Option<i32> {
+        let n = self.integer(key, value)?;
+        self.in_range(key, value, n)
+    }
+
+    pub(super) fn u32_value(&mut self, key: &str, value: &Value<'_>) -> Option<u32> {
+        let n = self.integer(key, value)?;
+        self.in_range(key, value, n)
+    }
+
+    pub(super) fn in_range<T>(&mut self, key: &str, value: &Value<'_>, n: i64) -> Option<T>
+    where
+        T: TryFrom<i64> + Bounded,
+    {
+        match T::try_from(n) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                self.error(
+                    &value.span(),
+                    format!(
+                        "`{key}` = {n} is out of range: it must be between {} and {}",
+                        T::MIN,
+                        T::MAX
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) fn duration(&mut self, key: &str, value: &Value<'_>) -> Option<Duration> {
+        match value.get_ref() {
+            DeValue::String(s) => match humantime::parse_duration(s) {
+                Ok(duration) => Some(duration),
+                Err(err) => {
+                    self.error(
+                        &value.span(),
+                        format!("`{key}` = {s:?} is not a duration ({err}): {DURATION_HINT}"),
+                    );
+                    None
+                }
+            },
+            DeValue::Integer(int) => {
+                // A bare number is the likeliest slip; say what to write instead.
+                self.error(
+                    &value.span(),
+                    format!(
+                        "`{key}` must be a duration string, found integer: write e.g. \"{int}s\""
+                    ),
+                );
+                None
+            }
+            _ => {
+                self.wrong_type(key, value, &format!("a duration string ({DURATION_HINT})"));
+                None
+            }
+        }
+    }
+
+    /// An array of strings, each with its position for element-level messages.
+    pub(super) fn string_array(
+        &mut self,
+        key: &str,
+        value: &Value<'_>,
+    ) -> Option<Vec<Spanned<String>>> {
+        let DeValue::Array(items) = value.get_ref() else {
+            self.wrong_type(key, value, "an array of strings");
+            return None;
+        };
+        let mut strings = Vec::new();
+        let mut ok = true;
+        for item in items.iter() {
+            match item.get_ref() {
+                DeValue::String(s) => strings.push(Spanned::new(item.span(), s.to_string())),
+                other => {
+                    self.error(
+                        &item.span(),
+                        format!("`{key}` must hold only strings, found {}", other.type_str()),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(strings)
+    }
+}
+
+/// Integer types whose bounds range errors quote.
+pub(super) trait Bounded: fmt::Display + Sized {
+    const MIN: Self;
+    const MAX: Self;
+}
+
+impl Bounded for i32 {
+    const MIN: Self = i32::MIN;
+    const MAX: Self = i32::MAX;
+}
+
+impl Bounded for u32 {
+    const MIN: Self = u32::MIN;
+    const MAX: Self = u32::MAX;
+}
+
+pub(super) fn unit_name_message(key: &str, name: &str) -> String {
+    format!(
+        "{name:?} in `{key}` is not a valid systemd unit name: NAME[@INSTANCE].SUFFIX, \
+         made of [A-Za-z0-9:_.\\-], at most 255 characters, SUFFIX one of {}",
+        UNIT_SUFFIXES.join(", ")
+    )
+}
