@@ -1,0 +1,351 @@
+//! The jobs: the file operations of the group task, run one at a time on the blocking pool.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::store::Leader;
+use crate::store::record::{self, LeaderRecord, MaintenanceRecord, MemberRecord, SwitchoverRecord};
+
+use super::*;
+
+/// What every job needs; shared with the blocking pool.
+#[derive(Debug)]
+pub(super) struct Ctx {
+    pub(super) paths: Paths,
+    pub(super) node: String,
+    pub(super) lease_us: u64,
+    pub(super) lock_wait: Duration,
+}
+
+/// This process's lease on the group.
+#[derive(Debug, Clone)]
+pub(super) struct Session {
+    pub(super) id: String,
+    /// Wall-clock unix microseconds.
+    pub(super) expires: u64,
+}
+
+/// A command that needs the store, queued until the task can carry it out.
+#[derive(Debug, Clone)]
+pub(super) enum Op {
+    Campaign(LeaderRecord),
+    Release { term: u64 },
+    Publish(MemberRecord),
+    PutSwitchover(SwitchoverRecord),
+    ClearSwitchover,
+    SetMaintenance(MaintenanceRecord),
+}
+
+pub(super) enum Job {
+    /// Push the session's expiry (or start a session). `setup`: create the directories first.
+    Renew {
+        session: Option<Session>,
+        member: Option<MemberRecord>,
+        held: Option<u64>,
+        setup: bool,
+    },
+    Op(Op, Session),
+    Poll,
+    /// Leave the group: write the maintenance change still pending, if any, then delete the
+    /// session's files.
+    Shutdown {
+        session: Option<Session>,
+        maintenance: Option<MaintenanceRecord>,
+    },
+}
+
+#[derive(Debug)]
+pub(super) enum Answer {
+    Renewed {
+        sent_at: Instant,
+        session: Session,
+        /// The old session was gone; `session` is a new one.
+        lost: bool,
+    },
+    Campaigned {
+        term: Option<u64>,
+        /// Refused because our session has expired: renew now, which starts a new one.
+        session_expired: bool,
+    },
+    Released,
+    Nothing,
+}
+
+pub(super) struct Done {
+    pub(super) answer: Result<Answer, String>,
+    /// The group as read at the end of the job, if the job got that far.
+    pub(super) snapshot: Option<Snapshot>,
+}
+
+/// The group as the runtime is told it.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct View {
+    pub(super) leader: Option<Leader>,
+    pub(super) members: Vec<MemberRecord>,
+    pub(super) switchover: Option<SwitchoverRecord>,
+    pub(super) maintenance: Option<MaintenanceRecord>,
+}
+
+pub(super) struct Snapshot {
+    pub(super) view: View,
+    /// Unreadable files: path → why.
+    pub(super) corrupt: BTreeMap<String, String>,
+    /// Time from `taken` until the next file in view expires.
+    pub(super) next_expiry: Option<Duration>,
+    /// The monotonic time that goes with the wall time the view was computed for.
+    pub(super) taken: Instant,
+}
+
+pub(super) fn run_job(ctx: &Ctx, job: Job) -> Done {
+    match job {
+        Job::Poll => match read_view(ctx) {
+            Ok(snapshot) => Done {
+                answer: Ok(Answer::Nothing),
+                snapshot: Some(snapshot),
+            },
+            Err(e) => Done::failed(e),
+        },
+        Job::Renew {
+            session,
+            member,
+            held,
+            setup,
+        } => {
+            if setup && let Err(e) = ensure_dirs(&ctx.paths) {
+                return Done::failed(e);
+            }
+            // Taken before the lock: the expiry written below is counted from a later time.
+            let sent_at = Instant::now();
+            locked(ctx, |files, now| {
+                renew(ctx, files, now, sent_at, session, member.as_ref(), held)
+            })
+        }
+        Job::Op(op, session) => locked(ctx, |files, now| carry_out(ctx, files, now, &op, &session)),
+        Job::Shutdown {
+            session,
+            maintenance,
+        } => locked(ctx, |files, _| {
+            if let Some(rec) = &maintenance {
+                set_maintenance(ctx, rec)?;
+            }
+            if let Some(session) = &session {
+                leave(ctx, files, &session.id)?;
+            }
+            Ok(Answer::Nothing)
+        }),
+    }
+}
+
+impl Done {
+    pub(super) fn failed(reason: String) -> Done {
+        Done {
+            answer: Err(reason),
+            snapshot: None,
+        }
+    }
+}
+
+/// Read the group and compute the view. The wall time is taken *before* reading: a file
+/// then counts as live if it was when we started looking, so a renewal that lands while we
+/// read can never be mistaken for an expiry.
+pub(super) fn read_view(ctx: &Ctx) -> Result<Snapshot, String> {
+    let now = wall_us()?;
+    let taken = Instant::now();
+    let files = Files::read(&ctx.paths)?;
+    Ok(files.view(&ctx.paths, now, ctx.lease_us, taken))
+}
+
+/// Run `f` under the group lock on a fresh read of the group, then read the group again
+/// (still under the lock) for the report.
+pub(super) fn locked(ctx: &Ctx, f: impl FnOnce(&Files, u64) -> Result<Answer, String>) -> Done {
+    let lock = match GroupLock::acquire(&ctx.paths.lock, ctx.lock_wait) {
+        Ok(lock) => lock,
+        Err(e) => return Done::failed(e),
+    };
+    let result = wall_us().and_then(|now| {
+        let files = Files::read(&ctx.paths)?;
+        f(&files, now)
+    });
+    let done = match result {
+        // The answer stands even if the read for the report fails: a won campaign must be
+        // reported won. The next poll reports the failure.
+        Ok(answer) => Done {
+            answer: Ok(answer),
+            snapshot: read_view(ctx).ok(),
+        },
+        Err(e) => Done::failed(e),
+    };
+    drop(lock);
+    done
+}
+
+pub(super) fn renew(
+    ctx: &Ctx,
+    files: &Files,
+    now: u64,
+    sent_at: Instant,
+    session: Option<Session>,
+    member: Option<&MemberRecord>,
+    held: Option<u64>,
+) -> Result<Answer, String> {
+    let lost = session.as_ref().is_some_and(|s| {
+        let expired = now >= s.expires;
+        // The leader file we hold was deleted or taken over (by someone who found it
+        // expired, or by hand): whatever we did under it is void.
+        let usurped = held.is_some_and(|term| {
+            files
+                .leader
+                .owned_by(&s.id)
+                .is_none_or(|e| e.term != Some(term))
+        });
+        expired || usurped
+    });
+    let id = match session {
+        Some(s) if !lost => s.id,
+        Some(old) => {
+            // Like etcd's keys bound to a lost lease: gone with it.
+            drop_session_files(ctx, files, &old.id)?;
+            new_session_id()
+        }
+        None => new_session_id(),
+    };
+    let expires = now.saturating_add(ctx.lease_us);
+    if let Some(rec) = member {
+        write_atomic(
+            &ctx.paths.member,
+            &encode_entry(None, &id, expires, rec),
+            false,
+        )?;
+    }
+    if let Some(e) = files.leader.owned_by(&id) {
+        let bytes = encode_entry(e.term, &id, expires, &e.record);
+        write_atomic(&ctx.paths.leader, &bytes, false)?;
+    }
+    if let Some(e) = files.switchover.owned_by(&id) {
+        let bytes = encode_entry(None, &id, expires, &e.record);
+        write_atomic(&ctx.paths.switchover, &bytes, false)?;
+    }
+    Ok(Answer::Renewed {
+        sent_at,
+        session: Session { id, expires },
+        lost,
+    })
+}
+
+/// Delete what a lost session left: its leader and switchover files. (The member file is
+/// rewritten under the new session, or expires.)
+pub(super) fn drop_session_files(ctx: &Ctx, files: &Files, id: &str) -> Result<(), String> {
+    if files.leader.owned_by(id).is_some() {
+        remove(&ctx.paths.leader)?;
+    }
+    if files.switchover.owned_by(id).is_some() {
+        remove(&ctx.paths.switchover)?;
+    }
+    Ok(())
+}
+
+/// Shutdown: delete every file of this session, so the others need not wait for expiries.
+pub(super) fn leave(ctx: &Ctx, files: &Files, id: &str) -> Result<(), String> {
+    drop_session_files(ctx, files, id)?;
+    if files
+        .members
+        .get(&ctx.node)
+        .is_some_and(|slot| slot.owned_by(id).is_some())
+    {
+        remove(&ctx.paths.member)?;
+    }
+    Ok(())
+}
+
+pub(super) fn carry_out(
+    ctx: &Ctx,
+    files: &Files,
+    now: u64,
+    op: &Op,
+    s: &Session,
+) -> Result<Answer, String> {
+    match op {
+        Op::Campaign(rec) => campaign(ctx, files, now, rec, s),
+        Op::Release { term } => {
+            // Ours at that term (terms are never handed out twice); anything else is someone
+            // else's key, or already gone: either way it is no longer ours.
+            if let Slot::Valid(e) = &files.leader
+                && e.term == Some(*term)
+                && e.record.node == ctx.node
+            {
+                remove(&ctx.paths.leader)?;
+            }
+            Ok(Answer::Released)
+        }
+        Op::Publish(rec) => {
+            let bytes = encode_entry(None, &s.id, s.expires, rec);
+            write_atomic(&ctx.paths.member, &bytes, false)?;
+            Ok(Answer::Nothing)
+        }
+        Op::PutSwitchover(rec) => {
+            let bytes = encode_entry(None, &s.id, s.expires, rec);
+            write_atomic(&ctx.paths.switchover, &bytes, false)?;
+            Ok(Answer::Nothing)
+        }
+        Op::ClearSwitchover => {
+            remove(&ctx.paths.switchover)?;
+            Ok(Answer::Nothing)
+        }
+        Op::SetMaintenance(rec) => {
+            set_maintenance(ctx, rec)?;
+            Ok(Answer::Nothing)
+        }
+    }
+}
+
+/// On: write the record, durably (it must survive a crash of this host). Off: delete the
+/// file, whatever it holds (a corrupt one too: that is how an operator clears it).
+pub(super) fn set_maintenance(ctx: &Ctx, rec: &MaintenanceRecord) -> Result<(), String> {
+    if rec.on {
+        write_atomic(&ctx.paths.maintenance, &encode_durable(rec), true)
+    } else {
+        remove(&ctx.paths.maintenance)?;
+        sync_dir(&ctx.paths.dir)
+    }
+}
+
+pub(super) fn campaign(
+    ctx: &Ctx,
+    files: &Files,
+    now: u64,
+    rec: &LeaderRecord,
+    s: &Session,
+) -> Result<Answer, String> {
+    let refuse = |session_expired| {
+        Ok(Answer::Campaigned {
+            term: None,
+            session_expired,
+        })
+    };
+    if now >= s.expires {
+        return refuse(true);
+    }
+    if files.leader_live(now, ctx.lease_us) {
+        return refuse(false);
+    }
+    // An unreadable counter is reported as corrupt with the snapshot; no term can be trusted.
+    let Some(term) = files.next_term() else {
+        return refuse(false);
+    };
+    // The counter first: should we crash between the two writes, a term is skipped, never
+    // handed out twice.
+    let counter = record::encode(&TermFile {
+        v: DIR_FORMAT,
+        term,
+    });
+    write_atomic(&ctx.paths.term, &counter, true)?;
+    // Bound to the session as it stands: the next renewal pushes both together. The expiry
+    // is that of the last renewal, so the holder's fencing deadline (counted from that
+    // renewal's send time) falls before it.
+    let bytes = encode_entry(Some(term), &s.id, s.expires, rec);
+    write_atomic(&ctx.paths.leader, &bytes, false)?;
+    Ok(Answer::Campaigned {
+        term: Some(term),
+        session_expired: false,
+    })
+}

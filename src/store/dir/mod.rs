@@ -1,0 +1,132 @@
+//! The directory backend: the group's state in files under `ROOT/GROUP/`, for several promd
+//! processes on one host, or hosts that share an NFS mount.
+//!
+//! Files, under `ROOT/GROUP/` (see `docs/dir-store.md`):
+//! - `lock`: every write happens under an exclusive OFD (`fcntl`) lock on this file; OFD
+//!   locks exclude other open files in the same process too, and go through the NFS lock
+//!   manager on NFS;
+//! - `leader`: a [`LeaderRecord`] in a [`Stored`] envelope with the term, the holder's session
+//!   id and the expiry of that session (wall-clock unix microseconds);
+//! - `term`: a [`TermFile`], the counter that makes terms grow (the fencing token);
+//! - `members/NODE`: a [`MemberRecord`] in a [`Stored`] envelope;
+//! - `switchover`: a [`SwitchoverRecord`] in a [`Stored`] envelope (the requester's session);
+//! - `maintenance`: a [`MaintenanceRecord`] in a [`Durable`] envelope, bound to no session: it
+//!   outlives the process that wrote it. Maintenance off is the file's absence.
+//!
+//! A *session* plays the part of etcd's lease: a random id and a wall-clock expiry that the
+//! task pushes to `now + lease` on every renewal, in every file bound to it. A file whose
+//! expiry has passed counts as absent, whatever its content; a holder that finds its session
+//! expired starts a new one (and reports [`StoreEvent::LeaseLost`]).
+//!
+//! Each group runs one task ([`GroupTask`]). Its file operations run one at a time on
+//! tokio's blocking pool ([`Job`]), so a hung NFS server can stall a job but never the task's
+//! loop: the loop keeps beating its [`Progress`](super::Progress), reports `Down` once a job
+//! outlives its timeout, and answers commands meanwhile. Every job ends with a fresh read of
+//! the group; the task reports what changed since the last report. It learns of changes from
+//! inotify (prompt on a local filesystem), from polling every `min(renew, 100ms)` (NFS, where
+//! inotify sees only local writes), and from a timer at the next expiry in view, so a dead
+//! leader is noticed right when its session runs out.
+
+mod files;
+mod format;
+mod jobs;
+mod notify;
+mod task;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::{GroupSession, GroupSpec, Store, StoreEvent};
+
+use files::*;
+use format::*;
+use jobs::*;
+use notify::*;
+use task::*;
+
+/// A store of groups in a directory (`/var/lib/promd` by default).
+pub struct DirStore {
+    root: PathBuf,
+}
+
+impl DirStore {
+    /// `root` must exist (systemd's `StateDirectory=` makes it); group directories are created
+    /// under it. A missing root is not created: on a host that shares the store over NFS it
+    /// most likely means the share is not mounted, and state written underneath the mount
+    /// point would split the cluster.
+    pub fn new(root: PathBuf) -> DirStore {
+        DirStore { root }
+    }
+}
+
+impl Store for DirStore {
+    fn open_group(
+        &self,
+        spec: GroupSpec,
+        index: usize,
+        events: mpsc::UnboundedSender<(usize, StoreEvent)>,
+    ) -> GroupSession {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let renew = spec.renew_interval().max(MIN_RENEW);
+        let ctx = Arc::new(Ctx {
+            paths: Paths::new(&self.root, &spec.group, &spec.node),
+            node: spec.node.clone(),
+            lease_us: micros(spec.lease),
+            // Give up on a busy lock in time to report it, before the task's own timeout.
+            lock_wait: renew / 2,
+        });
+        let now = Instant::now();
+        let task = GroupTask {
+            renew,
+            poll: renew.min(MAX_POLL),
+            spec,
+            index,
+            events,
+            commands: rx,
+            ctx,
+            session: None,
+            member: None,
+            held: None,
+            up: false,
+            down_reported: false,
+            queue: VecDeque::new(),
+            inflight: None,
+            last: None,
+            corrupt: BTreeMap::new(),
+            watcher: None,
+            retry_at: now,
+            renew_at: now,
+            poll_at: now,
+            expiry_at: None,
+        };
+        tokio::spawn(task.run());
+        GroupSession { commands }
+    }
+}
+
+/// Floor for the renew interval (and every job timeout), so a tiny lease cannot turn the task
+/// into a busy loop. Config refuses leases under 1s, so this never binds there.
+const MIN_RENEW: Duration = Duration::from_millis(20);
+
+/// The longest gap between two reads of the group: a standby notices a change made on another
+/// NFS client (which inotify does not see) within this.
+const MAX_POLL: Duration = Duration::from_millis(100);
+
+/// The longest pause between two attempts to make the directory usable.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// The longest a graceful shutdown waits: for the job in flight, then for its own cleanup.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Wake this long after a computed expiry, so the read that follows finds it passed.
+const EXPIRY_SLACK: Duration = Duration::from_millis(1);
+
+/// Every file we write is a few hundred bytes; anything much larger is not ours.
+const MAX_FILE: u64 = 64 * 1024;
+
+/// Mode of the files (the directories are 0750): the group may read them, as may promctl.
+const FILE_MODE: u32 = 0o640;

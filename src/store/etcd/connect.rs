@@ -1,0 +1,220 @@
+//! Connecting to etcd (endpoints in the configured order) and keeping or granting the lease.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Client, ConnectOptions, GetOptions, KeyValue, LeaseKeepAliveStream, LeaseKeeper, PutOptions,
+    WatchStream,
+};
+use tokio::time::timeout;
+use tracing::debug;
+
+use super::Keys;
+use super::view::read_and_watch;
+use crate::store::record::{self, MemberRecord};
+
+/// What the connecting side of a task needs; shared with the futures it spawns.
+#[derive(Debug)]
+pub(super) struct Connector {
+    pub(super) endpoints: Vec<String>,
+    pub(super) connect_timeout: Duration,
+    /// Timeout of every request once connected: one renew interval.
+    pub(super) call_timeout: Duration,
+    pub(super) ttl_secs: i64,
+    pub(super) keys: Keys,
+}
+
+/// Why a call failed, as far as the task's next step is concerned.
+#[derive(Debug)]
+pub(super) enum CallError {
+    /// etcd says our lease does not exist (expired or revoked).
+    LeaseGone,
+    /// Anything else: timeout, broken connection, no leader, ... The outcome of a write is
+    /// unknown; the task reconnects.
+    Broken(String),
+}
+
+fn lease_gone(e: &etcd_client::Error) -> bool {
+    match e {
+        // etcd: rpctypes.ErrGRPCLeaseNotFound, "etcdserver: requested lease not found".
+        etcd_client::Error::GRpcStatus(s) => s.message().contains("requested lease not found"),
+        // etcd-client's answer when the first keepalive of a stream says TTL 0.
+        etcd_client::Error::LeaseKeepAliveError(m) => m.contains("lease not found"),
+        _ => false,
+    }
+}
+
+/// Run `fut` for at most `limit`, classifying the failure.
+pub(super) async fn call<T>(
+    what: &str,
+    limit: Duration,
+    fut: impl Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, CallError> {
+    match timeout(limit, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) if lease_gone(&e) => Err(CallError::LeaseGone),
+        Ok(Err(e)) => Err(CallError::Broken(format!("{what}: {e}"))),
+        Err(_) => Err(CallError::Broken(format!(
+            "{what}: no answer within {limit:?}"
+        ))),
+    }
+}
+
+pub(super) fn broken(e: CallError) -> String {
+    match e {
+        CallError::LeaseGone => "lease not found".to_string(),
+        CallError::Broken(reason) => reason,
+    }
+}
+
+/// Connect to the first endpoint, in the configured order, that answers a linearizable read
+/// within the connect timeout. The read (not just a TCP connect) is what proves the member
+/// can serve us: a member cut off from its quorum accepts connections but cannot answer it,
+/// and `require_leader` makes it say so at once instead of hanging.
+async fn connect(cfg: &Connector) -> Result<Client, String> {
+    if cfg.endpoints.is_empty() {
+        return Err("no etcd endpoints configured".to_string());
+    }
+    let mut errors = Vec::new();
+    for endpoint in &cfg.endpoints {
+        // No per-request timeout in the options: tonic would apply it to the streams too.
+        // Every call below carries its own.
+        let options = ConnectOptions::new()
+            .with_connect_timeout(cfg.connect_timeout)
+            .with_require_leader(true);
+        let attempt = async {
+            let mut client = Client::connect([endpoint.as_str()], Some(options)).await?;
+            client
+                .get(
+                    cfg.keys.leader.as_str(),
+                    Some(GetOptions::new().with_count_only()),
+                )
+                .await?;
+            Ok::<_, etcd_client::Error>(client)
+        };
+        match timeout(cfg.connect_timeout, attempt).await {
+            Ok(Ok(client)) => return Ok(client),
+            Ok(Err(e)) => errors.push(format!("{endpoint}: {e}")),
+            Err(_) => errors.push(format!(
+                "{endpoint}: no answer within {:?}",
+                cfg.connect_timeout
+            )),
+        }
+    }
+    Err(errors.join("; "))
+}
+
+/// A connection with a live lease, a snapshot of the group and a watch from that snapshot.
+pub(super) struct Session {
+    pub(super) client: Client,
+    pub(super) lease: i64,
+    pub(super) keeper: LeaseKeeper,
+    pub(super) renewals: LeaseKeepAliveStream,
+    /// Send time of the keepalive that opened `renewals` (answered with TTL > 0).
+    pub(super) renewed_at: Instant,
+    /// The lease we had is gone and `lease` is a new one.
+    pub(super) lost: bool,
+    /// The member record written under `lease`, if any.
+    pub(super) published: Option<MemberRecord>,
+    pub(super) snapshot: Vec<KeyValue>,
+    pub(super) watch: WatchStream,
+}
+
+/// Why [`establish`] failed, and what it learned about the lease on the way.
+pub(super) struct Failure {
+    pub(super) reason: String,
+    /// The lease to use from now on (a new one may have been granted before the failure).
+    pub(super) lease: Option<i64>,
+    /// etcd said the lease we had is gone.
+    pub(super) lost: bool,
+}
+
+/// Everything the offline phase does, as one future that owns its inputs (so the task can
+/// answer commands while it runs): connect unless `reuse` is given, keep `lease` if etcd
+/// still has it or grant a new one, write the member record, read the group, watch it.
+pub(super) async fn establish(
+    cfg: Arc<Connector>,
+    reuse: Option<Client>,
+    lease: Option<i64>,
+    member: Option<MemberRecord>,
+) -> Result<Session, Failure> {
+    let t = cfg.call_timeout;
+    let mut lost = false;
+    let mut current = lease;
+    let fail = |reason: String, lease: Option<i64>, lost: bool| Failure {
+        reason,
+        lease,
+        lost,
+    };
+
+    let client = match reuse {
+        Some(client) => client,
+        None => connect(&cfg).await.map_err(|r| fail(r, current, false))?,
+    };
+    let mut leases = client.lease_client();
+
+    // After a short cut the lease may well be alive: keep it (and so the leader key).
+    let mut opened = None;
+    if let Some(id) = current {
+        let sent_at = Instant::now();
+        match call("lease keepalive", t, leases.keep_alive(id)).await {
+            Ok((keeper, renewals)) => opened = Some((id, keeper, renewals, sent_at)),
+            Err(CallError::LeaseGone) => {
+                lost = true;
+                current = None;
+            }
+            Err(CallError::Broken(r)) => return Err(fail(r, current, lost)),
+        }
+    }
+    let (id, keeper, renewals, renewed_at) = match opened {
+        Some(opened) => opened,
+        None => {
+            let granted = call("lease grant", t, leases.grant(cfg.ttl_secs, None))
+                .await
+                .map_err(|e| fail(broken(e), current, lost))?;
+            let id = granted.id();
+            current = Some(id);
+            debug!(
+                group = %cfg.keys.group,
+                lease = id,
+                ttl = granted.ttl(),
+                "etcd lease granted"
+            );
+            // Open the keepalive stream right away; its first answer is a renewal too.
+            let sent_at = Instant::now();
+            let (keeper, renewals) = call("lease keepalive", t, leases.keep_alive(id))
+                .await
+                .map_err(|e| fail(broken(e), current, lost))?;
+            (id, keeper, renewals, sent_at)
+        }
+    };
+
+    let mut kv = client.kv_client();
+    if let Some(rec) = &member {
+        let put = kv.put(
+            cfg.keys.member.as_str(),
+            record::encode(rec),
+            Some(PutOptions::new().with_lease(id)),
+        );
+        call("publish member record", t, put)
+            .await
+            .map_err(|e| fail(broken(e), current, lost))?;
+    }
+
+    let (snapshot, watch) = read_and_watch(&client, &cfg.keys, t)
+        .await
+        .map_err(|r| fail(r, current, lost))?;
+    Ok(Session {
+        client,
+        lease: id,
+        keeper,
+        renewals,
+        renewed_at,
+        lost,
+        published: member,
+        snapshot,
+        watch,
+    })
+}

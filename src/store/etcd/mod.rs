@@ -1,0 +1,157 @@
+//! The etcd backend: one lease, one watch and one connection per group.
+//!
+//! Keys, under `PREFIX/GROUP/`:
+//! - `leader`: a [`LeaderRecord`] bound to the holder's lease; the term is the key's
+//!   create revision, which etcd makes unique and increasing across the cluster;
+//! - `members/NODE`: a [`MemberRecord`] bound to that node's lease;
+//! - `switchover`: a [`SwitchoverRecord`] bound to the requester's lease;
+//! - `maintenance`: a [`MaintenanceRecord`] bound to no lease: it outlives the node that set
+//!   it. Maintenance off is the key's absence.
+//!
+//! Each group runs one task ([`GroupTask`](task::GroupTask)) that alternates between two phases:
+//! *offline*, where it connects (endpoints in the configured order), makes sure it holds a
+//! live lease, reads the group's keys and starts a watch; and *online*, where it renews the
+//! lease, follows the watch and carries out commands. Every network call has a timeout and
+//! runs as a future polled from the task's one `select!` loop, so the loop turns (and beats
+//! its [`Progress`](super::Progress)) at least every half renew interval whatever the network
+//! does, and a slow command never delays a renewal.
+//!
+//! The code is split by responsibility:
+//! - [`connect`]: connecting (endpoints in order), keeping or granting the lease;
+//! - [`view`]: reading, decoding and watching the group's keys;
+//! - [`ops`]: the commands that write (campaign, release, publish, switchover, maintenance);
+//! - [`task`]: the group task and its `select!` loop.
+
+mod connect;
+mod ops;
+mod task;
+mod view;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::{GroupSession, GroupSpec, Store, StoreEvent};
+use connect::Connector;
+use task::GroupTask;
+
+/// A store of groups in an etcd cluster (v3 API).
+pub struct EtcdStore {
+    endpoints: Vec<String>,
+    connect_timeout: Duration,
+    prefix: String,
+}
+
+impl EtcdStore {
+    /// `endpoints` are tried in this order, each for at most `connect_timeout`; `prefix` is
+    /// the key prefix of every group (a trailing `/` is ignored).
+    pub fn new(endpoints: Vec<String>, connect_timeout: Duration, prefix: String) -> EtcdStore {
+        EtcdStore {
+            endpoints,
+            connect_timeout,
+            prefix,
+        }
+    }
+}
+
+impl Store for EtcdStore {
+    fn open_group(
+        &self,
+        spec: GroupSpec,
+        index: usize,
+        events: mpsc::UnboundedSender<(usize, StoreEvent)>,
+    ) -> GroupSession {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let renew = spec.renew_interval().max(MIN_RENEW);
+        let cfg = Arc::new(Connector {
+            endpoints: self.endpoints.clone(),
+            connect_timeout: self.connect_timeout,
+            call_timeout: renew,
+            ttl_secs: ttl_secs(spec.lease),
+            keys: Keys::new(&self.prefix, &spec.group, &spec.node),
+        });
+        let task = GroupTask {
+            renew,
+            spec,
+            index,
+            events,
+            commands: rx,
+            cfg,
+            lease: None,
+            member: None,
+            queue: VecDeque::new(),
+            maintenance: None,
+            down_reported: false,
+        };
+        tokio::spawn(task.run());
+        GroupSession { commands }
+    }
+}
+
+/// Floor for the renew interval (and thus every call timeout), so that a tiny lease cannot
+/// turn the task into a busy loop. Config refuses leases under 1s, so this never binds there.
+const MIN_RENEW: Duration = Duration::from_millis(100);
+
+/// The longest a graceful shutdown waits for each of its two calls.
+const SHUTDOWN_CALL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The longest pause between two rounds of connection attempts.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// etcd leases are whole seconds: round *up*, so the store never expires the key before the
+/// lease the timing argument counts with. (etcd may raise it further to its minimum TTL,
+/// 1.5 election timeouts; that only makes standbys wait longer.)
+fn ttl_secs(lease: Duration) -> i64 {
+    let secs = lease.as_secs() + u64::from(lease.subsec_nanos() > 0);
+    i64::try_from(secs.max(1)).unwrap_or(i64::MAX)
+}
+
+#[derive(Debug, Clone)]
+struct Keys {
+    /// `PREFIX/GROUP/`: the trailing slash keeps group `web` from seeing group `web2`.
+    group: String,
+    leader: String,
+    switchover: String,
+    maintenance: String,
+    /// This node's member key.
+    member: String,
+}
+
+impl Keys {
+    fn new(prefix: &str, group: &str, node: &str) -> Keys {
+        let group = format!("{}/{group}/", prefix.trim_end_matches('/'));
+        Keys {
+            leader: format!("{group}leader"),
+            switchover: format!("{group}switchover"),
+            maintenance: format!("{group}maintenance"),
+            member: format!("{group}members/{node}"),
+            group,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_is_the_lease_rounded_up_to_whole_seconds() {
+        assert_eq!(ttl_secs(Duration::from_secs(10)), 10);
+        assert_eq!(ttl_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(ttl_secs(Duration::from_millis(10_001)), 11);
+        assert_eq!(ttl_secs(Duration::from_millis(200)), 1);
+    }
+
+    #[test]
+    fn keys_of_one_group_never_match_another() {
+        let k = Keys::new("/promd/", "web", "db-a");
+        assert_eq!(k.group, "/promd/web/");
+        assert_eq!(k.leader, "/promd/web/leader");
+        assert_eq!(k.member, "/promd/web/members/db-a");
+        assert_eq!(k.switchover, "/promd/web/switchover");
+        assert_eq!(k.maintenance, "/promd/web/maintenance");
+        assert!(!"/promd/web2/leader".starts_with(&k.group));
+    }
+}

@@ -1,0 +1,183 @@
+//! The commands that write: campaign, release, publish, switchover and maintenance.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
+use tracing::{debug, info, warn};
+
+use super::connect::{CallError, Connector, broken, call};
+use super::task::GroupTask;
+use super::{Keys, SHUTDOWN_CALL_TIMEOUT};
+use crate::store::record::{self, LeaderRecord, MaintenanceRecord, MemberRecord, SwitchoverRecord};
+
+/// A command that needs the store, queued until the task can carry it out.
+#[derive(Debug, Clone)]
+pub(super) enum Op {
+    Campaign(LeaderRecord),
+    Release { term: u64 },
+    Publish(MemberRecord),
+    PutSwitchover(SwitchoverRecord),
+    ClearSwitchover,
+    SetMaintenance(MaintenanceRecord),
+}
+
+pub(super) enum Done {
+    Campaigned(Option<u64>),
+    Released,
+    Written,
+}
+
+pub(super) type OpFuture = Pin<Box<dyn Future<Output = (Op, Result<Done, CallError>)> + Send>>;
+
+/// Start one command as a future that owns what it needs.
+pub(super) fn start_op(op: Op, client: &Client, lease: i64, cfg: &Connector) -> OpFuture {
+    let mut kv = client.kv_client();
+    let t = cfg.call_timeout;
+    let keys = cfg.keys.clone();
+    Box::pin(async move {
+        let result = match &op {
+            Op::Campaign(rec) => {
+                // The key is free iff it was never created (or deleted since): create
+                // revision 0. The put's revision becomes the key's create revision: the term.
+                let txn = Txn::new()
+                    .when([Compare::create_revision(
+                        keys.leader.as_str(),
+                        CompareOp::Equal,
+                        0,
+                    )])
+                    .and_then([TxnOp::put(
+                        keys.leader.as_str(),
+                        record::encode(rec),
+                        Some(PutOptions::new().with_lease(lease)),
+                    )])
+                    .or_else([TxnOp::get(keys.leader.as_str(), None)]);
+                call("campaign", t, kv.txn(txn)).await.map(|r| {
+                    let revision = r.header().map(|h| h.revision());
+                    match (r.succeeded(), revision.and_then(|v| u64::try_from(v).ok())) {
+                        (true, Some(term)) => Done::Campaigned(Some(term)),
+                        // Cannot happen (etcd always sends a header); the watch will show
+                        // the key as ours and the core releases a key it does not know.
+                        _ => Done::Campaigned(None),
+                    }
+                })
+            }
+            Op::Release { term } => {
+                let term = i64::try_from(*term).unwrap_or(i64::MAX);
+                let txn = Txn::new()
+                    .when([Compare::create_revision(
+                        keys.leader.as_str(),
+                        CompareOp::Equal,
+                        term,
+                    )])
+                    .and_then([TxnOp::delete(keys.leader.as_str(), None)]);
+                // Deleted, or not ours (any more): either way it is no longer ours.
+                call("release", t, kv.txn(txn))
+                    .await
+                    .map(|_| Done::Released)
+            }
+            Op::Publish(rec) => {
+                let put = kv.put(
+                    keys.member.as_str(),
+                    record::encode(rec),
+                    Some(PutOptions::new().with_lease(lease)),
+                );
+                call("publish member record", t, put)
+                    .await
+                    .map(|_| Done::Written)
+            }
+            Op::PutSwitchover(rec) => {
+                let put = kv.put(
+                    keys.switchover.as_str(),
+                    record::encode(rec),
+                    Some(PutOptions::new().with_lease(lease)),
+                );
+                call("request switchover", t, put)
+                    .await
+                    .map(|_| Done::Written)
+            }
+            Op::ClearSwitchover => {
+                let delete = kv.delete(keys.switchover.as_str(), None);
+                call("clear switchover", t, delete)
+                    .await
+                    .map(|_| Done::Written)
+            }
+            Op::SetMaintenance(rec) => set_maintenance(&mut kv, &keys, rec, t)
+                .await
+                .map(|()| Done::Written),
+        };
+        (op, result)
+    })
+}
+
+/// Maintenance on: put the record, bound to no lease (it outlives this node). Off: delete the
+/// key, whatever it holds (a corrupt value too: that is how an operator clears one).
+async fn set_maintenance(
+    kv: &mut etcd_client::KvClient,
+    keys: &Keys,
+    rec: &MaintenanceRecord,
+    t: Duration,
+) -> Result<(), CallError> {
+    if rec.on {
+        let put = kv.put(keys.maintenance.as_str(), record::encode(rec), None);
+        call("set maintenance", t, put).await.map(drop)
+    } else {
+        let delete = kv.delete(keys.maintenance.as_str(), None);
+        call("clear maintenance", t, delete).await.map(drop)
+    }
+}
+
+impl GroupTask {
+    /// Put back a command the connection failed under; `went_down` / `lease_lost` then answer
+    /// what cannot wait for the next session.
+    pub(super) fn requeue(&mut self, op: Op) {
+        match op {
+            // Re-written from `self.member` by the next `establish`.
+            Op::Publish(_) => {}
+            // A campaign is answered "not won": the txn was rejected (dead lease), or its
+            // outcome is unknown. Should it have won after all, the key shows up as ours at the
+            // next read, and the core releases an own key it does not hold.
+            other => self.queue.push_front(other),
+        }
+    }
+
+    /// Queue a maintenance change; only the newest one asked for matters.
+    pub(super) fn set_maintenance(&mut self, rec: MaintenanceRecord) {
+        self.queue.retain(|op| !matches!(op, Op::SetMaintenance(_)));
+        self.maintenance = Some(rec.clone());
+        self.queue.push_back(Op::SetMaintenance(rec));
+    }
+
+    pub(super) async fn shutdown(&mut self, client: &Client, lease: i64) {
+        let t = self.renew.min(SHUTDOWN_CALL_TIMEOUT);
+        let mut kv = client.kv_client();
+        // A maintenance change asked for just before the stop is the operator's, not this
+        // node's: it must not go with the node.
+        if let Some(rec) = self.maintenance.take()
+            && let Err(e) = set_maintenance(&mut kv, &self.cfg.keys, &rec, t).await
+        {
+            warn!(group = %self.spec.group, on = rec.on, error = %broken(e), "maintenance change not written at shutdown");
+        }
+        if let Err(e) = call(
+            "delete member record",
+            t,
+            kv.delete(self.cfg.keys.member.as_str(), None),
+        )
+        .await
+        {
+            debug!(group = %self.spec.group, error = %broken(e), "shutdown");
+        }
+        // Revoking deletes every key bound to the lease at once (the leader key too, should the
+        // runtime not have released it): the hand-over does not wait for the lease to run out.
+        let mut leases = client.lease_client();
+        match call("revoke lease", t, leases.revoke(lease)).await {
+            Ok(_) | Err(CallError::LeaseGone) => {
+                info!(group = %self.spec.group, "etcd lease revoked")
+            }
+            Err(e) => {
+                warn!(group = %self.spec.group, error = %broken(e), "etcd lease not revoked; it expires on its own")
+            }
+        }
+    }
+}
