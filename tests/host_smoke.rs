@@ -169,14 +169,7 @@ fn two_hosts_boot_run_units_record_spans_and_partition() {
     );
 
     // The bus from the test process (zbus) is the host's own bus.
-    let inside = n1.run_ok(&[
-        "busctl",
-        "call",
-        "org.freedesktop.DBus",
-        "/org/freedesktop/DBus",
-        "org.freedesktop.DBus",
-        "GetId",
-    ]);
+    let inside = n1.run_ok(&hosts::BUS_GET_ID);
     let outside = bus_id_over_zbus(&n1.bus_address());
     assert_eq!(inside.trim(), format!("s \"{outside}\""));
     assert_ne!(outside, bus_id_over_zbus(&n2.bus_address()));

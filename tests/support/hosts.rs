@@ -50,16 +50,27 @@ pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(120);
 
 const CONTAINER_IF: &str = "eth0";
-const CONTAINER_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// `PATH` of commands run inside a host.
+pub const CONTAINER_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const LOCK_FILE: &str = "/tmp/promd-test-net.lock";
 const CUT_TABLE: &str = "promd_cut";
+/// `busctl call ... GetId`: a call that succeeds once a system bus answers.
+pub const BUS_GET_ID: [&str; 6] = [
+    "busctl",
+    "call",
+    "org.freedesktop.DBus",
+    "/org/freedesktop/DBus",
+    "org.freedesktop.DBus",
+    "GetId",
+];
 
 static NET_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 // ---------------------------------------------------------------------------------------------
-// Small process helpers (machine side)
+// Small process helpers (machine side), also used by `installhost.rs`
 
-fn run(program: &str, args: &[&str]) -> Output {
+/// Runs a machine command to completion (stdin from /dev/null); panics if it cannot start.
+pub fn run(program: &str, args: &[&str]) -> Output {
     Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -69,7 +80,8 @@ fn run(program: &str, args: &[&str]) -> Output {
         })
 }
 
-fn run_must(program: &str, args: &[&str]) -> String {
+/// [`run`]; panics with its output unless it exits 0. Returns stdout.
+pub fn run_must(program: &str, args: &[&str]) -> String {
     let out = run(program, args);
     if !out.status.success() {
         panic!(
@@ -104,7 +116,7 @@ fn run_with_stdin(program: &str, args: &[&str], input: &str) -> Output {
 /// Spawns `cmd` from one long-lived thread with `PR_SET_PDEATHSIG = SIGTERM`, so that the child
 /// gets SIGTERM if this test process dies. (The parent-death signal follows the *thread* that
 /// forked, hence one thread that lives as long as the process.)
-fn spawn_with_parent_death_signal(mut cmd: Command) -> io::Result<Child> {
+pub fn spawn_with_parent_death_signal(mut cmd: Command) -> io::Result<Child> {
     type Job = (Command, mpsc::Sender<io::Result<Child>>);
     static SPAWNER: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {
@@ -133,7 +145,7 @@ fn spawn_with_parent_death_signal(mut cmd: Command) -> io::Result<Child> {
 }
 
 /// Waits for `child` at most `timeout`; `Some(status)` once it has exited.
-fn wait_child(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
         match child.try_wait() {
@@ -170,7 +182,8 @@ pub fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-fn random_hex128() -> String {
+/// 128 random bits in hex (a machine-id).
+pub fn random_hex128() -> String {
     let uuid = fs::read_to_string("/proc/sys/kernel/random/uuid")
         .unwrap_or_else(|e| panic!("cannot read /proc/sys/kernel/random/uuid: {e}"));
     uuid.trim().replace('-', "")
@@ -181,14 +194,16 @@ fn pid_ns(pid: u32) -> Option<PathBuf> {
     fs::read_link(format!("/proc/{pid}/ns/pid")).ok()
 }
 
-struct ProcStatus {
-    name: String,
-    state: char,
-    ppid: u32,
-    nspid: Vec<u32>,
+/// What `/proc/PID/status` says of a process.
+pub struct ProcStatus {
+    pub name: String,
+    pub state: char,
+    pub ppid: u32,
+    /// Its pid in each pid namespace it is in, outermost first.
+    pub nspid: Vec<u32>,
 }
 
-fn proc_status(pid: u32) -> Option<ProcStatus> {
+pub fn proc_status(pid: u32) -> Option<ProcStatus> {
     let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let mut st = ProcStatus {
         name: String::new(),
@@ -232,12 +247,133 @@ fn proc_start_ticks(pid: u32) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-fn all_pids() -> Vec<u32> {
+/// The pids of every process of the machine.
+pub fn all_pids() -> Vec<u32> {
     let Ok(dir) = fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// A container started through the guardian, also used by `installhost.rs`
+
+/// One pass over the machine's processes: notes nspawn (the guardian's child named
+/// `systemd-nspawn`) in `nspawn_pid` while that is 0, and returns the container's init (the child
+/// of nspawn that is PID 1 in a pid namespace of its own) once there is one.
+pub fn find_container_init(guardian: u32, nspawn_pid: &mut u32) -> Option<u32> {
+    for pid in all_pids() {
+        let Some(st) = proc_status(pid) else { continue };
+        if *nspawn_pid == 0 && st.ppid == guardian && st.name == "systemd-nspawn" {
+            *nspawn_pid = pid;
+        }
+        let is_init = *nspawn_pid != 0 && st.ppid == *nspawn_pid && st.nspid.len() >= 2;
+        if is_init && st.nspid.last() == Some(&1) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// `nsenter -t INIT -a -- timeout -k 5 SECS ARGS...`: runs `args` in all the namespaces of the
+/// container whose init is `init_pid`, killed (exit status 124) after `timeout`, with a clean
+/// environment (`PATH`, `LANG`), in `/`, stdin from /dev/null.
+pub fn nsenter_command(init_pid: u32, args: &[&str], timeout: Duration) -> Command {
+    let secs = format!("{:.3}", timeout.as_secs_f64().max(0.001));
+    let mut cmd = Command::new("nsenter");
+    cmd.args([
+        "-t",
+        &init_pid.to_string(),
+        "-a",
+        "--",
+        "timeout",
+        "-k",
+        "5",
+        &secs,
+    ])
+    .args(args)
+    .env_clear()
+    .env("PATH", CONTAINER_PATH)
+    .env("LANG", "C.UTF-8")
+    .current_dir("/")
+    .stdin(Stdio::null());
+    cmd
+}
+
+/// The stdout of `args` run on `host`; panics with its output unless it exited 0.
+pub fn stdout_if_ok(host: &str, args: &[&str], out: Output) -> String {
+    if !out.status.success() {
+        let why = if out.status.code() == Some(124) {
+            " (timed out)"
+        } else {
+            ""
+        };
+        panic!(
+            "{host}: `{}` failed ({}{why}):\nstderr: {}\nstdout: {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim_end(),
+            String::from_utf8_lossy(&out.stdout).trim_end()
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// If the guardian `child` has exited: empties `child` and returns what to panic with (saying
+/// `during` what, with the container console written to `console`).
+pub fn guardian_exited(
+    name: &str,
+    during: &str,
+    child: &mut Option<Child>,
+    console: &Path,
+) -> Option<String> {
+    let status = child.as_mut()?.try_wait().ok()??;
+    *child = None;
+    let console = fs::read_to_string(console).unwrap_or_default();
+    Some(format!(
+        "{name}: systemd-nspawn exited while {during} ({status}):\n{console}"
+    ))
+}
+
+/// Whether `state` (from `systemctl is-system-running --wait`) means the system is up
+/// (`running`, `degraded`); panics on `maintenance` and `stopping`, which no boot ends in.
+pub fn system_is_up(name: &str, state: &str, console_log: impl FnOnce() -> String) -> bool {
+    match state {
+        "running" | "degraded" => true,
+        "maintenance" | "stopping" => panic!("{name}: system is {state}:\n{}", console_log()),
+        _ => false,
+    }
+}
+
+/// The end of a halt, once the guardian `child` has been told to halt its container (or its
+/// init was killed): waits up to 40 s for the guardian; then SIGKILL to the container's init
+/// `init_pid` (if `init_alive()`: still that process) and up to 15 s more; then SIGKILL to
+/// nspawn (while it is still the guardian's child) and to the guardian, and reaps it.
+pub fn finish_halt(
+    name: &str,
+    child: &mut Child,
+    init_pid: u32,
+    nspawn_pid: u32,
+    init_alive: impl Fn() -> bool,
+) {
+    if wait_child(child, Duration::from_secs(40)).is_some() {
+        return;
+    }
+    eprintln!("{name}: container did not halt within 40 s; killing its init");
+    if init_alive() {
+        let _ = kill(Pid::from_raw(init_pid as i32), Signal::SIGKILL);
+    }
+    if wait_child(child, Duration::from_secs(15)).is_none() {
+        eprintln!("{name}: systemd-nspawn did not exit; killing it");
+        let nspawn_is_ours = proc_status(nspawn_pid)
+            .is_some_and(|st| st.ppid == child.id() && st.name == "systemd-nspawn");
+        if nspawn_pid != 0 && nspawn_is_ours {
+            let _ = kill(Pid::from_raw(nspawn_pid as i32), Signal::SIGKILL);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -811,21 +947,12 @@ impl Host {
         let deadline = self.started + self.boot_timeout;
         let guardian = self.child.as_ref().map_or(0, |c| c.id());
         loop {
-            for pid in all_pids() {
-                let Some(st) = proc_status(pid) else { continue };
-                if self.nspawn_pid == 0 && st.ppid == guardian && st.name == "systemd-nspawn" {
-                    self.nspawn_pid = pid;
-                }
-                let is_init =
-                    self.nspawn_pid != 0 && st.ppid == self.nspawn_pid && st.nspid.len() >= 2;
-                if is_init
-                    && st.nspid.last() == Some(&1)
-                    && let Some(ns) = pid_ns(pid)
-                {
-                    self.init_pid = pid;
-                    self.pid_ns = ns;
-                    return;
-                }
+            if let Some(pid) = find_container_init(guardian, &mut self.nspawn_pid)
+                && let Some(ns) = pid_ns(pid)
+            {
+                self.init_pid = pid;
+                self.pid_ns = ns;
+                return;
             }
             self.check_nspawn_alive("starting");
             if Instant::now() >= deadline {
@@ -841,16 +968,10 @@ impl Host {
     }
 
     fn check_nspawn_alive(&mut self, during: &str) {
-        if let Some(child) = self.child.as_mut()
-            && let Ok(Some(status)) = child.try_wait()
-        {
-            self.child = None;
+        let console = self.dir.path().join("console.log");
+        if let Some(why) = guardian_exited(&self.name, during, &mut self.child, &console) {
             self.net.in_use.store(false, Ordering::SeqCst);
-            panic!(
-                "{}: systemd-nspawn exited while {during} ({status}):\n{}",
-                self.name,
-                self.console_log()
-            );
+            panic!("{why}");
         }
     }
 
@@ -874,27 +995,14 @@ impl Host {
             }
             let out = self.exec_timeout(&["systemctl", "is-system-running", "--wait"], remaining());
             last = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            match last.as_str() {
-                "running" | "degraded" => break,
-                "maintenance" | "stopping" => {
-                    panic!("{}: system is {last}:\n{}", self.name, self.console_log())
-                }
-                _ => std::thread::sleep(Duration::from_millis(20)),
+            if system_is_up(&self.name, &last, || self.console_log()) {
+                break;
             }
+            std::thread::sleep(Duration::from_millis(20));
         }
         // 2. The system bus answers.
         loop {
-            let out = self.exec_timeout(
-                &[
-                    "busctl",
-                    "call",
-                    "org.freedesktop.DBus",
-                    "/org/freedesktop/DBus",
-                    "org.freedesktop.DBus",
-                    "GetId",
-                ],
-                remaining().max(Duration::from_secs(1)),
-            );
+            let out = self.exec_timeout(&BUS_GET_ID, remaining().max(Duration::from_secs(1)));
             if out.status.success() {
                 break;
             }
@@ -982,47 +1090,14 @@ impl Host {
     pub fn exec_timeout(&self, args: &[&str], timeout: Duration) -> Output {
         assert!(!args.is_empty(), "exec: no command");
         assert!(self.init_pid != 0, "{}: not started", self.name);
-        let secs = format!("{:.3}", timeout.as_secs_f64().max(0.001));
-        Command::new("nsenter")
-            .args([
-                "-t",
-                &self.init_pid.to_string(),
-                "-a",
-                "--",
-                "timeout",
-                "-k",
-                "5",
-                &secs,
-            ])
-            .args(args)
-            .env_clear()
-            .env("PATH", CONTAINER_PATH)
-            .env("LANG", "C.UTF-8")
-            .current_dir("/")
-            .stdin(Stdio::null())
+        nsenter_command(self.init_pid, args, timeout)
             .output()
             .unwrap_or_else(|e| panic!("cannot run nsenter: {e}"))
     }
 
     /// Runs a command inside; panics with its output unless it exits 0. Returns stdout.
     pub fn run_ok(&self, args: &[&str]) -> String {
-        let out = self.exec(args);
-        if !out.status.success() {
-            let why = if out.status.code() == Some(124) {
-                " (timed out)"
-            } else {
-                ""
-            };
-            panic!(
-                "{}: `{}` failed ({}{why}):\nstderr: {}\nstdout: {}",
-                self.name,
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim_end(),
-                String::from_utf8_lossy(&out.stdout).trim_end()
-            );
-        }
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        stdout_if_ok(&self.name, args, self.exec(args))
     }
 
     /// `systemctl is-active UNIT` (`active`, `inactive`, `failed`, `activating`, ...).
@@ -1262,25 +1337,13 @@ impl Host {
                 let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
             }
         }
-        if wait_child(&mut child, Duration::from_secs(40)).is_none() {
-            eprintln!(
-                "{}: container did not halt within 40 s; killing its init",
-                self.name
-            );
-            if init_alive(self) {
-                let _ = kill(Pid::from_raw(self.init_pid as i32), Signal::SIGKILL);
-            }
-            if wait_child(&mut child, Duration::from_secs(15)).is_none() {
-                eprintln!("{}: systemd-nspawn did not exit; killing it", self.name);
-                let nspawn_is_ours = proc_status(self.nspawn_pid)
-                    .is_some_and(|st| st.ppid == child.id() && st.name == "systemd-nspawn");
-                if self.nspawn_pid != 0 && nspawn_is_ours {
-                    let _ = kill(Pid::from_raw(self.nspawn_pid as i32), Signal::SIGKILL);
-                }
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
+        finish_halt(
+            &self.name,
+            &mut child,
+            self.init_pid,
+            self.nspawn_pid,
+            || init_alive(self),
+        );
         drop(self.cgroup.take());
         // nspawn may leave its (empty) propagation folder behind when /run is not a tmpfs.
         for d in [
@@ -1326,7 +1389,7 @@ impl Drop for Host {
 /// another (seen: `status=219/CGROUP` for `ExecStopPost=`, "Failed to kill control group").
 /// So nspawn is started through a wrapper that first moves itself into `promd-test-MACHINE`.
 /// The trees are removed on drop, once the container is gone.
-struct CgroupDir {
+pub struct CgroupDir {
     name: String,
     /// The v1 `name=systemd` hierarchy is mounted (cgroup2 is not mounted on the machine).
     hybrid: bool,
@@ -1398,7 +1461,8 @@ const REMOVE_HYBRID_V2: &str = "d=$(mktemp -d) || exit 1; \
     fi; rmdir \"$d\"";
 
 impl CgroupDir {
-    fn create(machine: &str) -> Option<CgroupDir> {
+    /// `promd-test-MACHINE`, or `None` if no cgroup hierarchy is mounted.
+    pub fn create(machine: &str) -> Option<CgroupDir> {
         let name = format!("promd-test-{machine}");
         let hybrid = Path::new(CGROUP_V1).join("cgroup.procs").exists();
         if hybrid {
@@ -1418,7 +1482,7 @@ impl CgroupDir {
     }
 
     /// The guardian command (see [`GUARDIAN`]) for `program`, joining this cgroup if any.
-    fn guardian(cgroup: Option<&CgroupDir>, program: &str) -> Command {
+    pub fn guardian(cgroup: Option<&CgroupDir>, program: &str) -> Command {
         let mut c;
         if cgroup.is_some_and(|cg| cg.hybrid) {
             c = Command::new("unshare");
