@@ -58,7 +58,7 @@ impl Runtime {
                 self.log(
                     i,
                     tracing::Level::INFO,
-                    &format!("asking the active node to hand over to {to} (preempt)"),
+                    &format!("asking the active node to hand over to {to}"),
                 );
                 send(StoreCommand::RequestSwitchover(SwitchoverRecord {
                     v: FORMAT_VERSION,
