@@ -8,12 +8,24 @@ use tracing_subscriber::util::SubscriberInitExt;
 pub const ROLE_CHANGED: &str = "3ba961b1cce44bc28764c67b3a86f614";
 /// `MESSAGE_ID` of a self-fencing demotion (the lease could not be renewed in time).
 pub const FENCED: &str = "6801be7a5bd8432e81a5d9a284c9a924";
-/// `MESSAGE_ID` of a refused configuration.
+/// `MESSAGE_ID` of a configuration refused on reload (the running groups keep the old one).
 pub const CONFIG_REFUSED: &str = "7b805e0449d84e79966e10a5dcec46ec";
 
 /// True when stderr is connected to the journal (systemd sets `JOURNAL_STREAM` for that).
 fn under_journald() -> bool {
     std::env::var_os("JOURNAL_STREAM").is_some()
+}
+
+/// Report why promd is about to exit. These lines go to stderr, never the native journal socket:
+/// journald attributes a native message to its unit by reading the sender's cgroup, which is
+/// gone once the process has exited and been reaped, so `journalctl -u promd` could miss the
+/// very lines that say why it stopped. The stderr stream carries the unit in its header; the
+/// `<3>` prefix makes them priority err.
+pub fn fatal(lines: &str) {
+    let prefix = if under_journald() { "<3>" } else { "promd: " };
+    for line in lines.lines() {
+        eprintln!("{prefix}{line}");
+    }
 }
 
 /// Install the global subscriber. `PROMD_LOG` (EnvFilter syntax) sets the level; default info.

@@ -78,23 +78,13 @@ fn run(path: &std::path::Path) -> ExitCode {
     let config = match config::load(path) {
         Ok(c) => c,
         Err(e) => {
-            for line in e.to_string().lines() {
-                tracing::error!(MESSAGE_ID = logging::CONFIG_REFUSED, "{line}");
-            }
-            tracing::error!(
-                MESSAGE_ID = logging::CONFIG_REFUSED,
-                "refusing to start: fix {}",
-                path.display()
-            );
+            logging::fatal(&format!("{e}\nrefusing to start: fix {}", path.display()));
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     let notifier = Notifier::from_env();
     if let Err(e) = check_watchdog(&config, &notifier) {
-        tracing::error!(
-            MESSAGE_ID = logging::CONFIG_REFUSED,
-            "refusing to start: {e}"
-        );
+        logging::fatal(&format!("refusing to start: {e}"));
         return ExitCode::from(EXIT_CONFIG);
     }
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -103,7 +93,7 @@ fn run(path: &std::path::Path) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            tracing::error!("cannot start the runtime: {e}");
+            logging::fatal(&format!("cannot start the runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -113,7 +103,7 @@ fn run(path: &std::path::Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            tracing::error!("{e:#}");
+            logging::fatal(&format!("{e:#}"));
             ExitCode::FAILURE
         }
     }

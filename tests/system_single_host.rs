@@ -77,7 +77,8 @@ fn bad_configuration_and_too_long_watchdog_are_refused_with_reasons() {
     hosts::wait_until(Duration::from_secs(20), "promd refused to start", || {
         h.unit_state("promd") == "failed"
     });
-    let journal = h.journal(&["-u", "promd"]);
+    // At priority err, attributed to the unit although promd has already exited.
+    let journal = h.journal(&["-u", "promd", "-p", "err"]);
     assert!(
         journal.contains("/etc/promd/promd.toml:5:9:"),
         "lease position missing:\n{journal}"
@@ -119,7 +120,7 @@ fn bad_configuration_and_too_long_watchdog_are_refused_with_reasons() {
         "promd refused the watchdog",
         || h.unit_state("promd") == "failed",
     );
-    let journal = h.journal(&["-u", "promd", "-n", "20"]);
+    let journal = h.journal(&["-u", "promd", "-p", "err", "-n", "20"]);
     assert!(
         journal.contains("WatchdogSec=3s is too long for group web"),
         "{journal}"
