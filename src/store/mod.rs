@@ -94,6 +94,33 @@ pub enum StoreCommand {
     Shutdown,
 }
 
+/// A write that needs the store, queued by a backend until it can carry it out: every
+/// [`StoreCommand`] but `Shutdown`, which ends the task instead.
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    Campaign(LeaderRecord),
+    Release { term: u64 },
+    Publish(MemberRecord),
+    PutSwitchover(SwitchoverRecord),
+    ClearSwitchover,
+    SetMaintenance(MaintenanceRecord),
+}
+
+impl StoreCommand {
+    /// The write this command asks for; `None` for `Shutdown`.
+    pub(crate) fn into_op(self) -> Option<Op> {
+        Some(match self {
+            StoreCommand::Campaign(rec) => Op::Campaign(rec),
+            StoreCommand::Release { term } => Op::Release { term },
+            StoreCommand::Publish(rec) => Op::Publish(rec),
+            StoreCommand::RequestSwitchover(rec) => Op::PutSwitchover(rec),
+            StoreCommand::ClearSwitchover => Op::ClearSwitchover,
+            StoreCommand::SetMaintenance(rec) => Op::SetMaintenance(rec),
+            StoreCommand::Shutdown => return None,
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoreEvent {
     /// The backend reached the store and holds a live lease.

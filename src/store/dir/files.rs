@@ -17,7 +17,9 @@ use crate::store::record::{
 };
 use crate::store::{Leader, UNREADABLE_NODE};
 
-use super::*;
+use super::format::{Entry, decode_durable, decode_entry, decode_term, unix_micros};
+use super::jobs::{Snapshot, View};
+use super::{FILE_MODE, MAX_FILE};
 
 #[derive(Debug, Clone)]
 pub(super) struct Paths {

@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::store::Leader;
 use crate::store::record::{self, LeaderRecord, MaintenanceRecord, MemberRecord, SwitchoverRecord};
+use crate::store::{Leader, Op};
 
-use super::*;
+use super::files::{Files, GroupLock, Paths, Slot, ensure_dirs, remove, sync_dir, write_atomic};
+use super::format::{DIR_FORMAT, TermFile, encode_durable, encode_entry, new_session_id, wall_us};
 
 /// What every job needs; shared with the blocking pool.
 #[derive(Debug)]
@@ -23,17 +24,6 @@ pub(super) struct Session {
     pub(super) id: String,
     /// Wall-clock unix microseconds.
     pub(super) expires: u64,
-}
-
-/// A command that needs the store, queued until the task can carry it out.
-#[derive(Debug, Clone)]
-pub(super) enum Op {
-    Campaign(LeaderRecord),
-    Release { term: u64 },
-    Publish(MemberRecord),
-    PutSwitchover(SwitchoverRecord),
-    ClearSwitchover,
-    SetMaintenance(MaintenanceRecord),
 }
 
 pub(super) enum Job {

@@ -41,12 +41,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::{GroupSession, GroupSpec, Store, StoreEvent};
-
-use files::*;
-use format::*;
-use jobs::*;
-use notify::*;
-use task::*;
+use files::Paths;
+use format::micros;
+use jobs::Ctx;
+use task::GroupTask;
 
 /// A store of groups in a directory (`/var/lib/promd` by default).
 pub struct DirStore {

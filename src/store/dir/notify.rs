@@ -8,7 +8,7 @@ use rustix::fs::inotify;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use super::*;
+use super::files::Paths;
 
 /// inotify on the group directory and `members/`: prompt notice of local changes.
 pub(super) struct Watcher {

@@ -9,9 +9,11 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::store::record::MemberRecord;
-use crate::store::{GroupSpec, StoreCommand, StoreEvent};
+use crate::store::{GroupSpec, Op, StoreCommand, StoreEvent};
 
-use super::*;
+use super::jobs::{Answer, Ctx, Done, Job, Session, Snapshot, View, run_job};
+use super::notify::{Notice, Watcher, notice};
+use super::{EXPIRY_SLACK, MAX_RETRY_DELAY, SHUTDOWN_TIMEOUT};
 
 /// What the job in flight is for, so its result can be put to use.
 #[derive(Debug)]
@@ -128,15 +130,13 @@ impl GroupTask {
                 self.member = Some(rec.clone());
                 self.queue.push_back(Op::Publish(rec));
             }
-            StoreCommand::Release { term } => self.queue.push_back(Op::Release { term }),
-            StoreCommand::RequestSwitchover(rec) => self.queue.push_back(Op::PutSwitchover(rec)),
-            StoreCommand::ClearSwitchover => self.queue.push_back(Op::ClearSwitchover),
             StoreCommand::SetMaintenance(rec) => {
                 // Only the newest change matters.
                 self.queue.retain(|op| !matches!(op, Op::SetMaintenance(_)));
                 self.queue.push_back(Op::SetMaintenance(rec));
             }
-            StoreCommand::Shutdown => {} // handled by `run`
+            // `Shutdown` is handled by `run`.
+            other => self.queue.extend(other.into_op()),
         }
     }
 

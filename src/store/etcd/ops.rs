@@ -10,18 +10,8 @@ use tracing::{debug, info, warn};
 use super::connect::{CallError, Connector, broken, call};
 use super::task::GroupTask;
 use super::{Keys, SHUTDOWN_CALL_TIMEOUT};
-use crate::store::record::{self, LeaderRecord, MaintenanceRecord, MemberRecord, SwitchoverRecord};
-
-/// A command that needs the store, queued until the task can carry it out.
-#[derive(Debug, Clone)]
-pub(super) enum Op {
-    Campaign(LeaderRecord),
-    Release { term: u64 },
-    Publish(MemberRecord),
-    PutSwitchover(SwitchoverRecord),
-    ClearSwitchover,
-    SetMaintenance(MaintenanceRecord),
-}
+use crate::store::Op;
+use crate::store::record::{self, MaintenanceRecord};
 
 pub(super) enum Done {
     Campaigned(Option<u64>),

@@ -13,10 +13,10 @@ use tracing::{debug, info, warn};
 
 use super::MAX_RETRY_DELAY;
 use super::connect::{CallError, Connector, Session, establish};
-use super::ops::{Done, Op, OpFuture, start_op};
+use super::ops::{Done, OpFuture, start_op};
 use super::view::{ResyncFuture, Touched, View, next_watch, read_and_watch};
 use crate::store::record::{MaintenanceRecord, MemberRecord};
-use crate::store::{GroupSpec, StoreCommand, StoreEvent};
+use crate::store::{GroupSpec, Op, StoreCommand, StoreEvent};
 
 /// Await an optional future; never completes if there is none (for `select!`).
 async fn maybe<F: Future + Unpin>(f: &mut Option<F>) -> F::Output {
@@ -126,9 +126,6 @@ impl GroupTask {
         match command {
             StoreCommand::Campaign(_) => self.emit(StoreEvent::Campaigned(None)),
             StoreCommand::Publish(rec) => self.member = Some(rec),
-            StoreCommand::Release { term } => self.queue.push_back(Op::Release { term }),
-            StoreCommand::RequestSwitchover(rec) => self.queue.push_back(Op::PutSwitchover(rec)),
-            StoreCommand::ClearSwitchover => self.queue.push_back(Op::ClearSwitchover),
             StoreCommand::SetMaintenance(rec) => self.set_maintenance(rec),
             // Nothing to clean up that etcd would hear about; the lease expires on its own.
             StoreCommand::Shutdown => {
@@ -137,6 +134,7 @@ impl GroupTask {
                 }
                 return false;
             }
+            other => self.queue.extend(other.into_op()),
         }
         true
     }
@@ -267,15 +265,8 @@ impl GroupTask {
                         self.member = Some(rec.clone());
                         self.queue.push_back(Op::Publish(rec));
                     }
-                    Some(StoreCommand::Campaign(rec)) => self.queue.push_back(Op::Campaign(rec)),
-                    Some(StoreCommand::Release { term }) => {
-                        self.queue.push_back(Op::Release { term })
-                    }
-                    Some(StoreCommand::RequestSwitchover(rec)) => {
-                        self.queue.push_back(Op::PutSwitchover(rec))
-                    }
-                    Some(StoreCommand::ClearSwitchover) => self.queue.push_back(Op::ClearSwitchover),
                     Some(StoreCommand::SetMaintenance(rec)) => self.set_maintenance(rec),
+                    Some(other) => self.queue.extend(other.into_op()),
                 },
 
                 (op, result) = maybe(&mut inflight) => {
