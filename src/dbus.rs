@@ -130,6 +130,23 @@ impl Shared {
         if root || admin { Ok(()) } else { Err(denied()) }
     }
 
+    /// What every method that changes something does: check the caller, find the group (by
+    /// name on the Manager), hand the call to the group's machine and wait for its answer.
+    async fn act(
+        &self,
+        conn: &Connection,
+        header: &Header<'_>,
+        group: GroupRef<'_>,
+        call: Call,
+    ) -> Result<(), PromdError> {
+        self.authorize(conn, header).await?;
+        let index = match group {
+            ByName(name) => self.index(name)?,
+            ByIndex(index) => index,
+        };
+        self.call(index, call).await
+    }
+
     async fn call(&self, group: usize, call: Call) -> Result<(), PromdError> {
         let (reply, rx) = oneshot::channel();
         self.calls
@@ -139,6 +156,13 @@ impl Shared {
             .map_err(|_| PromdError::Failed("promd is stopping".into()))?
     }
 }
+
+/// A group as a method names it: the Manager by its name, a group object by itself.
+enum GroupRef<'a> {
+    ByName(&'a str),
+    ByIndex(usize),
+}
+use GroupRef::{ByIndex, ByName};
 
 struct Manager(Shared);
 
@@ -184,9 +208,9 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         group: String,
     ) -> Result<(), PromdError> {
-        self.0.authorize(conn, &header).await?;
-        let i = self.0.index(&group)?;
-        self.0.call(i, Call::Promote).await
+        self.0
+            .act(conn, &header, ByName(&group), Call::Promote)
+            .await
     }
 
     async fn demote(
@@ -195,9 +219,9 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         group: String,
     ) -> Result<(), PromdError> {
-        self.0.authorize(conn, &header).await?;
-        let i = self.0.index(&group)?;
-        self.0.call(i, Call::Demote).await
+        self.0
+            .act(conn, &header, ByName(&group), Call::Demote)
+            .await
     }
 
     async fn set_maintenance(
@@ -207,9 +231,9 @@ impl Manager {
         group: String,
         on: bool,
     ) -> Result<(), PromdError> {
-        self.0.authorize(conn, &header).await?;
-        let i = self.0.index(&group)?;
-        self.0.call(i, Call::SetMaintenance(on)).await
+        self.0
+            .act(conn, &header, ByName(&group), Call::SetMaintenance(on))
+            .await
     }
 
     async fn reset_failed(
@@ -218,9 +242,9 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         group: String,
     ) -> Result<(), PromdError> {
-        self.0.authorize(conn, &header).await?;
-        let i = self.0.index(&group)?;
-        self.0.call(i, Call::ResetFailed).await
+        self.0
+            .act(conn, &header, ByName(&group), Call::ResetFailed)
+            .await
     }
 }
 
@@ -286,8 +310,9 @@ impl GroupObject {
         #[zbus(connection)] conn: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), PromdError> {
-        self.shared.authorize(conn, &header).await?;
-        self.shared.call(self.index, Call::Promote).await
+        self.shared
+            .act(conn, &header, ByIndex(self.index), Call::Promote)
+            .await
     }
 
     async fn demote(
@@ -295,8 +320,9 @@ impl GroupObject {
         #[zbus(connection)] conn: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), PromdError> {
-        self.shared.authorize(conn, &header).await?;
-        self.shared.call(self.index, Call::Demote).await
+        self.shared
+            .act(conn, &header, ByIndex(self.index), Call::Demote)
+            .await
     }
 
     async fn set_maintenance(
@@ -305,8 +331,9 @@ impl GroupObject {
         #[zbus(header)] header: Header<'_>,
         on: bool,
     ) -> Result<(), PromdError> {
-        self.shared.authorize(conn, &header).await?;
-        self.shared.call(self.index, Call::SetMaintenance(on)).await
+        self.shared
+            .act(conn, &header, ByIndex(self.index), Call::SetMaintenance(on))
+            .await
     }
 
     async fn reset_failed(
@@ -314,8 +341,9 @@ impl GroupObject {
         #[zbus(connection)] conn: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), PromdError> {
-        self.shared.authorize(conn, &header).await?;
-        self.shared.call(self.index, Call::ResetFailed).await
+        self.shared
+            .act(conn, &header, ByIndex(self.index), Call::ResetFailed)
+            .await
     }
 
     #[zbus(signal, name = "RoleChanged")]
