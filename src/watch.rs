@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use futures_util::StreamExt;
+use futures_util::future::join_all;
 use tokio::sync::mpsc;
 use zbus_systemd::systemd1::{ServiceProxy, UnitProxy};
 
@@ -27,62 +28,47 @@ enum Change {
     State(String),
 }
 
-/// Follow each unit for failures; events go to `tx` tagged with `index`.
-pub fn watch_active(
+/// Follow each unit for failures; events go to `tx` tagged with `index`. Runs until `tx`
+/// is closed or the future is dropped, which ends every subscription with it.
+pub async fn watch_active(
     systemd: &Systemd,
     index: usize,
     units: &[String],
     tx: mpsc::UnboundedSender<(usize, WatchEvent)>,
 ) {
-    for unit in units {
-        let (changes, mut rx) = mpsc::unbounded_channel();
-        tokio::spawn(follow(systemd.clone(), unit.clone(), changes));
-        let (tx, unit) = (tx.clone(), unit.clone());
-        tokio::spawn(async move {
-            while let Some(change) = rx.recv().await {
-                let restarted = match change {
-                    Change::Failed => false,
-                    Change::Restarted => true,
-                    Change::State(_) => continue,
-                };
-                if tx
-                    .send((
-                        index,
-                        WatchEvent::Failed {
-                            unit: unit.clone(),
-                            restarted,
-                        },
-                    ))
-                    .is_err()
-                {
-                    return;
-                }
+    let (changes, mut rx) = mpsc::unbounded_channel();
+    let followers = join_all(units.iter().map(|u| follow(systemd, u, changes.clone())));
+    drop(changes);
+    let forward = async move {
+        while let Some((unit, change)) = rx.recv().await {
+            let restarted = match change {
+                Change::Failed => false,
+                Change::Restarted => true,
+                Change::State(_) => continue,
+            };
+            if tx
+                .send((index, WatchEvent::Failed { unit, restarted }))
+                .is_err()
+            {
+                return;
             }
-        });
-    }
+        }
+    };
+    tokio::join!(followers, forward);
 }
 
 /// Follow the passive target's units; report whether any of them is failed, on each change.
-pub fn watch_passive(
+/// Runs until `tx` is closed or the future is dropped.
+pub async fn watch_passive(
     systemd: &Systemd,
     index: usize,
     units: &[String],
     tx: mpsc::UnboundedSender<(usize, WatchEvent)>,
 ) {
-    let (changes, mut rx) = mpsc::unbounded_channel::<(String, Change)>();
-    for unit in units {
-        let (unit_tx, mut unit_rx) = mpsc::unbounded_channel();
-        tokio::spawn(follow(systemd.clone(), unit.clone(), unit_tx));
-        let (changes, unit) = (changes.clone(), unit.clone());
-        tokio::spawn(async move {
-            while let Some(c) = unit_rx.recv().await {
-                if changes.send((unit.clone(), c)).is_err() {
-                    return;
-                }
-            }
-        });
-    }
-    tokio::spawn(async move {
+    let (changes, mut rx) = mpsc::unbounded_channel();
+    let followers = join_all(units.iter().map(|u| follow(systemd, u, changes.clone())));
+    drop(changes);
+    let report = async move {
         let mut failed: BTreeSet<String> = BTreeSet::new();
         let mut reported: Option<bool> = None;
         while let Some((unit, change)) = rx.recv().await {
@@ -99,21 +85,19 @@ pub fn watch_passive(
                 }
             }
         }
-    });
+    };
+    tokio::join!(followers, report);
 }
 
 /// Report a unit's failures and states until the receiver is gone.
-async fn follow(systemd: Systemd, unit: String, tx: mpsc::UnboundedSender<Change>) {
-    if let Err(e) = follow_inner(&systemd, &unit, &tx).await {
+async fn follow(systemd: &Systemd, unit: &str, tx: mpsc::UnboundedSender<(String, Change)>) {
+    let tx = Tagged { unit, tx };
+    if let Err(e) = follow_inner(systemd, unit, &tx).await {
         tracing::error!("cannot follow {unit}: {e}");
     }
 }
 
-async fn follow_inner(
-    systemd: &Systemd,
-    unit: &str,
-    tx: &mpsc::UnboundedSender<Change>,
-) -> zbus::Result<()> {
+async fn follow_inner(systemd: &Systemd, unit: &str, tx: &Tagged<'_>) -> zbus::Result<()> {
     let path = systemd.manager().load_unit(unit.to_string()).await?;
     let conn = systemd.connection();
     let unit_proxy = UnitProxy::builder(conn).path(path.clone()).build().await?;
@@ -194,6 +178,18 @@ async fn follow_inner(
                 }
             }
         }
+    }
+}
+
+/// A sender that tags each change with its unit.
+struct Tagged<'a> {
+    unit: &'a str,
+    tx: mpsc::UnboundedSender<(String, Change)>,
+}
+
+impl Tagged<'_> {
+    fn send(&self, change: Change) -> Result<(), ()> {
+        self.tx.send((self.unit.to_owned(), change)).map_err(drop)
     }
 }
 

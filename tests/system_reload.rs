@@ -62,6 +62,20 @@ fn web_starts(h: &Host) -> usize {
         .count()
 }
 
+/// How many of the bus's match rules (every connection's signal subscriptions) concern one of
+/// the group's units: promd follows the units of a group through such subscriptions.
+fn subscriptions_to_units_of(h: &Host, group: &str) -> usize {
+    let rules = h.run_ok(&[
+        "busctl",
+        "call",
+        "org.freedesktop.DBus",
+        "/org/freedesktop/DBus",
+        "org.freedesktop.DBus.Debug.Stats",
+        "GetAllMatchRules",
+    ]);
+    rules.matches(&format!("/unit/{group}_2")).count()
+}
+
 fn reload(h: &Host, groups: &[&str]) -> std::process::Output {
     h.write_file("/etc/promd/promd.toml", config(groups));
     h.exec(&["systemctl", "reload", "promd"])
@@ -85,6 +99,9 @@ fn reload_applies_valid_changes_and_refuses_invalid_ones() {
         h.is_active("db.service")
     });
     assert!(groups(&h).contains("\"db\""), "{}", groups(&h));
+    hosts::wait_until(Duration::from_secs(5), "promd follows db's units", || {
+        subscriptions_to_units_of(&h, "db") > 0
+    });
     assert_eq!(web_starts(&h), 1, "web was not restarted");
     assert!(h.is_active("web.service"));
     assert_eq!(
@@ -137,6 +154,15 @@ fn reload_applies_valid_changes_and_refuses_invalid_ones() {
         "Role",
     ]);
     assert!(!gone.status.success(), "the removed group's object is gone");
+    hosts::wait_until(
+        Duration::from_secs(5),
+        "nobody follows db's units any more",
+        || subscriptions_to_units_of(&h, "db") == 0,
+    );
+    assert!(
+        subscriptions_to_units_of(&h, "web") > 0,
+        "web is still followed"
+    );
     assert!(h.is_active("web.service"));
     assert_eq!(web_starts(&h), 1, "web was not disturbed");
 

@@ -94,7 +94,6 @@ impl Runtime {
         });
     }
 
-    /// Bind the active target's units to promd ahead of any promotion.
     /// Bind the active target's units to promd ahead of any promotion, follow the watched
     /// units and the passive target's, and start the health check.
     pub(super) fn bind_units(&mut self, i: usize) {
@@ -105,27 +104,34 @@ impl Runtime {
             self.units_tx.clone(),
             self.watch_tx.clone(),
         );
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let group = &cfg.name;
+            let mut watched = Vec::new();
             match systemd.pulled_in(&cfg.active_target).await {
                 Ok(units) => {
                     if let Err(e) = systemd.bind_to_promd(group, &units).await {
                         tracing::error!(PROMD_GROUP = %group, "binding units to promd: {e}");
                     }
-                    let watched = cfg.watch.clone().unwrap_or_else(|| units.clone());
-                    watch::watch_active(&systemd, i, &watched, watch_tx.clone());
+                    watched = cfg.watch.clone().unwrap_or_else(|| units.clone());
                     let _ = units_tx.send((i, units));
                 }
                 Err(e) => {
                     tracing::error!(PROMD_GROUP = %group, "reading {}: {e}", cfg.active_target)
                 }
             }
+            let mut passive_units = Vec::new();
             if let Some(passive) = &cfg.passive_target {
-                let mut units = systemd.pulled_in(passive).await.unwrap_or_default();
-                units.push(passive.clone());
-                watch::watch_passive(&systemd, i, &units, watch_tx);
+                passive_units = systemd.pulled_in(passive).await.unwrap_or_default();
+                passive_units.push(passive.clone());
             }
+            // Both run until the group is retired, which aborts this task.
+            tokio::join!(
+                watch::watch_active(&systemd, i, &watched, watch_tx.clone()),
+                watch::watch_passive(&systemd, i, &passive_units, watch_tx),
+            );
         });
+        self.groups[i].watch_task = Some(task.abort_handle());
+        let g = &self.groups[i];
         if let Some(command) = &g.cfg.health_command {
             let check = HealthCheck {
                 command: command.clone(),

@@ -54,6 +54,8 @@ struct Group {
     /// A retired group that has exited and was dropped from D-Bus.
     finished: bool,
     health_task: Option<tokio::task::AbortHandle>,
+    /// The task that binds the units and then follows them; aborted when the group retires.
+    watch_task: Option<tokio::task::AbortHandle>,
 }
 
 pub struct Runtime {
@@ -149,6 +151,7 @@ impl Runtime {
             retired: false,
             finished: false,
             health_task: None,
+            watch_task: None,
             cfg: cfg.clone(),
         });
         i

@@ -86,7 +86,12 @@ impl Runtime {
             &format!("{why}: handing over and stopping this group"),
         );
         self.groups[i].retired = true;
-        if let Some(task) = self.groups[i].health_task.take() {
+        // Its unit watchers and health check would only feed a group that is leaving.
+        let g = &mut self.groups[i];
+        for task in [g.health_task.take(), g.watch_task.take()]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
         self.feed(i, Event::Terminate);
