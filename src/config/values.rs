@@ -35,19 +35,10 @@ impl Checker<'_> {
             );
             return None;
         }
-        let mut ok = true;
-        for endpoint in &endpoints {
-            if !valid_endpoint(endpoint.get_ref()) {
-                self.error(
-                    &endpoint.span(),
-                    format!(
-                        "endpoint {:?} is not http://HOST:PORT or https://HOST:PORT",
-                        endpoint.get_ref()
-                    ),
-                );
-                ok = false;
-            }
-        }
+        let ok = self.each_valid(&endpoints, |e| {
+            (!valid_endpoint(e))
+                .then(|| format!("endpoint {e:?} is not http://HOST:PORT or https://HOST:PORT"))
+        });
         ok.then(|| endpoints.into_iter().map(Spanned::into_inner).collect())
     }
 
@@ -105,32 +96,19 @@ impl Checker<'_> {
             );
             return None;
         }
-        let mut ok = true;
-        for member in &members {
-            if !valid_node_name(member.get_ref()) {
-                self.error(
-                    &member.span(),
-                    format!(
-                        "member {:?} is not a valid node name: use {NODE_NAME_RULE}",
-                        member.get_ref()
-                    ),
-                );
-                ok = false;
-            }
-        }
+        let mut ok = self.each_valid(&members, |m| {
+            (!valid_node_name(m))
+                .then(|| format!("member {m:?} is not a valid node name: use {NODE_NAME_RULE}"))
+        });
         ok &= self.no_duplicates(key, &members);
         ok.then(|| members.into_iter().map(Spanned::into_inner).collect())
     }
 
     pub(super) fn watch(&mut self, key: &str, value: &Value<'_>) -> Option<Vec<String>> {
         let units = self.string_array(key, value)?;
-        let mut ok = true;
-        for unit in &units {
-            if !valid_unit_name(unit.get_ref()) {
-                self.error(&unit.span(), unit_name_message(key, unit.get_ref()));
-                ok = false;
-            }
-        }
+        let mut ok = self.each_valid(&units, |u| {
+            (!valid_unit_name(u)).then(|| unit_name_message(key, u))
+        });
         ok &= self.no_duplicates(key, &units);
         ok.then(|| units.into_iter().map(Spanned::into_inner).collect())
     }
@@ -321,6 +299,23 @@ impl Checker<'_> {
     }
 
     /// An array of strings, each with its position for element-level messages.
+    /// Checks every item of a list, reporting each problem `problem` finds at the item's
+    /// position (not just the first). True if there was none.
+    fn each_valid(
+        &mut self,
+        items: &[Spanned<String>],
+        problem: impl Fn(&str) -> Option<String>,
+    ) -> bool {
+        let mut ok = true;
+        for item in items {
+            if let Some(message) = problem(item.get_ref()) {
+                self.error(&item.span(), message);
+                ok = false;
+            }
+        }
+        ok
+    }
+
     pub(super) fn string_array(
         &mut self,
         key: &str,
