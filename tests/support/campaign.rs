@@ -576,6 +576,17 @@ fn kinds_env(kinds: &[Kind]) -> String {
 }
 
 /// The one host running the service and the start of its open span, if exactly one runs it.
+/// After a SIGSTOP: SIGCONT the promd if it still exists, else the watchdog killed it. Says
+/// which, for the fault log.
+fn resume_unless_killed(host: &Host, pid: u32) -> &'static str {
+    if host.pids_on_machine("promd").contains(&pid) {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
+        "resumed"
+    } else {
+        "killed by the watchdog"
+    }
+}
+
 fn one_active(c: &Cluster) -> Option<(usize, u64)> {
     let active = c.active_hosts();
     let [a] = active[..] else { return None };
@@ -717,12 +728,7 @@ impl Engine<'_> {
                 c.hosts[target].signal(pid, Signal::SIGSTOP);
                 std::thread::sleep(plan.duration); // the fault's duration
                 // The watchdog has usually killed it by now; resume it only if it still exists.
-                if c.hosts[target].pids_on_machine("promd").contains(&pid) {
-                    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
-                    result = "resumed".into();
-                } else {
-                    result = "killed by the watchdog".into();
-                }
+                result = resume_unless_killed(&c.hosts[target], pid).into();
                 format!(
                     "SIGSTOP promd on {tname} for {} ms",
                     plan.duration.as_millis()
@@ -797,12 +803,7 @@ impl Engine<'_> {
                     || one_active(c).is_some_and(|(a, _)| a != target),
                 );
                 c.hosts[target].heal();
-                if c.hosts[target].pids_on_machine("promd").contains(&pid) {
-                    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
-                    result = "resumed".into();
-                } else {
-                    result = "killed by the watchdog".into();
-                }
+                result = resume_unless_killed(&c.hosts[target], pid).into();
                 format!(
                     "cut {tname}, SIGSTOP its promd {} ms later",
                     plan.duration.as_millis()
