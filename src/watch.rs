@@ -36,9 +36,7 @@ pub async fn watch_active(
     units: &[String],
     tx: mpsc::UnboundedSender<(usize, WatchEvent)>,
 ) {
-    let (changes, mut rx) = mpsc::unbounded_channel();
-    let followers = join_all(units.iter().map(|u| follow(systemd, u, changes.clone())));
-    drop(changes);
+    let (followers, mut rx) = follow_all(systemd, units);
     let forward = async move {
         while let Some((unit, change)) = rx.recv().await {
             let restarted = match change {
@@ -65,9 +63,7 @@ pub async fn watch_passive(
     units: &[String],
     tx: mpsc::UnboundedSender<(usize, WatchEvent)>,
 ) {
-    let (changes, mut rx) = mpsc::unbounded_channel();
-    let followers = join_all(units.iter().map(|u| follow(systemd, u, changes.clone())));
-    drop(changes);
+    let (followers, mut rx) = follow_all(systemd, units);
     let report = async move {
         let mut failed: BTreeSet<String> = BTreeSet::new();
         let mut reported: Option<bool> = None;
@@ -87,6 +83,20 @@ pub async fn watch_passive(
         }
     };
     tokio::join!(followers, report);
+}
+
+/// Follow every unit: the future runs the followers, the receiver gets each unit's changes
+/// (and closes once every follower has ended).
+fn follow_all<'a>(
+    systemd: &'a Systemd,
+    units: &'a [String],
+) -> (
+    impl Future<Output = Vec<()>> + Send + 'a,
+    mpsc::UnboundedReceiver<(String, Change)>,
+) {
+    let (changes, rx) = mpsc::unbounded_channel();
+    let followers = join_all(units.iter().map(|u| follow(systemd, u, changes.clone())));
+    (followers, rx)
 }
 
 /// Report a unit's failures and states until the receiver is gone.
