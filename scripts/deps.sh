@@ -4,7 +4,9 @@
 #
 # - Debian packages: systemd-container (systemd-nspawn for the test hosts), etcd-server and
 #   etcd-client (the store), dbus, iproute2 (ip netns, veth), nftables (silent partitions),
-#   protobuf-compiler (etcd-client's build), util-linux (nsenter, unshare), procps, iputils-ping.
+#   protobuf-compiler and libprotobuf-dev (etcd-client's build: protoc, and the well-known
+#   .proto files such as google/protobuf/descriptor.proto, which only libprotobuf-dev ships),
+#   util-linux (nsenter, unshare), procps, iputils-ping.
 # - Packaging (`make deb`, `make rpm`, tests/system_packaging.rs): build-essential and
 #   dpkg-dev (dpkg-buildpackage), debhelper, fakeroot, lintian, rpm (rpmbuild), and man-db
 #   with groff-base (`man promd` on the test hosts, which are copies of this machine).
@@ -23,6 +25,7 @@ PACKAGES=(
     iproute2
     nftables
     protobuf-compiler
+    libprotobuf-dev
     util-linux
     procps
     iputils-ping
