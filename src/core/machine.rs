@@ -497,6 +497,12 @@ impl GroupMachine {
                     }));
                 }
                 self.passive_units_ok = ok;
+                if ok && self.passive_failed {
+                    // The units of a passive target that failed to start are fine now (an
+                    // operator fixed them, or systemd restarted them): start the target again
+                    // rather than stay ineligible until promd restarts.
+                    self.passive_failed = false;
+                }
             }
         }
     }

@@ -1270,3 +1270,55 @@ fn a_deadline_the_caller_is_late_for_stays_due_until_a_step_handles_it() {
     // Handled: no longer due.
     assert!(t.m.next_deadline().is_none_or(|d| d > t.now));
 }
+
+fn stop_result(t: &mut T, ok: bool) -> Vec<Action> {
+    t.ev(Event::Job {
+        job: Job::StopActive,
+        ok,
+    })
+}
+
+fn failed_passive_start() -> T {
+    let mut t = T::new(params("a"));
+    t.ev(Event::Tick);
+    t.ev(Event::StoreUp);
+    t.renew();
+    t.ev(Event::Leader(Some(("b".into(), 5))));
+    t.ev(Event::Members(vec![]));
+    t.ev(Event::Maintenance(false));
+    stop_result(&mut t, true);
+    t.ev(Event::Job {
+        job: Job::StartPassive,
+        ok: false,
+    });
+    assert!(!t.m.is_eligible(t.now));
+    t
+}
+
+/// Before: a failed passive target left the node ineligible until promd restarted.
+#[test]
+fn reset_failed_starts_a_failed_passive_target_again() {
+    let mut t = failed_passive_start();
+    let a = t.m.request(Request::ResetFailed, t.now).unwrap();
+    assert!(a.contains(&Action::Start(Job::StartPassive, None)), "{a:?}");
+    t.ev(Event::Job {
+        job: Job::StartPassive,
+        ok: true,
+    });
+    assert!(t.m.is_eligible(t.now));
+    assert!(t.published().eligible && t.published().healthy);
+}
+
+#[test]
+fn recovered_passive_units_clear_a_failed_passive_start() {
+    let mut t = failed_passive_start();
+    t.ev(Event::PassiveUnits { ok: false });
+    assert!(t.ev(Event::Tick).is_empty());
+    let a = t.ev(Event::PassiveUnits { ok: true });
+    assert!(a.contains(&Action::Start(Job::StartPassive, None)), "{a:?}");
+    t.ev(Event::Job {
+        job: Job::StartPassive,
+        ok: true,
+    });
+    assert!(t.m.is_eligible(t.now));
+}
