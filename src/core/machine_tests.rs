@@ -1278,6 +1278,10 @@ fn stop_result(t: &mut T, ok: bool) -> Vec<Action> {
     })
 }
 
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
 fn failed_passive_start() -> T {
     let mut t = T::new(params("a"));
     t.ev(Event::Tick);
@@ -1321,4 +1325,47 @@ fn recovered_passive_units_clear_a_failed_passive_start() {
         ok: true,
     });
     assert!(t.m.is_eligible(t.now));
+}
+
+/// Before: the key vanishing (expired, or deleted by an operator) left the kill at
+/// `s + L - L/10`, while another host could already be starting the units.
+#[test]
+fn the_key_vanishing_from_under_the_active_node_kills_at_once() {
+    let mut t = T::active(params("a"), 5);
+    t.renew();
+    let a = t.ev(Event::Leader(None));
+    assert_eq!(a[0], Action::Start(Job::StopActive, None));
+    assert!(a.contains(&Action::KillActive), "{a:?}");
+
+    // The same during a graceful switchover: draining is over once the key is gone.
+    let mut t = T::active(params("a"), 5);
+    t.ev(Event::Members(vec![member("b", 100, true, Role::Passive)]));
+    t.renew();
+    let a = t.ev(Event::Switchover(Some("b".into())));
+    assert!(!a.contains(&Action::KillActive), "{a:?}");
+    assert_eq!(t.ev(Event::Leader(None)), vec![Action::KillActive]);
+
+    // Or when the key turns out to be another's, or the lease is lost, mid-drain.
+    for e in [Event::Leader(Some(("b".into(), 6))), Event::LeaseLost] {
+        let mut t = T::active(params("a"), 5);
+        t.ev(Event::Members(vec![member("b", 100, true, Role::Passive)]));
+        t.renew();
+        t.ev(Event::Switchover(Some("b".into())));
+        assert_eq!(t.ev(e.clone()), vec![Action::KillActive], "{e:?}");
+    }
+}
+
+#[test]
+fn a_graceful_demotion_drains_until_the_kill_deadline_while_the_key_is_held() {
+    let timing = Timing::new(LEASE);
+    let mut t = T::active(params("a"), 5);
+    t.ev(Event::Members(vec![member("b", 100, true, Role::Passive)]));
+    let sent = t.now;
+    t.renew();
+    let a = t.ev(Event::Switchover(Some("b".into())));
+    assert!(!a.contains(&Action::KillActive), "{a:?}");
+    assert_eq!(t.m.next_deadline(), Some(timing.fence_at(sent)));
+    let to_kill = ms(timing.kill_at(sent).saturating_sub(t.now));
+    t.advance(to_kill - 1);
+    assert_eq!(t.advance(1), vec![Action::KillActive]);
 }

@@ -47,18 +47,23 @@ impl GroupMachine {
     }
 
     /// When to SIGKILL units whose stop has not finished.
+    ///
+    /// Draining until shortly before the lease can expire is only allowed while this node
+    /// still holds the key under a live lease (a graceful demotion, or a fence before expiry):
+    /// nobody else can take the role before then. In every other case (the key vanished or is
+    /// another's, the lease is lost, a release of the key is under way, or at start-up, when
+    /// nobody can say when the previous incarnation last renewed) another host may be
+    /// starting the units already: now.
     pub(super) fn kill_deadline(&self) -> Mono {
-        let someone_else = self
-            .leader
-            .as_ref()
-            .is_some_and(|(n, t)| *n != self.p.node || Some(*t) != self.held_term);
         match self.renewed_sent {
-            // At start-up nobody can say when the previous incarnation last renewed, and once
-            // the lease is lost or the key is another's, the key may be in use elsewhere:
-            // there is nothing left to wait for.
-            _ if self.role == Role::Starting || self.lease_lost || someone_else => Mono::ZERO,
-            None => Mono::ZERO,
-            Some(s) => self.p.timing.kill_at(s),
+            Some(s)
+                if self.role != Role::Starting
+                    && !self.releasing
+                    && self.entitled_at().is_some() =>
+            {
+                self.p.timing.kill_at(s)
+            }
+            _ => Mono::ZERO,
         }
     }
 
