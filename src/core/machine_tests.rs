@@ -605,6 +605,8 @@ fn an_unreachable_store_or_an_unrenewed_lease_makes_a_passive_node_ineligible() 
 /// Randomised simulation against a fake store: whatever the network, the store and systemd do,
 /// the active units never run unless this node holds the key under a lease the store still
 /// honours. (Another node can only take the key after the store expired that lease.)
+/// systemd's side includes stops that fail; and a stop is never issued while one runs, nor
+/// sooner than the backoff after a failed one.
 #[test]
 fn simulated_faults_never_leave_units_running_without_a_live_lease() {
     let mut total = Coverage::default();
@@ -613,11 +615,13 @@ fn simulated_faults_never_leave_units_running_without_a_live_lease() {
         total.promotions += c.promotions;
         total.lease_fences += c.lease_fences;
         total.kills += c.kills;
+        total.failed_stops += c.failed_stops;
     }
     // The runs must have reached the dangerous states, or they prove nothing.
     assert!(total.promotions > 1000, "{total:?}");
     assert!(total.lease_fences > 100, "{total:?}");
     assert!(total.kills > 100, "{total:?}");
+    assert!(total.failed_stops > 100, "{total:?}");
 }
 
 #[derive(Debug, Default)]
@@ -625,6 +629,7 @@ struct Coverage {
     promotions: usize,
     lease_fences: usize,
     kills: usize,
+    failed_stops: usize,
 }
 
 struct Rng(u64);
@@ -661,6 +666,10 @@ fn simulate(seed: u64, steps: usize) -> Coverage {
     let mut pending_jobs: Vec<(Mono, Job, bool)> = Vec::new();
     let mut pending_events: Vec<(Mono, Event)> = Vec::new();
     let mut log: Vec<String> = Vec::new();
+    // No hot loop: one stop at a time, and none within the first backoff of a failed one.
+    let mut stop_running = false;
+    let mut stop_failed_at: Option<Mono> = None;
+    let min_backoff = Timing::new(LEASE).stop_retry_backoff(1);
 
     let mut actions = t.ev(Event::Tick);
     for step in 0..steps {
@@ -694,13 +703,24 @@ fn simulate(seed: u64, steps: usize) -> Coverage {
                     ));
                 }
                 Action::Start(job, _) => {
+                    if job == Job::StopActive {
+                        assert!(
+                            !stop_running
+                                && stop_failed_at.is_none_or(|f| t.now >= f + min_backoff),
+                            "seed {seed} step {step}: stop issued again too soon\n{}",
+                            log.join("\n")
+                        );
+                        stop_running = true;
+                    }
                     // Stops sometimes hang (until killed): a far-away completion.
                     let d = if rng.chance(10) {
                         60_000
                     } else {
                         rng.below(400)
                     };
-                    pending_jobs.push((t.now + Duration::from_millis(d), job, true));
+                    // Some stops fail (a unit refuses to go): the units keep running.
+                    let ok = job != Job::StopActive || !rng.chance(15);
+                    pending_jobs.push((t.now + Duration::from_millis(d), job, ok));
                 }
                 Action::KillActive => {
                     running = false;
@@ -847,7 +867,13 @@ fn simulate(seed: u64, steps: usize) -> Coverage {
         while pending_jobs.first().is_some_and(|j| j.0 <= t.now) {
             let (_, job, ok) = pending_jobs.remove(0);
             if job == Job::StopActive {
-                running = false;
+                stop_running = false;
+                if ok {
+                    running = false;
+                } else {
+                    cov.failed_stops += 1;
+                    stop_failed_at = Some(t.now);
+                }
             }
             log.push(format!("{:?} <- job {job:?} {ok}", t.now));
             actions.extend(t.ev(Event::Job { job, ok }));
@@ -1368,4 +1394,121 @@ fn a_graceful_demotion_drains_until_the_kill_deadline_while_the_key_is_held() {
     let to_kill = ms(timing.kill_at(sent).saturating_sub(t.now));
     t.advance(to_kill - 1);
     assert_eq!(t.advance(1), vec![Action::KillActive]);
+}
+
+/// Before: a failed stop left the units "may run" with no job, and the fence issued the next
+/// stop in the same step: a hot loop of D-Bus calls for as long as systemd said no.
+#[test]
+fn a_failed_fence_stop_is_killed_at_once_and_retried_after_a_doubling_backoff() {
+    let mut t = T::active(params("a"), 5);
+    let a = t.ev(Event::Leader(Some(("b".into(), 9))));
+    assert_eq!(a[0], Action::Start(Job::StopActive, None));
+    // 250 ms, 500 ms, then capped at half the (2 s) lease.
+    for (n, backoff) in [250u64, 500, 1000, 1000].into_iter().enumerate() {
+        t.renew();
+        let a = stop_result(&mut t, false);
+        assert_eq!(a[0], Action::KillActive, "escalates at once: {a:?}");
+        assert!(
+            !starts(&a, Job::StopActive),
+            "no stop in the same step: {a:?}"
+        );
+        assert_eq!(notes(&a).len(), 1, "{a:?}");
+        assert!(
+            notes(&a)[0].contains(&format!("{} in a row", n + 1)),
+            "{a:?}"
+        );
+        assert_eq!(t.m.role(), Role::Demoting);
+        assert_eq!(
+            t.m.next_deadline(),
+            Some(t.now + Duration::from_millis(backoff))
+        );
+        assert_eq!(t.advance(backoff - 1), vec![], "nothing before the retry");
+        // The key is another's: the retry is killed at once too.
+        assert_eq!(
+            t.advance(1),
+            vec![Action::Start(Job::StopActive, None), Action::KillActive]
+        );
+    }
+    // A stale answer (a superseded job) is not a failure: no note, no kill.
+    assert_eq!(
+        t.ev(Event::Job {
+            job: Job::StartActive,
+            ok: false,
+        }),
+        vec![]
+    );
+    assert_eq!(
+        stop_result(&mut t, true),
+        vec![Action::Start(Job::StartPassive, None)]
+    );
+    let a = t.ev(Event::Job {
+        job: Job::StartPassive,
+        ok: true,
+    });
+    assert!(has_role_change(&a, Role::Demoting, Role::Passive), "{a:?}");
+}
+
+/// Before: a failed stop during a switchover was never retried; the node sat in `demoting`
+/// holding the key for good.
+#[test]
+fn a_failed_stop_in_a_switchover_is_retried_and_the_demotion_finishes() {
+    let mut t = T::active(params("a"), 5);
+    t.ev(Event::Members(vec![member("b", 100, true, Role::Passive)]));
+    let a = t.ev(Event::Switchover(Some("b".into())));
+    assert_eq!(a[0], Action::Start(Job::StopActive, None));
+    assert!(!a.contains(&Action::KillActive), "graceful: {a:?}");
+    let a = stop_result(&mut t, false);
+    assert!(a.contains(&Action::KillActive), "{a:?}");
+    assert!(!starts(&a, Job::StopActive), "{a:?}");
+    assert!(
+        !a.iter().any(|x| matches!(x, Action::Release { .. })),
+        "{a:?}"
+    );
+    assert_eq!(t.m.role(), Role::Demoting);
+    t.renew();
+    assert_eq!(t.advance(249), vec![]);
+    // The key is still held under a live lease: the retry drains, no kill yet.
+    assert_eq!(t.advance(1), vec![Action::Start(Job::StopActive, None)]);
+    assert_eq!(t.m.role(), Role::Demoting);
+    assert_eq!(
+        stop_result(&mut t, true),
+        vec![Action::Start(Job::StartPassive, None)]
+    );
+    let a = t.ev(Event::Job {
+        job: Job::StartPassive,
+        ok: true,
+    });
+    assert!(a.contains(&Action::Release { term: 5 }), "{a:?}");
+    assert!(has_role_change(&a, Role::Demoting, Role::Passive), "{a:?}");
+}
+
+#[test]
+fn a_failed_stop_on_the_way_out_is_retried_then_the_key_is_released() {
+    let mut t = T::active(params("a"), 5);
+    t.ev(Event::Terminate);
+    let a = stop_result(&mut t, false);
+    assert!(a.contains(&Action::KillActive), "{a:?}");
+    assert!(!starts(&a, Job::StopActive), "{a:?}");
+    t.renew();
+    assert_eq!(t.advance(250), vec![Action::Start(Job::StopActive, None)]);
+    assert_eq!(stop_result(&mut t, true), vec![Action::Release { term: 5 }]);
+    assert_eq!(t.ev(Event::Released), vec![Action::Exit]);
+}
+
+#[test]
+fn a_failed_stop_at_start_up_is_retried_and_the_node_still_becomes_passive() {
+    let mut t = T::new(params("a"));
+    t.ev(Event::Tick);
+    let a = stop_result(&mut t, false);
+    assert!(a.contains(&Action::KillActive), "{a:?}");
+    assert!(!starts(&a, Job::StopActive), "{a:?}");
+    assert_eq!(t.m.role(), Role::Starting);
+    assert_eq!(
+        t.advance(250),
+        vec![Action::Start(Job::StopActive, None), Action::KillActive]
+    );
+    assert_eq!(
+        stop_result(&mut t, true),
+        vec![Action::Start(Job::StartPassive, None)]
+    );
 }

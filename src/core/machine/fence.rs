@@ -1,10 +1,11 @@
 //! Rules 1 and 2: fence the active units when this node is not entitled to run them, and
-//! terminate (stop, release, exit).
+//! terminate (stop, release, exit). Also the handling of stops that fail.
 
 use super::{Action, GroupMachine, Job, Mono, Role};
 
 impl GroupMachine {
-    /// Rule 1: units must not run unless this node holds the key under a live lease.
+    /// Rule 1: units must not run unless this node holds the key under a live lease, and has
+    /// the role (promoting or active).
     pub(super) fn fence(&mut self, now: Mono, out: &mut Vec<Action>) {
         if !self.units_may_run {
             return;
@@ -14,17 +15,28 @@ impl GroupMachine {
             Some(fence_at) if now >= fence_at => {
                 Some("lease not renewed in time: fencing before it can expire".to_string())
             }
+            // Holding the key does not entitle a host that is demoting to run the units: a
+            // failed stop is retried from here.
+            Some(_) if !self.runs_role() => {
+                Some("not active: the active units must not run".to_string())
+            }
             Some(_) => None,
         };
         if let Some(reason) = lost
-            && self.job != Some(Job::StopActive)
+            && self.may_issue_stop(now)
         {
             self.stop_active(&reason, out);
         }
-        if self.job == Some(Job::StopActive) && !self.killed && now >= self.kill_deadline() {
+        if self.stopping() && !self.killed && now >= self.kill_deadline() {
             self.killed = true;
             out.push(Action::KillActive);
         }
+    }
+
+    /// A stop runs, or a failed one waits for its retry: either way the units are on their
+    /// way down, and the kill deadline applies.
+    pub(super) fn stopping(&self) -> bool {
+        self.job == Some(Job::StopActive) || self.stop_retry_at.is_some()
     }
 
     /// The fence deadline if this node may run the active units at all.
@@ -67,9 +79,39 @@ impl GroupMachine {
         }
     }
 
+    /// The role is this node's to run: the units are meant to run here (if the key allows).
+    pub(super) fn runs_role(&self) -> bool {
+        matches!(self.role, Role::Promoting | Role::Active)
+    }
+
+    /// A new stop may be issued: none runs, and no failed one waits for its retry (it was
+    /// killed when it failed; asking systemd again at once would only fail again, in a loop).
+    pub(super) fn may_issue_stop(&self, now: Mono) -> bool {
+        self.job != Some(Job::StopActive) && self.stop_retry_at.is_none_or(|t| now >= t)
+    }
+
+    /// A stop did not bring every unit down: kill what is left now, and let the fence issue
+    /// the stop again after a backoff (doubling per failure in a row). The role does not
+    /// change: a demotion stays a demotion and finishes once a stop succeeds.
+    pub(super) fn stop_failed(&mut self, now: Mono, out: &mut Vec<Action>) {
+        self.stop_failures = self.stop_failures.saturating_add(1);
+        let backoff = self.p.timing.stop_retry_backoff(self.stop_failures);
+        self.stop_retry_at = Some(now + backoff);
+        self.killed = true;
+        out.push(Action::KillActive);
+        out.push(Action::Note(format!(
+            "stopping the active units failed ({} in a row): killed what is left, retrying in {}",
+            self.stop_failures,
+            humantime::format_duration(backoff)
+        )));
+    }
+
     pub(super) fn stop_active(&mut self, reason: &str, out: &mut Vec<Action>) {
         self.pending_restarts.clear();
         self.job = Some(Job::StopActive);
+        // Each attempt gets its own kill deadline (a retry may find units restarted).
+        self.killed = false;
+        self.stop_retry_at = None;
         self.passive_ready = false;
         out.push(Action::Start(Job::StopActive, None));
         if matches!(self.role, Role::Promoting | Role::Active) {
@@ -79,7 +121,7 @@ impl GroupMachine {
     }
 
     /// Rule 2: stop the units, release the key, exit.
-    pub(super) fn terminate(&mut self, out: &mut Vec<Action>) {
+    pub(super) fn terminate(&mut self, now: Mono, out: &mut Vec<Action>) {
         if self.job == Some(Job::StartActive) {
             self.stop_active("promd is stopping", out);
             return;
@@ -88,7 +130,9 @@ impl GroupMachine {
             return;
         }
         if self.units_may_run {
-            self.stop_active("promd is stopping", out);
+            if self.may_issue_stop(now) {
+                self.stop_active("promd is stopping", out);
+            }
             return;
         }
         if let Some(term) = self.held_term
