@@ -7,7 +7,7 @@
 //! The rules, in the order `step` applies them:
 //! 1. **Fence**: while the active units may be running and this node is not entitled to run
 //!    them (it does not hold the leader key, or its lease may have expired elsewhere, or it
-//!    does not have the role: it is demoting), stop them; kill them if
+//!    does not have the role: a unit started behind its back), stop them; kill them if
 //!    stopping is not finished by the kill deadline, which is at once unless the key is still
 //!    held under a live lease. A failed stop is killed at once and retried after a backoff.
 //! 2. **Terminate**: on SIGTERM, stop the units, release the key, then exit.
@@ -108,6 +108,11 @@ pub enum Event {
     Health { ok: bool },
     /// Whether every unit of the passive target is free of failure.
     PassiveUnits { ok: bool },
+    /// A unit of the active target's closure became `active` or `activating`. On a host that
+    /// does not have the role (an operator's `systemctl start`, a dependency, a timer), the
+    /// units are stopped (and killed unless the key is held): only the active host may run
+    /// them.
+    UnitStarted { unit: String },
 }
 
 /// What an operator asks of this node (D-Bus / promctl).
@@ -525,6 +530,7 @@ impl GroupMachine {
                     self.passive_failed = false;
                 }
             }
+            Event::UnitStarted { unit } => self.unit_started(&unit, out),
         }
     }
 

@@ -605,8 +605,8 @@ fn an_unreachable_store_or_an_unrenewed_lease_makes_a_passive_node_ineligible() 
 /// Randomised simulation against a fake store: whatever the network, the store and systemd do,
 /// the active units never run unless this node holds the key under a lease the store still
 /// honours. (Another node can only take the key after the store expired that lease.)
-/// systemd's side includes stops that fail; and a stop is never issued while one runs, nor
-/// sooner than the backoff after a failed one.
+/// systemd's side includes stops that fail and units started behind promd's back; and a stop
+/// is never issued while one runs, nor sooner than the backoff after a failed one.
 #[test]
 fn simulated_faults_never_leave_units_running_without_a_live_lease() {
     let mut total = Coverage::default();
@@ -616,12 +616,14 @@ fn simulated_faults_never_leave_units_running_without_a_live_lease() {
         total.lease_fences += c.lease_fences;
         total.kills += c.kills;
         total.failed_stops += c.failed_stops;
+        total.intruders += c.intruders;
     }
     // The runs must have reached the dangerous states, or they prove nothing.
     assert!(total.promotions > 1000, "{total:?}");
     assert!(total.lease_fences > 100, "{total:?}");
     assert!(total.kills > 100, "{total:?}");
     assert!(total.failed_stops > 100, "{total:?}");
+    assert!(total.intruders > 100, "{total:?}");
 }
 
 #[derive(Debug, Default)]
@@ -630,6 +632,8 @@ struct Coverage {
     lease_fences: usize,
     kills: usize,
     failed_stops: usize,
+    /// Units started on this host by someone else (`Event::UnitStarted`).
+    intruders: usize,
 }
 
 struct Rng(u64);
@@ -823,6 +827,19 @@ fn simulate(seed: u64, steps: usize) -> Coverage {
                 pending_events.push((t.now, Event::Members(vec![])));
                 pending_events.push((t.now, Event::Maintenance(false)));
             }
+        }
+        // Someone starts a unit of the active target on this host. A stop under way then
+        // fails (conservatively: it may not have caught the newcomer).
+        if rng.chance(1) {
+            cov.intruders += 1;
+            running = true;
+            for j in pending_jobs.iter_mut().filter(|j| j.1 == Job::StopActive) {
+                j.2 = false;
+            }
+            log.push(format!("{:?} intruder", t.now));
+            actions.extend(t.ev(Event::UnitStarted {
+                unit: "web.service".into(),
+            }));
         }
         if rng.chance(1) && key.as_ref().is_some_and(|k| k.0 == "b") {
             key = None;
@@ -1400,6 +1417,7 @@ fn a_graceful_demotion_drains_until_the_kill_deadline_while_the_key_is_held() {
 /// stop in the same step: a hot loop of D-Bus calls for as long as systemd said no.
 #[test]
 fn a_failed_fence_stop_is_killed_at_once_and_retried_after_a_doubling_backoff() {
+    let timing = Timing::new(LEASE);
     let mut t = T::active(params("a"), 5);
     let a = t.ev(Event::Leader(Some(("b".into(), 9))));
     assert_eq!(a[0], Action::Start(Job::StopActive, None));
@@ -1446,6 +1464,18 @@ fn a_failed_fence_stop_is_killed_at_once_and_retried_after_a_doubling_backoff() 
         ok: true,
     });
     assert!(has_role_change(&a, Role::Demoting, Role::Passive), "{a:?}");
+
+    // A success resets the backoff: the next failure waits 250 ms again.
+    let a = t.ev(Event::UnitStarted {
+        unit: "web.service".into(),
+    });
+    assert!(starts(&a, Job::StopActive), "{a:?}");
+    stop_result(&mut t, false);
+    assert_eq!(
+        t.m.next_deadline(),
+        Some(t.now + timing.stop_retry_backoff(1))
+    );
+    assert_eq!(ms(timing.stop_retry_backoff(1)), 250);
 }
 
 /// Before: a failed stop during a switchover was never retried; the node sat in `demoting`
@@ -1510,5 +1540,139 @@ fn a_failed_stop_at_start_up_is_retried_and_the_node_still_becomes_passive() {
     assert_eq!(
         stop_result(&mut t, true),
         vec![Action::Start(Job::StartPassive, None)]
+    );
+}
+
+fn unit_started(t: &mut T) -> Vec<Action> {
+    t.ev(Event::UnitStarted {
+        unit: "web.service".into(),
+    })
+}
+
+#[test]
+fn a_unit_started_on_a_passive_node_is_stopped_and_killed_at_once() {
+    let mut t = T::passive(params("a"), Some(("b", 5)));
+    let a = unit_started(&mut t);
+    assert_eq!(
+        notes(&a),
+        vec!["web.service started on a host that does not hold the role: stopping it".to_string()]
+    );
+    assert!(a.contains(&Action::Start(Job::StopActive, None)), "{a:?}");
+    assert!(a.contains(&Action::KillActive), "{a:?}");
+    assert!(
+        !t.m.is_eligible(t.now),
+        "not passive until the units are down"
+    );
+    assert_eq!(
+        stop_result(&mut t, true),
+        vec![Action::Start(Job::StartPassive, None)]
+    );
+    t.ev(Event::Job {
+        job: Job::StartPassive,
+        ok: true,
+    });
+    assert_eq!(t.m.role(), Role::Passive);
+    assert!(t.m.is_eligible(t.now));
+    assert!(t.m.settled_passive());
+    t.renew();
+    assert_eq!(t.advance(500), vec![]);
+}
+
+#[test]
+fn a_unit_started_on_the_node_with_the_role_is_its_own_business() {
+    let mut t = T::active(params("a"), 5);
+    assert_eq!(unit_started(&mut t), vec![]);
+    let mut t = T::passive(params("a"), None);
+    t.ev(Event::Campaigned(Some(3)));
+    assert_eq!(t.m.role(), Role::Promoting);
+    assert_eq!(unit_started(&mut t), vec![]);
+}
+
+#[test]
+fn a_unit_started_during_the_passive_start_supersedes_it_without_looping() {
+    let mut t = T::new(params("a"));
+    t.ev(Event::Tick);
+    assert_eq!(
+        stop_result(&mut t, true),
+        vec![Action::Start(Job::StartPassive, None)]
+    );
+    let a = unit_started(&mut t);
+    assert!(a.contains(&Action::Start(Job::StopActive, None)), "{a:?}");
+    assert!(
+        a.contains(&Action::KillActive),
+        "starting: nothing to wait for: {a:?}"
+    );
+    // The superseded passive start's answer is ignored.
+    assert_eq!(
+        t.ev(Event::Job {
+            job: Job::StartPassive,
+            ok: true
+        }),
+        vec![]
+    );
+    assert_eq!(
+        stop_result(&mut t, true),
+        vec![Action::Start(Job::StartPassive, None)]
+    );
+    let a = t.ev(Event::Job {
+        job: Job::StartPassive,
+        ok: true,
+    });
+    assert!(has_role_change(&a, Role::Starting, Role::Passive), "{a:?}");
+    assert_eq!(t.advance(5000), vec![]);
+}
+
+#[test]
+fn a_unit_started_after_the_stop_of_a_demotion_is_stopped_before_the_key_is_released() {
+    let mut t = T::active(params("a"), 5);
+    t.ev(Event::Members(vec![member("b", 100, true, Role::Passive)]));
+    t.ev(Event::Switchover(Some("b".into())));
+    assert_eq!(
+        stop_result(&mut t, true),
+        vec![Action::Start(Job::StartPassive, None)]
+    );
+    // Still holding the key under a live lease: stopped, drained, not killed.
+    let a = unit_started(&mut t);
+    assert_eq!(notes(&a).len(), 1, "{a:?}");
+    assert!(a.contains(&Action::Start(Job::StopActive, None)), "{a:?}");
+    assert!(!a.contains(&Action::KillActive), "{a:?}");
+    assert_eq!(t.m.role(), Role::Demoting);
+    assert_eq!(
+        stop_result(&mut t, true),
+        vec![Action::Start(Job::StartPassive, None)]
+    );
+    let a = t.ev(Event::Job {
+        job: Job::StartPassive,
+        ok: true,
+    });
+    assert!(a.contains(&Action::Release { term: 5 }), "{a:?}");
+}
+
+#[test]
+fn a_unit_started_during_a_stop_is_killed_again_but_not_stopped_twice() {
+    let mut t = T::new(params("a"));
+    t.ev(Event::Tick);
+    // The first kill predates it; the running stop covers it.
+    assert_eq!(unit_started(&mut t), vec![Action::KillActive]);
+    // A graceful drain keeps its deadline.
+    let mut t = T::active(params("a"), 5);
+    t.ev(Event::Members(vec![member("b", 100, true, Role::Passive)]));
+    t.renew();
+    t.ev(Event::Switchover(Some("b".into())));
+    assert_eq!(unit_started(&mut t), vec![]);
+}
+
+#[test]
+fn a_unit_started_while_a_failed_stop_waits_for_its_retry_does_not_stop_early() {
+    let mut t = T::passive(params("a"), Some(("b", 5)));
+    unit_started(&mut t);
+    stop_result(&mut t, false);
+    // Not stopped before the retry is due, but killed: it must not run meanwhile.
+    let a = unit_started(&mut t);
+    assert!(!starts(&a, Job::StopActive), "{a:?}");
+    assert!(a.contains(&Action::KillActive), "{a:?}");
+    assert_eq!(
+        t.advance(250),
+        vec![Action::Start(Job::StopActive, None), Action::KillActive]
     );
 }

@@ -1,5 +1,6 @@
 //! Rules 1 and 2: fence the active units when this node is not entitled to run them, and
-//! terminate (stop, release, exit). Also the handling of stops that fail.
+//! terminate (stop, release, exit). Also the handling of stops that fail and of units that
+//! start on a host without the role, since both end up in the fence.
 
 use super::{Action, GroupMachine, Job, Mono, Role};
 
@@ -15,8 +16,8 @@ impl GroupMachine {
             Some(fence_at) if now >= fence_at => {
                 Some("lease not renewed in time: fencing before it can expire".to_string())
             }
-            // Holding the key does not entitle a host that is demoting to run the units: a
-            // failed stop is retried from here.
+            // Holding the key does not entitle a host that is demoting, or that never took
+            // the role, to run the units: a unit started behind its back, or a stop failed.
             Some(_) if !self.runs_role() => {
                 Some("not active: the active units must not run".to_string())
             }
@@ -34,7 +35,7 @@ impl GroupMachine {
     }
 
     /// A stop runs, or a failed one waits for its retry: either way the units are on their
-    /// way down, and the kill deadline applies.
+    /// way down, and a unit that starts meanwhile is killed by the kill deadline.
     pub(super) fn stopping(&self) -> bool {
         self.job == Some(Job::StopActive) || self.stop_retry_at.is_some()
     }
@@ -103,6 +104,28 @@ impl GroupMachine {
             "stopping the active units failed ({} in a row): killed what is left, retrying in {}",
             self.stop_failures,
             humantime::format_duration(backoff)
+        )));
+    }
+
+    /// A unit of the active target's closure started. Unless this node has the role (or a
+    /// stop is already under way), that is a unit running where it must not: mark the units
+    /// as running so that the fence stops them (and kills them, the key not being held).
+    /// Any kill sent so far predates this unit: the kill deadline applies to it afresh.
+    pub(super) fn unit_started(&mut self, unit: &str, out: &mut Vec<Action>) {
+        if self.job == Some(Job::StopActive) {
+            // The stop answers for it (it fails if the unit is still up).
+            self.killed = false;
+            return;
+        }
+        if self.runs_role() {
+            return;
+        }
+        self.units_may_run = true;
+        // While a failed stop waits for its retry, no new stop is issued: the kill is what
+        // keeps the newcomer from running where it must not.
+        self.killed = false;
+        out.push(Action::Note(format!(
+            "{unit} started on a host that does not hold the role: stopping it"
         )));
     }
 
