@@ -1,4 +1,5 @@
-//! `promd`: the agent. `promd [--config PATH]`, `promd check-config [PATH]`, `promd --version`.
+//! `promd`: the agent. `promd [--config PATH]`, `promd check-config [PATH]`, `promd fence`,
+//! `promd --version`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,12 +17,12 @@ use promd::systemd::Systemd;
 const EXIT_CONFIG: u8 = 78;
 const EXIT_USAGE: u8 = 2;
 
-const USAGE: &str =
-    "usage: promd [--config PATH]\n       promd check-config [PATH]\n       promd --version";
+const USAGE: &str = "usage: promd [--config PATH]\n       promd check-config [PATH]\n       promd fence\n       promd --version";
 
 enum Command {
     Run(PathBuf),
     Check(PathBuf),
+    Fence,
     Version,
     Help,
 }
@@ -34,6 +35,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
         [flag] if flag == "--help" || flag == "-h" => Ok(Command::Help),
         [flag, path] if flag == "--config" || flag == "-c" => Ok(Command::Run(path.into())),
         [cmd] if cmd == "check-config" => Ok(Command::Check(default())),
+        [cmd] if cmd == "fence" => Ok(Command::Fence),
         [cmd, path] if cmd == "check-config" => Ok(Command::Check(path.into())),
         _ => Err(format!("unexpected arguments: {}", args.join(" "))),
     }
@@ -65,10 +67,41 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_USAGE)
             }
         },
+        Ok(Command::Fence) => fence(),
         Ok(Command::Run(path)) => run(&path),
         Err(e) => {
             eprintln!("promd: {e}\n{USAGE}");
             ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// `ExecStopPost=promd fence`: when promd is gone, however it went, SIGKILL every unit bound
+/// to it at once instead of leaving them to drain past the lease (see docs/safety.md).
+fn fence() -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("<3>promd fence: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(promd::systemd::fence_all()) {
+        Ok(killed) if killed.is_empty() => ExitCode::SUCCESS,
+        Ok(killed) => {
+            // Only after an unclean end: a clean stop leaves nothing running to kill.
+            eprintln!(
+                "<4>promd fence: killed what was left of {}",
+                killed.join(" ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("<3>promd fence: {e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -82,11 +115,8 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let notifier = Notifier::from_env();
-    if let Err(e) = check_watchdog(&config, &notifier) {
-        logging::fatal(&format!("refusing to start: {e}"));
-        return ExitCode::from(EXIT_CONFIG);
-    }
+    let mut notifier = Notifier::from_env();
+    check_watchdog(&config, &mut notifier);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -109,15 +139,15 @@ fn run(path: &std::path::Path) -> ExitCode {
     }
 }
 
-/// A hung promd is only safe if the watchdog kills it: refuse a watchdog too long for the
-/// leases, and warn when there is none.
-fn check_watchdog(config: &Config, notifier: &Notifier) -> Result<(), String> {
+/// A hung promd is only safe if the watchdog kills it: fit the watchdog to the leases, and
+/// warn when there is none.
+fn check_watchdog(config: &Config, notifier: &mut Notifier) {
     if notifier.watchdog().is_none() && !config.groups.is_empty() {
         tracing::warn!(
             "no systemd watchdog: a hung promd would not be killed (run it as promd.service)"
         );
     }
-    runtime::check_watchdog(config, notifier.watchdog())
+    runtime::fit_watchdog(config, notifier);
 }
 
 async fn serve(

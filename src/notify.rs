@@ -56,6 +56,19 @@ impl Notifier {
         ]);
     }
 
+    /// Lower the watchdog interval to `limit` if systemd's is longer (`WATCHDOG_USEC=`);
+    /// returns the interval it replaced. Never raised: running groups' margins count on it.
+    pub fn fit_watchdog(&mut self, limit: Duration) -> Option<Duration> {
+        let old = self.watchdog?;
+        if old <= limit {
+            return None;
+        }
+        let usec = u32::try_from(limit.as_micros()).unwrap_or(u32::MAX);
+        send(&[NotifyState::WatchdogUsec(usec)]);
+        self.watchdog = Some(limit);
+        Some(old)
+    }
+
     pub fn ping(&self) {
         if self.watchdog.is_some() {
             send(&[NotifyState::Watchdog]);

@@ -1,7 +1,15 @@
-//! Follows units through systemd's property-change signals (no polling): failures of the
-//! units an active host runs, and failed units of the passive target.
+//! Follows a group's units through systemd's property-change signals (no polling).
+//!
+//! One follower per unit reports its `ActiveState` changes and its restarts; the group's
+//! forwarder turns them into [`WatchEvent`]s by what the unit is to the group:
+//! - a *watched* unit that fails, is restarted by systemd, or — if it should stay up — goes
+//!   inactive without a job of systemd's in flight (exit 0, `systemctl stop` by hand) is a
+//!   failure of the role;
+//! - a unit of the role's *closure* that becomes active is reported, so that a host that does
+//!   not hold the role stops it, whoever started it;
+//! - the *passive* target's units report whether any of them is failed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use futures_util::StreamExt;
 use futures_util::future::join_all;
@@ -12,77 +20,113 @@ use crate::systemd::Systemd;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchEvent {
-    /// The unit entered `failed` (`restarted: false`), or systemd restarted it (`NRestarts`
-    /// grew: `Restart=` and watchdog restarts).
+    /// A watched unit entered `failed` (`restarted: false`), or systemd restarted it
+    /// (`NRestarts` grew: `Restart=` and watchdog restarts).
     Failed { unit: String, restarted: bool },
+    /// A watched unit that should stay up went inactive without failing and with no job
+    /// queued for it: stopped by hand, or its main process exited 0.
+    Stopped { unit: String },
+    /// A unit of the role's closure became active (or activating).
+    Started { unit: String },
     /// Whether none of the passive target's units is failed.
     PassiveUnits { ok: bool },
 }
 
-/// What one unit did, as its watcher saw it.
+/// What a followed unit is to its group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Interest {
+    /// In the closure of the active target: its starts are reported.
+    pub role: bool,
+    /// Its failures count against the role.
+    pub watched: bool,
+    /// Watched, and expected to stay up while the role runs.
+    pub steady: bool,
+    /// A unit of the passive target.
+    pub passive: bool,
+}
+
+/// The units a group follows, with what each is to it.
+pub type Followed = BTreeMap<String, Interest>;
+
+/// What one unit did, as its follower saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Change {
     Failed,
     Restarted,
-    /// Its `ActiveState`, for the passive side.
-    State(String),
+    /// Its new `ActiveState`; for `inactive`, whether a job is queued for it (a restart).
+    State {
+        state: String,
+        job_queued: bool,
+    },
 }
 
-/// Follow each unit for failures; events go to `tx` tagged with `index`. Runs until `tx`
-/// is closed or the future is dropped, which ends every subscription with it.
-pub async fn watch_active(
+fn up(state: &str) -> bool {
+    matches!(state, "active" | "activating" | "reloading")
+}
+
+/// Follow every unit of `units`; events go to `tx` tagged with `index`. Runs until `tx` is
+/// closed or the future is dropped, which ends every subscription with it.
+pub async fn watch_group(
     systemd: &Systemd,
     index: usize,
-    units: &[String],
+    units: &Followed,
     tx: mpsc::UnboundedSender<(usize, WatchEvent)>,
 ) {
-    let (followers, mut rx) = follow_all(systemd, units);
+    let names: Vec<String> = units.keys().cloned().collect();
+    let (followers, mut rx) = follow_all(systemd, &names);
     let forward = async move {
+        let mut last: BTreeMap<String, String> = BTreeMap::new();
+        let mut failed_passive: BTreeSet<String> = BTreeSet::new();
+        let mut reported_passive: Option<bool> = None;
         while let Some((unit, change)) = rx.recv().await {
-            let restarted = match change {
-                Change::Failed => false,
-                Change::Restarted => true,
-                Change::State(_) => continue,
+            let Some(interest) = units.get(&unit).copied() else {
+                continue;
             };
-            if tx
-                .send((index, WatchEvent::Failed { unit, restarted }))
-                .is_err()
-            {
-                return;
-            }
-        }
-    };
-    tokio::join!(followers, forward);
-}
-
-/// Follow the passive target's units; report whether any of them is failed, on each change.
-/// Runs until `tx` is closed or the future is dropped.
-pub async fn watch_passive(
-    systemd: &Systemd,
-    index: usize,
-    units: &[String],
-    tx: mpsc::UnboundedSender<(usize, WatchEvent)>,
-) {
-    let (followers, mut rx) = follow_all(systemd, units);
-    let report = async move {
-        let mut failed: BTreeSet<String> = BTreeSet::new();
-        let mut reported: Option<bool> = None;
-        while let Some((unit, change)) = rx.recv().await {
+            let mut events = Vec::new();
             match change {
-                Change::State(s) if s == "failed" => failed.insert(unit),
-                Change::State(_) => failed.remove(&unit),
-                _ => continue,
-            };
-            let ok = failed.is_empty();
-            if reported != Some(ok) {
-                reported = Some(ok);
-                if tx.send((index, WatchEvent::PassiveUnits { ok })).is_err() {
+                Change::Failed if interest.watched => events.push(WatchEvent::Failed {
+                    unit: unit.clone(),
+                    restarted: false,
+                }),
+                Change::Restarted if interest.watched => events.push(WatchEvent::Failed {
+                    unit: unit.clone(),
+                    restarted: true,
+                }),
+                Change::State { state, job_queued } => {
+                    let before = last.insert(unit.clone(), state.clone());
+                    let was_up = before
+                        .as_deref()
+                        .is_some_and(|s| up(s) || s == "deactivating");
+                    if interest.role && up(&state) && !before.as_deref().is_some_and(up) {
+                        events.push(WatchEvent::Started { unit: unit.clone() });
+                    }
+                    // From failed to inactive is a reset, not a stop; a restart queues a job.
+                    if interest.steady && state == "inactive" && was_up && !job_queued {
+                        events.push(WatchEvent::Stopped { unit: unit.clone() });
+                    }
+                    if interest.passive {
+                        if state == "failed" {
+                            failed_passive.insert(unit.clone());
+                        } else {
+                            failed_passive.remove(&unit);
+                        }
+                        let ok = failed_passive.is_empty();
+                        if reported_passive != Some(ok) {
+                            reported_passive = Some(ok);
+                            events.push(WatchEvent::PassiveUnits { ok });
+                        }
+                    }
+                }
+                _ => {}
+            }
+            for event in events {
+                if tx.send((index, event)).is_err() {
                     return;
                 }
             }
         }
     };
-    tokio::join!(followers, report);
+    tokio::join!(followers, forward);
 }
 
 /// Follow every unit: the future runs the followers, the receiver gets each unit's changes
@@ -111,6 +155,12 @@ async fn follow_inner(systemd: &Systemd, unit: &str, tx: &Tagged<'_>) -> zbus::R
     let path = systemd.manager().load_unit(unit.to_string()).await?;
     let conn = systemd.connection();
     let unit_proxy = UnitProxy::builder(conn).path(path.clone()).build().await?;
+    // Read uncached: the Job property must be what systemd says now, not what a signal said.
+    let fresh = UnitProxy::builder(conn)
+        .path(path.clone())
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await?;
     // Subscribe before reading the current values, so no change falls in between.
     let mut states = unit_proxy.receive_active_state_changed().await;
     let service = if unit.ends_with(".service") {
@@ -127,7 +177,11 @@ async fn follow_inner(systemd: &Systemd, unit: &str, tx: &Tagged<'_>) -> zbus::R
         None => 0,
     };
     let mut last_state = unit_proxy.active_state().await?;
-    if tx.send(Change::State(last_state.clone())).is_err() {
+    let initial = Change::State {
+        state: last_state.clone(),
+        job_queued: false,
+    };
+    if tx.send(initial).is_err() {
         return Ok(());
     }
     // A unit with Restart= passes through `failed` on its way to an automatic restart, which
@@ -155,7 +209,11 @@ async fn follow_inner(systemd: &Systemd, unit: &str, tx: &Tagged<'_>) -> zbus::R
                 }
                 let failed = state == "failed";
                 last_state = state.clone();
-                if tx.send(Change::State(state)).is_err() {
+                // A restart (promd's or `systemctl restart`) passes through inactive with
+                // its start job already queued: that is no stop.
+                let job_queued = state == "inactive"
+                    && fresh.job().await.is_ok_and(|(id, _)| id != 0);
+                if tx.send(Change::State { state, job_queued }).is_err() {
                     return Ok(());
                 }
                 if failed {

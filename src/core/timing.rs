@@ -114,6 +114,15 @@ impl Timing {
             .min(cap)
     }
 
+    /// The watchdog interval promd sets for itself (`WATCHDOG_USEC=`) when the unit's is
+    /// longer: short enough that the margin stays the lease's own (`max(L/4, 250ms)`), so a
+    /// hang costs no extra early fencing; never under 100 ms.
+    pub fn fitting_watchdog(&self) -> Duration {
+        self.base_margin()
+            .saturating_sub(AFTER_WATCHDOG)
+            .max(Duration::from_millis(100))
+    }
+
     /// The longest systemd watchdog interval that is safe with this lease: if promd hangs,
     /// the watchdog must kill it, and the units bound to it must stop, before `L - margin`.
     /// Half of that budget is left for the units' stop.
@@ -149,6 +158,22 @@ mod tests {
         assert_eq!(got, vec![250, 500, 1000, 2000, 4000, 5000, 5000]);
         // No overflow however long the failures go on.
         assert_eq!(ms(t.stop_retry_backoff(u32::MAX)), 5000);
+    }
+
+    #[test]
+    fn the_fitting_watchdog_is_safe_and_keeps_the_lease_margin() {
+        for ms in [1000u64, 1500, 2000, 4000, 5000, 10_000, 60_000] {
+            let base = Timing::new(Duration::from_millis(ms));
+            let w = base.fitting_watchdog();
+            assert!(w <= base.max_watchdog(), "lease {ms}: {w:?}");
+            assert!(w >= Duration::from_millis(100), "lease {ms}: {w:?}");
+            let t = base.with_watchdog(w);
+            assert_eq!(
+                t.margin(),
+                base.margin(),
+                "lease {ms}: the margin is the lease's own"
+            );
+        }
     }
 
     #[test]

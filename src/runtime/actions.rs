@@ -6,6 +6,7 @@ use crate::logging;
 use crate::store::{
     LeaderRecord, MemberRecord, StoreCommand, SwitchoverRecord, record::FORMAT_VERSION,
 };
+use crate::watch::WatchEvent;
 
 impl Runtime {
     pub(super) fn execute(&mut self, i: usize, action: Action) {
@@ -18,25 +19,37 @@ impl Runtime {
             Action::Start(job, term) => self.start_job(i, job, term),
             Action::KillActive => {
                 if g.machine.role() == Role::Starting {
-                    // Nothing should be running (the units are bound to promd); this makes sure.
+                    // A previous run may have left them (killed while the fence was due):
+                    // they are killed once the closure is known, not on an empty list.
                     self.log(
                         i,
                         tracing::Level::INFO,
-                        "start-up: killing any active unit a previous run left",
+                        "start-up: killing any unit of the role a previous run left",
                     );
                 } else {
                     self.log(
                         i,
                         tracing::Level::WARN,
-                        "stopping took too long: killing the active units",
+                        "stopping did not finish in time: killing the role's units",
                     );
                 }
-                let (systemd, units) = (self.systemd.clone(), g.units.clone());
+                let (systemd, known, target) = (
+                    self.systemd.clone(),
+                    g.closure.clone(),
+                    g.cfg.active_target.clone(),
+                );
+                let units_tx = self.units_tx.clone();
+                self.abort_superseded(i);
                 tokio::spawn(async move {
-                    for unit in units {
-                        if let Err(e) = systemd.kill(&unit).await {
-                            tracing::error!("killing {unit}: {e}");
-                        }
+                    // Kill what is known at once, then whatever systemd says the closure
+                    // holds besides.
+                    let first = known.with_target(&target);
+                    systemd.kill_all(&first).await;
+                    if let Ok(fresh) = systemd.closure(&target).await {
+                        let mut extra = fresh.names();
+                        extra.retain(|u| !first.contains(u));
+                        systemd.kill_all(&extra).await;
+                        let _ = units_tx.send((i, fresh));
                     }
                 });
             }
@@ -76,7 +89,11 @@ impl Runtime {
             Action::RestartUnit(unit) => {
                 let units = match unit {
                     Some(u) => vec![u],
-                    None => g.cfg.watch.clone().unwrap_or_else(|| g.units.clone()),
+                    None => g
+                        .cfg
+                        .watch
+                        .clone()
+                        .unwrap_or_else(|| g.closure.steady.iter().cloned().collect()),
                 };
                 self.log(
                     i,
@@ -84,13 +101,23 @@ impl Runtime {
                     &format!("restarting {} in place", units.join(" ")),
                 );
                 let (systemd, group) = (self.systemd.clone(), g.cfg.name.clone());
-                tokio::spawn(async move {
+                let watch_tx = self.watch_tx.clone();
+                let task = tokio::spawn(async move {
                     for unit in units {
                         if let Err(e) = systemd.restart_failed(&unit).await {
                             tracing::error!(PROMD_GROUP = %group, "restarting {unit}: {e}");
                         }
+                        // Skipped by a Condition or failed at once: still a failure, so the
+                        // count goes on towards a failover instead of stalling here.
+                        for (unit, state) in systemd.not_up(std::slice::from_ref(&unit)).await {
+                            tracing::warn!(PROMD_GROUP = %group, "{unit} is {state} after its restart");
+                            let _ = watch_tx.send((i, WatchEvent::Stopped { unit }));
+                        }
                     }
                 });
+                // A stop or a fence aborts restarts still in flight: they must not land after.
+                self.groups[i].superseded.retain(|t| !t.is_finished());
+                self.groups[i].superseded.push(task.abort_handle());
             }
             Action::Note(note) => self.log(i, tracing::Level::WARN, &note),
             Action::Exit => send(StoreCommand::Shutdown),

@@ -1,7 +1,7 @@
 //! Driver events (store, unit watches, health checks) turned into machine events.
 
-use super::Runtime;
-use crate::core::{Event, Member};
+use super::{JobDone, Runtime};
+use crate::core::{Event, Member, Role};
 use crate::health::HealthResult;
 use crate::store::StoreEvent;
 use crate::watch::WatchEvent;
@@ -81,9 +81,46 @@ impl Runtime {
     pub(super) fn on_watch(&mut self, i: usize, ev: WatchEvent) {
         let event = match ev {
             WatchEvent::Failed { unit, restarted } => Event::UnitFailed { unit, restarted },
+            WatchEvent::Stopped { unit } => {
+                if self.groups[i].machine.role() == Role::Active {
+                    self.log(
+                        i,
+                        tracing::Level::WARN,
+                        &format!(
+                            "{unit} is not running, though nobody failed it: counted as a failure"
+                        ),
+                    );
+                }
+                Event::UnitFailed {
+                    unit,
+                    restarted: false,
+                }
+            }
+            WatchEvent::Started { unit } => Event::UnitStarted { unit },
             WatchEvent::PassiveUnits { ok } => Event::PassiveUnits { ok },
         };
         self.feed(i, event);
+    }
+
+    /// A systemd job finished; after a start of the active target, each watched unit that is
+    /// not up counts as failed (once the machine knows the start is done).
+    pub(super) fn on_job(&mut self, done: JobDone) {
+        let JobDone { i, job, ok, not_up } = done;
+        self.feed(i, Event::Job { job, ok });
+        for (unit, state) in not_up {
+            self.log(
+                i,
+                tracing::Level::WARN,
+                &format!("{unit} is {state} after the active target started: counted as a failure"),
+            );
+            self.feed(
+                i,
+                Event::UnitFailed {
+                    unit,
+                    restarted: false,
+                },
+            );
+        }
     }
 
     pub(super) fn on_health(&mut self, i: usize, result: HealthResult) {

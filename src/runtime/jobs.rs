@@ -1,20 +1,30 @@
-//! systemd work in tasks: starting and stopping the targets, binding units to promd.
+//! systemd work in tasks: starting and stopping the targets, binding the role's closure to
+//! promd, following its units.
+//!
+//! Work that a stop supersedes — a start of the active target, a restart in place — runs in
+//! tasks whose handles the group keeps; a stop or a kill aborts them first, and the stop jobs
+//! (mode `replace`) cancel whatever of theirs systemd had queued. What could still slip
+//! through is caught afterwards: a stop succeeds only once systemd says every unit is down,
+//! and a unit of the role that starts on a host without the role is stopped.
 
-use super::Runtime;
+use super::{JobDone, Runtime};
 use crate::core::{Job, Role};
 use crate::health::{self, HealthCheck};
-use crate::systemd::{Systemd, UnitEnv};
-use crate::watch;
+use crate::systemd::{Closure, Systemd, UnitEnv};
+use crate::watch::{self, Followed};
 
 impl Runtime {
     /// Run a systemd job in a task; its result comes back as `Event::Job`.
-    pub(super) fn start_job(&self, i: usize, job: Job, term: Option<u64>) {
+    pub(super) fn start_job(&mut self, i: usize, job: Job, term: Option<u64>) {
+        if job == Job::StopActive {
+            self.abort_superseded(i);
+        }
         let g = &self.groups[i];
         let systemd = self.systemd.clone();
         let (jobs, units_tx) = (self.job_tx.clone(), self.units_tx.clone());
         let active = g.cfg.active_target.clone();
         let passive = g.cfg.passive_target.clone();
-        let known_units = g.units.clone();
+        let known = g.closure.clone();
         let leader = g.machine.leader().unwrap_or("").to_string();
         let env = |role: Role, term: u64, leader: &str| {
             UnitEnv {
@@ -38,99 +48,95 @@ impl Runtime {
                 tracing::Level::ERROR,
                 &format!("cannot write the unit environment: {e}"),
             );
-            let _ = jobs.send((i, job, false));
+            let _ = jobs.send(JobDone::failed(i, job));
             return;
         }
         let group = g.cfg.name.clone();
-        tokio::spawn(async move {
+        let watch = g.cfg.watch.clone();
+        let task = tokio::spawn(async move {
+            let mut not_up = Vec::new();
             let result = match job {
                 Job::StartActive => {
-                    // The units were bound to promd at start-up, so the start need not wait;
+                    // The closure was bound at start-up, so the start need not wait for it;
                     // units the target gained since are bound alongside (the daemon-reload
                     // applies BindsTo= to running units too).
                     let rebind = async {
-                        if let Ok(units) = systemd.pulled_in(&active).await {
-                            if let Err(e) = systemd.bind_to_promd(&group, &units).await {
-                                tracing::error!(PROMD_GROUP = %group, "binding units to promd: {e}");
-                            }
-                            let _ = units_tx.send((i, units));
+                        if let Some(closure) = bind_closure(&systemd, &group, &active).await {
+                            let _ = units_tx.send((i, closure));
                         }
                     };
-                    if known_units.is_empty() {
+                    let started = if known.units.is_empty() {
                         rebind.await;
                         systemd.start(&active).await
                     } else {
                         let (started, ()) = tokio::join!(systemd.start(&active), rebind);
                         started
+                    };
+                    // The role is what runs: a unit that failed in ExecStartPre=, or was
+                    // skipped by a Condition, is a failure even though the target started.
+                    if started.is_ok() {
+                        let fresh = systemd.closure(&active).await.unwrap_or(known);
+                        not_up = systemd.not_up(&expected_up(&watch, &fresh)).await;
                     }
+                    started
                 }
                 Job::StartPassive => match passive {
                     Some(unit) => systemd.start(&unit).await,
                     None => Ok(()),
                 },
                 Job::StopActive => {
-                    // Stop what is known at once; whatever the target pulls in besides (its
-                    // contents may have changed) is stopped as soon as systemd says so.
-                    let mut first = known_units.clone();
-                    first.push(active.clone());
-                    let known = stop_all(&systemd, &first);
+                    // Stop what is known at once; whatever the closure holds besides (the
+                    // target's contents may have changed) is stopped as soon as it is found.
+                    let first = known.with_target(&active);
                     let extra = async {
-                        let mut units = systemd.pulled_in(&active).await.unwrap_or_default();
-                        units.retain(|u| !known_units.contains(u));
-                        let result = stop_all(&systemd, &units).await;
-                        units.extend(known_units.iter().cloned());
-                        units.sort();
-                        let _ = units_tx.send((i, units));
+                        let fresh = systemd.closure(&active).await;
+                        let mut units = match &fresh {
+                            Ok(c) => c.names(),
+                            Err(_) => Vec::new(),
+                        };
+                        units.retain(|u| !first.contains(u));
+                        let result = systemd.stop_all(&units).await;
+                        if let Ok(c) = fresh {
+                            let _ = units_tx.send((i, c));
+                        }
                         result
                     };
-                    let (a, b) = tokio::join!(known, extra);
+                    let (a, b) = tokio::join!(systemd.stop_all(&first), extra);
                     a.and(b)
                 }
             };
             if let Err(e) = &result {
                 tracing::error!(PROMD_GROUP = %group, "{job:?}: {e}");
             }
-            let _ = jobs.send((i, job, result.is_ok()));
+            let _ = jobs.send(JobDone {
+                i,
+                job,
+                ok: result.is_ok(),
+                not_up,
+            });
         });
+        if job == Job::StartActive {
+            self.groups[i].superseded.push(task.abort_handle());
+        }
     }
 
-    /// Bind the active target's units to promd ahead of any promotion, follow the watched
-    /// units and the passive target's, and start the health check.
+    /// Abort the work a stop supersedes: a start of the active target, restarts in place.
+    pub(super) fn abort_superseded(&mut self, i: usize) {
+        for task in self.groups[i].superseded.drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Bind the role's closure to promd ahead of any promotion and start the health check;
+    /// the closure comes back through `units_rx`, and the units are followed from then on.
     pub(super) fn bind_units(&mut self, i: usize) {
         let g = &self.groups[i];
-        let (systemd, cfg, units_tx, watch_tx) = (
-            self.systemd.clone(),
-            g.cfg.clone(),
-            self.units_tx.clone(),
-            self.watch_tx.clone(),
-        );
-        let task = tokio::spawn(async move {
-            let group = &cfg.name;
-            let mut watched = Vec::new();
-            match systemd.pulled_in(&cfg.active_target).await {
-                Ok(units) => {
-                    if let Err(e) = systemd.bind_to_promd(group, &units).await {
-                        tracing::error!(PROMD_GROUP = %group, "binding units to promd: {e}");
-                    }
-                    watched = cfg.watch.clone().unwrap_or_else(|| units.clone());
-                    let _ = units_tx.send((i, units));
-                }
-                Err(e) => {
-                    tracing::error!(PROMD_GROUP = %group, "reading {}: {e}", cfg.active_target)
-                }
+        let (systemd, cfg, units_tx) = (self.systemd.clone(), g.cfg.clone(), self.units_tx.clone());
+        tokio::spawn(async move {
+            if let Some(closure) = bind_closure(&systemd, &cfg.name, &cfg.active_target).await {
+                let _ = units_tx.send((i, closure));
             }
-            let mut passive_units = Vec::new();
-            if let Some(passive) = &cfg.passive_target {
-                passive_units = systemd.pulled_in(passive).await.unwrap_or_default();
-                passive_units.push(passive.clone());
-            }
-            // Both run until the group is retired, which aborts this task.
-            tokio::join!(
-                watch::watch_active(&systemd, i, &watched, watch_tx.clone()),
-                watch::watch_passive(&systemd, i, &passive_units, watch_tx),
-            );
         });
-        self.groups[i].watch_task = Some(task.abort_handle());
         let g = &self.groups[i];
         if let Some(command) = &g.cfg.health_command {
             let check = HealthCheck {
@@ -146,26 +152,106 @@ impl Runtime {
             self.groups[i].health_task = Some(task);
         }
     }
+
+    /// A closure was found: keep it, say what it is when it changes, and follow its units.
+    pub(super) fn on_closure(&mut self, i: usize, closure: Closure) {
+        if self.groups[i].retired && self.groups[i].finished {
+            return;
+        }
+        if closure == self.groups[i].closure {
+            return;
+        }
+        let first = self.groups[i].closure.units.is_empty();
+        let mut said = format!(
+            "the role's units (bound to promd, stopped on demotion, killed by the fence): {}",
+            closure.names().join(" ")
+        );
+        if !closure.missing.is_empty() {
+            let missing: Vec<&str> = closure.missing.iter().map(String::as_str).collect();
+            said.push_str(&format!(
+                "; not found, nothing to stop: {}",
+                missing.join(" ")
+            ));
+        }
+        if first || closure.names() != self.groups[i].closure.names() {
+            self.log(i, tracing::Level::INFO, &said);
+        }
+        self.groups[i].closure = closure;
+        self.follow_units(i);
+    }
+
+    /// (Re)start following the group's units: the closure, the watched units and the
+    /// passive target.
+    fn follow_units(&mut self, i: usize) {
+        let g = &self.groups[i];
+        let mut followed = Followed::new();
+        for unit in g.closure.units.keys() {
+            followed.entry(unit.clone()).or_default().role = true;
+        }
+        let watched = match &g.cfg.watch {
+            Some(w) => w.clone(),
+            None => g.closure.watchable(),
+        };
+        for unit in watched {
+            let steady = g.closure.steady.contains(&unit) || !g.closure.units.contains_key(&unit);
+            let e = followed.entry(unit).or_default();
+            e.watched = true;
+            e.steady = steady;
+        }
+        let (systemd, watch_tx, passive) = (
+            self.systemd.clone(),
+            self.watch_tx.clone(),
+            g.cfg.passive_target.clone(),
+        );
+        if let Some(task) = self.groups[i].watch_task.take() {
+            task.abort();
+        }
+        let task = tokio::spawn(async move {
+            if let Some(passive) = &passive {
+                let mut units = systemd
+                    .closure(passive)
+                    .await
+                    .map(|c| c.names())
+                    .unwrap_or_default();
+                units.push(passive.clone());
+                for unit in units {
+                    followed.entry(unit).or_default().passive = true;
+                }
+            }
+            // Runs until the group is retired or its closure changes, which aborts this task.
+            watch::watch_group(&systemd, i, &followed, watch_tx).await;
+        });
+        self.groups[i].watch_task = Some(task.abort_handle());
+    }
 }
 
-/// Stop every unit; all jobs are queued at once and all awaited.
-pub(super) async fn stop_all(
-    systemd: &Systemd,
-    units: &[String],
-) -> Result<(), crate::systemd::SystemdError> {
-    let mut jobs = Vec::new();
-    for unit in units {
-        let systemd = systemd.clone();
-        let unit = unit.to_string();
-        jobs.push(tokio::spawn(async move { systemd.stop(&unit).await }));
+/// The watched units that must be up while the role runs: the configured `watch` list, or
+/// the closure's steady units.
+fn expected_up(watch: &Option<Vec<String>>, closure: &Closure) -> Vec<String> {
+    match watch {
+        Some(w) => w
+            .iter()
+            .filter(|u| closure.steady.contains(*u) || !closure.units.contains_key(*u))
+            .cloned()
+            .collect(),
+        None => closure.steady.iter().cloned().collect(),
     }
-    let mut result = Ok(());
-    for job in jobs {
-        match job.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => result = Err(e),
-            Err(_) => result = Err(crate::systemd::SystemdError::SignalsGone),
+}
+
+/// Find the closure of `target` and bind it to promd; errors are logged.
+async fn bind_closure(systemd: &Systemd, group: &str, target: &str) -> Option<Closure> {
+    match systemd.closure(target).await {
+        Ok(closure) => {
+            let mut units = closure.names();
+            units.push(target.to_string());
+            if let Err(e) = systemd.bind_to_promd(group, &units).await {
+                tracing::error!(PROMD_GROUP = %group, "binding units to promd: {e}");
+            }
+            Some(closure)
+        }
+        Err(e) => {
+            tracing::error!(PROMD_GROUP = %group, "reading the units of {target}: {e}");
+            None
         }
     }
-    result
 }

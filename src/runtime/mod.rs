@@ -23,7 +23,7 @@ use crate::dbus::{CallRequest, DbusService};
 use crate::health::HealthResult;
 use crate::notify::Notifier;
 use crate::store::{GroupSession, GroupSpec, Progress, Store, StoreEvent};
-use crate::systemd::Systemd;
+use crate::systemd::{Closure, Systemd};
 use crate::watch::WatchEvent;
 use calls::{Pending, recv_call};
 
@@ -40,9 +40,11 @@ struct Group {
     machine: GroupMachine,
     session: GroupSession,
     progress: Progress,
-    /// The units the active target pulled in, as last seen (the fallback if systemd cannot
-    /// be asked again when they must be stopped or killed).
-    units: Vec<String>,
+    /// The closure of the active target, as last found (what is stopped and killed at once,
+    /// while systemd is asked again for what it holds now).
+    closure: Closure,
+    /// Tasks a stop supersedes (a start of the active target, restarts in place).
+    superseded: Vec<tokio::task::AbortHandle>,
     store_down: Option<String>,
     /// The last health result, to log a failing check's reason once, not every interval.
     health_ok: bool,
@@ -54,7 +56,8 @@ struct Group {
     /// A retired group that has exited and was dropped from D-Bus.
     finished: bool,
     health_task: Option<tokio::task::AbortHandle>,
-    /// The task that binds the units and then follows them; aborted when the group retires.
+    /// The task that follows the group's units; aborted when the group retires or its
+    /// closure changes.
     watch_task: Option<tokio::task::AbortHandle>,
 }
 
@@ -65,10 +68,10 @@ pub struct Runtime {
     groups: Vec<Group>,
     systemd: Systemd,
     store_rx: mpsc::UnboundedReceiver<(usize, StoreEvent)>,
-    job_tx: mpsc::UnboundedSender<(usize, Job, bool)>,
-    job_rx: mpsc::UnboundedReceiver<(usize, Job, bool)>,
-    units_tx: mpsc::UnboundedSender<(usize, Vec<String>)>,
-    units_rx: mpsc::UnboundedReceiver<(usize, Vec<String>)>,
+    job_tx: mpsc::UnboundedSender<JobDone>,
+    job_rx: mpsc::UnboundedReceiver<JobDone>,
+    units_tx: mpsc::UnboundedSender<(usize, Closure)>,
+    units_rx: mpsc::UnboundedReceiver<(usize, Closure)>,
     watch_tx: mpsc::UnboundedSender<(usize, WatchEvent)>,
     watch_rx: mpsc::UnboundedReceiver<(usize, WatchEvent)>,
     health_tx: mpsc::UnboundedSender<(usize, HealthResult)>,
@@ -144,7 +147,8 @@ impl Runtime {
             machine: GroupMachine::new(params(&self.node, cfg, self.notifier.watchdog())),
             session: self.store.open_group(spec, i, self.store_tx.clone()),
             progress,
-            units: Vec::new(),
+            closure: Closure::default(),
+            superseded: Vec::new(),
             store_down: None,
             health_ok: true,
             since_usec: realtime_usec(),
@@ -215,14 +219,22 @@ impl Runtime {
                     }
                 }
                 Some((i, ev)) = self.store_rx.recv() => self.on_store(i, ev),
-                Some((i, job, ok)) = self.job_rx.recv() => self.feed(i, Event::Job { job, ok }),
-                Some((i, units)) = self.units_rx.recv() => self.groups[i].units = units,
+                Some(done) = self.job_rx.recv() => self.on_job(done),
+                Some((i, closure)) = self.units_rx.recv() => self.on_closure(i, closure),
                 Some((i, ev)) = self.watch_rx.recv() => self.on_watch(i, ev),
                 Some((i, result)) = self.health_rx.recv() => self.on_health(i, result),
                 Some(call) = recv_call(&mut calls) => self.on_call(call),
                 _ = sigterm.recv(), if !stopping => stopping = self.terminate(),
                 _ = sigint.recv(), if !stopping => stopping = self.terminate(),
-                _ = sighup.recv(), if !stopping => self.reload(),
+                _ = sighup.recv(), if !stopping => {
+                    self.reload();
+                    // A reload may have lowered the watchdog to fit a shorter lease.
+                    let every = self.notifier.ping_interval().unwrap_or(Duration::from_secs(3600));
+                    if every != ping.period() {
+                        ping = tokio::time::interval(every);
+                        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    }
+                }
                 _ = ping.tick() => self.ping_watchdog(),
             }
             self.settle_calls();
@@ -287,6 +299,27 @@ impl Runtime {
     }
 }
 
+/// A systemd job of a group's finished.
+struct JobDone {
+    i: usize,
+    job: Job,
+    ok: bool,
+    /// After a start of the active target: the watched units that are not up, with their
+    /// state (failed in `ExecStartPre=`, skipped by a Condition, ...).
+    not_up: Vec<(String, String)>,
+}
+
+impl JobDone {
+    fn failed(i: usize, job: Job) -> JobDone {
+        JobDone {
+            i,
+            job,
+            ok: false,
+            not_up: Vec::new(),
+        }
+    }
+}
+
 fn params(node: &str, cfg: &GroupConfig, watchdog: Option<Duration>) -> GroupParams {
     GroupParams {
         node: node.to_string(),
@@ -302,25 +335,28 @@ fn params(node: &str, cfg: &GroupConfig, watchdog: Option<Duration>) -> GroupPar
     }
 }
 
-/// The longest `WatchdogSec=` the configuration allows, and the group that sets the bound.
+/// The watchdog interval the configuration calls for, and the group that sets it: the
+/// shortest lease's [`Timing::fitting_watchdog`]. promd lowers its own watchdog to it when
+/// the unit's `WatchdogSec=` is longer (see [`Notifier::fit_watchdog`]).
 pub fn watchdog_limit(config: &Config) -> Option<(Duration, &str)> {
     config
         .groups
         .iter()
-        .map(|g| (Timing::new(g.lease).max_watchdog(), g.name.as_str()))
+        .map(|g| (Timing::new(g.lease).fitting_watchdog(), g.name.as_str()))
         .min_by_key(|(d, _)| *d)
 }
 
-/// A hung promd is only safe if the watchdog kills it (and its units) within the lease:
-/// refuse a configuration whose leases are too short for `WatchdogSec=`.
-pub fn check_watchdog(config: &Config, watchdog: Option<Duration>) -> Result<(), String> {
-    match (watchdog, watchdog_limit(config)) {
-        (Some(w), Some((limit, group))) if w > limit => Err(format!(
-            "WatchdogSec={} is too long for group {group}'s lease: at most {} (set WatchdogSec= in a drop-in for promd.service, or lengthen the lease)",
-            humantime::format_duration(w),
-            humantime::format_duration(Duration::from_millis(limit.as_millis() as u64))
-        )),
-        _ => Ok(()),
+/// Fit the systemd watchdog to the configuration's shortest lease: a hung promd is only safe
+/// if the watchdog kills it (and the fence its units) within that lease's margin.
+pub fn fit_watchdog(config: &Config, notifier: &mut Notifier) {
+    if let Some((limit, group)) = watchdog_limit(config)
+        && let Some(old) = notifier.fit_watchdog(limit)
+    {
+        tracing::info!(
+            "watchdog {} -> {} to fit group {group}'s lease",
+            humantime::format_duration(old),
+            humantime::format_duration(limit)
+        );
     }
 }
 

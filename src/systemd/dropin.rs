@@ -1,0 +1,260 @@
+//! The runtime files promd writes for systemd under `/run/systemd/system`: a drop-in per unit
+//! of a role that binds it to promd and makes its stop leave no process behind, and the
+//! `promd-stop@.target` template that stops a unit refusing manual stops.
+//!
+//! Runtime files are gone on reboot, like the state they describe.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::{PROMD_UNIT, SystemdError};
+
+/// Where runtime units and drop-ins live.
+pub const RUNTIME_UNIT_DIR: &str = "/run/systemd/system";
+
+/// The template that stops `%I` as a dependency (`Conflicts=`), not as a manual stop: a
+/// unit with `RefuseManualStop=yes` refuses `StopUnit`, but not a conflicting start.
+/// `After=%I` orders our start after the unit's stop, so the start job ends once the unit
+/// is down; `StopWhenUnneeded=` takes the target itself away again at once.
+pub const STOP_TEMPLATE: &str = "promd-stop@.target";
+
+const STOP_TEMPLATE_TEXT: &str = "# Written by promd: starting promd-stop@UNIT.target stops UNIT by dependency\n\
+# (units with RefuseManualStop=yes refuse a plain stop, not a conflict).\n\
+[Unit]\n\
+Description=promd: stop %I\n\
+DefaultDependencies=no\n\
+Conflicts=%I\n\
+After=%I\n\
+StopWhenUnneeded=yes\n";
+
+/// The kill settings of a unit as systemd reports them, for the binding drop-in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KillSettings {
+    /// `KillMode=`: `control-group`, `mixed`, `process` or `none`.
+    pub kill_mode: String,
+}
+
+/// The unit-file section that holds kill settings for this unit's type, if it has any.
+fn kill_section(unit: &str) -> Option<&'static str> {
+    [
+        (".service", "Service"),
+        (".socket", "Socket"),
+        (".mount", "Mount"),
+        (".swap", "Swap"),
+    ]
+    .into_iter()
+    .find(|(suffix, _)| unit.ends_with(suffix))
+    .map(|(_, section)| section)
+}
+
+/// The drop-in that ties a unit of the role to promd.
+///
+/// - `BindsTo=` + `After=`: the unit stops when promd stops, crashes or is killed by the
+///   watchdog, and a stop of promd stops it first.
+/// - `SendSIGKILL=yes` and `FinalKillSignal=SIGKILL`: a stop that times out ends in SIGKILL,
+///   whatever the unit says.
+/// - `KillMode=control-group` where the unit had `process` or `none`: no process of the
+///   unit survives its stop (the other modes end with SIGKILL to the whole cgroup already).
+///   `previous` is the drop-in already there: an override promd made stays, since the mode
+///   systemd reports then is promd's own.
+pub fn binding_text(
+    group: &str,
+    unit: &str,
+    kill: &KillSettings,
+    previous: Option<&str>,
+) -> String {
+    let mut text = format!(
+        "# Written by promd for group {group}: this unit must not outlive promd, and no\n\
+         # process of it may survive its stop.\n\
+         [Unit]\nBindsTo={PROMD_UNIT}\nAfter={PROMD_UNIT}\n"
+    );
+    if let Some(section) = kill_section(unit) {
+        text.push_str(&format!(
+            "[{section}]\nSendSIGKILL=yes\nFinalKillSignal=SIGKILL\n"
+        ));
+        let overridden = previous.is_some_and(|p| p.contains("\nKillMode=control-group\n"));
+        if overridden || matches!(kill.kill_mode.as_str(), "process" | "none") {
+            text.push_str("KillMode=control-group\n");
+        }
+    }
+    text
+}
+
+/// The path of a unit's binding drop-in for a group.
+pub fn binding_path(dir: &Path, group: &str, unit: &str) -> PathBuf {
+    dir.join(format!("{unit}.d"))
+        .join(format!("50-promd-{group}.conf"))
+}
+
+/// Write `text` to `path` atomically unless it is there already; true if it changed.
+pub fn write_if_changed(path: &Path, text: &str) -> Result<bool, SystemdError> {
+    if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
+        return Ok(false);
+    }
+    write_atomically(path, text.as_bytes())?;
+    Ok(true)
+}
+
+/// Write the `promd-stop@.target` template under `dir`; true if it changed.
+pub fn write_stop_template(dir: &Path) -> Result<bool, SystemdError> {
+    write_if_changed(&dir.join(STOP_TEMPLATE), STOP_TEMPLATE_TEXT)
+}
+
+/// The instance of [`STOP_TEMPLATE`] that stops `unit`.
+pub fn stop_instance(unit: &str) -> String {
+    format!(
+        "promd-stop@{}.target",
+        super::closure::escape_instance(unit)
+    )
+}
+
+/// Every unit bound to promd under `dir` (any group): the units `promd fence` kills.
+pub fn bound_units(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut units: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let unit = name.strip_suffix(".d")?.to_string();
+            let bound = std::fs::read_dir(e.path())
+                .ok()?
+                .filter_map(|f| f.ok())
+                .any(|f| {
+                    f.file_name()
+                        .to_str()
+                        .is_some_and(|n| n.starts_with("50-promd-") && n.ends_with(".conf"))
+                });
+            bound.then_some(unit)
+        })
+        .collect();
+    units.sort();
+    units
+}
+
+/// Remove a group's binding drop-ins (a reload removed the group); true if any was removed.
+pub fn remove_bindings(dir: &Path, group: &str) -> bool {
+    let mut removed = false;
+    for unit in bound_units(dir) {
+        let path = binding_path(dir, group, &unit);
+        if std::fs::remove_file(&path).is_ok() {
+            removed = true;
+            // The folder goes too once empty; another drop-in keeps it.
+            let _ = path.parent().map(std::fs::remove_dir);
+        }
+    }
+    removed
+}
+
+/// Write a file so that readers see the old or the new content, never a mix.
+pub fn write_atomically(path: &Path, content: &[u8]) -> Result<(), SystemdError> {
+    let io = |error| SystemdError::Io {
+        path: path.to_path_buf(),
+        error,
+    };
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let tmp = path.with_extension("promd-tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(content).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kill(mode: &str) -> KillSettings {
+        KillSettings {
+            kill_mode: mode.into(),
+        }
+    }
+
+    #[test]
+    fn bindings_are_written_once_and_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = binding_path(dir.path(), "web", "web.service");
+        let text = binding_text("web", "web.service", &kill("control-group"), None);
+        assert!(write_if_changed(&path, &text).unwrap());
+        assert!(
+            !write_if_changed(&path, &text).unwrap(),
+            "unchanged: no reload"
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("BindsTo=promd.service\n") && text.contains("After=promd.service\n"));
+        assert!(text.contains("[Service]\nSendSIGKILL=yes\nFinalKillSignal=SIGKILL\n"));
+        assert!(
+            !text.contains("KillMode="),
+            "control-group stays the unit's own"
+        );
+        assert!(!path.with_extension("promd-tmp").exists());
+        assert_eq!(bound_units(dir.path()), ["web.service"]);
+    }
+
+    #[test]
+    fn processes_left_by_kill_mode_process_or_none_are_not_allowed() {
+        for mode in ["process", "none"] {
+            let t = binding_text("web", "web.service", &kill(mode), None);
+            assert!(t.ends_with("KillMode=control-group\n"), "{mode}: {t}");
+        }
+        let t = binding_text("web", "web.service", &kill("mixed"), None);
+        assert!(
+            !t.contains("KillMode="),
+            "mixed ends in SIGKILL to the cgroup already"
+        );
+        // Once overridden, systemd reports promd's own control-group: the override stays.
+        let first = binding_text("web", "web.service", &kill("process"), None);
+        let again = binding_text("web", "web.service", &kill("control-group"), Some(&first));
+        assert_eq!(first, again);
+    }
+
+    #[test]
+    fn kill_settings_go_in_the_section_of_the_unit_type() {
+        let k = kill("process");
+        assert!(binding_text("web", "srv-web.mount", &k, None).contains("[Mount]\n"));
+        assert!(binding_text("web", "web.socket", &k, None).contains("[Socket]\n"));
+        for u in ["web-stack.target", "web.timer", "web.path"] {
+            let t = binding_text("web", u, &k, None);
+            assert!(
+                !t.contains("KillMode") && !t.contains("SIGKILL"),
+                "{u}: {t}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_stop_template_stops_by_dependency() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(write_stop_template(dir.path()).unwrap());
+        assert!(!write_stop_template(dir.path()).unwrap());
+        let t = std::fs::read_to_string(dir.path().join(STOP_TEMPLATE)).unwrap();
+        assert!(t.contains("Conflicts=%I\nAfter=%I\n"));
+        assert_eq!(
+            stop_instance("web@1.service"),
+            "promd-stop@web\\x401.service.target"
+        );
+    }
+
+    #[test]
+    fn removing_a_group_keeps_the_other_groups_bindings() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = kill("control-group");
+        for (g, u) in [
+            ("web", "web.service"),
+            ("db", "db.service"),
+            ("web", "shared.service"),
+            ("db", "shared.service"),
+        ] {
+            write_if_changed(
+                &binding_path(dir.path(), g, u),
+                &binding_text(g, u, &k, None),
+            )
+            .unwrap();
+        }
+        assert!(remove_bindings(dir.path(), "web"));
+        assert_eq!(bound_units(dir.path()), ["db.service", "shared.service"]);
+        assert!(!dir.path().join("web.service.d").exists());
+    }
+}

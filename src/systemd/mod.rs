@@ -1,0 +1,604 @@
+//! The systemd driver: starts and stops a group's units over systemd's D-Bus API and waits for
+//! the job results; finds the closure of a role and binds it to promd with runtime drop-ins.
+//!
+//! Every call to systemd has a time limit ([`CALL_TIMEOUT`]), and every job wait survives a
+//! lost `JobRemoved` signal (a `daemon-reload` or `daemon-reexec` in the middle): it reads the
+//! unit's state when the job is gone. A stop that systemd refuses (`RefuseManualStop=yes`) is
+//! done by dependency instead; a unit that does not exist counts as stopped.
+
+pub mod closure;
+pub mod dropin;
+mod env;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::future::join_all;
+use thiserror::Error;
+use tokio::sync::{OnceCell, oneshot};
+use zbus::OwnedVariant;
+use zbus::{Connection, OwnedObjectPath};
+use zbus_systemd::systemd1::{ManagerProxy, UnitProxy};
+
+pub use closure::{Closure, Reach, UnitInfo, Walk};
+pub use dropin::write_atomically;
+use dropin::{KillSettings, RUNTIME_UNIT_DIR};
+pub use env::UnitEnv;
+
+/// The unit promd runs as; the units it protects are bound to it.
+pub const PROMD_UNIT: &str = "promd.service";
+
+/// The longest any one D-Bus call to systemd may take. PID 1 answers in milliseconds; a
+/// `daemon-reload` of a large system can hold it for seconds. Past this the call is an error
+/// and the caller retries: a hung manager must not hang a group.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often a job wait checks that its job still exists (a lost `JobRemoved` signal).
+const JOB_POLL: Duration = Duration::from_secs(2);
+
+/// The longest a job wait lasts; the unit's own timeouts end almost every job long before.
+/// Past this the job counts as failed and the caller's retry (and kill) takes over.
+pub const JOB_WAIT_LIMIT: Duration = Duration::from_secs(600);
+
+const NO_SUCH_UNIT: &str = "org.freedesktop.systemd1.NoSuchUnit";
+const ONLY_BY_DEPENDENCY: &str = "org.freedesktop.systemd1.OnlyByDependency";
+const NO_SUCH_PROCESS: &str = "org.freedesktop.systemd1.NoSuchProcess";
+
+#[derive(Debug, Error)]
+pub enum SystemdError {
+    #[error("D-Bus: {0}")]
+    Bus(#[from] zbus::Error),
+    #[error("job for {unit} ended with result {result:?}")]
+    Job { unit: String, result: String },
+    #[error("{what}: systemd did not answer within {limit:?}")]
+    Timeout { what: String, limit: Duration },
+    #[error("{unit} is still {state} after its stop")]
+    StillRunning { unit: String, state: String },
+    #[error("writing {path}: {error}")]
+    Io {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
+    #[error("the JobRemoved signal stream ended")]
+    SignalsGone,
+}
+
+impl SystemdError {
+    fn method_error(&self) -> Option<&str> {
+        match self {
+            SystemdError::Bus(zbus::Error::MethodError(name, _, _)) => Some(name.as_str()),
+            _ => None,
+        }
+    }
+}
+
+/// Results of finished jobs that nobody waited for yet (the signal can beat the method reply).
+const FINISHED_KEPT: usize = 512;
+
+#[derive(Default)]
+struct Jobs {
+    /// systemd merges identical jobs: several callers can wait for one job path.
+    waiting: HashMap<OwnedObjectPath, Vec<oneshot::Sender<String>>>,
+    finished: HashMap<OwnedObjectPath, String>,
+    finished_order: VecDeque<OwnedObjectPath>,
+}
+
+/// What a job does to its unit, to judge its outcome from the unit's state if the job's
+/// `JobRemoved` signal was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JobKind {
+    Start,
+    Stop,
+}
+
+#[derive(Clone)]
+pub struct Systemd {
+    manager: ManagerProxy<'static>,
+    conn: Connection,
+    jobs: Arc<Mutex<Jobs>>,
+    /// The units the system's early boot pulls in: computed once, never part of a role.
+    shared: Arc<OnceCell<BTreeSet<String>>>,
+}
+
+impl Systemd {
+    /// Connect to the system bus, subscribe to job signals and start following them.
+    pub async fn connect() -> Result<Systemd, SystemdError> {
+        let conn = Connection::system().await?;
+        Systemd::on(conn).await
+    }
+
+    pub async fn on(conn: Connection) -> Result<Systemd, SystemdError> {
+        let manager = ManagerProxy::new(&conn).await?;
+        let mut removed = manager.receive_job_removed().await?;
+        timed("Subscribe", manager.subscribe()).await?;
+        let jobs: Arc<Mutex<Jobs>> = Arc::default();
+        let dispatch = jobs.clone();
+        tokio::spawn(async move {
+            while let Some(signal) = removed.next().await {
+                let Ok(args) = signal.args() else { continue };
+                let (path, result) = (args.job, args.result);
+                let mut jobs = lock(&dispatch);
+                if let Some(waiters) = jobs.waiting.remove(&path) {
+                    for tx in waiters {
+                        let _ = tx.send(result.clone());
+                    }
+                } else {
+                    jobs.finished.insert(path.clone(), result);
+                    jobs.finished_order.push_back(path);
+                    while jobs.finished_order.len() > FINISHED_KEPT {
+                        if let Some(old) = jobs.finished_order.pop_front() {
+                            jobs.finished.remove(&old);
+                        }
+                    }
+                }
+            }
+            // Waiters see their sender dropped and fall back to reading the unit's state.
+            lock(&dispatch).waiting.clear();
+        });
+        Ok(Systemd {
+            manager,
+            conn,
+            jobs,
+            shared: Arc::default(),
+        })
+    }
+
+    /// Start a unit and wait for the job's result.
+    pub async fn start(&self, unit: &str) -> Result<(), SystemdError> {
+        let job = timed(
+            &format!("StartUnit {unit}"),
+            self.manager.start_unit(unit.to_string(), "replace".into()),
+        )
+        .await?;
+        self.wait(unit, job, JobKind::Start).await
+    }
+
+    /// Stop a unit and wait until it is down, whatever stands in the way:
+    /// - a unit systemd does not know (`Wants=` on a missing unit) is stopped already;
+    /// - a unit with `RefuseManualStop=yes` is stopped by dependency (`promd-stop@.target`);
+    /// - a job that ends `canceled`, `failed` or `timeout` is an error: the caller retries.
+    pub async fn stop(&self, unit: &str) -> Result<(), SystemdError> {
+        let queued = timed(
+            &format!("StopUnit {unit}"),
+            self.manager.stop_unit(unit.to_string(), "replace".into()),
+        )
+        .await;
+        match queued {
+            Ok(job) => self.wait(unit, job, JobKind::Stop).await,
+            Err(e) if e.method_error() == Some(NO_SUCH_UNIT) => Ok(()),
+            Err(e) if e.method_error() == Some(ONLY_BY_DEPENDENCY) => {
+                let by = dropin::stop_instance(unit);
+                let job = timed(
+                    &format!("StartUnit {by}"),
+                    self.manager.start_unit(by.clone(), "replace".into()),
+                )
+                .await?;
+                self.wait(&by, job, JobKind::Start).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// SIGKILL every process of the unit. A unit with nothing running is not an error.
+    pub async fn kill(&self, unit: &str) -> Result<(), SystemdError> {
+        let sigkill = nix::sys::signal::Signal::SIGKILL as i32;
+        match timed(
+            &format!("KillUnit {unit}"),
+            self.manager
+                .kill_unit(unit.to_string(), "all".into(), sigkill),
+        )
+        .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(e.method_error(), Some(NO_SUCH_UNIT | NO_SUCH_PROCESS)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn wait(
+        &self,
+        unit: &str,
+        job: OwnedObjectPath,
+        kind: JobKind,
+    ) -> Result<(), SystemdError> {
+        let mut rx = {
+            let mut jobs = lock(&self.jobs);
+            if let Some(result) = jobs.finished.remove(&job) {
+                return job_result(unit, result);
+            }
+            let (tx, rx) = oneshot::channel();
+            jobs.waiting.entry(job.clone()).or_default().push(tx);
+            rx
+        };
+        let give_up = tokio::time::Instant::now() + JOB_WAIT_LIMIT;
+        loop {
+            tokio::select! {
+                result = &mut rx => {
+                    return match result {
+                        Ok(result) => job_result(unit, result),
+                        // The signal stream is gone: the unit's state is all there is to go by.
+                        Err(_) => self.outcome_without_signal(unit, kind).await,
+                    };
+                }
+                () = tokio::time::sleep(JOB_POLL) => {
+                    if tokio::time::Instant::now() >= give_up {
+                        self.forget(&job);
+                        return Err(SystemdError::Timeout {
+                            what: format!("job for {unit}"),
+                            limit: JOB_WAIT_LIMIT,
+                        });
+                    }
+                    if !self.job_gone(unit, &job).await {
+                        continue;
+                    }
+                    // Give a signal in flight a moment, then judge by the unit's state.
+                    if let Ok(Ok(result)) = tokio::time::timeout(Duration::from_millis(200), &mut rx).await {
+                        return job_result(unit, result);
+                    }
+                    self.forget(&job);
+                    return self.outcome_without_signal(unit, kind).await;
+                }
+            }
+        }
+    }
+
+    fn forget(&self, job: &OwnedObjectPath) {
+        lock(&self.jobs).waiting.remove(job);
+    }
+
+    /// Whether the job is no longer the unit's job (finished, its signal lost).
+    async fn job_gone(&self, unit: &str, job: &OwnedObjectPath) -> bool {
+        let Ok(proxy) = self.unit_proxy(unit).await else {
+            return false;
+        };
+        match timed(&format!("Job of {unit}"), proxy.job()).await {
+            Ok((0, _)) => true,
+            Ok((_, path)) => path != *job,
+            Err(_) => false,
+        }
+    }
+
+    /// A finished job whose result signal was lost, judged by what the unit is now.
+    async fn outcome_without_signal(&self, unit: &str, kind: JobKind) -> Result<(), SystemdError> {
+        let state = self.active_state(unit).await?;
+        let ok = match kind {
+            JobKind::Stop => matches!(state.as_str(), "inactive" | "failed"),
+            JobKind::Start => matches!(state.as_str(), "active" | "reloading" | "activating"),
+        };
+        if ok {
+            tracing::info!("the result of the job for {unit} was lost; the unit is {state}");
+            Ok(())
+        } else {
+            Err(SystemdError::Job {
+                unit: unit.to_string(),
+                result: format!("lost (the unit is {state})"),
+            })
+        }
+    }
+
+    async fn unit_proxy(&self, unit: &str) -> Result<UnitProxy<'static>, SystemdError> {
+        let path = timed(
+            &format!("LoadUnit {unit}"),
+            self.manager.load_unit(unit.to_string()),
+        )
+        .await?;
+        Ok(UnitProxy::builder(&self.conn)
+            .path(path)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await?)
+    }
+
+    /// Every property of one interface of a unit, in one call.
+    async fn properties(
+        &self,
+        unit: &str,
+        interface: &'static str,
+    ) -> Result<HashMap<String, OwnedVariant>, SystemdError> {
+        let path = timed(
+            &format!("LoadUnit {unit}"),
+            self.manager.load_unit(unit.to_string()),
+        )
+        .await?;
+        let props = zbus::fdo::PropertiesProxy::builder(&self.conn)
+            .destination("org.freedesktop.systemd1")
+            .path(path)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await?;
+        let iface = zbus::names::InterfaceName::from_static_str(interface)?;
+        timed(&format!("GetAll {unit}"), async {
+            props.get_all(iface).await.map_err(zbus::Error::from)
+        })
+        .await
+    }
+
+    /// What the closure walk needs to know about a unit.
+    pub async fn unit_info(&self, unit: &str) -> Result<UnitInfo, SystemdError> {
+        let props = self
+            .properties(unit, "org.freedesktop.systemd1.Unit")
+            .await?;
+        let list = |key: &str| -> Vec<String> {
+            props
+                .get(key)
+                .and_then(|v| Vec::<String>::try_from(v.clone()).ok())
+                .unwrap_or_default()
+        };
+        let mut pulls = Vec::new();
+        for key in [
+            "Wants",
+            "Requires",
+            "Requisite",
+            "BindsTo",
+            "Upholds",
+            "ConsistsOf",
+        ] {
+            pulls.extend(list(key));
+        }
+        let load_state = props
+            .get("LoadState")
+            .and_then(|v| String::try_from(v.clone()).ok())
+            .unwrap_or_default();
+        let mut runs_once = false;
+        if unit.ends_with(".service") && load_state == "loaded" {
+            let service = self
+                .properties(unit, "org.freedesktop.systemd1.Service")
+                .await?;
+            let kind = service
+                .get("Type")
+                .and_then(|v| String::try_from(v.clone()).ok())
+                .unwrap_or_default();
+            let remain = service
+                .get("RemainAfterExit")
+                .and_then(|v| bool::try_from(v.clone()).ok())
+                .unwrap_or(false);
+            runs_once = kind == "oneshot" && !remain;
+        }
+        Ok(UnitInfo {
+            name: unit.to_string(),
+            load_state,
+            pulls,
+            triggers: list("Triggers"),
+            runs_once,
+        })
+    }
+
+    async fn walk(&self, mut walk: Walk) -> Result<Closure, SystemdError> {
+        while let Some(next) = walk.next().map(str::to_string) {
+            let info = match self.unit_info(&next).await {
+                Ok(info) => info,
+                Err(e) if e.method_error() == Some(NO_SUCH_UNIT) => UnitInfo {
+                    name: next.clone(),
+                    load_state: "not-found".into(),
+                    ..UnitInfo::default()
+                },
+                Err(e) => return Err(e),
+            };
+            walk.feed(info);
+        }
+        Ok(walk.finish())
+    }
+
+    /// The units the system's early boot pulls in; asked once per promd.
+    async fn shared(&self) -> Result<BTreeSet<String>, SystemdError> {
+        self.shared
+            .get_or_try_init(|| async {
+                Ok(self.walk(Walk::system()).await?.units.into_keys().collect())
+            })
+            .await
+            .cloned()
+    }
+
+    /// The closure of a group's active target (see [`closure`]).
+    pub async fn closure(&self, target: &str) -> Result<Closure, SystemdError> {
+        let shared = self.shared().await?;
+        self.walk(Walk::role(target, shared)).await
+    }
+
+    /// Clear a unit's failed state and start it again (promd's restart in place).
+    pub async fn restart_failed(&self, unit: &str) -> Result<(), SystemdError> {
+        // Not failed (any more) is fine: the start below is what matters. The reset also
+        // clears the start rate limit that a crash loop would otherwise hit.
+        let _ = timed(
+            &format!("ResetFailedUnit {unit}"),
+            self.manager.reset_failed_unit(unit.to_string()),
+        )
+        .await;
+        let job = timed(
+            &format!("RestartUnit {unit}"),
+            self.manager
+                .restart_unit(unit.to_string(), "replace".into()),
+        )
+        .await?;
+        self.wait(unit, job, JobKind::Start).await
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub fn manager(&self) -> &ManagerProxy<'static> {
+        &self.manager
+    }
+
+    /// `ActiveState` of a unit (`active`, `inactive`, `failed`, ...); `inactive` for a unit
+    /// systemd does not know.
+    pub async fn active_state(&self, unit: &str) -> Result<String, SystemdError> {
+        let proxy = match self.unit_proxy(unit).await {
+            Ok(p) => p,
+            Err(e) if e.method_error() == Some(NO_SUCH_UNIT) => return Ok("inactive".into()),
+            Err(e) => return Err(e),
+        };
+        timed(&format!("ActiveState of {unit}"), proxy.active_state()).await
+    }
+
+    /// Which of `units` are not up (`active`, `activating` or `reloading`), with their state;
+    /// a unit systemd cannot be asked about counts as not up.
+    pub async fn not_up(&self, units: &[String]) -> Vec<(String, String)> {
+        let states = join_all(units.iter().map(|u| self.active_state(u))).await;
+        units
+            .iter()
+            .zip(states)
+            .filter_map(|(u, s)| match s {
+                Ok(s) if matches!(s.as_str(), "active" | "activating" | "reloading") => None,
+                Ok(s) => Some((u.clone(), s)),
+                Err(e) => Some((u.clone(), e.to_string())),
+            })
+            .collect()
+    }
+
+    /// Stop every unit at once and wait for all; then check by systemd's own word that each
+    /// is `inactive` or `failed`, and SIGKILL whatever process a unit left behind. The first
+    /// error is returned (after every stop was tried): the caller retries.
+    pub async fn stop_all(&self, units: &[String]) -> Result<(), SystemdError> {
+        let stops = join_all(units.iter().map(|u| self.stop(u))).await;
+        let mut first_error = None;
+        for (unit, result) in units.iter().zip(stops) {
+            if let Err(e) = result {
+                tracing::warn!("stopping {unit}: {e}");
+                first_error.get_or_insert(e);
+            }
+        }
+        let states = join_all(units.iter().map(|u| self.active_state(u))).await;
+        for (unit, state) in units.iter().zip(states) {
+            match state {
+                Ok(s) if matches!(s.as_str(), "inactive" | "failed") => {}
+                Ok(state) => {
+                    first_error.get_or_insert(SystemdError::StillRunning {
+                        unit: unit.clone(),
+                        state,
+                    });
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        // A stopped unit may have left processes (KillMode=process before promd's drop-in
+        // applied): none may survive the hand-over.
+        self.kill_all(units).await;
+        match first_error {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// SIGKILL every process of every unit, all at once; errors are logged.
+    pub async fn kill_all(&self, units: &[String]) {
+        let kills = join_all(units.iter().map(|u| self.kill(u))).await;
+        for (unit, result) in units.iter().zip(kills) {
+            if let Err(e) = result {
+                tracing::error!("killing {unit}: {e}");
+            }
+        }
+    }
+
+    /// Bind each unit of a role to promd with a runtime drop-in (see
+    /// [`dropin::binding_text`]), and make sure the stop-by-dependency template is there.
+    /// Reloads systemd once if anything was added or changed; returns whether it did.
+    pub async fn bind_to_promd(&self, group: &str, units: &[String]) -> Result<bool, SystemdError> {
+        let dir = Path::new(RUNTIME_UNIT_DIR);
+        let mut changed = dropin::write_stop_template(dir)?;
+        for unit in units {
+            let path = dropin::binding_path(dir, group, unit);
+            let previous = std::fs::read_to_string(&path).ok();
+            let kill = self.kill_settings(unit).await;
+            let text = dropin::binding_text(group, unit, &kill, previous.as_deref());
+            changed |= dropin::write_if_changed(&path, &text)?;
+        }
+        if changed {
+            timed("Reload", self.manager.reload()).await?;
+        }
+        Ok(changed)
+    }
+
+    /// Remove a group's drop-ins (the group was removed by a reload) and reload systemd.
+    pub async fn unbind(&self, group: &str) -> Result<(), SystemdError> {
+        if dropin::remove_bindings(Path::new(RUNTIME_UNIT_DIR), group) {
+            timed("Reload", self.manager.reload()).await?;
+        }
+        Ok(())
+    }
+
+    async fn kill_settings(&self, unit: &str) -> KillSettings {
+        let interface = match unit.rsplit('.').next() {
+            Some("service") => "org.freedesktop.systemd1.Service",
+            Some("socket") => "org.freedesktop.systemd1.Socket",
+            Some("mount") => "org.freedesktop.systemd1.Mount",
+            _ => return KillSettings::default(),
+        };
+        let kill_mode = match self.properties(unit, interface).await {
+            Ok(props) => props
+                .get("KillMode")
+                .and_then(|v| String::try_from(v.clone()).ok())
+                .unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        KillSettings { kill_mode }
+    }
+}
+
+/// A D-Bus call with [`CALL_TIMEOUT`].
+async fn timed<T>(
+    what: &str,
+    call: impl Future<Output = zbus::Result<T>>,
+) -> Result<T, SystemdError> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(SystemdError::Timeout {
+            what: what.to_string(),
+            limit: CALL_TIMEOUT,
+        }),
+    }
+}
+
+fn lock(jobs: &Mutex<Jobs>) -> std::sync::MutexGuard<'_, Jobs> {
+    // A poisoned lock only means a panic elsewhere mid-update of plain maps: keep going.
+    jobs.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn job_result(unit: &str, result: String) -> Result<(), SystemdError> {
+    // `skipped` is a start job whose Condition failed: the job is done, and the caller
+    // checks what runs.
+    if result == "done" || result == "skipped" {
+        Ok(())
+    } else {
+        Err(SystemdError::Job {
+            unit: unit.to_string(),
+            result,
+        })
+    }
+}
+
+/// `promd fence`: SIGKILL every unit bound to promd, at once. promd.service runs it as
+/// `ExecStopPost=`, so that when promd dies (kill -9, watchdog, OOM, panic) no unit of a role
+/// outlives it by more than the time this takes, however long its own stop would drain.
+/// After a clean stop everything is down already and this finds nothing to kill.
+pub async fn fence_all() -> Result<Vec<String>, SystemdError> {
+    let units = dropin::bound_units(Path::new(RUNTIME_UNIT_DIR));
+    if units.is_empty() {
+        return Ok(units);
+    }
+    let conn = timed("connecting to the system bus", Connection::system()).await?;
+    let manager = ManagerProxy::new(&conn).await?;
+    let sigkill = nix::sys::signal::Signal::SIGKILL as i32;
+    let kills = join_all(units.iter().map(|u| {
+        timed(
+            "KillUnit",
+            manager.kill_unit(u.clone(), "all".into(), sigkill),
+        )
+    }))
+    .await;
+    let mut killed = Vec::new();
+    for (unit, result) in units.into_iter().zip(kills) {
+        match result {
+            Ok(()) => killed.push(unit),
+            Err(e) if matches!(e.method_error(), Some(NO_SUCH_UNIT | NO_SUCH_PROCESS)) => {}
+            Err(e) => eprintln!("<3>promd fence: killing {unit}: {e}"),
+        }
+    }
+    Ok(killed)
+}
