@@ -4,10 +4,10 @@
 //! `Requires=`, `Requisite=`, `BindsTo=`, `Upholds=`, `PartOf=` (as `ConsistsOf`) and what
 //! sockets, timers and paths trigger — through nested targets, services pulled in by
 //! services, mounts and so on. It does not enter the system's own plumbing: slices, devices,
-//! swaps, scopes, the root mount, promd itself, the special targets of systemd.special(7),
-//! and every unit that the system's early boot pulls in (`sysinit.target`, `basic.target`):
-//! a `Type=dbus` service's implicit `Requires=dbus.socket` or a `RequiresMountsFor=` on an
-//! fstab mount must never be stopped by a demotion.
+//! swaps, scopes, the root mount, the bus, promd itself, the special targets of
+//! systemd.special(7), and every unit that one of the system's boot targets pulls in
+//! ([`BOOT_TARGETS`]: an fstab mount under `local-fs.target`, a socket under
+//! `sockets.target`): a `RequiresMountsFor=` on `/var` must never unmount it on demotion.
 //!
 //! The walk is sans-I/O: [`Walk`] says which unit it needs next and is fed what systemd says
 //! about it, so the rules are tested without a bus.
@@ -28,6 +28,8 @@ pub struct UnitInfo {
     pub pulls: Vec<String>,
     /// Units a socket, timer or path starts when it fires.
     pub triggers: Vec<String>,
+    /// Units that pull this one in: WantedBy, RequiredBy, RequisiteOf, BoundBy, UpheldBy.
+    pub pulled_by: Vec<String>,
     /// A service that is done once it has run (`Type=oneshot` without `RemainAfterExit=`):
     /// inactive after success is its normal state.
     pub runs_once: bool,
@@ -146,8 +148,29 @@ pub const SPECIAL_TARGETS: &[&str] = &[
     "rescue.service",
 ];
 
-/// The roots of what the system needs for itself: everything they pull in is shared.
-pub const SYSTEM_ROOTS: &[&str] = &["sysinit.target", "basic.target"];
+/// The targets of the system's own boot: a unit one of them pulls in directly belongs to the
+/// system, not to a role that also names it. (`multi-user.target` is not one: a protected
+/// service enabled there by mistake is still the role's, and promd stops it where the role
+/// is not.)
+pub const BOOT_TARGETS: &[&str] = &[
+    "sysinit.target",
+    "basic.target",
+    "sockets.target",
+    "timers.target",
+    "paths.target",
+    "slices.target",
+    "swap.target",
+    "local-fs.target",
+    "local-fs-pre.target",
+    "remote-fs.target",
+    "remote-fs-pre.target",
+    "network.target",
+    "network-online.target",
+    "network-pre.target",
+    "nss-lookup.target",
+    "time-sync.target",
+    "cryptsetup.target",
+];
 
 /// Plumbing never belongs to a role, whoever pulls it in.
 pub fn is_plumbing(unit: &str) -> bool {
@@ -159,45 +182,22 @@ pub fn is_plumbing(unit: &str) -> bool {
         || SPECIAL_TARGETS.contains(&unit)
 }
 
-/// A breadth-first walk from one root, fed one unit at a time.
-///
-/// `excluded` are units the walk must neither include nor enter (the system's shared units,
-/// computed by a walk of its own from [`SYSTEM_ROOTS`] with `excluded` empty).
+/// A breadth-first walk from a group's active target, fed one unit at a time.
 #[derive(Debug)]
 pub struct Walk {
     root: String,
     queue: VecDeque<(String, Reach)>,
     seen: BTreeSet<String>,
-    excluded: BTreeSet<String>,
-    /// For the system walk: enter special targets and plumbing too (they are the system's).
-    system: bool,
     closure: Closure,
 }
 
 impl Walk {
-    /// The closure of a group's active target, leaving out `shared` units.
-    pub fn role(target: &str, shared: BTreeSet<String>) -> Walk {
-        Walk::new(&[target], shared, false)
-    }
-
-    /// Every unit the system's early boot pulls in (see [`SYSTEM_ROOTS`]).
-    pub fn system() -> Walk {
-        Walk::new(SYSTEM_ROOTS, BTreeSet::new(), true)
-    }
-
-    fn new(roots: &[&str], excluded: BTreeSet<String>, system: bool) -> Walk {
-        let mut seen = BTreeSet::new();
-        let mut queue = VecDeque::new();
-        for r in roots {
-            seen.insert(r.to_string());
-            queue.push_back((r.to_string(), Reach::Pulled));
-        }
+    /// The closure of a group's active target.
+    pub fn role(target: &str) -> Walk {
         Walk {
-            root: roots.first().map_or_else(String::new, |r| r.to_string()),
-            queue,
-            seen,
-            excluded,
-            system,
+            root: target.to_string(),
+            queue: VecDeque::from([(target.to_string(), Reach::Pulled)]),
+            seen: BTreeSet::from([target.to_string()]),
             closure: Closure::default(),
         }
     }
@@ -217,8 +217,15 @@ impl Walk {
             self.closure.missing.insert(name);
             return;
         }
-        if name != self.root || self.system {
-            let reach = if self.system { Reach::Pulled } else { reach };
+        if name != self.root {
+            if info
+                .pulled_by
+                .iter()
+                .any(|u| BOOT_TARGETS.contains(&u.as_str()))
+            {
+                self.closure.shared.insert(name);
+                return;
+            }
             self.closure.units.insert(name.clone(), reach);
             if reach == Reach::Pulled && !name.ends_with(".target") && !info.runs_once {
                 self.closure.steady.insert(name.clone());
@@ -230,18 +237,8 @@ impl Walk {
             .map(|u| (u, reach))
             .chain(info.triggers.iter().map(|u| (u, Reach::Triggered)));
         for (unit, r) in next {
-            if self.seen.contains(unit) {
+            if !self.seen.insert(unit.clone()) || is_plumbing(unit) {
                 continue;
-            }
-            self.seen.insert(unit.clone());
-            if !self.system && (is_plumbing(unit) || self.excluded.contains(unit)) {
-                if !is_plumbing(unit) {
-                    self.closure.shared.insert(unit.clone());
-                }
-                continue;
-            }
-            if self.system && (unit.ends_with(".device") || unit.ends_with(".slice")) {
-                continue; // plumbing either way; no need to ask about it
             }
             self.queue.push_back((unit.clone(), r));
         }
@@ -251,6 +248,13 @@ impl Walk {
     pub fn finish(self) -> Closure {
         self.closure
     }
+}
+
+/// Whether a unit of this kind can have processes to kill (`KillUnit` refuses the others).
+pub fn has_processes(unit: &str) -> bool {
+    [".service", ".socket", ".mount", ".swap", ".scope"]
+        .iter()
+        .any(|k| unit.ends_with(k))
 }
 
 /// Escape a string for use as a unit instance name (systemd-escape(1) without `--path`):
@@ -279,6 +283,7 @@ mod tests {
             load_state: "loaded".into(),
             pulls: pulls.iter().map(|s| s.to_string()).collect(),
             triggers: triggers.iter().map(|s| s.to_string()).collect(),
+            pulled_by: Vec::new(),
             runs_once: false,
         }
     }
@@ -348,7 +353,11 @@ mod tests {
             unit("sockets.target", &["dbus.socket"], &[]),
             unit("dbus.socket", &[], &["dbus.service"]),
             unit("local-fs.target", &["var.mount", "-.mount"], &[]),
-            unit("var.mount", &[], &[]),
+            {
+                let mut var = unit("var.mount", &[], &[]);
+                var.pulled_by = vec!["local-fs.target".into(), "web.service".into()];
+                var
+            },
             unit("systemd-journald.service", &[], &[]),
         ]
         .into_iter()
@@ -363,8 +372,7 @@ mod tests {
     #[test]
     fn the_closure_follows_nested_targets_services_sockets_timers_and_mounts() {
         let g = zoo();
-        let shared = run(Walk::system(), &g).units.into_keys().collect();
-        let c = run(Walk::role("web-active.target", shared), &g);
+        let c = run(Walk::role("web-active.target"), &g);
         assert_eq!(
             c.names(),
             [
@@ -424,7 +432,7 @@ mod tests {
         .into_iter()
         .map(|u| (graph_key(&u.name), u))
         .collect();
-        let c = run(Walk::role("a.target", BTreeSet::new()), &g);
+        let c = run(Walk::role("a.target"), &g);
         assert_eq!(c.names(), ["b.service", "c.service"]);
     }
 
@@ -449,6 +457,12 @@ mod tests {
         ] {
             assert!(!is_plumbing(u), "{u}");
         }
+    }
+
+    #[test]
+    fn only_units_with_processes_are_killed() {
+        assert!(has_processes("web.service") && has_processes("srv-web.mount"));
+        assert!(!has_processes("web-active.target") && !has_processes("web.timer"));
     }
 
     #[test]

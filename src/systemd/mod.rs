@@ -10,7 +10,7 @@ pub mod closure;
 pub mod dropin;
 mod env;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,7 +18,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use futures_util::future::join_all;
 use thiserror::Error;
-use tokio::sync::{OnceCell, oneshot};
+use tokio::sync::oneshot;
 use zbus::OwnedVariant;
 use zbus::{Connection, OwnedObjectPath};
 use zbus_systemd::systemd1::{ManagerProxy, UnitProxy};
@@ -99,8 +99,6 @@ pub struct Systemd {
     manager: ManagerProxy<'static>,
     conn: Connection,
     jobs: Arc<Mutex<Jobs>>,
-    /// The units the system's early boot pulls in: computed once, never part of a role.
-    shared: Arc<OnceCell<BTreeSet<String>>>,
 }
 
 impl Systemd {
@@ -142,7 +140,6 @@ impl Systemd {
             manager,
             conn,
             jobs,
-            shared: Arc::default(),
         })
     }
 
@@ -338,6 +335,16 @@ impl Systemd {
         ] {
             pulls.extend(list(key));
         }
+        let mut pulled_by = Vec::new();
+        for key in [
+            "WantedBy",
+            "RequiredBy",
+            "RequisiteOf",
+            "BoundBy",
+            "UpheldBy",
+        ] {
+            pulled_by.extend(list(key));
+        }
         let load_state = props
             .get("LoadState")
             .and_then(|v| String::try_from(v.clone()).ok())
@@ -362,6 +369,7 @@ impl Systemd {
             load_state,
             pulls,
             triggers: list("Triggers"),
+            pulled_by,
             runs_once,
         })
     }
@@ -382,20 +390,9 @@ impl Systemd {
         Ok(walk.finish())
     }
 
-    /// The units the system's early boot pulls in; asked once per promd.
-    async fn shared(&self) -> Result<BTreeSet<String>, SystemdError> {
-        self.shared
-            .get_or_try_init(|| async {
-                Ok(self.walk(Walk::system()).await?.units.into_keys().collect())
-            })
-            .await
-            .cloned()
-    }
-
     /// The closure of a group's active target (see [`closure`]).
     pub async fn closure(&self, target: &str) -> Result<Closure, SystemdError> {
-        let shared = self.shared().await?;
-        self.walk(Walk::role(target, shared)).await
+        self.walk(Walk::role(target)).await
     }
 
     /// Clear a unit's failed state and start it again (promd's restart in place).
@@ -486,8 +483,15 @@ impl Systemd {
         }
     }
 
-    /// SIGKILL every process of every unit, all at once; errors are logged.
+    /// SIGKILL every process of every unit, all at once; errors are logged. Units that have
+    /// no processes of their own (targets, timers, paths) are skipped.
     pub async fn kill_all(&self, units: &[String]) {
+        let units: Vec<String> = units
+            .iter()
+            .filter(|u| closure::has_processes(u))
+            .cloned()
+            .collect();
+        let units = &units[..];
         let kills = join_all(units.iter().map(|u| self.kill(u))).await;
         for (unit, result) in units.iter().zip(kills) {
             if let Err(e) = result {
@@ -578,7 +582,8 @@ fn job_result(unit: &str, result: String) -> Result<(), SystemdError> {
 /// outlives it by more than the time this takes, however long its own stop would drain.
 /// After a clean stop everything is down already and this finds nothing to kill.
 pub async fn fence_all() -> Result<Vec<String>, SystemdError> {
-    let units = dropin::bound_units(Path::new(RUNTIME_UNIT_DIR));
+    let mut units = dropin::bound_units(Path::new(RUNTIME_UNIT_DIR));
+    units.retain(|u| closure::has_processes(u));
     if units.is_empty() {
         return Ok(units);
     }
