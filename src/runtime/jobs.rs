@@ -155,10 +155,12 @@ impl Runtime {
 
     /// A closure was found: keep it, say what it is when it changes, and follow its units.
     pub(super) fn on_closure(&mut self, i: usize, closure: Closure) {
-        if self.groups[i].retired && self.groups[i].finished {
+        if closure == self.groups[i].closure {
             return;
         }
-        if closure == self.groups[i].closure {
+        if self.groups[i].retired {
+            // Still what its last stop must cover, but a leaving group follows nothing.
+            self.groups[i].closure = closure;
             return;
         }
         let first = self.groups[i].closure.units.is_empty();

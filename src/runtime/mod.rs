@@ -87,6 +87,8 @@ pub struct Runtime {
     config_path: PathBuf,
     /// Groups of a reload that wait for their old version to finish handing over.
     replacing: Vec<GroupConfig>,
+    /// SIGTERM was handled: every group hands over and exits, and none is started.
+    stopping: bool,
 }
 
 impl Runtime {
@@ -126,6 +128,7 @@ impl Runtime {
             config: config.clone(),
             config_path,
             replacing: Vec::new(),
+            stopping: false,
         };
         for cfg in &config.groups {
             runtime.open_group(cfg);
@@ -197,11 +200,10 @@ impl Runtime {
         }
         let status = self.status_line();
         self.notifier.ready(&status);
-        let mut stopping = false;
 
         let mut calls = self.calls_rx.take();
         // With no groups (or all removed by reloads) promd idles; it ends only on SIGTERM.
-        while !(stopping && self.groups.iter().all(|g| g.machine.exited())) {
+        while !(self.stopping && self.groups.iter().all(|g| g.machine.exited())) {
             let now = self.now();
             let deadline = self
                 .groups
@@ -224,9 +226,9 @@ impl Runtime {
                 Some((i, ev)) = self.watch_rx.recv() => self.on_watch(i, ev),
                 Some((i, result)) = self.health_rx.recv() => self.on_health(i, result),
                 Some(call) = recv_call(&mut calls) => self.on_call(call),
-                _ = sigterm.recv(), if !stopping => stopping = self.terminate(),
-                _ = sigint.recv(), if !stopping => stopping = self.terminate(),
-                _ = sighup.recv(), if !stopping => {
+                _ = sigterm.recv(), if !self.stopping => self.terminate(),
+                _ = sigint.recv(), if !self.stopping => self.terminate(),
+                _ = sighup.recv(), if !self.stopping => {
                     self.reload();
                     // A reload may have lowered the watchdog to fit a shorter lease.
                     let every = self.notifier.ping_interval().unwrap_or(Duration::from_secs(3600));
@@ -244,13 +246,14 @@ impl Runtime {
         Ok(())
     }
 
-    fn terminate(&mut self) -> bool {
+    fn terminate(&mut self) {
         tracing::info!("SIGTERM: handing over every group and stopping");
+        self.stopping = true;
         self.notifier.stopping();
+        self.replacing.clear();
         for i in 0..self.groups.len() {
             self.feed(i, Event::Terminate);
         }
-        true
     }
 
     /// Ping only while every store task keeps turning; a hung driver means a restart.

@@ -39,6 +39,15 @@ impl Runtime {
         }
         // Only ever lowered: the groups already running count on the interval in force.
         fit_watchdog(&new, &mut self.notifier);
+        // A group still handing over from an earlier reload restarts with what this file
+        // says, or not at all if this file removed it: the latest file wins.
+        self.replacing
+            .retain(|r| new.groups.iter().any(|n| n.name == r.name));
+        for r in &mut self.replacing {
+            if let Some(n) = new.groups.iter().find(|n| n.name == r.name) {
+                *r = n.clone();
+            }
+        }
         let (mut added, mut removed, mut changed, mut kept) =
             (Vec::new(), Vec::new(), Vec::new(), 0);
         for i in 0..self.groups.len() {
@@ -110,9 +119,22 @@ impl Runtime {
                 d.remove_group(&name);
             }
             self.groups[i].finished = true;
-            if let Some(pos) = self.replacing.iter().position(|r| r.name == name) {
-                let cfg = self.replacing.remove(pos);
-                self.add_group(&cfg);
+            match self.replacing.iter().position(|r| r.name == name) {
+                // promd is stopping: a replacement would never be told to stop too.
+                Some(pos) if !self.stopping => {
+                    let cfg = self.replacing.remove(pos);
+                    self.add_group(&cfg);
+                }
+                _ => {
+                    self.replacing.retain(|r| r.name != name);
+                    // Gone for good: its units are no longer promd's to bind.
+                    let systemd = self.systemd.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = systemd.unbind(&name).await {
+                            tracing::warn!(PROMD_GROUP = %name, "removing the group's drop-ins: {e}");
+                        }
+                    });
+                }
             }
         }
     }
