@@ -6,8 +6,10 @@
 //!
 //! The rules, in the order `step` applies them:
 //! 1. **Fence**: while the active units may be running and this node is not entitled to run
-//!    them (it does not hold the leader key, or its lease may have expired elsewhere), stop
-//!    them; kill them if stopping is not finished by the kill deadline.
+//!    them (it does not hold the leader key, or its lease may have expired elsewhere, or it
+//!    does not have the role: a unit started behind its back), stop them; kill them if
+//!    stopping is not finished by the kill deadline, which is at once unless the key is still
+//!    held under a live lease. A failed stop is killed at once and retried after a backoff.
 //! 2. **Terminate**: on SIGTERM, stop the units, release the key, then exit.
 //! 3. **Demote** on a switchover request or a failed start; **promote** once the key is won;
 //!    finish a demotion by starting the passive target and only then releasing the key.
@@ -54,9 +56,17 @@ pub struct Member {
 }
 
 /// The systemd operations the machine asks for; each is answered by [`Event::Job`].
+///
+/// The machine trusts `ok: true` for [`Job::StopActive`] to mean the units are down (it then
+/// starts the passive target and releases the key, so another host may start them): the
+/// runtime reports a stop ok only when every unit of the active target's closure is
+/// `inactive` or `failed` by systemd's own word, not merely when the stop job finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Job {
-    /// Stop every unit the active target pulled in, then the target.
+    /// Stop every unit the active target pulled in, then the target. Answered `ok` only once
+    /// every unit of the closure is `inactive` or `failed` as systemd reports it; anything
+    /// else is a failed stop, which the machine escalates to [`Action::KillActive`] and
+    /// retries after a backoff.
     StopActive,
     /// Write the group's env file, then start the active target.
     StartActive,
@@ -98,6 +108,11 @@ pub enum Event {
     Health { ok: bool },
     /// Whether every unit of the passive target is free of failure.
     PassiveUnits { ok: bool },
+    /// A unit of the active target's closure became `active` or `activating`. On a host that
+    /// does not have the role (an operator's `systemctl start`, a dependency, a timer), the
+    /// units are stopped (and killed unless the key is held): only the active host may run
+    /// them.
+    UnitStarted { unit: String },
 }
 
 /// What an operator asks of this node (D-Bus / promctl).
@@ -190,6 +205,11 @@ pub struct GroupMachine {
     /// since a previous incarnation may have left them running.
     units_may_run: bool,
     killed: bool,
+    /// A failed stop is retried at this time; until then nothing issues another stop (the
+    /// units were killed when it failed), so a systemd that keeps failing is not hammered.
+    stop_retry_at: Option<Mono>,
+    /// Failed stops in a row, for the retry backoff; zero after a stop succeeds.
+    stop_failures: u32,
     passive_ready: bool,
     passive_failed: bool,
 
@@ -236,6 +256,8 @@ impl GroupMachine {
             job: None,
             units_may_run: true,
             killed: false,
+            stop_retry_at: None,
+            stop_failures: 0,
             passive_ready: false,
             passive_failed: false,
             healthy: true,
@@ -326,9 +348,10 @@ impl GroupMachine {
         let mut at: Vec<Mono> = Vec::new();
         // The fence deadline, and the moment this node stops being eligible.
         at.extend(self.renewed_sent.map(|s| self.p.timing.fence_at(s)));
-        if self.job == Some(Job::StopActive) && !self.killed {
+        if self.stopping() && !self.killed {
             at.push(self.kill_deadline());
         }
+        at.extend(self.stop_retry_at);
         if let Some(since) = self.vacant_since
             && !self.campaigning
             && self.held_term.is_none()
@@ -448,8 +471,11 @@ impl GroupMachine {
                         if ok {
                             self.units_may_run = false;
                             self.killed = false;
+                            self.stop_failures = 0;
+                            self.stop_retry_at = None;
+                        } else {
+                            self.stop_failed(now, out);
                         }
-                        // A failed stop is retried by the fence rule, and killed at the deadline.
                     }
                     Job::StartActive => {
                         if ok {
@@ -497,7 +523,14 @@ impl GroupMachine {
                     }));
                 }
                 self.passive_units_ok = ok;
+                if ok && self.passive_failed {
+                    // The units of a passive target that failed to start are fine now (an
+                    // operator fixed them, or systemd restarted them): start the target again
+                    // rather than stay ineligible until promd restarts.
+                    self.passive_failed = false;
+                }
             }
+            Event::UnitStarted { unit } => self.unit_started(&unit, out),
         }
     }
 
@@ -509,10 +542,10 @@ impl GroupMachine {
         self.fence(now, out);
         self.restart_due(now, out);
         if self.terminating {
-            self.terminate(out);
+            self.terminate(now, out);
             return;
         }
-        self.demote(out);
+        self.demote(now, out);
         // Promotion gets first claim on a held key; whatever key is left unused after it is
         // released by finish_demotion.
         self.promote(now, out);

@@ -605,6 +605,8 @@ fn an_unreachable_store_or_an_unrenewed_lease_makes_a_passive_node_ineligible() 
 /// Randomised simulation against a fake store: whatever the network, the store and systemd do,
 /// the active units never run unless this node holds the key under a lease the store still
 /// honours. (Another node can only take the key after the store expired that lease.)
+/// systemd's side includes stops that fail and units started behind promd's back; and a stop
+/// is never issued while one runs, nor sooner than the backoff after a failed one.
 #[test]
 fn simulated_faults_never_leave_units_running_without_a_live_lease() {
     let mut total = Coverage::default();
@@ -613,11 +615,15 @@ fn simulated_faults_never_leave_units_running_without_a_live_lease() {
         total.promotions += c.promotions;
         total.lease_fences += c.lease_fences;
         total.kills += c.kills;
+        total.failed_stops += c.failed_stops;
+        total.intruders += c.intruders;
     }
     // The runs must have reached the dangerous states, or they prove nothing.
     assert!(total.promotions > 1000, "{total:?}");
     assert!(total.lease_fences > 100, "{total:?}");
     assert!(total.kills > 100, "{total:?}");
+    assert!(total.failed_stops > 100, "{total:?}");
+    assert!(total.intruders > 100, "{total:?}");
 }
 
 #[derive(Debug, Default)]
@@ -625,6 +631,9 @@ struct Coverage {
     promotions: usize,
     lease_fences: usize,
     kills: usize,
+    failed_stops: usize,
+    /// Units started on this host by someone else (`Event::UnitStarted`).
+    intruders: usize,
 }
 
 struct Rng(u64);
@@ -661,6 +670,10 @@ fn simulate(seed: u64, steps: usize) -> Coverage {
     let mut pending_jobs: Vec<(Mono, Job, bool)> = Vec::new();
     let mut pending_events: Vec<(Mono, Event)> = Vec::new();
     let mut log: Vec<String> = Vec::new();
+    // No hot loop: one stop at a time, and none within the first backoff of a failed one.
+    let mut stop_running = false;
+    let mut stop_failed_at: Option<Mono> = None;
+    let min_backoff = Timing::new(LEASE).stop_retry_backoff(1);
 
     let mut actions = t.ev(Event::Tick);
     for step in 0..steps {
@@ -694,13 +707,24 @@ fn simulate(seed: u64, steps: usize) -> Coverage {
                     ));
                 }
                 Action::Start(job, _) => {
+                    if job == Job::StopActive {
+                        assert!(
+                            !stop_running
+                                && stop_failed_at.is_none_or(|f| t.now >= f + min_backoff),
+                            "seed {seed} step {step}: stop issued again too soon\n{}",
+                            log.join("\n")
+                        );
+                        stop_running = true;
+                    }
                     // Stops sometimes hang (until killed): a far-away completion.
                     let d = if rng.chance(10) {
                         60_000
                     } else {
                         rng.below(400)
                     };
-                    pending_jobs.push((t.now + Duration::from_millis(d), job, true));
+                    // Some stops fail (a unit refuses to go): the units keep running.
+                    let ok = job != Job::StopActive || !rng.chance(15);
+                    pending_jobs.push((t.now + Duration::from_millis(d), job, ok));
                 }
                 Action::KillActive => {
                     running = false;
@@ -804,6 +828,19 @@ fn simulate(seed: u64, steps: usize) -> Coverage {
                 pending_events.push((t.now, Event::Maintenance(false)));
             }
         }
+        // Someone starts a unit of the active target on this host. A stop under way then
+        // fails (conservatively: it may not have caught the newcomer).
+        if rng.chance(1) {
+            cov.intruders += 1;
+            running = true;
+            for j in pending_jobs.iter_mut().filter(|j| j.1 == Job::StopActive) {
+                j.2 = false;
+            }
+            log.push(format!("{:?} intruder", t.now));
+            actions.extend(t.ev(Event::UnitStarted {
+                unit: "web.service".into(),
+            }));
+        }
         if rng.chance(1) && key.as_ref().is_some_and(|k| k.0 == "b") {
             key = None;
             if link_up {
@@ -847,7 +884,13 @@ fn simulate(seed: u64, steps: usize) -> Coverage {
         while pending_jobs.first().is_some_and(|j| j.0 <= t.now) {
             let (_, job, ok) = pending_jobs.remove(0);
             if job == Job::StopActive {
-                running = false;
+                stop_running = false;
+                if ok {
+                    running = false;
+                } else {
+                    cov.failed_stops += 1;
+                    stop_failed_at = Some(t.now);
+                }
             }
             log.push(format!("{:?} <- job {job:?} {ok}", t.now));
             actions.extend(t.ev(Event::Job { job, ok }));
@@ -1269,4 +1312,367 @@ fn a_deadline_the_caller_is_late_for_stays_due_until_a_step_handles_it() {
     assert!(a.contains(&Action::KillActive), "{a:?}");
     // Handled: no longer due.
     assert!(t.m.next_deadline().is_none_or(|d| d > t.now));
+}
+
+fn stop_result(t: &mut T, ok: bool) -> Vec<Action> {
+    t.ev(Event::Job {
+        job: Job::StopActive,
+        ok,
+    })
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+fn failed_passive_start() -> T {
+    let mut t = T::new(params("a"));
+    t.ev(Event::Tick);
+    t.ev(Event::StoreUp);
+    t.renew();
+    t.ev(Event::Leader(Some(("b".into(), 5))));
+    t.ev(Event::Members(vec![]));
+    t.ev(Event::Maintenance(false));
+    stop_result(&mut t, true);
+    t.ev(Event::Job {
+        job: Job::StartPassive,
+        ok: false,
+    });
+    assert!(!t.m.is_eligible(t.now));
+    t
+}
+
+/// Before: a failed passive target left the node ineligible until promd restarted.
+#[test]
+fn reset_failed_starts_a_failed_passive_target_again() {
+    let mut t = failed_passive_start();
+    let a = t.m.request(Request::ResetFailed, t.now).unwrap();
+    assert!(a.contains(&Action::Start(Job::StartPassive, None)), "{a:?}");
+    t.ev(Event::Job {
+        job: Job::StartPassive,
+        ok: true,
+    });
+    assert!(t.m.is_eligible(t.now));
+    assert!(t.published().eligible && t.published().healthy);
+}
+
+#[test]
+fn recovered_passive_units_clear_a_failed_passive_start() {
+    let mut t = failed_passive_start();
+    t.ev(Event::PassiveUnits { ok: false });
+    assert!(t.ev(Event::Tick).is_empty());
+    let a = t.ev(Event::PassiveUnits { ok: true });
+    assert!(a.contains(&Action::Start(Job::StartPassive, None)), "{a:?}");
+    t.ev(Event::Job {
+        job: Job::StartPassive,
+        ok: true,
+    });
+    assert!(t.m.is_eligible(t.now));
+}
+
+/// Before: the key vanishing (expired, or deleted by an operator) left the kill at
+/// `s + L - L/10`, while another host could already be starting the units.
+#[test]
+fn the_key_vanishing_from_under_the_active_node_kills_at_once() {
+    let mut t = T::active(params("a"), 5);
+    t.renew();
+    let a = t.ev(Event::Leader(None));
+    assert_eq!(a[0], Action::Start(Job::StopActive, None));
+    assert!(a.contains(&Action::KillActive), "{a:?}");
+
+    // The same during a graceful switchover: draining is over once the key is gone.
+    let mut t = T::active(params("a"), 5);
+    t.ev(Event::Members(vec![member("b", 100, true, Role::Passive)]));
+    t.renew();
+    let a = t.ev(Event::Switchover(Some("b".into())));
+    assert!(!a.contains(&Action::KillActive), "{a:?}");
+    assert_eq!(t.ev(Event::Leader(None)), vec![Action::KillActive]);
+
+    // Or when the key turns out to be another's, or the lease is lost, mid-drain.
+    for e in [Event::Leader(Some(("b".into(), 6))), Event::LeaseLost] {
+        let mut t = T::active(params("a"), 5);
+        t.ev(Event::Members(vec![member("b", 100, true, Role::Passive)]));
+        t.renew();
+        t.ev(Event::Switchover(Some("b".into())));
+        assert_eq!(t.ev(e.clone()), vec![Action::KillActive], "{e:?}");
+    }
+}
+
+#[test]
+fn a_graceful_demotion_drains_until_the_kill_deadline_while_the_key_is_held() {
+    let timing = Timing::new(LEASE);
+    let mut t = T::active(params("a"), 5);
+    t.ev(Event::Members(vec![member("b", 100, true, Role::Passive)]));
+    let sent = t.now;
+    t.renew();
+    let a = t.ev(Event::Switchover(Some("b".into())));
+    assert!(!a.contains(&Action::KillActive), "{a:?}");
+    assert_eq!(t.m.next_deadline(), Some(timing.fence_at(sent)));
+    let to_kill = ms(timing.kill_at(sent).saturating_sub(t.now));
+    t.advance(to_kill - 1);
+    assert_eq!(t.advance(1), vec![Action::KillActive]);
+}
+
+/// Before: a failed stop left the units "may run" with no job, and the fence issued the next
+/// stop in the same step: a hot loop of D-Bus calls for as long as systemd said no.
+#[test]
+fn a_failed_fence_stop_is_killed_at_once_and_retried_after_a_doubling_backoff() {
+    let timing = Timing::new(LEASE);
+    let mut t = T::active(params("a"), 5);
+    let a = t.ev(Event::Leader(Some(("b".into(), 9))));
+    assert_eq!(a[0], Action::Start(Job::StopActive, None));
+    // 250 ms, 500 ms, then capped at half the (2 s) lease.
+    for (n, backoff) in [250u64, 500, 1000, 1000].into_iter().enumerate() {
+        t.renew();
+        let a = stop_result(&mut t, false);
+        assert_eq!(a[0], Action::KillActive, "escalates at once: {a:?}");
+        assert!(
+            !starts(&a, Job::StopActive),
+            "no stop in the same step: {a:?}"
+        );
+        assert_eq!(notes(&a).len(), 1, "{a:?}");
+        assert!(
+            notes(&a)[0].contains(&format!("{} in a row", n + 1)),
+            "{a:?}"
+        );
+        assert_eq!(t.m.role(), Role::Demoting);
+        assert_eq!(
+            t.m.next_deadline(),
+            Some(t.now + Duration::from_millis(backoff))
+        );
+        assert_eq!(t.advance(backoff - 1), vec![], "nothing before the retry");
+        // The key is another's: the retry is killed at once too.
+        assert_eq!(
+            t.advance(1),
+            vec![Action::Start(Job::StopActive, None), Action::KillActive]
+        );
+    }
+    // A stale answer (a superseded job) is not a failure: no note, no kill.
+    assert_eq!(
+        t.ev(Event::Job {
+            job: Job::StartActive,
+            ok: false,
+        }),
+        vec![]
+    );
+    assert_eq!(
+        stop_result(&mut t, true),
+        vec![Action::Start(Job::StartPassive, None)]
+    );
+    let a = t.ev(Event::Job {
+        job: Job::StartPassive,
+        ok: true,
+    });
+    assert!(has_role_change(&a, Role::Demoting, Role::Passive), "{a:?}");
+
+    // A success resets the backoff: the next failure waits 250 ms again.
+    let a = t.ev(Event::UnitStarted {
+        unit: "web.service".into(),
+    });
+    assert!(starts(&a, Job::StopActive), "{a:?}");
+    stop_result(&mut t, false);
+    assert_eq!(
+        t.m.next_deadline(),
+        Some(t.now + timing.stop_retry_backoff(1))
+    );
+    assert_eq!(ms(timing.stop_retry_backoff(1)), 250);
+}
+
+/// Before: a failed stop during a switchover was never retried; the node sat in `demoting`
+/// holding the key for good.
+#[test]
+fn a_failed_stop_in_a_switchover_is_retried_and_the_demotion_finishes() {
+    let mut t = T::active(params("a"), 5);
+    t.ev(Event::Members(vec![member("b", 100, true, Role::Passive)]));
+    let a = t.ev(Event::Switchover(Some("b".into())));
+    assert_eq!(a[0], Action::Start(Job::StopActive, None));
+    assert!(!a.contains(&Action::KillActive), "graceful: {a:?}");
+    let a = stop_result(&mut t, false);
+    assert!(a.contains(&Action::KillActive), "{a:?}");
+    assert!(!starts(&a, Job::StopActive), "{a:?}");
+    assert!(
+        !a.iter().any(|x| matches!(x, Action::Release { .. })),
+        "{a:?}"
+    );
+    assert_eq!(t.m.role(), Role::Demoting);
+    t.renew();
+    assert_eq!(t.advance(249), vec![]);
+    // The key is still held under a live lease: the retry drains, no kill yet.
+    assert_eq!(t.advance(1), vec![Action::Start(Job::StopActive, None)]);
+    assert_eq!(t.m.role(), Role::Demoting);
+    assert_eq!(
+        stop_result(&mut t, true),
+        vec![Action::Start(Job::StartPassive, None)]
+    );
+    let a = t.ev(Event::Job {
+        job: Job::StartPassive,
+        ok: true,
+    });
+    assert!(a.contains(&Action::Release { term: 5 }), "{a:?}");
+    assert!(has_role_change(&a, Role::Demoting, Role::Passive), "{a:?}");
+}
+
+#[test]
+fn a_failed_stop_on_the_way_out_is_retried_then_the_key_is_released() {
+    let mut t = T::active(params("a"), 5);
+    t.ev(Event::Terminate);
+    let a = stop_result(&mut t, false);
+    assert!(a.contains(&Action::KillActive), "{a:?}");
+    assert!(!starts(&a, Job::StopActive), "{a:?}");
+    t.renew();
+    assert_eq!(t.advance(250), vec![Action::Start(Job::StopActive, None)]);
+    assert_eq!(stop_result(&mut t, true), vec![Action::Release { term: 5 }]);
+    assert_eq!(t.ev(Event::Released), vec![Action::Exit]);
+}
+
+#[test]
+fn a_failed_stop_at_start_up_is_retried_and_the_node_still_becomes_passive() {
+    let mut t = T::new(params("a"));
+    t.ev(Event::Tick);
+    let a = stop_result(&mut t, false);
+    assert!(a.contains(&Action::KillActive), "{a:?}");
+    assert!(!starts(&a, Job::StopActive), "{a:?}");
+    assert_eq!(t.m.role(), Role::Starting);
+    assert_eq!(
+        t.advance(250),
+        vec![Action::Start(Job::StopActive, None), Action::KillActive]
+    );
+    assert_eq!(
+        stop_result(&mut t, true),
+        vec![Action::Start(Job::StartPassive, None)]
+    );
+}
+
+fn unit_started(t: &mut T) -> Vec<Action> {
+    t.ev(Event::UnitStarted {
+        unit: "web.service".into(),
+    })
+}
+
+#[test]
+fn a_unit_started_on_a_passive_node_is_stopped_and_killed_at_once() {
+    let mut t = T::passive(params("a"), Some(("b", 5)));
+    let a = unit_started(&mut t);
+    assert_eq!(
+        notes(&a),
+        vec!["web.service started on a host that does not hold the role: stopping it".to_string()]
+    );
+    assert!(a.contains(&Action::Start(Job::StopActive, None)), "{a:?}");
+    assert!(a.contains(&Action::KillActive), "{a:?}");
+    assert!(
+        !t.m.is_eligible(t.now),
+        "not passive until the units are down"
+    );
+    assert_eq!(
+        stop_result(&mut t, true),
+        vec![Action::Start(Job::StartPassive, None)]
+    );
+    t.ev(Event::Job {
+        job: Job::StartPassive,
+        ok: true,
+    });
+    assert_eq!(t.m.role(), Role::Passive);
+    assert!(t.m.is_eligible(t.now));
+    assert!(t.m.settled_passive());
+    t.renew();
+    assert_eq!(t.advance(500), vec![]);
+}
+
+#[test]
+fn a_unit_started_on_the_node_with_the_role_is_its_own_business() {
+    let mut t = T::active(params("a"), 5);
+    assert_eq!(unit_started(&mut t), vec![]);
+    let mut t = T::passive(params("a"), None);
+    t.ev(Event::Campaigned(Some(3)));
+    assert_eq!(t.m.role(), Role::Promoting);
+    assert_eq!(unit_started(&mut t), vec![]);
+}
+
+#[test]
+fn a_unit_started_during_the_passive_start_supersedes_it_without_looping() {
+    let mut t = T::new(params("a"));
+    t.ev(Event::Tick);
+    assert_eq!(
+        stop_result(&mut t, true),
+        vec![Action::Start(Job::StartPassive, None)]
+    );
+    let a = unit_started(&mut t);
+    assert!(a.contains(&Action::Start(Job::StopActive, None)), "{a:?}");
+    assert!(
+        a.contains(&Action::KillActive),
+        "starting: nothing to wait for: {a:?}"
+    );
+    // The superseded passive start's answer is ignored.
+    assert_eq!(
+        t.ev(Event::Job {
+            job: Job::StartPassive,
+            ok: true
+        }),
+        vec![]
+    );
+    assert_eq!(
+        stop_result(&mut t, true),
+        vec![Action::Start(Job::StartPassive, None)]
+    );
+    let a = t.ev(Event::Job {
+        job: Job::StartPassive,
+        ok: true,
+    });
+    assert!(has_role_change(&a, Role::Starting, Role::Passive), "{a:?}");
+    assert_eq!(t.advance(5000), vec![]);
+}
+
+#[test]
+fn a_unit_started_after_the_stop_of_a_demotion_is_stopped_before_the_key_is_released() {
+    let mut t = T::active(params("a"), 5);
+    t.ev(Event::Members(vec![member("b", 100, true, Role::Passive)]));
+    t.ev(Event::Switchover(Some("b".into())));
+    assert_eq!(
+        stop_result(&mut t, true),
+        vec![Action::Start(Job::StartPassive, None)]
+    );
+    // Still holding the key under a live lease: stopped, drained, not killed.
+    let a = unit_started(&mut t);
+    assert_eq!(notes(&a).len(), 1, "{a:?}");
+    assert!(a.contains(&Action::Start(Job::StopActive, None)), "{a:?}");
+    assert!(!a.contains(&Action::KillActive), "{a:?}");
+    assert_eq!(t.m.role(), Role::Demoting);
+    assert_eq!(
+        stop_result(&mut t, true),
+        vec![Action::Start(Job::StartPassive, None)]
+    );
+    let a = t.ev(Event::Job {
+        job: Job::StartPassive,
+        ok: true,
+    });
+    assert!(a.contains(&Action::Release { term: 5 }), "{a:?}");
+}
+
+#[test]
+fn a_unit_started_during_a_stop_is_killed_again_but_not_stopped_twice() {
+    let mut t = T::new(params("a"));
+    t.ev(Event::Tick);
+    // The first kill predates it; the running stop covers it.
+    assert_eq!(unit_started(&mut t), vec![Action::KillActive]);
+    // A graceful drain keeps its deadline.
+    let mut t = T::active(params("a"), 5);
+    t.ev(Event::Members(vec![member("b", 100, true, Role::Passive)]));
+    t.renew();
+    t.ev(Event::Switchover(Some("b".into())));
+    assert_eq!(unit_started(&mut t), vec![]);
+}
+
+#[test]
+fn a_unit_started_while_a_failed_stop_waits_for_its_retry_does_not_stop_early() {
+    let mut t = T::passive(params("a"), Some(("b", 5)));
+    unit_started(&mut t);
+    stop_result(&mut t, false);
+    // Not stopped before the retry is due, but killed: it must not run meanwhile.
+    let a = unit_started(&mut t);
+    assert!(!starts(&a, Job::StopActive), "{a:?}");
+    assert!(a.contains(&Action::KillActive), "{a:?}");
+    assert_eq!(
+        t.advance(250),
+        vec![Action::Start(Job::StopActive, None), Action::KillActive]
+    );
 }

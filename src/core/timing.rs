@@ -99,6 +99,21 @@ impl Timing {
         renewed_sent + (self.lease - self.kill_margin())
     }
 
+    /// How long to wait before retrying a stop of the active units after `failures`
+    /// consecutive failed stops (at least 1): 250 ms, doubling per failure, at most half the
+    /// lease and at most 5 s.
+    ///
+    /// A failed stop is escalated to a kill at once, so the retry is not what makes the host
+    /// safe; it is what finishes the demotion. Retrying at once would be a hot loop of D-Bus
+    /// calls against a systemd that just said no; waiting longer than half a lease would leave
+    /// a graceful switchover stuck for longer than the lease it hands over.
+    pub fn stop_retry_backoff(&self, failures: u32) -> Duration {
+        let cap = (self.lease / 2).min(Duration::from_secs(5));
+        Duration::from_millis(250)
+            .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1)))
+            .min(cap)
+    }
+
     /// The longest systemd watchdog interval that is safe with this lease: if promd hangs,
     /// the watchdog must kill it, and the units bound to it must stop, before `L - margin`.
     /// Half of that budget is left for the units' stop.
@@ -121,6 +136,19 @@ mod tests {
             assert!(t.max_watchdog() > Duration::ZERO, "lease {ms}");
             assert!(t.max_watchdog() * 2 <= t.lease - t.margin(), "lease {ms}");
         }
+    }
+
+    #[test]
+    fn the_stop_retry_backoff_doubles_up_to_half_the_lease_and_five_seconds() {
+        let ms = |d: Duration| d.as_millis() as u64;
+        let t = Timing::new(Duration::from_secs(2));
+        let got: Vec<u64> = (1..=5).map(|n| ms(t.stop_retry_backoff(n))).collect();
+        assert_eq!(got, vec![250, 500, 1000, 1000, 1000]);
+        let t = Timing::new(Duration::from_secs(60));
+        let got: Vec<u64> = (1..=7).map(|n| ms(t.stop_retry_backoff(n))).collect();
+        assert_eq!(got, vec![250, 500, 1000, 2000, 4000, 5000, 5000]);
+        // No overflow however long the failures go on.
+        assert_eq!(ms(t.stop_retry_backoff(u32::MAX)), 5000);
     }
 
     #[test]

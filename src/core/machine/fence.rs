@@ -1,10 +1,12 @@
 //! Rules 1 and 2: fence the active units when this node is not entitled to run them, and
-//! terminate (stop, release, exit).
+//! terminate (stop, release, exit). Also the handling of stops that fail and of units that
+//! start on a host without the role, since both end up in the fence.
 
 use super::{Action, GroupMachine, Job, Mono, Role};
 
 impl GroupMachine {
-    /// Rule 1: units must not run unless this node holds the key under a live lease.
+    /// Rule 1: units must not run unless this node holds the key under a live lease, and has
+    /// the role (promoting or active).
     pub(super) fn fence(&mut self, now: Mono, out: &mut Vec<Action>) {
         if !self.units_may_run {
             return;
@@ -14,17 +16,28 @@ impl GroupMachine {
             Some(fence_at) if now >= fence_at => {
                 Some("lease not renewed in time: fencing before it can expire".to_string())
             }
+            // Holding the key does not entitle a host that is demoting, or that never took
+            // the role, to run the units: a unit started behind its back, or a stop failed.
+            Some(_) if !self.runs_role() => {
+                Some("not active: the active units must not run".to_string())
+            }
             Some(_) => None,
         };
         if let Some(reason) = lost
-            && self.job != Some(Job::StopActive)
+            && self.may_issue_stop(now)
         {
             self.stop_active(&reason, out);
         }
-        if self.job == Some(Job::StopActive) && !self.killed && now >= self.kill_deadline() {
+        if self.stopping() && !self.killed && now >= self.kill_deadline() {
             self.killed = true;
             out.push(Action::KillActive);
         }
+    }
+
+    /// A stop runs, or a failed one waits for its retry: either way the units are on their
+    /// way down, and a unit that starts meanwhile is killed by the kill deadline.
+    pub(super) fn stopping(&self) -> bool {
+        self.job == Some(Job::StopActive) || self.stop_retry_at.is_some()
     }
 
     /// The fence deadline if this node may run the active units at all.
@@ -47,24 +60,81 @@ impl GroupMachine {
     }
 
     /// When to SIGKILL units whose stop has not finished.
+    ///
+    /// Draining until shortly before the lease can expire is only allowed while this node
+    /// still holds the key under a live lease (a graceful demotion, or a fence before expiry):
+    /// nobody else can take the role before then. In every other case (the key vanished or is
+    /// another's, the lease is lost, a release of the key is under way, or at start-up, when
+    /// nobody can say when the previous incarnation last renewed) another host may be
+    /// starting the units already: now.
     pub(super) fn kill_deadline(&self) -> Mono {
-        let someone_else = self
-            .leader
-            .as_ref()
-            .is_some_and(|(n, t)| *n != self.p.node || Some(*t) != self.held_term);
         match self.renewed_sent {
-            // At start-up nobody can say when the previous incarnation last renewed, and once
-            // the lease is lost or the key is another's, the key may be in use elsewhere:
-            // there is nothing left to wait for.
-            _ if self.role == Role::Starting || self.lease_lost || someone_else => Mono::ZERO,
-            None => Mono::ZERO,
-            Some(s) => self.p.timing.kill_at(s),
+            Some(s)
+                if self.role != Role::Starting
+                    && !self.releasing
+                    && self.entitled_at().is_some() =>
+            {
+                self.p.timing.kill_at(s)
+            }
+            _ => Mono::ZERO,
         }
+    }
+
+    /// The role is this node's to run: the units are meant to run here (if the key allows).
+    pub(super) fn runs_role(&self) -> bool {
+        matches!(self.role, Role::Promoting | Role::Active)
+    }
+
+    /// A new stop may be issued: none runs, and no failed one waits for its retry (it was
+    /// killed when it failed; asking systemd again at once would only fail again, in a loop).
+    pub(super) fn may_issue_stop(&self, now: Mono) -> bool {
+        self.job != Some(Job::StopActive) && self.stop_retry_at.is_none_or(|t| now >= t)
+    }
+
+    /// A stop did not bring every unit down: kill what is left now, and let the fence issue
+    /// the stop again after a backoff (doubling per failure in a row). The role does not
+    /// change: a demotion stays a demotion and finishes once a stop succeeds.
+    pub(super) fn stop_failed(&mut self, now: Mono, out: &mut Vec<Action>) {
+        self.stop_failures = self.stop_failures.saturating_add(1);
+        let backoff = self.p.timing.stop_retry_backoff(self.stop_failures);
+        self.stop_retry_at = Some(now + backoff);
+        self.killed = true;
+        out.push(Action::KillActive);
+        out.push(Action::Note(format!(
+            "stopping the active units failed ({} in a row): killed what is left, retrying in {}",
+            self.stop_failures,
+            humantime::format_duration(backoff)
+        )));
+    }
+
+    /// A unit of the active target's closure started. Unless this node has the role (or a
+    /// stop is already under way), that is a unit running where it must not: mark the units
+    /// as running so that the fence stops them (and kills them, the key not being held).
+    /// Any kill sent so far predates this unit: the kill deadline applies to it afresh.
+    pub(super) fn unit_started(&mut self, unit: &str, out: &mut Vec<Action>) {
+        if self.job == Some(Job::StopActive) {
+            // The stop answers for it (it fails if the unit is still up).
+            self.killed = false;
+            return;
+        }
+        if self.runs_role() {
+            return;
+        }
+        self.units_may_run = true;
+        // While a failed stop waits for its retry, no new stop is issued: the kill is what
+        // keeps the newcomer from running where it must not.
+        self.killed = false;
+        out.push(Action::Note(format!(
+            "{unit} started on a host that does not hold the role: stopping it"
+        )));
     }
 
     pub(super) fn stop_active(&mut self, reason: &str, out: &mut Vec<Action>) {
         self.pending_restarts.clear();
         self.job = Some(Job::StopActive);
+        // Each attempt gets its own kill deadline (a retry may find units restarted).
+        self.killed = false;
+        self.stop_retry_at = None;
         self.passive_ready = false;
         out.push(Action::Start(Job::StopActive, None));
         if matches!(self.role, Role::Promoting | Role::Active) {
@@ -74,7 +144,7 @@ impl GroupMachine {
     }
 
     /// Rule 2: stop the units, release the key, exit.
-    pub(super) fn terminate(&mut self, out: &mut Vec<Action>) {
+    pub(super) fn terminate(&mut self, now: Mono, out: &mut Vec<Action>) {
         if self.job == Some(Job::StartActive) {
             self.stop_active("promd is stopping", out);
             return;
@@ -83,7 +153,9 @@ impl GroupMachine {
             return;
         }
         if self.units_may_run {
-            self.stop_active("promd is stopping", out);
+            if self.may_issue_stop(now) {
+                self.stop_active("promd is stopping", out);
+            }
             return;
         }
         if let Some(term) = self.held_term

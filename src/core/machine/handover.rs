@@ -4,9 +4,8 @@ use super::{Action, GroupMachine, Job, Mono, Role};
 
 impl GroupMachine {
     /// Rule 3a: hand over on a switchover request or a failed start.
-    pub(super) fn demote(&mut self, out: &mut Vec<Action>) {
-        if !matches!(self.role, Role::Promoting | Role::Active) || self.job == Some(Job::StopActive)
-        {
+    pub(super) fn demote(&mut self, now: Mono, out: &mut Vec<Action>) {
+        if !self.runs_role() || !self.may_issue_stop(now) {
             return;
         }
         if let Some(reason) = self.demote_reason.take() {

@@ -40,6 +40,10 @@ impl GroupMachine {
             Request::ResetFailed => {
                 self.failed_until = None;
                 self.failures.clear();
+                // A passive target that failed to start is tried again (finish_demotion starts
+                // it once no job runs and the active units are down): without this, the node
+                // would stay ineligible until promd restarts.
+                self.passive_failed = false;
             }
         }
         self.step(now, &mut out);
