@@ -1,0 +1,763 @@
+//! A zoo of unit shapes and operator actions that promd must handle, on three real systemd
+//! hosts (nspawn containers) with a real 3-member etcd cluster and a 4 s lease: units that
+//! refuse a manual stop, that fail or are skipped at start, that leave TERM-ignoring children
+//! behind, services pulled in by services, targets of targets, a missing wanted unit, a health
+//! restart still in flight at a failover, a service stopped or started by hand, and a stop that
+//! drains longer than the lease.
+//!
+//! Each test checks what an operator would check on the hosts: `systemctl`, `busctl`,
+//! `promctl`, `etcdctl`, the journal, the processes in a unit's cgroup, and the run spans the
+//! span-recording units write on the one clock the hosts share.
+
+mod support;
+
+use std::fs;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use support::cluster::{Cluster, StoreKind, elapsed, group_prop};
+use support::etcd::EtcdCluster;
+use support::hosts::{self, Host, HostSpec, Net, Signal, Span};
+
+const LEASE: Duration = Duration::from_secs(4);
+/// The bound the issue sets for an unplanned failover here: lease + 2 s.
+const FAILOVER_BOUND: Duration = Duration::from_secs(LEASE.as_secs() + 2);
+const UNITS: &str = "/etc/systemd/system";
+
+fn zoo_cluster(
+    net: &Net,
+    etcd: &EtcdCluster,
+    group_extra: &str,
+    customize: impl Fn(usize, &mut HostSpec),
+) -> Cluster {
+    Cluster::boot_with(net, StoreKind::Etcd(etcd), LEASE, group_extra, customize)
+}
+
+fn boot(
+    group_extra: &str,
+    customize: impl Fn(usize, &mut HostSpec),
+) -> (Net, EtcdCluster, Cluster) {
+    let net = Net::new(3);
+    let etcd = EtcdCluster::start(3, &net.gateway_ips());
+    let c = zoo_cluster(&net, &etcd, group_extra, customize);
+    (net, etcd, c)
+}
+
+/// The group's role on a host, as busctl prints it (`s "active"`); empty if promd does not
+/// answer (not running, restarting).
+fn role(h: &Host) -> String {
+    let out = h.exec_timeout(
+        &[
+            "busctl",
+            "get-property",
+            "org.promd1",
+            "/org/promd1/group/web",
+            "org.promd1.Group",
+            "Role",
+        ],
+        Duration::from_secs(10),
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn quoted(role: &str) -> String {
+    format!("s \"{role}\"")
+}
+
+fn failures(h: &Host) -> u32 {
+    group_prop(h, "Failures")
+        .trim_start_matches("u ")
+        .parse()
+        .unwrap_or(u32::MAX)
+}
+
+/// `promctl ARGS...` on a host, bounded.
+fn promctl(h: &Host, args: &[&str]) -> Output {
+    let mut full = vec!["promctl"];
+    full.extend_from_slice(args);
+    h.exec_timeout(&full, Duration::from_secs(40))
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "{}: stdout {:?} stderr {:?}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout).trim(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    )
+}
+
+/// The node named in etcd's leader key of the group, as `etcdctl get` shows it.
+fn leader_in_etcd(etcd: &EtcdCluster) -> Option<String> {
+    let eps = etcd.endpoints().join(",");
+    let out = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([
+            "--endpoints",
+            &eps,
+            "get",
+            "/promd/web/leader",
+            "--print-value-only",
+        ])
+        .output()
+        .expect("etcdctl");
+    assert!(out.status.success(), "etcdctl get: {}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("leader key {text:?}: {e}"));
+    v["node"].as_str().map(str::to_string)
+}
+
+/// Hosts on which `unit` is active.
+fn running(c: &Cluster, unit: &str) -> Vec<usize> {
+    (0..c.hosts.len())
+        .filter(|&i| c.hosts[i].is_active(unit))
+        .collect()
+}
+
+/// Waits until every host's Role is settled: `active` on `a`, `passive` elsewhere.
+fn wait_roles(c: &Cluster, a: usize, timeout: Duration) {
+    let what = format!("{} active and the others passive", c.hosts[a].name());
+    let start = Instant::now();
+    let seen = loop {
+        let seen = c.hosts.iter().map(role).collect::<Vec<_>>();
+        let ok = seen
+            .iter()
+            .enumerate()
+            .all(|(i, r)| *r == quoted(if i == a { "active" } else { "passive" }));
+        if ok {
+            return;
+        }
+        if start.elapsed() >= timeout {
+            break seen;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    panic!("timed out after {timeout:?} waiting until {what}: roles {seen:?}");
+}
+
+/// Spans of a span-recorded unit logging to `log` (a path inside every host).
+fn unit_spans(c: &Cluster, log: &str) -> Vec<(String, Vec<Span>)> {
+    c.hosts
+        .iter()
+        .map(|h| (h.name().to_string(), hosts::read_spans(h.path(log))))
+        .collect()
+}
+
+/// Machine pids of the live processes in `unit`'s cgroup on `h` (main, children, and control
+/// processes such as `ExecStop=`), with their names.
+fn unit_processes(h: &Host, unit: &str) -> Vec<(u32, String)> {
+    let needle = format!("/system.slice/{unit}");
+    hosts::all_pids()
+        .into_iter()
+        .filter(|&pid| h.owns_pid(pid))
+        .filter(|&pid| {
+            fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|t| {
+                t.lines()
+                    .any(|l| l.ends_with(&needle) || l.contains(&format!("{needle}/")))
+            })
+        })
+        .filter_map(|pid| {
+            let st = hosts::proc_status(pid)?;
+            (!matches!(st.state, 'Z' | 'X')).then_some((pid, st.name))
+        })
+        .collect()
+}
+
+/// Whether a process (machine pid) ignores SIGTERM (`SigIgn:` of /proc/PID/status).
+fn ignores_term(pid: u32) -> bool {
+    let Ok(text) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (Signal::SIGTERM as i32 - 1)) != 0)
+}
+
+/// What happened on `old` after `t0`, when its promd was killed, paused or cut off.
+struct Fence {
+    /// The host that started web.service next.
+    new: usize,
+    /// When it recorded its start (realtime ns).
+    new_start: u64,
+    /// The last time a process of web.service was seen on `old` (realtime ns, taken before
+    /// the look, so the process certainly lived at or after it), and what was seen.
+    last_seen: Option<(u64, Vec<(u32, String)>)>,
+}
+
+/// Watches the old host's web.service cgroup and the other hosts' spans from `t0` until
+/// another host has started web.service and no process of the unit is left on `old` (or
+/// `timeout`).
+fn watch_fence(c: &Cluster, old: usize, t0: u64, timeout: Duration) -> Fence {
+    let start = Instant::now();
+    let mut last_seen = None;
+    let mut started: Option<(usize, u64)> = None;
+    loop {
+        let before = hosts::now_ns();
+        let procs = unit_processes(&c.hosts[old], "web.service");
+        if !procs.is_empty() {
+            last_seen = Some((before, procs.clone()));
+        }
+        if started.is_none() {
+            started = c
+                .spans()
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| i != old)
+                .filter_map(|(i, (_, spans))| {
+                    spans
+                        .iter()
+                        .map(|s| s.start_ns)
+                        .find(|&s| s >= t0)
+                        .map(|s| (i, s))
+                })
+                .min_by_key(|&(_, s)| s);
+        }
+        if started.is_some() && procs.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "after {timeout:?}: another host started web: {started:?}; processes of web.service left on {}: {procs:?}",
+            c.hosts[old].name()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (new, new_start) = started.unwrap_or_default();
+    Fence {
+        new,
+        new_start,
+        last_seen,
+    }
+}
+
+impl Fence {
+    fn assert_clean(&self, c: &Cluster, old: usize, what: &str) {
+        if let Some((seen, procs)) = &self.last_seen
+            && *seen > self.new_start
+        {
+            panic!(
+                "{what}: {} still had processes of web.service {} ms after {} started it: {procs:?}\n{}",
+                c.hosts[old].name(),
+                (seen - self.new_start) / 1_000_000,
+                c.hosts[self.new].name(),
+                hosts::timeline(&c.spans())
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn refuse_manual_stop_on_every_host_still_elects_one() {
+    let (_net, etcd, c) = boot("", |_, spec| {
+        spec.file(
+            &format!("{UNITS}/web.service.d/refuse.conf"),
+            "[Unit]\nRefuseManualStop=yes\n",
+        );
+    });
+    let a = c.wait_one_active(None, Duration::from_secs(30));
+    wait_roles(&c, a, Duration::from_secs(10));
+    assert_eq!(running(&c, "web.service"), vec![a]);
+    assert_eq!(leader_in_etcd(&etcd).as_deref(), Some(c.hosts[a].name()));
+
+    let out = promctl(&c.hosts[a], &["demote", "web"]);
+    assert!(
+        out.status.success(),
+        "promctl demote web: {}",
+        describe(&out)
+    );
+    let b = c.wait_one_active(Some(a), Duration::from_secs(15));
+    wait_roles(&c, b, Duration::from_secs(10));
+    assert_eq!(role(&c.hosts[a]), quoted("passive"));
+    assert_eq!(
+        leader_in_etcd(&etcd).as_deref(),
+        Some(c.hosts[b].name()),
+        "the old host does not hold the key"
+    );
+    assert_eq!(
+        group_prop(&c.hosts[a], "Leader"),
+        format!("s \"{}\"", c.hosts[b].name())
+    );
+    assert_eq!(running(&c, "web.service"), vec![b]);
+    c.check_history();
+}
+
+/// On n2 only, `dropin` makes web.service fail (or be skipped) at start. `promctl promote web`
+/// on n2: it counts the failure, fails over, and never says active with web.service down for
+/// longer than the restart handling takes.
+fn a_failing_start_on_n2_fails_over(dropin: &str) {
+    let backoff = Duration::from_millis(200);
+    let n2 = 1;
+    let (_net, _etcd, c) = boot(
+        "max-restarts = 1\nrestart-window = \"1min\"\nrestart-backoff = \"200ms\"\nfailure-cooldown = \"10min\"\n",
+        |i, spec| {
+            if i == n2 {
+                spec.file(&format!("{UNITS}/web.service.d/zoo.conf"), dropin);
+            }
+        },
+    );
+    let a = c.wait_one_active(None, Duration::from_secs(30));
+    assert_ne!(a, n2, "n2 cannot run web.service");
+    wait_roles(&c, a, Duration::from_secs(10));
+
+    let h = &c.hosts[n2];
+    let t0 = hosts::now_ns();
+    let out = promctl(h, &["promote", "web"]);
+    eprintln!("promctl promote web on n2: {}", describe(&out));
+
+    // Restart handling: two starts with the backoff between them, and slack for a busy machine.
+    let handling = backoff * 2 + Duration::from_secs(4);
+    let start = Instant::now();
+    let mut down_since: Option<Instant> = None;
+    let mut longest = Duration::ZERO;
+    let mut samples = Vec::new();
+    loop {
+        let r = role(h);
+        let web = h.unit_state("web.service");
+        let others: Vec<usize> = running(&c, "web.service")
+            .into_iter()
+            .filter(|&i| i != n2)
+            .collect();
+        if r == quoted("active") && web != "active" {
+            let since = *down_since.get_or_insert_with(Instant::now);
+            longest = longest.max(since.elapsed());
+        } else {
+            down_since = None;
+        }
+        if samples
+            .last()
+            .is_none_or(|(lr, lw, _)| *lr != r || *lw != web)
+        {
+            samples.push((r.clone(), web.clone(), start.elapsed()));
+        }
+        assert!(
+            longest <= handling,
+            "n2 said active with web.service {web} for {longest:?} (bound {handling:?}); states: {samples:?}"
+        );
+        if others.len() == 1 && r != quoted("active") && r != quoted("promoting") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "no failover away from n2 within 40 s; n2 role {r}, web.service {web}; states: {samples:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("n2 states: {samples:?}");
+
+    // End state: one other host active and running web; n2 failed, the failure counted.
+    let b = c.wait_one_active(Some(n2), Duration::from_secs(10));
+    wait_roles_except(&c, b, n2);
+    hosts::wait_until(Duration::from_secs(10), "n2 failed", || {
+        role(h) == quoted("failed")
+    });
+    assert!(failures(h) >= 1, "n2 counted the failure");
+    assert!(!h.is_active("web.service"));
+    assert_eq!(role(&c.hosts[b]), quoted("active"));
+    assert!(c.start_after(b, t0) >= t0);
+    c.check_history();
+}
+
+/// `b` active, every host but `b` and `skip` passive.
+fn wait_roles_except(c: &Cluster, b: usize, skip: usize) {
+    hosts::wait_until(Duration::from_secs(10), "roles settled", || {
+        (0..c.hosts.len())
+            .filter(|&i| i != skip)
+            .all(|i| role(&c.hosts[i]) == quoted(if i == b { "active" } else { "passive" }))
+    });
+}
+
+#[test]
+fn exec_start_pre_failing_on_the_promoted_host_fails_over() {
+    a_failing_start_on_n2_fails_over("[Service]\nExecStartPre=/usr/bin/test -e /srv/web/ready\n");
+}
+
+#[test]
+fn condition_skipped_unit_counts_as_a_failure() {
+    a_failing_start_on_n2_fails_over("[Unit]\nConditionPathExists=/srv/web/data\n");
+}
+
+/// web.service whose main process and its child both ignore SIGTERM, each writing a heartbeat
+/// (realtime ns) to a file of its own every 0.1 s; run spans as `span_unit` records them.
+const TERM_IGNORING_WEB: &str = "[Unit]\n\
+    Description=web with a TERM-ignoring child (promd tests)\n\
+    [Service]\n\
+    Type=exec\n\
+    EnvironmentFile=-/run/promd/web.env\n\
+    ExecStartPre=/bin/sh -c 'echo \"start $$(date +%%s%%N) $${PROMD_TERM:-}\" >> /spans/spans.log'\n\
+    ExecStart=/bin/sh -c 'trap \"\" TERM; /bin/sh -c \"while :; do date +%%s%%N >> /spans/beat-child; sleep 0.1; done\" & while :; do date +%%s%%N >> /spans/beat-main; sleep 0.1; done'\n\
+    ExecStopPost=/bin/sh -c 'echo \"stop $$(date +%%s%%N)\" >> /spans/spans.log'\n\
+    TimeoutStopSec=10s\n";
+
+const SLOW_STOP: &str = "/etc/systemd/system/web.service.d/slow-stop.conf";
+
+/// The latest heartbeat of each process of web.service on `h`.
+fn last_beats(h: &Host) -> Vec<(String, u64)> {
+    ["/spans/beat-main", "/spans/beat-child"]
+        .iter()
+        .map(|f| {
+            let last = h
+                .read_file(f)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.trim().parse::<u64>().ok())
+                .max()
+                .unwrap_or(0);
+            (f.to_string(), last)
+        })
+        .collect()
+}
+
+fn kill_promd_and_check_the_fence(c: &Cluster, old: usize, what: &str) -> usize {
+    let h = &c.hosts[old];
+    hosts::wait_until(Duration::from_secs(10), "web's processes up", || {
+        unit_processes(h, "web.service")
+            .iter()
+            .filter(|(_, n)| n == "sh")
+            .count()
+            >= 2
+    });
+    let procs = unit_processes(h, "web.service");
+    let long_lived: Vec<_> = procs.iter().filter(|(_, n)| n == "sh").collect();
+    for (pid, name) in &long_lived {
+        assert!(
+            ignores_term(*pid),
+            "{what}: {name} ({pid}) does not ignore SIGTERM"
+        );
+    }
+    let pid = c.promd_pid(old);
+    let t0 = hosts::now_ns();
+    h.signal(pid, Signal::SIGKILL);
+    let f = watch_fence(c, old, t0, Duration::from_secs(60));
+    let took = elapsed(t0, f.new_start);
+    eprintln!(
+        "{what}: {} started web after {} ms; last process of web.service on {} seen at {:?} ms",
+        c.hosts[f.new].name(),
+        took.as_millis(),
+        h.name(),
+        f.last_seen
+            .as_ref()
+            .map(|(t, _)| (*t as i64 - t0 as i64) / 1_000_000)
+    );
+    f.assert_clean(c, old, what);
+    for (file, beat) in last_beats(h) {
+        assert!(
+            beat < f.new_start,
+            "{what}: {file} on {} beat {} ms after {} started web",
+            h.name(),
+            (beat - f.new_start) / 1_000_000,
+            c.hosts[f.new].name()
+        );
+    }
+    assert!(
+        took < FAILOVER_BOUND,
+        "{what}: took {took:?}, bound {FAILOVER_BOUND:?}"
+    );
+    let new = c.wait_one_active(Some(old), Duration::from_secs(10));
+    assert_eq!(new, f.new);
+    c.wait_promd_back(old, pid);
+    new
+}
+
+#[test]
+fn kill_9_promd_with_a_term_ignoring_child_leaves_no_process_behind() {
+    let (_net, _etcd, c) = boot("", |_, spec| {
+        spec.file(&format!("{UNITS}/web.service"), TERM_IGNORING_WEB);
+    });
+    let a = c.wait_one_active(None, Duration::from_secs(30));
+    let b = kill_promd_and_check_the_fence(&c, a, "kill -9, TERM-ignoring child");
+
+    // The same with a slow ExecStop=.
+    for h in &c.hosts {
+        h.write_file(SLOW_STOP, "[Service]\nExecStop=/bin/sleep 20\n");
+        h.run_ok(&["systemctl", "daemon-reload"]);
+    }
+    kill_promd_and_check_the_fence(&c, b, "kill -9, TERM-ignoring child, ExecStop=sleep 20");
+    c.check_history();
+    remove_slow_stop(&c);
+}
+
+/// Removes the slow `ExecStop=` again, so that the hosts halt quickly.
+fn remove_slow_stop(c: &Cluster) {
+    for h in &c.hosts {
+        let _ = fs::remove_file(h.path(SLOW_STOP));
+        h.run_ok(&["systemctl", "daemon-reload"]);
+    }
+}
+
+#[test]
+fn a_service_pulled_in_by_a_service_follows_the_role() {
+    const WORKER_LOG: &str = "/spans/worker.log";
+    let (_net, _etcd, c) = boot("", |_, spec| {
+        spec.file(
+            &format!("{UNITS}/web.service.d/worker.conf"),
+            "[Unit]\nWants=web-worker.service\n",
+        );
+        spec.file(
+            &format!("{UNITS}/web-worker.service"),
+            hosts::span_unit("web-worker.service", "web", WORKER_LOG),
+        );
+    });
+    let a = c.wait_one_active(None, Duration::from_secs(30));
+    hosts::wait_until(
+        Duration::from_secs(10),
+        "the worker runs on the active host",
+        || running(&c, "web-worker.service") == vec![a],
+    );
+
+    // Switchover.
+    let b = (a + 1) % 3;
+    let out = promctl(&c.hosts[b], &["promote", "web"]);
+    assert!(
+        out.status.success(),
+        "promctl promote web: {}",
+        describe(&out)
+    );
+    assert_eq!(c.wait_one_active(Some(a), Duration::from_secs(10)), b);
+    hosts::wait_until(
+        Duration::from_secs(10),
+        "the worker runs on the new host only",
+        || running(&c, "web-worker.service") == vec![b],
+    );
+    hosts::assert_no_overlap(&unit_spans(&c, WORKER_LOG));
+
+    // Cut the active host off.
+    c.hosts[b].cut();
+    let n = c.wait_one_active(Some(b), FAILOVER_BOUND + Duration::from_secs(10));
+    hosts::wait_until(
+        Duration::from_secs(15),
+        "the worker stopped on the cut host",
+        || !c.hosts[b].is_active("web-worker.service"),
+    );
+    hosts::wait_until(
+        Duration::from_secs(10),
+        "the worker runs on the new host",
+        || c.hosts[n].is_active("web-worker.service"),
+    );
+    c.hosts[b].heal();
+    hosts::assert_no_overlap(&unit_spans(&c, WORKER_LOG));
+    c.check_history();
+}
+
+#[test]
+fn a_target_of_targets_is_fenced_whole() {
+    let (_net, _etcd, c) = boot("", |_, spec| {
+        spec.file(
+            &format!("{UNITS}/web-active.target"),
+            "[Unit]\nDescription=web: active\nWants=web-stack.target\nConflicts=web-passive.target\n",
+        );
+        spec.file(
+            &format!("{UNITS}/web-stack.target"),
+            "[Unit]\nDescription=web: the stack\nWants=web.service\n",
+        );
+    });
+    let a = c.wait_one_active(None, Duration::from_secs(30));
+    assert!(c.hosts[a].is_active("web-stack.target"));
+
+    c.hosts[a].cut();
+    let b = c.wait_one_active(Some(a), FAILOVER_BOUND + Duration::from_secs(10));
+    hosts::wait_until(
+        Duration::from_secs(15),
+        "web stopped on the cut host",
+        || !c.hosts[a].is_active("web.service"),
+    );
+    c.hosts[a].heal();
+    c.check_history();
+
+    // A switchover to the third host.
+    let t = (0..3).find(|&i| i != a && i != b).unwrap_or_default();
+    hosts::wait_until(Duration::from_secs(20), "the third host passive", || {
+        role(&c.hosts[t]) == quoted("passive")
+    });
+    let out = promctl(&c.hosts[t], &["promote", "web"]);
+    assert!(
+        out.status.success(),
+        "promctl promote web: {}",
+        describe(&out)
+    );
+    assert_eq!(c.wait_one_active(Some(b), Duration::from_secs(10)), t);
+    assert_eq!(running(&c, "web.service"), vec![t]);
+    c.check_history();
+}
+
+#[test]
+fn a_missing_wanted_unit_does_not_block_the_role() {
+    let (_net, _etcd, c) = boot("", |_, spec| {
+        spec.file(
+            &format!("{UNITS}/web-active.target"),
+            "[Unit]\nDescription=web: active\nWants=web.service web-extra.service\nConflicts=web-passive.target\n",
+        );
+    });
+    let a = c.wait_one_active(None, Duration::from_secs(30));
+    wait_roles(&c, a, Duration::from_secs(10));
+
+    // A window of 20 s: no event to wait for, the count of lines in it is the measure.
+    let since = format!("@{}", hosts::now_ns() / 1_000_000_000);
+    let window = Duration::from_secs(20);
+    std::thread::sleep(window + Duration::from_secs(1));
+    let until = format!("@{}", hosts::now_ns() / 1_000_000_000 - 1);
+    for h in &c.hosts {
+        let j = h.journal(&["-u", "promd", "--since", &since, "--until", &until]);
+        let n = j.lines().filter(|l| l.contains("NoSuchUnit")).count();
+        eprintln!("{}: {n} NoSuchUnit lines in {window:?}", h.name());
+        assert!(
+            n < 20,
+            "{}: {n} NoSuchUnit lines in {window:?} (a hot loop):\n{}",
+            h.name(),
+            j.lines().take(30).collect::<Vec<_>>().join("\n")
+        );
+    }
+    assert_eq!(running(&c, "web.service"), vec![a]);
+    assert_eq!(role(&c.hosts[a]), quoted("active"));
+    c.check_history();
+}
+
+#[test]
+fn a_health_restart_in_flight_never_lands_after_a_failover() {
+    const B_LOG: &str = "/spans/web-b.log";
+    let (_net, _etcd, c) = boot(
+        "max-restarts = 1\nrestart-window = \"1min\"\nrestart-backoff = \"200ms\"\nfailure-cooldown = \"10min\"\n\
+         watch = [\"web.service\", \"web-b.service\"]\n\
+         health-command = [\"/bin/sh\", \"-c\", \"! test -e /run/web-unhealthy\"]\n\
+         health-interval = \"300ms\"\nhealth-timeout = \"200ms\"\n",
+        |_, spec| {
+            spec.file(
+                &format!("{UNITS}/web-active.target"),
+                "[Unit]\nDescription=web: active\nWants=web.service web-b.service\nConflicts=web-passive.target\n",
+            );
+            spec.file(
+                &format!("{UNITS}/web.service.d/slow-start.conf"),
+                "[Service]\nExecStartPre=/bin/sleep 5\n",
+            );
+            spec.file(
+                &format!("{UNITS}/web-b.service"),
+                hosts::span_unit("web-b.service", "web", B_LOG),
+            );
+        },
+    );
+    let a = c.wait_one_active(None, Duration::from_secs(40));
+    hosts::wait_until(
+        Duration::from_secs(10),
+        "web-b runs on the active host",
+        || running(&c, "web-b.service") == vec![a],
+    );
+
+    c.hosts[a].write_file("/run/web-unhealthy", "");
+    let b = c.wait_one_active(Some(a), Duration::from_secs(40));
+    hosts::wait_until(
+        Duration::from_secs(15),
+        "web-b runs on the new host",
+        || c.hosts[b].is_active("web-b.service"),
+    );
+    // The old host settles: no job of systemd left (a restart in flight would be one).
+    hosts::wait_until(
+        Duration::from_secs(30),
+        "no jobs left on the old host",
+        || {
+            c.hosts[a]
+                .run_ok(&["systemctl", "list-jobs", "--no-legend"])
+                .trim()
+                .is_empty()
+        },
+    );
+    let old = &c.hosts[a];
+    assert!(
+        !old.is_active("web.service"),
+        "web.service runs on the old host"
+    );
+    assert!(
+        !old.is_active("web-b.service"),
+        "web-b.service runs on the old host"
+    );
+    assert_eq!(running(&c, "web-b.service"), vec![b]);
+    assert_eq!(running(&c, "web.service"), vec![b]);
+    hosts::assert_no_overlap(&unit_spans(&c, B_LOG));
+    c.check_history();
+}
+
+#[test]
+fn stopping_the_service_by_hand_is_a_failure() {
+    let (_net, _etcd, c) = boot("restart-backoff = \"200ms\"\n", |_, _| {});
+    let a = c.wait_one_active(None, Duration::from_secs(30));
+    wait_roles(&c, a, Duration::from_secs(10));
+    let h = &c.hosts[a];
+
+    // Stopped by hand on the active host: restarted in place, the role stays.
+    let t0 = hosts::now_ns();
+    h.run_ok(&["systemctl", "stop", "web.service"]);
+    hosts::wait_until(
+        Duration::from_secs(5),
+        "web.service restarted in place",
+        || {
+            assert_eq!(role(h), quoted("active"), "the role stays");
+            h.is_active("web.service") && c.spans()[a].1.iter().any(|s| s.start_ns > t0)
+        },
+    );
+    assert_eq!(c.active_hosts(), vec![a]);
+    assert_eq!(role(h), quoted("active"));
+
+    // Started by hand on a passive host: stopped again, and the journal says so.
+    let p = (a + 1) % 3;
+    let hp = &c.hosts[p];
+    let since = format!("@{}", hosts::now_ns() / 1_000_000_000);
+    hp.run_ok(&["systemctl", "start", "web.service"]);
+    hosts::wait_until(
+        Duration::from_secs(5),
+        "web.service stopped on the passive host",
+        || !hp.is_active("web.service"),
+    );
+    assert_eq!(role(hp), quoted("passive"));
+    let j = hp.journal(&["-u", "promd", "--since", &since]);
+    assert!(
+        j.lines()
+            .any(|l| l.contains("web.service") && l.to_lowercase().contains("stop")),
+        "no promd journal line about stopping web.service on the passive host:\n{j}"
+    );
+    assert_eq!(c.active_hosts(), vec![a]);
+}
+
+#[test]
+fn a_drain_stop_outlives_no_lease() {
+    let (_net, _etcd, c) = boot("", |_, spec| {
+        spec.file(
+            &format!("{UNITS}/web.service.d/slow-stop.conf"),
+            "[Service]\nExecStop=/bin/sleep 20\nTimeoutStopSec=90\n",
+        );
+    });
+    let a = c.wait_one_active(None, Duration::from_secs(30));
+    let h = &c.hosts[a];
+    let pid = h.pid_on_machine("promd").expect("promd runs");
+    let t0 = hosts::now_ns();
+    h.signal(pid, Signal::SIGSTOP);
+    let f = watch_fence(&c, a, t0, Duration::from_secs(60));
+    if h.owns_pid(pid) {
+        h.signal(pid, Signal::SIGCONT);
+    }
+    let took = elapsed(t0, f.new_start);
+    eprintln!(
+        "SIGSTOP: {} started web after {} ms; last process of web.service on {} seen at {:?} ms",
+        c.hosts[f.new].name(),
+        took.as_millis(),
+        h.name(),
+        f.last_seen
+            .as_ref()
+            .map(|(t, _)| (*t as i64 - t0 as i64) / 1_000_000)
+    );
+    f.assert_clean(&c, a, "SIGSTOP with ExecStop=sleep 20");
+    let sys = h.journal(&["-u", "promd"]);
+    assert!(
+        sys.contains("Watchdog timeout"),
+        "the systemd watchdog killed promd:\n{sys}"
+    );
+    assert_eq!(c.wait_one_active(Some(a), Duration::from_secs(10)), f.new);
+    c.wait_promd_back(a, pid);
+    c.check_history();
+    remove_slow_stop(&c);
+}
