@@ -243,7 +243,28 @@ impl Runtime {
             self.retire_exited();
             self.publish();
         }
+        self.finish_store_tasks().await;
         Ok(())
+    }
+
+    /// Wait for every store task to carry out its shutdown (release, revoke, member record),
+    /// within a bound: an unreachable store must not hold up the exit (the lease then runs
+    /// out on its own, and the units are down already).
+    async fn finish_store_tasks(&mut self) {
+        let limit = self
+            .groups
+            .iter()
+            .map(|g| g.cfg.lease)
+            .max()
+            .unwrap_or_default()
+            .clamp(Duration::from_secs(1), Duration::from_secs(10));
+        let tasks = self.groups.iter_mut().map(|g| &mut g.session.task);
+        if tokio::time::timeout(limit, futures_util::future::join_all(tasks))
+            .await
+            .is_err()
+        {
+            tracing::warn!("the store did not confirm the shutdown within {limit:?}; exiting");
+        }
     }
 
     fn terminate(&mut self) {

@@ -173,6 +173,9 @@ impl StoreEvent {
 /// A running backend for one group.
 pub struct GroupSession {
     pub commands: mpsc::UnboundedSender<StoreCommand>,
+    /// The backend's task: awaited after `Shutdown`, so that its last writes (release, lease
+    /// revoke, member record) reach the store before promd exits.
+    pub task: tokio::task::JoinHandle<()>,
 }
 
 /// A coordination store backend (etcd or a directory).

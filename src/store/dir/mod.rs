@@ -101,8 +101,8 @@ impl Store for DirStore {
             poll_at: now,
             expiry_at: None,
         };
-        tokio::spawn(task.run());
-        GroupSession { commands }
+        let task = tokio::spawn(task.run());
+        GroupSession { commands, task }
     }
 }
 

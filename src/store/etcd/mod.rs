@@ -85,8 +85,8 @@ impl Store for EtcdStore {
             maintenance: None,
             down_reported: false,
         };
-        tokio::spawn(task.run());
-        GroupSession { commands }
+        let task = tokio::spawn(task.run());
+        GroupSession { commands, task }
     }
 }
 

@@ -199,8 +199,23 @@ impl GroupTask {
         }
     }
 
-    /// Online phase: renew, follow the watch, carry out commands one at a time.
+    /// Online phase: renew, follow the watch, carry out commands one at a time. A write still
+    /// in flight when the session drops (a keepalive timed out, the watch broke) is queued
+    /// again, so that a Release, a switchover or a maintenance change is retried after the
+    /// reconnection (or answered, if the lease went with it) instead of being lost.
     async fn online(&mut self, session: Session) -> Exit {
+        let mut in_flight: Option<Op> = None;
+        let exit = self.serve_session(session, &mut in_flight).await;
+        if let Some(op) = in_flight
+            && !matches!(exit, Exit::End)
+        {
+            // Answered by lease_lost() or went_down() if the lease or the store is gone.
+            self.requeue(op);
+        }
+        exit
+    }
+
+    async fn serve_session(&mut self, session: Session, in_flight: &mut Option<Op>) -> Exit {
         let Session {
             client,
             lease,
@@ -246,6 +261,7 @@ impl GroupTask {
             if inflight.is_none()
                 && let Some(op) = self.queue.pop_front()
             {
+                *in_flight = Some(op.clone());
                 inflight = Some(start_op(op, &client, lease, &self.cfg));
             }
             // Either the next renewal is due, or the one in flight has run out of time.
@@ -271,6 +287,7 @@ impl GroupTask {
 
                 (op, result) = maybe(&mut inflight) => {
                     inflight = None;
+                    *in_flight = None;
                     match result {
                         Ok(Done::Campaigned(term)) => {
                             if let Some(term) = term {
