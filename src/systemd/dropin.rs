@@ -1,6 +1,6 @@
 //! The runtime files promd writes for systemd under `/run/systemd/system`: a drop-in per unit
 //! of a role that binds it to promd and makes its stop leave no process behind, and the
-//! `promd-stop@.target` template that stops a unit refusing manual stops.
+//! `promd-stop-UNIT.target` that stops a unit refusing manual stops.
 //!
 //! Runtime files are gone on reboot, like the state they describe.
 
@@ -12,20 +12,21 @@ use super::{PROMD_UNIT, SystemdError};
 /// Where runtime units and drop-ins live.
 pub const RUNTIME_UNIT_DIR: &str = "/run/systemd/system";
 
-/// The template that stops `%I` as a dependency (`Conflicts=`), not as a manual stop: a
-/// unit with `RefuseManualStop=yes` refuses `StopUnit`, but not a conflicting start.
-/// `After=%I` orders our start after the unit's stop, so the start job ends once the unit
-/// is down; `StopWhenUnneeded=` takes the target itself away again at once.
-pub const STOP_TEMPLATE: &str = "promd-stop@.target";
+/// The prefix of the runtime targets that stop a unit as a dependency (`Conflicts=`), not as a
+/// manual stop: a unit with `RefuseManualStop=yes` refuses `StopUnit`, but not a conflicting
+/// start. `After=` orders our start after the unit's stop, so the start job ends once the
+/// unit is down; `StopWhenUnneeded=` takes the target itself away again at once. (Literal
+/// names, not a template: systemd 252 does not resolve `%I` in `Conflicts=`.)
+pub const STOP_PREFIX: &str = "promd-stop-";
 
-const STOP_TEMPLATE_TEXT: &str = "# Written by promd: starting promd-stop@UNIT.target stops UNIT by dependency\n\
-# (units with RefuseManualStop=yes refuse a plain stop, not a conflict).\n\
-[Unit]\n\
-Description=promd: stop %I\n\
-DefaultDependencies=no\n\
-Conflicts=%I\n\
-After=%I\n\
-StopWhenUnneeded=yes\n";
+fn stop_unit_text(unit: &str) -> String {
+    format!(
+        "# Written by promd: starting this target stops {unit} by dependency\n\
+         # (a unit with RefuseManualStop=yes refuses a plain stop, not a conflict).\n\
+         [Unit]\nDescription=promd: stop {unit}\nDefaultDependencies=no\n\
+         Conflicts={unit}\nAfter={unit}\nStopWhenUnneeded=yes\n"
+    )
+}
 
 /// The kill settings of a unit as systemd reports them, for the binding drop-in.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -95,15 +96,15 @@ pub fn write_if_changed(path: &Path, text: &str) -> Result<bool, SystemdError> {
     Ok(true)
 }
 
-/// Write the `promd-stop@.target` template under `dir`; true if it changed.
-pub fn write_stop_template(dir: &Path) -> Result<bool, SystemdError> {
-    write_if_changed(&dir.join(STOP_TEMPLATE), STOP_TEMPLATE_TEXT)
+/// Write the target that stops `unit` by dependency under `dir`; true if it changed.
+pub fn write_stop_unit(dir: &Path, unit: &str) -> Result<bool, SystemdError> {
+    write_if_changed(&dir.join(stop_unit(unit)), &stop_unit_text(unit))
 }
 
-/// The instance of [`STOP_TEMPLATE`] that stops `unit`.
-pub fn stop_instance(unit: &str) -> String {
+/// The name of the target that stops `unit` by dependency.
+pub fn stop_unit(unit: &str) -> String {
     format!(
-        "promd-stop@{}.target",
+        "{STOP_PREFIX}{}.target",
         super::closure::escape_instance(unit)
     )
 }
@@ -225,15 +226,16 @@ mod tests {
     }
 
     #[test]
-    fn the_stop_template_stops_by_dependency() {
+    fn a_stop_target_stops_its_unit_by_dependency() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(write_stop_template(dir.path()).unwrap());
-        assert!(!write_stop_template(dir.path()).unwrap());
-        let t = std::fs::read_to_string(dir.path().join(STOP_TEMPLATE)).unwrap();
-        assert!(t.contains("Conflicts=%I\nAfter=%I\n"));
-        assert_eq!(
-            stop_instance("web@1.service"),
-            "promd-stop@web\\x401.service.target"
+        assert!(write_stop_unit(dir.path(), "web@1.service").unwrap());
+        assert!(!write_stop_unit(dir.path(), "web@1.service").unwrap());
+        let name = stop_unit("web@1.service");
+        assert_eq!(name, "promd-stop-web\\x401.service.target");
+        let t = std::fs::read_to_string(dir.path().join(&name)).unwrap();
+        assert!(
+            t.contains("Conflicts=web@1.service\nAfter=web@1.service\n"),
+            "{t}"
         );
     }
 

@@ -155,7 +155,7 @@ impl Systemd {
 
     /// Stop a unit and wait until it is down, whatever stands in the way:
     /// - a unit systemd does not know (`Wants=` on a missing unit) is stopped already;
-    /// - a unit with `RefuseManualStop=yes` is stopped by dependency (`promd-stop@.target`);
+    /// - a unit with `RefuseManualStop=yes` is stopped by dependency (`promd-stop-UNIT.target`);
     /// - a job that ends `canceled`, `failed` or `timeout` is an error: the caller retries.
     pub async fn stop(&self, unit: &str) -> Result<(), SystemdError> {
         let queued = timed(
@@ -167,7 +167,10 @@ impl Systemd {
             Ok(job) => self.wait(unit, job, JobKind::Stop).await,
             Err(e) if e.method_error() == Some(NO_SUCH_UNIT) => Ok(()),
             Err(e) if e.method_error() == Some(ONLY_BY_DEPENDENCY) => {
-                let by = dropin::stop_instance(unit);
+                if dropin::write_stop_unit(Path::new(RUNTIME_UNIT_DIR), unit)? {
+                    timed("Reload", self.manager.reload()).await?;
+                }
+                let by = dropin::stop_unit(unit);
                 let job = timed(
                     &format!("StartUnit {by}"),
                     self.manager.start_unit(by.clone(), "replace".into()),
@@ -501,11 +504,11 @@ impl Systemd {
     }
 
     /// Bind each unit of a role to promd with a runtime drop-in (see
-    /// [`dropin::binding_text`]), and make sure the stop-by-dependency template is there.
+    /// [`dropin::binding_text`]).
     /// Reloads systemd once if anything was added or changed; returns whether it did.
     pub async fn bind_to_promd(&self, group: &str, units: &[String]) -> Result<bool, SystemdError> {
         let dir = Path::new(RUNTIME_UNIT_DIR);
-        let mut changed = dropin::write_stop_template(dir)?;
+        let mut changed = false;
         for unit in units {
             let path = dropin::binding_path(dir, group, unit);
             let previous = std::fs::read_to_string(&path).ok();
