@@ -86,27 +86,12 @@ impl Closure {
     }
 }
 
-/// The special targets of systemd.special(7): the system's synchronisation points. A walk
-/// never enters them (a service's `Wants=network-online.target` is not the role's).
+/// The special targets of systemd.special(7) besides [`BOOT_TARGETS`]: the system's
+/// synchronisation points. A walk never enters them, nor the boot targets (a service's
+/// `Wants=network-online.target` is not the role's).
 pub const SPECIAL_TARGETS: &[&str] = &[
-    "basic.target",
-    "sysinit.target",
-    "sockets.target",
-    "timers.target",
-    "paths.target",
-    "slices.target",
-    "swap.target",
-    "local-fs.target",
-    "local-fs-pre.target",
-    "remote-fs.target",
-    "remote-fs-pre.target",
-    "network.target",
-    "network-online.target",
-    "network-pre.target",
-    "nss-lookup.target",
     "nss-user-lookup.target",
     "time-set.target",
-    "time-sync.target",
     "multi-user.target",
     "graphical.target",
     "default.target",
@@ -117,7 +102,6 @@ pub const SPECIAL_TARGETS: &[&str] = &[
     "rescue.target",
     "getty.target",
     "getty-pre.target",
-    "cryptsetup.target",
     "cryptsetup-pre.target",
     "veritysetup.target",
     "integritysetup.target",
@@ -180,6 +164,7 @@ pub fn is_plumbing(unit: &str) -> bool {
         || unit.starts_with("dbus.")
         || KINDS.iter().any(|k| unit.ends_with(k))
         || SPECIAL_TARGETS.contains(&unit)
+        || BOOT_TARGETS.contains(&unit)
 }
 
 /// A breadth-first walk from a group's active target, fed one unit at a time.
