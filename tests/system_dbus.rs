@@ -161,14 +161,15 @@ fn status_agrees_everywhere_and_promote_and_demote_move_the_role() {
     let etcd = EtcdCluster::start(3, &net.gateway_ips());
     let c = boot(&net, &etcd);
     let first = c.wait_one_active(None, Duration::from_secs(30));
+    // Start-up (find the closure, stop and kill it, start the passive target) may still be
+    // under way on the other hosts: wait until each has settled, as an operator would.
     hosts::wait_until(
         Duration::from_secs(10),
-        "every host sees three members",
+        "every host sees three members and has left `starting`",
         || {
             c.hosts.iter().all(|h| {
-                status_json(h)["groups"][0]["members"]
-                    .as_array()
-                    .is_some_and(|m| m.len() == 3)
+                let g = &status_json(h)["groups"][0];
+                g["members"].as_array().is_some_and(|m| m.len() == 3) && g["role"] != "starting"
             })
         },
     );
