@@ -32,6 +32,13 @@ fn etcd_one_active_host_and_failover_under_crash_pause_and_cut() {
 
     // Exactly one host runs the active target; the others the passive one.
     let first = c.wait_one_active(None, Duration::from_secs(30));
+    // The others may still be finishing their start-up stop: wait for their passive targets.
+    hosts::wait_until(Duration::from_secs(10), "the others passive", || {
+        c.hosts
+            .iter()
+            .enumerate()
+            .all(|(i, h)| i == first || h.is_active("web-passive.target"))
+    });
     for (i, h) in c.hosts.iter().enumerate() {
         assert_eq!(h.is_active("web-active.target"), i == first, "{}", h.name());
         assert_eq!(
