@@ -244,9 +244,7 @@ fn expected_up(watch: &Option<Vec<String>>, closure: &Closure) -> Vec<String> {
 async fn bind_closure(systemd: &Systemd, group: &str, target: &str) -> Option<Closure> {
     match systemd.closure(target).await {
         Ok(closure) => {
-            let mut units = closure.names();
-            units.push(target.to_string());
-            if let Err(e) = systemd.bind_to_promd(group, &units).await {
+            if let Err(e) = systemd.bind_to_promd(group, target, &closure).await {
                 tracing::error!(PROMD_GROUP = %group, "binding units to promd: {e}");
             }
             Some(closure)

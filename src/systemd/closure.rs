@@ -30,6 +30,8 @@ pub struct UnitInfo {
     pub triggers: Vec<String>,
     /// Units that pull this one in: WantedBy, RequiredBy, RequisiteOf, BoundBy, UpheldBy.
     pub pulled_by: Vec<String>,
+    /// `KillMode=` of a unit with processes (service, socket, mount); empty otherwise.
+    pub kill_mode: String,
     /// A service that is done once it has run (`Type=oneshot` without `RemainAfterExit=`):
     /// inactive after success is its normal state.
     pub runs_once: bool,
@@ -55,6 +57,8 @@ pub struct Closure {
     /// Units named by a dependency that systemd cannot find (`Wants=` on a missing unit):
     /// nothing to stop, worth saying once.
     pub missing: BTreeSet<String>,
+    /// `KillMode=` of each unit of the closure that has one, for its binding drop-in.
+    pub kill_modes: BTreeMap<String, String>,
     /// Units the walk left out because the system itself uses them (early boot, special
     /// targets), so that `promd` can say why they are not stopped.
     pub shared: BTreeSet<String>,
@@ -212,6 +216,11 @@ impl Walk {
                 return;
             }
             self.closure.units.insert(name.clone(), reach);
+            if !info.kill_mode.is_empty() {
+                self.closure
+                    .kill_modes
+                    .insert(name.clone(), info.kill_mode.clone());
+            }
             if reach == Reach::Pulled && !name.ends_with(".target") && !info.runs_once {
                 self.closure.steady.insert(name.clone());
             }
@@ -270,6 +279,7 @@ mod tests {
             triggers: triggers.iter().map(|s| s.to_string()).collect(),
             pulled_by: Vec::new(),
             runs_once: false,
+            kill_mode: String::new(),
         }
     }
 
@@ -322,7 +332,11 @@ mod tests {
                 ],
                 &[],
             ),
-            unit("web-worker.service", &["web.service"], &[]),
+            {
+                let mut worker = unit("web-worker.service", &["web.service"], &[]);
+                worker.kill_mode = "process".into();
+                worker
+            },
             unit("web-api.socket", &["sysinit.target"], &["web-api.service"]),
             unit("web-api.service", &["web-api.socket"], &[]),
             unit("web-rotate.timer", &[], &["web-rotate.service"]),
@@ -375,6 +389,11 @@ mod tests {
         assert_eq!(c.units["web-api.service"], Reach::Triggered);
         assert_eq!(c.units["web-rotate.service"], Reach::Triggered);
         assert_eq!(c.units["web-worker.service"], Reach::Pulled);
+        assert_eq!(
+            c.kill_modes.iter().collect::<Vec<_>>(),
+            [(&"web-worker.service".to_string(), &"process".to_string())],
+            "the walk keeps the kill mode the binding drop-in needs"
+        );
         assert_eq!(
             c.steady.iter().map(String::as_str).collect::<Vec<_>>(),
             [

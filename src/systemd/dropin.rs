@@ -28,13 +28,6 @@ fn stop_unit_text(unit: &str) -> String {
     )
 }
 
-/// The kill settings of a unit as systemd reports them, for the binding drop-in.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KillSettings {
-    /// `KillMode=`: `control-group`, `mixed`, `process` or `none`.
-    pub kill_mode: String,
-}
-
 /// The unit-file section that holds kill settings for this unit's type, if it has any.
 fn kill_section(unit: &str) -> Option<&'static str> {
     [
@@ -56,14 +49,10 @@ fn kill_section(unit: &str) -> Option<&'static str> {
 ///   whatever the unit says.
 /// - `KillMode=control-group` where the unit had `process` or `none`: no process of the
 ///   unit survives its stop (the other modes end with SIGKILL to the whole cgroup already).
+///   `kill_mode` is the unit's `KillMode=` as systemd reports it (empty if unknown).
 ///   `previous` is the drop-in already there: an override promd made stays, since the mode
 ///   systemd reports then is promd's own.
-pub fn binding_text(
-    group: &str,
-    unit: &str,
-    kill: &KillSettings,
-    previous: Option<&str>,
-) -> String {
+pub fn binding_text(group: &str, unit: &str, kill_mode: &str, previous: Option<&str>) -> String {
     let mut text = format!(
         "# Written by promd for group {group}: this unit must not outlive promd, and no\n\
          # process of it may survive its stop.\n\
@@ -74,7 +63,7 @@ pub fn binding_text(
             "[{section}]\nSendSIGKILL=yes\nFinalKillSignal=SIGKILL\n"
         ));
         let overridden = previous.is_some_and(|p| p.contains("\nKillMode=control-group\n"));
-        if overridden || matches!(kill.kill_mode.as_str(), "process" | "none") {
+        if overridden || matches!(kill_mode, "process" | "none") {
             text.push_str("KillMode=control-group\n");
         }
     }
@@ -167,17 +156,11 @@ pub fn write_atomically(path: &Path, content: &[u8]) -> Result<(), SystemdError>
 mod tests {
     use super::*;
 
-    fn kill(mode: &str) -> KillSettings {
-        KillSettings {
-            kill_mode: mode.into(),
-        }
-    }
-
     #[test]
     fn bindings_are_written_once_and_atomically() {
         let dir = tempfile::tempdir().unwrap();
         let path = binding_path(dir.path(), "web", "web.service");
-        let text = binding_text("web", "web.service", &kill("control-group"), None);
+        let text = binding_text("web", "web.service", "control-group", None);
         assert!(write_if_changed(&path, &text).unwrap());
         assert!(
             !write_if_changed(&path, &text).unwrap(),
@@ -197,27 +180,27 @@ mod tests {
     #[test]
     fn processes_left_by_kill_mode_process_or_none_are_not_allowed() {
         for mode in ["process", "none"] {
-            let t = binding_text("web", "web.service", &kill(mode), None);
+            let t = binding_text("web", "web.service", mode, None);
             assert!(t.ends_with("KillMode=control-group\n"), "{mode}: {t}");
         }
-        let t = binding_text("web", "web.service", &kill("mixed"), None);
+        let t = binding_text("web", "web.service", "mixed", None);
         assert!(
             !t.contains("KillMode="),
             "mixed ends in SIGKILL to the cgroup already"
         );
         // Once overridden, systemd reports promd's own control-group: the override stays.
-        let first = binding_text("web", "web.service", &kill("process"), None);
-        let again = binding_text("web", "web.service", &kill("control-group"), Some(&first));
+        let first = binding_text("web", "web.service", "process", None);
+        let again = binding_text("web", "web.service", "control-group", Some(&first));
         assert_eq!(first, again);
     }
 
     #[test]
     fn kill_settings_go_in_the_section_of_the_unit_type() {
-        let k = kill("process");
-        assert!(binding_text("web", "srv-web.mount", &k, None).contains("[Mount]\n"));
-        assert!(binding_text("web", "web.socket", &k, None).contains("[Socket]\n"));
+        let k = "process";
+        assert!(binding_text("web", "srv-web.mount", k, None).contains("[Mount]\n"));
+        assert!(binding_text("web", "web.socket", k, None).contains("[Socket]\n"));
         for u in ["web-stack.target", "web.timer", "web.path"] {
-            let t = binding_text("web", u, &k, None);
+            let t = binding_text("web", u, k, None);
             assert!(
                 !t.contains("KillMode") && !t.contains("SIGKILL"),
                 "{u}: {t}"
@@ -242,7 +225,7 @@ mod tests {
     #[test]
     fn removing_a_group_keeps_the_other_groups_bindings() {
         let dir = tempfile::tempdir().unwrap();
-        let k = kill("control-group");
+        let k = "control-group";
         for (g, u) in [
             ("web", "web.service"),
             ("db", "db.service"),
@@ -251,7 +234,7 @@ mod tests {
         ] {
             write_if_changed(
                 &binding_path(dir.path(), g, u),
-                &binding_text(g, u, &k, None),
+                &binding_text(g, u, k, None),
             )
             .unwrap();
         }

@@ -24,8 +24,8 @@ use zbus::{Connection, OwnedObjectPath};
 use zbus_systemd::systemd1::{ManagerProxy, UnitProxy};
 
 pub use closure::{Closure, Reach, UnitInfo, Walk};
+use dropin::RUNTIME_UNIT_DIR;
 pub use dropin::write_atomically;
-use dropin::{KillSettings, RUNTIME_UNIT_DIR};
 pub use env::UnitEnv;
 
 /// The unit promd runs as; the units it protects are bound to it.
@@ -280,11 +280,7 @@ impl Systemd {
     }
 
     async fn unit_proxy(&self, unit: &str) -> Result<UnitProxy<'static>, SystemdError> {
-        let path = timed(
-            &format!("LoadUnit {unit}"),
-            self.manager.load_unit(unit.to_string()),
-        )
-        .await?;
+        let path = self.load(unit).await?;
         Ok(UnitProxy::builder(&self.conn)
             .path(path)
             .cache_properties(zbus::proxy::CacheProperties::No)
@@ -292,20 +288,24 @@ impl Systemd {
             .await?)
     }
 
-    /// Every property of one interface of a unit, in one call.
-    async fn properties(
-        &self,
-        unit: &str,
-        interface: &'static str,
-    ) -> Result<HashMap<String, OwnedVariant>, SystemdError> {
-        let path = timed(
+    async fn load(&self, unit: &str) -> Result<OwnedObjectPath, SystemdError> {
+        timed(
             &format!("LoadUnit {unit}"),
             self.manager.load_unit(unit.to_string()),
         )
-        .await?;
+        .await
+    }
+
+    /// Every property of one interface of a loaded unit, in one call.
+    async fn properties(
+        &self,
+        unit: &str,
+        path: &OwnedObjectPath,
+        interface: &'static str,
+    ) -> Result<HashMap<String, OwnedVariant>, SystemdError> {
         let props = zbus::fdo::PropertiesProxy::builder(&self.conn)
             .destination("org.freedesktop.systemd1")
-            .path(path)
+            .path(path.clone())
             .cache_properties(zbus::proxy::CacheProperties::No)
             .build()
             .await?;
@@ -316,10 +316,12 @@ impl Systemd {
         .await
     }
 
-    /// What the closure walk needs to know about a unit.
+    /// What the closure walk needs to know about a unit: one LoadUnit, one GetAll of its
+    /// `Unit` interface, and for units with processes one of its type's interface.
     pub async fn unit_info(&self, unit: &str) -> Result<UnitInfo, SystemdError> {
+        let path = self.load(unit).await?;
         let props = self
-            .properties(unit, "org.freedesktop.systemd1.Unit")
+            .properties(unit, &path, "org.freedesktop.systemd1.Unit")
             .await?;
         let list = |key: &str| -> Vec<String> {
             props
@@ -348,24 +350,30 @@ impl Systemd {
         ] {
             pulled_by.extend(list(key));
         }
-        let load_state = props
-            .get("LoadState")
-            .and_then(|v| String::try_from(v.clone()).ok())
-            .unwrap_or_default();
-        let mut runs_once = false;
-        if unit.ends_with(".service") && load_state == "loaded" {
-            let service = self
-                .properties(unit, "org.freedesktop.systemd1.Service")
-                .await?;
-            let kind = service
-                .get("Type")
+        let text = |props: &HashMap<String, OwnedVariant>, key: &str| {
+            props
+                .get(key)
                 .and_then(|v| String::try_from(v.clone()).ok())
-                .unwrap_or_default();
-            let remain = service
+                .unwrap_or_default()
+        };
+        let load_state = text(&props, "LoadState");
+        let (mut runs_once, mut kill_mode) = (false, String::new());
+        let interface = match unit.rsplit('.').next() {
+            Some("service") => Some("org.freedesktop.systemd1.Service"),
+            Some("socket") => Some("org.freedesktop.systemd1.Socket"),
+            Some("mount") => Some("org.freedesktop.systemd1.Mount"),
+            _ => None,
+        };
+        if let Some(interface) = interface
+            && load_state == "loaded"
+        {
+            let typed = self.properties(unit, &path, interface).await?;
+            kill_mode = text(&typed, "KillMode");
+            let remain = typed
                 .get("RemainAfterExit")
                 .and_then(|v| bool::try_from(v.clone()).ok())
                 .unwrap_or(false);
-            runs_once = kind == "oneshot" && !remain;
+            runs_once = text(&typed, "Type") == "oneshot" && !remain;
         }
         Ok(UnitInfo {
             name: unit.to_string(),
@@ -374,6 +382,7 @@ impl Systemd {
             triggers: list("Triggers"),
             pulled_by,
             runs_once,
+            kill_mode,
         })
     }
 
@@ -503,17 +512,22 @@ impl Systemd {
         }
     }
 
-    /// Bind each unit of a role to promd with a runtime drop-in (see
-    /// [`dropin::binding_text`]).
+    /// Bind the active target and each unit of its closure to promd with a runtime drop-in
+    /// (see [`dropin::binding_text`]; the kill settings are the ones the walk read).
     /// Reloads systemd once if anything was added or changed; returns whether it did.
-    pub async fn bind_to_promd(&self, group: &str, units: &[String]) -> Result<bool, SystemdError> {
+    pub async fn bind_to_promd(
+        &self,
+        group: &str,
+        target: &str,
+        closure: &Closure,
+    ) -> Result<bool, SystemdError> {
         let dir = Path::new(RUNTIME_UNIT_DIR);
         let mut changed = false;
-        for unit in units {
-            let path = dropin::binding_path(dir, group, unit);
+        for unit in closure.with_target(target) {
+            let path = dropin::binding_path(dir, group, &unit);
             let previous = std::fs::read_to_string(&path).ok();
-            let kill = self.kill_settings(unit).await;
-            let text = dropin::binding_text(group, unit, &kill, previous.as_deref());
+            let kill_mode = closure.kill_modes.get(&unit).map_or("", String::as_str);
+            let text = dropin::binding_text(group, &unit, kill_mode, previous.as_deref());
             changed |= dropin::write_if_changed(&path, &text)?;
         }
         if changed {
@@ -528,23 +542,6 @@ impl Systemd {
             timed("Reload", self.manager.reload()).await?;
         }
         Ok(())
-    }
-
-    async fn kill_settings(&self, unit: &str) -> KillSettings {
-        let interface = match unit.rsplit('.').next() {
-            Some("service") => "org.freedesktop.systemd1.Service",
-            Some("socket") => "org.freedesktop.systemd1.Socket",
-            Some("mount") => "org.freedesktop.systemd1.Mount",
-            _ => return KillSettings::default(),
-        };
-        let kill_mode = match self.properties(unit, interface).await {
-            Ok(props) => props
-                .get("KillMode")
-                .and_then(|v| String::try_from(v.clone()).ok())
-                .unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        KillSettings { kill_mode }
     }
 }
 
