@@ -16,7 +16,7 @@ use futures_util::future::join_all;
 use tokio::sync::mpsc;
 use zbus_systemd::systemd1::{ServiceProxy, UnitProxy};
 
-use crate::systemd::Systemd;
+use crate::systemd::{Systemd, is_up};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchEvent {
@@ -60,10 +60,6 @@ enum Change {
     },
 }
 
-fn up(state: &str) -> bool {
-    matches!(state, "active" | "activating" | "reloading")
-}
-
 /// Follow every unit of `units`; events go to `tx` tagged with `index`. Runs until `tx` is
 /// closed or the future is dropped, which ends every subscription with it.
 pub async fn watch_group(
@@ -96,8 +92,8 @@ pub async fn watch_group(
                     let before = last.insert(unit.clone(), state.clone());
                     let was_up = before
                         .as_deref()
-                        .is_some_and(|s| up(s) || s == "deactivating");
-                    if interest.role && up(&state) && !before.as_deref().is_some_and(up) {
+                        .is_some_and(|s| is_up(s) || s == "deactivating");
+                    if interest.role && is_up(&state) && !before.as_deref().is_some_and(is_up) {
                         events.push(WatchEvent::Started { unit: unit.clone() });
                     }
                     // From failed to inactive is a reset, not a stop; a restart queues a job.

@@ -184,18 +184,7 @@ impl Systemd {
 
     /// SIGKILL every process of the unit. A unit with nothing running is not an error.
     pub async fn kill(&self, unit: &str) -> Result<(), SystemdError> {
-        let sigkill = nix::sys::signal::Signal::SIGKILL as i32;
-        match timed(
-            &format!("KillUnit {unit}"),
-            self.manager
-                .kill_unit(unit.to_string(), "all".into(), sigkill),
-        )
-        .await
-        {
-            Ok(()) => Ok(()),
-            Err(e) if matches!(e.method_error(), Some(NO_SUCH_UNIT | NO_SUCH_PROCESS)) => Ok(()),
-            Err(e) => Err(e),
-        }
+        kill_unit(&self.manager, unit).await.map(drop)
     }
 
     async fn wait(
@@ -265,8 +254,8 @@ impl Systemd {
     async fn outcome_without_signal(&self, unit: &str, kind: JobKind) -> Result<(), SystemdError> {
         let state = self.active_state(unit).await?;
         let ok = match kind {
-            JobKind::Stop => matches!(state.as_str(), "inactive" | "failed"),
-            JobKind::Start => matches!(state.as_str(), "active" | "reloading" | "activating"),
+            JobKind::Stop => is_down(&state),
+            JobKind::Start => is_up(&state),
         };
         if ok {
             tracing::info!("the result of the job for {unit} was lost; the unit is {state}");
@@ -452,7 +441,7 @@ impl Systemd {
             .iter()
             .zip(states)
             .filter_map(|(u, s)| match s {
-                Ok(s) if matches!(s.as_str(), "active" | "activating" | "reloading") => None,
+                Ok(s) if is_up(&s) => None,
                 Ok(s) => Some((u.clone(), s)),
                 Err(e) => Some((u.clone(), e.to_string())),
             })
@@ -474,7 +463,7 @@ impl Systemd {
         let states = join_all(units.iter().map(|u| self.active_state(u))).await;
         for (unit, state) in units.iter().zip(states) {
             match state {
-                Ok(s) if matches!(s.as_str(), "inactive" | "failed") => {}
+                Ok(s) if is_down(&s) => {}
                 Ok(state) => {
                     first_error.get_or_insert(SystemdError::StillRunning {
                         unit: unit.clone(),
@@ -545,6 +534,32 @@ impl Systemd {
     }
 }
 
+/// `KillUnit(unit, "all", SIGKILL)`: true if systemd signalled something, false for a unit
+/// with nothing to kill (not loaded, or no process left).
+async fn kill_unit(manager: &ManagerProxy<'_>, unit: &str) -> Result<bool, SystemdError> {
+    let sigkill = nix::sys::signal::Signal::SIGKILL as i32;
+    match timed(
+        &format!("KillUnit {unit}"),
+        manager.kill_unit(unit.to_string(), "all".into(), sigkill),
+    )
+    .await
+    {
+        Ok(()) => Ok(true),
+        Err(e) if matches!(e.method_error(), Some(NO_SUCH_UNIT | NO_SUCH_PROCESS)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether a unit in this `ActiveState` runs, or is on its way to (the role is up).
+pub fn is_up(state: &str) -> bool {
+    matches!(state, "active" | "activating" | "reloading")
+}
+
+/// Whether a unit in this `ActiveState` is down by systemd's own word (a stop is done).
+pub fn is_down(state: &str) -> bool {
+    matches!(state, "inactive" | "failed")
+}
+
 /// A D-Bus call with [`CALL_TIMEOUT`].
 async fn timed<T>(
     what: &str,
@@ -589,19 +604,12 @@ pub async fn fence_all() -> Result<Vec<String>, SystemdError> {
     }
     let conn = timed("connecting to the system bus", Connection::system()).await?;
     let manager = ManagerProxy::new(&conn).await?;
-    let sigkill = nix::sys::signal::Signal::SIGKILL as i32;
-    let kills = join_all(units.iter().map(|u| {
-        timed(
-            "KillUnit",
-            manager.kill_unit(u.clone(), "all".into(), sigkill),
-        )
-    }))
-    .await;
+    let kills = join_all(units.iter().map(|u| kill_unit(&manager, u))).await;
     let mut killed = Vec::new();
     for (unit, result) in units.into_iter().zip(kills) {
         match result {
-            Ok(()) => killed.push(unit),
-            Err(e) if matches!(e.method_error(), Some(NO_SUCH_UNIT | NO_SUCH_PROCESS)) => {}
+            Ok(true) => killed.push(unit),
+            Ok(false) => {}
             Err(e) => eprintln!("<3>promd fence: killing {unit}: {e}"),
         }
     }
