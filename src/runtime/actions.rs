@@ -41,16 +41,12 @@ impl Runtime {
                 let units_tx = self.units_tx.clone();
                 self.abort_superseded(i);
                 tokio::spawn(async move {
-                    // Kill what is known at once, then whatever systemd says the closure
-                    // holds besides.
-                    let first = known.with_target(&target);
-                    systemd.kill_all(&first).await;
-                    if let Ok(fresh) = systemd.closure(&target).await {
-                        let mut extra = fresh.names();
-                        extra.retain(|u| !first.contains(u));
-                        systemd.kill_all(&extra).await;
-                        let _ = units_tx.send((i, fresh));
-                    }
+                    let kill = |units: Vec<String>| {
+                        let systemd = systemd.clone();
+                        async move { systemd.kill_all(&units).await }
+                    };
+                    super::jobs::known_then_fresh(&systemd, &known, &target, i, &units_tx, kill)
+                        .await;
                 });
             }
             Action::Campaign => send(StoreCommand::Campaign(LeaderRecord {

@@ -7,6 +7,8 @@
 //! through is caught afterwards: a stop succeeds only once systemd says every unit is down,
 //! and a unit of the role that starts on a host without the role is stopped.
 
+use tokio::sync::mpsc::UnboundedSender;
+
 use super::{JobDone, Runtime};
 use crate::core::{Job, Role};
 use crate::health::{self, HealthCheck};
@@ -61,22 +63,23 @@ impl Runtime {
                     // units the target gained since are bound alongside (the daemon-reload
                     // applies BindsTo= to running units too).
                     let rebind = async {
-                        if let Some(closure) = bind_closure(&systemd, &group, &active).await {
-                            let _ = units_tx.send((i, closure));
+                        let closure = bind_closure(&systemd, &group, &active).await;
+                        if let Some(c) = &closure {
+                            let _ = units_tx.send((i, c.clone()));
                         }
+                        closure
                     };
-                    let started = if known.units.is_empty() {
-                        rebind.await;
-                        systemd.start(&active).await
+                    let (started, fresh) = if known.units.is_empty() {
+                        let fresh = rebind.await;
+                        (systemd.start(&active).await, fresh)
                     } else {
-                        let (started, ()) = tokio::join!(systemd.start(&active), rebind);
-                        started
+                        tokio::join!(systemd.start(&active), rebind)
                     };
                     // The role is what runs: a unit that failed in ExecStartPre=, or was
                     // skipped by a Condition, is a failure even though the target started.
                     if started.is_ok() {
-                        let fresh = systemd.closure(&active).await.unwrap_or(known);
-                        not_up = systemd.not_up(&expected_up(&watch, &fresh)).await;
+                        let closure = fresh.unwrap_or(known);
+                        not_up = systemd.not_up(&closure.expected_up(&watch)).await;
                     }
                     started
                 }
@@ -85,23 +88,12 @@ impl Runtime {
                     None => Ok(()),
                 },
                 Job::StopActive => {
-                    // Stop what is known at once; whatever the closure holds besides (the
-                    // target's contents may have changed) is stopped as soon as it is found.
-                    let first = known.with_target(&active);
-                    let extra = async {
-                        let fresh = systemd.closure(&active).await;
-                        let mut units = match &fresh {
-                            Ok(c) => c.names(),
-                            Err(_) => Vec::new(),
-                        };
-                        units.retain(|u| !first.contains(u));
-                        let result = systemd.stop_all(&units).await;
-                        if let Ok(c) = fresh {
-                            let _ = units_tx.send((i, c));
-                        }
-                        result
+                    let stop = |units: Vec<String>| {
+                        let systemd = systemd.clone();
+                        async move { systemd.stop_all(&units).await }
                     };
-                    let (a, b) = tokio::join!(systemd.stop_all(&first), extra);
+                    let (a, b) =
+                        known_then_fresh(&systemd, &known, &active, i, &units_tx, stop).await;
                     a.and(b)
                 }
             };
@@ -195,7 +187,7 @@ impl Runtime {
             None => g.closure.watchable(),
         };
         for unit in watched {
-            let steady = g.closure.steady.contains(&unit) || !g.closure.units.contains_key(&unit);
+            let steady = g.closure.expects_up(&unit);
             let e = followed.entry(unit).or_default();
             e.watched = true;
             e.steady = steady;
@@ -227,17 +219,33 @@ impl Runtime {
     }
 }
 
-/// The watched units that must be up while the role runs: the configured `watch` list, or
-/// the closure's steady units.
-fn expected_up(watch: &Option<Vec<String>>, closure: &Closure) -> Vec<String> {
-    match watch {
-        Some(w) => w
-            .iter()
-            .filter(|u| closure.steady.contains(*u) || !closure.units.contains_key(*u))
-            .cloned()
-            .collect(),
-        None => closure.steady.iter().cloned().collect(),
-    }
+/// Act on the units known at once (the closure as last found, and the target) and, at the
+/// same time, on whatever a fresh walk finds besides (the target's contents may have
+/// changed); the fresh closure goes back to the runtime. Returns both results.
+pub(super) async fn known_then_fresh<T, F, Fut>(
+    systemd: &Systemd,
+    known: &Closure,
+    target: &str,
+    i: usize,
+    units_tx: &UnboundedSender<(usize, Closure)>,
+    act: F,
+) -> (T, T)
+where
+    F: Fn(Vec<String>) -> Fut,
+    Fut: Future<Output = T>,
+{
+    let first = known.with_target(target);
+    let extra = async {
+        let fresh = systemd.closure(target).await;
+        let mut units = fresh.as_ref().map(Closure::names).unwrap_or_default();
+        units.retain(|u| !first.contains(u));
+        let result = act(units).await;
+        if let Ok(c) = fresh {
+            let _ = units_tx.send((i, c));
+        }
+        result
+    };
+    tokio::join!(act(first.clone()), extra)
 }
 
 /// Find the closure of `target` and bind it to promd; errors are logged.

@@ -79,6 +79,21 @@ impl Closure {
         all
     }
 
+    /// Whether a watched unit must be up while the role runs: a steady unit of the closure,
+    /// or a unit the closure does not hold (named by `watch`, so the operator expects it up).
+    pub fn expects_up(&self, unit: &str) -> bool {
+        self.steady.contains(unit) || !self.units.contains_key(unit)
+    }
+
+    /// The watched units that must be up while the role runs: those of the configured
+    /// `watch` list that [`Closure::expects_up`], or without one the steady units.
+    pub fn expected_up(&self, watch: &Option<Vec<String>>) -> Vec<String> {
+        match watch {
+            Some(w) => w.iter().filter(|u| self.expects_up(u)).cloned().collect(),
+            None => self.steady.iter().cloned().collect(),
+        }
+    }
+
     /// The default `watch` list: what must stay up, and what the role may trigger (watched
     /// for failures only). Targets are left out: they do not fail on their own.
     pub fn watchable(&self) -> Vec<String> {
@@ -424,6 +439,20 @@ mod tests {
             "web-active.target"
         );
         assert!(!c.watchable().contains(&"web-stack.target".to_string()));
+        let watch = Some(vec![
+            "web.service".to_string(),
+            "web-api.service".to_string(),
+            "elsewhere.service".to_string(),
+        ]);
+        assert_eq!(
+            c.expected_up(&watch),
+            ["web.service", "elsewhere.service"],
+            "a triggered unit may be down; a watched unit outside the closure may not"
+        );
+        assert_eq!(
+            c.expected_up(&None),
+            c.steady.iter().cloned().collect::<Vec<_>>()
+        );
     }
 
     #[test]
