@@ -15,7 +15,7 @@ use std::fs;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use support::cluster::{Cluster, StoreKind, elapsed, group_prop};
+use support::cluster::{Cluster, StoreKind, elapsed, group_prop, group_prop_command};
 use support::etcd::EtcdCluster;
 use support::hosts::{self, Host, HostSpec, Net, Signal, Span};
 
@@ -46,17 +46,7 @@ fn boot(
 /// The group's role on a host, as busctl prints it (`s "active"`); empty if promd does not
 /// answer (not running, restarting).
 fn role(h: &Host) -> String {
-    let out = h.exec_timeout(
-        &[
-            "busctl",
-            "get-property",
-            "org.promd1",
-            "/org/promd1/group/web",
-            "org.promd1.Group",
-            "Role",
-        ],
-        Duration::from_secs(10),
-    );
+    let out = h.exec_timeout(&group_prop_command("Role"), Duration::from_secs(10));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -117,6 +107,14 @@ fn running(c: &Cluster, unit: &str) -> Vec<usize> {
     (0..c.hosts.len())
         .filter(|&i| c.hosts[i].is_active(unit))
         .collect()
+}
+
+/// Waits (10 s at most) until `unit` is active on host `only` and on no other host.
+fn wait_runs_only_on(c: &Cluster, unit: &str, only: usize) {
+    let what = format!("{unit} running on {} only", c.hosts[only].name());
+    hosts::wait_until(Duration::from_secs(10), &what, || {
+        running(c, unit) == vec![only]
+    });
 }
 
 /// Waits until every host's Role is settled: `active` on `a`, `passive` elsewhere.
@@ -506,11 +504,7 @@ fn a_service_pulled_in_by_a_service_follows_the_role() {
         );
     });
     let a = c.wait_one_active(None, Duration::from_secs(30));
-    hosts::wait_until(
-        Duration::from_secs(10),
-        "the worker runs on the active host",
-        || running(&c, "web-worker.service") == vec![a],
-    );
+    wait_runs_only_on(&c, "web-worker.service", a);
 
     // Switchover.
     let b = (a + 1) % 3;
@@ -521,11 +515,7 @@ fn a_service_pulled_in_by_a_service_follows_the_role() {
         describe(&out)
     );
     assert_eq!(c.wait_one_active(Some(a), Duration::from_secs(10)), b);
-    hosts::wait_until(
-        Duration::from_secs(10),
-        "the worker runs on the new host only",
-        || running(&c, "web-worker.service") == vec![b],
-    );
+    wait_runs_only_on(&c, "web-worker.service", b);
     hosts::assert_no_overlap(&unit_spans(&c, WORKER_LOG));
 
     // Cut the active host off.
@@ -643,11 +633,7 @@ fn a_health_restart_in_flight_never_lands_after_a_failover() {
         },
     );
     let a = c.wait_one_active(None, Duration::from_secs(40));
-    hosts::wait_until(
-        Duration::from_secs(10),
-        "web-b runs on the active host",
-        || running(&c, "web-b.service") == vec![a],
-    );
+    wait_runs_only_on(&c, "web-b.service", a);
 
     c.hosts[a].write_file("/run/web-unhealthy", "");
     let b = c.wait_one_active(Some(a), Duration::from_secs(40));

@@ -235,18 +235,21 @@ impl Cluster {
     }
 }
 
-/// A property of the `web` group's D-Bus object on a host, as busctl prints it (`s "active"`).
-pub fn group_prop(h: &Host, prop: &str) -> String {
-    h.run_ok(&[
+/// The command that reads a property of the `web` group's D-Bus object on a host.
+pub fn group_prop_command(prop: &str) -> [&str; 6] {
+    [
         "busctl",
         "get-property",
         "org.promd1",
         "/org/promd1/group/web",
         "org.promd1.Group",
         prop,
-    ])
-    .trim()
-    .to_string()
+    ]
+}
+
+/// A property of the `web` group's D-Bus object on a host, as busctl prints it (`s "active"`).
+pub fn group_prop(h: &Host, prop: &str) -> String {
+    h.run_ok(&group_prop_command(prop)).trim().to_string()
 }
 
 /// Time from `t0` to `started`, both realtime ns.
