@@ -160,12 +160,17 @@ impl Runtime {
             "the role's units (bound to promd, stopped on demotion, killed by the fence): {}",
             closure.names().join(" ")
         );
-        if !closure.missing.is_empty() {
-            let missing: Vec<&str> = closure.missing.iter().map(String::as_str).collect();
-            said.push_str(&format!(
-                "; not found, nothing to stop: {}",
-                missing.join(" ")
-            ));
+        for (what, units) in [
+            ("not found, nothing to stop", &closure.missing),
+            (
+                "left to the system, which pulls them in too",
+                &closure.shared,
+            ),
+        ] {
+            if !units.is_empty() {
+                let units: Vec<&str> = units.iter().map(String::as_str).collect();
+                said.push_str(&format!("; {what}: {}", units.join(" ")));
+            }
         }
         if first || closure.names() != self.groups[i].closure.names() {
             self.log(i, tracing::Level::INFO, &said);

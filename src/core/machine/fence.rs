@@ -137,7 +137,7 @@ impl GroupMachine {
         self.stop_retry_at = None;
         self.passive_ready = false;
         out.push(Action::Start(Job::StopActive, None));
-        if matches!(self.role, Role::Promoting | Role::Active) {
+        if self.runs_role() {
             let term = self.term;
             self.set_role(Role::Demoting, term, reason, out);
         }
