@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use promd::core::Role;
 use promd::store::dir::DirStore;
 use promd::store::{
-    GroupSpec, Leader, LeaderRecord, MaintenanceRecord, MemberRecord, Progress, Store,
+    GroupSpec, HostId, Leader, LeaderRecord, MaintenanceRecord, MemberRecord, Progress, Store,
     StoreCommand, StoreEvent, SwitchoverRecord, UNREADABLE_NODE,
 };
 use tokio::sync::{mpsc, oneshot};
@@ -28,6 +28,7 @@ fn spec_with(node: &str, progress: Progress) -> GroupSpec {
     GroupSpec {
         group: GROUP.into(),
         node: node.into(),
+        host: None,
         lease: LEASE,
         progress,
     }
@@ -41,6 +42,7 @@ fn member(node: &str) -> MemberRecord {
         eligible: true,
         healthy: true,
         role: Role::Passive,
+        host: None,
     }
 }
 
@@ -49,6 +51,7 @@ fn leader_record(node: &str) -> LeaderRecord {
         v: 1,
         node: node.into(),
         priority: 100,
+        host: None,
     }
 }
 
@@ -120,9 +123,21 @@ impl Node {
     }
 
     fn start_with(root: &Path, name: &str, progress: Progress) -> Node {
+        Node::start_spec(root, name, spec_with(name, progress))
+    }
+
+    /// A session of a promd on the host with machine-id `host`.
+    fn start_on(root: &Path, name: &str, host: &str) -> Node {
+        let spec = GroupSpec {
+            host: Some(HostId::parse(host).expect("a machine-id")),
+            ..spec(name)
+        };
+        Node::start_spec(root, name, spec)
+    }
+
+    fn start_spec(root: &Path, name: &str, spec: GroupSpec) -> Node {
         let (tx, events) = mpsc::unbounded_channel();
-        let session =
-            DirStore::new(root.to_path_buf()).open_group(spec_with(name, progress), 0, tx);
+        let session = DirStore::new(root.to_path_buf()).open_group(spec, 0, tx);
         Node {
             name: name.into(),
             commands: session.commands,
@@ -382,7 +397,11 @@ async fn five_contenders_elect_exactly_one() {
     assert_eq!(winners.len(), 1, "winners: {winners:?}");
     let (winner, term) = winners.remove(0);
     assert_eq!(term, 1);
-    let want = Some(Leader { node: winner, term });
+    let want = Some(Leader {
+        node: winner,
+        term,
+        host: None,
+    });
     for node in &mut nodes {
         node.sees_leader(PROMPT, want.clone()).await;
         node.sees_members(Duration::from_secs(1), &names).await;
@@ -423,6 +442,7 @@ async fn a_dead_leader_loses_the_key_after_the_lease() {
             Some(Leader {
                 node: "dead".into(),
                 term,
+                host: None,
             }),
         )
         .await;
@@ -457,6 +477,7 @@ async fn a_frozen_leader_finds_its_session_lost() {
     let held = Some(Leader {
         node: "frozen".into(),
         term,
+        host: None,
     });
     standby.sees_leader(PROMPT, held).await;
     leader.drain();
@@ -486,6 +507,7 @@ async fn a_frozen_leader_finds_its_session_lost() {
             Some(Leader {
                 node: "standby".into(),
                 term: taken,
+                host: None,
             }),
         )
         .await;
@@ -507,6 +529,7 @@ async fn a_replaced_leader_file_means_the_lease_is_lost() {
         Some(Leader {
             node: "z".into(),
             term: term + 5,
+            host: None,
         }),
     )
     .await;
@@ -540,6 +563,7 @@ async fn a_corrupt_leader_file_blocks_campaigns_until_mtime_plus_lease() {
     let unreadable = Some(Leader {
         node: UNREADABLE_NODE.into(),
         term: 7,
+        host: None,
     });
     a.sees_leader(PROMPT, unreadable).await;
     assert_eq!(a.campaign().await, None, "an unreadable leader is a leader");
@@ -555,6 +579,7 @@ async fn a_corrupt_leader_file_blocks_campaigns_until_mtime_plus_lease() {
         Some(Leader {
             node: "a".into(),
             term: 8,
+            host: None,
         }),
     )
     .await;
@@ -622,6 +647,7 @@ async fn a_foreign_leader_version_is_refused() {
         Some(Leader {
             node: UNREADABLE_NODE.into(),
             term: 0,
+            host: None,
         }),
     )
     .await;
@@ -639,6 +665,7 @@ async fn a_release_by_a_non_holder_keeps_the_key() {
     let held = Some(Leader {
         node: "a".into(),
         term,
+        host: None,
     });
     nodes[1].sees_leader(PROMPT, held.clone()).await;
     // b answers Released (the key is not b's, whatever it holds) but deletes nothing.
@@ -670,6 +697,7 @@ async fn shutdown_removes_the_member_and_leader_files_promptly() {
         Some(Leader {
             node: "b".into(),
             term,
+            host: None,
         }),
     )
     .await;
@@ -836,4 +864,61 @@ async fn maintenance_outlives_the_session_that_set_it() {
     d.ended(Duration::from_secs(1)).await;
     assert!(file.exists(), "written before d left");
     assert_eq!(b.maintenance(PROMPT).await, Some(on_d));
+}
+
+/// Machine-ids of two hosts.
+const HOST_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1";
+const HOST_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb2";
+
+fn member_on(node: &str, host: &str, priority: i32) -> MemberRecord {
+    MemberRecord {
+        priority,
+        host: Some(host.to_string()),
+        ..member(node)
+    }
+}
+
+/// Two hosts configured with one `node` (sharing the directory over NFS): the second host's
+/// promd neither overwrites the first's member file nor releases its leader key, though both
+/// name node n1. A later run on the first host itself (its session still live, as after a
+/// kill -9) replaces the member file at once.
+#[tokio::test]
+async fn a_node_name_held_by_another_host_is_never_taken_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let member_file = group_dir(dir.path()).join("members/n1");
+    let mut a = Node::start_on(dir.path(), "n1", HOST_A);
+    a.up().await;
+    a.send(StoreCommand::Publish(member_on("n1", HOST_A, 100)));
+    a.sees_members(PROMPT, &["n1"]).await;
+    a.send(StoreCommand::Campaign(LeaderRecord {
+        host: Some(HOST_A.into()),
+        ..leader_record("n1")
+    }));
+    let term = a.campaigned().await.expect("won");
+
+    let mut b = Node::start_on(dir.path(), "n1", HOST_B);
+    b.send(StoreCommand::Publish(member_on("n1", HOST_B, 50)));
+    b.up().await;
+    b.send(StoreCommand::Publish(member_on("n1", HOST_B, 51)));
+    let held = Some(Leader {
+        node: "n1".into(),
+        term,
+        host: Some(HOST_A.into()),
+    });
+    b.sees_leader(PROMPT, held.clone()).await;
+    b.release(term).await;
+    let vacant = |e: &StoreEvent| matches!(e, StoreEvent::Leader(None) | StoreEvent::LeaseLost);
+    b.never(Duration::from_millis(300), vacant).await;
+    a.never(Duration::from_millis(50), vacant).await;
+    let text = fs::read_to_string(&member_file).expect("member file");
+    assert!(text.contains(HOST_A) && !text.contains(HOST_B), "{text}");
+
+    // The same host again (a restarted promd), while the first run's session is still live.
+    let mut a2 = Node::start_on(dir.path(), "n1", HOST_A);
+    a2.send(StoreCommand::Publish(member_on("n1", HOST_A, 70)));
+    a2.up().await;
+    let replaced =
+        || fs::read_to_string(&member_file).is_ok_and(|t| t.contains(r#""priority":70"#));
+    a2.until(PROMPT, "the new run's member file", |_| replaced())
+        .await;
 }

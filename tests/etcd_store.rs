@@ -12,7 +12,7 @@ use etcd_client::{Client, PutOptions};
 use promd::core::Role;
 use promd::store::etcd::EtcdStore;
 use promd::store::{
-    GroupSpec, Leader, LeaderRecord, MaintenanceRecord, MemberRecord, Progress, Store,
+    GroupSpec, HostId, Leader, LeaderRecord, MaintenanceRecord, MemberRecord, Progress, Store,
     StoreCommand, StoreEvent, UNREADABLE_NODE,
 };
 use tokio::net::{TcpListener, TcpStream};
@@ -45,6 +45,17 @@ fn store(endpoints: Vec<String>, connect_timeout: Duration) -> EtcdStore {
 
 impl Node {
     fn open(store: &EtcdStore, group: &str, name: &str, lease: Duration) -> Node {
+        Node::open_on(store, group, name, lease, None)
+    }
+
+    /// A node on the host with machine-id `host`.
+    fn open_on(
+        store: &EtcdStore,
+        group: &str,
+        name: &str,
+        lease: Duration,
+        host: Option<&str>,
+    ) -> Node {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let (stamped_tx, events) = mpsc::unbounded_channel();
         // Stamp each event as it leaves the store task (the test reads them later).
@@ -59,6 +70,7 @@ impl Node {
         let spec = GroupSpec {
             group: group.to_string(),
             node: name.to_string(),
+            host: host.map(|h| HostId::parse(h).expect("a machine-id")),
             lease,
             progress: progress.clone(),
         };
@@ -82,6 +94,7 @@ impl Node {
             v: 1,
             node: self.name.clone(),
             priority: 100,
+            host: None,
         }));
     }
 
@@ -283,7 +296,28 @@ fn member(node: &str) -> MemberRecord {
         eligible: true,
         healthy: true,
         role: Role::Passive,
+        host: None,
     }
+}
+
+/// Machine-ids of two hosts.
+const HOST_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1";
+const HOST_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb2";
+
+/// A member record written on `host`, told apart by its priority.
+fn member_on(node: &str, host: &str, priority: i32) -> MemberRecord {
+    MemberRecord {
+        priority,
+        host: Some(host.to_string()),
+        ..member(node)
+    }
+}
+
+/// `node`'s record in `members` is the one from `host` with `priority`.
+fn shows(members: &[MemberRecord], node: &str, host: &str, priority: i32) -> bool {
+    members
+        .iter()
+        .any(|m| m.node == node && m.host.as_deref() == Some(host) && m.priority == priority)
 }
 
 fn maintenance(on: bool, by: &str) -> MaintenanceRecord {
@@ -1069,4 +1103,52 @@ async fn maintenance_outlives_the_session_that_set_it() {
         Some(serde_json::to_vec(&on_d).expect("json")),
     );
     assert_eq!(b.next_maintenance(within).await.1, Some(on_d));
+}
+
+/// Two hosts configured with one `node`: the second host's promd never overwrites the first's
+/// member record, so both views keep showing the first host's record (and the runtime of the
+/// second, seeing its node's record written on another host, refuses to run). A later run on
+/// the first host itself, whose old lease is still alive as after a kill -9, replaces the
+/// record at once.
+#[tokio::test(flavor = "current_thread")]
+async fn a_node_name_held_by_another_host_is_never_taken_over() {
+    let cluster = EtcdCluster::start(1, &[]);
+    let store = store(cluster.endpoints(), secs(1.0));
+    let mut a = Node::open_on(&store, "dup", "n1", secs(3.0), Some(HOST_A));
+    a.up(secs(10.0)).await;
+    a.send(StoreCommand::Publish(member_on("n1", HOST_A, 100)));
+    a.members_where(secs(5.0), "n1 from host A", |m| shows(m, "n1", HOST_A, 100))
+        .await;
+
+    // Published before the session is up (written by `establish`), and again once up.
+    let mut b = Node::open_on(&store, "dup", "n1", secs(3.0), Some(HOST_B));
+    b.send(StoreCommand::Publish(member_on("n1", HOST_B, 50)));
+    b.up(secs(10.0)).await;
+    b.send(StoreCommand::Publish(member_on("n1", HOST_B, 51)));
+    b.members_where(secs(5.0), "n1 from host A in B's view", |m| {
+        shows(m, "n1", HOST_A, 100)
+    })
+    .await;
+    b.watch_for(secs(0.5)).await;
+    a.watch_for(secs(0.1)).await;
+    for n in [&a, &b] {
+        let overwritten = n.log.iter().any(|(_, e)| {
+            matches!(e, StoreEvent::Members(m) if m.iter().any(|r| r.host.as_deref() == Some(HOST_B)))
+        });
+        assert!(
+            !overwritten,
+            "{}: saw host B's record: {:#?}",
+            n.name,
+            n.dump(0)
+        );
+    }
+
+    // The same host again (a restarted promd), while the first run's lease still lives.
+    let mut a2 = Node::open_on(&store, "dup", "n1", secs(3.0), Some(HOST_A));
+    a2.send(StoreCommand::Publish(member_on("n1", HOST_A, 70)));
+    a2.up(secs(10.0)).await;
+    a2.members_where(secs(5.0), "the new run's record", |m| {
+        shows(m, "n1", HOST_A, 70)
+    })
+    .await;
 }

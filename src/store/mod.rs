@@ -16,13 +16,19 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-pub use record::{LeaderRecord, MaintenanceRecord, MemberRecord, RecordError, SwitchoverRecord};
+pub use record::{
+    HostId, LeaderRecord, MaintenanceRecord, MemberRecord, RecordError, SwitchoverRecord,
+    other_host,
+};
 
 /// What a backend needs to know to serve one group.
 #[derive(Debug, Clone)]
 pub struct GroupSpec {
     pub group: String,
     pub node: String,
+    /// This host, written into our records so that another host using the same `node` is
+    /// recognised (see [`HostId`]); `None` if the host has no machine-id.
+    pub host: Option<HostId>,
     /// The group's lease: a leader that stops renewing loses the key after this.
     pub lease: Duration,
     /// Beaten by the backend's task on every turn of its loop, connected or not; the runtime
@@ -69,6 +75,8 @@ pub struct Leader {
     pub node: String,
     /// The fencing token: etcd's create revision of the key, or the dir store's counter.
     pub term: u64,
+    /// The holder's host, from the record ([`LeaderRecord::host`]).
+    pub host: Option<String>,
 }
 
 /// Stands for the holder of a leader key whose value could not be read. Not a valid node name.

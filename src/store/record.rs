@@ -20,17 +20,23 @@ pub enum RecordError {
 }
 
 /// The value of `PREFIX/GROUP/leader`.
+///
+/// Records of every kind accept fields they do not know (a newer promd's, in a cluster that is
+/// being upgraded host by host); a wrong version or a missing field is still refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct LeaderRecord {
     pub v: u32,
     pub node: String,
     pub priority: i32,
+    /// The writer's host: its `/etc/machine-id` (see [`HostId`]). Tells an earlier run of
+    /// this host's promd from another host configured with the same `node`. Absent in
+    /// records of promd versions before it, and when the host has no machine-id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// The value of `PREFIX/GROUP/members/NODE`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MemberRecord {
     pub v: u32,
     pub node: String,
@@ -39,11 +45,14 @@ pub struct MemberRecord {
     pub eligible: bool,
     pub healthy: bool,
     pub role: Role,
+    /// The writer's host, as in [`LeaderRecord::host`]: a member record of this node's name
+    /// written by another host is never overwritten; it means two hosts share one `node`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// The value of `PREFIX/GROUP/switchover`: a request that the leader hand over to `to`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SwitchoverRecord {
     pub v: u32,
     pub to: String,
@@ -53,7 +62,6 @@ pub struct SwitchoverRecord {
 /// The value of `PREFIX/GROUP/maintenance`: maintenance mode is on while it exists with
 /// `on: true`. Not bound to any lease: it outlives the node that set it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MaintenanceRecord {
     pub v: u32,
     pub on: bool,
@@ -100,15 +108,69 @@ fn check_node(name: &str) -> Result<(), RecordError> {
     }
 }
 
+fn check_host(host: Option<&str>) -> Result<(), RecordError> {
+    match host {
+        Some(h) if !HostId::valid(h) => {
+            Err(RecordError::Invalid(format!("{h:?} is not a machine-id")))
+        }
+        _ => Ok(()),
+    }
+}
+
 impl Versioned for LeaderRecord {
     fn validate(&self) -> Result<(), RecordError> {
-        check_node(&self.node)
+        check_node(&self.node)?;
+        check_host(self.host.as_deref())
     }
 }
 
 impl Versioned for MemberRecord {
     fn validate(&self) -> Result<(), RecordError> {
-        check_node(&self.node)
+        check_node(&self.node)?;
+        check_host(self.host.as_deref())
+    }
+}
+
+/// Which host a process runs on: the 32 hex digits of `/etc/machine-id` (machine-id(5)),
+/// unique per installation and stable across reboots. Two promd processes that write under
+/// the same `node` from different hosts are a configuration error that must be refused, not
+/// two runs of one host's promd (the second of which may release the first's key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostId(String);
+
+impl HostId {
+    /// This host's id; `None` (with the reason) if `/etc/machine-id` is missing or not a
+    /// machine-id. Without one, records carry no host and two hosts sharing a `node` go
+    /// undetected, as with records of older promd versions.
+    pub fn of_this_host() -> Result<HostId, String> {
+        let path = "/etc/machine-id";
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        HostId::parse(text.trim()).ok_or_else(|| format!("{path}: not a machine-id"))
+    }
+
+    /// A machine-id as written in a record (32 lowercase hex digits).
+    pub fn parse(s: &str) -> Option<HostId> {
+        HostId::valid(s).then(|| HostId(s.to_string()))
+    }
+
+    fn valid(s: &str) -> bool {
+        s.len() == 32
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The other host, if a record under our own node name was written on a host other than
+/// `ours`. A record without a host (an older promd's) or a process without one proves
+/// nothing either way.
+pub fn other_host<'r>(record_host: Option<&'r str>, ours: Option<&HostId>) -> Option<&'r str> {
+    match (record_host, ours) {
+        (Some(h), Some(o)) if h != o.as_str() => Some(h),
+        _ => None,
     }
 }
 
@@ -137,6 +199,7 @@ mod tests {
             eligible: true,
             healthy: true,
             role: Role::Passive,
+            host: Some("0123456789abcdef0123456789abcdef".into()),
         }
     }
 
@@ -165,8 +228,37 @@ mod tests {
             Err(RecordError::Invalid(_))
         ));
         assert!(matches!(
-            decode::<LeaderRecord>(br#"{"v":1,"node":"a","priority":1,"extra":true}"#),
-            Err(RecordError::Json(_))
+            decode::<LeaderRecord>(br#"{"v":1,"node":"a","priority":1,"host":"x"}"#),
+            Err(RecordError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn a_newer_promds_fields_are_ignored_and_an_older_ones_record_has_no_host() {
+        let newer = br#"{"v":1,"node":"a","priority":1,"extra":true}"#;
+        let rec = decode::<LeaderRecord>(newer).unwrap();
+        assert_eq!((rec.node.as_str(), rec.host), ("a", None));
+        // A record without a host is written without the field, as older versions did.
+        assert_eq!(
+            encode(&LeaderRecord {
+                v: 1,
+                node: "a".into(),
+                priority: 1,
+                host: None
+            }),
+            br#"{"v":1,"node":"a","priority":1}"#
+        );
+    }
+
+    #[test]
+    fn only_a_record_from_another_known_host_is_another_hosts() {
+        let a = HostId::parse("0123456789abcdef0123456789abcdef").unwrap();
+        let b = "fedcba9876543210fedcba9876543210";
+        assert_eq!(other_host(Some(b), Some(&a)), Some(b));
+        assert_eq!(other_host(Some(a.as_str()), Some(&a)), None);
+        assert_eq!(other_host(None, Some(&a)), None);
+        assert_eq!(other_host(Some(b), None), None);
+        assert!(HostId::parse("0123456789ABCDEF0123456789abcdef").is_none());
+        assert!(HostId::parse("").is_none());
     }
 }

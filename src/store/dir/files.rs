@@ -288,12 +288,14 @@ impl Files {
             Slot::Valid(e) => Leader {
                 node: e.record.node.clone(),
                 term: e.term.unwrap_or(0),
+                host: e.record.host.clone(),
             },
             // Still a leader: nobody may campaign while it may be someone's. The counter is
             // the best guess at its term.
             _ => Leader {
                 node: UNREADABLE_NODE.to_string(),
                 term: *self.term.as_ref().unwrap_or(&0),
+                host: None,
             },
         };
         Some((leader, expires))

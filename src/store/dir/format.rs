@@ -208,6 +208,7 @@ mod tests {
             eligible: true,
             healthy: true,
             role: Role::Passive,
+            host: None,
         }
     }
 

@@ -4,9 +4,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::store::record::{self, LeaderRecord, MaintenanceRecord, MemberRecord, SwitchoverRecord};
-use crate::store::{Leader, Op};
+use crate::store::{HostId, Leader, Op, other_host};
 
-use super::files::{Files, GroupLock, Paths, Slot, ensure_dirs, remove, sync_dir, write_atomic};
+use super::files::{
+    Files, GroupLock, Paths, Slot, ensure_dirs, live, remove, sync_dir, write_atomic,
+};
 use super::format::{DIR_FORMAT, TermFile, encode_durable, encode_entry, new_session_id, wall_us};
 
 /// What every job needs; shared with the blocking pool.
@@ -14,6 +16,8 @@ use super::format::{DIR_FORMAT, TermFile, encode_durable, encode_entry, new_sess
 pub(super) struct Ctx {
     pub(super) paths: Paths,
     pub(super) node: String,
+    /// This host, as written in our records (see [`HostId`]).
+    pub(super) host: Option<HostId>,
     pub(super) lease_us: u64,
     pub(super) lock_wait: Duration,
 }
@@ -201,11 +205,7 @@ pub(super) fn renew(
     };
     let expires = now.saturating_add(ctx.lease_us);
     if let Some(rec) = member {
-        write_atomic(
-            &ctx.paths.member,
-            &encode_entry(None, &id, expires, rec),
-            false,
-        )?;
+        write_member(ctx, files, now, &id, expires, rec)?;
     }
     if let Some(e) = files.leader.owned_by(&id) {
         let bytes = encode_entry(e.term, &id, expires, &e.record);
@@ -220,6 +220,37 @@ pub(super) fn renew(
         session: Session { id, expires },
         lost,
     })
+}
+
+/// Write our member file, unless another host's promd holds it (live, another session,
+/// another host): two hosts share one `node`. The view shows that record and the runtime
+/// refuses to go on; overwriting it would hide the conflict. Our own earlier run's file, an
+/// older promd's (no host), an expired or an unreadable one is replaced. Runs under the group
+/// lock, so the read and the write are one step.
+fn write_member(
+    ctx: &Ctx,
+    files: &Files,
+    now: u64,
+    session: &str,
+    expires: u64,
+    rec: &MemberRecord,
+) -> Result<(), String> {
+    let held_elsewhere = files
+        .members
+        .get(&ctx.node)
+        .and_then(|slot| live(slot, now))
+        .is_some_and(|e| {
+            e.session != session
+                && other_host(e.record.host.as_deref(), ctx.host.as_ref()).is_some()
+        });
+    if held_elsewhere {
+        return Ok(());
+    }
+    write_atomic(
+        &ctx.paths.member,
+        &encode_entry(None, session, expires, rec),
+        false,
+    )
 }
 
 /// Delete what a lost session left: its leader and switchover files. (The member file is
@@ -262,14 +293,14 @@ pub(super) fn carry_out(
             if let Slot::Valid(e) = &files.leader
                 && e.term == Some(*term)
                 && e.record.node == ctx.node
+                && other_host(e.record.host.as_deref(), ctx.host.as_ref()).is_none()
             {
                 remove(&ctx.paths.leader)?;
             }
             Ok(Answer::Released)
         }
         Op::Publish(rec) => {
-            let bytes = encode_entry(None, &s.id, s.expires, rec);
-            write_atomic(&ctx.paths.member, &bytes, false)?;
+            write_member(ctx, files, now, &s.id, s.expires, rec)?;
             Ok(Answer::Nothing)
         }
         Op::PutSwitchover(rec) => {

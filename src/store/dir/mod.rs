@@ -73,6 +73,7 @@ impl Store for DirStore {
         let ctx = Arc::new(Ctx {
             paths: Paths::new(&self.root, &spec.group, &spec.node),
             node: spec.node.clone(),
+            host: spec.host.clone(),
             lease_us: micros(spec.lease),
             // Give up on a busy lock in time to report it, before the task's own timeout.
             lock_wait: renew / 2,

@@ -5,15 +5,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, ConnectOptions, GetOptions, KeyValue, LeaseKeepAliveStream, LeaseKeeper, PutOptions,
-    WatchStream,
+    Client, ConnectOptions, GetOptions, KeyValue, LeaseKeepAliveStream, LeaseKeeper, WatchStream,
 };
 use tokio::time::timeout;
 use tracing::debug;
 
 use super::Keys;
+use super::ops::publish_member;
 use super::view::read_and_watch;
-use crate::store::record::{self, MemberRecord};
+use crate::store::HostId;
+use crate::store::record::MemberRecord;
 
 /// What the connecting side of a task needs; shared with the futures it spawns.
 #[derive(Debug)]
@@ -24,6 +25,8 @@ pub(super) struct Connector {
     pub(super) call_timeout: Duration,
     pub(super) ttl_secs: i64,
     pub(super) keys: Keys,
+    /// This host, to tell our node's records from another host's (see `publish_member`).
+    pub(super) host: Option<HostId>,
 }
 
 /// Why a call failed, as far as the task's next step is concerned.
@@ -193,12 +196,9 @@ pub(super) async fn establish(
 
     let mut kv = client.kv_client();
     if let Some(rec) = &member {
-        let put = kv.put(
-            cfg.keys.member.as_str(),
-            record::encode(rec),
-            Some(PutOptions::new().with_lease(id)),
-        );
-        call("publish member record", t, put)
+        // Not written if another host holds our node's key: the snapshot below shows its
+        // record, and the runtime refuses to go on.
+        publish_member(&mut kv, &cfg.keys.member, rec, cfg.host.as_ref(), id, t)
             .await
             .map_err(|e| fail(broken(e), current, lost))?;
     }

@@ -71,6 +71,7 @@ impl Store for EtcdStore {
             call_timeout: renew,
             ttl_secs: ttl_secs(spec.lease),
             keys: Keys::new(&self.prefix, &spec.group, &spec.node),
+            host: spec.host.clone(),
         });
         let task = GroupTask {
             renew,

@@ -4,14 +4,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, KvClient, PutOptions, Txn, TxnOp, TxnOpResponse};
 use tracing::{debug, info, warn};
 
 use super::connect::{CallError, Connector, broken, call};
 use super::task::GroupTask;
 use super::{Keys, SHUTDOWN_CALL_TIMEOUT};
-use crate::store::Op;
-use crate::store::record::{self, MaintenanceRecord};
+use crate::store::record::{self, MaintenanceRecord, MemberRecord};
+use crate::store::{HostId, Op, other_host};
 
 pub(super) enum Done {
     Campaigned(Option<u64>),
@@ -26,6 +26,7 @@ pub(super) fn start_op(op: Op, client: &Client, lease: i64, cfg: &Connector) -> 
     let mut kv = client.kv_client();
     let t = cfg.call_timeout;
     let keys = cfg.keys.clone();
+    let host = cfg.host.clone();
     Box::pin(async move {
         let result = match &op {
             Op::Campaign(rec) => {
@@ -67,16 +68,9 @@ pub(super) fn start_op(op: Op, client: &Client, lease: i64, cfg: &Connector) -> 
                     .await
                     .map(|_| Done::Released)
             }
-            Op::Publish(rec) => {
-                let put = kv.put(
-                    keys.member.as_str(),
-                    record::encode(rec),
-                    Some(PutOptions::new().with_lease(lease)),
-                );
-                call("publish member record", t, put)
-                    .await
-                    .map(|_| Done::Written)
-            }
+            Op::Publish(rec) => publish_member(&mut kv, &keys.member, rec, host.as_ref(), lease, t)
+                .await
+                .map(|_| Done::Written),
             Op::PutSwitchover(rec) => {
                 let put = kv.put(
                     keys.switchover.as_str(),
@@ -99,6 +93,71 @@ pub(super) fn start_op(op: Op, client: &Client, lease: i64, cfg: &Connector) -> 
         };
         (op, result)
     })
+}
+
+/// Whether [`publish_member`] wrote the record.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Published {
+    Written,
+    /// Another host's promd holds this node's member key (its host is given): not
+    /// overwritten. The group's view shows that record, and the runtime refuses to go on.
+    HeldBy(String),
+}
+
+/// Write our member record under `key`, bound to `lease`, unless another host's promd holds
+/// the key: a record under our node name from another host means two hosts share one `node`,
+/// and overwriting it would hide that (and let the two release each other's keys). A record
+/// of this host's earlier run, of an older promd without a host, or an unreadable one is
+/// overwritten. Every write is a compare-and-swap on what was read, so two hosts starting at
+/// once cannot both win; a few lost races in a row end as a broken call (the task reconnects).
+pub(super) async fn publish_member(
+    kv: &mut KvClient,
+    key: &str,
+    rec: &MemberRecord,
+    ours: Option<&HostId>,
+    lease: i64,
+    t: Duration,
+) -> Result<Published, CallError> {
+    let put = || {
+        TxnOp::put(
+            key,
+            record::encode(rec),
+            Some(PutOptions::new().with_lease(lease)),
+        )
+    };
+    // First: already ours (bound to our lease): the common case, one round trip.
+    let mut guard = Compare::lease(key, CompareOp::Equal, lease);
+    for _ in 0..4 {
+        let txn = Txn::new()
+            .when([guard])
+            .and_then([put()])
+            .or_else([TxnOp::get(key, None)]);
+        let answer = call("publish member record", t, kv.txn(txn)).await?;
+        if answer.succeeded() {
+            return Ok(Published::Written);
+        }
+        let found = answer.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Get(mut g) => g.take_kvs().into_iter().next(),
+            _ => None,
+        });
+        guard = match found {
+            // Nobody's: create it, unless someone does first.
+            None => Compare::create_revision(key, CompareOp::Equal, 0),
+            Some(kv) => {
+                if let Ok(other) = record::decode::<MemberRecord>(kv.value())
+                    && let Some(host) = other_host(other.host.as_deref(), ours)
+                {
+                    return Ok(Published::HeldBy(host.to_string()));
+                }
+                // Ours from an earlier run, an older promd's, or unreadable: replace exactly
+                // what we read.
+                Compare::mod_revision(key, CompareOp::Equal, kv.mod_revision())
+            }
+        };
+    }
+    Err(CallError::Broken(
+        "publish member record: the key kept changing under us".into(),
+    ))
 }
 
 /// Maintenance on: put the record, bound to no lease (it outlives this node). Off: delete the

@@ -144,15 +144,15 @@ impl GroupTask {
             Slot::Leader => {
                 touched.leader = true;
                 let term = u64::try_from(kv.create_revision()).unwrap_or(0);
-                let node = match record::decode::<LeaderRecord>(kv.value()) {
-                    Ok(rec) => rec.node,
+                let (node, host) = match record::decode::<LeaderRecord>(kv.value()) {
+                    Ok(rec) => (rec.node, rec.host),
                     Err(e) => {
                         // Still a leader: nobody may campaign while the key exists.
                         self.corrupt(&key, e.to_string());
-                        UNREADABLE_NODE.to_string()
+                        (UNREADABLE_NODE.to_string(), None)
                     }
                 };
-                view.leader = Some(Leader { node, term });
+                view.leader = Some(Leader { node, term, host });
             }
             Slot::Member(node) => {
                 touched.members = true;
