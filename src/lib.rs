@@ -12,6 +12,7 @@ pub mod config;
 pub mod core;
 pub mod dbus;
 pub mod health;
+pub mod hostlock;
 pub mod logging;
 pub mod migrate;
 pub mod notify;

@@ -8,6 +8,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 pub const ROLE_CHANGED: &str = "3ba961b1cce44bc28764c67b3a86f614";
 /// `MESSAGE_ID` of a self-fencing demotion (the lease could not be renewed in time).
 pub const FENCED: &str = "6801be7a5bd8432e81a5d9a284c9a924";
+/// `MESSAGE_ID` of promd refusing to run because another host uses its `node`.
+pub const NODE_CONFLICT: &str = "6bac36e13336432d8a9e674449559384";
 /// `MESSAGE_ID` of a configuration refused on reload (the running groups keep the old one).
 pub const CONFIG_REFUSED: &str = "7b805e0449d84e79966e10a5dcec46ec";
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use promd::config::{self, Config, StoreConfig};
+use promd::hostlock::{self, HostLock};
 use promd::logging;
 use promd::notify::Notifier;
 use promd::runtime::{self, Runtime};
@@ -115,6 +116,14 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // Before anything touches units or the store: a second promd on this host must not.
+    let _host_lock = match HostLock::acquire(std::path::Path::new(hostlock::LOCK_PATH)) {
+        Ok(lock) => lock,
+        Err(e) => {
+            logging::fatal(&format!("{e}\nrefusing to start"));
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let mut notifier = Notifier::from_env();
     check_watchdog(&config, &mut notifier);
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -128,9 +137,13 @@ fn run(path: &std::path::Path) -> ExitCode {
         }
     };
     match rt.block_on(serve(config, path.to_path_buf(), notifier)) {
-        Ok(()) => {
+        Ok(None) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
+        }
+        Ok(Some(why)) => {
+            logging::fatal(&format!("stopped every group and refusing to run: {why}"));
+            ExitCode::from(runtime::EXIT_REFUSED)
         }
         Err(e) => {
             logging::fatal(&format!("{e:#}"));
@@ -154,7 +167,7 @@ async fn serve(
     config: Config,
     config_path: std::path::PathBuf,
     notifier: Notifier,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<String>> {
     let store: Box<dyn Store> = match &config.store {
         StoreConfig::Etcd {
             endpoints,
@@ -192,8 +205,7 @@ async fn serve(
         }
         Err(e) => tracing::error!("cannot reach the system bus: {e}"),
     }
-    runtime.run().await?;
-    Ok(())
+    Ok(runtime.run().await?)
 }
 
 #[cfg(test)]

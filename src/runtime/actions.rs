@@ -53,6 +53,7 @@ impl Runtime {
                 v: FORMAT_VERSION,
                 node: self.node.clone(),
                 priority: g.cfg.priority,
+                host: self.host.as_ref().map(|h| h.as_str().to_string()),
             })),
             Action::Release { term } => send(StoreCommand::Release { term }),
             Action::Publish(m) => send(StoreCommand::Publish(MemberRecord {
@@ -62,6 +63,7 @@ impl Runtime {
                 eligible: m.eligible,
                 healthy: m.healthy,
                 role: m.role,
+                host: self.host.as_ref().map(|h| h.as_str().to_string()),
             })),
             Action::RequestSwitchover { to } => {
                 self.log(

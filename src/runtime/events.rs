@@ -3,7 +3,7 @@
 use super::{JobDone, Runtime};
 use crate::core::{Event, Member, Role};
 use crate::health::HealthResult;
-use crate::store::StoreEvent;
+use crate::store::{StoreEvent, other_host};
 use crate::watch::WatchEvent;
 
 impl Runtime {
@@ -38,18 +38,39 @@ impl Runtime {
                 self.log(i, tracing::Level::WARN, "store lease lost");
                 Event::LeaseLost
             }
-            StoreEvent::Leader(l) => Event::Leader(l.map(|l| (l.node, l.term))),
-            StoreEvent::Members(ms) => Event::Members(
-                ms.into_iter()
-                    .map(|m| Member {
-                        node: m.node,
-                        priority: m.priority,
-                        eligible: m.eligible,
-                        healthy: m.healthy,
-                        role: m.role,
-                    })
-                    .collect(),
-            ),
+            StoreEvent::Leader(l) => Event::Leader(l.map(|l| {
+                match other_host(l.host.as_deref(), self.host.as_ref()) {
+                    Some(other) if l.node == self.node => {
+                        let other = other.to_string();
+                        self.refuse_node_conflict(i, "the leader key", &other);
+                        // Not ours, whatever the name says: never released as a key of
+                        // ours from an earlier run.
+                        (format!("{} (machine {other})", l.node), l.term)
+                    }
+                    _ => (l.node, l.term),
+                }
+            })),
+            StoreEvent::Members(ms) => {
+                let conflict = ms.iter().find_map(|m| {
+                    other_host(m.host.as_deref(), self.host.as_ref())
+                        .filter(|_| m.node == self.node)
+                        .map(str::to_string)
+                });
+                if let Some(other) = conflict {
+                    self.refuse_node_conflict(i, "this node's member record", &other);
+                }
+                Event::Members(
+                    ms.into_iter()
+                        .map(|m| Member {
+                            node: m.node,
+                            priority: m.priority,
+                            eligible: m.eligible,
+                            healthy: m.healthy,
+                            role: m.role,
+                        })
+                        .collect(),
+                )
+            }
             StoreEvent::Switchover(s) => Event::Switchover(s.map(|s| s.to)),
             StoreEvent::Campaigned(t) => Event::Campaigned(t),
             StoreEvent::Released => Event::Released,

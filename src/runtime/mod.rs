@@ -21,11 +21,16 @@ use crate::config::{Config, GroupConfig};
 use crate::core::{Event, GroupMachine, GroupParams, Job, Mono, Timing};
 use crate::dbus::{CallRequest, DbusService};
 use crate::health::HealthResult;
+use crate::logging;
 use crate::notify::Notifier;
-use crate::store::{GroupSession, GroupSpec, Progress, Store, StoreEvent};
+use crate::store::{GroupSession, GroupSpec, HostId, Progress, Store, StoreEvent};
 use crate::systemd::{Closure, Systemd};
 use crate::watch::WatchEvent;
 use calls::{Pending, recv_call};
+
+/// promd's exit status when it refuses to go on at run time (another host uses its `node`):
+/// `EX_CONFIG`, which `promd.service` lists in `RestartPreventExitStatus=`.
+pub const EXIT_REFUSED: u8 = 78;
 
 /// Where the units' environment files go.
 pub const RUN_DIR: &str = "/run/promd";
@@ -64,6 +69,12 @@ struct Group {
 pub struct Runtime {
     origin: Instant,
     node: String,
+    /// This host, written into our store records: how a record under our `node` from
+    /// another host is told from one of this host's earlier runs.
+    host: Option<HostId>,
+    /// Why promd refuses to go on (another host uses this `node`): it stops every group and
+    /// exits with [`EXIT_REFUSED`].
+    refused: Option<String>,
     run_dir: PathBuf,
     groups: Vec<Group>,
     systemd: Systemd,
@@ -104,9 +115,21 @@ impl Runtime {
         let (units_tx, units_rx) = mpsc::unbounded_channel();
         let (watch_tx, watch_rx) = mpsc::unbounded_channel();
         let (health_tx, health_rx) = mpsc::unbounded_channel();
+        let host = match HostId::of_this_host() {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(
+                    "no machine-id ({e}): another host configured with node {} would go undetected",
+                    config.node
+                );
+                None
+            }
+        };
         let mut runtime = Runtime {
             origin: Instant::now(),
             node: config.node.clone(),
+            host,
+            refused: None,
             run_dir: PathBuf::from(RUN_DIR),
             groups: Vec::new(),
             systemd,
@@ -143,6 +166,7 @@ impl Runtime {
         let spec = GroupSpec {
             group: cfg.name.clone(),
             node: self.node.clone(),
+            host: self.host.clone(),
             lease: cfg.lease,
             progress: progress.clone(),
         };
@@ -182,8 +206,10 @@ impl Runtime {
         Mono(at.saturating_duration_since(self.origin))
     }
 
-    /// Serve until SIGTERM (or SIGINT) has been handled for every group.
-    pub async fn run(mut self) -> std::io::Result<()> {
+    /// Serve until SIGTERM (or SIGINT) has been handled for every group. `Ok(Some(why))`:
+    /// promd refused to go on (another host uses this `node`) and stopped every group; it
+    /// must exit with [`EXIT_REFUSED`].
+    pub async fn run(mut self) -> std::io::Result<Option<String>> {
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sighup = signal(SignalKind::hangup())?;
@@ -244,7 +270,7 @@ impl Runtime {
             self.publish();
         }
         self.finish_store_tasks().await;
-        Ok(())
+        Ok(self.refused.take())
     }
 
     /// Wait for every store task to carry out its shutdown (release, revoke, member record),
@@ -269,6 +295,35 @@ impl Runtime {
 
     fn terminate(&mut self) {
         tracing::info!("SIGTERM: handing over every group and stopping");
+        self.stop_all_groups();
+    }
+
+    /// Another host's promd uses this host's `node` (its record says so): two promd under one
+    /// name would take each other's records for their own and release each other's keys.
+    /// Refuse, loudly: stop every group as on SIGTERM, then exit [`EXIT_REFUSED`] (which the
+    /// shipped unit does not restart). Whichever of the two finds the other first refuses.
+    fn refuse_node_conflict(&mut self, i: usize, what: &str, other: &str) {
+        if self.refused.is_some() {
+            return;
+        }
+        let why = format!(
+            "node {} is in use by another host: {what} was written by the promd on machine {other} \
+             (this host is {}); each host needs its own `node` in promd.toml",
+            self.node,
+            self.host.as_ref().map_or("unknown", |h| h.as_str()),
+        );
+        self.log(i, tracing::Level::ERROR, &why);
+        tracing::error!(
+            MESSAGE_ID = logging::NODE_CONFLICT,
+            "refusing to run: {why}"
+        );
+        self.refused = Some(why);
+        if !self.stopping {
+            self.stop_all_groups();
+        }
+    }
+
+    fn stop_all_groups(&mut self) {
         self.stopping = true;
         self.notifier.stopping();
         self.replacing.clear();
