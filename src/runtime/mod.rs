@@ -312,10 +312,11 @@ impl Runtime {
             self.node,
             self.host.as_ref().map_or("unknown", |h| h.as_str()),
         );
-        self.log(i, tracing::Level::ERROR, &why);
         tracing::error!(
             MESSAGE_ID = logging::NODE_CONFLICT,
-            "refusing to run: {why}"
+            PROMD_NODE = %self.node,
+            PROMD_GROUP = %self.groups[i].cfg.name,
+            "refusing to run: {why}; stopping every group"
         );
         self.refused = Some(why);
         if !self.stopping {
