@@ -2,12 +2,16 @@
 //! hosts (nspawn containers) with a real 3-member etcd cluster and a 4 s lease: units that
 //! refuse a manual stop, that fail or are skipped at start, that leave TERM-ignoring children
 //! behind, services pulled in by services, targets of targets, a missing wanted unit, a health
-//! restart still in flight at a failover, a service stopped or started by hand, and a stop that
-//! drains longer than the lease.
+//! restart still in flight at a failover, a service stopped or started by hand, a stop that
+//! drains longer than the lease, a socket whose connection starts a service (the port listens
+//! on the active host only), a tmpfs `.mount` of the role (mounted on the active host only),
+//! and a `Type=notify` unit that never sends READY on one host (its start timeout is a
+//! failure there).
 //!
 //! Each test checks what an operator would check on the hosts: `systemctl`, `busctl`,
-//! `promctl`, `etcdctl`, the journal, the processes in a unit's cgroup, and the run spans the
-//! span-recording units write on the one clock the hosts share.
+//! `promctl`, `etcdctl`, the journal, the processes in a unit's cgroup, `ss`, `findmnt` and
+//! `mountpoint`, and the run spans the span-recording units write on the one clock the hosts
+//! share.
 
 mod support;
 
@@ -291,6 +295,12 @@ fn refuse_manual_stop_on_every_host_still_elects_one() {
 /// on n2: it counts the failure, fails over, and never says active with web.service down for
 /// longer than the restart handling takes.
 fn a_failing_start_on_n2_fails_over(dropin: &str) {
+    a_failing_start_on_n2_fails_over_within(dropin, Duration::ZERO)
+}
+
+/// Like [`a_failing_start_on_n2_fails_over`], for a start that fails only after `start_time`
+/// (a start timeout): the restart in place takes that long again before it fails too.
+fn a_failing_start_on_n2_fails_over_within(dropin: &str, start_time: Duration) {
     let backoff = Duration::from_millis(200);
     let n2 = 1;
     let (_net, _etcd, c) = boot(
@@ -311,7 +321,7 @@ fn a_failing_start_on_n2_fails_over(dropin: &str) {
     eprintln!("promctl promote web on n2: {}", describe(&out));
 
     // Restart handling: two starts with the backoff between them, and slack for a busy machine.
-    let handling = backoff * 2 + Duration::from_secs(4);
+    let handling = backoff * 2 + start_time + Duration::from_secs(4);
     let start = Instant::now();
     let mut down_since: Option<Instant> = None;
     let mut longest = Duration::ZERO;
@@ -348,7 +358,7 @@ fn a_failing_start_on_n2_fails_over(dropin: &str) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    eprintln!("n2 states: {samples:?}");
+    eprintln!("n2 states: {samples:?}; longest active with web.service down: {longest:?}");
 
     // End state: one other host active and running web; n2 failed, the failure counted.
     let b = c.wait_one_active(Some(n2), Duration::from_secs(10));
@@ -357,6 +367,17 @@ fn a_failing_start_on_n2_fails_over(dropin: &str) {
         role(h) == quoted("failed")
     });
     assert!(failures(h) >= 1, "n2 counted the failure");
+    let j = h.journal(&[
+        "-u",
+        "promd",
+        "-o",
+        "cat",
+        "--since",
+        &format!("@{}", t0 / 1_000_000_000),
+    ]);
+    for said in ["restarting web.service in place", "failing over to"] {
+        assert!(j.contains(said), "n2's promd never said {said:?}:\n{j}");
+    }
     assert!(!h.is_active("web.service"));
     assert_eq!(role(&c.hosts[b]), quoted("active"));
     assert!(c.start_after(b, t0) >= t0);
@@ -755,4 +776,270 @@ fn a_drain_stop_outlives_no_lease() {
     c.wait_promd_back(a, pid);
     c.check_history();
     remove_slow_stop(&c);
+}
+
+/// The units promd says the role has on `h` (its start-up line "the role's units (...): A B
+/// C; ..."), the last time it said so.
+fn said_closure(h: &Host) -> Vec<String> {
+    let j = h.journal(&["-u", "promd", "-o", "cat"]);
+    let line = j
+        .lines()
+        .rev()
+        .find(|l| l.contains("the role's units"))
+        .unwrap_or_else(|| panic!("{}: promd never said the role's units:\n{j}", h.name()));
+    let names = line.split_once("): ").map_or("", |(_, rest)| rest);
+    let names = names.split(';').next().unwrap_or("");
+    names.split_whitespace().map(str::to_string).collect()
+}
+
+/// Waits until every host has said which units the role has, and checks that `units` are
+/// among them.
+fn assert_closure_has(c: &Cluster, units: &[&str]) {
+    for h in &c.hosts {
+        hosts::wait_until(
+            Duration::from_secs(10),
+            "promd said the role's units",
+            || {
+                h.journal(&["-u", "promd", "-o", "cat"])
+                    .contains("the role's units")
+            },
+        );
+        let said = said_closure(h);
+        for u in units {
+            assert!(
+                said.iter().any(|s| s == u),
+                "{}: {u} is not among the role's units {said:?}",
+                h.name()
+            );
+        }
+    }
+}
+
+const SOCKET_PORT: u16 = 8089;
+
+/// web.socket (ListenStream on the host's own loopback) whose connections start
+/// web-sock.service (`Accept=no`: one service takes the listening socket).
+fn socket_units(spec: &mut HostSpec) {
+    spec.file(
+        &format!("{UNITS}/web-active.target"),
+        "[Unit]\nDescription=web: active\nWants=web.service web.socket\nConflicts=web-passive.target\n",
+    );
+    spec.file(
+        &format!("{UNITS}/web.socket"),
+        format!(
+            "[Unit]\nDescription=web: socket (promd tests)\n\
+             [Socket]\nListenStream=127.0.0.1:{SOCKET_PORT}\nService=web-sock.service\n"
+        ),
+    );
+    spec.file(
+        &format!("{UNITS}/web-sock.service"),
+        "[Unit]\nDescription=web: started by a connection (promd tests)\n\
+         [Service]\nExecStart=/usr/bin/sleep infinity\n",
+    );
+}
+
+/// Whether anything on `h` listens on TCP `port` (`ss -ltn` inside the host).
+fn listens(h: &Host, port: u16) -> bool {
+    let filter = format!("sport = :{port}");
+    let out = h.run_ok(&["ss", "-ltnH", &filter]);
+    !out.trim().is_empty()
+}
+
+fn loopback(port: u16) -> std::net::SocketAddrV4 {
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, port)
+}
+
+/// Whether neither the socket nor the service it started is up on `h`, and nothing listens
+/// on the port.
+fn socket_down(h: &Host) -> bool {
+    !h.is_active("web.socket") && !h.is_active("web-sock.service") && !listens(h, SOCKET_PORT)
+}
+
+/// The old host stopped listening before another one took over (checked once the new host
+/// runs web.service): neither unit is up there, nothing listens, a connection is refused.
+fn assert_socket_gone(h: &Host, what: &str) {
+    assert!(
+        socket_down(h),
+        "{what}: {} still has web.socket {}, web-sock.service {}, a listener {}",
+        h.name(),
+        h.unit_state("web.socket"),
+        h.unit_state("web-sock.service"),
+        listens(h, SOCKET_PORT)
+    );
+    assert!(
+        !h.can_connect(loopback(SOCKET_PORT), Duration::from_secs(5)),
+        "{what}: {} still accepts connections on port {SOCKET_PORT}",
+        h.name()
+    );
+}
+
+/// On the active host `a`: the socket listens there only, and a connection starts the service.
+fn socket_serves_on(c: &Cluster, a: usize, what: &str) {
+    let h = &c.hosts[a];
+    wait_runs_only_on(c, "web.socket", a);
+    for (i, other) in c.hosts.iter().enumerate() {
+        assert_eq!(
+            listens(other, SOCKET_PORT),
+            i == a,
+            "{what}: {} listening on port {SOCKET_PORT}",
+            other.name()
+        );
+    }
+    assert!(
+        !h.is_active("web-sock.service"),
+        "{what}: nothing connected yet"
+    );
+    assert!(
+        h.can_connect(loopback(SOCKET_PORT), Duration::from_secs(5)),
+        "{what}: {} does not accept a connection",
+        h.name()
+    );
+    hosts::wait_until(
+        Duration::from_secs(10),
+        &format!("{what}: the connection started web-sock.service"),
+        || h.is_active("web-sock.service"),
+    );
+}
+
+#[test]
+fn a_socket_activated_service_listens_on_the_active_host_only() {
+    let (_net, _etcd, c) = boot("", |_, spec| socket_units(spec));
+    let a = c.wait_one_active(None, Duration::from_secs(30));
+    wait_roles(&c, a, Duration::from_secs(10));
+    assert_closure_has(&c, &["web.service", "web.socket", "web-sock.service"]);
+    socket_serves_on(&c, a, "start-up");
+
+    // Switchover: the old host stops listening and the service its connection started.
+    let b = (a + 1) % 3;
+    let out = promctl(&c.hosts[b], &["promote", "web"]);
+    assert!(
+        out.status.success(),
+        "promctl promote web: {}",
+        describe(&out)
+    );
+    assert_eq!(c.wait_one_active(Some(a), Duration::from_secs(10)), b);
+    assert_socket_gone(&c.hosts[a], "switchover");
+    socket_serves_on(&c, b, "after the switchover");
+
+    // kill -9 promd on the active host: the binding and the fence take both down.
+    let pid = c.promd_pid(b);
+    c.hosts[b].signal(pid, Signal::SIGKILL);
+    let n = c.wait_one_active(Some(b), FAILOVER_BOUND + Duration::from_secs(10));
+    assert_socket_gone(&c.hosts[b], "kill -9");
+    socket_serves_on(&c, n, "after kill -9");
+    // promd comes back passive on the old host, and does not listen there.
+    c.wait_promd_back(b, pid);
+    assert_socket_gone(&c.hosts[b], "promd back");
+    assert_eq!(running(&c, "web.socket"), vec![n]);
+    c.check_history();
+}
+
+const CACHE: &str = "/srv/web-cache";
+
+/// Whether `path` is a mount point on `h` (`mountpoint -q`), and if so of a tmpfs.
+fn mounted(h: &Host, path: &str) -> bool {
+    let out = h.exec(&["findmnt", "-n", "-o", "FSTYPE", "--mountpoint", path]);
+    let fstype = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let is_mountpoint = h.exec(&["mountpoint", "-q", path]).status.success();
+    assert_eq!(
+        is_mountpoint,
+        out.status.success(),
+        "{}: mountpoint and findmnt disagree on {path}",
+        h.name()
+    );
+    if is_mountpoint {
+        assert_eq!(fstype, "tmpfs", "{}: {path}", h.name());
+    }
+    is_mountpoint
+}
+
+/// The old host unmounted `CACHE` before another one took over (checked once the new host
+/// runs web.service).
+fn assert_unmounted(h: &Host, what: &str) {
+    assert!(
+        !mounted(h, CACHE),
+        "{what}: {CACHE} still mounted on {} after another host took over",
+        h.name()
+    );
+}
+
+/// Waits until `CACHE` is mounted on host `a` and on no other.
+fn wait_mounted_only_on(c: &Cluster, a: usize, what: &str) {
+    let on = || -> Vec<usize> {
+        (0..c.hosts.len())
+            .filter(|&i| mounted(&c.hosts[i], CACHE))
+            .collect()
+    };
+    hosts::wait_until(
+        Duration::from_secs(15),
+        &format!("{what}: {CACHE} mounted on {} only", c.hosts[a].name()),
+        || on() == vec![a],
+    );
+}
+
+#[test]
+fn a_tmpfs_mount_of_the_role_is_mounted_on_the_active_host_only() {
+    const MOUNT_UNIT: &str = "srv-web\\x2dcache.mount";
+    let (_net, _etcd, c) = boot("", |_, spec| {
+        spec.file(
+            &format!("{UNITS}/web-active.target"),
+            format!(
+                "[Unit]\nDescription=web: active\nWants=web.service\nRequiresMountsFor={CACHE}\n\
+                 Conflicts=web-passive.target\n"
+            ),
+        );
+        spec.file(
+            &format!("{UNITS}/{MOUNT_UNIT}"),
+            format!(
+                "[Unit]\nDescription=web: cache (promd tests)\n\
+                 [Mount]\nWhat=tmpfs\nWhere={CACHE}\nType=tmpfs\nOptions=size=1m,mode=0755\n"
+            ),
+        );
+    });
+    let a = c.wait_one_active(None, Duration::from_secs(30));
+    wait_roles(&c, a, Duration::from_secs(10));
+    assert_closure_has(&c, &["web.service", MOUNT_UNIT]);
+    wait_mounted_only_on(&c, a, "start-up");
+    assert!(c.hosts[a].is_active(MOUNT_UNIT));
+
+    // Switchover.
+    let b = (a + 1) % 3;
+    let out = promctl(&c.hosts[b], &["promote", "web"]);
+    assert!(
+        out.status.success(),
+        "promctl promote web: {}",
+        describe(&out)
+    );
+    assert_eq!(c.wait_one_active(Some(a), Duration::from_secs(10)), b);
+    assert_unmounted(&c.hosts[a], "switchover");
+    wait_mounted_only_on(&c, b, "switchover");
+
+    // Cut the active host off: it fences itself and unmounts; the new host mounts.
+    c.hosts[b].cut();
+    let n = c.wait_one_active(Some(b), FAILOVER_BOUND + Duration::from_secs(10));
+    assert_unmounted(&c.hosts[b], "cut");
+    wait_mounted_only_on(&c, n, "cut");
+    c.hosts[b].heal();
+
+    // kill -9 promd on the active host: the binding unmounts at once.
+    let pid = c.promd_pid(n);
+    c.hosts[n].signal(pid, Signal::SIGKILL);
+    let m = c.wait_one_active(Some(n), FAILOVER_BOUND + Duration::from_secs(10));
+    assert_unmounted(&c.hosts[n], "kill -9");
+    wait_mounted_only_on(&c, m, "kill -9");
+    c.wait_promd_back(n, pid);
+    wait_mounted_only_on(&c, m, "promd back on the old host");
+    c.check_history();
+}
+
+#[test]
+fn a_notify_unit_that_never_gets_ready_fails_over() {
+    let start_timeout = Duration::from_secs(3);
+    a_failing_start_on_n2_fails_over_within(
+        &format!(
+            "[Service]\nType=notify\nNotifyAccess=main\nTimeoutStartSec={}s\n",
+            start_timeout.as_secs()
+        ),
+        start_timeout,
+    );
 }
