@@ -6,7 +6,8 @@
 //! - [`systemd`], [`notify`], [`logging`]: the other drivers;
 //! - [`runtime`]: the event loop that feeds driver events to the machines and carries out
 //!   their actions;
-//! - [`config`][]: `/etc/promd/promd.toml`.
+//! - [`config`][]: `/etc/promd/promd.toml`; [`running`]: what the running promd was started
+//!   with, for `promd check-config --reload`.
 
 pub mod config;
 pub mod core;
@@ -16,6 +17,7 @@ pub mod hostlock;
 pub mod logging;
 pub mod migrate;
 pub mod notify;
+pub mod running;
 pub mod runtime;
 pub mod store;
 pub mod systemd;

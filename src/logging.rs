@@ -30,6 +30,30 @@ pub fn fatal(lines: &str) {
     }
 }
 
+/// Syslog priorities for [`stderr_lines`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// `err` (3).
+    Error = 3,
+    /// `warning` (4).
+    Warning = 4,
+    /// `notice` (5).
+    Notice = 5,
+}
+
+/// Print `lines` to stderr as they are, each with a `<N>` priority prefix when stderr is the
+/// journal (as under `ExecReload=`), so that `journalctl -p` ranks them.
+pub fn stderr_lines(priority: Priority, lines: &str) {
+    let prefix = if under_journald() {
+        format!("<{}>", priority as u8)
+    } else {
+        String::new()
+    };
+    for line in lines.lines() {
+        eprintln!("{prefix}{line}");
+    }
+}
+
 /// Install the global subscriber. `PROMD_LOG` (EnvFilter syntax) sets the level; default info.
 pub fn init() {
     let filter = EnvFilter::try_from_env("PROMD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));

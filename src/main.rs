@@ -1,14 +1,15 @@
-//! `promd`: the agent. `promd [--config PATH]`, `promd check-config [PATH]`, `promd fence`,
-//! `promd --version`.
+//! `promd`: the agent. `promd [--config PATH]`, `promd check-config [--reload] [PATH]`,
+//! `promd fence`, `promd --version`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use promd::config::{self, Config, StoreConfig};
 use promd::hostlock::{self, HostLock};
-use promd::logging;
+use promd::logging::{self, Priority};
 use promd::notify::Notifier;
-use promd::runtime::{self, Runtime};
+use promd::running::{self, Found};
+use promd::runtime::{self, RUN_DIR, Runtime};
 use promd::store::Store;
 use promd::store::dir::DirStore;
 use promd::store::etcd::EtcdStore;
@@ -18,11 +19,16 @@ use promd::systemd::Systemd;
 const EXIT_CONFIG: u8 = 78;
 const EXIT_USAGE: u8 = 2;
 
-const USAGE: &str = "usage: promd [--config PATH]\n       promd check-config [PATH]\n       promd fence\n       promd --version";
+const USAGE: &str = "usage: promd [--config PATH]\n       promd check-config [--reload] [PATH]\n       promd fence\n       promd --version";
 
 enum Command {
     Run(PathBuf),
-    Check(PathBuf),
+    /// `check-config [--reload] [PATH]`; `reload`: refuse what the running promd cannot
+    /// reload (`ExecReload=` uses it), rather than only noting it.
+    Check {
+        path: PathBuf,
+        reload: bool,
+    },
     Fence,
     Version,
     Help,
@@ -35,11 +41,30 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
         [flag] if flag == "--version" || flag == "-V" => Ok(Command::Version),
         [flag] if flag == "--help" || flag == "-h" => Ok(Command::Help),
         [flag, path] if flag == "--config" || flag == "-c" => Ok(Command::Run(path.into())),
-        [cmd] if cmd == "check-config" => Ok(Command::Check(default())),
         [cmd] if cmd == "fence" => Ok(Command::Fence),
-        [cmd, path] if cmd == "check-config" => Ok(Command::Check(path.into())),
+        [cmd, rest @ ..] if cmd == "check-config" => {
+            parse_check(rest).ok_or_else(|| format!("unexpected arguments: {}", args.join(" ")))
+        }
         _ => Err(format!("unexpected arguments: {}", args.join(" "))),
     }
+}
+
+/// `check-config`'s own arguments: `--reload` and a path, each at most once, in any order.
+fn parse_check(args: &[String]) -> Option<Command> {
+    let mut reload = false;
+    let mut path = None;
+    for arg in args {
+        match arg.as_str() {
+            "--reload" if !reload => reload = true,
+            a if a.starts_with('-') => return None,
+            a if path.is_none() => path = Some(PathBuf::from(a)),
+            _ => return None,
+        }
+    }
+    Some(Command::Check {
+        path: path.unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH)),
+        reload,
+    })
 }
 
 fn main() -> ExitCode {
@@ -53,21 +78,7 @@ fn main() -> ExitCode {
             println!("{USAGE}");
             ExitCode::SUCCESS
         }
-        Ok(Command::Check(path)) => match config::load(&path) {
-            Ok(cfg) => {
-                println!(
-                    "{}: ok ({} group{})",
-                    path.display(),
-                    cfg.groups.len(),
-                    if cfg.groups.len() == 1 { "" } else { "s" }
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(EXIT_USAGE)
-            }
-        },
+        Ok(Command::Check { path, reload }) => check(&path, reload, Path::new(RUN_DIR)),
         Ok(Command::Fence) => fence(),
         Ok(Command::Run(path)) => run(&path),
         Err(e) => {
@@ -75,6 +86,71 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
     }
+}
+
+/// `promd check-config [--reload] PATH`: everything that would make promd refuse the file at
+/// start-up, and, compared with the running promd's record in `run_dir`, what a reload could
+/// not apply (`node`, `[store]`): refused with `--reload`, noted without.
+fn check(path: &Path, reload: bool, run_dir: &Path) -> ExitCode {
+    let (cfg, text) = match config::load_source(path) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            logging::stderr_lines(Priority::Error, &e.to_string());
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let origin = path.display().to_string();
+    // Without a record of a live promd there is nothing to compare with; promd itself still
+    // refuses a reload that changes `node` or `[store]`.
+    let not_compared = |why: String| {
+        if reload {
+            logging::stderr_lines(
+                Priority::Notice,
+                &format!("{origin}: note: not compared with a running promd: {why}"),
+            );
+        }
+    };
+    match running::read(run_dir) {
+        Ok(Found::Running(record)) => {
+            if let Some(changes) = config::restart_needed(&record.fixed, &cfg, &text, &origin) {
+                let pid = record.pid;
+                if reload {
+                    logging::stderr_lines(
+                        Priority::Error,
+                        &format!(
+                            "{changes}\n{origin}: reload refused: the running promd (pid {pid}) \
+                             keeps its configuration; `systemctl restart promd` applies this file"
+                        ),
+                    );
+                    return ExitCode::from(EXIT_USAGE);
+                }
+                logging::stderr_lines(
+                    Priority::Notice,
+                    &format!(
+                        "{}\n{origin}: note: valid, but the running promd (pid {pid}) would \
+                         refuse it on `systemctl reload promd`; it needs `systemctl restart promd`",
+                        changes.notes()
+                    ),
+                );
+            }
+        }
+        Ok(Found::Absent) => not_compared(format!(
+            "{} does not exist",
+            run_dir.join(running::RECORD_FILE).display()
+        )),
+        Ok(Found::Stale(record)) => not_compared(format!(
+            "the promd that wrote {} (pid {}) is gone",
+            run_dir.join(running::RECORD_FILE).display(),
+            record.pid
+        )),
+        Err(e) => not_compared(e.to_string()),
+    }
+    println!(
+        "{origin}: ok ({} group{})",
+        cfg.groups.len(),
+        if cfg.groups.len() == 1 { "" } else { "s" }
+    );
+    ExitCode::SUCCESS
 }
 
 /// `ExecStopPost=promd fence`: when promd is gone, however it went, SIGKILL every unit bound
@@ -193,6 +269,13 @@ async fn serve(
             StoreConfig::Dir { path } => format!("dir {}", path.display()),
         }
     );
+    // Before READY=1: `promd check-config --reload` (ExecReload=) compares with it.
+    if let Err(e) = running::write(Path::new(RUN_DIR), &config_path, &config) {
+        tracing::warn!(
+            "{e}: `systemctl reload promd` cannot check beforehand that `node` and [store] are \
+             unchanged (promd still refuses such a reload itself)"
+        );
+    }
     let mut runtime = Runtime::new(config, config_path, store, systemd, notifier);
     // D-Bus is for observing and steering; promd does its job without it.
     match zbus::Connection::system().await {
@@ -213,6 +296,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn check_refuses_with_reload_what_the_running_promd_cannot_reload() {
+        let run = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("promd.toml");
+        std::fs::write(&file, "node = \"a\"\n").unwrap();
+        // No record: nothing to compare with; both modes pass.
+        assert_eq!(check(&file, true, run.path()), ExitCode::SUCCESS);
+        // This test process stands for the running promd.
+        let running = config::load(&file).unwrap();
+        running::write(run.path(), &file, &running).unwrap();
+        assert_eq!(check(&file, true, run.path()), ExitCode::SUCCESS);
+        std::fs::write(&file, "node = \"b\"\n").unwrap();
+        assert_eq!(check(&file, false, run.path()), ExitCode::SUCCESS, "a note");
+        assert_eq!(check(&file, true, run.path()), ExitCode::from(EXIT_USAGE));
+        // A file that start-up would refuse is refused in both modes.
+        std::fs::write(&file, "node = \"a\"\nbogus = 1\n").unwrap();
+        assert_eq!(check(&file, false, run.path()), ExitCode::from(EXIT_USAGE));
+        assert_eq!(check(&file, true, run.path()), ExitCode::from(EXIT_USAGE));
+    }
+
+    #[test]
     fn arguments() {
         let a = |s: &[&str]| parse_args(&s.iter().map(|x| x.to_string()).collect::<Vec<_>>());
         assert!(
@@ -221,12 +325,28 @@ mod tests {
         assert!(
             matches!(a(&["--config", "/x.toml"]), Ok(Command::Run(p)) if p == std::path::Path::new("/x.toml"))
         );
-        assert!(matches!(a(&["check-config"]), Ok(Command::Check(_))));
         assert!(
-            matches!(a(&["check-config", "/y"]), Ok(Command::Check(p)) if p == std::path::Path::new("/y"))
+            matches!(a(&["check-config"]), Ok(Command::Check { path, reload: false }) if path == Path::new("/etc/promd/promd.toml"))
+        );
+        assert!(
+            matches!(a(&["check-config", "/y"]), Ok(Command::Check { path, reload: false }) if path == Path::new("/y"))
+        );
+        for args in [
+            &["check-config", "--reload", "/y"],
+            &["check-config", "/y", "--reload"],
+        ] {
+            assert!(
+                matches!(a(args), Ok(Command::Check { path, reload: true }) if path == Path::new("/y")),
+                "{args:?}"
+            );
+        }
+        assert!(
+            matches!(a(&["check-config", "--reload"]), Ok(Command::Check { path, reload: true }) if path == Path::new("/etc/promd/promd.toml"))
         );
         assert!(matches!(a(&["--version"]), Ok(Command::Version)));
         assert!(a(&["--bogus"]).is_err());
         assert!(a(&["check-config", "a", "b"]).is_err());
+        assert!(a(&["check-config", "--reload", "--reload"]).is_err());
+        assert!(a(&["check-config", "--strict"]).is_err());
     }
 }

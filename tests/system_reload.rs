@@ -183,3 +183,114 @@ fn reload_applies_valid_changes_and_refuses_invalid_ones() {
     assert_eq!(prio.trim(), "i 150");
     assert_eq!(h.pid_on_machine("promd"), Some(pid));
 }
+
+fn node_property(h: &Host) -> String {
+    h.run_ok(&[
+        "busctl",
+        "get-property",
+        "org.promd1",
+        "/org/promd1",
+        "org.promd1.Manager",
+        "Node",
+    ])
+    .trim()
+    .to_owned()
+}
+
+/// `node` (like `[store]`) cannot change on a reload. `systemctl reload promd` says so and
+/// fails, before promd is even signalled (ExecReload= runs `promd check-config --reload`); the
+/// daemon keeps running as it was; `systemctl restart promd` applies the file.
+#[test]
+fn a_reload_that_changes_node_fails_visibly_and_a_restart_applies_it() {
+    let net = Net::new(1);
+    let spans = tempfile::tempdir().unwrap();
+    let h = boot(&net, spans.path());
+    hosts::wait_until(Duration::from_secs(20), "web active", || {
+        h.is_active("web.service")
+    });
+    let pid = h.pid_on_machine("promd").expect("promd");
+    assert_eq!(node_property(&h), "s \"solo\"");
+    let record = h.read_file("/run/promd/running.json").expect("the record");
+    assert!(record.contains("\"node\": \"solo\""), "{record}");
+
+    let renamed = config(&[WEB]).replace("node = \"solo\"", "node = \"solo2\"");
+    h.write_file("/etc/promd/promd.toml", &renamed);
+    let out = h.exec(&["systemctl", "reload", "promd"]);
+    assert!(
+        !out.status.success(),
+        "systemctl reload fails: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = "/etc/promd/promd.toml:1:8: `node` = \"solo2\" but the running promd is node \
+                    \"solo\": a reload cannot change it; apply it with `systemctl restart promd`";
+    hosts::wait_until(Duration::from_secs(5), "the refusal in the journal", || {
+        h.journal(&["-u", "promd"]).contains(expected)
+    });
+    // As an operator sees it: at priority err, and in `systemctl status`.
+    let errors = h.journal(&["-u", "promd", "-p", "err"]);
+    assert!(errors.contains(expected), "{errors}");
+    assert!(
+        errors.contains("reload refused: the running promd"),
+        "{errors}"
+    );
+    let status = h.exec(&["systemctl", "status", "--no-pager", "-n", "20", "promd"]);
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("`node` = \"solo2\""),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+    // promd was not signalled, and runs on as node solo.
+    assert!(
+        !h.journal(&["-u", "promd"])
+            .contains("reload refused: keeping the running configuration"),
+        "the daemon never saw the file"
+    );
+    assert_eq!(h.pid_on_machine("promd"), Some(pid));
+    assert_eq!(h.unit_state("promd.service"), "active");
+    assert_eq!(node_property(&h), "s \"solo\"");
+    assert!(h.is_active("web.service"));
+    assert_eq!(web_starts(&h), 1);
+
+    // Checking the file by hand, as before a restart: valid, with a note.
+    let check = h.exec(&["promd", "check-config"]);
+    assert!(check.status.success(), "{check:?}");
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        stderr.contains("/etc/promd/promd.toml:1:8: note: `node` = \"solo2\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("needs `systemctl restart promd`"),
+        "{stderr}"
+    );
+
+    // The last line of defence: a SIGHUP that skips the check is refused by promd itself.
+    h.run_ok(&["systemctl", "kill", "--kill-who=main", "-s", "HUP", "promd"]);
+    hosts::wait_until(Duration::from_secs(5), "promd refuses by itself", || {
+        h.journal(&["-u", "promd"])
+            .contains("reload refused: keeping the running configuration")
+    });
+    assert_eq!(node_property(&h), "s \"solo\"");
+    assert_eq!(h.pid_on_machine("promd"), Some(pid));
+
+    // A restart applies it, and the record follows.
+    h.run_ok(&["systemctl", "restart", "promd"]);
+    hosts::wait_until(Duration::from_secs(20), "promd runs as solo2", || {
+        h.exec(&[
+            "busctl",
+            "get-property",
+            "org.promd1",
+            "/org/promd1",
+            "org.promd1.Manager",
+            "Node",
+        ])
+        .stdout
+        .starts_with(b"s \"solo2\"")
+    });
+    hosts::wait_until(Duration::from_secs(20), "web active again", || {
+        h.is_active("web.service")
+    });
+    let record = h.read_file("/run/promd/running.json").expect("the record");
+    assert!(record.contains("\"node\": \"solo2\""), "{record}");
+    assert!(h.exec(&["systemctl", "reload", "promd"]).status.success());
+}

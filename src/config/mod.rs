@@ -7,6 +7,7 @@
 //! The module is split by job: `names` holds the name rules shared with other modules,
 //! `validate` walks the document section by section, and `values` checks single keys.
 
+mod fixed;
 mod names;
 mod validate;
 mod values;
@@ -14,6 +15,7 @@ mod values;
 #[cfg(test)]
 mod tests;
 
+pub use fixed::{Fixed, RESTART_HINT, restart_needed};
 pub use names::{valid_group_name, valid_node_name, valid_unit_name};
 use validate::Checker;
 
@@ -21,6 +23,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use toml::de::DeTable;
 
 pub const DEFAULT_PATH: &str = "/etc/promd/promd.toml";
@@ -32,7 +35,8 @@ pub struct Config {
     pub groups: Vec<GroupConfig>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum StoreConfig {
     Etcd {
         endpoints: Vec<String>,
@@ -105,8 +109,16 @@ impl ConfigError {
     }
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl ConfigError {
+    /// The problems as notes rather than errors: `ORIGIN:LINE:COLUMN: note: message`.
+    pub fn notes(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = self.write(&mut out, "note: ");
+        out
+    }
+
+    fn write(&self, f: &mut impl fmt::Write, kind: &str) -> fmt::Result {
         for (i, problem) in self.problems.iter().enumerate() {
             if i > 0 {
                 writeln!(f)?;
@@ -114,12 +126,20 @@ impl fmt::Display for ConfigError {
             let origin = &self.origin;
             let message = &problem.message;
             match (problem.line, problem.column) {
-                (Some(line), Some(column)) => write!(f, "{origin}:{line}:{column}: {message}")?,
-                (Some(line), None) => write!(f, "{origin}:{line}: {message}")?,
-                _ => write!(f, "{origin}: {message}")?,
+                (Some(line), Some(column)) => {
+                    write!(f, "{origin}:{line}:{column}: {kind}{message}")?
+                }
+                (Some(line), None) => write!(f, "{origin}:{line}: {kind}{message}")?,
+                _ => write!(f, "{origin}: {kind}{message}")?,
             }
         }
         Ok(())
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write(f, "")
     }
 }
 
@@ -127,9 +147,15 @@ impl std::error::Error for ConfigError {}
 
 /// Reads and validates the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_source(path).map(|(config, _)| config)
+}
+
+/// [`load`], also returning the text that was read, to place later messages in it (see
+/// [`restart_needed`]).
+pub fn load_source(path: &Path) -> Result<(Config, String), ConfigError> {
     let origin = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text, &origin),
+        Ok(text) => parse(&text, &origin).map(|config| (config, text)),
         Err(err) => Err(ConfigError {
             origin,
             problems: vec![Problem {

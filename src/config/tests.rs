@@ -884,3 +884,50 @@ fn position_counts_from_one() {
     assert_eq!(position("ab\ncd", 99), (2, 3));
     assert_eq!(position("é\nx", 2), (1, 2));
 }
+
+#[test]
+fn groups_do_not_share_targets() {
+    let a =
+        "[[group]]\nname = \"a\"\nactive-target = \"a.target\"\npassive-target = \"p.target\"\n";
+    // Another group's active target, as active target: at the second one, naming the first.
+    assert_one(
+        &format!("{a}[[group]]\nname = \"b\"\nactive-target = \"a.target\"\n"),
+        7,
+        17,
+        "`active-target` \"a.target\" is already the active target of group \"a\" (line 3, column 17)",
+    );
+    // Another group's active target, as passive target; and the other way round.
+    assert_one(
+        &format!(
+            "{a}[[group]]\nname = \"b\"\nactive-target = \"b.target\"\npassive-target = \"a.target\"\n"
+        ),
+        8,
+        18,
+        "`passive-target` \"a.target\" is already the active target of group \"a\"",
+    );
+    assert_one(
+        &format!("{a}[[group]]\nname = \"b\"\nactive-target = \"p.target\"\n"),
+        7,
+        17,
+        "`active-target` \"p.target\" is already the passive target of group \"a\" (line 4, column 18)",
+    );
+    // A shared passive target is started by both groups' passive hosts and stopped by none.
+    let shared = format!(
+        "{a}[[group]]\nname = \"b\"\nactive-target = \"b.target\"\npassive-target = \"p.target\"\n"
+    );
+    assert_eq!(check(&shared).unwrap().groups.len(), 2);
+    // Every repetition is reported, also by a group that is invalid for another reason.
+    let three = format!(
+        "{a}[[group]]\nname = \"b\"\nactive-target = \"a.target\"\n\
+         [[group]]\nname = \"Bad\"\nactive-target = \"a.target\"\n"
+    );
+    let found = problems(&three);
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert_eq!((found[0].0, found[0].1), (Some(7), Some(17)));
+    assert!(found[1].2.contains("group name \"Bad\""), "{found:#?}");
+    assert_eq!((found[2].0, found[2].1), (Some(10), Some(17)));
+    assert!(
+        found[2].2.contains("of group \"a\""),
+        "the first holder is named: {found:#?}"
+    );
+}

@@ -96,6 +96,20 @@ pub(super) struct StoreFields {
     path: Option<Field<PathBuf>>,
 }
 
+/// A group's valid target names with their places; true: the active target.
+pub(super) type Targets = Vec<(Spanned<String>, bool)>;
+
+/// A target named by a `[[group]]`, for the check that groups do not share them.
+pub(super) struct Target {
+    /// Which `[[group]]` of the file (names may be missing or repeated).
+    group_index: usize,
+    /// How messages name the group.
+    group: String,
+    unit: String,
+    span: Range<usize>,
+    active: bool,
+}
+
 #[derive(Default)]
 pub(super) struct GroupFields {
     name: Option<Field<String>>,
@@ -341,8 +355,10 @@ impl Checker<'_> {
         let before = self.problems.len();
         let mut groups = Vec::new();
         let mut first_seen: HashMap<String, Range<usize>> = HashMap::new();
-        for item in items.iter() {
-            let (name, group) = self.group(item);
+        let mut targets: Vec<Target> = Vec::new();
+        for (index, item) in items.iter().enumerate() {
+            let (name, group, mine) = self.group(item);
+            self.targets_of_other_groups(index, &name, mine, &mut targets);
             if let Some(name) = name {
                 if let Some(first) = first_seen.get(name.get_ref()) {
                     let line = self.line_of(first);
@@ -362,13 +378,61 @@ impl Checker<'_> {
         (self.problems.len() == before).then_some(groups)
     }
 
-    /// One `[[group]]`: its valid name (for the duplicate check) and the group if it is valid.
+    /// A group's targets must be its own: a target that is one group's active target and
+    /// another group's active or passive target would be started by one role and stopped by
+    /// the other, so the roles would flap. (Two groups may share a passive target.) Each
+    /// such target is reported where it appears again, naming the group that had it first.
+    fn targets_of_other_groups(
+        &mut self,
+        index: usize,
+        name: &Option<Spanned<String>>,
+        mine: Targets,
+        seen: &mut Vec<Target>,
+    ) {
+        for (unit, active) in mine {
+            let clash = seen.iter().find(|t| {
+                t.group_index != index && t.unit == *unit.get_ref() && (t.active || active)
+            });
+            if let Some(first) = clash {
+                let (line, column) = position(self.text, first.span.start);
+                let key = if active {
+                    "active-target"
+                } else {
+                    "passive-target"
+                };
+                let role = if first.active { "active" } else { "passive" };
+                self.error(
+                    &unit.span(),
+                    format!(
+                        "`{key}` {:?} is already the {role} target of {} (line {line}, column \
+                         {column}): a unit started by one role and stopped by the other would \
+                         flap; give each group targets of its own",
+                        unit.get_ref(),
+                        first.group
+                    ),
+                );
+            }
+            seen.push(Target {
+                group_index: index,
+                group: match name {
+                    Some(n) => format!("group {:?}", n.get_ref()),
+                    None => "another [[group]]".to_owned(),
+                },
+                unit: unit.get_ref().clone(),
+                span: unit.span(),
+                active,
+            });
+        }
+    }
+
+    /// One `[[group]]`: its valid name (for the duplicate check), the group if it is valid,
+    /// and its valid target names with their places (true: the active target).
     pub(super) fn group(
         &mut self,
         item: &Value<'_>,
-    ) -> (Option<Spanned<String>>, Option<GroupConfig>) {
+    ) -> (Option<Spanned<String>>, Option<GroupConfig>, Targets) {
         let Some(table) = self.table("group", item, "[[group]]") else {
-            return (None, None);
+            return (None, None, Vec::new());
         };
         let before = self.problems.len();
         let mut f = GroupFields::default();
@@ -403,8 +467,18 @@ impl Checker<'_> {
             .name
             .as_ref()
             .and_then(|n| Some(Spanned::new(n.span.clone(), n.value.clone()?)));
+        let targets = [(&f.active_target, true), (&f.passive_target, false)]
+            .into_iter()
+            .filter_map(|(field, active)| {
+                let field = field.as_ref()?;
+                Some((
+                    Spanned::new(field.span.clone(), field.value.clone()?),
+                    active,
+                ))
+            })
+            .collect();
         if self.problems.len() != before {
-            return (name, None);
+            return (name, None, targets);
         }
         let group = GroupConfig {
             name: or_default(&f.name, String::new()),
@@ -423,7 +497,7 @@ impl Checker<'_> {
             health_interval: or_default(&f.health_interval, DEFAULT_HEALTH_INTERVAL),
             health_timeout: or_default(&f.health_timeout, DEFAULT_HEALTH_TIMEOUT),
         };
-        (name, Some(group))
+        (name, Some(group), targets)
     }
 
     /// Checks that involve several keys of a group: required keys and consistency.
@@ -443,7 +517,8 @@ impl Checker<'_> {
         {
             self.error(
                 &passive.span,
-                "`passive-target` must differ from `active-target`",
+                "`passive-target` must differ from `active-target`: a unit started by one role \
+                 and stopped by the other would make the role flap",
             );
         }
         // Compare with the defaults too: `health-timeout = "3s"` alone breaks the 2s interval.

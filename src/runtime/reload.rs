@@ -2,7 +2,7 @@
 
 use super::view::view;
 use super::{Runtime, fit_watchdog};
-use crate::config::GroupConfig;
+use crate::config::{Fixed, GroupConfig, restart_needed};
 use crate::core::Event;
 use crate::logging;
 
@@ -31,11 +31,13 @@ impl Runtime {
     }
 
     pub(super) fn try_reload(&mut self) -> Result<String, String> {
-        let new = crate::config::load(&self.config_path).map_err(|e| e.to_string())?;
-        if new.node != self.config.node || new.store != self.config.store {
-            return Err(
-                "changing `node` or `[store]` needs a restart: systemctl restart promd".into(),
-            );
+        let (new, text) =
+            crate::config::load_source(&self.config_path).map_err(|e| e.to_string())?;
+        // `promd check-config --reload` (ExecReload=) refuses this already; the file may have
+        // changed since, so this stays the last line of defence.
+        let origin = self.config_path.display().to_string();
+        if let Some(changes) = restart_needed(&Fixed::of(&self.config), &new, &text, &origin) {
+            return Err(changes.to_string());
         }
         // Only ever lowered: the groups already running count on the interval in force.
         fit_watchdog(&new, &mut self.notifier);
