@@ -113,6 +113,12 @@ pub enum Event {
     /// units are stopped (and killed unless the key is held): only the active host may run
     /// them.
     UnitStarted { unit: String },
+    /// In place of `Job { StartActive, ok: true }`: the start job of the active target ended,
+    /// but these watched units are not up (failed in `ExecStartPre=`, skipped by a Condition,
+    /// timed out waiting for `READY=1`). A failed start: the role stays `promoting` (never
+    /// `active` with nothing running) while the start is retried in place, then fails over,
+    /// under the same `max-restarts` / `restart-window` as failures of a running unit.
+    StartIncomplete { units: Vec<String> },
 }
 
 /// What an operator asks of this node (D-Bus / promctl).
@@ -220,6 +226,9 @@ pub struct GroupMachine {
     failures: std::collections::VecDeque<Mono>,
     /// Restarts in place waiting for their backoff.
     pending_restarts: Vec<(Option<String>, Mono)>,
+    /// A start of the active target that left watched units down is tried again at this
+    /// time (the role stays `promoting` meanwhile).
+    retry_start_at: Option<Mono>,
     demote_reason: Option<String>,
     terminating: bool,
     exited: bool,
@@ -265,6 +274,7 @@ impl GroupMachine {
             failed_until: None,
             failures: std::collections::VecDeque::new(),
             pending_restarts: Vec::new(),
+            retry_start_at: None,
             demote_reason: None,
             terminating: false,
             exited: false,
@@ -360,6 +370,7 @@ impl GroupMachine {
         }
         at.extend(self.failed_until);
         at.extend(self.pending_restarts.iter().map(|r| r.1));
+        at.extend(self.retry_start_at);
         at.extend(self.retry_campaign_at);
         if let Some(last) = self.last_switchover_request {
             at.push(last + self.p.timing.lease);
@@ -531,6 +542,13 @@ impl GroupMachine {
                 }
             }
             Event::UnitStarted { unit } => self.unit_started(&unit, out),
+            Event::StartIncomplete { units } => {
+                if self.job != Some(Job::StartActive) {
+                    return; // superseded (a stop replaced the start)
+                }
+                self.job = None;
+                self.start_incomplete(units, now, out);
+            }
         }
     }
 
@@ -541,6 +559,7 @@ impl GroupMachine {
         }
         self.fence(now, out);
         self.restart_due(now, out);
+        self.retry_start(now, out);
         if self.terminating {
             self.terminate(now, out);
             return;

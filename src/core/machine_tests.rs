@@ -617,6 +617,7 @@ fn simulated_faults_never_leave_units_running_without_a_live_lease() {
         total.kills += c.kills;
         total.failed_stops += c.failed_stops;
         total.intruders += c.intruders;
+        total.incomplete_starts += c.incomplete_starts;
     }
     // The runs must have reached the dangerous states, or they prove nothing.
     assert!(total.promotions > 1000, "{total:?}");
@@ -624,6 +625,7 @@ fn simulated_faults_never_leave_units_running_without_a_live_lease() {
     assert!(total.kills > 100, "{total:?}");
     assert!(total.failed_stops > 100, "{total:?}");
     assert!(total.intruders > 100, "{total:?}");
+    assert!(total.incomplete_starts > 100, "{total:?}");
 }
 
 #[derive(Debug, Default)]
@@ -634,6 +636,8 @@ struct Coverage {
     failed_stops: usize,
     /// Units started on this host by someone else (`Event::UnitStarted`).
     intruders: usize,
+    /// Starts of the active target that left a unit down (`Event::StartIncomplete`).
+    incomplete_starts: usize,
 }
 
 struct Rng(u64);
@@ -891,6 +895,14 @@ fn simulate(seed: u64, steps: usize) -> Coverage {
                     cov.failed_stops += 1;
                     stop_failed_at = Some(t.now);
                 }
+            }
+            if job == Job::StartActive && ok && rng.chance(20) {
+                // A unit failed in ExecStartPre= or was skipped: the start is retried.
+                cov.incomplete_starts += 1;
+                log.push(format!("{:?} <- start incomplete", t.now));
+                let units = vec!["web.service".to_string()];
+                actions.extend(t.ev(Event::StartIncomplete { units }));
+                continue;
             }
             log.push(format!("{:?} <- job {job:?} {ok}", t.now));
             actions.extend(t.ev(Event::Job { job, ok }));
@@ -1675,4 +1687,108 @@ fn a_unit_started_while_a_failed_stop_waits_for_its_retry_does_not_stop_early() 
         t.advance(250),
         vec![Action::Start(Job::StopActive, None), Action::KillActive]
     );
+}
+
+/// Passive `a` wins the key at `term`; the start job ends with web.service not up.
+fn start_incomplete(t: &mut T) -> Vec<Action> {
+    t.ev(Event::StartIncomplete {
+        units: vec!["web.service".into()],
+    })
+}
+
+#[test]
+fn a_start_that_leaves_a_unit_down_is_retried_in_place_and_never_reads_active() {
+    let mut t = T::passive(params("a"), None);
+    t.ev(Event::Members(vec![member("b", 100, true, Role::Passive)]));
+    let a = t.ev(Event::Campaigned(Some(4)));
+    assert!(starts(&a, Job::StartActive));
+    let mut all = Vec::new();
+    // max-restarts = 3: three failed starts are tried again in place, after the backoff.
+    for n in 1..=3 {
+        let a = start_incomplete(&mut t);
+        assert!(
+            notes(&a)
+                .iter()
+                .any(|x| x.contains(&format!("{n} of at most 3"))
+                    && x.contains("starting the active target again in place")),
+            "{a:?}"
+        );
+        assert_eq!(t.m.role(), Role::Promoting);
+        t.renew();
+        assert!(
+            !starts(&t.advance(999), Job::StartActive),
+            "not before the backoff"
+        );
+        let a = t.advance(1);
+        assert_eq!(a, vec![Action::Start(Job::StartActive, Some(4))]);
+        all.extend(a);
+    }
+    // The fourth fails over: stop, hand over to b, failed for the cooldown.
+    let a = start_incomplete(&mut t);
+    assert!(
+        notes(&a).iter().any(|x| x.contains("failing over to b")),
+        "{a:?}"
+    );
+    assert_eq!(switchover_requests(&a), vec!["b".to_string()]);
+    assert!(a.contains(&Action::Start(Job::StopActive, None)));
+    all.extend(a);
+    t.ev(Event::Job {
+        job: Job::StopActive,
+        ok: true,
+    });
+    let a = t.ev(Event::Job {
+        job: Job::StartPassive,
+        ok: true,
+    });
+    assert!(a.contains(&Action::Release { term: 4 }));
+    all.extend(a);
+    assert_eq!(t.m.role(), Role::Failed);
+    assert_eq!(t.m.failures(t.now), 4);
+    assert!(
+        !all.iter().any(|x| matches!(
+            x,
+            Action::RoleChanged {
+                new: Role::Active,
+                ..
+            }
+        )),
+        "never active: {all:?}"
+    );
+}
+
+#[test]
+fn a_start_retry_is_dropped_when_a_stop_supersedes_it() {
+    let mut t = T::passive(params("a"), None);
+    t.ev(Event::Campaigned(Some(4)));
+    start_incomplete(&mut t);
+    // The key is lost before the retry is due: stop and kill, no start.
+    let a = t.ev(Event::Leader(Some(("b".into(), 5))));
+    assert!(a.contains(&Action::Start(Job::StopActive, None)), "{a:?}");
+    t.renew();
+    let a = t.advance(5000);
+    assert!(!starts(&a, Job::StartActive), "{a:?}");
+    // A late answer to the superseded start changes nothing.
+    let a = start_incomplete(&mut t);
+    assert!(!starts(&a, Job::StartActive), "{a:?}");
+}
+
+#[test]
+fn without_a_standby_a_failing_start_keeps_trying_in_place() {
+    let mut t = T::passive(params("a"), None);
+    t.ev(Event::Campaigned(Some(4)));
+    for i in 0..6 {
+        let a = start_incomplete(&mut t);
+        if i >= 3 {
+            assert!(
+                notes(&a)
+                    .iter()
+                    .any(|n| n.contains("no eligible standby: staying promoting")),
+                "{a:?}"
+            );
+        }
+        t.renew();
+        let a = t.advance(1000);
+        assert_eq!(a, vec![Action::Start(Job::StartActive, Some(4))]);
+    }
+    assert_eq!(t.m.role(), Role::Promoting);
 }

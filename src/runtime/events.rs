@@ -1,7 +1,7 @@
 //! Driver events (store, unit watches, health checks) turned into machine events.
 
 use super::{JobDone, Runtime};
-use crate::core::{Event, Member, Role};
+use crate::core::{Event, Job, Member, Role};
 use crate::health::HealthResult;
 use crate::store::{StoreEvent, other_host};
 use crate::watch::WatchEvent;
@@ -127,6 +127,18 @@ impl Runtime {
     /// not up counts as failed (once the machine knows the start is done).
     pub(super) fn on_job(&mut self, done: JobDone) {
         let JobDone { i, job, ok, not_up } = done;
+        if job == Job::StartActive && ok && !not_up.is_empty() {
+            for (unit, state) in &not_up {
+                self.log(
+                    i,
+                    tracing::Level::WARN,
+                    &format!("{unit} is {state} after the active target started: a failed start"),
+                );
+            }
+            let units = not_up.into_iter().map(|(u, _)| u).collect();
+            self.feed(i, Event::StartIncomplete { units });
+            return;
+        }
         self.feed(i, Event::Job { job, ok });
         for (unit, state) in not_up {
             self.log(

@@ -1,6 +1,6 @@
 //! Local failures of the active units: counted, restarted in place, failed over past the limit.
 
-use super::{Action, GroupMachine, Mono, Role};
+use super::{Action, GroupMachine, Job, Mono, Role};
 
 impl GroupMachine {
     /// Local failure first: count it, restart in place, and fail over once there were more
@@ -36,6 +36,15 @@ impl GroupMachine {
     }
 
     fn count_failure(&mut self, what: String, restart: Restart, now: Mono, out: &mut Vec<Action>) {
+        if !self.failed_over(&what, now, out) {
+            self.schedule_restart(restart, now);
+        }
+    }
+
+    /// Count a failure; past `max-restarts` within the window, with an eligible standby and
+    /// no maintenance, fail over (cooldown, switchover request, demotion) and return true.
+    /// Otherwise note that the caller tries again in place, and return false.
+    fn failed_over(&mut self, what: &str, now: Mono, out: &mut Vec<Action>) -> bool {
         self.failures.push_back(now);
         let since = now - self.p.restart_window;
         while self.failures.front().is_some_and(|t| *t <= since) {
@@ -43,13 +52,17 @@ impl GroupMachine {
         }
         let count = self.failures.len();
         let window = humantime::format_duration(self.p.restart_window);
+        let again = if self.role == Role::Promoting {
+            "starting the active target again in place"
+        } else {
+            "restarting in place"
+        };
         if count <= self.p.max_restarts as usize {
             out.push(Action::Note(format!(
-                "{what} ({count} of at most {} failures within {window}): restarting in place",
+                "{what} ({count} of at most {} failures within {window}): {again}",
                 self.p.max_restarts
             )));
-            self.schedule_restart(restart, now);
-            return;
+            return false;
         }
         match self.best_standby() {
             Some(best) if !self.maintenance => {
@@ -63,13 +76,65 @@ impl GroupMachine {
                     "{count} failures within {window}: failing over to {best}"
                 ));
                 out.push(Action::RequestSwitchover { to: best });
+                true
             }
             _ => {
+                let stay = if self.role == Role::Promoting {
+                    "staying promoting"
+                } else {
+                    "staying active"
+                };
                 out.push(Action::Note(format!(
-                    "{what}: {count} failures within {window}, but no eligible standby: staying active, restarting in place"
+                    "{what}: {count} failures within {window}, but no eligible standby: {stay}, {again}"
                 )));
-                self.schedule_restart(restart, now);
+                false
             }
+        }
+    }
+
+    /// The active target started but left watched units down: a failed start, counted like
+    /// a failure of a running unit. The role stays `promoting`; the start is tried again
+    /// after the restart backoff, or the node fails over.
+    pub(super) fn start_incomplete(
+        &mut self,
+        units: Vec<String>,
+        now: Mono,
+        out: &mut Vec<Action>,
+    ) {
+        if self.role != Role::Promoting {
+            return;
+        }
+        let what = format!(
+            "{} did not come up with the active target",
+            units.join(", ")
+        );
+        if !self.failed_over(&what, now, out) {
+            self.retry_start_at = Some(now + self.p.restart_backoff);
+        }
+    }
+
+    /// A start retry whose backoff has passed: start the active target again, if this node
+    /// still holds the key and nothing else (a demotion, a fence, a stop) took over.
+    pub(super) fn retry_start(&mut self, now: Mono, out: &mut Vec<Action>) {
+        let Some(at) = self.retry_start_at else {
+            return;
+        };
+        if self.role != Role::Promoting
+            || self.terminating
+            || self.demote_reason.is_some()
+            || self.held_term.is_none()
+        {
+            self.retry_start_at = None;
+            return;
+        }
+        if now < at || self.job.is_some() {
+            return;
+        }
+        self.retry_start_at = None;
+        if let Some(term) = self.held_term {
+            self.units_may_run = true;
+            self.job = Some(Job::StartActive);
+            out.push(Action::Start(Job::StartActive, Some(term)));
         }
     }
 
