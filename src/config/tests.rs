@@ -390,6 +390,19 @@ fn bad_duration_strings() {
         20,
         "is not a duration",
     );
+    // Absurd lengths are refused, not added to a clock reading later.
+    assert_one(
+        &group_with("lease = \"100000000000years\"\n"),
+        4,
+        9,
+        "`lease` = \"100000000000years\" is too long: at most 365 days",
+    );
+    assert_one(
+        &group_with("failure-cooldown = \"366days\"\n"),
+        4,
+        20,
+        "is too long",
+    );
     assert_one(
         "[store]\nkind = \"etcd\"\nendpoints = [\"http://a:1\"]\nconnect-timeout = \"soon\"\n",
         4,

@@ -8,6 +8,9 @@ use toml::Spanned;
 use toml::de::DeValue;
 
 use super::names::{UNIT_SUFFIXES, valid_endpoint};
+
+/// The longest duration any key accepts: 365 days.
+pub(super) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 use super::validate::*;
 use super::*;
 
@@ -269,9 +272,20 @@ impl Checker<'_> {
         }
     }
 
+    /// A duration string; errors (positioned) for anything else, and for more than
+    /// [`MAX_DURATION`].
     pub(super) fn duration(&mut self, key: &str, value: &Value<'_>) -> Option<Duration> {
         match value.get_ref() {
             DeValue::String(s) => match humantime::parse_duration(s) {
+                // Far beyond any sane setting, and far from where adding it to a clock
+                // reading could overflow.
+                Ok(duration) if duration > MAX_DURATION => {
+                    self.error(
+                        &value.span(),
+                        format!("`{key}` = {s:?} is too long: at most 365 days"),
+                    );
+                    None
+                }
                 Ok(duration) => Some(duration),
                 Err(err) => {
                     self.error(
