@@ -125,8 +125,18 @@ pub fn bound_units(dir: &Path) -> Vec<String> {
 
 /// Remove a group's binding drop-ins (a reload removed the group); true if any was removed.
 pub fn remove_bindings(dir: &Path, group: &str) -> bool {
+    remove_bindings_except(dir, group, &[])
+}
+
+/// Remove the group's binding drop-ins of every unit but those in `keep` (units that left the
+/// role's closure: an operator edited the target, so they are not the role's any more and
+/// must not be stopped with promd or killed by its fence); true if any was removed.
+pub fn remove_bindings_except(dir: &Path, group: &str, keep: &[String]) -> bool {
     let mut removed = false;
     for unit in bound_units(dir) {
+        if keep.contains(&unit) {
+            continue;
+        }
         let path = binding_path(dir, group, &unit);
         if std::fs::remove_file(&path).is_ok() {
             removed = true;
@@ -241,5 +251,31 @@ mod tests {
         assert!(remove_bindings(dir.path(), "web"));
         assert_eq!(bound_units(dir.path()), ["db.service", "shared.service"]);
         assert!(!dir.path().join("web.service.d").exists());
+    }
+
+    #[test]
+    fn a_unit_that_left_the_closure_is_unbound_and_the_rest_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = "control-group";
+        for (g, u) in [
+            ("web", "web.service"),
+            ("web", "old-helper.service"),
+            ("db", "old-helper.service"),
+        ] {
+            write_if_changed(
+                &binding_path(dir.path(), g, u),
+                &binding_text(g, u, k, None),
+            )
+            .unwrap();
+        }
+        let keep = ["web.service".to_string()];
+        assert!(remove_bindings_except(dir.path(), "web", &keep));
+        assert!(binding_path(dir.path(), "web", "web.service").exists());
+        assert!(!binding_path(dir.path(), "web", "old-helper.service").exists());
+        assert!(binding_path(dir.path(), "db", "old-helper.service").exists());
+        assert!(
+            !remove_bindings_except(dir.path(), "web", &keep),
+            "nothing left to remove"
+        );
     }
 }

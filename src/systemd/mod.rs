@@ -502,8 +502,9 @@ impl Systemd {
     }
 
     /// Bind the active target and each unit of its closure to promd with a runtime drop-in
-    /// (see [`dropin::binding_text`]; the kill settings are the ones the walk read).
-    /// Reloads systemd once if anything was added or changed; returns whether it did.
+    /// (see [`dropin::binding_text`]; the kill settings are the ones the walk read), and
+    /// unbind the group's units that left the closure. Reloads systemd once if anything was
+    /// added, changed or removed; returns whether it did.
     pub async fn bind_to_promd(
         &self,
         group: &str,
@@ -512,13 +513,15 @@ impl Systemd {
     ) -> Result<bool, SystemdError> {
         let dir = Path::new(RUNTIME_UNIT_DIR);
         let mut changed = false;
-        for unit in closure.with_target(target) {
-            let path = dropin::binding_path(dir, group, &unit);
+        let units = closure.with_target(target);
+        for unit in &units {
+            let path = dropin::binding_path(dir, group, unit);
             let previous = std::fs::read_to_string(&path).ok();
-            let kill_mode = closure.kill_modes.get(&unit).map_or("", String::as_str);
-            let text = dropin::binding_text(group, &unit, kill_mode, previous.as_deref());
+            let kill_mode = closure.kill_modes.get(unit).map_or("", String::as_str);
+            let text = dropin::binding_text(group, unit, kill_mode, previous.as_deref());
             changed |= dropin::write_if_changed(&path, &text)?;
         }
+        changed |= dropin::remove_bindings_except(dir, group, &units);
         if changed {
             timed("Reload", self.manager.reload()).await?;
         }
