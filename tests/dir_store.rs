@@ -3,16 +3,19 @@
 //!
 //! Every wait is on an event with a deadline; nothing sleeps to synchronise.
 
+#[path = "support/records.rs"]
+mod records;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use promd::core::Role;
 use promd::store::dir::DirStore;
 use promd::store::{
-    GroupSpec, HostId, Leader, LeaderRecord, MaintenanceRecord, MemberRecord, Progress, Store,
-    StoreCommand, StoreEvent, SwitchoverRecord, UNREADABLE_NODE,
+    GroupSpec, HostId, Leader, LeaderRecord, MaintenanceRecord, Progress, Store, StoreCommand,
+    StoreEvent, SwitchoverRecord, UNREADABLE_NODE,
 };
+use records::{HOST_A, HOST_B, member, member_on};
 use tokio::sync::{mpsc, oneshot};
 
 const GROUP: &str = "web";
@@ -31,18 +34,6 @@ fn spec_with(node: &str, progress: Progress) -> GroupSpec {
         host: None,
         lease: LEASE,
         progress,
-    }
-}
-
-fn member(node: &str) -> MemberRecord {
-    MemberRecord {
-        v: 1,
-        node: node.into(),
-        priority: 100,
-        eligible: true,
-        healthy: true,
-        role: Role::Passive,
-        host: None,
     }
 }
 
@@ -864,18 +855,6 @@ async fn maintenance_outlives_the_session_that_set_it() {
     d.ended(Duration::from_secs(1)).await;
     assert!(file.exists(), "written before d left");
     assert_eq!(b.maintenance(PROMPT).await, Some(on_d));
-}
-
-/// Machine-ids of two hosts.
-const HOST_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1";
-const HOST_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb2";
-
-fn member_on(node: &str, host: &str, priority: i32) -> MemberRecord {
-    MemberRecord {
-        priority,
-        host: Some(host.to_string()),
-        ..member(node)
-    }
 }
 
 /// Two hosts configured with one `node` (sharing the directory over NFS): the second host's

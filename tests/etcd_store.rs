@@ -5,16 +5,19 @@
 #[path = "support/etcd.rs"]
 mod etcd_support;
 
+#[path = "support/records.rs"]
+mod records;
+
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, PutOptions};
-use promd::core::Role;
 use promd::store::etcd::EtcdStore;
 use promd::store::{
     GroupSpec, HostId, Leader, LeaderRecord, MaintenanceRecord, MemberRecord, Progress, Store,
     StoreCommand, StoreEvent, UNREADABLE_NODE,
 };
+use records::{HOST_A, HOST_B, member, member_on};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -285,31 +288,6 @@ impl Node {
             .filter(|(at, _)| *at >= t)
             .map(|(_, e)| e)
             .collect()
-    }
-}
-
-fn member(node: &str) -> MemberRecord {
-    MemberRecord {
-        v: 1,
-        node: node.to_string(),
-        priority: 100,
-        eligible: true,
-        healthy: true,
-        role: Role::Passive,
-        host: None,
-    }
-}
-
-/// Machine-ids of two hosts.
-const HOST_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1";
-const HOST_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb2";
-
-/// A member record written on `host`, told apart by its priority.
-fn member_on(node: &str, host: &str, priority: i32) -> MemberRecord {
-    MemberRecord {
-        priority,
-        host: Some(host.to_string()),
-        ..member(node)
     }
 }
 

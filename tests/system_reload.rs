@@ -81,16 +81,22 @@ fn reload(h: &Host, groups: &[&str]) -> std::process::Output {
     h.exec(&["systemctl", "reload", "promd"])
 }
 
+/// Boots the host and waits until it runs web.service; returns it and promd's pid.
+fn boot_active(net: &Net, spans: &std::path::Path) -> (Host, u32) {
+    let h = boot(net, spans);
+    hosts::wait_until(Duration::from_secs(20), "web active", || {
+        h.is_active("web.service")
+    });
+    let pid = h.pid_on_machine("promd").expect("promd");
+    (h, pid)
+}
+
 #[test]
 fn reload_applies_valid_changes_and_refuses_invalid_ones() {
     let net = Net::new(1);
     // Declared before the host, so it is removed after the host is gone.
     let spans = tempfile::tempdir().unwrap();
-    let h = boot(&net, spans.path());
-    hosts::wait_until(Duration::from_secs(20), "web active", || {
-        h.is_active("web.service")
-    });
-    let pid = h.pid_on_machine("promd").expect("promd");
+    let (h, pid) = boot_active(&net, spans.path());
     assert_eq!(web_starts(&h), 1);
 
     // Add a group: it starts (passive first, then, alone, active); web is not touched.
@@ -204,11 +210,7 @@ fn node_property(h: &Host) -> String {
 fn a_reload_that_changes_node_fails_visibly_and_a_restart_applies_it() {
     let net = Net::new(1);
     let spans = tempfile::tempdir().unwrap();
-    let h = boot(&net, spans.path());
-    hosts::wait_until(Duration::from_secs(20), "web active", || {
-        h.is_active("web.service")
-    });
-    let pid = h.pid_on_machine("promd").expect("promd");
+    let (h, pid) = boot_active(&net, spans.path());
     assert_eq!(node_property(&h), "s \"solo\"");
     let record = h.read_file("/run/promd/running.json").expect("the record");
     assert!(record.contains("\"node\": \"solo\""), "{record}");

@@ -521,13 +521,7 @@ fn a_service_pulled_in_by_a_service_follows_the_role() {
 
     // Switchover.
     let b = (a + 1) % 3;
-    let out = promctl(&c.hosts[b], &["promote", "web"]);
-    assert!(
-        out.status.success(),
-        "promctl promote web: {}",
-        describe(&out)
-    );
-    assert_eq!(c.wait_one_active(Some(a), Duration::from_secs(10)), b);
+    switch_over(&c, a, b);
     wait_runs_only_on(&c, "web-worker.service", b);
     hosts::assert_no_overlap(&unit_spans(&c, WORKER_LOG));
 
@@ -893,6 +887,17 @@ fn socket_serves_on(c: &Cluster, a: usize, what: &str) {
     );
 }
 
+/// `promctl promote web` on host `to`; waits until it alone runs web.service.
+fn switch_over(c: &Cluster, from: usize, to: usize) {
+    let out = promctl(&c.hosts[to], &["promote", "web"]);
+    assert!(
+        out.status.success(),
+        "promctl promote web: {}",
+        describe(&out)
+    );
+    assert_eq!(c.wait_one_active(Some(from), Duration::from_secs(10)), to);
+}
+
 #[test]
 fn a_socket_activated_service_listens_on_the_active_host_only() {
     let (_net, _etcd, c) = boot("", |_, spec| socket_units(spec));
@@ -903,13 +908,7 @@ fn a_socket_activated_service_listens_on_the_active_host_only() {
 
     // Switchover: the old host stops listening and the service its connection started.
     let b = (a + 1) % 3;
-    let out = promctl(&c.hosts[b], &["promote", "web"]);
-    assert!(
-        out.status.success(),
-        "promctl promote web: {}",
-        describe(&out)
-    );
-    assert_eq!(c.wait_one_active(Some(a), Duration::from_secs(10)), b);
+    switch_over(&c, a, b);
     assert_socket_gone(&c.hosts[a], "switchover");
     socket_serves_on(&c, b, "after the switchover");
 
@@ -996,13 +995,7 @@ fn a_tmpfs_mount_of_the_role_is_mounted_on_the_active_host_only() {
 
     // Switchover.
     let b = (a + 1) % 3;
-    let out = promctl(&c.hosts[b], &["promote", "web"]);
-    assert!(
-        out.status.success(),
-        "promctl promote web: {}",
-        describe(&out)
-    );
-    assert_eq!(c.wait_one_active(Some(a), Duration::from_secs(10)), b);
+    switch_over(&c, a, b);
     assert_unmounted(&c.hosts[a], "switchover");
     wait_mounted_only_on(&c, b, "switchover");
 

@@ -100,6 +100,19 @@ impl T {
         t
     }
 
+    /// The stop of the active units succeeds, then the start of the passive target: what the
+    /// latter answer makes the machine do.
+    fn units_down_then_passive(&mut self) -> Vec<Action> {
+        self.ev(Event::Job {
+            job: Job::StopActive,
+            ok: true,
+        });
+        self.ev(Event::Job {
+            job: Job::StartPassive,
+            ok: true,
+        })
+    }
+
     /// Passive, then wins the key at `term` and finishes starting the active target.
     fn active(p: GroupParams, term: u64) -> T {
         let mut t = T::passive(p, None);
@@ -298,14 +311,7 @@ fn another_leader_or_a_lost_lease_stops_and_kills_at_once() {
     let a = t.ev(Event::LeaseLost);
     assert_eq!(a[0], Action::Start(Job::StopActive, None));
     assert!(a.contains(&Action::KillActive), "{a:?}");
-    t.ev(Event::Job {
-        job: Job::StopActive,
-        ok: true,
-    });
-    let a = t.ev(Event::Job {
-        job: Job::StartPassive,
-        ok: true,
-    });
+    let a = t.units_down_then_passive();
     assert!(has_role_change(&a, Role::Demoting, Role::Passive));
     assert!(
         !a.iter().any(|x| matches!(x, Action::Release { .. })),
@@ -401,14 +407,7 @@ fn a_failed_start_demotes_and_stays_failed_for_the_cooldown() {
         ok: false,
     });
     assert_eq!(a[0], Action::Start(Job::StopActive, None));
-    t.ev(Event::Job {
-        job: Job::StopActive,
-        ok: true,
-    });
-    let a = t.ev(Event::Job {
-        job: Job::StartPassive,
-        ok: true,
-    });
+    let a = t.units_down_then_passive();
     assert!(a.contains(&Action::Release { term: 3 }));
     assert!(
         has_role_change(&a, Role::Promoting, Role::Failed)
@@ -532,14 +531,7 @@ fn a_restarted_node_releases_its_stale_key_and_lets_others_go_first() {
         !a.iter().any(|x| matches!(x, Action::Release { .. })),
         "not before the units are stopped"
     );
-    t.ev(Event::Job {
-        job: Job::StopActive,
-        ok: true,
-    });
-    let a = t.ev(Event::Job {
-        job: Job::StartPassive,
-        ok: true,
-    });
+    let a = t.units_down_then_passive();
     assert!(a.contains(&Action::Release { term: 9 }), "{a:?}");
     assert!(!t.published().eligible, "defers");
     t.ev(Event::Released);
@@ -917,14 +909,7 @@ fn a_restarted_node_defers_even_when_passive_before_the_store_is_up() {
     // The order seen on a real host: passive first, then the store, then the stale key.
     let mut t = T::new(params("a"));
     t.ev(Event::Tick);
-    t.ev(Event::Job {
-        job: Job::StopActive,
-        ok: true,
-    });
-    t.ev(Event::Job {
-        job: Job::StartPassive,
-        ok: true,
-    });
+    t.units_down_then_passive();
     assert_eq!(t.m.role(), Role::Passive);
     t.ev(Event::StoreUp);
     t.renew();
@@ -1017,14 +1002,7 @@ fn demote_hands_over_to_the_best_eligible_standby() {
     assert_eq!(switchover_requests(&a), vec!["c".to_string()]);
     assert!(a.contains(&Action::Start(Job::StopActive, None)));
     assert!(has_role_change(&a, Role::Active, Role::Demoting));
-    t.ev(Event::Job {
-        job: Job::StopActive,
-        ok: true,
-    });
-    let a = t.ev(Event::Job {
-        job: Job::StartPassive,
-        ok: true,
-    });
+    let a = t.units_down_then_passive();
     assert!(a.contains(&Action::Release { term: 5 }));
     assert!(
         !t.m.settled_passive(),
@@ -1053,14 +1031,7 @@ fn reset_failed_makes_a_failed_node_eligible_at_once() {
         job: Job::StartActive,
         ok: false,
     });
-    t.ev(Event::Job {
-        job: Job::StopActive,
-        ok: true,
-    });
-    t.ev(Event::Job {
-        job: Job::StartPassive,
-        ok: true,
-    });
+    t.units_down_then_passive();
     t.ev(Event::Released);
     t.ev(Event::Leader(Some(("b".into(), 4))));
     assert_eq!(t.m.role(), Role::Failed);
@@ -1171,14 +1142,7 @@ fn more_than_max_restarts_within_the_window_fails_over_to_the_best_standby() {
         a.iter().find(|x| matches!(x, Action::Start(..))),
         Some(&Action::Start(Job::StopActive, None))
     );
-    t.ev(Event::Job {
-        job: Job::StopActive,
-        ok: true,
-    });
-    t.ev(Event::Job {
-        job: Job::StartPassive,
-        ok: true,
-    });
+    t.units_down_then_passive();
     t.ev(Event::Released);
     assert_eq!(t.m.role(), Role::Failed);
     assert!(t.m.failed(t.now));
@@ -1233,14 +1197,7 @@ fn the_cooldown_ends_or_reset_clears_it() {
     for _ in 0..4 {
         crash(&mut t, true);
     }
-    t.ev(Event::Job {
-        job: Job::StopActive,
-        ok: true,
-    });
-    t.ev(Event::Job {
-        job: Job::StartPassive,
-        ok: true,
-    });
+    t.units_down_then_passive();
     t.ev(Event::Released);
     t.ev(Event::Leader(Some(("b".into(), 6))));
     assert_eq!(t.m.role(), Role::Failed);
@@ -1732,14 +1689,7 @@ fn a_start_that_leaves_a_unit_down_is_retried_in_place_and_never_reads_active() 
     assert_eq!(switchover_requests(&a), vec!["b".to_string()]);
     assert!(a.contains(&Action::Start(Job::StopActive, None)));
     all.extend(a);
-    t.ev(Event::Job {
-        job: Job::StopActive,
-        ok: true,
-    });
-    let a = t.ev(Event::Job {
-        job: Job::StartPassive,
-        ok: true,
-    });
+    let a = t.units_down_then_passive();
     assert!(a.contains(&Action::Release { term: 4 }));
     all.extend(a);
     assert_eq!(t.m.role(), Role::Failed);
