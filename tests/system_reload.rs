@@ -190,17 +190,18 @@ fn reload_applies_valid_changes_and_refuses_invalid_ones() {
     assert_eq!(h.pid_on_machine("promd"), Some(pid));
 }
 
+/// The command that reads promd's node name over D-Bus.
+const NODE_PROPERTY: [&str; 6] = [
+    "busctl",
+    "get-property",
+    "org.promd1",
+    "/org/promd1",
+    "org.promd1.Manager",
+    "Node",
+];
+
 fn node_property(h: &Host) -> String {
-    h.run_ok(&[
-        "busctl",
-        "get-property",
-        "org.promd1",
-        "/org/promd1",
-        "org.promd1.Manager",
-        "Node",
-    ])
-    .trim()
-    .to_owned()
+    h.run_ok(&NODE_PROPERTY).trim().to_owned()
 }
 
 /// `node` (like `[store]`) cannot change on a reload. `systemctl reload promd` says so and
@@ -278,16 +279,7 @@ fn a_reload_that_changes_node_fails_visibly_and_a_restart_applies_it() {
     // A restart applies it, and the record follows.
     h.run_ok(&["systemctl", "restart", "promd"]);
     hosts::wait_until(Duration::from_secs(20), "promd runs as solo2", || {
-        h.exec(&[
-            "busctl",
-            "get-property",
-            "org.promd1",
-            "/org/promd1",
-            "org.promd1.Manager",
-            "Node",
-        ])
-        .stdout
-        .starts_with(b"s \"solo2\"")
+        h.exec(&NODE_PROPERTY).stdout.starts_with(b"s \"solo2\"")
     });
     hosts::wait_until(Duration::from_secs(20), "web active again", || {
         h.is_active("web.service")
