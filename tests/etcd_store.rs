@@ -1130,3 +1130,50 @@ async fn a_node_name_held_by_another_host_is_never_taken_over() {
     })
     .await;
 }
+
+/// A refused duplicate leaves the first host's member record alone when it shuts down. The
+/// second host's promd (same `node`, another machine) finds the first host's record, refuses
+/// and shuts its store session down; that shutdown must delete only a record of its own. Were
+/// the first host's record deleted, the first host would drop out of every view (standbys,
+/// `promctl status`, demote) without knowing, and the duplicate's next start would find the
+/// key free, write its own record there, and make the legitimate host refuse and exit.
+#[tokio::test(flavor = "current_thread")]
+async fn a_refused_duplicate_leaves_the_first_hosts_member_record_at_shutdown() {
+    let cluster = EtcdCluster::start(1, &[]);
+    let store = store(cluster.endpoints(), secs(1.0));
+    let mut a = Node::open_on(&store, "dup2", "n1", secs(3.0), Some(HOST_A));
+    a.send(StoreCommand::Publish(member_on("n1", HOST_A, 100)));
+    a.up(secs(10.0)).await;
+    a.members_where(secs(5.0), "n1 from host A", |m| shows(m, "n1", HOST_A, 100))
+        .await;
+
+    let mut b = Node::open_on(&store, "dup2", "n1", secs(3.0), Some(HOST_B));
+    b.send(StoreCommand::Publish(member_on("n1", HOST_B, 50)));
+    b.up(secs(10.0)).await;
+    b.members_where(secs(5.0), "n1 from host A in B's view", |m| {
+        shows(m, "n1", HOST_A, 100)
+    })
+    .await;
+    // B's runtime refuses: it shuts its session down, as on SIGTERM.
+    b.send(StoreCommand::Shutdown);
+    b.ended(secs(5.0)).await;
+
+    let mut raw = Client::connect(cluster.endpoints(), None)
+        .await
+        .expect("connect");
+    let key = format!("{PREFIX}/dup2/members/n1");
+    let stored = raw.get(key.as_str(), None).await.expect("get");
+    let value = stored
+        .kvs()
+        .first()
+        .map(|kv| kv.value_str().unwrap_or("?").to_string());
+    assert!(
+        value.as_deref().is_some_and(|v| v.contains(HOST_A)),
+        "host A's member record after B's shutdown: {value:?}"
+    );
+    a.watch_for(secs(0.3)).await;
+    a.members_where(secs(1.0), "n1 from host A still in A's view", |m| {
+        shows(m, "n1", HOST_A, 100)
+    })
+    .await;
+}

@@ -79,7 +79,9 @@ impl Runtime {
                     // skipped by a Condition, is a failure even though the target started.
                     if started.is_ok() {
                         let closure = fresh.unwrap_or(known);
-                        not_up = systemd.not_up(&closure.expected_up(&watch)).await;
+                        not_up = systemd
+                            .not_up_after_start(&closure.expected_up(&watch))
+                            .await;
                     }
                     started
                 }

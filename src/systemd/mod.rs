@@ -433,6 +433,29 @@ impl Systemd {
         timed(&format!("ActiveState of {unit}"), proxy.active_state()).await
     }
 
+    /// [`Systemd::not_up`] for the check right after the active target started: a unit that
+    /// is `activating` only because it crashed and waits for systemd's `Restart=`
+    /// (`SubState` `auto-restart`) did not come up either, though `ActiveState` says
+    /// `activating`. Counting it up would let a service that crashes at every start read
+    /// active.
+    pub async fn not_up_after_start(&self, units: &[String]) -> Vec<(String, String)> {
+        let mut down = self.not_up(units).await;
+        for unit in units {
+            if down.iter().any(|(u, _)| u == unit) {
+                continue;
+            }
+            let Ok(proxy) = self.unit_proxy(unit).await else {
+                continue;
+            };
+            if let Ok(sub) = timed(&format!("SubState of {unit}"), proxy.sub_state()).await
+                && sub == "auto-restart"
+            {
+                down.push((unit.clone(), "activating (auto-restart)".into()));
+            }
+        }
+        down
+    }
+
     /// Which of `units` are not up (`active`, `activating` or `reloading`), with their state;
     /// a unit systemd cannot be asked about counts as not up.
     pub async fn not_up(&self, units: &[String]) -> Vec<(String, String)> {

@@ -208,13 +208,13 @@ impl GroupTask {
         {
             warn!(group = %self.spec.group, on = rec.on, error = %broken(e), "maintenance change not written at shutdown");
         }
-        if let Err(e) = call(
-            "delete member record",
-            t,
-            kv.delete(self.cfg.keys.member.as_str(), None),
-        )
-        .await
-        {
+        // Only our own record (bound to our lease): under our node name there may be another
+        // host's, which this promd found and refused to run beside; it is not ours to delete.
+        let key = self.cfg.keys.member.as_str();
+        let delete_ours = Txn::new()
+            .when([Compare::lease(key, CompareOp::Equal, lease)])
+            .and_then([TxnOp::delete(key, None)]);
+        if let Err(e) = call("delete member record", t, kv.txn(delete_ours)).await {
             debug!(group = %self.spec.group, error = %broken(e), "shutdown");
         }
         // Revoking deletes every key bound to the lease at once (the leader key too, should the
