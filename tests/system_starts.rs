@@ -1,6 +1,7 @@
-//! Attempts to break today's features on real systemd hosts: a failed start of the active
-//! target must never read `active`, and a host alone keeps retrying it without a hot loop
-//! and comes up once the fault is gone.
+//! Starts of the active target on a real systemd host (dir store, one host): a start that
+//! leaves a unit down (a crash under `Restart=on-failure`, waiting in `auto-restart`) never
+//! reads `active`; a host alone keeps retrying a failed start at the backoff, without a hot
+//! loop, and comes up once the fault is gone; a slow start that succeeds is no failure.
 
 mod support;
 
