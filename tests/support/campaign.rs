@@ -1,23 +1,31 @@
-//! The fault campaign: three nspawn hosts running promd (etcd store, lease 2s) and the
-//! span-recording `web.service`, a 3-member etcd, and a seeded random schedule of faults.
+//! The fault campaign: three nspawn hosts running promd (etcd store, lease 2s) and a zoo of
+//! units under `web-active.target` ([`zoo_units`]: a nested target, a service pulled in by a
+//! service, a forking service with a TERM-ignoring child, a draining `ExecStop=`, a
+//! socket-activated service, a tmpfs mount, a `RefuseManualStop=yes` unit, a `Wants=` on a
+//! missing unit), a 3-member etcd, and a seeded random schedule of faults ([`Kind`]).
 //!
-//! Each fault starts from a settled cluster (one active host, two passive and eligible, every
-//! promd running), after a random gap so that it lands at a random phase of the renewal
-//! cycle. It is injected, lasts its random duration, and heals; then
-//! - exactly one host must run `web.service` within the fault's bound, counted from the heal
-//!   (each bound is stated with its reason in [`Kind::bound`]);
-//! - the spans of every host must not overlap, and the term must grow on every hand-over
-//!   ([`Cluster::check_history`], after every fault and at the end).
+//! Each fault starts from a settled cluster (the whole zoo up on one active host, the other
+//! two passive and eligible with nothing of the zoo running, every promd running), after a
+//! random gap so that it lands at a random phase of the renewal cycle. It is injected, lasts
+//! its random duration, and heals; then
+//! - every unit of the zoo expected up must run on one and the same host, and on no other,
+//!   within the fault's bound, counted from the heal (each bound is stated with its reason in
+//!   [`Kind::bound`]);
+//! - on the other hosts no process may be left in any zoo unit's cgroup, and the tmpfs must
+//!   not be mounted;
+//! - no span of any zoo service on one host may overlap a span of any zoo service on another
+//!   host, and the term must grow on every hand-over ([`check_zoo`], after every fault and at
+//!   the end).
 //!
-//! The schedule depends on the seed only (fault kinds, which role is hit, durations, gaps), not
-//! on what happened before, so `PROMD_CAMPAIGN_SEED=S PROMD_CAMPAIGN_FAULTS=N` replays the first
-//! N faults of seed S. Which host is "the active one" is decided at run time.
+//! The schedule depends on the seed only (fault kinds, which role is hit, durations, delays,
+//! gaps), not on what happened before, so `PROMD_CAMPAIGN_SEED=S PROMD_CAMPAIGN_FAULTS=N`
+//! replays the first N faults of seed S. Which host is "the active one" is decided at run time.
 //!
 //! Two figures per fault, from the span logs (one clock for every host):
-//! - **recovery**: from the heal until the start of the service on the host found active
-//!   afterwards (0 if it was already running then) — the figure the bound applies to;
-//! - **downtime**: how long, between the fault's start and that moment, no host ran the
-//!   service at all.
+//! - **recovery**: from the heal until the last zoo service started on the host found active
+//!   afterwards (0 if the whole zoo was already running there) — the figure the bound applies to;
+//! - **downtime**: how long, between the fault's start and that moment, no host ran
+//!   `web.service` at all.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -88,6 +96,10 @@ impl Rng {
     }
 }
 
+/// A kind of fault. To add one: a variant here, its [`Kind::key`] and [`Kind::name`], its
+/// random ranges ([`Kind::durations`], [`Kind::delays`]) if it has any, its bound with the
+/// reason ([`Kind::bound`]), which host it hits ([`Schedule::next_plan`]), what it does
+/// (`Engine::fault`), and [`Kind::ALL`] if the default schedule should draw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     KillPromd,
@@ -1532,7 +1544,7 @@ impl Engine<'_> {
                     .run_ok(&["systemctl", "list-jobs", "--no-legend"])
                     .trim()
                     .is_empty();
-                let how = if (plan.pick >> 8) % 2 == 0 {
+                let how = if (plan.pick >> 8).is_multiple_of(2) {
                     h.signal(pid, Signal::SIGKILL);
                     "kill -9 promd".to_string()
                 } else {

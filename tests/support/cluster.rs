@@ -143,7 +143,7 @@ impl Cluster {
             hosts,
             lease,
             spans,
-            span_dirs: span_dirs,
+            span_dirs,
         }
     }
 
