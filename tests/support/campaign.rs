@@ -250,10 +250,13 @@ impl Kind {
                 LEASE + s(3),
                 "from SIGCONT (after > L): the watchdog (750 ms) killed promd long before, so as kill -9",
             ),
+            // The zoo made the hand-over DRAIN (3 s) longer: the bound grows by as much, and
+            // keeps the slack it had.
             Kind::KillWeb => (
-                LEASE + s(3),
+                DRAIN + s(3),
                 "from the last kill: restart in place after the 300 ms backoff, or after the third \
-                 failure a hand-over (stop, release, the best standby campaigns at once)",
+                 failure a hand-over (stop, which drains web-drain.service for DRAIN = 3 s, release, \
+                 the best standby campaigns at once)",
             ),
             Kind::Cut => (
                 LEASE + s(3),
