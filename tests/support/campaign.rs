@@ -292,9 +292,10 @@ impl Kind {
                  judged by the unit's state, so the hand-over ends as without the reload",
             ),
             Kind::Health => (
-                LEASE + s(3),
-                "from the heal (the kill, or the cut's end): as kill -9 promd or a cut; a restart \
-                 still in flight is aborted by the stop",
+                DRAIN + s(3),
+                "from the heal (the kill, or the cut's end): as kill -9 promd or a cut (a restart \
+                 still in flight is aborted by the stop); after a cut too short to fence, the host \
+                 stays unhealthy and fails over by a hand-over, which drains DRAIN = 3 s first",
             ),
             Kind::DrainKill => (
                 LEASE + s(3),
@@ -323,7 +324,8 @@ pub struct Plan {
     pub at_active: bool,
     /// Selects the passive host, the etcd member(s).
     pub pick: u64,
-    /// kill -9 web.service: how many kills in a row (each once it runs again).
+    /// kill -9 web.service: how many kills in a row (each once it runs again); health: kill -9
+    /// promd if odd, cut the host off if even.
     pub count: u32,
     pub duration: Duration,
     /// When the second part of a compound fault lands (see [`Kind::delays`]).
@@ -1547,7 +1549,8 @@ impl Engine<'_> {
                     .run_ok(&["systemctl", "list-jobs", "--no-legend"])
                     .trim()
                     .is_empty();
-                let how = if (plan.pick >> 8).is_multiple_of(2) {
+                // An odd count kills promd, an even one cuts the host off.
+                let how = if plan.count % 2 == 1 {
                     h.signal(pid, Signal::SIGKILL);
                     "kill -9 promd".to_string()
                 } else {
