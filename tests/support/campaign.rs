@@ -1510,23 +1510,39 @@ impl Engine<'_> {
                 } else {
                     "daemon-reexec"
                 };
-                let (call, in_flight) = during_call(&c.hosts[on], method, |in_flight| {
+                let (call, (in_flight, failed)) = during_call(&c.hosts[on], method, |in_flight| {
                     std::thread::sleep(plan.delay); // a random moment of the hand-over
                     let was = in_flight();
-                    // Every host at once: the one handing over and whichever takes over.
-                    std::thread::scope(|s| {
-                        for h in &c.hosts {
-                            s.spawn(move || {
-                                h.run_ok(&["systemctl", cmd]);
-                            });
-                        }
+                    // Every host at once: the one handing over and whichever takes over. A
+                    // command that fails is systemd's business, not promd's: counted, not fatal.
+                    let failed = std::thread::scope(|s| {
+                        let runs: Vec<_> = c
+                            .hosts
+                            .iter()
+                            .map(|h| {
+                                s.spawn(move || {
+                                    h.exec_timeout(&["systemctl", cmd], Duration::from_secs(60))
+                                        .status
+                                        .success()
+                                })
+                            })
+                            .collect();
+                        runs.into_iter()
+                            .map(|r| r.join().unwrap_or(false))
+                            .filter(|ok| !ok)
+                            .count()
                     });
-                    was
+                    (was, failed)
                 });
-                result = if in_flight {
-                    format!("{call}, {cmd} in flight")
+                let failed = if failed > 0 {
+                    format!(" ({cmd} failed on {failed} hosts)")
                 } else {
-                    format!("{call}, {cmd} after it")
+                    String::new()
+                };
+                result = if in_flight {
+                    format!("{call}, {cmd} in flight{failed}")
+                } else {
+                    format!("{call}, {cmd} after it{failed}")
                 };
                 format!(
                     "{method} on {tname}, systemctl {cmd} on every host {} ms into it",
