@@ -1435,6 +1435,32 @@ fn the_key_vanishing_from_under_the_active_node_kills_at_once() {
     }
 }
 
+/// The campaign found it (seed 21, fault #18, `etcdctl del` of the key): the kill reached
+/// systemd before the stop job began, and systemd then ran web-drain.service's
+/// `ExecStop=/bin/sleep 3` for the killed service in full: the holder's units were down 3.1 s
+/// after the key vanished, not at once. While the stop runs, the fence kills again every
+/// kill margin; once it is done, no more.
+#[test]
+fn a_stop_still_running_after_its_kill_is_killed_again_every_kill_margin() {
+    let margin = Timing::new(LEASE).kill_margin();
+    let mut t = T::active(params("a"), 5);
+    t.renew();
+    let a = t.ev(Event::Leader(None));
+    assert_eq!(
+        a.iter().filter(|x| **x == Action::KillActive).count(),
+        1,
+        "{a:?}"
+    );
+    assert_eq!(t.m.next_deadline(), Some(t.now + margin));
+    assert!(!t.advance(ms(margin) - 1).contains(&Action::KillActive));
+    assert_eq!(t.advance(1), vec![Action::KillActive]);
+    assert_eq!(t.advance(ms(margin)), vec![Action::KillActive]);
+    // The stop is done: nothing more to kill, and no deadline for it.
+    let a = stop_result(&mut t, true);
+    assert!(!a.contains(&Action::KillActive), "{a:?}");
+    assert!(!t.advance(ms(margin) * 3).contains(&Action::KillActive));
+}
+
 #[test]
 fn a_graceful_demotion_drains_until_the_kill_deadline_while_the_key_is_held() {
     let timing = Timing::new(LEASE);
