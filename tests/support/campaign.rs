@@ -1379,6 +1379,15 @@ fn manager_call(h: &Host, method: &str) -> String {
     format!("refused ({msg})")
 }
 
+/// Whether every zoo service that ran on host `h` at `t` (realtime ns) has stopped since.
+fn stopped_since(c: &Cluster, h: usize, t: u64) -> bool {
+    ZOO_SERVICES.iter().all(|(_, log)| {
+        hosts::read_spans(c.span_dir(h).join(log))
+            .iter()
+            .all(|s| s.start_ns >= t || s.stop_ns.is_some())
+    })
+}
+
 /// Polls `cond` every 20 ms for at most `timeout`; whether it became true.
 fn poll(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
@@ -1674,6 +1683,11 @@ impl Engine<'_> {
                     bound.as_millis()
                 ),
                 || {
+                    // After a deleted key, the holder must first have stopped what ran then
+                    // (it may win the key again): until then, its running zoo is no recovery.
+                    if plan.kind == Kind::DelKey && !stopped_since(c, from, t_fault) {
+                        return false;
+                    }
                     found = one_active(c);
                     found.is_some()
                 },
