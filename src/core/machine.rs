@@ -210,7 +210,8 @@ pub struct GroupMachine {
     /// The active units may be running: from a start until a completed stop. True at birth,
     /// since a previous incarnation may have left them running.
     units_may_run: bool,
-    killed: bool,
+    /// When the units were last killed in the current stop (see `fence::kill_due`).
+    killed_at: Option<Mono>,
     /// A failed stop is retried at this time; until then nothing issues another stop (the
     /// units were killed when it failed), so a systemd that keeps failing is not hammered.
     stop_retry_at: Option<Mono>,
@@ -264,7 +265,7 @@ impl GroupMachine {
             last_switchover_request: None,
             job: None,
             units_may_run: true,
-            killed: false,
+            killed_at: None,
             stop_retry_at: None,
             stop_failures: 0,
             passive_ready: false,
@@ -358,9 +359,7 @@ impl GroupMachine {
         let mut at: Vec<Mono> = Vec::new();
         // The fence deadline, and the moment this node stops being eligible.
         at.extend(self.renewed_sent.map(|s| self.p.timing.fence_at(s)));
-        if self.stopping() && !self.killed {
-            at.push(self.kill_deadline());
-        }
+        at.extend(self.next_kill());
         at.extend(self.stop_retry_at);
         if let Some(since) = self.vacant_since
             && !self.campaigning
@@ -481,7 +480,7 @@ impl GroupMachine {
                     Job::StopActive => {
                         if ok {
                             self.units_may_run = false;
-                            self.killed = false;
+                            self.killed_at = None;
                             self.stop_failures = 0;
                             self.stop_retry_at = None;
                         } else {

@@ -211,7 +211,8 @@ fn lower_ranked_candidates_wait_one_grace_period_per_rank() {
     t.ev(Event::Members(vec![
         member("a", 100, true, Role::Passive),
         member("b", 200, true, Role::Passive),
-        member("x", 100, false, Role::Active),
+        // The old holder released the key: its record no longer claims the role.
+        member("x", 100, false, Role::Passive),
     ]));
     assert!(!t.ev(Event::Leader(None)).contains(&Action::Campaign));
     assert_eq!(t.m.next_deadline(), Some(t.now + grace * 2));
@@ -219,6 +220,37 @@ fn lower_ranked_candidates_wait_one_grace_period_per_rank() {
     t.renew();
     assert!(!t.advance(just_before).contains(&Action::Campaign));
     assert!(t.advance(1).contains(&Action::Campaign));
+}
+
+/// The campaign found it (seed 1, `etcdctl del` of the leader key): the best standby saw the
+/// key vanish and won it 5 ms later, while the holder was still killing its units; the two
+/// hosts ran web.service at once for 39 ms. A vacant key is not enough: no other member may
+/// still claim the role.
+#[test]
+fn a_key_deleted_under_a_live_holder_waits_until_the_holder_stands_down() {
+    let mut t = T::passive(params("a"), Some(("x", 5)));
+    t.ev(Event::Members(vec![member("x", 100, true, Role::Active)]));
+    // Deleted by hand: the key is gone, the holder's record (and lease) still live.
+    let a = t.ev(Event::Leader(None));
+    assert!(!a.contains(&Action::Campaign), "{a:?}");
+    t.renew();
+    assert!(!t.advance(1_000).contains(&Action::Campaign));
+    // The holder kills its units and says so...
+    let a = t.ev(Event::Members(vec![member("x", 100, true, Role::Demoting)]));
+    assert!(!a.contains(&Action::Campaign), "{a:?}");
+    // ... and once they are down it is passive: now the best standby goes at once.
+    let a = t.ev(Event::Members(vec![member("x", 100, true, Role::Passive)]));
+    assert!(a.contains(&Action::Campaign), "{a:?}");
+}
+
+#[test]
+fn a_key_whose_holder_is_gone_with_its_lease_is_campaigned_for_at_once() {
+    let mut t = T::passive(params("a"), Some(("x", 5)));
+    t.ev(Event::Members(vec![member("x", 100, true, Role::Active)]));
+    // Expired: key and record go together (one lease).
+    t.ev(Event::Members(vec![]));
+    let a = t.ev(Event::Leader(None));
+    assert!(a.contains(&Action::Campaign), "{a:?}");
 }
 
 #[test]
@@ -949,7 +981,12 @@ fn promote_on_a_passive_node_asks_for_a_switchover_and_goes_first() {
     ]));
     let a = t.m.request(Request::Promote, t.now).unwrap();
     assert_eq!(switchover_requests(&a), vec!["z".to_string()]);
-    // The active node hands over; "z" campaigns at once although "b" ranks higher.
+    // The active node hands over (stops its units, says passive, releases the key); "z"
+    // campaigns at once although "b" ranks higher.
+    t.ev(Event::Members(vec![
+        member("a", 100, false, Role::Passive),
+        member("b", 900, true, Role::Passive),
+    ]));
     assert!(t.ev(Event::Leader(None)).contains(&Action::Campaign));
     let a = t.ev(Event::Campaigned(Some(6)));
     assert!(a.contains(&Action::ClearSwitchover));
@@ -1365,6 +1402,32 @@ fn the_key_vanishing_from_under_the_active_node_kills_at_once() {
         t.ev(Event::Switchover(Some("b".into())));
         assert_eq!(t.ev(e.clone()), vec![Action::KillActive], "{e:?}");
     }
+}
+
+/// The campaign found it (seed 21, fault #18, `etcdctl del` of the key): the kill reached
+/// systemd before the stop job began, and systemd then ran web-drain.service's
+/// `ExecStop=/bin/sleep 3` for the killed service in full: the holder's units were down 3.1 s
+/// after the key vanished, not at once. While the stop runs, the fence kills again every
+/// kill margin; once it is done, no more.
+#[test]
+fn a_stop_still_running_after_its_kill_is_killed_again_every_kill_margin() {
+    let margin = Timing::new(LEASE).kill_margin();
+    let mut t = T::active(params("a"), 5);
+    t.renew();
+    let a = t.ev(Event::Leader(None));
+    assert_eq!(
+        a.iter().filter(|x| **x == Action::KillActive).count(),
+        1,
+        "{a:?}"
+    );
+    assert_eq!(t.m.next_deadline(), Some(t.now + margin));
+    assert!(!t.advance(ms(margin) - 1).contains(&Action::KillActive));
+    assert_eq!(t.advance(1), vec![Action::KillActive]);
+    assert_eq!(t.advance(ms(margin)), vec![Action::KillActive]);
+    // The stop is done: nothing more to kill, and no deadline for it.
+    let a = stop_result(&mut t, true);
+    assert!(!a.contains(&Action::KillActive), "{a:?}");
+    assert!(!t.advance(ms(margin) * 3).contains(&Action::KillActive));
 }
 
 #[test]

@@ -40,7 +40,7 @@ impl Runtime {
                 );
                 let units_tx = self.units_tx.clone();
                 self.abort_superseded(i);
-                tokio::spawn(async move {
+                let task = tokio::spawn(async move {
                     let kill = |units: Vec<String>| {
                         let systemd = systemd.clone();
                         async move { systemd.kill_all(&units).await }
@@ -48,6 +48,9 @@ impl Runtime {
                     super::jobs::known_then_fresh(&systemd, &known, &target, i, &units_tx, kill)
                         .await;
                 });
+                let kills = &mut self.groups[i].kills;
+                kills.retain(|t| !t.is_finished());
+                kills.push(task.abort_handle());
             }
             Action::Campaign => send(StoreCommand::Campaign(LeaderRecord {
                 v: FORMAT_VERSION,

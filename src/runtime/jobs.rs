@@ -21,6 +21,14 @@ impl Runtime {
         if job == Job::StopActive {
             self.abort_superseded(i);
         }
+        if job == Job::StartActive {
+            // The machine starts the units only after a stop that brought them down: a kill
+            // still waiting (for the closure, say) was meant for that earlier run of them, and
+            // landing now it would kill the new one.
+            for task in self.groups[i].kills.drain(..) {
+                task.abort();
+            }
+        }
         let g = &self.groups[i];
         let systemd = self.systemd.clone();
         let (jobs, units_tx) = (self.job_tx.clone(), self.units_tx.clone());

@@ -50,6 +50,8 @@ struct Group {
     closure: Closure,
     /// Tasks a stop supersedes (a start of the active target, restarts in place).
     superseded: Vec<tokio::task::AbortHandle>,
+    /// Kills not yet carried out; a start of the active target supersedes them.
+    kills: Vec<tokio::task::AbortHandle>,
     store_down: Option<String>,
     /// The last health result, to log a failing check's reason once, not every interval.
     health_ok: bool,
@@ -176,6 +178,7 @@ impl Runtime {
             progress,
             closure: Closure::default(),
             superseded: Vec::new(),
+            kills: Vec::new(),
             store_down: None,
             health_ok: true,
             since_usec: realtime_usec(),

@@ -75,7 +75,7 @@ pub struct Cluster {
     pub hosts: Vec<Host>,
     pub lease: Duration,
     spans: Vec<PathBuf>,
-    _span_dirs: Vec<tempfile::TempDir>,
+    span_dirs: Vec<tempfile::TempDir>,
 }
 
 impl Cluster {
@@ -143,7 +143,7 @@ impl Cluster {
             hosts,
             lease,
             spans,
-            _span_dirs: span_dirs,
+            span_dirs,
         }
     }
 
@@ -171,6 +171,11 @@ impl Cluster {
             .map(|s| s.start_ns)
             .find(|&s| s >= t0)
             .unwrap_or_else(|| panic!("no start on host {i} after {t0}"))
+    }
+
+    /// The folder bound to `/spans` on host `i` (span logs, seen from the machine).
+    pub fn span_dir(&self, i: usize) -> &Path {
+        self.span_dirs[i].path()
     }
 
     pub fn spans(&self) -> Vec<(String, Vec<Span>)> {

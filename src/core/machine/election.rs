@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{Action, GroupMachine, Mono};
+use super::{Action, GroupMachine, Mono, Role};
 
 impl GroupMachine {
     /// Rule 4b: campaign for a vacant key, best candidate first.
@@ -20,11 +20,28 @@ impl GroupMachine {
         if !self.eligible(now) || self.retry_campaign_at.is_some_and(|t| now < t) {
             return;
         }
+        if self.holder_standing() {
+            return;
+        }
         let since = *self.vacant_since.get_or_insert(now);
         if now >= since + self.campaign_delay() {
             self.campaigning = true;
             out.push(Action::Campaign);
         }
+    }
+
+    /// Whether another member's record still says it may run the units (`promoting`,
+    /// `active`, `demoting`) although the key is vacant. A key that expired or was released
+    /// goes with its holder's standing: its member record shares the lease (gone with it) and
+    /// a releasing holder has stopped its units. But a key deleted by hand (`etcdctl del`)
+    /// vanishes while its holder still runs them; the holder kills them at once and publishes
+    /// its new role, and a holder that cannot (dead, cut off) loses its record with its lease,
+    /// at most a lease later. Campaigning before that would start the units on two hosts.
+    fn holder_standing(&self) -> bool {
+        self.members.iter().any(|m| {
+            m.node != self.p.node
+                && matches!(m.role, Role::Promoting | Role::Active | Role::Demoting)
+        })
     }
 
     /// How long this node lets better candidates try first: one grace period per candidate

@@ -28,9 +28,39 @@ impl GroupMachine {
         {
             self.stop_active(&reason, out);
         }
-        if self.stopping() && !self.killed && now >= self.kill_deadline() {
-            self.killed = true;
+        if self.stopping() && now >= self.kill_deadline() && self.kill_due(now) {
+            self.killed_at = Some(now);
             out.push(Action::KillActive);
+        }
+    }
+
+    /// Whether a kill is due now that the kill deadline has passed: the first one, or, while
+    /// the stop still runs, another one a kill margin after the last. systemd runs a service's
+    /// `ExecStop=` even when its main process was killed, so a kill that lands before the stop
+    /// job began (the key vanished: stop and kill are issued together) leaves a drain such as
+    /// `ExecStop=/bin/sleep 3` to run in full; killing again catches what started since.
+    fn kill_due(&self, now: Mono) -> bool {
+        match self.killed_at {
+            None => true,
+            Some(t) => self.rekills() && now >= t + self.p.timing.kill_margin(),
+        }
+    }
+
+    /// A stop job runs after its kill, past start-up (where the kill waits for the closure
+    /// anyway, and nothing was started behind it).
+    fn rekills(&self) -> bool {
+        self.job == Some(Job::StopActive) && self.role != Role::Starting
+    }
+
+    /// When the fence kills (again), if a stop is under way: see [`Self::kill_due`].
+    pub(super) fn next_kill(&self) -> Option<Mono> {
+        if !self.stopping() {
+            return None;
+        }
+        match self.killed_at {
+            None => Some(self.kill_deadline()),
+            Some(t) if self.rekills() => Some(t + self.p.timing.kill_margin()),
+            Some(_) => None,
         }
     }
 
@@ -98,7 +128,7 @@ impl GroupMachine {
         self.stop_failures = self.stop_failures.saturating_add(1);
         let backoff = self.p.timing.stop_retry_backoff(self.stop_failures);
         self.stop_retry_at = Some(now + backoff);
-        self.killed = true;
+        self.killed_at = Some(now);
         out.push(Action::KillActive);
         out.push(Action::Note(format!(
             "stopping the active units failed ({} in a row): killed what is left, retrying in {}",
@@ -114,7 +144,7 @@ impl GroupMachine {
     pub(super) fn unit_started(&mut self, unit: &str, out: &mut Vec<Action>) {
         if self.job == Some(Job::StopActive) {
             // The stop answers for it (it fails if the unit is still up).
-            self.killed = false;
+            self.killed_at = None;
             return;
         }
         if self.runs_role() {
@@ -123,7 +153,7 @@ impl GroupMachine {
         self.units_may_run = true;
         // While a failed stop waits for its retry, no new stop is issued: the kill is what
         // keeps the newcomer from running where it must not.
-        self.killed = false;
+        self.killed_at = None;
         out.push(Action::Note(format!(
             "{unit} started on a host that does not hold the role: stopping it"
         )));
@@ -133,7 +163,7 @@ impl GroupMachine {
         self.pending_restarts.clear();
         self.job = Some(Job::StopActive);
         // Each attempt gets its own kill deadline (a retry may find units restarted).
-        self.killed = false;
+        self.killed_at = None;
         self.stop_retry_at = None;
         self.passive_ready = false;
         out.push(Action::Start(Job::StopActive, None));
