@@ -23,7 +23,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::campaign::{ms, percentile};
+use support::campaign::report::{ms, percentile};
 use support::cluster::{Cluster, StoreKind, elapsed};
 use support::etcd::EtcdCluster;
 use support::hosts::{self, Net, Signal};
