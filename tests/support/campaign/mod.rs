@@ -101,6 +101,7 @@ pub fn run(cfg: &Config) -> Report {
         report.outlived.stops += outlived.stops;
         report.outlived.of += outlived.of;
         report.outlived.longest = report.outlived.longest.max(outlived.longest);
+        report.outlived.lost += outlived.lost;
     }
     report.elapsed = started.elapsed();
     report
@@ -148,11 +149,13 @@ pub(super) fn run_seed(
         Ok((spans, outlived)) => {
             eprintln!(
                 "== seed {seed}: {faults} faults passed in {:.0} s; {spans} spans, none overlapping; \
-                 web-fork's TERM-ignoring child outlived ExecStopPost= in {} of {} stops (by up to {} ms) ==",
+                 web-fork's TERM-ignoring child outlived ExecStopPost= in {} of {} stops (by up to {} ms); \
+                 {} stop lines lost to a kill, closed where systemd says the unit went inactive ==",
                 t0.elapsed().as_secs_f64(),
                 outlived.stops,
                 outlived.of,
-                outlived.longest.as_millis()
+                outlived.longest.as_millis(),
+                outlived.lost
             );
             (engine.outcomes, spans, outlived)
         }

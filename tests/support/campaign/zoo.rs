@@ -248,6 +248,10 @@ pub struct Outlived {
     pub of: usize,
     /// By how much the child outlived `ExecStopPost=` at most.
     pub longest: Duration,
+    /// Runs whose `stop` line never came: the fence's `KillUnit` also kills a control process,
+    /// and so the recorder's `ExecStopPost=` when the kill lands during it. Such a span is
+    /// closed where systemd says the unit went inactive (see [`close_lost_stops`]).
+    pub lost: usize,
 }
 
 /// Every host's spans of every zoo service (a consistent snapshot, see [`zoo_spans`]), with
@@ -269,7 +273,10 @@ pub(super) fn zoo_view(c: &Cluster) -> (Vec<HostSpans>, Outlived) {
         .map(|i| std::fs::read_to_string(c.span_dir(i).join(FORK_BEAT)).unwrap_or_default())
         .collect();
     let mut all = zoo_spans(c);
-    let mut outlived = Outlived::default();
+    let mut outlived = Outlived {
+        lost: close_lost_stops(c, &mut all),
+        ..Outlived::default()
+    };
     for (i, (host, spans)) in all.iter_mut().enumerate() {
         let mut fork: Vec<&mut Span> = spans
             .iter_mut()
@@ -300,6 +307,78 @@ pub(super) fn zoo_view(c: &Cluster) -> (Vec<HostSpans>, Outlived) {
         }
     }
     (all, outlived)
+}
+
+/// Closes the open spans of units that are not running: a run followed by another start of
+/// the same unit on the same host ended before that start; the last run of a unit that is
+/// inactive or failed now ended when systemd says it went inactive (`InactiveEnterTimestamp`,
+/// realtime µs, the clock the recorder uses). Both are upper bounds, so no overlap can hide.
+/// Returns how many spans it closed.
+pub(super) fn close_lost_stops(c: &Cluster, all: &mut [HostSpans]) -> usize {
+    let mut closed = 0;
+    for (i, (_, spans)) in all.iter_mut().enumerate() {
+        let mut last_open: Vec<(&str, usize)> = Vec::new();
+        for (unit, _) in ZOO_SERVICES {
+            let runs: Vec<usize> = (0..spans.len()).filter(|&k| spans[k].0 == unit).collect();
+            for w in runs.windows(2) {
+                if spans[w[0]].1.stop_ns.is_none() {
+                    spans[w[0]].1.stop_ns = Some(spans[w[1]].1.start_ns);
+                    closed += 1;
+                }
+            }
+            if let Some(&k) = runs.last()
+                && spans[k].1.stop_ns.is_none()
+            {
+                last_open.push((unit, k));
+            }
+        }
+        if last_open.is_empty() {
+            continue;
+        }
+        let script: Vec<String> = last_open
+            .iter()
+            .map(|(unit, _)| {
+                format!(
+                    "busctl get-property org.freedesktop.systemd1 /org/freedesktop/systemd1/unit/{} \
+                     org.freedesktop.systemd1.Unit ActiveState InactiveEnterTimestamp || printf '\\n\\n'; echo",
+                    bus_path_label(unit)
+                )
+            })
+            .collect();
+        let out =
+            c.hosts[i].exec_timeout(&["sh", "-c", &script.join("; ")], Duration::from_secs(20));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut lines = text.lines();
+        for (_, k) in last_open {
+            let state = lines.next().unwrap_or_default().trim().to_string();
+            let since = lines.next().unwrap_or_default().trim().to_string();
+            let _ = lines.next(); // the separator
+            let down = state == "s \"inactive\"" || state == "s \"failed\"";
+            let since_ns = since
+                .strip_prefix("t ")
+                .and_then(|t| t.parse::<u64>().ok())
+                .map(|us| us * 1000);
+            let span = &mut spans[k].1;
+            if let Some(at) = since_ns.filter(|&at| down && at >= span.start_ns) {
+                span.stop_ns = Some(at);
+                closed += 1;
+            }
+        }
+    }
+    closed
+}
+
+/// A unit name as a label of its D-Bus object path: every byte but `[A-Za-z0-9]` as `_xx`.
+fn bus_path_label(unit: &str) -> String {
+    unit.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("_{b:02x}")
+            }
+        })
+        .collect()
 }
 
 /// The span checker over every process of the closure, on one clock ([`zoo_view`]):
