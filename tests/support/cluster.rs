@@ -191,7 +191,7 @@ impl Cluster {
     pub fn check_history(&self) -> usize {
         let all = self.spans();
         hosts::assert_no_overlap(&all);
-        let mut starts: Vec<(u64, u64, &str)> = all
+        let starts: Vec<(u64, u64, &str, &str)> = all
             .iter()
             .flat_map(|(h, spans)| {
                 spans.iter().map(move |s| {
@@ -199,26 +199,12 @@ impl Cluster {
                         s.start_ns,
                         s.term.expect("PROMD_TERM in the service's environment"),
                         h.as_str(),
+                        "web.service",
                     )
                 })
             })
             .collect();
-        starts.sort();
-        for w in starts.windows(2) {
-            let (before, after) = (w[0], w[1]);
-            if after.2 == before.2 {
-                assert!(
-                    after.1 >= before.1,
-                    "term went back: {before:?} then {after:?}"
-                );
-            } else {
-                assert!(
-                    after.1 > before.1,
-                    "term did not grow across a hand-over: {before:?} then {after:?}"
-                );
-            }
-        }
-        starts.len()
+        assert_terms_grow(starts)
     }
 
     pub fn promd_pid(&self, i: usize) -> u32 {
@@ -238,6 +224,28 @@ impl Cluster {
             },
         );
     }
+}
+
+/// Runs `(start_ns, term, host, unit)` on one clock: the term never goes back, and grows
+/// whenever a run starts on another host than the run before it (a restart in place keeps
+/// its term). Returns how many runs there were.
+pub fn assert_terms_grow(mut starts: Vec<(u64, u64, &str, &str)>) -> usize {
+    starts.sort();
+    for w in starts.windows(2) {
+        let (before, after) = (w[0], w[1]);
+        if after.2 == before.2 {
+            assert!(
+                after.1 >= before.1,
+                "term went back: {before:?} then {after:?}"
+            );
+        } else {
+            assert!(
+                after.1 > before.1,
+                "term did not grow across a hand-over: {before:?} then {after:?}"
+            );
+        }
+    }
+    starts.len()
 }
 
 /// The command that reads a property of the `web` group's D-Bus object on a host.

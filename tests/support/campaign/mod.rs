@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
-use super::cluster::{Cluster, StoreKind};
+use super::cluster::{Cluster, StoreKind, assert_terms_grow};
 use super::etcd::EtcdCluster;
 use super::hosts::{self, Host, HostSpec, Net, Signal, Span};
 
