@@ -1,7 +1,7 @@
 //! Driver events (store, unit watches, health checks) turned into machine events.
 
 use super::{JobDone, Runtime};
-use crate::core::{Event, Job, Member, Role};
+use crate::core::{Event, Member, Role};
 use crate::health::HealthResult;
 use crate::store::{StoreEvent, other_host};
 use crate::watch::WatchEvent;
@@ -123,37 +123,23 @@ impl Runtime {
         self.feed(i, event);
     }
 
-    /// A systemd job finished; after a start of the active target, each watched unit that is
-    /// not up counts as failed (once the machine knows the start is done).
+    /// A systemd job finished. A start of the active target that left watched units down
+    /// (only a start that succeeded is checked) is a failed start: `StartIncomplete`.
     pub(super) fn on_job(&mut self, done: JobDone) {
         let JobDone { i, job, ok, not_up } = done;
-        if job == Job::StartActive && ok && !not_up.is_empty() {
-            for (unit, state) in &not_up {
-                self.log(
-                    i,
-                    tracing::Level::WARN,
-                    &format!("{unit} is {state} after the active target started: a failed start"),
-                );
-            }
-            let units = not_up.into_iter().map(|(u, _)| u).collect();
-            self.feed(i, Event::StartIncomplete { units });
+        if not_up.is_empty() {
+            self.feed(i, Event::Job { job, ok });
             return;
         }
-        self.feed(i, Event::Job { job, ok });
-        for (unit, state) in not_up {
+        for (unit, state) in &not_up {
             self.log(
                 i,
                 tracing::Level::WARN,
-                &format!("{unit} is {state} after the active target started: counted as a failure"),
-            );
-            self.feed(
-                i,
-                Event::UnitFailed {
-                    unit,
-                    restarted: false,
-                },
+                &format!("{unit} is {state} after the active target started: a failed start"),
             );
         }
+        let units = not_up.into_iter().map(|(u, _)| u).collect();
+        self.feed(i, Event::StartIncomplete { units });
     }
 
     pub(super) fn on_health(&mut self, i: usize, result: HealthResult) {

@@ -70,7 +70,7 @@ pub(super) fn start_op(op: Op, client: &Client, lease: i64, cfg: &Connector) -> 
             }
             Op::Publish(rec) => publish_member(&mut kv, &keys.member, rec, host.as_ref(), lease, t)
                 .await
-                .map(|_| Done::Written),
+                .map(|()| Done::Written),
             Op::PutSwitchover(rec) => {
                 let put = kv.put(
                     keys.switchover.as_str(),
@@ -95,20 +95,12 @@ pub(super) fn start_op(op: Op, client: &Client, lease: i64, cfg: &Connector) -> 
     })
 }
 
-/// Whether [`publish_member`] wrote the record.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Published {
-    Written,
-    /// Another host's promd holds this node's member key (its host is given): not
-    /// overwritten. The group's view shows that record, and the runtime refuses to go on.
-    HeldBy(String),
-}
-
 /// Write our member record under `key`, bound to `lease`, unless another host's promd holds
 /// the key: a record under our node name from another host means two hosts share one `node`,
 /// and overwriting it would hide that (and let the two release each other's keys). A record
 /// of this host's earlier run, of an older promd without a host, or an unreadable one is
-/// overwritten. Every write is a compare-and-swap on what was read, so two hosts starting at
+/// overwritten. A record another host holds is left as it is, without an error: the group's
+/// view shows it, and the runtime refuses to go on. Every write is a compare-and-swap on what was read, so two hosts starting at
 /// once cannot both win; a few lost races in a row end as a broken call (the task reconnects).
 pub(super) async fn publish_member(
     kv: &mut KvClient,
@@ -117,7 +109,7 @@ pub(super) async fn publish_member(
     ours: Option<&HostId>,
     lease: i64,
     t: Duration,
-) -> Result<Published, CallError> {
+) -> Result<(), CallError> {
     let put = || {
         TxnOp::put(
             key,
@@ -134,7 +126,7 @@ pub(super) async fn publish_member(
             .or_else([TxnOp::get(key, None)]);
         let answer = call("publish member record", t, kv.txn(txn)).await?;
         if answer.succeeded() {
-            return Ok(Published::Written);
+            return Ok(());
         }
         let found = answer.op_responses().into_iter().find_map(|r| match r {
             TxnOpResponse::Get(mut g) => g.take_kvs().into_iter().next(),
@@ -145,9 +137,9 @@ pub(super) async fn publish_member(
             None => Compare::create_revision(key, CompareOp::Equal, 0),
             Some(kv) => {
                 if let Ok(other) = record::decode::<MemberRecord>(kv.value())
-                    && let Some(host) = other_host(other.host.as_deref(), ours)
+                    && other_host(other.host.as_deref(), ours).is_some()
                 {
-                    return Ok(Published::HeldBy(host.to_string()));
+                    return Ok(());
                 }
                 // Ours from an earlier run, an older promd's, or unreadable: replace exactly
                 // what we read.
