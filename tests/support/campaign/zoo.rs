@@ -303,20 +303,35 @@ pub(super) fn zoo_view(c: &Cluster) -> (Vec<HostSpans>, Outlived) {
     (all, outlived)
 }
 
-/// Closes the open spans of units that are not running: a run followed by another start of
-/// the same unit on the same host ended before that start; the last run of a unit that is
-/// inactive or failed now ended when systemd says it went inactive (`InactiveEnterTimestamp`,
-/// realtime µs, the clock the recorder uses). Both are upper bounds, so no overlap can hide.
-/// Returns how many spans it closed.
+/// Closes the open spans of units that are not running, each at an upper bound of its end
+/// (so no overlap can hide): a run followed by another start of the same unit on the same
+/// host ended when systemd's journal first says the unit stopped after the run began
+/// (`Stopped UNIT`, `UNIT: Deactivated successfully`, `UNIT: Failed with result`), or at the
+/// next start if the journal does not say; the last run of a unit that is inactive or failed
+/// now ended when systemd says it went inactive (`InactiveEnterTimestamp`). Both clocks are
+/// realtime, the recorder's. (A next start can be minutes later: taking it as the end would
+/// make the run overlap every run elsewhere in between.) Returns how many spans it closed.
 pub(super) fn close_lost_stops(c: &Cluster, all: &mut [HostSpans]) -> usize {
     let mut closed = 0;
     for (i, (_, spans)) in all.iter_mut().enumerate() {
         let mut last_open: Vec<(&str, usize)> = Vec::new();
         for (unit, _) in ZOO_SERVICES {
             let runs: Vec<usize> = (0..spans.len()).filter(|&k| spans[k].0 == unit).collect();
-            for w in runs.windows(2) {
-                if spans[w[0]].1.stop_ns.is_none() {
-                    spans[w[0]].1.stop_ns = Some(spans[w[1]].1.start_ns);
+            let lost: Vec<(usize, u64)> = runs
+                .windows(2)
+                .filter(|w| spans[w[0]].1.stop_ns.is_none())
+                .map(|w| (w[0], spans[w[1]].1.start_ns))
+                .collect();
+            if !lost.is_empty() {
+                let stops = journal_stops(c, i, unit, spans[lost[0].0].1.start_ns);
+                for (k, next_start) in lost {
+                    let start = spans[k].1.start_ns;
+                    let end = stops
+                        .iter()
+                        .copied()
+                        .find(|&t| t >= start && t <= next_start)
+                        .unwrap_or(next_start);
+                    spans[k].1.stop_ns = Some(end);
                     closed += 1;
                 }
             }
@@ -360,6 +375,41 @@ pub(super) fn close_lost_stops(c: &Cluster, all: &mut [HostSpans]) -> usize {
         }
     }
     closed
+}
+
+/// When systemd's journal on host `i` says `unit` stopped (realtime ns, in order), from
+/// `since_ns` on.
+fn journal_stops(c: &Cluster, i: usize, unit: &str, since_ns: u64) -> Vec<u64> {
+    let since = format!("--since=@{}", since_ns / 1_000_000_000);
+    let out = c.hosts[i].exec_timeout(
+        &[
+            "journalctl",
+            "-q",
+            "-o",
+            "short-unix",
+            "_PID=1",
+            &format!("UNIT={unit}"),
+            &since,
+        ],
+        Duration::from_secs(20),
+    );
+    let stopped = [
+        format!("Stopped {unit}"),
+        format!("{unit}: Deactivated successfully"),
+        format!("{unit}: Failed with result"),
+    ];
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| stopped.iter().any(|s| l.contains(s.as_str())))
+        .filter_map(|l| {
+            let (secs, frac) = l.split_whitespace().next()?.split_once('.')?;
+            let us = format!("{frac:0<6}");
+            Some(
+                secs.parse::<u64>().ok()? * 1_000_000_000
+                    + us.get(..6)?.parse::<u64>().ok()? * 1000,
+            )
+        })
+        .collect()
 }
 
 /// A unit name as a label of its D-Bus object path: every byte but `[A-Za-z0-9]` as `_xx`.
