@@ -6,6 +6,8 @@
 #   make rpm                               target/dist/promd-VERSION-1.ARCH.rpm (rpm/promd.spec)
 #   make lintian                           lintian on the .deb
 #   make clean                             cargo clean, and the packaging leftovers
+#   make generate                          rewrite promctl's completions and promctl(1) in
+#                                          packaging/ from src/bin/promctl (commit the result)
 #
 # `make install` is the one description of the installed layout: debian/rules and
 # rpm/promd.spec both call it (DESTDIR=their staging root) and package what it installs.
@@ -49,7 +51,7 @@ EXAMPLES := packaging/examples/web-active.target packaging/examples/web-passive.
 	packaging/examples/web.service
 DBUS_INTERFACES := $(wildcard dbus/org.promd1.*.xml)
 
-.PHONY: all build install uninstall deb rpm lintian check-man clean version
+.PHONY: all build install uninstall deb rpm lintian check-man generate clean version
 
 all: build
 
@@ -113,6 +115,13 @@ uninstall:
 	    $(DESTDIR)$(BASH_COMPLETIONDIR)/promctl $(DESTDIR)$(ZSH_COMPLETIONDIR)/_promctl \
 	    $(DESTDIR)$(FISH_COMPLETIONDIR)/promctl.fish
 	rm -rf $(DESTDIR)$(DOCDIR)
+
+# promctl's shell completions and man page are generated from its clap declaration by a unit
+# test of promctl (src/bin/promctl/generate.rs), which fails when they are stale; this rewrites
+# them.
+generate:
+	PROMCTL_REGENERATE=1 $(CARGO) test $(CARGO_FLAGS) --bin promctl -- generated_files_are_up_to_date
+	@git status --short -- packaging/completions packaging/man/promctl.1
 
 # The man pages must format without a warning (lintian checks the same).
 check-man:

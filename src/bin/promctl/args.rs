@@ -1,5 +1,6 @@
 //! The command line, declared once with clap: `promctl --help` and each command's `--help`, the
-//! usage errors and the shell completions are all rendered from these types.
+//! usage errors, the shell completions and promctl(1) are all rendered from these types (the
+//! last two into `packaging/` by `make generate`, see `generate.rs`).
 //!
 //! One rule clap does not have is added by [`parse`]: `--help` anywhere before `--` wins over
 //! whatever else is wrong with the line, so that a half-typed command still gets its help.
@@ -15,8 +16,8 @@ use clap_complete::engine::{
 
 /// The variable through which the shell completions call promctl back: `PROMCTL_COMPLETE=bash
 /// promctl -- WORDS...` prints the candidates for the last word, `PROMCTL_COMPLETE=bash promctl`
-/// the script to source (clap's default name, `COMPLETE`, is too
-/// likely to be set for something else in an operator's shell).
+/// the script that `packaging/completions/` holds. (clap's default name, `COMPLETE`, is too
+/// likely to be set for something else in an operator's shell.)
 pub(super) const COMPLETE_VAR: &str = "PROMCTL_COMPLETE";
 
 /// How long completing a group name may wait for promd before it offers nothing.
@@ -243,10 +244,10 @@ const ABOUT: &str = "Show and steer promd, which keeps one host active per group
 const LONG_ABOUT: &str = "\
 Show and steer promd, which keeps exactly one host active per group.
 
-promctl talks only D-Bus: every answer comes from the promd of this host, on the system bus
-(name 'org.promd1'), and it keeps no state of its own. Anyone may read ('status', 'watch');
-changing anything ('promote', 'demote', 'maintenance', 'reset') needs root or membership of
-the group 'promd'.
+promctl is the command-line client of promd(8). It talks only D-Bus: every answer comes from
+the promd of this host, on the system bus (name 'org.promd1'), and it keeps no state of its
+own. Anyone may read ('status', 'watch'); changing anything ('promote', 'demote',
+'maintenance', 'reset') needs root or membership of the group 'promd'.
 
 'import-prom' is different: it reads a PROM or HAL configuration file and writes promd's
 files; it needs no running promd.";
@@ -255,11 +256,23 @@ const AFTER_HELP: &str = "\
 Exit status: 0 success, 1 refused or failed (the message says why), 2 bad usage.
 'promctl COMMAND --help' shows more about a command.";
 
-const AFTER_LONG_HELP: &str = "\
-'--' ends the options: an argument after it is a name even if it starts with '-'.
+macro_rules! dashdash {
+    () => {
+        "'--' ends the options: an argument after it is a name even if it starts with '-'."
+    };
+}
+
+/// What `--` does, for promctl(1)'s OPTIONS.
+#[cfg(test)]
+pub(super) const DASHDASH: &str = dashdash!();
+
+const AFTER_LONG_HELP: &str = concat!(
+    dashdash!(),
+    "
 
 Exit status: 0 success, 1 refused or failed (the message says why), 2 bad usage.
-'promctl COMMAND --help' shows more about a command; 'man promctl' has examples.";
+'promctl COMMAND --help' shows more about a command; 'man promctl' has examples."
+);
 
 const STATUS_LONG: &str = "\
 Show every group on this host (or just GROUP): this host's role, the leader, the term
@@ -305,7 +318,7 @@ Print one line per role change of any group on this host, as it happens, until i
 
   TIME GROUP OLD -> NEW term TERM: REASON
 
-If promd is not running, wait for it.";
+If promd is not running, it waits for it.";
 
 const IMPORT_PROM_LONG: &str = "\
 Convert the config.json of a PROM or HAL replica set (either spelling of the keys:

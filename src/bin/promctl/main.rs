@@ -7,10 +7,13 @@
 //! The pure parts (argument parsing, the status table, the JSON document, the watch line and
 //! the error messages) are plain functions so that the unit tests beside them cover them
 //! without a bus. `args` declares the command line (clap), `bus` holds the proxies and the
-//! connection, `status`, `requests` and `watch` are the commands.
+//! connection, `status`, `requests` and `watch` are the commands; `generate` (tests only)
+//! renders the shell completions and promctl(1) into `packaging/`.
 
 mod args;
 mod bus;
+#[cfg(test)]
+mod generate;
 mod requests;
 mod status;
 mod watch;
