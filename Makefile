@@ -7,6 +7,12 @@
 #   make lintian                           lintian on the .deb
 #   make clean                             cargo clean, and the packaging leftovers
 #
+# For developers, no root needed (`make check CARGO="nice -n 19 cargo"` to stay in the background):
+#   make check                             fmt, clippy, unit tests, the tests that need no root,
+#                                          the man pages, and the model check (if there is one)
+#   make generate                          rewrite promctl's completions and promctl(1) in
+#                                          packaging/ from src/bin/promctl (commit the result)
+#
 # `make install` is the one description of the installed layout: debian/rules and
 # rpm/promd.spec both call it (DESTDIR=their staging root) and package what it installs.
 # It does not build: run `make` first (the packages do).
@@ -49,7 +55,15 @@ EXAMPLES := packaging/examples/web-active.target packaging/examples/web-passive.
 	packaging/examples/web.service
 DBUS_INTERFACES := $(wildcard dbus/org.promd1.*.xml)
 
-.PHONY: all build install uninstall deb rpm lintian check-man clean version
+# Integration tests that need no root: every tests/*.rs but the system tests (nspawn hosts,
+# as root: scripts/test.sh runs them), the model check (its own step, in release), and
+# etcd_store where there is no etcd binary to start its clusters with.
+ALL_TESTS := $(basename $(notdir $(wildcard tests/*.rs)))
+ROOT_TESTS := $(filter system_% host_smoke,$(ALL_TESTS))
+HAVE_ETCD := $(shell command -v etcd >/dev/null 2>&1 && echo yes)
+ROOTLESS_TESTS := $(filter-out $(ROOT_TESTS) model_check $(if $(HAVE_ETCD),,etcd_store),$(ALL_TESTS))
+
+.PHONY: all build install uninstall deb rpm lintian check check-man generate clean version
 
 all: build
 
@@ -113,6 +127,29 @@ uninstall:
 	    $(DESTDIR)$(BASH_COMPLETIONDIR)/promctl $(DESTDIR)$(ZSH_COMPLETIONDIR)/_promctl \
 	    $(DESTDIR)$(FISH_COMPLETIONDIR)/promctl.fish
 	rm -rf $(DESTDIR)$(DOCDIR)
+
+# Everything a developer can check without root, stopping at the first failure.
+check:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets $(CARGO_FLAGS) -- -D warnings
+	$(CARGO) test $(CARGO_FLAGS) --lib --bins $(addprefix --test ,$(ROOTLESS_TESTS))
+	$(CARGO) test $(CARGO_FLAGS) --doc
+	@if [ -f tests/model_check.rs ]; then \
+	    echo "$(CARGO) test $(CARGO_FLAGS) --release --test model_check"; \
+	    $(CARGO) test $(CARGO_FLAGS) --release --test model_check; \
+	else \
+	    echo "model check: tests/model_check.rs does not exist yet, skipped"; \
+	fi
+	@$(MAKE) --no-print-directory check-man
+	@$(if $(HAVE_ETCD),,echo "note: no etcd binary on PATH, so tests/etcd_store.rs did not run (scripts/deps.sh installs it)")
+	@echo "make check: ok (the system tests need root: sudo scripts/test.sh)"
+
+# promctl's shell completions and man page are generated from its clap declaration by a unit
+# test of promctl (src/bin/promctl/generate.rs), which fails when they are stale; this rewrites
+# them.
+generate:
+	PROMCTL_REGENERATE=1 $(CARGO) test $(CARGO_FLAGS) --bin promctl -- generated_files_are_up_to_date
+	@git status --short -- packaging/completions packaging/man/promctl.1
 
 # The man pages must format without a warning (lintian checks the same).
 check-man:

@@ -16,9 +16,15 @@ use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{Connection, OwnedObjectPath, Variant};
 
+/// The well-known name promd takes on the system bus (`dbus/org.promd1.conf` lets only the
+/// `promd` user own it).
 pub const BUS_NAME: &str = "org.promd1";
+/// The Manager object: node, version, store state, the group list and the methods by name.
 pub const MANAGER_PATH: &str = "/org/promd1";
+/// The Manager's interface, described in `dbus/org.promd1.Manager.xml`.
 pub const MANAGER_IFACE: &str = "org.promd1.Manager";
+/// The interface of each group object ([`group_path`]), described in
+/// `dbus/org.promd1.Group.xml`.
 pub const GROUP_IFACE: &str = "org.promd1.Group";
 /// Members of this group may call methods (besides root).
 pub const ADMIN_GROUP: &str = "promd";
@@ -26,47 +32,81 @@ pub const ADMIN_GROUP: &str = "promd";
 /// What D-Bus shows of one group; refreshed by the runtime.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct GroupView {
+    /// The group's name from promd.toml (property `Name`).
     pub name: String,
+    /// This host's role: `starting`, `passive`, `promoting`, `active`, `demoting`, `failed`
+    /// or `maintenance` (property `Role`).
     pub role: String,
+    /// The node that holds the leader key, empty when none does or it is not known yet
+    /// (property `Leader`).
     pub leader: String,
+    /// The fencing term: the leader key's create revision (etcd) or counter (dir store);
+    /// only grows (property `Term`).
     pub term: u64,
+    /// This host's priority in the group (property `Priority`).
     pub priority: i32,
+    /// Whether this host's health check and passive target are fine (property `Healthy`).
     pub healthy: bool,
+    /// Whether the group is in maintenance mode, cluster-wide (property `Maintenance`).
     pub maintenance: bool,
+    /// Watched-unit failures within the restart window (property `Failures`).
     pub failures: u32,
+    /// CLOCK_REALTIME of this host's last role change, in microseconds since the epoch
+    /// (property `Since`).
     pub since_usec: u64,
-    /// (node, role or "down", priority, healthy)
+    /// Every member as (node, role or "down", priority, healthy), sorted; members listed in
+    /// promd.toml that the store does not show appear as "down" (property `Members`).
     pub members: Vec<(String, String, i32, bool)>,
     /// Removed by a reload: not listed, not addressable.
     pub retired: bool,
 }
 
+/// The errors promd's methods answer with, named `org.promd1.Error.VARIANT`; each carries a
+/// message for the caller (promctl prints it).
 #[derive(Debug, zbus::DBusError)]
 #[zbus(prefix = "org.promd1.Error")]
 pub enum PromdError {
+    /// A D-Bus failure of the call itself, passed through under zbus's own error name.
     #[zbus(error)]
     ZBus(zbus::Error),
+    /// Promote refused: this host is failed (or cooling down), unhealthy, not a member, or it
+    /// failed while taking over.
     NotEligible(String),
+    /// Demote refused: no other member could take the role.
     NoStandby(String),
+    /// The request was accepted but did not complete within three leases (at least 30 s).
     Timeout(String),
+    /// No group of that name on this host (or it was removed by a reload).
     UnknownGroup(String),
+    /// The caller is neither root nor in the `promd` group ([`ADMIN_GROUP`]).
     AccessDenied(String),
+    /// Promote or demote refused, or a promote given up: maintenance mode is on.
     Maintenance(String),
+    /// Anything else: promd is stopping, or the store is unreachable (for SetMaintenance).
     Failed(String),
 }
 
 /// A method call for the runtime to carry out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Call {
+    /// `Promote`: make this host active (a switchover); answered once it is.
     Promote,
+    /// `Demote`: hand the role to another member; answered once this host is passive.
     Demote,
+    /// `SetMaintenance(on)`: cluster-wide, through the store; answered once the store shows
+    /// the new mode.
     SetMaintenance(bool),
+    /// `ResetFailed`: clear this host's failure count and cooldown; answered at once.
     ResetFailed,
 }
 
+/// A method call, authorized and resolved to a group, on its way to the runtime.
 pub struct CallRequest {
+    /// The group's slot in the runtime's group list (also its index in the views).
     pub group: usize,
+    /// What was asked.
     pub call: Call,
+    /// Where the runtime sends the outcome; the D-Bus reply waits for it.
     pub reply: oneshot::Sender<Result<(), PromdError>>,
 }
 
@@ -492,6 +532,8 @@ impl DbusService {
         self.last = views;
     }
 
+    /// Signal `RoleChanged(old, new, term, reason)` on `group`'s object, after the property
+    /// changes already queued.
     pub fn role_changed(&self, group: &str, old: &str, new: &str, term: u64, reason: &str) {
         let _ = self.emissions.send(Emission::RoleChanged {
             path: group_path(group),

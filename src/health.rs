@@ -7,16 +7,25 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
+/// The outcome of one run of the health command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthResult {
+    /// The command exited 0 within the timeout.
     pub ok: bool,
     /// Why it failed (exit status, first line of stderr, or the timeout), for the journal.
     pub detail: String,
 }
 
+/// A group's `health-command` with its timing, as promd.toml gives them.
 pub struct HealthCheck {
+    /// The program (an absolute path, checked by the configuration) and its arguments; run
+    /// directly, no shell.
     pub command: Vec<String>,
+    /// From the start of one run to the start of the next (`health-interval`); a run that
+    /// ends late delays the next one rather than bunching them up.
     pub interval: Duration,
+    /// How long a run may take (`health-timeout`): then its whole process group is killed
+    /// with SIGKILL and the run counts as failed.
     pub timeout: Duration,
     /// `PROMD_GROUP`, `PROMD_NODE` for the command.
     pub env: Vec<(String, String)>,
@@ -42,6 +51,10 @@ pub fn spawn(
     .abort_handle()
 }
 
+/// Runs the command once, in a process group of its own, with stdin and stdout on
+/// /dev/null; never fails itself: a command that cannot be started, exits non-zero or times
+/// out is a failed [`HealthResult`] saying which (with the first line of its stderr, read for
+/// at most 100 ms after it exits).
 pub async fn run_once(check: &HealthCheck) -> HealthResult {
     let fail = |detail: String| HealthResult { ok: false, detail };
     let Some((program, args)) = check.command.split_first() else {

@@ -16,15 +16,29 @@ use thiserror::Error;
 /// that holds the lock, for the message of the one that is refused.
 pub const LOCK_PATH: &str = "/run/promd/promd.lock";
 
+/// Why [`HostLock::acquire`] failed; promd exits on either.
 #[derive(Debug, Error)]
 pub enum HostLockError {
+    /// Another process holds the lock: another promd runs on this host.
     #[error(
         "another promd already runs on this host{} (it holds {path}); one promd per host serves every group",
         .pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
     )]
-    Taken { path: String, pid: Option<u32> },
+    Taken {
+        /// The lock file.
+        path: String,
+        /// The pid the holder wrote into the file, if it could be read.
+        pid: Option<u32>,
+    },
+    /// The directory or the file could not be created or opened, or flock(2) failed for
+    /// another reason than a holder.
     #[error("cannot lock {path}: {error}")]
-    Io { path: String, error: String },
+    Io {
+        /// The lock file.
+        path: String,
+        /// The system's error.
+        error: String,
+    },
 }
 
 /// The host lock, held until dropped (the process exits).

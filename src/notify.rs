@@ -12,6 +12,8 @@ pub struct Notifier {
 }
 
 impl Notifier {
+    /// Reads the watchdog interval systemd set (`WATCHDOG_USEC=`, when `WATCHDOG_PID=` is this
+    /// process or absent); leaves the environment as it is.
     pub fn from_env() -> Notifier {
         Notifier {
             watchdog: sd_notify::watchdog_enabled(),
@@ -29,6 +31,7 @@ impl Notifier {
         self.watchdog.map(|w| w / 3)
     }
 
+    /// `READY=1` with `STATUS=status`: systemd's start job (Type=notify) completes.
     pub fn ready(&mut self, status: &str) {
         self.last_status = status.to_string();
         send(&[NotifyState::Ready, NotifyState::Status(status)]);
@@ -42,6 +45,7 @@ impl Notifier {
         }
     }
 
+    /// `RELOADING=1`: a reload has begun; [`Notifier::ready`] ends it.
     pub fn reloading(&mut self) {
         send(&[
             NotifyState::Reloading,
@@ -49,6 +53,7 @@ impl Notifier {
         ]);
     }
 
+    /// `STOPPING=1`: promd hands its roles over and exits.
     pub fn stopping(&mut self) {
         send(&[
             NotifyState::Stopping,
@@ -69,6 +74,7 @@ impl Notifier {
         Some(old)
     }
 
+    /// `WATCHDOG=1`, if systemd runs a watchdog; due every [`Notifier::ping_interval`].
     pub fn ping(&self) {
         if self.watchdog.is_some() {
             send(&[NotifyState::Watchdog]);

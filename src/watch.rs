@@ -18,18 +18,33 @@ use zbus_systemd::systemd1::{ServiceProxy, UnitProxy};
 
 use crate::systemd::{Systemd, is_up};
 
+/// What a group's forwarder reports to the runtime about its units.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchEvent {
     /// A watched unit entered `failed` (`restarted: false`), or systemd restarted it
     /// (`NRestarts` grew: `Restart=` and watchdog restarts).
-    Failed { unit: String, restarted: bool },
+    Failed {
+        /// The unit's name.
+        unit: String,
+        /// systemd already restarted it (so promd must not); false: it is `failed`.
+        restarted: bool,
+    },
     /// A watched unit that should stay up went inactive without failing and with no job
     /// queued for it: stopped by hand, or its main process exited 0.
-    Stopped { unit: String },
+    Stopped {
+        /// The unit's name.
+        unit: String,
+    },
     /// A unit of the role's closure became active (or activating).
-    Started { unit: String },
+    Started {
+        /// The unit's name.
+        unit: String,
+    },
     /// Whether none of the passive target's units is failed.
-    PassiveUnits { ok: bool },
+    PassiveUnits {
+        /// True when none is `failed`.
+        ok: bool,
+    },
 }
 
 /// What a followed unit is to its group.

@@ -26,44 +26,88 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::de::DeTable;
 
+/// Where promd and `promd check-config` read the configuration unless given a path
+/// (`--config PATH`, `check-config PATH`).
 pub const DEFAULT_PATH: &str = "/etc/promd/promd.toml";
 
+/// A valid `promd.toml`, every default filled in. Only [`parse`] (and [`load`]) make one, so
+/// every value here has passed the checks its key documents.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// This host's name in the cluster (`node`, default: the host name): a valid node name
+    /// ([`valid_node_name`]), unique among the hosts that share the store.
     pub node: String,
+    /// The coordination store (`[store]`, default: `kind = "dir"` at `/var/lib/promd`).
     pub store: StoreConfig,
+    /// The `[[group]]` tables, in file order; names and targets are unique across them.
     pub groups: Vec<GroupConfig>,
 }
 
+/// `[store]`: where the groups elect their active host. Serialized (tagged by `kind`) into
+/// `/run/promd/running.json`, so that a reload can tell that it changed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum StoreConfig {
+    /// `kind = "etcd"`: several hosts, one etcd cluster.
     Etcd {
+        /// `endpoints`: at least one `http://HOST:PORT` or `https://HOST:PORT`, tried in order.
         endpoints: Vec<String>,
+        /// `connect-timeout` (default 2s, not zero): per endpoint, then the next is tried.
         connect_timeout: Duration,
+        /// `prefix` (default `/promd`): the key prefix, starting with `/` and not ending with
+        /// one (unless it is `/`).
         prefix: String,
     },
+    /// `kind = "dir"`: one host, or hosts sharing a directory over NFS (docs/dir-store.md).
     Dir {
+        /// `path` (default `/var/lib/promd`): an absolute path; it must exist when promd runs.
         path: PathBuf,
     },
 }
 
+/// One `[[group]]`: a service of which exactly one host runs the active target.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupConfig {
+    /// `name`: `[a-z0-9_-]`, 1 to 64 characters ([`valid_group_name`]); unique in the file.
     pub name: String,
+    /// `active-target`: the unit started on the active host (a valid unit name, usually a
+    /// `.target`); no other group's active or passive target.
     pub active_target: String,
+    /// `passive-target`: the unit started on the other hosts, if any; differs from
+    /// `active_target` and is no other group's active target (groups may share one).
     pub passive_target: Option<String>,
+    /// `members`: the only nodes that may be active, without duplicates; `None` when the key
+    /// is absent: any node may.
     pub members: Option<Vec<String>>,
+    /// `lease` (default 10s, at least 1s): an active host that cannot renew loses the role
+    /// after this; promd's own watchdog and fencing deadlines derive from it.
     pub lease: Duration,
+    /// `priority` (default 100): the highest eligible node wins; ties go to the lowest name.
     pub priority: i32,
+    /// `preempt` (default false): a node with a higher priority takes the role from a healthy
+    /// active host.
     pub preempt: bool,
+    /// `max-restarts` (default 3): watched-unit failures within `restart_window` that are
+    /// handled in place; one more fails the host over.
     pub max_restarts: u32,
+    /// `restart-window` (default 5min, not zero): the sliding window of `max_restarts`.
     pub restart_window: Duration,
+    /// `restart-backoff` (default 1s, may be zero): how long promd waits before it restarts a
+    /// failed watched unit that has no `Restart=` of its own.
     pub restart_backoff: Duration,
+    /// `failure-cooldown` (default 10min, may be zero): how long a node that failed over stays
+    /// ineligible (`promctl reset` ends it early).
     pub failure_cooldown: Duration,
+    /// `watch`: the units whose failures count, valid unit names without duplicates; `None`
+    /// when the key is absent: the units of the active target's closure but targets.
     pub watch: Option<Vec<String>>,
+    /// `health-command`: argv of a check run on every host, exit 0 meaning healthy; the
+    /// program is an absolute path. `None`: no check.
     pub health_command: Option<Vec<String>>,
+    /// `health-interval` (default 2s, not zero): from the start of one check to the next.
     pub health_interval: Duration,
+    /// `health-timeout` (default 1s, not zero, shorter than `health_interval`): a check that
+    /// runs longer is killed and counts as failed.
     pub health_timeout: Duration,
 }
 
@@ -86,6 +130,7 @@ pub struct Problem {
     pub line: Option<usize>,
     /// 1-based, in characters.
     pub column: Option<usize>,
+    /// What is wrong and, where there is one, how to fix it; one line, no position.
     pub message: String,
 }
 

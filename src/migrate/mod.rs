@@ -63,51 +63,104 @@ pub struct Migration {
 /// written in the file; they never quote a command or a credential.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
+    /// The file is not JSON.
     #[error("malformed JSON at line {line}, column {column}: {message}")]
     Json {
+        /// 1-based, as serde_json counts.
         line: usize,
+        /// 1-based, as serde_json counts.
         column: usize,
+        /// serde_json's description, without the position.
         message: String,
     },
+    /// The JSON is an array, a string or another non-object at the top.
     #[error(
         "the configuration must be a JSON object ({{\"app-name\": ..., \"replica-id-list\": ...}}), found {found}"
     )]
-    NotAnObject { found: &'static str },
-    #[error("`{key}` is missing: {hint}")]
-    Missing {
-        key: &'static str,
-        hint: &'static str,
-    },
-    #[error("{first} and {second} are the same setting with different values: keep one")]
-    Conflict { first: String, second: String },
-    #[error("{key} must be {expected}, found {found}")]
-    WrongType {
-        key: String,
-        expected: &'static str,
+    NotAnObject {
+        /// What was found instead: "an array", "a string", ...
         found: &'static str,
     },
+    /// A key promd cannot do without (`app-name`, `replica-id-list`) is in neither spelling.
+    #[error("`{key}` is missing: {hint}")]
+    Missing {
+        /// PROM's name of the key.
+        key: &'static str,
+        /// How to write it, in both spellings.
+        hint: &'static str,
+    },
+    /// Two spellings of one key (`app-name` and `appName`) with different values.
+    #[error("{first} and {second} are the same setting with different values: keep one")]
+    Conflict {
+        /// One spelling, as written (in backquotes, or quoted if it has odd characters), the first in byte order.
+        first: String,
+        /// The other spelling, as written.
+        second: String,
+    },
+    /// A key with a value of the wrong JSON type.
+    #[error("{key} must be {expected}, found {found}")]
+    WrongType {
+        /// The key as written (in backquotes), with the index for an array element.
+        key: String,
+        /// What it must be: "a string", "a whole number", ...
+        expected: &'static str,
+        /// What it is.
+        found: &'static str,
+    },
+    /// A value of the right type that promd cannot use (a timeout under 1 s, a retry count
+    /// past u32, a MUSIC location that is not a host, ...).
     #[error("{key} = {value}: {reason}")]
     BadValue {
+        /// The key as written (in backquotes).
         key: String,
+        /// The value as written (a command or a credential is never shown).
         value: String,
+        /// Why it cannot be used, and what would do.
         reason: String,
     },
+    /// The replica id list is not 0 to N-1, each once.
     #[error(
         "{key}: the replica ids must be 0 to N-1, each once (PROM and HAL require it): {reason}"
     )]
-    ReplicaIds { key: String, reason: String },
+    ReplicaIds {
+        /// The key as written (in backquotes).
+        key: String,
+        /// Which id is missing, repeated or not a number.
+        reason: String,
+    },
+    /// `--replica` is not a whole number.
     #[error("--replica {replica:?} is not a replica id: give a whole number such as 0")]
-    BadReplicaArg { replica: String },
+    BadReplicaArg {
+        /// The argument as given.
+        replica: String,
+    },
+    /// `--replica` names an id the list does not have.
     #[error("replica {replica} is not in {key} (the ids are {ids})")]
     UnknownReplica {
+        /// The id asked for.
         replica: u64,
+        /// The list's key as written (in backquotes).
         key: String,
+        /// The ids the list has, as "0 to N-1".
         ids: String,
     },
+    /// The host's `ensure-active-ID` / `ensure-passive-ID` command is missing, empty, or
+    /// cannot be written as an `ExecStart=` line.
     #[error("{key}: {reason}")]
-    BadCommand { key: String, reason: String },
+    BadCommand {
+        /// The key as written (in backquotes).
+        key: String,
+        /// What is wrong with the command (the command itself is not shown).
+        reason: String,
+    },
+    /// [`write_files`] could not write, or found a file in the way.
     #[error("{path}: {reason}")]
-    Write { path: PathBuf, reason: String },
+    Write {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The system's error, or that the file exists already (then nothing was written).
+        reason: String,
+    },
 }
 
 /// Converts a PROM / HAL `config.json` into promd's files for the host that runs `replica`.

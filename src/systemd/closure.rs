@@ -20,6 +20,7 @@ use super::PROMD_UNIT;
 /// properties, and for services `Type` and `RemainAfterExit`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UnitInfo {
+    /// The unit's name as systemd gave it (`Id`).
     pub name: String,
     /// `loaded`, `not-found`, `masked`, `error`, ...
     pub load_state: String,

@@ -6,14 +6,20 @@ use super::{SystemdError, write_atomically};
 
 /// What a group's units see in `/run/promd/GROUP.env` (for `EnvironmentFile=-`).
 pub struct UnitEnv<'a> {
+    /// `PROMD_GROUP`: the group's name, also the file's name.
     pub group: &'a str,
+    /// `PROMD_NODE`: this host's node name.
     pub node: &'a str,
+    /// `PROMD_ROLE`: the role whose target is about to start (`active` or `passive`).
     pub role: &'a str,
+    /// `PROMD_TERM`: the fencing token; only grows across the cluster.
     pub term: u64,
+    /// `PROMD_LEADER`: the node holding the role, empty when none is known.
     pub leader: &'a str,
 }
 
 impl UnitEnv<'_> {
+    /// The file's text: one `NAME=value` line per variable, in the order above, unquoted.
     pub fn render(&self) -> String {
         format!(
             "PROMD_GROUP={}\nPROMD_NODE={}\nPROMD_ROLE={}\nPROMD_TERM={}\nPROMD_LEADER={}\n",
@@ -21,6 +27,8 @@ impl UnitEnv<'_> {
         )
     }
 
+    /// Writes `RUN_DIR/GROUP.env` atomically (a unit starting meanwhile reads the old file or
+    /// the new one). Errors: [`SystemdError::Io`].
     pub fn write(&self, run_dir: &Path) -> Result<(), SystemdError> {
         write_atomically(
             &run_dir.join(format!("{}.env", self.group)),

@@ -47,21 +47,49 @@ const NO_SUCH_UNIT: &str = "org.freedesktop.systemd1.NoSuchUnit";
 const ONLY_BY_DEPENDENCY: &str = "org.freedesktop.systemd1.OnlyByDependency";
 const NO_SUCH_PROCESS: &str = "org.freedesktop.systemd1.NoSuchProcess";
 
+/// Why a call to systemd, a job or a drop-in failed. Callers log it and retry; none of them
+/// is final for a group.
 #[derive(Debug, Error)]
 pub enum SystemdError {
+    /// The D-Bus call failed or systemd answered with an error (e.g.
+    /// `org.freedesktop.systemd1.NoSuchUnit`, which the callers that expect it handle).
     #[error("D-Bus: {0}")]
     Bus(#[from] zbus::Error),
+    /// A start or stop job ended with a result other than `done` or `skipped`.
     #[error("job for {unit} ended with result {result:?}")]
-    Job { unit: String, result: String },
+    Job {
+        /// The unit the job was for.
+        unit: String,
+        /// systemd's job result: `failed`, `canceled`, `timeout`, `dependency`, ...
+        result: String,
+    },
+    /// A call took longer than [`CALL_TIMEOUT`], or a job longer than [`JOB_WAIT_LIMIT`].
     #[error("{what}: systemd did not answer within {limit:?}")]
-    Timeout { what: String, limit: Duration },
+    Timeout {
+        /// The call (`StartUnit web.service`, ...) or job waited for.
+        what: String,
+        /// The limit that ran out.
+        limit: Duration,
+    },
+    /// After [`Systemd::stop_all`], systemd still shows the unit as neither `inactive` nor
+    /// `failed`.
     #[error("{unit} is still {state} after its stop")]
-    StillRunning { unit: String, state: String },
+    StillRunning {
+        /// The unit.
+        unit: String,
+        /// Its `ActiveState` after the stop.
+        state: String,
+    },
+    /// A drop-in or another runtime file could not be written or removed.
     #[error("writing {path}: {error}")]
     Io {
+        /// The file.
         path: std::path::PathBuf,
+        /// The system's error.
         error: std::io::Error,
     },
+    /// The `JobRemoved` signal stream ended. Nothing returns it at present: job waits poll
+    /// the job instead (see the module's documentation).
     #[error("the JobRemoved signal stream ended")]
     SignalsGone,
 }
@@ -94,6 +122,9 @@ enum JobKind {
     Stop,
 }
 
+/// A connection to systemd (PID 1) on the system bus, following its `JobRemoved` signals so
+/// that starts and stops can wait for their jobs. Cheap to clone; the clones share the
+/// connection and the job table.
 #[derive(Clone)]
 pub struct Systemd {
     manager: ManagerProxy<'static>,
@@ -108,6 +139,8 @@ impl Systemd {
         Systemd::on(conn).await
     }
 
+    /// [`Systemd::connect`] on an existing connection (to share it with the D-Bus service, or
+    /// a test's bus).
     pub async fn on(conn: Connection) -> Result<Systemd, SystemdError> {
         let manager = ManagerProxy::new(&conn).await?;
         let mut removed = manager.receive_job_removed().await?;
@@ -414,10 +447,12 @@ impl Systemd {
         self.wait(unit, job, JobKind::Start).await
     }
 
+    /// The bus connection, for proxies of other systemd objects (units' properties).
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
 
+    /// The `org.freedesktop.systemd1.Manager` proxy, for calls this driver does not wrap.
     pub fn manager(&self) -> &ManagerProxy<'static> {
         &self.manager
     }

@@ -1,381 +1,399 @@
-//! Argument parsing and the help texts.
+//! The command line, declared once with clap: `promctl --help` and each command's `--help`, the
+//! usage errors, the shell completions and promctl(1) are all rendered from these types (the
+//! last two into `packaging/` by `make generate`, see `generate.rs`).
+//!
+//! One rule clap does not have is added by [`parse`]: `--help` anywhere before `--` wins over
+//! whatever else is wrong with the line, so that a half-typed command still gets its help.
 
 use std::ffi::OsString;
+use std::time::Duration;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Topic {
-    Status,
-    Promote,
-    Demote,
-    Maintenance,
-    Reset,
-    Watch,
-    ImportProm,
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::{ArgAction, CommandFactory, Parser, Subcommand};
+use clap_complete::engine::{
+    ArgValueCandidates, ArgValueCompleter, CompletionCandidate, PathCompleter,
+};
+
+/// The variable through which the shell completions call promctl back: `PROMCTL_COMPLETE=bash
+/// promctl -- WORDS...` prints the candidates for the last word, `PROMCTL_COMPLETE=bash promctl`
+/// the script that `packaging/completions/` holds. (clap's default name, `COMPLETE`, is too
+/// likely to be set for something else in an operator's shell.)
+pub(super) const COMPLETE_VAR: &str = "PROMCTL_COMPLETE";
+
+/// How long completing a group name may wait for promd before it offers nothing.
+const GROUP_COMPLETION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// promctl's command line: one command.
+#[derive(Debug, Parser)]
+#[command(
+    name = "promctl",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = AFTER_HELP,
+    after_long_help = AFTER_LONG_HELP,
+    subcommand_value_name = "COMMAND",
+    arg_required_else_help = true
+)]
+pub(super) struct Cli {
+    #[command(subcommand)]
+    pub(super) command: Command,
 }
 
-impl Topic {
-    pub(super) fn from_name(name: &str) -> Option<Topic> {
-        Some(match name {
-            "status" => Topic::Status,
-            "promote" => Topic::Promote,
-            "demote" => Topic::Demote,
-            "maintenance" => Topic::Maintenance,
-            "reset" => Topic::Reset,
-            "watch" => Topic::Watch,
-            "import-prom" => Topic::ImportProm,
-            _ => return None,
-        })
-    }
-
-    pub(super) fn help(self) -> &'static str {
-        match self {
-            Topic::Status => HELP_STATUS,
-            Topic::Promote => HELP_PROMOTE,
-            Topic::Demote => HELP_DEMOTE,
-            Topic::Maintenance => HELP_MAINTENANCE,
-            Topic::Reset => HELP_RESET,
-            Topic::Watch => HELP_WATCH,
-            Topic::ImportProm => HELP_IMPORT_PROM,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What promctl is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub(super) enum Command {
+    #[command(
+        about = "Show roles, leader, term and members of each group",
+        long_about = STATUS_LONG,
+        after_help = "Exit status: 0 success, 1 failed (promd not running, no such group), 2 bad usage."
+    )]
     Status {
+        #[arg(
+            value_name = "GROUP",
+            help = "Show only this group",
+            add = ArgValueCandidates::new(group_candidates)
+        )]
         group: Option<String>,
+        #[arg(
+            long,
+            help = "Print one JSON document instead of the table",
+            long_help = JSON_LONG
+        )]
         json: bool,
     },
+    #[command(
+        about = "Make this host the active one in GROUP (a switchover)",
+        long_about = PROMOTE_LONG,
+        after_help = "Exit status: 0 this host is active, 1 refused or failed, 2 bad usage."
+    )]
     Promote {
+        #[arg(
+            value_name = "GROUP",
+            help = GROUP_HELP,
+            add = ArgValueCandidates::new(group_candidates)
+        )]
         group: String,
     },
+    #[command(
+        about = "Hand GROUP over to the best other host",
+        long_about = DEMOTE_LONG,
+        after_help = "Exit status: 0 this host is passive, 1 refused or failed, 2 bad usage."
+    )]
     Demote {
+        #[arg(
+            value_name = "GROUP",
+            help = GROUP_HELP,
+            add = ArgValueCandidates::new(group_candidates)
+        )]
         group: String,
     },
+    #[command(
+        about = "Pause (on) or resume (off) failover of GROUP, cluster-wide",
+        long_about = MAINTENANCE_LONG,
+        after_help = "Exit status: 0 done, 1 refused or failed, 2 bad usage."
+    )]
     Maintenance {
+        #[arg(
+            value_name = "GROUP",
+            help = GROUP_HELP,
+            add = ArgValueCandidates::new(group_candidates)
+        )]
         group: String,
+        // `on` is true.
+        #[arg(
+            value_name = "on|off",
+            help = "Whether maintenance mode is on",
+            action = ArgAction::Set,
+            value_parser = on_off()
+        )]
         on: bool,
     },
+    #[command(
+        about = "Clear this host's failed state in GROUP",
+        long_about = RESET_LONG,
+        after_help = "Exit status: 0 done, 1 refused or failed, 2 bad usage."
+    )]
     Reset {
+        #[arg(
+            value_name = "GROUP",
+            help = GROUP_HELP,
+            add = ArgValueCandidates::new(group_candidates)
+        )]
         group: String,
     },
+    #[command(
+        about = "Print role changes as they happen, until interrupted",
+        long_about = WATCH_LONG,
+        after_help = "Exit status: 0 interrupted, 1 the bus went away, 2 bad usage."
+    )]
     Watch,
+    #[command(
+        about = "Convert a PROM/HAL config.json into promd.toml and units",
+        long_about = IMPORT_PROM_LONG,
+        after_help = "Exit status: 0 written, 1 unreadable or invalid input, or a file exists, 2 bad usage."
+    )]
     ImportProm {
+        #[arg(
+            value_name = "CONFIG.json",
+            help = "The PROM or HAL configuration file",
+            add = ArgValueCompleter::new(PathCompleter::any().filter(|p| {
+                p.is_dir() || p.extension().is_some_and(|e| e == "json")
+            }))
+        )]
         config: String,
+        #[arg(
+            long,
+            value_name = "ID",
+            help = "The replica id this host runs (0 to N-1)"
+        )]
         replica: String,
+        #[arg(
+            long,
+            value_name = "DIR",
+            help = "The folder to write the files into [default: the current directory]",
+            add = ArgValueCompleter::new(PathCompleter::dir())
+        )]
         out: Option<String>,
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Invocation {
-    Run(Command),
-    /// `--help`, `help [COMMAND]` or `COMMAND --help`: print to stdout, exit 0.
-    Help(Option<Topic>),
-    Version,
+const GROUP_HELP: &str = "The group, as promd.toml names it";
+
+fn on_off() -> impl TypedValueParser<Value = bool> {
+    PossibleValuesParser::new([
+        PossibleValue::new("on").help("No host starts or stops the units, no failover"),
+        PossibleValue::new("off").help("Normal operation"),
+    ])
+    .map(|s| s == "on")
 }
 
-/// A usage error: the message, and which command's usage to print after it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct UsageError {
-    pub(super) topic: Option<Topic>,
-    pub(super) message: String,
+/// The whole command line, for the completions and the man page.
+pub(super) fn cli() -> clap::Command {
+    Cli::command()
 }
 
-impl UsageError {
-    pub(super) fn new(topic: Option<Topic>, message: impl Into<String>) -> Self {
-        UsageError {
-            topic,
-            message: message.into(),
-        }
+/// Parses the whole command line (the program name first). `Err` is clap's, to print with its
+/// exit code: 0 for help and version (on stdout), 2 for a usage error (on stderr).
+pub(super) fn parse<I, T>(args: I) -> Result<Command, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString>,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    match Cli::try_parse_from(&args) {
+        Ok(cli) => Ok(cli.command),
+        Err(e) if !e.use_stderr() => Err(e),
+        Err(e) => Err(help_instead(&args).unwrap_or(e)),
     }
 }
 
-pub(super) fn is_help(arg: &str) -> bool {
-    arg == "-h" || arg == "--help"
+/// `promctl COMMAND ... --help ...` that clap refused for something else: the command's help,
+/// as if the line had been `promctl COMMAND --help` (`-h` likewise). After `--`, `--help` is a
+/// name like any other.
+fn help_instead(args: &[OsString]) -> Option<clap::Error> {
+    let program = args.first()?;
+    let name = args.get(1)?;
+    cli().find_subcommand(name)?;
+    let flag = args
+        .get(2..)?
+        .iter()
+        .take_while(|a| *a != "--")
+        .find(|a| *a == "-h" || *a == "--help")?;
+    Cli::try_parse_from([program, name, flag]).err()
 }
 
-/// Parses the arguments after the program name.
-pub(super) fn parse_args(args: &[String]) -> Result<Invocation, UsageError> {
-    let Some((first, rest)) = args.split_first() else {
-        return Err(UsageError::new(None, "no command given"));
+/// The groups of this host's promd, for completion: nothing if it does not answer in time.
+fn group_candidates() -> Vec<CompletionCandidate> {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return Vec::new();
     };
-    match first.as_str() {
-        "-h" | "--help" => return Ok(Invocation::Help(None)),
-        "help" => {
-            return match rest {
-                [] => Ok(Invocation::Help(None)),
-                [name] => Topic::from_name(name)
-                    .map(|t| Invocation::Help(Some(t)))
-                    .ok_or_else(|| UsageError::new(None, format!("unknown command '{name}'"))),
-                [_, extra, ..] => Err(UsageError::new(
-                    None,
-                    format!("unexpected argument '{extra}'"),
-                )),
-            };
-        }
-        "-V" | "--version" => {
-            return match rest.first() {
-                None => Ok(Invocation::Version),
-                Some(extra) => Err(UsageError::new(
-                    None,
-                    format!("unexpected argument '{extra}'"),
-                )),
-            };
-        }
-        _ => {}
-    }
-    if first.starts_with('-') {
-        return Err(UsageError::new(None, format!("unknown option '{first}'")));
-    }
-    let Some(topic) = Topic::from_name(first) else {
-        return Err(UsageError::new(None, format!("unknown command '{first}'")));
-    };
-
-    // `--help` anywhere before `--` wins, so that a half-typed command still gets its help.
-    let before_dashes = rest.iter().take_while(|a| a.as_str() != "--");
-    if before_dashes.clone().any(|a| is_help(a)) {
-        return Ok(Invocation::Help(Some(topic)));
-    }
-
-    if topic == Topic::ImportProm {
-        return parse_import_prom(rest).map(Invocation::Run);
-    }
-
-    let mut json = false;
-    let mut positional: Vec<&str> = Vec::new();
-    let mut options_done = false;
-    for arg in rest {
-        if options_done {
-            positional.push(arg);
-        } else if arg == "--" {
-            options_done = true;
-        } else if topic == Topic::Status && arg == "--json" {
-            json = true;
-        } else if arg.starts_with('-') && arg.len() > 1 {
-            return Err(UsageError::new(
-                Some(topic),
-                format!("unknown option '{arg}'"),
-            ));
-        } else {
-            positional.push(arg);
-        }
-    }
-
-    let extra = |arg: &str| {
-        Err(UsageError::new(
-            Some(topic),
-            format!("unexpected argument '{arg}'"),
-        ))
-    };
-    let command = match topic {
-        Topic::Status => match positional.as_slice() {
-            [] => Command::Status { group: None, json },
-            [group] => Command::Status {
-                group: Some((*group).to_owned()),
-                json,
-            },
-            [_, more, ..] => return extra(more),
-        },
-        Topic::Promote | Topic::Demote | Topic::Reset => match positional.as_slice() {
-            [] => return Err(UsageError::new(Some(topic), "missing GROUP")),
-            [group] => {
-                let group = (*group).to_owned();
-                match topic {
-                    Topic::Promote => Command::Promote { group },
-                    Topic::Demote => Command::Demote { group },
-                    _ => Command::Reset { group },
-                }
-            }
-            [_, more, ..] => return extra(more),
-        },
-        Topic::Maintenance => match positional.as_slice() {
-            [] => return Err(UsageError::new(Some(topic), "missing GROUP and on|off")),
-            [_] => return Err(UsageError::new(Some(topic), "missing on|off")),
-            [group, switch] => {
-                let on = match *switch {
-                    "on" => true,
-                    "off" => false,
-                    other => {
-                        return Err(UsageError::new(
-                            Some(topic),
-                            format!("expected 'on' or 'off', not '{other}'"),
-                        ));
-                    }
-                };
-                Command::Maintenance {
-                    group: (*group).to_owned(),
-                    on,
-                }
-            }
-            [_, _, more, ..] => return extra(more),
-        },
-        Topic::Watch => match positional.as_slice() {
-            [] => Command::Watch,
-            [more, ..] => return extra(more),
-        },
-        Topic::ImportProm => return parse_import_prom(rest).map(Invocation::Run),
-    };
-    Ok(Invocation::Run(command))
-}
-
-/// `import-prom CONFIG.json --replica ID [--out DIR]`, options in any order.
-pub(super) fn parse_import_prom(args: &[String]) -> Result<Command, UsageError> {
-    let topic = Some(Topic::ImportProm);
-    let (mut config, mut replica, mut out) = (None, None, None);
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let slot = match arg.as_str() {
-            "--replica" => &mut replica,
-            "--out" => &mut out,
-            a if a.starts_with('-') && a.len() > 1 => {
-                return Err(UsageError::new(topic, format!("unknown option '{a}'")));
-            }
-            _ => {
-                if config.is_some() {
-                    return Err(UsageError::new(
-                        topic,
-                        format!("unexpected argument '{arg}'"),
-                    ));
-                }
-                config = Some(arg.clone());
-                continue;
-            }
+    runtime.block_on(async {
+        let list = async {
+            let conn = super::bus::connect(GROUP_COMPLETION_TIMEOUT).await.ok()?;
+            let manager = super::bus::manager(&conn).await.ok()?;
+            manager.list_groups().await.ok()
         };
-        match it.next() {
-            Some(v) => *slot = Some(v.clone()),
-            None => return Err(UsageError::new(topic, format!("{arg} needs a value"))),
-        }
-    }
-    let config = config.ok_or_else(|| UsageError::new(topic, "missing CONFIG.json"))?;
-    let replica = replica.ok_or_else(|| UsageError::new(topic, "missing --replica ID"))?;
-    Ok(Command::ImportProm {
-        config,
-        replica,
-        out,
+        let groups = tokio::time::timeout(GROUP_COMPLETION_TIMEOUT, list)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        groups
+            .into_iter()
+            .map(|(name, role, leader, term, _)| {
+                let help = format!("{role}, leader {leader}, term {term}");
+                CompletionCandidate::new(name).help(Some(help.into()))
+            })
+            .collect()
     })
 }
 
-pub(super) const USAGE: &str = "\
-Usage: promctl COMMAND [ARGS]
+// ---------------------------------------------------------------------------------------------
+// The long texts. Lines stay under 92 columns (clap prints them as they are); a paragraph is
+// separated by a blank line; lines indented by two spaces are an example, set as such in
+// promctl(1); 'quoted' words are set in bold there, and argument names (GROUP, ID, ...) in
+// italics.
+// ---------------------------------------------------------------------------------------------
 
-Control promd, which keeps exactly one host active per group.
+const ABOUT: &str = "Show and steer promd, which keeps one host active per group";
 
-Commands:
-  status [GROUP] [--json]    show roles, leader, term and members of each group
-  promote GROUP              make this host the active one in GROUP (a switchover)
-  demote GROUP               hand GROUP over to the best other host
-  maintenance GROUP on|off   pause (on) or resume (off) failover of GROUP, cluster-wide
-  reset GROUP                clear this host's failed state in GROUP
-  watch                      print role changes as they happen, until interrupted
-  import-prom CONFIG.json --replica ID [--out DIR]
-                             convert a PROM/HAL config.json into promd.toml and units
+const LONG_ABOUT: &str = "\
+Show and steer promd, which keeps exactly one host active per group.
 
-Options:
-  -h, --help                 show this help; 'promctl COMMAND --help' for a command
-  -V, --version              show the version
+promctl is the command-line client of promd(8). It talks only D-Bus: every answer comes from
+the promd of this host, on the system bus (name 'org.promd1'), and it keeps no state of its
+own. Anyone may read ('status', 'watch'); changing anything ('promote', 'demote',
+'maintenance', 'reset') needs root or membership of the group 'promd'.
+
+'import-prom' is different: it reads a PROM or HAL configuration file and writes promd's
+files; it needs no running promd.";
+
+const AFTER_HELP: &str = "\
+Exit status: 0 success, 1 refused or failed (the message says why), 2 bad usage.
+'promctl COMMAND --help' shows more about a command.";
+
+macro_rules! dashdash {
+    () => {
+        "'--' ends the options: an argument after it is a name even if it starts with '-'."
+    };
+}
+
+/// What `--` does, for promctl(1)'s OPTIONS.
+#[cfg(test)]
+pub(super) const DASHDASH: &str = dashdash!();
+
+const AFTER_LONG_HELP: &str = concat!(
+    dashdash!(),
+    "
 
 Exit status: 0 success, 1 refused or failed (the message says why), 2 bad usage.
-promctl talks to promd on the system D-Bus (name org.promd1).
-";
+'promctl COMMAND --help' shows more about a command; 'man promctl' has examples."
+);
 
-pub(super) const HELP_STATUS: &str = "\
-Usage: promctl status [GROUP] [--json]
-
+const STATUS_LONG: &str = "\
 Show every group on this host (or just GROUP): this host's role, the leader, the term
-(fencing token), maintenance, and each member's role, priority and health; '*' marks
-this host.
+(fencing token), maintenance mode, and each member with its role, priority and health; '*'
+marks this host. The first line names this host, promd's version, and whether the store is
+connected.";
 
-  --json    print one JSON document instead of the table
+const JSON_LONG: &str = r#"Print one JSON document instead of the table:
 
-Exit status: 0 success, 1 failed (promd not running, no such group), 2 bad usage.
-";
+  {"node": "db-a", "version": "0.1.0", "store_connected": true,
+   "groups": [{"name": "web", "role": "active", "leader": "db-a",
+     "term": 42, "priority": 100, "healthy": true,
+     "maintenance": false, "failures": 0,
+     "since_usec": 1795000000000000,
+     "members": [{"node": "db-a", "role": "active",
+                  "priority": 100, "healthy": true}]}]}
 
-pub(super) const HELP_PROMOTE: &str = "\
-Usage: promctl promote GROUP
+'since_usec' is the CLOCK_REALTIME time of this host's last role change, in microseconds.
+The field names and their order are stable."#;
 
-Make this host the active one in GROUP: the current active host stops its units first,
-then this host starts them. Returns once this host is active (or promd says why not).
+const PROMOTE_LONG: &str = "\
+Make this host the active one in GROUP (a switchover): the active host stops its units
+first, then this host starts them. Returns once this host is active, or says why not (the
+host is failed, unhealthy or not a member, maintenance mode is on, or the switchover timed
+out). A no-op on the active host.";
 
-Exit status: 0 this host is active, 1 refused or failed, 2 bad usage.
-";
+const DEMOTE_LONG: &str = "\
+Stop GROUP's units on this host and hand the role to the best eligible other host. Returns
+once this host is passive, or says why not (e.g. no other host can take over).";
 
-pub(super) const HELP_DEMOTE: &str = "\
-Usage: promctl demote GROUP
+const MAINTENANCE_LONG: &str = "\
+Cluster-wide: while on, no host starts or stops GROUP's units and no failover happens, so
+the units can be worked on by hand; roles stay as they are. 'off' resumes normal
+operation.";
 
-Stop GROUP's units on this host and hand the role to the best eligible other host.
-Returns once this host is passive (or promd says why not, e.g. no other host can take over).
-
-Exit status: 0 this host is passive, 1 refused or failed, 2 bad usage.
-";
-
-pub(super) const HELP_MAINTENANCE: &str = "\
-Usage: promctl maintenance GROUP on|off
-
-Cluster-wide: while on, no host starts or stops GROUP's units and no failover happens,
-so the units can be worked on by hand. 'off' resumes normal operation.
-
-Exit status: 0 done, 1 refused or failed, 2 bad usage.
-";
-
-pub(super) const HELP_RESET: &str = "\
-Usage: promctl reset GROUP
-
+const RESET_LONG: &str = "\
 Clear this host's failed state in GROUP (the failure count and the cool-down after a
-failover), so that it may become active again.
+failover), so that it may become active again.";
 
-Exit status: 0 done, 1 refused or failed, 2 bad usage.
-";
+const WATCH_LONG: &str = "\
+Print one line per role change of any group on this host, as it happens, until interrupted
+(SIGINT or SIGTERM):
 
-pub(super) const HELP_WATCH: &str = "\
-Usage: promctl watch
-
-Print one line per role change of any group on this host, as it happens:
   TIME GROUP OLD -> NEW term TERM: REASON
-until interrupted (SIGINT or SIGTERM). If promd is not running, wait for it.
 
-Exit status: 0 interrupted, 1 the bus went away, 2 bad usage.
-";
+If promd is not running, it waits for it.";
 
-pub(super) const HELP_IMPORT_PROM: &str = "\
-Usage: promctl import-prom CONFIG.json --replica ID [--out DIR]
+const IMPORT_PROM_LONG: &str = "\
+Convert the config.json of a PROM or HAL replica set (either spelling of the keys:
+'app-name' or 'appName', 'prom-timeout' or 'timeout', 'replica-id-list' or 'replicaIdList',
+...) into promd's files for the host that runs replica ID, written into DIR (default: the
+current directory). It needs no running promd. It writes:
 
-Convert a PROM/HAL config.json for the host that runs replica ID: writes promd.toml,
-APP-active.target, APP-passive.target, APP-ensure-active.service and
-APP-ensure-passive.service into DIR (default: the current directory; existing files are
-never overwritten), then lists every key not carried over, with the reason, and what to
-check before starting promd (see docs/migrating-from-prom.md). Does not need promd.
+'promd.toml', for /etc/promd/promd.toml: the group named after the application, 'lease'
+from the timeout, 'max-restarts' and 'restart-backoff' from the retry keys, 'priority'
+favouring the replica that 'start-active-ID' names, the replica ids as 'members', and store
+endpoints from the MUSIC locations (they must now point at etcd).
 
-Exit status: 0 written, 1 unreadable or invalid input, or a file exists, 2 bad usage.
-";
+'APP-active.target', 'APP-passive.target', 'APP-ensure-active.service' and
+'APP-ensure-passive.service', for /etc/systemd/system/: targets and services that run the
+host's 'ensure-active-ID' and 'ensure-passive-ID' commands, so that a site can switch to
+promd before it rewrites its scripts as real units.
 
-pub(super) fn args_as_strings(
-    args: impl Iterator<Item = OsString>,
-) -> Result<Vec<String>, UsageError> {
-    args.map(|a| {
-        a.into_string()
-            .map_err(|bad| UsageError::new(None, format!("argument {bad:?} is not valid UTF-8")))
-    })
-    .collect()
-}
+Every key that is not carried over is listed with the reason (e.g. 'restart-prom-ID':
+systemd's 'Restart=' and watchdog replace it; 'core-monitor-sleep-time': promd follows
+signals, it does not poll; MUSIC credentials), followed by warnings about what to check
+before starting promd (see docs/migrating-from-prom.md). Existing files are never
+overwritten: if one exists, nothing is written. Malformed JSON, missing or misnumbered
+replica ids (they must be 0 to N-1) and unknown replicas are errors that name the key.";
 
 #[cfg(test)]
 mod tests {
+    use clap::error::ErrorKind;
+
     use super::*;
 
-    fn args(line: &str) -> Vec<String> {
-        line.split_whitespace().map(str::to_owned).collect()
+    fn line(line: &str) -> Vec<String> {
+        std::iter::once("promctl")
+            .chain(line.split_whitespace())
+            .map(str::to_owned)
+            .collect()
     }
 
-    fn parse(line: &str) -> Result<Invocation, UsageError> {
-        parse_args(&args(line))
+    fn parse_line(text: &str) -> Result<Command, clap::Error> {
+        parse(line(text))
     }
 
-    fn run(line: &str) -> Command {
-        match parse(line) {
-            Ok(Invocation::Run(c)) => c,
-            other => panic!("{line}: {other:?}"),
+    fn run(text: &str) -> Command {
+        match parse_line(text) {
+            Ok(c) => c,
+            Err(e) => panic!("{text}: {e}"),
         }
+    }
+
+    /// A usage error: exit 2, on stderr, and its text.
+    fn usage_err(text: &str) -> (ErrorKind, String) {
+        match parse_line(text) {
+            Err(e) => {
+                assert_eq!(e.exit_code(), 2, "{text}: {e}");
+                assert!(e.use_stderr(), "{text}");
+                (e.kind(), e.render().to_string())
+            }
+            Ok(c) => panic!("{text}: expected a usage error, got {c:?}"),
+        }
+    }
+
+    /// Help (or the version): exit 0, on stdout, and its text.
+    fn help(text: &str) -> String {
+        match parse_line(text) {
+            Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+                assert_eq!(e.exit_code(), 0, "{text}");
+                assert!(!e.use_stderr(), "{text}");
+                e.render().to_string()
+            }
+            other => panic!("{text}: expected help, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn clap_accepts_the_declaration() {
+        cli().debug_assert();
     }
 
     #[test]
@@ -394,93 +412,53 @@ mod tests {
             cmd("c.json", "0", Some("/tmp/x"))
         );
         assert_eq!(
-            usage_err("import-prom c.json").message,
-            "missing --replica ID"
+            run("import-prom --replica=2 --out=o c.json"),
+            cmd("c.json", "2", Some("o"))
         );
-        assert_eq!(
-            usage_err("import-prom --replica 0").message,
-            "missing CONFIG.json"
-        );
-        assert_eq!(
-            usage_err("import-prom c.json --replica").message,
-            "--replica needs a value"
-        );
-        assert_eq!(
-            usage_err("import-prom c.json d.json --replica 0").message,
-            "unexpected argument 'd.json'"
-        );
-        assert_eq!(
-            usage_err("import-prom c.json --replica 0 --force").topic,
-            Some(Topic::ImportProm)
-        );
-        assert_eq!(
-            parse("import-prom --help"),
-            Ok(Invocation::Help(Some(Topic::ImportProm)))
-        );
-    }
-
-    fn usage_err(line: &str) -> UsageError {
-        match parse(line) {
-            Err(e) => e,
-            other => panic!("{line}: expected a usage error, got {other:?}"),
-        }
+        let (kind, text) = usage_err("import-prom c.json");
+        assert_eq!(kind, ErrorKind::MissingRequiredArgument);
+        assert!(text.contains("--replica <ID>"), "{text}");
+        let (kind, text) = usage_err("import-prom --replica 0");
+        assert_eq!(kind, ErrorKind::MissingRequiredArgument);
+        assert!(text.contains("<CONFIG.json>"), "{text}");
+        let (kind, text) = usage_err("import-prom c.json --replica");
+        assert_eq!(kind, ErrorKind::InvalidValue);
+        assert!(text.contains("--replica <ID>"), "{text}");
+        let (kind, text) = usage_err("import-prom c.json d.json --replica 0");
+        assert_eq!(kind, ErrorKind::UnknownArgument);
+        assert!(text.contains("'d.json'"), "{text}");
+        let (kind, text) = usage_err("import-prom c.json --replica 0 --force");
+        assert_eq!(kind, ErrorKind::UnknownArgument);
+        assert!(text.contains("promctl import-prom"), "{text}");
+        assert!(help("import-prom --help").contains("Usage: promctl import-prom"));
     }
 
     #[test]
     fn parses_status() {
-        assert_eq!(
-            run("status"),
-            Command::Status {
-                group: None,
-                json: false
-            }
-        );
-        assert_eq!(
-            run("status web"),
-            Command::Status {
-                group: Some("web".into()),
-                json: false
-            }
-        );
-        assert_eq!(
-            run("status --json"),
-            Command::Status {
-                group: None,
-                json: true
-            }
-        );
-        assert_eq!(
-            run("status --json web"),
-            Command::Status {
-                group: Some("web".into()),
-                json: true
-            }
-        );
-        assert_eq!(
-            run("status web --json"),
-            Command::Status {
-                group: Some("web".into()),
-                json: true
-            }
-        );
+        let status = |group: Option<&str>, json| Command::Status {
+            group: group.map(String::from),
+            json,
+        };
+        assert_eq!(run("status"), status(None, false));
+        assert_eq!(run("status web"), status(Some("web"), false));
+        assert_eq!(run("status --json"), status(None, true));
+        assert_eq!(run("status --json web"), status(Some("web"), true));
+        assert_eq!(run("status web --json"), status(Some("web"), true));
         // `--` lets a group name start with a dash.
-        assert_eq!(
-            run("status -- -odd"),
-            Command::Status {
-                group: Some("-odd".into()),
-                json: false
-            }
-        );
+        assert_eq!(run("status -- -odd"), status(Some("-odd"), false));
     }
 
     #[test]
     fn status_errors() {
-        let e = usage_err("status web db");
-        assert_eq!(e.topic, Some(Topic::Status));
-        assert_eq!(e.message, "unexpected argument 'db'");
-        let e = usage_err("status --yaml");
-        assert_eq!(e.topic, Some(Topic::Status));
-        assert_eq!(e.message, "unknown option '--yaml'");
+        let (kind, text) = usage_err("status web db");
+        assert_eq!(kind, ErrorKind::UnknownArgument);
+        assert!(
+            text.contains("'db'") && text.contains("promctl status"),
+            "{text}"
+        );
+        let (kind, text) = usage_err("status --yaml");
+        assert_eq!(kind, ErrorKind::UnknownArgument);
+        assert!(text.contains("'--yaml'"), "{text}");
         // `--` ends options, so `--json` after it is a group name.
         assert_eq!(
             run("status -- --json"),
@@ -493,35 +471,21 @@ mod tests {
 
     #[test]
     fn parses_group_commands() {
-        assert_eq!(
-            run("promote web"),
-            Command::Promote {
-                group: "web".into()
-            }
-        );
-        assert_eq!(
-            run("demote web"),
-            Command::Demote {
-                group: "web".into()
-            }
-        );
-        assert_eq!(
-            run("reset web"),
-            Command::Reset {
-                group: "web".into()
-            }
-        );
+        let group = || "web".to_owned();
+        assert_eq!(run("promote web"), Command::Promote { group: group() });
+        assert_eq!(run("demote web"), Command::Demote { group: group() });
+        assert_eq!(run("reset web"), Command::Reset { group: group() });
         assert_eq!(
             run("maintenance web on"),
             Command::Maintenance {
-                group: "web".into(),
+                group: group(),
                 on: true
             }
         );
         assert_eq!(
             run("maintenance web off"),
             Command::Maintenance {
-                group: "web".into(),
+                group: group(),
                 on: false
             }
         );
@@ -530,90 +494,110 @@ mod tests {
 
     #[test]
     fn group_command_errors() {
-        for (line, topic, message) in [
-            ("promote", Topic::Promote, "missing GROUP"),
-            ("demote", Topic::Demote, "missing GROUP"),
-            ("reset", Topic::Reset, "missing GROUP"),
-            ("promote web db", Topic::Promote, "unexpected argument 'db'"),
-            ("demote web db", Topic::Demote, "unexpected argument 'db'"),
-            ("reset web db", Topic::Reset, "unexpected argument 'db'"),
-            (
-                "promote --json web",
-                Topic::Promote,
-                "unknown option '--json'",
-            ),
-            ("demote -f web", Topic::Demote, "unknown option '-f'"),
+        use ErrorKind::{InvalidValue, MissingRequiredArgument, UnknownArgument};
+        for (text, kind, command, token) in [
+            ("promote", MissingRequiredArgument, "promote", "<GROUP>"),
+            ("demote", MissingRequiredArgument, "demote", "<GROUP>"),
+            ("reset", MissingRequiredArgument, "reset", "<GROUP>"),
+            ("promote web db", UnknownArgument, "promote", "'db'"),
+            ("demote web db", UnknownArgument, "demote", "'db'"),
+            ("reset web db", UnknownArgument, "reset", "'db'"),
+            ("promote --json web", UnknownArgument, "promote", "'--json'"),
+            ("demote -f web", UnknownArgument, "demote", "'-f'"),
             (
                 "maintenance",
-                Topic::Maintenance,
-                "missing GROUP and on|off",
-            ),
-            ("maintenance web", Topic::Maintenance, "missing on|off"),
-            (
-                "maintenance web yes",
-                Topic::Maintenance,
-                "expected 'on' or 'off', not 'yes'",
+                MissingRequiredArgument,
+                "maintenance",
+                "<GROUP>",
             ),
             (
-                "maintenance web ON",
-                Topic::Maintenance,
-                "expected 'on' or 'off', not 'ON'",
+                "maintenance web",
+                MissingRequiredArgument,
+                "maintenance",
+                "<on|off>",
             ),
+            ("maintenance web yes", InvalidValue, "maintenance", "'yes'"),
+            ("maintenance web ON", InvalidValue, "maintenance", "'ON'"),
             (
                 "maintenance web on now",
-                Topic::Maintenance,
-                "unexpected argument 'now'",
+                UnknownArgument,
+                "maintenance",
+                "'now'",
             ),
-            ("watch web", Topic::Watch, "unexpected argument 'web'"),
-            ("watch --json", Topic::Watch, "unknown option '--json'"),
+            ("watch web", UnknownArgument, "watch", "'web'"),
+            ("watch --json", UnknownArgument, "watch", "'--json'"),
         ] {
-            let e = usage_err(line);
-            assert_eq!(e.topic, Some(topic), "{line}");
-            assert_eq!(e.message, message, "{line}");
+            let (got, message) = usage_err(text);
+            assert_eq!(got, kind, "{text}: {message}");
+            assert!(message.contains(token), "{text}: {message}");
+            // clap shows the usage with every error but an invalid value.
+            assert!(
+                kind == InvalidValue || message.contains(&format!("Usage: promctl {command}")),
+                "{text}: {message}"
+            );
         }
+        let (_, message) = usage_err("maintenance web yes");
+        assert!(message.contains("[possible values: on, off]"), "{message}");
     }
 
     #[test]
     fn top_level_errors() {
-        for (line, message) in [
-            ("", "no command given"),
-            ("frobnicate", "unknown command 'frobnicate'"),
-            ("Status", "unknown command 'Status'"),
-            ("--json", "unknown option '--json'"),
-            ("-x status", "unknown option '-x'"),
-            ("--version extra", "unexpected argument 'extra'"),
-            ("help frobnicate", "unknown command 'frobnicate'"),
-            ("help status web", "unexpected argument 'web'"),
+        use ErrorKind::{
+            DisplayHelpOnMissingArgumentOrSubcommand, InvalidSubcommand, UnknownArgument,
+        };
+        for (text, kind, token) in [
+            ("", DisplayHelpOnMissingArgumentOrSubcommand, "Commands:"),
+            ("frobnicate", InvalidSubcommand, "'frobnicate'"),
+            ("Status", InvalidSubcommand, "'Status'"),
+            ("--json", UnknownArgument, "'--json'"),
+            ("-x status", UnknownArgument, "'-x'"),
+            ("help frobnicate", InvalidSubcommand, "'frobnicate'"),
+            ("help status web", InvalidSubcommand, "'web'"),
         ] {
-            let e = usage_err(line);
-            assert_eq!(e.topic, None, "{line:?}");
-            assert_eq!(e.message, message, "{line:?}");
+            let (got, message) = usage_err(text);
+            assert_eq!(got, kind, "{text:?}: {message}");
+            assert!(message.contains(token), "{text:?}: {message}");
         }
+        // A near miss is named.
+        let (_, message) = usage_err("stauts");
+        assert!(message.contains("'status'"), "{message}");
     }
 
     #[test]
     fn help_and_version() {
-        assert_eq!(parse("--help"), Ok(Invocation::Help(None)));
-        assert_eq!(parse("-h"), Ok(Invocation::Help(None)));
-        assert_eq!(parse("help"), Ok(Invocation::Help(None)));
-        assert_eq!(parse("--help status"), Ok(Invocation::Help(None)));
-        assert_eq!(
-            parse("help watch"),
-            Ok(Invocation::Help(Some(Topic::Watch)))
+        let top = help("--help");
+        assert!(top.contains("Usage: promctl <COMMAND>"), "{top}");
+        assert!(
+            top.contains("Exit status: 0 success, 1 refused or failed"),
+            "{top}"
         );
-        assert_eq!(parse("--version"), Ok(Invocation::Version));
-        assert_eq!(parse("-V"), Ok(Invocation::Version));
-        for (line, topic) in [
-            ("status --help", Topic::Status),
-            ("status web --json -h", Topic::Status),
-            ("promote --help", Topic::Promote),
-            ("demote web --help", Topic::Demote),
-            // Help wins over what is wrong with the rest.
-            ("maintenance web maybe --help", Topic::Maintenance),
-            ("reset -h", Topic::Reset),
-            ("watch --help", Topic::Watch),
+        // -h: the summary; --help: all of it.
+        assert!(help("-h").starts_with(ABOUT), "{}", help("-h"));
+        assert!(top.starts_with(LONG_ABOUT), "{top}");
+        assert_eq!(help("help"), top);
+        assert_eq!(help("--help status"), top);
+        assert!(help("help watch").starts_with("Print one line per role change"));
+        let version = format!("promctl {}\n", env!("CARGO_PKG_VERSION"));
+        assert_eq!(help("--version"), version);
+        assert_eq!(help("-V"), version);
+        for (text, command) in [
+            ("status --help", "status"),
+            ("status web --json -h", "status"),
+            ("promote --help", "promote"),
+            ("demote web --help", "demote"),
+            // Help wins over what is wrong with the rest, before or after it.
+            ("maintenance web maybe --help", "maintenance"),
+            ("promote web db --help", "promote"),
+            ("demote --force -h", "demote"),
+            ("import-prom --help --replica", "import-prom"),
+            ("reset -h", "reset"),
+            ("watch --help", "watch"),
         ] {
-            assert_eq!(parse(line), Ok(Invocation::Help(Some(topic))), "{line}");
+            let out = help(text);
+            assert!(
+                out.contains(&format!("Usage: promctl {command}")),
+                "{text}: {out}"
+            );
         }
         // After `--`, `--help` is a group name.
         assert_eq!(
@@ -622,34 +606,56 @@ mod tests {
                 group: "--help".into()
             }
         );
+        // and so not a request for help when something else is wrong.
+        assert_eq!(
+            usage_err("promote web -- --help").0,
+            ErrorKind::UnknownArgument
+        );
     }
 
     #[test]
     fn every_command_has_help_with_exit_codes() {
-        for topic in [
-            Topic::Status,
-            Topic::Promote,
-            Topic::Demote,
-            Topic::Maintenance,
-            Topic::Reset,
-            Topic::Watch,
-        ] {
-            let help = topic.help();
-            assert!(help.starts_with("Usage: promctl "), "{topic:?}");
-            assert!(help.contains("Exit status:"), "{topic:?}");
+        let mut cli = cli();
+        cli.build();
+        let names: Vec<String> = cli
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "status",
+                "promote",
+                "demote",
+                "maintenance",
+                "reset",
+                "watch",
+                "import-prom",
+                "help"
+            ]
+        );
+        for name in names.iter().filter(|n| *n != "help") {
+            let short = help(&format!("{name} -h"));
+            let long = help(&format!("{name} --help"));
+            for text in [&short, &long] {
+                assert!(
+                    text.contains(&format!("Usage: promctl {name}")),
+                    "{name}: {text}"
+                );
+                assert!(text.contains("Exit status: 0 "), "{name}: {text}");
+            }
         }
-        assert!(USAGE.contains("Exit status: 0 success, 1 refused or failed"));
     }
 
     #[test]
     fn non_utf8_argument_is_a_usage_error() {
         use std::os::unix::ffi::OsStringExt;
         let bad = OsString::from_vec(vec![b'w', 0xff]);
-        let e = match args_as_strings(vec![OsString::from("status"), bad].into_iter()) {
+        let e = match parse([OsString::from("promctl"), OsString::from("status"), bad]) {
             Err(e) => e,
-            Ok(v) => panic!("accepted {v:?}"),
+            Ok(c) => panic!("accepted {c:?}"),
         };
-        assert_eq!(e.topic, None);
-        assert!(e.message.contains("not valid UTF-8"), "{}", e.message);
+        assert_eq!(e.kind(), ErrorKind::InvalidUtf8);
+        assert_eq!(e.exit_code(), 2);
     }
 }

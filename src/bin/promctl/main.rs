@@ -6,11 +6,14 @@
 //!
 //! The pure parts (argument parsing, the status table, the JSON document, the watch line and
 //! the error messages) are plain functions so that the unit tests beside them cover them
-//! without a bus. `args` parses the command line, `bus` holds the proxies and the connection,
-//! `status`, `requests` and `watch` are the commands.
+//! without a bus. `args` declares the command line (clap), `bus` holds the proxies and the
+//! connection, `status`, `requests` and `watch` are the commands; `generate` (tests only)
+//! renders the shell completions and promctl(1) into `packaging/`.
 
 mod args;
 mod bus;
+#[cfg(test)]
+mod generate;
 mod requests;
 mod status;
 mod watch;
@@ -23,7 +26,7 @@ use zbus::names::BusName;
 use zbus::proxy::CacheProperties;
 use zbus::{DBusError, MatchRule, MessageStream};
 
-use args::{Command, Invocation, Topic, USAGE, args_as_strings, parse_args};
+use args::Command;
 use requests::{Action, request};
 use status::status;
 use watch::watch;
@@ -67,29 +70,23 @@ fn import_prom(config: &str, replica: &str, out: Option<&str>) -> Result<(), Fai
 }
 
 fn main() -> ExitCode {
-    let invocation = args_as_strings(std::env::args_os().skip(1)).and_then(|a| parse_args(&a));
-    let command = match invocation {
-        Ok(Invocation::Run(command)) => command,
-        Ok(Invocation::Help(topic)) => {
-            let text = topic.map_or(USAGE, Topic::help);
-            return match write_stdout(text) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(Failure(why)) => fail(&why),
+    // Called back by the shell completions (packaging/completions/): answers and exits.
+    clap_complete::CompleteEnv::with_factory(args::cli)
+        .var(args::COMPLETE_VAR)
+        .complete();
+
+    let command = match args::parse(std::env::args_os()) {
+        Ok(command) => command,
+        // Help and the version (stdout, exit 0), or a usage error (stderr, exit 2).
+        Err(e) => {
+            let code = u8::try_from(e.exit_code()).unwrap_or(2);
+            return match e.print() {
+                // Help that cannot be written is a failure; a reader that went away is not.
+                Err(io) if code == 0 && io.kind() != io::ErrorKind::BrokenPipe => {
+                    fail(&format!("cannot write to stdout: {io}"))
+                }
+                _ => ExitCode::from(code),
             };
-        }
-        Ok(Invocation::Version) => {
-            return match print_line(&format!("promctl {}", env!("CARGO_PKG_VERSION"))) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(Failure(why)) => fail(&why),
-            };
-        }
-        Err(usage) => {
-            eprint!(
-                "promctl: {}\n\n{}",
-                usage.message,
-                usage.topic.map_or(USAGE, Topic::help)
-            );
-            return ExitCode::from(2);
         }
     };
 
