@@ -93,7 +93,9 @@ impl Seen {
                 self.members = Some(m.iter().map(|r| r.node.clone()).collect())
             }
             StoreEvent::Switchover(s) => self.switchover = Some(s.clone()),
-            StoreEvent::Corrupt { key, error } => self.corrupt.push((key.clone(), error.clone())),
+            StoreEvent::Corrupt { key, error } => {
+                self.corrupt.push((key.clone(), error.to_string()))
+            }
             _ => {}
         }
     }
@@ -741,7 +743,7 @@ async fn a_missing_root_is_down_until_it_appears() {
             _ => None,
         })
         .await;
-    assert!(reason.contains("does not exist"), "{reason}");
+    assert!(reason.to_string().contains("does not exist"), "{reason}");
     // Down, but the task still turns: the runtime keeps pinging the watchdog.
     a.never(Duration::from_millis(300), |e| *e == StoreEvent::Up)
         .await;

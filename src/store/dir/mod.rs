@@ -22,7 +22,8 @@
 //! tokio's blocking pool ([`Job`]), so a hung NFS server can stall a job but never the task's
 //! loop: the loop keeps beating its [`Progress`](super::Progress), reports `Down` once a job
 //! outlives its timeout, and answers commands meanwhile. Every job ends with a fresh read of
-//! the group; the task reports what changed since the last report. It learns of changes from
+//! the group, which the shared [`policy`](super::policy) turns into the view; the shared
+//! [`Reporter`](super::report::Reporter) tells the runtime what changed. The task learns of changes from
 //! inotify (prompt on a local filesystem), from polling every `min(renew, 100ms)` (NFS, where
 //! inotify sees only local writes), and from a timer at the next expiry in view, so a dead
 //! leader is noticed right when its session runs out.
@@ -33,13 +34,14 @@ mod jobs;
 mod notify;
 mod task;
 
-use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::queue::OpQueue;
+use super::report::Reporter;
 use super::{GroupSession, GroupSpec, Store, StoreEvent};
 use files::Paths;
 use format::micros;
@@ -82,20 +84,15 @@ impl Store for DirStore {
         let task = GroupTask {
             renew,
             poll: renew.min(MAX_POLL),
+            report: Reporter::new("directory", &spec, index, events),
             spec,
-            index,
-            events,
             commands: rx,
             ctx,
             session: None,
-            member: None,
             held: None,
             up: false,
-            down_reported: false,
-            queue: VecDeque::new(),
+            queue: OpQueue::default(),
             inflight: None,
-            last: None,
-            corrupt: BTreeMap::new(),
             watcher: None,
             retry_at: now,
             renew_at: now,

@@ -18,21 +18,26 @@
 //!
 //! The code is split by responsibility:
 //! - [`connect`]: connecting (endpoints in order), keeping or granting the lease;
-//! - [`view`]: reading, decoding and watching the group's keys;
+//! - [`view`]: reading and watching the group's keys, handing their values to the shared
+//!   [`policy`](super::policy);
 //! - [`ops`]: the commands that write (campaign, release, publish, switchover, maintenance);
 //! - [`task`]: the group task and its `select!` loop.
+//!
+//! What the runtime is told and when queued writes are answered is not decided here: see the
+//! shared [`report`](super::report), [`view`](super::view) and [`queue`](super::queue).
 
 mod connect;
 mod ops;
 mod task;
 mod view;
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::queue::OpQueue;
+use super::report::Reporter;
 use super::{GroupSession, GroupSpec, Store, StoreEvent};
 use connect::Connector;
 use task::GroupTask;
@@ -75,16 +80,12 @@ impl Store for EtcdStore {
         });
         let task = GroupTask {
             renew,
+            report: Reporter::new("etcd", &spec, index, events),
             spec,
-            index,
-            events,
             commands: rx,
             cfg,
             lease: None,
-            member: None,
-            queue: VecDeque::new(),
-            maintenance: None,
-            down_reported: false,
+            queue: OpQueue::default(),
         };
         let task = tokio::spawn(task.run());
         GroupSession { commands, task }
