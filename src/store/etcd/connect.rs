@@ -26,6 +26,8 @@ pub(super) struct Connector {
     pub(super) call_timeout: Duration,
     pub(super) ttl_secs: i64,
     pub(super) keys: Keys,
+    /// This node, to tell our leader key from another node's (see `release`).
+    pub(super) node: String,
     /// This host, to tell our node's records from another host's (see `publish_member`).
     pub(super) host: Option<HostId>,
 }

@@ -76,6 +76,7 @@ impl Store for EtcdStore {
             call_timeout: renew,
             ttl_secs: ttl_secs(spec.lease),
             keys: Keys::new(&self.prefix, &spec.group, &spec.node),
+            node: spec.node.clone(),
             host: spec.host.clone(),
         });
         let task = GroupTask {

@@ -11,7 +11,8 @@ use super::connect::{CallError, Connector, call};
 use super::task::GroupTask;
 use super::{Keys, SHUTDOWN_CALL_TIMEOUT};
 use crate::store::error::EtcdError;
-use crate::store::record::{self, MaintenanceRecord, MemberRecord};
+use crate::store::policy::releasable;
+use crate::store::record::{self, LeaderRecord, MaintenanceRecord, MemberRecord};
 use crate::store::{HostId, Op, other_host};
 
 pub(super) enum Done {
@@ -27,6 +28,7 @@ pub(super) fn start_op(op: Op, client: &Client, lease: i64, cfg: &Connector) -> 
     let mut kv = client.kv_client();
     let t = cfg.call_timeout;
     let keys = cfg.keys.clone();
+    let node = cfg.node.clone();
     let host = cfg.host.clone();
     Box::pin(async move {
         let result = match &op {
@@ -55,20 +57,9 @@ pub(super) fn start_op(op: Op, client: &Client, lease: i64, cfg: &Connector) -> 
                     }
                 })
             }
-            Op::Release { term } => {
-                let term = i64::try_from(*term).unwrap_or(i64::MAX);
-                let txn = Txn::new()
-                    .when([Compare::create_revision(
-                        keys.leader.as_str(),
-                        CompareOp::Equal,
-                        term,
-                    )])
-                    .and_then([TxnOp::delete(keys.leader.as_str(), None)]);
-                // Deleted, or not ours (any more): either way it is no longer ours.
-                call("release", t, kv.txn(txn))
-                    .await
-                    .map(|_| Done::Released)
-            }
+            Op::Release { term } => release(&mut kv, &keys.leader, *term, &node, host.as_ref(), t)
+                .await
+                .map(|()| Done::Released),
             Op::Publish(rec) => publish_member(&mut kv, &keys.member, rec, host.as_ref(), lease, t)
                 .await
                 .map(|()| Done::Written),
@@ -151,6 +142,38 @@ pub(super) async fn publish_member(
     Err(CallError::Broken(EtcdError::Contended {
         call: "publish member record",
     }))
+}
+
+/// Delete the leader key `key` if it is ours at `term`: created at that revision, naming
+/// `node`, not written on another host (see [`releasable`]). Anything else is someone else's
+/// key, or already gone: either way it is no longer ours, and the answer is the same. The
+/// delete is a compare-and-swap on what was read.
+async fn release(
+    kv: &mut KvClient,
+    key: &str,
+    term: u64,
+    node: &str,
+    host: Option<&HostId>,
+    t: Duration,
+) -> Result<(), CallError> {
+    let found = call("release", t, kv.get(key, None)).await?;
+    let Some(held) = found.kvs().first() else {
+        return Ok(());
+    };
+    let ours = u64::try_from(held.create_revision()) == Ok(term)
+        && record::decode::<LeaderRecord>(held.value())
+            .is_ok_and(|rec| releasable(&rec, node, host));
+    if !ours {
+        return Ok(());
+    }
+    let txn = Txn::new()
+        .when([Compare::mod_revision(
+            key,
+            CompareOp::Equal,
+            held.mod_revision(),
+        )])
+        .and_then([TxnOp::delete(key, None)]);
+    call("release", t, kv.txn(txn)).await.map(drop)
 }
 
 /// Maintenance on: put the record, bound to no lease (it outlives this node). Off: delete the
