@@ -903,3 +903,40 @@ async fn a_node_name_held_by_another_host_is_never_taken_over() {
     a2.until(PROMPT, "the new run's member file", |_| replaced())
         .await;
 }
+
+/// The store's directory vanishes under a running session (the share unmounted, a symlink
+/// gone): the session reports `Down`, never an empty group (no leader, no members) that
+/// would invite a campaign. When the directory is back, the session is `Up` again.
+#[tokio::test]
+async fn a_vanished_directory_is_down_not_an_empty_group() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    fs::create_dir(&store).expect("mkdir");
+    let root = dir.path().join("root");
+    std::os::unix::fs::symlink(&store, &root).expect("symlink");
+    let mut a = start_published(&root, &["a"]).await.remove(0);
+    let term = a.campaign().await.expect("won");
+    a.sees_members(PROMPT, &["a"]).await;
+
+    fs::remove_file(&root).expect("unlink");
+    let seen = a
+        .wait_for(LEASE, |e| match e {
+            StoreEvent::Down(_) | StoreEvent::Leader(None) => Some(e.clone()),
+            StoreEvent::Members(m) if m.is_empty() => Some(e.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(matches!(seen, StoreEvent::Down(_)), "{seen:?}");
+
+    std::os::unix::fs::symlink(&store, &root).expect("symlink");
+    a.up().await;
+    a.sees_leader(
+        PROMPT,
+        Some(Leader {
+            node: "a".into(),
+            term,
+            host: None,
+        }),
+    )
+    .await;
+}

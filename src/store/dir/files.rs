@@ -339,13 +339,17 @@ pub(super) fn live<T>(slot: &Slot<T>, now: u64) -> Option<&Entry<T>> {
     }
 }
 
-/// Every member file named like a node.
+/// Every member file named like a node. The `members` directory must exist (the session
+/// made it): without it the group's directory is gone (deleted, or the share unmounted), and
+/// that is an unusable store, not an empty group.
 pub(super) fn read_members(
     paths: &Paths,
 ) -> Result<BTreeMap<String, Slot<MemberRecord>>, DirError> {
     let entries = match fs::read_dir(&paths.members) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(DirError::Missing(paths.members.clone()));
+        }
         Err(e) => return Err(DirError::io(&paths.members)(e)),
     };
     let mut members = BTreeMap::new();
