@@ -1,17 +1,17 @@
 //! The coordination store: who holds each group's leader key, who the members are.
 //!
-//! A backend runs one task per group. The runtime sends it [`StoreCommand`]s and receives
+//! A backend runs one task per group. The runtime sends it `StoreCommand`s and receives
 //! [`StoreEvent`]s; the backend keeps the group's lease alive on its own and reports each
 //! successful renewal with the monotonic time at which the renewal was *sent*, which is what
 //! the self-fencing deadline is counted from.
 //!
 //! What both backends owe the runtime (the store contract) lives once, beside them:
-//! - [`report`]: the up/down edges and the order of events;
-//! - [`view`]: the view, and which events tell it (everything after a (re)connection, then
+//! - `report`: the up/down edges and the order of events;
+//! - `view`: the view, and which events tell it (everything after a (re)connection, then
 //!   changes only);
-//! - [`queue`]: queued writes, their retry after a reconnection, what is answered at once;
-//! - [`policy`]: what an unreadable value means;
-//! - [`error`]: typed errors for `Down` and `Corrupt`.
+//! - `queue`: queued writes, their retry after a reconnection, what is answered at once;
+//! - `policy`: what an unreadable value means;
+//! - `error`: typed errors for `Down` and `Corrupt`.
 //!
 //! A backend only talks to its store: connecting, leases, reading and watching the group's
 //! values, carrying out writes. `tests/store_contract.rs` runs one suite against both.

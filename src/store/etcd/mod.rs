@@ -1,14 +1,17 @@
 //! The etcd backend: one lease, one watch and one connection per group.
 //!
 //! Keys, under `PREFIX/GROUP/`:
-//! - `leader`: a [`LeaderRecord`] bound to the holder's lease; the term is the key's
-//!   create revision, which etcd makes unique and increasing across the cluster;
-//! - `members/NODE`: a [`MemberRecord`] bound to that node's lease;
-//! - `switchover`: a [`SwitchoverRecord`] bound to the requester's lease;
-//! - `maintenance`: a [`MaintenanceRecord`] bound to no lease: it outlives the node that set
-//!   it. Maintenance off is the key's absence.
+//! - `leader`: a [`LeaderRecord`](crate::store::LeaderRecord) bound to the holder's lease;
+//!   the term is the key's create revision, which etcd makes unique and increasing across
+//!   the cluster;
+//! - `members/NODE`: a [`MemberRecord`](crate::store::MemberRecord) bound to that node's
+//!   lease;
+//! - `switchover`: a [`SwitchoverRecord`](crate::store::SwitchoverRecord) bound to the
+//!   requester's lease;
+//! - `maintenance`: a [`MaintenanceRecord`](crate::store::MaintenanceRecord) bound to no
+//!   lease: it outlives the node that set it. Maintenance off is the key's absence.
 //!
-//! Each group runs one task ([`GroupTask`](task::GroupTask)) that alternates between two phases:
+//! Each group runs one task (`GroupTask`) that alternates between two phases:
 //! *offline*, where it connects (endpoints in the configured order), makes sure it holds a
 //! live lease, reads the group's keys and starts a watch; and *online*, where it renews the
 //! lease, follows the watch and carries out commands. Every network call has a timeout and
@@ -17,14 +20,14 @@
 //! does, and a slow command never delays a renewal.
 //!
 //! The code is split by responsibility:
-//! - [`connect`]: connecting (endpoints in order), keeping or granting the lease;
-//! - [`view`]: reading and watching the group's keys, handing their values to the shared
-//!   [`policy`](super::policy);
-//! - [`ops`]: the commands that write (campaign, release, publish, switchover, maintenance);
-//! - [`task`]: the group task and its `select!` loop.
+//! - `connect`: connecting (endpoints in order), keeping or granting the lease;
+//! - `view`: reading and watching the group's keys, handing their values to the shared
+//!   corrupt-value policy;
+//! - `ops`: the commands that write (campaign, release, publish, switchover, maintenance);
+//! - `task`: the group task and its `select!` loop.
 //!
-//! What the runtime is told and when queued writes are answered is not decided here: see the
-//! shared [`report`](super::report), [`view`](super::view) and [`queue`](super::queue).
+//! What the runtime is told and when queued writes are answered is not decided here but in
+//! the code both backends share (see [`store`](super)).
 
 mod connect;
 mod ops;
