@@ -194,27 +194,21 @@ impl GroupTask {
                 return;
             }
         };
-        match (answer, pending) {
-            (
-                Answer::Renewed {
-                    sent_at,
-                    session,
-                    lost,
-                },
-                pending,
-            ) => {
+        match answer {
+            Answer::Renewed {
+                sent_at,
+                session,
+                lost,
+            } => {
                 self.renewed(sent_at, session, lost);
-                if let Pending::Renew(Some(member)) = pending {
-                    self.queue.published(&member);
+                if let Pending::Renew(Some(member)) = &pending {
+                    self.queue.published(member);
                 }
             }
-            (
-                Answer::Campaigned {
-                    term,
-                    session_expired,
-                },
-                _,
-            ) => {
+            Answer::Campaigned {
+                term,
+                session_expired,
+            } => {
                 if session_expired {
                     self.renew_at = Instant::now();
                 }
@@ -224,7 +218,7 @@ impl GroupTask {
                 }
                 self.report.emit(StoreEvent::Campaigned(term));
             }
-            (Answer::Released, pending) => {
+            Answer::Released => {
                 if let Pending::Op(Op::Release { term }) = pending
                     && self.held == Some(term)
                 {
@@ -232,8 +226,11 @@ impl GroupTask {
                 }
                 self.report.emit(StoreEvent::Released);
             }
-            (Answer::Nothing, Pending::Op(op)) => self.queue.done(&op),
-            (Answer::Nothing, _) => {}
+            Answer::Nothing => {
+                if let Pending::Op(op) = &pending {
+                    self.queue.done(op);
+                }
+            }
         }
         if let (true, Some(snapshot)) = (self.up, done.snapshot) {
             self.report_view(snapshot);
