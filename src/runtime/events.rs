@@ -20,6 +20,7 @@ impl Runtime {
                 Event::StoreUp
             }
             StoreEvent::Down(reason) => {
+                let reason = reason.to_string();
                 let g = &mut self.groups[i];
                 if g.store_down.as_deref() != Some(&reason) {
                     g.store_down = Some(reason.clone());

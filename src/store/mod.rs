@@ -1,13 +1,30 @@
 //! The coordination store: who holds each group's leader key, who the members are.
 //!
-//! A backend runs one task per group. The runtime sends it [`StoreCommand`]s and receives
+//! A backend runs one task per group. The runtime sends it `StoreCommand`s and receives
 //! [`StoreEvent`]s; the backend keeps the group's lease alive on its own and reports each
 //! successful renewal with the monotonic time at which the renewal was *sent*, which is what
 //! the self-fencing deadline is counted from.
+//!
+//! What both backends owe the runtime (the store contract) lives once, beside them:
+//! - `report`: the up/down edges and the order of events;
+//! - `view`: the view, and which events tell it (everything after a (re)connection, then
+//!   changes only);
+//! - `queue`: queued writes, their retry after a reconnection, what is answered at once;
+//! - `policy`: what an unreadable value means;
+//! - `error`: typed errors for `Down` and `Corrupt`.
+//!
+//! A backend only talks to its store: connecting, leases, reading and watching the group's
+//! values, carrying out writes. `tests/store_contract.rs` runs one suite against both.
+#![deny(missing_docs)]
 
 pub mod dir;
+pub mod error;
 pub mod etcd;
+mod policy;
+mod queue;
 pub mod record;
+mod report;
+mod view;
 
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -16,15 +33,18 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+pub use error::{Cause, DirError, EndpointError, EtcdError, StoreError, ValueError};
 pub use record::{
-    HostId, LeaderRecord, MaintenanceRecord, MemberRecord, RecordError, SwitchoverRecord,
-    other_host,
+    HostId, HostIdError, LeaderRecord, MaintenanceRecord, MemberRecord, RecordError,
+    SwitchoverRecord, other_host,
 };
 
 /// What a backend needs to know to serve one group.
 #[derive(Debug, Clone)]
 pub struct GroupSpec {
+    /// The group's name (`[a-z0-9_-]`, checked by config): a key or directory component.
     pub group: String,
+    /// This node's name (checked by config), as written in its records.
     pub node: String,
     /// This host, written into our records so that another host using the same `node` is
     /// recognised (see [`HostId`]); `None` if the host has no machine-id.
@@ -46,6 +66,7 @@ fn origin() -> Instant {
 }
 
 impl Progress {
+    /// The task turned now.
     pub fn beat(&self) {
         let ns = u64::try_from(origin().elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.0.store(ns.max(1), Ordering::Relaxed);
@@ -82,12 +103,17 @@ pub struct Leader {
 /// Stands for the holder of a leader key whose value could not be read. Not a valid node name.
 pub const UNREADABLE_NODE: &str = "(unreadable)";
 
+/// What the runtime asks of a group's backend task.
 #[derive(Debug, Clone)]
 pub enum StoreCommand {
     /// Take the leader key if nobody holds it. Answered by [`StoreEvent::Campaigned`].
     Campaign(LeaderRecord),
-    /// Delete the leader key if it is still ours at this term. Answered by [`StoreEvent::Released`].
-    Release { term: u64 },
+    /// Delete the leader key if it is still ours (it names this node, was not written on
+    /// another host) at this term. Answered by [`StoreEvent::Released`] either way.
+    Release {
+        /// The term the key was won at.
+        term: u64,
+    },
     /// Write (or overwrite) this node's member record, bound to the group's lease.
     Publish(MemberRecord),
     /// Ask the current leader to hand over to `record.to`.
@@ -129,14 +155,22 @@ impl StoreCommand {
     }
 }
 
+/// What a group's backend task tells the runtime.
+///
+/// After every (re)connection: `Up`, `Renewed`, then the whole view in this order: `Leader`,
+/// `Members`, `Switchover`, `Maintenance` (unreadable values first, as `Corrupt`). After that,
+/// each change once, in the same order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoreEvent {
     /// The backend reached the store and holds a live lease.
     Up,
-    /// The store cannot be reached; the backend keeps retrying. The string says why.
-    Down(String),
+    /// The store cannot be reached; the backend keeps retrying. Reported once per outage.
+    Down(StoreError),
     /// A renewal of the group's lease, sent at this instant, was acknowledged.
-    Renewed { sent_at: Instant },
+    Renewed {
+        /// When the renewal was sent (the fencing deadline counts from here).
+        sent_at: Instant,
+    },
     /// The lease is gone (expired or revoked): every key bound to it is gone too.
     /// The backend grants a new lease and reports [`StoreEvent::Up`] again when it has one.
     LeaseLost,
@@ -155,8 +189,14 @@ pub enum StoreEvent {
     /// Result of a [`StoreCommand::Release`]: the key is no longer ours.
     Released,
     /// A value in the store could not be trusted; it was ignored (or, for the leader key,
-    /// taken as held by [`UNREADABLE_NODE`]).
-    Corrupt { key: String, error: String },
+    /// taken as held by [`UNREADABLE_NODE`]; for maintenance, taken as on). Reported once
+    /// until it changes, and again after a (re)connection.
+    Corrupt {
+        /// The etcd key, or the dir store's file path.
+        key: String,
+        /// Why it is not trusted.
+        error: ValueError,
+    },
 }
 
 impl StoreEvent {
@@ -180,6 +220,7 @@ impl StoreEvent {
 
 /// A running backend for one group.
 pub struct GroupSession {
+    /// Where the runtime sends its commands.
     pub commands: mpsc::UnboundedSender<StoreCommand>,
     /// The backend's task: awaited after `Shutdown`, so that its last writes (release, lease
     /// revoke, member record) reach the store before promd exits.

@@ -9,14 +9,37 @@ use crate::core::Role;
 /// The only format version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 
-#[derive(Debug, Error, PartialEq, Eq)]
+/// Why a stored value is not a record this promd trusts.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum RecordError {
+    /// Not JSON, or not the record's shape: serde_json's message.
     #[error("not promd JSON: {0}")]
     Json(String),
+    /// A format version other than [`FORMAT_VERSION`].
     #[error("format version {0} is not supported (this promd reads version {FORMAT_VERSION})")]
     Version(u32),
+    /// No version, or a field with a value promd never writes (a node name that is not one).
     #[error("invalid value: {0}")]
     Invalid(String),
+}
+
+/// Why this host has no [`HostId`].
+#[derive(Debug, Error)]
+pub enum HostIdError {
+    /// `path` cannot be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// `/etc/machine-id`.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// `path` does not hold 32 lowercase hex digits.
+    #[error("{}: not a machine-id", path.display())]
+    Invalid {
+        /// `/etc/machine-id`.
+        path: std::path::PathBuf,
+    },
 }
 
 /// The value of `PREFIX/GROUP/leader`.
@@ -25,8 +48,11 @@ pub enum RecordError {
 /// being upgraded host by host); a wrong version or a missing field is still refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaderRecord {
+    /// The format version: [`FORMAT_VERSION`].
     pub v: u32,
+    /// The node that holds the key.
     pub node: String,
+    /// The node's configured priority (the highest eligible node wins).
     pub priority: i32,
     /// The writer's host: its `/etc/machine-id` (see [`HostId`]). Tells an earlier run of
     /// this host's promd from another host configured with the same `node`. Absent in
@@ -38,12 +64,17 @@ pub struct LeaderRecord {
 /// The value of `PREFIX/GROUP/members/NODE`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberRecord {
+    /// The format version: [`FORMAT_VERSION`].
     pub v: u32,
+    /// The node the record describes (its key names the same node).
     pub node: String,
+    /// The node's configured priority (the highest eligible node wins).
     pub priority: i32,
     /// May this node become active now (passive, healthy, not failed, a configured member).
     pub eligible: bool,
+    /// The node's health command and passive units are fine.
     pub healthy: bool,
+    /// The node's role as it reports it.
     pub role: Role,
     /// The writer's host, as in [`LeaderRecord::host`]: a member record of this node's name
     /// written by another host is never overwritten; it means two hosts share one `node`.
@@ -54,8 +85,11 @@ pub struct MemberRecord {
 /// The value of `PREFIX/GROUP/switchover`: a request that the leader hand over to `to`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SwitchoverRecord {
+    /// The format version: [`FORMAT_VERSION`].
     pub v: u32,
+    /// The node that should become active.
     pub to: String,
+    /// The node that asked.
     pub from: String,
 }
 
@@ -63,7 +97,9 @@ pub struct SwitchoverRecord {
 /// `on: true`. Not bound to any lease: it outlives the node that set it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MaintenanceRecord {
+    /// The format version: [`FORMAT_VERSION`].
     pub v: u32,
+    /// Maintenance mode on (a record with `on: false` reads as off).
     pub on: bool,
     /// The node that set it, for the operator.
     pub by: String,
@@ -94,7 +130,9 @@ pub fn decode<T: for<'de> Deserialize<'de> + Versioned>(bytes: &[u8]) -> Result<
     Ok(record)
 }
 
+/// A record with a format version, checked beyond its JSON shape by [`decode`].
 pub trait Versioned {
+    /// Refuse values promd never writes (node names that are not node names, …).
     fn validate(&self) -> Result<(), RecordError>;
 }
 
@@ -142,10 +180,15 @@ impl HostId {
     /// This host's id; `None` (with the reason) if `/etc/machine-id` is missing or not a
     /// machine-id. Without one, records carry no host and two hosts sharing a `node` go
     /// undetected, as with records of older promd versions.
-    pub fn of_this_host() -> Result<HostId, String> {
-        let path = "/etc/machine-id";
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-        HostId::parse(text.trim()).ok_or_else(|| format!("{path}: not a machine-id"))
+    pub fn of_this_host() -> Result<HostId, HostIdError> {
+        let path = std::path::Path::new("/etc/machine-id");
+        let text = std::fs::read_to_string(path).map_err(|source| HostIdError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        HostId::parse(text.trim()).ok_or_else(|| HostIdError::Invalid {
+            path: path.to_path_buf(),
+        })
     }
 
     /// A machine-id as written in a record (32 lowercase hex digits).
@@ -159,6 +202,7 @@ impl HostId {
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     }
 
+    /// The 32 hex digits.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -1,4 +1,4 @@
-//! Fixtures both store contract tests use (`tests/dir_store.rs`, `tests/etcd_store.rs`):
+//! Fixtures of the store tests (`tests/store_contract.rs` and the per-backend files):
 //! member records, also as written on one of two hosts.
 
 use promd::core::Role;

@@ -1,4 +1,6 @@
 //! The group's files: paths, atomic writes, bounded reads, reading the group, and the OFD lock.
+//! What the files mean to the runtime is the shared [`policy`](crate::store::policy)'s call:
+//! [`Files::reading`] only says which of them still count.
 
 use std::collections::BTreeMap;
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -12,13 +14,13 @@ use nix::fcntl::{FcntlArg, fcntl};
 use nix::libc;
 use serde::de::DeserializeOwned;
 
+use crate::store::error::{DirError, ValueError};
+use crate::store::policy::{self, Reading};
 use crate::store::record::{
-    self, LeaderRecord, MaintenanceRecord, MemberRecord, SwitchoverRecord, Versioned,
+    LeaderRecord, MaintenanceRecord, MemberRecord, SwitchoverRecord, Versioned,
 };
-use crate::store::{Leader, UNREADABLE_NODE};
 
 use super::format::{Entry, decode_durable, decode_entry, decode_term, unix_micros};
-use super::jobs::{Snapshot, View};
 use super::{FILE_MODE, MAX_FILE};
 
 #[derive(Debug, Clone)]
@@ -54,38 +56,35 @@ impl Paths {
     }
 }
 
-pub(super) fn at(path: &Path) -> impl FnOnce(io::Error) -> String + '_ {
-    move |e| format!("{}: {e}", path.display())
-}
-
 /// Create the group's directories (mode 0750) under an existing root.
-pub(super) fn ensure_dirs(paths: &Paths) -> Result<(), String> {
+pub(super) fn ensure_dirs(paths: &Paths) -> Result<(), DirError> {
     match fs::metadata(&paths.root) {
         Ok(meta) if meta.is_dir() => {}
-        Ok(_) => return Err(format!("{} is not a directory", paths.root.display())),
+        Ok(_) => return Err(DirError::NotADirectory(paths.root.clone())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(format!("{} does not exist", paths.root.display()));
+            return Err(DirError::Missing(paths.root.clone()));
         }
-        Err(e) => return Err(at(&paths.root)(e)),
+        Err(e) => return Err(DirError::io(&paths.root)(e)),
     }
     make_dir(&paths.dir)?;
     make_dir(&paths.members)
 }
 
-pub(super) fn make_dir(path: &Path) -> Result<(), String> {
+pub(super) fn make_dir(path: &Path) -> Result<(), DirError> {
     match DirBuilder::new().mode(0o750).create(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
-        Err(e) => Err(at(path)(e)),
+        Err(e) => Err(DirError::io(path)(e)),
     }
 }
 
 /// Replace `path` atomically: readers (which take no lock) see the old or the new content,
 /// never a part. The temporary name starts with a dot, so it is never taken for a member, and
 /// is fixed, because every write happens under the group lock.
-pub(super) fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<(), String> {
+pub(super) fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<(), DirError> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err(format!("{}: not a file path", path.display()));
+        // Not a file path: cannot happen for the paths of [`Paths`].
+        return Err(DirError::io(path)(io::ErrorKind::InvalidInput.into()));
     };
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
@@ -97,11 +96,11 @@ pub(super) fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<(
         .truncate(true)
         .mode(FILE_MODE)
         .open(&tmp)
-        .map_err(at(&tmp))?;
-    file.write_all(bytes).map_err(at(&tmp))?;
-    file.sync_all().map_err(at(&tmp))?;
+        .map_err(DirError::io(&tmp))?;
+    file.write_all(bytes).map_err(DirError::io(&tmp))?;
+    file.sync_all().map_err(DirError::io(&tmp))?;
     drop(file);
-    fs::rename(&tmp, path).map_err(at(path))?;
+    fs::rename(&tmp, path).map_err(DirError::io(path))?;
     if durable {
         // Make the rename itself survive a crash (the term must never go back).
         sync_dir(dir)?;
@@ -110,15 +109,17 @@ pub(super) fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<(
 }
 
 /// Make a rename or a deletion in `dir` survive a crash.
-pub(super) fn sync_dir(dir: &Path) -> Result<(), String> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(at(dir))
+pub(super) fn sync_dir(dir: &Path) -> Result<(), DirError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(DirError::io(dir))
 }
 
-pub(super) fn remove(path: &Path) -> Result<(), String> {
+pub(super) fn remove(path: &Path) -> Result<(), DirError> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(at(path)(e)),
+        Err(e) => Err(DirError::io(path)(e)),
     }
 }
 
@@ -153,7 +154,7 @@ pub(super) enum Slot<T> {
     /// There, but not to be trusted. `mtime` (wall microseconds) stands in for the expiry
     /// the file does not tell.
     Corrupt {
-        error: String,
+        error: ValueError,
         mtime: u64,
     },
     Valid(Entry<T>),
@@ -172,16 +173,16 @@ impl<T> Slot<T> {
 /// its mtime, like any unreadable file).
 pub(super) fn read_slot<T: DeserializeOwned + Versioned>(
     path: &Path,
-    check: impl FnOnce(&Entry<T>) -> Result<(), String>,
-) -> Result<Slot<T>, String> {
-    let Some((bytes, mtime)) = read_small(path).map_err(at(path))? else {
+    check: impl FnOnce(&Entry<T>) -> Result<(), ValueError>,
+) -> Result<Slot<T>, DirError> {
+    let Some((bytes, mtime)) = read_small(path).map_err(DirError::io(path))? else {
         return Ok(Slot::Absent);
     };
     let decoded = if bytes.len() as u64 > MAX_FILE {
-        Err(format!("larger than {MAX_FILE} bytes"))
+        Err(ValueError::TooLarge { limit: MAX_FILE })
     } else {
         decode_entry(&bytes)
-            .map_err(|e| e.to_string())
+            .map_err(ValueError::from)
             .and_then(|entry| check(&entry).map(|()| entry))
     };
     Ok(match decoded {
@@ -190,7 +191,7 @@ pub(super) fn read_slot<T: DeserializeOwned + Versioned>(
     })
 }
 
-pub(super) fn any<T>(_: &Entry<T>) -> Result<(), String> {
+pub(super) fn any<T>(_: &Entry<T>) -> Result<(), ValueError> {
     Ok(())
 }
 
@@ -198,38 +199,28 @@ pub(super) fn any<T>(_: &Entry<T>) -> Result<(), String> {
 #[derive(Debug, Clone)]
 pub(super) enum Kept<T> {
     Absent,
-    Corrupt(String),
+    Corrupt(ValueError),
     Valid(T),
 }
 
-pub(super) fn read_kept<T: DeserializeOwned + Versioned>(path: &Path) -> Result<Kept<T>, String> {
-    let Some((bytes, _)) = read_small(path).map_err(at(path))? else {
+pub(super) fn read_kept<T: DeserializeOwned + Versioned>(path: &Path) -> Result<Kept<T>, DirError> {
+    let Some((bytes, _)) = read_small(path).map_err(DirError::io(path))? else {
         return Ok(Kept::Absent);
     };
     if bytes.len() as u64 > MAX_FILE {
-        return Ok(Kept::Corrupt(format!("larger than {MAX_FILE} bytes")));
+        return Ok(Kept::Corrupt(ValueError::TooLarge { limit: MAX_FILE }));
     }
     Ok(match decode_durable(&bytes) {
         Ok(rec) => Kept::Valid(rec),
-        Err(e) => Kept::Corrupt(e.to_string()),
+        Err(e) => Kept::Corrupt(e.into()),
     })
-}
-
-/// How an unreadable maintenance file is reported: on (the safe reading: nothing acts), set
-/// by nobody known.
-pub(super) fn unreadable_maintenance() -> MaintenanceRecord {
-    MaintenanceRecord {
-        v: record::FORMAT_VERSION,
-        on: true,
-        by: UNREADABLE_NODE.to_string(),
-    }
 }
 
 /// Everything in the group's directory, as read at one moment.
 pub(super) struct Files {
     pub(super) leader: Slot<LeaderRecord>,
     /// The `term` file's counter (0 if there is none yet), or why it cannot be read.
-    pub(super) term: Result<u64, String>,
+    pub(super) term: Result<u64, ValueError>,
     /// Member files named like nodes, by node name.
     pub(super) members: BTreeMap<String, Slot<MemberRecord>>,
     pub(super) switchover: Slot<SwitchoverRecord>,
@@ -237,14 +228,14 @@ pub(super) struct Files {
 }
 
 impl Files {
-    pub(super) fn read(paths: &Paths) -> Result<Files, String> {
+    pub(super) fn read(paths: &Paths) -> Result<Files, DirError> {
         let leader = read_slot::<LeaderRecord>(&paths.leader, |e| match e.term {
             Some(_) => Ok(()),
-            None => Err("invalid value: no term".to_string()),
+            None => Err(ValueError::NoTerm),
         })?;
-        let term = match read_small(&paths.term).map_err(at(&paths.term))? {
+        let term = match read_small(&paths.term).map_err(DirError::io(&paths.term))? {
             None => Ok(0),
-            Some((bytes, _)) => decode_term(&bytes).map_err(|e| e.to_string()),
+            Some((bytes, _)) => decode_term(&bytes).map_err(ValueError::from),
         };
         Ok(Files {
             leader,
@@ -281,80 +272,62 @@ impl Files {
         counter.max(in_file).checked_add(1)
     }
 
-    /// The leader in view at `now`, and when it stops counting.
-    pub(super) fn leader_at(&self, now: u64, lease_us: u64) -> Option<(Leader, u64)> {
-        let expires = self.leader_expiry(lease_us).filter(|&exp| now < exp)?;
-        let leader = match &self.leader {
-            Slot::Valid(e) => Leader {
-                node: e.record.node.clone(),
-                term: e.term.unwrap_or(0),
-                host: e.record.host.clone(),
-            },
-            // Still a leader: nobody may campaign while it may be someone's. The counter is
-            // the best guess at its term.
-            _ => Leader {
-                node: UNREADABLE_NODE.to_string(),
-                term: *self.term.as_ref().unwrap_or(&0),
-                host: None,
-            },
-        };
-        Some((leader, expires))
-    }
-
-    /// Unreadable files: path → why.
-    pub(super) fn corrupt(&self, paths: &Paths) -> BTreeMap<String, String> {
-        let mut found = BTreeMap::new();
-        let mut add = |path: &Path, error: &String| {
-            found.insert(path.display().to_string(), error.clone());
-        };
-        if let Slot::Corrupt { error, .. } = &self.leader {
-            add(&paths.leader, error);
+    /// The files that count at wall time `now`, for the shared policy, and when the first of
+    /// them stops counting (wall microseconds). A leader file counts until its expiry (an
+    /// unreadable one: see [`Self::leader_expiry`]; its term is then the counter, the best
+    /// guess); the other session-bound files until their expiry, or while unreadable (the
+    /// policy leaves those out, and reports them).
+    pub(super) fn reading(&self, paths: &Paths, now: u64, lease_us: u64) -> (Reading, Option<u64>) {
+        let key = |path: &Path| path.display().to_string();
+        let mut reading = Reading::default();
+        let mut expiries = Vec::new();
+        match (&self.leader, self.leader_expiry(lease_us)) {
+            (Slot::Valid(e), Some(exp)) if now < exp => {
+                let read = policy::Read::new(key(&paths.leader), Ok(e.record.clone()));
+                reading.leader = Some((read, e.term.unwrap_or(0)));
+                expiries.push(exp);
+            }
+            (Slot::Corrupt { error, .. }, Some(exp)) if now < exp => {
+                let read = policy::Read::new(key(&paths.leader), Err(error.clone()));
+                reading.leader = Some((read, *self.term.as_ref().unwrap_or(&0)));
+                expiries.push(exp);
+            }
+            (Slot::Corrupt { error, .. }, _) => {
+                reading.ignored.insert(key(&paths.leader), error.clone());
+            }
+            _ => {}
         }
         if let Err(error) = &self.term {
-            add(&paths.term, error);
+            reading.ignored.insert(key(&paths.term), error.clone());
         }
         for (node, slot) in &self.members {
-            if let Slot::Corrupt { error, .. } = slot {
-                add(&paths.members.join(node), error);
+            let value = match slot {
+                Slot::Corrupt { error, .. } => Err(error.clone()),
+                Slot::Valid(e) if now < e.expires => {
+                    expiries.push(e.expires);
+                    Ok(e.record.clone())
+                }
+                _ => continue,
+            };
+            let read = policy::Read::new(key(&paths.members.join(node)), value);
+            reading.members.push((node.clone(), read));
+        }
+        let switchover = key(&paths.switchover);
+        reading.switchover = match &self.switchover {
+            Slot::Corrupt { error, .. } => Some(policy::Read::new(switchover, Err(error.clone()))),
+            Slot::Valid(e) if now < e.expires => {
+                expiries.push(e.expires);
+                Some(policy::Read::new(switchover, Ok(e.record.clone())))
             }
-        }
-        if let Slot::Corrupt { error, .. } = &self.switchover {
-            add(&paths.switchover, error);
-        }
-        if let Kept::Corrupt(error) = &self.maintenance {
-            add(&paths.maintenance, error);
-        }
-        found
-    }
-
-    /// What the runtime is told, as of wall time `now` (which goes with `taken`).
-    pub(super) fn view(&self, paths: &Paths, now: u64, lease_us: u64, taken: Instant) -> Snapshot {
-        let leader = self.leader_at(now, lease_us);
-        let members: Vec<&Entry<MemberRecord>> =
-            self.members.values().filter_map(|m| live(m, now)).collect();
-        let switchover = live(&self.switchover, now);
-        let next_expiry = leader
-            .iter()
-            .map(|(_, exp)| *exp)
-            .chain(members.iter().map(|e| e.expires))
-            .chain(switchover.map(|e| e.expires))
-            .min()
-            .map(|exp| Duration::from_micros(exp.saturating_sub(now)));
-        Snapshot {
-            view: View {
-                leader: leader.map(|(l, _)| l),
-                members: members.iter().map(|e| e.record.clone()).collect(),
-                switchover: switchover.map(|e| e.record.clone()),
-                maintenance: match &self.maintenance {
-                    Kept::Absent => None,
-                    Kept::Corrupt(_) => Some(unreadable_maintenance()),
-                    Kept::Valid(rec) => Some(rec.clone()),
-                },
-            },
-            corrupt: self.corrupt(paths),
-            next_expiry,
-            taken,
-        }
+            _ => None,
+        };
+        let maintenance = key(&paths.maintenance);
+        reading.maintenance = match &self.maintenance {
+            Kept::Absent => None,
+            Kept::Corrupt(error) => Some(policy::Read::new(maintenance, Err(error.clone()))),
+            Kept::Valid(rec) => Some(policy::Read::new(maintenance, Ok(rec.clone()))),
+        };
+        (reading, expiries.into_iter().min())
     }
 }
 
@@ -366,15 +339,22 @@ pub(super) fn live<T>(slot: &Slot<T>, now: u64) -> Option<&Entry<T>> {
     }
 }
 
-pub(super) fn read_members(paths: &Paths) -> Result<BTreeMap<String, Slot<MemberRecord>>, String> {
+/// Every member file named like a node. The `members` directory must exist (the session
+/// made it): without it the group's directory is gone (deleted, or the share unmounted), and
+/// that is an unusable store, not an empty group.
+pub(super) fn read_members(
+    paths: &Paths,
+) -> Result<BTreeMap<String, Slot<MemberRecord>>, DirError> {
     let entries = match fs::read_dir(&paths.members) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(e) => return Err(at(&paths.members)(e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(DirError::Missing(paths.members.clone()));
+        }
+        Err(e) => return Err(DirError::io(&paths.members)(e)),
     };
     let mut members = BTreeMap::new();
     for entry in entries {
-        let entry = entry.map_err(at(&paths.members))?;
+        let entry = entry.map_err(DirError::io(&paths.members))?;
         let Some(node) = entry.file_name().to_str().map(str::to_string) else {
             continue;
         };
@@ -382,20 +362,16 @@ pub(super) fn read_members(paths: &Paths) -> Result<BTreeMap<String, Slot<Member
         if !crate::config::valid_node_name(&node) {
             continue;
         }
-        let named = |e: &Entry<MemberRecord>| {
-            if e.record.node == node {
-                Ok(())
-            } else {
-                Err(format!(
-                    "the record names node {:?}, the file {node:?}",
-                    e.record.node
-                ))
-            }
-        };
+        // Checked here, not only by the policy, so that a file under our name that names
+        // another node is never taken for a record of ours or another host's.
+        let named = |e: &Entry<MemberRecord>| policy::check_member(&node, &e.record);
         // One unreadable file (a stray file with the wrong owner, say) is left out like a
         // corrupt one; it must not make the whole group unusable.
-        let slot = read_slot::<MemberRecord>(&entry.path(), named)
-            .unwrap_or_else(|error| Slot::Corrupt { error, mtime: 0 });
+        let slot =
+            read_slot::<MemberRecord>(&entry.path(), named).unwrap_or_else(|e| Slot::Corrupt {
+                error: e.into(),
+                mtime: 0,
+            });
         members.insert(node, slot);
     }
     Ok(members)
@@ -410,7 +386,7 @@ pub(super) struct GroupLock {
 impl GroupLock {
     /// Try for at most `wait`: a holder that does not let go (a stopped process, a hung NFS
     /// server) makes this job fail, and the task report the store down, rather than hang.
-    pub(super) fn acquire(path: &Path, wait: Duration) -> Result<GroupLock, String> {
+    pub(super) fn acquire(path: &Path, wait: Duration) -> Result<GroupLock, DirError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -418,7 +394,7 @@ impl GroupLock {
             .truncate(false)
             .mode(FILE_MODE)
             .open(path)
-            .map_err(at(path))?;
+            .map_err(DirError::io(path))?;
         let deadline = Instant::now() + wait;
         let mut pause = Duration::from_millis(1);
         loop {
@@ -439,12 +415,17 @@ impl GroupLock {
                     pause = (pause * 2).min(Duration::from_millis(10));
                 }
                 Err(Errno::EAGAIN | Errno::EACCES) => {
-                    return Err(format!(
-                        "{}: held by another process for more than {wait:?}",
-                        path.display()
-                    ));
+                    return Err(DirError::LockBusy {
+                        path: path.to_path_buf(),
+                        waited: wait,
+                    });
                 }
-                Err(e) => return Err(format!("{}: cannot lock: {e}", path.display())),
+                Err(errno) => {
+                    return Err(DirError::Lock {
+                        path: path.to_path_buf(),
+                        errno,
+                    });
+                }
             }
         }
     }

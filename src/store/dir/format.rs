@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::store::error::DirError;
 use crate::store::record::{self, RecordError, Versioned};
 
 /// Version of the envelopes and of the term file (the record inside an envelope carries its
@@ -168,8 +169,8 @@ pub(super) fn unix_micros(t: SystemTime) -> Option<u64> {
 
 /// The wall clock, which is what expiries are written in: the files are shared with other
 /// processes and, over NFS, other hosts, so no process's monotonic clock would do.
-pub(super) fn wall_us() -> Result<u64, String> {
-    unix_micros(SystemTime::now()).ok_or_else(|| "the wall clock is before 1970".to_string())
+pub(super) fn wall_us() -> Result<u64, DirError> {
+    unix_micros(SystemTime::now()).ok_or(DirError::Clock)
 }
 
 /// A fresh session id: 128 random bits in hex.

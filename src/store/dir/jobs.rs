@@ -1,10 +1,12 @@
 //! The jobs: the file operations of the group task, run one at a time on the blocking pool.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::store::record::{self, LeaderRecord, MaintenanceRecord, MemberRecord, SwitchoverRecord};
-use crate::store::{HostId, Leader, Op, other_host};
+use crate::store::error::DirError;
+use crate::store::policy::releasable;
+use crate::store::record::{self, LeaderRecord, MaintenanceRecord, MemberRecord};
+use crate::store::view::{Findings, View};
+use crate::store::{HostId, Op, other_host};
 
 use super::files::{
     Files, GroupLock, Paths, Slot, ensure_dirs, live, remove, sync_dir, write_atomic,
@@ -66,24 +68,16 @@ pub(super) enum Answer {
 }
 
 pub(super) struct Done {
-    pub(super) answer: Result<Answer, String>,
+    pub(super) answer: Result<Answer, DirError>,
     /// The group as read at the end of the job, if the job got that far.
     pub(super) snapshot: Option<Snapshot>,
 }
 
-/// The group as the runtime is told it.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) struct View {
-    pub(super) leader: Option<Leader>,
-    pub(super) members: Vec<MemberRecord>,
-    pub(super) switchover: Option<SwitchoverRecord>,
-    pub(super) maintenance: Option<MaintenanceRecord>,
-}
-
+/// The group as read at the end of a job, through the shared policy.
 pub(super) struct Snapshot {
     pub(super) view: View,
     /// Unreadable files: path → why.
-    pub(super) corrupt: BTreeMap<String, String>,
+    pub(super) corrupt: Findings,
     /// Time from `taken` until the next file in view expires.
     pub(super) next_expiry: Option<Duration>,
     /// The monotonic time that goes with the wall time the view was computed for.
@@ -131,7 +125,7 @@ pub(super) fn run_job(ctx: &Ctx, job: Job) -> Done {
 }
 
 impl Done {
-    pub(super) fn failed(reason: String) -> Done {
+    pub(super) fn failed(reason: DirError) -> Done {
         Done {
             answer: Err(reason),
             snapshot: None,
@@ -142,16 +136,23 @@ impl Done {
 /// Read the group and compute the view. The wall time is taken *before* reading: a file
 /// then counts as live if it was when we started looking, so a renewal that lands while we
 /// read can never be mistaken for an expiry.
-pub(super) fn read_view(ctx: &Ctx) -> Result<Snapshot, String> {
+pub(super) fn read_view(ctx: &Ctx) -> Result<Snapshot, DirError> {
     let now = wall_us()?;
     let taken = Instant::now();
     let files = Files::read(&ctx.paths)?;
-    Ok(files.view(&ctx.paths, now, ctx.lease_us, taken))
+    let (reading, expires) = files.reading(&ctx.paths, now, ctx.lease_us);
+    let (view, corrupt) = reading.judge();
+    Ok(Snapshot {
+        view,
+        corrupt,
+        next_expiry: expires.map(|exp| Duration::from_micros(exp.saturating_sub(now))),
+        taken,
+    })
 }
 
 /// Run `f` under the group lock on a fresh read of the group, then read the group again
 /// (still under the lock) for the report.
-pub(super) fn locked(ctx: &Ctx, f: impl FnOnce(&Files, u64) -> Result<Answer, String>) -> Done {
+pub(super) fn locked(ctx: &Ctx, f: impl FnOnce(&Files, u64) -> Result<Answer, DirError>) -> Done {
     let lock = match GroupLock::acquire(&ctx.paths.lock, ctx.lock_wait) {
         Ok(lock) => lock,
         Err(e) => return Done::failed(e),
@@ -181,7 +182,7 @@ pub(super) fn renew(
     session: Option<Session>,
     member: Option<&MemberRecord>,
     held: Option<u64>,
-) -> Result<Answer, String> {
+) -> Result<Answer, DirError> {
     let lost = session.as_ref().is_some_and(|s| {
         let expired = now >= s.expires;
         // The leader file we hold was deleted or taken over (by someone who found it
@@ -234,7 +235,7 @@ fn write_member(
     session: &str,
     expires: u64,
     rec: &MemberRecord,
-) -> Result<(), String> {
+) -> Result<(), DirError> {
     let held_elsewhere = files
         .members
         .get(&ctx.node)
@@ -255,7 +256,7 @@ fn write_member(
 
 /// Delete what a lost session left: its leader and switchover files. (The member file is
 /// rewritten under the new session, or expires.)
-pub(super) fn drop_session_files(ctx: &Ctx, files: &Files, id: &str) -> Result<(), String> {
+pub(super) fn drop_session_files(ctx: &Ctx, files: &Files, id: &str) -> Result<(), DirError> {
     if files.leader.owned_by(id).is_some() {
         remove(&ctx.paths.leader)?;
     }
@@ -266,7 +267,7 @@ pub(super) fn drop_session_files(ctx: &Ctx, files: &Files, id: &str) -> Result<(
 }
 
 /// Shutdown: delete every file of this session, so the others need not wait for expiries.
-pub(super) fn leave(ctx: &Ctx, files: &Files, id: &str) -> Result<(), String> {
+pub(super) fn leave(ctx: &Ctx, files: &Files, id: &str) -> Result<(), DirError> {
     drop_session_files(ctx, files, id)?;
     if files
         .members
@@ -284,7 +285,7 @@ pub(super) fn carry_out(
     now: u64,
     op: &Op,
     s: &Session,
-) -> Result<Answer, String> {
+) -> Result<Answer, DirError> {
     match op {
         Op::Campaign(rec) => campaign(ctx, files, now, rec, s),
         Op::Release { term } => {
@@ -292,8 +293,7 @@ pub(super) fn carry_out(
             // else's key, or already gone: either way it is no longer ours.
             if let Slot::Valid(e) = &files.leader
                 && e.term == Some(*term)
-                && e.record.node == ctx.node
-                && other_host(e.record.host.as_deref(), ctx.host.as_ref()).is_none()
+                && releasable(&e.record, &ctx.node, ctx.host.as_ref())
             {
                 remove(&ctx.paths.leader)?;
             }
@@ -321,7 +321,7 @@ pub(super) fn carry_out(
 
 /// On: write the record, durably (it must survive a crash of this host). Off: delete the
 /// file, whatever it holds (a corrupt one too: that is how an operator clears it).
-pub(super) fn set_maintenance(ctx: &Ctx, rec: &MaintenanceRecord) -> Result<(), String> {
+pub(super) fn set_maintenance(ctx: &Ctx, rec: &MaintenanceRecord) -> Result<(), DirError> {
     if rec.on {
         write_atomic(&ctx.paths.maintenance, &encode_durable(rec), true)
     } else {
@@ -336,7 +336,7 @@ pub(super) fn campaign(
     now: u64,
     rec: &LeaderRecord,
     s: &Session,
-) -> Result<Answer, String> {
+) -> Result<Answer, DirError> {
     let refuse = |session_expired| {
         Ok(Answer::Campaigned {
             term: None,

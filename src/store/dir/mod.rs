@@ -5,24 +5,28 @@
 //! - `lock`: every write happens under an exclusive OFD (`fcntl`) lock on this file; OFD
 //!   locks exclude other open files in the same process too, and go through the NFS lock
 //!   manager on NFS;
-//! - `leader`: a [`LeaderRecord`] in a [`Stored`] envelope with the term, the holder's session
-//!   id and the expiry of that session (wall-clock unix microseconds);
-//! - `term`: a [`TermFile`], the counter that makes terms grow (the fencing token);
-//! - `members/NODE`: a [`MemberRecord`] in a [`Stored`] envelope;
-//! - `switchover`: a [`SwitchoverRecord`] in a [`Stored`] envelope (the requester's session);
-//! - `maintenance`: a [`MaintenanceRecord`] in a [`Durable`] envelope, bound to no session: it
-//!   outlives the process that wrote it. Maintenance off is the file's absence.
+//! - `leader`: a [`LeaderRecord`](crate::store::LeaderRecord) in a `Stored` envelope with
+//!   the term, the holder's session id and the expiry of that session (wall-clock unix
+//!   microseconds);
+//! - `term`: a `TermFile`, the counter that makes terms grow (the fencing token);
+//! - `members/NODE`: a [`MemberRecord`](crate::store::MemberRecord) in a `Stored` envelope;
+//! - `switchover`: a [`SwitchoverRecord`](crate::store::SwitchoverRecord) in a `Stored`
+//!   envelope (the requester's session);
+//! - `maintenance`: a [`MaintenanceRecord`](crate::store::MaintenanceRecord) in a `Durable`
+//!   envelope, bound to no session: it outlives the process that wrote it. Maintenance off
+//!   is the file's absence.
 //!
 //! A *session* plays the part of etcd's lease: a random id and a wall-clock expiry that the
 //! task pushes to `now + lease` on every renewal, in every file bound to it. A file whose
 //! expiry has passed counts as absent, whatever its content; a holder that finds its session
-//! expired starts a new one (and reports [`StoreEvent::LeaseLost`]).
+//! expired starts a new one (and reports `StoreEvent::LeaseLost`).
 //!
-//! Each group runs one task ([`GroupTask`]). Its file operations run one at a time on
-//! tokio's blocking pool ([`Job`]), so a hung NFS server can stall a job but never the task's
-//! loop: the loop keeps beating its [`Progress`](super::Progress), reports `Down` once a job
-//! outlives its timeout, and answers commands meanwhile. Every job ends with a fresh read of
-//! the group; the task reports what changed since the last report. It learns of changes from
+//! Each group runs one task (`GroupTask`). Its file operations run one at a time on tokio's
+//! blocking pool (`Job`), so a hung NFS server can stall a job but never the task's loop: the
+//! loop keeps beating its [`Progress`](super::Progress), reports `Down` once a job outlives
+//! its timeout, and answers commands meanwhile. Every job ends with a fresh read of the
+//! group, which the shared corrupt-value policy turns into the view; the shared reporter
+//! tells the runtime what changed (see [`store`](super)). The task learns of changes from
 //! inotify (prompt on a local filesystem), from polling every `min(renew, 100ms)` (NFS, where
 //! inotify sees only local writes), and from a timer at the next expiry in view, so a dead
 //! leader is noticed right when its session runs out.
@@ -33,13 +37,14 @@ mod jobs;
 mod notify;
 mod task;
 
-use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::queue::OpQueue;
+use super::report::Reporter;
 use super::{GroupSession, GroupSpec, Store, StoreEvent};
 use files::Paths;
 use format::micros;
@@ -82,20 +87,15 @@ impl Store for DirStore {
         let task = GroupTask {
             renew,
             poll: renew.min(MAX_POLL),
+            report: Reporter::new("directory", &spec, index, events),
             spec,
-            index,
-            events,
             commands: rx,
             ctx,
             session: None,
-            member: None,
             held: None,
             up: false,
-            down_reported: false,
-            queue: VecDeque::new(),
+            queue: OpQueue::default(),
             inflight: None,
-            last: None,
-            corrupt: BTreeMap::new(),
             watcher: None,
             retry_at: now,
             renew_at: now,

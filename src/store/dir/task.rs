@@ -1,6 +1,6 @@
-//! The per-group task: its loop, its commands, and the report of what changed.
+//! The per-group task: its loop and its jobs. What the runtime is told, and when queued
+//! writes are answered, is the shared [`Reporter`]'s and [`OpQueue`]'s business.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -8,17 +8,21 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::store::error::{Cause, DirError};
+use crate::store::queue::OpQueue;
 use crate::store::record::MemberRecord;
+use crate::store::report::Reporter;
 use crate::store::{GroupSpec, Op, StoreCommand, StoreEvent};
 
-use super::jobs::{Answer, Ctx, Done, Job, Session, Snapshot, View, run_job};
+use super::jobs::{Answer, Ctx, Done, Job, Session, Snapshot, run_job};
 use super::notify::{Notice, Watcher, notice};
 use super::{EXPIRY_SLACK, MAX_RETRY_DELAY, SHUTDOWN_TIMEOUT};
 
 /// What the job in flight is for, so its result can be put to use.
 #[derive(Debug)]
 pub(super) enum Pending {
-    Renew,
+    /// A renewal, writing this member record.
+    Renew(Option<MemberRecord>),
     Op(Op),
     Poll,
 }
@@ -35,7 +39,7 @@ pub(super) async fn finished(inflight: &mut Option<Inflight>) -> Done {
     match inflight {
         Some(job) => match (&mut job.handle).await {
             Ok(done) => done,
-            Err(e) => Done::failed(format!("file operation failed: {e}")),
+            Err(e) => Done::failed(DirError::Job(Cause::new(e))),
         },
         None => std::future::pending().await,
     }
@@ -43,28 +47,19 @@ pub(super) async fn finished(inflight: &mut Option<Inflight>) -> Done {
 
 pub(super) struct GroupTask {
     pub(super) spec: GroupSpec,
-    pub(super) index: usize,
-    pub(super) events: mpsc::UnboundedSender<(usize, StoreEvent)>,
+    pub(super) report: Reporter,
     pub(super) commands: mpsc::UnboundedReceiver<StoreCommand>,
     pub(super) ctx: Arc<Ctx>,
     pub(super) renew: Duration,
     pub(super) poll: Duration,
     /// Our session; `None` until the directory was first usable.
     pub(super) session: Option<Session>,
-    /// The last member record the runtime published: rewritten on every renewal.
-    pub(super) member: Option<MemberRecord>,
     /// The term of the leader file we won and have not released.
     pub(super) held: Option<u64>,
     /// `Up` was reported and no `Down` since.
     pub(super) up: bool,
-    /// `Down` was reported and no `Up` since.
-    pub(super) down_reported: bool,
-    pub(super) queue: VecDeque<Op>,
+    pub(super) queue: OpQueue,
     pub(super) inflight: Option<Inflight>,
-    /// What the runtime was last told; `None` after a (re)connection: tell it everything.
-    pub(super) last: Option<View>,
-    /// Unreadable files already reported, so a poll does not report them again.
-    pub(super) corrupt: BTreeMap<String, String>,
     pub(super) watcher: Option<Watcher>,
     pub(super) retry_at: Instant,
     pub(super) renew_at: Instant,
@@ -74,19 +69,10 @@ pub(super) struct GroupTask {
 }
 
 impl GroupTask {
-    fn emit(&self, event: StoreEvent) {
-        // A closed receiver ends the task at its next turn (see `listening`).
-        let _ = self.events.send((self.index, event));
-    }
-
-    fn listening(&self) -> bool {
-        !self.events.is_closed()
-    }
-
     pub(super) async fn run(mut self) {
         loop {
             self.spec.progress.beat();
-            if !self.listening() {
+            if !self.report.listening() {
                 return;
             }
             let now = Instant::now();
@@ -95,13 +81,17 @@ impl GroupTask {
             }
             let wake = tokio::time::Instant::from_std(self.next_wake(now));
             tokio::select! {
-                command = self.commands.recv() => match command {
+                command = self.commands.recv() => match command.map(StoreCommand::into_op) {
                     None => return,
-                    Some(StoreCommand::Shutdown) => {
+                    Some(None) => {
                         self.shutdown().await;
                         return;
                     }
-                    Some(command) => self.command(command),
+                    Some(Some(op)) => {
+                        if let Some(answer) = self.queue.push(op, self.up) {
+                            self.report.emit(answer);
+                        }
+                    }
                 },
                 done = finished(&mut self.inflight) => {
                     if let Some(job) = self.inflight.take() {
@@ -119,50 +109,28 @@ impl GroupTask {
         }
     }
 
-    fn command(&mut self, command: StoreCommand) {
-        match command {
-            StoreCommand::Campaign(rec) if self.up => self.queue.push_back(Op::Campaign(rec)),
-            // Nothing can be won while the directory is unusable.
-            StoreCommand::Campaign(_) => self.emit(StoreEvent::Campaigned(None)),
-            StoreCommand::Publish(rec) => {
-                // Only the newest record matters; a renewal writes it too.
-                self.queue.retain(|op| !matches!(op, Op::Publish(_)));
-                self.member = Some(rec.clone());
-                self.queue.push_back(Op::Publish(rec));
-            }
-            StoreCommand::SetMaintenance(rec) => {
-                // Only the newest change matters.
-                self.queue.retain(|op| !matches!(op, Op::SetMaintenance(_)));
-                self.queue.push_back(Op::SetMaintenance(rec));
-            }
-            // `Shutdown` is handled by `run`.
-            other => self.queue.extend(other.into_op()),
-        }
-    }
-
     /// Start the most urgent job that is due: renewals first, then commands, then reads.
     fn start_next(&mut self, now: Instant) {
-        let job = if !self.up {
+        let (pending, job) = if !self.up {
             if now < self.retry_at {
                 return;
             }
             self.renew_job(true)
         } else if now >= self.renew_at {
             self.renew_job(false)
-        } else if let Some(op) = self.queue.pop_front() {
+        } else if !self.queue.is_empty() {
             let Some(session) = self.session.clone() else {
                 // Up implies a session; should it not, get one first.
-                self.queue.push_front(op);
                 self.renew_at = now;
                 return;
             };
+            let Some(op) = self.queue.pop() else { return };
             (Pending::Op(op.clone()), Job::Op(op, session))
         } else if now >= self.poll_at || self.expiry_at.is_some_and(|t| now >= t) {
             (Pending::Poll, Job::Poll)
         } else {
             return;
         };
-        let (pending, job) = job;
         let ctx = self.ctx.clone();
         self.inflight = Some(Inflight {
             pending,
@@ -173,13 +141,14 @@ impl GroupTask {
     }
 
     fn renew_job(&self, setup: bool) -> (Pending, Job) {
+        let member = self.queue.member().cloned();
         let job = Job::Renew {
             session: self.session.clone(),
-            member: self.member.clone(),
+            member: member.clone(),
             held: self.held,
             setup,
         };
-        (Pending::Renew, job)
+        (Pending::Renew(member), job)
     }
 
     /// When the loop must turn next, at the latest one poll interval away (so it beats).
@@ -208,12 +177,10 @@ impl GroupTask {
             return;
         }
         job.overdue = true;
-        let reason = format!(
-            "{}: no answer from the filesystem within {:?}",
-            self.ctx.paths.dir.display(),
-            self.renew
-        );
-        self.went_down(reason);
+        self.went_down(DirError::Stalled {
+            dir: self.ctx.paths.dir.clone(),
+            after: self.renew,
+        });
     }
 
     fn finish(&mut self, pending: Pending, done: Done) {
@@ -221,7 +188,7 @@ impl GroupTask {
             Ok(answer) => answer,
             Err(reason) => {
                 if let Pending::Op(op) = pending {
-                    self.requeue(op);
+                    self.queue.requeue(op);
                 }
                 self.went_down(reason);
                 return;
@@ -232,7 +199,12 @@ impl GroupTask {
                 sent_at,
                 session,
                 lost,
-            } => self.renewed(sent_at, session, lost),
+            } => {
+                self.renewed(sent_at, session, lost);
+                if let Pending::Renew(Some(member)) = &pending {
+                    self.queue.published(member);
+                }
+            }
             Answer::Campaigned {
                 term,
                 session_expired,
@@ -244,7 +216,7 @@ impl GroupTask {
                     info!(group = %self.spec.group, term, "won the leader file");
                     self.held = Some(term);
                 }
-                self.emit(StoreEvent::Campaigned(term));
+                self.report.emit(StoreEvent::Campaigned(term));
             }
             Answer::Released => {
                 if let Pending::Op(Op::Release { term }) = pending
@@ -252,18 +224,24 @@ impl GroupTask {
                 {
                     self.held = None;
                 }
-                self.emit(StoreEvent::Released);
+                self.report.emit(StoreEvent::Released);
             }
-            Answer::Nothing => {}
+            Answer::Nothing => {
+                if let Pending::Op(op) = &pending {
+                    self.queue.done(op);
+                }
+            }
         }
         if let (true, Some(snapshot)) = (self.up, done.snapshot) {
-            self.report(snapshot);
+            self.report_view(snapshot);
         }
     }
 
     fn renewed(&mut self, sent_at: Instant, session: Session, lost: bool) {
         if lost {
-            self.lease_lost();
+            // Our session is gone, and the files bound to it.
+            self.held = None;
+            self.report.lease_lost(&mut self.queue);
         }
         let reconnected = !self.up || lost;
         self.session = Some(session);
@@ -271,12 +249,10 @@ impl GroupTask {
         if reconnected {
             info!(group = %self.spec.group, dir = %self.ctx.paths.dir.display(), "directory store up");
             self.up = true;
-            self.down_reported = false;
-            self.last = None;
-            self.corrupt.clear();
-            self.emit(StoreEvent::Up);
+            self.report.up(sent_at);
+        } else {
+            self.report.renewed(sent_at);
         }
-        self.emit(StoreEvent::Renewed { sent_at });
         if self.watcher.is_none() {
             match Watcher::new(&self.ctx.paths) {
                 Ok(watcher) => self.watcher = Some(watcher),
@@ -286,96 +262,27 @@ impl GroupTask {
         }
     }
 
-    /// Tell the runtime what changed since the last report.
-    fn report(&mut self, snapshot: Snapshot) {
+    /// Tell the runtime what changed since the last report, and plan the next read.
+    fn report_view(&mut self, snapshot: Snapshot) {
         let Snapshot {
             view,
             corrupt,
             next_expiry,
             taken,
         } = snapshot;
-        for (key, error) in &corrupt {
-            if self.corrupt.get(key) != Some(error) {
-                warn!(group = %self.spec.group, key, %error, "corrupt file in the store ignored");
-                self.emit(StoreEvent::Corrupt {
-                    key: key.clone(),
-                    error: error.clone(),
-                });
-            }
-        }
-        self.corrupt = corrupt;
-        let last = self.last.take();
-        if last.as_ref().is_none_or(|l| l.leader != view.leader) {
-            self.emit(StoreEvent::Leader(view.leader.clone()));
-        }
-        if last.as_ref().is_none_or(|l| l.members != view.members) {
-            self.emit(StoreEvent::Members(view.members.clone()));
-        }
-        if last
-            .as_ref()
-            .is_none_or(|l| l.switchover != view.switchover)
-        {
-            self.emit(StoreEvent::Switchover(view.switchover.clone()));
-        }
-        if last
-            .as_ref()
-            .is_none_or(|l| l.maintenance != view.maintenance)
-        {
-            self.emit(StoreEvent::Maintenance(view.maintenance.clone()));
-        }
-        self.last = Some(view);
+        self.report.view(view, corrupt);
         self.poll_at = taken + self.poll;
         self.expiry_at = next_expiry.map(|d| taken + d + EXPIRY_SLACK);
     }
 
-    fn went_down(&mut self, reason: String) {
-        if self.down_reported {
-            debug!(group = %self.spec.group, %reason, "directory store still unusable");
-        } else {
-            warn!(group = %self.spec.group, %reason, "directory store down");
-            self.down_reported = true;
-            self.emit(StoreEvent::Down(reason));
-        }
+    fn went_down(&mut self, reason: DirError) {
+        self.report.down(reason.into(), &mut self.queue);
         self.up = false;
-        self.last = None;
         self.retry_at = Instant::now() + self.renew.min(MAX_RETRY_DELAY);
-        // A campaign cannot be won while the directory is unusable.
-        self.answer_queued(false);
-    }
-
-    /// Our session is gone, and the files bound to it: answer what depended on it.
-    fn lease_lost(&mut self) {
-        info!(group = %self.spec.group, "directory store session lost");
-        self.held = None;
-        self.emit(StoreEvent::LeaseLost);
-        self.answer_queued(true);
-    }
-
-    /// Answer queued campaigns "not won"; with `released`, queued releases too (the leader
-    /// file went with the session).
-    fn answer_queued(&mut self, released: bool) {
-        let mut kept = VecDeque::new();
-        for op in std::mem::take(&mut self.queue) {
-            match op {
-                Op::Campaign(_) => self.emit(StoreEvent::Campaigned(None)),
-                Op::Release { .. } if released => self.emit(StoreEvent::Released),
-                other => kept.push_back(other),
-            }
-        }
-        self.queue = kept;
-    }
-
-    /// Put back a command whose job failed; `went_down` then answers what cannot wait.
-    fn requeue(&mut self, op: Op) {
-        match op {
-            // Rewritten from `self.member` by the next renewal.
-            Op::Publish(_) => {}
-            other => self.queue.push_front(other),
-        }
     }
 
     /// Delete our files, bounded in time: a store that does not answer is left to expire.
-    /// A maintenance change still pending is written first: it is the operator's, not this
+    /// A maintenance change still owed is written first: it is the operator's, not this
     /// process's, and must not go with it.
     async fn shutdown(&mut self) {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_TIMEOUT;
@@ -386,23 +293,16 @@ impl GroupTask {
                     warn!(group = %self.spec.group, "directory store busy; our files expire on their own");
                     return;
                 }
-                Ok(Ok(Done { answer: Ok(_), .. })) => {}
-                Ok(_) => {
-                    if let Pending::Op(op @ Op::SetMaintenance(_)) = job.pending
-                        && !self
-                            .queue
-                            .iter()
-                            .any(|op| matches!(op, Op::SetMaintenance(_)))
-                    {
-                        self.queue.push_back(op);
+                Ok(Ok(Done { answer: Ok(_), .. })) => {
+                    if let Pending::Op(op) = &job.pending {
+                        self.queue.done(op);
                     }
                 }
+                // Failed: a maintenance change it carried stays owed.
+                Ok(_) => {}
             }
         }
-        let maintenance = self.queue.iter().rev().find_map(|op| match op {
-            Op::SetMaintenance(rec) => Some(rec.clone()),
-            _ => None,
-        });
+        let maintenance = self.queue.unwritten_maintenance().cloned();
         let session = self.session.take();
         if session.is_none() && maintenance.is_none() {
             return;

@@ -14,6 +14,7 @@ use super::Keys;
 use super::ops::publish_member;
 use super::view::read_and_watch;
 use crate::store::HostId;
+use crate::store::error::{Cause, EndpointError, EtcdError};
 use crate::store::record::MemberRecord;
 
 /// What the connecting side of a task needs; shared with the futures it spawns.
@@ -25,6 +26,8 @@ pub(super) struct Connector {
     pub(super) call_timeout: Duration,
     pub(super) ttl_secs: i64,
     pub(super) keys: Keys,
+    /// This node, to tell our leader key from another node's (see `release`).
+    pub(super) node: String,
     /// This host, to tell our node's records from another host's (see `publish_member`).
     pub(super) host: Option<HostId>,
 }
@@ -36,7 +39,23 @@ pub(super) enum CallError {
     LeaseGone,
     /// Anything else: timeout, broken connection, no leader, ... The outcome of a write is
     /// unknown; the task reconnects.
-    Broken(String),
+    Broken(EtcdError),
+}
+
+impl From<CallError> for EtcdError {
+    fn from(e: CallError) -> EtcdError {
+        match e {
+            CallError::LeaseGone => EtcdError::LeaseNotFound,
+            CallError::Broken(e) => e,
+        }
+    }
+}
+
+/// gRPC's `PermissionDenied` and `Unauthenticated` status codes (etcd auth).
+const DENIED_CODES: [i32; 2] = [7, 16];
+
+fn denied(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if DENIED_CODES.contains(&i32::from(s.code())))
 }
 
 fn lease_gone(e: &etcd_client::Error) -> bool {
@@ -51,24 +70,22 @@ fn lease_gone(e: &etcd_client::Error) -> bool {
 
 /// Run `fut` for at most `limit`, classifying the failure.
 pub(super) async fn call<T>(
-    what: &str,
+    call: &'static str,
     limit: Duration,
     fut: impl Future<Output = Result<T, etcd_client::Error>>,
 ) -> Result<T, CallError> {
     match timeout(limit, fut).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) if lease_gone(&e) => Err(CallError::LeaseGone),
-        Ok(Err(e)) => Err(CallError::Broken(format!("{what}: {e}"))),
-        Err(_) => Err(CallError::Broken(format!(
-            "{what}: no answer within {limit:?}"
-        ))),
-    }
-}
-
-pub(super) fn broken(e: CallError) -> String {
-    match e {
-        CallError::LeaseGone => "lease not found".to_string(),
-        CallError::Broken(reason) => reason,
+        Ok(Err(e)) if denied(&e) => Err(CallError::Broken(EtcdError::Denied {
+            call,
+            cause: Cause::new(e),
+        })),
+        Ok(Err(e)) => Err(CallError::Broken(EtcdError::Failed {
+            call,
+            cause: Cause::new(e),
+        })),
+        Err(_) => Err(CallError::Broken(EtcdError::Timeout { call, after: limit })),
     }
 }
 
@@ -76,9 +93,9 @@ pub(super) fn broken(e: CallError) -> String {
 /// within the connect timeout. The read (not just a TCP connect) is what proves the member
 /// can serve us: a member cut off from its quorum accepts connections but cannot answer it,
 /// and `require_leader` makes it say so at once instead of hanging.
-async fn connect(cfg: &Connector) -> Result<Client, String> {
+async fn connect(cfg: &Connector) -> Result<Client, EtcdError> {
     if cfg.endpoints.is_empty() {
-        return Err("no etcd endpoints configured".to_string());
+        return Err(EtcdError::NoEndpoints);
     }
     let mut errors = Vec::new();
     for endpoint in &cfg.endpoints {
@@ -99,14 +116,17 @@ async fn connect(cfg: &Connector) -> Result<Client, String> {
         };
         match timeout(cfg.connect_timeout, attempt).await {
             Ok(Ok(client)) => return Ok(client),
-            Ok(Err(e)) => errors.push(format!("{endpoint}: {e}")),
-            Err(_) => errors.push(format!(
-                "{endpoint}: no answer within {:?}",
-                cfg.connect_timeout
-            )),
+            Ok(Err(e)) => errors.push(EndpointError::Failed {
+                endpoint: endpoint.clone(),
+                cause: Cause::new(e),
+            }),
+            Err(_) => errors.push(EndpointError::Silent {
+                endpoint: endpoint.clone(),
+                after: cfg.connect_timeout,
+            }),
         }
     }
-    Err(errors.join("; "))
+    Err(EtcdError::Unreachable(errors))
 }
 
 /// A connection with a live lease, a snapshot of the group and a watch from that snapshot.
@@ -127,7 +147,7 @@ pub(super) struct Session {
 
 /// Why [`establish`] failed, and what it learned about the lease on the way.
 pub(super) struct Failure {
-    pub(super) reason: String,
+    pub(super) reason: EtcdError,
     /// The lease to use from now on (a new one may have been granted before the failure).
     pub(super) lease: Option<i64>,
     /// etcd said the lease we had is gone.
@@ -146,7 +166,7 @@ pub(super) async fn establish(
     let t = cfg.call_timeout;
     let mut lost = false;
     let mut current = lease;
-    let fail = |reason: String, lease: Option<i64>, lost: bool| Failure {
+    let fail = |reason: EtcdError, lease: Option<i64>, lost: bool| Failure {
         reason,
         lease,
         lost,
@@ -176,7 +196,7 @@ pub(super) async fn establish(
         None => {
             let granted = call("lease grant", t, leases.grant(cfg.ttl_secs, None))
                 .await
-                .map_err(|e| fail(broken(e), current, lost))?;
+                .map_err(|e| fail(e.into(), current, lost))?;
             let id = granted.id();
             current = Some(id);
             debug!(
@@ -189,7 +209,7 @@ pub(super) async fn establish(
             let sent_at = Instant::now();
             let (keeper, renewals) = call("lease keepalive", t, leases.keep_alive(id))
                 .await
-                .map_err(|e| fail(broken(e), current, lost))?;
+                .map_err(|e| fail(e.into(), current, lost))?;
             (id, keeper, renewals, sent_at)
         }
     };
@@ -200,7 +220,7 @@ pub(super) async fn establish(
         // record, and the runtime refuses to go on.
         publish_member(&mut kv, &cfg.keys.member, rec, cfg.host.as_ref(), id, t)
             .await
-            .map_err(|e| fail(broken(e), current, lost))?;
+            .map_err(|e| fail(e.into(), current, lost))?;
     }
 
     let (snapshot, watch) = read_and_watch(&client, &cfg.keys, t)

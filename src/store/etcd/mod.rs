@@ -1,14 +1,17 @@
 //! The etcd backend: one lease, one watch and one connection per group.
 //!
 //! Keys, under `PREFIX/GROUP/`:
-//! - `leader`: a [`LeaderRecord`] bound to the holder's lease; the term is the key's
-//!   create revision, which etcd makes unique and increasing across the cluster;
-//! - `members/NODE`: a [`MemberRecord`] bound to that node's lease;
-//! - `switchover`: a [`SwitchoverRecord`] bound to the requester's lease;
-//! - `maintenance`: a [`MaintenanceRecord`] bound to no lease: it outlives the node that set
-//!   it. Maintenance off is the key's absence.
+//! - `leader`: a [`LeaderRecord`](crate::store::LeaderRecord) bound to the holder's lease;
+//!   the term is the key's create revision, which etcd makes unique and increasing across
+//!   the cluster;
+//! - `members/NODE`: a [`MemberRecord`](crate::store::MemberRecord) bound to that node's
+//!   lease;
+//! - `switchover`: a [`SwitchoverRecord`](crate::store::SwitchoverRecord) bound to the
+//!   requester's lease;
+//! - `maintenance`: a [`MaintenanceRecord`](crate::store::MaintenanceRecord) bound to no
+//!   lease: it outlives the node that set it. Maintenance off is the key's absence.
 //!
-//! Each group runs one task ([`GroupTask`](task::GroupTask)) that alternates between two phases:
+//! Each group runs one task (`GroupTask`) that alternates between two phases:
 //! *offline*, where it connects (endpoints in the configured order), makes sure it holds a
 //! live lease, reads the group's keys and starts a watch; and *online*, where it renews the
 //! lease, follows the watch and carries out commands. Every network call has a timeout and
@@ -17,22 +20,27 @@
 //! does, and a slow command never delays a renewal.
 //!
 //! The code is split by responsibility:
-//! - [`connect`]: connecting (endpoints in order), keeping or granting the lease;
-//! - [`view`]: reading, decoding and watching the group's keys;
-//! - [`ops`]: the commands that write (campaign, release, publish, switchover, maintenance);
-//! - [`task`]: the group task and its `select!` loop.
+//! - `connect`: connecting (endpoints in order), keeping or granting the lease;
+//! - `view`: reading and watching the group's keys, handing their values to the shared
+//!   corrupt-value policy;
+//! - `ops`: the commands that write (campaign, release, publish, switchover, maintenance);
+//! - `task`: the group task and its `select!` loop.
+//!
+//! What the runtime is told and when queued writes are answered is not decided here but in
+//! the code both backends share (see [`store`](super)).
 
 mod connect;
 mod ops;
 mod task;
 mod view;
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::queue::OpQueue;
+use super::report::Reporter;
 use super::{GroupSession, GroupSpec, Store, StoreEvent};
 use connect::Connector;
 use task::GroupTask;
@@ -71,20 +79,17 @@ impl Store for EtcdStore {
             call_timeout: renew,
             ttl_secs: ttl_secs(spec.lease),
             keys: Keys::new(&self.prefix, &spec.group, &spec.node),
+            node: spec.node.clone(),
             host: spec.host.clone(),
         });
         let task = GroupTask {
             renew,
+            report: Reporter::new("etcd", &spec, index, events),
             spec,
-            index,
-            events,
             commands: rx,
             cfg,
             lease: None,
-            member: None,
-            queue: VecDeque::new(),
-            maintenance: None,
-            down_reported: false,
+            queue: OpQueue::default(),
         };
         let task = tokio::spawn(task.run());
         GroupSession { commands, task }

@@ -7,10 +7,12 @@ use std::time::Duration;
 use etcd_client::{Client, Compare, CompareOp, KvClient, PutOptions, Txn, TxnOp, TxnOpResponse};
 use tracing::{debug, info, warn};
 
-use super::connect::{CallError, Connector, broken, call};
+use super::connect::{CallError, Connector, call};
 use super::task::GroupTask;
 use super::{Keys, SHUTDOWN_CALL_TIMEOUT};
-use crate::store::record::{self, MaintenanceRecord, MemberRecord};
+use crate::store::error::EtcdError;
+use crate::store::policy::releasable;
+use crate::store::record::{self, LeaderRecord, MaintenanceRecord, MemberRecord};
 use crate::store::{HostId, Op, other_host};
 
 pub(super) enum Done {
@@ -26,6 +28,7 @@ pub(super) fn start_op(op: Op, client: &Client, lease: i64, cfg: &Connector) -> 
     let mut kv = client.kv_client();
     let t = cfg.call_timeout;
     let keys = cfg.keys.clone();
+    let node = cfg.node.clone();
     let host = cfg.host.clone();
     Box::pin(async move {
         let result = match &op {
@@ -54,20 +57,9 @@ pub(super) fn start_op(op: Op, client: &Client, lease: i64, cfg: &Connector) -> 
                     }
                 })
             }
-            Op::Release { term } => {
-                let term = i64::try_from(*term).unwrap_or(i64::MAX);
-                let txn = Txn::new()
-                    .when([Compare::create_revision(
-                        keys.leader.as_str(),
-                        CompareOp::Equal,
-                        term,
-                    )])
-                    .and_then([TxnOp::delete(keys.leader.as_str(), None)]);
-                // Deleted, or not ours (any more): either way it is no longer ours.
-                call("release", t, kv.txn(txn))
-                    .await
-                    .map(|_| Done::Released)
-            }
+            Op::Release { term } => release(&mut kv, &keys.leader, *term, &node, host.as_ref(), t)
+                .await
+                .map(|()| Done::Released),
             Op::Publish(rec) => publish_member(&mut kv, &keys.member, rec, host.as_ref(), lease, t)
                 .await
                 .map(|()| Done::Written),
@@ -147,9 +139,41 @@ pub(super) async fn publish_member(
             }
         };
     }
-    Err(CallError::Broken(
-        "publish member record: the key kept changing under us".into(),
-    ))
+    Err(CallError::Broken(EtcdError::Contended {
+        call: "publish member record",
+    }))
+}
+
+/// Delete the leader key `key` if it is ours at `term`: created at that revision, naming
+/// `node`, not written on another host (see [`releasable`]). Anything else is someone else's
+/// key, or already gone: either way it is no longer ours, and the answer is the same. The
+/// delete is a compare-and-swap on what was read.
+async fn release(
+    kv: &mut KvClient,
+    key: &str,
+    term: u64,
+    node: &str,
+    host: Option<&HostId>,
+    t: Duration,
+) -> Result<(), CallError> {
+    let found = call("release", t, kv.get(key, None)).await?;
+    let Some(held) = found.kvs().first() else {
+        return Ok(());
+    };
+    let ours = u64::try_from(held.create_revision()) == Ok(term)
+        && record::decode::<LeaderRecord>(held.value())
+            .is_ok_and(|rec| releasable(&rec, node, host));
+    if !ours {
+        return Ok(());
+    }
+    let txn = Txn::new()
+        .when([Compare::mod_revision(
+            key,
+            CompareOp::Equal,
+            held.mod_revision(),
+        )])
+        .and_then([TxnOp::delete(key, None)]);
+    call("release", t, kv.txn(txn)).await.map(drop)
 }
 
 /// Maintenance on: put the record, bound to no lease (it outlives this node). Off: delete the
@@ -170,35 +194,16 @@ async fn set_maintenance(
 }
 
 impl GroupTask {
-    /// Put back a command the connection failed under; `went_down` / `lease_lost` then answer
-    /// what cannot wait for the next session.
-    pub(super) fn requeue(&mut self, op: Op) {
-        match op {
-            // Re-written from `self.member` by the next `establish`.
-            Op::Publish(_) => {}
-            // A campaign is answered "not won": the txn was rejected (dead lease), or its
-            // outcome is unknown. Should it have won after all, the key shows up as ours at the
-            // next read, and the core releases an own key it does not hold.
-            other => self.queue.push_front(other),
-        }
-    }
-
-    /// Queue a maintenance change; only the newest one asked for matters.
-    pub(super) fn set_maintenance(&mut self, rec: MaintenanceRecord) {
-        self.queue.retain(|op| !matches!(op, Op::SetMaintenance(_)));
-        self.maintenance = Some(rec.clone());
-        self.queue.push_back(Op::SetMaintenance(rec));
-    }
-
     pub(super) async fn shutdown(&mut self, client: &Client, lease: i64) {
         let t = self.renew.min(SHUTDOWN_CALL_TIMEOUT);
         let mut kv = client.kv_client();
         // A maintenance change asked for just before the stop is the operator's, not this
         // node's: it must not go with the node.
-        if let Some(rec) = self.maintenance.take()
-            && let Err(e) = set_maintenance(&mut kv, &self.cfg.keys, &rec, t).await
+        if let Some(rec) = self.queue.unwritten_maintenance()
+            && let Err(e) = set_maintenance(&mut kv, &self.cfg.keys, rec, t).await
         {
-            warn!(group = %self.spec.group, on = rec.on, error = %broken(e), "maintenance change not written at shutdown");
+            let error = EtcdError::from(e);
+            warn!(group = %self.spec.group, on = rec.on, %error, "maintenance change not written at shutdown");
         }
         // Only our own record (bound to our lease): under our node name there may be another
         // host's, which this promd found and refused to run beside; it is not ours to delete.
@@ -207,7 +212,7 @@ impl GroupTask {
             .when([Compare::lease(key, CompareOp::Equal, lease)])
             .and_then([TxnOp::delete(key, None)]);
         if let Err(e) = call("delete member record", t, kv.txn(delete_ours)).await {
-            debug!(group = %self.spec.group, error = %broken(e), "shutdown");
+            debug!(group = %self.spec.group, error = %EtcdError::from(e), "shutdown");
         }
         // Revoking deletes every key bound to the lease at once (the leader key too, should the
         // runtime not have released it): the hand-over does not wait for the lease to run out.
@@ -217,7 +222,7 @@ impl GroupTask {
                 info!(group = %self.spec.group, "etcd lease revoked")
             }
             Err(e) => {
-                warn!(group = %self.spec.group, error = %broken(e), "etcd lease not revoked; it expires on its own")
+                warn!(group = %self.spec.group, error = %EtcdError::from(e), "etcd lease not revoked; it expires on its own")
             }
         }
     }

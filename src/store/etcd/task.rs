@@ -1,12 +1,12 @@
 //! The group task: an offline phase that connects, an online phase that renews, follows the
-//! watch and carries out commands, all from one `select!` loop.
+//! watch and carries out commands, all from one `select!` loop. What the runtime is told, and
+//! when queued writes are answered, is the shared [`Reporter`]'s and [`OpQueue`]'s business.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, EventType};
+use etcd_client::Client;
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 use tracing::{debug, info, warn};
@@ -14,8 +14,10 @@ use tracing::{debug, info, warn};
 use super::MAX_RETRY_DELAY;
 use super::connect::{CallError, Connector, Session, establish};
 use super::ops::{Done, OpFuture, start_op};
-use super::view::{ResyncFuture, Touched, View, next_watch, read_and_watch};
-use crate::store::record::{MaintenanceRecord, MemberRecord};
+use super::view::{ResyncFuture, Values, next_watch, read_and_watch};
+use crate::store::error::{Cause, EtcdError};
+use crate::store::queue::OpQueue;
+use crate::store::report::Reporter;
 use crate::store::{GroupSpec, Op, StoreCommand, StoreEvent};
 
 /// Await an optional future; never completes if there is none (for `select!`).
@@ -31,41 +33,23 @@ enum Exit {
     /// Shutdown done, or nobody listens any more.
     End,
     /// The connection is not trusted any more; reconnect (and keep the lease if it lives).
-    Down(String),
+    Down(EtcdError),
     /// etcd says the lease is gone; the connection itself is fine.
     LeaseLost(Box<Client>),
 }
 
 pub(super) struct GroupTask {
     pub(super) spec: GroupSpec,
-    pub(super) index: usize,
-    pub(super) events: mpsc::UnboundedSender<(usize, StoreEvent)>,
+    pub(super) report: Reporter,
     pub(super) commands: mpsc::UnboundedReceiver<StoreCommand>,
     pub(super) cfg: Arc<Connector>,
     pub(super) renew: Duration,
     /// The lease we hold (or held, until etcd says it is gone).
     pub(super) lease: Option<i64>,
-    /// The last member record the runtime published: re-written under every new lease.
-    pub(super) member: Option<MemberRecord>,
-    /// Commands waiting for the store, in order.
-    pub(super) queue: VecDeque<Op>,
-    /// The last maintenance change asked for and not yet known to be written (queued or in
-    /// flight): a graceful shutdown writes it before it leaves.
-    pub(super) maintenance: Option<MaintenanceRecord>,
-    /// `Down` was sent and no `Up` since.
-    pub(super) down_reported: bool,
+    pub(super) queue: OpQueue,
 }
 
 impl GroupTask {
-    pub(super) fn emit(&self, event: StoreEvent) {
-        // A closed receiver ends the task at its next turn (see `listening`).
-        let _ = self.events.send((self.index, event));
-    }
-
-    fn listening(&self) -> bool {
-        !self.events.is_closed()
-    }
-
     fn beat_ticker(&self) -> tokio::time::Interval {
         let mut beat = tokio::time::interval(self.renew / 2);
         beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -80,7 +64,7 @@ impl GroupTask {
             };
             match self.online(session).await {
                 Exit::End => return,
-                Exit::Down(reason) => self.went_down(reason),
+                Exit::Down(reason) => self.report.down(reason.into(), &mut self.queue),
                 Exit::LeaseLost(client) => {
                     self.lease_lost();
                     reuse = Some(*client);
@@ -89,52 +73,23 @@ impl GroupTask {
         }
     }
 
-    fn went_down(&mut self, reason: String) {
-        warn!(group = %self.spec.group, %reason, "etcd store down");
-        self.down_reported = true;
-        self.emit(StoreEvent::Down(reason));
-        // Commands that need a live store: a campaign cannot win while it is down.
-        self.answer_campaigns();
-    }
-
-    fn answer_campaigns(&mut self) {
-        for op in std::mem::take(&mut self.queue) {
-            match op {
-                Op::Campaign(_) => self.emit(StoreEvent::Campaigned(None)),
-                other => self.queue.push_back(other),
-            }
-        }
-    }
-
-    /// Every key bound to the lease went with it: answer what depended on it.
+    /// Every key bound to the lease went with it.
     fn lease_lost(&mut self) {
-        info!(group = %self.spec.group, "etcd lease lost");
         self.lease = None;
-        self.emit(StoreEvent::LeaseLost);
-        for op in std::mem::take(&mut self.queue) {
-            match op {
-                Op::Campaign(_) => self.emit(StoreEvent::Campaigned(None)),
-                // Our leader key was bound to the lost lease: it is gone.
-                Op::Release { .. } => self.emit(StoreEvent::Released),
-                other => self.queue.push_back(other),
-            }
-        }
+        self.report.lease_lost(&mut self.queue);
     }
 
-    /// A command while no session is up. Returns false if the task must end.
-    fn offline_command(&mut self, command: StoreCommand) -> bool {
-        match command {
-            StoreCommand::Campaign(_) => self.emit(StoreEvent::Campaigned(None)),
-            StoreCommand::Publish(rec) => self.member = Some(rec),
-            StoreCommand::SetMaintenance(rec) => self.set_maintenance(rec),
-            // Nothing to clean up that etcd would hear about; the lease expires on its own.
-            StoreCommand::Shutdown => {
-                if let Some(rec) = &self.maintenance {
-                    warn!(group = %self.spec.group, on = rec.on, "etcd unreachable at shutdown; maintenance change not written");
-                }
-                return false;
+    /// A command, `online` or not. Returns false if the task must end (a `Shutdown` while
+    /// offline: nothing to clean up that etcd would hear about; the lease expires on its own).
+    fn command(&mut self, command: StoreCommand, online: bool) -> bool {
+        let Some(op) = command.into_op() else {
+            if let Some(rec) = self.queue.unwritten_maintenance() {
+                warn!(group = %self.spec.group, on = rec.on, "etcd unreachable at shutdown; maintenance change not written");
             }
-            other => self.queue.extend(other.into_op()),
+            return false;
+        };
+        if let Some(answer) = self.queue.push(op, online) {
+            self.report.emit(answer);
         }
         true
     }
@@ -148,18 +103,18 @@ impl GroupTask {
                 self.cfg.clone(),
                 reuse.take(),
                 self.lease,
-                self.member.clone(),
+                self.queue.member().cloned(),
             );
             tokio::pin!(attempt);
             let result = loop {
                 self.spec.progress.beat();
-                if !self.listening() {
+                if !self.report.listening() {
                     return None;
                 }
                 tokio::select! {
                     result = &mut attempt => break result,
                     command = self.commands.recv() => {
-                        if !command.is_some_and(|c| self.offline_command(c)) {
+                        if !command.is_some_and(|c| self.command(c, false)) {
                             return None;
                         }
                     }
@@ -175,21 +130,17 @@ impl GroupTask {
             }
             // Possibly a lease granted before the failure: the next attempt keeps it.
             self.lease = failure.lease;
-            if self.down_reported {
-                debug!(group = %self.spec.group, reason = %failure.reason, "etcd still unreachable");
-            } else {
-                self.went_down(failure.reason);
-            }
+            self.report.down(failure.reason.into(), &mut self.queue);
             let retry_at = tokio::time::Instant::now() + self.renew.min(MAX_RETRY_DELAY);
             loop {
                 self.spec.progress.beat();
-                if !self.listening() {
+                if !self.report.listening() {
                     return None;
                 }
                 tokio::select! {
                     _ = tokio::time::sleep_until(retry_at) => break,
                     command = self.commands.recv() => {
-                        if !command.is_some_and(|c| self.offline_command(c)) {
+                        if !command.is_some_and(|c| self.command(c, false)) {
                             return None;
                         }
                     }
@@ -209,10 +160,15 @@ impl GroupTask {
         if let Some(op) = in_flight
             && !matches!(exit, Exit::End)
         {
-            // Answered by lease_lost() or went_down() if the lease or the store is gone.
-            self.requeue(op);
+            // Answered by the lease-lost or down edge if the lease or the store is gone.
+            self.queue.requeue(op);
         }
         exit
+    }
+
+    fn report_view(&mut self, values: &Values) {
+        let (view, corrupt) = values.reading(&self.cfg.keys).judge();
+        self.report.view(view, corrupt);
     }
 
     async fn serve_session(&mut self, session: Session, in_flight: &mut Option<Op>) -> Exit {
@@ -232,17 +188,13 @@ impl GroupTask {
             self.lease_lost();
         }
         self.lease = Some(lease);
-        self.down_reported = false;
         info!(group = %self.spec.group, lease, "etcd store up");
-        self.emit(StoreEvent::Up);
-        self.emit(StoreEvent::Renewed {
-            sent_at: renewed_at,
-        });
-        let mut view = View::default();
-        self.apply_snapshot(&mut view, &snapshot);
-        if self.member.is_some() && self.member != published {
-            // Published while we were connecting.
-            self.queue.extend(self.member.clone().map(Op::Publish));
+        self.report.up(renewed_at);
+        let mut values = Values::from_snapshot(&self.cfg.keys, &snapshot);
+        self.report_view(&values);
+        if let Some(rec) = &published {
+            // Written while connecting; a newer one published meanwhile stays queued.
+            self.queue.published(rec);
         }
 
         let mut watch = Some(watch);
@@ -252,14 +204,18 @@ impl GroupTask {
         let mut outstanding: Option<Instant> = None;
         let mut next_renewal = renewed_at + self.renew;
         let mut beat = self.beat_ticker();
+        let keepalive = |cause| EtcdError::Failed {
+            call: "lease keepalive",
+            cause: Cause::new(cause),
+        };
 
         loop {
             self.spec.progress.beat();
-            if !self.listening() {
+            if !self.report.listening() {
                 return Exit::End;
             }
             if inflight.is_none()
-                && let Some(op) = self.queue.pop_front()
+                && let Some(op) = self.queue.pop()
             {
                 *in_flight = Some(op.clone());
                 inflight = Some(start_op(op, &client, lease, &self.cfg));
@@ -277,40 +233,36 @@ impl GroupTask {
                         self.shutdown(&client, lease).await;
                         return Exit::End;
                     }
-                    Some(StoreCommand::Publish(rec)) => {
-                        self.member = Some(rec.clone());
-                        self.queue.push_back(Op::Publish(rec));
+                    Some(command) => {
+                        self.command(command, true);
                     }
-                    Some(StoreCommand::SetMaintenance(rec)) => self.set_maintenance(rec),
-                    Some(other) => self.queue.extend(other.into_op()),
                 },
 
                 (op, result) = maybe(&mut inflight) => {
                     inflight = None;
                     *in_flight = None;
                     match result {
-                        Ok(Done::Campaigned(term)) => {
-                            if let Some(term) = term {
-                                info!(group = %self.spec.group, term, "won the leader key");
-                            }
-                            self.emit(StoreEvent::Campaigned(term));
-                        }
-                        Ok(Done::Released) => self.emit(StoreEvent::Released),
-                        Ok(Done::Written) => {
-                            if let Op::SetMaintenance(rec) = op
-                                && self.maintenance.as_ref() == Some(&rec)
-                            {
-                                self.maintenance = None;
+                        Ok(done) => {
+                            self.queue.done(&op);
+                            match done {
+                                Done::Campaigned(term) => {
+                                    if let Some(term) = term {
+                                        info!(group = %self.spec.group, term, "won the leader key");
+                                    }
+                                    self.report.emit(StoreEvent::Campaigned(term));
+                                }
+                                Done::Released => self.report.emit(StoreEvent::Released),
+                                Done::Written => {}
                             }
                         }
                         Err(CallError::LeaseGone) => {
                             // A write with a dead lease changes nothing (etcd rejects the
                             // whole transaction): a campaign lost; the rest is redone.
-                            self.requeue(op);
+                            self.queue.requeue(op);
                             return Exit::LeaseLost(Box::new(client));
                         }
                         Err(CallError::Broken(reason)) => {
-                            self.requeue(op);
+                            self.queue.requeue(op);
                             return Exit::Down(reason);
                         }
                     }
@@ -318,16 +270,16 @@ impl GroupTask {
 
                 _ = tokio::time::sleep_until(timer.into()) => {
                     if outstanding.is_some() {
-                        return Exit::Down(format!(
-                            "lease keepalive not answered within {:?}",
-                            self.renew
-                        ));
+                        return Exit::Down(EtcdError::Timeout {
+                            call: "lease keepalive",
+                            after: self.renew,
+                        });
                     }
                     // The send time is taken *before* the request leaves: the store can only
                     // have renewed the lease after it.
                     let sent = Instant::now();
                     if let Err(e) = keeper.keep_alive().await {
-                        return Exit::Down(format!("lease keepalive: {e}"));
+                        return Exit::Down(keepalive(e));
                     }
                     outstanding = Some(sent);
                     next_renewal = sent + self.renew;
@@ -340,13 +292,15 @@ impl GroupTask {
                             continue;
                         };
                         if answer.ttl() > 0 {
-                            self.emit(StoreEvent::Renewed { sent_at });
+                            self.report.renewed(sent_at);
                         } else {
                             return Exit::LeaseLost(Box::new(client));
                         }
                     }
-                    Ok(None) => return Exit::Down("lease keepalive stream closed".to_string()),
-                    Err(e) => return Exit::Down(format!("lease keepalive: {e}")),
+                    Ok(None) => {
+                        return Exit::Down(EtcdError::StreamClosed { stream: "lease keepalive" });
+                    }
+                    Err(e) => return Exit::Down(keepalive(e)),
                 },
 
                 message = next_watch(&mut watch) => {
@@ -368,18 +322,16 @@ impl GroupTask {
                             }));
                         }
                         Ok(Some(response)) => {
-                            let mut touched = Touched::default();
-                            for event in response.events() {
-                                let Some(kv) = event.kv() else { continue };
-                                match event.event_type() {
-                                    EventType::Put => self.absorb(&mut view, kv, &mut touched),
-                                    EventType::Delete => self.forget(&mut view, kv, &mut touched),
-                                }
-                            }
-                            self.report(&view, touched);
+                            values.apply(&self.cfg.keys, &response);
+                            self.report_view(&values);
                         }
-                        Ok(None) => return Exit::Down("watch stream closed".to_string()),
-                        Err(e) => return Exit::Down(format!("watch: {e}")),
+                        Ok(None) => return Exit::Down(EtcdError::StreamClosed { stream: "watch" }),
+                        Err(e) => {
+                            return Exit::Down(EtcdError::Failed {
+                                call: "watch",
+                                cause: Cause::new(e),
+                            });
+                        }
                     }
                 }
 
@@ -387,7 +339,8 @@ impl GroupTask {
                     resync = None;
                     match result {
                         Ok((snapshot, new_watch)) => {
-                            self.apply_snapshot(&mut view, &snapshot);
+                            values = Values::from_snapshot(&self.cfg.keys, &snapshot);
+                            self.report_view(&values);
                             watch = Some(new_watch);
                         }
                         Err(reason) => return Exit::Down(reason),
