@@ -28,7 +28,7 @@ use std::time::Duration;
 use super::{Mono, Role, Timing};
 
 /// What the machine needs to know about its group and node; fixed for its lifetime.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct GroupParams {
     pub node: String,
     pub timing: Timing,
@@ -46,7 +46,7 @@ pub struct GroupParams {
 }
 
 /// A member of the group as the store shows it (or as this node publishes itself).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Member {
     pub node: String,
     pub priority: i32,
@@ -61,7 +61,7 @@ pub struct Member {
 /// starts the passive target and releases the key, so another host may start them): the
 /// runtime reports a stop ok only when every unit of the active target's closure is
 /// `inactive` or `failed` by systemd's own word, not merely when the stop job finished.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Job {
     /// Stop every unit the active target pulled in, then the target. Answered `ok` only once
     /// every unit of the closure is `inactive` or `failed` as systemd reports it; anything
@@ -73,7 +73,7 @@ pub enum Job {
     StartPassive,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Event {
     /// The store is reachable and this node holds a live lease.
     StoreUp,
@@ -122,7 +122,7 @@ pub enum Event {
 }
 
 /// What an operator asks of this node (D-Bus / promctl).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Request {
     /// Become active: a switchover through the store.
     Promote,
@@ -169,7 +169,8 @@ pub enum Action {
     Exit,
 }
 
-#[derive(Debug)]
+/// Clone, Eq and Hash let a model checker explore the machine's states (`tests/model_check.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct GroupMachine {
     p: GroupParams,
     role: Role,

@@ -44,7 +44,7 @@ impl Sub<Duration> for Mono {
 /// If promd hangs just before the fence deadline, only the systemd watchdog stops the units
 /// (they are bound to promd), up to `WatchdogSec` later: so the margin is at least the
 /// watchdog interval plus a little, and the fence starts early enough for that too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Timing {
     pub lease: Duration,
     /// promd's `WatchdogSec=` (zero without a watchdog).

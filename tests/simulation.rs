@@ -1,0 +1,214 @@
+//! Scenarios on N simulated promd nodes (real `GroupMachine`s around the model store of
+//! `tests/support/sim/`), in the manner of etcd-io/raft's `network` helper: cut a node off
+//! the store, recover it, crash or pause its promd, ask for a switchover; every step is
+//! checked for two actives and a term going back, and a failure prints the whole trace.
+//! Simulated time: a scenario of minutes runs in milliseconds.
+
+#[path = "support/sim/mod.rs"]
+mod sim;
+
+use std::time::Duration;
+
+use promd::core::{Request, Role};
+use sim::{Config, Proc, Sim, World};
+
+const LEASE: Duration = Duration::from_secs(2);
+
+fn units_on(w: &World) -> Vec<usize> {
+    w.units_up()
+}
+
+#[test]
+fn three_nodes_elect_one_and_only_one_runs_the_units() {
+    let mut s = Sim::new(3);
+    let a = s.settle();
+    s.run_for(LEASE * 10);
+    assert_eq!(s.world.active(), Some(a), "the active node stays put");
+    assert_eq!(units_on(&s.world), vec![a]);
+    for i in (0..3).filter(|&i| i != a) {
+        assert_eq!(s.role(i), Role::Passive, "{}", Config::name(i));
+    }
+}
+
+#[test]
+fn an_active_node_cut_off_the_store_stops_its_units_before_another_starts_them() {
+    let mut s = Sim::new(3);
+    let a = s.settle();
+    let first_term = s.term().expect("a leader key");
+    s.cut(a);
+    // The cut node fences itself within the lease; the safety check runs on every step.
+    s.run_until("another node takes over", LEASE * 5, |w| {
+        w.active().is_some_and(|b| b != a && w.nodes[b].units_up)
+    });
+    assert_ne!(s.role(a), Role::Active);
+    assert!(!s.world.nodes[a].units_up, "the cut node's units are down");
+    assert!(
+        s.term() > Some(first_term),
+        "the term grew with the new leader"
+    );
+    s.recover(a);
+    s.run_for(LEASE * 5);
+    assert_eq!(
+        s.role(a),
+        Role::Passive,
+        "the old active comes back as a standby"
+    );
+    assert_eq!(units_on(&s.world).len(), 1);
+}
+
+#[test]
+fn a_cut_standby_changes_nothing() {
+    let mut s = Sim::new(3);
+    let a = s.settle();
+    let term = s.term();
+    let standby = (a + 1) % 3;
+    s.cut(standby);
+    s.run_for(LEASE * 5);
+    assert_eq!(s.world.active(), Some(a));
+    assert_eq!(s.term(), term, "no election happened");
+    s.recover(standby);
+    s.run_for(LEASE * 3);
+    assert_eq!(s.role(standby), Role::Passive);
+    assert_eq!(s.world.active(), Some(a));
+}
+
+#[test]
+fn a_paused_active_is_killed_by_the_watchdog_and_a_standby_takes_over() {
+    let mut s = Sim::new(2);
+    let a = s.settle();
+    s.pause(a);
+    s.run_until("the watchdog kills the paused promd", LEASE, |w| {
+        !matches!(w.nodes[a].proc, Proc::Paused { .. })
+    });
+    assert!(!s.world.nodes[a].units_up, "ExecStopPost= killed its units");
+    let b = 1 - a;
+    s.run_until("the standby takes over", LEASE * 5, |w| {
+        w.active() == Some(b) && w.nodes[b].units_up
+    });
+}
+
+#[test]
+fn a_crashed_active_that_stays_down_loses_the_role_only_when_its_lease_runs_out() {
+    let mut s = Sim::new(3);
+    let a = s.settle();
+    s.run_for(LEASE);
+    let crashed_at = s.world.now;
+    s.restart_dead = false;
+    s.crash(a);
+    s.run_until("another node takes over", LEASE * 5, |w| {
+        w.active().is_some_and(|b| b != a)
+    });
+    // Its key lives until its lease runs out (the last renewal was at most L/3 before).
+    let waited = s.world.now.saturating_sub(crashed_at);
+    assert!(
+        waited >= LEASE - LEASE / 3,
+        "took over {waited:?} after the crash"
+    );
+    s.restart_dead = true;
+    s.run_for(LEASE * 5);
+    assert_eq!(
+        s.role(a),
+        Role::Passive,
+        "systemd restarted it as a standby"
+    );
+    assert_eq!(units_on(&s.world).len(), 1);
+}
+
+#[test]
+fn a_crashed_active_that_restarts_at_once_hands_over_without_waiting_for_its_lease() {
+    let mut s = Sim::new(3);
+    let a = s.settle();
+    s.run_for(LEASE);
+    let crashed_at = s.world.now;
+    let term = s.term();
+    s.crash(a);
+    // The new promd kills whatever the old one left running, then releases the old key.
+    s.run_until("another node takes over", LEASE * 5, |w| {
+        w.active().is_some_and(|b| b != a && w.nodes[b].units_up)
+    });
+    let waited = s.world.now.saturating_sub(crashed_at);
+    assert!(
+        waited < LEASE / 2,
+        "took over only {waited:?} after the crash"
+    );
+    assert!(s.term() > term);
+}
+
+#[test]
+fn a_switchover_goes_to_the_requested_node_and_the_term_grows() {
+    let mut s = Sim::new(3);
+    let a = s.settle();
+    let term = s.term();
+    let target = (a + 2) % 3;
+    s.request(target, Request::Promote)
+        .expect("a standby may ask for the role");
+    s.run_until("the requested node is active", LEASE * 5, |w| {
+        w.active() == Some(target) && w.nodes[target].units_up
+    });
+    assert!(s.term() > term);
+    assert_eq!(s.role(a), Role::Passive);
+}
+
+#[test]
+fn a_demotion_hands_over_to_the_best_standby() {
+    let mut cfg = Config::new(3, 0);
+    cfg.priorities = vec![10, 30, 20];
+    let mut s = Sim::with(cfg);
+    let a = s.settle();
+    // The best other node by priority (at a cold start the first to reach the store wins:
+    // member records are not known yet).
+    let best = (0..3)
+        .filter(|&i| i != a)
+        .max_by_key(|&i| s.cfg.priorities[i])
+        .unwrap_or(0);
+    s.run_for(LEASE);
+    s.request(a, Request::Demote).expect("a standby is known");
+    s.run_until("the best standby is active", LEASE * 5, |w| {
+        w.active() == Some(best) && w.nodes[best].units_up
+    });
+}
+
+#[test]
+fn preemption_brings_the_role_back_to_the_preferred_node() {
+    let mut cfg = Config::new(2, 0);
+    cfg.priorities = vec![100, 10];
+    cfg.preempt = true;
+    let mut s = Sim::with(cfg);
+    assert_eq!(s.settle(), 0);
+    s.crash(0);
+    s.run_until("n2 takes over", LEASE * 5, |w| w.active() == Some(1));
+    s.run_until("n1 is back and preempts", LEASE * 10, |w| {
+        w.active() == Some(0) && w.nodes[0].units_up
+    });
+}
+
+#[test]
+fn losing_every_connection_at_once_leaves_nothing_running_then_one_again() {
+    let mut s = Sim::new(3);
+    s.settle();
+    for i in 0..3 {
+        s.cut(i);
+    }
+    s.run_for(LEASE * 3);
+    assert!(units_on(&s.world).is_empty(), "nobody may run the units");
+    for i in 0..3 {
+        s.recover(i);
+    }
+    s.settle();
+    assert_eq!(units_on(&s.world).len(), 1);
+}
+
+#[test]
+fn a_demotion_without_a_known_standby_is_refused_and_changes_nothing() {
+    let mut s = Sim::new(2);
+    let a = s.settle();
+    s.cut(1 - a);
+    s.run_for(LEASE * 2);
+    let refusal = s.request(a, Request::Demote);
+    assert!(
+        matches!(refusal, Err(promd::core::Refusal::NoStandby(_))),
+        "{refusal:?}"
+    );
+    s.run_for(LEASE);
+    assert_eq!(s.world.active(), Some(a));
+}

@@ -1,0 +1,354 @@
+//! A world of N promd nodes around a model store, for the model check (`tests/model_check.rs`)
+//! and for multi-node scenario tests (`tests/simulation.rs`).
+//!
+//! Each node runs the real [`GroupMachine`]. Everything around it is modelled, as small as
+//! the machine's contract allows:
+//! - **the store** (etcd's semantics): one leader key bound to a lease, whose term is the
+//!   store's revision when it was created; member records bound to leases; a switchover key;
+//!   leases that expire `L` after their last renewal reached the store;
+//! - **each node's store task** (`src/store/etcd/task.rs`): a connection that drops and comes
+//!   back (re-reading everything, keeping the lease if it still lives), a queue of writes
+//!   carried out one at a time, renewals every `L/3`, the answers it owes when a connection
+//!   or a lease is lost (a queued campaign is lost; a queued release is done, since the key
+//!   went with the lease);
+//! - **systemd**: jobs that finish when the world says so, ok or failed; a stop replaces a
+//!   start still running (the start's answer may still come, before the stop's); units that
+//!   run from the moment a start is issued until a stop finished or a kill; the watch's
+//!   `UnitStarted` for every start, arriving whenever;
+//! - **the process**: promd crashes (its units are killed by `ExecStopPost=promd fence`),
+//!   pauses (the watchdog kills it `W` + 100 ms after the pause began: the last ping may have
+//!   been just before it), is stopped (`systemctl stop promd`), and restarts with a fresh
+//!   machine;
+//! - **the clock**: moves only to the next deadline of a node, a lease, a renewal or a
+//!   watchdog, and only once every deadline already due was handled: a running promd is
+//!   prompt (a hung one is the pause above).
+//!
+//! Messages travel in order per node (the task's channel to the runtime), but every actor
+//! moves independently, so any interleaving of nodes, store, systemd and clock is explored.
+//! Simplifications, each on the side of finding more: a kill takes effect at once, watch
+//! events reach every connected node the moment the store changes (delays come from the
+//! node's queue), a renewal may be late by any amount (the store task is slow), and lease
+//! expiry happens the moment it is due.
+
+#![allow(dead_code, unused_imports)]
+
+pub mod settle;
+mod step;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use promd::core::{Event, GroupMachine, GroupParams, Job, Member, Mono, Role, Timing};
+
+pub use settle::Sim;
+pub use step::{Fault, JobOutcome, Reply, Step};
+
+/// The one watched unit of the active target.
+pub const UNIT: &str = "web.service";
+
+/// Scheduling delay and unit stop time allowed after the watchdog fires (as in
+/// `src/core/timing.rs`).
+pub const AFTER_WATCHDOG: Duration = Duration::from_millis(100);
+
+/// Which faults the world may inject, and how many per path.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub nodes: usize,
+    pub lease: Duration,
+    /// promd's watchdog interval `W`.
+    pub watchdog: Duration,
+    /// Priorities by node (missing: 0).
+    pub priorities: Vec<i32>,
+    pub preempt: bool,
+    pub passive_target: bool,
+    pub failure_cooldown: Duration,
+    pub max_restarts: u32,
+    /// Faults per path (each [`Step::Fault`] spends one).
+    pub faults: u8,
+    /// The kinds of fault the world injects.
+    pub kinds: Vec<FaultKind>,
+    /// The clock moves only once every running promd has taken its queued store events, and
+    /// its store task has carried out its queued writes and due renewal: the loop and a
+    /// store round trip take milliseconds, the deadlines hundreds of them. Off, a message
+    /// may also wait across any number of deadlines (a much larger state space).
+    pub prompt: bool,
+}
+
+/// A kind of fault (see [`Fault`] for what each does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FaultKind {
+    /// The connection to the store drops.
+    Drop,
+    /// The connection drops with a write in flight (carried out or not).
+    LoseWrite,
+    Crash,
+    Pause,
+    /// `systemctl stop promd`.
+    Terminate,
+    /// A stop job fails (a unit is left running).
+    StopFails,
+    /// A start of the active target fails, or leaves a unit down.
+    StartFails,
+    /// A start of the passive target fails.
+    PassiveFails,
+    /// A watched unit fails while active.
+    UnitFails,
+    /// An operator's promote or demote.
+    Request,
+}
+
+impl FaultKind {
+    /// Every kind.
+    pub const ALL: [FaultKind; 10] = [
+        FaultKind::Drop,
+        FaultKind::LoseWrite,
+        FaultKind::Crash,
+        FaultKind::Pause,
+        FaultKind::Terminate,
+        FaultKind::StopFails,
+        FaultKind::StartFails,
+        FaultKind::PassiveFails,
+        FaultKind::UnitFails,
+        FaultKind::Request,
+    ];
+}
+
+impl Config {
+    /// `nodes` nodes, lease 2 s, watchdog 400 ms (what promd picks for that lease), every
+    /// fault kind, `faults` faults per path.
+    pub fn new(nodes: usize, faults: u8) -> Config {
+        Config {
+            nodes,
+            lease: Duration::from_secs(2),
+            watchdog: Duration::from_millis(400),
+            priorities: Vec::new(),
+            preempt: false,
+            passive_target: true,
+            failure_cooldown: Duration::from_secs(6),
+            max_restarts: 1,
+            faults,
+            kinds: FaultKind::ALL.to_vec(),
+            prompt: true,
+        }
+    }
+
+    pub fn allows(&self, kind: FaultKind) -> bool {
+        self.kinds.contains(&kind)
+    }
+
+    pub fn name(i: usize) -> String {
+        format!("n{}", i + 1)
+    }
+
+    pub fn params(&self, i: usize) -> GroupParams {
+        GroupParams {
+            node: Config::name(i),
+            timing: Timing::new(self.lease).with_watchdog(self.watchdog),
+            priority: self.priorities.get(i).copied().unwrap_or(0),
+            preempt: self.preempt,
+            members: None,
+            has_passive_target: self.passive_target,
+            failure_cooldown: self.failure_cooldown,
+            max_restarts: self.max_restarts,
+            restart_window: Duration::from_secs(60),
+            restart_backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A write a node's store task carries out (`src/store/mod.rs`'s `Op`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Op {
+    Campaign,
+    Release { term: u64 },
+    Publish(Member),
+    PutSwitchover(String),
+    ClearSwitchover,
+}
+
+/// The leader key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub node: usize,
+    /// The store's revision when the key was created: the fencing token.
+    pub term: u64,
+    pub lease: u64,
+}
+
+/// The store.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Store {
+    pub revision: u64,
+    pub leader: Option<Key>,
+    /// Member records by node, with the lease each is bound to.
+    pub members: BTreeMap<usize, (Member, u64)>,
+    pub switchover: Option<String>,
+    /// Live leases and when each expires.
+    pub leases: BTreeMap<u64, Mono>,
+    pub next_lease: u64,
+}
+
+/// The promd process of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proc {
+    Running,
+    /// Stopped (SIGSTOP, a hang) since this time.
+    Paused {
+        since: Mono,
+    },
+    /// Crashed, killed by the watchdog, or exited; systemd restarts it.
+    Dead,
+}
+
+/// A systemd job in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct JobRun {
+    pub job: Work,
+    /// A stop was issued after this start: systemd replaced the start job.
+    pub superseded: bool,
+}
+
+/// What a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Work {
+    /// One the machine asked for and is told the end of.
+    Core(Job),
+    /// A restart in place (`Action::RestartUnit`): when it lands, the unit runs again, and the
+    /// watch says so. The runtime aborts it when a stop is issued (`superseded` in
+    /// `src/runtime/`): a restart must never land on a host that lost the role.
+    Restart,
+}
+
+/// One node: its machine, its store task, its units.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Node {
+    pub machine: GroupMachine,
+    pub proc: Proc,
+    /// The store task has a session.
+    pub online: bool,
+    /// A test's partition: the store cannot be reached (no reconnection).
+    pub cut: bool,
+    /// The lease the task holds (or held, until it learns it is gone).
+    pub lease: Option<u64>,
+    /// Writes waiting for the store, in order.
+    pub queue: VecDeque<Op>,
+    /// The last member record published: written again under every new lease.
+    pub member: Option<Member>,
+    pub next_renewal: Mono,
+    /// Store task events on their way to the machine, in order.
+    pub inbox: VecDeque<Event>,
+    pub jobs: Vec<JobRun>,
+    /// Unit watch events on their way to the machine.
+    pub unit_events: VecDeque<Event>,
+    /// The truth, whatever the machine believes: the active target's units may be running.
+    pub units_up: bool,
+}
+
+/// The whole world: the state the model checker explores.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct World {
+    pub now: Mono,
+    /// promd's watchdog interval (the same on every node).
+    pub watchdog: Duration,
+    /// See [`Config::prompt`].
+    pub prompt: bool,
+    pub store: Store,
+    pub nodes: Vec<Node>,
+    pub faults_left: u8,
+    /// The highest term any node started its units with (`PROMD_TERM`).
+    pub max_term: u64,
+    /// A start carried a term lower than one already started with.
+    pub term_went_back: bool,
+    /// A node exited (`systemctl stop promd`) with its units still running.
+    pub exited_with_units_up: bool,
+    /// Role changes to `active`, counted up to 3 (for "sometimes" properties).
+    pub activations: u8,
+}
+
+impl World {
+    /// Every node just started, the store empty, at t = 1 s.
+    pub fn new(cfg: &Config) -> World {
+        let now = Mono::from_millis(1000);
+        World {
+            now,
+            watchdog: cfg.watchdog,
+            prompt: cfg.prompt,
+            store: Store::default(),
+            nodes: (0..cfg.nodes).map(|i| Node::new(cfg, i, now)).collect(),
+            faults_left: cfg.faults,
+            max_term: 0,
+            term_went_back: false,
+            exited_with_units_up: false,
+            activations: 0,
+        }
+    }
+
+    /// Nodes whose active units may be running now.
+    pub fn units_up(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].units_up)
+            .collect()
+    }
+
+    /// The node whose machine says `active`, if exactly one does.
+    pub fn active(&self) -> Option<usize> {
+        let act: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].proc != Proc::Dead && self.role(i) == Role::Active)
+            .collect();
+        (act.len() == 1).then(|| act[0])
+    }
+
+    pub fn role(&self, i: usize) -> Role {
+        self.nodes[i].machine.role()
+    }
+
+    /// One line: time, roles, units, key.
+    pub fn summary(&self) -> String {
+        let mut s = format!("t={}ms", self.now.0.as_millis());
+        for (i, n) in self.nodes.iter().enumerate() {
+            let proc = match n.proc {
+                Proc::Running => "",
+                Proc::Paused { .. } => " paused",
+                Proc::Dead => " dead",
+            };
+            let _ = write!(
+                s,
+                " | {}: {}{}{}{}",
+                Config::name(i),
+                n.machine.role(),
+                proc,
+                if n.units_up { ", units up" } else { "" },
+                if n.online { "" } else { ", offline" },
+            );
+        }
+        match self.store.leader {
+            Some(k) => {
+                let _ = write!(s, " | key: {} term {}", Config::name(k.node), k.term);
+            }
+            None => s.push_str(" | key: vacant"),
+        }
+        s
+    }
+}
+
+impl Node {
+    fn new(cfg: &Config, i: usize, now: Mono) -> Node {
+        Node {
+            machine: GroupMachine::new(cfg.params(i)),
+            proc: Proc::Running,
+            online: false,
+            cut: false,
+            lease: None,
+            queue: VecDeque::new(),
+            member: None,
+            next_renewal: now,
+            inbox: VecDeque::new(),
+            jobs: Vec::new(),
+            unit_events: VecDeque::new(),
+            // A node that starts may find units left running by an earlier run: the machine
+            // assumes so too. None are, here, which the model is free to assume.
+            units_up: false,
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Running the world without faults: the liveness check of the model, and [`Sim`], the
+//! multi-node scenario helper (etcd-io/raft's `network`: cut, isolate, recover, crash).
+
+use std::time::Duration;
+
+use promd::core::{Refusal, Request, Role};
+
+use super::step::{JobOutcome, Reply, Step};
+use super::{Config, Proc, World};
+
+impl World {
+    /// The next step of a fair run without faults: due deadlines first, then messages, jobs
+    /// and the store, the clock last. `restart`: dead nodes come back (systemd restarts
+    /// promd); paused ones stay paused (the watchdog deals with them).
+    pub fn fair_step(&self, cfg: &Config, restart: bool) -> Option<Step> {
+        let mut all = Vec::new();
+        self.steps(cfg, &mut all);
+        let rank = |s: &Step| -> Option<u8> {
+            Some(match s {
+                Step::Expire(_) | Step::WatchdogKill(_) => 0,
+                Step::Tick(_) => 1,
+                Step::Deliver(_) => 2,
+                Step::UnitEvent(_) => 3,
+                Step::JobDone {
+                    outcome: JobOutcome::Ok,
+                    ..
+                } => 4,
+                Step::Connect(_) => 5,
+                Step::Apply {
+                    reply: Reply::First,
+                    ..
+                } => 6,
+                Step::Renew(_) => 7,
+                Step::Restart(_) if restart => 8,
+                Step::Advance => 9,
+                _ => return None,
+            })
+        };
+        all.into_iter()
+            .filter_map(|s| rank(&s).map(|r| (r, s)))
+            .min_by_key(|(r, _)| *r)
+            .map(|(_, s)| s)
+    }
+
+    /// Run fairly until `done` holds or `limit` of simulated time passed; true if `done`.
+    pub fn run_until(
+        &mut self,
+        cfg: &Config,
+        limit: Duration,
+        restart: bool,
+        done: impl Fn(&World) -> bool,
+        mut log: Option<&mut Vec<String>>,
+    ) -> bool {
+        let end = self.now + limit;
+        while !done(self) {
+            if self.now > end {
+                return false;
+            }
+            let Some(step) = self.fair_step(cfg, restart) else {
+                return false;
+            };
+            self.step(cfg, &step, log.as_deref_mut());
+        }
+        true
+    }
+
+    /// Whether the cluster, once healed (paused nodes resumed, dead ones restarted, every
+    /// connection allowed, no more faults), gets an active node with its units up within
+    /// the failure cooldown plus 20 leases. Vacuously true when no node is healthy after
+    /// that (a passive target failed on every node: that needs an operator).
+    pub fn recovers(&self, cfg: &Config) -> Result<(), Vec<String>> {
+        let mut w = self.clone();
+        w.heal();
+        let limit = cfg.failure_cooldown + cfg.lease * 20;
+        if w.run_until(cfg, limit, true, settled_active, None) {
+            return Ok(());
+        }
+        if !w.nodes.iter().any(|n| n.machine.healthy()) {
+            return Ok(());
+        }
+        let mut w = self.clone();
+        let mut log = vec!["-- healed: resumed, restarted, reconnected --".to_string()];
+        w.heal();
+        w.run_until(cfg, limit, true, settled_active, Some(&mut log));
+        log.push(format!("no node active after {limit:?}: {}", w.summary()));
+        Err(log)
+    }
+
+    fn heal(&mut self) {
+        self.faults_left = 0;
+        for n in &mut self.nodes {
+            n.cut = false;
+            if matches!(n.proc, Proc::Paused { .. }) {
+                n.proc = Proc::Running;
+            }
+        }
+    }
+
+    /// Safety: at most one node's units may run; the term never goes back; nobody exited
+    /// with units up.
+    pub fn safe(&self) -> Result<(), String> {
+        let up = self.units_up();
+        if up.len() > 1 {
+            let names: Vec<String> = up.iter().map(|&i| Config::name(i)).collect();
+            return Err(format!("units may run on {} at once", names.join(" and ")));
+        }
+        if self.term_went_back {
+            return Err("a start carried a term lower than an earlier start's".into());
+        }
+        if self.exited_with_units_up {
+            return Err("promd exited with its units up".into());
+        }
+        Ok(())
+    }
+}
+
+/// One node is active with its units up.
+pub fn settled_active(w: &World) -> bool {
+    w.active().is_some_and(|i| w.nodes[i].units_up)
+}
+
+/// A cluster for scenario tests, stepped fairly; every step is checked for safety, and a
+/// failure prints the whole trace.
+pub struct Sim {
+    pub cfg: Config,
+    pub world: World,
+    pub log: Vec<String>,
+    /// systemd restarts a dead promd (at once, in simulated time).
+    pub restart_dead: bool,
+}
+
+impl Sim {
+    /// `nodes` nodes just started, lease 2 s.
+    pub fn new(nodes: usize) -> Sim {
+        Sim::with(Config::new(nodes, 0))
+    }
+
+    pub fn with(cfg: Config) -> Sim {
+        let world = World::new(&cfg);
+        Sim {
+            cfg,
+            world,
+            log: Vec::new(),
+            restart_dead: true,
+        }
+    }
+
+    fn fail(&self, why: &str) -> ! {
+        panic!("{why}\n{}\n{}", self.log.join("\n"), self.world.summary());
+    }
+
+    /// Run for `d` of simulated time, restarting dead nodes.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.world.now + d;
+        self.run_while(|w| w.now < end, d + Duration::from_secs(1));
+    }
+
+    /// Run until `done`, at most `limit` of simulated time; panics with the trace if it
+    /// does not happen.
+    pub fn run_until(&mut self, what: &str, limit: Duration, done: impl Fn(&World) -> bool) {
+        self.run_while(|w| !done(w), limit);
+        if !done(&self.world) {
+            self.fail(&format!("not within {limit:?}: {what}"));
+        }
+    }
+
+    fn run_while(&mut self, go_on: impl Fn(&World) -> bool, limit: Duration) {
+        let end = self.world.now + limit;
+        while go_on(&self.world) && self.world.now <= end {
+            let Some(step) = self.world.fair_step(&self.cfg, self.restart_dead) else {
+                break;
+            };
+            self.world.step(&self.cfg, &step, Some(&mut self.log));
+            if let Err(why) = self.world.safe() {
+                self.fail(&why);
+            }
+        }
+    }
+
+    /// Until one node is active with its units up.
+    pub fn settle(&mut self) -> usize {
+        let limit = self.cfg.failure_cooldown + self.cfg.lease * 20;
+        self.run_until("a node is active", limit, settled_active);
+        self.world
+            .active()
+            .unwrap_or_else(|| self.fail("no active node"))
+    }
+
+    /// Partition node `i` from the store: its connection drops and stays down.
+    pub fn cut(&mut self, i: usize) {
+        self.log
+            .push(format!("-- cut {} off the store --", Config::name(i)));
+        let n = &mut self.world.nodes[i];
+        n.cut = true;
+        if n.online {
+            self.world
+                .step(&self.cfg, &Step::Fault(super::Fault::Drop(i)), None);
+        }
+    }
+
+    /// End node `i`'s partition.
+    pub fn recover(&mut self, i: usize) {
+        self.log.push(format!(
+            "-- {} can reach the store again --",
+            Config::name(i)
+        ));
+        self.world.nodes[i].cut = false;
+    }
+
+    pub fn crash(&mut self, i: usize) {
+        self.world.step(
+            &self.cfg,
+            &Step::Fault(super::Fault::Crash(i)),
+            Some(&mut self.log),
+        );
+    }
+
+    pub fn pause(&mut self, i: usize) {
+        self.world.step(
+            &self.cfg,
+            &Step::Fault(super::Fault::Pause(i)),
+            Some(&mut self.log),
+        );
+    }
+
+    /// An operator's request to node `i`; a refusal changes nothing.
+    pub fn request(&mut self, i: usize, r: Request) -> Result<(), Refusal> {
+        let now = self.world.now;
+        self.log
+            .push(format!("-- operator asks {} to {r:?} --", Config::name(i)));
+        self.world.nodes[i].machine.clone().request(r, now)?;
+        self.world.step(
+            &self.cfg,
+            &Step::Fault(super::Fault::Request(i, r)),
+            Some(&mut self.log),
+        );
+        Ok(())
+    }
+
+    pub fn role(&self, i: usize) -> Role {
+        self.world.role(i)
+    }
+
+    /// The term of the leader key in the store.
+    pub fn term(&self) -> Option<u64> {
+        self.world.store.leader.map(|k| k.term)
+    }
+}
