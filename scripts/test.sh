@@ -66,13 +66,15 @@ step fmt cargo fmt --all -- --check
 step clippy cargo clippy --all-targets -- -D warnings
 step build-release cargo build --release --bins
 
-# Integration test targets: system tests (one at a time) and the rest.
-SYSTEM_TESTS=() OTHER_TESTS=()
+# Integration test targets: system tests (one at a time), the model check (optimised: it
+# explores millions of states), and the rest.
+SYSTEM_TESTS=() MODEL_TESTS=() OTHER_TESTS=()
 for f in tests/*.rs; do
     [ -e "$f" ] || continue
     name=$(basename "$f" .rs)
     case "$name" in
         system_* | host_smoke) SYSTEM_TESTS+=(--test "$name") ;;
+        model_check) MODEL_TESTS+=(--test "$name") ;;
         *) OTHER_TESTS+=(--test "$name") ;;
     esac
 done
@@ -87,6 +89,9 @@ LIB_ARGS=()
 step unit-and-integration cargo test "${LIB_ARGS[@]}" --bins "${OTHER_TESTS[@]}"
 if [ "$HAS_LIB" -eq 1 ]; then
     step doc-tests cargo test --doc
+fi
+if [ "${#MODEL_TESTS[@]}" -gt 0 ]; then
+    step model-check cargo test --release "${MODEL_TESTS[@]}" -- --nocapture --test-threads=1
 fi
 if [ "${#SYSTEM_TESTS[@]}" -gt 0 ]; then
     step system-tests cargo test "${SYSTEM_TESTS[@]}" -- --test-threads=1
