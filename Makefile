@@ -61,7 +61,7 @@ DBUS_INTERFACES := $(wildcard dbus/org.promd1.*.xml)
 ALL_TESTS := $(basename $(notdir $(wildcard tests/*.rs)))
 ROOT_TESTS := $(filter system_% host_smoke,$(ALL_TESTS))
 HAVE_ETCD := $(shell command -v etcd >/dev/null 2>&1 && echo yes)
-ROOTLESS_TESTS := $(filter-out $(ROOT_TESTS) model_check $(if $(HAVE_ETCD),,etcd_store),$(ALL_TESTS))
+ROOTLESS_TESTS := $(filter-out $(ROOT_TESTS) model_check $(if $(HAVE_ETCD),,etcd_store store_contract),$(ALL_TESTS))
 
 .PHONY: all build install uninstall deb rpm lintian check check-man generate clean version
 
