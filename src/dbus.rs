@@ -16,6 +16,9 @@ use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{Connection, OwnedObjectPath, Variant};
 
+pub use crate::agent::Call;
+use crate::agent::{CallError, GroupId};
+
 pub const BUS_NAME: &str = "org.promd1";
 pub const MANAGER_PATH: &str = "/org/promd1";
 pub const MANAGER_IFACE: &str = "org.promd1.Manager";
@@ -24,8 +27,10 @@ pub const GROUP_IFACE: &str = "org.promd1.Group";
 pub const ADMIN_GROUP: &str = "promd";
 
 /// What D-Bus shows of one group; refreshed by the runtime.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GroupView {
+    /// The group this is a view of: its object serves this id's view.
+    pub id: GroupId,
     pub name: String,
     pub role: String,
     pub leader: String,
@@ -55,17 +60,22 @@ pub enum PromdError {
     Failed(String),
 }
 
-/// A method call for the runtime to carry out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Call {
-    Promote,
-    Demote,
-    SetMaintenance(bool),
-    ResetFailed,
+impl From<CallError> for PromdError {
+    fn from(e: CallError) -> PromdError {
+        match e {
+            CallError::NotEligible(m) => PromdError::NotEligible(m),
+            CallError::NoStandby(m) => PromdError::NoStandby(m),
+            CallError::Maintenance(m) => PromdError::Maintenance(m),
+            CallError::Timeout(m) => PromdError::Timeout(m),
+            CallError::UnknownGroup(m) => PromdError::UnknownGroup(m),
+            CallError::Failed(m) => PromdError::Failed(m),
+        }
+    }
 }
 
+/// A method call for the runtime to hand to the agent, and where its answer goes.
 pub struct CallRequest {
-    pub group: usize,
+    pub group: GroupId,
     pub call: Call,
     pub reply: oneshot::Sender<Result<(), PromdError>>,
 }
@@ -99,14 +109,21 @@ impl Shared {
         self.views.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn view(&self, index: usize) -> GroupView {
-        self.views().get(index).cloned().unwrap_or_default()
-    }
-
-    fn index(&self, name: &str) -> Result<usize, PromdError> {
+    /// `f` of the group's view; the default value once the group is gone (its object is
+    /// being removed).
+    fn view<T: Default>(&self, id: GroupId, f: impl FnOnce(&GroupView) -> T) -> T {
         self.views()
             .iter()
-            .position(|v| v.name == name && !v.retired)
+            .find(|v| v.id == id)
+            .map(f)
+            .unwrap_or_default()
+    }
+
+    fn id(&self, name: &str) -> Result<GroupId, PromdError> {
+        self.views()
+            .iter()
+            .find(|v| v.name == name && !v.retired)
+            .map(|v| v.id)
             .ok_or_else(|| PromdError::UnknownGroup(format!("no group {name:?} on this host")))
     }
 
@@ -140,14 +157,14 @@ impl Shared {
         call: Call,
     ) -> Result<(), PromdError> {
         self.authorize(conn, header).await?;
-        let index = match group {
-            ByName(name) => self.index(name)?,
-            ByIndex(index) => index,
+        let id = match group {
+            ByName(name) => self.id(name)?,
+            ById(id) => id,
         };
-        self.call(index, call).await
+        self.call(id, call).await
     }
 
-    async fn call(&self, group: usize, call: Call) -> Result<(), PromdError> {
+    async fn call(&self, group: GroupId, call: Call) -> Result<(), PromdError> {
         let (reply, rx) = oneshot::channel();
         self.calls
             .send(CallRequest { group, call, reply })
@@ -160,9 +177,9 @@ impl Shared {
 /// A group as a method names it: the Manager by its name, a group object by itself.
 enum GroupRef<'a> {
     ByName(&'a str),
-    ByIndex(usize),
+    ById(GroupId),
 }
-use GroupRef::{ByIndex, ByName};
+use GroupRef::{ById, ByName};
 
 struct Manager(Shared);
 
@@ -250,59 +267,59 @@ impl Manager {
 
 struct GroupObject {
     shared: Shared,
-    index: usize,
+    id: GroupId,
 }
 
 #[zbus::interface(name = "org.promd1.Group")]
 impl GroupObject {
     #[zbus(property)]
     fn name(&self) -> String {
-        self.shared.view(self.index).name
+        self.shared.view(self.id, |v| v.name.clone())
     }
 
     #[zbus(property)]
     fn role(&self) -> String {
-        self.shared.view(self.index).role
+        self.shared.view(self.id, |v| v.role.clone())
     }
 
     #[zbus(property)]
     fn leader(&self) -> String {
-        self.shared.view(self.index).leader
+        self.shared.view(self.id, |v| v.leader.clone())
     }
 
     #[zbus(property)]
     fn term(&self) -> u64 {
-        self.shared.view(self.index).term
+        self.shared.view(self.id, |v| v.term)
     }
 
     #[zbus(property)]
     fn priority(&self) -> i32 {
-        self.shared.view(self.index).priority
+        self.shared.view(self.id, |v| v.priority)
     }
 
     #[zbus(property)]
     fn healthy(&self) -> bool {
-        self.shared.view(self.index).healthy
+        self.shared.view(self.id, |v| v.healthy)
     }
 
     #[zbus(property)]
     fn maintenance(&self) -> bool {
-        self.shared.view(self.index).maintenance
+        self.shared.view(self.id, |v| v.maintenance)
     }
 
     #[zbus(property)]
     fn failures(&self) -> u32 {
-        self.shared.view(self.index).failures
+        self.shared.view(self.id, |v| v.failures)
     }
 
     #[zbus(property)]
     fn since(&self) -> u64 {
-        self.shared.view(self.index).since_usec
+        self.shared.view(self.id, |v| v.since_usec)
     }
 
     #[zbus(property)]
     fn members(&self) -> Vec<(String, String, i32, bool)> {
-        self.shared.view(self.index).members
+        self.shared.view(self.id, |v| v.members.clone())
     }
 
     async fn promote(
@@ -311,7 +328,7 @@ impl GroupObject {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), PromdError> {
         self.shared
-            .act(conn, &header, ByIndex(self.index), Call::Promote)
+            .act(conn, &header, ById(self.id), Call::Promote)
             .await
     }
 
@@ -321,7 +338,7 @@ impl GroupObject {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), PromdError> {
         self.shared
-            .act(conn, &header, ByIndex(self.index), Call::Demote)
+            .act(conn, &header, ById(self.id), Call::Demote)
             .await
     }
 
@@ -332,7 +349,7 @@ impl GroupObject {
         on: bool,
     ) -> Result<(), PromdError> {
         self.shared
-            .act(conn, &header, ByIndex(self.index), Call::SetMaintenance(on))
+            .act(conn, &header, ById(self.id), Call::SetMaintenance(on))
             .await
     }
 
@@ -342,7 +359,7 @@ impl GroupObject {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), PromdError> {
         self.shared
-            .act(conn, &header, ByIndex(self.index), Call::ResetFailed)
+            .act(conn, &header, ById(self.id), Call::ResetFailed)
             .await
     }
 
@@ -403,16 +420,12 @@ impl DbusService {
         };
         let server = conn.object_server();
         server.at(MANAGER_PATH, Manager(shared.clone())).await?;
-        for (index, v) in views.iter().enumerate() {
-            server
-                .at(
-                    group_path(&v.name),
-                    GroupObject {
-                        shared: shared.clone(),
-                        index,
-                    },
-                )
-                .await?;
+        for v in &views {
+            let object = GroupObject {
+                shared: shared.clone(),
+                id: v.id,
+            };
+            server.at(group_path(&v.name), object).await?;
         }
         conn.request_name(BUS_NAME).await?;
         let (emissions, rx) = mpsc::unbounded_channel();
@@ -429,12 +442,12 @@ impl DbusService {
         ))
     }
 
-    /// Serve a group added by a reload, at slot `index` of the views.
-    pub fn add_group(&mut self, index: usize, view: GroupView) {
+    /// Serve a group added by a reload.
+    pub fn add_group(&mut self, view: GroupView) {
         let path = group_path(&view.name);
         let object = GroupObject {
             shared: self.shared.clone(),
-            index,
+            id: view.id,
         };
         self.shared.views().push(view.clone());
         self.last.push(view);
@@ -446,7 +459,7 @@ impl DbusService {
         });
     }
 
-    /// Stop serving a group removed by a reload (its slot stays, retired).
+    /// Stop serving a group that a reload removed or replaced (and that has exited).
     pub fn remove_group(&self, name: &str) {
         let path = group_path(name);
         let conn = self.conn.clone();
@@ -476,7 +489,10 @@ impl DbusService {
                 changed,
             });
         }
-        for (old, new) in self.last.iter().zip(&views) {
+        for new in &views {
+            let Some(old) = self.last.iter().find(|old| old.id == new.id) else {
+                continue; // just added: served with these values
+            };
             if new.retired {
                 continue;
             }
@@ -607,9 +623,18 @@ mod tests {
     #[test]
     fn only_changed_properties_are_signalled() {
         let a = GroupView {
+            id: GroupId(0),
             name: "web".into(),
             role: "passive".into(),
-            ..Default::default()
+            leader: String::new(),
+            term: 0,
+            priority: 100,
+            healthy: true,
+            maintenance: false,
+            failures: 0,
+            since_usec: 0,
+            members: Vec::new(),
+            retired: false,
         };
         let mut b = a.clone();
         assert!(changed_properties(&a, &b).is_empty());
@@ -617,5 +642,26 @@ mod tests {
         b.term = 7;
         let names: Vec<&str> = changed_properties(&a, &b).iter().map(|c| c.0).collect();
         assert_eq!(names, vec!["Role", "Term"]);
+    }
+
+    #[test]
+    fn call_errors_keep_their_dbus_names() {
+        use zbus::DBusError;
+        let m = || "why".to_string();
+        for (e, name) in [
+            (CallError::NotEligible(m()), "org.promd1.Error.NotEligible"),
+            (CallError::NoStandby(m()), "org.promd1.Error.NoStandby"),
+            (CallError::Maintenance(m()), "org.promd1.Error.Maintenance"),
+            (CallError::Timeout(m()), "org.promd1.Error.Timeout"),
+            (
+                CallError::UnknownGroup(m()),
+                "org.promd1.Error.UnknownGroup",
+            ),
+            (CallError::Failed(m()), "org.promd1.Error.Failed"),
+        ] {
+            let e = PromdError::from(e);
+            assert_eq!(e.name().as_str(), name);
+            assert_eq!(e.description(), Some("why"));
+        }
     }
 }

@@ -10,6 +10,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use promd::agent::GroupId;
 use promd::store::dir::DirStore;
 use promd::store::{
     GroupSpec, HostId, Leader, LeaderRecord, MaintenanceRecord, Progress, Store, StoreCommand,
@@ -66,7 +67,7 @@ fn wall_us(t: SystemTime) -> u64 {
 struct Node {
     name: String,
     commands: mpsc::UnboundedSender<StoreCommand>,
-    events: mpsc::UnboundedReceiver<(usize, StoreEvent)>,
+    events: mpsc::UnboundedReceiver<(GroupId, StoreEvent)>,
     /// Every event received, in order.
     log: Vec<StoreEvent>,
     /// Set for a node on its own runtime (see [`Node::detached`]).
@@ -128,7 +129,7 @@ impl Node {
 
     fn start_spec(root: &Path, name: &str, spec: GroupSpec) -> Node {
         let (tx, events) = mpsc::unbounded_channel();
-        let session = DirStore::new(root.to_path_buf()).open_group(spec, 0, tx);
+        let session = DirStore::new(root.to_path_buf()).open_group(spec, GroupId(0), tx);
         Node {
             name: name.into(),
             commands: session.commands,
@@ -152,7 +153,7 @@ impl Node {
                 .build()
                 .expect("runtime");
             runtime.block_on(async move {
-                let session = DirStore::new(root).open_group(spec, 0, tx);
+                let session = DirStore::new(root).open_group(spec, GroupId(0), tx);
                 let _ = commands_tx.send(session.commands);
                 loop {
                     // Check for a freeze request every few ms; block the whole runtime for it.

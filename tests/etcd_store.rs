@@ -12,6 +12,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, PutOptions};
+use promd::agent::GroupId;
 use promd::store::etcd::EtcdStore;
 use promd::store::{
     GroupSpec, HostId, Leader, LeaderRecord, MaintenanceRecord, MemberRecord, Progress, Store,
@@ -34,7 +35,7 @@ const SECOND_LOOPBACK: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 struct Node {
     name: String,
     commands: mpsc::UnboundedSender<StoreCommand>,
-    events: mpsc::UnboundedReceiver<(Instant, usize, StoreEvent)>,
+    events: mpsc::UnboundedReceiver<(Instant, GroupId, StoreEvent)>,
     /// Every event so far, stamped when the store task sent it.
     log: Vec<(Instant, StoreEvent)>,
     /// Events before this index were consumed by `wait_for`.
@@ -77,7 +78,7 @@ impl Node {
             lease,
             progress: progress.clone(),
         };
-        let session = store.open_group(spec, 7, tx);
+        let session = store.open_group(spec, GroupId(7), tx);
         Node {
             name: name.to_string(),
             commands: session.commands,
@@ -105,8 +106,8 @@ impl Node {
         self.send(StoreCommand::Publish(member(&self.name)));
     }
 
-    fn receive(&mut self, (at, index, event): (Instant, usize, StoreEvent)) {
-        assert_eq!(index, 7, "events carry the index given to open_group");
+    fn receive(&mut self, (at, id, event): (Instant, GroupId, StoreEvent)) {
+        assert_eq!(id, GroupId(7), "events carry the id given to open_group");
         self.log.push((at, event));
     }
 

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::{GroupSession, GroupSpec, Store, StoreEvent};
+use super::{GroupId, GroupSession, GroupSpec, Store, StoreEvent};
 use files::Paths;
 use format::micros;
 use jobs::Ctx;
@@ -65,8 +65,8 @@ impl Store for DirStore {
     fn open_group(
         &self,
         spec: GroupSpec,
-        index: usize,
-        events: mpsc::UnboundedSender<(usize, StoreEvent)>,
+        index: GroupId,
+        events: mpsc::UnboundedSender<(GroupId, StoreEvent)>,
     ) -> GroupSession {
         let (commands, rx) = mpsc::unbounded_channel();
         let renew = spec.renew_interval().max(MIN_RENEW);

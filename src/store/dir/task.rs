@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::store::record::MemberRecord;
-use crate::store::{GroupSpec, Op, StoreCommand, StoreEvent};
+use crate::store::{GroupId, GroupSpec, Op, StoreCommand, StoreEvent};
 
 use super::jobs::{Answer, Ctx, Done, Job, Session, Snapshot, View, run_job};
 use super::notify::{Notice, Watcher, notice};
@@ -43,8 +43,8 @@ pub(super) async fn finished(inflight: &mut Option<Inflight>) -> Done {
 
 pub(super) struct GroupTask {
     pub(super) spec: GroupSpec,
-    pub(super) index: usize,
-    pub(super) events: mpsc::UnboundedSender<(usize, StoreEvent)>,
+    pub(super) index: GroupId,
+    pub(super) events: mpsc::UnboundedSender<(GroupId, StoreEvent)>,
     pub(super) commands: mpsc::UnboundedReceiver<StoreCommand>,
     pub(super) ctx: Arc<Ctx>,
     pub(super) renew: Duration,

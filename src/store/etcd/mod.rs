@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::{GroupSession, GroupSpec, Store, StoreEvent};
+use super::{GroupId, GroupSession, GroupSpec, Store, StoreEvent};
 use connect::Connector;
 use task::GroupTask;
 
@@ -60,8 +60,8 @@ impl Store for EtcdStore {
     fn open_group(
         &self,
         spec: GroupSpec,
-        index: usize,
-        events: mpsc::UnboundedSender<(usize, StoreEvent)>,
+        index: GroupId,
+        events: mpsc::UnboundedSender<(GroupId, StoreEvent)>,
     ) -> GroupSession {
         let (commands, rx) = mpsc::unbounded_channel();
         let renew = spec.renew_interval().max(MIN_RENEW);

@@ -16,7 +16,7 @@ use super::connect::{CallError, Connector, Session, establish};
 use super::ops::{Done, OpFuture, start_op};
 use super::view::{ResyncFuture, Touched, View, next_watch, read_and_watch};
 use crate::store::record::{MaintenanceRecord, MemberRecord};
-use crate::store::{GroupSpec, Op, StoreCommand, StoreEvent};
+use crate::store::{GroupId, GroupSpec, Op, StoreCommand, StoreEvent};
 
 /// Await an optional future; never completes if there is none (for `select!`).
 async fn maybe<F: Future + Unpin>(f: &mut Option<F>) -> F::Output {
@@ -38,8 +38,8 @@ enum Exit {
 
 pub(super) struct GroupTask {
     pub(super) spec: GroupSpec,
-    pub(super) index: usize,
-    pub(super) events: mpsc::UnboundedSender<(usize, StoreEvent)>,
+    pub(super) index: GroupId,
+    pub(super) events: mpsc::UnboundedSender<(GroupId, StoreEvent)>,
     pub(super) commands: mpsc::UnboundedReceiver<StoreCommand>,
     pub(super) cfg: Arc<Connector>,
     pub(super) renew: Duration,

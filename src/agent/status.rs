@@ -1,43 +1,64 @@
 //! What promd shows of itself: `STATUS=` and the D-Bus view of each group.
 
-use super::{Group, Runtime};
+use super::group::Group;
+use super::output::{Notify, Output};
+use super::{Agent, GroupId};
 use crate::core::{Mono, Role};
 use crate::dbus::GroupView;
 
-impl Runtime {
-    /// STATUS= and the D-Bus view, after every turn of the loop.
-    pub(super) fn publish(&mut self) {
-        let status = self.status_line();
-        self.notifier.status(&status);
-        if self.dbus.is_some() {
-            let views = self.views();
-            let connected = self.groups.iter().all(|g| g.machine.store_up());
-            if let Some(d) = &mut self.dbus {
-                d.update(views, connected);
-            }
-        }
-    }
-
-    pub(super) fn views(&self) -> Vec<GroupView> {
-        let now = self.now();
-        self.groups.iter().map(|g| view(g, now)).collect()
-    }
-
-    /// `STATUS=`: one clause per group.
-    pub(super) fn status_line(&self) -> String {
-        let now = self.now();
-        let parts: Vec<String> = self.groups.iter().map(|g| status_clause(g, now)).collect();
+impl Agent {
+    /// `STATUS=`: one clause per group, in the order the groups were opened; `no groups
+    /// configured` without any.
+    pub fn status_line(&self, now: Mono) -> String {
+        let parts: Vec<String> = self
+            .groups
+            .values()
+            .map(|g| status_clause(g, now))
+            .collect();
         if parts.is_empty() {
             "no groups configured".into()
         } else {
             parts.join("; ")
         }
     }
+
+    /// Every group's D-Bus view (groups leaving after a reload included, marked `retired`).
+    pub fn views(&self, now: Mono) -> Vec<GroupView> {
+        self.groups
+            .iter()
+            .map(|(id, g)| view(*id, g, now))
+            .collect()
+    }
+
+    /// D-Bus `StoreConnected`: every group's store session is up.
+    pub fn store_connected(&self) -> bool {
+        self.groups.values().all(|g| g.machine.store_up())
+    }
+
+    pub(super) fn view_of(&self, id: GroupId, now: Mono) -> Option<GroupView> {
+        self.groups.get(&id).map(|g| view(id, g, now))
+    }
+
+    /// `READY=1` with the status as it is now.
+    pub(super) fn ready(&mut self, now: Mono, out: &mut Vec<Output>) {
+        let status = self.status_line(now);
+        self.last_status = status.clone();
+        out.push(Output::Notify(Notify::Ready(status)));
+    }
+
+    /// `STATUS=`, if it changed since it was last sent.
+    pub(super) fn publish_status(&mut self, now: Mono, out: &mut Vec<Output>) {
+        let status = self.status_line(now);
+        if status != self.last_status {
+            self.last_status = status.clone();
+            out.push(Output::Notify(Notify::Status(status)));
+        }
+    }
 }
 
 /// The D-Bus view of a group: its machine, plus the configured members the store does not
 /// know (shown as down).
-pub(super) fn view(g: &Group, now: Mono) -> GroupView {
+fn view(id: GroupId, g: &Group, now: Mono) -> GroupView {
     let m = &g.machine;
     let mut members: Vec<(String, String, i32, bool)> = m
         .members()
@@ -66,6 +87,7 @@ pub(super) fn view(g: &Group, now: Mono) -> GroupView {
     }
     members.sort();
     GroupView {
+        id,
         name: g.cfg.name.clone(),
         role: m.role().as_str().to_string(),
         leader: m.leader().unwrap_or("").to_string(),
@@ -82,7 +104,7 @@ pub(super) fn view(g: &Group, now: Mono) -> GroupView {
 
 /// One group's part of `STATUS=`, e.g. `web: active (term 42)`,
 /// `web: passive, leader db-b (term 42)`, `web: passive, waiting for the store (...)`.
-pub(super) fn status_clause(g: &Group, now: Mono) -> String {
+fn status_clause(g: &Group, now: Mono) -> String {
     let m = &g.machine;
     let role = m.role();
     let mut s = match (&g.store_down, m.leader()) {
