@@ -250,6 +250,9 @@ impl Agent {
     pub fn next_deadline(&self) -> Option<Mono> {
         self.groups
             .values()
+            // An exited machine takes no step any more, so whatever deadline it still names
+            // stays due forever: counted, it would wake the loop at once, again and again.
+            .filter(|g| !g.machine.exited())
             .filter_map(|g| g.machine.next_deadline())
             .chain(self.pending.iter().map(|p| p.deadline))
             .min()

@@ -316,6 +316,26 @@ fn sigterm_hands_every_group_over_then_promd_may_exit() {
 }
 
 #[test]
+fn a_group_that_has_exited_no_longer_wakes_the_loop() {
+    let mut h = H::new(&[WEB, DB]);
+    h.input(Input::Start);
+    h.passive(0, Some(("n2", 3)));
+    h.active(1, 5);
+    // db cannot hand over (its stop hangs); web exits at once.
+    h.input(Input::Signal(Signal::Terminate));
+    assert!(h.agent.groups[&GroupId(0)].machine.exited());
+    h.advance(Duration::from_secs(10));
+    // Whatever deadline web had when it exited has no step to wait for any more: were it
+    // counted, the loop would wake at once, again and again, until db is done.
+    assert!(
+        h.agent.next_deadline().is_none_or(|d| d > h.now),
+        "{:?} at {:?}",
+        h.agent.next_deadline(),
+        h.now
+    );
+}
+
+#[test]
 fn the_watchdog_is_pinged_only_while_every_store_task_turns() {
     let mut h = H::new(&[WEB, DB]);
     h.input(Input::Start);
