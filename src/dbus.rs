@@ -16,7 +16,7 @@ use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{Connection, OwnedObjectPath, Variant};
 
-pub use crate::agent::Call;
+pub use crate::agent::{Call, GroupView};
 use crate::agent::{CallError, GroupId};
 
 pub const BUS_NAME: &str = "org.promd1";
@@ -25,26 +25,6 @@ pub const MANAGER_IFACE: &str = "org.promd1.Manager";
 pub const GROUP_IFACE: &str = "org.promd1.Group";
 /// Members of this group may call methods (besides root).
 pub const ADMIN_GROUP: &str = "promd";
-
-/// What D-Bus shows of one group; refreshed by the runtime.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GroupView {
-    /// The group this is a view of: its object serves this id's view.
-    pub id: GroupId,
-    pub name: String,
-    pub role: String,
-    pub leader: String,
-    pub term: u64,
-    pub priority: i32,
-    pub healthy: bool,
-    pub maintenance: bool,
-    pub failures: u32,
-    pub since_usec: u64,
-    /// (node, role or "down", priority, healthy)
-    pub members: Vec<(String, String, i32, bool)>,
-    /// Removed by a reload: not listed, not addressable.
-    pub retired: bool,
-}
 
 #[derive(Debug, zbus::DBusError)]
 #[zbus(prefix = "org.promd1.Error")]

@@ -13,6 +13,8 @@ pub struct Notifier {
 }
 
 impl Notifier {
+    /// A notifier with the watchdog systemd set for this process (`WATCHDOG_USEC=` in its
+    /// environment), if any.
     pub fn from_env() -> Notifier {
         Notifier {
             watchdog: sd_notify::watchdog_enabled(),
@@ -40,6 +42,7 @@ impl Notifier {
         send(&[NotifyState::Status(status)]);
     }
 
+    /// `RELOADING=1`, with `STATUS=` saying so.
     pub fn reloading(&mut self) {
         send(&[
             NotifyState::Reloading,
@@ -47,6 +50,7 @@ impl Notifier {
         ]);
     }
 
+    /// `STOPPING=1`, with `STATUS=` saying so.
     pub fn stopping(&mut self) {
         send(&[
             NotifyState::Stopping,

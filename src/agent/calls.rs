@@ -19,9 +19,13 @@ use crate::store::{MaintenanceRecord, StoreCommand, record::FORMAT_VERSION};
 /// A method call that changes something, as the agent carries it out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Call {
+    /// `Promote`: become active, through a switchover.
     Promote,
+    /// `Demote`: hand the role to the best eligible other member.
     Demote,
+    /// `SetMaintenance(on)`: the group's cluster-wide maintenance mode.
     SetMaintenance(bool),
+    /// `ResetFailed`: clear this node's failed state.
     ResetFailed,
 }
 

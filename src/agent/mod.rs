@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 pub use calls::{Call, CallError, call_timeout};
 pub use output::{EnvFile, Fields, JobOrder, Level, Notify, Output, Record};
+pub use status::GroupView;
 
 use crate::config::{Config, GroupConfig};
 use crate::core::{Event, GroupMachine, GroupParams, Job, Mono, Timing};
@@ -59,7 +60,9 @@ pub struct CallId(pub u64);
 /// only to stamp role changes (D-Bus `Since`, CLOCK_REALTIME µs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Now {
+    /// Time since [`Settings::origin`] on the monotonic clock.
     pub mono: Mono,
+    /// CLOCK_REALTIME in µs since the epoch.
     pub wall_usec: u64,
 }
 
@@ -103,6 +106,7 @@ pub enum Signal {
 /// A configuration file read for a reload.
 #[derive(Debug, Clone)]
 pub struct NewConfig {
+    /// The file, parsed and validated.
     pub config: Config,
     /// The file's text, to place messages about it.
     pub text: String,
@@ -111,7 +115,10 @@ pub struct NewConfig {
 /// A systemd job of a group's finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobDone {
+    /// The job, as the machine asked for it.
     pub job: Job,
+    /// Whether it did what it should; for a stop, only once systemd says every unit of the
+    /// closure is down (see [`Job::StopActive`]).
     pub ok: bool,
     /// After a start of the active target that succeeded: the watched units that are not up,
     /// with their state (failed in `ExecStartPre=`, skipped by a Condition, ...).
@@ -132,6 +139,7 @@ impl JobDone {
 /// What the agent is started with.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The configuration promd starts with; [`Signal::Reload`] replaces it.
     pub config: Config,
     /// The configuration file as named in messages (its path).
     pub config_origin: String,

@@ -3,12 +3,11 @@
 
 use crate::config::GroupConfig;
 use crate::core::{Job, Role};
-use crate::dbus::GroupView;
 use crate::store::StoreCommand;
 use crate::systemd::Closure;
 use crate::watch::Followed;
 
-use super::{CallError, CallId, GroupId};
+use super::{CallError, CallId, GroupId, GroupView};
 
 /// One thing for the runtime to carry out. [`super::Agent::handle`] returns them in the order
 /// they must happen; none of them feeds anything back into the agent synchronously (results
@@ -29,8 +28,11 @@ pub enum Output {
     /// shutdown is still awaited when promd exits). `unbind`: it is gone for good, so its
     /// units' drop-ins go too (not when a changed version of it starts next).
     Close {
+        /// The group.
         id: GroupId,
+        /// Its name: its D-Bus object's path and its drop-ins' names derive from it.
         name: String,
+        /// Gone for good: remove its units' drop-ins.
         unbind: bool,
     },
     /// A command for the group's store session.
@@ -39,7 +41,12 @@ pub enum Output {
     Job(GroupId, JobOrder),
     /// SIGKILL whatever of the group's active units still runs: `known` (the closure as last
     /// found, and the active target) at once, and whatever a fresh walk finds besides.
-    Kill { id: GroupId, known: Closure },
+    Kill {
+        /// The group.
+        id: GroupId,
+        /// The closure as last found.
+        known: Closure,
+    },
     /// Restart these failed units in place; a unit that is not up afterwards comes back as
     /// [`crate::watch::WatchEvent::Stopped`].
     Restart(GroupId, Vec<String>),
@@ -50,10 +57,15 @@ pub enum Output {
     Reply(CallId, Result<(), CallError>),
     /// Emit the group object's `RoleChanged(old, new, term, reason)` D-Bus signal.
     RoleSignal {
+        /// The group's name (its object's path derives from it).
         group: String,
+        /// The role it had.
         old: Role,
+        /// The role it has now.
         new: Role,
+        /// The term the change happened under.
         term: u64,
+        /// Why, as the machine says it.
         reason: String,
     },
     /// Write a journal record.
@@ -65,6 +77,7 @@ pub enum Output {
 /// A systemd job with what carrying it out needs besides the group's configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobOrder {
+    /// The job the machine asked for.
     pub job: Job,
     /// What `/run/promd/GROUP.env` says, written before a start is even queued so that the
     /// units read this term; `None` for a stop.
@@ -106,8 +119,11 @@ pub enum Notify {
 /// A journal record's priority.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
+    /// `info`: what promd does as it should.
     Info,
+    /// `warning`: something failed that promd handles (a unit, the store, a check).
     Warn,
+    /// `err`: something an operator must fix.
     Error,
 }
 
@@ -115,11 +131,14 @@ pub enum Level {
 /// `PROMD_*` fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
+    /// The record's priority.
     pub level: Level,
     /// Set for the records `packaging/promd.catalog` explains (role changes, fencing, node
     /// conflicts, refused reloads).
     pub message_id: Option<&'static str>,
+    /// `MESSAGE=`; a group's records start with `GROUP: `.
     pub text: String,
+    /// The `PROMD_*` fields.
     pub fields: Fields,
 }
 

@@ -4,7 +4,38 @@ use super::group::Group;
 use super::output::{Notify, Output};
 use super::{Agent, GroupId};
 use crate::core::{Mono, Role};
-use crate::dbus::GroupView;
+
+/// What D-Bus shows of one group (`org.promd1.Group`'s properties, see
+/// `dbus/org.promd1.Group.xml`); the runtime hands every view to the D-Bus service after each
+/// input, which signals what changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupView {
+    /// The group this is a view of: its object serves this id's view.
+    pub id: GroupId,
+    /// `Name`.
+    pub name: String,
+    /// `Role`: one of the [`Role`] names.
+    pub role: String,
+    /// `Leader`: the node holding the leader key; empty if none is known.
+    pub leader: String,
+    /// `Term`: the newest term this node knows of (the fencing token).
+    pub term: u64,
+    /// `Priority`: this node's.
+    pub priority: i32,
+    /// `Healthy`: the health check passes and the passive target did not fail.
+    pub healthy: bool,
+    /// `Maintenance`: the group's cluster-wide maintenance mode.
+    pub maintenance: bool,
+    /// `Failures`: failures of the active units within the restart window.
+    pub failures: u32,
+    /// `Since`: CLOCK_REALTIME µs of the last role change (of start-up before the first).
+    pub since_usec: u64,
+    /// `Members`: (node, role or `down`, priority, healthy), by node; configured members the
+    /// store does not know are `down`.
+    pub members: Vec<(String, String, i32, bool)>,
+    /// Removed or replaced by a reload and handing over: not listed, not addressable by name.
+    pub retired: bool,
+}
 
 impl Agent {
     /// `STATUS=`: one clause per group, in the order the groups were opened; `no groups

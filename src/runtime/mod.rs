@@ -1,7 +1,8 @@
 //! The event loop: driver events in, the agent's outputs out.
 //!
 //! Every decision is the [`Agent`]'s (pure, unit-tested); this module only turns what the
-//! drivers report into [`Input`]s and carries out the [`Output`]s (carry.rs, jobs.rs).
+//! drivers report into [`Input`]s and carries out the agent's
+//! [`Output`](crate::agent::Output)s (carry.rs, jobs.rs).
 //!
 //! One loop serves every group, so a hung loop stops the watchdog pings and systemd kills
 //! promd (taking the bound units with it). Slow work — systemd jobs, store requests — runs in
@@ -60,6 +61,7 @@ struct Drivers {
     watch_task: Option<tokio::task::AbortHandle>,
 }
 
+/// The event loop and the drivers it owns; see the module documentation.
 pub struct Runtime {
     origin: Instant,
     agent: Agent,
