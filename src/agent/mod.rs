@@ -291,11 +291,6 @@ impl Agent {
             .clamp(Duration::from_secs(1), Duration::from_secs(10))
     }
 
-    /// This node's name.
-    pub fn node(&self) -> &str {
-        &self.node
-    }
-
     /// A journal record of a group with its fields as they are now, for what the runtime's
     /// own work has to say of it (`None` once the group has closed).
     pub fn group_record(&self, id: GroupId, level: Level, text: &str) -> Option<Record> {
