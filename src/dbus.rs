@@ -469,21 +469,12 @@ impl DbusService {
                 changed,
             });
         }
-        for new in &views {
-            let Some(old) = self.last.iter().find(|old| old.id == new.id) else {
-                continue; // just added: served with these values
-            };
-            if new.retired {
-                continue;
-            }
-            let changed = changed_properties(old, new);
-            if !changed.is_empty() {
-                let _ = self.emissions.send(Emission::Properties {
-                    path: group_path(&new.name),
-                    iface: GROUP_IFACE,
-                    changed,
-                });
-            }
+        for (path, changed) in group_changes(&self.last, &views) {
+            let _ = self.emissions.send(Emission::Properties {
+                path,
+                iface: GROUP_IFACE,
+                changed,
+            });
         }
         self.last = views;
     }
@@ -501,6 +492,23 @@ impl DbusService {
 
 fn variant<T: Into<Variant<'static>>>(v: T) -> Variant<'static> {
     v.into()
+}
+
+/// The `PropertiesChanged` each group object owes between two sets of views, by group id: a
+/// group that has just been served (no old view) or is leaving (retired) signals nothing.
+fn group_changes(
+    last: &[GroupView],
+    views: &[GroupView],
+) -> Vec<(String, Vec<(&'static str, Variant<'static>)>)> {
+    views
+        .iter()
+        .filter(|new| !new.retired)
+        .filter_map(|new| {
+            let old = last.iter().find(|old| old.id == new.id)?;
+            let changed = changed_properties(old, new);
+            (!changed.is_empty()).then(|| (group_path(&new.name), changed))
+        })
+        .collect()
 }
 
 fn changed_properties(old: &GroupView, new: &GroupView) -> Vec<(&'static str, Variant<'static>)> {
@@ -622,6 +630,36 @@ mod tests {
         b.term = 7;
         let names: Vec<&str> = changed_properties(&a, &b).iter().map(|c| c.0).collect();
         assert_eq!(names, vec!["Role", "Term"]);
+    }
+
+    #[test]
+    fn changes_are_matched_by_group_not_by_position() {
+        let view = |id: u64, name: &str, role: &str| GroupView {
+            id: GroupId(id),
+            name: name.into(),
+            role: role.into(),
+            leader: String::new(),
+            term: 0,
+            priority: 100,
+            healthy: true,
+            maintenance: false,
+            failures: 0,
+            since_usec: 0,
+            members: Vec::new(),
+            retired: false,
+        };
+        let last = [view(0, "web", "passive"), view(1, "db", "passive")];
+        // web closed after a reload removed it; db became active; mail was just added.
+        let views = [view(1, "db", "active"), view(2, "mail", "starting")];
+        let changes = group_changes(&last, &views);
+        let names: Vec<(&str, Vec<&str>)> = changes
+            .iter()
+            .map(|(path, c)| (path.as_str(), c.iter().map(|p| p.0).collect()))
+            .collect();
+        assert_eq!(names, vec![("/org/promd1/group/db", vec!["Role"])]);
+        let mut leaving = view(1, "db", "demoting");
+        leaving.retired = true;
+        assert!(group_changes(&views, &[leaving]).is_empty());
     }
 
     #[test]
