@@ -12,28 +12,33 @@ use crate::core::{Mono, Role};
 pub struct GroupView {
     /// The group this is a view of: its object serves this id's view.
     pub id: GroupId,
-    /// `Name`.
+    /// The group's name from promd.toml (property `Name`).
     pub name: String,
-    /// `Role`: one of the [`Role`] names.
+    /// This host's role: `starting`, `passive`, `promoting`, `active`, `demoting`, `failed`
+    /// or `maintenance` (property `Role`).
     pub role: String,
-    /// `Leader`: the node holding the leader key; empty if none is known.
+    /// The node that holds the leader key, empty when none does or it is not known yet
+    /// (property `Leader`).
     pub leader: String,
-    /// `Term`: the newest term this node knows of (the fencing token).
+    /// The fencing term: the leader key's create revision (etcd) or counter (dir store);
+    /// only grows (property `Term`).
     pub term: u64,
-    /// `Priority`: this node's.
+    /// This host's priority in the group (property `Priority`).
     pub priority: i32,
-    /// `Healthy`: the health check passes and the passive target did not fail.
+    /// Whether this host's health check and passive target are fine (property `Healthy`).
     pub healthy: bool,
-    /// `Maintenance`: the group's cluster-wide maintenance mode.
+    /// Whether the group is in maintenance mode, cluster-wide (property `Maintenance`).
     pub maintenance: bool,
-    /// `Failures`: failures of the active units within the restart window.
+    /// Watched-unit failures within the restart window (property `Failures`).
     pub failures: u32,
-    /// `Since`: CLOCK_REALTIME µs of the last role change (of start-up before the first).
+    /// CLOCK_REALTIME of this host's last role change (of its start before the first), in
+    /// microseconds since the epoch (property `Since`).
     pub since_usec: u64,
-    /// `Members`: (node, role or `down`, priority, healthy), by node; configured members the
-    /// store does not know are `down`.
+    /// Every member as (node, role or "down", priority, healthy), sorted; members listed in
+    /// promd.toml that the store does not show appear as "down" (property `Members`).
     pub members: Vec<(String, String, i32, bool)>,
-    /// Removed or replaced by a reload and handing over: not listed, not addressable by name.
+    /// Removed or replaced by a reload and still handing over: not listed, not addressable
+    /// by name; the group leaves the views once it has exited.
     pub retired: bool,
 }
 
