@@ -30,6 +30,7 @@ impl Agent {
                 Event::StoreUp
             }
             StoreEvent::Down(reason) => {
+                let reason = reason.to_string();
                 if g.store_down.as_deref() != Some(&reason) {
                     let text = format!("store unreachable: {reason}");
                     out.push(Output::Log(g.record(Level::Warn, &text)));

@@ -147,7 +147,7 @@ fn demote_is_answered_once_the_units_are_down_and_the_key_released() {
 #[test]
 fn maintenance_needs_the_store() {
     let mut h = passive_under_n2();
-    h.store(0, StoreEvent::Down("connection refused".into()));
+    h.store(0, down("connection refused").0);
     let (c, out) = h.call(0, Call::SetMaintenance(true));
     assert_eq!(
         replies(&out),

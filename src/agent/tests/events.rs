@@ -7,19 +7,23 @@ use crate::logging;
 fn a_store_outage_is_journalled_once_per_reason() {
     let mut h = H::new(&[WEB]);
     h.input(Input::Start);
-    let down = |why: &str| StoreEvent::Down(why.into());
+    let (refused, refused_why) = down("connection refused");
     assert_eq!(
-        texts(&h.store(0, down("connection refused"))),
-        vec!["web: store unreachable: connection refused"]
+        texts(&h.store(0, refused.clone())),
+        vec![format!("web: store unreachable: {refused_why}")]
     );
-    assert!(texts(&h.store(0, down("connection refused"))).is_empty());
+    assert!(texts(&h.store(0, refused)).is_empty());
+    let (timeout, timeout_why) = down("timeout");
     assert_eq!(
-        texts(&h.store(0, down("timeout"))),
-        vec!["web: store unreachable: timeout"]
+        texts(&h.store(0, timeout)),
+        vec![format!("web: store unreachable: {timeout_why}")]
     );
     let out = h.store(0, StoreEvent::Up);
     let r = records(&out);
-    assert_eq!(r[0].text, "web: store reachable again (was: timeout)");
+    assert_eq!(
+        r[0].text,
+        format!("web: store reachable again (was: {timeout_why})")
+    );
     assert_eq!(r[0].level, Level::Info);
     // Every record of a group carries its fields.
     assert_eq!(r[0].fields.group.as_deref(), Some("web"));
@@ -250,16 +254,13 @@ fn an_unreadable_store_value_is_journalled_and_ignored() {
     h.input(Input::Start);
     h.passive(0, Some(("n2", 3)));
     h.take();
-    let corrupt = StoreEvent::Corrupt {
-        key: "/promd/web/members/n3".into(),
-        error: "expected value at line 1".into(),
-    };
-    let out = h.store(0, corrupt);
+    let (ev, why) = corrupt("/promd/web/members/n3", "expected value at line 1");
+    let out = h.store(0, ev);
     assert_eq!(
         texts(&out),
-        vec![
-            "web: ignoring unreadable store value /promd/web/members/n3: expected value at line 1"
-        ]
+        vec![format!(
+            "web: ignoring unreadable store value /promd/web/members/n3: {why}"
+        )]
     );
     assert!(store_commands(&out).is_empty() && jobs(&out).is_empty());
 }
@@ -399,7 +400,7 @@ fn late_events_of_a_closed_group_reach_nobody() {
     assert!(h.agent.groups.is_empty(), "web exited and closed");
     h.take();
     for input in [
-        Input::Store(GroupId(0), StoreEvent::Down("gone".into())),
+        Input::Store(GroupId(0), down("gone").0),
         Input::Job(GroupId(0), JobDone::failed(Job::StopActive)),
         Input::Watch(GroupId(0), WatchEvent::PassiveUnits { ok: false }),
         Input::Closure(GroupId(0), Closure::default()),

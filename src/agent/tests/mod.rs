@@ -184,6 +184,21 @@ fn member(node: &str, host: Option<&str>) -> MemberRecord {
     }
 }
 
+/// The store going down for `why`, and the reason as promd shows it. The only place that
+/// builds the backend's error, so that its type can change without touching the tests.
+fn down(why: &str) -> (StoreEvent, String) {
+    (StoreEvent::Down(why.into()), why.to_string())
+}
+
+/// An unreadable value at `key`, and the error as promd shows it (see [`down`]).
+fn corrupt(key: &str, why: &str) -> (StoreEvent, String) {
+    let ev = StoreEvent::Corrupt {
+        key: key.into(),
+        error: why.into(),
+    };
+    (ev, why.to_string())
+}
+
 fn maintenance(on: bool) -> MaintenanceRecord {
     MaintenanceRecord {
         v: 1,

@@ -17,10 +17,11 @@ fn status_says_what_a_group_waits_for_then_who_leads() {
     let mut h = H::new(&[WEB]);
     h.input(Input::Start);
     assert_eq!(h.status(), "web: starting, waiting for the store");
-    h.store(0, StoreEvent::Down("connection refused".into()));
+    let (ev, why) = down("connection refused");
+    h.store(0, ev);
     assert_eq!(
         h.status(),
-        "web: starting, waiting for the store (connection refused)"
+        format!("web: starting, waiting for the store ({why})")
     );
     h.passive(0, Some(("n2", 42)));
     assert_eq!(h.status(), "web: passive, leader n2 (term 42)");
@@ -85,15 +86,15 @@ fn status_is_sent_when_it_changes_and_only_then() {
     h.take();
     let out = h.renew(0);
     assert!(notified(&out).is_empty(), "{out:#?}");
-    let down = StoreEvent::Down("timeout".into());
-    let out = h.store(1, down.clone());
+    let (timeout, why) = down("timeout");
+    let out = h.store(1, timeout.clone());
     assert_eq!(
         notified(&out),
-        vec![&Notify::Status(
-            "web: starting (term 0); db: starting, waiting for the store (timeout)".into()
-        )]
+        vec![&Notify::Status(format!(
+            "web: starting (term 0); db: starting, waiting for the store ({why})"
+        ))]
     );
-    assert!(notified(&h.store(1, down)).is_empty());
+    assert!(notified(&h.store(1, timeout)).is_empty());
 }
 
 #[test]
