@@ -16,97 +16,47 @@ use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{Connection, OwnedObjectPath, Variant};
 
-/// The well-known name promd takes on the system bus (`dbus/org.promd1.conf` lets only the
-/// `promd` user own it).
+pub use crate::agent::{Call, GroupView};
+use crate::agent::{CallError, GroupId};
+
 pub const BUS_NAME: &str = "org.promd1";
-/// The Manager object: node, version, store state, the group list and the methods by name.
 pub const MANAGER_PATH: &str = "/org/promd1";
-/// The Manager's interface, described in `dbus/org.promd1.Manager.xml`.
 pub const MANAGER_IFACE: &str = "org.promd1.Manager";
-/// The interface of each group object ([`group_path`]), described in
-/// `dbus/org.promd1.Group.xml`.
 pub const GROUP_IFACE: &str = "org.promd1.Group";
 /// Members of this group may call methods (besides root).
 pub const ADMIN_GROUP: &str = "promd";
 
-/// What D-Bus shows of one group; refreshed by the runtime.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct GroupView {
-    /// The group's name from promd.toml (property `Name`).
-    pub name: String,
-    /// This host's role: `starting`, `passive`, `promoting`, `active`, `demoting`, `failed`
-    /// or `maintenance` (property `Role`).
-    pub role: String,
-    /// The node that holds the leader key, empty when none does or it is not known yet
-    /// (property `Leader`).
-    pub leader: String,
-    /// The fencing term: the leader key's create revision (etcd) or counter (dir store);
-    /// only grows (property `Term`).
-    pub term: u64,
-    /// This host's priority in the group (property `Priority`).
-    pub priority: i32,
-    /// Whether this host's health check and passive target are fine (property `Healthy`).
-    pub healthy: bool,
-    /// Whether the group is in maintenance mode, cluster-wide (property `Maintenance`).
-    pub maintenance: bool,
-    /// Watched-unit failures within the restart window (property `Failures`).
-    pub failures: u32,
-    /// CLOCK_REALTIME of this host's last role change, in microseconds since the epoch
-    /// (property `Since`).
-    pub since_usec: u64,
-    /// Every member as (node, role or "down", priority, healthy), sorted; members listed in
-    /// promd.toml that the store does not show appear as "down" (property `Members`).
-    pub members: Vec<(String, String, i32, bool)>,
-    /// Removed by a reload: not listed, not addressable.
-    pub retired: bool,
-}
-
-/// The errors promd's methods answer with, named `org.promd1.Error.VARIANT`; each carries a
-/// message for the caller (promctl prints it).
 #[derive(Debug, zbus::DBusError)]
 #[zbus(prefix = "org.promd1.Error")]
 pub enum PromdError {
-    /// A D-Bus failure of the call itself, passed through under zbus's own error name.
     #[zbus(error)]
     ZBus(zbus::Error),
-    /// Promote refused: this host is failed (or cooling down), unhealthy, not a member, or it
-    /// failed while taking over.
     NotEligible(String),
-    /// Demote refused: no other member could take the role.
     NoStandby(String),
-    /// The request was accepted but did not complete within three leases (at least 30 s).
     Timeout(String),
-    /// No group of that name on this host (or it was removed by a reload).
     UnknownGroup(String),
-    /// The caller is neither root nor in the `promd` group ([`ADMIN_GROUP`]).
     AccessDenied(String),
-    /// Promote or demote refused, or a promote given up: maintenance mode is on.
     Maintenance(String),
-    /// Anything else: promd is stopping, or the store is unreachable (for SetMaintenance).
     Failed(String),
 }
 
-/// A method call for the runtime to carry out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Call {
-    /// `Promote`: make this host active (a switchover); answered once it is.
-    Promote,
-    /// `Demote`: hand the role to another member; answered once this host is passive.
-    Demote,
-    /// `SetMaintenance(on)`: cluster-wide, through the store; answered once the store shows
-    /// the new mode.
-    SetMaintenance(bool),
-    /// `ResetFailed`: clear this host's failure count and cooldown; answered at once.
-    ResetFailed,
+impl From<CallError> for PromdError {
+    fn from(e: CallError) -> PromdError {
+        match e {
+            CallError::NotEligible(m) => PromdError::NotEligible(m),
+            CallError::NoStandby(m) => PromdError::NoStandby(m),
+            CallError::Maintenance(m) => PromdError::Maintenance(m),
+            CallError::Timeout(m) => PromdError::Timeout(m),
+            CallError::UnknownGroup(m) => PromdError::UnknownGroup(m),
+            CallError::Failed(m) => PromdError::Failed(m),
+        }
+    }
 }
 
-/// A method call, authorized and resolved to a group, on its way to the runtime.
+/// A method call for the runtime to hand to the agent, and where its answer goes.
 pub struct CallRequest {
-    /// The group's slot in the runtime's group list (also its index in the views).
-    pub group: usize,
-    /// What was asked.
+    pub group: GroupId,
     pub call: Call,
-    /// Where the runtime sends the outcome; the D-Bus reply waits for it.
     pub reply: oneshot::Sender<Result<(), PromdError>>,
 }
 
@@ -139,14 +89,21 @@ impl Shared {
         self.views.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn view(&self, index: usize) -> GroupView {
-        self.views().get(index).cloned().unwrap_or_default()
-    }
-
-    fn index(&self, name: &str) -> Result<usize, PromdError> {
+    /// `f` of the group's view; the default value once the group is gone (its object is
+    /// being removed).
+    fn view<T: Default>(&self, id: GroupId, f: impl FnOnce(&GroupView) -> T) -> T {
         self.views()
             .iter()
-            .position(|v| v.name == name && !v.retired)
+            .find(|v| v.id == id)
+            .map(f)
+            .unwrap_or_default()
+    }
+
+    fn id(&self, name: &str) -> Result<GroupId, PromdError> {
+        self.views()
+            .iter()
+            .find(|v| v.name == name && !v.retired)
+            .map(|v| v.id)
             .ok_or_else(|| PromdError::UnknownGroup(format!("no group {name:?} on this host")))
     }
 
@@ -180,14 +137,14 @@ impl Shared {
         call: Call,
     ) -> Result<(), PromdError> {
         self.authorize(conn, header).await?;
-        let index = match group {
-            ByName(name) => self.index(name)?,
-            ByIndex(index) => index,
+        let id = match group {
+            ByName(name) => self.id(name)?,
+            ById(id) => id,
         };
-        self.call(index, call).await
+        self.call(id, call).await
     }
 
-    async fn call(&self, group: usize, call: Call) -> Result<(), PromdError> {
+    async fn call(&self, group: GroupId, call: Call) -> Result<(), PromdError> {
         let (reply, rx) = oneshot::channel();
         self.calls
             .send(CallRequest { group, call, reply })
@@ -200,9 +157,9 @@ impl Shared {
 /// A group as a method names it: the Manager by its name, a group object by itself.
 enum GroupRef<'a> {
     ByName(&'a str),
-    ByIndex(usize),
+    ById(GroupId),
 }
-use GroupRef::{ByIndex, ByName};
+use GroupRef::{ById, ByName};
 
 struct Manager(Shared);
 
@@ -290,59 +247,59 @@ impl Manager {
 
 struct GroupObject {
     shared: Shared,
-    index: usize,
+    id: GroupId,
 }
 
 #[zbus::interface(name = "org.promd1.Group")]
 impl GroupObject {
     #[zbus(property)]
     fn name(&self) -> String {
-        self.shared.view(self.index).name
+        self.shared.view(self.id, |v| v.name.clone())
     }
 
     #[zbus(property)]
     fn role(&self) -> String {
-        self.shared.view(self.index).role
+        self.shared.view(self.id, |v| v.role.clone())
     }
 
     #[zbus(property)]
     fn leader(&self) -> String {
-        self.shared.view(self.index).leader
+        self.shared.view(self.id, |v| v.leader.clone())
     }
 
     #[zbus(property)]
     fn term(&self) -> u64 {
-        self.shared.view(self.index).term
+        self.shared.view(self.id, |v| v.term)
     }
 
     #[zbus(property)]
     fn priority(&self) -> i32 {
-        self.shared.view(self.index).priority
+        self.shared.view(self.id, |v| v.priority)
     }
 
     #[zbus(property)]
     fn healthy(&self) -> bool {
-        self.shared.view(self.index).healthy
+        self.shared.view(self.id, |v| v.healthy)
     }
 
     #[zbus(property)]
     fn maintenance(&self) -> bool {
-        self.shared.view(self.index).maintenance
+        self.shared.view(self.id, |v| v.maintenance)
     }
 
     #[zbus(property)]
     fn failures(&self) -> u32 {
-        self.shared.view(self.index).failures
+        self.shared.view(self.id, |v| v.failures)
     }
 
     #[zbus(property)]
     fn since(&self) -> u64 {
-        self.shared.view(self.index).since_usec
+        self.shared.view(self.id, |v| v.since_usec)
     }
 
     #[zbus(property)]
     fn members(&self) -> Vec<(String, String, i32, bool)> {
-        self.shared.view(self.index).members
+        self.shared.view(self.id, |v| v.members.clone())
     }
 
     async fn promote(
@@ -351,7 +308,7 @@ impl GroupObject {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), PromdError> {
         self.shared
-            .act(conn, &header, ByIndex(self.index), Call::Promote)
+            .act(conn, &header, ById(self.id), Call::Promote)
             .await
     }
 
@@ -361,7 +318,7 @@ impl GroupObject {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), PromdError> {
         self.shared
-            .act(conn, &header, ByIndex(self.index), Call::Demote)
+            .act(conn, &header, ById(self.id), Call::Demote)
             .await
     }
 
@@ -372,7 +329,7 @@ impl GroupObject {
         on: bool,
     ) -> Result<(), PromdError> {
         self.shared
-            .act(conn, &header, ByIndex(self.index), Call::SetMaintenance(on))
+            .act(conn, &header, ById(self.id), Call::SetMaintenance(on))
             .await
     }
 
@@ -382,7 +339,7 @@ impl GroupObject {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), PromdError> {
         self.shared
-            .act(conn, &header, ByIndex(self.index), Call::ResetFailed)
+            .act(conn, &header, ById(self.id), Call::ResetFailed)
             .await
     }
 
@@ -443,16 +400,12 @@ impl DbusService {
         };
         let server = conn.object_server();
         server.at(MANAGER_PATH, Manager(shared.clone())).await?;
-        for (index, v) in views.iter().enumerate() {
-            server
-                .at(
-                    group_path(&v.name),
-                    GroupObject {
-                        shared: shared.clone(),
-                        index,
-                    },
-                )
-                .await?;
+        for v in &views {
+            let object = GroupObject {
+                shared: shared.clone(),
+                id: v.id,
+            };
+            server.at(group_path(&v.name), object).await?;
         }
         conn.request_name(BUS_NAME).await?;
         let (emissions, rx) = mpsc::unbounded_channel();
@@ -469,12 +422,12 @@ impl DbusService {
         ))
     }
 
-    /// Serve a group added by a reload, at slot `index` of the views.
-    pub fn add_group(&mut self, index: usize, view: GroupView) {
+    /// Serve a group added by a reload.
+    pub fn add_group(&mut self, view: GroupView) {
         let path = group_path(&view.name);
         let object = GroupObject {
             shared: self.shared.clone(),
-            index,
+            id: view.id,
         };
         self.shared.views().push(view.clone());
         self.last.push(view);
@@ -486,7 +439,7 @@ impl DbusService {
         });
     }
 
-    /// Stop serving a group removed by a reload (its slot stays, retired).
+    /// Stop serving a group that a reload removed or replaced (and that has exited).
     pub fn remove_group(&self, name: &str) {
         let path = group_path(name);
         let conn = self.conn.clone();
@@ -516,24 +469,16 @@ impl DbusService {
                 changed,
             });
         }
-        for (old, new) in self.last.iter().zip(&views) {
-            if new.retired {
-                continue;
-            }
-            let changed = changed_properties(old, new);
-            if !changed.is_empty() {
-                let _ = self.emissions.send(Emission::Properties {
-                    path: group_path(&new.name),
-                    iface: GROUP_IFACE,
-                    changed,
-                });
-            }
+        for (path, changed) in group_changes(&self.last, &views) {
+            let _ = self.emissions.send(Emission::Properties {
+                path,
+                iface: GROUP_IFACE,
+                changed,
+            });
         }
         self.last = views;
     }
 
-    /// Signal `RoleChanged(old, new, term, reason)` on `group`'s object, after the property
-    /// changes already queued.
     pub fn role_changed(&self, group: &str, old: &str, new: &str, term: u64, reason: &str) {
         let _ = self.emissions.send(Emission::RoleChanged {
             path: group_path(group),
@@ -547,6 +492,23 @@ impl DbusService {
 
 fn variant<T: Into<Variant<'static>>>(v: T) -> Variant<'static> {
     v.into()
+}
+
+/// The `PropertiesChanged` each group object owes between two sets of views, by group id: a
+/// group that has just been served (no old view) or is leaving (retired) signals nothing.
+fn group_changes(
+    last: &[GroupView],
+    views: &[GroupView],
+) -> Vec<(String, Vec<(&'static str, Variant<'static>)>)> {
+    views
+        .iter()
+        .filter(|new| !new.retired)
+        .filter_map(|new| {
+            let old = last.iter().find(|old| old.id == new.id)?;
+            let changed = changed_properties(old, new);
+            (!changed.is_empty()).then(|| (group_path(&new.name), changed))
+        })
+        .collect()
 }
 
 fn changed_properties(old: &GroupView, new: &GroupView) -> Vec<(&'static str, Variant<'static>)> {
@@ -649,9 +611,18 @@ mod tests {
     #[test]
     fn only_changed_properties_are_signalled() {
         let a = GroupView {
+            id: GroupId(0),
             name: "web".into(),
             role: "passive".into(),
-            ..Default::default()
+            leader: String::new(),
+            term: 0,
+            priority: 100,
+            healthy: true,
+            maintenance: false,
+            failures: 0,
+            since_usec: 0,
+            members: Vec::new(),
+            retired: false,
         };
         let mut b = a.clone();
         assert!(changed_properties(&a, &b).is_empty());
@@ -659,5 +630,56 @@ mod tests {
         b.term = 7;
         let names: Vec<&str> = changed_properties(&a, &b).iter().map(|c| c.0).collect();
         assert_eq!(names, vec!["Role", "Term"]);
+    }
+
+    #[test]
+    fn changes_are_matched_by_group_not_by_position() {
+        let view = |id: u64, name: &str, role: &str| GroupView {
+            id: GroupId(id),
+            name: name.into(),
+            role: role.into(),
+            leader: String::new(),
+            term: 0,
+            priority: 100,
+            healthy: true,
+            maintenance: false,
+            failures: 0,
+            since_usec: 0,
+            members: Vec::new(),
+            retired: false,
+        };
+        let last = [view(0, "web", "passive"), view(1, "db", "passive")];
+        // web closed after a reload removed it; db became active; mail was just added.
+        let views = [view(1, "db", "active"), view(2, "mail", "starting")];
+        let changes = group_changes(&last, &views);
+        let names: Vec<(&str, Vec<&str>)> = changes
+            .iter()
+            .map(|(path, c)| (path.as_str(), c.iter().map(|p| p.0).collect()))
+            .collect();
+        assert_eq!(names, vec![("/org/promd1/group/db", vec!["Role"])]);
+        let mut leaving = view(1, "db", "demoting");
+        leaving.retired = true;
+        assert!(group_changes(&views, &[leaving]).is_empty());
+    }
+
+    #[test]
+    fn call_errors_keep_their_dbus_names() {
+        use zbus::DBusError;
+        let m = || "why".to_string();
+        for (e, name) in [
+            (CallError::NotEligible(m()), "org.promd1.Error.NotEligible"),
+            (CallError::NoStandby(m()), "org.promd1.Error.NoStandby"),
+            (CallError::Maintenance(m()), "org.promd1.Error.Maintenance"),
+            (CallError::Timeout(m()), "org.promd1.Error.Timeout"),
+            (
+                CallError::UnknownGroup(m()),
+                "org.promd1.Error.UnknownGroup",
+            ),
+            (CallError::Failed(m()), "org.promd1.Error.Failed"),
+        ] {
+            let e = PromdError::from(e);
+            assert_eq!(e.name().as_str(), name);
+            assert_eq!(e.description(), Some("why"));
+        }
     }
 }

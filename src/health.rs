@@ -7,6 +7,8 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
+use crate::agent::GroupId;
+
 /// The outcome of one run of the health command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthResult {
@@ -31,11 +33,11 @@ pub struct HealthCheck {
     pub env: Vec<(String, String)>,
 }
 
-/// Run the check forever; each result goes to `tx` tagged with `index`.
+/// Run the check forever; each result goes to `tx` tagged with the group's `id`.
 pub fn spawn(
-    index: usize,
+    id: GroupId,
     check: HealthCheck,
-    tx: mpsc::UnboundedSender<(usize, HealthResult)>,
+    tx: mpsc::UnboundedSender<(GroupId, HealthResult)>,
 ) -> tokio::task::AbortHandle {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(check.interval);
@@ -43,7 +45,7 @@ pub fn spawn(
         loop {
             tick.tick().await;
             let result = run_once(&check).await;
-            if tx.send((index, result)).is_err() {
+            if tx.send((id, result)).is_err() {
                 return;
             }
         }

@@ -2,13 +2,16 @@
 //!
 //! The tree mirrors the architecture:
 //! - [`core`]: the sans-I/O group state machine (no tokio, no clocks inside);
+//! - [`agent`]: the pure layer above the machines: the group table, the reload diff, D-Bus
+//!   call settlement, `STATUS=`, the journal's records; one [`agent::Input`] in, outputs out;
 //! - [`store`]: the coordination store drivers (etcd, directory) behind one trait;
-//! - [`systemd`], [`notify`], [`logging`]: the other drivers;
-//! - [`runtime`]: the event loop that feeds driver events to the machines and carries out
-//!   their actions;
+//! - [`systemd`], [`watch`], [`health`], [`dbus`], [`notify`], [`logging`]: the other drivers;
+//! - [`runtime`]: the event loop that turns driver events into the agent's inputs and carries
+//!   out its outputs;
 //! - [`config`][]: `/etc/promd/promd.toml`; [`running`]: what the running promd was started
 //!   with, for `promd check-config --reload`.
 
+pub mod agent;
 pub mod config;
 pub mod core;
 pub mod dbus;

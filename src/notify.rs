@@ -4,24 +4,25 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
-/// Talks to systemd's notify socket; does nothing when promd is not run by systemd.
+/// Talks to systemd's notify socket; does nothing when promd is not run by systemd. What to
+/// say and when (a `STATUS=` only when it changed, the watchdog's fit to the leases) is the
+/// agent's to decide ([`crate::agent::Notify`]).
 #[derive(Debug, Clone)]
 pub struct Notifier {
     watchdog: Option<Duration>,
-    last_status: String,
 }
 
 impl Notifier {
-    /// Reads the watchdog interval systemd set (`WATCHDOG_USEC=`, when `WATCHDOG_PID=` is this
-    /// process or absent); leaves the environment as it is.
+    /// A notifier with the watchdog systemd set for this process (`WATCHDOG_USEC=` in its
+    /// environment), if any.
     pub fn from_env() -> Notifier {
         Notifier {
             watchdog: sd_notify::watchdog_enabled(),
-            last_status: String::new(),
         }
     }
 
-    /// The `WatchdogSec=` systemd gave this process, if any.
+    /// The watchdog interval in force: `WatchdogSec=` as systemd gave it to this process,
+    /// or as [`Notifier::set_watchdog`] lowered it; `None` without a watchdog.
     pub fn watchdog(&self) -> Option<Duration> {
         self.watchdog
     }
@@ -31,21 +32,17 @@ impl Notifier {
         self.watchdog.map(|w| w / 3)
     }
 
-    /// `READY=1` with `STATUS=status`: systemd's start job (Type=notify) completes.
+    /// `READY=1` with `STATUS=`.
     pub fn ready(&mut self, status: &str) {
-        self.last_status = status.to_string();
         send(&[NotifyState::Ready, NotifyState::Status(status)]);
     }
 
-    /// Update `STATUS=` if it changed.
+    /// `STATUS=`.
     pub fn status(&mut self, status: &str) {
-        if self.last_status != status {
-            self.last_status = status.to_string();
-            send(&[NotifyState::Status(status)]);
-        }
+        send(&[NotifyState::Status(status)]);
     }
 
-    /// `RELOADING=1`: a reload has begun; [`Notifier::ready`] ends it.
+    /// `RELOADING=1`, with `STATUS=` saying so.
     pub fn reloading(&mut self) {
         send(&[
             NotifyState::Reloading,
@@ -53,7 +50,7 @@ impl Notifier {
         ]);
     }
 
-    /// `STOPPING=1`: promd hands its roles over and exits.
+    /// `STOPPING=1`, with `STATUS=` saying so.
     pub fn stopping(&mut self) {
         send(&[
             NotifyState::Stopping,
@@ -61,20 +58,19 @@ impl Notifier {
         ]);
     }
 
-    /// Lower the watchdog interval to `limit` if systemd's is longer (`WATCHDOG_USEC=`);
-    /// returns the interval it replaced. Never raised: running groups' margins count on it.
-    pub fn fit_watchdog(&mut self, limit: Duration) -> Option<Duration> {
-        let old = self.watchdog?;
-        if old <= limit {
-            return None;
+    /// Set the watchdog interval to `interval` (`WATCHDOG_USEC=`, in µs, at most u32::MAX);
+    /// does nothing without a watchdog. The caller only ever lowers it
+    /// ([`crate::agent::watchdog_fit`]).
+    pub fn set_watchdog(&mut self, interval: Duration) {
+        if self.watchdog.is_none() {
+            return;
         }
-        let usec = u32::try_from(limit.as_micros()).unwrap_or(u32::MAX);
+        let usec = u32::try_from(interval.as_micros()).unwrap_or(u32::MAX);
         send(&[NotifyState::WatchdogUsec(usec)]);
-        self.watchdog = Some(limit);
-        Some(old)
+        self.watchdog = Some(interval);
     }
 
-    /// `WATCHDOG=1`, if systemd runs a watchdog; due every [`Notifier::ping_interval`].
+    /// `WATCHDOG=1`, if there is a watchdog.
     pub fn ping(&self) {
         if self.watchdog.is_some() {
             send(&[NotifyState::Watchdog]);

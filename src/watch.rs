@@ -16,6 +16,7 @@ use futures_util::future::join_all;
 use tokio::sync::mpsc;
 use zbus_systemd::systemd1::{ServiceProxy, UnitProxy};
 
+use crate::agent::GroupId;
 use crate::systemd::{Systemd, is_up};
 
 /// What a group's forwarder reports to the runtime about its units.
@@ -75,13 +76,13 @@ enum Change {
     },
 }
 
-/// Follow every unit of `units`; events go to `tx` tagged with `index`. Runs until `tx` is
+/// Follow every unit of `units`; events go to `tx` tagged with the group's `id`. Runs until `tx` is
 /// closed or the future is dropped, which ends every subscription with it.
 pub async fn watch_group(
     systemd: &Systemd,
-    index: usize,
+    id: GroupId,
     units: &Followed,
-    tx: mpsc::UnboundedSender<(usize, WatchEvent)>,
+    tx: mpsc::UnboundedSender<(GroupId, WatchEvent)>,
 ) {
     let names: Vec<String> = units.keys().cloned().collect();
     let (followers, mut rx) = follow_all(systemd, &names);
@@ -131,7 +132,7 @@ pub async fn watch_group(
                 _ => {}
             }
             for event in events {
-                if tx.send((index, event)).is_err() {
+                if tx.send((id, event)).is_err() {
                     return;
                 }
             }

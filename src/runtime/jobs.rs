@@ -1,5 +1,5 @@
-//! systemd work in tasks: starting and stopping the targets, binding the role's closure to
-//! promd, following its units.
+//! systemd work in tasks: starting and stopping the targets, killing and restarting units,
+//! binding the role's closure to promd, following its units.
 //!
 //! Work that a stop supersedes — a start of the active target, a restart in place — runs in
 //! tasks whose handles the group keeps; a stop or a kill aborts them first, and the stop jobs
@@ -9,60 +9,57 @@
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::{JobDone, Runtime};
-use crate::core::{Job, Role};
+use super::Runtime;
+use super::carry::emit;
+use crate::agent::{GroupId, Input, JobDone, JobOrder, Level};
+use crate::core::Job;
 use crate::health::{self, HealthCheck};
 use crate::systemd::{Closure, Systemd, UnitEnv};
-use crate::watch::{self, Followed};
+use crate::watch::{self, Followed, WatchEvent};
 
 impl Runtime {
-    /// Run a systemd job in a task; its result comes back as `Event::Job`.
-    pub(super) fn start_job(&mut self, i: usize, job: Job, term: Option<u64>) {
+    /// Run a systemd job in a task; its result comes back as [`Input::Job`].
+    pub(super) fn start_job(&mut self, id: GroupId, order: JobOrder) {
+        let JobOrder { job, env, known } = order;
         if job == Job::StopActive {
-            self.abort_superseded(i);
+            self.abort_superseded(id);
         }
+        let Some(d) = self.drivers.get_mut(&id) else {
+            return;
+        };
         if job == Job::StartActive {
             // The machine starts the units only after a stop that brought them down: a kill
             // still waiting (for the closure, say) was meant for that earlier run of them, and
             // landing now it would kill the new one.
-            for task in self.groups[i].kills.drain(..) {
+            for task in d.kills.drain(..) {
                 task.abort();
             }
         }
-        let g = &self.groups[i];
-        let systemd = self.systemd.clone();
-        let (jobs, units_tx) = (self.job_tx.clone(), self.units_tx.clone());
-        let active = g.cfg.active_target.clone();
-        let passive = g.cfg.passive_target.clone();
-        let known = g.closure.clone();
-        let leader = g.machine.leader().unwrap_or("").to_string();
-        let env = |role: Role, term: u64, leader: &str| {
-            UnitEnv {
-                group: &g.cfg.name,
-                node: &self.node,
-                role: role.as_str(),
-                term,
-                leader,
-            }
-            .write(&self.run_dir)
-        };
+        let inputs = self.inputs_tx.clone();
         // The env file is written before the start is even queued, so the units read this term.
-        let env_written = match job {
-            Job::StartActive => env(Role::Active, term.unwrap_or(0), &self.node),
-            Job::StartPassive => env(Role::Passive, g.machine.term(), &leader),
-            Job::StopActive => Ok(()),
-        };
-        if let Err(e) = env_written {
-            self.log(
-                i,
-                tracing::Level::ERROR,
-                &format!("cannot write the unit environment: {e}"),
-            );
-            let _ = jobs.send(JobDone::failed(i, job));
-            return;
+        if let Some(env) = env {
+            let written = UnitEnv {
+                group: &d.cfg.name,
+                node: &self.node,
+                role: env.role.as_str(),
+                term: env.term,
+                leader: &env.leader,
+            }
+            .write(&self.run_dir);
+            if let Err(e) = written {
+                let text = format!("cannot write the unit environment: {e}");
+                if let Some(r) = self.agent.group_record(id, Level::Error, &text) {
+                    emit(&r);
+                }
+                let _ = inputs.send(Input::Job(id, JobDone::failed(job)));
+                return;
+            }
         }
-        let group = g.cfg.name.clone();
-        let watch = g.cfg.watch.clone();
+        let systemd = self.systemd.clone();
+        let group = d.cfg.name.clone();
+        let active = d.cfg.active_target.clone();
+        let passive = d.cfg.passive_target.clone();
+        let watch = d.cfg.watch.clone();
         let task = tokio::spawn(async move {
             let mut not_up = Vec::new();
             let result = match job {
@@ -73,7 +70,7 @@ impl Runtime {
                     let rebind = async {
                         let closure = bind_closure(&systemd, &group, &active).await;
                         if let Some(c) = &closure {
-                            let _ = units_tx.send((i, c.clone()));
+                            let _ = inputs.send(Input::Closure(id, c.clone()));
                         }
                         closure
                     };
@@ -103,116 +100,113 @@ impl Runtime {
                         async move { systemd.stop_all(&units).await }
                     };
                     let (a, b) =
-                        known_then_fresh(&systemd, &known, &active, i, &units_tx, stop).await;
+                        known_then_fresh(&systemd, &known, &active, id, &inputs, stop).await;
                     a.and(b)
                 }
             };
             if let Err(e) = &result {
                 tracing::error!(PROMD_GROUP = %group, "{job:?}: {e}");
             }
-            let _ = jobs.send(JobDone {
-                i,
-                job,
-                ok: result.is_ok(),
-                not_up,
-            });
+            let ok = result.is_ok();
+            let _ = inputs.send(Input::Job(id, JobDone { job, ok, not_up }));
         });
         if job == Job::StartActive {
-            self.groups[i].superseded.push(task.abort_handle());
+            d.superseded.push(task.abort_handle());
         }
     }
 
+    /// SIGKILL whatever of the active units still runs: the known closure at once, and what a
+    /// fresh walk finds besides.
+    pub(super) fn kill(&mut self, id: GroupId, known: Closure) {
+        self.abort_superseded(id);
+        let Some(d) = self.drivers.get_mut(&id) else {
+            return;
+        };
+        let (systemd, target) = (self.systemd.clone(), d.cfg.active_target.clone());
+        let inputs = self.inputs_tx.clone();
+        let task = tokio::spawn(async move {
+            let kill = |units: Vec<String>| {
+                let systemd = systemd.clone();
+                async move { systemd.kill_all(&units).await }
+            };
+            known_then_fresh(&systemd, &known, &target, id, &inputs, kill).await;
+        });
+        d.kills.retain(|t| !t.is_finished());
+        d.kills.push(task.abort_handle());
+    }
+
+    /// Restart failed units in place; one that is not up afterwards is reported as stopped.
+    pub(super) fn restart(&mut self, id: GroupId, units: Vec<String>) {
+        let Some(d) = self.drivers.get_mut(&id) else {
+            return;
+        };
+        let (systemd, group) = (self.systemd.clone(), d.cfg.name.clone());
+        let watch_tx = self.watch_tx.clone();
+        let task = tokio::spawn(async move {
+            for unit in units {
+                if let Err(e) = systemd.restart_failed(&unit).await {
+                    tracing::error!(PROMD_GROUP = %group, "restarting {unit}: {e}");
+                }
+                // Skipped by a Condition or failed at once: still a failure, so the count
+                // goes on towards a failover instead of stalling here.
+                for (unit, state) in systemd.not_up(std::slice::from_ref(&unit)).await {
+                    tracing::warn!(PROMD_GROUP = %group, "{unit} is {state} after its restart");
+                    let _ = watch_tx.send((id, WatchEvent::Stopped { unit }));
+                }
+            }
+        });
+        // A stop or a fence aborts restarts still in flight: they must not land after.
+        d.superseded.retain(|t| !t.is_finished());
+        d.superseded.push(task.abort_handle());
+    }
+
     /// Abort the work a stop supersedes: a start of the active target, restarts in place.
-    pub(super) fn abort_superseded(&mut self, i: usize) {
-        for task in self.groups[i].superseded.drain(..) {
-            task.abort();
+    fn abort_superseded(&mut self, id: GroupId) {
+        if let Some(d) = self.drivers.get_mut(&id) {
+            for task in d.superseded.drain(..) {
+                task.abort();
+            }
         }
     }
 
     /// Bind the role's closure to promd ahead of any promotion and start the health check;
-    /// the closure comes back through `units_rx`, and the units are followed from then on.
-    pub(super) fn bind_units(&mut self, i: usize) {
-        let g = &self.groups[i];
-        let (systemd, cfg, units_tx) = (self.systemd.clone(), g.cfg.clone(), self.units_tx.clone());
+    /// the closure comes back as [`Input::Closure`], and the units are followed from then on.
+    pub(super) fn bind_units(&mut self, id: GroupId) {
+        let Some(d) = self.drivers.get_mut(&id) else {
+            return;
+        };
+        let (systemd, cfg, inputs) = (self.systemd.clone(), d.cfg.clone(), self.inputs_tx.clone());
         tokio::spawn(async move {
             if let Some(closure) = bind_closure(&systemd, &cfg.name, &cfg.active_target).await {
-                let _ = units_tx.send((i, closure));
+                let _ = inputs.send(Input::Closure(id, closure));
             }
         });
-        let g = &self.groups[i];
-        if let Some(command) = &g.cfg.health_command {
+        if let Some(command) = &d.cfg.health_command {
             let check = HealthCheck {
                 command: command.clone(),
-                interval: g.cfg.health_interval,
-                timeout: g.cfg.health_timeout,
+                interval: d.cfg.health_interval,
+                timeout: d.cfg.health_timeout,
                 env: vec![
-                    ("PROMD_GROUP".into(), g.cfg.name.clone()),
+                    ("PROMD_GROUP".into(), d.cfg.name.clone()),
                     ("PROMD_NODE".into(), self.node.clone()),
                 ],
             };
-            let task = health::spawn(i, check, self.health_tx.clone());
-            self.groups[i].health_task = Some(task);
+            d.health_task = Some(health::spawn(id, check, self.health_tx.clone()));
         }
     }
 
-    /// A closure was found: keep it, say what it is when it changes, and follow its units.
-    pub(super) fn on_closure(&mut self, i: usize, closure: Closure) {
-        if closure == self.groups[i].closure {
+    /// (Re)start following the group's units with these interests, plus the passive
+    /// target's units.
+    pub(super) fn follow_units(&mut self, id: GroupId, mut followed: Followed) {
+        let Some(d) = self.drivers.get_mut(&id) else {
             return;
-        }
-        if self.groups[i].retired {
-            // Still what its last stop must cover, but a leaving group follows nothing.
-            self.groups[i].closure = closure;
-            return;
-        }
-        let first = self.groups[i].closure.units.is_empty();
-        let mut said = format!(
-            "the role's units (bound to promd, stopped on demotion, killed by the fence): {}",
-            closure.names().join(" ")
-        );
-        for (what, units) in [
-            ("not found, nothing to stop", &closure.missing),
-            (
-                "left to the system, which pulls them in too",
-                &closure.shared,
-            ),
-        ] {
-            if !units.is_empty() {
-                let units: Vec<&str> = units.iter().map(String::as_str).collect();
-                said.push_str(&format!("; {what}: {}", units.join(" ")));
-            }
-        }
-        if first || closure.names() != self.groups[i].closure.names() {
-            self.log(i, tracing::Level::INFO, &said);
-        }
-        self.groups[i].closure = closure;
-        self.follow_units(i);
-    }
-
-    /// (Re)start following the group's units: the closure, the watched units and the
-    /// passive target.
-    fn follow_units(&mut self, i: usize) {
-        let g = &self.groups[i];
-        let mut followed = Followed::new();
-        for unit in g.closure.units.keys() {
-            followed.entry(unit.clone()).or_default().role = true;
-        }
-        let watched = match &g.cfg.watch {
-            Some(w) => w.clone(),
-            None => g.closure.watchable(),
         };
-        for unit in watched {
-            let steady = g.closure.expects_up(&unit);
-            let e = followed.entry(unit).or_default();
-            e.watched = true;
-            e.steady = steady;
-        }
         let (systemd, watch_tx, passive) = (
             self.systemd.clone(),
             self.watch_tx.clone(),
-            g.cfg.passive_target.clone(),
+            d.cfg.passive_target.clone(),
         );
-        if let Some(task) = self.groups[i].watch_task.take() {
+        if let Some(task) = d.watch_task.take() {
             task.abort();
         }
         let task = tokio::spawn(async move {
@@ -227,22 +221,22 @@ impl Runtime {
                     followed.entry(unit).or_default().passive = true;
                 }
             }
-            // Runs until the group is retired or its closure changes, which aborts this task.
-            watch::watch_group(&systemd, i, &followed, watch_tx).await;
+            // Runs until the group leaves or its closure changes, which aborts this task.
+            watch::watch_group(&systemd, id, &followed, watch_tx).await;
         });
-        self.groups[i].watch_task = Some(task.abort_handle());
+        d.watch_task = Some(task.abort_handle());
     }
 }
 
 /// Act on the units known at once (the closure as last found, and the target) and, at the
 /// same time, on whatever a fresh walk finds besides (the target's contents may have
-/// changed); the fresh closure goes back to the runtime. Returns both results.
-pub(super) async fn known_then_fresh<T, F, Fut>(
+/// changed); the fresh closure goes back to the agent. Returns both results.
+async fn known_then_fresh<T, F, Fut>(
     systemd: &Systemd,
     known: &Closure,
     target: &str,
-    i: usize,
-    units_tx: &UnboundedSender<(usize, Closure)>,
+    id: GroupId,
+    inputs: &UnboundedSender<Input>,
     act: F,
 ) -> (T, T)
 where
@@ -256,7 +250,7 @@ where
         units.retain(|u| !first.contains(u));
         let result = act(units).await;
         if let Ok(c) = fresh {
-            let _ = units_tx.send((i, c));
+            let _ = inputs.send(Input::Closure(id, c));
         }
         result
     };

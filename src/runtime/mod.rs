@@ -1,32 +1,41 @@
-//! The event loop: feeds driver events to the group machines and carries out their actions.
+//! The event loop: driver events in, the agent's outputs out.
+//!
+//! Every decision is the [`Agent`]'s (pure, unit-tested); this module only turns what the
+//! drivers report into [`Input`]s and carries out the agent's
+//! [`Output`](crate::agent::Output)s (carry.rs, jobs.rs).
 //!
 //! One loop serves every group, so a hung loop stops the watchdog pings and systemd kills
 //! promd (taking the bound units with it). Slow work — systemd jobs, store requests — runs in
 //! tasks that report back through channels; the loop itself never waits on I/O.
+//!
+//! The channels: each driver keeps its own, tagged with the [`GroupId`] it was opened for
+//! (the store sessions, the unit watchers, the health checks), and the runtime's own tasks
+//! (systemd jobs, closure walks) send [`Input`]s on one more. They are merged into one
+//! [`Input`] at one place, the `select!` in [`Runtime::run`]: the drivers stay usable and
+//! testable without the agent, a D-Bus call's reply handle never enters the pure agent, and
+//! the order in which ready sources are served (deadlines first, then the store) stays what
+//! it was.
 
-mod actions;
-mod calls;
-mod events;
+mod carry;
 mod jobs;
-mod reload;
-mod view;
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Interval, MissedTickBehavior};
 
+use crate::agent::{Agent, CallId, GroupId, Input, NewConfig, Now, Settings, Signal, watchdog_fit};
 use crate::config::{Config, GroupConfig};
-use crate::core::{Event, GroupMachine, GroupParams, Job, Mono, Timing};
-use crate::dbus::{CallRequest, DbusService};
+use crate::core::Mono;
+use crate::dbus::{CallRequest, DbusService, PromdError};
 use crate::health::HealthResult;
-use crate::logging;
 use crate::notify::Notifier;
-use crate::store::{GroupSession, GroupSpec, HostId, Progress, Store, StoreEvent};
-use crate::systemd::{Closure, Systemd};
+use crate::store::{GroupSession, HostId, Progress, Store, StoreEvent};
+use crate::systemd::Systemd;
 use crate::watch::WatchEvent;
-use calls::{Pending, recv_call};
 
 /// promd's exit status when it refuses to go on at run time (another host uses its `node`):
 /// `EX_CONFIG`, which `promd.service` lists in `RestartPreventExitStatus=`.
@@ -35,76 +44,58 @@ pub const EXIT_REFUSED: u8 = 78;
 /// Where the units' environment files go.
 pub const RUN_DIR: &str = "/run/promd";
 
-/// A store task that has not turned its loop for this long is taken as hung.
-fn store_stall_limit(lease: Duration) -> Duration {
-    (lease / 3 * 3).max(Duration::from_secs(5))
-}
-
-struct Group {
+/// A group's drivers and the tasks working for it.
+struct Drivers {
+    /// The group's configuration, fixed for the life of its id.
     cfg: GroupConfig,
-    machine: GroupMachine,
     session: GroupSession,
+    /// Beaten by the store task: the watchdog is pinged only while it turns.
     progress: Progress,
-    /// The closure of the active target, as last found (what is stopped and killed at once,
-    /// while systemd is asked again for what it holds now).
-    closure: Closure,
     /// Tasks a stop supersedes (a start of the active target, restarts in place).
     superseded: Vec<tokio::task::AbortHandle>,
     /// Kills not yet carried out; a start of the active target supersedes them.
     kills: Vec<tokio::task::AbortHandle>,
-    store_down: Option<String>,
-    /// The last health result, to log a failing check's reason once, not every interval.
-    health_ok: bool,
-    /// CLOCK_REALTIME µs of the last role change.
-    since_usec: u64,
-    /// Removed (or replaced) by a reload: it hands over and exits; its slot stays so that
-    /// the driver tasks' indices stay valid.
-    retired: bool,
-    /// A retired group that has exited and was dropped from D-Bus.
-    finished: bool,
     health_task: Option<tokio::task::AbortHandle>,
-    /// The task that follows the group's units; aborted when the group retires or its
-    /// closure changes.
+    /// The task that follows the group's units; replaced when its closure changes, aborted
+    /// when the group leaves.
     watch_task: Option<tokio::task::AbortHandle>,
 }
 
+/// The event loop and the drivers it owns; see the module documentation.
 pub struct Runtime {
     origin: Instant,
+    agent: Agent,
     node: String,
-    /// This host, written into our store records: how a record under our `node` from
-    /// another host is told from one of this host's earlier runs.
+    /// This host, written into our store records (see [`HostId`]).
     host: Option<HostId>,
-    /// Why promd refuses to go on (another host uses this `node`): it stops every group and
-    /// exits with [`EXIT_REFUSED`].
-    refused: Option<String>,
     run_dir: PathBuf,
-    groups: Vec<Group>,
+    config_path: PathBuf,
+    drivers: BTreeMap<GroupId, Drivers>,
+    /// Store tasks of closed groups: their shutdown is still awaited at exit.
+    leaving: Vec<tokio::task::JoinHandle<()>>,
     systemd: Systemd,
-    store_rx: mpsc::UnboundedReceiver<(usize, StoreEvent)>,
-    job_tx: mpsc::UnboundedSender<JobDone>,
-    job_rx: mpsc::UnboundedReceiver<JobDone>,
-    units_tx: mpsc::UnboundedSender<(usize, Closure)>,
-    units_rx: mpsc::UnboundedReceiver<(usize, Closure)>,
-    watch_tx: mpsc::UnboundedSender<(usize, WatchEvent)>,
-    watch_rx: mpsc::UnboundedReceiver<(usize, WatchEvent)>,
-    health_tx: mpsc::UnboundedSender<(usize, HealthResult)>,
-    health_rx: mpsc::UnboundedReceiver<(usize, HealthResult)>,
+    store: Box<dyn Store>,
     notifier: Notifier,
+    ping: Interval,
     dbus: Option<DbusService>,
     calls_rx: Option<mpsc::UnboundedReceiver<CallRequest>>,
-    pending: Vec<Pending>,
-    store: Box<dyn Store>,
-    store_tx: mpsc::UnboundedSender<(usize, StoreEvent)>,
-    /// The configuration in force, and where it came from (for reloads).
-    config: Config,
-    config_path: PathBuf,
-    /// Groups of a reload that wait for their old version to finish handing over.
-    replacing: Vec<GroupConfig>,
-    /// SIGTERM was handled: every group hands over and exits, and none is started.
-    stopping: bool,
+    /// Where the answer of each call the agent has not answered yet goes.
+    replies: HashMap<CallId, oneshot::Sender<Result<(), PromdError>>>,
+    next_call: u64,
+    store_tx: mpsc::UnboundedSender<(GroupId, StoreEvent)>,
+    store_rx: mpsc::UnboundedReceiver<(GroupId, StoreEvent)>,
+    watch_tx: mpsc::UnboundedSender<(GroupId, WatchEvent)>,
+    watch_rx: mpsc::UnboundedReceiver<(GroupId, WatchEvent)>,
+    health_tx: mpsc::UnboundedSender<(GroupId, HealthResult)>,
+    health_rx: mpsc::UnboundedReceiver<(GroupId, HealthResult)>,
+    /// The runtime's own tasks: systemd jobs done, closures found.
+    inputs_tx: mpsc::UnboundedSender<Input>,
+    inputs_rx: mpsc::UnboundedReceiver<Input>,
 }
 
 impl Runtime {
+    /// A runtime for `config` (read from `config_path`, which a reload reads again). Nothing
+    /// is opened before [`Runtime::run`]; call it within a tokio runtime.
     pub fn new(
         config: Config,
         config_path: PathBuf,
@@ -113,10 +104,9 @@ impl Runtime {
         notifier: Notifier,
     ) -> Runtime {
         let (store_tx, store_rx) = mpsc::unbounded_channel();
-        let (job_tx, job_rx) = mpsc::unbounded_channel();
-        let (units_tx, units_rx) = mpsc::unbounded_channel();
         let (watch_tx, watch_rx) = mpsc::unbounded_channel();
         let (health_tx, health_rx) = mpsc::unbounded_channel();
+        let (inputs_tx, inputs_rx) = mpsc::unbounded_channel();
         let host = match HostId::of_this_host() {
             Ok(h) => Some(h),
             Err(e) => {
@@ -127,86 +117,59 @@ impl Runtime {
                 None
             }
         };
-        let mut runtime = Runtime {
-            origin: Instant::now(),
-            node: config.node.clone(),
+        let origin = Instant::now();
+        let node = config.node.clone();
+        let agent = Agent::new(Settings {
+            config,
+            config_origin: config_path.display().to_string(),
+            host: host.clone(),
+            watchdog: notifier.watchdog(),
+            origin,
+            wall_usec: realtime_usec(),
+        });
+        Runtime {
+            origin,
+            agent,
+            node,
             host,
-            refused: None,
             run_dir: PathBuf::from(RUN_DIR),
-            groups: Vec::new(),
+            config_path,
+            drivers: BTreeMap::new(),
+            leaving: Vec::new(),
             systemd,
+            store,
+            ping: ping_interval(&notifier),
+            notifier,
+            dbus: None,
+            calls_rx: None,
+            replies: HashMap::new(),
+            next_call: 0,
+            store_tx,
             store_rx,
-            job_tx,
-            job_rx,
-            units_tx,
-            units_rx,
             watch_tx,
             watch_rx,
             health_tx,
             health_rx,
-            notifier,
-            dbus: None,
-            calls_rx: None,
-            pending: Vec::new(),
-            store,
-            store_tx,
-            config: config.clone(),
-            config_path,
-            replacing: Vec::new(),
-            stopping: false,
-        };
-        for cfg in &config.groups {
-            runtime.open_group(cfg);
+            inputs_tx,
+            inputs_rx,
         }
-        runtime
-    }
-
-    /// A group's machine and store session, in a new slot; returns its index.
-    fn open_group(&mut self, cfg: &GroupConfig) -> usize {
-        let i = self.groups.len();
-        let progress = Progress::default();
-        let spec = GroupSpec {
-            group: cfg.name.clone(),
-            node: self.node.clone(),
-            host: self.host.clone(),
-            lease: cfg.lease,
-            progress: progress.clone(),
-        };
-        self.groups.push(Group {
-            machine: GroupMachine::new(params(&self.node, cfg, self.notifier.watchdog())),
-            session: self.store.open_group(spec, i, self.store_tx.clone()),
-            progress,
-            closure: Closure::default(),
-            superseded: Vec::new(),
-            kills: Vec::new(),
-            store_down: None,
-            health_ok: true,
-            since_usec: realtime_usec(),
-            retired: false,
-            finished: false,
-            health_task: None,
-            watch_task: None,
-            cfg: cfg.clone(),
-        });
-        i
     }
 
     /// Serve `org.promd1` on this connection. Without it promd still does its job; it only
     /// cannot be observed or steered over D-Bus.
     pub async fn serve_dbus(&mut self, conn: &zbus::Connection) -> zbus::Result<()> {
-        let views = self.views();
+        let views = self.agent.views(self.now().mono);
         let (service, calls) = DbusService::start(conn, &self.node, views).await?;
         self.dbus = Some(service);
         self.calls_rx = Some(calls);
         Ok(())
     }
 
-    fn now(&self) -> Mono {
-        Mono(self.origin.elapsed())
-    }
-
-    fn mono(&self, at: Instant) -> Mono {
-        Mono(at.saturating_duration_since(self.origin))
+    fn now(&self) -> Now {
+        Now {
+            mono: Mono(self.origin.elapsed()),
+            wall_usec: realtime_usec(),
+        }
     }
 
     /// Serve until SIGTERM (or SIGINT) has been handled for every group. `Ok(Some(why))`:
@@ -216,78 +179,76 @@ impl Runtime {
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sighup = signal(SignalKind::hangup())?;
-        let ping_every = self
-            .notifier
-            .ping_interval()
-            .unwrap_or(Duration::from_secs(3600));
-        let mut ping = tokio::time::interval(ping_every);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-
-        for i in 0..self.groups.len() {
-            self.bind_units(i);
-            self.feed(i, Event::Tick);
-        }
-        let status = self.status_line();
-        self.notifier.ready(&status);
-
+        self.step(Input::Start);
         let mut calls = self.calls_rx.take();
         // With no groups (or all removed by reloads) promd idles; it ends only on SIGTERM.
-        while !(self.stopping && self.groups.iter().all(|g| g.machine.exited())) {
-            let now = self.now();
+        while !self.agent.done() {
+            let now = self.now().mono;
             let deadline = self
-                .groups
-                .iter()
-                .filter_map(|g| g.machine.next_deadline())
-                .chain(self.pending.iter().map(|p| p.deadline))
-                .min()
+                .agent
+                .next_deadline()
                 .map_or(Duration::from_secs(3600), |d| d.saturating_sub(now));
-            tokio::select! {
+            let stopping = self.agent.stopping();
+            let input = tokio::select! {
                 // Deadlines first: the fence is one of them, and nothing may starve it.
                 biased;
-                _ = tokio::time::sleep(deadline) => {
-                    for i in 0..self.groups.len() {
-                        self.feed(i, Event::Tick);
-                    }
-                }
-                Some((i, ev)) = self.store_rx.recv() => self.on_store(i, ev),
-                Some(done) = self.job_rx.recv() => self.on_job(done),
-                Some((i, closure)) = self.units_rx.recv() => self.on_closure(i, closure),
-                Some((i, ev)) = self.watch_rx.recv() => self.on_watch(i, ev),
-                Some((i, result)) = self.health_rx.recv() => self.on_health(i, result),
-                Some(call) = recv_call(&mut calls) => self.on_call(call),
-                _ = sigterm.recv(), if !self.stopping => self.terminate(),
-                _ = sigint.recv(), if !self.stopping => self.terminate(),
-                _ = sighup.recv(), if !self.stopping => {
-                    self.reload();
-                    // A reload may have lowered the watchdog to fit a shorter lease.
-                    let every = self.notifier.ping_interval().unwrap_or(Duration::from_secs(3600));
-                    if every != ping.period() {
-                        ping = tokio::time::interval(every);
-                        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    }
-                }
-                _ = ping.tick() => self.ping_watchdog(),
-            }
-            self.settle_calls();
-            self.retire_exited();
-            self.publish();
+                _ = tokio::time::sleep(deadline) => Input::Tick,
+                Some((id, ev)) = self.store_rx.recv() => Input::Store(id, ev),
+                Some(input) = self.inputs_rx.recv() => input,
+                Some((id, ev)) = self.watch_rx.recv() => Input::Watch(id, ev),
+                Some((id, result)) = self.health_rx.recv() => Input::Health(id, result),
+                Some(call) = recv_call(&mut calls) => self.accept_call(call),
+                _ = sigterm.recv(), if !stopping => Input::Signal(Signal::Terminate),
+                _ = sigint.recv(), if !stopping => Input::Signal(Signal::Terminate),
+                _ = sighup.recv(), if !stopping => Input::Signal(Signal::Reload(self.read_config())),
+                _ = self.ping.tick() => Input::PingDue(self.store_ages()),
+            };
+            self.step(input);
         }
         self.finish_store_tasks().await;
-        Ok(self.refused.take())
+        Ok(self.agent.refused().map(str::to_string))
+    }
+
+    /// One input to the agent, its outputs carried out, then the D-Bus views refreshed.
+    fn step(&mut self, input: Input) {
+        let now = self.now();
+        for output in self.agent.handle(input, now) {
+            self.carry(output);
+        }
+        if let Some(d) = &mut self.dbus {
+            d.update(self.agent.views(now.mono), self.agent.store_connected());
+        }
+    }
+
+    /// A D-Bus call: its reply handle kept here, the call itself for the agent.
+    fn accept_call(&mut self, req: CallRequest) -> Input {
+        let id = CallId(self.next_call);
+        self.next_call = self.next_call.wrapping_add(1);
+        self.replies.insert(id, req.reply);
+        Input::Call(id, req.group, req.call)
+    }
+
+    /// The configuration file as it is now, for a reload.
+    fn read_config(&self) -> Result<NewConfig, String> {
+        crate::config::load_source(&self.config_path)
+            .map(|(config, text)| NewConfig { config, text })
+            .map_err(|e| e.to_string())
+    }
+
+    /// How long ago each group's store task last turned.
+    fn store_ages(&self) -> Vec<(GroupId, Option<Duration>)> {
+        self.drivers
+            .iter()
+            .map(|(id, d)| (*id, d.progress.age()))
+            .collect()
     }
 
     /// Wait for every store task to carry out its shutdown (release, revoke, member record),
-    /// within a bound: an unreachable store must not hold up the exit (the lease then runs
-    /// out on its own, and the units are down already).
+    /// within [`Agent::shutdown_wait`].
     async fn finish_store_tasks(&mut self) {
-        let limit = self
-            .groups
-            .iter()
-            .map(|g| g.cfg.lease)
-            .max()
-            .unwrap_or_default()
-            .clamp(Duration::from_secs(1), Duration::from_secs(10));
-        let tasks = self.groups.iter_mut().map(|g| &mut g.session.task);
+        let limit = self.agent.shutdown_wait();
+        let open = self.drivers.values_mut().map(|d| &mut d.session.task);
+        let tasks = open.chain(self.leaving.iter_mut());
         if tokio::time::timeout(limit, futures_util::future::join_all(tasks))
             .await
             .is_err()
@@ -295,151 +256,33 @@ impl Runtime {
             tracing::warn!("the store did not confirm the shutdown within {limit:?}; exiting");
         }
     }
+}
 
-    fn terminate(&mut self) {
-        tracing::info!("SIGTERM: handing over every group and stopping");
-        self.stop_all_groups();
-    }
+/// The watchdog ping, every third of the interval in force (hourly without a watchdog).
+fn ping_interval(notifier: &Notifier) -> Interval {
+    let every = notifier
+        .ping_interval()
+        .unwrap_or(Duration::from_secs(3600));
+    let mut ping = tokio::time::interval(every);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ping
+}
 
-    /// Another host's promd uses this host's `node` (its record says so): two promd under one
-    /// name would take each other's records for their own and release each other's keys.
-    /// Refuse, loudly: stop every group as on SIGTERM, then exit [`EXIT_REFUSED`] (which the
-    /// shipped unit does not restart). Whichever of the two finds the other first refuses.
-    fn refuse_node_conflict(&mut self, i: usize, what: &str, other: &str) {
-        if self.refused.is_some() {
-            return;
-        }
-        let why = format!(
-            "node {} is in use by another host: {what} was written by the promd on machine {other} \
-             (this host is {}); each host needs its own `node` in promd.toml",
-            self.node,
-            self.host.as_ref().map_or("unknown", |h| h.as_str()),
-        );
-        tracing::error!(
-            MESSAGE_ID = logging::NODE_CONFLICT,
-            PROMD_NODE = %self.node,
-            PROMD_GROUP = %self.groups[i].cfg.name,
-            "refusing to run: {why}; stopping every group"
-        );
-        self.refused = Some(why);
-        if !self.stopping {
-            self.stop_all_groups();
-        }
-    }
-
-    fn stop_all_groups(&mut self) {
-        self.stopping = true;
-        self.notifier.stopping();
-        self.replacing.clear();
-        for i in 0..self.groups.len() {
-            self.feed(i, Event::Terminate);
-        }
-    }
-
-    /// Ping only while every store task keeps turning; a hung driver means a restart.
-    fn ping_watchdog(&self) {
-        let stalled = self.groups.iter().find(|g| {
-            g.progress
-                .age()
-                .is_some_and(|age| age > store_stall_limit(g.cfg.lease))
-                && !g.machine.exited()
-        });
-        match stalled {
-            None => self.notifier.ping(),
-            Some(g) => {
-                tracing::error!(PROMD_GROUP = %g.cfg.name, "store driver stalled: not pinging the watchdog")
-            }
-        }
-    }
-
-    fn feed(&mut self, i: usize, event: Event) {
-        let now = self.now();
-        let actions = self.groups[i].machine.handle(event, now);
-        for action in actions {
-            self.execute(i, action);
-        }
-    }
-
-    /// A group event with the group's fields.
-    fn log(&self, i: usize, level: tracing::Level, message: &str) {
-        let g = &self.groups[i];
-        let (group, role, term, leader) = (
-            &g.cfg.name,
-            g.machine.role(),
-            g.machine.term(),
-            g.machine.leader().unwrap_or(""),
-        );
-        macro_rules! ev {
-            ($lvl:ident) => {
-                tracing::$lvl!(PROMD_GROUP = %group, PROMD_ROLE = %role, PROMD_TERM = term, PROMD_LEADER = %leader, "{group}: {message}")
-            };
-        }
-        match level {
-            tracing::Level::ERROR => ev!(error),
-            tracing::Level::WARN => ev!(warn),
-            _ => ev!(info),
-        }
+async fn recv_call(
+    calls: &mut Option<mpsc::UnboundedReceiver<CallRequest>>,
+) -> Option<CallRequest> {
+    match calls {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
-/// A systemd job of a group's finished.
-struct JobDone {
-    i: usize,
-    job: Job,
-    ok: bool,
-    /// After a start of the active target: the watched units that are not up, with their
-    /// state (failed in `ExecStartPre=`, skipped by a Condition, ...).
-    not_up: Vec<(String, String)>,
-}
-
-impl JobDone {
-    fn failed(i: usize, job: Job) -> JobDone {
-        JobDone {
-            i,
-            job,
-            ok: false,
-            not_up: Vec::new(),
-        }
-    }
-}
-
-fn params(node: &str, cfg: &GroupConfig, watchdog: Option<Duration>) -> GroupParams {
-    GroupParams {
-        node: node.to_string(),
-        timing: Timing::new(cfg.lease).with_watchdog(watchdog.unwrap_or_default()),
-        priority: cfg.priority,
-        preempt: cfg.preempt,
-        members: cfg.members.clone(),
-        has_passive_target: cfg.passive_target.is_some(),
-        failure_cooldown: cfg.failure_cooldown,
-        max_restarts: cfg.max_restarts,
-        restart_window: cfg.restart_window,
-        restart_backoff: cfg.restart_backoff,
-    }
-}
-
-/// The watchdog interval the configuration calls for, and the group that sets it: the
-/// shortest lease's [`Timing::fitting_watchdog`]. promd lowers its own watchdog to it when
-/// the unit's `WatchdogSec=` is longer (see [`Notifier::fit_watchdog`]).
-pub fn watchdog_limit(config: &Config) -> Option<(Duration, &str)> {
-    config
-        .groups
-        .iter()
-        .map(|g| (Timing::new(g.lease).fitting_watchdog(), g.name.as_str()))
-        .min_by_key(|(d, _)| *d)
-}
-
-/// Fit the systemd watchdog to the configuration's shortest lease: a hung promd is only safe
-/// if the watchdog kills it (and the fence its units) within that lease's margin.
+/// Fit the systemd watchdog to the configuration's shortest lease at start-up (see
+/// [`watchdog_fit`]); a reload does the same through the agent.
 pub fn fit_watchdog(config: &Config, notifier: &mut Notifier) {
-    if let Some((limit, group)) = watchdog_limit(config)
-        && let Some(old) = notifier.fit_watchdog(limit)
-    {
-        tracing::info!(
-            "watchdog {} -> {} to fit group {group}'s lease",
-            humantime::format_duration(old),
-            humantime::format_duration(limit)
-        );
+    if let Some(fit) = watchdog_fit(config, notifier.watchdog()) {
+        notifier.set_watchdog(fit.new);
+        tracing::info!("{fit}");
     }
 }
 

@@ -33,6 +33,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use crate::agent::GroupId;
+
 pub use error::{Cause, DirError, EndpointError, EtcdError, StoreError, ValueError};
 pub use record::{
     HostId, HostIdError, LeaderRecord, MaintenanceRecord, MemberRecord, RecordError,
@@ -229,12 +231,12 @@ pub struct GroupSession {
 
 /// A coordination store backend (etcd or a directory).
 pub trait Store: Send + Sync {
-    /// Start serving one group: the backend's task sends events (tagged by the runtime's
-    /// `index`) to `events` until it is told to shut down or the receiver is gone.
+    /// Start serving one group: the backend's task sends events (tagged with the group's
+    /// `id`) to `events` until it is told to shut down or the receiver is gone.
     fn open_group(
         &self,
         spec: GroupSpec,
-        index: usize,
-        events: mpsc::UnboundedSender<(usize, StoreEvent)>,
+        id: GroupId,
+        events: mpsc::UnboundedSender<(GroupId, StoreEvent)>,
     ) -> GroupSession;
 }

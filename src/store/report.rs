@@ -14,15 +14,15 @@ use tracing::{debug, info, warn};
 use super::error::StoreError;
 use super::queue::OpQueue;
 use super::view::{Findings, Told, View};
-use super::{GroupSpec, StoreEvent};
+use super::{GroupId, GroupSpec, StoreEvent};
 
-/// Sends one group's events to the runtime, tagged with the runtime's index.
+/// Sends one group's events to the runtime, tagged with the group's id.
 pub(crate) struct Reporter {
     /// `"etcd"` or `"directory"`, for the journal.
     backend: &'static str,
     group: String,
-    index: usize,
-    events: mpsc::UnboundedSender<(usize, StoreEvent)>,
+    id: GroupId,
+    events: mpsc::UnboundedSender<(GroupId, StoreEvent)>,
     /// `Down` was reported and no `Up` since.
     down: bool,
     told: Told,
@@ -32,13 +32,13 @@ impl Reporter {
     pub(crate) fn new(
         backend: &'static str,
         spec: &GroupSpec,
-        index: usize,
-        events: mpsc::UnboundedSender<(usize, StoreEvent)>,
+        id: GroupId,
+        events: mpsc::UnboundedSender<(GroupId, StoreEvent)>,
     ) -> Reporter {
         Reporter {
             backend,
             group: spec.group.clone(),
-            index,
+            id,
             events,
             down: false,
             told: Told::default(),
@@ -52,7 +52,7 @@ impl Reporter {
 
     /// Send one event (a closed receiver ends the task at its next turn).
     pub(crate) fn emit(&self, event: StoreEvent) {
-        let _ = self.events.send((self.index, event));
+        let _ = self.events.send((self.id, event));
     }
 
     fn emit_all(&self, events: Vec<StoreEvent>) {

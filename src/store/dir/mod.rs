@@ -45,7 +45,7 @@ use tokio::sync::mpsc;
 
 use super::queue::OpQueue;
 use super::report::Reporter;
-use super::{GroupSession, GroupSpec, Store, StoreEvent};
+use super::{GroupId, GroupSession, GroupSpec, Store, StoreEvent};
 use files::Paths;
 use format::micros;
 use jobs::Ctx;
@@ -70,8 +70,8 @@ impl Store for DirStore {
     fn open_group(
         &self,
         spec: GroupSpec,
-        index: usize,
-        events: mpsc::UnboundedSender<(usize, StoreEvent)>,
+        id: GroupId,
+        events: mpsc::UnboundedSender<(GroupId, StoreEvent)>,
     ) -> GroupSession {
         let (commands, rx) = mpsc::unbounded_channel();
         let renew = spec.renew_interval().max(MIN_RENEW);
@@ -87,7 +87,7 @@ impl Store for DirStore {
         let task = GroupTask {
             renew,
             poll: renew.min(MAX_POLL),
-            report: Reporter::new("directory", &spec, index, events),
+            report: Reporter::new("directory", &spec, id, events),
             spec,
             commands: rx,
             ctx,

@@ -41,7 +41,7 @@ use tokio::sync::mpsc;
 
 use super::queue::OpQueue;
 use super::report::Reporter;
-use super::{GroupSession, GroupSpec, Store, StoreEvent};
+use super::{GroupId, GroupSession, GroupSpec, Store, StoreEvent};
 use connect::Connector;
 use task::GroupTask;
 
@@ -68,8 +68,8 @@ impl Store for EtcdStore {
     fn open_group(
         &self,
         spec: GroupSpec,
-        index: usize,
-        events: mpsc::UnboundedSender<(usize, StoreEvent)>,
+        id: GroupId,
+        events: mpsc::UnboundedSender<(GroupId, StoreEvent)>,
     ) -> GroupSession {
         let (commands, rx) = mpsc::unbounded_channel();
         let renew = spec.renew_interval().max(MIN_RENEW);
@@ -84,7 +84,7 @@ impl Store for EtcdStore {
         });
         let task = GroupTask {
             renew,
-            report: Reporter::new("etcd", &spec, index, events),
+            report: Reporter::new("etcd", &spec, id, events),
             spec,
             commands: rx,
             cfg,

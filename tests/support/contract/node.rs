@@ -11,11 +11,13 @@ use promd::store::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use promd::agent::GroupId;
+
 use super::Link;
 use super::records::member;
 
-/// The index every test passes to `open_group`; events must carry it back.
-const INDEX: usize = 7;
+/// The group id every test passes to `open_group`; events must carry it back.
+const ID: GroupId = GroupId(7);
 
 pub struct Node {
     pub name: String,
@@ -63,12 +65,12 @@ impl Opening<'_> {
 
 /// Stamp each event as it arrives on the test's runtime (the test reads them later).
 fn stamped(
-    mut rx: mpsc::UnboundedReceiver<(usize, StoreEvent)>,
+    mut rx: mpsc::UnboundedReceiver<(GroupId, StoreEvent)>,
 ) -> mpsc::UnboundedReceiver<(Instant, StoreEvent)> {
     let (tx, events) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        while let Some((index, event)) = rx.recv().await {
-            assert_eq!(index, INDEX, "events carry the index given to open_group");
+        while let Some((id, event)) = rx.recv().await {
+            assert_eq!(id, ID, "events carry the id given to open_group");
             if tx.send((Instant::now(), event)).is_err() {
                 break;
             }
@@ -82,7 +84,7 @@ impl Node {
     pub fn open(store: &dyn Store, link: Link, how: Opening) -> Node {
         let (tx, rx) = mpsc::unbounded_channel();
         let progress = Progress::default();
-        let session = store.open_group(how.spec(progress.clone()), INDEX, tx);
+        let session = store.open_group(how.spec(progress.clone()), ID, tx);
         Node {
             name: how.name.to_string(),
             link,
@@ -109,7 +111,7 @@ impl Node {
                 .build()
                 .expect("runtime");
             runtime.block_on(async move {
-                let session = store.open_group(spec, INDEX, tx);
+                let session = store.open_group(spec, ID, tx);
                 let _ = commands_tx.send(session.commands);
                 loop {
                     // Check for a freeze request every few ms; block the whole runtime for it.

@@ -1,0 +1,214 @@
+//! Driver events (store, unit watches, systemd jobs, health checks) as machine events, with
+//! what the journal says of them, and the refusal to run beside another host's promd under
+//! the same `node`.
+
+use super::output::{Fields, Level, Output, Record};
+use super::{Agent, GroupId, JobDone, Now};
+use crate::core::{Event, Member, Mono, Role};
+use crate::health::HealthResult;
+use crate::logging;
+use crate::store::{StoreEvent, other_host};
+use crate::watch::WatchEvent;
+
+impl Agent {
+    pub(super) fn on_store(
+        &mut self,
+        id: GroupId,
+        ev: StoreEvent,
+        now: Now,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(g) = self.groups.get_mut(&id) else {
+            return; // the late word of a group that has closed
+        };
+        let event = match ev {
+            StoreEvent::Up => {
+                if let Some(reason) = g.store_down.take() {
+                    let text = format!("store reachable again (was: {reason})");
+                    out.push(Output::Log(g.record(Level::Info, &text)));
+                }
+                Event::StoreUp
+            }
+            StoreEvent::Down(reason) => {
+                let reason = reason.to_string();
+                if g.store_down.as_deref() != Some(&reason) {
+                    let text = format!("store unreachable: {reason}");
+                    out.push(Output::Log(g.record(Level::Warn, &text)));
+                    g.store_down = Some(reason);
+                }
+                Event::StoreDown
+            }
+            StoreEvent::Renewed { sent_at } => Event::Renewed {
+                sent_at: Mono(sent_at.saturating_duration_since(self.origin)),
+            },
+            StoreEvent::LeaseLost => {
+                out.push(Output::Log(g.record(Level::Warn, "store lease lost")));
+                Event::LeaseLost
+            }
+            StoreEvent::Leader(l) => {
+                let leader = match l {
+                    None => None,
+                    Some(l) => match other_host(l.host.as_deref(), self.host.as_ref()) {
+                        Some(other) if l.node == self.node => {
+                            let other = other.to_string();
+                            self.refuse_node_conflict(id, "the leader key", &other, now, out);
+                            // Not ours, whatever the name says: never released as a key of
+                            // ours from an earlier run.
+                            Some((format!("{} (machine {other})", l.node), l.term))
+                        }
+                        _ => Some((l.node, l.term)),
+                    },
+                };
+                Event::Leader(leader)
+            }
+            StoreEvent::Members(ms) => {
+                let conflict = ms.iter().find_map(|m| {
+                    other_host(m.host.as_deref(), self.host.as_ref())
+                        .filter(|_| m.node == self.node)
+                        .map(str::to_string)
+                });
+                if let Some(other) = conflict {
+                    self.refuse_node_conflict(id, "this node's member record", &other, now, out);
+                }
+                Event::Members(
+                    ms.into_iter()
+                        .map(|m| Member {
+                            node: m.node,
+                            priority: m.priority,
+                            eligible: m.eligible,
+                            healthy: m.healthy,
+                            role: m.role,
+                        })
+                        .collect(),
+                )
+            }
+            StoreEvent::Switchover(s) => Event::Switchover(s.map(|s| s.to)),
+            StoreEvent::Campaigned(t) => Event::Campaigned(t),
+            StoreEvent::Released => Event::Released,
+            StoreEvent::Maintenance(m) => {
+                let on = m.as_ref().is_some_and(|m| m.on);
+                if on != g.machine.maintenance() {
+                    let text = if on {
+                        let by = m.map(|m| m.by).unwrap_or_default();
+                        format!("maintenance mode on (set by {by})")
+                    } else {
+                        "maintenance mode off".into()
+                    };
+                    out.push(Output::Log(g.record(Level::Info, &text)));
+                }
+                Event::Maintenance(on)
+            }
+            StoreEvent::Corrupt { key, error } => {
+                let text = format!("ignoring unreadable store value {key}: {error}");
+                out.push(Output::Log(g.record(Level::Warn, &text)));
+                return;
+            }
+        };
+        self.feed(id, event, now, out);
+    }
+
+    pub(super) fn on_watch(
+        &mut self,
+        id: GroupId,
+        ev: WatchEvent,
+        now: Now,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(g) = self.groups.get(&id) else {
+            return;
+        };
+        let event = match ev {
+            WatchEvent::Failed { unit, restarted } => Event::UnitFailed { unit, restarted },
+            WatchEvent::Stopped { unit } => {
+                if g.machine.role() == Role::Active {
+                    let text = format!(
+                        "{unit} is not running, though nobody failed it: counted as a failure"
+                    );
+                    out.push(Output::Log(g.record(Level::Warn, &text)));
+                }
+                Event::UnitFailed {
+                    unit,
+                    restarted: false,
+                }
+            }
+            WatchEvent::Started { unit } => Event::UnitStarted { unit },
+            WatchEvent::PassiveUnits { ok } => Event::PassiveUnits { ok },
+        };
+        self.feed(id, event, now, out);
+    }
+
+    /// A systemd job finished. A start of the active target that left watched units down
+    /// (only a start that succeeded is checked) is a failed start: `StartIncomplete`.
+    pub(super) fn on_job(&mut self, id: GroupId, done: JobDone, now: Now, out: &mut Vec<Output>) {
+        let Some(g) = self.groups.get(&id) else {
+            return;
+        };
+        let JobDone { job, ok, not_up } = done;
+        if not_up.is_empty() {
+            self.feed(id, Event::Job { job, ok }, now, out);
+            return;
+        }
+        for (unit, state) in &not_up {
+            let text = format!("{unit} is {state} after the active target started: a failed start");
+            out.push(Output::Log(g.record(Level::Warn, &text)));
+        }
+        let units = not_up.into_iter().map(|(u, _)| u).collect();
+        self.feed(id, Event::StartIncomplete { units }, now, out);
+    }
+
+    pub(super) fn on_health(
+        &mut self,
+        id: GroupId,
+        result: HealthResult,
+        now: Now,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(g) = self.groups.get_mut(&id) else {
+            return;
+        };
+        if !result.ok && g.health_ok {
+            let text = format!("health check failed: {}", result.detail);
+            out.push(Output::Log(g.record(Level::Warn, &text)));
+        }
+        g.health_ok = result.ok;
+        self.feed(id, Event::Health { ok: result.ok }, now, out);
+    }
+
+    /// Another host's promd uses this host's `node` (its record says so): two promd under one
+    /// name would take each other's records for their own and release each other's keys.
+    /// Refuse, loudly: stop every group as on SIGTERM; promd then exits with
+    /// [`crate::runtime::EXIT_REFUSED`] (which the shipped unit does not restart). Whichever of
+    /// the two finds the other first refuses.
+    fn refuse_node_conflict(
+        &mut self,
+        id: GroupId,
+        what: &str,
+        other: &str,
+        now: Now,
+        out: &mut Vec<Output>,
+    ) {
+        if self.refused.is_some() {
+            return;
+        }
+        let why = format!(
+            "node {} is in use by another host: {what} was written by the promd on machine {other} \
+             (this host is {}); each host needs its own `node` in promd.toml",
+            self.node,
+            self.host.as_ref().map_or("unknown", |h| h.as_str()),
+        );
+        out.push(Output::Log(Record {
+            level: Level::Error,
+            message_id: Some(logging::NODE_CONFLICT),
+            text: format!("refusing to run: {why}; stopping every group"),
+            fields: Fields {
+                node: Some(self.node.clone()),
+                group: self.groups.get(&id).map(|g| g.cfg.name.clone()),
+                ..Fields::default()
+            },
+        }));
+        self.refused = Some(why);
+        if !self.stopping {
+            self.stop_all(now, out);
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! One group in the agent's table, and how its machine's actions become driver work.
+
+use super::output::{EnvFile, Fields, JobOrder, Level, Output, Record};
+use super::{Agent, GroupId, Now};
+use crate::config::GroupConfig;
+use crate::core::{Action, Event, GroupMachine, Job, Role};
+use crate::logging;
+use crate::store::{
+    LeaderRecord, MemberRecord, StoreCommand, SwitchoverRecord, record::FORMAT_VERSION,
+};
+use crate::systemd::Closure;
+use crate::watch::Followed;
+
+/// What the agent keeps of one group besides its machine.
+#[derive(Debug)]
+pub(super) struct Group {
+    pub(super) cfg: GroupConfig,
+    pub(super) machine: GroupMachine,
+    /// The closure of the active target, as last found: what a stop covers and a kill hits at
+    /// once (while systemd is asked again for what the target holds now).
+    pub(super) closure: Closure,
+    /// Why the store is unreachable, as last said: said again only when it changes.
+    pub(super) store_down: Option<String>,
+    /// The last health result, to journal a failing check's reason once, not every interval.
+    pub(super) health_ok: bool,
+    /// CLOCK_REALTIME µs of the last role change (D-Bus `Since`).
+    pub(super) since_usec: u64,
+    /// Removed or replaced by a reload: it hands over, exits, and is then closed.
+    pub(super) retired: bool,
+}
+
+impl Group {
+    /// A journal record of this group, with its `PROMD_GROUP`, `PROMD_ROLE`, `PROMD_TERM`
+    /// and `PROMD_LEADER` as they are now; the text is prefixed with the group's name.
+    pub(super) fn record(&self, level: Level, text: &str) -> Record {
+        Record {
+            level,
+            message_id: None,
+            text: format!("{}: {text}", self.cfg.name),
+            fields: self.fields(),
+        }
+    }
+
+    fn fields(&self) -> Fields {
+        let m = &self.machine;
+        Fields {
+            group: Some(self.cfg.name.clone()),
+            role: Some(m.role()),
+            term: Some(m.term()),
+            leader: Some(m.leader().unwrap_or("").to_string()),
+            ..Fields::default()
+        }
+    }
+
+    /// The units a group follows and what each is to it: the closure's units (their starts
+    /// are reported), and the watched units (the configured `watch`, or the closure's
+    /// watchable units), steady if the role expects them up.
+    pub(super) fn followed(&self) -> Followed {
+        let mut followed = Followed::new();
+        for unit in self.closure.units.keys() {
+            followed.entry(unit.clone()).or_default().role = true;
+        }
+        let watched = match &self.cfg.watch {
+            Some(w) => w.clone(),
+            None => self.closure.watchable(),
+        };
+        for unit in watched {
+            let steady = self.closure.expects_up(&unit);
+            let e = followed.entry(unit).or_default();
+            e.watched = true;
+            e.steady = steady;
+        }
+        followed
+    }
+}
+
+/// The `MESSAGE_ID` of a role change: self-fencing has its own catalogue entry.
+pub(super) fn role_change_id(reason: &str) -> &'static str {
+    // The machine's reason text is the only sign of a fence today; a typed reason replaces
+    // this once the core has one.
+    if reason.contains("lease not renewed") {
+        logging::FENCED
+    } else {
+        logging::ROLE_CHANGED
+    }
+}
+
+impl Agent {
+    /// Feed one event to a group's machine and carry out what it asks.
+    pub(super) fn feed(&mut self, id: GroupId, event: Event, now: Now, out: &mut Vec<Output>) {
+        let Some(g) = self.groups.get_mut(&id) else {
+            return;
+        };
+        let actions = g.machine.handle(event, now.mono);
+        self.carry_actions(id, actions, now, out);
+    }
+
+    pub(super) fn carry_actions(
+        &mut self,
+        id: GroupId,
+        actions: Vec<Action>,
+        now: Now,
+        out: &mut Vec<Output>,
+    ) {
+        for action in actions {
+            self.carry(id, action, now, out);
+        }
+    }
+
+    /// One machine action as driver work (and what the journal says of it).
+    fn carry(&mut self, id: GroupId, action: Action, now: Now, out: &mut Vec<Output>) {
+        let host = self.host.as_ref().map(|h| h.as_str().to_string());
+        let node = self.node.clone();
+        let Some(g) = self.groups.get_mut(&id) else {
+            return;
+        };
+        let store = |cmd| Output::Store(id, cmd);
+        match action {
+            Action::Start(job, term) => {
+                let env = match job {
+                    Job::StartActive => Some(EnvFile {
+                        role: Role::Active,
+                        term: term.unwrap_or(0),
+                        leader: node,
+                    }),
+                    Job::StartPassive => Some(EnvFile {
+                        role: Role::Passive,
+                        term: g.machine.term(),
+                        leader: g.machine.leader().unwrap_or("").to_string(),
+                    }),
+                    Job::StopActive => None,
+                };
+                let known = g.closure.clone();
+                out.push(Output::Job(id, JobOrder { job, env, known }));
+            }
+            Action::KillActive => {
+                out.push(Output::Log(if g.machine.role() == Role::Starting {
+                    // A previous run may have left them (killed while the fence was due): they
+                    // are killed once the closure is known, not on an empty list.
+                    g.record(
+                        Level::Info,
+                        "start-up: killing any unit of the role a previous run left",
+                    )
+                } else {
+                    g.record(
+                        Level::Warn,
+                        "stopping did not finish in time: killing the role's units",
+                    )
+                }));
+                let known = g.closure.clone();
+                out.push(Output::Kill { id, known });
+            }
+            Action::Campaign => out.push(store(StoreCommand::Campaign(LeaderRecord {
+                v: FORMAT_VERSION,
+                node,
+                priority: g.cfg.priority,
+                host,
+            }))),
+            Action::Release { term } => out.push(store(StoreCommand::Release { term })),
+            Action::Publish(m) => out.push(store(StoreCommand::Publish(MemberRecord {
+                v: FORMAT_VERSION,
+                node: m.node,
+                priority: m.priority,
+                eligible: m.eligible,
+                healthy: m.healthy,
+                role: m.role,
+                host,
+            }))),
+            Action::RequestSwitchover { to } => {
+                let text = format!("asking the active node to hand over to {to}");
+                out.push(Output::Log(g.record(Level::Info, &text)));
+                out.push(store(StoreCommand::RequestSwitchover(SwitchoverRecord {
+                    v: FORMAT_VERSION,
+                    to,
+                    from: node,
+                })));
+            }
+            Action::ClearSwitchover => out.push(store(StoreCommand::ClearSwitchover)),
+            Action::RoleChanged {
+                old,
+                new,
+                term,
+                reason,
+            } => {
+                g.since_usec = now.wall_usec;
+                let group = g.cfg.name.clone();
+                out.push(Output::RoleSignal {
+                    group: group.clone(),
+                    old,
+                    new,
+                    term,
+                    reason: reason.clone(),
+                });
+                out.push(Output::Log(Record {
+                    level: Level::Info,
+                    message_id: Some(role_change_id(&reason)),
+                    text: format!("{group}: {old} -> {new} (term {term}): {reason}"),
+                    fields: Fields {
+                        role: Some(new),
+                        term: Some(term),
+                        old_role: Some(old),
+                        reason: Some(reason),
+                        ..g.fields()
+                    },
+                }));
+            }
+            Action::RestartUnit(unit) => {
+                let units = match unit {
+                    Some(u) => vec![u],
+                    None => g
+                        .cfg
+                        .watch
+                        .clone()
+                        .unwrap_or_else(|| g.closure.steady.iter().cloned().collect()),
+                };
+                let text = format!("restarting {} in place", units.join(" "));
+                out.push(Output::Log(g.record(Level::Warn, &text)));
+                out.push(Output::Restart(id, units));
+            }
+            Action::Note(note) => out.push(Output::Log(g.record(Level::Warn, &note))),
+            Action::Exit => out.push(store(StoreCommand::Shutdown)),
+        }
+    }
+
+    /// A closure was found: keep it, say what it is when it changes, and follow its units.
+    pub(super) fn on_closure(&mut self, id: GroupId, closure: Closure, out: &mut Vec<Output>) {
+        let Some(g) = self.groups.get_mut(&id) else {
+            return;
+        };
+        if closure == g.closure {
+            return;
+        }
+        if g.retired {
+            // Still what its last stop must cover, but a leaving group follows nothing.
+            g.closure = closure;
+            return;
+        }
+        let first = g.closure.units.is_empty();
+        if first || closure.names() != g.closure.names() {
+            out.push(Output::Log(g.record(Level::Info, &closure_said(&closure))));
+        }
+        g.closure = closure;
+        out.push(Output::Follow(id, g.followed()));
+    }
+}
+
+/// What the journal says of a group's closure when it is first found or changes.
+fn closure_said(closure: &Closure) -> String {
+    let mut said = format!(
+        "the role's units (bound to promd, stopped on demotion, killed by the fence): {}",
+        closure.names().join(" ")
+    );
+    for (what, units) in [
+        ("not found, nothing to stop", &closure.missing),
+        (
+            "left to the system, which pulls them in too",
+            &closure.shared,
+        ),
+    ] {
+        if !units.is_empty() {
+            let units: Vec<&str> = units.iter().map(String::as_str).collect();
+            said.push_str(&format!("; {what}: {}", units.join(" ")));
+        }
+    }
+    said
+}

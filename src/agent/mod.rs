@@ -1,0 +1,422 @@
+//! The agent: every decision promd makes above the group machines, as pure code.
+//!
+//! [`Agent::handle`] takes one [`Input`] — a driver event tagged with its group's
+//! [`GroupId`], a D-Bus call, a signal, a deadline — and the time, and returns the
+//! [`Output`]s for the runtime to carry out, in order: store commands, systemd work, D-Bus
+//! replies and signals, journal records, sd_notify. Like [`crate::core`] it reads no clock,
+//! touches no file or socket and spawns nothing, so its tests drive it with a fake clock and
+//! assert what an operator sees.
+//!
+//! What it decides: the group table; driver events as machine events and machine actions as
+//! driver work, with what the journal says of each (events.rs, group.rs), including the
+//! refusal to run beside another host's promd under the same `node`; the reload diff
+//! (reload.rs); when D-Bus calls settle and with which error (calls.rs); `STATUS=` and the
+//! D-Bus views (status.rs); the watchdog's fit to the leases and its gating on the store
+//! tasks' progress; when promd may exit.
+
+mod calls;
+mod events;
+mod group;
+mod output;
+mod reload;
+mod status;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+pub use calls::{Call, CallError, call_timeout};
+pub use output::{EnvFile, Fields, JobOrder, Level, Notify, Output, Record};
+pub use status::GroupView;
+
+use crate::config::{Config, GroupConfig};
+use crate::core::{Event, GroupMachine, GroupParams, Job, Mono, Timing};
+use crate::health::HealthResult;
+use crate::store::{HostId, StoreEvent};
+use crate::systemd::Closure;
+use crate::watch::WatchEvent;
+use calls::Pending;
+use group::Group;
+
+/// A group's identity while promd runs: given when the group opens (at start-up, or when a
+/// reload adds or changes it) and never reused, so the late event of a group that a reload
+/// replaced cannot reach its successor. Driver events and D-Bus objects carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GroupId(pub u64);
+
+impl std::fmt::Display for GroupId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// A D-Bus call waiting for its answer; the runtime numbers them and keeps the reply handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CallId(pub u64);
+
+/// The time an input is handled at: the monotonic clock for every decision, the wall clock
+/// only to stamp role changes (D-Bus `Since`, CLOCK_REALTIME µs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Time since [`Settings::origin`] on the monotonic clock.
+    pub mono: Mono,
+    /// CLOCK_REALTIME in µs since the epoch.
+    pub wall_usec: u64,
+}
+
+/// Everything the agent reacts to.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// promd starts serving: every group's drivers open and its machine takes a first step;
+    /// then `READY=1`.
+    Start,
+    /// An event of the group's store session.
+    Store(GroupId, StoreEvent),
+    /// A systemd job of the group's finished.
+    Job(GroupId, JobDone),
+    /// The closure of the group's active target, as a walk just found it.
+    Closure(GroupId, Closure),
+    /// What the group's units did.
+    Watch(GroupId, WatchEvent),
+    /// The group's health command's latest result.
+    Health(GroupId, HealthResult),
+    /// A D-Bus method call on the group; answered by an [`Output::Reply`] with the same id.
+    Call(CallId, GroupId, Call),
+    /// A signal to promd.
+    Signal(Signal),
+    /// A deadline from [`Agent::next_deadline`] passed (or may have).
+    Tick,
+    /// Time to ping the systemd watchdog: how long ago each group's store task last turned
+    /// its loop (`None`: never yet).
+    PingDue(Vec<(GroupId, Option<Duration>)>),
+}
+
+/// The signals promd acts on.
+#[derive(Debug, Clone)]
+pub enum Signal {
+    /// SIGTERM or SIGINT: every group hands over and exits.
+    Terminate,
+    /// SIGHUP: the configuration file as read again (`Err`: why it is unreadable or invalid,
+    /// one problem per line).
+    Reload(Result<NewConfig, String>),
+}
+
+/// A configuration file read for a reload.
+#[derive(Debug, Clone)]
+pub struct NewConfig {
+    /// The file, parsed and validated.
+    pub config: Config,
+    /// The file's text, to place messages about it.
+    pub text: String,
+}
+
+/// A systemd job of a group's finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobDone {
+    /// The job, as the machine asked for it.
+    pub job: Job,
+    /// Whether it did what it should; for a stop, only once systemd says every unit of the
+    /// closure is down (see [`Job::StopActive`]).
+    pub ok: bool,
+    /// After a start of the active target that succeeded: the watched units that are not up,
+    /// with their state (failed in `ExecStartPre=`, skipped by a Condition, ...).
+    pub not_up: Vec<(String, String)>,
+}
+
+impl JobDone {
+    /// A job that failed before it could report anything else.
+    pub fn failed(job: Job) -> JobDone {
+        JobDone {
+            job,
+            ok: false,
+            not_up: Vec::new(),
+        }
+    }
+}
+
+/// What the agent is started with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The configuration promd starts with; [`Signal::Reload`] replaces it.
+    pub config: Config,
+    /// The configuration file as named in messages (its path).
+    pub config_origin: String,
+    /// This host, written into our store records; `None` without a machine-id.
+    pub host: Option<HostId>,
+    /// The systemd watchdog interval in force (`None`: no watchdog).
+    pub watchdog: Option<Duration>,
+    /// The instant [`Now::mono`] counts from: store events carry [`Instant`]s.
+    pub origin: Instant,
+    /// CLOCK_REALTIME µs now: the start-up groups' D-Bus `Since` until their first role change.
+    pub wall_usec: u64,
+}
+
+/// The multi-group agent. See the module documentation.
+#[derive(Debug)]
+pub struct Agent {
+    node: String,
+    host: Option<HostId>,
+    origin: Instant,
+    /// The configuration in force (what a reload compares with).
+    config: Config,
+    config_origin: String,
+    watchdog: Option<Duration>,
+    groups: BTreeMap<GroupId, Group>,
+    next_id: u64,
+    /// The longest lease of any group opened: bounds the wait for the store at exit.
+    longest_lease: Duration,
+    pending: Vec<Pending>,
+    /// Groups of a reload that wait for their old version to finish handing over.
+    replacing: Vec<GroupConfig>,
+    /// SIGTERM was handled (or promd refused to run): every group hands over and exits, and
+    /// none is started.
+    stopping: bool,
+    /// Why promd refuses to go on (another host uses this `node`).
+    refused: Option<String>,
+    /// `STATUS=` as last sent.
+    last_status: String,
+}
+
+impl Agent {
+    /// An agent with a machine for every configured group; nothing is opened before
+    /// [`Input::Start`].
+    pub fn new(s: Settings) -> Agent {
+        let mut agent = Agent {
+            node: s.config.node.clone(),
+            host: s.host,
+            origin: s.origin,
+            config: s.config.clone(),
+            config_origin: s.config_origin,
+            watchdog: s.watchdog,
+            groups: BTreeMap::new(),
+            next_id: 0,
+            longest_lease: Duration::ZERO,
+            pending: Vec::new(),
+            replacing: Vec::new(),
+            stopping: false,
+            refused: None,
+            last_status: String::new(),
+        };
+        for cfg in s.config.groups {
+            agent.insert_group(cfg, s.wall_usec);
+        }
+        agent
+    }
+
+    /// Handle one input at `now`; returns what to carry out, in order. After every input,
+    /// calls whose outcome is known are answered, groups that a reload retired and that have
+    /// exited are closed (and their replacements opened), and `STATUS=` is sent if it changed.
+    pub fn handle(&mut self, input: Input, now: Now) -> Vec<Output> {
+        let mut out = Vec::new();
+        match input {
+            Input::Start => {
+                let ids: Vec<GroupId> = self.groups.keys().copied().collect();
+                for id in ids {
+                    if let Some(g) = self.groups.get(&id) {
+                        out.push(Output::Open(id, g.cfg.clone()));
+                    }
+                    self.feed(id, Event::Tick, now, &mut out);
+                }
+                self.ready(now.mono, &mut out);
+            }
+            Input::Store(id, ev) => self.on_store(id, ev, now, &mut out),
+            Input::Job(id, done) => self.on_job(id, done, now, &mut out),
+            Input::Closure(id, closure) => self.on_closure(id, closure, &mut out),
+            Input::Watch(id, ev) => self.on_watch(id, ev, now, &mut out),
+            Input::Health(id, result) => self.on_health(id, result, now, &mut out),
+            Input::Call(call_id, id, call) => self.on_call(call_id, id, call, now, &mut out),
+            Input::Signal(Signal::Terminate) => {
+                if !self.stopping {
+                    let text = "SIGTERM: handing over every group and stopping";
+                    out.push(Output::Log(Record::plain(Level::Info, text)));
+                    self.stop_all(now, &mut out);
+                }
+            }
+            Input::Signal(Signal::Reload(file)) => {
+                if !self.stopping {
+                    self.reload(file, now, &mut out);
+                }
+            }
+            Input::Tick => {
+                let ids: Vec<GroupId> = self.groups.keys().copied().collect();
+                for id in ids {
+                    self.feed(id, Event::Tick, now, &mut out);
+                }
+            }
+            Input::PingDue(ages) => out.push(self.ping(&ages)),
+        }
+        self.settle_calls(now, &mut out);
+        self.close_exited(now, &mut out);
+        self.publish_status(now.mono, &mut out);
+        out
+    }
+
+    /// The earliest time at which [`Input::Tick`] is due: a machine's deadline or a call's
+    /// timeout. It may lie in the past (a Tick is then due at once); `None`: nothing is due.
+    pub fn next_deadline(&self) -> Option<Mono> {
+        self.groups
+            .values()
+            // An exited machine takes no step any more, so whatever deadline it still names
+            // stays due forever: counted, it would wake the loop at once, again and again.
+            .filter(|g| !g.machine.exited())
+            .filter_map(|g| g.machine.next_deadline())
+            .chain(self.pending.iter().map(|p| p.deadline))
+            .min()
+    }
+
+    /// Every group hands over and exits (SIGTERM, or a refusal); no input starts one again.
+    pub fn stopping(&self) -> bool {
+        self.stopping
+    }
+
+    /// promd may exit: it is stopping and every group has exited (its store session was told
+    /// to shut down).
+    pub fn done(&self) -> bool {
+        self.stopping && self.groups.values().all(|g| g.machine.exited())
+    }
+
+    /// Why promd refused to go on, if it did (another host uses this `node`): it must exit
+    /// with [`crate::runtime::EXIT_REFUSED`] once [`Agent::done`].
+    pub fn refused(&self) -> Option<&str> {
+        self.refused.as_deref()
+    }
+
+    /// How long promd waits at exit for the store tasks to carry out their shutdown (release,
+    /// revoke, member record): the longest lease, within 1s..10s. An unreachable store must not
+    /// hold up the exit: the lease then runs out on its own, and the units are down already.
+    pub fn shutdown_wait(&self) -> Duration {
+        self.longest_lease
+            .clamp(Duration::from_secs(1), Duration::from_secs(10))
+    }
+
+    /// A journal record of a group with its fields as they are now, for what the runtime's
+    /// own work has to say of it (`None` once the group has closed).
+    pub fn group_record(&self, id: GroupId, level: Level, text: &str) -> Option<Record> {
+        self.groups.get(&id).map(|g| g.record(level, text))
+    }
+
+    /// A group's machine and bookkeeping under a new id; returns the id.
+    fn insert_group(&mut self, cfg: GroupConfig, since_usec: u64) -> GroupId {
+        let id = GroupId(self.next_id);
+        self.next_id = self.next_id.saturating_add(1);
+        self.longest_lease = self.longest_lease.max(cfg.lease);
+        let machine = GroupMachine::new(params(&self.node, &cfg, self.watchdog));
+        self.groups.insert(
+            id,
+            Group {
+                cfg,
+                machine,
+                closure: Closure::default(),
+                store_down: None,
+                health_ok: true,
+                since_usec,
+                retired: false,
+            },
+        );
+        id
+    }
+
+    /// A group opened while promd runs (by a reload): in the table, and its drivers opened.
+    fn open_group(&mut self, cfg: GroupConfig, now: Now, out: &mut Vec<Output>) -> GroupId {
+        let id = self.insert_group(cfg.clone(), now.wall_usec);
+        out.push(Output::Open(id, cfg));
+        id
+    }
+
+    /// Every group hands over and exits; nothing starts a group any more.
+    fn stop_all(&mut self, now: Now, out: &mut Vec<Output>) {
+        self.stopping = true;
+        out.push(Output::Notify(Notify::Stopping));
+        self.replacing.clear();
+        let ids: Vec<GroupId> = self.groups.keys().copied().collect();
+        for id in ids {
+            self.feed(id, Event::Terminate, now, out);
+        }
+    }
+
+    /// Ping the watchdog only while every store task keeps turning: a hung store driver means
+    /// a restart (a group that has exited no longer counts).
+    fn ping(&self, ages: &[(GroupId, Option<Duration>)]) -> Output {
+        let stalled = ages.iter().find_map(|(id, age)| {
+            let g = self.groups.get(id)?;
+            let stalled = age.is_some_and(|a| a > store_stall_limit(g.cfg.lease));
+            (stalled && !g.machine.exited()).then_some(g)
+        });
+        match stalled {
+            None => Output::Notify(Notify::Ping),
+            Some(g) => Output::Log(Record {
+                fields: Fields {
+                    group: Some(g.cfg.name.clone()),
+                    ..Fields::default()
+                },
+                ..Record::plain(
+                    Level::Error,
+                    "store driver stalled: not pinging the watchdog",
+                )
+            }),
+        }
+    }
+}
+
+/// A store task that has not turned its loop for this long is taken as hung: three renewal
+/// intervals, at least 5s.
+fn store_stall_limit(lease: Duration) -> Duration {
+    (lease / 3 * 3).max(Duration::from_secs(5))
+}
+
+fn params(node: &str, cfg: &GroupConfig, watchdog: Option<Duration>) -> GroupParams {
+    GroupParams {
+        node: node.to_string(),
+        timing: Timing::new(cfg.lease).with_watchdog(watchdog.unwrap_or_default()),
+        priority: cfg.priority,
+        preempt: cfg.preempt,
+        members: cfg.members.clone(),
+        has_passive_target: cfg.passive_target.is_some(),
+        failure_cooldown: cfg.failure_cooldown,
+        max_restarts: cfg.max_restarts,
+        restart_window: cfg.restart_window,
+        restart_backoff: cfg.restart_backoff,
+    }
+}
+
+/// The watchdog lowered to fit a configuration's shortest lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchdogFit {
+    /// The interval in force.
+    pub old: Duration,
+    /// The interval to use: the shortest lease's [`Timing::fitting_watchdog`].
+    pub new: Duration,
+    /// The group with that lease.
+    pub group: String,
+}
+
+impl std::fmt::Display for WatchdogFit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "watchdog {} -> {} to fit group {}'s lease",
+            humantime::format_duration(self.old),
+            humantime::format_duration(self.new),
+            self.group
+        )
+    }
+}
+
+/// Whether the watchdog in force (`current`, `None`: none) must be lowered for `config`: a
+/// hung promd is only safe if the watchdog kills it (and the fence its units) within the
+/// shortest lease's margin. Never raised: running groups count on the interval in force.
+pub fn watchdog_fit(config: &Config, current: Option<Duration>) -> Option<WatchdogFit> {
+    let old = current?;
+    let (new, group) = config
+        .groups
+        .iter()
+        .map(|g| (Timing::new(g.lease).fitting_watchdog(), g.name.as_str()))
+        .min_by_key(|(d, _)| *d)?;
+    (new < old).then(|| WatchdogFit {
+        old,
+        new,
+        group: group.to_string(),
+    })
+}

@@ -1,0 +1,174 @@
+//! What promd shows of itself: `STATUS=` and the D-Bus view of each group.
+
+use super::group::Group;
+use super::output::{Notify, Output};
+use super::{Agent, GroupId};
+use crate::core::{Mono, Role};
+
+/// What D-Bus shows of one group (`org.promd1.Group`'s properties, see
+/// `dbus/org.promd1.Group.xml`); the runtime hands every view to the D-Bus service after each
+/// input, which signals what changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupView {
+    /// The group this is a view of: its object serves this id's view.
+    pub id: GroupId,
+    /// The group's name from promd.toml (property `Name`).
+    pub name: String,
+    /// This host's role: `starting`, `passive`, `promoting`, `active`, `demoting`, `failed`
+    /// or `maintenance` (property `Role`).
+    pub role: String,
+    /// The node that holds the leader key, empty when none does or it is not known yet
+    /// (property `Leader`).
+    pub leader: String,
+    /// The fencing term: the leader key's create revision (etcd) or counter (dir store);
+    /// only grows (property `Term`).
+    pub term: u64,
+    /// This host's priority in the group (property `Priority`).
+    pub priority: i32,
+    /// Whether this host's health check and passive target are fine (property `Healthy`).
+    pub healthy: bool,
+    /// Whether the group is in maintenance mode, cluster-wide (property `Maintenance`).
+    pub maintenance: bool,
+    /// Watched-unit failures within the restart window (property `Failures`).
+    pub failures: u32,
+    /// CLOCK_REALTIME of this host's last role change (of its start before the first), in
+    /// microseconds since the epoch (property `Since`).
+    pub since_usec: u64,
+    /// Every member as (node, role or "down", priority, healthy), sorted; members listed in
+    /// promd.toml that the store does not show appear as "down" (property `Members`).
+    pub members: Vec<(String, String, i32, bool)>,
+    /// Removed or replaced by a reload and still handing over: not listed, not addressable
+    /// by name; the group leaves the views once it has exited.
+    pub retired: bool,
+}
+
+impl Agent {
+    /// `STATUS=`: one clause per group, in the order the groups were opened; `no groups
+    /// configured` without any.
+    pub fn status_line(&self, now: Mono) -> String {
+        let parts: Vec<String> = self
+            .groups
+            .values()
+            .map(|g| status_clause(g, now))
+            .collect();
+        if parts.is_empty() {
+            "no groups configured".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+
+    /// Every group's D-Bus view (groups leaving after a reload included, marked `retired`).
+    pub fn views(&self, now: Mono) -> Vec<GroupView> {
+        self.groups
+            .iter()
+            .map(|(id, g)| view(*id, g, now))
+            .collect()
+    }
+
+    /// D-Bus `StoreConnected`: every group's store session is up.
+    pub fn store_connected(&self) -> bool {
+        self.groups.values().all(|g| g.machine.store_up())
+    }
+
+    pub(super) fn view_of(&self, id: GroupId, now: Mono) -> Option<GroupView> {
+        self.groups.get(&id).map(|g| view(id, g, now))
+    }
+
+    /// `READY=1` with the status as it is now.
+    pub(super) fn ready(&mut self, now: Mono, out: &mut Vec<Output>) {
+        let status = self.status_line(now);
+        self.last_status = status.clone();
+        out.push(Output::Notify(Notify::Ready(status)));
+    }
+
+    /// `STATUS=`, if it changed since it was last sent.
+    pub(super) fn publish_status(&mut self, now: Mono, out: &mut Vec<Output>) {
+        let status = self.status_line(now);
+        if status != self.last_status {
+            self.last_status = status.clone();
+            out.push(Output::Notify(Notify::Status(status)));
+        }
+    }
+}
+
+/// The D-Bus view of a group: its machine, plus the configured members the store does not
+/// know (shown as down).
+fn view(id: GroupId, g: &Group, now: Mono) -> GroupView {
+    let m = &g.machine;
+    let mut members: Vec<(String, String, i32, bool)> = m
+        .members()
+        .iter()
+        .map(|x| {
+            (
+                x.node.clone(),
+                x.role.as_str().to_string(),
+                x.priority,
+                x.healthy,
+            )
+        })
+        .collect();
+    // This host as it is now (its record in the store may lag, or the store be unreachable).
+    members.retain(|x| x.0 != m.node());
+    members.push((
+        m.node().to_string(),
+        m.role().as_str().to_string(),
+        m.priority(),
+        m.healthy(),
+    ));
+    for node in g.cfg.members.iter().flatten() {
+        if !members.iter().any(|x| &x.0 == node) {
+            members.push((node.clone(), "down".into(), 0, false));
+        }
+    }
+    members.sort();
+    GroupView {
+        id,
+        name: g.cfg.name.clone(),
+        role: m.role().as_str().to_string(),
+        leader: m.leader().unwrap_or("").to_string(),
+        term: m.term(),
+        priority: m.priority(),
+        healthy: m.healthy(),
+        maintenance: m.maintenance(),
+        failures: m.failures(now),
+        retired: g.retired,
+        since_usec: g.since_usec,
+        members,
+    }
+}
+
+/// One group's part of `STATUS=`, e.g. `web: active (term 42)`,
+/// `web: passive, leader db-b (term 42)`, `web: passive, waiting for the store (...)`.
+fn status_clause(g: &Group, now: Mono) -> String {
+    let m = &g.machine;
+    let role = m.role();
+    let mut s = match (&g.store_down, m.leader()) {
+        (Some(reason), _) if !m.store_up() => {
+            format!("{}: {role}, waiting for the store ({reason})", g.cfg.name)
+        }
+        (_, None) if !m.store_up() => format!("{}: {role}, waiting for the store", g.cfg.name),
+        (_, Some(l)) if role != Role::Active => {
+            format!("{}: {role}, leader {l} (term {})", g.cfg.name, m.term())
+        }
+        _ => format!("{}: {role} (term {})", g.cfg.name, m.term()),
+    };
+    if m.maintenance() {
+        s.push_str(", maintenance");
+    }
+    let failures = m.failures(now);
+    if failures > 0 {
+        s.push_str(&format!(
+            ", {failures} failure{} in the window",
+            if failures == 1 { "" } else { "s" }
+        ));
+    }
+    if m.stranded(now) {
+        s.push_str(", no eligible standby: restarting in place");
+    } else if m.failed(now) {
+        s.push_str(", failed: ineligible until the cooldown ends (promctl reset clears it)");
+    } else if !m.healthy() {
+        s.push_str(", unhealthy");
+    }
+    s
+}

@@ -1,0 +1,411 @@
+//! Driver events and machine actions as the journal, systemd and the store see them.
+
+use super::*;
+use crate::logging;
+
+#[test]
+fn a_store_outage_is_journalled_once_per_reason() {
+    let mut h = H::new(&[WEB]);
+    h.input(Input::Start);
+    let (refused, refused_why) = down("connection refused");
+    assert_eq!(
+        texts(&h.store(0, refused.clone())),
+        vec![format!("web: store unreachable: {refused_why}")]
+    );
+    assert!(texts(&h.store(0, refused)).is_empty());
+    let (timeout, timeout_why) = down("timeout");
+    assert_eq!(
+        texts(&h.store(0, timeout)),
+        vec![format!("web: store unreachable: {timeout_why}")]
+    );
+    let out = h.store(0, StoreEvent::Up);
+    let r = records(&out);
+    assert_eq!(
+        r[0].text,
+        format!("web: store reachable again (was: {timeout_why})")
+    );
+    assert_eq!(r[0].level, Level::Info);
+    // Every record of a group carries its fields.
+    assert_eq!(r[0].fields.group.as_deref(), Some("web"));
+    assert_eq!(r[0].fields.role, Some(Role::Starting));
+    assert_eq!(r[0].fields.term, Some(0));
+    assert_eq!(r[0].fields.leader.as_deref(), Some(""));
+}
+
+#[test]
+fn a_role_change_is_journalled_signalled_and_catalogued() {
+    let mut h = H::new(&[WEB]);
+    h.input(Input::Start);
+    h.passive(0, None);
+    h.store(0, StoreEvent::Campaigned(Some(7)));
+    let out = h.job(0, Job::StartActive, true);
+    let changes: Vec<&Record> = records(&out)
+        .into_iter()
+        .filter(|r| r.message_id.is_some())
+        .collect();
+    assert_eq!(changes.len(), 1, "{out:#?}");
+    let r = changes[0];
+    assert_eq!(r.message_id, Some(logging::ROLE_CHANGED));
+    assert_eq!(
+        r.text,
+        "web: promoting -> active (term 7): active target started"
+    );
+    assert_eq!(r.fields.role, Some(Role::Active));
+    assert_eq!(r.fields.old_role, Some(Role::Promoting));
+    assert_eq!(r.fields.reason.as_deref(), Some("active target started"));
+    assert!(out.iter().any(|o| matches!(o,
+        Output::RoleSignal { group, old: Role::Promoting, new: Role::Active, term: 7, .. }
+            if group == "web")));
+}
+
+#[test]
+fn a_fence_has_its_own_message_id() {
+    let mut h = H::new(&[WEB]);
+    h.input(Input::Start);
+    h.active(0, 7);
+    h.take();
+    // No renewal acknowledged for a whole lease: the node fences itself.
+    let out = h.advance(Duration::from_secs(2));
+    let fenced: Vec<&Record> = records(&out)
+        .into_iter()
+        .filter(|r| r.message_id == Some(logging::FENCED))
+        .collect();
+    assert_eq!(fenced.len(), 1, "{out:#?}");
+    assert!(
+        fenced[0]
+            .text
+            .starts_with("web: active -> demoting (term 7): lease not renewed")
+    );
+    assert!(jobs(&out).contains(&(GroupId(0), Job::StopActive)));
+}
+
+#[test]
+fn the_env_file_carries_the_term_and_the_leader() {
+    let mut h = H::new(&[WEB]);
+    h.input(Input::Start);
+    h.passive(0, Some(("n2", 42)));
+    let env = |out: &[Output]| {
+        out.iter()
+            .find_map(|o| match o {
+                Output::Job(_, JobOrder { env, .. }) => env.clone(),
+                _ => None,
+            })
+            .expect("a start with an env file")
+    };
+    let passive = h
+        .out
+        .iter()
+        .rev()
+        .find_map(|o| match o {
+            Output::Job(_, o) if o.job == Job::StartPassive => o.env.clone(),
+            _ => None,
+        })
+        .expect("the passive target started");
+    let expected = EnvFile {
+        role: Role::Passive,
+        term: 42,
+        leader: "n2".into(),
+    };
+    assert_eq!(passive, expected);
+    // n2's key goes; n1 wins it at term 43 and starts the active target with that term.
+    h.store(0, StoreEvent::Leader(None));
+    let out = h.store(0, StoreEvent::Campaigned(Some(43)));
+    let expected = EnvFile {
+        role: Role::Active,
+        term: 43,
+        leader: "n1".into(),
+    };
+    assert_eq!(env(&out), expected);
+}
+
+#[test]
+fn another_host_under_this_node_makes_promd_refuse_and_stop_every_group() {
+    let mut h = H::new(&[WEB, DB]);
+    h.input(Input::Start);
+    h.active(0, 7);
+    h.passive(1, Some(("n2", 3)));
+    h.take();
+    let theirs = Leader {
+        node: "n1".into(),
+        term: 9,
+        host: Some(OTHER_HOST.into()),
+    };
+    let out = h.store(0, StoreEvent::Leader(Some(theirs)));
+    let r = records(&out);
+    assert_eq!(r[0].message_id, Some(logging::NODE_CONFLICT));
+    assert_eq!(r[0].level, Level::Error);
+    assert_eq!(r[0].fields.node.as_deref(), Some("n1"));
+    assert_eq!(r[0].fields.group.as_deref(), Some("web"));
+    let why = format!(
+        "node n1 is in use by another host: the leader key was written by the promd on \
+         machine {OTHER_HOST} (this host is {THIS_HOST}); each host needs its own `node` in \
+         promd.toml"
+    );
+    assert_eq!(
+        r[0].text,
+        format!("refusing to run: {why}; stopping every group")
+    );
+    assert_eq!(h.agent.refused(), Some(why.as_str()));
+    assert_eq!(notified(&out)[0], &Notify::Stopping);
+    assert!(
+        jobs(&out).contains(&(GroupId(0), Job::StopActive)),
+        "web hands over"
+    );
+    assert_eq!(
+        store_commands(&out),
+        vec![(GroupId(1), "Shutdown")],
+        "db has nothing to"
+    );
+    // The key is not taken for one of ours from an earlier run.
+    assert_eq!(
+        h.agent.views(h.now)[0].leader,
+        format!("n1 (machine {OTHER_HOST})")
+    );
+    // Said once, however often the other host shows up.
+    let mine = member("n1", Some(OTHER_HOST));
+    let out = h.store(0, StoreEvent::Members(vec![mine]));
+    assert!(records(&out).iter().all(|r| r.message_id.is_none()));
+}
+
+#[test]
+fn a_member_record_of_this_node_from_another_host_is_a_conflict_too() {
+    let mut h = H::new(&[WEB]);
+    h.input(Input::Start);
+    h.passive(0, Some(("n2", 3)));
+    let out = h.store(0, StoreEvent::Members(vec![member("n1", Some(OTHER_HOST))]));
+    assert_eq!(records(&out)[0].message_id, Some(logging::NODE_CONFLICT));
+    assert!(
+        h.agent
+            .refused()
+            .is_some_and(|w| w.contains("this node's member record"))
+    );
+    // Records of this host, or of an older promd that wrote no host, prove nothing.
+    let mut h = H::new(&[WEB]);
+    h.input(Input::Start);
+    h.passive(0, Some(("n2", 3)));
+    let ours = vec![member("n1", Some(THIS_HOST)), member("n1", None)];
+    h.store(0, StoreEvent::Members(ours));
+    assert_eq!(h.agent.refused(), None);
+}
+
+#[test]
+fn a_failing_health_check_is_journalled_once_with_its_reason() {
+    let mut h = H::new(&[WEB]);
+    h.input(Input::Start);
+    h.passive(0, Some(("n2", 3)));
+    h.take();
+    let check = |ok: bool| HealthResult {
+        ok,
+        detail: if ok {
+            String::new()
+        } else {
+            "exit status 3: broken".into()
+        },
+    };
+    let out = h.input(Input::Health(GroupId(0), check(false)));
+    assert!(texts(&out).contains(&"web: health check failed: exit status 3: broken"));
+    let out = h.input(Input::Health(GroupId(0), check(false)));
+    assert!(texts(&out).is_empty(), "{out:#?}");
+    h.input(Input::Health(GroupId(0), check(true)));
+    let out = h.input(Input::Health(GroupId(0), check(false)));
+    assert!(texts(&out).contains(&"web: health check failed: exit status 3: broken"));
+}
+
+#[test]
+fn a_start_that_left_watched_units_down_is_a_failed_start() {
+    let mut h = H::new(&[WEB]);
+    h.input(Input::Start);
+    h.passive(0, None);
+    h.store(0, StoreEvent::Campaigned(Some(7)));
+    h.take();
+    let done = JobDone {
+        job: Job::StartActive,
+        ok: true,
+        not_up: vec![("web.service".into(), "failed".into())],
+    };
+    let out = h.input(Input::Job(GroupId(0), done));
+    assert!(
+        texts(&out).contains(
+            &"web: web.service is failed after the active target started: a failed start"
+        )
+    );
+    // Never `active` with nothing running.
+    assert_eq!(h.role(0), Some(Role::Promoting));
+}
+
+#[test]
+fn a_unit_that_stops_on_its_own_counts_as_a_failure_on_the_active_node() {
+    let mut h = H::new(&[WEB]);
+    h.input(Input::Start);
+    h.active(0, 7);
+    let stopped = WatchEvent::Stopped {
+        unit: "web.service".into(),
+    };
+    let out = h.input(Input::Watch(GroupId(0), stopped));
+    assert!(texts(&out).contains(
+        &"web: web.service is not running, though nobody failed it: counted as a failure"
+    ));
+    assert_eq!(h.agent.views(h.now)[0].failures, 1);
+}
+
+#[test]
+fn an_unreadable_store_value_is_journalled_and_ignored() {
+    let mut h = H::new(&[WEB]);
+    h.input(Input::Start);
+    h.passive(0, Some(("n2", 3)));
+    h.take();
+    let (ev, why) = corrupt("/promd/web/members/n3", "expected value at line 1");
+    let out = h.store(0, ev);
+    assert_eq!(
+        texts(&out),
+        vec![format!(
+            "web: ignoring unreadable store value /promd/web/members/n3: {why}"
+        )]
+    );
+    assert!(store_commands(&out).is_empty() && jobs(&out).is_empty());
+}
+
+#[test]
+fn maintenance_changes_are_journalled_with_who_set_them() {
+    let mut h = H::new(&[WEB]);
+    h.input(Input::Start);
+    h.passive(0, Some(("n2", 3)));
+    let out = h.store(0, StoreEvent::Maintenance(Some(maintenance(true))));
+    assert_eq!(texts(&out), vec!["web: maintenance mode on (set by n2)"]);
+    assert!(texts(&h.store(0, StoreEvent::Maintenance(Some(maintenance(true))))).is_empty());
+    let out = h.store(0, StoreEvent::Maintenance(None));
+    assert_eq!(texts(&out), vec!["web: maintenance mode off"]);
+}
+
+#[test]
+fn the_closure_is_said_when_it_changes_and_its_units_followed() {
+    use crate::systemd::Reach;
+    let mut h = H::new(&[WEB]);
+    h.input(Input::Start);
+    let mut closure = Closure::default();
+    closure.units.insert("web.service".into(), Reach::Pulled);
+    closure.steady.insert("web.service".into());
+    closure.missing.insert("gone.service".into());
+    let out = h.input(Input::Closure(GroupId(0), closure.clone()));
+    assert_eq!(
+        texts(&out),
+        vec![
+            "web: the role's units (bound to promd, stopped on demotion, killed by the fence): \
+             web.service; not found, nothing to stop: gone.service"
+        ]
+    );
+    let followed = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Follow(GroupId(0), f) => Some(f.clone()),
+            _ => None,
+        })
+        .expect("followed");
+    let web = followed["web.service"];
+    assert!(web.role && web.watched && web.steady && !web.passive);
+    assert!(
+        h.input(Input::Closure(GroupId(0), closure)).is_empty(),
+        "unchanged"
+    );
+    // A stop covers the closure as last found.
+    h.passive(0, None);
+    h.store(0, StoreEvent::Campaigned(Some(7)));
+    h.job(0, Job::StartActive, true);
+    let out = h.input(Input::Signal(Signal::Terminate));
+    let known = out.iter().find_map(|o| match o {
+        Output::Job(
+            _,
+            JobOrder {
+                job: Job::StopActive,
+                known,
+                ..
+            },
+        ) => Some(known.names()),
+        _ => None,
+    });
+    assert_eq!(known, Some(vec!["web.service".to_string()]));
+}
+
+#[test]
+fn a_failed_health_check_on_the_active_node_restarts_the_watched_units() {
+    let text = format!("node = \"n1\"\n{WEB}watch = [\"web.service\", \"web-db.service\"]\n");
+    let mut h = H::with(config_of(&text));
+    h.input(Input::Start);
+    h.active(0, 7);
+    h.take();
+    let sick = HealthResult {
+        ok: false,
+        detail: "exit status 1".into(),
+    };
+    h.input(Input::Health(GroupId(0), sick));
+    // After the restart backoff (1s by default).
+    let out = h.advance(Duration::from_secs(1));
+    let restarted = out.iter().find_map(|o| match o {
+        Output::Restart(GroupId(0), units) => Some(units.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        restarted,
+        Some(vec![
+            "web.service".to_string(),
+            "web-db.service".to_string()
+        ]),
+        "{out:#?}"
+    );
+    assert!(texts(&out).contains(&"web: restarting web.service web-db.service in place"));
+}
+
+#[test]
+fn machine_actions_become_store_records_of_this_host() {
+    let mut h = H::new(&[WEB]);
+    h.input(Input::Start);
+    h.store(0, StoreEvent::Up);
+    h.renew(0);
+    h.store(0, StoreEvent::Leader(None));
+    h.store(0, StoreEvent::Members(Vec::new()));
+    h.store(0, StoreEvent::Switchover(None));
+    h.store(0, StoreEvent::Maintenance(None));
+    h.job(0, Job::StopActive, true);
+    let out = h.job(0, Job::StartPassive, true);
+    let campaign = out.iter().find_map(|o| match o {
+        Output::Store(_, StoreCommand::Campaign(rec)) => Some(rec.clone()),
+        _ => None,
+    });
+    let campaign = campaign.expect("the best candidate campaigns for a vacant key");
+    assert_eq!(
+        (
+            campaign.node.as_str(),
+            campaign.priority,
+            campaign.host.as_deref()
+        ),
+        ("n1", 100, Some(THIS_HOST))
+    );
+    let published = h.out.iter().rev().find_map(|o| match o {
+        Output::Store(_, StoreCommand::Publish(rec)) => Some(rec.clone()),
+        _ => None,
+    });
+    assert_eq!(published.and_then(|r| r.host), Some(THIS_HOST.to_string()));
+}
+
+#[test]
+fn late_events_of_a_closed_group_reach_nobody() {
+    let mut h = H::new(&[WEB]);
+    h.input(Input::Start);
+    h.passive(0, Some(("n2", 3)));
+    let file = NewConfig {
+        config: config(&[]),
+        text: "node = \"n1\"\n".into(),
+    };
+    h.input(Input::Signal(Signal::Reload(Ok(file))));
+    assert!(h.agent.groups.is_empty(), "web exited and closed");
+    h.take();
+    for input in [
+        Input::Store(GroupId(0), down("gone").0),
+        Input::Job(GroupId(0), JobDone::failed(Job::StopActive)),
+        Input::Watch(GroupId(0), WatchEvent::PassiveUnits { ok: false }),
+        Input::Closure(GroupId(0), Closure::default()),
+    ] {
+        let out = h.input(input);
+        assert!(out.is_empty(), "{out:#?}");
+    }
+}

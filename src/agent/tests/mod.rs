@@ -1,0 +1,407 @@
+//! The agent driven as the runtime drives it, with a fake clock and a scripted store: each
+//! test asserts what an operator would see (STATUS=, the journal, D-Bus answers, which
+//! groups restart on a reload).
+
+mod calls;
+mod events;
+mod reload;
+mod status;
+
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::core::Role;
+use crate::store::{Leader, MaintenanceRecord, MemberRecord, StoreCommand};
+
+/// This host's machine-id in the tests; [`OTHER_HOST`] is another host's.
+const THIS_HOST: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1";
+const OTHER_HOST: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb2";
+
+/// The watchdog promd runs with in the tests: fitted to a 2s lease, as promd fits it at
+/// start-up (a machine given a watchdog too long for its lease cannot keep its margin).
+const WATCHDOG: Duration = Duration::from_millis(400);
+
+/// One group, `web`, on node `n1`, with a 2s lease.
+const WEB: &str = r#"
+[[group]]
+name = "web"
+active-target = "web-active.target"
+passive-target = "web-passive.target"
+lease = "2s"
+"#;
+
+/// A second group, `db`.
+const DB: &str = r#"
+[[group]]
+name = "db"
+active-target = "db-active.target"
+lease = "2s"
+"#;
+
+fn config(groups: &[&str]) -> Config {
+    config_of(&format!("node = \"n1\"\n{}", groups.concat()))
+}
+
+fn config_of(text: &str) -> Config {
+    match crate::config::parse(text, "promd.toml") {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// An agent, a fake clock, and every output so far.
+struct H {
+    agent: Agent,
+    origin: Instant,
+    now: Mono,
+    /// Every output, in order; `take` hands out those since the last call.
+    out: Vec<Output>,
+    calls: u64,
+}
+
+impl H {
+    fn new(groups: &[&str]) -> H {
+        H::with(config(groups))
+    }
+
+    fn with(config: Config) -> H {
+        let origin = Instant::now();
+        let agent = Agent::new(Settings {
+            config,
+            config_origin: "/etc/promd/promd.toml".into(),
+            host: crate::store::HostId::parse(THIS_HOST),
+            watchdog: Some(WATCHDOG),
+            origin,
+            wall_usec: 1_000_000,
+        });
+        H {
+            agent,
+            origin,
+            now: Mono(Duration::from_secs(100)),
+            out: Vec::new(),
+            calls: 0,
+        }
+    }
+
+    fn at(&self) -> Now {
+        Now {
+            mono: self.now,
+            wall_usec: u64::try_from(self.now.0.as_micros()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Handle one input; returns its outputs (also kept in `out`).
+    fn input(&mut self, input: Input) -> Vec<Output> {
+        let out = self.agent.handle(input, self.at());
+        self.out.extend(out.iter().cloned());
+        out
+    }
+
+    fn store(&mut self, id: u64, ev: StoreEvent) -> Vec<Output> {
+        self.input(Input::Store(GroupId(id), ev))
+    }
+
+    fn job(&mut self, id: u64, job: Job, ok: bool) -> Vec<Output> {
+        let done = JobDone {
+            job,
+            ok,
+            not_up: Vec::new(),
+        };
+        self.input(Input::Job(GroupId(id), done))
+    }
+
+    /// Time passes; a Tick at the new time.
+    fn advance(&mut self, d: Duration) -> Vec<Output> {
+        self.now = self.now + d;
+        self.input(Input::Tick)
+    }
+
+    fn renew(&mut self, id: u64) -> Vec<Output> {
+        let sent_at = self.origin + self.now.0;
+        self.store(id, StoreEvent::Renewed { sent_at })
+    }
+
+    fn call(&mut self, id: u64, call: Call) -> (CallId, Vec<Output>) {
+        let c = CallId(self.calls);
+        self.calls += 1;
+        (c, self.input(Input::Call(c, GroupId(id), call)))
+    }
+
+    fn status(&self) -> String {
+        self.agent.status_line(self.now)
+    }
+
+    /// The store comes up and shows `leader` holding the key; the start-up stop and the
+    /// passive target's start succeed. The group ends passive.
+    fn passive(&mut self, id: u64, leader: Option<(&str, u64)>) {
+        self.store(id, StoreEvent::Up);
+        self.renew(id);
+        let leader = leader.map(|(node, term)| Leader {
+            node: node.into(),
+            term,
+            host: None,
+        });
+        self.store(id, StoreEvent::Leader(leader));
+        self.store(id, StoreEvent::Members(Vec::new()));
+        self.store(id, StoreEvent::Switchover(None));
+        self.store(id, StoreEvent::Maintenance(None));
+        self.job(id, Job::StopActive, true);
+        self.job(id, Job::StartPassive, true);
+        assert_eq!(self.role(id), Some(Role::Passive), "{:#?}", self.out);
+    }
+
+    /// Passive with no leader, then wins the key at `term` and starts the active target.
+    fn active(&mut self, id: u64, term: u64) {
+        self.passive(id, None);
+        self.store(id, StoreEvent::Campaigned(Some(term)));
+        self.job(id, Job::StartActive, true);
+        assert_eq!(self.role(id), Some(Role::Active), "{:#?}", self.out);
+    }
+
+    fn role(&self, id: u64) -> Option<Role> {
+        self.agent
+            .groups
+            .get(&GroupId(id))
+            .map(|g| g.machine.role())
+    }
+
+    /// Every output since the last `take`.
+    fn take(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.out)
+    }
+}
+
+/// A member record of `node` as the store shows it.
+fn member(node: &str, host: Option<&str>) -> MemberRecord {
+    MemberRecord {
+        v: 1,
+        node: node.into(),
+        priority: 100,
+        eligible: true,
+        healthy: true,
+        role: Role::Passive,
+        host: host.map(str::to_string),
+    }
+}
+
+/// The store going down for `why`, and the reason as promd shows it. The only place that
+/// builds the backend's error, so that its type can change without touching the tests.
+fn down(why: &str) -> (StoreEvent, String) {
+    let error = crate::store::StoreError::Etcd(crate::store::EtcdError::Failed {
+        call: "lease keepalive",
+        cause: crate::store::Cause::new(std::io::Error::other(why.to_string())),
+    });
+    let shown = error.to_string();
+    (StoreEvent::Down(error), shown)
+}
+
+/// An unreadable value at `key`, and the error as promd shows it (see [`down`]).
+fn corrupt(key: &str, why: &str) -> (StoreEvent, String) {
+    let error = crate::store::ValueError::Record(crate::store::RecordError::Invalid(why.into()));
+    let shown = error.to_string();
+    let ev = StoreEvent::Corrupt {
+        key: key.into(),
+        error,
+    };
+    (ev, shown)
+}
+
+fn maintenance(on: bool) -> MaintenanceRecord {
+    MaintenanceRecord {
+        v: 1,
+        on,
+        by: "n2".into(),
+    }
+}
+
+/// The journal records among `out`.
+fn records(out: &[Output]) -> Vec<&Record> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Log(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The journal texts among `out`.
+fn texts(out: &[Output]) -> Vec<&str> {
+    records(out).into_iter().map(|r| r.text.as_str()).collect()
+}
+
+/// The answers to D-Bus calls among `out`.
+fn replies(out: &[Output]) -> Vec<(CallId, Result<(), CallError>)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Reply(c, r) => Some((*c, r.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The sd_notify messages among `out`.
+fn notified(out: &[Output]) -> Vec<&Notify> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Notify(n) => Some(n),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The store commands among `out`, by name.
+fn store_commands(out: &[Output]) -> Vec<(GroupId, &'static str)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Store(id, cmd) => Some((
+                *id,
+                match cmd {
+                    StoreCommand::Campaign(_) => "Campaign",
+                    StoreCommand::Release { .. } => "Release",
+                    StoreCommand::Publish(_) => "Publish",
+                    StoreCommand::RequestSwitchover(_) => "RequestSwitchover",
+                    StoreCommand::ClearSwitchover => "ClearSwitchover",
+                    StoreCommand::SetMaintenance(_) => "SetMaintenance",
+                    StoreCommand::Shutdown => "Shutdown",
+                },
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The systemd jobs among `out`.
+fn jobs(out: &[Output]) -> Vec<(GroupId, Job)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Job(id, order) => Some((*id, order.job)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn start_opens_every_group_then_says_ready() {
+    let mut h = H::new(&[WEB, DB]);
+    let out = h.input(Input::Start);
+    let opened: Vec<(GroupId, &str)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Open(id, cfg) => Some((*id, cfg.name.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(opened, vec![(GroupId(0), "web"), (GroupId(1), "db")]);
+    // Each machine's first step: the units a previous run may have left are stopped.
+    assert_eq!(
+        jobs(&out),
+        vec![(GroupId(0), Job::StopActive), (GroupId(1), Job::StopActive)]
+    );
+    assert!(
+        matches!(out.last(), Some(Output::Notify(Notify::Ready(s)))
+            if s == "web: starting, waiting for the store; db: starting, waiting for the store"),
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn sigterm_hands_every_group_over_then_promd_may_exit() {
+    let mut h = H::new(&[WEB, DB]);
+    h.input(Input::Start);
+    h.active(0, 7);
+    h.passive(1, Some(("n2", 3)));
+    h.take();
+    let out = h.input(Input::Signal(Signal::Terminate));
+    assert_eq!(
+        texts(&out),
+        vec![
+            "SIGTERM: handing over every group and stopping",
+            "web: active -> demoting (term 7): promd is stopping"
+        ]
+    );
+    assert_eq!(notified(&out)[0], &Notify::Stopping);
+    // The active group stops its units first; the passive one has nothing to hand over.
+    assert_eq!(jobs(&out), vec![(GroupId(0), Job::StopActive)]);
+    assert_eq!(store_commands(&out), vec![(GroupId(1), "Shutdown")]);
+    assert!(h.agent.stopping() && !h.agent.done());
+    // A second SIGTERM changes nothing.
+    assert!(h.input(Input::Signal(Signal::Terminate)).is_empty());
+    // Its units down, web releases the key (no passive target on the way out), then exits.
+    let out = h.job(0, Job::StopActive, true);
+    assert_eq!(store_commands(&out), vec![(GroupId(0), "Release")]);
+    let out = h.store(0, StoreEvent::Released);
+    assert_eq!(store_commands(&out), vec![(GroupId(0), "Shutdown")]);
+    assert!(h.agent.done());
+    assert_eq!(h.agent.refused(), None);
+    // The wait for the store at exit: the longest lease, at least 1s.
+    assert_eq!(h.agent.shutdown_wait(), Duration::from_secs(2));
+}
+
+#[test]
+fn a_group_that_has_exited_no_longer_wakes_the_loop() {
+    let mut h = H::new(&[WEB, DB]);
+    h.input(Input::Start);
+    h.passive(0, Some(("n2", 3)));
+    h.active(1, 5);
+    // db cannot hand over (its stop hangs); web exits at once.
+    h.input(Input::Signal(Signal::Terminate));
+    assert!(h.agent.groups[&GroupId(0)].machine.exited());
+    h.advance(Duration::from_secs(10));
+    // Whatever deadline web had when it exited has no step to wait for any more: were it
+    // counted, the loop would wake at once, again and again, until db is done.
+    assert!(
+        h.agent.next_deadline().is_none_or(|d| d > h.now),
+        "{:?} at {:?}",
+        h.agent.next_deadline(),
+        h.now
+    );
+}
+
+#[test]
+fn the_watchdog_is_pinged_only_while_every_store_task_turns() {
+    let mut h = H::new(&[WEB, DB]);
+    h.input(Input::Start);
+    let fresh = Some(Duration::from_millis(100));
+    let ping = |h: &mut H, ages: Vec<(GroupId, Option<Duration>)>| h.input(Input::PingDue(ages));
+    let out = ping(&mut h, vec![(GroupId(0), fresh), (GroupId(1), None)]);
+    assert_eq!(
+        notified(&out),
+        vec![&Notify::Ping],
+        "a task that never beat is not stalled"
+    );
+    // Three renewal intervals, at least 5s, without a turn: hung.
+    let out = ping(
+        &mut h,
+        vec![
+            (GroupId(0), fresh),
+            (GroupId(1), Some(Duration::from_secs(6))),
+        ],
+    );
+    assert!(notified(&out).is_empty());
+    let r = records(&out);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].level, Level::Error);
+    assert_eq!(r[0].text, "store driver stalled: not pinging the watchdog");
+    assert_eq!(r[0].fields.group.as_deref(), Some("db"));
+    let out = ping(
+        &mut h,
+        vec![
+            (GroupId(0), fresh),
+            (GroupId(1), Some(Duration::from_secs(4))),
+        ],
+    );
+    assert_eq!(notified(&out), vec![&Notify::Ping]);
+}
+
+#[test]
+fn an_exited_groups_store_task_may_stop_turning() {
+    let mut h = H::new(&[WEB, DB]);
+    h.input(Input::Start);
+    h.active(0, 5);
+    h.passive(1, Some(("n2", 3)));
+    h.input(Input::Signal(Signal::Terminate));
+    assert!(h.agent.groups[&GroupId(1)].machine.exited());
+    let hung = Some(Duration::from_secs(60));
+    let out = h.input(Input::PingDue(vec![(GroupId(1), hung)]));
+    assert_eq!(notified(&out), vec![&Notify::Ping]);
+}

@@ -1,0 +1,286 @@
+//! `systemctl reload promd`: which groups are left alone, added, handed over and restarted.
+
+use super::*;
+use crate::logging;
+
+fn reload(h: &mut H, groups: &[&str]) -> Vec<Output> {
+    let text = format!("node = \"n1\"\n{}", groups.concat());
+    let file = NewConfig {
+        config: config_of(&text),
+        text,
+    };
+    h.input(Input::Signal(Signal::Reload(Ok(file))))
+}
+
+fn summary(out: &[Output]) -> &str {
+    texts(out)
+        .into_iter()
+        .find_map(|t| t.strip_prefix("configuration reloaded from /etc/promd/promd.toml: "))
+        .unwrap_or("(no summary)")
+}
+
+fn opened(out: &[Output]) -> Vec<(GroupId, String)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Open(id, cfg) => Some((*id, cfg.name.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn closed(out: &[Output]) -> Vec<(GroupId, &str, bool)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Close { id, name, unbind } => Some((*id, name.as_str(), *unbind)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// web and db, both passive under n2's key.
+fn two_passive() -> H {
+    let mut h = H::new(&[WEB, DB]);
+    h.input(Input::Start);
+    h.passive(0, Some(("n2", 3)));
+    h.passive(1, Some(("n2", 4)));
+    h.take();
+    h
+}
+
+#[test]
+fn a_reload_leaves_unchanged_groups_alone() {
+    let mut h = two_passive();
+    let out = reload(&mut h, &[WEB, DB]);
+    assert_eq!(
+        summary(&out),
+        "2 unchanged, added [], removed [], changed (handed over, then restarted) []"
+    );
+    assert!(jobs(&out).is_empty() && store_commands(&out).is_empty());
+    assert_eq!(notified(&out).first(), Some(&&Notify::Reloading));
+    assert_eq!(
+        notified(&out).last(),
+        Some(&&Notify::Ready(
+            "web: passive, leader n2 (term 3); db: passive, leader n2 (term 4)".into()
+        ))
+    );
+}
+
+#[test]
+fn a_reload_adds_a_group_passive_first() {
+    let mut h = H::new(&[WEB]);
+    h.input(Input::Start);
+    h.passive(0, Some(("n2", 3)));
+    h.take();
+    let out = reload(&mut h, &[WEB, DB]);
+    assert_eq!(
+        summary(&out),
+        "1 unchanged, added [db], removed [], changed (handed over, then restarted) []"
+    );
+    assert_eq!(opened(&out), vec![(GroupId(1), "db".to_string())]);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Serve(GroupId(1), v) if v.name == "db"))
+    );
+    // Its first step, as at start-up: whatever a previous run left of its units is stopped.
+    assert_eq!(jobs(&out), vec![(GroupId(1), Job::StopActive)]);
+    assert_eq!(
+        h.status(),
+        "web: passive, leader n2 (term 3); db: starting, waiting for the store"
+    );
+}
+
+#[test]
+fn a_removed_group_hands_over_then_closes_for_good() {
+    let mut h = H::new(&[WEB, DB]);
+    h.input(Input::Start);
+    h.passive(0, Some(("n2", 3)));
+    h.active(1, 5);
+    h.take();
+    let out = reload(&mut h, &[WEB]);
+    assert_eq!(
+        summary(&out),
+        "1 unchanged, added [], removed [db], changed (handed over, then restarted) []"
+    );
+    assert!(
+        texts(&out)
+            .contains(&"db: removed from the configuration: handing over and stopping this group")
+    );
+    assert!(out.iter().any(|o| matches!(o, Output::Quiet(GroupId(1)))));
+    assert_eq!(jobs(&out), vec![(GroupId(1), Job::StopActive)]);
+    // Still shown while it hands over; not addressable by name on D-Bus any more.
+    assert!(h.status().contains("db: "));
+    assert!(h.agent.views(h.now)[1].retired);
+    h.job(1, Job::StopActive, true);
+    h.store(1, StoreEvent::Released);
+    let out = h.take();
+    assert_eq!(closed(&out), vec![(GroupId(1), "db", true)]);
+    assert!(opened(&out).is_empty());
+    // Gone from STATUS= and D-Bus once it has exited.
+    assert_eq!(h.status(), "web: passive, leader n2 (term 3)");
+    assert_eq!(h.agent.views(h.now).len(), 1);
+    assert!(notified(&out).contains(&&Notify::Status("web: passive, leader n2 (term 3)".into())));
+}
+
+#[test]
+fn a_changed_group_hands_over_then_restarts_under_a_new_id() {
+    let mut h = two_passive();
+    let changed = format!("{DB}priority = 50\n");
+    let out = reload(&mut h, &[WEB, &changed]);
+    assert_eq!(
+        summary(&out),
+        "1 unchanged, added [], removed [], changed (handed over, then restarted) [db]"
+    );
+    assert!(
+        texts(&out)
+            .contains(&"db: its configuration changed: handing over and stopping this group")
+    );
+    // Passive: it exits at once, closes and opens again with its new settings.
+    assert_eq!(closed(&out), vec![(GroupId(1), "db", false)]);
+    let new = out.iter().find_map(|o| match o {
+        Output::Open(id, cfg) => Some((*id, cfg.priority)),
+        _ => None,
+    });
+    assert_eq!(new, Some((GroupId(2), 50)));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Serve(GroupId(2), v) if v.name == "db"))
+    );
+    // Its old id reaches nothing any more.
+    assert!(h.store(1, StoreEvent::Up).is_empty());
+}
+
+#[test]
+fn the_latest_file_wins_for_a_group_still_handing_over() {
+    let mut h = H::new(&[WEB, DB]);
+    h.input(Input::Start);
+    h.passive(0, Some(("n2", 3)));
+    h.active(1, 5);
+    let slow = format!("{DB}priority = 50\n");
+    reload(&mut h, &[WEB, &slow]);
+    let slower = format!("{DB}priority = 40\n");
+    let out = reload(&mut h, &[WEB, &slower]);
+    assert_eq!(
+        summary(&out),
+        "1 unchanged, added [], removed [], changed (handed over, then restarted) []",
+        "db is still handing over: nothing new to retire"
+    );
+    h.job(1, Job::StopActive, true);
+    h.take();
+    h.store(1, StoreEvent::Released);
+    let out = h.take();
+    let new = out.iter().find_map(|o| match o {
+        Output::Open(id, cfg) => Some((*id, cfg.priority)),
+        _ => None,
+    });
+    assert_eq!(new, Some((GroupId(2), 40)));
+    // Changed, then removed before its old version had exited: never started again.
+    let mut h = H::new(&[WEB, DB]);
+    h.input(Input::Start);
+    h.passive(0, Some(("n2", 3)));
+    h.active(1, 5);
+    reload(&mut h, &[WEB, &slow]);
+    reload(&mut h, &[WEB]);
+    h.job(1, Job::StopActive, true);
+    h.take();
+    h.store(1, StoreEvent::Released);
+    let out = h.take();
+    assert_eq!(closed(&out), vec![(GroupId(1), "db", true)]);
+    assert!(opened(&out).is_empty());
+}
+
+#[test]
+fn an_invalid_file_is_refused_and_nothing_changes() {
+    let mut h = two_passive();
+    let problems =
+        "promd.toml:3:1: unknown key `bogus`\npromd.toml:5:9: lease under 1s".to_string();
+    let out = h.input(Input::Signal(Signal::Reload(Err(problems))));
+    let refused: Vec<(&str, Level)> = records(&out)
+        .into_iter()
+        .filter(|r| r.message_id == Some(logging::CONFIG_REFUSED))
+        .map(|r| (r.text.as_str(), r.level))
+        .collect();
+    assert_eq!(
+        refused,
+        vec![
+            ("promd.toml:3:1: unknown key `bogus`", Level::Error),
+            ("promd.toml:5:9: lease under 1s", Level::Error),
+            (
+                "reload refused: keeping the running configuration",
+                Level::Error
+            ),
+        ]
+    );
+    assert!(jobs(&out).is_empty() && store_commands(&out).is_empty());
+    assert!(matches!(notified(&out).last(), Some(Notify::Ready(_))));
+    assert_eq!(h.agent.views(h.now).len(), 2);
+}
+
+#[test]
+fn a_new_node_name_needs_a_restart() {
+    let mut h = two_passive();
+    let text = format!("node = \"n9\"\n{WEB}{DB}");
+    let file = NewConfig {
+        config: config_of(&text),
+        text,
+    };
+    let out = h.input(Input::Signal(Signal::Reload(Ok(file))));
+    let refused: Vec<&str> = records(&out)
+        .into_iter()
+        .filter(|r| r.message_id == Some(logging::CONFIG_REFUSED))
+        .map(|r| r.text.as_str())
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(
+        refused[0].starts_with("/etc/promd/promd.toml:1:")
+            && refused[0].contains("`node` = \"n9\" but the running promd is node \"n1\""),
+        "{}",
+        refused[0]
+    );
+    // Still the running configuration: a later reload is compared with n1.
+    let out = reload(&mut h, &[WEB, DB]);
+    assert!(summary(&out).starts_with("2 unchanged"));
+}
+
+#[test]
+fn a_shorter_lease_lowers_the_watchdog_and_a_longer_one_never_raises_it() {
+    let mut h = two_passive();
+    let short = WEB.replace("lease = \"2s\"", "lease = \"1s\"");
+    let out = reload(&mut h, &[&short, DB]);
+    let fitted = notified(&out).into_iter().find_map(|n| match n {
+        Notify::Watchdog(d) => Some(*d),
+        _ => None,
+    });
+    let expected = Timing::new(Duration::from_secs(1)).fitting_watchdog();
+    assert!(expected < WATCHDOG);
+    assert_eq!(fitted, Some(expected));
+    assert!(texts(&out).contains(&"watchdog 400ms -> 150ms to fit group web's lease"));
+    let long = WEB.replace("lease = \"2s\"", "lease = \"30s\"");
+    let out = reload(&mut h, &[&long]);
+    assert!(
+        !notified(&out)
+            .iter()
+            .any(|n| matches!(n, Notify::Watchdog(_)))
+    );
+    // Without a watchdog there is nothing to fit.
+    assert_eq!(watchdog_fit(&config(&[&short]), None), None);
+}
+
+#[test]
+fn sigterm_during_a_replacement_starts_nothing_new() {
+    let mut h = H::new(&[WEB, DB]);
+    h.input(Input::Start);
+    h.passive(0, Some(("n2", 3)));
+    h.active(1, 5);
+    let changed = format!("{DB}priority = 50\n");
+    reload(&mut h, &[WEB, &changed]);
+    h.input(Input::Signal(Signal::Terminate));
+    // A reload while stopping is ignored (the runtime does not even read the file).
+    assert!(reload(&mut h, &[WEB]).is_empty());
+    h.job(1, Job::StopActive, true);
+    h.take();
+    h.store(1, StoreEvent::Released);
+    let out = h.take();
+    assert_eq!(closed(&out), vec![(GroupId(1), "db", true)]);
+    assert!(opened(&out).is_empty());
+    assert!(h.agent.done());
+}

@@ -1,0 +1,145 @@
+//! Carrying out the agent's outputs: drivers opened and closed, store commands, D-Bus
+//! replies and signals, journal records, sd_notify. The systemd work is in jobs.rs.
+
+use super::{Drivers, Runtime, ping_interval};
+use crate::agent::{GroupId, Level, Notify, Output, Record};
+use crate::config::GroupConfig;
+use crate::core::Role;
+use crate::dbus::PromdError;
+use crate::store::{GroupSpec, Progress};
+
+impl Runtime {
+    pub(super) fn carry(&mut self, output: Output) {
+        match output {
+            Output::Open(id, cfg) => self.open(id, cfg),
+            Output::Serve(_, view) => {
+                if let Some(d) = &mut self.dbus {
+                    d.add_group(view);
+                }
+            }
+            Output::Quiet(id) => {
+                if let Some(d) = self.drivers.get_mut(&id) {
+                    for task in [d.health_task.take(), d.watch_task.take()]
+                        .into_iter()
+                        .flatten()
+                    {
+                        task.abort();
+                    }
+                }
+            }
+            Output::Close { id, name, unbind } => self.close(id, name, unbind),
+            Output::Store(id, cmd) => {
+                if let Some(d) = self.drivers.get(&id) {
+                    // A closed channel means the store task ended: only after Shutdown.
+                    let _ = d.session.commands.send(cmd);
+                }
+            }
+            Output::Job(id, order) => self.start_job(id, order),
+            Output::Kill { id, known } => self.kill(id, known),
+            Output::Restart(id, units) => self.restart(id, units),
+            Output::Follow(id, followed) => self.follow_units(id, followed),
+            Output::Reply(call, result) => {
+                if let Some(reply) = self.replies.remove(&call) {
+                    // The caller may have gone; nothing to do about it.
+                    let _ = reply.send(result.map_err(PromdError::from));
+                }
+            }
+            Output::RoleSignal {
+                group,
+                old,
+                new,
+                term,
+                reason,
+            } => {
+                if let Some(d) = &self.dbus {
+                    d.role_changed(&group, old.as_str(), new.as_str(), term, &reason);
+                }
+            }
+            Output::Log(record) => emit(&record),
+            Output::Notify(n) => match n {
+                Notify::Ready(status) => self.notifier.ready(&status),
+                Notify::Status(status) => self.notifier.status(&status),
+                Notify::Reloading => self.notifier.reloading(),
+                Notify::Stopping => self.notifier.stopping(),
+                Notify::Watchdog(interval) => {
+                    self.notifier.set_watchdog(interval);
+                    self.ping = ping_interval(&self.notifier);
+                }
+                Notify::Ping => self.notifier.ping(),
+            },
+        }
+    }
+
+    /// A group's drivers: its store session, the binding of its closure, its health check.
+    fn open(&mut self, id: GroupId, cfg: GroupConfig) {
+        let progress = Progress::default();
+        let spec = GroupSpec {
+            group: cfg.name.clone(),
+            node: self.node.clone(),
+            host: self.host.clone(),
+            lease: cfg.lease,
+            progress: progress.clone(),
+        };
+        let session = self.store.open_group(spec, id, self.store_tx.clone());
+        self.drivers.insert(
+            id,
+            Drivers {
+                cfg,
+                session,
+                progress,
+                superseded: Vec::new(),
+                kills: Vec::new(),
+                health_task: None,
+                watch_task: None,
+            },
+        );
+        self.bind_units(id);
+    }
+
+    /// A group that has exited: off D-Bus, its drivers dropped (the store task's shutdown is
+    /// awaited at exit), and its drop-ins removed if it is gone for good.
+    fn close(&mut self, id: GroupId, name: String, unbind: bool) {
+        if let Some(d) = &self.dbus {
+            d.remove_group(&name);
+        }
+        if let Some(d) = self.drivers.remove(&id) {
+            self.leaving.push(d.session.task);
+        }
+        if unbind {
+            let systemd = self.systemd.clone();
+            tokio::spawn(async move {
+                if let Err(e) = systemd.unbind(&name).await {
+                    tracing::warn!(PROMD_GROUP = %name, "removing the group's drop-ins: {e}");
+                }
+            });
+        }
+    }
+}
+
+/// A journal record, with its `MESSAGE_ID` and `PROMD_*` fields (those it has).
+pub(super) fn emit(r: &Record) {
+    let f = &r.fields;
+    let role = f.role.map(Role::as_str);
+    let old_role = f.old_role.map(Role::as_str);
+    macro_rules! at {
+        ($level:ident) => {
+            tracing::$level!(
+                MESSAGE_ID = r.message_id,
+                PROMD_GROUP = f.group.as_deref(),
+                PROMD_ROLE = role,
+                PROMD_OLD_ROLE = old_role,
+                PROMD_TERM = f.term,
+                PROMD_LEADER = f.leader.as_deref(),
+                PROMD_REASON = f.reason.as_deref(),
+                PROMD_NODE = f.node.as_deref(),
+                "{}",
+                r.text
+            )
+        };
+    }
+    match r.level {
+        Level::Error => at!(error),
+        Level::Warn => at!(warn),
+        Level::Info => at!(info),
+    }
+}
