@@ -19,24 +19,41 @@ use zbus::{Connection, OwnedObjectPath, Variant};
 pub use crate::agent::{Call, GroupView};
 use crate::agent::{CallError, GroupId};
 
+/// The well-known name promd takes on the system bus (`dbus/org.promd1.conf` lets only the
+/// `promd` user own it).
 pub const BUS_NAME: &str = "org.promd1";
+/// The Manager object: node, version, store state, the group list and the methods by name.
 pub const MANAGER_PATH: &str = "/org/promd1";
+/// The Manager's interface, described in `dbus/org.promd1.Manager.xml`.
 pub const MANAGER_IFACE: &str = "org.promd1.Manager";
+/// The interface of each group object ([`group_path`]), described in
+/// `dbus/org.promd1.Group.xml`.
 pub const GROUP_IFACE: &str = "org.promd1.Group";
 /// Members of this group may call methods (besides root).
 pub const ADMIN_GROUP: &str = "promd";
 
+/// The errors promd's methods answer with, named `org.promd1.Error.VARIANT`; each carries a
+/// message for the caller (promctl prints it).
 #[derive(Debug, zbus::DBusError)]
 #[zbus(prefix = "org.promd1.Error")]
 pub enum PromdError {
+    /// A D-Bus failure of the call itself, passed through under zbus's own error name.
     #[zbus(error)]
     ZBus(zbus::Error),
+    /// Promote refused: this host is failed (or cooling down), unhealthy, not a member, or it
+    /// failed while taking over.
     NotEligible(String),
+    /// Demote refused: no other member could take the role.
     NoStandby(String),
+    /// The request was accepted but did not complete within three leases (at least 30 s).
     Timeout(String),
+    /// No group of that name on this host (or it was removed by a reload).
     UnknownGroup(String),
+    /// The caller is neither root nor in the `promd` group ([`ADMIN_GROUP`]).
     AccessDenied(String),
+    /// Promote or demote refused, or a promote given up: maintenance mode is on.
     Maintenance(String),
+    /// Anything else: promd is stopping, or the store is unreachable (for SetMaintenance).
     Failed(String),
 }
 
@@ -55,8 +72,11 @@ impl From<CallError> for PromdError {
 
 /// A method call for the runtime to hand to the agent, and where its answer goes.
 pub struct CallRequest {
+    /// The group the call's object path named.
     pub group: GroupId,
+    /// What was asked.
     pub call: Call,
+    /// Where the runtime sends the outcome; the D-Bus reply waits for it.
     pub reply: oneshot::Sender<Result<(), PromdError>>,
 }
 
@@ -479,6 +499,8 @@ impl DbusService {
         self.last = views;
     }
 
+    /// Signal `RoleChanged(old, new, term, reason)` on `group`'s object, after the property
+    /// changes already queued.
     pub fn role_changed(&self, group: &str, old: &str, new: &str, term: u64, reason: &str) {
         let _ = self.emissions.send(Emission::RoleChanged {
             path: group_path(group),
