@@ -21,7 +21,10 @@ mod election;
 mod failures;
 mod fence;
 mod handover;
+mod reason;
 mod requests;
+
+pub use reason::{Ineligible, Reason, ReasonKind, Refusal};
 
 use std::time::Duration;
 
@@ -132,14 +135,6 @@ pub enum Request {
     ResetFailed,
 }
 
-/// Why a request was refused; nothing changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    NotEligible(String),
-    NoStandby(String),
-    Maintenance(String),
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     Start(Job, Option<u64>),
@@ -158,7 +153,7 @@ pub enum Action {
         old: Role,
         new: Role,
         term: u64,
-        reason: String,
+        reason: Reason,
     },
     /// Restart a failed active unit in place (`None`: every watched unit, for a failed
     /// health check).
@@ -231,7 +226,7 @@ pub struct GroupMachine {
     /// A start of the active target that left watched units down is tried again at this
     /// time (the role stays `promoting` meanwhile).
     retry_start_at: Option<Mono>,
-    demote_reason: Option<String>,
+    demote_reason: Option<Reason>,
     terminating: bool,
     exited: bool,
     published: Option<Member>,
@@ -492,11 +487,11 @@ impl GroupMachine {
                         if ok {
                             if self.role == Role::Promoting {
                                 let term = self.held_term.unwrap_or(self.term);
-                                self.set_role(Role::Active, term, "active target started", out);
+                                self.set_role(Role::Active, term, Reason::ActiveStarted, out);
                             }
                         } else {
                             self.failed_until = Some(now + self.p.failure_cooldown);
-                            self.demote_reason = Some("the active target failed to start".into());
+                            self.demote_reason = Some(Reason::StartFailed);
                         }
                     }
                     Job::StartPassive => {
@@ -608,7 +603,7 @@ impl GroupMachine {
         self.ineligibility(now).is_none()
     }
 
-    fn set_role(&mut self, new: Role, term: u64, reason: &str, out: &mut Vec<Action>) {
+    fn set_role(&mut self, new: Role, term: u64, reason: Reason, out: &mut Vec<Action>) {
         let old = self.role;
         if old == new {
             return;
@@ -619,7 +614,7 @@ impl GroupMachine {
             old,
             new,
             term: self.term,
-            reason: reason.to_string(),
+            reason,
         });
     }
 }

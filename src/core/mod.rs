@@ -8,7 +8,10 @@
 mod machine;
 mod timing;
 
-pub use machine::{Action, Event, GroupMachine, GroupParams, Job, Member, Refusal, Request};
+pub use machine::{
+    Action, Event, GroupMachine, GroupParams, Ineligible, Job, Member, Reason, ReasonKind, Refusal,
+    Request,
+};
 pub use timing::{Mono, Timing};
 
 use serde::{Deserialize, Serialize};

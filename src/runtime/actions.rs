@@ -1,7 +1,8 @@
 //! Carrying out the machines' actions: store commands, unit kills and restarts, role changes.
 
 use super::{Runtime, realtime_usec};
-use crate::core::{Action, Role};
+use crate::core::Reason;
+use crate::core::{Action, ReasonKind, Role};
 use crate::logging;
 use crate::store::{
     LeaderRecord, MemberRecord, StoreCommand, SwitchoverRecord, record::FORMAT_VERSION,
@@ -125,15 +126,28 @@ impl Runtime {
         }
     }
 
-    pub(super) fn role_changed(&mut self, i: usize, old: Role, new: Role, term: u64, reason: &str) {
+    pub(super) fn role_changed(
+        &mut self,
+        i: usize,
+        old: Role,
+        new: Role,
+        term: u64,
+        reason: &Reason,
+    ) {
         self.groups[i].since_usec = realtime_usec();
         let g = &self.groups[i];
         if let Some(d) = &self.dbus {
-            d.role_changed(&g.cfg.name, old.as_str(), new.as_str(), term, reason);
+            d.role_changed(
+                &g.cfg.name,
+                old.as_str(),
+                new.as_str(),
+                term,
+                &reason.to_string(),
+            );
         }
         let leader = g.machine.leader().unwrap_or("");
         let message = format!("{}: {old} -> {new} (term {term}): {reason}", g.cfg.name);
-        let fenced = reason.contains("lease not renewed");
+        let fenced = reason.kind() == ReasonKind::Fenced;
         let id = if fenced {
             logging::FENCED
         } else {

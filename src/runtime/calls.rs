@@ -43,9 +43,9 @@ impl Runtime {
         match outcome {
             Err(refusal) => {
                 let _ = reply.send(Err(match refusal {
-                    Refusal::NotEligible(m) => PromdError::NotEligible(m),
-                    Refusal::NoStandby(m) => PromdError::NoStandby(m),
-                    Refusal::Maintenance(m) => PromdError::Maintenance(m),
+                    Refusal::NotEligible(m) => PromdError::NotEligible(m.to_string()),
+                    r @ Refusal::NoStandby => PromdError::NoStandby(r.to_string()),
+                    r @ Refusal::Maintenance => PromdError::Maintenance(r.to_string()),
                 }));
             }
             Ok(actions) => {

@@ -1,6 +1,6 @@
 //! Local failures of the active units: counted, restarted in place, failed over past the limit.
 
-use super::{Action, GroupMachine, Job, Mono, Role};
+use super::{Action, GroupMachine, Job, Mono, Reason, Role};
 
 impl GroupMachine {
     /// Local failure first: count it, restart in place, and fail over once there were more
@@ -72,9 +72,11 @@ impl GroupMachine {
                 )));
                 self.failed_until = Some(now + self.p.failure_cooldown);
                 self.switchover_to = Some(best.clone());
-                self.demote_reason = Some(format!(
-                    "{count} failures within {window}: failing over to {best}"
-                ));
+                self.demote_reason = Some(Reason::FailingOver {
+                    count,
+                    window: self.p.restart_window,
+                    to: best.clone(),
+                });
                 out.push(Action::RequestSwitchover { to: best });
                 true
             }

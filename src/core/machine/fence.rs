@@ -2,7 +2,7 @@
 //! terminate (stop, release, exit). Also the handling of stops that fail and of units that
 //! start on a host without the role, since both end up in the fence.
 
-use super::{Action, GroupMachine, Job, Mono, Role};
+use super::{Action, GroupMachine, Job, Mono, Reason, Role};
 
 impl GroupMachine {
     /// Rule 1: units must not run unless this node holds the key under a live lease, and has
@@ -13,20 +13,16 @@ impl GroupMachine {
         }
         let lost = match self.entitled_at() {
             None => Some(self.not_entitled_reason()),
-            Some(fence_at) if now >= fence_at => {
-                Some("lease not renewed in time: fencing before it can expire".to_string())
-            }
+            Some(fence_at) if now >= fence_at => Some(Reason::LeaseNotRenewed),
             // Holding the key does not entitle a host that is demoting, or that never took
             // the role, to run the units: a unit started behind its back, or a stop failed.
-            Some(_) if !self.runs_role() => {
-                Some("not active: the active units must not run".to_string())
-            }
+            Some(_) if !self.runs_role() => Some(Reason::NotActive),
             Some(_) => None,
         };
         if let Some(reason) = lost
             && self.may_issue_stop(now)
         {
-            self.stop_active(&reason, out);
+            self.stop_active(reason, out);
         }
         if self.stopping() && now >= self.kill_deadline() && self.kill_due(now) {
             self.killed_at = Some(now);
@@ -79,13 +75,13 @@ impl GroupMachine {
         self.renewed_sent.map(|s| self.p.timing.fence_at(s))
     }
 
-    pub(super) fn not_entitled_reason(&self) -> String {
-        match (&self.leader, self.held_term) {
-            _ if self.role == Role::Starting => "starting: the active units must not run".into(),
-            _ if self.lease_lost => "lease lost".into(),
-            (Some((node, _)), _) if *node != self.p.node => format!("{node} holds the role"),
-            (None, _) => "the leader key is gone".into(),
-            _ => "not holding the role".into(),
+    pub(super) fn not_entitled_reason(&self) -> Reason {
+        match &self.leader {
+            _ if self.role == Role::Starting => Reason::Starting,
+            _ if self.lease_lost => Reason::LeaseLost,
+            Some((node, _)) if *node != self.p.node => Reason::HeldBy { node: node.clone() },
+            None => Reason::KeyGone,
+            _ => Reason::NotHolding,
         }
     }
 
@@ -159,7 +155,7 @@ impl GroupMachine {
         )));
     }
 
-    pub(super) fn stop_active(&mut self, reason: &str, out: &mut Vec<Action>) {
+    pub(super) fn stop_active(&mut self, reason: Reason, out: &mut Vec<Action>) {
         self.pending_restarts.clear();
         self.job = Some(Job::StopActive);
         // Each attempt gets its own kill deadline (a retry may find units restarted).
@@ -176,7 +172,7 @@ impl GroupMachine {
     /// Rule 2: stop the units, release the key, exit.
     pub(super) fn terminate(&mut self, now: Mono, out: &mut Vec<Action>) {
         if self.job == Some(Job::StartActive) {
-            self.stop_active("promd is stopping", out);
+            self.stop_active(Reason::PromdStopping, out);
             return;
         }
         if self.job.is_some() {
@@ -184,7 +180,7 @@ impl GroupMachine {
         }
         if self.units_may_run {
             if self.may_issue_stop(now) {
-                self.stop_active("promd is stopping", out);
+                self.stop_active(Reason::PromdStopping, out);
             }
             return;
         }

@@ -1,6 +1,6 @@
 //! Rules 3 and 4a: demotion (hand-over) and promotion.
 
-use super::{Action, GroupMachine, Job, Mono, Role};
+use super::{Action, GroupMachine, Job, Mono, Reason, Role};
 
 impl GroupMachine {
     /// Rule 3a: hand over on a switchover request or a failed start.
@@ -9,7 +9,7 @@ impl GroupMachine {
             return;
         }
         if let Some(reason) = self.demote_reason.take() {
-            self.stop_active(&reason, out);
+            self.stop_active(reason, out);
             return;
         }
         if let Some(to) = self.switchover_to.clone()
@@ -18,7 +18,7 @@ impl GroupMachine {
             && self.role == Role::Active
         {
             if self.members.iter().any(|m| m.node == to && m.eligible) {
-                self.stop_active(&format!("switchover to {to}"), out);
+                self.stop_active(Reason::Switchover { to }, out);
             } else {
                 // Not a candidate: drop the request rather than hand over to nobody.
                 self.switchover_to = None;
@@ -64,15 +64,13 @@ impl GroupMachine {
             Role::Passive
         };
         if self.role != settled {
-            let (term, reason) = match self.role {
-                Role::Starting => (self.term, "started: units stopped, passive target up"),
-                Role::Failed => (self.term, "failure cooldown over"),
-                _ if settled == Role::Failed => {
-                    (self.term, "failed: ineligible until the cooldown ends")
-                }
-                _ => (self.term, "demoted: active units stopped"),
+            let reason = match self.role {
+                Role::Starting => Reason::StartedPassive,
+                Role::Failed => Reason::CooldownOver,
+                _ if settled == Role::Failed => Reason::FailedCooldown,
+                _ => Reason::Demoted,
             };
-            self.set_role(settled, term, reason, out);
+            self.set_role(settled, self.term, reason, out);
         }
     }
 
@@ -92,7 +90,7 @@ impl GroupMachine {
         self.units_may_run = true;
         self.passive_ready = false;
         self.job = Some(Job::StartActive);
-        self.set_role(Role::Promoting, term, "won the election", out);
+        self.set_role(Role::Promoting, term, Reason::WonElection, out);
         out.push(Action::Start(Job::StartActive, Some(term)));
     }
 }
