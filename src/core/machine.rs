@@ -23,8 +23,10 @@ mod fence;
 mod handover;
 mod reason;
 mod requests;
+mod timers;
 
 pub use reason::{Ineligible, Reason, ReasonKind, Refusal};
+pub use timers::{Timer, Timers};
 
 use std::time::Duration;
 
@@ -197,9 +199,6 @@ pub struct GroupMachine {
     vacant_since: Option<Mono>,
     /// An earlier incarnation of this node held the key: let the others go first once.
     defer_once: bool,
-    /// After a lost campaign, wait for the watch to show the winner (or a grace period).
-    retry_campaign_at: Option<Mono>,
-    last_switchover_request: Option<Mono>,
 
     // systemd.
     job: Option<Job>,
@@ -208,9 +207,6 @@ pub struct GroupMachine {
     units_may_run: bool,
     /// When the units were last killed in the current stop (see `fence::kill_due`).
     killed_at: Option<Mono>,
-    /// A failed stop is retried at this time; until then nothing issues another stop (the
-    /// units were killed when it failed), so a systemd that keeps failing is not hammered.
-    stop_retry_at: Option<Mono>,
     /// Failed stops in a row, for the retry backoff; zero after a stop succeeds.
     stop_failures: u32,
     passive_ready: bool,
@@ -218,18 +214,19 @@ pub struct GroupMachine {
 
     healthy: bool,
     passive_units_ok: bool,
-    failed_until: Option<Mono>,
     /// Failures of the active units, newest last, within the restart window.
     failures: std::collections::VecDeque<Mono>,
     /// Restarts in place waiting for their backoff.
     pending_restarts: Vec<(Option<String>, Mono)>,
-    /// A start of the active target that left watched units down is tried again at this
-    /// time (the role stays `promoting` meanwhile).
-    retry_start_at: Option<Mono>,
     demote_reason: Option<Reason>,
     terminating: bool,
     exited: bool,
     published: Option<Member>,
+    /// The owned deadlines ([`Timer`]): `StopRetry` (until then nothing issues another stop:
+    /// the units were killed when it failed, and a systemd that keeps failing is not
+    /// hammered), `CampaignRetry`, `Cooldown`, `StartRetry` (the role stays `promoting`
+    /// meanwhile), `SwitchoverRetry`.
+    timers: Timers,
     /// The term last reported in a role change: the fencing token the units saw.
     term: u64,
     /// The time of the last step: every deadline up to it has been handled.
@@ -257,25 +254,21 @@ impl GroupMachine {
             releasing: false,
             vacant_since: None,
             defer_once: false,
-            retry_campaign_at: None,
-            last_switchover_request: None,
             job: None,
             units_may_run: true,
             killed_at: None,
-            stop_retry_at: None,
             stop_failures: 0,
             passive_ready: false,
             passive_failed: false,
             healthy: true,
             passive_units_ok: true,
-            failed_until: None,
             failures: std::collections::VecDeque::new(),
             pending_restarts: Vec::new(),
-            retry_start_at: None,
             demote_reason: None,
             terminating: false,
             exited: false,
             published: None,
+            timers: Timers::default(),
             term: 0,
             stepped_at: Mono::ZERO,
         }
@@ -333,7 +326,7 @@ impl GroupMachine {
 
     /// This node failed over and waits for its cooldown (or `ResetFailed`).
     pub fn failed(&self, now: Mono) -> bool {
-        self.failed_until.is_some_and(|t| now < t)
+        self.timers.pending(Timer::Cooldown, now)
     }
 
     pub fn priority(&self) -> i32 {
@@ -351,26 +344,10 @@ impl GroupMachine {
     /// The earliest time at which a `Tick` may change something that no step has handled
     /// yet. It can lie in the past, when the caller was late: a Tick is then due at once.
     /// (A deadline must never be dropped for being late: the fence is one of them.)
+    ///
+    /// The earliest entry of [`Self::timers`] later than the last step.
     pub fn next_deadline(&self) -> Option<Mono> {
-        let mut at: Vec<Mono> = Vec::new();
-        // The fence deadline, and the moment this node stops being eligible.
-        at.extend(self.renewed_sent.map(|s| self.p.timing.fence_at(s)));
-        at.extend(self.next_kill());
-        at.extend(self.stop_retry_at);
-        if let Some(since) = self.vacant_since
-            && !self.campaigning
-            && self.held_term.is_none()
-        {
-            at.push(since + self.campaign_delay());
-        }
-        at.extend(self.failed_until);
-        at.extend(self.pending_restarts.iter().map(|r| r.1));
-        at.extend(self.retry_start_at);
-        at.extend(self.retry_campaign_at);
-        if let Some(last) = self.last_switchover_request {
-            at.push(last + self.p.timing.lease);
-        }
-        at.into_iter().filter(|t| *t > self.stepped_at).min()
+        self.next_timer().map(|(_, at)| at)
     }
 
     /// Feed one event; returns what the drivers must do, in order.
@@ -418,7 +395,7 @@ impl GroupMachine {
                     (Some(_), _) => self.vacant_since = None,
                     _ => {}
                 }
-                self.retry_campaign_at = None;
+                self.timers.clear(Timer::CampaignRetry);
                 if let Some((node, term)) = &leader {
                     if *node != self.p.node {
                         self.defer_once = false;
@@ -450,7 +427,8 @@ impl GroupMachine {
             Event::Campaigned(result) => {
                 self.campaigning = false;
                 if result.is_none() {
-                    self.retry_campaign_at = Some(now + self.p.timing.grace());
+                    self.timers
+                        .set(Timer::CampaignRetry, now + self.p.timing.grace());
                 }
                 if let Some(term) = result {
                     self.held_term = Some(term);
@@ -478,7 +456,7 @@ impl GroupMachine {
                             self.units_may_run = false;
                             self.killed_at = None;
                             self.stop_failures = 0;
-                            self.stop_retry_at = None;
+                            self.timers.clear(Timer::StopRetry);
                         } else {
                             self.stop_failed(now, out);
                         }
@@ -490,7 +468,8 @@ impl GroupMachine {
                                 self.set_role(Role::Active, term, Reason::ActiveStarted, out);
                             }
                         } else {
-                            self.failed_until = Some(now + self.p.failure_cooldown);
+                            self.timers
+                                .set(Timer::Cooldown, now + self.p.failure_cooldown);
                             self.demote_reason = Some(Reason::StartFailed);
                         }
                     }
@@ -549,8 +528,8 @@ impl GroupMachine {
 
     fn step(&mut self, now: Mono, out: &mut Vec<Action>) {
         self.stepped_at = self.stepped_at.max(now);
-        if self.failed_until.is_some_and(|t| now >= t) {
-            self.failed_until = None;
+        if self.timers.due(Timer::Cooldown, now) {
+            self.timers.clear(Timer::Cooldown);
         }
         self.fence(now, out);
         self.restart_due(now, out);

@@ -10,7 +10,7 @@ mod timing;
 
 pub use machine::{
     Action, Event, GroupMachine, GroupParams, Ineligible, Job, Member, Reason, ReasonKind, Refusal,
-    Request,
+    Request, Timer, Timers,
 };
 pub use timing::{Mono, Timing};
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{Action, GroupMachine, Mono, Role};
+use super::{Action, GroupMachine, Mono, Role, Timer};
 
 impl GroupMachine {
     /// Rule 4b: campaign for a vacant key, best candidate first.
@@ -17,7 +17,7 @@ impl GroupMachine {
         if self.maintenance {
             return;
         }
-        if !self.eligible(now) || self.retry_campaign_at.is_some_and(|t| now < t) {
+        if !self.eligible(now) || self.timers.pending(Timer::CampaignRetry, now) {
             return;
         }
         if self.holder_standing() {
@@ -89,13 +89,11 @@ impl GroupMachine {
         if leader_priority.is_none_or(|p| p >= self.p.priority) {
             return;
         }
-        if self
-            .last_switchover_request
-            .is_some_and(|t| now < t + self.p.timing.lease)
-        {
+        if self.timers.pending(Timer::SwitchoverRetry, now) {
             return;
         }
-        self.last_switchover_request = Some(now);
+        self.timers
+            .set(Timer::SwitchoverRetry, now + self.p.timing.lease);
         out.push(Action::RequestSwitchover {
             to: self.p.node.clone(),
         });

@@ -1,6 +1,6 @@
 //! Local failures of the active units: counted, restarted in place, failed over past the limit.
 
-use super::{Action, GroupMachine, Job, Mono, Reason, Role};
+use super::{Action, GroupMachine, Job, Mono, Reason, Role, Timer};
 
 impl GroupMachine {
     /// Local failure first: count it, restart in place, and fail over once there were more
@@ -70,7 +70,8 @@ impl GroupMachine {
                     "{what}: {count} failures within {window}, more than {}: failing over to {best}",
                     self.p.max_restarts
                 )));
-                self.failed_until = Some(now + self.p.failure_cooldown);
+                self.timers
+                    .set(Timer::Cooldown, now + self.p.failure_cooldown);
                 self.switchover_to = Some(best.clone());
                 self.demote_reason = Some(Reason::FailingOver {
                     count,
@@ -111,14 +112,15 @@ impl GroupMachine {
             units.join(", ")
         );
         if !self.failed_over(&what, now, out) {
-            self.retry_start_at = Some(now + self.p.restart_backoff);
+            self.timers
+                .set(Timer::StartRetry, now + self.p.restart_backoff);
         }
     }
 
     /// A start retry whose backoff has passed: start the active target again, if this node
     /// still holds the key and nothing else (a demotion, a fence, a stop) took over.
     pub(super) fn retry_start(&mut self, now: Mono, out: &mut Vec<Action>) {
-        let Some(at) = self.retry_start_at else {
+        let Some(at) = self.timers.get(Timer::StartRetry) else {
             return;
         };
         if self.role != Role::Promoting
@@ -126,13 +128,13 @@ impl GroupMachine {
             || self.demote_reason.is_some()
             || self.held_term.is_none()
         {
-            self.retry_start_at = None;
+            self.timers.clear(Timer::StartRetry);
             return;
         }
         if now < at || self.job.is_some() {
             return;
         }
-        self.retry_start_at = None;
+        self.timers.clear(Timer::StartRetry);
         if let Some(term) = self.held_term {
             self.units_may_run = true;
             self.job = Some(Job::StartActive);

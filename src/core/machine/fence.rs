@@ -2,7 +2,7 @@
 //! terminate (stop, release, exit). Also the handling of stops that fail and of units that
 //! start on a host without the role, since both end up in the fence.
 
-use super::{Action, GroupMachine, Job, Mono, Reason, Role};
+use super::{Action, GroupMachine, Job, Mono, Reason, Role, Timer};
 
 impl GroupMachine {
     /// Rule 1: units must not run unless this node holds the key under a live lease, and has
@@ -63,7 +63,7 @@ impl GroupMachine {
     /// A stop runs, or a failed one waits for its retry: either way the units are on their
     /// way down, and a unit that starts meanwhile is killed by the kill deadline.
     pub(super) fn stopping(&self) -> bool {
-        self.job == Some(Job::StopActive) || self.stop_retry_at.is_some()
+        self.job == Some(Job::StopActive) || self.timers.get(Timer::StopRetry).is_some()
     }
 
     /// The fence deadline if this node may run the active units at all.
@@ -114,7 +114,7 @@ impl GroupMachine {
     /// A new stop may be issued: none runs, and no failed one waits for its retry (it was
     /// killed when it failed; asking systemd again at once would only fail again, in a loop).
     pub(super) fn may_issue_stop(&self, now: Mono) -> bool {
-        self.job != Some(Job::StopActive) && self.stop_retry_at.is_none_or(|t| now >= t)
+        self.job != Some(Job::StopActive) && !self.timers.pending(Timer::StopRetry, now)
     }
 
     /// A stop did not bring every unit down: kill what is left now, and let the fence issue
@@ -123,7 +123,7 @@ impl GroupMachine {
     pub(super) fn stop_failed(&mut self, now: Mono, out: &mut Vec<Action>) {
         self.stop_failures = self.stop_failures.saturating_add(1);
         let backoff = self.p.timing.stop_retry_backoff(self.stop_failures);
-        self.stop_retry_at = Some(now + backoff);
+        self.timers.set(Timer::StopRetry, now + backoff);
         self.killed_at = Some(now);
         out.push(Action::KillActive);
         out.push(Action::Note(format!(
@@ -160,7 +160,7 @@ impl GroupMachine {
         self.job = Some(Job::StopActive);
         // Each attempt gets its own kill deadline (a retry may find units restarted).
         self.killed_at = None;
-        self.stop_retry_at = None;
+        self.timers.clear(Timer::StopRetry);
         self.passive_ready = false;
         out.push(Action::Start(Job::StopActive, None));
         if self.runs_role() {

@@ -1,6 +1,6 @@
 //! Rules 3 and 4a: demotion (hand-over) and promotion.
 
-use super::{Action, GroupMachine, Job, Mono, Reason, Role};
+use super::{Action, GroupMachine, Job, Mono, Reason, Role, Timer};
 
 impl GroupMachine {
     /// Rule 3a: hand over on a switchover request or a failed start.
@@ -58,7 +58,7 @@ impl GroupMachine {
             self.releasing = true;
             out.push(Action::Release { term });
         }
-        let settled = if self.failed_until.is_some_and(|t| now < t) {
+        let settled = if self.timers.pending(Timer::Cooldown, now) {
             Role::Failed
         } else {
             Role::Passive

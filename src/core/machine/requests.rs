@@ -1,6 +1,6 @@
 //! Operator requests (promote, demote, reset): carried out, or refused with the reason.
 
-use super::{Action, GroupMachine, Ineligible, Mono, Refusal, Request, Role};
+use super::{Action, GroupMachine, Ineligible, Mono, Refusal, Request, Role, Timer};
 
 impl GroupMachine {
     /// Carry out an operator's request, or say why not (and change nothing).
@@ -36,7 +36,7 @@ impl GroupMachine {
                 out.push(Action::RequestSwitchover { to: best });
             }
             Request::ResetFailed => {
-                self.failed_until = None;
+                self.timers.clear(Timer::Cooldown);
                 self.failures.clear();
                 // A passive target that failed to start is tried again (finish_demotion starts
                 // it once no job runs and the active units are down): without this, the node
@@ -54,7 +54,7 @@ impl GroupMachine {
             Ineligible::Stopping
         } else if !self.is_member(&self.p.node) {
             Ineligible::NotMember
-        } else if self.failed_until.is_some_and(|t| now < t) {
+        } else if self.timers.pending(Timer::Cooldown, now) {
             Ineligible::Cooldown
         } else if self.passive_failed || !self.passive_units_ok {
             Ineligible::PassiveFailed
