@@ -21,6 +21,7 @@ mod election;
 mod failures;
 mod fence;
 mod handover;
+mod key;
 mod reason;
 mod requests;
 mod timers;
@@ -31,6 +32,7 @@ pub use timers::{Timer, Timers};
 use std::time::Duration;
 
 use super::{Mono, Role, Timing};
+use key::{Key, Owed};
 
 /// What the machine needs to know about its group and node; fixed for its lifetime.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -242,7 +244,6 @@ pub struct GroupMachine {
     /// Maintenance mode: nothing campaigns, promotes, hands over or preempts (the fence
     /// still applies: safety does not take a break).
     maintenance: bool,
-    leader: Option<(String, u64)>,
     members: Vec<Member>,
     switchover_to: Option<String>,
 
@@ -251,12 +252,11 @@ pub struct GroupMachine {
     renewed_sent: Option<Mono>,
     /// The lease was lost and no new one is confirmed: the key may be anyone's by now.
     lease_lost: bool,
-    /// This node holds the leader key at this term.
-    held_term: Option<u64>,
-    campaigning: bool,
-    releasing: bool,
-    /// The key was seen vacant since this time (the grace periods count from here).
-    vacant_since: Option<Mono>,
+    /// The leader key as this node knows it: unknown, vacant since, ours at a term, or
+    /// another's (see [`Key`]).
+    key: Key,
+    /// A campaign or release in flight.
+    owed: Owed,
     /// An earlier incarnation of this node held the key: let the others go first once.
     defer_once: bool,
 
@@ -304,15 +304,12 @@ impl GroupMachine {
             members_known: false,
             maintenance_known: false,
             maintenance: false,
-            leader: None,
             members: Vec::new(),
             switchover_to: None,
             renewed_sent: None,
             lease_lost: false,
-            held_term: None,
-            campaigning: false,
-            releasing: false,
-            vacant_since: None,
+            key: Key::Unknown,
+            owed: Owed::Nothing,
             defer_once: false,
             job: None,
             units_may_run: true,
@@ -346,14 +343,12 @@ impl GroupMachine {
 
     /// The leader key's holder as last seen (possibly stale while the store is down).
     pub fn leader(&self) -> Option<&str> {
-        self.leader.as_ref().map(|(n, _)| n.as_str())
+        self.holder().map(|(n, _)| n)
     }
 
     /// The newest term this node knows of: the leader key's, or the last one it acted on.
     pub fn term(&self) -> u64 {
-        self.leader
-            .as_ref()
-            .map_or(self.term, |(_, t)| (*t).max(self.term))
+        self.holder().map_or(self.term, |(_, t)| t.max(self.term))
     }
 
     /// The group's member records as last read from the store.
@@ -405,8 +400,8 @@ impl GroupMachine {
     /// This node holds no leader key and its active units are known to be stopped.
     pub fn settled_passive(&self) -> bool {
         matches!(self.role, Role::Passive | Role::Failed)
-            && self.held_term.is_none()
-            && !self.releasing
+            && self.key.held().is_none()
+            && !self.releasing()
             && !self.units_may_run
     }
 
@@ -438,7 +433,7 @@ impl GroupMachine {
             }
             Event::StoreDown => {
                 self.store_up = false;
-                self.campaigning = false;
+                self.key_store_down();
                 self.forget_view();
             }
             Event::Renewed { sent_at } => {
@@ -451,69 +446,19 @@ impl GroupMachine {
                 self.forget_view();
                 self.renewed_sent = None;
                 self.lease_lost = true;
-                self.held_term = None;
-                self.releasing = false;
-                self.campaigning = false;
+                self.key_lease_lost();
             }
             Event::Leader(leader) => {
                 self.leader_known = true;
-                match (&leader, &self.leader) {
-                    (None, Some(_)) | (None, None) if self.vacant_since.is_none() => {
-                        self.vacant_since = Some(now)
-                    }
-                    (Some(_), _) => self.vacant_since = None,
-                    _ => {}
-                }
-                self.timers.clear(Timer::CampaignRetry);
-                if let Some((node, term)) = &leader {
-                    if *node != self.p.node {
-                        self.defer_once = false;
-                    } else if self.held_term != Some(*term) && !self.campaigning {
-                        // Our name, but not our key: an earlier incarnation's, or a campaign
-                        // whose answer was lost. Either way nobody runs our units under it.
-                        self.defer_once = true;
-                    }
-                }
-                if let (Some(held), Some((node, term))) = (self.held_term, &leader)
-                    && (*node != self.p.node || *term != held)
-                {
-                    self.held_term = None;
-                }
-                if leader.is_none() && self.held_term.is_some() && !self.campaigning {
-                    // The key we held is gone (expired or deleted).
-                    self.held_term = None;
-                }
-                if leader.is_none() {
-                    self.releasing = false;
-                }
-                self.leader = leader;
+                self.key_read(leader, now);
             }
             Event::Members(members) => {
                 self.members_known = true;
                 self.members = members;
             }
             Event::Switchover(to) => self.switchover_to = to,
-            Event::Campaigned(result) => {
-                self.campaigning = false;
-                if result.is_none() {
-                    self.timers
-                        .set(Timer::CampaignRetry, now + self.p.timing.grace());
-                }
-                if let Some(term) = result {
-                    self.held_term = Some(term);
-                    self.leader = Some((self.p.node.clone(), term));
-                    self.vacant_since = None;
-                }
-            }
-            Event::Released => {
-                self.releasing = false;
-                self.held_term = None;
-                if self.leader.as_ref().is_some_and(|(n, _)| *n == self.p.node) {
-                    // Don't act on our own deleted key again while the watch catches up.
-                    self.leader = None;
-                    self.vacant_since = Some(now);
-                }
-            }
+            Event::Campaigned(result) => self.key_campaigned(result, now),
+            Event::Released => self.key_released(now),
             Event::Job { job, ok } => {
                 if self.job != Some(job) {
                     return; // superseded (a stop replaced a start)
@@ -533,7 +478,7 @@ impl GroupMachine {
                     Job::StartActive => {
                         if ok {
                             if self.role == Role::Promoting {
-                                let term = self.held_term.unwrap_or(self.term);
+                                let term = self.key.held().unwrap_or(self.term);
                                 self.set_role(Role::Active, term, Reason::ActiveStarted, out);
                             }
                         } else {

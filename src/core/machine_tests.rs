@@ -183,7 +183,7 @@ fn best_candidate_campaigns_at_once_and_promotes_on_win() {
     let mut t = T::passive(params("a"), None);
     // Became eligible with the key vacant: campaign now.
     let a = t.ev(Event::Members(vec![member("b", 100, true, Role::Passive)]));
-    assert!(a.contains(&Action::Campaign) || t.m.campaigning, "{a:?}");
+    assert!(a.contains(&Action::Campaign) || t.m.campaigning(), "{a:?}");
     let a = t.ev(Event::Campaigned(Some(42)));
     assert!(has_role_change(&a, Role::Passive, Role::Promoting));
     assert!(a.contains(&Action::Start(Job::StartActive, Some(42))));
@@ -257,7 +257,7 @@ fn a_key_whose_holder_is_gone_with_its_lease_is_campaigned_for_at_once() {
 fn a_lost_campaign_waits_for_the_winner() {
     let mut t = T::passive(params("a"), None);
     t.ev(Event::Tick);
-    assert!(t.m.campaigning);
+    assert!(t.m.campaigning());
     let a = t.ev(Event::Campaigned(None));
     assert!(
         !a.contains(&Action::Campaign),

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use super::{Action, GroupMachine, Mono, Role, Timer};
+use super::{Action, GroupMachine, Key, Mono, Owed, Role, Timer};
 
 impl GroupMachine {
     /// Rule 4b: campaign for a vacant key, best candidate first.
     pub(super) fn campaign(&mut self, now: Mono, out: &mut Vec<Action>) {
-        if self.leader.is_some() || self.campaigning || self.held_term.is_some() {
+        if self.holder().is_some() || self.campaigning() {
             return;
         }
         if !self.leader_known || !self.members_known || !self.maintenance_known {
@@ -23,9 +23,15 @@ impl GroupMachine {
         if self.holder_standing() {
             return;
         }
-        let since = *self.vacant_since.get_or_insert(now);
+        let since = match self.key {
+            Key::Vacant { since } => since,
+            _ => {
+                self.key = Key::Vacant { since: now };
+                now
+            }
+        };
         if now >= since + self.campaign_delay() {
-            self.campaigning = true;
+            self.owed = Owed::Campaign;
             out.push(Action::Campaign);
         }
     }
@@ -78,13 +84,13 @@ impl GroupMachine {
         {
             return;
         }
-        let Some((leader, _)) = &self.leader else {
+        let Some((leader, _)) = self.holder() else {
             return;
         };
         let leader_priority = self
             .members
             .iter()
-            .find(|m| &m.node == leader)
+            .find(|m| m.node == leader)
             .map(|m| m.priority);
         if leader_priority.is_none_or(|p| p >= self.p.priority) {
             return;

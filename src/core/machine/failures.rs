@@ -126,7 +126,7 @@ impl GroupMachine {
         if self.role != Role::Promoting
             || self.terminating
             || self.demote_reason.is_some()
-            || self.held_term.is_none()
+            || self.key.held().is_none()
         {
             self.timers.clear(Timer::StartRetry);
             return;
@@ -135,7 +135,7 @@ impl GroupMachine {
             return;
         }
         self.timers.clear(Timer::StartRetry);
-        if let Some(term) = self.held_term {
+        if let Some(term) = self.key.held() {
             self.units_may_run = true;
             self.job = Some(Job::StartActive);
             out.push(Action::Start(Job::StartActive, Some(term)));

@@ -2,7 +2,7 @@
 //! terminate (stop, release, exit). Also the handling of stops that fail and of units that
 //! start on a host without the role, since both end up in the fence.
 
-use super::{Action, GroupMachine, Job, Mono, Reason, Role, Timer};
+use super::{Action, GroupMachine, Job, Mono, Owed, Reason, Role, Timer};
 
 impl GroupMachine {
     /// Rule 1: units must not run unless this node holds the key under a live lease, and has
@@ -68,18 +68,20 @@ impl GroupMachine {
 
     /// The fence deadline if this node may run the active units at all.
     pub(super) fn entitled_at(&self) -> Option<Mono> {
-        let held = self.held_term?;
-        if self.lease_lost || self.leader != Some((self.p.node.clone(), held)) {
+        self.key.held()?;
+        if self.lease_lost {
             return None;
         }
         self.renewed_sent.map(|s| self.p.timing.fence_at(s))
     }
 
     pub(super) fn not_entitled_reason(&self) -> Reason {
-        match &self.leader {
+        match self.holder() {
             _ if self.role == Role::Starting => Reason::Starting,
             _ if self.lease_lost => Reason::LeaseLost,
-            Some((node, _)) if *node != self.p.node => Reason::HeldBy { node: node.clone() },
+            Some((node, _)) if node != self.p.node => Reason::HeldBy {
+                node: node.to_string(),
+            },
             None => Reason::KeyGone,
             _ => Reason::NotHolding,
         }
@@ -97,7 +99,7 @@ impl GroupMachine {
         match self.renewed_sent {
             Some(s)
                 if self.role != Role::Starting
-                    && !self.releasing
+                    && !self.releasing()
                     && self.entitled_at().is_some() =>
             {
                 self.p.timing.kill_at(s)
@@ -184,11 +186,11 @@ impl GroupMachine {
             }
             return;
         }
-        if let Some(term) = self.held_term
+        if let Some(term) = self.key.held()
             && self.store_up
         {
-            if !self.releasing {
-                self.releasing = true;
+            if !self.releasing() {
+                self.owed = Owed::Release;
                 out.push(Action::Release { term });
             }
             return;

@@ -1,6 +1,6 @@
 //! Rules 3 and 4a: demotion (hand-over) and promotion.
 
-use super::{Action, GroupMachine, Job, Mono, Reason, Role, Timer};
+use super::{Action, GroupMachine, Job, Mono, Owed, Reason, Role, Timer};
 
 impl GroupMachine {
     /// Rule 3a: hand over on a switchover request or a failed start.
@@ -46,16 +46,16 @@ impl GroupMachine {
             }
             self.passive_ready = true;
         }
-        let stale_own_key = match &self.leader {
-            Some((node, term)) if *node == self.p.node && !self.campaigning => Some(*term),
+        let stale_own_key = match self.holder() {
+            Some((node, term)) if node == self.p.node && !self.campaigning() => Some(term),
             _ => None,
         };
-        if let Some(term) = self.held_term.or(stale_own_key)
+        if let Some(term) = self.key.held().or(stale_own_key)
             && self.store_up
             && !self.lease_lost
-            && !self.releasing
+            && !self.releasing()
         {
-            self.releasing = true;
+            self.owed = Owed::Release;
             out.push(Action::Release { term });
         }
         let settled = if self.timers.pending(Timer::Cooldown, now) {
@@ -76,8 +76,9 @@ impl GroupMachine {
 
     /// Rule 4a: a won key is turned into a started active target.
     pub(super) fn promote(&mut self, now: Mono, out: &mut Vec<Action>) {
-        let Some(term) = self.held_term else { return };
-        if self.role != Role::Passive || self.job.is_some() || self.releasing || self.maintenance {
+        let Some(term) = self.key.held() else { return };
+        if self.role != Role::Passive || self.job.is_some() || self.releasing() || self.maintenance
+        {
             return;
         }
         if !self.eligible(now) || self.entitled_at().is_none_or(|f| now >= f) {

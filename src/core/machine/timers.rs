@@ -8,7 +8,7 @@
 //! that [`GroupMachine::next_deadline`] is the table's earliest entry. The machine stays
 //! level-triggered: every step applies every rule, and a rule whose timer is due acts on it.
 
-use super::{GroupMachine, Mono};
+use super::{GroupMachine, Key, Mono};
 
 /// A named deadline of the group machine. All are points on the runtime's monotonic clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -106,10 +106,8 @@ impl GroupMachine {
             self.renewed_sent.map(|s| self.p.timing.fence_at(s)),
         );
         t.put(Timer::Kill, self.next_kill());
-        let campaign = match self.vacant_since {
-            Some(since) if !self.campaigning && self.held_term.is_none() => {
-                Some(since + self.campaign_delay())
-            }
+        let campaign = match self.key {
+            Key::Vacant { since } if !self.campaigning() => Some(since + self.campaign_delay()),
             _ => None,
         };
         t.put(Timer::Campaign, campaign);
