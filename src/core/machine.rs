@@ -24,6 +24,7 @@ mod handover;
 mod key;
 mod reason;
 mod requests;
+mod reread;
 mod timers;
 
 pub use reason::{Ineligible, Reason, ReasonKind, Refusal};
@@ -33,6 +34,7 @@ use std::time::Duration;
 
 use super::{Mono, Role, Timing};
 use key::{Key, Owed};
+use reread::{Fact, Unread};
 
 /// What the machine needs to know about its group and node; fixed for its lifetime.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -236,11 +238,8 @@ pub struct GroupMachine {
 
     // The store as last seen.
     store_up: bool,
-    /// The leader key and the member list were read since the store was last (re)reached:
-    /// until then "no leader" means "not known yet", not "vacant".
-    leader_known: bool,
-    members_known: bool,
-    maintenance_known: bool,
+    /// What is still to be read since the store was last (re)reached (see [`Unread`]).
+    unread: Unread,
     /// Maintenance mode: nothing campaigns, promotes, hands over or preempts (the fence
     /// still applies: safety does not take a break).
     maintenance: bool,
@@ -300,9 +299,7 @@ impl GroupMachine {
             p,
             role: Role::Starting,
             store_up: false,
-            leader_known: false,
-            members_known: false,
-            maintenance_known: false,
+            unread: Unread::ALL,
             maintenance: false,
             members: Vec::new(),
             switchover_to: None,
@@ -449,11 +446,11 @@ impl GroupMachine {
                 self.key_lease_lost();
             }
             Event::Leader(leader) => {
-                self.leader_known = true;
+                self.unread.read(Fact::Leader);
                 self.key_read(leader, now);
             }
             Event::Members(members) => {
-                self.members_known = true;
+                self.unread.read(Fact::Members);
                 self.members = members;
             }
             Event::Switchover(to) => self.switchover_to = to,
@@ -496,7 +493,7 @@ impl GroupMachine {
             Event::Tick => {}
             Event::Terminate => self.terminating = true,
             Event::Maintenance(on) => {
-                self.maintenance_known = true;
+                self.unread.read(Fact::Maintenance);
                 self.maintenance = on;
             }
             Event::UnitFailed { unit, restarted } => self.unit_failed(unit, restarted, now, out),
@@ -580,9 +577,7 @@ impl GroupMachine {
 
     /// A (re)connection re-reads the store: until then the old view is not evidence.
     fn forget_view(&mut self) {
-        self.leader_known = false;
-        self.members_known = false;
-        self.maintenance_known = false;
+        self.unread = Unread::ALL;
     }
 
     fn is_member(&self, node: &str) -> bool {

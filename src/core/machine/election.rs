@@ -11,7 +11,7 @@ impl GroupMachine {
         if self.holder().is_some() || self.campaigning() {
             return;
         }
-        if !self.leader_known || !self.members_known || !self.maintenance_known {
+        if !self.unread.current() {
             return; // a fresh connection: the store's state is on its way
         }
         if self.maintenance {
