@@ -26,6 +26,7 @@ mod reason;
 mod requests;
 mod reread;
 mod timers;
+mod units;
 
 pub use reason::{Ineligible, Reason, ReasonKind, Refusal};
 pub use timers::{Timer, Timers};
@@ -35,6 +36,7 @@ use std::time::Duration;
 use super::{Mono, Role, Timing};
 use key::{Key, Owed};
 use reread::{Fact, Unread};
+use units::Units;
 
 /// What the machine needs to know about its group and node; fixed for its lifetime.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -261,13 +263,9 @@ pub struct GroupMachine {
 
     // systemd.
     job: Option<Job>,
-    /// The active units may be running: from a start until a completed stop. True at birth,
-    /// since a previous incarnation may have left them running.
-    units_may_run: bool,
-    /// When the units were last killed in the current stop (see `fence::kill_due`).
-    killed_at: Option<Mono>,
-    /// Failed stops in a row, for the retry backoff; zero after a stop succeeds.
-    stop_failures: u32,
+    /// Down, or may be running (from a start until a completed stop, and at birth, since a
+    /// previous incarnation may have left them running): see [`Units`].
+    units: Units,
     passive_ready: bool,
     passive_failed: bool,
 
@@ -309,9 +307,7 @@ impl GroupMachine {
             owed: Owed::Nothing,
             defer_once: false,
             job: None,
-            units_may_run: true,
-            killed_at: None,
-            stop_failures: 0,
+            units: Units::BIRTH,
             passive_ready: false,
             passive_failed: false,
             healthy: true,
@@ -399,7 +395,7 @@ impl GroupMachine {
         matches!(self.role, Role::Passive | Role::Failed)
             && self.key.held().is_none()
             && !self.releasing()
-            && !self.units_may_run
+            && !self.units_may_run()
     }
 
     /// The earliest time at which a `Tick` may change something that no step has handled
@@ -464,9 +460,7 @@ impl GroupMachine {
                 match job {
                     Job::StopActive => {
                         if ok {
-                            self.units_may_run = false;
-                            self.killed_at = None;
-                            self.stop_failures = 0;
+                            self.units = Units::Down;
                             self.timers.clear(Timer::StopRetry);
                         } else {
                             self.stop_failed(now, out);

@@ -136,7 +136,7 @@ impl GroupMachine {
         }
         self.timers.clear(Timer::StartRetry);
         if let Some(term) = self.key.held() {
-            self.units_may_run = true;
+            self.units_may_start();
             self.job = Some(Job::StartActive);
             out.push(Action::Start(Job::StartActive, Some(term)));
         }

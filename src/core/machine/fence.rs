@@ -8,7 +8,7 @@ impl GroupMachine {
     /// Rule 1: units must not run unless this node holds the key under a live lease, and has
     /// the role (promoting or active).
     pub(super) fn fence(&mut self, now: Mono, out: &mut Vec<Action>) {
-        if !self.units_may_run {
+        if !self.units_may_run() {
             return;
         }
         let lost = match self.entitled_at() {
@@ -25,7 +25,7 @@ impl GroupMachine {
             self.stop_active(reason, out);
         }
         if self.stopping() && now >= self.kill_deadline() && self.kill_due(now) {
-            self.killed_at = Some(now);
+            self.set_killed_at(Some(now));
             out.push(Action::KillActive);
         }
     }
@@ -36,7 +36,7 @@ impl GroupMachine {
     /// job began (the key vanished: stop and kill are issued together) leaves a drain such as
     /// `ExecStop=/bin/sleep 3` to run in full; killing again catches what started since.
     fn kill_due(&self, now: Mono) -> bool {
-        match self.killed_at {
+        match self.killed_at() {
             None => true,
             Some(t) => self.rekills() && now >= t + self.p.timing.kill_margin(),
         }
@@ -53,7 +53,7 @@ impl GroupMachine {
         if !self.stopping() {
             return None;
         }
-        match self.killed_at {
+        match self.killed_at() {
             None => Some(self.kill_deadline()),
             Some(t) if self.rekills() => Some(t + self.p.timing.kill_margin()),
             Some(_) => None,
@@ -123,14 +123,13 @@ impl GroupMachine {
     /// the stop again after a backoff (doubling per failure in a row). The role does not
     /// change: a demotion stays a demotion and finishes once a stop succeeds.
     pub(super) fn stop_failed(&mut self, now: Mono, out: &mut Vec<Action>) {
-        self.stop_failures = self.stop_failures.saturating_add(1);
-        let backoff = self.p.timing.stop_retry_backoff(self.stop_failures);
+        let failures = self.units_stop_failed(now);
+        let backoff = self.p.timing.stop_retry_backoff(failures);
         self.timers.set(Timer::StopRetry, now + backoff);
-        self.killed_at = Some(now);
         out.push(Action::KillActive);
         out.push(Action::Note(format!(
             "stopping the active units failed ({} in a row): killed what is left, retrying in {}",
-            self.stop_failures,
+            failures,
             humantime::format_duration(backoff)
         )));
     }
@@ -142,16 +141,16 @@ impl GroupMachine {
     pub(super) fn unit_started(&mut self, unit: &str, out: &mut Vec<Action>) {
         if self.job == Some(Job::StopActive) {
             // The stop answers for it (it fails if the unit is still up).
-            self.killed_at = None;
+            self.set_killed_at(None);
             return;
         }
         if self.runs_role() {
             return;
         }
-        self.units_may_run = true;
+        self.units_may_start();
         // While a failed stop waits for its retry, no new stop is issued: the kill is what
         // keeps the newcomer from running where it must not.
-        self.killed_at = None;
+        self.set_killed_at(None);
         out.push(Action::Note(format!(
             "{unit} started on a host that does not hold the role: stopping it"
         )));
@@ -161,7 +160,7 @@ impl GroupMachine {
         self.pending_restarts.clear();
         self.job = Some(Job::StopActive);
         // Each attempt gets its own kill deadline (a retry may find units restarted).
-        self.killed_at = None;
+        self.set_killed_at(None);
         self.timers.clear(Timer::StopRetry);
         self.passive_ready = false;
         out.push(Action::Start(Job::StopActive, None));
@@ -180,7 +179,7 @@ impl GroupMachine {
         if self.job.is_some() {
             return;
         }
-        if self.units_may_run {
+        if self.units_may_run() {
             if self.may_issue_stop(now) {
                 self.stop_active(Reason::PromdStopping, out);
             }

@@ -29,7 +29,7 @@ impl GroupMachine {
 
     /// Rule 3b: after the units stopped, start the passive target, then release the key.
     pub(super) fn finish_demotion(&mut self, now: Mono, out: &mut Vec<Action>) {
-        if self.units_may_run || self.job.is_some() {
+        if self.units_may_run() || self.job.is_some() {
             return;
         }
         if !matches!(
@@ -88,7 +88,7 @@ impl GroupMachine {
             self.switchover_to = None;
             out.push(Action::ClearSwitchover);
         }
-        self.units_may_run = true;
+        self.units_may_start();
         self.passive_ready = false;
         self.job = Some(Job::StartActive);
         self.set_role(Role::Promoting, term, Reason::WonElection, out);
