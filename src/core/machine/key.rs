@@ -50,9 +50,11 @@ impl Key {
 pub(super) enum Owed {
     /// Nothing in flight.
     Nothing,
-    /// [`Action::Campaign`](super::Action::Campaign) sent, [`Event::Campaigned`](super::Event::Campaigned) not yet received.
+    /// [`Action::Campaign`](super::Action::Campaign) sent,
+    /// [`Event::Campaigned`](super::Event::Campaigned) not yet received.
     Campaign,
-    /// [`Action::Release`](super::Action::Release) sent, [`Event::Released`](super::Event::Released) (or a vacant key) not yet seen.
+    /// [`Action::Release`](super::Action::Release) sent,
+    /// [`Event::Released`](super::Event::Released) (or a vacant key) not yet seen.
     Release,
 }
 
