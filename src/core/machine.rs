@@ -23,6 +23,7 @@ mod fence;
 mod handover;
 mod io;
 mod key;
+mod lease;
 mod reason;
 mod requests;
 mod reread;
@@ -38,8 +39,9 @@ use std::time::Duration; // machine_tests.rs uses it through `super::*`
 
 use super::{Mono, Role, Timing};
 use key::{Key, Owed};
+use lease::Lease;
 use reread::{Fact, Unread};
-use units::Units;
+use units::{Passive, Units};
 
 /// Clone, Eq and Hash let a model checker explore the machine's states (`tests/model_check.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -58,10 +60,9 @@ pub struct GroupMachine {
     switchover_to: Option<String>,
 
     // This node's standing in the store.
-    /// Send time of the last acknowledged renewal of the current lease.
-    renewed_sent: Option<Mono>,
-    /// The lease was lost and no new one is confirmed: the key may be anyone's by now.
-    lease_lost: bool,
+    /// Unconfirmed, renewed (send time of the last acknowledged renewal), or lost: see
+    /// [`Lease`].
+    lease: Lease,
     /// The leader key as this node knows it: unknown, vacant since, ours at a term, or
     /// another's (see [`Key`]).
     key: Key,
@@ -75,8 +76,8 @@ pub struct GroupMachine {
     /// Down, or may be running (from a start until a completed stop, and at birth, since a
     /// previous incarnation may have left them running): see [`Units`].
     units: Units,
-    passive_ready: bool,
-    passive_failed: bool,
+    /// The passive target: down, up, or failed to start.
+    passive: Passive,
 
     healthy: bool,
     passive_units_ok: bool,
@@ -85,8 +86,8 @@ pub struct GroupMachine {
     /// Restarts in place waiting for their backoff.
     pending_restarts: Vec<(Option<String>, Mono)>,
     demote_reason: Option<Reason>,
-    terminating: bool,
-    exited: bool,
+    /// Running, terminating (SIGTERM: stop, release, exit), or exited.
+    life: Life,
     published: Option<Member>,
     /// The owned deadlines ([`Timer`]): `StopRetry` (until then nothing issues another stop:
     /// the units were killed when it failed, and a systemd that keeps failing is not
@@ -110,22 +111,19 @@ impl GroupMachine {
             maintenance: false,
             members: Vec::new(),
             switchover_to: None,
-            renewed_sent: None,
-            lease_lost: false,
+            lease: Lease::Unconfirmed,
             key: Key::Unknown,
             owed: Owed::Nothing,
             defer_once: false,
             job: None,
             units: Units::BIRTH,
-            passive_ready: false,
-            passive_failed: false,
+            passive: Passive::Down,
             healthy: true,
             passive_units_ok: true,
             failures: std::collections::VecDeque::new(),
             pending_restarts: Vec::new(),
             demote_reason: None,
-            terminating: false,
-            exited: false,
+            life: Life::Running,
             published: None,
             timers: Timers::default(),
             term: 0,
@@ -170,7 +168,7 @@ impl GroupMachine {
 
     /// Terminate finished for this group ([`Action::Exit`] was returned); events are ignored.
     pub fn exited(&self) -> bool {
-        self.exited
+        self.life == Life::Exited
     }
 
     /// The group's maintenance mode as last read from the store.
@@ -180,7 +178,7 @@ impl GroupMachine {
 
     /// Healthy as published: the health check passes and the passive target did not fail.
     pub fn healthy(&self) -> bool {
-        self.healthy && !self.passive_failed && self.passive_units_ok
+        self.healthy && self.passive != Passive::Failed && self.passive_units_ok
     }
 
     /// Failures of the active units counted in the current restart window.
@@ -219,7 +217,7 @@ impl GroupMachine {
     /// Feed one event; returns what the drivers must do, in order.
     pub fn handle(&mut self, event: Event, now: Mono) -> Vec<Action> {
         let mut out = Vec::new();
-        if self.exited {
+        if self.life == Life::Exited {
             return out;
         }
         self.absorb(event, now, &mut out);
@@ -239,15 +237,11 @@ impl GroupMachine {
                 self.forget_view();
             }
             Event::Renewed { sent_at } => {
-                if self.renewed_sent.is_none_or(|s| sent_at > s) {
-                    self.renewed_sent = Some(sent_at);
-                }
-                self.lease_lost = false;
+                self.lease_renewed(sent_at);
             }
             Event::LeaseLost => {
                 self.forget_view();
-                self.renewed_sent = None;
-                self.lease_lost = true;
+                self.lease = Lease::Lost;
                 self.key_lease_lost();
             }
             Event::Leader(leader) => {
@@ -288,13 +282,12 @@ impl GroupMachine {
                         }
                     }
                     Job::StartPassive => {
-                        self.passive_ready = ok;
-                        self.passive_failed = !ok;
+                        self.passive = if ok { Passive::Up } else { Passive::Failed };
                     }
                 }
             }
             Event::Tick => {}
-            Event::Terminate => self.terminating = true,
+            Event::Terminate => self.life = Life::Terminating,
             Event::Maintenance(on) => {
                 self.unread.read(Fact::Maintenance);
                 self.maintenance = on;
@@ -322,11 +315,11 @@ impl GroupMachine {
                     }));
                 }
                 self.passive_units_ok = ok;
-                if ok && self.passive_failed {
+                if ok && self.passive == Passive::Failed {
                     // The units of a passive target that failed to start are fine now (an
                     // operator fixed them, or systemd restarted them): start the target again
                     // rather than stay ineligible until promd restarts.
-                    self.passive_failed = false;
+                    self.passive = Passive::Down;
                 }
             }
             Event::UnitStarted { unit } => self.unit_started(&unit, out),
@@ -348,7 +341,7 @@ impl GroupMachine {
         self.fence(now, out);
         self.restart_due(now, out);
         self.retry_start(now, out);
-        if self.terminating {
+        if self.life != Life::Running {
             self.terminate(now, out);
             return;
         }
@@ -408,6 +401,17 @@ impl GroupMachine {
             reason,
         });
     }
+}
+
+/// Whether the agent is stopping this group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Life {
+    /// Serving.
+    Running,
+    /// SIGTERM: stop the units, release the key, then exit (rule 2).
+    Terminating,
+    /// Terminate is complete ([`Action::Exit`] returned): events are ignored.
+    Exited,
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Local failures of the active units: counted, restarted in place, failed over past the limit.
 
-use super::{Action, GroupMachine, Job, Mono, Reason, Role, Timer};
+use super::{Action, GroupMachine, Job, Life, Mono, Reason, Role, Timer};
 
 impl GroupMachine {
     /// Local failure first: count it, restart in place, and fail over once there were more
@@ -124,7 +124,7 @@ impl GroupMachine {
             return;
         };
         if self.role != Role::Promoting
-            || self.terminating
+            || self.life != Life::Running
             || self.demote_reason.is_some()
             || self.key.held().is_none()
         {

@@ -2,7 +2,7 @@
 //! terminate (stop, release, exit). Also the handling of stops that fail and of units that
 //! start on a host without the role, since both end up in the fence.
 
-use super::{Action, GroupMachine, Job, Mono, Owed, Reason, Role, Timer};
+use super::{Action, GroupMachine, Job, Life, Mono, Owed, Passive, Reason, Role, Timer};
 
 impl GroupMachine {
     /// Rule 1: units must not run unless this node holds the key under a live lease, and has
@@ -69,16 +69,16 @@ impl GroupMachine {
     /// The fence deadline if this node may run the active units at all.
     pub(super) fn entitled_at(&self) -> Option<Mono> {
         self.key.held()?;
-        if self.lease_lost {
+        if self.lease_lost() {
             return None;
         }
-        self.renewed_sent.map(|s| self.p.timing.fence_at(s))
+        self.renewed_sent().map(|s| self.p.timing.fence_at(s))
     }
 
     pub(super) fn not_entitled_reason(&self) -> Reason {
         match self.holder() {
             _ if self.role == Role::Starting => Reason::Starting,
-            _ if self.lease_lost => Reason::LeaseLost,
+            _ if self.lease_lost() => Reason::LeaseLost,
             Some((node, _)) if node != self.p.node => Reason::HeldBy {
                 node: node.to_string(),
             },
@@ -96,7 +96,7 @@ impl GroupMachine {
     /// nobody can say when the previous incarnation last renewed) another host may be
     /// starting the units already: now.
     pub(super) fn kill_deadline(&self) -> Mono {
-        match self.renewed_sent {
+        match self.renewed_sent() {
             Some(s)
                 if self.role != Role::Starting
                     && !self.releasing()
@@ -162,7 +162,9 @@ impl GroupMachine {
         // Each attempt gets its own kill deadline (a retry may find units restarted).
         self.set_killed_at(None);
         self.timers.clear(Timer::StopRetry);
-        self.passive_ready = false;
+        if self.passive == Passive::Up {
+            self.passive = Passive::Down;
+        }
         out.push(Action::Start(Job::StopActive, None));
         if self.runs_role() {
             let term = self.term;
@@ -195,7 +197,7 @@ impl GroupMachine {
             return;
         }
         // Unreachable store: the key expires with the lease; the units are down already.
-        self.exited = true;
+        self.life = Life::Exited;
         out.push(Action::Exit);
     }
 }

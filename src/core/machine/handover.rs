@@ -1,6 +1,6 @@
 //! Rules 3 and 4a: demotion (hand-over) and promotion.
 
-use super::{Action, GroupMachine, Job, Mono, Owed, Reason, Role, Timer};
+use super::{Action, GroupMachine, Job, Mono, Owed, Passive, Reason, Role, Timer};
 
 impl GroupMachine {
     /// Rule 3a: hand over on a switchover request or a failed start.
@@ -38,13 +38,13 @@ impl GroupMachine {
         ) {
             return;
         }
-        if !self.passive_ready && !self.passive_failed {
+        if self.passive == Passive::Down {
             if self.p.has_passive_target {
                 self.job = Some(Job::StartPassive);
                 out.push(Action::Start(Job::StartPassive, None));
                 return;
             }
-            self.passive_ready = true;
+            self.passive = Passive::Up;
         }
         let stale_own_key = match self.holder() {
             Some((node, term)) if node == self.p.node && !self.campaigning() => Some(term),
@@ -52,7 +52,7 @@ impl GroupMachine {
         };
         if let Some(term) = self.key.held().or(stale_own_key)
             && self.store_up
-            && !self.lease_lost
+            && !self.lease_lost()
             && !self.releasing()
         {
             self.owed = Owed::Release;
@@ -89,7 +89,9 @@ impl GroupMachine {
             out.push(Action::ClearSwitchover);
         }
         self.units_may_start();
-        self.passive_ready = false;
+        if self.passive == Passive::Up {
+            self.passive = Passive::Down;
+        }
         self.job = Some(Job::StartActive);
         self.set_role(Role::Promoting, term, Reason::WonElection, out);
         out.push(Action::Start(Job::StartActive, Some(term)));

@@ -1,6 +1,6 @@
 //! Operator requests (promote, demote, reset): carried out, or refused with the reason.
 
-use super::{Action, GroupMachine, Ineligible, Mono, Refusal, Request, Role, Timer};
+use super::{Action, GroupMachine, Ineligible, Life, Mono, Passive, Refusal, Request, Role, Timer};
 
 impl GroupMachine {
     /// Carry out an operator's request, or say why not (and change nothing).
@@ -41,7 +41,9 @@ impl GroupMachine {
                 // A passive target that failed to start is tried again (finish_demotion starts
                 // it once no job runs and the active units are down): without this, the node
                 // would stay ineligible until promd restarts.
-                self.passive_failed = false;
+                if self.passive == Passive::Failed {
+                    self.passive = Passive::Down;
+                }
             }
         }
         self.step(now, &mut out);
@@ -50,24 +52,24 @@ impl GroupMachine {
 
     /// Why this node cannot become active now, if it cannot.
     pub fn ineligibility(&self, now: Mono) -> Option<Ineligible> {
-        let why = if self.terminating {
+        let why = if self.life != Life::Running {
             Ineligible::Stopping
         } else if !self.is_member(&self.p.node) {
             Ineligible::NotMember
         } else if self.timers.pending(Timer::Cooldown, now) {
             Ineligible::Cooldown
-        } else if self.passive_failed || !self.passive_units_ok {
+        } else if self.passive == Passive::Failed || !self.passive_units_ok {
             Ineligible::PassiveFailed
         } else if !self.healthy {
             Ineligible::Unhealthy
-        } else if !self.store_up || self.lease_lost {
+        } else if !self.store_up || self.lease_lost() {
             Ineligible::StoreUnreachable
         } else if self
-            .renewed_sent
+            .renewed_sent()
             .is_none_or(|s| now >= self.p.timing.fence_at(s))
         {
             Ineligible::LeaseNotRenewed
-        } else if self.role != Role::Passive || !self.passive_ready {
+        } else if self.role != Role::Passive || self.passive != Passive::Up {
             Ineligible::NotPassive
         } else {
             return None;

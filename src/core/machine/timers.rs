@@ -103,7 +103,7 @@ impl GroupMachine {
         let mut t = self.timers;
         t.put(
             Timer::Fence,
-            self.renewed_sent.map(|s| self.p.timing.fence_at(s)),
+            self.renewed_sent().map(|s| self.p.timing.fence_at(s)),
         );
         t.put(Timer::Kill, self.next_kill());
         let campaign = match self.key {

@@ -76,3 +76,14 @@ impl GroupMachine {
         }
     }
 }
+
+/// The passive target, as far as this machine started it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Passive {
+    /// Not started since the active units last ran (or at birth).
+    Down,
+    /// Started (or there is none to start): the node may become eligible.
+    Up,
+    /// Its start failed: ineligible until its units recover or `promctl reset`.
+    Failed,
+}
