@@ -16,6 +16,16 @@
 //! 4. **Campaign** when the key is vacant and this node is
 //!    the best eligible candidate (the others wait a grace period per rank).
 //! 5. **Publish** this node's member record whenever it changes.
+//!
+//! The view is a handful of small state types, each with its own module:
+//! - the leader key, [`Key`] (`Unknown | Vacant { since } | Ours { term } | Theirs { node,
+//!   term }`), and the request about it still in flight, [`Owed`] (`key.rs`);
+//! - the lease, [`Lease`] (`Unconfirmed | Renewed { sent_at } | Lost`, `lease.rs`);
+//! - the store facts still to read after a (re)connection, [`Unread`] (`reread.rs`);
+//! - the active units, [`Units`] (`Down | MayRun { killed_at, stop_failures }`), and the
+//!   passive target, [`Passive`] (`Down | Up | Failed`) (`units.rs`);
+//! - the deadlines, by name, in one [`Timers`] table (`timers.rs`);
+//! - why roles change and requests are refused, [`Reason`] and [`Refusal`] (`reason.rs`).
 
 mod election;
 mod failures;
@@ -79,15 +89,19 @@ pub struct GroupMachine {
     /// The passive target: down, up, or failed to start.
     passive: Passive,
 
+    /// The health command's latest result.
     healthy: bool,
+    /// No unit of the passive target is `failed`.
     passive_units_ok: bool,
     /// Failures of the active units, newest last, within the restart window.
     failures: std::collections::VecDeque<Mono>,
     /// Restarts in place waiting for their backoff.
     pending_restarts: Vec<(Option<String>, Mono)>,
+    /// A demotion that the next step starts (a failed start, a fail-over), and why.
     demote_reason: Option<Reason>,
     /// Running, terminating (SIGTERM: stop, release, exit), or exited.
     life: Life,
+    /// The member record last published (rule 5 publishes only changes).
     published: Option<Member>,
     /// The owned deadlines ([`Timer`]): `StopRetry` (until then nothing issues another stop:
     /// the units were killed when it failed, and a systemd that keeps failing is not
