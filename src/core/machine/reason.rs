@@ -171,3 +171,74 @@ impl fmt::Display for Ineligible {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The texts are what the journal showed before the reasons were typed: users and the
+    /// system tests read them.
+    #[test]
+    fn reasons_read_as_they_always_did() {
+        let texts = [
+            (Reason::WonElection, "won the election"),
+            (Reason::ActiveStarted, "active target started"),
+            (Reason::Switchover { to: "b".into() }, "switchover to b"),
+            (
+                Reason::LeaseNotRenewed,
+                "lease not renewed in time: fencing before it can expire",
+            ),
+            (
+                Reason::NotActive,
+                "not active: the active units must not run",
+            ),
+            (Reason::Starting, "starting: the active units must not run"),
+            (Reason::LeaseLost, "lease lost"),
+            (Reason::HeldBy { node: "b".into() }, "b holds the role"),
+            (Reason::KeyGone, "the leader key is gone"),
+            (Reason::NotHolding, "not holding the role"),
+            (Reason::PromdStopping, "promd is stopping"),
+            (Reason::StartFailed, "the active target failed to start"),
+            (
+                Reason::FailingOver {
+                    count: 4,
+                    window: Duration::from_secs(300),
+                    to: "b".into(),
+                },
+                "4 failures within 5m: failing over to b",
+            ),
+            (
+                Reason::StartedPassive,
+                "started: units stopped, passive target up",
+            ),
+            (Reason::CooldownOver, "failure cooldown over"),
+            (
+                Reason::FailedCooldown,
+                "failed: ineligible until the cooldown ends",
+            ),
+            (Reason::Demoted, "demoted: active units stopped"),
+        ];
+        for (reason, text) in texts {
+            assert_eq!(reason.to_string(), text);
+            let fence = reason == Reason::LeaseNotRenewed;
+            assert_eq!(reason.kind() == ReasonKind::Fenced, fence, "{reason}");
+        }
+    }
+
+    #[test]
+    fn refusals_read_as_they_always_did() {
+        assert_eq!(Refusal::Maintenance.to_string(), "maintenance mode is on");
+        assert_eq!(
+            Refusal::NoStandby.to_string(),
+            "no other member is eligible to take over"
+        );
+        assert_eq!(
+            Refusal::NotEligible(Ineligible::Cooldown).to_string(),
+            "this node failed and is in its failure cooldown (promctl reset clears it)"
+        );
+        assert_eq!(
+            Refusal::NotEligible(Ineligible::NotPassive).to_string(),
+            "this node is not passive yet"
+        );
+    }
+}
