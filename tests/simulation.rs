@@ -206,7 +206,7 @@ fn a_demotion_without_a_known_standby_is_refused_and_changes_nothing() {
     s.run_for(LEASE * 2);
     let refusal = s.request(a, Request::Demote);
     assert!(
-        matches!(refusal, Err(promd::core::Refusal::NoStandby(_))),
+        matches!(refusal, Err(promd::core::Refusal::NoStandby)),
         "{refusal:?}"
     );
     s.run_for(LEASE);

@@ -103,9 +103,9 @@ impl Agent {
         match outcome {
             Err(refusal) => {
                 let error = match refusal {
-                    Refusal::NotEligible(m) => CallError::NotEligible(m),
-                    Refusal::NoStandby(m) => CallError::NoStandby(m),
-                    Refusal::Maintenance(m) => CallError::Maintenance(m),
+                    Refusal::NotEligible(_) => CallError::NotEligible(refusal.to_string()),
+                    Refusal::NoStandby => CallError::NoStandby(refusal.to_string()),
+                    Refusal::Maintenance => CallError::Maintenance(refusal.to_string()),
                 };
                 out.push(Output::Reply(id, Err(error)));
             }

@@ -3,7 +3,7 @@
 use super::output::{EnvFile, Fields, JobOrder, Level, Output, Record};
 use super::{Agent, GroupId, Now};
 use crate::config::GroupConfig;
-use crate::core::{Action, Event, GroupMachine, Job, Role};
+use crate::core::{Action, Event, GroupMachine, Job, Reason, ReasonKind, Role};
 use crate::logging;
 use crate::store::{
     LeaderRecord, MemberRecord, StoreCommand, SwitchoverRecord, record::FORMAT_VERSION,
@@ -74,14 +74,12 @@ impl Group {
     }
 }
 
-/// The `MESSAGE_ID` of a role change: self-fencing has its own catalogue entry.
-pub(super) fn role_change_id(reason: &str) -> &'static str {
-    // The machine's reason text is the only sign of a fence today; a typed reason replaces
-    // this once the core has one.
-    if reason.contains("lease not renewed") {
-        logging::FENCED
-    } else {
-        logging::ROLE_CHANGED
+/// The `MESSAGE_ID` of a role change follows the reason's kind: self-fencing has its own
+/// catalogue entry.
+pub(super) fn role_change_id(reason: &Reason) -> &'static str {
+    match reason.kind() {
+        ReasonKind::Fenced => logging::FENCED,
+        ReasonKind::RoleChanged => logging::ROLE_CHANGED,
     }
 }
 
@@ -184,6 +182,8 @@ impl Agent {
             } => {
                 g.since_usec = now.wall_usec;
                 let group = g.cfg.name.clone();
+                let message_id = role_change_id(&reason);
+                let reason = reason.to_string();
                 out.push(Output::RoleSignal {
                     group: group.clone(),
                     old,
@@ -193,7 +193,7 @@ impl Agent {
                 });
                 out.push(Output::Log(Record {
                     level: Level::Info,
-                    message_id: Some(role_change_id(&reason)),
+                    message_id: Some(message_id),
                     text: format!("{group}: {old} -> {new} (term {term}): {reason}"),
                     fields: Fields {
                         role: Some(new),

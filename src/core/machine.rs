@@ -16,158 +16,42 @@
 //! 4. **Campaign** when the key is vacant and this node is
 //!    the best eligible candidate (the others wait a grace period per rank).
 //! 5. **Publish** this node's member record whenever it changes.
+//!
+//! The view is a handful of small state types, each with its own module:
+//! - the leader key, [`Key`] (`Unknown | Vacant { since } | Ours { term } | Theirs { node,
+//!   term }`), and the request about it still in flight, [`Owed`] (`key.rs`);
+//! - the lease, [`Lease`] (`Unconfirmed | Renewed { sent_at } | Lost`, `lease.rs`);
+//! - the store facts still to read after a (re)connection, [`Unread`] (`reread.rs`);
+//! - the active units, [`Units`] (`Down | MayRun { killed_at, stop_failures }`), and the
+//!   passive target, [`Passive`] (`Down | Up | Failed`) (`units.rs`);
+//! - the deadlines, by name, in one [`Timers`] table (`timers.rs`);
+//! - why roles change and requests are refused, [`Reason`] and [`Refusal`] (`reason.rs`).
 
 mod election;
 mod failures;
 mod fence;
 mod handover;
+mod io;
+mod key;
+mod lease;
+mod reason;
 mod requests;
+mod reread;
+mod timers;
+mod units;
 
-use std::time::Duration;
+pub use io::{Action, Event, GroupParams, Job, Member, Request};
+pub use reason::{Ineligible, Reason, ReasonKind, Refusal};
+pub use timers::{Timer, Timers};
+
+#[cfg(test)]
+use std::time::Duration; // machine_tests.rs uses it through `super::*`
 
 use super::{Mono, Role, Timing};
-
-/// What the machine needs to know about its group and node; fixed for its lifetime.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct GroupParams {
-    pub node: String,
-    pub timing: Timing,
-    pub priority: i32,
-    pub preempt: bool,
-    /// The configured `members`: only these may be active. `None`: anyone may.
-    pub members: Option<Vec<String>>,
-    pub has_passive_target: bool,
-    pub failure_cooldown: Duration,
-    /// More failures than this within `restart_window` fail the node over.
-    pub max_restarts: u32,
-    pub restart_window: Duration,
-    /// Wait this long before restarting a failed unit that systemd does not restart itself.
-    pub restart_backoff: Duration,
-}
-
-/// A member of the group as the store shows it (or as this node publishes itself).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Member {
-    pub node: String,
-    pub priority: i32,
-    pub eligible: bool,
-    pub healthy: bool,
-    pub role: Role,
-}
-
-/// The systemd operations the machine asks for; each is answered by [`Event::Job`].
-///
-/// The machine trusts `ok: true` for [`Job::StopActive`] to mean the units are down (it then
-/// starts the passive target and releases the key, so another host may start them): the
-/// runtime reports a stop ok only when every unit of the active target's closure is
-/// `inactive` or `failed` by systemd's own word, not merely when the stop job finished.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Job {
-    /// Stop every unit the active target pulled in, then the target. Answered `ok` only once
-    /// every unit of the closure is `inactive` or `failed` as systemd reports it; anything
-    /// else is a failed stop, which the machine escalates to [`Action::KillActive`] and
-    /// retries after a backoff.
-    StopActive,
-    /// Write the group's env file, then start the active target.
-    StartActive,
-    StartPassive,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Event {
-    /// The store is reachable and this node holds a live lease.
-    StoreUp,
-    /// The store cannot be reached (the lease may still be alive).
-    StoreDown,
-    /// A renewal of this node's lease, sent at this time, was acknowledged.
-    Renewed { sent_at: Mono },
-    /// The lease is gone, and every key bound to it.
-    LeaseLost,
-    /// The leader key: holder and term.
-    Leader(Option<(String, u64)>),
-    /// Every member record in the store.
-    Members(Vec<Member>),
-    /// The target of a pending switchover request.
-    Switchover(Option<String>),
-    /// Answer to [`Action::Campaign`]: the term if this node now holds the key.
-    Campaigned(Option<u64>),
-    /// Answer to [`Action::Release`].
-    Released,
-    /// A systemd operation finished.
-    Job { job: Job, ok: bool },
-    /// A deadline from [`GroupMachine::next_deadline`] passed.
-    Tick,
-    /// The agent is stopping: hand over and exit.
-    Terminate,
-    /// The group's cluster-wide maintenance mode (from the store).
-    Maintenance(bool),
-    /// A watched unit failed: it entered `failed` (`restarted: false`), or systemd restarted
-    /// it (`NRestarts` grew, including watchdog restarts).
-    UnitFailed { unit: String, restarted: bool },
-    /// The health command's latest result.
-    Health { ok: bool },
-    /// Whether every unit of the passive target is free of failure.
-    PassiveUnits { ok: bool },
-    /// A unit of the active target's closure became `active` or `activating`. On a host that
-    /// does not have the role (an operator's `systemctl start`, a dependency, a timer), the
-    /// units are stopped (and killed unless the key is held): only the active host may run
-    /// them.
-    UnitStarted { unit: String },
-    /// In place of `Job { StartActive, ok: true }`: the start job of the active target ended,
-    /// but these watched units are not up (failed in `ExecStartPre=`, skipped by a Condition,
-    /// timed out waiting for `READY=1`). A failed start: the role stays `promoting` (never
-    /// `active` with nothing running) while the start is retried in place, then fails over,
-    /// under the same `max-restarts` / `restart-window` as failures of a running unit.
-    StartIncomplete { units: Vec<String> },
-}
-
-/// What an operator asks of this node (D-Bus / promctl).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Request {
-    /// Become active: a switchover through the store.
-    Promote,
-    /// Hand the role to the best eligible other member.
-    Demote,
-    /// Clear this node's failed state.
-    ResetFailed,
-}
-
-/// Why a request was refused; nothing changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    NotEligible(String),
-    NoStandby(String),
-    Maintenance(String),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    Start(Job, Option<u64>),
-    /// SIGKILL whatever of the active units is still running.
-    KillActive,
-    Campaign,
-    Release {
-        term: u64,
-    },
-    Publish(Member),
-    RequestSwitchover {
-        to: String,
-    },
-    ClearSwitchover,
-    RoleChanged {
-        old: Role,
-        new: Role,
-        term: u64,
-        reason: String,
-    },
-    /// Restart a failed active unit in place (`None`: every watched unit, for a failed
-    /// health check).
-    RestartUnit(Option<String>),
-    /// Something the operator should read in the journal (failures, escalation).
-    Note(String),
-    /// Terminate is complete for this group: its units are stopped and its key released.
-    Exit,
-}
+use key::{Key, Owed};
+use lease::Lease;
+use reread::{Fact, Unread};
+use units::{Passive, Units};
 
 /// Clone, Eq and Hash let a model checker explore the machine's states (`tests/model_check.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -177,64 +61,53 @@ pub struct GroupMachine {
 
     // The store as last seen.
     store_up: bool,
-    /// The leader key and the member list were read since the store was last (re)reached:
-    /// until then "no leader" means "not known yet", not "vacant".
-    leader_known: bool,
-    members_known: bool,
-    maintenance_known: bool,
+    /// What is still to be read since the store was last (re)reached (see [`Unread`]).
+    unread: Unread,
     /// Maintenance mode: nothing campaigns, promotes, hands over or preempts (the fence
     /// still applies: safety does not take a break).
     maintenance: bool,
-    leader: Option<(String, u64)>,
     members: Vec<Member>,
     switchover_to: Option<String>,
 
     // This node's standing in the store.
-    /// Send time of the last acknowledged renewal of the current lease.
-    renewed_sent: Option<Mono>,
-    /// The lease was lost and no new one is confirmed: the key may be anyone's by now.
-    lease_lost: bool,
-    /// This node holds the leader key at this term.
-    held_term: Option<u64>,
-    campaigning: bool,
-    releasing: bool,
-    /// The key was seen vacant since this time (the grace periods count from here).
-    vacant_since: Option<Mono>,
+    /// Unconfirmed, renewed (send time of the last acknowledged renewal), or lost: see
+    /// [`Lease`].
+    lease: Lease,
+    /// The leader key as this node knows it: unknown, vacant since, ours at a term, or
+    /// another's (see [`Key`]).
+    key: Key,
+    /// A campaign or release in flight.
+    owed: Owed,
     /// An earlier incarnation of this node held the key: let the others go first once.
     defer_once: bool,
-    /// After a lost campaign, wait for the watch to show the winner (or a grace period).
-    retry_campaign_at: Option<Mono>,
-    last_switchover_request: Option<Mono>,
 
     // systemd.
     job: Option<Job>,
-    /// The active units may be running: from a start until a completed stop. True at birth,
-    /// since a previous incarnation may have left them running.
-    units_may_run: bool,
-    /// When the units were last killed in the current stop (see `fence::kill_due`).
-    killed_at: Option<Mono>,
-    /// A failed stop is retried at this time; until then nothing issues another stop (the
-    /// units were killed when it failed), so a systemd that keeps failing is not hammered.
-    stop_retry_at: Option<Mono>,
-    /// Failed stops in a row, for the retry backoff; zero after a stop succeeds.
-    stop_failures: u32,
-    passive_ready: bool,
-    passive_failed: bool,
+    /// Down, or may be running (from a start until a completed stop, and at birth, since a
+    /// previous incarnation may have left them running): see [`Units`].
+    units: Units,
+    /// The passive target: down, up, or failed to start.
+    passive: Passive,
 
+    /// The health command's latest result.
     healthy: bool,
+    /// No unit of the passive target is `failed`.
     passive_units_ok: bool,
-    failed_until: Option<Mono>,
     /// Failures of the active units, newest last, within the restart window.
     failures: std::collections::VecDeque<Mono>,
     /// Restarts in place waiting for their backoff.
     pending_restarts: Vec<(Option<String>, Mono)>,
-    /// A start of the active target that left watched units down is tried again at this
-    /// time (the role stays `promoting` meanwhile).
-    retry_start_at: Option<Mono>,
-    demote_reason: Option<String>,
-    terminating: bool,
-    exited: bool,
+    /// A demotion that the next step starts (a failed start, a fail-over), and why.
+    demote_reason: Option<Reason>,
+    /// Running, terminating (SIGTERM: stop, release, exit), or exited.
+    life: Life,
+    /// The member record last published (rule 5 publishes only changes).
     published: Option<Member>,
+    /// The owned deadlines ([`Timer`]): `StopRetry` (until then nothing issues another stop:
+    /// the units were killed when it failed, and a systemd that keeps failing is not
+    /// hammered), `CampaignRetry`, `Cooldown`, `StartRetry` (the role stays `promoting`
+    /// meanwhile), `SwitchoverRetry`.
+    timers: Timers,
     /// The term last reported in a role change: the fencing token the units saw.
     term: u64,
     /// The time of the last step: every deadline up to it has been handled.
@@ -248,86 +121,78 @@ impl GroupMachine {
             p,
             role: Role::Starting,
             store_up: false,
-            leader_known: false,
-            members_known: false,
-            maintenance_known: false,
+            unread: Unread::ALL,
             maintenance: false,
-            leader: None,
             members: Vec::new(),
             switchover_to: None,
-            renewed_sent: None,
-            lease_lost: false,
-            held_term: None,
-            campaigning: false,
-            releasing: false,
-            vacant_since: None,
+            lease: Lease::Unconfirmed,
+            key: Key::Unknown,
+            owed: Owed::Nothing,
             defer_once: false,
-            retry_campaign_at: None,
-            last_switchover_request: None,
             job: None,
-            units_may_run: true,
-            killed_at: None,
-            stop_retry_at: None,
-            stop_failures: 0,
-            passive_ready: false,
-            passive_failed: false,
+            units: Units::BIRTH,
+            passive: Passive::Down,
             healthy: true,
             passive_units_ok: true,
-            failed_until: None,
             failures: std::collections::VecDeque::new(),
             pending_restarts: Vec::new(),
-            retry_start_at: None,
             demote_reason: None,
-            terminating: false,
-            exited: false,
+            life: Life::Running,
             published: None,
+            timers: Timers::default(),
             term: 0,
             stepped_at: Mono::ZERO,
         }
     }
 
+    /// This node's role in the group.
     pub fn role(&self) -> Role {
         self.role
     }
 
+    /// This node's name.
     pub fn node(&self) -> &str {
         &self.p.node
     }
 
+    /// The leader key's holder as last seen (possibly stale while the store is down).
     pub fn leader(&self) -> Option<&str> {
-        self.leader.as_ref().map(|(n, _)| n.as_str())
+        self.holder().map(|(n, _)| n)
     }
 
     /// The newest term this node knows of: the leader key's, or the last one it acted on.
     pub fn term(&self) -> u64 {
-        self.leader
-            .as_ref()
-            .map_or(self.term, |(_, t)| (*t).max(self.term))
+        self.holder().map_or(self.term, |(_, t)| t.max(self.term))
     }
 
+    /// The group's member records as last read from the store.
     pub fn members(&self) -> &[Member] {
         &self.members
     }
 
+    /// The store is reachable and this node holds a lease there.
     pub fn store_up(&self) -> bool {
         self.store_up
     }
 
+    /// This node could become active now: [`Self::ineligibility`] is `None`.
     pub fn is_eligible(&self, now: Mono) -> bool {
         self.eligible(now)
     }
 
+    /// Terminate finished for this group ([`Action::Exit`] was returned); events are ignored.
     pub fn exited(&self) -> bool {
-        self.exited
+        self.life == Life::Exited
     }
 
+    /// The group's maintenance mode as last read from the store.
     pub fn maintenance(&self) -> bool {
         self.maintenance
     }
 
     /// Healthy as published: the health check passes and the passive target did not fail.
     pub fn healthy(&self) -> bool {
-        self.healthy && !self.passive_failed && self.passive_units_ok
+        self.healthy && self.passive != Passive::Failed && self.passive_units_ok
     }
 
     /// Failures of the active units counted in the current restart window.
@@ -338,9 +203,10 @@ impl GroupMachine {
 
     /// This node failed over and waits for its cooldown (or `ResetFailed`).
     pub fn failed(&self, now: Mono) -> bool {
-        self.failed_until.is_some_and(|t| now < t)
+        self.timers.pending(Timer::Cooldown, now)
     }
 
+    /// This node's configured priority.
     pub fn priority(&self) -> i32 {
         self.p.priority
     }
@@ -348,40 +214,24 @@ impl GroupMachine {
     /// This node holds no leader key and its active units are known to be stopped.
     pub fn settled_passive(&self) -> bool {
         matches!(self.role, Role::Passive | Role::Failed)
-            && self.held_term.is_none()
-            && !self.releasing
-            && !self.units_may_run
+            && self.key.held().is_none()
+            && !self.releasing()
+            && !self.units_may_run()
     }
 
     /// The earliest time at which a `Tick` may change something that no step has handled
     /// yet. It can lie in the past, when the caller was late: a Tick is then due at once.
     /// (A deadline must never be dropped for being late: the fence is one of them.)
+    ///
+    /// The earliest entry of [`Self::timers`] later than the last step.
     pub fn next_deadline(&self) -> Option<Mono> {
-        let mut at: Vec<Mono> = Vec::new();
-        // The fence deadline, and the moment this node stops being eligible.
-        at.extend(self.renewed_sent.map(|s| self.p.timing.fence_at(s)));
-        at.extend(self.next_kill());
-        at.extend(self.stop_retry_at);
-        if let Some(since) = self.vacant_since
-            && !self.campaigning
-            && self.held_term.is_none()
-        {
-            at.push(since + self.campaign_delay());
-        }
-        at.extend(self.failed_until);
-        at.extend(self.pending_restarts.iter().map(|r| r.1));
-        at.extend(self.retry_start_at);
-        at.extend(self.retry_campaign_at);
-        if let Some(last) = self.last_switchover_request {
-            at.push(last + self.p.timing.lease);
-        }
-        at.into_iter().filter(|t| *t > self.stepped_at).min()
+        self.next_timer().map(|(_, at)| at)
     }
 
     /// Feed one event; returns what the drivers must do, in order.
     pub fn handle(&mut self, event: Event, now: Mono) -> Vec<Action> {
         let mut out = Vec::new();
-        if self.exited {
+        if self.life == Life::Exited {
             return out;
         }
         self.absorb(event, now, &mut out);
@@ -397,81 +247,28 @@ impl GroupMachine {
             }
             Event::StoreDown => {
                 self.store_up = false;
-                self.campaigning = false;
+                self.key_store_down();
                 self.forget_view();
             }
             Event::Renewed { sent_at } => {
-                if self.renewed_sent.is_none_or(|s| sent_at > s) {
-                    self.renewed_sent = Some(sent_at);
-                }
-                self.lease_lost = false;
+                self.lease_renewed(sent_at);
             }
             Event::LeaseLost => {
                 self.forget_view();
-                self.renewed_sent = None;
-                self.lease_lost = true;
-                self.held_term = None;
-                self.releasing = false;
-                self.campaigning = false;
+                self.lease = Lease::Lost;
+                self.key_lease_lost();
             }
             Event::Leader(leader) => {
-                self.leader_known = true;
-                match (&leader, &self.leader) {
-                    (None, Some(_)) | (None, None) if self.vacant_since.is_none() => {
-                        self.vacant_since = Some(now)
-                    }
-                    (Some(_), _) => self.vacant_since = None,
-                    _ => {}
-                }
-                self.retry_campaign_at = None;
-                if let Some((node, term)) = &leader {
-                    if *node != self.p.node {
-                        self.defer_once = false;
-                    } else if self.held_term != Some(*term) && !self.campaigning {
-                        // Our name, but not our key: an earlier incarnation's, or a campaign
-                        // whose answer was lost. Either way nobody runs our units under it.
-                        self.defer_once = true;
-                    }
-                }
-                if let (Some(held), Some((node, term))) = (self.held_term, &leader)
-                    && (*node != self.p.node || *term != held)
-                {
-                    self.held_term = None;
-                }
-                if leader.is_none() && self.held_term.is_some() && !self.campaigning {
-                    // The key we held is gone (expired or deleted).
-                    self.held_term = None;
-                }
-                if leader.is_none() {
-                    self.releasing = false;
-                }
-                self.leader = leader;
+                self.unread.read(Fact::Leader);
+                self.key_read(leader, now);
             }
             Event::Members(members) => {
-                self.members_known = true;
+                self.unread.read(Fact::Members);
                 self.members = members;
             }
             Event::Switchover(to) => self.switchover_to = to,
-            Event::Campaigned(result) => {
-                self.campaigning = false;
-                if result.is_none() {
-                    self.retry_campaign_at = Some(now + self.p.timing.grace());
-                }
-                if let Some(term) = result {
-                    self.held_term = Some(term);
-                    self.leader = Some((self.p.node.clone(), term));
-                    self.vacant_since = None;
-                }
-            }
-            Event::Released => {
-                self.releasing = false;
-                self.held_term = None;
-                if self.leader.as_ref().is_some_and(|(n, _)| *n == self.p.node) {
-                    // Don't act on our own deleted key again while the watch catches up.
-                    self.leader = None;
-                    self.vacant_since = Some(now);
-                }
-            }
+            Event::Campaigned(result) => self.key_campaigned(result, now),
+            Event::Released => self.key_released(now),
             Event::Job { job, ok } => {
                 if self.job != Some(job) {
                     return; // superseded (a stop replaced a start)
@@ -480,10 +277,8 @@ impl GroupMachine {
                 match job {
                     Job::StopActive => {
                         if ok {
-                            self.units_may_run = false;
-                            self.killed_at = None;
-                            self.stop_failures = 0;
-                            self.stop_retry_at = None;
+                            self.units = Units::Down;
+                            self.timers.clear(Timer::StopRetry);
                         } else {
                             self.stop_failed(now, out);
                         }
@@ -491,24 +286,24 @@ impl GroupMachine {
                     Job::StartActive => {
                         if ok {
                             if self.role == Role::Promoting {
-                                let term = self.held_term.unwrap_or(self.term);
-                                self.set_role(Role::Active, term, "active target started", out);
+                                let term = self.key.held().unwrap_or(self.term);
+                                self.set_role(Role::Active, term, Reason::ActiveStarted, out);
                             }
                         } else {
-                            self.failed_until = Some(now + self.p.failure_cooldown);
-                            self.demote_reason = Some("the active target failed to start".into());
+                            self.timers
+                                .set(Timer::Cooldown, now + self.p.failure_cooldown);
+                            self.demote_reason = Some(Reason::StartFailed);
                         }
                     }
                     Job::StartPassive => {
-                        self.passive_ready = ok;
-                        self.passive_failed = !ok;
+                        self.passive = if ok { Passive::Up } else { Passive::Failed };
                     }
                 }
             }
             Event::Tick => {}
-            Event::Terminate => self.terminating = true,
+            Event::Terminate => self.life = Life::Terminating,
             Event::Maintenance(on) => {
-                self.maintenance_known = true;
+                self.unread.read(Fact::Maintenance);
                 self.maintenance = on;
             }
             Event::UnitFailed { unit, restarted } => self.unit_failed(unit, restarted, now, out),
@@ -534,11 +329,11 @@ impl GroupMachine {
                     }));
                 }
                 self.passive_units_ok = ok;
-                if ok && self.passive_failed {
+                if ok && self.passive == Passive::Failed {
                     // The units of a passive target that failed to start are fine now (an
                     // operator fixed them, or systemd restarted them): start the target again
                     // rather than stay ineligible until promd restarts.
-                    self.passive_failed = false;
+                    self.passive = Passive::Down;
                 }
             }
             Event::UnitStarted { unit } => self.unit_started(&unit, out),
@@ -554,13 +349,13 @@ impl GroupMachine {
 
     fn step(&mut self, now: Mono, out: &mut Vec<Action>) {
         self.stepped_at = self.stepped_at.max(now);
-        if self.failed_until.is_some_and(|t| now >= t) {
-            self.failed_until = None;
+        if self.timers.due(Timer::Cooldown, now) {
+            self.timers.clear(Timer::Cooldown);
         }
         self.fence(now, out);
         self.restart_due(now, out);
         self.retry_start(now, out);
-        if self.terminating {
+        if self.life != Life::Running {
             self.terminate(now, out);
             return;
         }
@@ -592,9 +387,7 @@ impl GroupMachine {
 
     /// A (re)connection re-reads the store: until then the old view is not evidence.
     fn forget_view(&mut self) {
-        self.leader_known = false;
-        self.members_known = false;
-        self.maintenance_known = false;
+        self.unread = Unread::ALL;
     }
 
     fn is_member(&self, node: &str) -> bool {
@@ -608,7 +401,7 @@ impl GroupMachine {
         self.ineligibility(now).is_none()
     }
 
-    fn set_role(&mut self, new: Role, term: u64, reason: &str, out: &mut Vec<Action>) {
+    fn set_role(&mut self, new: Role, term: u64, reason: Reason, out: &mut Vec<Action>) {
         let old = self.role;
         if old == new {
             return;
@@ -619,9 +412,20 @@ impl GroupMachine {
             old,
             new,
             term: self.term,
-            reason: reason.to_string(),
+            reason,
         });
     }
+}
+
+/// Whether the agent is stopping this group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Life {
+    /// Serving.
+    Running,
+    /// SIGTERM: stop the units, release the key, then exit (rule 2).
+    Terminating,
+    /// Terminate is complete ([`Action::Exit`] returned): events are ignored.
+    Exited,
 }
 
 #[cfg(test)]

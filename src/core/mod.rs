@@ -8,7 +8,10 @@
 mod machine;
 mod timing;
 
-pub use machine::{Action, Event, GroupMachine, GroupParams, Job, Member, Refusal, Request};
+pub use machine::{
+    Action, Event, GroupMachine, GroupParams, Ineligible, Job, Member, Reason, ReasonKind, Refusal,
+    Request, Timer, Timers,
+};
 pub use timing::{Mono, Timing};
 
 use serde::{Deserialize, Serialize};
@@ -17,16 +20,25 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// Just started: whatever a previous incarnation left running is stopped first.
     Starting,
+    /// The active units are down (and the passive target up); may campaign if eligible.
     Passive,
+    /// Holds the leader key and starts the active target.
     Promoting,
+    /// Holds the leader key and the active target started.
     Active,
+    /// Stopping the active units (hand-over, fence, failure, SIGTERM); the key is released
+    /// once they are down.
     Demoting,
+    /// Failed over: passive and ineligible until `failure-cooldown` ends or `promctl reset`.
     Failed,
+    /// Reported by the runtime while the group's maintenance mode is on.
     Maintenance,
 }
 
 impl Role {
+    /// The lowercase name used in the store, on D-Bus and in the journal, e.g. `"active"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Starting => "starting",

@@ -9,12 +9,15 @@ use std::time::Duration;
 pub struct Mono(pub Duration);
 
 impl Mono {
+    /// The runtime's origin.
     pub const ZERO: Mono = Mono(Duration::ZERO);
 
+    /// `ms` milliseconds after the origin.
     pub fn from_millis(ms: u64) -> Mono {
         Mono(Duration::from_millis(ms))
     }
 
+    /// How long after `other` this is; zero if it is not later.
     pub fn saturating_sub(self, other: Mono) -> Duration {
         self.0.saturating_sub(other.0)
     }
@@ -46,6 +49,7 @@ impl Sub<Duration> for Mono {
 /// watchdog interval plus a little, and the fence starts early enough for that too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Timing {
+    /// The store lease `L` (`lease` in promd.toml, at least 1 s).
     pub lease: Duration,
     /// promd's `WatchdogSec=` (zero without a watchdog).
     pub watchdog: Duration,
@@ -55,6 +59,7 @@ pub struct Timing {
 const AFTER_WATCHDOG: Duration = Duration::from_millis(100);
 
 impl Timing {
+    /// The deadlines for a lease `L` without a systemd watchdog.
     pub fn new(lease: Duration) -> Timing {
         Timing {
             lease,
@@ -62,6 +67,7 @@ impl Timing {
         }
     }
 
+    /// The same lease under promd's `WatchdogSec=`: the margins grow to cover it.
     pub fn with_watchdog(self, watchdog: Duration) -> Timing {
         Timing { watchdog, ..self }
     }

@@ -3,29 +3,35 @@
 
 use std::time::Duration;
 
-use super::{Action, GroupMachine, Mono, Role};
+use super::{Action, GroupMachine, Key, Mono, Owed, Role, Timer};
 
 impl GroupMachine {
     /// Rule 4b: campaign for a vacant key, best candidate first.
     pub(super) fn campaign(&mut self, now: Mono, out: &mut Vec<Action>) {
-        if self.leader.is_some() || self.campaigning || self.held_term.is_some() {
+        if self.holder().is_some() || self.campaigning() {
             return;
         }
-        if !self.leader_known || !self.members_known || !self.maintenance_known {
+        if !self.unread.current() {
             return; // a fresh connection: the store's state is on its way
         }
         if self.maintenance {
             return;
         }
-        if !self.eligible(now) || self.retry_campaign_at.is_some_and(|t| now < t) {
+        if !self.eligible(now) || self.timers.pending(Timer::CampaignRetry, now) {
             return;
         }
         if self.holder_standing() {
             return;
         }
-        let since = *self.vacant_since.get_or_insert(now);
+        let since = match self.key {
+            Key::Vacant { since } => since,
+            _ => {
+                self.key = Key::Vacant { since: now };
+                now
+            }
+        };
         if now >= since + self.campaign_delay() {
-            self.campaigning = true;
+            self.owed = Owed::Campaign;
             out.push(Action::Campaign);
         }
     }
@@ -78,24 +84,22 @@ impl GroupMachine {
         {
             return;
         }
-        let Some((leader, _)) = &self.leader else {
+        let Some((leader, _)) = self.holder() else {
             return;
         };
         let leader_priority = self
             .members
             .iter()
-            .find(|m| &m.node == leader)
+            .find(|m| m.node == leader)
             .map(|m| m.priority);
         if leader_priority.is_none_or(|p| p >= self.p.priority) {
             return;
         }
-        if self
-            .last_switchover_request
-            .is_some_and(|t| now < t + self.p.timing.lease)
-        {
+        if self.timers.pending(Timer::SwitchoverRetry, now) {
             return;
         }
-        self.last_switchover_request = Some(now);
+        self.timers
+            .set(Timer::SwitchoverRetry, now + self.p.timing.lease);
         out.push(Action::RequestSwitchover {
             to: self.p.node.clone(),
         });

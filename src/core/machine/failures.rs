@@ -1,6 +1,6 @@
 //! Local failures of the active units: counted, restarted in place, failed over past the limit.
 
-use super::{Action, GroupMachine, Job, Mono, Role};
+use super::{Action, GroupMachine, Job, Life, Mono, Reason, Role, Timer};
 
 impl GroupMachine {
     /// Local failure first: count it, restart in place, and fail over once there were more
@@ -70,11 +70,14 @@ impl GroupMachine {
                     "{what}: {count} failures within {window}, more than {}: failing over to {best}",
                     self.p.max_restarts
                 )));
-                self.failed_until = Some(now + self.p.failure_cooldown);
+                self.timers
+                    .set(Timer::Cooldown, now + self.p.failure_cooldown);
                 self.switchover_to = Some(best.clone());
-                self.demote_reason = Some(format!(
-                    "{count} failures within {window}: failing over to {best}"
-                ));
+                self.demote_reason = Some(Reason::FailingOver {
+                    count,
+                    window: self.p.restart_window,
+                    to: best.clone(),
+                });
                 out.push(Action::RequestSwitchover { to: best });
                 true
             }
@@ -109,30 +112,31 @@ impl GroupMachine {
             units.join(", ")
         );
         if !self.failed_over(&what, now, out) {
-            self.retry_start_at = Some(now + self.p.restart_backoff);
+            self.timers
+                .set(Timer::StartRetry, now + self.p.restart_backoff);
         }
     }
 
     /// A start retry whose backoff has passed: start the active target again, if this node
     /// still holds the key and nothing else (a demotion, a fence, a stop) took over.
     pub(super) fn retry_start(&mut self, now: Mono, out: &mut Vec<Action>) {
-        let Some(at) = self.retry_start_at else {
+        let Some(at) = self.timers.get(Timer::StartRetry) else {
             return;
         };
         if self.role != Role::Promoting
-            || self.terminating
+            || self.life != Life::Running
             || self.demote_reason.is_some()
-            || self.held_term.is_none()
+            || self.key.held().is_none()
         {
-            self.retry_start_at = None;
+            self.timers.clear(Timer::StartRetry);
             return;
         }
         if now < at || self.job.is_some() {
             return;
         }
-        self.retry_start_at = None;
-        if let Some(term) = self.held_term {
-            self.units_may_run = true;
+        self.timers.clear(Timer::StartRetry);
+        if let Some(term) = self.key.held() {
+            self.units_may_start();
             self.job = Some(Job::StartActive);
             out.push(Action::Start(Job::StartActive, Some(term)));
         }

@@ -1,6 +1,6 @@
 //! Rules 3 and 4a: demotion (hand-over) and promotion.
 
-use super::{Action, GroupMachine, Job, Mono, Role};
+use super::{Action, GroupMachine, Job, Mono, Owed, Passive, Reason, Role, Timer};
 
 impl GroupMachine {
     /// Rule 3a: hand over on a switchover request or a failed start.
@@ -9,7 +9,7 @@ impl GroupMachine {
             return;
         }
         if let Some(reason) = self.demote_reason.take() {
-            self.stop_active(&reason, out);
+            self.stop_active(reason, out);
             return;
         }
         if let Some(to) = self.switchover_to.clone()
@@ -18,7 +18,7 @@ impl GroupMachine {
             && self.role == Role::Active
         {
             if self.members.iter().any(|m| m.node == to && m.eligible) {
-                self.stop_active(&format!("switchover to {to}"), out);
+                self.stop_active(Reason::Switchover { to }, out);
             } else {
                 // Not a candidate: drop the request rather than hand over to nobody.
                 self.switchover_to = None;
@@ -29,7 +29,7 @@ impl GroupMachine {
 
     /// Rule 3b: after the units stopped, start the passive target, then release the key.
     pub(super) fn finish_demotion(&mut self, now: Mono, out: &mut Vec<Action>) {
-        if self.units_may_run || self.job.is_some() {
+        if self.units_may_run() || self.job.is_some() {
             return;
         }
         if !matches!(
@@ -38,48 +38,47 @@ impl GroupMachine {
         ) {
             return;
         }
-        if !self.passive_ready && !self.passive_failed {
+        if self.passive == Passive::Down {
             if self.p.has_passive_target {
                 self.job = Some(Job::StartPassive);
                 out.push(Action::Start(Job::StartPassive, None));
                 return;
             }
-            self.passive_ready = true;
+            self.passive = Passive::Up;
         }
-        let stale_own_key = match &self.leader {
-            Some((node, term)) if *node == self.p.node && !self.campaigning => Some(*term),
+        let stale_own_key = match self.holder() {
+            Some((node, term)) if node == self.p.node && !self.campaigning() => Some(term),
             _ => None,
         };
-        if let Some(term) = self.held_term.or(stale_own_key)
+        if let Some(term) = self.key.held().or(stale_own_key)
             && self.store_up
-            && !self.lease_lost
-            && !self.releasing
+            && !self.lease_lost()
+            && !self.releasing()
         {
-            self.releasing = true;
+            self.owed = Owed::Release;
             out.push(Action::Release { term });
         }
-        let settled = if self.failed_until.is_some_and(|t| now < t) {
+        let settled = if self.timers.pending(Timer::Cooldown, now) {
             Role::Failed
         } else {
             Role::Passive
         };
         if self.role != settled {
-            let (term, reason) = match self.role {
-                Role::Starting => (self.term, "started: units stopped, passive target up"),
-                Role::Failed => (self.term, "failure cooldown over"),
-                _ if settled == Role::Failed => {
-                    (self.term, "failed: ineligible until the cooldown ends")
-                }
-                _ => (self.term, "demoted: active units stopped"),
+            let reason = match self.role {
+                Role::Starting => Reason::StartedPassive,
+                Role::Failed => Reason::CooldownOver,
+                _ if settled == Role::Failed => Reason::FailedCooldown,
+                _ => Reason::Demoted,
             };
-            self.set_role(settled, term, reason, out);
+            self.set_role(settled, self.term, reason, out);
         }
     }
 
     /// Rule 4a: a won key is turned into a started active target.
     pub(super) fn promote(&mut self, now: Mono, out: &mut Vec<Action>) {
-        let Some(term) = self.held_term else { return };
-        if self.role != Role::Passive || self.job.is_some() || self.releasing || self.maintenance {
+        let Some(term) = self.key.held() else { return };
+        if self.role != Role::Passive || self.job.is_some() || self.releasing() || self.maintenance
+        {
             return;
         }
         if !self.eligible(now) || self.entitled_at().is_none_or(|f| now >= f) {
@@ -89,10 +88,12 @@ impl GroupMachine {
             self.switchover_to = None;
             out.push(Action::ClearSwitchover);
         }
-        self.units_may_run = true;
-        self.passive_ready = false;
+        self.units_may_start();
+        if self.passive == Passive::Up {
+            self.passive = Passive::Down;
+        }
         self.job = Some(Job::StartActive);
-        self.set_role(Role::Promoting, term, "won the election", out);
+        self.set_role(Role::Promoting, term, Reason::WonElection, out);
         out.push(Action::Start(Job::StartActive, Some(term)));
     }
 }

@@ -1,6 +1,6 @@
 //! Operator requests (promote, demote, reset): carried out, or refused with the reason.
 
-use super::{Action, GroupMachine, Mono, Refusal, Request, Role};
+use super::{Action, GroupMachine, Ineligible, Life, Mono, Passive, Refusal, Request, Role, Timer};
 
 impl GroupMachine {
     /// Carry out an operator's request, or say why not (and change nothing).
@@ -12,7 +12,7 @@ impl GroupMachine {
                     return Ok(out);
                 }
                 if self.maintenance {
-                    return Err(Refusal::Maintenance("maintenance mode is on".into()));
+                    return Err(Refusal::Maintenance);
                 }
                 if let Some(why) = self.ineligibility(now) {
                     return Err(Refusal::NotEligible(why));
@@ -27,23 +27,23 @@ impl GroupMachine {
                     return Ok(out);
                 }
                 if self.maintenance {
-                    return Err(Refusal::Maintenance("maintenance mode is on".into()));
+                    return Err(Refusal::Maintenance);
                 }
                 let Some(best) = self.best_standby() else {
-                    return Err(Refusal::NoStandby(
-                        "no other member is eligible to take over".into(),
-                    ));
+                    return Err(Refusal::NoStandby);
                 };
                 self.switchover_to = Some(best.clone());
                 out.push(Action::RequestSwitchover { to: best });
             }
             Request::ResetFailed => {
-                self.failed_until = None;
+                self.timers.clear(Timer::Cooldown);
                 self.failures.clear();
                 // A passive target that failed to start is tried again (finish_demotion starts
                 // it once no job runs and the active units are down): without this, the node
                 // would stay ineligible until promd restarts.
-                self.passive_failed = false;
+                if self.passive == Passive::Failed {
+                    self.passive = Passive::Down;
+                }
             }
         }
         self.step(now, &mut out);
@@ -51,30 +51,30 @@ impl GroupMachine {
     }
 
     /// Why this node cannot become active now, if it cannot.
-    pub fn ineligibility(&self, now: Mono) -> Option<String> {
-        let why = if self.terminating {
-            "promd is stopping"
+    pub fn ineligibility(&self, now: Mono) -> Option<Ineligible> {
+        let why = if self.life != Life::Running {
+            Ineligible::Stopping
         } else if !self.is_member(&self.p.node) {
-            "this node is not in the group's members"
-        } else if self.failed_until.is_some_and(|t| now < t) {
-            "this node failed and is in its failure cooldown (promctl reset clears it)"
-        } else if self.passive_failed || !self.passive_units_ok {
-            "the passive target failed"
+            Ineligible::NotMember
+        } else if self.timers.pending(Timer::Cooldown, now) {
+            Ineligible::Cooldown
+        } else if self.passive == Passive::Failed || !self.passive_units_ok {
+            Ineligible::PassiveFailed
         } else if !self.healthy {
-            "the health check fails"
-        } else if !self.store_up || self.lease_lost {
-            "the store is unreachable"
+            Ineligible::Unhealthy
+        } else if !self.store_up || self.lease_lost() {
+            Ineligible::StoreUnreachable
         } else if self
-            .renewed_sent
+            .renewed_sent()
             .is_none_or(|s| now >= self.p.timing.fence_at(s))
         {
-            "the store lease is not renewed"
-        } else if self.role != Role::Passive || !self.passive_ready {
-            "this node is not passive yet"
+            Ineligible::LeaseNotRenewed
+        } else if self.role != Role::Passive || self.passive != Passive::Up {
+            Ineligible::NotPassive
         } else {
             return None;
         };
-        Some(why.into())
+        Some(why)
     }
 
     /// The eligible member, other than this node, that a hand-over goes to.

@@ -1,0 +1,202 @@
+//! The machine's inputs and outputs: its fixed parameters, the events the runtime feeds it,
+//! the operator's requests, and the actions it returns.
+
+use std::time::Duration;
+
+use super::{Mono, Reason, Role, Timing};
+
+/// What the machine needs to know about its group and node; fixed for its lifetime.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GroupParams {
+    /// This node's name (`node` in promd.toml), as written to the store.
+    pub node: String,
+    /// The lease and the deadlines derived from it (docs/safety.md).
+    pub timing: Timing,
+    /// `priority`: the highest eligible node wins; ties go to the lowest name.
+    pub priority: i32,
+    /// `preempt`: ask a healthy lower-priority active node to hand over to this one.
+    pub preempt: bool,
+    /// The configured `members`: only these may be active. `None`: anyone may.
+    pub members: Option<Vec<String>>,
+    /// A `passive-target` is configured: it is started once the active units are down.
+    pub has_passive_target: bool,
+    /// `failure-cooldown`: a node that failed over stays ineligible this long.
+    pub failure_cooldown: Duration,
+    /// More failures than this within `restart_window` fail the node over.
+    pub max_restarts: u32,
+    /// `restart-window`: how far back failures count towards `max_restarts`.
+    pub restart_window: Duration,
+    /// Wait this long before restarting a failed unit that systemd does not restart itself.
+    pub restart_backoff: Duration,
+}
+
+/// A member of the group as the store shows it (or as this node publishes itself).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Member {
+    /// The member's node name.
+    pub node: String,
+    /// Its configured `priority`.
+    pub priority: i32,
+    /// It may become active now (see
+    /// [`GroupMachine::ineligibility`](super::GroupMachine::ineligibility)), and does not defer to
+    /// the others after a crash.
+    pub eligible: bool,
+    /// Its health command passes and its passive target did not fail.
+    pub healthy: bool,
+    /// Its role in the group.
+    pub role: Role,
+}
+
+/// The systemd operations the machine asks for; each is answered by [`Event::Job`].
+///
+/// The machine trusts `ok: true` for [`Job::StopActive`] to mean the units are down (it then
+/// starts the passive target and releases the key, so another host may start them): the
+/// runtime reports a stop ok only when every unit of the active target's closure is
+/// `inactive` or `failed` by systemd's own word, not merely when the stop job finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Job {
+    /// Stop every unit the active target pulled in, then the target. Answered `ok` only once
+    /// every unit of the closure is `inactive` or `failed` as systemd reports it; anything
+    /// else is a failed stop, which the machine escalates to [`Action::KillActive`] and
+    /// retries after a backoff.
+    StopActive,
+    /// Write the group's env file, then start the active target.
+    StartActive,
+    /// Start the passive target (only with a `passive-target`), once the active units are
+    /// down.
+    StartPassive,
+}
+
+/// What the runtime tells the machine: store news, systemd answers, timer ticks, signals.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Event {
+    /// The store is reachable and this node holds a live lease.
+    StoreUp,
+    /// The store cannot be reached (the lease may still be alive).
+    StoreDown,
+    /// A renewal of this node's lease, sent at this time, was acknowledged.
+    Renewed {
+        /// When the acknowledged renewal was sent: the lease lives at least until
+        /// `sent_at + lease` (docs/safety.md).
+        sent_at: Mono,
+    },
+    /// The lease is gone, and every key bound to it.
+    LeaseLost,
+    /// The leader key: holder and term.
+    Leader(Option<(String, u64)>),
+    /// Every member record in the store.
+    Members(Vec<Member>),
+    /// The target of a pending switchover request.
+    Switchover(Option<String>),
+    /// Answer to [`Action::Campaign`]: the term if this node now holds the key.
+    Campaigned(Option<u64>),
+    /// Answer to [`Action::Release`].
+    Released,
+    /// A systemd operation finished.
+    Job {
+        /// Which operation.
+        job: Job,
+        /// It succeeded (for [`Job::StopActive`]: every unit of the closure is down).
+        ok: bool,
+    },
+    /// A deadline from [`GroupMachine::next_deadline`](super::GroupMachine::next_deadline)
+    /// passed.
+    Tick,
+    /// The agent is stopping: hand over and exit.
+    Terminate,
+    /// The group's cluster-wide maintenance mode (from the store).
+    Maintenance(bool),
+    /// A watched unit failed: it entered `failed` (`restarted: false`), or systemd restarted
+    /// it (`NRestarts` grew, including watchdog restarts).
+    UnitFailed {
+        /// The unit's name, e.g. `web.service`.
+        unit: String,
+        /// systemd restarted it itself (promd does not).
+        restarted: bool,
+    },
+    /// The health command's latest result.
+    Health {
+        /// The command exited 0 within `health-timeout`.
+        ok: bool,
+    },
+    /// Whether every unit of the passive target is free of failure.
+    PassiveUnits {
+        /// No unit of the passive target is `failed`.
+        ok: bool,
+    },
+    /// A unit of the active target's closure became `active` or `activating`. On a host that
+    /// does not have the role (an operator's `systemctl start`, a dependency, a timer), the
+    /// units are stopped (and killed unless the key is held): only the active host may run
+    /// them.
+    UnitStarted {
+        /// The unit's name.
+        unit: String,
+    },
+    /// In place of `Job { StartActive, ok: true }`: the start job of the active target ended,
+    /// but these watched units are not up (failed in `ExecStartPre=`, skipped by a Condition,
+    /// timed out waiting for `READY=1`). A failed start: the role stays `promoting` (never
+    /// `active` with nothing running) while the start is retried in place, then fails over,
+    /// under the same `max-restarts` / `restart-window` as failures of a running unit.
+    StartIncomplete {
+        /// The watched units that are not up.
+        units: Vec<String>,
+    },
+}
+
+/// What an operator asks of this node (D-Bus / promctl).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Request {
+    /// Become active: a switchover through the store.
+    Promote,
+    /// Hand the role to the best eligible other member.
+    Demote,
+    /// Clear this node's failed state.
+    ResetFailed,
+}
+
+/// What the machine asks the runtime to do, in order; answers come back as [`Event`]s.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Run a systemd operation, with the term (the fencing token, `PROMD_TERM`) to write to
+    /// the env file for [`Job::StartActive`]; answered by [`Event::Job`].
+    Start(Job, Option<u64>),
+    /// SIGKILL whatever of the active units is still running.
+    KillActive,
+    /// Try to create the leader key under this node's lease; answered by
+    /// [`Event::Campaigned`].
+    Campaign,
+    /// Delete the leader key if it still is this node's at `term`; answered by
+    /// [`Event::Released`].
+    Release {
+        /// The term of the key to delete.
+        term: u64,
+    },
+    /// Write this node's member record (bound to its lease).
+    Publish(Member),
+    /// Write the group's switchover request.
+    RequestSwitchover {
+        /// The node that should become active.
+        to: String,
+    },
+    /// Delete the group's switchover request.
+    ClearSwitchover,
+    /// The role changed: tell journald (MESSAGE_ID by [`Reason::kind`]), D-Bus and the env
+    /// file.
+    RoleChanged {
+        /// The role before.
+        old: Role,
+        /// The role now.
+        new: Role,
+        /// The newest term the node acted on (the units' `PROMD_TERM`).
+        term: u64,
+        /// Why.
+        reason: Reason,
+    },
+    /// Restart a failed active unit in place (`None`: every watched unit, for a failed
+    /// health check).
+    RestartUnit(Option<String>),
+    /// Something the operator should read in the journal (failures, escalation).
+    Note(String),
+    /// Terminate is complete for this group: its units are stopped and its key released.
+    Exit,
+}

@@ -1,0 +1,158 @@
+//! What this node knows of the group's leader key, and what it has asked of the store about
+//! it: the states, and the store events that move them.
+
+use super::{GroupMachine, Mono, Timer};
+
+/// The leader key as this node knows it.
+///
+/// `Ours` is the only state in which this node may run the active units (and then only
+/// under a live lease, see `fence::entitled_at`): a key that shows this node's name but was
+/// not won by this incarnation's campaign is `Theirs`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum Key {
+    /// Not read since promd started.
+    Unknown,
+    /// Seen vacant since this time: the campaign's grace periods count from here.
+    Vacant {
+        /// When the key was first seen vacant.
+        since: Mono,
+    },
+    /// This node won it at `term` (its campaign was answered), and the store has not said
+    /// otherwise since.
+    Ours {
+        /// The term it was won at: the fencing token.
+        term: u64,
+    },
+    /// Held at `term` by `node`: another node, or this node's name at a term this
+    /// incarnation does not hold (an earlier incarnation's key, a campaign whose answer was
+    /// lost, a key whose lease was lost).
+    Theirs {
+        /// The holder's name.
+        node: String,
+        /// The key's term.
+        term: u64,
+    },
+}
+
+impl Key {
+    /// The term this node holds the key at.
+    pub(super) fn held(&self) -> Option<u64> {
+        match self {
+            Key::Ours { term } => Some(*term),
+            _ => None,
+        }
+    }
+}
+
+/// The request about the key that this node sent and the store has not answered yet.
+/// (A campaign needs a vacant key, a release a held one: they never overlap.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Owed {
+    /// Nothing in flight.
+    Nothing,
+    /// [`Action::Campaign`](super::Action::Campaign) sent,
+    /// [`Event::Campaigned`](super::Event::Campaigned) not yet received.
+    Campaign,
+    /// [`Action::Release`](super::Action::Release) sent,
+    /// [`Event::Released`](super::Event::Released) (or a vacant key) not yet seen.
+    Release,
+}
+
+impl GroupMachine {
+    /// The key's holder and term, if anyone holds it (this node included).
+    pub(super) fn holder(&self) -> Option<(&str, u64)> {
+        match &self.key {
+            Key::Unknown | Key::Vacant { .. } => None,
+            Key::Ours { term } => Some((&self.p.node, *term)),
+            Key::Theirs { node, term } => Some((node, *term)),
+        }
+    }
+
+    /// A campaign is in flight.
+    pub(super) fn campaigning(&self) -> bool {
+        self.owed == Owed::Campaign
+    }
+
+    /// A release is in flight.
+    pub(super) fn releasing(&self) -> bool {
+        self.owed == Owed::Release
+    }
+
+    /// A campaign or release that was in flight will not be answered (the store went down,
+    /// or the lease with it): forget it.
+    fn settle(&mut self, what: Owed) {
+        if self.owed == what {
+            self.owed = Owed::Nothing;
+        }
+    }
+
+    /// [`Event::StoreDown`](super::Event::StoreDown): a campaign in flight is lost.
+    pub(super) fn key_store_down(&mut self) {
+        self.settle(Owed::Campaign);
+    }
+
+    /// [`Event::LeaseLost`](super::Event::LeaseLost): the key, if ours, went with the lease.
+    pub(super) fn key_lease_lost(&mut self) {
+        self.owed = Owed::Nothing;
+        if let Key::Ours { term } = self.key {
+            self.key = Key::Theirs {
+                node: self.p.node.clone(),
+                term,
+            };
+        }
+    }
+
+    /// [`Event::Leader`](super::Event::Leader): the store's word on the key.
+    pub(super) fn key_read(&mut self, leader: Option<(String, u64)>, now: Mono) {
+        self.timers.clear(Timer::CampaignRetry);
+        match leader {
+            None => {
+                // The key we held (if any) is gone: expired or deleted; so is a release.
+                if !matches!(self.key, Key::Vacant { .. }) {
+                    self.key = Key::Vacant { since: now };
+                }
+                self.settle(Owed::Release);
+            }
+            Some((node, term)) => {
+                let held = self.key.held();
+                if node != self.p.node {
+                    self.defer_once = false;
+                } else if held != Some(term) && !self.campaigning() {
+                    // Our name, but not our key: an earlier incarnation's, or a campaign
+                    // whose answer was lost. Either way nobody runs our units under it.
+                    self.defer_once = true;
+                }
+                self.key = if node == self.p.node && held == Some(term) {
+                    Key::Ours { term }
+                } else {
+                    Key::Theirs { node, term }
+                };
+            }
+        }
+    }
+
+    /// [`Event::Campaigned`](super::Event::Campaigned): the campaign's answer.
+    pub(super) fn key_campaigned(&mut self, won: Option<u64>, now: Mono) {
+        self.settle(Owed::Campaign);
+        match won {
+            Some(term) => self.key = Key::Ours { term },
+            None => self
+                .timers
+                .set(Timer::CampaignRetry, now + self.p.timing.grace()),
+        }
+    }
+
+    /// [`Event::Released`](super::Event::Released): our key is deleted.
+    pub(super) fn key_released(&mut self, now: Mono) {
+        self.settle(Owed::Release);
+        let ours = match &self.key {
+            Key::Ours { .. } => true,
+            Key::Theirs { node, .. } => *node == self.p.node,
+            _ => false,
+        };
+        if ours {
+            // Don't act on our own deleted key again while the watch catches up.
+            self.key = Key::Vacant { since: now };
+        }
+    }
+}

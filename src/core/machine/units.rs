@@ -1,0 +1,89 @@
+//! Whether the active units may be running, and what the current stop has done about it.
+
+use super::{GroupMachine, Mono};
+
+/// The active units (the active target's closure) as far as this node can tell.
+///
+/// Which systemd job runs is kept apart ([`Job`](super::Job)): a passive target may start
+/// while a unit of the closure was started behind promd's back, so the two do not nest.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum Units {
+    /// Down by systemd's word: the last stop succeeded (every unit of the closure `inactive`
+    /// or `failed`), and nothing started since.
+    Down,
+    /// May be running: from birth (a previous incarnation may have left them running), from
+    /// a start of the active target, or from a unit started behind promd's back; until a
+    /// stop succeeds.
+    MayRun {
+        /// When the current stop last killed them (see `fence::kill_due`); `None` before the
+        /// first kill of this stop attempt, or since a unit started after it.
+        killed_at: Option<Mono>,
+        /// Failed stops in a row, for the retry backoff (`Timing::stop_retry_backoff`).
+        stop_failures: u32,
+    },
+}
+
+impl Units {
+    /// At birth: whatever a previous incarnation left may still run.
+    pub(super) const BIRTH: Units = Units::MayRun {
+        killed_at: None,
+        stop_failures: 0,
+    };
+}
+
+impl GroupMachine {
+    /// The active units may be running.
+    pub(super) fn units_may_run(&self) -> bool {
+        matches!(self.units, Units::MayRun { .. })
+    }
+
+    /// When the current stop last killed the units.
+    pub(super) fn killed_at(&self) -> Option<Mono> {
+        match self.units {
+            Units::MayRun { killed_at, .. } => killed_at,
+            Units::Down => None,
+        }
+    }
+
+    /// Record a kill (`Some`), or that the kill deadline applies afresh (`None`). Only
+    /// meaningful while the units may run (a stop or a kill of units known down is moot).
+    pub(super) fn set_killed_at(&mut self, at: Option<Mono>) {
+        if let Units::MayRun { killed_at, .. } = &mut self.units {
+            *killed_at = at;
+        }
+    }
+
+    /// Something (a start, or a unit started behind our back) may run the units now.
+    pub(super) fn units_may_start(&mut self) {
+        if self.units == Units::Down {
+            self.units = Units::BIRTH;
+        }
+    }
+
+    /// A stop failed: count it (for the backoff) and record the kill that follows it at
+    /// `now`. Returns the failures in a row. (A stop job only runs while the units may run.)
+    pub(super) fn units_stop_failed(&mut self, now: Mono) -> u32 {
+        match &mut self.units {
+            Units::MayRun {
+                killed_at,
+                stop_failures,
+            } => {
+                *stop_failures = stop_failures.saturating_add(1);
+                *killed_at = Some(now);
+                *stop_failures
+            }
+            Units::Down => 1,
+        }
+    }
+}
+
+/// The passive target, as far as this machine started it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Passive {
+    /// Not started since the active units last ran (or at birth).
+    Down,
+    /// Started (or there is none to start): the node may become eligible.
+    Up,
+    /// Its start failed: ineligible until its units recover or `promctl reset`.
+    Failed,
+}
