@@ -271,7 +271,7 @@ impl World {
                 outcome,
             } => self.job_done(cfg, node, index, outcome, log),
             Step::Connect(i) => self.connect(cfg, i),
-            Step::Apply { node, reply } => self.apply(cfg, node, Some(reply)),
+            Step::Apply { node, reply } => self.apply(node, Some(reply)),
             Step::Renew(i) => self.renew(cfg, i),
             Step::Expire(lease) => self.expire(lease),
             Step::WatchdogKill(i) => self.kill_process(i),
@@ -302,7 +302,7 @@ impl World {
             Fault::LoseWrite {
                 node,
                 applied: true,
-            } => self.apply(cfg, node, None),
+            } => self.apply(node, None),
             Fault::LoseWrite {
                 node,
                 applied: false,
@@ -546,7 +546,7 @@ impl World {
 
     /// The next write reaches the store. `reply: None`: the connection drops before the
     /// answer comes back (the task queues the write again, as `online()` does).
-    fn apply(&mut self, cfg: &Config, i: usize, reply: Option<Reply>) {
+    fn apply(&mut self, i: usize, reply: Option<Reply>) {
         let Some(op) = self.nodes[i].queue.pop_front() else {
             return;
         };
@@ -558,7 +558,6 @@ impl World {
             self.lease_lost(i);
             return;
         };
-        let _ = cfg;
         let mut answer = None;
         let mut changed = None;
         match &op {
@@ -663,9 +662,15 @@ impl World {
     /// promd dies (crash, watchdog): `ExecStopPost=promd fence` kills its units; its lease
     /// lives on until it expires.
     fn kill_process(&mut self, i: usize) {
+        self.nodes[i].units_up = false;
+        self.end_process(i);
+    }
+
+    /// The process is gone, and with it its store session, its queues and the answers its
+    /// tasks owed; its units are as they are (killed or stopped by the caller's rule).
+    fn end_process(&mut self, i: usize) {
         let n = &mut self.nodes[i];
         n.proc = Proc::Dead;
-        n.units_up = false;
         n.online = false;
         n.inbox.clear();
         n.unit_events.clear();
@@ -685,13 +690,7 @@ impl World {
             }
             self.expire(lease);
         }
-        let n = &mut self.nodes[i];
-        n.proc = Proc::Dead;
-        n.online = false;
-        n.inbox.clear();
-        n.unit_events.clear();
-        n.jobs.clear();
-        n.queue.clear();
+        self.end_process(i);
     }
 
     fn broadcast(&mut self, changed: Option<Changed>, except: Option<usize>) {
