@@ -10,6 +10,8 @@ use sd_notify::NotifyState;
 #[derive(Debug, Clone)]
 pub struct Notifier {
     watchdog: Option<Duration>,
+    /// The last ping armed the watchdog shorter than `watchdog` (`WATCHDOG_USEC=`).
+    armed_short: bool,
 }
 
 impl Notifier {
@@ -18,6 +20,7 @@ impl Notifier {
     pub fn from_env() -> Notifier {
         Notifier {
             watchdog: sd_notify::watchdog_enabled(),
+            armed_short: false,
         }
     }
 
@@ -65,17 +68,37 @@ impl Notifier {
         if self.watchdog.is_none() {
             return;
         }
-        let usec = u32::try_from(interval.as_micros()).unwrap_or(u32::MAX);
-        send(&[NotifyState::WatchdogUsec(usec)]);
+        send_watchdog_usec(interval);
         self.watchdog = Some(interval);
+        self.armed_short = false;
     }
 
-    /// `WATCHDOG=1`, if there is a watchdog.
-    pub fn ping(&self) {
-        if self.watchdog.is_some() {
-            send(&[NotifyState::Watchdog]);
+    /// Ping the watchdog, if there is one: `WATCHDOG=1`; with `within`, `WATCHDOG_USEC=` that
+    /// long instead, which systemd takes as a ping that fires `within` from now. The first
+    /// plain ping after a short one sets the interval in force again.
+    pub fn ping(&mut self, within: Option<Duration>) {
+        let Some(interval) = self.watchdog else {
+            return;
+        };
+        match within {
+            Some(d) => {
+                send_watchdog_usec(d);
+                self.armed_short = true;
+            }
+            None if self.armed_short => {
+                send_watchdog_usec(interval);
+                self.armed_short = false;
+            }
+            None => send(&[NotifyState::Watchdog]),
         }
     }
+}
+
+/// `WATCHDOG_USEC=` (µs, at most u32::MAX, which is what the sd-notify crate takes: 71
+/// minutes, far beyond any interval promd sets); systemd restarts the watchdog timer from now.
+fn send_watchdog_usec(interval: Duration) {
+    let usec = u32::try_from(interval.as_micros()).unwrap_or(u32::MAX);
+    send(&[NotifyState::WatchdogUsec(usec)]);
 }
 
 fn send(state: &[NotifyState]) {

@@ -11,7 +11,8 @@
 //! - and, so that the check is not vacuous, *some* path reaches a (second) activation.
 //!
 //! Knobs (environment): `PROMD_MODEL_NODES` (2), `PROMD_MODEL_FAULTS` per path (2),
-//! `PROMD_MODEL_DEPTH` (steps from the initial states), `PROMD_MODEL_KINDS` (comma-separated
+//! `PROMD_MODEL_DEPTH` (steps from the initial states; `_START_DEPTH`, `_DEPTH3` and
+//! `_HANG_DEPTH` for the other exhaustive checks), `PROMD_MODEL_KINDS` (comma-separated
 //! fault kinds, default all), `PROMD_MODEL_LIVENESS_EVERY` (8), `PROMD_MODEL_THREADS`.
 //! A counterexample prints as a trace of steps, each with what the machines did.
 
@@ -291,6 +292,19 @@ fn three_nodes_from_a_steady_cluster() {
     let init = vec![steady(&cfg)];
     let depth = env_or("PROMD_MODEL_DEPTH3", 22);
     check("three nodes", cfg, init, Search::Exhaustive { depth }, 2);
+}
+
+/// CI: two nodes from a steady cluster, only cuts and hangs (two per path), deeper than the
+/// check over every kind: where a hang meets the fence and the lease's end
+/// (`PROMD_MODEL_HANG_DEPTH`, 22). A watchdog fitted with no slack to the margin killed the
+/// units at the very instant the lease could expire; this check found it.
+#[test]
+fn two_nodes_cut_and_hung_deeper() {
+    let mut cfg = Config::new(2, 2);
+    cfg.kinds = vec![FaultKind::Drop, FaultKind::Pause];
+    let init = vec![steady(&cfg)];
+    let depth = env_or("PROMD_MODEL_HANG_DEPTH", 22);
+    check("cut and hung", cfg, init, Search::Exhaustive { depth }, 2);
 }
 
 /// CI: random paths far deeper than the exhaustive checks reach, with many faults each:

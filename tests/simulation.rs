@@ -87,6 +87,45 @@ fn a_paused_active_is_killed_by_the_watchdog_and_a_standby_takes_over() {
     });
 }
 
+/// The reviewer's gap (docs/safety.md): a host cut off the store fences, its stop drains
+/// longer than the lease, and its promd hangs after the fence began but before its own kill.
+/// The watchdog interval alone would kill it only `W` after the hang, past the lease's end,
+/// with the standby already running the units; the ping armed the watchdog to fire by the
+/// hang deadline instead.
+#[test]
+fn a_promd_that_hangs_while_its_fence_drains_is_killed_before_its_lease_can_end() {
+    let mut s = Sim::new(2);
+    let a = s.settle();
+    let b = 1 - a;
+    s.held_jobs.push(a); // its stop drains for longer than any lease
+    s.cut(a);
+    s.run_until("the cut node starts to fence", LEASE, |w| {
+        w.role(a) == Role::Demoting
+    });
+    let fence_began = s.world.now;
+    // After the fence began, before its own kill (a kill margin, 250 ms, before the lease
+    // ends; the fence 500 ms before).
+    s.run_to(fence_began + Duration::from_millis(200));
+    assert!(s.world.nodes[a].units_up, "still draining, not killed yet");
+    s.pause(a);
+    s.run_until("the watchdog kills the hung promd", LEASE, |w| {
+        !matches!(w.nodes[a].proc, Proc::Paused { .. })
+    });
+    let killed = s.world.now;
+    assert!(!s.world.nodes[a].units_up, "ExecStopPost= killed its units");
+    assert!(
+        killed < fence_began + Duration::from_millis(500),
+        "killed {:?} after the fence began: at or past the lease's end",
+        killed.saturating_sub(fence_began)
+    );
+    s.held_jobs.clear();
+    s.recover(a);
+    // Every step is checked for two nodes running the units.
+    s.run_until("the standby takes over", LEASE * 5, |w| {
+        w.active() == Some(b) && w.nodes[b].units_up
+    });
+}
+
 #[test]
 fn a_crashed_active_that_stays_down_loses_the_role_only_when_its_lease_runs_out() {
     let mut s = Sim::new(3);

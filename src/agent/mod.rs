@@ -245,7 +245,7 @@ impl Agent {
                     self.feed(id, Event::Tick, now, &mut out);
                 }
             }
-            Input::PingDue(ages) => out.push(self.ping(&ages)),
+            Input::PingDue(ages) => out.push(self.ping(&ages, now.mono)),
         }
         self.settle_calls(now, &mut out);
         self.close_exited(now, &mut out);
@@ -337,15 +337,27 @@ impl Agent {
     }
 
     /// Ping the watchdog only while every store task keeps turning: a hung store driver means
-    /// a restart (a group that has exited no longer counts).
-    fn ping(&self, ages: &[(GroupId, Option<Duration>)]) -> Output {
+    /// a restart (a group that has exited no longer counts). The ping arms the watchdog to
+    /// fire no later than the earliest group's [`GroupMachine::hang_deadline`]: once a fence
+    /// began, a hang must not let a drain outlive the lease.
+    fn ping(&self, ages: &[(GroupId, Option<Duration>)], now: Mono) -> Output {
         let stalled = ages.iter().find_map(|(id, age)| {
             let g = self.groups.get(id)?;
             let stalled = age.is_some_and(|a| a > store_stall_limit(g.cfg.lease));
             (stalled && !g.machine.exited()).then_some(g)
         });
         match stalled {
-            None => Output::Notify(Notify::Ping),
+            None => {
+                let hang_deadline = self
+                    .groups
+                    .values()
+                    .filter_map(|g| g.machine.hang_deadline())
+                    .min();
+                let within = self
+                    .watchdog
+                    .and_then(|w| Timing::watchdog_within(w, hang_deadline, now));
+                Output::Notify(Notify::Ping { within })
+            }
             Some(g) => Output::Log(Record {
                 fields: Fields {
                     group: Some(g.cfg.name.clone()),

@@ -219,6 +219,20 @@ impl GroupMachine {
             && !self.units_may_run()
     }
 
+    /// The latest instant the systemd watchdog may kill a hung promd without the units
+    /// outliving this node's lease ([`Timing::hang_deadline`] of the last acknowledged
+    /// renewal), while the units may run under that lease; `None` otherwise (the units are
+    /// down, or no renewal entitles them: then the fence kills them at once).
+    ///
+    /// The runtime arms the watchdog to fire by the earliest of these
+    /// ([`Timing::watchdog_within`]); docs/safety.md tells why the fence needs it.
+    pub fn hang_deadline(&self) -> Option<Mono> {
+        if !self.units_may_run() {
+            return None;
+        }
+        self.renewed_sent().map(|s| self.p.timing.hang_deadline(s))
+    }
+
     /// The earliest time at which a `Tick` may change something that no step has handled
     /// yet. It can lie in the past, when the caller was late: a Tick is then due at once.
     /// (A deadline must never be dropped for being late: the fence is one of them.)

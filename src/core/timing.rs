@@ -44,9 +44,12 @@ impl Sub<Duration> for Mono {
 /// whatever is still running at `s + L - kill_margin`, so its units are down before any standby
 /// can see the key gone.
 ///
-/// If promd hangs just before the fence deadline, only the systemd watchdog stops the units
-/// (they are bound to promd), up to `WatchdogSec` later: so the margin is at least the
-/// watchdog interval plus a little, and the fence starts early enough for that too.
+/// If promd hangs, only the systemd watchdog stops the units (`ExecStopPost=promd fence`
+/// kills them once promd is dead). So while its units may run, promd never lets the watchdog
+/// reach past [`Timing::hang_deadline`], `AFTER_WATCHDOG + WATCHDOG_SLACK` before `s + L`:
+/// a hang before the fence is caught within `W`, which the margin leaves room for; a hang
+/// after the fence began (a drain that outlasts the lease) is caught by the watchdog armed
+/// at that deadline ([`Timing::watchdog_within`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Timing {
     /// The store lease `L` (`lease` in promd.toml, at least 1 s).
@@ -55,8 +58,15 @@ pub struct Timing {
     pub watchdog: Duration,
 }
 
-/// Scheduling delay and unit stop time allowed after the watchdog fires.
-const AFTER_WATCHDOG: Duration = Duration::from_millis(100);
+/// Scheduling delay and unit stop time allowed after the watchdog fires: systemd SIGKILLs
+/// promd (`WatchdogSignal=SIGKILL`) and `ExecStopPost=promd fence` SIGKILLs its units.
+pub const AFTER_WATCHDOG: Duration = Duration::from_millis(100);
+
+/// A strict gap between the latest a hung promd's units can die and the lease's end, so the
+/// two never coincide: the `sd_notify` message's transit, timer granularity. Without it a
+/// watchdog fitted exactly to the margin killed the units at the very instant the lease could
+/// expire (the model check found it, docs/safety.md).
+pub const WATCHDOG_SLACK: Duration = Duration::from_millis(50);
 
 impl Timing {
     /// The deadlines for a lease `L` without a systemd watchdog.
@@ -75,18 +85,48 @@ impl Timing {
     /// The margin the lease alone calls for: stopping the units, clock-rate drift,
     /// scheduling delay.
     fn base_margin(&self) -> Duration {
-        (self.lease / 4).max(Duration::from_millis(250))
+        (self.lease / 4).max(Duration::from_millis(300))
     }
 
-    /// Time reserved before the lease can expire: the base margin, or enough for the watchdog
-    /// to catch a promd that hangs just before fencing, whichever is longer.
+    /// Time reserved before the lease can expire: the base margin (`max(L/4, 300 ms)`), or
+    /// enough for the watchdog to catch a promd that hangs just before fencing
+    /// (`W + AFTER_WATCHDOG + WATCHDOG_SLACK`), whichever is longer.
     pub fn margin(&self) -> Duration {
-        self.base_margin().max(self.watchdog + AFTER_WATCHDOG)
+        self.base_margin()
+            .max(self.watchdog + AFTER_WATCHDOG + WATCHDOG_SLACK)
     }
 
-    /// Time reserved for SIGKILL to take effect and for drift, once stopping took too long.
+    /// Time reserved for SIGKILL to take effect and for drift, once stopping took too long:
+    /// `max(L/10, 250 ms)`. At least 100 ms more than the watchdog's own reserve
+    /// ([`Timing::hang_deadline`]), so a promd that is slow but not hung has that long to see
+    /// its kill done before the watchdog takes it for hung.
     pub fn kill_margin(&self) -> Duration {
-        (self.lease / 10).max(Duration::from_millis(100))
+        (self.lease / 10).max(Duration::from_millis(250))
+    }
+
+    /// The latest instant the systemd watchdog may kill promd while its units may run under
+    /// a lease last renewed at `renewed_sent` (`s`): `s + L - AFTER_WATCHDOG - WATCHDOG_SLACK`.
+    /// The units die `AFTER_WATCHDOG` later at most, still `WATCHDOG_SLACK` before the lease
+    /// can end.
+    pub fn hang_deadline(&self, renewed_sent: super::Mono) -> super::Mono {
+        renewed_sent + self.lease.saturating_sub(AFTER_WATCHDOG + WATCHDOG_SLACK)
+    }
+
+    /// How far off the watchdog must fire if promd stops pinging now (at `now`), given the
+    /// interval in force `W` and the earliest [`Timing::hang_deadline`] of the groups whose
+    /// units may run (`None`: none): `None` if `W` stays (the deadline is `W` or more away),
+    /// else the time left to it, at least 1 ms (`WATCHDOG_USEC=0` would turn the watchdog off).
+    ///
+    /// Before the fence deadline `W` always fits (the margin leaves room for it); after it, a
+    /// promd that hangs while a drain outlasts the lease would otherwise be killed up to `W`
+    /// after the hang, past the lease's end.
+    pub fn watchdog_within(
+        interval: Duration,
+        hang_deadline: Option<super::Mono>,
+        now: super::Mono,
+    ) -> Option<Duration> {
+        let left = hang_deadline?.saturating_sub(now);
+        (left < interval).then(|| left.max(Duration::from_millis(1)))
     }
 
     /// How long a standby that is not the best candidate waits before it campaigns too,
@@ -96,13 +136,15 @@ impl Timing {
     }
 
     /// When the active host must begin to demote, given the last renewal's send time.
+    /// Saturates at `renewed_sent` (fence at once) if a watchdog longer than
+    /// [`Timing::max_watchdog`] leaves no time at all.
     pub fn fence_at(&self, renewed_sent: super::Mono) -> super::Mono {
-        renewed_sent + (self.lease - self.margin())
+        renewed_sent + self.lease.saturating_sub(self.margin())
     }
 
     /// When the active host kills its units if they are not stopped yet.
     pub fn kill_at(&self, renewed_sent: super::Mono) -> super::Mono {
-        renewed_sent + (self.lease - self.kill_margin())
+        renewed_sent + self.lease.saturating_sub(self.kill_margin())
     }
 
     /// How long to wait before retrying a stop of the active units after `failures`
@@ -121,11 +163,11 @@ impl Timing {
     }
 
     /// The watchdog interval promd sets for itself (`WATCHDOG_USEC=`) when the unit's is
-    /// longer: short enough that the margin stays the lease's own (`max(L/4, 250ms)`), so a
-    /// hang costs no extra early fencing; never under 100 ms.
+    /// longer: short enough that the margin stays the lease's own (`max(L/4, 300ms)`), so a
+    /// hang costs no extra early fencing: `max(L/4, 300 ms) - 150 ms`, never under 100 ms.
     pub fn fitting_watchdog(&self) -> Duration {
         self.base_margin()
-            .saturating_sub(AFTER_WATCHDOG)
+            .saturating_sub(AFTER_WATCHDOG + WATCHDOG_SLACK)
             .max(Duration::from_millis(100))
     }
 
@@ -147,7 +189,16 @@ mod tests {
             let t = Timing::new(Duration::from_millis(ms));
             let s = Mono::from_millis(1234);
             assert!(t.fence_at(s) < t.kill_at(s), "lease {ms}");
-            assert!(t.kill_at(s) < s + t.lease, "lease {ms}");
+            // A promd that is slow, not hung, has 100 ms to see its kill done before the
+            // watchdog takes it for hung.
+            assert!(
+                t.kill_at(s) + Duration::from_millis(100) <= t.hang_deadline(s),
+                "lease {ms}"
+            );
+            assert!(
+                t.hang_deadline(s) + AFTER_WATCHDOG < s + t.lease,
+                "lease {ms}"
+            );
             assert!(t.max_watchdog() > Duration::ZERO, "lease {ms}");
             assert!(t.max_watchdog() * 2 <= t.lease - t.margin(), "lease {ms}");
         }
@@ -179,23 +230,52 @@ mod tests {
                 base.margin(),
                 "lease {ms}: the margin is the lease's own"
             );
+            // Strictly inside the margin: the watchdog's kill never ties with the lease's end.
+            assert!(w + AFTER_WATCHDOG < t.margin(), "lease {ms}: {w:?}");
         }
+        let w = |ms| Timing::new(Duration::from_millis(ms)).fitting_watchdog();
+        assert_eq!(w(1000), Duration::from_millis(150));
+        assert_eq!(w(2000), Duration::from_millis(350));
+        assert_eq!(w(10_000), Duration::from_millis(2350));
+    }
+
+    /// The watchdog promd leaves armed after a ping at `ping`: when it fires if no ping
+    /// follows.
+    fn fires(t: &Timing, s: Mono, ping: Mono) -> Mono {
+        let within = Timing::watchdog_within(t.watchdog, Some(t.hang_deadline(s)), ping);
+        ping + within.unwrap_or(t.watchdog)
     }
 
     #[test]
-    fn a_hang_just_before_the_fence_is_caught_by_the_watchdog_before_the_lease_ends() {
+    fn a_hang_anywhere_before_the_kill_is_caught_by_the_watchdog_before_the_lease_ends() {
         for ms in [1000u64, 2000, 5000, 10_000, 60_000] {
             let base = Timing::new(Duration::from_millis(ms));
             for w in [
                 Duration::from_millis(100),
+                base.fitting_watchdog(),
                 base.max_watchdog() / 2,
                 base.max_watchdog(),
             ] {
                 let t = base.with_watchdog(w);
                 let s = Mono::from_millis(1000);
-                // Hang at the last moment before fencing: the watchdog fires W later.
-                assert!(
-                    t.fence_at(s) + w + AFTER_WATCHDOG <= s + t.lease,
+                // The last ping anywhere from the renewal to the kill deadline (a hang before
+                // the fence, or after it began while a drain outlasts the lease): the units
+                // die AFTER_WATCHDOG after the watchdog fires, strictly before `s + L`.
+                let mut ping = s;
+                while ping <= t.kill_at(s) {
+                    let dead = fires(&t, s, ping) + AFTER_WATCHDOG;
+                    assert!(
+                        dead < s + t.lease,
+                        "lease {ms}, watchdog {w:?}, last ping at s + {:?}",
+                        ping.saturating_sub(s)
+                    );
+                    ping = ping + Duration::from_millis(5);
+                }
+                // Before the fence deadline the watchdog keeps its interval: no early kill of
+                // a promd that only drains.
+                assert_eq!(
+                    Timing::watchdog_within(w, Some(t.hang_deadline(s)), t.fence_at(s)),
+                    None,
                     "lease {ms}, watchdog {w:?}"
                 );
                 // And the fence still comes after the next renewal is due (every L/3).
@@ -206,5 +286,17 @@ mod tests {
                 assert!(t.fence_at(s) < t.kill_at(s));
             }
         }
+    }
+
+    #[test]
+    fn the_armed_watchdog_never_asks_for_zero() {
+        let t = Timing::new(Duration::from_secs(2)).with_watchdog(Duration::from_millis(350));
+        let s = Mono::from_millis(1000);
+        let late = t.hang_deadline(s) + Duration::from_secs(1);
+        assert_eq!(
+            Timing::watchdog_within(t.watchdog, Some(t.hang_deadline(s)), late),
+            Some(Duration::from_millis(1))
+        );
+        assert_eq!(Timing::watchdog_within(t.watchdog, None, late), None);
     }
 }

@@ -65,7 +65,7 @@ impl Runtime {
                     self.notifier.set_watchdog(interval);
                     self.ping = ping_interval(&self.notifier);
                 }
-                Notify::Ping => self.notifier.ping(),
+                Notify::Ping { within } => self.notifier.ping(within),
             },
         }
     }

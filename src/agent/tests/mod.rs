@@ -19,7 +19,7 @@ const OTHER_HOST: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb2";
 
 /// The watchdog promd runs with in the tests: fitted to a 2s lease, as promd fits it at
 /// start-up (a machine given a watchdog too long for its lease cannot keep its margin).
-const WATCHDOG: Duration = Duration::from_millis(400);
+const WATCHDOG: Duration = Duration::from_millis(350);
 
 /// One group, `web`, on node `n1`, with a 2s lease.
 const WEB: &str = r#"
@@ -366,7 +366,7 @@ fn the_watchdog_is_pinged_only_while_every_store_task_turns() {
     let out = ping(&mut h, vec![(GroupId(0), fresh), (GroupId(1), None)]);
     assert_eq!(
         notified(&out),
-        vec![&Notify::Ping],
+        vec![&Notify::Ping { within: None }],
         "a task that never beat is not stalled"
     );
     // Three renewal intervals, at least 5s, without a turn: hung.
@@ -390,7 +390,44 @@ fn the_watchdog_is_pinged_only_while_every_store_task_turns() {
             (GroupId(1), Some(Duration::from_secs(4))),
         ],
     );
-    assert_eq!(notified(&out), vec![&Notify::Ping]);
+    assert_eq!(notified(&out), vec![&Notify::Ping { within: None }]);
+}
+
+#[test]
+fn once_the_fence_began_the_ping_arms_the_watchdog_to_fire_before_the_lease_can_end() {
+    let mut h = H::new(&[WEB]);
+    h.input(Input::Start);
+    h.active(0, 5);
+    let fresh = vec![(GroupId(0), Some(Duration::from_millis(10)))];
+    // The last renewal went out now (s); the store then goes silent.
+    h.renew(0);
+    let s = h.now;
+    let timing = Timing::new(Duration::from_secs(2)).with_watchdog(WATCHDOG);
+    let out = h.input(Input::PingDue(fresh.clone()));
+    assert_eq!(notified(&out), vec![&Notify::Ping { within: None }]);
+    // Past the fence deadline: the units drain (the stop job runs), and a hang now must be
+    // caught before s + L, not W after the hang.
+    h.now = timing.fence_at(s) + Duration::from_millis(100);
+    let out = h.input(Input::Tick);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Job(_, j) if j.job == Job::StopActive)),
+        "{out:#?}"
+    );
+    let out = h.input(Input::PingDue(fresh.clone()));
+    let within = timing.hang_deadline(s).saturating_sub(h.now);
+    assert!(within < WATCHDOG);
+    assert_eq!(
+        notified(&out),
+        vec![&Notify::Ping {
+            within: Some(within)
+        }]
+    );
+    assert!(h.now + within + crate::core::AFTER_WATCHDOG < s + Duration::from_secs(2));
+    // The stop is done: the units are down, the watchdog keeps its interval again.
+    h.job(0, Job::StopActive, true);
+    let out = h.input(Input::PingDue(fresh));
+    assert_eq!(notified(&out), vec![&Notify::Ping { within: None }]);
 }
 
 #[test]
@@ -403,5 +440,5 @@ fn an_exited_groups_store_task_may_stop_turning() {
     assert!(h.agent.groups[&GroupId(1)].machine.exited());
     let hung = Some(Duration::from_secs(60));
     let out = h.input(Input::PingDue(vec![(GroupId(1), hung)]));
-    assert_eq!(notified(&out), vec![&Notify::Ping]);
+    assert_eq!(notified(&out), vec![&Notify::Ping { within: None }]);
 }

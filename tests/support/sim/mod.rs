@@ -16,8 +16,9 @@
 //!   run from the moment a start is issued until a stop finished or a kill; the watch's
 //!   `UnitStarted` for every start, arriving whenever;
 //! - **the process**: promd crashes (its units are killed by `ExecStopPost=promd fence`),
-//!   pauses (the watchdog kills it `W` + 100 ms after the pause began: the last ping may have
-//!   been just before it), is stopped (`systemctl stop promd`), and restarts with a fresh
+//!   pauses (the watchdog kills it `W` + 100 ms after the pause began, the last ping having
+//!   been just before it, or by the machine's hang deadline + 100 ms if the ping armed the
+//!   watchdog shorter: `Timing::watchdog_within`), is stopped (`systemctl stop promd`), and restarts with a fresh
 //!   machine;
 //! - **the clock**: moves only to the next deadline of a node, a lease, a renewal or a
 //!   watchdog, and only once every deadline already due was handled: a running promd is
@@ -47,9 +48,7 @@ pub use step::{Fault, JobOutcome, Reply, Step};
 /// The one watched unit of the active target.
 pub const UNIT: &str = "web.service";
 
-/// Scheduling delay and unit stop time allowed after the watchdog fires (as in
-/// `src/core/timing.rs`).
-pub const AFTER_WATCHDOG: Duration = Duration::from_millis(100);
+pub use promd::core::AFTER_WATCHDOG;
 
 /// Which faults the world may inject, and how many per path.
 #[derive(Debug, Clone)]
@@ -115,13 +114,14 @@ impl FaultKind {
 }
 
 impl Config {
-    /// `nodes` nodes, lease 2 s, watchdog 400 ms (what promd picks for that lease), every
-    /// fault kind, `faults` faults per path.
+    /// `nodes` nodes, lease 2 s, the watchdog promd fits to it (350 ms), every fault kind,
+    /// `faults` faults per path.
     pub fn new(nodes: usize, faults: u8) -> Config {
+        let lease = Duration::from_secs(2);
         Config {
             nodes,
-            lease: Duration::from_secs(2),
-            watchdog: Duration::from_millis(400),
+            lease,
+            watchdog: Timing::new(lease).fitting_watchdog(),
             priorities: Vec::new(),
             preempt: false,
             passive_target: true,
@@ -193,9 +193,10 @@ pub struct Store {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Proc {
     Running,
-    /// Stopped (SIGSTOP, a hang) since this time.
+    /// Stopped (SIGSTOP, a hang); the watchdog's kill takes effect at `killed_at` (see
+    /// `World::watchdog_kill_at`).
     Paused {
-        since: Mono,
+        killed_at: Mono,
     },
     /// Crashed, killed by the watchdog, or exited; systemd restarts it.
     Dead,
@@ -264,6 +265,9 @@ pub struct World {
     pub exited_with_units_up: bool,
     /// Role changes to `active`, counted up to 3 (for "sometimes" properties).
     pub activations: u8,
+    /// A scenario's wake-up: the clock stops here too (`Sim::run_to`); `None` in the model
+    /// check.
+    pub alarm: Option<Mono>,
 }
 
 impl World {
@@ -281,6 +285,7 @@ impl World {
             term_went_back: false,
             exited_with_units_up: false,
             activations: 0,
+            alarm: None,
         }
     }
 

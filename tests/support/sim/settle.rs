@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use promd::core::{Refusal, Request, Role};
+use promd::core::{Mono, Refusal, Request, Role};
 
 use super::step::{JobOutcome, Reply, Step};
 use super::{Config, Proc, World};
@@ -13,8 +13,20 @@ impl World {
     /// and the store, the clock last. `restart`: dead nodes come back (systemd restarts
     /// promd); paused ones stay paused (the watchdog deals with them).
     pub fn fair_step(&self, cfg: &Config, restart: bool) -> Option<Step> {
+        self.fair_step_where(cfg, restart, |_| true)
+    }
+
+    /// [`World::fair_step`] among the steps `allowed` lets through (a scenario holds back
+    /// what it wants to hang, such as a node's systemd jobs).
+    pub fn fair_step_where(
+        &self,
+        cfg: &Config,
+        restart: bool,
+        allowed: impl Fn(&Step) -> bool,
+    ) -> Option<Step> {
         let mut all = Vec::new();
         self.steps(cfg, &mut all);
+        all.retain(|s| allowed(s));
         let rank = |s: &Step| -> Option<u8> {
             Some(match s {
                 Step::Expire(_) | Step::WatchdogKill(_) => 0,
@@ -127,6 +139,9 @@ pub struct Sim {
     pub log: Vec<String>,
     /// systemd restarts a dead promd (at once, in simulated time).
     pub restart_dead: bool,
+    /// Nodes whose systemd jobs do not finish (a stop that drains longer than any lease)
+    /// until taken out of here.
+    pub held_jobs: Vec<usize>,
 }
 
 impl Sim {
@@ -142,6 +157,7 @@ impl Sim {
             world,
             log: Vec::new(),
             restart_dead: true,
+            held_jobs: Vec::new(),
         }
     }
 
@@ -164,10 +180,25 @@ impl Sim {
         }
     }
 
+    /// Run to `at` of simulated time exactly (the clock otherwise moves only from deadline
+    /// to deadline), e.g. to inject a fault at that instant.
+    pub fn run_to(&mut self, at: Mono) {
+        self.world.alarm = Some(at);
+        let limit = at.saturating_sub(self.world.now) + Duration::from_secs(1);
+        self.run_while(|w| w.now < at, limit);
+        self.world.alarm = None;
+    }
+
     fn run_while(&mut self, go_on: impl Fn(&World) -> bool, limit: Duration) {
         let end = self.world.now + limit;
         while go_on(&self.world) && self.world.now <= end {
-            let Some(step) = self.world.fair_step(&self.cfg, self.restart_dead) else {
+            let held = &self.held_jobs;
+            let step = self.world.fair_step_where(
+                &self.cfg,
+                self.restart_dead,
+                |s| !matches!(s, Step::JobDone { node, .. } if held.contains(node)),
+            );
+            let Some(step) = step else {
                 break;
             };
             self.world.step(&self.cfg, &step, Some(&mut self.log));

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use promd::core::{Action, Event, Job, Member, Mono, Request, Role};
+use promd::core::{Action, Event, Job, Member, Mono, Request, Role, Timing};
 
 use super::{AFTER_WATCHDOG, Config, FaultKind, JobRun, Key, Node, Op, Proc, UNIT, Work, World};
 
@@ -90,13 +90,19 @@ impl World {
                         && (!n.inbox.is_empty()
                             || (n.online && (!n.queue.is_empty() || n.next_renewal <= self.now))))
             }
-            Proc::Paused { since } => since + self.watchdog_after() <= self.now,
+            Proc::Paused { killed_at } => killed_at <= self.now,
             Proc::Dead => false,
         }) || self.store.leases.values().any(|t| *t <= self.now)
     }
 
-    fn watchdog_after(&self) -> std::time::Duration {
-        self.watchdog + AFTER_WATCHDOG
+    /// When the watchdog's kill of node `i`'s promd, pausing now, has taken effect (its units
+    /// dead too): the worst case is a ping just before the pause, which armed the watchdog
+    /// `W` ahead, or to the machine's hang deadline if that is nearer (as the agent's ping
+    /// does, `Timing::watchdog_within`); `AFTER_WATCHDOG` later the units are dead.
+    fn watchdog_kill_at(&self, i: usize) -> Mono {
+        let hang = self.nodes[i].machine.hang_deadline();
+        let within = Timing::watchdog_within(self.watchdog, hang, self.now);
+        self.now + within.unwrap_or(self.watchdog) + AFTER_WATCHDOG
     }
 
     /// The next time the clock may move to, if any.
@@ -110,11 +116,12 @@ impl World {
                         at.push(n.next_renewal);
                     }
                 }
-                Proc::Paused { since } => at.push(since + self.watchdog_after()),
+                Proc::Paused { killed_at } => at.push(killed_at),
                 Proc::Dead => {}
             }
         }
         at.extend(self.store.leases.values().copied());
+        at.extend(self.alarm);
         at.into_iter().filter(|t| *t > self.now).min()
     }
 
@@ -127,8 +134,8 @@ impl World {
                     out.push(Step::Restart(i));
                     continue;
                 }
-                Proc::Paused { since } => {
-                    if since + self.watchdog_after() <= now {
+                Proc::Paused { killed_at } => {
+                    if killed_at <= now {
                         out.push(Step::WatchdogKill(i));
                     } else {
                         out.push(Step::Resume(i));
@@ -314,7 +321,9 @@ impl World {
             }
             Fault::Crash(i) => self.kill_process(i),
             Fault::Pause(i) => {
-                self.nodes[i].proc = Proc::Paused { since: self.now };
+                self.nodes[i].proc = Proc::Paused {
+                    killed_at: self.watchdog_kill_at(i),
+                };
             }
             Fault::Terminate(i) => self.feed(cfg, i, Event::Terminate, log),
             Fault::UnitFails(i) => self.feed(
