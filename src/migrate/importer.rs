@@ -178,8 +178,9 @@ impl<'j> Importer<'j> {
                     reason: "promd's lease must be at least 1000 ms (1s)".to_owned(),
                 });
             }
+            // No note on the watchdog: promd lowers its own (WATCHDOG_USEC=) to fit any lease
+            // of 1s or more under the shipped WatchdogSec=3s.
             s.lease = Some((key, ms));
-            self.watchdog_warning(ms);
         } else {
             self.warnings.push(
                 "warning: no `prom-timeout` (HAL: `timeout`): the lease is promd's default, 10s"

@@ -27,7 +27,6 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde_json::Value;
 
@@ -39,8 +38,6 @@ const PREFERRED_PRIORITY: i32 = 200;
 const DEFAULT_PRIORITY: i32 = 100;
 /// promd refuses leases shorter than this (see `config.rs`).
 const MIN_LEASE_MS: u64 = 1000;
-/// The `WatchdogSec=` of the shipped `promd.service`.
-const SHIPPED_WATCHDOG: Duration = Duration::from_secs(3);
 /// Where promd writes the units' environment (`PROMD_*`), per group.
 const ENV_DIR: &str = "/run/promd";
 

@@ -2,33 +2,10 @@
 
 use super::importer::*;
 use super::keys::*;
-use super::units::*;
-use std::time::Duration;
 
 use super::*;
 
 impl Importer<'_> {
-    /// promd refuses a `WatchdogSec=` longer than `(lease - margin) / 2`; the shipped 3s suits
-    /// leases of 8s and more.
-    pub(super) fn watchdog_warning(&mut self, lease_ms: u64) {
-        let lease = Duration::from_millis(lease_ms);
-        let margin = (lease / 4).max(Duration::from_millis(250));
-        let limit = (lease.saturating_sub(margin)) / 2;
-        if limit >= SHIPPED_WATCHDOG {
-            return;
-        }
-        // A round figure below the limit.
-        let suggest_ms = (limit.as_millis() as u64 / 100 * 100).max(100);
-        self.warnings.push(format!(
-            "warning: the lease ({}) is too short for promd.service's WatchdogSec=3s, and promd \
-             refuses to start with it: add /etc/systemd/system/promd.service.d/watchdog.conf \
-             with \"[Service]\" and \"WatchdogSec={suggest_ms}ms\" (at most (lease - \
-             max(lease/4, 250ms)) / 2 = {}ms)",
-            duration_ms(lease_ms),
-            limit.as_millis()
-        ));
-    }
-
     /// One note per key that is not carried over, with the reason.
     pub(super) fn list_dropped_keys(&mut self) {
         let ids: BTreeSet<u64> = self.ids.iter().copied().collect();
