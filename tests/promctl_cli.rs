@@ -137,6 +137,38 @@ fn import_prom_writes_once() {
     assert!(err.starts_with("promctl: "), "{err}");
 }
 
+#[test]
+fn import_prom_refuses_an_endless_or_huge_input_without_reading_it_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().to_str().expect("UTF-8 temp dir");
+    // A wrong path to a device that never ends: refused at 1 MiB, not read into memory.
+    let err = expect(
+        &["import-prom", "/dev/zero", "--replica", "0", "--out", out],
+        1,
+        false,
+    );
+    assert!(
+        err.contains("/dev/zero: larger than 1 MiB: not a PROM/HAL configuration"),
+        "{err}"
+    );
+    // Binary, not text.
+    let bin = dir.path().join("config.bin");
+    std::fs::write(&bin, [0xff_u8, 0xfe, 0x00, 0x7b]).expect("write");
+    let bin = bin.to_str().expect("UTF-8 path");
+    let err = expect(
+        &["import-prom", bin, "--replica", "0", "--out", out],
+        1,
+        false,
+    );
+    assert!(err.contains("not UTF-8 text"), "{err}");
+    // Nothing was written.
+    assert_eq!(
+        std::fs::read_dir(dir.path()).expect("read_dir").count(),
+        1,
+        "only the test's own file"
+    );
+}
+
 /// The checked-in scripts are what this promctl prints for `PROMCTL_COMPLETE=SHELL` (plus a
 /// header, and for zsh the autoload bridge).
 #[test]

@@ -49,10 +49,32 @@ fn write_stdout(text: &str) -> Result<(), Failure> {
     }
 }
 
+/// The largest PROM/HAL configuration `import-prom` reads: real ones are a few KiB. A
+/// larger input (a wrong path such as `/dev/zero`, a log file) is refused before it is read
+/// whole, instead of filling memory.
+const MAX_IMPORT_BYTES: u64 = 1 << 20;
+
+/// Reads at most [`MAX_IMPORT_BYTES`] (+1, to tell a larger input) of `path` as UTF-8.
+fn read_import(path: &str) -> Result<String, Failure> {
+    use std::io::Read as _;
+    let cannot = |e: io::Error| Failure(format!("cannot read {path}: {e}"));
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_IMPORT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_IMPORT_BYTES {
+        return Err(Failure(format!(
+            "{path}: larger than {} MiB: not a PROM/HAL configuration",
+            MAX_IMPORT_BYTES >> 20
+        )));
+    }
+    String::from_utf8(bytes).map_err(|e| Failure(format!("{path}: not UTF-8 text: {e}")))
+}
+
 /// Writes the migration; runs without D-Bus.
 fn import_prom(config: &str, replica: &str, out: Option<&str>) -> Result<(), Failure> {
-    let text = std::fs::read_to_string(config)
-        .map_err(|e| Failure(format!("cannot read {config}: {e}")))?;
+    let text = read_import(config)?;
     let m = promd::migrate::import_prom(&text, replica)
         .map_err(|e| Failure(format!("{config}: {e}")))?;
     let dir = std::path::Path::new(out.unwrap_or("."));
