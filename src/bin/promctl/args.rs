@@ -297,11 +297,14 @@ const PROMOTE_LONG: &str = "\
 Make this host the active one in GROUP (a switchover): the active host stops its units
 first, then this host starts them. Returns once this host is active, or says why not (the
 host is failed, unhealthy or not a member, maintenance mode is on, or the switchover timed
-out). A no-op on the active host.";
+out). A no-op on the active host. promd bounds the switchover itself; promctl gives up
+after 120 s only if promd never answers (a promd that hangs is killed by its watchdog
+within seconds, and the call then fails at once).";
 
 const DEMOTE_LONG: &str = "\
 Stop GROUP's units on this host and hand the role to the best eligible other host. Returns
-once this host is passive, or says why not (e.g. no other host can take over).";
+once this host is passive, or says why not (e.g. no other host can take over). As with
+promote, promctl gives up after 120 s only if promd never answers.";
 
 const MAINTENANCE_LONG: &str = "\
 Cluster-wide: while on, no host starts or stops GROUP's units and no failover happens, so
