@@ -57,7 +57,8 @@ DBUS_INTERFACES := $(wildcard dbus/org.promd1.*.xml)
 
 # Integration tests that need no root: every tests/*.rs but the system tests (nspawn hosts,
 # as root: scripts/test.sh runs them), the model check (its own step, in release), and
-# etcd_store where there is no etcd binary to start its clusters with.
+# etcd_store where there is no etcd binary to start its clusters with (store_contract then
+# runs its dir half only).
 ALL_TESTS := $(basename $(notdir $(wildcard tests/*.rs)))
 ROOT_TESTS := $(filter system_% host_smoke,$(ALL_TESTS))
 HAVE_ETCD := $(shell command -v etcd >/dev/null 2>&1 && echo yes)
@@ -133,6 +134,7 @@ check:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets $(CARGO_FLAGS) -- -D warnings
 	$(CARGO) test $(CARGO_FLAGS) --lib --bins $(addprefix --test ,$(ROOTLESS_TESTS))
+	$(if $(HAVE_ETCD),,$(CARGO) test $(CARGO_FLAGS) --test store_contract -- dir::)
 	$(CARGO) test $(CARGO_FLAGS) --doc
 	@if [ -f tests/model_check.rs ]; then \
 	    echo "$(CARGO) test $(CARGO_FLAGS) --release --test model_check"; \
@@ -141,7 +143,7 @@ check:
 	    echo "model check: tests/model_check.rs does not exist yet, skipped"; \
 	fi
 	@$(MAKE) --no-print-directory check-man
-	@$(if $(HAVE_ETCD),,echo "note: no etcd binary on PATH, so tests/etcd_store.rs did not run (scripts/deps.sh installs it)")
+	@$(if $(HAVE_ETCD),,echo "note: no etcd binary on PATH, so tests/etcd_store.rs and the etcd half of tests/store_contract.rs did not run (scripts/deps.sh installs it)")
 	@echo "make check: ok (the system tests need root: sudo scripts/test.sh)"
 
 # promctl's shell completions and man page are generated from its clap declaration by a unit
