@@ -103,9 +103,10 @@ fn a_promd_that_hangs_while_its_fence_drains_is_killed_before_its_lease_can_end(
         w.role(a) == Role::Demoting
     });
     let fence_began = s.world.now;
-    // After the fence began, before its own kill (a kill margin, 250 ms, before the lease
-    // ends; the fence 500 ms before).
-    s.run_to(fence_began + Duration::from_millis(200));
+    // Halfway between the fence (a margin before the lease ends) and its own kill (a kill
+    // margin before).
+    let t = promd::core::Timing::new(LEASE).with_watchdog(s.cfg.watchdog);
+    s.run_to(fence_began + (t.margin() - t.kill_margin()) / 2);
     assert!(s.world.nodes[a].units_up, "still draining, not killed yet");
     s.pause(a);
     s.run_until("the watchdog kills the hung promd", LEASE, |w| {
@@ -114,7 +115,7 @@ fn a_promd_that_hangs_while_its_fence_drains_is_killed_before_its_lease_can_end(
     let killed = s.world.now;
     assert!(!s.world.nodes[a].units_up, "ExecStopPost= killed its units");
     assert!(
-        killed < fence_began + Duration::from_millis(500),
+        killed < fence_began + t.margin(),
         "killed {:?} after the fence began: at or past the lease's end",
         killed.saturating_sub(fence_began)
     );

@@ -130,7 +130,7 @@ fn bad_configuration_is_refused_with_reasons_and_a_long_watchdog_fits_itself() {
     );
     let journal = h.journal(&["-u", "promd", "-n", "50"]);
     assert!(
-        journal.contains("watchdog 3s -> 400ms to fit group web's lease"),
+        journal.contains("watchdog 3s -> 300ms to fit group web's lease"),
         "{journal}"
     );
     assert_eq!(

@@ -19,6 +19,8 @@ use std::fs;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use promd::core::{Timing, WATCHDOG_ACCURACY, WATCHDOG_REACH};
+
 use support::cluster::{Cluster, StoreKind, elapsed, group_prop, group_prop_command};
 use support::etcd::EtcdCluster;
 use support::hosts::{self, Host, HostSpec, Net, Signal, Span};
@@ -760,6 +762,76 @@ fn a_drain_stop_outlives_no_lease() {
     );
     assert_eq!(c.wait_one_active(Some(a), Duration::from_secs(10)), f.new);
     c.wait_promd_back(a, pid);
+    c.check_history();
+    remove_slow_stop(&c);
+}
+
+/// A host cut off the store fences (its stop drains for 20 s), and its promd hangs just after
+/// the fence began. The watchdog must fire no later than `s + L - 400 ms + 250 ms` (its
+/// deadline, and systemd's accuracy); the fence began at `s + L - m`, so at most
+/// `m - 150 ms` (850 ms at this 4 s lease) after the fence line. With only its interval
+/// (600 ms) the watchdog would fire up to 850 ms after the hang, which came after the fence
+/// line.
+#[test]
+fn a_promd_that_hangs_while_its_fence_drains_is_killed_before_the_lease_ends() {
+    let (_net, _etcd, c) = boot("", |_, spec| {
+        spec.file(
+            SLOW_STOP,
+            "[Service]\nExecStop=/bin/sleep 20\nTimeoutStopSec=90\n",
+        );
+    });
+    let a = c.wait_one_active(None, Duration::from_secs(30));
+    let h = &c.hosts[a];
+    let pid = h.pid_on_machine("promd").expect("promd runs");
+    let t0 = hosts::now_ns();
+    h.cut();
+    const FENCING: &str = "lease not renewed in time: fencing before it can expire";
+    hosts::wait_until(LEASE * 2, "the cut host starts to fence", || {
+        h.journal(&["-u", "promd", "-o", "cat"]).contains(FENCING)
+    });
+    h.signal(pid, Signal::SIGSTOP);
+    let f = watch_fence(&c, a, t0, Duration::from_secs(60));
+    if h.owns_pid(pid) {
+        h.signal(pid, Signal::SIGCONT);
+    }
+    f.assert_clean(
+        &c,
+        a,
+        "cut, then SIGSTOP after the fence began, ExecStop=sleep 20",
+    );
+    let log = h.journal(&["-u", "promd", "-o", "short-monotonic"]);
+    let at = |needle: &str| -> Duration {
+        let line = log
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no journal line with {needle:?}:\n{log}"));
+        let secs = line
+            .trim_start_matches('[')
+            .split(']')
+            .next()
+            .and_then(|t| t.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no monotonic time in {line:?}"));
+        Duration::from_secs_f64(secs)
+    };
+    let fenced = at(FENCING);
+    let fired = at("Watchdog timeout");
+    // The fence began at s + L - m; the watchdog's deadline is s + L - WATCHDOG_REACH, and
+    // systemd fires it up to WATCHDOG_ACCURACY late.
+    let margin = Timing::new(LEASE).margin();
+    let bound = margin - WATCHDOG_REACH + WATCHDOG_ACCURACY;
+    eprintln!(
+        "fence line -> watchdog timeout: {} ms (bound {} ms)",
+        fired.saturating_sub(fenced).as_millis(),
+        bound.as_millis()
+    );
+    assert!(
+        fired.saturating_sub(fenced) <= bound,
+        "the watchdog fired {:?} after the fence began, past s + L - 150 ms:\n{log}",
+        fired.saturating_sub(fenced)
+    );
+    h.heal();
+    c.wait_promd_back(a, pid);
+    assert_eq!(c.wait_one_active(Some(a), Duration::from_secs(10)), f.new);
     c.check_history();
     remove_slow_stop(&c);
 }

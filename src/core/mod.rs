@@ -12,7 +12,7 @@ pub use machine::{
     Action, Event, GroupMachine, GroupParams, Ineligible, Job, Member, Reason, ReasonKind, Refusal,
     Request, Timer, Timers,
 };
-pub use timing::{AFTER_WATCHDOG, Mono, Timing, WATCHDOG_SLACK};
+pub use timing::{AFTER_WATCHDOG, Mono, Timing, WATCHDOG_ACCURACY, WATCHDOG_REACH, WATCHDOG_SLACK};
 
 use serde::{Deserialize, Serialize};
 

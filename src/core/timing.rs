@@ -45,11 +45,12 @@ impl Sub<Duration> for Mono {
 /// can see the key gone.
 ///
 /// If promd hangs, only the systemd watchdog stops the units (`ExecStopPost=promd fence`
-/// kills them once promd is dead). So while its units may run, promd never lets the watchdog
-/// reach past [`Timing::hang_deadline`], `AFTER_WATCHDOG + WATCHDOG_SLACK` before `s + L`:
-/// a hang before the fence is caught within `W`, which the margin leaves room for; a hang
-/// after the fence began (a drain that outlasts the lease) is caught by the watchdog armed
-/// at that deadline ([`Timing::watchdog_within`]).
+/// kills them once promd is dead), and systemd's watchdog timer may fire up to
+/// [`WATCHDOG_ACCURACY`] after its deadline. So while its units may run, promd never lets the
+/// watchdog's deadline reach past [`Timing::hang_deadline`], [`WATCHDOG_REACH`] before `s + L`:
+/// a hang before the fence is caught by the interval `W`, which the margin leaves room for; a
+/// hang after the fence began (a drain that outlasts the lease) by the watchdog armed to that
+/// deadline ([`Timing::watchdog_within`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Timing {
     /// The store lease `L` (`lease` in promd.toml, at least 1 s).
@@ -58,15 +59,25 @@ pub struct Timing {
     pub watchdog: Duration,
 }
 
+/// How late systemd's watchdog may fire: PID 1 arms a service's watchdog timer with sd-event's
+/// default accuracy, 250 ms (`sd_event_add_time(..., accuracy 0, ...)` in systemd's
+/// `service_start_watchdog`), and sd-event coalesces wake-ups within it. A system test saw the
+/// watchdog fire 18 ms past its deadline.
+pub const WATCHDOG_ACCURACY: Duration = Duration::from_millis(250);
+
 /// Scheduling delay and unit stop time allowed after the watchdog fires: systemd SIGKILLs
 /// promd (`WatchdogSignal=SIGKILL`) and `ExecStopPost=promd fence` SIGKILLs its units.
 pub const AFTER_WATCHDOG: Duration = Duration::from_millis(100);
 
 /// A strict gap between the latest a hung promd's units can die and the lease's end, so the
-/// two never coincide: the `sd_notify` message's transit, timer granularity. Without it a
+/// two never coincide: the `sd_notify` message's transit, clock granularity. Without it a
 /// watchdog fitted exactly to the margin killed the units at the very instant the lease could
 /// expire (the model check found it, docs/safety.md).
 pub const WATCHDOG_SLACK: Duration = Duration::from_millis(50);
+
+/// From the watchdog's deadline to the units of a hung promd surely dead, with the slack:
+/// `WATCHDOG_ACCURACY + AFTER_WATCHDOG + WATCHDOG_SLACK`, 400 ms.
+pub const WATCHDOG_REACH: Duration = Duration::from_millis(400);
 
 impl Timing {
     /// The deadlines for a lease `L` without a systemd watchdog.
@@ -82,40 +93,45 @@ impl Timing {
         Timing { watchdog, ..self }
     }
 
-    /// The margin the lease alone calls for: stopping the units, clock-rate drift,
-    /// scheduling delay.
+    /// The margin the lease alone calls for: stopping the units, clock-rate drift, scheduling
+    /// delay, and room for a watchdog of at least 100 ms plus [`WATCHDOG_REACH`]:
+    /// `max(L/4, min(L/2, 700 ms))`. Under 2.8 s leases the floor rules (500 ms at 1 s, 700 ms
+    /// from 1.4 s); it never comes before the next renewal is due (`L/3`) plus 150 ms.
     fn base_margin(&self) -> Duration {
-        (self.lease / 4).max(Duration::from_millis(300))
+        (self.lease / 4).max((self.lease / 2).min(Duration::from_millis(700)))
     }
 
-    /// Time reserved before the lease can expire: the base margin (`max(L/4, 300 ms)`), or
-    /// enough for the watchdog to catch a promd that hangs just before fencing
-    /// (`W + AFTER_WATCHDOG + WATCHDOG_SLACK`), whichever is longer.
+    /// Time reserved before the lease can expire: the base margin, or enough for the watchdog
+    /// to catch a promd that hangs just before fencing (`W + WATCHDOG_REACH`), whichever is
+    /// longer.
     pub fn margin(&self) -> Duration {
-        self.base_margin()
-            .max(self.watchdog + AFTER_WATCHDOG + WATCHDOG_SLACK)
+        self.base_margin().max(self.watchdog + WATCHDOG_REACH)
     }
 
     /// Time reserved for SIGKILL to take effect and for drift, once stopping took too long:
-    /// `max(L/10, 250 ms)`. At least 100 ms more than the watchdog's own reserve
-    /// ([`Timing::hang_deadline`]), so a promd that is slow but not hung has that long to see
-    /// its kill done before the watchdog takes it for hung.
+    /// `max(L/10, min(500 ms, base margin - 50 ms))`. It ends before the hang deadline
+    /// ([`Timing::hang_deadline`]; 100 ms before from 1.1 s leases, 50 ms at 1 s), so a promd
+    /// that is slow but not hung has that long to see its kill done before the watchdog takes
+    /// it for hung.
     pub fn kill_margin(&self) -> Duration {
-        (self.lease / 10).max(Duration::from_millis(250))
+        let floor = Duration::from_millis(500)
+            .min(self.base_margin().saturating_sub(Duration::from_millis(50)));
+        (self.lease / 10).max(floor)
     }
 
-    /// The latest instant the systemd watchdog may kill promd while its units may run under
-    /// a lease last renewed at `renewed_sent` (`s`): `s + L - AFTER_WATCHDOG - WATCHDOG_SLACK`.
-    /// The units die `AFTER_WATCHDOG` later at most, still `WATCHDOG_SLACK` before the lease
-    /// can end.
+    /// The latest deadline the systemd watchdog may have while promd's units may run under a
+    /// lease last renewed at `renewed_sent` (`s`): `s + L - WATCHDOG_REACH`. The watchdog fires
+    /// up to `WATCHDOG_ACCURACY` later, the units die `AFTER_WATCHDOG` after that, still
+    /// `WATCHDOG_SLACK` before the lease can end.
     pub fn hang_deadline(&self, renewed_sent: super::Mono) -> super::Mono {
-        renewed_sent + self.lease.saturating_sub(AFTER_WATCHDOG + WATCHDOG_SLACK)
+        renewed_sent + self.lease.saturating_sub(WATCHDOG_REACH)
     }
 
-    /// How far off the watchdog must fire if promd stops pinging now (at `now`), given the
-    /// interval in force `W` and the earliest [`Timing::hang_deadline`] of the groups whose
-    /// units may run (`None`: none): `None` if `W` stays (the deadline is `W` or more away),
-    /// else the time left to it, at least 1 ms (`WATCHDOG_USEC=0` would turn the watchdog off).
+    /// How far off the watchdog's deadline must be if promd stops pinging now (at `now`),
+    /// given the interval in force `W` and the earliest [`Timing::hang_deadline`] of the groups
+    /// whose units may run (`None`: none): `None` if `W` stays (the deadline is `W` or more
+    /// away), else the time left to it, at least 1 ms (`WATCHDOG_USEC=0` would turn the
+    /// watchdog off).
     ///
     /// Before the fence deadline `W` always fits (the margin leaves room for it); after it, a
     /// promd that hangs while a drain outlasts the lease would otherwise be killed up to `W`
@@ -163,11 +179,12 @@ impl Timing {
     }
 
     /// The watchdog interval promd sets for itself (`WATCHDOG_USEC=`) when the unit's is
-    /// longer: short enough that the margin stays the lease's own (`max(L/4, 300ms)`), so a
-    /// hang costs no extra early fencing: `max(L/4, 300 ms) - 150 ms`, never under 100 ms.
+    /// longer: short enough that the margin stays the lease's own, so a hang costs no extra
+    /// early fencing: the base margin minus [`WATCHDOG_REACH`], never under 100 ms (100 ms at
+    /// a 1 s lease, 300 ms at 2 s, 600 ms at 4 s, 2.1 s at 10 s).
     pub fn fitting_watchdog(&self) -> Duration {
         self.base_margin()
-            .saturating_sub(AFTER_WATCHDOG + WATCHDOG_SLACK)
+            .saturating_sub(WATCHDOG_REACH)
             .max(Duration::from_millis(100))
     }
 
@@ -184,19 +201,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_reach_adds_up() {
+        assert_eq!(
+            WATCHDOG_REACH,
+            WATCHDOG_ACCURACY + AFTER_WATCHDOG + WATCHDOG_SLACK
+        );
+    }
+
+    #[test]
     fn deadlines_keep_their_order_for_every_lease() {
-        for ms in [1000u64, 1500, 2000, 5000, 10_000, 60_000, 3_600_000] {
+        for ms in [
+            1000u64, 1100, 1500, 2000, 2800, 5000, 10_000, 60_000, 3_600_000,
+        ] {
             let t = Timing::new(Duration::from_millis(ms));
             let s = Mono::from_millis(1234);
             assert!(t.fence_at(s) < t.kill_at(s), "lease {ms}");
-            // A promd that is slow, not hung, has 100 ms to see its kill done before the
-            // watchdog takes it for hung.
+            // A promd that is slow, not hung, has time to see its kill done before the
+            // watchdog takes it for hung: 100 ms, 50 ms at the shortest leases.
+            let room = if ms >= 1100 { 100 } else { 50 };
             assert!(
-                t.kill_at(s) + Duration::from_millis(100) <= t.hang_deadline(s),
+                t.kill_at(s) + Duration::from_millis(room) <= t.hang_deadline(s),
                 "lease {ms}"
             );
             assert!(
-                t.hang_deadline(s) + AFTER_WATCHDOG < s + t.lease,
+                t.hang_deadline(s) + WATCHDOG_ACCURACY + AFTER_WATCHDOG < s + t.lease,
                 "lease {ms}"
             );
             assert!(t.max_watchdog() > Duration::ZERO, "lease {ms}");
@@ -230,25 +258,30 @@ mod tests {
                 base.margin(),
                 "lease {ms}: the margin is the lease's own"
             );
-            // Strictly inside the margin: the watchdog's kill never ties with the lease's end.
-            assert!(w + AFTER_WATCHDOG < t.margin(), "lease {ms}: {w:?}");
+            // Strictly inside the margin: the watchdog's kill never ties with the lease's end,
+            // however late within its accuracy systemd fires it.
+            assert!(
+                w + WATCHDOG_ACCURACY + AFTER_WATCHDOG < t.margin(),
+                "lease {ms}: {w:?}"
+            );
         }
         let w = |ms| Timing::new(Duration::from_millis(ms)).fitting_watchdog();
-        assert_eq!(w(1000), Duration::from_millis(150));
-        assert_eq!(w(2000), Duration::from_millis(350));
-        assert_eq!(w(10_000), Duration::from_millis(2350));
+        assert_eq!(w(1000), Duration::from_millis(100));
+        assert_eq!(w(2000), Duration::from_millis(300));
+        assert_eq!(w(4000), Duration::from_millis(600));
+        assert_eq!(w(10_000), Duration::from_millis(2100));
     }
 
-    /// The watchdog promd leaves armed after a ping at `ping`: when it fires if no ping
-    /// follows.
-    fn fires(t: &Timing, s: Mono, ping: Mono) -> Mono {
+    /// When the units of a promd that pinged last at `ping` are dead at the latest: the
+    /// watchdog's deadline as that ping left it, systemd's accuracy, the kill.
+    fn dead_by(t: &Timing, s: Mono, ping: Mono) -> Mono {
         let within = Timing::watchdog_within(t.watchdog, Some(t.hang_deadline(s)), ping);
-        ping + within.unwrap_or(t.watchdog)
+        ping + within.unwrap_or(t.watchdog) + WATCHDOG_ACCURACY + AFTER_WATCHDOG
     }
 
     #[test]
     fn a_hang_anywhere_before_the_kill_is_caught_by_the_watchdog_before_the_lease_ends() {
-        for ms in [1000u64, 2000, 5000, 10_000, 60_000] {
+        for ms in [1000u64, 1500, 2000, 5000, 10_000, 60_000] {
             let base = Timing::new(Duration::from_millis(ms));
             for w in [
                 Duration::from_millis(100),
@@ -260,12 +293,11 @@ mod tests {
                 let s = Mono::from_millis(1000);
                 // The last ping anywhere from the renewal to the kill deadline (a hang before
                 // the fence, or after it began while a drain outlasts the lease): the units
-                // die AFTER_WATCHDOG after the watchdog fires, strictly before `s + L`.
+                // die strictly before `s + L`.
                 let mut ping = s;
                 while ping <= t.kill_at(s) {
-                    let dead = fires(&t, s, ping) + AFTER_WATCHDOG;
                     assert!(
-                        dead < s + t.lease,
+                        dead_by(&t, s, ping) < s + t.lease,
                         "lease {ms}, watchdog {w:?}, last ping at s + {:?}",
                         ping.saturating_sub(s)
                     );
@@ -278,11 +310,14 @@ mod tests {
                     None,
                     "lease {ms}, watchdog {w:?}"
                 );
-                // And the fence still comes after the next renewal is due (every L/3).
-                assert!(
-                    t.fence_at(s) > s + t.lease / 3 + Duration::from_millis(150),
-                    "lease {ms}, watchdog {w:?}"
-                );
+                // And, with the watchdog promd runs with (it lowers a longer one to the fitting
+                // one), the fence still comes after the next renewal is due (every L/3).
+                if w <= base.fitting_watchdog() {
+                    assert!(
+                        t.fence_at(s) > s + t.lease / 3 + Duration::from_millis(150),
+                        "lease {ms}, watchdog {w:?}"
+                    );
+                }
                 assert!(t.fence_at(s) < t.kill_at(s));
             }
         }
@@ -290,7 +325,7 @@ mod tests {
 
     #[test]
     fn the_armed_watchdog_never_asks_for_zero() {
-        let t = Timing::new(Duration::from_secs(2)).with_watchdog(Duration::from_millis(350));
+        let t = Timing::new(Duration::from_secs(2)).with_watchdog(Duration::from_millis(300));
         let s = Mono::from_millis(1000);
         let late = t.hang_deadline(s) + Duration::from_secs(1);
         assert_eq!(

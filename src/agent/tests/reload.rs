@@ -253,7 +253,7 @@ fn a_shorter_lease_lowers_the_watchdog_and_a_longer_one_never_raises_it() {
     let expected = Timing::new(Duration::from_secs(1)).fitting_watchdog();
     assert!(expected < WATCHDOG);
     assert_eq!(fitted, Some(expected));
-    assert!(texts(&out).contains(&"watchdog 350ms -> 150ms to fit group web's lease"));
+    assert!(texts(&out).contains(&"watchdog 300ms -> 100ms to fit group web's lease"));
     let long = WEB.replace("lease = \"2s\"", "lease = \"30s\"");
     let out = reload(&mut h, &[&long]);
     assert!(

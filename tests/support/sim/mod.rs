@@ -16,9 +16,9 @@
 //!   run from the moment a start is issued until a stop finished or a kill; the watch's
 //!   `UnitStarted` for every start, arriving whenever;
 //! - **the process**: promd crashes (its units are killed by `ExecStopPost=promd fence`),
-//!   pauses (the watchdog kills it `W` + 100 ms after the pause began, the last ping having
-//!   been just before it, or by the machine's hang deadline + 100 ms if the ping armed the
-//!   watchdog shorter: `Timing::watchdog_within`), is stopped (`systemctl stop promd`), and restarts with a fresh
+//!   pauses (the watchdog kills it `W` + 350 ms after the pause began, the last ping having
+//!   been just before it and systemd firing 250 ms late, or by the machine's hang deadline +
+//!   350 ms if the ping armed the watchdog shorter: `Timing::watchdog_within`), is stopped (`systemctl stop promd`), and restarts with a fresh
 //!   machine;
 //! - **the clock**: moves only to the next deadline of a node, a lease, a renewal or a
 //!   watchdog, and only once every deadline already due was handled: a running promd is
@@ -48,7 +48,7 @@ pub use step::{Fault, JobOutcome, Reply, Step};
 /// The one watched unit of the active target.
 pub const UNIT: &str = "web.service";
 
-pub use promd::core::AFTER_WATCHDOG;
+pub use promd::core::{AFTER_WATCHDOG, WATCHDOG_ACCURACY};
 
 /// Which faults the world may inject, and how many per path.
 #[derive(Debug, Clone)]
@@ -114,7 +114,7 @@ impl FaultKind {
 }
 
 impl Config {
-    /// `nodes` nodes, lease 2 s, the watchdog promd fits to it (350 ms), every fault kind,
+    /// `nodes` nodes, lease 2 s, the watchdog promd fits to it (300 ms), every fault kind,
     /// `faults` faults per path.
     pub fn new(nodes: usize, faults: u8) -> Config {
         let lease = Duration::from_secs(2);

@@ -4,7 +4,10 @@ use std::fmt::Write as _;
 
 use promd::core::{Action, Event, Job, Member, Mono, Request, Role, Timing};
 
-use super::{AFTER_WATCHDOG, Config, FaultKind, JobRun, Key, Node, Op, Proc, UNIT, Work, World};
+use super::{
+    AFTER_WATCHDOG, Config, FaultKind, JobRun, Key, Node, Op, Proc, UNIT, WATCHDOG_ACCURACY, Work,
+    World,
+};
 
 /// One thing that happens.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -98,11 +101,12 @@ impl World {
     /// When the watchdog's kill of node `i`'s promd, pausing now, has taken effect (its units
     /// dead too): the worst case is a ping just before the pause, which armed the watchdog
     /// `W` ahead, or to the machine's hang deadline if that is nearer (as the agent's ping
-    /// does, `Timing::watchdog_within`); `AFTER_WATCHDOG` later the units are dead.
+    /// does, `Timing::watchdog_within`); systemd fires it up to `WATCHDOG_ACCURACY` late, and
+    /// `AFTER_WATCHDOG` later the units are dead.
     fn watchdog_kill_at(&self, i: usize) -> Mono {
         let hang = self.nodes[i].machine.hang_deadline();
         let within = Timing::watchdog_within(self.watchdog, hang, self.now);
-        self.now + within.unwrap_or(self.watchdog) + AFTER_WATCHDOG
+        self.now + within.unwrap_or(self.watchdog) + WATCHDOG_ACCURACY + AFTER_WATCHDOG
     }
 
     /// The next time the clock may move to, if any.
