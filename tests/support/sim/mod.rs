@@ -18,8 +18,8 @@
 //! - **the process**: promd crashes (its units are killed by `ExecStopPost=promd fence`),
 //!   pauses (the watchdog kills it `W` + 350 ms after the pause began, the last ping having
 //!   been just before it and systemd firing 250 ms late, or by the machine's hang deadline +
-//!   350 ms if the ping armed the watchdog shorter: `Timing::watchdog_within`), is stopped (`systemctl stop promd`), and restarts with a fresh
-//!   machine;
+//!   350 ms if the ping armed the watchdog shorter: `Timing::watchdog_within`), is stopped
+//!   (`systemctl stop promd`), and restarts with a fresh machine;
 //! - **the clock**: moves only to the next deadline of a node, a lease, a renewal or a
 //!   watchdog, and only once every deadline already due was handled: a running promd is
 //!   prompt (a hung one is the pause above).
