@@ -127,6 +127,43 @@ fn a_promd_that_hangs_while_its_fence_drains_is_killed_before_its_lease_can_end(
     });
 }
 
+/// `etcdctl del` of the leader key under a live holder: the holder kills its units at once
+/// (the key is gone); a standby takes the key only once the holder's record no longer claims
+/// the role. Every step is checked for two nodes running the units.
+#[test]
+fn a_key_deleted_by_hand_under_a_live_holder_never_gives_two_actives() {
+    let mut s = Sim::new(3);
+    let a = s.settle();
+    let term = s.term().expect("a leader key");
+    s.del_key();
+    s.run_until("the holder's units are down", LEASE, |w| {
+        !w.nodes[a].units_up
+    });
+    s.run_until("a node is active again", LEASE * 5, |w| {
+        w.active().is_some_and(|b| w.nodes[b].units_up)
+    });
+    assert!(s.term() > Some(term), "a new key, a larger term");
+    assert_eq!(units_on(&s.world).len(), 1);
+}
+
+/// The same while the holder is cut off the store: it cannot see the key go, and its record
+/// claims the role until its lease ends; by then its fence has taken its units down.
+#[test]
+fn a_key_deleted_by_hand_while_its_holder_is_cut_off_waits_for_the_holders_lease() {
+    let mut s = Sim::new(2);
+    let a = s.settle();
+    let b = 1 - a;
+    s.cut(a);
+    s.del_key();
+    s.run_until("the standby takes over", LEASE * 5, |w| {
+        w.active() == Some(b) && w.nodes[b].units_up
+    });
+    s.recover(a);
+    s.run_for(LEASE * 3);
+    assert_eq!(s.role(a), Role::Passive);
+    assert_eq!(units_on(&s.world), vec![b]);
+}
+
 #[test]
 fn a_crashed_active_that_stays_down_loses_the_role_only_when_its_lease_runs_out() {
     let mut s = Sim::new(3);

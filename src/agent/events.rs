@@ -78,6 +78,7 @@ impl Agent {
                             eligible: m.eligible,
                             healthy: m.healthy,
                             role: m.role,
+                            term: m.term,
                         })
                         .collect(),
                 )

@@ -162,6 +162,7 @@ impl Agent {
                 eligible: m.eligible,
                 healthy: m.healthy,
                 role: m.role,
+                term: m.term,
                 host,
             }))),
             Action::RequestSwitchover { to } => {

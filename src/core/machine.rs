@@ -110,6 +110,10 @@ pub struct GroupMachine {
     timers: Timers,
     /// The term last reported in a role change: the fencing token the units saw.
     term: u64,
+    /// The newest term of any leader key this node has seen held (by anyone) or won: what it
+    /// writes in its member record, so that a record can be told older than a key.
+    key_term_seen: u64,
+
     /// The time of the last step: every deadline up to it has been handled.
     stepped_at: Mono,
 }
@@ -141,6 +145,7 @@ impl GroupMachine {
             published: None,
             timers: Timers::default(),
             term: 0,
+            key_term_seen: 0,
             stepped_at: Mono::ZERO,
         }
     }
@@ -160,9 +165,10 @@ impl GroupMachine {
         self.holder().map(|(n, _)| n)
     }
 
-    /// The newest term this node knows of: the leader key's, or the last one it acted on.
+    /// The newest term this node knows of: of any leader key it has seen or won (also once
+    /// the key is gone), or the last one it acted on.
     pub fn term(&self) -> u64 {
-        self.holder().map_or(self.term, |(_, t)| t.max(self.term))
+        self.key_term_seen.max(self.term)
     }
 
     /// The group's member records as last read from the store.
@@ -391,7 +397,13 @@ impl GroupMachine {
             // A node that just lost the role in a crash lets the others go first.
             eligible: self.eligible(now) && !self.defer_once,
             healthy: self.healthy(),
-            role: self.role,
+            // Holding the key to promote with: claim the role before the units start.
+            role: if self.waits_to_promote(now) {
+                Role::Promoting
+            } else {
+                self.role
+            },
+            term: Some(self.term()),
         };
         if self.published.as_ref() != Some(&me) {
             self.published = Some(me.clone());

@@ -26,6 +26,7 @@ fn member(node: &str, priority: i32, eligible: bool, role: Role) -> Member {
         eligible,
         healthy: true,
         role,
+        term: None,
     }
 }
 
@@ -35,6 +36,8 @@ struct T {
     now: Mono,
     /// Member records published, kept apart so the other actions can be compared exactly.
     pubs: Vec<Member>,
+    /// The member records as last fed (`Event::Members`).
+    view: Vec<Member>,
 }
 
 impl T {
@@ -43,10 +46,14 @@ impl T {
             m: GroupMachine::new(p),
             now: Mono::from_millis(10_000),
             pubs: Vec::new(),
+            view: Vec::new(),
         }
     }
 
     fn ev(&mut self, e: Event) -> Vec<Action> {
+        if let Event::Members(ms) = &e {
+            self.view = ms.clone();
+        }
         let mut out = self.m.handle(e, self.now);
         out.retain(|a| match a {
             Action::Publish(m) => {
@@ -56,6 +63,39 @@ impl T {
             _ => true,
         });
         out
+    }
+
+    /// The campaign is won at `term`: the node claims the role in its record, and once the
+    /// store shows that record (the view as last fed, with this node's record replaced), it
+    /// starts the active target. The actions of both steps.
+    fn win(&mut self, term: u64) -> Vec<Action> {
+        let mut a = self.ev(Event::Campaigned(Some(term)));
+        assert!(
+            !a.contains(&Action::Start(Job::StartActive, Some(term))),
+            "nothing starts before the claim is written: {a:?}"
+        );
+        let claim = self.published().clone();
+        assert_eq!(
+            (claim.role, claim.term),
+            (Role::Promoting, Some(term)),
+            "the record claims the role at the won term"
+        );
+        a.extend(self.echo());
+        a
+    }
+
+    /// The store shows the record last published (the view as last fed, with this node's
+    /// record replaced).
+    fn echo(&mut self) -> Vec<Action> {
+        let mine = self.published().clone();
+        let mut view: Vec<Member> = self
+            .view
+            .iter()
+            .filter(|m| m.node != mine.node)
+            .cloned()
+            .collect();
+        view.push(mine);
+        self.ev(Event::Members(view))
     }
 
     /// The member record as last published.
@@ -116,7 +156,7 @@ impl T {
     /// Passive, then wins the key at `term` and finishes starting the active target.
     fn active(p: GroupParams, term: u64) -> T {
         let mut t = T::passive(p, None);
-        t.ev(Event::Campaigned(Some(term)));
+        t.win(term);
         let a = t.ev(Event::Job {
             job: Job::StartActive,
             ok: true,
@@ -184,7 +224,7 @@ fn best_candidate_campaigns_at_once_and_promotes_on_win() {
     // Became eligible with the key vacant: campaign now.
     let a = t.ev(Event::Members(vec![member("b", 100, true, Role::Passive)]));
     assert!(a.contains(&Action::Campaign) || t.m.campaigning(), "{a:?}");
-    let a = t.ev(Event::Campaigned(Some(42)));
+    let a = t.win(42);
     assert!(has_role_change(&a, Role::Passive, Role::Promoting));
     assert!(a.contains(&Action::Start(Job::StartActive, Some(42))));
     assert_eq!(t.m.role(), Role::Promoting);
@@ -389,7 +429,7 @@ fn sigterm_on_the_active_node_stops_units_then_releases_then_exits() {
 #[test]
 fn sigterm_during_promotion_supersedes_the_start() {
     let mut t = T::passive(params("a"), None);
-    t.ev(Event::Campaigned(Some(3)));
+    t.win(3);
     assert_eq!(t.m.role(), Role::Promoting);
     let a = t.ev(Event::Terminate);
     assert_eq!(a[0], Action::Start(Job::StopActive, None));
@@ -433,7 +473,7 @@ fn sigterm_with_the_store_unreachable_exits_after_stopping_units() {
 #[test]
 fn a_failed_start_demotes_and_stays_failed_for_the_cooldown() {
     let mut t = T::passive(params("a"), None);
-    t.ev(Event::Campaigned(Some(3)));
+    t.win(3);
     let a = t.ev(Event::Job {
         job: Job::StartActive,
         ok: false,
@@ -502,7 +542,7 @@ fn switchover_target_campaigns_first_and_clears_the_request() {
         t.ev(Event::Leader(None)).contains(&Action::Campaign),
         "the target goes first"
     );
-    let a = t.ev(Event::Campaigned(Some(6)));
+    let a = t.win(6);
     assert!(a.contains(&Action::ClearSwitchover));
 }
 
@@ -704,7 +744,16 @@ fn simulate(seed: u64, steps: usize) -> Coverage {
     let min_backoff = Timing::new(LEASE).stop_retry_backoff(1);
 
     let mut actions = t.ev(Event::Tick);
+    let mut echoed = 0;
     for step in 0..steps {
+        // The store shows a record the machine published (if it can be reached).
+        if t.pubs.len() > echoed {
+            echoed = t.pubs.len();
+            if link_up {
+                let at = t.now + Duration::from_millis(rng.below(50));
+                pending_events.push((at, Event::Members(vec![t.published().clone()])));
+            }
+        }
         // Carry out the machine's actions in the fake world.
         for a in actions.drain(..) {
             log.push(format!("{:?} {a:?}", t.now));
@@ -989,7 +1038,7 @@ fn promote_on_a_passive_node_asks_for_a_switchover_and_goes_first() {
         member("b", 900, true, Role::Passive),
     ]));
     assert!(t.ev(Event::Leader(None)).contains(&Action::Campaign));
-    let a = t.ev(Event::Campaigned(Some(6)));
+    let a = t.win(6);
     assert!(a.contains(&Action::ClearSwitchover));
     assert!(a.contains(&Action::Start(Job::StartActive, Some(6))));
 }
@@ -1064,7 +1113,7 @@ fn demote_without_a_standby_is_refused_and_changes_nothing() {
 #[test]
 fn reset_failed_makes_a_failed_node_eligible_at_once() {
     let mut t = T::passive(params("a"), None);
-    t.ev(Event::Campaigned(Some(3)));
+    t.win(3);
     t.ev(Event::Job {
         job: Job::StartActive,
         ok: false,
@@ -1616,7 +1665,7 @@ fn a_unit_started_on_the_node_with_the_role_is_its_own_business() {
     let mut t = T::active(params("a"), 5);
     assert_eq!(unit_started(&mut t), vec![]);
     let mut t = T::passive(params("a"), None);
-    t.ev(Event::Campaigned(Some(3)));
+    t.win(3);
     assert_eq!(t.m.role(), Role::Promoting);
     assert_eq!(unit_started(&mut t), vec![]);
 }
@@ -1721,7 +1770,7 @@ fn start_incomplete(t: &mut T) -> Vec<Action> {
 fn a_start_that_leaves_a_unit_down_is_retried_in_place_and_never_reads_active() {
     let mut t = T::passive(params("a"), None);
     t.ev(Event::Members(vec![member("b", 100, true, Role::Passive)]));
-    let a = t.ev(Event::Campaigned(Some(4)));
+    let a = t.win(4);
     assert!(starts(&a, Job::StartActive));
     let mut all = Vec::new();
     // max-restarts = 3: three failed starts are tried again in place, after the backoff.
@@ -1773,7 +1822,7 @@ fn a_start_that_leaves_a_unit_down_is_retried_in_place_and_never_reads_active() 
 #[test]
 fn a_start_retry_is_dropped_when_a_stop_supersedes_it() {
     let mut t = T::passive(params("a"), None);
-    t.ev(Event::Campaigned(Some(4)));
+    t.win(4);
     start_incomplete(&mut t);
     // The key is lost before the retry is due: stop and kill, no start.
     let a = t.ev(Event::Leader(Some(("b".into(), 5))));
@@ -1789,7 +1838,7 @@ fn a_start_retry_is_dropped_when_a_stop_supersedes_it() {
 #[test]
 fn without_a_standby_a_failing_start_keeps_trying_in_place() {
     let mut t = T::passive(params("a"), None);
-    t.ev(Event::Campaigned(Some(4)));
+    t.win(4);
     for i in 0..6 {
         let a = start_incomplete(&mut t);
         if i >= 3 {

@@ -153,6 +153,7 @@ mod tests {
             eligible: true,
             healthy: true,
             role: Role::Passive,
+            term: None,
             host: None,
         }
     }

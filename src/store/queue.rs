@@ -5,9 +5,13 @@
 //!   answered so when the store goes down or the lease is lost (nothing can be won then);
 //! - `Release` waits for the store; it is answered `Released` when the lease is lost (the
 //!   leader key went with it);
-//! - `Publish` and `SetMaintenance`: only the newest matters. The member record is also kept
-//!   apart, as the backend writes it again under every new lease; the newest maintenance
-//!   change is kept until it is known written, so that a graceful shutdown writes it;
+//! - `Publish` and `SetMaintenance`: only the newest matters. A newer member record takes the
+//!   older one's place in the queue, so a record asked for before a campaign is written before
+//!   it: a holder's record is in the store whenever its key is, and a standby that finds the
+//!   record gone with the key knows the holder's lease went (`holder_standing` in the core).
+//!   The member record is also kept apart, as the backend writes it again under every new
+//!   lease; the newest maintenance change is kept until it is known written, so that a
+//!   graceful shutdown writes it;
 //! - a write whose outcome is unknown (the connection broke under it) is put back at the
 //!   front, and carried out again after the reconnection.
 
@@ -33,8 +37,11 @@ impl OpQueue {
             // Nothing can be won while the store is down.
             Op::Campaign(_) if !online => return Some(StoreEvent::Campaigned(None)),
             Op::Publish(ref rec) => {
-                self.ops.retain(|op| !matches!(op, Op::Publish(_)));
                 self.member = Some(rec.clone());
+                if let Some(slot) = self.ops.iter_mut().find(|q| matches!(q, Op::Publish(_))) {
+                    *slot = op;
+                    return None;
+                }
             }
             Op::SetMaintenance(ref rec) => {
                 self.ops.retain(|op| !matches!(op, Op::SetMaintenance(_)));
@@ -147,6 +154,7 @@ mod tests {
             eligible: true,
             healthy: true,
             role: Role::Passive,
+            term: None,
             host: None,
         }
     }
@@ -192,13 +200,27 @@ mod tests {
         q.push(Op::ClearSwitchover, true);
         q.push(Op::Publish(member(2)), true);
         q.push(Op::SetMaintenance(maintenance(false)), true);
-        assert_eq!(kinds(&q), ["ClearSwitchover", "Publish", "SetMaintenance"]);
+        // The newer record in the older one's place; the maintenance change at the back.
+        assert_eq!(kinds(&q), ["Publish", "ClearSwitchover", "SetMaintenance"]);
         assert_eq!(q.member(), Some(&member(2)));
         // Written while connecting: the queued copy is done; an older one would not be.
         q.published(&member(1));
         assert_eq!(kinds(&q).len(), 3);
         q.published(&member(2));
         assert_eq!(kinds(&q), ["ClearSwitchover", "SetMaintenance"]);
+    }
+
+    #[test]
+    fn a_record_asked_for_before_a_campaign_is_written_before_it_even_when_replaced() {
+        let mut q = OpQueue::default();
+        q.push(Op::Publish(member(1)), true);
+        q.push(campaign(), true);
+        q.push(Op::Publish(member(2)), true);
+        assert_eq!(kinds(&q), ["Publish", "Campaign"]);
+        assert!(matches!(q.pop(), Some(Op::Publish(rec)) if rec == member(2)));
+        // Once the older record is out, a newer one waits behind what was queued since.
+        q.push(Op::Publish(member(3)), true);
+        assert_eq!(kinds(&q), ["Campaign", "Publish"]);
     }
 
     #[test]

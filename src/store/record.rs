@@ -76,6 +76,11 @@ pub struct MemberRecord {
     pub healthy: bool,
     /// The node's role as it reports it.
     pub role: Role,
+    /// The newest term the node knew when it wrote the record; absent in records of promd
+    /// versions before it (read as unknown, never as stale). A standby compares it with the
+    /// term of a leader key that vanished: an older record does not show what its holder does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<u64>,
     /// The writer's host, as in [`LeaderRecord::host`]: a member record of this node's name
     /// written by another host is never overwritten; it means two hosts share one `node`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -243,6 +248,7 @@ mod tests {
             eligible: true,
             healthy: true,
             role: Role::Passive,
+            term: None,
             host: Some("0123456789abcdef0123456789abcdef".into()),
         }
     }

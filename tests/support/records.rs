@@ -17,6 +17,7 @@ pub fn member(node: &str) -> MemberRecord {
         eligible: true,
         healthy: true,
         role: Role::Passive,
+        term: None,
         host: None,
     }
 }

@@ -26,7 +26,7 @@ fn promote_is_answered_once_this_node_is_active() {
     assert!(texts(&out).contains(&"web: asking the active node to hand over to n1"));
     // n2 hands over: its key goes, n1 wins it and starts the active target.
     h.store(0, StoreEvent::Leader(None));
-    h.store(0, StoreEvent::Campaigned(Some(43)));
+    h.win(0, 43);
     assert!(replies(&h.take()).is_empty());
     let out = h.job(0, Job::StartActive, true);
     assert_eq!(replies(&out), vec![(c, Ok(()))]);
@@ -56,7 +56,7 @@ fn promote_that_fails_while_taking_over_is_not_eligible() {
     let mut h = passive_under_n2();
     let (c, _) = h.call(0, Call::Promote);
     h.store(0, StoreEvent::Leader(None));
-    h.store(0, StoreEvent::Campaigned(Some(43)));
+    h.win(0, 43);
     // The start of the active target fails: the node demotes, hands the key back, and is
     // `failed` for its cooldown; the call is answered then.
     h.take();

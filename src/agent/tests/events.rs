@@ -37,7 +37,7 @@ fn a_role_change_is_journalled_signalled_and_catalogued() {
     let mut h = H::new(&[WEB]);
     h.input(Input::Start);
     h.passive(0, None);
-    h.store(0, StoreEvent::Campaigned(Some(7)));
+    h.win(0, 7);
     let out = h.job(0, Job::StartActive, true);
     let changes: Vec<&Record> = records(&out)
         .into_iter()
@@ -109,7 +109,7 @@ fn the_env_file_carries_the_term_and_the_leader() {
     assert_eq!(passive, expected);
     // n2's key goes; n1 wins it at term 43 and starts the active target with that term.
     h.store(0, StoreEvent::Leader(None));
-    let out = h.store(0, StoreEvent::Campaigned(Some(43)));
+    let out = h.win(0, 43);
     let expected = EnvFile {
         role: Role::Active,
         term: 43,
@@ -216,7 +216,7 @@ fn a_start_that_left_watched_units_down_is_a_failed_start() {
     let mut h = H::new(&[WEB]);
     h.input(Input::Start);
     h.passive(0, None);
-    h.store(0, StoreEvent::Campaigned(Some(7)));
+    h.win(0, 7);
     h.take();
     let done = JobDone {
         job: Job::StartActive,
@@ -309,7 +309,7 @@ fn the_closure_is_said_when_it_changes_and_its_units_followed() {
     );
     // A stop covers the closure as last found.
     h.passive(0, None);
-    h.store(0, StoreEvent::Campaigned(Some(7)));
+    h.win(0, 7);
     h.job(0, Job::StartActive, true);
     let out = h.input(Input::Signal(Signal::Terminate));
     let known = out.iter().find_map(|o| match o {

@@ -150,10 +150,29 @@ impl H {
         assert_eq!(self.role(id), Some(Role::Passive), "{:#?}", self.out);
     }
 
+    /// The campaign is won at `term`; the store then shows the record the node published
+    /// (claiming the role), which is when it starts the active target. The outputs of both.
+    fn win(&mut self, id: u64, term: u64) -> Vec<Output> {
+        let mut out = self.store(id, StoreEvent::Campaigned(Some(term)));
+        let claim = out
+            .iter()
+            .rev()
+            .find_map(|o| match o {
+                Output::Store(g, StoreCommand::Publish(rec)) if *g == GroupId(id) => {
+                    Some(rec.clone())
+                }
+                _ => None,
+            })
+            .expect("a won key is claimed in the member record");
+        assert_eq!((claim.role, claim.term), (Role::Promoting, Some(term)));
+        out.extend(self.store(id, StoreEvent::Members(vec![claim])));
+        out
+    }
+
     /// Passive with no leader, then wins the key at `term` and starts the active target.
     fn active(&mut self, id: u64, term: u64) {
         self.passive(id, None);
-        self.store(id, StoreEvent::Campaigned(Some(term)));
+        self.win(id, term);
         self.job(id, Job::StartActive, true);
         assert_eq!(self.role(id), Some(Role::Active), "{:#?}", self.out);
     }
@@ -180,6 +199,7 @@ fn member(node: &str, host: Option<&str>) -> MemberRecord {
         eligible: true,
         healthy: true,
         role: Role::Passive,
+        term: None,
         host: host.map(str::to_string),
     }
 }

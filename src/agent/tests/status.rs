@@ -65,7 +65,7 @@ fn a_node_that_failed_over_says_until_when() {
     let mut h = H::new(&[WEB]);
     h.input(Input::Start);
     h.passive(0, None);
-    h.store(0, StoreEvent::Campaigned(Some(7)));
+    h.win(0, 7);
     // The start of the active target fails: the node fails over and cools down.
     h.job(0, Job::StartActive, false);
     assert!(

@@ -37,13 +37,17 @@ impl GroupMachine {
     }
 
     /// Whether another member's record still says it may run the units (`promoting`,
-    /// `active`, `demoting`) although the key is vacant. A key that expired or was released
-    /// goes with its holder's standing: its member record shares the lease (gone with it) and
-    /// a releasing holder has stopped its units. But a key deleted by hand (`etcdctl del`)
-    /// vanishes while its holder still runs them; the holder kills them at once and publishes
-    /// its new role, and a holder that cannot (dead, cut off) loses its record with its lease,
-    /// at most a lease later. Campaigning before that would start the units on two hosts.
-    fn holder_standing(&self) -> bool {
+    /// `active`, `demoting`) although the key is vacant, or won by this node. A key that
+    /// expired or was released goes with its holder's standing: its member record shares the
+    /// lease (gone with it) and a releasing holder has stopped its units. But a key deleted by
+    /// hand (`etcdctl del`) vanishes while its holder still runs them; the holder kills them
+    /// at once and publishes its new role, and a holder that cannot (dead, cut off) loses its
+    /// record with its lease, at most a lease later. Campaigning before that, or starting the
+    /// units with a key won meanwhile, would run them on two hosts.
+    ///
+    /// That a holder's record claims the role whenever its units may run is what
+    /// [`Self::claim_written`] makes sure of: the units start only once the store shows it.
+    pub(super) fn holder_standing(&self) -> bool {
         self.members.iter().any(|m| {
             m.node != self.p.node
                 && matches!(m.role, Role::Promoting | Role::Active | Role::Demoting)

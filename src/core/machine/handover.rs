@@ -1,6 +1,6 @@
 //! Rules 3 and 4a: demotion (hand-over) and promotion.
 
-use super::{Action, GroupMachine, Job, Mono, Owed, Passive, Reason, Role, Timer};
+use super::{Action, GroupMachine, Job, Life, Mono, Owed, Passive, Reason, Role, Timer};
 
 impl GroupMachine {
     /// Rule 3a: hand over on a switchover request or a failed start.
@@ -50,10 +50,13 @@ impl GroupMachine {
             Some((node, term)) if node == self.p.node && !self.campaigning() => Some(term),
             _ => None,
         };
+        // A key this node will promote with is kept while the promotion waits.
+        let waits_for_holder = self.waits_to_promote(now);
         if let Some(term) = self.key.held().or(stale_own_key)
             && self.store_up
             && !self.lease_lost()
             && !self.releasing()
+            && !waits_for_holder
         {
             self.owed = Owed::Release;
             out.push(Action::Release { term });
@@ -74,15 +77,19 @@ impl GroupMachine {
         }
     }
 
-    /// Rule 4a: a won key is turned into a started active target.
+    /// Rule 4a: a won key is turned into a started active target, once the store shows this
+    /// node's record claiming the role at the key's term (rule 5 publishes it as soon as the
+    /// key is won, [`Self::waits_to_promote`]) and no other member still claims it.
+    ///
+    /// Why wait for the record: a key deleted by hand (`etcdctl del`) leaves nothing in the
+    /// store but its holder's record to say that the units may run. Were the units started
+    /// before that record is written, a standby that never saw the key (a promd that just
+    /// started) would find the key vacant and no claim, and start them too. The model check
+    /// found it (`FaultKind::DelKey`). It costs a promotion one store round trip.
     pub(super) fn promote(&mut self, now: Mono, out: &mut Vec<Action>) {
         let Some(term) = self.key.held() else { return };
-        if self.role != Role::Passive || self.job.is_some() || self.releasing() || self.maintenance
-        {
+        if !self.waits_to_promote(now) || self.holder_standing() || !self.claim_written(term) {
             return;
-        }
-        if !self.eligible(now) || self.entitled_at().is_none_or(|f| now >= f) {
-            return; // finish_demotion releases it on the next step
         }
         if self.switchover_to.is_some() {
             self.switchover_to = None;
@@ -95,5 +102,29 @@ impl GroupMachine {
         self.job = Some(Job::StartActive);
         self.set_role(Role::Promoting, term, Reason::WonElection, out);
         out.push(Action::Start(Job::StartActive, Some(term)));
+    }
+
+    /// This node holds the key and will promote with it: passive, eligible, under a lease
+    /// renewed recently enough, nothing else under way. While it waits (for its claim to be
+    /// written, for another holder to stand down) it keeps the key, and its record claims the
+    /// role (`promoting`).
+    pub(super) fn waits_to_promote(&self, now: Mono) -> bool {
+        self.key.held().is_some()
+            && self.role == Role::Passive
+            && self.job.is_none()
+            && !self.releasing()
+            && !self.maintenance
+            && self.life == Life::Running
+            && self.eligible(now)
+            && self.entitled_at().is_some_and(|f| now < f)
+    }
+
+    /// The store shows this node's record claiming the role at `term`.
+    pub(super) fn claim_written(&self, term: u64) -> bool {
+        self.members.iter().any(|m| {
+            m.node == self.p.node
+                && matches!(m.role, Role::Promoting | Role::Active)
+                && m.term == Some(term)
+        })
     }
 }

@@ -45,6 +45,11 @@ pub struct Member {
     pub healthy: bool,
     /// Its role in the group.
     pub role: Role,
+    /// The newest term the member knew when it wrote the record (`None`: written by a promd
+    /// that did not say). A record older than a vanished key's term says nothing of what its
+    /// holder does now: it may have won the key since, and run the units, without a record
+    /// reaching the store (see `holder_standing` in `election.rs`).
+    pub term: Option<u64>,
 }
 
 /// The systemd operations the machine asks for; each is answered by [`Event::Job`].

@@ -114,6 +114,7 @@ impl GroupMachine {
                 self.settle(Owed::Release);
             }
             Some((node, term)) => {
+                self.key_term_seen = self.key_term_seen.max(term);
                 let held = self.key.held();
                 if node != self.p.node {
                     self.defer_once = false;
@@ -135,7 +136,10 @@ impl GroupMachine {
     pub(super) fn key_campaigned(&mut self, won: Option<u64>, now: Mono) {
         self.settle(Owed::Campaign);
         match won {
-            Some(term) => self.key = Key::Ours { term },
+            Some(term) => {
+                self.key_term_seen = self.key_term_seen.max(term);
+                self.key = Key::Ours { term };
+            }
             None => self
                 .timers
                 .set(Timer::CampaignRetry, now + self.p.timing.grace()),

@@ -209,6 +209,7 @@ mod tests {
             eligible: true,
             healthy: true,
             role: Role::Passive,
+            term: None,
             host: None,
         }
     }

@@ -95,11 +95,16 @@ pub enum FaultKind {
     UnitFails,
     /// An operator's promote or demote.
     Request,
+    /// An operator deletes the leader key by hand (`etcdctl del`): its holder's lease and
+    /// member record stay. (Revoking the holder's *lease* by hand is not modelled: it ends the
+    /// lease before `s + L`, which no standby can tell from an expiry, so two hosts may run
+    /// the units until the holder's next renewal; docs/safety.md says so.)
+    DelKey,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::Drop,
         FaultKind::LoseWrite,
         FaultKind::Crash,
@@ -110,6 +115,7 @@ impl FaultKind {
         FaultKind::PassiveFails,
         FaultKind::UnitFails,
         FaultKind::Request,
+        FaultKind::DelKey,
     ];
 }
 

@@ -254,6 +254,15 @@ impl Sim {
         );
     }
 
+    /// An operator deletes the leader key by hand (`etcdctl del`).
+    pub fn del_key(&mut self) {
+        self.world.step(
+            &self.cfg,
+            &Step::Fault(super::Fault::DelKey),
+            Some(&mut self.log),
+        );
+    }
+
     /// An operator's request to node `i`; a refusal changes nothing.
     pub fn request(&mut self, i: usize, r: Request) -> Result<(), Refusal> {
         let now = self.world.now;

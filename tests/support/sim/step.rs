@@ -78,6 +78,8 @@ pub enum Fault {
     /// A watched unit fails.
     UnitFails(usize),
     Request(usize, Request),
+    /// `etcdctl del` of the leader key.
+    DelKey,
 }
 
 impl World {
@@ -211,6 +213,9 @@ impl World {
                 self.faults_of(cfg, i, out);
             }
         }
+        if self.faults_left > 0 && self.store.leader.is_some() && cfg.allows(FaultKind::DelKey) {
+            out.push(Step::Fault(Fault::DelKey));
+        }
         for (&lease, &at) in &self.store.leases {
             if at <= now {
                 out.push(Step::Expire(lease));
@@ -339,6 +344,12 @@ impl World {
                 },
                 log,
             ),
+            Fault::DelKey => {
+                if self.store.leader.take().is_some() {
+                    self.store.revision += 1;
+                    self.broadcast(Some(Changed::Leader), None);
+                }
+            }
             Fault::Request(i, req) => {
                 let now = self.now;
                 if let Ok(actions) = self.nodes[i].machine.request(req, now) {
@@ -424,9 +435,13 @@ impl World {
                 // store's one contract, the etcd task kept such a stale `Publish` when the
                 // newer one came while it was offline: a record saying `demoting` stayed in
                 // the store, and no standby would campaign again. This check found it.)
+                // A newer record takes the older one's place, so a record asked for before a
+                // campaign lands before it (the model check found a key deleted by hand whose
+                // holder had won before any record of it was written).
                 n.member = Some(m.clone());
-                n.queue.retain(|op| !matches!(op, Op::Publish(_)));
-                if n.online {
+                if let Some(slot) = n.queue.iter_mut().find(|op| matches!(op, Op::Publish(_))) {
+                    *slot = Op::Publish(m);
+                } else if n.online {
                     n.queue.push_back(Op::Publish(m));
                 }
             }
@@ -812,6 +827,7 @@ fn describe(w: &World, step: &Step) -> String {
             Fault::Terminate(i) => format!("FAULT: systemctl stop promd on {}", name(*i)),
             Fault::UnitFails(i) => format!("FAULT: {UNIT} fails on {}", name(*i)),
             Fault::Request(i, r) => format!("FAULT: operator asks {} to {:?}", name(*i), r),
+            Fault::DelKey => "FAULT: operator deletes the leader key (etcdctl del)".to_string(),
         },
     }
 }
