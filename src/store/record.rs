@@ -77,8 +77,8 @@ pub struct MemberRecord {
     /// The node's role as it reports it.
     pub role: Role,
     /// The newest term the node knew when it wrote the record; absent in records of promd
-    /// versions before it (read as unknown, never as stale). A standby compares it with the
-    /// term of a leader key that vanished: an older record does not show what its holder does.
+    /// versions before it. A node that won the key starts its units only once it reads back
+    /// its own record claiming the role at the key's term.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub term: Option<u64>,
     /// The writer's host, as in [`LeaderRecord::host`]: a member record of this node's name

@@ -46,9 +46,9 @@ pub struct Member {
     /// Its role in the group.
     pub role: Role,
     /// The newest term the member knew when it wrote the record (`None`: written by a promd
-    /// that did not say). A record older than a vanished key's term says nothing of what its
-    /// holder does now: it may have won the key since, and run the units, without a record
-    /// reaching the store (see `holder_standing` in `election.rs`).
+    /// that did not say). A node that won the key starts the units only once the store shows
+    /// its own record claiming the role at the key's term (`claim_written` in
+    /// `handover.rs`): an older record of it would not be its claim.
     pub term: Option<u64>,
 }
 
