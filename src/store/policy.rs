@@ -142,20 +142,10 @@ pub(crate) fn releasable(rec: &LeaderRecord, node: &str, host: Option<&HostId>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::Role;
     use crate::store::record::RecordError;
 
     fn member(node: &str) -> MemberRecord {
-        MemberRecord {
-            v: 1,
-            node: node.into(),
-            priority: 1,
-            eligible: true,
-            healthy: true,
-            role: Role::Passive,
-            term: None,
-            host: None,
-        }
+        crate::store::record::passive_member(node, 1)
     }
 
     fn bad() -> ValueError {

@@ -134,7 +134,6 @@ impl OpQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::Role;
     use crate::store::record::LeaderRecord;
 
     fn campaign() -> Op {
@@ -147,16 +146,7 @@ mod tests {
     }
 
     fn member(priority: i32) -> MemberRecord {
-        MemberRecord {
-            v: 1,
-            node: "a".into(),
-            priority,
-            eligible: true,
-            healthy: true,
-            role: Role::Passive,
-            term: None,
-            host: None,
-        }
+        crate::store::record::passive_member("a", priority)
     }
 
     fn maintenance(on: bool) -> MaintenanceRecord {

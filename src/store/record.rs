@@ -236,6 +236,21 @@ impl Versioned for SwitchoverRecord {
     }
 }
 
+/// A record fixture for the store's unit tests.
+#[cfg(test)]
+pub(crate) fn passive_member(node: &str, priority: i32) -> MemberRecord {
+    MemberRecord {
+        v: FORMAT_VERSION,
+        node: node.into(),
+        priority,
+        eligible: true,
+        healthy: true,
+        role: Role::Passive,
+        term: None,
+        host: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -198,20 +198,10 @@ pub(super) fn new_session_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::Role;
     use crate::store::record::MemberRecord;
 
     fn member(node: &str) -> MemberRecord {
-        MemberRecord {
-            v: 1,
-            node: node.into(),
-            priority: 1,
-            eligible: true,
-            healthy: true,
-            role: Role::Passive,
-            term: None,
-            host: None,
-        }
+        crate::store::record::passive_member(node, 1)
     }
 
     #[test]
