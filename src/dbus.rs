@@ -630,33 +630,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn only_changed_properties_are_signalled() {
-        let a = GroupView {
-            id: GroupId(0),
-            name: "web".into(),
-            role: "passive".into(),
-            leader: String::new(),
-            term: 0,
-            priority: 100,
-            healthy: true,
-            maintenance: false,
-            failures: 0,
-            since_usec: 0,
-            members: Vec::new(),
-            retired: false,
-        };
-        let mut b = a.clone();
-        assert!(changed_properties(&a, &b).is_empty());
-        b.role = "active".into();
-        b.term = 7;
-        let names: Vec<&str> = changed_properties(&a, &b).iter().map(|c| c.0).collect();
-        assert_eq!(names, vec!["Role", "Term"]);
-    }
-
-    #[test]
-    fn changes_are_matched_by_group_not_by_position() {
-        let view = |id: u64, name: &str, role: &str| GroupView {
+    /// A group's view: `role`, everything else at its default.
+    fn view(id: u64, name: &str, role: &str) -> GroupView {
+        GroupView {
             id: GroupId(id),
             name: name.into(),
             role: role.into(),
@@ -669,7 +645,22 @@ mod tests {
             since_usec: 0,
             members: Vec::new(),
             retired: false,
-        };
+        }
+    }
+
+    #[test]
+    fn only_changed_properties_are_signalled() {
+        let a = view(0, "web", "passive");
+        let mut b = a.clone();
+        assert!(changed_properties(&a, &b).is_empty());
+        b.role = "active".into();
+        b.term = 7;
+        let names: Vec<&str> = changed_properties(&a, &b).iter().map(|c| c.0).collect();
+        assert_eq!(names, vec!["Role", "Term"]);
+    }
+
+    #[test]
+    fn changes_are_matched_by_group_not_by_position() {
         let last = [view(0, "web", "passive"), view(1, "db", "passive")];
         // web closed after a reload removed it; db became active; mail was just added.
         let views = [view(1, "db", "active"), view(2, "mail", "starting")];
