@@ -269,23 +269,23 @@ impl World {
                             event_text(&ev)
                         ));
                     }
-                    self.feed(cfg, i, ev, log.as_deref_mut());
+                    self.feed(i, ev, log.as_deref_mut());
                     if self.nodes[i].proc == Proc::Dead {
                         break;
                     }
                 }
             }
-            Step::Tick(i) => self.feed(cfg, i, Event::Tick, log),
+            Step::Tick(i) => self.feed(i, Event::Tick, log),
             Step::UnitEvent(i) => {
                 if let Some(ev) = self.nodes[i].unit_events.pop_front() {
-                    self.feed(cfg, i, ev, log);
+                    self.feed(i, ev, log);
                 }
             }
             Step::JobDone {
                 node,
                 index,
                 outcome,
-            } => self.job_done(cfg, node, index, outcome, log),
+            } => self.job_done(node, index, outcome, log),
             Step::Connect(i) => self.connect(cfg, i),
             Step::Apply { node, reply } => self.apply(node, Some(reply)),
             Step::Renew(i) => self.renew(cfg, i),
@@ -303,7 +303,7 @@ impl World {
             }
             Step::Fault(ref f) => {
                 self.faults_left = self.faults_left.saturating_sub(1);
-                self.fault(cfg, f, log);
+                self.fault(f, log);
             }
         }
     }
@@ -312,7 +312,7 @@ impl World {
         format!("t={:>6}ms", self.now.0.as_millis())
     }
 
-    fn fault(&mut self, cfg: &Config, f: &Fault, log: Option<&mut Vec<String>>) {
+    fn fault(&mut self, f: &Fault, log: Option<&mut Vec<String>>) {
         match *f {
             Fault::Drop(i) => self.went_down(i),
             Fault::LoseWrite {
@@ -334,9 +334,8 @@ impl World {
                     killed_at: self.watchdog_kill_at(i),
                 };
             }
-            Fault::Terminate(i) => self.feed(cfg, i, Event::Terminate, log),
+            Fault::Terminate(i) => self.feed(i, Event::Terminate, log),
             Fault::UnitFails(i) => self.feed(
-                cfg,
                 i,
                 Event::UnitFailed {
                     unit: UNIT.into(),
@@ -353,26 +352,20 @@ impl World {
             Fault::Request(i, req) => {
                 let now = self.now;
                 if let Ok(actions) = self.nodes[i].machine.request(req, now) {
-                    self.carry_out(cfg, i, actions, log);
+                    self.carry_out(i, actions, log);
                 }
             }
         }
     }
 
     /// Hand the machine one event and carry out what it asks for.
-    fn feed(&mut self, cfg: &Config, i: usize, ev: Event, log: Option<&mut Vec<String>>) {
+    fn feed(&mut self, i: usize, ev: Event, log: Option<&mut Vec<String>>) {
         let now = self.now;
         let actions = self.nodes[i].machine.handle(ev, now);
-        self.carry_out(cfg, i, actions, log);
+        self.carry_out(i, actions, log);
     }
 
-    fn carry_out(
-        &mut self,
-        cfg: &Config,
-        i: usize,
-        actions: Vec<Action>,
-        mut log: Option<&mut Vec<String>>,
-    ) {
+    fn carry_out(&mut self, i: usize, actions: Vec<Action>, mut log: Option<&mut Vec<String>>) {
         for a in actions {
             if let Some(log) = log.as_deref_mut()
                 && !matches!(a, Action::Publish(_))
@@ -383,11 +376,11 @@ impl World {
                     action_text(&a)
                 ));
             }
-            self.carry_out_one(cfg, i, a);
+            self.carry_out_one(i, a);
         }
     }
 
-    fn carry_out_one(&mut self, _cfg: &Config, i: usize, a: Action) {
+    fn carry_out_one(&mut self, i: usize, a: Action) {
         let n = &mut self.nodes[i];
         match a {
             Action::Start(job, term) => {
@@ -464,7 +457,6 @@ impl World {
 
     fn job_done(
         &mut self,
-        cfg: &Config,
         i: usize,
         index: usize,
         outcome: JobOutcome,
@@ -502,7 +494,7 @@ impl World {
         if outcome != JobOutcome::Ok {
             self.faults_left = self.faults_left.saturating_sub(1);
         }
-        self.feed(cfg, i, ev, log);
+        self.feed(i, ev, log);
     }
 
     /// A session: keep the lease if it lives (else a new one, and the task answers what the
