@@ -1855,3 +1855,25 @@ fn without_a_standby_a_failing_start_keeps_trying_in_place() {
     }
     assert_eq!(t.m.role(), Role::Promoting);
 }
+
+/// A reconnection re-reads the store: the view from before the outage is no evidence, however
+/// much it invites a campaign. Only the fresh reads (key, members, switchover, maintenance)
+/// let the node campaign again.
+#[test]
+fn after_a_reconnection_nothing_is_campaigned_for_on_the_old_view() {
+    let mut t = T::passive(params("a"), None);
+    let grace = t.m.p.timing.grace().as_millis() as u64;
+    // The vacant key is campaigned for, and lost (another node was faster).
+    t.ev(Event::Campaigned(None));
+    t.ev(Event::StoreDown);
+    t.ev(Event::StoreUp);
+    t.renew();
+    // Past the retry: the old view still says "vacant", but it is not read again yet.
+    let a = t.advance(grace + 10);
+    assert!(!a.contains(&Action::Campaign), "{a:?}");
+    t.ev(Event::Leader(None));
+    t.ev(Event::Members(vec![]));
+    t.ev(Event::Switchover(None));
+    let a = t.ev(Event::Maintenance(false));
+    assert!(a.contains(&Action::Campaign), "{a:?}");
+}
