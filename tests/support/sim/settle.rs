@@ -61,19 +61,35 @@ impl World {
         limit: Duration,
         restart: bool,
         done: impl Fn(&World) -> bool,
-        mut log: Option<&mut Vec<String>>,
+        log: Option<&mut Vec<String>>,
     ) -> bool {
+        let allowed = |s: &Step| restart || !matches!(s, Step::Restart(_));
+        let _ = self.run_fair(cfg, limit, |w| !done(w), allowed, |_| Ok(()), log);
+        done(self)
+    }
+
+    /// The fair run both [`World::run_until`] and [`Sim`] use: fair steps among those
+    /// `allowed` lets through (dead nodes restart unless it holds `Step::Restart` back),
+    /// while `go_on` holds and at most `limit` of simulated time; `check` sees every state
+    /// reached, and its error ends the run.
+    pub fn run_fair(
+        &mut self,
+        cfg: &Config,
+        limit: Duration,
+        go_on: impl Fn(&World) -> bool,
+        allowed: impl Fn(&Step) -> bool,
+        check: impl Fn(&World) -> Result<(), String>,
+        mut log: Option<&mut Vec<String>>,
+    ) -> Result<(), String> {
         let end = self.now + limit;
-        while !done(self) {
-            if self.now > end {
-                return false;
-            }
-            let Some(step) = self.fair_step(cfg, restart) else {
-                return false;
+        while go_on(self) && self.now <= end {
+            let Some(step) = self.fair_step_where(cfg, true, &allowed) else {
+                break;
             };
             self.step(cfg, &step, log.as_deref_mut());
+            check(self)?;
         }
-        true
+        Ok(())
     }
 
     /// Whether the cluster, once healed (paused nodes resumed, dead ones restarted, every
@@ -190,21 +206,21 @@ impl Sim {
     }
 
     fn run_while(&mut self, go_on: impl Fn(&World) -> bool, limit: Duration) {
-        let end = self.world.now + limit;
-        while go_on(&self.world) && self.world.now <= end {
-            let held = &self.held_jobs;
-            let step = self.world.fair_step_where(
-                &self.cfg,
-                self.restart_dead,
-                |s| !matches!(s, Step::JobDone { node, .. } if held.contains(node)),
-            );
-            let Some(step) = step else {
-                break;
-            };
-            self.world.step(&self.cfg, &step, Some(&mut self.log));
-            if let Err(why) = self.world.safe() {
-                self.fail(&why);
-            }
+        let (held, restart) = (&self.held_jobs, self.restart_dead);
+        let run = self.world.run_fair(
+            &self.cfg,
+            limit,
+            go_on,
+            |s| match s {
+                Step::JobDone { node, .. } => !held.contains(node),
+                Step::Restart(_) => restart,
+                _ => true,
+            },
+            World::safe,
+            Some(&mut self.log),
+        );
+        if let Err(why) = run {
+            self.fail(&why);
         }
     }
 
