@@ -110,10 +110,9 @@ pub struct GroupMachine {
     timers: Timers,
     /// The term last reported in a role change: the fencing token the units saw.
     term: u64,
-    /// The newest term of any leader key this node has seen held (by anyone) or won: what it
-    /// writes in its member record, so that a record can be told older than a key.
+    /// The newest term of any leader key this node has seen held (by anyone) or won, kept
+    /// when the key goes: [`Self::term`], and so the term in its member record.
     key_term_seen: u64,
-
     /// The time of the last step: every deadline up to it has been handled.
     stepped_at: Mono,
 }

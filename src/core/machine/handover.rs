@@ -51,12 +51,11 @@ impl GroupMachine {
             _ => None,
         };
         // A key this node will promote with is kept while the promotion waits.
-        let waits_for_holder = self.waits_to_promote(now);
         if let Some(term) = self.key.held().or(stale_own_key)
             && self.store_up
             && !self.lease_lost()
             && !self.releasing()
-            && !waits_for_holder
+            && !self.waits_to_promote(now)
         {
             self.owed = Owed::Release;
             out.push(Action::Release { term });

@@ -9,21 +9,12 @@ use super::step::{JobOutcome, Reply, Step};
 use super::{Config, Proc, World};
 
 impl World {
-    /// The next step of a fair run without faults: due deadlines first, then messages, jobs
-    /// and the store, the clock last. `restart`: dead nodes come back (systemd restarts
-    /// promd); paused ones stay paused (the watchdog deals with them).
-    pub fn fair_step(&self, cfg: &Config, restart: bool) -> Option<Step> {
-        self.fair_step_where(cfg, restart, |_| true)
-    }
-
-    /// [`World::fair_step`] among the steps `allowed` lets through (a scenario holds back
-    /// what it wants to hang, such as a node's systemd jobs).
-    pub fn fair_step_where(
-        &self,
-        cfg: &Config,
-        restart: bool,
-        allowed: impl Fn(&Step) -> bool,
-    ) -> Option<Step> {
+    /// The next step of a fair run without faults, among the steps `allowed` lets through (a
+    /// scenario holds back what it wants to hang, such as a node's systemd jobs, or dead nodes'
+    /// restarts): due deadlines first, then messages, jobs and the store, restarts of dead
+    /// nodes (systemd restarts promd), the clock last. Paused nodes stay paused (the watchdog
+    /// deals with them).
+    pub fn fair_step(&self, cfg: &Config, allowed: impl Fn(&Step) -> bool) -> Option<Step> {
         let mut all = Vec::new();
         self.steps(cfg, &mut all);
         all.retain(|s| allowed(s));
@@ -43,7 +34,7 @@ impl World {
                     ..
                 } => 6,
                 Step::Renew(_) => 7,
-                Step::Restart(_) if restart => 8,
+                Step::Restart(_) => 8,
                 Step::Advance => 9,
                 _ => return None,
             })
@@ -83,7 +74,7 @@ impl World {
     ) -> Result<(), String> {
         let end = self.now + limit;
         while go_on(self) && self.now <= end {
-            let Some(step) = self.fair_step_where(cfg, true, &allowed) else {
+            let Some(step) = self.fair_step(cfg, &allowed) else {
                 break;
             };
             self.step(cfg, &step, log.as_deref_mut());
