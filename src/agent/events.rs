@@ -70,18 +70,7 @@ impl Agent {
                 if let Some(other) = conflict {
                     self.refuse_node_conflict(id, "this node's member record", &other, now, out);
                 }
-                Event::Members(
-                    ms.into_iter()
-                        .map(|m| Member {
-                            node: m.node,
-                            priority: m.priority,
-                            eligible: m.eligible,
-                            healthy: m.healthy,
-                            role: m.role,
-                            term: m.term,
-                        })
-                        .collect(),
-                )
+                Event::Members(ms.into_iter().map(Member::from).collect())
             }
             StoreEvent::Switchover(s) => Event::Switchover(s.map(|s| s.to)),
             StoreEvent::Campaigned(t) => Event::Campaigned(t),

@@ -155,16 +155,9 @@ impl Agent {
                 host,
             }))),
             Action::Release { term } => out.push(store(StoreCommand::Release { term })),
-            Action::Publish(m) => out.push(store(StoreCommand::Publish(MemberRecord {
-                v: FORMAT_VERSION,
-                node: m.node,
-                priority: m.priority,
-                eligible: m.eligible,
-                healthy: m.healthy,
-                role: m.role,
-                term: m.term,
-                host,
-            }))),
+            Action::Publish(m) => {
+                out.push(store(StoreCommand::Publish(MemberRecord::of(m, host))));
+            }
             Action::RequestSwitchover { to } => {
                 let text = format!("asking the active node to hand over to {to}");
                 out.push(Output::Log(g.record(Level::Info, &text)));

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::core::Role;
+use crate::core::{Member, Role};
 
 /// The only format version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -171,6 +171,36 @@ impl Versioned for MemberRecord {
     fn validate(&self) -> Result<(), RecordError> {
         check_node(&self.node)?;
         check_host(self.host.as_deref())
+    }
+}
+
+impl MemberRecord {
+    /// The record of the machine's `member`, as `host` writes it (this format's version).
+    pub fn of(member: Member, host: Option<String>) -> MemberRecord {
+        MemberRecord {
+            v: FORMAT_VERSION,
+            node: member.node,
+            priority: member.priority,
+            eligible: member.eligible,
+            healthy: member.healthy,
+            role: member.role,
+            term: member.term,
+            host,
+        }
+    }
+}
+
+impl From<MemberRecord> for Member {
+    /// The member as the machine sees it (the writer's host is the agent's business).
+    fn from(r: MemberRecord) -> Member {
+        Member {
+            node: r.node,
+            priority: r.priority,
+            eligible: r.eligible,
+            healthy: r.healthy,
+            role: r.role,
+            term: r.term,
+        }
     }
 }
 
