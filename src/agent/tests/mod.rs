@@ -177,6 +177,15 @@ impl H {
         assert_eq!(self.role(id), Some(Role::Active), "{:#?}", self.out);
     }
 
+    /// Two groups started: web (0) passive under n2's key at term 3, db (1) active at term 5.
+    fn web_passive_db_active() -> H {
+        let mut h = H::new(&[WEB, DB]);
+        h.input(Input::Start);
+        h.passive(0, Some(("n2", 3)));
+        h.active(1, 5);
+        h
+    }
+
     fn role(&self, id: u64) -> Option<Role> {
         self.agent
             .groups
@@ -359,10 +368,7 @@ fn sigterm_hands_every_group_over_then_promd_may_exit() {
 
 #[test]
 fn a_group_that_has_exited_no_longer_wakes_the_loop() {
-    let mut h = H::new(&[WEB, DB]);
-    h.input(Input::Start);
-    h.passive(0, Some(("n2", 3)));
-    h.active(1, 5);
+    let mut h = H::web_passive_db_active();
     // db cannot hand over (its stop hangs); web exits at once.
     h.input(Input::Signal(Signal::Terminate));
     assert!(h.agent.groups[&GroupId(0)].machine.exited());

@@ -91,10 +91,7 @@ fn a_reload_adds_a_group_passive_first() {
 
 #[test]
 fn a_removed_group_hands_over_then_closes_for_good() {
-    let mut h = H::new(&[WEB, DB]);
-    h.input(Input::Start);
-    h.passive(0, Some(("n2", 3)));
-    h.active(1, 5);
+    let mut h = H::web_passive_db_active();
     h.take();
     let out = reload(&mut h, &[WEB]);
     assert_eq!(
@@ -151,10 +148,7 @@ fn a_changed_group_hands_over_then_restarts_under_a_new_id() {
 
 #[test]
 fn the_latest_file_wins_for_a_group_still_handing_over() {
-    let mut h = H::new(&[WEB, DB]);
-    h.input(Input::Start);
-    h.passive(0, Some(("n2", 3)));
-    h.active(1, 5);
+    let mut h = H::web_passive_db_active();
     let slow = format!("{DB}priority = 50\n");
     reload(&mut h, &[WEB, &slow]);
     let slower = format!("{DB}priority = 40\n");
@@ -174,10 +168,7 @@ fn the_latest_file_wins_for_a_group_still_handing_over() {
     });
     assert_eq!(new, Some((GroupId(2), 40)));
     // Changed, then removed before its old version had exited: never started again.
-    let mut h = H::new(&[WEB, DB]);
-    h.input(Input::Start);
-    h.passive(0, Some(("n2", 3)));
-    h.active(1, 5);
+    let mut h = H::web_passive_db_active();
     reload(&mut h, &[WEB, &slow]);
     reload(&mut h, &[WEB]);
     h.job(1, Job::StopActive, true);
@@ -267,10 +258,7 @@ fn a_shorter_lease_lowers_the_watchdog_and_a_longer_one_never_raises_it() {
 
 #[test]
 fn sigterm_during_a_replacement_starts_nothing_new() {
-    let mut h = H::new(&[WEB, DB]);
-    h.input(Input::Start);
-    h.passive(0, Some(("n2", 3)));
-    h.active(1, 5);
+    let mut h = H::web_passive_db_active();
     let changed = format!("{DB}priority = 50\n");
     reload(&mut h, &[WEB, &changed]);
     h.input(Input::Signal(Signal::Terminate));
