@@ -391,6 +391,28 @@ fn another_leader_or_a_lost_lease_stops_and_kills_at_once() {
     );
 }
 
+/// The store answers a campaign once, before the down edge that settles it. An answer that
+/// comes after that edge (found by the randomised simulation when its fake store reordered
+/// them) must not make the key ours: the lease it was won under may be gone. The key, if it
+/// is ours after all, shows up at the next read under our name and is released.
+#[test]
+fn a_campaign_answer_after_the_store_went_down_does_not_promote() {
+    let mut t = T::passive(params("a"), None);
+    t.ev(Event::Members(vec![]));
+    assert!(t.m.campaigning());
+    t.ev(Event::StoreDown);
+    assert!(!t.m.campaigning(), "the down edge settles the campaign");
+    let a = t.ev(Event::Campaigned(Some(9)));
+    assert!(!starts(&a, Job::StartActive), "{a:?}");
+    assert_eq!(t.m.role(), Role::Passive);
+    assert_eq!(t.m.term(), 9, "the term seen still only grows");
+    t.ev(Event::StoreUp);
+    t.renew();
+    let a = t.ev(Event::Leader(Some(("a".into(), 9))));
+    assert!(a.contains(&Action::Release { term: 9 }), "{a:?}");
+    assert!(!starts(&a, Job::StartActive), "{a:?}");
+}
+
 #[test]
 fn store_outage_alone_does_not_demote_while_the_lease_is_renewed() {
     let mut t = T::active(params("a"), 5);

@@ -133,7 +133,19 @@ impl GroupMachine {
     }
 
     /// [`Event::Campaigned`](super::Event::Campaigned): the campaign's answer.
+    ///
+    /// Only the answer to the campaign in flight counts. The store answers each campaign
+    /// once and before the down or lease-lost edge that would settle it; an answer with no
+    /// campaign owed is out of that contract (a late answer, under a lease that may be gone)
+    /// and makes nothing ours: should the key be ours after all, the next read shows our name
+    /// at a term we do not hold, and the passive side releases it (`handover`).
     pub(super) fn key_campaigned(&mut self, won: Option<u64>, now: Mono) {
+        if !self.campaigning() {
+            if let Some(term) = won {
+                self.key_term_seen = self.key_term_seen.max(term);
+            }
+            return;
+        }
         self.settle(Owed::Campaign);
         match won {
             Some(term) => {
