@@ -113,6 +113,10 @@ impl Agent {
             return;
         };
         let store = |cmd| Output::Store(id, cmd);
+        let cancels = action.cancels();
+        if !cancels.none() {
+            out.push(Output::Cancel(id, cancels));
+        }
         match action {
             Action::Start(job, term) => {
                 let env = match job {

@@ -2,7 +2,7 @@
 //! messages among them.
 
 use crate::config::GroupConfig;
-use crate::core::{Job, Role};
+use crate::core::{Cancels, Job, Role};
 use crate::store::StoreCommand;
 use crate::systemd::Closure;
 use crate::watch::Followed;
@@ -37,6 +37,9 @@ pub enum Output {
     },
     /// A command for the group's store session.
     Store(GroupId, StoreCommand),
+    /// Abort the group's work in flight that the next job or kill supersedes (the core's
+    /// rule, [`crate::core::Action::cancels`]); always comes right before that job or kill.
+    Cancel(GroupId, Cancels),
     /// Run a systemd job for the group; its result comes back as [`super::Input::Job`].
     Job(GroupId, JobOrder),
     /// SIGKILL whatever of the group's active units still runs: `known` (the closure as last

@@ -40,7 +40,7 @@ mod reread;
 mod timers;
 mod units;
 
-pub use io::{Action, Event, GroupParams, Job, Member, Request};
+pub use io::{Action, Cancels, Event, GroupParams, Job, Member, Request};
 pub use reason::{Ineligible, Reason, ReasonKind, Refusal};
 pub use timers::{Timer, Timers};
 

@@ -9,8 +9,8 @@ mod machine;
 mod timing;
 
 pub use machine::{
-    Action, Event, GroupMachine, GroupParams, Ineligible, Job, Member, Reason, ReasonKind, Refusal,
-    Request, Timer, Timers,
+    Action, Cancels, Event, GroupMachine, GroupParams, Ineligible, Job, Member, Reason, ReasonKind,
+    Refusal, Request, Timer, Timers,
 };
 pub use timing::{AFTER_WATCHDOG, Mono, Timing, WATCHDOG_ACCURACY, WATCHDOG_REACH, WATCHDOG_SLACK};
 

@@ -34,6 +34,7 @@ impl Runtime {
                     let _ = d.session.commands.send(cmd);
                 }
             }
+            Output::Cancel(id, cancels) => self.cancel(id, cancels),
             Output::Job(id, order) => self.start_job(id, order),
             Output::Kill { id, known } => self.kill(id, known),
             Output::Restart(id, units) => self.restart(id, units),
@@ -87,7 +88,8 @@ impl Runtime {
                 cfg,
                 session,
                 progress,
-                superseded: Vec::new(),
+                start: None,
+                restarts: Vec::new(),
                 kills: Vec::new(),
                 health_task: None,
                 watch_task: None,

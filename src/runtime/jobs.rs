@@ -1,9 +1,11 @@
 //! systemd work in tasks: starting and stopping the targets, killing and restarting units,
 //! binding the role's closure to promd, following its units.
 //!
-//! Work that a stop supersedes — a start of the active target, a restart in place — runs in
-//! tasks whose handles the group keeps; a stop or a kill aborts them first, and the stop jobs
-//! (mode `replace`) cancel whatever of theirs systemd had queued. What could still slip
+//! Work that later work supersedes (a start of the active target, a restart in place, a kill
+//! still waiting) runs in tasks whose handles the group keeps; [`Output::Cancel`] aborts them
+//! by the core's rule ([`crate::core::Action::cancels`]) right before the stop, kill or start
+//! that supersedes them, and the stop jobs (mode `replace`) cancel whatever of theirs systemd
+//! had queued. What could still slip
 //! through is caught afterwards: a stop succeeds only once systemd says every unit is down,
 //! and a unit of the role that starts on a host without the role is stopped.
 
@@ -11,8 +13,10 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::Runtime;
 use super::carry::emit;
+#[cfg(doc)]
+use crate::agent::Output;
 use crate::agent::{GroupId, Input, JobDone, JobOrder, Level};
-use crate::core::Job;
+use crate::core::{Cancels, Job};
 use crate::health::{self, HealthCheck};
 use crate::systemd::{Closure, Systemd, UnitEnv};
 use crate::watch::{self, Followed, WatchEvent};
@@ -21,20 +25,9 @@ impl Runtime {
     /// Run a systemd job in a task; its result comes back as [`Input::Job`].
     pub(super) fn start_job(&mut self, id: GroupId, order: JobOrder) {
         let JobOrder { job, env, known } = order;
-        if job == Job::StopActive {
-            self.abort_superseded(id);
-        }
         let Some(d) = self.drivers.get_mut(&id) else {
             return;
         };
-        if job == Job::StartActive {
-            // The machine starts the units only after a stop that brought them down: a kill
-            // still waiting (for the closure, say) was meant for that earlier run of them, and
-            // landing now it would kill the new one.
-            for task in d.kills.drain(..) {
-                task.abort();
-            }
-        }
         let inputs = self.inputs_tx.clone();
         // The env file is written before the start is even queued, so the units read this term.
         if let Some(env) = env {
@@ -111,14 +104,13 @@ impl Runtime {
             let _ = inputs.send(Input::Job(id, JobDone { job, ok, not_up }));
         });
         if job == Job::StartActive {
-            d.superseded.push(task.abort_handle());
+            d.start = Some(task.abort_handle());
         }
     }
 
     /// SIGKILL whatever of the active units still runs: the known closure at once, and what a
     /// fresh walk finds besides.
     pub(super) fn kill(&mut self, id: GroupId, known: Closure) {
-        self.abort_superseded(id);
         let Some(d) = self.drivers.get_mut(&id) else {
             return;
         };
@@ -155,17 +147,28 @@ impl Runtime {
                 }
             }
         });
-        // A stop or a fence aborts restarts still in flight: they must not land after.
-        d.superseded.retain(|t| !t.is_finished());
-        d.superseded.push(task.abort_handle());
+        d.restarts.retain(|t| !t.is_finished());
+        d.restarts.push(task.abort_handle());
     }
 
-    /// Abort the work a stop supersedes: a start of the active target, restarts in place.
-    fn abort_superseded(&mut self, id: GroupId) {
-        if let Some(d) = self.drivers.get_mut(&id) {
-            for task in d.superseded.drain(..) {
-                task.abort();
-            }
+    /// Abort the group's work in flight that the core says the next job or kill supersedes.
+    pub(super) fn cancel(&mut self, id: GroupId, cancels: Cancels) {
+        let Some(d) = self.drivers.get_mut(&id) else {
+            return;
+        };
+        let Cancels {
+            start,
+            restarts,
+            kills,
+        } = cancels;
+        if start && let Some(task) = d.start.take() {
+            task.abort();
+        }
+        if restarts {
+            d.restarts.drain(..).for_each(|t| t.abort());
+        }
+        if kills {
+            d.kills.drain(..).for_each(|t| t.abort());
         }
     }
 

@@ -51,9 +51,11 @@ struct Drivers {
     session: GroupSession,
     /// Beaten by the store task: the watchdog is pinged only while it turns.
     progress: Progress,
-    /// Tasks a stop supersedes (a start of the active target, restarts in place).
-    superseded: Vec<tokio::task::AbortHandle>,
-    /// Kills not yet carried out; a start of the active target supersedes them.
+    /// The start of the active target in flight, if any ([`crate::core::Cancels::start`]).
+    start: Option<tokio::task::AbortHandle>,
+    /// Restarts in place in flight ([`crate::core::Cancels::restarts`]).
+    restarts: Vec<tokio::task::AbortHandle>,
+    /// Kills not yet carried out ([`crate::core::Cancels::kills`]).
     kills: Vec<tokio::task::AbortHandle>,
     health_task: Option<tokio::task::AbortHandle>,
     /// The task that follows the group's units; replaced when its closure changes, aborted

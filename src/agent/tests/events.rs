@@ -355,6 +355,41 @@ fn a_failed_health_check_on_the_active_node_restarts_the_watched_units() {
     assert!(texts(&out).contains(&"web: restarting web.service web-db.service in place"));
 }
 
+/// A stop must not be overtaken by work it supersedes: the restart in place still in flight
+/// and the start are cancelled right before it; a later start cancels the kills still waiting.
+#[test]
+fn a_stop_cancels_the_restarts_and_the_start_in_flight_before_it_runs() {
+    let mut h = H::new(&[WEB]);
+    h.input(Input::Start);
+    h.active(0, 7);
+    h.take();
+    let sick = HealthResult {
+        ok: false,
+        detail: "exit status 1".into(),
+    };
+    h.input(Input::Health(GroupId(0), sick));
+    let out = h.advance(Duration::from_secs(1));
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Restart(..))),
+        "{out:#?}"
+    );
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Cancel(..))),
+        "a restart cancels nothing: {out:#?}"
+    );
+    let out = h.input(Input::Signal(Signal::Terminate));
+    let cancel = out.iter().position(
+        |o| matches!(o, Output::Cancel(GroupId(0), c) if c.start && c.restarts && !c.kills),
+    );
+    let stop = out
+        .iter()
+        .position(|o| matches!(o, Output::Job(GroupId(0), j) if j.job == Job::StopActive));
+    assert!(
+        matches!((cancel, stop), (Some(c), Some(s)) if c + 1 == s),
+        "the cancel comes right before the stop: {out:#?}"
+    );
+}
+
 #[test]
 fn machine_actions_become_store_records_of_this_host() {
     let mut h = H::new(&[WEB]);

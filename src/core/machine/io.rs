@@ -205,3 +205,46 @@ pub enum Action {
     /// Terminate is complete for this group: its units are stopped and its key released.
     Exit,
 }
+
+/// The work still in flight that an action cancels before it runs. The rule is the core's
+/// (the runtime aborts the tasks, the model check and the simulation drop the work, all by
+/// this one function), because it is part of the fence: work that lands after a stop could
+/// bring the active units back on a host that is giving up the role.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Cancels {
+    /// A start of the active target (its answer never comes: the stop's does).
+    pub start: bool,
+    /// Restarts in place of failed active units.
+    pub restarts: bool,
+    /// Kills still waiting (for the closure, say): they were meant for an earlier run of the
+    /// units, and landing now they would kill the new one.
+    pub kills: bool,
+}
+
+impl Cancels {
+    /// Nothing to cancel.
+    pub fn none(self) -> bool {
+        self == Cancels::default()
+    }
+}
+
+impl Action {
+    /// What this action cancels of the work in flight, before it runs: a stop or a kill
+    /// cancels the start and the restarts in place (they must not land after it); a start of
+    /// the active target, the kills (the machine starts only after a stop that brought the
+    /// units down).
+    pub fn cancels(&self) -> Cancels {
+        match self {
+            Action::Start(Job::StopActive, _) | Action::KillActive => Cancels {
+                start: true,
+                restarts: true,
+                kills: false,
+            },
+            Action::Start(Job::StartActive, _) => Cancels {
+                kills: true,
+                ..Cancels::default()
+            },
+            _ => Cancels::default(),
+        }
+    }
+}

@@ -222,8 +222,8 @@ pub enum Work {
     /// One the machine asked for and is told the end of.
     Core(Job),
     /// A restart in place (`Action::RestartUnit`): when it lands, the unit runs again, and the
-    /// watch says so. The runtime aborts it when a stop is issued (`superseded` in
-    /// `src/runtime/`): a restart must never land on a host that lost the role.
+    /// watch says so. A stop or a kill cancels it (`Action::cancels`, which the runtime
+    /// carries out too): a restart must never land on a host that lost the role.
     Restart,
 }
 

@@ -382,17 +382,21 @@ impl World {
 
     fn carry_out_one(&mut self, i: usize, a: Action) {
         let n = &mut self.nodes[i];
+        // What the runtime aborts before the action runs, by the core's own rule. (A kill is
+        // carried out at once here, so none waits to be cancelled.)
+        let cancels = a.cancels();
+        if cancels.start {
+            for run in &mut n.jobs {
+                if run.job == Work::Core(Job::StartActive) {
+                    run.superseded = true;
+                }
+            }
+        }
+        if cancels.restarts {
+            n.jobs.retain(|r| r.job != Work::Restart);
+        }
         match a {
             Action::Start(job, term) => {
-                if job == Job::StopActive {
-                    for run in &mut n.jobs {
-                        if run.job == Work::Core(Job::StartActive) {
-                            run.superseded = true;
-                        }
-                    }
-                    // The runtime aborts restarts in place still in flight.
-                    n.jobs.retain(|r| r.job != Work::Restart);
-                }
                 if job == Job::StartActive {
                     n.units_up = true;
                     n.unit_events
