@@ -1899,3 +1899,99 @@ fn after_a_reconnection_nothing_is_campaigned_for_on_the_old_view() {
     let a = t.ev(Event::Maintenance(false));
     assert!(a.contains(&Action::Campaign), "{a:?}");
 }
+
+/// Found by a fresh review. The node won the key and its claim was seen, but could not
+/// promote (a unit of the role started behind its back, so the fence stopped the units
+/// first); its store dropped before the withdrawn claim was seen. While it was offline the key
+/// may have been deleted by hand and won by another node: on reconnecting, before the key is
+/// read again, nothing may start the active target on the old view.
+#[test]
+fn after_a_reconnection_nothing_is_promoted_on_the_old_view() {
+    let mut t = T::passive(params("a"), None);
+    let a = t.ev(Event::Campaigned(Some(5)));
+    assert!(!starts(&a, Job::StartActive), "{a:?}");
+    let claim = t.published().clone();
+    assert_eq!((claim.role, claim.term), (Role::Promoting, Some(5)));
+    let a = t.ev(Event::UnitStarted {
+        unit: "web.service".into(),
+    });
+    assert!(starts(&a, Job::StopActive), "{a:?}");
+    // The store shows the claim now; the stop still runs, so no promotion, and the claim is
+    // withdrawn.
+    let a = t.ev(Event::Members(vec![claim.clone()]));
+    assert!(!starts(&a, Job::StartActive), "{a:?}");
+    assert_eq!(t.published().role, Role::Passive);
+    t.ev(Event::StoreDown);
+    t.units_down_then_passive();
+    assert_eq!(t.m.role(), Role::Passive);
+    // Back within the lease; the key is not read yet.
+    let mut a = t.ev(Event::StoreUp);
+    a.extend(t.renew());
+    assert!(
+        !starts(&a, Job::StartActive),
+        "started on the old view: {a:?}"
+    );
+    // Once read again, the store says b holds the key at 8: a stays passive.
+    t.ev(Event::Maintenance(false));
+    let mut claim_b = member("b", 100, false, Role::Promoting);
+    claim_b.term = Some(8);
+    let mut a = t.ev(Event::Members(vec![claim_b, claim]));
+    a.extend(t.ev(Event::Leader(Some(("b".into(), 8)))));
+    assert!(!starts(&a, Job::StartActive), "{a:?}");
+    assert_eq!(t.m.leader(), Some("b"));
+    assert_eq!(t.m.term(), 8);
+}
+
+/// Found by a fresh review: the campaign's answer and the watch travel apart, so the watch
+/// can show the won key, its deletion and another node's key before the answer "won at 6"
+/// comes. Taking that win made the node claim the role at a term it did not hold (it never
+/// promoted, nor released), and the real holder waited for that claim forever.
+#[test]
+fn a_late_win_does_not_override_a_newer_holder() {
+    let mut t = T::passive(params("a"), None);
+    let a = t.ev(Event::Members(vec![member("b", 100, true, Role::Passive)]));
+    assert!(a.contains(&Action::Campaign) || t.m.campaigning(), "{a:?}");
+    t.ev(Event::Leader(Some(("a".into(), 6))));
+    t.ev(Event::Leader(None));
+    t.ev(Event::Leader(Some(("b".into(), 8))));
+    let mut claim_b = member("b", 100, false, Role::Promoting);
+    claim_b.term = Some(8);
+    t.ev(Event::Members(vec![claim_b]));
+    let mut a = t.ev(Event::Campaigned(Some(6)));
+    for _ in 0..20 {
+        a.extend(t.advance(500));
+        a.extend(t.renew());
+        a.extend(t.echo());
+    }
+    assert!(!starts(&a, Job::StartActive), "{a:?}");
+    assert_eq!(t.m.leader(), Some("b"));
+    let mine = t.published();
+    assert!(
+        !matches!(mine.role, Role::Promoting | Role::Active),
+        "a claims the role while b holds the key: {mine:?}"
+    );
+}
+
+/// The answer may also come after the watch showed the won key and then its deletion (by
+/// hand): that key is gone, and the win counts for nothing. If the watch showed the won key
+/// and nothing after, the win stands.
+#[test]
+fn a_late_win_counts_only_while_the_watch_still_shows_it() {
+    let mut t = T::passive(params("a"), None);
+    t.ev(Event::Members(vec![]));
+    assert!(t.m.campaigning());
+    t.ev(Event::Leader(Some(("a".into(), 6))));
+    t.ev(Event::Leader(None));
+    let a = t.ev(Event::Campaigned(Some(6)));
+    assert_eq!(t.m.leader(), None, "{a:?}");
+    assert!(
+        !matches!(t.published().role, Role::Promoting | Role::Active),
+        "no claim on a deleted key"
+    );
+
+    let mut t = T::passive(params("a"), None);
+    t.ev(Event::Members(vec![]));
+    t.ev(Event::Leader(Some(("a".into(), 6))));
+    let a = t.win(6);
+    assert!(starts(&a, Job::StartActive), "{a:?}");
+}

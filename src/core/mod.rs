@@ -33,7 +33,9 @@ pub enum Role {
     Demoting,
     /// Failed over: passive and ineligible until `failure-cooldown` ends or `promctl reset`.
     Failed,
-    /// Reported by the runtime while the group's maintenance mode is on.
+    /// The name design.md reserves for maintenance mode. This version never reports it: a
+    /// host in maintenance mode keeps reporting its role (an active host's units still run,
+    /// and a proxy routing by role must still find it), with `Maintenance` true beside it.
     Maintenance,
 }
 

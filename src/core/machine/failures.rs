@@ -131,7 +131,8 @@ impl GroupMachine {
             self.timers.clear(Timer::StartRetry);
             return;
         }
-        if now < at || self.job.is_some() {
+        // Not on the view from before a reconnection either (see `promote`).
+        if now < at || self.job.is_some() || !self.unread.current() {
             return;
         }
         self.timers.clear(Timer::StartRetry);

@@ -85,9 +85,17 @@ impl GroupMachine {
     /// before that record is written, a standby that never saw the key (a promd that just
     /// started) would find the key vacant and no claim, and start them too. The model check
     /// found it (`FaultKind::DelKey`). It costs a promotion one store round trip.
+    ///
+    /// After a reconnection nothing is promoted until the store has been read again: the key
+    /// may have been deleted and won by another node meanwhile, and the claim seen before the
+    /// outage may have been withdrawn since (a fresh review found a start on the old view).
     pub(super) fn promote(&mut self, now: Mono, out: &mut Vec<Action>) {
         let Some(term) = self.key.held() else { return };
-        if !self.waits_to_promote(now) || self.holder_standing() || !self.claim_written(term) {
+        if !self.unread.current()
+            || !self.waits_to_promote(now)
+            || self.holder_standing()
+            || !self.claim_written(term)
+        {
             return;
         }
         if self.switchover_to.is_some() {

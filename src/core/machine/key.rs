@@ -139,6 +139,12 @@ impl GroupMachine {
     /// campaign owed is out of that contract (a late answer, under a lease that may be gone)
     /// and makes nothing ours: should the key be ours after all, the next read shows our name
     /// at a term we do not hold, and the passive side releases it (`handover`).
+    ///
+    /// The answer and the watch travel apart (etcd: a unary call and a watch stream), so the
+    /// watch may already have shown the won key, or gone past it: deleted, or a newer key.
+    /// A win counts only if the watch has not shown it yet (`term` above every term seen) or
+    /// still shows it (our name at `term`); else the key has moved on, and the campaign counts
+    /// as lost (a fresh review found a late win taken over a newer holder: nobody promoted).
     pub(super) fn key_campaigned(&mut self, won: Option<u64>, now: Mono) {
         if !self.campaigning() {
             if let Some(term) = won {
@@ -147,6 +153,11 @@ impl GroupMachine {
             return;
         }
         self.settle(Owed::Campaign);
+        let current = |term: u64| {
+            term > self.key_term_seen
+                || matches!(&self.key, Key::Theirs { node, term: t } if *node == self.p.node && *t == term)
+        };
+        let won = won.filter(|term| current(*term));
         match won {
             Some(term) => {
                 self.key_term_seen = self.key_term_seen.max(term);
