@@ -245,6 +245,9 @@ pub struct Node {
     pub next_renewal: Mono,
     /// Store task events on their way to the machine, in order.
     pub inbox: VecDeque<Event>,
+    /// The answer to the last write, still on its way while the watch goes on
+    /// ([`Reply::AfterWatch`](step::Reply::AfterWatch)); nothing else is written meanwhile.
+    pub late: Option<Event>,
     pub jobs: Vec<JobRun>,
     /// Unit watch events on their way to the machine.
     pub unit_events: VecDeque<Event>,
@@ -355,6 +358,7 @@ impl Node {
             member: None,
             next_renewal: now,
             inbox: VecDeque::new(),
+            late: None,
             jobs: Vec::new(),
             unit_events: VecDeque::new(),
             // A node that starts may find units left running by an earlier run: the machine

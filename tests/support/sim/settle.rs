@@ -22,7 +22,7 @@ impl World {
             Some(match s {
                 Step::Expire(_) | Step::WatchdogKill(_) => 0,
                 Step::Tick(_) => 1,
-                Step::Deliver(_) => 2,
+                Step::Deliver(_) | Step::Answer(_) => 2,
                 Step::UnitEvent(_) => 3,
                 Step::JobDone {
                     outcome: JobOutcome::Ok,

@@ -14,6 +14,8 @@ use super::{
 pub enum Step {
     /// The machine takes the next store event from its queue.
     Deliver(usize),
+    /// The machine takes the answer to its last write, held back behind the watch.
+    Answer(usize),
     /// The machine handles a deadline that is due.
     Tick(usize),
     /// The machine takes the next unit watch event.
@@ -58,7 +60,9 @@ pub enum JobOutcome {
 pub enum Reply {
     /// The answer before the watch event of the change.
     First,
-    /// The watch event first.
+    /// The watch event first, and the answer whenever [`Step::Answer`] brings it: after any
+    /// number of later watch events (etcd sends the answer and the watch on separate streams),
+    /// but before the down or lease-lost edge (the store task reports both, in order).
     AfterWatch,
 }
 
@@ -93,6 +97,7 @@ impl World {
                 n.machine.next_deadline().is_some_and(|t| t <= self.now)
                     || (self.prompt
                         && (!n.inbox.is_empty()
+                            || n.late.is_some()
                             || (n.online && (!n.queue.is_empty() || n.next_renewal <= self.now))))
             }
             Proc::Paused { killed_at } => killed_at <= self.now,
@@ -153,6 +158,9 @@ impl World {
             if !n.inbox.is_empty() {
                 out.push(Step::Deliver(i));
             }
+            if n.late.is_some() {
+                out.push(Step::Answer(i));
+            }
             if n.machine.next_deadline().is_some_and(|t| t <= now) {
                 out.push(Step::Tick(i));
             }
@@ -193,7 +201,8 @@ impl World {
                 out.push(Step::Connect(i));
             }
             if n.online {
-                if let Some(op) = n.queue.front() {
+                // The task writes one thing at a time: the next once the answer is in.
+                if let Some(op) = n.queue.front().filter(|_| n.late.is_none()) {
                     out.push(Step::Apply {
                         node: i,
                         reply: Reply::First,
@@ -273,6 +282,18 @@ impl World {
                     if self.nodes[i].proc == Proc::Dead {
                         break;
                     }
+                }
+            }
+            Step::Answer(i) => {
+                if let Some(ev) = self.nodes[i].late.take() {
+                    if let Some(log) = log.as_deref_mut() {
+                        log.push(format!(
+                            "           {} takes {}",
+                            Config::name(i),
+                            event_text(&ev)
+                        ));
+                    }
+                    self.feed(i, ev, log);
                 }
             }
             Step::Tick(i) => self.feed(i, Event::Tick, log),
@@ -544,6 +565,7 @@ impl World {
     fn went_down(&mut self, i: usize) {
         let n = &mut self.nodes[i];
         n.online = false;
+        n.inbox.extend(n.late.take());
         n.inbox.push_back(Event::StoreDown);
         let before = n.queue.len();
         n.queue.retain(|op| *op != Op::Campaign);
@@ -556,6 +578,7 @@ impl World {
     fn lease_lost(&mut self, i: usize) {
         let n = &mut self.nodes[i];
         n.lease = None;
+        n.inbox.extend(n.late.take());
         n.inbox.push_back(Event::LeaseLost);
         let mut kept = std::collections::VecDeque::new();
         for op in std::mem::take(&mut n.queue) {
@@ -637,7 +660,7 @@ impl World {
             }
             Some(Reply::AfterWatch) => {
                 self.broadcast(changed, None);
-                self.nodes[i].inbox.extend(answer);
+                self.nodes[i].late = answer;
             }
         }
     }
@@ -697,6 +720,7 @@ impl World {
         n.proc = Proc::Dead;
         n.online = false;
         n.inbox.clear();
+        n.late = None;
         n.unit_events.clear();
         n.jobs.clear();
         n.queue.clear();
@@ -770,6 +794,7 @@ fn describe(w: &World, step: &Step) -> String {
     let name = Config::name;
     match step {
         Step::Deliver(i) => format!("{} takes its queued store events", name(*i)),
+        Step::Answer(i) => format!("{} takes the answer to its write", name(*i)),
         Step::Tick(i) => format!("{} handles a deadline", name(*i)),
         Step::UnitEvent(i) => match w.nodes[*i].unit_events.front() {
             Some(ev) => format!("{} takes {}", name(*i), event_text(ev)),
