@@ -18,7 +18,7 @@ use crate::agent::Output;
 use crate::agent::{GroupId, Input, JobDone, JobOrder, Level};
 use crate::core::{Cancels, Job};
 use crate::health::{self, HealthCheck};
-use crate::systemd::{Closure, Systemd, UnitEnv};
+use crate::systemd::{Closure, Systemd, SystemdError, UnitEnv};
 use crate::watch::{self, Followed, WatchEvent};
 
 impl Runtime {
@@ -92,9 +92,12 @@ impl Runtime {
                         let systemd = systemd.clone();
                         async move { systemd.stop_all(&units).await }
                     };
+                    // A walk that failed leaves the units the target gained since unknown, so
+                    // the stop cannot say that everything is down: it fails (the core kills,
+                    // keeps the key and tries again after a backoff).
                     let (a, b) =
                         known_then_fresh(&systemd, &known, &active, id, &inputs, stop).await;
-                    a.and(b)
+                    a.and(b.and_then(|fresh| fresh))
                 }
             };
             if let Err(e) = &result {
@@ -121,7 +124,8 @@ impl Runtime {
                 let systemd = systemd.clone();
                 async move { systemd.kill_all(&units).await }
             };
-            known_then_fresh(&systemd, &known, &target, id, &inputs, kill).await;
+            // A failed walk was logged; the known part is killed regardless.
+            let _ = known_then_fresh(&systemd, &known, &target, id, &inputs, kill).await;
         });
         d.kills.retain(|t| !t.is_finished());
         d.kills.push(task.abort_handle());
@@ -233,7 +237,8 @@ impl Runtime {
 
 /// Act on the units known at once (the closure as last found, and the target) and, at the
 /// same time, on whatever a fresh walk finds besides (the target's contents may have
-/// changed); the fresh closure goes back to the agent. Returns both results.
+/// changed); the fresh closure goes back to the agent. Returns both results; the second is
+/// the walk's error if it failed (and nothing beyond the known units was acted on).
 async fn known_then_fresh<T, F, Fut>(
     systemd: &Systemd,
     known: &Closure,
@@ -241,21 +246,25 @@ async fn known_then_fresh<T, F, Fut>(
     id: GroupId,
     inputs: &UnboundedSender<Input>,
     act: F,
-) -> (T, T)
+) -> (T, Result<T, SystemdError>)
 where
     F: Fn(Vec<String>) -> Fut,
     Fut: Future<Output = T>,
 {
     let first = known.with_target(target);
     let extra = async {
-        let fresh = systemd.closure(target).await;
-        let mut units = fresh.as_ref().map(Closure::names).unwrap_or_default();
+        let fresh = match systemd.closure(target).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("reading the units of {target}: {e}");
+                return Err(e);
+            }
+        };
+        let mut units = fresh.names();
         units.retain(|u| !first.contains(u));
         let result = act(units).await;
-        if let Ok(c) = fresh {
-            let _ = inputs.send(Input::Closure(id, c));
-        }
-        result
+        let _ = inputs.send(Input::Closure(id, fresh));
+        Ok(result)
     };
     tokio::join!(act(first.clone()), extra)
 }

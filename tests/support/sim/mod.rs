@@ -24,12 +24,20 @@
 //!   watchdog, and only once every deadline already due was handled: a running promd is
 //!   prompt (a hung one is the pause above).
 //!
-//! Messages travel in order per node (the task's channel to the runtime), but every actor
+//! Messages travel in order per node (the task's channel to the runtime), except the answer
+//! to a write, which may come after any number of later watch events (etcd's answer and
+//! watch travel on separate streams), but before the down or lease-lost edge. Every actor
 //! moves independently, so any interleaving of nodes, store, systemd and clock is explored.
-//! Simplifications, each on the side of finding more: a kill takes effect at once, watch
-//! events reach every connected node the moment the store changes (delays come from the
-//! node's queue), a renewal may be late by any amount (the store task is slow), and lease
-//! expiry happens the moment it is due.
+//!
+//! Simplifications: watch events reach every connected node the moment the store changes
+//! (delays come from the node's queue), a renewal may be late by any amount (the store task
+//! is slow), and lease expiry happens the moment it is due: each on the side of finding more.
+//! Two are not: a kill takes effect at once, and a node takes its queued store events in one
+//! step, so an interleaving *inside* such a burst (a start and its kill, say) is not seen;
+//! unit tests in `src/core/machine_tests.rs` cover those found by hand. Not modelled: units
+//! started behind promd's back, health checks, maintenance mode, preemption, passive units
+//! that fail, two hosts under one node name (the system tests and the randomised machine
+//! simulation cover them).
 
 #![allow(dead_code, unused_imports)]
 
