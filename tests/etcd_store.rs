@@ -1,6 +1,6 @@
 //! The etcd backend's own behaviour, beyond the store contract that `tests/store_contract.rs`
-//! checks against every backend: endpoints tried in order, a member killed under a leader,
-//! what is bound to which lease. Each test starts its own cluster.
+//! checks against every backend: endpoints tried side by side, a member killed or silent under
+//! a leader, what is bound to which lease. Each test starts its own cluster.
 
 #[path = "support/contract/mod.rs"]
 mod contract;
@@ -107,9 +107,9 @@ async fn killing_an_etcd_member_under_the_leader_changes_nothing() {
 }
 
 /// An endpoint that accepts connections but never answers (and one that refuses them) is
-/// passed over after the connect timeout; the session comes up on the next endpoint. With no
-/// reachable endpoint at all, the session reports `Down`, answers campaigns at once and keeps
-/// beating.
+/// passed over without waiting for the connect timeout: the next endpoint is tried beside it
+/// after a short attempt delay, and the session comes up there. With no reachable endpoint
+/// at all, the session reports `Down`, answers campaigns at once and keeps beating.
 #[tokio::test(flavor = "current_thread")]
 async fn unreachable_first_endpoint_falls_through() {
     let cluster = EtcdCluster::start(3, &[]);
@@ -120,7 +120,7 @@ async fn unreachable_first_endpoint_falls_through() {
         let l = StdListener::bind("127.0.0.1:0").expect("bind");
         format!("http://{}", l.local_addr().expect("addr"))
     };
-    let connect_timeout = secs(0.7);
+    let connect_timeout = secs(2.0);
     let mut endpoints = vec![refused_url, blackhole_url.clone()];
     endpoints.extend(cluster.endpoints());
     let first = store(endpoints, connect_timeout);
@@ -130,12 +130,8 @@ async fn unreachable_first_endpoint_falls_through() {
     let up = node.up(secs(10.0)).await - opened;
     eprintln!("up after {up:?} (connect timeout {connect_timeout:?})");
     assert!(
-        up >= connect_timeout,
-        "the silent endpoint was tried first, for the connect timeout: {up:?}"
-    );
-    assert!(
-        up < connect_timeout + secs(1.0),
-        "then the next one at once: {up:?}"
+        up < secs(1.0),
+        "the silent endpoint did not hold the others back for its connect timeout: {up:?}"
     );
     assert!(
         !node
@@ -147,7 +143,7 @@ async fn unreachable_first_endpoint_falls_through() {
     assert!(node.try_campaign().await.is_some());
 
     // Nothing reachable: Down, and campaigns are answered without waiting for the network.
-    let dead = store(vec![blackhole_url], connect_timeout);
+    let dead = store(vec![blackhole_url], secs(0.7));
     let mut lonely = open(&dead, "fall", "n2", secs(3.0));
     let (down_at, down) = lonely.down(secs(3.0)).await;
     eprintln!("{down}");
@@ -209,5 +205,158 @@ async fn the_maintenance_key_is_bound_to_no_lease_and_a_shutdown_revokes_the_lea
         stored.kvs().len(),
         1,
         "the maintenance key outlived a's lease"
+    );
+}
+
+/// Pause (SIGSTOP) an etcd process by pid; `resume` sends SIGCONT.
+fn signal_member(cluster: &EtcdCluster, i: usize, signal: nix::sys::signal::Signal) {
+    let pid = cluster.member_pid(i).expect("the member runs");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).expect("signal etcd");
+}
+
+/// Issue 12: losing one etcd member is not a failover. The member the leader's session talks
+/// to goes silent (SIGSTOP: connections stay open, nothing answers, as when its packets are
+/// dropped). At a 2 s lease the leader must renew through another member before its fence
+/// (`s + L - margin`): it did not when the task waited a whole renew interval for the
+/// keepalive's answer and then the connect timeout (2 s) on the silent member.
+#[tokio::test(flavor = "current_thread")]
+async fn a_silent_etcd_member_under_the_leader_is_not_a_failover() {
+    use nix::sys::signal::Signal;
+    let cluster = EtcdCluster::start(3, &[]);
+    let lease = secs(2.0);
+    // The fence comes this long after a renewal's send time.
+    let fence_after = promd::core::Timing::new(lease)
+        .fence_at(promd::core::Mono::from_millis(0))
+        .0;
+    let raft_leader = cluster.leader().expect("the cluster has a leader");
+    // The session reaches the first endpoint: a member that is not etcd's raft leader (a
+    // silent raft leader also costs etcd an election; see the next test).
+    let endpoints = cluster.endpoints();
+    let silent = (0..3).find(|i| *i != raft_leader).expect("a follower");
+    let mut ordered = vec![endpoints[silent].clone()];
+    ordered.extend(
+        (0..3)
+            .filter(|i| *i != silent)
+            .map(|i| endpoints[i].clone()),
+    );
+    let lead_store = store(ordered.clone(), secs(2.0));
+    let other_store = store(ordered[1..].to_vec(), secs(2.0));
+    let mut leader = open(&lead_store, "silent", "lead", lease);
+    let mut other = open(&other_store, "silent", "other", lease);
+    leader.up(secs(10.0)).await;
+    other.up(secs(10.0)).await;
+    let term = leader.try_campaign().await.expect("won");
+    other.leader_is(SOON, "lead", term).await;
+    leader.renewed(secs(3.0)).await;
+
+    let stopped_at = Instant::now();
+    let from = leader.log.len();
+    signal_member(&cluster, silent, Signal::SIGSTOP);
+    tokio::join!(leader.watch_for(3 * lease), other.watch_for(3 * lease));
+    signal_member(&cluster, silent, Signal::SIGCONT);
+
+    let renewals = leader.renewals();
+    let last_before = renewals.iter().rev().find(|t| **t <= stopped_at).copied();
+    let worst_gap = renewals
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "a silent member at a {lease:?} lease: longest gap between renewals' send times \
+         {worst_gap:?}, the fence {fence_after:?} after one; leader events after the stop: {:?}",
+        leader.kinds_since(from)
+    );
+    assert!(last_before.is_some(), "renewed before the stop");
+    assert!(
+        renewals.iter().filter(|t| **t > stopped_at).count() >= 3,
+        "renewals went on through another member: {renewals:?}"
+    );
+    assert!(
+        worst_gap < fence_after,
+        "the leader would have fenced itself: renewal gap {worst_gap:?} >= {fence_after:?}"
+    );
+    assert!(
+        !leader
+            .events_since(stopped_at)
+            .contains(&&StoreEvent::LeaseLost),
+        "lease kept"
+    );
+    for n in [&leader, &other] {
+        for e in n.events_since(stopped_at) {
+            if let StoreEvent::Leader(l) = e {
+                assert_eq!(
+                    l.as_ref().map(|l| (l.node.as_str(), l.term)),
+                    Some(("lead", term)),
+                    "{}: leader changed",
+                    n.name
+                );
+            }
+        }
+    }
+    assert_eq!(other.try_campaign().await, None, "the key is still held");
+}
+
+/// The same with the silent member being etcd's raft leader, at the default 10 s lease: the
+/// others elect a new raft leader (the test cluster's election timeout is 1 s), and the
+/// leader's session renews through one of them before its fence.
+#[tokio::test(flavor = "current_thread")]
+async fn a_silent_etcd_raft_leader_under_the_leader_is_not_a_failover() {
+    use nix::sys::signal::Signal;
+    let cluster = EtcdCluster::start(3, &[]);
+    let lease = secs(10.0);
+    // The fence comes this long after a renewal's send time.
+    let fence_after = promd::core::Timing::new(lease)
+        .fence_at(promd::core::Mono::from_millis(0))
+        .0;
+    let raft_leader = cluster.leader().expect("the cluster has a leader");
+    let endpoints = cluster.endpoints();
+    let mut ordered = vec![endpoints[raft_leader].clone()];
+    ordered.extend(
+        (0..3)
+            .filter(|i| *i != raft_leader)
+            .map(|i| endpoints[i].clone()),
+    );
+    let lead_store = store(ordered, secs(2.0));
+    let mut leader = open(&lead_store, "silentraft", "lead", lease);
+    leader.up(secs(10.0)).await;
+    let term = leader.try_campaign().await.expect("won");
+    leader.renewed(secs(5.0)).await;
+
+    let stopped_at = Instant::now();
+    let from = leader.log.len();
+    signal_member(&cluster, raft_leader, Signal::SIGSTOP);
+    leader.watch_for(lease + secs(2.0)).await;
+    signal_member(&cluster, raft_leader, Signal::SIGCONT);
+
+    let renewals = leader.renewals();
+    let worst_gap = renewals
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "a silent raft leader at a {lease:?} lease: longest gap between renewals' send times \
+         {worst_gap:?}, the fence {fence_after:?} after one; events after the stop: {:?}",
+        leader.kinds_since(from)
+    );
+    assert!(
+        renewals.iter().filter(|t| **t > stopped_at).count() >= 2,
+        "renewals went on through another member: {renewals:?}"
+    );
+    assert!(
+        worst_gap < fence_after,
+        "the leader would have fenced itself: renewal gap {worst_gap:?} >= {fence_after:?}"
+    );
+    assert!(
+        !leader
+            .events_since(stopped_at)
+            .contains(&&StoreEvent::LeaseLost),
+        "lease kept"
+    );
+    assert!(
+        leader.events_since(stopped_at).iter().all(|e| !matches!(e,
+            StoreEvent::Leader(l) if l.as_ref().map(|l| (l.node.as_str(), l.term)) != Some(("lead", term)))),
+        "the key stayed"
     );
 }

@@ -89,49 +89,100 @@ pub(super) async fn call<T>(
     }
 }
 
-/// Connect to the first endpoint, in the configured order, that answers a linearizable read
-/// within the connect timeout. The read (not just a TCP connect) is what proves the member
-/// can serve us: a member cut off from its quorum accepts connections but cannot answer it,
-/// and `require_leader` makes it say so at once instead of hanging.
-async fn connect(cfg: &Connector) -> Result<Client, EtcdError> {
+/// How long a connection attempt has the field to itself before the next endpoint is tried
+/// beside it (RFC 8305's "connection attempt delay", shortened: the fence margin is the
+/// budget). A member that answers at once wins in configured order; a silent one costs this.
+const ATTEMPT_DELAY: Duration = Duration::from_millis(100);
+
+/// Connect to an endpoint that answers a linearizable read within the connect timeout. The
+/// read (not just a TCP connect) is what proves the member can serve us: a member cut off
+/// from its quorum accepts connections but cannot answer it, and `require_leader` makes it
+/// say so at once instead of hanging.
+///
+/// The endpoints are tried in the configured order, `avoid` (the member the last session
+/// failed on) last, but not one after the other: each attempt gets [`ATTEMPT_DELAY`] (or
+/// until it fails) before the next one starts beside it, and the first to answer wins. A
+/// silent member (paused, or its packets dropped) would otherwise cost a whole connect
+/// timeout, longer than the fence margin, and a healthy active host would fence itself
+/// over the loss of one etcd member. Returns the client and the endpoint it reached.
+async fn connect(cfg: &Connector, avoid: Option<&str>) -> Result<(Client, String), EtcdError> {
     if cfg.endpoints.is_empty() {
         return Err(EtcdError::NoEndpoints);
     }
-    let mut errors = Vec::new();
-    for endpoint in &cfg.endpoints {
-        // No per-request timeout in the options: tonic would apply it to the streams too.
-        // Every call below carries its own.
-        let options = ConnectOptions::new()
-            .with_connect_timeout(cfg.connect_timeout)
-            .with_require_leader(true);
-        let attempt = async {
-            let mut client = Client::connect([endpoint.as_str()], Some(options)).await?;
-            client
-                .get(
-                    cfg.keys.leader.as_str(),
-                    Some(GetOptions::new().with_count_only()),
-                )
-                .await?;
-            Ok::<_, etcd_client::Error>(client)
+    let mut order: Vec<&String> = cfg.endpoints.iter().collect();
+    // Stable: the others keep their configured order.
+    order.sort_by_key(|e| Some(e.as_str()) == avoid);
+    let mut attempts = tokio::task::JoinSet::new();
+    let mut errors: Vec<(usize, EndpointError)> = Vec::new();
+    let mut next = 0;
+    loop {
+        if next < order.len() {
+            let endpoint = order[next].clone();
+            let options = options(cfg);
+            let (leader_key, limit) = (cfg.keys.leader.clone(), cfg.connect_timeout);
+            let index = next;
+            attempts.spawn(async move {
+                let attempt = async {
+                    let mut client = Client::connect([endpoint.as_str()], Some(options)).await?;
+                    client
+                        .get(leader_key, Some(GetOptions::new().with_count_only()))
+                        .await?;
+                    Ok::<_, etcd_client::Error>(client)
+                };
+                let result = match timeout(limit, attempt).await {
+                    Ok(Ok(client)) => Ok(client),
+                    Ok(Err(e)) => Err(EndpointError::Failed {
+                        endpoint: endpoint.clone(),
+                        cause: Cause::new(e),
+                    }),
+                    Err(_) => Err(EndpointError::Silent {
+                        endpoint: endpoint.clone(),
+                        after: limit,
+                    }),
+                };
+                (index, endpoint, result)
+            });
+            next += 1;
+        }
+        let more = next < order.len();
+        let finished = if more {
+            tokio::select! {
+                done = attempts.join_next() => done,
+                _ = tokio::time::sleep(ATTEMPT_DELAY) => continue,
+            }
+        } else {
+            attempts.join_next().await
         };
-        match timeout(cfg.connect_timeout, attempt).await {
-            Ok(Ok(client)) => return Ok(client),
-            Ok(Err(e)) => errors.push(EndpointError::Failed {
-                endpoint: endpoint.clone(),
-                cause: Cause::new(e),
-            }),
-            Err(_) => errors.push(EndpointError::Silent {
-                endpoint: endpoint.clone(),
-                after: cfg.connect_timeout,
-            }),
+        match finished {
+            // Dropping the set aborts the attempts still running.
+            Some(Ok((_, endpoint, Ok(client)))) => return Ok((client, endpoint)),
+            Some(Ok((index, _, Err(e)))) => errors.push((index, e)),
+            // An attempt that panicked or was aborted: nothing to learn from it.
+            Some(Err(_)) => {}
+            None if more => {}
+            None => {
+                errors.sort_by_key(|(index, _)| *index);
+                return Err(EtcdError::Unreachable(
+                    errors.into_iter().map(|(_, e)| e).collect(),
+                ));
+            }
         }
     }
-    Err(EtcdError::Unreachable(errors))
+}
+
+/// The client's options for one connection attempt. No per-request timeout: tonic would
+/// apply it to the streams too; every call carries its own.
+fn options(cfg: &Connector) -> ConnectOptions {
+    ConnectOptions::new()
+        .with_connect_timeout(cfg.connect_timeout)
+        .with_require_leader(true)
 }
 
 /// A connection with a live lease, a snapshot of the group and a watch from that snapshot.
 pub(super) struct Session {
     pub(super) client: Client,
+    /// The endpoint `client` reached.
+    pub(super) endpoint: String,
     pub(super) lease: i64,
     pub(super) keeper: LeaseKeeper,
     pub(super) renewals: LeaseKeepAliveStream,
@@ -155,11 +206,13 @@ pub(super) struct Failure {
 }
 
 /// Everything the offline phase does, as one future that owns its inputs (so the task can
-/// answer commands while it runs): connect unless `reuse` is given, keep `lease` if etcd
-/// still has it or grant a new one, write the member record, read the group, watch it.
+/// answer commands while it runs): connect unless `reuse` (a client and its endpoint) is
+/// given, trying `avoid` last; keep `lease` if etcd still has it or grant a new one, write
+/// the member record, read the group, watch it.
 pub(super) async fn establish(
     cfg: Arc<Connector>,
-    reuse: Option<Client>,
+    reuse: Option<(Client, String)>,
+    avoid: Option<String>,
     lease: Option<i64>,
     member: Option<MemberRecord>,
 ) -> Result<Session, Failure> {
@@ -172,9 +225,11 @@ pub(super) async fn establish(
         lost,
     };
 
-    let client = match reuse {
-        Some(client) => client,
-        None => connect(&cfg).await.map_err(|r| fail(r, current, false))?,
+    let (client, endpoint) = match reuse {
+        Some(reused) => reused,
+        None => connect(&cfg, avoid.as_deref())
+            .await
+            .map_err(|r| fail(r, current, false))?,
     };
     let mut leases = client.lease_client();
 
@@ -228,6 +283,7 @@ pub(super) async fn establish(
         .map_err(|r| fail(r, current, lost))?;
     Ok(Session {
         client,
+        endpoint,
         lease: id,
         keeper,
         renewals,

@@ -11,10 +11,10 @@ use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 use tracing::{debug, info, warn};
 
-use super::MAX_RETRY_DELAY;
 use super::connect::{CallError, Connector, Session, establish};
 use super::ops::{Done, OpFuture, start_op};
 use super::view::{ResyncFuture, Values, next_watch, read_and_watch};
+use super::{MAX_KEEPALIVE_WAIT, MAX_RETRY_DELAY};
 use crate::store::error::{Cause, EtcdError};
 use crate::store::queue::OpQueue;
 use crate::store::report::Reporter;
@@ -34,8 +34,9 @@ enum Exit {
     End,
     /// The connection is not trusted any more; reconnect (and keep the lease if it lives).
     Down(EtcdError),
-    /// etcd says the lease is gone; the connection itself is fine.
-    LeaseLost(Box<Client>),
+    /// etcd says the lease is gone; the connection itself (a client and its endpoint) is
+    /// fine.
+    LeaseLost(Box<(Client, String)>),
 }
 
 pub(super) struct GroupTask {
@@ -50,6 +51,15 @@ pub(super) struct GroupTask {
 }
 
 impl GroupTask {
+    /// How long a keepalive may go unanswered before the member counts as silent and the
+    /// task reconnects (another member first, the lease kept): half a renew interval, at
+    /// most [`MAX_KEEPALIVE_WAIT`]. An answer takes milliseconds; waiting for the next
+    /// renewal instead would spend `2L/3` of the lease, past the fence, before even trying
+    /// another member, and one silent etcd member would fail the active host over.
+    fn keepalive_wait(&self) -> Duration {
+        (self.renew / 2).min(MAX_KEEPALIVE_WAIT)
+    }
+
     fn beat_ticker(&self) -> tokio::time::Interval {
         let mut beat = tokio::time::interval(self.renew / 2);
         beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -58,13 +68,19 @@ impl GroupTask {
 
     pub(super) async fn run(mut self) {
         let mut reuse = None;
+        // The member the last session failed on: tried last when reconnecting.
+        let mut avoid = None;
         loop {
-            let Some(session) = self.offline(reuse.take()).await else {
+            let Some(session) = self.offline(reuse.take(), avoid.take()).await else {
                 return;
             };
+            let endpoint = session.endpoint.clone();
             match self.online(session).await {
                 Exit::End => return,
-                Exit::Down(reason) => self.report.down(reason.into(), &mut self.queue),
+                Exit::Down(reason) => {
+                    avoid = Some(endpoint);
+                    self.report.down(reason.into(), &mut self.queue);
+                }
                 Exit::LeaseLost(client) => {
                     self.lease_lost();
                     reuse = Some(*client);
@@ -96,12 +112,17 @@ impl GroupTask {
 
     /// Offline phase: retry [`establish`] until it succeeds, answering commands meanwhile.
     /// `None` means the task must end.
-    async fn offline(&mut self, mut reuse: Option<Client>) -> Option<Session> {
+    async fn offline(
+        &mut self,
+        mut reuse: Option<(Client, String)>,
+        avoid: Option<String>,
+    ) -> Option<Session> {
         let mut beat = self.beat_ticker();
         loop {
             let attempt = establish(
                 self.cfg.clone(),
                 reuse.take(),
+                avoid.clone(),
                 self.lease,
                 self.queue.member().cloned(),
             );
@@ -174,6 +195,7 @@ impl GroupTask {
     async fn serve_session(&mut self, session: Session, in_flight: &mut Option<Op>) -> Exit {
         let Session {
             client,
+            endpoint,
             lease,
             mut keeper,
             mut renewals,
@@ -221,7 +243,7 @@ impl GroupTask {
                 inflight = Some(start_op(op, &client, lease, &self.cfg));
             }
             // Either the next renewal is due, or the one in flight has run out of time.
-            let timer = outstanding.map_or(next_renewal, |sent| sent + self.renew);
+            let timer = outstanding.map_or(next_renewal, |sent| sent + self.keepalive_wait());
 
             tokio::select! {
                 command = self.commands.recv() => match command {
@@ -259,7 +281,7 @@ impl GroupTask {
                             // A write with a dead lease changes nothing (etcd rejects the
                             // whole transaction): a campaign lost; the rest is redone.
                             self.queue.requeue(op);
-                            return Exit::LeaseLost(Box::new(client));
+                            return Exit::LeaseLost(Box::new((client, endpoint)));
                         }
                         Err(CallError::Broken(reason)) => {
                             self.queue.requeue(op);
@@ -270,9 +292,10 @@ impl GroupTask {
 
                 _ = tokio::time::sleep_until(timer.into()) => {
                     if outstanding.is_some() {
+                        // A silent member: reconnect, to another one, while the lease lives.
                         return Exit::Down(EtcdError::Timeout {
                             call: "lease keepalive",
-                            after: self.renew,
+                            after: self.keepalive_wait(),
                         });
                     }
                     // The send time is taken *before* the request leaves: the store can only
@@ -294,7 +317,7 @@ impl GroupTask {
                         if answer.ttl() > 0 {
                             self.report.renewed(sent_at);
                         } else {
-                            return Exit::LeaseLost(Box::new(client));
+                            return Exit::LeaseLost(Box::new((client, endpoint)));
                         }
                     }
                     Ok(None) => {
