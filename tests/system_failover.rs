@@ -147,3 +147,62 @@ fn dir_store_shared_by_three_hosts() {
     );
     c.check_history();
 }
+
+/// Issue 12: losing any one member of a 3-member etcd is not a failover. At the default 10 s
+/// lease, each member in turn is paused (SIGSTOP: its connections stay open and nothing
+/// answers, as when its packets are dropped) for longer than a lease, the raft leader
+/// included: the active host keeps the role, its term and its running service throughout.
+#[test]
+fn etcd_losing_any_one_member_is_not_a_failover() {
+    use nix::sys::signal::{Signal as Sig, kill};
+    use nix::unistd::Pid;
+    const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+    let net = Net::new(3);
+    let etcd = EtcdCluster::start(3, &net.gateway_ips());
+    let c = Cluster::boot(&net, StoreKind::Etcd(&etcd), DEFAULT_LEASE);
+    let first = c.wait_one_active(None, Duration::from_secs(40));
+    let h = &c.hosts[first];
+    let term = support::cluster::group_prop(h, "Term");
+    let spans_before: Vec<usize> = c.spans().iter().map(|(_, s)| s.len()).collect();
+
+    for member in 0..3 {
+        let raft_leader = etcd.leader();
+        let pid = etcd.member_pid(member).expect("the member runs");
+        kill(Pid::from_raw(pid as i32), Sig::SIGSTOP).expect("SIGSTOP etcd");
+        // Watch for longer than a lease: the active host never changes.
+        let until = std::time::Instant::now() + DEFAULT_LEASE + Duration::from_secs(2);
+        let mut seen = Vec::new();
+        while std::time::Instant::now() < until {
+            let active = c.active_hosts();
+            if active != [first] {
+                seen = active;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        kill(Pid::from_raw(pid as i32), Sig::SIGCONT).expect("SIGCONT etcd");
+        assert!(
+            seen.is_empty(),
+            "etcd member {member} (raft leader: {raft_leader:?}) paused: active hosts {seen:?}, \
+             not only {first}"
+        );
+        hosts::wait_until(Duration::from_secs(20), "etcd has a leader again", || {
+            etcd.leader().is_some()
+        });
+        eprintln!(
+            "etcd member {member} paused for a lease (raft leader was {raft_leader:?}): no failover"
+        );
+    }
+    assert_eq!(support::cluster::group_prop(h, "Role"), "s \"active\"");
+    assert_eq!(
+        support::cluster::group_prop(h, "Term"),
+        term,
+        "the term stayed"
+    );
+    let spans_after: Vec<usize> = c.spans().iter().map(|(_, s)| s.len()).collect();
+    assert_eq!(
+        spans_before, spans_after,
+        "web.service neither stopped nor started anywhere"
+    );
+    c.check_history();
+}
