@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use toml::de::{DeTable, DeValue};
 
 use super::validate::position;
-use super::{Config, ConfigError, Problem, StoreConfig};
+use super::{AuthConfig, Config, ConfigError, Problem, StoreConfig, TlsConfig};
 
 /// What to tell an operator whose file changes what a reload cannot.
 pub const RESTART_HINT: &str = "a reload cannot change it; apply it with `systemctl restart promd`";
@@ -115,11 +115,14 @@ pub fn restart_needed(
         ));
     }
     for (key, new_value, old_value) in store_changes(&running.store, &new.store) {
+        let new_value = match new_value {
+            Some(value) => format!("{key} = {value}"),
+            None => format!("{key} is not set"),
+        };
+        let old_value = old_value.unwrap_or_else(|| "none".to_owned());
         problems.push(places.problem(
             places.store(key),
-            format!(
-                "[store] {key} = {new_value} but the running promd has {old_value}: {RESTART_HINT}"
-            ),
+            format!("[store] {new_value} but the running promd has {old_value}: {RESTART_HINT}"),
         ));
     }
     if problems.is_empty() {
@@ -132,8 +135,9 @@ pub fn restart_needed(
     })
 }
 
-/// The keys of `[store]` that differ: (key, new value, running value), values as TOML.
-fn store_changes(old: &StoreConfig, new: &StoreConfig) -> Vec<(&'static str, String, String)> {
+/// The keys of `[store]` that differ: (key, new value, running value), values as TOML or
+/// `None` where the key is not set.
+fn store_changes(old: &StoreConfig, new: &StoreConfig) -> Vec<(&'static str, Setting, Setting)> {
     let duration =
         |d: &std::time::Duration| format!("{:?}", humantime::format_duration(*d).to_string());
     let path = |p: &PathBuf| format!("{:?}", p.display().to_string());
@@ -143,42 +147,69 @@ fn store_changes(old: &StoreConfig, new: &StoreConfig) -> Vec<(&'static str, Str
         StoreConfig::Dir { .. } => "\"dir\"".to_owned(),
     };
     let mut changes = Vec::new();
+    let mut differ = |key, new: Setting, old: Setting| {
+        if new != old {
+            changes.push((key, new, old));
+        }
+    };
     match (old, new) {
         (
             StoreConfig::Etcd {
                 endpoints: old_endpoints,
                 connect_timeout: old_timeout,
                 prefix: old_prefix,
+                tls: old_tls,
+                auth: old_auth,
             },
             StoreConfig::Etcd {
                 endpoints,
                 connect_timeout,
                 prefix,
+                tls,
+                auth,
             },
         ) => {
-            if endpoints != old_endpoints {
-                changes.push(("endpoints", list(endpoints), list(old_endpoints)));
-            }
-            if connect_timeout != old_timeout {
-                changes.push((
-                    "connect-timeout",
-                    duration(connect_timeout),
-                    duration(old_timeout),
-                ));
-            }
-            if prefix != old_prefix {
-                changes.push(("prefix", format!("{prefix:?}"), format!("{old_prefix:?}")));
-            }
+            differ(
+                "endpoints",
+                Some(list(endpoints)),
+                Some(list(old_endpoints)),
+            );
+            differ(
+                "connect-timeout",
+                Some(duration(connect_timeout)),
+                Some(duration(old_timeout)),
+            );
+            differ(
+                "prefix",
+                Some(format!("{prefix:?}")),
+                Some(format!("{old_prefix:?}")),
+            );
+            let ca = |t: &Option<TlsConfig>| t.as_ref()?.ca_file.as_ref().map(path);
+            let cert = |t: &Option<TlsConfig>| Some(path(&t.as_ref()?.client.as_ref()?.cert_file));
+            let key = |t: &Option<TlsConfig>| Some(path(&t.as_ref()?.client.as_ref()?.key_file));
+            let name =
+                |t: &Option<TlsConfig>| Some(format!("{:?}", t.as_ref()?.server_name.as_ref()?));
+            differ("ca-file", ca(tls), ca(old_tls));
+            differ("cert-file", cert(tls), cert(old_tls));
+            differ("key-file", key(tls), key(old_tls));
+            differ("server-name", name(tls), name(old_tls));
+            let user = |a: &Option<AuthConfig>| Some(format!("{:?}", a.as_ref()?.user));
+            let file = |a: &Option<AuthConfig>| {
+                Some(format!("{:?}", a.as_ref()?.password_file.to_string()))
+            };
+            differ("user", user(auth), user(old_auth));
+            differ("password-file", file(auth), file(old_auth));
         }
         (StoreConfig::Dir { path: old_path }, StoreConfig::Dir { path: new_path }) => {
-            if new_path != old_path {
-                changes.push(("path", path(new_path), path(old_path)));
-            }
+            differ("path", Some(path(new_path)), Some(path(old_path)));
         }
-        _ => changes.push(("kind", kind(new), kind(old))),
+        _ => differ("kind", Some(kind(new)), Some(kind(old))),
     }
     changes
 }
+
+/// A key's value as TOML, `None` when it is not set.
+type Setting = Option<String>;
 
 #[cfg(test)]
 mod tests {

@@ -9,14 +9,21 @@
 
 mod fixed;
 mod names;
+mod secure;
 mod validate;
 mod values;
 
+#[cfg(test)]
+mod store_tests;
 #[cfg(test)]
 mod tests;
 
 pub use fixed::{Fixed, RESTART_HINT, restart_needed};
 pub use names::{valid_group_name, valid_node_name, valid_unit_name};
+pub use secure::{
+    CREDENTIALS_DIRECTORY, Password, PasswordFile, SecretError, credentials_directory,
+    read_certificates, read_identity, read_password,
+};
 use validate::Checker;
 
 use std::fmt;
@@ -50,19 +57,63 @@ pub struct Config {
 pub enum StoreConfig {
     /// `kind = "etcd"`: several hosts, one etcd cluster.
     Etcd {
-        /// `endpoints`: at least one `http://HOST:PORT` or `https://HOST:PORT`, tried in order.
+        /// `endpoints`: at least one, tried in order, normalized to `http://HOST:PORT` or
+        /// `https://HOST:PORT` (all of them the same scheme; `HOST:PORT` as written takes the
+        /// scheme the rest of `[store]` implies).
         endpoints: Vec<String>,
         /// `connect-timeout` (default 2s, not zero): per endpoint, then the next is tried.
         connect_timeout: Duration,
         /// `prefix` (default `/promd`): the key prefix, starting with `/` and not ending with
         /// one (unless it is `/`).
         prefix: String,
+        /// The TLS settings: `Some` exactly when the endpoints are `https://`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tls: Option<TlsConfig>,
+        /// `user` and `password-file`, both or neither.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auth: Option<AuthConfig>,
     },
     /// `kind = "dir"`: one host, or hosts sharing a directory over NFS (docs/dir-store.md).
     Dir {
         /// `path` (default `/var/lib/promd`): an absolute path; it must exist when promd runs.
         path: PathBuf,
     },
+}
+
+/// How promd talks TLS to etcd (`https://` endpoints).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsConfig {
+    /// `ca-file`: the PEM certificates that sign etcd's server certificates; `None`: the
+    /// system's trusted roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// `cert-file` and `key-file`: the client certificate, for etcd's `--client-cert-auth`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientCert>,
+    /// `server-name`: the name checked against etcd's certificates instead of each
+    /// endpoint's host (a DNS name or an IP address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+}
+
+/// `cert-file` and `key-file`: absolute paths of PEM files, the key unencrypted and the
+/// certificate's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientCert {
+    /// `cert-file`: the client certificate (and any intermediates after it).
+    pub cert_file: PathBuf,
+    /// `key-file`: its private key.
+    pub key_file: PathBuf,
+}
+
+/// `user` and `password-file`: etcd authentication. The password is read from the file when
+/// promd starts; it is in no configuration record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthConfig {
+    /// `user`: the etcd user.
+    pub user: String,
+    /// `password-file`: where its password is.
+    pub password_file: PasswordFile,
 }
 
 /// One `[[group]]`: a service of which exactly one host runs the active target.
@@ -214,7 +265,7 @@ pub fn load_source(path: &Path) -> Result<(Config, String), ConfigError> {
 
 /// Parses and validates a configuration; `origin` names the file in messages.
 pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-    parse_with_hostname(text, origin, system_hostname)
+    parse_in(text, origin, system_hostname, credentials_directory())
 }
 
 /// This host's name, for the `node` default.
@@ -229,15 +280,28 @@ fn system_hostname() -> Result<String, String> {
         .ok_or_else(|| format!("the host name {:?} is not UTF-8", uts.nodename()))
 }
 
-/// `parse` with the host name supplied by the caller, so that tests do not depend on the host.
+/// `parse` with the host name supplied by the caller, so that tests do not depend on the host,
+/// and no `$CREDENTIALS_DIRECTORY`.
+#[cfg(test)]
 fn parse_with_hostname(
     text: &str,
     origin: &str,
     hostname: impl FnOnce() -> Result<String, String>,
 ) -> Result<Config, ConfigError> {
+    parse_in(text, origin, hostname, None)
+}
+
+/// `parse` with the host name and `$CREDENTIALS_DIRECTORY` supplied by the caller.
+fn parse_in(
+    text: &str,
+    origin: &str,
+    hostname: impl FnOnce() -> Result<String, String>,
+    credentials: Option<PathBuf>,
+) -> Result<Config, ConfigError> {
     let mut checker = Checker {
         text,
         problems: Vec::new(),
+        credentials,
     };
     let (document, syntax_errors) = DeTable::parse_recoverable(text);
     let config = if syntax_errors.is_empty() {

@@ -60,27 +60,150 @@ pub fn valid_unit_name(name: &str) -> bool {
     valid_part(prefix) && instance.is_none_or(valid_part)
 }
 
-/// An etcd endpoint: `http://host:port` or `https://host:port`, nothing after the port.
-pub(super) fn valid_endpoint(url: &str) -> bool {
-    let Some(rest) = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-    else {
-        return false;
+/// The scheme of an etcd endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Scheme {
+    /// `http://`: plain TCP.
+    Http,
+    /// `https://`: TLS.
+    Https,
+}
+
+impl Scheme {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// An etcd endpoint as an operator wrote it, checked: the scheme if one was written (a bare
+/// `HOST:PORT` takes its scheme from the rest of `[store]`, as etcdctl does), the host (a DNS
+/// name, an IPv4 address, or an IPv6 address written in brackets) and the port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Endpoint {
+    /// The endpoint as written, for messages.
+    pub(super) written: String,
+    pub(super) scheme: Option<Scheme>,
+    /// As written, but an IPv6 address in its canonical form, in brackets.
+    pub(super) host: String,
+    pub(super) port: u16,
+}
+
+impl Endpoint {
+    /// `SCHEME://HOST:PORT`, the form promd hands to the etcd client.
+    pub(super) fn url(&self, scheme: Scheme) -> String {
+        format!("{}://{}:{}", scheme.as_str(), self.host, self.port)
+    }
+}
+
+/// Reads an etcd endpoint: `http(s)://HOST:PORT` or `HOST:PORT`, one trailing `/` allowed.
+/// The error says which part is wrong, without the endpoint itself (the caller names it).
+pub(super) fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
+    let trimmed = text.strip_suffix('/').unwrap_or(text);
+    let (scheme, rest) = match trimmed.split_once("://") {
+        Some(("http", rest)) => (Some(Scheme::Http), rest),
+        Some(("https", rest)) => (Some(Scheme::Https), rest),
+        Some((other, _)) => {
+            return Err(format!(
+                "unknown scheme \"{other}://\": etcd endpoints are http:// or https://"
+            ));
+        }
+        None => (None, trimmed),
     };
-    let Some((host, port)) = rest.rsplit_once(':') else {
-        return false;
-    };
-    let port_ok =
-        port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|port| port != 0);
-    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        Some(ipv6) => ipv6.parse::<Ipv6Addr>().is_ok(),
-        None => {
-            !host.is_empty()
-                && host
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    if let Some(at) = rest.find(['/', '?', '#']) {
+        return Err(format!(
+            "{:?} after the port: an endpoint is only [http(s)://]HOST:PORT",
+            &rest[at..]
+        ));
+    }
+    if rest.contains('@') {
+        return Err(
+            "user information (USER@) in an endpoint is not supported: set `user` and \
+             `password-file` in [store]"
+                .to_owned(),
+        );
+    }
+    let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
+        let Some((address, after)) = bracketed.split_once(']') else {
+            return Err("no `]` after the IPv6 address: write [ADDRESS]:PORT".to_owned());
+        };
+        if let Some((_, zone)) = address.split_once('%') {
+            return Err(format!(
+                "an IPv6 zone (%{zone}) is not supported: use an address that needs no zone \
+                 (not a link-local fe80:: one)"
+            ));
+        }
+        let Ok(ip) = address.parse::<Ipv6Addr>() else {
+            return Err(format!("[{address}] is not an IPv6 address"));
+        };
+        let host = format!("[{ip}]");
+        match after.strip_prefix(':') {
+            Some(port) => (host, port),
+            None if after.is_empty() => return Err(format!("no port: write {host}:2379")),
+            None => return Err(format!("{after:?} after {host}: write {host}:PORT")),
+        }
+    } else {
+        if rest.matches(':').count() > 1 {
+            // `fd00::1:2379` is also an address; a port is the likelier intent.
+            let address = match rest.rsplit_once(':') {
+                Some((ip, port))
+                    if ip.parse::<Ipv6Addr>().is_ok() && port.parse::<u16>().is_ok() =>
+                {
+                    format!("[{ip}]:{port}")
+                }
+                _ if rest.parse::<Ipv6Addr>().is_ok() => format!("[{rest}]:2379"),
+                _ => "[ADDRESS]:PORT".to_owned(),
+            };
+            return Err(format!(
+                "an IPv6 address must be written in brackets: write {address}"
+            ));
+        }
+        match rest.split_once(':') {
+            Some((host, port)) => (host.to_owned(), port),
+            None if rest.is_empty() => return Err("no host: write HOST:PORT".to_owned()),
+            None => return Err(format!("no port: write {rest}:2379")),
         }
     };
-    port_ok && host_ok
+    if host.is_empty() {
+        return Err("no host: write HOST:PORT".to_owned());
+    }
+    if !host.starts_with('[') && !valid_dns_name(&host) {
+        return Err(format!("host {host:?} is not a DNS name or an IP address"));
+    }
+    if port.is_empty() {
+        return Err(format!("no port after the `:`: write {host}:2379"));
+    }
+    if !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("port {port:?} is not a number"));
+    }
+    let port = match port.parse::<u16>() {
+        Ok(0) => return Err("port 0 is not a port: use 1 to 65535".to_owned()),
+        Ok(port) => port,
+        Err(_) => return Err(format!("port {port} is out of range: use 1 to 65535")),
+    };
+    Ok(Endpoint {
+        written: text.to_owned(),
+        scheme,
+        host,
+        port,
+    })
+}
+
+/// A DNS name (or an IPv4 address, which is written the same way): dot-separated labels of
+/// `[A-Za-z0-9-]`, 1 to 63 characters, not starting or ending with `-`; at most 253 in all.
+fn valid_dns_name(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }

@@ -9,12 +9,25 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue};
 
+use super::names::{Endpoint, Scheme};
 use super::*;
 
 pub(super) const MIN_LEASE: Duration = Duration::from_secs(1);
 
 pub(super) const TOP_KEYS: &[&str] = &["node", "[store]", "[[group]]"];
-pub(super) const STORE_KEYS: &[&str] = &["kind", "endpoints", "connect-timeout", "prefix", "path"];
+pub(super) const STORE_KEYS: &[&str] = &[
+    "kind",
+    "endpoints",
+    "connect-timeout",
+    "prefix",
+    "ca-file",
+    "cert-file",
+    "key-file",
+    "server-name",
+    "user",
+    "password-file",
+    "path",
+];
 pub(super) const GROUP_KEYS: &[&str] = &[
     "name",
     "active-target",
@@ -79,6 +92,8 @@ pub(super) type Value<'i> = Spanned<DeValue<'i>>;
 pub(super) struct Checker<'s> {
     pub(super) text: &'s str,
     pub(super) problems: Vec<Problem>,
+    /// `$CREDENTIALS_DIRECTORY`, where a `password-file` that is a bare name is.
+    pub(super) credentials: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy)]
@@ -90,10 +105,53 @@ pub(super) enum StoreKind {
 #[derive(Default)]
 pub(super) struct StoreFields {
     kind: Option<Field<StoreKind>>,
-    endpoints: Option<Field<Vec<String>>>,
+    endpoints: Option<Field<Vec<Spanned<Endpoint>>>>,
     connect_timeout: Option<Field<Duration>>,
     prefix: Option<Field<String>>,
+    ca_file: Option<Field<PathBuf>>,
+    cert_file: Option<Field<PathBuf>>,
+    key_file: Option<Field<PathBuf>>,
+    server_name: Option<Field<String>>,
+    user: Option<Field<String>>,
+    password_file: Option<Field<PasswordFile>>,
     path: Option<Field<PathBuf>>,
+}
+
+/// `name` and where its key is, if the key is set.
+fn set<'f, T>(
+    name: &'static str,
+    f: &'f Option<Field<T>>,
+) -> Option<(&'static str, &'f Range<usize>)> {
+    f.as_ref().map(|f| (name, &f.key))
+}
+
+impl StoreFields {
+    /// The etcd-only keys that are set, with their key's place, in file order of the list.
+    fn etcd_keys(&self) -> Vec<(&'static str, &Range<usize>)> {
+        [
+            set("endpoints", &self.endpoints),
+            set("connect-timeout", &self.connect_timeout),
+            set("prefix", &self.prefix),
+        ]
+        .into_iter()
+        .chain(self.tls_keys())
+        .chain([
+            set("user", &self.user),
+            set("password-file", &self.password_file),
+        ])
+        .flatten()
+        .collect()
+    }
+
+    /// The TLS keys that are set.
+    fn tls_keys(&self) -> [Option<(&'static str, &Range<usize>)>; 4] {
+        [
+            set("ca-file", &self.ca_file),
+            set("cert-file", &self.cert_file),
+            set("key-file", &self.key_file),
+            set("server-name", &self.server_name),
+        ]
+    }
 }
 
 /// A group's valid target names with their places; true: the active target.
@@ -281,6 +339,12 @@ impl Checker<'_> {
                     f.connect_timeout = self.field(key, value, Self::nonzero_duration);
                 }
                 "prefix" => f.prefix = self.field(key, value, Self::prefix),
+                "ca-file" => f.ca_file = self.field(key, value, Self::absolute_path),
+                "cert-file" => f.cert_file = self.field(key, value, Self::absolute_path),
+                "key-file" => f.key_file = self.field(key, value, Self::absolute_path),
+                "server-name" => f.server_name = self.field(key, value, Self::server_name),
+                "user" => f.user = self.field(key, value, Self::user),
+                "password-file" => f.password_file = self.field(key, value, Self::password_file),
                 "path" => f.path = self.field(key, value, Self::absolute_path),
                 _ => self.unknown_key(key, "in [store]", STORE_KEYS),
             }
@@ -310,31 +374,163 @@ impl Checker<'_> {
                 "`path` only applies to kind = \"dir\"; etcd uses `endpoints` and `prefix`",
             );
         }
+        let (endpoints, scheme) = self.endpoint_scheme(f);
+        let tls = (scheme == Scheme::Https).then(|| self.tls(f));
         StoreConfig::Etcd {
-            endpoints: or_default(&f.endpoints, Vec::new()),
+            endpoints,
             connect_timeout: or_default(&f.connect_timeout, DEFAULT_CONNECT_TIMEOUT),
             prefix: or_default(&f.prefix, DEFAULT_PREFIX.to_owned()),
+            tls,
+            auth: self.auth(f),
+        }
+    }
+
+    /// One scheme for every endpoint: the one written, else https if a TLS key is set (as
+    /// etcdctl does with `--cacert` and friends), else http. Returns the endpoints as URLs.
+    fn endpoint_scheme(&mut self, f: &StoreFields) -> (Vec<String>, Scheme) {
+        let endpoints: &[Spanned<Endpoint>] = f
+            .endpoints
+            .as_ref()
+            .and_then(|e| e.value.as_deref())
+            .unwrap_or_default();
+        let tls_key = f.tls_keys().into_iter().flatten().next();
+        let first = endpoints.iter().find(|e| e.get_ref().scheme.is_some());
+        let scheme = match first.and_then(|e| e.get_ref().scheme) {
+            Some(scheme) => scheme,
+            None if tls_key.is_some() => Scheme::Https,
+            None => Scheme::Http,
+        };
+        for endpoint in endpoints {
+            let Some(other) = endpoint.get_ref().scheme.filter(|s| *s != scheme) else {
+                continue;
+            };
+            let Some(first) = first else { continue };
+            let (line, column) = position(self.text, first.span().start);
+            self.error(
+                &endpoint.span(),
+                format!(
+                    "endpoint {:?} is {}, but {:?} (line {line}, column {column}) is {}: every \
+                     endpoint must use the same scheme",
+                    endpoint.get_ref().written,
+                    other.as_str(),
+                    first.get_ref().written,
+                    scheme.as_str(),
+                ),
+            );
+        }
+        if let (Scheme::Http, Some((key, place))) = (scheme, tls_key) {
+            let line = self.line_of(place);
+            for endpoint in endpoints.iter().filter(|e| e.get_ref().scheme.is_some()) {
+                self.error(
+                    &endpoint.span(),
+                    format!(
+                        "endpoint {:?} is plain http, but `{key}` (line {line}) is a TLS setting: \
+                         write {:?}, or remove the TLS keys",
+                        endpoint.get_ref().written,
+                        endpoint.get_ref().url(Scheme::Https)
+                    ),
+                );
+            }
+        }
+        let urls = endpoints.iter().map(|e| e.get_ref().url(scheme)).collect();
+        (urls, scheme)
+    }
+
+    /// The TLS keys, their files read and checked.
+    fn tls(&mut self, f: &StoreFields) -> TlsConfig {
+        let ca_file = optional(&f.ca_file);
+        if let (Some(path), Some(field)) = (&ca_file, &f.ca_file)
+            && let Err(e) = read_certificates("ca-file", path)
+        {
+            self.error(&field.span, e.to_string());
+        }
+        let client = match (&f.cert_file, &f.key_file) {
+            (Some(cert), None) => {
+                self.error(
+                    &cert.key,
+                    "`cert-file` needs `key-file` too: the client certificate's private key",
+                );
+                None
+            }
+            (None, Some(key)) => {
+                self.error(
+                    &key.key,
+                    "`key-file` needs `cert-file` too: the client certificate it is the key of",
+                );
+                None
+            }
+            (Some(cert), Some(key)) => match (&cert.value, &key.value) {
+                (Some(cert_file), Some(key_file)) => {
+                    if let Err(e) = read_identity(cert_file, key_file) {
+                        let span = match &e {
+                            SecretError::Read {
+                                key: "cert-file", ..
+                            }
+                            | SecretError::NoCertificate { .. }
+                            | SecretError::BadPem {
+                                key: "cert-file", ..
+                            } => &cert.span,
+                            _ => &key.span,
+                        };
+                        self.error(span, e.to_string());
+                    }
+                    Some(ClientCert {
+                        cert_file: cert_file.clone(),
+                        key_file: key_file.clone(),
+                    })
+                }
+                _ => None,
+            },
+            (None, None) => None,
+        };
+        TlsConfig {
+            ca_file,
+            client,
+            server_name: optional(&f.server_name),
+        }
+    }
+
+    /// `user` and `password-file`, the password read if it can be (a credential can only be
+    /// read under systemd, with `$CREDENTIALS_DIRECTORY` set).
+    fn auth(&mut self, f: &StoreFields) -> Option<AuthConfig> {
+        match (&f.user, &f.password_file) {
+            (Some(user), None) => {
+                self.error(
+                    &user.key,
+                    "`user` needs `password-file` too: the file that holds the user's password",
+                );
+                None
+            }
+            (None, Some(file)) => {
+                self.error(
+                    &file.key,
+                    "`password-file` needs `user` too: the etcd user whose password it holds",
+                );
+                None
+            }
+            (Some(user), Some(file)) => {
+                let (Some(user), Some(password_file)) = (&user.value, &file.value) else {
+                    return None;
+                };
+                match read_password(password_file, self.credentials.as_deref()) {
+                    Ok(_) | Err(SecretError::NoCredentials { .. }) => {}
+                    Err(e) => self.error(&file.span, e.to_string()),
+                }
+                Some(AuthConfig {
+                    user: user.clone(),
+                    password_file: password_file.clone(),
+                })
+            }
+            (None, None) => None,
         }
     }
 
     pub(super) fn dir_store(&mut self, f: &StoreFields) -> StoreConfig {
-        let etcd_only = [
-            ("endpoints", f.endpoints.as_ref().map(|f| &f.key)),
-            (
-                "connect-timeout",
-                f.connect_timeout.as_ref().map(|f| &f.key),
-            ),
-            ("prefix", f.prefix.as_ref().map(|f| &f.key)),
-        ];
-        for (name, key) in etcd_only {
-            if let Some(key) = key {
-                self.error(
-                    key,
-                    format!(
-                        "`{name}` only applies to kind = \"etcd\"; this [store] is kind = \"dir\""
-                    ),
-                );
-            }
+        for (name, key) in f.etcd_keys() {
+            self.error(
+                key,
+                format!("`{name}` only applies to kind = \"etcd\"; this [store] is kind = \"dir\""),
+            );
         }
         StoreConfig::Dir {
             path: or_default(&f.path, PathBuf::from(DEFAULT_DIR)),

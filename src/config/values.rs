@@ -7,7 +7,7 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::DeValue;
 
-use super::names::{UNIT_SUFFIXES, valid_endpoint};
+use super::names::{Endpoint, UNIT_SUFFIXES, parse_endpoint};
 
 /// The longest duration any key accepts: 365 days.
 pub(super) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -29,7 +29,11 @@ impl Checker<'_> {
         }
     }
 
-    pub(super) fn endpoints(&mut self, key: &str, value: &Value<'_>) -> Option<Vec<String>> {
+    pub(super) fn endpoints(
+        &mut self,
+        key: &str,
+        value: &Value<'_>,
+    ) -> Option<Vec<Spanned<Endpoint>>> {
         let endpoints = self.string_array(key, value)?;
         if endpoints.is_empty() {
             self.error(
@@ -38,11 +42,52 @@ impl Checker<'_> {
             );
             return None;
         }
-        let ok = self.each_valid(&endpoints, |e| {
-            (!valid_endpoint(e))
-                .then(|| format!("endpoint {e:?} is not http://HOST:PORT or https://HOST:PORT"))
-        });
-        ok.then(|| endpoints.into_iter().map(Spanned::into_inner).collect())
+        let mut parsed = Vec::new();
+        for endpoint in &endpoints {
+            match parse_endpoint(endpoint.get_ref()) {
+                Ok(e) => parsed.push(Spanned::new(endpoint.span(), e)),
+                Err(why) => self.error(
+                    &endpoint.span(),
+                    format!("endpoint {:?}: {why}", endpoint.get_ref()),
+                ),
+            }
+        }
+        (parsed.len() == endpoints.len()).then_some(parsed)
+    }
+
+    pub(super) fn server_name(&mut self, key: &str, value: &Value<'_>) -> Option<String> {
+        let name = self.string(key, value)?;
+        if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+            self.error(
+                &value.span(),
+                format!("`server-name` = {name:?} is not a DNS name or an IP address"),
+            );
+            return None;
+        }
+        Some(name)
+    }
+
+    pub(super) fn user(&mut self, key: &str, value: &Value<'_>) -> Option<String> {
+        let user = self.string(key, value)?;
+        if user.is_empty() || user.chars().any(char::is_control) {
+            self.error(
+                &value.span(),
+                format!("`user` = {user:?} is not an etcd user name: it must not be empty or hold control characters"),
+            );
+            return None;
+        }
+        Some(user)
+    }
+
+    pub(super) fn password_file(&mut self, key: &str, value: &Value<'_>) -> Option<PasswordFile> {
+        let text = self.string(key, value)?;
+        match PasswordFile::parse(&text) {
+            Ok(file) => Some(file),
+            Err(why) => {
+                self.error(&value.span(), why);
+                None
+            }
+        }
     }
 
     pub(super) fn prefix(&mut self, key: &str, value: &Value<'_>) -> Option<String> {

@@ -1,0 +1,301 @@
+//! The files `[store]` names for a secure etcd: the CA, the client certificate and its key,
+//! and the password. `promd check-config` (and every load) reads them to report what is
+//! wrong with them; promd reads them again, with the same functions, to connect.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use rustls::crypto::ring::default_provider;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// The environment variable in which systemd passes a service its credentials directory
+/// (`LoadCredential=`, `SetCredential=`, `ImportCredential=`).
+pub const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
+
+/// `password-file`: where the etcd password is. Serialized as written (into
+/// `/run/promd/running.json`; the password itself never is).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum PasswordFile {
+    /// An absolute path.
+    Path(PathBuf),
+    /// A bare name: the systemd credential of that name, `$CREDENTIALS_DIRECTORY/NAME`
+    /// (given to promd.service with `LoadCredential=NAME:/path/to/file`).
+    Credential(String),
+}
+
+impl PasswordFile {
+    /// Reads the key's value: an absolute path, or a credential name (no `/`, not `.` or
+    /// `..`). The error is the message for the key.
+    pub fn parse(text: &str) -> Result<PasswordFile, String> {
+        if text.starts_with('/') {
+            return Ok(PasswordFile::Path(PathBuf::from(text)));
+        }
+        if text.is_empty() || text.contains('/') || text == "." || text == ".." {
+            return Err(format!(
+                "`password-file` = {text:?} is neither an absolute path nor the name of a systemd \
+                 credential (a name without `/`, as in LoadCredential=NAME:PATH)"
+            ));
+        }
+        Ok(PasswordFile::Credential(text.to_owned()))
+    }
+
+    /// The file to read: the path, or the credential in `credentials` (the value of
+    /// `$CREDENTIALS_DIRECTORY`; `None` when it is not set).
+    pub fn resolve(&self, credentials: Option<&Path>) -> Result<PathBuf, SecretError> {
+        match (self, credentials) {
+            (PasswordFile::Path(path), _) => Ok(path.clone()),
+            (PasswordFile::Credential(name), Some(dir)) => Ok(dir.join(name)),
+            (PasswordFile::Credential(name), None) => {
+                Err(SecretError::NoCredentials { name: name.clone() })
+            }
+        }
+    }
+}
+
+impl fmt::Display for PasswordFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PasswordFile::Path(path) => write!(f, "{}", path.display()),
+            PasswordFile::Credential(name) => f.write_str(name),
+        }
+    }
+}
+
+impl From<PasswordFile> for String {
+    fn from(file: PasswordFile) -> String {
+        file.to_string()
+    }
+}
+
+impl TryFrom<String> for PasswordFile {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<PasswordFile, String> {
+        PasswordFile::parse(&text)
+    }
+}
+
+/// A password, kept out of every `Debug` and `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    /// The password itself, for the etcd client and nothing else.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(..)")
+    }
+}
+
+/// Why a file of `[store]` cannot be used. Each message names the key and the file.
+#[derive(Debug, Error)]
+pub enum SecretError {
+    /// The file cannot be read.
+    #[error("cannot read `{key}` {}: {error}", path.display())]
+    Read {
+        /// The key that names it.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// No `-----BEGIN CERTIFICATE-----` block.
+    #[error("`{key}` {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", path.display())]
+    NoCertificate {
+        /// The key that names it.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+    },
+    /// A PEM block that does not decode.
+    #[error("`{key}` {} is not valid PEM: {error}", path.display())]
+    BadPem {
+        /// The key that names it.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The decoder's error.
+        error: String,
+    },
+    /// The key is encrypted: promd cannot ask for a passphrase.
+    #[error(
+        "`key-file` {} is an encrypted private key, and promd cannot ask for its passphrase: \
+         store it decrypted (e.g. `openssl pkey -in KEY -out KEY.plain`), readable only by root",
+        path.display()
+    )]
+    EncryptedKey {
+        /// The file.
+        path: PathBuf,
+    },
+    /// No private key block.
+    #[error(
+        "`key-file` {} holds no PEM private key (-----BEGIN PRIVATE KEY-----, RSA PRIVATE KEY \
+         or EC PRIVATE KEY)",
+        path.display()
+    )]
+    NoKey {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The key cannot be used with the certificate.
+    #[error("`key-file` {} does not fit `cert-file` {}: {why}", key.display(), cert.display())]
+    KeyMismatch {
+        /// The key file.
+        key: PathBuf,
+        /// The certificate file.
+        cert: PathBuf,
+        /// rustls' reason.
+        why: String,
+    },
+    /// `password-file` names a credential, but promd was not given any.
+    #[error(
+        "`password-file` = {name:?} names a systemd credential, but $CREDENTIALS_DIRECTORY is not \
+         set: give promd.service LoadCredential={name}:/PATH/TO/FILE, or write an absolute path"
+    )]
+    NoCredentials {
+        /// The credential's name.
+        name: String,
+    },
+    /// The password file is empty (or holds only a line break).
+    #[error("`password-file` {} is empty", path.display())]
+    EmptyPassword {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The password is not UTF-8 (etcd's API carries it as a string).
+    #[error("`password-file` {} is not UTF-8 text", path.display())]
+    PasswordNotText {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, SecretError> {
+    std::fs::read(path).map_err(|error| SecretError::Read {
+        key,
+        path: path.to_path_buf(),
+        error,
+    })
+}
+
+/// The certificates in a PEM file.
+fn certificates(
+    key: &'static str,
+    path: &Path,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, SecretError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, pem::Error>>()
+        .map_err(|e| SecretError::BadPem {
+            key,
+            path: path.to_path_buf(),
+            error: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(SecretError::NoCertificate {
+            key,
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(certs)
+}
+
+/// A PEM file of one or more certificates (`ca-file`, `cert-file`), as read.
+pub fn read_certificates(key: &'static str, path: &Path) -> Result<Vec<u8>, SecretError> {
+    let pem = read(key, path)?;
+    certificates(key, path, &pem)?;
+    Ok(pem)
+}
+
+fn encrypted(pem: &[u8]) -> bool {
+    let has = |needle: &[u8]| pem.windows(needle.len()).any(|w| w == needle);
+    has(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") || has(b"Proc-Type: 4,ENCRYPTED")
+}
+
+fn private_key(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, SecretError> {
+    if encrypted(pem) {
+        return Err(SecretError::EncryptedKey {
+            path: path.to_path_buf(),
+        });
+    }
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => SecretError::NoKey {
+            path: path.to_path_buf(),
+        },
+        other => SecretError::BadPem {
+            key: "key-file",
+            path: path.to_path_buf(),
+            error: other.to_string(),
+        },
+    })
+}
+
+/// A client certificate (`cert-file`) and its private key (`key-file`), as read, checked
+/// to belong together.
+pub fn read_identity(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), SecretError> {
+    let cert_pem = read("cert-file", cert)?;
+    let key_pem = read("key-file", key)?;
+    let chain = certificates("cert-file", cert, &cert_pem)?;
+    let der = private_key(key, &key_pem)?;
+    check_pair(cert, key, chain, der)?;
+    Ok((cert_pem, key_pem))
+}
+
+fn check_pair(
+    cert: &Path,
+    key: &Path,
+    chain: Vec<CertificateDer<'static>>,
+    der: PrivateKeyDer<'static>,
+) -> Result<(), SecretError> {
+    CertifiedKey::from_der(chain, der, &default_provider())
+        .map(|_| ())
+        .map_err(|e| SecretError::KeyMismatch {
+            key: key.to_path_buf(),
+            cert: cert.to_path_buf(),
+            why: match e {
+                rustls::Error::InconsistentKeys(_) => {
+                    "the key is not the certificate's (their public keys differ)".to_owned()
+                }
+                other => other.to_string(),
+            },
+        })
+}
+
+/// The password in `file`: its content less one final line break.
+pub fn read_password(
+    file: &PasswordFile,
+    credentials: Option<&Path>,
+) -> Result<Password, SecretError> {
+    let path = file.resolve(credentials)?;
+    let bytes = read("password-file", &path)?;
+    let mut text = String::from_utf8(bytes)
+        .map_err(|_| SecretError::PasswordNotText { path: path.clone() })?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    if text.is_empty() {
+        return Err(SecretError::EmptyPassword { path });
+    }
+    Ok(Password(text))
+}
+
+/// `$CREDENTIALS_DIRECTORY`, if systemd set it.
+pub fn credentials_directory() -> Option<PathBuf> {
+    std::env::var_os(CREDENTIALS_DIRECTORY)
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+}

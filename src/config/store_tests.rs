@@ -1,0 +1,638 @@
+//! Tests of `[store]` for a production etcd: endpoints as operators write them, TLS and
+//! authentication keys, the files they name, and what a reload makes of them.
+
+use std::path::Path;
+
+use rcgen::{CertificateParams, KeyPair};
+
+use super::*;
+
+/// Every problem of `text` as `LINE:COLUMN: message`, with `credentials` as
+/// `$CREDENTIALS_DIRECTORY`.
+fn problems_in(text: &str, credentials: Option<&Path>) -> Vec<String> {
+    match parse_in(
+        text,
+        "t.toml",
+        || Ok("n1".to_owned()),
+        credentials.map(Path::to_path_buf),
+    ) {
+        Ok(config) => panic!("expected errors, got {config:?}"),
+        Err(err) => err
+            .problems()
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}:{}: {}",
+                    p.line.unwrap_or(0),
+                    p.column.unwrap_or(0),
+                    p.message
+                )
+            })
+            .collect(),
+    }
+}
+
+fn problems(text: &str) -> Vec<String> {
+    problems_in(text, None)
+}
+
+fn store_in(text: &str, credentials: Option<&Path>) -> StoreConfig {
+    match parse_in(
+        text,
+        "t.toml",
+        || Ok("n1".to_owned()),
+        credentials.map(Path::to_path_buf),
+    ) {
+        Ok(config) => config.store,
+        Err(e) => panic!("{text}\n{e}"),
+    }
+}
+
+fn store(text: &str) -> StoreConfig {
+    store_in(text, None)
+}
+
+/// `[store]` of kind etcd with `endpoints` on line 3 (the first one at column 14), then
+/// `extra` from line 4 on.
+fn etcd(endpoints: &str, extra: &str) -> String {
+    format!("[store]\nkind = \"etcd\"\nendpoints = [{endpoints}]\n{extra}")
+}
+
+fn endpoints_of(store: &StoreConfig) -> Vec<String> {
+    match store {
+        StoreConfig::Etcd { endpoints, .. } => endpoints.clone(),
+        other => panic!("not etcd: {other:?}"),
+    }
+}
+
+fn tls_of(store: &StoreConfig) -> Option<TlsConfig> {
+    match store {
+        StoreConfig::Etcd { tls, .. } => tls.clone(),
+        other => panic!("not etcd: {other:?}"),
+    }
+}
+
+fn auth_of(store: &StoreConfig) -> Option<AuthConfig> {
+    match store {
+        StoreConfig::Etcd { auth, .. } => auth.clone(),
+        other => panic!("not etcd: {other:?}"),
+    }
+}
+
+/// PEM files in a temporary directory: a CA, a client certificate and its key, a key of
+/// another certificate, encrypted keys, and a file that holds no PEM.
+struct Files {
+    dir: tempfile::TempDir,
+}
+
+impl Files {
+    fn new() -> Files {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Files { dir };
+        let ca_key = KeyPair::generate().unwrap();
+        let ca = CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .self_signed(&ca_key)
+            .unwrap();
+        files.write("ca.pem", &ca.pem());
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["promd".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        files.write("client.pem", &cert.pem());
+        files.write("client-key.pem", &key.serialize_pem());
+        files.write(
+            "other-key.pem",
+            &KeyPair::generate().unwrap().serialize_pem(),
+        );
+        files.write(
+            "pkcs8-encrypted.pem",
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBXBgkqhkiG9w0BBQ0wSjApBgkqhkiG9w0BBQwwHAQI\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        );
+        files.write(
+            "legacy-encrypted.pem",
+            "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,0123456789ABCDEF0123456789ABCDEF\n\nAAAA\n-----END RSA PRIVATE KEY-----\n",
+        );
+        files.write("notes.txt", "not a certificate\n");
+        files.write("password", "s3cret\n");
+        files.write("empty-password", "\n");
+        files
+    }
+
+    fn write(&self, name: &str, content: &str) {
+        std::fs::write(self.path(name), content).unwrap();
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
+// --- endpoints -----------------------------------------------------------------------------
+
+#[test]
+fn endpoints_are_accepted_as_operators_write_them() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "http://etcd-1.example.com:2379",
+            "http://etcd-1.example.com:2379",
+        ),
+        ("http://10.0.0.1:2379/", "http://10.0.0.1:2379"),
+        ("http://[fd00::1]:2379", "http://[fd00::1]:2379"),
+        ("http://[FD00:0:0::1]:2379", "http://[fd00::1]:2379"),
+        ("etcd-1:2379", "http://etcd-1:2379"),
+        ("10.0.0.1:2379/", "http://10.0.0.1:2379"),
+        ("[::1]:65535", "http://[::1]:65535"),
+        ("https://etcd.example:1", "https://etcd.example:1"),
+    ];
+    for (written, url) in cases {
+        let found = endpoints_of(&store(&etcd(&format!("{written:?}"), "")));
+        assert_eq!(found, [url.to_string()], "{written}");
+    }
+}
+
+#[test]
+fn a_bare_endpoint_takes_https_from_the_tls_keys_or_its_neighbours() {
+    let files = Files::new();
+    let with_ca = etcd(
+        "\"etcd-1:2379\", \"10.0.0.2:2379\"",
+        &format!("ca-file = {:?}\n", files.path("ca.pem")),
+    );
+    assert_eq!(
+        endpoints_of(&store(&with_ca)),
+        ["https://etcd-1:2379", "https://10.0.0.2:2379"]
+    );
+    let beside_https = etcd("\"https://etcd-1:2379\", \"etcd-2:2379\"", "");
+    let found = store(&beside_https);
+    assert_eq!(
+        endpoints_of(&found),
+        ["https://etcd-1:2379", "https://etcd-2:2379"]
+    );
+    // https without TLS keys: the system's roots.
+    assert_eq!(tls_of(&found), Some(TlsConfig::default()));
+    assert_eq!(tls_of(&store(&etcd("\"etcd-1:2379\"", ""))), None);
+}
+
+#[test]
+fn every_other_endpoint_form_says_which_part_is_wrong() {
+    let cases: &[(&str, &str)] = &[
+        ("10.0.0.1", "no port: write 10.0.0.1:2379"),
+        ("http://etcd-1", "no port: write etcd-1:2379"),
+        ("http://etcd-1:", "no port after the `:`: write etcd-1:2379"),
+        ("http://a:0", "port 0 is not a port: use 1 to 65535"),
+        (
+            "http://a:65536",
+            "port 65536 is out of range: use 1 to 65535",
+        ),
+        (
+            "http://a:99999999999",
+            "port 99999999999 is out of range: use 1 to 65535",
+        ),
+        ("http://a:+1", "port \"+1\" is not a number"),
+        (
+            "http://a:2379/v3",
+            "\"/v3\" after the port: an endpoint is only [http(s)://]HOST:PORT",
+        ),
+        (
+            "http://a:2379//",
+            "\"/\" after the port: an endpoint is only [http(s)://]HOST:PORT",
+        ),
+        (
+            "http://[fe80::1%eth0]:2379",
+            "an IPv6 zone (%eth0) is not supported: use an address that needs no zone (not a \
+             link-local fe80:: one)",
+        ),
+        (
+            "fd00::1:2379",
+            "an IPv6 address must be written in brackets: write [fd00::1]:2379",
+        ),
+        (
+            "http://fd00::1",
+            "an IPv6 address must be written in brackets: write [fd00::1]:2379",
+        ),
+        ("http://[fd00::1]", "no port: write [fd00::1]:2379"),
+        ("http://[zz::1]:1", "[zz::1] is not an IPv6 address"),
+        (
+            "unix:///run/etcd.sock",
+            "unknown scheme \"unix://\": etcd endpoints are http:// or https://",
+        ),
+        (
+            "grpc://a:2379",
+            "unknown scheme \"grpc://\": etcd endpoints are http:// or https://",
+        ),
+        ("http://:2379", "no host: write HOST:PORT"),
+        ("", "no host: write HOST:PORT"),
+        (
+            "http://a b:1",
+            "host \"a b\" is not a DNS name or an IP address",
+        ),
+        (
+            "http://a_b:1",
+            "host \"a_b\" is not a DNS name or an IP address",
+        ),
+        (
+            "http://root@a:1",
+            "user information (USER@) in an endpoint is not supported: set `user` and \
+             `password-file` in [store]",
+        ),
+    ];
+    for (written, why) in cases {
+        let found = problems(&etcd(&format!("{written:?}"), ""));
+        assert_eq!(
+            found,
+            [format!("3:14: endpoint {written:?}: {why}")],
+            "{written}"
+        );
+    }
+}
+
+#[test]
+fn http_and_https_endpoints_do_not_mix() {
+    let found = problems(&etcd("\"http://a:1\", \"https://b:2\", \"c:3\"", ""));
+    assert_eq!(
+        found,
+        [
+            "3:28: endpoint \"https://b:2\" is https, but \"http://a:1\" (line 3, column 14) is \
+          http: every endpoint must use the same scheme"
+        ]
+    );
+}
+
+// --- TLS ---------------------------------------------------------------------------------------
+
+#[test]
+fn tls_keys_are_read() {
+    let f = Files::new();
+    let text = etcd(
+        "\"https://10.0.0.1:2379\"",
+        &format!(
+            "ca-file = {:?}\ncert-file = {:?}\nkey-file = {:?}\nserver-name = \"etcd.example\"\n",
+            f.path("ca.pem"),
+            f.path("client.pem"),
+            f.path("client-key.pem")
+        ),
+    );
+    assert_eq!(
+        tls_of(&store(&text)),
+        Some(TlsConfig {
+            ca_file: Some(f.path("ca.pem").into()),
+            client: Some(ClientCert {
+                cert_file: f.path("client.pem").into(),
+                key_file: f.path("client-key.pem").into(),
+            }),
+            server_name: Some("etcd.example".to_owned()),
+        })
+    );
+}
+
+#[test]
+fn tls_keys_with_an_http_endpoint_are_refused_at_the_endpoint() {
+    let f = Files::new();
+    let text = etcd(
+        "\"http://a:1\", \"b:2\"",
+        &format!("ca-file = {:?}\n", f.path("ca.pem")),
+    );
+    assert_eq!(
+        problems(&text),
+        [
+            "3:14: endpoint \"http://a:1\" is plain http, but `ca-file` (line 4) is a TLS setting: \
+          write \"https://a:1\", or remove the TLS keys"
+        ]
+    );
+    let named = etcd("\"http://a:1\"", "server-name = \"etcd\"\n");
+    assert_eq!(
+        problems(&named),
+        [
+            "3:14: endpoint \"http://a:1\" is plain http, but `server-name` (line 4) is a TLS \
+          setting: write \"https://a:1\", or remove the TLS keys"
+        ]
+    );
+}
+
+#[test]
+fn a_client_certificate_needs_its_key_and_the_key_its_certificate() {
+    let f = Files::new();
+    let cert = etcd(
+        "\"https://a:1\"",
+        &format!("cert-file = {:?}\n", f.path("client.pem")),
+    );
+    assert_eq!(
+        problems(&cert),
+        ["4:1: `cert-file` needs `key-file` too: the client certificate's private key"]
+    );
+    let key = etcd(
+        "\"https://a:1\"",
+        &format!("key-file = {:?}\n", f.path("client-key.pem")),
+    );
+    assert_eq!(
+        problems(&key),
+        ["4:1: `key-file` needs `cert-file` too: the client certificate it is the key of"]
+    );
+}
+
+#[test]
+fn unusable_tls_files_are_named_with_the_reason() {
+    let f = Files::new();
+    let tls = |ca: &str, cert: &str, key: &str| {
+        etcd(
+            "\"https://a:1\"",
+            &format!(
+                "ca-file = {:?}\ncert-file = {:?}\nkey-file = {:?}\n",
+                f.path(ca),
+                f.path(cert),
+                f.path(key)
+            ),
+        )
+    };
+    let missing = f.path("missing.pem");
+    assert_eq!(
+        problems(&tls("missing.pem", "client.pem", "client-key.pem")),
+        [format!(
+            "4:11: cannot read `ca-file` {missing}: No such file or directory (os error 2)"
+        )]
+    );
+    assert_eq!(
+        problems(&tls("notes.txt", "client.pem", "client-key.pem")),
+        [format!(
+            "4:11: `ca-file` {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            f.path("notes.txt")
+        )]
+    );
+    assert_eq!(
+        problems(&tls("ca.pem", "missing.pem", "client-key.pem")),
+        [format!(
+            "5:13: cannot read `cert-file` {missing}: No such file or directory (os error 2)"
+        )]
+    );
+    assert_eq!(
+        problems(&tls("ca.pem", "client-key.pem", "client-key.pem")),
+        [format!(
+            "5:13: `cert-file` {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            f.path("client-key.pem")
+        )]
+    );
+    for encrypted in ["pkcs8-encrypted.pem", "legacy-encrypted.pem"] {
+        assert_eq!(
+            problems(&tls("ca.pem", "client.pem", encrypted)),
+            [format!(
+                "6:12: `key-file` {} is an encrypted private key, and promd cannot ask for its \
+                 passphrase: store it decrypted (e.g. `openssl pkey -in KEY -out KEY.plain`), \
+                 readable only by root",
+                f.path(encrypted)
+            )]
+        );
+    }
+    assert_eq!(
+        problems(&tls("ca.pem", "client.pem", "client.pem")),
+        [format!(
+            "6:12: `key-file` {} holds no PEM private key (-----BEGIN PRIVATE KEY-----, RSA \
+             PRIVATE KEY or EC PRIVATE KEY)",
+            f.path("client.pem")
+        )]
+    );
+    assert_eq!(
+        problems(&tls("ca.pem", "client.pem", "other-key.pem")),
+        [format!(
+            "6:12: `key-file` {} does not fit `cert-file` {}: the key is not the certificate's \
+             (their public keys differ)",
+            f.path("other-key.pem"),
+            f.path("client.pem")
+        )]
+    );
+}
+
+#[test]
+fn tls_key_values_are_checked() {
+    assert_eq!(
+        problems(&etcd("\"https://a:1\"", "ca-file = \"ca.pem\"\n")),
+        ["4:11: `ca-file` = \"ca.pem\" must be an absolute path"]
+    );
+    assert_eq!(
+        problems(&etcd("\"https://a:1\"", "server-name = \"etcd one\"\n")),
+        ["4:15: `server-name` = \"etcd one\" is not a DNS name or an IP address"]
+    );
+    assert_eq!(
+        problems("[store]\npath = \"/srv\"\nca-file = \"/ca.pem\"\nuser = \"u\"\n"),
+        [
+            "3:1: `ca-file` only applies to kind = \"etcd\"; this [store] is kind = \"dir\"",
+            "4:1: `user` only applies to kind = \"etcd\"; this [store] is kind = \"dir\""
+        ]
+    );
+}
+
+// --- authentication --------------------------------------------------------------------------
+
+#[test]
+fn user_and_password_file_are_read() {
+    let f = Files::new();
+    let text = etcd(
+        "\"http://a:1\"",
+        &format!(
+            "user = \"promd\"\npassword-file = {:?}\n",
+            f.path("password")
+        ),
+    );
+    let auth = auth_of(&store(&text)).unwrap();
+    assert_eq!(auth.user, "promd");
+    assert_eq!(
+        auth.password_file,
+        PasswordFile::Path(f.path("password").into())
+    );
+    let password = read_password(&auth.password_file, None).unwrap();
+    assert_eq!(password.expose(), "s3cret", "without the line break");
+    assert_eq!(format!("{password:?}"), "Password(..)");
+}
+
+#[test]
+fn a_bare_password_file_is_a_systemd_credential() {
+    let f = Files::new();
+    let text = etcd(
+        "\"http://a:1\"",
+        "user = \"promd\"\npassword-file = \"password\"\n",
+    );
+    let credentials = f.dir.path();
+    let auth = auth_of(&store_in(&text, Some(credentials))).unwrap();
+    assert_eq!(
+        auth.password_file,
+        PasswordFile::Credential("password".to_owned())
+    );
+    let password = read_password(&auth.password_file, Some(credentials)).unwrap();
+    assert_eq!(password.expose(), "s3cret");
+    // Outside promd.service (check-config by hand) it cannot be read, and is not an error.
+    assert_eq!(auth_of(&store(&text)), Some(auth.clone()));
+    assert_eq!(
+        read_password(&auth.password_file, None)
+            .unwrap_err()
+            .to_string(),
+        "`password-file` = \"password\" names a systemd credential, but $CREDENTIALS_DIRECTORY \
+         is not set: give promd.service LoadCredential=password:/PATH/TO/FILE, or write an \
+         absolute path"
+    );
+    let missing = etcd(
+        "\"http://a:1\"",
+        "user = \"promd\"\npassword-file = \"etcd-password\"\n",
+    );
+    assert_eq!(
+        problems_in(&missing, Some(credentials)),
+        [format!(
+            "5:17: cannot read `password-file` {}: No such file or directory (os error 2)",
+            f.path("etcd-password")
+        )]
+    );
+}
+
+#[test]
+fn authentication_errors() {
+    let f = Files::new();
+    let auth = |extra: &str| problems(&etcd("\"http://a:1\"", extra));
+    assert_eq!(
+        auth("user = \"promd\"\n"),
+        ["4:1: `user` needs `password-file` too: the file that holds the user's password"]
+    );
+    assert_eq!(
+        auth(&format!("password-file = {:?}\n", f.path("password"))),
+        ["4:1: `password-file` needs `user` too: the etcd user whose password it holds"]
+    );
+    assert_eq!(
+        auth("user = \"promd\"\npassword-file = \"etc/promd/password\"\n"),
+        [
+            "5:17: `password-file` = \"etc/promd/password\" is neither an absolute path nor the \
+          name of a systemd credential (a name without `/`, as in LoadCredential=NAME:PATH)"
+        ]
+    );
+    assert_eq!(
+        auth(&format!(
+            "user = \"promd\"\npassword-file = {:?}\n",
+            f.path("missing")
+        )),
+        [format!(
+            "5:17: cannot read `password-file` {}: No such file or directory (os error 2)",
+            f.path("missing")
+        )]
+    );
+    assert_eq!(
+        auth(&format!(
+            "user = \"promd\"\npassword-file = {:?}\n",
+            f.path("empty-password")
+        )),
+        [format!(
+            "5:17: `password-file` {} is empty",
+            f.path("empty-password")
+        )]
+    );
+    assert_eq!(
+        auth(&format!(
+            "user = \"\"\npassword-file = {:?}\n",
+            f.path("password")
+        )),
+        [
+            "4:8: `user` = \"\" is not an etcd user name: it must not be empty or hold control \
+          characters"
+        ]
+    );
+}
+
+// --- what a running promd records ------------------------------------------------------------
+
+#[test]
+fn the_record_holds_the_password_file_never_the_password() {
+    let f = Files::new();
+    let text = format!(
+        "node = \"a\"\n{}",
+        etcd(
+            "\"https://a:1\"",
+            &format!(
+                "ca-file = {:?}\nuser = \"promd\"\npassword-file = {:?}\n",
+                f.path("ca.pem"),
+                f.path("password")
+            ),
+        )
+    );
+    let config = parse_in(&text, "t.toml", || Ok("a".to_owned()), None).unwrap();
+    let fixed = Fixed::of(&config);
+    let json = serde_json::to_string(&fixed).unwrap();
+    assert!(!json.contains("s3cret"), "{json}");
+    assert!(
+        json.contains(&format!("\"password_file\":{:?}", f.path("password"))),
+        "{json}"
+    );
+    assert_eq!(serde_json::from_str::<Fixed>(&json).unwrap(), fixed);
+}
+
+#[test]
+fn a_record_of_the_previous_version_reads_as_plain_etcd() {
+    let old = r#"{"node":"a","store":{"kind":"etcd","endpoints":["http://a:1"],
+        "connect_timeout":{"secs":2,"nanos":0},"prefix":"/promd"}}"#;
+    let fixed: Fixed = serde_json::from_str(old).unwrap();
+    assert_eq!(
+        fixed.store,
+        StoreConfig::Etcd {
+            endpoints: vec!["http://a:1".to_owned()],
+            connect_timeout: Duration::from_secs(2),
+            prefix: "/promd".to_owned(),
+            tls: None,
+            auth: None,
+        }
+    );
+}
+
+#[test]
+fn a_reload_that_changes_tls_or_the_user_needs_a_restart() {
+    let f = Files::new();
+    let before = format!("node = \"a\"\n{}", etcd("\"http://a:1\"", ""));
+    let after = format!(
+        "node = \"a\"\n{}",
+        etcd(
+            "\"a:1\"",
+            &format!(
+                "ca-file = {:?}\nuser = \"promd\"\npassword-file = {:?}\n",
+                f.path("ca.pem"),
+                f.path("password")
+            ),
+        )
+    );
+    let hostname = || Ok("a".to_owned());
+    let running = Fixed::of(&parse_in(&before, "old.toml", hostname, None).unwrap());
+    let new = parse_in(&after, "new.toml", hostname, None).unwrap();
+    let err = restart_needed(&running, &new, &after, "new.toml").unwrap();
+    let lines: Vec<String> = err.to_string().lines().map(str::to_owned).collect();
+    let hint = RESTART_HINT;
+    assert_eq!(
+        lines,
+        [
+            format!(
+                "new.toml:4:13: [store] endpoints = [\"https://a:1\"] but the running promd has \
+                 [\"http://a:1\"]: {hint}"
+            ),
+            format!(
+                "new.toml:5:11: [store] ca-file = {:?} but the running promd has none: {hint}",
+                f.path("ca.pem")
+            ),
+            format!(
+                "new.toml:6:8: [store] user = \"promd\" but the running promd has none: {hint}"
+            ),
+            format!(
+                "new.toml:7:17: [store] password-file = {:?} but the running promd has none: \
+                 {hint}",
+                f.path("password")
+            ),
+        ]
+    );
+    let back = restart_needed(
+        &Fixed::of(&new),
+        &running_config(&before),
+        &before,
+        "old.toml",
+    )
+    .unwrap()
+    .to_string();
+    assert!(
+        back.contains("[store] ca-file is not set but the running promd has"),
+        "{back}"
+    );
+}
+
+fn running_config(text: &str) -> Config {
+    parse_in(text, "old.toml", || Ok("a".to_owned()), None).unwrap()
+}
