@@ -12,7 +12,7 @@ use promd::running::{self, Found};
 use promd::runtime::{self, RUN_DIR, Runtime};
 use promd::store::Store;
 use promd::store::dir::DirStore;
-use promd::store::etcd::EtcdStore;
+use promd::store::etcd::{EtcdStore, EtcdTls, EtcdUser, PemFile};
 use promd::systemd::Systemd;
 
 /// EX_CONFIG: `RestartPreventExitStatus=` in promd.service keeps systemd from looping on it.
@@ -145,6 +145,21 @@ fn check(path: &Path, reload: bool, run_dir: &Path) -> ExitCode {
         )),
         Err(e) => not_compared(e.to_string()),
     }
+    if let StoreConfig::Etcd {
+        auth: Some(auth), ..
+    } = &cfg.store
+        && let config::PasswordFile::Credential(name) = &auth.password_file
+        && config::credentials_directory().is_none()
+    {
+        logging::stderr_lines(
+            Priority::Notice,
+            &format!(
+                "{origin}: note: `password-file` = {name:?} is a systemd credential, only \
+                 readable inside promd.service ($CREDENTIALS_DIRECTORY is not set here): not \
+                 checked; promd.service needs LoadCredential={name}:/PATH/TO/FILE"
+            ),
+        );
+    }
     println!(
         "{origin}: ok ({} group{})",
         cfg.groups.len(),
@@ -200,6 +215,13 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let store = match open_store(&config.store) {
+        Ok(store) => store,
+        Err(e) => {
+            logging::fatal(&format!("{e}\nrefusing to start: fix {}", path.display()));
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let mut notifier = Notifier::from_env();
     check_watchdog(&config, &mut notifier);
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -212,7 +234,7 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(serve(config, path.to_path_buf(), notifier)) {
+    match rt.block_on(serve(config, path.to_path_buf(), store, notifier)) {
         Ok(None) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
@@ -239,23 +261,70 @@ fn check_watchdog(config: &Config, notifier: &mut Notifier) {
     runtime::fit_watchdog(config, notifier);
 }
 
-async fn serve(
-    config: Config,
-    config_path: std::path::PathBuf,
-    notifier: Notifier,
-) -> anyhow::Result<Option<String>> {
-    let store: Box<dyn Store> = match &config.store {
+/// The store `[store]` describes, its files (certificates, key, password) read now.
+fn open_store(store: &StoreConfig) -> Result<Box<dyn Store>, config::SecretError> {
+    match store {
         StoreConfig::Etcd {
             endpoints,
             connect_timeout,
             prefix,
-        } => Box::new(EtcdStore::new(
-            endpoints.clone(),
-            *connect_timeout,
-            prefix.clone(),
-        )),
-        StoreConfig::Dir { path } => Box::new(DirStore::new(path.clone())),
-    };
+            tls,
+            auth,
+        } => {
+            let mut etcd = EtcdStore::new(endpoints.clone(), *connect_timeout, prefix.clone());
+            if let Some(tls) = tls {
+                let ca = match &tls.ca_file {
+                    Some(path) => Some(PemFile {
+                        path: path.clone(),
+                        pem: config::read_certificates("ca-file", path)?,
+                    }),
+                    None => None,
+                };
+                let client = match &tls.client {
+                    Some(client) => {
+                        let (cert, key) =
+                            config::read_identity(&client.cert_file, &client.key_file)?;
+                        Some((
+                            PemFile {
+                                path: client.cert_file.clone(),
+                                pem: cert,
+                            },
+                            PemFile {
+                                path: client.key_file.clone(),
+                                pem: key,
+                            },
+                        ))
+                    }
+                    None => None,
+                };
+                etcd = etcd.with_tls(EtcdTls {
+                    ca,
+                    client,
+                    server_name: tls.server_name.clone(),
+                });
+            }
+            if let Some(auth) = auth {
+                let password = config::read_password(
+                    &auth.password_file,
+                    config::credentials_directory().as_deref(),
+                )?;
+                etcd = etcd.with_user(EtcdUser {
+                    name: auth.user.clone(),
+                    password: password.expose().to_owned(),
+                });
+            }
+            Ok(Box::new(etcd))
+        }
+        StoreConfig::Dir { path } => Ok(Box::new(DirStore::new(path.clone()))),
+    }
+}
+
+async fn serve(
+    config: Config,
+    config_path: std::path::PathBuf,
+    store: Box<dyn Store>,
+    notifier: Notifier,
+) -> anyhow::Result<Option<String>> {
     let systemd = Systemd::connect()
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach systemd on the system bus: {e}"))?;
@@ -265,7 +334,12 @@ async fn serve(
         config.node,
         config.groups.len(),
         match &config.store {
-            StoreConfig::Etcd { endpoints, .. } => format!("etcd {}", endpoints.join(",")),
+            StoreConfig::Etcd {
+                endpoints, auth, ..
+            } => match auth {
+                Some(auth) => format!("etcd {} as user {}", endpoints.join(","), auth.user),
+                None => format!("etcd {}", endpoints.join(",")),
+            },
             StoreConfig::Dir { path } => format!("dir {}", path.display()),
         }
     );

@@ -78,6 +78,7 @@ fn etcd(c: &Config) -> (&[String], Duration, &str) {
             endpoints,
             connect_timeout,
             prefix,
+            ..
         } => (endpoints, *connect_timeout, prefix),
         other => panic!("not an etcd store: {other:?}"),
     }

@@ -12,6 +12,10 @@ use tracing::debug;
 
 use super::Keys;
 use super::ops::publish_member;
+use super::secure::{
+    EtcdTls, EtcdUser, Explained, Names, explain, explain_plain, explain_with, probe,
+    unexplained_transport_error,
+};
 use super::view::read_and_watch;
 use crate::store::HostId;
 use crate::store::error::{Cause, EndpointError, EtcdError};
@@ -22,6 +26,12 @@ use crate::store::record::MemberRecord;
 pub(super) struct Connector {
     pub(super) endpoints: Vec<String>,
     pub(super) connect_timeout: Duration,
+    /// TLS for `https://` endpoints.
+    pub(super) tls: Option<EtcdTls>,
+    /// The etcd user, if etcd wants one.
+    pub(super) user: Option<EtcdUser>,
+    /// What messages about a failed connection may name.
+    pub(super) names: Names,
     /// Timeout of every request once connected: one renew interval.
     pub(super) call_timeout: Duration,
     pub(super) ttl_secs: i64,
@@ -79,11 +89,11 @@ pub(super) async fn call<T>(
         Ok(Err(e)) if lease_gone(&e) => Err(CallError::LeaseGone),
         Ok(Err(e)) if denied(&e) => Err(CallError::Broken(EtcdError::Denied {
             call,
-            cause: Cause::new(e),
+            cause: Cause::new(explain_plain(e)),
         })),
         Ok(Err(e)) => Err(CallError::Broken(EtcdError::Failed {
             call,
-            cause: Cause::new(e),
+            cause: Cause::new(explain_plain(e)),
         })),
         Err(_) => Err(CallError::Broken(EtcdError::Timeout { call, after: limit })),
     }
@@ -120,6 +130,7 @@ async fn connect(cfg: &Connector, avoid: Option<&str>) -> Result<(Client, String
             let endpoint = order[next].clone();
             let options = options(cfg);
             let (leader_key, limit) = (cfg.keys.leader.clone(), cfg.connect_timeout);
+            let wording = Wording::of(cfg);
             let index = next;
             attempts.spawn(async move {
                 let attempt = async {
@@ -133,7 +144,7 @@ async fn connect(cfg: &Connector, avoid: Option<&str>) -> Result<(Client, String
                     Ok(Ok(client)) => Ok(client),
                     Ok(Err(e)) => Err(EndpointError::Failed {
                         endpoint: endpoint.clone(),
-                        cause: Cause::new(e),
+                        cause: Cause::new(wording.explain(&endpoint, e).await),
                     }),
                     Err(_) => Err(EndpointError::Silent {
                         endpoint: endpoint.clone(),
@@ -170,12 +181,52 @@ async fn connect(cfg: &Connector, avoid: Option<&str>) -> Result<(Client, String
     }
 }
 
-/// The client's options for one connection attempt. No per-request timeout: tonic would
-/// apply it to the streams too; every call carries its own.
+/// The client's options for one connection attempt: TLS, the user (its token refreshed when
+/// etcd says it expired: simple tokens expire after `--auth-token-ttl` without use, so a
+/// campaign after a quiet spell would fail), and a leader required of every answer. No
+/// per-request timeout: tonic would apply it to the streams too; every call carries its own.
 fn options(cfg: &Connector) -> ConnectOptions {
-    ConnectOptions::new()
+    let mut options = ConnectOptions::new()
         .with_connect_timeout(cfg.connect_timeout)
-        .with_require_leader(true)
+        .with_require_leader(true);
+    if let Some(tls) = &cfg.tls {
+        options = options.with_tls(tls.options());
+    }
+    if let Some(user) = &cfg.user {
+        options = options
+            .with_user(user.name.clone(), user.password.clone())
+            .with_auto_token_refresh(true);
+    }
+    options
+}
+
+/// What an attempt needs to word its failure (owned: attempts run as tasks of their own).
+struct Wording {
+    tls: Option<EtcdTls>,
+    names: Names,
+    limit: Duration,
+}
+
+impl Wording {
+    fn of(cfg: &Connector) -> Wording {
+        Wording {
+            tls: cfg.tls.clone(),
+            names: cfg.names.clone(),
+            limit: cfg.connect_timeout,
+        }
+    }
+
+    /// Why connecting to `endpoint` failed, in words. A TLS connection that etcd closed
+    /// without the client learning why is looked into with a handshake of promd's own.
+    async fn explain(&self, endpoint: &str, e: etcd_client::Error) -> Explained {
+        match &self.tls {
+            Some(tls) if unexplained_transport_error(&e) => {
+                let probed = probe(endpoint, tls, self.limit).await;
+                explain_with(e, &self.names, probed)
+            }
+            _ => explain(e, &self.names),
+        }
+    }
 }
 
 /// A connection with a live lease, a snapshot of the group and a watch from that snapshot.

@@ -33,8 +33,11 @@
 
 mod connect;
 mod ops;
+mod secure;
 mod task;
 mod view;
+
+pub use secure::{EtcdTls, EtcdUser, PemFile};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +48,7 @@ use super::queue::OpQueue;
 use super::report::Reporter;
 use super::{GroupId, GroupSession, GroupSpec, Store, StoreEvent};
 use connect::Connector;
+use secure::Names;
 use task::GroupTask;
 
 /// A store of groups in an etcd cluster (v3 API).
@@ -52,6 +56,8 @@ pub struct EtcdStore {
     endpoints: Vec<String>,
     connect_timeout: Duration,
     prefix: String,
+    tls: Option<EtcdTls>,
+    user: Option<EtcdUser>,
 }
 
 impl EtcdStore {
@@ -62,7 +68,21 @@ impl EtcdStore {
             endpoints,
             connect_timeout,
             prefix,
+            tls: None,
+            user: None,
         }
+    }
+
+    /// Talk TLS to the (`https://`) endpoints.
+    pub fn with_tls(mut self, tls: EtcdTls) -> EtcdStore {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Authenticate as `user`.
+    pub fn with_user(mut self, user: EtcdUser) -> EtcdStore {
+        self.user = Some(user);
+        self
     }
 }
 
@@ -78,6 +98,9 @@ impl Store for EtcdStore {
         let cfg = Arc::new(Connector {
             endpoints: self.endpoints.clone(),
             connect_timeout: self.connect_timeout,
+            tls: self.tls.clone(),
+            user: self.user.clone(),
+            names: Names::of(self.tls.as_ref(), self.user.as_ref()),
             call_timeout: renew,
             ttl_secs: ttl_secs(spec.lease),
             keys: Keys::new(&self.prefix, &spec.group, &spec.node),
