@@ -57,12 +57,13 @@ DBUS_INTERFACES := $(wildcard dbus/org.promd1.*.xml)
 
 # Integration tests that need no root: every tests/*.rs but the system tests (nspawn hosts,
 # as root: scripts/test.sh runs them), the model check (its own step, in release), and
-# etcd_store where there is no etcd binary to start its clusters with (store_contract then
-# runs its dir half only).
+# etcd_store and etcd_secure where there is no etcd binary to start their clusters with
+# (store_contract then runs its dir half only; etcd_secure also needs etcdctl, which the
+# etcd-client package installs with etcd).
 ALL_TESTS := $(basename $(notdir $(wildcard tests/*.rs)))
 ROOT_TESTS := $(filter system_% host_smoke,$(ALL_TESTS))
 HAVE_ETCD := $(shell command -v etcd >/dev/null 2>&1 && echo yes)
-ROOTLESS_TESTS := $(filter-out $(ROOT_TESTS) model_check $(if $(HAVE_ETCD),,etcd_store store_contract),$(ALL_TESTS))
+ROOTLESS_TESTS := $(filter-out $(ROOT_TESTS) model_check $(if $(HAVE_ETCD),,etcd_store etcd_secure store_contract),$(ALL_TESTS))
 
 .PHONY: all build install uninstall deb rpm lintian check check-man generate clean version
 
@@ -143,7 +144,7 @@ check:
 	    echo "model check: tests/model_check.rs does not exist yet, skipped"; \
 	fi
 	@$(MAKE) --no-print-directory check-man
-	@$(if $(HAVE_ETCD),,echo "note: no etcd binary on PATH, so tests/etcd_store.rs and the etcd half of tests/store_contract.rs did not run (scripts/deps.sh installs it)")
+	@$(if $(HAVE_ETCD),,echo "note: no etcd binary on PATH, so tests/etcd_store.rs, tests/etcd_secure.rs and the etcd halves of tests/store_contract.rs did not run (scripts/deps.sh installs it)")
 	@echo "make check: ok (the system tests need root: sudo scripts/test.sh)"
 
 # promctl's shell completions and man page are generated from its clap declaration by a unit

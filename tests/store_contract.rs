@@ -67,6 +67,7 @@ macro_rules! contract_tests {
 
 contract_tests!(etcd, crate::contract::etcd::Etcd);
 contract_tests!(dir, crate::contract::dir::Dir);
+contract_tests!(etcd_secure, crate::contract::etcd::EtcdSecure);
 
 fn maintenance(on: bool, by: &str) -> MaintenanceRecord {
     MaintenanceRecord {

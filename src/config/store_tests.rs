@@ -67,14 +67,14 @@ fn endpoints_of(store: &StoreConfig) -> Vec<String> {
 
 fn tls_of(store: &StoreConfig) -> Option<TlsConfig> {
     match store {
-        StoreConfig::Etcd { tls, .. } => tls.clone(),
+        StoreConfig::Etcd { tls, .. } => tls.as_deref().cloned(),
         other => panic!("not etcd: {other:?}"),
     }
 }
 
 fn auth_of(store: &StoreConfig) -> Option<AuthConfig> {
     match store {
-        StoreConfig::Etcd { auth, .. } => auth.clone(),
+        StoreConfig::Etcd { auth, .. } => auth.as_deref().cloned(),
         other => panic!("not etcd: {other:?}"),
     }
 }
@@ -635,4 +635,35 @@ fn a_reload_that_changes_tls_or_the_user_needs_a_restart() {
 
 fn running_config(text: &str) -> Config {
     parse_in(text, "old.toml", || Ok("a".to_owned()), None).unwrap()
+}
+
+/// The README's production example parses as written, given its files.
+#[test]
+fn the_readme_tls_and_rbac_example_is_valid() {
+    let readme = include_str!("../../README.md");
+    let block = readme
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split("```").next())
+        .find(|block| block.contains("ca-file"))
+        .expect("a TOML example with ca-file in the README");
+    let f = Files::new();
+    let ca = f.path("ca.pem");
+    let cert = f.path("client.pem");
+    let key = f.path("client-key.pem");
+    let text = block
+        .replace("/etc/promd/etcd-ca.pem", &ca)
+        .replace("/etc/promd/etcd-client.pem", &cert)
+        .replace("/etc/promd/etcd-client.key", &key);
+    f.write("etcd-password", "s3cret\n");
+    let store = store_in(&text, Some(f.dir.path()));
+    assert_eq!(endpoints_of(&store).len(), 3);
+    assert!(tls_of(&store).is_some_and(|t| t.client.is_some()));
+    let auth = auth_of(&store).unwrap();
+    assert_eq!(
+        read_password(&auth.password_file, Some(f.dir.path()))
+            .unwrap()
+            .expose(),
+        "s3cret"
+    );
 }

@@ -6,6 +6,12 @@
 //! test binaries can run clusters side by side. Dropping the value SIGKILLs every member this
 //! value started (by pid) and removes the data.
 //!
+//! [`EtcdCluster::start_with`] starts a cluster that serves clients over TLS (https on the
+//! same loopback addresses; peers stay http), optionally requiring client certificates, and
+//! with a short `--auth-token-ttl`; [`EtcdCluster::enable_auth`] and
+//! [`EtcdCluster::add_prefix_user`] turn etcd's authentication on and add an RBAC user, with
+//! etcdctl. Members are checked for health on a plain-http metrics listener of their own.
+//!
 //! The calls block the calling thread (`start` and `restart_member` until the member serves,
 //! a few seconds at most). In a `current_thread` tokio test that also stalls every task on the
 //! runtime for that long; call them before starting the code under test, or accept the stall.
@@ -27,9 +33,33 @@ const START_ATTEMPTS: usize = 3;
 
 static CLUSTERS: AtomicUsize = AtomicUsize::new(0);
 
+/// TLS for the client URLs: files every member reads.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// `--trusted-ca-file` and `--client-cert-auth`: clients need a certificate it signed.
+    pub client_ca: Option<PathBuf>,
+    /// What etcdctl (the test's admin) presents: the CA of the server certificate, and a
+    /// client certificate and key when `client_ca` is set.
+    pub admin_ca: PathBuf,
+    pub admin_cert: Option<(PathBuf, PathBuf)>,
+}
+
+/// How a cluster serves its clients.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub tls: Option<ServerTls>,
+    /// `--auth-token-ttl`, in seconds (etcd's default: 300).
+    pub auth_token_ttl: Option<u64>,
+}
+
 pub struct EtcdCluster {
     members: Vec<Member>,
     extra_ips: Vec<Ipv4Addr>,
+    options: Options,
+    /// root's password, once [`Self::enable_auth`] ran.
+    root_password: Option<String>,
     // Last: removed after the members are killed (fields drop in order, after `Drop::drop`).
     _dir: tempfile::TempDir,
 }
@@ -37,6 +67,8 @@ pub struct EtcdCluster {
 struct Member {
     dir: PathBuf,
     client_port: u16,
+    /// A plain-http listener for `/health` (`--listen-metrics-urls`), whatever the clients get.
+    metrics_port: u16,
     args: Vec<String>,
     child: Option<Child>,
 }
@@ -110,7 +142,7 @@ impl Member {
     }
 
     fn healthy(&self) -> bool {
-        http(self.client_port, "GET", "/health", "")
+        http(self.metrics_port, "GET", "/health", "")
             .is_some_and(|body| body.replace(' ', "").contains("\"health\":\"true\""))
     }
 }
@@ -161,10 +193,19 @@ impl EtcdCluster {
     /// Start `members` members, serving clients on 127.0.0.1 and on every `extra_listen_ips`
     /// (which must exist on this machine), and wait until every member is healthy.
     pub fn start(members: usize, extra_listen_ips: &[Ipv4Addr]) -> EtcdCluster {
+        Self::start_with(members, extra_listen_ips, &Options::default())
+    }
+
+    /// [`Self::start`], serving clients as `options` say.
+    pub fn start_with(
+        members: usize,
+        extra_listen_ips: &[Ipv4Addr],
+        options: &Options,
+    ) -> EtcdCluster {
         assert!(members > 0, "an etcd cluster needs at least one member");
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
-            match Self::try_start(members, extra_listen_ips) {
+            match Self::try_start(members, extra_listen_ips, options) {
                 Ok(cluster) => return cluster,
                 Err(e) => last = e,
             }
@@ -172,7 +213,11 @@ impl EtcdCluster {
         panic!("etcd cluster did not start ({START_ATTEMPTS} attempts):\n{last}");
     }
 
-    fn try_start(n: usize, extra_ips: &[Ipv4Addr]) -> Result<EtcdCluster, String> {
+    fn try_start(
+        n: usize,
+        extra_ips: &[Ipv4Addr],
+        options: &Options,
+    ) -> Result<EtcdCluster, String> {
         let dir = temp_root();
         let serial = CLUSTERS.fetch_add(1, Ordering::Relaxed);
         let nanos = SystemTime::now()
@@ -181,8 +226,14 @@ impl EtcdCluster {
             .unwrap_or(0);
         let id = format!("{}-{serial}", std::process::id());
         let token = format!("promd-test-{id}-{nanos}");
-        let ports = free_ports(2 * n);
-        let (client_ports, peer_ports) = ports.split_at(n);
+        let ports = free_ports(3 * n);
+        let (client_ports, rest) = ports.split_at(n);
+        let (peer_ports, metrics_ports) = rest.split_at(n);
+        let scheme = if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let name = |i: usize| format!("promd-{id}-m{i}");
         let initial_cluster = (0..n)
             .map(|i| format!("{}=http://127.0.0.1:{}", name(i), peer_ports[i]))
@@ -195,11 +246,11 @@ impl EtcdCluster {
             std::fs::create_dir_all(&member_dir).map_err(|e| e.to_string())?;
             let client_urls = std::iter::once(Ipv4Addr::LOCALHOST)
                 .chain(extra_ips.iter().copied())
-                .map(|ip| format!("http://{ip}:{}", client_ports[i]))
+                .map(|ip| format!("{scheme}://{ip}:{}", client_ports[i]))
                 .collect::<Vec<_>>()
                 .join(",");
             let peer_url = format!("http://127.0.0.1:{}", peer_ports[i]);
-            let args = vec![
+            let mut args = vec![
                 format!("--name={}", name(i)),
                 format!("--data-dir={}", member_dir.join("data").display()),
                 format!("--listen-client-urls={client_urls}"),
@@ -213,10 +264,26 @@ impl EtcdCluster {
                 "--election-timeout=1000".to_string(),
                 "--logger=zap".to_string(),
                 "--log-outputs=stderr".to_string(),
+                format!(
+                    "--listen-metrics-urls=http://127.0.0.1:{}",
+                    metrics_ports[i]
+                ),
             ];
+            if let Some(tls) = &options.tls {
+                args.push(format!("--cert-file={}", tls.cert.display()));
+                args.push(format!("--key-file={}", tls.key.display()));
+                if let Some(ca) = &tls.client_ca {
+                    args.push("--client-cert-auth".to_string());
+                    args.push(format!("--trusted-ca-file={}", ca.display()));
+                }
+            }
+            if let Some(ttl) = options.auth_token_ttl {
+                args.push(format!("--auth-token-ttl={ttl}"));
+            }
             members.push(Member {
                 dir: member_dir,
                 client_port: client_ports[i],
+                metrics_port: metrics_ports[i],
                 args,
                 child: None,
             });
@@ -224,6 +291,8 @@ impl EtcdCluster {
         let mut cluster = EtcdCluster {
             members,
             extra_ips: extra_ips.to_vec(),
+            options: options.clone(),
+            root_password: None,
             _dir: dir,
         };
         for m in &mut cluster.members {
@@ -268,12 +337,99 @@ impl EtcdCluster {
             .join("\n")
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     /// Client URLs on loopback, in member order.
     pub fn endpoints(&self) -> Vec<String> {
         self.members
             .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .map(|m| format!("{}://127.0.0.1:{}", self.scheme(), m.client_port))
             .collect()
+    }
+
+    /// Run etcdctl against the cluster as its admin (root, once authentication is on);
+    /// its output, or a panic with its error.
+    pub fn etcdctl(&self, args: &[&str]) -> String {
+        self.etcdctl_with_input(args, "")
+    }
+
+    /// [`Self::etcdctl`] with `input` on its standard input.
+    pub fn etcdctl_with_input(&self, args: &[&str], input: &str) -> String {
+        let mut command = Command::new("etcdctl");
+        command
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoints().join(",")))
+            .arg("--dial-timeout=5s")
+            .arg("--command-timeout=10s");
+        if let Some(tls) = &self.options.tls {
+            command.arg(format!("--cacert={}", tls.admin_ca.display()));
+            if let Some((cert, key)) = &tls.admin_cert {
+                command.arg(format!("--cert={}", cert.display()));
+                command.arg(format!("--key={}", key.display()));
+            }
+        }
+        if let Some(password) = &self.root_password {
+            command.arg(format!("--user=root:{password}"));
+        }
+        command
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run etcdctl: {e}"));
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input.as_bytes()).expect("etcdctl's input");
+        }
+        let out = child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("cannot wait for etcdctl: {e}"));
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Turn authentication on, with `root` having `root_password`.
+    pub fn enable_auth(&mut self, root_password: &str) {
+        self.etcdctl(&["user", "add", &format!("root:{root_password}")]);
+        self.etcdctl(&["auth", "enable"]);
+        self.root_password = Some(root_password.to_string());
+    }
+
+    /// A user whose one role may read and write the keys under `prefix` and nothing else
+    /// (`role grant-permission --prefix ROLE readwrite PREFIX`).
+    pub fn add_prefix_user(&self, user: &str, password: &str, prefix: &str) {
+        let role = format!("{user}-role");
+        self.etcdctl(&["role", "add", &role]);
+        self.etcdctl(&[
+            "role",
+            "grant-permission",
+            "--prefix=true",
+            &role,
+            "readwrite",
+            prefix,
+        ]);
+        self.etcdctl(&["user", "add", &format!("{user}:{password}")]);
+        self.etcdctl(&["user", "grant-role", user, &role]);
+    }
+
+    /// Give `user` a new password.
+    pub fn change_password(&self, user: &str, password: &str) {
+        self.etcdctl_with_input(
+            &["user", "passwd", user, "--interactive=false"],
+            &format!("{password}\n"),
+        );
     }
 
     /// Client URLs at one of the extra listen addresses, in member order.
@@ -285,7 +441,7 @@ impl EtcdCluster {
         );
         self.members
             .iter()
-            .map(|m| format!("http://{ip}:{}", m.client_port))
+            .map(|m| format!("{}://{ip}:{}", self.scheme(), m.client_port))
             .collect()
     }
 

@@ -7,14 +7,15 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::Client;
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use promd::store::Store;
-use promd::store::etcd::EtcdStore;
+use promd::store::etcd::{EtcdStore, EtcdTls, EtcdUser, PemFile};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::etcd_cluster::EtcdCluster;
+use super::etcd_cluster::{EtcdCluster, Options, ServerTls};
+use super::pki::{self, Pki};
 use super::{Backend, Key, Link, Raw, secs};
 
 /// The key prefix of every test group.
@@ -27,6 +28,64 @@ pub struct Etcd {
     /// A client of the test's own, for raw reads and writes.
     pub raw: Client,
     proxies: Vec<Proxy>,
+    /// TLS and the user the nodes' stores use, on a secure cluster.
+    secure: Option<(EtcdTls, EtcdUser)>,
+}
+
+/// The RBAC user of a secure cluster, limited to [`PREFIX`], and its password.
+pub const USER: &str = "promd";
+pub const PASSWORD: &str = "promd-secret";
+pub const ROOT_PASSWORD: &str = "root-secret";
+
+/// etcd's options for a cluster with TLS on the client URLs and client certificates
+/// required, all from `pki`.
+pub fn tls_options(pki: &Pki) -> Options {
+    Options {
+        tls: Some(ServerTls {
+            cert: pki.path(pki::SERVER),
+            key: pki.path(pki::SERVER_KEY),
+            client_ca: Some(pki.path(pki::CA)),
+            admin_ca: pki.path(pki::CA),
+            admin_cert: Some((pki.path(pki::CLIENT), pki.path(pki::CLIENT_KEY))),
+        }),
+        auth_token_ttl: None,
+    }
+}
+
+/// `name` of `pki`, as the store reads it.
+pub fn pem(pki: &Pki, name: &str) -> PemFile {
+    PemFile {
+        path: pki.path(name),
+        pem: pki.pem(name),
+    }
+}
+
+/// The store's TLS with `pki`'s CA and client certificate.
+pub fn client_tls(pki: &Pki) -> EtcdTls {
+    EtcdTls {
+        ca: Some(pem(pki, pki::CA)),
+        client: Some((pem(pki, pki::CLIENT), pem(pki, pki::CLIENT_KEY))),
+        server_name: None,
+    }
+}
+
+/// A client of the test's own on a TLS cluster with client certificates, as `user`.
+pub async fn raw_client(endpoints: Vec<String>, pki: &Pki, user: Option<(&str, &str)>) -> Client {
+    let tls = TlsOptions::new()
+        .ca_certificate(Certificate::from_pem(pki.pem(pki::CA)))
+        .identity(Identity::from_pem(
+            pki.pem(pki::CLIENT),
+            pki.pem(pki::CLIENT_KEY),
+        ));
+    let mut options = ConnectOptions::new().with_tls(tls);
+    if let Some((name, password)) = user {
+        options = options
+            .with_user(name, password)
+            .with_auto_token_refresh(true);
+    }
+    Client::connect(endpoints, Some(options))
+        .await
+        .expect("connect")
 }
 
 /// `PREFIX/GROUP/…`
@@ -59,6 +118,7 @@ impl Backend for Etcd {
             cluster,
             raw,
             proxies: Vec::new(),
+            secure: None,
         }
     }
 
@@ -66,7 +126,10 @@ impl Backend for Etcd {
         let endpoints = self.cluster.endpoints_via(SECOND_LOOPBACK);
         let upstream = &endpoints[self.proxies.len() % endpoints.len()];
         let proxy = Proxy::start(upstream).await;
-        let store = store(vec![proxy.endpoint()], secs(1.0));
+        let mut store = store(vec![proxy.endpoint()], secs(1.0));
+        if let Some((tls, user)) = &self.secure {
+            store = store.with_tls(tls.clone()).with_user(user.clone());
+        }
         self.proxies.push(proxy);
         (Arc::new(store), Link(self.proxies.len() - 1))
     }
@@ -112,10 +175,87 @@ impl Backend for Etcd {
     }
 }
 
+/// The contract's etcd with everything a production etcd has: TLS on the client URLs,
+/// client certificates required, authentication on with a short `--auth-token-ttl`, and the
+/// nodes connecting as an RBAC user whose one role may use only [`PREFIX`].
+pub struct EtcdSecure {
+    inner: Etcd,
+    _pki: Pki,
+}
+
+/// etcd's simple tokens expire after this many seconds without use; short, so that tokens
+/// expire during the tests.
+pub const TOKEN_TTL: u64 = 2;
+
+impl Backend for EtcdSecure {
+    const NAME: &'static str = "etcd (TLS, client certificates, RBAC user)";
+    const LEASE: Duration = Etcd::LEASE;
+    const PROMPT: Duration = Etcd::PROMPT;
+    const HANDOVER: Duration = Etcd::HANDOVER;
+    const UP: Duration = Etcd::UP;
+    const EXPIRY_SLACK: Duration = Etcd::EXPIRY_SLACK;
+
+    async fn start() -> EtcdSecure {
+        let pki = Pki::new();
+        let options = Options {
+            auth_token_ttl: Some(TOKEN_TTL),
+            ..tls_options(&pki)
+        };
+        let mut cluster = EtcdCluster::start_with(3, &[SECOND_LOOPBACK], &options);
+        cluster.enable_auth(ROOT_PASSWORD);
+        cluster.add_prefix_user(USER, PASSWORD, PREFIX);
+        let raw = raw_client(cluster.endpoints(), &pki, Some(("root", ROOT_PASSWORD))).await;
+        let user = EtcdUser {
+            name: USER.to_string(),
+            password: PASSWORD.to_string(),
+        };
+        let inner = Etcd {
+            cluster,
+            raw,
+            proxies: Vec::new(),
+            secure: Some((client_tls(&pki), user)),
+        };
+        EtcdSecure { inner, _pki: pki }
+    }
+
+    async fn link(&mut self) -> (Arc<dyn Store>, Link) {
+        self.inner.link().await
+    }
+
+    async fn cut(&mut self, link: Link) {
+        self.inner.cut(link).await
+    }
+
+    async fn heal(&mut self, link: Link) {
+        self.inner.heal(link).await
+    }
+
+    async fn put(&mut self, group: &str, k: Key<'_>, raw: Raw<'_>) -> u64 {
+        self.inner.put(group, k, raw).await
+    }
+
+    async fn get(&mut self, group: &str, k: Key<'_>) -> Option<Vec<u8>> {
+        self.inner.get(group, k).await
+    }
+
+    async fn delete(&mut self, group: &str, k: Key<'_>) {
+        self.inner.delete(group, k).await
+    }
+
+    async fn lease_of(&mut self, group: &str, node: &str) -> Option<String> {
+        self.inner.lease_of(group, node).await
+    }
+
+    async fn revoke(&mut self, group: &str, node: &str) {
+        self.inner.revoke(group, node).await
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // A TCP proxy in front of one etcd member, to cut a session off without touching etcd.
 
 pub struct Proxy {
+    scheme: String,
     addr: SocketAddr,
     frozen: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -123,10 +263,8 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start(upstream: &str) -> Proxy {
-        let upstream: SocketAddr = upstream
-            .trim_start_matches("http://")
-            .parse()
-            .expect("endpoint is ip:port");
+        let (scheme, address) = upstream.split_once("://").expect("a URL");
+        let upstream: SocketAddr = address.parse().expect("endpoint is ip:port");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
         let (frozen, rx) = watch::channel(false);
@@ -144,11 +282,18 @@ impl Proxy {
                 }
             }
         });
-        Proxy { addr, frozen, task }
+        Proxy {
+            scheme: scheme.to_string(),
+            addr,
+            frozen,
+            task,
+        }
     }
 
+    /// The proxy's URL on 127.0.0.1 (a name the test certificates hold), with the scheme
+    /// of the member behind it.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// A silent partition: connections stay open, nothing gets through either way, and new

@@ -11,6 +11,8 @@ pub mod node;
 
 #[path = "../etcd.rs"]
 pub mod etcd_cluster;
+#[path = "../pki.rs"]
+pub mod pki;
 #[path = "../records.rs"]
 pub mod records;
 
