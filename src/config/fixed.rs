@@ -184,17 +184,20 @@ fn store_changes(old: &StoreConfig, new: &StoreConfig) -> Vec<(&'static str, Set
                 Some(format!("{prefix:?}")),
                 Some(format!("{old_prefix:?}")),
             );
-            let ca = |t: &Option<TlsConfig>| t.as_ref()?.ca_file.as_ref().map(path);
-            let cert = |t: &Option<TlsConfig>| Some(path(&t.as_ref()?.client.as_ref()?.cert_file));
-            let key = |t: &Option<TlsConfig>| Some(path(&t.as_ref()?.client.as_ref()?.key_file));
-            let name =
-                |t: &Option<TlsConfig>| Some(format!("{:?}", t.as_ref()?.server_name.as_ref()?));
+            let ca = |t: &Option<Box<TlsConfig>>| t.as_ref()?.ca_file.as_ref().map(path);
+            let cert =
+                |t: &Option<Box<TlsConfig>>| Some(path(&t.as_ref()?.client.as_ref()?.cert_file));
+            let key =
+                |t: &Option<Box<TlsConfig>>| Some(path(&t.as_ref()?.client.as_ref()?.key_file));
+            let name = |t: &Option<Box<TlsConfig>>| {
+                Some(format!("{:?}", t.as_ref()?.server_name.as_ref()?))
+            };
             differ("ca-file", ca(tls), ca(old_tls));
             differ("cert-file", cert(tls), cert(old_tls));
             differ("key-file", key(tls), key(old_tls));
             differ("server-name", name(tls), name(old_tls));
-            let user = |a: &Option<AuthConfig>| Some(format!("{:?}", a.as_ref()?.user));
-            let file = |a: &Option<AuthConfig>| {
+            let user = |a: &Option<Box<AuthConfig>>| Some(format!("{:?}", a.as_ref()?.user));
+            let file = |a: &Option<Box<AuthConfig>>| {
                 Some(format!("{:?}", a.as_ref()?.password_file.to_string()))
             };
             differ("user", user(auth), user(old_auth));

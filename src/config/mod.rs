@@ -66,12 +66,13 @@ pub enum StoreConfig {
         /// `prefix` (default `/promd`): the key prefix, starting with `/` and not ending with
         /// one (unless it is `/`).
         prefix: String,
-        /// The TLS settings: `Some` exactly when the endpoints are `https://`.
+        /// The TLS settings: `Some` exactly when the endpoints are `https://`. (Boxed, as is
+        /// `auth`: a configuration travels in messages, which should stay small.)
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        tls: Option<TlsConfig>,
+        tls: Option<Box<TlsConfig>>,
         /// `user` and `password-file`, both or neither.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        auth: Option<AuthConfig>,
+        auth: Option<Box<AuthConfig>>,
     },
     /// `kind = "dir"`: one host, or hosts sharing a directory over NFS (docs/dir-store.md).
     Dir {

@@ -144,7 +144,7 @@ health-timeout = "9s"
             ],
             connect_timeout: Duration::from_millis(1500),
             prefix: "/".to_owned(),
-            tls: Some(TlsConfig::default()),
+            tls: Some(Box::default()),
             auth: None,
         }
     );

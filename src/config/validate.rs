@@ -375,13 +375,13 @@ impl Checker<'_> {
             );
         }
         let (endpoints, scheme) = self.endpoint_scheme(f);
-        let tls = (scheme == Scheme::Https).then(|| self.tls(f));
+        let tls = (scheme == Scheme::Https).then(|| Box::new(self.tls(f)));
         StoreConfig::Etcd {
             endpoints,
             connect_timeout: or_default(&f.connect_timeout, DEFAULT_CONNECT_TIMEOUT),
             prefix: or_default(&f.prefix, DEFAULT_PREFIX.to_owned()),
             tls,
-            auth: self.auth(f),
+            auth: self.auth(f).map(Box::new),
         }
     }
 
