@@ -252,6 +252,13 @@ pub fn read_identity(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), Secr
     Ok((cert_pem, key_pem))
 }
 
+/// The private key in `key` (`key-file`), as read.
+pub(super) fn read_private_key(key: &Path) -> Result<Vec<u8>, SecretError> {
+    let pem = read("key-file", key)?;
+    private_key(key, &pem)?;
+    Ok(pem)
+}
+
 fn check_pair(
     cert: &Path,
     key: &Path,

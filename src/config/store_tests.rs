@@ -667,3 +667,25 @@ fn the_readme_tls_and_rbac_example_is_valid() {
         "s3cret"
     );
 }
+
+#[test]
+fn a_broken_certificate_and_a_broken_key_are_both_reported() {
+    let f = Files::new();
+    let text = etcd(
+        "\"https://a:1\"",
+        &format!(
+            "ca-file = {:?}\ncert-file = {:?}\nkey-file = {:?}\n",
+            f.path("ca.pem"),
+            f.path("notes.txt"),
+            f.path("pkcs8-encrypted.pem")
+        ),
+    );
+    let found = problems(&text);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(found[0].starts_with("5:13: `cert-file` "), "{found:#?}");
+    assert!(found[1].starts_with("6:12: `key-file` "), "{found:#?}");
+    assert!(
+        found[1].contains("is an encrypted private key"),
+        "{found:#?}"
+    );
+}

@@ -461,18 +461,16 @@ impl Checker<'_> {
             }
             (Some(cert), Some(key)) => match (&cert.value, &key.value) {
                 (Some(cert_file), Some(key_file)) => {
-                    if let Err(e) = read_identity(cert_file, key_file) {
-                        let span = match &e {
-                            SecretError::Read {
-                                key: "cert-file", ..
-                            }
-                            | SecretError::NoCertificate { .. }
-                            | SecretError::BadPem {
-                                key: "cert-file", ..
-                            } => &cert.span,
-                            _ => &key.span,
-                        };
-                        self.error(span, e.to_string());
+                    // Each file on its own first, so that both are reported; then the pair.
+                    let cert_read = read_certificates("cert-file", cert_file)
+                        .map_err(|e| self.error(&cert.span, e.to_string()));
+                    let key_read = secure::read_private_key(key_file)
+                        .map_err(|e| self.error(&key.span, e.to_string()));
+                    if cert_read.is_ok()
+                        && key_read.is_ok()
+                        && let Err(e) = read_identity(cert_file, key_file)
+                    {
+                        self.error(&key.span, e.to_string());
                     }
                     Some(ClientCert {
                         cert_file: cert_file.clone(),
