@@ -47,6 +47,8 @@ macro_rules! contract_tests {
                 unreachable_at_start_is_down_until_reachable,
                 an_unreadable_leader_value_blocks_until_it_is_gone,
                 a_leader_value_of_a_later_version_is_refused_and_kept,
+                values_with_fields_a_newer_promd_added_are_read,
+                switchover_and_maintenance_of_a_later_version_are_refused_and_reported,
                 unreadable_member_records_are_reported_once_and_left_out,
                 an_unreadable_switchover_is_reported_and_ignored,
                 maintenance_outlives_the_session_that_set_it,
@@ -604,6 +606,89 @@ async fn a_leader_value_of_a_later_version_is_refused_and_kept<B: Backend>() {
         stored,
         "never overwritten"
     );
+}
+
+/// A rolling upgrade: values that a newer promd of the same format version wrote, with fields
+/// this promd does not know (in the records, and in the dir store's envelopes), are read for
+/// what they say, and none is reported corrupt (docs/store-format.md, rule 1).
+async fn values_with_fields_a_newer_promd_added_are_read<B: Backend>() {
+    let mut b = B::start().await;
+    let g = "upgrade";
+    let leader = br#"{"v":1,"node":"x","priority":5,"zone":"eu-1","since":[2026,12]}"#;
+    b.put(g, Key::Leader, Raw::Extended(leader)).await;
+    let mut y = serde_json::to_value(member("y")).expect("json");
+    y["zone"] = "eu-1".into();
+    y["weights"] = serde_json::json!({"cpu": 2, "io": null});
+    let y = serde_json::to_vec(&y).expect("json");
+    b.put(g, Key::Member("y"), Raw::Extended(&y)).await;
+    let switchover = br#"{"v":1,"to":"a","from":"y","why":"drain"}"#;
+    b.put(g, Key::Switchover, Raw::Extended(switchover)).await;
+    let on = br#"{"v":1,"on":true,"by":"y","until":"2026-12-02T00:00:00Z"}"#;
+    b.put(g, Key::Maintenance, Raw::Extended(on)).await;
+
+    let mut a = b.node(g, "a").await;
+    a.up(B::UP).await;
+    a.publish();
+    a.leader_where(SOON, "Leader(x)", |l| l.is_some_and(|l| l.node == "x"))
+        .await;
+    a.members_are(SOON, &["a", "y"]).await;
+    let y = a
+        .members()
+        .and_then(|m| m.iter().find(|r| r.node == "y").cloned());
+    assert_eq!(y, Some(member("y")), "what a newer promd's record says");
+    a.wait_for(
+        SOON,
+        "the newer switchover request",
+        |e| matches!(e, StoreEvent::Switchover(Some(s)) if s.to == "a" && s.from == "y"),
+    )
+    .await;
+    let (_, maintenance) = a.next_maintenance(SOON).await;
+    assert_eq!(maintenance, Some(self::maintenance(true, "y")));
+    // Unreadable values are reported before the view that leaves them out.
+    assert!(
+        a.corrupt().is_empty(),
+        "nothing is corrupt: {:?}",
+        a.corrupt()
+    );
+}
+
+/// A switchover request and a maintenance record of a later format version are reported with
+/// the version, and never trusted: the request is no request, maintenance reads as on (the
+/// safe reading), by nobody known (docs/store-format.md, rule 3).
+async fn switchover_and_maintenance_of_a_later_version_are_refused_and_reported<B: Backend>() {
+    let mut b = B::start().await;
+    let g = "later";
+    let switchover = br#"{"v":2,"to":"a","from":"y"}"#;
+    b.put(g, Key::Switchover, Raw::Record(switchover)).await;
+    let off = br#"{"v":2,"on":false,"by":"y"}"#;
+    b.put(g, Key::Maintenance, Raw::Record(off)).await;
+
+    let mut a = b.node(g, "a").await;
+    a.up(B::UP).await;
+    a.wait_for(SOON, "Switchover(None)", |e| {
+        *e == StoreEvent::Switchover(None)
+    })
+    .await;
+    let (_, maintenance) = a.next_maintenance(SOON).await;
+    assert_eq!(maintenance, Some(self::maintenance(true, UNREADABLE_NODE)));
+    // Reported before the view that leaves them out.
+    let corrupt = a.corrupt();
+    for key in [Key::Switchover, Key::Maintenance] {
+        let suffix = key.suffix(g);
+        let error = corrupt
+            .iter()
+            .find(|(k, _)| k.ends_with(&suffix))
+            .map(|(_, e)| *e);
+        assert_eq!(
+            error,
+            Some(&ValueError::Record(RecordError::Version(2))),
+            "{key:?}: {corrupt:?}"
+        );
+        assert_eq!(
+            error.map(ToString::to_string).unwrap_or_default(),
+            "format version 2 is not supported (this promd reads version 1)"
+        );
+    }
 }
 
 /// Unreadable, newer and mislabelled member records are left out of `Members`, each reported

@@ -7,6 +7,10 @@ use thiserror::Error;
 use crate::core::{Member, Role};
 
 /// The only format version this build writes and reads.
+///
+/// Every record accepts fields it does not know; a field may be added without a new version
+/// only if a promd that ignores it stays safe, else the version changes and older promd
+/// versions refuse the record (docs/store-format.md has the rule).
 pub const FORMAT_VERSION: u32 = 1;
 
 /// Why a stored value is not a record this promd trusts.

@@ -27,9 +27,9 @@ pub(super) struct Stored<'a, T> {
     pub(super) record: &'a T,
 }
 
-/// A [`Stored`] envelope as read; the record is decoded (and checked) on its own.
+/// A [`Stored`] envelope as read; the record is decoded (and checked) on its own. Fields it
+/// does not know (a newer promd's, same `v`) are ignored: docs/store-format.md.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct StoredIn {
     #[allow(dead_code)] // checked by `check_version` before this is parsed
     pub(super) v: u32,
@@ -47,18 +47,17 @@ pub(super) struct Durable<'a, T> {
     pub(super) record: &'a T,
 }
 
-/// A [`Durable`] envelope as read.
+/// A [`Durable`] envelope as read (unknown fields ignored, as in [`StoredIn`]).
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct DurableIn {
     #[allow(dead_code)] // checked by `check_version` before this is parsed
     pub(super) v: u32,
     pub(super) record: serde_json::Value,
 }
 
-/// The `term` file: the highest term ever handed out in the group.
+/// The `term` file: the highest term ever handed out in the group (unknown fields ignored, as
+/// in [`StoredIn`]).
 #[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct TermFile {
     pub(super) v: u32,
     pub(super) term: u64,
@@ -232,10 +231,6 @@ mod tests {
                 "session",
             ),
             (
-                format!(r#"{{"v":1,"session":"a","expires":1,"x":0,"record":{inner}}}"#),
-                "unknown field",
-            ),
-            (
                 r#"{"v":1,"session":"a","expires":1,"record":{"v":2,"node":"a"}}"#.to_string(),
                 "version 2",
             ),
@@ -248,6 +243,29 @@ mod tests {
                 .unwrap_or_default();
             assert!(error.contains(expected), "{text}: {error:?}");
         }
+    }
+
+    /// A newer promd may add fields to the envelopes and the term file without a new `v`:
+    /// this one reads what it knows and ignores the rest.
+    #[test]
+    fn a_newer_promds_envelope_fields_are_ignored() {
+        let inner = String::from_utf8(record::encode(&member("db-a"))).unwrap_or_default();
+        let text = format!(
+            r#"{{"v":1,"term":4,"session":"a","expires":9,"epoch":{{"x":[1]}},"record":{inner}}}"#
+        );
+        let entry = decode_entry::<MemberRecord>(text.as_bytes()).map_err(|e| e.to_string());
+        let entry = entry.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((entry.term, entry.expires), (Some(4), 9));
+        assert_eq!(entry.record, member("db-a"));
+        let by = r#"{"v":1,"on":true,"by":"db-a","why":"upgrade"}"#;
+        let durable = format!(r#"{{"v":1,"set":"2026-12-01","record":{by}}}"#);
+        let rec = decode_durable::<crate::store::record::MaintenanceRecord>(durable.as_bytes());
+        assert_eq!(rec.map(|r| (r.on, r.by)), Ok((true, "db-a".to_string())));
+        assert_eq!(decode_term(br#"{"v":1,"term":7,"epoch":3}"#), Ok(7));
+        assert_eq!(
+            decode_term(br#"{"v":2,"term":7}"#),
+            Err(RecordError::Version(2))
+        );
     }
 
     #[test]

@@ -86,11 +86,17 @@ impl Backend for Dir {
         let path = self.path(group, key);
         fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
         let counter = self.counter(group);
-        let bytes = match (raw, key) {
-            (Raw::Bytes(bytes), _) => bytes.to_vec(),
-            (Raw::Record(record), Key::Maintenance) => durable(record),
-            (Raw::Record(record), Key::Leader) => session_bound(Some(counter + 1), record),
-            (Raw::Record(record), _) => session_bound(None, record),
+        let (record, extra) = match raw {
+            Raw::Bytes(bytes) => (bytes, None),
+            Raw::Record(record) => (record, Some("")),
+            Raw::Extended(record) => (record, Some(NEWER_FIELD)),
+        };
+        let bytes = match (extra, key) {
+            // The term file has no envelope.
+            (None, _) | (_, Key::Term) => record.to_vec(),
+            (Some(extra), Key::Maintenance) => durable(record, extra),
+            (Some(extra), Key::Leader) => session_bound(Some(counter + 1), record, extra),
+            (Some(extra), _) => session_bound(None, record, extra),
         };
         fs::write(&path, bytes).expect("write");
         counter
@@ -121,19 +127,25 @@ impl Backend for Dir {
     }
 }
 
-/// `record` in the envelope of a file bound to no session (`maintenance`).
-fn durable(record: &[u8]) -> Vec<u8> {
+/// A field of an envelope that a newer promd of the same format version might add (with
+/// its comma).
+const NEWER_FIELD: &str = r#""added":{"by":"a newer promd","n":[1,2]},"#;
+
+/// `record` in the envelope of a file bound to no session (`maintenance`), with `extra`
+/// fields.
+fn durable(record: &[u8], extra: &str) -> Vec<u8> {
     let record = String::from_utf8_lossy(record);
-    format!(r#"{{"v":1,"record":{record}}}"#).into_bytes()
+    format!(r#"{{"v":1,{extra}"record":{record}}}"#).into_bytes()
 }
 
 /// `record` in the envelope of a file bound to a session that expires in a minute, with a
-/// term for a leader file.
-fn session_bound(term: Option<u64>, record: &[u8]) -> Vec<u8> {
+/// term for a leader file, and `extra` fields.
+fn session_bound(term: Option<u64>, record: &[u8], extra: &str) -> Vec<u8> {
     let record = String::from_utf8_lossy(record);
     let far = wall_us(SystemTime::now() + Duration::from_secs(60));
     let term = term.map(|t| format!(r#""term":{t},"#)).unwrap_or_default();
-    format!(r#"{{"v":1,{term}"session":"s1","expires":{far},"record":{record}}}"#).into_bytes()
+    format!(r#"{{"v":1,{term}"session":"s1",{extra}"expires":{far},"record":{record}}}"#)
+        .into_bytes()
 }
 
 /// `root`'s group directory.

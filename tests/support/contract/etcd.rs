@@ -143,7 +143,8 @@ impl Backend for Etcd {
     }
 
     async fn put(&mut self, group: &str, k: Key<'_>, raw: Raw<'_>) -> u64 {
-        let (Raw::Bytes(bytes) | Raw::Record(bytes)) = raw;
+        // etcd's values have no envelope.
+        let (Raw::Bytes(bytes) | Raw::Record(bytes) | Raw::Extended(bytes)) = raw;
         let key = key(group, k);
         self.raw.put(key.as_str(), bytes, None).await.expect("put");
         let got = self.raw.get(key.as_str(), None).await.expect("get");

@@ -42,6 +42,8 @@ pub enum Key<'a> {
     Member(&'a str),
     Switchover,
     Maintenance,
+    /// The highest term handed out: etcd's `term` key, the dir store's `term` file.
+    Term,
 }
 
 impl Key<'_> {
@@ -53,6 +55,7 @@ impl Key<'_> {
             Key::Member(node) => format!("/{group}/members/{node}"),
             Key::Switchover => format!("/{group}/switchover"),
             Key::Maintenance => format!("/{group}/maintenance"),
+            Key::Term => format!("/{group}/term"),
         }
     }
 }
@@ -66,6 +69,9 @@ pub enum Raw<'a> {
     /// (the dir store's: a session that expires in a minute; a leader file gets the term
     /// counter + 1).
     Record(&'a [u8]),
+    /// As [`Raw::Record`], as a newer promd of the same format version might write it: the
+    /// backend's envelope, if it has one, carries a field this promd does not know too.
+    Extended(&'a [u8]),
 }
 
 /// A store the contract suite runs against. Times are the backend's: tests derive their
