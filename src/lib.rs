@@ -24,4 +24,5 @@ pub mod running;
 pub mod runtime;
 pub mod store;
 pub mod systemd;
+pub mod termfloor;
 pub mod watch;

@@ -165,30 +165,6 @@ async fn a_leader_file_of_a_later_envelope_version_is_refused() {
     assert!(text.starts_with(r#"{"v":2"#));
 }
 
-/// The `term` file as a newer promd of the same format version may write it (a field this
-/// promd does not know) counts; one of a later version is reported and stops every campaign
-/// (no term could be trusted), and is never overwritten.
-#[tokio::test]
-async fn a_term_file_with_newer_fields_counts_and_one_of_a_later_version_stops_campaigns() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let group = group_dir(dir.path());
-    fs::create_dir(&group).expect("mkdir");
-    fs::write(group.join("term"), r#"{"v":1,"epoch":"x","term":41}"#).expect("write");
-    let mut a = published(dir.path(), &["a"]).await.remove(0);
-    let term = a.try_campaign().await.expect("won");
-    assert_eq!(term, 42, "the counter with a newer field counts");
-    a.release(term).await;
-    assert!(a.corrupt().is_empty(), "{:?}", a.corrupt());
-
-    let later = r#"{"v":2,"term":99}"#;
-    fs::write(group.join("term"), later).expect("write");
-    let error = a.corrupt_reported(SOON, "/web/term").await;
-    assert_eq!(error, ValueError::Record(RecordError::Version(2)));
-    assert_eq!(a.try_campaign().await, None, "no term can be trusted");
-    let text = fs::read_to_string(group.join("term")).expect("term");
-    assert_eq!(text, later, "never overwritten");
-}
-
 /// Temporary files (`.NODE.tmp`, as a crash mid-write leaves them) and files not named like
 /// nodes are neither members nor corrupt values.
 #[tokio::test]

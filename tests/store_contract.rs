@@ -36,6 +36,8 @@ macro_rules! contract_tests {
             contract_tests!(@tests $backend;
                 five_contenders_one_winner,
                 term_grows_with_every_change_of_leader,
+                a_campaign_with_a_floor_gets_a_term_above_it_and_the_store_keeps_it,
+                a_term_value_with_newer_fields_counts_and_one_of_a_later_version_stops_campaigns,
                 a_release_by_a_non_holder_keeps_the_key,
                 a_switchover_request_is_seen_and_cleared,
                 a_graceful_shutdown_hands_over_at_once,
@@ -153,6 +155,64 @@ async fn five_contenders_one_winner<B: Backend>() {
     for n in &mut nodes {
         n.leader_is(SOON, &winner, term).await;
     }
+}
+
+/// A campaign carries the campaigner's floor (the highest term it knows to have been handed
+/// out, which a store that lost its history no longer knows): the term it wins is above the
+/// floor, every node sees the key at that term, and the store's own sequence keeps it, so the
+/// next campaign, without a floor, gets a higher term still.
+async fn a_campaign_with_a_floor_gets_a_term_above_it_and_the_store_keeps_it<B: Backend>() {
+    let mut b = B::start().await;
+    let mut nodes = published(&mut b, "floor", &["a", "b"]).await;
+    nodes[0].campaign_above(5000);
+    let term = nodes[0].campaigned().await.expect("a vacant key is won");
+    assert!(term > 5000, "term {term} above the floor 5000");
+    for n in &mut nodes {
+        n.leader_is(SOON, "a", term).await;
+    }
+    nodes[0].release(term).await;
+    nodes[1].leader_none(SOON).await;
+    nodes[1].campaign_above(0);
+    let next = nodes[1].campaigned().await.expect("a vacant key is won");
+    assert!(next > term, "term {next} after {term}");
+    for n in &mut nodes {
+        n.leader_is(SOON, "b", next).await;
+    }
+    // The term is the store's, as written: etcd's `term` key, the dir store's `term` file.
+    let kept = b.get("floor", Key::Term).await.expect("the term is kept");
+    let kept: serde_json::Value = serde_json::from_slice(&kept).expect("json");
+    assert_eq!(
+        (kept["v"].as_u64(), kept["term"].as_u64()),
+        (Some(1), Some(next))
+    );
+}
+
+/// The store's term counter as a newer promd of the same format version may write it (with a
+/// field this promd does not know) counts; one of a later version is reported and stops every
+/// campaign (no term could be trusted), and is never overwritten.
+async fn a_term_value_with_newer_fields_counts_and_one_of_a_later_version_stops_campaigns<
+    B: Backend,
+>() {
+    let mut b = B::start().await;
+    let newer = br#"{"v":1,"epoch":{"n":3},"term":7000}"#;
+    b.put("counter", Key::Term, Raw::Record(newer)).await;
+    let mut a = published(&mut b, "counter", &["a"]).await.remove(0);
+    let term = a.try_campaign().await.expect("won");
+    assert!(term > 7000, "term {term} above the counter 7000");
+    a.release(term).await;
+    a.leader_none(SOON).await;
+    assert!(a.corrupt().is_empty(), "{:?}", a.corrupt());
+
+    let later = br#"{"v":2,"term":1}"#;
+    b.put("counter", Key::Term, Raw::Record(later)).await;
+    let error = a.corrupt_reported(SOON, &Key::Term.suffix("counter")).await;
+    assert_eq!(error, ValueError::Record(RecordError::Version(2)));
+    assert_eq!(a.try_campaign().await, None, "no term can be trusted");
+    assert_eq!(
+        b.get("counter", Key::Term).await.as_deref(),
+        Some(&later[..]),
+        "never overwritten"
+    );
 }
 
 /// The term grows with every change of leader, a held key refuses other campaigns, and a

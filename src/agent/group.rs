@@ -103,12 +103,35 @@ impl Agent {
         for action in actions {
             self.carry(id, action, now, out);
         }
+        self.keep_term(id, out);
+    }
+
+    /// Ask for the group's term to be kept on disk if it grew past what was kept: before a
+    /// unit is handed it, and whenever the machine learns of a higher one (so that a restart,
+    /// and a campaign after the store lost its history, start from it).
+    fn keep_term(&mut self, id: GroupId, out: &mut Vec<Output>) {
+        let Some(g) = self.groups.get(&id) else {
+            return;
+        };
+        let term = g.machine.term();
+        let kept = self.kept_terms.entry(g.cfg.name.clone()).or_insert(0);
+        if term > *kept {
+            *kept = term;
+            out.push(Output::KeepTerm {
+                group: g.cfg.name.clone(),
+                term,
+            });
+        }
     }
 
     /// One machine action as driver work (and what the journal says of it).
     fn carry(&mut self, id: GroupId, action: Action, now: Now, out: &mut Vec<Output>) {
         let host = self.host.as_ref().map(|h| h.as_str().to_string());
         let node = self.node.clone();
+        // The term is kept on disk before the units are handed it.
+        if matches!(action, Action::Start(Job::StartActive, _)) {
+            self.keep_term(id, out);
+        }
         let Some(g) = self.groups.get_mut(&id) else {
             return;
         };
@@ -152,12 +175,16 @@ impl Agent {
                 let known = g.closure.clone();
                 out.push(Output::Kill { id, known });
             }
-            Action::Campaign => out.push(store(StoreCommand::Campaign(LeaderRecord {
-                v: FORMAT_VERSION,
-                node,
-                priority: g.cfg.priority,
-                host,
-            }))),
+            Action::Campaign { floor } => out.push(store(StoreCommand::Campaign {
+                record: LeaderRecord {
+                    v: FORMAT_VERSION,
+                    node,
+                    priority: g.cfg.priority,
+                    host,
+                    term: None,
+                },
+                floor,
+            })),
             Action::Release { term } => out.push(store(StoreCommand::Release { term })),
             Action::Publish(m) => {
                 out.push(store(StoreCommand::Publish(MemberRecord::of(m, host))));

@@ -151,6 +151,9 @@ pub struct Settings {
     pub origin: Instant,
     /// CLOCK_REALTIME µs now: the start-up groups' D-Bus `Since` until their first role change.
     pub wall_usec: u64,
+    /// The highest term this host kept on disk for each group, by name, from earlier runs
+    /// ([`crate::termfloor`]): each group's machine starts from it.
+    pub term_floors: BTreeMap<String, u64>,
 }
 
 /// The multi-group agent. See the module documentation.
@@ -177,6 +180,10 @@ pub struct Agent {
     refused: Option<String>,
     /// `STATUS=` as last sent.
     last_status: String,
+    /// The highest term of each group (by name) asked to be kept on disk
+    /// ([`Output::KeepTerm`]), or loaded from it: a machine of the group (a reload's new one
+    /// too) starts from it.
+    kept_terms: BTreeMap<String, u64>,
 }
 
 impl Agent {
@@ -198,6 +205,7 @@ impl Agent {
             stopping: false,
             refused: None,
             last_status: String::new(),
+            kept_terms: s.term_floors,
         };
         for cfg in s.config.groups {
             agent.insert_group(cfg, s.wall_usec);
@@ -302,7 +310,8 @@ impl Agent {
         let id = GroupId(self.next_id);
         self.next_id = self.next_id.saturating_add(1);
         self.longest_lease = self.longest_lease.max(cfg.lease);
-        let machine = GroupMachine::new(params(&self.node, &cfg, self.watchdog));
+        let floor = self.kept_terms.get(&cfg.name).copied().unwrap_or(0);
+        let machine = GroupMachine::new(params(&self.node, &cfg, self.watchdog, floor));
         self.groups.insert(
             id,
             Group {
@@ -378,7 +387,7 @@ fn store_stall_limit(lease: Duration) -> Duration {
     (lease / 3 * 3).max(Duration::from_secs(5))
 }
 
-fn params(node: &str, cfg: &GroupConfig, watchdog: Option<Duration>) -> GroupParams {
+fn params(node: &str, cfg: &GroupConfig, watchdog: Option<Duration>, floor: u64) -> GroupParams {
     GroupParams {
         node: node.to_string(),
         timing: Timing::new(cfg.lease).with_watchdog(watchdog.unwrap_or_default()),
@@ -390,6 +399,7 @@ fn params(node: &str, cfg: &GroupConfig, watchdog: Option<Duration>) -> GroupPar
         max_restarts: cfg.max_restarts,
         restart_window: cfg.restart_window,
         restart_backoff: cfg.restart_backoff,
+        term_floor: floor,
     }
 }
 

@@ -40,6 +40,15 @@ pub enum Output {
     /// Abort the group's work in flight that the next job or kill supersedes (the core's
     /// rule, [`crate::core::Action::cancels`]); always comes right before that job or kill.
     Cancel(GroupId, Cancels),
+    /// Keep `term` on disk as the group's floor ([`crate::termfloor`]): the highest term this
+    /// host has seen or handed out in it. Comes before any [`Output::Job`] that hands the
+    /// units a term (the runtime also refuses such a start unless the term is kept).
+    KeepTerm {
+        /// The group's name.
+        group: String,
+        /// The term.
+        term: u64,
+    },
     /// Run a systemd job for the group; its result comes back as [`super::Input::Job`].
     Job(GroupId, JobOrder),
     /// SIGKILL whatever of the group's active units still runs: `known` (the closure as last

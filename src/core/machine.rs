@@ -111,8 +111,12 @@ pub struct GroupMachine {
     /// The term last reported in a role change: the fencing token the units saw.
     term: u64,
     /// The newest term of any leader key this node has seen held (by anyone) or won, kept
-    /// when the key goes: [`Self::term`], and so the term in its member record.
+    /// when the key goes, and never below [`GroupParams::term_floor`]: [`Self::term`], and so
+    /// the term in its member record.
     key_term_seen: u64,
+    /// The floor the campaign in flight (or the last one) carried: the store promised a term
+    /// above it, and a win at or below it is not used.
+    campaign_floor: u64,
     /// The time of the last step: every deadline up to it has been handled.
     stepped_at: Mono,
 }
@@ -121,7 +125,6 @@ impl GroupMachine {
     /// A machine for a node that has just started; `handle` it events from now on.
     pub fn new(p: GroupParams) -> GroupMachine {
         GroupMachine {
-            p,
             role: Role::Starting,
             store_up: false,
             unread: Unread::ALL,
@@ -144,8 +147,10 @@ impl GroupMachine {
             published: None,
             timers: Timers::default(),
             term: 0,
-            key_term_seen: 0,
+            key_term_seen: p.term_floor,
+            campaign_floor: 0,
             stepped_at: Mono::ZERO,
+            p,
         }
     }
 
@@ -165,7 +170,8 @@ impl GroupMachine {
     }
 
     /// The newest term this node knows of: of any leader key it has seen or won (also once
-    /// the key is gone), or the last one it acted on.
+    /// the key is gone), or the last one it acted on; never below
+    /// [`GroupParams::term_floor`].
     pub fn term(&self) -> u64 {
         self.key_term_seen.max(self.term)
     }
@@ -279,14 +285,16 @@ impl GroupMachine {
             }
             Event::Leader(leader) => {
                 self.unread.read(Fact::Leader);
+                self.note_key_below_floor(leader.as_ref(), out);
                 self.key_read(leader, now);
             }
             Event::Members(members) => {
                 self.unread.read(Fact::Members);
                 self.members = members;
+                self.republish_if_behind();
             }
             Event::Switchover(to) => self.switchover_to = to,
-            Event::Campaigned(result) => self.key_campaigned(result, now),
+            Event::Campaigned(result) => self.key_campaigned(result, now, out),
             Event::Released => self.key_released(now),
             Event::Job { job, ok } => {
                 if self.job != Some(job) {
@@ -407,6 +415,22 @@ impl GroupMachine {
         if self.published.as_ref() != Some(&me) {
             self.published = Some(me.clone());
             out.push(Action::Publish(me));
+        }
+    }
+
+    /// The store shows this node's record at a lower term than the one last published (a
+    /// store restored from an older snapshot, say): write it again, so that campaigners
+    /// count the term this node knows in their floor.
+    fn republish_if_behind(&mut self) {
+        let Some(term) = self.published.as_ref().and_then(|m| m.term) else {
+            return;
+        };
+        let behind = self
+            .members
+            .iter()
+            .any(|m| m.node == self.p.node && m.term.is_none_or(|t| t < term));
+        if behind {
+            self.published = None;
         }
     }
 

@@ -16,7 +16,12 @@ fn params(node: &str) -> GroupParams {
         max_restarts: 3,
         restart_window: Duration::from_secs(300),
         restart_backoff: Duration::from_secs(1),
+        term_floor: 0,
     }
+}
+
+fn is_campaign(a: &Action) -> bool {
+    matches!(a, Action::Campaign { .. })
 }
 
 fn member(node: &str, priority: i32, eligible: bool, role: Role) -> Member {
@@ -200,7 +205,7 @@ fn start_up_stops_leftover_units_then_starts_passive_target() {
     // Without the store it publishes itself as not eligible and never campaigns.
     assert!(!t.published().eligible);
     assert_eq!(t.published().role, Role::Passive);
-    assert!(!a.contains(&Action::Campaign));
+    assert!(!a.iter().any(is_campaign));
     assert_eq!(t.advance(60_000), vec![]);
 }
 
@@ -223,7 +228,7 @@ fn best_candidate_campaigns_at_once_and_promotes_on_win() {
     let mut t = T::passive(params("a"), None);
     // Became eligible with the key vacant: campaign now.
     let a = t.ev(Event::Members(vec![member("b", 100, true, Role::Passive)]));
-    assert!(a.contains(&Action::Campaign) || t.m.campaigning(), "{a:?}");
+    assert!(a.iter().any(is_campaign) || t.m.campaigning(), "{a:?}");
     let a = t.win(42);
     assert!(has_role_change(&a, Role::Passive, Role::Promoting));
     assert!(a.contains(&Action::Start(Job::StartActive, Some(42))));
@@ -254,12 +259,12 @@ fn lower_ranked_candidates_wait_one_grace_period_per_rank() {
         // The old holder released the key: its record no longer claims the role.
         member("x", 100, false, Role::Passive),
     ]));
-    assert!(!t.ev(Event::Leader(None)).contains(&Action::Campaign));
+    assert!(!t.ev(Event::Leader(None)).iter().any(is_campaign));
     assert_eq!(t.m.next_deadline(), Some(t.now + grace * 2));
     let just_before = grace.as_millis() as u64 * 2 - 1;
     t.renew();
-    assert!(!t.advance(just_before).contains(&Action::Campaign));
-    assert!(t.advance(1).contains(&Action::Campaign));
+    assert!(!t.advance(just_before).iter().any(is_campaign));
+    assert!(t.advance(1).iter().any(is_campaign));
 }
 
 /// The campaign found it (seed 1, `etcdctl del` of the leader key): the best standby saw the
@@ -272,15 +277,15 @@ fn a_key_deleted_under_a_live_holder_waits_until_the_holder_stands_down() {
     t.ev(Event::Members(vec![member("x", 100, true, Role::Active)]));
     // Deleted by hand: the key is gone, the holder's record (and lease) still live.
     let a = t.ev(Event::Leader(None));
-    assert!(!a.contains(&Action::Campaign), "{a:?}");
+    assert!(!a.iter().any(is_campaign), "{a:?}");
     t.renew();
-    assert!(!t.advance(1_000).contains(&Action::Campaign));
+    assert!(!t.advance(1_000).iter().any(is_campaign));
     // The holder kills its units and says so...
     let a = t.ev(Event::Members(vec![member("x", 100, true, Role::Demoting)]));
-    assert!(!a.contains(&Action::Campaign), "{a:?}");
+    assert!(!a.iter().any(is_campaign), "{a:?}");
     // ... and once they are down it is passive: now the best standby goes at once.
     let a = t.ev(Event::Members(vec![member("x", 100, true, Role::Passive)]));
-    assert!(a.contains(&Action::Campaign), "{a:?}");
+    assert!(a.iter().any(is_campaign), "{a:?}");
 }
 
 #[test]
@@ -290,7 +295,7 @@ fn a_key_whose_holder_is_gone_with_its_lease_is_campaigned_for_at_once() {
     // Expired: key and record go together (one lease).
     t.ev(Event::Members(vec![]));
     let a = t.ev(Event::Leader(None));
-    assert!(a.contains(&Action::Campaign), "{a:?}");
+    assert!(a.iter().any(is_campaign), "{a:?}");
 }
 
 #[test]
@@ -300,7 +305,7 @@ fn a_lost_campaign_waits_for_the_winner() {
     assert!(t.m.campaigning());
     let a = t.ev(Event::Campaigned(None));
     assert!(
-        !a.contains(&Action::Campaign),
+        !a.iter().any(is_campaign),
         "no immediate retry: the watch shows the winner"
     );
     let a = t.ev(Event::Leader(Some(("b".into(), 7))));
@@ -513,12 +518,12 @@ fn a_failed_start_demotes_and_stays_failed_for_the_cooldown() {
     for _ in 0..599 {
         t.renew();
         let a = t.advance(1000);
-        assert!(!a.contains(&Action::Campaign));
+        assert!(!a.iter().any(is_campaign));
     }
     t.renew();
     let a = t.advance(1000);
     assert!(has_role_change(&a, Role::Failed, Role::Passive), "{a:?}");
-    assert!(a.contains(&Action::Campaign));
+    assert!(a.iter().any(is_campaign));
 }
 
 #[test]
@@ -543,7 +548,7 @@ fn switchover_to_an_eligible_member_hands_over_cleanly() {
     t.ev(Event::Released);
     assert_eq!(t.m.role(), Role::Passive);
     // The old active does not campaign against the target.
-    assert!(!t.ev(Event::Leader(None)).contains(&Action::Campaign));
+    assert!(!t.ev(Event::Leader(None)).iter().any(is_campaign));
 }
 
 #[test]
@@ -561,7 +566,7 @@ fn switchover_target_campaigns_first_and_clears_the_request() {
     t.ev(Event::Members(vec![member("b", 500, true, Role::Passive)]));
     t.ev(Event::Switchover(Some("z".into())));
     assert!(
-        t.ev(Event::Leader(None)).contains(&Action::Campaign),
+        t.ev(Event::Leader(None)).iter().any(is_campaign),
         "the target goes first"
     );
     let a = t.win(6);
@@ -630,10 +635,7 @@ fn a_restarted_node_releases_its_stale_key_and_lets_others_go_first() {
     assert!(!t.published().eligible, "defers");
     t.ev(Event::Released);
     let a = t.ev(Event::Leader(None));
-    assert!(
-        !a.contains(&Action::Campaign),
-        "b (ranked below us) goes first"
-    );
+    assert!(!a.iter().any(is_campaign), "b (ranked below us) goes first");
     assert_eq!(
         t.m.next_deadline(),
         Some(t.now + Timing::new(LEASE).grace())
@@ -650,7 +652,7 @@ fn a_node_outside_the_configured_members_never_campaigns() {
     let mut t = T::passive(p, None);
     for _ in 0..20 {
         t.renew();
-        assert!(!t.advance(500).contains(&Action::Campaign));
+        assert!(!t.advance(500).iter().any(is_campaign));
     }
     assert!(!t.m.is_eligible(t.now));
 }
@@ -670,7 +672,7 @@ fn a_failed_passive_target_makes_the_node_ineligible() {
         ok: false,
     });
     assert!(!t.published().eligible && !t.published().healthy);
-    assert!(!a.contains(&Action::Campaign));
+    assert!(!a.iter().any(is_campaign));
 }
 
 #[test]
@@ -832,7 +834,7 @@ fn simulate(seed: u64, steps: usize) -> Coverage {
                         j.0 = t.now + Duration::from_millis(5);
                     }
                 }
-                Action::Campaign => {
+                Action::Campaign { .. } => {
                     let at = t.now + Duration::from_millis(rng.below(50));
                     let won =
                         link_up && key.is_none() && my_lease_expiry.is_some_and(|e| e > t.now);
@@ -1026,9 +1028,9 @@ fn a_restarted_node_defers_even_when_passive_before_the_store_is_up() {
     t.ev(Event::Switchover(None));
     t.ev(Event::Maintenance(false));
     let a = t.ev(Event::Released);
-    assert!(!a.contains(&Action::Campaign), "{a:?}");
+    assert!(!a.iter().any(is_campaign), "{a:?}");
     let a = t.ev(Event::Leader(None));
-    assert!(!a.contains(&Action::Campaign), "{a:?}");
+    assert!(!a.iter().any(is_campaign), "{a:?}");
     assert_eq!(
         t.m.next_deadline(),
         Some(t.now + Timing::new(LEASE).grace() * 2)
@@ -1059,7 +1061,7 @@ fn promote_on_a_passive_node_asks_for_a_switchover_and_goes_first() {
         member("a", 100, false, Role::Passive),
         member("b", 900, true, Role::Passive),
     ]));
-    assert!(t.ev(Event::Leader(None)).contains(&Action::Campaign));
+    assert!(t.ev(Event::Leader(None)).iter().any(is_campaign));
     let a = t.win(6);
     assert!(a.contains(&Action::ClearSwitchover));
     assert!(a.contains(&Action::Start(Job::StartActive, Some(6))));
@@ -1155,14 +1157,14 @@ fn maintenance_stops_elections_switchovers_and_requests_but_not_the_fence() {
     // A vacant key is not taken while maintenance is on; it is once it is off.
     let mut t = T::passive(params("a"), Some(("b", 5)));
     t.ev(Event::Maintenance(true));
-    assert!(!t.ev(Event::Leader(None)).contains(&Action::Campaign));
+    assert!(!t.ev(Event::Leader(None)).iter().any(is_campaign));
     t.renew();
-    assert!(!t.advance(1000).contains(&Action::Campaign));
+    assert!(!t.advance(1000).iter().any(is_campaign));
     assert!(matches!(
         t.m.request(Request::Promote, t.now),
         Err(Refusal::Maintenance)
     ));
-    assert!(t.ev(Event::Maintenance(false)).contains(&Action::Campaign));
+    assert!(t.ev(Event::Maintenance(false)).iter().any(is_campaign));
 
     // The active node ignores a switchover request and refuses to demote...
     let mut t = T::active(params("a"), 5);
@@ -1355,7 +1357,7 @@ fn a_failing_health_check_counts_on_the_active_node_and_disqualifies_a_passive_o
     t.ev(Event::Health { ok: false });
     assert!(!t.published().eligible && !t.published().healthy);
     assert_eq!(t.m.ineligibility(t.now), Some(Ineligible::Unhealthy));
-    assert!(!t.ev(Event::Leader(None)).contains(&Action::Campaign));
+    assert!(!t.ev(Event::Leader(None)).iter().any(is_campaign));
     t.ev(Event::Health { ok: true });
     assert!(t.published().eligible);
 }
@@ -1892,12 +1894,12 @@ fn after_a_reconnection_nothing_is_campaigned_for_on_the_old_view() {
     t.renew();
     // Past the retry: the old view still says "vacant", but it is not read again yet.
     let a = t.advance(grace + 10);
-    assert!(!a.contains(&Action::Campaign), "{a:?}");
+    assert!(!a.iter().any(is_campaign), "{a:?}");
     t.ev(Event::Leader(None));
     t.ev(Event::Members(vec![]));
     t.ev(Event::Switchover(None));
     let a = t.ev(Event::Maintenance(false));
-    assert!(a.contains(&Action::Campaign), "{a:?}");
+    assert!(a.iter().any(is_campaign), "{a:?}");
 }
 
 /// Found by a fresh review. The node won the key and its claim was seen, but could not
@@ -1950,7 +1952,7 @@ fn after_a_reconnection_nothing_is_promoted_on_the_old_view() {
 fn a_late_win_does_not_override_a_newer_holder() {
     let mut t = T::passive(params("a"), None);
     let a = t.ev(Event::Members(vec![member("b", 100, true, Role::Passive)]));
-    assert!(a.contains(&Action::Campaign) || t.m.campaigning(), "{a:?}");
+    assert!(a.iter().any(is_campaign) || t.m.campaigning(), "{a:?}");
     t.ev(Event::Leader(Some(("a".into(), 6))));
     t.ev(Event::Leader(None));
     t.ev(Event::Leader(Some(("b".into(), 8))));
@@ -1994,4 +1996,109 @@ fn a_late_win_counts_only_while_the_watch_still_shows_it() {
     t.ev(Event::Leader(Some(("a".into(), 6))));
     let a = t.win(6);
     assert!(starts(&a, Job::StartActive), "{a:?}");
+}
+
+/// The floor this host kept from earlier runs, and every member record's term, is what a
+/// campaign asks the store to exceed; a key the store hands out at or below it (a store that
+/// lost its history and ignored the floor) never starts the units and is released, and the
+/// node campaigns again; the term the units see is above every term seen before.
+#[test]
+fn a_key_won_at_or_below_the_floor_never_starts_the_units() {
+    let mut p = params("a");
+    p.term_floor = 100;
+    let mut t = T::passive(p, None);
+    assert_eq!(t.m.term(), 100, "never below the kept floor");
+    assert_eq!(t.published().term, Some(100), "the record says so too");
+    // A member record knows of a higher term: the next campaign carries it.
+    let mut b = member("b", 50, true, Role::Passive);
+    b.term = Some(120);
+    t.ev(Event::Members(vec![b]));
+    assert!(t.m.campaigning(), "the best candidate campaigns at once");
+    let a = t.ev(Event::Campaigned(None));
+    assert!(!a.iter().any(is_campaign));
+    let mut a = t.advance(500);
+    a.extend(t.renew());
+    let floors: Vec<u64> = a
+        .iter()
+        .filter_map(|a| match a {
+            Action::Campaign { floor } => Some(*floor),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(floors, [120], "{a:?}");
+
+    // The store hands out 90: below the floor. Not used, and said so.
+    let a = t.ev(Event::Campaigned(Some(90)));
+    assert!(!starts(&a, Job::StartActive), "{a:?}");
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, Action::Note(n) if n.contains("lost its history"))),
+        "{a:?}"
+    );
+    assert_eq!(t.published().role, Role::Passive, "no claim of the role");
+    // The watch shows the key as ours at 90: a key this node does not hold, released.
+    let a = t.ev(Event::Leader(Some(("a".into(), 90))));
+    assert!(a.contains(&Action::Release { term: 90 }), "{a:?}");
+    assert!(!starts(&a, Job::StartActive), "{a:?}");
+    t.ev(Event::Released);
+    t.ev(Event::Leader(None));
+    assert_eq!(t.m.term(), 100, "the key at 90 took nothing back");
+
+    // A store that honours the floor: the units see a term above every earlier one.
+    t.advance(2_000);
+    t.renew();
+    assert!(t.m.campaigning());
+    let a = t.win(121);
+    assert!(
+        a.contains(&Action::Start(Job::StartActive, Some(121))),
+        "{a:?}"
+    );
+}
+
+/// A key held by another node below the floor is noted (the store lost its history); the
+/// machine never uses it, as with any key of another's.
+#[test]
+fn a_key_below_the_kept_floor_is_noted() {
+    let mut p = params("a");
+    p.term_floor = 100;
+    let mut t = T::new(p);
+    t.ev(Event::Tick);
+    t.ev(Event::StoreUp);
+    t.renew();
+    let a = t.ev(Event::Leader(Some(("b".into(), 40))));
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, Action::Note(n) if n.contains("below term 100"))),
+        "{a:?}"
+    );
+    assert_eq!(t.m.term(), 100);
+    let a = t.ev(Event::Leader(Some(("b".into(), 140))));
+    assert!(!a.iter().any(|x| matches!(x, Action::Note(_))), "{a:?}");
+    assert_eq!(t.m.term(), 140);
+}
+
+/// The store shows this node's record at a lower term than it published (a store restored
+/// from an older snapshot keeps the old record under a lease that survived): it is written
+/// again, so that a campaigner counts the term this node knows.
+#[test]
+fn an_own_record_behind_in_the_store_is_published_again() {
+    let mut p = params("a");
+    p.term_floor = 100;
+    let mut t = T::passive(p, Some(("b", 100)));
+    let mine = t.published().clone();
+    assert_eq!(mine.term, Some(100));
+    let before = t.pubs.len();
+    t.ev(Event::Members(vec![mine.clone()]));
+    assert_eq!(
+        t.pubs.len(),
+        before,
+        "a record as published is not written again"
+    );
+    let stale = Member {
+        term: Some(50),
+        ..mine.clone()
+    };
+    t.ev(Event::Members(vec![stale]));
+    assert_eq!(t.pubs.len(), before + 1);
+    assert_eq!(t.published(), &mine);
 }

@@ -35,6 +35,18 @@ impl Runtime {
                 }
             }
             Output::Cancel(id, cancels) => self.cancel(id, cancels),
+            Output::KeepTerm { group, term } => {
+                if let Err(e) = self.terms.keep(&group, term) {
+                    emit(&Record {
+                        fields: crate::agent::Fields {
+                            group: Some(group),
+                            term: Some(term),
+                            ..crate::agent::Fields::default()
+                        },
+                        ..Record::plain(Level::Error, e.to_string())
+                    });
+                }
+            }
             Output::Job(id, order) => self.start_job(id, order),
             Output::Kill { id, known } => self.kill(id, known),
             Output::Restart(id, units) => self.restart(id, units),

@@ -16,7 +16,7 @@ use super::carry::emit;
 #[cfg(doc)]
 use crate::agent::Output;
 use crate::agent::{GroupId, Input, JobDone, JobOrder, Level};
-use crate::core::{Cancels, Job};
+use crate::core::{Cancels, Job, Role};
 use crate::health::{self, HealthCheck};
 use crate::systemd::{Closure, Systemd, SystemdError, UnitEnv};
 use crate::watch::{self, Followed, WatchEvent};
@@ -29,7 +29,21 @@ impl Runtime {
             return;
         };
         let inputs = self.inputs_tx.clone();
-        // The env file is written before the start is even queued, so the units read this term.
+        // The env file is written before the start is even queued, so the units read this term;
+        // and before it, the term is kept on disk (the agent asked for it already: this only
+        // checks it is there, and refuses the start if it cannot be): a restarted promd, or a
+        // store restored from an older snapshot, must never hand a unit a lower one.
+        if let Some(env) = &env
+            && env.role == Role::Active
+            && let Err(e) = self.terms.keep(&d.cfg.name, env.term)
+        {
+            let text = format!("not starting the active target: {e}");
+            if let Some(r) = self.agent.group_record(id, Level::Error, &text) {
+                emit(&r);
+            }
+            let _ = inputs.send(Input::Job(id, JobDone::failed(job)));
+            return;
+        }
         if let Some(env) = env {
             let written = UnitEnv {
                 group: &d.cfg.name,

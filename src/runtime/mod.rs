@@ -35,6 +35,7 @@ use crate::health::HealthResult;
 use crate::notify::Notifier;
 use crate::store::{GroupSession, HostId, Progress, Store, StoreEvent};
 use crate::systemd::Systemd;
+use crate::termfloor::TermFloors;
 use crate::watch::WatchEvent;
 
 /// promd's exit status when it refuses to go on at run time (another host uses its `node`):
@@ -71,6 +72,8 @@ pub struct Runtime {
     /// This host, written into our store records (see [`HostId`]).
     host: Option<HostId>,
     run_dir: PathBuf,
+    /// The highest term of each group, kept on disk ([`crate::termfloor`]).
+    terms: TermFloors,
     config_path: PathBuf,
     drivers: BTreeMap<GroupId, Drivers>,
     /// Store tasks of closed groups: their shutdown is still awaited at exit.
@@ -121,6 +124,11 @@ impl Runtime {
         };
         let origin = Instant::now();
         let node = config.node.clone();
+        let mut terms = TermFloors::new(&TermFloors::state_dir(), &node);
+        let (term_floors, unreadable) = terms.load_all();
+        for e in unreadable {
+            tracing::error!("kept term not trusted, the group starts from the store's: {e}");
+        }
         let agent = Agent::new(Settings {
             config,
             config_origin: config_path.display().to_string(),
@@ -128,8 +136,10 @@ impl Runtime {
             watchdog: notifier.watchdog(),
             origin,
             wall_usec: realtime_usec(),
+            term_floors,
         });
         Runtime {
+            terms,
             origin,
             agent,
             node,

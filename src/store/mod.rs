@@ -38,7 +38,7 @@ use crate::agent::GroupId;
 pub use error::{Cause, DirError, EndpointError, EtcdError, StoreError, ValueError};
 pub use record::{
     HostId, HostIdError, LeaderRecord, MaintenanceRecord, MemberRecord, RecordError,
-    SwitchoverRecord, other_host,
+    SwitchoverRecord, TermRecord, other_host,
 };
 
 /// What a backend needs to know to serve one group.
@@ -96,7 +96,8 @@ pub struct Leader {
     /// The node named in the key's value; [`UNREADABLE_NODE`] if the value is corrupt or foreign
     /// (the key still blocks the election: an unreadable leader is a leader).
     pub node: String,
-    /// The fencing token: etcd's create revision of the key, or the dir store's counter.
+    /// The fencing token: the term in the key's value (etcd; the create revision for a value
+    /// without one, as older promd versions wrote), or in the leader file (dir).
     pub term: u64,
     /// The holder's host, from the record ([`LeaderRecord::host`]).
     pub host: Option<String>,
@@ -108,8 +109,15 @@ pub const UNREADABLE_NODE: &str = "(unreadable)";
 /// What the runtime asks of a group's backend task.
 #[derive(Debug, Clone)]
 pub enum StoreCommand {
-    /// Take the leader key if nobody holds it. Answered by [`StoreEvent::Campaigned`].
-    Campaign(LeaderRecord),
+    /// Take the leader key if nobody holds it, at a term above every term the store handed
+    /// out and above `floor`. Answered by [`StoreEvent::Campaigned`].
+    Campaign {
+        /// The key's value (the store fills in its term).
+        record: LeaderRecord,
+        /// The highest term the campaigner knows to have been handed out: what a store that
+        /// lost its history (restored from an older snapshot) must still exceed.
+        floor: u64,
+    },
     /// Delete the leader key if it is still ours (it names this node, was not written on
     /// another host) at this term. Answered by [`StoreEvent::Released`] either way.
     Release {
@@ -134,7 +142,7 @@ pub enum StoreCommand {
 /// [`StoreCommand`] but `Shutdown`, which ends the task instead.
 #[derive(Debug, Clone)]
 pub(crate) enum Op {
-    Campaign(LeaderRecord),
+    Campaign { record: LeaderRecord, floor: u64 },
     Release { term: u64 },
     Publish(MemberRecord),
     PutSwitchover(SwitchoverRecord),
@@ -146,7 +154,7 @@ impl StoreCommand {
     /// The write this command asks for; `None` for `Shutdown`.
     pub(crate) fn into_op(self) -> Option<Op> {
         Some(match self {
-            StoreCommand::Campaign(rec) => Op::Campaign(rec),
+            StoreCommand::Campaign { record, floor } => Op::Campaign { record, floor },
             StoreCommand::Release { term } => Op::Release { term },
             StoreCommand::Publish(rec) => Op::Publish(rec),
             StoreCommand::RequestSwitchover(rec) => Op::PutSwitchover(rec),

@@ -197,6 +197,7 @@ mod tests {
             node: node.into(),
             priority: 1,
             host: host.map(str::to_string),
+            term: None,
         };
         assert!(releasable(&rec("n1", None), "n1", a.as_ref()));
         assert!(releasable(

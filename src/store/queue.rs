@@ -35,7 +35,7 @@ impl OpQueue {
     pub(crate) fn push(&mut self, op: Op, online: bool) -> Option<StoreEvent> {
         match op {
             // Nothing can be won while the store is down.
-            Op::Campaign(_) if !online => return Some(StoreEvent::Campaigned(None)),
+            Op::Campaign { .. } if !online => return Some(StoreEvent::Campaigned(None)),
             Op::Publish(ref rec) => {
                 self.member = Some(rec.clone());
                 if let Some(slot) = self.ops.iter_mut().find(|q| matches!(q, Op::Publish(_))) {
@@ -111,7 +111,7 @@ impl OpQueue {
     fn answer(&mut self, released: bool) -> Vec<StoreEvent> {
         let mut answers = Vec::new();
         self.ops.retain(|op| match op {
-            Op::Campaign(_) => {
+            Op::Campaign { .. } => {
                 answers.push(StoreEvent::Campaigned(None));
                 false
             }
@@ -137,12 +137,16 @@ mod tests {
     use crate::store::record::LeaderRecord;
 
     fn campaign() -> Op {
-        Op::Campaign(LeaderRecord {
-            v: 1,
-            node: "a".into(),
-            priority: 1,
-            host: None,
-        })
+        Op::Campaign {
+            record: LeaderRecord {
+                v: 1,
+                node: "a".into(),
+                priority: 1,
+                host: None,
+                term: None,
+            },
+            floor: 0,
+        }
     }
 
     fn member(priority: i32) -> MemberRecord {
@@ -179,7 +183,10 @@ mod tests {
         );
         assert!(q.is_empty());
         assert_eq!(q.push(campaign(), true), None);
-        assert_eq!(q.pop().map(|op| matches!(op, Op::Campaign(_))), Some(true));
+        assert_eq!(
+            q.pop().map(|op| matches!(op, Op::Campaign { .. })),
+            Some(true)
+        );
     }
 
     #[test]

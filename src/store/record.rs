@@ -63,6 +63,28 @@ pub struct LeaderRecord {
     /// records of promd versions before it, and when the host has no machine-id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// The key's term (the fencing token), as the store handed it out: etcd writes it here
+    /// (above every term handed out before, and above the campaign's floor), the dir store in
+    /// the leader file's envelope. Absent in records of promd versions before it, whose term
+    /// is the key's etcd create revision; and in the record a campaign sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<u64>,
+}
+
+/// The value of etcd's `PREFIX/GROUP/term` (and of the dir store's `term` file, in the same
+/// shape): the highest term the store has handed out in the group. Bound to no lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TermRecord {
+    /// The format version: [`FORMAT_VERSION`].
+    pub v: u32,
+    /// The highest term handed out.
+    pub term: u64,
+}
+
+impl Versioned for TermRecord {
+    fn validate(&self) -> Result<(), RecordError> {
+        Ok(())
+    }
 }
 
 /// The value of `PREFIX/GROUP/members/NODE`.
@@ -167,6 +189,9 @@ fn check_host(host: Option<&str>) -> Result<(), RecordError> {
 impl Versioned for LeaderRecord {
     fn validate(&self) -> Result<(), RecordError> {
         check_node(&self.node)?;
+        if self.term == Some(0) {
+            return Err(RecordError::Invalid("term 0 (terms start at 1)".into()));
+        }
         check_host(self.host.as_deref())
     }
 }
@@ -343,7 +368,8 @@ mod tests {
                 v: 1,
                 node: "a".into(),
                 priority: 1,
-                host: None
+                host: None,
+                term: None,
             }),
             br#"{"v":1,"node":"a","priority":1}"#
         );

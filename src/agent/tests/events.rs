@@ -403,7 +403,7 @@ fn machine_actions_become_store_records_of_this_host() {
     h.job(0, Job::StopActive, true);
     let out = h.job(0, Job::StartPassive, true);
     let campaign = out.iter().find_map(|o| match o {
-        Output::Store(_, StoreCommand::Campaign(rec)) => Some(rec.clone()),
+        Output::Store(_, StoreCommand::Campaign { record, .. }) => Some(record.clone()),
         _ => None,
     });
     let campaign = campaign.expect("the best candidate campaigns for a vacant key");
@@ -443,4 +443,33 @@ fn late_events_of_a_closed_group_reach_nobody() {
         let out = h.input(input);
         assert!(out.is_empty(), "{out:#?}");
     }
+}
+
+/// A group starts from the term kept on disk by earlier runs: its campaign asks the store for
+/// a higher one, and the term the units are handed is kept on disk before the start.
+#[test]
+fn the_kept_term_is_the_floor_and_a_handed_out_term_is_kept_before_the_start() {
+    let floors = std::collections::BTreeMap::from([("web".to_string(), 40)]);
+    let mut h = H::with_floors(config(&[WEB]), floors);
+    h.input(Input::Start);
+    h.passive(0, None);
+    let floor = h.out.iter().find_map(|o| match o {
+        Output::Store(_, StoreCommand::Campaign { floor, .. }) => Some(*floor),
+        _ => None,
+    });
+    assert_eq!(floor, Some(40), "{:#?}", h.out);
+    assert!(
+        !h.out.iter().any(|o| matches!(o, Output::KeepTerm { .. })),
+        "nothing above the kept term yet"
+    );
+    let out = h.win(0, 41);
+    let order: Vec<&str> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::KeepTerm { group, term } if group == "web" && *term == 41 => Some("keep 41"),
+            Output::Job(_, order) if order.job == Job::StartActive => Some("start"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, ["keep 41", "start"], "{out:#?}");
 }

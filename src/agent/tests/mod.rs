@@ -65,6 +65,11 @@ impl H {
     }
 
     fn with(config: Config) -> H {
+        H::with_floors(config, std::collections::BTreeMap::new())
+    }
+
+    /// With these terms kept on disk by earlier runs, by group name.
+    fn with_floors(config: Config, term_floors: std::collections::BTreeMap<String, u64>) -> H {
         let origin = Instant::now();
         let agent = Agent::new(Settings {
             config,
@@ -73,6 +78,7 @@ impl H {
             watchdog: Some(WATCHDOG),
             origin,
             wall_usec: 1_000_000,
+            term_floors,
         });
         H {
             agent,
@@ -285,7 +291,7 @@ fn store_commands(out: &[Output]) -> Vec<(GroupId, &'static str)> {
             Output::Store(id, cmd) => Some((
                 *id,
                 match cmd {
-                    StoreCommand::Campaign(_) => "Campaign",
+                    StoreCommand::Campaign { .. } => "Campaign",
                     StoreCommand::Release { .. } => "Release",
                     StoreCommand::Publish(_) => "Publish",
                     StoreCommand::RequestSwitchover(_) => "RequestSwitchover",

@@ -31,9 +31,22 @@ impl GroupMachine {
             }
         };
         if now >= since + self.campaign_delay() {
+            let floor = self.known_floor();
             self.owed = Owed::Campaign;
-            out.push(Action::Campaign);
+            self.campaign_floor = floor;
+            out.push(Action::Campaign { floor });
         }
+    }
+
+    /// The highest term this node knows to have been handed out in the group: its own
+    /// ([`Self::term`], never below the kept floor) and every member record's. A campaign asks
+    /// the store for a term above it, so that a store that lost its history (restored from an
+    /// older snapshot, recreated) does not hand out a term a unit has already seen.
+    pub(super) fn known_floor(&self) -> u64 {
+        self.members
+            .iter()
+            .filter_map(|m| m.term)
+            .fold(self.term(), u64::max)
     }
 
     /// Whether another member's record still says it may run the units (`promoting`,

@@ -91,7 +91,10 @@ impl GroupMachine {
     /// outage may have been withdrawn since (a fresh review found a start on the old view).
     pub(super) fn promote(&mut self, now: Mono, out: &mut Vec<Action>) {
         let Some(term) = self.key.held() else { return };
-        if !self.unread.current()
+        // Never under a term at or below one this host saw before it started (a won key is
+        // above it already: `key_campaigned`; this says so where the units start).
+        if term <= self.p.term_floor
+            || !self.unread.current()
             || !self.waits_to_promote(now)
             || self.holder_standing()
             || !self.claim_written(term)

@@ -28,6 +28,12 @@ pub struct GroupParams {
     pub restart_window: Duration,
     /// Wait this long before restarting a failed unit that systemd does not restart itself.
     pub restart_backoff: Duration,
+    /// The highest term this host has seen or handed out in the group before this machine
+    /// started (kept on disk by the runtime across restarts; 0 if none). The machine never
+    /// reports a lower term ([`GroupMachine::term`](super::GroupMachine::term)), its campaigns
+    /// ask the store for a higher one, and a key won at or below it is never used: the store
+    /// that handed it out has lost its history (docs/safety.md, "The term never goes back").
+    pub term_floor: u64,
 }
 
 /// A member of the group as the store shows it (or as this node publishes itself).
@@ -167,9 +173,14 @@ pub enum Action {
     Start(Job, Option<u64>),
     /// SIGKILL whatever of the active units is still running.
     KillActive,
-    /// Try to create the leader key under this node's lease; answered by
-    /// [`Event::Campaigned`].
-    Campaign,
+    /// Try to create the leader key under this node's lease, at a term above `floor`;
+    /// answered by [`Event::Campaigned`].
+    Campaign {
+        /// The highest term this node knows to have been handed out: its own (the kept
+        /// floor, every key it saw) and every member record's. The store hands out a term
+        /// above it even if it has lost its own history.
+        floor: u64,
+    },
     /// Delete the leader key if it still is this node's at `term`; answered by
     /// [`Event::Released`].
     Release {

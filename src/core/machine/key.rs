@@ -1,7 +1,7 @@
 //! What this node knows of the group's leader key, and what it has asked of the store about
 //! it: the states, and the store events that move them.
 
-use super::{GroupMachine, Mono, Timer};
+use super::{Action, GroupMachine, Mono, Timer};
 
 /// The leader key as this node knows it.
 ///
@@ -145,7 +145,12 @@ impl GroupMachine {
     /// A win counts only if the watch has not shown it yet (`term` above every term seen) or
     /// still shows it (our name at `term`); else the key has moved on, and the campaign counts
     /// as lost (a fresh review found a late win taken over a newer holder: nobody promoted).
-    pub(super) fn key_campaigned(&mut self, won: Option<u64>, now: Mono) {
+    ///
+    /// A win at or below the floor the campaign carried is not used either: the store broke
+    /// its promise (it lost its history and does not know the floor, as a store written by an
+    /// older promd may not), and a unit must never see a term it has seen before. The key,
+    /// once the watch shows it, is an own key this node does not hold: released.
+    pub(super) fn key_campaigned(&mut self, won: Option<u64>, now: Mono, out: &mut Vec<Action>) {
         if !self.campaigning() {
             if let Some(term) = won {
                 self.key_term_seen = self.key_term_seen.max(term);
@@ -153,6 +158,18 @@ impl GroupMachine {
             return;
         }
         self.settle(Owed::Campaign);
+        let floor = self.campaign_floor;
+        let won = won.filter(|&term| {
+            let above = term > floor;
+            if !above {
+                out.push(Action::Note(format!(
+                    "the store handed out term {term}, not above term {floor} that was already \
+                     handed out: the store lost its history (restored from an older snapshot?); \
+                     not using the key"
+                )));
+            }
+            above
+        });
         let current = |term: u64| {
             term > self.key_term_seen
                 || matches!(&self.key, Key::Theirs { node, term: t } if *node == self.p.node && *t == term)
@@ -166,6 +183,26 @@ impl GroupMachine {
             None => self
                 .timers
                 .set(Timer::CampaignRetry, now + self.p.timing.grace()),
+        }
+    }
+
+    /// A leader key newly seen at a term below the floor this host kept from earlier runs:
+    /// the store has lost its history (restored from an older snapshot, recreated). Nothing
+    /// else follows from it here (a key held by another node is never this node's to use, an
+    /// own key it does not hold is released), but the operator should know.
+    pub(super) fn note_key_below_floor(
+        &self,
+        leader: Option<&(String, u64)>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some((node, term)) = leader else { return };
+        let seen = self.holder().is_some_and(|(n, t)| n == node && t == *term);
+        if *term < self.p.term_floor && !seen {
+            out.push(Action::Note(format!(
+                "the leader key ({node}, term {term}) is below term {} that this host already \
+                 saw: the store lost its history (restored from an older snapshot?)",
+                self.p.term_floor
+            )));
         }
     }
 

@@ -260,16 +260,17 @@ impl Files {
         self.leader_expiry(lease_us).is_some_and(|exp| now < exp)
     }
 
-    /// The term a new leader gets: above the counter, and above the leader file's term should
-    /// the counter have been lost. `None` if the counter cannot be read: guessing could hand
-    /// out a term twice.
-    pub(super) fn next_term(&self) -> Option<u64> {
+    /// The term a new leader gets: above the counter, above the leader file's term should
+    /// the counter have been lost, and above the campaigner's `floor` (the highest term it
+    /// knows to have been handed out) should both have been lost with the group's directory.
+    /// `None` if the counter cannot be read: guessing could hand out a term twice.
+    pub(super) fn next_term(&self, floor: u64) -> Option<u64> {
         let counter = *self.term.as_ref().ok()?;
         let in_file = match &self.leader {
             Slot::Valid(e) => e.term.unwrap_or(0),
             _ => 0,
         };
-        counter.max(in_file).checked_add(1)
+        counter.max(in_file).max(floor).checked_add(1)
     }
 
     /// The files that count at wall time `now`, for the shared policy, and when the first of

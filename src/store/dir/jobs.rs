@@ -287,7 +287,7 @@ pub(super) fn carry_out(
     s: &Session,
 ) -> Result<Answer, DirError> {
     match op {
-        Op::Campaign(rec) => campaign(ctx, files, now, rec, s),
+        Op::Campaign { record, floor } => campaign(ctx, files, now, record, *floor, s),
         Op::Release { term } => {
             // Ours at that term (terms are never handed out twice); anything else is someone
             // else's key, or already gone: either way it is no longer ours.
@@ -335,6 +335,7 @@ pub(super) fn campaign(
     files: &Files,
     now: u64,
     rec: &LeaderRecord,
+    floor: u64,
     s: &Session,
 ) -> Result<Answer, DirError> {
     let refuse = |session_expired| {
@@ -350,7 +351,7 @@ pub(super) fn campaign(
         return refuse(false);
     }
     // An unreadable counter is reported as corrupt with the snapshot; no term can be trusted.
-    let Some(term) = files.next_term() else {
+    let Some(term) = files.next_term(floor) else {
         return refuse(false);
     };
     // The counter first: should we crash between the two writes, a term is skipped, never

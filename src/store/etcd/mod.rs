@@ -1,9 +1,11 @@
 //! The etcd backend: one lease, one watch and one connection per group.
 //!
 //! Keys, under `PREFIX/GROUP/`:
-//! - `leader`: a [`LeaderRecord`](crate::store::LeaderRecord) bound to the holder's lease;
-//!   the term is the key's create revision, which etcd makes unique and increasing across
-//!   the cluster;
+//! - `leader`: a [`LeaderRecord`](crate::store::LeaderRecord) bound to the holder's lease,
+//!   with its term (a value of an older promd without one has its create revision as term);
+//! - `term`: a [`TermRecord`](crate::store::TermRecord), the highest term handed out, bound
+//!   to no lease; a campaign hands out a term above it, above every create revision, and
+//!   above the campaigner's floor (docs/store-format.md, docs/safety.md);
 //! - `members/NODE`: a [`MemberRecord`](crate::store::MemberRecord) bound to that node's
 //!   lease;
 //! - `switchover`: a [`SwitchoverRecord`](crate::store::SwitchoverRecord) bound to the
@@ -151,6 +153,8 @@ struct Keys {
     leader: String,
     switchover: String,
     maintenance: String,
+    /// The highest term handed out.
+    term: String,
     /// This node's member key.
     member: String,
 }
@@ -162,6 +166,7 @@ impl Keys {
             leader: format!("{group}leader"),
             switchover: format!("{group}switchover"),
             maintenance: format!("{group}maintenance"),
+            term: format!("{group}term"),
             member: format!("{group}members/{node}"),
             group,
         }
@@ -188,6 +193,7 @@ mod tests {
         assert_eq!(k.member, "/promd/web/members/db-a");
         assert_eq!(k.switchover, "/promd/web/switchover");
         assert_eq!(k.maintenance, "/promd/web/maintenance");
+        assert_eq!(k.term, "/promd/web/term");
         assert!(!"/promd/web2/leader".starts_with(&k.group));
     }
 }

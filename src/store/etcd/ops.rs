@@ -12,7 +12,9 @@ use super::task::GroupTask;
 use super::{Keys, SHUTDOWN_CALL_TIMEOUT};
 use crate::store::error::EtcdError;
 use crate::store::policy::releasable;
-use crate::store::record::{self, LeaderRecord, MaintenanceRecord, MemberRecord};
+use crate::store::record::{
+    self, FORMAT_VERSION, LeaderRecord, MaintenanceRecord, MemberRecord, TermRecord,
+};
 use crate::store::{HostId, Op, other_host};
 
 pub(super) enum Done {
@@ -32,31 +34,9 @@ pub(super) fn start_op(op: Op, client: &Client, lease: i64, cfg: &Connector) -> 
     let host = cfg.host.clone();
     Box::pin(async move {
         let result = match &op {
-            Op::Campaign(rec) => {
-                // The key is free iff it was never created (or deleted since): create
-                // revision 0. The put's revision becomes the key's create revision: the term.
-                let txn = Txn::new()
-                    .when([Compare::create_revision(
-                        keys.leader.as_str(),
-                        CompareOp::Equal,
-                        0,
-                    )])
-                    .and_then([TxnOp::put(
-                        keys.leader.as_str(),
-                        record::encode(rec),
-                        Some(PutOptions::new().with_lease(lease)),
-                    )])
-                    .or_else([TxnOp::get(keys.leader.as_str(), None)]);
-                call("campaign", t, kv.txn(txn)).await.map(|r| {
-                    let revision = r.header().map(|h| h.revision());
-                    match (r.succeeded(), revision.and_then(|v| u64::try_from(v).ok())) {
-                        (true, Some(term)) => Done::Campaigned(Some(term)),
-                        // Cannot happen (etcd always sends a header); the watch will show
-                        // the key as ours and the core releases a key it does not know.
-                        _ => Done::Campaigned(None),
-                    }
-                })
-            }
+            Op::Campaign { record, floor } => campaign(&mut kv, &keys, record, *floor, lease, t)
+                .await
+                .map(Done::Campaigned),
             Op::Release { term } => release(&mut kv, &keys.leader, *term, &node, host.as_ref(), t)
                 .await
                 .map(|()| Done::Released),
@@ -85,6 +65,76 @@ pub(super) fn start_op(op: Op, client: &Client, lease: i64, cfg: &Connector) -> 
         };
         (op, result)
     })
+}
+
+/// Take the leader key if it is vacant, at a term above every term handed out in the group
+/// (the `term` key, and every create revision: the terms of promd versions before the `term`
+/// key) and above `floor`, the highest term the campaigner knows of (a store restored from an
+/// older snapshot has forgotten the terms handed out since). The key (with its term in the
+/// value) and the `term` key are written in one transaction, on the leader key's absence and
+/// the `term` key as read. `None`: the key is held, or the `term` key cannot be read (it is
+/// reported with the view; no term could be trusted). A few lost races in a row end as a
+/// broken call, as in [`publish_member`].
+async fn campaign(
+    kv: &mut KvClient,
+    keys: &Keys,
+    rec: &LeaderRecord,
+    floor: u64,
+    lease: i64,
+    t: Duration,
+) -> Result<Option<u64>, CallError> {
+    let (leader, term_key) = (keys.leader.as_str(), keys.term.as_str());
+    for _ in 0..4 {
+        let read = Txn::new().and_then([TxnOp::get(leader, None), TxnOp::get(term_key, None)]);
+        let answer = call("campaign", t, kv.txn(read)).await?;
+        let revision = answer
+            .header()
+            .and_then(|h| u64::try_from(h.revision()).ok())
+            .ok_or(CallError::Broken(EtcdError::NoHeader { call: "campaign" }))?;
+        let mut found = answer.op_responses().into_iter().map(|r| match r {
+            TxnOpResponse::Get(mut g) => g.take_kvs().into_iter().next(),
+            _ => None,
+        });
+        if found.next().flatten().is_some() {
+            return Ok(None);
+        }
+        let (counter, guard) = match found.next().flatten() {
+            None => (0, Compare::create_revision(term_key, CompareOp::Equal, 0)),
+            Some(held) => match record::decode::<TermRecord>(held.value()) {
+                Ok(counter) => (
+                    counter.term,
+                    Compare::mod_revision(term_key, CompareOp::Equal, held.mod_revision()),
+                ),
+                Err(_) => return Ok(None),
+            },
+        };
+        let Some(term) = counter.max(floor).max(revision).checked_add(1) else {
+            return Ok(None);
+        };
+        let value = LeaderRecord {
+            term: Some(term),
+            ..rec.clone()
+        };
+        let counter = TermRecord {
+            v: FORMAT_VERSION,
+            term,
+        };
+        let txn = Txn::new()
+            .when([Compare::create_revision(leader, CompareOp::Equal, 0), guard])
+            .and_then([
+                TxnOp::put(
+                    leader,
+                    record::encode(&value),
+                    Some(PutOptions::new().with_lease(lease)),
+                ),
+                TxnOp::put(term_key, record::encode(&counter), None),
+            ]);
+        if call("campaign", t, kv.txn(txn)).await?.succeeded() {
+            return Ok(Some(term));
+        }
+        // Someone campaigned in between: the next read says whether they hold the key.
+    }
+    Err(CallError::Broken(EtcdError::Contended { call: "campaign" }))
 }
 
 /// Write our member record under `key`, bound to `lease`, unless another host's promd holds
@@ -144,7 +194,8 @@ pub(super) async fn publish_member(
     }))
 }
 
-/// Delete the leader key `key` if it is ours at `term`: created at that revision, naming
+/// Delete the leader key `key` if it is ours at `term`: at that term (in its value, or its
+/// create revision for a value of an older promd without one), naming
 /// `node`, not written on another host (see [`releasable`]). Anything else is someone else's
 /// key, or already gone: either way it is no longer ours, and the answer is the same. The
 /// delete is a compare-and-swap on what was read.
@@ -160,9 +211,10 @@ async fn release(
     let Some(held) = found.kvs().first() else {
         return Ok(());
     };
-    let ours = u64::try_from(held.create_revision()) == Ok(term)
-        && record::decode::<LeaderRecord>(held.value())
-            .is_ok_and(|rec| releasable(&rec, node, host));
+    let ours = record::decode::<LeaderRecord>(held.value()).is_ok_and(|rec| {
+        let held_term = rec.term.or(u64::try_from(held.create_revision()).ok());
+        held_term == Some(term) && releasable(&rec, node, host)
+    });
     if !ours {
         return Ok(());
     }

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 
 use crate::store::error::{Cause, EtcdError, ValueError};
 use crate::store::policy::{Read, Reading};
-use crate::store::record::{self, Versioned};
+use crate::store::record::{self, LeaderRecord, TermRecord, Versioned};
 
 /// Read the group's keys with one range request and watch them from just after it, so that
 /// no change falls between the two.
@@ -129,8 +129,18 @@ impl Values {
         for (key, (value, created)) in &self.keys {
             match classify(keys, key) {
                 Slot::Leader => {
-                    let term = u64::try_from(*created).unwrap_or(0);
-                    reading.leader = Some((Read::new(key, decode(value)), term));
+                    // The term in the value; an older promd's value (or an unreadable one):
+                    // the create revision.
+                    let value = decode::<LeaderRecord>(value);
+                    let created = u64::try_from(*created).unwrap_or(0);
+                    let term = value.as_ref().ok().and_then(|r| r.term).unwrap_or(created);
+                    reading.leader = Some((Read::new(key, value), term));
+                }
+                Slot::Term => {
+                    // Read by the campaign itself; here only reported when unreadable.
+                    if let Err(error) = decode::<TermRecord>(value) {
+                        reading.ignored.insert(key.clone(), error);
+                    }
                 }
                 Slot::Member(node) => reading
                     .members
@@ -150,6 +160,7 @@ fn decode<T: DeserializeOwned + Versioned>(value: &[u8]) -> Result<T, ValueError
 
 enum Slot<'k> {
     Leader,
+    Term,
     Member(&'k str),
     Switchover,
     Maintenance,
@@ -159,6 +170,7 @@ enum Slot<'k> {
 fn classify<'k>(keys: &Keys, key: &'k str) -> Slot<'k> {
     match key.strip_prefix(keys.group.as_str()) {
         Some("leader") => Slot::Leader,
+        Some("term") => Slot::Term,
         Some("switchover") => Slot::Switchover,
         Some("maintenance") => Slot::Maintenance,
         Some(rest) => match rest.strip_prefix("members/") {

@@ -156,12 +156,26 @@ impl Node {
 
     /// Ask for the leader key with a record that names this node's `host`.
     pub fn campaign_on(&self, host: Option<&str>) {
-        self.send(StoreCommand::Campaign(LeaderRecord {
-            v: 1,
-            node: self.name.clone(),
-            priority: 100,
-            host: host.map(str::to_string),
-        }));
+        self.campaign_with(host, 0);
+    }
+
+    /// Ask for the leader key at a term above `floor` (what the campaigner knows to have
+    /// been handed out already).
+    pub fn campaign_above(&self, floor: u64) {
+        self.campaign_with(None, floor);
+    }
+
+    fn campaign_with(&self, host: Option<&str>, floor: u64) {
+        self.send(StoreCommand::Campaign {
+            record: LeaderRecord {
+                v: 1,
+                node: self.name.clone(),
+                priority: 100,
+                host: host.map(str::to_string),
+                term: None,
+            },
+            floor,
+        });
     }
 
     /// Campaign, and the answer.

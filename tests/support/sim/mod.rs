@@ -167,6 +167,7 @@ impl Config {
             max_restarts: self.max_restarts,
             restart_window: Duration::from_secs(60),
             restart_backoff: Duration::from_millis(500),
+            term_floor: 0,
         }
     }
 }

@@ -438,7 +438,8 @@ impl World {
                 superseded: false,
             }),
             Action::KillActive => n.units_up = false,
-            Action::Campaign => {
+            // The model's store never loses its history: every floor is below its revision.
+            Action::Campaign { .. } => {
                 if n.online {
                     n.queue.push_back(Op::Campaign);
                 } else {
