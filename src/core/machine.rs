@@ -114,9 +114,6 @@ pub struct GroupMachine {
     /// when the key goes, and never below [`GroupParams::term_floor`]: [`Self::term`], and so
     /// the term in its member record.
     key_term_seen: u64,
-    /// The floor the campaign in flight (or the last one) carried: the store promised a term
-    /// above it, and a win at or below it is not used.
-    campaign_floor: u64,
     /// The time of the last step: every deadline up to it has been handled.
     stepped_at: Mono,
 }
@@ -148,7 +145,6 @@ impl GroupMachine {
             timers: Timers::default(),
             term: 0,
             key_term_seen: p.term_floor,
-            campaign_floor: 0,
             stepped_at: Mono::ZERO,
             p,
         }

@@ -32,8 +32,7 @@ impl GroupMachine {
         };
         if now >= since + self.campaign_delay() {
             let floor = self.known_floor();
-            self.owed = Owed::Campaign;
-            self.campaign_floor = floor;
+            self.owed = Owed::Campaign { floor };
             out.push(Action::Campaign { floor });
         }
     }

@@ -52,7 +52,12 @@ pub(super) enum Owed {
     Nothing,
     /// [`Action::Campaign`](super::Action::Campaign) sent,
     /// [`Event::Campaigned`](super::Event::Campaigned) not yet received.
-    Campaign,
+    Campaign {
+        /// The floor it carried: the store promised a term above it, and a win at or below
+        /// it is not used. (Kept only while the campaign is in flight, so that settled states
+        /// do not differ by it.)
+        floor: u64,
+    },
     /// [`Action::Release`](super::Action::Release) sent,
     /// [`Event::Released`](super::Event::Released) (or a vacant key) not yet seen.
     Release,
@@ -70,7 +75,7 @@ impl GroupMachine {
 
     /// A campaign is in flight.
     pub(super) fn campaigning(&self) -> bool {
-        self.owed == Owed::Campaign
+        matches!(self.owed, Owed::Campaign { .. })
     }
 
     /// A release is in flight.
@@ -81,14 +86,18 @@ impl GroupMachine {
     /// A campaign or release that was in flight will not be answered (the store went down,
     /// or the lease with it): forget it.
     fn settle(&mut self, what: Owed) {
-        if self.owed == what {
+        let same = match (self.owed, what) {
+            (Owed::Campaign { .. }, Owed::Campaign { .. }) => true,
+            (a, b) => a == b,
+        };
+        if same {
             self.owed = Owed::Nothing;
         }
     }
 
     /// [`Event::StoreDown`](super::Event::StoreDown): a campaign in flight is lost.
     pub(super) fn key_store_down(&mut self) {
-        self.settle(Owed::Campaign);
+        self.settle(Owed::Campaign { floor: 0 });
     }
 
     /// [`Event::LeaseLost`](super::Event::LeaseLost): the key, if ours, went with the lease.
@@ -157,8 +166,11 @@ impl GroupMachine {
             }
             return;
         }
-        self.settle(Owed::Campaign);
-        let floor = self.campaign_floor;
+        let floor = match self.owed {
+            Owed::Campaign { floor } => floor,
+            _ => 0,
+        };
+        self.settle(Owed::Campaign { floor });
         let won = won.filter(|&term| {
             let above = term > floor;
             if !above {
