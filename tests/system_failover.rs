@@ -206,3 +206,81 @@ fn etcd_losing_any_one_member_is_not_a_failover() {
     );
     c.check_history();
 }
+
+/// Issue 12: production etcd. Three hosts reach a 3-member etcd by a DNS name (each host's
+/// `/etc/hosts`), over TLS with client certificates, as an RBAC user limited to promd's
+/// prefix whose password comes as a systemd credential (`LoadCredential=`); etcd's tokens
+/// expire every 5 s. One host is active; a cut fails it over within the bound, as with a
+/// plain etcd.
+#[test]
+fn etcd_tls_rbac_by_name_one_active_and_failover_on_a_cut() {
+    use support::etcd::{Options, ServerTls};
+    use support::pki::{self, Pki};
+    const NAME: &str = "etcd.promd.test";
+    const PREFIX: &str = "/promd";
+    let net = Net::new(3);
+    let mut names: Vec<String> = net.gateway_ips().iter().map(|ip| ip.to_string()).collect();
+    names.push(NAME.to_string());
+    let pki = Pki::with_server_names(&names);
+    let options = Options {
+        tls: Some(ServerTls {
+            cert: pki.path(pki::SERVER),
+            key: pki.path(pki::SERVER_KEY),
+            client_ca: Some(pki.path(pki::CA)),
+            admin_ca: pki.path(pki::CA),
+            admin_cert: Some((pki.path(pki::CLIENT), pki.path(pki::CLIENT_KEY))),
+        }),
+        auth_token_ttl: Some(5),
+    };
+    let mut etcd = EtcdCluster::start_with(3, &net.gateway_ips(), &options);
+    etcd.enable_auth("root-secret");
+    etcd.add_prefix_user("promd", "promd-secret", PREFIX);
+    let store_extra = "ca-file = \"/etc/promd/ca.pem\"\ncert-file = \"/etc/promd/client.pem\"\n\
+         key-file = \"/etc/promd/client-key.pem\"\nuser = \"promd\"\npassword-file = \"etcd-password\"\n";
+    let store = StoreKind::EtcdNamed {
+        etcd: &etcd,
+        name: NAME,
+        store_extra,
+    };
+    let c = Cluster::boot_with(&net, store, LEASE, "", |_, spec| {
+        spec.file("/etc/promd/ca.pem", pki.pem(pki::CA));
+        spec.file("/etc/promd/client.pem", pki.pem(pki::CLIENT));
+        spec.file_mode("/etc/promd/client-key.pem", pki.pem(pki::CLIENT_KEY), 0o600);
+        spec.file_mode("/etc/promd/etcd-password", "promd-secret", 0o600);
+        spec.file(
+            "/etc/systemd/system/promd.service.d/credential.conf",
+            "[Service]\nLoadCredential=etcd-password:/etc/promd/etcd-password\n",
+        );
+    });
+
+    let first = c.wait_one_active(None, Duration::from_secs(40));
+    let status = c.hosts[first].run_ok(&["promctl", "status", "web"]);
+    assert!(status.contains("active"), "{status}");
+    // Longer than the token TTL: the hosts stay in the group (renewals, watches, records).
+    hosts::wait_until(Duration::from_secs(20), "the others passive", || {
+        c.hosts
+            .iter()
+            .enumerate()
+            .all(|(i, h)| i == first || h.is_active("web-passive.target"))
+    });
+    let t0 = hosts::now_ns();
+    c.hosts[first].cut();
+    let second = c.wait_one_active(Some(first), FAILOVER_BOUND + Duration::from_secs(5));
+    assert_failover(
+        "cut (TLS, RBAC)",
+        t0,
+        c.start_after(second, t0),
+        FAILOVER_BOUND,
+    );
+    hosts::wait_until(Duration::from_secs(10), "the cut host is passive", || {
+        !c.hosts[first].is_active("web.service")
+    });
+    c.hosts[first].heal();
+    // The healed host comes back to the group through TLS and its user.
+    hosts::wait_until(Duration::from_secs(20), "the healed host passive", || {
+        c.hosts[first].is_active("web-passive.target")
+    });
+    let j = c.hosts[second].journal(&["-u", "promd", "-o", "cat"]);
+    assert!(!j.contains("TLS:") && !j.contains("refused user"), "{j}");
+    c.check_history();
+}

@@ -6,3 +6,4 @@ pub mod campaign;
 pub mod cluster;
 pub mod etcd;
 pub mod hosts;
+pub mod pki;

@@ -78,6 +78,12 @@ impl Ca {
 
 impl Pki {
     pub fn new() -> Pki {
+        Pki::with_server_names(&[])
+    }
+
+    /// Like [`Pki::new`], with more names (IP addresses or DNS names) in the server
+    /// certificates besides [`SERVER_NAMES`]: the addresses and names the test's hosts use.
+    pub fn with_server_names(extra: &[String]) -> Pki {
         let dir = tempfile::Builder::new()
             .prefix("promd-pki-")
             .tempdir()
@@ -87,17 +93,19 @@ impl Pki {
         let (other, other_pem) = Ca::new("another CA");
         pki.write(CA, &ca_pem);
         pki.write(OTHER_CA, &other_pem);
+        let mut names: Vec<&str> = SERVER_NAMES.to_vec();
+        names.extend(extra.iter().map(String::as_str));
         let server = ExtendedKeyUsagePurpose::ServerAuth;
         let client = ExtendedKeyUsagePurpose::ClientAuth;
         pki.pair(
             SERVER,
             SERVER_KEY,
-            ca.sign("etcd", &SERVER_NAMES, server.clone(), false),
+            ca.sign("etcd", &names, server.clone(), false),
         );
         pki.pair(
             EXPIRED_SERVER,
             EXPIRED_SERVER_KEY,
-            ca.sign("etcd", &SERVER_NAMES, server, true),
+            ca.sign("etcd", &names, server, true),
         );
         pki.pair(
             CLIENT,
