@@ -57,11 +57,12 @@ pub struct Config {
 pub enum StoreConfig {
     /// `kind = "etcd"`: several hosts, one etcd cluster.
     Etcd {
-        /// `endpoints`: at least one, tried in order, normalized to `http://HOST:PORT` or
+        /// `endpoints`: at least one, in order of preference, normalized to `http://HOST:PORT` or
         /// `https://HOST:PORT` (all of them the same scheme; `HOST:PORT` as written takes the
         /// scheme the rest of `[store]` implies).
         endpoints: Vec<String>,
-        /// `connect-timeout` (default 2s, not zero): per endpoint, then the next is tried.
+        /// `connect-timeout` (default 2s, not zero): how long one connection attempt may
+        /// take (the endpoints are tried side by side, see `store::etcd`).
         connect_timeout: Duration,
         /// `prefix` (default `/promd`): the key prefix, starting with `/` and not ending with
         /// one (unless it is `/`).
