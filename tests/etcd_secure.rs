@@ -158,6 +158,7 @@ async fn an_expired_server_certificate_is_named() {
             admin_cert: None,
         }),
         auth_token_ttl: None,
+        ipv6_loopback: false,
     };
     let cluster = EtcdCluster::start_with(1, &[], &options);
     let tls = EtcdTls {
@@ -179,6 +180,7 @@ async fn an_expired_server_certificate_is_named() {
 fn secure_cluster(pki: &Pki, ttl: u64) -> EtcdCluster {
     let options = Options {
         auth_token_ttl: Some(ttl),
+        ipv6_loopback: false,
         ..tls_options(pki)
     };
     let mut cluster = EtcdCluster::start_with(3, &[], &options);
@@ -316,4 +318,45 @@ async fn a_store_without_a_user_is_told_that_etcd_requires_one() {
             first(&cluster)
         )
     );
+}
+
+/// Endpoints as operators write them reach a real etcd: `[::1]` (IPv6, in brackets), and
+/// `localhost` (a DNS name, checked against the certificate's DNS SAN), each written both as
+/// an `https://` URL and as etcdctl's bare `HOST:PORT` (https, since TLS is configured). The
+/// endpoint strings go through promd's own config parser, as promd.toml's would.
+#[tokio::test(flavor = "current_thread")]
+async fn ipv6_and_dns_name_endpoints_reach_a_tls_etcd() {
+    let pki = Pki::new();
+    let options = Options {
+        ipv6_loopback: true,
+        ..tls_options(&pki)
+    };
+    let cluster = EtcdCluster::start_with(1, &[], &options);
+    let v6 = cluster.endpoints_v6()[0].clone();
+    let port = v6.rsplit(':').next().expect("a port").to_string();
+    let ca = pki.path(pki::CA);
+    for written in [
+        v6.clone(),
+        format!("[::1]:{port}"),
+        format!("https://localhost:{port}"),
+        format!("localhost:{port}"),
+    ] {
+        let text = format!(
+            "node = \"n1\"\n[store]\nkind = \"etcd\"\nendpoints = [\"{written}\"]\nca-file = \"{}\"\n",
+            ca.display()
+        );
+        let config = promd::config::parse(&text, "promd.toml")
+            .unwrap_or_else(|e| panic!("{written}: {e:?}"));
+        let promd::config::StoreConfig::Etcd { endpoints, .. } = config.store else {
+            panic!("an etcd store");
+        };
+        eprintln!("{written} -> {endpoints:?}");
+        assert!(endpoints[0].starts_with("https://"), "{endpoints:?}");
+        let store = store(endpoints, secs(1.0)).with_tls(client_tls(&pki));
+        let mut node = open(&store, "web", "n1");
+        node.up(secs(10.0)).await;
+        let term = node.try_campaign().await;
+        let term = term.unwrap_or_else(|| panic!("{written}: the campaign was not won"));
+        node.release(term).await;
+    }
 }

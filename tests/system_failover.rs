@@ -231,6 +231,7 @@ fn etcd_tls_rbac_by_name_one_active_and_failover_on_a_cut() {
             admin_cert: Some((pki.path(pki::CLIENT), pki.path(pki::CLIENT_KEY))),
         }),
         auth_token_ttl: Some(5),
+        ipv6_loopback: false,
     };
     let mut etcd = EtcdCluster::start_with(3, &net.gateway_ips(), &options);
     etcd.enable_auth("root-secret");

@@ -52,6 +52,8 @@ pub struct Options {
     pub tls: Option<ServerTls>,
     /// `--auth-token-ttl`, in seconds (etcd's default: 300).
     pub auth_token_ttl: Option<u64>,
+    /// Serve clients on `[::1]` too (see [`EtcdCluster::endpoints_v6`]).
+    pub ipv6_loopback: bool,
 }
 
 pub struct EtcdCluster {
@@ -244,11 +246,14 @@ impl EtcdCluster {
         for i in 0..n {
             let member_dir = dir.path().join(format!("m{i}"));
             std::fs::create_dir_all(&member_dir).map_err(|e| e.to_string())?;
-            let client_urls = std::iter::once(Ipv4Addr::LOCALHOST)
+            let mut client_urls = std::iter::once(Ipv4Addr::LOCALHOST)
                 .chain(extra_ips.iter().copied())
                 .map(|ip| format!("{scheme}://{ip}:{}", client_ports[i]))
-                .collect::<Vec<_>>()
-                .join(",");
+                .collect::<Vec<_>>();
+            if options.ipv6_loopback {
+                client_urls.push(format!("{scheme}://[::1]:{}", client_ports[i]));
+            }
+            let client_urls = client_urls.join(",");
             let peer_url = format!("http://127.0.0.1:{}", peer_ports[i]);
             let mut args = vec![
                 format!("--name={}", name(i)),
@@ -335,6 +340,15 @@ impl EtcdCluster {
             .map(Member::tail_of_log)
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// The client URLs on `[::1]` (a cluster started with `ipv6_loopback`).
+    pub fn endpoints_v6(&self) -> Vec<String> {
+        assert!(self.options.ipv6_loopback, "started without ipv6_loopback");
+        self.members
+            .iter()
+            .map(|m| format!("{}://[::1]:{}", self.scheme(), m.client_port))
+            .collect()
     }
 
     fn scheme(&self) -> &'static str {

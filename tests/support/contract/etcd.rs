@@ -49,6 +49,7 @@ pub fn tls_options(pki: &Pki) -> Options {
             admin_cert: Some((pki.path(pki::CLIENT), pki.path(pki::CLIENT_KEY))),
         }),
         auth_token_ttl: None,
+        ipv6_loopback: false,
     }
 }
 
@@ -200,6 +201,7 @@ impl Backend for EtcdSecure {
         let pki = Pki::new();
         let options = Options {
             auth_token_ttl: Some(TOKEN_TTL),
+            ipv6_loopback: false,
             ..tls_options(&pki)
         };
         let mut cluster = EtcdCluster::start_with(3, &[SECOND_LOOPBACK], &options);
