@@ -2102,3 +2102,35 @@ fn an_own_record_behind_in_the_store_is_published_again() {
     assert_eq!(t.pubs.len(), before + 1);
     assert_eq!(t.published(), &mine);
 }
+
+/// Found by the restore system test (`tests/system_term.rs`): the active node fenced while
+/// etcd was down; etcd came back restored from an older snapshot that holds this node's key
+/// at term 5, under a lease the node still renews. The release of term 46 (what the node
+/// held) deletes nothing; its answer made the node forget the key at term 5, which nobody
+/// then deleted: no node became active. Now only the released term's key is forgotten, and
+/// the stale one is released in turn.
+#[test]
+fn a_release_answer_forgets_only_the_key_it_released() {
+    let mut t = T::active(params("a"), 46);
+    t.ev(Event::StoreDown);
+    let fence = LEASE.as_millis() as u64;
+    let a = t.advance(fence);
+    assert!(starts(&a, Job::StopActive), "{a:?}");
+    t.units_down_then_passive();
+    let mut a = t.ev(Event::StoreUp);
+    a.extend(t.renew());
+    assert!(a.contains(&Action::Release { term: 46 }), "{a:?}");
+    // The restored store: this node's key at term 5, then the release's answer.
+    t.ev(Event::Leader(Some(("a".into(), 5))));
+    t.ev(Event::Members(vec![]));
+    t.ev(Event::Maintenance(false));
+    let mut a = t.ev(Event::Released);
+    a.extend(t.ev(Event::Tick));
+    assert_eq!(t.m.leader(), Some("a"), "the key at term 5 is still there");
+    assert!(
+        a.contains(&Action::Release { term: 5 }),
+        "the stale own key is released: {a:?}"
+    );
+    let a = t.ev(Event::Released);
+    assert_eq!(t.m.leader(), None, "{a:?}");
+}

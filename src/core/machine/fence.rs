@@ -191,7 +191,7 @@ impl GroupMachine {
             && self.store_up
         {
             if !self.releasing() {
-                self.owed = Owed::Release;
+                self.owed = Owed::Release { term };
                 out.push(Action::Release { term });
             }
             return;

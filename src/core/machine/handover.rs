@@ -57,7 +57,7 @@ impl GroupMachine {
             && !self.releasing()
             && !self.waits_to_promote(now)
         {
-            self.owed = Owed::Release;
+            self.owed = Owed::Release { term };
             out.push(Action::Release { term });
         }
         let settled = if self.timers.pending(Timer::Cooldown, now) {

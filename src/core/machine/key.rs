@@ -60,7 +60,11 @@ pub(super) enum Owed {
     },
     /// [`Action::Release`](super::Action::Release) sent,
     /// [`Event::Released`](super::Event::Released) (or a vacant key) not yet seen.
-    Release,
+    Release {
+        /// The term of the key it asked to delete: the answer deletes that key only (the
+        /// store deletes nothing when the key's term differs).
+        term: u64,
+    },
 }
 
 impl GroupMachine {
@@ -80,16 +84,17 @@ impl GroupMachine {
 
     /// A release is in flight.
     pub(super) fn releasing(&self) -> bool {
-        self.owed == Owed::Release
+        matches!(self.owed, Owed::Release { .. })
     }
 
     /// A campaign or release that was in flight will not be answered (the store went down,
     /// or the lease with it): forget it.
     fn settle(&mut self, what: Owed) {
-        let same = match (self.owed, what) {
-            (Owed::Campaign { .. }, Owed::Campaign { .. }) => true,
-            (a, b) => a == b,
-        };
+        let same = matches!(
+            (self.owed, what),
+            (Owed::Campaign { .. }, Owed::Campaign { .. })
+                | (Owed::Release { .. }, Owed::Release { .. })
+        ) || self.owed == what;
         if same {
             self.owed = Owed::Nothing;
         }
@@ -120,7 +125,7 @@ impl GroupMachine {
                 if !matches!(self.key, Key::Vacant { .. }) {
                     self.key = Key::Vacant { since: now };
                 }
-                self.settle(Owed::Release);
+                self.settle(Owed::Release { term: 0 });
             }
             Some((node, term)) => {
                 self.key_term_seen = self.key_term_seen.max(term);
@@ -219,11 +224,20 @@ impl GroupMachine {
     }
 
     /// [`Event::Released`](super::Event::Released): our key is deleted.
+    ///
+    /// Only the key it asked to delete, at the term it asked for, is gone: the store deletes
+    /// nothing when the key's term differs. (A release of term 46 answered while the store,
+    /// restored from an older snapshot, held this node's key at term 5 made the node forget
+    /// that key; nobody deleted it, and no node became active: the restore system test found
+    /// it.)
     pub(super) fn key_released(&mut self, now: Mono) {
-        self.settle(Owed::Release);
+        let Owed::Release { term: released } = self.owed else {
+            return; // no release in flight: a stray answer deletes nothing we know of
+        };
+        self.settle(Owed::Release { term: released });
         let ours = match &self.key {
-            Key::Ours { .. } => true,
-            Key::Theirs { node, .. } => *node == self.p.node,
+            Key::Ours { term } => *term == released,
+            Key::Theirs { node, term } => *node == self.p.node && *term == released,
             _ => false,
         };
         if ours {
