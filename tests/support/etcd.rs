@@ -11,6 +11,9 @@
 //! with a short `--auth-token-ttl`; [`EtcdCluster::enable_auth`] and
 //! [`EtcdCluster::add_prefix_user`] turn etcd's authentication on and add an RBAC user, with
 //! etcdctl. Members are checked for health on a plain-http metrics listener of their own.
+//! [`EtcdCluster::save_snapshot`], [`EtcdCluster::stop_and_wipe`] and
+//! [`EtcdCluster::restore_all`] lose the cluster's data and bring it back from an older
+//! snapshot, as an operator's disaster recovery would.
 //!
 //! The calls block the calling thread (`start` and `restart_member` until the member serves,
 //! a few seconds at most). In a `current_thread` tokio test that also stalls every task on the
@@ -78,6 +81,16 @@ struct Member {
 impl Member {
     fn log_path(&self) -> PathBuf {
         self.dir.join("etcd.log")
+    }
+
+    /// The value of `--NAME=` in the member's arguments.
+    fn flag(&self, name: &str) -> String {
+        let prefix = format!("--{name}=");
+        self.args
+            .iter()
+            .find_map(|a| a.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("etcd member started without --{name}"))
+            .to_string()
     }
 
     fn spawn(&mut self) -> Result<(), String> {
@@ -375,10 +388,15 @@ impl EtcdCluster {
 
     /// [`Self::etcdctl`] with `input` on its standard input.
     pub fn etcdctl_with_input(&self, args: &[&str], input: &str) -> String {
+        self.etcdctl_at(&self.endpoints(), args, input)
+    }
+
+    /// [`Self::etcdctl_with_input`] against the given endpoints only.
+    fn etcdctl_at(&self, endpoints: &[String], args: &[&str], input: &str) -> String {
         let mut command = Command::new("etcdctl");
         command
             .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", self.endpoints().join(",")))
+            .arg(format!("--endpoints={}", endpoints.join(",")))
             .arg("--dial-timeout=5s")
             .arg("--command-timeout=10s");
         if let Some(tls) = &self.options.tls {
@@ -472,6 +490,80 @@ impl EtcdCluster {
         }
         if let Err(e) = self.wait_ready(&[i]) {
             panic!("member {i} did not come back: {e}");
+        }
+    }
+
+    /// `etcdctl snapshot save` to `path`, from member 0 (etcdctl saves from one endpoint):
+    /// the cluster's whole keyspace as it is now, for [`Self::restore_all`].
+    pub fn save_snapshot(&self, path: &Path) {
+        let endpoint = self.endpoints().swap_remove(0);
+        self.etcdctl_at(
+            &[endpoint],
+            &["snapshot", "save", &path.display().to_string()],
+            "",
+        );
+    }
+
+    /// Lose the cluster's data: every member SIGKILLed (by pid) and its data dir wiped. The
+    /// cluster stays down until [`Self::restore_all`].
+    pub fn stop_and_wipe(&mut self) {
+        for (i, m) in self.members.iter_mut().enumerate() {
+            m.kill();
+            let data = m.flag("data-dir");
+            if let Err(e) = std::fs::remove_dir_all(&data)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                panic!("member {i}: cannot wipe {data}: {e}");
+            }
+        }
+    }
+
+    /// Bring the cluster back from `snapshot`, as etcd's disaster-recovery guide says: every
+    /// member stopped and wiped ([`Self::stop_and_wipe`], if it was not), `etcdctl snapshot
+    /// restore` into a new data dir with the member's own `--name`, `--initial-cluster`,
+    /// `--initial-cluster-token` and `--initial-advertise-peer-urls`, then every member started
+    /// again on its ports; waits until they all serve. Keys, leases and the revision go back
+    /// to the snapshot's. A panic on failure leaves the members to `Drop`.
+    pub fn restore_all(&mut self, snapshot: &Path) {
+        self.stop_and_wipe();
+        for (i, m) in self.members.iter().enumerate() {
+            let mut command = Command::new("etcdctl");
+            for (key, _) in std::env::vars_os() {
+                if key.to_string_lossy().starts_with("ETCD") {
+                    command.env_remove(key);
+                }
+            }
+            let out = command
+                .env("ETCDCTL_API", "3")
+                .args(["snapshot", "restore", &snapshot.display().to_string()])
+                .args(
+                    [
+                        "name",
+                        "initial-cluster",
+                        "initial-cluster-token",
+                        "initial-advertise-peer-urls",
+                        "data-dir",
+                    ]
+                    .map(|flag| format!("--{flag}={}", m.flag(flag))),
+                )
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run etcdctl: {e}"));
+            assert!(
+                out.status.success(),
+                "member {i}: etcdctl snapshot restore {}: {}\n{}",
+                snapshot.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        for (i, m) in self.members.iter_mut().enumerate() {
+            if let Err(e) = m.spawn() {
+                panic!("member {i}: {e}");
+            }
+        }
+        let all: Vec<usize> = (0..self.members.len()).collect();
+        if let Err(e) = self.wait_ready(&all) {
+            panic!("etcd did not come back from the snapshot: {e}");
         }
     }
 
