@@ -299,9 +299,26 @@ async fn a_wrong_password_is_reported_and_retried_until_it_works() {
         .collect::<Vec<_>>()
         .join("; ");
     assert_eq!(reason.to_string(), expected);
-    // The node keeps trying: once the password is what it has, it comes up.
+    // It keeps trying, backing off: 1, 2, 4 s... between rounds (a round tries every
+    // endpoint), as etcd's logs show. Without the backoff: a round a second.
+    let window = secs(8.0);
+    node.watch_for(window).await;
+    let refused: usize = (0..3)
+        .map(|i| {
+            std::fs::read_to_string(cluster.log_path(i))
+                .unwrap_or_default()
+                .matches("authentication failed")
+                .count()
+        })
+        .sum();
+    eprintln!("{refused} refused logins on etcd's side in the first {window:?} and a bit");
+    assert!(
+        (3..=15).contains(&refused),
+        "{refused} refused logins in {window:?}: no backoff?"
+    );
+    // Once the password is what it has, it comes up (within the longest pause so far).
     cluster.change_password(USER, "not-the-password");
-    node.up(secs(10.0)).await;
+    node.up(secs(20.0)).await;
 }
 
 /// With client certificates, etcd takes a certificate's common name as the user when the

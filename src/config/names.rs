@@ -101,10 +101,19 @@ impl Endpoint {
 /// Reads an etcd endpoint: `http(s)://HOST:PORT` or `HOST:PORT`, one trailing `/` allowed.
 /// The error says which part is wrong, without the endpoint itself (the caller names it).
 pub(super) fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
+    if text.contains(',') {
+        // etcdctl's `--endpoints=a,b` spelling.
+        return Err(
+            "a `,` in an endpoint: write each endpoint as its own string, \
+             [\"http://a:2379\", \"http://b:2379\"]"
+                .to_owned(),
+        );
+    }
     let trimmed = text.strip_suffix('/').unwrap_or(text);
     let (scheme, rest) = match trimmed.split_once("://") {
-        Some(("http", rest)) => (Some(Scheme::Http), rest),
-        Some(("https", rest)) => (Some(Scheme::Https), rest),
+        // Schemes are case-insensitive (RFC 3986).
+        Some((s, rest)) if s.eq_ignore_ascii_case("http") => (Some(Scheme::Http), rest),
+        Some((s, rest)) if s.eq_ignore_ascii_case("https") => (Some(Scheme::Https), rest),
         Some((other, _)) => {
             return Err(format!(
                 "unknown scheme \"{other}://\": etcd endpoints are http:// or https://"
@@ -171,6 +180,17 @@ pub(super) fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
     }
     if !host.starts_with('[') && !valid_dns_name(&host) {
         return Err(format!("host {host:?} is not a DNS name or an IP address"));
+    }
+    // A name whose last label is all digits is no DNS name (no top-level domain is numeric):
+    // it was meant as an IPv4 address, and is not one (`10.0.0.256`, `1.2.3`).
+    let last = host.trim_end_matches('.').rsplit('.').next().unwrap_or("");
+    if !host.starts_with('[')
+        && last.bytes().all(|b| b.is_ascii_digit())
+        && host.parse::<std::net::Ipv4Addr>().is_err()
+    {
+        return Err(format!(
+            "host {host:?} is not an IPv4 address (four numbers of 0 to 255, like 10.0.0.1)"
+        ));
     }
     if port.is_empty() {
         return Err(format!("no port after the `:`: write {host}:2379"));

@@ -110,6 +110,22 @@ pub enum SecretError {
         /// The OS error.
         error: std::io::Error,
     },
+    /// Root can read the file only by `CAP_DAC_OVERRIDE`, which promd.service does not have
+    /// (`CapabilityBoundingSet=`, `PrivateUsers=yes`): checked when running as root, so that
+    /// `check-config` says what the service's start would.
+    #[error(
+        "`{key}` {} is owned by uid {uid} and not readable by others: promd.service runs \
+         without CAP_DAC_OVERRIDE and cannot read it; make root its owner (chown root)",
+        path.display()
+    )]
+    NotRootReadable {
+        /// The key that names it.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+    },
     /// No `-----BEGIN CERTIFICATE-----` block.
     #[error("`{key}` {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", path.display())]
     NoCertificate {
@@ -182,11 +198,33 @@ pub enum SecretError {
 }
 
 fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, SecretError> {
-    std::fs::read(path).map_err(|error| SecretError::Read {
+    let bytes = std::fs::read(path).map_err(|error| SecretError::Read {
         key,
         path: path.to_path_buf(),
         error,
-    })
+    })?;
+    if nix::unistd::geteuid().is_root()
+        && let Ok(meta) = std::fs::metadata(path)
+        && !readable_without_override(&meta)
+    {
+        return Err(SecretError::NotRootReadable {
+            key,
+            path: path.to_path_buf(),
+            uid: std::os::unix::fs::MetadataExt::uid(&meta),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Whether root without `CAP_DAC_OVERRIDE`, in a user namespace that maps only root
+/// (`PrivateUsers=yes`), may read a file: as its owner or group if those are root's, else by
+/// the bits for others.
+fn readable_without_override(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let mode = meta.mode();
+    (meta.uid() == 0 && mode & 0o400 != 0)
+        || (meta.gid() == 0 && mode & 0o040 != 0)
+        || mode & 0o004 != 0
 }
 
 /// The certificates in a PEM file.
@@ -279,7 +317,7 @@ fn check_pair(
         })
 }
 
-/// The password in `file`: its content less one final line break.
+/// The password in `file`: its content less the line breaks it ends with.
 pub fn read_password(
     file: &PasswordFile,
     credentials: Option<&Path>,
@@ -288,12 +326,8 @@ pub fn read_password(
     let bytes = read("password-file", &path)?;
     let mut text = String::from_utf8(bytes)
         .map_err(|_| SecretError::PasswordNotText { path: path.clone() })?;
-    if text.ends_with('\n') {
-        text.pop();
-        if text.ends_with('\r') {
-            text.pop();
-        }
-    }
+    // Editors and `echo` add line breaks; a password never ends with one.
+    text.truncate(text.trim_end_matches(['\n', '\r']).len());
     if text.is_empty() {
         return Err(SecretError::EmptyPassword { path });
     }

@@ -145,6 +145,9 @@ fn endpoints_are_accepted_as_operators_write_them() {
         ("10.0.0.1:2379/", "http://10.0.0.1:2379"),
         ("[::1]:65535", "http://[::1]:65535"),
         ("https://etcd.example:1", "https://etcd.example:1"),
+        // Schemes are case-insensitive.
+        ("HTTP://etcd-1:2379", "http://etcd-1:2379"),
+        ("Https://etcd-1:2379", "https://etcd-1:2379"),
     ];
     for (written, url) in cases {
         let found = endpoints_of(&store(&etcd(&format!("{written:?}"), "")));
@@ -236,6 +239,22 @@ fn every_other_endpoint_form_says_which_part_is_wrong() {
             "user information (USER@) in an endpoint is not supported: set `user` and \
              `password-file` in [store]",
         ),
+        // Meant as IPv4 addresses, and not ones (they would pass as DNS names, and fail at
+        // run time with a transport error).
+        (
+            "10.0.0.256:2379",
+            "host \"10.0.0.256\" is not an IPv4 address (four numbers of 0 to 255, like 10.0.0.1)",
+        ),
+        (
+            "http://1.2.3:2379",
+            "host \"1.2.3\" is not an IPv4 address (four numbers of 0 to 255, like 10.0.0.1)",
+        ),
+        // etcdctl's comma-separated list.
+        (
+            "http://a:2379,http://b:2379",
+            "a `,` in an endpoint: write each endpoint as its own string, \
+             [\"http://a:2379\", \"http://b:2379\"]",
+        ),
     ];
     for (written, why) in cases {
         let found = problems(&etcd(&format!("{written:?}"), ""));
@@ -245,6 +264,18 @@ fn every_other_endpoint_form_says_which_part_is_wrong() {
             "{written}"
         );
     }
+}
+
+#[test]
+fn the_same_member_twice_is_refused_at_the_second() {
+    let found = problems(&etcd("\"http://etcd-1:2379\", \"ETCD-1:2379\"", ""));
+    assert_eq!(
+        found,
+        [
+            "3:36: endpoint \"ETCD-1:2379\" is the same member as \"http://etcd-1:2379\" (line 3, \
+          column 14): list each once"
+        ]
+    );
 }
 
 #[test]
@@ -687,5 +718,39 @@ fn a_broken_certificate_and_a_broken_key_are_both_reported() {
     assert!(
         found[1].contains("is an encrypted private key"),
         "{found:#?}"
+    );
+}
+
+/// promd.service runs as root without CAP_DAC_OVERRIDE (and with PrivateUsers=yes): a key
+/// owned by another user, mode 0600 (as etcd's own client keys often are), cannot be read by
+/// the service, so `check-config`, run as root, says so instead of "ok". (Run as another
+/// user, check-config cannot tell, and reads what that user may read.)
+#[test]
+fn a_key_root_may_read_only_by_override_is_refused_when_checked_as_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Files::new();
+    let key = f.path("client-key.pem");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = etcd(
+        "\"https://a:1\"",
+        &format!(
+            "cert-file = {:?}\nkey-file = {:?}\n",
+            f.path("client.pem"),
+            key
+        ),
+    );
+    // Root's own 0600 key is fine.
+    assert!(tls_of(&store(&text)).is_some());
+    if !nix::unistd::geteuid().is_root() {
+        return; // chown needs root; the check only applies to root anyway
+    }
+    std::os::unix::fs::chown(&key, Some(1000), None).unwrap();
+    assert_eq!(
+        problems(&text),
+        [format!(
+            "5:12: `key-file` {} is owned by uid 1000 and not readable by others: promd.service \
+             runs without CAP_DAC_OVERRIDE and cannot read it; make root its owner (chown root)",
+            key
+        )]
     );
 }

@@ -42,17 +42,41 @@ impl Checker<'_> {
             );
             return None;
         }
-        let mut parsed = Vec::new();
+        let mut parsed: Vec<Spanned<Endpoint>> = Vec::new();
+        let mut ok = true;
         for endpoint in &endpoints {
             match parse_endpoint(endpoint.get_ref()) {
-                Ok(e) => parsed.push(Spanned::new(endpoint.span(), e)),
-                Err(why) => self.error(
-                    &endpoint.span(),
-                    format!("endpoint {:?}: {why}", endpoint.get_ref()),
-                ),
+                Ok(e) => {
+                    // The same member twice (host names compare without case).
+                    let same = parsed.iter().find(|p| {
+                        let p = p.get_ref();
+                        p.host.eq_ignore_ascii_case(&e.host) && p.port == e.port
+                    });
+                    if let Some(first) = same {
+                        let (line, column) = position(self.text, first.span().start);
+                        self.error(
+                            &endpoint.span(),
+                            format!(
+                                "endpoint {:?} is the same member as {:?} (line {line}, column \
+                                 {column}): list each once",
+                                e.written,
+                                first.get_ref().written
+                            ),
+                        );
+                        ok = false;
+                    }
+                    parsed.push(Spanned::new(endpoint.span(), e));
+                }
+                Err(why) => {
+                    ok = false;
+                    self.error(
+                        &endpoint.span(),
+                        format!("endpoint {:?}: {why}", endpoint.get_ref()),
+                    );
+                }
             }
         }
-        (parsed.len() == endpoints.len()).then_some(parsed)
+        ok.then_some(parsed)
     }
 
     pub(super) fn server_name(&mut self, key: &str, value: &Value<'_>) -> Option<String> {

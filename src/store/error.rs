@@ -212,6 +212,43 @@ impl Cause {
     pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Cause {
         Cause(Arc::new(e))
     }
+
+    /// etcd refused the credentials (gRPC `InvalidArgument` "authentication failed"):
+    /// somewhere in the error's chain.
+    fn credentials_refused(&self) -> bool {
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&*self.0);
+        while let Some(e) = next {
+            if let Some(etcd_client::Error::GRpcStatus(status)) =
+                e.downcast_ref::<etcd_client::Error>()
+                && status.message().contains("authentication failed")
+            {
+                return true;
+            }
+            next = e.source();
+        }
+        false
+    }
+}
+
+impl EtcdError {
+    /// Every endpoint refused the credentials (a wrong password, an unknown user): retrying
+    /// at once will not help, and each attempt costs etcd a password hash, so the task backs
+    /// off (`MAX_AUTH_RETRY_DELAY` in `store::etcd`).
+    pub fn credentials_refused(&self) -> bool {
+        match self {
+            EtcdError::Unreachable(errors) => {
+                !errors.is_empty()
+                    && errors.iter().all(|e| match e {
+                        EndpointError::Failed { cause, .. } => cause.credentials_refused(),
+                        EndpointError::Silent { .. } => false,
+                    })
+            }
+            EtcdError::Denied { cause, .. } | EtcdError::Failed { cause, .. } => {
+                cause.credentials_refused()
+            }
+            _ => false,
+        }
+    }
 }
 
 impl fmt::Display for Cause {

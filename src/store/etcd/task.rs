@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 use super::connect::{CallError, Connector, Session, establish};
 use super::ops::{Done, OpFuture, start_op};
 use super::view::{ResyncFuture, Values, next_watch, read_and_watch};
-use super::{MAX_KEEPALIVE_WAIT, MAX_RETRY_DELAY};
+use super::{MAX_AUTH_RETRY_DELAY, MAX_KEEPALIVE_WAIT, MAX_RETRY_DELAY};
 use crate::store::error::{Cause, EtcdError};
 use crate::store::queue::OpQueue;
 use crate::store::report::Reporter;
@@ -118,6 +118,8 @@ impl GroupTask {
         avoid: Option<String>,
     ) -> Option<Session> {
         let mut beat = self.beat_ticker();
+        // Consecutive attempts whose credentials etcd refused.
+        let mut refusals = 0u32;
         loop {
             let attempt = establish(
                 self.cfg.clone(),
@@ -151,8 +153,17 @@ impl GroupTask {
             }
             // Possibly a lease granted before the failure: the next attempt keeps it.
             self.lease = failure.lease;
+            // Refused credentials are retried after 1 s, doubling up to a limit: a password
+            // is not fixed in a second, and each attempt costs etcd a password hash.
+            let delay = if failure.reason.credentials_refused() {
+                refusals += 1;
+                (MAX_RETRY_DELAY * 2u32.saturating_pow(refusals - 1)).min(MAX_AUTH_RETRY_DELAY)
+            } else {
+                refusals = 0;
+                self.renew.min(MAX_RETRY_DELAY)
+            };
             self.report.down(failure.reason.into(), &mut self.queue);
-            let retry_at = tokio::time::Instant::now() + self.renew.min(MAX_RETRY_DELAY);
+            let retry_at = tokio::time::Instant::now() + delay;
             loop {
                 self.spec.progress.beat();
                 if !self.report.listening() {
