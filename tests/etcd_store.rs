@@ -26,6 +26,37 @@ fn open(store: &EtcdStore, group: &str, name: &str, lease: Duration) -> Node {
     Node::open(store, Link::NONE, how)
 }
 
+/// The longest time between two consecutive renewals' send times of `node`.
+fn worst_renewal_gap(node: &Node) -> Duration {
+    node.renewals()
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default()
+}
+
+/// Since `since`, `nodes` never lost their lease and saw the key only as `lead`'s at `term`.
+fn assert_key_and_lease_kept(nodes: &[&Node], since: Instant, term: u64) {
+    for n in nodes {
+        let events = n.events_since(since);
+        assert!(
+            !events.contains(&&StoreEvent::LeaseLost),
+            "{}: lease lost",
+            n.name
+        );
+        for e in events {
+            if let StoreEvent::Leader(l) = e {
+                assert_eq!(
+                    l.as_ref().map(|l| (l.node.as_str(), l.term)),
+                    Some(("lead", term)),
+                    "{}: leader changed",
+                    n.name
+                );
+            }
+        }
+    }
+}
+
 /// Killing the etcd member a leader is connected to, which is also the raft leader, changes
 /// nothing a user sees: the leader keeps renewing (from another member), nobody else gets the
 /// key, the term stays.
@@ -66,11 +97,7 @@ async fn killing_an_etcd_member_under_the_leader_changes_nothing() {
         after.len() >= 3,
         "renewals went on after the kill: {after:?}"
     );
-    let worst_gap = renewals
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .max()
-        .unwrap_or_default();
+    let worst_gap = worst_renewal_gap(&leader);
     eprintln!(
         "longest gap between renewals' send times: {worst_gap:?} (lease {lease:?}); leader events after the kill: {:?}",
         leader.events_since(killed_at)
@@ -79,24 +106,7 @@ async fn killing_an_etcd_member_under_the_leader_changes_nothing() {
         worst_gap < lease * 4 / 5,
         "the leader would have had to demote: renewal gap {worst_gap:?}"
     );
-    assert!(
-        !leader
-            .events_since(killed_at)
-            .contains(&&StoreEvent::LeaseLost),
-        "lease kept"
-    );
-    for n in [&leader, &other] {
-        for e in n.events_since(killed_at) {
-            if let StoreEvent::Leader(l) = e {
-                assert_eq!(
-                    l.as_ref().map(|l| (l.node.as_str(), l.term)),
-                    Some(("lead", term)),
-                    "{}: leader changed",
-                    n.name
-                );
-            }
-        }
-    }
+    assert_key_and_lease_kept(&[&leader, &other], killed_at, term);
     assert_eq!(other.try_campaign().await, None, "the key is still held");
 
     // The harness brings the member back on its data dir (this blocks the runtime meanwhile).
@@ -257,11 +267,7 @@ async fn a_silent_etcd_member_under_the_leader_is_not_a_failover() {
 
     let renewals = leader.renewals();
     let last_before = renewals.iter().rev().find(|t| **t <= stopped_at).copied();
-    let worst_gap = renewals
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .max()
-        .unwrap_or_default();
+    let worst_gap = worst_renewal_gap(&leader);
     eprintln!(
         "a silent member at a {lease:?} lease: longest gap between renewals' send times \
          {worst_gap:?}, the fence {fence_after:?} after one; leader events after the stop: {:?}",
@@ -276,24 +282,7 @@ async fn a_silent_etcd_member_under_the_leader_is_not_a_failover() {
         worst_gap < fence_after,
         "the leader would have fenced itself: renewal gap {worst_gap:?} >= {fence_after:?}"
     );
-    assert!(
-        !leader
-            .events_since(stopped_at)
-            .contains(&&StoreEvent::LeaseLost),
-        "lease kept"
-    );
-    for n in [&leader, &other] {
-        for e in n.events_since(stopped_at) {
-            if let StoreEvent::Leader(l) = e {
-                assert_eq!(
-                    l.as_ref().map(|l| (l.node.as_str(), l.term)),
-                    Some(("lead", term)),
-                    "{}: leader changed",
-                    n.name
-                );
-            }
-        }
-    }
+    assert_key_and_lease_kept(&[&leader, &other], stopped_at, term);
     assert_eq!(other.try_campaign().await, None, "the key is still held");
 }
 
@@ -330,11 +319,7 @@ async fn a_silent_etcd_raft_leader_under_the_leader_is_not_a_failover() {
     signal_member(&cluster, raft_leader, Signal::SIGCONT);
 
     let renewals = leader.renewals();
-    let worst_gap = renewals
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .max()
-        .unwrap_or_default();
+    let worst_gap = worst_renewal_gap(&leader);
     eprintln!(
         "a silent raft leader at a {lease:?} lease: longest gap between renewals' send times \
          {worst_gap:?}, the fence {fence_after:?} after one; events after the stop: {:?}",
@@ -348,15 +333,5 @@ async fn a_silent_etcd_raft_leader_under_the_leader_is_not_a_failover() {
         worst_gap < fence_after,
         "the leader would have fenced itself: renewal gap {worst_gap:?} >= {fence_after:?}"
     );
-    assert!(
-        !leader
-            .events_since(stopped_at)
-            .contains(&&StoreEvent::LeaseLost),
-        "lease kept"
-    );
-    assert!(
-        leader.events_since(stopped_at).iter().all(|e| !matches!(e,
-            StoreEvent::Leader(l) if l.as_ref().map(|l| (l.node.as_str(), l.term)) != Some(("lead", term)))),
-        "the key stayed"
-    );
+    assert_key_and_lease_kept(&[&leader], stopped_at, term);
 }
