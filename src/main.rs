@@ -160,6 +160,9 @@ fn check(path: &Path, reload: bool, run_dir: &Path) -> ExitCode {
             ),
         );
     }
+    for warning in config::warnings(&cfg) {
+        logging::stderr_lines(Priority::Notice, &format!("{origin}: note: {warning}"));
+    }
     println!(
         "{origin}: ok ({} group{})",
         cfg.groups.len(),
@@ -207,6 +210,9 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    for warning in config::warnings(&config) {
+        tracing::warn!("{warning}");
+    }
     // Before anything touches units or the store: a second promd on this host must not.
     let _host_lock = match HostLock::acquire(std::path::Path::new(hostlock::LOCK_PATH)) {
         Ok(lock) => lock,

@@ -243,6 +243,28 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// What a valid configuration does that an operator should hear about, one sentence each:
+/// an etcd user whose password would go over plain `http://` (etcd's `Authenticate` carries
+/// it in the clear). `check-config` prints them as notes, and promd journals them as warnings
+/// when it starts.
+pub fn warnings(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if let StoreConfig::Etcd {
+        endpoints,
+        auth: Some(auth),
+        ..
+    } = &config.store
+        && endpoints.iter().any(|e| e.starts_with("http://"))
+    {
+        out.push(format!(
+            "etcd user {:?} logs in over plain http://: its password crosses the network in \
+             the clear; use https:// endpoints (ca-file)",
+            auth.user
+        ));
+    }
+    out
+}
+
 /// Reads and validates the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     load_source(path).map(|(config, _)| config)

@@ -475,6 +475,39 @@ fn user_and_password_file_are_read() {
     assert_eq!(format!("{password:?}"), "Password(..)");
 }
 
+/// A password over plain http:// is allowed (a private network may be what the operator
+/// trusts), but said: `check-config` notes it and promd journals it at start.
+#[test]
+fn a_password_over_plain_http_is_warned_about() {
+    let f = Files::new();
+    let user = format!(
+        "user = \"promd\"\npassword-file = {:?}\n",
+        f.path("password")
+    );
+    let config = |endpoints: &str, extra: &str| {
+        parse_in(
+            &etcd(endpoints, &format!("{user}{extra}")),
+            "t.toml",
+            || Ok("n1".to_owned()),
+            None,
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        warnings(&config("\"a:1\"", "")),
+        [
+            "etcd user \"promd\" logs in over plain http://: its password crosses the network in \
+          the clear; use https:// endpoints (ca-file)"
+        ]
+    );
+    let tls = format!("ca-file = {:?}\n", f.path("ca.pem"));
+    assert!(
+        warnings(&config("\"a:1\"", &tls)).is_empty(),
+        "https by the TLS key"
+    );
+    assert!(warnings(&config("\"https://a:1\"", "")).is_empty());
+}
+
 #[test]
 fn a_bare_password_file_is_a_systemd_credential() {
     let f = Files::new();
