@@ -326,10 +326,9 @@ fn the_closure_is_said_when_it_changes_and_its_units_followed() {
     assert_eq!(known, Some(vec!["web.service".to_string()]));
 }
 
-#[test]
-fn a_failed_health_check_on_the_active_node_restarts_the_watched_units() {
-    let text = format!("node = \"n1\"\n{WEB}watch = [\"web.service\", \"web-db.service\"]\n");
-    let mut h = H::with(config_of(&text));
+/// Group 0 active at term 7, then its health check fails: the outputs once the restart
+/// backoff (1s by default) has passed.
+fn active_then_sick(h: &mut H) -> Vec<Output> {
     h.input(Input::Start);
     h.active(0, 7);
     h.take();
@@ -338,8 +337,14 @@ fn a_failed_health_check_on_the_active_node_restarts_the_watched_units() {
         detail: "exit status 1".into(),
     };
     h.input(Input::Health(GroupId(0), sick));
-    // After the restart backoff (1s by default).
-    let out = h.advance(Duration::from_secs(1));
+    h.advance(Duration::from_secs(1))
+}
+
+#[test]
+fn a_failed_health_check_on_the_active_node_restarts_the_watched_units() {
+    let text = format!("node = \"n1\"\n{WEB}watch = [\"web.service\", \"web-db.service\"]\n");
+    let mut h = H::with(config_of(&text));
+    let out = active_then_sick(&mut h);
     let restarted = out.iter().find_map(|o| match o {
         Output::Restart(GroupId(0), units) => Some(units.clone()),
         _ => None,
@@ -356,19 +361,11 @@ fn a_failed_health_check_on_the_active_node_restarts_the_watched_units() {
 }
 
 /// A stop must not be overtaken by work it supersedes: the restart in place still in flight
-/// and the start are cancelled right before it; a later start cancels the kills still waiting.
+/// and the start are cancelled right before it.
 #[test]
 fn a_stop_cancels_the_restarts_and_the_start_in_flight_before_it_runs() {
     let mut h = H::new(&[WEB]);
-    h.input(Input::Start);
-    h.active(0, 7);
-    h.take();
-    let sick = HealthResult {
-        ok: false,
-        detail: "exit status 1".into(),
-    };
-    h.input(Input::Health(GroupId(0), sick));
-    let out = h.advance(Duration::from_secs(1));
+    let out = active_then_sick(&mut h);
     assert!(
         out.iter().any(|o| matches!(o, Output::Restart(..))),
         "{out:#?}"
