@@ -8,10 +8,11 @@
 //! - [`systemd`], [`watch`], [`health`], [`dbus`], [`notify`], [`logging`]: the other drivers;
 //! - [`runtime`]: the event loop that turns driver events into the agent's inputs and carries
 //!   out its outputs;
-//! - [`config`][]: `/etc/promd/promd.toml`; [`running`]: what the running promd was started
+//! - [`config`][]: `/etc/promd/promd.toml`; [`certs`]: the validity of its certificates; [`running`]: what the running promd was started
 //!   with, for `promd check-config --reload`.
 
 pub mod agent;
+pub mod certs;
 pub mod config;
 pub mod core;
 pub mod dbus;

@@ -245,10 +245,19 @@ impl std::error::Error for ConfigError {}
 
 /// What a valid configuration does that an operator should hear about, one sentence each:
 /// an etcd user whose password would go over plain `http://` (etcd's `Authenticate` carries
-/// it in the clear). `check-config` prints them as notes, and promd journals them as warnings
-/// when it starts.
+/// it in the clear); a client certificate that has expired, is not valid yet or expires within
+/// 14 days, an expired CA. `check-config` prints them as notes, and promd journals them as
+/// warnings when it starts.
 pub fn warnings(config: &Config) -> Vec<String> {
+    warnings_at(config, crate::certs::now())
+}
+
+/// [`warnings`] at `now` (seconds since the Unix epoch).
+pub fn warnings_at(config: &Config, now: i64) -> Vec<String> {
     let mut out = Vec::new();
+    if let StoreConfig::Etcd { tls: Some(tls), .. } = &config.store {
+        out.extend(secure::certificate_notes(tls, now));
+    }
     if let StoreConfig::Etcd {
         endpoints,
         auth: Some(auth),

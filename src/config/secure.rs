@@ -12,6 +12,8 @@ use rustls::sign::CertifiedKey;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::certs::{Standing, rfc3339, validities};
+
 /// The environment variable in which systemd passes a service its credentials directory
 /// (`LoadCredential=`, `SetCredential=`, `ImportCredential=`).
 pub const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
@@ -339,4 +341,58 @@ pub fn credentials_directory() -> Option<PathBuf> {
     std::env::var_os(CREDENTIALS_DIRECTORY)
         .filter(|dir| !dir.is_empty())
         .map(PathBuf::from)
+}
+
+/// Notes on the validity of the certificates `tls` names, at `now` (seconds since the epoch):
+/// a client certificate (`cert-file`'s first) that is not valid yet, has expired, or expires
+/// within [`crate::certs::EXPIRES_SOON`]; a `ca-file` certificate that has expired or is not valid yet. A
+/// file that cannot be read is left to the checks that read it.
+pub(super) fn certificate_notes(tls: &super::TlsConfig, now: i64) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(client) = &tls.client
+        && let Ok(pem) = std::fs::read(&client.cert_file)
+        && let Some(leaf) = validities(&pem).first()
+    {
+        let file = client.cert_file.display();
+        match leaf.at(now) {
+            Standing::Valid => {}
+            Standing::Expired(at) => notes.push(format!(
+                "`cert-file` {file} expired at {}: etcd will refuse it; renew it, then restart \
+                 promd",
+                rfc3339(at)
+            )),
+            Standing::NotYetValid(at) => notes.push(format!(
+                "`cert-file` {file} is not valid before {}: etcd will refuse it until then \
+                 (is this host's clock right?)",
+                rfc3339(at)
+            )),
+            Standing::ExpiresSoon(at) => notes.push(format!(
+                "`cert-file` {file} expires at {}, in {} days: renew it, then restart promd",
+                rfc3339(at),
+                (at - now) / 86_400
+            )),
+        }
+    }
+    if let Some(ca) = &tls.ca_file
+        && let Ok(pem) = std::fs::read(ca)
+    {
+        for cert in validities(&pem) {
+            let file = ca.display();
+            let subject = &cert.subject;
+            match cert.at(now) {
+                Standing::Expired(at) => notes.push(format!(
+                    "`ca-file` {file}: {subject} expired at {}: etcd's certificates it signed \
+                     will not be trusted",
+                    rfc3339(at)
+                )),
+                Standing::NotYetValid(at) => notes.push(format!(
+                    "`ca-file` {file}: {subject} is not valid before {} (is this host's clock \
+                     right?)",
+                    rfc3339(at)
+                )),
+                Standing::Valid | Standing::ExpiresSoon(_) => {}
+            }
+        }
+    }
+    notes
 }

@@ -508,6 +508,80 @@ fn a_password_over_plain_http_is_warned_about() {
     assert!(warnings(&config("\"https://a:1\"", "")).is_empty());
 }
 
+/// A certificate valid from `from` to `to` (midnight UTC of each day) and its key, as
+/// `NAME.pem` and `NAME-key.pem`.
+fn dated(f: &Files, name: &str, cn: &str, from: (i32, u8, u8), to: (i32, u8, u8)) {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["promd".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+    params.not_after = rcgen::date_time_ymd(to.0, to.1, to.2);
+    f.write(&format!("{name}.pem"), &params.self_signed(&key).unwrap().pem());
+    f.write(&format!("{name}-key.pem"), &key.serialize_pem());
+}
+
+/// etcd refuses an expired client certificate with the alert it gives an untrusted one; so
+/// `check-config` (and promd at start) says when `cert-file` has expired, is not valid yet or
+/// runs out within 14 days, and when a `ca-file` certificate has expired.
+#[test]
+fn certificates_out_of_their_validity_are_warned_about() {
+    let now = 1_800_000_000; // 2027-01-15T08:00:00Z
+    let f = Files::new();
+    dated(&f, "expired", "promd", (2026, 1, 1), (2027, 1, 14));
+    dated(&f, "future", "promd", (2027, 1, 16), (2028, 1, 1));
+    dated(&f, "soon", "promd", (2027, 1, 1), (2027, 1, 18));
+    dated(&f, "fine", "promd", (2027, 1, 1), (2027, 4, 15));
+    dated(&f, "old-ca", "old CA", (2026, 1, 1), (2027, 1, 13));
+    let notes = |cert: &str, ca: &str| {
+        let text = etcd(
+            "\"https://a:1\"",
+            &format!(
+                "ca-file = {:?}\ncert-file = {:?}\nkey-file = {:?}\n",
+                f.path(&format!("{ca}.pem")),
+                f.path(&format!("{cert}.pem")),
+                f.path(&format!("{cert}-key.pem"))
+            ),
+        );
+        let config = parse_in(&text, "t.toml", || Ok("n1".to_owned()), None).unwrap();
+        warnings_at(&config, now)
+    };
+    assert_eq!(notes("fine", "fine"), Vec::<String>::new());
+    assert_eq!(
+        notes("expired", "fine"),
+        [format!(
+            "`cert-file` {} expired at 2027-01-14T00:00:00Z: etcd will refuse it; renew it, \
+             then restart promd",
+            f.path("expired.pem")
+        )]
+    );
+    assert_eq!(
+        notes("future", "fine"),
+        [format!(
+            "`cert-file` {} is not valid before 2027-01-16T00:00:00Z: etcd will refuse it until \
+             then (is this host's clock right?)",
+            f.path("future.pem")
+        )]
+    );
+    assert_eq!(
+        notes("soon", "fine"),
+        [format!(
+            "`cert-file` {} expires at 2027-01-18T00:00:00Z, in 2 days: renew it, then restart \
+             promd",
+            f.path("soon.pem")
+        )]
+    );
+    assert_eq!(
+        notes("fine", "old-ca"),
+        [format!(
+            "`ca-file` {}: CN=old CA expired at 2027-01-13T00:00:00Z: etcd's certificates it \
+             signed will not be trusted",
+            f.path("old-ca.pem")
+        )]
+    );
+}
+
 #[test]
 fn a_bare_password_file_is_a_systemd_credential() {
     let f = Files::new();
