@@ -8,6 +8,7 @@
 #[path = "support/contract/mod.rs"]
 mod contract;
 
+use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use contract::etcd::{
@@ -132,6 +133,23 @@ async fn tls_failures_say_what_is_wrong() {
         )
     );
 
+    // An expired client certificate: etcd's alert is the same, promd says why.
+    let expired = EtcdTls {
+        client: Some((
+            pem(&pki, pki::EXPIRED_CLIENT),
+            pem(&pki, pki::EXPIRED_CLIENT_KEY),
+        )),
+        ..client_tls(&pki)
+    };
+    assert_eq!(
+        down_reason(with(expired)).await,
+        format!(
+            "{endpoint}: TLS: etcd refused the client certificate of cert-file {}: it expired \
+             at 2001-01-01T00:00:00Z (BadCertificate)",
+            pki.path(pki::EXPIRED_CLIENT).display()
+        )
+    );
+
     // No client certificate at all.
     let none = EtcdTls {
         client: None,
@@ -157,8 +175,7 @@ async fn an_expired_server_certificate_is_named() {
             admin_ca: pki.path(pki::CA),
             admin_cert: None,
         }),
-        auth_token_ttl: None,
-        ipv6_loopback: false,
+        ..Options::default()
     };
     let cluster = EtcdCluster::start_with(1, &[], &options);
     let tls = EtcdTls {
@@ -175,12 +192,39 @@ async fn an_expired_server_certificate_is_named() {
     );
 }
 
+/// The http/https mix-up, both ways: an `http://` endpoint (or a bare `HOST:PORT` with no TLS
+/// keys) of an etcd that speaks TLS, where the etcd client says only "broken pipe"; and an
+/// `https://` endpoint of a plain-text etcd, where rustls says "corrupt message".
+#[tokio::test(flavor = "current_thread")]
+async fn an_http_https_mix_up_says_which_scheme_to_write() {
+    let pki = Pki::new();
+    let tls_etcd = EtcdCluster::start_with(1, &[], &tls_options(&pki));
+    let as_http = first(&tls_etcd).replacen("https://", "http://", 1);
+    assert_eq!(
+        down_reason(store(vec![as_http.clone()], secs(1.0))).await,
+        format!(
+            "{as_http}: etcd speaks TLS at this endpoint: write `https://` (with `ca-file`, \
+             unless the system's roots sign etcd's certificate)"
+        )
+    );
+
+    let plain_etcd = EtcdCluster::start_with(1, &[], &Options::default());
+    let as_https = first(&plain_etcd).replacen("http://", "https://", 1);
+    let tls = store(vec![as_https.clone()], secs(1.0)).with_tls(client_tls(&pki));
+    assert_eq!(
+        down_reason(tls).await,
+        format!(
+            "{as_https}: TLS: etcd does not speak TLS at this endpoint: write `http://` and \
+             leave out the TLS keys, or check the port (etcd's client port, not its peer port)"
+        )
+    );
+}
+
 /// A cluster with TLS, client certificates, authentication on, the RBAC user of the contract
 /// tests, and simple tokens that expire after `ttl` seconds without use.
 fn secure_cluster(pki: &Pki, ttl: u64) -> EtcdCluster {
     let options = Options {
         auth_token_ttl: Some(ttl),
-        ipv6_loopback: false,
         ..tls_options(pki)
     };
     let mut cluster = EtcdCluster::start_with(3, &[], &options);
@@ -345,11 +389,11 @@ async fn a_store_without_a_user_is_told_that_etcd_requires_one() {
 async fn ipv6_and_dns_name_endpoints_reach_a_tls_etcd() {
     let pki = Pki::new();
     let options = Options {
-        ipv6_loopback: true,
+        listen_v6: vec![Ipv6Addr::LOCALHOST],
         ..tls_options(&pki)
     };
     let cluster = EtcdCluster::start_with(1, &[], &options);
-    let v6 = cluster.endpoints_v6()[0].clone();
+    let v6 = cluster.endpoints_via_v6(Ipv6Addr::LOCALHOST)[0].clone();
     let port = v6.rsplit(':').next().expect("a port").to_string();
     let ca = pki.path(pki::CA);
     for written in [

@@ -518,7 +518,10 @@ fn dated(f: &Files, name: &str, cn: &str, from: (i32, u8, u8), to: (i32, u8, u8)
         .push(rcgen::DnType::CommonName, cn);
     params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
     params.not_after = rcgen::date_time_ymd(to.0, to.1, to.2);
-    f.write(&format!("{name}.pem"), &params.self_signed(&key).unwrap().pem());
+    f.write(
+        &format!("{name}.pem"),
+        &params.self_signed(&key).unwrap().pem(),
+    );
     f.write(&format!("{name}-key.pem"), &key.serialize_pem());
 }
 

@@ -1,7 +1,7 @@
 //! Certificates for TLS tests, generated with rcgen into a temporary directory (removed on
 //! drop): a CA; a server certificate for 127.0.0.1, 127.0.0.2, ::1 and `localhost`; a client
 //! certificate; and the wrong ones: another CA with its own client certificate, an expired
-//! server certificate.
+//! server certificate, an expired client certificate.
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +28,8 @@ pub const OTHER_CLIENT: &str = "other-client.pem";
 pub const OTHER_CLIENT_KEY: &str = "other-client-key.pem";
 pub const EXPIRED_SERVER: &str = "expired-server.pem";
 pub const EXPIRED_SERVER_KEY: &str = "expired-server-key.pem";
+pub const EXPIRED_CLIENT: &str = "expired-client.pem";
+pub const EXPIRED_CLIENT_KEY: &str = "expired-client-key.pem";
 
 struct Ca {
     params: CertificateParams,
@@ -113,6 +115,11 @@ impl Pki {
             ca.sign("promd", &[], client.clone(), false),
         );
         pki.pair(
+            EXPIRED_CLIENT,
+            EXPIRED_CLIENT_KEY,
+            ca.sign("promd", &[], client.clone(), true),
+        );
+        pki.pair(
             OTHER_CLIENT,
             OTHER_CLIENT_KEY,
             other.sign("promd", &[], client, false),
@@ -137,6 +144,12 @@ impl Pki {
     /// The directory of the files.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The files of TLS with client certificates, as `Options::mutual_tls` of the etcd test
+    /// support takes them: `[server cert, server key, CA, client cert, client key]`.
+    pub fn mutual_tls(&self) -> [PathBuf; 5] {
+        [SERVER, SERVER_KEY, CA, CLIENT, CLIENT_KEY].map(|name| self.path(name))
     }
 
     /// The content of `name`.

@@ -13,8 +13,8 @@ use tracing::debug;
 use super::Keys;
 use super::ops::publish_member;
 use super::secure::{
-    EtcdTls, EtcdUser, Explained, Names, explain, explain_plain, explain_with, probe,
-    unexplained_transport_error,
+    EtcdTls, EtcdUser, Explained, Names, answers_in_plain_text, explain, explain_plain,
+    explain_speaks_tls, explain_with, probe, speaks_tls, unexplained_transport_error,
 };
 use super::view::read_and_watch;
 use crate::store::HostId;
@@ -217,12 +217,19 @@ impl Wording {
     }
 
     /// Why connecting to `endpoint` failed, in words. A TLS connection that etcd closed
-    /// without the client learning why is looked into with a handshake of promd's own.
+    /// without the client learning why is looked into with a handshake of promd's own; so is
+    /// a plain one, in case etcd speaks TLS there.
     async fn explain(&self, endpoint: &str, e: etcd_client::Error) -> Explained {
         match &self.tls {
             Some(tls) if unexplained_transport_error(&e) => {
-                let probed = probe(endpoint, tls, self.limit).await;
+                let probed = match probe(endpoint, tls, self.limit).await {
+                    None => answers_in_plain_text(endpoint, self.limit).await,
+                    found => found,
+                };
                 explain_with(e, &self.names, probed)
+            }
+            None if unexplained_transport_error(&e) && speaks_tls(endpoint, self.limit).await => {
+                explain_speaks_tls(e)
             }
             _ => explain(e, &self.names),
         }

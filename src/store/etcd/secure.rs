@@ -13,10 +13,12 @@ use std::time::{Duration, UNIX_EPOCH};
 use etcd_client::{Certificate, Identity, TlsOptions};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{AlertDescription, CertificateError, ClientConfig, RootCertStore};
+use rustls::{AlertDescription, CertificateError, ClientConfig, InvalidMessage, RootCertStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
+
+use crate::certs::{Standing, Validity, now, rfc3339, validities};
 
 /// A PEM file as read: where it came from (named in messages) and its content. `Debug` shows
 /// the path only (the content may be a private key).
@@ -78,11 +80,13 @@ impl fmt::Debug for EtcdUser {
     }
 }
 
-/// What a message about a failure may name: the files and the user of the configuration.
+/// What a message about a failure may name: the files and the user of the configuration,
+/// and the validity of the client certificate (to tell an expired one from an untrusted one).
 #[derive(Debug, Clone, Default)]
 pub(super) struct Names {
     pub(super) ca_file: Option<PathBuf>,
     pub(super) cert_file: Option<PathBuf>,
+    pub(super) cert_validity: Option<Validity>,
     pub(super) user: Option<String>,
 }
 
@@ -93,6 +97,9 @@ impl Names {
             cert_file: tls
                 .and_then(|t| t.client.as_ref())
                 .map(|(cert, _)| cert.path.clone()),
+            cert_validity: tls
+                .and_then(|t| t.client.as_ref())
+                .and_then(|(cert, _)| validities(&cert.pem).into_iter().next()),
             user: user.map(|u| u.name.clone()),
         }
     }
@@ -189,10 +196,7 @@ pub(super) async fn probe(endpoint: &str, tls: &EtcdTls, limit: Duration) -> Opt
             Err(e) => return rustls_of(&e),
         };
         // HTTP/2's preface: the server answers it, or says why it will not.
-        stream
-            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-            .await
-            .ok()?;
+        stream.write_all(H2_PREFACE).await.ok()?;
         let mut answer = [0u8; 64];
         match stream.read(&mut answer).await {
             Err(e) => rustls_of(&e),
@@ -200,6 +204,82 @@ pub(super) async fn probe(endpoint: &str, tls: &EtcdTls, limit: Duration) -> Opt
         }
     };
     timeout(limit, handshake).await.ok().flatten()
+}
+
+/// Whether etcd at an `http://` `endpoint` speaks TLS there, found by a TLS handshake of
+/// promd's own that trusts nothing: a server that answers it with a certificate (or an alert)
+/// speaks TLS, one that answers with anything else does not. The etcd client's own error for
+/// plain HTTP/2 sent to a TLS port is only "broken pipe".
+pub(super) async fn speaks_tls(endpoint: &str, limit: Duration) -> bool {
+    let Some(authority) = endpoint.strip_prefix("http://") else {
+        return false;
+    };
+    let Some((host, _)) = authority.rsplit_once(':') else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let Ok(server_name) = ServerName::try_from(host.to_owned()) else {
+        return false;
+    };
+    let Ok(builder) =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+    else {
+        return false;
+    };
+    let config = builder
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let handshake = async {
+        let tcp = TcpStream::connect(authority).await.ok()?;
+        match connector.connect(server_name, tcp).await {
+            Ok(_) => Some(true),
+            Err(e) => Some(matches!(
+                rustls_of(&e),
+                Some(rustls::Error::InvalidCertificate(_) | rustls::Error::AlertReceived(_))
+            )),
+        }
+    };
+    timeout(limit, handshake)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+/// The words for an `http://` endpoint where etcd speaks TLS ([`speaks_tls`]).
+pub(super) fn explain_speaks_tls(e: etcd_client::Error) -> Explained {
+    Explained {
+        text: "etcd speaks TLS at this endpoint: write `https://` (with `ca-file`, unless the \
+               system's roots sign etcd's certificate)"
+            .to_owned(),
+        inner: e,
+    }
+}
+
+/// HTTP/2's connection preface, and an empty SETTINGS frame (RFC 9113, 3.4 and 6.5).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+
+/// Whether etcd at an `https://` `endpoint` answers HTTP/2 in plain text (its first frame a
+/// SETTINGS frame: type 4, the fourth byte of the frame header), as the TLS error rustls gives
+/// a plain-text answer to its ClientHello. A plain etcd closes the connection on a
+/// ClientHello without a word, so the client's own error is only "tls handshake eof".
+pub(super) async fn answers_in_plain_text(
+    endpoint: &str,
+    limit: Duration,
+) -> Option<rustls::Error> {
+    let authority = endpoint.strip_prefix("https://")?;
+    let answer = async {
+        let mut tcp = TcpStream::connect(authority).await.ok()?;
+        tcp.write_all(H2_PREFACE).await.ok()?;
+        let mut header = [0u8; 9];
+        tcp.read_exact(&mut header).await.ok()?;
+        (header[3] == 4).then_some(rustls::Error::InvalidMessage(
+            InvalidMessage::InvalidContentType,
+        ))
+    };
+    timeout(limit, answer).await.ok().flatten()
 }
 
 fn rustls_of(e: &std::io::Error) -> Option<rustls::Error> {
@@ -362,16 +442,34 @@ fn tls_text(e: &rustls::Error, names: &Names) -> String {
                     | AlertDescription::AccessDenied
             );
             match (&names.cert_file, refused) {
-                (Some(cert), true) => format!(
-                    "etcd refused the client certificate of cert-file {} ({alert:?})",
-                    cert.display()
-                ),
+                (Some(cert), true) => {
+                    // Go's TLS sends `bad_certificate` whatever the reason: say the one promd
+                    // can see for itself.
+                    let why = match names.cert_validity.as_ref().map(|v| v.at(now())) {
+                        Some(Standing::Expired(at)) => format!(": it expired at {}", rfc3339(at)),
+                        Some(Standing::NotYetValid(at)) => {
+                            format!(": it is not valid before {}", rfc3339(at))
+                        }
+                        _ => String::new(),
+                    };
+                    format!(
+                        "etcd refused the client certificate of cert-file {}{why} ({alert:?})",
+                        cert.display()
+                    )
+                }
                 (None, true) => format!(
                     "etcd requires a client certificate: set `cert-file` and `key-file` \
                      ({alert:?})"
                 ),
                 _ => format!("etcd ended the handshake ({alert:?})"),
             }
+        }
+        // A plain-text answer to the ClientHello (HTTP/2's frames begin with a length whose
+        // first byte is not a TLS content type).
+        rustls::Error::InvalidMessage(InvalidMessage::InvalidContentType) => {
+            "etcd does not speak TLS at this endpoint: write `http://` and leave out the TLS \
+             keys, or check the port (etcd's client port, not its peer port)"
+                .to_owned()
         }
         other => other.to_string(),
     }
