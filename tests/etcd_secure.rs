@@ -270,6 +270,30 @@ async fn a_user_limited_to_the_prefix_is_enough() {
     assert!(err.to_string().contains("permission denied"), "{err}");
 }
 
+/// A user whose roles do not cover promd's prefix is told which keys to grant, and how.
+#[tokio::test(flavor = "current_thread")]
+async fn a_user_without_the_prefix_is_told_which_keys_to_grant() {
+    let pki = Pki::new();
+    let cluster = secure_cluster(&pki, 300);
+    cluster.add_prefix_user("narrow", "narrow-secret", "/elsewhere/");
+    let narrow = EtcdUser {
+        name: "narrow".to_string(),
+        password: "narrow-secret".to_string(),
+    };
+    let store = store(cluster.endpoints(), secs(1.0))
+        .with_tls(client_tls(&pki))
+        .with_user(narrow);
+    assert_eq!(
+        down_reason(store).await,
+        format!(
+            "{}: etcd refused user narrow: permission denied (its roles must grant readwrite \
+             on the keys under {PREFIX}/: etcdctl role grant-permission --prefix=true ROLE \
+             readwrite {PREFIX}/)",
+            cluster.endpoints().join(", ")
+        )
+    );
+}
+
 /// etcd's simple tokens expire after `--auth-token-ttl` without use. The lease keepalives
 /// and the watch do not refresh the token, so the first write after a quiet spell finds it
 /// expired; the client authenticates again and the campaign succeeds.
@@ -334,14 +358,10 @@ async fn a_wrong_password_is_reported_and_retried_until_it_works() {
         .with_user(user("not-the-password"));
     let mut node = open(&store, "web", "n1");
     let (_, reason) = node.down(secs(10.0)).await;
-    let endpoints = cluster.endpoints();
-    let expected = endpoints
-        .iter()
-        .map(|e| {
-            format!("{e}: etcd refused user promd: authentication failed (wrong password, or no such user)")
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
+    let expected = format!(
+        "{}: etcd refused user promd: authentication failed (wrong password, or no such user)",
+        cluster.endpoints().join(", ")
+    );
     assert_eq!(reason.to_string(), expected);
     // It keeps trying, backing off: 1, 2, 4 s... between rounds (a round tries every
     // endpoint), as etcd's logs show. Without the backoff: a round a second.

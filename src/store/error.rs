@@ -35,7 +35,7 @@ pub enum EtcdError {
     #[error("no etcd endpoints configured")]
     NoEndpoints,
     /// No endpoint served a linearizable read within the connect timeout: why, per endpoint
-    /// in the order tried.
+    /// in the order tried (endpoints that failed alike share one reason in the text).
     #[error("{}", joined(.0))]
     Unreachable(Vec<EndpointError>),
     /// etcd refused the request for want of rights (gRPC `Unauthenticated` or
@@ -269,10 +269,25 @@ impl PartialEq for Cause {
     }
 }
 
+/// One `ENDPOINTS: REASON` per reason, in the order the reasons first came: three members
+/// that refuse a user alike read as one sentence, not three.
 fn joined(errors: &[EndpointError]) -> String {
-    errors
+    let mut groups: Vec<(Vec<&str>, String)> = Vec::new();
+    for e in errors {
+        let (endpoint, reason) = match e {
+            EndpointError::Failed { endpoint, cause } => (endpoint, cause.to_string()),
+            EndpointError::Silent { endpoint, after } => {
+                (endpoint, format!("no answer within {after:?}"))
+            }
+        };
+        match groups.iter_mut().find(|(_, r)| *r == reason) {
+            Some((endpoints, _)) => endpoints.push(endpoint),
+            None => groups.push((vec![endpoint], reason)),
+        }
+    }
+    groups
         .iter()
-        .map(ToString::to_string)
+        .map(|(endpoints, reason)| format!("{}: {reason}", endpoints.join(", ")))
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -296,6 +311,23 @@ mod tests {
         assert_eq!(
             unreachable.to_string(),
             "http://a:2379: no answer within 500ms; http://b:2379: connection refused"
+        );
+        let refused = |endpoint: &str| EndpointError::Failed {
+            endpoint: endpoint.into(),
+            cause: Cause::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+        };
+        let alike = EtcdError::Unreachable(vec![
+            refused("http://a:2379"),
+            EndpointError::Silent {
+                endpoint: "http://b:2379".into(),
+                after: Duration::from_millis(500),
+            },
+            refused("http://c:2379"),
+        ]);
+        assert_eq!(
+            alike.to_string(),
+            "http://a:2379, http://c:2379: connection refused; http://b:2379: no answer within \
+             500ms"
         );
         let missing = StoreError::from(DirError::Missing("/var/lib/promd".into()));
         assert_eq!(missing.to_string(), "/var/lib/promd does not exist");

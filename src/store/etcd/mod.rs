@@ -102,7 +102,7 @@ impl Store for EtcdStore {
             connect_timeout: self.connect_timeout,
             tls: self.tls.clone(),
             user: self.user.clone(),
-            names: Names::of(self.tls.as_ref(), self.user.as_ref()),
+            names: Names::of(self.tls.as_ref(), self.user.as_ref(), &self.prefix),
             call_timeout: renew,
             ttl_secs: ttl_secs(spec.lease),
             keys: Keys::new(&self.prefix, &spec.group, &spec.node),

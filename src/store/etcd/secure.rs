@@ -88,10 +88,12 @@ pub(super) struct Names {
     pub(super) cert_file: Option<PathBuf>,
     pub(super) cert_validity: Option<Validity>,
     pub(super) user: Option<String>,
+    /// The keys promd uses, as a prefix ending in `/` (`/promd/`).
+    pub(super) prefix: Option<String>,
 }
 
 impl Names {
-    pub(super) fn of(tls: Option<&EtcdTls>, user: Option<&EtcdUser>) -> Names {
+    pub(super) fn of(tls: Option<&EtcdTls>, user: Option<&EtcdUser>, prefix: &str) -> Names {
         Names {
             ca_file: tls.and_then(|t| t.ca.as_ref()).map(|ca| ca.path.clone()),
             cert_file: tls
@@ -101,6 +103,7 @@ impl Names {
                 .and_then(|t| t.client.as_ref())
                 .and_then(|(cert, _)| validities(&cert.pem).into_iter().next()),
             user: user.map(|u| u.name.clone()),
+            prefix: Some(format!("{}/", prefix.trim_end_matches('/'))),
         }
     }
 }
@@ -333,9 +336,15 @@ fn auth_text(message: &str, names: &Names) -> Option<String> {
         );
     }
     if message == "permission denied" {
-        return Some(format!(
-            "{refused}: permission denied (its roles must grant readwrite on promd's prefix)"
-        ));
+        return Some(match &names.prefix {
+            Some(prefix) => format!(
+                "{refused}: permission denied (its roles must grant readwrite on the keys \
+                 under {prefix}: etcdctl role grant-permission --prefix=true ROLE readwrite {prefix})"
+            ),
+            None => format!(
+                "{refused}: permission denied (its roles must grant readwrite on promd's prefix)"
+            ),
+        });
     }
     if matches!(
         message,
