@@ -213,14 +213,15 @@ impl Cause {
         Cause(Arc::new(e))
     }
 
-    /// etcd refused the credentials (gRPC `InvalidArgument` "authentication failed"):
-    /// somewhere in the error's chain.
-    fn credentials_refused(&self) -> bool {
+    /// etcd refused who promd is or what it may do (a wrong password, an unknown user, no
+    /// user where one is required, a role that does not cover the prefix): somewhere in the
+    /// error's chain.
+    fn access_refused(&self) -> bool {
         let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&*self.0);
         while let Some(e) = next {
             if let Some(etcd_client::Error::GRpcStatus(status)) =
                 e.downcast_ref::<etcd_client::Error>()
-                && status.message().contains("authentication failed")
+                && REFUSALS.iter().any(|r| status.message().contains(r))
             {
                 return true;
             }
@@ -230,22 +231,27 @@ impl Cause {
     }
 }
 
+/// What etcd answers (in a gRPC status's message) when it refuses a user or a request for
+/// want of rights.
+const REFUSALS: [&str; 3] = [
+    "authentication failed",
+    "permission denied",
+    "user name is empty",
+];
+
 impl EtcdError {
-    /// Every endpoint refused the credentials (a wrong password, an unknown user): retrying
-    /// at once will not help, and each attempt costs etcd a password hash, so the task backs
-    /// off (`MAX_AUTH_RETRY_DELAY` in `store::etcd`).
-    pub fn credentials_refused(&self) -> bool {
+    /// etcd refused promd's credentials or rights, at one endpoint at least (the others may
+    /// be down; a refusal is not healed by the next member): retrying at once will not help,
+    /// and each attempt is a new connection and a login that costs etcd a password hash, so
+    /// the task backs off (`MAX_AUTH_RETRY_DELAY` in `store::etcd`).
+    pub fn access_refused(&self) -> bool {
         match self {
-            EtcdError::Unreachable(errors) => {
-                !errors.is_empty()
-                    && errors.iter().all(|e| match e {
-                        EndpointError::Failed { cause, .. } => cause.credentials_refused(),
-                        EndpointError::Silent { .. } => false,
-                    })
-            }
-            EtcdError::Denied { cause, .. } | EtcdError::Failed { cause, .. } => {
-                cause.credentials_refused()
-            }
+            EtcdError::Unreachable(errors) => errors.iter().any(|e| match e {
+                EndpointError::Failed { cause, .. } => cause.access_refused(),
+                EndpointError::Silent { .. } => false,
+            }),
+            EtcdError::Denied { .. } => true,
+            EtcdError::Failed { cause, .. } => cause.access_refused(),
             _ => false,
         }
     }

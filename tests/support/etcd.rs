@@ -21,7 +21,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -55,8 +55,27 @@ pub struct Options {
     pub tls: Option<ServerTls>,
     /// `--auth-token-ttl`, in seconds (etcd's default: 300).
     pub auth_token_ttl: Option<u64>,
-    /// Serve clients on `[::1]` too (see [`EtcdCluster::endpoints_v6`]).
-    pub ipv6_loopback: bool,
+    /// IPv6 addresses to serve clients on too (`::1`, a dual-stack test net's gateways; see
+    /// [`EtcdCluster::endpoints_via_v6`]).
+    pub listen_v6: Vec<Ipv6Addr>,
+}
+
+impl Options {
+    /// TLS on the client URLs with client certificates required, from the files
+    /// `[server cert, server key, CA, client cert, client key]` (a test PKI's; the CA signed
+    /// the others); etcdctl presents the client certificate.
+    pub fn mutual_tls([cert, key, ca, client, client_key]: [PathBuf; 5]) -> Options {
+        Options {
+            tls: Some(ServerTls {
+                cert,
+                key,
+                client_ca: Some(ca.clone()),
+                admin_ca: ca,
+                admin_cert: Some((client, client_key)),
+            }),
+            ..Options::default()
+        }
+    }
 }
 
 pub struct EtcdCluster {
@@ -263,8 +282,8 @@ impl EtcdCluster {
                 .chain(extra_ips.iter().copied())
                 .map(|ip| format!("{scheme}://{ip}:{}", client_ports[i]))
                 .collect::<Vec<_>>();
-            if options.ipv6_loopback {
-                client_urls.push(format!("{scheme}://[::1]:{}", client_ports[i]));
+            for ip in &options.listen_v6 {
+                client_urls.push(format!("{scheme}://[{ip}]:{}", client_ports[i]));
             }
             let client_urls = client_urls.join(",");
             let peer_url = format!("http://127.0.0.1:{}", peer_ports[i]);
@@ -355,12 +374,16 @@ impl EtcdCluster {
             .join("\n")
     }
 
-    /// The client URLs on `[::1]` (a cluster started with `ipv6_loopback`).
-    pub fn endpoints_v6(&self) -> Vec<String> {
-        assert!(self.options.ipv6_loopback, "started without ipv6_loopback");
+    /// Client URLs at one of the IPv6 listen addresses (`Options::listen_v6`), in member order.
+    pub fn endpoints_via_v6(&self, ip: Ipv6Addr) -> Vec<String> {
+        assert!(
+            self.options.listen_v6.contains(&ip),
+            "etcd does not listen on {ip} (listen_v6: {:?})",
+            self.options.listen_v6
+        );
         self.members
             .iter()
-            .map(|m| format!("{}://[::1]:{}", self.scheme(), m.client_port))
+            .map(|m| format!("{}://[{ip}]:{}", self.scheme(), m.client_port))
             .collect()
     }
 
@@ -370,6 +393,23 @@ impl EtcdCluster {
         } else {
             "http"
         }
+    }
+
+    /// The sum over the running members of the Prometheus samples whose line starts with
+    /// `series` (a metric name and the first of its labels, which etcd writes in
+    /// alphabetical order), e.g. `grpc_server_handled_total{grpc_code="OK",grpc_method="Authenticate"`.
+    pub fn metric(&self, series: &str) -> f64 {
+        self.members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .filter_map(|m| http(m.metrics_port, "GET", "/metrics", ""))
+            .flat_map(|body| {
+                body.lines()
+                    .filter(|l| l.starts_with(series))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .sum()
     }
 
     /// Client URLs on loopback, in member order.

@@ -8,7 +8,7 @@ use etcd_client::{
     Client, ConnectOptions, GetOptions, KeyValue, LeaseKeepAliveStream, LeaseKeeper, WatchStream,
 };
 use tokio::time::timeout;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::Keys;
 use super::ops::publish_member;
@@ -129,12 +129,30 @@ async fn connect(cfg: &Connector, avoid: Option<&str>) -> Result<(Client, String
         if next < order.len() {
             let endpoint = order[next].clone();
             let options = options(cfg);
+            let without_user = cfg
+                .user
+                .as_ref()
+                .map(|user| (user.name.clone(), anonymous(cfg)));
             let (leader_key, limit) = (cfg.keys.leader.clone(), cfg.connect_timeout);
             let wording = Wording::of(cfg);
             let index = next;
             attempts.spawn(async move {
                 let attempt = async {
-                    let mut client = Client::connect([endpoint.as_str()], Some(options)).await?;
+                    let connected = Client::connect([endpoint.as_str()], Some(options)).await;
+                    let mut client = match (connected, without_user) {
+                        // etcd with authentication off serves every client, and etcdctl goes
+                        // on as well: so a fleet can be given its user before auth is turned
+                        // on. Once it is, requests without a token are refused ("user name is
+                        // empty") and the next session logs in.
+                        (Err(e), Some((user, anonymous))) if auth_not_enabled(&e) => {
+                            warn!(
+                                endpoint = %endpoint,
+                                "etcd has authentication off: connected without user {user}"
+                            );
+                            Client::connect([endpoint.as_str()], Some(anonymous)).await?
+                        }
+                        (connected, _) => connected?,
+                    };
                     client
                         .get(leader_key, Some(GetOptions::new().with_count_only()))
                         .await?;
@@ -186,18 +204,29 @@ async fn connect(cfg: &Connector, avoid: Option<&str>) -> Result<(Client, String
 /// campaign after a quiet spell would fail), and a leader required of every answer. No
 /// per-request timeout: tonic would apply it to the streams too; every call carries its own.
 fn options(cfg: &Connector) -> ConnectOptions {
-    let mut options = ConnectOptions::new()
-        .with_connect_timeout(cfg.connect_timeout)
-        .with_require_leader(true);
-    if let Some(tls) = &cfg.tls {
-        options = options.with_tls(tls.options());
-    }
+    let mut options = anonymous(cfg);
     if let Some(user) = &cfg.user {
         options = options
             .with_user(user.name.clone(), user.password.clone())
             .with_auto_token_refresh(true);
     }
     options
+}
+
+/// [`options`] without the user.
+fn anonymous(cfg: &Connector) -> ConnectOptions {
+    let mut options = ConnectOptions::new()
+        .with_connect_timeout(cfg.connect_timeout)
+        .with_require_leader(true);
+    if let Some(tls) = &cfg.tls {
+        options = options.with_tls(tls.options());
+    }
+    options
+}
+
+/// etcd's answer to a login when it has authentication off.
+fn auth_not_enabled(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains("authentication is not enabled"))
 }
 
 /// What an attempt needs to word its failure (owned: attempts run as tasks of their own).

@@ -136,7 +136,7 @@ const SHUTDOWN_CALL_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_KEEPALIVE_WAIT: Duration = Duration::from_millis(500);
 
 /// The longest pause between two rounds of connection attempts that etcd answered by
-/// refusing the credentials (they double from [`MAX_RETRY_DELAY`]: 1, 2, 4, ... 30 s).
+/// refusing the credentials or the rights (they double from [`MAX_RETRY_DELAY`]: 1, 2, 4, ... 30 s).
 const MAX_AUTH_RETRY_DELAY: Duration = Duration::from_secs(30);
 
 /// The longest pause between two rounds of connection attempts.

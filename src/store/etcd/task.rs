@@ -118,7 +118,7 @@ impl GroupTask {
         avoid: Option<String>,
     ) -> Option<Session> {
         let mut beat = self.beat_ticker();
-        // Consecutive attempts whose credentials etcd refused.
+        // Consecutive attempts whose credentials or rights etcd refused.
         let mut refusals = 0u32;
         loop {
             let attempt = establish(
@@ -153,9 +153,10 @@ impl GroupTask {
             }
             // Possibly a lease granted before the failure: the next attempt keeps it.
             self.lease = failure.lease;
-            // Refused credentials are retried after 1 s, doubling up to a limit: a password
-            // is not fixed in a second, and each attempt costs etcd a password hash.
-            let delay = if failure.reason.credentials_refused() {
+            // Refused credentials or rights are retried after 1 s, doubling up to a limit: a
+            // password or a role is not fixed in a second, and each attempt costs etcd a
+            // password hash.
+            let delay = if failure.reason.access_refused() {
                 refusals += 1;
                 (MAX_RETRY_DELAY * 2u32.saturating_pow(refusals - 1)).min(MAX_AUTH_RETRY_DELAY)
             } else {

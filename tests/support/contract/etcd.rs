@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::etcd_cluster::{EtcdCluster, Options, ServerTls};
+use super::etcd_cluster::{EtcdCluster, Options};
 use super::pki::{self, Pki};
 use super::{Backend, Key, Link, Raw, secs};
 
@@ -40,17 +40,7 @@ pub const ROOT_PASSWORD: &str = "root-secret";
 /// etcd's options for a cluster with TLS on the client URLs and client certificates
 /// required, all from `pki`.
 pub fn tls_options(pki: &Pki) -> Options {
-    Options {
-        tls: Some(ServerTls {
-            cert: pki.path(pki::SERVER),
-            key: pki.path(pki::SERVER_KEY),
-            client_ca: Some(pki.path(pki::CA)),
-            admin_ca: pki.path(pki::CA),
-            admin_cert: Some((pki.path(pki::CLIENT), pki.path(pki::CLIENT_KEY))),
-        }),
-        auth_token_ttl: None,
-        ipv6_loopback: false,
-    }
+    Options::mutual_tls(pki.mutual_tls())
 }
 
 /// `name` of `pki`, as the store reads it.
@@ -201,7 +191,6 @@ impl Backend for EtcdSecure {
         let pki = Pki::new();
         let options = Options {
             auth_token_ttl: Some(TOKEN_TTL),
-            ipv6_loopback: false,
             ..tls_options(&pki)
         };
         let mut cluster = EtcdCluster::start_with(3, &[SECOND_LOOPBACK], &options);
