@@ -108,6 +108,23 @@ async fn killing_an_etcd_member_under_the_leader_changes_nothing() {
     );
     assert_key_and_lease_kept(&[&leader, &other], killed_at, term);
     assert_eq!(other.try_campaign().await, None, "the key is still held");
+    // The journal's reason names the member that went away, in words.
+    let reasons: Vec<String> = leader
+        .events_since(killed_at)
+        .iter()
+        .filter_map(|e| match e {
+            StoreEvent::Down(why) => Some(why.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !reasons.is_empty()
+            && reasons
+                .iter()
+                .all(|r| r.starts_with(&format!("{}: ", endpoints[raft_leader]))
+                    && !r.contains("hyper::Error")),
+        "{reasons:?}"
+    );
 
     // The harness brings the member back on its data dir (this blocks the runtime meanwhile).
     assert_eq!(cluster.member_pid(raft_leader), None);
@@ -284,6 +301,21 @@ async fn a_silent_etcd_member_under_the_leader_is_not_a_failover() {
     );
     assert_key_and_lease_kept(&[&leader, &other], stopped_at, term);
     assert_eq!(other.try_campaign().await, None, "the key is still held");
+    // The journal's reason names the member that went silent.
+    let reasons: Vec<String> = leader.log[from..]
+        .iter()
+        .filter_map(|(_, e)| match e {
+            StoreEvent::Down(why) => Some(why.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [format!(
+            "{}: lease keepalive: no answer within 333.333333ms",
+            ordered[0]
+        )]
+    );
 }
 
 /// The same with the silent member being etcd's raft leader, at the default 10 s lease: the

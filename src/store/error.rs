@@ -91,6 +91,15 @@ pub enum EtcdError {
         /// The request.
         call: &'static str,
     },
+    /// The session with one member ended: which member, and why (so that the journal says
+    /// which etcd member went silent or away).
+    #[error("{endpoint}: {error}")]
+    Session {
+        /// The endpoint the session had reached.
+        endpoint: String,
+        /// Why it ended.
+        error: Box<EtcdError>,
+    },
 }
 
 /// Why one etcd endpoint was passed over.
@@ -252,6 +261,7 @@ impl EtcdError {
             }),
             EtcdError::Denied { .. } => true,
             EtcdError::Failed { cause, .. } => cause.access_refused(),
+            EtcdError::Session { error, .. } => error.access_refused(),
             _ => false,
         }
     }

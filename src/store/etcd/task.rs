@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 
 use super::connect::{CallError, Connector, Session, establish};
 use super::ops::{Done, OpFuture, start_op};
+use super::secure::explain_plain;
 use super::view::{ResyncFuture, Values, next_watch, read_and_watch};
 use super::{MAX_AUTH_RETRY_DELAY, MAX_KEEPALIVE_WAIT, MAX_RETRY_DELAY};
 use crate::store::error::{Cause, EtcdError};
@@ -78,6 +79,10 @@ impl GroupTask {
             match self.online(session).await {
                 Exit::End => return,
                 Exit::Down(reason) => {
+                    let reason = EtcdError::Session {
+                        endpoint: endpoint.clone(),
+                        error: Box::new(reason),
+                    };
                     avoid = Some(endpoint);
                     self.report.down(reason.into(), &mut self.queue);
                 }
@@ -238,9 +243,10 @@ impl GroupTask {
         let mut outstanding: Option<Instant> = None;
         let mut next_renewal = renewed_at + self.renew;
         let mut beat = self.beat_ticker();
+        // In words: the client's own text of a broken stream is a debug dump of gRPC's status.
         let keepalive = |cause| EtcdError::Failed {
             call: "lease keepalive",
-            cause: Cause::new(cause),
+            cause: Cause::new(explain_plain(cause)),
         };
 
         loop {
@@ -364,7 +370,7 @@ impl GroupTask {
                         Err(e) => {
                             return Exit::Down(EtcdError::Failed {
                                 call: "watch",
-                                cause: Cause::new(e),
+                                cause: Cause::new(explain_plain(e)),
                             });
                         }
                     }
