@@ -278,6 +278,23 @@ fn the_same_member_twice_is_refused_at_the_second() {
     );
 }
 
+/// `a.` is `a` written fully qualified: the same host, so the same member.
+#[test]
+fn a_host_with_a_trailing_dot_is_the_same_member_as_without() {
+    let found = problems(&etcd("\"a:2379\", \"A.:2379\"", ""));
+    assert_eq!(
+        found,
+        [
+            "3:24: endpoint \"A.:2379\" is the same member as \"a:2379\" (line 3, column 14): \
+             list each once"
+        ]
+    );
+    let found = problems(&etcd("\"etcd.example.:2379\", \"etcd.example:2379\"", ""));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    // Only one dot is the root's; other ports are other members.
+    assert!(tls_of(&store(&etcd("\"https://a:2379\", \"a.:2380\"", ""))).is_some());
+}
+
 #[test]
 fn http_and_https_endpoints_do_not_mix() {
     let found = problems(&etcd("\"http://a:1\", \"https://b:2\", \"c:3\"", ""));

@@ -47,11 +47,7 @@ impl Checker<'_> {
         for endpoint in &endpoints {
             match parse_endpoint(endpoint.get_ref()) {
                 Ok(e) => {
-                    // The same member twice (host names compare without case).
-                    let same = parsed.iter().find(|p| {
-                        let p = p.get_ref();
-                        p.host.eq_ignore_ascii_case(&e.host) && p.port == e.port
-                    });
+                    let same = parsed.iter().find(|p| p.get_ref().same_member(&e));
                     if let Some(first) = same {
                         let (line, column) = position(self.text, first.span().start);
                         self.error(
