@@ -450,6 +450,26 @@ fn unusable_tls_files_are_named_with_the_reason() {
     );
 }
 
+/// An IPv6 address is bracketed in an endpoint but not in `server-name` (rustls takes it bare).
+#[test]
+fn a_bracketed_ipv6_server_name_is_told_to_drop_the_brackets() {
+    assert_eq!(
+        problems(&etcd("\"https://[::1]:2379\"", "server-name = \"[::1]\"\n")),
+        [
+            "4:15: `server-name` = \"[::1]\" is not a DNS name or an IP address: write an IPv6 \
+             address without brackets, \"::1\""
+        ]
+    );
+    assert_eq!(
+        tls_of(&store(&etcd(
+            "\"https://[::1]:2379\"",
+            "server-name = \"::1\"\n"
+        )))
+        .and_then(|t| t.server_name),
+        Some("::1".to_owned())
+    );
+}
+
 #[test]
 fn tls_key_values_are_checked() {
     assert_eq!(

@@ -78,9 +78,16 @@ impl Checker<'_> {
     pub(super) fn server_name(&mut self, key: &str, value: &Value<'_>) -> Option<String> {
         let name = self.string(key, value)?;
         if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+            // `[::1]` as in an endpoint; rustls takes an IPv6 address bare.
+            let hint = match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+                Some(bare) if bare.parse::<std::net::Ipv6Addr>().is_ok() => {
+                    format!(": write an IPv6 address without brackets, {bare:?}")
+                }
+                _ => String::new(),
+            };
             self.error(
                 &value.span(),
-                format!("`server-name` = {name:?} is not a DNS name or an IP address"),
+                format!("`server-name` = {name:?} is not a DNS name or an IP address{hint}"),
             );
             return None;
         }
