@@ -343,6 +343,81 @@ pub fn credentials_directory() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
+/// The directories promd.service does not see, each with the setting of the unit that hides
+/// it: a file there passes `check-config` run from a shell, and is missing when the service
+/// starts.
+pub(super) const UNSEEN: &[(&str, &str)] = &[
+    ("/tmp", "PrivateTmp=yes gives it an empty /tmp of its own"),
+    (
+        "/var/tmp",
+        "PrivateTmp=yes gives it an empty /var/tmp of its own",
+    ),
+    ("/home", "ProtectHome=yes hides it"),
+    ("/root", "ProtectHome=yes hides it"),
+    ("/run/user", "ProtectHome=yes hides it"),
+];
+
+/// The files `[store]` names by path, with their keys (a `password-file` credential is no
+/// path: systemd puts it where the service sees it).
+pub(super) fn named_files(store: &super::StoreConfig) -> Vec<(&'static str, &Path)> {
+    let mut files = Vec::new();
+    if let super::StoreConfig::Etcd { tls, auth, .. } = store {
+        if let Some(tls) = tls {
+            if let Some(ca) = &tls.ca_file {
+                files.push(("ca-file", ca.as_path()));
+            }
+            if let Some(client) = &tls.client {
+                files.push(("cert-file", client.cert_file.as_path()));
+                files.push(("key-file", client.key_file.as_path()));
+            }
+        }
+        if let Some(auth) = auth
+            && let PasswordFile::Path(path) = &auth.password_file
+        {
+            files.push(("password-file", path.as_path()));
+        }
+    }
+    files
+}
+
+/// Notes on the files of `files` that are, as written or once links are followed, under a
+/// directory of `unseen` (see [`UNSEEN`]).
+pub(super) fn unseen_notes(
+    files: &[(&'static str, &Path)],
+    unseen: &[(&str, &str)],
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    for &(key, path) in files {
+        let real = std::fs::canonicalize(path).ok();
+        let places = std::iter::once(path).chain(real.as_deref().filter(|r| *r != path));
+        let Some((place, dir, why)) = places
+            .flat_map(|place| unseen.iter().map(move |(dir, why)| (place, *dir, *why)))
+            .find(|(place, dir, _)| place.starts_with(dir))
+        else {
+            continue;
+        };
+        let written = path.display();
+        let under = if place == path {
+            format!("is under {dir}")
+        } else {
+            format!("leads to {}, under {dir}", place.display())
+        };
+        let credential = if key == "password-file" {
+            format!(
+                ", or give it to promd.service with LoadCredential=NAME:{written} and write \
+                 password-file = \"NAME\""
+            )
+        } else {
+            String::new()
+        };
+        notes.push(format!(
+            "`{key}` {written} {under}, which promd.service does not see ({why}): keep the file \
+             under /etc/promd{credential}"
+        ));
+    }
+    notes
+}
+
 /// Notes on the validity of the certificates `tls` names, at `now` (seconds since the epoch):
 /// a client certificate (`cert-file`'s first) that is not valid yet, has expired, or expires
 /// within [`crate::certs::EXPIRES_SOON`]; a `ca-file` certificate that has expired or is not valid yet. A

@@ -531,7 +531,7 @@ fn a_password_over_plain_http_is_warned_about() {
         .unwrap()
     };
     assert_eq!(
-        warnings(&config("\"a:1\"", "")),
+        notes_at(&config("\"a:1\"", ""), crate::certs::now(), &[]),
         [
             "etcd user \"promd\" logs in over plain http://: its password crosses the network in \
           the clear; use https:// endpoints (ca-file)"
@@ -539,10 +539,10 @@ fn a_password_over_plain_http_is_warned_about() {
     );
     let tls = format!("ca-file = {:?}\n", f.path("ca.pem"));
     assert!(
-        warnings(&config("\"a:1\"", &tls)).is_empty(),
+        notes_at(&config("\"a:1\"", &tls), crate::certs::now(), &[]).is_empty(),
         "https by the TLS key"
     );
-    assert!(warnings(&config("\"https://a:1\"", "")).is_empty());
+    assert!(notes_at(&config("\"https://a:1\"", ""), crate::certs::now(), &[]).is_empty());
 }
 
 /// A certificate valid from `from` to `to` (midnight UTC of each day) and its key, as
@@ -585,7 +585,9 @@ fn certificates_out_of_their_validity_are_warned_about() {
             ),
         );
         let config = parse_in(&text, "t.toml", || Ok("n1".to_owned()), None).unwrap();
-        warnings_at(&config, now)
+        // Not the notes on the temporary directory (see
+        // files_under_directories_promd_service_does_not_see_are_noted).
+        notes_at(&config, now, &[])
     };
     assert_eq!(notes("fine", "fine"), Vec::<String>::new());
     assert_eq!(
@@ -898,6 +900,111 @@ fn a_key_root_may_read_only_by_override_is_refused_when_checked_as_root() {
             "5:12: `key-file` {} is owned by uid 1000 and not readable by others: promd.service \
              runs without CAP_DAC_OVERRIDE and cannot read it; make root its owner (chown root)",
             key
+        )]
+    );
+}
+
+// --- files promd.service cannot use ---------------------------------------------------------
+
+/// A configuration of kind etcd naming these files (which need not exist: the notes on
+/// where a file is do not read it).
+fn naming(ca: &str, cert: &str, key: &str, password: &str) -> Config {
+    Config {
+        node: "n1".to_owned(),
+        store: StoreConfig::Etcd {
+            endpoints: vec!["https://a:2379".to_owned()],
+            connect_timeout: Duration::from_secs(2),
+            prefix: "/promd".to_owned(),
+            tls: Some(Box::new(TlsConfig {
+                ca_file: Some(ca.into()),
+                client: Some(ClientCert {
+                    cert_file: cert.into(),
+                    key_file: key.into(),
+                }),
+                server_name: None,
+            })),
+            auth: Some(Box::new(AuthConfig {
+                user: "promd".to_owned(),
+                password_file: PasswordFile::parse(password).unwrap(),
+            })),
+        },
+        groups: Vec::new(),
+    }
+}
+
+/// PrivateTmp=yes gives promd.service empty /tmp and /var/tmp of its own, and ProtectHome=yes
+/// hides /home, /root and /run/user: a file there passes `check-config` (run from a shell)
+/// and is missing when the service starts. A note, not an error: tests keep their files in
+/// temporary directories, and a drop-in may lift the settings.
+#[test]
+fn files_under_directories_promd_service_does_not_see_are_noted() {
+    let now = 1_800_000_000;
+    let config = naming(
+        "/tmp/promd-absent/ca.pem",
+        "/var/tmp/promd-absent/client.pem",
+        "/home/promd-absent/client.key",
+        "/root/promd-absent/password",
+    );
+    assert_eq!(
+        warnings_at(&config, now),
+        [
+            "`ca-file` /tmp/promd-absent/ca.pem is under /tmp, which promd.service does not \
+             see (PrivateTmp=yes gives it an empty /tmp of its own): keep the file under \
+             /etc/promd",
+            "`cert-file` /var/tmp/promd-absent/client.pem is under /var/tmp, which \
+             promd.service does not see (PrivateTmp=yes gives it an empty /var/tmp of its \
+             own): keep the file under /etc/promd",
+            "`key-file` /home/promd-absent/client.key is under /home, which promd.service does \
+             not see (ProtectHome=yes hides it): keep the file under /etc/promd",
+            "`password-file` /root/promd-absent/password is under /root, which promd.service \
+             does not see (ProtectHome=yes hides it): keep the file under /etc/promd, or give \
+             it to promd.service with LoadCredential=NAME:/root/promd-absent/password and \
+             write password-file = \"NAME\"",
+        ]
+    );
+    let config = naming(
+        "/etc/promd/ca.pem",
+        "/tmpfiles/client.pem",
+        "/run/user/0/client.key",
+        "etcd-password",
+    );
+    assert_eq!(
+        warnings_at(&config, now),
+        [
+            "`key-file` /run/user/0/client.key is under /run/user, which promd.service does \
+             not see (ProtectHome=yes hides it): keep the file under /etc/promd"
+        ],
+        "a credential name is no path, and /tmpfiles is not /tmp"
+    );
+}
+
+/// A link is followed as promd would: a file that is a link into a hidden directory is
+/// hidden too.
+#[test]
+fn a_link_into_a_directory_promd_service_does_not_see_is_noted() {
+    let f = Files::new();
+    let hidden = f.dir.path().join("hidden");
+    std::fs::create_dir(&hidden).unwrap();
+    let hidden = std::fs::canonicalize(&hidden).unwrap();
+    std::fs::rename(f.path("ca.pem"), hidden.join("ca.pem")).unwrap();
+    std::os::unix::fs::symlink(hidden.join("ca.pem"), f.path("ca.pem")).unwrap();
+    let text = etcd(
+        "\"https://a:1\"",
+        &format!("ca-file = {:?}\n", f.path("ca.pem")),
+    );
+    let config = parse_in(&text, "t.toml", || Ok("n1".to_owned()), None).unwrap();
+    let hidden_dir = hidden.display().to_string();
+    assert_eq!(
+        notes_at(
+            &config,
+            crate::certs::now(),
+            &[(&hidden_dir, "Setting=yes hides it")]
+        ),
+        [format!(
+            "`ca-file` {} leads to {}, under {hidden_dir}, which promd.service does not see \
+             (Setting=yes hides it): keep the file under /etc/promd",
+            f.path("ca.pem"),
+            hidden.join("ca.pem").display()
         )]
     );
 }
