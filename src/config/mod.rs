@@ -245,7 +245,8 @@ impl std::error::Error for ConfigError {}
 
 /// What a valid configuration does that an operator should hear about, one sentence each:
 /// a file `[store]` names under a directory promd.service does not see (`/tmp`, `/var/tmp`,
-/// `/home`, `/root`, `/run/user`); an etcd user whose password would go over plain `http://` (etcd's `Authenticate` carries
+/// `/home`, `/root`, `/run/user`); a `key-file` or `password-file` that users other than root
+/// may read; an etcd user whose password would go over plain `http://` (etcd's `Authenticate` carries
 /// it in the clear); a client certificate that has expired, is not valid yet or expires within
 /// 14 days, an expired CA. `check-config` prints them as notes, and promd journals them as
 /// warnings when it starts.
@@ -263,6 +264,7 @@ pub fn warnings_at(config: &Config, now: i64) -> Vec<String> {
 fn notes_at(config: &Config, now: i64, unseen: &[(&str, &str)]) -> Vec<String> {
     let files = secure::named_files(&config.store);
     let mut out = secure::unseen_notes(&files, unseen);
+    out.extend(secure::exposure_notes(&files));
     if let StoreConfig::Etcd { tls: Some(tls), .. } = &config.store {
         out.extend(secure::certificate_notes(tls, now));
     }

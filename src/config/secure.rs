@@ -418,6 +418,41 @@ pub(super) fn unseen_notes(
     notes
 }
 
+/// Notes on a `key-file` or `password-file` of `files` that users other than root may read:
+/// by the bits for others, or for a group other than root's. (Certificates are public; a
+/// credential is no path here, and systemd makes it readable by the service only.) A file
+/// that cannot be read is left to the checks that read it.
+pub(super) fn exposure_notes(files: &[(&'static str, &Path)]) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut notes = Vec::new();
+    for &(key, path) in files {
+        if key != "key-file" && key != "password-file" {
+            continue;
+        }
+        let Ok(meta) = std::fs::metadata(path) else {
+            continue;
+        };
+        let mode = meta.mode() & 0o7777;
+        let who = if mode & 0o004 != 0 {
+            "every user".to_owned()
+        } else if mode & 0o040 != 0 && meta.gid() != 0 {
+            let gid = nix::unistd::Gid::from_raw(meta.gid());
+            match nix::unistd::Group::from_gid(gid) {
+                Ok(Some(group)) => format!("group {} (gid {gid})", group.name),
+                _ => format!("group {gid}"),
+            }
+        } else {
+            continue;
+        };
+        let file = path.display();
+        notes.push(format!(
+            "`{key}` {file} is readable by {who} (mode {mode:04o}), not by root only: \
+             chmod 600 {file}"
+        ));
+    }
+    notes
+}
+
 /// Notes on the validity of the certificates `tls` names, at `now` (seconds since the epoch):
 /// a client certificate (`cert-file`'s first) that is not valid yet, has expired, or expires
 /// within [`crate::certs::EXPIRES_SOON`]; a `ca-file` certificate that has expired or is not valid yet. A

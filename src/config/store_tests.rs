@@ -120,8 +120,11 @@ impl Files {
         files
     }
 
+    /// Writes `name`, readable by its owner only, as keys and passwords should be.
     fn write(&self, name: &str, content: &str) {
+        use std::os::unix::fs::PermissionsExt;
         std::fs::write(self.path(name), content).unwrap();
+        std::fs::set_permissions(self.path(name), std::fs::Permissions::from_mode(0o600)).unwrap();
     }
 
     fn path(&self, name: &str) -> String {
@@ -1005,6 +1008,85 @@ fn a_link_into_a_directory_promd_service_does_not_see_is_noted() {
              (Setting=yes hides it): keep the file under /etc/promd",
             f.path("ca.pem"),
             hidden.join("ca.pem").display()
+        )]
+    );
+}
+
+/// promd.toml(5) says to keep the key and the password readable by root only: one that other
+/// users may read (by the bits for others, or for a group other than root's) is noted, with
+/// the command that fixes it. Certificates are public; a credential is systemd's to protect.
+#[test]
+fn a_key_or_password_other_users_may_read_is_noted() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Files::new();
+    let chmod = |name: &str, mode: u32| {
+        std::fs::set_permissions(f.path(name), std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let text = etcd(
+        "\"https://a:1\"",
+        &format!(
+            "cert-file = {:?}\nkey-file = {:?}\nuser = \"promd\"\npassword-file = {:?}\n",
+            f.path("client.pem"),
+            f.path("client-key.pem"),
+            f.path("password")
+        ),
+    );
+    let notes = || {
+        let config = parse_in(&text, "t.toml", || Ok("n1".to_owned()), None).unwrap();
+        notes_at(&config, crate::certs::now(), &[])
+    };
+    chmod("client.pem", 0o644);
+    assert_eq!(
+        notes(),
+        Vec::<String>::new(),
+        "0600 keys, a 0644 certificate"
+    );
+    chmod("client-key.pem", 0o644);
+    chmod("password", 0o666);
+    assert_eq!(
+        notes(),
+        [
+            format!(
+                "`key-file` {0} is readable by every user (mode 0644), not by root only: \
+                 chmod 600 {0}",
+                f.path("client-key.pem")
+            ),
+            format!(
+                "`password-file` {0} is readable by every user (mode 0666), not by root only: \
+                 chmod 600 {0}",
+                f.path("password")
+            ),
+        ]
+    );
+    chmod("client-key.pem", 0o600);
+    chmod("password", 0o600);
+    // A credential: systemd makes it readable by the service only, whatever the source's mode.
+    f.write("etcd-password", "s3cret\n");
+    chmod("etcd-password", 0o644);
+    let credential = etcd(
+        "\"https://a:1\"",
+        "user = \"promd\"\npassword-file = \"etcd-password\"\n",
+    );
+    let config = parse_in(
+        &credential,
+        "t.toml",
+        || Ok("n1".to_owned()),
+        Some(f.dir.path().to_path_buf()),
+    )
+    .unwrap();
+    assert_eq!(notes_at(&config, 0, &[]), Vec::<String>::new());
+    if !nix::unistd::geteuid().is_root() {
+        return; // chown needs root
+    }
+    chmod("client-key.pem", 0o640);
+    assert_eq!(notes(), Vec::<String>::new(), "group root is root's");
+    std::os::unix::fs::chown(f.path("client-key.pem"), None, Some(4242)).unwrap();
+    assert_eq!(
+        notes(),
+        [format!(
+            "`key-file` {0} is readable by group 4242 (mode 0640), not by root only: \
+             chmod 600 {0}",
+            f.path("client-key.pem")
         )]
     );
 }
