@@ -128,6 +128,29 @@ pub enum SecretError {
         /// Its owner.
         uid: u32,
     },
+    /// A directory above the file that root may search only by `CAP_DAC_OVERRIDE` or
+    /// `CAP_DAC_READ_SEARCH`, which promd.service does not have: checked when running as
+    /// root, as [`SecretError::NotRootReadable`] is.
+    #[error(
+        "`{key}` {} is in {}, which is owned by uid {uid} and not searchable by others \
+         (mode {mode:04o}): promd.service runs without CAP_DAC_OVERRIDE or CAP_DAC_READ_SEARCH \
+         and cannot reach it; {}",
+        path.display(),
+        dir.display(),
+        search_fix(dir, *uid)
+    )]
+    DirNotRootSearchable {
+        /// The key that names the file.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The first directory on its way that root cannot search.
+        dir: PathBuf,
+        /// The directory's owner.
+        uid: u32,
+        /// The directory's permission bits.
+        mode: u32,
+    },
     /// No `-----BEGIN CERTIFICATE-----` block.
     #[error("`{key}` {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", path.display())]
     NoCertificate {
@@ -199,23 +222,83 @@ pub enum SecretError {
     },
 }
 
+/// How to open a directory that blocks root's way to a file (see
+/// [`SecretError::DirNotRootSearchable`]).
+fn search_fix(dir: &Path, uid: u32) -> String {
+    let dir = dir.display();
+    if uid == 0 {
+        format!("let its owner search it (chmod u+x {dir})")
+    } else {
+        format!(
+            "make root the directory's owner (chown root {dir}) or let others search it (chmod o+x {dir})"
+        )
+    }
+}
+
 fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, SecretError> {
+    use std::os::unix::fs::MetadataExt;
     let bytes = std::fs::read(path).map_err(|error| SecretError::Read {
         key,
         path: path.to_path_buf(),
         error,
     })?;
-    if nix::unistd::geteuid().is_root()
-        && let Ok(meta) = std::fs::metadata(path)
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(bytes);
+    }
+    if let Some((dir, meta)) = blocking_directory(path) {
+        return Err(SecretError::DirNotRootSearchable {
+            key,
+            path: path.to_path_buf(),
+            dir,
+            uid: meta.uid(),
+            mode: meta.mode() & 0o7777,
+        });
+    }
+    if let Ok(meta) = std::fs::metadata(path)
         && !readable_without_override(&meta)
     {
         return Err(SecretError::NotRootReadable {
             key,
             path: path.to_path_buf(),
-            uid: std::os::unix::fs::MetadataExt::uid(&meta),
+            uid: meta.uid(),
         });
     }
     Ok(bytes)
+}
+
+/// The first directory on the way to `path`, from `/` down, that root without
+/// `CAP_DAC_OVERRIDE` may not search: the directories above the path as written (a link among
+/// them counts as the directory it leads to), then those above where it leads.
+fn blocking_directory(path: &Path) -> Option<(PathBuf, std::fs::Metadata)> {
+    let above = |path: &Path| -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = path
+            .ancestors()
+            .skip(1)
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .collect();
+        dirs.reverse();
+        dirs
+    };
+    let mut dirs = above(path);
+    if let Ok(real) = std::fs::canonicalize(path) {
+        dirs.extend(above(&real));
+    }
+    dirs.into_iter().find_map(|dir| {
+        let meta = std::fs::metadata(&dir).ok()?;
+        (!searchable_without_override(&meta)).then_some((dir, meta))
+    })
+}
+
+/// Whether root without `CAP_DAC_OVERRIDE` or `CAP_DAC_READ_SEARCH`, in a user namespace that
+/// maps only root, may search a directory: as its owner or group if those are root's, else by
+/// the bits for others.
+fn searchable_without_override(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let mode = meta.mode();
+    (meta.uid() == 0 && mode & 0o100 != 0)
+        || (meta.gid() == 0 && mode & 0o010 != 0)
+        || mode & 0o001 != 0
 }
 
 /// Whether root without `CAP_DAC_OVERRIDE`, in a user namespace that maps only root

@@ -1090,3 +1090,49 @@ fn a_key_or_password_other_users_may_read_is_noted() {
         )]
     );
 }
+
+/// Reaching a file takes search permission on every directory above it, which root without
+/// CAP_DAC_OVERRIDE or CAP_DAC_READ_SEARCH has only as the directory's owner or group, or by
+/// the bits for others: a root-owned 0600 key in another user's 0700 directory is out of
+/// promd.service's reach, and `check-config`, run as root, names the directory.
+#[test]
+fn a_key_in_a_directory_root_may_search_only_by_override_is_refused_when_checked_as_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Files::new();
+    let dir = f.dir.path().join("etcd");
+    std::fs::create_dir(&dir).unwrap();
+    let key = dir.join("client-key.pem").display().to_string();
+    std::fs::rename(f.path("client-key.pem"), &key).unwrap();
+    let text = etcd(
+        "\"https://a:1\"",
+        &format!(
+            "cert-file = {:?}\nkey-file = {key:?}\n",
+            f.path("client.pem")
+        ),
+    );
+    let chmod =
+        |mode: u32| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+    chmod(0o700);
+    // Root's own 0700 directory is fine.
+    assert!(tls_of(&store(&text)).is_some());
+    if !nix::unistd::geteuid().is_root() {
+        return; // chown needs root; the check only applies to root anyway
+    }
+    std::os::unix::fs::chown(&dir, Some(1000), Some(1000)).unwrap();
+    assert_eq!(
+        problems(&text),
+        [format!(
+            "5:12: `key-file` {key} is in {0}, which is owned by uid 1000 and not searchable by \
+             others (mode 0700): promd.service runs without CAP_DAC_OVERRIDE or \
+             CAP_DAC_READ_SEARCH and cannot reach it; make root the directory's owner (chown \
+             root {0}) or let others search it (chmod o+x {0})",
+            dir.display()
+        )]
+    );
+    // Others may search it; or its group is root's and may.
+    chmod(0o701);
+    assert!(tls_of(&store(&text)).is_some());
+    std::os::unix::fs::chown(&dir, None, Some(0)).unwrap();
+    chmod(0o710);
+    assert!(tls_of(&store(&text)).is_some());
+}
