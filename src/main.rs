@@ -19,7 +19,7 @@ use promd::systemd::Systemd;
 const EXIT_CONFIG: u8 = 78;
 const EXIT_USAGE: u8 = 2;
 
-const USAGE: &str = "usage: promd [--config PATH]\n       promd check-config [--reload] [PATH]\n       promd fence\n       promd --version";
+const USAGE: &str = "usage: promd [--config PATH]\n       promd check-config [--reload] [PATH]\n       promd fence\n       promd --version\n       promd --help";
 
 enum Command {
     Run(PathBuf),
@@ -49,8 +49,12 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
     }
 }
 
-/// `check-config`'s own arguments: `--reload` and a path, each at most once, in any order.
+/// `check-config`'s own arguments: `--reload` and a path, each at most once, in any order;
+/// `--help` (`-h`) among them asks for the usage instead.
 fn parse_check(args: &[String]) -> Option<Command> {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        return Some(Command::Help);
+    }
     let mut reload = false;
     let mut path = None;
     for arg in args {
@@ -396,6 +400,20 @@ mod tests {
         assert_eq!(check(&file, true, run.path()), ExitCode::from(EXIT_USAGE));
     }
 
+    /// `--help` (or `-h`) anywhere after check-config asks for the usage, as after promd.
+    #[test]
+    fn check_config_help_prints_the_usage() {
+        let a = |s: &[&str]| parse_args(&s.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+        for args in [
+            &["check-config", "--help"][..],
+            &["check-config", "-h"],
+            &["check-config", "--reload", "--help"],
+            &["check-config", "/y", "-h"],
+        ] {
+            assert!(matches!(a(args), Ok(Command::Help)), "{args:?}");
+        }
+    }
+
     #[test]
     fn arguments() {
         let a = |s: &[&str]| parse_args(&s.iter().map(|x| x.to_string()).collect::<Vec<_>>());
@@ -424,6 +442,7 @@ mod tests {
             matches!(a(&["check-config", "--reload"]), Ok(Command::Check { path, reload: true }) if path == Path::new("/etc/promd/promd.toml"))
         );
         assert!(matches!(a(&["--version"]), Ok(Command::Version)));
+        assert!(matches!(a(&["--help"]), Ok(Command::Help)));
         assert!(a(&["--bogus"]).is_err());
         assert!(a(&["check-config", "a", "b"]).is_err());
         assert!(a(&["check-config", "--reload", "--reload"]).is_err());

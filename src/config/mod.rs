@@ -244,7 +244,9 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// What a valid configuration does that an operator should hear about, one sentence each:
-/// an etcd user whose password would go over plain `http://` (etcd's `Authenticate` carries
+/// a file `[store]` names under a directory promd.service does not see (`/tmp`, `/var/tmp`,
+/// `/home`, `/root`, `/run/user`); a `key-file` or `password-file` that users other than root
+/// may read; an etcd user whose password would go over plain `http://` (etcd's `Authenticate` carries
 /// it in the clear); a client certificate that has expired, is not valid yet or expires within
 /// 14 days, an expired CA. `check-config` prints them as notes, and promd journals them as
 /// warnings when it starts.
@@ -254,7 +256,15 @@ pub fn warnings(config: &Config) -> Vec<String> {
 
 /// [`warnings`] at `now` (seconds since the Unix epoch).
 pub fn warnings_at(config: &Config, now: i64) -> Vec<String> {
-    let mut out = Vec::new();
+    notes_at(config, now, secure::UNSEEN)
+}
+
+/// [`warnings_at`], with `unseen` as the directories promd.service does not see, each with
+/// the setting that hides it (tests name others: their files are in temporary directories).
+fn notes_at(config: &Config, now: i64, unseen: &[(&str, &str)]) -> Vec<String> {
+    let files = secure::named_files(&config.store);
+    let mut out = secure::unseen_notes(&files, unseen);
+    out.extend(secure::exposure_notes(&files));
     if let StoreConfig::Etcd { tls: Some(tls), .. } = &config.store {
         out.extend(secure::certificate_notes(tls, now));
     }

@@ -92,6 +92,16 @@ pub(super) struct Endpoint {
 }
 
 impl Endpoint {
+    /// Whether `other` names the same etcd member: the same port, and the same host compared
+    /// without case and without the one trailing dot of a fully qualified name (`a.` is `a`).
+    pub(super) fn same_member(&self, other: &Endpoint) -> bool {
+        let host = |e: &Endpoint| {
+            let host = e.host.strip_suffix('.').unwrap_or(&e.host);
+            host.to_ascii_lowercase()
+        };
+        self.port == other.port && host(self) == host(other)
+    }
+
     /// `SCHEME://HOST:PORT`, the form promd hands to the etcd client.
     pub(super) fn url(&self, scheme: Scheme) -> String {
         format!("{}://{}:{}", scheme.as_str(), self.host, self.port)

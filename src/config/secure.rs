@@ -128,6 +128,29 @@ pub enum SecretError {
         /// Its owner.
         uid: u32,
     },
+    /// A directory above the file that root may search only by `CAP_DAC_OVERRIDE` or
+    /// `CAP_DAC_READ_SEARCH`, which promd.service does not have: checked when running as
+    /// root, as [`SecretError::NotRootReadable`] is.
+    #[error(
+        "`{key}` {} is in {}, which is owned by uid {uid} and not searchable by others \
+         (mode {mode:04o}): promd.service runs without CAP_DAC_OVERRIDE or CAP_DAC_READ_SEARCH \
+         and cannot reach it; {}",
+        path.display(),
+        dir.display(),
+        search_fix(dir, *uid)
+    )]
+    DirNotRootSearchable {
+        /// The key that names the file.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The first directory on its way that root cannot search.
+        dir: PathBuf,
+        /// The directory's owner.
+        uid: u32,
+        /// The directory's permission bits.
+        mode: u32,
+    },
     /// No `-----BEGIN CERTIFICATE-----` block.
     #[error("`{key}` {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", path.display())]
     NoCertificate {
@@ -199,23 +222,83 @@ pub enum SecretError {
     },
 }
 
+/// How to open a directory that blocks root's way to a file (see
+/// [`SecretError::DirNotRootSearchable`]).
+fn search_fix(dir: &Path, uid: u32) -> String {
+    let dir = dir.display();
+    if uid == 0 {
+        format!("let its owner search it (chmod u+x {dir})")
+    } else {
+        format!(
+            "make root the directory's owner (chown root {dir}) or let others search it (chmod o+x {dir})"
+        )
+    }
+}
+
 fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, SecretError> {
+    use std::os::unix::fs::MetadataExt;
     let bytes = std::fs::read(path).map_err(|error| SecretError::Read {
         key,
         path: path.to_path_buf(),
         error,
     })?;
-    if nix::unistd::geteuid().is_root()
-        && let Ok(meta) = std::fs::metadata(path)
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(bytes);
+    }
+    if let Some((dir, meta)) = blocking_directory(path) {
+        return Err(SecretError::DirNotRootSearchable {
+            key,
+            path: path.to_path_buf(),
+            dir,
+            uid: meta.uid(),
+            mode: meta.mode() & 0o7777,
+        });
+    }
+    if let Ok(meta) = std::fs::metadata(path)
         && !readable_without_override(&meta)
     {
         return Err(SecretError::NotRootReadable {
             key,
             path: path.to_path_buf(),
-            uid: std::os::unix::fs::MetadataExt::uid(&meta),
+            uid: meta.uid(),
         });
     }
     Ok(bytes)
+}
+
+/// The first directory on the way to `path`, from `/` down, that root without
+/// `CAP_DAC_OVERRIDE` may not search: the directories above the path as written (a link among
+/// them counts as the directory it leads to), then those above where it leads.
+fn blocking_directory(path: &Path) -> Option<(PathBuf, std::fs::Metadata)> {
+    let above = |path: &Path| -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = path
+            .ancestors()
+            .skip(1)
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .collect();
+        dirs.reverse();
+        dirs
+    };
+    let mut dirs = above(path);
+    if let Ok(real) = std::fs::canonicalize(path) {
+        dirs.extend(above(&real));
+    }
+    dirs.into_iter().find_map(|dir| {
+        let meta = std::fs::metadata(&dir).ok()?;
+        (!searchable_without_override(&meta)).then_some((dir, meta))
+    })
+}
+
+/// Whether root without `CAP_DAC_OVERRIDE` or `CAP_DAC_READ_SEARCH`, in a user namespace that
+/// maps only root, may search a directory: as its owner or group if those are root's, else by
+/// the bits for others.
+fn searchable_without_override(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let mode = meta.mode();
+    (meta.uid() == 0 && mode & 0o100 != 0)
+        || (meta.gid() == 0 && mode & 0o010 != 0)
+        || mode & 0o001 != 0
 }
 
 /// Whether root without `CAP_DAC_OVERRIDE`, in a user namespace that maps only root
@@ -341,6 +424,116 @@ pub fn credentials_directory() -> Option<PathBuf> {
     std::env::var_os(CREDENTIALS_DIRECTORY)
         .filter(|dir| !dir.is_empty())
         .map(PathBuf::from)
+}
+
+/// The directories promd.service does not see, each with the setting of the unit that hides
+/// it: a file there passes `check-config` run from a shell, and is missing when the service
+/// starts.
+pub(super) const UNSEEN: &[(&str, &str)] = &[
+    ("/tmp", "PrivateTmp=yes gives it an empty /tmp of its own"),
+    (
+        "/var/tmp",
+        "PrivateTmp=yes gives it an empty /var/tmp of its own",
+    ),
+    ("/home", "ProtectHome=yes hides it"),
+    ("/root", "ProtectHome=yes hides it"),
+    ("/run/user", "ProtectHome=yes hides it"),
+];
+
+/// The files `[store]` names by path, with their keys (a `password-file` credential is no
+/// path: systemd puts it where the service sees it).
+pub(super) fn named_files(store: &super::StoreConfig) -> Vec<(&'static str, &Path)> {
+    let mut files = Vec::new();
+    if let super::StoreConfig::Etcd { tls, auth, .. } = store {
+        if let Some(tls) = tls {
+            if let Some(ca) = &tls.ca_file {
+                files.push(("ca-file", ca.as_path()));
+            }
+            if let Some(client) = &tls.client {
+                files.push(("cert-file", client.cert_file.as_path()));
+                files.push(("key-file", client.key_file.as_path()));
+            }
+        }
+        if let Some(auth) = auth
+            && let PasswordFile::Path(path) = &auth.password_file
+        {
+            files.push(("password-file", path.as_path()));
+        }
+    }
+    files
+}
+
+/// Notes on the files of `files` that are, as written or once links are followed, under a
+/// directory of `unseen` (see [`UNSEEN`]).
+pub(super) fn unseen_notes(
+    files: &[(&'static str, &Path)],
+    unseen: &[(&str, &str)],
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    for &(key, path) in files {
+        let real = std::fs::canonicalize(path).ok();
+        let places = std::iter::once(path).chain(real.as_deref().filter(|r| *r != path));
+        let Some((place, dir, why)) = places
+            .flat_map(|place| unseen.iter().map(move |(dir, why)| (place, *dir, *why)))
+            .find(|(place, dir, _)| place.starts_with(dir))
+        else {
+            continue;
+        };
+        let written = path.display();
+        let under = if place == path {
+            format!("is under {dir}")
+        } else {
+            format!("leads to {}, under {dir}", place.display())
+        };
+        let credential = if key == "password-file" {
+            format!(
+                ", or give it to promd.service with LoadCredential=NAME:{written} and write \
+                 password-file = \"NAME\""
+            )
+        } else {
+            String::new()
+        };
+        notes.push(format!(
+            "`{key}` {written} {under}, which promd.service does not see ({why}): keep the file \
+             under /etc/promd{credential}"
+        ));
+    }
+    notes
+}
+
+/// Notes on a `key-file` or `password-file` of `files` that users other than root may read:
+/// by the bits for others, or for a group other than root's. (Certificates are public; a
+/// credential is no path here, and systemd makes it readable by the service only.) A file
+/// that cannot be read is left to the checks that read it.
+pub(super) fn exposure_notes(files: &[(&'static str, &Path)]) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut notes = Vec::new();
+    for &(key, path) in files {
+        if key != "key-file" && key != "password-file" {
+            continue;
+        }
+        let Ok(meta) = std::fs::metadata(path) else {
+            continue;
+        };
+        let mode = meta.mode() & 0o7777;
+        let who = if mode & 0o004 != 0 {
+            "every user".to_owned()
+        } else if mode & 0o040 != 0 && meta.gid() != 0 {
+            let gid = nix::unistd::Gid::from_raw(meta.gid());
+            match nix::unistd::Group::from_gid(gid) {
+                Ok(Some(group)) => format!("group {} (gid {gid})", group.name),
+                _ => format!("group {gid}"),
+            }
+        } else {
+            continue;
+        };
+        let file = path.display();
+        notes.push(format!(
+            "`{key}` {file} is readable by {who} (mode {mode:04o}), not by root only: \
+             chmod 600 {file}"
+        ));
+    }
+    notes
 }
 
 /// Notes on the validity of the certificates `tls` names, at `now` (seconds since the epoch):

@@ -120,8 +120,11 @@ impl Files {
         files
     }
 
+    /// Writes `name`, readable by its owner only, as keys and passwords should be.
     fn write(&self, name: &str, content: &str) {
+        use std::os::unix::fs::PermissionsExt;
         std::fs::write(self.path(name), content).unwrap();
+        std::fs::set_permissions(self.path(name), std::fs::Permissions::from_mode(0o600)).unwrap();
     }
 
     fn path(&self, name: &str) -> String {
@@ -276,6 +279,23 @@ fn the_same_member_twice_is_refused_at_the_second() {
           column 14): list each once"
         ]
     );
+}
+
+/// `a.` is `a` written fully qualified: the same host, so the same member.
+#[test]
+fn a_host_with_a_trailing_dot_is_the_same_member_as_without() {
+    let found = problems(&etcd("\"a:2379\", \"A.:2379\"", ""));
+    assert_eq!(
+        found,
+        [
+            "3:24: endpoint \"A.:2379\" is the same member as \"a:2379\" (line 3, column 14): \
+             list each once"
+        ]
+    );
+    let found = problems(&etcd("\"etcd.example.:2379\", \"etcd.example:2379\"", ""));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    // Only one dot is the root's; other ports are other members.
+    assert!(tls_of(&store(&etcd("\"https://a:2379\", \"a.:2380\"", ""))).is_some());
 }
 
 #[test]
@@ -433,6 +453,26 @@ fn unusable_tls_files_are_named_with_the_reason() {
     );
 }
 
+/// An IPv6 address is bracketed in an endpoint but not in `server-name` (rustls takes it bare).
+#[test]
+fn a_bracketed_ipv6_server_name_is_told_to_drop_the_brackets() {
+    assert_eq!(
+        problems(&etcd("\"https://[::1]:2379\"", "server-name = \"[::1]\"\n")),
+        [
+            "4:15: `server-name` = \"[::1]\" is not a DNS name or an IP address: write an IPv6 \
+             address without brackets, \"::1\""
+        ]
+    );
+    assert_eq!(
+        tls_of(&store(&etcd(
+            "\"https://[::1]:2379\"",
+            "server-name = \"::1\"\n"
+        )))
+        .and_then(|t| t.server_name),
+        Some("::1".to_owned())
+    );
+}
+
 #[test]
 fn tls_key_values_are_checked() {
     assert_eq!(
@@ -494,7 +534,7 @@ fn a_password_over_plain_http_is_warned_about() {
         .unwrap()
     };
     assert_eq!(
-        warnings(&config("\"a:1\"", "")),
+        notes_at(&config("\"a:1\"", ""), crate::certs::now(), &[]),
         [
             "etcd user \"promd\" logs in over plain http://: its password crosses the network in \
           the clear; use https:// endpoints (ca-file)"
@@ -502,10 +542,10 @@ fn a_password_over_plain_http_is_warned_about() {
     );
     let tls = format!("ca-file = {:?}\n", f.path("ca.pem"));
     assert!(
-        warnings(&config("\"a:1\"", &tls)).is_empty(),
+        notes_at(&config("\"a:1\"", &tls), crate::certs::now(), &[]).is_empty(),
         "https by the TLS key"
     );
-    assert!(warnings(&config("\"https://a:1\"", "")).is_empty());
+    assert!(notes_at(&config("\"https://a:1\"", ""), crate::certs::now(), &[]).is_empty());
 }
 
 /// A certificate valid from `from` to `to` (midnight UTC of each day) and its key, as
@@ -548,7 +588,9 @@ fn certificates_out_of_their_validity_are_warned_about() {
             ),
         );
         let config = parse_in(&text, "t.toml", || Ok("n1".to_owned()), None).unwrap();
-        warnings_at(&config, now)
+        // Not the notes on the temporary directory (see
+        // files_under_directories_promd_service_does_not_see_are_noted).
+        notes_at(&config, now, &[])
     };
     assert_eq!(notes("fine", "fine"), Vec::<String>::new());
     assert_eq!(
@@ -863,4 +905,234 @@ fn a_key_root_may_read_only_by_override_is_refused_when_checked_as_root() {
             key
         )]
     );
+}
+
+// --- files promd.service cannot use ---------------------------------------------------------
+
+/// A configuration of kind etcd naming these files (which need not exist: the notes on
+/// where a file is do not read it).
+fn naming(ca: &str, cert: &str, key: &str, password: &str) -> Config {
+    Config {
+        node: "n1".to_owned(),
+        store: StoreConfig::Etcd {
+            endpoints: vec!["https://a:2379".to_owned()],
+            connect_timeout: Duration::from_secs(2),
+            prefix: "/promd".to_owned(),
+            tls: Some(Box::new(TlsConfig {
+                ca_file: Some(ca.into()),
+                client: Some(ClientCert {
+                    cert_file: cert.into(),
+                    key_file: key.into(),
+                }),
+                server_name: None,
+            })),
+            auth: Some(Box::new(AuthConfig {
+                user: "promd".to_owned(),
+                password_file: PasswordFile::parse(password).unwrap(),
+            })),
+        },
+        groups: Vec::new(),
+    }
+}
+
+/// PrivateTmp=yes gives promd.service empty /tmp and /var/tmp of its own, and ProtectHome=yes
+/// hides /home, /root and /run/user: a file there passes `check-config` (run from a shell)
+/// and is missing when the service starts. A note, not an error: tests keep their files in
+/// temporary directories, and a drop-in may lift the settings.
+#[test]
+fn files_under_directories_promd_service_does_not_see_are_noted() {
+    let now = 1_800_000_000;
+    let config = naming(
+        "/tmp/promd-absent/ca.pem",
+        "/var/tmp/promd-absent/client.pem",
+        "/home/promd-absent/client.key",
+        "/root/promd-absent/password",
+    );
+    assert_eq!(
+        warnings_at(&config, now),
+        [
+            "`ca-file` /tmp/promd-absent/ca.pem is under /tmp, which promd.service does not \
+             see (PrivateTmp=yes gives it an empty /tmp of its own): keep the file under \
+             /etc/promd",
+            "`cert-file` /var/tmp/promd-absent/client.pem is under /var/tmp, which \
+             promd.service does not see (PrivateTmp=yes gives it an empty /var/tmp of its \
+             own): keep the file under /etc/promd",
+            "`key-file` /home/promd-absent/client.key is under /home, which promd.service does \
+             not see (ProtectHome=yes hides it): keep the file under /etc/promd",
+            "`password-file` /root/promd-absent/password is under /root, which promd.service \
+             does not see (ProtectHome=yes hides it): keep the file under /etc/promd, or give \
+             it to promd.service with LoadCredential=NAME:/root/promd-absent/password and \
+             write password-file = \"NAME\"",
+        ]
+    );
+    let config = naming(
+        "/etc/promd/ca.pem",
+        "/tmpfiles/client.pem",
+        "/run/user/0/client.key",
+        "etcd-password",
+    );
+    assert_eq!(
+        warnings_at(&config, now),
+        [
+            "`key-file` /run/user/0/client.key is under /run/user, which promd.service does \
+             not see (ProtectHome=yes hides it): keep the file under /etc/promd"
+        ],
+        "a credential name is no path, and /tmpfiles is not /tmp"
+    );
+}
+
+/// A link is followed as promd would: a file that is a link into a hidden directory is
+/// hidden too.
+#[test]
+fn a_link_into_a_directory_promd_service_does_not_see_is_noted() {
+    let f = Files::new();
+    let hidden = f.dir.path().join("hidden");
+    std::fs::create_dir(&hidden).unwrap();
+    let hidden = std::fs::canonicalize(&hidden).unwrap();
+    std::fs::rename(f.path("ca.pem"), hidden.join("ca.pem")).unwrap();
+    std::os::unix::fs::symlink(hidden.join("ca.pem"), f.path("ca.pem")).unwrap();
+    let text = etcd(
+        "\"https://a:1\"",
+        &format!("ca-file = {:?}\n", f.path("ca.pem")),
+    );
+    let config = parse_in(&text, "t.toml", || Ok("n1".to_owned()), None).unwrap();
+    let hidden_dir = hidden.display().to_string();
+    assert_eq!(
+        notes_at(
+            &config,
+            crate::certs::now(),
+            &[(&hidden_dir, "Setting=yes hides it")]
+        ),
+        [format!(
+            "`ca-file` {} leads to {}, under {hidden_dir}, which promd.service does not see \
+             (Setting=yes hides it): keep the file under /etc/promd",
+            f.path("ca.pem"),
+            hidden.join("ca.pem").display()
+        )]
+    );
+}
+
+/// promd.toml(5) says to keep the key and the password readable by root only: one that other
+/// users may read (by the bits for others, or for a group other than root's) is noted, with
+/// the command that fixes it. Certificates are public; a credential is systemd's to protect.
+#[test]
+fn a_key_or_password_other_users_may_read_is_noted() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Files::new();
+    let chmod = |name: &str, mode: u32| {
+        std::fs::set_permissions(f.path(name), std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let text = etcd(
+        "\"https://a:1\"",
+        &format!(
+            "cert-file = {:?}\nkey-file = {:?}\nuser = \"promd\"\npassword-file = {:?}\n",
+            f.path("client.pem"),
+            f.path("client-key.pem"),
+            f.path("password")
+        ),
+    );
+    let notes = || {
+        let config = parse_in(&text, "t.toml", || Ok("n1".to_owned()), None).unwrap();
+        notes_at(&config, crate::certs::now(), &[])
+    };
+    chmod("client.pem", 0o644);
+    assert_eq!(
+        notes(),
+        Vec::<String>::new(),
+        "0600 keys, a 0644 certificate"
+    );
+    chmod("client-key.pem", 0o644);
+    chmod("password", 0o666);
+    assert_eq!(
+        notes(),
+        [
+            format!(
+                "`key-file` {0} is readable by every user (mode 0644), not by root only: \
+                 chmod 600 {0}",
+                f.path("client-key.pem")
+            ),
+            format!(
+                "`password-file` {0} is readable by every user (mode 0666), not by root only: \
+                 chmod 600 {0}",
+                f.path("password")
+            ),
+        ]
+    );
+    chmod("client-key.pem", 0o600);
+    chmod("password", 0o600);
+    // A credential: systemd makes it readable by the service only, whatever the source's mode.
+    f.write("etcd-password", "s3cret\n");
+    chmod("etcd-password", 0o644);
+    let credential = etcd(
+        "\"https://a:1\"",
+        "user = \"promd\"\npassword-file = \"etcd-password\"\n",
+    );
+    let config = parse_in(
+        &credential,
+        "t.toml",
+        || Ok("n1".to_owned()),
+        Some(f.dir.path().to_path_buf()),
+    )
+    .unwrap();
+    assert_eq!(notes_at(&config, 0, &[]), Vec::<String>::new());
+    if !nix::unistd::geteuid().is_root() {
+        return; // chown needs root
+    }
+    chmod("client-key.pem", 0o640);
+    assert_eq!(notes(), Vec::<String>::new(), "group root is root's");
+    std::os::unix::fs::chown(f.path("client-key.pem"), None, Some(4242)).unwrap();
+    assert_eq!(
+        notes(),
+        [format!(
+            "`key-file` {0} is readable by group 4242 (mode 0640), not by root only: \
+             chmod 600 {0}",
+            f.path("client-key.pem")
+        )]
+    );
+}
+
+/// Reaching a file takes search permission on every directory above it, which root without
+/// CAP_DAC_OVERRIDE or CAP_DAC_READ_SEARCH has only as the directory's owner or group, or by
+/// the bits for others: a root-owned 0600 key in another user's 0700 directory is out of
+/// promd.service's reach, and `check-config`, run as root, names the directory.
+#[test]
+fn a_key_in_a_directory_root_may_search_only_by_override_is_refused_when_checked_as_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Files::new();
+    let dir = f.dir.path().join("etcd");
+    std::fs::create_dir(&dir).unwrap();
+    let key = dir.join("client-key.pem").display().to_string();
+    std::fs::rename(f.path("client-key.pem"), &key).unwrap();
+    let text = etcd(
+        "\"https://a:1\"",
+        &format!(
+            "cert-file = {:?}\nkey-file = {key:?}\n",
+            f.path("client.pem")
+        ),
+    );
+    let chmod =
+        |mode: u32| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+    chmod(0o700);
+    // Root's own 0700 directory is fine.
+    assert!(tls_of(&store(&text)).is_some());
+    if !nix::unistd::geteuid().is_root() {
+        return; // chown needs root; the check only applies to root anyway
+    }
+    std::os::unix::fs::chown(&dir, Some(1000), Some(1000)).unwrap();
+    assert_eq!(
+        problems(&text),
+        [format!(
+            "5:12: `key-file` {key} is in {0}, which is owned by uid 1000 and not searchable by \
+             others (mode 0700): promd.service runs without CAP_DAC_OVERRIDE or \
+             CAP_DAC_READ_SEARCH and cannot reach it; make root the directory's owner (chown \
+             root {0}) or let others search it (chmod o+x {0})",
+            dir.display()
+        )]
+    );
+    // Others may search it; or its group is root's and may.
+    chmod(0o701);
+    assert!(tls_of(&store(&text)).is_some());
+    std::os::unix::fs::chown(&dir, None, Some(0)).unwrap();
+    chmod(0o710);
+    assert!(tls_of(&store(&text)).is_some());
 }

@@ -47,11 +47,7 @@ impl Checker<'_> {
         for endpoint in &endpoints {
             match parse_endpoint(endpoint.get_ref()) {
                 Ok(e) => {
-                    // The same member twice (host names compare without case).
-                    let same = parsed.iter().find(|p| {
-                        let p = p.get_ref();
-                        p.host.eq_ignore_ascii_case(&e.host) && p.port == e.port
-                    });
+                    let same = parsed.iter().find(|p| p.get_ref().same_member(&e));
                     if let Some(first) = same {
                         let (line, column) = position(self.text, first.span().start);
                         self.error(
@@ -82,9 +78,16 @@ impl Checker<'_> {
     pub(super) fn server_name(&mut self, key: &str, value: &Value<'_>) -> Option<String> {
         let name = self.string(key, value)?;
         if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+            // `[::1]` as in an endpoint; rustls takes an IPv6 address bare.
+            let hint = match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+                Some(bare) if bare.parse::<std::net::Ipv6Addr>().is_ok() => {
+                    format!(": write an IPv6 address without brackets, {bare:?}")
+                }
+                _ => String::new(),
+            };
             self.error(
                 &value.span(),
-                format!("`server-name` = {name:?} is not a DNS name or an IP address"),
+                format!("`server-name` = {name:?} is not a DNS name or an IP address{hint}"),
             );
             return None;
         }
