@@ -150,8 +150,16 @@ fn dir_store_shared_by_three_hosts() {
 
 /// Issue 12: losing any one member of a 3-member etcd is not a failover. At the default 10 s
 /// lease, each member in turn is paused (SIGSTOP: its connections stay open and nothing
-/// answers, as when its packets are dropped) for longer than a lease, the raft leader
-/// included: the active host keeps the role, its term and its running service throughout.
+/// answers, as when its packets are dropped), the raft leader included: the active host moves
+/// its session to another member and keeps the role, its term and its running service
+/// throughout.
+///
+/// A follower is paused for longer than a lease. etcd's raft leader is paused for less than a
+/// lease less a renewal interval: etcd before the fix of etcd-io/etcd#15247 (PR #16822, in
+/// 3.4 and 3.5 from late 2023; this machine's 3.4.23 has not got it) lets a leader that was
+/// stalled longer than that revoke, once it resumes, every lease it did not see renewed,
+/// although it is no longer the leader: the holder's key goes and a failover follows (safe,
+/// but not promd's to prevent; see docs/safety.md).
 #[test]
 fn etcd_losing_any_one_member_is_not_a_failover() {
     use nix::sys::signal::{Signal as Sig, kill};
@@ -165,12 +173,21 @@ fn etcd_losing_any_one_member_is_not_a_failover() {
     let term = support::cluster::group_prop(h, "Term");
     let spans_before: Vec<usize> = c.spans().iter().map(|(_, s)| s.len()).collect();
 
-    for member in 0..3 {
+    // The followers first (pausing one leaves the raft leader where it is), then the leader.
+    let leader_first = etcd.leader().expect("etcd has a leader");
+    let order = (0..3).filter(|m| *m != leader_first).chain([leader_first]);
+    for member in order {
         let raft_leader = etcd.leader();
+        let pause = if raft_leader == Some(member) {
+            // Under L - L/3: no lease looks expired to the stalled leader when it resumes.
+            Duration::from_secs(5)
+        } else {
+            DEFAULT_LEASE + Duration::from_secs(2)
+        };
         let pid = etcd.member_pid(member).expect("the member runs");
         kill(Pid::from_raw(pid as i32), Sig::SIGSTOP).expect("SIGSTOP etcd");
-        // Watch for longer than a lease: the active host never changes.
-        let until = std::time::Instant::now() + DEFAULT_LEASE + Duration::from_secs(2);
+        // The active host never changes.
+        let until = std::time::Instant::now() + pause;
         let mut seen = Vec::new();
         while std::time::Instant::now() < until {
             let active = c.active_hosts();
@@ -190,9 +207,16 @@ fn etcd_losing_any_one_member_is_not_a_failover() {
             etcd.leader().is_some()
         });
         eprintln!(
-            "etcd member {member} paused for a lease (raft leader was {raft_leader:?}): no failover"
+            "etcd member {member} paused for {pause:?} (raft leader was {raft_leader:?}): no \
+             failover"
         );
     }
+    // The active host's session was on a paused member at least once, and moved.
+    let journal = h.journal(&["-u", "promd", "-o", "cat"]);
+    assert!(
+        journal.contains("lease keepalive: no answer") && journal.contains("store reachable again"),
+        "{journal}"
+    );
     assert_eq!(support::cluster::group_prop(h, "Role"), "s \"active\"");
     assert_eq!(
         support::cluster::group_prop(h, "Term"),
@@ -207,43 +231,66 @@ fn etcd_losing_any_one_member_is_not_a_failover() {
     c.check_history();
 }
 
-/// Issue 12: production etcd. Three hosts reach a 3-member etcd by a DNS name (each host's
-/// `/etc/hosts`), over TLS with client certificates, as an RBAC user limited to promd's
-/// prefix whose password comes as a systemd credential (`LoadCredential=`); etcd's tokens
-/// expire every 5 s. One host is active; a cut fails it over within the bound, as with a
-/// plain etcd.
+/// Issue 12: production etcd. Three hosts reach a 3-member etcd on the test network, over
+/// IPv6 addresses, a DNS name (each host's `/etc/hosts`) of an IPv6 address, and the name of an
+/// IPv4 address; over TLS with client certificates, as an RBAC user limited to promd's prefix
+/// whose password comes as a systemd credential (`LoadCredential=`); etcd's tokens expire
+/// every 5 s. One host is active; a cut fails it over within the bound, as with a plain etcd.
 #[test]
-fn etcd_tls_rbac_by_name_one_active_and_failover_on_a_cut() {
-    use support::etcd::{Options, ServerTls};
+fn etcd_tls_rbac_by_name_and_ipv6_one_active_and_failover_on_a_cut() {
+    use support::etcd::Options;
     use support::pki::{self, Pki};
     const NAME: &str = "etcd.promd.test";
     const PREFIX: &str = "/promd";
-    let net = Net::new(3);
+    let net = Net::new_dual_stack(3);
     let mut names: Vec<String> = net.gateway_ips().iter().map(|ip| ip.to_string()).collect();
+    names.extend(net.gateway_ips6().iter().map(|ip| ip.to_string()));
     names.push(NAME.to_string());
     let pki = Pki::with_server_names(&names);
     let options = Options {
-        tls: Some(ServerTls {
-            cert: pki.path(pki::SERVER),
-            key: pki.path(pki::SERVER_KEY),
-            client_ca: Some(pki.path(pki::CA)),
-            admin_ca: pki.path(pki::CA),
-            admin_cert: Some((pki.path(pki::CLIENT), pki.path(pki::CLIENT_KEY))),
-        }),
         auth_token_ttl: Some(5),
-        ipv6_loopback: false,
+        listen_v6: net.gateway_ips6(),
+        ..Options::mutual_tls(pki.mutual_tls())
     };
     let mut etcd = EtcdCluster::start_with(3, &net.gateway_ips(), &options);
     etcd.enable_auth("root-secret");
     etcd.add_prefix_user("promd", "promd-secret", PREFIX);
+    // Each host writes its endpoints another way: n1 IPv6 addresses as etcdctl's bare
+    // `[ADDR]:PORT` (https, as TLS is configured), n2 a DNS name its /etc/hosts maps to an
+    // IPv6 address, n3 the same name mapped to an IPv4 address.
+    let v6 = |i: usize| etcd.endpoints_via_v6(net.gateway_ip6(i));
+    let by_name = |eps: Vec<String>, addr: String| -> Vec<String> {
+        eps.iter().map(|e| e.replacen(&addr, NAME, 1)).collect()
+    };
+    let endpoints = vec![
+        v6(0)
+            .iter()
+            .map(|e| e.replacen("https://", "", 1))
+            .collect(),
+        by_name(v6(1), format!("[{}]", net.gateway_ip6(1))),
+        by_name(
+            etcd.endpoints_via(net.gateway_ip(2)),
+            net.gateway_ip(2).to_string(),
+        ),
+    ];
+    let hosts_line = [
+        None,
+        Some(net.gateway_ip6(1).to_string()),
+        Some(net.gateway_ip(2).to_string()),
+    ];
     let store_extra = "ca-file = \"/etc/promd/ca.pem\"\ncert-file = \"/etc/promd/client.pem\"\n\
          key-file = \"/etc/promd/client-key.pem\"\nuser = \"promd\"\npassword-file = \"etcd-password\"\n";
-    let store = StoreKind::EtcdNamed {
-        etcd: &etcd,
-        name: NAME,
+    let store = StoreKind::EtcdAt {
+        endpoints,
         store_extra,
     };
-    let c = Cluster::boot_with(&net, store, LEASE, "", |_, spec| {
+    let c = Cluster::boot_with(&net, store, LEASE, "", |i, spec| {
+        if let Some(addr) = &hosts_line[i] {
+            spec.file(
+                "/etc/hosts",
+                format!("127.0.0.1 localhost\n::1 localhost\n{addr} {NAME}\n"),
+            );
+        }
         spec.file("/etc/promd/ca.pem", pki.pem(pki::CA));
         spec.file("/etc/promd/client.pem", pki.pem(pki::CLIENT));
         spec.file_mode("/etc/promd/client-key.pem", pki.pem(pki::CLIENT_KEY), 0o600);

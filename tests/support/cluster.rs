@@ -67,11 +67,11 @@ pub fn web_units(spec: &mut HostSpec) {
 /// Which store the hosts use.
 pub enum StoreKind<'a> {
     Etcd(&'a EtcdCluster),
-    /// etcd reached by a DNS name (each host maps it to its gateway in `/etc/hosts`), with
-    /// more `[store]` keys (TLS, a user).
-    EtcdNamed {
-        etcd: &'a EtcdCluster,
-        name: &'a str,
+    /// etcd reached by `endpoints[i]` from host `i` (names, IPv6, as the test wrote them; an
+    /// `/etc/hosts` of its own comes through `customize`), with more `[store]` keys (TLS, a
+    /// user).
+    EtcdAt {
+        endpoints: Vec<Vec<String>>,
         store_extra: &'a str,
     },
     /// A directory on this machine, bound into every host.
@@ -112,13 +112,8 @@ impl Cluster {
                             etcd.endpoints_via(net.gateway_ip(i)).iter().map(|e| format!("\"{e}\"")).collect();
                         format!("[store]\nkind = \"etcd\"\nendpoints = [{}]\nconnect-timeout = \"500ms\"\n", eps.join(", "))
                     }
-                    StoreKind::EtcdNamed { etcd, name, store_extra } => {
-                        let ip = net.gateway_ip(i).to_string();
-                        let eps: Vec<String> = etcd
-                            .endpoints_via(net.gateway_ip(i))
-                            .iter()
-                            .map(|e| format!("\"{}\"", e.replacen(&ip, name, 1)))
-                            .collect();
+                    StoreKind::EtcdAt { endpoints, store_extra } => {
+                        let eps: Vec<String> = endpoints[i].iter().map(|e| format!("\"{e}\"")).collect();
                         format!("[store]\nkind = \"etcd\"\nendpoints = [{}]\nconnect-timeout = \"500ms\"\n{store_extra}", eps.join(", "))
                     }
                     StoreKind::Dir(_) => "[store]\nkind = \"dir\"\npath = \"/var/lib/promd\"\n".to_string(),
@@ -137,12 +132,6 @@ impl Cluster {
                     "/etc/systemd/system/promd.service.d/test.conf",
                     format!("[Service]\nWatchdogSec={}ms\nRestartSec=200ms\n", watchdog_for(lease).as_millis()),
                 );
-                if let StoreKind::EtcdNamed { name, .. } = &store {
-                    spec.file(
-                        "/etc/hosts",
-                        format!("127.0.0.1 localhost\n::1 localhost\n{} {name}\n", net.gateway_ip(i)),
-                    );
-                }
                 spec.enable("promd.service", "multi-user.target");
                 web_units(&mut spec);
                 spec.bind_rw(span_dirs[i].path(), "/spans");

@@ -17,7 +17,8 @@
 //! its per-host directory (removed by `Drop`). Only processes this test started are signalled,
 //! always by pid. Names (netns, links, machines) carry this process's pid and a counter, so test
 //! binaries may run at the same time; subnets are /24s of 10.200.0.0/16 that no interface of the
-//! machine uses yet, chosen under a lock file.
+//! machine uses yet, chosen under a lock file. A dual-stack [`Net`] ([`Net::new_dual_stack`])
+//! also puts `fd70:726d:64:X::/64` (a unique local prefix, same `X`) on each link.
 //!
 //! Each container runs in a cgroup of its own (`promd-test-MACHINE`), not in nspawn's default
 //! `/payload`, which all containers would share (see `CgroupDir`).
@@ -30,7 +31,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, Write as _};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -380,14 +381,16 @@ pub fn finish_halt(
 // Net: network namespaces and veth links
 
 /// One host's network: a netns with `eth0` (`ip`/24) and `lo`, joined by a veth pair to the
-/// machine side `link` (`gateway`/24). Removed on drop, once neither the [`Net`] nor a [`Host`]
-/// booted in it holds it.
+/// machine side `link` (`gateway`/24), and on a dual-stack net also `ip6`/64 and `gateway6`/64.
+/// Removed on drop, once neither the [`Net`] nor a [`Host`] booted in it holds it.
 struct HostNet {
     index: usize,
     netns: String,
     link: String,
     gateway: Ipv4Addr,
     ip: Ipv4Addr,
+    /// `(gateway6, ip6)` on a dual-stack net.
+    v6: Option<(Ipv6Addr, Ipv6Addr)>,
     in_use: AtomicBool,
 }
 
@@ -422,6 +425,17 @@ impl Net {
     /// has host routes to every other gateway IP of this `Net` (so any host can reach an etcd
     /// member listening on any gateway IP), but none to other hosts' container IPs.
     pub fn new(n: usize) -> Net {
+        Net::create(n, false)
+    }
+
+    /// Like [`Net::new`], and each link carries IPv6 too: host `i` gets `fd70:726d:64:X::2/64`
+    /// and the machine `fd70:726d:64:X::1/64` (`gateway_ip6(i)`), with host routes to the other
+    /// gateways as for IPv4. No router solicitations, no DAD: only what tests send.
+    pub fn new_dual_stack(n: usize) -> Net {
+        Net::create(n, true)
+    }
+
+    fn create(n: usize, dual_stack: bool) -> Net {
         assert!((1..=16).contains(&n), "Net::new: 1 to 16 hosts, not {n}");
         let pid = std::process::id();
         let counter = NET_COUNTER.fetch_add(1, Ordering::SeqCst);
@@ -455,6 +469,7 @@ impl Net {
                     link: name,
                     gateway: Ipv4Addr::new(10, 200, octet, 1),
                     ip: Ipv4Addr::new(10, 200, octet, 2),
+                    v6: dual_stack.then(|| (ula(octet, 1), ula(octet, 2))),
                     in_use: AtomicBool::new(false),
                 });
                 // Registered before anything is created, so a failure below still cleans up.
@@ -468,6 +483,21 @@ impl Net {
                     let dst = format!("{}/32", other.gateway);
                     let via = hn.gateway.to_string();
                     hn.netns_exec(&["ip", "route", "add", &dst, "via", &via, "dev", CONTAINER_IF]);
+                    if let (Some((gw6, _)), Some((other6, _))) = (hn.v6, other.v6) {
+                        let dst = format!("{other6}/128");
+                        let via = gw6.to_string();
+                        hn.netns_exec(&[
+                            "ip",
+                            "-6",
+                            "route",
+                            "add",
+                            &dst,
+                            "via",
+                            &via,
+                            "dev",
+                            CONTAINER_IF,
+                        ]);
+                    }
                 }
             }
         }
@@ -499,6 +529,18 @@ impl Net {
     /// Container-side address of host `i` (`10.200.X.2`).
     pub fn host_ip(&self, i: usize) -> Ipv4Addr {
         self.hosts[i].ip
+    }
+
+    /// Machine-side IPv6 address of host `i`'s veth (`fd70:726d:64:X::1`), on a dual-stack net.
+    pub fn gateway_ip6(&self, i: usize) -> Ipv6Addr {
+        match self.hosts[i].v6 {
+            Some((gateway, _)) => gateway,
+            None => panic!("not a dual-stack Net: use Net::new_dual_stack"),
+        }
+    }
+
+    pub fn gateway_ips6(&self) -> Vec<Ipv6Addr> {
+        (0..self.len()).map(|i| self.gateway_ip6(i)).collect()
     }
 
     /// Names of the network namespaces (`/run/netns/NAME`), for cleanup checks.
@@ -567,20 +609,46 @@ fn create_host_net(hn: &HostNet) {
             &hn.netns,
         ],
     );
-    // No IPv6 on the test links: no router solicitations or DAD traffic, only what tests send.
-    let _ = fs::write(
-        format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", hn.link),
-        "1",
-    );
+    // IPv6 only on a dual-stack net, and then without router solicitations or DAD traffic:
+    // only what tests send.
+    let machine_v6 = format!("/proc/sys/net/ipv6/conf/{}", hn.link);
+    let container_v6 = format!("/proc/sys/net/ipv6/conf/{CONTAINER_IF}");
+    let quiet_v6 = |dir: &str| match hn.v6 {
+        None => format!("f={dir}/disable_ipv6; if [ -e $f ]; then echo 1 > $f; fi"),
+        Some(_) => format!(
+            "echo 0 > {dir}/accept_ra && echo 0 > {dir}/router_solicitations && \
+             echo 0 > {dir}/accept_dad && echo 0 > {dir}/disable_ipv6"
+        ),
+    };
+    run_must("sh", &["-c", &quiet_v6(&machine_v6)]);
     run_must("ip", &["addr", "add", &gw, "dev", &hn.link]);
+    if let Some((gateway6, _)) = hn.v6 {
+        let gw6 = format!("{gateway6}/64");
+        run_must("ip", &["-6", "addr", "add", &gw6, "dev", &hn.link, "nodad"]);
+    }
     run_must("ip", &["link", "set", &hn.link, "up"]);
-    let disable_v6 = format!(
-        "f=/proc/sys/net/ipv6/conf/{CONTAINER_IF}/disable_ipv6; if [ -e $f ]; then echo 1 > $f; fi"
-    );
-    hn.netns_exec(&["sh", "-c", &disable_v6]);
+    hn.netns_exec(&["sh", "-c", &quiet_v6(&container_v6)]);
     hn.netns_exec(&["ip", "addr", "add", &ip, "dev", CONTAINER_IF]);
+    if let Some((_, ip6)) = hn.v6 {
+        let ip6 = format!("{ip6}/64");
+        hn.netns_exec(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &ip6,
+            "dev",
+            CONTAINER_IF,
+            "nodad",
+        ]);
+    }
     hn.netns_exec(&["ip", "link", "set", CONTAINER_IF, "up"]);
     hn.netns_exec(&["ip", "link", "set", "lo", "up"]);
+}
+
+/// `fd70:726d:64:X::HOST`: the IPv6 twin of `10.200.X.HOST`.
+fn ula(octet: u8, host: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd70, 0x726d, 0x64, u16::from(octet), 0, 0, 0, host)
 }
 
 /// Third octets of 10.200.X.0/24 that an address or route of the machine already uses.
@@ -1042,6 +1110,11 @@ impl Host {
     /// The machine's end of this host's veth (`10.200.X.1`).
     pub fn gateway_ip(&self) -> Ipv4Addr {
         self.net.gateway
+    }
+
+    /// The container's IPv6 address (`fd70:726d:64:X::2`), on a dual-stack net.
+    pub fn ip6(&self) -> Option<Ipv6Addr> {
+        self.net.v6.map(|(_, ip)| ip)
     }
 
     pub fn netns(&self) -> &str {
