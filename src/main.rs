@@ -282,51 +282,79 @@ fn open_store(store: &StoreConfig) -> Result<Box<dyn Store>, config::SecretError
             auth,
         } => {
             let mut etcd = EtcdStore::new(endpoints.clone(), *connect_timeout, prefix.clone());
-            if let Some(tls) = tls {
-                let ca = match &tls.ca_file {
-                    Some(path) => Some(PemFile {
-                        path: path.clone(),
-                        pem: config::read_certificates("ca-file", path)?,
-                    }),
-                    None => None,
-                };
-                let client = match &tls.client {
-                    Some(client) => {
-                        let (cert, key) =
-                            config::read_identity(&client.cert_file, &client.key_file)?;
-                        Some((
-                            PemFile {
-                                path: client.cert_file.clone(),
-                                pem: cert,
-                            },
-                            PemFile {
-                                path: client.key_file.clone(),
-                                pem: key,
-                            },
-                        ))
-                    }
-                    None => None,
-                };
-                etcd = etcd.with_tls(EtcdTls {
-                    ca,
-                    client,
-                    server_name: tls.server_name.clone(),
-                });
+            // Read once here, so that promd refuses to start on unusable files; then again
+            // before each connection, so that renewed files need no restart.
+            let (etcd_tls, user) = read_secrets(tls.as_deref(), auth.as_deref())?;
+            if let Some(etcd_tls) = etcd_tls {
+                etcd = etcd.with_tls(etcd_tls);
             }
-            if let Some(auth) = auth {
-                let password = config::read_password(
-                    &auth.password_file,
-                    config::credentials_directory().as_deref(),
-                )?;
-                etcd = etcd.with_user(EtcdUser {
-                    name: auth.user.clone(),
-                    password: password.expose().to_owned(),
-                });
+            if let Some(user) = user {
+                etcd = etcd.with_user(user);
+            }
+            if tls.is_some() || auth.is_some() {
+                let (tls, auth) = (tls.clone(), auth.clone());
+                etcd = etcd.rereading_secrets(std::sync::Arc::new(move || {
+                    read_secrets(tls.as_deref(), auth.as_deref()).map_err(|e| e.to_string())
+                }));
             }
             Ok(Box::new(etcd))
         }
         StoreConfig::Dir { path } => Ok(Box::new(DirStore::new(path.clone()))),
     }
+}
+
+/// The TLS files and the password `[store]` names, read and checked as `check-config` does.
+fn read_secrets(
+    tls: Option<&config::TlsConfig>,
+    auth: Option<&config::AuthConfig>,
+) -> Result<(Option<EtcdTls>, Option<EtcdUser>), config::SecretError> {
+    let etcd_tls = match tls {
+        Some(tls) => {
+            let ca = match &tls.ca_file {
+                Some(path) => Some(PemFile {
+                    path: path.clone(),
+                    pem: config::read_certificates("ca-file", path)?,
+                }),
+                None => None,
+            };
+            let client = match &tls.client {
+                Some(client) => {
+                    let (cert, key) = config::read_identity(&client.cert_file, &client.key_file)?;
+                    Some((
+                        PemFile {
+                            path: client.cert_file.clone(),
+                            pem: cert,
+                        },
+                        PemFile {
+                            path: client.key_file.clone(),
+                            pem: key,
+                        },
+                    ))
+                }
+                None => None,
+            };
+            Some(EtcdTls {
+                ca,
+                client,
+                server_name: tls.server_name.clone(),
+            })
+        }
+        None => None,
+    };
+    let user = match auth {
+        Some(auth) => {
+            let password = config::read_password(
+                &auth.password_file,
+                config::credentials_directory().as_deref(),
+            )?;
+            Some(EtcdUser {
+                name: auth.user.clone(),
+                password: password.expose().to_owned(),
+            })
+        }
+        None => None,
+    };
+    Ok((etcd_tls, user))
 }
 
 async fn serve(

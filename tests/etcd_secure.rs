@@ -410,6 +410,85 @@ async fn a_wrong_password_is_reported_and_retried_until_it_works() {
     node.up(secs(20.0)).await;
 }
 
+/// Certificates and passwords are renewed on disk and used at the next connection, without a
+/// restart (a restart of the active host would hand its role over): the store reads its
+/// files again before each round of connection attempts, keeping the last good reading when
+/// a file is broken.
+#[tokio::test(flavor = "current_thread")]
+async fn renewed_certificate_and_password_files_are_used_without_a_restart() {
+    use promd::store::etcd::{PemFile, ReadSecrets};
+    use std::sync::Arc;
+    let pki = Pki::new();
+    let cluster = secure_cluster(&pki, 300);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (cert, key, password) = (
+        dir.path().join("client.pem"),
+        dir.path().join("client-key.pem"),
+        dir.path().join("password"),
+    );
+    let put = |path: &std::path::Path, content: &[u8]| std::fs::write(path, content).unwrap();
+    put(&cert, &pki.pem(pki::EXPIRED_CLIENT));
+    put(&key, &pki.pem(pki::EXPIRED_CLIENT_KEY));
+    put(&password, PASSWORD.as_bytes());
+    let read: ReadSecrets = {
+        let (ca, cert, key, password) = (
+            pki.path(pki::CA),
+            cert.clone(),
+            key.clone(),
+            password.clone(),
+        );
+        Arc::new(move || {
+            let (cert_pem, key_pem) =
+                promd::config::read_identity(&cert, &key).map_err(|e| e.to_string())?;
+            let tls = EtcdTls {
+                ca: Some(PemFile {
+                    path: ca.clone(),
+                    pem: std::fs::read(&ca).map_err(|e| e.to_string())?,
+                }),
+                client: Some((
+                    PemFile {
+                        path: cert.clone(),
+                        pem: cert_pem,
+                    },
+                    PemFile {
+                        path: key.clone(),
+                        pem: key_pem,
+                    },
+                )),
+                server_name: None,
+            };
+            let password = std::fs::read_to_string(&password).map_err(|e| e.to_string())?;
+            Ok((Some(tls), Some(user(password.trim_end()))))
+        })
+    };
+    let (tls, user) = read().expect("the files as first written");
+    let store = store(cluster.endpoints(), secs(1.0))
+        .with_tls(tls.expect("TLS"))
+        .with_user(user.expect("a user"))
+        .rereading_secrets(read);
+    let mut node = open(&store, "web", "n1");
+    let (_, reason) = node.down(secs(10.0)).await;
+    assert!(reason.to_string().contains("it expired at"), "{reason}");
+
+    // A renewed certificate, and by mistake a wrong password: the next round says so.
+    put(&cert, &pki.pem(pki::CLIENT));
+    put(&key, &pki.pem(pki::CLIENT_KEY));
+    put(&password, b"not-the-password");
+    let (_, reason) = node.down(secs(10.0)).await;
+    assert!(
+        reason.to_string().contains("authentication failed"),
+        "{reason}"
+    );
+
+    // A key file caught half written keeps the last good reading; the right password is
+    // then read, and the node comes up without a restart.
+    put(&key, b"-----BEGIN PRIVATE KEY-----\n");
+    put(&password, PASSWORD.as_bytes());
+    node.watch_for(secs(1.5)).await;
+    put(&key, &pki.pem(pki::CLIENT_KEY));
+    node.up(secs(20.0)).await;
+}
+
 /// A fleet is given its user before etcd turns authentication on: with auth off, promd
 /// connects without the user (as etcdctl does); once auth is on, its next write is refused
 /// for want of a token, and the next session logs in, keeping the group going.

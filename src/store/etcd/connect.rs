@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 use super::Keys;
 use super::ops::publish_member;
 use super::secure::{
-    EtcdTls, EtcdUser, Explained, Names, answers_in_plain_text, explain, explain_plain,
+    Current, EtcdTls, Explained, Names, Secrets, answers_in_plain_text, explain, explain_plain,
     explain_speaks_tls, explain_with, probe, speaks_tls, unexplained_transport_error,
 };
 use super::view::read_and_watch;
@@ -26,12 +26,9 @@ use crate::store::record::MemberRecord;
 pub(super) struct Connector {
     pub(super) endpoints: Vec<String>,
     pub(super) connect_timeout: Duration,
-    /// TLS for `https://` endpoints.
-    pub(super) tls: Option<EtcdTls>,
-    /// The etcd user, if etcd wants one.
-    pub(super) user: Option<EtcdUser>,
-    /// What messages about a failed connection may name.
-    pub(super) names: Names,
+    /// TLS for `https://` endpoints and the etcd user, if etcd wants one, read afresh for
+    /// each round of connection attempts.
+    pub(super) secrets: Arc<Secrets>,
     /// Timeout of every request once connected: one renew interval.
     pub(super) call_timeout: Duration,
     pub(super) ttl_secs: i64,
@@ -119,6 +116,8 @@ async fn connect(cfg: &Connector, avoid: Option<&str>) -> Result<(Client, String
     if cfg.endpoints.is_empty() {
         return Err(EtcdError::NoEndpoints);
     }
+    // The files as they are now: a renewed certificate is used from this round on.
+    let current = cfg.secrets.current();
     let mut order: Vec<&String> = cfg.endpoints.iter().collect();
     // Stable: the others keep their configured order.
     order.sort_by_key(|e| Some(e.as_str()) == avoid);
@@ -128,13 +127,13 @@ async fn connect(cfg: &Connector, avoid: Option<&str>) -> Result<(Client, String
     loop {
         if next < order.len() {
             let endpoint = order[next].clone();
-            let options = options(cfg);
-            let without_user = cfg
+            let options = options(cfg, &current);
+            let without_user = current
                 .user
                 .as_ref()
-                .map(|user| (user.name.clone(), anonymous(cfg)));
+                .map(|user| (user.name.clone(), anonymous(cfg, &current)));
             let (leader_key, limit) = (cfg.keys.leader.clone(), cfg.connect_timeout);
-            let wording = Wording::of(cfg);
+            let wording = Wording::of(cfg, &current);
             let index = next;
             attempts.spawn(async move {
                 let attempt = async {
@@ -203,9 +202,9 @@ async fn connect(cfg: &Connector, avoid: Option<&str>) -> Result<(Client, String
 /// etcd says it expired: simple tokens expire after `--auth-token-ttl` without use, so a
 /// campaign after a quiet spell would fail), and a leader required of every answer. No
 /// per-request timeout: tonic would apply it to the streams too; every call carries its own.
-fn options(cfg: &Connector) -> ConnectOptions {
-    let mut options = anonymous(cfg);
-    if let Some(user) = &cfg.user {
+fn options(cfg: &Connector, current: &Current) -> ConnectOptions {
+    let mut options = anonymous(cfg, current);
+    if let Some(user) = &current.user {
         options = options
             .with_user(user.name.clone(), user.password.clone())
             .with_auto_token_refresh(true);
@@ -214,11 +213,11 @@ fn options(cfg: &Connector) -> ConnectOptions {
 }
 
 /// [`options`] without the user.
-fn anonymous(cfg: &Connector) -> ConnectOptions {
+fn anonymous(cfg: &Connector, current: &Current) -> ConnectOptions {
     let mut options = ConnectOptions::new()
         .with_connect_timeout(cfg.connect_timeout)
         .with_require_leader(true);
-    if let Some(tls) = &cfg.tls {
+    if let Some(tls) = &current.tls {
         options = options.with_tls(tls.options());
     }
     options
@@ -237,10 +236,10 @@ struct Wording {
 }
 
 impl Wording {
-    fn of(cfg: &Connector) -> Wording {
+    fn of(cfg: &Connector, current: &Current) -> Wording {
         Wording {
-            tls: cfg.tls.clone(),
-            names: cfg.names.clone(),
+            tls: current.tls.clone(),
+            names: current.names.clone(),
             limit: cfg.connect_timeout,
         }
     }

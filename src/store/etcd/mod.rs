@@ -39,7 +39,7 @@ mod secure;
 mod task;
 mod view;
 
-pub use secure::{EtcdTls, EtcdUser, PemFile};
+pub use secure::{EtcdTls, EtcdUser, PemFile, ReadSecrets};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,7 +50,7 @@ use super::queue::OpQueue;
 use super::report::Reporter;
 use super::{GroupId, GroupSession, GroupSpec, Store, StoreEvent};
 use connect::Connector;
-use secure::Names;
+use secure::Secrets;
 use task::GroupTask;
 
 /// A store of groups in an etcd cluster (v3 API).
@@ -60,6 +60,7 @@ pub struct EtcdStore {
     prefix: String,
     tls: Option<EtcdTls>,
     user: Option<EtcdUser>,
+    reader: Option<ReadSecrets>,
 }
 
 impl EtcdStore {
@@ -72,6 +73,7 @@ impl EtcdStore {
             prefix,
             tls: None,
             user: None,
+            reader: None,
         }
     }
 
@@ -84,6 +86,15 @@ impl EtcdStore {
     /// Authenticate as `user`.
     pub fn with_user(mut self, user: EtcdUser) -> EtcdStore {
         self.user = Some(user);
+        self
+    }
+
+    /// Read the TLS files and the password again with `read` before every round of
+    /// connection attempts (a renewed certificate, a changed password file: no restart);
+    /// what [`EtcdStore::with_tls`] and [`EtcdStore::with_user`] gave is used until then, and
+    /// whenever `read` fails.
+    pub fn rereading_secrets(mut self, read: ReadSecrets) -> EtcdStore {
+        self.reader = Some(read);
         self
     }
 }
@@ -100,9 +111,12 @@ impl Store for EtcdStore {
         let cfg = Arc::new(Connector {
             endpoints: self.endpoints.clone(),
             connect_timeout: self.connect_timeout,
-            tls: self.tls.clone(),
-            user: self.user.clone(),
-            names: Names::of(self.tls.as_ref(), self.user.as_ref(), &self.prefix),
+            secrets: Arc::new(Secrets::new(
+                self.tls.clone(),
+                self.user.clone(),
+                &self.prefix,
+                self.reader.clone(),
+            )),
             call_timeout: renew,
             ttl_secs: ttl_secs(spec.lease),
             keys: Keys::new(&self.prefix, &spec.group, &spec.node),

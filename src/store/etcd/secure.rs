@@ -503,3 +503,72 @@ fn time(t: &UnixTime) -> String {
 pub(super) fn explain_plain(e: etcd_client::Error) -> Explained {
     explain(e, &Names::default())
 }
+
+/// Reads the TLS files and the password afresh: the TLS settings and the user, or why they
+/// cannot be used, in words (the file and what is wrong with it). Given by `main` from the
+/// configuration, so that the store need not know how `[store]` names its files.
+pub type ReadSecrets =
+    Arc<dyn Fn() -> Result<(Option<EtcdTls>, Option<EtcdUser>), String> + Send + Sync>;
+
+/// The TLS settings, the user and what messages may name, as one connection round uses them.
+#[derive(Debug, Clone)]
+pub(super) struct Current {
+    pub(super) tls: Option<EtcdTls>,
+    pub(super) user: Option<EtcdUser>,
+    pub(super) names: Names,
+}
+
+/// The secrets of a store: read again before every round of connection attempts when a
+/// reader is given, so that a renewed certificate or a changed password file is used at the
+/// next connection without a restart (the connection up meanwhile goes on with the old
+/// ones); a reading that fails keeps the last good one, and is said once per new reason.
+pub(super) struct Secrets {
+    reader: Option<ReadSecrets>,
+    prefix: String,
+    last: std::sync::Mutex<(Current, Option<String>)>,
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Secrets")
+            .field("rereading", &self.reader.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Secrets {
+    pub(super) fn new(
+        tls: Option<EtcdTls>,
+        user: Option<EtcdUser>,
+        prefix: &str,
+        reader: Option<ReadSecrets>,
+    ) -> Secrets {
+        let names = Names::of(tls.as_ref(), user.as_ref(), prefix);
+        Secrets {
+            reader,
+            prefix: prefix.to_owned(),
+            last: std::sync::Mutex::new((Current { tls, user, names }, None)),
+        }
+    }
+
+    /// What the next round of connection attempts uses.
+    pub(super) fn current(&self) -> Current {
+        // A poisoned lock still holds a whole reading: nothing panics while it is held.
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(read) = &self.reader {
+            match read() {
+                Ok((tls, user)) => {
+                    let names = Names::of(tls.as_ref(), user.as_ref(), &self.prefix);
+                    *last = (Current { tls, user, names }, None);
+                }
+                Err(why) => {
+                    if last.1.as_deref() != Some(why.as_str()) {
+                        tracing::warn!("etcd: {why}; connecting with the files as last read");
+                        last.1 = Some(why);
+                    }
+                }
+            }
+        }
+        last.0.clone()
+    }
+}
