@@ -136,37 +136,39 @@ async fn connect(cfg: &Connector, avoid: Option<&str>) -> Result<(Client, String
             let wording = Wording::of(cfg, &current);
             let index = next;
             attempts.spawn(async move {
+                // While etcd elects a raft leader, members answer "leader changed" or "no
+                // leader" (or hold the read until the election ends): the member is there and
+                // will serve in a moment, so it is asked again at once, within the attempt's
+                // time, rather than failing the round and waiting for the next.
+                let mut electing_since: Option<etcd_client::Error> = None;
                 let attempt = async {
-                    let connected = Client::connect([endpoint.as_str()], Some(options)).await;
-                    let mut client = match (connected, without_user) {
-                        // etcd with authentication off serves every client, and etcdctl goes
-                        // on as well: so a fleet can be given its user before auth is turned
-                        // on. Once it is, requests without a token are refused ("user name is
-                        // empty") and the next session logs in.
-                        (Err(e), Some((user, anonymous))) if auth_not_enabled(&e) => {
-                            warn!(
-                                endpoint = %endpoint,
-                                "etcd has authentication off: connected without user {user}"
-                            );
-                            Client::connect([endpoint.as_str()], Some(anonymous)).await?
+                    loop {
+                        match reach(&endpoint, &options, without_user.as_ref(), &leader_key).await {
+                            Err(e) if electing(&e) => {
+                                electing_since = Some(e);
+                                tokio::time::sleep(ELECTION_RETRY).await;
+                            }
+                            other => return other,
                         }
-                        (connected, _) => connected?,
-                    };
-                    client
-                        .get(leader_key, Some(GetOptions::new().with_count_only()))
-                        .await?;
-                    Ok::<_, etcd_client::Error>(client)
+                    }
                 };
-                let result = match timeout(limit, attempt).await {
+                let outcome = timeout(limit, attempt).await;
+                let result = match outcome {
                     Ok(Ok(client)) => Ok(client),
                     Ok(Err(e)) => Err(EndpointError::Failed {
                         endpoint: endpoint.clone(),
                         cause: Cause::new(wording.explain(&endpoint, e).await),
                     }),
-                    Err(_) => Err(EndpointError::Silent {
-                        endpoint: endpoint.clone(),
-                        after: limit,
-                    }),
+                    Err(_) => match electing_since {
+                        Some(e) => Err(EndpointError::Failed {
+                            endpoint: endpoint.clone(),
+                            cause: Cause::new(wording.explain(&endpoint, e).await),
+                        }),
+                        None => Err(EndpointError::Silent {
+                            endpoint: endpoint.clone(),
+                            after: limit,
+                        }),
+                    },
                 };
                 (index, endpoint, result)
             });
@@ -196,6 +198,41 @@ async fn connect(cfg: &Connector, avoid: Option<&str>) -> Result<(Client, String
             }
         }
     }
+}
+
+/// How soon a member that answered "leader changed" or "no leader" is asked again.
+const ELECTION_RETRY: Duration = Duration::from_millis(50);
+
+/// Connect to `endpoint` and read the group's leader key linearizably (count only): the
+/// proof that the member can serve us now. With authentication off on etcd, connects again
+/// without the user (`without_user`: its name and the options without it): etcd serves every
+/// client then, and etcdctl goes on as well, so a fleet can be given its user before auth is
+/// turned on; once it is, requests without a token are refused ("user name is empty") and the
+/// next session logs in.
+async fn reach(
+    endpoint: &str,
+    options: &ConnectOptions,
+    without_user: Option<&(String, ConnectOptions)>,
+    leader_key: &str,
+) -> Result<Client, etcd_client::Error> {
+    let connected = Client::connect([endpoint], Some(options.clone())).await;
+    let mut client = match (connected, without_user) {
+        (Err(e), Some((user, anonymous))) if auth_not_enabled(&e) => {
+            warn!(endpoint = %endpoint, "etcd has authentication off: connected without user {user}");
+            Client::connect([endpoint], Some(anonymous.clone())).await?
+        }
+        (connected, _) => connected?,
+    };
+    client
+        .get(leader_key, Some(GetOptions::new().with_count_only()))
+        .await?;
+    Ok(client)
+}
+
+/// etcd's answers while it elects a raft leader.
+fn electing(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s)
+        if s.message().contains("leader changed") || s.message().contains("no leader"))
 }
 
 /// The client's options for one connection attempt: TLS, the user (its token refreshed when
