@@ -9,7 +9,7 @@
 mod contract;
 
 use std::net::Ipv6Addr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use contract::etcd::{
     PASSWORD, PREFIX, ROOT_PASSWORD, USER, client_tls, pem, raw_client, store, tls_options,
@@ -480,13 +480,22 @@ async fn renewed_certificate_and_password_files_are_used_without_a_restart() {
         "{reason}"
     );
 
-    // A key file caught half written keeps the last good reading; the right password is
-    // then read, and the node comes up without a restart.
+    // A key file caught half written keeps the last good reading (still refused: the wrong
+    // password), while the refusals back off: rounds 1, 3 and 7 s after this one, then a
+    // pause of 8 s.
     put(&key, b"-----BEGIN PRIVATE KEY-----\n");
-    put(&password, PASSWORD.as_bytes());
-    node.watch_for(secs(1.5)).await;
+    node.watch_for(secs(9.0)).await;
+    // Both files right: the backoff ends at once (the files are looked at every second), and
+    // the node comes up without a restart.
     put(&key, &pki.pem(pki::CLIENT_KEY));
-    node.up(secs(20.0)).await;
+    put(&password, PASSWORD.as_bytes());
+    let fixed = Instant::now();
+    let up = node.up(secs(20.0)).await;
+    assert!(
+        up - fixed < secs(3.0),
+        "up {:?} after the files were fixed: the backoff went on",
+        up - fixed
+    );
 }
 
 /// A fleet is given its user before etcd turns authentication on: with auth off, promd
@@ -502,7 +511,25 @@ async fn a_user_is_enough_before_and_after_etcd_turns_authentication_on() {
     let term = a.try_campaign().await.expect("a wins with auth off");
     cluster.add_prefix_user(USER, PASSWORD, PREFIX);
     cluster.enable_auth(ROOT_PASSWORD);
+    let enabled = std::time::Instant::now();
     a.release(term).await;
+    // The refusal says what happens next, not to set what is set.
+    let reasons: Vec<String> = a
+        .events_since(enabled)
+        .iter()
+        .filter_map(|e| match e {
+            promd::store::StoreEvent::Down(why) => Some(why.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [format!(
+            "{}: release: etcd requires authentication now (user name is empty): the next \
+             connection logs in, if `user` and `password-file` are set in [store]",
+            first(&cluster)
+        )]
+    );
     let next = a.try_campaign().await.expect("a wins again, logged in");
     assert!(next > term, "{next} after {term}");
 }

@@ -117,8 +117,9 @@ pub enum SecretError {
     /// `check-config` says what the service's start would.
     #[error(
         "`{key}` {} is owned by uid {uid} and not readable by others: promd.service runs \
-         without CAP_DAC_OVERRIDE and cannot read it; make root its owner (chown root)",
-        path.display()
+         without CAP_DAC_OVERRIDE and cannot read it; {}",
+        path.display(),
+        read_fix(path, *uid)
     )]
     NotRootReadable {
         /// The key that names it.
@@ -222,6 +223,27 @@ pub enum SecretError {
     },
 }
 
+/// How to let root read a file without override (see [`SecretError::NotRootReadable`]).
+fn read_fix(path: &Path, uid: u32) -> String {
+    let path = path.display();
+    if uid == 0 {
+        format!("let its owner read it (chmod u+r {path})")
+    } else {
+        "make root its owner (chown root)".to_owned()
+    }
+}
+
+/// A PEM parser's error in words: the end line it missed as text, not as bytes.
+fn pem_error(e: pem::Error) -> String {
+    match e {
+        pem::Error::MissingSectionEnd { end_marker } => format!(
+            "no `-----END {}-----` line (the file is cut short?)",
+            String::from_utf8_lossy(&end_marker)
+        ),
+        other => other.to_string(),
+    }
+}
+
 /// How to open a directory that blocks root's way to a file (see
 /// [`SecretError::DirNotRootSearchable`]).
 fn search_fix(dir: &Path, uid: u32) -> String {
@@ -323,7 +345,7 @@ fn certificates(
         .map_err(|e| SecretError::BadPem {
             key,
             path: path.to_path_buf(),
-            error: e.to_string(),
+            error: pem_error(e),
         })?;
     if certs.is_empty() {
         return Err(SecretError::NoCertificate {
@@ -359,7 +381,7 @@ fn private_key(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, Secret
         other => SecretError::BadPem {
             key: "key-file",
             path: path.to_path_buf(),
-            error: other.to_string(),
+            error: pem_error(other),
         },
     })
 }
@@ -550,8 +572,8 @@ pub(super) fn certificate_notes(tls: &super::TlsConfig, now: i64) -> Vec<String>
         match leaf.at(now) {
             Standing::Valid => {}
             Standing::Expired(at) => notes.push(format!(
-                "`cert-file` {file} expired at {}: etcd will refuse it; renew it, then restart \
-                 promd",
+                "`cert-file` {file} expired at {}: etcd will refuse it; renew it in place (promd \
+                 reads it again at its next connection, no restart)",
                 rfc3339(at)
             )),
             Standing::NotYetValid(at) => notes.push(format!(
@@ -560,7 +582,8 @@ pub(super) fn certificate_notes(tls: &super::TlsConfig, now: i64) -> Vec<String>
                 rfc3339(at)
             )),
             Standing::ExpiresSoon(at) => notes.push(format!(
-                "`cert-file` {file} expires at {}, in {} days: renew it, then restart promd",
+                "`cert-file` {file} expires at {}, in {} days: renew it in place (promd reads it \
+                 again at its next connection, no restart)",
                 rfc3339(at),
                 (at - now) / 86_400
             )),

@@ -596,8 +596,8 @@ fn certificates_out_of_their_validity_are_warned_about() {
     assert_eq!(
         notes("expired", "fine"),
         [format!(
-            "`cert-file` {} expired at 2027-01-14T00:00:00Z: etcd will refuse it; renew it, \
-             then restart promd",
+            "`cert-file` {} expired at 2027-01-14T00:00:00Z: etcd will refuse it; renew it in \
+             place (promd reads it again at its next connection, no restart)",
             f.path("expired.pem")
         )]
     );
@@ -612,8 +612,8 @@ fn certificates_out_of_their_validity_are_warned_about() {
     assert_eq!(
         notes("soon", "fine"),
         [format!(
-            "`cert-file` {} expires at 2027-01-18T00:00:00Z, in 2 days: renew it, then restart \
-             promd",
+            "`cert-file` {} expires at 2027-01-18T00:00:00Z, in 2 days: renew it in place \
+             (promd reads it again at its next connection, no restart)",
             f.path("soon.pem")
         )]
     );
@@ -903,6 +903,39 @@ fn a_key_root_may_read_only_by_override_is_refused_when_checked_as_root() {
             "5:12: `key-file` {} is owned by uid 1000 and not readable by others: promd.service \
              runs without CAP_DAC_OVERRIDE and cannot read it; make root its owner (chown root)",
             key
+        )]
+    );
+    // Root's, but with no read bit for its owner: the fix is the mode, not the owner.
+    std::os::unix::fs::chown(&key, Some(0), None).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o000)).unwrap();
+    assert_eq!(
+        problems(&text),
+        [format!(
+            "5:12: `key-file` {key} is owned by uid 0 and not readable by others: promd.service \
+             runs without CAP_DAC_OVERRIDE and cannot read it; let its owner read it (chmod u+r \
+             {key})"
+        )]
+    );
+}
+
+/// A PEM file caught half written says which end line is missing, in words.
+#[test]
+fn a_pem_file_cut_short_names_the_missing_end_line() {
+    let f = Files::new();
+    f.write(
+        "cut.pem",
+        "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n",
+    );
+    let text = etcd(
+        "\"https://a:1\"",
+        &format!("ca-file = {:?}\n", f.path("cut.pem")),
+    );
+    assert_eq!(
+        problems(&text),
+        [format!(
+            "4:11: `ca-file` {} is not valid PEM: no `-----END CERTIFICATE-----` line (the file \
+             is cut short?)",
+            f.path("cut.pem")
         )]
     );
 }

@@ -296,6 +296,13 @@ fn text(e: &etcd_client::Error, names: &Names) -> String {
             if let Some(why) = auth_text(message, names) {
                 return why;
             }
+            // tonic's guess ("possible truncation by a proxy or load balancer") misleads when
+            // the member simply stopped.
+            if message.starts_with("protocol error: missing grpc-status trailer") {
+                return "the connection closed without a status (the member stopped or \
+                        restarted?)"
+                    .to_owned();
+            }
             // The transport's reason (a refused connection, a failed handshake) is in the
             // sources; the status only says "tcp connect error" or "transport error".
             let mut text = message.to_owned();
@@ -330,10 +337,16 @@ fn auth_text(message: &str, names: &Names) -> Option<String> {
              `password-file` from [store])"
         ));
     }
+    // Names from the configuration carry the prefix; a call's error has none to hand (and
+    // its session may have connected without the user because etcd had auth off then).
     if message == "user name is empty" && names.user.is_none() {
-        return Some(
-            "etcd requires authentication: set `user` and `password-file` in [store]".to_owned(),
-        );
+        return Some(if names.prefix.is_some() {
+            "etcd requires authentication: set `user` and `password-file` in [store]".to_owned()
+        } else {
+            "etcd requires authentication now (user name is empty): the next connection logs \
+             in, if `user` and `password-file` are set in [store]"
+                .to_owned()
+        });
     }
     if message == "permission denied" {
         return Some(match &names.prefix {
@@ -528,6 +541,22 @@ pub(super) struct Secrets {
     last: std::sync::Mutex<(Current, Option<String>)>,
 }
 
+/// A digest of the TLS settings and the user, to tell a new reading from the last.
+fn fingerprint(tls: Option<&EtcdTls>, user: Option<&EtcdUser>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    if let Some(tls) = tls {
+        tls.ca.as_ref().map(|ca| &ca.pem).hash(&mut h);
+        tls.client
+            .as_ref()
+            .map(|(cert, key)| (&cert.pem, &key.pem))
+            .hash(&mut h);
+        tls.server_name.hash(&mut h);
+    }
+    user.map(|u| (&u.name, &u.password)).hash(&mut h);
+    h.finish()
+}
+
 impl fmt::Debug for Secrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Secrets")
@@ -549,6 +578,21 @@ impl Secrets {
             prefix: prefix.to_owned(),
             last: std::sync::Mutex::new((Current { tls, user, names }, None)),
         }
+    }
+
+    /// Whether the files now read differently from what the last round used (a password
+    /// file just fixed): a refused round's backoff then ends at once. Does not keep the new
+    /// reading; the next round's [`Secrets::current`] does.
+    pub(super) fn renewed(&self) -> bool {
+        let Some(read) = &self.reader else {
+            return false;
+        };
+        let Ok((tls, user)) = read() else {
+            return false;
+        };
+        let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        fingerprint(tls.as_ref(), user.as_ref())
+            != fingerprint(last.0.tls.as_ref(), last.0.user.as_ref())
     }
 
     /// What the next round of connection attempts uses.

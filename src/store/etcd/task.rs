@@ -170,6 +170,11 @@ impl GroupTask {
             };
             self.report.down(failure.reason.into(), &mut self.queue);
             let retry_at = tokio::time::Instant::now() + delay;
+            // While refused, the files are looked at every second: a fixed password file
+            // ends the backoff at once instead of up to 30 s later.
+            let mut look = tokio::time::interval(MAX_RETRY_DELAY);
+            look.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            look.reset();
             loop {
                 self.spec.progress.beat();
                 if !self.report.listening() {
@@ -177,6 +182,12 @@ impl GroupTask {
                 }
                 tokio::select! {
                     _ = tokio::time::sleep_until(retry_at) => break,
+                    _ = look.tick(), if refusals > 0 => {
+                        if self.cfg.secrets.renewed() {
+                            refusals = 0;
+                            break;
+                        }
+                    }
                     command = self.commands.recv() => {
                         if !command.is_some_and(|c| self.command(c, false)) {
                             return None;
