@@ -155,8 +155,8 @@ fn dir_store_shared_by_three_hosts() {
 /// throughout.
 ///
 /// A follower is paused for longer than a lease. etcd's raft leader is paused for less than a
-/// lease less a renewal interval: etcd before the fix of etcd-io/etcd#15247 (PR #16822, in
-/// 3.4 and 3.5 from late 2023; this machine's 3.4.23 has not got it) lets a leader that was
+/// lease less a renewal interval: etcd before the fix of etcd-io/etcd#15247 (PR #16822,
+/// backported to 3.4 and 3.5 in 2024; this machine's 3.4.23 has not got it) lets a leader that was
 /// stalled longer than that revoke, once it resumes, every lease it did not see renewed,
 /// although it is no longer the leader: the holder's key goes and a failover follows (safe,
 /// but not promd's to prevent; see docs/safety.md).
