@@ -57,6 +57,30 @@ fn since(t0: u64, t: u64) -> Duration {
     Duration::from_micros(t.saturating_sub(t0))
 }
 
+/// Per-group times: (first, median, last).
+type Spread = (Duration, Duration, Duration);
+
+fn spread(mut v: Vec<Duration>) -> Fig<Spread> {
+    v.sort();
+    match (v.first(), v.last()) {
+        (Some(&first), Some(&last)) => Ok((first, v[v.len() / 2], last)),
+        _ => Err("no groups".into()),
+    }
+}
+
+fn show_spread((first, median, last): &Spread) -> String {
+    format!("{} / {} / {}", secs(*first), secs(*median), secs(*last))
+}
+
+/// The group number of `gN-active.target` or `gN-passive.target`.
+fn group_of(unit: &str) -> Option<usize> {
+    let rest = unit.strip_prefix('g')?;
+    rest.strip_suffix("-active.target")
+        .or_else(|| rest.strip_suffix("-passive.target"))?
+        .parse()
+        .ok()
+}
+
 fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
@@ -241,7 +265,8 @@ struct Row {
     groups: usize,
     /// READY per host, from the start.
     ready: Vec<Fig<Duration>>,
-    settled: Fig<Duration>,
+    /// Per group, until its last target came up.
+    settled: Fig<Spread>,
     /// Per host: (active groups once settled, RSS KiB, CPU % of a core).
     foot: Vec<Fig<(usize, u64, f64)>>,
     /// etcd per host: (RPCs handled /s, lease keep-alives /s).
@@ -250,7 +275,7 @@ struct Row {
     restarts_idle: Fig<(u64, usize)>,
     restarts_end: Fig<(u64, usize)>,
     /// The cut host, its groups, until all were active elsewhere, until it stopped them all.
-    cut: Fig<(String, usize, Duration, Fig<Duration>)>,
+    cut: Fig<(String, usize, Spread, Fig<Duration>)>,
 }
 
 impl Row {
@@ -407,10 +432,11 @@ fn run_count(groups: usize) -> Row {
     eprintln!("{groups} groups: READY {:?}", row.ready);
     if row.ready.iter().any(Result::is_err) {
         row.settled = Err("promd not READY everywhere".into());
+        row.restarts_idle = restarts(&hosts);
         return row;
     }
 
-    let settle_bound = Duration::from_secs(60 + g * 120 / 1000);
+    let settle_bound = Duration::from_secs(60 + g * 300 / 1000);
     let settled_roles = poll(settle_bound, "settled roles", |last| {
         let mut all = Vec::new();
         for h in &hosts {
@@ -434,26 +460,31 @@ fn run_count(groups: usize) -> Row {
         Ok(r) => r,
         Err(e) => {
             row.settled = Err(e);
+            // Still worth knowing: did the watchdog kill promd while it started the groups?
+            row.restarts_idle = restarts(&hosts);
             return row;
         }
     };
-    // The moment the last of those targets came up.
+    // Per group, the moment the last of its targets came up.
     row.settled = (|| {
-        let mut latest = t0;
+        let mut per_group: BTreeMap<usize, u64> = BTreeMap::new();
         for h in &hosts {
             let p = show(
                 h,
                 &["g*-active.target", "g*-passive.target"],
                 &["ActiveState", "ActiveEnterTimestampMonotonic"],
             )?;
-            for props in p
-                .values()
-                .filter(|p| p.get("ActiveState").is_some_and(|s| s == "active"))
+            for (unit, props) in p
+                .iter()
+                .filter(|(_, p)| p.get("ActiveState").is_some_and(|s| s == "active"))
             {
-                latest = latest.max(mono_prop(Some(props), "ActiveEnterTimestampMonotonic"));
+                let Some(g) = group_of(unit) else { continue };
+                let at = mono_prop(Some(props), "ActiveEnterTimestampMonotonic");
+                let e = per_group.entry(g).or_insert(t0);
+                *e = (*e).max(at);
             }
         }
-        Ok(since(t0, latest))
+        spread(per_group.values().map(|&t| since(t0, t)).collect())
     })();
     eprintln!("{groups} groups: settled {:?}", row.settled);
 
@@ -555,7 +586,7 @@ fn run_count(groups: usize) -> Row {
             .map(|g| format!("g{g}-active.target"))
             .collect();
         let units: Vec<&str> = units.iter().map(String::as_str).collect();
-        let mut latest = t_cut;
+        let mut took = Vec::new();
         for &i in &others {
             let p = show(
                 &hosts[i],
@@ -566,13 +597,16 @@ fn run_count(groups: usize) -> Row {
                 .values()
                 .filter(|p| p.get("ActiveState").is_some_and(|s| s == "active"))
             {
-                latest = latest.max(mono_prop(Some(props), "ActiveEnterTimestampMonotonic"));
+                took.push(since(
+                    t_cut,
+                    mono_prop(Some(props), "ActiveEnterTimestampMonotonic"),
+                ));
             }
         }
         Ok((
             names[victim].clone(),
             theirs.len(),
-            since(t_cut, latest),
+            spread(took)?,
             fenced.map(|t| since(t_cut, t)),
         ))
     });
@@ -617,7 +651,7 @@ fn main() {
         bench_start.elapsed().as_secs_f64()
     );
     println!(
-        "| groups | READY (slowest host) | all groups settled | promd restarts / watchdog timeouts (idle; end) | cut host: groups | all active elsewhere after | cut host stopped them after (polled) |"
+        "| groups | READY (slowest host) | groups settled: first / median / last | promd restarts / watchdog timeouts (idle; end) | cut host: groups | its groups active elsewhere: first / median / last | cut host stopped them after (polled) |"
     );
     println!("|---|---|---|---|---|---|---|");
     for r in &rows {
@@ -630,11 +664,11 @@ fn main() {
             "| {} | {} | {} | {}; {} | {} | {} | {} |",
             r.groups,
             cell(&ready, |d| secs(*d)),
-            cell(&r.settled, |d| secs(*d)),
+            cell(&r.settled, show_spread),
             rs(&r.restarts_idle),
             rs(&r.restarts_end),
             cell(&r.cut, |(h, n, _, _)| format!("{h}: {n}")),
-            cell(&r.cut, |(_, _, d, _)| secs(*d)),
+            cell(&r.cut, |(_, _, d, _)| show_spread(d)),
             cell(&r.cut, |(_, _, _, f)| cell(f, |d| secs(*d))),
         );
     }
