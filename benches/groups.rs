@@ -433,6 +433,12 @@ fn run_count(groups: usize) -> Row {
     if row.ready.iter().any(Result::is_err) {
         row.settled = Err("promd not READY everywhere".into());
         row.restarts_idle = restarts(&hosts);
+        // Where start-up got to: the end of the first host's promd journal, on stderr.
+        let tail = hosts[0].journal(&["-u", "promd.service", "-o", "short-monotonic", "-n", "25"]);
+        eprintln!(
+            "{groups} groups: end of {}'s promd journal:\n{tail}",
+            names[0]
+        );
         return row;
     }
 
@@ -613,6 +619,18 @@ fn run_count(groups: usize) -> Row {
     eprintln!("{groups} groups: cut {:?}", row.cut);
     row.restarts_end = restarts(&hosts);
     hosts[victim].heal();
+    // Hints at where the time went (stderr only): store trouble and fencing promd logged.
+    for h in &hosts {
+        let log = h.journal(&["-u", "promd.service", "-o", "cat"]);
+        let count = |s: &str| log.lines().filter(|l| l.contains(s)).count();
+        eprintln!(
+            "{groups} groups: {}'s promd logged \"store unreachable\" {} times, \"lease not renewed in time\" {} times, \"won the election\" {} times",
+            h.name(),
+            count("store unreachable"),
+            count("lease not renewed in time"),
+            count("won the election"),
+        );
+    }
     row
 }
 
