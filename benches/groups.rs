@@ -356,8 +356,12 @@ fn settled(
         if !ok {
             bad += 1;
             if first.is_empty() {
+                let neither: Vec<&String> = (0..roles.len())
+                    .filter(|&i| !roles[i].active.contains(&g) && !roles[i].passive.contains(&g))
+                    .map(|i| &names[i])
+                    .collect();
                 first = format!(
-                    "g{g}: active on {:?}, passive on {passive}, leader {leader:?}",
+                    "g{g}: active on {:?}, passive on {passive}, neither on {neither:?}, leader {leader:?}",
                     active.iter().map(|&i| &names[i]).collect::<Vec<_>>()
                 );
             }
@@ -465,6 +469,37 @@ fn run_count(groups: usize) -> Row {
     let roles_now = match settled_roles {
         Ok(r) => r,
         Err(e) => {
+            // What promd said of the first unsettled group (stderr only).
+            let g = e
+                .split_once(", e.g. g")
+                .and_then(|(_, r)| r.split_once(':'))
+                .map(|(n, _)| n.to_string());
+            if let Some(g) = g {
+                for h in &hosts {
+                    let log = h.journal(&["-u", "promd.service", "-o", "short-monotonic"]);
+                    let mine: Vec<&str> = log
+                        .lines()
+                        .filter(|l| l.contains(&format!(" g{g}:")))
+                        .collect();
+                    eprintln!(
+                        "{groups} groups: {} on g{g}:\n{}",
+                        h.name(),
+                        mine[mine.len().saturating_sub(8)..].join("\n")
+                    );
+                    let units = h.journal(&[
+                        "-u",
+                        &format!("g{g}-active.target"),
+                        "-u",
+                        &format!("g{g}-passive.target"),
+                        "-o",
+                        "short-monotonic",
+                    ]);
+                    eprintln!(
+                        "{groups} groups: {}'s systemd on g{g}'s targets:\n{units}",
+                        h.name()
+                    );
+                }
+            }
             row.settled = Err(e);
             // Still worth knowing: did the watchdog kill promd while it started the groups?
             row.restarts_idle = restarts(&hosts);
