@@ -340,6 +340,15 @@ impl EtcdCluster {
         Ok(cluster)
     }
 
+    /// Wait until members `which` serve again (a raft leader known, a quorum read works),
+    /// e.g. after another member was killed; panics with the members' logs if they do not
+    /// within the start-up bound.
+    pub fn wait_serving(&mut self, which: &[usize]) {
+        if let Err(e) = self.wait_ready(which) {
+            panic!("etcd members {which:?} do not serve: {e}");
+        }
+    }
+
     /// Wait until the given members answer `/health` with true (a leader is known and a
     /// quorum read works); the error carries every member's log.
     fn wait_ready(&mut self, which: &[usize]) -> Result<(), String> {
