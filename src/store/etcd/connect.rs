@@ -142,11 +142,13 @@ async fn connect(cfg: &Connector, avoid: Option<&str>) -> Result<(Client, String
                 // time, rather than failing the round and waiting for the next.
                 let mut electing_since: Option<etcd_client::Error> = None;
                 let attempt = async {
+                    let mut pause = ELECTION_RETRY;
                     loop {
                         match reach(&endpoint, &options, without_user.as_ref(), &leader_key).await {
                             Err(e) if electing(&e) => {
                                 electing_since = Some(e);
-                                tokio::time::sleep(ELECTION_RETRY).await;
+                                tokio::time::sleep(pause).await;
+                                pause = (pause * 2).min(MAX_ELECTION_RETRY);
                             }
                             other => return other,
                         }
@@ -200,8 +202,11 @@ async fn connect(cfg: &Connector, avoid: Option<&str>) -> Result<(Client, String
     }
 }
 
-/// How soon a member that answered "leader changed" or "no leader" is asked again.
+/// How soon a member that answered "leader changed" or "no leader" is asked again: 50 ms,
+/// doubling to [`MAX_ELECTION_RETRY`], so that a cluster without quorum (whose members say
+/// "no leader" at once) is not asked twenty times a second by every group of every host.
 const ELECTION_RETRY: Duration = Duration::from_millis(50);
+const MAX_ELECTION_RETRY: Duration = Duration::from_millis(200);
 
 /// Connect to `endpoint` and read the group's leader key linearizably (count only): the
 /// proof that the member can serve us now. With authentication off on etcd, connects again
