@@ -41,7 +41,7 @@ mod view;
 
 pub use secure::{EtcdTls, EtcdUser, PemFile, ReadSecrets};
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -61,6 +61,9 @@ pub struct EtcdStore {
     tls: Option<EtcdTls>,
     user: Option<EtcdUser>,
     reader: Option<ReadSecrets>,
+    /// Built at the first group's opening and shared by all: one last good reading, and a
+    /// file that cannot be used is journalled once, not once per group.
+    secrets: OnceLock<Arc<Secrets>>,
 }
 
 impl EtcdStore {
@@ -74,6 +77,7 @@ impl EtcdStore {
             tls: None,
             user: None,
             reader: None,
+            secrets: OnceLock::new(),
         }
     }
 
@@ -111,12 +115,17 @@ impl Store for EtcdStore {
         let cfg = Arc::new(Connector {
             endpoints: self.endpoints.clone(),
             connect_timeout: self.connect_timeout,
-            secrets: Arc::new(Secrets::new(
-                self.tls.clone(),
-                self.user.clone(),
-                &self.prefix,
-                self.reader.clone(),
-            )),
+            secrets: self
+                .secrets
+                .get_or_init(|| {
+                    Arc::new(Secrets::new(
+                        self.tls.clone(),
+                        self.user.clone(),
+                        &self.prefix,
+                        self.reader.clone(),
+                    ))
+                })
+                .clone(),
             call_timeout: renew,
             ttl_secs: ttl_secs(spec.lease),
             keys: Keys::new(&self.prefix, &spec.group, &spec.node),
