@@ -635,6 +635,32 @@ impl EtcdCluster {
         })
     }
 
+    /// A probe, for another thread, that says whether a member other than `old` has been
+    /// elected raft leader, as the running members other than `old` report it: for tests
+    /// that pause `old` and need to know when etcd could serve again. Each call asks each of
+    /// them once (`/v3/maintenance/status`, answered without a leader).
+    pub fn new_leader_probe(&self, old: usize) -> impl Fn() -> bool + Send + 'static {
+        let status = |port| {
+            let body = http(port, "POST", "/v3/maintenance/status", "{}")?;
+            serde_json::from_str::<serde_json::Value>(&body).ok()
+        };
+        let old_id = status(self.members[old].client_port)
+            .map(|json| json["header"]["member_id"].clone())
+            .expect("the old leader answers before it is paused");
+        let ports: Vec<u16> = (0..self.members.len())
+            .filter(|i| *i != old && self.members[*i].child.is_some())
+            .map(|i| self.members[i].client_port)
+            .collect();
+        move || {
+            ports.iter().any(|port| {
+                status(*port).is_some_and(|json| {
+                    let leader = &json["leader"];
+                    !leader.is_null() && *leader != old_id && *leader != serde_json::json!("0")
+                })
+            })
+        }
+    }
+
     /// The log file of member `i`.
     pub fn log_path(&self, i: usize) -> PathBuf {
         self.members[i].log_path()
