@@ -27,3 +27,4 @@ pub mod store;
 pub mod systemd;
 pub mod termfloor;
 pub mod watch;
+pub mod watchdog;

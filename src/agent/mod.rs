@@ -88,9 +88,10 @@ pub enum Input {
     Signal(Signal),
     /// A deadline from [`Agent::next_deadline`] passed (or may have).
     Tick,
-    /// Time to ping the systemd watchdog: how long ago each group's store task last turned
-    /// its loop (`None`: never yet).
-    PingDue(Vec<(GroupId, Option<Duration>)>),
+    /// How long ago each group's store task last turned its loop (`None`: never yet), sent
+    /// every [`STORE_CHECK_INTERVAL`]: a stalled store task holds back
+    /// [`Agent::watchdog_horizon`].
+    StoreAges(Vec<(GroupId, Option<Duration>)>),
 }
 
 /// The signals promd acts on.
@@ -184,7 +185,22 @@ pub struct Agent {
     /// ([`Output::KeepTerm`]), or loaded from it: a machine of the group (a reload's new one
     /// too) starts from it.
     kept_terms: BTreeMap<String, u64>,
+    /// Until when the loop counts as alive: [`LOOP_STALL_LIMIT`] after the last input handled
+    /// while no store task was stalled.
+    alive_until: Mono,
+    /// A group whose store task has stalled, as the last [`Input::StoreAges`] found.
+    store_stalled: Option<GroupId>,
 }
+
+/// How often the runtime reports the store tasks' ages ([`Input::StoreAges`]); it also keeps
+/// an idle loop's [`Agent::watchdog_horizon`] moving.
+pub const STORE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long the event loop may go without handling an input (or with a stalled store task)
+/// before the watchdog restarts promd: a hang, not a busy spell. Safety does not rest on it:
+/// while units may run, the groups' hang deadlines bound the horizon far sooner
+/// (docs/safety.md, "The watchdog").
+pub const LOOP_STALL_LIMIT: Duration = Duration::from_secs(5);
 
 impl Agent {
     /// An agent with a machine for every configured group; nothing is opened before
@@ -206,6 +222,9 @@ impl Agent {
             refused: None,
             last_status: String::new(),
             kept_terms: s.term_floors,
+            // Mono counts from `origin`, when the runtime was made.
+            alive_until: Mono(LOOP_STALL_LIMIT),
+            store_stalled: None,
         };
         for cfg in s.config.groups {
             agent.insert_group(cfg, s.wall_usec);
@@ -253,12 +272,27 @@ impl Agent {
                     self.feed(id, Event::Tick, now, &mut out);
                 }
             }
-            Input::PingDue(ages) => out.push(self.ping(&ages, now.mono)),
+            Input::StoreAges(ages) => self.check_stores(&ages, &mut out),
         }
         self.settle_calls(now, &mut out);
         self.close_exited(now, &mut out);
         self.publish_status(now.mono, &mut out);
+        if self.store_stalled.is_none() {
+            self.alive_until = self.alive_until.max(now.mono + LOOP_STALL_LIMIT);
+        }
         out
+    }
+
+    /// Until when the watchdog keeper may go on pinging if no further input is handled: the
+    /// earliest of the loop's [`LOOP_STALL_LIMIT`] and every group's
+    /// [`GroupMachine::hang_deadline`] (while its units may run). The runtime publishes it
+    /// after every step, before carrying out the step's outputs; a starved or hung loop
+    /// publishes nothing more, and systemd's watchdog fires by this instant (docs/safety.md).
+    pub fn watchdog_horizon(&self) -> Mono {
+        self.groups
+            .values()
+            .filter_map(|g| g.machine.hang_deadline())
+            .fold(self.alive_until, Mono::min)
     }
 
     /// The earliest time at which [`Input::Tick`] is due: a machine's deadline or a call's
@@ -345,38 +379,26 @@ impl Agent {
         }
     }
 
-    /// Ping the watchdog only while every store task keeps turning: a hung store driver means
-    /// a restart (a group that has exited no longer counts). The ping arms the watchdog to
-    /// fire no later than the earliest group's [`GroupMachine::hang_deadline`]: once a fence
-    /// began, a hang must not let a drain outlive the lease.
-    fn ping(&self, ages: &[(GroupId, Option<Duration>)], now: Mono) -> Output {
-        let stalled = ages.iter().find_map(|(id, age)| {
+    /// Note whether a store task has stalled: then [`Agent::watchdog_horizon`] stops moving
+    /// and the watchdog restarts promd (a group that has exited no longer counts). Logged at
+    /// every check while it lasts.
+    fn check_stores(&mut self, ages: &[(GroupId, Option<Duration>)], out: &mut Vec<Output>) {
+        self.store_stalled = ages.iter().find_map(|(id, age)| {
             let g = self.groups.get(id)?;
             let stalled = age.is_some_and(|a| a > store_stall_limit(g.cfg.lease));
-            (stalled && !g.machine.exited()).then_some(g)
+            (stalled && !g.machine.exited()).then_some(*id)
         });
-        match stalled {
-            None => {
-                let hang_deadline = self
-                    .groups
-                    .values()
-                    .filter_map(|g| g.machine.hang_deadline())
-                    .min();
-                let within = self
-                    .watchdog
-                    .and_then(|w| Timing::watchdog_within(w, hang_deadline, now));
-                Output::Notify(Notify::Ping { within })
-            }
-            Some(g) => Output::Log(Record {
+        if let Some(g) = self.store_stalled.and_then(|id| self.groups.get(&id)) {
+            out.push(Output::Log(Record {
                 fields: Fields {
                     group: Some(g.cfg.name.clone()),
                     ..Fields::default()
                 },
                 ..Record::plain(
                     Level::Error,
-                    "store driver stalled: not pinging the watchdog",
+                    "store driver stalled: the watchdog will restart promd",
                 )
-            }),
+            }));
         }
     }
 }

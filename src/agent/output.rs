@@ -122,16 +122,9 @@ pub enum Notify {
     Reloading,
     /// `STOPPING=1` (with a status saying so).
     Stopping,
-    /// `WATCHDOG_USEC=`: the watchdog lowered to fit a shorter lease (never raised).
+    /// `WATCHDOG_USEC=`: the watchdog lowered to fit a shorter lease (never raised); sent by
+    /// the watchdog keeper ([`crate::watchdog`]), which also pings.
     Watchdog(std::time::Duration),
-    /// `WATCHDOG=1`; or, with `within`, the watchdog armed to fire that long from now if no
-    /// ping follows (`WATCHDOG_USEC=`, which systemd also takes as a ping), shorter than the
-    /// interval in force, which the next ping without `within` restores.
-    Ping {
-        /// Shorter than the interval in force: a hang must be caught by then
-        /// ([`crate::core::GroupMachine::hang_deadline`]).
-        within: Option<std::time::Duration>,
-    },
 }
 
 /// A journal record's priority.

@@ -1,7 +1,7 @@
 //! Carrying out the agent's outputs: drivers opened and closed, store commands, D-Bus
 //! replies and signals, journal records, sd_notify. The systemd work is in jobs.rs.
 
-use super::{Drivers, Runtime, ping_interval};
+use super::{Drivers, Runtime};
 use crate::agent::{GroupId, Level, Notify, Output, Record};
 use crate::config::GroupConfig;
 use crate::core::Role;
@@ -74,11 +74,7 @@ impl Runtime {
                 Notify::Status(status) => self.notifier.status(&status),
                 Notify::Reloading => self.notifier.reloading(),
                 Notify::Stopping => self.notifier.stopping(),
-                Notify::Watchdog(interval) => {
-                    self.notifier.set_watchdog(interval);
-                    self.ping = ping_interval(&self.notifier);
-                }
-                Notify::Ping { within } => self.notifier.ping(within),
+                Notify::Watchdog(interval) => self.keeper.set_interval(interval),
             },
         }
     }

@@ -4,8 +4,10 @@
 //! drivers report into [`Input`]s and carries out the agent's
 //! [`Output`](crate::agent::Output)s (carry.rs, jobs.rs).
 //!
-//! One loop serves every group, so a hung loop stops the watchdog pings and systemd kills
-//! promd (taking the bound units with it). Slow work — systemd jobs, store requests — runs in
+//! One loop serves every group. After every step it publishes how long the watchdog may go
+//! on being pinged ([`Agent::watchdog_horizon`]) to the thread that pings it
+//! ([`crate::watchdog`]), so a hung or starved loop gets promd killed (taking the bound units
+//! with it) before any lease its units run under can end, while a merely busy one does not. Slow work — systemd jobs, store requests — runs in
 //! tasks that report back through channels; the loop itself never waits on I/O.
 //!
 //! The channels: each driver keeps its own, tagged with the [`GroupId`] it was opened for
@@ -27,7 +29,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Interval, MissedTickBehavior};
 
-use crate::agent::{Agent, CallId, GroupId, Input, NewConfig, Now, Settings, Signal, watchdog_fit};
+use crate::agent::{
+    Agent, CallId, GroupId, Input, NewConfig, Now, STORE_CHECK_INTERVAL, Settings, Signal,
+    watchdog_fit,
+};
 use crate::config::{Config, GroupConfig};
 use crate::core::Mono;
 use crate::dbus::{CallRequest, DbusService, PromdError};
@@ -37,6 +42,7 @@ use crate::store::{GroupSession, HostId, Progress, Store, StoreEvent};
 use crate::systemd::Systemd;
 use crate::termfloor::TermFloors;
 use crate::watch::WatchEvent;
+use crate::watchdog::Keeper;
 
 /// promd's exit status when it refuses to go on at run time (another host uses its `node`):
 /// `EX_CONFIG`, which `promd.service` lists in `RestartPreventExitStatus=`.
@@ -50,7 +56,7 @@ struct Drivers {
     /// The group's configuration, fixed for the life of its id.
     cfg: GroupConfig,
     session: GroupSession,
-    /// Beaten by the store task: the watchdog is pinged only while it turns.
+    /// Beaten by the store task: a stalled one holds back the watchdog's horizon.
     progress: Progress,
     /// The start of the active target in flight, if any ([`crate::core::Cancels::start`]).
     start: Option<tokio::task::AbortHandle>,
@@ -81,7 +87,10 @@ pub struct Runtime {
     systemd: Systemd,
     store: Box<dyn Store>,
     notifier: Notifier,
-    ping: Interval,
+    /// Pings the watchdog from its own thread, up to the horizon published after each step.
+    keeper: Keeper,
+    /// When to report the store tasks' ages ([`Input::StoreAges`]).
+    store_check: Interval,
     dbus: Option<DbusService>,
     calls_rx: Option<mpsc::UnboundedReceiver<CallRequest>>,
     /// Where the answer of each call the agent has not answered yet goes.
@@ -123,6 +132,12 @@ impl Runtime {
             }
         };
         let origin = Instant::now();
+        let keeper = Keeper::start(&notifier, origin, Mono(crate::agent::LOOP_STALL_LIMIT))
+            .unwrap_or_else(|e| {
+                // No pings at all: systemd restarts promd within the interval, as for a hang.
+                tracing::error!("cannot start the watchdog thread: {e}");
+                Keeper::without_thread(Mono(crate::agent::LOOP_STALL_LIMIT))
+            });
         let node = config.node.clone();
         let mut terms = TermFloors::new(&TermFloors::state_dir(), &node);
         let (term_floors, unreadable) = terms.load_all();
@@ -150,7 +165,8 @@ impl Runtime {
             leaving: Vec::new(),
             systemd,
             store,
-            ping: ping_interval(&notifier),
+            keeper,
+            store_check: store_check_interval(),
             notifier,
             dbus: None,
             calls_rx: None,
@@ -202,9 +218,12 @@ impl Runtime {
                 .map_or(Duration::from_secs(3600), |d| d.saturating_sub(now));
             let stopping = self.agent.stopping();
             let input = tokio::select! {
-                // Deadlines first: the fence is one of them, and nothing may starve it.
+                // Deadlines first: the fence is one of them, and nothing may starve it. Then
+                // the store check, which a flood of events must not starve either: it keeps an
+                // idle loop's watchdog horizon moving.
                 biased;
                 _ = tokio::time::sleep(deadline) => Input::Tick,
+                _ = self.store_check.tick() => Input::StoreAges(self.store_ages()),
                 Some((id, ev)) = self.store_rx.recv() => Input::Store(id, ev),
                 Some(input) = self.inputs_rx.recv() => input,
                 Some((id, ev)) = self.watch_rx.recv() => Input::Watch(id, ev),
@@ -213,7 +232,6 @@ impl Runtime {
                 _ = sigterm.recv(), if !stopping => Input::Signal(Signal::Terminate),
                 _ = sigint.recv(), if !stopping => Input::Signal(Signal::Terminate),
                 _ = sighup.recv(), if !stopping => Input::Signal(Signal::Reload(self.read_config())),
-                _ = self.ping.tick() => Input::PingDue(self.store_ages()),
             };
             self.step(input);
         }
@@ -221,10 +239,14 @@ impl Runtime {
         Ok(self.agent.refused().map(str::to_string))
     }
 
-    /// One input to the agent, its outputs carried out, then the D-Bus views refreshed.
+    /// One input to the agent, the watchdog's horizon published, the outputs carried out,
+    /// then the D-Bus views refreshed. The horizon goes first: an output may start units,
+    /// and their group's hang deadline must bound the pings before they can run.
     fn step(&mut self, input: Input) {
         let now = self.now();
-        for output in self.agent.handle(input, now) {
+        let outputs = self.agent.handle(input, now);
+        self.keeper.publish(self.agent.watchdog_horizon());
+        for output in outputs {
             self.carry(output);
         }
         if let Some(d) = &mut self.dbus {
@@ -270,14 +292,11 @@ impl Runtime {
     }
 }
 
-/// The watchdog ping, every third of the interval in force (hourly without a watchdog).
-fn ping_interval(notifier: &Notifier) -> Interval {
-    let every = notifier
-        .ping_interval()
-        .unwrap_or(Duration::from_secs(3600));
-    let mut ping = tokio::time::interval(every);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    ping
+/// The store check's ticks, every [`STORE_CHECK_INTERVAL`]; a late one is not made up for.
+fn store_check_interval() -> Interval {
+    let mut check = tokio::time::interval(STORE_CHECK_INTERVAL);
+    check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    check
 }
 
 async fn recv_call(

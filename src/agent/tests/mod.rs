@@ -390,55 +390,70 @@ fn a_group_that_has_exited_no_longer_wakes_the_loop() {
 }
 
 #[test]
-fn the_watchdog_is_pinged_only_while_every_store_task_turns() {
+fn the_watchdog_horizon_moves_only_while_every_store_task_turns() {
     let mut h = H::new(&[WEB, DB]);
     h.input(Input::Start);
     let fresh = Some(Duration::from_millis(100));
-    let ping = |h: &mut H, ages: Vec<(GroupId, Option<Duration>)>| h.input(Input::PingDue(ages));
-    let out = ping(&mut h, vec![(GroupId(0), fresh), (GroupId(1), None)]);
-    assert_eq!(
-        notified(&out),
-        vec![&Notify::Ping { within: None }],
+    let check = |h: &mut H, ages: Vec<(GroupId, Option<Duration>)>| h.input(Input::StoreAges(ages));
+    let out = check(&mut h, vec![(GroupId(0), fresh), (GroupId(1), None)]);
+    assert!(
+        records(&out).is_empty(),
         "a task that never beat is not stalled"
     );
-    // Three renewal intervals, at least 5s, without a turn: hung.
-    let out = ping(
+    // No units may run: the horizon is the loop's own liveness, moved by every input.
+    assert_eq!(h.agent.watchdog_horizon(), h.now + LOOP_STALL_LIMIT);
+    h.advance(Duration::from_secs(1));
+    h.input(Input::Tick);
+    assert_eq!(h.agent.watchdog_horizon(), h.now + LOOP_STALL_LIMIT);
+    // Three renewal intervals, at least 5s, without a turn: hung. The horizon stays.
+    let held = h.agent.watchdog_horizon();
+    let out = check(
         &mut h,
         vec![
             (GroupId(0), fresh),
             (GroupId(1), Some(Duration::from_secs(6))),
         ],
     );
-    assert!(notified(&out).is_empty());
     let r = records(&out);
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].level, Level::Error);
-    assert_eq!(r[0].text, "store driver stalled: not pinging the watchdog");
+    assert_eq!(
+        r[0].text,
+        "store driver stalled: the watchdog will restart promd"
+    );
     assert_eq!(r[0].fields.group.as_deref(), Some("db"));
-    let out = ping(
+    h.advance(Duration::from_secs(1));
+    h.input(Input::Tick);
+    assert_eq!(
+        h.agent.watchdog_horizon(),
+        held,
+        "no input moves it while stalled"
+    );
+    // The task turns again: the horizon moves on.
+    check(
         &mut h,
         vec![
             (GroupId(0), fresh),
             (GroupId(1), Some(Duration::from_secs(4))),
         ],
     );
-    assert_eq!(notified(&out), vec![&Notify::Ping { within: None }]);
+    assert_eq!(h.agent.watchdog_horizon(), h.now + LOOP_STALL_LIMIT);
 }
 
 #[test]
-fn once_the_fence_began_the_ping_arms_the_watchdog_to_fire_before_the_lease_can_end() {
+fn while_units_may_run_the_horizon_is_their_hang_deadline() {
     let mut h = H::new(&[WEB]);
     h.input(Input::Start);
     h.active(0, 5);
-    let fresh = vec![(GroupId(0), Some(Duration::from_millis(10)))];
     // The last renewal went out now (s); the store then goes silent.
     h.renew(0);
     let s = h.now;
     let timing = Timing::new(Duration::from_secs(2)).with_watchdog(WATCHDOG);
-    let out = h.input(Input::PingDue(fresh.clone()));
-    assert_eq!(notified(&out), vec![&Notify::Ping { within: None }]);
-    // Past the fence deadline: the units drain (the stop job runs), and a hang now must be
-    // caught before s + L, not W after the hang.
+    assert_eq!(h.agent.watchdog_horizon(), timing.hang_deadline(s));
+    // Before the fence the whole interval fits: the keeper pings plainly.
+    assert!(timing.hang_deadline(s) >= timing.fence_at(s) + WATCHDOG);
+    // Past the fence deadline the units drain (the stop job runs); a hang now must be caught
+    // before s + L, not W after the hang, and no later input moves the horizon.
     h.now = timing.fence_at(s) + Duration::from_millis(100);
     let out = h.input(Input::Tick);
     assert!(
@@ -446,21 +461,17 @@ fn once_the_fence_began_the_ping_arms_the_watchdog_to_fire_before_the_lease_can_
             .any(|o| matches!(o, Output::Job(_, j) if j.job == Job::StopActive)),
         "{out:#?}"
     );
-    let out = h.input(Input::PingDue(fresh.clone()));
-    let within = timing.hang_deadline(s).saturating_sub(h.now);
-    assert!(within < WATCHDOG);
-    assert_eq!(
-        notified(&out),
-        vec![&Notify::Ping {
-            within: Some(within)
-        }]
-    );
-    let dead = h.now + within + crate::core::WATCHDOG_ACCURACY + crate::core::AFTER_WATCHDOG;
+    h.input(Input::StoreAges(vec![(
+        GroupId(0),
+        Some(Duration::from_millis(10)),
+    )]));
+    let horizon = h.agent.watchdog_horizon();
+    assert_eq!(horizon, timing.hang_deadline(s));
+    let dead = horizon + crate::core::WATCHDOG_ACCURACY + crate::core::AFTER_WATCHDOG;
     assert!(dead < s + Duration::from_secs(2));
-    // The stop is done: the units are down, the watchdog keeps its interval again.
+    // The stop is done: the units are down, only the loop's liveness bounds it again.
     h.job(0, Job::StopActive, true);
-    let out = h.input(Input::PingDue(fresh));
-    assert_eq!(notified(&out), vec![&Notify::Ping { within: None }]);
+    assert_eq!(h.agent.watchdog_horizon(), h.now + LOOP_STALL_LIMIT);
 }
 
 #[test]
@@ -472,6 +483,7 @@ fn an_exited_groups_store_task_may_stop_turning() {
     h.input(Input::Signal(Signal::Terminate));
     assert!(h.agent.groups[&GroupId(1)].machine.exited());
     let hung = Some(Duration::from_secs(60));
-    let out = h.input(Input::PingDue(vec![(GroupId(1), hung)]));
-    assert_eq!(notified(&out), vec![&Notify::Ping { within: None }]);
+    let out = h.input(Input::StoreAges(vec![(GroupId(1), hung)]));
+    assert!(records(&out).is_empty());
+    assert!(h.agent.watchdog_horizon() > h.now);
 }
