@@ -102,6 +102,8 @@ impl Runtime {
                     None => Ok(()),
                 },
                 Job::StopActive => {
+                    // A fence's stop: its own gate, never behind start-up reads.
+                    let systemd = systemd.urgent();
                     let stop = |units: Vec<String>| {
                         let systemd = systemd.clone();
                         async move { systemd.stop_all(&units).await }
@@ -131,7 +133,7 @@ impl Runtime {
         let Some(d) = self.drivers.get_mut(&id) else {
             return;
         };
-        let (systemd, target) = (self.systemd.clone(), d.cfg.active_target.clone());
+        let (systemd, target) = (self.systemd.urgent(), d.cfg.active_target.clone());
         let inputs = self.inputs_tx.clone();
         let task = tokio::spawn(async move {
             let kill = |units: Vec<String>| {

@@ -3,7 +3,14 @@
 //!
 //! Every call to systemd has a time limit ([`CALL_TIMEOUT`]), and every job wait survives a
 //! lost `JobRemoved` signal (a `daemon-reload` or `daemon-reexec` in the middle): it reads the
-//! unit's state when the job is gone. A stop that systemd refuses (`RefuseManualStop=yes`) is
+//! unit's state when the job is gone.
+//!
+//! Hundreds of groups share one bus connection, and dbus-daemon refuses more than 128 calls
+//! awaiting a reply per connection (`LimitsExceeded`, its `max_replies_per_connection`): calls
+//! pass a gate of [`NORMAL_CALLS`] in flight, and the work of a fence (stops and kills, see
+//! [`Systemd::urgent`]) a gate of its own of [`URGENT_CALLS`], so that it never queues behind
+//! start-up reads. Groups that change drop-ins at once share one `daemon-reload`
+//! ([`Systemd::reload`]). A stop that systemd refuses (`RefuseManualStop=yes`) is
 //! done by dependency instead; a unit that does not exist counts as stopped.
 
 pub mod closure;
@@ -18,7 +25,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use futures_util::future::join_all;
 use thiserror::Error;
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use zbus::OwnedVariant;
 use zbus::{Connection, OwnedObjectPath};
 use zbus_systemd::systemd1::{ManagerProxy, UnitProxy};
@@ -35,6 +42,13 @@ pub const PROMD_UNIT: &str = "promd.service";
 /// `daemon-reload` of a large system can hold it for seconds. Past this the call is an error
 /// and the caller retries: a hung manager must not hang a group.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Calls in flight on the connection at most, outside a fence's stops and kills. Together
+/// with [`URGENT_CALLS`] below dbus-daemon's default `max_replies_per_connection` (128).
+pub const NORMAL_CALLS: usize = 64;
+
+/// Calls in flight at most for stops and kills ([`Systemd::urgent`]).
+pub const URGENT_CALLS: usize = 32;
 
 /// How often a job wait checks that its job still exists (a lost `JobRemoved` signal).
 const JOB_POLL: Duration = Duration::from_secs(2);
@@ -88,6 +102,10 @@ pub enum SystemdError {
         /// The system's error.
         error: std::io::Error,
     },
+    /// A `daemon-reload` shared by several callers failed (the reason in words: every
+    /// caller gets its own copy).
+    #[error("daemon-reload: {0}")]
+    Reload(String),
     /// The `JobRemoved` signal stream ended. Nothing returns it at present: job waits poll
     /// the job instead (see the module's documentation).
     #[error("the JobRemoved signal stream ended")]
@@ -122,14 +140,22 @@ enum JobKind {
     Stop,
 }
 
+/// A request for a `daemon-reload`, answered once one that began after it has ended.
+type ReloadRequest = oneshot::Sender<Result<(), String>>;
+
 /// A connection to systemd (PID 1) on the system bus, following its `JobRemoved` signals so
 /// that starts and stops can wait for their jobs. Cheap to clone; the clones share the
-/// connection and the job table.
+/// connection, the job table, the gates and the reloads.
 #[derive(Clone)]
 pub struct Systemd {
     manager: ManagerProxy<'static>,
     conn: Connection,
     jobs: Arc<Mutex<Jobs>>,
+    /// The gate this handle's calls pass ([`NORMAL_CALLS`] or [`URGENT_CALLS`]).
+    gate: Arc<Semaphore>,
+    /// The other one, for [`Systemd::urgent`].
+    urgent_gate: Arc<Semaphore>,
+    reloads: mpsc::UnboundedSender<ReloadRequest>,
 }
 
 impl Systemd {
@@ -169,16 +195,67 @@ impl Systemd {
             // Waiters see their sender dropped and fall back to reading the unit's state.
             lock(&dispatch).waiting.clear();
         });
+        let normal_gate = Arc::new(Semaphore::new(NORMAL_CALLS));
+        let (reloads, requests) = mpsc::unbounded_channel();
+        tokio::spawn(reload_batches(
+            manager.clone(),
+            normal_gate.clone(),
+            requests,
+        ));
         Ok(Systemd {
             manager,
             conn,
             jobs,
+            gate: normal_gate,
+            urgent_gate: Arc::new(Semaphore::new(URGENT_CALLS)),
+            reloads,
         })
+    }
+
+    /// This connection for a fence's stops and kills: its calls pass a gate of their own
+    /// ([`URGENT_CALLS`]), so hundreds of groups reading their units at start-up cannot delay
+    /// them.
+    pub fn urgent(&self) -> Systemd {
+        let mut urgent = self.clone();
+        urgent.gate = self.urgent_gate.clone();
+        urgent
+    }
+
+    /// A call through this handle's gate, with [`CALL_TIMEOUT`] counted from the moment it
+    /// waits at the gate.
+    async fn timed<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = zbus::Result<T>>,
+    ) -> Result<T, SystemdError> {
+        let gated = async {
+            // The semaphore is never closed, so acquire cannot fail; were it closed, the call
+            // goes ahead ungated rather than failing a group.
+            let _permit = self.gate.acquire().await.ok();
+            call.await
+        };
+        timed(what, gated).await
+    }
+
+    /// `daemon-reload`, shared: callers that ask while none is under way share the next one;
+    /// a caller that asks while one is under way waits for the one after it (its drop-ins may
+    /// have been written after that one read the files). Returns once a reload that began
+    /// after the request has ended.
+    pub async fn reload(&self) -> Result<(), SystemdError> {
+        let (tx, rx) = oneshot::channel();
+        if self.reloads.send(tx).is_err() {
+            // The batching task is gone (the runtime is shutting down): reload alone.
+            return self.timed("Reload", self.manager.reload()).await;
+        }
+        match rx.await {
+            Ok(result) => result.map_err(SystemdError::Reload),
+            Err(_) => Err(SystemdError::Reload("the reload task ended".into())),
+        }
     }
 
     /// Start a unit and wait for the job's result.
     pub async fn start(&self, unit: &str) -> Result<(), SystemdError> {
-        let job = timed(
+        let job = self.timed(
             &format!("StartUnit {unit}"),
             self.manager.start_unit(unit.to_string(), "replace".into()),
         )
@@ -191,7 +268,7 @@ impl Systemd {
     /// - a unit with `RefuseManualStop=yes` is stopped by dependency (`promd-stop-UNIT.target`);
     /// - a job that ends `canceled`, `failed` or `timeout` is an error: the caller retries.
     pub async fn stop(&self, unit: &str) -> Result<(), SystemdError> {
-        let queued = timed(
+        let queued = self.timed(
             &format!("StopUnit {unit}"),
             self.manager.stop_unit(unit.to_string(), "replace".into()),
         )
@@ -201,10 +278,10 @@ impl Systemd {
             Err(e) if e.method_error() == Some(NO_SUCH_UNIT) => Ok(()),
             Err(e) if e.method_error() == Some(ONLY_BY_DEPENDENCY) => {
                 if dropin::write_stop_unit(Path::new(RUNTIME_UNIT_DIR), unit)? {
-                    timed("Reload", self.manager.reload()).await?;
+                    self.reload().await?;
                 }
                 let by = dropin::stop_unit(unit);
-                let job = timed(
+                let job = self.timed(
                     &format!("StartUnit {by}"),
                     self.manager.start_unit(by.clone(), "replace".into()),
                 )
@@ -217,6 +294,7 @@ impl Systemd {
 
     /// SIGKILL every process of the unit. A unit with nothing running is not an error.
     pub async fn kill(&self, unit: &str) -> Result<(), SystemdError> {
+        let _permit = self.gate.acquire().await.ok();
         kill_unit(&self.manager, unit).await.map(drop)
     }
 
@@ -276,7 +354,7 @@ impl Systemd {
         let Ok(proxy) = self.unit_proxy(unit).await else {
             return false;
         };
-        match timed(&format!("Job of {unit}"), proxy.job()).await {
+        match self.timed(&format!("Job of {unit}"), proxy.job()).await {
             Ok((0, _)) => true,
             Ok((_, path)) => path != *job,
             Err(_) => false,
@@ -311,7 +389,7 @@ impl Systemd {
     }
 
     async fn load(&self, unit: &str) -> Result<OwnedObjectPath, SystemdError> {
-        timed(
+        self.timed(
             &format!("LoadUnit {unit}"),
             self.manager.load_unit(unit.to_string()),
         )
@@ -332,7 +410,7 @@ impl Systemd {
             .build()
             .await?;
         let iface = zbus::names::InterfaceName::from_static_str(interface)?;
-        timed(&format!("GetAll {unit}"), async {
+        self.timed(&format!("GetAll {unit}"), async {
             props.get_all(iface).await.map_err(zbus::Error::from)
         })
         .await
@@ -433,12 +511,12 @@ impl Systemd {
     pub async fn restart_failed(&self, unit: &str) -> Result<(), SystemdError> {
         // Not failed (any more) is fine: the start below is what matters. The reset also
         // clears the start rate limit that a crash loop would otherwise hit.
-        let _ = timed(
+        let _ = self.timed(
             &format!("ResetFailedUnit {unit}"),
             self.manager.reset_failed_unit(unit.to_string()),
         )
         .await;
-        let job = timed(
+        let job = self.timed(
             &format!("RestartUnit {unit}"),
             self.manager
                 .restart_unit(unit.to_string(), "replace".into()),
@@ -465,7 +543,7 @@ impl Systemd {
             Err(e) if e.method_error() == Some(NO_SUCH_UNIT) => return Ok("inactive".into()),
             Err(e) => return Err(e),
         };
-        timed(&format!("ActiveState of {unit}"), proxy.active_state()).await
+        self.timed(&format!("ActiveState of {unit}"), proxy.active_state()).await
     }
 
     /// [`Systemd::not_up`] for the check right after the active target started: a unit that
@@ -482,7 +560,7 @@ impl Systemd {
             let Ok(proxy) = self.unit_proxy(unit).await else {
                 continue;
             };
-            if let Ok(sub) = timed(&format!("SubState of {unit}"), proxy.sub_state()).await
+            if let Ok(sub) = self.timed(&format!("SubState of {unit}"), proxy.sub_state()).await
                 && sub == "auto-restart"
             {
                 down.push((unit.clone(), "activating (auto-restart)".into()));
@@ -581,7 +659,7 @@ impl Systemd {
         }
         changed |= dropin::remove_bindings_except(dir, group, &units);
         if changed {
-            timed("Reload", self.manager.reload()).await?;
+            self.reload().await?;
         }
         Ok(changed)
     }
@@ -589,9 +667,35 @@ impl Systemd {
     /// Remove a group's drop-ins (the group was removed by a reload) and reload systemd.
     pub async fn unbind(&self, group: &str) -> Result<(), SystemdError> {
         if dropin::remove_bindings(Path::new(RUNTIME_UNIT_DIR), group) {
-            timed("Reload", self.manager.reload()).await?;
+            self.reload().await?;
         }
         Ok(())
+    }
+}
+
+/// Carry out reload requests in batches: wait for one, take every request queued by then,
+/// reload once, answer them all. Ends when every [`Systemd`] handle is gone.
+async fn reload_batches(
+    manager: ManagerProxy<'static>,
+    gate: Arc<Semaphore>,
+    mut requests: mpsc::UnboundedReceiver<ReloadRequest>,
+) {
+    while let Some(first) = requests.recv().await {
+        let mut batch = vec![first];
+        while let Ok(more) = requests.try_recv() {
+            batch.push(more);
+        }
+        let result = {
+            let _permit = gate.acquire().await.ok();
+            timed("Reload", manager.reload()).await
+        }
+        .map_err(|e| e.to_string());
+        if batch.len() > 1 {
+            tracing::debug!("one daemon-reload for {} requests", batch.len());
+        }
+        for tx in batch {
+            let _ = tx.send(result.clone());
+        }
     }
 }
 
