@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 pub use calls::{Call, CallError, call_timeout};
 pub use output::{EnvFile, Fields, JobOrder, Level, Notify, Output, Record};
-pub use status::GroupView;
+pub use status::{GroupView, STATUS_MAX};
 
 use crate::config::{Config, GroupConfig};
 use crate::core::{Event, GroupMachine, GroupParams, Job, Mono, Timing};

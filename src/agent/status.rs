@@ -44,18 +44,68 @@ pub struct GroupView {
 
 impl Agent {
     /// `STATUS=`: one clause per group, in the order the groups were opened; `no groups
-    /// configured` without any.
+    /// configured` without any. When the clauses would make the line longer than
+    /// [`STATUS_MAX`] bytes (a few dozen groups), a summary instead: the count of groups in
+    /// each role, then the clauses of the groups that need a look (store down, failures,
+    /// maintenance, unhealthy, between roles) as far as they fit. systemd ignores a whole
+    /// notify message over 4 KiB, `READY=1` included: at 200 groups promd never became ready.
     pub fn status_line(&self, now: Mono) -> String {
-        let parts: Vec<String> = self
+        if self.groups.is_empty() {
+            return "no groups configured".into();
+        }
+        let clauses: Vec<(String, bool)> = self
             .groups
             .values()
-            .map(|g| status_clause(g, now))
+            .map(|g| (status_clause(g, now), needs_a_look(g, now)))
             .collect();
-        if parts.is_empty() {
-            "no groups configured".into()
-        } else {
-            parts.join("; ")
+        let full_len = clauses.iter().map(|(c, _)| c.len() + 2).sum::<usize>();
+        if full_len <= STATUS_MAX + 2 {
+            let parts: Vec<&str> = clauses.iter().map(|(c, _)| c.as_str()).collect();
+            return parts.join("; ");
         }
+        let mut roles: Vec<(String, usize)> = Vec::new();
+        for g in self.groups.values() {
+            let role = g.machine.role().to_string();
+            match roles.iter_mut().find(|(r, _)| *r == role) {
+                Some((_, n)) => *n += 1,
+                None => roles.push((role, 1)),
+            }
+        }
+        roles.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let counts: Vec<String> = roles.iter().map(|(r, n)| format!("{n} {r}")).collect();
+        let n = self.groups.len();
+        let plural = if n == 1 { "group" } else { "groups" };
+        let mut line = format!("{n} {plural}: {}", counts.join(", "));
+        let notable: Vec<&String> = clauses.iter().filter(|(_, n)| *n).map(|(c, _)| c).collect();
+        let mut shown = 0;
+        for clause in &notable {
+            // Room for this clause and for the "and N more" tail.
+            let room = STATUS_MAX.saturating_sub(line.len() + 2 + 64);
+            if clause.len() > room {
+                if shown == 0 && room > 0 {
+                    // One long clause (a store error naming many endpoints): its start.
+                    let mut cut = room.saturating_sub(3);
+                    while !clause.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    line.push_str("; ");
+                    line.push_str(&clause[..cut]);
+                    line.push_str("...");
+                    shown = 1;
+                }
+                break;
+            }
+            line.push_str("; ");
+            line.push_str(clause);
+            shown += 1;
+        }
+        if shown < notable.len() {
+            line.push_str(&format!(
+                "; and {} more that need a look (promctl status)",
+                notable.len() - shown
+            ));
+        }
+        line
     }
 
     /// Every group's D-Bus view (groups leaving after a reload included, marked `retired`).
@@ -140,6 +190,22 @@ fn view(id: GroupId, g: &Group, now: Mono) -> GroupView {
 
 /// One group's part of `STATUS=`, e.g. `web: active (term 42)`,
 /// `web: passive, leader db-b (term 42)`, `web: passive, waiting for the store (...)`.
+/// The longest `STATUS=` promd sends, in bytes: systemd drops a notify message over 4 KiB
+/// whole, and `systemctl status` shows the line in one piece.
+pub const STATUS_MAX: usize = 1024;
+
+/// Whether a group's clause says more than "fine in its role": a summary lists these.
+fn needs_a_look(g: &Group, now: Mono) -> bool {
+    let m = &g.machine;
+    !m.store_up()
+        || !matches!(m.role(), Role::Active | Role::Passive)
+        || m.maintenance()
+        || m.failures(now) > 0
+        || m.stranded(now)
+        || m.failed(now)
+        || !m.healthy()
+}
+
 fn status_clause(g: &Group, now: Mono) -> String {
     let m = &g.machine;
     let role = m.role();

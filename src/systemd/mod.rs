@@ -255,11 +255,12 @@ impl Systemd {
 
     /// Start a unit and wait for the job's result.
     pub async fn start(&self, unit: &str) -> Result<(), SystemdError> {
-        let job = self.timed(
-            &format!("StartUnit {unit}"),
-            self.manager.start_unit(unit.to_string(), "replace".into()),
-        )
-        .await?;
+        let job = self
+            .timed(
+                &format!("StartUnit {unit}"),
+                self.manager.start_unit(unit.to_string(), "replace".into()),
+            )
+            .await?;
         self.wait(unit, job, JobKind::Start).await
     }
 
@@ -268,11 +269,12 @@ impl Systemd {
     /// - a unit with `RefuseManualStop=yes` is stopped by dependency (`promd-stop-UNIT.target`);
     /// - a job that ends `canceled`, `failed` or `timeout` is an error: the caller retries.
     pub async fn stop(&self, unit: &str) -> Result<(), SystemdError> {
-        let queued = self.timed(
-            &format!("StopUnit {unit}"),
-            self.manager.stop_unit(unit.to_string(), "replace".into()),
-        )
-        .await;
+        let queued = self
+            .timed(
+                &format!("StopUnit {unit}"),
+                self.manager.stop_unit(unit.to_string(), "replace".into()),
+            )
+            .await;
         match queued {
             Ok(job) => self.wait(unit, job, JobKind::Stop).await,
             Err(e) if e.method_error() == Some(NO_SUCH_UNIT) => Ok(()),
@@ -281,11 +283,12 @@ impl Systemd {
                     self.reload().await?;
                 }
                 let by = dropin::stop_unit(unit);
-                let job = self.timed(
-                    &format!("StartUnit {by}"),
-                    self.manager.start_unit(by.clone(), "replace".into()),
-                )
-                .await?;
+                let job = self
+                    .timed(
+                        &format!("StartUnit {by}"),
+                        self.manager.start_unit(by.clone(), "replace".into()),
+                    )
+                    .await?;
                 self.wait(&by, job, JobKind::Start).await
             }
             Err(e) => Err(e),
@@ -511,17 +514,19 @@ impl Systemd {
     pub async fn restart_failed(&self, unit: &str) -> Result<(), SystemdError> {
         // Not failed (any more) is fine: the start below is what matters. The reset also
         // clears the start rate limit that a crash loop would otherwise hit.
-        let _ = self.timed(
-            &format!("ResetFailedUnit {unit}"),
-            self.manager.reset_failed_unit(unit.to_string()),
-        )
-        .await;
-        let job = self.timed(
-            &format!("RestartUnit {unit}"),
-            self.manager
-                .restart_unit(unit.to_string(), "replace".into()),
-        )
-        .await?;
+        let _ = self
+            .timed(
+                &format!("ResetFailedUnit {unit}"),
+                self.manager.reset_failed_unit(unit.to_string()),
+            )
+            .await;
+        let job = self
+            .timed(
+                &format!("RestartUnit {unit}"),
+                self.manager
+                    .restart_unit(unit.to_string(), "replace".into()),
+            )
+            .await?;
         self.wait(unit, job, JobKind::Start).await
     }
 
@@ -543,7 +548,8 @@ impl Systemd {
             Err(e) if e.method_error() == Some(NO_SUCH_UNIT) => return Ok("inactive".into()),
             Err(e) => return Err(e),
         };
-        self.timed(&format!("ActiveState of {unit}"), proxy.active_state()).await
+        self.timed(&format!("ActiveState of {unit}"), proxy.active_state())
+            .await
     }
 
     /// [`Systemd::not_up`] for the check right after the active target started: a unit that
@@ -560,7 +566,9 @@ impl Systemd {
             let Ok(proxy) = self.unit_proxy(unit).await else {
                 continue;
             };
-            if let Ok(sub) = self.timed(&format!("SubState of {unit}"), proxy.sub_state()).await
+            if let Ok(sub) = self
+                .timed(&format!("SubState of {unit}"), proxy.sub_state())
+                .await
                 && sub == "auto-restart"
             {
                 down.push((unit.clone(), "activating (auto-restart)".into()));

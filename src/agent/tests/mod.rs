@@ -487,3 +487,55 @@ fn an_exited_groups_store_task_may_stop_turning() {
     assert!(records(&out).is_empty());
     assert!(h.agent.watchdog_horizon() > h.now);
 }
+
+/// systemd drops a notify message over 4 KiB whole, `READY=1` with it: with 200 groups the
+/// one-clause-per-group status never made promd ready. Past `STATUS_MAX` the line is a
+/// summary that still names the groups that need a look.
+#[test]
+fn the_status_of_hundreds_of_groups_is_a_summary_that_fits_a_notify_message() {
+    let groups: Vec<String> = (1..=200)
+        .map(|g| {
+            format!(
+                "[[group]]\nname = \"g{g}\"\nactive-target = \"g{g}-active.target\"\nlease = \"2s\"\n"
+            )
+        })
+        .collect();
+    let refs: Vec<&str> = groups.iter().map(String::as_str).collect();
+    let mut h = H::new(&refs);
+    let out = h.input(Input::Start);
+    let ready: Vec<&Notify> = notified(&out)
+        .into_iter()
+        .filter(|n| matches!(n, Notify::Ready(_)))
+        .collect();
+    let [Notify::Ready(status)] = ready[..] else {
+        panic!("one READY=1: {ready:?}");
+    };
+    assert!(status.len() <= STATUS_MAX, "{} bytes", status.len());
+    assert!(status.starts_with("200 groups: 200 starting"), "{status}");
+    for g in 0..200 {
+        h.passive(g, Some(("n2", 3)));
+    }
+    assert_eq!(h.status(), "200 groups: 200 passive");
+    // One group loses its store, one fails its passive target: both are named.
+    h.store(
+        7,
+        StoreEvent::Down(crate::store::StoreError::Dir(
+            crate::store::DirError::NotADirectory("/x".into()),
+        )),
+    );
+    let status = h.status();
+    assert!(
+        status.starts_with("200 groups: 200 passive; g8: passive, waiting for the store"),
+        "{status}"
+    );
+    assert!(status.len() <= STATUS_MAX);
+    // A few groups stay within the limit: one clause each, as before.
+    let mut few = H::new(&[WEB, DB]);
+    few.input(Input::Start);
+    few.passive(0, Some(("n2", 3)));
+    few.passive(1, Some(("n2", 4)));
+    assert_eq!(
+        few.status(),
+        "web: passive, leader n2 (term 3); db: passive, leader n2 (term 4)"
+    );
+}
