@@ -552,6 +552,35 @@ impl Systemd {
             .await
     }
 
+    /// What systemd says of each of `units` now, in one call (`ListUnitsByNames`, which also
+    /// answers for units that are not loaded: `inactive`): unit → (ActiveState, SubState,
+    /// whether a job is queued). With hundreds of groups, one call per group instead of a
+    /// LoadUnit and a Get per unit.
+    pub async fn states(&self, units: &[String]) -> Result<HashMap<String, UnitState>, SystemdError> {
+        if units.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let listed = self
+            .timed(
+                "ListUnitsByNames",
+                self.manager.list_units_by_names(units.to_vec()),
+            )
+            .await?;
+        Ok(listed
+            .into_iter()
+            .map(|(name, _, _, active, sub, _, _, job, _, _)| {
+                (
+                    name,
+                    UnitState {
+                        active,
+                        sub,
+                        job_queued: job != 0,
+                    },
+                )
+            })
+            .collect())
+    }
+
     /// [`Systemd::not_up`] for the check right after the active target started: a unit that
     /// is `activating` only because it crashed and waits for systemd's `Restart=`
     /// (`SubState` `auto-restart`) did not come up either, though `ActiveState` says
@@ -566,9 +595,7 @@ impl Systemd {
             let Ok(proxy) = self.unit_proxy(unit).await else {
                 continue;
             };
-            if let Ok(sub) = self
-                .timed(&format!("SubState of {unit}"), proxy.sub_state())
-                .await
+            if let Ok(sub) = self.timed(&format!("SubState of {unit}"), proxy.sub_state()).await
                 && sub == "auto-restart"
             {
                 down.push((unit.clone(), "activating (auto-restart)".into()));
@@ -593,30 +620,46 @@ impl Systemd {
     }
 
     /// Stop every unit at once and wait for all; then check by systemd's own word that each
-    /// is `inactive` or `failed`, and SIGKILL whatever process a unit left behind. The first
-    /// error is returned (after every stop was tried): the caller retries.
+    /// is `inactive` or `failed`, and SIGKILL whatever process a unit left behind. Units
+    /// already down with no job queued are not asked to stop (at start-up, hundreds of
+    /// groups check that nothing of a previous run is left: one call each, not one per
+    /// unit). The first error is returned (after every stop was tried): the caller retries.
     pub async fn stop_all(&self, units: &[String]) -> Result<(), SystemdError> {
-        let stops = join_all(units.iter().map(|u| self.stop(u))).await;
+        let before = self.states(units).await.unwrap_or_default();
+        let running: Vec<&String> = units
+            .iter()
+            .filter(|u| {
+                before
+                    .get(*u)
+                    .is_none_or(|s| !is_down(&s.active) || s.job_queued)
+            })
+            .collect();
+        let stops = join_all(running.iter().map(|u| self.stop(u))).await;
         let mut first_error = None;
-        for (unit, result) in units.iter().zip(stops) {
+        for (unit, result) in running.iter().zip(stops) {
             if let Err(e) = result {
                 tracing::warn!("stopping {unit}: {e}");
                 first_error.get_or_insert(e);
             }
         }
-        let states = join_all(units.iter().map(|u| self.active_state(u))).await;
-        for (unit, state) in units.iter().zip(states) {
-            match state {
-                Ok(s) if is_down(&s) => {}
-                Ok(state) => {
-                    first_error.get_or_insert(SystemdError::StillRunning {
-                        unit: unit.clone(),
-                        state,
-                    });
+        match self.states(units).await {
+            Ok(after) => {
+                for unit in units {
+                    match after.get(unit) {
+                        Some(s) if is_down(&s.active) => {}
+                        Some(s) => {
+                            first_error.get_or_insert(SystemdError::StillRunning {
+                                unit: unit.clone(),
+                                state: s.active.clone(),
+                            });
+                        }
+                        // Not listed: systemd does not know it, nothing runs.
+                        None => {}
+                    }
                 }
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
             }
         }
         // A stopped unit may have left processes (KillMode=process before promd's drop-in
@@ -723,6 +766,17 @@ async fn kill_unit(manager: &ManagerProxy<'_>, unit: &str) -> Result<bool, Syste
     }
 }
 
+/// A unit's state as `ListUnitsByNames` tells it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UnitState {
+    /// `ActiveState`: `active`, `inactive`, `failed`, `activating`, ...
+    pub active: String,
+    /// `SubState`: `running`, `dead`, `auto-restart`, ...
+    pub sub: String,
+    /// A job is queued for the unit (a start or stop on its way).
+    pub job_queued: bool,
+}
+
 /// Whether a unit in this `ActiveState` runs, or is on its way to (the role is up).
 pub fn is_up(state: &str) -> bool {
     matches!(state, "active" | "activating" | "reloading")
@@ -777,7 +831,13 @@ pub async fn fence_all() -> Result<Vec<String>, SystemdError> {
     }
     let conn = timed("connecting to the system bus", Connection::system()).await?;
     let manager = ManagerProxy::new(&conn).await?;
-    let kills = join_all(units.iter().map(|u| kill_unit(&manager, u))).await;
+    // All at once, but no more in flight than dbus-daemon takes from one connection: with
+    // hundreds of groups, the calls past its limit were refused (`LimitsExceeded`) and those
+    // units were not killed.
+    let kills: Vec<_> = futures_util::stream::iter(units.iter().map(|u| kill_unit(&manager, u)))
+        .buffered(NORMAL_CALLS + URGENT_CALLS)
+        .collect()
+        .await;
     let mut killed = Vec::new();
     for (unit, result) in units.into_iter().zip(kills) {
         match result {

@@ -1449,6 +1449,17 @@ impl Drop for Host {
                 "---- journal of {} (last 60 lines) ----\n{tail}---- end of {} ----",
                 self.name, self.name
             );
+            // The whole journal, for a failure the last lines do not explain.
+            if let Some(dir) = std::env::var_os("PROMD_TEST_JOURNAL_DIR") {
+                let out = self.exec_timeout(
+                    &["journalctl", "--no-pager", "-q", "-o", "short-monotonic"],
+                    Duration::from_secs(30),
+                );
+                let path = Path::new(&dir).join(format!("{}.journal", self.name));
+                if fs::write(&path, &out.stdout).is_ok() {
+                    eprintln!("whole journal of {}: {}", self.name, path.display());
+                }
+            }
         }
         self.stop(false);
     }
