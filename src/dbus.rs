@@ -17,7 +17,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::{Connection, OwnedObjectPath, Variant};
 
 pub use crate::agent::{Call, GroupView};
-use crate::agent::{CallError, GroupId};
+use crate::agent::{CallError, GroupId, ViewUpdate};
 
 /// The well-known name promd takes on the system bus (`dbus/org.promd1.conf` lets only the
 /// `promd` user own it).
@@ -474,9 +474,10 @@ impl DbusService {
         });
     }
 
-    /// Publish the groups' new state; every property that changed is signalled.
-    pub fn update(&mut self, views: Vec<GroupView>, store_connected: bool) {
-        *self.shared.views() = views.clone();
+    /// Publish the groups' new state; every property that changed is signalled. A partial
+    /// update ([`ViewUpdate::Some`]) replaces only the views it carries; with hundreds of
+    /// groups, a renewal of one group costs one view, not hundreds.
+    pub fn update(&mut self, update: ViewUpdate, store_connected: bool) {
         self.shared
             .store_connected
             .store(store_connected, Ordering::Relaxed);
@@ -489,14 +490,51 @@ impl DbusService {
                 changed,
             });
         }
-        for (path, changed) in group_changes(&self.last, &views) {
+        let views = match update {
+            ViewUpdate::All(views) => {
+                *self.shared.views() = views.clone();
+                let last: HashMap<GroupId, &GroupView> =
+                    self.last.iter().map(|v| (v.id, v)).collect();
+                self.signal_changes(&last, &views);
+                self.last = views;
+                return;
+            }
+            ViewUpdate::Some(views) => views,
+        };
+        if views.is_empty() {
+            return;
+        }
+        {
+            let mut shared = self.shared.views();
+            for view in &views {
+                if let Some(slot) = shared.iter_mut().find(|v| v.id == view.id) {
+                    *slot = view.clone();
+                }
+            }
+        }
+        let last: HashMap<GroupId, &GroupView> = self
+            .last
+            .iter()
+            .filter(|v| views.iter().any(|n| n.id == v.id))
+            .map(|v| (v.id, v))
+            .collect();
+        self.signal_changes(&last, &views);
+        for view in views {
+            if let Some(slot) = self.last.iter_mut().find(|v| v.id == view.id) {
+                *slot = view;
+            }
+        }
+    }
+
+    /// Signal `PropertiesChanged` for every group in `views` that differs from `last`.
+    fn signal_changes(&self, last: &HashMap<GroupId, &GroupView>, views: &[GroupView]) {
+        for (path, changed) in group_changes(last, views) {
             let _ = self.emissions.send(Emission::Properties {
                 path,
                 iface: GROUP_IFACE,
                 changed,
             });
         }
-        self.last = views;
     }
 
     /// Signal `RoleChanged(old, new, term, reason)` on `group`'s object, after the property
@@ -519,14 +557,14 @@ fn variant<T: Into<Variant<'static>>>(v: T) -> Variant<'static> {
 /// The `PropertiesChanged` each group object owes between two sets of views, by group id: a
 /// group that has just been served (no old view) or is leaving (retired) signals nothing.
 fn group_changes(
-    last: &[GroupView],
+    last: &HashMap<GroupId, &GroupView>,
     views: &[GroupView],
 ) -> Vec<(String, Vec<(&'static str, Variant<'static>)>)> {
     views
         .iter()
         .filter(|new| !new.retired)
         .filter_map(|new| {
-            let old = last.iter().find(|old| old.id == new.id)?;
+            let old = last.get(&new.id)?;
             let changed = changed_properties(old, new);
             (!changed.is_empty()).then(|| (group_path(&new.name), changed))
         })
@@ -664,7 +702,12 @@ mod tests {
         let last = [view(0, "web", "passive"), view(1, "db", "passive")];
         // web closed after a reload removed it; db became active; mail was just added.
         let views = [view(1, "db", "active"), view(2, "mail", "starting")];
-        let changes = group_changes(&last, &views);
+        let index = |vs: &[GroupView]| -> HashMap<GroupId, GroupView> {
+            vs.iter().map(|v| (v.id, v.clone())).collect()
+        };
+        let by_id = index(&last);
+        let by_id: HashMap<GroupId, &GroupView> = by_id.iter().map(|(k, v)| (*k, v)).collect();
+        let changes = group_changes(&by_id, &views);
         let names: Vec<(&str, Vec<&str>)> = changes
             .iter()
             .map(|(path, c)| (path.as_str(), c.iter().map(|p| p.0).collect()))
@@ -672,7 +715,9 @@ mod tests {
         assert_eq!(names, vec![("/org/promd1/group/db", vec!["Role"])]);
         let mut leaving = view(1, "db", "demoting");
         leaving.retired = true;
-        assert!(group_changes(&views, &[leaving]).is_empty());
+        let by_id = index(&views);
+        let by_id: HashMap<GroupId, &GroupView> = by_id.iter().map(|(k, v)| (*k, v)).collect();
+        assert!(group_changes(&by_id, &[leaving]).is_empty());
     }
 
     #[test]

@@ -89,6 +89,9 @@ impl Agent {
         let Some(g) = self.groups.get_mut(&id) else {
             return;
         };
+        if let Some(touched) = &mut self.touched {
+            touched.insert(id);
+        }
         let actions = g.machine.handle(event, now.mono);
         self.carry_actions(id, actions, now, out);
     }

@@ -190,6 +190,21 @@ pub struct Agent {
     alive_until: Mono,
     /// A group whose store task has stalled, as the last [`Input::StoreAges`] found.
     store_stalled: Option<GroupId>,
+    /// The groups the inputs since the last [`Agent::take_views`] may have changed; `None`:
+    /// any (groups came or went, a signal, the periodic refresh). With hundreds of groups,
+    /// a renewal of one must not rebuild every group's view and status clause.
+    touched: Option<std::collections::BTreeSet<GroupId>>,
+    /// Each group's `STATUS=` clause as last built, and whether it needs a look.
+    clauses: BTreeMap<GroupId, (String, bool)>,
+}
+
+/// What changed for the D-Bus views since the last [`Agent::take_views`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum ViewUpdate {
+    /// Every group's view: replace them all (groups may have come or gone).
+    All(Vec<GroupView>),
+    /// The views of the groups that may have changed; the others are as they were.
+    Some(Vec<GroupView>),
 }
 
 /// How often the runtime reports the store tasks' ages ([`Input::StoreAges`]); it also keeps
@@ -225,6 +240,8 @@ impl Agent {
             // Mono counts from `origin`, when the runtime was made.
             alive_until: Mono(LOOP_STALL_LIMIT),
             store_stalled: None,
+            touched: None,
+            clauses: BTreeMap::new(),
         };
         for cfg in s.config.groups {
             agent.insert_group(cfg, s.wall_usec);
@@ -237,6 +254,22 @@ impl Agent {
     /// exited are closed (and their replacements opened), and `STATUS=` is sent if it changed.
     pub fn handle(&mut self, input: Input, now: Now) -> Vec<Output> {
         let mut out = Vec::new();
+        match &input {
+            Input::Start | Input::Signal(_) => self.touch_all(),
+            Input::Store(id, _)
+            | Input::Job(id, _)
+            | Input::Closure(id, _)
+            | Input::Watch(id, _)
+            | Input::Health(id, _)
+            | Input::Call(_, id, _) => {
+                // Its bookkeeping (store_down, health, closure) may change without a step of
+                // its machine.
+                if let Some(touched) = &mut self.touched {
+                    touched.insert(*id);
+                }
+            }
+            Input::Tick | Input::StoreAges(_) => {}
+        }
         match input {
             Input::Start => {
                 let ids: Vec<GroupId> = self.groups.keys().copied().collect();
@@ -267,12 +300,25 @@ impl Agent {
                 }
             }
             Input::Tick => {
-                let ids: Vec<GroupId> = self.groups.keys().copied().collect();
-                for id in ids {
+                // Only the machines whose deadline has come: by GroupMachine::next_deadline's
+                // contract a Tick before it changes nothing, and feeding every group at every
+                // group's deadline cost O(groups²) per renewal interval.
+                let due: Vec<GroupId> = self
+                    .groups
+                    .iter()
+                    .filter(|(_, g)| g.machine.next_deadline().is_some_and(|d| d <= now.mono))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in due {
                     self.feed(id, Event::Tick, now, &mut out);
                 }
             }
-            Input::StoreAges(ages) => self.check_stores(&ages, &mut out),
+            Input::StoreAges(ages) => {
+                // Once a second every view and clause is rebuilt: failures leave their window,
+                // cooldowns end, with no input of their own.
+                self.touch_all();
+                self.check_stores(&ages, &mut out);
+            }
         }
         self.settle_calls(now, &mut out);
         self.close_exited(now, &mut out);
@@ -339,8 +385,26 @@ impl Agent {
         self.groups.get(&id).map(|g| g.record(level, text))
     }
 
+    /// Every group may have changed (or groups came or went): the next views and status are
+    /// rebuilt in full.
+    fn touch_all(&mut self) {
+        self.touched = None;
+    }
+
+    /// The D-Bus views that may have changed since the last call: all of them, or those of
+    /// the groups the inputs since fed.
+    pub fn take_views(&mut self, now: Mono) -> ViewUpdate {
+        match self.touched.replace(std::collections::BTreeSet::new()) {
+            None => ViewUpdate::All(self.views(now)),
+            Some(ids) => {
+                ViewUpdate::Some(ids.iter().filter_map(|id| self.view_of(*id, now)).collect())
+            }
+        }
+    }
+
     /// A group's machine and bookkeeping under a new id; returns the id.
     fn insert_group(&mut self, cfg: GroupConfig, since_usec: u64) -> GroupId {
+        self.touch_all();
         let id = GroupId(self.next_id);
         self.next_id = self.next_id.saturating_add(1);
         self.longest_lease = self.longest_lease.max(cfg.lease);

@@ -143,6 +143,8 @@ impl Agent {
             let Some(g) = self.groups.remove(&id) else {
                 continue;
             };
+            self.touch_all();
+            self.clauses.remove(&id);
             let name = g.cfg.name;
             match self.replacing.iter().position(|r| r.name == name) {
                 Some(pos) if !self.stopping => {

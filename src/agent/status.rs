@@ -50,14 +50,30 @@ impl Agent {
     /// maintenance, unhealthy, between roles) as far as they fit. systemd ignores a whole
     /// notify message over 4 KiB, `READY=1` included: at 200 groups promd never became ready.
     pub fn status_line(&self, now: Mono) -> String {
-        if self.groups.is_empty() {
-            return "no groups configured".into();
-        }
         let clauses: Vec<(String, bool)> = self
             .groups
             .values()
             .map(|g| (status_clause(g, now), needs_a_look(g, now)))
             .collect();
+        self.line_of(&clauses)
+    }
+
+    /// [`Agent::status_line`] from the clauses kept by [`Agent::publish_status`].
+    fn line_of_clauses(&self) -> String {
+        let clauses: Vec<(String, bool)> = self
+            .groups
+            .keys()
+            .filter_map(|id| self.clauses.get(id).cloned())
+            .collect();
+        self.line_of(&clauses)
+    }
+
+    /// The line from one clause per group (in the groups' order) and whether each needs a
+    /// look.
+    fn line_of(&self, clauses: &[(String, bool)]) -> String {
+        if self.groups.is_empty() {
+            return "no groups configured".into();
+        }
         let full_len = clauses.iter().map(|(c, _)| c.len() + 2).sum::<usize>();
         if full_len <= STATUS_MAX + 2 {
             let parts: Vec<&str> = clauses.iter().map(|(c, _)| c.as_str()).collect();
@@ -132,9 +148,29 @@ impl Agent {
         out.push(Output::Notify(Notify::Ready(status)));
     }
 
-    /// `STATUS=`, if it changed since it was last sent.
+    /// `STATUS=`, if it changed since it was last sent. Only the clauses of the groups this
+    /// input touched are rebuilt (all of them after [`Agent::touch_all`]); the line only if
+    /// one of them changed.
     pub(super) fn publish_status(&mut self, now: Mono, out: &mut Vec<Output>) {
-        let status = self.status_line(now);
+        let ids: Vec<GroupId> = match &self.touched {
+            None => self.groups.keys().copied().collect(),
+            Some(ids) => ids.iter().copied().collect(),
+        };
+        let mut changed = self.touched.is_none();
+        for id in ids {
+            let Some(g) = self.groups.get(&id) else {
+                continue;
+            };
+            let clause = (status_clause(g, now), needs_a_look(g, now));
+            if self.clauses.get(&id) != Some(&clause) {
+                self.clauses.insert(id, clause);
+                changed = true;
+            }
+        }
+        if !changed {
+            return;
+        }
+        let status = self.line_of_clauses();
         if status != self.last_status {
             self.last_status = status.clone();
             out.push(Output::Notify(Notify::Status(status)));

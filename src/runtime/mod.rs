@@ -249,8 +249,9 @@ impl Runtime {
         for output in outputs {
             self.carry(output);
         }
+        let views = self.agent.take_views(now.mono);
         if let Some(d) = &mut self.dbus {
-            d.update(self.agent.views(now.mono), self.agent.store_connected());
+            d.update(views, self.agent.store_connected());
         }
     }
 

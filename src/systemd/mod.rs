@@ -556,7 +556,10 @@ impl Systemd {
     /// answers for units that are not loaded: `inactive`): unit → (ActiveState, SubState,
     /// whether a job is queued). With hundreds of groups, one call per group instead of a
     /// LoadUnit and a Get per unit.
-    pub async fn states(&self, units: &[String]) -> Result<HashMap<String, UnitState>, SystemdError> {
+    pub async fn states(
+        &self,
+        units: &[String],
+    ) -> Result<HashMap<String, UnitState>, SystemdError> {
         if units.is_empty() {
             return Ok(HashMap::new());
         }
@@ -595,7 +598,9 @@ impl Systemd {
             let Ok(proxy) = self.unit_proxy(unit).await else {
                 continue;
             };
-            if let Ok(sub) = self.timed(&format!("SubState of {unit}"), proxy.sub_state()).await
+            if let Ok(sub) = self
+                .timed(&format!("SubState of {unit}"), proxy.sub_state())
+                .await
                 && sub == "auto-restart"
             {
                 down.push((unit.clone(), "activating (auto-restart)".into()));

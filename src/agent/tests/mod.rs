@@ -539,3 +539,30 @@ fn the_status_of_hundreds_of_groups_is_a_summary_that_fits_a_notify_message() {
         "web: passive, leader n2 (term 3); db: passive, leader n2 (term 4)"
     );
 }
+
+/// With hundreds of groups, a renewal of one must cost one view, not hundreds: the D-Bus
+/// views are handed over for the groups an input touched, every one of them after a start,
+/// a signal or the once-a-second refresh.
+#[test]
+fn a_renewal_refreshes_only_its_groups_view() {
+    let mut h = H::new(&[WEB, DB]);
+    h.input(Input::Start);
+    assert!(matches!(h.agent.take_views(h.now), ViewUpdate::All(v) if v.len() == 2));
+    h.passive(0, Some(("n2", 3)));
+    h.passive(1, Some(("n2", 4)));
+    h.agent.take_views(h.now);
+    h.renew(1);
+    match h.agent.take_views(h.now) {
+        ViewUpdate::Some(v) => {
+            assert_eq!(
+                v.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
+                ["db"]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Nothing happened since: nothing to refresh.
+    assert_eq!(h.agent.take_views(h.now), ViewUpdate::Some(Vec::new()));
+    h.input(Input::StoreAges(Vec::new()));
+    assert!(matches!(h.agent.take_views(h.now), ViewUpdate::All(v) if v.len() == 2));
+}
