@@ -1,7 +1,9 @@
 //! Follows a group's units through systemd's property-change signals (no polling).
 //!
-//! One follower per unit reports its `ActiveState` changes and its restarts; the group's
-//! forwarder turns them into [`WatchEvent`]s by what the unit is to the group:
+//! One follower per unit reports its `ActiveState` changes and its restarts; it gets them from
+//! the bus connection's one [`UnitSignals`] hub, so that a followed unit costs the bus no match
+//! rule and no call while nothing changes. The group's forwarder turns them into
+//! [`WatchEvent`]s by what the unit is to the group:
 //! - a *watched* unit that fails, is restarted by systemd, or — if it should stay up — goes
 //!   inactive without a job of systemd's in flight (exit 0, `systemctl stop` by hand) is a
 //!   failure of the role;
@@ -10,14 +12,20 @@
 //! - the *passive* target's units report whether any of them is failed.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
-use futures_util::StreamExt;
 use futures_util::future::join_all;
 use tokio::sync::mpsc;
-use zbus_systemd::systemd1::{ServiceProxy, UnitProxy};
+use zbus::{OwnedObjectPath, OwnedVariant};
 
 use crate::agent::GroupId;
-use crate::systemd::{Systemd, is_up};
+use crate::systemd::signals::{Changed, SERVICE_INTERFACE, UNIT_INTERFACE, UnitSignals};
+use crate::systemd::{Systemd, SystemdError, is_up};
+
+/// The first wait before following a unit is tried again; it doubles up to [`FOLLOW_RETRY_MAX`].
+const FOLLOW_RETRY: Duration = Duration::from_secs(1);
+/// The longest wait between two tries to follow a unit.
+const FOLLOW_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// What a group's forwarder reports to the runtime about its units.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,42 +163,48 @@ fn follow_all<'a>(
     (followers, rx)
 }
 
-/// Report a unit's failures and states until the receiver is gone.
+/// Report a unit's failures and states until the receiver is gone. Following that cannot
+/// start (systemd does not answer, the bus refuses a call) is tried again, less and less often.
 async fn follow(systemd: &Systemd, unit: &str, tx: mpsc::UnboundedSender<(String, Change)>) {
     let tx = Tagged { unit, tx };
-    if let Err(e) = follow_inner(systemd, unit, &tx).await {
-        tracing::error!("cannot follow {unit}: {e}");
+    let mut wait = FOLLOW_RETRY;
+    loop {
+        match follow_inner(systemd, unit, &tx).await {
+            Ok(()) => return,
+            Err(e) => tracing::error!("cannot follow {unit}: {e}; trying again in {wait:?}"),
+        }
+        tokio::time::sleep(wait).await;
+        if tx.tx.is_closed() {
+            return;
+        }
+        wait = (wait * 2).min(FOLLOW_RETRY_MAX);
     }
 }
 
-async fn follow_inner(systemd: &Systemd, unit: &str, tx: &Tagged<'_>) -> zbus::Result<()> {
-    let path = systemd.manager().load_unit(unit.to_string()).await?;
-    let conn = systemd.connection();
-    let unit_proxy = UnitProxy::builder(conn).path(path.clone()).build().await?;
-    // Read uncached: the Job property must be what systemd says now, not what a signal said.
-    let fresh = UnitProxy::builder(conn)
-        .path(path.clone())
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .build()
+/// Follow one unit through the connection's [`UnitSignals`] hub: no match rule and no call of
+/// its own while nothing changes. Errors only while starting (nothing was reported yet);
+/// returns `Ok` when the receiver is gone or the signals end.
+async fn follow_inner(systemd: &Systemd, unit: &str, tx: &Tagged<'_>) -> Result<(), SystemdError> {
+    let hub = UnitSignals::of(systemd.connection()).await?;
+    let path = hub.load_unit(unit).await?;
+    // Subscribe before reading the current values, so no change falls in between; a signal
+    // that came in before a read's reply is older than the value read, and is skipped.
+    let mut signals = hub.subscribe(&path);
+    let (state, mut unit_read) = hub
+        .property::<String>(&path, UNIT_INTERFACE, "ActiveState")
         .await?;
-    // Subscribe before reading the current values, so no change falls in between.
-    let mut states = unit_proxy.receive_active_state_changed().await;
-    let service = if unit.ends_with(".service") {
-        Some(ServiceProxy::builder(conn).path(path).build().await?)
+    let service = unit.ends_with(".service");
+    let (mut last_restarts, service_read) = if service {
+        // As ever, a count that cannot be read starts from 0.
+        hub.property::<u32>(&path, SERVICE_INTERFACE, "NRestarts")
+            .await
+            .unwrap_or((0, unit_read))
     } else {
-        None
+        (0, unit_read)
     };
-    let mut restarts = match &service {
-        Some(s) => Some(s.receive_n_restarts_changed().await),
-        None => None,
-    };
-    let mut last_restarts = match &service {
-        Some(s) => s.n_restarts().await.unwrap_or(0),
-        None => 0,
-    };
-    let mut last_state = unit_proxy.active_state().await?;
+    let mut states = States::new(state.clone());
     let initial = Change::State {
-        state: last_state.clone(),
+        state,
         job_queued: false,
     };
     if tx.send(initial).is_err() {
@@ -199,66 +213,197 @@ async fn follow_inner(systemd: &Systemd, unit: &str, tx: &Tagged<'_>) -> zbus::R
     // A unit with Restart= passes through `failed` on its way to an automatic restart, which
     // NRestarts reports: `failed` counts only if no restart follows within RestartSec.
     let mut failed_check: Option<tokio::time::Instant> = None;
+    // An `inactive` held for its job (see [`States`]) that no signal settled yet.
+    let mut held_check: Option<tokio::time::Instant> = None;
     loop {
-        let failed_due = async {
-            match failed_check {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        let next_restart = async {
-            match &mut restarts {
-                Some(r) => r.next().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            change = states.next() => {
-                let Some(change) = change else { return Ok(()) };
-                let state = change.get().await?;
-                if state == last_state {
-                    continue;
-                }
-                let failed = state == "failed";
-                last_state = state.clone();
-                // A restart (promd's or `systemctl restart`) passes through inactive with
-                // its start job already queued: that is no stop.
-                let job_queued = state == "inactive"
-                    && fresh.job().await.is_ok_and(|(id, _)| id != 0);
-                if tx.send(Change::State { state, job_queued }).is_err() {
+        let failed_due = due(failed_check);
+        let held_due = due(held_check);
+        let was_held = states.held();
+        let changes = tokio::select! {
+            signal = signals.recv() => {
+                let Some(signal) = signal else {
+                    tracing::warn!("{unit} is no longer followed: systemd's signals ended");
                     return Ok(());
-                }
-                if failed {
-                    match restart_delay(&service).await {
-                        Some(delay) => failed_check = Some(tokio::time::Instant::now() + delay),
-                        None => {
-                            if tx.send(Change::Failed).is_err() {
-                                return Ok(());
-                            }
-                        }
+                };
+                match signal.interface.as_str() {
+                    UNIT_INTERFACE if signal.position > unit_read => {
+                        let Some(state) =
+                            sent_or_read::<String>(&hub, &path, &signal, "ActiveState").await
+                        else {
+                            continue;
+                        };
+                        let job = match signal.value::<(u32, OwnedObjectPath)>("Job") {
+                            Some((id, _)) => id,
+                            None => read_job(&hub, &path).await,
+                        };
+                        states.next(&state, job)
                     }
-                } else {
-                    failed_check = None; // left `failed`: restarted (NRestarts tells) or reset
+                    SERVICE_INTERFACE if signal.position > service_read => {
+                        let Some(n) = sent_or_read::<u32>(&hub, &path, &signal, "NRestarts").await
+                        else {
+                            continue;
+                        };
+                        // The counter restarts from 0 when the unit is started by hand or by promd.
+                        let grew = n > last_restarts;
+                        last_restarts = n;
+                        if grew { vec![Change::Restarted] } else { continue }
+                    }
+                    _ => continue,
                 }
             }
             () = failed_due => {
                 failed_check = None;
-                if last_state == "failed" && tx.send(Change::Failed).is_err() {
-                    return Ok(());
-                }
+                if states.last() == "failed" { vec![Change::Failed] } else { continue }
             }
-            change = next_restart => {
-                let Some(change) = change else { return Ok(()) };
-                let n = change.get().await?;
-                // The counter restarts from 0 when the unit is started by hand or by promd.
-                let grew = n > last_restarts;
-                last_restarts = n;
-                if grew && tx.send(Change::Restarted).is_err() {
-                    return Ok(());
+            () = held_due => {
+                // The signal that settles a held `inactive` follows at once; in case it got
+                // lost, ask. Signals older than this answer are stale now.
+                held_check = None;
+                let Ok((state, at)) =
+                    hub.property::<String>(&path, UNIT_INTERFACE, "ActiveState").await
+                else {
+                    continue;
+                };
+                unit_read = at;
+                states.next(&state, read_job(&hub, &path).await)
+            }
+        };
+        // Checked once for a newly held `inactive`; after that, signals alone settle it (a
+        // start job may wait long, and asking again would cost calls while nothing changes).
+        if !states.held() {
+            held_check = None;
+        } else if !was_held {
+            held_check = Some(tokio::time::Instant::now() + HELD_CHECK);
+        }
+        for change in changes {
+            let failed = matches!(&change, Change::State { state, .. } if state == "failed");
+            let left_failed = matches!(&change, Change::State { .. }) && !failed;
+            if tx.send(change).is_err() {
+                return Ok(());
+            }
+            if failed {
+                match restart_delay(&hub, &path, service).await {
+                    Some(delay) => failed_check = Some(tokio::time::Instant::now() + delay),
+                    None => {
+                        if tx.send(Change::Failed).is_err() {
+                            return Ok(());
+                        }
+                    }
                 }
+            } else if left_failed {
+                failed_check = None; // left `failed`: restarted (NRestarts tells) or reset
             }
         }
     }
+}
+
+/// How long a held `inactive` waits for its settling signal before the follower asks.
+const HELD_CHECK: Duration = Duration::from_secs(1);
+
+/// Sleeps until `at`; never without one.
+async fn due(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The id of the unit's job now (0: none, or it cannot be read).
+async fn read_job(hub: &UnitSignals, path: &OwnedObjectPath) -> u32 {
+    hub.property::<(u32, OwnedObjectPath)>(path, UNIT_INTERFACE, "Job")
+        .await
+        .map_or(0, |((id, _), _)| id)
+}
+
+/// A unit's `ActiveState` changes, as the follower reports them from what systemd sends: a
+/// state and the id of the unit's job (0: none) with it.
+///
+/// A restart (promd's or `systemctl restart`) passes through `inactive` with its job still
+/// queued (it becomes the start): that is no stop. But a stopped unit's `inactive` comes with its
+/// stop job too: systemd flushes the unit's pending signal just before it removes a finished
+/// job (`bus_job_send_removed_signal`), then signals the unit again without it. So an
+/// `inactive` with a job is held until a later signal tells: still `inactive` and no job is a
+/// stop (`job_queued: false`); any other state was a restart passing through
+/// (`job_queued: true`). A job read after the signal would not do: by then a quick restart may
+/// be over, and look like a stop.
+#[derive(Debug)]
+struct States {
+    last: String,
+    held: bool,
+}
+
+impl States {
+    fn new(state: String) -> States {
+        States {
+            last: state,
+            held: false,
+        }
+    }
+
+    fn last(&self) -> &str {
+        &self.last
+    }
+
+    /// Whether an `inactive` waits for the signal that tells a stop from a restart.
+    fn held(&self) -> bool {
+        self.held
+    }
+
+    /// The changes to report for `state` and `job` as systemd sent them.
+    fn next(&mut self, state: &str, job: u32) -> Vec<Change> {
+        let mut changes = Vec::new();
+        if self.held {
+            if state == "inactive" {
+                if job == 0 {
+                    self.held = false;
+                    changes.push(Change::State {
+                        state: state.to_owned(),
+                        job_queued: false,
+                    });
+                }
+                return changes;
+            }
+            self.held = false;
+            changes.push(Change::State {
+                state: "inactive".into(),
+                job_queued: true,
+            });
+        }
+        if state == self.last {
+            return changes;
+        }
+        self.last = state.to_owned();
+        if state == "inactive" && job != 0 {
+            self.held = true;
+            return changes;
+        }
+        changes.push(Change::State {
+            state: state.to_owned(),
+            job_queued: false,
+        });
+        changes
+    }
+}
+
+/// `name` as the signal sent it, or read once where the signal only says it changed; `None`
+/// if the signal is not about it (or the read failed).
+async fn sent_or_read<T>(
+    hub: &UnitSignals,
+    path: &OwnedObjectPath,
+    signal: &Changed,
+    name: &str,
+) -> Option<T>
+where
+    T: TryFrom<OwnedVariant, Error = zbus::Error>,
+{
+    if let Some(value) = signal.value(name) {
+        return Some(value);
+    }
+    if !signal.invalidates(name) {
+        return None;
+    }
+    let read = hub.property(path, &signal.interface, name).await;
+    read.ok().map(|(value, _)| value)
 }
 
 /// A sender that tags each change with its unit.
@@ -274,12 +419,101 @@ impl Tagged<'_> {
 }
 
 /// How long to wait for systemd's own restart of a failed unit: `None` if it has no `Restart=`.
-async fn restart_delay(service: &Option<ServiceProxy<'_>>) -> Option<std::time::Duration> {
-    let service = service.as_ref()?;
-    let policy = service.restart().await.ok()?;
+/// Both settings are constant between reloads, so systemd never signals them: read them now.
+async fn restart_delay(
+    hub: &UnitSignals,
+    path: &OwnedObjectPath,
+    service: bool,
+) -> Option<Duration> {
+    if !service {
+        return None;
+    }
+    let (policy, _) = hub
+        .property::<String>(path, SERVICE_INTERFACE, "Restart")
+        .await
+        .ok()?;
     if policy == "no" {
         return None;
     }
-    let usec = service.restart_u_sec().await.unwrap_or(100_000);
-    Some(std::time::Duration::from_micros(usec) + std::time::Duration::from_secs(1))
+    let usec = hub
+        .property::<u64>(path, SERVICE_INTERFACE, "RestartUSec")
+        .await
+        .map_or(100_000, |(usec, _)| usec);
+    Some(Duration::from_micros(usec) + Duration::from_secs(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(state: &str, job_queued: bool) -> Change {
+        Change::State {
+            state: state.into(),
+            job_queued,
+        }
+    }
+
+    #[test]
+    fn a_stop_is_inactive_once_its_job_is_gone() {
+        let mut s = States::new("active".into());
+        assert_eq!(
+            s.next("deactivating", 7),
+            vec![state("deactivating", false)]
+        );
+        // Flushed just before the stop job goes: it still names the job.
+        assert_eq!(s.next("inactive", 7), vec![]);
+        assert!(s.held());
+        assert_eq!(s.next("inactive", 0), vec![state("inactive", false)]);
+        assert!(!s.held());
+        assert_eq!(s.next("inactive", 0), vec![]);
+    }
+
+    #[test]
+    fn a_restart_passes_through_inactive_with_its_job_queued() {
+        let mut s = States::new("active".into());
+        assert_eq!(s.next("inactive", 9), vec![]);
+        assert_eq!(
+            s.next("activating", 9),
+            vec![state("inactive", true), state("activating", false)]
+        );
+        assert_eq!(s.next("active", 0), vec![state("active", false)]);
+        // Straight to failed (its start failed): the restart still passed through.
+        let mut s = States::new("active".into());
+        s.next("inactive", 9);
+        assert_eq!(
+            s.next("failed", 0),
+            vec![state("inactive", true), state("failed", false)]
+        );
+    }
+
+    #[test]
+    fn inactive_without_a_job_is_reported_at_once() {
+        let mut s = States::new("active".into());
+        assert_eq!(s.next("inactive", 0), vec![state("inactive", false)]);
+        // A reset from failed has no job either.
+        let mut s = States::new("failed".into());
+        assert_eq!(s.next("inactive", 0), vec![state("inactive", false)]);
+        assert_eq!(s.last(), "inactive");
+    }
+
+    #[test]
+    fn a_held_inactive_waits_while_a_job_is_queued() {
+        let mut s = States::new("active".into());
+        s.next("inactive", 3);
+        // The stop job went and a start job came in the same breath: still no stop.
+        assert_eq!(s.next("inactive", 4), vec![]);
+        assert!(s.held());
+        assert_eq!(
+            s.next("active", 0),
+            vec![state("inactive", true), state("active", false)]
+        );
+    }
+
+    #[test]
+    fn repeated_states_are_reported_once() {
+        let mut s = States::new("active".into());
+        assert_eq!(s.next("active", 0), vec![]);
+        assert_eq!(s.next("failed", 0), vec![state("failed", false)]);
+        assert_eq!(s.next("failed", 0), vec![]);
+    }
 }

@@ -62,18 +62,57 @@ fn web_starts(h: &Host) -> usize {
         .count()
 }
 
-/// How many of the bus's match rules (every connection's signal subscriptions) concern one of
-/// the group's units: promd follows the units of a group through such subscriptions.
-fn subscriptions_to_units_of(h: &Host, group: &str) -> usize {
-    let rules = h.run_ok(&[
+/// The match rules of promd's bus connections, as dbus-daemon holds them (Debug.Stats
+/// GetAllMatchRules). promd follows every unit through one rule for all of systemd's unit
+/// signals, so they do not grow with its groups.
+fn promd_match_rules(h: &Host) -> Vec<String> {
+    let pid = h.pid_on_machine("promd").expect("promd runs");
+    let pid = h.pid_inside(pid).expect("promd's pid inside").to_string();
+    let names: Vec<String> = h
+        .run_ok(&["busctl", "list", "--unique", "--no-legend", "--no-pager"])
+        .lines()
+        .filter_map(|l| {
+            let mut fields = l.split_whitespace();
+            let (name, owner) = (fields.next()?, fields.next()?);
+            (owner == pid).then(|| name.to_string())
+        })
+        .collect();
+    let out = h.run_ok(&[
         "busctl",
+        "--json=short",
         "call",
         "org.freedesktop.DBus",
         "/org/freedesktop/DBus",
         "org.freedesktop.DBus.Debug.Stats",
         "GetAllMatchRules",
     ]);
-    rules.matches(&format!("/unit/{group}_2")).count()
+    let all: serde_json::Value = serde_json::from_str(&out).expect("GetAllMatchRules");
+    let mut rules: Vec<String> = names
+        .iter()
+        .filter_map(|n| all["data"][0][n.as_str()].as_array())
+        .flatten()
+        .filter_map(|r| r.as_str().map(str::to_string))
+        .collect();
+    rules.sort();
+    rules
+}
+
+/// The one rule through which promd follows systemd's units.
+const UNIT_SIGNALS: &str = "path_namespace='/org/freedesktop/systemd1/unit'";
+
+/// SIGKILL a group's service and wait for promd to restart it in place.
+fn crash_and_wait_restart(h: &Host, group: &str) {
+    let unit = format!("{group}.service");
+    let pid = |h: &Host| h.run_ok(&["systemctl", "show", "-P", "MainPID", &unit]);
+    let before = pid(h);
+    h.run_ok(&["systemctl", "kill", "--signal=KILL", &unit]);
+    hosts::wait_until(
+        Duration::from_secs(10),
+        &format!("{unit} restarted in place"),
+        || h.is_active(&unit) && pid(h) != before,
+    );
+    let said = format!("{unit} failed (1 of at most");
+    assert!(h.journal(&["-u", "promd"]).contains(&said), "{said}");
 }
 
 fn reload(h: &Host, groups: &[&str]) -> std::process::Output {
@@ -98,6 +137,11 @@ fn reload_applies_valid_changes_and_refuses_invalid_ones() {
     let spans = tempfile::tempdir().unwrap();
     let (h, pid) = boot_active(&net, spans.path());
     assert_eq!(web_starts(&h), 1);
+    let rules_of_web = promd_match_rules(&h);
+    assert!(
+        rules_of_web.iter().any(|r| r.contains(UNIT_SIGNALS)),
+        "{rules_of_web:#?}"
+    );
 
     // Add a group: it starts (passive first, then, alone, active); web is not touched.
     assert!(reload(&h, &[WEB, DB]).status.success());
@@ -105,9 +149,10 @@ fn reload_applies_valid_changes_and_refuses_invalid_ones() {
         h.is_active("db.service")
     });
     assert!(groups(&h).contains("\"db\""), "{}", groups(&h));
-    hosts::wait_until(Duration::from_secs(5), "promd follows db's units", || {
-        subscriptions_to_units_of(&h, "db") > 0
-    });
+    // promd follows db's units: a crash of db.service is seen and restarted in place, with
+    // no match rule added for them.
+    crash_and_wait_restart(&h, "db");
+    assert_eq!(promd_match_rules(&h), rules_of_web);
     assert_eq!(web_starts(&h), 1, "web was not restarted");
     assert!(h.is_active("web.service"));
     assert_eq!(
@@ -160,15 +205,9 @@ fn reload_applies_valid_changes_and_refuses_invalid_ones() {
         "Role",
     ]);
     assert!(!gone.status.success(), "the removed group's object is gone");
-    hosts::wait_until(
-        Duration::from_secs(5),
-        "nobody follows db's units any more",
-        || subscriptions_to_units_of(&h, "db") == 0,
-    );
-    assert!(
-        subscriptions_to_units_of(&h, "web") > 0,
-        "web is still followed"
-    );
+    // Nothing of db's is left on the bus: promd's rules are web's alone again (the rule for
+    // the unit signals stays, web's units are still followed through it).
+    assert_eq!(promd_match_rules(&h), rules_of_web);
     assert!(h.is_active("web.service"));
     assert_eq!(web_starts(&h), 1, "web was not disturbed");
 

@@ -16,6 +16,7 @@
 pub mod closure;
 pub mod dropin;
 mod env;
+pub mod signals;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
