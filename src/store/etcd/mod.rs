@@ -34,6 +34,9 @@
 //! the code both backends share (see [`store`](super)).
 
 mod connect;
+mod hub;
+mod lease;
+mod link;
 mod ops;
 mod secure;
 mod task;
@@ -41,15 +44,20 @@ mod view;
 
 pub use secure::{EtcdTls, EtcdUser, PemFile, ReadSecrets};
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
 
 use super::queue::OpQueue;
 use super::report::Reporter;
-use super::{GroupId, GroupSession, GroupSpec, Store, StoreEvent};
+use super::{GroupId, GroupSession, GroupSpec, HostId, Store, StoreEvent};
 use connect::Connector;
+use hub::Hub;
+use lease::{LeaseKey, Leases};
+use link::Link;
+use ops::Owned;
 use secure::Secrets;
 use task::GroupTask;
 
@@ -64,6 +72,38 @@ pub struct EtcdStore {
     /// Built at the first group's opening and shared by all: one last good reading, and a
     /// file that cannot be used is journalled once, not once per group.
     secrets: OnceLock<Arc<Secrets>>,
+    /// The connection, leases and watch of the groups that run; built again (a new
+    /// connection) when a group opens after every group ended.
+    shared: Mutex<Weak<Shared>>,
+}
+
+/// What the groups of a store share: one connection, one lease per lease length, one watch.
+/// The connection's and the watch's tasks run while a group holds this, and end with it.
+struct Shared {
+    link: Arc<Link>,
+    leases: Arc<Leases>,
+    hub: Arc<Hub>,
+    tasks: [AbortHandle; 2],
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// What a group's writes need: its keys, and who it is.
+#[derive(Debug)]
+struct GroupCfg {
+    keys: Keys,
+    /// This node, to tell our leader key from another node's (see `release`).
+    node: String,
+    /// This host, to tell our node's records from another host's (see `publish_member`).
+    host: Option<HostId>,
+    /// Timeout of every request of the group's: one renew interval.
+    call_timeout: Duration,
 }
 
 impl EtcdStore {
@@ -78,6 +118,7 @@ impl EtcdStore {
             user: None,
             reader: None,
             secrets: OnceLock::new(),
+            shared: Mutex::new(Weak::new()),
         }
     }
 
@@ -101,6 +142,46 @@ impl EtcdStore {
         self.reader = Some(read);
         self
     }
+
+    /// The shared connection, leases and watch; started (on the current runtime) if no group
+    /// runs.
+    fn shared(&self) -> Arc<Shared> {
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(running) = shared.upgrade() {
+            return running;
+        }
+        let secrets = self
+            .secrets
+            .get_or_init(|| {
+                Arc::new(Secrets::new(
+                    self.tls.clone(),
+                    self.user.clone(),
+                    &self.prefix,
+                    self.reader.clone(),
+                ))
+            })
+            .clone();
+        let connector = Arc::new(Connector {
+            endpoints: self.endpoints.clone(),
+            connect_timeout: self.connect_timeout,
+            secrets,
+            probe_key: format!("{}/", self.prefix.trim_end_matches('/')),
+        });
+        let link = Arc::new(Link::new());
+        let hub = Arc::new(Hub::new(&self.prefix));
+        let tasks = [
+            tokio::spawn(link::run(link.clone(), connector)).abort_handle(),
+            tokio::spawn(hub::run(hub.clone(), link.clone())).abort_handle(),
+        ];
+        let running = Arc::new(Shared {
+            link,
+            leases: Arc::new(Leases::default()),
+            hub,
+            tasks,
+        });
+        *shared = Arc::downgrade(&running);
+        running
+    }
 }
 
 impl Store for EtcdStore {
@@ -112,34 +193,35 @@ impl Store for EtcdStore {
     ) -> GroupSession {
         let (commands, rx) = mpsc::unbounded_channel();
         let renew = spec.renew_interval().max(MIN_RENEW);
-        let cfg = Arc::new(Connector {
-            endpoints: self.endpoints.clone(),
-            connect_timeout: self.connect_timeout,
-            secrets: self
-                .secrets
-                .get_or_init(|| {
-                    Arc::new(Secrets::new(
-                        self.tls.clone(),
-                        self.user.clone(),
-                        &self.prefix,
-                        self.reader.clone(),
-                    ))
-                })
-                .clone(),
-            call_timeout: renew,
-            ttl_secs: ttl_secs(spec.lease),
+        let shared = self.shared();
+        shared.link.retry_within(renew);
+        let key = LeaseKey {
+            node: spec.node.clone(),
+            host: spec.host.as_ref().map(|h| h.as_str().to_owned()),
+            lease: spec.lease,
+        };
+        let lease = shared.leases.join(key, &spec.group, &shared.link);
+        let cfg = Arc::new(GroupCfg {
             keys: Keys::new(&self.prefix, &spec.group, &spec.node),
             node: spec.node.clone(),
             host: spec.host.clone(),
+            call_timeout: renew,
         });
         let task = GroupTask {
             renew,
             report: Reporter::new("etcd", &spec, id, events),
-            spec,
             commands: rx,
             cfg,
-            lease: None,
             queue: OpQueue::default(),
+            links: shared.link.subscribe(),
+            hub: shared.hub.subscribe(),
+            watch: shared.hub.register(&spec.group),
+            lease,
+            bound: None,
+            dead: None,
+            owned: Owned::default(),
+            shared,
+            spec,
         };
         let task = tokio::spawn(task.run());
         GroupSession { commands, task }
@@ -154,7 +236,7 @@ const MIN_RENEW: Duration = Duration::from_millis(100);
 const SHUTDOWN_CALL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The longest a keepalive waits for its answer before the member counts as silent (see
-/// `GroupTask::keepalive_wait`): etcd answers in milliseconds, and beyond this the
+/// `lease::keepalive_wait`): etcd answers in milliseconds, and beyond this the
 /// reconnection would eat into the fence margin of a 2 s lease.
 const MAX_KEEPALIVE_WAIT: Duration = Duration::from_millis(500);
 
