@@ -365,3 +365,46 @@ async fn a_closing_group_leaves_the_keys_of_its_replacement() {
     ]);
     assert!(stored.contains("\"priority\":7"), "{stored:?}");
 }
+
+/// The figures of docs/safety.md ("Groups that share a lease"), not a check: `GROUPS` groups
+/// (default 500) with a 4 s lease on one store: how soon all are up and what etcd handled
+/// meanwhile, leases, connections, and etcd's load while idle.
+/// `cargo test --test etcd_shared -- --ignored --nocapture`
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "a measurement: run by hand"]
+async fn figures_for_many_groups() {
+    let count: usize = std::env::var("GROUPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    const RPCS: &str = "grpc_server_handled_total{";
+    let cluster = EtcdCluster::start(3, &[]);
+    let store = store(cluster.endpoints(), secs(1.0));
+    let lease = secs(4.0);
+    let opened = Instant::now();
+    let rpcs = cluster.metric(RPCS);
+    let mut nodes = groups(&store, count, lease, 0).await;
+    let startup = opened.elapsed();
+    let startup_rpcs = cluster.metric(RPCS) - rpcs;
+    let (leases, connections) = (lease_list(&cluster).len(), connections_to(&cluster));
+    let window = secs(12.0);
+    let (keepalives, rpcs) = (cluster.metric(KEEPALIVES), cluster.metric(RPCS));
+    let started = Instant::now();
+    join_all(nodes.iter_mut().map(|n| n.watch_for(window))).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let keepalives = (cluster.metric(KEEPALIVES) - keepalives) / elapsed;
+    let rpcs = (cluster.metric(RPCS) - rpcs) / elapsed;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    eprintln!(
+        "{count} groups, lease {lease:?}: all up {startup:?} after opening ({startup_rpcs} RPCs \
+         handled by etcd meanwhile); {leases} etcd leases; {connections} TCP connections; \
+         idle: {keepalives:.2} keep-alives/s and {rpcs:.2} RPCs/s at etcd; test process {rss}"
+    );
+}
