@@ -1,4 +1,5 @@
-//! The etcd backend: one lease, one watch and one connection per group.
+//! The etcd backend: per store (one promd), one connection, one lease per lease length and
+//! one watch, shared by every group; one task per group on top of them.
 //!
 //! Keys, under `PREFIX/GROUP/`:
 //! - `leader`: a [`LeaderRecord`](crate::store::LeaderRecord) bound to the holder's lease,
@@ -13,21 +14,36 @@
 //! - `maintenance`: a [`MaintenanceRecord`](crate::store::MaintenanceRecord) bound to no
 //!   lease: it outlives the node that set it. Maintenance off is the key's absence.
 //!
-//! Each group runs one task (`GroupTask`) that alternates between two phases:
-//! *offline*, where it connects (endpoints in the configured order, each attempt 100 ms ahead
-//! of the next, the member the last session failed on last), makes sure it holds a
-//! live lease, reads the group's keys and starts a watch; and *online*, where it renews the
-//! lease, follows the watch and carries out commands. Every network call has a timeout and
-//! runs as a future polled from the task's one `select!` loop, so the loop turns (and beats
-//! its [`Progress`](super::Progress)) at least every half renew interval whatever the network
-//! does, and a slow command never delays a renewal.
+//! "A node's lease" is the lease its host holds for the group's lease length: every group of
+//! one promd with the same `lease` binds its keys to one etcd lease (issue 13: store traffic
+//! per host that does not grow with the group count). Why each group's fence still holds,
+//! and what one lease loss now costs: docs/safety.md, "Groups that share a lease".
+//!
+//! Shared by the groups of a store, each a task of its own:
+//! - `link`: the connection (endpoints side by side, in order of preference, the member the
+//!   last connection failed on last); a connection found bad is ended once, whoever finds it
+//!   so, and replaced once;
+//! - `lease`: one task per lease length keeps its lease alive (renewals every `L/3`, an answer
+//!   awaited `min(L/6, 500 ms)`), tells every group on it each acknowledged renewal's send
+//!   time, and grants one new lease when etcd says it is gone;
+//! - `hub`: one watch over the whole prefix, dispatched by group; each watch it creates is an
+//!   epoch, after which the groups read their keys again.
+//!
+//! Each group runs one task (`GroupTask`) that alternates between two phases: *offline*,
+//! where it waits for the connection, its lease and the watch, writes its member record and
+//! reads the group's keys; and *online*, where it reports the lease's renewals, follows the
+//! watch and carries out commands. Every network call has a timeout and runs as a future
+//! polled from the task's one `select!` loop, so the loop turns (and beats its
+//! [`Progress`](super::Progress)) at least every half renew interval whatever the network
+//! does, and a slow command never delays a renewal (renewals are not the group's to send).
 //!
 //! The code is split by responsibility:
-//! - `connect`: connecting (endpoints side by side, in order of preference), keeping or
-//!   granting the lease;
-//! - `view`: reading and watching the group's keys, handing their values to the shared
-//!   corrupt-value policy;
-//! - `ops`: the commands that write (campaign, release, publish, switchover, maintenance);
+//! - `connect`: connecting to one of the endpoints, a call's failure in words;
+//! - `link`, `lease`, `hub`: what the groups share (above);
+//! - `view`: reading the group's keys, and handing their values to the shared corrupt-value
+//!   policy;
+//! - `ops`: the commands that write (campaign, release, publish, switchover, maintenance),
+//!   the revisions a group wrote its own keys at, and a group's shutdown;
 //! - `task`: the group task and its `select!` loop.
 //!
 //! What the runtime is told and when queued writes are answered is not decided here but in
