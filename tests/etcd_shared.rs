@@ -408,3 +408,58 @@ async fn figures_for_many_groups() {
          idle: {keepalives:.2} keep-alives/s and {rpcs:.2} RPCs/s at etcd; test process {rss}"
     );
 }
+
+/// A group closed while etcd is unreachable cannot delete its keys, and the other groups keep
+/// the shared lease — and so those keys — alive: the lease's task deletes them once connected
+/// again, well before the lease could have run out (the others never lose it).
+#[tokio::test(flavor = "current_thread")]
+async fn a_group_closed_while_cut_off_has_its_keys_deleted_once_connected() {
+    use contract::Backend;
+    let mut b = contract::etcd::Etcd::start().await;
+    // Long enough that the lease outlives the cut and the reconnection by far.
+    let lease = secs(15.0);
+    let (store, link) = b.link().await;
+    let opening = |group| Opening {
+        group,
+        name: "n1",
+        lease,
+        host: None,
+    };
+    let mut closing = Node::open(store.as_ref(), link, opening("closing"));
+    let mut staying = Node::open(store.as_ref(), link, opening("staying"));
+    let mut observer = b
+        .node_with(Opening {
+            group: "closing",
+            name: "watcher",
+            lease,
+            host: None,
+        })
+        .await;
+    for n in [&mut closing, &mut staying, &mut observer] {
+        n.up(secs(10.0)).await;
+    }
+    closing.publish();
+    let term = closing.try_campaign().await.expect("won");
+    observer.leader_is(SOON, "n1", term).await;
+    observer.members_are(SOON, &["n1"]).await;
+
+    b.cut(link).await;
+    closing.down(lease).await;
+    staying.down(lease).await;
+    closing.send(StoreCommand::Shutdown);
+    closing.ended(SOON).await;
+    let healed = Instant::now();
+    b.heal(link).await;
+    staying.up(SOON).await;
+    observer.leader_none(SOON).await;
+    observer.members_are(SOON, &[]).await;
+    eprintln!(
+        "the closed group's keys went {:?} after the heal",
+        healed.elapsed()
+    );
+    staying.watch_for(secs(0.1)).await;
+    assert!(
+        !staying.log.iter().any(|(_, e)| *e == StoreEvent::LeaseLost),
+        "the shared lease survived the cut: the keys were deleted, not expired"
+    );
+}

@@ -247,12 +247,15 @@ impl GroupTask {
         let mut attempt: Option<(Go, Establishing)> = None;
         let mut pending: Vec<Batch> = Vec::new();
         let mut evaluate = true;
+        // After a failure of this group's own, the next read waits a retry pause (the
+        // connection's failures are paced by the link task).
+        let mut pause: Option<tokio::time::Instant> = None;
         loop {
             self.spec.progress.beat();
             if !self.report.listening() {
                 return None;
             }
-            if evaluate && attempt.is_none() {
+            if evaluate && attempt.is_none() && pause.is_none() {
                 evaluate = false;
                 if let Some(go) = self.ready() {
                     pending.clear();
@@ -280,12 +283,22 @@ impl GroupTask {
                         Err(CallError::LeaseGone) => self.found_gone(go.lease),
                         Err(CallError::Broken(reason)) if alone(&reason) => {
                             self.report.down(reason.into(), &mut self.queue);
+                            pause = Some(tokio::time::Instant::now() + self.shared.link.retry());
                         }
                         Err(CallError::Broken(reason)) => {
                             self.shared.link.broken(go.conn.generation, reason);
                             self.report_ended(&go.conn);
                         }
                     }
+                }
+                _ = async {
+                    match pause {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    pause = None;
+                    evaluate = true;
                 }
                 changed = self.links.changed() => {
                     if changed.is_err() {
