@@ -248,6 +248,19 @@ fn signal_member(cluster: &EtcdCluster, i: usize, signal: nix::sys::signal::Sign
 /// keepalive's answer and then the connect timeout (2 s) on the silent member.
 #[tokio::test(flavor = "current_thread")]
 async fn a_silent_etcd_member_under_the_leader_is_not_a_failover() {
+    silent_member(1).await;
+}
+
+/// Issue 13: the same with twenty groups on the leader's side, sharing its connection and
+/// lease: one reconnection serves them all, and no group comes near its fence.
+#[tokio::test(flavor = "current_thread")]
+async fn a_silent_etcd_member_under_twenty_leaders_is_not_a_failover() {
+    silent_member(20).await;
+}
+
+/// `groups` groups led by one promd whose connection reaches a follower first; the follower
+/// goes silent for three leases.
+async fn silent_member(groups: usize) {
     use nix::sys::signal::Signal;
     let cluster = EtcdCluster::start(3, &[]);
     let lease = secs(2.0);
@@ -268,55 +281,78 @@ async fn a_silent_etcd_member_under_the_leader_is_not_a_failover() {
     );
     let lead_store = store(ordered.clone(), secs(2.0));
     let other_store = store(ordered[1..].to_vec(), secs(2.0));
-    let mut leader = open(&lead_store, "silent", "lead", lease);
-    let mut other = open(&other_store, "silent", "other", lease);
-    leader.up(secs(10.0)).await;
-    other.up(secs(10.0)).await;
-    let term = leader.try_campaign().await.expect("won");
-    other.leader_is(SOON, "lead", term).await;
-    leader.renewed(secs(3.0)).await;
+    let mut leaders = Vec::new();
+    let mut others = Vec::new();
+    let mut terms = Vec::new();
+    for g in 0..groups {
+        let group = format!("silent{g}");
+        let mut leader = open(&lead_store, &group, "lead", lease);
+        let mut other = open(&other_store, &group, "other", lease);
+        leader.up(secs(10.0)).await;
+        other.up(secs(10.0)).await;
+        let term = leader.try_campaign().await.expect("won");
+        other.leader_is(SOON, "lead", term).await;
+        leaders.push(leader);
+        others.push(other);
+        terms.push(term);
+    }
+    for leader in &mut leaders {
+        leader.renewed(secs(3.0)).await;
+    }
 
     let stopped_at = Instant::now();
-    let from = leader.log.len();
+    let from: Vec<usize> = leaders.iter().map(|l| l.log.len()).collect();
     signal_member(&cluster, silent, Signal::SIGSTOP);
-    tokio::join!(leader.watch_for(3 * lease), other.watch_for(3 * lease));
+    futures_util::future::join_all(
+        leaders
+            .iter_mut()
+            .chain(others.iter_mut())
+            .map(|n| n.watch_for(3 * lease)),
+    )
+    .await;
     signal_member(&cluster, silent, Signal::SIGCONT);
 
-    let renewals = leader.renewals();
-    let last_before = renewals.iter().rev().find(|t| **t <= stopped_at).copied();
-    let worst_gap = worst_renewal_gap(&leader);
-    eprintln!(
-        "a silent member at a {lease:?} lease: longest gap between renewals' send times \
-         {worst_gap:?}, the fence {fence_after:?} after one; leader events after the stop: {:?}",
-        leader.kinds_since(from)
-    );
-    assert!(last_before.is_some(), "renewed before the stop");
-    assert!(
-        renewals.iter().filter(|t| **t > stopped_at).count() >= 3,
-        "renewals went on through another member: {renewals:?}"
-    );
-    assert!(
-        worst_gap < fence_after,
-        "the leader would have fenced itself: renewal gap {worst_gap:?} >= {fence_after:?}"
-    );
-    assert_key_and_lease_kept(&[&leader, &other], stopped_at, term);
-    assert_eq!(other.try_campaign().await, None, "the key is still held");
-    // The journal's reason names the member that went silent.
-    let reasons: Vec<String> = leader.log[from..]
-        .iter()
-        .filter_map(|(_, e)| match e {
-            StoreEvent::Down(why) => Some(why.to_string()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(
-        reasons.first(),
-        Some(&format!(
-            "{}: lease keepalive: no answer within 333.333333ms",
-            ordered[0]
-        )),
-        "{reasons:?}"
-    );
+    for (g, ((leader, other), term)) in leaders.iter().zip(&others).zip(&terms).enumerate() {
+        let renewals = leader.renewals();
+        let last_before = renewals.iter().rev().find(|t| **t <= stopped_at).copied();
+        let worst_gap = worst_renewal_gap(leader);
+        eprintln!(
+            "group {g} of {groups}: a silent member at a {lease:?} lease: longest gap between \
+             renewals' send times {worst_gap:?}, the fence {fence_after:?} after one; leader \
+             events after the stop: {:?}",
+            leader.kinds_since(from[g])
+        );
+        assert!(last_before.is_some(), "renewed before the stop");
+        assert!(
+            renewals.iter().filter(|t| **t > stopped_at).count() >= 3,
+            "renewals went on through another member: {renewals:?}"
+        );
+        assert!(
+            worst_gap < fence_after,
+            "group {g}: the leader would have fenced itself: renewal gap {worst_gap:?} >= \
+             {fence_after:?}"
+        );
+        assert_key_and_lease_kept(&[leader, other], stopped_at, *term);
+        // The journal's reason names the member that went silent.
+        let reasons: Vec<String> = leader.log[from[g]..]
+            .iter()
+            .filter_map(|(_, e)| match e {
+                StoreEvent::Down(why) => Some(why.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            reasons.first(),
+            Some(&format!(
+                "{}: lease keepalive: no answer within 333.333333ms",
+                ordered[0]
+            )),
+            "{reasons:?}"
+        );
+    }
+    for other in &mut others {
+        assert_eq!(other.try_campaign().await, None, "the key is still held");
+    }
 }
 
 /// The same with the silent member being etcd's raft leader, at a 6 s lease (the shortest

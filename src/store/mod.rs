@@ -3,7 +3,9 @@
 //! A backend runs one task per group. The runtime sends it `StoreCommand`s and receives
 //! [`StoreEvent`]s; the backend keeps the group's lease alive on its own and reports each
 //! successful renewal with the monotonic time at which the renewal was *sent*, which is what
-//! the self-fencing deadline is counted from.
+//! the self-fencing deadline is counted from. (The etcd backend shares one lease among the
+//! groups of one lease length, and reports each of its renewals to every one of them: see
+//! [`etcd`].)
 //!
 //! What both backends owe the runtime (the store contract) lives once, beside them:
 //! - `report`: the up/down edges and the order of events;

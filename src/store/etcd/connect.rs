@@ -1,27 +1,21 @@
-//! Connecting to etcd (endpoints in the configured order) and keeping or granting the lease.
+//! Connecting to etcd: endpoints in the configured order, side by side, and a call's failure
+//! in words. One connection serves every group of a store (see [`link`](super::link)).
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use etcd_client::{
-    Client, ConnectOptions, GetOptions, KeyValue, LeaseKeepAliveStream, LeaseKeeper, WatchStream,
-};
+use etcd_client::{Client, ConnectOptions, GetOptions};
 use tokio::time::timeout;
-use tracing::{debug, warn};
+use tracing::warn;
 
-use super::Keys;
-use super::ops::publish_member;
 use super::secure::{
     Current, EtcdTls, Explained, Names, Secrets, answers_in_plain_text, explain, explain_plain,
     explain_speaks_tls, explain_with, probe, speaks_tls, unexplained_transport_error,
 };
-use super::view::read_and_watch;
-use crate::store::HostId;
 use crate::store::error::{Cause, EndpointError, EtcdError};
-use crate::store::record::MemberRecord;
 
-/// What the connecting side of a task needs; shared with the futures it spawns.
+/// What connecting needs, once per store.
 #[derive(Debug)]
 pub(super) struct Connector {
     pub(super) endpoints: Vec<String>,
@@ -29,14 +23,9 @@ pub(super) struct Connector {
     /// TLS for `https://` endpoints and the etcd user, if etcd wants one, read afresh for
     /// each round of connection attempts.
     pub(super) secrets: Arc<Secrets>,
-    /// Timeout of every request once connected: one renew interval.
-    pub(super) call_timeout: Duration,
-    pub(super) ttl_secs: i64,
-    pub(super) keys: Keys,
-    /// This node, to tell our leader key from another node's (see `release`).
-    pub(super) node: String,
-    /// This host, to tell our node's records from another host's (see `publish_member`).
-    pub(super) host: Option<HostId>,
+    /// The key an attempt reads (count only) to prove the member serves us: `PREFIX/`, inside
+    /// the prefix an RBAC user is limited to, whatever groups run.
+    pub(super) probe_key: String,
 }
 
 /// Why a call failed, as far as the task's next step is concerned.
@@ -112,7 +101,10 @@ const ATTEMPT_DELAY: Duration = Duration::from_millis(100);
 /// silent member (paused, or its packets dropped) would otherwise cost a whole connect
 /// timeout, longer than the fence margin, and a healthy active host would fence itself
 /// over the loss of one etcd member. Returns the client and the endpoint it reached.
-async fn connect(cfg: &Connector, avoid: Option<&str>) -> Result<(Client, String), EtcdError> {
+pub(super) async fn connect(
+    cfg: &Connector,
+    avoid: Option<&str>,
+) -> Result<(Client, String), EtcdError> {
     if cfg.endpoints.is_empty() {
         return Err(EtcdError::NoEndpoints);
     }
@@ -132,7 +124,7 @@ async fn connect(cfg: &Connector, avoid: Option<&str>) -> Result<(Client, String
                 .user
                 .as_ref()
                 .map(|user| (user.name.clone(), anonymous(cfg, &current)));
-            let (leader_key, limit) = (cfg.keys.leader.clone(), cfg.connect_timeout);
+            let (probe_key, limit) = (cfg.probe_key.clone(), cfg.connect_timeout);
             let wording = Wording::of(cfg, &current);
             let index = next;
             attempts.spawn(async move {
@@ -144,7 +136,7 @@ async fn connect(cfg: &Connector, avoid: Option<&str>) -> Result<(Client, String
                 let attempt = async {
                     let mut pause = ELECTION_RETRY;
                     loop {
-                        match reach(&endpoint, &options, without_user.as_ref(), &leader_key).await {
+                        match reach(&endpoint, &options, without_user.as_ref(), &probe_key).await {
                             Err(e) if electing(&e) => {
                                 electing_since = Some(e);
                                 tokio::time::sleep(pause).await;
@@ -208,8 +200,8 @@ async fn connect(cfg: &Connector, avoid: Option<&str>) -> Result<(Client, String
 const ELECTION_RETRY: Duration = Duration::from_millis(50);
 const MAX_ELECTION_RETRY: Duration = Duration::from_millis(200);
 
-/// Connect to `endpoint` and read the group's leader key linearizably (count only): the
-/// proof that the member can serve us now. With authentication off on etcd, connects again
+/// Connect to `endpoint` and read `probe_key` linearizably (count only): the proof that the
+/// member can serve us now. With authentication off on etcd, connects again
 /// without the user (`without_user`: its name and the options without it): etcd serves every
 /// client then, and etcdctl goes on as well, so a fleet can be given its user before auth is
 /// turned on; once it is, requests without a token are refused ("user name is empty") and the
@@ -218,7 +210,7 @@ async fn reach(
     endpoint: &str,
     options: &ConnectOptions,
     without_user: Option<&(String, ConnectOptions)>,
-    leader_key: &str,
+    probe_key: &str,
 ) -> Result<Client, etcd_client::Error> {
     let connected = Client::connect([endpoint], Some(options.clone())).await;
     let mut client = match (connected, without_user) {
@@ -229,7 +221,7 @@ async fn reach(
         (connected, _) => connected?,
     };
     client
-        .get(leader_key, Some(GetOptions::new().with_count_only()))
+        .get(probe_key, Some(GetOptions::new().with_count_only()))
         .await?;
     Ok(client)
 }
@@ -304,121 +296,4 @@ impl Wording {
             _ => explain(e, &self.names),
         }
     }
-}
-
-/// A connection with a live lease, a snapshot of the group and a watch from that snapshot.
-pub(super) struct Session {
-    pub(super) client: Client,
-    /// The endpoint `client` reached.
-    pub(super) endpoint: String,
-    pub(super) lease: i64,
-    pub(super) keeper: LeaseKeeper,
-    pub(super) renewals: LeaseKeepAliveStream,
-    /// Send time of the keepalive that opened `renewals` (answered with TTL > 0).
-    pub(super) renewed_at: Instant,
-    /// The lease we had is gone and `lease` is a new one.
-    pub(super) lost: bool,
-    /// The member record written under `lease`, if any.
-    pub(super) published: Option<MemberRecord>,
-    pub(super) snapshot: Vec<KeyValue>,
-    pub(super) watch: WatchStream,
-}
-
-/// Why [`establish`] failed, and what it learned about the lease on the way.
-pub(super) struct Failure {
-    pub(super) reason: EtcdError,
-    /// The lease to use from now on (a new one may have been granted before the failure).
-    pub(super) lease: Option<i64>,
-    /// etcd said the lease we had is gone.
-    pub(super) lost: bool,
-}
-
-/// Everything the offline phase does, as one future that owns its inputs (so the task can
-/// answer commands while it runs): connect unless `reuse` (a client and its endpoint) is
-/// given, trying `avoid` last; keep `lease` if etcd still has it or grant a new one, write
-/// the member record, read the group, watch it.
-pub(super) async fn establish(
-    cfg: Arc<Connector>,
-    reuse: Option<(Client, String)>,
-    avoid: Option<String>,
-    lease: Option<i64>,
-    member: Option<MemberRecord>,
-) -> Result<Session, Failure> {
-    let t = cfg.call_timeout;
-    let mut lost = false;
-    let mut current = lease;
-    let fail = |reason: EtcdError, lease: Option<i64>, lost: bool| Failure {
-        reason,
-        lease,
-        lost,
-    };
-
-    let (client, endpoint) = match reuse {
-        Some(reused) => reused,
-        None => connect(&cfg, avoid.as_deref())
-            .await
-            .map_err(|r| fail(r, current, false))?,
-    };
-    let mut leases = client.lease_client();
-
-    // After a short cut the lease may well be alive: keep it (and so the leader key).
-    let mut opened = None;
-    if let Some(id) = current {
-        let sent_at = Instant::now();
-        match call("lease keepalive", t, leases.keep_alive(id)).await {
-            Ok((keeper, renewals)) => opened = Some((id, keeper, renewals, sent_at)),
-            Err(CallError::LeaseGone) => {
-                lost = true;
-                current = None;
-            }
-            Err(CallError::Broken(r)) => return Err(fail(r, current, lost)),
-        }
-    }
-    let (id, keeper, renewals, renewed_at) = match opened {
-        Some(opened) => opened,
-        None => {
-            let granted = call("lease grant", t, leases.grant(cfg.ttl_secs, None))
-                .await
-                .map_err(|e| fail(e.into(), current, lost))?;
-            let id = granted.id();
-            current = Some(id);
-            debug!(
-                group = %cfg.keys.group,
-                lease = id,
-                ttl = granted.ttl(),
-                "etcd lease granted"
-            );
-            // Open the keepalive stream right away; its first answer is a renewal too.
-            let sent_at = Instant::now();
-            let (keeper, renewals) = call("lease keepalive", t, leases.keep_alive(id))
-                .await
-                .map_err(|e| fail(e.into(), current, lost))?;
-            (id, keeper, renewals, sent_at)
-        }
-    };
-
-    let mut kv = client.kv_client();
-    if let Some(rec) = &member {
-        // Not written if another host holds our node's key: the snapshot below shows its
-        // record, and the runtime refuses to go on.
-        publish_member(&mut kv, &cfg.keys.member, rec, cfg.host.as_ref(), id, t)
-            .await
-            .map_err(|e| fail(e.into(), current, lost))?;
-    }
-
-    let (snapshot, watch) = read_and_watch(&client, &cfg.keys, t)
-        .await
-        .map_err(|r| fail(r, current, lost))?;
-    Ok(Session {
-        client,
-        endpoint,
-        lease: id,
-        keeper,
-        renewals,
-        renewed_at,
-        lost,
-        published: member,
-        snapshot,
-        watch,
-    })
 }

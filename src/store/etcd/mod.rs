@@ -1,4 +1,5 @@
-//! The etcd backend: one lease, one watch and one connection per group.
+//! The etcd backend: per store (one promd), one connection, one lease per lease length and
+//! one watch, shared by every group; one task per group on top of them.
 //!
 //! Keys, under `PREFIX/GROUP/`:
 //! - `leader`: a [`LeaderRecord`](crate::store::LeaderRecord) bound to the holder's lease,
@@ -13,27 +14,45 @@
 //! - `maintenance`: a [`MaintenanceRecord`](crate::store::MaintenanceRecord) bound to no
 //!   lease: it outlives the node that set it. Maintenance off is the key's absence.
 //!
-//! Each group runs one task (`GroupTask`) that alternates between two phases:
-//! *offline*, where it connects (endpoints in the configured order, each attempt 100 ms ahead
-//! of the next, the member the last session failed on last), makes sure it holds a
-//! live lease, reads the group's keys and starts a watch; and *online*, where it renews the
-//! lease, follows the watch and carries out commands. Every network call has a timeout and
-//! runs as a future polled from the task's one `select!` loop, so the loop turns (and beats
-//! its [`Progress`](super::Progress)) at least every half renew interval whatever the network
-//! does, and a slow command never delays a renewal.
+//! "A node's lease" is the lease its host holds for the group's lease length: every group of
+//! one promd with the same `lease` binds its keys to one etcd lease (issue 13: store traffic
+//! per host that does not grow with the group count). Why each group's fence still holds,
+//! and what one lease loss now costs: docs/safety.md, "Groups that share a lease".
+//!
+//! Shared by the groups of a store, each a task of its own:
+//! - `link`: the connection (endpoints side by side, in order of preference, the member the
+//!   last connection failed on last); a connection found bad is ended once, whoever finds it
+//!   so, and replaced once;
+//! - `lease`: one task per lease length keeps its lease alive (renewals every `L/3`, an answer
+//!   awaited `min(L/6, 500 ms)`), tells every group on it each acknowledged renewal's send
+//!   time, and grants one new lease when etcd says it is gone;
+//! - `hub`: one watch over the whole prefix, dispatched by group; each watch it creates is an
+//!   epoch, after which the groups read their keys again.
+//!
+//! Each group runs one task (`GroupTask`) that alternates between two phases: *offline*,
+//! where it waits for the connection, its lease and the watch, writes its member record and
+//! reads the group's keys; and *online*, where it reports the lease's renewals, follows the
+//! watch and carries out commands. Every network call has a timeout and runs as a future
+//! polled from the task's one `select!` loop, so the loop turns (and beats its
+//! [`Progress`](super::Progress)) at least every half renew interval whatever the network
+//! does, and a slow command never delays a renewal (renewals are not the group's to send).
 //!
 //! The code is split by responsibility:
-//! - `connect`: connecting (endpoints side by side, in order of preference), keeping or
-//!   granting the lease;
-//! - `view`: reading and watching the group's keys, handing their values to the shared
-//!   corrupt-value policy;
-//! - `ops`: the commands that write (campaign, release, publish, switchover, maintenance);
+//! - `connect`: connecting to one of the endpoints, a call's failure in words;
+//! - `link`, `lease`, `hub`: what the groups share (above);
+//! - `view`: reading the group's keys, and handing their values to the shared corrupt-value
+//!   policy;
+//! - `ops`: the commands that write (campaign, release, publish, switchover, maintenance),
+//!   the revisions a group wrote its own keys at, and a group's shutdown;
 //! - `task`: the group task and its `select!` loop.
 //!
 //! What the runtime is told and when queued writes are answered is not decided here but in
 //! the code both backends share (see [`store`](super)).
 
 mod connect;
+mod hub;
+mod lease;
+mod link;
 mod ops;
 mod secure;
 mod task;
@@ -41,15 +60,20 @@ mod view;
 
 pub use secure::{EtcdTls, EtcdUser, PemFile, ReadSecrets};
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
 
 use super::queue::OpQueue;
 use super::report::Reporter;
-use super::{GroupId, GroupSession, GroupSpec, Store, StoreEvent};
+use super::{GroupId, GroupSession, GroupSpec, HostId, Store, StoreEvent};
 use connect::Connector;
+use hub::Hub;
+use lease::{LeaseKey, Leases};
+use link::Link;
+use ops::Owned;
 use secure::Secrets;
 use task::GroupTask;
 
@@ -64,6 +88,38 @@ pub struct EtcdStore {
     /// Built at the first group's opening and shared by all: one last good reading, and a
     /// file that cannot be used is journalled once, not once per group.
     secrets: OnceLock<Arc<Secrets>>,
+    /// The connection, leases and watch of the groups that run; built again (a new
+    /// connection) when a group opens after every group ended.
+    shared: Mutex<Weak<Shared>>,
+}
+
+/// What the groups of a store share: one connection, one lease per lease length, one watch.
+/// The connection's and the watch's tasks run while a group holds this, and end with it.
+struct Shared {
+    link: Arc<Link>,
+    leases: Arc<Leases>,
+    hub: Arc<Hub>,
+    tasks: [AbortHandle; 2],
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// What a group's writes need: its keys, and who it is.
+#[derive(Debug)]
+struct GroupCfg {
+    keys: Keys,
+    /// This node, to tell our leader key from another node's (see `release`).
+    node: String,
+    /// This host, to tell our node's records from another host's (see `publish_member`).
+    host: Option<HostId>,
+    /// Timeout of every request of the group's: one renew interval.
+    call_timeout: Duration,
 }
 
 impl EtcdStore {
@@ -78,6 +134,7 @@ impl EtcdStore {
             user: None,
             reader: None,
             secrets: OnceLock::new(),
+            shared: Mutex::new(Weak::new()),
         }
     }
 
@@ -101,6 +158,46 @@ impl EtcdStore {
         self.reader = Some(read);
         self
     }
+
+    /// The shared connection, leases and watch; started (on the current runtime) if no group
+    /// runs.
+    fn shared(&self) -> Arc<Shared> {
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(running) = shared.upgrade() {
+            return running;
+        }
+        let secrets = self
+            .secrets
+            .get_or_init(|| {
+                Arc::new(Secrets::new(
+                    self.tls.clone(),
+                    self.user.clone(),
+                    &self.prefix,
+                    self.reader.clone(),
+                ))
+            })
+            .clone();
+        let connector = Arc::new(Connector {
+            endpoints: self.endpoints.clone(),
+            connect_timeout: self.connect_timeout,
+            secrets,
+            probe_key: format!("{}/", self.prefix.trim_end_matches('/')),
+        });
+        let link = Arc::new(Link::new());
+        let hub = Arc::new(Hub::new(&self.prefix));
+        let tasks = [
+            tokio::spawn(link::run(link.clone(), connector)).abort_handle(),
+            tokio::spawn(hub::run(hub.clone(), link.clone())).abort_handle(),
+        ];
+        let running = Arc::new(Shared {
+            link,
+            leases: Arc::new(Leases::default()),
+            hub,
+            tasks,
+        });
+        *shared = Arc::downgrade(&running);
+        running
+    }
 }
 
 impl Store for EtcdStore {
@@ -112,34 +209,35 @@ impl Store for EtcdStore {
     ) -> GroupSession {
         let (commands, rx) = mpsc::unbounded_channel();
         let renew = spec.renew_interval().max(MIN_RENEW);
-        let cfg = Arc::new(Connector {
-            endpoints: self.endpoints.clone(),
-            connect_timeout: self.connect_timeout,
-            secrets: self
-                .secrets
-                .get_or_init(|| {
-                    Arc::new(Secrets::new(
-                        self.tls.clone(),
-                        self.user.clone(),
-                        &self.prefix,
-                        self.reader.clone(),
-                    ))
-                })
-                .clone(),
-            call_timeout: renew,
-            ttl_secs: ttl_secs(spec.lease),
+        let shared = self.shared();
+        shared.link.retry_within(renew);
+        let key = LeaseKey {
+            node: spec.node.clone(),
+            host: spec.host.as_ref().map(|h| h.as_str().to_owned()),
+            lease: spec.lease,
+        };
+        let lease = shared.leases.join(key, &spec.group, &shared.link);
+        let cfg = Arc::new(GroupCfg {
             keys: Keys::new(&self.prefix, &spec.group, &spec.node),
             node: spec.node.clone(),
             host: spec.host.clone(),
+            call_timeout: renew,
         });
         let task = GroupTask {
             renew,
             report: Reporter::new("etcd", &spec, id, events),
-            spec,
             commands: rx,
             cfg,
-            lease: None,
             queue: OpQueue::default(),
+            links: shared.link.subscribe(),
+            hub: shared.hub.subscribe(),
+            watch: shared.hub.register(&spec.group),
+            lease,
+            bound: None,
+            dead: None,
+            owned: Owned::default(),
+            shared,
+            spec,
         };
         let task = tokio::spawn(task.run());
         GroupSession { commands, task }
@@ -154,7 +252,7 @@ const MIN_RENEW: Duration = Duration::from_millis(100);
 const SHUTDOWN_CALL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The longest a keepalive waits for its answer before the member counts as silent (see
-/// `GroupTask::keepalive_wait`): etcd answers in milliseconds, and beyond this the
+/// `lease::keepalive_wait`): etcd answers in milliseconds, and beyond this the
 /// reconnection would eat into the fence margin of a 2 s lease.
 const MAX_KEEPALIVE_WAIT: Duration = Duration::from_millis(500);
 

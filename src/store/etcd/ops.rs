@@ -7,9 +7,10 @@ use std::time::Duration;
 use etcd_client::{Client, Compare, CompareOp, KvClient, PutOptions, Txn, TxnOp, TxnOpResponse};
 use tracing::{debug, info, warn};
 
-use super::connect::{CallError, Connector, call};
+use super::connect::{CallError, call};
+use super::lease::Leaving;
 use super::task::GroupTask;
-use super::{Keys, SHUTDOWN_CALL_TIMEOUT};
+use super::{GroupCfg, Keys, SHUTDOWN_CALL_TIMEOUT};
 use crate::store::error::EtcdError;
 use crate::store::policy::releasable;
 use crate::store::record::{
@@ -17,16 +18,58 @@ use crate::store::record::{
 };
 use crate::store::{HostId, Op, other_host};
 
+/// A command carried out, with the revision of what it wrote where the group must know it.
 pub(super) enum Done {
-    Campaigned(Option<u64>),
+    /// `Some((term, revision))`: the key is ours, created at `revision`.
+    Campaigned(Option<(u64, i64)>),
     Released,
+    /// The member record: written at this revision, or not (another host holds the key).
+    Published(Option<i64>),
+    /// The switchover request, written at this revision.
+    Requested(i64),
+    Cleared,
     Written,
+}
+
+/// The revisions at which the group wrote the keys bound to its lease that are its own (the
+/// leader key, its member record, its switchover request): on a shared lease, what a group
+/// that leaves may delete while another group of the same name (a reload's) may have written
+/// there too. `None`: not written by this group under its current lease, or not known to be.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Owned {
+    pub(super) leader: Option<i64>,
+    pub(super) member: Option<i64>,
+    pub(super) switchover: Option<i64>,
+}
+
+impl Owned {
+    /// What `done` wrote or deleted.
+    pub(super) fn note(&mut self, done: &Done) {
+        match done {
+            Done::Campaigned(Some((_, revision))) => self.leader = Some(*revision),
+            Done::Campaigned(None) | Done::Written => {}
+            Done::Released => self.leader = None,
+            Done::Published(revision) => self.member = *revision,
+            Done::Requested(revision) => self.switchover = Some(*revision),
+            Done::Cleared => self.switchover = None,
+        }
+    }
 }
 
 pub(super) type OpFuture = Pin<Box<dyn Future<Output = (Op, Result<Done, CallError>)> + Send>>;
 
+/// The revision a write was made at.
+fn revision_of(
+    header: Option<&etcd_client::ResponseHeader>,
+    call: &'static str,
+) -> Result<i64, CallError> {
+    header
+        .map(|h| h.revision())
+        .ok_or(CallError::Broken(EtcdError::NoHeader { call }))
+}
+
 /// Start one command as a future that owns what it needs.
-pub(super) fn start_op(op: Op, client: &Client, lease: i64, cfg: &Connector) -> OpFuture {
+pub(super) fn start_op(op: Op, client: &Client, lease: i64, cfg: &GroupCfg) -> OpFuture {
     let mut kv = client.kv_client();
     let t = cfg.call_timeout;
     let keys = cfg.keys.clone();
@@ -42,22 +85,23 @@ pub(super) fn start_op(op: Op, client: &Client, lease: i64, cfg: &Connector) -> 
                 .map(|()| Done::Released),
             Op::Publish(rec) => publish_member(&mut kv, &keys.member, rec, host.as_ref(), lease, t)
                 .await
-                .map(|()| Done::Written),
+                .map(Done::Published),
             Op::PutSwitchover(rec) => {
                 let put = kv.put(
                     keys.switchover.as_str(),
                     record::encode(rec),
                     Some(PutOptions::new().with_lease(lease)),
                 );
-                call("request switchover", t, put)
-                    .await
-                    .map(|_| Done::Written)
+                match call("request switchover", t, put).await {
+                    Ok(put) => revision_of(put.header(), "request switchover").map(Done::Requested),
+                    Err(e) => Err(e),
+                }
             }
             Op::ClearSwitchover => {
                 let delete = kv.delete(keys.switchover.as_str(), None);
                 call("clear switchover", t, delete)
                     .await
-                    .map(|_| Done::Written)
+                    .map(|_| Done::Cleared)
             }
             Op::SetMaintenance(rec) => set_maintenance(&mut kv, &keys, rec, t)
                 .await
@@ -74,7 +118,7 @@ pub(super) fn start_op(op: Op, client: &Client, lease: i64, cfg: &Connector) -> 
 /// value) and the `term` key are written in one transaction, on the leader key's absence and
 /// the `term` key as read. `None`: the key is held, or the `term` key cannot be read (it is
 /// reported with the view; no term could be trusted). A few lost races in a row end as a
-/// broken call, as in [`publish_member`].
+/// broken call, as in [`publish_member`]. With the term, the revision the key was created at.
 async fn campaign(
     kv: &mut KvClient,
     keys: &Keys,
@@ -82,7 +126,7 @@ async fn campaign(
     floor: u64,
     lease: i64,
     t: Duration,
-) -> Result<Option<u64>, CallError> {
+) -> Result<Option<(u64, i64)>, CallError> {
     let (leader, term_key) = (keys.leader.as_str(), keys.term.as_str());
     for _ in 0..4 {
         let read = Txn::new().and_then([TxnOp::get(leader, None), TxnOp::get(term_key, None)]);
@@ -129,8 +173,9 @@ async fn campaign(
                 ),
                 TxnOp::put(term_key, record::encode(&counter), None),
             ]);
-        if call("campaign", t, kv.txn(txn)).await?.succeeded() {
-            return Ok(Some(term));
+        let written = call("campaign", t, kv.txn(txn)).await?;
+        if written.succeeded() {
+            return Ok(Some((term, revision_of(written.header(), "campaign")?)));
         }
         // Someone campaigned in between: the next read says whether they hold the key.
     }
@@ -143,7 +188,8 @@ async fn campaign(
 /// of this host's earlier run, of an older promd without a host, or an unreadable one is
 /// overwritten. A record another host holds is left as it is, without an error: the group's
 /// view shows it, and the runtime refuses to go on. Every write is a compare-and-swap on what was read, so two hosts starting at
-/// once cannot both win; a few lost races in a row end as a broken call (the task reconnects).
+/// once cannot both win; a few lost races in a row end as a broken call (the group reads
+/// again). The revision the record was written at; `None` if another host holds the key.
 pub(super) async fn publish_member(
     kv: &mut KvClient,
     key: &str,
@@ -151,7 +197,7 @@ pub(super) async fn publish_member(
     ours: Option<&HostId>,
     lease: i64,
     t: Duration,
-) -> Result<(), CallError> {
+) -> Result<Option<i64>, CallError> {
     let put = || {
         TxnOp::put(
             key,
@@ -168,7 +214,7 @@ pub(super) async fn publish_member(
             .or_else([TxnOp::get(key, None)]);
         let answer = call("publish member record", t, kv.txn(txn)).await?;
         if answer.succeeded() {
-            return Ok(());
+            return revision_of(answer.header(), "publish member record").map(Some);
         }
         let found = answer.op_responses().into_iter().find_map(|r| match r {
             TxnOpResponse::Get(mut g) => g.take_kvs().into_iter().next(),
@@ -181,7 +227,7 @@ pub(super) async fn publish_member(
                 if let Ok(other) = record::decode::<MemberRecord>(kv.value())
                     && other_host(other.host.as_deref(), ours).is_some()
                 {
-                    return Ok(());
+                    return Ok(None);
                 }
                 // Ours from an earlier run, an older promd's, or unreadable: replace exactly
                 // what we read.
@@ -245,7 +291,53 @@ async fn set_maintenance(
     }
 }
 
+/// Delete the group's own keys bound to `lease` (the leader key, its member record, its
+/// switchover request) in one transaction, each on its own condition: bound to `lease`, and,
+/// unless the group is `alone` on the lease under its name, still at the revision `owned`
+/// says the group wrote it at (another group of the same name, opened by a reload beside the
+/// one leaving, may have written there since; its keys stay).
+pub(super) async fn delete_own(
+    kv: &mut KvClient,
+    keys: &Keys,
+    lease: i64,
+    owned: &Owned,
+    alone: bool,
+    t: Duration,
+) -> Result<(), CallError> {
+    let mut deletes = Vec::new();
+    for (key, revision) in [
+        (&keys.leader, owned.leader),
+        (&keys.member, owned.member),
+        (&keys.switchover, owned.switchover),
+    ] {
+        let mut when = vec![Compare::lease(key.as_str(), CompareOp::Equal, lease)];
+        match (alone, revision) {
+            (true, _) => {}
+            (false, Some(revision)) => when.push(Compare::mod_revision(
+                key.as_str(),
+                CompareOp::Equal,
+                revision,
+            )),
+            (false, None) => continue,
+        }
+        let delete = Txn::new()
+            .when(when)
+            .and_then([TxnOp::delete(key.as_str(), None)]);
+        deletes.push(TxnOp::txn(delete));
+    }
+    if deletes.is_empty() {
+        return Ok(());
+    }
+    call("delete own keys", t, kv.txn(Txn::new().and_then(deletes)))
+        .await
+        .map(drop)
+}
+
 impl GroupTask {
+    /// A graceful shutdown while connected, on `lease`: the operator's maintenance change
+    /// first, then the group leaves its shared lease. The last group on it revokes it (every
+    /// key bound to it goes at once, as one group's lease went at a shutdown before leases
+    /// were shared); any other deletes its own keys and leaves the lease to the others.
     pub(super) async fn shutdown(&mut self, client: &Client, lease: i64) {
         let t = self.renew.min(SHUTDOWN_CALL_TIMEOUT);
         let mut kv = client.kv_client();
@@ -257,11 +349,23 @@ impl GroupTask {
             let error = EtcdError::from(e);
             warn!(group = %self.spec.group, on = rec.on, %error, "maintenance change not written at shutdown");
         }
+        let left = self.lease.leave(Leaving::Shutdown);
+        let Some(revoke) = left.revoke else {
+            match delete_own(&mut kv, &self.cfg.keys, lease, &self.owned, left.alone, t).await {
+                Ok(()) => {
+                    info!(group = %self.spec.group, "own keys deleted; the shared etcd lease stays with the other groups")
+                }
+                Err(e) => {
+                    warn!(group = %self.spec.group, error = %EtcdError::from(e), "own keys not deleted; they go with the shared lease")
+                }
+            }
+            return;
+        };
         // Only our own record (bound to our lease): under our node name there may be another
         // host's, which this promd found and refused to run beside; it is not ours to delete.
         let key = self.cfg.keys.member.as_str();
         let delete_ours = Txn::new()
-            .when([Compare::lease(key, CompareOp::Equal, lease)])
+            .when([Compare::lease(key, CompareOp::Equal, revoke)])
             .and_then([TxnOp::delete(key, None)]);
         if let Err(e) = call("delete member record", t, kv.txn(delete_ours)).await {
             debug!(group = %self.spec.group, error = %EtcdError::from(e), "shutdown");
@@ -269,7 +373,7 @@ impl GroupTask {
         // Revoking deletes every key bound to the lease at once (the leader key too, should the
         // runtime not have released it): the hand-over does not wait for the lease to run out.
         let mut leases = client.lease_client();
-        match call("revoke lease", t, leases.revoke(lease)).await {
+        match call("revoke lease", t, leases.revoke(revoke)).await {
             Ok(_) | Err(CallError::LeaseGone) => {
                 info!(group = %self.spec.group, "etcd lease revoked")
             }

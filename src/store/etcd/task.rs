@@ -1,23 +1,29 @@
-//! The group task: an offline phase that connects, an online phase that renews, follows the
-//! watch and carries out commands, all from one `select!` loop. What the runtime is told, and
-//! when queued writes are answered, is the shared [`Reporter`]'s and [`OpQueue`]'s business.
+//! The group task: an offline phase that waits for the store's connection, the group's shared
+//! lease and the shared watch and then reads the group; an online phase that reports the
+//! lease's renewals, follows the watch and carries out commands, all from one `select!` loop.
+//! What the runtime is told, and when queued writes are answered, is the shared
+//! [`Reporter`]'s and [`OpQueue`]'s business.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_client::Client;
-use tokio::sync::mpsc;
+use etcd_client::KeyValue;
+use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 use tracing::{debug, info, warn};
 
-use super::connect::{CallError, Connector, Session, establish};
-use super::ops::{Done, OpFuture, start_op};
-use super::secure::explain_plain;
-use super::view::{ResyncFuture, Values, next_watch, read_and_watch};
-use super::{MAX_AUTH_RETRY_DELAY, MAX_KEEPALIVE_WAIT, MAX_RETRY_DELAY};
-use crate::store::error::{Cause, EtcdError};
+use super::connect::CallError;
+use super::hub::{Batch, HubState, Registration};
+use super::lease::{LeaseRef, Leaving, Orphan};
+use super::link::{Conn, LinkState};
+use super::ops::{Done, OpFuture, Owned, publish_member, start_op};
+use super::view::{ReadFuture, Values, read_group};
+use super::{GroupCfg, Shared};
+use crate::store::error::EtcdError;
 use crate::store::queue::OpQueue;
+use crate::store::record::MemberRecord;
 use crate::store::report::Reporter;
 use crate::store::{GroupSpec, Op, StoreCommand, StoreEvent};
 
@@ -33,34 +39,62 @@ async fn maybe<F: Future + Unpin>(f: &mut Option<F>) -> F::Output {
 enum Exit {
     /// Shutdown done, or nobody listens any more.
     End,
-    /// The connection is not trusted any more; reconnect (and keep the lease if it lives).
-    Down(EtcdError),
-    /// etcd says the lease is gone; the connection itself (a client and its endpoint) is
-    /// fine.
-    LeaseLost(Box<(Client, String)>),
+    /// The connection was found bad (by this group or anyone else): wait for the next.
+    Down,
+    /// The lease is gone (for every group on it).
+    LeaseLost,
+    /// Something went wrong for this group alone (a compare-and-swap that kept losing): say
+    /// so and read the group again on the same connection.
+    Reset(EtcdError),
+}
+
+/// What the group needs to read itself: a connection, a live lease on it, the watch live on it.
+struct Go {
+    conn: Arc<Conn>,
+    lease: i64,
+    renewed_at: Instant,
+    epoch: u64,
+}
+
+/// The group read (after its member record was written) on a connection.
+struct Established {
+    revision: i64,
+    snapshot: Vec<KeyValue>,
+    /// The member record written, and the revision it was written at (`None`: another host's).
+    published: Option<(MemberRecord, Option<i64>)>,
+}
+
+type Establishing = Pin<Box<dyn Future<Output = Result<Established, CallError>> + Send>>;
+
+/// A connection with a live lease, the group read, and the watch it follows.
+struct Session {
+    go: Go,
+    established: Established,
+    /// Changes of the watch's epoch that came while the group was read.
+    pending: Vec<Batch>,
 }
 
 pub(super) struct GroupTask {
     pub(super) spec: GroupSpec,
     pub(super) report: Reporter,
     pub(super) commands: mpsc::UnboundedReceiver<StoreCommand>,
-    pub(super) cfg: Arc<Connector>,
+    pub(super) cfg: Arc<GroupCfg>,
     pub(super) renew: Duration,
-    /// The lease we hold (or held, until etcd says it is gone).
-    pub(super) lease: Option<i64>,
     pub(super) queue: OpQueue,
+    /// Keeps the store's connection and watch tasks alive while the group runs.
+    pub(super) shared: Arc<Shared>,
+    pub(super) links: watch::Receiver<LinkState>,
+    pub(super) hub: watch::Receiver<HubState>,
+    pub(super) watch: Registration,
+    pub(super) lease: LeaseRef,
+    /// The lease our keys are bound to, until it is known gone.
+    pub(super) bound: Option<i64>,
+    /// A lease a write of ours found gone: not used again, whatever its task says meanwhile.
+    pub(super) dead: Option<i64>,
+    pub(super) owned: Owned,
 }
 
 impl GroupTask {
-    /// How long a keepalive may go unanswered before the member counts as silent and the
-    /// task reconnects (another member first, the lease kept): half a renew interval, at
-    /// most [`MAX_KEEPALIVE_WAIT`]. An answer takes milliseconds; waiting for the next
-    /// renewal instead would spend `2L/3` of the lease, past the fence, before even trying
-    /// another member, and one silent etcd member would fail the active host over.
-    fn keepalive_wait(&self) -> Duration {
-        (self.renew / 2).min(MAX_KEEPALIVE_WAIT)
-    }
-
     fn beat_ticker(&self) -> tokio::time::Interval {
         let mut beat = tokio::time::interval(self.renew / 2);
         beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -68,45 +102,42 @@ impl GroupTask {
     }
 
     pub(super) async fn run(mut self) {
-        let mut reuse = None;
-        // The member the last session failed on: tried last when reconnecting.
-        let mut avoid = None;
         loop {
-            let Some(session) = self.offline(reuse.take(), avoid.take()).await else {
+            let Some(session) = self.offline().await else {
                 return;
             };
-            let endpoint = session.endpoint.clone();
+            let conn = session.go.conn.clone();
             match self.online(session).await {
                 Exit::End => return,
-                Exit::Down(reason) => {
-                    let reason = EtcdError::Session {
-                        endpoint: endpoint.clone(),
-                        error: Box::new(reason),
-                    };
-                    avoid = Some(endpoint);
-                    self.report.down(reason.into(), &mut self.queue);
-                }
-                Exit::LeaseLost(client) => {
-                    self.lease_lost();
-                    reuse = Some(*client);
-                }
+                Exit::Down => self.report_ended(&conn),
+                Exit::LeaseLost => self.lease_lost(),
+                Exit::Reset(reason) => self.report.down(reason.into(), &mut self.queue),
             }
+        }
+    }
+
+    /// The connection `conn` was found bad: say why (the link may have moved on already).
+    fn report_ended(&mut self, conn: &Conn) {
+        if let Some(reason) = conn.ended() {
+            self.report.down(reason.clone().into(), &mut self.queue);
         }
     }
 
     /// Every key bound to the lease went with it.
     fn lease_lost(&mut self) {
-        self.lease = None;
+        self.bound = None;
+        self.owned = Owned::default();
         self.report.lease_lost(&mut self.queue);
     }
 
     /// A command, `online` or not. Returns false if the task must end (a `Shutdown` while
-    /// offline: nothing to clean up that etcd would hear about; the lease expires on its own).
+    /// offline: nothing etcd would hear of now; see [`Self::leave_offline`]).
     fn command(&mut self, command: StoreCommand, online: bool) -> bool {
         let Some(op) = command.into_op() else {
             if let Some(rec) = self.queue.unwritten_maintenance() {
                 warn!(group = %self.spec.group, on = rec.on, "etcd unreachable at shutdown; maintenance change not written");
             }
+            self.leave_offline();
             return false;
         };
         if let Some(answer) = self.queue.push(op, online) {
@@ -115,94 +146,205 @@ impl GroupTask {
         true
     }
 
-    /// Offline phase: retry [`establish`] until it succeeds, answering commands meanwhile.
-    /// `None` means the task must end.
-    async fn offline(
-        &mut self,
-        mut reuse: Option<(Client, String)>,
-        avoid: Option<String>,
-    ) -> Option<Session> {
-        let mut beat = self.beat_ticker();
-        // Consecutive attempts whose credentials or rights etcd refused.
-        let mut refusals = 0u32;
-        loop {
-            let attempt = establish(
-                self.cfg.clone(),
-                reuse.take(),
-                avoid.clone(),
-                self.lease,
-                self.queue.member().cloned(),
-            );
-            tokio::pin!(attempt);
-            let result = loop {
-                self.spec.progress.beat();
-                if !self.report.listening() {
-                    return None;
-                }
-                tokio::select! {
-                    result = &mut attempt => break result,
-                    command = self.commands.recv() => {
-                        if !command.is_some_and(|c| self.command(c, false)) {
-                            return None;
-                        }
-                    }
-                    _ = beat.tick() => {}
-                }
-            };
-            let failure = match result {
-                Ok(session) => return Some(session),
-                Err(failure) => failure,
-            };
-            if failure.lost {
-                self.lease_lost();
+    /// A shutdown without a connection. The last group on the lease leaves it to run out (no
+    /// one renews it any more); any other hands its keys to the lease's task, which deletes
+    /// them at its next connection — the lease lives on for the others, and the keys with it.
+    fn leave_offline(&mut self) {
+        let left = self.lease.leave(Leaving::Shutdown);
+        if left.revoke.is_some() {
+            return;
+        }
+        if let Some(lease) = self.bound {
+            self.lease.orphan(Orphan {
+                group: self.spec.group.clone(),
+                keys: self.cfg.keys.clone(),
+                lease,
+                owned: self.owned,
+            });
+        }
+    }
+
+    /// The lease state says our lease is gone: a lease loss.
+    fn check_lease(&mut self) {
+        let id = self.lease.state.borrow().id;
+        if self.bound.is_some() && id != self.bound {
+            self.lease_lost();
+        }
+    }
+
+    /// Whether the group can be read now; reports the connection's failure if it is down.
+    fn ready(&mut self) -> Option<Go> {
+        let link = self.links.borrow_and_update().clone();
+        let lease = self.lease.state.borrow_and_update().clone();
+        let hub = *self.hub.borrow_and_update();
+        self.check_lease();
+        let conn = match link {
+            LinkState::Connecting => return None,
+            LinkState::Down(reason) => {
+                self.report.down(reason.into(), &mut self.queue);
+                return None;
             }
-            // Possibly a lease granted before the failure: the next attempt keeps it.
-            self.lease = failure.lease;
-            // Refused credentials or rights are retried after 1 s, doubling up to a limit: a
-            // password or a role is not fixed in a second, and each attempt costs etcd a
-            // password hash.
-            let delay = if failure.reason.access_refused() {
-                refusals += 1;
-                (MAX_RETRY_DELAY * 2u32.saturating_pow(refusals - 1)).min(MAX_AUTH_RETRY_DELAY)
-            } else {
-                refusals = 0;
-                self.renew.min(MAX_RETRY_DELAY)
+            LinkState::Up(conn) => conn,
+        };
+        let (Some(id), Some(renewed_at)) = (lease.id, lease.renewed_at) else {
+            return None;
+        };
+        if lease.generation != conn.generation || self.dead == Some(id) {
+            return None;
+        }
+        self.dead = None;
+        if !(hub.live && hub.generation == conn.generation) {
+            return None;
+        }
+        Some(Go {
+            conn,
+            lease: id,
+            renewed_at,
+            epoch: hub.epoch,
+        })
+    }
+
+    /// Write the member record (if one was published) under the lease, then read the group.
+    fn establish(&self, go: &Go) -> Establishing {
+        let client = go.conn.client.clone();
+        let (cfg, lease) = (self.cfg.clone(), go.lease);
+        let member = self.queue.member().cloned();
+        Box::pin(async move {
+            let t = cfg.call_timeout;
+            let published = match member {
+                Some(rec) => {
+                    let mut kv = client.kv_client();
+                    // Not written if another host holds our node's key: the read below shows
+                    // its record, and the runtime refuses to go on.
+                    let at = publish_member(
+                        &mut kv,
+                        &cfg.keys.member,
+                        &rec,
+                        cfg.host.as_ref(),
+                        lease,
+                        t,
+                    )
+                    .await?;
+                    Some((rec, at))
+                }
+                None => None,
             };
-            self.report.down(failure.reason.into(), &mut self.queue);
-            let retry_at = tokio::time::Instant::now() + delay;
-            // While refused, the files are looked at every second: a fixed password file
-            // ends the backoff at once instead of up to 30 s later.
-            let mut look = tokio::time::interval(MAX_RETRY_DELAY);
-            look.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            look.reset();
-            loop {
-                self.spec.progress.beat();
-                if !self.report.listening() {
-                    return None;
+            let (revision, snapshot) = read_group(&client, &cfg.keys, t)
+                .await
+                .map_err(CallError::Broken)?;
+            Ok(Established {
+                revision,
+                snapshot,
+                published,
+            })
+        })
+    }
+
+    /// Offline phase: wait until the connection, the lease and the watch are up, then read the
+    /// group, answering commands meanwhile. `None` means the task must end.
+    async fn offline(&mut self) -> Option<Session> {
+        let mut beat = self.beat_ticker();
+        let mut attempt: Option<(Go, Establishing)> = None;
+        let mut pending: Vec<Batch> = Vec::new();
+        let mut evaluate = true;
+        // After a failure of this group's own, the next read waits a retry pause (the
+        // connection's failures are paced by the link task).
+        let mut pause: Option<tokio::time::Instant> = None;
+        loop {
+            self.spec.progress.beat();
+            if !self.report.listening() {
+                return None;
+            }
+            if evaluate && attempt.is_none() && pause.is_none() {
+                evaluate = false;
+                if let Some(go) = self.ready() {
+                    pending.clear();
+                    let establishing = self.establish(&go);
+                    attempt = Some((go, establishing));
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep_until(retry_at) => break,
-                    _ = look.tick(), if refusals > 0 => {
-                        if self.cfg.secrets.renewed() {
-                            refusals = 0;
-                            break;
+            }
+            tokio::select! {
+                result = async {
+                    match &mut attempt {
+                        Some((_, establishing)) => establishing.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    evaluate = true;
+                    let Some((go, _)) = attempt.take() else { continue };
+                    match result {
+                        Ok(established) => {
+                            return Some(Session {
+                                go,
+                                established,
+                                pending: std::mem::take(&mut pending),
+                            });
+                        }
+                        Err(CallError::LeaseGone) => self.found_gone(go.lease),
+                        Err(CallError::Broken(reason)) if alone(&reason) => {
+                            self.report.down(reason.into(), &mut self.queue);
+                            pause = Some(tokio::time::Instant::now() + self.shared.link.retry());
+                        }
+                        Err(CallError::Broken(reason)) => {
+                            self.shared.link.broken(go.conn.generation, reason);
+                            self.report_ended(&go.conn);
                         }
                     }
-                    command = self.commands.recv() => {
-                        if !command.is_some_and(|c| self.command(c, false)) {
-                            return None;
-                        }
-                    }
-                    _ = beat.tick() => {}
                 }
+                _ = async {
+                    match pause {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    pause = None;
+                    evaluate = true;
+                }
+                changed = self.links.changed() => {
+                    if changed.is_err() {
+                        return None;
+                    }
+                    // A read on a connection found bad meanwhile is not waited for.
+                    if let Some((go, _)) = &attempt
+                        && !self.links.borrow().is_up(go.conn.generation)
+                    {
+                        attempt = None;
+                    }
+                    evaluate = true;
+                }
+                _ = self.lease.state.changed() => evaluate = true,
+                _ = self.hub.changed() => evaluate = true,
+                batch = self.watch.batches.recv() => {
+                    // Kept for the read in flight; otherwise the next read holds it.
+                    if let (Some(batch), Some((go, _))) = (batch, &attempt)
+                        && batch.epoch == go.epoch
+                    {
+                        pending.push(batch);
+                    }
+                }
+                command = self.commands.recv() => {
+                    if !command.is_some_and(|c| self.command(c, false)) {
+                        return None;
+                    }
+                }
+                _ = beat.tick() => {}
             }
         }
     }
 
-    /// Online phase: renew, follow the watch, carry out commands one at a time. A write still
-    /// in flight when the session drops (a keepalive timed out, the watch broke) is queued
-    /// again, so that a Release, a switchover or a maintenance change is retried after the
-    /// reconnection (or answered, if the lease went with it) instead of being lost.
+    /// etcd said lease `id` is gone: every group on it loses it, and we do not use it again.
+    fn found_gone(&mut self, id: i64) {
+        self.dead = Some(id);
+        self.lease.gone(id);
+        if self.bound == Some(id) {
+            self.lease_lost();
+        }
+    }
+
+    /// Online phase: report renewals, follow the watch, carry out commands one at a time. A
+    /// write still in flight when the session drops (the connection found bad, the lease lost)
+    /// is queued again, so that a Release, a switchover or a maintenance change is retried on
+    /// the next connection (or answered, if the lease went with it) instead of being lost.
     async fn online(&mut self, session: Session) -> Exit {
         let mut in_flight: Option<Op> = None;
         let exit = self.serve_session(session, &mut in_flight).await;
@@ -220,45 +362,51 @@ impl GroupTask {
         self.report.view(view, corrupt);
     }
 
+    /// Read the group again (the watch was created anew).
+    fn resync(&self, conn: &Conn) -> ReadFuture {
+        let client = conn.client.clone();
+        let cfg = self.cfg.clone();
+        Box::pin(async move { read_group(&client, &cfg.keys, cfg.call_timeout).await })
+    }
+
     async fn serve_session(&mut self, session: Session, in_flight: &mut Option<Op>) -> Exit {
         let Session {
-            client,
-            endpoint,
-            lease,
-            mut keeper,
-            mut renewals,
-            renewed_at,
-            lost,
-            published,
-            snapshot,
-            watch,
+            go,
+            established,
+            pending,
         } = session;
-        if lost {
-            // Learned while connecting: the keys bound to the old lease are gone.
-            self.lease_lost();
-        }
-        self.lease = Some(lease);
+        let Go {
+            conn,
+            lease,
+            renewed_at,
+            mut epoch,
+        } = go;
+        let Established {
+            mut revision,
+            snapshot,
+            published,
+        } = established;
+        self.bound = Some(lease);
         info!(group = %self.spec.group, lease, "etcd store up");
         self.report.up(renewed_at);
+        let mut last_renewal = renewed_at;
         let mut values = Values::from_snapshot(&self.cfg.keys, &snapshot);
+        for batch in &pending {
+            values.apply(&self.cfg.keys, &batch.changes, revision);
+        }
         self.report_view(&values);
-        if let Some(rec) = &published {
+        if let Some((rec, at)) = &published {
             // Written while connecting; a newer one published meanwhile stays queued.
             self.queue.published(rec);
+            self.owned.member = *at;
         }
 
-        let mut watch = Some(watch);
-        let mut resync: Option<ResyncFuture> = None;
+        // A read in flight after the watch was created anew, for this epoch, and the changes of
+        // that epoch that came meanwhile.
+        let mut resync: Option<(u64, ReadFuture)> = None;
+        let mut held: Vec<Batch> = Vec::new();
         let mut inflight: Option<OpFuture> = None;
-        // A keepalive in flight: its send time. Only one at a time, so answers pair up.
-        let mut outstanding: Option<Instant> = None;
-        let mut next_renewal = renewed_at + self.renew;
         let mut beat = self.beat_ticker();
-        // In words: the client's own text of a broken stream is a debug dump of gRPC's status.
-        let keepalive = |cause| EtcdError::Failed {
-            call: "lease keepalive",
-            cause: Cause::new(explain_plain(cause)),
-        };
 
         loop {
             self.spec.progress.beat();
@@ -269,10 +417,18 @@ impl GroupTask {
                 && let Some(op) = self.queue.pop()
             {
                 *in_flight = Some(op.clone());
-                inflight = Some(start_op(op, &client, lease, &self.cfg));
+                inflight = Some(start_op(op, &conn.client, lease, &self.cfg));
             }
-            // Either the next renewal is due, or the one in flight has run out of time.
-            let timer = outstanding.map_or(next_renewal, |sent| sent + self.keepalive_wait());
+            // The watch was created anew (it read nothing we saw): read the group again.
+            let hub = *self.hub.borrow_and_update();
+            if resync.is_none()
+                && hub.generation == conn.generation
+                && hub.live
+                && hub.epoch != epoch
+            {
+                held.clear();
+                resync = Some((hub.epoch, self.resync(&conn)));
+            }
 
             tokio::select! {
                 command = self.commands.recv() => match command {
@@ -281,7 +437,7 @@ impl GroupTask {
                     None => return Exit::End,
                     Some(StoreCommand::Shutdown) => {
                         drop(inflight);
-                        self.shutdown(&client, lease).await;
+                        self.shutdown(&conn.client, lease).await;
                         return Exit::End;
                     }
                     Some(command) => {
@@ -295,107 +451,95 @@ impl GroupTask {
                     match result {
                         Ok(done) => {
                             self.queue.done(&op);
+                            self.owned.note(&done);
                             match done {
-                                Done::Campaigned(term) => {
-                                    if let Some(term) = term {
+                                Done::Campaigned(won) => {
+                                    if let Some((term, _)) = won {
                                         info!(group = %self.spec.group, term, "won the leader key");
                                     }
-                                    self.report.emit(StoreEvent::Campaigned(term));
+                                    self.report.emit(StoreEvent::Campaigned(won.map(|(term, _)| term)));
                                 }
                                 Done::Released => self.report.emit(StoreEvent::Released),
-                                Done::Written => {}
+                                Done::Published(_) | Done::Requested(_) | Done::Cleared | Done::Written => {}
                             }
                         }
                         Err(CallError::LeaseGone) => {
                             // A write with a dead lease changes nothing (etcd rejects the
                             // whole transaction): a campaign lost; the rest is redone.
                             self.queue.requeue(op);
-                            return Exit::LeaseLost(Box::new((client, endpoint)));
+                            self.dead = Some(lease);
+                            self.lease.gone(lease);
+                            return Exit::LeaseLost;
+                        }
+                        Err(CallError::Broken(reason)) if alone(&reason) => {
+                            self.queue.requeue(op);
+                            return Exit::Reset(reason);
                         }
                         Err(CallError::Broken(reason)) => {
                             self.queue.requeue(op);
-                            return Exit::Down(reason);
+                            self.broken(&conn, reason);
+                            return Exit::Down;
                         }
                     }
                 }
 
-                _ = tokio::time::sleep_until(timer.into()) => {
-                    if outstanding.is_some() {
-                        // A silent member: reconnect, to another one, while the lease lives.
-                        return Exit::Down(EtcdError::Timeout {
-                            call: "lease keepalive",
-                            after: self.keepalive_wait(),
-                        });
+                changed = self.links.changed() => {
+                    if changed.is_err() || !self.links.borrow_and_update().is_up(conn.generation) {
+                        return Exit::Down;
                     }
-                    // The send time is taken *before* the request leaves: the store can only
-                    // have renewed the lease after it.
-                    let sent = Instant::now();
-                    if let Err(e) = keeper.keep_alive().await {
-                        return Exit::Down(keepalive(e));
-                    }
-                    outstanding = Some(sent);
-                    next_renewal = sent + self.renew;
                 }
 
-                answer = renewals.message() => match answer {
-                    Ok(Some(answer)) => {
-                        let Some(sent_at) = outstanding.take() else {
-                            debug!(group = %self.spec.group, "unexpected keepalive answer");
-                            continue;
-                        };
-                        if answer.ttl() > 0 {
-                            self.report.renewed(sent_at);
-                        } else {
-                            return Exit::LeaseLost(Box::new((client, endpoint)));
-                        }
+                _ = self.lease.state.changed() => {
+                    let state = self.lease.state.borrow_and_update().clone();
+                    if state.id != Some(lease) {
+                        return Exit::LeaseLost;
                     }
-                    Ok(None) => {
-                        return Exit::Down(EtcdError::StreamClosed { stream: "lease keepalive" });
+                    if let Some(sent_at) = state.renewed_at
+                        && sent_at > last_renewal
+                    {
+                        last_renewal = sent_at;
+                        self.report.renewed(sent_at);
                     }
-                    Err(e) => return Exit::Down(keepalive(e)),
-                },
+                }
 
-                message = next_watch(&mut watch) => {
-                    match message {
-                        Ok(Some(response)) if response.canceled() => {
-                            // Compacted past our revision, or canceled by etcd: read again.
-                            warn!(
-                                group = %self.spec.group,
-                                compact_revision = response.compact_revision(),
-                                reason = response.cancel_reason(),
-                                "etcd watch canceled; reading the group again"
-                            );
-                            watch = None;
-                            let client = client.clone();
-                            let keys = self.cfg.keys.clone();
-                            let t = self.cfg.call_timeout;
-                            resync = Some(Box::pin(async move {
-                                read_and_watch(&client, &keys, t).await
-                            }));
-                        }
-                        Ok(Some(response)) => {
-                            values.apply(&self.cfg.keys, &response);
+                // Looked at before the next turn's `select!`.
+                _ = self.hub.changed() => {}
+
+                batch = self.watch.batches.recv() => {
+                    let Some(batch) = batch else { return Exit::End };
+                    match &resync {
+                        // Kept for the read in flight.
+                        Some((next, _)) if batch.epoch == *next => held.push(batch),
+                        None if batch.epoch == epoch => {
+                            values.apply(&self.cfg.keys, &batch.changes, revision);
                             self.report_view(&values);
                         }
-                        Ok(None) => return Exit::Down(EtcdError::StreamClosed { stream: "watch" }),
-                        Err(e) => {
-                            return Exit::Down(EtcdError::Failed {
-                                call: "watch",
-                                cause: Cause::new(explain_plain(e)),
-                            });
-                        }
+                        // Of a watch no read of ours follows.
+                        _ => {}
                     }
                 }
 
-                result = maybe(&mut resync) => {
-                    resync = None;
+                result = async {
+                    match &mut resync {
+                        Some((_, read)) => read.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let Some((next, _)) = resync.take() else { continue };
                     match result {
-                        Ok((snapshot, new_watch)) => {
+                        Ok((read_at, snapshot)) => {
+                            epoch = next;
+                            revision = read_at;
                             values = Values::from_snapshot(&self.cfg.keys, &snapshot);
+                            for batch in held.drain(..) {
+                                values.apply(&self.cfg.keys, &batch.changes, revision);
+                            }
                             self.report_view(&values);
-                            watch = Some(new_watch);
                         }
-                        Err(reason) => return Exit::Down(reason),
+                        Err(reason) => {
+                            self.broken(&conn, reason);
+                            return Exit::Down;
+                        }
                     }
                 }
 
@@ -403,4 +547,24 @@ impl GroupTask {
             }
         }
     }
+
+    /// A call of ours on `conn` failed: the connection is bad for everyone.
+    fn broken(&self, conn: &Conn, reason: EtcdError) {
+        debug!(group = %self.spec.group, %reason, "etcd call failed");
+        let reason = EtcdError::Session {
+            endpoint: conn.endpoint.clone(),
+            error: Box::new(reason),
+        };
+        self.shared.link.broken(conn.generation, reason);
+    }
+}
+
+/// A failure of one group's, not of the connection: a compare-and-swap that kept losing, an
+/// answer without a header. Reading the group again is the cure, not a new connection for
+/// every group.
+fn alone(reason: &EtcdError) -> bool {
+    matches!(
+        reason,
+        EtcdError::Contended { .. } | EtcdError::NoHeader { .. }
+    )
 }

@@ -1,31 +1,29 @@
-//! Reading and watching the group's keys, and what they hold: the task's copy of the group,
-//! read by the shared policy into what the runtime is told.
+//! Reading the group's keys, and what they hold: the task's copy of the group, kept up to
+//! date by the store's shared watch (see [`hub`](super::hub)) and read by the shared policy
+//! into what the runtime is told.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use etcd_client::{
-    Client, EventType, GetOptions, KeyValue, WatchOptions, WatchResponse, WatchStream,
-};
-use tokio::time::timeout;
+use etcd_client::{Client, GetOptions, KeyValue};
 
 use super::Keys;
 use super::connect::call;
+use super::hub::Change;
 use serde::de::DeserializeOwned;
 
-use crate::store::error::{Cause, EtcdError, ValueError};
+use crate::store::error::{EtcdError, ValueError};
 use crate::store::policy::{Read, Reading};
 use crate::store::record::{self, LeaderRecord, TermRecord, Versioned};
 
-/// Read the group's keys with one range request and watch them from just after it, so that
-/// no change falls between the two.
-pub(super) async fn read_and_watch(
+/// Read the group's keys with one range request: the revision it was read at, and the keys.
+pub(super) async fn read_group(
     client: &Client,
     keys: &Keys,
     t: Duration,
-) -> Result<(Vec<KeyValue>, WatchStream), EtcdError> {
+) -> Result<(i64, Vec<KeyValue>), EtcdError> {
     let mut kv = client.kv_client();
     let get = kv.get(keys.group.as_str(), Some(GetOptions::new().with_prefix()));
     let mut read = call("read group", t, get).await?;
@@ -33,56 +31,12 @@ pub(super) async fn read_and_watch(
         .header()
         .map(|h| h.revision())
         .ok_or(EtcdError::NoHeader { call: "read group" })?;
-
-    let mut watches = client.watch_client();
-    let options = WatchOptions::new()
-        .with_prefix()
-        .with_start_revision(revision + 1);
-    let watch = watches.watch(keys.group.as_str(), Some(options));
-    let mut watch = call("watch group", t, watch).await?;
-    // etcd confirms a watch before it sends events; only then is the watch known to be live.
-    match timeout(t, watch.message()).await {
-        Ok(Ok(Some(r))) if r.created() && !r.canceled() => {}
-        Ok(Ok(Some(r))) => {
-            let reason = match r.cancel_reason() {
-                "" => "canceled".to_string(),
-                reason => reason.to_string(),
-            };
-            return Err(EtcdError::WatchRefused { reason });
-        }
-        Ok(Ok(None)) => {
-            return Err(EtcdError::StreamClosed {
-                stream: "watch group",
-            });
-        }
-        Ok(Err(e)) => {
-            return Err(EtcdError::Failed {
-                call: "watch group",
-                cause: Cause::new(e),
-            });
-        }
-        Err(_) => {
-            return Err(EtcdError::Timeout {
-                call: "watch group",
-                after: t,
-            });
-        }
-    }
-    Ok((read.take_kvs(), watch))
+    Ok((revision, read.take_kvs()))
 }
 
-/// The next message of the watch, if there is one; never completes otherwise.
-pub(super) async fn next_watch(
-    watch: &mut Option<WatchStream>,
-) -> Result<Option<WatchResponse>, etcd_client::Error> {
-    match watch {
-        Some(w) => w.message().await,
-        None => std::future::pending().await,
-    }
-}
-
-pub(super) type ResyncFuture =
-    Pin<Box<dyn Future<Output = Result<(Vec<KeyValue>, WatchStream), EtcdError>> + Send>>;
+/// A read of the group in flight.
+pub(super) type ReadFuture =
+    Pin<Box<dyn Future<Output = Result<(i64, Vec<KeyValue>), EtcdError>> + Send>>;
 
 /// The group's keys as last read or watched: the raw values of the keys the contract knows.
 #[derive(Debug, Default)]
@@ -101,25 +55,28 @@ impl Values {
         values
     }
 
-    /// Take in a batch of watched changes.
-    pub(super) fn apply(&mut self, keys: &Keys, response: &WatchResponse) {
-        for event in response.events() {
-            let Some(kv) = event.kv() else { continue };
-            match event.event_type() {
-                EventType::Put => self.put(keys, kv),
-                EventType::Delete => {
-                    self.keys.remove(&*String::from_utf8_lossy(kv.key()));
+    /// Take in a batch of watched changes, those made after revision `read` (the read they
+    /// follow already holds the others).
+    pub(super) fn apply(&mut self, keys: &Keys, changes: &[Change], read: i64) {
+        for change in changes.iter().filter(|c| c.revision > read) {
+            match &change.put {
+                Some((value, created)) => self.insert(keys, &change.key, value, *created),
+                None => {
+                    self.keys.remove(&change.key);
                 }
             }
         }
     }
 
     fn put(&mut self, keys: &Keys, kv: &KeyValue) {
-        let key = String::from_utf8_lossy(kv.key()).into_owned();
+        let key = String::from_utf8_lossy(kv.key());
+        self.insert(keys, &key, kv.value(), kv.create_revision());
+    }
+
+    fn insert(&mut self, keys: &Keys, key: &str, value: &[u8], created: i64) {
         // Keys of a later version, or someone else's: not ours to judge.
-        if !matches!(classify(keys, &key), Slot::Other) {
-            self.keys
-                .insert(key, (kv.value().to_vec(), kv.create_revision()));
+        if !matches!(classify(keys, key), Slot::Other) {
+            self.keys.insert(key.to_owned(), (value.to_vec(), created));
         }
     }
 
