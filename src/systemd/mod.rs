@@ -45,11 +45,13 @@ pub const PROMD_UNIT: &str = "promd.service";
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Calls in flight on the connection at most, outside a fence's stops and kills. Together
-/// with [`URGENT_CALLS`] below dbus-daemon's default `max_replies_per_connection` (128).
-pub const NORMAL_CALLS: usize = 64;
+/// with [`URGENT_CALLS`] and the signal hub's reads ([`signals::READS_IN_FLIGHT`]): 96, well
+/// below dbus-daemon's default `max_replies_per_connection` (128), which other calls on the
+/// connection (the org.promd1 service's, zbus's own) share.
+pub const NORMAL_CALLS: usize = 48;
 
 /// Calls in flight at most for stops and kills ([`Systemd::urgent`]).
-pub const URGENT_CALLS: usize = 32;
+pub const URGENT_CALLS: usize = 24;
 
 /// How often a job wait checks that its job still exists (a lost `JobRemoved` signal).
 const JOB_POLL: Duration = Duration::from_secs(2);

@@ -41,7 +41,7 @@ pub const SERVICE_INTERFACE: &str = "org.freedesktop.systemd1.Service";
 /// How many of the hub's reads may wait for their replies at once. The bus refuses a
 /// connection's 129th pending call; 500 groups that start following at once must queue here
 /// rather than fail, and leave room for promd's other calls.
-pub const READS_IN_FLIGHT: usize = 32;
+pub const READS_IN_FLIGHT: usize = 24;
 
 /// How many signals the bus connection queues for the hub before its reader waits: a burst of
 /// unit changes (a boot, a `daemon-reload`) must not stall it often. Nothing is dropped.
