@@ -1,0 +1,372 @@
+//! Many groups per agent (issue 13), as CI runs it: 200 groups on three real systemd hosts
+//! with a 3-member etcd, promd as the shipped `promd.service` (its watchdog included). Every
+//! group `gN` has its own active target pulling in `gN.service`, which records its run spans,
+//! and its own passive target. What a user would check: promd is READY within a few seconds,
+//! every group settles with one active host, none of the hosts' promd is restarted by its
+//! watchdog over its first minute, and when the host with the most groups is cut off
+//! silently, every one of its groups is elected elsewhere within the lease plus a second, the
+//! hosts that take over are not restarted either, and no two hosts run a group's service at
+//! once. The figures for more groups are `benches/groups.rs`'s.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::time::{ClockId, clock_gettime};
+use support::cluster::{bus_policy, promctl_bin, promd_bin, promd_unit};
+use support::etcd::EtcdCluster;
+use support::hosts::{self, Host, HostSpec, Net, Span, nsenter_command};
+
+const GROUPS: usize = 200;
+const HOSTS: usize = 3;
+const LEASE: Duration = Duration::from_secs(4);
+/// The issue's bound for start-up at 500 groups; 200 must do at least as well.
+const READY_BOUND: Duration = Duration::from_secs(5);
+/// How long no promd may be restarted by its watchdog, counted from the start.
+const QUIET: Duration = Duration::from_secs(60);
+
+/// CLOCK_MONOTONIC in µs, the clock of systemd's `*TimestampMonotonic` (the hosts share the
+/// machine's kernel and have no time namespace of their own).
+fn mono_us() -> u64 {
+    let t = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
+    t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000
+}
+
+/// CLOCK_REALTIME in ns, the clock of the span logs (`date +%s%N`).
+fn real_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_nanos() as u64
+}
+
+fn boot(net: &Net, etcd: &EtcdCluster, spans: &[tempfile::TempDir]) -> Vec<Host> {
+    let specs = (0..HOSTS)
+        .map(|i| {
+            let name = format!("n{}", i + 1);
+            let eps: Vec<String> = etcd
+                .endpoints_via(net.gateway_ip(i))
+                .iter()
+                .map(|e| format!("\"{e}\""))
+                .collect();
+            let mut toml = format!(
+                "node = \"{name}\"\n[store]\nkind = \"etcd\"\nendpoints = [{}]\n\
+                 connect-timeout = \"500ms\"\n",
+                eps.join(", ")
+            );
+            let mut spec = HostSpec::new(&name);
+            for g in 1..=GROUPS {
+                let _ = write!(
+                    toml,
+                    "\n[[group]]\nname = \"g{g}\"\nactive-target = \"g{g}-active.target\"\n\
+                     passive-target = \"g{g}-passive.target\"\nlease = \"{}s\"\n",
+                    LEASE.as_secs()
+                );
+                spec.file(
+                    &format!("/etc/systemd/system/g{g}-active.target"),
+                    format!(
+                        "[Unit]\nDescription=g{g}: active\nWants=g{g}.service\n\
+                         Conflicts=g{g}-passive.target\n"
+                    ),
+                );
+                spec.file(
+                    &format!("/etc/systemd/system/g{g}-passive.target"),
+                    format!("[Unit]\nDescription=g{g}: passive\nConflicts=g{g}-active.target\n"),
+                );
+                spec.file(
+                    &format!("/etc/systemd/system/g{g}.service"),
+                    hosts::span_unit(
+                        &format!("g{g}.service"),
+                        &format!("g{g}"),
+                        &format!("/spans/g{g}.log"),
+                    ),
+                );
+            }
+            spec.file("/etc/promd/promd.toml", toml);
+            // As shipped, watchdog included; not enabled: the test starts it on all at once.
+            spec.file("/etc/systemd/system/promd.service", promd_unit());
+            spec.file("/etc/dbus-1/system.d/org.promd1.conf", bus_policy());
+            spec.bin(promd_bin());
+            spec.bin(promctl_bin());
+            spec.bind_rw(spans[i].path(), "/spans");
+            spec
+        })
+        .collect();
+    net.boot_all(specs)
+}
+
+/// The groups whose active (`.0`) and passive (`.1`) targets are up on `h`.
+fn roles(h: &Host) -> (BTreeSet<usize>, BTreeSet<usize>) {
+    let text = h.run_ok(&[
+        "systemctl",
+        "list-units",
+        "--plain",
+        "--no-legend",
+        "--state=active",
+        "--type=target",
+        "g*-active.target",
+        "g*-passive.target",
+    ]);
+    let (mut active, mut passive) = (BTreeSet::new(), BTreeSet::new());
+    for unit in text.lines().filter_map(|l| l.split_whitespace().next()) {
+        let Some(rest) = unit.strip_prefix('g') else {
+            continue;
+        };
+        if let Some(n) = rest.strip_suffix("-active.target") {
+            active.extend(n.parse::<usize>().ok());
+        } else if let Some(n) = rest.strip_suffix("-passive.target") {
+            passive.extend(n.parse::<usize>().ok());
+        }
+    }
+    (active, passive)
+}
+
+/// Every group active on exactly one host and passive on the others; `Err` says what is not.
+fn settled(all: &[(BTreeSet<usize>, BTreeSet<usize>)]) -> Result<(), String> {
+    let mut wrong = Vec::new();
+    for g in 1..=GROUPS {
+        let active = all.iter().filter(|(a, _)| a.contains(&g)).count();
+        let passive = all.iter().filter(|(_, p)| p.contains(&g)).count();
+        if active != 1 || passive != HOSTS - 1 {
+            wrong.push(format!("g{g}: {active} active, {passive} passive"));
+        }
+    }
+    match wrong.len() {
+        0 => Ok(()),
+        n => Err(format!(
+            "{n} groups not settled, e.g. {}",
+            wrong[..n.min(5)].join("; ")
+        )),
+    }
+}
+
+/// promd restarts on `h`: `NRestarts` and the watchdog's kills in the journal.
+fn restarts(h: &Host) -> (u64, usize) {
+    let n = h
+        .run_ok(&["systemctl", "show", "-P", "NRestarts", "promd"])
+        .trim()
+        .parse()
+        .unwrap_or(u64::MAX);
+    let kills = h
+        .journal(&["-u", "promd.service", "-o", "cat"])
+        .matches("Watchdog timeout")
+        .count();
+    (n, kills)
+}
+
+fn group_spans(
+    spans: &[tempfile::TempDir],
+    names: &[String],
+    g: usize,
+) -> Vec<(String, Vec<Span>)> {
+    names
+        .iter()
+        .zip(spans)
+        .map(|(n, d)| {
+            (
+                n.clone(),
+                hosts::read_spans(d.path().join(format!("g{g}.log"))),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn two_hundred_groups_start_stay_up_and_fail_over_together_without_overlap() {
+    let net = Net::new(HOSTS);
+    let etcd = EtcdCluster::start(3, &net.gateway_ips());
+    let spans: Vec<tempfile::TempDir> = (0..HOSTS)
+        .map(|_| tempfile::tempdir().expect("span dir"))
+        .collect();
+    let hosts = boot(&net, &etcd, &spans);
+    let names: Vec<String> = hosts.iter().map(|h| h.name().to_string()).collect();
+
+    // `systemctl start --no-block promd` on every host at once.
+    let started = Instant::now();
+    let t0 = mono_us();
+    let starts: Vec<_> = hosts
+        .iter()
+        .map(|h| {
+            nsenter_command(
+                h.init_pid(),
+                &["systemctl", "start", "--no-block", "promd"],
+                Duration::from_secs(30),
+            )
+            .spawn()
+            .expect("nsenter")
+        })
+        .collect();
+    for (h, child) in hosts.iter().zip(starts) {
+        let out = child.wait_with_output().expect("nsenter");
+        assert!(out.status.success(), "{}: systemctl start promd", h.name());
+    }
+    for h in &hosts {
+        hosts::wait_until(Duration::from_secs(30), "promd READY", || {
+            h.run_ok(&["systemctl", "show", "-P", "ActiveState", "promd"])
+                .trim()
+                == "active"
+        });
+        let ready_us: u64 = h
+            .run_ok(&[
+                "systemctl",
+                "show",
+                "-P",
+                "ActiveEnterTimestampMonotonic",
+                "promd",
+            ])
+            .trim()
+            .parse()
+            .expect("a timestamp");
+        let ready = Duration::from_micros(ready_us.saturating_sub(t0));
+        eprintln!("{}: READY {ready:?} after the start", h.name());
+        assert!(ready <= READY_BOUND, "{}: READY after {ready:?}", h.name());
+    }
+
+    // Every group settles: one host active, the others passive.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let all = loop {
+        let all: Vec<_> = hosts.iter().map(roles).collect();
+        let why = match settled(&all) {
+            Ok(()) => break all,
+            Err(e) => e,
+        };
+        assert!(Instant::now() < deadline, "not settled in 90 s: {why}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!(
+        "settled {:?} after the start; active groups per host: {:?}",
+        started.elapsed(),
+        all.iter().map(|(a, _)| a.len()).collect::<Vec<_>>()
+    );
+
+    // A minute of running without a watchdog restart anywhere, counted from the start.
+    if let Some(rest) = QUIET.checked_sub(started.elapsed()) {
+        std::thread::sleep(rest);
+    }
+    for h in &hosts {
+        let (n, kills) = restarts(h);
+        assert_eq!(
+            (n, kills),
+            (0, 0),
+            "{}: promd restarted {n} times, {kills} watchdog kills",
+            h.name()
+        );
+    }
+
+    // A silent cut of the host with the most groups.
+    let victim = (0..HOSTS).max_by_key(|&i| all[i].0.len()).unwrap_or(0);
+    let theirs = all[victim].0.clone();
+    let others: Vec<usize> = (0..HOSTS).filter(|&i| i != victim).collect();
+    let (t_cut, t_cut_mono) = (real_ns(), mono_us());
+    hosts[victim].cut();
+    let deadline = Instant::now() + LEASE * 4;
+    loop {
+        let elsewhere: BTreeSet<usize> = others.iter().flat_map(|&i| roles(&hosts[i]).0).collect();
+        let missing: Vec<usize> = theirs.difference(&elsewhere).copied().collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {}'s {} groups not active elsewhere {:?} after the cut, e.g. {:?}",
+            missing.len(),
+            names[victim],
+            theirs.len(),
+            LEASE * 4,
+            &missing[..missing.len().min(5)]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // When each of the cut host's groups was elected on another host (promd's "won the
+    // election", on the monotonic clock the journal and the cut share), and when its service
+    // started there (its span): the election is promd's; the start is also systemd's, which
+    // starts ~100 services at once on a machine that runs three hosts on two cores.
+    let mut elected: BTreeMap<usize, Duration> = BTreeMap::new();
+    for &i in &others {
+        let journal = hosts[i].journal(&["-u", "promd.service", "-o", "short-monotonic"]);
+        for line in journal.lines().filter(|l| l.ends_with("won the election")) {
+            let Some((ts, rest)) = line.trim_start_matches('[').split_once(']') else {
+                continue;
+            };
+            let Ok(ts) = ts.trim().parse::<f64>() else {
+                continue;
+            };
+            let at_us = (ts * 1e6) as u64;
+            let Some(g) = rest
+                .split(": ")
+                .nth(1)
+                .and_then(|g| g.strip_prefix('g'))
+                .and_then(|g| g.parse::<usize>().ok())
+            else {
+                continue;
+            };
+            if at_us >= t_cut_mono && theirs.contains(&g) {
+                elected
+                    .entry(g)
+                    .or_insert(Duration::from_micros(at_us - t_cut_mono));
+            }
+        }
+    }
+    let mut service_up: BTreeMap<usize, Duration> = BTreeMap::new();
+    for &g in &theirs {
+        let start = others
+            .iter()
+            .filter_map(|&i| {
+                hosts::read_spans(spans[i].path().join(format!("g{g}.log")))
+                    .iter()
+                    .map(|s| s.start_ns)
+                    .find(|&s| s >= t_cut)
+            })
+            .min()
+            .unwrap_or_else(|| panic!("g{g}: no span on another host after the cut"));
+        service_up.insert(g, Duration::from_nanos(start - t_cut));
+    }
+    let spread = |m: &BTreeMap<usize, Duration>| {
+        let mut v: Vec<Duration> = m.values().copied().collect();
+        v.sort();
+        format!("{:?} / {:?} / {:?}", v[0], v[v.len() / 2], v[v.len() - 1])
+    };
+    eprintln!(
+        "{} groups of the cut host {}: elected elsewhere after {} (first / median / last), \
+         their services started after {}",
+        theirs.len(),
+        names[victim],
+        spread(&elected),
+        spread(&service_up)
+    );
+    let missing: Vec<&usize> = theirs.iter().filter(|g| !elected.contains_key(g)).collect();
+    assert!(missing.is_empty(), "no election seen for {missing:?}");
+    let late: Vec<String> = elected
+        .iter()
+        .filter(|(_, t)| **t > LEASE + Duration::from_secs(1))
+        .map(|(g, t)| format!("g{g} {t:?}"))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "re-elected later than the lease + 1 s: {late:?}"
+    );
+
+    // The cut host stops its own units (its fence); no group ever ran on two hosts at once.
+    hosts::wait_until(LEASE * 2, "the cut host's active targets stopped", || {
+        roles(&hosts[victim]).0.is_disjoint(&theirs)
+    });
+    hosts[victim].heal();
+    for g in 1..=GROUPS {
+        hosts::assert_no_overlap(&group_spans(&spans, &names, g));
+    }
+
+    // The hosts that took over were not restarted; the cut host may have been: when its
+    // fence cannot confirm every stop before the hang deadline (200 services running their
+    // ExecStopPost= at once on two loaded cores), the watchdog kills promd and systemd stops
+    // the bound units, as docs/safety.md designs it.
+    for &i in &others {
+        assert_eq!(restarts(&hosts[i]), (0, 0), "{}: restarted", names[i]);
+    }
+    let (n, kills) = restarts(&hosts[victim]);
+    eprintln!(
+        "the cut host {}: promd restarted {n} times ({kills} by the watchdog)",
+        names[victim]
+    );
+}
