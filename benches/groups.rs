@@ -27,14 +27,12 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
-use nix::time::{ClockId, clock_gettime};
-use support::cluster::{bus_policy, promctl_bin, promd_bin, promd_unit};
 use support::etcd::EtcdCluster;
-use support::hosts::{Host, HostSpec, Net, nsenter_command};
+use support::groups::{ROLES_COMMAND, mono_us, parse_roles, start_promd_everywhere};
+use support::hosts::{Host, Net};
 
 const LEASE: Duration = Duration::from_secs(4);
 const HOSTS: usize = 3;
@@ -44,13 +42,6 @@ const WINDOW: Duration = Duration::from_secs(10);
 
 /// A figure, or why it could not be taken.
 type Fig<T> = Result<T, String>;
-
-/// CLOCK_MONOTONIC in µs: the clock of systemd's `*TimestampMonotonic` properties (the hosts
-/// share this machine's kernel and have no time namespace of their own).
-fn mono_us() -> u64 {
-    let t = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
-    t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000
-}
 
 /// A duration from `t0` to `t`, both µs of CLOCK_MONOTONIC.
 fn since(t0: u64, t: u64) -> Duration {
@@ -150,32 +141,9 @@ struct Roles {
 }
 
 fn roles(h: &Host) -> Fig<Roles> {
-    let text = exec(
-        h,
-        &[
-            "systemctl",
-            "list-units",
-            "--plain",
-            "--no-legend",
-            "--state=active",
-            "--type=target",
-            "g*-active.target",
-            "g*-passive.target",
-        ],
-        Duration::from_secs(30),
-    )?;
-    let mut r = Roles::default();
-    for unit in text.lines().filter_map(|l| l.split_whitespace().next()) {
-        let Some(rest) = unit.strip_prefix('g') else {
-            continue;
-        };
-        if let Some(n) = rest.strip_suffix("-active.target") {
-            r.active.extend(n.parse::<usize>().ok());
-        } else if let Some(n) = rest.strip_suffix("-passive.target") {
-            r.passive.extend(n.parse::<usize>().ok());
-        }
-    }
-    Ok(r)
+    let text = exec(h, &ROLES_COMMAND, Duration::from_secs(30))?;
+    let (active, passive) = parse_roles(&text);
+    Ok(Roles { active, passive })
 }
 
 /// Leader of each group (number → node) from etcd's `/promd/gN/leader` keys.
@@ -220,42 +188,7 @@ fn poll<T>(bound: Duration, what: &str, mut step: impl FnMut(&mut String) -> Opt
 
 fn boot(net: &Net, etcd: &EtcdCluster, groups: usize) -> Vec<Host> {
     let specs = (0..HOSTS)
-        .map(|i| {
-            let name = format!("n{}", i + 1);
-            let eps: Vec<String> = etcd
-                .endpoints_via(net.gateway_ip(i))
-                .iter()
-                .map(|e| format!("\"{e}\""))
-                .collect();
-            let mut toml = format!(
-                "node = \"{name}\"\n[store]\nkind = \"etcd\"\nendpoints = [{}]\nconnect-timeout = \"500ms\"\n",
-                eps.join(", ")
-            );
-            let mut spec = HostSpec::new(&name);
-            for g in 1..=groups {
-                let _ = write!(
-                    toml,
-                    "\n[[group]]\nname = \"g{g}\"\nactive-target = \"g{g}-active.target\"\n\
-                     passive-target = \"g{g}-passive.target\"\nlease = \"{}ms\"\n",
-                    LEASE.as_millis()
-                );
-                spec.file(
-                    &format!("/etc/systemd/system/g{g}-active.target"),
-                    format!("[Unit]\nDescription=g{g}: active\nConflicts=g{g}-passive.target\n"),
-                );
-                spec.file(
-                    &format!("/etc/systemd/system/g{g}-passive.target"),
-                    format!("[Unit]\nDescription=g{g}: passive\nConflicts=g{g}-active.target\n"),
-                );
-            }
-            spec.file("/etc/promd/promd.toml", toml);
-            // As shipped (watchdog included), not enabled: the benchmark starts it.
-            spec.file("/etc/systemd/system/promd.service", promd_unit());
-            spec.bin(promd_bin());
-            spec.bin(promctl_bin());
-            spec.file("/etc/dbus-1/system.d/org.promd1.conf", bus_policy());
-            spec
-        })
+        .map(|i| support::groups::host_spec(net, i, etcd, groups, LEASE, None))
         .collect();
     net.boot_all(specs)
 }
@@ -384,27 +317,7 @@ fn run_count(groups: usize) -> Row {
 
     // Start-up: `systemctl start --no-block promd` on every host at once.
     let t0 = mono_us();
-    let starts: Vec<_> = hosts
-        .iter()
-        .map(|h| {
-            nsenter_command(
-                h.init_pid(),
-                &["systemctl", "start", "--no-block", "promd"],
-                Duration::from_secs(30),
-            )
-            .spawn()
-            .expect("nsenter")
-        })
-        .collect();
-    for (h, child) in hosts.iter().zip(starts) {
-        let out = child.wait_with_output().expect("wait for nsenter");
-        assert!(
-            out.status.success(),
-            "{}: systemctl start promd: {}",
-            h.name(),
-            out.status
-        );
-    }
+    start_promd_everywhere(&hosts);
     let ready_bound = Duration::from_secs(30 + g * 60 / 1000);
     row.ready = hosts
         .iter()

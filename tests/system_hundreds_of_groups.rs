@@ -11,13 +11,11 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use nix::time::{ClockId, clock_gettime};
-use support::cluster::{bus_policy, promctl_bin, promd_bin, promd_unit};
 use support::etcd::EtcdCluster;
-use support::hosts::{self, Host, HostSpec, Net, Span, nsenter_command};
+use support::groups::{self, mono_us};
+use support::hosts::{self, Host, Net, Span};
 
 const GROUPS: usize = 200;
 const HOSTS: usize = 3;
@@ -26,13 +24,6 @@ const LEASE: Duration = Duration::from_secs(4);
 const READY_BOUND: Duration = Duration::from_secs(5);
 /// How long no promd may be restarted by its watchdog, counted from the start.
 const QUIET: Duration = Duration::from_secs(60);
-
-/// CLOCK_MONOTONIC in µs, the clock of systemd's `*TimestampMonotonic` (the hosts share the
-/// machine's kernel and have no time namespace of their own).
-fn mono_us() -> u64 {
-    let t = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
-    t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000
-}
 
 /// CLOCK_REALTIME in ns, the clock of the span logs (`date +%s%N`).
 fn real_ns() -> u64 {
@@ -44,83 +35,14 @@ fn real_ns() -> u64 {
 
 fn boot(net: &Net, etcd: &EtcdCluster, spans: &[tempfile::TempDir]) -> Vec<Host> {
     let specs = (0..HOSTS)
-        .map(|i| {
-            let name = format!("n{}", i + 1);
-            let eps: Vec<String> = etcd
-                .endpoints_via(net.gateway_ip(i))
-                .iter()
-                .map(|e| format!("\"{e}\""))
-                .collect();
-            let mut toml = format!(
-                "node = \"{name}\"\n[store]\nkind = \"etcd\"\nendpoints = [{}]\n\
-                 connect-timeout = \"500ms\"\n",
-                eps.join(", ")
-            );
-            let mut spec = HostSpec::new(&name);
-            for g in 1..=GROUPS {
-                let _ = write!(
-                    toml,
-                    "\n[[group]]\nname = \"g{g}\"\nactive-target = \"g{g}-active.target\"\n\
-                     passive-target = \"g{g}-passive.target\"\nlease = \"{}s\"\n",
-                    LEASE.as_secs()
-                );
-                spec.file(
-                    &format!("/etc/systemd/system/g{g}-active.target"),
-                    format!(
-                        "[Unit]\nDescription=g{g}: active\nWants=g{g}.service\n\
-                         Conflicts=g{g}-passive.target\n"
-                    ),
-                );
-                spec.file(
-                    &format!("/etc/systemd/system/g{g}-passive.target"),
-                    format!("[Unit]\nDescription=g{g}: passive\nConflicts=g{g}-active.target\n"),
-                );
-                spec.file(
-                    &format!("/etc/systemd/system/g{g}.service"),
-                    hosts::span_unit(
-                        &format!("g{g}.service"),
-                        &format!("g{g}"),
-                        &format!("/spans/g{g}.log"),
-                    ),
-                );
-            }
-            spec.file("/etc/promd/promd.toml", toml);
-            // As shipped, watchdog included; not enabled: the test starts it on all at once.
-            spec.file("/etc/systemd/system/promd.service", promd_unit());
-            spec.file("/etc/dbus-1/system.d/org.promd1.conf", bus_policy());
-            spec.bin(promd_bin());
-            spec.bin(promctl_bin());
-            spec.bind_rw(spans[i].path(), "/spans");
-            spec
-        })
+        .map(|i| groups::host_spec(net, i, etcd, GROUPS, LEASE, Some(spans[i].path())))
         .collect();
     net.boot_all(specs)
 }
 
 /// The groups whose active (`.0`) and passive (`.1`) targets are up on `h`.
 fn roles(h: &Host) -> (BTreeSet<usize>, BTreeSet<usize>) {
-    let text = h.run_ok(&[
-        "systemctl",
-        "list-units",
-        "--plain",
-        "--no-legend",
-        "--state=active",
-        "--type=target",
-        "g*-active.target",
-        "g*-passive.target",
-    ]);
-    let (mut active, mut passive) = (BTreeSet::new(), BTreeSet::new());
-    for unit in text.lines().filter_map(|l| l.split_whitespace().next()) {
-        let Some(rest) = unit.strip_prefix('g') else {
-            continue;
-        };
-        if let Some(n) = rest.strip_suffix("-active.target") {
-            active.extend(n.parse::<usize>().ok());
-        } else if let Some(n) = rest.strip_suffix("-passive.target") {
-            passive.extend(n.parse::<usize>().ok());
-        }
-    }
-    (active, passive)
+    groups::parse_roles(&h.run_ok(&groups::ROLES_COMMAND))
 }
 
 /// Every group active on exactly one host and passive on the others; `Err` says what is not.
@@ -186,22 +108,7 @@ fn two_hundred_groups_start_stay_up_and_fail_over_together_without_overlap() {
     // `systemctl start --no-block promd` on every host at once.
     let started = Instant::now();
     let t0 = mono_us();
-    let starts: Vec<_> = hosts
-        .iter()
-        .map(|h| {
-            nsenter_command(
-                h.init_pid(),
-                &["systemctl", "start", "--no-block", "promd"],
-                Duration::from_secs(30),
-            )
-            .spawn()
-            .expect("nsenter")
-        })
-        .collect();
-    for (h, child) in hosts.iter().zip(starts) {
-        let out = child.wait_with_output().expect("nsenter");
-        assert!(out.status.success(), "{}: systemctl start promd", h.name());
-    }
+    groups::start_promd_everywhere(&hosts);
     for h in &hosts {
         hosts::wait_until(Duration::from_secs(30), "promd READY", || {
             h.run_ok(&["systemctl", "show", "-P", "ActiveState", "promd"])

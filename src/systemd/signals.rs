@@ -27,7 +27,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use zbus::message::{Sequence, Type};
 use zbus::{Connection, MatchRule, Message, MessageStream, OwnedObjectPath, OwnedVariant};
 
-use super::{CALL_TIMEOUT, SystemdError};
+use super::{SystemdError, timed};
 
 /// The object paths of systemd's units: the namespace of the hub's one match rule.
 pub const UNIT_PATHS: &str = "/org/freedesktop/systemd1/unit";
@@ -346,20 +346,6 @@ async fn dispatch(
 fn lock(subscribers: &Mutex<Subscribers>) -> std::sync::MutexGuard<'_, Subscribers> {
     // A poisoned lock only means a panic elsewhere mid-update of a plain map: keep going.
     subscribers.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A bus call with [`CALL_TIMEOUT`].
-async fn timed<T>(
-    what: &str,
-    call: impl Future<Output = zbus::Result<T>>,
-) -> Result<T, SystemdError> {
-    match tokio::time::timeout(CALL_TIMEOUT, call).await {
-        Ok(result) => Ok(result?),
-        Err(_) => Err(SystemdError::Timeout {
-            what: what.to_string(),
-            limit: CALL_TIMEOUT,
-        }),
-    }
 }
 
 #[cfg(test)]

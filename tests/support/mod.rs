@@ -5,5 +5,6 @@
 pub mod campaign;
 pub mod cluster;
 pub mod etcd;
+pub mod groups;
 pub mod hosts;
 pub mod pki;
