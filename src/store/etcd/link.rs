@@ -7,8 +7,8 @@
 //! report about the same connection is a no-op: five hundred groups whose calls fail at once
 //! cause one reconnection, not five hundred. The reconnection tries the member that failed
 //! last; it starts at once when the connection had served (a keepalive answered on it), and
-//! after the retry pause otherwise, so that a member that answers the connection's read but
-//! nothing else is not asked in a busy loop.
+//! after a short pause (200 ms) otherwise, so that a member that answers the connection's
+//! read but nothing else is not asked in a busy loop.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -132,6 +132,9 @@ impl Link {
     }
 }
 
+/// The pause before reconnecting after a connection that never served (see [`run`]).
+const UNPROVEN_PAUSE: Duration = Duration::from_millis(200);
+
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -166,7 +169,12 @@ pub(super) async fn run(link: Arc<Link>, cfg: Arc<Connector>) {
                 if conn.proven.load(Ordering::Relaxed) {
                     continue;
                 }
-                link.retry()
+                // Short: a connection made while etcd elects a raft leader fails its first
+                // calls ("leader changed") and must be made again at once; a whole retry
+                // pause (1 s) after it turned a silent raft leader into a failover at a 6 s
+                // lease. 200 ms still keeps a member that answers nothing but the read from
+                // being asked in a busy loop.
+                link.retry().min(UNPROVEN_PAUSE)
             }
             Err(reason) => {
                 // Refused credentials or rights are retried after 1 s, doubling up to a limit:
