@@ -485,8 +485,9 @@ fn run_count(groups: usize) -> Row {
         .unwrap_or(0);
     let theirs = roles_now[victim].active.clone();
     let others: Vec<usize> = (0..HOSTS).filter(|&i| i != victim).collect();
-    let t_cut = mono_us();
+    // From the moment the cut is in force (`nft` commits at its end).
     hosts[victim].cut();
+    let t_cut = mono_us();
     let cut_bound = LEASE * 3 + Duration::from_secs(20 + g * 60 / 1000);
     // One loop watches both: the other hosts taking the groups over, and the cut host
     // stopping its active targets (polled: a stopped target with nothing else referring to

@@ -386,6 +386,8 @@ pub fn finish_halt(
 struct HostNet {
     index: usize,
     netns: String,
+    /// `--net=/run/netns/NETNS`, for `nsenter`.
+    nsenter_net: String,
     link: String,
     gateway: Ipv4Addr,
     ip: Ipv4Addr,
@@ -395,10 +397,19 @@ struct HostNet {
 }
 
 impl HostNet {
+    /// Runs `args` in the host's network namespace. `nsenter --net=` rather than
+    /// `ip netns exec`: the latter also unshares the mount namespace and remounts `/sys`,
+    /// which took up to a second on a CI machine carrying hundreds of nspawn units — a
+    /// second during which a cut was not yet in force.
     fn netns_exec(&self, args: &[&str]) -> String {
-        let mut full = vec!["netns", "exec", self.netns.as_str()];
+        run_must("nsenter", &self.nsenter_args(args))
+    }
+
+    /// `nsenter`'s arguments to run `args` in the host's network namespace.
+    fn nsenter_args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut full = vec![self.nsenter_net.as_str()];
         full.extend_from_slice(args);
-        run_must("ip", &full)
+        full
     }
 }
 
@@ -466,6 +477,7 @@ impl Net {
                 let hn = Arc::new(HostNet {
                     index: i,
                     netns: name.clone(),
+                    nsenter_net: format!("--net=/run/netns/{name}"),
                     link: name,
                     gateway: Ipv4Addr::new(10, 200, octet, 1),
                     ip: Ipv4Addr::new(10, 200, octet, 2),
@@ -1293,8 +1305,8 @@ impl Host {
             return;
         }
         let out = run_with_stdin(
-            "ip",
-            &["netns", "exec", &self.net.netns, "nft", "-f", "-"],
+            "nsenter",
+            &self.net.nsenter_args(&["nft", "-f", "-"]),
             &rules,
         );
         assert!(
@@ -1315,8 +1327,8 @@ impl Host {
 
     pub fn is_cut(&self) -> bool {
         let out = run(
-            "ip",
-            &["netns", "exec", &self.net.netns, "nft", "list", "tables"],
+            "nsenter",
+            &self.net.nsenter_args(&["nft", "list", "tables"]),
         );
         String::from_utf8_lossy(&out.stdout)
             .lines()
