@@ -9,14 +9,16 @@
 use std::time::Instant;
 
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::error::StoreError;
 use super::queue::OpQueue;
 use super::view::{Findings, Told, View};
 use super::{GroupId, GroupSpec, StoreEvent};
 
-/// Sends one group's events to the runtime, tagged with the group's id.
+/// Sends one group's events to the runtime, tagged with the group's id. Its own journal
+/// lines are debug: the agent logs each event the operator needs, once, with the group's
+/// name in the message ("web: store unreachable: …").
 pub(crate) struct Reporter {
     /// `"etcd"` or `"directory"`, for the journal.
     backend: &'static str,
@@ -88,12 +90,12 @@ impl Reporter {
                 debug!(group = %self.group, %reason, "{} store still unreachable", self.backend);
             }
             Some(_) => {
-                warn!(group = %self.group, %reason, "{} store still down, now", self.backend);
+                debug!(group = %self.group, %reason, "{} store still down, now", self.backend);
                 self.down = Some(text);
                 self.emit(StoreEvent::Down(reason));
             }
             None => {
-                warn!(group = %self.group, %reason, "{} store down", self.backend);
+                debug!(group = %self.group, %reason, "{} store down", self.backend);
                 self.down = Some(text);
                 self.emit(StoreEvent::Down(reason));
             }
@@ -105,7 +107,7 @@ impl Reporter {
     /// The lease is gone, and every key bound to it: `LeaseLost`, and what depended on it is
     /// answered.
     pub(crate) fn lease_lost(&mut self, queue: &mut OpQueue) {
-        info!(group = %self.group, "{} store: lease lost", self.backend);
+        debug!(group = %self.group, "{} store: lease lost", self.backend);
         self.emit(StoreEvent::LeaseLost);
         self.emit_all(queue.lease_lost());
     }

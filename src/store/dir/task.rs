@@ -247,7 +247,7 @@ impl GroupTask {
         self.session = Some(session);
         self.renew_at = sent_at + self.renew;
         if reconnected {
-            info!(group = %self.spec.group, dir = %self.ctx.paths.dir.display(), "directory store up");
+            debug!(group = %self.spec.group, dir = %self.ctx.paths.dir.display(), "directory store up");
             self.up = true;
             self.report.up(sent_at);
         } else {

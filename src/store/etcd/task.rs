@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use etcd_client::KeyValue;
 use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::connect::CallError;
 use super::hub::{Batch, HubState, Registration};
@@ -387,7 +387,7 @@ impl GroupTask {
             published,
         } = established;
         self.bound = Some(lease);
-        info!(group = %self.spec.group, lease, "etcd store up");
+        debug!(group = %self.spec.group, lease, "etcd store up");
         self.report.up(renewed_at);
         let mut last_renewal = renewed_at;
         let mut values = Values::from_snapshot(&self.cfg.keys, &snapshot);
@@ -455,7 +455,7 @@ impl GroupTask {
                             match done {
                                 Done::Campaigned(won) => {
                                     if let Some((term, _)) = won {
-                                        info!(group = %self.spec.group, term, "won the leader key");
+                                        debug!(group = %self.spec.group, term, "won the leader key");
                                     }
                                     self.report.emit(StoreEvent::Campaigned(won.map(|(term, _)| term)));
                                 }
