@@ -163,6 +163,7 @@ impl Leases {
                 names: names.clone(),
                 id: None,
                 orphans: Vec::new(),
+                stretched: None,
             };
             Entry {
                 names,
@@ -279,6 +280,8 @@ struct LeaseTask {
     /// The lease as the task knows it: granted, perhaps not yet kept alive.
     id: Option<i64>,
     orphans: Vec<Orphan>,
+    /// The TTL etcd last granted beyond the one asked for, once the journal said so.
+    stretched: Option<i64>,
 }
 
 impl LeaseTask {
@@ -383,11 +386,41 @@ impl LeaseTask {
         // Kept for the next attempt should the stream not open.
         self.id = Some(id);
         debug!(lease = id, ttl = granted.ttl(), node = %self.key.node, "etcd lease granted");
+        self.check_granted(granted.ttl());
         let sent_at = Instant::now();
         let (keeper, renewals) = call("lease keepalive", t, leases.keep_alive(id))
             .await
             .map_err(EtcdError::from)?;
         Ok((keeper, renewals, sent_at))
+    }
+
+    /// etcd raises a TTL under its minimum, `1.5 × --election-timeout` rounded up to whole
+    /// seconds (2 s with etcd's defaults), without an error. Safe — standbys only wait
+    /// longer — but failover then takes that long, not `lease`: the journal says so, once per
+    /// TTL, with the setting that fixes it (README, "Short leases").
+    fn check_granted(&mut self, granted: i64) {
+        if granted <= self.ttl {
+            if self.stretched.take().is_some() {
+                info!(ttl = granted, "etcd grants the lease asked for again");
+            }
+            return;
+        }
+        if self.stretched == Some(granted) {
+            return;
+        }
+        self.stretched = Some(granted);
+        let groups = lock(&self.names).join(", ");
+        warn!(
+            asked = self.ttl,
+            ttl = granted,
+            "etcd granted a {granted} s lease where {} s was asked (groups {groups}): its minimum \
+             TTL is 1.5 × its --election-timeout, rounded up to whole seconds; a silent active \
+             host is replaced after up to {granted}.5 s, not {}.5 s. For this lease, run etcd \
+             with --election-timeout={} or less",
+            self.ttl,
+            self.ttl,
+            max_election_timeout_ms(self.ttl),
+        );
     }
 
     /// Renew every renew interval, one keepalive at a time (so answers pair up with their
@@ -487,4 +520,13 @@ impl LeaseTask {
             });
         }
     }
+}
+
+/// The longest etcd `--election-timeout` (ms, with the default 100 ms heartbeat) under which
+/// etcd grants a TTL of `ttl` seconds: etcd's minimum TTL is `⌊3 × ticks / 2⌋` heartbeats,
+/// `ticks = election-timeout / heartbeat`, rounded up to whole seconds
+/// (`lessor.minLeaseTTL`, etcd's `server/config.go`).
+pub(super) fn max_election_timeout_ms(ttl: i64) -> i64 {
+    // ⌊3t/2⌋ × 100 ms ≤ ttl s  ⇔  ⌊3t/2⌋ ≤ 10 × ttl  ⇔  t ≤ ⌊(20 × ttl + 1) / 3⌋.
+    ttl.saturating_mul(20).saturating_add(1) / 3 * 100
 }

@@ -265,7 +265,7 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// etcd leases are whole seconds: round *up*, so the store never expires the key before the
 /// lease the timing argument counts with. (etcd may raise it further to its minimum TTL,
-/// 1.5 election timeouts; that only makes standbys wait longer.)
+/// 1.5 election timeouts; that only makes standbys wait longer, and the journal says so.)
 fn ttl_secs(lease: Duration) -> i64 {
     let secs = lease.as_secs() + u64::from(lease.subsec_nanos() > 0);
     i64::try_from(secs.max(1)).unwrap_or(i64::MAX)
@@ -308,6 +308,25 @@ mod tests {
         assert_eq!(ttl_secs(Duration::from_millis(1500)), 2);
         assert_eq!(ttl_secs(Duration::from_millis(10_001)), 11);
         assert_eq!(ttl_secs(Duration::from_millis(200)), 1);
+    }
+
+    #[test]
+    fn the_longest_election_timeout_etcd_grants_a_ttl_under() {
+        // etcd: min TTL = ⌊3 × ticks / 2⌋ × 100 ms, rounded up to whole seconds.
+        let min_ttl = |timeout_ms: i64| {
+            let ticks = timeout_ms / 100;
+            ((3 * ticks) / 2 * 100 + 999) / 1000
+        };
+        for ttl in 1..=30 {
+            let t = lease::max_election_timeout_ms(ttl);
+            assert!(min_ttl(t) <= ttl, "ttl {ttl}: {t} ms");
+            assert!(
+                min_ttl(t + 100) > ttl,
+                "ttl {ttl}: {t} ms is not the longest"
+            );
+        }
+        assert_eq!(lease::max_election_timeout_ms(1), 700);
+        assert_eq!(min_ttl(1000), 2, "etcd's defaults raise a 1 s lease to 2 s");
     }
 
     #[test]
