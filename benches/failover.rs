@@ -2,7 +2,8 @@
 //! systemd hosts (nspawn) with a 3-member etcd. Prints markdown tables.
 //!
 //! `cargo bench --bench failover` (root). `PROMD_BENCH_RUNS` (default 10) sets the runs per
-//! figure; `PROMD_BENCH_LEASES` (default "2,10", seconds) the leases.
+//! figure; `PROMD_BENCH_LEASES` (default "2,10", seconds) the leases; a 1 s lease runs etcd
+//! with `--election-timeout=500` (README, "Short leases").
 //!
 //! Per lease, on a fresh cluster:
 //! - planned hand-over: D-Bus `Promote` on a passive host (from the call to the new host's
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use support::campaign::report::{ms, percentile};
 use support::cluster::{Cluster, StoreKind, elapsed};
-use support::etcd::EtcdCluster;
+use support::etcd::{EtcdCluster, Options};
 use support::hosts::{self, Net, Signal};
 
 const SCENARIOS: [&str; 6] = [
@@ -85,14 +86,18 @@ fn promote(c: &Cluster) -> (Duration, Duration) {
 fn fault(c: &Cluster, kind: &str) -> Duration {
     let active = c.wait_one_active(None, Duration::from_secs(60));
     let pid = c.promd_pid(active);
-    let t0 = hosts::now_ns();
+    let mut t0 = hosts::now_ns();
     match kind {
         "systemctl stop promd (hand-over)" => {
             c.hosts[active].run_ok(&["systemctl", "stop", "promd"]);
         }
         "kill -9 promd" => c.hosts[active].signal(pid, Signal::SIGKILL),
         "SIGSTOP promd" => c.hosts[active].signal(pid, Signal::SIGSTOP),
-        "silent cut of the active host" => c.hosts[active].cut(),
+        "silent cut of the active host" => {
+            c.hosts[active].cut();
+            // From the moment the cut is in force: nft commits its rules at its end.
+            t0 = hosts::now_ns();
+        }
         _ => unreachable!(),
     }
     let next = c.wait_one_active(Some(active), c.lease * 3 + Duration::from_secs(10));
@@ -277,7 +282,13 @@ fn main() {
     for &lease in &leases {
         let l = lease.as_secs();
         let net = Net::new(3);
-        let mut etcd = EtcdCluster::start(3, &net.gateway_ips());
+        // Under 2 s, etcd as the README's "Short leases" says: its default election timeout
+        // raises any TTL under 2 s to 2 s.
+        let options = Options {
+            election_timeout_ms: (lease < Duration::from_secs(2)).then_some(500),
+            ..Options::default()
+        };
+        let mut etcd = EtcdCluster::start_with(3, &net.gateway_ips(), &options);
         let c = Cluster::boot(&net, StoreKind::Etcd(&etcd), lease);
         let first = c.wait_one_active(None, Duration::from_secs(60));
         for i in (0..3).filter(|&i| i != first) {
