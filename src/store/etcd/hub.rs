@@ -166,11 +166,7 @@ pub(super) async fn run(hub: Arc<Hub>, link: Arc<Link>) {
     let mut epoch = 0;
     loop {
         let conn = loop {
-            let newer = links
-                .borrow_and_update()
-                .conn()
-                .filter(|c| c.generation != served)
-                .cloned();
+            let newer = links.borrow_and_update().newer_than(served);
             if let Some(conn) = newer {
                 break conn;
             }

@@ -291,11 +291,7 @@ impl LeaseTask {
         let mut served = 0;
         loop {
             let conn = loop {
-                let newer = links
-                    .borrow_and_update()
-                    .conn()
-                    .filter(|c| c.generation != served)
-                    .cloned();
+                let newer = links.borrow_and_update().newer_than(served);
                 if let Some(conn) = newer {
                     break conn;
                 }

@@ -77,6 +77,12 @@ impl LinkState {
         }
     }
 
+    /// The connection that is up, unless it is generation `served` (the one the caller used
+    /// last and is done with): the caller's next connection.
+    pub(super) fn newer_than(&self, served: u64) -> Option<Arc<Conn>> {
+        self.conn().filter(|c| c.generation != served).cloned()
+    }
+
     /// Whether connection `generation` is the one up.
     pub(super) fn is_up(&self, generation: u64) -> bool {
         self.conn().is_some_and(|c| c.generation == generation)
