@@ -13,6 +13,7 @@ mod support;
 
 use std::time::Duration;
 
+use support::bus;
 use support::cluster::{bus_policy, promctl_bin, promd_bin, promd_unit};
 use support::hosts::{self, Host, HostSpec, Net};
 
@@ -67,7 +68,7 @@ fn inactive_groups(h: &Host, n: usize) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect();
-    let listed = busctl_json(
+    let listed = bus::busctl_json(
         h,
         &[
             "call",
@@ -119,82 +120,15 @@ fn wait_all_active(h: &Host, n: usize, timeout: Duration) {
     }
 }
 
-fn busctl_json(h: &Host, args: &[&str]) -> serde_json::Value {
-    let mut full = vec!["busctl", "--json=short"];
-    full.extend_from_slice(args);
-    let out = h.run_ok(&full);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("busctl {args:?}: {e}: {out}"))
-}
-
-/// promd's bus connections (unique names): promd has one for systemd, one for org.promd1.
-fn promd_connections(h: &Host) -> Vec<String> {
-    let pid = h.pid_on_machine("promd").expect("promd runs");
-    let pid = h.pid_inside(pid).expect("promd's pid inside").to_string();
-    let list = h.run_ok(&["busctl", "list", "--unique", "--no-legend", "--no-pager"]);
-    let names: Vec<String> = list
-        .lines()
-        .filter_map(|l| {
-            let mut fields = l.split_whitespace();
-            let (name, owner) = (fields.next()?, fields.next()?);
-            (owner == pid).then(|| name.to_string())
-        })
-        .collect();
-    assert!(
-        !names.is_empty(),
-        "no bus connection of promd ({pid}):\n{list}"
-    );
-    names
-}
-
-/// dbus-daemon's `MatchRules` for a connection.
-fn match_rule_count(h: &Host, name: &str) -> u64 {
-    let stats = busctl_json(
-        h,
-        &[
-            "call",
-            "org.freedesktop.DBus",
-            "/org/freedesktop/DBus",
-            "org.freedesktop.DBus.Debug.Stats",
-            "GetConnectionStats",
-            "s",
-            name,
-        ],
-    );
-    stats["data"][0]["MatchRules"]["data"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no MatchRules for {name}: {stats}"))
-}
-
-/// Every match rule of promd's connections, as dbus-daemon holds them.
-fn promd_rules(h: &Host, names: &[String]) -> Vec<String> {
-    let all = busctl_json(
-        h,
-        &[
-            "call",
-            "org.freedesktop.DBus",
-            "/org/freedesktop/DBus",
-            "org.freedesktop.DBus.Debug.Stats",
-            "GetAllMatchRules",
-        ],
-    );
-    let mut rules = Vec::new();
-    for name in names {
-        if let Some(list) = all["data"][0][name.as_str()].as_array() {
-            rules.extend(list.iter().filter_map(|r| r.as_str()).map(str::to_string));
-        }
-    }
-    rules
-}
-
 /// The match rules of promd's connections: (total by `GetConnectionStats`, the rules).
 fn measure(h: &Host, what: &str) -> (u64, Vec<String>) {
-    let names = promd_connections(h);
+    let names = bus::promd_connections(h);
     let counts: Vec<(String, u64)> = names
         .iter()
-        .map(|n| (n.clone(), match_rule_count(h, n)))
+        .map(|n| (n.clone(), bus::match_rule_count(h, n)))
         .collect();
     let total = counts.iter().map(|(_, c)| c).sum();
-    let rules = promd_rules(h, &names);
+    let rules = bus::match_rules(h, &names);
     eprintln!(
         "{what}: promd's match rules {total} ({counts:?}):\n  {}",
         rules.join("\n  ")

@@ -6,6 +6,7 @@ mod support;
 
 use std::time::Duration;
 
+use support::bus;
 use support::cluster::{bus_policy, promctl_bin, promd_bin, promd_unit};
 use support::hosts::{self, Host, HostSpec, Net};
 
@@ -62,41 +63,6 @@ fn web_starts(h: &Host) -> usize {
         .count()
 }
 
-/// The match rules of promd's bus connections, as dbus-daemon holds them (Debug.Stats
-/// GetAllMatchRules). promd follows every unit through one rule for all of systemd's unit
-/// signals, so they do not grow with its groups.
-fn promd_match_rules(h: &Host) -> Vec<String> {
-    let pid = h.pid_on_machine("promd").expect("promd runs");
-    let pid = h.pid_inside(pid).expect("promd's pid inside").to_string();
-    let names: Vec<String> = h
-        .run_ok(&["busctl", "list", "--unique", "--no-legend", "--no-pager"])
-        .lines()
-        .filter_map(|l| {
-            let mut fields = l.split_whitespace();
-            let (name, owner) = (fields.next()?, fields.next()?);
-            (owner == pid).then(|| name.to_string())
-        })
-        .collect();
-    let out = h.run_ok(&[
-        "busctl",
-        "--json=short",
-        "call",
-        "org.freedesktop.DBus",
-        "/org/freedesktop/DBus",
-        "org.freedesktop.DBus.Debug.Stats",
-        "GetAllMatchRules",
-    ]);
-    let all: serde_json::Value = serde_json::from_str(&out).expect("GetAllMatchRules");
-    let mut rules: Vec<String> = names
-        .iter()
-        .filter_map(|n| all["data"][0][n.as_str()].as_array())
-        .flatten()
-        .filter_map(|r| r.as_str().map(str::to_string))
-        .collect();
-    rules.sort();
-    rules
-}
-
 /// The one rule through which promd follows systemd's units.
 const UNIT_SIGNALS: &str = "path_namespace='/org/freedesktop/systemd1/unit'";
 
@@ -137,7 +103,7 @@ fn reload_applies_valid_changes_and_refuses_invalid_ones() {
     let spans = tempfile::tempdir().unwrap();
     let (h, pid) = boot_active(&net, spans.path());
     assert_eq!(web_starts(&h), 1);
-    let rules_of_web = promd_match_rules(&h);
+    let rules_of_web = bus::promd_match_rules(&h);
     assert!(
         rules_of_web.iter().any(|r| r.contains(UNIT_SIGNALS)),
         "{rules_of_web:#?}"
@@ -152,7 +118,7 @@ fn reload_applies_valid_changes_and_refuses_invalid_ones() {
     // promd follows db's units: a crash of db.service is seen and restarted in place, with
     // no match rule added for them.
     crash_and_wait_restart(&h, "db");
-    assert_eq!(promd_match_rules(&h), rules_of_web);
+    assert_eq!(bus::promd_match_rules(&h), rules_of_web);
     assert_eq!(web_starts(&h), 1, "web was not restarted");
     assert!(h.is_active("web.service"));
     assert_eq!(
@@ -207,7 +173,7 @@ fn reload_applies_valid_changes_and_refuses_invalid_ones() {
     assert!(!gone.status.success(), "the removed group's object is gone");
     // Nothing of db's is left on the bus: promd's rules are web's alone again (the rule for
     // the unit signals stays, web's units are still followed through it).
-    assert_eq!(promd_match_rules(&h), rules_of_web);
+    assert_eq!(bus::promd_match_rules(&h), rules_of_web);
     assert!(h.is_active("web.service"));
     assert_eq!(web_starts(&h), 1, "web was not disturbed");
 
