@@ -39,6 +39,7 @@ macro_rules! contract_tests {
                 a_campaign_with_a_floor_gets_a_term_above_it_and_the_store_keeps_it,
                 a_term_value_with_newer_fields_counts_and_one_of_a_later_version_stops_campaigns,
                 a_release_by_a_non_holder_keeps_the_key,
+                a_release_of_a_key_rewritten_for_another_node_keeps_it,
                 a_switchover_request_is_seen_and_cleared,
                 a_graceful_shutdown_hands_over_at_once,
                 a_dead_leader_loses_the_key_after_the_lease,
@@ -284,6 +285,32 @@ async fn a_release_by_a_non_holder_keeps_the_key<B: Backend>() {
     a.release(term).await;
     other.leader_none(SOON).await;
     assert!(b.get("rel", Key::Leader).await.is_none());
+}
+
+/// The holder's release of its key after someone rewrote it to name another node (an
+/// operator's `etcdctl put`, at the same term) deletes nothing: a release deletes only a key
+/// that is still the holder's, however it last learnt the key.
+async fn a_release_of_a_key_rewritten_for_another_node_keeps_it<B: Backend>() {
+    let mut b = B::start().await;
+    let mut nodes = published(&mut b, "rewrite", &["a", "b"]).await;
+    let term = nodes[0].try_campaign().await.expect("won");
+    nodes[1].leader_is(SOON, "a", term).await;
+    let theirs = format!(r#"{{"v":1,"node":"b","priority":100,"term":{term}}}"#);
+    b.put("rewrite", Key::Leader, Raw::Record(theirs.as_bytes()))
+        .await;
+    let written = b.get("rewrite", Key::Leader).await;
+    nodes[0]
+        .leader_where(SOON, "the key naming b", |l| {
+            l.is_some_and(|l| l.node == "b")
+        })
+        .await;
+
+    nodes[0].release(term).await;
+    assert_eq!(
+        b.get("rewrite", Key::Leader).await,
+        written,
+        "the rewritten key is kept"
+    );
 }
 
 /// A switchover request is seen by every session, and so is its removal.

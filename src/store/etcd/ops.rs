@@ -10,6 +10,7 @@ use tracing::{debug, info, warn};
 use super::connect::{CallError, call};
 use super::lease::Leaving;
 use super::task::GroupTask;
+use super::view::CampaignView;
 use super::{GroupCfg, Keys, SHUTDOWN_CALL_TIMEOUT};
 use crate::store::error::EtcdError;
 use crate::store::policy::releasable;
@@ -38,6 +39,8 @@ pub(super) enum Done {
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Owned {
     pub(super) leader: Option<i64>,
+    /// The term the group won the leader key at (`leader` is its create revision).
+    pub(super) leader_term: Option<u64>,
     pub(super) member: Option<i64>,
     pub(super) switchover: Option<i64>,
 }
@@ -46,9 +49,15 @@ impl Owned {
     /// What `done` wrote or deleted.
     pub(super) fn note(&mut self, done: &Done) {
         match done {
-            Done::Campaigned(Some((_, revision))) => self.leader = Some(*revision),
+            Done::Campaigned(Some((term, revision))) => {
+                self.leader = Some(*revision);
+                self.leader_term = Some(*term);
+            }
             Done::Campaigned(None) | Done::Written => {}
-            Done::Released => self.leader = None,
+            Done::Released => {
+                self.leader = None;
+                self.leader_term = None;
+            }
             Done::Published(revision) => self.member = *revision,
             Done::Requested(revision) => self.switchover = Some(*revision),
             Done::Cleared => self.switchover = None,
@@ -69,20 +78,35 @@ fn revision_of(
 }
 
 /// Start one command as a future that owns what it needs.
-pub(super) fn start_op(op: Op, client: &Client, lease: i64, cfg: &GroupCfg) -> OpFuture {
+pub(super) fn start_op(
+    op: Op,
+    client: &Client,
+    lease: i64,
+    owned: &Owned,
+    view: Option<CampaignView>,
+    cfg: &GroupCfg,
+) -> OpFuture {
     let mut kv = client.kv_client();
+    let owned = *owned;
     let t = cfg.call_timeout;
     let keys = cfg.keys.clone();
     let node = cfg.node.clone();
     let host = cfg.host.clone();
     Box::pin(async move {
         let result = match &op {
-            Op::Campaign { record, floor } => campaign(&mut kv, &keys, record, *floor, lease, t)
-                .await
-                .map(Done::Campaigned),
-            Op::Release { term } => release(&mut kv, &keys.leader, *term, &node, host.as_ref(), t)
-                .await
-                .map(|()| Done::Released),
+            Op::Campaign { record, floor } => {
+                campaign(&mut kv, &keys, record, *floor, lease, view, t)
+                    .await
+                    .map(Done::Campaigned)
+            }
+            Op::Release { term } => {
+                // The key this group created, if it is the one to release.
+                let created = owned.leader.filter(|_| owned.leader_term == Some(*term));
+                let whose = (node.as_str(), host.as_ref());
+                release(&mut kv, &keys.leader, *term, whose, created, t)
+                    .await
+                    .map(|()| Done::Released)
+            }
             Op::Publish(rec) => publish_member(&mut kv, &keys.member, rec, host.as_ref(), lease, t)
                 .await
                 .map(Done::Published),
@@ -116,42 +140,47 @@ pub(super) fn start_op(op: Op, client: &Client, lease: i64, cfg: &GroupCfg) -> O
 /// key) and above `floor`, the highest term the campaigner knows of (a store restored from an
 /// older snapshot has forgotten the terms handed out since). The key (with its term in the
 /// value) and the `term` key are written in one transaction, on the leader key's absence and
-/// the `term` key as read. `None`: the key is held, or the `term` key cannot be read (it is
-/// reported with the view; no term could be trusted). A few lost races in a row end as a
+/// the `term` key as last seen. `None`: the key is held, or the `term` key cannot be read (it
+/// is reported with the view; no term could be trusted). A few lost races in a row end as a
 /// broken call, as in [`publish_member`]. With the term, the revision the key was created at.
+///
+/// The first transaction is written from the group's `view` (watched up to its revision,
+/// which bounds every create revision it saw) when there is one, so a campaign for a key seen
+/// vacant takes one round trip; a transaction whose conditions fail reads both keys in the
+/// same call, and the next one is written from that.
 async fn campaign(
     kv: &mut KvClient,
     keys: &Keys,
     rec: &LeaderRecord,
     floor: u64,
     lease: i64,
+    view: Option<CampaignView>,
     t: Duration,
 ) -> Result<Option<(u64, i64)>, CallError> {
     let (leader, term_key) = (keys.leader.as_str(), keys.term.as_str());
+    let reads = || [TxnOp::get(leader, None), TxnOp::get(term_key, None)];
+    let mut seen = match view {
+        Some(view) => view,
+        None => {
+            let answer = call("campaign", t, kv.txn(Txn::new().and_then(reads()))).await?;
+            seen_in(answer)?
+        }
+    };
     for _ in 0..4 {
-        let read = Txn::new().and_then([TxnOp::get(leader, None), TxnOp::get(term_key, None)]);
-        let answer = call("campaign", t, kv.txn(read)).await?;
-        let revision = answer
-            .header()
-            .and_then(|h| u64::try_from(h.revision()).ok())
-            .ok_or(CallError::Broken(EtcdError::NoHeader { call: "campaign" }))?;
-        let mut found = answer.op_responses().into_iter().map(|r| match r {
-            TxnOpResponse::Get(mut g) => g.take_kvs().into_iter().next(),
-            _ => None,
-        });
-        if found.next().flatten().is_some() {
+        if seen.leader_held {
             return Ok(None);
         }
-        let (counter, guard) = match found.next().flatten() {
+        let (counter, guard) = match &seen.term {
             None => (0, Compare::create_revision(term_key, CompareOp::Equal, 0)),
-            Some(held) => match record::decode::<TermRecord>(held.value()) {
+            Some((value, modified)) => match record::decode::<TermRecord>(value) {
                 Ok(counter) => (
                     counter.term,
-                    Compare::mod_revision(term_key, CompareOp::Equal, held.mod_revision()),
+                    Compare::mod_revision(term_key, CompareOp::Equal, *modified),
                 ),
                 Err(_) => return Ok(None),
             },
         };
+        let revision = u64::try_from(seen.revision).unwrap_or(0);
         let Some(term) = counter.max(floor).max(revision).checked_add(1) else {
             return Ok(None);
         };
@@ -172,14 +201,36 @@ async fn campaign(
                     Some(PutOptions::new().with_lease(lease)),
                 ),
                 TxnOp::put(term_key, record::encode(&counter), None),
-            ]);
+            ])
+            .or_else(reads());
         let written = call("campaign", t, kv.txn(txn)).await?;
         if written.succeeded() {
             return Ok(Some((term, revision_of(written.header(), "campaign")?)));
         }
-        // Someone campaigned in between: the next read says whether they hold the key.
+        // Someone campaigned in between, or the view was behind: what the store holds now.
+        seen = seen_in(written)?;
     }
     Err(CallError::Broken(EtcdError::Contended { call: "campaign" }))
+}
+
+/// The leader and `term` keys as a campaign's read (a transaction of two gets, in that
+/// order) found them, at the store's revision then.
+fn seen_in(answer: etcd_client::TxnResponse) -> Result<CampaignView, CallError> {
+    let revision = revision_of(answer.header(), "campaign")?;
+    let mut found = answer.op_responses().into_iter().map(|r| match r {
+        TxnOpResponse::Get(mut g) => g.take_kvs().into_iter().next(),
+        _ => None,
+    });
+    let leader_held = found.next().flatten().is_some();
+    let term = found
+        .next()
+        .flatten()
+        .map(|kv| (kv.value().to_vec(), kv.mod_revision()));
+    Ok(CampaignView {
+        revision,
+        leader_held,
+        term,
+    })
 }
 
 /// Write our member record under `key`, bound to `lease`, unless another host's promd holds
@@ -245,16 +296,43 @@ pub(super) async fn publish_member(
 /// `node`, not written on another host (see [`releasable`]). Anything else is someone else's
 /// key, or already gone: either way it is no longer ours, and the answer is the same. The
 /// delete is a compare-and-swap on what was read.
+///
+/// `created`: the revision this group's campaign created the key at, when it won it at
+/// `term` under its current lease. A key last modified at that revision is what that
+/// campaign wrote (etcd hands out each revision once; promd never rewrites a leader key), so
+/// it is deleted on that condition alone, in one round trip: the switchover's old active
+/// releases without reading first. Otherwise (a key of an earlier run, one someone rewrote, or
+/// none) the same call reads what is there, to judge as above.
 async fn release(
     kv: &mut KvClient,
     key: &str,
     term: u64,
-    node: &str,
-    host: Option<&HostId>,
+    (node, host): (&str, Option<&HostId>),
+    created: Option<i64>,
     t: Duration,
 ) -> Result<(), CallError> {
-    let found = call("release", t, kv.get(key, None)).await?;
-    let Some(held) = found.kvs().first() else {
+    let found = match created {
+        Some(revision) => {
+            let txn = Txn::new()
+                .when([Compare::mod_revision(key, CompareOp::Equal, revision)])
+                .and_then([TxnOp::delete(key, None)])
+                .or_else([TxnOp::get(key, None)]);
+            let answer = call("release", t, kv.txn(txn)).await?;
+            if answer.succeeded() {
+                return Ok(());
+            }
+            answer.op_responses().into_iter().find_map(|r| match r {
+                TxnOpResponse::Get(mut g) => g.take_kvs().into_iter().next(),
+                _ => None,
+            })
+        }
+        None => call("release", t, kv.get(key, None))
+            .await?
+            .take_kvs()
+            .into_iter()
+            .next(),
+    };
+    let Some(held) = found else {
         return Ok(());
     };
     let ours = record::decode::<LeaderRecord>(held.value()).is_ok_and(|rec| {

@@ -390,7 +390,7 @@ impl GroupTask {
         debug!(group = %self.spec.group, lease, "etcd store up");
         self.report.up(renewed_at);
         let mut last_renewal = renewed_at;
-        let mut values = Values::from_snapshot(&self.cfg.keys, &snapshot);
+        let mut values = Values::from_snapshot(&self.cfg.keys, &snapshot, revision);
         for batch in &pending {
             values.apply(&self.cfg.keys, &batch.changes, revision);
         }
@@ -417,7 +417,17 @@ impl GroupTask {
                 && let Some(op) = self.queue.pop()
             {
                 *in_flight = Some(op.clone());
-                inflight = Some(start_op(op, &conn.client, lease, &self.cfg));
+                // A campaign starts from the view, unless a read is under way to replace it.
+                let view = (resync.is_none() && matches!(op, Op::Campaign { .. }))
+                    .then(|| values.campaign_view(&self.cfg.keys));
+                inflight = Some(start_op(
+                    op,
+                    &conn.client,
+                    lease,
+                    &self.owned,
+                    view,
+                    &self.cfg,
+                ));
             }
             // The watch was created anew (it read nothing we saw): read the group again.
             let hub = *self.hub.borrow_and_update();
@@ -530,7 +540,7 @@ impl GroupTask {
                         Ok((read_at, snapshot)) => {
                             epoch = next;
                             revision = read_at;
-                            values = Values::from_snapshot(&self.cfg.keys, &snapshot);
+                            values = Values::from_snapshot(&self.cfg.keys, &snapshot, read_at);
                             for batch in held.drain(..) {
                                 values.apply(&self.cfg.keys, &batch.changes, revision);
                             }

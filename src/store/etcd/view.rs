@@ -41,14 +41,32 @@ pub(super) type ReadFuture =
 /// The group's keys as last read or watched: the raw values of the keys the contract knows.
 #[derive(Debug, Default)]
 pub(super) struct Values {
-    /// Key → (value, create revision).
-    keys: BTreeMap<String, (Vec<u8>, i64)>,
+    /// Key → (value, create revision, mod revision).
+    keys: BTreeMap<String, (Vec<u8>, i64, i64)>,
+    /// The store's revision as of the read, or of the latest change since: the view holds
+    /// everything of the group up to it.
+    seen: i64,
+}
+
+/// What a campaign needs to know of the group, as the view has it (see
+/// [`campaign`](super::ops)): its first transaction is written from this, without a read.
+#[derive(Debug, Clone)]
+pub(super) struct CampaignView {
+    /// [`Values::seen`].
+    pub(super) revision: i64,
+    /// The leader key is there.
+    pub(super) leader_held: bool,
+    /// The `term` key: (value, mod revision); `None`: absent.
+    pub(super) term: Option<(Vec<u8>, i64)>,
 }
 
 impl Values {
-    /// A fresh read of the group.
-    pub(super) fn from_snapshot(keys: &Keys, snapshot: &[KeyValue]) -> Values {
-        let mut values = Values::default();
+    /// A fresh read of the group, made at store revision `read_at`.
+    pub(super) fn from_snapshot(keys: &Keys, snapshot: &[KeyValue], read_at: i64) -> Values {
+        let mut values = Values {
+            seen: read_at,
+            ..Values::default()
+        };
         for kv in snapshot {
             values.put(keys, kv);
         }
@@ -59,8 +77,11 @@ impl Values {
     /// follow already holds the others).
     pub(super) fn apply(&mut self, keys: &Keys, changes: &[Change], read: i64) {
         for change in changes.iter().filter(|c| c.revision > read) {
+            self.seen = self.seen.max(change.revision);
             match &change.put {
-                Some((value, created)) => self.insert(keys, &change.key, value, *created),
+                Some((value, created)) => {
+                    self.insert(keys, &change.key, value, *created, change.revision)
+                }
                 None => {
                     self.keys.remove(&change.key);
                 }
@@ -70,20 +91,39 @@ impl Values {
 
     fn put(&mut self, keys: &Keys, kv: &KeyValue) {
         let key = String::from_utf8_lossy(kv.key());
-        self.insert(keys, &key, kv.value(), kv.create_revision());
+        self.insert(
+            keys,
+            &key,
+            kv.value(),
+            kv.create_revision(),
+            kv.mod_revision(),
+        );
     }
 
-    fn insert(&mut self, keys: &Keys, key: &str, value: &[u8], created: i64) {
+    fn insert(&mut self, keys: &Keys, key: &str, value: &[u8], created: i64, modified: i64) {
         // Keys of a later version, or someone else's: not ours to judge.
         if !matches!(classify(keys, key), Slot::Other) {
-            self.keys.insert(key.to_owned(), (value.to_vec(), created));
+            self.keys
+                .insert(key.to_owned(), (value.to_vec(), created, modified));
+        }
+    }
+
+    /// The leader and `term` keys as the view has them, for a campaign.
+    pub(super) fn campaign_view(&self, keys: &Keys) -> CampaignView {
+        CampaignView {
+            revision: self.seen,
+            leader_held: self.keys.contains_key(&keys.leader),
+            term: self
+                .keys
+                .get(&keys.term)
+                .map(|(value, _, modified)| (value.clone(), *modified)),
         }
     }
 
     /// The keys, decoded, for the shared policy.
     pub(super) fn reading(&self, keys: &Keys) -> Reading {
         let mut reading = Reading::default();
-        for (key, (value, created)) in &self.keys {
+        for (key, (value, created, _)) in &self.keys {
             match classify(keys, key) {
                 Slot::Leader => {
                     // The term in the value; an older promd's value (or an unreadable one):
