@@ -234,10 +234,24 @@ impl GroupMachine {
     /// The runtime arms the watchdog to fire by the earliest of these
     /// ([`Timing::watchdog_within`]); docs/safety.md tells why the fence needs it.
     pub fn hang_deadline(&self) -> Option<Mono> {
-        if !self.units_may_run() {
+        if !self.units_may_run() || !self.under_own_lease() {
             return None;
         }
         self.renewed_sent().map(|s| self.p.timing.hang_deadline(s))
+    }
+
+    /// Whether units of this node that may run do so under its own lease: it holds or claims
+    /// the key (won or campaigning for, being released, or a role that runs the units).
+    /// Units that may run otherwise — left by an earlier run and being killed at start-up,
+    /// or started by hand on a passive host — are not: no standby waits for this node's lease
+    /// before it takes over, so a watchdog kill timed to that lease protects nothing. Timing
+    /// it so anyway had a loaded host's promd killed again and again while its start-up
+    /// kills of 200 groups were still being confirmed.
+    fn under_own_lease(&self) -> bool {
+        self.key.held().is_some()
+            || self.campaigning()
+            || self.releasing()
+            || matches!(self.role, Role::Promoting | Role::Active | Role::Demoting)
     }
 
     /// The earliest time at which a `Tick` may change something that no step has handled

@@ -566,3 +566,26 @@ fn a_renewal_refreshes_only_its_groups_view() {
     h.input(Input::StoreAges(Vec::new()));
     assert!(matches!(h.agent.take_views(h.now), ViewUpdate::All(v) if v.len() == 2));
 }
+
+#[test]
+fn units_left_by_an_earlier_run_do_not_time_the_watchdog_to_the_new_lease() {
+    let mut h = H::new(&[WEB]);
+    // Start-up: the role's units are killed (an earlier run may have left them); the store
+    // comes up and renews while that kill is still unconfirmed.
+    let out = h.input(Input::Start);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Job(_, j) if j.job == Job::StopActive)),
+        "the start-up stop: {out:#?}"
+    );
+    h.store(0, StoreEvent::Up);
+    h.renew(0);
+    // No key is this node's: no standby waits for its lease, so only the loop's liveness
+    // bounds the watchdog, however long the stop takes to be confirmed.
+    h.now = h.now + Duration::from_secs(10);
+    h.input(Input::StoreAges(vec![(
+        GroupId(0),
+        Some(Duration::from_millis(10)),
+    )]));
+    assert_eq!(h.agent.watchdog_horizon(), h.now + LOOP_STALL_LIMIT);
+}
