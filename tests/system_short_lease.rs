@@ -26,19 +26,17 @@ const BOUND: Duration = Duration::from_millis(1500);
 const CUT_BOUND: Duration = Duration::from_millis(1600);
 const ROUNDS: usize = 2;
 
-/// Under the active target beside `web.service`: ignores SIGTERM, and so does its child;
-/// `TimeoutStopSec=30s` would let it outlive any 1 s lease unless promd (or its fence) kills
+/// Under the active target beside `web.service`: ignores SIGTERM, and so does its child; its
+/// `TimeoutStopSec=10s` would let it outlive any 1 s lease unless promd (or its fence) kills
 /// it. Its run spans go to `/spans/drain.log`.
-const DRAIN_UNIT: &str = "[Unit]\n\
-    Description=drain: ignores SIGTERM, and so does its child (promd tests)\n\
-    \n\
-    [Service]\n\
-    Type=exec\n\
-    EnvironmentFile=-/run/promd/web.env\n\
-    ExecStartPre=/bin/sh -c 'echo \"start $$(date +%%s%%N) $${PROMD_TERM:-}\" >> /spans/drain.log'\n\
-    ExecStart=/bin/sh -c 'trap \"\" TERM; sleep infinity & wait'\n\
-    ExecStopPost=/bin/sh -c 'echo \"stop $$(date +%%s%%N)\" >> /spans/drain.log'\n\
-    TimeoutStopSec=30s\n";
+fn drain_unit() -> String {
+    hosts::span_unit_running(
+        "drain.service",
+        "web",
+        "/spans/drain.log",
+        "/bin/sh -c 'trap \"\" TERM; sleep infinity & wait'",
+    )
+}
 
 #[derive(Clone, Copy, Debug)]
 enum Fault {
@@ -129,7 +127,7 @@ fn a_one_second_lease_fails_over_within_a_second_and_a_half_without_overlap() {
             "[Unit]\nDescription=web: active\nWants=web.service drain.service\n\
              Conflicts=web-passive.target\n",
         );
-        spec.file("/etc/systemd/system/drain.service", DRAIN_UNIT);
+        spec.file("/etc/systemd/system/drain.service", drain_unit());
     });
 
     let mut active = c.wait_one_active(None, Duration::from_secs(30));

@@ -399,15 +399,14 @@ fn condition_skipped_unit_counts_as_a_failure() {
 
 /// web.service whose main process and its child both ignore SIGTERM, each writing a heartbeat
 /// (realtime ns) to a file of its own every 0.1 s; run spans as `span_unit` records them.
-const TERM_IGNORING_WEB: &str = "[Unit]\n\
-    Description=web with a TERM-ignoring child (promd tests)\n\
-    [Service]\n\
-    Type=exec\n\
-    EnvironmentFile=-/run/promd/web.env\n\
-    ExecStartPre=/bin/sh -c 'echo \"start $$(date +%%s%%N) $${PROMD_TERM:-}\" >> /spans/spans.log'\n\
-    ExecStart=/bin/sh -c 'trap \"\" TERM; /bin/sh -c \"while :; do date +%%s%%N >> /spans/beat-child; sleep 0.1; done\" & while :; do date +%%s%%N >> /spans/beat-main; sleep 0.1; done'\n\
-    ExecStopPost=/bin/sh -c 'echo \"stop $$(date +%%s%%N)\" >> /spans/spans.log'\n\
-    TimeoutStopSec=10s\n";
+fn term_ignoring_web() -> String {
+    hosts::span_unit_running(
+        "web.service",
+        "web",
+        "/spans/spans.log",
+        "/bin/sh -c 'trap \"\" TERM; /bin/sh -c \"while :; do date +%%s%%N >> /spans/beat-child; sleep 0.1; done\" & while :; do date +%%s%%N >> /spans/beat-main; sleep 0.1; done'",
+    )
+}
 
 const SLOW_STOP: &str = "/etc/systemd/system/web.service.d/slow-stop.conf";
 
@@ -482,7 +481,7 @@ fn kill_promd_and_check_the_fence(c: &Cluster, old: usize, what: &str) -> usize 
 #[test]
 fn kill_9_promd_with_a_term_ignoring_child_leaves_no_process_behind() {
     let (_net, _etcd, c) = boot("", |_, spec| {
-        spec.file(&format!("{UNITS}/web.service"), TERM_IGNORING_WEB);
+        spec.file(&format!("{UNITS}/web.service"), term_ignoring_web());
     });
     let a = c.wait_one_active(None, Duration::from_secs(30));
     let b = kill_promd_and_check_the_fence(&c, a, "kill -9, TERM-ignoring child");

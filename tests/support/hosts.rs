@@ -1652,6 +1652,12 @@ fn write_file_mode(path: &Path, contents: &[u8], mode: u32) {
 /// So recorded spans cover at least the real run time. `PROMD_TERM` comes from
 /// `EnvironmentFile=-/run/promd/<group>.env`; it is empty if the file does not exist.
 pub fn span_unit(service: &str, group: &str, log_path: &str) -> String {
+    span_unit_running(service, group, log_path, "/usr/bin/sleep infinity")
+}
+
+/// [`span_unit`] with `exec_start` as its `ExecStart=` (unit-file syntax: `%%` for `%`, `$$`
+/// for `$`), e.g. processes that ignore SIGTERM.
+pub fn span_unit_running(service: &str, group: &str, log_path: &str, exec_start: &str) -> String {
     check_container_path(log_path);
     assert!(
         !log_path.contains(['\'', '"', ' ', '$', '%', '\\']),
@@ -1670,7 +1676,7 @@ pub fn span_unit(service: &str, group: &str, log_path: &str) -> String {
          Type=exec\n\
          EnvironmentFile=-/run/promd/{group}.env\n\
          ExecStartPre=/bin/sh -c 'mkdir -p {dir} && echo \"start $$(date +%%s%%N) $${{PROMD_TERM:-}}\" >> {log_path}'\n\
-         ExecStart=/usr/bin/sleep infinity\n\
+         ExecStart={exec_start}\n\
          ExecStopPost=/bin/sh -c 'echo \"stop $$(date +%%s%%N)\" >> {log_path}'\n\
          TimeoutStopSec=10s\n"
     )
