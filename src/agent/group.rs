@@ -93,6 +93,7 @@ impl Agent {
             touched.insert(id);
         }
         let actions = g.machine.handle(event, now.mono);
+        self.refile(id);
         self.carry_actions(id, actions, now, out);
     }
 
