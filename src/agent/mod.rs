@@ -439,6 +439,7 @@ impl Agent {
                 cfg,
                 machine,
                 closure: Closure::default(),
+                walked: false,
                 store_down: None,
                 health_ok: true,
                 since_usec,
