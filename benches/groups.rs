@@ -609,6 +609,19 @@ fn run_count(groups: usize) -> Row {
             count("lease not renewed in time"),
             count("won the election"),
         );
+        // What promd said last before each watchdog kill (stderr only).
+        let lines: Vec<&str> = log.lines().collect();
+        for (i, _) in lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.contains("Watchdog timeout"))
+        {
+            eprintln!(
+                "{groups} groups: {}'s watchdog kill, after:\n{}",
+                h.name(),
+                lines[i.saturating_sub(8)..=i].join("\n")
+            );
+        }
     }
     row
 }
