@@ -414,8 +414,22 @@ fn run_count(groups: usize) -> Row {
                 }
             }
             row.settled = Err(e);
-            // Still worth knowing: did the watchdog kill promd while it started the groups?
+            // Still worth knowing: did the watchdog kill promd while it started the groups,
+            // and how much memory does it hold while still busy?
             row.restarts_idle = restarts(&hosts);
+            row.foot = hosts
+                .iter()
+                .map(|h| {
+                    let rss = h.pid_on_machine("promd").and_then(rss_kib);
+                    Err(match rss {
+                        Some(kib) => format!("start-up did not settle; RSS then {kib} KiB"),
+                        None => "start-up did not settle; promd not running".into(),
+                    })
+                })
+                .collect();
+            row.store = Err("start-up did not settle".into());
+            row.restarts_end = Err("start-up did not settle".into());
+            row.cut = Err("start-up did not settle".into());
             return row;
         }
     };
