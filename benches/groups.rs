@@ -414,8 +414,22 @@ fn run_count(groups: usize) -> Row {
                 }
             }
             row.settled = Err(e);
-            // Still worth knowing: did the watchdog kill promd while it started the groups?
+            // Still worth knowing: did the watchdog kill promd while it started the groups,
+            // and how much memory does it hold while still busy?
             row.restarts_idle = restarts(&hosts);
+            row.foot = hosts
+                .iter()
+                .map(|h| {
+                    let rss = h.pid_on_machine("promd").and_then(rss_kib);
+                    Err(match rss {
+                        Some(kib) => format!("start-up did not settle; RSS then {kib} KiB"),
+                        None => "start-up did not settle; promd not running".into(),
+                    })
+                })
+                .collect();
+            row.store = Err("start-up did not settle".into());
+            row.restarts_end = Err("start-up did not settle".into());
+            row.cut = Err("start-up did not settle".into());
             return row;
         }
     };
@@ -542,21 +556,52 @@ fn run_count(groups: usize) -> Row {
             .collect();
         let units: Vec<&str> = units.iter().map(String::as_str).collect();
         let mut took = Vec::new();
+        // (time, host, group) of the slowest take-over, for the timeline below.
+        let mut slowest: Option<(Duration, usize, usize)> = None;
         for &i in &others {
             let p = show(
                 &hosts[i],
                 &units,
                 &["ActiveState", "ActiveEnterTimestampMonotonic"],
             )?;
-            for props in p
-                .values()
-                .filter(|p| p.get("ActiveState").is_some_and(|s| s == "active"))
+            for (unit, props) in p
+                .iter()
+                .filter(|(_, p)| p.get("ActiveState").is_some_and(|s| s == "active"))
             {
-                took.push(since(
+                let d = since(
                     t_cut,
                     mono_prop(Some(props), "ActiveEnterTimestampMonotonic"),
-                ));
+                );
+                took.push(d);
+                if let Some(g) = group_of(unit)
+                    && slowest.is_none_or(|(s, _, _)| d > s)
+                {
+                    slowest = Some((d, i, g));
+                }
             }
+        }
+        if let Some((d, i, g)) = slowest {
+            // Where the slowest take-over spent its time (stderr only): promd's log of that
+            // group on the host that took it, on the clock of the cut.
+            let log = hosts[i].journal(&["-u", "promd.service", "-o", "short-monotonic"]);
+            let mine: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains(&format!(" g{g}:")) || l.contains(&format!("g{g} ")))
+                .collect();
+            eprintln!(
+                "{groups} groups: slowest take-over g{g} on {} after {}; cut at {:.3} (monotonic s); its log:\n{}",
+                names[i],
+                secs(d),
+                t_cut as f64 / 1e6,
+                mine[mine.len().saturating_sub(12)..].join("\n")
+            );
+            let unit = hosts[i].journal(&[
+                "-u",
+                &format!("g{g}-active.target"),
+                "-o",
+                "short-monotonic",
+            ]);
+            eprintln!("{groups} groups: {}'s systemd on g{g}-active.target:\n{unit}", names[i]);
         }
         Ok((
             names[victim].clone(),
@@ -579,6 +624,19 @@ fn run_count(groups: usize) -> Row {
             count("lease not renewed in time"),
             count("won the election"),
         );
+        // What promd said last before each watchdog kill (stderr only).
+        let lines: Vec<&str> = log.lines().collect();
+        for (i, _) in lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.contains("Watchdog timeout"))
+        {
+            eprintln!(
+                "{groups} groups: {}'s watchdog kill, after:\n{}",
+                h.name(),
+                lines[i.saturating_sub(8)..=i].join("\n")
+            );
+        }
     }
     row
 }

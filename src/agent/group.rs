@@ -19,6 +19,9 @@ pub(super) struct Group {
     /// The closure of the active target, as last found: what a stop covers and a kill hits at
     /// once (while systemd is asked again for what the target holds now).
     pub(super) closure: Closure,
+    /// Whether a walk found [`Group::closure`] (an empty one may be a target without units,
+    /// or no walk yet).
+    pub(super) walked: bool,
     /// Why the store is unreachable, as last said: said again only when it changes.
     pub(super) store_down: Option<String>,
     /// The last health result, to journal a failing check's reason once, not every interval.
@@ -93,6 +96,7 @@ impl Agent {
             touched.insert(id);
         }
         let actions = g.machine.handle(event, now.mono);
+        self.refile(id);
         self.carry_actions(id, actions, now, out);
     }
 
@@ -159,7 +163,16 @@ impl Agent {
                     Job::StopActive => None,
                 };
                 let known = g.closure.clone();
-                out.push(Output::Job(id, JobOrder { job, env, known }));
+                let walked = g.walked;
+                out.push(Output::Job(
+                    id,
+                    JobOrder {
+                        job,
+                        env,
+                        known,
+                        walked,
+                    },
+                ));
             }
             Action::KillActive => {
                 out.push(Output::Log(if g.machine.role() == Role::Starting {
@@ -255,6 +268,7 @@ impl Agent {
         let Some(g) = self.groups.get_mut(&id) else {
             return;
         };
+        g.walked = true;
         if closure == g.closure {
             return;
         }

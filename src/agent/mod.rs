@@ -15,6 +15,7 @@
 //! tasks' progress; when promd may exit.
 
 mod calls;
+mod deadlines;
 mod events;
 mod group;
 mod output;
@@ -196,6 +197,10 @@ pub struct Agent {
     touched: Option<std::collections::BTreeSet<GroupId>>,
     /// Each group's `STATUS=` clause as last built, and whether it needs a look.
     clauses: BTreeMap<GroupId, (String, bool)>,
+    /// Each running machine's [`GroupMachine::next_deadline`], filed after its every step.
+    next_due: deadlines::Deadlines,
+    /// Each machine's [`GroupMachine::hang_deadline`], filed after its every step.
+    hang: deadlines::Deadlines,
 }
 
 /// What changed for the D-Bus views since the last [`Agent::take_views`].
@@ -242,6 +247,8 @@ impl Agent {
             store_stalled: None,
             touched: None,
             clauses: BTreeMap::new(),
+            next_due: deadlines::Deadlines::default(),
+            hang: deadlines::Deadlines::default(),
         };
         for cfg in s.config.groups {
             agent.insert_group(cfg, s.wall_usec);
@@ -303,13 +310,7 @@ impl Agent {
                 // Only the machines whose deadline has come: by GroupMachine::next_deadline's
                 // contract a Tick before it changes nothing, and feeding every group at every
                 // group's deadline cost O(groups²) per renewal interval.
-                let due: Vec<GroupId> = self
-                    .groups
-                    .iter()
-                    .filter(|(_, g)| g.machine.next_deadline().is_some_and(|d| d <= now.mono))
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in due {
+                for id in self.next_due.due(now.mono) {
                     self.feed(id, Event::Tick, now, &mut out);
                 }
             }
@@ -335,23 +336,45 @@ impl Agent {
     /// after every step, before carrying out the step's outputs; a starved or hung loop
     /// publishes nothing more, and systemd's watchdog fires by this instant (docs/safety.md).
     pub fn watchdog_horizon(&self) -> Mono {
-        self.groups
-            .values()
-            .filter_map(|g| g.machine.hang_deadline())
-            .fold(self.alive_until, Mono::min)
+        self.hang
+            .first()
+            .map_or(self.alive_until, |h| h.min(self.alive_until))
     }
 
     /// The earliest time at which [`Input::Tick`] is due: a machine's deadline or a call's
     /// timeout. It may lie in the past (a Tick is then due at once); `None`: nothing is due.
     pub fn next_deadline(&self) -> Option<Mono> {
-        self.groups
-            .values()
-            // An exited machine takes no step any more, so whatever deadline it still names
-            // stays due forever: counted, it would wake the loop at once, again and again.
-            .filter(|g| !g.machine.exited())
-            .filter_map(|g| g.machine.next_deadline())
+        self.next_due
+            .first()
+            .into_iter()
             .chain(self.pending.iter().map(|p| p.deadline))
             .min()
+    }
+
+    /// Whether the filed deadlines are what a scan of every machine finds (tests).
+    #[cfg(test)]
+    fn deadlines_filed(&self) -> bool {
+        let scan = |f: &dyn Fn(&GroupMachine) -> Option<Mono>| -> BTreeMap<GroupId, Mono> {
+            self.groups
+                .iter()
+                .filter_map(|(id, g)| f(&g.machine).map(|at| (*id, at)))
+                .collect()
+        };
+        let next = scan(&|m| (!m.exited()).then(|| m.next_deadline()).flatten());
+        &next == self.next_due.all() && &scan(&|m| m.hang_deadline()) == self.hang.all()
+    }
+
+    /// File the group's deadlines again, after its machine stepped or the group came or
+    /// went (see [`deadlines`]).
+    fn refile(&mut self, id: GroupId) {
+        let g = self.groups.get(&id);
+        // An exited machine takes no step any more, so whatever deadline it still names
+        // stays due forever: filed, it would wake the loop at once, again and again.
+        let next = g
+            .filter(|g| !g.machine.exited())
+            .and_then(|g| g.machine.next_deadline());
+        self.next_due.set(id, next);
+        self.hang.set(id, g.and_then(|g| g.machine.hang_deadline()));
     }
 
     /// Every group hands over and exits (SIGTERM, or a refusal); no input starts one again.
@@ -416,12 +439,14 @@ impl Agent {
                 cfg,
                 machine,
                 closure: Closure::default(),
+                walked: false,
                 store_down: None,
                 health_ok: true,
                 since_usec,
                 retired: false,
             },
         );
+        self.refile(id);
         id
     }
 

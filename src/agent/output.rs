@@ -97,6 +97,9 @@ pub struct JobOrder {
     /// The closure of the active target as last found: what a stop covers at once (a fresh
     /// walk adds whatever the target gained since).
     pub known: Closure,
+    /// Whether a walk found `known` (else it is empty because no walk succeeded yet): a start
+    /// with a closure known only to be empty must find and bind it first.
+    pub walked: bool,
 }
 
 /// The values of a group's environment file that change with the role (`PROMD_GROUP` and

@@ -143,6 +143,7 @@ impl Agent {
             let Some(g) = self.groups.remove(&id) else {
                 continue;
             };
+            self.refile(id);
             self.touch_all();
             self.clauses.remove(&id);
             let name = g.cfg.name;

@@ -24,7 +24,12 @@ use crate::watch::{self, Followed, WatchEvent};
 impl Runtime {
     /// Run a systemd job in a task; its result comes back as [`Input::Job`].
     pub(super) fn start_job(&mut self, id: GroupId, order: JobOrder) {
-        let JobOrder { job, env, known } = order;
+        let JobOrder {
+            job,
+            env,
+            known,
+            walked,
+        } = order;
         let Some(d) = self.drivers.get_mut(&id) else {
             return;
         };
@@ -73,7 +78,10 @@ impl Runtime {
                 Job::StartActive => {
                     // The closure was bound at start-up, so the start need not wait for it;
                     // units the target gained since are bound alongside (the daemon-reload
-                    // applies BindsTo= to running units too).
+                    // applies BindsTo= to running units too). Only a closure no walk has
+                    // found yet is found and bound first; one found empty (a target without
+                    // units) is not: walking it again before each start put two to three
+                    // calls to systemd before every start of a take-over of hundreds.
                     let rebind = async {
                         let closure = bind_closure(&systemd, &group, &active).await;
                         if let Some(c) = &closure {
@@ -81,7 +89,7 @@ impl Runtime {
                         }
                         closure
                     };
-                    let (started, fresh) = if known.units.is_empty() {
+                    let (started, fresh) = if known.units.is_empty() && !walked {
                         let fresh = rebind.await;
                         (systemd.start(&active).await, fresh)
                     } else {

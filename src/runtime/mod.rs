@@ -91,6 +91,8 @@ pub struct Runtime {
     keeper: Keeper,
     /// When to report the store tasks' ages ([`Input::StoreAges`]).
     store_check: Interval,
+    /// Store checks so far (for [`Runtime::trim_heap_now_and_then`]).
+    checks: u64,
     dbus: Option<DbusService>,
     calls_rx: Option<mpsc::UnboundedReceiver<CallRequest>>,
     /// Where the answer of each call the agent has not answered yet goes.
@@ -167,6 +169,7 @@ impl Runtime {
             store,
             keeper,
             store_check: store_check_interval(),
+            checks: 0,
             notifier,
             dbus: None,
             calls_rx: None,
@@ -223,7 +226,10 @@ impl Runtime {
                 // idle loop's watchdog horizon moving.
                 biased;
                 _ = tokio::time::sleep(deadline) => Input::Tick,
-                _ = self.store_check.tick() => Input::StoreAges(self.store_ages()),
+                _ = self.store_check.tick() => {
+                    self.trim_heap_now_and_then();
+                    Input::StoreAges(self.store_ages())
+                }
                 Some((id, ev)) = self.store_rx.recv() => Input::Store(id, ev),
                 Some(input) = self.inputs_rx.recv() => input,
                 Some((id, ev)) = self.watch_rx.recv() => Input::Watch(id, ev),
@@ -252,6 +258,14 @@ impl Runtime {
         let views = self.agent.take_views(now.mono);
         if let Some(d) = &mut self.dbus {
             d.update(views, self.agent.store_connected());
+        }
+    }
+
+    /// Every [`TRIM_EVERY`] store checks, give the heap's free pages back (see [`trim_heap`]).
+    fn trim_heap_now_and_then(&mut self) {
+        self.checks = self.checks.wrapping_add(1);
+        if self.checks.is_multiple_of(TRIM_EVERY) {
+            trim_heap();
         }
     }
 
@@ -292,6 +306,28 @@ impl Runtime {
         }
     }
 }
+
+/// How many store checks (seconds) apart the heap is trimmed.
+const TRIM_EVERY: u64 = 10;
+
+/// Give the free pages of glibc's heap back to the kernel (`malloc_trim(0)`). Starting
+/// hundreds of groups, or taking over hundreds at once, allocates and frees far more than
+/// an idle promd holds, and glibc keeps the freed memory: 500 groups left promd at
+/// 37–40 MiB RSS. Costs a walk of the free lists, a fraction of a millisecond.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_heap() {
+    unsafe extern "C" {
+        fn malloc_trim(pad: usize) -> std::ffi::c_int;
+    }
+    // SAFETY: malloc_trim takes no pointer and only releases memory glibc's allocator holds
+    // free; any thread may call it at any time.
+    unsafe {
+        malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_heap() {}
 
 /// The store check's ticks, every [`STORE_CHECK_INTERVAL`]; a late one is not made up for.
 fn store_check_interval() -> Interval {

@@ -231,13 +231,7 @@ impl Systemd {
         what: &str,
         call: impl Future<Output = zbus::Result<T>>,
     ) -> Result<T, SystemdError> {
-        let gated = async {
-            // The semaphore is never closed, so acquire cannot fail; were it closed, the call
-            // goes ahead ungated rather than failing a group.
-            let _permit = self.gate.acquire().await.ok();
-            call.await
-        };
-        timed(what, gated).await
+        gated(&self.gate, what, call).await
     }
 
     /// `daemon-reload`, shared: callers that ask while none is under way share the next one;
@@ -300,8 +294,7 @@ impl Systemd {
 
     /// SIGKILL every process of the unit. A unit with nothing running is not an error.
     pub async fn kill(&self, unit: &str) -> Result<(), SystemdError> {
-        let _permit = self.gate.acquire().await.ok();
-        kill_unit(&self.manager, unit).await.map(drop)
+        kill_unit(&self.gate, &self.manager, unit).await.map(drop)
     }
 
     async fn wait(
@@ -744,11 +737,9 @@ async fn reload_batches(
         while let Ok(more) = requests.try_recv() {
             batch.push(more);
         }
-        let result = {
-            let _permit = gate.acquire().await.ok();
-            timed("Reload", manager.reload()).await
-        }
-        .map_err(|e| e.to_string());
+        let result = gated(&gate, "Reload", manager.reload())
+            .await
+            .map_err(|e| e.to_string());
         if batch.len() > 1 {
             tracing::debug!("one daemon-reload for {} requests", batch.len());
         }
@@ -760,9 +751,14 @@ async fn reload_batches(
 
 /// `KillUnit(unit, "all", SIGKILL)`: true if systemd signalled something, false for a unit
 /// with nothing to kill (not loaded, or no process left).
-async fn kill_unit(manager: &ManagerProxy<'_>, unit: &str) -> Result<bool, SystemdError> {
+async fn kill_unit(
+    gate: &Arc<Semaphore>,
+    manager: &ManagerProxy<'_>,
+    unit: &str,
+) -> Result<bool, SystemdError> {
     let sigkill = nix::sys::signal::Signal::SIGKILL as i32;
-    match timed(
+    match gated(
+        gate,
         &format!("KillUnit {unit}"),
         manager.kill_unit(unit.to_string(), "all".into(), sigkill),
     )
@@ -793,6 +789,49 @@ pub fn is_up(state: &str) -> bool {
 /// Whether a unit in this `ActiveState` is down by systemd's own word (a stop is done).
 pub fn is_down(state: &str) -> bool {
     matches!(state, "inactive" | "failed")
+}
+
+/// How long dbus-daemon waits for the reply to a call before it ends the call itself (its
+/// default `reply_timeout`). Until then a call that promd stopped waiting for still counts
+/// against the connection's 128 pending replies.
+const BUS_REPLY_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// A D-Bus call through `gate`, with [`CALL_TIMEOUT`] counted from the moment it waits at the
+/// gate. A call that times out keeps its place at the gate until dbus-daemon has surely
+/// ended it ([`BUS_REPLY_TIMEOUT`] after it was sent): at 1,000 groups a slow systemd let
+/// calls time out, their permits went to new calls while the bus still counted the old
+/// ones, and hundreds of calls failed with `LimitsExceeded`, each failure retried.
+pub(crate) async fn gated<T>(
+    gate: &Arc<Semaphore>,
+    what: &str,
+    call: impl Future<Output = zbus::Result<T>>,
+) -> Result<T, SystemdError> {
+    let mut permit = None;
+    let result = {
+        let permit = &mut permit;
+        let sent = async move {
+            // The semaphore is never closed, so acquire cannot fail; were it closed, the call
+            // goes ahead ungated rather than failing a group.
+            *permit = gate.clone().acquire_owned().await.ok();
+            call.await
+        };
+        tokio::time::timeout(CALL_TIMEOUT, sent).await
+    };
+    match result {
+        Ok(result) => Ok(result?),
+        Err(_) => {
+            if let Some(permit) = permit {
+                tokio::spawn(async move {
+                    tokio::time::sleep(BUS_REPLY_TIMEOUT.saturating_sub(CALL_TIMEOUT)).await;
+                    drop(permit);
+                });
+            }
+            Err(SystemdError::Timeout {
+                what: what.to_string(),
+                limit: CALL_TIMEOUT,
+            })
+        }
+    }
 }
 
 /// A D-Bus call with [`CALL_TIMEOUT`].
@@ -842,10 +881,12 @@ pub async fn fence_all() -> Result<Vec<String>, SystemdError> {
     // All at once, but no more in flight than dbus-daemon takes from one connection: with
     // hundreds of groups, the calls past its limit were refused (`LimitsExceeded`) and those
     // units were not killed.
-    let kills: Vec<_> = futures_util::stream::iter(units.iter().map(|u| kill_unit(&manager, u)))
-        .buffered(NORMAL_CALLS + URGENT_CALLS)
-        .collect()
-        .await;
+    let gate = Arc::new(Semaphore::new(NORMAL_CALLS + URGENT_CALLS));
+    let kills: Vec<_> =
+        futures_util::stream::iter(units.iter().map(|u| kill_unit(&gate, &manager, u)))
+            .buffered(NORMAL_CALLS + URGENT_CALLS)
+            .collect()
+            .await;
     let mut killed = Vec::new();
     for (unit, result) in units.into_iter().zip(kills) {
         match result {

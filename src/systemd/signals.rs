@@ -148,7 +148,7 @@ impl Subscribers {
 struct Inner {
     conn: Connection,
     subscribers: Arc<Mutex<Subscribers>>,
-    reads: Semaphore,
+    reads: Arc<Semaphore>,
     /// Dropped with the hub: tells the dispatch task to end, which drops the match rule.
     _stop: oneshot::Sender<()>,
 }
@@ -205,7 +205,7 @@ impl UnitSignals {
             inner: Arc::new(Inner {
                 conn: conn.clone(),
                 subscribers,
-                reads: Semaphore::new(READS_IN_FLIGHT),
+                reads: Arc::new(Semaphore::new(READS_IN_FLIGHT)),
                 _stop: stop_tx,
             }),
         })
@@ -273,9 +273,8 @@ impl UnitSignals {
     where
         B: serde::Serialize + zbus::DynamicType,
     {
-        // The semaphore is never closed; without a permit the call would only risk the limit.
-        let _permit = self.inner.reads.acquire().await.ok();
-        timed(
+        super::gated(
+            &self.inner.reads,
             what,
             self.inner
                 .conn

@@ -470,3 +470,35 @@ fn the_kept_term_is_the_floor_and_a_handed_out_term_is_kept_before_the_start() {
         .collect();
     assert_eq!(order, ["keep 41", "start"], "{out:#?}");
 }
+
+/// The start of the active target says whether its closure was walked: an empty closure
+/// that no walk found yet must be found and bound before the start, one found empty need not.
+#[test]
+fn a_start_says_whether_its_empty_closure_was_walked() {
+    fn start_walked(out: &[Output]) -> Option<bool> {
+        out.iter().find_map(|o| match o {
+            Output::Job(
+                _,
+                JobOrder {
+                    job: Job::StartActive,
+                    walked,
+                    ..
+                },
+            ) => Some(*walked),
+            _ => None,
+        })
+    }
+    let mut h = H::new(&[WEB]);
+    h.input(Input::Start);
+    h.passive(0, None);
+    assert_eq!(start_walked(&h.win(0, 7)), Some(false));
+
+    let mut h = H::new(&[WEB]);
+    h.input(Input::Start);
+    h.input(Input::Closure(
+        GroupId(0),
+        crate::systemd::Closure::default(),
+    ));
+    h.passive(0, None);
+    assert_eq!(start_walked(&h.win(0, 7)), Some(true));
+}

@@ -99,6 +99,10 @@ impl H {
     /// Handle one input; returns its outputs (also kept in `out`).
     fn input(&mut self, input: Input) -> Vec<Output> {
         let out = self.agent.handle(input, self.at());
+        assert!(
+            self.agent.deadlines_filed(),
+            "the filed deadlines differ from a scan of the machines"
+        );
         self.out.extend(out.iter().cloned());
         out
     }

@@ -99,8 +99,18 @@ struct Shared {
     link: Arc<Link>,
     leases: Arc<Leases>,
     hub: Arc<Hub>,
+    /// The gate the groups' own calls (reads, writes) pass: at most [`GROUP_CALLS`] in flight.
+    calls: Arc<tokio::sync::Semaphore>,
     tasks: [AbortHandle; 2],
 }
+
+/// How many of the groups' own calls (a group's read, its member record, a campaign, a
+/// release) may be in flight on the connection at once. Without a gate, 1,000 groups that
+/// start (or a host that takes over hundreds of groups) sent 1,000 calls at once; on a busy
+/// machine some missed their timeout, and one call's timeout ends the connection for every
+/// group, which fenced every active group and started it all again. A call's timeout counts
+/// from the moment it passes the gate; the lease's renewals and the watch do not pass it.
+const GROUP_CALLS: usize = 32;
 
 impl Drop for Shared {
     fn drop(&mut self) {
@@ -193,6 +203,7 @@ impl EtcdStore {
             link,
             leases: Arc::new(Leases::default()),
             hub,
+            calls: Arc::new(tokio::sync::Semaphore::new(GROUP_CALLS)),
             tasks,
         });
         *shared = Arc::downgrade(&running);

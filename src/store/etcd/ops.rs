@@ -2,9 +2,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Client, Compare, CompareOp, KvClient, PutOptions, Txn, TxnOp, TxnOpResponse};
+use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use super::connect::{CallError, call};
@@ -85,6 +87,7 @@ pub(super) fn start_op(
     owned: &Owned,
     view: Option<CampaignView>,
     cfg: &GroupCfg,
+    gate: Arc<Semaphore>,
 ) -> OpFuture {
     let mut kv = client.kv_client();
     let owned = *owned;
@@ -93,6 +96,8 @@ pub(super) fn start_op(
     let node = cfg.node.clone();
     let host = cfg.host.clone();
     Box::pin(async move {
+        // Never closed; were it closed, the op goes ahead ungated rather than failing.
+        let _permit = gate.acquire_owned().await.ok();
         let result = match &op {
             Op::Campaign { record, floor } => {
                 campaign(&mut kv, &keys, record, *floor, lease, view, t)

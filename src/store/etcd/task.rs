@@ -209,7 +209,10 @@ impl GroupTask {
         let client = go.conn.client.clone();
         let (cfg, lease) = (self.cfg.clone(), go.lease);
         let member = self.queue.member().cloned();
+        let gate = self.shared.calls.clone();
         Box::pin(async move {
+            // Never closed; were it closed, the read goes ahead ungated rather than failing.
+            let _permit = gate.acquire_owned().await.ok();
             let t = cfg.call_timeout;
             let published = match member {
                 Some(rec) => {
@@ -366,7 +369,11 @@ impl GroupTask {
     fn resync(&self, conn: &Conn) -> ReadFuture {
         let client = conn.client.clone();
         let cfg = self.cfg.clone();
-        Box::pin(async move { read_group(&client, &cfg.keys, cfg.call_timeout).await })
+        let gate = self.shared.calls.clone();
+        Box::pin(async move {
+            let _permit = gate.acquire_owned().await.ok();
+            read_group(&client, &cfg.keys, cfg.call_timeout).await
+        })
     }
 
     async fn serve_session(&mut self, session: Session, in_flight: &mut Option<Op>) -> Exit {
@@ -427,6 +434,7 @@ impl GroupTask {
                     &self.owned,
                     view,
                     &self.cfg,
+                    self.shared.calls.clone(),
                 ));
             }
             // The watch was created anew (it read nothing we saw): read the group again.
