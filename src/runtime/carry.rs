@@ -35,18 +35,7 @@ impl Runtime {
                 }
             }
             Output::Cancel(id, cancels) => self.cancel(id, cancels),
-            Output::KeepTerm { group, term } => {
-                if let Err(e) = self.terms.keep(&group, term) {
-                    emit(&Record {
-                        fields: crate::agent::Fields {
-                            group: Some(group),
-                            term: Some(term),
-                            ..crate::agent::Fields::default()
-                        },
-                        ..Record::plain(Level::Error, e.to_string())
-                    });
-                }
-            }
+            Output::KeepTerm { group, term } => self.terms.keep(&group, term),
             Output::Job(id, order) => self.start_job(id, order),
             Output::Kill { id, known } => self.kill(id, known),
             Output::Restart(id, units) => self.restart(id, units),
@@ -115,6 +104,7 @@ impl Runtime {
         if let Some(d) = self.drivers.remove(&id) {
             self.leaving.push(d.session.task);
         }
+        self.terms.unpark(id);
         if unbind {
             let systemd = self.systemd.clone();
             tokio::spawn(async move {

@@ -16,7 +16,7 @@ use super::carry::emit;
 #[cfg(doc)]
 use crate::agent::Output;
 use crate::agent::{GroupId, Input, JobDone, JobOrder, Level};
-use crate::core::{Cancels, Job, Role};
+use crate::core::{Cancels, Job};
 use crate::health::{self, HealthCheck};
 use crate::systemd::{Closure, Systemd, SystemdError, UnitEnv};
 use crate::watch::{self, Followed, WatchEvent};
@@ -24,6 +24,16 @@ use crate::watch::{self, Followed, WatchEvent};
 impl Runtime {
     /// Run a systemd job in a task; its result comes back as [`Input::Job`].
     pub(super) fn start_job(&mut self, id: GroupId, order: JobOrder) {
+        let Some(group) = self.drivers.get(&id).map(|d| d.cfg.name.clone()) else {
+            return;
+        };
+        // The term is kept on disk before the units can read it: a restarted promd, or a
+        // store restored from an older snapshot, must never hand a unit a lower one. A start
+        // whose term is not durable yet waits for the writer thread (terms.rs), which fails
+        // it if the term cannot be kept.
+        if !self.term_is_kept(id, &group, &order) {
+            return;
+        }
         let JobOrder {
             job,
             env,
@@ -34,21 +44,7 @@ impl Runtime {
             return;
         };
         let inputs = self.inputs_tx.clone();
-        // The env file is written before the start is even queued, so the units read this term;
-        // and before it, the term is kept on disk (the agent asked for it already: this only
-        // checks it is there, and refuses the start if it cannot be): a restarted promd, or a
-        // store restored from an older snapshot, must never hand a unit a lower one.
-        if let Some(env) = &env
-            && env.role == Role::Active
-            && let Err(e) = self.terms.keep(&d.cfg.name, env.term)
-        {
-            let text = format!("not starting the active target: {e}");
-            if let Some(r) = self.agent.group_record(id, Level::Error, &text) {
-                emit(&r);
-            }
-            let _ = inputs.send(Input::Job(id, JobDone::failed(job)));
-            return;
-        }
+        // The env file is written before the start is even queued, so the units read this term.
         if let Some(env) = env {
             let written = UnitEnv {
                 group: &d.cfg.name,
@@ -191,6 +187,9 @@ impl Runtime {
         } = cancels;
         if start && let Some(task) = d.start.take() {
             task.abort();
+        }
+        if start {
+            self.terms.unpark(id);
         }
         if restarts {
             d.restarts.drain(..).for_each(|t| t.abort());

@@ -20,6 +20,7 @@
 
 mod carry;
 mod jobs;
+mod terms;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -40,7 +41,7 @@ use crate::health::HealthResult;
 use crate::notify::Notifier;
 use crate::store::{GroupSession, HostId, Progress, Store, StoreEvent};
 use crate::systemd::Systemd;
-use crate::termfloor::TermFloors;
+use crate::termfloor::{Kept, TermFloors};
 use crate::watch::WatchEvent;
 use crate::watchdog::Keeper;
 
@@ -78,8 +79,9 @@ pub struct Runtime {
     /// This host, written into our store records (see [`HostId`]).
     host: Option<HostId>,
     run_dir: PathBuf,
-    /// The highest term of each group, kept on disk ([`crate::termfloor`]).
-    terms: TermFloors,
+    /// The highest term of each group, kept on disk ([`crate::termfloor`]) by a thread.
+    terms: terms::Terms,
+    terms_rx: mpsc::UnboundedReceiver<Vec<Kept>>,
     config_path: PathBuf,
     drivers: BTreeMap<GroupId, Drivers>,
     /// Store tasks of closed groups: their shutdown is still awaited at exit.
@@ -146,6 +148,8 @@ impl Runtime {
         for e in unreadable {
             tracing::error!("kept term not trusted, the group starts from the store's: {e}");
         }
+        let (terms_tx, terms_rx) = mpsc::unbounded_channel();
+        let terms = terms::Terms::new(terms, term_floors.clone(), terms_tx);
         let agent = Agent::new(Settings {
             config,
             config_origin: config_path.display().to_string(),
@@ -157,6 +161,7 @@ impl Runtime {
         });
         Runtime {
             terms,
+            terms_rx,
             origin,
             agent,
             node,
@@ -220,28 +225,36 @@ impl Runtime {
                 .next_deadline()
                 .map_or(Duration::from_secs(3600), |d| d.saturating_sub(now));
             let stopping = self.agent.stopping();
-            let input = tokio::select! {
+            let input: Option<Input> = tokio::select! {
                 // Deadlines first: the fence is one of them, and nothing may starve it. Then
                 // the store check, which a flood of events must not starve either: it keeps an
                 // idle loop's watchdog horizon moving.
                 biased;
-                _ = tokio::time::sleep(deadline) => Input::Tick,
+                _ = tokio::time::sleep(deadline) => Some(Input::Tick),
                 _ = self.store_check.tick() => {
                     self.trim_heap_now_and_then();
-                    Input::StoreAges(self.store_ages())
+                    Some(Input::StoreAges(self.store_ages()))
                 }
-                Some((id, ev)) = self.store_rx.recv() => Input::Store(id, ev),
-                Some(input) = self.inputs_rx.recv() => input,
-                Some((id, ev)) = self.watch_rx.recv() => Input::Watch(id, ev),
-                Some((id, result)) = self.health_rx.recv() => Input::Health(id, result),
-                Some(call) = recv_call(&mut calls) => self.accept_call(call),
-                _ = sigterm.recv(), if !stopping => Input::Signal(Signal::Terminate),
-                _ = sigint.recv(), if !stopping => Input::Signal(Signal::Terminate),
-                _ = sighup.recv(), if !stopping => Input::Signal(Signal::Reload(self.read_config())),
+                Some((id, ev)) = self.store_rx.recv() => Some(Input::Store(id, ev)),
+                Some(input) = self.inputs_rx.recv() => Some(input),
+                // Terms kept: the loop's own business, not the agent's.
+                Some(kept) = self.terms_rx.recv() => {
+                    self.terms_kept(kept);
+                    None
+                }
+                Some((id, ev)) = self.watch_rx.recv() => Some(Input::Watch(id, ev)),
+                Some((id, result)) = self.health_rx.recv() => Some(Input::Health(id, result)),
+                Some(call) = recv_call(&mut calls) => Some(self.accept_call(call)),
+                _ = sigterm.recv(), if !stopping => Some(Input::Signal(Signal::Terminate)),
+                _ = sigint.recv(), if !stopping => Some(Input::Signal(Signal::Terminate)),
+                _ = sighup.recv(), if !stopping => Some(Input::Signal(Signal::Reload(self.read_config()))),
             };
-            self.step(input);
+            if let Some(input) = input {
+                self.step(input);
+            }
         }
         self.finish_store_tasks().await;
+        self.terms.finish();
         Ok(self.agent.refused().map(str::to_string))
     }
 
