@@ -23,6 +23,7 @@ pub mod migrate;
 pub mod notify;
 pub mod running;
 pub mod runtime;
+pub mod status;
 pub mod store;
 pub mod systemd;
 pub mod termfloor;
