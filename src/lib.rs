@@ -5,7 +5,8 @@
 //! - [`agent`]: the pure layer above the machines: the group table, the reload diff, D-Bus
 //!   call settlement, `STATUS=`, the journal's records; one [`agent::Input`] in, outputs out;
 //! - [`store`]: the coordination store drivers (etcd, directory) behind one trait;
-//! - [`systemd`], [`watch`], [`health`], [`dbus`], [`notify`], [`logging`]: the other drivers;
+//! - [`systemd`], [`watch`], [`health`], [`dbus`], [`http`], [`notify`], [`logging`]: the other
+//!   drivers ([`status`]: the cluster view both promctl and `GET /v1/status` show);
 //! - [`runtime`]: the event loop that turns driver events into the agent's inputs and carries
 //!   out its outputs;
 //! - [`config`][]: `/etc/promd/promd.toml`; [`certs`]: the validity of its certificates; [`running`]: what the running promd was started
@@ -18,11 +19,13 @@ pub mod core;
 pub mod dbus;
 pub mod health;
 pub mod hostlock;
+pub mod http;
 pub mod logging;
 pub mod migrate;
 pub mod notify;
 pub mod running;
 pub mod runtime;
+pub mod status;
 pub mod store;
 pub mod systemd;
 pub mod termfloor;

@@ -388,7 +388,14 @@ async fn serve(
              unchanged (promd still refuses such a reload itself)"
         );
     }
+    let http = config.http.listen.clone();
     let mut runtime = Runtime::new(config, config_path, store, systemd, notifier);
+    // The state endpoint, off unless `[http] listen` names an address.
+    if !http.is_empty()
+        && let Err(e) = runtime.serve_http(http)
+    {
+        tracing::error!("cannot start the HTTP state endpoint: {e}");
+    }
     // D-Bus is for observing and steering; promd does its job without it.
     match zbus::Connection::system().await {
         Ok(conn) => {

@@ -1,6 +1,6 @@
-//! What a reload may not change: `node` and `[store]`. A running promd keeps them for its
-//! whole life (its store sessions and its identity in the cluster hang on them); a file that
-//! changes them needs `systemctl restart promd`.
+//! What a reload may not change: `node`, `[store]` and `[http]`. A running promd keeps them
+//! for its whole life (its store sessions and its identity in the cluster hang on them, and
+//! its listeners are opened once); a file that changes them needs `systemctl restart promd`.
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use toml::de::{DeTable, DeValue};
 
 use super::validate::position;
-use super::{AuthConfig, Config, ConfigError, Problem, StoreConfig, TlsConfig};
+use super::{AuthConfig, Config, ConfigError, HttpConfig, Problem, StoreConfig, TlsConfig};
 
 /// What to tell an operator whose file changes what a reload cannot.
 pub const RESTART_HINT: &str = "a reload cannot change it; apply it with `systemctl restart promd`";
@@ -21,6 +21,9 @@ pub struct Fixed {
     pub node: String,
     /// The `[store]` section, defaults filled in.
     pub store: StoreConfig,
+    /// The `[http]` section (absent from records of promds that had none: no listener).
+    #[serde(default)]
+    pub http: HttpConfig,
 }
 
 impl Fixed {
@@ -29,6 +32,7 @@ impl Fixed {
         Fixed {
             node: config.node.clone(),
             store: config.store.clone(),
+            http: config.http.clone(),
         }
     }
 }
@@ -56,8 +60,13 @@ impl<'t> Places<'t> {
 
     /// The value of `[store]`'s `key`, else the `[store]` table itself.
     fn store(&self, key: &str) -> Option<Range<usize>> {
+        self.in_table("store", key)
+    }
+
+    /// The value of `[table]`'s `key`, else the table itself.
+    fn in_table(&self, table: &str, key: &str) -> Option<Range<usize>> {
         let root = self.root.as_ref()?;
-        let (_, store) = root.iter().find(|(k, _)| k.get_ref().as_ref() == "store")?;
+        let (_, store) = root.iter().find(|(k, _)| k.get_ref().as_ref() == table)?;
         let found = match store.get_ref() {
             DeValue::Table(table) => table
                 .iter()
@@ -123,6 +132,24 @@ pub fn restart_needed(
         problems.push(places.problem(
             places.store(key),
             format!("[store] {new_value} but the running promd has {old_value}: {RESTART_HINT}"),
+        ));
+    }
+    if new.http != running.http {
+        let list = |h: &HttpConfig| {
+            let addrs: Vec<String> = h
+                .listen
+                .iter()
+                .map(|a| format!("{:?}", a.to_string()))
+                .collect();
+            format!("[{}]", addrs.join(", "))
+        };
+        problems.push(places.problem(
+            places.in_table("http", "listen"),
+            format!(
+                "[http] listen = {} but the running promd has {}: {RESTART_HINT}",
+                list(&new.http),
+                list(&running.http)
+            ),
         ));
     }
     if problems.is_empty() {
@@ -339,6 +366,33 @@ mod tests {
             found[1].starts_with("new.toml:2:1: [store] kind = \"dir\""),
             "{found:#?}"
         );
+    }
+
+    #[test]
+    fn a_changed_listen_is_placed_at_its_value_or_the_section() {
+        let found = changes(
+            "node = \"a\"\n",
+            "node = \"a\"\n[http]\nlisten = [\"127.0.0.1:8008\"]\n",
+        );
+        assert_eq!(
+            found,
+            [
+                "new.toml:3:10: [http] listen = [\"127.0.0.1:8008\"] but the running promd has []: \
+                 a reload cannot change it; apply it with `systemctl restart promd`"
+            ]
+        );
+        let old = "node = \"a\"\n[http]\nlisten = [\"127.0.0.1:8008\"]\n";
+        assert!(changes(old, old).is_empty());
+        let found = changes(old, "node = \"a\"\n");
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0].starts_with("new.toml: [http] listen = []"),
+            "{found:#?}"
+        );
+        // A record written before [http] existed reads as no listener.
+        let json = r#"{"node":"a","store":{"kind":"dir","path":"/var/lib/promd"}}"#;
+        let fixed: Fixed = serde_json::from_str(json).unwrap();
+        assert!(!fixed.http.enabled());
     }
 
     #[test]

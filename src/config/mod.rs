@@ -8,6 +8,7 @@
 //! `validate` walks the document section by section, and `values` checks single keys.
 
 mod fixed;
+mod http;
 mod names;
 mod secure;
 mod validate;
@@ -19,6 +20,7 @@ mod store_tests;
 mod tests;
 
 pub use fixed::{Fixed, RESTART_HINT, restart_needed};
+pub use http::HttpConfig;
 pub use names::{valid_group_name, valid_node_name, valid_unit_name};
 pub use secure::{
     CREDENTIALS_DIRECTORY, Password, PasswordFile, SecretError, credentials_directory,
@@ -48,6 +50,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// The `[[group]]` tables, in file order; names and targets are unique across them.
     pub groups: Vec<GroupConfig>,
+    /// The state endpoint (`[http]`, default: none).
+    pub http: HttpConfig,
 }
 
 /// `[store]`: where the groups elect their active host. Serialized (tagged by `kind`) into

@@ -965,6 +965,7 @@ fn naming(ca: &str, cert: &str, key: &str, password: &str) -> Config {
             })),
         },
         groups: Vec::new(),
+        http: HttpConfig::default(),
     }
 }
 

@@ -105,6 +105,7 @@ fn design_example_parses_to_every_value() {
             health_command: Some(vec!["/usr/lib/web/check".to_owned()]),
             ..default_group("web")
         }],
+        http: HttpConfig::default(),
     };
     assert_eq!(config, expected);
 }
@@ -178,6 +179,7 @@ fn defaults_when_keys_are_absent() {
                 path: PathBuf::from("/var/lib/promd"),
             },
             groups: vec![default_group("web")],
+            http: HttpConfig::default(),
         }
     );
 }
@@ -921,5 +923,76 @@ fn groups_do_not_share_targets() {
     assert!(
         found[2].2.contains("of group \"a\""),
         "the first holder is named: {found:#?}"
+    );
+}
+
+#[test]
+fn http_is_off_unless_listen_names_an_address() {
+    assert!(!check("").unwrap().http.enabled());
+    assert!(!check("[http]\n").unwrap().http.enabled());
+    assert!(!check("[http]\nlisten = []\n").unwrap().http.enabled());
+    let config =
+        check("[http]\nlisten = [\"127.0.0.1:8008\", \"[::1]:8008\", \"0.0.0.0:9000\"]\n").unwrap();
+    let listen: Vec<String> = config.http.listen.iter().map(|a| a.to_string()).collect();
+    assert_eq!(listen, ["127.0.0.1:8008", "[::1]:8008", "0.0.0.0:9000"]);
+}
+
+#[test]
+fn bad_http_values_are_placed() {
+    assert_one(
+        "[http]\nlisten = [\"127.0.0.1\"]\n",
+        2,
+        11,
+        "\"127.0.0.1\" in `listen` is not a socket address: add the port",
+    );
+    assert_one(
+        "[http]\nlisten = [\"localhost:8008\"]\n",
+        2,
+        11,
+        "an IP address, not a host name",
+    );
+    assert_one(
+        "[http]\nlisten = [\"::1:8008\"]\n",
+        2,
+        11,
+        "write an IPv6 address in brackets",
+    );
+    assert_one(
+        "[http]\nlisten = [\"http://127.0.0.1:8008\"]\n",
+        2,
+        11,
+        "without a scheme",
+    );
+    assert_one("[http]\nlisten = [\"127.0.0.1:0\"]\n", 2, 11, "port 0");
+    assert_one(
+        "[http]\nlisten = [\"127.0.0.1:8008\", \"[::1]:8008\", \"127.0.0.1:8008\"]\n",
+        2,
+        43,
+        "\"127.0.0.1:8008\" appears twice in `listen` (first at line 2, column 11)",
+    );
+    assert_one(
+        "[http]\nlisten = \"127.0.0.1:8008\"\n",
+        2,
+        10,
+        "an array of strings",
+    );
+    assert_one("[http]\nlisten = [8008]\n", 2, 11, "only strings");
+    assert_one("http = 1\n", 1, 8, "a table, written [http]");
+    assert_one(
+        "[http]\nport = 8008\n",
+        2,
+        1,
+        "unknown key `port` in [http]; allowed here: listen",
+    );
+    assert_one(
+        "listen = [\"127.0.0.1:8008\"]\n",
+        1,
+        1,
+        "(`listen` belongs in [http])",
+    );
+    // Every bad address is reported, not only the first.
+    assert_eq!(
+        problems("[http]\nlisten = [\"a\", \"b:1\", \"1.2.3.4:5\"]\n").len(),
+        2
     );
 }

@@ -14,7 +14,7 @@ use super::*;
 
 pub(super) const MIN_LEASE: Duration = Duration::from_secs(1);
 
-pub(super) const TOP_KEYS: &[&str] = &["node", "[store]", "[[group]]"];
+pub(super) const TOP_KEYS: &[&str] = &["node", "[store]", "[http]", "[[group]]"];
 pub(super) const STORE_KEYS: &[&str] = &[
     "kind",
     "endpoints",
@@ -243,15 +243,18 @@ impl Checker<'_> {
 
     pub(super) fn unknown_key(&mut self, key: &Key<'_>, place: &str, allowed: &[&str]) {
         let name: &str = key.get_ref();
-        let hint = if place != "at the top level" && matches!(name, "node" | "store" | "group") {
-            format!(" (`{name}` belongs at the top level, before any [table] header)")
-        } else if place != "in [[group]]" && GROUP_KEYS.contains(&name) {
-            format!(" (`{name}` belongs in a [[group]])")
-        } else if place != "in [store]" && STORE_KEYS.contains(&name) {
-            format!(" (`{name}` belongs in [store])")
-        } else {
-            String::new()
-        };
+        let hint =
+            if place != "at the top level" && matches!(name, "node" | "store" | "http" | "group") {
+                format!(" (`{name}` belongs at the top level, before any [table] header)")
+            } else if place != "in [[group]]" && GROUP_KEYS.contains(&name) {
+                format!(" (`{name}` belongs in a [[group]])")
+            } else if place != "in [store]" && STORE_KEYS.contains(&name) {
+                format!(" (`{name}` belongs in [store])")
+            } else if place != "in [http]" && name == "listen" {
+                format!(" (`{name}` belongs in [http])")
+            } else {
+                String::new()
+            };
         self.error(
             &key.span(),
             format!(
@@ -271,10 +274,12 @@ impl Checker<'_> {
         let mut node = None;
         let mut store = None;
         let mut groups = None;
+        let mut http = None;
         for (key, value) in root.iter() {
             match key.get_ref().as_ref() {
                 "node" => node = Some(self.node(value)),
                 "store" => store = Some(self.store(value)),
+                "http" => http = Some(self.http(value)),
                 "group" => groups = Some(self.groups(value)),
                 _ => self.unknown_key(key, "at the top level", TOP_KEYS),
             }
@@ -286,10 +291,12 @@ impl Checker<'_> {
             })
         });
         let groups = groups.unwrap_or_else(|| Some(Vec::new()));
+        let http = http.unwrap_or_else(|| Some(HttpConfig::default()));
         Some(Config {
             node: node?,
             store: store?,
             groups: groups?,
+            http: http?,
         })
     }
 

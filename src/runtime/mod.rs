@@ -23,6 +23,7 @@ mod jobs;
 mod terms;
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,7 @@ use crate::config::{Config, GroupConfig};
 use crate::core::Mono;
 use crate::dbus::{CallRequest, DbusService, PromdError};
 use crate::health::HealthResult;
+use crate::http::{HttpServer, Limits, StateFeed};
 use crate::notify::Notifier;
 use crate::store::{GroupSession, HostId, Progress, Store, StoreEvent};
 use crate::systemd::Systemd;
@@ -96,6 +98,8 @@ pub struct Runtime {
     /// Store checks so far (for [`Runtime::trim_heap_now_and_then`]).
     checks: u64,
     dbus: Option<DbusService>,
+    /// The HTTP state endpoint's feed and server, when `[http] listen` names an address.
+    http: Option<(StateFeed, HttpServer)>,
     calls_rx: Option<mpsc::UnboundedReceiver<CallRequest>>,
     /// Where the answer of each call the agent has not answered yet goes.
     replies: HashMap<CallId, oneshot::Sender<Result<(), PromdError>>>,
@@ -177,6 +181,7 @@ impl Runtime {
             checks: 0,
             notifier,
             dbus: None,
+            http: None,
             calls_rx: None,
             replies: HashMap::new(),
             next_call: 0,
@@ -198,6 +203,17 @@ impl Runtime {
         let (service, calls) = DbusService::start(conn, &self.node, views).await?;
         self.dbus = Some(service);
         self.calls_rx = Some(calls);
+        Ok(())
+    }
+
+    /// Serve the HTTP state endpoint on `listen` ([`crate::http`]), from a thread of its own.
+    /// Without it promd still does its job; addresses that cannot be bound yet are retried
+    /// by that thread. Errors only if the thread cannot be started.
+    pub fn serve_http(&mut self, listen: Vec<SocketAddr>) -> std::io::Result<()> {
+        let views = self.agent.views(self.now().mono);
+        let (feed, reader) = StateFeed::new(&self.node, views);
+        let server = HttpServer::start(listen, reader, Limits::default())?;
+        self.http = Some((feed, server));
         Ok(())
     }
 
@@ -259,7 +275,7 @@ impl Runtime {
     }
 
     /// One input to the agent, the watchdog's horizon published, the outputs carried out,
-    /// then the D-Bus views refreshed. The horizon goes first: an output may start units,
+    /// then the D-Bus views and the HTTP endpoint's snapshot refreshed. The horizon goes first: an output may start units,
     /// and their group's hang deadline must bound the pings before they can run.
     fn step(&mut self, input: Input) {
         let now = self.now();
@@ -269,8 +285,12 @@ impl Runtime {
             self.carry(output);
         }
         let views = self.agent.take_views(now.mono);
+        let store_connected = self.agent.store_connected();
+        if let Some((feed, _)) = &mut self.http {
+            feed.update(&views, store_connected, self.agent.stopping());
+        }
         if let Some(d) = &mut self.dbus {
-            d.update(views, self.agent.store_connected());
+            d.update(views, store_connected);
         }
     }
 

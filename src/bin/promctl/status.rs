@@ -1,42 +1,14 @@
 //! `promctl status`: the report, the table and the JSON document.
 
-use serde::Serialize;
 use zbus::Connection;
 
 use super::bus::*;
 use super::requests::explain;
 use super::*;
 
-/// The `--json` document; field order and names are the contract.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub(super) struct StatusReport {
-    pub(super) node: String,
-    pub(super) version: String,
-    pub(super) store_connected: bool,
-    pub(super) groups: Vec<GroupStatus>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub(super) struct GroupStatus {
-    pub(super) name: String,
-    pub(super) role: String,
-    pub(super) leader: String,
-    pub(super) term: u64,
-    pub(super) priority: i32,
-    pub(super) healthy: bool,
-    pub(super) maintenance: bool,
-    pub(super) failures: u32,
-    pub(super) since_usec: u64,
-    pub(super) members: Vec<MemberStatus>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub(super) struct MemberStatus {
-    pub(super) node: String,
-    pub(super) role: String,
-    pub(super) priority: i32,
-    pub(super) healthy: bool,
-}
+// The `--json` document lives in the library (`promd::status`): `GET /v1/status` answers the
+// same document, byte for byte, from the same views.
+pub(super) use promd::status::{GroupStatus, MemberStatus, StatusReport};
 
 impl From<GroupProps> for GroupStatus {
     fn from(p: GroupProps) -> Self {
@@ -135,8 +107,8 @@ pub(super) fn column_width(header: &str, values: impl Iterator<Item = usize>) ->
 }
 
 pub(super) fn render_json(report: &StatusReport) -> Result<String, Failure> {
-    serde_json::to_string_pretty(report)
-        .map(|s| s + "\n")
+    report
+        .to_json()
         .map_err(|e| Failure(format!("cannot encode the status as JSON: {e}")))
 }
 

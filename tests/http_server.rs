@@ -1,0 +1,347 @@
+//! The HTTP state endpoint against a real listener on loopback (an ephemeral port): every
+//! route over the wire, slow clients that do not hold up a normal one and are closed at the
+//! header-read timeout, and the connection cap.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use promd::agent::{GroupId, GroupView, ViewUpdate};
+use promd::http::{HttpServer, Limits, StateFeed};
+use promd::status::StatusReport;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn view(id: u64, name: &str, role: &str, term: u64) -> GroupView {
+    GroupView {
+        id: GroupId(id),
+        name: name.into(),
+        role: role.into(),
+        leader: "n1".into(),
+        term,
+        priority: 100,
+        healthy: true,
+        maintenance: false,
+        failures: 0,
+        since_usec: 1_700_000_000_000_000,
+        members: vec![
+            ("n1".into(), role.into(), 100, true),
+            ("n2".into(), "passive".into(), 90, true),
+        ],
+        retired: false,
+    }
+}
+
+/// A server on 127.0.0.1 (ephemeral port) with groups `web` (active, term 7) and `db`
+/// (passive), the store connected.
+fn start(limits: Limits) -> (StateFeed, HttpServer, SocketAddr) {
+    let views = vec![view(0, "web", "active", 7), view(1, "db", "passive", 7)];
+    let (mut feed, reader) = StateFeed::new("n1", views);
+    feed.update(&ViewUpdate::Some(Vec::new()), true, false);
+    let any: SocketAddr = match "127.0.0.1:0".parse() {
+        Ok(a) => a,
+        Err(e) => panic!("{e}"),
+    };
+    let server = match HttpServer::start(vec![any], reader, limits) {
+        Ok(s) => s,
+        Err(e) => panic!("cannot start the server: {e}"),
+    };
+    let Some(addr) = server.next_bound(Duration::from_secs(10)) else {
+        panic!("the server did not bind 127.0.0.1:0");
+    };
+    (feed, server, addr)
+}
+
+/// A parsed answer: status, headers (lowercase names), body.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+fn parse(raw: &[u8]) -> Answer {
+    let text = String::from_utf8_lossy(raw);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        panic!("no end of header in {text:?}");
+    };
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Answer {
+        status,
+        headers,
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+/// One request on a new connection (`Connection: close`), read to the end.
+async fn request(addr: SocketAddr, method: &str, path: &str) -> Answer {
+    let mut s = match TcpStream::connect(addr).await {
+        Ok(s) => s,
+        Err(e) => panic!("connect {addr}: {e}"),
+    };
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    if let Err(e) = s.write_all(req.as_bytes()).await {
+        panic!("write: {e}");
+    }
+    let mut raw = Vec::new();
+    if let Err(e) = s.read_to_end(&mut raw).await {
+        panic!("read: {e}");
+    }
+    parse(&raw)
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Answer {
+    request(addr, "GET", path).await
+}
+
+/// Read until the server closes the connection (EOF or reset); panics after `limit`.
+async fn closed_within(s: &mut TcpStream, limit: Duration) -> Instant {
+    let mut buf = [0u8; 4096];
+    let end = Instant::now() + limit;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Instant::now(),
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("the server did not close the connection within {limit:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_route_over_the_wire() {
+    let (mut feed, _server, addr) = start(Limits::default());
+
+    let a = get(addr, "/v1/groups/web/active").await;
+    assert_eq!((a.status, a.text().as_str()), (200, "active (term 7)\n"));
+    assert_eq!(a.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(a.header("cache-control"), Some("no-store"));
+    assert_eq!(get(addr, "/v1/groups/web/passive").await.status, 503);
+    assert_eq!(get(addr, "/v1/groups/db/active").await.status, 503);
+    assert_eq!(get(addr, "/v1/groups/db/passive").await.status, 200);
+    assert_eq!(get(addr, "/v1/groups/db/state").await.text(), "passive\n");
+    assert_eq!(get(addr, "/v1/groups/nope/active").await.status, 404);
+    assert_eq!(get(addr, "/nowhere").await.status, 404);
+    // A query string does not change the route.
+    assert_eq!(get(addr, "/v1/groups/web/active?x=1").await.status, 200);
+
+    let h = get(addr, "/v1/health").await;
+    assert_eq!(h.status, 200, "{}", h.text());
+    assert_eq!(h.header("content-type"), Some("application/json"));
+
+    // /v1/status is the promctl document of the same views.
+    let s = get(addr, "/v1/status").await;
+    assert_eq!(s.status, 200);
+    let expected = StatusReport::of_views(
+        "n1",
+        true,
+        &[view(0, "web", "active", 7), view(1, "db", "passive", 7)],
+    );
+    assert_eq!(s.text(), expected.to_json().unwrap_or_default());
+
+    // HEAD: the same status and headers, no body.
+    for path in ["/v1/status", "/v1/groups/db/active", "/nowhere"] {
+        let g = get(addr, path).await;
+        let h = request(addr, "HEAD", path).await;
+        assert_eq!(h.status, g.status, "{path}");
+        assert!(h.body.is_empty(), "{path}: {:?}", h.text());
+        assert_eq!(
+            h.header("content-length"),
+            Some(g.body.len().to_string().as_str()),
+            "{path}"
+        );
+        assert_eq!(h.header("content-type"), g.header("content-type"), "{path}");
+    }
+
+    // Other methods: 405 with Allow (a body sent along is not read).
+    let p = request(addr, "POST", "/v1/groups/web/active").await;
+    assert_eq!(p.status, 405);
+    assert_eq!(p.header("allow"), Some("GET, HEAD"));
+
+    // A demotion begins: 503 at once, before the units are down.
+    feed.update(
+        &ViewUpdate::Some(vec![view(0, "web", "demoting", 7)]),
+        true,
+        false,
+    );
+    let a = get(addr, "/v1/groups/web/active").await;
+    assert_eq!((a.status, a.text().as_str()), (503, "demoting (term 7)\n"));
+    // The store is lost: health says so.
+    feed.update(&ViewUpdate::Some(Vec::new()), false, false);
+    let h = get(addr, "/v1/health").await;
+    assert_eq!(h.status, 503);
+    assert!(
+        h.text().contains("\"store_connected\":false"),
+        "{}",
+        h.text()
+    );
+}
+
+/// 200 clients that connect and send nothing, or dribble a header a byte at a time, do not
+/// hold up a normal client; each is closed once the header-read timeout has passed. A
+/// keep-alive connection that idles after a request is closed the same way.
+#[tokio::test]
+async fn slow_clients_neither_stall_others_nor_stay() {
+    let timeout = Duration::from_secs(3);
+    let limits = Limits {
+        header_read_timeout: timeout,
+        ..Limits::default()
+    };
+    let (_feed, _server, addr) = start(limits);
+
+    let opened = Instant::now();
+    let mut silent = Vec::new();
+    let mut dribblers = Vec::new();
+    for i in 0..200 {
+        let s = match TcpStream::connect(addr).await {
+            Ok(s) => s,
+            Err(e) => panic!("connect #{i}: {e}"),
+        };
+        if i % 2 == 0 {
+            silent.push(s);
+        } else {
+            let (mut rd, mut wr) = s.into_split();
+            let drip = tokio::spawn(async move {
+                for b in b"GET /v1/health HTTP/1.1\r\nHost: slow\r\nX-Slow: "
+                    .iter()
+                    .cycle()
+                {
+                    if wr.write_all(&[*b]).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+            let closed = tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                loop {
+                    match rd.read(&mut buf).await {
+                        Ok(0) | Err(_) => return Instant::now(),
+                        Ok(_) => continue,
+                    }
+                }
+            });
+            dribblers.push((closed, drip));
+        }
+    }
+    // Let the dribblers start, then a normal client asks.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = Instant::now();
+    let a = get(addr, "/v1/groups/web/active").await;
+    let took = asked.elapsed();
+    assert_eq!(a.status, 200);
+    assert!(
+        took < Duration::from_secs(1),
+        "a normal client waited {took:?} behind 200 slow ones"
+    );
+
+    // Every slow client is closed: after the timeout, and not long after it.
+    for mut s in silent {
+        let at = closed_within(&mut s, timeout * 3).await;
+        assert!(at.duration_since(opened) >= timeout - Duration::from_millis(100));
+    }
+    for (closed, drip) in dribblers {
+        let at = match tokio::time::timeout(timeout * 3, closed).await {
+            Ok(Ok(at)) => at,
+            Ok(Err(e)) => panic!("{e}"),
+            Err(_) => panic!("a dribbling client was not closed within {:?}", timeout * 3),
+        };
+        assert!(at.duration_since(opened) >= timeout - Duration::from_millis(100));
+        drip.abort();
+    }
+
+    // A keep-alive connection that idles after its request.
+    let mut s = match TcpStream::connect(addr).await {
+        Ok(s) => s,
+        Err(e) => panic!("connect: {e}"),
+    };
+    let req = "GET /v1/groups/web/state HTTP/1.1\r\nHost: ka\r\n\r\n";
+    if let Err(e) = s.write_all(req.as_bytes()).await {
+        panic!("write: {e}");
+    }
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap_or(0);
+    let answered = Instant::now();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let at = closed_within(&mut s, timeout * 3).await;
+    assert!(at.duration_since(answered) >= timeout - Duration::from_millis(100));
+}
+
+/// With a cap of 4, four idle keep-alive connections hold every slot: a fifth client is
+/// answered only once the server has closed one of them (at the header-read timeout).
+#[tokio::test]
+async fn the_connection_cap_holds() {
+    let timeout = Duration::from_secs(2);
+    let limits = Limits {
+        max_connections: 4,
+        header_read_timeout: timeout,
+        ..Limits::default()
+    };
+    let (_feed, _server, addr) = start(limits);
+    let mut held = Vec::new();
+    for i in 0..4 {
+        let mut s = match TcpStream::connect(addr).await {
+            Ok(s) => s,
+            Err(e) => panic!("connect #{i}: {e}"),
+        };
+        // A whole request, answered: the connection holds a slot, and now idles.
+        let req = "GET /v1/health HTTP/1.1\r\nHost: held\r\n\r\n";
+        if let Err(e) = s.write_all(req.as_bytes()).await {
+            panic!("write: {e}");
+        }
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).await.unwrap_or(0);
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        held.push(s);
+    }
+    let asked = Instant::now();
+    let fifth = tokio::spawn(async move {
+        let a = get(addr, "/v1/groups/web/active").await;
+        (a.status, Instant::now())
+    });
+    let mut first_close = None;
+    for mut s in held {
+        let at = closed_within(&mut s, timeout * 3).await;
+        first_close = Some(first_close.map_or(at, |f: Instant| f.min(at)));
+    }
+    let (status, answered) = match fifth.await {
+        Ok(x) => x,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(status, 200);
+    let Some(first_close) = first_close else {
+        panic!("no connection held");
+    };
+    assert!(
+        answered >= first_close,
+        "the fifth client was answered {:?} after it asked, before any of the four held \
+         connections was closed",
+        answered.duration_since(asked)
+    );
+}
