@@ -40,6 +40,7 @@ macro_rules! contract_tests {
                 a_term_value_with_newer_fields_counts_and_one_of_a_later_version_stops_campaigns,
                 a_release_by_a_non_holder_keeps_the_key,
                 a_release_of_a_key_rewritten_for_another_node_keeps_it,
+                a_retire_frees_the_key_and_says_passive,
                 a_switchover_request_is_seen_and_cleared,
                 a_graceful_shutdown_hands_over_at_once,
                 a_dead_leader_loses_the_key_after_the_lease,
@@ -311,6 +312,57 @@ async fn a_release_of_a_key_rewritten_for_another_node_keeps_it<B: Backend>() {
         written,
         "the rewritten key is kept"
     );
+}
+
+/// A holder that stands down (`Retire`) frees its key and says `passive` in its record, in one
+/// write where the store can: the other node sees the key vacant and the role unclaimed, and
+/// the key can be won again. A `Retire` of a term the node does not hold deletes nothing.
+async fn a_retire_frees_the_key_and_says_passive<B: Backend>() {
+    use promd::core::Role;
+    let mut b = B::start().await;
+    let mut nodes = published(&mut b, "retire", &["a", "b"]).await;
+    let term = nodes[0].try_campaign().await.expect("won");
+    let mut claim = member("a");
+    claim.role = Role::Active;
+    claim.term = Some(term);
+    nodes[0].send(StoreCommand::Publish(claim.clone()));
+    let claims = |m: &[MemberRecord]| m.iter().any(|r| r.node == "a" && r.role == Role::Active);
+    nodes[1]
+        .members_where(SOON, "a claims the role", claims)
+        .await;
+    nodes[1].leader_is(SOON, "a", term).await;
+
+    let passive = MemberRecord {
+        role: Role::Passive,
+        ..claim
+    };
+    nodes[1].send(StoreCommand::Retire {
+        term,
+        record: member("b"),
+    });
+    nodes[1]
+        .wait_for(SOON, "Released", |e| *e == StoreEvent::Released)
+        .await;
+    assert!(
+        b.get("retire", Key::Leader).await.is_some(),
+        "not b's to free"
+    );
+
+    nodes[0].send(StoreCommand::Retire {
+        term,
+        record: passive,
+    });
+    nodes[0]
+        .wait_for(SOON, "Released", |e| *e == StoreEvent::Released)
+        .await;
+    nodes[1].leader_none(SOON).await;
+    nodes[1]
+        .members_where(SOON, "a passive", |m| {
+            m.iter().any(|r| r.node == "a" && r.role == Role::Passive) && !claims(m)
+        })
+        .await;
+    let next = nodes[1].try_campaign().await.expect("the key is free");
+    assert!(next > term, "new term {next} > {term}");
 }
 
 /// A switchover request is seen by every session, and so is its removal.

@@ -128,6 +128,17 @@ pub enum StoreCommand {
     },
     /// Write (or overwrite) this node's member record, bound to the group's lease.
     Publish(MemberRecord),
+    /// [`StoreCommand::Release`] and then [`StoreCommand::Publish`] of `record`, as one
+    /// write where the store can (etcd: one transaction), else one after the other: a
+    /// demoted holder's `passive` record and its released key reach the standbys together, and
+    /// the best of them campaigns one round trip sooner (it waits while a record still
+    /// claims the role). Answered by [`StoreEvent::Released`].
+    Retire {
+        /// The term the key was won at.
+        term: u64,
+        /// This node's member record once the key is released.
+        record: MemberRecord,
+    },
     /// Ask the current leader to hand over to `record.to`.
     RequestSwitchover(SwitchoverRecord),
     /// Remove the switchover request (the new leader does this once it holds the key).
@@ -147,6 +158,7 @@ pub(crate) enum Op {
     Campaign { record: LeaderRecord, floor: u64 },
     Release { term: u64 },
     Publish(MemberRecord),
+    Retire { term: u64, record: MemberRecord },
     PutSwitchover(SwitchoverRecord),
     ClearSwitchover,
     SetMaintenance(MaintenanceRecord),
@@ -159,6 +171,7 @@ impl StoreCommand {
             StoreCommand::Campaign { record, floor } => Op::Campaign { record, floor },
             StoreCommand::Release { term } => Op::Release { term },
             StoreCommand::Publish(rec) => Op::Publish(rec),
+            StoreCommand::Retire { term, record } => Op::Retire { term, record },
             StoreCommand::RequestSwitchover(rec) => Op::PutSwitchover(rec),
             StoreCommand::ClearSwitchover => Op::ClearSwitchover,
             StoreCommand::SetMaintenance(rec) => Op::SetMaintenance(rec),

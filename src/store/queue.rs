@@ -43,6 +43,11 @@ impl OpQueue {
                     return None;
                 }
             }
+            // The newest record: an older one still queued is written with it instead.
+            Op::Retire { ref record, .. } => {
+                self.member = Some(record.clone());
+                self.ops.retain(|q| !matches!(q, Op::Publish(_)));
+            }
             Op::SetMaintenance(ref rec) => {
                 self.ops.retain(|op| !matches!(op, Op::SetMaintenance(_)));
                 self.maintenance = Some(rec.clone());
@@ -115,7 +120,7 @@ impl OpQueue {
                 answers.push(StoreEvent::Campaigned(None));
                 false
             }
-            Op::Release { .. } if released => {
+            Op::Release { .. } | Op::Retire { .. } if released => {
                 answers.push(StoreEvent::Released);
                 false
             }

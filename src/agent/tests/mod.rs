@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::core::Role;
-use crate::store::{Leader, MaintenanceRecord, MemberRecord, StoreCommand};
+use crate::store::{Leader, MaintenanceRecord, MemberRecord, StoreCommand, SwitchoverRecord};
 
 /// This host's machine-id in the tests; [`OTHER_HOST`] is another host's.
 const THIS_HOST: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1";
@@ -297,6 +297,7 @@ fn store_commands(out: &[Output]) -> Vec<(GroupId, &'static str)> {
                 match cmd {
                     StoreCommand::Campaign { .. } => "Campaign",
                     StoreCommand::Release { .. } => "Release",
+                    StoreCommand::Retire { .. } => "Retire",
                     StoreCommand::Publish(_) => "Publish",
                     StoreCommand::RequestSwitchover(_) => "RequestSwitchover",
                     StoreCommand::ClearSwitchover => "ClearSwitchover",
@@ -592,4 +593,41 @@ fn units_left_by_an_earlier_run_do_not_time_the_watchdog_to_the_new_lease() {
         Some(Duration::from_millis(10)),
     )]));
     assert_eq!(h.agent.watchdog_horizon(), h.now + LOOP_STALL_LIMIT);
+}
+
+#[test]
+fn a_switchover_releases_the_key_and_says_passive_in_one_write() {
+    let mut h = H::new(&[WEB]);
+    h.input(Input::Start);
+    h.active(0, 7);
+    h.take();
+    let mut own = member("n1", Some(THIS_HOST));
+    own.role = Role::Active;
+    own.term = Some(7);
+    h.store(0, StoreEvent::Members(vec![own, member("n2", None)]));
+    h.store(
+        0,
+        StoreEvent::Switchover(Some(SwitchoverRecord {
+            v: 1,
+            to: "n2".into(),
+            from: "n2".into(),
+        })),
+    );
+    let out = h.take();
+    assert_eq!(jobs(&out), vec![(GroupId(0), Job::StopActive)], "{out:#?}");
+    let out = h.job(0, Job::StopActive, true);
+    assert_eq!(jobs(&out), vec![(GroupId(0), Job::StartPassive)]);
+    let out = h.job(0, Job::StartPassive, true);
+    // Not a Release and then a Publish: one write, the record saying passive.
+    assert_eq!(
+        store_commands(&out),
+        vec![(GroupId(0), "Retire")],
+        "{out:#?}"
+    );
+    let retired = out.iter().find_map(|o| match o {
+        Output::Store(_, StoreCommand::Retire { term, record }) => Some((*term, record.role)),
+        _ => None,
+    });
+    assert_eq!(retired, Some((7, Role::Passive)));
+    assert_eq!(h.role(0), Some(Role::Passive));
 }

@@ -279,6 +279,18 @@ pub(super) fn leave(ctx: &Ctx, files: &Files, id: &str) -> Result<(), DirError> 
     Ok(())
 }
 
+/// Remove the leader file if it is ours at `term` (terms are never handed out twice); anything
+/// else is someone else's key, or already gone: either way it is no longer ours.
+fn release(ctx: &Ctx, files: &Files, term: u64) -> Result<(), DirError> {
+    if let Slot::Valid(e) = &files.leader
+        && e.term == Some(term)
+        && releasable(&e.record, &ctx.node, ctx.host.as_ref())
+    {
+        remove(&ctx.paths.leader)?;
+    }
+    Ok(())
+}
+
 pub(super) fn carry_out(
     ctx: &Ctx,
     files: &Files,
@@ -289,14 +301,13 @@ pub(super) fn carry_out(
     match op {
         Op::Campaign { record, floor } => campaign(ctx, files, now, record, *floor, s),
         Op::Release { term } => {
-            // Ours at that term (terms are never handed out twice); anything else is someone
-            // else's key, or already gone: either way it is no longer ours.
-            if let Slot::Valid(e) = &files.leader
-                && e.term == Some(*term)
-                && releasable(&e.record, &ctx.node, ctx.host.as_ref())
-            {
-                remove(&ctx.paths.leader)?;
-            }
+            release(ctx, files, *term)?;
+            Ok(Answer::Released)
+        }
+        // One after the other: the files change one at a time anyway.
+        Op::Retire { term, record } => {
+            release(ctx, files, *term)?;
+            write_member(ctx, files, now, &s.id, s.expires, record)?;
             Ok(Answer::Released)
         }
         Op::Publish(rec) => {

@@ -219,7 +219,7 @@ impl GroupTask {
                 self.report.emit(StoreEvent::Campaigned(term));
             }
             Answer::Released => {
-                if let Pending::Op(Op::Release { term }) = pending
+                if let Pending::Op(Op::Release { term } | Op::Retire { term, .. }) = pending
                     && self.held == Some(term)
                 {
                     self.held = None;

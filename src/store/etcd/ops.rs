@@ -28,6 +28,8 @@ pub(super) enum Done {
     Released,
     /// The member record: written at this revision, or not (another host holds the key).
     Published(Option<i64>),
+    /// The key released and the member record published ([`Done::Published`]'s revision).
+    Retired(Option<i64>),
     /// The switchover request, written at this revision.
     Requested(i64),
     Cleared,
@@ -61,6 +63,11 @@ impl Owned {
                 self.leader_term = None;
             }
             Done::Published(revision) => self.member = *revision,
+            Done::Retired(revision) => {
+                self.leader = None;
+                self.leader_term = None;
+                self.member = *revision;
+            }
             Done::Requested(revision) => self.switchover = Some(*revision),
             Done::Cleared => self.switchover = None,
         }
@@ -115,6 +122,13 @@ pub(super) fn start_op(
             Op::Publish(rec) => publish_member(&mut kv, &keys.member, rec, host.as_ref(), lease, t)
                 .await
                 .map(Done::Published),
+            Op::Retire { term, record } => {
+                let created = owned.leader.filter(|_| owned.leader_term == Some(*term));
+                let whose = (node.as_str(), host.as_ref());
+                retire(&mut kv, &keys, *term, record, whose, created, lease, t)
+                    .await
+                    .map(Done::Retired)
+            }
             Op::PutSwitchover(rec) => {
                 let put = kv.put(
                     keys.switchover.as_str(),
@@ -355,6 +369,46 @@ async fn release(
         )])
         .and_then([TxnOp::delete(key, None)]);
     call("release", t, kv.txn(txn)).await.map(drop)
+}
+
+/// Release the leader key at `term` and publish `rec` (see [`release`] and
+/// [`publish_member`]). When this group created the key under its lease (`created`) and the
+/// member record is bound to that lease (ours, the common case), both in one transaction: the
+/// standbys see the key vacant and the role unclaimed at one revision, which is what they
+/// would see after the two writes in turn, a round trip sooner. Otherwise the two in turn.
+/// The revision the record was written at, as [`publish_member`].
+#[allow(clippy::too_many_arguments)]
+async fn retire(
+    kv: &mut KvClient,
+    keys: &Keys,
+    term: u64,
+    rec: &MemberRecord,
+    whose: (&str, Option<&HostId>),
+    created: Option<i64>,
+    lease: i64,
+    t: Duration,
+) -> Result<Option<i64>, CallError> {
+    if let Some(revision) = created {
+        let txn = Txn::new()
+            .when([
+                Compare::mod_revision(keys.leader.as_str(), CompareOp::Equal, revision),
+                Compare::lease(keys.member.as_str(), CompareOp::Equal, lease),
+            ])
+            .and_then([
+                TxnOp::delete(keys.leader.as_str(), None),
+                TxnOp::put(
+                    keys.member.as_str(),
+                    record::encode(rec),
+                    Some(PutOptions::new().with_lease(lease)),
+                ),
+            ]);
+        let answer = call("release", t, kv.txn(txn)).await?;
+        if answer.succeeded() {
+            return revision_of(answer.header(), "release").map(Some);
+        }
+    }
+    release(kv, &keys.leader, term, whose, created, t).await?;
+    publish_member(kv, &keys.member, rec, whose.1, lease, t).await
 }
 
 /// Maintenance on: put the record, bound to no lease (it outlives this node). Off: delete the

@@ -477,7 +477,7 @@ impl GroupTask {
                                     }
                                     self.report.emit(StoreEvent::Campaigned(won.map(|(term, _)| term)));
                                 }
-                                Done::Released => self.report.emit(StoreEvent::Released),
+                                Done::Released | Done::Retired(_) => self.report.emit(StoreEvent::Released),
                                 Done::Published(_) | Done::Requested(_) | Done::Cleared | Done::Written => {}
                             }
                         }
