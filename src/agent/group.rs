@@ -132,12 +132,17 @@ impl Agent {
         if g.retired || !matches!(m.role(), Role::Passive | Role::Failed) {
             return;
         }
-        let env = EnvFile {
-            role: Role::Passive,
-            term: m.term(),
-            leader: m.leader().unwrap_or("").to_string(),
-        };
-        if g.env.as_ref() != Some(&env) {
+        let (term, leader) = (m.term(), m.leader().unwrap_or(""));
+        let same = g
+            .env
+            .as_ref()
+            .is_some_and(|e| e.role == Role::Passive && e.term == term && e.leader == leader);
+        if !same {
+            let env = EnvFile {
+                role: Role::Passive,
+                term,
+                leader: leader.to_string(),
+            };
             g.env = Some(env.clone());
             out.push(Output::Env(id, env));
         }
