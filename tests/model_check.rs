@@ -307,6 +307,25 @@ fn two_nodes_cut_and_hung_deeper() {
     check("cut and hung", cfg, init, Search::Exhaustive { depth }, 2);
 }
 
+/// CI: two nodes from a steady cluster where reloads change priorities in place (and turn
+/// `preempt` on): two per path, with cuts, hangs, crashes and operators' requests among them.
+/// A priority change must never let a preempting peer start the units before the holder
+/// has stopped them.
+#[test]
+fn two_nodes_retuned_in_place() {
+    let mut cfg = Config::new(2, 2);
+    cfg.kinds = vec![
+        FaultKind::Retune,
+        FaultKind::Drop,
+        FaultKind::Pause,
+        FaultKind::Crash,
+        FaultKind::Request,
+    ];
+    let init = vec![steady(&cfg)];
+    let depth = env_or("PROMD_MODEL_RETUNE_DEPTH", 18);
+    check("retuned", cfg, init, Search::Exhaustive { depth }, 2);
+}
+
 /// CI: random paths far deeper than the exhaustive checks reach, with many faults each:
 /// three nodes from start-up, 8 faults, 400 steps (`PROMD_MODEL_RANDOM_SECS`, 20 s in CI;
 /// `PROMD_MODEL_SEED`).
@@ -314,6 +333,9 @@ fn two_nodes_cut_and_hung_deeper() {
 fn random_deep_paths_through_many_faults() {
     let mut cfg = Config::new(3, 8);
     cfg.kinds = kinds();
+    if std::env::var("PROMD_MODEL_KINDS").is_err() {
+        cfg.kinds.push(FaultKind::Retune);
+    }
     let init = vec![World::new(&cfg)];
     let search = Search::Random {
         depth: env_or("PROMD_MODEL_RANDOM_DEPTH", 400),

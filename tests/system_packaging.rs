@@ -184,6 +184,9 @@ fn rpm_installs_the_same_files_as_the_deb() {
         "/usr/share/doc/promd/examples/web-active.target",
         "/usr/share/doc/promd/examples/web-passive.target",
         "/usr/share/doc/promd/examples/web.service",
+        "/usr/share/doc/promd/examples/web-follower.service",
+        "/usr/share/doc/promd/examples/web-follow-leader.path",
+        "/usr/share/doc/promd/examples/web-follow-leader.service",
         "/usr/share/man/man8/promd.8.gz",
         "/usr/share/man/man1/promctl.1.gz",
         "/usr/share/man/man5/promd.toml.5.gz",
@@ -383,7 +386,10 @@ fn deb_installs_and_runs_like_an_operator_would() {
             "-c",
             "cp /usr/share/doc/promd/examples/web-active.target \
                 /usr/share/doc/promd/examples/web-passive.target \
-                /usr/share/doc/promd/examples/web.service /etc/systemd/system/ \
+                /usr/share/doc/promd/examples/web.service \
+                /usr/share/doc/promd/examples/web-follower.service \
+                /usr/share/doc/promd/examples/web-follow-leader.path \
+                /usr/share/doc/promd/examples/web-follow-leader.service /etc/systemd/system/ \
              && systemctl daemon-reload",
         ]);
         let endpoints = etcd.endpoints_via(net.gateway_ip(i));

@@ -1,14 +1,21 @@
 //! `systemctl reload promd` on a real systemd host: a valid new file is applied without
 //! disturbing the groups that did not change (new groups start, removed ones hand over and
-//! stop); an invalid one is refused with its errors in the journal and changes nothing.
+//! stop); an invalid one is refused with its errors in the journal and changes nothing. On
+//! three hosts and etcd: a priority change is applied in place on the active host (same
+//! MainPID, same term), a lease change restarts the group and says why; and after a failover
+//! every passive host's env file names the new leader, and the shipped `PathChanged=` recipe
+//! restarts the follower unit of the passive target, which reads it.
 
 mod support;
 
 use std::time::Duration;
 
 use support::bus;
-use support::cluster::{bus_policy, promctl_bin, promd_bin, promd_unit};
-use support::hosts::{self, Host, HostSpec, Net};
+use support::cluster::{
+    Cluster, StoreKind, bus_policy, group_prop, promctl_bin, promd_bin, promd_unit,
+};
+use support::etcd::EtcdCluster;
+use support::hosts::{self, Host, HostSpec, Net, Signal};
 
 const WEB: &str =
     "[[group]]\nname = \"web\"\nactive-target = \"web-active.target\"\nlease = \"2s\"\n";
@@ -292,4 +299,249 @@ fn a_reload_that_changes_node_fails_visibly_and_a_restart_applies_it() {
     let record = h.read_file("/run/promd/running.json").expect("the record");
     assert!(record.contains("\"node\": \"solo2\""), "{record}");
     assert!(h.exec(&["systemctl", "reload", "promd"]).status.success());
+}
+
+/// The active host's web.service: its MainPID.
+fn main_pid(h: &Host, unit: &str) -> String {
+    h.run_ok(&["systemctl", "show", "-P", "MainPID", unit])
+        .trim()
+        .to_string()
+}
+
+/// Boots three hosts on a 3-member etcd, waits until one is active and the others passive;
+/// returns the cluster and the active host.
+fn three_hosts(
+    net: &Net,
+    etcd: &EtcdCluster,
+    customize: impl Fn(usize, &mut HostSpec),
+) -> (Cluster, usize) {
+    let c = Cluster::boot_with(
+        net,
+        StoreKind::Etcd(etcd),
+        Duration::from_secs(2),
+        "",
+        customize,
+    );
+    let first = c.wait_one_active(None, Duration::from_secs(30));
+    hosts::wait_until(Duration::from_secs(15), "the others passive", || {
+        c.hosts
+            .iter()
+            .enumerate()
+            .all(|(i, h)| i == first || h.is_active("web-passive.target"))
+    });
+    (c, first)
+}
+
+/// Rewrites promd.toml on `h` with `edit` and reloads promd; the reload must succeed.
+fn edit_and_reload(h: &Host, edit: impl Fn(&str) -> String) {
+    let toml = h.read_file("/etc/promd/promd.toml").expect("promd.toml");
+    h.write_file("/etc/promd/promd.toml", edit(&toml));
+    let out = h.exec(&["systemctl", "reload", "promd"]);
+    assert!(
+        out.status.success(),
+        "systemctl reload promd: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_priority_reload_on_the_active_host_keeps_its_units_and_a_lease_change_restarts_the_group() {
+    let net = Net::new(3);
+    let etcd = EtcdCluster::start(3, &net.gateway_ips());
+    let (c, first) = three_hosts(&net, &etcd, |_, _| {});
+    let h = &c.hosts[first];
+    let name = h.name().to_string();
+    let pid = main_pid(h, "web.service");
+    let term = group_prop(h, "Term");
+    let promd = c.promd_pid(first);
+
+    // priority 100 -> 50 on the active host: applied in place.
+    edit_and_reload(h, |t| format!("{t}priority = 50\n"));
+    hosts::wait_until(Duration::from_secs(10), "the in-place note", || {
+        h.journal(&["-u", "promd"])
+            .contains("web: applied in place: priority 100 → 50")
+    });
+    // The other hosts rank it by its new priority: it is in its record in the store.
+    let other = (first + 1) % 3;
+    let published = format!("\"{name}\" \"active\" 50 true");
+    hosts::wait_until(
+        Duration::from_secs(10),
+        "the new priority published",
+        || group_prop(&c.hosts[other], "Members").contains(&published),
+    );
+    // A hand-over would have shown within two leases of the publication; none does.
+    std::thread::sleep(2 * c.lease);
+    assert_eq!(c.active_hosts(), vec![first], "the role did not move");
+    assert_eq!(
+        main_pid(h, "web.service"),
+        pid,
+        "web.service kept its MainPID"
+    );
+    assert_eq!(group_prop(h, "Term"), term, "no new term");
+    assert_eq!(group_prop(h, "Priority"), "i 50");
+    assert_eq!(c.promd_pid(first), promd, "reloaded, not restarted");
+    let journal = h.journal(&["-u", "promd"]);
+    assert!(
+        !journal.contains("handing over and stopping this group"),
+        "{journal}"
+    );
+    assert!(
+        journal.contains("changed in place [web], changed (handed over, then restarted) []"),
+        "{journal}"
+    );
+
+    // lease 2s -> 3s: the group restarts (hands over: the others now rank higher), and the
+    // journal says why.
+    edit_and_reload(h, |t| t.replace("lease = \"2000ms\"", "lease = \"3s\""));
+    hosts::wait_until(Duration::from_secs(10), "the restart note", || {
+        h.journal(&["-u", "promd"])
+            .contains("restarting group web: lease changed 2s → 3s")
+    });
+    let second = c.wait_one_active(Some(first), Duration::from_secs(20));
+    assert_ne!(second, first);
+    hosts::wait_until(
+        Duration::from_secs(20),
+        "the restarted group passive",
+        || h.is_active("web-passive.target"),
+    );
+    assert_eq!(c.promd_pid(first), promd, "reloaded, not restarted");
+    c.check_history();
+}
+
+/// The env file's value of `key` on `h` (empty when absent).
+fn env_value(h: &Host, key: &str) -> String {
+    let text = h.read_file("/run/promd/web.env").unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// What web-follower.service runs with: InvocationID, ExecMainStartTimestamp, and the
+/// PROMD_LEADER and PROMD_TERM its main process read.
+fn follower(h: &Host) -> (String, String, String, String) {
+    let show = |p: &str| {
+        h.run_ok(&["systemctl", "show", "-P", p, "web-follower.service"])
+            .trim()
+            .to_string()
+    };
+    let pid = show("MainPID");
+    let environ = h
+        .read_file(&format!("/proc/{pid}/environ"))
+        .unwrap_or_default();
+    let var = |k: &str| {
+        environ
+            .split('\0')
+            .find_map(|v| v.strip_prefix(&format!("{k}=")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    (
+        show("InvocationID"),
+        show("ExecMainStartTimestamp"),
+        var("PROMD_LEADER"),
+        var("PROMD_TERM"),
+    )
+}
+
+/// The example units as shipped in packaging/examples.
+fn example(name: &str) -> String {
+    std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("packaging/examples")
+            .join(name),
+    )
+    .expect(name)
+}
+
+#[test]
+fn after_a_failover_passive_hosts_follow_the_new_leader_and_the_path_recipe_restarts_the_follower()
+{
+    let net = Net::new(3);
+    let etcd = EtcdCluster::start(3, &net.gateway_ips());
+    let (c, first) = three_hosts(&net, &etcd, |_, spec| {
+        for unit in [
+            "web-passive.target",
+            "web-follower.service",
+            "web-follow-leader.path",
+            "web-follow-leader.service",
+        ] {
+            spec.file(&format!("/etc/systemd/system/{unit}"), example(unit));
+        }
+    });
+    let first_name = c.hosts[first].name().to_string();
+    let passive: Vec<usize> = (0..3).filter(|&i| i != first).collect();
+    let mut before = Vec::new();
+    for &i in &passive {
+        let h = &c.hosts[i];
+        hosts::wait_until(Duration::from_secs(10), "the follower runs", || {
+            h.is_active("web-follower.service") && h.is_active("web-follow-leader.path")
+        });
+        let f = follower(h);
+        assert_eq!(
+            f.2,
+            first_name,
+            "{}: the follower follows the leader",
+            h.name()
+        );
+        before.push(f);
+    }
+
+    // kill -9 promd on the active host: another takes over at a higher term.
+    let pid = c.promd_pid(first);
+    c.hosts[first].signal(pid, Signal::SIGKILL);
+    let second = c.wait_one_active(Some(first), Duration::from_secs(15));
+    let new_leader = c.hosts[second].name().to_string();
+    let new_term = env_value(&c.hosts[second], "PROMD_TERM");
+    assert_eq!(env_value(&c.hosts[second], "PROMD_LEADER"), new_leader);
+    c.wait_promd_back(first, pid);
+
+    // Every passive host's env file names the new leader and term: the one that stayed
+    // passive, and the old active host once its promd is back.
+    for i in (0..3).filter(|&i| i != second) {
+        let h = &c.hosts[i];
+        hosts::wait_until(Duration::from_secs(10), "the env file follows", || {
+            env_value(h, "PROMD_LEADER") == new_leader && env_value(h, "PROMD_TERM") == new_term
+        });
+        assert_eq!(env_value(h, "PROMD_ROLE"), "passive", "{}", h.name());
+        // Its follower runs with what the file says now.
+        hosts::wait_until(
+            Duration::from_secs(10),
+            "the follower follows the new leader",
+            || {
+                let f = follower(h);
+                f.2 == new_leader && f.3 == new_term
+            },
+        );
+    }
+    // The host that stayed passive throughout: the same follower unit, restarted by the path
+    // unit (a new invocation, a new start), reading the new leader.
+    let stayed = passive
+        .iter()
+        .position(|&i| i != second)
+        .expect("a host stayed passive");
+    let h = &c.hosts[passive[stayed]];
+    let now = follower(h);
+    let was = &before[stayed];
+    assert_ne!(now.0, was.0, "{}: a new InvocationID", h.name());
+    assert_ne!(now.1, was.1, "{}: a new ExecMainStartTimestamp", h.name());
+    assert_eq!(
+        (now.2.as_str(), now.3.as_str()),
+        (new_leader.as_str(), new_term.as_str())
+    );
+    let journal = h.journal(&["-u", "web-follower.service"]);
+    assert!(
+        journal.contains(&format!(
+            "web-follower: following {new_leader} (term {new_term})"
+        )),
+        "{journal}"
+    );
+    assert!(
+        h.journal(&["-u", "web-follow-leader.service"])
+            .contains("Finished")
+            || h.journal(&["-u", "web-follow-leader.service"])
+                .contains("Deactivated"),
+        "the path unit's service ran"
+    );
+    c.check_history();
 }

@@ -30,6 +30,9 @@ pub(super) struct Group {
     pub(super) since_usec: u64,
     /// Removed or replaced by a reload: it hands over, exits, and is then closed.
     pub(super) retired: bool,
+    /// What `/run/promd/GROUP.env` was last asked to say (with a start, or by
+    /// [`Output::Env`]): rewritten only when that changes.
+    pub(super) env: Option<EnvFile>,
 }
 
 impl Group {
@@ -113,6 +116,38 @@ impl Agent {
         }
         retire_in_one_write(id, out, from);
         self.keep_term(id, out);
+        self.follow_leader(id, out);
+    }
+
+    /// On a host that does not hold the role, keep the env file's `PROMD_LEADER` and
+    /// `PROMD_TERM` those the machine knows now: rewritten only when they changed (a compare
+    /// per step otherwise, so hundreds of groups' store events cost nothing), and after the
+    /// step's outputs, so that never before a stop or a kill. A host with the role (promoting,
+    /// active, demoting) keeps what its units were started with: the term of their start.
+    /// A host still starting writes nothing yet: the file says what the last run said until
+    /// the first role is known.
+    fn follow_leader(&mut self, id: GroupId, out: &mut Vec<Output>) {
+        let Some(g) = self.groups.get_mut(&id) else {
+            return;
+        };
+        let m = &g.machine;
+        if g.retired || !matches!(m.role(), Role::Passive | Role::Failed) {
+            return;
+        }
+        let (term, leader) = (m.term(), m.leader().unwrap_or(""));
+        let same = g
+            .env
+            .as_ref()
+            .is_some_and(|e| e.role == Role::Passive && e.term == term && e.leader == leader);
+        if !same {
+            let env = EnvFile {
+                role: Role::Passive,
+                term,
+                leader: leader.to_string(),
+            };
+            g.env = Some(env.clone());
+            out.push(Output::Env(id, env));
+        }
     }
 
     /// Ask for the group's term to be kept on disk if it grew past what was kept: before a
@@ -164,6 +199,9 @@ impl Agent {
                     }),
                     Job::StopActive => None,
                 };
+                if env.is_some() {
+                    g.env = env.clone();
+                }
                 let known = g.closure.clone();
                 let walked = g.walked;
                 out.push(Output::Job(

@@ -444,6 +444,7 @@ impl Agent {
                 health_ok: true,
                 since_usec,
                 retired: false,
+                env: None,
             },
         );
         self.refile(id);

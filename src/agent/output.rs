@@ -35,6 +35,22 @@ pub enum Output {
         /// Gone for good: remove its units' drop-ins.
         unbind: bool,
     },
+    /// A reload changed the group's configuration in place ([`super::reload`]): the group's
+    /// drivers take `cfg` from now on (what a start expects up, what a restart covers), and
+    /// `health`: the health check changed, so it restarts (or stops, without a command).
+    Retune {
+        /// The group.
+        id: GroupId,
+        /// Its configuration now; the same name, targets and lease.
+        cfg: GroupConfig,
+        /// The health settings changed.
+        health: bool,
+    },
+    /// Rewrite `/run/promd/GROUP.env` (atomically) with these values: on a host that does not
+    /// hold the role, whenever the leader or the term it knows changes, so that units of the
+    /// passive target (and `PathChanged=` units) follow the leader. Comes after the step's
+    /// other outputs: it never goes before a stop or a kill.
+    Env(GroupId, EnvFile),
     /// A command for the group's store session.
     Store(GroupId, StoreCommand),
     /// Abort the group's work in flight that the next job or kill supersedes (the core's

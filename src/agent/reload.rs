@@ -1,13 +1,19 @@
 //! `systemctl reload promd`: groups added, removed or replaced without disturbing the rest.
 //!
 //! A group whose configuration is unchanged is not touched. A new group opens (passive
-//! first). A removed group hands over, exits and closes. A changed group hands over and exits
-//! like a removed one, then opens again under a new id with its new configuration. An invalid
-//! file, or one that changes what only a restart may (`node`, `[store]`), is refused and the
-//! running configuration stays.
+//! first). A removed group hands over, exits and closes. A changed group is changed in place
+//! when it can be ([`changes`]): priority, preempt, members that keep this node, the restart,
+//! health and watch settings; its units keep running and its term stays. A change of
+//! `active-target`, `passive-target` or `lease`, or members without this node, hands the
+//! group over and exits it like a removed one, then opens it again under a new id with its
+//! new configuration. The journal says which keys changed and what was done about them. An
+//! invalid file, or one that changes what only a restart of promd may (`node`, `[store]`), is
+//! refused and the running configuration stays.
+
+use std::time::Duration;
 
 use super::output::{Level, Notify, Output, Record};
-use super::{Agent, GroupId, NewConfig, Now, watchdog_fit};
+use super::{Agent, GroupId, NewConfig, Now, params, watchdog_fit};
 use crate::config::{Fixed, GroupConfig, restart_needed};
 use crate::core::Event;
 use crate::logging;
@@ -75,8 +81,8 @@ impl Agent {
                 *r = n.clone();
             }
         }
-        let (mut added, mut removed, mut changed, mut kept) =
-            (Vec::new(), Vec::new(), Vec::new(), 0);
+        let (mut added, mut removed, mut changed, mut in_place, mut kept) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0);
         let live: Vec<(GroupId, GroupConfig)> = self
             .groups
             .iter()
@@ -87,9 +93,29 @@ impl Agent {
             match new.groups.iter().find(|n| n.name == cfg.name) {
                 Some(n) if *n == cfg => kept += 1,
                 Some(n) => {
-                    changed.push(n.name.clone());
-                    self.replacing.push(n.clone());
-                    self.retire(id, "its configuration changed", now, out);
+                    let c = changes(&cfg, n, &self.node);
+                    if c.restart.is_empty() {
+                        in_place.push(n.name.clone());
+                        self.retune(id, n.clone(), &c.in_place, now, out);
+                    } else {
+                        changed.push(n.name.clone());
+                        let mut why = c.restart.join(", ");
+                        if !c.in_place.is_empty() {
+                            why.push_str(&format!(" (and {})", c.in_place.join(", ")));
+                        }
+                        if let Some(g) = self.groups.get(&id) {
+                            out.push(Output::Log(Record {
+                                text: format!(
+                                    "restarting group {}: {why}; handing over, then starting \
+                                     it again",
+                                    n.name
+                                ),
+                                ..g.record(Level::Info, "")
+                            }));
+                        }
+                        self.replacing.push(n.clone());
+                        self.retire(id, "its configuration changed", now, out);
+                    }
                 }
                 None => {
                     removed.push(cfg.name.clone());
@@ -110,11 +136,62 @@ impl Agent {
         }
         self.config = new;
         Ok(format!(
-            "{kept} unchanged, added [{}], removed [{}], changed (handed over, then restarted) [{}]",
+            "{kept} unchanged, added [{}], removed [{}], changed in place [{}], changed (handed \
+             over, then restarted) [{}]",
             added.join(" "),
             removed.join(" "),
+            in_place.join(" "),
             changed.join(" ")
         ))
+    }
+
+    /// Apply a changed configuration to a running group in place (see [`changes`]): the
+    /// machine is retuned (it publishes a changed priority, and applies the usual rules under
+    /// the new values), the runtime takes the new settings (a changed health check restarts,
+    /// a changed `watch` is followed anew). The units and the term stay.
+    fn retune(
+        &mut self,
+        id: GroupId,
+        new: GroupConfig,
+        what: &[String],
+        now: Now,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(g) = self.groups.get_mut(&id) else {
+            return;
+        };
+        let text = format!("applied in place: {}", what.join(", "));
+        out.push(Output::Log(g.record(Level::Info, &text)));
+        let health = (&new.health_command, new.health_interval, new.health_timeout)
+            != (
+                &g.cfg.health_command,
+                g.cfg.health_interval,
+                g.cfg.health_timeout,
+            );
+        let watch = new.watch != g.cfg.watch;
+        let no_check = new.health_command.is_none();
+        g.cfg = new.clone();
+        out.push(Output::Retune {
+            id,
+            cfg: new,
+            health,
+        });
+        if watch {
+            out.push(Output::Follow(id, g.followed()));
+        }
+        let tunables = params(&self.node, &g.cfg, None, 0).tunables();
+        let dropped_check = health && no_check && !g.health_ok;
+        if dropped_check {
+            // Without a check there is nothing left to fail: a node that the old command
+            // held ineligible is healthy again.
+            g.health_ok = true;
+        }
+        if tunables != g.machine.tunables() {
+            self.feed(id, Event::Retune(tunables), now, out);
+        }
+        if dropped_check {
+            self.feed(id, Event::Health { ok: true }, now, out);
+        }
     }
 
     /// Hand the group over and stop it; it closes once its machine has exited.
@@ -178,4 +255,130 @@ impl Agent {
         }
         self.feed(id, Event::Tick, now, out);
     }
+}
+
+/// What a reload changes of one group, each change said as `key old → new`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Changes {
+    /// What only a restart of the group (a hand-over) can apply.
+    pub(super) restart: Vec<String>,
+    /// What is applied to the running group.
+    pub(super) in_place: Vec<String>,
+}
+
+/// Sort the differences between a group's running configuration and its new one. A restart
+/// (hand over, exit, open again) for:
+/// - `active-target`, `passive-target`: the units of the role are another set (their
+///   closure, drop-ins, followers); the old ones must be stopped under the old role.
+/// - `lease`: the store's lease the group's keys are bound to, and every deadline of the fence
+///   and the watchdog derive from it; changing them under running units would let a fence
+///   armed for the old lease meet a store expiry of the new one.
+/// - `members` without this node: it may not hold the role any more.
+///
+/// Everything else in place.
+pub(super) fn changes(old: &GroupConfig, new: &GroupConfig, node: &str) -> Changes {
+    let mut c = Changes::default();
+    let mut note = |restart: bool, key: &str, from: String, to: String| {
+        if from != to {
+            if restart {
+                c.restart.push(format!("{key} changed {from} → {to}"));
+            } else {
+                c.in_place.push(format!("{key} {from} → {to}"));
+            }
+        }
+    };
+    let d = |d: Duration| humantime::format_duration(d).to_string();
+    let list = |l: &Option<Vec<String>>, none: &str| match l {
+        Some(l) => format!("[{}]", l.join(" ")),
+        None => none.to_string(),
+    };
+    let unit = |u: &Option<String>| u.clone().unwrap_or_else(|| "none".into());
+    let member = |m: &Option<Vec<String>>| m.as_ref().is_none_or(|m| m.iter().any(|n| n == node));
+    note(
+        true,
+        "active-target",
+        old.active_target.clone(),
+        new.active_target.clone(),
+    );
+    note(
+        true,
+        "passive-target",
+        unit(&old.passive_target),
+        unit(&new.passive_target),
+    );
+    note(true, "lease", d(old.lease), d(new.lease));
+    let leaves = member(&old.members) && !member(&new.members);
+    let mut members = (
+        list(&old.members, "any node"),
+        list(&new.members, "any node"),
+    );
+    if leaves {
+        members.1.push_str(&format!(", without this node ({node})"));
+    }
+    note(leaves, "members", members.0, members.1);
+    note(
+        false,
+        "priority",
+        old.priority.to_string(),
+        new.priority.to_string(),
+    );
+    note(
+        false,
+        "preempt",
+        old.preempt.to_string(),
+        new.preempt.to_string(),
+    );
+    note(
+        false,
+        "max-restarts",
+        old.max_restarts.to_string(),
+        new.max_restarts.to_string(),
+    );
+    note(
+        false,
+        "restart-window",
+        d(old.restart_window),
+        d(new.restart_window),
+    );
+    note(
+        false,
+        "restart-backoff",
+        d(old.restart_backoff),
+        d(new.restart_backoff),
+    );
+    note(
+        false,
+        "failure-cooldown",
+        d(old.failure_cooldown),
+        d(new.failure_cooldown),
+    );
+    note(
+        false,
+        "watch",
+        list(&old.watch, "the closure's units"),
+        list(&new.watch, "the closure's units"),
+    );
+    note(
+        false,
+        "health-command",
+        list(&old.health_command, "none"),
+        list(&new.health_command, "none"),
+    );
+    note(
+        false,
+        "health-interval",
+        d(old.health_interval),
+        d(new.health_interval),
+    );
+    note(
+        false,
+        "health-timeout",
+        d(old.health_timeout),
+        d(new.health_timeout),
+    );
+    if c.restart.is_empty() && c.in_place.is_empty() && old != new {
+        // A setting this list does not know yet: the safe way.
+        c.restart.push("a setting changed".into());
+    }
+    c
 }

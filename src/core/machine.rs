@@ -40,7 +40,7 @@ mod reread;
 mod timers;
 mod units;
 
-pub use io::{Action, Cancels, Event, GroupParams, Job, Member, Request};
+pub use io::{Action, Cancels, Event, GroupParams, Job, Member, Request, Tunables};
 pub use reason::{Ineligible, Reason, ReasonKind, Refusal};
 pub use timers::{Timer, Timers};
 
@@ -218,6 +218,11 @@ impl GroupMachine {
         self.p.priority
     }
 
+    /// The parameters in force that a reload may change in place ([`Event::Retune`]).
+    pub fn tunables(&self) -> Tunables {
+        self.p.tunables()
+    }
+
     /// This node holds no leader key and its active units are known to be stopped.
     pub fn settled_passive(&self) -> bool {
         matches!(self.role, Role::Passive | Role::Failed)
@@ -374,6 +379,7 @@ impl GroupMachine {
                 }
             }
             Event::UnitStarted { unit } => self.unit_started(&unit, out),
+            Event::Retune(t) => self.p.retune(t),
             Event::StartIncomplete { units } => {
                 if self.job != Some(Job::StartActive) {
                     return; // superseded (a stop replaced the start)

@@ -2134,3 +2134,107 @@ fn a_release_answer_forgets_only_the_key_it_released() {
     let a = t.ev(Event::Released);
     assert_eq!(t.m.leader(), None, "{a:?}");
 }
+
+/// A retune that changes only what the test says.
+fn retuned(t: &T, change: impl FnOnce(&mut Tunables)) -> Event {
+    let mut tunables = t.m.tunables();
+    change(&mut tunables);
+    Event::Retune(tunables)
+}
+
+#[test]
+fn a_priority_retuned_on_the_active_node_is_published_and_nothing_else_moves() {
+    let mut t = T::active(params("a"), 5);
+    t.ev(Event::Members(vec![member("b", 100, true, Role::Passive)]));
+    let pubs = t.pubs.len();
+    let ev = retuned(&t, |p| p.priority = 50);
+    let a = t.ev(ev);
+    assert_eq!(a, vec![], "no stop, no role change, no campaign: {a:?}");
+    assert_eq!((t.m.role(), t.m.term()), (Role::Active, 5));
+    assert_eq!(t.pubs.len(), pubs + 1, "the new record is published");
+    let me = t.published();
+    assert_eq!((me.priority, me.role, me.term), (50, Role::Active, Some(5)));
+    assert_eq!(t.m.priority(), 50);
+    // It stays active under renewals: a peer must ask (preempt) to take the role.
+    t.renew();
+    assert_eq!(t.advance(1000), vec![]);
+    assert_eq!(t.m.role(), Role::Active);
+}
+
+#[test]
+fn preempt_retuned_on_asks_a_lower_priority_leader_to_hand_over() {
+    let mut p = params("a");
+    p.priority = 200;
+    let mut t = T::passive(p, Some(("b", 5)));
+    let a = t.ev(Event::Members(vec![member("b", 100, false, Role::Active)]));
+    assert!(switchover_requests(&a).is_empty(), "no preempt yet");
+    let ev = retuned(&t, |p| p.preempt = true);
+    assert_eq!(switchover_requests(&t.ev(ev)), vec!["a".to_string()]);
+}
+
+#[test]
+fn a_priority_retuned_above_the_leader_makes_a_preempting_standby_ask() {
+    let mut p = params("a");
+    p.preempt = true;
+    let mut t = T::passive(p, Some(("b", 5)));
+    let a = t.ev(Event::Members(vec![member("b", 100, false, Role::Active)]));
+    assert!(
+        switchover_requests(&a).is_empty(),
+        "equal priority: no preempt"
+    );
+    let ev = retuned(&t, |p| p.priority = 150);
+    let a = t.ev(ev);
+    assert_eq!(switchover_requests(&a), vec!["a".to_string()]);
+    assert_eq!(t.published().priority, 150);
+}
+
+#[test]
+fn members_retuned_to_include_this_node_make_it_a_candidate() {
+    let mut p = params("a");
+    p.members = Some(vec!["b".into()]);
+    let mut t = T::passive(p, None);
+    t.advance(10_000);
+    assert!(!t.published().eligible, "not a member");
+    t.renew();
+    let ev = retuned(&t, |p| p.members = Some(vec!["a".into(), "b".into()]));
+    let a = t.ev(ev);
+    assert!(
+        a.iter().any(is_campaign),
+        "a member now, the key vacant: {a:?}"
+    );
+    assert!(t.published().eligible);
+}
+
+#[test]
+fn max_restarts_retuned_counts_from_the_next_failure() {
+    let mut t = T::active(params("a"), 5);
+    t.ev(Event::Members(vec![member("b", 100, true, Role::Passive)]));
+    for _ in 0..2 {
+        crash(&mut t, true);
+        t.renew();
+        t.advance(100);
+    }
+    let ev = retuned(&t, |p| p.max_restarts = 1);
+    let a = t.ev(ev);
+    assert_eq!(a, vec![], "the retune itself fails nothing over: {a:?}");
+    assert_eq!(t.m.role(), Role::Active);
+    let a = crash(&mut t, true);
+    assert!(
+        notes(&a).iter().any(|n| n.contains("failing over to b")),
+        "the next failure is past the new limit: {a:?}"
+    );
+}
+
+#[test]
+fn restart_backoff_retuned_times_the_next_restart() {
+    let mut t = T::active(params("a"), 5);
+    let ev = retuned(&t, |p| p.restart_backoff = Duration::from_millis(200));
+    t.ev(ev);
+    crash(&mut t, false);
+    t.renew();
+    assert_eq!(t.advance(199), vec![]);
+    assert_eq!(
+        t.advance(1),
+        vec![Action::RestartUnit(Some("web.service".into()))]
+    );
+}

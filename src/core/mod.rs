@@ -10,7 +10,7 @@ mod timing;
 
 pub use machine::{
     Action, Cancels, Event, GroupMachine, GroupParams, Ineligible, Job, Member, Reason, ReasonKind,
-    Refusal, Request, Timer, Timers,
+    Refusal, Request, Timer, Timers, Tunables,
 };
 pub use timing::{AFTER_WATCHDOG, Mono, Timing, WATCHDOG_ACCURACY, WATCHDOG_REACH, WATCHDOG_SLACK};
 

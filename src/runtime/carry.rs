@@ -2,7 +2,7 @@
 //! replies and signals, journal records, sd_notify. The systemd work is in jobs.rs.
 
 use super::{Drivers, Runtime};
-use crate::agent::{GroupId, Level, Notify, Output, Record};
+use crate::agent::{EnvFile, GroupId, Level, Notify, Output, Record};
 use crate::config::GroupConfig;
 use crate::core::Role;
 use crate::dbus::PromdError;
@@ -28,6 +28,15 @@ impl Runtime {
                 }
             }
             Output::Close { id, name, unbind } => self.close(id, name, unbind),
+            Output::Retune { id, cfg, health } => {
+                if let Some(d) = self.drivers.get_mut(&id) {
+                    d.cfg = cfg;
+                }
+                if health {
+                    self.start_health(id);
+                }
+            }
+            Output::Env(id, env) => self.write_env(id, &env),
             Output::Store(id, cmd) => {
                 if let Some(d) = self.drivers.get(&id) {
                     // A closed channel means the store task ended: only after Shutdown.
@@ -93,6 +102,28 @@ impl Runtime {
             },
         );
         self.bind_units(id);
+    }
+
+    /// Write the group's env file for units that follow the leader. Synchronous, as before a
+    /// start: one small file on `/run` (tmpfs), and only when its values changed.
+    fn write_env(&mut self, id: GroupId, env: &EnvFile) {
+        let Some(d) = self.drivers.get(&id) else {
+            return;
+        };
+        let written = crate::systemd::UnitEnv {
+            group: &d.cfg.name,
+            node: &self.node,
+            role: env.role.as_str(),
+            term: env.term,
+            leader: &env.leader,
+        }
+        .write(&self.run_dir);
+        if let Err(e) = written {
+            let text = format!("cannot write the unit environment: {e}");
+            if let Some(r) = self.agent.group_record(id, Level::Warn, &text) {
+                emit(&r);
+            }
+        }
     }
 
     /// A group that has exited: off D-Bus, its drivers dropped (the store task's shutdown is

@@ -211,6 +211,18 @@ impl Runtime {
                 let _ = inputs.send(Input::Closure(id, closure));
             }
         });
+        self.start_health(id);
+    }
+
+    /// (Re)start the group's health check with its configuration as it is now (a reload may
+    /// have changed it in place), replacing the one that ran; none without a command.
+    pub(super) fn start_health(&mut self, id: GroupId) {
+        let Some(d) = self.drivers.get_mut(&id) else {
+            return;
+        };
+        if let Some(task) = d.health_task.take() {
+            task.abort();
+        }
         if let Some(command) = &d.cfg.health_command {
             let check = HealthCheck {
                 command: command.clone(),

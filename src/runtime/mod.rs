@@ -56,7 +56,8 @@ pub const RUN_DIR: &str = "/run/promd";
 
 /// A group's drivers and the tasks working for it.
 struct Drivers {
-    /// The group's configuration, fixed for the life of its id.
+    /// The group's configuration: its name, targets and lease fixed for the life of its id,
+    /// the rest as a reload last changed it in place ([`crate::agent::Output::Retune`]).
     cfg: GroupConfig,
     session: GroupSession,
     /// Beaten by the store task: a stalled one holds back the watchdog's horizon.

@@ -502,3 +502,84 @@ fn a_start_says_whether_its_empty_closure_was_walked() {
     h.passive(0, None);
     assert_eq!(start_walked(&h.win(0, 7)), Some(true));
 }
+
+/// The env files the outputs ask for, by group: (role, term, leader).
+fn envs(out: &[Output]) -> Vec<(GroupId, Role, u64, String)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Env(id, e) => Some((*id, e.role, e.term, e.leader.clone())),
+            Output::Job(id, order) => order
+                .env
+                .as_ref()
+                .map(|e| (*id, e.role, e.term, e.leader.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn leader(node: &str, term: u64) -> StoreEvent {
+    StoreEvent::Leader(Some(Leader {
+        node: node.into(),
+        term,
+        host: None,
+    }))
+}
+
+#[test]
+fn a_passive_host_rewrites_its_env_file_when_the_leader_or_term_changes_and_only_then() {
+    let mut h = H::new(&[WEB, DB]);
+    h.input(Input::Start);
+    h.passive(0, Some(("n2", 3)));
+    // db has no passive target: its env file is written all the same.
+    h.passive(1, Some(("n2", 4)));
+    let out = h.take();
+    assert_eq!(
+        envs(&out),
+        vec![
+            (GroupId(0), Role::Passive, 3, "n2".into()),
+            (GroupId(1), Role::Passive, 4, "n2".into()),
+        ]
+    );
+    // A failover: the key goes, then n3 wins it at a higher term.
+    let out = h.store(0, StoreEvent::Leader(None));
+    assert_eq!(
+        envs(&out),
+        vec![(GroupId(0), Role::Passive, 3, String::new())]
+    );
+    let out = h.store(0, leader("n3", 7));
+    assert_eq!(
+        envs(&out),
+        vec![(GroupId(0), Role::Passive, 7, "n3".into())]
+    );
+    // Store events that change neither leader nor term write nothing.
+    let mut quiet = h.renew(0);
+    quiet.extend(h.store(0, leader("n3", 7)));
+    quiet.extend(h.store(0, StoreEvent::Members(vec![member("n3", None)])));
+    quiet.extend(h.advance(Duration::from_millis(500)));
+    assert_eq!(envs(&quiet), vec![]);
+    // The env file follows the write: after the step's other outputs.
+    let out = h.store(0, leader("n2", 9));
+    assert!(matches!(
+        out.iter()
+            .rev()
+            .find(|o| !matches!(o, Output::Log(_) | Output::Notify(_))),
+        Some(Output::Env(..))
+    ));
+}
+
+#[test]
+fn the_active_host_keeps_the_env_file_its_units_started_with() {
+    let mut h = H::new(&[WEB]);
+    h.input(Input::Start);
+    h.active(0, 5);
+    let out = h.take();
+    assert_eq!(
+        envs(&out).last(),
+        Some(&(GroupId(0), Role::Active, 5, "n1".into())),
+        "written before the start: {:?}",
+        envs(&out)
+    );
+    h.renew(0);
+    h.store(0, StoreEvent::Members(vec![member("n2", None)]));
+    assert_eq!(envs(&h.take()), vec![]);
+}

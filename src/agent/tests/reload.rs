@@ -53,7 +53,7 @@ fn a_reload_leaves_unchanged_groups_alone() {
     let out = reload(&mut h, &[WEB, DB]);
     assert_eq!(
         summary(&out),
-        "2 unchanged, added [], removed [], changed (handed over, then restarted) []"
+        "2 unchanged, added [], removed [], changed in place [], changed (handed over, then restarted) []"
     );
     assert!(jobs(&out).is_empty() && store_commands(&out).is_empty());
     assert_eq!(notified(&out).first(), Some(&&Notify::Reloading));
@@ -74,7 +74,7 @@ fn a_reload_adds_a_group_passive_first() {
     let out = reload(&mut h, &[WEB, DB]);
     assert_eq!(
         summary(&out),
-        "1 unchanged, added [db], removed [], changed (handed over, then restarted) []"
+        "1 unchanged, added [db], removed [], changed in place [], changed (handed over, then restarted) []"
     );
     assert_eq!(opened(&out), vec![(GroupId(1), "db".to_string())]);
     assert!(
@@ -96,7 +96,7 @@ fn a_removed_group_hands_over_then_closes_for_good() {
     let out = reload(&mut h, &[WEB]);
     assert_eq!(
         summary(&out),
-        "1 unchanged, added [], removed [db], changed (handed over, then restarted) []"
+        "1 unchanged, added [], removed [db], changed in place [], changed (handed over, then restarted) []"
     );
     assert!(
         texts(&out)
@@ -121,11 +121,18 @@ fn a_removed_group_hands_over_then_closes_for_good() {
 #[test]
 fn a_changed_group_hands_over_then_restarts_under_a_new_id() {
     let mut h = two_passive();
-    let changed = format!("{DB}priority = 50\n");
+    let changed = DB.replace("lease = \"2s\"", "lease = \"4s\"");
     let out = reload(&mut h, &[WEB, &changed]);
     assert_eq!(
         summary(&out),
-        "1 unchanged, added [], removed [], changed (handed over, then restarted) [db]"
+        "1 unchanged, added [], removed [], changed in place [], changed (handed over, then restarted) [db]"
+    );
+    assert!(
+        texts(&out).contains(
+            &"restarting group db: lease changed 2s → 4s; handing over, then starting it again"
+        ),
+        "{:?}",
+        texts(&out)
     );
     assert!(
         texts(&out)
@@ -134,10 +141,10 @@ fn a_changed_group_hands_over_then_restarts_under_a_new_id() {
     // Passive: it exits at once, closes and opens again with its new settings.
     assert_eq!(closed(&out), vec![(GroupId(1), "db", false)]);
     let new = out.iter().find_map(|o| match o {
-        Output::Open(id, cfg) => Some((*id, cfg.priority)),
+        Output::Open(id, cfg) => Some((*id, cfg.lease)),
         _ => None,
     });
-    assert_eq!(new, Some((GroupId(2), 50)));
+    assert_eq!(new, Some((GroupId(2), Duration::from_secs(4))));
     assert!(
         out.iter()
             .any(|o| matches!(o, Output::Serve(GroupId(2), v) if v.name == "db"))
@@ -149,13 +156,13 @@ fn a_changed_group_hands_over_then_restarts_under_a_new_id() {
 #[test]
 fn the_latest_file_wins_for_a_group_still_handing_over() {
     let mut h = H::web_passive_db_active();
-    let slow = format!("{DB}priority = 50\n");
+    let slow = DB.replace("lease = \"2s\"", "lease = \"3s\"");
     reload(&mut h, &[WEB, &slow]);
-    let slower = format!("{DB}priority = 40\n");
+    let slower = format!("{slow}priority = 40\n");
     let out = reload(&mut h, &[WEB, &slower]);
     assert_eq!(
         summary(&out),
-        "1 unchanged, added [], removed [], changed (handed over, then restarted) []",
+        "1 unchanged, added [], removed [], changed in place [], changed (handed over, then restarted) []",
         "db is still handing over: nothing new to retire"
     );
     h.job(1, Job::StopActive, true);
@@ -259,7 +266,7 @@ fn a_shorter_lease_lowers_the_watchdog_and_a_longer_one_never_raises_it() {
 #[test]
 fn sigterm_during_a_replacement_starts_nothing_new() {
     let mut h = H::web_passive_db_active();
-    let changed = format!("{DB}priority = 50\n");
+    let changed = DB.replace("lease = \"2s\"", "lease = \"3s\"");
     reload(&mut h, &[WEB, &changed]);
     h.input(Input::Signal(Signal::Terminate));
     // A reload while stopping is ignored (the runtime does not even read the file).
@@ -271,4 +278,202 @@ fn sigterm_during_a_replacement_starts_nothing_new() {
     assert_eq!(closed(&out), vec![(GroupId(1), "db", true)]);
     assert!(opened(&out).is_empty());
     assert!(h.agent.done());
+}
+
+/// The records of a reload that say what it did to a group in place or why it restarts it.
+fn said(out: &[Output]) -> Vec<&str> {
+    texts(out)
+        .into_iter()
+        .filter(|t| t.contains("applied in place") || t.starts_with("restarting group"))
+        .collect()
+}
+
+fn retunes(out: &[Output]) -> Vec<(GroupId, bool)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Retune { id, health, .. } => Some((*id, *health)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The active group db, reloaded with `extra` keys: applied in place, the summary says so,
+/// nothing stops, starts or hands over. Returns the reload's outputs.
+fn in_place_on_active_db(extra: &str, said_text: &str) -> (H, Vec<Output>) {
+    let mut h = H::web_passive_db_active();
+    h.take();
+    let changed = format!("{DB}{extra}");
+    let out = reload(&mut h, &[WEB, &changed]);
+    assert_eq!(
+        summary(&out),
+        "1 unchanged, added [], removed [], changed in place [db], changed (handed over, then restarted) []"
+    );
+    assert_eq!(said(&out), vec![said_text]);
+    assert!(jobs(&out).is_empty(), "no stop, no start: {:?}", jobs(&out));
+    assert!(closed(&out).is_empty() && opened(&out).is_empty());
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, Output::Kill { .. } | Output::Quiet(_))),
+        "nothing is killed or quietened"
+    );
+    assert!(
+        !store_commands(&out)
+            .iter()
+            .any(|(_, c)| matches!(*c, "Release" | "Campaign" | "Shutdown")),
+        "the key stays: {:?}",
+        store_commands(&out)
+    );
+    assert_eq!(h.role(1), Some(Role::Active));
+    assert_eq!(h.agent.groups[&GroupId(1)].machine.term(), 5);
+    assert_eq!(retunes(&out).len(), 1);
+    (h, out)
+}
+
+#[test]
+fn a_priority_change_is_applied_in_place_and_published() {
+    let (h, out) =
+        in_place_on_active_db("priority = 50\n", "db: applied in place: priority 100 → 50");
+    let published: Vec<i32> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Store(GroupId(1), StoreCommand::Publish(m)) => Some(m.priority),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(published, vec![50], "peers rank it by its new priority");
+    assert_eq!(h.agent.views(h.now)[1].priority, 50, "D-Bus Priority");
+    let r = records(&out)
+        .into_iter()
+        .find(|r| r.text.contains("applied in place"))
+        .map(|r| (r.fields.group.clone(), r.fields.term))
+        .unwrap();
+    assert_eq!(r, (Some("db".to_string()), Some(5)));
+}
+
+#[test]
+fn preempt_and_the_restart_settings_are_applied_in_place() {
+    in_place_on_active_db(
+        "preempt = true\n",
+        "db: applied in place: preempt false → true",
+    );
+    in_place_on_active_db(
+        "max-restarts = 5\nrestart-window = \"1min\"\nrestart-backoff = \"2s\"\nfailure-cooldown = \"1min\"\n",
+        "db: applied in place: max-restarts 3 → 5, restart-window 5m → 1m, restart-backoff 1s → 2s, \
+         failure-cooldown 10m → 1m",
+    );
+}
+
+#[test]
+fn members_that_keep_this_node_are_applied_in_place() {
+    in_place_on_active_db(
+        "members = [\"n1\", \"n2\"]\n",
+        "db: applied in place: members any node → [n1 n2]",
+    );
+}
+
+#[test]
+fn a_watch_change_follows_the_units_anew() {
+    let (_, out) = in_place_on_active_db(
+        "watch = [\"db.service\"]\n",
+        "db: applied in place: watch the closure's units → [db.service]",
+    );
+    let followed: Vec<Vec<String>> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Follow(GroupId(1), f) => Some(
+                f.iter()
+                    .filter(|(_, e)| e.watched)
+                    .map(|(u, _)| u.clone())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(followed, vec![vec!["db.service".to_string()]]);
+    assert_eq!(
+        retunes(&out),
+        vec![(GroupId(1), false)],
+        "the health check stays"
+    );
+}
+
+#[test]
+fn a_health_change_restarts_the_check_and_a_dropped_check_clears_its_failure() {
+    let (_, out) = in_place_on_active_db(
+        "health-command = [\"/bin/true\"]\nhealth-interval = \"5s\"\n",
+        "db: applied in place: health-command none → [/bin/true], health-interval 2s → 5s",
+    );
+    assert_eq!(retunes(&out), vec![(GroupId(1), true)]);
+
+    // web is passive; its check fails, which makes it ineligible; the reload drops the check.
+    let checked = format!("{WEB}health-command = [\"/bin/false\"]\n");
+    let mut h = H::new(&[&checked, DB]);
+    h.input(Input::Start);
+    h.passive(0, Some(("n2", 3)));
+    h.input(Input::Health(
+        GroupId(0),
+        crate::health::HealthResult {
+            ok: false,
+            detail: "exit status 1".into(),
+        },
+    ));
+    assert!(!h.agent.groups[&GroupId(0)].machine.healthy());
+    h.take();
+    let out = reload(&mut h, &[WEB, DB]);
+    assert_eq!(
+        said(&out),
+        vec!["web: applied in place: health-command [/bin/false] → none"]
+    );
+    assert_eq!(retunes(&out), vec![(GroupId(0), true)]);
+    assert!(
+        h.agent.groups[&GroupId(0)].machine.healthy(),
+        "no check, nothing failing"
+    );
+    assert_eq!(h.role(0), Some(Role::Passive));
+}
+
+/// db (active) reloaded with `changed` in its place: it hands over and restarts, and the
+/// journal says why.
+fn restarts_active_db(changed: &str, why: &str) {
+    let mut h = H::web_passive_db_active();
+    h.take();
+    let out = reload(&mut h, &[WEB, changed]);
+    assert_eq!(
+        summary(&out),
+        "1 unchanged, added [], removed [], changed in place [], changed (handed over, then restarted) [db]"
+    );
+    assert_eq!(said(&out), vec![why]);
+    assert_eq!(
+        jobs(&out),
+        vec![(GroupId(1), Job::StopActive)],
+        "handed over"
+    );
+    assert!(retunes(&out).is_empty());
+}
+
+#[test]
+fn target_lease_and_membership_changes_restart_the_group_and_say_why() {
+    restarts_active_db(
+        &DB.replace("db-active.target", "db2-active.target"),
+        "restarting group db: active-target changed db-active.target → db2-active.target; \
+         handing over, then starting it again",
+    );
+    restarts_active_db(
+        &format!("{DB}passive-target = \"db-passive.target\"\n"),
+        "restarting group db: passive-target changed none → db-passive.target; handing over, \
+         then starting it again",
+    );
+    restarts_active_db(
+        &format!(
+            "{}priority = 50\n",
+            DB.replace("lease = \"2s\"", "lease = \"4s\"")
+        ),
+        "restarting group db: lease changed 2s → 4s (and priority 100 → 50); handing over, then \
+         starting it again",
+    );
+    restarts_active_db(
+        &format!("{DB}members = [\"n2\", \"n3\"]\n"),
+        "restarting group db: members changed any node → [n2 n3], without this node (n1); \
+         handing over, then starting it again",
+    );
 }

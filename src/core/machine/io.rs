@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use super::{Mono, Reason, Role, Timing};
 
-/// What the machine needs to know about its group and node; fixed for its lifetime.
+/// What the machine needs to know about its group and node; fixed for its lifetime but for
+/// the [`Tunables`], which [`Event::Retune`] replaces.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct GroupParams {
     /// This node's name (`node` in promd.toml), as written to the store.
@@ -34,6 +35,64 @@ pub struct GroupParams {
     /// ask the store for a higher one, and a key won at or below it is never used: the store
     /// that handed it out has lost its history (docs/safety.md, "The term never goes back").
     pub term_floor: u64,
+}
+
+/// The parameters a reload may change in place (`systemctl reload promd`, see
+/// `src/agent/reload.rs`): [`GroupParams`] less the node, the timing (the lease: the store's
+/// lease and every deadline of the fence derive from it), the passive target and the term
+/// floor, which only a restart of the group changes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Tunables {
+    /// [`GroupParams::priority`].
+    pub priority: i32,
+    /// [`GroupParams::preempt`].
+    pub preempt: bool,
+    /// [`GroupParams::members`]. The agent restarts a group rather than retune it out of its
+    /// own members; a machine retuned so anyway stays safe (it only stops being eligible).
+    pub members: Option<Vec<String>>,
+    /// [`GroupParams::failure_cooldown`]; a cooldown already running keeps its end.
+    pub failure_cooldown: Duration,
+    /// [`GroupParams::max_restarts`]; counts from the next failure on.
+    pub max_restarts: u32,
+    /// [`GroupParams::restart_window`].
+    pub restart_window: Duration,
+    /// [`GroupParams::restart_backoff`]; restarts already waiting keep their time.
+    pub restart_backoff: Duration,
+}
+
+impl GroupParams {
+    /// The part of these parameters a reload may change in place.
+    pub fn tunables(&self) -> Tunables {
+        Tunables {
+            priority: self.priority,
+            preempt: self.preempt,
+            members: self.members.clone(),
+            failure_cooldown: self.failure_cooldown,
+            max_restarts: self.max_restarts,
+            restart_window: self.restart_window,
+            restart_backoff: self.restart_backoff,
+        }
+    }
+
+    /// Take `t` in place of the tunable part.
+    pub fn retune(&mut self, t: Tunables) {
+        let Tunables {
+            priority,
+            preempt,
+            members,
+            failure_cooldown,
+            max_restarts,
+            restart_window,
+            restart_backoff,
+        } = t;
+        self.priority = priority;
+        self.preempt = preempt;
+        self.members = members;
+        self.failure_cooldown = failure_cooldown;
+        self.max_restarts = max_restarts;
+        self.restart_window = restart_window;
+        self.restart_backoff = restart_backoff;
+    }
 }
 
 /// A member of the group as the store shows it (or as this node publishes itself).
@@ -152,6 +211,12 @@ pub enum Event {
         /// The watched units that are not up.
         units: Vec<String>,
     },
+    /// A reload changed what may change in place (priority, preempt, members, the restart
+    /// settings). Nothing else changes: the units keep running, the key and term stay; the
+    /// next step publishes the new record (a new priority ranks this node anew everywhere)
+    /// and applies the usual rules under the new values (a peer may now preempt, a standby
+    /// may now campaign first).
+    Retune(Tunables),
 }
 
 /// What an operator asks of this node (D-Bus / promctl).

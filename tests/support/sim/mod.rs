@@ -108,6 +108,11 @@ pub enum FaultKind {
     /// lease before `s + L`, which no standby can tell from an expiry, so two hosts may run
     /// the units until the holder's next renewal; docs/safety.md says so.)
     DelKey,
+    /// An operator's `systemctl reload promd` that changes the node's priority in place
+    /// (`Event::Retune`): up or down by 100, with `preempt` on from then. Not in
+    /// [`FaultKind::ALL`] (the exhaustive checks over every kind would outgrow the CI's
+    /// memory); its own check, and the random one, take it.
+    Retune,
 }
 
 impl FaultKind {

@@ -84,6 +84,9 @@ pub enum Fault {
     Request(usize, Request),
     /// `etcdctl del` of the leader key.
     DelKey,
+    /// A reload changes the node's priority (up or down by 100) and turns `preempt` on, in
+    /// place.
+    Retune(usize),
 }
 
 impl World {
@@ -261,6 +264,7 @@ impl World {
         if role == Role::Passive {
             add(FaultKind::Request, Fault::Request(i, Request::Promote));
         }
+        add(FaultKind::Retune, Fault::Retune(i));
     }
 
     /// Carry out one step; `log` (if given) gets a line per thing that happened.
@@ -369,6 +373,16 @@ impl World {
                     self.store.revision += 1;
                     self.broadcast(Some(Changed::Leader), None);
                 }
+            }
+            Fault::Retune(i) => {
+                let mut t = self.nodes[i].machine.tunables();
+                t.priority = if t.priority >= 100 {
+                    t.priority - 100
+                } else {
+                    t.priority + 100
+                };
+                t.preempt = true;
+                self.feed(i, Event::Retune(t), log);
             }
             Fault::Request(i, req) => {
                 let now = self.now;
@@ -850,6 +864,10 @@ fn describe(w: &World, step: &Step) -> String {
             Fault::UnitFails(i) => format!("FAULT: {UNIT} fails on {}", name(*i)),
             Fault::Request(i, r) => format!("FAULT: operator asks {} to {:?}", name(*i), r),
             Fault::DelKey => "FAULT: operator deletes the leader key (etcdctl del)".to_string(),
+            Fault::Retune(i) => format!(
+                "FAULT: a reload changes {}'s priority in place (preempt on)",
+                name(*i)
+            ),
         },
     }
 }
