@@ -10,7 +10,12 @@
 # - Packaging (`make deb`, `make rpm`, tests/system_packaging.rs): build-essential and
 #   dpkg-dev (dpkg-buildpackage), debhelper, fakeroot, lintian, rpm (rpmbuild), and man-db
 #   with groff-base (`man promd` on the test hosts, which are copies of this machine).
-# - python3-minimal: a Type=notify test service that says READY=1 itself (system_failures).
+# - python3-minimal: a Type=notify test service that says READY=1 itself (system_failures),
+#   and the web service behind HAProxy (system_haproxy).
+# - haproxy: the load balancer in front of the test hosts (tests/system_haproxy.rs,
+#   benches/haproxy.rs), health-checking promd's /v1/groups/web/active. The tests run it
+#   themselves, in the foreground; the package's own service is kept from starting during the
+#   install (policy-rc.d) and stopped and disabled below if it runs anyway.
 # - Installing etcd-server must not leave an etcd running on the machine itself: services are
 #   kept from starting during the install (policy-rc.d), and if one was started anyway through
 #   the package's own service (systemd or /etc/init.d/etcd), it is stopped and disabled.
@@ -38,6 +43,7 @@ PACKAGES=(
     man-db
     groff-base
     python3-minimal
+    haproxy
 )
 
 log() { printf 'deps: %s\n' "$*"; }
@@ -106,13 +112,36 @@ elif [ -x /etc/init.d/etcd ]; then
         update-rc.d etcd disable >/dev/null 2>&1 || true
     fi
 fi
+# The same for haproxy's own service: the tests run their own haproxy, in the foreground, and
+# the test hosts that boot a copy of this machine (tests/support/installhost.rs) must not start
+# one either. Offline (`--root=/`) when systemd is not PID 1; the sysv links as well.
+if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+    if systemctl is-active --quiet haproxy.service 2>/dev/null || systemctl is-enabled --quiet haproxy.service 2>/dev/null; then
+        log "stopping and disabling the machine's haproxy.service"
+        systemctl disable --now haproxy.service
+    fi
+else
+    if [ -e /etc/systemd/system/multi-user.target.wants/haproxy.service ]; then
+        log "disabling the machine's haproxy.service"
+        systemctl --root=/ disable haproxy.service >/dev/null 2>&1 \
+            || rm -f /etc/systemd/system/multi-user.target.wants/haproxy.service
+    fi
+    if [ -s /run/haproxy.pid ] && kill -0 "$(cat /run/haproxy.pid)" 2>/dev/null \
+        && [ "$(readlink -f "/proc/$(cat /run/haproxy.pid)/exe" 2>/dev/null)" = /usr/sbin/haproxy ]; then
+        log "stopping the haproxy that the package's init script started"
+        /etc/init.d/haproxy stop || true
+    fi
+    if command -v update-rc.d >/dev/null && ls /etc/rc[2-5].d/S*haproxy >/dev/null 2>&1; then
+        update-rc.d haproxy disable >/dev/null 2>&1 || true
+    fi
+fi
 if ss -Hltn 'sport = :2379' 2>/dev/null | grep -q .; then
     log "WARNING: something (not the etcd package's service) listens on port 2379:"
     ss -ltnp 'sport = :2379' || true
 fi
 
 for tool in systemd-nspawn nsenter unshare ip nft etcd etcdctl dbus-daemon protoc \
-    dpkg-buildpackage dh lintian rpmbuild man; do
+    dpkg-buildpackage dh lintian rpmbuild man haproxy; do
     command -v "$tool" >/dev/null || die "$tool is missing after the install"
 done
 

@@ -760,6 +760,15 @@ impl HostSpec {
         &self.name
     }
 
+    /// The contents the host will find at `path` (the last file given for it), if any.
+    pub fn file_contents(&self, path: &str) -> Option<&[u8]> {
+        self.files
+            .iter()
+            .rev()
+            .find(|f| f.path == path)
+            .map(|f| f.contents.as_slice())
+    }
+
     /// A file (mode 0644) at absolute `path` inside the host. Not under `/usr` (read-only).
     pub fn file(&mut self, path: &str, contents: impl AsRef<[u8]>) -> &mut Self {
         self.file_mode(path, contents, 0o644)

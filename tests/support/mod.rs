@@ -7,5 +7,6 @@ pub mod campaign;
 pub mod cluster;
 pub mod etcd;
 pub mod groups;
+pub mod haproxy;
 pub mod hosts;
 pub mod pki;
