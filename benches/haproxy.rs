@@ -15,10 +15,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::campaign::report::{ms, percentile};
-use support::cluster::{Cluster, StoreKind};
+
 use support::etcd::EtcdCluster;
-use support::haproxy::{self, Client, Fault, Haproxy};
-use support::hosts::{self, Net};
+use support::haproxy::{self, Fault, Stage};
+use support::hosts::Net;
 
 const LEASE: Duration = Duration::from_secs(2);
 
@@ -33,25 +33,15 @@ fn main() {
     let start = Instant::now();
     let net = Net::new(3);
     let etcd = EtcdCluster::start(3, &net.gateway_ips());
-    let c = Cluster::boot_with(&net, StoreKind::Etcd(&etcd), LEASE, "", |i, spec| {
-        haproxy::web_host(spec, net.host_ip(i))
-    });
-    let first = c.wait_one_active(None, Duration::from_secs(60));
-    for i in (0..3).filter(|&i| i != first) {
-        hosts::wait_until(Duration::from_secs(60), "passive hosts", || {
-            c.hosts[i].is_active("web-passive.target")
-        });
-    }
-    let lb = Haproxy::start(&haproxy::servers(&c));
-    let client = Client::start(lb.addr());
-    client.wait_served_after(hosts::now_ns(), None, Duration::from_secs(30));
+    let stage = Stage::start(&net, &etcd, LEASE);
+    let (c, client) = (&stage.c, &stage.client);
 
     let mut rows = Vec::new();
     for fault in Fault::ALL {
         let mut gaps = Vec::new();
         let mut failed = 0;
         for run in 0..runs {
-            let g = haproxy::run_fault(&c, &client, fault);
+            let g = haproxy::run_fault(c, client, fault);
             eprintln!(
                 "{} #{run}: {} term {} -> {} term {}: gap {} ms, {} requests unanswered",
                 fault.name(),
@@ -69,7 +59,7 @@ fn main() {
         rows.push((fault, gaps, failed));
     }
     let answers = client.answers();
-    drop(client);
+    drop(stage.client);
     let spans = c.spans();
     let outside = haproxy::outside_spans(&answers, &spans);
     let served = answers.iter().filter(|a| a.served().is_some()).count();

@@ -14,9 +14,9 @@ mod support;
 
 use std::time::Duration;
 
-use support::cluster::{Cluster, StoreKind};
+use support::cluster::Cluster;
 use support::etcd::EtcdCluster;
-use support::haproxy::{self, Client, Fault, Haproxy};
+use support::haproxy::{self, Client, Fault, Haproxy, Stage};
 use support::hosts::{self, Net};
 
 const LEASE: Duration = Duration::from_secs(2);
@@ -25,18 +25,9 @@ const LEASE: Duration = Duration::from_secs(2);
 fn haproxy_sends_every_request_to_the_active_host_through_switchovers_and_failures() {
     let net = Net::new(3);
     let etcd = EtcdCluster::start(3, &net.gateway_ips());
-    let c = Cluster::boot_with(&net, StoreKind::Etcd(&etcd), LEASE, "", |i, spec| {
-        haproxy::web_host(spec, net.host_ip(i))
-    });
-    let first = c.wait_one_active(None, Duration::from_secs(60));
-    for i in (0..3).filter(|&i| i != first) {
-        hosts::wait_until(Duration::from_secs(60), "the other hosts passive", || {
-            c.hosts[i].is_active("web-passive.target")
-        });
-    }
-    let lb = Haproxy::start(&haproxy::servers(&c));
-    let client = Client::start(lb.addr());
-    let (host, term) = client.wait_served_after(hosts::now_ns(), None, Duration::from_secs(30));
+    let stage = Stage::start(&net, &etcd, LEASE);
+    let (c, client, lb, first) = (&stage.c, &stage.client, &stage.lb, stage.active);
+    let (host, term) = stage.first.clone();
     assert_eq!(
         host,
         c.hosts[first].name(),
@@ -46,7 +37,7 @@ fn haproxy_sends_every_request_to_the_active_host_through_switchovers_and_failur
 
     let mut gaps = Vec::new();
     for fault in Fault::ALL {
-        let gap = haproxy::run_fault(&c, &client, fault);
+        let gap = haproxy::run_fault(c, client, fault);
         eprintln!(
             "{}: {} term {} -> {} term {}: client-visible gap {} ms, {} requests without an \
              answer from the service",
@@ -69,7 +60,7 @@ fn haproxy_sends_every_request_to_the_active_host_through_switchovers_and_failur
         Duration::from_secs(30),
     );
     assert_eq!(host, c.hosts[now_active].name());
-    client_answers_checked(&c, client, &lb);
+    client_answers_checked(c, stage.client, lb);
     c.check_history();
 
     eprintln!("\n| fault | client-visible gap ms | requests without an answer |\n|---|---|---|");

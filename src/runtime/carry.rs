@@ -36,7 +36,9 @@ impl Runtime {
                     self.start_health(id);
                 }
             }
-            Output::Env(id, env) => self.write_env(id, &env),
+            Output::Env(id, env) => {
+                self.write_env(id, &env, Level::Warn);
+            }
             Output::Store(id, cmd) => {
                 if let Some(d) = self.drivers.get(&id) {
                     // A closed channel means the store task ended: only after Shutdown.
@@ -104,11 +106,12 @@ impl Runtime {
         self.bind_units(id);
     }
 
-    /// Write the group's env file for units that follow the leader. Synchronous, as before a
-    /// start: one small file on `/run` (tmpfs), and only when its values changed.
-    fn write_env(&mut self, id: GroupId, env: &EnvFile) {
+    /// Write the group's env file (before a start, or for units that follow the leader),
+    /// synchronously: one small file on `/run` (tmpfs). A failure goes to the journal at
+    /// `level`; `false` then.
+    pub(super) fn write_env(&mut self, id: GroupId, env: &EnvFile, level: Level) -> bool {
         let Some(d) = self.drivers.get(&id) else {
-            return;
+            return false;
         };
         let written = crate::systemd::UnitEnv {
             group: &d.cfg.name,
@@ -118,12 +121,13 @@ impl Runtime {
             leader: &env.leader,
         }
         .write(&self.run_dir);
-        if let Err(e) = written {
+        if let Err(e) = &written {
             let text = format!("cannot write the unit environment: {e}");
-            if let Some(r) = self.agent.group_record(id, Level::Warn, &text) {
+            if let Some(r) = self.agent.group_record(id, level, &text) {
                 emit(&r);
             }
         }
+        written.is_ok()
     }
 
     /// A group that has exited: off D-Bus, its drivers dropped (the store task's shutdown is

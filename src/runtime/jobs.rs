@@ -12,13 +12,12 @@
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::Runtime;
-use super::carry::emit;
 #[cfg(doc)]
 use crate::agent::Output;
 use crate::agent::{GroupId, Input, JobDone, JobOrder, Level};
 use crate::core::{Cancels, Job};
 use crate::health::{self, HealthCheck};
-use crate::systemd::{Closure, Systemd, SystemdError, UnitEnv};
+use crate::systemd::{Closure, Systemd, SystemdError};
 use crate::watch::{self, Followed, WatchEvent};
 
 impl Runtime {
@@ -40,29 +39,17 @@ impl Runtime {
             known,
             walked,
         } = order;
+        let inputs = self.inputs_tx.clone();
+        // The env file is written before the start is even queued, so the units read this term.
+        if let Some(env) = env
+            && !self.write_env(id, &env, Level::Error)
+        {
+            let _ = inputs.send(Input::Job(id, JobDone::failed(job)));
+            return;
+        }
         let Some(d) = self.drivers.get_mut(&id) else {
             return;
         };
-        let inputs = self.inputs_tx.clone();
-        // The env file is written before the start is even queued, so the units read this term.
-        if let Some(env) = env {
-            let written = UnitEnv {
-                group: &d.cfg.name,
-                node: &self.node,
-                role: env.role.as_str(),
-                term: env.term,
-                leader: &env.leader,
-            }
-            .write(&self.run_dir);
-            if let Err(e) = written {
-                let text = format!("cannot write the unit environment: {e}");
-                if let Some(r) = self.agent.group_record(id, Level::Error, &text) {
-                    emit(&r);
-                }
-                let _ = inputs.send(Input::Job(id, JobDone::failed(job)));
-                return;
-            }
-        }
         let systemd = self.systemd.clone();
         let group = d.cfg.name.clone();
         let active = d.cfg.active_target.clone();

@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::cluster::Cluster;
-use super::hosts::{self, HostSpec, Signal, Span};
+use super::cluster::{Cluster, StoreKind};
+use super::etcd::EtcdCluster;
+use super::hosts::{self, HostSpec, Net, Signal, Span};
 
 /// promd's HTTP endpoint on each host.
 pub const HTTP_PORT: u16 = 8008;
@@ -557,4 +558,41 @@ pub fn servers(c: &Cluster) -> Vec<(String, Ipv4Addr)> {
         .iter()
         .map(|h| (h.name().to_string(), h.ip()))
         .collect()
+}
+
+/// Three hosts with the web service behind HAProxy, the role settled (one active, the others
+/// passive) and the client served: what the test and the bench start from. Fields drop in
+/// order: the client, HAProxy, then the hosts.
+pub struct Stage {
+    pub client: Client,
+    pub lb: Haproxy,
+    pub c: Cluster,
+    /// The host that answered first, and its term.
+    pub first: (String, u64),
+    /// Index of the first active host.
+    pub active: usize,
+}
+
+impl Stage {
+    pub fn start(net: &Net, etcd: &EtcdCluster, lease: Duration) -> Stage {
+        let c = Cluster::boot_with(net, StoreKind::Etcd(etcd), lease, "", |i, spec| {
+            web_host(spec, net.host_ip(i))
+        });
+        let active = c.wait_one_active(None, Duration::from_secs(60));
+        for i in (0..3).filter(|&i| i != active) {
+            hosts::wait_until(Duration::from_secs(60), "the other hosts passive", || {
+                c.hosts[i].is_active("web-passive.target")
+            });
+        }
+        let lb = Haproxy::start(&servers(&c));
+        let client = Client::start(lb.addr());
+        let first = client.wait_served_after(hosts::now_ns(), None, Duration::from_secs(30));
+        Stage {
+            client,
+            lb,
+            c,
+            first,
+            active,
+        }
+    }
 }
