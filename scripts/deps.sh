@@ -10,6 +10,10 @@
 # - Packaging (`make deb`, `make rpm`, tests/system_packaging.rs): build-essential and
 #   dpkg-dev (dpkg-buildpackage), debhelper, fakeroot, lintian, rpm (rpmbuild), and man-db
 #   with groff-base (`man promd` on the test hosts, which are copies of this machine).
+# - prometheus: ships promtool, which checks promd's /metrics output (`promtool check metrics`,
+#   tests/http_server.rs and tests/system_metrics.rs) and the shipped alerting rules
+#   (`promtool check rules packaging/examples/promd-alerts.yml`). Its service is kept from
+#   starting like etcd's.
 # - python3-minimal: a Type=notify test service that says READY=1 itself (system_failures).
 # - Installing etcd-server must not leave an etcd running on the machine itself: services are
 #   kept from starting during the install (policy-rc.d), and if one was started anyway through
@@ -38,6 +42,7 @@ PACKAGES=(
     man-db
     groff-base
     python3-minimal
+    prometheus
 )
 
 log() { printf 'deps: %s\n' "$*"; }
@@ -106,13 +111,22 @@ elif [ -x /etc/init.d/etcd ]; then
         update-rc.d etcd disable >/dev/null 2>&1 || true
     fi
 fi
+# Only promtool is wanted from the prometheus package: its server must not run here.
+if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+    if systemctl is-active --quiet prometheus.service 2>/dev/null || systemctl is-enabled --quiet prometheus.service 2>/dev/null; then
+        log "stopping and disabling the machine's prometheus.service (only promtool is used)"
+        systemctl disable --now prometheus.service
+    fi
+elif command -v update-rc.d >/dev/null && [ -x /etc/init.d/prometheus ]; then
+    update-rc.d prometheus disable >/dev/null 2>&1 || true
+fi
 if ss -Hltn 'sport = :2379' 2>/dev/null | grep -q .; then
     log "WARNING: something (not the etcd package's service) listens on port 2379:"
     ss -ltnp 'sport = :2379' || true
 fi
 
 for tool in systemd-nspawn nsenter unshare ip nft etcd etcdctl dbus-daemon protoc \
-    dpkg-buildpackage dh lintian rpmbuild man; do
+    dpkg-buildpackage dh lintian rpmbuild man promtool; do
     command -v "$tool" >/dev/null || die "$tool is missing after the install"
 done
 
