@@ -30,6 +30,8 @@ pub(super) struct Group {
     pub(super) since_usec: u64,
     /// Removed or replaced by a reload: it hands over, exits, and is then closed.
     pub(super) retired: bool,
+    /// Its counters for `/metrics` (shared with the HTTP thread).
+    pub(super) metrics: std::sync::Arc<crate::metrics::GroupMetrics>,
 }
 
 impl Group {
@@ -190,6 +192,7 @@ impl Agent {
                 }));
                 let known = g.closure.clone();
                 out.push(Output::Kill { id, known });
+                g.metrics.kills.inc();
             }
             Action::Campaign { floor } => out.push(store(StoreCommand::Campaign {
                 record: LeaderRecord {
@@ -222,6 +225,15 @@ impl Agent {
                 reason,
             } => {
                 g.since_usec = now.wall_usec;
+                if new == Role::Active {
+                    g.metrics.promotions.inc();
+                }
+                if old == Role::Active {
+                    g.metrics.demotions.inc();
+                }
+                if reason.kind() == ReasonKind::Fenced {
+                    g.metrics.fences.inc();
+                }
                 let group = g.cfg.name.clone();
                 let message_id = role_change_id(&reason);
                 let reason = reason.to_string();
@@ -257,6 +269,7 @@ impl Agent {
                 let text = format!("restarting {} in place", units.join(" "));
                 out.push(Output::Log(g.record(Level::Warn, &text)));
                 out.push(Output::Restart(id, units));
+                g.metrics.unit_restarts.inc();
             }
             Action::Note(note) => out.push(Output::Log(g.record(Level::Warn, &note))),
             Action::Exit => out.push(store(StoreCommand::Shutdown)),
