@@ -201,3 +201,61 @@ fn health_failures_restarts_calls_and_reconnects() {
         );
     }
 }
+
+fn reload(h: &mut H, groups: &[&str]) {
+    let text = format!("node = \"n1\"\n{}", groups.concat());
+    let file = NewConfig {
+        config: config_of(&text),
+        text,
+    };
+    h.input(Input::Signal(Signal::Reload(Ok(file))));
+}
+
+#[test]
+fn a_group_removed_by_a_reload_leaves_the_exposition() {
+    let mut h = H::web_passive_db_active();
+    reload(&mut h, &[WEB]);
+    // Handing over: no role any more (not served), its counters still there.
+    let text = scrape(&h);
+    assert!(!text.contains("promd_group_role{group=\"db\""), "{text}");
+    assert_eq!(
+        value(&text, "promd_group_promotions_total{group=\"db\"}"),
+        Some(1.0)
+    );
+    h.job(1, Job::StopActive, true);
+    h.store(1, StoreEvent::Released);
+    let text = scrape(&h);
+    assert!(!text.contains("group=\"db\""), "{text}");
+    assert!(text.contains("promd_group_role{group=\"web\",role=\"passive\"} 1"));
+
+    // Added again: it starts from zero, as a new group.
+    reload(&mut h, &[WEB, DB]);
+    let text = scrape(&h);
+    assert_eq!(
+        value(&text, "promd_group_promotions_total{group=\"db\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(text.contains("promd_group_role{group=\"db\",role=\"starting\"} 1"));
+}
+
+#[test]
+fn a_group_changed_by_a_reload_keeps_its_counters() {
+    let mut h = H::web_passive_db_active();
+    let changed = format!("{DB}priority = 50\n");
+    reload(&mut h, &[WEB, &changed]);
+    h.job(1, Job::StopActive, true);
+    h.store(1, StoreEvent::Released);
+    // Restarted under a new id (2), with the same name and series.
+    assert!(h.agent.groups.contains_key(&GroupId(2)));
+    let text = scrape(&h);
+    assert_eq!(
+        value(&text, "promd_group_promotions_total{group=\"db\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "promd_group_demotions_total{group=\"db\"}"),
+        Some(1.0)
+    );
+}
