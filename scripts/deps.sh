@@ -10,6 +10,10 @@
 # - Packaging (`make deb`, `make rpm`, tests/system_packaging.rs): build-essential and
 #   dpkg-dev (dpkg-buildpackage), debhelper, fakeroot, lintian, rpm (rpmbuild), and man-db
 #   with groff-base (`man promd` on the test hosts, which are copies of this machine).
+# - prometheus: ships promtool, which checks promd's /metrics output (`promtool check metrics`,
+#   tests/http_server.rs and tests/system_metrics.rs) and the shipped alerting rules
+#   (`promtool check rules packaging/examples/promd-alerts.yml`). Its service is kept from
+#   starting like etcd's.
 # - python3-minimal: a Type=notify test service that says READY=1 itself (system_failures),
 #   and the web service behind HAProxy (system_haproxy).
 # - haproxy: the load balancer in front of the test hosts (tests/system_haproxy.rs,
@@ -44,6 +48,7 @@ PACKAGES=(
     groff-base
     python3-minimal
     haproxy
+    prometheus
 )
 
 log() { printf 'deps: %s\n' "$*"; }
@@ -112,36 +117,42 @@ elif [ -x /etc/init.d/etcd ]; then
         update-rc.d etcd disable >/dev/null 2>&1 || true
     fi
 fi
-# The same for haproxy's own service: the tests run their own haproxy, in the foreground, and
-# the test hosts that boot a copy of this machine (tests/support/installhost.rs) must not start
-# one either. Offline (`--root=/`) when systemd is not PID 1; the sysv links as well.
-if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
-    if systemctl is-active --quiet haproxy.service 2>/dev/null || systemctl is-enabled --quiet haproxy.service 2>/dev/null; then
-        log "stopping and disabling the machine's haproxy.service"
-        systemctl disable --now haproxy.service
+# The same for haproxy's and prometheus's own services: the tests run their own haproxy in the
+# foreground and use only promtool from the prometheus package, and the test hosts that boot a
+# copy of this machine (tests/support/installhost.rs) must not start either. Offline
+# (`--root=/`) when systemd is not PID 1; the sysv links as well.
+keep_service_off() {
+    local name=$1 exe=$2
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+        if systemctl is-active --quiet "$name.service" 2>/dev/null || systemctl is-enabled --quiet "$name.service" 2>/dev/null; then
+            log "stopping and disabling the machine's $name.service"
+            systemctl disable --now "$name.service"
+        fi
+        return
     fi
-else
-    if [ -e /etc/systemd/system/multi-user.target.wants/haproxy.service ]; then
-        log "disabling the machine's haproxy.service"
-        systemctl --root=/ disable haproxy.service >/dev/null 2>&1 \
-            || rm -f /etc/systemd/system/multi-user.target.wants/haproxy.service
+    if [ -e "/etc/systemd/system/multi-user.target.wants/$name.service" ]; then
+        log "disabling the machine's $name.service"
+        systemctl --root=/ disable "$name.service" >/dev/null 2>&1 \
+            || rm -f "/etc/systemd/system/multi-user.target.wants/$name.service"
     fi
-    if [ -s /run/haproxy.pid ] && kill -0 "$(cat /run/haproxy.pid)" 2>/dev/null \
-        && [ "$(readlink -f "/proc/$(cat /run/haproxy.pid)/exe" 2>/dev/null)" = /usr/sbin/haproxy ]; then
-        log "stopping the haproxy that the package's init script started"
-        /etc/init.d/haproxy stop || true
+    if [ -s "/run/$name.pid" ] && kill -0 "$(cat "/run/$name.pid")" 2>/dev/null \
+        && [ "$(readlink -f "/proc/$(cat "/run/$name.pid")/exe" 2>/dev/null)" = "$exe" ]; then
+        log "stopping the $name that the package's init script started"
+        "/etc/init.d/$name" stop || true
     fi
-    if command -v update-rc.d >/dev/null && ls /etc/rc[2-5].d/S*haproxy >/dev/null 2>&1; then
-        update-rc.d haproxy disable >/dev/null 2>&1 || true
+    if command -v update-rc.d >/dev/null && ls /etc/rc[2-5].d/S*"$name" >/dev/null 2>&1; then
+        update-rc.d "$name" disable >/dev/null 2>&1 || true
     fi
-fi
+}
+keep_service_off haproxy /usr/sbin/haproxy
+keep_service_off prometheus /usr/bin/prometheus
 if ss -Hltn 'sport = :2379' 2>/dev/null | grep -q .; then
     log "WARNING: something (not the etcd package's service) listens on port 2379:"
     ss -ltnp 'sport = :2379' || true
 fi
 
 for tool in systemd-nspawn nsenter unshare ip nft etcd etcdctl dbus-daemon protoc \
-    dpkg-buildpackage dh lintian rpmbuild man haproxy; do
+    dpkg-buildpackage dh lintian rpmbuild man haproxy promtool; do
     command -v "$tool" >/dev/null || die "$tool is missing after the install"
 done
 

@@ -16,6 +16,8 @@ pub struct HealthResult {
     pub ok: bool,
     /// Why it failed (exit status, first line of stderr, or the timeout), for the journal.
     pub detail: String,
+    /// How long the check ran (until it exited or was killed).
+    pub duration: Duration,
 }
 
 /// A group's `health-command` with its timing, as promd.toml gives them.
@@ -58,7 +60,19 @@ pub fn spawn(
 /// out is a failed [`HealthResult`] saying which (with the first line of its stderr, read for
 /// at most 100 ms after it exits).
 pub async fn run_once(check: &HealthCheck) -> HealthResult {
-    let fail = |detail: String| HealthResult { ok: false, detail };
+    let started = std::time::Instant::now();
+    let mut result = run_timed(check).await;
+    result.duration = started.elapsed();
+    result
+}
+
+/// [`run_once`] without the duration.
+async fn run_timed(check: &HealthCheck) -> HealthResult {
+    let fail = |detail: String| HealthResult {
+        ok: false,
+        detail,
+        duration: Duration::ZERO,
+    };
     let Some((program, args)) = check.command.split_first() else {
         return fail("no command".into());
     };
@@ -82,6 +96,7 @@ pub async fn run_once(check: &HealthCheck) -> HealthResult {
         Ok(Ok(status)) if status.success() => HealthResult {
             ok: true,
             detail: String::new(),
+            duration: Duration::ZERO,
         },
         Ok(Ok(status)) => {
             let mut text = String::new();

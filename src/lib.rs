@@ -21,6 +21,7 @@ pub mod health;
 pub mod hostlock;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod migrate;
 pub mod notify;
 pub mod running;

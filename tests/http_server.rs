@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use promd::agent::{GroupId, GroupView, ViewUpdate};
 use promd::http::{HttpServer, Limits, StateFeed};
+use promd::metrics::Metrics;
 use promd::status::StatusReport;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -344,4 +345,129 @@ async fn the_connection_cap_holds() {
          connections was closed",
         answered.duration_since(asked)
     );
+}
+
+/// `promtool check metrics` of `text`: `Ok(())` if it passes, `Err(what it says)`. `None`:
+/// promtool is not installed (Debian `prometheus`; `scripts/deps.sh` installs it), which
+/// fails the test when run as root (as CI runs it) and only skips it otherwise.
+fn promtool_check_metrics(text: &str) -> Option<Result<(), String>> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            assert!(
+                !nix::unistd::geteuid().is_root(),
+                "promtool is not installed: run scripts/deps.sh"
+            );
+            eprintln!("SKIPPED: promtool is not installed (scripts/deps.sh installs it)");
+            return None;
+        }
+        Err(e) => panic!("promtool: {e}"),
+    };
+    if let Some(mut stdin) = child.stdin.take()
+        && let Err(e) = stdin.write_all(text.as_bytes())
+    {
+        panic!("promtool stdin: {e}");
+    }
+    let out = match child.wait_with_output() {
+        Ok(o) => o,
+        Err(e) => panic!("promtool: {e}"),
+    };
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(if out.status.success() && said.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{}: {said}", out.status))
+    })
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn metrics_over_the_wire_pass_promtool() {
+    let views = vec![view(0, "web", "active", 7), view(1, "db", "passive", 7)];
+    let metrics = Metrics::new(Instant::now());
+    // Some of everything, as the agent counts it.
+    for name in ["web", "db"] {
+        let g = metrics.group(name);
+        g.promotions.inc();
+        g.leader_seen(6);
+        g.leader_seen(7);
+        g.health(true, Duration::from_millis(12));
+        g.health(false, Duration::from_millis(1200));
+        let t = promd::core::Mono(metrics.now());
+        g.renewed(t, t + Duration::from_millis(3));
+        g.set_fence_at(Some(t + Duration::from_secs(7)));
+    }
+    metrics
+        .agent()
+        .dbus_calls
+        .get_or_create(&[("method", "Promote"), ("result", "ok")])
+        .inc();
+    let (mut feed, reader) = StateFeed::new("n1", views);
+    feed.update(&ViewUpdate::Some(Vec::new()), true, false);
+    let any: SocketAddr = match "127.0.0.1:0".parse() {
+        Ok(a) => a,
+        Err(e) => panic!("{e}"),
+    };
+    let server = match HttpServer::start(vec![any], reader.with_metrics(metrics), Limits::default())
+    {
+        Ok(s) => s,
+        Err(e) => panic!("cannot start the server: {e}"),
+    };
+    let Some(addr) = server.next_bound(Duration::from_secs(10)) else {
+        panic!("the server did not bind 127.0.0.1:0");
+    };
+    let a = get(addr, "/metrics").await;
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        a.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let text = a.text();
+    for line in [
+        "promd_group_role{group=\"web\",role=\"active\"} 1",
+        "promd_group_role{group=\"db\",role=\"passive\"} 1",
+        "promd_group_term{group=\"web\"} 7",
+        "promd_group_promotions_total{group=\"web\"} 1",
+        "promd_group_leader_changes_total{group=\"db\"} 1",
+        "promd_dbus_calls_total{method=\"Promote\",result=\"ok\"} 1",
+        "promd_store_connected 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+    }
+    assert!(text.contains("promd_group_fence_headroom_seconds{group=\"web\"} 6."));
+    if let Some(Err(e)) = promtool_check_metrics(&text) {
+        panic!("promtool check metrics: {e}\n{text}");
+    }
+    // OpenMetrics for a scraper that asks for it (Prometheus does).
+    let mut s = match TcpStream::connect(addr).await {
+        Ok(s) => s,
+        Err(e) => panic!("connect {addr}: {e}"),
+    };
+    let req = "GET /metrics HTTP/1.1\r\nHost: test\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\nConnection: close\r\n\r\n";
+    if let Err(e) = s.write_all(req.as_bytes()).await {
+        panic!("write: {e}");
+    }
+    let mut raw = Vec::new();
+    if let Err(e) = s.read_to_end(&mut raw).await {
+        panic!("read: {e}");
+    }
+    let om = parse(&raw);
+    assert_eq!(om.status, 200);
+    assert_eq!(
+        om.header("content-type"),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    assert!(om.text().ends_with("# EOF\n"), "{}", om.text());
+    drop(server);
 }

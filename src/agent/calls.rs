@@ -47,6 +47,34 @@ pub enum CallError {
     Failed(String),
 }
 
+impl Call {
+    /// The D-Bus method's name, e.g. `"Promote"` (the `method` label of
+    /// `promd_dbus_calls_total`).
+    pub fn method(&self) -> &'static str {
+        match self {
+            Call::Promote => "Promote",
+            Call::Demote => "Demote",
+            Call::SetMaintenance(_) => "SetMaintenance",
+            Call::ResetFailed => "ResetFailed",
+        }
+    }
+}
+
+impl CallError {
+    /// The error's name without `org.promd1.Error.`, e.g. `"NotEligible"` (the `result`
+    /// label of `promd_dbus_calls_total`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            CallError::NotEligible(_) => "NotEligible",
+            CallError::NoStandby(_) => "NoStandby",
+            CallError::Maintenance(_) => "Maintenance",
+            CallError::Timeout(_) => "Timeout",
+            CallError::UnknownGroup(_) => "UnknownGroup",
+            CallError::Failed(_) => "Failed",
+        }
+    }
+}
+
 /// A call carried out and waiting for its group to get there.
 #[derive(Debug)]
 pub(super) struct Pending {

@@ -38,14 +38,19 @@ impl Agent {
                 }
                 Event::StoreDown
             }
-            StoreEvent::Renewed { sent_at } => Event::Renewed {
-                sent_at: Mono(sent_at.saturating_duration_since(self.origin)),
-            },
+            StoreEvent::Renewed { sent_at } => {
+                let sent_at = Mono(sent_at.saturating_duration_since(self.origin));
+                g.metrics.renewed(sent_at, now.mono);
+                Event::Renewed { sent_at }
+            }
             StoreEvent::LeaseLost => {
                 out.push(Output::Log(g.record(Level::Warn, "store lease lost")));
                 Event::LeaseLost
             }
             StoreEvent::Leader(l) => {
+                if let Some(l) = &l {
+                    g.metrics.leader_seen(l.term);
+                }
                 let leader = match l {
                     None => None,
                     Some(l) => match other_host(l.host.as_deref(), self.host.as_ref()) {
@@ -124,6 +129,9 @@ impl Agent {
             WatchEvent::Started { unit } => Event::UnitStarted { unit },
             WatchEvent::PassiveUnits { ok } => Event::PassiveUnits { ok },
         };
+        if matches!(event, Event::UnitFailed { .. }) && g.machine.role() == Role::Active {
+            g.metrics.unit_failures.inc();
+        }
         self.feed(id, event, now, out);
     }
 
@@ -161,6 +169,7 @@ impl Agent {
             out.push(Output::Log(g.record(Level::Warn, &text)));
         }
         g.health_ok = result.ok;
+        g.metrics.health(result.ok, result.duration);
         self.feed(id, Event::Health { ok: result.ok }, now, out);
     }
 

@@ -33,6 +33,8 @@ pub(super) struct Group {
     /// What `/run/promd/GROUP.env` was last asked to say (with a start, or by
     /// [`Output::Env`]): rewritten only when that changes.
     pub(super) env: Option<EnvFile>,
+    /// Its counters for `/metrics` (shared with the HTTP thread).
+    pub(super) metrics: std::sync::Arc<crate::metrics::GroupMetrics>,
 }
 
 impl Group {
@@ -230,6 +232,7 @@ impl Agent {
                 }));
                 let known = g.closure.clone();
                 out.push(Output::Kill { id, known });
+                g.metrics.kills.inc();
             }
             Action::Campaign { floor } => out.push(store(StoreCommand::Campaign {
                 record: LeaderRecord {
@@ -262,6 +265,15 @@ impl Agent {
                 reason,
             } => {
                 g.since_usec = now.wall_usec;
+                if new == Role::Active {
+                    g.metrics.promotions.inc();
+                }
+                if old == Role::Active {
+                    g.metrics.demotions.inc();
+                }
+                if reason.kind() == ReasonKind::Fenced {
+                    g.metrics.fences.inc();
+                }
                 let group = g.cfg.name.clone();
                 let message_id = role_change_id(&reason);
                 let reason = reason.to_string();
@@ -297,6 +309,7 @@ impl Agent {
                 let text = format!("restarting {} in place", units.join(" "));
                 out.push(Output::Log(g.record(Level::Warn, &text)));
                 out.push(Output::Restart(id, units));
+                g.metrics.unit_restarts.inc();
             }
             Action::Note(note) => out.push(Output::Log(g.record(Level::Warn, &note))),
             Action::Exit => out.push(store(StoreCommand::Shutdown)),

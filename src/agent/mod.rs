@@ -35,6 +35,7 @@ pub use status::{GroupView, STATUS_MAX};
 use crate::config::{Config, GroupConfig};
 use crate::core::{Event, GroupMachine, GroupParams, Job, Mono, Timing};
 use crate::health::HealthResult;
+use crate::metrics::Metrics;
 use crate::store::{HostId, StoreEvent};
 use crate::systemd::Closure;
 use crate::watch::WatchEvent;
@@ -201,6 +202,14 @@ pub struct Agent {
     next_due: deadlines::Deadlines,
     /// Each machine's [`GroupMachine::hang_deadline`], filed after its every step.
     hang: deadlines::Deadlines,
+    /// What `/metrics` shows ([`crate::metrics`]): counted here, rendered by the HTTP thread.
+    metrics: Metrics,
+    /// The store's state after the last input, and whether it was ever connected: a
+    /// reconnection is counted once per agent, not once per group.
+    store_was_connected: bool,
+    store_ever_connected: bool,
+    /// The D-Bus method of each call not answered yet.
+    call_methods: std::collections::HashMap<CallId, &'static str>,
 }
 
 /// What changed for the D-Bus views since the last [`Agent::take_views`].
@@ -249,6 +258,10 @@ impl Agent {
             clauses: BTreeMap::new(),
             next_due: deadlines::Deadlines::default(),
             hang: deadlines::Deadlines::default(),
+            metrics: Metrics::new(s.origin),
+            store_was_connected: false,
+            store_ever_connected: false,
+            call_methods: std::collections::HashMap::new(),
         };
         for cfg in s.config.groups {
             agent.insert_group(cfg, s.wall_usec);
@@ -293,7 +306,10 @@ impl Agent {
             Input::Closure(id, closure) => self.on_closure(id, closure, &mut out),
             Input::Watch(id, ev) => self.on_watch(id, ev, now, &mut out),
             Input::Health(id, result) => self.on_health(id, result, now, &mut out),
-            Input::Call(call_id, id, call) => self.on_call(call_id, id, call, now, &mut out),
+            Input::Call(call_id, id, call) => {
+                self.call_methods.insert(call_id, call.method());
+                self.on_call(call_id, id, call, now, &mut out)
+            }
             Input::Signal(Signal::Terminate) => {
                 if !self.stopping {
                     let text = "SIGTERM: handing over every group and stopping";
@@ -324,10 +340,46 @@ impl Agent {
         self.settle_calls(now, &mut out);
         self.close_exited(now, &mut out);
         self.publish_status(now.mono, &mut out);
+        self.count(&out);
         if self.store_stalled.is_none() {
             self.alive_until = self.alive_until.max(now.mono + LOOP_STALL_LIMIT);
         }
         out
+    }
+
+    /// The metrics this agent counts, for the HTTP endpoint's `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// After an input: count the D-Bus answers among its outputs, and a reconnection of the
+    /// store (every group's session up again after one was down).
+    fn count(&mut self, out: &[Output]) {
+        if !self.call_methods.is_empty() {
+            for o in out {
+                if let Output::Reply(id, result) = o
+                    && let Some(method) = self.call_methods.remove(id)
+                {
+                    let result = match result {
+                        Ok(()) => "ok",
+                        Err(e) => e.name(),
+                    };
+                    self.metrics
+                        .agent()
+                        .dbus_calls
+                        .get_or_create(&[("method", method), ("result", result)])
+                        .inc();
+                }
+            }
+        }
+        let connected = self.store_connected();
+        if connected && !self.store_was_connected {
+            if self.store_ever_connected {
+                self.metrics.agent().store_reconnects.inc();
+            }
+            self.store_ever_connected = true;
+        }
+        self.store_was_connected = connected;
     }
 
     /// Until when the watchdog keeper may go on pinging if no further input is handled: the
@@ -375,6 +427,9 @@ impl Agent {
             .and_then(|g| g.machine.next_deadline());
         self.next_due.set(id, next);
         self.hang.set(id, g.and_then(|g| g.machine.hang_deadline()));
+        if let Some(g) = g {
+            g.metrics.set_fence_at(g.machine.fence_deadline());
+        }
     }
 
     /// Every group hands over and exits (SIGTERM, or a refusal); no input starts one again.
@@ -433,6 +488,7 @@ impl Agent {
         self.longest_lease = self.longest_lease.max(cfg.lease);
         let floor = self.kept_terms.get(&cfg.name).copied().unwrap_or(0);
         let machine = GroupMachine::new(params(&self.node, &cfg, self.watchdog, floor));
+        let metrics = self.metrics.group(&cfg.name);
         self.groups.insert(
             id,
             Group {
@@ -445,6 +501,7 @@ impl Agent {
                 since_usec,
                 retired: false,
                 env: None,
+                metrics,
             },
         );
         self.refile(id);

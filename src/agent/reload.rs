@@ -236,6 +236,8 @@ impl Agent {
                 }
                 _ => {
                     self.replacing.retain(|r| r.name != name);
+                    // Gone for good: its series leave /metrics.
+                    self.metrics.remove_group(&name);
                     // Gone for good: its units are no longer promd's to bind.
                     out.push(Output::Close {
                         id,

@@ -245,6 +245,17 @@ impl GroupMachine {
         self.renewed_sent().map(|s| self.p.timing.hang_deadline(s))
     }
 
+    /// When the fence would begin to demote ([`Timing::fence_at`] of the last acknowledged
+    /// renewal), while units may run under this node's lease; `None` otherwise. A read-only
+    /// view of what [`Self::hang_deadline`] also derives from, for the fence headroom that
+    /// `/metrics` reports.
+    pub fn fence_deadline(&self) -> Option<Mono> {
+        if !self.units_may_run() || !self.under_own_lease() {
+            return None;
+        }
+        self.renewed_sent().map(|s| self.p.timing.fence_at(s))
+    }
+
     /// Whether units of this node that may run do so under its own lease: it holds or claims
     /// the key (won or campaigning for, being released, or a role that runs the units).
     /// Units that may run otherwise — left by an earlier run and being killed at start-up,

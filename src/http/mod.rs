@@ -14,9 +14,10 @@
 //! server ([`server`]) runs on a thread of its own with its own single-threaded tokio
 //! runtime, reads the latest snapshot per request through a [`StateReader`], and answers
 //! with the pure [`routes::route`]. A flood of clients costs that thread's time, never the
-//! event loop's (fencing deadlines) or the watchdog thread's. New routes (`/metrics`) are one
-//! more [`routes::Route`].
+//! event loop's (fencing deadlines) or the watchdog thread's. `GET /metrics`
+//! ([`metrics`]) renders the agent's [`Metrics`] with the snapshot, on that thread too.
 
+pub mod metrics;
 pub mod routes;
 pub mod server;
 
@@ -29,6 +30,7 @@ use hyper::body::Bytes;
 use tokio::sync::watch;
 
 use crate::agent::{GroupId, GroupView, ViewUpdate};
+use crate::metrics::Metrics;
 use crate::status::StatusReport;
 
 pub use server::{HttpServer, Limits};
@@ -118,6 +120,8 @@ pub struct StateFeed {
 pub struct StateReader {
     rx: watch::Receiver<Arc<Snapshot>>,
     beat: Arc<Beat>,
+    /// What `/metrics` renders (`None`: 404).
+    metrics: Option<Metrics>,
 }
 
 /// When the event loop last stepped, in milliseconds since `origin`.
@@ -153,7 +157,14 @@ impl StateFeed {
             tx,
             beat: beat.clone(),
         };
-        (feed, StateReader { rx, beat })
+        (
+            feed,
+            StateReader {
+                rx,
+                beat,
+                metrics: None,
+            },
+        )
     }
 
     /// After a step: note that the loop ran, and publish a new snapshot if `update` changed a
@@ -207,6 +218,17 @@ impl StateReader {
     /// The latest snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.rx.borrow().clone()
+    }
+
+    /// This reader, serving `metrics` at `/metrics` as well.
+    pub fn with_metrics(mut self, metrics: Metrics) -> StateReader {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The metrics `/metrics` renders, if any.
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_ref()
     }
 
     /// Whether the event loop stepped within [`LOOP_SILENCE_LIMIT`].

@@ -1,11 +1,14 @@
 //! The routes, as a pure function of a [`Snapshot`], the method and the path: no sockets, so
 //! the unit tests below cover every answer.
 
+use std::sync::Arc;
+
 use hyper::body::Bytes;
 use hyper::{Method, StatusCode};
 
 use super::Snapshot;
 use crate::core::Role;
+use crate::metrics::Metrics;
 
 /// `Content-Type` of the plain-text answers.
 pub const TEXT: &str = "text/plain; charset=utf-8";
@@ -43,6 +46,8 @@ pub enum Route<'p> {
     Passive(&'p str),
     /// `/v1/groups/GROUP/state`: the role as text.
     State(&'p str),
+    /// `/metrics`: Prometheus metrics.
+    Metrics,
 }
 
 impl<'p> Route<'p> {
@@ -51,6 +56,7 @@ impl<'p> Route<'p> {
         match path {
             "/v1/health" => return Some(Route::Health),
             "/v1/status" => return Some(Route::Status),
+            "/metrics" => return Some(Route::Metrics),
             _ => {}
         }
         let rest = path.strip_prefix("/v1/groups/")?;
@@ -69,10 +75,33 @@ impl<'p> Route<'p> {
 
 /// The answer to `method` on `path` from `snapshot`; `loop_alive`: the event loop stepped
 /// recently ([`super::StateReader::loop_alive`]). Unknown paths: 404 (any method); other
-/// methods than GET and HEAD on a route: 405 with `Allow`.
-pub fn route(snapshot: &Snapshot, loop_alive: bool, method: &Method, path: &str) -> Reply {
+/// methods than GET and HEAD on a route: 405 with `Allow`. `/metrics` is 404 here: see
+/// [`route_with_metrics`].
+pub fn route(snapshot: &Arc<Snapshot>, loop_alive: bool, method: &Method, path: &str) -> Reply {
+    route_with_metrics(snapshot, loop_alive, None, method, path)
+}
+
+/// How `/metrics` is answered: from these metrics, in OpenMetrics text if `openmetrics`
+/// (the request's `Accept` asked for it), else in the Prometheus text format 0.0.4.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsRequest<'m> {
+    /// The metrics the agent counts.
+    pub metrics: &'m Metrics,
+    /// Answer in OpenMetrics text.
+    pub openmetrics: bool,
+}
+
+/// [`route`], and `/metrics` from `metrics` (`None`: 404, as for an unknown path).
+pub fn route_with_metrics(
+    snapshot: &Arc<Snapshot>,
+    loop_alive: bool,
+    metrics: Option<MetricsRequest<'_>>,
+    method: &Method,
+    path: &str,
+) -> Reply {
     let head = method == Method::HEAD;
-    let Some(route) = Route::of_path(path) else {
+    let route = Route::of_path(path).filter(|r| *r != Route::Metrics || metrics.is_some());
+    let Some(route) = route else {
         return text(
             StatusCode::NOT_FOUND,
             format!("no such path: {path}\n"),
@@ -102,6 +131,24 @@ pub fn route(snapshot: &Snapshot, loop_alive: bool, method: &Method, path: &str)
         Route::State(group) => match snapshot.group(group) {
             Some(v) => text(StatusCode::OK, format!("{}\n", v.role), false),
             None => unknown_group(group),
+        },
+        Route::Metrics => match metrics {
+            Some(m) => {
+                let (body, content_type) =
+                    super::metrics::render(m.metrics, snapshot.clone(), m.openmetrics);
+                Reply {
+                    status: StatusCode::OK,
+                    content_type,
+                    allow: None,
+                    length: 0,
+                    body: Bytes::from(body),
+                }
+            }
+            None => text(
+                StatusCode::NOT_FOUND,
+                format!("no such path: {path}\n"),
+                false,
+            ),
         },
     };
     finish(reply, head)
@@ -177,12 +224,11 @@ fn finish(mut reply: Reply, head: bool) -> Reply {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::super::tests::view;
     use super::*;
+    use crate::metrics::Metrics;
 
-    fn snapshot(store_connected: bool, stopping: bool) -> Snapshot {
+    fn snapshot(store_connected: bool, stopping: bool) -> Arc<Snapshot> {
         let mut retired = view(3, "gone", "active", 9);
         retired.retired = true;
         let groups = vec![
@@ -191,15 +237,15 @@ mod tests {
             view(2, "mail", "demoting", 4),
             retired,
         ];
-        Snapshot::new(
+        Arc::new(Snapshot::new(
             "n1",
             store_connected,
             stopping,
             groups.into_iter().map(Arc::new).collect(),
-        )
+        ))
     }
 
-    fn get(s: &Snapshot, path: &str) -> (u16, String) {
+    fn get(s: &Arc<Snapshot>, path: &str) -> (u16, String) {
         let r = route(s, true, &Method::GET, path);
         assert_eq!(r.length, r.body.len());
         (
@@ -225,7 +271,12 @@ mod tests {
         assert_eq!(get(&s, "/v1/groups/mail/active").0, 503);
         assert_eq!(get(&s, "/v1/groups/mail/passive").0, 503);
         for role in ["starting", "promoting", "failed", "maintenance"] {
-            let s = Snapshot::new("n1", true, false, vec![Arc::new(view(0, "web", role, 1))]);
+            let s = Arc::new(Snapshot::new(
+                "n1",
+                true,
+                false,
+                vec![Arc::new(view(0, "web", role, 1))],
+            ));
             assert_eq!(get(&s, "/v1/groups/web/active").0, 503, "{role}");
             assert_eq!(get(&s, "/v1/groups/web/passive").0, 503, "{role}");
         }
@@ -312,7 +363,7 @@ mod tests {
 
     #[test]
     fn health_needs_the_loop_and_the_store() {
-        let health = |s: &Snapshot, alive: bool| {
+        let health = |s: &Arc<Snapshot>, alive: bool| {
             let r = route(s, alive, &Method::GET, "/v1/health");
             assert_eq!(r.content_type, JSON);
             let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
@@ -349,5 +400,34 @@ mod tests {
             .map(|g| g.iter().filter_map(|g| g["name"].as_str()).collect())
             .unwrap_or_default();
         assert_eq!(names, ["web", "db", "mail"]);
+    }
+
+    #[test]
+    fn metrics_is_served_when_there_are_metrics() {
+        let s = snapshot(true, false);
+        let metrics = Metrics::new(std::time::Instant::now());
+        for (openmetrics, content_type) in [
+            (false, super::super::metrics::PROMETHEUS_TEXT),
+            (true, super::super::metrics::OPENMETRICS),
+        ] {
+            let m = Some(MetricsRequest {
+                metrics: &metrics,
+                openmetrics,
+            });
+            let r = route_with_metrics(&s, true, m, &Method::GET, "/metrics");
+            assert_eq!((r.status, r.content_type), (StatusCode::OK, content_type));
+            let body = String::from_utf8_lossy(&r.body).into_owned();
+            assert!(
+                body.contains("promd_group_role{group=\"web\",role=\"active\"} 1"),
+                "{body}"
+            );
+            // Retired groups are not listed.
+            assert!(!body.contains("group=\"gone\""), "{body}");
+            assert_eq!(body.ends_with("# EOF\n"), openmetrics, "{body}");
+            let h = route_with_metrics(&s, true, m, &Method::HEAD, "/metrics");
+            assert!(h.body.is_empty() && h.length == r.body.len());
+            let p = route_with_metrics(&s, true, m, &Method::POST, "/metrics");
+            assert_eq!(p.status, StatusCode::METHOD_NOT_ALLOWED);
+        }
     }
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -31,7 +31,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::StateReader;
-use super::routes::{Reply, route};
+use super::metrics::wants_openmetrics;
+use super::routes::{MetricsRequest, Reply, route_with_metrics};
 
 /// The most a connection's read buffer holds: a request's header must fit (hyper's
 /// minimum is 8 KiB).
@@ -195,9 +196,15 @@ async fn serve(
 ) {
     let service = service_fn(move |req: Request<Incoming>| {
         let snapshot = reader.snapshot();
-        let reply = route(
+        let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
+        let metrics = reader.metrics().map(|metrics| MetricsRequest {
+            metrics,
+            openmetrics: wants_openmetrics(accept),
+        });
+        let reply = route_with_metrics(
             &snapshot,
             reader.loop_alive(),
+            metrics,
             req.method(),
             req.uri().path(),
         );

@@ -213,6 +213,7 @@ impl Runtime {
     pub fn serve_http(&mut self, listen: Vec<SocketAddr>) -> std::io::Result<()> {
         let views = self.agent.views(self.now().mono);
         let (feed, reader) = StateFeed::new(&self.node, views);
+        let reader = reader.with_metrics(self.agent.metrics().clone());
         let server = HttpServer::start(listen, reader, Limits::default())?;
         self.http = Some((feed, server));
         Ok(())

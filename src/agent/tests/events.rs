@@ -201,6 +201,7 @@ fn a_failing_health_check_is_journalled_once_with_its_reason() {
         } else {
             "exit status 3: broken".into()
         },
+        duration: Duration::from_millis(20),
     };
     let out = h.input(Input::Health(GroupId(0), check(false)));
     assert!(texts(&out).contains(&"web: health check failed: exit status 3: broken"));
@@ -335,6 +336,7 @@ fn active_then_sick(h: &mut H) -> Vec<Output> {
     let sick = HealthResult {
         ok: false,
         detail: "exit status 1".into(),
+        duration: Duration::from_millis(30),
     };
     h.input(Input::Health(GroupId(0), sick));
     h.advance(Duration::from_secs(1))

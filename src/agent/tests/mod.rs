@@ -4,6 +4,7 @@
 
 mod calls;
 mod events;
+mod metrics;
 mod reload;
 mod status;
 

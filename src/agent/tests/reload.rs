@@ -415,6 +415,7 @@ fn a_health_change_restarts_the_check_and_a_dropped_check_clears_its_failure() {
         crate::health::HealthResult {
             ok: false,
             detail: "exit status 1".into(),
+            duration: Duration::from_millis(3),
         },
     ));
     assert!(!h.agent.groups[&GroupId(0)].machine.healthy());

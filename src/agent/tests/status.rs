@@ -52,6 +52,7 @@ fn status_names_maintenance_failures_and_health() {
     let sick = HealthResult {
         ok: false,
         detail: "exit status 1".into(),
+        duration: Duration::from_millis(30),
     };
     h.input(Input::Health(GroupId(0), sick));
     assert_eq!(

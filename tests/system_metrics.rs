@@ -1,0 +1,158 @@
+//! `/metrics` on three real systemd hosts with a real etcd, `[http] listen` set on each:
+//! after the start and after a `promctl promote`, `promd_group_role{role="active"}` is 1 on
+//! exactly the host whose D-Bus `Role` is `active`, its `promd_group_term` is the
+//! `PROMD_TERM` its units were given, the promoted host's promotions counter grew, and every
+//! host's exposition passes `promtool check metrics`.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::cluster::{Cluster, group_prop};
+use support::etcd::EtcdCluster;
+use support::hosts::{self, Host, Net};
+
+const LEASE: Duration = Duration::from_secs(2);
+
+const HTTP: &str = "\n[http]\nlisten = [\"127.0.0.1:8008\"]\n";
+
+/// `GET /metrics` inside the host, on its loopback.
+fn metrics(h: &Host) -> String {
+    let out = h.exec(&[
+        "curl",
+        "--silent",
+        "--fail",
+        "--noproxy",
+        "*",
+        "--max-time",
+        "5",
+        "http://127.0.0.1:8008/metrics",
+    ]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The value of one series (name and labels exactly as printed).
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let (s, v) = l.rsplit_once(' ')?;
+        (s == series).then(|| v.parse().ok()).flatten()
+    })
+}
+
+const ACTIVE: &str = "promd_group_role{group=\"web\",role=\"active\"}";
+const TERM: &str = "promd_group_term{group=\"web\"}";
+const PROMOTIONS: &str = "promd_group_promotions_total{group=\"web\"}";
+
+/// `promtool check metrics` passes on `text` (promtool: Debian `prometheus`, installed by
+/// scripts/deps.sh).
+fn assert_promtool_passes(name: &str, text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("promtool (scripts/deps.sh installs it): {e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(text.as_bytes()).expect("promtool stdin");
+    }
+    let out = child.wait_with_output().expect("promtool");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "{name}: promtool check metrics: {}: {said}\n{text}",
+        out.status
+    );
+}
+
+/// `PROMD_TERM` of the host's `/run/promd/web.env`.
+fn env_term(h: &Host) -> Option<f64> {
+    let env = h.read_file("/run/promd/web.env")?;
+    env.lines()
+        .find_map(|l| l.strip_prefix("PROMD_TERM="))
+        .and_then(|t| t.trim().parse().ok())
+}
+
+/// Wait until the role gauges agree with D-Bus on every host and exactly `active` has the
+/// active one; then check its term against its env file, and promtool on every host.
+fn assert_gauges_follow(c: &Cluster, active: usize) {
+    hosts::wait_until(
+        Duration::from_secs(15),
+        "promd_group_role{role=\"active\"} is 1 on exactly the host D-Bus says is active",
+        || {
+            c.hosts.iter().enumerate().all(|(i, h)| {
+                let dbus_active = group_prop(h, "Role") == "s \"active\"";
+                let gauge = value(&metrics(h), ACTIVE);
+                dbus_active == (i == active) && gauge == Some(if i == active { 1.0 } else { 0.0 })
+            })
+        },
+    );
+    let text = metrics(&c.hosts[active]);
+    let term = env_term(&c.hosts[active]);
+    assert!(term.is_some(), "no PROMD_TERM on the active host");
+    assert_eq!(value(&text, TERM), term, "{text}");
+    for h in &c.hosts {
+        let text = metrics(h);
+        // Exactly one role per host is 1.
+        let ones = text
+            .lines()
+            .filter(|l| l.starts_with("promd_group_role{group=\"web\"") && l.ends_with(" 1"))
+            .count();
+        assert_eq!(ones, 1, "{}: {text}", h.name());
+        assert_eq!(value(&text, "promd_store_connected"), Some(1.0));
+        assert_promtool_passes(h.name(), &text);
+    }
+}
+
+#[test]
+fn role_gauges_agree_with_dbus_and_pass_promtool() {
+    let net = Net::new(3);
+    let etcd = EtcdCluster::start(3, &net.gateway_ips());
+    let c = Cluster::boot_with(
+        &net,
+        support::cluster::StoreKind::Etcd(&etcd),
+        LEASE,
+        HTTP,
+        |_, _| {},
+    );
+    let first = c.wait_one_active(None, Duration::from_secs(30));
+    assert_gauges_follow(&c, first);
+    assert_eq!(
+        value(&metrics(&c.hosts[first]), PROMOTIONS),
+        Some(1.0),
+        "the first active host was promoted once"
+    );
+
+    let target = (first + 1) % 3;
+    let before = value(&metrics(&c.hosts[target]), PROMOTIONS).unwrap_or(f64::NAN);
+    c.hosts[target].run_ok(&["promctl", "promote", "web"]);
+    assert_eq!(c.active_hosts(), vec![target]);
+    assert_gauges_follow(&c, target);
+    let after = metrics(&c.hosts[target]);
+    assert_eq!(value(&after, PROMOTIONS), Some(before + 1.0), "{after}");
+    assert_eq!(
+        value(
+            &after,
+            "promd_dbus_calls_total{method=\"Promote\",result=\"ok\"}"
+        ),
+        Some(1.0),
+        "{after}"
+    );
+    let old = metrics(&c.hosts[first]);
+    assert_eq!(
+        value(&old, "promd_group_demotions_total{group=\"web\"}"),
+        Some(1.0),
+        "{old}"
+    );
+    // The new active host renews its lease: the fence is armed, with headroom.
+    let headroom = value(&after, "promd_group_fence_headroom_seconds{group=\"web\"}");
+    assert!(headroom.is_some_and(|h| h > 0.0 && h < 2.0), "{after}");
+    assert!(value(&old, "promd_group_fence_headroom_seconds{group=\"web\"}").is_none());
+    c.check_history();
+}
