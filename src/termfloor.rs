@@ -19,7 +19,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 
@@ -51,6 +50,9 @@ pub enum TermFloorError {
         /// Why.
         error: RecordError,
     },
+    /// The thread that writes terms ([`TermWriter`]) has ended: nothing more is kept.
+    #[error("cannot keep the term: the thread that writes terms has ended")]
+    WriterGone,
     /// The term could not be written (or made durable).
     #[error("cannot keep the term: {source}")]
     Write {
@@ -180,47 +182,39 @@ impl TermFloors {
         if todo.is_empty() {
             return Vec::new();
         }
-        let next = AtomicUsize::new(0);
-        let mut results: Vec<Option<Result<(), TermFloorError>>> =
-            (0..todo.len()).map(|_| None).collect();
-        let written: Vec<(usize, Result<(), TermFloorError>)> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..WRITERS.min(todo.len()))
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut done = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some((group, term)) = todo.get(i) else {
-                                return done;
-                            };
-                            done.push((i, self.write(group, *term)));
-                        }
-                    })
+        // Each writer takes one contiguous share, so the results come back in `todo`'s order.
+        let share = todo.len().div_ceil(WRITERS);
+        let this: &TermFloors = self;
+        let written: Vec<Result<(), TermFloorError>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = todo
+                .chunks(share)
+                .map(|chunk| {
+                    let handle = scope.spawn(move || {
+                        chunk
+                            .iter()
+                            .map(|(group, term)| this.write(group, *term))
+                            .collect::<Vec<_>>()
+                    });
+                    (chunk, handle)
                 })
                 .collect();
             workers
                 .into_iter()
-                .flat_map(|w| w.join().unwrap_or_default())
+                .flat_map(|(chunk, handle)| {
+                    // A writer that panicked (it cannot: writes only return errors) kept none
+                    // of its share.
+                    handle.join().unwrap_or_else(|_| {
+                        chunk
+                            .iter()
+                            .map(|(group, _)| Err(this.thread_failed(group)))
+                            .collect()
+                    })
+                })
                 .collect()
         });
-        for (i, result) in written {
-            if let Some(slot) = results.get_mut(i) {
-                *slot = Some(result);
-            }
-        }
         let synced = self.sync_dir();
         let mut out = Vec::with_capacity(todo.len());
-        for ((group, term), result) in todo.into_iter().zip(results) {
-            // A worker that panicked (it cannot: writes only return errors) left no result.
-            let result = result.unwrap_or_else(|| {
-                Err(TermFloorError::Write {
-                    path: self.path(&group),
-                    source: SystemdError::Io {
-                        path: self.path(&group),
-                        error: std::io::Error::other("the writer thread failed"),
-                    },
-                })
-            });
+        for ((group, term), result) in todo.into_iter().zip(written) {
             let result = match (result, &synced) {
                 (Ok(()), Ok(())) => {
                     self.kept.insert(group.clone(), term);
@@ -252,6 +246,18 @@ impl TermFloors {
             term,
         });
         write_atomically(&path, &bytes).map_err(|source| TermFloorError::Write { path, source })
+    }
+
+    /// The error of a write whose thread died.
+    fn thread_failed(&self, group: &str) -> TermFloorError {
+        let path = self.path(group);
+        TermFloorError::Write {
+            path: path.clone(),
+            source: SystemdError::Io {
+                path,
+                error: std::io::Error::other("the writer thread failed"),
+            },
+        }
     }
 
     /// fsync the folder, so that the renames in it are durable.
@@ -375,6 +381,12 @@ mod tests {
         let kept = floors.keep_batch(batch);
         assert_eq!(kept.len(), 20, "db's 4 is below its 9: nothing to write");
         assert!(kept.iter().all(|k| k.result.is_ok()), "{kept:?}");
+        // Answered in name order, each with its own term, whichever writer wrote it.
+        let answered: Vec<(String, u64)> = kept.iter().map(|k| (k.group.clone(), k.term)).collect();
+        let mut expected: Vec<(String, u64)> =
+            (0..20).map(|i| (format!("g{i}"), 100 + i)).collect();
+        expected.sort();
+        assert_eq!(answered, expected);
         let (loaded, errors) = TermFloors::new(state.path(), "a").load_all();
         assert!(errors.is_empty());
         assert_eq!(loaded.get("g7"), Some(&107));

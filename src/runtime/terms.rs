@@ -11,11 +11,13 @@ use super::Runtime;
 use super::carry::emit;
 use crate::agent::{GroupId, Input, JobDone, JobOrder, Level, Record};
 use crate::core::Role;
-use crate::termfloor::{Kept, TermFloors, TermWriter};
+use crate::termfloor::{Kept, TermFloorError, TermFloors, TermWriter};
 
 /// Where terms are written, and what the runtime knows of them.
 pub(super) struct Terms {
     writer: Writer,
+    /// Where batches are answered; a start asked of a writer that is gone is failed here.
+    done: mpsc::UnboundedSender<Vec<Kept>>,
     /// Group → the term known durable on disk.
     durable: BTreeMap<String, u64>,
     /// Group → the highest term asked of the writer and not yet answered.
@@ -27,7 +29,7 @@ pub(super) struct Terms {
 enum Writer {
     Thread(TermWriter),
     /// No thread could be spawned: written in place, as before (the loop waits).
-    Inline(TermFloors, mpsc::UnboundedSender<Vec<Kept>>),
+    Inline(TermFloors),
 }
 
 impl Terms {
@@ -43,11 +45,12 @@ impl Terms {
                 tracing::error!(
                     "cannot start the thread that keeps terms ({e}): keeping them in place"
                 );
-                Writer::Inline(floors, done)
+                Writer::Inline(floors)
             }
         };
         Terms {
             writer,
+            done,
             durable,
             asked: BTreeMap::new(),
             parked: BTreeMap::new(),
@@ -65,17 +68,20 @@ impl Terms {
             return;
         }
         self.asked.insert(group.to_string(), term);
-        match &mut self.writer {
-            Writer::Thread(w) => {
-                if !w.keep(group, term) {
-                    tracing::error!(PROMD_GROUP = %group, "the thread that keeps terms has ended");
-                }
+        let kept = match &mut self.writer {
+            Writer::Thread(w) if w.keep(group, term) => return,
+            // Answered as a failure, so that a start waiting for this term fails at once
+            // rather than waiting for ever.
+            Writer::Thread(_) => vec![Kept {
+                group: group.to_string(),
+                term,
+                result: Err(TermFloorError::WriterGone),
+            }],
+            Writer::Inline(floors) => {
+                floors.keep_batch(BTreeMap::from([(group.to_string(), term)]))
             }
-            Writer::Inline(floors, done) => {
-                let kept = floors.keep_batch(BTreeMap::from([(group.to_string(), term)]));
-                let _ = done.send(kept);
-            }
-        }
+        };
+        let _ = self.done.send(kept);
     }
 
     /// Drop a parked start (cancelled, or its group closed).
@@ -165,5 +171,23 @@ impl Runtime {
                     .send(Input::Job(id, JobDone::failed(order.job)));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_term_asked_of_a_writer_that_has_ended_fails_at_once() {
+        let state = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut terms = Terms::new(TermFloors::new(state.path(), "a"), BTreeMap::new(), tx);
+        terms.finish();
+        terms.keep("web", 3);
+        let kept = rx.recv().await.unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!((kept[0].group.as_str(), kept[0].term), ("web", 3));
+        assert!(matches!(kept[0].result, Err(TermFloorError::WriterGone)));
     }
 }
