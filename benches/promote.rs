@@ -23,6 +23,9 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(60);
+    // PROMD_BENCH_TRACE=1: after each switchover, both hosts' journals merged on one clock
+    // (CLOCK_REALTIME is the kernel's, shared by the containers): where the time goes.
+    let trace = std::env::var_os("PROMD_BENCH_TRACE").is_some();
     let net = Net::new(3);
     let etcd = EtcdCluster::start(3, &net.gateway_ips());
     let c = Cluster::boot(&net, StoreKind::Etcd(&etcd), LEASE);
@@ -40,6 +43,12 @@ fn main() {
         })
         .collect();
 
+    if trace {
+        // PID 1's own steps (D-Bus calls received, jobs queued and run) join the timeline.
+        for h in &c.hosts {
+            h.run_ok(&["systemd-analyze", "log-level", "debug"]);
+        }
+    }
     let mut samples = Vec::with_capacity(n);
     for run in 0..n {
         let target = (active + 1 + run % 2) % 3;
@@ -48,6 +57,7 @@ fn main() {
             c.hosts[target].is_active("web-passive.target")
         });
         let started = Instant::now();
+        let wall = std::time::SystemTime::now();
         let reply = rt.block_on(conns[target].call_method(
             Some("org.promd1"),
             "/org/promd1",
@@ -70,6 +80,9 @@ fn main() {
             took.as_millis()
         );
         samples.push(took);
+        if trace {
+            print_timeline(&[&c.hosts[active], &c.hosts[target]], wall);
+        }
         active = target;
     }
     let spans = c.check_history();
@@ -89,4 +102,42 @@ fn main() {
         ms(*samples.last().unwrap_or(&Duration::ZERO))
     );
     eprintln!("{spans} active spans, none overlapping, terms growing");
+}
+
+/// Print the journal lines of `hosts` since `since`, merged by time, each tagged with its host
+/// and its offset from `since` in milliseconds.
+fn print_timeline(hosts: &[&support::hosts::Host], since: std::time::SystemTime) {
+    let from = since
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut lines: Vec<(u64, String)> = Vec::new();
+    for h in hosts {
+        let text = h.journal(&[
+            "-o",
+            "json",
+            "--output-fields=MESSAGE,__REALTIME_TIMESTAMP,_SYSTEMD_UNIT,UNIT",
+            "--since",
+            &format!("@{}.{:06}", from.as_secs(), from.subsec_micros()),
+        ]);
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let at: u64 = v["__REALTIME_TIMESTAMP"]
+                .as_str()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
+            let unit = v["_SYSTEMD_UNIT"].as_str().unwrap_or("");
+            let msg = v["MESSAGE"].as_str().unwrap_or("");
+            lines.push((at, format!("{} {unit}: {msg}", h.name())));
+        }
+    }
+    lines.sort();
+    let origin = u64::try_from(from.as_micros()).unwrap_or(0);
+    for (at, line) in lines {
+        eprintln!(
+            "  {:>7.1} ms  {line}",
+            (at.saturating_sub(origin)) as f64 / 1000.0
+        );
+    }
 }

@@ -621,7 +621,9 @@ impl Systemd {
     }
 
     /// Stop every unit at once and wait for all; then check by systemd's own word that each
-    /// is `inactive` or `failed`, and SIGKILL whatever process a unit left behind. Units
+    /// is `inactive` or `failed`, and SIGKILL whatever process a unit left behind (a stopped
+    /// unit may have left processes, `KillMode=process` before promd's drop-in applied: none
+    /// may survive the hand-over). Units
     /// already down with no job queued are not asked to stop (at start-up, hundreds of
     /// groups check that nothing of a previous run is left: one call each, not one per
     /// unit). The first error is returned (after every stop was tried): the caller retries.
@@ -643,7 +645,10 @@ impl Systemd {
                 first_error.get_or_insert(e);
             }
         }
-        match self.states(units).await {
+        // The check and the kill go out together: a kill changes no unit's state, and the
+        // hand-over waits for one round trip to systemd instead of two.
+        let (after, ()) = tokio::join!(self.states(units), self.kill_all(units));
+        match after {
             Ok(after) => {
                 for unit in units {
                     match after.get(unit) {
@@ -663,9 +668,6 @@ impl Systemd {
                 first_error.get_or_insert(e);
             }
         }
-        // A stopped unit may have left processes (KillMode=process before promd's drop-in
-        // applied): none may survive the hand-over.
-        self.kill_all(units).await;
         match first_error {
             None => Ok(()),
             Some(e) => Err(e),
