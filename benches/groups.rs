@@ -207,8 +207,9 @@ struct Row {
     /// (NRestarts summed over hosts, "Watchdog timeout" journal lines), once idle, and at the end.
     restarts_idle: Fig<(u64, usize)>,
     restarts_end: Fig<(u64, usize)>,
-    /// The cut host, its groups, until all were active elsewhere, until it stopped them all.
-    cut: Fig<(String, usize, Spread, Fig<Duration>)>,
+    /// The cut host, its groups, until each was elected elsewhere (its claim written), until
+    /// all were active elsewhere, until it stopped them all.
+    cut: Fig<(String, usize, Fig<Spread>, Spread, Fig<Duration>)>,
 }
 
 impl Row {
@@ -227,6 +228,41 @@ impl Row {
             cut: no(why),
         }
     }
+}
+
+/// Group → CLOCK_MONOTONIC µs of the first "won the election" `h`'s promd logged after `after`
+/// (journal lines `[ SECONDS.MICROS] HOST promd[PID]: gN: passive -> promoting (term T): won
+/// the election`).
+fn wins_after(h: &Host, after: u64) -> BTreeMap<usize, u64> {
+    let log = h.journal(&[
+        "-u",
+        "promd.service",
+        "-o",
+        "short-monotonic",
+        "--grep",
+        "won the election",
+    ]);
+    let mut wins = BTreeMap::new();
+    for line in log.lines() {
+        let Some((stamp, rest)) = line.strip_prefix('[').and_then(|l| l.split_once(']')) else {
+            continue;
+        };
+        let Ok(secs) = stamp.trim().parse::<f64>() else {
+            continue;
+        };
+        let at = (secs * 1e6) as u64;
+        let Some(g) = rest
+            .split_once(": g")
+            .and_then(|(_, r)| r.split_once(':'))
+            .and_then(|(n, _)| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if at >= after {
+            wins.entry(g).or_insert(at);
+        }
+    }
+    wins
 }
 
 fn ticks(pid: u32) -> Option<u64> {
@@ -603,9 +639,32 @@ fn run_count(groups: usize) -> Row {
             ]);
             eprintln!("{groups} groups: {}'s systemd on g{g}-active.target:\n{unit}", names[i]);
         }
+        // Elected: the journal's "won the election" (the key won and the claim written), the
+        // first after the cut on any other host.
+        let mut won: BTreeMap<usize, u64> = BTreeMap::new();
+        for &i in &others {
+            for (g, at) in wins_after(&hosts[i], t_cut) {
+                let first = won.entry(g).or_insert(at);
+                *first = (*first).min(at);
+            }
+        }
+        let elected: Vec<Duration> = theirs
+            .iter()
+            .filter_map(|g| won.get(g).map(|&at| since(t_cut, at)))
+            .collect();
+        let elected = if elected.len() == theirs.len() {
+            spread(elected)
+        } else {
+            Err(format!(
+                "{} of {} elections not in the journal",
+                theirs.len() - elected.len(),
+                theirs.len()
+            ))
+        };
         Ok((
             names[victim].clone(),
             theirs.len(),
+            elected,
             spread(took)?,
             fenced.map(|t| since(t_cut, t)),
         ))
@@ -676,9 +735,9 @@ fn main() {
         bench_start.elapsed().as_secs_f64()
     );
     println!(
-        "| groups | READY (slowest host) | groups settled: first / median / last | promd restarts / watchdog timeouts (idle; end) | cut host: groups | its groups active elsewhere: first / median / last | cut host stopped them after (polled) |"
+        "| groups | READY (slowest host) | groups settled: first / median / last | promd restarts / watchdog timeouts (idle; end) | cut host: groups | its groups elected elsewhere: first / median / last | active elsewhere: first / median / last | cut host stopped them after (polled) |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for r in &rows {
         let ready: Fig<Duration> = r
             .ready
@@ -686,15 +745,16 @@ fn main() {
             .try_fold(Duration::ZERO, |m, f| f.clone().map(|d| m.max(d)));
         let rs = |f: &Fig<(u64, usize)>| cell(f, |(n, w)| format!("{n} / {w}"));
         println!(
-            "| {} | {} | {} | {}; {} | {} | {} | {} |",
+            "| {} | {} | {} | {}; {} | {} | {} | {} | {} |",
             r.groups,
             cell(&ready, |d| secs(*d)),
             cell(&r.settled, show_spread),
             rs(&r.restarts_idle),
             rs(&r.restarts_end),
-            cell(&r.cut, |(h, n, _, _)| format!("{h}: {n}")),
-            cell(&r.cut, |(_, _, d, _)| show_spread(d)),
-            cell(&r.cut, |(_, _, _, f)| cell(f, |d| secs(*d))),
+            cell(&r.cut, |(h, n, _, _, _)| format!("{h}: {n}")),
+            cell(&r.cut, |(_, _, e, _, _)| cell(e, show_spread)),
+            cell(&r.cut, |(_, _, _, d, _)| show_spread(d)),
+            cell(&r.cut, |(_, _, _, _, f)| cell(f, |d| secs(*d))),
         );
     }
     println!(
