@@ -2,7 +2,10 @@
 //! to its return, which promd sends once the host's active target job is done. Three systemd
 //! hosts (nspawn) with a 3-member etcd; the role goes round the hosts.
 //!
-//! `cargo bench --bench promote` (root). `PROMD_BENCH_SWITCHOVERS` (default 60).
+//! `cargo bench --bench promote` (root). `PROMD_BENCH_SWITCHOVERS` (default 60);
+//! `PROMD_BENCH_TRACE=1` prints each switchover's journal lines of both hosts (PID 1 at debug
+//! level), merged on one clock. Besides the latency it prints how much of a switchover is
+//! web.service's own stop and start, which promd cannot cut.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -50,6 +53,9 @@ fn main() {
         }
     }
     let mut samples = Vec::with_capacity(n);
+    // Per switchover: web.service's own stop on the old host plus its own start on the new
+    // one (systemd's "Stopping"→"Stopped" and "Starting"→"Started"), what promd cannot cut.
+    let mut units_own: Vec<Duration> = Vec::with_capacity(n);
     for run in 0..n {
         let target = (active + 1 + run % 2) % 3;
         // Every standby must be back in the member list before the next switchover.
@@ -80,8 +86,18 @@ fn main() {
             took.as_millis()
         );
         samples.push(took);
+        let lines = timeline(&[&c.hosts[active], &c.hosts[target]], wall);
         if trace {
-            print_timeline(&[&c.hosts[active], &c.hosts[target]], wall);
+            for l in &lines {
+                eprintln!(
+                    "  {:>7.1} ms  {} {}: {}",
+                    l.at_ms, l.host, l.unit, l.message
+                );
+            }
+        }
+        match units_own_time(&lines, c.hosts[active].name(), c.hosts[target].name()) {
+            Some(own) => units_own.push(own),
+            None => eprintln!("switchover {run}: web.service's stop or start not in the journal"),
         }
         active = target;
     }
@@ -101,21 +117,44 @@ fn main() {
         ms(at(0.99)),
         ms(*samples.last().unwrap_or(&Duration::ZERO))
     );
+    if !units_own.is_empty() {
+        units_own.sort();
+        let own = units_own[units_own.len() / 2];
+        println!(
+            "\nOf the median switchover, web.service's own stop and start (its ExecStopPost= and \
+             ExecStartPre= write its span log) took {} ms (median over {} switchovers); the rest, \
+             {} ms, is promd, the store, D-Bus and systemd's jobs.",
+            ms(own),
+            units_own.len(),
+            ms(at(0.5).saturating_sub(own))
+        );
+    }
     eprintln!("{spans} active spans, none overlapping, terms growing");
 }
 
-/// Print the journal lines of `hosts` since `since`, merged by time, each tagged with its host
-/// and its offset from `since` in milliseconds.
-fn print_timeline(hosts: &[&support::hosts::Host], since: std::time::SystemTime) {
+/// One journal line of a switchover's timeline.
+struct Line {
+    /// Milliseconds after the call was made.
+    at_ms: f64,
+    host: String,
+    /// The unit that logged it (`init.scope` for PID 1, `promd.service`).
+    unit: String,
+    message: String,
+}
+
+/// The journal lines of `hosts` since `since`, merged by time (CLOCK_REALTIME is the kernel's,
+/// shared by the containers).
+fn timeline(hosts: &[&support::hosts::Host], since: std::time::SystemTime) -> Vec<Line> {
     let from = since
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let mut lines: Vec<(u64, String)> = Vec::new();
+    let origin = u64::try_from(from.as_micros()).unwrap_or(0);
+    let mut lines: Vec<(u64, Line)> = Vec::new();
     for h in hosts {
         let text = h.journal(&[
             "-o",
             "json",
-            "--output-fields=MESSAGE,__REALTIME_TIMESTAMP,_SYSTEMD_UNIT,UNIT",
+            "--output-fields=MESSAGE,__REALTIME_TIMESTAMP,_SYSTEMD_UNIT",
             "--since",
             &format!("@{}.{:06}", from.as_secs(), from.subsec_micros()),
         ]);
@@ -127,17 +166,30 @@ fn print_timeline(hosts: &[&support::hosts::Host], since: std::time::SystemTime)
                 .as_str()
                 .and_then(|t| t.parse().ok())
                 .unwrap_or(0);
-            let unit = v["_SYSTEMD_UNIT"].as_str().unwrap_or("");
-            let msg = v["MESSAGE"].as_str().unwrap_or("");
-            lines.push((at, format!("{} {unit}: {msg}", h.name())));
+            lines.push((
+                at,
+                Line {
+                    at_ms: at.saturating_sub(origin) as f64 / 1000.0,
+                    host: h.name().to_string(),
+                    unit: v["_SYSTEMD_UNIT"].as_str().unwrap_or("").to_string(),
+                    message: v["MESSAGE"].as_str().unwrap_or("").to_string(),
+                },
+            ));
         }
     }
-    lines.sort();
-    let origin = u64::try_from(from.as_micros()).unwrap_or(0);
-    for (at, line) in lines {
-        eprintln!(
-            "  {:>7.1} ms  {line}",
-            (at.saturating_sub(origin)) as f64 / 1000.0
-        );
-    }
+    lines.sort_by_key(|(at, _)| *at);
+    lines.into_iter().map(|(_, l)| l).collect()
+}
+
+/// web.service's own stop on `old` plus its own start on `new`, from PID 1's lines.
+fn units_own_time(lines: &[Line], old: &str, new: &str) -> Option<Duration> {
+    let at = |host: &str, prefix: &str| {
+        lines
+            .iter()
+            .find(|l| l.host == host && l.unit == "init.scope" && l.message.starts_with(prefix))
+            .map(|l| l.at_ms)
+    };
+    let stop = at(old, "Stopped web.service")? - at(old, "Stopping web.service")?;
+    let start = at(new, "Started web.service")? - at(new, "Starting web.service")?;
+    Some(Duration::from_secs_f64((stop + start).max(0.0) / 1000.0))
 }
