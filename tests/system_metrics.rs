@@ -6,8 +6,6 @@
 
 mod support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::cluster::{Cluster, group_prop};
@@ -45,32 +43,6 @@ const ACTIVE: &str = "promd_group_role{group=\"web\",role=\"active\"}";
 const TERM: &str = "promd_group_term{group=\"web\"}";
 const PROMOTIONS: &str = "promd_group_promotions_total{group=\"web\"}";
 
-/// `promtool check metrics` passes on `text` (promtool: Debian `prometheus`, installed by
-/// scripts/deps.sh).
-fn assert_promtool_passes(name: &str, text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("promtool (scripts/deps.sh installs it): {e}"));
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(text.as_bytes()).expect("promtool stdin");
-    }
-    let out = child.wait_with_output().expect("promtool");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "{name}: promtool check metrics: {}: {said}\n{text}",
-        out.status
-    );
-}
-
 /// `PROMD_TERM` of the host's `/run/promd/web.env`.
 fn env_term(h: &Host) -> Option<f64> {
     let env = h.read_file("/run/promd/web.env")?;
@@ -106,7 +78,10 @@ fn assert_gauges_follow(c: &Cluster, active: usize) {
             .count();
         assert_eq!(ones, 1, "{}: {text}", h.name());
         assert_eq!(value(&text, "promd_store_connected"), Some(1.0));
-        assert_promtool_passes(h.name(), &text);
+        // promtool: Debian `prometheus`, installed by scripts/deps.sh.
+        if let Some(Err(e)) = support::promtool::check_metrics(&text) {
+            panic!("{}: promtool check metrics: {e}\n{text}", h.name());
+        }
     }
 }
 

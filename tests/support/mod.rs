@@ -10,3 +10,4 @@ pub mod groups;
 pub mod haproxy;
 pub mod hosts;
 pub mod pki;
+pub mod promtool;
