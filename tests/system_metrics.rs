@@ -9,26 +9,13 @@ mod support;
 use std::time::Duration;
 
 use support::cluster::{Cluster, group_prop};
-use support::etcd::EtcdCluster;
-use support::hosts::{self, Host, Net};
+use support::hosts::{self, Host};
 
 const LEASE: Duration = Duration::from_secs(2);
 
-const HTTP: &str = "\n[http]\nlisten = [\"127.0.0.1:8008\"]\n";
-
 /// `GET /metrics` inside the host, on its loopback.
 fn metrics(h: &Host) -> String {
-    let out = h.exec(&[
-        "curl",
-        "--silent",
-        "--fail",
-        "--noproxy",
-        "*",
-        "--max-time",
-        "5",
-        "http://127.0.0.1:8008/metrics",
-    ]);
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    support::http::curl(h, "GET", "/metrics").1
 }
 
 /// The value of one series (name and labels exactly as printed).
@@ -87,15 +74,7 @@ fn assert_gauges_follow(c: &Cluster, active: usize) {
 
 #[test]
 fn role_gauges_agree_with_dbus_and_pass_promtool() {
-    let net = Net::new(3);
-    let etcd = EtcdCluster::start(3, &net.gateway_ips());
-    let c = Cluster::boot_with(
-        &net,
-        support::cluster::StoreKind::Etcd(&etcd),
-        LEASE,
-        HTTP,
-        |_, _| {},
-    );
+    let (_net, _etcd, c) = support::http::boot("127.0.0.1:8008", LEASE);
     let first = c.wait_one_active(None, Duration::from_secs(30));
     assert_gauges_follow(&c, first);
     assert_eq!(

@@ -9,5 +9,6 @@ pub mod etcd;
 pub mod groups;
 pub mod haproxy;
 pub mod hosts;
+pub mod http;
 pub mod pki;
 pub mod promtool;
