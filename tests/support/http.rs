@@ -50,21 +50,26 @@ pub fn curl(h: &Host, method: &str, path: &str) -> (u16, String) {
 /// `GET path` from this machine to the host's own address on [`PORT`], as a balancer or a
 /// scraper would: (status code, body). Panics if no answer comes within 5 s.
 pub fn get_from_machine(h: &Host, path: &str) -> (u16, String) {
+    try_get_from_machine(h, path).unwrap_or_else(|e| panic!("{}: GET {path}: {e}", h.name()))
+}
+
+/// [`get_from_machine`], or why it got no answer.
+pub fn try_get_from_machine(h: &Host, path: &str) -> Result<(u16, String), String> {
     let addr = SocketAddr::from((h.ip(), PORT));
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        .map_err(|e| format!("connect {addr}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok();
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes())
-        .unwrap_or_else(|e| panic!("write to {addr}: {e}"));
+        .map_err(|e| format!("write to {addr}: {e}"))?;
     let mut raw = String::new();
     s.read_to_string(&mut raw)
-        .unwrap_or_else(|e| panic!("read from {addr}: {e}"));
+        .map_err(|e| format!("read from {addr}: {e}"))?;
     let code = raw
         .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line from {addr}: {raw:?}"));
+        .ok_or_else(|| format!("no status line from {addr}: {raw:?}"))?;
     let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (code, body.to_string())
+    Ok((code, body.to_string()))
 }

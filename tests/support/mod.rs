@@ -10,5 +10,6 @@ pub mod groups;
 pub mod haproxy;
 pub mod hosts;
 pub mod http;
+pub mod http_load;
 pub mod pki;
 pub mod promtool;
