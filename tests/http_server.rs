@@ -12,6 +12,9 @@ use promd::status::StatusReport;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+#[path = "support/promtool.rs"]
+mod promtool;
+
 fn view(id: u64, name: &str, role: &str, term: u64) -> GroupView {
     GroupView {
         id: GroupId(id),
@@ -347,51 +350,6 @@ async fn the_connection_cap_holds() {
     );
 }
 
-/// `promtool check metrics` of `text`: `Ok(())` if it passes, `Err(what it says)`. `None`:
-/// promtool is not installed (Debian `prometheus`; `scripts/deps.sh` installs it), which
-/// fails the test when run as root (as CI runs it) and only skips it otherwise.
-fn promtool_check_metrics(text: &str) -> Option<Result<(), String>> {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            assert!(
-                !nix::unistd::geteuid().is_root(),
-                "promtool is not installed: run scripts/deps.sh"
-            );
-            eprintln!("SKIPPED: promtool is not installed (scripts/deps.sh installs it)");
-            return None;
-        }
-        Err(e) => panic!("promtool: {e}"),
-    };
-    if let Some(mut stdin) = child.stdin.take()
-        && let Err(e) = stdin.write_all(text.as_bytes())
-    {
-        panic!("promtool stdin: {e}");
-    }
-    let out = match child.wait_with_output() {
-        Ok(o) => o,
-        Err(e) => panic!("promtool: {e}"),
-    };
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(if out.status.success() && said.trim().is_empty() {
-        Ok(())
-    } else {
-        Err(format!("{}: {said}", out.status))
-    })
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn metrics_over_the_wire_pass_promtool() {
     let views = vec![view(0, "web", "active", 7), view(1, "db", "passive", 7)];
@@ -446,7 +404,7 @@ async fn metrics_over_the_wire_pass_promtool() {
         assert!(text.lines().any(|l| l == line), "{line}\n{text}");
     }
     assert!(text.contains("promd_group_fence_headroom_seconds{group=\"web\"} 6."));
-    if let Some(Err(e)) = promtool_check_metrics(&text) {
+    if let Some(Err(e)) = promtool::check_metrics(&text) {
         panic!("promtool check metrics: {e}\n{text}");
     }
     // OpenMetrics for a scraper that asks for it (Prometheus does).

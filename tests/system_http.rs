@@ -5,57 +5,13 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use support::cluster::Cluster;
-use support::etcd::EtcdCluster;
-use support::hosts::{self, Host, Net};
+use support::hosts::{self, Host};
+use support::http::{curl, get_from_machine};
 
 const LEASE: Duration = Duration::from_secs(2);
-const PORT: u16 = 8008;
-
-/// `[http]` after the group's keys: in each host's own network namespace, 0.0.0.0 is its
-/// loopback and its own veth address.
-const HTTP: &str = "\n[http]\nlisten = [\"0.0.0.0:8008\"]\n";
-
-/// `curl` inside the host on its loopback: (status code, body).
-fn curl(h: &Host, method: &str, path: &str) -> (u16, String) {
-    let url = format!("http://127.0.0.1:{PORT}{path}");
-    let out = h.exec(&[
-        "curl",
-        "--silent",
-        "--noproxy",
-        "*",
-        "--max-time",
-        "5",
-        "--request",
-        method,
-        "--write-out",
-        "\n%{http_code}",
-        &url,
-    ]);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
-/// GET from this machine to the host's own address, as a balancer would: the status code.
-fn get_from_outside(h: &Host, path: &str) -> u16 {
-    let addr = SocketAddr::from((h.ip(), PORT));
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).expect("write");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("read");
-    raw.split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line from {addr}: {raw:?}"))
-}
 
 fn active_codes(c: &Cluster) -> Vec<u16> {
     c.hosts
@@ -94,15 +50,7 @@ fn assert_status_is_promctls(h: &Host) {
 
 #[test]
 fn the_endpoint_follows_the_role_and_matches_promctl() {
-    let net = Net::new(3);
-    let etcd = EtcdCluster::start(3, &net.gateway_ips());
-    let c = Cluster::boot_with(
-        &net,
-        support::cluster::StoreKind::Etcd(&etcd),
-        LEASE,
-        HTTP,
-        |_, _| {},
-    );
+    let (_net, _etcd, c) = support::http::boot("0.0.0.0:8008", LEASE);
     let first = c.wait_one_active(None, Duration::from_secs(30));
     hosts::wait_until(
         Duration::from_secs(15),
@@ -133,7 +81,7 @@ fn the_endpoint_follows_the_role_and_matches_promctl() {
         );
         // As a balancer sees it, from another machine.
         let want = if i == first { 200 } else { 503 };
-        assert_eq!(get_from_outside(h, "/v1/groups/web/active"), want);
+        assert_eq!(get_from_machine(h, "/v1/groups/web/active").0, want);
         let (code, _) = curl(h, "HEAD", "/v1/groups/web/active");
         assert_eq!(code, want, "{} HEAD", h.name());
         assert_eq!(curl(h, "GET", "/v1/groups/nope/active").0, 404);
@@ -174,11 +122,11 @@ fn the_endpoint_follows_the_role_and_matches_promctl() {
         },
     );
     assert_eq!(
-        get_from_outside(&c.hosts[target], "/v1/groups/web/active"),
+        get_from_machine(&c.hosts[target], "/v1/groups/web/active").0,
         200
     );
     assert_eq!(
-        get_from_outside(&c.hosts[first], "/v1/groups/web/active"),
+        get_from_machine(&c.hosts[first], "/v1/groups/web/active").0,
         503
     );
     for h in &c.hosts {

@@ -6,31 +6,16 @@
 
 mod support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::cluster::{Cluster, group_prop};
-use support::etcd::EtcdCluster;
-use support::hosts::{self, Host, Net};
+use support::hosts::{self, Host};
 
 const LEASE: Duration = Duration::from_secs(2);
 
-const HTTP: &str = "\n[http]\nlisten = [\"127.0.0.1:8008\"]\n";
-
 /// `GET /metrics` inside the host, on its loopback.
 fn metrics(h: &Host) -> String {
-    let out = h.exec(&[
-        "curl",
-        "--silent",
-        "--fail",
-        "--noproxy",
-        "*",
-        "--max-time",
-        "5",
-        "http://127.0.0.1:8008/metrics",
-    ]);
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    support::http::curl(h, "GET", "/metrics").1
 }
 
 /// The value of one series (name and labels exactly as printed).
@@ -44,32 +29,6 @@ fn value(text: &str, series: &str) -> Option<f64> {
 const ACTIVE: &str = "promd_group_role{group=\"web\",role=\"active\"}";
 const TERM: &str = "promd_group_term{group=\"web\"}";
 const PROMOTIONS: &str = "promd_group_promotions_total{group=\"web\"}";
-
-/// `promtool check metrics` passes on `text` (promtool: Debian `prometheus`, installed by
-/// scripts/deps.sh).
-fn assert_promtool_passes(name: &str, text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("promtool (scripts/deps.sh installs it): {e}"));
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(text.as_bytes()).expect("promtool stdin");
-    }
-    let out = child.wait_with_output().expect("promtool");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "{name}: promtool check metrics: {}: {said}\n{text}",
-        out.status
-    );
-}
 
 /// `PROMD_TERM` of the host's `/run/promd/web.env`.
 fn env_term(h: &Host) -> Option<f64> {
@@ -106,21 +65,16 @@ fn assert_gauges_follow(c: &Cluster, active: usize) {
             .count();
         assert_eq!(ones, 1, "{}: {text}", h.name());
         assert_eq!(value(&text, "promd_store_connected"), Some(1.0));
-        assert_promtool_passes(h.name(), &text);
+        // promtool: Debian `prometheus`, installed by scripts/deps.sh.
+        if let Some(Err(e)) = support::promtool::check_metrics(&text) {
+            panic!("{}: promtool check metrics: {e}\n{text}", h.name());
+        }
     }
 }
 
 #[test]
 fn role_gauges_agree_with_dbus_and_pass_promtool() {
-    let net = Net::new(3);
-    let etcd = EtcdCluster::start(3, &net.gateway_ips());
-    let c = Cluster::boot_with(
-        &net,
-        support::cluster::StoreKind::Etcd(&etcd),
-        LEASE,
-        HTTP,
-        |_, _| {},
-    );
+    let (_net, _etcd, c) = support::http::boot("127.0.0.1:8008", LEASE);
     let first = c.wait_one_active(None, Duration::from_secs(30));
     assert_gauges_follow(&c, first);
     assert_eq!(

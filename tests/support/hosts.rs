@@ -1304,10 +1304,27 @@ impl Host {
     /// Silent partition: inside the host's netns, drop every packet that is not on loopback. The
     /// link stays up; packets vanish.
     pub fn cut(&self) {
+        self.cut_with("", "");
+    }
+
+    /// [`Host::cut`], except TCP to and from the host's own `port`: the host loses the store and
+    /// every peer while clients of that port (a balancer's checks, a flood of them) still reach
+    /// it, as when a host's back-end network fails and its front-end one does not. Healed by
+    /// [`Host::heal`].
+    pub fn cut_except_tcp_port(&self, port: u16) {
+        self.cut_with(
+            &format!(" tcp dport {port} accept;"),
+            &format!(" tcp sport {port} accept;"),
+        );
+    }
+
+    /// The cut's table, with `input` and `output` (nft statements, each ending in `;`) also
+    /// accepted.
+    fn cut_with(&self, input: &str, output: &str) {
         let rules = format!(
             "table inet {CUT_TABLE} {{\n\
-             \tchain i {{ type filter hook input priority 0; policy drop; iif lo accept; }}\n\
-             \tchain o {{ type filter hook output priority 0; policy drop; oif lo accept; }}\n\
+             \tchain i {{ type filter hook input priority 0; policy drop; iif lo accept;{input} }}\n\
+             \tchain o {{ type filter hook output priority 0; policy drop; oif lo accept;{output} }}\n\
              }}\n"
         );
         if self.is_cut() {

@@ -9,4 +9,7 @@ pub mod etcd;
 pub mod groups;
 pub mod haproxy;
 pub mod hosts;
+pub mod http;
+pub mod http_load;
 pub mod pki;
+pub mod promtool;
