@@ -209,7 +209,22 @@ struct Row {
     restarts_end: Fig<(u64, usize)>,
     /// The cut host, its groups, until each was elected elsewhere (its claim written), until
     /// all were active elsewhere, until it stopped them all.
-    cut: Fig<(String, usize, Fig<Spread>, Spread, Fig<Duration>)>,
+    cut: Fig<Cut>,
+}
+
+/// What became of the groups of the host the bench cut off.
+#[derive(Debug)]
+struct Cut {
+    /// The cut host.
+    host: String,
+    /// How many groups it held.
+    groups: usize,
+    /// From the cut until each was elected elsewhere (its claim written).
+    elected: Fig<Spread>,
+    /// From the cut until each active target was up elsewhere.
+    active: Spread,
+    /// From the cut until the cut host had stopped them all.
+    fenced: Fig<Duration>,
 }
 
 impl Row {
@@ -661,13 +676,13 @@ fn run_count(groups: usize) -> Row {
                 theirs.len()
             ))
         };
-        Ok((
-            names[victim].clone(),
-            theirs.len(),
+        Ok(Cut {
+            host: names[victim].clone(),
+            groups: theirs.len(),
             elected,
-            spread(took)?,
-            fenced.map(|t| since(t_cut, t)),
-        ))
+            active: spread(took)?,
+            fenced: fenced.map(|t| since(t_cut, t)),
+        })
     });
     eprintln!("{groups} groups: cut {:?}", row.cut);
     row.restarts_end = restarts(&hosts);
@@ -751,10 +766,10 @@ fn main() {
             cell(&r.settled, show_spread),
             rs(&r.restarts_idle),
             rs(&r.restarts_end),
-            cell(&r.cut, |(h, n, _, _, _)| format!("{h}: {n}")),
-            cell(&r.cut, |(_, _, e, _, _)| cell(e, show_spread)),
-            cell(&r.cut, |(_, _, _, d, _)| show_spread(d)),
-            cell(&r.cut, |(_, _, _, _, f)| cell(f, |d| secs(*d))),
+            cell(&r.cut, |c| format!("{}: {}", c.host, c.groups)),
+            cell(&r.cut, |c| cell(&c.elected, show_spread)),
+            cell(&r.cut, |c| show_spread(&c.active)),
+            cell(&r.cut, |c| cell(&c.fenced, |d| secs(*d))),
         );
     }
     println!(
