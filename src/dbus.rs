@@ -16,7 +16,7 @@ use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{Connection, OwnedObjectPath, Variant};
 
-pub use crate::agent::{Call, GroupView};
+pub use crate::agent::{Call, GroupView, MemberView};
 use crate::agent::{CallError, GroupId, ViewUpdate};
 
 /// The well-known name promd takes on the system bus (`dbus/org.promd1.conf` lets only the
@@ -319,7 +319,22 @@ impl GroupObject {
 
     #[zbus(property)]
     fn members(&self) -> Vec<(String, String, i32, bool)> {
-        self.shared.view(self.id, |v| v.members.clone())
+        self.shared.view(self.id, members)
+    }
+
+    #[zbus(property)]
+    fn eligible(&self) -> bool {
+        self.shared.view(self.id, |v| v.eligible)
+    }
+
+    #[zbus(property)]
+    fn ineligible(&self) -> String {
+        self.shared.view(self.id, |v| v.why.clone())
+    }
+
+    #[zbus(property)]
+    fn member_states(&self) -> Vec<MemberState> {
+        self.shared.view(self.id, member_states)
     }
 
     async fn promote(
@@ -550,6 +565,20 @@ impl DbusService {
     }
 }
 
+/// An element of `MemberStates`: node, role, priority, healthy, eligible, why (a word, empty
+/// when eligible), failures, since (CLOCK_REALTIME µs), term.
+pub type MemberState = (String, String, i32, bool, bool, String, u32, u64, u64);
+
+/// `Members`: (node, role, priority, healthy) of each member.
+fn members(v: &GroupView) -> Vec<(String, String, i32, bool)> {
+    v.members.iter().map(|m| m.summary()).collect()
+}
+
+/// `MemberStates`: every member with its eligibility, reason, failures, since and term.
+fn member_states(v: &GroupView) -> Vec<MemberState> {
+    v.members.iter().map(|m| m.state()).collect()
+}
+
 fn variant<T: Into<Variant<'static>>>(v: T) -> Variant<'static> {
     v.into()
 }
@@ -597,8 +626,18 @@ fn changed_properties(old: &GroupView, new: &GroupView) -> Vec<(&'static str, Va
     if old.since_usec != new.since_usec {
         c.push(("Since", variant(new.since_usec)));
     }
+    let (was, now) = (members(old), members(new));
+    if was != now {
+        c.push(("Members", variant(now)));
+    }
+    if old.eligible != new.eligible {
+        c.push(("Eligible", variant(new.eligible)));
+    }
+    if old.why != new.why {
+        c.push(("Ineligible", variant(new.why.clone())));
+    }
     if old.members != new.members {
-        c.push(("Members", variant(new.members.clone())));
+        c.push(("MemberStates", variant(member_states(new))));
     }
     c
 }
@@ -683,6 +722,8 @@ mod tests {
             since_usec: 0,
             members: Vec::new(),
             retired: false,
+            eligible: true,
+            why: String::new(),
         }
     }
 
@@ -695,6 +736,52 @@ mod tests {
         b.term = 7;
         let names: Vec<&str> = changed_properties(&a, &b).iter().map(|c| c.0).collect();
         assert_eq!(names, vec!["Role", "Term"]);
+    }
+
+    /// `Members` changes only with its four fields; `MemberStates` with any; `Eligible` and
+    /// `Ineligible` with this host's standing.
+    #[test]
+    fn member_states_and_eligibility_are_signalled() {
+        let mut a = view(0, "web", "passive");
+        a.members = vec![MemberView {
+            node: "n2".into(),
+            role: "passive".into(),
+            priority: 100,
+            healthy: true,
+            eligible: true,
+            why: String::new(),
+            failures: 0,
+            since_usec: 5,
+            term: 3,
+        }];
+        let mut b = a.clone();
+        b.members[0].eligible = false;
+        b.members[0].why = "cooldown".into();
+        b.members[0].failures = 4;
+        let changed = changed_properties(&a, &b);
+        let names: Vec<&str> = changed.iter().map(|c| c.0).collect();
+        assert_eq!(names, vec!["MemberStates"]);
+        let expected: Vec<MemberState> = vec![(
+            "n2".into(),
+            "passive".into(),
+            100,
+            true,
+            false,
+            "cooldown".into(),
+            4,
+            5,
+            3,
+        )];
+        assert_eq!(changed[0].1, variant(expected));
+        assert_eq!(changed[0].1.value_signature().to_string(), "a(ssibbsutt)");
+        b.members[0].healthy = false;
+        b.eligible = false;
+        b.why = "unhealthy".into();
+        let names: Vec<&str> = changed_properties(&a, &b).iter().map(|c| c.0).collect();
+        assert_eq!(
+            names,
+            vec!["Members", "Eligible", "Ineligible", "MemberStates"]
+        );
     }
 
     #[test]

@@ -7,7 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::agent::GroupView;
+use crate::agent::{GroupView, MemberView, WHY_DOWN};
+use crate::core::Ineligibility;
 
 /// The whole document: this host, the store, every group this host serves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +49,11 @@ pub struct GroupStatus {
     /// Every member, sorted by node name; configured members the store does not show have
     /// role `down`.
     pub members: Vec<MemberStatus>,
+    /// Whether this host could become active now (D-Bus `Eligible`).
+    pub eligible: bool,
+    /// Why not, as a word (D-Bus `Ineligible`, see [`MemberStatus::why`]); empty when
+    /// eligible.
+    pub why: String,
 }
 
 /// One member of a group.
@@ -61,6 +67,50 @@ pub struct MemberStatus {
     pub priority: i32,
     /// Whether it reports itself healthy.
     pub healthy: bool,
+    /// Whether it may become active now (false when `down`).
+    pub eligible: bool,
+    /// Why not, as a stable word (`stopping`, `not-member`, `cooldown`, `passive-failed`,
+    /// `unhealthy`, `store-unreachable`, `lease-not-renewed`, `not-passive`, `defer-once`;
+    /// `unknown` for a reason this promd does not know; `down` without a record); empty when
+    /// eligible. [`why_text`] says it in words.
+    pub why: String,
+    /// Its watched-unit failures within its restart window (0 when not said).
+    pub failures: u32,
+    /// CLOCK_REALTIME of its last role change, microseconds since the epoch (0 when not
+    /// said).
+    pub since_usec: u64,
+    /// The newest term it knew when it wrote its record (this host's: its term now).
+    pub term: u64,
+}
+
+/// What a [`MemberStatus::why`] word means, as promctl prints it, e.g. `unhealthy` → "the
+/// health check fails"; an unknown word is said to be one.
+pub fn why_text(word: &str) -> String {
+    if word == WHY_DOWN {
+        return "no member record in the store (promd stopped, or cut off)".into();
+    }
+    match Ineligibility::from_word(word) {
+        Ineligibility::Unknown if word != Ineligibility::Unknown.word() => {
+            format!("{word} (a reason this promctl does not know)")
+        }
+        why => why.to_string(),
+    }
+}
+
+impl From<&MemberView> for MemberStatus {
+    fn from(m: &MemberView) -> MemberStatus {
+        MemberStatus {
+            node: m.node.clone(),
+            role: m.role.clone(),
+            priority: m.priority,
+            healthy: m.healthy,
+            eligible: m.eligible,
+            why: m.why.clone(),
+            failures: m.failures,
+            since_usec: m.since_usec,
+            term: m.term,
+        }
+    }
 }
 
 /// promd's version as D-Bus `Version` reports it.
@@ -105,16 +155,9 @@ impl GroupStatus {
             maintenance: v.maintenance,
             failures: v.failures,
             since_usec: v.since_usec,
-            members: v
-                .members
-                .iter()
-                .map(|(node, role, priority, healthy)| MemberStatus {
-                    node: node.clone(),
-                    role: role.clone(),
-                    priority: *priority,
-                    healthy: *healthy,
-                })
-                .collect(),
+            members: v.members.iter().map(MemberStatus::from).collect(),
+            eligible: v.eligible,
+            why: v.why.clone(),
         }
     }
 }
@@ -137,8 +180,10 @@ mod tests {
             maintenance: false,
             failures: 0,
             since_usec: 17,
-            members: vec![("a".into(), "passive".into(), 100, true)],
+            members: vec![crate::agent::member_view("a", "passive", 100, true)],
             retired,
+            eligible: true,
+            why: String::new(),
         };
         let views = [
             view(0, "web", false),
@@ -156,5 +201,83 @@ mod tests {
             "{json}"
         );
         assert!(json.ends_with("}\n"));
+    }
+    /// Members carry eligibility, the reason as a word, failures, since and term, appended
+    /// after the fields of before (the order is a contract); the group this host's
+    /// eligibility after its members.
+    #[test]
+    fn members_show_eligibility_why_failures_since_and_term_in_order() {
+        let mut me = crate::agent::member_view("a", "active", 100, true);
+        me.eligible = false;
+        me.why = "not-passive".into();
+        me.since_usec = 17;
+        me.term = 9;
+        let mut other = crate::agent::member_view("b", "passive", 90, false);
+        other.eligible = false;
+        other.why = "unhealthy".into();
+        other.failures = 2;
+        other.since_usec = 5;
+        other.term = 8;
+        let view = GroupView {
+            id: crate::agent::GroupId(0),
+            name: "web".into(),
+            role: "active".into(),
+            leader: "a".into(),
+            term: 9,
+            priority: 100,
+            healthy: true,
+            maintenance: false,
+            failures: 0,
+            since_usec: 17,
+            members: vec![me, other],
+            retired: false,
+            eligible: false,
+            why: "not-passive".into(),
+        };
+        let report = StatusReport::of_views("a", true, [&view]);
+        let json = report.to_json().unwrap_or_default();
+        let member_b = r#"{
+          "node": "b",
+          "role": "passive",
+          "priority": 90,
+          "healthy": false,
+          "eligible": false,
+          "why": "unhealthy",
+          "failures": 2,
+          "since_usec": 5,
+          "term": 8
+        }"#;
+        assert!(json.contains(member_b), "{json}");
+        let tail = r#"      ],
+      "eligible": false,
+      "why": "not-passive"
+    }
+  ]
+}
+"#;
+        assert!(json.ends_with(tail), "{json}");
+        let back: StatusReport = match serde_json::from_str(&json) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(back, report);
+    }
+
+    #[test]
+    fn why_words_read_as_text() {
+        assert_eq!(why_text("unhealthy"), "the health check fails");
+        assert_eq!(
+            why_text("defer-once"),
+            "this node just lost the role in a crash and lets the others go first"
+        );
+        assert_eq!(why_text("unknown"), "for a reason this promd does not know");
+        assert_eq!(
+            why_text("quorum-lost"),
+            "quorum-lost (a reason this promctl does not know)"
+        );
+        assert_eq!(
+            why_text(WHY_DOWN),
+            "no member record in the store (promd stopped, or cut off)"
+        );
     }
 }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use promd::agent::{GroupId, GroupView, ViewUpdate};
+use promd::agent::{GroupId, GroupView, MemberView, ViewUpdate};
 use promd::http::{HttpServer, Limits, StateFeed};
 use promd::metrics::Metrics;
 use promd::status::StatusReport;
@@ -28,10 +28,32 @@ fn view(id: u64, name: &str, role: &str, term: u64) -> GroupView {
         failures: 0,
         since_usec: 1_700_000_000_000_000,
         members: vec![
-            ("n1".into(), role.into(), 100, true),
-            ("n2".into(), "passive".into(), 90, true),
+            MemberView::of_state((
+                "n1".into(),
+                role.into(),
+                100,
+                true,
+                false,
+                "not-passive".into(),
+                0,
+                1_700_000_000_000_000,
+                term,
+            )),
+            MemberView::of_state((
+                "n2".into(),
+                "passive".into(),
+                90,
+                true,
+                true,
+                String::new(),
+                1,
+                1_600_000_000_000_000,
+                term,
+            )),
         ],
         retired: false,
+        eligible: false,
+        why: "not-passive".into(),
     }
 }
 

@@ -28,6 +28,10 @@ pub(super) struct Group {
     pub(super) health_ok: bool,
     /// CLOCK_REALTIME µs of the last role change (D-Bus `Since`).
     pub(super) since_usec: u64,
+    /// The role of the member record last written, and since when (CLOCK_REALTIME µs) the
+    /// record says it: the record's `since_usec`. The record may claim `promoting` before
+    /// the machine's role changes, so it has its own stamp.
+    pub(super) record_since: Option<(Role, u64)>,
     /// Removed or replaced by a reload: it hands over, exits, and is then closed.
     pub(super) retired: bool,
     /// What `/run/promd/GROUP.env` was last asked to say (with a start, or by
@@ -246,7 +250,15 @@ impl Agent {
             })),
             Action::Release { term } => out.push(store(StoreCommand::Release { term })),
             Action::Publish(m) => {
-                out.push(store(StoreCommand::Publish(MemberRecord::of(m, host))));
+                let since = match g.record_since {
+                    Some((role, since)) if role == m.role => since,
+                    // A role change of this step (already carried) stamped `since_usec`.
+                    _ if m.role == g.machine.role() => g.since_usec,
+                    _ => now.wall_usec,
+                };
+                g.record_since = Some((m.role, since));
+                let record = MemberRecord::of(m, host, since);
+                out.push(store(StoreCommand::Publish(record)));
             }
             Action::RequestSwitchover { to } => {
                 let text = format!("asking the active node to hand over to {to}");

@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 
 pub use calls::{Call, CallError, call_timeout};
 pub use output::{EnvFile, Fields, JobOrder, Level, Notify, Output, Record};
-pub use status::{GroupView, STATUS_MAX};
+#[cfg(test)]
+pub(crate) use status::member_view;
+pub use status::{GroupView, MemberView, STATUS_MAX, WHY_DOWN};
 
 use crate::config::{Config, GroupConfig};
 use crate::core::{Event, GroupMachine, GroupParams, Job, Mono, Timing};
@@ -499,6 +501,7 @@ impl Agent {
                 store_down: None,
                 health_ok: true,
                 since_usec,
+                record_since: None,
                 retired: false,
                 env: None,
                 metrics,

@@ -3,7 +3,7 @@
 use super::group::Group;
 use super::output::{Notify, Output};
 use super::{Agent, GroupId};
-use crate::core::{Mono, Role};
+use crate::core::{Ineligibility, Mono, Role};
 
 /// What D-Bus shows of one group (`org.promd1.Group`'s properties, see
 /// `dbus/org.promd1.Group.xml`); the runtime hands every view to the D-Bus service after each
@@ -34,12 +34,114 @@ pub struct GroupView {
     /// CLOCK_REALTIME of this host's last role change (of its start before the first), in
     /// microseconds since the epoch (property `Since`).
     pub since_usec: u64,
-    /// Every member as (node, role or "down", priority, healthy), sorted; members listed in
-    /// promd.toml that the store does not show appear as "down" (property `Members`).
-    pub members: Vec<(String, String, i32, bool)>,
+    /// Every member, sorted by node; this host's entry from its live state, the others' from
+    /// their store records; members listed in promd.toml that the store does not show appear
+    /// with role `down` (properties `Members` and `MemberStates`).
+    pub members: Vec<MemberView>,
     /// Removed or replaced by a reload and still handing over: not listed, not addressable
     /// by name; the group leaves the views once it has exited.
     pub retired: bool,
+    /// Whether this host could become active now (property `Eligible`).
+    pub eligible: bool,
+    /// Why not, as a word ([`Ineligibility::word`], e.g. `unhealthy`); empty when eligible
+    /// (property `Ineligible`).
+    pub why: String,
+}
+
+/// One member of a group as this host sees it: an element of `MemberStates`
+/// (`a(ssibbsutt)`), of which `Members` (`a(ssib)`) is the first four fields.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MemberView {
+    /// The member's node name.
+    pub node: String,
+    /// Its role as its record says (this host's: as it is now), or `down` without a record.
+    pub role: String,
+    /// Its priority (0 when `down`).
+    pub priority: i32,
+    /// Whether it reports itself healthy (false when `down`).
+    pub healthy: bool,
+    /// Whether it may become active now (false when `down`).
+    pub eligible: bool,
+    /// Why not: an [`Ineligibility::word`], or [`WHY_DOWN`] without a record; empty when
+    /// eligible.
+    pub why: String,
+    /// Its watched-unit failures within its restart window (0 when not said).
+    pub failures: u32,
+    /// CLOCK_REALTIME µs of its last role change (0 when not said).
+    pub since_usec: u64,
+    /// The newest term it knew when it wrote its record (this host's: its term now; 0 when
+    /// not said).
+    pub term: u64,
+}
+
+/// The `why` of a configured member the store shows no record of (role `down`).
+pub const WHY_DOWN: &str = "down";
+
+impl MemberView {
+    /// `Members`' element: (node, role, priority, healthy).
+    pub fn summary(&self) -> (String, String, i32, bool) {
+        (
+            self.node.clone(),
+            self.role.clone(),
+            self.priority,
+            self.healthy,
+        )
+    }
+
+    /// `MemberStates`' element: (node, role, priority, healthy, eligible, why, failures,
+    /// since, term).
+    #[allow(clippy::type_complexity)]
+    pub fn state(&self) -> (String, String, i32, bool, bool, String, u32, u64, u64) {
+        (
+            self.node.clone(),
+            self.role.clone(),
+            self.priority,
+            self.healthy,
+            self.eligible,
+            self.why.clone(),
+            self.failures,
+            self.since_usec,
+            self.term,
+        )
+    }
+
+    /// A member from its (node, …, term) tuple as `MemberStates` carries it.
+    #[allow(clippy::type_complexity)]
+    pub fn of_state(s: (String, String, i32, bool, bool, String, u32, u64, u64)) -> MemberView {
+        let (node, role, priority, healthy, eligible, why, failures, since_usec, term) = s;
+        MemberView {
+            node,
+            role,
+            priority,
+            healthy,
+            eligible,
+            why,
+            failures,
+            since_usec,
+            term,
+        }
+    }
+}
+
+/// An eligible member with no failures, term or stamp: a fixture of the views' tests.
+#[cfg(test)]
+pub(crate) fn member_view(node: &str, role: &str, priority: i32, healthy: bool) -> MemberView {
+    MemberView {
+        node: node.into(),
+        role: role.into(),
+        priority,
+        healthy,
+        eligible: true,
+        why: String::new(),
+        failures: 0,
+        since_usec: 0,
+        term: 0,
+    }
+}
+
+/// The word of `why` for the views: empty when eligible.
+fn why_word(why: Option<Ineligibility>) -> String {
+    why.map(|w| w.word().to_string()).unwrap_or_default()
 }
 
 impl Agent {
@@ -182,29 +284,50 @@ impl Agent {
 /// know (shown as down).
 fn view(id: GroupId, g: &Group, now: Mono) -> GroupView {
     let m = &g.machine;
-    let mut members: Vec<(String, String, i32, bool)> = m
+    // This host as it is now (its record in the store may lag, or the store be unreachable).
+    let why = m.why_ineligible(now);
+    let me = MemberView {
+        node: m.node().to_string(),
+        role: m.role().as_str().to_string(),
+        priority: m.priority(),
+        healthy: m.healthy(),
+        eligible: why.is_none(),
+        why: why_word(why),
+        failures: m.failures(now),
+        since_usec: g.since_usec,
+        term: m.term(),
+    };
+    let mut members: Vec<MemberView> = m
         .members()
         .iter()
-        .map(|x| {
-            (
-                x.node.clone(),
-                x.role.as_str().to_string(),
-                x.priority,
-                x.healthy,
-            )
+        .filter(|x| x.node != m.node())
+        .map(|x| MemberView {
+            node: x.node.clone(),
+            role: x.role.as_str().to_string(),
+            priority: x.priority,
+            healthy: x.healthy,
+            eligible: x.eligible,
+            why: why_word(x.why),
+            failures: x.failures,
+            since_usec: x.since_usec.unwrap_or(0),
+            term: x.term.unwrap_or(0),
         })
         .collect();
-    // This host as it is now (its record in the store may lag, or the store be unreachable).
-    members.retain(|x| x.0 != m.node());
-    members.push((
-        m.node().to_string(),
-        m.role().as_str().to_string(),
-        m.priority(),
-        m.healthy(),
-    ));
+    let (eligible, why) = (me.eligible, me.why.clone());
+    members.push(me);
     for node in g.cfg.members.iter().flatten() {
-        if !members.iter().any(|x| &x.0 == node) {
-            members.push((node.clone(), "down".into(), 0, false));
+        if !members.iter().any(|x| &x.node == node) {
+            members.push(MemberView {
+                node: node.clone(),
+                role: "down".into(),
+                priority: 0,
+                healthy: false,
+                eligible: false,
+                why: WHY_DOWN.into(),
+                failures: 0,
+                since_usec: 0,
+                term: 0,
+            });
         }
     }
     members.sort();
@@ -221,6 +344,8 @@ fn view(id: GroupId, g: &Group, now: Mono) -> GroupView {
         retired: g.retired,
         since_usec: g.since_usec,
         members,
+        eligible,
+        why,
     }
 }
 

@@ -41,7 +41,7 @@ mod timers;
 mod units;
 
 pub use io::{Action, Cancels, Event, GroupParams, Job, Member, Request, Tunables};
-pub use reason::{Ineligible, Reason, ReasonKind, Refusal};
+pub use reason::{Ineligibility, Ineligible, Reason, ReasonKind, Refusal};
 pub use timers::{Timer, Timers};
 
 #[cfg(test)]
@@ -425,11 +425,11 @@ impl GroupMachine {
 
     /// Rule 5: keep this node's member record current.
     fn publish(&mut self, now: Mono, out: &mut Vec<Action>) {
+        let why = self.why_ineligible(now);
         let me = Member {
             node: self.p.node.clone(),
             priority: self.p.priority,
-            // A node that just lost the role in a crash lets the others go first.
-            eligible: self.eligible(now) && !self.defer_once,
+            eligible: why.is_none(),
             healthy: self.healthy(),
             // Holding the key to promote with: claim the role before the units start.
             role: if self.waits_to_promote(now) {
@@ -438,6 +438,9 @@ impl GroupMachine {
                 self.role
             },
             term: Some(self.term()),
+            why,
+            failures: self.failures(now),
+            since_usec: None,
         };
         if self.published.as_ref() != Some(&me) {
             self.published = Some(me.clone());
@@ -471,6 +474,17 @@ impl GroupMachine {
             .members
             .as_ref()
             .is_none_or(|m| m.iter().any(|n| n == node))
+    }
+
+    /// Why this node's member record says it may not become active now:
+    /// [`Self::ineligibility`], or, when that has nothing against it, that it just lost the
+    /// role in a crash and lets the others go first once. `None`: eligible.
+    pub fn why_ineligible(&self, now: Mono) -> Option<Ineligibility> {
+        match self.ineligibility(now) {
+            Some(i) => Some(Ineligibility::Checked(i)),
+            None if self.defer_once => Some(Ineligibility::DeferOnce),
+            None => None,
+        }
     }
 
     fn eligible(&self, now: Mono) -> bool {

@@ -32,6 +32,9 @@ fn member(node: &str, priority: i32, eligible: bool, role: Role) -> Member {
         healthy: true,
         role,
         term: None,
+        why: (!eligible).then_some(Ineligibility::Unknown),
+        failures: 0,
+        since_usec: None,
     }
 }
 

@@ -9,8 +9,8 @@ mod machine;
 mod timing;
 
 pub use machine::{
-    Action, Cancels, Event, GroupMachine, GroupParams, Ineligible, Job, Member, Reason, ReasonKind,
-    Refusal, Request, Timer, Timers, Tunables,
+    Action, Cancels, Event, GroupMachine, GroupParams, Ineligibility, Ineligible, Job, Member,
+    Reason, ReasonKind, Refusal, Request, Timer, Timers, Tunables,
 };
 pub use timing::{AFTER_WATCHDOG, Mono, Timing, WATCHDOG_ACCURACY, WATCHDOG_REACH, WATCHDOG_SLACK};
 

@@ -259,8 +259,10 @@ mod tests {
             maintenance: false,
             failures: 0,
             since_usec: 1_700_000_000_000_000,
-            members: vec![("n1".into(), role.into(), 100, true)],
+            members: vec![crate::agent::member_view("n1", role, 100, true)],
             retired: false,
+            eligible: true,
+            why: String::new(),
         }
     }
 

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::core::{Member, Role};
+use crate::core::{Ineligibility, Member, Role};
 
 /// The only format version this build writes and reads.
 ///
@@ -111,6 +111,45 @@ pub struct MemberRecord {
     /// written by another host is never overwritten; it means two hosts share one `node`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// Why the node may not become active now, as a stable word
+    /// ([`Ineligibility::word`]: `unhealthy`, `cooldown`, `defer-once`, …); absent when it
+    /// is eligible, and in records of promd versions before it. A word this promd does not
+    /// know reads as [`Ineligibility::Unknown`], never as an error. Informative only:
+    /// `eligible` decides.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "why_word")]
+    pub why: Option<Ineligibility>,
+    /// The node's watched-unit failures within its `restart-window`; absent in records of
+    /// promd versions before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures: Option<u32>,
+    /// CLOCK_REALTIME microseconds since the epoch when the record's `role` last changed, as
+    /// the writer's clock said; absent in records of promd versions before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_usec: Option<u64>,
+}
+
+/// [`MemberRecord::why`] as its word.
+mod why_word {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::core::Ineligibility;
+
+    pub(super) fn serialize<S: Serializer>(
+        why: &Option<Ineligibility>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match why {
+            Some(w) => s.serialize_str(w.word()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Ineligibility>, D::Error> {
+        let word: Option<String> = Option::deserialize(d)?;
+        Ok(word.map(|w| Ineligibility::from_word(&w)))
+    }
 }
 
 /// The value of `PREFIX/GROUP/switchover`: a request that the leader hand over to `to`.
@@ -204,8 +243,10 @@ impl Versioned for MemberRecord {
 }
 
 impl MemberRecord {
-    /// The record of the machine's `member`, as `host` writes it (this format's version).
-    pub fn of(member: Member, host: Option<String>) -> MemberRecord {
+    /// The record of the machine's `member`, as `host` writes it (this format's version),
+    /// its role unchanged since `since_usec` (CLOCK_REALTIME µs; the machine has no wall
+    /// clock, the agent stamps it).
+    pub fn of(member: Member, host: Option<String>, since_usec: u64) -> MemberRecord {
         MemberRecord {
             v: FORMAT_VERSION,
             node: member.node,
@@ -215,14 +256,25 @@ impl MemberRecord {
             role: member.role,
             term: member.term,
             host,
+            why: if member.eligible { None } else { member.why },
+            failures: Some(member.failures),
+            since_usec: Some(since_usec),
         }
     }
 }
 
 impl From<MemberRecord> for Member {
-    /// The member as the machine sees it (the writer's host is the agent's business).
+    /// The member as the machine sees it (the writer's host is the agent's business). An
+    /// ineligible record without a reason (an older promd's) reads as
+    /// [`Ineligibility::Unknown`]; an eligible one has no reason, whatever it says.
     fn from(r: MemberRecord) -> Member {
         Member {
+            why: match (r.eligible, r.why) {
+                (true, _) => None,
+                (false, why) => Some(why.unwrap_or(Ineligibility::Unknown)),
+            },
+            failures: r.failures.unwrap_or(0),
+            since_usec: r.since_usec,
             node: r.node,
             priority: r.priority,
             eligible: r.eligible,
@@ -307,12 +359,16 @@ pub(crate) fn passive_member(node: &str, priority: i32) -> MemberRecord {
         role: Role::Passive,
         term: None,
         host: None,
+        why: None,
+        failures: None,
+        since_usec: None,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::Ineligible;
 
     fn member() -> MemberRecord {
         MemberRecord {
@@ -324,6 +380,9 @@ mod tests {
             role: Role::Passive,
             term: None,
             host: Some("0123456789abcdef0123456789abcdef".into()),
+            why: None,
+            failures: None,
+            since_usec: None,
         }
     }
 
@@ -385,5 +444,115 @@ mod tests {
         assert_eq!(other_host(Some(b), None), None);
         assert!(HostId::parse("0123456789ABCDEF0123456789abcdef").is_none());
         assert!(HostId::parse("").is_none());
+    }
+    /// A record of a promd before `why`, `failures` and `since_usec`: read as it was meant
+    /// (an ineligible one for an unknown reason), and written back byte for byte.
+    #[test]
+    fn member_record_of_an_older_promd_reads_and_round_trips() {
+        let old = br#"{"v":1,"node":"b","priority":90,"eligible":false,"healthy":false,"role":"passive","term":7}"#;
+        let rec = match decode::<MemberRecord>(old) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(
+            (rec.why, rec.failures, rec.since_usec, rec.term),
+            (None, None, None, Some(7))
+        );
+        assert_eq!(encode(&rec), old.to_vec());
+        let m = Member::from(rec);
+        assert_eq!(m.why, Some(Ineligibility::Unknown));
+        assert_eq!((m.failures, m.since_usec), (0, None));
+        let eligible =
+            br#"{"v":1,"node":"b","priority":90,"eligible":true,"healthy":true,"role":"passive"}"#;
+        let m = match decode::<MemberRecord>(eligible) {
+            Ok(r) => Member::from(r),
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(m.why, None);
+    }
+
+    /// Every new field round-trips, with its word, and the record reads as a member.
+    #[test]
+    fn member_record_with_why_failures_and_since_round_trips() {
+        for why in Ineligible::ALL
+            .into_iter()
+            .map(Ineligibility::Checked)
+            .chain([Ineligibility::DeferOnce])
+        {
+            let rec = MemberRecord {
+                eligible: false,
+                why: Some(why),
+                failures: Some(2),
+                since_usec: Some(1_795_813_445_123_456),
+                ..member()
+            };
+            let bytes = encode(&rec);
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            assert!(
+                text.contains(&format!(r#""why":"{}""#, why.word())),
+                "{text}"
+            );
+            assert!(
+                text.ends_with(r#""failures":2,"since_usec":1795813445123456}"#),
+                "{text}"
+            );
+            assert_eq!(decode::<MemberRecord>(&bytes), Ok(rec.clone()));
+            let m = Member::from(rec);
+            assert_eq!((m.why, m.failures), (Some(why), 2));
+            assert_eq!(m.since_usec, Some(1_795_813_445_123_456));
+        }
+    }
+
+    /// A newer promd's reason is not an error: ineligible, reason unknown. Its other new
+    /// fields are ignored.
+    #[test]
+    fn member_record_with_an_unknown_why_word_and_fields_reads_as_unknown() {
+        let newer = br#"{"v":1,"node":"c","priority":5,"eligible":false,"healthy":true,"role":"passive","why":"quorum-lost","failures":1,"since_usec":9,"zone":"eu-1","rank":{"x":[1,2]}}"#;
+        let rec = match decode::<MemberRecord>(newer) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(rec.why, Some(Ineligibility::Unknown));
+        assert_eq!((rec.failures, rec.since_usec), (Some(1), Some(9)));
+        let m = Member::from(rec);
+        assert!(!m.eligible);
+        assert_eq!(m.why, Some(Ineligibility::Unknown));
+        // The word must be a string: anything else is not the record's shape.
+        let bad = br#"{"v":1,"node":"c","priority":5,"eligible":false,"healthy":true,"role":"passive","why":3}"#;
+        assert!(matches!(
+            decode::<MemberRecord>(bad),
+            Err(RecordError::Json(_))
+        ));
+    }
+
+    /// The machine's member becomes a record with its reason, failures and the agent's stamp;
+    /// an eligible member's record carries no reason.
+    #[test]
+    fn member_record_of_the_machines_member() {
+        let member = Member {
+            node: "a".into(),
+            priority: 100,
+            eligible: false,
+            healthy: false,
+            role: Role::Passive,
+            term: Some(3),
+            why: Some(Ineligibility::Checked(Ineligible::Unhealthy)),
+            failures: 1,
+            since_usec: None,
+        };
+        let rec = MemberRecord::of(member.clone(), None, 42);
+        assert_eq!(
+            String::from_utf8_lossy(&encode(&rec)),
+            r#"{"v":1,"node":"a","priority":100,"eligible":false,"healthy":false,"role":"passive","term":3,"why":"unhealthy","failures":1,"since_usec":42}"#
+        );
+        let back = Member::from(rec);
+        assert_eq!(back.since_usec, Some(42));
+        assert_eq!(
+            Member {
+                since_usec: None,
+                ..back
+            },
+            member
+        );
     }
 }

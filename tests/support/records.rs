@@ -19,6 +19,9 @@ pub fn member(node: &str) -> MemberRecord {
         role: Role::Passive,
         term: None,
         host: None,
+        why: None,
+        failures: None,
+        since_usec: None,
     }
 }
 

@@ -221,6 +221,9 @@ fn member(node: &str, host: Option<&str>) -> MemberRecord {
         role: Role::Passive,
         term: None,
         host: host.map(str::to_string),
+        why: None,
+        failures: None,
+        since_usec: None,
     }
 }
 

@@ -113,13 +113,34 @@ fn the_dbus_view_lists_configured_members_the_store_does_not_know_as_down() {
         (v.role.as_str(), v.leader.as_str(), v.term),
         ("passive", "n2", 42)
     );
+    let summaries: Vec<(String, String, i32, bool)> =
+        v.members.iter().map(MemberView::summary).collect();
     assert_eq!(
-        v.members,
+        summaries,
         vec![
             ("n1".into(), "passive".into(), 100, true),
             ("n2".into(), "passive".into(), 100, true),
             ("n3".into(), "down".into(), 0, false),
         ]
+    );
+    // This host from its machine, n2 from its record, n3 without one.
+    let me = h.agent.groups[&GroupId(0)].machine.why_ineligible(h.now);
+    assert_eq!(
+        (v.members[0].eligible, v.members[0].why.as_str()),
+        (me.is_none(), me.map(|w| w.word()).unwrap_or(""))
+    );
+    assert_eq!(
+        (v.eligible, v.why.as_str()),
+        (v.members[0].eligible, v.members[0].why.as_str())
+    );
+    assert_eq!(v.members[0].term, 42);
+    assert_eq!(
+        (v.members[1].eligible, v.members[1].why.as_str()),
+        (true, "")
+    );
+    assert_eq!(
+        (v.members[2].eligible, v.members[2].why.as_str()),
+        (false, WHY_DOWN)
     );
     assert!(!v.retired);
     assert!(h.agent.store_connected());

@@ -127,7 +127,14 @@ pub(super) enum Command {
         long_about = WATCH_LONG,
         after_help = "Exit status: 0 interrupted, 1 the bus went away, 2 bad usage."
     )]
-    Watch,
+    Watch {
+        #[arg(
+            long,
+            help = "Print one JSON object per line for every change",
+            long_help = WATCH_JSON_LONG
+        )]
+        json: bool,
+    },
     #[command(
         about = "Convert a PROM/HAL config.json into promd.toml and units",
         long_about = IMPORT_PROM_LONG,
@@ -276,9 +283,12 @@ Exit status: 0 success, 1 refused or failed (the message says why), 2 bad usage.
 
 const STATUS_LONG: &str = "\
 Show every group on this host (or just GROUP): this host's role, the leader, the term
-(fencing token), maintenance mode, and each member with its role, priority and health; '*'
-marks this host. The first line names this host, promd's version, and whether the store is
-connected.";
+(fencing token), maintenance mode, and each member with its role, priority, health,
+failures in its restart window, and whether it could become active now; '*' marks this
+host. An ineligible member's reason follows ('no: the health check fails'), on a line of
+its own when it does not fit in 80 columns; a reason the role already says (a 'down'
+member, an active one that is not passive) is left out. The first line names this host,
+promd's version, and whether the store is connected.";
 
 const JSON_LONG: &str = r#"Print one JSON document instead of the table:
 
@@ -288,10 +298,19 @@ const JSON_LONG: &str = r#"Print one JSON document instead of the table:
      "maintenance": false, "failures": 0,
      "since_usec": 1795000000000000,
      "members": [{"node": "db-a", "role": "active",
-                  "priority": 100, "healthy": true}]}]}
+                  "priority": 100, "healthy": true, "eligible": false,
+                  "why": "not-passive", "failures": 0,
+                  "since_usec": 1795000000000000, "term": 42}],
+     "eligible": false, "why": "not-passive"}]}
 
-'since_usec' is the CLOCK_REALTIME time of this host's last role change, in microseconds.
-The field names and their order are stable."#;
+'since_usec' is the CLOCK_REALTIME time of the last role change, in microseconds (0: not
+known). 'why' says why a member (or, beside 'members', this host) cannot become active
+now, as a word: stopping, not-member, cooldown, passive-failed, unhealthy,
+store-unreachable, lease-not-renewed, not-passive, defer-once (it just lost the role in a
+crash and lets the others go first), unknown (a reason a newer promd gave, or an older
+promd's record that gives none), down (no record in the store); "" when eligible. This
+host's entry is its state now, the others' their store records. The field names and their
+order are stable; new fields are only ever appended."#;
 
 const PROMOTE_LONG: &str = "\
 Make this host the active one in GROUP (a switchover): the active host stops its units
@@ -321,7 +340,25 @@ Print one line per role change of any group on this host, as it happens, until i
 
   TIME GROUP OLD -> NEW term TERM: REASON
 
-If promd is not running, it waits for it.";
+With --json, one JSON object per line for every role change and every change of a group's
+properties. If promd is not running, it waits for it.";
+
+const WATCH_JSON_LONG: &str = r#"Print one JSON object per line, flushed as it is written (for jq --unbuffered and
+scripts), for every role change:
+
+  {"time": "2026-11-27T21:04:05.123Z", "group": "web", "event": "role-changed",
+   "old": "passive", "new": "promoting", "term": 42, "reason": "won the election"}
+
+and for every change of a group's properties, with the fields that changed, named as in
+'promctl status --json' (role, leader, term, priority, healthy, maintenance, failures,
+since_usec, members, eligible, why):
+
+  {"time": "2026-11-27T21:04:05.125Z", "group": "web", "event": "properties-changed",
+   "role": "promoting", "eligible": false, "why": "not-passive"}
+
+'members' is the whole list, as in the status document. 'time' is when promctl received
+the signal (UTC, milliseconds). A role change's role-changed comes before the
+properties-changed that shows it."#;
 
 const IMPORT_PROM_LONG: &str = "\
 Convert the config.json of a PROM or HAL replica set (either spelling of the keys:
@@ -492,7 +529,8 @@ mod tests {
                 on: false
             }
         );
-        assert_eq!(run("watch"), Command::Watch);
+        assert_eq!(run("watch"), Command::Watch { json: false });
+        assert_eq!(run("watch --json"), Command::Watch { json: true });
     }
 
     #[test]
@@ -528,7 +566,7 @@ mod tests {
                 "'now'",
             ),
             ("watch web", UnknownArgument, "watch", "'web'"),
-            ("watch --json", UnknownArgument, "watch", "'--json'"),
+            ("watch --jsn", UnknownArgument, "watch", "'--jsn'"),
         ] {
             let (got, message) = usage_err(text);
             assert_eq!(got, kind, "{text}: {message}");

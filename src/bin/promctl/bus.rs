@@ -89,6 +89,15 @@ pub(super) trait Group {
     #[zbus(property)]
     fn members(&self) -> zbus::Result<Vec<(String, String, i32, bool)>>;
 
+    #[zbus(property)]
+    fn eligible(&self) -> zbus::Result<bool>;
+
+    #[zbus(property)]
+    fn ineligible(&self) -> zbus::Result<String>;
+
+    #[zbus(property)]
+    fn member_states(&self) -> zbus::Result<Vec<MemberState>>;
+
     fn promote(&self) -> zbus::Result<()>;
 
     fn demote(&self) -> zbus::Result<()>;
@@ -125,7 +134,12 @@ pub(super) struct ManagerProps {
     pub(super) store_connected: bool,
 }
 
-/// The properties of `org.promd1.Group`; a missing one is an error, not a default.
+/// An element of `MemberStates`: node, role, priority, healthy, eligible, why, failures,
+/// since, term.
+pub(super) type MemberState = (String, String, i32, bool, bool, String, u32, u64, u64);
+
+/// The properties of `org.promd1.Group`; a missing one is an error, not a default, except
+/// those a promd before them does not serve (`Eligible`, `Ineligible`, `MemberStates`).
 #[derive(Debug, Clone, PartialEq, DeserializeDict, Type)]
 #[zbus(signature = "a{sv}", rename_all = "PascalCase")]
 pub(super) struct GroupProps {
@@ -139,6 +153,9 @@ pub(super) struct GroupProps {
     pub(super) failures: u32,
     pub(super) since: u64,
     pub(super) members: Vec<(String, String, i32, bool)>,
+    pub(super) eligible: Option<bool>,
+    pub(super) ineligible: Option<String>,
+    pub(super) member_states: Option<Vec<MemberState>>,
 }
 
 /// Connects to the bus with `method_timeout` on every method call (zbus 6 has no timeout
@@ -228,6 +245,20 @@ mod tests {
         dict.insert("Failures", Variant::from(2u32));
         dict.insert("Since", Variant::from(17u64));
         dict.insert("Members", Variant::from(members.clone()));
+        dict.insert("Eligible", Variant::from(false));
+        dict.insert("Ineligible", Variant::from("not-passive"));
+        let states: Vec<MemberState> = vec![(
+            "db-a".into(),
+            "active".into(),
+            100,
+            true,
+            false,
+            "not-passive".into(),
+            1,
+            16,
+            9,
+        )];
+        dict.insert("MemberStates", Variant::from(states));
         let ctxt = Context::new(LE, 0);
         let data = match zbus::wire::to_bytes(ctxt, &dict) {
             Ok(d) => d,
@@ -244,6 +275,32 @@ mod tests {
         assert_eq!(status.since_usec, 17);
         assert_eq!(status.members.len(), 1);
         assert_eq!(status.members[0].node, "db-a");
+        assert_eq!(
+            (status.eligible, status.why.as_str()),
+            (false, "not-passive")
+        );
+        let m = &status.members[0];
+        assert_eq!(
+            (m.eligible, m.why.as_str(), m.failures, m.since_usec, m.term),
+            (false, "not-passive", 1, 16, 9)
+        );
+
+        // A promd before MemberStates: the members as Members says, their standing unknown.
+        for p in ["Eligible", "Ineligible", "MemberStates"] {
+            dict.remove(p);
+        }
+        let data = match zbus::wire::to_bytes(ctxt, &dict) {
+            Ok(d) => d,
+            Err(e) => panic!("{e}"),
+        };
+        let status = match data.deserialize::<GroupProps>() {
+            Ok((p, _)) => GroupStatus::from(p),
+            Err(e) => panic!("{e}"),
+        };
+        let m = &status.members[0];
+        assert_eq!((m.node.as_str(), m.role.as_str()), ("db-a", "active"));
+        assert_eq!((m.eligible, m.why.as_str()), (false, "unknown"));
+        assert_eq!((status.eligible, status.why.as_str()), (false, "unknown"));
 
         // A property the daemon forgot is an error, not a silent default.
         dict.remove("Members");

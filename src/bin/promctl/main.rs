@@ -139,7 +139,7 @@ fn main() -> ExitCode {
             Command::Demote { group } => request(Action::Demote, &group).await,
             Command::Maintenance { group, on } => request(Action::Maintenance(on), &group).await,
             Command::Reset { group } => request(Action::Reset, &group).await,
-            Command::Watch => watch().await,
+            Command::Watch { json } => watch(json).await,
             Command::ImportProm { .. } => Ok(()), // handled above, without a bus
         }
     });

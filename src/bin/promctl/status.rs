@@ -8,10 +8,35 @@ use super::*;
 
 // The `--json` document lives in the library (`promd::status`): `GET /v1/status` answers the
 // same document, byte for byte, from the same views.
-pub(super) use promd::status::{GroupStatus, MemberStatus, StatusReport};
+use promd::agent::MemberView;
+use promd::core::Ineligibility;
+pub(super) use promd::status::{GroupStatus, MemberStatus, StatusReport, why_text};
 
 impl From<GroupProps> for GroupStatus {
     fn from(p: GroupProps) -> Self {
+        // A promd before `MemberStates` says nothing of eligibility: "unknown".
+        let unknown = || Ineligibility::Unknown.word().to_string();
+        let members = match p.member_states {
+            Some(states) => states
+                .into_iter()
+                .map(|s| MemberStatus::from(&MemberView::of_state(s)))
+                .collect(),
+            None => p
+                .members
+                .into_iter()
+                .map(|(node, role, priority, healthy)| MemberStatus {
+                    node,
+                    role,
+                    priority,
+                    healthy,
+                    eligible: false,
+                    why: unknown(),
+                    failures: 0,
+                    since_usec: 0,
+                    term: 0,
+                })
+                .collect(),
+        };
         GroupStatus {
             name: p.name,
             role: p.role,
@@ -22,16 +47,9 @@ impl From<GroupProps> for GroupStatus {
             maintenance: p.maintenance,
             failures: p.failures,
             since_usec: p.since,
-            members: p
-                .members
-                .into_iter()
-                .map(|(node, role, priority, healthy)| MemberStatus {
-                    node,
-                    role,
-                    priority,
-                    healthy,
-                })
-                .collect(),
+            members,
+            eligible: p.eligible.unwrap_or(false),
+            why: p.ineligible.unwrap_or_else(unknown),
         }
     }
 }
@@ -84,22 +102,60 @@ pub(super) fn render_table(report: &StatusReport) -> String {
             "PRIORITY",
             g.members.iter().map(|m| m.priority.to_string().len()),
         );
+        let fail_w = column_width(
+            "FAILURES",
+            g.members.iter().map(|m| m.failures.to_string().len()),
+        );
         out.push_str(&format!(
-            "    {:<node_w$}  {:<role_w$}  {:>prio_w$}  HEALTHY\n",
-            "NODE", "ROLE", "PRIORITY"
+            "    {:<node_w$}  {:<role_w$}  {:>prio_w$}  HEALTHY  {:>fail_w$}  ELIGIBLE\n",
+            "NODE", "ROLE", "PRIORITY", "FAILURES"
         ));
         for m in &g.members {
             let mark = if m.node == report.node { '*' } else { ' ' };
-            out.push_str(&format!(
-                "  {mark} {:<node_w$}  {:<role_w$}  {:>prio_w$}  {}\n",
+            let line = format!(
+                "  {mark} {:<node_w$}  {:<role_w$}  {:>prio_w$}  {:<7}  {:>fail_w$}  ",
                 m.node,
                 m.role,
                 m.priority,
-                yes_no(m.healthy)
-            ));
+                yes_no(m.healthy),
+                m.failures,
+            );
+            out.push_str(&eligibility_cell(line, m));
         }
     }
     out
+}
+
+/// The widest line the table aims for.
+const COLUMNS: usize = 80;
+
+/// `line` (a member's row up to its last column) with the ELIGIBLE cell, `yes` or `no`, and
+/// for an ineligible member the reason in words on the line below, wrapped to [`COLUMNS`];
+/// left out when the role already says it (a `down` member, one that is not passive because
+/// it is active, starting, ...).
+fn eligibility_cell(mut line: String, m: &MemberStatus) -> String {
+    line.push_str(if m.eligible { "yes\n" } else { "no\n" });
+    let implied = m.why == promd::agent::WHY_DOWN
+        || (m.why == Ineligibility::Checked(promd::core::Ineligible::NotPassive).word()
+            && m.role != "passive");
+    if m.eligible || implied || m.why.is_empty() {
+        return line;
+    }
+    let lead = "      ineligible: ";
+    let mut row = lead.to_string();
+    for word in why_text(&m.why).split(' ') {
+        if row.len() > lead.len() && row.len() + 1 + word.len() > COLUMNS {
+            line.push_str(row.trim_end());
+            line.push('\n');
+            row = " ".repeat(lead.len());
+        } else if row.len() > lead.len() {
+            row.push(' ');
+        }
+        row.push_str(word);
+    }
+    line.push_str(&row);
+    line.push('\n');
+    line
 }
 
 pub(super) fn column_width(header: &str, values: impl Iterator<Item = usize>) -> usize {
@@ -170,6 +226,7 @@ pub(super) async fn status(group: Option<&str>, json: bool) -> Result<(), Failur
 #[cfg(test)]
 mod tests {
     use super::*;
+    use promd::core::Ineligible;
 
     fn sample() -> StatusReport {
         StatusReport {
@@ -193,20 +250,59 @@ mod tests {
                             role: "active".into(),
                             priority: 100,
                             healthy: true,
+                            eligible: false,
+                            why: "not-passive".into(),
+                            failures: 0,
+                            since_usec: 1_795_813_445_123_456,
+                            term: 42,
                         },
                         MemberStatus {
                             node: "db-b".into(),
                             role: "passive".into(),
                             priority: 90,
+                            healthy: false,
+                            eligible: false,
+                            why: "unhealthy".into(),
+                            failures: 0,
+                            since_usec: 1_795_813_000_000_000,
+                            term: 42,
+                        },
+                        MemberStatus {
+                            node: "db-c".into(),
+                            role: "passive".into(),
+                            priority: 90,
                             healthy: true,
+                            eligible: false,
+                            why: "cooldown".into(),
+                            failures: 4,
+                            since_usec: 1_795_812_000_000_000,
+                            term: 41,
+                        },
+                        MemberStatus {
+                            node: "db-d".into(),
+                            role: "passive".into(),
+                            priority: 80,
+                            healthy: true,
+                            eligible: true,
+                            why: "".into(),
+                            failures: 0,
+                            since_usec: 1_795_811_000_000_000,
+                            term: 42,
                         },
                         MemberStatus {
                             node: "db-long-name".into(),
                             role: "down".into(),
                             priority: -5,
                             healthy: false,
+                            eligible: false,
+                            why: "down".into(),
+                            failures: 0,
+                            since_usec: 0,
+                            term: 0,
                         },
                     ],
+                    eligible: false,
+                    why: "not-passive".into(),
                 },
                 GroupStatus {
                     name: "queue".into(),
@@ -219,6 +315,8 @@ mod tests {
                     failures: 3,
                     since_usec: 0,
                     members: vec![],
+                    eligible: false,
+                    why: "stopping".into(),
                 },
             ],
         }
@@ -230,15 +328,55 @@ mod tests {
 node db-a, promd 0.1.0, store connected
 
 web: this host active, leader db-a, term 42, maintenance off
-    NODE          ROLE     PRIORITY  HEALTHY
-  * db-a          active        100  yes
-    db-b          passive        90  yes
-    db-long-name  down           -5  no
+    NODE          ROLE     PRIORITY  HEALTHY  FAILURES  ELIGIBLE
+  * db-a          active        100  yes             0  no
+    db-b          passive        90  no              0  no
+      ineligible: the health check fails
+    db-c          passive        90  yes             4  no
+      ineligible: this node failed and is in its failure cooldown (promctl reset
+                  clears it)
+    db-d          passive        80  yes             0  yes
+    db-long-name  down           -5  no              0  no
 
 queue: this host maintenance, leader none, term 7, maintenance on
     (no members known)
 ";
-        assert_eq!(render_table(&sample()), expected);
+        let table = render_table(&sample());
+        assert_eq!(table, expected);
+        assert!(table.lines().all(|l| l.len() <= COLUMNS), "{table}");
+    }
+
+    /// Every reason reads in words, within 80 columns, whatever the node names.
+    #[test]
+    fn status_table_says_every_reason_in_80_columns() {
+        let mut report = sample();
+        let words = Ineligible::ALL
+            .into_iter()
+            .map(Ineligibility::Checked)
+            .chain([Ineligibility::DeferOnce, Ineligibility::Unknown])
+            .map(|w| w.word().to_string())
+            .chain(["from-the-future".to_string()]);
+        report.groups[0].members = words
+            .map(|why| MemberStatus {
+                node: format!("node-{why}"),
+                role: "passive".into(),
+                priority: 100,
+                healthy: true,
+                eligible: false,
+                why,
+                failures: 0,
+                since_usec: 0,
+                term: 0,
+            })
+            .collect();
+        let table = render_table(&report);
+        assert!(table.lines().all(|l| l.len() <= COLUMNS), "{table}");
+        for m in &report.groups[0].members {
+            let first = why_text(&m.why);
+            let first = first.split(' ').take(3).collect::<Vec<_>>().join(" ");
+            assert!(table.contains(&format!("ineligible: {first}")), "{table}");
+        }
+        assert!(table.contains("ineligible: this node is not passive yet"));
     }
 
     #[test]
@@ -276,15 +414,28 @@ queue: this host maintenance, leader none, term 7, maintenance on
                     "priority": 100, "healthy": true, "maintenance": false, "failures": 0,
                     "since_usec": 1_795_813_445_123_456u64,
                     "members": [
-                        {"node": "db-a", "role": "active", "priority": 100, "healthy": true},
-                        {"node": "db-b", "role": "passive", "priority": 90, "healthy": true},
-                        {"node": "db-long-name", "role": "down", "priority": -5, "healthy": false}
-                    ]
+                        {"node": "db-a", "role": "active", "priority": 100, "healthy": true,
+                         "eligible": false, "why": "not-passive", "failures": 0,
+                         "since_usec": 1_795_813_445_123_456u64, "term": 42},
+                        {"node": "db-b", "role": "passive", "priority": 90, "healthy": false,
+                         "eligible": false, "why": "unhealthy", "failures": 0,
+                         "since_usec": 1_795_813_000_000_000u64, "term": 42},
+                        {"node": "db-c", "role": "passive", "priority": 90, "healthy": true,
+                         "eligible": false, "why": "cooldown", "failures": 4,
+                         "since_usec": 1_795_812_000_000_000u64, "term": 41},
+                        {"node": "db-d", "role": "passive", "priority": 80, "healthy": true,
+                         "eligible": true, "why": "", "failures": 0,
+                         "since_usec": 1_795_811_000_000_000u64, "term": 42},
+                        {"node": "db-long-name", "role": "down", "priority": -5,
+                         "healthy": false, "eligible": false, "why": "down", "failures": 0,
+                         "since_usec": 0, "term": 0}
+                    ],
+                    "eligible": false, "why": "not-passive"
                 },
                 {
                     "name": "queue", "role": "maintenance", "leader": "", "term": 7,
                     "priority": 1, "healthy": false, "maintenance": true, "failures": 3,
-                    "since_usec": 0, "members": []
+                    "since_usec": 0, "members": [], "eligible": false, "why": "stopping"
                 }
             ]
         });

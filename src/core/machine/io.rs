@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{Mono, Reason, Role, Timing};
+use super::{Ineligibility, Mono, Reason, Role, Timing};
 
 /// What the machine needs to know about its group and node; fixed for its lifetime but for
 /// the [`Tunables`], which [`Event::Retune`] replaces.
@@ -115,6 +115,16 @@ pub struct Member {
     /// its own record claiming the role at the key's term (`claim_written` in
     /// `handover.rs`): an older record of it would not be its claim.
     pub term: Option<u64>,
+    /// Why it may not become active now; `None` exactly when `eligible`. Informative only:
+    /// elections go by `eligible`.
+    pub why: Option<Ineligibility>,
+    /// Its watched-unit failures within its `restart-window` (0 in records of promd versions
+    /// before it).
+    pub failures: u32,
+    /// CLOCK_REALTIME microseconds since the epoch of its record's last role change. The
+    /// machine has no wall clock: it publishes `None` and never reads the value; the agent
+    /// stamps it when it writes the record. `None` also in records of older promd versions.
+    pub since_usec: Option<u64>,
 }
 
 /// The systemd operations the machine asks for; each is answered by [`Event::Job`].

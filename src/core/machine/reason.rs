@@ -172,6 +172,92 @@ impl fmt::Display for Ineligible {
     }
 }
 
+impl Ineligible {
+    /// Every variant, in the order [`GroupMachine::ineligibility`] checks them.
+    ///
+    /// [`GroupMachine::ineligibility`]: super::GroupMachine::ineligibility
+    pub const ALL: [Ineligible; 8] = [
+        Ineligible::Stopping,
+        Ineligible::NotMember,
+        Ineligible::Cooldown,
+        Ineligible::PassiveFailed,
+        Ineligible::Unhealthy,
+        Ineligible::StoreUnreachable,
+        Ineligible::LeaseNotRenewed,
+        Ineligible::NotPassive,
+    ];
+}
+
+/// Why a member may not become active now, as its member record says: one of the machine's
+/// own checks ([`Ineligible`]), or the deferral of a node that just lost the role in a crash.
+/// Carried in the store (`why`), on D-Bus (`Ineligible`, `MemberStates`) and in the status
+/// document (`why`) as a stable kebab-case [`word`](Self::word), e.g. `"unhealthy"`;
+/// displayed with the texts promctl prints.
+///
+/// Informative only: whether a member may win an election is its record's `eligible`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ineligibility {
+    /// One of [`GroupMachine::ineligibility`](super::GroupMachine::ineligibility)'s checks
+    /// fails.
+    Checked(Ineligible),
+    /// An earlier run of this node held the key (it lost the role in a crash): it lets the
+    /// others go first, once.
+    DeferOnce,
+    /// A word this promd does not know (a newer promd's), or an ineligible record of an older
+    /// promd that gives no reason.
+    Unknown,
+}
+
+impl Ineligibility {
+    /// The stable word: `stopping`, `not-member`, `cooldown`, `passive-failed`, `unhealthy`,
+    /// `store-unreachable`, `lease-not-renewed`, `not-passive`, `defer-once` or `unknown`.
+    pub fn word(self) -> &'static str {
+        match self {
+            Ineligibility::Checked(i) => match i {
+                Ineligible::Stopping => "stopping",
+                Ineligible::NotMember => "not-member",
+                Ineligible::Cooldown => "cooldown",
+                Ineligible::PassiveFailed => "passive-failed",
+                Ineligible::Unhealthy => "unhealthy",
+                Ineligible::StoreUnreachable => "store-unreachable",
+                Ineligible::LeaseNotRenewed => "lease-not-renewed",
+                Ineligible::NotPassive => "not-passive",
+            },
+            Ineligibility::DeferOnce => "defer-once",
+            Ineligibility::Unknown => "unknown",
+        }
+    }
+
+    /// The reason a [`word`](Self::word) names; [`Ineligibility::Unknown`] for any other
+    /// word (never an error: a newer promd may know more reasons).
+    pub fn from_word(word: &str) -> Ineligibility {
+        Ineligible::ALL
+            .into_iter()
+            .map(Ineligibility::Checked)
+            .chain([Ineligibility::DeferOnce])
+            .find(|w| w.word() == word)
+            .unwrap_or(Ineligibility::Unknown)
+    }
+}
+
+impl From<Ineligible> for Ineligibility {
+    fn from(i: Ineligible) -> Ineligibility {
+        Ineligibility::Checked(i)
+    }
+}
+
+impl fmt::Display for Ineligibility {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ineligibility::Checked(i) => i.fmt(f),
+            Ineligibility::DeferOnce => {
+                f.write_str("this node just lost the role in a crash and lets the others go first")
+            }
+            Ineligibility::Unknown => f.write_str("for a reason this promd does not know"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +325,42 @@ mod tests {
         assert_eq!(
             Refusal::NotEligible(Ineligible::NotPassive).to_string(),
             "this node is not passive yet"
+        );
+    }
+    #[test]
+    fn ineligibility_words_are_stable_and_unknown_words_read_as_unknown() {
+        let words: Vec<&str> = Ineligible::ALL
+            .into_iter()
+            .map(Ineligibility::Checked)
+            .chain([Ineligibility::DeferOnce, Ineligibility::Unknown])
+            .map(Ineligibility::word)
+            .collect();
+        assert_eq!(
+            words,
+            [
+                "stopping",
+                "not-member",
+                "cooldown",
+                "passive-failed",
+                "unhealthy",
+                "store-unreachable",
+                "lease-not-renewed",
+                "not-passive",
+                "defer-once",
+                "unknown",
+            ]
+        );
+        for w in words {
+            assert_eq!(Ineligibility::from_word(w).word(), w);
+        }
+        assert_eq!(
+            Ineligibility::from_word("quorum-lost"),
+            Ineligibility::Unknown
+        );
+        assert_eq!(Ineligibility::from_word(""), Ineligibility::Unknown);
+        assert_eq!(
+            Ineligibility::from(Ineligible::Unhealthy).to_string(),
+            "the health check fails"
         );
     }
 }
