@@ -31,6 +31,9 @@ struct PromdModel {
     liveness_every: u64,
     /// Activations some path must reach, so that the check is not vacuous.
     activations: u8,
+    /// A cold boot's rightful winner: on every path without a fault, no other node ever holds
+    /// the leader key or runs the units.
+    boot_winner: Option<usize>,
 }
 
 impl Model for PromdModel {
@@ -64,6 +67,16 @@ impl Model for PromdModel {
             Property::sometimes("a node becomes active (again)", |m: &Self, s: &World| {
                 s.activations >= m.activations
             }),
+            Property::always(
+                "the highest priority wins a cold boot",
+                |m: &Self, s: &World| {
+                    m.boot_winner.is_none_or(|w| {
+                        s.faults_left < m.cfg.faults
+                            || (s.store.leader.is_none_or(|k| k.node == w)
+                                && s.units_up().iter().all(|&i| i == w))
+                    })
+                },
+            ),
         ]
     }
 }
@@ -187,8 +200,20 @@ enum Search {
 }
 
 fn check(name: &str, cfg: Config, init: Vec<World>, search: Search, activations: u8) {
+    check_boot(name, cfg, init, search, activations, None);
+}
+
+fn check_boot(
+    name: &str,
+    cfg: Config,
+    init: Vec<World>,
+    search: Search,
+    activations: u8,
+    boot_winner: Option<usize>,
+) {
     let model = PromdModel {
         activations,
+        boot_winner,
         liveness_every: env_or("PROMD_MODEL_LIVENESS_EVERY", 8),
         cfg: cfg.clone(),
         init,
@@ -324,6 +349,41 @@ fn two_nodes_retuned_in_place() {
     let init = vec![steady(&cfg)];
     let depth = env_or("PROMD_MODEL_RETUNE_DEPTH", 18);
     check("retuned", cfg, init, Search::Exhaustive { depth }, 2);
+}
+
+/// CI: a cold boot of three nodes of priorities 10, 20 and 30 (the best is `n3`, last by
+/// name), `members` naming all three: connections, stops, passive starts and record writes
+/// finish in any order and at any time within the first election's wait (`start_within`:
+/// until 1 ms before the earliest moment any node's wait can end). On every such path
+/// without a fault only `n3` ever holds the key or runs the units (before the first
+/// election waited for members still starting, whichever node finished first won); with a
+/// fault (`PROMD_MODEL_BOOT_FAULTS`, 1; crashes, cuts, hangs, failed jobs), the start-ups
+/// may also take any time, and the usual properties hold.
+#[test]
+fn three_nodes_cold_boot_by_priority() {
+    let faults = env_or("PROMD_MODEL_BOOT_FAULTS", 1);
+    let mut cfg = Config::new(3, faults);
+    cfg.kinds = vec![
+        FaultKind::Drop,
+        FaultKind::Crash,
+        FaultKind::Pause,
+        FaultKind::PassiveFails,
+        FaultKind::StopFails,
+    ];
+    cfg.priorities = vec![10, 20, 30];
+    cfg.members = true;
+    let wait = promd::core::Timing::new(cfg.lease).first_election_wait();
+    cfg.start_within = Some(wait - Duration::from_millis(1));
+    let init = vec![World::new(&cfg)];
+    let depth = env_or("PROMD_MODEL_BOOT_DEPTH", 30);
+    check_boot(
+        "cold boot",
+        cfg,
+        init,
+        Search::Exhaustive { depth },
+        1,
+        Some(2),
+    );
 }
 
 /// CI: random paths far deeper than the exhaustive checks reach, with many faults each:
