@@ -351,17 +351,11 @@ fn two_nodes_retuned_in_place() {
     check("retuned", cfg, init, Search::Exhaustive { depth }, 2);
 }
 
-/// CI: a cold boot of three nodes of priorities 10, 20 and 30 (the best is `n3`, last by
-/// name), `members` naming all three: connections, stops, passive starts and record writes
-/// finish in any order and at any time within the first election's wait (`start_within`:
-/// until 1 ms before the earliest moment any node's wait can end). On every such path
-/// without a fault only `n3` ever holds the key or runs the units (before the first
-/// election waited for members still starting, whichever node finished first won); with a
-/// fault (`PROMD_MODEL_BOOT_FAULTS`, 1; crashes, cuts, hangs, failed jobs), the start-ups
-/// may also take any time, and the usual properties hold.
-#[test]
-fn three_nodes_cold_boot_by_priority() {
-    let faults = env_or("PROMD_MODEL_BOOT_FAULTS", 1);
+/// A cold boot of three nodes of priorities 10, 20 and 30 (the best is `n3`, last by name),
+/// `members` naming all three; connections, stops, passive starts and record writes finish in
+/// any order and at any time within the first election's wait (`start_within`: until 1 ms
+/// before the earliest moment any node's wait can end).
+fn cold_boot(faults: u8) -> Config {
     let mut cfg = Config::new(3, faults);
     cfg.kinds = vec![
         FaultKind::Drop,
@@ -374,8 +368,17 @@ fn three_nodes_cold_boot_by_priority() {
     cfg.members = true;
     let wait = promd::core::Timing::new(cfg.lease).first_election_wait();
     cfg.start_within = Some(wait - Duration::from_millis(1));
+    cfg
+}
+
+/// CI: a cold boot ([`cold_boot`]), every path without a fault to depth 18
+/// (`PROMD_MODEL_BOOT_DEPTH`): only `n3` ever holds the key or runs the units. (Before the
+/// first election waited for members still starting, whichever node finished first won.)
+#[test]
+fn three_nodes_cold_boot_by_priority() {
+    let cfg = cold_boot(0);
     let init = vec![World::new(&cfg)];
-    let depth = env_or("PROMD_MODEL_BOOT_DEPTH", 30);
+    let depth = env_or("PROMD_MODEL_BOOT_DEPTH", 18);
     check_boot(
         "cold boot",
         cfg,
@@ -384,6 +387,21 @@ fn three_nodes_cold_boot_by_priority() {
         1,
         Some(2),
     );
+}
+
+/// CI: cold boots ([`cold_boot`]) on random paths of 300 steps with up to two faults
+/// (crashes, cuts, hangs, failed jobs; `PROMD_MODEL_BOOT_SECS`, 20 s): the usual properties on
+/// every path, and on the paths without a fault, however deep, only `n3` ever wins.
+#[test]
+fn three_nodes_cold_boot_random_paths() {
+    let cfg = cold_boot(2);
+    let init = vec![World::new(&cfg)];
+    let search = Search::Random {
+        depth: 300,
+        seed: env_or("PROMD_MODEL_SEED", 1),
+        time: Duration::from_secs(env_or("PROMD_MODEL_BOOT_SECS", 20)),
+    };
+    check_boot("cold boot, random", cfg, init, search, 1, Some(2));
 }
 
 /// CI: random paths far deeper than the exhaustive checks reach, with many faults each:
