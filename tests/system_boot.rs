@@ -64,16 +64,31 @@ fn stop_all(c: &Cluster, etcd: &EtcdCluster) {
     }
 }
 
+/// Waits until `node`'s record in the store says `starting`.
+fn wait_starting(etcd: &EtcdCluster, node: &str) {
+    let key = format!("/promd/web/members/{node}");
+    hosts::wait_until(
+        Duration::from_secs(10),
+        &format!("{node}'s record in the store, starting"),
+        || {
+            etcd.etcdctl(&["get", &key, "--print-value-only"])
+                .contains("\"starting\"")
+        },
+    );
+}
+
+/// Starts promd on host `i` without waiting for it; returns the realtime of the start.
+fn start(c: &Cluster, i: usize) -> u64 {
+    c.hosts[i].run_ok(&["touch", "/run/promd-go"]);
+    let t = hosts::now_ns();
+    c.hosts[i].run_ok(&["systemctl", "start", "--no-block", "promd"]);
+    t
+}
+
 /// Starts promd on every host, in order n1, n2, n3, without waiting for any; returns the
 /// realtime of the last start.
 fn start_all(c: &Cluster) -> u64 {
-    let mut t = 0;
-    for h in &c.hosts {
-        h.run_ok(&["touch", "/run/promd-go"]);
-        t = hosts::now_ns();
-        h.run_ok(&["systemctl", "start", "--no-block", "promd"]);
-    }
-    t
+    (0..c.hosts.len()).map(|i| start(c, i)).last().unwrap_or(0)
 }
 
 fn journal(c: &Cluster, i: usize) -> String {
@@ -116,8 +131,10 @@ fn the_highest_priority_wins_every_cold_boot_with_members() {
     c.check_history();
 }
 
-/// The same without `members`: n3's promd is up at once (its record says `starting`), but
-/// its passive target takes a second to start. The others wait for it.
+/// The same without `members`: n3's promd is in the store first (its record says
+/// `starting`), but its passive target takes a second to start, so n1 and n2, started after it,
+/// finish starting long before it. They wait for it. (Without `members` a host is known only
+/// once its record is in the store: nothing can wait for a host that has not reached it.)
 #[test]
 fn the_highest_priority_wins_every_cold_boot_while_it_is_starting() {
     let net = Net::new(3);
@@ -129,7 +146,10 @@ fn the_highest_priority_wins_every_cold_boot_while_it_is_starting() {
     });
     for round in 0..ROUNDS {
         stop_all(&c, &etcd);
-        start_all(&c);
+        start(&c, 2);
+        wait_starting(&etcd, "n3");
+        start(&c, 0);
+        start(&c, 1);
         let winner = c.wait_one_active(None, Duration::from_secs(30));
         assert_eq!(
             winner,
@@ -143,9 +163,10 @@ fn the_highest_priority_wins_every_cold_boot_while_it_is_starting() {
     c.check_history();
 }
 
-/// n3's passive target never finishes starting (its promd stays `starting`): n2, the next
-/// best, takes the role within the bound + a lease + 1 s of the last start, and says why it
-/// stopped waiting.
+/// n3's passive target never finishes starting (its promd stays `starting`; started first, so
+/// that its record is in the store before the others finish starting): n2, the next best,
+/// takes the role within the bound + a lease + 1 s of the last start, and says why it stopped
+/// waiting.
 #[test]
 fn a_host_that_never_finishes_starting_delays_the_first_election_by_the_bound_only() {
     let net = Net::new(3);
@@ -156,7 +177,10 @@ fn a_host_that_never_finishes_starting_delays_the_first_election_by_the_bound_on
         }
     });
     stop_all(&c, &etcd);
-    let t0 = start_all(&c);
+    start(&c, 2);
+    wait_starting(&etcd, "n3");
+    start(&c, 0);
+    let t0 = start(&c, 1);
     let limit = BOUND + LEASE + Duration::from_secs(1);
     let winner = c.wait_one_active(None, limit + Duration::from_secs(10));
     let took = elapsed(t0, c.start_after(winner, t0));
