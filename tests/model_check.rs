@@ -31,6 +31,9 @@ struct PromdModel {
     liveness_every: u64,
     /// Activations some path must reach, so that the check is not vacuous.
     activations: u8,
+    /// A cold boot's rightful winner: on every path without a fault, no other node ever holds
+    /// the leader key or runs the units.
+    boot_winner: Option<usize>,
 }
 
 impl Model for PromdModel {
@@ -64,6 +67,16 @@ impl Model for PromdModel {
             Property::sometimes("a node becomes active (again)", |m: &Self, s: &World| {
                 s.activations >= m.activations
             }),
+            Property::always(
+                "the highest priority wins a cold boot",
+                |m: &Self, s: &World| {
+                    m.boot_winner.is_none_or(|w| {
+                        s.faults_left < m.cfg.faults
+                            || (s.store.leader.is_none_or(|k| k.node == w)
+                                && s.units_up().iter().all(|&i| i == w))
+                    })
+                },
+            ),
         ]
     }
 }
@@ -187,8 +200,20 @@ enum Search {
 }
 
 fn check(name: &str, cfg: Config, init: Vec<World>, search: Search, activations: u8) {
+    check_boot(name, cfg, init, search, activations, None);
+}
+
+fn check_boot(
+    name: &str,
+    cfg: Config,
+    init: Vec<World>,
+    search: Search,
+    activations: u8,
+    boot_winner: Option<usize>,
+) {
     let model = PromdModel {
         activations,
+        boot_winner,
         liveness_every: env_or("PROMD_MODEL_LIVENESS_EVERY", 8),
         cfg: cfg.clone(),
         init,
@@ -324,6 +349,59 @@ fn two_nodes_retuned_in_place() {
     let init = vec![steady(&cfg)];
     let depth = env_or("PROMD_MODEL_RETUNE_DEPTH", 18);
     check("retuned", cfg, init, Search::Exhaustive { depth }, 2);
+}
+
+/// A cold boot of three nodes of priorities 10, 20 and 30 (the best is `n3`, last by name),
+/// `members` naming all three; connections, stops, passive starts and record writes finish in
+/// any order and at any time within the first election's wait (`start_within`: until 1 ms
+/// before the earliest moment any node's wait can end).
+fn cold_boot(faults: u8) -> Config {
+    let mut cfg = Config::new(3, faults);
+    cfg.kinds = vec![
+        FaultKind::Drop,
+        FaultKind::Crash,
+        FaultKind::Pause,
+        FaultKind::PassiveFails,
+        FaultKind::StopFails,
+    ];
+    cfg.priorities = vec![10, 20, 30];
+    cfg.members = true;
+    let wait = promd::core::Timing::new(cfg.lease).first_election_wait();
+    cfg.start_within = Some(wait - Duration::from_millis(1));
+    cfg
+}
+
+/// CI: a cold boot ([`cold_boot`]), every path without a fault to depth 18
+/// (`PROMD_MODEL_BOOT_DEPTH`): only `n3` ever holds the key or runs the units. (Before the
+/// first election waited for members still starting, whichever node finished first won.)
+#[test]
+fn three_nodes_cold_boot_by_priority() {
+    let cfg = cold_boot(0);
+    let init = vec![World::new(&cfg)];
+    let depth = env_or("PROMD_MODEL_BOOT_DEPTH", 18);
+    check_boot(
+        "cold boot",
+        cfg,
+        init,
+        Search::Exhaustive { depth },
+        1,
+        Some(2),
+    );
+}
+
+/// CI: cold boots ([`cold_boot`]) on random paths of 300 steps with up to two faults
+/// (crashes, cuts, hangs, failed jobs; `PROMD_MODEL_BOOT_SECS`, 20 s): the usual properties on
+/// every path, and on the paths without a fault, however deep, only `n3` ever wins.
+#[test]
+fn three_nodes_cold_boot_random_paths() {
+    let cfg = cold_boot(2);
+    let init = vec![World::new(&cfg)];
+    let search = Search::Random {
+        depth: 300,
+        seed: env_or("PROMD_MODEL_SEED", 1),
+        time: Duration::from_secs(env_or("PROMD_MODEL_BOOT_SECS", 20)),
+    };
+    check_boot("cold boot, random", cfg, init, search, 1, Some(2));
 }
 
 /// CI: random paths far deeper than the exhaustive checks reach, with many faults each:

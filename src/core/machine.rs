@@ -14,7 +14,8 @@
 //! 3. **Demote** on a switchover request or a failed start; **promote** once the key is won;
 //!    finish a demotion by starting the passive target and only then releasing the key.
 //! 4. **Campaign** when the key is vacant and this node is
-//!    the best eligible candidate (the others wait a grace period per rank).
+//!    the best eligible candidate (the others wait a grace period per rank; in the first
+//!    election also for better members still starting, up to a lease: `election.rs`).
 //! 5. **Publish** this node's member record whenever it changes.
 //!
 //! The view is a handful of small state types, each with its own module:
@@ -316,7 +317,7 @@ impl GroupMachine {
             }
             Event::Members(members) => {
                 self.unread.read(Fact::Members);
-                self.members = members;
+                self.members_read(members, now);
                 self.republish_if_behind();
             }
             Event::Switchover(to) => self.switchover_to = to,

@@ -2241,3 +2241,162 @@ fn restart_backoff_retuned_times_the_next_restart() {
         vec![Action::RestartUnit(Some("web.service".into()))]
     );
 }
+
+/// Start-up with the store up, the key first read vacant and `members` in the store, until
+/// passive: what the last step did (the step in which the node became eligible).
+fn booting(p: GroupParams, members: Vec<Member>) -> (T, Vec<Action>) {
+    let mut t = T::new(p);
+    t.ev(Event::Tick);
+    t.ev(Event::StoreUp);
+    t.renew();
+    t.ev(Event::Leader(None));
+    t.ev(Event::Members(members));
+    t.ev(Event::Maintenance(false));
+    let a = t.units_down_then_passive();
+    assert_eq!(t.m.role(), Role::Passive);
+    (t, a)
+}
+
+/// A cluster boot: "c" (priority 100) finishes starting first, while "b" (priority 200) still
+/// says `starting`. By the ordinary rule "c" would campaign at once (no eligible member ranks
+/// above it) and, without preemption, keep the role; in the first election it waits for "b",
+/// then lets it go first by one grace period.
+#[test]
+fn a_starting_higher_priority_member_wins_the_first_election() {
+    let grace = Timing::new(LEASE).grace();
+    let vacant_at = Mono::from_millis(10_000);
+    let (mut t, a) = booting(params("c"), vec![member("b", 200, false, Role::Starting)]);
+    assert!(!a.iter().any(is_campaign), "{a:?}");
+    assert!(t.published().eligible, "c itself is a candidate");
+    assert_eq!(
+        t.m.timers().get(Timer::FirstElection),
+        Some(vacant_at + LEASE)
+    );
+    assert_eq!(
+        t.m.timers().get(Timer::Campaign),
+        None,
+        "no campaign is due before the first election's wait ends"
+    );
+    t.renew();
+    assert!(!t.advance(300).iter().any(is_campaign));
+    // "b" finishes starting: the grace periods count from now, "b" ranks first.
+    let a = t.ev(Event::Members(vec![member("b", 200, true, Role::Passive)]));
+    assert!(!a.iter().any(is_campaign), "{a:?}");
+    assert_eq!(t.m.timers().get(Timer::Campaign), Some(t.now + grace));
+    assert!(!t.advance(ms(grace) - 1).iter().any(is_campaign));
+    // "b" wins: nothing more to do, and the first election is over.
+    let a = t.ev(Event::Leader(Some(("b".into(), 1))));
+    assert!(a.is_empty(), "{a:?}");
+    assert_eq!(t.m.timers().get(Timer::Campaign), None);
+    assert_eq!(t.m.timers().get(Timer::FirstElection), None);
+}
+
+/// Had "b" not taken the key within its grace period, "c" goes after it as usual.
+#[test]
+fn after_a_starting_member_finished_the_next_campaigns_one_grace_period_later() {
+    let grace = Timing::new(LEASE).grace();
+    let (mut t, _) = booting(params("c"), vec![member("b", 200, false, Role::Starting)]);
+    t.renew();
+    t.advance(1_500);
+    t.ev(Event::Members(vec![member("b", 200, true, Role::Passive)]));
+    t.renew();
+    assert!(!t.advance(ms(grace) - 1).iter().any(is_campaign));
+    assert!(t.advance(1).iter().any(is_campaign));
+}
+
+/// "b" never finishes starting (its passive target hangs): "c" waits one lease from the moment
+/// it first saw the key vacant, then campaigns as if "b" were not there, and says why.
+#[test]
+fn a_member_that_never_finishes_starting_delays_the_first_election_by_the_bound_only() {
+    let vacant_at = Mono::from_millis(10_000);
+    let (mut t, _) = booting(
+        params("c"),
+        vec![
+            member("b", 200, false, Role::Starting),
+            // Ranked below "c": never waited for.
+            member("a", 50, false, Role::Starting),
+        ],
+    );
+    let bound = ms(Timing::new(LEASE).first_election_wait());
+    assert_eq!(bound, ms(LEASE));
+    let mut waited = 0;
+    while waited + 500 < bound {
+        t.renew();
+        assert!(!t.advance(500).iter().any(is_campaign));
+        waited += 500;
+    }
+    t.renew();
+    assert!(!t.advance(bound - waited - 1).iter().any(is_campaign));
+    let a = t.advance(1);
+    assert_eq!(t.now, vacant_at + LEASE);
+    assert!(a.iter().any(is_campaign), "{a:?}");
+    assert!(
+        notes(&a)
+            .iter()
+            .any(|n| n.contains("first election: b still starting")),
+        "{a:?}"
+    );
+    assert_eq!(t.m.timers().get(Timer::FirstElection), None);
+}
+
+/// Once a node has seen the key held, a member that is starting is not waited for: "a" (the
+/// highest priority) crashed and restarts while its key expires, and "c" takes over at once.
+#[test]
+fn a_restarting_member_never_delays_a_failover() {
+    let mut t = T::passive(params("c"), Some(("a", 5)));
+    t.ev(Event::Members(vec![member("a", 200, true, Role::Active)]));
+    // "a"'s promd is back, still starting, under a new lease; its old key and record expired.
+    t.ev(Event::Members(vec![member(
+        "a",
+        200,
+        false,
+        Role::Starting,
+    )]));
+    let a = t.ev(Event::Leader(None));
+    assert!(a.iter().any(is_campaign), "{a:?}");
+}
+
+/// Also when "c" itself restarted into a running cluster: the key it first reads is held, so
+/// its later elections are ordinary ones.
+#[test]
+fn a_node_that_first_saw_the_key_held_never_waits_for_starting_members() {
+    let mut p = params("c");
+    p.members = Some(vec!["a".into(), "b".into(), "c".into()]);
+    let mut t = T::passive(p, Some(("a", 5)));
+    assert_eq!(t.m.timers().get(Timer::FirstElection), None);
+    t.ev(Event::Members(vec![member(
+        "a",
+        200,
+        false,
+        Role::Starting,
+    )]));
+    // "b" has no record, "a" is starting: neither is waited for.
+    let a = t.ev(Event::Leader(None));
+    assert!(a.iter().any(is_campaign), "{a:?}");
+}
+
+/// With `members` configured, a member with no record yet may outrank this node: the first
+/// election waits for it to publish; a record ranked below ends the wait at once.
+#[test]
+fn a_configured_member_without_a_record_is_waited_for_until_it_publishes() {
+    let mut p = params("c");
+    p.priority = 300;
+    p.members = Some(vec!["a".into(), "b".into(), "c".into()]);
+    let (mut t, a) = booting(p, vec![member("a", 100, true, Role::Passive)]);
+    assert!(!a.iter().any(is_campaign), "b may outrank c: {a:?}");
+    t.renew();
+    assert!(!t.advance(700).iter().any(is_campaign));
+    // "b" publishes: it is starting, but ranks below "c".
+    let a = t.ev(Event::Members(vec![
+        member("a", 100, true, Role::Passive),
+        member("b", 200, false, Role::Starting),
+    ]));
+    assert!(a.iter().any(is_campaign), "{a:?}");
+}
+
+/// Without `members`, a node cannot know of a host that has not published: it does not wait.
+#[test]
+fn without_configured_members_nothing_unpublished_is_waited_for() {
+    let (_, a) = booting(params("c"), vec![]);
+    assert!(a.iter().any(is_campaign), "{a:?}");
+}

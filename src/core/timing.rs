@@ -151,6 +151,15 @@ impl Timing {
         (self.lease / 4).max(Duration::from_millis(250))
     }
 
+    /// How long a node's first election may wait for members that are still starting and may
+    /// outrank it, counted from the moment the node first saw the leader key vacant: one
+    /// lease. A cold boot then costs at most what an unplanned failover already costs (the
+    /// standbys wait out a lease there too), and a member that never finishes starting cannot
+    /// hold the election up for longer (docs/safety.md, "The first election").
+    pub fn first_election_wait(&self) -> Duration {
+        self.lease
+    }
+
     /// When the active host must begin to demote, given the last renewal's send time.
     /// Saturates at `renewed_sent` (fence at once) if a watchdog longer than
     /// [`Timing::max_watchdog`] leaves no time at all.

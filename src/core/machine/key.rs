@@ -117,6 +117,9 @@ impl GroupMachine {
         self.timers.clear(Timer::CampaignRetry);
         match leader {
             None => {
+                if self.key == Key::Unknown {
+                    self.first_election_begins(now);
+                }
                 // The key we held (if any) is gone: expired or deleted; so is a release.
                 if !matches!(self.key, Key::Vacant { .. }) {
                     self.key = Key::Vacant { since: now };
@@ -124,6 +127,7 @@ impl GroupMachine {
                 self.settle(Owed::Release { term: 0 });
             }
             Some((node, term)) => {
+                self.first_election_over();
                 self.key_term_seen = self.key_term_seen.max(term);
                 let held = self.key.held();
                 if node != self.p.node {
@@ -190,6 +194,7 @@ impl GroupMachine {
         let won = won.filter(|term| current(*term));
         match won {
             Some(term) => {
+                self.first_election_over();
                 self.key_term_seen = self.key_term_seen.max(term);
                 self.key = Key::Ours { term };
             }

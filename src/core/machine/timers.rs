@@ -20,7 +20,8 @@ pub enum Timer {
     Kill,
     /// Owned: a failed stop is issued again at this time (backoff doubling per failure).
     StopRetry,
-    /// Derived: the key was seen vacant; campaign after one grace period per better candidate.
+    /// Derived: the key was seen vacant; campaign after one grace period per better candidate
+    /// (not set while the first election waits for a member still starting).
     Campaign,
     /// Owned: after a lost campaign, campaign again at this time unless the watch shows the
     /// winner first (one grace period).
@@ -35,11 +36,16 @@ pub enum Timer {
     /// Owned: a preempting node asks for a switchover again only after this time (one lease
     /// after its last request).
     SwitchoverRetry,
+    /// Owned: the end of this node's first election, set when it first sees the leader key
+    /// vacant (`first_election_wait` after that) and cleared once it sees the key held or the
+    /// time is up. Until then its campaign also waits for members that may outrank it but are
+    /// still starting (`election.rs`).
+    FirstElection,
 }
 
 impl Timer {
     /// Every timer, in the table's order.
-    pub const ALL: [Timer; 9] = [
+    pub const ALL: [Timer; 10] = [
         Timer::Fence,
         Timer::Kill,
         Timer::StopRetry,
@@ -49,6 +55,7 @@ impl Timer {
         Timer::Restart,
         Timer::StartRetry,
         Timer::SwitchoverRetry,
+        Timer::FirstElection,
     ];
 }
 
@@ -107,7 +114,9 @@ impl GroupMachine {
         );
         t.put(Timer::Kill, self.next_kill());
         let campaign = match self.key {
-            Key::Vacant { since } if !self.campaigning() => Some(since + self.campaign_delay()),
+            Key::Vacant { since } if !self.campaigning() => {
+                self.campaign_at(since, self.stepped_at)
+            }
             _ => None,
         };
         t.put(Timer::Campaign, campaign);

@@ -80,6 +80,14 @@ pub struct Config {
     /// store round trip take milliseconds, the deadlines hundreds of them. Off, a message
     /// may also wait across any number of deadlines (a much larger state space).
     pub prompt: bool,
+    /// Every node is named in `members` (off: `members` is not configured).
+    pub members: bool,
+    /// A cold boot whose start-ups all finish in time: while no fault has been spent, the
+    /// clock does not move past this long after [`World::new`]'s start while some node's
+    /// record in the store is missing or says `starting`. The start-ups (store connections,
+    /// stop and passive-target jobs, record writes) still finish in any order, at any time
+    /// up to it. `None`: they may take any time.
+    pub start_within: Option<Duration>,
 }
 
 /// A kind of fault (see [`Fault`] for what each does).
@@ -149,6 +157,8 @@ impl Config {
             faults,
             kinds: FaultKind::ALL.to_vec(),
             prompt: true,
+            members: false,
+            start_within: None,
         }
     }
 
@@ -166,7 +176,9 @@ impl Config {
             timing: Timing::new(self.lease).with_watchdog(self.watchdog),
             priority: self.priorities.get(i).copied().unwrap_or(0),
             preempt: self.preempt,
-            members: None,
+            members: self
+                .members
+                .then(|| (0..self.nodes).map(Config::name).collect()),
             has_passive_target: self.passive_target,
             failure_cooldown: self.failure_cooldown,
             max_restarts: self.max_restarts,
@@ -293,10 +305,13 @@ pub struct World {
     pub alarm: Option<Mono>,
 }
 
+/// When [`World::new`] starts every node.
+pub const BOOT: Mono = Mono(Duration::from_millis(1000));
+
 impl World {
-    /// Every node just started, the store empty, at t = 1 s.
+    /// Every node just started, the store empty, at t = 1 s ([`BOOT`]).
     pub fn new(cfg: &Config) -> World {
-        let now = Mono::from_millis(1000);
+        let now = BOOT;
         World {
             now,
             watchdog: cfg.watchdog,
@@ -310,6 +325,16 @@ impl World {
             activations: 0,
             alarm: None,
         }
+    }
+
+    /// Every node's record is in the store and says it finished starting.
+    pub fn all_started(&self) -> bool {
+        (0..self.nodes.len()).all(|i| {
+            self.store
+                .members
+                .get(&i)
+                .is_some_and(|(m, _)| m.role != Role::Starting)
+        })
     }
 
     /// Nodes whose active units may be running now.

@@ -233,9 +233,18 @@ impl World {
                 out.push(Step::Expire(lease));
             }
         }
-        if !self.forced_due() && self.next_time().is_some() {
+        if !self.forced_due() && self.next_time().is_some_and(|t| self.may_reach(cfg, t)) {
             out.push(Step::Advance);
         }
+    }
+
+    /// Whether the clock may move to `t`: not past [`Config::start_within`] of the boot while
+    /// a start-up is unfinished on a path without a fault.
+    fn may_reach(&self, cfg: &Config, t: Mono) -> bool {
+        let Some(within) = cfg.start_within else {
+            return true;
+        };
+        self.faults_left < cfg.faults || t <= super::BOOT + within || self.all_started()
     }
 
     fn faults_of(&self, cfg: &Config, i: usize, out: &mut Vec<Step>) {
