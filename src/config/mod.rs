@@ -7,6 +7,7 @@
 //! The module is split by job: `names` holds the name rules shared with other modules,
 //! `validate` walks the document section by section, and `values` checks single keys.
 
+mod address;
 mod fixed;
 mod http;
 mod names;
@@ -19,6 +20,7 @@ mod store_tests;
 #[cfg(test)]
 mod tests;
 
+pub use address::{Address, AddressError};
 pub use fixed::{Fixed, RESTART_HINT, restart_needed};
 pub use http::HttpConfig;
 pub use names::{valid_group_name, valid_node_name, valid_unit_name};
