@@ -168,6 +168,10 @@ pub struct GroupConfig {
     /// `health-timeout` (default 1s, not zero, shorter than `health_interval`): a check that
     /// runs longer is killed and counts as failed.
     pub health_timeout: Duration,
+    /// `addresses`: the group's floating service addresses, each `ADDRESS/PREFIX dev
+    /// INTERFACE` ([`Address`]), on the active host only; empty when the key is absent. No
+    /// address twice, in a group or across groups.
+    pub addresses: Vec<Address>,
 }
 
 const DEFAULT_DIR: &str = "/var/lib/promd";
