@@ -4,6 +4,7 @@
 //!
 //! Runtime files are gone on reboot, like the state they describe.
 
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -111,11 +112,7 @@ pub fn bound_units(dir: &Path) -> Vec<String> {
             let bound = std::fs::read_dir(e.path())
                 .ok()?
                 .filter_map(|f| f.ok())
-                .any(|f| {
-                    f.file_name()
-                        .to_str()
-                        .is_some_and(|n| n.starts_with("50-promd-") && n.ends_with(".conf"))
-                });
+                .any(|f| f.file_name().to_str().and_then(group_of).is_some());
             bound.then_some(unit)
         })
         .collect();
@@ -123,28 +120,116 @@ pub fn bound_units(dir: &Path) -> Vec<String> {
     units
 }
 
-/// Remove a group's binding drop-ins (a reload removed the group); true if any was removed.
-pub fn remove_bindings(dir: &Path, group: &str) -> bool {
-    remove_bindings_except(dir, group, &[])
+/// The group whose binding drop-in `file` (a file name in a unit's `.d` folder) is.
+fn group_of(file: &str) -> Option<&str> {
+    file.strip_prefix("50-promd-")?.strip_suffix(".conf")
 }
 
-/// Remove the group's binding drop-ins of every unit but those in `keep` (units that left the
-/// role's closure: an operator edited the target, so they are not the role's any more and
-/// must not be stopped with promd or killed by its fence); true if any was removed.
-pub fn remove_bindings_except(dir: &Path, group: &str, keep: &[String]) -> bool {
-    let mut removed = false;
-    for unit in bound_units(dir) {
-        if keep.contains(&unit) {
-            continue;
-        }
-        let path = binding_path(dir, group, &unit);
-        if std::fs::remove_file(&path).is_ok() {
-            removed = true;
-            // The folder goes too once empty; another drop-in keeps it.
-            let _ = path.parent().map(std::fs::remove_dir);
+/// Which units each group has bound under a folder, read from it once and then kept up to
+/// date by the binds and removals made through it, so that binding a group costs what its own
+/// units cost. Scanning every unit's folder on each bind instead cost O(groups) per group:
+/// at 200 groups that held promd's one loop for most of a take-over, and the groups it took
+/// over were elected a second late. promd is the only writer of these files (one promd per
+/// host); one removed by hand is simply found gone.
+#[derive(Debug)]
+pub struct Bindings {
+    dir: PathBuf,
+    /// Group → the units it bound; `None` until the folder is first read.
+    by_group: Option<HashMap<String, BTreeSet<String>>>,
+}
+
+impl Bindings {
+    /// The bindings under `dir` (usually [`RUNTIME_UNIT_DIR`]), read at first use.
+    pub fn new(dir: impl Into<PathBuf>) -> Bindings {
+        Bindings {
+            dir: dir.into(),
+            by_group: None,
         }
     }
-    removed
+
+    fn groups(&mut self) -> &mut HashMap<String, BTreeSet<String>> {
+        let dir = &self.dir;
+        self.by_group.get_or_insert_with(|| scan(dir))
+    }
+
+    /// Bind `unit` to promd for `group` with `text` (see [`binding_text`]), atomically and
+    /// only if it changed; true if it did.
+    pub fn write(&mut self, group: &str, unit: &str, text: &str) -> Result<bool, SystemdError> {
+        let changed = write_if_changed(&binding_path(&self.dir, group, unit), text)?;
+        self.groups()
+            .entry(group.to_string())
+            .or_default()
+            .insert(unit.to_string());
+        Ok(changed)
+    }
+
+    /// The drop-in `group` holds for `unit` now, if any.
+    pub fn read(&self, group: &str, unit: &str) -> Option<String> {
+        std::fs::read_to_string(binding_path(&self.dir, group, unit)).ok()
+    }
+
+    /// Remove the group's binding drop-ins of every unit but those in `keep` (units that left
+    /// the role's closure: an operator edited the target, so they are not the role's any
+    /// more and must not be stopped with promd or killed by its fence); true if any was
+    /// removed.
+    pub fn remove_except(&mut self, group: &str, keep: &[String]) -> bool {
+        let dir = self.dir.clone();
+        let Some(units) = self.groups().get_mut(group) else {
+            return false;
+        };
+        let mut removed = false;
+        units.retain(|unit| {
+            if keep.contains(unit) {
+                return true;
+            }
+            let path = binding_path(&dir, group, unit);
+            if std::fs::remove_file(&path).is_ok() {
+                removed = true;
+                // The folder goes too once empty; another drop-in keeps it.
+                let _ = path.parent().map(std::fs::remove_dir);
+            }
+            false
+        });
+        if units.is_empty() {
+            self.groups().remove(group);
+        }
+        removed
+    }
+
+    /// Remove a group's binding drop-ins (a reload removed the group); true if any was removed.
+    pub fn remove(&mut self, group: &str) -> bool {
+        self.remove_except(group, &[])
+    }
+}
+
+/// Every binding drop-in under `dir`: group → units.
+fn scan(dir: &Path) -> HashMap<String, BTreeSet<String>> {
+    let mut by_group: HashMap<String, BTreeSet<String>> = HashMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return by_group;
+    };
+    for e in entries.filter_map(|e| e.ok()) {
+        let Some(unit) = e
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_suffix(".d"))
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let Ok(files) = std::fs::read_dir(e.path()) else {
+            continue;
+        };
+        for f in files.filter_map(|f| f.ok()) {
+            if let Some(group) = f.file_name().to_str().and_then(group_of) {
+                by_group
+                    .entry(group.to_string())
+                    .or_default()
+                    .insert(unit.clone());
+            }
+        }
+    }
+    by_group
 }
 
 /// Write a file so that readers see the old or the new content, never a mix.
@@ -248,8 +333,10 @@ mod tests {
             )
             .unwrap();
         }
-        assert!(remove_bindings(dir.path(), "web"));
+        let mut bindings = Bindings::new(dir.path());
+        assert!(bindings.remove("web"));
         assert_eq!(bound_units(dir.path()), ["db.service", "shared.service"]);
+        assert!(!bindings.remove("web"), "nothing left to remove");
         assert!(!dir.path().join("web.service.d").exists());
     }
 
@@ -269,13 +356,23 @@ mod tests {
             .unwrap();
         }
         let keep = ["web.service".to_string()];
-        assert!(remove_bindings_except(dir.path(), "web", &keep));
+        // Read from the folder (a previous run's drop-ins), then kept by its own writes.
+        let mut bindings = Bindings::new(dir.path());
+        assert!(bindings.remove_except("web", &keep));
         assert!(binding_path(dir.path(), "web", "web.service").exists());
         assert!(!binding_path(dir.path(), "web", "old-helper.service").exists());
         assert!(binding_path(dir.path(), "db", "old-helper.service").exists());
         assert!(
-            !remove_bindings_except(dir.path(), "web", &keep),
+            !bindings.remove_except("web", &keep),
             "nothing left to remove"
         );
+        let text = binding_text("web", "new.service", k, None);
+        assert!(bindings.write("web", "new.service", &text).unwrap());
+        assert!(
+            bindings.remove_except("web", &keep),
+            "a unit bound since is known"
+        );
+        assert!(!binding_path(dir.path(), "web", "new.service").exists());
+        assert!(binding_path(dir.path(), "web", "web.service").exists());
     }
 }

@@ -159,6 +159,8 @@ pub struct Systemd {
     /// The other one, for [`Systemd::urgent`].
     urgent_gate: Arc<Semaphore>,
     reloads: mpsc::UnboundedSender<ReloadRequest>,
+    /// The binding drop-ins under [`RUNTIME_UNIT_DIR`], by group.
+    bindings: Arc<Mutex<dropin::Bindings>>,
 }
 
 impl Systemd {
@@ -212,6 +214,7 @@ impl Systemd {
             gate: normal_gate,
             urgent_gate: Arc::new(Semaphore::new(URGENT_CALLS)),
             reloads,
+            bindings: Arc::new(Mutex::new(dropin::Bindings::new(RUNTIME_UNIT_DIR))),
         })
     }
 
@@ -701,17 +704,18 @@ impl Systemd {
         target: &str,
         closure: &Closure,
     ) -> Result<bool, SystemdError> {
-        let dir = Path::new(RUNTIME_UNIT_DIR);
-        let mut changed = false;
-        let units = closure.with_target(target);
-        for unit in &units {
-            let path = dropin::binding_path(dir, group, unit);
-            let previous = std::fs::read_to_string(&path).ok();
-            let kill_mode = closure.kill_modes.get(unit).map_or("", String::as_str);
-            let text = dropin::binding_text(group, unit, kill_mode, previous.as_deref());
-            changed |= dropin::write_if_changed(&path, &text)?;
-        }
-        changed |= dropin::remove_bindings_except(dir, group, &units);
+        let changed = {
+            let mut bindings = lock(&self.bindings);
+            let mut changed = false;
+            let units = closure.with_target(target);
+            for unit in &units {
+                let previous = bindings.read(group, unit);
+                let kill_mode = closure.kill_modes.get(unit).map_or("", String::as_str);
+                let text = dropin::binding_text(group, unit, kill_mode, previous.as_deref());
+                changed |= bindings.write(group, unit, &text)?;
+            }
+            changed | bindings.remove_except(group, &units)
+        };
         if changed {
             self.reload().await?;
         }
@@ -720,7 +724,8 @@ impl Systemd {
 
     /// Remove a group's drop-ins (the group was removed by a reload) and reload systemd.
     pub async fn unbind(&self, group: &str) -> Result<(), SystemdError> {
-        if dropin::remove_bindings(Path::new(RUNTIME_UNIT_DIR), group) {
+        let removed = lock(&self.bindings).remove(group);
+        if removed {
             self.reload().await?;
         }
         Ok(())
@@ -850,9 +855,9 @@ async fn timed<T>(
     }
 }
 
-fn lock(jobs: &Mutex<Jobs>) -> std::sync::MutexGuard<'_, Jobs> {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A poisoned lock only means a panic elsewhere mid-update of plain maps: keep going.
-    jobs.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn job_result(unit: &str, result: String) -> Result<(), SystemdError> {
