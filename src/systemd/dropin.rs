@@ -4,7 +4,7 @@
 //!
 //! Runtime files are gone on reboot, like the state they describe.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -69,6 +69,32 @@ pub fn binding_text(group: &str, unit: &str, kill_mode: &str, previous: Option<&
         }
     }
     text
+}
+
+/// The drop-in on promd.service that keeps the groups' active targets loaded in PID 1: one
+/// `Before=TARGET` per group (`targets`: group → active target). A dependency from a running
+/// unit is what keeps a unit loaded; without one, an inactive target (and the units only it
+/// pulls in) is unloaded right after each call that names it and loaded from disk again for
+/// the next. At 200 groups PID 1 so loaded units 14,000 to 19,000 times in one start-up,
+/// each load statting every unit folder and, after promd had made a drop-in folder, reading
+/// them all again (~140 times per host), and answered calls 10 s late. The ordering is the
+/// one the binding drop-ins already give the role's units (`After=promd.service`): no start
+/// or stop of its own, no cycle.
+pub fn keep_text(targets: &BTreeMap<String, String>) -> String {
+    let mut text = String::from(
+        "# Written by promd: keeps each group's active target loaded (ordering only).\n[Unit]\n",
+    );
+    for target in targets.values() {
+        text.push_str(&format!("Before={target}\n"));
+    }
+    text
+}
+
+/// The path of the drop-in that keeps the groups' active targets loaded ([`keep_text`]). Not
+/// a binding (its name does not match one): `promd fence` must never kill promd.service.
+pub fn keep_path(dir: &Path) -> PathBuf {
+    dir.join(format!("{PROMD_UNIT}.d"))
+        .join("40-promd-keep.conf")
 }
 
 /// The path of a unit's binding drop-in for a group.
@@ -136,6 +162,8 @@ pub struct Bindings {
     dir: PathBuf,
     /// Group → the units it bound; `None` until the folder is first read.
     by_group: Option<HashMap<String, BTreeSet<String>>>,
+    /// Group → the active target [`keep_text`] keeps loaded.
+    kept: BTreeMap<String, String>,
 }
 
 impl Bindings {
@@ -144,6 +172,7 @@ impl Bindings {
         Bindings {
             dir: dir.into(),
             by_group: None,
+            kept: BTreeMap::new(),
         }
     }
 
@@ -161,6 +190,27 @@ impl Bindings {
             .or_default()
             .insert(unit.to_string());
         Ok(changed)
+    }
+
+    /// Keep exactly these groups' active targets loaded (group → target; [`keep_text`]),
+    /// forgetting any other (a group removed while promd was down); true if the drop-in
+    /// changed.
+    pub fn keep_all(&mut self, targets: BTreeMap<String, String>) -> Result<bool, SystemdError> {
+        self.kept = targets;
+        self.write_kept()
+    }
+
+    /// Keep `group`'s active `target` loaded too; true if the drop-in changed.
+    pub fn keep(&mut self, group: &str, target: &str) -> Result<bool, SystemdError> {
+        if self.kept.get(group).is_some_and(|t| t == target) {
+            return Ok(false);
+        }
+        self.kept.insert(group.to_string(), target.to_string());
+        self.write_kept()
+    }
+
+    fn write_kept(&self) -> Result<bool, SystemdError> {
+        write_if_changed(&keep_path(&self.dir), &keep_text(&self.kept))
     }
 
     /// The drop-in `group` holds for `unit` now, if any.
@@ -196,9 +246,10 @@ impl Bindings {
         removed
     }
 
-    /// Remove a group's binding drop-ins (a reload removed the group); true if any was removed.
+    /// Remove a group's drop-ins (a reload removed the group); true if any was removed.
     pub fn remove(&mut self, group: &str) -> bool {
-        self.remove_except(group, &[])
+        let kept = self.kept.remove(group).is_some() && self.write_kept().unwrap_or(false);
+        self.remove_except(group, &[]) | kept
     }
 }
 
@@ -334,7 +385,29 @@ mod tests {
             .unwrap();
         }
         let mut bindings = Bindings::new(dir.path());
+        assert!(bindings.keep("web", "web-active.target").unwrap());
+        assert!(!bindings.keep("web", "web-active.target").unwrap());
+        assert!(bindings.keep("db", "db-active.target").unwrap());
+        assert_eq!(
+            bound_units(dir.path()),
+            ["db.service", "shared.service", "web.service"],
+            "promd.service is never a unit to fence"
+        );
         assert!(bindings.remove("web"));
+        let kept = std::fs::read_to_string(keep_path(dir.path())).unwrap();
+        assert!(
+            kept.ends_with("[Unit]\nBefore=db-active.target\n"),
+            "{kept}"
+        );
+        // At start-up: exactly the configured groups, whatever an earlier run kept.
+        let only = BTreeMap::from([("api".to_string(), "api-active.target".to_string())]);
+        assert!(bindings.keep_all(only.clone()).unwrap());
+        assert!(!bindings.keep_all(only).unwrap(), "unchanged: no reload");
+        let kept = std::fs::read_to_string(keep_path(dir.path())).unwrap();
+        assert!(
+            kept.ends_with("[Unit]\nBefore=api-active.target\n"),
+            "{kept}"
+        );
         assert_eq!(bound_units(dir.path()), ["db.service", "shared.service"]);
         assert!(!bindings.remove("web"), "nothing left to remove");
         assert!(!dir.path().join("web.service.d").exists());

@@ -18,7 +18,7 @@ pub mod dropin;
 mod env;
 pub mod signals;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -696,8 +696,9 @@ impl Systemd {
 
     /// Bind the active target and each unit of its closure to promd with a runtime drop-in
     /// (see [`dropin::binding_text`]; the kill settings are the ones the walk read), and
-    /// unbind the group's units that left the closure. Reloads systemd once if anything was
-    /// added, changed or removed; returns whether it did.
+    /// unbind the group's units that left the closure; and keep the target loaded in PID 1
+    /// ([`dropin::keep_text`]). Reloads systemd once if anything was added, changed or
+    /// removed; returns whether it did.
     pub async fn bind_to_promd(
         &self,
         group: &str,
@@ -714,12 +715,33 @@ impl Systemd {
                 let text = dropin::binding_text(group, unit, kill_mode, previous.as_deref());
                 changed |= bindings.write(group, unit, &text)?;
             }
+            changed |= bindings.keep(group, target)?;
             changed | bindings.remove_except(group, &units)
         };
         if changed {
             self.reload().await?;
         }
         Ok(changed)
+    }
+
+    /// At start-up: keep every group's active target loaded in PID 1
+    /// ([`dropin::keep_text`]) before the groups' first calls, with one `daemon-reload` in the
+    /// background (none when the drop-in is there from an earlier run). `targets`: group →
+    /// active target. A drop-in that cannot be written is logged; each group's first bind
+    /// tries again.
+    pub fn keep_loaded(&self, targets: BTreeMap<String, String>) {
+        match lock(&self.bindings).keep_all(targets) {
+            Ok(false) => {}
+            Ok(true) => {
+                let systemd = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = systemd.reload().await {
+                        tracing::warn!("daemon-reload for the groups' targets: {e}");
+                    }
+                });
+            }
+            Err(e) => tracing::warn!("keeping the groups' targets loaded: {e}"),
+        }
     }
 
     /// Remove a group's drop-ins (the group was removed by a reload) and reload systemd.
