@@ -16,7 +16,6 @@ use support::etcd::EtcdCluster;
 use support::hosts::{self, Host, Net};
 
 const LEASE: Duration = Duration::from_secs(2);
-const PORT: u16 = 8008;
 /// The health check fails while `/run/web-unhealthy` exists; then `[http]`.
 const EXTRA: &str = "health-command = [\"/bin/sh\", \"-c\", \"! test -e /run/web-unhealthy\"]\n\
                      health-interval = \"300ms\"\nhealth-timeout = \"200ms\"\n\
@@ -24,21 +23,7 @@ const EXTRA: &str = "health-command = [\"/bin/sh\", \"-c\", \"! test -e /run/web
 
 /// `curl` inside the host on its loopback: (status code, body).
 fn curl(h: &Host, path: &str) -> (u16, String) {
-    let url = format!("http://127.0.0.1:{PORT}{path}");
-    let out = h.exec(&[
-        "curl",
-        "--silent",
-        "--noproxy",
-        "*",
-        "--max-time",
-        "5",
-        "--write-out",
-        "\n%{http_code}",
-        &url,
-    ]);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    support::http::curl(h, "GET", path)
 }
 
 fn status(h: &Host) -> serde_json::Value {

@@ -234,6 +234,15 @@ impl Runtime {
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sighup = signal(SignalKind::hangup())?;
         self.step(Input::Start);
+        // PID 1 keeps the groups' targets loaded (see dropin::keep_text). After the start:
+        // PID 1 would read its READY=1 only once the daemon-reload this may cost is done. The
+        // groups' first calls, spawned by the start, go out alongside.
+        self.systemd.keep_loaded(
+            self.drivers
+                .values()
+                .map(|d| (d.cfg.name.clone(), d.cfg.active_target.clone()))
+                .collect(),
+        );
         let mut calls = self.calls_rx.take();
         // With no groups (or all removed by reloads) promd idles; it ends only on SIGTERM.
         while !self.agent.done() {

@@ -164,6 +164,17 @@ pub(crate) enum Op {
     SetMaintenance(MaintenanceRecord),
 }
 
+impl Op {
+    /// Whether an election waits for this write (a campaign, a release, a retirement): such
+    /// writes pass a gate of their own, never queued behind member records.
+    pub(crate) fn elects(&self) -> bool {
+        matches!(
+            self,
+            Op::Campaign { .. } | Op::Release { .. } | Op::Retire { .. }
+        )
+    }
+}
+
 impl StoreCommand {
     /// The write this command asks for; `None` for `Shutdown`.
     pub(crate) fn into_op(self) -> Option<Op> {

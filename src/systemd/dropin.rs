@@ -4,6 +4,7 @@
 //!
 //! Runtime files are gone on reboot, like the state they describe.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -70,6 +71,32 @@ pub fn binding_text(group: &str, unit: &str, kill_mode: &str, previous: Option<&
     text
 }
 
+/// The drop-in on promd.service that keeps the groups' active targets loaded in PID 1: one
+/// `Before=TARGET` per group (`targets`: group → active target). A dependency from a running
+/// unit is what keeps a unit loaded; without one, an inactive target (and the units only it
+/// pulls in) is unloaded right after each call that names it and loaded from disk again for
+/// the next. At 200 groups PID 1 so loaded units 14,000 to 19,000 times in one start-up,
+/// each load statting every unit folder and, after promd had made a drop-in folder, reading
+/// them all again (~140 times per host), and answered calls 10 s late. The ordering is the
+/// one the binding drop-ins already give the role's units (`After=promd.service`): no start
+/// or stop of its own, no cycle.
+pub fn keep_text(targets: &BTreeMap<String, String>) -> String {
+    let mut text = String::from(
+        "# Written by promd: keeps each group's active target loaded (ordering only).\n[Unit]\n",
+    );
+    for target in targets.values() {
+        text.push_str(&format!("Before={target}\n"));
+    }
+    text
+}
+
+/// The path of the drop-in that keeps the groups' active targets loaded ([`keep_text`]). Not
+/// a binding (its name does not match one): `promd fence` must never kill promd.service.
+pub fn keep_path(dir: &Path) -> PathBuf {
+    dir.join(format!("{PROMD_UNIT}.d"))
+        .join("40-promd-keep.conf")
+}
+
 /// The path of a unit's binding drop-in for a group.
 pub fn binding_path(dir: &Path, group: &str, unit: &str) -> PathBuf {
     dir.join(format!("{unit}.d"))
@@ -111,11 +138,7 @@ pub fn bound_units(dir: &Path) -> Vec<String> {
             let bound = std::fs::read_dir(e.path())
                 .ok()?
                 .filter_map(|f| f.ok())
-                .any(|f| {
-                    f.file_name()
-                        .to_str()
-                        .is_some_and(|n| n.starts_with("50-promd-") && n.ends_with(".conf"))
-                });
+                .any(|f| f.file_name().to_str().and_then(group_of).is_some());
             bound.then_some(unit)
         })
         .collect();
@@ -123,28 +146,141 @@ pub fn bound_units(dir: &Path) -> Vec<String> {
     units
 }
 
-/// Remove a group's binding drop-ins (a reload removed the group); true if any was removed.
-pub fn remove_bindings(dir: &Path, group: &str) -> bool {
-    remove_bindings_except(dir, group, &[])
+/// The group whose binding drop-in `file` (a file name in a unit's `.d` folder) is.
+fn group_of(file: &str) -> Option<&str> {
+    file.strip_prefix("50-promd-")?.strip_suffix(".conf")
 }
 
-/// Remove the group's binding drop-ins of every unit but those in `keep` (units that left the
-/// role's closure: an operator edited the target, so they are not the role's any more and
-/// must not be stopped with promd or killed by its fence); true if any was removed.
-pub fn remove_bindings_except(dir: &Path, group: &str, keep: &[String]) -> bool {
-    let mut removed = false;
-    for unit in bound_units(dir) {
-        if keep.contains(&unit) {
-            continue;
-        }
-        let path = binding_path(dir, group, &unit);
-        if std::fs::remove_file(&path).is_ok() {
-            removed = true;
-            // The folder goes too once empty; another drop-in keeps it.
-            let _ = path.parent().map(std::fs::remove_dir);
+/// Which units each group has bound under a folder, read from it once and then kept up to
+/// date by the binds and removals made through it, so that binding a group costs what its own
+/// units cost. Scanning every unit's folder on each bind instead cost O(groups) per group:
+/// at 200 groups that held promd's one loop for most of a take-over, and the groups it took
+/// over were elected a second late. promd is the only writer of these files (one promd per
+/// host); one removed by hand is simply found gone.
+#[derive(Debug)]
+pub struct Bindings {
+    dir: PathBuf,
+    /// Group → the units it bound; `None` until the folder is first read.
+    by_group: Option<HashMap<String, BTreeSet<String>>>,
+    /// Group → the active target [`keep_text`] keeps loaded.
+    kept: BTreeMap<String, String>,
+}
+
+impl Bindings {
+    /// The bindings under `dir` (usually [`RUNTIME_UNIT_DIR`]), read at first use.
+    pub fn new(dir: impl Into<PathBuf>) -> Bindings {
+        Bindings {
+            dir: dir.into(),
+            by_group: None,
+            kept: BTreeMap::new(),
         }
     }
-    removed
+
+    fn groups(&mut self) -> &mut HashMap<String, BTreeSet<String>> {
+        let dir = &self.dir;
+        self.by_group.get_or_insert_with(|| scan(dir))
+    }
+
+    /// Bind `unit` to promd for `group` with `text` (see [`binding_text`]), atomically and
+    /// only if it changed; true if it did.
+    pub fn write(&mut self, group: &str, unit: &str, text: &str) -> Result<bool, SystemdError> {
+        let changed = write_if_changed(&binding_path(&self.dir, group, unit), text)?;
+        self.groups()
+            .entry(group.to_string())
+            .or_default()
+            .insert(unit.to_string());
+        Ok(changed)
+    }
+
+    /// Keep exactly these groups' active targets loaded (group → target; [`keep_text`]),
+    /// forgetting any other (a group removed while promd was down); true if the drop-in
+    /// changed.
+    pub fn keep_all(&mut self, targets: BTreeMap<String, String>) -> Result<bool, SystemdError> {
+        self.kept = targets;
+        self.write_kept()
+    }
+
+    /// Keep `group`'s active `target` loaded too; true if the drop-in changed.
+    pub fn keep(&mut self, group: &str, target: &str) -> Result<bool, SystemdError> {
+        if self.kept.get(group).is_some_and(|t| t == target) {
+            return Ok(false);
+        }
+        self.kept.insert(group.to_string(), target.to_string());
+        self.write_kept()
+    }
+
+    fn write_kept(&self) -> Result<bool, SystemdError> {
+        write_if_changed(&keep_path(&self.dir), &keep_text(&self.kept))
+    }
+
+    /// The drop-in `group` holds for `unit` now, if any.
+    pub fn read(&self, group: &str, unit: &str) -> Option<String> {
+        std::fs::read_to_string(binding_path(&self.dir, group, unit)).ok()
+    }
+
+    /// Remove the group's binding drop-ins of every unit but those in `keep` (units that left
+    /// the role's closure: an operator edited the target, so they are not the role's any
+    /// more and must not be stopped with promd or killed by its fence); true if any was
+    /// removed.
+    pub fn remove_except(&mut self, group: &str, keep: &[String]) -> bool {
+        let dir = self.dir.clone();
+        let Some(units) = self.groups().get_mut(group) else {
+            return false;
+        };
+        let mut removed = false;
+        units.retain(|unit| {
+            if keep.contains(unit) {
+                return true;
+            }
+            let path = binding_path(&dir, group, unit);
+            if std::fs::remove_file(&path).is_ok() {
+                removed = true;
+                // The folder goes too once empty; another drop-in keeps it.
+                let _ = path.parent().map(std::fs::remove_dir);
+            }
+            false
+        });
+        if units.is_empty() {
+            self.groups().remove(group);
+        }
+        removed
+    }
+
+    /// Remove a group's drop-ins (a reload removed the group); true if any was removed.
+    pub fn remove(&mut self, group: &str) -> bool {
+        let kept = self.kept.remove(group).is_some() && self.write_kept().unwrap_or(false);
+        self.remove_except(group, &[]) | kept
+    }
+}
+
+/// Every binding drop-in under `dir`: group → units.
+fn scan(dir: &Path) -> HashMap<String, BTreeSet<String>> {
+    let mut by_group: HashMap<String, BTreeSet<String>> = HashMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return by_group;
+    };
+    for e in entries.filter_map(|e| e.ok()) {
+        let Some(unit) = e
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_suffix(".d"))
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let Ok(files) = std::fs::read_dir(e.path()) else {
+            continue;
+        };
+        for f in files.filter_map(|f| f.ok()) {
+            if let Some(group) = f.file_name().to_str().and_then(group_of) {
+                by_group
+                    .entry(group.to_string())
+                    .or_default()
+                    .insert(unit.clone());
+            }
+        }
+    }
+    by_group
 }
 
 /// Write a file so that readers see the old or the new content, never a mix.
@@ -248,8 +384,32 @@ mod tests {
             )
             .unwrap();
         }
-        assert!(remove_bindings(dir.path(), "web"));
+        let mut bindings = Bindings::new(dir.path());
+        assert!(bindings.keep("web", "web-active.target").unwrap());
+        assert!(!bindings.keep("web", "web-active.target").unwrap());
+        assert!(bindings.keep("db", "db-active.target").unwrap());
+        assert_eq!(
+            bound_units(dir.path()),
+            ["db.service", "shared.service", "web.service"],
+            "promd.service is never a unit to fence"
+        );
+        assert!(bindings.remove("web"));
+        let kept = std::fs::read_to_string(keep_path(dir.path())).unwrap();
+        assert!(
+            kept.ends_with("[Unit]\nBefore=db-active.target\n"),
+            "{kept}"
+        );
+        // At start-up: exactly the configured groups, whatever an earlier run kept.
+        let only = BTreeMap::from([("api".to_string(), "api-active.target".to_string())]);
+        assert!(bindings.keep_all(only.clone()).unwrap());
+        assert!(!bindings.keep_all(only).unwrap(), "unchanged: no reload");
+        let kept = std::fs::read_to_string(keep_path(dir.path())).unwrap();
+        assert!(
+            kept.ends_with("[Unit]\nBefore=api-active.target\n"),
+            "{kept}"
+        );
         assert_eq!(bound_units(dir.path()), ["db.service", "shared.service"]);
+        assert!(!bindings.remove("web"), "nothing left to remove");
         assert!(!dir.path().join("web.service.d").exists());
     }
 
@@ -269,13 +429,23 @@ mod tests {
             .unwrap();
         }
         let keep = ["web.service".to_string()];
-        assert!(remove_bindings_except(dir.path(), "web", &keep));
+        // Read from the folder (a previous run's drop-ins), then kept by its own writes.
+        let mut bindings = Bindings::new(dir.path());
+        assert!(bindings.remove_except("web", &keep));
         assert!(binding_path(dir.path(), "web", "web.service").exists());
         assert!(!binding_path(dir.path(), "web", "old-helper.service").exists());
         assert!(binding_path(dir.path(), "db", "old-helper.service").exists());
         assert!(
-            !remove_bindings_except(dir.path(), "web", &keep),
+            !bindings.remove_except("web", &keep),
             "nothing left to remove"
         );
+        let text = binding_text("web", "new.service", k, None);
+        assert!(bindings.write("web", "new.service", &text).unwrap());
+        assert!(
+            bindings.remove_except("web", &keep),
+            "a unit bound since is known"
+        );
+        assert!(!binding_path(dir.path(), "web", "new.service").exists());
+        assert!(binding_path(dir.path(), "web", "web.service").exists());
     }
 }

@@ -18,7 +18,7 @@ pub mod dropin;
 mod env;
 pub mod signals;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -159,6 +159,8 @@ pub struct Systemd {
     /// The other one, for [`Systemd::urgent`].
     urgent_gate: Arc<Semaphore>,
     reloads: mpsc::UnboundedSender<ReloadRequest>,
+    /// The binding drop-ins under [`RUNTIME_UNIT_DIR`], by group.
+    bindings: Arc<Mutex<dropin::Bindings>>,
 }
 
 impl Systemd {
@@ -212,6 +214,7 @@ impl Systemd {
             gate: normal_gate,
             urgent_gate: Arc::new(Semaphore::new(URGENT_CALLS)),
             reloads,
+            bindings: Arc::new(Mutex::new(dropin::Bindings::new(RUNTIME_UNIT_DIR))),
         })
     }
 
@@ -693,34 +696,58 @@ impl Systemd {
 
     /// Bind the active target and each unit of its closure to promd with a runtime drop-in
     /// (see [`dropin::binding_text`]; the kill settings are the ones the walk read), and
-    /// unbind the group's units that left the closure. Reloads systemd once if anything was
-    /// added, changed or removed; returns whether it did.
+    /// unbind the group's units that left the closure; and keep the target loaded in PID 1
+    /// ([`dropin::keep_text`]). Reloads systemd once if anything was added, changed or
+    /// removed; returns whether it did.
     pub async fn bind_to_promd(
         &self,
         group: &str,
         target: &str,
         closure: &Closure,
     ) -> Result<bool, SystemdError> {
-        let dir = Path::new(RUNTIME_UNIT_DIR);
-        let mut changed = false;
-        let units = closure.with_target(target);
-        for unit in &units {
-            let path = dropin::binding_path(dir, group, unit);
-            let previous = std::fs::read_to_string(&path).ok();
-            let kill_mode = closure.kill_modes.get(unit).map_or("", String::as_str);
-            let text = dropin::binding_text(group, unit, kill_mode, previous.as_deref());
-            changed |= dropin::write_if_changed(&path, &text)?;
-        }
-        changed |= dropin::remove_bindings_except(dir, group, &units);
+        let changed = {
+            let mut bindings = lock(&self.bindings);
+            let mut changed = false;
+            let units = closure.with_target(target);
+            for unit in &units {
+                let previous = bindings.read(group, unit);
+                let kill_mode = closure.kill_modes.get(unit).map_or("", String::as_str);
+                let text = dropin::binding_text(group, unit, kill_mode, previous.as_deref());
+                changed |= bindings.write(group, unit, &text)?;
+            }
+            changed |= bindings.keep(group, target)?;
+            changed | bindings.remove_except(group, &units)
+        };
         if changed {
             self.reload().await?;
         }
         Ok(changed)
     }
 
+    /// At start-up: keep every group's active target loaded in PID 1
+    /// ([`dropin::keep_text`]) before the groups' first calls, with one `daemon-reload` in the
+    /// background (none when the drop-in is there from an earlier run). `targets`: group →
+    /// active target. A drop-in that cannot be written is logged; each group's first bind
+    /// tries again.
+    pub fn keep_loaded(&self, targets: BTreeMap<String, String>) {
+        match lock(&self.bindings).keep_all(targets) {
+            Ok(false) => {}
+            Ok(true) => {
+                let systemd = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = systemd.reload().await {
+                        tracing::warn!("daemon-reload for the groups' targets: {e}");
+                    }
+                });
+            }
+            Err(e) => tracing::warn!("keeping the groups' targets loaded: {e}"),
+        }
+    }
+
     /// Remove a group's drop-ins (the group was removed by a reload) and reload systemd.
     pub async fn unbind(&self, group: &str) -> Result<(), SystemdError> {
-        if dropin::remove_bindings(Path::new(RUNTIME_UNIT_DIR), group) {
+        let removed = lock(&self.bindings).remove(group);
+        if removed {
             self.reload().await?;
         }
         Ok(())
@@ -850,9 +877,9 @@ async fn timed<T>(
     }
 }
 
-fn lock(jobs: &Mutex<Jobs>) -> std::sync::MutexGuard<'_, Jobs> {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A poisoned lock only means a panic elsewhere mid-update of plain maps: keep going.
-    jobs.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn job_result(unit: &str, result: String) -> Result<(), SystemdError> {

@@ -424,6 +424,11 @@ impl GroupTask {
                 && let Some(op) = self.queue.pop()
             {
                 *in_flight = Some(op.clone());
+                let gate = if op.elects() {
+                    self.shared.elections.clone()
+                } else {
+                    self.shared.calls.clone()
+                };
                 // A campaign starts from the view, unless a read is under way to replace it.
                 let view = (resync.is_none() && matches!(op, Op::Campaign { .. }))
                     .then(|| values.campaign_view(&self.cfg.keys));
@@ -434,7 +439,7 @@ impl GroupTask {
                     &self.owned,
                     view,
                     &self.cfg,
-                    self.shared.calls.clone(),
+                    gate,
                 ));
             }
             // The watch was created anew (it read nothing we saw): read the group again.
