@@ -13,6 +13,7 @@
 //! ([`Systemd::reload`]). A stop that systemd refuses (`RefuseManualStop=yes`) is
 //! done by dependency instead; a unit that does not exist counts as stopped.
 
+pub mod address;
 pub mod closure;
 pub mod dropin;
 mod env;
