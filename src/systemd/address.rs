@@ -17,10 +17,16 @@ use crate::config::Address;
 /// The prefix of every address unit's name.
 pub const UNIT_PREFIX: &str = "promd-address-";
 
-/// The unit that holds `address` for `group`, e.g. `promd-address-web-192.0.2.10.service`
-/// (IPv6 colons are valid in unit names).
+/// The unit that holds `address` for `group`, e.g. `promd-address-web.192.0.2.10.service`
+/// (IPv6 colons are valid in unit names). Group names have no `.`, so the group's units are
+/// exactly those named [`group_prefix`]`…`.
 pub fn unit_name(group: &str, address: &Address) -> String {
-    format!("{UNIT_PREFIX}{group}-{}.service", address.ip)
+    format!("{}{}.service", group_prefix(group), address.ip)
+}
+
+/// What every address unit of `group` is named with first: `promd-address-GROUP.`.
+pub fn group_prefix(group: &str) -> String {
+    format!("{UNIT_PREFIX}{group}.")
 }
 
 /// Whether `unit` is one of promd's address units.
@@ -111,13 +117,14 @@ mod tests {
     fn unit_names_are_the_groups_and_the_addresses() {
         assert_eq!(
             unit_name("web", &v4()),
-            "promd-address-web-192.0.2.10.service"
+            "promd-address-web.192.0.2.10.service"
         );
         assert_eq!(
             unit_name("web", &v6()),
-            "promd-address-web-2001:db8::10.service"
+            "promd-address-web.2001:db8::10.service"
         );
         assert!(crate::config::valid_unit_name(&unit_name("web", &v6())));
+        assert!(!unit_name("web-2", &v4()).starts_with(&group_prefix("web")));
         assert!(is_address_unit(&unit_name("web", &v4())));
         assert!(!is_address_unit("web.service"));
     }
@@ -127,8 +134,8 @@ mod tests {
         let units = [unit_name("web", &v4()), unit_name("web", &v6())];
         let t = wants_text("web", &units);
         assert!(t.ends_with(
-            "[Unit]\nWants=promd-address-web-192.0.2.10.service\n\
-             Wants=promd-address-web-2001:db8::10.service\n"
+            "[Unit]\nWants=promd-address-web.192.0.2.10.service\n\
+             Wants=promd-address-web.2001:db8::10.service\n"
         ));
         let p = wants_path(Path::new("/run/systemd/system"), "web", "web-active.target");
         assert_eq!(

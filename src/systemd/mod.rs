@@ -20,7 +20,7 @@ mod env;
 pub mod signals;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +32,7 @@ use zbus::OwnedVariant;
 use zbus::{Connection, OwnedObjectPath};
 use zbus_systemd::systemd1::{ManagerProxy, UnitProxy};
 
+use crate::config::Address;
 pub use closure::{Closure, Reach, UnitInfo, Walk};
 use dropin::RUNTIME_UNIT_DIR;
 pub use dropin::write_atomically;
@@ -710,10 +711,22 @@ impl Systemd {
             let mut bindings = lock(&self.bindings);
             let mut changed = false;
             let units = closure.with_target(target);
+            // The group's address units come up after every other unit of the role and go
+            // down first; the target pulls them in (and orders itself after them).
+            let addresses: Vec<String> = units
+                .iter()
+                .filter(|u| u.starts_with(&address::group_prefix(group)))
+                .cloned()
+                .collect();
             for unit in &units {
                 let previous = bindings.read(group, unit);
                 let kill_mode = closure.kill_modes.get(unit).map_or("", String::as_str);
                 let text = dropin::binding_text(group, unit, kill_mode, previous.as_deref());
+                let text = if addresses.contains(unit) || unit == target {
+                    text
+                } else {
+                    dropin::order_before(text, &addresses)
+                };
                 changed |= bindings.write(group, unit, &text)?;
             }
             changed |= bindings.keep(group, target)?;
@@ -743,6 +756,24 @@ impl Systemd {
             }
             Err(e) => tracing::warn!("keeping the groups' targets loaded: {e}"),
         }
+    }
+
+    /// Write `group`'s address units and the drop-in that pulls them into `target`
+    /// ([`dropin::Bindings::addresses`]), and reload systemd if anything changed: before the
+    /// group's closure is walked, so that the walk finds them and they are bound to promd like
+    /// every unit of the role. Cheap when nothing changed (no reload, no folder read).
+    pub async fn prepare_addresses(
+        &self,
+        group: &str,
+        target: &str,
+        addresses: &[Address],
+    ) -> Result<(), SystemdError> {
+        let promd = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/bin/promd"));
+        let changed = lock(&self.bindings).addresses(group, target, addresses, &promd)?;
+        if changed {
+            self.reload().await?;
+        }
+        Ok(())
     }
 
     /// Remove a group's drop-ins (the group was removed by a reload) and reload systemd.
