@@ -710,10 +710,8 @@ impl Systemd {
             let mut changed = false;
             let units = closure.with_target(target);
             for unit in &units {
-                let previous = bindings.read(group, unit);
                 let kill_mode = closure.kill_modes.get(unit).map_or("", String::as_str);
-                let text = dropin::binding_text(group, unit, kill_mode, previous.as_deref());
-                changed |= bindings.write(group, unit, &text)?;
+                changed |= bindings.bind(group, unit, kill_mode)?;
             }
             changed |= bindings.keep(group, target)?;
             changed | bindings.remove_except(group, &units)
