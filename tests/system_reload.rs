@@ -417,8 +417,9 @@ fn env_value(h: &Host, key: &str) -> String {
         .to_string()
 }
 
-/// What web-follower.service runs with: InvocationID, ExecMainStartTimestamp, and the
-/// PROMD_LEADER and PROMD_TERM its main process read.
+/// What web-follower.service runs with: InvocationID, ExecMainStartTimestampMonotonic (µs;
+/// the plain timestamp has whole seconds, and a restart within the second looked like none),
+/// and the PROMD_LEADER and PROMD_TERM its main process read.
 fn follower(h: &Host) -> (String, String, String, String) {
     let show = |p: &str| {
         h.run_ok(&["systemctl", "show", "-P", p, "web-follower.service"])
@@ -438,7 +439,7 @@ fn follower(h: &Host) -> (String, String, String, String) {
     };
     (
         show("InvocationID"),
-        show("ExecMainStartTimestamp"),
+        show("ExecMainStartTimestampMonotonic"),
         var("PROMD_LEADER"),
         var("PROMD_TERM"),
     )
@@ -524,7 +525,12 @@ fn after_a_failover_passive_hosts_follow_the_new_leader_and_the_path_recipe_rest
     let now = follower(h);
     let was = &before[stayed];
     assert_ne!(now.0, was.0, "{}: a new InvocationID", h.name());
-    assert_ne!(now.1, was.1, "{}: a new ExecMainStartTimestamp", h.name());
+    assert_ne!(
+        now.1,
+        was.1,
+        "{}: a new ExecMainStartTimestampMonotonic",
+        h.name()
+    );
     assert_eq!(
         (now.2.as_str(), now.3.as_str()),
         (new_leader.as_str(), new_term.as_str())

@@ -140,22 +140,9 @@ pub fn stop_unit(unit: &str) -> String {
 
 /// Every unit bound to promd under `dir` (any group): the units `promd fence` kills.
 pub fn bound_units(dir: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut units: Vec<String> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let unit = name.strip_suffix(".d")?.to_string();
-            let bound = std::fs::read_dir(e.path())
-                .ok()?
-                .filter_map(|f| f.ok())
-                .any(|f| f.file_name().to_str().and_then(group_of).is_some());
-            bound.then_some(unit)
-        })
-        .collect();
+    let mut units: Vec<String> = scan(dir).into_values().flatten().collect();
     units.sort();
+    units.dedup();
     units
 }
 
@@ -197,10 +184,25 @@ impl Bindings {
         self.by_group.get_or_insert_with(|| scan(dir))
     }
 
-    /// Bind `unit` to promd for `group` with `text` (see [`binding_text`]), atomically and
-    /// only if it changed; true if it did.
-    pub fn write(&mut self, group: &str, unit: &str, text: &str) -> Result<bool, SystemdError> {
-        let changed = write_if_changed(&binding_path(&self.dir, group, unit), text)?;
+    /// Bind `unit` to promd for `group` ([`binding_text`] with the unit's `kill_mode`, as
+    /// the walk read it, ordered [`order_before`] the units in `before`), atomically and only
+    /// if the drop-in there differs; true if it did. The drop-in there is read once: it is
+    /// also what [`binding_text`] keeps an override of.
+    pub fn bind(
+        &mut self,
+        group: &str,
+        unit: &str,
+        kill_mode: &str,
+        before: &[String],
+    ) -> Result<bool, SystemdError> {
+        let path = binding_path(&self.dir, group, unit);
+        let previous = std::fs::read_to_string(&path).ok();
+        let text = binding_text(group, unit, kill_mode, previous.as_deref());
+        let text = order_before(text, before);
+        let changed = previous.as_deref() != Some(text.as_str());
+        if changed {
+            write_atomically(&path, text.as_bytes())?;
+        }
         self.groups()
             .entry(group.to_string())
             .or_default()
@@ -268,11 +270,6 @@ impl Bindings {
             addressed.insert(group.to_string(), units.into_iter().collect());
         }
         Ok(changed)
-    }
-
-    /// The drop-in `group` holds for `unit` now, if any.
-    pub fn read(&self, group: &str, unit: &str) -> Option<String> {
-        std::fs::read_to_string(binding_path(&self.dir, group, unit)).ok()
     }
 
     /// Remove the group's binding drop-ins of every unit but those in `keep` (units that left
@@ -586,8 +583,11 @@ mod tests {
             !bindings.remove_except("web", &keep),
             "nothing left to remove"
         );
-        let text = binding_text("web", "new.service", k, None);
-        assert!(bindings.write("web", "new.service", &text).unwrap());
+        assert!(bindings.bind("web", "new.service", k, &[]).unwrap());
+        assert!(
+            !bindings.bind("web", "new.service", k, &[]).unwrap(),
+            "unchanged"
+        );
         assert!(
             bindings.remove_except("web", &keep),
             "a unit bound since is known"

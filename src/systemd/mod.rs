@@ -719,15 +719,15 @@ impl Systemd {
                 .cloned()
                 .collect();
             for unit in &units {
-                let previous = bindings.read(group, unit);
                 let kill_mode = closure.kill_modes.get(unit).map_or("", String::as_str);
-                let text = dropin::binding_text(group, unit, kill_mode, previous.as_deref());
-                let text = if addresses.contains(unit) || unit == target {
-                    text
+                // Address units and the target itself are ordered by the target's own
+                // drop-in; every other unit goes up before the addresses, down after them.
+                let before: &[String] = if addresses.contains(unit) || unit == target {
+                    &[]
                 } else {
-                    dropin::order_before(text, &addresses)
+                    &addresses
                 };
-                changed |= bindings.write(group, unit, &text)?;
+                changed |= bindings.bind(group, unit, kill_mode, before)?;
             }
             changed |= bindings.keep(group, target)?;
             changed | bindings.remove_except(group, &units)

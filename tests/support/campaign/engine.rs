@@ -287,11 +287,14 @@ pub(super) fn manager_call(h: &Host, method: &str) -> String {
 }
 
 /// Whether every zoo service that ran on host `h` at `t` (realtime ns) has stopped since.
+/// A run whose stop line a kill lost (the recorder's `ExecStopPost=` killed with the unit)
+/// counts as stopped once systemd says the unit went inactive after the run began.
 pub(super) fn stopped_since(c: &Cluster, h: usize, t: u64) -> bool {
-    ZOO_SERVICES.iter().all(|(_, log)| {
+    ZOO_SERVICES.iter().all(|(unit, log)| {
         hosts::read_spans(c.span_dir(h).join(log))
             .iter()
-            .all(|s| s.start_ns >= t || s.stop_ns.is_some())
+            .filter(|s| s.start_ns < t && s.stop_ns.is_none())
+            .all(|s| zoo::inactive_since(c, h, unit).is_some_and(|at| at >= s.start_ns))
     })
 }
 

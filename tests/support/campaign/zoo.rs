@@ -377,6 +377,25 @@ pub(super) fn close_lost_stops(c: &Cluster, all: &mut [HostSpans]) -> usize {
     closed
 }
 
+/// When `unit` on host `i` last went inactive (realtime ns), as systemd says; `None` before
+/// its first stop or when the host does not answer.
+pub(super) fn inactive_since(c: &Cluster, i: usize, unit: &str) -> Option<u64> {
+    let out = c.hosts[i].exec_timeout(
+        &[
+            "busctl",
+            "get-property",
+            "org.freedesktop.systemd1",
+            &format!("/org/freedesktop/systemd1/unit/{}", bus_path_label(unit)),
+            "org.freedesktop.systemd1.Unit",
+            "InactiveEnterTimestamp",
+        ],
+        Duration::from_secs(20),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let us = text.trim().strip_prefix("t ")?.parse::<u64>().ok()?;
+    (us > 0).then_some(us * 1000)
+}
+
 /// When systemd's journal on host `i` says `unit` stopped (realtime ns, in order), from
 /// `since_ns` on.
 fn journal_stops(c: &Cluster, i: usize, unit: &str, since_ns: u64) -> Vec<u64> {
