@@ -20,6 +20,8 @@
 #   benches/haproxy.rs), health-checking promd's /v1/groups/web/active. The tests run it
 #   themselves, in the foreground; the package's own service is kept from starting during the
 #   install (policy-rc.d) and stopped and disabled below if it runs anyway.
+# - iputils-arping and ndisc6: the floating-address tests (tests/system_addresses.rs) ask who
+#   answers for an address on their segment (`arping`, `ndisc6`), as an operator would.
 # - Installing etcd-server must not leave an etcd running on the machine itself: services are
 #   kept from starting during the install (policy-rc.d), and if one was started anyway through
 #   the package's own service (systemd or /etc/init.d/etcd), it is stopped and disabled.
@@ -49,6 +51,8 @@ PACKAGES=(
     python3-minimal
     haproxy
     prometheus
+    iputils-arping
+    ndisc6
 )
 
 log() { printf 'deps: %s\n' "$*"; }

@@ -124,22 +124,20 @@ pub fn unsolicited_na_frame(mac: [u8; 6], ip: Ipv6Addr) -> Vec<u8> {
     f
 }
 
-/// The Ethernet address of `interface`, from sysfs (`aa:bb:cc:dd:ee:ff`).
+/// The Ethernet address of `interface`, as the kernel reports it to `getifaddrs(3)` (its
+/// `AF_PACKET` entry). Not from `/sys/class/net`: a sysfs mounted in another network
+/// namespace (a container's, say) does not list the interface.
 fn interface_mac(interface: &str) -> Result<[u8; 6], AnnounceError> {
     let bad = |why: String| AnnounceError::Interface {
         interface: interface.to_string(),
         why,
     };
-    let path = format!("/sys/class/net/{interface}/address");
-    let text = std::fs::read_to_string(&path).map_err(|e| bad(format!("{path}: {e}")))?;
-    let bytes: Vec<u8> = text
-        .trim()
-        .split(':')
-        .map(|h| u8::from_str_radix(h, 16))
-        .collect::<Result<_, _>>()
-        .map_err(|_| bad(format!("not an Ethernet address: {}", text.trim())))?;
-    <[u8; 6]>::try_from(bytes.as_slice())
-        .map_err(|_| bad(format!("not an Ethernet address: {}", text.trim())))
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| bad(format!("getifaddrs: {e}")))?;
+    addrs
+        .filter(|a| a.interface_name == interface)
+        .filter_map(|a| a.address?.as_link_addr()?.addr())
+        .find(|mac| *mac != [0; 6])
+        .ok_or_else(|| bad("no such interface, or it has no Ethernet address".into()))
 }
 
 /// Send the announcement of `ip` on `interface` [`REPEATS`] times, [`INTERVAL`] apart.
