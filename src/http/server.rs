@@ -7,6 +7,9 @@
 //! - A connection must send a request's whole header within [`Limits::header_read_timeout`]
 //!   of the moment the server starts reading it, also between keep-alive requests: an idle
 //!   or dribbling client is closed then.
+//! - Writing an answer must make progress at least every [`Limits::write_timeout`]: a client
+//!   that sends requests but does not read the answers (its receive window stays shut) is
+//!   closed then, instead of holding its slot until [`Limits::max_connection_age`].
 //! - A connection lives at most [`Limits::max_connection_age`]; then it is closed after the
 //!   request in flight (or at once if it has none).
 //! - Request bodies are not read; headers are read into at most [`MAX_BUF`] bytes.
@@ -16,8 +19,12 @@
 //! [`Limits::bind_retry_max`] apart; promd's role goes on regardless.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -27,8 +34,10 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{Semaphore, oneshot};
+use tokio::time::Sleep;
 
 use super::StateReader;
 use super::metrics::wants_openmetrics;
@@ -46,6 +55,13 @@ pub struct Limits {
     /// How long a client may take to send a request's header, also the longest a
     /// keep-alive connection may idle between requests (default 5 s).
     pub header_read_timeout: Duration,
+    /// How long writing an answer may make no progress (the client's receive window shut)
+    /// before the connection is closed (default 5 s). A client that pipelines requests and
+    /// never reads would otherwise hold its slot until [`Limits::max_connection_age`]; a
+    /// client that reads at all, however slowly, resets it. A reader on a working network
+    /// opens its window again within milliseconds; 5 s is the header-read timeout's bound
+    /// for the other direction, and well above what a balancer's check waits anyway.
+    pub write_timeout: Duration,
     /// How long one connection may be kept open (default 5 min).
     pub max_connection_age: Duration,
     /// The longest wait between two attempts to bind an address (default 30 s; the first
@@ -58,6 +74,7 @@ impl Default for Limits {
         Limits {
             max_connections: 256,
             header_read_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(5),
             max_connection_age: Duration::from_secs(300),
             bind_retry_max: Duration::from_secs(30),
         }
@@ -152,7 +169,11 @@ impl Listener {
             match listener.accept().await {
                 Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(serve(stream, self.reader.clone(), self.limits, permit));
+                    let conn = serve(stream, self.reader.clone(), self.limits);
+                    tokio::spawn(async move {
+                        conn.await;
+                        drop(permit);
+                    });
                 }
                 Err(e) => {
                     // Out of file descriptors, or a connection reset before it was
@@ -187,13 +208,97 @@ impl Listener {
     }
 }
 
-/// One connection, within the limits; its permit is given back when it ends.
-async fn serve(
-    stream: TcpStream,
-    reader: StateReader,
-    limits: Limits,
-    permit: OwnedSemaphorePermit,
-) {
+/// A stream whose writes fail with [`io::ErrorKind::TimedOut`] once they have made no
+/// progress for `timeout`. hyper's header-read timeout only covers reading; without this, a
+/// client that pipelines requests and never reads the answers keeps hyper waiting to write
+/// (and the connection's slot taken) until the connection's age runs out.
+struct WriteTimeout<S> {
+    inner: S,
+    timeout: Duration,
+    /// Armed when a write or flush first returns `Pending`; dropped on any progress.
+    stall: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> WriteTimeout<S> {
+    fn new(inner: S, timeout: Duration) -> WriteTimeout<S> {
+        WriteTimeout {
+            inner,
+            timeout,
+            stall: None,
+        }
+    }
+
+    /// Pass on the inner stream's answer: progress (or an error) disarms the timer;
+    /// `Pending` arms it, or fails once it has fired (its waker is `cx`'s as well).
+    fn check<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        inner: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if inner.is_ready() {
+            self.stall = None;
+            return inner;
+        }
+        let timeout = self.timeout;
+        let stall = self
+            .stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match stall.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client has not read its answer",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteTimeout<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let inner = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.check(cx, inner)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let inner = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.check(cx, inner)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let inner = Pin::new(&mut self.inner).poll_flush(cx);
+        self.check(cx, inner)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // A TCP shutdown does not wait for the peer.
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// One connection, within the limits.
+async fn serve(stream: TcpStream, reader: StateReader, limits: Limits) {
     let service = service_fn(move |req: Request<Incoming>| {
         let snapshot = reader.snapshot();
         let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
@@ -215,7 +320,8 @@ async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(MAX_BUF);
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let io = TokioIo::new(WriteTimeout::new(stream, limits.write_timeout));
+    let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     tokio::select! {
         // Errors are the client's doing (a reset, a header timeout, a bad request, which
@@ -226,7 +332,6 @@ async fn serve(
             let _ = tokio::time::timeout(limits.header_read_timeout, conn).await;
         }
     }
-    drop(permit);
 }
 
 /// A [`Reply`] as hyper's response.
@@ -242,4 +347,43 @@ fn response(reply: Reply) -> Response<Full<Bytes>> {
         headers.insert(ALLOW, HeaderValue::from_static(allow));
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_write_that_makes_no_progress_times_out_and_progress_resets_it() {
+        let timeout = Duration::from_millis(200);
+        let (ours, mut peer) = tokio::io::duplex(64);
+        let mut w = WriteTimeout::new(ours, timeout);
+        // The peer reads 64 bytes every 100 ms: slow, but progress, so no timeout.
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if peer.read(&mut buf).await.unwrap_or(0) == 0 {
+                    break;
+                }
+            }
+            peer // then it stops reading, and holds its end open
+        });
+        let data = [7u8; 64 * 4];
+        if let Err(e) = w.write_all(&data).await {
+            panic!("a slow reader's writes failed: {e}");
+        }
+        // Now nobody reads: the write fails once it has stalled for `timeout`.
+        let started = std::time::Instant::now();
+        let e = match w.write_all(&[7u8; 1024]).await {
+            Ok(()) => panic!("a write nobody reads succeeded"),
+            Err(e) => e,
+        };
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        let took = started.elapsed();
+        assert!(took >= timeout, "timed out after {took:?}");
+        assert!(took < timeout * 10, "timed out only after {took:?}");
+        drop(reader.await);
+    }
 }
