@@ -4,6 +4,9 @@
 //! - At most [`Limits::max_connections`] connections at once, across every address: at the
 //!   cap the server stops accepting until one ends (new clients wait in the kernel's
 //!   backlog), so memory and file descriptors stay bounded.
+//! - At most [`Limits::max_per_client`] of them from one peer IP address: a connection over
+//!   that is closed at once after it is accepted, without taking one of the global slots, so
+//!   one client cannot take every slot.
 //! - A connection must send a request's whole header within [`Limits::header_read_timeout`]
 //!   of the moment the server starts reading it, also between keep-alive requests: an idle
 //!   or dribbling client is closed then.
@@ -18,12 +21,13 @@
 //! the error (and its errno) and tried again with a growing delay, up to
 //! [`Limits::bind_retry_max`] apart; promd's role goes on regardless.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -36,7 +40,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Sleep;
 
 use super::StateReader;
@@ -52,6 +56,12 @@ pub const MAX_BUF: usize = 16 * 1024;
 pub struct Limits {
     /// Connections served at once, across every address (default 256).
     pub max_connections: usize,
+    /// Connections served at once from one peer IP address (default 32). A balancer's health
+    /// checks are short, one connection each (one or a few in flight per balancer), and a
+    /// scraper or `curl` takes one more: 32 leaves room for several of them behind one
+    /// address (a NAT, a proxy host), while one client (broken or hostile) can take at most
+    /// an eighth of [`Limits::max_connections`]. Above it, a new connection is closed at once.
+    pub max_per_client: usize,
     /// How long a client may take to send a request's header, also the longest a
     /// keep-alive connection may idle between requests (default 5 s).
     pub header_read_timeout: Duration,
@@ -73,6 +83,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_connections: 256,
+            max_per_client: 32,
             header_read_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(5),
             max_connection_age: Duration::from_secs(300),
@@ -108,12 +119,14 @@ impl HttpServer {
             .spawn(move || {
                 rt.block_on(async move {
                     let permits = Arc::new(Semaphore::new(limits.max_connections));
+                    let clients = Arc::new(Clients::new(limits.max_per_client));
                     for addr in addrs {
                         let listener = Listener {
                             addr,
                             reader: reader.clone(),
                             limits,
                             permits: permits.clone(),
+                            clients: clients.clone(),
                             bound: bound_tx.clone(),
                         };
                         tokio::spawn(listener.run());
@@ -152,6 +165,7 @@ struct Listener {
     reader: StateReader,
     limits: Limits,
     permits: Arc<Semaphore>,
+    clients: Arc<Clients>,
     bound: std::sync::mpsc::Sender<SocketAddr>,
 }
 
@@ -166,14 +180,33 @@ impl Listener {
             let Ok(permit) = self.permits.clone().acquire_owned().await else {
                 return; // never closed
             };
+            self.accept_one(&listener, local, permit).await;
+        }
+    }
+
+    /// Accept until one connection is served with `permit`. A connection from an address
+    /// already at its cap is closed at once (dropped), and the permit kept for the next.
+    async fn accept_one(
+        &self,
+        listener: &TcpListener,
+        local: SocketAddr,
+        permit: OwnedSemaphorePermit,
+    ) {
+        loop {
             match listener.accept().await {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
+                    let Some(slot) = self.clients.enter(peer.ip()) else {
+                        // Debug only: a flood would otherwise flood the journal too.
+                        tracing::debug!("http: {peer} is at its connection cap; closed");
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let conn = serve(stream, self.reader.clone(), self.limits);
                     tokio::spawn(async move {
                         conn.await;
-                        drop(permit);
+                        drop((slot, permit));
                     });
+                    return;
                 }
                 Err(e) => {
                     // Out of file descriptors, or a connection reset before it was
@@ -203,6 +236,65 @@ impl Listener {
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(self.limits.bind_retry_max);
                 }
+            }
+        }
+    }
+}
+
+/// The connections open per peer address, shared by every listener of the server.
+struct Clients {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Clients {
+    fn new(max: usize) -> Clients {
+        Clients {
+            max,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A slot for one more connection from `ip`, or `None` if it has [`Clients::max`]
+    /// already. An IPv4 client seen through an IPv6 socket (`::ffff:a.b.c.d`) counts as its
+    /// IPv4 address.
+    fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {
+        let ip = ip.to_canonical();
+        let mut open = self.lock();
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            if *n == 0 {
+                open.remove(&ip);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            clients: self.clone(),
+            ip,
+        })
+    }
+
+    /// The map, also if a thread panicked while holding it: nothing in here panics between
+    /// two consistent states, so its counts are still right.
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One connection's place in [`Clients`]; dropping it gives the place back.
+struct ClientSlot {
+    clients: Arc<Clients>,
+    ip: IpAddr,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.clients.lock();
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.ip);
             }
         }
     }
@@ -353,6 +445,46 @@ fn response(reply: Reply) -> Response<Full<Bytes>> {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))
+    }
+
+    #[test]
+    fn a_client_gets_at_most_its_cap_and_its_places_back() {
+        let clients = Arc::new(Clients::new(2));
+        let a = clients.enter(ip("192.0.2.1"));
+        let b = clients.enter(ip("::ffff:192.0.2.1"));
+        assert!(a.is_some() && b.is_some());
+        // The same client over IPv4 and IPv4-mapped IPv6: at its cap.
+        assert!(clients.enter(ip("192.0.2.1")).is_none());
+        assert!(clients.enter(ip("192.0.2.2")).is_some());
+        drop(a);
+        let c = clients.enter(ip("192.0.2.1"));
+        assert!(c.is_some());
+        drop((b, c));
+        assert!(clients.lock().is_empty(), "{:?}", clients.lock());
+        // A cap of 0 refuses everyone and leaves nothing behind.
+        let none = Arc::new(Clients::new(0));
+        assert!(none.enter(ip("192.0.2.1")).is_none());
+        assert!(none.lock().is_empty());
+    }
+
+    #[test]
+    fn a_poisoned_map_still_counts() {
+        let clients = Arc::new(Clients::new(1));
+        let held = clients.enter(ip("192.0.2.1"));
+        let poisoner = clients.clone();
+        let _ = std::thread::spawn(move || {
+            let _guard = poisoner.open.lock();
+            panic!("poisoning the map on purpose");
+        })
+        .join();
+        assert!(clients.open.is_poisoned());
+        assert!(clients.enter(ip("192.0.2.1")).is_none());
+        drop(held);
+        assert!(clients.enter(ip("192.0.2.1")).is_some());
+    }
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_write_that_makes_no_progress_times_out_and_progress_resets_it() {
