@@ -51,11 +51,8 @@ INSTALL_PROGRAM ?= $(INSTALL) -m 0755
 INSTALL_DATA ?= $(INSTALL) -m 0644
 
 MANPAGES := packaging/man/promd.8 packaging/man/promctl.1 packaging/man/promd.toml.5
-EXAMPLES := packaging/examples/web-active.target packaging/examples/web-passive.target \
-	packaging/examples/web.service packaging/examples/web-follower.service \
-	packaging/examples/web-follow-leader.path packaging/examples/web-follow-leader.service \
-	packaging/examples/prometheus.yml \
-	packaging/examples/promd-alerts.yml
+# Every file of packaging/examples is installed: a list by hand forgot haproxy.cfg.
+EXAMPLES := $(sort $(wildcard packaging/examples/*))
 DBUS_INTERFACES := $(wildcard dbus/org.promd1.*.xml)
 
 # Integration tests that need no root: every tests/*.rs but the system tests (nspawn hosts,

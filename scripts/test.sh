@@ -97,7 +97,8 @@ if [ "${#SYSTEM_TESTS[@]}" -gt 0 ]; then
     # The release build, as installed: the timing bounds (200 groups re-elected within
     # lease + 1 s, a 1 s lease failed over within 1.5 s) are about the promd that ships; the
     # debug build took 0.6-1.3 s longer to re-elect 200 groups.
-    step system-tests cargo test --release "${SYSTEM_TESTS[@]}" -- --test-threads=1
+    # --no-fail-fast: one failing file must not hide how the others fare.
+    step system-tests cargo test --release --no-fail-fast "${SYSTEM_TESTS[@]}" -- --test-threads=1
 fi
 
 # Totals over every `cargo test` run above.

@@ -1,8 +1,9 @@
 //! The HTTP state endpoint against a real listener on loopback (an ephemeral port): every
 //! route over the wire, slow clients that do not hold up a normal one and are closed at the
-//! header-read timeout, and the connection cap.
+//! header-read timeout, clients that never read their answers (closed at the write
+//! timeout), the connection cap and the cap per client address.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use promd::agent::{GroupId, GroupView, MemberView, ViewUpdate};
@@ -10,7 +11,9 @@ use promd::http::{HttpServer, Limits, StateFeed};
 use promd::metrics::Metrics;
 use promd::status::StatusReport;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::task::JoinHandle;
 
 #[path = "support/promtool.rs"]
 mod promtool;
@@ -123,10 +126,15 @@ fn parse(raw: &[u8]) -> Answer {
 
 /// One request on a new connection (`Connection: close`), read to the end.
 async fn request(addr: SocketAddr, method: &str, path: &str) -> Answer {
-    let mut s = match TcpStream::connect(addr).await {
+    let s = match TcpStream::connect(addr).await {
         Ok(s) => s,
         Err(e) => panic!("connect {addr}: {e}"),
     };
+    ask(s, method, path).await
+}
+
+/// One request on `s` (`Connection: close`), read to the end.
+async fn ask(mut s: TcpStream, method: &str, path: &str) -> Answer {
     let req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
     if let Err(e) = s.write_all(req.as_bytes()).await {
         panic!("write: {e}");
@@ -140,6 +148,90 @@ async fn request(addr: SocketAddr, method: &str, path: &str) -> Answer {
 
 async fn get(addr: SocketAddr, path: &str) -> Answer {
     request(addr, "GET", path).await
+}
+
+/// A connection to `addr` from the loopback address `from` (127.0.0.0/8 is all local on
+/// Linux, so each is a client address of its own to the server), with a receive buffer of
+/// `rcvbuf` bytes if given (the kernel doubles it, and has a floor).
+async fn connect_from(from: Ipv4Addr, addr: SocketAddr, rcvbuf: Option<u32>) -> TcpStream {
+    let socket = match TcpSocket::new_v4() {
+        Ok(s) => s,
+        Err(e) => panic!("socket: {e}"),
+    };
+    if let Some(size) = rcvbuf
+        && let Err(e) = socket.set_recv_buffer_size(size)
+    {
+        panic!("SO_RCVBUF: {e}");
+    }
+    if let Err(e) = socket.bind(SocketAddr::from((from, 0))) {
+        panic!("bind {from}: {e}");
+    }
+    match socket.connect(addr).await {
+        Ok(s) => s,
+        Err(e) => panic!("connect {addr} from {from}: {e}"),
+    }
+}
+
+/// `GET path` from the loopback address `from`, on a new connection.
+async fn get_from(from: Ipv4Addr, addr: SocketAddr, path: &str) -> Answer {
+    ask(connect_from(from, addr, None).await, "GET", path).await
+}
+
+/// A client that pipelines `GET /v1/status` without end and never reads the answers, with a
+/// small receive buffer: the server soon cannot write to it.
+struct NonReader {
+    connected: Instant,
+    /// Never read; only peeked at, which leaves the bytes where they are.
+    rd: OwnedReadHalf,
+    /// Ends at the first failed write (the server closed the connection: it answers the
+    /// requests that keep coming with a reset), with the moment it failed.
+    writer: JoinHandle<Instant>,
+}
+
+impl NonReader {
+    async fn open(from: Ipv4Addr, addr: SocketAddr) -> NonReader {
+        let s = connect_from(from, addr, Some(4096)).await;
+        let connected = Instant::now();
+        let (rd, mut wr) = s.into_split();
+        let writer = tokio::spawn(async move {
+            let batch = "GET /v1/status HTTP/1.1\r\nHost: stuck\r\n\r\n".repeat(100);
+            while wr.write_all(batch.as_bytes()).await.is_ok() {}
+            Instant::now()
+        });
+        NonReader {
+            connected,
+            rd,
+            writer,
+        }
+    }
+
+    /// Whether the server serves this connection: true once an answer's first byte has come
+    /// (left unread), false if the server closed it unanswered. Panics after `limit`.
+    async fn served(&mut self, limit: Duration) -> bool {
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(limit, self.rd.peek(&mut byte)).await {
+            Ok(Ok(n)) => n > 0,
+            Ok(Err(_)) => false,
+            Err(_) => panic!("neither answered nor closed within {limit:?}"),
+        }
+    }
+
+    /// The moment the server closed the connection (seen by the writer); panics after
+    /// `limit`.
+    async fn closed_within(self, limit: Duration) -> Instant {
+        let NonReader { rd, writer, .. } = self;
+        let abort = writer.abort_handle();
+        let at = match tokio::time::timeout(limit, writer).await {
+            Ok(Ok(at)) => at,
+            Ok(Err(e)) => panic!("{e}"),
+            Err(_) => {
+                abort.abort();
+                panic!("the server did not close a non-reading client within {limit:?}");
+            }
+        };
+        drop(rd);
+        at
+    }
 }
 
 /// Read until the server closes the connection (EOF or reset); panics after `limit`.
@@ -233,6 +325,9 @@ async fn slow_clients_neither_stall_others_nor_stay() {
     let timeout = Duration::from_secs(3);
     let limits = Limits {
         header_read_timeout: timeout,
+        // All 200 come from 127.0.0.1: the cap per address is out of the way here (it has
+        // tests of its own), this is about the header timeout.
+        max_per_client: Limits::default().max_connections,
         ..Limits::default()
     };
     let (_feed, _server, addr) = start(limits);
@@ -450,4 +545,195 @@ async fn metrics_over_the_wire_pass_promtool() {
     );
     assert!(om.text().ends_with("# EOF\n"), "{}", om.text());
     drop(server);
+}
+
+/// The reviewer's case: 300 connections from one address that pipeline `GET /v1/status` and
+/// never read, against 64 slots. Only `max_per_client` (16) of them are served, the rest are
+/// closed at once, so a balancer's check from another address is answered within 1 s while
+/// the 16 are still open; and the 16 are closed once their answers have made no progress for
+/// the write timeout (3 s; the header timeout is set to 60 s, so it is not what closes them).
+#[tokio::test]
+async fn clients_that_never_read_neither_lock_out_others_nor_stay() {
+    let write_timeout = Duration::from_secs(3);
+    let limits = Limits {
+        max_connections: 64,
+        max_per_client: 16,
+        write_timeout,
+        header_read_timeout: Duration::from_secs(60),
+        ..Limits::default()
+    };
+    let (_feed, _server, addr) = start(limits);
+    let flooder = Ipv4Addr::new(127, 0, 0, 1);
+    let mut clients = Vec::new();
+    for _ in 0..300 {
+        clients.push(NonReader::open(flooder, addr).await);
+    }
+    let mut stuck = Vec::new();
+    let mut refused = Vec::new();
+    for mut c in clients {
+        if c.served(Duration::from_secs(10)).await {
+            stuck.push(c);
+        } else {
+            refused.push(c);
+        }
+    }
+    assert_eq!((stuck.len(), refused.len()), (16, 284));
+
+    // A balancer's check from another address, while the 16 are stuck.
+    let asked = Instant::now();
+    let check = get_from(Ipv4Addr::new(127, 0, 0, 2), addr, "/v1/groups/web/active");
+    let a = match tokio::time::timeout(Duration::from_secs(1), check).await {
+        Ok(a) => a,
+        Err(_) => panic!("a check from 127.0.0.2 was not answered within 1 s"),
+    };
+    let answered = Instant::now();
+    assert_eq!((a.status, a.text().as_str()), (200, "active (term 7)\n"));
+
+    for c in refused {
+        c.closed_within(Duration::from_secs(5)).await;
+    }
+    // Each stuck client is closed: not before the write timeout has passed since it
+    // connected, and within it plus the time to fill the buffers, with slack.
+    for c in stuck {
+        let connected = c.connected;
+        let at = c
+            .closed_within(write_timeout + Duration::from_secs(5))
+            .await;
+        assert!(
+            at > answered,
+            "a stuck client was closed {:?} after the check asked, before it was answered",
+            at.duration_since(asked)
+        );
+        assert!(
+            at.duration_since(connected) >= write_timeout,
+            "a stuck client was closed {:?} after it connected",
+            at.duration_since(connected)
+        );
+    }
+}
+
+/// Non-readers from four addresses, each within its cap, take every slot (32): a client from
+/// a fifth address waits in the backlog, and is answered once the write timeout (1 s) has
+/// closed one of them, not at the connection age limit (5 min by default).
+#[tokio::test]
+async fn non_readers_in_every_slot_leave_at_the_write_timeout() {
+    let write_timeout = Duration::from_secs(1);
+    let limits = Limits {
+        max_connections: 32,
+        max_per_client: 8,
+        write_timeout,
+        header_read_timeout: Duration::from_secs(60),
+        ..Limits::default()
+    };
+    let (_feed, _server, addr) = start(limits);
+    let mut stuck = Vec::new();
+    for last in [1, 3, 4, 5] {
+        for _ in 0..8 {
+            stuck.push(NonReader::open(Ipv4Addr::new(127, 0, 0, last), addr).await);
+        }
+    }
+    for c in &mut stuck {
+        assert!(
+            c.served(Duration::from_secs(10)).await,
+            "a client within the caps was refused"
+        );
+    }
+    let asked = Instant::now();
+    let check = tokio::spawn(async move {
+        let a = get_from(Ipv4Addr::new(127, 0, 0, 2), addr, "/v1/groups/web/active").await;
+        (a.status, Instant::now())
+    });
+    let mut first_close: Option<Instant> = None;
+    for c in stuck {
+        let connected = c.connected;
+        let at = c
+            .closed_within(write_timeout + Duration::from_secs(5))
+            .await;
+        assert!(at.duration_since(connected) >= write_timeout);
+        first_close = Some(first_close.map_or(at, |f| f.min(at)));
+    }
+    let (status, answered) = match tokio::time::timeout(Duration::from_secs(5), check).await {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => panic!("{e}"),
+        Err(_) => panic!("the check was not answered within 5 s of the last close"),
+    };
+    assert_eq!(status, 200);
+    let Some(first_close) = first_close else {
+        panic!("no connection held");
+    };
+    assert!(
+        answered >= first_close,
+        "the check was answered {:?} after it asked, with every slot held",
+        answered.duration_since(asked)
+    );
+}
+
+/// With a cap of 4 per address and 5 slots, 4 keep-alive connections from 127.0.0.1 are
+/// served and stay; 6 more from it are closed at once, unanswered (within 1 s; the header
+/// timeout, 30 s here, would close them only then), and do not take the fifth slot: a client
+/// from 127.0.0.2 is answered. Once one of the 4 ends, 127.0.0.1 may open another.
+#[tokio::test]
+async fn one_address_holds_at_most_max_per_client() {
+    let limits = Limits {
+        max_connections: 5,
+        max_per_client: 4,
+        header_read_timeout: Duration::from_secs(30),
+        ..Limits::default()
+    };
+    let (_feed, _server, addr) = start(limits);
+    let one = Ipv4Addr::new(127, 0, 0, 1);
+    let req = "GET /v1/health HTTP/1.1\r\nHost: held\r\n\r\n";
+    // Whether `s` is answered 200 (and stays open), or closed unanswered, within 1 s.
+    async fn answered(s: &mut TcpStream, req: &str) -> bool {
+        if s.write_all(req.as_bytes()).await.is_err() {
+            return false;
+        }
+        let mut buf = vec![0u8; 4096];
+        match tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => false,
+            Ok(Ok(n)) => {
+                let text = String::from_utf8_lossy(&buf[..n]);
+                assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+                true
+            }
+            Err(_) => panic!("neither answered nor closed within 1 s"),
+        }
+    }
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..10 {
+        let mut s = connect_from(one, addr, None).await;
+        if answered(&mut s, req).await {
+            held.push(s);
+        } else {
+            refused += 1;
+        }
+    }
+    assert_eq!((held.len(), refused), (4, 6));
+
+    let a = get_from(Ipv4Addr::new(127, 0, 0, 2), addr, "/v1/groups/web/active").await;
+    assert_eq!(a.status, 200);
+    // The 4 are still open, and served.
+    for s in &mut held {
+        assert!(answered(s, req).await, "a held connection was closed");
+    }
+    // One of them ends (the server's close is seen before its place is free to reuse: both
+    // happen in one step of the server's thread); then 127.0.0.1 has a place again.
+    let Some(mut first) = held.pop() else {
+        panic!("nothing held");
+    };
+    if let Err(e) = first.shutdown().await {
+        panic!("shutdown: {e}");
+    }
+    closed_within(&mut first, Duration::from_secs(5)).await;
+    let mut again = connect_from(one, addr, None).await;
+    assert!(
+        answered(&mut again, req).await,
+        "127.0.0.1 was refused below its cap"
+    );
+    let mut over = connect_from(one, addr, None).await;
+    assert!(
+        !answered(&mut over, req).await,
+        "127.0.0.1 got a fifth connection"
+    );
 }

@@ -30,6 +30,7 @@ impl Agent {
                 Event::StoreUp
             }
             StoreEvent::Down(reason) => {
+                self.store_outage = true;
                 let reason = reason.to_string();
                 if g.store_down.as_deref() != Some(&reason) {
                     let text = format!("store unreachable: {reason}");

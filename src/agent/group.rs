@@ -221,7 +221,8 @@ impl Agent {
                 ));
             }
             Action::KillActive => {
-                out.push(Output::Log(if g.machine.role() == Role::Starting {
+                let sweep = g.machine.role() == Role::Starting;
+                out.push(Output::Log(if sweep {
                     // A previous run may have left them (killed while the fence was due): they
                     // are killed once the closure is known, not on an empty list.
                     g.record(
@@ -236,7 +237,11 @@ impl Agent {
                 }));
                 let known = g.closure.clone();
                 out.push(Output::Kill { id, known });
-                g.metrics.kills.inc();
+                // The start-up sweep runs at every start, most often with nothing to kill: a
+                // counter of it would move at every restart and set off alerts on kills.
+                if !sweep {
+                    g.metrics.kills.inc();
+                }
             }
             Action::Campaign { floor } => out.push(store(StoreCommand::Campaign {
                 record: LeaderRecord {

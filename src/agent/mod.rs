@@ -206,10 +206,13 @@ pub struct Agent {
     hang: deadlines::Deadlines,
     /// What `/metrics` shows ([`crate::metrics`]): counted here, rendered by the HTTP thread.
     metrics: Metrics,
-    /// The store's state after the last input, and whether it was ever connected: a
-    /// reconnection is counted once per agent, not once per group.
+    /// The store's state after the last input, whether it was ever connected, and whether a
+    /// group's session reported it unreachable since: a reconnection is counted once per
+    /// agent, not once per group, and only after an outage (a group added or restarted by a
+    /// reload connects too, with no outage to recover from).
     store_was_connected: bool,
     store_ever_connected: bool,
+    store_outage: bool,
     /// The D-Bus method of each call not answered yet.
     call_methods: std::collections::HashMap<CallId, &'static str>,
 }
@@ -263,6 +266,7 @@ impl Agent {
             metrics: Metrics::new(s.origin),
             store_was_connected: false,
             store_ever_connected: false,
+            store_outage: false,
             call_methods: std::collections::HashMap::new(),
         };
         for cfg in s.config.groups {
@@ -376,10 +380,11 @@ impl Agent {
         }
         let connected = self.store_connected();
         if connected && !self.store_was_connected {
-            if self.store_ever_connected {
+            if self.store_ever_connected && self.store_outage {
                 self.metrics.agent().store_reconnects.inc();
             }
             self.store_ever_connected = true;
+            self.store_outage = false;
         }
         self.store_was_connected = connected;
     }

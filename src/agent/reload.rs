@@ -204,7 +204,7 @@ impl Agent {
         g.retired = true;
         // Its unit watchers and health check would only feed a group that is leaving.
         out.push(Output::Quiet(id));
-        self.feed(id, Event::Terminate, now, out);
+        self.feed(id, Event::Retire, now, out);
     }
 
     /// Close every retired group that has exited, and open its replacement if a reload

@@ -102,6 +102,8 @@ pub struct GroupMachine {
     demote_reason: Option<Reason>,
     /// Running, terminating (SIGTERM: stop, release, exit), or exited.
     life: Life,
+    /// Why the units stop once `life` is no longer running: promd stopping, or a reload.
+    leaving: Reason,
     /// The member record last published (rule 5 publishes only changes).
     published: Option<Member>,
     /// The owned deadlines ([`Timer`]): `StopRetry` (until then nothing issues another stop:
@@ -142,6 +144,7 @@ impl GroupMachine {
             pending_restarts: Vec::new(),
             demote_reason: None,
             life: Life::Running,
+            leaving: Reason::PromdStopping,
             published: None,
             timers: Timers::default(),
             term: 0,
@@ -356,6 +359,10 @@ impl GroupMachine {
             }
             Event::Tick => {}
             Event::Terminate => self.life = Life::Terminating,
+            Event::Retire => {
+                self.life = Life::Terminating;
+                self.leaving = Reason::Retired;
+            }
             Event::Maintenance(on) => {
                 self.unread.read(Fact::Maintenance);
                 self.maintenance = on;

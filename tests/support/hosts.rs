@@ -1146,6 +1146,11 @@ impl Host {
         self.net.gateway
     }
 
+    /// The machine-side end of the host's veth (its gateway address is on it).
+    pub fn link(&self) -> &str {
+        &self.net.link
+    }
+
     /// The container's IPv6 address (`fd70:726d:64:X::2`), on a dual-stack net.
     pub fn ip6(&self) -> Option<Ipv6Addr> {
         self.net.v6.map(|(_, ip)| ip)

@@ -8,9 +8,11 @@
 //!   per host of promd's event loop over D-Bus, each answer recorded on the machine's
 //!   realtime clock (the clock of the span logs).
 //!
-//! Every TCP connection leaves from the machine's end of the host's own link (its gateway
-//! address, which the test's [`Net`](super::hosts::Net) made) and goes to the host's own
-//! address. Each kind runs on a thread of its own with its own tokio runtime, so the slow
+//! Every TCP connection leaves from the machine's end of the host's own link and goes to the
+//! host's own address: the observers' from its gateway address (which the test's
+//! [`Net`](super::hosts::Net) made), the slow clients' from addresses of their own that
+//! [`Sources`] adds there — a flood of many clients, as a real one is, so that promd's cap per
+//! client address (32) does not turn it away, and the observers are not counted with it. Each kind runs on a thread of its own with its own tokio runtime, so the slow
 //! clients cannot delay the observers' requests in this process; dropping one closes every
 //! connection it opened and joins its thread, also while a failed test unwinds.
 
@@ -39,26 +41,76 @@ const DRIBBLE: &[u8] = b"GET /v1/groups/web/active HTTP/1.1\r\nHost: promd\r\nX-
 /// at the same instant.
 const SPREAD: Duration = Duration::from_secs(1);
 
-/// `count` slow clients from `from` to `to`, half silent and half dribbling.
+/// How many slow clients share one source address: under promd's cap per client address.
+const PER_SOURCE: usize = 25;
+
+/// `count` slow clients from `from` (in turn) to `to`, half silent and half dribbling.
 #[derive(Clone, Debug)]
 pub struct Target {
     /// The host's name, for messages.
     pub name: String,
-    /// The machine's end of the host's link.
-    pub from: Ipv4Addr,
+    /// Addresses of the machine's end of the host's link, [`PER_SOURCE`] clients each.
+    pub from: Arc<Sources>,
     /// The host's HTTP address.
     pub to: SocketAddr,
     pub count: usize,
 }
 
 impl Target {
-    /// `count` slow clients against host `h`'s `port`, from the machine's end of its link.
+    /// `count` slow clients against host `h`'s `port`, from addresses of their own on the
+    /// machine's end of its link.
     pub fn host(h: &Host, port: u16, count: usize) -> Target {
         Target {
             name: h.name().to_string(),
-            from: h.gateway_ip(),
+            from: Arc::new(Sources::add(h, count.div_ceil(PER_SOURCE))),
             to: SocketAddr::from((h.ip(), port)),
             count,
+        }
+    }
+}
+
+/// `n` addresses `10.200.X.100`, `.101`, … (X: the host's subnet) added to the machine's end
+/// of host `h`'s link; deleted on drop.
+#[derive(Debug)]
+pub struct Sources {
+    link: String,
+    pub addrs: Vec<Ipv4Addr>,
+}
+
+impl Sources {
+    pub fn add(h: &Host, n: usize) -> Sources {
+        assert!(n <= 100, "{n} source addresses: at most 100 per link");
+        let [a, b, c, _] = h.gateway_ip().octets();
+        let mut sources = Sources {
+            link: h.link().to_string(),
+            addrs: Vec::new(),
+        };
+        for k in 0..n {
+            let addr = Ipv4Addr::new(a, b, c, 100 + k as u8);
+            // Kept before it exists, so that a failure below still deletes what was added.
+            sources.addrs.push(addr);
+            hosts::run_must(
+                "ip",
+                &[
+                    "address",
+                    "add",
+                    &format!("{addr}/32"),
+                    "dev",
+                    &sources.link,
+                ],
+            );
+        }
+        sources
+    }
+}
+
+impl Drop for Sources {
+    fn drop(&mut self) {
+        for addr in &self.addrs {
+            let _ = hosts::run(
+                "ip",
+                &["address", "del", &format!("{addr}/32"), "dev", &self.link],
+            );
         }
     }
 }
@@ -107,8 +159,9 @@ impl SlowClients {
                         for k in 0..t.count {
                             let delay = SPREAD * n / total.max(1) as u32;
                             n += 1;
+                            let from = t.from.addrs[k / PER_SOURCE % t.from.addrs.len()];
                             tasks.push(tokio::spawn(slow_client(
-                                t.from,
+                                from,
                                 t.to,
                                 k % 2 == 1,
                                 delay,

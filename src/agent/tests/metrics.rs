@@ -103,6 +103,8 @@ fn renewals_headroom_and_the_fence() {
     // No renewal any more: the fence fires, and the slow stop is killed.
     h.take();
     let kills_before = value(&scrape(&h), "promd_group_kills_total{group=\"db\"}");
+    // The start-up sweep (what an earlier run may have left) ran, and is not a kill counted.
+    assert_eq!(kills_before, Some(0.0));
     h.advance(Duration::from_millis(1400));
     h.advance(Duration::from_millis(400));
     let out = h.take();
@@ -116,7 +118,7 @@ fn renewals_headroom_and_the_fence() {
         value(&text, "promd_group_demotions_total{group=\"db\"}"),
         Some(1.0)
     );
-    // Kills: the start-up one (what an earlier run may have left), and the fence's.
+    // Kills: the fence's.
     let kills = count(&out, |o| matches!(o, Output::Kill { id: GroupId(1), .. }));
     assert!(kills >= 1, "{out:#?}");
     assert_eq!(
@@ -259,4 +261,26 @@ fn a_group_changed_by_a_reload_keeps_its_counters() {
         value(&text, "promd_group_demotions_total{group=\"db\"}"),
         Some(1.0)
     );
+}
+
+#[test]
+fn a_group_added_by_a_reload_is_not_a_reconnection() {
+    let mut h = H::new(&[WEB]);
+    h.input(Input::Start);
+    h.passive(0, Some(("n2", 3)));
+    let text = format!("node = \"n1\"\n{WEB}{DB}");
+    let file = NewConfig {
+        config: config_of(&text),
+        text,
+    };
+    h.input(Input::Signal(Signal::Reload(Ok(file))));
+    // db's session comes up: the store was never unreachable.
+    h.passive(1, Some(("n2", 4)));
+    let text = scrape(&h);
+    assert_eq!(
+        value(&text, "promd_store_reconnects_total"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(value(&text, "promd_store_connected"), Some(1.0), "{text}");
 }

@@ -102,6 +102,14 @@ fn a_removed_group_hands_over_then_closes_for_good() {
         texts(&out)
             .contains(&"db: removed from the configuration: handing over and stopping this group")
     );
+    // The role change says why: the reload, not a stopping promd.
+    assert!(
+        texts(&out).contains(
+            &"db: active -> demoting (term 5): retired by a reload (removed, or changed so that it restarts)"
+        ),
+        "{:?}",
+        texts(&out)
+    );
     assert!(out.iter().any(|o| matches!(o, Output::Quiet(GroupId(1)))));
     assert_eq!(jobs(&out), vec![(GroupId(1), Job::StopActive)]);
     // Still shown while it hands over; not addressable by name on D-Bus any more.

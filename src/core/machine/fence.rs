@@ -175,7 +175,7 @@ impl GroupMachine {
     /// Rule 2: stop the units, release the key, exit.
     pub(super) fn terminate(&mut self, now: Mono, out: &mut Vec<Action>) {
         if self.job == Some(Job::StartActive) {
-            self.stop_active(Reason::PromdStopping, out);
+            self.stop_active(self.leaving.clone(), out);
             return;
         }
         if self.job.is_some() {
@@ -183,7 +183,7 @@ impl GroupMachine {
         }
         if self.units_may_run() {
             if self.may_issue_stop(now) {
-                self.stop_active(Reason::PromdStopping, out);
+                self.stop_active(self.leaving.clone(), out);
             }
             return;
         }

@@ -184,6 +184,9 @@ pub enum Event {
     Tick,
     /// The agent is stopping: hand over and exit.
     Terminate,
+    /// A reload takes this group out of this promd (removed from the configuration, or
+    /// changed so that it restarts): as [`Event::Terminate`], said with its own reason.
+    Retire,
     /// The group's cluster-wide maintenance mode (from the store).
     Maintenance(bool),
     /// A watched unit failed: it entered `failed` (`restarted: false`), or systemd restarted

@@ -40,6 +40,8 @@ pub enum Reason {
     NotHolding,
     /// The agent is stopping (SIGTERM): stop, release, exit.
     PromdStopping,
+    /// A reload removed the group, or changed it so that it restarts: stop, release, close.
+    Retired,
     /// The active target's start job failed.
     StartFailed,
     /// More failures than `max-restarts` within `restart-window`: handing over.
@@ -96,6 +98,9 @@ impl fmt::Display for Reason {
             Reason::KeyGone => f.write_str("the leader key is gone"),
             Reason::NotHolding => f.write_str("not holding the role"),
             Reason::PromdStopping => f.write_str("promd is stopping"),
+            Reason::Retired => {
+                f.write_str("retired by a reload (removed, or changed so that it restarts)")
+            }
             Reason::StartFailed => f.write_str("the active target failed to start"),
             Reason::FailingOver { count, window, to } => write!(
                 f,
@@ -284,6 +289,10 @@ mod tests {
             (Reason::KeyGone, "the leader key is gone"),
             (Reason::NotHolding, "not holding the role"),
             (Reason::PromdStopping, "promd is stopping"),
+            (
+                Reason::Retired,
+                "retired by a reload (removed, or changed so that it restarts)",
+            ),
             (Reason::StartFailed, "the active target failed to start"),
             (
                 Reason::FailingOver {
