@@ -17,47 +17,14 @@ mod support;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use nix::sys::signal::kill;
-use nix::unistd::Pid;
-
 use support::cluster::{Cluster, StoreKind};
 use support::etcd::EtcdCluster;
 use support::haproxy::{self, Answer, Client, Gap, WEB_PORT};
-use support::hosts::{self, Net, Signal};
-use support::lan::{self, AddrMonitor, Lan, OwnerProbe};
+use support::hosts::{self, Net};
+use support::lan::{self, AddrMonitor, OwnerProbe, Probe};
+use support::vip::{Fault, Segment, VIP4, VIP6, run_fault, wait_addresses_on};
 
 const LEASE: Duration = Duration::from_secs(2);
-const VIP4: &str = "192.0.2.10";
-const VIP6: &str = "2001:db8::10";
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Fault {
-    Promote,
-    Stop,
-    Kill,
-    Hang,
-    Cut,
-}
-
-impl Fault {
-    const ALL: [Fault; 5] = [
-        Fault::Promote,
-        Fault::Stop,
-        Fault::Kill,
-        Fault::Hang,
-        Fault::Cut,
-    ];
-
-    fn name(self) -> &'static str {
-        match self {
-            Fault::Promote => "D-Bus Promote",
-            Fault::Stop => "systemctl stop promd",
-            Fault::Kill => "kill -9 promd",
-            Fault::Hang => "SIGSTOP promd",
-            Fault::Cut => "silent cut (IP and ARP)",
-        }
-    }
-}
 
 #[test]
 fn monitor_and_probe_lines_are_read() {
@@ -86,21 +53,10 @@ fn monitor_and_probe_lines_are_read() {
 fn the_floating_address_follows_the_active_host_and_is_never_on_two() {
     let net = Net::new(3);
     let etcd = EtcdCluster::start(3, &net.gateway_ips());
-    let mut segment = Lan::new();
-    let netns = net.netns_names();
-    for (i, ns) in netns.iter().enumerate() {
-        segment.attach(
-            ns,
-            &format!("192.0.2.{}", 11 + i),
-            &format!("2001:db8::{}", 11 + i),
-        );
-    }
-    let client_ns = segment.side("cl", "192.0.2.100", "2001:db8::100");
-    let probe_ns = segment.side("pr", "192.0.2.200", "2001:db8::200");
-    let macs: Vec<String> = netns.iter().map(|ns| lan::mac_of(ns)).collect();
-    let vips: [IpAddr; 2] = [VIP4.parse().unwrap(), VIP6.parse().unwrap()];
-    // Watching starts before promd does: every add and delete of the addresses is seen.
-    let monitors: Vec<AddrMonitor> = netns.iter().map(|ns| AddrMonitor::start(ns)).collect();
+    // Its monitors start before promd does: every add and delete of the addresses is seen.
+    let seg = Segment::new(&net);
+    let (netns, macs, monitors) = (&seg.netns, &seg.macs, &seg.monitors);
+    let vips = Segment::vips();
 
     let extra = format!("addresses = [\"{VIP4}/24 dev lan0\", \"{VIP6}/64 dev lan0\"]\n");
     let c = Cluster::boot_with(&net, StoreKind::Etcd(&etcd), LEASE, &extra, |i, spec| {
@@ -108,19 +64,19 @@ fn the_floating_address_follows_the_active_host_and_is_never_on_two() {
         spec.capability("CAP_NET_ADMIN");
     });
     let active = c.wait_one_active(None, Duration::from_secs(60));
-    wait_addresses_on(&c, &netns, active, &vips);
+    wait_addresses_on(&c, netns, active, &vips);
 
     let probes: Vec<OwnerProbe> = vips
         .iter()
-        .map(|ip| OwnerProbe::start(&probe_ns, *ip))
+        .map(|ip| OwnerProbe::start(&seg.probe_ns, *ip))
         .collect();
     let clients: Vec<Client> = vips
         .iter()
-        .map(|ip| Client::start_in(&client_ns, SocketAddr::new(*ip, WEB_PORT)))
+        .map(|ip| Client::start_in(&seg.client_ns, SocketAddr::new(*ip, WEB_PORT)))
         .collect();
     let mut gaps: Vec<(Fault, Vec<Gap>)> = Vec::new();
     for fault in Fault::ALL {
-        gaps.push((fault, run_fault(&c, &netns, &clients, &vips, fault)));
+        gaps.push((fault, run_fault(&c, netns, &clients, &vips, fault)));
         // The segment agrees: the probe hears the new active host answer for each address.
         let now = c.wait_one_active(None, Duration::from_secs(60));
         let t = hosts::now_ns();
@@ -142,7 +98,7 @@ fn the_floating_address_follows_the_active_host_and_is_never_on_two() {
             outside.join("\n  "),
             hosts::timeline(&spans)
         );
-        let unheld = answered_without_the_address(&c, &monitors, *ip, &answers);
+        let unheld = answered_without_the_address(&c, monitors, *ip, &answers);
         assert!(
             unheld.is_empty(),
             "answers to {ip} from a host that did not hold it:\n  {}",
@@ -152,10 +108,10 @@ fn the_floating_address_follows_the_active_host_and_is_never_on_two() {
     drop(clients);
     c.check_history();
     for ip in &vips {
-        never_on_two_hosts(&c, &monitors, *ip);
+        never_on_two_hosts(&c, monitors, *ip);
     }
     for (probe, ip) in probes.iter().zip(&vips) {
-        owners_heard_one_at_a_time(&probe.probes(), &monitors, &macs, *ip);
+        owners_heard_one_at_a_time(&probe.probes(), monitors, macs, *ip);
     }
 
     eprintln!(
@@ -170,126 +126,6 @@ fn the_floating_address_follows_the_active_host_and_is_never_on_two() {
             g[1].gap.as_millis()
         );
     }
-}
-
-/// One fault on the active host while the clients ask; returns the gap each client saw. Ends
-/// with the faulted host back as passive and the addresses on the new active host only.
-fn run_fault(
-    c: &Cluster,
-    netns: &[String],
-    clients: &[Client],
-    vips: &[IpAddr],
-    fault: Fault,
-) -> Vec<Gap> {
-    let active = c.wait_one_active(None, Duration::from_secs(60));
-    let name = c.hosts[active].name().to_string();
-    let old: Vec<(String, u64)> = clients
-        .iter()
-        .map(|cl| cl.wait_served_after(hosts::now_ns(), Some(&name), Duration::from_secs(30)))
-        .collect();
-    let pid = c.promd_pid(active);
-    let mut t0 = hosts::now_ns();
-    match fault {
-        Fault::Promote => {
-            let target = (active + 1) % c.hosts.len();
-            hosts::wait_until(Duration::from_secs(60), "the target is passive", || {
-                c.hosts[target].is_active("web-passive.target")
-            });
-            t0 = hosts::now_ns();
-            c.hosts[target].run_ok(&[
-                "busctl",
-                "--timeout=60",
-                "call",
-                "org.promd1",
-                "/org/promd1",
-                "org.promd1.Manager",
-                "Promote",
-                "s",
-                "web",
-            ]);
-        }
-        Fault::Stop => {
-            c.hosts[active].run_ok(&["systemctl", "stop", "promd"]);
-        }
-        Fault::Kill => c.hosts[active].signal(pid, Signal::SIGKILL),
-        Fault::Hang => c.hosts[active].signal(pid, Signal::SIGSTOP),
-        Fault::Cut => {
-            c.hosts[active].cut();
-            lan::cut_arp(&c.hosts[active]);
-            t0 = hosts::now_ns();
-        }
-    }
-    let bound = c.lease * 3 + Duration::from_secs(15);
-    let gaps: Vec<Gap> = clients
-        .iter()
-        .zip(&old)
-        .map(|(cl, old)| cl.wait_new_run(t0, old, bound))
-        .collect();
-    eprintln!(
-        "{}: {} -> {}: gap {} ms ({VIP4}), {} ms ({VIP6})",
-        fault.name(),
-        gaps[0].before.0,
-        gaps[0].after.0,
-        gaps[0].gap.as_millis(),
-        gaps[1].gap.as_millis()
-    );
-    match fault {
-        Fault::Stop => {
-            c.hosts[active].run_ok(&["systemctl", "start", "promd"]);
-        }
-        Fault::Hang => {
-            // The watchdog has killed it by now, unless it is still waiting to: let it go.
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
-        }
-        Fault::Cut => {
-            hosts::wait_until(c.lease * 3, "the cut host fenced itself", || {
-                !c.hosts[active].is_active("web.service")
-            });
-            lan::heal_arp(&c.hosts[active]);
-            c.hosts[active].heal();
-        }
-        Fault::Promote | Fault::Kill => {}
-    }
-    hosts::wait_until(
-        Duration::from_secs(60),
-        "the old active host is passive again",
-        || {
-            c.hosts[active]
-                .pid_on_machine("promd")
-                .is_some_and(|p| matches!(fault, Fault::Promote | Fault::Cut) || p != pid)
-                && c.hosts[active].is_active("web-passive.target")
-                && !c.hosts[active].is_active("web.service")
-        },
-    );
-    let now = c.wait_one_active(None, Duration::from_secs(60));
-    wait_addresses_on(c, netns, now, vips);
-    gaps
-}
-
-/// Waits until the addresses are on host `on` and on no other host, as `ip address` says.
-fn wait_addresses_on(c: &Cluster, netns: &[String], on: usize, vips: &[IpAddr]) {
-    let mut seen = String::new();
-    hosts::wait_until(
-        Duration::from_secs(30),
-        &format!("the floating addresses on {} only", c.hosts[on].name()),
-        || {
-            seen.clear();
-            let mut ok = true;
-            for (i, ns) in netns.iter().enumerate() {
-                let text = lan::in_netns(ns, &["ip", "-o", "address", "show", "dev", lan::LAN_IF]);
-                for ip in vips {
-                    let has = text
-                        .split_whitespace()
-                        .any(|w| w.split('/').next() == Some(&ip.to_string()));
-                    if has {
-                        seen.push_str(&format!("{} has {ip}; ", c.hosts[i].name()));
-                    }
-                    ok &= has == (i == on);
-                }
-            }
-            ok
-        },
-    );
 }
 
 /// Served answers to `ip` whose host did not hold `ip` when it answered (its `ip monitor`).
@@ -361,7 +197,7 @@ fn never_on_two_hosts(c: &Cluster, monitors: &[AddrMonitor], ip: IpAddr) {
 /// add of the address inside its window ([`AddrMonitor`]) and is not evidence of two owners
 /// at once (the monitors check that exactly); any other probe that hears two is.
 fn owners_heard_one_at_a_time(
-    probes: &[(u64, u64, Vec<String>)],
+    probes: &[Probe],
     monitors: &[AddrMonitor],
     macs: &[String],
     ip: IpAddr,

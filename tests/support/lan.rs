@@ -292,11 +292,15 @@ pub fn parse_monitor_line(line: &str) -> Option<(bool, IpAddr)> {
     Some((added, ip))
 }
 
+/// One probe: when it was sent and when its wait ended (realtime ns), and the MACs that
+/// answered (upper case).
+pub type Probe = (u64, u64, Vec<String>);
+
 /// Who answers for an address on the segment, asked from the probe's namespace again and
 /// again until dropped: every probe's set of link-layer addresses that answered.
 pub struct OwnerProbe {
     /// `(when the probe began, when it ended, the MACs that answered it)`, realtime ns.
-    probes: Arc<Mutex<Vec<(u64, u64, Vec<String>)>>>,
+    probes: Arc<Mutex<Vec<Probe>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -346,7 +350,7 @@ impl OwnerProbe {
         }
     }
 
-    pub fn probes(&self) -> Vec<(u64, u64, Vec<String>)> {
+    pub fn probes(&self) -> Vec<Probe> {
         self.probes.lock().unwrap().clone()
     }
 

@@ -14,3 +14,4 @@ pub mod http_load;
 pub mod lan;
 pub mod pki;
 pub mod promtool;
+pub mod vip;
