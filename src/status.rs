@@ -184,6 +184,7 @@ mod tests {
             retired,
             eligible: true,
             why: String::new(),
+            units_down: Vec::new(),
         };
         let views = [
             view(0, "web", false),
@@ -233,6 +234,7 @@ mod tests {
             retired: false,
             eligible: false,
             why: "not-passive".into(),
+            units_down: Vec::new(),
         };
         let report = StatusReport::of_views("a", true, [&view]);
         let json = report.to_json().unwrap_or_default();

@@ -54,6 +54,13 @@ pub enum WatchEvent {
         /// True when none is `failed`.
         ok: bool,
     },
+    /// Which steady units (watched, expected to stay up) are not up now: in neither `active`
+    /// nor `reloading` (so a unit being restarted in place counts as down). Sent once every
+    /// steady unit's state is known, then whenever the set changes; sorted.
+    SteadyUnits {
+        /// The steady units that are down; empty when all are up (or there are none).
+        down: Vec<String>,
+    },
 }
 
 /// What a followed unit is to its group.
@@ -98,6 +105,12 @@ pub async fn watch_group(
         let mut last: BTreeMap<String, String> = BTreeMap::new();
         let mut failed_passive: BTreeSet<String> = BTreeSet::new();
         let mut reported_passive: Option<bool> = None;
+        let mut steady = Steady::new(units.iter().filter(|(_, i)| i.steady).map(|(u, _)| u));
+        if let Some(down) = steady.report()
+            && tx.send((id, WatchEvent::SteadyUnits { down })).is_err()
+        {
+            return;
+        }
         while let Some((unit, change)) = rx.recv().await {
             let Some(interest) = units.get(&unit).copied() else {
                 continue;
@@ -124,6 +137,12 @@ pub async fn watch_group(
                     if interest.steady && state == "inactive" && was_up && !job_queued {
                         events.push(WatchEvent::Stopped { unit: unit.clone() });
                     }
+                    if interest.steady {
+                        steady.note(&unit, &state);
+                        if let Some(down) = steady.report() {
+                            events.push(WatchEvent::SteadyUnits { down });
+                        }
+                    }
                     if interest.passive {
                         if state == "failed" {
                             failed_passive.insert(unit.clone());
@@ -147,6 +166,52 @@ pub async fn watch_group(
         }
     };
     tokio::join!(followers, forward);
+}
+
+/// Which steady units are up, for [`WatchEvent::SteadyUnits`]: a unit counts once its
+/// follower reported a state; nothing is reported before every unit has one (a group that
+/// starts to follow its units must not look down for the moment they take to answer).
+#[derive(Debug)]
+struct Steady {
+    /// Each steady unit's last state: up (`active` or `reloading`) or not; `None` before its
+    /// follower reported.
+    up: BTreeMap<String, Option<bool>>,
+    /// What was last reported.
+    reported: Option<Vec<String>>,
+}
+
+impl Steady {
+    fn new<'a>(units: impl Iterator<Item = &'a String>) -> Steady {
+        Steady {
+            up: units.map(|u| (u.clone(), None)).collect(),
+            reported: None,
+        }
+    }
+
+    fn note(&mut self, unit: &str, state: &str) {
+        if let Some(up) = self.up.get_mut(unit) {
+            *up = Some(matches!(state, "active" | "reloading"));
+        }
+    }
+
+    /// The units that are down, if every state is known and the set is not the one last
+    /// reported.
+    fn report(&mut self) -> Option<Vec<String>> {
+        if self.up.values().any(Option::is_none) {
+            return None;
+        }
+        let down: Vec<String> = self
+            .up
+            .iter()
+            .filter(|(_, up)| **up == Some(false))
+            .map(|(u, _)| u.clone())
+            .collect();
+        if self.reported.as_ref() == Some(&down) {
+            return None;
+        }
+        self.reported = Some(down.clone());
+        Some(down)
+    }
 }
 
 /// Follow every unit: the future runs the followers, the receiver gets each unit's changes
@@ -515,5 +580,35 @@ mod tests {
         assert_eq!(s.next("active", 0), vec![]);
         assert_eq!(s.next("failed", 0), vec![state("failed", false)]);
         assert_eq!(s.next("failed", 0), vec![]);
+    }
+
+    #[test]
+    fn steady_units_are_reported_once_all_are_known_then_on_change() {
+        let units = ["api.service".to_string(), "web.service".to_string()];
+        let mut s = Steady::new(units.iter());
+        assert_eq!(s.report(), None, "nothing known yet");
+        s.note("web.service", "active");
+        assert_eq!(s.report(), None, "api.service not known yet");
+        s.note("api.service", "activating");
+        assert_eq!(s.report(), Some(vec!["api.service".to_string()]));
+        assert_eq!(s.report(), None, "unchanged");
+        s.note("api.service", "active");
+        assert_eq!(s.report(), Some(vec![]));
+        // A restart in place: down while it passes through inactive and activating.
+        s.note("web.service", "deactivating");
+        assert_eq!(s.report(), Some(vec!["web.service".to_string()]));
+        s.note("web.service", "activating");
+        assert_eq!(s.report(), None);
+        s.note("web.service", "reloading");
+        assert_eq!(s.report(), Some(vec![]));
+        s.note("other.service", "failed");
+        assert_eq!(s.report(), None, "not a steady unit");
+    }
+
+    #[test]
+    fn a_group_without_steady_units_reports_all_up_at_once() {
+        let mut s = Steady::new(std::iter::empty());
+        assert_eq!(s.report(), Some(vec![]));
+        assert_eq!(s.report(), None);
     }
 }
