@@ -233,6 +233,31 @@ impl Ineligibility {
         }
     }
 
+    /// The reason as it reads about any member, in a table of members (`promctl status`):
+    /// the [`Display`](fmt::Display) texts speak of "this node", which would read as the
+    /// host promctl runs on. E.g. `cooldown` → "failed and in its failure cooldown (promctl
+    /// reset clears it)".
+    pub fn about_member(self) -> &'static str {
+        match self {
+            Ineligibility::Checked(i) => match i {
+                Ineligible::Stopping => "promd is stopping",
+                Ineligible::NotMember => "not in the group's members",
+                Ineligible::Cooldown => {
+                    "failed and in its failure cooldown (promctl reset clears it)"
+                }
+                Ineligible::PassiveFailed => "the passive target failed",
+                Ineligible::Unhealthy => "the health check fails",
+                Ineligible::StoreUnreachable => "the store is unreachable",
+                Ineligible::LeaseNotRenewed => "the store lease is not renewed",
+                Ineligible::NotPassive => "not passive yet",
+            },
+            Ineligibility::DeferOnce => {
+                "just lost the role in a crash and lets the others go first"
+            }
+            Ineligibility::Unknown => "for a reason this promd does not know",
+        }
+    }
+
     /// The reason a [`word`](Self::word) names; [`Ineligibility::Unknown`] for any other
     /// word (never an error: a newer promd may know more reasons).
     pub fn from_word(word: &str) -> Ineligibility {
