@@ -59,8 +59,12 @@ pub fn init() {
     let filter = EnvFilter::try_from_env("PROMD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
     if under_journald() {
+        let socket_fd = next_fd();
         match tracing_journald::layer() {
             Ok(layer) => {
+                if let Some(fd) = socket_fd {
+                    never_block_on_journald(fd);
+                }
                 // No prefix: MESSAGE_ID and PROMD_* must be the journal fields themselves.
                 let layer = layer
                     .with_field_prefix(None)
@@ -78,4 +82,36 @@ pub fn init() {
                 .with_target(false),
         )
         .init();
+}
+
+/// The number the next file descriptor opened will get (the lowest free one), if it can be
+/// found: `/dev/null` opened and closed again.
+fn next_fd() -> Option<i32> {
+    use std::os::fd::AsRawFd;
+    std::fs::File::open("/dev/null").ok().map(|f| f.as_raw_fd())
+}
+
+/// Make the journald layer's socket non-blocking: `fd`, the descriptor the layer's socket got
+/// (the lowest free one when it was opened: `init` runs before any other thread, and the
+/// layer opens exactly one), if it is a datagram socket.
+///
+/// tracing-journald sends on a blocking datagram socket, and the kernel queues at most
+/// `net.unix.max_dgram_qlen` datagrams for journald (10 in a container whose `/proc/sys` is
+/// read-only, 512 where systemd-sysctl set it): while journald does not read (stopped,
+/// restarting, stalled on its disk), the next log line would block promd's event loop, the
+/// watchdog would kill promd, and the role would move — seen in the packaging test, and
+/// reproduced by stopping journald on an active host (tests/system_journald.rs). Non-blocking,
+/// a line journald cannot take now is dropped instead (tracing-journald ignores send errors).
+fn never_block_on_journald(fd: i32) {
+    use std::os::fd::BorrowedFd;
+    // SAFETY: `fd` is the layer's socket, open for the life of the process (the global
+    // subscriber is never dropped; checked to be a datagram socket before anything else);
+    // it is only borrowed here, to read and set its flags.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    if rustix::net::sockopt::socket_type(fd) != Ok(rustix::net::SocketType::DGRAM) {
+        return;
+    }
+    if let Ok(flags) = rustix::fs::fcntl_getfl(fd) {
+        let _ = rustix::fs::fcntl_setfl(fd, flags | rustix::fs::OFlags::NONBLOCK);
+    }
 }
