@@ -106,7 +106,7 @@ pub async fn watch_group(
         let mut failed_passive: BTreeSet<String> = BTreeSet::new();
         let mut reported_passive: Option<bool> = None;
         let mut steady = Steady::new(units.iter().filter(|(_, i)| i.steady).map(|(u, _)| u));
-        if let Some(down) = steady.report()
+        if let Some(down) = steady.report(&last)
             && tx.send((id, WatchEvent::SteadyUnits { down })).is_err()
         {
             return;
@@ -137,11 +137,10 @@ pub async fn watch_group(
                     if interest.steady && state == "inactive" && was_up && !job_queued {
                         events.push(WatchEvent::Stopped { unit: unit.clone() });
                     }
-                    if interest.steady {
-                        steady.note(&unit, &state);
-                        if let Some(down) = steady.report() {
-                            events.push(WatchEvent::SteadyUnits { down });
-                        }
+                    if interest.steady
+                        && let Some(down) = steady.report(&last)
+                    {
+                        events.push(WatchEvent::SteadyUnits { down });
                     }
                     if interest.passive {
                         if state == "failed" {
@@ -168,14 +167,14 @@ pub async fn watch_group(
     tokio::join!(followers, forward);
 }
 
-/// Which steady units are up, for [`WatchEvent::SteadyUnits`]: a unit counts once its
-/// follower reported a state; nothing is reported before every unit has one (a group that
-/// starts to follow its units must not look down for the moment they take to answer).
+/// Which steady units are down, for [`WatchEvent::SteadyUnits`], from the last state of each
+/// unit as the forwarder keeps it: nothing is reported before every steady unit has a state
+/// (a group that starts to follow its units must not look down for the moment they take to
+/// answer), then only when the set changes.
 #[derive(Debug)]
 struct Steady {
-    /// Each steady unit's last state: up (`active` or `reloading`) or not; `None` before its
-    /// follower reported.
-    up: BTreeMap<String, Option<bool>>,
+    /// The group's steady units.
+    units: Vec<String>,
     /// What was last reported.
     reported: Option<Vec<String>>,
 }
@@ -183,29 +182,22 @@ struct Steady {
 impl Steady {
     fn new<'a>(units: impl Iterator<Item = &'a String>) -> Steady {
         Steady {
-            up: units.map(|u| (u.clone(), None)).collect(),
+            units: units.cloned().collect(),
             reported: None,
         }
     }
 
-    fn note(&mut self, unit: &str, state: &str) {
-        if let Some(up) = self.up.get_mut(unit) {
-            *up = Some(matches!(state, "active" | "reloading"));
+    /// The steady units not `active` or `reloading` in `last` (each unit's last state), if
+    /// every one has a state and the set is not the one last reported.
+    fn report(&mut self, last: &BTreeMap<String, String>) -> Option<Vec<String>> {
+        let mut down = Vec::new();
+        for unit in &self.units {
+            match last.get(unit).map(String::as_str) {
+                None => return None,
+                Some("active" | "reloading") => {}
+                Some(_) => down.push(unit.clone()),
+            }
         }
-    }
-
-    /// The units that are down, if every state is known and the set is not the one last
-    /// reported.
-    fn report(&mut self) -> Option<Vec<String>> {
-        if self.up.values().any(Option::is_none) {
-            return None;
-        }
-        let down: Vec<String> = self
-            .up
-            .iter()
-            .filter(|(_, up)| **up == Some(false))
-            .map(|(u, _)| u.clone())
-            .collect();
         if self.reported.as_ref() == Some(&down) {
             return None;
         }
@@ -586,29 +578,34 @@ mod tests {
     fn steady_units_are_reported_once_all_are_known_then_on_change() {
         let units = ["api.service".to_string(), "web.service".to_string()];
         let mut s = Steady::new(units.iter());
-        assert_eq!(s.report(), None, "nothing known yet");
-        s.note("web.service", "active");
-        assert_eq!(s.report(), None, "api.service not known yet");
-        s.note("api.service", "activating");
-        assert_eq!(s.report(), Some(vec!["api.service".to_string()]));
-        assert_eq!(s.report(), None, "unchanged");
-        s.note("api.service", "active");
-        assert_eq!(s.report(), Some(vec![]));
+        let mut last = BTreeMap::new();
+        let mut note = |unit: &str, state: &str| {
+            last.insert(unit.to_string(), state.to_string());
+            last.clone()
+        };
+        assert_eq!(s.report(&BTreeMap::new()), None, "nothing known yet");
+        let l = note("web.service", "active");
+        assert_eq!(s.report(&l), None, "api.service not known yet");
+        let l = note("api.service", "activating");
+        assert_eq!(s.report(&l), Some(vec!["api.service".to_string()]));
+        assert_eq!(s.report(&l), None, "unchanged");
+        let l = note("api.service", "active");
+        assert_eq!(s.report(&l), Some(vec![]));
         // A restart in place: down while it passes through inactive and activating.
-        s.note("web.service", "deactivating");
-        assert_eq!(s.report(), Some(vec!["web.service".to_string()]));
-        s.note("web.service", "activating");
-        assert_eq!(s.report(), None);
-        s.note("web.service", "reloading");
-        assert_eq!(s.report(), Some(vec![]));
-        s.note("other.service", "failed");
-        assert_eq!(s.report(), None, "not a steady unit");
+        let l = note("web.service", "deactivating");
+        assert_eq!(s.report(&l), Some(vec!["web.service".to_string()]));
+        let l = note("web.service", "activating");
+        assert_eq!(s.report(&l), None);
+        let l = note("web.service", "reloading");
+        assert_eq!(s.report(&l), Some(vec![]));
+        let l = note("other.service", "failed");
+        assert_eq!(s.report(&l), None, "not a steady unit");
     }
 
     #[test]
     fn a_group_without_steady_units_reports_all_up_at_once() {
         let mut s = Steady::new(std::iter::empty());
-        assert_eq!(s.report(), Some(vec![]));
-        assert_eq!(s.report(), None);
+        assert_eq!(s.report(&BTreeMap::new()), Some(vec![]));
+        assert_eq!(s.report(&BTreeMap::new()), None);
     }
 }

@@ -162,7 +162,14 @@ pub enum Ineligible {
 
 impl fmt::Display for Ineligible {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.write_str(self.text())
+    }
+}
+
+impl Ineligible {
+    /// The refusal's text, about this node (what [`Display`](fmt::Display) writes).
+    fn text(self) -> &'static str {
+        match self {
             Ineligible::Stopping => "promd is stopping",
             Ineligible::NotMember => "this node is not in the group's members",
             Ineligible::Cooldown => {
@@ -173,11 +180,9 @@ impl fmt::Display for Ineligible {
             Ineligible::StoreUnreachable => "the store is unreachable",
             Ineligible::LeaseNotRenewed => "the store lease is not renewed",
             Ineligible::NotPassive => "this node is not passive yet",
-        })
+        }
     }
-}
 
-impl Ineligible {
     /// Every variant, in the order [`GroupMachine::ineligibility`] checks them.
     ///
     /// [`GroupMachine::ineligibility`]: super::GroupMachine::ineligibility
@@ -239,18 +244,13 @@ impl Ineligibility {
     /// reset clears it)".
     pub fn about_member(self) -> &'static str {
         match self {
-            Ineligibility::Checked(i) => match i {
-                Ineligible::Stopping => "promd is stopping",
-                Ineligible::NotMember => "not in the group's members",
-                Ineligible::Cooldown => {
-                    "failed and in its failure cooldown (promctl reset clears it)"
-                }
-                Ineligible::PassiveFailed => "the passive target failed",
-                Ineligible::Unhealthy => "the health check fails",
-                Ineligible::StoreUnreachable => "the store is unreachable",
-                Ineligible::LeaseNotRenewed => "the store lease is not renewed",
-                Ineligible::NotPassive => "not passive yet",
-            },
+            // Only the texts that speak of "this node" read otherwise.
+            Ineligibility::Checked(Ineligible::NotMember) => "not in the group's members",
+            Ineligibility::Checked(Ineligible::Cooldown) => {
+                "failed and in its failure cooldown (promctl reset clears it)"
+            }
+            Ineligibility::Checked(Ineligible::NotPassive) => "not passive yet",
+            Ineligibility::Checked(i) => i.text(),
             Ineligibility::DeferOnce => {
                 "just lost the role in a crash and lets the others go first"
             }
