@@ -138,8 +138,8 @@ check:
 	$(if $(HAVE_ETCD),,$(CARGO) test $(CARGO_FLAGS) --test store_contract -- dir::)
 	$(CARGO) test $(CARGO_FLAGS) --doc
 	@if [ -f tests/model_check.rs ]; then \
-	    echo "$(CARGO) test $(CARGO_FLAGS) --release --test model_check -- --test-threads=1"; \
-	    $(CARGO) test $(CARGO_FLAGS) --release --test model_check -- --test-threads=1; \
+	    echo "$(CARGO) test $(CARGO_FLAGS) --profile ci --test model_check -- --test-threads=1"; \
+	    $(CARGO) test $(CARGO_FLAGS) --profile ci --test model_check -- --test-threads=1; \
 	else \
 	    echo "model check: tests/model_check.rs does not exist yet, skipped"; \
 	fi

@@ -724,6 +724,7 @@ mod tests {
             retired: false,
             eligible: true,
             why: String::new(),
+            units_down: Vec::new(),
         }
     }
 

@@ -76,7 +76,21 @@ fn parse_check(args: &[String]) -> Option<Command> {
     })
 }
 
+/// A panic anywhere ends promd at once, in every build profile. The release profile aborts on
+/// a panic by itself; the profile the test suite builds (`ci`, Cargo.toml) unwinds, where a
+/// panic would end only its thread or task and could leave a promd whose watchdog task still
+/// pings while its event loop is gone. Aborting leaves the units to `ExecStopPost=promd
+/// fence` (docs/safety.md, "killed").
+fn abort_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::abort();
+    }));
+}
+
 fn main() -> ExitCode {
+    abort_on_panic();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match parse_args(&args) {
         Ok(Command::Version) => {

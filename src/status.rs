@@ -83,8 +83,9 @@ pub struct MemberStatus {
     pub term: u64,
 }
 
-/// What a [`MemberStatus::why`] word means, as promctl prints it, e.g. `unhealthy` → "the
-/// health check fails"; an unknown word is said to be one.
+/// What a [`MemberStatus::why`] word means, as promctl prints it about any member
+/// ([`Ineligibility::about_member`]), e.g. `unhealthy` → "the health check fails"; an
+/// unknown word is said to be one.
 pub fn why_text(word: &str) -> String {
     if word == WHY_DOWN {
         return "no member record in the store (promd stopped, or cut off)".into();
@@ -93,7 +94,7 @@ pub fn why_text(word: &str) -> String {
         Ineligibility::Unknown if word != Ineligibility::Unknown.word() => {
             format!("{word} (a reason this promctl does not know)")
         }
-        why => why.to_string(),
+        why => why.about_member().to_string(),
     }
 }
 
@@ -184,6 +185,7 @@ mod tests {
             retired,
             eligible: true,
             why: String::new(),
+            units_down: Vec::new(),
         };
         let views = [
             view(0, "web", false),
@@ -233,6 +235,7 @@ mod tests {
             retired: false,
             eligible: false,
             why: "not-passive".into(),
+            units_down: Vec::new(),
         };
         let report = StatusReport::of_views("a", true, [&view]);
         let json = report.to_json().unwrap_or_default();
@@ -268,8 +271,11 @@ mod tests {
         assert_eq!(why_text("unhealthy"), "the health check fails");
         assert_eq!(
             why_text("defer-once"),
-            "this node just lost the role in a crash and lets the others go first"
+            "just lost the role in a crash and lets the others go first"
         );
+        // About any member, not "this node" (which reads as the host promctl runs on).
+        assert_eq!(why_text("not-member"), "not in the group's members");
+        assert_eq!(why_text("not-passive"), "not passive yet");
         assert_eq!(why_text("unknown"), "for a reason this promd does not know");
         assert_eq!(
             why_text("quorum-lost"),

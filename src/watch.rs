@@ -54,6 +54,13 @@ pub enum WatchEvent {
         /// True when none is `failed`.
         ok: bool,
     },
+    /// Which steady units (watched, expected to stay up) are not up now: in neither `active`
+    /// nor `reloading` (so a unit being restarted in place counts as down). Sent once every
+    /// steady unit's state is known, then whenever the set changes; sorted.
+    SteadyUnits {
+        /// The steady units that are down; empty when all are up (or there are none).
+        down: Vec<String>,
+    },
 }
 
 /// What a followed unit is to its group.
@@ -98,6 +105,12 @@ pub async fn watch_group(
         let mut last: BTreeMap<String, String> = BTreeMap::new();
         let mut failed_passive: BTreeSet<String> = BTreeSet::new();
         let mut reported_passive: Option<bool> = None;
+        let mut steady = Steady::new(units.iter().filter(|(_, i)| i.steady).map(|(u, _)| u));
+        if let Some(down) = steady.report(&last)
+            && tx.send((id, WatchEvent::SteadyUnits { down })).is_err()
+        {
+            return;
+        }
         while let Some((unit, change)) = rx.recv().await {
             let Some(interest) = units.get(&unit).copied() else {
                 continue;
@@ -124,6 +137,11 @@ pub async fn watch_group(
                     if interest.steady && state == "inactive" && was_up && !job_queued {
                         events.push(WatchEvent::Stopped { unit: unit.clone() });
                     }
+                    if interest.steady
+                        && let Some(down) = steady.report(&last)
+                    {
+                        events.push(WatchEvent::SteadyUnits { down });
+                    }
                     if interest.passive {
                         if state == "failed" {
                             failed_passive.insert(unit.clone());
@@ -147,6 +165,45 @@ pub async fn watch_group(
         }
     };
     tokio::join!(followers, forward);
+}
+
+/// Which steady units are down, for [`WatchEvent::SteadyUnits`], from the last state of each
+/// unit as the forwarder keeps it: nothing is reported before every steady unit has a state
+/// (a group that starts to follow its units must not look down for the moment they take to
+/// answer), then only when the set changes.
+#[derive(Debug)]
+struct Steady {
+    /// The group's steady units.
+    units: Vec<String>,
+    /// What was last reported.
+    reported: Option<Vec<String>>,
+}
+
+impl Steady {
+    fn new<'a>(units: impl Iterator<Item = &'a String>) -> Steady {
+        Steady {
+            units: units.cloned().collect(),
+            reported: None,
+        }
+    }
+
+    /// The steady units not `active` or `reloading` in `last` (each unit's last state), if
+    /// every one has a state and the set is not the one last reported.
+    fn report(&mut self, last: &BTreeMap<String, String>) -> Option<Vec<String>> {
+        let mut down = Vec::new();
+        for unit in &self.units {
+            match last.get(unit).map(String::as_str) {
+                None => return None,
+                Some("active" | "reloading") => {}
+                Some(_) => down.push(unit.clone()),
+            }
+        }
+        if self.reported.as_ref() == Some(&down) {
+            return None;
+        }
+        self.reported = Some(down.clone());
+        Some(down)
+    }
 }
 
 /// Follow every unit: the future runs the followers, the receiver gets each unit's changes
@@ -515,5 +572,40 @@ mod tests {
         assert_eq!(s.next("active", 0), vec![]);
         assert_eq!(s.next("failed", 0), vec![state("failed", false)]);
         assert_eq!(s.next("failed", 0), vec![]);
+    }
+
+    #[test]
+    fn steady_units_are_reported_once_all_are_known_then_on_change() {
+        let units = ["api.service".to_string(), "web.service".to_string()];
+        let mut s = Steady::new(units.iter());
+        let mut last = BTreeMap::new();
+        let mut note = |unit: &str, state: &str| {
+            last.insert(unit.to_string(), state.to_string());
+            last.clone()
+        };
+        assert_eq!(s.report(&BTreeMap::new()), None, "nothing known yet");
+        let l = note("web.service", "active");
+        assert_eq!(s.report(&l), None, "api.service not known yet");
+        let l = note("api.service", "activating");
+        assert_eq!(s.report(&l), Some(vec!["api.service".to_string()]));
+        assert_eq!(s.report(&l), None, "unchanged");
+        let l = note("api.service", "active");
+        assert_eq!(s.report(&l), Some(vec![]));
+        // A restart in place: down while it passes through inactive and activating.
+        let l = note("web.service", "deactivating");
+        assert_eq!(s.report(&l), Some(vec!["web.service".to_string()]));
+        let l = note("web.service", "activating");
+        assert_eq!(s.report(&l), None);
+        let l = note("web.service", "reloading");
+        assert_eq!(s.report(&l), Some(vec![]));
+        let l = note("other.service", "failed");
+        assert_eq!(s.report(&l), None, "not a steady unit");
+    }
+
+    #[test]
+    fn a_group_without_steady_units_reports_all_up_at_once() {
+        let mut s = Steady::new(std::iter::empty());
+        assert_eq!(s.report(&BTreeMap::new()), Some(vec![]));
+        assert_eq!(s.report(&BTreeMap::new()), None);
     }
 }

@@ -57,6 +57,7 @@ fn view(id: u64, name: &str, role: &str, term: u64) -> GroupView {
         retired: false,
         eligible: false,
         why: "not-passive".into(),
+        units_down: Vec::new(),
     }
 }
 
@@ -736,4 +737,41 @@ async fn one_address_holds_at_most_max_per_client() {
         !answered(&mut over, req).await,
         "127.0.0.1 got a fifth connection"
     );
+}
+
+/// `listen = ["127.0.0.1:P", "[::]:P"]`: both bind (the IPv6 wildcard IPv6-only, since an
+/// IPv4 address shares its port; dual-stack it would have taken 127.0.0.1:P too, and one of
+/// the two binds would fail and be retried for ever), and both answer.
+#[tokio::test]
+async fn an_ipv4_address_and_the_ipv6_wildcard_share_a_port() {
+    // A port free on both families now (taken from the kernel, then let go).
+    let port = match std::net::TcpListener::bind("[::]:0") {
+        Ok(l) => match l.local_addr() {
+            Ok(a) => a.port(),
+            Err(e) => panic!("{e}"),
+        },
+        Err(e) => panic!("bind [::]:0: {e}"),
+    };
+    let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let v6 = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
+    let (mut feed, reader) = StateFeed::new("n1", vec![view(0, "web", "active", 7)]);
+    feed.update(&ViewUpdate::Some(Vec::new()), true, false);
+    let server = match HttpServer::start(vec![v4, v6], reader, Limits::default()) {
+        Ok(s) => s,
+        Err(e) => panic!("cannot start the server: {e}"),
+    };
+    let mut bound: Vec<SocketAddr> = (0..2)
+        .filter_map(|_| server.next_bound(Duration::from_secs(5)))
+        .collect();
+    bound.sort();
+    assert_eq!(bound, vec![v4, v6], "both addresses bound at once");
+    let loopback6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+    for addr in [v4, loopback6] {
+        let a = get(addr, "/v1/groups/web/active").await;
+        assert_eq!(
+            (a.status, a.text()),
+            (200, "active (term 7)\n".into()),
+            "{addr}"
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! The HTTP state endpoint on three real systemd hosts with a real etcd, `[http] listen` set
 //! on each: `/v1/groups/web/active` answers 200 on exactly the active host and follows a
-//! promote; `/v1/status` is the document `promctl status --json` prints on the same host.
+//! promote and is 503 while the active host's service is restarted in place; `/v1/status` is
+//! the document `promctl status --json` prints on the same host.
 //! Traffic goes to each host's loopback (curl inside) and to the hosts' own addresses.
 
 mod support;
@@ -48,9 +49,15 @@ fn assert_status_is_promctls(h: &Host) {
     );
 }
 
+/// systemd restarts web.service in place when it dies, after a pause a balancer's checks
+/// can see.
+const RESTART: &str = "[Service]\nRestart=on-failure\nRestartSec=2s\n";
+
 #[test]
 fn the_endpoint_follows_the_role_and_matches_promctl() {
-    let (_net, _etcd, c) = support::http::boot("0.0.0.0:8008", LEASE);
+    let (_net, _etcd, c) = support::http::boot_with("0.0.0.0:8008", LEASE, |_, spec| {
+        spec.file("/etc/systemd/system/web.service.d/restart.conf", RESTART);
+    });
     let first = c.wait_one_active(None, Duration::from_secs(30));
     hosts::wait_until(
         Duration::from_secs(15),
@@ -132,5 +139,45 @@ fn the_endpoint_follows_the_role_and_matches_promctl() {
     for h in &c.hosts {
         assert_status_is_promctls(h);
     }
+
+    // The service dies on the active host and systemd restarts it in place: the host keeps
+    // the role (one failure, under max-restarts), but /active is 503 while nothing listens,
+    // and says why, then 200 again once the service is back.
+    let h = &c.hosts[target];
+    let pid = h.run_ok(&[
+        "systemctl",
+        "show",
+        "--property=MainPID",
+        "--value",
+        "web.service",
+    ]);
+    let pid = pid.trim();
+    assert!(pid.parse::<u32>().is_ok_and(|p| p > 0), "MainPID {pid:?}");
+    h.run_ok(&["kill", "-9", pid]);
+    let mut seen = String::new();
+    hosts::wait_until(
+        Duration::from_secs(5),
+        "/active 503 on the active host while web.service is restarted in place",
+        || {
+            let (code, body) = curl(h, "GET", "/v1/groups/web/active");
+            seen = body.clone();
+            code == 503
+        },
+    );
+    assert!(seen.contains("not up: web.service"), "{seen}");
+    assert!(seen.starts_with("active (term "), "{seen}");
+    assert_eq!(curl(h, "GET", "/v1/groups/web/state").1, "active\n");
+    assert_eq!(get_from_machine(h, "/v1/groups/web/active").0, 503);
+    hosts::wait_until(
+        Duration::from_secs(10),
+        "/active 200 again once systemd has restarted web.service",
+        || curl(h, "GET", "/v1/groups/web/active").0 == 200,
+    );
+    assert!(h.is_active("web.service"));
+    assert_eq!(
+        c.active_hosts(),
+        vec![target],
+        "restarted in place, no failover"
+    );
     c.check_history();
 }

@@ -110,10 +110,17 @@ impl Agent {
         now: Now,
         out: &mut Vec<Output>,
     ) {
-        let Some(g) = self.groups.get(&id) else {
+        let Some(g) = self.groups.get_mut(&id) else {
             return;
         };
         let event = match ev {
+            // Not the machine's business (a unit that stays down is a failure the other
+            // events report): what the HTTP endpoint tells a balancer.
+            // (The input touched the group: its view is published again.)
+            WatchEvent::SteadyUnits { down } => {
+                g.units_down = down;
+                return;
+            }
             WatchEvent::Failed { unit, restarted } => Event::UnitFailed { unit, restarted },
             WatchEvent::Stopped { unit } => {
                 if g.machine.role() == Role::Active {

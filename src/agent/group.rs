@@ -39,6 +39,10 @@ pub(super) struct Group {
     pub(super) env: Option<EnvFile>,
     /// Its counters for `/metrics` (shared with the HTTP thread).
     pub(super) metrics: std::sync::Arc<crate::metrics::GroupMetrics>,
+    /// The steady units (watched, expected up) that are down now, as the watch last said
+    /// ([`crate::watch::WatchEvent::SteadyUnits`]); sorted. `/v1/groups/G/active` is 200
+    /// only while this is empty.
+    pub(super) units_down: Vec<String>,
 }
 
 impl Group {

@@ -510,6 +510,7 @@ impl Agent {
                 retired: false,
                 env: None,
                 metrics,
+                units_down: Vec::new(),
             },
         );
         self.refile(id);

@@ -46,6 +46,10 @@ pub struct GroupView {
     /// Why not, as a word ([`Ineligibility::word`], e.g. `unhealthy`); empty when eligible
     /// (property `Ineligible`).
     pub why: String,
+    /// The steady units of the role (watched, expected to stay up) that are not up on this
+    /// host now, sorted; empty when all are. Not a D-Bus property: what the HTTP endpoint's
+    /// `/v1/groups/G/active` looks at besides the role.
+    pub units_down: Vec<String>,
 }
 
 /// One member of a group as this host sees it: an element of `MemberStates`
@@ -342,6 +346,7 @@ fn view(id: GroupId, g: &Group, now: Mono) -> GroupView {
         maintenance: m.maintenance(),
         failures: m.failures(now),
         retired: g.retired,
+        units_down: g.units_down.clone(),
         since_usec: g.since_usec,
         members,
         eligible,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
 
@@ -162,6 +162,15 @@ impl prometheus_client::collector::Collector for Scrape {
                 MetricType::Counter,
             )?;
             agent.store_reconnects.encode(f)?;
+        }
+        {
+            let f = encoder.encode_descriptor(
+                "promd_journal_lines_dropped",
+                "Log lines dropped because journald did not take them within 500 ms.",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(crate::logging::dropped_lines()).encode(f)?;
         }
         {
             let f = encoder.encode_descriptor(

@@ -1,8 +1,9 @@
 //! The read-only HTTP state endpoint (`[http] listen`): what a load balancer asks to find the
 //! active host of a group, and the cluster view as JSON.
 //!
-//! - `GET /v1/groups/GROUP/active`: 200 while this host's role in GROUP is `active`, 503 in
-//!   every other role (`demoting` included: a balancer drains before the units stop);
+//! - `GET /v1/groups/GROUP/active`: 200 while this host's role in GROUP is `active` and
+//!   every steady unit of the role is up, 503 in every other role (`demoting` included: a
+//!   balancer drains before the units stop) and while a unit is down or restarted in place;
 //!   `/passive` likewise for `passive`; `/state`: the role as plain text. 404 for a group
 //!   this host does not serve.
 //! - `GET /v1/health`: 200 while promd's event loop runs and the store is connected.
@@ -263,6 +264,7 @@ mod tests {
             retired: false,
             eligible: true,
             why: String::new(),
+            units_down: Vec::new(),
         }
     }
 

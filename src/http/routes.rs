@@ -40,7 +40,7 @@ pub enum Route<'p> {
     Health,
     /// `/v1/status`.
     Status,
-    /// `/v1/groups/GROUP/active`: 200 in role `active`.
+    /// `/v1/groups/GROUP/active`: 200 in role `active` with every steady unit up.
     Active(&'p str),
     /// `/v1/groups/GROUP/passive`: 200 in role `passive`.
     Passive(&'p str),
@@ -154,16 +154,24 @@ pub fn route_with_metrics(
     finish(reply, head)
 }
 
-/// 200 if `group`'s role is `role`, else 503; the body says the role and the term.
+/// 200 if `group`'s role is `role` — for `active`, also with every steady unit up (one that
+/// systemd or promd restarts in place is down meanwhile) — else 503. The body says the role
+/// and the term, and which units are down.
 fn in_role(snapshot: &Snapshot, group: &str, role: Role) -> Reply {
     match snapshot.group(group) {
         Some(v) => {
-            let status = if v.role == role.as_str() {
+            let units_up = role != Role::Active || v.units_down.is_empty();
+            let status = if v.role == role.as_str() && units_up {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
-            text(status, format!("{} (term {})\n", v.role, v.term), false)
+            let mut body = format!("{} (term {})", v.role, v.term);
+            if v.role == Role::Active.as_str() && !v.units_down.is_empty() {
+                body.push_str(&format!("; not up: {}", v.units_down.join(" ")));
+            }
+            body.push('\n');
+            text(status, body, false)
         }
         None => unknown_group(group),
     }
@@ -283,6 +291,35 @@ mod tests {
         // Whatever the store says: the role is what this host does.
         let s = snapshot(false, true);
         assert_eq!(get(&s, "/v1/groups/web/active").0, 200);
+    }
+
+    #[test]
+    fn active_is_503_while_a_steady_unit_is_down() {
+        let mut web = view(0, "web", "active", 7);
+        web.units_down = vec!["api.service".into(), "web.service".into()];
+        let mut db = view(1, "db", "passive", 3);
+        // The passive host's active units are down by design: /passive does not look.
+        db.units_down = vec!["db.service".into()];
+        let s = Arc::new(Snapshot::new(
+            "n1",
+            true,
+            false,
+            vec![web.into(), db.into()],
+        ));
+        assert_eq!(
+            get(&s, "/v1/groups/web/active"),
+            (
+                503,
+                "active (term 7); not up: api.service web.service\n".into()
+            )
+        );
+        assert_eq!(get(&s, "/v1/groups/web/state"), (200, "active\n".into()));
+        assert_eq!(
+            get(&s, "/v1/groups/db/passive"),
+            (200, "passive (term 3)\n".into())
+        );
+        let head = route(&s, true, &Method::HEAD, "/v1/groups/web/active");
+        assert_eq!(head.status.as_u16(), 503);
     }
 
     #[test]

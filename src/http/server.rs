@@ -120,9 +120,10 @@ impl HttpServer {
                 rt.block_on(async move {
                     let permits = Arc::new(Semaphore::new(limits.max_connections));
                     let clients = Arc::new(Clients::new(limits.max_per_client));
-                    for addr in addrs {
+                    for &addr in &addrs {
                         let listener = Listener {
                             addr,
+                            only_v6: only_v6(addr, &addrs),
                             reader: reader.clone(),
                             limits,
                             permits: permits.clone(),
@@ -159,9 +160,41 @@ impl Drop for HttpServer {
     }
 }
 
+/// Whether `addr` is to be bound IPv6-only: it is the IPv6 wildcard `[::]:P` and `all` also
+/// has an IPv4 address on port P. Bound dual-stack (Linux's default, unless
+/// `net.ipv6.bindv6only=1`), `[::]:P` would also take IPv4's port P, and the IPv4 listener
+/// or this one would fail to bind; so `["0.0.0.0:8008", "[::]:8008"]` means what it says.
+fn only_v6(addr: SocketAddr, all: &[SocketAddr]) -> bool {
+    match addr {
+        SocketAddr::V6(a) if a.ip().is_unspecified() => {
+            all.iter().any(|b| b.is_ipv4() && b.port() == addr.port())
+        }
+        _ => false,
+    }
+}
+
+/// A listening socket on `addr` as tokio's `TcpListener::bind` makes one (`SO_REUSEADDR`,
+/// a backlog of 1024), IPv6-only if `only_v6`.
+fn listen(addr: SocketAddr, only_v6: bool) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // Only ever set: otherwise the host's `net.ipv6.bindv6only` decides, as it does for
+    // any other daemon.
+    if only_v6 {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
 /// One configured address: bound (with retries), then accepting.
 struct Listener {
     addr: SocketAddr,
+    /// Bind it IPv6-only ([`only_v6`]).
+    only_v6: bool,
     reader: StateReader,
     limits: Limits,
     permits: Arc<Semaphore>,
@@ -222,7 +255,7 @@ impl Listener {
     async fn bind(&self) -> TcpListener {
         let mut delay = Duration::from_secs(1).min(self.limits.bind_retry_max);
         loop {
-            match TcpListener::bind(self.addr).await {
+            match listen(self.addr, self.only_v6) {
                 Ok(listener) => return listener,
                 Err(e) => {
                     let errno = e.raw_os_error().unwrap_or(0);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::cluster::{Cluster, StoreKind};
 use super::etcd::EtcdCluster;
-use super::hosts::{Host, Net};
+use super::hosts::{Host, HostSpec, Net};
 
 /// The port every test host's promd listens on.
 pub const PORT: u16 = 8008;
@@ -17,11 +17,20 @@ pub const PORT: u16 = 8008;
 /// each host's own network namespace, its loopback and its own address). Keep all three
 /// bindings (`let (_net, _etcd, c) = ...`): dropping them removes everything.
 pub fn boot(listen: &str, lease: Duration) -> (Net, EtcdCluster, Cluster) {
+    boot_with(listen, lease, |_, _| {})
+}
+
+/// [`boot`], with a last word on each host's files (as [`Cluster::boot_with`]).
+pub fn boot_with(
+    listen: &str,
+    lease: Duration,
+    customize: impl Fn(usize, &mut HostSpec),
+) -> (Net, EtcdCluster, Cluster) {
     let net = Net::new(3);
     let etcd = EtcdCluster::start(3, &net.gateway_ips());
     // After the group's keys: a table of its own.
     let http = format!("\n[http]\nlisten = [\"{listen}\"]\n");
-    let c = Cluster::boot_with(&net, StoreKind::Etcd(&etcd), lease, &http, |_, _| {});
+    let c = Cluster::boot_with(&net, StoreKind::Etcd(&etcd), lease, &http, customize);
     (net, etcd, c)
 }
 

@@ -165,3 +165,32 @@ fn store_connected_needs_every_group() {
     h.store(1, StoreEvent::Up);
     assert!(h.agent.store_connected());
 }
+
+#[test]
+fn the_view_names_the_steady_units_that_are_down() {
+    let mut h = H::new(&[WEB]);
+    h.input(Input::Start);
+    h.active(0, 7);
+    h.agent.take_views(h.now);
+    let down = WatchEvent::SteadyUnits {
+        down: vec!["web.service".into()],
+    };
+    let out = h.input(Input::Watch(GroupId(0), down));
+    assert!(out.is_empty(), "nothing to do but show it: {out:?}");
+    match h.agent.take_views(h.now) {
+        ViewUpdate::Some(v) => {
+            assert_eq!(v.len(), 1);
+            assert_eq!(v[0].units_down, vec!["web.service".to_string()]);
+            assert_eq!(v[0].role, "active", "a unit down is not a role change");
+        }
+        other => panic!("{other:?}"),
+    }
+    h.input(Input::Watch(
+        GroupId(0),
+        WatchEvent::SteadyUnits { down: Vec::new() },
+    ));
+    match h.agent.take_views(h.now) {
+        ViewUpdate::Some(v) => assert!(v[0].units_down.is_empty()),
+        other => panic!("{other:?}"),
+    }
+}

@@ -333,8 +333,7 @@ web: this host active, leader db-a, term 42, maintenance off
     db-b          passive        90  no              0  no
       ineligible: the health check fails
     db-c          passive        90  yes             4  no
-      ineligible: this node failed and is in its failure cooldown (promctl reset
-                  clears it)
+      ineligible: failed and in its failure cooldown (promctl reset clears it)
     db-d          passive        80  yes             0  yes
     db-long-name  down           -5  no              0  no
 
@@ -376,7 +375,7 @@ queue: this host maintenance, leader none, term 7, maintenance on
             let first = first.split(' ').take(3).collect::<Vec<_>>().join(" ");
             assert!(table.contains(&format!("ineligible: {first}")), "{table}");
         }
-        assert!(table.contains("ineligible: this node is not passive yet"));
+        assert!(table.contains("ineligible: not passive yet"));
     }
 
     #[test]

@@ -162,7 +162,14 @@ pub enum Ineligible {
 
 impl fmt::Display for Ineligible {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.write_str(self.text())
+    }
+}
+
+impl Ineligible {
+    /// The refusal's text, about this node (what [`Display`](fmt::Display) writes).
+    fn text(self) -> &'static str {
+        match self {
             Ineligible::Stopping => "promd is stopping",
             Ineligible::NotMember => "this node is not in the group's members",
             Ineligible::Cooldown => {
@@ -173,11 +180,9 @@ impl fmt::Display for Ineligible {
             Ineligible::StoreUnreachable => "the store is unreachable",
             Ineligible::LeaseNotRenewed => "the store lease is not renewed",
             Ineligible::NotPassive => "this node is not passive yet",
-        })
+        }
     }
-}
 
-impl Ineligible {
     /// Every variant, in the order [`GroupMachine::ineligibility`] checks them.
     ///
     /// [`GroupMachine::ineligibility`]: super::GroupMachine::ineligibility
@@ -230,6 +235,26 @@ impl Ineligibility {
             },
             Ineligibility::DeferOnce => "defer-once",
             Ineligibility::Unknown => "unknown",
+        }
+    }
+
+    /// The reason as it reads about any member, in a table of members (`promctl status`):
+    /// the [`Display`](fmt::Display) texts speak of "this node", which would read as the
+    /// host promctl runs on. E.g. `cooldown` → "failed and in its failure cooldown (promctl
+    /// reset clears it)".
+    pub fn about_member(self) -> &'static str {
+        match self {
+            // Only the texts that speak of "this node" read otherwise.
+            Ineligibility::Checked(Ineligible::NotMember) => "not in the group's members",
+            Ineligibility::Checked(Ineligible::Cooldown) => {
+                "failed and in its failure cooldown (promctl reset clears it)"
+            }
+            Ineligibility::Checked(Ineligible::NotPassive) => "not passive yet",
+            Ineligibility::Checked(i) => i.text(),
+            Ineligibility::DeferOnce => {
+                "just lost the role in a crash and lets the others go first"
+            }
+            Ineligibility::Unknown => "for a reason this promd does not know",
         }
     }
 

@@ -363,10 +363,7 @@ pub(super) fn close_lost_stops(c: &Cluster, all: &mut [HostSpans]) -> usize {
             let since = lines.next().unwrap_or_default().trim().to_string();
             let _ = lines.next(); // the separator
             let down = state == "s \"inactive\"" || state == "s \"failed\"";
-            let since_ns = since
-                .strip_prefix("t ")
-                .and_then(|t| t.parse::<u64>().ok())
-                .map(|us| us * 1000);
+            let since_ns = timestamp_ns(&since);
             let span = &mut spans[k].1;
             if let Some(at) = since_ns.filter(|&at| down && at >= span.start_ns) {
                 span.stop_ns = Some(at);
@@ -391,8 +388,13 @@ pub(super) fn inactive_since(c: &Cluster, i: usize, unit: &str) -> Option<u64> {
         ],
         Duration::from_secs(20),
     );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let us = text.trim().strip_prefix("t ")?.parse::<u64>().ok()?;
+    timestamp_ns(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// A systemd timestamp property as `busctl get-property` prints it (`t USEC`, realtime µs),
+/// in ns; `None` for 0 (never) or anything else.
+fn timestamp_ns(line: &str) -> Option<u64> {
+    let us = line.trim().strip_prefix("t ")?.parse::<u64>().ok()?;
     (us > 0).then_some(us * 1000)
 }
 
