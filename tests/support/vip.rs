@@ -126,12 +126,14 @@ impl Fault {
         Fault::Cut,
     ];
 
+    /// The fault's name, the same for every agent (benches/vip.rs says what each means for
+    /// promd and for keepalived).
     pub fn name(self) -> &'static str {
         match self {
-            Fault::Promote => "D-Bus Promote",
-            Fault::Stop => "systemctl stop promd",
-            Fault::Kill => "kill -9 promd",
-            Fault::Hang => "SIGSTOP promd",
+            Fault::Promote => "planned switchover",
+            Fault::Stop => "graceful stop",
+            Fault::Kill => "kill -9",
+            Fault::Hang => "pause (SIGSTOP)",
             Fault::Cut => "silent cut (IP and ARP)",
         }
     }
