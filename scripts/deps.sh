@@ -20,6 +20,11 @@
 #   benches/haproxy.rs), health-checking promd's /v1/groups/web/active. The tests run it
 #   themselves, in the foreground; the package's own service is kept from starting during the
 #   install (policy-rc.d) and stopped and disabled below if it runs anyway.
+# - iputils-arping and ndisc6: the floating-address tests (tests/system_addresses.rs) ask who
+#   answers for an address on their segment (`arping`, `ndisc6`), as an operator would.
+# - keepalived: benches/vip.rs runs it beside promd on the same hosts (VRRP for the same
+#   floating addresses). It runs it in the test hosts itself; the package's own service on
+#   the machine is kept off like haproxy's.
 # - Installing etcd-server must not leave an etcd running on the machine itself: services are
 #   kept from starting during the install (policy-rc.d), and if one was started anyway through
 #   the package's own service (systemd or /etc/init.d/etcd), it is stopped and disabled.
@@ -49,6 +54,9 @@ PACKAGES=(
     python3-minimal
     haproxy
     prometheus
+    iputils-arping
+    ndisc6
+    keepalived
 )
 
 log() { printf 'deps: %s\n' "$*"; }
@@ -146,13 +154,14 @@ keep_service_off() {
 }
 keep_service_off haproxy /usr/sbin/haproxy
 keep_service_off prometheus /usr/bin/prometheus
+keep_service_off keepalived /usr/sbin/keepalived
 if ss -Hltn 'sport = :2379' 2>/dev/null | grep -q .; then
     log "WARNING: something (not the etcd package's service) listens on port 2379:"
     ss -ltnp 'sport = :2379' || true
 fi
 
 for tool in systemd-nspawn nsenter unshare ip nft etcd etcdctl dbus-daemon protoc \
-    dpkg-buildpackage dh lintian rpmbuild man haproxy promtool; do
+    dpkg-buildpackage dh lintian rpmbuild man haproxy promtool keepalived; do
     command -v "$tool" >/dev/null || die "$tool is missing after the install"
 done
 

@@ -13,6 +13,7 @@
 //!   with, for `promd check-config --reload`.
 
 pub mod agent;
+pub mod announce;
 pub mod certs;
 pub mod config;
 pub mod core;

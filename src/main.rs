@@ -19,7 +19,7 @@ use promd::systemd::Systemd;
 const EXIT_CONFIG: u8 = 78;
 const EXIT_USAGE: u8 = 2;
 
-const USAGE: &str = "usage: promd [--config PATH]\n       promd check-config [--reload] [PATH]\n       promd fence\n       promd --version\n       promd --help";
+const USAGE: &str = "usage: promd [--config PATH]\n       promd check-config [--reload] [PATH]\n       promd fence\n       promd announce ADDRESS/PREFIX dev INTERFACE\n       promd --version\n       promd --help";
 
 enum Command {
     Run(PathBuf),
@@ -30,6 +30,8 @@ enum Command {
         reload: bool,
     },
     Fence,
+    /// `announce ADDRESS/PREFIX dev INTERFACE`: the address unit's announcement.
+    Announce(promd::config::Address),
     Version,
     Help,
 }
@@ -42,6 +44,9 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
         [flag] if flag == "--help" || flag == "-h" => Ok(Command::Help),
         [flag, path] if flag == "--config" || flag == "-c" => Ok(Command::Run(path.into())),
         [cmd] if cmd == "fence" => Ok(Command::Fence),
+        [cmd, rest @ ..] if cmd == "announce" => promd::config::Address::parse(&rest.join(" "))
+            .map(Command::Announce)
+            .map_err(|e| format!("announce: {e}")),
         [cmd, rest @ ..] if cmd == "check-config" => {
             parse_check(rest).ok_or_else(|| format!("unexpected arguments: {}", args.join(" ")))
         }
@@ -98,6 +103,15 @@ fn main() -> ExitCode {
         }
         Ok(Command::Check { path, reload }) => check(&path, reload, Path::new(RUN_DIR)),
         Ok(Command::Fence) => fence(),
+        Ok(Command::Announce(address)) => {
+            match promd::announce::announce(address.ip, &address.interface) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("<3>promd announce {}: {e}", address.ip);
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Ok(Command::Run(path)) => run(&path),
         Err(e) => {
             eprintln!("promd: {e}\n{USAGE}");

@@ -190,6 +190,7 @@ fn rpm_installs_the_same_files_as_the_deb() {
         "/usr/share/doc/promd/examples/haproxy.cfg",
         "/usr/share/doc/promd/examples/prometheus.yml",
         "/usr/share/doc/promd/examples/promd-alerts.yml",
+        "/usr/share/doc/promd/examples/web-floating-ip.service",
         "/usr/share/man/man8/promd.8.gz",
         "/usr/share/man/man1/promctl.1.gz",
         "/usr/share/man/man5/promd.toml.5.gz",

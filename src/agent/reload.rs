@@ -309,6 +309,18 @@ pub(super) fn changes(old: &GroupConfig, new: &GroupConfig, node: &str) -> Chang
         unit(&new.passive_target),
     );
     note(true, "lease", d(old.lease), d(new.lease));
+    // The address units are part of the role's closure, walked and bound when the group
+    // starts: a change is a restart of the group, like a change of its targets.
+    let addresses = |a: &[crate::config::Address]| {
+        let all: Vec<String> = a.iter().map(ToString::to_string).collect();
+        format!("[{}]", all.join(", "))
+    };
+    note(
+        true,
+        "addresses",
+        addresses(&old.addresses),
+        addresses(&new.addresses),
+    );
     let leaves = member(&old.members) && !member(&new.members);
     let mut members = (
         list(&old.members, "any node"),

@@ -7,6 +7,7 @@
 //! The module is split by job: `names` holds the name rules shared with other modules,
 //! `validate` walks the document section by section, and `values` checks single keys.
 
+mod address;
 mod fixed;
 mod http;
 mod names;
@@ -19,6 +20,7 @@ mod store_tests;
 #[cfg(test)]
 mod tests;
 
+pub use address::{Address, AddressError};
 pub use fixed::{Fixed, RESTART_HINT, restart_needed};
 pub use http::HttpConfig;
 pub use names::{valid_group_name, valid_node_name, valid_unit_name};
@@ -166,6 +168,10 @@ pub struct GroupConfig {
     /// `health-timeout` (default 1s, not zero, shorter than `health_interval`): a check that
     /// runs longer is killed and counts as failed.
     pub health_timeout: Duration,
+    /// `addresses`: the group's floating service addresses, each `ADDRESS/PREFIX dev
+    /// INTERFACE` ([`Address`]), on the active host only; empty when the key is absent. No
+    /// address twice, in a group or across groups.
+    pub addresses: Vec<Address>,
 }
 
 const DEFAULT_DIR: &str = "/var/lib/promd";

@@ -80,6 +80,7 @@ fn default_group(name: &str) -> GroupConfig {
         health_command: None,
         health_interval: Duration::from_secs(2),
         health_timeout: Duration::from_secs(1),
+        addresses: Vec::new(),
     }
 }
 
@@ -994,5 +995,62 @@ fn bad_http_values_are_placed() {
     assert_eq!(
         problems("[http]\nlisten = [\"a\", \"b:1\", \"1.2.3.4:5\"]\n").len(),
         2
+    );
+}
+
+#[test]
+fn addresses_are_parsed_and_each_wrong_part_is_placed() {
+    let config = check(&group_with(
+        "addresses = [\"192.0.2.10/24 dev eth0\", \"2001:db8::10/64 dev eth0\"]\n",
+    ))
+    .unwrap();
+    let shown: Vec<String> = config.groups[0]
+        .addresses
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    assert_eq!(
+        shown,
+        ["192.0.2.10/24 dev eth0", "2001:db8::10/64 dev eth0"]
+    );
+    assert!(check(GROUP).unwrap().groups[0].addresses.is_empty());
+
+    let line = GROUP.lines().count() + 1;
+    assert_one(
+        &group_with("addresses = [\"192.0.2.10 dev eth0\"]\n"),
+        line,
+        14,
+        "`addresses`: `192.0.2.10` has no prefix length",
+    );
+    assert_one(
+        &group_with("addresses = [\"192.0.2.10/24 dev eth0\", \"192.0.2.300/24 dev eth0\"]\n"),
+        line,
+        40,
+        "`192.0.2.300` is not an IPv4 or IPv6 address",
+    );
+    assert_one(
+        &group_with("addresses = [\"192.0.2.10/24 dev eth0\", \"192.0.2.10/32 dev eth1\"]\n"),
+        line,
+        40,
+        "address 192.0.2.10 appears twice in `addresses` (first at line",
+    );
+    assert_one(
+        &group_with("addresses = \"192.0.2.10/24 dev eth0\"\n"),
+        line,
+        13,
+        "`addresses` must be an array of strings",
+    );
+}
+
+#[test]
+fn groups_do_not_share_addresses() {
+    let a = "[[group]]\nname = \"a\"\nactive-target = \"a.target\"\naddresses = [\"192.0.2.10/24 dev eth0\"]\n";
+    assert_one(
+        &format!(
+            "{a}[[group]]\nname = \"b\"\nactive-target = \"b.target\"\naddresses = [\"192.0.2.10/24 dev eth1\"]\n"
+        ),
+        8,
+        14,
+        "address 192.0.2.10 is already an address of group \"a\" (line 4, column 14)",
     );
 }

@@ -44,6 +44,7 @@ pub(super) const GROUP_KEYS: &[&str] = &[
     "health-command",
     "health-interval",
     "health-timeout",
+    "addresses",
 ];
 pub(super) const NODE_NAME_RULE: &str =
     "[a-z0-9_.-], 1 to 64 characters, not starting with `.` or `-`";
@@ -157,6 +158,14 @@ impl StoreFields {
 /// A group's valid target names with their places; true: the active target.
 pub(super) type Targets = Vec<(Spanned<String>, bool)>;
 
+/// What the file-wide checks need of one `[[group]]`: its valid name, its valid target names
+/// with their places (true: the active target), and its valid addresses with their places.
+pub(super) struct GroupMarks {
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) targets: Targets,
+    pub(super) addresses: Vec<Spanned<Address>>,
+}
+
 /// A target named by a `[[group]]`, for the check that groups do not share them.
 pub(super) struct Target {
     /// Which `[[group]]` of the file (names may be missing or repeated).
@@ -185,6 +194,7 @@ pub(super) struct GroupFields {
     health_command: Option<Field<Vec<String>>>,
     health_interval: Option<Field<Duration>>,
     health_timeout: Option<Field<Duration>>,
+    addresses: Option<Field<Vec<Spanned<Address>>>>,
 }
 
 impl Checker<'_> {
@@ -557,9 +567,16 @@ impl Checker<'_> {
         let mut groups = Vec::new();
         let mut first_seen: HashMap<String, Range<usize>> = HashMap::new();
         let mut targets: Vec<Target> = Vec::new();
+        let mut addresses: Vec<(usize, String, Spanned<Address>)> = Vec::new();
         for (index, item) in items.iter().enumerate() {
-            let (name, group, mine) = self.group(item);
+            let (group, marks) = self.group(item);
+            let GroupMarks {
+                name,
+                targets: mine,
+                addresses: my_addresses,
+            } = marks;
             self.targets_of_other_groups(index, &name, mine, &mut targets);
+            self.addresses_of_other_groups(index, &name, my_addresses, &mut addresses);
             if let Some(name) = name {
                 if let Some(first) = first_seen.get(name.get_ref()) {
                     let line = self.line_of(first);
@@ -626,14 +643,50 @@ impl Checker<'_> {
         }
     }
 
-    /// One `[[group]]`: its valid name (for the duplicate check), the group if it is valid,
-    /// and its valid target names with their places (true: the active target).
-    pub(super) fn group(
+    /// An address follows one group's active host: the same address in two groups would be
+    /// claimed by two hosts at once. Reported where it appears again, naming the first group.
+    fn addresses_of_other_groups(
         &mut self,
-        item: &Value<'_>,
-    ) -> (Option<Spanned<String>>, Option<GroupConfig>, Targets) {
+        index: usize,
+        name: &Option<Spanned<String>>,
+        mine: Vec<Spanned<Address>>,
+        seen: &mut Vec<(usize, String, Spanned<Address>)>,
+    ) {
+        for address in mine {
+            let clash = seen
+                .iter()
+                .find(|(i, _, a)| *i != index && a.get_ref().ip == address.get_ref().ip);
+            if let Some((_, group, first)) = clash {
+                let (line, column) = position(self.text, first.span().start);
+                self.error(
+                    &address.span(),
+                    format!(
+                        "address {} is already an address of {group} (line {line}, column \
+                         {column}): an address follows one group's active host, so two groups \
+                         would put it on two hosts at once",
+                        address.get_ref().ip
+                    ),
+                );
+            }
+            let group = match name {
+                Some(n) => format!("group {:?}", n.get_ref()),
+                None => "another [[group]]".to_owned(),
+            };
+            seen.push((index, group, address));
+        }
+    }
+
+    /// One `[[group]]`: the group if it is valid, and what the file-wide checks need of it.
+    pub(super) fn group(&mut self, item: &Value<'_>) -> (Option<GroupConfig>, GroupMarks) {
         let Some(table) = self.table("group", item, "[[group]]") else {
-            return (None, None, Vec::new());
+            return (
+                None,
+                GroupMarks {
+                    name: None,
+                    targets: Vec::new(),
+                    addresses: Vec::new(),
+                },
+            );
         };
         let before = self.problems.len();
         let mut f = GroupFields::default();
@@ -660,6 +713,7 @@ impl Checker<'_> {
                 "health-timeout" => {
                     f.health_timeout = self.field(key, value, Self::nonzero_duration);
                 }
+                "addresses" => f.addresses = self.field(key, value, Self::addresses),
                 _ => self.unknown_key(key, "in [[group]]", GROUP_KEYS),
             }
         }
@@ -678,8 +732,20 @@ impl Checker<'_> {
                 ))
             })
             .collect();
+        let addresses = f
+            .addresses
+            .as_ref()
+            .and_then(|a| a.value.clone())
+            .unwrap_or_default();
         if self.problems.len() != before {
-            return (name, None, targets);
+            return (
+                None,
+                GroupMarks {
+                    name,
+                    targets,
+                    addresses,
+                },
+            );
         }
         let group = GroupConfig {
             name: or_default(&f.name, String::new()),
@@ -697,8 +763,16 @@ impl Checker<'_> {
             health_command: optional(&f.health_command),
             health_interval: or_default(&f.health_interval, DEFAULT_HEALTH_INTERVAL),
             health_timeout: or_default(&f.health_timeout, DEFAULT_HEALTH_TIMEOUT),
+            addresses: addresses.iter().map(|a| a.get_ref().clone()).collect(),
         };
-        (name, Some(group), targets)
+        (
+            Some(group),
+            GroupMarks {
+                name,
+                targets,
+                addresses,
+            },
+        )
     }
 
     /// Checks that involve several keys of a group: required keys and consistency.

@@ -179,6 +179,42 @@ impl Checker<'_> {
         ok.then(|| members.into_iter().map(Spanned::into_inner).collect())
     }
 
+    /// `addresses`: each entry `ADDRESS/PREFIX dev INTERFACE` ([`Address::parse`]), no address
+    /// twice (whatever its prefix or interface: one address has one owner).
+    pub(super) fn addresses(
+        &mut self,
+        key: &str,
+        value: &Value<'_>,
+    ) -> Option<Vec<Spanned<Address>>> {
+        let entries = self.string_array(key, value)?;
+        let mut ok = true;
+        let mut parsed: Vec<Spanned<Address>> = Vec::new();
+        for entry in &entries {
+            match Address::parse(entry.get_ref()) {
+                Ok(a) => {
+                    if let Some(first) = parsed.iter().find(|f| f.get_ref().ip == a.ip) {
+                        let (line, column) = position(self.text, first.span().start);
+                        self.error(
+                            &entry.span(),
+                            format!(
+                                "address {} appears twice in `{key}` (first at line {line}, \
+                                 column {column})",
+                                a.ip
+                            ),
+                        );
+                        ok = false;
+                    }
+                    parsed.push(Spanned::new(entry.span(), a));
+                }
+                Err(e) => {
+                    self.error(&entry.span(), format!("`{key}`: {e}"));
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(parsed)
+    }
+
     pub(super) fn watch(&mut self, key: &str, value: &Value<'_>) -> Option<Vec<String>> {
         let units = self.string_array(key, value)?;
         let mut ok = self.each_valid(&units, |u| {

@@ -15,6 +15,7 @@ use super::Runtime;
 #[cfg(doc)]
 use crate::agent::Output;
 use crate::agent::{GroupId, Input, JobDone, JobOrder, Level};
+use crate::config::Address;
 use crate::core::{Cancels, Job};
 use crate::health::{self, HealthCheck};
 use crate::systemd::{Closure, Systemd, SystemdError};
@@ -53,6 +54,7 @@ impl Runtime {
         let systemd = self.systemd.clone();
         let group = d.cfg.name.clone();
         let active = d.cfg.active_target.clone();
+        let addresses = d.cfg.addresses.clone();
         let passive = d.cfg.passive_target.clone();
         let watch = d.cfg.watch.clone();
         let task = tokio::spawn(async move {
@@ -66,7 +68,7 @@ impl Runtime {
                     // units) is not: walking it again before each start put two to three
                     // calls to systemd before every start of a take-over of hundreds.
                     let rebind = async {
-                        let closure = bind_closure(&systemd, &group, &active).await;
+                        let closure = bind_closure(&systemd, &group, &active, &addresses).await;
                         if let Some(c) = &closure {
                             let _ = inputs.send(Input::Closure(id, c.clone()));
                         }
@@ -194,7 +196,9 @@ impl Runtime {
         };
         let (systemd, cfg, inputs) = (self.systemd.clone(), d.cfg.clone(), self.inputs_tx.clone());
         tokio::spawn(async move {
-            if let Some(closure) = bind_closure(&systemd, &cfg.name, &cfg.active_target).await {
+            if let Some(closure) =
+                bind_closure(&systemd, &cfg.name, &cfg.active_target, &cfg.addresses).await
+            {
                 let _ = inputs.send(Input::Closure(id, closure));
             }
         });
@@ -292,7 +296,16 @@ where
 }
 
 /// Find the closure of `target` and bind it to promd; errors are logged.
-async fn bind_closure(systemd: &Systemd, group: &str, target: &str) -> Option<Closure> {
+async fn bind_closure(
+    systemd: &Systemd,
+    group: &str,
+    target: &str,
+    addresses: &[Address],
+) -> Option<Closure> {
+    // Written (and systemd reloaded) first, so that the walk finds the address units.
+    if let Err(e) = systemd.prepare_addresses(group, target, addresses).await {
+        tracing::error!(PROMD_GROUP = %group, "writing the floating address units: {e}");
+    }
     match systemd.closure(target).await {
         Ok(closure) => {
             if let Err(e) = systemd.bind_to_promd(group, target, &closure).await {

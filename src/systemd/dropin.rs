@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{PROMD_UNIT, SystemdError};
+use super::{PROMD_UNIT, SystemdError, address};
+use crate::config::Address;
 
 /// Where runtime units and drop-ins live.
 pub const RUNTIME_UNIT_DIR: &str = "/run/systemd/system";
@@ -69,6 +70,18 @@ pub fn binding_text(group: &str, unit: &str, kill_mode: &str, previous: Option<&
         }
     }
     text
+}
+
+/// `text` (a [`binding_text`]) with the unit ordered before each of `units`: the group's
+/// address units, which so come up after every other unit of the role and go down before
+/// them (see [`super::address`]).
+pub fn order_before(text: String, units: &[String]) -> String {
+    if units.is_empty() {
+        return text;
+    }
+    let after = format!("After={PROMD_UNIT}\n");
+    let before: String = units.iter().map(|u| format!("Before={u}\n")).collect();
+    text.replacen(&after, &format!("{after}{before}"), 1)
 }
 
 /// The drop-in on promd.service that keeps the groups' active targets loaded in PID 1: one
@@ -151,6 +164,8 @@ pub struct Bindings {
     by_group: Option<HashMap<String, BTreeSet<String>>>,
     /// Group → the active target [`keep_text`] keeps loaded.
     kept: BTreeMap<String, String>,
+    /// Group → its address units; `None` until the folder is first read.
+    addressed: Option<HashMap<String, BTreeSet<String>>>,
 }
 
 impl Bindings {
@@ -160,6 +175,7 @@ impl Bindings {
             dir: dir.into(),
             by_group: None,
             kept: BTreeMap::new(),
+            addressed: None,
         }
     }
 
@@ -169,12 +185,20 @@ impl Bindings {
     }
 
     /// Bind `unit` to promd for `group` ([`binding_text`] with the unit's `kill_mode`, as
-    /// the walk read it), atomically and only if the drop-in there differs; true if it did.
-    /// The drop-in there is read once: it is also what [`binding_text`] keeps an override of.
-    pub fn bind(&mut self, group: &str, unit: &str, kill_mode: &str) -> Result<bool, SystemdError> {
+    /// the walk read it, ordered [`order_before`] the units in `before`), atomically and only
+    /// if the drop-in there differs; true if it did. The drop-in there is read once: it is
+    /// also what [`binding_text`] keeps an override of.
+    pub fn bind(
+        &mut self,
+        group: &str,
+        unit: &str,
+        kill_mode: &str,
+        before: &[String],
+    ) -> Result<bool, SystemdError> {
         let path = binding_path(&self.dir, group, unit);
         let previous = std::fs::read_to_string(&path).ok();
         let text = binding_text(group, unit, kill_mode, previous.as_deref());
+        let text = order_before(text, before);
         let changed = previous.as_deref() != Some(text.as_str());
         if changed {
             write_atomically(&path, text.as_bytes())?;
@@ -207,6 +231,47 @@ impl Bindings {
         write_if_changed(&keep_path(&self.dir), &keep_text(&self.kept))
     }
 
+    /// Write `group`'s address units (one per address, [`super::address::unit_text`]) and the
+    /// drop-in on its active `target` that pulls them in, and remove the group's address units
+    /// no longer configured (all of them, and the drop-in, for none); true if anything
+    /// changed. `promd`: the binary the units run `promd announce` from.
+    pub fn addresses(
+        &mut self,
+        group: &str,
+        target: &str,
+        addresses: &[Address],
+        promd: &Path,
+    ) -> Result<bool, SystemdError> {
+        let mut changed = false;
+        let units: Vec<String> = addresses
+            .iter()
+            .map(|a| address::unit_name(group, a))
+            .collect();
+        for a in addresses {
+            let path = address::unit_path(&self.dir, group, a);
+            changed |= write_if_changed(&path, &address::unit_text(group, a, promd))?;
+        }
+        let wants = address::wants_path(&self.dir, group, target);
+        if units.is_empty() {
+            if std::fs::remove_file(&wants).is_ok() {
+                changed = true;
+                let _ = wants.parent().map(std::fs::remove_dir);
+            }
+        } else {
+            changed |= write_if_changed(&wants, &address::wants_text(group, &units))?;
+        }
+        let dir = &self.dir;
+        let addressed = self.addressed.get_or_insert_with(|| scan_addresses(dir));
+        let before = addressed.remove(group).unwrap_or_default();
+        for stale in before.iter().filter(|u| !units.contains(u)) {
+            changed |= std::fs::remove_file(dir.join(stale)).is_ok();
+        }
+        if !units.is_empty() {
+            addressed.insert(group.to_string(), units.into_iter().collect());
+        }
+        Ok(changed)
+    }
+
     /// Remove the group's binding drop-ins of every unit but those in `keep` (units that left
     /// the role's closure: an operator edited the target, so they are not the role's any
     /// more and must not be stopped with promd or killed by its fence); true if any was
@@ -237,8 +302,12 @@ impl Bindings {
 
     /// Remove a group's drop-ins (a reload removed the group); true if any was removed.
     pub fn remove(&mut self, group: &str) -> bool {
+        let target = self.kept.get(group).cloned().unwrap_or_default();
+        let addresses = self
+            .addresses(group, &target, &[], Path::new(""))
+            .unwrap_or(false);
         let kept = self.kept.remove(group).is_some() && self.write_kept().unwrap_or(false);
-        self.remove_except(group, &[]) | kept
+        self.remove_except(group, &[]) | kept | addresses
     }
 }
 
@@ -267,6 +336,30 @@ fn scan(dir: &Path) -> HashMap<String, BTreeSet<String>> {
                     .or_default()
                     .insert(unit.clone());
             }
+        }
+    }
+    by_group
+}
+
+/// Every address unit under `dir`: group → unit names.
+fn scan_addresses(dir: &Path) -> HashMap<String, BTreeSet<String>> {
+    let mut by_group: HashMap<String, BTreeSet<String>> = HashMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return by_group;
+    };
+    for e in entries.filter_map(|e| e.ok()) {
+        let Ok(name) = e.file_name().into_string() else {
+            continue;
+        };
+        if let Some((group, _)) = address::is_address_unit(&name)
+            .then(|| name.strip_prefix(address::UNIT_PREFIX))
+            .flatten()
+            .and_then(|rest| rest.split_once('.'))
+        {
+            by_group
+                .entry(group.to_string())
+                .or_default()
+                .insert(name.clone());
         }
     }
     by_group
@@ -403,6 +496,68 @@ mod tests {
     }
 
     #[test]
+    fn address_units_are_written_pulled_in_and_removed_with_the_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let promd = Path::new("/usr/bin/promd");
+        let v4 = Address::parse("192.0.2.10/24 dev eth0").unwrap();
+        let v6 = Address::parse("2001:db8::10/64 dev eth0").unwrap();
+        let mut bindings = Bindings::new(dir.path());
+        let both = [v4.clone(), v6.clone()];
+        let target = "web-active.target";
+        assert!(bindings.addresses("web", target, &both, promd).unwrap());
+        assert!(
+            !bindings.addresses("web", target, &both, promd).unwrap(),
+            "unchanged"
+        );
+        // Another group's units are its own, even under a name that starts alike.
+        assert!(
+            bindings
+                .addresses("web-2", "w2.target", &both[..1], promd)
+                .unwrap()
+        );
+        let wants = address::wants_path(dir.path(), "web", target);
+        assert!(
+            std::fs::read_to_string(&wants)
+                .unwrap()
+                .contains("Wants=promd-address-web.2001:db8::10.service\n")
+        );
+        // A promd that starts again finds the units of its earlier run in the folder.
+        let mut bindings = Bindings::new(dir.path());
+        assert!(
+            bindings
+                .addresses("web", target, &both[..1], promd)
+                .unwrap()
+        );
+        assert!(!address::unit_path(dir.path(), "web", &v6).exists());
+        assert!(address::unit_path(dir.path(), "web", &v4).exists());
+        assert!(bindings.addresses("web", target, &[], promd).unwrap());
+        assert!(!address::unit_path(dir.path(), "web", &v4).exists());
+        assert!(!wants.exists() && !wants.parent().unwrap().exists());
+        assert!(address::unit_path(dir.path(), "web-2", &v4).exists());
+        assert!(
+            bound_units(dir.path()).is_empty(),
+            "no address unit is a binding"
+        );
+    }
+
+    #[test]
+    fn every_unit_of_the_role_comes_up_before_its_addresses() {
+        let units = ["promd-address-web.192.0.2.10.service".to_string()];
+        let t = order_before(
+            binding_text("web", "web.service", "control-group", None),
+            &units,
+        );
+        assert!(
+            t.contains(
+                "After=promd.service\nBefore=promd-address-web.192.0.2.10.service\n[Service]"
+            ),
+            "{t}"
+        );
+        let plain = binding_text("web", "web.service", "control-group", None);
+        assert_eq!(order_before(plain.clone(), &[]), plain);
+    }
+
+    #[test]
     fn a_unit_that_left_the_closure_is_unbound_and_the_rest_kept() {
         let dir = tempfile::tempdir().unwrap();
         let k = "control-group";
@@ -428,9 +583,9 @@ mod tests {
             !bindings.remove_except("web", &keep),
             "nothing left to remove"
         );
-        assert!(bindings.bind("web", "new.service", k).unwrap());
+        assert!(bindings.bind("web", "new.service", k, &[]).unwrap());
         assert!(
-            !bindings.bind("web", "new.service", k).unwrap(),
+            !bindings.bind("web", "new.service", k, &[]).unwrap(),
             "unchanged"
         );
         assert!(

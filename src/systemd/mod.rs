@@ -13,13 +13,14 @@
 //! ([`Systemd::reload`]). A stop that systemd refuses (`RefuseManualStop=yes`) is
 //! done by dependency instead; a unit that does not exist counts as stopped.
 
+pub mod address;
 pub mod closure;
 pub mod dropin;
 mod env;
 pub mod signals;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ use zbus::OwnedVariant;
 use zbus::{Connection, OwnedObjectPath};
 use zbus_systemd::systemd1::{ManagerProxy, UnitProxy};
 
+use crate::config::Address;
 pub use closure::{Closure, Reach, UnitInfo, Walk};
 use dropin::RUNTIME_UNIT_DIR;
 pub use dropin::write_atomically;
@@ -709,9 +711,23 @@ impl Systemd {
             let mut bindings = lock(&self.bindings);
             let mut changed = false;
             let units = closure.with_target(target);
+            // The group's address units come up after every other unit of the role and go
+            // down first; the target pulls them in (and orders itself after them).
+            let addresses: Vec<String> = units
+                .iter()
+                .filter(|u| u.starts_with(&address::group_prefix(group)))
+                .cloned()
+                .collect();
             for unit in &units {
                 let kill_mode = closure.kill_modes.get(unit).map_or("", String::as_str);
-                changed |= bindings.bind(group, unit, kill_mode)?;
+                // Address units and the target itself are ordered by the target's own
+                // drop-in; every other unit goes up before the addresses, down after them.
+                let before: &[String] = if addresses.contains(unit) || unit == target {
+                    &[]
+                } else {
+                    &addresses
+                };
+                changed |= bindings.bind(group, unit, kill_mode, before)?;
             }
             changed |= bindings.keep(group, target)?;
             changed | bindings.remove_except(group, &units)
@@ -740,6 +756,24 @@ impl Systemd {
             }
             Err(e) => tracing::warn!("keeping the groups' targets loaded: {e}"),
         }
+    }
+
+    /// Write `group`'s address units and the drop-in that pulls them into `target`
+    /// ([`dropin::Bindings::addresses`]), and reload systemd if anything changed: before the
+    /// group's closure is walked, so that the walk finds them and they are bound to promd like
+    /// every unit of the role. Cheap when nothing changed (no reload, no folder read).
+    pub async fn prepare_addresses(
+        &self,
+        group: &str,
+        target: &str,
+        addresses: &[Address],
+    ) -> Result<(), SystemdError> {
+        let promd = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/bin/promd"));
+        let changed = lock(&self.bindings).addresses(group, target, addresses, &promd)?;
+        if changed {
+            self.reload().await?;
+        }
+        Ok(())
     }
 
     /// Remove a group's drop-ins (the group was removed by a reload) and reload systemd.

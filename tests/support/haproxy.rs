@@ -28,7 +28,7 @@ const SPAN_LOG: &str = "/spans/spans.log";
 const SERVER_PATH: &str = "/etc/web/server.py";
 
 /// A tiny HTTP server, as a protected service would be: it refuses to start without a fencing
-/// token, says READY=1 once it listens, and answers every request with `HOST TERM NS` (NS: when
+/// token, says READY=1 once it listens (IPv4 and IPv6, on every address, floating ones too), and answers every request with `HOST TERM NS` (NS: when
 /// it answered, CLOCK_REALTIME). One connection at a time: the client is sequential and
 /// HAProxy's checks go to promd, not here. Only python3-minimal's modules.
 const SERVER: &str = r#"import os, socket, sys, time
@@ -36,9 +36,10 @@ host, port = sys.argv[1], int(sys.argv[2])
 term = os.environ.get("PROMD_TERM", "")
 if not term.isdigit():
     sys.exit("web: no PROMD_TERM in /run/promd/web.env: refusing to serve")
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", port))
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.bind(("::", port))
 s.listen(128)
 n = os.environ.get("NOTIFY_SOCKET", "")
 if n:
@@ -321,20 +322,37 @@ pub struct Client {
 
 impl Client {
     pub fn start(addr: SocketAddr) -> Client {
+        Client::start_with(addr, |run| {
+            std::thread::Builder::new()
+                .name("haproxy-client".into())
+                .spawn(run)
+                .expect("client thread")
+        })
+    }
+
+    /// [`Client::start`] from network namespace `netns` (a client on a segment of the
+    /// test's own, `super::lan`).
+    pub fn start_in(netns: &str, addr: SocketAddr) -> Client {
+        Client::start_with(addr, |run| {
+            super::lan::spawn_in_netns(netns, "lan-client", run)
+        })
+    }
+
+    fn start_with(
+        addr: SocketAddr,
+        spawn: impl FnOnce(Box<dyn FnOnce() + Send>) -> JoinHandle<()>,
+    ) -> Client {
         let answers = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (answers, stop) = (answers.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name("haproxy-client".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        let a = request(addr);
-                        answers.lock().unwrap().push(a);
-                        std::thread::sleep(CLIENT_PACE); // the client's pace, not a wait
-                    }
-                })
-                .expect("client thread")
+            spawn(Box::new(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let a = request(addr);
+                    answers.lock().unwrap().push(a);
+                    std::thread::sleep(CLIENT_PACE); // the client's pace, not a wait
+                }
+            }))
         };
         Client {
             answers,

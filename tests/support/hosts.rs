@@ -732,6 +732,8 @@ pub struct HostSpec {
     binds: Vec<SpecBind>,
     bins: Vec<PathBuf>,
     boot_timeout: Duration,
+    /// Capabilities granted beyond nspawn's default set (`--capability=`).
+    capabilities: Vec<String>,
 }
 
 impl HostSpec {
@@ -753,6 +755,7 @@ impl HostSpec {
             binds: Vec::new(),
             bins: Vec::new(),
             boot_timeout: DEFAULT_BOOT_TIMEOUT,
+            capabilities: Vec::new(),
         }
     }
 
@@ -850,6 +853,13 @@ impl HostSpec {
 
     pub fn boot_timeout(&mut self, timeout: Duration) -> &mut Self {
         self.boot_timeout = timeout;
+        self
+    }
+
+    /// Grants the host's processes `cap` (e.g. `CAP_NET_ADMIN`, which nspawn withholds from a
+    /// container in a network namespace it did not make: promd's address units need it).
+    pub fn capability(&mut self, cap: &str) -> &mut Self {
+        self.capabilities.push(cap.to_string());
         self
     }
 }
@@ -997,6 +1007,9 @@ impl Host {
         for b in &spec.binds {
             let opt = if b.writable { "--bind" } else { "--bind-ro" };
             cmd.arg(format!("{opt}={}:{}", b.source.display(), b.target));
+        }
+        for cap in &spec.capabilities {
+            cmd.arg(format!("--capability={cap}"));
         }
         cmd.args(["--", "systemd.firstboot=off"]);
         let console = fs::File::create(root.join("console.log"))

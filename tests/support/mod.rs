@@ -11,5 +11,7 @@ pub mod haproxy;
 pub mod hosts;
 pub mod http;
 pub mod http_load;
+pub mod lan;
 pub mod pki;
 pub mod promtool;
+pub mod vip;

@@ -461,7 +461,7 @@ fn restarts_active_db(changed: &str, why: &str) {
 }
 
 #[test]
-fn target_lease_and_membership_changes_restart_the_group_and_say_why() {
+fn target_lease_address_and_membership_changes_restart_the_group_and_say_why() {
     restarts_active_db(
         &DB.replace("db-active.target", "db2-active.target"),
         "restarting group db: active-target changed db-active.target → db2-active.target; \
@@ -479,6 +479,11 @@ fn target_lease_and_membership_changes_restart_the_group_and_say_why() {
         ),
         "restarting group db: lease changed 2s → 4s (and priority 100 → 50); handing over, then \
          starting it again",
+    );
+    restarts_active_db(
+        &format!("{DB}addresses = [\"192.0.2.10/24 dev eth0\"]\n"),
+        "restarting group db: addresses changed [] → [192.0.2.10/24 dev eth0]; handing over, \
+         then starting it again",
     );
     restarts_active_db(
         &format!("{DB}members = [\"n2\", \"n3\"]\n"),

@@ -1,0 +1,248 @@
+//! `promd announce ADDRESS dev INTERFACE`: tell the segment that a floating address has moved
+//! to this host, as its address unit comes up (see `systemd::address`).
+//!
+//! IPv4: a gratuitous ARP request (RFC 5227 §3's "ARP Announcement": sender and target
+//! protocol address both the address, broadcast), which updates every neighbour's cache entry
+//! for the address. IPv6: an unsolicited Neighbour Advertisement to all nodes with the
+//! Override flag and the target link-layer address (RFC 4861 §7.2.6). Both are sent a few
+//! times (a frame can be lost), like keepalived's `garp_master_repeat`.
+//!
+//! Why our own sender: iputils `arping -U` waits a second per frame and takes whole seconds
+//! between repeats, and Debian 12 has no tool for unsolicited advertisements (ndisc6 carries
+//! none). The frames are built here, pure and tested; the sending is one `AF_PACKET` socket,
+//! which needs `CAP_NET_RAW` (the address unit runs as root; promd.service itself has none).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use nix::sys::socket::{AddressFamily, LinkAddr, SockFlag, SockType, SockaddrLike, sendto};
+use nix::sys::socket::{MsgFlags, socket};
+use thiserror::Error;
+
+/// How many times each announcement is sent, and how far apart.
+pub const REPEATS: u32 = 3;
+/// The pause between two announcements.
+pub const INTERVAL: Duration = Duration::from_millis(500);
+
+const ETH_P_ARP: u16 = 0x0806;
+const ETH_P_IPV6: u16 = 0x86dd;
+const BROADCAST: [u8; 6] = [0xff; 6];
+/// Ethernet's shortest frame without its checksum: shorter frames are padded with zeros.
+const MIN_FRAME: usize = 60;
+
+/// Why an announcement could not be sent.
+#[derive(Debug, Error)]
+pub enum AnnounceError {
+    /// The interface does not exist, or has no Ethernet address to announce.
+    #[error("interface {interface}: {why}")]
+    Interface {
+        /// The interface named.
+        interface: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The socket could not be made or the frame not sent (`CAP_NET_RAW` missing, link down).
+    #[error("sending on {interface}: {error}")]
+    Send {
+        /// The interface named.
+        interface: String,
+        /// The system's error.
+        error: nix::Error,
+    },
+}
+
+/// The gratuitous ARP request that announces `ip` at `mac`: Ethernet broadcast, ARP request
+/// with sender and target protocol address `ip` and target hardware address zero.
+pub fn garp_frame(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
+    let mut f = Vec::with_capacity(MIN_FRAME);
+    f.extend_from_slice(&BROADCAST);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&ETH_P_ARP.to_be_bytes());
+    f.extend_from_slice(&1u16.to_be_bytes()); // hardware: Ethernet
+    f.extend_from_slice(&0x0800u16.to_be_bytes()); // protocol: IPv4
+    f.extend_from_slice(&[6, 4]);
+    f.extend_from_slice(&1u16.to_be_bytes()); // request
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&ip.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&ip.octets());
+    f.resize(MIN_FRAME, 0);
+    f
+}
+
+/// The Ethernet address of an IPv6 multicast group (RFC 2464 §7).
+fn multicast_mac(group: Ipv6Addr) -> [u8; 6] {
+    let o = group.octets();
+    [0x33, 0x33, o[12], o[13], o[14], o[15]]
+}
+
+/// The Internet checksum (RFC 1071) of `parts`, one after another.
+fn checksum(parts: &[&[u8]]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut odd: Option<u8> = None;
+    for byte in parts.iter().flat_map(|p| p.iter().copied()) {
+        match odd.take() {
+            Some(high) => sum += u32::from(u16::from_be_bytes([high, byte])),
+            None => odd = Some(byte),
+        }
+    }
+    if let Some(high) = odd {
+        sum += u32::from(u16::from_be_bytes([high, 0]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The unsolicited Neighbour Advertisement that announces `ip` at `mac`: from `ip` to all
+/// nodes (ff02::1), hop limit 255, Override set, with the target link-layer address option.
+pub fn unsolicited_na_frame(mac: [u8; 6], ip: Ipv6Addr) -> Vec<u8> {
+    let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+    let mut icmp = Vec::with_capacity(32);
+    icmp.extend_from_slice(&[136, 0, 0, 0]); // type, code, checksum (below)
+    icmp.extend_from_slice(&0x2000_0000u32.to_be_bytes()); // flags: Override
+    icmp.extend_from_slice(&ip.octets());
+    icmp.extend_from_slice(&[2, 1]); // option: target link-layer address, 8 bytes
+    icmp.extend_from_slice(&mac);
+    let len = u32::try_from(icmp.len()).unwrap_or(0);
+    let pseudo_tail = [len.to_be_bytes(), [0, 0, 0, 58]].concat();
+    let sum = checksum(&[&ip.octets(), &all_nodes.octets(), &pseudo_tail, &icmp]);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+
+    let mut f = Vec::with_capacity(14 + 40 + icmp.len());
+    f.extend_from_slice(&multicast_mac(all_nodes));
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&ETH_P_IPV6.to_be_bytes());
+    f.extend_from_slice(&0x6000_0000u32.to_be_bytes()); // version 6, no class, no flow
+    f.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[58, 255]); // next header ICMPv6, hop limit 255
+    f.extend_from_slice(&ip.octets());
+    f.extend_from_slice(&all_nodes.octets());
+    f.extend_from_slice(&icmp);
+    f
+}
+
+/// The Ethernet address of `interface`, as the kernel reports it to `getifaddrs(3)` (its
+/// `AF_PACKET` entry). Not from `/sys/class/net`: a sysfs mounted in another network
+/// namespace (a container's, say) does not list the interface.
+fn interface_mac(interface: &str) -> Result<[u8; 6], AnnounceError> {
+    let bad = |why: String| AnnounceError::Interface {
+        interface: interface.to_string(),
+        why,
+    };
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| bad(format!("getifaddrs: {e}")))?;
+    addrs
+        .filter(|a| a.interface_name == interface)
+        .filter_map(|a| a.address?.as_link_addr()?.addr())
+        .find(|mac| *mac != [0; 6])
+        .ok_or_else(|| bad("no such interface, or it has no Ethernet address".into()))
+}
+
+/// Send the announcement of `ip` on `interface` [`REPEATS`] times, [`INTERVAL`] apart.
+pub fn announce(ip: IpAddr, interface: &str) -> Result<(), AnnounceError> {
+    let mac = interface_mac(interface)?;
+    let index = nix::net::if_::if_nametoindex(interface).map_err(|e| AnnounceError::Interface {
+        interface: interface.to_string(),
+        why: e.to_string(),
+    })?;
+    let (frame, protocol, to) = match ip {
+        IpAddr::V4(v4) => (garp_frame(mac, v4), ETH_P_ARP, BROADCAST),
+        IpAddr::V6(v6) => (
+            unsolicited_na_frame(mac, v6),
+            ETH_P_IPV6,
+            multicast_mac(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1)),
+        ),
+    };
+    let send_error = |error| AnnounceError::Send {
+        interface: interface.to_string(),
+        error,
+    };
+    let fd = socket(
+        AddressFamily::Packet,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(send_error)?;
+    // SAFETY: sockaddr_ll is plain old data; all zeros is a valid (empty) value of it.
+    let mut ll: nix::libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    ll.sll_family = nix::libc::AF_PACKET as u16;
+    ll.sll_protocol = protocol.to_be();
+    ll.sll_ifindex = i32::try_from(index).unwrap_or(0);
+    ll.sll_halen = 6;
+    ll.sll_addr[..6].copy_from_slice(&to);
+    let len = std::mem::size_of::<nix::libc::sockaddr_ll>() as nix::libc::socklen_t;
+    // SAFETY: `ll` is a whole, initialised sockaddr_ll and `len` its size.
+    let addr =
+        unsafe { LinkAddr::from_raw((&raw const ll).cast::<nix::libc::sockaddr>(), Some(len)) }
+            .ok_or_else(|| send_error(nix::Error::EINVAL))?;
+    for i in 0..REPEATS {
+        if i > 0 {
+            std::thread::sleep(INTERVAL);
+        }
+        sendto(fd.as_raw_fd(), &frame, &addr, MsgFlags::empty()).map_err(send_error)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x10, 0x20, 0x30];
+
+    #[test]
+    fn a_gratuitous_arp_names_the_address_as_sender_and_target() {
+        let f = garp_frame(MAC, Ipv4Addr::new(192, 0, 2, 10));
+        assert_eq!(f.len(), 60, "padded to Ethernet's shortest frame");
+        assert_eq!(&f[0..6], &BROADCAST);
+        assert_eq!(&f[6..12], &MAC);
+        assert_eq!(&f[12..14], &[0x08, 0x06]);
+        assert_eq!(&f[20..22], &[0, 1], "a request, as RFC 5227 announces");
+        assert_eq!(&f[22..28], &MAC, "sender hardware address");
+        assert_eq!(&f[28..32], &[192, 0, 2, 10], "sender protocol address");
+        assert_eq!(&f[32..38], &[0; 6], "target hardware address");
+        assert_eq!(&f[38..42], &[192, 0, 2, 10], "target protocol address");
+        assert!(f[42..].iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn an_unsolicited_advertisement_overrides_and_carries_our_link_address() {
+        let ip: Ipv6Addr = "2001:db8::10".parse().unwrap();
+        let f = unsolicited_na_frame(MAC, ip);
+        assert_eq!(&f[0..6], &[0x33, 0x33, 0, 0, 0, 1], "all-nodes multicast");
+        assert_eq!(&f[12..14], &[0x86, 0xdd]);
+        let ip6 = &f[14..54];
+        assert_eq!(ip6[0] >> 4, 6);
+        assert_eq!(u16::from_be_bytes([ip6[4], ip6[5]]), 32, "payload length");
+        assert_eq!((ip6[6], ip6[7]), (58, 255), "ICMPv6, hop limit 255");
+        assert_eq!(&ip6[8..24], &ip.octets(), "from the address itself");
+        let icmp = &f[54..];
+        assert_eq!((icmp[0], icmp[1]), (136, 0), "Neighbour Advertisement");
+        assert_eq!(icmp[4], 0x20, "Override, neither Router nor Solicited");
+        assert_eq!(&icmp[8..24], &ip.octets(), "target");
+        assert_eq!(&icmp[24..26], &[2, 1], "target link-layer address option");
+        assert_eq!(&icmp[26..32], &MAC);
+        // The checksum over the pseudo-header and the message sums to all ones.
+        let tail = [32u32.to_be_bytes(), [0, 0, 0, 58]].concat();
+        assert_eq!(checksum(&[&ip6[8..24], &ip6[24..40], &tail, icmp]), 0);
+    }
+
+    #[test]
+    fn the_checksum_is_rfc_1071s() {
+        // RFC 1071 §3's example: 0x0001 0xf203 0xf4f5 0xf6f7 sums to 0xddf2.
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(checksum(&[&data]), !0xddf2);
+        // An odd length is padded with a zero byte; split parts sum as one.
+        assert_eq!(checksum(&[&[0x12]]), !0x1200);
+        assert_eq!(checksum(&[&data[..3], &data[3..]]), checksum(&[&data]));
+    }
+
+    #[test]
+    fn an_interface_that_does_not_exist_is_named() {
+        let e = announce("192.0.2.10".parse().unwrap(), "promd-none0").unwrap_err();
+        assert!(e.to_string().contains("interface promd-none0"), "{e}");
+    }
+}

@@ -1,0 +1,182 @@
+//! A group's floating service address (`addresses = ["192.0.2.10/24 dev eth0"]`): what one
+//! entry says, parsed and checked on its own. Checks across entries and groups (the same
+//! address twice) are the caller's, which knows the positions.
+//!
+//! The shape is iproute2's own (`ip address add 192.0.2.10/24 dev eth0`) and keepalived's
+//! (`virtual_ipaddress { 192.0.2.10/24 dev eth0 }`), so an operator can copy either.
+
+use std::fmt;
+use std::net::IpAddr;
+
+/// The longest interface name Linux accepts: `IFNAMSIZ` (16) less the terminating NUL.
+pub const MAX_INTERFACE_LEN: usize = 15;
+
+/// One floating address of a group: `ADDRESS/PREFIX dev INTERFACE`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Address {
+    /// The address itself (IPv4 or IPv6), as clients reach the service.
+    pub ip: IpAddr,
+    /// The prefix length of the subnet it sits in: 0–32 for IPv4, 0–128 for IPv6.
+    pub prefix: u8,
+    /// The interface it is added to, e.g. `eth0` (1 to 15 bytes, no `/`, `:` or whitespace,
+    /// not `.` or `..`: the kernel's `dev_valid_name`).
+    pub interface: String,
+}
+
+/// Why an `addresses` entry is refused; the message says which part is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressError(pub String);
+
+impl fmt::Display for AddressError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+const SHAPE: &str = "write ADDRESS/PREFIX dev INTERFACE, e.g. \"192.0.2.10/24 dev eth0\" or \
+                     \"2001:db8::10/64 dev eth0\"";
+
+impl Address {
+    /// Parse `ADDRESS/PREFIX dev INTERFACE` (words separated by any whitespace).
+    ///
+    /// Errors: a missing or extra word, a missing `/PREFIX`, an address that is not IPv4 or
+    /// IPv6, a prefix out of range for its family, an address no host may float (unspecified,
+    /// loopback, multicast, IPv4 broadcast), or an interface name the kernel refuses.
+    pub fn parse(text: &str) -> Result<Address, AddressError> {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let (cidr, interface) = match words.as_slice() {
+            [cidr, dev, interface] if *dev == "dev" => (*cidr, *interface),
+            [_, dev, ..] if *dev != "dev" => {
+                return Err(AddressError(format!(
+                    "`{dev}` where `dev` was expected: {SHAPE}"
+                )));
+            }
+            [] => return Err(AddressError(format!("empty address: {SHAPE}"))),
+            [_] | [_, _] => {
+                return Err(AddressError(format!(
+                    "no interface (`dev INTERFACE`): {SHAPE}"
+                )));
+            }
+            _ => {
+                return Err(AddressError(format!(
+                    "unexpected `{}` after the interface: {SHAPE}",
+                    words[3..].join(" ")
+                )));
+            }
+        };
+        let Some((ip, prefix)) = cidr.split_once('/') else {
+            return Err(AddressError(format!(
+                "`{cidr}` has no prefix length (e.g. `{cidr}/24`): the address is added with \
+                 its subnet, as `ip address add` does"
+            )));
+        };
+        let ip: IpAddr = ip
+            .parse()
+            .map_err(|_| AddressError(format!("`{ip}` is not an IPv4 or IPv6 address")))?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 = prefix.parse().ok().filter(|p| *p <= max).ok_or_else(|| {
+            AddressError(format!(
+                "prefix length `/{prefix}` is not a number from 0 to {max}"
+            ))
+        })?;
+        if let Some(why) = not_floatable(&ip) {
+            return Err(AddressError(format!("`{ip}` cannot float: it is {why}")));
+        }
+        check_interface(interface)?;
+        Ok(Address {
+            ip,
+            prefix,
+            interface: interface.to_string(),
+        })
+    }
+
+    /// `ADDRESS/PREFIX`, as `ip address` takes it.
+    pub fn cidr(&self) -> String {
+        format!("{}/{}", self.ip, self.prefix)
+    }
+}
+
+impl fmt::Display for Address {
+    /// The entry as written in promd.toml: `192.0.2.10/24 dev eth0`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} dev {}", self.cidr(), self.interface)
+    }
+}
+
+/// Why `ip` can never be a service address, if so.
+fn not_floatable(ip: &IpAddr) -> Option<&'static str> {
+    if ip.is_unspecified() {
+        Some("the unspecified address")
+    } else if ip.is_loopback() {
+        Some("a loopback address")
+    } else if ip.is_multicast() {
+        Some("a multicast address")
+    } else if matches!(ip, IpAddr::V4(v4) if v4.is_broadcast()) {
+        Some("the broadcast address")
+    } else {
+        None
+    }
+}
+
+/// The kernel's `dev_valid_name`: 1 to 15 bytes, not `.` or `..`, no `/`, `:` or whitespace.
+fn check_interface(name: &str) -> Result<(), AddressError> {
+    let bad = |why: &str| Err(AddressError(format!("interface `{name}`: {why}")));
+    if name.len() > MAX_INTERFACE_LEN {
+        return bad("longer than 15 bytes, the kernel's limit");
+    }
+    if name == "." || name == ".." {
+        return bad("not a name the kernel accepts");
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| *c == '/' || *c == ':' || c.is_whitespace())
+    {
+        return bad(&format!("`{c}` is not allowed in an interface name"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        match Address::parse(text) {
+            Err(e) => e.0,
+            Ok(a) => panic!("{text:?} was accepted as {a:?}"),
+        }
+    }
+
+    #[test]
+    fn ipv4_and_ipv6_entries_read_as_ip_writes_them() {
+        let a = Address::parse("192.0.2.10/24 dev eth0").unwrap();
+        assert_eq!(a.ip, "192.0.2.10".parse::<IpAddr>().unwrap());
+        assert_eq!((a.prefix, a.interface.as_str()), (24, "eth0"));
+        assert_eq!(a.to_string(), "192.0.2.10/24 dev eth0");
+        let b = Address::parse("  2001:db8::10/64\tdev  bond0.100 ").unwrap();
+        assert_eq!(b.cidr(), "2001:db8::10/64");
+        assert_eq!(b.interface, "bond0.100");
+    }
+
+    #[test]
+    fn each_wrong_part_is_named() {
+        assert!(err("").contains("empty address"));
+        assert!(err("192.0.2.10/24").contains("no interface"));
+        assert!(err("192.0.2.10/24 eth0").contains("`eth0` where `dev` was expected"));
+        assert!(err("192.0.2.10/24 on eth0").contains("`on` where `dev` was expected"));
+        assert!(err("192.0.2.10/24 dev eth0 label x").contains("unexpected `label x`"));
+        assert!(err("192.0.2.10 dev eth0").contains("has no prefix length"));
+        assert!(err("192.0.2.300/24 dev eth0").contains("`192.0.2.300` is not an IPv4"));
+        assert!(err("192.0.2.10/33 dev eth0").contains("from 0 to 32"));
+        assert!(err("2001:db8::1/129 dev eth0").contains("from 0 to 128"));
+        assert!(err("192.0.2.10/x dev eth0").contains("`/x` is not a number"));
+        assert!(err("0.0.0.0/0 dev eth0").contains("unspecified"));
+        assert!(err("127.0.0.2/8 dev lo").contains("loopback"));
+        assert!(err("::1/128 dev lo").contains("loopback"));
+        assert!(err("224.0.0.18/32 dev eth0").contains("multicast"));
+        assert!(err("255.255.255.255/32 dev eth0").contains("broadcast"));
+        assert!(err("192.0.2.10/24 dev averyveryverylongname").contains("longer than 15"));
+        assert!(err("192.0.2.10/24 dev eth0:1").contains("`:` is not allowed"));
+        assert!(err("192.0.2.10/24 dev ..").contains("not a name"));
+    }
+}

@@ -1,0 +1,146 @@
+//! A group's floating addresses as units of its role (issue 15): one runtime service per
+//! address under `/run/systemd/system`, pulled in by the active target through a drop-in, so
+//! that the address is part of the role's closure like every other unit of it — bound to
+//! promd, stopped on demotion, stopped when promd dies (its `BindsTo=`), and ordered after the
+//! role's other units (their binding drop-ins say `Before=` it): up last, down first, so that
+//! while the service stops, clients are refused rather than black-holed.
+//!
+//! The unit adds the address with iproute2 (`ip address replace`, IPv6 without duplicate
+//! address detection: the address must be usable at once, and the lease, not DAD, is what
+//! keeps it on one host), announces it (`promd announce`: gratuitous ARP, or an unsolicited
+//! neighbour advertisement), and deletes it when it stops, however it stops.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::Address;
+
+/// The prefix of every address unit's name.
+pub const UNIT_PREFIX: &str = "promd-address-";
+
+/// The unit that holds `address` for `group`, e.g. `promd-address-web.192.0.2.10.service`
+/// (IPv6 colons are valid in unit names). Group names have no `.`, so the group's units are
+/// exactly those named [`group_prefix`]`…`.
+pub fn unit_name(group: &str, address: &Address) -> String {
+    format!("{}{}.service", group_prefix(group), address.ip)
+}
+
+/// What every address unit of `group` is named with first: `promd-address-GROUP.`.
+pub fn group_prefix(group: &str) -> String {
+    format!("{UNIT_PREFIX}{group}.")
+}
+
+/// Whether `unit` is one of promd's address units.
+pub fn is_address_unit(unit: &str) -> bool {
+    unit.starts_with(UNIT_PREFIX) && unit.ends_with(".service")
+}
+
+/// `ADDRESS/PREFIX`.
+fn cidr(address: &Address) -> String {
+    format!("{}/{}", address.ip, address.prefix)
+}
+
+/// The unit file of `address` for `group`; `promd` is the path of the promd binary (it runs
+/// `promd announce`).
+pub fn unit_text(group: &str, address: &Address, promd: &Path) -> String {
+    let (cidr, dev) = (cidr(address), &address.interface);
+    let nodad = if address.ip.is_ipv6() { " nodad" } else { "" };
+    format!(
+        "# Written by promd for group {group}: the floating address {cidr} on {dev}, up only\n\
+         # while this host holds the group's role (pulled in by its active target, bound to\n\
+         # promd like every unit of the role). Changed by editing promd.toml, not this file.\n\
+         [Unit]\n\
+         Description=promd: floating address {cidr} on {dev} (group {group})\n\
+         [Service]\n\
+         Type=exec\n\
+         RemainAfterExit=yes\n\
+         ExecStartPre=ip address replace {cidr} dev {dev}{nodad}\n\
+         # A lost announcement only delays clients whose caches still name the old host.\n\
+         ExecStart=-{promd} announce {cidr} dev {dev}\n\
+         ExecStopPost=-ip address del {cidr} dev {dev}\n",
+        promd = promd.display(),
+    )
+}
+
+/// The path of `address`'s unit under `dir`.
+pub fn unit_path(dir: &Path, group: &str, address: &Address) -> PathBuf {
+    dir.join(unit_name(group, address))
+}
+
+/// The drop-in on the group's active target that pulls its address units in (`Wants=`: a
+/// failed address fails the role through promd's own check of the closure, not by taking the
+/// target down with it). Its name is not a binding's (see `dropin::group_of`).
+pub fn wants_path(dir: &Path, group: &str, target: &str) -> PathBuf {
+    dir.join(format!("{target}.d"))
+        .join(format!("45-promd-addresses-{group}.conf"))
+}
+
+/// The text of [`wants_path`]'s drop-in for these address units.
+pub fn wants_text(group: &str, units: &[String]) -> String {
+    let mut text =
+        format!("# Written by promd for group {group}: the group's floating addresses.\n[Unit]\n");
+    for unit in units {
+        text.push_str(&format!("Wants={unit}\n"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4() -> Address {
+        Address::parse("192.0.2.10/24 dev eth0").unwrap()
+    }
+
+    fn v6() -> Address {
+        Address::parse("2001:db8::10/64 dev eth0").unwrap()
+    }
+
+    #[test]
+    fn a_unit_adds_announces_and_deletes_its_address() {
+        let t = unit_text("web", &v4(), Path::new("/usr/bin/promd"));
+        assert!(
+            t.contains("ExecStartPre=ip address replace 192.0.2.10/24 dev eth0\n"),
+            "{t}"
+        );
+        assert!(t.contains("ExecStart=-/usr/bin/promd announce 192.0.2.10/24 dev eth0\n"));
+        assert!(t.contains("ExecStopPost=-ip address del 192.0.2.10/24 dev eth0\n"));
+        assert!(t.contains("Type=exec\nRemainAfterExit=yes\n"));
+        let t = unit_text("web", &v6(), Path::new("/usr/bin/promd"));
+        assert!(
+            t.contains("ExecStartPre=ip address replace 2001:db8::10/64 dev eth0 nodad\n"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn unit_names_are_the_groups_and_the_addresses() {
+        assert_eq!(
+            unit_name("web", &v4()),
+            "promd-address-web.192.0.2.10.service"
+        );
+        assert_eq!(
+            unit_name("web", &v6()),
+            "promd-address-web.2001:db8::10.service"
+        );
+        assert!(crate::config::valid_unit_name(&unit_name("web", &v6())));
+        assert!(!unit_name("web-2", &v4()).starts_with(&group_prefix("web")));
+        assert!(is_address_unit(&unit_name("web", &v4())));
+        assert!(!is_address_unit("web.service"));
+    }
+
+    #[test]
+    fn the_active_target_wants_every_address_unit() {
+        let units = [unit_name("web", &v4()), unit_name("web", &v6())];
+        let t = wants_text("web", &units);
+        assert!(t.ends_with(
+            "[Unit]\nWants=promd-address-web.192.0.2.10.service\n\
+             Wants=promd-address-web.2001:db8::10.service\n"
+        ));
+        let p = wants_path(Path::new("/run/systemd/system"), "web", "web-active.target");
+        assert_eq!(
+            p,
+            Path::new("/run/systemd/system/web-active.target.d/45-promd-addresses-web.conf")
+        );
+    }
+}

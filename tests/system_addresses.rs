@@ -1,0 +1,239 @@
+//! Floating addresses (issue 15) on one layer-2 segment: three nspawn hosts and a 3-member
+//! etcd, each host with a `lan0` on a bridge the test makes (`support::lan`), a client and a
+//! probe namespace on the same bridge. The group's addresses, `192.0.2.10/24` and
+//! `2001:db8::10/64` on `lan0`, are units of its role; its service answers HTTP with its host
+//! and `PROMD_TERM` on every address.
+//!
+//! Checked as a user would, through a D-Bus Promote, `systemctl stop promd`, kill -9 of promd,
+//! SIGSTOP of promd and a silent cut of the active host (IP and ARP): the client, asking the
+//! floating addresses every 10 ms, reaches the new active host each time; every answer came
+//! from a host inside its own active span, while that host held the address; no two hosts
+//! ever held an address at once (`ip monitor address` on every host); and the probe
+//! (`arping`, `ndisc6`, from a third namespace) never heard two owners answer. Traffic: only
+//! the test's own segment and the hosts' own addresses.
+
+mod support;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use support::cluster::{Cluster, StoreKind};
+use support::etcd::EtcdCluster;
+use support::haproxy::{self, Answer, Client, Gap, WEB_PORT};
+use support::hosts::{self, Net};
+use support::lan::{self, AddrMonitor, OwnerProbe, Probe};
+use support::vip::{Fault, Segment, VIP4, VIP6, run_fault, wait_addresses_on};
+
+const LEASE: Duration = Duration::from_secs(2);
+
+#[test]
+fn monitor_and_probe_lines_are_read() {
+    assert_eq!(
+        lan::parse_monitor_line(
+            "3: lan0    inet 192.0.2.10/24 scope global lan0\\       valid_lft forever"
+        ),
+        Some((true, VIP4.parse().unwrap()))
+    );
+    assert_eq!(
+        lan::parse_monitor_line("Deleted 3: lan0    inet6 2001:db8::10/64 scope global"),
+        Some((false, VIP6.parse().unwrap()))
+    );
+    assert_eq!(
+        lan::answer_mac("Unicast reply from 192.0.2.10 [7a:54:70:D1:26:83]  0.577ms").as_deref(),
+        Some("7A:54:70:D1:26:83")
+    );
+    assert_eq!(
+        lan::answer_mac("Target link-layer address: 6A:1E:BF:B6:7B:3E").as_deref(),
+        Some("6A:1E:BF:B6:7B:3E")
+    );
+    assert_eq!(lan::answer_mac("Sent 1 probes (1 broadcast(s))"), None);
+}
+
+#[test]
+fn the_floating_address_follows_the_active_host_and_is_never_on_two() {
+    let net = Net::new(3);
+    let etcd = EtcdCluster::start(3, &net.gateway_ips());
+    // Its monitors start before promd does: every add and delete of the addresses is seen.
+    let seg = Segment::new(&net);
+    let (netns, macs, monitors) = (&seg.netns, &seg.macs, &seg.monitors);
+    let vips = Segment::vips();
+
+    let extra = format!("addresses = [\"{VIP4}/24 dev lan0\", \"{VIP6}/64 dev lan0\"]\n");
+    let c = Cluster::boot_with(&net, StoreKind::Etcd(&etcd), LEASE, &extra, |i, spec| {
+        haproxy::web_host(spec, net.host_ip(i));
+        spec.capability("CAP_NET_ADMIN");
+    });
+    let active = c.wait_one_active(None, Duration::from_secs(60));
+    wait_addresses_on(&c, netns, active, &vips);
+
+    let probes: Vec<OwnerProbe> = vips
+        .iter()
+        .map(|ip| OwnerProbe::start(&seg.probe_ns, *ip))
+        .collect();
+    let clients: Vec<Client> = vips
+        .iter()
+        .map(|ip| Client::start_in(&seg.client_ns, SocketAddr::new(*ip, WEB_PORT)))
+        .collect();
+    let mut gaps: Vec<(Fault, Vec<Gap>)> = Vec::new();
+    for fault in Fault::ALL {
+        gaps.push((fault, run_fault(&c, netns, &clients, &vips, fault)));
+        // The segment agrees: the probe hears the new active host answer for each address.
+        let now = c.wait_one_active(None, Duration::from_secs(60));
+        let t = hosts::now_ns();
+        for probe in &probes {
+            probe.wait_heard(t, &macs[now], Duration::from_secs(10));
+        }
+    }
+
+    // What the client got, against the hosts' runs and address holdings.
+    let spans = c.spans();
+    let mut served = 0;
+    for (client, ip) in clients.iter().zip(&vips) {
+        let answers = client.answers();
+        served += answers.iter().filter(|a| a.served().is_some()).count();
+        let outside = haproxy::outside_spans(&answers, &spans);
+        assert!(
+            outside.is_empty(),
+            "answers to {ip} from outside an active span:\n  {}\ntimeline:\n{}",
+            outside.join("\n  "),
+            hosts::timeline(&spans)
+        );
+        let unheld = answered_without_the_address(&c, monitors, *ip, &answers);
+        assert!(
+            unheld.is_empty(),
+            "answers to {ip} from a host that did not hold it:\n  {}",
+            unheld.join("\n  ")
+        );
+    }
+    drop(clients);
+    c.check_history();
+    for ip in &vips {
+        never_on_two_hosts(&c, monitors, *ip);
+    }
+    for (probe, ip) in probes.iter().zip(&vips) {
+        owners_heard_one_at_a_time(&probe.probes(), monitors, macs, *ip);
+    }
+
+    eprintln!(
+        "\n{served} answers, every one from the active host holding the address.\n\n\
+         | fault | gap to {VIP4} ms | gap to {VIP6} ms |\n|---|---|---|"
+    );
+    for (fault, g) in &gaps {
+        eprintln!(
+            "| {} | {} | {} |",
+            fault.name(),
+            g[0].gap.as_millis(),
+            g[1].gap.as_millis()
+        );
+    }
+}
+
+/// Served answers to `ip` whose host did not hold `ip` when it answered (its `ip monitor`).
+fn answered_without_the_address(
+    c: &Cluster,
+    monitors: &[AddrMonitor],
+    ip: IpAddr,
+    answers: &[Answer],
+) -> Vec<String> {
+    let mut bad = Vec::new();
+    for a in answers {
+        let Some((host, term)) = a.served() else {
+            continue;
+        };
+        let Some(i) = c.hosts.iter().position(|h| h.name() == host) else {
+            bad.push(format!("{host}: not a host of this test"));
+            continue;
+        };
+        let held = monitors[i].held(ip);
+        // The request was answered between its send and its receipt; the address was on the
+        // host for part of that at least.
+        if !held
+            .iter()
+            .any(|&(from, to)| from <= a.recv_ns && a.sent_ns <= to)
+        {
+            bad.push(format!(
+                "{host} term {term} answered {}..{} while it held {ip} during {held:?}",
+                a.sent_ns, a.recv_ns
+            ));
+        }
+    }
+    bad
+}
+
+/// No two hosts held `ip` at the same time, and it moved between hosts.
+fn never_on_two_hosts(c: &Cluster, monitors: &[AddrMonitor], ip: IpAddr) {
+    let mut all: Vec<(u64, u64, &str)> = Vec::new();
+    for (m, h) in monitors.iter().zip(&c.hosts) {
+        all.extend(m.held(ip).into_iter().map(|(a, b)| (a, b, h.name())));
+    }
+    all.sort();
+    for w in all.windows(2) {
+        assert!(
+            w[1].0 >= w[0].1,
+            "{ip} on two hosts at once: {} from {} to {}, {} from {}",
+            w[0].2,
+            w[0].0,
+            w[0].1,
+            w[1].2,
+            w[1].0
+        );
+    }
+    let holders: std::collections::BTreeSet<&str> = all.iter().map(|x| x.2).collect();
+    assert!(
+        all.len() > Fault::ALL.len() && holders.len() >= 2,
+        "{ip} held {} times by {holders:?}: the faults should have moved it",
+        all.len()
+    );
+    eprintln!(
+        "{ip}: held {} times, by {holders:?}, never by two hosts at once",
+        all.len()
+    );
+}
+
+/// Every probe heard at most one owner, each a host's `lan0`, and over the run more than one.
+/// Probes during a hand-over may hear no one (the address is on no host for a moment), or two:
+/// the old owner's answer, sent before it let the address go, and the new owner's
+/// announcement after it took it, both within one probe's wait. Such a probe is told by an
+/// add of the address inside its window ([`AddrMonitor`]) and is not evidence of two owners
+/// at once (the monitors check that exactly); any other probe that hears two is.
+fn owners_heard_one_at_a_time(
+    probes: &[Probe],
+    monitors: &[AddrMonitor],
+    macs: &[String],
+    ip: IpAddr,
+) {
+    let adds: Vec<u64> = monitors
+        .iter()
+        .flat_map(|m| m.held(ip))
+        .map(|(from, _)| from)
+        .collect();
+    let (handovers, two): (Vec<_>, Vec<_>) = probes
+        .iter()
+        .filter(|(_, _, m)| m.len() > 1)
+        .partition(|(began, ended, _)| adds.iter().any(|a| began <= a && a <= ended));
+    assert!(
+        two.is_empty(),
+        "{ip}: probes that heard two owners with no hand-over in their window: {two:?}"
+    );
+    let mut heard: Vec<&String> = probes.iter().flat_map(|(_, _, m)| m).collect();
+    heard.sort();
+    heard.dedup();
+    assert!(
+        heard.iter().all(|m| macs.contains(m)),
+        "{ip}: an owner that is no host's lan0: {heard:?} (hosts: {macs:?})"
+    );
+    // Heard after every fault (`wait_heard`); here: it heard more than one host over the run.
+    let answered = probes.iter().filter(|(_, _, m)| m.len() == 1).count();
+    assert!(
+        heard.len() >= 2,
+        "{ip}: {answered} of {} probes answered, by {heard:?}: the owner never changed",
+        probes.len()
+    );
+    eprintln!(
+        "{ip}: {} probes, {answered} answered by one owner, {} heard the old and the new owner \
+         across a hand-over inside their window, none two owners otherwise; owners heard: {}",
+        probes.len(),
+        handovers.len(),
+        heard.len()
+    );
+}
