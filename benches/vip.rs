@@ -4,8 +4,9 @@
 //!
 //! First promd (a 3-member etcd, lease 2 s, `192.0.2.10/24` and `2001:db8::10/64` on `lan0`),
 //! then promd is stopped on every host and keepalived takes over the same addresses
-//! (VRRPv3, `advert_int 0.5`: a backup takes over after 3 advertisements plus its skew, about
-//! promd's 2 s lease; keepalived's defaults otherwise: preempt, 5 gratuitous ARPs), with the
+//! (VRRPv3 with keepalived's defaults: `advert_int 1`, so a backup takes over after 3
+//! advertisements plus its skew, about 3 s; preempt, 5 gratuitous ARPs;
+//! `PROMD_BENCH_ADVERT_INT=0.5` for a backup as quick as promd's 2 s lease), with the
 //! web service running on every host, as keepalived deployments run it. Each fault, on the
 //! host that holds the addresses, `PROMD_BENCH_RUNS` times (default 20):
 //!
@@ -46,6 +47,13 @@ const FAULT_HELD: Duration = Duration::from_secs(2);
 /// The transient unit keepalived runs in on each host.
 const KEEPALIVED_UNIT: &str = "keepalived-bench";
 const KEEPALIVED_CONF: &str = "/etc/keepalived/bench.conf";
+/// keepalived's `advert_int` unless `PROMD_BENCH_ADVERT_INT` says otherwise: its default.
+fn advert_int() -> String {
+    std::env::var("PROMD_BENCH_ADVERT_INT")
+        .ok()
+        .filter(|v| v.parse::<f64>().is_ok_and(|s| s > 0.0))
+        .unwrap_or_else(|| "1".to_string())
+}
 /// How long one host must hold the addresses alone before the next fault.
 const SETTLED: Duration = Duration::from_secs(3);
 
@@ -166,10 +174,11 @@ fn main() {
 
     println!(
         "\n{runs} runs per fault and agent, {:.0} s in all ({answers} requests to the addresses \
-         under promd). promd: lease {} s; keepalived: VRRPv3, advert_int 0.5 s, preempt; a \
+         under promd). promd: lease {} s; keepalived: VRRPv3, advert_int {} s, preempt; a \
          faulted keepalived comes back {} s after the take-over.\n",
         start.elapsed().as_secs_f64(),
         LEASE.as_secs(),
+        advert_int(),
         FAULT_HELD.as_secs()
     );
     println!(
@@ -227,12 +236,13 @@ impl<'a> Keepalived<'a> {
         format!(
             "global_defs {{\n    router_id {name}\n    vrrp_version 3\n}}\n\
              vrrp_instance web {{\n    state BACKUP\n    interface {lan}\n    \
-             virtual_router_id 51\n    priority {prio}\n    advert_int 0.5\n    \
+             virtual_router_id 51\n    priority {prio}\n    advert_int {advert}\n    \
              virtual_ipaddress {{\n        {VIP4}/24 dev {lan}\n    }}\n    \
              virtual_ipaddress_excluded {{\n        {VIP6}/64 dev {lan}\n    }}\n}}\n",
             name = self.c.hosts[i].name(),
             lan = lan::LAN_IF,
             prio = self.priority[i],
+            advert = advert_int(),
         )
     }
 
