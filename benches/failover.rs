@@ -61,21 +61,7 @@ fn wait_back(c: &Cluster, i: usize, old_pid: Option<u32>) {
 fn promote(c: &Cluster) -> (Duration, Duration) {
     let active = c.wait_one_active(None, Duration::from_secs(60));
     let target = (active + 1) % c.hosts.len();
-    hosts::wait_until(Duration::from_secs(60), "the target is passive", || {
-        c.hosts[target].is_active("web-passive.target")
-    });
-    let t0 = hosts::now_ns();
-    c.hosts[target].run_ok(&[
-        "busctl",
-        "--timeout=60",
-        "call",
-        "org.promd1",
-        "/org/promd1",
-        "org.promd1.Manager",
-        "Promote",
-        "s",
-        "web",
-    ]);
+    let t0 = c.promote_next(active);
     let returned = elapsed(t0, hosts::now_ns());
     let started = elapsed(t0, c.start_after(target, t0));
     wait_back(c, active, None);
@@ -261,13 +247,10 @@ fn store_down_footprint(c: &Cluster, etcd: &mut EtcdCluster, window: Duration) -
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list" || a == "--test") {
-        return; // `cargo test --benches` and `cargo bench -- --list`: nothing to list
+    if support::bench::only_listing() {
+        return;
     }
-    let runs: usize = std::env::var("PROMD_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
+    let runs = support::bench::runs(10);
     let leases: Vec<Duration> = std::env::var("PROMD_BENCH_LEASES")
         .unwrap_or_else(|_| "2,10".into())
         .split(',')

@@ -23,13 +23,10 @@ use support::hosts::Net;
 const LEASE: Duration = Duration::from_secs(2);
 
 fn main() {
-    if std::env::args().any(|a| a == "--list" || a == "--test") {
-        return; // `cargo test --benches` and `cargo bench -- --list`: nothing to list
+    if support::bench::only_listing() {
+        return;
     }
-    let runs: usize = std::env::var("PROMD_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
+    let runs = support::bench::runs(30);
     let start = Instant::now();
     let net = Net::new(3);
     let etcd = EtcdCluster::start(3, &net.gateway_ips());

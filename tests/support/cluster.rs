@@ -222,6 +222,45 @@ impl Cluster {
         self.hosts[i].pid_on_machine("promd").expect("promd runs")
     }
 
+    /// A planned switchover away from host `active`: waits until the next host is passive,
+    /// then calls D-Bus Promote there (busctl, as an operator would). Returns the realtime ns
+    /// just before the call.
+    pub fn promote_next(&self, active: usize) -> u64 {
+        let target = (active + 1) % self.hosts.len();
+        hosts::wait_until(Duration::from_secs(60), "the target is passive", || {
+            self.hosts[target].is_active("web-passive.target")
+        });
+        let t0 = hosts::now_ns();
+        self.hosts[target].run_ok(&[
+            "busctl",
+            "--timeout=60",
+            "call",
+            "org.promd1",
+            "/org/promd1",
+            "org.promd1.Manager",
+            "Promote",
+            "s",
+            "web",
+        ]);
+        t0
+    }
+
+    /// Waits until host `i`, faulted, is passive again with its service stopped; with
+    /// `restarted`, also that promd runs with another pid than `old_pid`.
+    pub fn wait_passive_again(&self, i: usize, old_pid: u32, restarted: bool) {
+        hosts::wait_until(
+            Duration::from_secs(60),
+            "the old active host is passive again",
+            || {
+                self.hosts[i]
+                    .pid_on_machine("promd")
+                    .is_some_and(|p| !restarted || p != old_pid)
+                    && self.hosts[i].is_active("web-passive.target")
+                    && !self.hosts[i].is_active("web.service")
+            },
+        );
+    }
+
     /// Waits until promd on host `i` runs again (a new pid) and the host is passive.
     pub fn wait_promd_back(&self, i: usize, old_pid: u32) {
         hosts::wait_until(

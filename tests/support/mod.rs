@@ -2,6 +2,7 @@
 //! containers. Every resource is tied to a value whose Drop removes it, also when a test fails.
 #![allow(dead_code)]
 
+pub mod bench;
 pub mod bus;
 pub mod campaign;
 pub mod cluster;

@@ -157,24 +157,7 @@ pub fn run_fault(
     let pid = c.promd_pid(active);
     let mut t0 = hosts::now_ns();
     match fault {
-        Fault::Promote => {
-            let target = (active + 1) % c.hosts.len();
-            hosts::wait_until(Duration::from_secs(60), "the target is passive", || {
-                c.hosts[target].is_active("web-passive.target")
-            });
-            t0 = hosts::now_ns();
-            c.hosts[target].run_ok(&[
-                "busctl",
-                "--timeout=60",
-                "call",
-                "org.promd1",
-                "/org/promd1",
-                "org.promd1.Manager",
-                "Promote",
-                "s",
-                "web",
-            ]);
-        }
+        Fault::Promote => t0 = c.promote_next(active),
         Fault::Stop => {
             c.hosts[active].run_ok(&["systemctl", "stop", "promd"]);
         }
@@ -217,17 +200,7 @@ pub fn run_fault(
         }
         Fault::Promote | Fault::Kill => {}
     }
-    hosts::wait_until(
-        Duration::from_secs(60),
-        "the old active host is passive again",
-        || {
-            c.hosts[active]
-                .pid_on_machine("promd")
-                .is_some_and(|p| matches!(fault, Fault::Promote | Fault::Cut) || p != pid)
-                && c.hosts[active].is_active("web-passive.target")
-                && !c.hosts[active].is_active("web.service")
-        },
-    );
+    c.wait_passive_again(active, pid, !matches!(fault, Fault::Promote | Fault::Cut));
     let now = c.wait_one_active(None, Duration::from_secs(60));
     wait_addresses_on(c, netns, now, vips);
     gaps
