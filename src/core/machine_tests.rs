@@ -2304,6 +2304,39 @@ fn after_a_starting_member_finished_the_next_campaigns_one_grace_period_later() 
     assert!(t.advance(1).iter().any(is_campaign));
 }
 
+/// Between "b"'s `starting` record and its first eligible one, "b" publishes `passive` but
+/// not yet eligible (its first lease renewal not yet acknowledged). "c" reads that record in
+/// that moment: "b" is still waited for, and once eligible it goes first by a grace period.
+/// (Campaigning on the in-between record, "c" won a cold boot in `system_boot`.)
+#[test]
+fn a_member_passive_but_not_yet_renewed_is_still_starting_in_the_first_election() {
+    let grace = Timing::new(LEASE).grace();
+    let (mut t, _) = booting(params("c"), vec![member("b", 200, false, Role::Starting)]);
+    t.renew();
+    t.advance(300);
+    let mut b = member("b", 200, false, Role::Passive);
+    b.why = Some(Ineligibility::Checked(Ineligible::LeaseNotRenewed));
+    let a = t.ev(Event::Members(vec![b]));
+    assert!(!a.iter().any(is_campaign), "{a:?}");
+    assert!(!t.advance(ms(grace) * 2).iter().any(is_campaign));
+    let a = t.ev(Event::Members(vec![member("b", 200, true, Role::Passive)]));
+    assert!(!a.iter().any(is_campaign), "{a:?}");
+    assert_eq!(t.m.timers().get(Timer::Campaign), Some(t.now + grace));
+}
+
+/// A member that is ineligible for a reason that does not pass by itself (here: unhealthy)
+/// is not waited for: "c" campaigns at once.
+#[test]
+fn a_member_passive_and_unhealthy_is_not_waited_for_in_the_first_election() {
+    let (mut t, _) = booting(params("c"), vec![member("b", 200, false, Role::Starting)]);
+    t.renew();
+    t.advance(300);
+    let mut b = member("b", 200, false, Role::Passive);
+    b.why = Some(Ineligibility::Checked(Ineligible::Unhealthy));
+    let a = t.ev(Event::Members(vec![b]));
+    assert!(a.iter().any(is_campaign), "{a:?}");
+}
+
 /// "b" never finishes starting (its passive target hangs): "c" waits one lease from the moment
 /// it first saw the key vacant, then campaigns as if "b" were not there, and says why.
 #[test]

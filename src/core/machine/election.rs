@@ -7,7 +7,8 @@
 //! the host whose start-up happened to finish first would win, whatever its priority. Until
 //! [`Timer::FirstElection`] ([`Timing::first_election_wait`](super::Timing::first_election_wait)
 //! after the node first saw the key vacant), it does not campaign while a member that ranks
-//! above it is `starting`, nor, with `members` configured, while a configured member has no
+//! above it is `starting` (or `passive` but not yet eligible for a start-up reason:
+//! [`still_starting`]), nor, with `members` configured, while a configured member has no
 //! record at all (its priority is unknown: it may outrank this node). The grace periods count
 //! from the moment the last of them stopped being waited for, or from the end of the wait.
 //! Once the node has seen the key held, nothing of this applies: a member that restarts
@@ -16,7 +17,29 @@
 use std::cmp::Reverse;
 use std::time::Duration;
 
-use super::{Action, GroupMachine, Key, Member, Mono, Owed, Role, Timer};
+use super::{
+    Action, GroupMachine, Ineligibility, Ineligible, Key, Member, Mono, Owed, Role, Timer,
+};
+
+/// Whether `m`'s record says it has not finished starting: `starting`, or `passive` but not
+/// yet eligible for a reason that start-up clears by itself — its first lease renewal not yet
+/// acknowledged, its store session not yet up, its passive target not yet up. Between its
+/// `starting` record and its first eligible one a member may publish such a record (seen in
+/// `system_boot`: "passive, lease-not-renewed" for a few milliseconds); waited for as
+/// `starting`, a lower-ranked node that reads it does not campaign in that moment.
+fn still_starting(m: &Member) -> bool {
+    m.role == Role::Starting
+        || (m.role == Role::Passive
+            && !m.eligible
+            && matches!(
+                m.why,
+                Some(Ineligibility::Checked(
+                    Ineligible::LeaseNotRenewed
+                        | Ineligible::StoreUnreachable
+                        | Ineligible::NotPassive
+                ))
+            ))
+}
 
 /// Where a candidate ranks: a switchover target first, then the higher priority, then the lower
 /// name. Smaller ranks higher.
@@ -131,7 +154,7 @@ impl GroupMachine {
             .iter()
             .filter(|m| {
                 m.node != self.p.node
-                    && m.role == Role::Starting
+                    && still_starting(m)
                     && self.is_member(&m.node)
                     && self.rank(&m.node, m.priority) < mine
             })

@@ -115,8 +115,9 @@ pub struct Member {
     /// its own record claiming the role at the key's term (`claim_written` in
     /// `handover.rs`): an older record of it would not be its claim.
     pub term: Option<u64>,
-    /// Why it may not become active now; `None` exactly when `eligible`. Informative only:
-    /// elections go by `eligible`.
+    /// Why it may not become active now; `None` exactly when `eligible`. Elections go by
+    /// `eligible`; only the first election reads the reason, to wait for a member whose
+    /// start-up has not cleared it yet (`still_starting` in `election.rs`).
     pub why: Option<Ineligibility>,
     /// Its watched-unit failures within its `restart-window` (0 in records of promd versions
     /// before it).
