@@ -24,9 +24,11 @@ use super::{
 /// Whether `m`'s record says it has not finished starting: `starting`, or `passive` but not
 /// yet eligible for a reason that start-up clears by itself — its first lease renewal not yet
 /// acknowledged, its store session not yet up, its passive target not yet up. Between its
-/// `starting` record and its first eligible one a member may publish such a record (seen in
-/// `system_boot`: "passive, lease-not-renewed" for a few milliseconds); waited for as
-/// `starting`, a lower-ranked node that reads it does not campaign in that moment.
+/// `starting` record and its first eligible one a member may publish such a record: it turns
+/// passive once its units are stopped and its passive target is up, whatever its lease
+/// (`Lease::Unconfirmed` until the first renewal is answered). A lower-ranked node that read
+/// it in that moment campaigned at once and won a cold boot in `system_boot`; waited for as
+/// `starting`, it lets the member finish.
 fn still_starting(m: &Member) -> bool {
     m.role == Role::Starting
         || (m.role == Role::Passive
