@@ -716,8 +716,8 @@ fn run_count(groups: usize) -> Row {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list" || a == "--test") {
-        return; // `cargo test --benches` and `cargo bench -- --list`: nothing to list
+    if support::bench::only_listing() {
+        return;
     }
     let counts: Vec<usize> = std::env::var("PROMD_BENCH_GROUPS")
         .unwrap_or_else(|_| "1,10,100".into())

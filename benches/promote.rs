@@ -19,7 +19,7 @@ use support::hosts::Net;
 const LEASE: Duration = Duration::from_secs(2);
 
 fn main() {
-    if std::env::args().any(|a| a == "--list" || a == "--test") {
+    if support::bench::only_listing() {
         return;
     }
     let n: usize = std::env::var("PROMD_BENCH_SWITCHOVERS")
