@@ -1712,9 +1712,13 @@ pub fn span_unit_running(service: &str, group: &str, log_path: &str, exec_start:
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "/".into());
     // In unit files `%%` is a literal `%` and `$$` a literal `$` (systemd expands both itself).
+    // No start limit: tests and benches switch over faster than systemd's default (5 starts
+    // in 10 s) lets one service start, and a start refused with `start-limit-hit` is a
+    // failure promd handles (retries, then fails over) but not what they measure.
     format!(
         "[Unit]\n\
          Description=span recorder for {service} (promd tests)\n\
+         StartLimitIntervalSec=0\n\
          \n\
          [Service]\n\
          Type=exec\n\
