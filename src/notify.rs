@@ -1,6 +1,6 @@
 //! sd_notify: readiness, status, stopping, and the systemd watchdog.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
 
@@ -94,6 +94,62 @@ impl Notifier {
     }
 }
 
+/// How often `STATUS=` may go to PID 1: a take-over of hundreds of groups changed it on every
+/// step, and PID 1 answers each with a `PropertiesChanged` signal of `StatusText` while it is
+/// busiest starting the groups' units. Four a second is as fast as anyone reads it.
+pub const STATUS_EVERY: Duration = Duration::from_millis(250);
+
+/// `STATUS=` paced to one per [`STATUS_EVERY`]: a line offered sooner waits, replaced by any
+/// newer one, and goes out when its time comes ([`StatusPace::due`]). No line is lost for
+/// good: the last one offered is always sent, at most `STATUS_EVERY` late.
+#[derive(Debug, Default)]
+pub struct StatusPace {
+    last_sent: Option<Instant>,
+    pending: Option<String>,
+}
+
+impl StatusPace {
+    /// A new line at `now`: returned if it may go out now, else kept until [`Self::due`].
+    pub fn offer(&mut self, status: String, now: Instant) -> Option<String> {
+        match self.last_sent {
+            Some(at) if now.saturating_duration_since(at) < STATUS_EVERY => {
+                self.pending = Some(status);
+                None
+            }
+            _ => {
+                self.pending = None;
+                self.last_sent = Some(now);
+                Some(status)
+            }
+        }
+    }
+
+    /// When the line kept back may go out; `None` if none is.
+    pub fn due(&self) -> Option<Instant> {
+        self.pending.as_ref()?;
+        Some(
+            self.last_sent
+                .map_or_else(Instant::now, |at| at + STATUS_EVERY),
+        )
+    }
+
+    /// The line kept back, if its time has come at `now`.
+    pub fn take_due(&mut self, now: Instant) -> Option<String> {
+        if self.due().is_some_and(|due| now >= due) {
+            self.last_sent = Some(now);
+            return self.pending.take();
+        }
+        None
+    }
+
+    /// A `READY=1`, `RELOADING=1` or `STOPPING=1` carried its own `STATUS=` at `now`: a line
+    /// kept back is older than it and is dropped.
+    pub fn sent_with_state(&mut self, now: Instant) {
+        self.pending = None;
+        self.last_sent = Some(now);
+    }
+}
+
 /// `WATCHDOG_USEC=` (µs, at most u32::MAX, which is what the sd-notify crate takes: 71
 /// minutes, far beyond any interval promd sets); systemd restarts the watchdog timer from now.
 fn send_watchdog_usec(interval: Duration) {
@@ -106,5 +162,40 @@ fn send(state: &[NotifyState]) {
     // reason to stop serving: the watchdog will notice if it matters.
     if let Err(e) = sd_notify::notify(state) {
         tracing::debug!("sd_notify: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_sends_the_first_line_then_the_last_one_when_due() {
+        let t0 = Instant::now();
+        let mut pace = StatusPace::default();
+        assert_eq!(pace.offer("a".into(), t0), Some("a".into()));
+        let ms = |n| t0 + Duration::from_millis(n);
+        assert_eq!(pace.offer("b".into(), ms(10)), None);
+        assert_eq!(pace.offer("c".into(), ms(20)), None);
+        assert_eq!(pace.due(), Some(ms(250)));
+        assert_eq!(pace.take_due(ms(249)), None);
+        assert_eq!(pace.take_due(ms(250)), Some("c".into()));
+        assert_eq!(pace.due(), None);
+        // The next line waits for a whole interval after the flushed one.
+        assert_eq!(pace.offer("d".into(), ms(400)), None);
+        assert_eq!(pace.take_due(ms(500)), Some("d".into()));
+        // After a quiet interval a line goes out at once.
+        assert_eq!(pace.offer("e".into(), ms(800)), Some("e".into()));
+    }
+
+    #[test]
+    fn a_state_with_its_own_status_drops_the_older_line_kept_back() {
+        let t0 = Instant::now();
+        let mut pace = StatusPace::default();
+        assert_eq!(pace.offer("a".into(), t0), Some("a".into()));
+        assert_eq!(pace.offer("b".into(), t0 + Duration::from_millis(5)), None);
+        pace.sent_with_state(t0 + Duration::from_millis(6));
+        assert_eq!(pace.due(), None);
+        assert_eq!(pace.take_due(t0 + Duration::from_secs(1)), None);
     }
 }

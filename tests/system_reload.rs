@@ -133,10 +133,14 @@ fn reload_applies_valid_changes_and_refuses_invalid_ones() {
         Some(pid),
         "reloaded in place, not restarted"
     );
-    let status = h.run_ok(&["systemctl", "show", "-P", "StatusText", "promd"]);
-    assert!(
-        status.contains("web: active") && status.contains("db: active"),
-        "{status}"
+    // STATUS= goes to PID 1 at most four times a second: awaited, not read once.
+    hosts::wait_until(
+        Duration::from_secs(2),
+        "both groups active in the status",
+        || {
+            let status = h.run_ok(&["systemctl", "show", "-P", "StatusText", "promd"]);
+            status.contains("web: active") && status.contains("db: active")
+        },
     );
 
     // An invalid file: refused, with its errors in the journal; nothing changes.

@@ -168,14 +168,20 @@ impl Agent {
             return;
         };
         let term = g.machine.term();
-        let kept = self.kept_terms.entry(g.cfg.name.clone()).or_insert(0);
-        if term > *kept {
-            *kept = term;
-            out.push(Output::KeepTerm {
-                group: g.cfg.name.clone(),
-                term,
-            });
+        // Looked up before the entry is made: this runs after every step of every group, and
+        // the entry's key is an owned name.
+        if self
+            .kept_terms
+            .get(&g.cfg.name)
+            .is_some_and(|&kept| kept >= term)
+        {
+            return;
         }
+        self.kept_terms.insert(g.cfg.name.clone(), term);
+        out.push(Output::KeepTerm {
+            group: g.cfg.name.clone(),
+            term,
+        });
     }
 
     /// One machine action as driver work (and what the journal says of it).

@@ -78,6 +78,11 @@ pub enum Input {
     Start,
     /// An event of the group's store session.
     Store(GroupId, StoreEvent),
+    /// Store events of several groups that arrived together (a shared lease's renewal is one
+    /// for every group under it): each is handled as [`Input::Store`], and what follows every
+    /// input (`STATUS=`, the views, the watchdog's horizon) once for all of them, not once
+    /// per group — 500 groups' renewals cost O(groups²) that way.
+    Stores(Vec<(GroupId, StoreEvent)>),
     /// A systemd job of the group's finished.
     Job(GroupId, JobDone),
     /// The closure of the group's active target, as a walk just found it.
@@ -294,6 +299,11 @@ impl Agent {
                     touched.insert(*id);
                 }
             }
+            Input::Stores(events) => {
+                if let Some(touched) = &mut self.touched {
+                    touched.extend(events.iter().map(|(id, _)| *id));
+                }
+            }
             Input::Tick | Input::StoreAges(_) => {}
         }
         match input {
@@ -308,6 +318,11 @@ impl Agent {
                 self.ready(now.mono, &mut out);
             }
             Input::Store(id, ev) => self.on_store(id, ev, now, &mut out),
+            Input::Stores(events) => {
+                for (id, ev) in events {
+                    self.on_store(id, ev, now, &mut out);
+                }
+            }
             Input::Job(id, done) => self.on_job(id, done, now, &mut out),
             Input::Closure(id, closure) => self.on_closure(id, closure, &mut out),
             Input::Watch(id, ev) => self.on_watch(id, ev, now, &mut out),

@@ -69,13 +69,29 @@ impl Runtime {
                 }
             }
             Output::Log(record) => emit(&record),
-            Output::Notify(n) => match n {
-                Notify::Ready(status) => self.notifier.ready(&status),
-                Notify::Status(status) => self.notifier.status(&status),
-                Notify::Reloading => self.notifier.reloading(),
-                Notify::Stopping => self.notifier.stopping(),
-                Notify::Watchdog(interval) => self.keeper.set_interval(interval),
-            },
+            Output::Notify(n) => {
+                let now = std::time::Instant::now();
+                match n {
+                    Notify::Ready(status) => {
+                        self.status.sent_with_state(now);
+                        self.notifier.ready(&status);
+                    }
+                    Notify::Status(status) => {
+                        if let Some(status) = self.status.offer(status, now) {
+                            self.notifier.status(&status);
+                        }
+                    }
+                    Notify::Reloading => {
+                        self.status.sent_with_state(now);
+                        self.notifier.reloading();
+                    }
+                    Notify::Stopping => {
+                        self.status.sent_with_state(now);
+                        self.notifier.stopping();
+                    }
+                    Notify::Watchdog(interval) => self.keeper.set_interval(interval),
+                }
+            }
         }
     }
 

@@ -40,7 +40,7 @@ use crate::core::Mono;
 use crate::dbus::{CallRequest, DbusService, PromdError};
 use crate::health::HealthResult;
 use crate::http::{HttpServer, Limits, StateFeed};
-use crate::notify::Notifier;
+use crate::notify::{Notifier, StatusPace};
 use crate::store::{GroupSession, HostId, Progress, Store, StoreEvent};
 use crate::systemd::Systemd;
 use crate::termfloor::{Kept, TermFloors};
@@ -92,6 +92,8 @@ pub struct Runtime {
     systemd: Systemd,
     store: Box<dyn Store>,
     notifier: Notifier,
+    /// `STATUS=` at most four times a second.
+    status: StatusPace,
     /// Pings the watchdog from its own thread, up to the horizon published after each step.
     keeper: Keeper,
     /// When to report the store tasks' ages ([`Input::StoreAges`]).
@@ -181,6 +183,7 @@ impl Runtime {
             store_check: store_check_interval(),
             checks: 0,
             notifier,
+            status: StatusPace::default(),
             dbus: None,
             http: None,
             calls_rx: None,
@@ -252,6 +255,7 @@ impl Runtime {
                 .next_deadline()
                 .map_or(Duration::from_secs(3600), |d| d.saturating_sub(now));
             let stopping = self.agent.stopping();
+            let status_due = self.status.due();
             let input: Option<Input> = tokio::select! {
                 // Deadlines first: the fence is one of them, and nothing may starve it. Then
                 // the store check, which a flood of events must not starve either: it keeps an
@@ -262,7 +266,13 @@ impl Runtime {
                     self.trim_heap_now_and_then();
                     Some(Input::StoreAges(self.store_ages()))
                 }
-                Some((id, ev)) = self.store_rx.recv() => Some(Input::Store(id, ev)),
+                _ = sleep_until_due(status_due) => {
+                    if let Some(status) = self.status.take_due(Instant::now()) {
+                        self.notifier.status(&status);
+                    }
+                    None
+                }
+                Some((id, ev)) = self.store_rx.recv() => Some(self.store_batch(id, ev)),
                 Some(input) = self.inputs_rx.recv() => Some(input),
                 // Terms kept: the loop's own business, not the agent's.
                 Some(kept) = self.terms_rx.recv() => {
@@ -329,6 +339,22 @@ impl Runtime {
     }
 
     /// How long ago each group's store task last turned.
+    /// The store event just received, with those queued behind it (up to [`STORE_BATCH`]):
+    /// one input for the agent ([`Input::Stores`]).
+    fn store_batch(&mut self, id: GroupId, ev: StoreEvent) -> Input {
+        let mut batch = vec![(id, ev)];
+        while batch.len() < STORE_BATCH
+            && let Ok(more) = self.store_rx.try_recv()
+        {
+            batch.push(more);
+        }
+        if batch.len() == 1 {
+            let (id, ev) = batch.remove(0);
+            return Input::Store(id, ev);
+        }
+        Input::Stores(batch)
+    }
+
     fn store_ages(&self) -> Vec<(GroupId, Option<Duration>)> {
         self.drivers
             .iter()
@@ -372,6 +398,18 @@ fn trim_heap() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim_heap() {}
+
+/// The most store events handled as one input: enough for a renewal of every group under a
+/// shared lease, few enough that a step stays short (the fence's deadlines come first).
+const STORE_BATCH: usize = 1024;
+
+/// Sleeps until `due`, or for ever without one.
+async fn sleep_until_due(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// The store check's ticks, every [`STORE_CHECK_INTERVAL`]; a late one is not made up for.
 fn store_check_interval() -> Interval {

@@ -585,3 +585,33 @@ fn the_active_host_keeps_the_env_file_its_units_started_with() {
     h.store(0, StoreEvent::Members(vec![member("n2", None)]));
     assert_eq!(envs(&h.take()), vec![]);
 }
+
+/// Store events of several groups that arrived together are one input: each group's machine
+/// takes its own event (here both lose the shared lease and stop their units), and what
+/// follows an input (`STATUS=`) is done once for all of them.
+#[test]
+fn store_events_of_several_groups_are_handled_as_one_input() {
+    let mut h = H::new(&[WEB, DB]);
+    h.input(Input::Start);
+    h.active(0, 3);
+    h.active(1, 5);
+    let out = h.input(Input::Stores(vec![
+        (GroupId(0), StoreEvent::LeaseLost),
+        (GroupId(1), StoreEvent::LeaseLost),
+    ]));
+    let stops: Vec<GroupId> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Job(id, order) if order.job == Job::StopActive => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stops, [GroupId(0), GroupId(1)], "{out:#?}");
+    let statuses = out
+        .iter()
+        .filter(|o| matches!(o, Output::Notify(Notify::Status(_))))
+        .count();
+    assert_eq!(statuses, 1, "{out:#?}");
+    assert_ne!(h.role(0), Some(Role::Active));
+    assert_ne!(h.role(1), Some(Role::Active));
+}
