@@ -95,8 +95,11 @@ pub(super) struct GroupTask {
 }
 
 impl GroupTask {
+    /// The task turns at least this often, to show it is not hung (the agent takes a task
+    /// silent for a lease, at least 5 s, as hung): every half lease. Not every half renewal:
+    /// with hundreds of groups those wake-ups were most of an idle promd's CPU.
     fn beat_ticker(&self) -> tokio::time::Interval {
-        let mut beat = tokio::time::interval(self.renew / 2);
+        let mut beat = tokio::time::interval(self.renew * 3 / 2);
         beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         beat
     }
