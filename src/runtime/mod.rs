@@ -338,7 +338,6 @@ impl Runtime {
             .map_err(|e| e.to_string())
     }
 
-    /// How long ago each group's store task last turned.
     /// The store event just received, with those queued behind it (up to [`STORE_BATCH`]):
     /// one input for the agent ([`Input::Stores`]).
     fn store_batch(&mut self, id: GroupId, ev: StoreEvent) -> Input {
@@ -355,6 +354,7 @@ impl Runtime {
         Input::Stores(batch)
     }
 
+    /// How long ago each group's store task last turned.
     fn store_ages(&self) -> Vec<(GroupId, Option<Duration>)> {
         self.drivers
             .iter()
