@@ -41,6 +41,7 @@ macro_rules! contract_tests {
                 a_release_by_a_non_holder_keeps_the_key,
                 a_release_of_a_key_rewritten_for_another_node_keeps_it,
                 a_retire_frees_the_key_and_says_passive,
+                a_won_campaign_claims_the_role_with_the_key_and_a_lost_one_writes_nothing,
                 a_switchover_request_is_seen_and_cleared,
                 a_graceful_shutdown_hands_over_at_once,
                 a_dead_leader_loses_the_key_after_the_lease,
@@ -317,6 +318,48 @@ async fn a_release_of_a_key_rewritten_for_another_node_keeps_it<B: Backend>() {
 /// A holder that stands down (`Retire`) frees its key and says `passive` in its record, in one
 /// write where the store can: the other node sees the key vacant and the role unclaimed, and
 /// the key can be won again. A `Retire` of a term the node does not hold deletes nothing.
+/// A campaign carries the record that claims the role: won, the store holds it at the won
+/// term with the key, with no write of the winner's own; lost, nothing of it is written.
+async fn a_won_campaign_claims_the_role_with_the_key_and_a_lost_one_writes_nothing<B: Backend>() {
+    use promd::core::Role;
+    let mut b = B::start().await;
+    let mut nodes = published(&mut b, "claim", &["a", "b"]).await;
+    let term = nodes[0].try_campaign().await.expect("won");
+    nodes[1].leader_is(SOON, "a", term).await;
+    let claimed = |node: &'static str, term: u64| {
+        move |m: &[MemberRecord]| {
+            m.iter()
+                .any(|r| r.node == node && r.role == Role::Promoting && r.term == Some(term))
+        }
+    };
+    nodes[1]
+        .members_where(
+            SOON,
+            "a claims the role at the won term",
+            claimed("a", term),
+        )
+        .await;
+
+    assert_eq!(nodes[1].try_campaign().await, None, "the key is a's");
+    // a's next record reaches b with b's own as the store holds it: still passive.
+    let mut active = member("a");
+    active.role = Role::Active;
+    active.term = Some(term);
+    nodes[0].send(StoreCommand::Publish(active));
+    nodes[1]
+        .members_where(SOON, "a active", |m| {
+            m.iter().any(|r| r.node == "a" && r.role == Role::Active)
+        })
+        .await;
+    let members = nodes[1].members().unwrap_or_default().to_vec();
+    assert!(
+        members
+            .iter()
+            .any(|r| r.node == "b" && r.role == Role::Passive && r.term.is_none()),
+        "a lost campaign wrote its claim: {members:?}"
+    );
+}
+
 async fn a_retire_frees_the_key_and_says_passive<B: Backend>() {
     use promd::core::Role;
     let mut b = B::start().await;

@@ -253,15 +253,17 @@ impl Agent {
                     g.metrics.kills.inc();
                 }
             }
-            Action::Campaign { floor } => out.push(store(StoreCommand::Campaign {
+            Action::Campaign { floor, claim } => out.push(store(StoreCommand::Campaign {
                 record: LeaderRecord {
                     v: FORMAT_VERSION,
                     node,
                     priority: g.cfg.priority,
-                    host,
+                    host: host.clone(),
                     term: None,
                 },
                 floor,
+                // Its role changes the moment the key is won.
+                claim: MemberRecord::of(claim, host, now.wall_usec),
             })),
             Action::Release { term } => out.push(store(StoreCommand::Release { term })),
             Action::Publish(m) => {

@@ -106,6 +106,9 @@ pub struct GroupMachine {
     leaving: Reason,
     /// The member record last published (rule 5 publishes only changes).
     published: Option<Member>,
+    /// The claim sent with the campaign in flight ([`Action::Campaign`]): published once it
+    /// is won.
+    claim: Option<Member>,
     /// The owned deadlines ([`Timer`]): `StopRetry` (until then nothing issues another stop:
     /// the units were killed when it failed, and a systemd that keeps failing is not
     /// hammered), `CampaignRetry`, `Cooldown`, `StartRetry` (the role stays `promoting`
@@ -146,6 +149,7 @@ impl GroupMachine {
             life: Life::Running,
             leaving: Reason::PromdStopping,
             published: None,
+            claim: None,
             timers: Timers::default(),
             term: 0,
             key_term_seen: p.term_floor,
@@ -433,8 +437,17 @@ impl GroupMachine {
 
     /// Rule 5: keep this node's member record current.
     fn publish(&mut self, now: Mono, out: &mut Vec<Action>) {
+        let me = self.record(now);
+        if self.published.as_ref() != Some(&me) {
+            self.published = Some(me.clone());
+            out.push(Action::Publish(me));
+        }
+    }
+
+    /// This node's member record as it stands.
+    pub(super) fn record(&self, now: Mono) -> Member {
         let why = self.why_ineligible(now);
-        let me = Member {
+        Member {
             node: self.p.node.clone(),
             priority: self.p.priority,
             eligible: why.is_none(),
@@ -449,10 +462,6 @@ impl GroupMachine {
             why,
             failures: self.failures(now),
             since_usec: None,
-        };
-        if self.published.as_ref() != Some(&me) {
-            self.published = Some(me.clone());
-            out.push(Action::Publish(me));
         }
     }
 

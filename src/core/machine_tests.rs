@@ -46,6 +46,9 @@ struct T {
     pubs: Vec<Member>,
     /// The member records as last fed (`Event::Members`).
     view: Vec<Member>,
+    /// The claim of the campaign in flight: published when it is won (the store writes it
+    /// with the key).
+    claim: Option<Member>,
 }
 
 impl T {
@@ -55,6 +58,7 @@ impl T {
             now: Mono::from_millis(10_000),
             pubs: Vec::new(),
             view: Vec::new(),
+            claim: None,
         }
     }
 
@@ -62,11 +66,25 @@ impl T {
         if let Event::Members(ms) = &e {
             self.view = ms.clone();
         }
+        if let Event::Campaigned(won) = &e
+            && let Some(claim) = self.claim.take()
+            && let Some(term) = won
+        {
+            self.pubs.push(Member {
+                term: Some(*term),
+                ..claim
+            });
+        }
         let mut out = self.m.handle(e, self.now);
         out.retain(|a| match a {
             Action::Publish(m) => {
                 self.pubs.push(m.clone());
                 false
+            }
+            Action::Campaign { claim, .. } => {
+                assert_eq!(claim.role, Role::Promoting, "{claim:?}");
+                self.claim = Some(claim.clone());
+                true
             }
             _ => true,
         });
@@ -419,6 +437,31 @@ fn a_campaign_answer_after_the_store_went_down_does_not_promote() {
     let a = t.ev(Event::Leader(Some(("a".into(), 9))));
     assert!(a.contains(&Action::Release { term: 9 }), "{a:?}");
     assert!(!starts(&a, Job::StartActive), "{a:?}");
+}
+
+/// A campaign writes its claim with the key. When its answer is lost (the connection broke
+/// under it) and the campaign carried out again finds the key taken — by itself — the answer
+/// says "not won", yet the store holds the key and the claim. The key is released, and the
+/// record is written again with the release: a claim left behind would keep every standby
+/// waiting for a holder that never promotes (`holder_standing`).
+#[test]
+fn an_own_key_won_by_a_lost_answer_is_released_with_the_claim_withdrawn() {
+    let mut t = T::passive(params("a"), None);
+    t.ev(Event::Members(vec![]));
+    assert!(t.m.campaigning());
+    let mut claim = t.claim.clone().expect("the campaign carries a claim");
+    claim.term = Some(9);
+    let before = t.pubs.len();
+    t.ev(Event::Campaigned(None));
+    let mut a = t.ev(Event::Members(vec![claim]));
+    a.extend(t.ev(Event::Leader(Some(("a".into(), 9)))));
+    assert!(a.contains(&Action::Release { term: 9 }), "{a:?}");
+    assert!(!starts(&a, Job::StartActive), "{a:?}");
+    let withdrawn = &t.pubs[before..];
+    assert!(
+        withdrawn.last().is_some_and(|m| m.role == Role::Passive),
+        "the claim is withdrawn with the release: {withdrawn:?}"
+    );
 }
 
 #[test]
@@ -2024,7 +2067,7 @@ fn a_key_won_at_or_below_the_floor_never_starts_the_units() {
     let floors: Vec<u64> = a
         .iter()
         .filter_map(|a| match a {
-            Action::Campaign { floor } => Some(*floor),
+            Action::Campaign { floor, .. } => Some(*floor),
             _ => None,
         })
         .collect();

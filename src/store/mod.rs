@@ -119,6 +119,12 @@ pub enum StoreCommand {
         /// The highest term the campaigner knows to have been handed out: what a store that
         /// lost its history (restored from an older snapshot) must still exceed.
         floor: u64,
+        /// This node's member record claiming the role (the store fills in the won term),
+        /// written with the key: in the same transaction where the store can (etcd, when the
+        /// record is bound to the group's lease), else right after it, before the answer.
+        /// A won campaign so needs no write of the claim of its own before the units may
+        /// start (a round trip of every switchover and failover). Lost: nothing is written.
+        claim: MemberRecord,
     },
     /// Delete the leader key if it is still ours (it names this node, was not written on
     /// another host) at this term. Answered by [`StoreEvent::Released`] either way.
@@ -155,10 +161,19 @@ pub enum StoreCommand {
 /// [`StoreCommand`] but `Shutdown`, which ends the task instead.
 #[derive(Debug, Clone)]
 pub(crate) enum Op {
-    Campaign { record: LeaderRecord, floor: u64 },
-    Release { term: u64 },
+    Campaign {
+        record: LeaderRecord,
+        floor: u64,
+        claim: MemberRecord,
+    },
+    Release {
+        term: u64,
+    },
     Publish(MemberRecord),
-    Retire { term: u64, record: MemberRecord },
+    Retire {
+        term: u64,
+        record: MemberRecord,
+    },
     PutSwitchover(SwitchoverRecord),
     ClearSwitchover,
     SetMaintenance(MaintenanceRecord),
@@ -179,7 +194,15 @@ impl StoreCommand {
     /// The write this command asks for; `None` for `Shutdown`.
     pub(crate) fn into_op(self) -> Option<Op> {
         Some(match self {
-            StoreCommand::Campaign { record, floor } => Op::Campaign { record, floor },
+            StoreCommand::Campaign {
+                record,
+                floor,
+                claim,
+            } => Op::Campaign {
+                record,
+                floor,
+                claim,
+            },
             StoreCommand::Release { term } => Op::Release { term },
             StoreCommand::Publish(rec) => Op::Publish(rec),
             StoreCommand::Retire { term, record } => Op::Retire { term, record },

@@ -80,6 +80,22 @@ impl OpQueue {
             .retain(|op| !matches!(op, Op::Publish(queued) if queued == rec));
     }
 
+    /// A campaign won at `term` wrote its claim ([`Op::Campaign`]): the record to write
+    /// under a new lease, unless a newer one waits (asked for while the campaign was in
+    /// flight; it is written next and replaces the claim).
+    pub(crate) fn claimed(&mut self, op: &Op, term: u64) {
+        let Op::Campaign { claim, .. } = op else {
+            return;
+        };
+        if !self
+            .ops
+            .iter()
+            .any(|q| matches!(q, Op::Publish(_) | Op::Retire { .. }))
+        {
+            self.member = Some(claim.with_term(term));
+        }
+    }
+
     /// `op` was carried out.
     pub(crate) fn done(&mut self, op: &Op) {
         if let Op::SetMaintenance(rec) = op
@@ -151,6 +167,7 @@ mod tests {
                 term: None,
             },
             floor: 0,
+            claim: member(9),
         }
     }
 
@@ -177,6 +194,22 @@ mod tests {
                     .to_string()
             })
             .collect()
+    }
+
+    #[test]
+    fn a_won_claim_is_the_record_of_the_next_lease_unless_a_newer_one_waits() {
+        let mut q = OpQueue::default();
+        q.push(Op::Publish(member(1)), true);
+        q.pop();
+        let op = campaign();
+        q.claimed(&op, 7);
+        assert_eq!(q.member(), Some(&member(9).with_term(7)));
+
+        // A record asked for while the campaign was in flight is newer than its claim.
+        let mut q = OpQueue::default();
+        q.push(Op::Publish(member(2)), true);
+        q.claimed(&op, 7);
+        assert_eq!(q.member(), Some(&member(2)));
     }
 
     #[test]

@@ -261,6 +261,14 @@ impl MemberRecord {
             since_usec: Some(since_usec),
         }
     }
+
+    /// The record at `term`: a campaign's claim once the store handed the term out.
+    pub fn with_term(&self, term: u64) -> MemberRecord {
+        MemberRecord {
+            term: Some(term),
+            ..self.clone()
+        }
+    }
 }
 
 impl From<MemberRecord> for Member {

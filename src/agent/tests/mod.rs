@@ -161,21 +161,28 @@ impl H {
         assert_eq!(self.role(id), Some(Role::Passive), "{:#?}", self.out);
     }
 
-    /// The campaign is won at `term`; the store then shows the record the node published
-    /// (claiming the role), which is when it starts the active target. The outputs of both.
+    /// The campaign is won at `term`; the store then shows the record the campaign wrote
+    /// with the key (claiming the role), which is when it starts the active target. The
+    /// outputs of both.
     fn win(&mut self, id: u64, term: u64) -> Vec<Output> {
-        let mut out = self.store(id, StoreEvent::Campaigned(Some(term)));
-        let claim = out
+        let claim = self
+            .out
             .iter()
             .rev()
             .find_map(|o| match o {
-                Output::Store(g, StoreCommand::Publish(rec)) if *g == GroupId(id) => {
-                    Some(rec.clone())
+                Output::Store(g, StoreCommand::Campaign { claim, .. }) if *g == GroupId(id) => {
+                    Some(claim.with_term(term))
                 }
                 _ => None,
             })
-            .expect("a won key is claimed in the member record");
-        assert_eq!((claim.role, claim.term), (Role::Promoting, Some(term)));
+            .expect("the campaign carries the record that claims the role");
+        assert_eq!(claim.role, Role::Promoting);
+        let mut out = self.store(id, StoreEvent::Campaigned(Some(term)));
+        assert!(
+            !out.iter()
+                .any(|o| matches!(o, Output::Store(_, StoreCommand::Publish(_)))),
+            "the claim was written with the key, not again: {out:#?}"
+        );
         out.extend(self.store(id, StoreEvent::Members(vec![claim])));
         out
     }

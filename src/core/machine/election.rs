@@ -76,7 +76,15 @@ impl GroupMachine {
         if self.campaign_at(since, now).is_some_and(|at| now >= at) {
             let floor = self.known_floor();
             self.owed = Owed::Campaign { floor };
-            out.push(Action::Campaign { floor });
+            // What rule 5 publishes once the key is won (`waits_to_promote`), at the term
+            // the store hands out.
+            let claim = Member {
+                role: Role::Promoting,
+                term: None,
+                ..self.record(now)
+            };
+            self.claim = Some(claim.clone());
+            out.push(Action::Campaign { floor, claim });
         }
     }
 

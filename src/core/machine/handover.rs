@@ -64,6 +64,13 @@ impl GroupMachine {
         {
             self.owed = Owed::Release { term };
             out.push(Action::Release { term });
+            if self.key.held().is_none() {
+                // An own key this node did not know it won (a campaign whose answer was
+                // lost and that was carried out again): its claim may stand in the store
+                // with it. The record is written again with the release, so that no claim
+                // outlives the key.
+                self.published = None;
+            }
         }
         let settled = if self.timers.pending(Timer::Cooldown, now) {
             Role::Failed

@@ -259,6 +259,12 @@ pub enum Action {
         /// floor, every key it saw) and every member record's. The store hands out a term
         /// above it even if it has lost its own history.
         floor: u64,
+        /// This node's record claiming the role (`promoting`, its term `None`: the store
+        /// fills in the won term), written with the key when the campaign wins: what rule 5
+        /// would publish next, one store round trip sooner ([`GroupMachine::claim_written`]).
+        ///
+        /// [`GroupMachine::claim_written`]: super::GroupMachine
+        claim: Member,
     },
     /// Delete the leader key if it still is this node's at `term`; answered by
     /// [`Event::Released`].

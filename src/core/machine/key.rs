@@ -1,7 +1,7 @@
 //! What this node knows of the group's leader key, and what it has asked of the store about
 //! it: the states, and the store events that move them.
 
-use super::{Action, GroupMachine, Mono, Timer};
+use super::{Action, GroupMachine, Member, Mono, Timer};
 
 /// The leader key as this node knows it.
 ///
@@ -93,6 +93,10 @@ impl GroupMachine {
     fn settle(&mut self, what: Owed) {
         if std::mem::discriminant(&self.owed) == std::mem::discriminant(&what) {
             self.owed = Owed::Nothing;
+            // A claim is kept only while its campaign is in flight (settled states must not
+            // differ by it); a late answer finds none, and an own key it won is released
+            // with the record written again (`finish_demotion`).
+            self.claim = None;
         }
     }
 
@@ -104,6 +108,7 @@ impl GroupMachine {
     /// [`Event::LeaseLost`](super::Event::LeaseLost): the key, if ours, went with the lease.
     pub(super) fn key_lease_lost(&mut self) {
         self.owed = Owed::Nothing;
+        self.claim = None;
         if let Key::Ours { term } = self.key {
             self.key = Key::Theirs {
                 node: self.p.node.clone(),
@@ -165,6 +170,14 @@ impl GroupMachine {
     /// older promd may not), and a unit must never see a term it has seen before. The key,
     /// once the watch shows it, is an own key this node does not hold: released.
     pub(super) fn key_campaigned(&mut self, won: Option<u64>, now: Mono, out: &mut Vec<Action>) {
+        // A won campaign wrote its claim at the won term, whether the key is used or not:
+        // that is the record rule 5 compares with from now on.
+        if let (Some(term), Some(claim)) = (won, self.claim.take()) {
+            self.published = Some(Member {
+                term: Some(term),
+                ..claim
+            });
+        }
         if !self.campaigning() {
             if let Some(term) = won {
                 self.key_term_seen = self.key_term_seen.max(term);

@@ -299,7 +299,23 @@ pub(super) fn carry_out(
     s: &Session,
 ) -> Result<Answer, DirError> {
     match op {
-        Op::Campaign { record, floor } => campaign(ctx, files, now, record, *floor, s),
+        Op::Campaign {
+            record,
+            floor,
+            claim,
+        } => {
+            let answer = campaign(ctx, files, now, record, *floor, s)?;
+            // The claim right after the key, before the answer (and the snapshot that goes
+            // with it): the files change one at a time anyway, but the winner needs no write
+            // of its own before its units may start.
+            if let Answer::Campaigned {
+                term: Some(term), ..
+            } = answer
+            {
+                write_member(ctx, files, now, &s.id, s.expires, &claim.with_term(term))?;
+            }
+            Ok(answer)
+        }
         Op::Release { term } => {
             release(ctx, files, *term)?;
             Ok(Answer::Released)

@@ -215,6 +215,9 @@ impl GroupTask {
                 if let Some(term) = term {
                     info!(group = %self.spec.group, term, "won the leader file");
                     self.held = Some(term);
+                    if let Pending::Op(op) = &pending {
+                        self.queue.claimed(op, term);
+                    }
                 }
                 self.report.emit(StoreEvent::Campaigned(term));
             }

@@ -23,8 +23,8 @@ use crate::store::{HostId, Op, other_host};
 
 /// A command carried out, with the revision of what it wrote where the group must know it.
 pub(super) enum Done {
-    /// `Some((term, revision))`: the key is ours, created at `revision`.
-    Campaigned(Option<(u64, i64)>),
+    /// The key is ours, won at this term, with its claim ([`Op::Campaign`]).
+    Campaigned(Option<Won>),
     Released,
     /// The member record: written at this revision, or not (another host holds the key).
     Published(Option<i64>),
@@ -34,6 +34,15 @@ pub(super) enum Done {
     Requested(i64),
     Cleared,
     Written,
+}
+
+/// A won campaign: the term, the revision the key was created at, and the one the claim
+/// was written at (`None`: another host holds this node's member record; nothing written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Won {
+    pub(super) term: u64,
+    pub(super) revision: i64,
+    pub(super) claim: Option<i64>,
 }
 
 /// The revisions at which the group wrote the keys bound to its lease that are its own (the
@@ -53,9 +62,12 @@ impl Owned {
     /// What `done` wrote or deleted.
     pub(super) fn note(&mut self, done: &Done) {
         match done {
-            Done::Campaigned(Some((term, revision))) => {
-                self.leader = Some(*revision);
-                self.leader_term = Some(*term);
+            Done::Campaigned(Some(won)) => {
+                self.leader = Some(won.revision);
+                self.leader_term = Some(won.term);
+                if won.claim.is_some() {
+                    self.member = won.claim;
+                }
             }
             Done::Campaigned(None) | Done::Written => {}
             Done::Released => {
@@ -106,8 +118,19 @@ pub(super) fn start_op(
         // Never closed; were it closed, the op goes ahead ungated rather than failing.
         let _permit = gate.acquire_owned().await.ok();
         let result = match &op {
-            Op::Campaign { record, floor } => {
-                campaign(&mut kv, &keys, record, *floor, lease, view, t)
+            Op::Campaign {
+                record,
+                floor,
+                claim,
+            } => {
+                let ask = Ask {
+                    rec: record,
+                    floor: *floor,
+                    claim,
+                    ours: host.as_ref(),
+                    member_bound: owned.member.is_some(),
+                };
+                campaign(&mut kv, &keys, ask, lease, view, t)
                     .await
                     .map(Done::Campaigned)
             }
@@ -163,6 +186,12 @@ pub(super) fn start_op(
 /// is reported with the view; no term could be trusted). A few lost races in a row end as a
 /// broken call, as in [`publish_member`]. With the term, the revision the key was created at.
 ///
+/// The member record claiming the role (`ask.claim`, at the won term) goes in the same
+/// transaction when it is bound to our lease (on that condition: a record deleted by hand or
+/// rewritten by another host fails it, and the next try writes the claim after the key, as
+/// [`publish_member`]): the standbys see the key taken and the role claimed at one revision,
+/// and the winner may start its units on the watch event of its own campaign.
+///
 /// The first transaction is written from the group's `view` (watched up to its revision,
 /// which bounds every create revision it saw) when there is one, so a campaign for a key seen
 /// vacant takes one round trip; a transaction whose conditions fail reads both keys in the
@@ -170,12 +199,11 @@ pub(super) fn start_op(
 async fn campaign(
     kv: &mut KvClient,
     keys: &Keys,
-    rec: &LeaderRecord,
-    floor: u64,
+    ask: Ask<'_>,
     lease: i64,
     view: Option<CampaignView>,
     t: Duration,
-) -> Result<Option<(u64, i64)>, CallError> {
+) -> Result<Option<Won>, CallError> {
     let (leader, term_key) = (keys.leader.as_str(), keys.term.as_str());
     let reads = || [TxnOp::get(leader, None), TxnOp::get(term_key, None)];
     let mut seen = match view {
@@ -185,6 +213,10 @@ async fn campaign(
             seen_in(answer)?
         }
     };
+    // The claim goes in the key's transaction while the record is known bound to our lease
+    // (written by this group under it: nobody else's); after a failed transaction it is
+    // written on its own, as a publish would.
+    let mut claim_in_txn = ask.member_bound;
     for _ in 0..4 {
         if seen.leader_held {
             return Ok(None);
@@ -200,36 +232,74 @@ async fn campaign(
             },
         };
         let revision = u64::try_from(seen.revision).unwrap_or(0);
-        let Some(term) = counter.max(floor).max(revision).checked_add(1) else {
+        let Some(term) = counter.max(ask.floor).max(revision).checked_add(1) else {
             return Ok(None);
         };
         let value = LeaderRecord {
             term: Some(term),
-            ..rec.clone()
+            ..ask.rec.clone()
         };
         let counter = TermRecord {
             v: FORMAT_VERSION,
             term,
         };
-        let txn = Txn::new()
-            .when([Compare::create_revision(leader, CompareOp::Equal, 0), guard])
-            .and_then([
-                TxnOp::put(
-                    leader,
-                    record::encode(&value),
-                    Some(PutOptions::new().with_lease(lease)),
-                ),
-                TxnOp::put(term_key, record::encode(&counter), None),
-            ])
-            .or_else(reads());
+        let mut when = vec![Compare::create_revision(leader, CompareOp::Equal, 0), guard];
+        let mut writes = vec![
+            TxnOp::put(
+                leader,
+                record::encode(&value),
+                Some(PutOptions::new().with_lease(lease)),
+            ),
+            TxnOp::put(term_key, record::encode(&counter), None),
+        ];
+        let claim = ask.claim.with_term(term);
+        if claim_in_txn {
+            when.push(Compare::lease(
+                keys.member.as_str(),
+                CompareOp::Equal,
+                lease,
+            ));
+            writes.push(TxnOp::put(
+                keys.member.as_str(),
+                record::encode(&claim),
+                Some(PutOptions::new().with_lease(lease)),
+            ));
+        }
+        let txn = Txn::new().when(when).and_then(writes).or_else(reads());
         let written = call("campaign", t, kv.txn(txn)).await?;
         if written.succeeded() {
-            return Ok(Some((term, revision_of(written.header(), "campaign")?)));
+            let revision = revision_of(written.header(), "campaign")?;
+            let claim = if claim_in_txn {
+                Some(revision)
+            } else {
+                publish_member(kv, &keys.member, &claim, ask.ours, lease, t).await?
+            };
+            return Ok(Some(Won {
+                term,
+                revision,
+                claim,
+            }));
         }
-        // Someone campaigned in between, or the view was behind: what the store holds now.
+        // Someone campaigned in between, the view was behind, or the member record is no
+        // longer bound to our lease: what the store holds now, and the claim on its own.
         seen = seen_in(written)?;
+        claim_in_txn = false;
     }
     Err(CallError::Broken(EtcdError::Contended { call: "campaign" }))
+}
+
+/// What a campaign asks for ([`Op::Campaign`]).
+struct Ask<'a> {
+    /// The key's value (the campaign fills in its term).
+    rec: &'a LeaderRecord,
+    /// The highest term the campaigner knows of.
+    floor: u64,
+    /// The member record claiming the role (the campaign fills in its term).
+    claim: &'a MemberRecord,
+    /// This host, as [`publish_member`] takes it.
+    ours: Option<&'a HostId>,
+    /// The member record was written by this group under its current lease.
+    member_bound: bool,
 }
 
 /// The leader and `term` keys as a campaign's read (a transaction of two gets, in that

@@ -480,10 +480,13 @@ impl GroupTask {
                             self.owned.note(&done);
                             match done {
                                 Done::Campaigned(won) => {
-                                    if let Some((term, _)) = won {
-                                        debug!(group = %self.spec.group, term, "won the leader key");
+                                    if let Some(won) = won {
+                                        debug!(group = %self.spec.group, term = won.term, "won the leader key");
+                                        if won.claim.is_some() {
+                                            self.queue.claimed(&op, won.term);
+                                        }
                                     }
-                                    self.report.emit(StoreEvent::Campaigned(won.map(|(term, _)| term)));
+                                    self.report.emit(StoreEvent::Campaigned(won.map(|w| w.term)));
                                 }
                                 Done::Released | Done::Retired(_) => self.report.emit(StoreEvent::Released),
                                 Done::Published(_) | Done::Requested(_) | Done::Cleared | Done::Written => {}

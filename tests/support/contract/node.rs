@@ -175,6 +175,11 @@ impl Node {
                 term: None,
             },
             floor,
+            claim: MemberRecord {
+                role: promd::core::Role::Promoting,
+                host: host.map(str::to_string),
+                ..member(&self.name)
+            },
         });
     }
 

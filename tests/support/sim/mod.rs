@@ -192,8 +192,11 @@ impl Config {
 /// A write a node's store task carries out (`src/store/mod.rs`'s `Op`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Op {
-    Campaign,
-    Release { term: u64 },
+    /// With the record claiming the role, written with the key when it wins.
+    Campaign(Member),
+    Release {
+        term: u64,
+    },
     Publish(Member),
     PutSwitchover(String),
     ClearSwitchover,

@@ -210,7 +210,7 @@ impl World {
                         node: i,
                         reply: Reply::First,
                     });
-                    if matches!(op, Op::Campaign | Op::Release { .. }) {
+                    if matches!(op, Op::Campaign(_) | Op::Release { .. }) {
                         out.push(Step::Apply {
                             node: i,
                             reply: Reply::AfterWatch,
@@ -462,9 +462,9 @@ impl World {
             }),
             Action::KillActive => n.units_up = false,
             // The model's store never loses its history: every floor is below its revision.
-            Action::Campaign { .. } => {
+            Action::Campaign { claim, .. } => {
                 if n.online {
-                    n.queue.push_back(Op::Campaign);
+                    n.queue.push_back(Op::Campaign(claim));
                 } else {
                     n.inbox.push_back(Event::Campaigned(None));
                 }
@@ -592,7 +592,7 @@ impl World {
         n.inbox.extend(n.late.take());
         n.inbox.push_back(Event::StoreDown);
         let before = n.queue.len();
-        n.queue.retain(|op| *op != Op::Campaign);
+        n.queue.retain(|op| !matches!(op, Op::Campaign(_)));
         for _ in n.queue.len()..before {
             n.inbox.push_back(Event::Campaigned(None));
         }
@@ -607,7 +607,7 @@ impl World {
         let mut kept = std::collections::VecDeque::new();
         for op in std::mem::take(&mut n.queue) {
             match op {
-                Op::Campaign => n.inbox.push_back(Event::Campaigned(None)),
+                Op::Campaign(_) => n.inbox.push_back(Event::Campaigned(None)),
                 Op::Release { .. } => n.inbox.push_back(Event::Released),
                 other => kept.push_back(other),
             }
@@ -632,7 +632,7 @@ impl World {
         let mut answer = None;
         let mut changed = None;
         match &op {
-            Op::Campaign => {
+            Op::Campaign(claim) => {
                 if self.store.leader.is_none() {
                     self.store.revision += 1;
                     let term = self.store.revision;
@@ -641,8 +641,20 @@ impl World {
                         term,
                         lease,
                     });
+                    // The claim in the same transaction (`campaign` in
+                    // `src/store/etcd/ops.rs`); the record of the next session, unless a
+                    // newer one waits (`OpQueue::claimed`).
+                    let claim = Member {
+                        term: Some(term),
+                        ..claim.clone()
+                    };
+                    self.store.members.insert(i, (claim.clone(), lease));
+                    let n = &mut self.nodes[i];
+                    if !n.queue.iter().any(|op| matches!(op, Op::Publish(_))) {
+                        n.member = Some(claim);
+                    }
                     answer = Some(Event::Campaigned(Some(term)));
-                    changed = Some(Changed::Leader);
+                    changed = Some(Changed::LeaderAndMembers);
                 } else {
                     answer = Some(Event::Campaigned(None));
                 }
@@ -772,6 +784,12 @@ impl World {
                 self.send_all(Event::Leader(v), except);
             }
             Some(Changed::Members) => self.broadcast_members(except),
+            // One revision: the watch delivers both, in the view's order.
+            Some(Changed::LeaderAndMembers) => {
+                let v = self.leader_view();
+                self.send_all(Event::Leader(v), except);
+                self.broadcast_members(except);
+            }
             Some(Changed::Switchover) => {
                 let v = self.store.switchover.clone();
                 self.send_all(Event::Switchover(v), except);
@@ -811,6 +829,7 @@ impl World {
 enum Changed {
     Leader,
     Members,
+    LeaderAndMembers,
     Switchover,
 }
 
