@@ -437,6 +437,14 @@ impl GroupMachine {
 
     /// Rule 5: keep this node's member record current.
     fn publish(&mut self, now: Mono, out: &mut Vec<Action>) {
+        // Not while a campaign with a claim is in flight: a record sent now would be written
+        // after the claim and overwrite it (the watch often shows the won key, and so a new
+        // term, before the campaign's answer comes), and the winner would wait for a claim
+        // the store no longer holds. The answer settles what the store holds; from there
+        // this rule writes whatever differs (the model check found it).
+        if self.claim.is_some() {
+            return;
+        }
         let me = self.record(now);
         if self.published.as_ref() != Some(&me) {
             self.published = Some(me.clone());

@@ -464,6 +464,37 @@ fn an_own_key_won_by_a_lost_answer_is_released_with_the_claim_withdrawn() {
     );
 }
 
+/// Found by the model check once the claim went with the campaign: the watch showed the won
+/// key (a new term) before the campaign's answer came, and the record rule 5 sent for the new
+/// term (`passive`) was written after the claim and overwrote it; the winner then waited for
+/// a claim the store no longer held, for ever. Nothing is published while the campaign is in
+/// flight: the claim stays, and the answer starts the units.
+#[test]
+fn the_won_key_seen_before_the_answer_does_not_overwrite_the_claim() {
+    let mut t = T::passive(params("a"), None);
+    t.ev(Event::Members(vec![]));
+    assert!(t.m.campaigning());
+    let mut claim = t.claim.clone().expect("the campaign carries a claim");
+    claim.term = Some(3);
+    let before = t.pubs.len();
+    let mut a = t.ev(Event::Leader(Some(("a".into(), 3))));
+    a.extend(t.ev(Event::Members(vec![claim])));
+    assert_eq!(
+        &t.pubs[before..],
+        &[],
+        "a record sent while the campaign is in flight overwrites its claim"
+    );
+    a.extend(t.ev(Event::Campaigned(Some(3))));
+    assert!(starts(&a, Job::StartActive), "{a:?}");
+    assert!(
+        t.pubs[before..]
+            .iter()
+            .all(|m| m.role == Role::Promoting && m.term == Some(3)),
+        "the role stays claimed: {:?}",
+        &t.pubs[before..]
+    );
+}
+
 #[test]
 fn store_outage_alone_does_not_demote_while_the_lease_is_renewed() {
     let mut t = T::active(params("a"), 5);

@@ -74,6 +74,9 @@ impl GroupMachine {
             }
         };
         if self.campaign_at(since, now).is_some_and(|at| now >= at) {
+            // The record as it stands goes out first, written before the campaign: once the
+            // campaign is in flight, nothing is published until its answer (rule 5).
+            self.publish(now, out);
             let floor = self.known_floor();
             self.owed = Owed::Campaign { floor };
             // What rule 5 publishes once the key is won (`waits_to_promote`), at the term
