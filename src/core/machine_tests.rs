@@ -439,6 +439,22 @@ fn a_campaign_answer_after_the_store_went_down_does_not_promote() {
     assert!(!starts(&a, Job::StartActive), "{a:?}");
 }
 
+/// Passive with the key vacant and a campaign in flight; its claim as the store would hold
+/// it, won at `term`.
+fn campaign_in_flight(term: u64) -> (T, Member) {
+    let mut t = T::passive(params("a"), None);
+    t.ev(Event::Members(vec![]));
+    assert!(t.m.campaigning());
+    let claim = t.claim.clone().expect("the campaign carries a claim");
+    (
+        t,
+        Member {
+            term: Some(term),
+            ..claim
+        },
+    )
+}
+
 /// A campaign writes its claim with the key. When its answer is lost (the connection broke
 /// under it) and the campaign carried out again finds the key taken — by itself — the answer
 /// says "not won", yet the store holds the key and the claim. The key is released, and the
@@ -446,11 +462,7 @@ fn a_campaign_answer_after_the_store_went_down_does_not_promote() {
 /// waiting for a holder that never promotes (`holder_standing`).
 #[test]
 fn an_own_key_won_by_a_lost_answer_is_released_with_the_claim_withdrawn() {
-    let mut t = T::passive(params("a"), None);
-    t.ev(Event::Members(vec![]));
-    assert!(t.m.campaigning());
-    let mut claim = t.claim.clone().expect("the campaign carries a claim");
-    claim.term = Some(9);
+    let (mut t, claim) = campaign_in_flight(9);
     let before = t.pubs.len();
     t.ev(Event::Campaigned(None));
     let mut a = t.ev(Event::Members(vec![claim]));
@@ -471,11 +483,7 @@ fn an_own_key_won_by_a_lost_answer_is_released_with_the_claim_withdrawn() {
 /// flight: the claim stays, and the answer starts the units.
 #[test]
 fn the_won_key_seen_before_the_answer_does_not_overwrite_the_claim() {
-    let mut t = T::passive(params("a"), None);
-    t.ev(Event::Members(vec![]));
-    assert!(t.m.campaigning());
-    let mut claim = t.claim.clone().expect("the campaign carries a claim");
-    claim.term = Some(3);
+    let (mut t, claim) = campaign_in_flight(3);
     let before = t.pubs.len();
     let mut a = t.ev(Event::Leader(Some(("a".into(), 3))));
     a.extend(t.ev(Event::Members(vec![claim])));
