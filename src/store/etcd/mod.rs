@@ -34,7 +34,7 @@
 //! reads the group's keys; and *online*, where it reports the lease's renewals, follows the
 //! watch and carries out commands. Every network call has a timeout and runs as a future
 //! polled from the task's one `select!` loop, so the loop turns (and beats its
-//! [`Progress`](super::Progress)) at least every half renew interval whatever the network
+//! [`Progress`](super::Progress)) at least every half lease whatever the network
 //! does, and a slow command never delays a renewal (renewals are not the group's to send).
 //!
 //! The code is split by responsibility:
