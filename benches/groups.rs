@@ -3,7 +3,8 @@
 //!
 //! `flock /tmp/promd-system-tests.lock cargo bench --bench groups` (root).
 //! `PROMD_BENCH_GROUPS` (default "1,10,100") sets the group counts; each count gets a fresh
-//! etcd and fresh hosts. Every group `gN` has its own (empty) targets `gN-active.target` and
+//! etcd and fresh hosts; `PROMD_BENCH_PERF=DIR` also profiles one host's idle promd
+//! ([`perf_record`]). Every group `gN` has its own (empty) targets `gN-active.target` and
 //! `gN-passive.target`, a 4 s lease, and promd runs as the shipped `promd.service` (its
 //! watchdog, which promd fits to the lease itself). Per count:
 //! - start-up: from `systemctl start promd` on all hosts (issued at once) to promd READY on
@@ -42,6 +43,25 @@ const WINDOW: Duration = Duration::from_secs(10);
 
 /// A figure, or why it could not be taken.
 type Fig<T> = Result<T, String>;
+
+/// With `PROMD_BENCH_PERF=DIR`, a `perf record -g` of the first host's promd over the idle
+/// window, into `DIR/promd-GROUPS.perf` (read it with `perf report -i`; build with
+/// `RUSTFLAGS="-C force-frame-pointers=yes" CARGO_PROFILE_RELEASE_DEBUG=1` for whole stacks).
+fn perf_record(pid: Option<u32>, groups: usize) -> Option<std::process::Child> {
+    let dir = std::env::var_os("PROMD_BENCH_PERF")?;
+    let out = std::path::Path::new(&dir).join(format!("promd-{groups}.perf"));
+    let pid = pid?.to_string();
+    let window = WINDOW.as_secs().to_string();
+    let args = ["record", "-F", "999", "-g", "-p", &pid, "-o"];
+    std::process::Command::new("perf")
+        .args(args)
+        .arg(&out)
+        .args(["--", "sleep", &window])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .inspect_err(|e| eprintln!("perf record: {e}"))
+        .ok()
+}
 
 /// A duration from `t0` to `t`, both µs of CLOCK_MONOTONIC.
 fn since(t0: u64, t: u64) -> Duration {
@@ -513,9 +533,14 @@ fn run_count(groups: usize) -> Row {
     let before: Vec<Option<u64>> = pids.iter().map(|p| p.and_then(ticks)).collect();
     let (h0, k0) = (etcd.metric(HANDLED), etcd.metric(KEEPALIVES));
     let start = Instant::now();
+    let perf = perf_record(pids[0], groups);
     std::thread::sleep(WINDOW); // the measuring window: nothing to await
     let (h1, k1) = (etcd.metric(HANDLED), etcd.metric(KEEPALIVES));
     let took = start.elapsed().as_secs_f64();
+    if let Some(mut perf) = perf {
+        // It ends itself after the window (`-- sleep`); this only waits for it.
+        let _ = perf.wait();
+    }
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()

@@ -204,7 +204,7 @@ pub struct Agent {
     /// a renewal of one must not rebuild every group's view and status clause.
     touched: Option<std::collections::BTreeSet<GroupId>>,
     /// Each group's `STATUS=` clause as last built, and whether it needs a look.
-    clauses: BTreeMap<GroupId, (String, bool)>,
+    clauses: BTreeMap<GroupId, status::Clause>,
     /// Each running machine's [`GroupMachine::next_deadline`], filed after its every step.
     next_due: deadlines::Deadlines,
     /// Each machine's [`GroupMachine::hang_deadline`], filed after its every step.
@@ -352,9 +352,9 @@ impl Agent {
                 }
             }
             Input::StoreAges(ages) => {
-                // Once a second every view and clause is rebuilt: failures leave their window,
-                // cooldowns end, with no input of their own.
-                self.touch_all();
+                // Once a second the views and clauses that time alone changed are rebuilt:
+                // failures leave their window, cooldowns end, with no input of their own.
+                self.refresh_aged(now.mono);
                 self.check_stores(&ages, &mut out);
             }
         }

@@ -169,7 +169,8 @@ impl Agent {
         let clauses: Vec<(String, bool)> = self
             .groups
             .keys()
-            .filter_map(|id| self.clauses.get(id).cloned())
+            .filter_map(|id| self.clauses.get(id))
+            .map(|c| (c.text.clone(), c.look))
             .collect();
         self.line_of(&clauses)
     }
@@ -267,7 +268,11 @@ impl Agent {
             let Some(g) = self.groups.get(&id) else {
                 continue;
             };
-            let clause = (status_clause(g, now), needs_a_look(g, now));
+            let clause = Clause {
+                text: status_clause(g, now),
+                look: needs_a_look(g, now),
+                aging: Aging::of(g, now),
+            };
             if self.clauses.get(&id) != Some(&clause) {
                 self.clauses.insert(id, clause);
                 changed = true;
@@ -280,6 +285,57 @@ impl Agent {
         if status != self.last_status {
             self.last_status = status.clone();
             out.push(Output::Notify(Notify::Status(status)));
+        }
+    }
+}
+
+/// A group's `STATUS=` clause as last built ([`Agent::publish_status`]).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Clause {
+    pub(super) text: String,
+    /// Whether the clause says more than "fine in its role" ([`needs_a_look`]).
+    pub(super) look: bool,
+    /// What of the group's view and clause time alone was changing, when they were built.
+    pub(super) aging: Aging,
+}
+
+/// What of a group's D-Bus view and `STATUS=` clause changes with time alone, no input
+/// fed: failures leave their window, a cooldown ends, a lease not renewed makes the host
+/// ineligible. Every other field changes only by an input, which rebuilds the group's view.
+/// Without an input each of these moves one way only (failures fall, a cooldown ends, a
+/// lease ages), so an equal `Aging` now and when the view was built means an equal view;
+/// [`Agent::refresh_aged`] rebuilds only the groups whose `Aging` moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Aging {
+    why: Option<Ineligibility>,
+    failures: u32,
+    failed: bool,
+}
+
+impl Aging {
+    pub(super) fn of(g: &Group, now: Mono) -> Aging {
+        let m = &g.machine;
+        Aging {
+            why: m.why_ineligible(now),
+            failures: m.failures(now),
+            failed: m.failed(now),
+        }
+    }
+}
+
+impl Agent {
+    /// Marks as touched the groups whose [`Aging`] moved since their view and clause were
+    /// last built: once a second, instead of rebuilding all of them (with hundreds of idle
+    /// groups that rebuild was most of promd's idle CPU).
+    pub(super) fn refresh_aged(&mut self, now: Mono) {
+        let Some(touched) = &mut self.touched else {
+            return;
+        };
+        for (id, g) in &self.groups {
+            let built = self.clauses.get(id).map(|c| c.aging);
+            if built != Some(Aging::of(g, now)) {
+                touched.insert(*id);
+            }
         }
     }
 }

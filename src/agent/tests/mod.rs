@@ -557,8 +557,8 @@ fn the_status_of_hundreds_of_groups_is_a_summary_that_fits_a_notify_message() {
 }
 
 /// With hundreds of groups, a renewal of one must cost one view, not hundreds: the D-Bus
-/// views are handed over for the groups an input touched, every one of them after a start,
-/// a signal or the once-a-second refresh.
+/// views are handed over for the groups an input touched, every one of them after a start
+/// or a signal; the once-a-second refresh hands over only those time alone changed.
 #[test]
 fn a_renewal_refreshes_only_its_groups_view() {
     let mut h = H::new(&[WEB, DB]);
@@ -580,7 +580,77 @@ fn a_renewal_refreshes_only_its_groups_view() {
     // Nothing happened since: nothing to refresh.
     assert_eq!(h.agent.take_views(h.now), ViewUpdate::Some(Vec::new()));
     h.input(Input::StoreAges(Vec::new()));
+    assert_eq!(h.agent.take_views(h.now), ViewUpdate::Some(Vec::new()));
+    let file = NewConfig {
+        config: config(&[WEB, DB]),
+        text: format!("node = \"n1\"\n{WEB}{DB}"),
+    };
+    h.input(Input::Signal(Signal::Reload(Ok(file))));
     assert!(matches!(h.agent.take_views(h.now), ViewUpdate::All(v) if v.len() == 2));
+}
+
+/// A failure leaves its window with no input of its own: the once-a-second refresh rebuilds
+/// that group's view and `STATUS=` clause, and leaves the idle group's alone.
+#[test]
+fn the_periodic_refresh_rebuilds_what_time_alone_changed() {
+    let web = WEB.replace(
+        "lease = \"2s\"",
+        "lease = \"30s\"\nrestart-window = \"10s\"",
+    );
+    let db = DB.replace("lease = \"2s\"", "lease = \"30s\"");
+    let mut h = H::with(config(&[&web, &db]));
+    h.input(Input::Start);
+    h.active(0, 7);
+    h.passive(1, Some(("n2", 4)));
+    let failed = WatchEvent::Failed {
+        unit: "web.service".into(),
+        restarted: true,
+    };
+    let out = h.input(Input::Watch(GroupId(0), failed));
+    assert_eq!(
+        notified(&out),
+        vec![&Notify::Status(
+            "web: active (term 7), 1 failure in the window; db: passive, leader n2 (term 4)".into()
+        )]
+    );
+    h.agent.take_views(h.now);
+    // Still inside the window: nothing to rebuild.
+    h.now = h.now + Duration::from_secs(5);
+    let out = h.input(Input::StoreAges(Vec::new()));
+    assert!(notified(&out).is_empty(), "{out:#?}");
+    assert_eq!(h.agent.take_views(h.now), ViewUpdate::Some(Vec::new()));
+    // Out of it (no Tick: no machine is fed).
+    h.now = h.now + Duration::from_secs(6);
+    let out = h.input(Input::StoreAges(Vec::new()));
+    assert_eq!(
+        notified(&out),
+        vec![&Notify::Status(
+            "web: active (term 7); db: passive, leader n2 (term 4)".into()
+        )]
+    );
+    match h.agent.take_views(h.now) {
+        ViewUpdate::Some(v) => {
+            assert_eq!(v.len(), 1, "{v:#?}");
+            assert_eq!((v[0].name.as_str(), v[0].failures), ("web", 0));
+        }
+        other => panic!("{other:?}"),
+    }
+    // No renewal for most of a lease: both are ineligible now, and their views say so.
+    h.now = h.now + Duration::from_secs(20);
+    h.input(Input::StoreAges(Vec::new()));
+    match h.agent.take_views(h.now) {
+        ViewUpdate::Some(v) => {
+            let why: Vec<_> = v
+                .iter()
+                .map(|v| (v.name.as_str(), v.why.as_str()))
+                .collect();
+            assert_eq!(
+                why,
+                [("web", "lease-not-renewed"), ("db", "lease-not-renewed")]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
