@@ -42,7 +42,7 @@ impl Runtime {
             Output::Store(id, cmd) => {
                 if let Some(d) = self.drivers.get(&id) {
                     // A closed channel means the store task ended: only after Shutdown.
-                    let _ = d.session.commands.send(cmd);
+                    let _ = d.session.send(cmd);
                 }
             }
             Output::Cancel(id, cancels) => self.cancel(id, cancels),

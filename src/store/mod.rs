@@ -279,11 +279,20 @@ impl StoreEvent {
 
 /// A running backend for one group.
 pub struct GroupSession {
-    /// Where the runtime sends its commands.
-    pub commands: mpsc::UnboundedSender<StoreCommand>,
+    /// Where the runtime sends its commands ([`GroupSession::send`]). Boxed: a tokio channel
+    /// holds a block of 32 slots from its creation, and 32 commands of 184 bytes were most of
+    /// an idle group's memory (one channel per group).
+    pub commands: mpsc::UnboundedSender<Box<StoreCommand>>,
     /// The backend's task: awaited after `Shutdown`, so that its last writes (release, lease
     /// revoke, member record) reach the store before promd exits.
     pub task: tokio::task::JoinHandle<()>,
+}
+
+impl GroupSession {
+    /// Hand the backend a command; `false` if its task has ended (only after `Shutdown`).
+    pub fn send(&self, command: StoreCommand) -> bool {
+        self.commands.send(Box::new(command)).is_ok()
+    }
 }
 
 /// A coordination store backend (etcd or a directory).

@@ -48,7 +48,7 @@ pub(super) async fn finished(inflight: &mut Option<Inflight>) -> Done {
 pub(super) struct GroupTask {
     pub(super) spec: GroupSpec,
     pub(super) report: Reporter,
-    pub(super) commands: mpsc::UnboundedReceiver<StoreCommand>,
+    pub(super) commands: mpsc::UnboundedReceiver<Box<StoreCommand>>,
     pub(super) ctx: Arc<Ctx>,
     pub(super) renew: Duration,
     pub(super) poll: Duration,
@@ -81,7 +81,7 @@ impl GroupTask {
             }
             let wake = tokio::time::Instant::from_std(self.next_wake(now));
             tokio::select! {
-                command = self.commands.recv() => match command.map(StoreCommand::into_op) {
+                command = self.commands.recv() => match command.map(|c| c.into_op()) {
                     None => return,
                     Some(None) => {
                         self.shutdown().await;

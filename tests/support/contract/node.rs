@@ -23,7 +23,7 @@ pub struct Node {
     pub name: String,
     /// The node's way to the store, for [`Backend::cut`](super::Backend::cut).
     pub link: Link,
-    commands: mpsc::UnboundedSender<StoreCommand>,
+    commands: mpsc::UnboundedSender<Box<StoreCommand>>,
     events: mpsc::UnboundedReceiver<(Instant, StoreEvent)>,
     /// Every event so far, stamped when it arrived.
     pub log: Vec<(Instant, StoreEvent)>,
@@ -146,7 +146,9 @@ impl Node {
     }
 
     pub fn send(&self, command: StoreCommand) {
-        self.commands.send(command).expect("store task alive");
+        self.commands
+            .send(Box::new(command))
+            .expect("store task alive");
     }
 
     /// Ask for the leader key (answered later: see [`Node::campaigned`]).
