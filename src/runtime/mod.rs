@@ -74,6 +74,20 @@ struct Drivers {
     watch_task: Option<tokio::task::AbortHandle>,
 }
 
+impl Drivers {
+    /// Drop the handles of finished starts, restarts and kills. A handle keeps its task's
+    /// memory (4–8 KiB) alive however long ago it finished, and a group keeps them until the
+    /// core cancels that kind of work: after start-up every group of 500 still held its
+    /// start-up kills (heaptrack: 1,208 tasks, 4.2 MiB), and every active group its start.
+    fn forget_finished(&mut self) {
+        if self.start.as_ref().is_some_and(|t| t.is_finished()) {
+            self.start = None;
+        }
+        self.restarts.retain(|t| !t.is_finished());
+        self.kills.retain(|t| !t.is_finished());
+    }
+}
+
 /// The event loop and the drivers it owns; see the module documentation.
 pub struct Runtime {
     origin: Instant,
@@ -98,7 +112,7 @@ pub struct Runtime {
     keeper: Keeper,
     /// When to report the store tasks' ages ([`Input::StoreAges`]).
     store_check: Interval,
-    /// Store checks so far (for [`Runtime::trim_heap_now_and_then`]).
+    /// Store checks so far (for [`Runtime::tidy_now_and_then`]).
     checks: u64,
     dbus: Option<DbusService>,
     /// The HTTP state endpoint's feed and server, when `[http] listen` names an address.
@@ -263,7 +277,7 @@ impl Runtime {
                 biased;
                 _ = tokio::time::sleep(deadline) => Some(Input::Tick),
                 _ = self.store_check.tick() => {
-                    self.trim_heap_now_and_then();
+                    self.tidy_now_and_then();
                     Some(Input::StoreAges(self.store_ages()))
                 }
                 _ = sleep_until_due(status_due) => {
@@ -315,10 +329,14 @@ impl Runtime {
         }
     }
 
-    /// Every [`TRIM_EVERY`] store checks, give the heap's free pages back (see [`trim_heap`]).
-    fn trim_heap_now_and_then(&mut self) {
+    /// Every [`TRIM_EVERY`] store checks, drop the handles of the groups' finished tasks and
+    /// give the heap's free pages back (see [`trim_heap`]).
+    fn tidy_now_and_then(&mut self) {
         self.checks = self.checks.wrapping_add(1);
         if self.checks.is_multiple_of(TRIM_EVERY) {
+            for d in self.drivers.values_mut() {
+                d.forget_finished();
+            }
             trim_heap();
         }
     }
