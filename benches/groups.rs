@@ -3,8 +3,8 @@
 //!
 //! `flock /tmp/promd-system-tests.lock cargo bench --bench groups` (root).
 //! `PROMD_BENCH_GROUPS` (default "1,10,100") sets the group counts; each count gets a fresh
-//! etcd and fresh hosts; `PROMD_BENCH_PERF=DIR` also profiles one host's idle promd
-//! ([`perf_record`]). Every group `gN` has its own (empty) targets `gN-active.target` and
+//! etcd and fresh hosts; `PROMD_BENCH_PERF=DIR` also profiles one host's idle promd's CPU
+//! ([`perf_record`]), `PROMD_BENCH_HEAP=DIR` its heap ([`heap_profile_start`]). Every group `gN` has its own (empty) targets `gN-active.target` and
 //! `gN-passive.target`, a 4 s lease, and promd runs as the shipped `promd.service` (its
 //! watchdog, which promd fits to the lease itself). Per count:
 //! - start-up: from `systemctl start promd` on all hosts (issued at once) to promd READY on
@@ -61,6 +61,58 @@ fn perf_record(pid: Option<u32>, groups: usize) -> Option<std::process::Child> {
         .spawn()
         .inspect_err(|e| eprintln!("perf record: {e}"))
         .ok()
+}
+
+/// heaptrack's preload library and interpreter (Debian's `heaptrack`), as the hosts see them
+/// (they share the machine's `/usr`).
+const HEAPTRACK_PRELOAD: &str = "/usr/lib/heaptrack/libheaptrack_preload.so";
+const HEAPTRACK_INTERPRET: &str = "/usr/lib/heaptrack/libexec/heaptrack_interpret";
+
+/// With `PROMD_BENCH_HEAP=DIR`, the first host's promd runs with heaptrack's preload library
+/// (a drop-in; its sandbox loosened as the library needs), recording every allocation to
+/// `/run/promd/heap.raw`. Returns `DIR`. That promd runs slower: the run's figures are for
+/// the profile, not for the tables.
+fn heap_profile_start(host: &Host) -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("PROMD_BENCH_HEAP")?;
+    if !std::path::Path::new(HEAPTRACK_PRELOAD).exists() {
+        eprintln!("PROMD_BENCH_HEAP: {HEAPTRACK_PRELOAD} not found (apt install heaptrack)");
+        return None;
+    }
+    host.write_file(
+        "/etc/systemd/system/promd.service.d/heaptrack.conf",
+        format!(
+            "[Service]\nEnvironment=LD_PRELOAD={HEAPTRACK_PRELOAD} \
+             DUMP_HEAPTRACK_OUTPUT=/run/promd/heap.raw\n\
+             MemoryDenyWriteExecute=no\nSystemCallFilter=\n"
+        ),
+    );
+    host.run_ok(&["systemctl", "daemon-reload"]);
+    Some(dir.into())
+}
+
+/// The allocations of the first host's promd so far, interpreted in the host (where its
+/// binaries' paths resolve), into `DIR/promd-GROUPS.heaptrack`: `heaptrack_print -f FILE
+/// --print-leaks 1` lists what is still allocated ("leaked") by call stack. A copy is read,
+/// so promd goes on (the allocations still buffered in it are missing).
+fn heap_profile_take(host: &Host, dir: &std::path::Path, groups: usize) {
+    let script = format!(
+        "cp /run/promd/heap.raw /run/heap.raw && {HEAPTRACK_INTERPRET} < /run/heap.raw \
+         > /run/heap.txt && rm /run/heap.raw"
+    );
+    let out = host.exec(&["sh", "-c", &script]);
+    if !out.status.success() {
+        eprintln!(
+            "PROMD_BENCH_HEAP: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        return;
+    }
+    let text = host.exec(&["cat", "/run/heap.txt"]).stdout;
+    let file = dir.join(format!("promd-{groups}.heaptrack"));
+    match std::fs::write(&file, text) {
+        Ok(()) => eprintln!("{groups} groups: heap profile in {}", file.display()),
+        Err(e) => eprintln!("PROMD_BENCH_HEAP: {}: {e}", file.display()),
+    }
 }
 
 /// A duration from `t0` to `t`, both µs of CLOCK_MONOTONIC.
@@ -388,6 +440,7 @@ fn run_count(groups: usize) -> Row {
 
     // Start-up: `systemctl start --no-block promd` on every host at once.
     let t0 = mono_us();
+    let heap = heap_profile_start(&hosts[0]);
     start_promd_everywhere(&hosts);
     let ready_bound = Duration::from_secs(30 + g * 60 / 1000);
     row.ready = hosts
@@ -537,6 +590,9 @@ fn run_count(groups: usize) -> Row {
     std::thread::sleep(WINDOW); // the measuring window: nothing to await
     let (h1, k1) = (etcd.metric(HANDLED), etcd.metric(KEEPALIVES));
     let took = start.elapsed().as_secs_f64();
+    if let Some(dir) = &heap {
+        heap_profile_take(&hosts[0], dir, groups);
+    }
     if let Some(mut perf) = perf {
         // It ends itself after the window (`-- sleep`); this only waits for it.
         let _ = perf.wait();
