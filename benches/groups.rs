@@ -779,6 +779,16 @@ fn run_count(groups: usize) -> Row {
             count("lease not renewed in time"),
             count("won the election"),
         );
+        // PID 1 drops its bus connection, failing every call in flight, when it is refused a
+        // match rule (one per job a client queued: `NORMAL_JOBS`).
+        let dropped = h
+            .journal(&["-t", "systemd", "-o", "cat"])
+            .matches("Got disconnect on API bus")
+            .count();
+        eprintln!(
+            "{groups} groups: {}'s PID 1 lost its bus connection {dropped} times",
+            h.name()
+        );
         // What promd said last before each watchdog kill (stderr only).
         let lines: Vec<&str> = log.lines().collect();
         for (i, _) in lines

@@ -9,7 +9,11 @@
 //! awaiting a reply per connection (`LimitsExceeded`, its `max_replies_per_connection`): calls
 //! pass a gate of [`NORMAL_CALLS`] in flight, and the work of a fence (stops and kills, see
 //! [`Systemd::urgent`]) a gate of its own of [`URGENT_CALLS`], so that it never queues behind
-//! start-up reads. Groups that change drop-ins at once share one `daemon-reload`
+//! start-up reads. Jobs are gated too ([`NORMAL_JOBS`], [`URGENT_JOBS`] from the call that
+//! queues a job to its end): PID 1 adds a D-Bus match rule for the client of every job it
+//! queues, dbus-daemon allows it 512 (`max_match_rules_per_connection`), and past that PID 1
+//! drops its bus connection ("Got disconnect on API bus"), failing every call in flight.
+//! Groups that change drop-ins at once share one `daemon-reload`
 //! ([`Systemd::reload`]). A stop that systemd refuses (`RefuseManualStop=yes`) is
 //! done by dependency instead; a unit that does not exist counts as stopped.
 
@@ -54,6 +58,20 @@ pub const NORMAL_CALLS: usize = 48;
 
 /// Calls in flight at most for stops and kills ([`Systemd::urgent`]).
 pub const URGENT_CALLS: usize = 24;
+
+/// systemd jobs (start, stop, restart) in flight at most, from the call that queues one until
+/// its end, outside a fence's stops. PID 1 tracks the client of each job it queues over D-Bus
+/// with a match rule of its own (to tell it the result, and to forget it when it leaves), and
+/// dbus-daemon's system bus allows PID 1's connection 512 match rules
+/// (`max_match_rules_per_connection`). At 1,000 groups promd queued more jobs than that at
+/// start-up: PID 1 was refused a match rule and dropped its bus connection, every call in
+/// flight failed with `NoReply`, and the groups whose passive start failed that way stayed
+/// ineligible. With [`URGENT_JOBS`], half the limit, so that operators' `systemctl` and other
+/// clients keep the rest.
+pub const NORMAL_JOBS: usize = 128;
+
+/// Jobs in flight at most for a fence's stops ([`Systemd::urgent`]), beside [`NORMAL_JOBS`].
+pub const URGENT_JOBS: usize = 128;
 
 /// How often a job wait checks that its job still exists (a lost `JobRemoved` signal).
 const JOB_POLL: Duration = Duration::from_secs(2);
@@ -160,6 +178,11 @@ pub struct Systemd {
     gate: Arc<Semaphore>,
     /// The other one, for [`Systemd::urgent`].
     urgent_gate: Arc<Semaphore>,
+    /// The gate this handle's jobs pass ([`NORMAL_JOBS`] or [`URGENT_JOBS`]), held from the
+    /// call that queues a job until its end.
+    job_gate: Arc<Semaphore>,
+    /// The other one, for [`Systemd::urgent`].
+    urgent_job_gate: Arc<Semaphore>,
     reloads: mpsc::UnboundedSender<ReloadRequest>,
     /// The binding drop-ins under [`RUNTIME_UNIT_DIR`], by group.
     bindings: Arc<Mutex<dropin::Bindings>>,
@@ -215,6 +238,8 @@ impl Systemd {
             jobs,
             gate: normal_gate,
             urgent_gate: Arc::new(Semaphore::new(URGENT_CALLS)),
+            job_gate: Arc::new(Semaphore::new(NORMAL_JOBS)),
+            urgent_job_gate: Arc::new(Semaphore::new(URGENT_JOBS)),
             reloads,
             bindings: Arc::new(Mutex::new(dropin::Bindings::new(RUNTIME_UNIT_DIR))),
         })
@@ -226,7 +251,15 @@ impl Systemd {
     pub fn urgent(&self) -> Systemd {
         let mut urgent = self.clone();
         urgent.gate = self.urgent_gate.clone();
+        urgent.job_gate = self.urgent_job_gate.clone();
         urgent
+    }
+
+    /// A place for one more job in flight through this handle's job gate ([`NORMAL_JOBS`]):
+    /// held until the job has ended. The semaphore is never closed; were it closed, the job
+    /// goes ahead ungated rather than failing a group.
+    async fn job_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.job_gate.clone().acquire_owned().await.ok()
     }
 
     /// A call through this handle's gate, with [`CALL_TIMEOUT`] counted from the moment it
@@ -257,6 +290,7 @@ impl Systemd {
 
     /// Start a unit and wait for the job's result.
     pub async fn start(&self, unit: &str) -> Result<(), SystemdError> {
+        let _slot = self.job_slot().await;
         let job = self
             .timed(
                 &format!("StartUnit {unit}"),
@@ -271,6 +305,7 @@ impl Systemd {
     /// - a unit with `RefuseManualStop=yes` is stopped by dependency (`promd-stop-UNIT.target`);
     /// - a job that ends `canceled`, `failed` or `timeout` is an error: the caller retries.
     pub async fn stop(&self, unit: &str) -> Result<(), SystemdError> {
+        let _slot = self.job_slot().await;
         let queued = self
             .timed(
                 &format!("StopUnit {unit}"),
@@ -521,6 +556,7 @@ impl Systemd {
                 self.manager.reset_failed_unit(unit.to_string()),
             )
             .await;
+        let _slot = self.job_slot().await;
         let job = self
             .timed(
                 &format!("RestartUnit {unit}"),
