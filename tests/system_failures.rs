@@ -1,7 +1,8 @@
 //! Local failure first, on real systemd hosts with etcd: a crash is restarted in place; a crash
 //! loop fails over and leaves the host failed until its cooldown or `promctl reset`; systemd's
 //! own restarts (watchdog included) are counted; a failing health command fails over, and an
-//! unhealthy passive host never takes over; with no standby the host stays and restarts.
+//! unhealthy passive host never takes over; with no standby the host stays and restarts; a crash
+//! is still seen after PID 1 lost its bus connection (and so every client's subscription).
 
 mod support;
 
@@ -113,6 +114,110 @@ fn a_crash_is_restarted_in_place_and_a_crash_loop_fails_over() {
     });
     c.hosts[third].run_ok(&["promctl", "demote", "web"]);
     assert_eq!(c.wait_one_active(Some(third), Duration::from_secs(10)), a);
+    c.check_history();
+}
+
+/// Queue a start job for each unit over the host's system bus, all from one connection that
+/// stays until every call is answered; what the calls ended with, counted.
+fn queue_jobs(h: &Host, units: impl Iterator<Item = String>) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let conn = zbus::connection::Builder::address(h.bus_address().as_str())
+            .build()
+            .await
+            .expect("connect to the host's bus");
+        let calls = units.map(|u| {
+            let conn = conn.clone();
+            async move {
+                conn.call_method(
+                    Some("org.freedesktop.systemd1"),
+                    "/org/freedesktop/systemd1",
+                    Some("org.freedesktop.systemd1.Manager"),
+                    "StartUnit",
+                    &(u, "replace"),
+                )
+                .await
+            }
+        });
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        for r in futures_util::future::join_all(calls).await {
+            let key = match r {
+                Ok(_) => "queued".to_string(),
+                Err(zbus::Error::MethodError(name, _, _)) => name.to_string(),
+                Err(e) => e.to_string(),
+            };
+            *counts.entry(key).or_default() += 1;
+        }
+        format!("{counts:?}")
+    })
+}
+
+/// PID 1 drops its bus connection when dbus-daemon refuses it a match rule: it adds one for
+/// the client of each job queued over D-Bus, and one client with more jobs queued than the
+/// limit leaves room for is enough. Every client's `Subscribe()` goes with the connection.
+/// Before: promd never subscribed again and so heard of no unit change any more; a crash after
+/// that was neither restarted in place nor failed over. (At 1,000 groups promd's own start-up
+/// jobs did this to PID 1; promd now keeps fewer in flight, see `NORMAL_JOBS`.)
+#[test]
+fn a_crash_after_pid1_lost_its_bus_connection_is_still_restarted_in_place() {
+    let net = Net::new(2);
+    let etcd = EtcdCluster::start(1, &net.gateway_ips());
+    let c = Cluster::boot_with(
+        &net,
+        StoreKind::Etcd(&etcd),
+        LEASE,
+        "max-restarts = 3\nrestart-backoff = \"500ms\"\n",
+        |_, spec| {
+            // Few match rules for PID 1's connection (the system bus allows 512), so that
+            // the jobs of one client below use them up.
+            spec.file(
+                "/etc/dbus-1/system-local.conf",
+                "<busconfig>\n  <limit name=\"max_match_rules_per_connection\">64</limit>\n</busconfig>\n",
+            );
+            spec.file(
+                "/etc/systemd/system/gate.service",
+                "[Service]\nType=oneshot\nExecStart=/bin/sleep 2\n",
+            );
+            spec.file(
+                "/etc/systemd/system/queued@.service",
+                "[Unit]\nAfter=gate.service\n[Service]\nType=oneshot\nExecStart=/bin/true\n",
+            );
+        },
+    );
+    let a = c.wait_one_active(None, Duration::from_secs(30));
+    let h = &c.hosts[a];
+
+    // 100 start jobs queued behind gate.service by one client that stays on the bus (as
+    // root, systemctl talks to PID 1 over its private socket, not the bus).
+    h.run_ok(&["systemctl", "start", "--no-block", "gate.service"]);
+    let answers = queue_jobs(h, (1..=100).map(|i| format!("queued@{i}.service")));
+    eprintln!("100 StartUnit calls over the bus: {answers}");
+    hosts::wait_until(
+        Duration::from_secs(10),
+        "PID 1 dropped its bus connection",
+        || {
+            h.journal(&["-t", "systemd"])
+                .contains("Got disconnect on API bus")
+        },
+    );
+    hosts::wait_until(Duration::from_secs(10), "promd subscribed again", || {
+        h.journal(&["-u", "promd"])
+            .contains("systemd is back on the bus: subscribed to its signals again")
+    });
+
+    // A crash now is seen, and restarted in place.
+    let t0 = hosts::now_ns();
+    crash(h);
+    hosts::wait_until(
+        Duration::from_secs(10),
+        "web.service restarted in place",
+        || h.is_active("web.service") && c.spans()[a].1.iter().any(|s| s.start_ns > t0),
+    );
+    assert_eq!(c.active_hosts(), vec![a]);
+    assert_eq!(failures(h), 1);
     c.check_history();
 }
 

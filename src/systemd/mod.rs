@@ -200,6 +200,8 @@ impl Systemd {
     pub async fn on(conn: Connection) -> Result<Systemd, SystemdError> {
         let manager = ManagerProxy::new(&conn).await?;
         let mut removed = manager.receive_job_removed().await?;
+        // Before the first Subscribe, so that no return of PID 1 falls in between.
+        resubscribe_on_return(conn.clone()).await?;
         timed("Subscribe", manager.subscribe()).await?;
         let jobs: Arc<Mutex<Jobs>> = Arc::default();
         let dispatch = jobs.clone();
@@ -820,6 +822,84 @@ impl Systemd {
             self.reload().await?;
         }
         Ok(())
+    }
+}
+
+/// PID 1 on the bus, and its manager interface.
+const SYSTEMD: &str = "org.freedesktop.systemd1";
+const SYSTEMD_PATH: &str = "/org/freedesktop/systemd1";
+const MANAGER_INTERFACE: &str = "org.freedesktop.systemd1.Manager";
+const ALREADY_SUBSCRIBED: &str = "org.freedesktop.systemd1.AlreadySubscribed";
+
+/// How long promd waits at most between attempts to subscribe again.
+const SUBSCRIBE_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Follow PID 1 leaving the bus and coming back (`NameOwnerChanged` of
+/// `org.freedesktop.systemd1`) and subscribe to its signals again each time it is back.
+///
+/// PID 1 drops its bus connection when dbus-daemon refuses it a match rule ("Got disconnect on
+/// API bus"; see [`NORMAL_JOBS`]) or dbus-daemon restarts, and reconnects at once; the
+/// clients' `Subscribe()` are gone with the connection (a `daemon-reexec` keeps them), and
+/// without one PID 1 sends no unit signal at all, and job signals only for the jobs a client
+/// queued itself. promd would hear of no unit change any more: a crash neither restarted in
+/// place nor failed over. After subscribing again every follower reads its unit's state anew
+/// ([`signals::UnitSignals::resync`]): what changed in the gap was never signalled.
+async fn resubscribe_on_return(conn: Connection) -> Result<(), SystemdError> {
+    // The rule the manager proxy follows its owner with: the connection adds it once.
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .sender("org.freedesktop.DBus")
+        .path("/org/freedesktop/DBus")
+        .interface("org.freedesktop.DBus")
+        .member("NameOwnerChanged")
+        .arg(0, SYSTEMD)
+        .build()?;
+    let mut owners = timed(
+        "AddMatch for systemd's NameOwnerChanged",
+        zbus::MessageStream::for_match_rule(rule, &conn, None),
+    )
+    .await?;
+    tokio::spawn(async move {
+        while let Some(msg) = owners.next().await {
+            let Ok(msg) = msg else { continue };
+            let Ok((_, _, new)) = msg.body().deserialize::<(String, String, String)>() else {
+                continue;
+            };
+            if new.is_empty() {
+                tracing::warn!("systemd left the bus; waiting for it to come back");
+                continue;
+            }
+            subscribe_again(&conn, &msg).await;
+        }
+    });
+    Ok(())
+}
+
+/// `Subscribe()` to PID 1 again until it answers (a refusal because this connection is
+/// subscribed still counts), then have every follower read its unit again.
+async fn subscribe_again(conn: &Connection, back: &zbus::Message) {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let call = conn.call_method(
+            Some(SYSTEMD),
+            SYSTEMD_PATH,
+            Some(MANAGER_INTERFACE),
+            "Subscribe",
+            &(),
+        );
+        let position = match timed("Subscribe", call).await {
+            Ok(reply) => reply.recv_position(),
+            Err(e) if e.method_error() == Some(ALREADY_SUBSCRIBED) => back.recv_position(),
+            Err(e) => {
+                tracing::warn!("subscribing to systemd's signals again: {e}; retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(SUBSCRIBE_RETRY_MAX);
+                continue;
+            }
+        };
+        signals::UnitSignals::resync(conn, position).await;
+        tracing::info!("systemd is back on the bus: subscribed to its signals again");
+        return;
     }
 }
 

@@ -134,6 +134,32 @@ impl Subscribers {
         self.by_path.contains_key(path)
     }
 
+    /// Hand every subscriber a signal that says its unit's state must be read again: the
+    /// `ActiveState` and `Job` of [`UNIT_INTERFACE`], and for a service `NRestarts`, all
+    /// invalidated, as if received at `position`.
+    fn resync(&mut self, position: Sequence) {
+        let unit = Arc::new(Changed {
+            interface: UNIT_INTERFACE.to_string(),
+            values: HashMap::new(),
+            invalidated: vec!["ActiveState".into(), "SubState".into(), "Job".into()],
+            position,
+        });
+        let service = Arc::new(Changed {
+            interface: SERVICE_INTERFACE.to_string(),
+            values: HashMap::new(),
+            invalidated: vec!["NRestarts".into()],
+            position,
+        });
+        let paths: Vec<String> = self.by_path.keys().cloned().collect();
+        for path in paths {
+            self.dispatch(&path, &unit);
+            // `.` is `_2e` in a unit's object path.
+            if path.ends_with("_2eservice") {
+                self.dispatch(&path, &service);
+            }
+        }
+    }
+
     /// Hand the signal to every subscriber of `path`; senders whose receiver is gone go too.
     fn dispatch(&mut self, path: &str, changed: &Arc<Changed>) {
         if let Some(list) = self.by_path.get_mut(path) {
@@ -163,12 +189,7 @@ pub struct UnitSignals {
 impl UnitSignals {
     /// The hub of `conn`, started (one match rule, one task) if no hub of `conn` lives.
     pub async fn of(conn: &Connection) -> Result<UnitSignals, SystemdError> {
-        // The bus's GUID and the connection's unique name tell connections apart.
-        let key = format!(
-            "{}/{}",
-            conn.server_guid(),
-            conn.unique_name().map_or("", |n| n.as_str())
-        );
+        let key = hub_key(conn);
         let mut hubs = HUBS.lock().await;
         hubs.retain(|(_, hub)| hub.strong_count() > 0);
         if let Some(inner) = hubs
@@ -209,6 +230,23 @@ impl UnitSignals {
                 _stop: stop_tx,
             }),
         })
+    }
+
+    /// After PID 1 came back on the bus (see [`super::Systemd::on`]): the signals of the gap
+    /// are lost, so every follower of `conn`'s hub, if one lives, reads its unit's state again,
+    /// as of `position` (the reply to the new `Subscribe()`: what changes after it is
+    /// signalled again).
+    pub async fn resync(conn: &Connection, position: Sequence) {
+        let key = hub_key(conn);
+        let hub = HUBS
+            .lock()
+            .await
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, hub)| hub.upgrade());
+        if let Some(inner) = hub {
+            lock(&inner.subscribers).resync(position);
+        }
     }
 
     /// Receive every signal of the unit at `path` from now on, until the [`Subscription`] is
@@ -340,6 +378,15 @@ async fn dispatch(
     tracing::warn!("systemd's unit signals ended (the bus connection closed)");
     // The followers see their signals end.
     lock(&subscribers).by_path.clear();
+}
+
+/// The bus's GUID and the connection's unique name tell connections apart.
+fn hub_key(conn: &Connection) -> String {
+    format!(
+        "{}/{}",
+        conn.server_guid(),
+        conn.unique_name().map_or("", |n| n.as_str())
+    )
 }
 
 fn lock(subscribers: &Mutex<Subscribers>) -> std::sync::MutexGuard<'_, Subscribers> {
