@@ -380,3 +380,61 @@ fn a_failed_passive_target_unit_makes_the_host_ineligible_until_it_recovers() {
     });
     c.check_history();
 }
+
+/// A passive target whose start fails (its standby service fails in `ExecStartPre=` until what
+/// it needs is there) leaves the host ineligible, and is started again by itself once it can
+/// succeed. Before: it stayed ineligible until `promctl reset` or a restart of promd, and so
+/// did a host whose passive start failed for a passing reason (a call systemd dropped).
+#[test]
+fn a_passive_target_that_failed_to_start_is_started_again_by_itself() {
+    let net = Net::new(2);
+    let etcd = EtcdCluster::start(1, &net.gateway_ips());
+    let c = Cluster::boot_with(&net, StoreKind::Etcd(&etcd), LEASE, "", |i, spec| {
+        if i == 0 {
+            spec.file("/etc/web-primary", "10.0.0.1\n");
+        }
+        spec.file(
+            "/etc/systemd/system/web-passive.target",
+            "[Unit]\nRequires=web-standby.service\nAfter=web-standby.service\nConflicts=web-active.target\n",
+        );
+        // Needs its primary's address, written by provisioning that comes late.
+        spec.file(
+            "/etc/systemd/system/web-standby.service",
+            "[Unit]\nConflicts=web-active.target\n[Service]\n\
+             ExecStartPre=/bin/test -e /etc/web-primary\nExecStart=/bin/sleep infinity\n",
+        );
+    });
+    let a = c.wait_one_active(None, Duration::from_secs(30));
+    assert_eq!(a, 0, "the only host whose passive target could start");
+    let b = 1;
+    let h = &c.hosts[b];
+    hosts::wait_until(
+        Duration::from_secs(10),
+        "the standby's host ineligible",
+        || {
+            group_prop(h, "Eligible") == "b false"
+                && h.run_ok(&["promctl", "status", "web"])
+                    .contains("the passive target failed")
+        },
+    );
+    assert!(
+        h.journal(&["-u", "promd"])
+            .contains("starting the passive target failed (1 in a row)"),
+        "promd says what failed and that it tries again"
+    );
+    assert!(!h.is_active("web-passive.target"));
+
+    // What the standby needs is there now: no operator, no restart of promd.
+    h.write_file("/etc/web-primary", "10.0.0.1\n");
+    hosts::wait_until(
+        Duration::from_secs(70),
+        "the passive target started again and the host eligible",
+        || h.is_active("web-standby.service") && group_prop(h, "Eligible") == "b true",
+    );
+    assert!(h.is_active("web-passive.target"));
+
+    // And it is a standby in earnest: it takes over when the active host stops.
+    c.hosts[a].run_ok(&["systemctl", "stop", "promd"]);
+    assert_eq!(c.wait_one_active(Some(a), Duration::from_secs(10)), b);
+    c.check_history();
+}

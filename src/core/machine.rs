@@ -89,6 +89,9 @@ pub struct GroupMachine {
     units: Units,
     /// The passive target: down, up, or failed to start.
     passive: Passive,
+    /// Failed starts of the passive target in a row, for its retry's backoff
+    /// ([`Timer::PassiveRetry`]).
+    passive_failures: u32,
 
     /// The health command's latest result.
     healthy: bool,
@@ -141,6 +144,7 @@ impl GroupMachine {
             job: None,
             units: Units::BIRTH,
             passive: Passive::Down,
+            passive_failures: 0,
             healthy: true,
             passive_units_ok: true,
             failures: std::collections::VecDeque::new(),
@@ -356,9 +360,7 @@ impl GroupMachine {
                             self.demote_reason = Some(Reason::StartFailed);
                         }
                     }
-                    Job::StartPassive => {
-                        self.passive = if ok { Passive::Up } else { Passive::Failed };
-                    }
+                    Job::StartPassive => self.passive_started(ok, now, out),
                 }
             }
             Event::Tick => {}
@@ -394,11 +396,11 @@ impl GroupMachine {
                     }));
                 }
                 self.passive_units_ok = ok;
-                if ok && self.passive == Passive::Failed {
+                if ok {
                     // The units of a passive target that failed to start are fine now (an
                     // operator fixed them, or systemd restarted them): start the target again
-                    // rather than stay ineligible until promd restarts.
-                    self.passive = Passive::Down;
+                    // now rather than at its retry.
+                    self.retry_passive();
                 }
             }
             Event::UnitStarted { unit } => self.unit_started(&unit, out),
@@ -417,6 +419,9 @@ impl GroupMachine {
         self.stepped_at = self.stepped_at.max(now);
         if self.timers.due(Timer::Cooldown, now) {
             self.timers.clear(Timer::Cooldown);
+        }
+        if self.timers.due(Timer::PassiveRetry, now) {
+            self.retry_passive();
         }
         self.fence(now, out);
         self.restart_due(now, out);

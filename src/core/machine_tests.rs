@@ -1521,6 +1521,84 @@ fn reset_failed_starts_a_failed_passive_target_again() {
     assert!(t.published().eligible && t.published().healthy);
 }
 
+/// Before: a passive start that failed for a passing reason (at 1,000 groups PID 1 dropped
+/// its bus connection, failing the call with `NoReply`) left the node ineligible for good:
+/// its passive target was never started again, and no unit of it ever recovered.
+#[test]
+fn a_failed_passive_start_is_tried_again_after_a_growing_backoff() {
+    let mut t = failed_passive_start();
+    assert_eq!(t.m.role(), Role::Passive);
+    let mut backoffs = Vec::new();
+    for _ in 0..8 {
+        let at =
+            t.m.timers()
+                .get(Timer::PassiveRetry)
+                .expect("a retry is due");
+        backoffs.push((at.0 - t.now.0).as_secs());
+        // Not a moment before its time.
+        t.now = at - Duration::from_millis(1);
+        let a = t.ev(Event::Tick);
+        assert!(
+            !a.contains(&Action::Start(Job::StartPassive, None)),
+            "{a:?}"
+        );
+        t.now = at;
+        let a = t.ev(Event::Tick);
+        assert!(a.contains(&Action::Start(Job::StartPassive, None)), "{a:?}");
+        assert!(!t.m.is_eligible(t.now), "ineligible while the start runs");
+        let a = t.ev(Event::Job {
+            job: Job::StartPassive,
+            ok: false,
+        });
+        assert!(
+            a.iter()
+                .any(|a| matches!(a, Action::Note(n) if n.contains("trying again"))),
+            "{a:?}"
+        );
+    }
+    assert_eq!(
+        backoffs,
+        [1, 2, 4, 8, 16, 32, 60, 60],
+        "1 s doubling, at most a minute"
+    );
+    let at =
+        t.m.timers()
+            .get(Timer::PassiveRetry)
+            .expect("a retry is due");
+    t.now = at;
+    t.ev(Event::Tick);
+    t.ev(Event::Job {
+        job: Job::StartPassive,
+        ok: true,
+    });
+    t.renew();
+    assert!(t.m.is_eligible(t.now));
+    assert_eq!(t.m.timers().get(Timer::PassiveRetry), None);
+}
+
+/// A node whose passive target failed at start-up says so when it turns passive, instead of
+/// "passive target up".
+#[test]
+fn start_up_with_a_failed_passive_target_says_so() {
+    let mut t = T::new(params("a"));
+    t.ev(Event::Tick);
+    t.ev(Event::StoreUp);
+    t.renew();
+    t.ev(Event::Leader(Some(("b".into(), 5))));
+    t.ev(Event::Members(vec![]));
+    t.ev(Event::Maintenance(false));
+    stop_result(&mut t, true);
+    let a = t.ev(Event::Job {
+        job: Job::StartPassive,
+        ok: false,
+    });
+    let reason = a.iter().find_map(|a| match a {
+        Action::RoleChanged { reason, .. } => Some(reason.clone()),
+        _ => None,
+    });
+    assert_eq!(reason, Some(Reason::StartedPassiveFailed), "{a:?}");
+}
+
 #[test]
 fn recovered_passive_units_clear_a_failed_passive_start() {
     let mut t = failed_passive_start();

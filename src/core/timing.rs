@@ -187,6 +187,19 @@ impl Timing {
             .min(cap)
     }
 
+    /// How long to wait before starting the passive target again after `failures` failed
+    /// starts in a row (at least 1): 1 s, doubling per failure, at most 1 min.
+    ///
+    /// The node is ineligible meanwhile, so this bounds nothing about safety; it is what
+    /// makes a passive start that failed for a passing reason (a D-Bus call systemd dropped
+    /// under load, a unit that failed in `ExecStartPre=` while what it needs was not there
+    /// yet) recover by itself, without hammering a unit that keeps failing.
+    pub fn passive_retry_backoff(&self, failures: u32) -> Duration {
+        Duration::from_secs(1)
+            .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)))
+            .min(Duration::from_secs(60))
+    }
+
     /// The watchdog interval promd sets for itself (`WATCHDOG_USEC=`) when the unit's is
     /// longer: short enough that the margin stays the lease's own, so a hang costs no extra
     /// early fencing: the base margin minus [`WATCHDOG_REACH`], never under 100 ms (100 ms at

@@ -79,6 +79,7 @@ impl GroupMachine {
         };
         if self.role != settled {
             let reason = match self.role {
+                Role::Starting if self.passive == Passive::Failed => Reason::StartedPassiveFailed,
                 Role::Starting => Reason::StartedPassive,
                 Role::Failed => Reason::CooldownOver,
                 _ if settled == Role::Failed => Reason::FailedCooldown,

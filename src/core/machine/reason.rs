@@ -55,6 +55,9 @@ pub enum Reason {
     },
     /// Start-up finished: units stopped, passive target up (`starting -> passive`).
     StartedPassive,
+    /// Start-up finished with the units stopped, but the passive target failed to start
+    /// (`starting -> passive`, ineligible until a retry of the start succeeds).
+    StartedPassiveFailed,
     /// A failed node's cooldown ended (`failed -> passive`).
     CooldownOver,
     /// A demotion after failing over ends in `failed`.
@@ -108,6 +111,9 @@ impl fmt::Display for Reason {
                 humantime::format_duration(*window)
             ),
             Reason::StartedPassive => f.write_str("started: units stopped, passive target up"),
+            Reason::StartedPassiveFailed => f.write_str(
+                "started: units stopped, but the passive target failed to start (retrying)",
+            ),
             Reason::CooldownOver => f.write_str("failure cooldown over"),
             Reason::FailedCooldown => f.write_str("failed: ineligible until the cooldown ends"),
             Reason::Demoted => f.write_str("demoted: active units stopped"),
@@ -330,6 +336,10 @@ mod tests {
             (
                 Reason::StartedPassive,
                 "started: units stopped, passive target up",
+            ),
+            (
+                Reason::StartedPassiveFailed,
+                "started: units stopped, but the passive target failed to start (retrying)",
             ),
             (Reason::CooldownOver, "failure cooldown over"),
             (

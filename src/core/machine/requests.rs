@@ -38,12 +38,9 @@ impl GroupMachine {
             Request::ResetFailed => {
                 self.timers.clear(Timer::Cooldown);
                 self.failures.clear();
-                // A passive target that failed to start is tried again (finish_demotion starts
-                // it once no job runs and the active units are down): without this, the node
-                // would stay ineligible until promd restarts.
-                if self.passive == Passive::Failed {
-                    self.passive = Passive::Down;
-                }
+                // A passive target that failed to start is tried again now, not at its retry
+                // (finish_demotion starts it once no job runs and the active units are down).
+                self.retry_passive();
             }
         }
         self.step(now, &mut out);

@@ -33,6 +33,9 @@ pub enum Timer {
     /// Owned: a start of the active target that left watched units down is tried again at
     /// this time (`restart-backoff`).
     StartRetry,
+    /// Owned: a passive target that failed to start is started again at this time
+    /// (`Timing::passive_retry_backoff`); the node is ineligible until it is up.
+    PassiveRetry,
     /// Owned: a preempting node asks for a switchover again only after this time (one lease
     /// after its last request).
     SwitchoverRetry,
@@ -45,7 +48,7 @@ pub enum Timer {
 
 impl Timer {
     /// Every timer, in the table's order.
-    pub const ALL: [Timer; 10] = [
+    pub const ALL: [Timer; 11] = [
         Timer::Fence,
         Timer::Kill,
         Timer::StopRetry,
@@ -54,6 +57,7 @@ impl Timer {
         Timer::Cooldown,
         Timer::Restart,
         Timer::StartRetry,
+        Timer::PassiveRetry,
         Timer::SwitchoverRetry,
         Timer::FirstElection,
     ];

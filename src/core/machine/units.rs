@@ -1,6 +1,6 @@
 //! Whether the active units may be running, and what the current stop has done about it.
 
-use super::{GroupMachine, Mono};
+use super::{Action, GroupMachine, Mono, Timer};
 
 /// The active units (the active target's closure) as far as this node can tell.
 ///
@@ -86,4 +86,38 @@ pub(super) enum Passive {
     Up,
     /// Its start failed: ineligible until its units recover or `promctl reset`.
     Failed,
+}
+
+impl GroupMachine {
+    /// The passive target's start job ended. A failure leaves the node ineligible
+    /// ([`Passive::Failed`]) and starts the target again after a backoff
+    /// ([`Timer::PassiveRetry`]): a start that failed for a passing reason (systemd dropped
+    /// the call under load) must not leave the node ineligible until an operator steps in.
+    pub(super) fn passive_started(&mut self, ok: bool, now: Mono, out: &mut Vec<Action>) {
+        if ok {
+            self.passive = Passive::Up;
+            self.passive_failures = 0;
+            self.timers.clear(Timer::PassiveRetry);
+            return;
+        }
+        self.passive = Passive::Failed;
+        self.passive_failures = self.passive_failures.saturating_add(1);
+        let backoff = self.p.timing.passive_retry_backoff(self.passive_failures);
+        self.timers.set(Timer::PassiveRetry, now + backoff);
+        out.push(Action::Note(format!(
+            "starting the passive target failed ({} in a row): not eligible; trying again in {}",
+            self.passive_failures,
+            humantime::format_duration(backoff)
+        )));
+    }
+
+    /// Start a passive target that failed again (its retry is due, its units recovered, or
+    /// an operator reset it): `finish_demotion` starts it once no job runs and the active
+    /// units are down.
+    pub(super) fn retry_passive(&mut self) {
+        self.timers.clear(Timer::PassiveRetry);
+        if self.passive == Passive::Failed {
+            self.passive = Passive::Down;
+        }
+    }
 }
