@@ -1490,7 +1490,8 @@ fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
 }
 
-fn failed_passive_start() -> T {
+/// Start-up with "b" holding the key, up to the passive target's start.
+fn up_to_the_passive_start() -> T {
     let mut t = T::new(params("a"));
     t.ev(Event::Tick);
     t.ev(Event::StoreUp);
@@ -1499,6 +1500,11 @@ fn failed_passive_start() -> T {
     t.ev(Event::Members(vec![]));
     t.ev(Event::Maintenance(false));
     stop_result(&mut t, true);
+    t
+}
+
+fn failed_passive_start() -> T {
+    let mut t = up_to_the_passive_start();
     t.ev(Event::Job {
         job: Job::StartPassive,
         ok: false,
@@ -1580,14 +1586,7 @@ fn a_failed_passive_start_is_tried_again_after_a_growing_backoff() {
 /// "passive target up".
 #[test]
 fn start_up_with_a_failed_passive_target_says_so() {
-    let mut t = T::new(params("a"));
-    t.ev(Event::Tick);
-    t.ev(Event::StoreUp);
-    t.renew();
-    t.ev(Event::Leader(Some(("b".into(), 5))));
-    t.ev(Event::Members(vec![]));
-    t.ev(Event::Maintenance(false));
-    stop_result(&mut t, true);
+    let mut t = up_to_the_passive_start();
     let a = t.ev(Event::Job {
         job: Job::StartPassive,
         ok: false,
