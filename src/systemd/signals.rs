@@ -135,8 +135,8 @@ impl Subscribers {
     }
 
     /// Hand every subscriber a signal that says its unit's state must be read again: the
-    /// `ActiveState` and `Job` of [`UNIT_INTERFACE`], and for a service `NRestarts`, all
-    /// invalidated, as if received at `position`.
+    /// `ActiveState`, `SubState` and `Job` of [`UNIT_INTERFACE`], and for a service
+    /// `NRestarts`, invalidated, as if received at `position`.
     fn resync(&mut self, position: Sequence) {
         let unit = Arc::new(Changed {
             interface: UNIT_INTERFACE.to_string(),
@@ -454,6 +454,26 @@ mod tests {
         // Removing twice, or an unknown path, is harmless.
         subs.remove(DB, c);
         subs.remove("/nowhere", 7);
+    }
+
+    #[test]
+    fn a_resync_has_every_follower_read_its_unit_again() {
+        let mut subs = Subscribers::default();
+        let (_, mut web) = subs.add(WEB);
+        let target = "/org/freedesktop/systemd1/unit/web_2dactive_2etarget";
+        let (_, mut t) = subs.add(target);
+        subs.resync(Sequence::default());
+        let unit = web.try_recv().unwrap();
+        assert_eq!(unit.interface, UNIT_INTERFACE);
+        assert!(unit.invalidates("ActiveState") && unit.invalidates("Job"));
+        assert!(unit.values.is_empty(), "nothing to go by but a fresh read");
+        let service = web.try_recv().unwrap();
+        assert_eq!(service.interface, SERVICE_INTERFACE);
+        assert!(service.invalidates("NRestarts"));
+        assert!(web.try_recv().is_err());
+        // A target has no NRestarts to read.
+        assert_eq!(t.try_recv().unwrap().interface, UNIT_INTERFACE);
+        assert!(t.try_recv().is_err());
     }
 
     #[test]
