@@ -23,6 +23,7 @@ impl Agent {
         };
         let event = match ev {
             StoreEvent::Up => {
+                self.store_reason = None;
                 if let Some(reason) = g.store_down.take() {
                     let text = format!("store reachable again (was: {reason})");
                     out.push(Output::Log(g.record(Level::Info, &text)));
@@ -32,11 +33,16 @@ impl Agent {
             StoreEvent::Down(reason) => {
                 self.store_outage = true;
                 let reason = reason.to_string();
-                if g.store_down.as_deref() != Some(&reason) {
-                    let text = format!("store unreachable: {reason}");
-                    out.push(Output::Log(g.record(Level::Warn, &text)));
-                    g.store_down = Some(reason);
+                let text = format!("store unreachable: {reason}");
+                match &g.store_down {
+                    None => out.push(Output::Log(g.record(Level::Warn, &text))),
+                    Some(was) if *was != reason && self.store_reason.as_ref() != Some(&reason) => {
+                        out.push(Output::Log(Record::plain(Level::Warn, text)));
+                    }
+                    Some(_) => {}
                 }
+                self.store_reason = Some(reason.clone());
+                g.store_down = Some(reason);
                 Event::StoreDown
             }
             StoreEvent::Renewed { sent_at } => {

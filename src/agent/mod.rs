@@ -218,6 +218,11 @@ pub struct Agent {
     store_was_connected: bool,
     store_ever_connected: bool,
     store_outage: bool,
+    /// The reason of the store outage last journalled for the whole agent: a group's own line
+    /// says only the first reason of its outage, and a new reason (another endpoint tried,
+    /// another error) is journalled once for all the groups, not once per group: at 500
+    /// groups one outage of a shared connection wrote ~1,500 lines in a second.
+    store_reason: Option<String>,
     /// The D-Bus method of each call not answered yet.
     call_methods: std::collections::HashMap<CallId, &'static str>,
 }
@@ -272,6 +277,7 @@ impl Agent {
             store_was_connected: false,
             store_ever_connected: false,
             store_outage: false,
+            store_reason: None,
             call_methods: std::collections::HashMap::new(),
         };
         for cfg in s.config.groups {

@@ -13,10 +13,11 @@ fn a_store_outage_is_journalled_once_per_reason() {
         vec![format!("web: store unreachable: {refused_why}")]
     );
     assert!(texts(&h.store(0, refused)).is_empty());
+    // A new reason is the store's, not the group's: said once, for every group.
     let (timeout, timeout_why) = down("timeout");
     assert_eq!(
         texts(&h.store(0, timeout)),
-        vec![format!("web: store unreachable: {timeout_why}")]
+        vec![format!("store unreachable: {timeout_why}")]
     );
     let out = h.store(0, StoreEvent::Up);
     let r = records(&out);
@@ -30,6 +31,46 @@ fn a_store_outage_is_journalled_once_per_reason() {
     assert_eq!(r[0].fields.role, Some(Role::Starting));
     assert_eq!(r[0].fields.term, Some(0));
     assert_eq!(r[0].fields.leader.as_deref(), Some(""));
+}
+
+/// Before: one outage of the connection 500 groups share wrote ~1,500 lines within a second
+/// (each group, once per endpoint tried), while the cut host had to fence them all.
+#[test]
+fn an_outage_of_a_shared_store_is_journalled_once_per_group_and_once_per_new_reason() {
+    let mut h = H::new(&[WEB, DB]);
+    h.input(Input::Start);
+    let mut lines = Vec::new();
+    for why in [
+        "connection refused",
+        "timeout",
+        "connection refused",
+        "timeout",
+    ] {
+        for g in 0..2 {
+            let out = h.store(g, down(why).0);
+            lines.extend(texts(&out).into_iter().map(str::to_string));
+        }
+    }
+    let (_, refused_why) = down("connection refused");
+    let (_, timeout_why) = down("timeout");
+    assert_eq!(
+        lines,
+        vec![
+            format!("web: store unreachable: {refused_why}"),
+            format!("db: store unreachable: {refused_why}"),
+            format!("store unreachable: {timeout_why}"),
+            format!("store unreachable: {refused_why}"),
+            format!("store unreachable: {timeout_why}"),
+        ]
+    );
+    // Each group says when it is back, and the next outage is told afresh.
+    for g in 0..2 {
+        assert_eq!(texts(&h.store(g, StoreEvent::Up)).len(), 1);
+    }
+    assert_eq!(
+        texts(&h.store(1, down("timeout").0)),
+        vec![format!("db: store unreachable: {timeout_why}")]
+    );
 }
 
 #[test]
