@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use support::bus;
 use support::cluster::{Cluster, StoreKind, group_prop};
 use support::etcd::EtcdCluster;
 use support::hosts::{self, Host, Net, Signal};
@@ -54,15 +55,7 @@ fn manager_error<B>(h: &Host, method: &str, body: &B) -> Option<String>
 where
     B: serde::Serialize + zbus::Type,
 {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let conn = zbus::connection::Builder::address(h.bus_address().as_str())
-            .build()
-            .await
-            .expect("connect to the host's bus");
+    bus::with_host_bus(h, async |conn| {
         match conn
             .call_method(
                 Some("org.promd1"),

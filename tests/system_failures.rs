@@ -8,6 +8,7 @@ mod support;
 
 use std::time::Duration;
 
+use support::bus;
 use support::cluster::{Cluster, StoreKind, elapsed, group_prop};
 use support::etcd::EtcdCluster;
 use support::hosts::{self, Host, Net};
@@ -120,15 +121,7 @@ fn a_crash_is_restarted_in_place_and_a_crash_loop_fails_over() {
 /// Queue a start job for each unit over the host's system bus, all from one connection that
 /// stays until every call is answered; what the calls ended with, counted.
 fn queue_jobs(h: &Host, units: impl Iterator<Item = String>) -> String {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let conn = zbus::connection::Builder::address(h.bus_address().as_str())
-            .build()
-            .await
-            .expect("connect to the host's bus");
+    bus::with_host_bus(h, async |conn| {
         let calls = units.map(|u| {
             let conn = conn.clone();
             async move {

@@ -4,6 +4,22 @@
 
 use super::hosts::Host;
 
+/// Run `f` with a connection of this process to the host's system bus (as root), on a
+/// runtime of its own.
+pub fn with_host_bus<T>(h: &Host, f: impl AsyncFnOnce(zbus::Connection) -> T) -> T {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let conn = zbus::connection::Builder::address(h.bus_address().as_str())
+            .build()
+            .await
+            .expect("connect to the host's bus");
+        f(conn).await
+    })
+}
+
 /// `busctl --json=short ARGS` on the host, parsed.
 pub fn busctl_json(h: &Host, args: &[&str]) -> serde_json::Value {
     let mut full = vec!["busctl", "--json=short"];
