@@ -9,6 +9,8 @@
 //!   drivers ([`status`]: the cluster view both promctl and `GET /v1/status` show);
 //! - [`runtime`]: the event loop that turns driver events into the agent's inputs and carries
 //!   out its outputs;
+//! - [`announce`], [`refuse`]: what a floating address's unit runs as the address comes and
+//!   goes (`promd announce`, `promd refuse`);
 //! - [`config`][]: `/etc/promd/promd.toml`; [`certs`]: the validity of its certificates; [`running`]: what the running promd was started
 //!   with, for `promd check-config --reload`.
 
@@ -25,6 +27,7 @@ pub mod logging;
 pub mod metrics;
 pub mod migrate;
 pub mod notify;
+pub mod refuse;
 pub mod running;
 pub mod runtime;
 pub mod status;

@@ -1,0 +1,171 @@
+//! `promd refuse ADDRESS/PREFIX dev INTERFACE`: after a floating address leaves this host,
+//! connections that still reach it are refused rather than black-holed (issue 15, "clients
+//! are refused, not black-holed").
+//!
+//! Why it is needed: neighbours keep the old host's MAC for the address in their caches until
+//! the new holder's announcement reaches them, and between the old holder's delete and the new
+//! one's announcement there is always a moment (the address is never on two hosts). A SYN sent
+//! to the old MAC in that moment reaches a host that no longer has the address; the kernel
+//! drops it without a word, and the client's TCP tries again only after its retransmission
+//! timeout, a whole second. Answered with a reset instead, the client's connect fails at once
+//! (`ECONNREFUSED`) and its next try, after the announcement, reaches the new host.
+//!
+//! How: one nftables table of promd's own, `inet promd`, with a set of refused addresses per
+//! family whose elements expire by themselves ([`REFUSE_FOR`]: the kernel ends the refusal,
+//! no process of ours lingers), and a chain at the prerouting hook that answers a SYN to a
+//! refused address with a TCP reset — unless the address is this host's again (`fib daddr type
+//! local`): a host that takes an address back serves it at once. The table holds no address,
+//! answers no ARP or neighbour solicitation, and passes every other packet as before, so the
+//! address still has one owner on the segment. nftables (`nft`) is the field's tool for it;
+//! the script is built here, pure and tested, and given to `nft -f -` as one transaction.
+//! Without `nft` the address unit goes on (its line is `-`-prefixed): clients are then
+//! black-holed as before, and the error says so.
+
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// How long a host refuses connections to an address it gave up: longer than a Linux
+/// neighbour can keep naming it without hearing from it (reachable for at most 1.5 times
+/// `base_reachable_time`, 45 s, then 5 s `delay_first_probe_time` and three unicast probes a
+/// second apart), so even a client that missed every announcement is refused, not
+/// black-holed, until it asks the segment again.
+pub const REFUSE_FOR: Duration = Duration::from_secs(60);
+
+/// promd's nftables table (family `inet`).
+pub const TABLE: &str = "promd";
+
+/// Why the refusal could not be set.
+#[derive(Debug, Error)]
+pub enum RefuseError {
+    /// `nft` could not be run (not installed: Debian's and Fedora's package `nftables`).
+    #[error("running nft: {0} (clients that still name this host are black-holed, not refused)")]
+    Spawn(std::io::Error),
+    /// `nft` refused the script (no `CAP_NET_ADMIN`, a kernel without nf_tables).
+    #[error("nft: {0}")]
+    Nft(String),
+}
+
+/// The nftables script that refuses `ip` for `duration` (whole seconds, at least one): it
+/// makes the table, its two sets and its chain if they are missing, rewrites the chain's
+/// three rules (so that running it again never adds a rule twice), and puts `ip` in its
+/// family's set with a fresh timeout (add, delete, add: an element that is there already
+/// keeps its old expiry on a plain add with kernels before 6.x). One `nft -f` transaction:
+/// all of it or nothing.
+pub fn script(ip: IpAddr, duration: Duration) -> String {
+    let set = set_of(ip);
+    let seconds = duration.as_secs().max(1);
+    format!(
+        "add table inet {TABLE}\n\
+         add set inet {TABLE} refused4 {{ type ipv4_addr; flags timeout; }}\n\
+         add set inet {TABLE} refused6 {{ type ipv6_addr; flags timeout; }}\n\
+         add chain inet {TABLE} refuse {{ type filter hook prerouting priority raw; policy accept; }}\n\
+         flush chain inet {TABLE} refuse\n\
+         add rule inet {TABLE} refuse fib daddr type local accept\n\
+         add rule inet {TABLE} refuse ip daddr @refused4 tcp flags & (syn | ack) == syn reject with tcp reset\n\
+         add rule inet {TABLE} refuse ip6 daddr @refused6 tcp flags & (syn | ack) == syn reject with tcp reset\n\
+         add element inet {TABLE} {set} {{ {ip} timeout {seconds}s }}\n\
+         delete element inet {TABLE} {set} {{ {ip} }}\n\
+         add element inet {TABLE} {set} {{ {ip} timeout {seconds}s }}\n"
+    )
+}
+
+/// The set that holds refused addresses of `ip`'s family.
+fn set_of(ip: IpAddr) -> &'static str {
+    match ip {
+        IpAddr::V4(_) => "refused4",
+        IpAddr::V6(_) => "refused6",
+    }
+}
+
+/// Refuse connections to `ip` on this host for [`REFUSE_FOR`] (see the module's docs). Needs
+/// `CAP_NET_ADMIN`: the address unit runs as root; promd.service itself has no capability.
+pub fn refuse(ip: IpAddr) -> Result<(), RefuseError> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(RefuseError::Spawn)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script(ip, REFUSE_FOR).as_bytes())
+            .map_err(RefuseError::Spawn)?;
+    }
+    let out = child.wait_with_output().map_err(RefuseError::Spawn)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(RefuseError::Nft(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_script_puts_the_address_in_its_familys_set_with_a_fresh_timeout() {
+        let s = script("192.0.2.10".parse().unwrap(), Duration::from_secs(60));
+        assert!(
+            s.ends_with(
+                "add element inet promd refused4 { 192.0.2.10 timeout 60s }\n\
+                 delete element inet promd refused4 { 192.0.2.10 }\n\
+                 add element inet promd refused4 { 192.0.2.10 timeout 60s }\n"
+            ),
+            "{s}"
+        );
+        let s = script("2001:db8::10".parse().unwrap(), Duration::from_millis(10));
+        assert!(
+            s.ends_with("add element inet promd refused6 { 2001:db8::10 timeout 1s }\n"),
+            "a timeout is whole seconds, at least one: {s}"
+        );
+    }
+
+    #[test]
+    fn the_chain_is_rewritten_not_appended_to_and_spares_local_addresses() {
+        let s = script("192.0.2.10".parse().unwrap(), REFUSE_FOR);
+        let lines: Vec<&str> = s.lines().collect();
+        let flush = lines
+            .iter()
+            .position(|l| *l == "flush chain inet promd refuse")
+            .expect("the chain is flushed");
+        let rules: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.starts_with("add rule"))
+            .copied()
+            .collect();
+        assert_eq!(rules.len(), 3, "{s}");
+        assert!(
+            lines[..flush].iter().all(|l| !l.starts_with("add rule")),
+            "rules come after the flush: {s}"
+        );
+        assert!(
+            rules[0].ends_with("fib daddr type local accept"),
+            "an address this host has again is served, first: {s}"
+        );
+        for (rule, family) in rules[1..].iter().zip(["ip", "ip6"]) {
+            assert!(
+                rule.contains(&format!(" {family} daddr @refused"))
+                    && rule.ends_with("tcp flags & (syn | ack) == syn reject with tcp reset"),
+                "only a connection's first SYN is answered, with a reset: {rule}"
+            );
+        }
+        assert!(
+            s.contains("hook prerouting"),
+            "before routing drops it: {s}"
+        );
+    }
+
+    #[test]
+    fn families_have_their_own_sets() {
+        assert_eq!(set_of("192.0.2.10".parse().unwrap()), "refused4");
+        assert_eq!(set_of("2001:db8::10".parse().unwrap()), "refused6");
+    }
+}
