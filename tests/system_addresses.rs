@@ -9,13 +9,17 @@
 //! floating addresses every 10 ms, reaches the new active host each time; every answer came
 //! from a host inside its own active span, while that host held the address; no two hosts
 //! ever held an address at once (`ip monitor address` on every host); and the probe
-//! (`arping`, `ndisc6`, from a third namespace) never heard two owners answer. Traffic: only
-//! the test's own segment and the hosts' own addresses.
+//! (`arping`, `ndisc6`, from a third namespace) never heard two owners answer. After each
+//! fault, a client whose neighbour cache still names the old holder (pinned, in a fourth
+//! namespace, as a cache that missed every announcement would) is refused at once, not left
+//! waiting for TCP's retransmission (`promd refuse`). Traffic: only the test's own segment and
+//! the hosts' own addresses.
 
 mod support;
 
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::io::ErrorKind;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
 
 use support::cluster::{Cluster, StoreKind};
 use support::etcd::EtcdCluster;
@@ -54,7 +58,8 @@ fn the_floating_address_follows_the_active_host_and_is_never_on_two() {
     let net = Net::new(3);
     let etcd = EtcdCluster::start(3, &net.gateway_ips());
     // Its monitors start before promd does: every add and delete of the addresses is seen.
-    let seg = Segment::new(&net);
+    let mut seg = Segment::new(&net);
+    let stale_ns = seg.lan.side("st", "192.0.2.150", "2001:db8::150");
     let (netns, macs, monitors) = (&seg.netns, &seg.macs, &seg.monitors);
     let vips = Segment::vips();
 
@@ -76,7 +81,9 @@ fn the_floating_address_follows_the_active_host_and_is_never_on_two() {
         .collect();
     let mut gaps: Vec<(Fault, Vec<Gap>)> = Vec::new();
     for fault in Fault::ALL {
+        let before = c.wait_one_active(None, Duration::from_secs(60));
         gaps.push((fault, run_fault(&c, netns, &clients, &vips, fault)));
+        stale_clients_are_refused(&stale_ns, &macs[before], &vips, fault);
         // The segment agrees: the probe hears the new active host answer for each address.
         let now = c.wait_one_active(None, Duration::from_secs(60));
         let t = hosts::now_ns();
@@ -124,6 +131,48 @@ fn the_floating_address_follows_the_active_host_and_is_never_on_two() {
             fault.name(),
             g[0].gap.as_millis(),
             g[1].gap.as_millis()
+        );
+    }
+}
+
+/// A client in `stale_ns` whose neighbour cache names `old_mac` (the host that held `vips`
+/// before `fault`, pinned there as a cache that missed every announcement would) is refused at
+/// once: that host answers its SYN with a reset, although it no longer has the address.
+fn stale_clients_are_refused(stale_ns: &str, old_mac: &str, vips: &[IpAddr], fault: Fault) {
+    for &ip in vips {
+        let pin = |verb: &str| {
+            let mut args = vec!["ip", "neigh", verb, "to"];
+            let ip = ip.to_string();
+            args.push(&ip);
+            if verb == "replace" {
+                args.extend(["lladdr", old_mac, "nud", "permanent"]);
+            }
+            args.extend(["dev", lan::LAN_IF]);
+            lan::in_netns(stale_ns, &args);
+        };
+        pin("replace");
+        let (got, took) = lan::spawn_in_netns(stale_ns, "stale-client", move || {
+            let t = Instant::now();
+            let got = TcpStream::connect_timeout(&SocketAddr::new(ip, WEB_PORT), LEASE)
+                .map(|_| ())
+                .map_err(|e| e.kind());
+            (got, t.elapsed())
+        })
+        .join()
+        .expect("stale client");
+        pin("del");
+        assert_eq!(
+            got,
+            Err(ErrorKind::ConnectionRefused),
+            "{}: a client that still sends {ip} to the old holder ({old_mac}) got {got:?} after \
+             {} ms: black-holed, not refused",
+            fault.name(),
+            took.as_millis()
+        );
+        eprintln!(
+            "{}: a client that still names the old holder for {ip} was refused in {} ms",
+            fault.name(),
+            took.as_millis()
         );
     }
 }

@@ -8,7 +8,10 @@
 //! The unit adds the address with iproute2 (`ip address replace`, IPv6 without duplicate
 //! address detection: the address must be usable at once, and the lease, not DAD, is what
 //! keeps it on one host), announces it (`promd announce`: gratuitous ARP, or an unsolicited
-//! neighbour advertisement), and deletes it when it stops, however it stops.
+//! neighbour advertisement), and deletes it when it stops, however it stops — having first
+//! set this host to refuse connections to it for a while (`promd refuse`, see
+//! [`crate::refuse`]), so that clients whose caches still name this host are refused at once
+//! rather than left waiting a TCP retransmission for a host that dropped their SYN.
 
 use std::path::{Path, PathBuf};
 
@@ -56,6 +59,8 @@ pub fn unit_text(group: &str, address: &Address, promd: &Path) -> String {
          ExecStartPre=ip address replace {cidr} dev {dev}{nodad}\n\
          # A lost announcement only delays clients whose caches still name the old host.\n\
          ExecStart=-{promd} announce {cidr} dev {dev}\n\
+         # Refuse first, then delete: no moment in which a SYN to this host is dropped.\n\
+         ExecStopPost=-{promd} refuse {cidr} dev {dev}\n\
          ExecStopPost=-ip address del {cidr} dev {dev}\n",
         promd = promd.display(),
     )
@@ -97,14 +102,17 @@ mod tests {
     }
 
     #[test]
-    fn a_unit_adds_announces_and_deletes_its_address() {
+    fn a_unit_adds_announces_refuses_and_deletes_its_address() {
         let t = unit_text("web", &v4(), Path::new("/usr/bin/promd"));
         assert!(
             t.contains("ExecStartPre=ip address replace 192.0.2.10/24 dev eth0\n"),
             "{t}"
         );
         assert!(t.contains("ExecStart=-/usr/bin/promd announce 192.0.2.10/24 dev eth0\n"));
-        assert!(t.contains("ExecStopPost=-ip address del 192.0.2.10/24 dev eth0\n"));
+        assert!(t.contains(
+            "ExecStopPost=-/usr/bin/promd refuse 192.0.2.10/24 dev eth0\n\
+             ExecStopPost=-ip address del 192.0.2.10/24 dev eth0\n"
+        ));
         assert!(t.contains("Type=exec\nRemainAfterExit=yes\n"));
         let t = unit_text("web", &v6(), Path::new("/usr/bin/promd"));
         assert!(
