@@ -19,7 +19,7 @@ use promd::systemd::Systemd;
 const EXIT_CONFIG: u8 = 78;
 const EXIT_USAGE: u8 = 2;
 
-const USAGE: &str = "usage: promd [--config PATH]\n       promd check-config [--reload] [PATH]\n       promd fence\n       promd announce ADDRESS/PREFIX dev INTERFACE\n       promd refuse ADDRESS/PREFIX dev INTERFACE\n       promd --version\n       promd --help";
+const USAGE: &str = "usage: promd [--config PATH]\n       promd check-config [--reload] [PATH]\n       promd fence\n       promd announce ADDRESS/PREFIX dev INTERFACE\n       promd refuse [--held] ADDRESS/PREFIX dev INTERFACE\n       promd --version\n       promd --help";
 
 enum Command {
     Run(PathBuf),
@@ -32,9 +32,13 @@ enum Command {
     Fence,
     /// `announce ADDRESS/PREFIX dev INTERFACE`: the address unit's announcement.
     Announce(promd::config::Address),
-    /// `refuse ADDRESS/PREFIX dev INTERFACE`: the address unit's refusal once the address
-    /// has left this host.
-    Refuse(promd::config::Address),
+    /// `refuse [--held] ADDRESS/PREFIX dev INTERFACE`: the address unit's refusal of the
+    /// address whenever it is not on this host; `held`: armed while the unit holds it, with no
+    /// expiry yet.
+    Refuse {
+        address: promd::config::Address,
+        held: bool,
+    },
     Version,
     Help,
 }
@@ -50,9 +54,15 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
         [cmd, rest @ ..] if cmd == "announce" => promd::config::Address::parse(&rest.join(" "))
             .map(Command::Announce)
             .map_err(|e| format!("announce: {e}")),
-        [cmd, rest @ ..] if cmd == "refuse" => promd::config::Address::parse(&rest.join(" "))
-            .map(Command::Refuse)
-            .map_err(|e| format!("refuse: {e}")),
+        [cmd, rest @ ..] if cmd == "refuse" => {
+            let (held, rest) = match rest {
+                [flag, rest @ ..] if flag == "--held" => (true, rest),
+                _ => (false, rest),
+            };
+            promd::config::Address::parse(&rest.join(" "))
+                .map(|address| Command::Refuse { address, held })
+                .map_err(|e| format!("refuse: {e}"))
+        }
         [cmd, rest @ ..] if cmd == "check-config" => {
             parse_check(rest).ok_or_else(|| format!("unexpected arguments: {}", args.join(" ")))
         }
@@ -118,7 +128,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Ok(Command::Refuse(address)) => match promd::refuse::refuse(address.ip) {
+        Ok(Command::Refuse { address, held }) => match promd::refuse::refuse(address.ip, held) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("<4>promd refuse {}: {e}", address.ip);
@@ -524,8 +534,12 @@ mod tests {
         assert!(a(&["check-config", "--reload", "--reload"]).is_err());
         assert!(a(&["check-config", "--strict"]).is_err());
         assert!(
-            matches!(a(&["refuse", "192.0.2.10/24", "dev", "eth0"]), Ok(Command::Refuse(x)) if x.interface == "eth0")
+            matches!(a(&["refuse", "192.0.2.10/24", "dev", "eth0"]), Ok(Command::Refuse { address, held: false }) if address.interface == "eth0")
         );
+        assert!(matches!(
+            a(&["refuse", "--held", "192.0.2.10/24", "dev", "eth0"]),
+            Ok(Command::Refuse { held: true, .. })
+        ));
         let e = a(&["refuse", "192.0.2.10", "dev", "eth0"])
             .err()
             .unwrap_or_default();

@@ -1,6 +1,6 @@
-//! `promd refuse ADDRESS/PREFIX dev INTERFACE`: after a floating address leaves this host,
-//! connections that still reach it are refused rather than black-holed (issue 15, "clients
-//! are refused, not black-holed").
+//! `promd refuse [--held] ADDRESS/PREFIX dev INTERFACE`: once a floating address has left
+//! this host, connections that still reach it are refused rather than black-holed (issue 15,
+//! "clients are refused, not black-holed").
 //!
 //! Why it is needed: neighbours keep the old host's MAC for the address in their caches until
 //! the new holder's announcement reaches them, and between the old holder's delete and the new
@@ -11,15 +11,19 @@
 //! (`ECONNREFUSED`) and its next try, after the announcement, reaches the new host.
 //!
 //! How: one nftables table of promd's own, `inet promd`, with a set of refused addresses per
-//! family whose elements expire by themselves ([`REFUSE_FOR`]: the kernel ends the refusal,
-//! no process of ours lingers), and a chain at the prerouting hook that answers a SYN to a
-//! refused address with a TCP reset — unless the address is this host's again (`fib daddr type
-//! local`): a host that takes an address back serves it at once. The table holds no address,
-//! answers no ARP or neighbour solicitation, and passes every other packet as before, so the
-//! address still has one owner on the segment. nftables (`nft`) is the field's tool for it;
-//! the script is built here, pure and tested, and given to `nft -f -` as one transaction.
-//! Without `nft` the address unit goes on (its line is `-`-prefixed): clients are then
-//! black-holed as before, and the error says so.
+//! family, and a chain at the prerouting hook that answers a SYN to a refused address with a
+//! TCP reset — unless the address is on this host (`fib daddr type local`). So an element is
+//! inert while its address is here: the address unit arms it once it holds the address
+//! (`--held`: no expiry) and the refusal takes over the instant the address is deleted,
+//! however that happens, without a step between the delete and the refusal, and without
+//! delaying the delete (the fence's margin is spent on deleting, not on this). After the
+//! delete the unit gives the element its expiry ([`REFUSE_FOR`]; the kernel ends it, no
+//! process of ours lingers). The table holds no address, answers no ARP or neighbour
+//! solicitation, and passes every other packet as before, so the address still has one owner
+//! on the segment. nftables (`nft`) is the field's tool for it; the script is built here, pure
+//! and tested, and given to `nft -f -` as one transaction. Without `nft` the address unit goes
+//! on (its lines are `-`-prefixed): clients are then black-holed as before, and the error says
+//! so.
 
 use std::io::Write as _;
 use std::net::IpAddr;
@@ -49,15 +53,17 @@ pub enum RefuseError {
     Nft(String),
 }
 
-/// The nftables script that refuses `ip` for `duration` (whole seconds, at least one): it
-/// makes the table, its two sets and its chain if they are missing, rewrites the chain's
-/// three rules (so that running it again never adds a rule twice), and puts `ip` in its
-/// family's set with a fresh timeout (add, delete, add: an element that is there already
-/// keeps its old expiry on a plain add with kernels before 6.x). One `nft -f` transaction:
-/// all of it or nothing.
-pub fn script(ip: IpAddr, duration: Duration) -> String {
+/// The nftables script that refuses `ip` whenever it is not on this host, for `duration`
+/// from now (whole seconds, at least one) or, with `None`, until a later run gives it one: it
+/// makes the table, its two sets and its chain if they are missing, rewrites the chain's three
+/// rules (so that running it again never adds a rule twice), and puts `ip` in its family's set
+/// afresh (add, delete, add: a plain add leaves an element that is there already as it was,
+/// with kernels before 6.x). One `nft -f` transaction: all of it or nothing.
+pub fn script(ip: IpAddr, duration: Option<Duration>) -> String {
     let set = set_of(ip);
-    let seconds = duration.as_secs().max(1);
+    let timeout = duration.map_or(String::new(), |d| {
+        format!(" timeout {}s", d.as_secs().max(1))
+    });
     format!(
         "add table inet {TABLE}\n\
          add set inet {TABLE} refused4 {{ type ipv4_addr; flags timeout; }}\n\
@@ -67,9 +73,9 @@ pub fn script(ip: IpAddr, duration: Duration) -> String {
          add rule inet {TABLE} refuse fib daddr type local accept\n\
          add rule inet {TABLE} refuse ip daddr @refused4 tcp flags & (syn | ack) == syn reject with tcp reset\n\
          add rule inet {TABLE} refuse ip6 daddr @refused6 tcp flags & (syn | ack) == syn reject with tcp reset\n\
-         add element inet {TABLE} {set} {{ {ip} timeout {seconds}s }}\n\
+         add element inet {TABLE} {set} {{ {ip}{timeout} }}\n\
          delete element inet {TABLE} {set} {{ {ip} }}\n\
-         add element inet {TABLE} {set} {{ {ip} timeout {seconds}s }}\n"
+         add element inet {TABLE} {set} {{ {ip}{timeout} }}\n"
     )
 }
 
@@ -81,9 +87,10 @@ fn set_of(ip: IpAddr) -> &'static str {
     }
 }
 
-/// Refuse connections to `ip` on this host for [`REFUSE_FOR`] (see the module's docs). Needs
-/// `CAP_NET_ADMIN`: the address unit runs as root; promd.service itself has no capability.
-pub fn refuse(ip: IpAddr) -> Result<(), RefuseError> {
+/// Refuse connections to `ip` whenever it is not on this host: for [`REFUSE_FOR`] from now,
+/// or with `held` until a run without it (see the module's docs). Needs `CAP_NET_ADMIN`: the
+/// address unit runs as root; promd.service itself has no capability.
+pub fn refuse(ip: IpAddr, held: bool) -> Result<(), RefuseError> {
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())
@@ -93,7 +100,7 @@ pub fn refuse(ip: IpAddr) -> Result<(), RefuseError> {
         .map_err(RefuseError::Spawn)?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
-            .write_all(script(ip, REFUSE_FOR).as_bytes())
+            .write_all(script(ip, (!held).then_some(REFUSE_FOR)).as_bytes())
             .map_err(RefuseError::Spawn)?;
     }
     let out = child.wait_with_output().map_err(RefuseError::Spawn)?;
@@ -112,7 +119,7 @@ mod tests {
 
     #[test]
     fn the_script_puts_the_address_in_its_familys_set_with_a_fresh_timeout() {
-        let s = script("192.0.2.10".parse().unwrap(), Duration::from_secs(60));
+        let s = script("192.0.2.10".parse().unwrap(), Some(Duration::from_secs(60)));
         assert!(
             s.ends_with(
                 "add element inet promd refused4 { 192.0.2.10 timeout 60s }\n\
@@ -121,16 +128,27 @@ mod tests {
             ),
             "{s}"
         );
-        let s = script("2001:db8::10".parse().unwrap(), Duration::from_millis(10));
+        let s = script(
+            "2001:db8::10".parse().unwrap(),
+            Some(Duration::from_millis(10)),
+        );
         assert!(
             s.ends_with("add element inet promd refused6 { 2001:db8::10 timeout 1s }\n"),
             "a timeout is whole seconds, at least one: {s}"
+        );
+        let s = script("192.0.2.10".parse().unwrap(), None);
+        assert!(
+            s.ends_with(
+                "delete element inet promd refused4 { 192.0.2.10 }\n\
+                 add element inet promd refused4 { 192.0.2.10 }\n"
+            ),
+            "held: no expiry until a later run gives it one: {s}"
         );
     }
 
     #[test]
     fn the_chain_is_rewritten_not_appended_to_and_spares_local_addresses() {
-        let s = script("192.0.2.10".parse().unwrap(), REFUSE_FOR);
+        let s = script("192.0.2.10".parse().unwrap(), Some(REFUSE_FOR));
         let lines: Vec<&str> = s.lines().collect();
         let flush = lines
             .iter()

@@ -8,10 +8,11 @@
 //! The unit adds the address with iproute2 (`ip address replace`, IPv6 without duplicate
 //! address detection: the address must be usable at once, and the lease, not DAD, is what
 //! keeps it on one host), announces it (`promd announce`: gratuitous ARP, or an unsolicited
-//! neighbour advertisement), and deletes it when it stops, however it stops — having first
-//! set this host to refuse connections to it for a while (`promd refuse`, see
-//! [`crate::refuse`]), so that clients whose caches still name this host are refused at once
-//! rather than left waiting a TCP retransmission for a host that dropped their SYN.
+//! neighbour advertisement), and deletes it when it stops, however it stops. Connections that
+//! reach this host for the address once it is gone are refused for a minute (`promd refuse`,
+//! see [`crate::refuse`]: armed once the address is up, inert while it is here, given its
+//! expiry after the delete), so that clients whose caches still name this host are refused at
+//! once rather than left waiting a TCP retransmission for a host that dropped their SYN.
 
 use std::path::{Path, PathBuf};
 
@@ -59,9 +60,11 @@ pub fn unit_text(group: &str, address: &Address, promd: &Path) -> String {
          ExecStartPre=ip address replace {cidr} dev {dev}{nodad}\n\
          # A lost announcement only delays clients whose caches still name the old host.\n\
          ExecStart=-{promd} announce {cidr} dev {dev}\n\
-         # Refuse first, then delete: no moment in which a SYN to this host is dropped.\n\
-         ExecStopPost=-{promd} refuse {cidr} dev {dev}\n\
-         ExecStopPost=-ip address del {cidr} dev {dev}\n",
+         # Inert while the address is here; refuses from the instant it is deleted.\n\
+         ExecStartPost=-{promd} refuse --held {cidr} dev {dev}\n\
+         ExecStopPost=-ip address del {cidr} dev {dev}\n\
+         # The refusal ends a minute after the delete.\n\
+         ExecStopPost=-{promd} refuse {cidr} dev {dev}\n",
         promd = promd.display(),
     )
 }
@@ -109,10 +112,14 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("ExecStart=-/usr/bin/promd announce 192.0.2.10/24 dev eth0\n"));
-        assert!(t.contains(
-            "ExecStopPost=-/usr/bin/promd refuse 192.0.2.10/24 dev eth0\n\
-             ExecStopPost=-ip address del 192.0.2.10/24 dev eth0\n"
-        ));
+        assert!(
+            t.contains("ExecStartPost=-/usr/bin/promd refuse --held 192.0.2.10/24 dev eth0\n"),
+            "{t}"
+        );
+        // The delete comes first: nothing may stand between a fence and the address's end.
+        let del = t.find("ExecStopPost=-ip address del 192.0.2.10/24 dev eth0\n");
+        let expire = t.find("ExecStopPost=-/usr/bin/promd refuse 192.0.2.10/24 dev eth0\n");
+        assert!(del.is_some() && del < expire, "{t}");
         assert!(t.contains("Type=exec\nRemainAfterExit=yes\n"));
         let t = unit_text("web", &v6(), Path::new("/usr/bin/promd"));
         assert!(
