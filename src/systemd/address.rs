@@ -54,6 +54,8 @@ pub fn unit_text(group: &str, address: &Address, promd: &Path) -> String {
          # promd like every unit of the role). Changed by editing promd.toml, not this file.\n\
          [Unit]\n\
          Description=promd: floating address {cidr} on {dev} (group {group})\n\
+         # Started at every promotion, however often: promd's max-restarts bounds failures.\n\
+         StartLimitIntervalSec=0\n\
          [Service]\n\
          Type=exec\n\
          RemainAfterExit=yes\n\
@@ -121,11 +123,24 @@ mod tests {
         let expire = t.find("ExecStopPost=-/usr/bin/promd refuse 192.0.2.10/24 dev eth0\n");
         assert!(del.is_some() && del < expire, "{t}");
         assert!(t.contains("Type=exec\nRemainAfterExit=yes\n"));
+        // systemd's default (5 starts in 10 s) would refuse a host that takes the role back
+        // and forth in a quick series of switchovers.
+        assert!(t.contains("\nStartLimitIntervalSec=0\n"), "{t}");
         let t = unit_text("web", &v6(), Path::new("/usr/bin/promd"));
         assert!(
             t.contains("ExecStartPre=ip address replace 2001:db8::10/64 dev eth0 nodad\n"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn promds_kills_spare_address_units() {
+        // A SIGKILL could end `ip address del` before it deleted the address.
+        assert!(!crate::systemd::killable(&unit_name("web", &v4())));
+        assert!(!crate::systemd::killable(&unit_name("web", &v6())));
+        assert!(crate::systemd::killable("web.service"));
+        assert!(crate::systemd::killable("promd-web.service"));
+        assert!(!crate::systemd::killable("web-active.target"));
     }
 
     #[test]

@@ -719,13 +719,10 @@ impl Systemd {
     }
 
     /// SIGKILL every process of every unit, all at once; errors are logged. Units that have
-    /// no processes of their own (targets, timers, paths) are skipped.
+    /// no processes of their own (targets, timers, paths) and address units are skipped
+    /// ([`killable`]).
     pub async fn kill_all(&self, units: &[String]) {
-        let units: Vec<String> = units
-            .iter()
-            .filter(|u| closure::has_processes(u))
-            .cloned()
-            .collect();
+        let units: Vec<String> = units.iter().filter(|u| killable(u)).cloned().collect();
         let units = &units[..];
         let kills = join_all(units.iter().map(|u| self.kill(u))).await;
         for (unit, result) in units.iter().zip(kills) {
@@ -927,6 +924,17 @@ async fn reload_batches(
     }
 }
 
+/// Whether promd's kills (a fence's deadline, `promd fence`) SIGKILL `unit`: a unit of a kind
+/// that has processes, but not a floating address's unit. Its processes are `ip` and `promd
+/// announce`/`refuse`, and it ends its address in `ExecStopPost=ip address del`: a SIGKILL
+/// landing on that `ip` before its one netlink request could leave the address on this host
+/// while another host takes it. Its stop is systemd's (a stop job, or `BindsTo=` when promd
+/// dies) and takes two short commands; killing it could only prevent the delete, never hasten
+/// it (docs/safety.md, "Floating addresses").
+pub fn killable(unit: &str) -> bool {
+    closure::has_processes(unit) && !address::is_address_unit(unit)
+}
+
 /// `KillUnit(unit, "all", SIGKILL)`: true if systemd signalled something, false for a unit
 /// with nothing to kill (not loaded, or no process left).
 async fn kill_unit(
@@ -1048,7 +1056,7 @@ fn job_result(unit: &str, result: String) -> Result<(), SystemdError> {
 /// After a clean stop everything is down already and this finds nothing to kill.
 pub async fn fence_all() -> Result<Vec<String>, SystemdError> {
     let mut units = dropin::bound_units(Path::new(RUNTIME_UNIT_DIR));
-    units.retain(|u| closure::has_processes(u));
+    units.retain(|u| killable(u));
     if units.is_empty() {
         return Ok(units);
     }
