@@ -12,8 +12,9 @@
 //! (`arping`, `ndisc6`, from a third namespace) never heard two owners answer. After each
 //! fault, a client whose neighbour cache still names the old holder (pinned, in a fourth
 //! namespace, as a cache that missed every announcement would) is refused at once, not left
-//! waiting for TCP's retransmission (`promd refuse`). Traffic: only the test's own segment and
-//! the hosts' own addresses.
+//! waiting for TCP's retransmission (`promd refuse`). Then twelve switchovers back and forth
+//! between two hosts, as fast as they complete (past systemd's default start limit for the
+//! address units). Traffic: only the test's own segment and the hosts' own addresses.
 
 mod support;
 
@@ -91,6 +92,24 @@ fn the_floating_address_follows_the_active_host_and_is_never_on_two() {
             probe.wait_heard(t, &macs[now], Duration::from_secs(10));
         }
     }
+
+    // Switchovers back and forth between two hosts as fast as they complete: each host takes
+    // the addresses more often than systemd's default start limit allows (5 in 10 s).
+    let n = c.hosts.len();
+    let pingpong = Instant::now();
+    for k in 0..12 {
+        let to = k % 2;
+        if c.wait_one_active(None, Duration::from_secs(60)) != to {
+            c.promote_next((to + n - 1) % n);
+        }
+        wait_addresses_on(&c, netns, to, &vips);
+    }
+    eprintln!(
+        "12 switchovers between {} and {} in {} ms, the addresses on the new host after each",
+        c.hosts[0].name(),
+        c.hosts[1].name(),
+        pingpong.elapsed().as_millis()
+    );
 
     // What the client got, against the hosts' runs and address holdings.
     let spans = c.spans();

@@ -193,7 +193,11 @@ impl Cluster {
         self.hosts
             .iter()
             .zip(&self.spans)
-            .map(|(h, p)| (h.name().to_string(), hosts::read_spans(p)))
+            .map(|(h, p)| {
+                let mut spans = hosts::read_spans(p);
+                close_lost_stops(h, &mut spans);
+                (h.name().to_string(), spans)
+            })
             .collect()
     }
 
@@ -318,4 +322,31 @@ pub fn group_prop(h: &Host, prop: &str) -> String {
 /// Time from `t0` to `started`, both realtime ns.
 pub fn elapsed(t0: u64, started: u64) -> Duration {
     Duration::from_nanos(started.saturating_sub(t0))
+}
+
+/// Closes the runs of web.service on `host` whose `stop` line never came although the service
+/// started again later: the fence's `KillUnit` (`promd fence`, after promd was killed) also
+/// kills a control process, and so the recorder's `ExecStopPost=` when the kill lands during
+/// it. Such a run ended where systemd's journal says web.service stopped between its start and
+/// the next one (an upper bound: systemd logs it once every process is gone); if the journal
+/// does not say, the run stays open and the overlap check reports it.
+fn close_lost_stops(host: &Host, spans: &mut [Span]) {
+    let lost: Vec<usize> = (0..spans.len().saturating_sub(1))
+        .filter(|&k| spans[k].stop_ns.is_none())
+        .collect();
+    let Some(&first) = lost.first() else {
+        return;
+    };
+    let stops = hosts::journal_stops(host, "web.service", spans[first].start_ns);
+    for k in lost {
+        let (start, next) = (spans[k].start_ns, spans[k + 1].start_ns);
+        if let Some(&end) = stops.iter().find(|&&t| t >= start && t <= next) {
+            spans[k].stop_ns = Some(end);
+            eprintln!(
+                "{}: web.service's run from {start} lost its stop line (killed in \
+                 ExecStopPost=); the journal says it stopped at {end}",
+                host.name()
+            );
+        }
+    }
 }

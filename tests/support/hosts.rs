@@ -1788,6 +1788,41 @@ pub fn read_spans(path: impl AsRef<Path>) -> Vec<Span> {
     spans
 }
 
+/// When systemd's journal on `host` says `unit` stopped (realtime ns, in order), from
+/// `since_ns` on.
+pub fn journal_stops(host: &Host, unit: &str, since_ns: u64) -> Vec<u64> {
+    let since = format!("--since=@{}", since_ns / 1_000_000_000);
+    let out = host.exec_timeout(
+        &[
+            "journalctl",
+            "-q",
+            "-o",
+            "short-unix",
+            "_PID=1",
+            &format!("UNIT={unit}"),
+            &since,
+        ],
+        Duration::from_secs(20),
+    );
+    let stopped = [
+        format!("Stopped {unit}"),
+        format!("{unit}: Deactivated successfully"),
+        format!("{unit}: Failed with result"),
+    ];
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| stopped.iter().any(|s| l.contains(s.as_str())))
+        .filter_map(|l| {
+            let (secs, frac) = l.split_whitespace().next()?.split_once('.')?;
+            let us = format!("{frac:0<6}");
+            Some(
+                secs.parse::<u64>().ok()? * 1_000_000_000
+                    + us.get(..6)?.parse::<u64>().ok()? * 1000,
+            )
+        })
+        .collect()
+}
+
 /// Closes every open span at `at_ns` (e.g. the time the test crashed that host: after
 /// [`Host::crash`] returns, nothing of the host runs any more).
 pub fn close_open_spans(spans: &mut [Span], at_ns: u64) {

@@ -323,7 +323,7 @@ pub(super) fn close_lost_stops(c: &Cluster, all: &mut [HostSpans]) -> usize {
                 .map(|w| (w[0], spans[w[1]].1.start_ns))
                 .collect();
             if !lost.is_empty() {
-                let stops = journal_stops(c, i, unit, spans[lost[0].0].1.start_ns);
+                let stops = hosts::journal_stops(&c.hosts[i], unit, spans[lost[0].0].1.start_ns);
                 for (k, next_start) in lost {
                     let start = spans[k].1.start_ns;
                     let end = stops
@@ -396,41 +396,6 @@ pub(super) fn inactive_since(c: &Cluster, i: usize, unit: &str) -> Option<u64> {
 fn timestamp_ns(line: &str) -> Option<u64> {
     let us = line.trim().strip_prefix("t ")?.parse::<u64>().ok()?;
     (us > 0).then_some(us * 1000)
-}
-
-/// When systemd's journal on host `i` says `unit` stopped (realtime ns, in order), from
-/// `since_ns` on.
-fn journal_stops(c: &Cluster, i: usize, unit: &str, since_ns: u64) -> Vec<u64> {
-    let since = format!("--since=@{}", since_ns / 1_000_000_000);
-    let out = c.hosts[i].exec_timeout(
-        &[
-            "journalctl",
-            "-q",
-            "-o",
-            "short-unix",
-            "_PID=1",
-            &format!("UNIT={unit}"),
-            &since,
-        ],
-        Duration::from_secs(20),
-    );
-    let stopped = [
-        format!("Stopped {unit}"),
-        format!("{unit}: Deactivated successfully"),
-        format!("{unit}: Failed with result"),
-    ];
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| stopped.iter().any(|s| l.contains(s.as_str())))
-        .filter_map(|l| {
-            let (secs, frac) = l.split_whitespace().next()?.split_once('.')?;
-            let us = format!("{frac:0<6}");
-            Some(
-                secs.parse::<u64>().ok()? * 1_000_000_000
-                    + us.get(..6)?.parse::<u64>().ok()? * 1000,
-            )
-        })
-        .collect()
 }
 
 /// A unit name as a label of its D-Bus object path: every byte but `[A-Za-z0-9]` as `_xx`.
