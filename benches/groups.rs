@@ -864,7 +864,7 @@ fn main() {
         );
     }
     println!(
-        "\n| groups | host | READY after | active groups | promd RSS idle (KiB) | CPU idle (% of a core, {} s) |",
+        "\n| groups | host | READY after | active groups | promd RSS idle (MiB) | CPU idle (% of a core, {} s) |",
         WINDOW.as_secs()
     );
     println!("|---|---|---|---|---|---|");
@@ -877,11 +877,18 @@ fn main() {
                 i + 1,
                 cell(&r.ready[i], |d| secs(*d)),
                 cell(f, |(a, _, _)| a.to_string()),
-                cell(f, |(_, rss, _)| rss.to_string()),
+                cell(f, |(_, rss, _)| format!("{:.1}", *rss as f64 / 1024.0)),
                 cell(f, |(_, _, cpu)| format!("{cpu:.2}")),
             );
         }
     }
+    println!(
+        "\nRestarts: promd restarts / of them by its own watchdog, from the start to the end of \
+         the idle window; and at the end, after the cut (the cut host fencing all its groups at once). Elected: etcd's leader \
+         key names another host; active: that host's active target is up. The cut is silent \
+         (every packet of the host dropped); the goal is both within the lease + 1 s = {} s.",
+        LEASE.as_secs() + 1
+    );
     println!(
         "\n| groups | etcd RPCs handled /s per host | lease keep-alives /s per host | RPCs /s per host per group | keep-alives /s per host per group |"
     );
@@ -897,4 +904,11 @@ fn main() {
             cell(&r.store, |(_, k)| format!("{:.3}", k / g)),
         );
     }
+    println!(
+        "\nIdle, over {} s: etcd's count of unary requests (reads, writes, transactions) and of \
+         lease keep-alives, per host. 0 requests: an idle promd does not poll (leaders and \
+         members come by watch); keep-alives: one per lease length shared by all its groups, \
+         every third of it.",
+        WINDOW.as_secs()
+    );
 }
