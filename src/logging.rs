@@ -72,7 +72,14 @@ const HOLDOFF: Duration = Duration::from_secs(5);
 /// `promd_journal_lines_dropped_total`.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
-/// Log lines dropped because journald did not take them in time (see [`init`]), since start.
+/// Count one log line dropped elsewhere: the journal thread's queue was full
+/// (`runtime::journal`).
+pub fn count_dropped_line() {
+    DROPPED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Log lines dropped because journald did not take them in time (see [`init`]), or because
+/// the journal thread's queue was full, since start.
 pub fn dropped_lines() -> u64 {
     DROPPED.load(Ordering::Relaxed)
 }

@@ -2,9 +2,8 @@
 //! replies and signals, journal records, sd_notify. The systemd work is in jobs.rs.
 
 use super::{Drivers, Runtime};
-use crate::agent::{EnvFile, GroupId, Level, Notify, Output, Record};
+use crate::agent::{EnvFile, GroupId, Level, Notify, Output};
 use crate::config::GroupConfig;
-use crate::core::Role;
 use crate::dbus::PromdError;
 use crate::store::{GroupSpec, Progress};
 
@@ -68,7 +67,7 @@ impl Runtime {
                     d.role_changed(&group, old.as_str(), new.as_str(), term, &reason);
                 }
             }
-            Output::Log(record) => emit(&record),
+            Output::Log(record) => self.journal.send(record),
             Output::Notify(n) => {
                 let now = std::time::Instant::now();
                 match n {
@@ -140,7 +139,7 @@ impl Runtime {
         if let Err(e) = &written {
             let text = format!("cannot write the unit environment: {e}");
             if let Some(r) = self.agent.group_record(id, level, &text) {
-                emit(&r);
+                self.journal.send(r);
             }
         }
         written.is_ok()
@@ -164,33 +163,5 @@ impl Runtime {
                 }
             });
         }
-    }
-}
-
-/// A journal record, with its `MESSAGE_ID` and `PROMD_*` fields (those it has).
-pub(super) fn emit(r: &Record) {
-    let f = &r.fields;
-    let role = f.role.map(Role::as_str);
-    let old_role = f.old_role.map(Role::as_str);
-    macro_rules! at {
-        ($level:ident) => {
-            tracing::$level!(
-                MESSAGE_ID = r.message_id,
-                PROMD_GROUP = f.group.as_deref(),
-                PROMD_ROLE = role,
-                PROMD_OLD_ROLE = old_role,
-                PROMD_TERM = f.term,
-                PROMD_LEADER = f.leader.as_deref(),
-                PROMD_REASON = f.reason.as_deref(),
-                PROMD_NODE = f.node.as_deref(),
-                "{}",
-                r.text
-            )
-        };
-    }
-    match r.level {
-        Level::Error => at!(error),
-        Level::Warn => at!(warn),
-        Level::Info => at!(info),
     }
 }

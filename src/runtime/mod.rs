@@ -20,6 +20,7 @@
 
 mod carry;
 mod jobs;
+mod journal;
 mod terms;
 
 use std::collections::{BTreeMap, HashMap};
@@ -110,6 +111,9 @@ pub struct Runtime {
     status: StatusPace,
     /// Pings the watchdog from its own thread, up to the horizon published after each step.
     keeper: Keeper,
+    /// Writes the agent's journal records from its own thread: the loop never waits on
+    /// journald.
+    journal: journal::Journal,
     /// When to report the store tasks' ages ([`Input::StoreAges`]).
     store_check: Interval,
     /// Store checks so far (for [`Runtime::tidy_now_and_then`]).
@@ -194,6 +198,7 @@ impl Runtime {
             systemd,
             store,
             keeper,
+            journal: journal::Journal::start(),
             store_check: store_check_interval(),
             checks: 0,
             notifier,
@@ -306,6 +311,7 @@ impl Runtime {
         }
         self.finish_store_tasks().await;
         self.terms.finish();
+        self.journal.finish(Duration::from_secs(2));
         Ok(self.agent.refused().map(str::to_string))
     }
 

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use tokio::sync::mpsc;
 
 use super::Runtime;
-use super::carry::emit;
 use crate::agent::{GroupId, Input, JobDone, JobOrder, Level, Record};
 use crate::core::Role;
 use crate::termfloor::{Kept, TermFloorError, TermFloors, TermWriter};
@@ -128,7 +127,7 @@ impl Runtime {
                 Err(e) => {
                     // Asked again by the next start, or the next higher term.
                     self.terms.asked.remove(&k.group);
-                    emit(&Record {
+                    self.journal.send(Record {
                         fields: crate::agent::Fields {
                             group: Some(k.group.clone()),
                             term: Some(k.term),
@@ -164,7 +163,7 @@ impl Runtime {
             {
                 let text = format!("not starting the active target: {e}");
                 if let Some(r) = self.agent.group_record(id, Level::Error, &text) {
-                    emit(&r);
+                    self.journal.send(r);
                 }
                 let _ = self
                     .inputs_tx
