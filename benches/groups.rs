@@ -4,7 +4,9 @@
 //! `flock /tmp/promd-system-tests.lock cargo bench --bench groups` (root).
 //! `PROMD_BENCH_GROUPS` (default "1,10,100") sets the group counts; each count gets a fresh
 //! etcd and fresh hosts; `PROMD_BENCH_PERF=DIR` also profiles one host's idle promd's CPU
-//! ([`perf_record`]), `PROMD_BENCH_HEAP=DIR` its heap ([`heap_profile_start`]). Every group `gN` has its own (empty) targets `gN-active.target` and
+//! ([`perf_record`]), `PROMD_BENCH_HEAP=DIR` its heap ([`heap_profile_start`]),
+//! `PROMD_BENCH_JOURNAL=DIR` keeps each host's journal (`DIR/GROUPS-HOST.journal`, monotonic
+//! time stamps) for a look at the cut. Every group `gN` has its own (empty) targets `gN-active.target` and
 //! `gN-passive.target`, a 4 s lease, and promd runs as the shipped `promd.service` (its
 //! watchdog, which promd fits to the lease itself). Per count:
 //! - start-up: from `systemctl start promd` on all hosts (issued at once) to promd READY on
@@ -770,6 +772,13 @@ fn run_count(groups: usize) -> Row {
     hosts[victim].heal();
     // Hints at where the time went (stderr only): store trouble and fencing promd logged.
     for h in &hosts {
+        if let Some(dir) = std::env::var_os("PROMD_BENCH_JOURNAL") {
+            let file = std::path::Path::new(&dir).join(format!("{groups}-{}.journal", h.name()));
+            let all = h.journal(&["-o", "short-monotonic"]);
+            if let Err(e) = std::fs::write(&file, all) {
+                eprintln!("PROMD_BENCH_JOURNAL: {}: {e}", file.display());
+            }
+        }
         let log = h.journal(&["-u", "promd.service", "-o", "cat"]);
         let count = |s: &str| log.lines().filter(|l| l.contains(s)).count();
         eprintln!(
