@@ -1,7 +1,7 @@
 //! Carrying out the agent's outputs: drivers opened and closed, store commands, D-Bus
 //! replies and signals, journal records, sd_notify. The systemd work is in jobs.rs.
 
-use super::{Drivers, Runtime};
+use super::{Drivers, Runtime, StopWalk};
 use crate::agent::{EnvFile, GroupId, Level, Notify, Output};
 use crate::config::GroupConfig;
 use crate::dbus::PromdError;
@@ -114,6 +114,7 @@ impl Runtime {
                 start: None,
                 restarts: Vec::new(),
                 kills: Vec::new(),
+                stop_walk: StopWalk::default(),
                 health_task: None,
                 watch_task: None,
             },

@@ -48,6 +48,8 @@ use crate::termfloor::{Kept, TermFloors};
 use crate::watch::WatchEvent;
 use crate::watchdog::Keeper;
 
+pub(crate) use jobs::StopWalk;
+
 /// promd's exit status when it refuses to go on at run time (another host uses its `node`):
 /// `EX_CONFIG`, which `promd.service` lists in `RestartPreventExitStatus=`.
 pub const EXIT_REFUSED: u8 = 78;
@@ -69,6 +71,9 @@ struct Drivers {
     restarts: Vec<tokio::task::AbortHandle>,
     /// Kills not yet carried out ([`crate::core::Cancels::kills`]).
     kills: Vec<tokio::task::AbortHandle>,
+    /// What the walk of the latest stop found, once it has ([`Runtime::kill`] kills it
+    /// without walking again).
+    stop_walk: StopWalk,
     health_task: Option<tokio::task::AbortHandle>,
     /// The task that follows the group's units; replaced when its closure changes, aborted
     /// when the group leaves.

@@ -9,8 +9,8 @@
 //! awaiting a reply per connection (`LimitsExceeded`, its `max_replies_per_connection`): calls
 //! pass a gate of [`NORMAL_CALLS`] in flight, and the work of a fence (stops and kills, see
 //! [`Systemd::urgent`]) a gate of its own of [`URGENT_CALLS`], so that it never queues behind
-//! start-up reads. Jobs are gated too ([`NORMAL_JOBS`], [`URGENT_JOBS`] from the call that
-//! queues a job to its end): PID 1 adds a D-Bus match rule for the client of every job it
+//! start-up reads. Jobs are gated too ([`ALL_JOBS`], of them [`NORMAL_JOBS`] outside a fence,
+//! from the call that queues a job to its end): PID 1 adds a D-Bus match rule for the client of every job it
 //! queues, dbus-daemon allows it 512 (`max_match_rules_per_connection`), and past that PID 1
 //! drops its bus connection ("Got disconnect on API bus"), failing every call in flight.
 //! Groups that change drop-ins at once share one `daemon-reload`
@@ -21,6 +21,7 @@ pub mod address;
 pub mod closure;
 pub mod dropin;
 mod env;
+pub mod listing;
 pub mod signals;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -59,19 +60,58 @@ pub const NORMAL_CALLS: usize = 48;
 /// Calls in flight at most for stops and kills ([`Systemd::urgent`]).
 pub const URGENT_CALLS: usize = 24;
 
-/// systemd jobs (start, stop, restart) in flight at most, from the call that queues one until
-/// its end, outside a fence's stops. PID 1 tracks the client of each job it queues over D-Bus
-/// with a match rule of its own (to tell it the result, and to forget it when it leaves), and
-/// dbus-daemon's system bus allows PID 1's connection 512 match rules
-/// (`max_match_rules_per_connection`). At 1,000 groups promd queued more jobs than that at
-/// start-up: PID 1 was refused a match rule and dropped its bus connection, every call in
-/// flight failed with `NoReply`, and the groups whose passive start failed that way stayed
-/// ineligible. With [`URGENT_JOBS`], half the limit, so that operators' `systemctl` and other
-/// clients keep the rest.
+/// systemd jobs (start, stop, restart) promd has in flight at most, from the call that queues
+/// one until its end. PID 1 tracks the client of each job it queues over D-Bus with a match
+/// rule of its own (to tell it the result, and to forget it when it leaves), and dbus-daemon's
+/// system bus allows PID 1's connection 512 match rules (`max_match_rules_per_connection`).
+/// At 1,000 groups promd queued more jobs than that at start-up: PID 1 was refused a match
+/// rule and dropped its bus connection, every call in flight failed with `NoReply`, and the
+/// groups whose passive start failed that way stayed ineligible. Three quarters of the limit:
+/// operators' `systemctl` and other clients keep the rest.
+pub const ALL_JOBS: usize = 384;
+
+/// Of [`ALL_JOBS`], the jobs in flight at most outside a fence's stops, so that a fence always
+/// finds [`ALL_JOBS`] ` - NORMAL_JOBS` places free at once, and the rest as the other jobs
+/// end. A fence's stops ([`Systemd::urgent`]) may take every place: a host that fences
+/// hundreds of groups at once (cut off the store) has its stops confirmed by the hang
+/// deadline only if PID 1 gets them in as few rounds as it can. With the fence held to 128
+/// places, a cut host's 383 stops went to PID 1 in three rounds of 128, ~150 ms each, and the
+/// last was confirmed past the hang deadline: its watchdog fired (docs/safety.md).
 pub const NORMAL_JOBS: usize = 128;
 
-/// Jobs in flight at most for a fence's stops ([`Systemd::urgent`]), beside [`NORMAL_JOBS`].
-pub const URGENT_JOBS: usize = 128;
+/// A unit's object path under PID 1: `/org/freedesktop/systemd1/unit/` and the name with every
+/// byte that is not a letter (or a digit, past the first) written `_xx` in lowercase hex, as
+/// systemd's `bus_label_escape` does (`web-active.target` is `web_2dactive_2etarget`).
+/// `None` only if that is no valid object path, which cannot happen.
+pub fn unit_object_path(unit: &str) -> Option<OwnedObjectPath> {
+    let mut label = String::with_capacity(unit.len() * 3);
+    for (i, b) in unit.bytes().enumerate() {
+        if b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit()) {
+            label.push(char::from(b));
+        } else {
+            label.push('_');
+            label.push_str(&format!("{b:02x}"));
+        }
+    }
+    if label.is_empty() {
+        label.push('_');
+    }
+    OwnedObjectPath::try_from(format!("{}/{label}", signals::UNIT_PATHS)).ok()
+}
+
+/// A stop job systemd queued: the unit waited for (the stop's own, or the
+/// `promd-stop-UNIT.target` that stops it by dependency) and the job; `None` when there was
+/// nothing to stop. Holds the job's places until its result.
+struct QueuedStop {
+    _slot: JobSlot,
+    job: Option<(String, OwnedObjectPath, JobKind)>,
+}
+
+/// The places a job in flight holds ([`Systemd::job_slot`]); dropping it frees them.
+struct JobSlot {
+    _normal: Option<tokio::sync::OwnedSemaphorePermit>,
+    _all: Option<tokio::sync::OwnedSemaphorePermit>,
+}
 
 /// How often a job wait checks that its job still exists (a lost `JobRemoved` signal).
 const JOB_POLL: Duration = Duration::from_secs(2);
@@ -129,6 +169,10 @@ pub enum SystemdError {
     /// caller gets its own copy).
     #[error("daemon-reload: {0}")]
     Reload(String),
+    /// A `ListUnitsByNames` shared by several callers failed ([`listing`]; the reason in
+    /// words, as for [`SystemdError::Reload`]).
+    #[error("ListUnitsByNames: {0}")]
+    Listed(String),
     /// The `JobRemoved` signal stream ended. Nothing returns it at present: job waits poll
     /// the job instead (see the module's documentation).
     #[error("the JobRemoved signal stream ended")]
@@ -178,12 +222,17 @@ pub struct Systemd {
     gate: Arc<Semaphore>,
     /// The other one, for [`Systemd::urgent`].
     urgent_gate: Arc<Semaphore>,
-    /// The gate this handle's jobs pass ([`NORMAL_JOBS`] or [`URGENT_JOBS`]), held from the
-    /// call that queues a job until its end.
-    job_gate: Arc<Semaphore>,
-    /// The other one, for [`Systemd::urgent`].
-    urgent_job_gate: Arc<Semaphore>,
+    /// The places for jobs outside a fence ([`NORMAL_JOBS`]), held from the call that
+    /// queues a job until its end; `None` for [`Systemd::urgent`], whose jobs pass only
+    /// [`Self::all_jobs`].
+    job_gate: Option<Arc<Semaphore>>,
+    /// The places for every job ([`ALL_JOBS`]), held as [`Self::job_gate`].
+    all_jobs: Arc<Semaphore>,
     reloads: mpsc::UnboundedSender<ReloadRequest>,
+    /// This handle's shared `ListUnitsByNames` ([`listing`]), through its call gate.
+    lister: listing::Lister,
+    /// The other one, for [`Systemd::urgent`].
+    urgent_lister: listing::Lister,
     /// The binding drop-ins under [`RUNTIME_UNIT_DIR`], by group.
     bindings: Arc<Mutex<dropin::Bindings>>,
 }
@@ -234,14 +283,19 @@ impl Systemd {
             normal_gate.clone(),
             requests,
         ));
+        let urgent_gate = Arc::new(Semaphore::new(URGENT_CALLS));
+        let lister = lister_on(&manager, &normal_gate);
+        let urgent_lister = lister_on(&manager, &urgent_gate);
         Ok(Systemd {
             manager,
             conn,
             jobs,
             gate: normal_gate,
-            urgent_gate: Arc::new(Semaphore::new(URGENT_CALLS)),
-            job_gate: Arc::new(Semaphore::new(NORMAL_JOBS)),
-            urgent_job_gate: Arc::new(Semaphore::new(URGENT_JOBS)),
+            urgent_gate,
+            lister,
+            urgent_lister,
+            job_gate: Some(Arc::new(Semaphore::new(NORMAL_JOBS))),
+            all_jobs: Arc::new(Semaphore::new(ALL_JOBS)),
             reloads,
             bindings: Arc::new(Mutex::new(dropin::Bindings::new(RUNTIME_UNIT_DIR))),
         })
@@ -249,19 +303,29 @@ impl Systemd {
 
     /// This connection for a fence's stops and kills: its calls pass a gate of their own
     /// ([`URGENT_CALLS`]), so hundreds of groups reading their units at start-up cannot delay
-    /// them.
+    /// them, and its jobs may take every place of [`ALL_JOBS`].
     pub fn urgent(&self) -> Systemd {
         let mut urgent = self.clone();
         urgent.gate = self.urgent_gate.clone();
-        urgent.job_gate = self.urgent_job_gate.clone();
+        urgent.lister = self.urgent_lister.clone();
+        urgent.job_gate = None;
         urgent
     }
 
-    /// A place for one more job in flight through this handle's job gate ([`NORMAL_JOBS`]):
-    /// held until the job has ended. The semaphore is never closed; were it closed, the job
-    /// goes ahead ungated rather than failing a group.
-    async fn job_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.job_gate.clone().acquire_owned().await.ok()
+    /// A place for one more job in flight ([`NORMAL_JOBS`] through a normal handle, then
+    /// [`ALL_JOBS`]): held until the job has ended. The semaphores are never closed; were one
+    /// closed, the job goes ahead without its place rather than failing a group.
+    async fn job_slot(&self) -> JobSlot {
+        // The normal place first: a start waiting for one holds none of the fence's.
+        let normal = match &self.job_gate {
+            Some(gate) => gate.clone().acquire_owned().await.ok(),
+            None => None,
+        };
+        let all = self.all_jobs.clone().acquire_owned().await.ok();
+        JobSlot {
+            _normal: normal,
+            _all: all,
+        }
     }
 
     /// A call through this handle's gate, with [`CALL_TIMEOUT`] counted from the moment it
@@ -307,16 +371,23 @@ impl Systemd {
     /// - a unit with `RefuseManualStop=yes` is stopped by dependency (`promd-stop-UNIT.target`);
     /// - a job that ends `canceled`, `failed` or `timeout` is an error: the caller retries.
     pub async fn stop(&self, unit: &str) -> Result<(), SystemdError> {
-        let _slot = self.job_slot().await;
+        let queued = self.queue_stop(unit).await?;
+        self.finish_stop(queued).await
+    }
+
+    /// The first half of [`Systemd::stop`]: the stop job queued (or nothing to queue), with
+    /// its place held.
+    async fn queue_stop(&self, unit: &str) -> Result<QueuedStop, SystemdError> {
+        let slot = self.job_slot().await;
         let queued = self
             .timed(
                 &format!("StopUnit {unit}"),
                 self.manager.stop_unit(unit.to_string(), "replace".into()),
             )
             .await;
-        match queued {
-            Ok(job) => self.wait(unit, job, JobKind::Stop).await,
-            Err(e) if e.method_error() == Some(NO_SUCH_UNIT) => Ok(()),
+        let job = match queued {
+            Ok(job) => Some((unit.to_string(), job, JobKind::Stop)),
+            Err(e) if e.method_error() == Some(NO_SUCH_UNIT) => None,
             Err(e) if e.method_error() == Some(ONLY_BY_DEPENDENCY) => {
                 if dropin::write_stop_unit(Path::new(RUNTIME_UNIT_DIR), unit)? {
                     self.reload().await?;
@@ -328,9 +399,18 @@ impl Systemd {
                         self.manager.start_unit(by.clone(), "replace".into()),
                     )
                     .await?;
-                self.wait(&by, job, JobKind::Start).await
+                Some((by, job, JobKind::Start))
             }
-            Err(e) => Err(e),
+            Err(e) => return Err(e),
+        };
+        Ok(QueuedStop { _slot: slot, job })
+    }
+
+    /// The second half of [`Systemd::stop`]: the queued job's result.
+    async fn finish_stop(&self, queued: QueuedStop) -> Result<(), SystemdError> {
+        match queued.job {
+            Some((unit, job, kind)) => self.wait(&unit, job, kind).await,
+            None => Ok(()),
         }
     }
 
@@ -457,13 +537,30 @@ impl Systemd {
         .await
     }
 
-    /// What the closure walk needs to know about a unit: one LoadUnit, one GetAll of its
-    /// `Unit` interface, and for units with processes one of its type's interface.
+    /// What the closure walk needs to know about a unit: one GetAll of its `Unit` interface,
+    /// and for units with processes one of its type's interface. The unit's object path is
+    /// its name escaped ([`unit_object_path`]); PID 1 loads a unit that a call on its path
+    /// names, as `LoadUnit` would (`find_unit` in systemd's `dbus-unit.c`), which saves a
+    /// call per unit: at a fence of hundreds of groups, each walk's calls go to PID 1 ahead
+    /// of the stop jobs it has yet to run. Should that call fail, `LoadUnit` is asked for the
+    /// path, as before.
     pub async fn unit_info(&self, unit: &str) -> Result<UnitInfo, SystemdError> {
-        let path = self.load(unit).await?;
-        let props = self
-            .properties(unit, &path, "org.freedesktop.systemd1.Unit")
-            .await?;
+        const UNIT: &str = "org.freedesktop.systemd1.Unit";
+        let guessed = match unit_object_path(unit) {
+            Some(path) => match self.properties(unit, &path, UNIT).await {
+                Ok(props) => Some((path, props)),
+                Err(_) => None,
+            },
+            None => None,
+        };
+        let (path, props) = match guessed {
+            Some(found) => found,
+            None => {
+                let path = self.load(unit).await?;
+                let props = self.properties(unit, &path, UNIT).await?;
+                (path, props)
+            }
+        };
         let list = |key: &str| -> Vec<String> {
             props
                 .get(key)
@@ -602,25 +699,10 @@ impl Systemd {
         if units.is_empty() {
             return Ok(HashMap::new());
         }
-        let listed = self
-            .timed(
-                "ListUnitsByNames",
-                self.manager.list_units_by_names(units.to_vec()),
-            )
-            .await?;
-        Ok(listed
-            .into_iter()
-            .map(|(name, _, _, active, sub, _, _, job, _, _)| {
-                (
-                    name,
-                    UnitState {
-                        active,
-                        sub,
-                        job_queued: job != 0,
-                    },
-                )
-            })
-            .collect())
+        self.lister
+            .list(units.to_vec())
+            .await
+            .map_err(SystemdError::Listed)
     }
 
     /// [`Systemd::not_up`] for the check right after the active target started: a unit that
@@ -672,6 +754,17 @@ impl Systemd {
     /// groups check that nothing of a previous run is left: one call each, not one per
     /// unit). The first error is returned (after every stop was tried): the caller retries.
     pub async fn stop_all(&self, units: &[String]) -> Result<(), SystemdError> {
+        self.stop_all_then(units, || ()).await
+    }
+
+    /// [`Systemd::stop_all`], calling `queued` once systemd has every stop job queued (or
+    /// refused it), before their results: a caller that has more to ask of PID 1 asks it then,
+    /// not ahead of the stops (PID 1 answers its bus before it runs its job queue).
+    pub async fn stop_all_then(
+        &self,
+        units: &[String],
+        queued: impl FnOnce(),
+    ) -> Result<(), SystemdError> {
         let before = self.states(units).await.unwrap_or_default();
         let running: Vec<&String> = units
             .iter()
@@ -681,7 +774,15 @@ impl Systemd {
                     .is_none_or(|s| !is_down(&s.active) || s.job_queued)
             })
             .collect();
-        let stops = join_all(running.iter().map(|u| self.stop(u))).await;
+        let jobs = join_all(running.iter().map(|u| self.queue_stop(u))).await;
+        queued();
+        let stops = join_all(jobs.into_iter().map(|job| async {
+            match job {
+                Ok(job) => self.finish_stop(job).await,
+                Err(e) => Err(e),
+            }
+        }))
+        .await;
         let mut first_error = None;
         for (unit, result) in running.iter().zip(stops) {
             if let Err(e) = result {
@@ -835,7 +936,7 @@ const SUBSCRIBE_RETRY_MAX: Duration = Duration::from_secs(5);
 /// `org.freedesktop.systemd1`) and subscribe to its signals again each time it is back.
 ///
 /// PID 1 drops its bus connection when dbus-daemon refuses it a match rule ("Got disconnect on
-/// API bus"; see [`NORMAL_JOBS`]) or dbus-daemon restarts, and reconnects at once; the
+/// API bus"; see [`ALL_JOBS`]) or dbus-daemon restarts, and reconnects at once; the
 /// clients' `Subscribe()` are gone with the connection (a `daemon-reexec` keeps them), and
 /// without one PID 1 sends no unit signal at all, and job signals only for the jobs a client
 /// queued itself. promd would hear of no unit change any more: a crash neither restarted in
@@ -902,6 +1003,34 @@ async fn subscribe_again(conn: &Connection, back: &zbus::Message) {
 
 /// Carry out reload requests in batches: wait for one, take every request queued by then,
 /// reload once, answer them all. Ends when every [`Systemd`] handle is gone.
+/// A [`listing::Lister`] whose calls pass `gate`.
+fn lister_on(manager: &ManagerProxy<'static>, gate: &Arc<Semaphore>) -> listing::Lister {
+    let (manager, gate) = (manager.clone(), gate.clone());
+    listing::Lister::spawn(move |names: Vec<String>| {
+        let (manager, gate) = (manager.clone(), gate.clone());
+        async move {
+            let listed = gated(
+                &gate,
+                "ListUnitsByNames",
+                manager.list_units_by_names(names),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            Ok(listed
+                .into_iter()
+                .map(|(name, _, _, active, sub, _, _, job, _, _)| {
+                    let state = UnitState {
+                        active,
+                        sub,
+                        job_queued: job != 0,
+                    };
+                    (name, state)
+                })
+                .collect())
+        }
+    })
+}
+
 async fn reload_batches(
     manager: ManagerProxy<'static>,
     gate: Arc<Semaphore>,
@@ -1080,4 +1209,27 @@ pub async fn fence_all() -> Result<Vec<String>, SystemdError> {
         }
     }
     Ok(killed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_object_paths_are_escaped_as_systemd_escapes_them() {
+        let path = |u: &str| unit_object_path(u).map(|p| p.as_str().to_string());
+        assert_eq!(
+            path("web-active.target").as_deref(),
+            Some("/org/freedesktop/systemd1/unit/web_2dactive_2etarget")
+        );
+        // A digit is kept past the first byte only; `_`, `@` and `\` are escaped too.
+        assert_eq!(
+            path(r"9db_main@a\x2db.service").as_deref(),
+            Some("/org/freedesktop/systemd1/unit/_39db_5fmain_40a_5cx2db_2eservice")
+        );
+        assert_eq!(
+            path("").as_deref(),
+            Some("/org/freedesktop/systemd1/unit/_")
+        );
+    }
 }
