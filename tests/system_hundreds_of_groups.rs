@@ -407,4 +407,13 @@ fn two_hundred_groups_start_stay_up_and_fail_over_together_without_overlap() {
         "the cut host {}: promd restarted {n} times ({kills} by the watchdog)",
         names[victim]
     );
+    // `PROMD_TEST_JOURNAL=DIR`: the cut host's journal (monotonic time stamps), for a look at
+    // its fence.
+    if let Some(dir) = std::env::var_os("PROMD_TEST_JOURNAL") {
+        let file = std::path::Path::new(&dir).join(format!("{}.journal", names[victim]));
+        let all = hosts[victim].journal(&["-o", "short-monotonic"]);
+        if let Err(e) = std::fs::write(&file, all) {
+            eprintln!("PROMD_TEST_JOURNAL: {}: {e}", file.display());
+        }
+    }
 }
