@@ -143,9 +143,14 @@ impl Runtime {
                                 .await
                         }
                     };
+                    // Only once the closure was walked: a stop before that (start-up's, of
+                    // the units a previous run may have left) has nothing known to stop but
+                    // the target, and its walk is what finds the rest.
                     let walk_after = async {
-                        // A stop that ended before it queued anything drops the sender.
-                        let _ = queued_rx.await;
+                        if walked {
+                            // A stop that ended before it queued anything drops the sender.
+                            let _ = queued_rx.await;
+                        }
                     };
                     // A walk that failed leaves the units the target gained since unknown, so
                     // the stop cannot say that everything is down: it fails (the core kills,
