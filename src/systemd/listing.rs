@@ -159,8 +159,13 @@ mod tests {
         (lister, calls, release)
     }
 
-    #[tokio::test]
-    async fn callers_waiting_behind_a_call_share_the_next_one_and_get_their_own_units() {
+    /// The fake, with a first call for `a.service` under way (held until released).
+    async fn a_call_under_way() -> (
+        Lister,
+        Calls,
+        Arc<tokio::sync::Notify>,
+        tokio::task::JoinHandle<Result<HashMap<String, UnitState>, String>>,
+    ) {
         let (lister, calls, release) = fake();
         let first = tokio::spawn({
             let l = lister.clone();
@@ -169,6 +174,12 @@ mod tests {
         while calls.lock().unwrap().is_empty() {
             tokio::task::yield_now().await;
         }
+        (lister, calls, release, first)
+    }
+
+    #[tokio::test]
+    async fn callers_waiting_behind_a_call_share_the_next_one_and_get_their_own_units() {
+        let (lister, calls, release, first) = a_call_under_way().await;
         let waiting: Vec<_> = ["a.service", "b.service", "gone.service"]
             .into_iter()
             .map(|u| {
@@ -229,14 +240,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_stops_short_of_the_name_limit() {
-        let (lister, calls, release) = fake();
-        let first = tokio::spawn({
-            let l = lister.clone();
-            async move { l.list(vec!["a.service".into()]).await }
-        });
-        while calls.lock().unwrap().is_empty() {
-            tokio::task::yield_now().await;
-        }
+        let (lister, calls, release, first) = a_call_under_way().await;
         let big: Vec<String> = (0..MAX_NAMES).map(|i| format!("u{i}.service")).collect();
         let (small, large) = (lister.clone(), lister.clone());
         let s = tokio::spawn(async move { small.list(vec!["b.service".into()]).await });
