@@ -7,6 +7,12 @@
 //! Override flag and the target link-layer address (RFC 4861 §7.2.6). Both are sent a few
 //! times (a frame can be lost), like keepalived's `garp_master_repeat`.
 //!
+//! For IPv4 it first turns on the interface's `promote_secondaries`
+//! (`/proc/sys/net/ipv4/conf/INTERFACE/promote_secondaries`), as keepalived does: with it off
+//! (the kernel's default), deleting an interface's primary address of a subnet deletes every
+//! other address of that subnet with it, so a demotion of one group removed another group's
+//! floating address (or the host's own) from the same interface, silently.
+//!
 //! Why our own sender: iputils `arping -U` waits a second per frame and takes whole seconds
 //! between repeats, and Debian 12 has no tool for unsolicited advertisements (ndisc6 carries
 //! none). The frames are built here, pure and tested; the sending is one `AF_PACKET` socket,
@@ -140,8 +146,22 @@ fn interface_mac(interface: &str) -> Result<[u8; 6], AnnounceError> {
         .ok_or_else(|| bad("no such interface, or it has no Ethernet address".into()))
 }
 
-/// Send the announcement of `ip` on `interface` [`REPEATS`] times, [`INTERVAL`] apart.
+/// Keep the other addresses of a subnet when its primary address on `interface` is deleted
+/// (see the module's documentation). A failure is reported and the announcement goes on.
+pub fn keep_secondaries(interface: &str) -> std::io::Result<()> {
+    // Interface names hold no `/` (the configuration refuses them) nor `..`.
+    let path = format!("/proc/sys/net/ipv4/conf/{interface}/promote_secondaries");
+    std::fs::write(path, "1")
+}
+
+/// Send the announcement of `ip` on `interface` [`REPEATS`] times, [`INTERVAL`] apart (for
+/// IPv4 after [`keep_secondaries`]).
 pub fn announce(ip: IpAddr, interface: &str) -> Result<(), AnnounceError> {
+    if ip.is_ipv4()
+        && let Err(e) = keep_secondaries(interface)
+    {
+        eprintln!("promd announce: {interface}: turning promote_secondaries on: {e}");
+    }
     let mac = interface_mac(interface)?;
     let index = nix::net::if_::if_nametoindex(interface).map_err(|e| AnnounceError::Interface {
         interface: interface.to_string(),

@@ -64,13 +64,18 @@ fn the_floating_address_follows_the_active_host_and_is_never_on_two() {
     let (netns, macs, monitors) = (&seg.netns, &seg.macs, &seg.monitors);
     let vips = Segment::vips();
 
-    let extra = format!("addresses = [\"{VIP4}/24 dev lan0\", \"{VIP6}/64 dev lan0\"]\n");
+    // A third address in a subnet no host has: on the active host it is that subnet's
+    // primary address, with another one beside it below.
+    let extra = format!(
+        "addresses = [\"{VIP4}/24 dev lan0\", \"{VIP6}/64 dev lan0\", \"{PRIMARY}/24 dev lan0\"]\n"
+    );
     let c = Cluster::boot_with(&net, StoreKind::Etcd(&etcd), LEASE, &extra, |i, spec| {
         haproxy::web_host(spec, net.host_ip(i));
         spec.capability("CAP_NET_ADMIN");
     });
     let active = c.wait_one_active(None, Duration::from_secs(60));
     wait_addresses_on(&c, netns, active, &vips);
+    secondaries_outlive_the_floating_primary(&c, netns, active, &vips);
 
     let probes: Vec<OwnerProbe> = vips
         .iter()
@@ -157,6 +162,58 @@ fn the_floating_address_follows_the_active_host_and_is_never_on_two() {
 /// A client in `stale_ns` whose neighbour cache names `old_mac` (the host that held `vips`
 /// before `fault`, pinned there as a cache that missed every announcement would) is refused at
 /// once: that host answers its SYN with a reset, although it no longer has the address.
+/// The floating address that is its subnet's primary on `lan0`.
+const PRIMARY: &str = "198.51.100.10";
+/// Another address of that subnet, added by hand (another group's, or the host's own).
+const SECONDARY: &str = "198.51.100.20";
+
+/// With `promote_secondaries` off (the kernel's default), deleting a subnet's primary address
+/// deletes the interface's other addresses of that subnet with it: a demotion of one group
+/// took another group's floating address from the host. The address units turn it on
+/// (`promd announce`); the hand-made address must survive the switchover.
+fn secondaries_outlive_the_floating_primary(
+    c: &Cluster,
+    netns: &[String],
+    active: usize,
+    vips: &[IpAddr],
+) {
+    let primary: IpAddr = PRIMARY.parse().expect("an address");
+    wait_addresses_on(c, netns, active, &[primary]);
+    let ns = &netns[active];
+    let add = format!("{SECONDARY}/24");
+    lan::in_netns(ns, &["ip", "address", "add", &add, "dev", lan::LAN_IF]);
+    let shown = lan::in_netns(ns, &["ip", "-o", "address", "show", "dev", lan::LAN_IF]);
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.contains(&add) && l.contains("secondary")),
+        "{SECONDARY} is not the secondary beside {PRIMARY}:\n{shown}"
+    );
+    c.promote_next(active);
+    let to = c.wait_one_active(Some(active), Duration::from_secs(60));
+    let mut all = vips.to_vec();
+    all.push(primary);
+    wait_addresses_on(c, netns, to, &all);
+    let left = lan::in_netns(ns, &["ip", "-o", "address", "show", "dev", lan::LAN_IF]);
+    // The host's own again before the assertion (it may be gone already: the bug).
+    let _ = std::process::Command::new("nsenter")
+        .args([
+            &format!("--net=/run/netns/{ns}"),
+            "ip",
+            "address",
+            "del",
+            &add,
+        ])
+        .args(["dev", lan::LAN_IF])
+        .status();
+    assert!(
+        left.contains(&add),
+        "{SECONDARY} went with {PRIMARY} when {} handed the role over:\n{left}\n{}",
+        c.hosts[active].name(),
+        c.hosts[active].journal(&["-u", "promd-address-*", "-o", "cat"])
+    );
+}
+
 fn stale_clients_are_refused(stale_ns: &str, old_mac: &str, vips: &[IpAddr], fault: Fault) {
     for &ip in vips {
         let pin = |verb: &str| {

@@ -60,7 +60,9 @@ pub fn unit_text(group: &str, address: &Address, promd: &Path) -> String {
          Type=exec\n\
          RemainAfterExit=yes\n\
          ExecStartPre=ip address replace {cidr} dev {dev}{nodad}\n\
-         # A lost announcement only delays clients whose caches still name the old host.\n\
+         # A lost announcement only delays clients whose caches still name the old host. For\n\
+         # IPv4 it also turns on {dev}'s promote_secondaries: deleting this address must not\n\
+         # delete the interface's other addresses of its subnet.\n\
          ExecStart=-{promd} announce {cidr} dev {dev}\n\
          # Inert while the address is here; refuses from the instant it is deleted.\n\
          ExecStartPost=-{promd} refuse --held {cidr} dev {dev}\n\

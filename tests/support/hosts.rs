@@ -995,6 +995,10 @@ impl Host {
             &format!("--bind={}:/etc", etc.display()),
             &format!("--bind-ro={}:/usr/local/bin", bin.display()),
         ]);
+        // /proc/sys/net writable, as on a machine of its own: the network namespace is the
+        // test's, made for this host alone (promd's address units turn on an interface's
+        // `promote_secondaries` there).
+        cmd.env("SYSTEMD_NSPAWN_API_VFS_WRITABLE", "network");
         // Only the outermost folders: a bound folder already shows everything below it.
         let outermost: Vec<&PathBuf> = extra_dirs
             .iter()
