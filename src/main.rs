@@ -128,13 +128,15 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Ok(Command::Refuse { address, held }) => match promd::refuse::refuse(address.ip, held) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("<4>promd refuse {}: {e}", address.ip);
-                ExitCode::FAILURE
+        Ok(Command::Refuse { address, held }) => {
+            match promd::refuse::refuse(address.ip, &address.interface, held) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("<4>promd refuse {}: {e}", address.ip);
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Ok(Command::Run(path)) => run(&path),
         Err(e) => {
             eprintln!("promd: {e}\n{USAGE}");

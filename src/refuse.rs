@@ -14,8 +14,13 @@
 //! 6 of 80 runs of benches/vip.rs before this was so); a reset ends it at once.
 //!
 //! How: one nftables table of promd's own, `inet promd`, with a set of refused addresses per
-//! family, and a chain at the prerouting hook that answers every TCP segment to a refused
-//! address with a TCP reset (a reset itself is never answered) — unless the address is on this host (`fib daddr type local`). So an element is
+//! family, each with the interface it floats on (`ifname . address`), and a chain at the
+//! prerouting hook that answers every TCP segment that arrives on that interface for a refused
+//! address with a TCP reset (a reset itself is never answered) — unless the address is on this
+//! host (`fib daddr type local`). Only segments that arrive on the address's own interface:
+//! a host that routes traffic to the address from its other interfaces (containers, VMs, a
+//! segment behind it) goes on forwarding it to the new holder (a fresh user found the first
+//! version resetting that traffic for a minute after every demotion). So an element is
 //! inert while its address is here: the address unit arms it once it holds the address
 //! (`--held`: no expiry) and the refusal takes over the instant the address is deleted,
 //! however that happens, without a step between the delete and the refusal, and without
@@ -62,38 +67,40 @@ pub enum RefuseError {
 /// rules (so that running it again never adds a rule twice), and puts `ip` in its family's set
 /// afresh (add, delete, add: a plain add leaves an element that is there already as it was,
 /// with kernels before 6.x). One `nft -f` transaction: all of it or nothing.
-pub fn script(ip: IpAddr, duration: Option<Duration>) -> String {
+pub fn script(ip: IpAddr, interface: &str, duration: Option<Duration>) -> String {
     let set = set_of(ip);
+    // Interface names are checked (`config::address`): no quote, space or `/` in them.
+    let key = format!("\"{interface}\" . {ip}");
     let timeout = duration.map_or(String::new(), |d| {
         format!(" timeout {}s", d.as_secs().max(1))
     });
     format!(
         "add table inet {TABLE}\n\
-         add set inet {TABLE} refused4 {{ type ipv4_addr; flags timeout; }}\n\
-         add set inet {TABLE} refused6 {{ type ipv6_addr; flags timeout; }}\n\
+         add set inet {TABLE} refused_on4 {{ type ifname . ipv4_addr; flags timeout; }}\n\
+         add set inet {TABLE} refused_on6 {{ type ifname . ipv6_addr; flags timeout; }}\n\
          add chain inet {TABLE} refuse {{ type filter hook prerouting priority raw; policy accept; }}\n\
          flush chain inet {TABLE} refuse\n\
          add rule inet {TABLE} refuse fib daddr type local accept\n\
-         add rule inet {TABLE} refuse ip daddr @refused4 meta l4proto tcp reject with tcp reset\n\
-         add rule inet {TABLE} refuse ip6 daddr @refused6 meta l4proto tcp reject with tcp reset\n\
-         add element inet {TABLE} {set} {{ {ip}{timeout} }}\n\
-         delete element inet {TABLE} {set} {{ {ip} }}\n\
-         add element inet {TABLE} {set} {{ {ip}{timeout} }}\n"
+         add rule inet {TABLE} refuse iifname . ip daddr @refused_on4 meta l4proto tcp reject with tcp reset\n\
+         add rule inet {TABLE} refuse iifname . ip6 daddr @refused_on6 meta l4proto tcp reject with tcp reset\n\
+         add element inet {TABLE} {set} {{ {key}{timeout} }}\n\
+         delete element inet {TABLE} {set} {{ {key} }}\n\
+         add element inet {TABLE} {set} {{ {key}{timeout} }}\n"
     )
 }
 
 /// The set that holds refused addresses of `ip`'s family.
 fn set_of(ip: IpAddr) -> &'static str {
     match ip {
-        IpAddr::V4(_) => "refused4",
-        IpAddr::V6(_) => "refused6",
+        IpAddr::V4(_) => "refused_on4",
+        IpAddr::V6(_) => "refused_on6",
     }
 }
 
 /// Refuse connections to `ip` whenever it is not on this host: for [`REFUSE_FOR`] from now,
 /// or with `held` until a run without it (see the module's docs). Needs `CAP_NET_ADMIN`: the
 /// address unit runs as root; promd.service itself has no capability.
-pub fn refuse(ip: IpAddr, held: bool) -> Result<(), RefuseError> {
+pub fn refuse(ip: IpAddr, interface: &str, held: bool) -> Result<(), RefuseError> {
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())
@@ -103,7 +110,7 @@ pub fn refuse(ip: IpAddr, held: bool) -> Result<(), RefuseError> {
         .map_err(RefuseError::Spawn)?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
-            .write_all(script(ip, (!held).then_some(REFUSE_FOR)).as_bytes())
+            .write_all(script(ip, interface, (!held).then_some(REFUSE_FOR)).as_bytes())
             .map_err(RefuseError::Spawn)?;
     }
     let out = child.wait_with_output().map_err(RefuseError::Spawn)?;
@@ -122,28 +129,35 @@ mod tests {
 
     #[test]
     fn the_script_puts_the_address_in_its_familys_set_with_a_fresh_timeout() {
-        let s = script("192.0.2.10".parse().unwrap(), Some(Duration::from_secs(60)));
+        let s = script(
+            "192.0.2.10".parse().unwrap(),
+            "eth0",
+            Some(Duration::from_secs(60)),
+        );
         assert!(
             s.ends_with(
-                "add element inet promd refused4 { 192.0.2.10 timeout 60s }\n\
-                 delete element inet promd refused4 { 192.0.2.10 }\n\
-                 add element inet promd refused4 { 192.0.2.10 timeout 60s }\n"
+                "add element inet promd refused_on4 { \"eth0\" . 192.0.2.10 timeout 60s }\n\
+                 delete element inet promd refused_on4 { \"eth0\" . 192.0.2.10 }\n\
+                 add element inet promd refused_on4 { \"eth0\" . 192.0.2.10 timeout 60s }\n"
             ),
             "{s}"
         );
         let s = script(
             "2001:db8::10".parse().unwrap(),
+            "eth0",
             Some(Duration::from_millis(10)),
         );
         assert!(
-            s.ends_with("add element inet promd refused6 { 2001:db8::10 timeout 1s }\n"),
+            s.ends_with(
+                "add element inet promd refused_on6 { \"eth0\" . 2001:db8::10 timeout 1s }\n"
+            ),
             "a timeout is whole seconds, at least one: {s}"
         );
-        let s = script("192.0.2.10".parse().unwrap(), None);
+        let s = script("192.0.2.10".parse().unwrap(), "eth0", None);
         assert!(
             s.ends_with(
-                "delete element inet promd refused4 { 192.0.2.10 }\n\
-                 add element inet promd refused4 { 192.0.2.10 }\n"
+                "delete element inet promd refused_on4 { \"eth0\" . 192.0.2.10 }\n\
+                 add element inet promd refused_on4 { \"eth0\" . 192.0.2.10 }\n"
             ),
             "held: no expiry until a later run gives it one: {s}"
         );
@@ -151,7 +165,7 @@ mod tests {
 
     #[test]
     fn the_chain_is_rewritten_not_appended_to_and_spares_local_addresses() {
-        let s = script("192.0.2.10".parse().unwrap(), Some(REFUSE_FOR));
+        let s = script("192.0.2.10".parse().unwrap(), "eth0", Some(REFUSE_FOR));
         let lines: Vec<&str> = s.lines().collect();
         let flush = lines
             .iter()
@@ -173,7 +187,7 @@ mod tests {
         );
         for (rule, family) in rules[1..].iter().zip(["ip", "ip6"]) {
             assert!(
-                rule.contains(&format!(" {family} daddr @refused"))
+                rule.contains(&format!(" iifname . {family} daddr @refused_on"))
                     && rule.ends_with("meta l4proto tcp reject with tcp reset"),
                 "every TCP segment is answered with a reset, a new connection's SYN and one \
                  of a connection that was open when the address left: {rule}"
@@ -187,7 +201,7 @@ mod tests {
 
     #[test]
     fn families_have_their_own_sets() {
-        assert_eq!(set_of("192.0.2.10".parse().unwrap()), "refused4");
-        assert_eq!(set_of("2001:db8::10".parse().unwrap()), "refused6");
+        assert_eq!(set_of("192.0.2.10".parse().unwrap()), "refused_on4");
+        assert_eq!(set_of("2001:db8::10".parse().unwrap()), "refused_on6");
     }
 }

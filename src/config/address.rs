@@ -118,7 +118,10 @@ fn not_floatable(ip: &IpAddr) -> Option<&'static str> {
     }
 }
 
-/// The kernel's `dev_valid_name`: 1 to 15 bytes, not `.` or `..`, no `/`, `:` or whitespace.
+/// The kernel's `dev_valid_name` (1 to 15 bytes, not `.` or `..`), and only letters,
+/// digits, `.`, `-`, `_` and `+`: the name goes into a unit file's command lines, where `%`,
+/// `$`, `\` and quotes mean something to systemd, and into an nftables script
+/// (`promd refuse`). Names the kernel makes and udev's are all of that kind.
 fn check_interface(name: &str) -> Result<(), AddressError> {
     let bad = |why: &str| Err(AddressError(format!("interface `{name}`: {why}")));
     if name.len() > MAX_INTERFACE_LEN {
@@ -129,9 +132,16 @@ fn check_interface(name: &str) -> Result<(), AddressError> {
     }
     if let Some(c) = name
         .chars()
-        .find(|c| *c == '/' || *c == ':' || c.is_whitespace())
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+')))
     {
-        return bad(&format!("`{c}` is not allowed in an interface name"));
+        let hint = match c {
+            ':' => " (`eth0:1` is a label, not an interface: write `dev eth0`)",
+            '@' => {
+                " (`ip link` shows `eth0.100@eth0` for the link eth0.100 on eth0: write `dev eth0.100`)"
+            }
+            _ => "",
+        };
+        return bad(&format!("`{c}` is not allowed in an interface name{hint}"));
     }
     Ok(())
 }
@@ -177,6 +187,17 @@ mod tests {
         assert!(err("255.255.255.255/32 dev eth0").contains("broadcast"));
         assert!(err("192.0.2.10/24 dev averyveryverylongname").contains("longer than 15"));
         assert!(err("192.0.2.10/24 dev eth0:1").contains("`:` is not allowed"));
+        assert!(err("192.0.2.10/24 dev eth0:1").contains("write `dev eth0`"));
+        assert!(err("192.0.2.10/24 dev eth0.100@eth0").contains("write `dev eth0.100`"));
+        // What systemd or nft would read as their own: refused, not written into a unit.
+        for name in ["e%n", "e$x", "e\"x", "e\\x", "e'x", "e;x"] {
+            let line = format!("192.0.2.10/24 dev {name}");
+            assert!(err(&line).contains("is not allowed"), "{name}");
+        }
+        for name in ["eth0", "eth0.100", "br-lan", "veth_a+1", "wlp2s0"] {
+            let line = format!("192.0.2.10/24 dev {name}");
+            assert!(Address::parse(&line).is_ok(), "{name}");
+        }
         assert!(err("192.0.2.10/24 dev ..").contains("not a name"));
     }
 }
