@@ -6,6 +6,11 @@
 //! promd's journald socket had a send timeout, the first log lines that journald could not
 //! take blocked promd's event loop, its watchdog killed it, and the role moved (the packaging
 //! test's flake).
+//!
+//! journald is stopped with its socket's queue full, as when it stalls on its disk while the
+//! host logs: a host with a writable `/proc/sys/net` queues 512 datagrams for it
+//! (systemd-sysctl's `net.unix.max_dgram_qlen`), more than this test makes promd log, so a
+//! merely stopped journald would take every line and the test would prove nothing.
 
 mod support;
 
@@ -14,6 +19,38 @@ use std::time::Duration;
 use support::hosts::Signal;
 
 const LEASE: Duration = Duration::from_secs(2);
+
+/// Fill the queue of the stopped journald `pid` (a pid on this machine) with datagrams of our
+/// own, through its host's root, until the kernel refuses more: a fresh socket whose first
+/// send would block finds the queue itself full, not its own send buffer.
+fn fill_journald_queue(pid: u32) {
+    use std::os::unix::net::UnixDatagram;
+    let socket = format!("/proc/{pid}/root/run/systemd/journal/socket");
+    let mut filled = 0usize;
+    let mut fillers = Vec::new(); // kept open until the queue is full: their datagrams stay
+    loop {
+        let s = UnixDatagram::unbound().expect("a datagram socket");
+        s.set_nonblocking(true).expect("non-blocking");
+        let mut sent = 0usize;
+        loop {
+            match s.send_to(
+                b"MESSAGE=system_journald fills the queue\nPRIORITY=7\n",
+                &socket,
+            ) {
+                Ok(_) => sent += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{socket}: {e}"),
+            }
+        }
+        fillers.push(s);
+        filled += sent;
+        if sent == 0 {
+            break;
+        }
+        assert!(filled < 1_000_000, "{socket}: the queue never filled");
+    }
+    eprintln!("journald's queue filled with {filled} datagrams");
+}
 
 #[test]
 fn a_stopped_journald_neither_stalls_promd_nor_moves_the_role() {
@@ -25,6 +62,7 @@ fn a_stopped_journald_neither_stalls_promd_nor_moves_the_role() {
         .pid_on_machine("systemd-journal")
         .expect("journald runs on the host");
     h.signal(journald, Signal::SIGSTOP);
+    fill_journald_queue(journald);
 
     // Away: the active host's promd demotes (and logs it) while journald does not read.
     let other = (first + 1) % 3;
