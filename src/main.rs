@@ -45,6 +45,13 @@ enum Command {
 
 fn parse_args(args: &[String]) -> Result<Command, String> {
     let default = || PathBuf::from(config::DEFAULT_PATH);
+    // `--help` anywhere after a subcommand asks for the usage, as it does for check-config.
+    if let [cmd, rest @ ..] = args
+        && ["fence", "announce", "refuse"].contains(&cmd.as_str())
+        && rest.iter().any(|a| a == "--help" || a == "-h")
+    {
+        return Ok(Command::Help);
+    }
     match args {
         [] => Ok(Command::Run(default())),
         [flag] if flag == "--version" || flag == "-V" => Ok(Command::Version),
@@ -123,7 +130,10 @@ fn main() -> ExitCode {
             match promd::announce::announce(address.ip, &address.interface) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("<3>promd announce {}: {e}", address.ip);
+                    logging::stderr_lines(
+                        Priority::Error,
+                        &format!("promd announce {}: {e}", address.ip),
+                    );
                     ExitCode::FAILURE
                 }
             }
@@ -132,7 +142,10 @@ fn main() -> ExitCode {
             match promd::refuse::refuse(address.ip, &address.interface, held) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("<4>promd refuse {}: {e}", address.ip);
+                    logging::stderr_lines(
+                        Priority::Warning,
+                        &format!("promd refuse {}: {e}", address.ip),
+                    );
                     ExitCode::FAILURE
                 }
             }
@@ -237,7 +250,10 @@ fn fence() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("<3>promd fence: cannot start the runtime: {e}");
+            logging::stderr_lines(
+                Priority::Error,
+                &format!("promd fence: cannot start the runtime: {e}"),
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -245,14 +261,14 @@ fn fence() -> ExitCode {
         Ok(killed) if killed.is_empty() => ExitCode::SUCCESS,
         Ok(killed) => {
             // Only after an unclean end: a clean stop leaves nothing running to kill.
-            eprintln!(
-                "<4>promd fence: killed what was left of {}",
-                killed.join(" ")
+            logging::stderr_lines(
+                Priority::Warning,
+                &format!("promd fence: killed what was left of {}", killed.join(" ")),
             );
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("<3>promd fence: {e}");
+            logging::stderr_lines(Priority::Error, &format!("promd fence: {e}"));
             ExitCode::FAILURE
         }
     }
@@ -531,6 +547,14 @@ mod tests {
         );
         assert!(matches!(a(&["--version"]), Ok(Command::Version)));
         assert!(matches!(a(&["--help"]), Ok(Command::Help)));
+        for args in [
+            &["announce", "--help"][..],
+            &["refuse", "-h"],
+            &["refuse", "--held", "--help"],
+            &["fence", "--help"],
+        ] {
+            assert!(matches!(a(args), Ok(Command::Help)), "{args:?}");
+        }
         assert!(a(&["--bogus"]).is_err());
         assert!(a(&["check-config", "a", "b"]).is_err());
         assert!(a(&["check-config", "--reload", "--reload"]).is_err());

@@ -187,7 +187,6 @@ impl Checker<'_> {
         value: &Value<'_>,
     ) -> Option<Vec<Spanned<Address>>> {
         let entries = self.string_array(key, value)?;
-        let mut ok = true;
         let mut parsed: Vec<Spanned<Address>> = Vec::new();
         for entry in &entries {
             match Address::parse(entry.get_ref()) {
@@ -202,17 +201,17 @@ impl Checker<'_> {
                                 a.ip
                             ),
                         );
-                        ok = false;
+                        continue;
                     }
                     parsed.push(Spanned::new(entry.span(), a));
                 }
-                Err(e) => {
-                    self.error(&entry.span(), format!("`{key}`: {e}"));
-                    ok = false;
-                }
+                Err(e) => self.error(&entry.span(), format!("`{key}`: {e}")),
             }
         }
-        ok.then_some(parsed)
+        // The valid entries even when others are not: the group is refused all the same (its
+        // problems are counted), and the check across groups still sees these, so that one
+        // run of check-config reports a clash beside a typo.
+        Some(parsed)
     }
 
     pub(super) fn watch(&mut self, key: &str, value: &Value<'_>) -> Option<Vec<String>> {

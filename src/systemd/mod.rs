@@ -1205,7 +1205,10 @@ pub async fn fence_all() -> Result<Vec<String>, SystemdError> {
         match result {
             Ok(true) => killed.push(unit),
             Ok(false) => {}
-            Err(e) => eprintln!("<3>promd fence: killing {unit}: {e}"),
+            Err(e) => crate::logging::stderr_lines(
+                crate::logging::Priority::Error,
+                &format!("promd fence: killing {unit}: {e}"),
+            ),
         }
     }
     Ok(killed)
