@@ -8,7 +8,7 @@ use crate::logging;
 use crate::store::{
     LeaderRecord, MemberRecord, StoreCommand, SwitchoverRecord, record::FORMAT_VERSION,
 };
-use crate::systemd::Closure;
+use crate::systemd::{Closure, address};
 use crate::watch::Followed;
 
 /// What the agent keeps of one group besides its machine.
@@ -71,13 +71,19 @@ impl Group {
     /// The units a group follows and what each is to it: the closure's units (their starts
     /// are reported), and the watched units (the configured `watch`, or the closure's
     /// watchable units), steady if the role expects them up.
+    /// The configured `watch` list with the group's address units (see
+    /// [`address::watch_list`]); `None` when the closure's units are watched.
+    pub(super) fn watch_list(&self) -> Option<Vec<String>> {
+        address::watch_list(&self.cfg.name, &self.cfg.watch, &self.cfg.addresses)
+    }
+
     pub(super) fn followed(&self) -> Followed {
         let mut followed = Followed::new();
         for unit in self.closure.units.keys() {
             followed.entry(unit.clone()).or_default().role = true;
         }
-        let watched = match &self.cfg.watch {
-            Some(w) => w.clone(),
+        let watched = match self.watch_list() {
+            Some(w) => w,
             None => self.closure.watchable(),
         };
         for unit in watched {
@@ -327,13 +333,20 @@ impl Agent {
                 }));
             }
             Action::RestartUnit(unit) => {
+                // The whole role (a health check failed): its services, not its addresses.
+                // Taking an address down and up again would only announce it anew, while
+                // clients of a restarting service are refused by the kernel all the same; an
+                // address unit that failed itself comes here by name.
                 let units = match unit {
                     Some(u) => vec![u],
                     None => g
                         .cfg
                         .watch
                         .clone()
-                        .unwrap_or_else(|| g.closure.steady.iter().cloned().collect()),
+                        .unwrap_or_else(|| g.closure.steady.iter().cloned().collect())
+                        .into_iter()
+                        .filter(|u| !address::is_address_unit(u))
+                        .collect(),
                 };
                 let text = format!("restarting {} in place", units.join(" "));
                 out.push(Output::Log(g.record(Level::Warn, &text)));

@@ -1065,14 +1065,26 @@ fn a_clash_across_groups_is_reported_beside_a_wrong_entry() {
     let found = problems(text);
     let places: Vec<_> = found.iter().map(|p| (p.0, p.1, p.2.as_str())).collect();
     assert_eq!(places.len(), 3, "{found:#?}");
-    assert_eq!((places[0].0, places[0].1), (Some(4), Some(40)), "{found:#?}");
-    assert_eq!((places[1].0, places[1].1), (Some(8), Some(14)), "{found:#?}");
+    assert_eq!(
+        (places[0].0, places[0].1),
+        (Some(4), Some(40)),
+        "{found:#?}"
+    );
+    assert_eq!(
+        (places[1].0, places[1].1),
+        (Some(8), Some(14)),
+        "{found:#?}"
+    );
     assert!(
         places[1]
             .2
             .contains("192.0.2.10 is already an address of group \"a\" (line 4, column 14)"),
         "{found:#?}"
     );
-    assert_eq!((places[2].0, places[2].1), (Some(8), Some(40)), "{found:#?}");
+    assert_eq!(
+        (places[2].0, places[2].1),
+        (Some(8), Some(40)),
+        "{found:#?}"
+    );
     assert!(places[2].2.contains("appears twice"), "{found:#?}");
 }

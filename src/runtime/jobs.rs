@@ -75,7 +75,7 @@ impl Runtime {
         let active = d.cfg.active_target.clone();
         let addresses = d.cfg.addresses.clone();
         let passive = d.cfg.passive_target.clone();
-        let watch = d.cfg.watch.clone();
+        let watch = crate::systemd::address::watch_list(&group, &d.cfg.watch, &addresses);
         let stop_walk = StopWalk::default();
         // A start empties the slot too: a kill after it must not take an older stop's walk.
         if job != Job::StartPassive {

@@ -38,6 +38,25 @@ pub fn is_address_unit(unit: &str) -> bool {
     unit.starts_with(UNIT_PREFIX) && unit.ends_with(".service")
 }
 
+/// The units a group watches: its configured `watch` list with its address units added
+/// (`None`, the closure's own units, when `watch` is not configured). An address unit is
+/// always watched: an operator who names `web.service` in `watch` still expects to hear when
+/// the address failed (its interface gone, `ip` refused), not a role that runs unreachable.
+pub fn watch_list(
+    group: &str,
+    watch: &Option<Vec<String>>,
+    addresses: &[Address],
+) -> Option<Vec<String>> {
+    let mut units = watch.clone()?;
+    for a in addresses {
+        let unit = unit_name(group, a);
+        if !units.contains(&unit) {
+            units.push(unit);
+        }
+    }
+    Some(units)
+}
+
 /// `ADDRESS/PREFIX`.
 fn cidr(address: &Address) -> String {
     format!("{}/{}", address.ip, address.prefix)

@@ -403,6 +403,73 @@ fn a_failed_health_check_on_the_active_node_restarts_the_watched_units() {
     assert!(texts(&out).contains(&"web: restarting web.service web-db.service in place"));
 }
 
+/// A closure of `web.service` and the address unit of 192.0.2.10, both steady.
+fn closure_with_address() -> Closure {
+    use crate::systemd::Reach;
+    let mut closure = Closure::default();
+    for unit in ["web.service", "promd-address-web.192.0.2.10.service"] {
+        closure.units.insert(unit.into(), Reach::Pulled);
+        closure.steady.insert(unit.into());
+    }
+    closure
+}
+
+#[test]
+fn a_failed_health_check_restarts_the_services_and_leaves_the_address_up() {
+    let text = format!("node = \"n1\"\n{WEB}addresses = [\"192.0.2.10/24 dev eth0\"]\n");
+    let mut h = H::with(config_of(&text));
+    h.input(Input::Start);
+    h.input(Input::Closure(GroupId(0), closure_with_address()));
+    let out = active_then_sick(&mut h);
+    let restarted = out.iter().find_map(|o| match o {
+        Output::Restart(GroupId(0), units) => Some(units.clone()),
+        _ => None,
+    });
+    assert_eq!(restarted, Some(vec!["web.service".to_string()]), "{out:#?}");
+}
+
+#[test]
+fn an_address_unit_is_watched_also_beside_a_configured_watch() {
+    let text = format!(
+        "node = \"n1\"\n{WEB}watch = [\"web.service\"]\naddresses = [\"192.0.2.10/24 dev eth0\"]\n"
+    );
+    let mut h = H::with(config_of(&text));
+    h.input(Input::Start);
+    let out = h.input(Input::Closure(GroupId(0), closure_with_address()));
+    let followed = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Follow(GroupId(0), f) => Some(f.clone()),
+            _ => None,
+        })
+        .expect("followed");
+    let address = followed["promd-address-web.192.0.2.10.service"];
+    assert!(
+        address.role && address.watched && address.steady,
+        "{followed:#?}"
+    );
+    // Its failure is a failure of the role: restarted in place, by name.
+    h.active(0, 7);
+    h.take();
+    h.input(Input::Watch(
+        GroupId(0),
+        crate::watch::WatchEvent::Failed {
+            unit: "promd-address-web.192.0.2.10.service".into(),
+            restarted: false,
+        },
+    ));
+    let out = h.advance(Duration::from_secs(1));
+    let restarted = out.iter().find_map(|o| match o {
+        Output::Restart(GroupId(0), units) => Some(units.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        restarted,
+        Some(vec!["promd-address-web.192.0.2.10.service".to_string()]),
+        "{out:#?}"
+    );
+}
+
 /// A stop must not be overtaken by work it supersedes: the restart in place still in flight
 /// and the start are cancelled right before it.
 #[test]
