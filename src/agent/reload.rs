@@ -310,7 +310,8 @@ pub(super) fn changes(old: &GroupConfig, new: &GroupConfig, node: &str) -> Chang
     );
     note(true, "lease", d(old.lease), d(new.lease));
     // The address units are part of the role's closure, walked and bound when the group
-    // starts: a change is a restart of the group, like a change of its targets.
+    // starts: a change is a restart of the group, like a change of its targets (their order
+    // is no change: the configuration holds them sorted).
     let addresses = |a: &[crate::config::Address]| {
         let all: Vec<String> = a.iter().map(ToString::to_string).collect();
         format!("[{}]", all.join(", "))

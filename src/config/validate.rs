@@ -763,7 +763,13 @@ impl Checker<'_> {
             health_command: optional(&f.health_command),
             health_interval: or_default(&f.health_interval, DEFAULT_HEALTH_INTERVAL),
             health_timeout: or_default(&f.health_timeout, DEFAULT_HEALTH_TIMEOUT),
-            addresses: addresses.iter().map(|a| a.get_ref().clone()).collect(),
+            addresses: {
+                // In one order whatever the file's: the order means nothing (a unit each, none
+                // before another), so a reload that only reorders them changes nothing.
+                let mut all: Vec<Address> = addresses.iter().map(|a| a.get_ref().clone()).collect();
+                all.sort_by_key(|a| a.ip);
+                all
+            },
         };
         (
             Some(group),

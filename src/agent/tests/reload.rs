@@ -491,3 +491,29 @@ fn target_lease_address_and_membership_changes_restart_the_group_and_say_why() {
          handing over, then starting it again",
     );
 }
+
+#[test]
+fn addresses_in_a_new_order_or_spelling_are_no_change() {
+    let two = |a: &str, b: &str| format!("{DB}addresses = [\"{a}\", \"{b}\"]\n");
+    let mut h = H::new(&[
+        WEB,
+        &two("192.0.2.10/24 dev eth0", "2001:db8::10/64 dev eth0"),
+    ]);
+    h.input(Input::Start);
+    h.passive(0, Some(("n2", 3)));
+    h.active(1, 5);
+    h.take();
+    let out = reload(
+        &mut h,
+        &[
+            WEB,
+            &two("2001:db8:0:0::10/64  dev eth0", "192.0.2.10/24 dev eth0"),
+        ],
+    );
+    assert_eq!(
+        summary(&out),
+        "2 unchanged, added [], removed [], changed in place [], changed (handed over, then restarted) []"
+    );
+    assert!(jobs(&out).is_empty(), "{out:#?}");
+    assert_eq!(h.role(1), Some(Role::Active));
+}
