@@ -18,10 +18,16 @@
 //! | pause | SIGSTOP promd | SIGSTOP every keepalived process |
 //! | silent cut | IP and ARP dropped on the host | the same |
 //!
+//! Between the two, promd runs again with the service on every host (as under keepalived) and
+//! only the addresses (and a marker unit) as its role, for the planned cases: what moving the
+//! addresses alone costs, without the service's own stop and start.
+//!
 //! A faulted keepalived comes back (restarted, resumed, healed) 2 s after another host took
 //! the address; promd's recovery is its own (watchdog, fence). Printed per agent and fault:
 //! the gap the client saw (median, p99, max), and how long two hosts held the address at
 //! once, by `ip monitor address` on every host (the sum over the runs, and in how many runs).
+//!
+//! `PROMD_BENCH_FAULTS=promote,stop` runs only those faults (of `promote,stop,kill,hang,cut`).
 //!
 //! `cargo bench --bench vip` (root; keepalived installed: scripts/deps.sh, which leaves its
 //! own service off).
@@ -98,6 +104,7 @@ fn main() {
         return;
     }
     let runs = support::bench::runs(20);
+    let faults = Fault::selected();
     let start = Instant::now();
     let net = Net::new(3);
     let etcd = EtcdCluster::start(3, &net.gateway_ips());
@@ -118,7 +125,7 @@ fn main() {
         .collect();
 
     let mut promd_rows = Vec::new();
-    for fault in Fault::ALL {
+    for &fault in &faults {
         let mut row = Row::new(fault);
         for run in 0..runs {
             let t0 = hosts::now_ns();
@@ -133,22 +140,55 @@ fn main() {
     let answers = clients[0].answers().len() + clients[1].answers().len();
     c.check_history();
 
-    // The same hosts without promd: keepalived moves the addresses, the service runs on all.
-    for h in &c.hosts {
-        h.run_ok(&["systemctl", "stop", "promd"]);
-    }
-    hosts::wait_until(
-        Duration::from_secs(60),
-        "promd stopped everywhere, its addresses gone",
-        || vips.iter().all(|ip| seg.holders(*ip).is_empty()),
-    );
+    // promd again with the service on every host, as keepalived runs it: the role is the
+    // addresses (and a marker unit the bench's helpers know the active host by), so a planned
+    // hand-over moves the addresses alone, as keepalived's does.
+    stop_promd_everywhere(&c, &seg, &vips);
     let mut k = Keepalived::new(&c);
-    for i in 0..c.hosts.len() {
+    for (i, h) in c.hosts.iter().enumerate() {
+        h.write_file(
+            "/etc/systemd/system/web.service",
+            hosts::span_unit_running(
+                "web.service",
+                "web",
+                haproxy::SPAN_LOG,
+                "/usr/bin/sleep infinity",
+            ),
+        );
+        h.run_ok(&["systemctl", "daemon-reload"]);
         k.start_web(i);
+        h.run_ok(&["systemctl", "start", "promd"]);
+    }
+    let active = c.wait_one_active(None, Duration::from_secs(60));
+    wait_addresses_on(&c, &seg.netns, active, &vips);
+    let mut alone_rows = Vec::new();
+    for &fault in faults
+        .iter()
+        .filter(|f| matches!(f, Fault::Promote | Fault::Stop))
+    {
+        let mut row = Row::new(fault);
+        for run in 0..runs {
+            let t0 = hosts::now_ns();
+            let gaps = run_fault(&c, &seg.netns, &clients, &vips, fault);
+            let twice = seg.held_twice(v4, t0, hosts::now_ns());
+            eprintln!(
+                "promd, addresses alone {} #{run}: {}",
+                fault.name(),
+                describe(&gaps, twice)
+            );
+            row.gaps.push(gaps[0].gap);
+            row.twice.push(twice);
+        }
+        alone_rows.push(row);
+    }
+
+    // The same hosts without promd: keepalived moves the addresses, the service runs on all.
+    stop_promd_everywhere(&c, &seg, &vips);
+    for i in 0..c.hosts.len() {
         k.start(i);
     }
     let mut keepalived_rows = Vec::new();
-    for fault in Fault::ALL {
+    for &fault in &faults {
         let mut row = Row::new(fault);
         for run in 0..runs {
             let t0 = hosts::now_ns();
@@ -193,11 +233,44 @@ fn main() {
             k.twice_cell()
         );
     }
-    let promd_twice: Duration = promd_rows.iter().flat_map(|r| &r.twice).sum();
+    println!(
+        "\nThe addresses alone (promd, the service on every host as under keepalived):\n\n\
+         | fault | promd gap ms (median / p99 / max) | keepalived gap ms | promd: {VIP4} on two \
+         hosts |\n|---|---|---|---|"
+    );
+    for p in &alone_rows {
+        let Some(k) = keepalived_rows.iter().find(|k| k.fault == p.fault) else {
+            continue;
+        };
+        println!(
+            "| {} | {} | {} | {} |",
+            p.fault.name(),
+            p.gap_cell(),
+            k.gap_cell(),
+            p.twice_cell()
+        );
+    }
+    let promd_twice: Duration = promd_rows
+        .iter()
+        .chain(&alone_rows)
+        .flat_map(|r| &r.twice)
+        .sum();
     assert!(
         promd_twice.is_zero(),
         "promd put {VIP4} on two hosts at once for {} ms",
         ms(promd_twice)
+    );
+}
+
+/// `systemctl stop promd` on every host, and wait until no host holds the addresses.
+fn stop_promd_everywhere(c: &Cluster, seg: &Segment, vips: &[IpAddr]) {
+    for h in &c.hosts {
+        h.run_ok(&["systemctl", "stop", "promd"]);
+    }
+    hosts::wait_until(
+        Duration::from_secs(60),
+        "promd stopped everywhere, its addresses gone",
+        || vips.iter().all(|ip| seg.holders(*ip).is_empty()),
     );
 }
 

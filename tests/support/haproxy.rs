@@ -24,7 +24,7 @@ pub const HTTP_PORT: u16 = 8008;
 pub const WEB_PORT: u16 = 8080;
 /// Where the web service records its runs inside the host (bound from the machine by
 /// `Cluster::boot_with`).
-const SPAN_LOG: &str = "/spans/spans.log";
+pub const SPAN_LOG: &str = "/spans/spans.log";
 const SERVER_PATH: &str = "/etc/web/server.py";
 
 /// A tiny HTTP server, as a protected service would be: it refuses to start without a fencing

@@ -126,6 +126,23 @@ impl Fault {
         Fault::Cut,
     ];
 
+    /// The faults `PROMD_BENCH_FAULTS` lists (`promote,stop,kill,hang,cut`), or all of them.
+    pub fn selected() -> Vec<Fault> {
+        let Ok(list) = std::env::var("PROMD_BENCH_FAULTS") else {
+            return Fault::ALL.to_vec();
+        };
+        let keys = ["promote", "stop", "kill", "hang", "cut"];
+        list.split(',')
+            .map(|k| {
+                let i = keys
+                    .iter()
+                    .position(|x| *x == k.trim())
+                    .unwrap_or_else(|| panic!("PROMD_BENCH_FAULTS: {k:?} is none of {keys:?}"));
+                Fault::ALL[i]
+            })
+            .collect()
+    }
+
     /// The fault's name, the same for every agent (benches/vip.rs says what each means for
     /// promd and for keepalived).
     pub fn name(self) -> &'static str {
