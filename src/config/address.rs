@@ -66,21 +66,35 @@ impl Address {
         };
         let Some((ip, prefix)) = cidr.split_once('/') else {
             return Err(AddressError(format!(
-                "`{cidr}` has no prefix length (e.g. `{cidr}/24`): the address is added with \
-                 its subnet, as `ip address add` does"
+                "`{cidr}` has no prefix length (e.g. `{cidr}/{}`): the address is added with \
+                 its subnet, as `ip address add` does",
+                if cidr.contains(':') { 64 } else { 24 }
             )));
         };
         let ip: IpAddr = ip
             .parse()
             .map_err(|_| AddressError(format!("`{ip}` is not an IPv4 or IPv6 address")))?;
         let max = if ip.is_ipv4() { 32 } else { 128 };
-        let prefix: u8 = prefix.parse().ok().filter(|p| *p <= max).ok_or_else(|| {
-            AddressError(format!(
-                "prefix length `/{prefix}` is not a number from 0 to {max}"
-            ))
-        })?;
+        // Digits only, without a leading zero: `+24` and `024` are not silently read as 24.
+        let plain = !prefix.is_empty()
+            && prefix.bytes().all(|b| b.is_ascii_digit())
+            && !(prefix.len() > 1 && prefix.starts_with('0'));
+        let prefix: u8 = plain
+            .then(|| prefix.parse().ok())
+            .flatten()
+            .filter(|p| (1..=max).contains(p))
+            .ok_or_else(|| {
+                AddressError(format!(
+                    "prefix length `/{prefix}` is not a number from 1 to {max}"
+                ))
+            })?;
         if let Some(why) = not_floatable(&ip) {
             return Err(AddressError(format!("`{ip}` cannot float: it is {why}")));
+        }
+        if let Some(why) = subnet_own(&ip, prefix) {
+            return Err(AddressError(format!(
+                "`{ip}/{prefix}` is {why}, not an address of a host in it"
+            )));
         }
         check_interface(interface)?;
         Ok(Address {
@@ -107,7 +121,9 @@ impl fmt::Display for Address {
 fn not_floatable(ip: &IpAddr) -> Option<&'static str> {
     if ip.is_unspecified() {
         Some("the unspecified address")
-    } else if ip.is_loopback() {
+    } else if ip.is_loopback()
+        || matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()))
+    {
         Some("a loopback address")
     } else if ip.is_multicast() {
         Some("a multicast address")
@@ -115,6 +131,27 @@ fn not_floatable(ip: &IpAddr) -> Option<&'static str> {
         Some("the broadcast address")
     } else {
         None
+    }
+}
+
+/// Whether `ip` is an address its subnet keeps for itself: the IPv4 network and broadcast
+/// addresses (prefixes up to /30; /31 and /32 have none, RFC 3021), the IPv6 subnet-router
+/// anycast address (all host bits zero, prefixes up to /126; RFC 4291 §2.6.1).
+fn subnet_own(ip: &IpAddr, prefix: u8) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) if prefix <= 30 => {
+            let host = u32::from(*v4) & (u32::MAX >> prefix);
+            if host == 0 {
+                Some("its subnet's network address")
+            } else if host == u32::MAX >> prefix {
+                Some("its subnet's broadcast address")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(v6) if prefix <= 126 => (u128::from(*v6) & (u128::MAX >> prefix) == 0)
+            .then_some("its subnet's router anycast address"),
+        _ => None,
     }
 }
 
@@ -127,19 +164,30 @@ fn check_interface(name: &str) -> Result<(), AddressError> {
     if name.len() > MAX_INTERFACE_LEN {
         return bad("longer than 15 bytes, the kernel's limit");
     }
-    if name == "." || name == ".." {
+    if matches!(name, "." | ".." | "all" | "default") {
         return bad("not a name the kernel accepts");
+    }
+    if name.starts_with('-') {
+        // `ip` and promd's own helpers would read it as an option.
+        return bad("a name that begins with `-` would be read as an option");
     }
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+')))
     {
+        let before = |c: char| name.split(c).next().unwrap_or(name);
         let hint = match c {
-            ':' => " (`eth0:1` is a label, not an interface: write `dev eth0`)",
-            '@' => {
-                " (`ip link` shows `eth0.100@eth0` for the link eth0.100 on eth0: write `dev eth0.100`)"
-            }
-            _ => "",
+            ':' => format!(
+                " (`{name}` is a label, not an interface: write `dev {}`)",
+                before(':')
+            ),
+            '@' => format!(
+                " (`ip link` shows `{name}` for the link {} on {}: write `dev {}`)",
+                before('@'),
+                name.split('@').nth(1).unwrap_or(""),
+                before('@')
+            ),
+            _ => String::new(),
         };
         return bad(&format!("`{c}` is not allowed in an interface name{hint}"));
     }
@@ -155,6 +203,41 @@ mod tests {
             Err(e) => e.0,
             Ok(a) => panic!("{text:?} was accepted as {a:?}"),
         }
+    }
+
+    #[test]
+    fn addresses_a_subnet_keeps_and_odd_prefixes_are_refused() {
+        for (text, why) in [
+            ("192.0.2.10/0 dev eth0", "from 1 to 32"),
+            ("192.0.2.12/+24 dev eth0", "`/+24` is not a number"),
+            ("192.0.2.13/024 dev eth0", "`/024` is not a number"),
+            ("192.0.2.0/24 dev eth0", "network address"),
+            ("192.0.2.255/24 dev eth0", "broadcast address"),
+            ("192.0.2.3/30 dev eth0", "broadcast address"),
+            ("2001:db8::/64 dev eth0", "router anycast"),
+            ("::ffff:127.0.0.1/128 dev eth0", "loopback"),
+        ] {
+            assert!(err(text).contains(why), "{text}: {}", err(text));
+        }
+        // /31 and /32 have no network or broadcast address; nor /127 and /128 an anycast one.
+        for ok in [
+            "192.0.2.0/31 dev eth0",
+            "192.0.2.1/31 dev eth0",
+            "192.0.2.0/32 dev eth0",
+            "2001:db8::/127 dev eth0",
+            "fe80::1/64 dev eth0",
+        ] {
+            assert!(Address::parse(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn interface_names_that_read_as_options_or_sysctl_folders_are_refused() {
+        assert!(err("192.0.2.10/24 dev -h").contains("begins with `-`"));
+        assert!(err("192.0.2.10/24 dev --help").contains("begins with `-`"));
+        assert!(err("192.0.2.10/24 dev all").contains("not a name the kernel accepts"));
+        assert!(err("192.0.2.10/24 dev default").contains("not a name the kernel accepts"));
+        assert!(err("192.0.2.10/24 dev eth0:0").contains("`eth0:0` is a label"));
     }
 
     #[test]
@@ -177,10 +260,11 @@ mod tests {
         assert!(err("192.0.2.10/24 dev eth0 label x").contains("unexpected `label x`"));
         assert!(err("192.0.2.10 dev eth0").contains("has no prefix length"));
         assert!(err("192.0.2.300/24 dev eth0").contains("`192.0.2.300` is not an IPv4"));
-        assert!(err("192.0.2.10/33 dev eth0").contains("from 0 to 32"));
-        assert!(err("2001:db8::1/129 dev eth0").contains("from 0 to 128"));
+        assert!(err("192.0.2.10/33 dev eth0").contains("from 1 to 32"));
+        assert!(err("2001:db8::1/129 dev eth0").contains("from 1 to 128"));
         assert!(err("192.0.2.10/x dev eth0").contains("`/x` is not a number"));
-        assert!(err("0.0.0.0/0 dev eth0").contains("unspecified"));
+        assert!(err("0.0.0.0/8 dev eth0").contains("unspecified"));
+        assert!(err("2001:db8::10 dev eth0").contains("e.g. `2001:db8::10/64`"));
         assert!(err("127.0.0.2/8 dev lo").contains("loopback"));
         assert!(err("::1/128 dev lo").contains("loopback"));
         assert!(err("224.0.0.18/32 dev eth0").contains("multicast"));
