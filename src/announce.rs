@@ -48,6 +48,18 @@ pub enum AnnounceError {
         /// What is wrong with it.
         why: String,
     },
+    /// The address left the interface while the unit held it (`--hold`).
+    #[error(
+        "{ip} is no longer on {interface} (the link went down, which deletes IPv6 addresses, or \
+         it was deleted by hand or by a network manager): the address unit fails, so that promd \
+         restarts it in place or fails over"
+    )]
+    Lost {
+        /// The address.
+        ip: IpAddr,
+        /// The interface named.
+        interface: String,
+    },
     /// The socket could not be made or the frame not sent (`CAP_NET_RAW` missing, link down).
     #[error("sending on {interface}: {error}")]
     Send {
@@ -143,7 +155,18 @@ fn interface_mac(interface: &str) -> Result<[u8; 6], AnnounceError> {
         .filter(|a| a.interface_name == interface)
         .filter_map(|a| a.address?.as_link_addr()?.addr())
         .find(|mac| *mac != [0; 6])
-        .ok_or_else(|| bad("no such interface, or it has no Ethernet address".into()))
+        .ok_or_else(|| {
+            if addrs_named(interface) {
+                bad("it has no Ethernet address to announce (a loopback, a tunnel?)".into())
+            } else {
+                bad("no such interface".into())
+            }
+        })
+}
+
+/// Whether an interface named `interface` exists (has any entry in `getifaddrs(3)`).
+fn addrs_named(interface: &str) -> bool {
+    nix::ifaddrs::getifaddrs().is_ok_and(|mut a| a.any(|a| a.interface_name == interface))
 }
 
 /// Keep the other addresses of a subnet when its primary address on `interface` is deleted
@@ -154,15 +177,67 @@ pub fn keep_secondaries(interface: &str) -> std::io::Result<()> {
     std::fs::write(path, "1")
 }
 
+/// Whether `interface` has `ip` now, as `getifaddrs(3)` lists it (an error: the interfaces
+/// could not be listed).
+pub fn holds(ip: IpAddr, interface: &str) -> Result<bool, AnnounceError> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| AnnounceError::Interface {
+        interface: interface.to_string(),
+        why: format!("getifaddrs: {e}"),
+    })?;
+    Ok(addrs.filter(|a| a.interface_name == interface).any(|a| {
+        let Some(addr) = a.address else {
+            return false;
+        };
+        match ip {
+            IpAddr::V4(v4) => addr.as_sockaddr_in().is_some_and(|s| s.ip() == v4),
+            IpAddr::V6(v6) => addr.as_sockaddr_in6().is_some_and(|s| s.ip() == v6),
+        }
+    }))
+}
+
+/// How often `--hold` looks for its address on the interface: a lost address fails the unit
+/// within this, and one `getifaddrs` per second and address held costs next to nothing.
+pub const HOLD_CHECK: Duration = Duration::from_secs(1);
+
+/// While the unit holds `ip` (`promd announce --hold`): return once `ip` is no longer on
+/// `interface` ([`AnnounceError::Lost`]), checking every `every`. A demotion ends the process
+/// with SIGTERM before the address is deleted, so only a loss from outside promd gets here.
+pub fn hold(ip: IpAddr, interface: &str, every: Duration) -> AnnounceError {
+    loop {
+        std::thread::sleep(every);
+        match holds(ip, interface) {
+            Ok(true) => {}
+            Ok(false) => {
+                return AnnounceError::Lost {
+                    ip,
+                    interface: interface.to_string(),
+                };
+            }
+            Err(e) => return e,
+        }
+    }
+}
+
 /// Send the announcement of `ip` on `interface` [`REPEATS`] times, [`INTERVAL`] apart (for
-/// IPv4 after [`keep_secondaries`]).
+/// IPv4 after [`keep_secondaries`]). Refused, with nothing changed, when the interface does not
+/// exist or does not have `ip`: an announcement of an address this host does not hold would
+/// point the segment's caches at it, away from the host that does.
 pub fn announce(ip: IpAddr, interface: &str) -> Result<(), AnnounceError> {
+    let mac = interface_mac(interface)?;
+    if !holds(ip, interface)? {
+        return Err(AnnounceError::Interface {
+            interface: interface.to_string(),
+            why: format!(
+                "{ip} is not on it: announcing an address this host does not hold would point \
+                 the segment at the wrong host (add it first: `ip address add`)"
+            ),
+        });
+    }
     if ip.is_ipv4()
         && let Err(e) = keep_secondaries(interface)
     {
         eprintln!("promd announce: {interface}: turning promote_secondaries on: {e}");
     }
-    let mac = interface_mac(interface)?;
     let index = nix::net::if_::if_nametoindex(interface).map_err(|e| AnnounceError::Interface {
         interface: interface.to_string(),
         why: e.to_string(),
@@ -263,6 +338,31 @@ mod tests {
     #[test]
     fn an_interface_that_does_not_exist_is_named() {
         let e = announce("192.0.2.10".parse().unwrap(), "promd-none0").unwrap_err();
-        assert!(e.to_string().contains("interface promd-none0"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("interface promd-none0: no such interface"),
+            "{e}"
+        );
+        // One without an Ethernet address is said to be that, not missing; nothing changed.
+        let e = announce("127.0.0.1".parse().unwrap(), "lo").unwrap_err();
+        assert!(e.to_string().contains("no Ethernet address"), "{e}");
+    }
+
+    #[test]
+    fn an_address_is_held_only_on_its_interface() {
+        assert!(holds("127.0.0.1".parse().unwrap(), "lo").unwrap());
+        assert!(!holds("192.0.2.199".parse().unwrap(), "lo").unwrap());
+        assert!(!holds("127.0.0.1".parse().unwrap(), "promd-none0").unwrap());
+        // A hold of an address that is not there ends at its first look, as lost.
+        let e = hold(
+            "192.0.2.199".parse().unwrap(),
+            "lo",
+            Duration::from_millis(1),
+        );
+        assert!(matches!(e, AnnounceError::Lost { .. }), "{e}");
+        assert!(
+            e.to_string().contains("192.0.2.199 is no longer on lo"),
+            "{e}"
+        );
     }
 }

@@ -19,7 +19,7 @@ use promd::systemd::Systemd;
 const EXIT_CONFIG: u8 = 78;
 const EXIT_USAGE: u8 = 2;
 
-const USAGE: &str = "usage: promd [--config PATH]\n       promd check-config [--reload] [PATH]\n       promd fence\n       promd announce ADDRESS/PREFIX dev INTERFACE\n       promd refuse [--held] ADDRESS/PREFIX dev INTERFACE\n       promd --version\n       promd --help";
+const USAGE: &str = "usage: promd [--config PATH]\n       promd check-config [--reload] [PATH]\n       promd fence\n       promd announce [--hold] ADDRESS/PREFIX dev INTERFACE\n       promd refuse [--held] ADDRESS/PREFIX dev INTERFACE\n       promd --version\n       promd --help";
 
 enum Command {
     Run(PathBuf),
@@ -30,8 +30,12 @@ enum Command {
         reload: bool,
     },
     Fence,
-    /// `announce ADDRESS/PREFIX dev INTERFACE`: the address unit's announcement.
-    Announce(promd::config::Address),
+    /// `announce [--hold] ADDRESS/PREFIX dev INTERFACE`: the address unit's announcement;
+    /// `hold`: then stay until the address leaves the interface, and fail then.
+    Announce {
+        address: promd::config::Address,
+        hold: bool,
+    },
     /// `refuse [--held] ADDRESS/PREFIX dev INTERFACE`: the address unit's refusal of the
     /// address whenever it is not on this host; `held`: armed while the unit holds it, with no
     /// expiry yet.
@@ -58,14 +62,22 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
         [flag] if flag == "--help" || flag == "-h" => Ok(Command::Help),
         [flag, path] if flag == "--config" || flag == "-c" => Ok(Command::Run(path.into())),
         [cmd] if cmd == "fence" => Ok(Command::Fence),
-        [cmd, rest @ ..] if cmd == "announce" => promd::config::Address::parse(&rest.join(" "))
-            .map(Command::Announce)
-            .map_err(|e| format!("announce: {e}")),
+        [cmd, rest @ ..] if cmd == "announce" => {
+            let (hold, rest) = match rest {
+                [flag, rest @ ..] if flag == "--hold" => (true, rest),
+                _ => (false, rest),
+            };
+            no_unknown_option("announce", rest)?;
+            promd::config::Address::parse(&rest.join(" "))
+                .map(|address| Command::Announce { address, hold })
+                .map_err(|e| format!("announce: {e}"))
+        }
         [cmd, rest @ ..] if cmd == "refuse" => {
             let (held, rest) = match rest {
                 [flag, rest @ ..] if flag == "--held" => (true, rest),
                 _ => (false, rest),
             };
+            no_unknown_option("refuse", rest)?;
             promd::config::Address::parse(&rest.join(" "))
                 .map(|address| Command::Refuse { address, held })
                 .map_err(|e| format!("refuse: {e}"))
@@ -74,6 +86,14 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
             parse_check(rest).ok_or_else(|| format!("unexpected arguments: {}", args.join(" ")))
         }
         _ => Err(format!("unexpected arguments: {}", args.join(" "))),
+    }
+}
+
+/// An option where the address should begin: named, rather than parsed as an address.
+fn no_unknown_option(cmd: &str, rest: &[String]) -> Result<(), String> {
+    match rest.first() {
+        Some(a) if a.starts_with('-') => Err(format!("{cmd}: unknown option `{a}`")),
+        _ => Ok(()),
     }
 }
 
@@ -112,28 +132,46 @@ fn abort_on_panic() {
     }));
 }
 
+/// A line on stdout. A reader that went away (`promd --help | head -1`) is not an error worth
+/// a panic (`println!` panics on a closed pipe, and promd aborts on a panic).
+fn say(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{text}");
+}
+
 fn main() -> ExitCode {
     abort_on_panic();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match parse_args(&args) {
         Ok(Command::Version) => {
-            println!("promd {}", env!("CARGO_PKG_VERSION"));
+            say(&format!("promd {}", env!("CARGO_PKG_VERSION")));
             ExitCode::SUCCESS
         }
         Ok(Command::Help) => {
-            println!("{USAGE}");
+            say(USAGE);
             ExitCode::SUCCESS
         }
         Ok(Command::Check { path, reload }) => check(&path, reload, Path::new(RUN_DIR)),
         Ok(Command::Fence) => fence(),
-        Ok(Command::Announce(address)) => {
-            match promd::announce::announce(address.ip, &address.interface) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    logging::stderr_lines(
-                        Priority::Error,
-                        &format!("promd announce {}: {e}", address.ip),
-                    );
+        Ok(Command::Announce { address, hold }) => {
+            let (ip, dev) = (address.ip, address.interface.as_str());
+            use promd::announce::{self, AnnounceError};
+            let sent = announce::announce(ip, dev);
+            match (sent, hold) {
+                (Ok(()), false) => ExitCode::SUCCESS,
+                // Announced, or not (a frame that could not be sent only delays clients):
+                // the unit holds the address as long as it is there.
+                (sent @ (Ok(()) | Err(AnnounceError::Send { .. })), true) => {
+                    if let Err(e) = sent {
+                        let text = format!("promd announce {ip}: {e}");
+                        logging::stderr_lines(Priority::Warning, &text);
+                    }
+                    let e = announce::hold(ip, dev, announce::HOLD_CHECK);
+                    logging::stderr_lines(Priority::Error, &format!("promd announce {ip}: {e}"));
+                    ExitCode::FAILURE
+                }
+                (Err(e), _) => {
+                    logging::stderr_lines(Priority::Error, &format!("promd announce {ip}: {e}"));
                     ExitCode::FAILURE
                 }
             }
@@ -233,11 +271,11 @@ fn check(path: &Path, reload: bool, run_dir: &Path) -> ExitCode {
     for warning in config::warnings(&cfg) {
         logging::stderr_lines(Priority::Notice, &format!("{origin}: note: {warning}"));
     }
-    println!(
+    say(&format!(
         "{origin}: ok ({} group{})",
         cfg.groups.len(),
         if cfg.groups.len() == 1 { "" } else { "s" }
-    );
+    ));
     ExitCode::SUCCESS
 }
 

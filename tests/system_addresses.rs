@@ -75,6 +75,7 @@ fn the_floating_address_follows_the_active_host_and_is_never_on_two() {
     });
     let active = c.wait_one_active(None, Duration::from_secs(60));
     wait_addresses_on(&c, netns, active, &vips);
+    a_lost_address_is_put_back(&c, netns, active);
     secondaries_outlive_the_floating_primary(&c, netns, active, &vips);
 
     let probes: Vec<OwnerProbe> = vips
@@ -162,6 +163,41 @@ fn the_floating_address_follows_the_active_host_and_is_never_on_two() {
 /// A client in `stale_ns` whose neighbour cache names `old_mac` (the host that held `vips`
 /// before `fault`, pinned there as a cache that missed every announcement would) is refused at
 /// once: that host answers its SYN with a reset, although it no longer has the address.
+/// An address that leaves the active host from outside promd (a flush, a network manager; a
+/// link down deletes IPv6 addresses) fails its unit, which promd restarts in place: the
+/// address is back on the same host, and the journal says why.
+fn a_lost_address_is_put_back(c: &Cluster, netns: &[String], active: usize) {
+    let vip6: IpAddr = VIP6.parse().expect("an address");
+    let unit = format!("promd-address-web.{VIP6}.service");
+    lan::in_netns(
+        &netns[active],
+        &[
+            "ip",
+            "address",
+            "del",
+            &format!("{VIP6}/64"),
+            "dev",
+            lan::LAN_IF,
+        ],
+    );
+    let h = &c.hosts[active];
+    hosts::wait_until(
+        Duration::from_secs(10),
+        "the lost address's unit restarted in place",
+        || {
+            h.journal(&["-u", "promd.service", "-o", "cat"])
+                .contains(&format!("restarting {unit} in place"))
+        },
+    );
+    wait_addresses_on(c, netns, active, &[vip6]);
+    assert_eq!(c.wait_one_active(None, Duration::from_secs(10)), active);
+    let said = h.journal(&["-u", &unit, "-o", "cat"]);
+    assert!(
+        said.contains(&format!("{VIP6} is no longer on {}", lan::LAN_IF)),
+        "{unit} did not say why it failed:\n{said}"
+    );
+}
+
 /// The floating address that is its subnet's primary on `lan0`.
 const PRIMARY: &str = "198.51.100.10";
 /// Another address of that subnet, added by hand (another group's, or the host's own).

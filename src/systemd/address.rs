@@ -77,12 +77,14 @@ pub fn unit_text(group: &str, address: &Address, promd: &Path) -> String {
          StartLimitIntervalSec=0\n\
          [Service]\n\
          Type=exec\n\
-         RemainAfterExit=yes\n\
          ExecStartPre=ip address replace {cidr} dev {dev}{nodad}\n\
-         # A lost announcement only delays clients whose caches still name the old host. For\n\
-         # IPv4 it also turns on {dev}'s promote_secondaries: deleting this address must not\n\
-         # delete the interface's other addresses of its subnet.\n\
-         ExecStart=-{promd} announce {cidr} dev {dev}\n\
+         # Announces the address (a lost announcement only delays clients whose caches still\n\
+         # name the old host; for IPv4 it also turns on {dev}'s promote_secondaries: deleting\n\
+         # this address must not delete the interface's other addresses of its subnet), then\n\
+         # stays while the address does: if it leaves {dev} (a link down deletes IPv6\n\
+         # addresses, a flush, a network manager), this unit fails and promd restarts it in\n\
+         # place or fails over. A stop ends it before the address is deleted.\n\
+         ExecStart={promd} announce --hold {cidr} dev {dev}\n\
          # Inert while the address is here; refuses from the instant it is deleted.\n\
          ExecStartPost=-{promd} refuse --held {cidr} dev {dev}\n\
          ExecStopPost=-ip address del {cidr} dev {dev}\n\
@@ -134,7 +136,10 @@ mod tests {
             t.contains("ExecStartPre=ip address replace 192.0.2.10/24 dev eth0\n"),
             "{t}"
         );
-        assert!(t.contains("ExecStart=-/usr/bin/promd announce 192.0.2.10/24 dev eth0\n"));
+        assert!(
+            t.contains("ExecStart=/usr/bin/promd announce --hold 192.0.2.10/24 dev eth0\n"),
+            "a lost address fails the unit: {t}"
+        );
         assert!(
             t.contains("ExecStartPost=-/usr/bin/promd refuse --held 192.0.2.10/24 dev eth0\n"),
             "{t}"
@@ -143,7 +148,10 @@ mod tests {
         let del = t.find("ExecStopPost=-ip address del 192.0.2.10/24 dev eth0\n");
         let expire = t.find("ExecStopPost=-/usr/bin/promd refuse 192.0.2.10/24 dev eth0\n");
         assert!(del.is_some() && del < expire, "{t}");
-        assert!(t.contains("Type=exec\nRemainAfterExit=yes\n"));
+        assert!(
+            t.contains("Type=exec\n") && !t.contains("RemainAfterExit"),
+            "{t}"
+        );
         // systemd's default (5 starts in 10 s) would refuse a host that takes the role back
         // and forth in a quick series of switchovers.
         assert!(t.contains("\nStartLimitIntervalSec=0\n"), "{t}");
