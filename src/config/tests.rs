@@ -1088,3 +1088,23 @@ fn a_clash_across_groups_is_reported_beside_a_wrong_entry() {
     );
     assert!(places[2].2.contains("appears twice"), "{found:#?}");
 }
+
+#[test]
+fn an_item_that_is_no_string_hides_no_clash() {
+    let text = "[[group]]\nname = \"a\"\nactive-target = \"a.target\"\n\
+                addresses = [\"192.0.2.10/24 dev eth0\"]\n\
+                [[group]]\nname = \"b\"\nactive-target = \"b.target\"\n\
+                addresses = [5, \"192.0.2.10/24 dev eth1\"]\n";
+    let found = problems(text);
+    let places: Vec<_> = found.iter().map(|p| (p.0, p.1)).collect();
+    assert_eq!(
+        places,
+        [(Some(8), Some(14)), (Some(8), Some(17))],
+        "{found:#?}"
+    );
+    assert!(found[0].2.contains("must hold only strings"), "{found:#?}");
+    assert!(
+        found[1].2.contains("already an address of group \"a\""),
+        "{found:#?}"
+    );
+}

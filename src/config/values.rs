@@ -186,7 +186,8 @@ impl Checker<'_> {
         key: &str,
         value: &Value<'_>,
     ) -> Option<Vec<Spanned<Address>>> {
-        let entries = self.string_array(key, value)?;
+        // The strings even beside an item that is none: checked here and across groups.
+        let (entries, _) = self.strings_of_array(key, value)?;
         let mut parsed: Vec<Spanned<Address>> = Vec::new();
         for entry in &entries {
             match Address::parse(entry.get_ref()) {
@@ -442,6 +443,17 @@ impl Checker<'_> {
         key: &str,
         value: &Value<'_>,
     ) -> Option<Vec<Spanned<String>>> {
+        let (strings, ok) = self.strings_of_array(key, value)?;
+        ok.then_some(strings)
+    }
+
+    /// The strings of an array, and whether it held nothing else (each other item is a
+    /// problem already); `None` if `value` is no array.
+    fn strings_of_array(
+        &mut self,
+        key: &str,
+        value: &Value<'_>,
+    ) -> Option<(Vec<Spanned<String>>, bool)> {
         let DeValue::Array(items) = value.get_ref() else {
             self.wrong_type(key, value, "an array of strings");
             return None;
@@ -460,7 +472,7 @@ impl Checker<'_> {
                 }
             }
         }
-        ok.then_some(strings)
+        Some((strings, ok))
     }
 }
 
