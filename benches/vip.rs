@@ -124,19 +124,9 @@ fn main() {
         .map(|ip| Client::start_in(&seg.client_ns, SocketAddr::new(*ip, WEB_PORT)))
         .collect();
 
-    let mut promd_rows = Vec::new();
-    for &fault in &faults {
-        let mut row = Row::new(fault);
-        for run in 0..runs {
-            let t0 = hosts::now_ns();
-            let gaps = run_fault(&c, &seg.netns, &clients, &vips, fault);
-            let twice = seg.held_twice(v4, t0, hosts::now_ns());
-            eprintln!("promd {} #{run}: {}", fault.name(), describe(&gaps, twice));
-            row.gaps.push(gaps[0].gap);
-            row.twice.push(twice);
-        }
-        promd_rows.push(row);
-    }
+    let promd_rows = measure("promd", &faults, runs, &seg, v4, |fault| {
+        run_fault(&c, &seg.netns, &clients, &vips, fault)
+    });
     let answers = clients[0].answers().len() + clients[1].answers().len();
     c.check_history();
 
@@ -161,49 +151,28 @@ fn main() {
     }
     let active = c.wait_one_active(None, Duration::from_secs(60));
     wait_addresses_on(&c, &seg.netns, active, &vips);
-    let mut alone_rows = Vec::new();
-    for &fault in faults
+    let planned: Vec<Fault> = faults
         .iter()
+        .copied()
         .filter(|f| matches!(f, Fault::Promote | Fault::Stop))
-    {
-        let mut row = Row::new(fault);
-        for run in 0..runs {
-            let t0 = hosts::now_ns();
-            let gaps = run_fault(&c, &seg.netns, &clients, &vips, fault);
-            let twice = seg.held_twice(v4, t0, hosts::now_ns());
-            eprintln!(
-                "promd, addresses alone {} #{run}: {}",
-                fault.name(),
-                describe(&gaps, twice)
-            );
-            row.gaps.push(gaps[0].gap);
-            row.twice.push(twice);
-        }
-        alone_rows.push(row);
-    }
+        .collect();
+    let alone_rows = measure(
+        "promd, addresses alone",
+        &planned,
+        runs,
+        &seg,
+        v4,
+        |fault| run_fault(&c, &seg.netns, &clients, &vips, fault),
+    );
 
     // The same hosts without promd: keepalived moves the addresses, the service runs on all.
     stop_promd_everywhere(&c, &seg, &vips);
     for i in 0..c.hosts.len() {
         k.start(i);
     }
-    let mut keepalived_rows = Vec::new();
-    for &fault in &faults {
-        let mut row = Row::new(fault);
-        for run in 0..runs {
-            let t0 = hosts::now_ns();
-            let gaps = k.run_fault(&seg, &clients, &vips, fault);
-            let twice = seg.held_twice(v4, t0, hosts::now_ns());
-            eprintln!(
-                "keepalived {} #{run}: {}",
-                fault.name(),
-                describe(&gaps, twice)
-            );
-            row.gaps.push(gaps[0].gap);
-            row.twice.push(twice);
-        }
-        keepalived_rows.push(row);
-    }
+    let keepalived_rows = measure("keepalived", &faults, runs, &seg, v4, |fault| {
+        k.run_fault(&seg, &clients, &vips, fault)
+    });
     for i in 0..c.hosts.len() {
         let _ = c.hosts[i].exec(&["systemctl", "stop", KEEPALIVED_UNIT, "web-vrrp"]);
     }
@@ -260,6 +229,32 @@ fn main() {
         "promd put {VIP4} on two hosts at once for {} ms",
         ms(promd_twice)
     );
+}
+
+/// `runs` runs of each of `faults` by `run` (the gaps each client saw), with the time `v4`
+/// was on two hosts meanwhile; each run journalled on stderr under `agent`.
+fn measure(
+    agent: &str,
+    faults: &[Fault],
+    runs: usize,
+    seg: &Segment,
+    v4: IpAddr,
+    mut run: impl FnMut(Fault) -> Vec<Gap>,
+) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for &fault in faults {
+        let mut row = Row::new(fault);
+        for n in 0..runs {
+            let t0 = hosts::now_ns();
+            let gaps = run(fault);
+            let twice = seg.held_twice(v4, t0, hosts::now_ns());
+            eprintln!("{agent} {} #{n}: {}", fault.name(), describe(&gaps, twice));
+            row.gaps.push(gaps[0].gap);
+            row.twice.push(twice);
+        }
+        rows.push(row);
+    }
+    rows
 }
 
 /// `systemctl stop promd` on every host, and wait until no host holds the addresses.

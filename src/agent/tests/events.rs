@@ -336,13 +336,7 @@ fn the_closure_is_said_when_it_changes_and_its_units_followed() {
              web.service; not found, nothing to stop: gone.service"
         ]
     );
-    let followed = out
-        .iter()
-        .find_map(|o| match o {
-            Output::Follow(GroupId(0), f) => Some(f.clone()),
-            _ => None,
-        })
-        .expect("followed");
+    let followed = followed_of(&out);
     let web = followed["web.service"];
     assert!(web.role && web.watched && web.steady && !web.passive);
     assert!(
@@ -403,6 +397,16 @@ fn a_failed_health_check_on_the_active_node_restarts_the_watched_units() {
     assert!(texts(&out).contains(&"web: restarting web.service web-db.service in place"));
 }
 
+/// What group 0 follows, as `out` says it.
+fn followed_of(out: &[Output]) -> crate::watch::Followed {
+    out.iter()
+        .find_map(|o| match o {
+            Output::Follow(GroupId(0), f) => Some(f.clone()),
+            _ => None,
+        })
+        .expect("followed")
+}
+
 /// A closure of `web.service` and the address unit of 192.0.2.10, both steady.
 fn closure_with_address() -> Closure {
     use crate::systemd::Reach;
@@ -436,13 +440,7 @@ fn an_address_unit_is_watched_also_beside_a_configured_watch() {
     let mut h = H::with(config_of(&text));
     h.input(Input::Start);
     let out = h.input(Input::Closure(GroupId(0), closure_with_address()));
-    let followed = out
-        .iter()
-        .find_map(|o| match o {
-            Output::Follow(GroupId(0), f) => Some(f.clone()),
-            _ => None,
-        })
-        .expect("followed");
+    let followed = followed_of(&out);
     let address = followed["promd-address-web.192.0.2.10.service"];
     assert!(
         address.role && address.watched && address.steady,
