@@ -62,26 +62,10 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
         [flag] if flag == "--help" || flag == "-h" => Ok(Command::Help),
         [flag, path] if flag == "--config" || flag == "-c" => Ok(Command::Run(path.into())),
         [cmd] if cmd == "fence" => Ok(Command::Fence),
-        [cmd, rest @ ..] if cmd == "announce" => {
-            let (hold, rest) = match rest {
-                [flag, rest @ ..] if flag == "--hold" => (true, rest),
-                _ => (false, rest),
-            };
-            no_unknown_option("announce", rest)?;
-            promd::config::Address::parse(&rest.join(" "))
-                .map(|address| Command::Announce { address, hold })
-                .map_err(|e| format!("announce: {e}"))
-        }
-        [cmd, rest @ ..] if cmd == "refuse" => {
-            let (held, rest) = match rest {
-                [flag, rest @ ..] if flag == "--held" => (true, rest),
-                _ => (false, rest),
-            };
-            no_unknown_option("refuse", rest)?;
-            promd::config::Address::parse(&rest.join(" "))
-                .map(|address| Command::Refuse { address, held })
-                .map_err(|e| format!("refuse: {e}"))
-        }
+        [cmd, rest @ ..] if cmd == "announce" => address_args("announce", "--hold", rest)
+            .map(|(hold, address)| Command::Announce { address, hold }),
+        [cmd, rest @ ..] if cmd == "refuse" => address_args("refuse", "--held", rest)
+            .map(|(held, address)| Command::Refuse { address, held }),
         [cmd, rest @ ..] if cmd == "check-config" => {
             parse_check(rest).ok_or_else(|| format!("unexpected arguments: {}", args.join(" ")))
         }
@@ -89,12 +73,24 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
     }
 }
 
-/// An option where the address should begin: named, rather than parsed as an address.
-fn no_unknown_option(cmd: &str, rest: &[String]) -> Result<(), String> {
-    match rest.first() {
-        Some(a) if a.starts_with('-') => Err(format!("{cmd}: unknown option `{a}`")),
-        _ => Ok(()),
+/// `[FLAG] ADDRESS/PREFIX dev INTERFACE` of the address unit's subcommands: whether `flag`
+/// was given, and the address. Another option where the address should begin is named as
+/// such, rather than parsed as an address.
+fn address_args(
+    cmd: &str,
+    flag: &str,
+    args: &[String],
+) -> Result<(bool, promd::config::Address), String> {
+    let (given, rest) = match args {
+        [f, rest @ ..] if f == flag => (true, rest),
+        _ => (false, args),
+    };
+    if let Some(a) = rest.first().filter(|a| a.starts_with('-')) {
+        return Err(format!("{cmd}: unknown option `{a}`"));
     }
+    promd::config::Address::parse(&rest.join(" "))
+        .map(|address| (given, address))
+        .map_err(|e| format!("{cmd}: {e}"))
 }
 
 /// `check-config`'s own arguments: `--reload` and a path, each at most once, in any order;
@@ -585,6 +581,18 @@ mod tests {
         );
         assert!(matches!(a(&["--version"]), Ok(Command::Version)));
         assert!(matches!(a(&["--help"]), Ok(Command::Help)));
+        let e = a(&["refuse", "--bogus", "192.0.2.10/24", "dev", "eth0"])
+            .err()
+            .unwrap_or_default();
+        assert_eq!(e, "refuse: unknown option `--bogus`");
+        let e = a(&["announce", "--held", "192.0.2.10/24", "dev", "eth0"])
+            .err()
+            .unwrap_or_default();
+        assert_eq!(e, "announce: unknown option `--held`");
+        assert!(matches!(
+            a(&["announce", "--hold", "192.0.2.10/24", "dev", "eth0"]),
+            Ok(Command::Announce { hold: true, .. })
+        ));
         for args in [
             &["announce", "--help"][..],
             &["refuse", "-h"],
