@@ -70,22 +70,18 @@ impl Group {
 
     /// The units a group follows and what each is to it: the closure's units (their starts
     /// are reported), and the watched units (the configured `watch`, or the closure's
-    /// watchable units), steady if the role expects them up.
-    /// The configured `watch` list with the group's address units (see
-    /// [`address::watch_list`]); `None` when the closure's units are watched.
-    pub(super) fn watch_list(&self) -> Option<Vec<String>> {
-        address::watch_list(&self.cfg.name, &self.cfg.watch, &self.cfg.addresses)
-    }
-
+    /// watchable units; the address units always, [`address::watch_list`]), steady if the
+    /// role expects them up.
     pub(super) fn followed(&self) -> Followed {
         let mut followed = Followed::new();
         for unit in self.closure.units.keys() {
             followed.entry(unit.clone()).or_default().role = true;
         }
-        let watched = match self.watch_list() {
-            Some(w) => w,
-            None => self.closure.watchable(),
-        };
+        let watched =
+            match address::watch_list(&self.cfg.name, &self.cfg.watch, &self.cfg.addresses) {
+                Some(w) => w,
+                None => self.closure.watchable(),
+            };
         for unit in watched {
             let steady = self.closure.expects_up(&unit);
             let e = followed.entry(unit).or_default();
