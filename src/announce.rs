@@ -22,6 +22,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+use nix::ifaddrs::InterfaceAddress;
 use nix::sys::socket::{AddressFamily, LinkAddr, SockFlag, SockType, SockaddrLike, sendto};
 use nix::sys::socket::{MsgFlags, socket};
 use thiserror::Error;
@@ -142,31 +143,44 @@ pub fn unsolicited_na_frame(mac: [u8; 6], ip: Ipv6Addr) -> Vec<u8> {
     f
 }
 
-/// The Ethernet address of `interface`, as the kernel reports it to `getifaddrs(3)` (its
-/// `AF_PACKET` entry). Not from `/sys/class/net`: a sysfs mounted in another network
-/// namespace (a container's, say) does not list the interface.
-fn interface_mac(interface: &str) -> Result<[u8; 6], AnnounceError> {
-    let bad = |why: String| AnnounceError::Interface {
+/// The entries `getifaddrs(3)` lists for `interface` (none: no such interface). Read from
+/// the kernel, not `/sys/class/net`: a sysfs mounted in another network namespace (a
+/// container's, say) does not list the interface.
+fn entries_of(interface: &str) -> Result<Vec<InterfaceAddress>, AnnounceError> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| AnnounceError::Interface {
         interface: interface.to_string(),
-        why,
-    };
-    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| bad(format!("getifaddrs: {e}")))?;
-    addrs
-        .filter(|a| a.interface_name == interface)
+        why: format!("getifaddrs: {e}"),
+    })?;
+    Ok(addrs.filter(|a| a.interface_name == interface).collect())
+}
+
+/// The Ethernet address among `interface`'s `entries` (its `AF_PACKET` entry).
+fn interface_mac(interface: &str, entries: &[InterfaceAddress]) -> Result<[u8; 6], AnnounceError> {
+    entries
+        .iter()
         .filter_map(|a| a.address?.as_link_addr()?.addr())
         .find(|mac| *mac != [0; 6])
-        .ok_or_else(|| {
-            if addrs_named(interface) {
-                bad("it has no Ethernet address to announce (a loopback, a tunnel?)".into())
+        .ok_or_else(|| AnnounceError::Interface {
+            interface: interface.to_string(),
+            why: if entries.is_empty() {
+                "no such interface".into()
             } else {
-                bad("no such interface".into())
-            }
+                "it has no Ethernet address to announce (a loopback, a tunnel?)".into()
+            },
         })
 }
 
-/// Whether an interface named `interface` exists (has any entry in `getifaddrs(3)`).
-fn addrs_named(interface: &str) -> bool {
-    nix::ifaddrs::getifaddrs().is_ok_and(|mut a| a.any(|a| a.interface_name == interface))
+/// Whether `entries` (an interface's) hold `ip`.
+fn has(entries: &[InterfaceAddress], ip: IpAddr) -> bool {
+    entries.iter().any(|a| {
+        let Some(addr) = a.address else {
+            return false;
+        };
+        match ip {
+            IpAddr::V4(v4) => addr.as_sockaddr_in().is_some_and(|s| s.ip() == v4),
+            IpAddr::V6(v6) => addr.as_sockaddr_in6().is_some_and(|s| s.ip() == v6),
+        }
+    })
 }
 
 /// Keep the other addresses of a subnet when its primary address on `interface` is deleted
@@ -180,19 +194,7 @@ pub fn keep_secondaries(interface: &str) -> std::io::Result<()> {
 /// Whether `interface` has `ip` now, as `getifaddrs(3)` lists it (an error: the interfaces
 /// could not be listed).
 pub fn holds(ip: IpAddr, interface: &str) -> Result<bool, AnnounceError> {
-    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| AnnounceError::Interface {
-        interface: interface.to_string(),
-        why: format!("getifaddrs: {e}"),
-    })?;
-    Ok(addrs.filter(|a| a.interface_name == interface).any(|a| {
-        let Some(addr) = a.address else {
-            return false;
-        };
-        match ip {
-            IpAddr::V4(v4) => addr.as_sockaddr_in().is_some_and(|s| s.ip() == v4),
-            IpAddr::V6(v6) => addr.as_sockaddr_in6().is_some_and(|s| s.ip() == v6),
-        }
-    }))
+    Ok(has(&entries_of(interface)?, ip))
 }
 
 /// How often `--hold` looks for its address on the interface: a lost address fails the unit
@@ -223,8 +225,9 @@ pub fn hold(ip: IpAddr, interface: &str, every: Duration) -> AnnounceError {
 /// exist or does not have `ip`: an announcement of an address this host does not hold would
 /// point the segment's caches at it, away from the host that does.
 pub fn announce(ip: IpAddr, interface: &str) -> Result<(), AnnounceError> {
-    let mac = interface_mac(interface)?;
-    if !holds(ip, interface)? {
+    let entries = entries_of(interface)?;
+    let mac = interface_mac(interface, &entries)?;
+    if !has(&entries, ip) {
         return Err(AnnounceError::Interface {
             interface: interface.to_string(),
             why: format!(
