@@ -33,16 +33,58 @@ impl fmt::Display for AddressError {
     }
 }
 
+/// The loopback interface, which every network namespace has under this name.
+const LOOPBACK: &str = "lo";
+
+/// Whether `word` reads as an entry's first word, `ADDRESS/PREFIX`.
+fn starts_entry(word: &str) -> bool {
+    word.split_once('/')
+        .is_some_and(|(ip, _)| ip.parse::<IpAddr>().is_ok())
+}
+
+/// The hint for entries run together in one string: `parts`, each its own string (or an
+/// example, when a part does not begin with an address).
+fn own_strings<S: AsRef<str>>(parts: impl Iterator<Item = S>) -> String {
+    let parts: Vec<String> = parts
+        .map(|p| p.as_ref().split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|p| !p.is_empty())
+        .collect();
+    let list = if parts
+        .iter()
+        .all(|p| p.split(' ').next().is_some_and(starts_entry))
+    {
+        parts.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>()
+    } else {
+        vec![
+            "\"192.0.2.10/24 dev eth0\"".to_string(),
+            "\"192.0.2.11/24 dev eth0\"".to_string(),
+        ]
+    };
+    format!(
+        "each address is its own string in the list: [{}]",
+        list.join(", ")
+    )
+}
+
 const SHAPE: &str = "write ADDRESS/PREFIX dev INTERFACE, e.g. \"192.0.2.10/24 dev eth0\" or \
                      \"2001:db8::10/64 dev eth0\"";
 
 impl Address {
     /// Parse `ADDRESS/PREFIX dev INTERFACE` (words separated by any whitespace).
     ///
-    /// Errors: a missing or extra word, a missing `/PREFIX`, an address that is not IPv4 or
-    /// IPv6, a prefix out of range for its family, an address no host may float (unspecified,
-    /// loopback, multicast, IPv4 broadcast), or an interface name the kernel refuses.
+    /// Errors: a missing or extra word, a comma (two entries in one string), a missing
+    /// `/PREFIX`, an address that is not IPv4 or IPv6, a prefix out of range for its family,
+    /// an address no host may float (unspecified, loopback, multicast, IPv4 broadcast), an
+    /// interface name the kernel refuses, or the loopback interface `lo`.
     pub fn parse(text: &str) -> Result<Address, AddressError> {
+        // No part of an entry holds a comma: one is two entries run together in one string
+        // (`"192.0.2.10/24 dev eth0, 192.0.2.11/24 dev eth0"`), or a list's comma inside it.
+        if text.contains(',') {
+            return Err(AddressError(format!(
+                "`,` is not part of an address: {}",
+                own_strings(text.split(','))
+            )));
+        }
         let words: Vec<&str> = text.split_whitespace().collect();
         let (cidr, interface) = match words.as_slice() {
             [cidr, dev, interface] if *dev == "dev" => (*cidr, *interface),
@@ -58,10 +100,16 @@ impl Address {
                 )));
             }
             _ => {
-                return Err(AddressError(format!(
-                    "unexpected `{}` after the interface: {SHAPE}",
-                    words[3..].join(" ")
-                )));
+                let extra = words[3..].join(" ");
+                // Another entry in the same string: hint at two strings.
+                return Err(AddressError(if starts_entry(words[3]) {
+                    format!(
+                        "unexpected `{extra}` after the interface: {}",
+                        own_strings(words.chunks(3).map(|w| w.join(" ")))
+                    )
+                } else {
+                    format!("unexpected `{extra}` after the interface: {SHAPE}")
+                }));
             }
         };
         let Some((ip, prefix)) = cidr.split_once('/') else {
@@ -97,6 +145,14 @@ impl Address {
             )));
         }
         check_interface(interface)?;
+        if interface == LOOPBACK {
+            return Err(AddressError(format!(
+                "interface `{LOOPBACK}` is the loopback interface: an address on it is reached \
+                 from this host only and cannot be announced to the segment (its unit would \
+                 fail at every promotion); name the interface that faces the clients, e.g. \
+                 `dev eth0`"
+            )));
+        }
         Ok(Address {
             ip,
             prefix,
@@ -229,6 +285,55 @@ mod tests {
         ] {
             assert!(Address::parse(ok).is_ok(), "{ok}");
         }
+    }
+
+    #[test]
+    fn an_address_on_the_loopback_interface_is_refused() {
+        // It could never be announced (lo has no Ethernet address): its unit would fail at
+        // every promotion.
+        for text in ["192.0.2.10/24 dev lo", "2001:db8::10/64 dev lo"] {
+            let e = err(text);
+            assert!(
+                e.contains("interface `lo` is the loopback interface"),
+                "{text}: {e}"
+            );
+            assert!(e.contains("e.g. `dev eth0`"), "{text}: {e}");
+        }
+        // A loopback address is refused on any interface, and said to be one.
+        assert!(err("127.0.0.2/8 dev eth0").contains("loopback address"));
+        assert!(err("::1/128 dev eth0").contains("loopback address"));
+        assert!(
+            Address::parse("192.0.2.10/24 dev lo0").is_ok(),
+            "only `lo` itself"
+        );
+    }
+
+    #[test]
+    fn a_comma_says_that_each_address_is_its_own_string() {
+        let e = err("192.0.2.10/24 dev eth0, 192.0.2.11/24 dev eth0");
+        assert!(
+            e.contains(
+                "each address is its own string in the list: \
+                 [\"192.0.2.10/24 dev eth0\", \"192.0.2.11/24 dev eth0\"]"
+            ),
+            "{e}"
+        );
+        let e = err("192.0.2.10/24 dev eth0,");
+        assert!(
+            e.contains("each address is its own string in the list: [\"192.0.2.10/24 dev eth0\"]"),
+            "{e}"
+        );
+        let e = err("192.0.2.10/24,dev eth0");
+        assert!(e.contains("each address is its own string"), "{e}");
+        // Two entries in one string without a comma: the same hint.
+        let e = err("192.0.2.10/24 dev eth0 192.0.2.11/24 dev eth0");
+        assert!(
+            e.contains("unexpected `192.0.2.11/24 dev eth0` after the interface")
+                && e.contains("each address is its own string in the list"),
+            "{e}"
+        );
+        // Other extra words get no such hint.
+        assert!(!err("192.0.2.10/24 dev eth0 label x").contains("own string"));
     }
 
     #[test]

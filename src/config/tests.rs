@@ -1035,6 +1035,18 @@ fn addresses_are_parsed_and_each_wrong_part_is_placed() {
         "address 192.0.2.10 appears twice in `addresses` (first at line",
     );
     assert_one(
+        &group_with("addresses = [\"192.0.2.10/24 dev lo\"]\n"),
+        line,
+        14,
+        "`addresses`: interface `lo` is the loopback interface",
+    );
+    assert_one(
+        &group_with("addresses = [\"192.0.2.10/24 dev eth0, 192.0.2.11/24 dev eth0\"]\n"),
+        line,
+        14,
+        "each address is its own string in the list",
+    );
+    assert_one(
         &group_with("addresses = \"192.0.2.10/24 dev eth0\"\n"),
         line,
         13,
