@@ -1029,7 +1029,7 @@ fn addresses_are_parsed_and_each_wrong_part_is_placed() {
         "`192.0.2.300` is not an IPv4 or IPv6 address",
     );
     assert_one(
-        &group_with("addresses = [\"192.0.2.10/24 dev eth0\", \"192.0.2.10/32 dev eth1\"]\n"),
+        &group_with("addresses = [\"192.0.2.10/24 dev eth0\", \"192.0.2.10/32 dev eth0\"]\n"),
         line,
         40,
         "address 192.0.2.10 appears twice in `addresses` (first at line",
@@ -1052,6 +1052,24 @@ fn addresses_are_parsed_and_each_wrong_part_is_placed() {
         13,
         "`addresses` must be an array of strings",
     );
+}
+
+#[test]
+fn one_address_on_two_interfaces_is_said_to_be_so() {
+    let line = GROUP.lines().count() + 1;
+    assert_one(
+        &group_with("addresses = [\"192.0.2.10/24 dev eth0\", \"192.0.2.10/24 dev eth1\"]\n"),
+        line,
+        40,
+        &format!(
+            "address 192.0.2.10 is on two interfaces in `addresses`: eth1 here and eth0 at \
+             line {line}, column 14"
+        ),
+    );
+    let found = problems(&group_with(
+        "addresses = [\"192.0.2.10/24 dev eth0\", \"192.0.2.10/24 dev eth1\"]\n",
+    ));
+    assert!(!found[0].2.contains("appears twice"), "{found:#?}");
 }
 
 #[test]
@@ -1098,7 +1116,10 @@ fn a_clash_across_groups_is_reported_beside_a_wrong_entry() {
         (Some(8), Some(40)),
         "{found:#?}"
     );
-    assert!(places[2].2.contains("appears twice"), "{found:#?}");
+    assert!(
+        places[2].2.contains("is on two interfaces in `addresses`"),
+        "{found:#?}"
+    );
 }
 
 #[test]

@@ -194,14 +194,22 @@ impl Checker<'_> {
                 Ok(a) => {
                     if let Some(first) = parsed.iter().find(|f| f.get_ref().ip == a.ip) {
                         let (line, column) = position(self.text, first.span().start);
-                        self.error(
-                            &entry.span(),
+                        let (ip, here, there) = (a.ip, &a.interface, &first.get_ref().interface);
+                        // Only the interface differs: "twice" would read as a repeated line.
+                        let message = if here == there {
                             format!(
-                                "address {} appears twice in `{key}` (first at line {line}, \
-                                 column {column})",
-                                a.ip
-                            ),
-                        );
+                                "address {ip} appears twice in `{key}` (first at line {line}, \
+                                 column {column})"
+                            )
+                        } else {
+                            format!(
+                                "address {ip} is on two interfaces in `{key}`: {here} here and \
+                                 {there} at line {line}, column {column}; an address floats on \
+                                 one interface of its host: keep the entry of the interface \
+                                 that faces its clients"
+                            )
+                        };
+                        self.error(&entry.span(), message);
                         continue;
                     }
                     parsed.push(Spanned::new(entry.span(), a));
