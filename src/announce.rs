@@ -51,9 +51,9 @@ pub enum AnnounceError {
     },
     /// The address left the interface while the unit held it (`--hold`).
     #[error(
-        "{ip} is no longer on {interface} (the link went down, which deletes IPv6 addresses, or \
-         it was deleted by hand or by a network manager): the address unit fails, so that promd \
-         restarts it in place or fails over"
+        "{ip} is no longer on {interface} ({}): the address unit fails, so that promd restarts \
+         it in place or fails over",
+        lost_why(.ip)
     )]
     Lost {
         /// The address.
@@ -69,6 +69,20 @@ pub enum AnnounceError {
         /// The system's error.
         error: nix::Error,
     },
+}
+
+/// What can take `ip` off its interface: a link down deletes IPv6 addresses, and leaves
+/// IPv4 ones in place (so it is not named for one).
+fn lost_why(ip: &IpAddr) -> &'static str {
+    match ip {
+        IpAddr::V4(_) => {
+            "deleted by hand, by a flush or by a network manager, or the interface was removed"
+        }
+        IpAddr::V6(_) => {
+            "the link went down, which deletes IPv6 addresses, or it was deleted by hand, by a \
+             flush or by a network manager, or the interface was removed"
+        }
+    }
 }
 
 /// The gratuitous ARP request that announces `ip` at `mac`: Ethernet broadcast, ARP request
@@ -336,6 +350,33 @@ mod tests {
         // An odd length is padded with a zero byte; split parts sum as one.
         assert_eq!(checksum(&[&[0x12]]), !0x1200);
         assert_eq!(checksum(&[&data[..3], &data[3..]]), checksum(&[&data]));
+    }
+
+    #[test]
+    fn a_lost_address_is_explained_for_its_family() {
+        let lost = |ip: &str| {
+            AnnounceError::Lost {
+                ip: ip.parse().unwrap(),
+                interface: "eth0".into(),
+            }
+            .to_string()
+        };
+        // A link down leaves IPv4 addresses in place: not a cause to name for one.
+        let v4 = lost("192.0.2.10");
+        assert!(v4.starts_with("192.0.2.10 is no longer on eth0 ("), "{v4}");
+        assert!(!v4.contains("link") && !v4.contains("IPv6"), "{v4}");
+        assert!(v4.contains("deleted by hand"), "{v4}");
+        let v6 = lost("2001:db8::10");
+        assert!(
+            v6.contains("the link went down, which deletes IPv6 addresses"),
+            "{v6}"
+        );
+        for text in [&v4, &v6] {
+            assert!(
+                text.contains("promd restarts it in place or fails over"),
+                "{text}"
+            );
+        }
     }
 
     #[test]
