@@ -34,6 +34,7 @@ fn node(root: &Path, name: &str) -> Node {
         name,
         lease: LEASE,
         host: None,
+        addresses: &[],
     };
     Node::open(&DirStore::new(root.to_path_buf()), Link::NONE, how)
 }

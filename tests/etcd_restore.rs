@@ -168,6 +168,7 @@ fn open(m: &Member, name: &str) -> Node {
         name,
         lease: LEASE,
         host: None,
+        addresses: &[],
     };
     Node::open(&store, Link::NONE, how)
 }

@@ -27,6 +27,7 @@ fn open(store: &EtcdStore, group: &str, name: &str) -> Node {
         name,
         lease: LEASE,
         host: None,
+        addresses: &[],
     };
     Node::open(store, Link::NONE, how)
 }

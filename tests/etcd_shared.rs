@@ -31,6 +31,7 @@ async fn groups(store: &EtcdStore, count: usize, lease: Duration, from: usize) -
                     name: "n1",
                     lease,
                     host: None,
+                    addresses: &[],
                 },
             )
         })
@@ -336,6 +337,7 @@ async fn a_closing_group_leaves_the_keys_of_its_replacement() {
         name: "n1",
         lease: secs(3.0),
         host: None,
+        addresses: &[],
     };
     let mut old = Node::open(&store, Link::NONE, how.clone());
     // Another group keeps the lease from being revoked by the old one's shutdown.
@@ -424,6 +426,7 @@ async fn a_group_closed_while_cut_off_has_its_keys_deleted_once_connected() {
         name: "n1",
         lease,
         host: None,
+        addresses: &[],
     };
     let mut closing = Node::open(store.as_ref(), link, opening("closing"));
     let mut staying = Node::open(store.as_ref(), link, opening("staying"));
@@ -433,6 +436,7 @@ async fn a_group_closed_while_cut_off_has_its_keys_deleted_once_connected() {
             name: "watcher",
             lease,
             host: None,
+            addresses: &[],
         })
         .await;
     for n in [&mut closing, &mut staying, &mut observer] {

@@ -22,6 +22,7 @@ fn open(store: &EtcdStore, group: &str, name: &str, lease: Duration) -> Node {
         name,
         lease,
         host: None,
+        addresses: &[],
     };
     Node::open(store, Link::NONE, how)
 }

@@ -20,6 +20,7 @@
 #[path = "support/contract/mod.rs"]
 mod contract;
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use contract::records::{HOST_A, HOST_B, member, member_on};
@@ -59,6 +60,9 @@ macro_rules! contract_tests {
                 maintenance_outlives_the_session_that_set_it,
                 a_node_name_held_by_another_host_is_never_taken_over,
                 a_refused_duplicate_leaves_the_first_hosts_member_record_at_shutdown,
+                a_campaign_is_lost_while_another_group_holds_one_of_its_addresses,
+                an_address_is_free_once_its_holders_lease_is_gone,
+                a_groups_own_address_key_does_not_block_its_next_holder,
             );
         }
     };
@@ -113,7 +117,24 @@ fn a_node<'a>(group: &'a str, name: &'a str, lease: Duration) -> Opening<'a> {
         name,
         lease,
         host: None,
+        addresses: &[],
     }
+}
+
+fn with_addresses<'a>(
+    group: &'a str,
+    name: &'a str,
+    lease: Duration,
+    addresses: &'a [IpAddr],
+) -> Opening<'a> {
+    Opening {
+        addresses,
+        ..a_node(group, name, lease)
+    }
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().expect("an address")
 }
 
 fn on_host<'a>(group: &'a str, name: &'a str, lease: Duration, host: &'a str) -> Opening<'a> {
@@ -1160,4 +1181,147 @@ async fn a_refused_duplicate_leaves_the_first_hosts_member_record_at_shutdown<B:
         shows(m, "n1", HOST_A, 100)
     })
     .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Floating addresses: one holder per address, whatever the groups say
+
+/// Two groups list one address (a group renamed, or an address moved to another group, in a
+/// rolling reload; hosts whose files disagree): while one group's role holds it, the
+/// other's campaign is lost and takes nothing, not even its other addresses. Each way a
+/// holder lets go (release, retirement, graceful shutdown) frees its addresses at once.
+async fn a_campaign_is_lost_while_another_group_holds_one_of_its_addresses<B: Backend>() {
+    let mut b = B::start().await;
+    let (x, y) = (ip("192.0.2.10"), ip("2001:db8::10"));
+    let mut web = b
+        .node_with(with_addresses("web", "a", B::LEASE, &[x]))
+        .await;
+    let mut renamed = b
+        .node_with(with_addresses("web2", "b", B::LEASE, &[y, x]))
+        .await;
+    let mut other = b
+        .node_with(with_addresses("other", "c", B::LEASE, &[y]))
+        .await;
+    for n in [&mut web, &mut renamed, &mut other] {
+        n.up(B::UP).await;
+    }
+    let held = web.try_campaign().await.expect("a vacant key is won");
+    assert_eq!(
+        renamed.try_campaign().await,
+        None,
+        "192.0.2.10 is held by group web"
+    );
+    // The lost campaign took nothing: its other address is free, its own key vacant.
+    let y_held = other.try_campaign().await.expect("2001:db8::10 is free");
+    renamed.leader_none(SOON).await;
+    other.release(y_held).await;
+    assert_eq!(
+        renamed.try_campaign().await,
+        None,
+        "web still holds 192.0.2.10"
+    );
+
+    web.send(StoreCommand::Shutdown);
+    web.ended(B::HANDOVER).await;
+    let term = renamed
+        .try_campaign()
+        .await
+        .unwrap_or_else(|| panic!("{}: web's shutdown freed 192.0.2.10 (term {held})", B::NAME));
+
+    // A retirement frees them too.
+    let mut third = b
+        .node_with(with_addresses("web3", "d", B::LEASE, &[x]))
+        .await;
+    third.up(B::UP).await;
+    assert_eq!(third.try_campaign().await, None, "web2 holds 192.0.2.10");
+    renamed.send(StoreCommand::Retire {
+        term,
+        record: member("b"),
+    });
+    renamed
+        .wait_for(SOON, "Released", |e| *e == StoreEvent::Released)
+        .await;
+    assert!(
+        third.try_campaign().await.is_some(),
+        "web2's retirement freed 192.0.2.10"
+    );
+}
+
+/// A holder that dies keeps its addresses until its lease is gone, as it keeps its key,
+/// and not after: a campaign of another group for one of them is lost until then, and won
+/// after.
+async fn an_address_is_free_once_its_holders_lease_is_gone<B: Backend>() {
+    let mut b = B::start().await;
+    let x = ip("2001:db8::10");
+    let mut holder = b
+        .detached_with(with_addresses("dying", "a", B::LEASE, &[x]))
+        .await;
+    holder.up(B::UP).await;
+    let mut next = b
+        .node_with(with_addresses("next", "b", B::LEASE, &[x]))
+        .await;
+    next.up(B::UP).await;
+    holder.try_campaign().await.expect("a vacant key is won");
+    holder.skip();
+    holder.renewed(B::LEASE).await;
+    holder.kill();
+    holder.drain();
+    let last = *holder.renewals().iter().max().expect("renewed");
+    assert_eq!(
+        next.try_campaign().await,
+        None,
+        "the dead holder's lease still runs"
+    );
+    // As promd's runtime does after a lost campaign: try again, a little later.
+    let deadline = last + B::LEASE + B::EXPIRY_SLACK + SOON;
+    let won = loop {
+        let asked = Instant::now();
+        if next.try_campaign().await.is_some() {
+            break asked;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: the address stayed held",
+            B::NAME
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!(
+        "{}: address won {:?} after the last renewal",
+        B::NAME,
+        won - last
+    );
+    assert!(
+        won - last >= B::LEASE - Duration::from_millis(100),
+        "held for the lease: {:?}",
+        won - last
+    );
+}
+
+/// The group's own address key, left by a holder whose leader key an operator deleted,
+/// does not block the group's next holder (the group's key keeps its hosts apart); it is
+/// the next holder's then, and blocks other groups.
+async fn a_groups_own_address_key_does_not_block_its_next_holder<B: Backend>() {
+    let mut b = B::start().await;
+    let x = ip("192.0.2.10");
+    let mut first = b
+        .node_with(with_addresses("web", "a", B::LEASE, &[x]))
+        .await;
+    let mut second = b
+        .node_with(with_addresses("web", "b", B::LEASE, &[x]))
+        .await;
+    let mut stranger = b.node_with(with_addresses("db", "c", B::LEASE, &[x])).await;
+    for n in [&mut first, &mut second, &mut stranger] {
+        n.up(B::UP).await;
+    }
+    let term = first.try_campaign().await.expect("a vacant key is won");
+    second.leader_is(SOON, "a", term).await;
+    b.delete("web", Key::Leader).await;
+    second.leader_none(SOON).await;
+    let next = second.try_campaign().await.expect("web's own address key");
+    assert!(next > term);
+    assert_eq!(stranger.try_campaign().await, None, "web holds 192.0.2.10");
+    // The first holder's late release frees nothing of the second's.
+    first.release(term).await;
+    assert_eq!(stranger.try_campaign().await, None, "still web's, at b");
 }

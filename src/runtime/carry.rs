@@ -102,6 +102,7 @@ impl Runtime {
             node: self.node.clone(),
             host: self.host.clone(),
             lease: cfg.lease,
+            addresses: cfg.addresses.iter().map(|a| a.ip).collect(),
             progress: progress.clone(),
         };
         let session = self.store.open_group(spec, id, self.store_tx.clone());

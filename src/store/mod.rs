@@ -39,7 +39,7 @@ use crate::agent::GroupId;
 
 pub use error::{Cause, DirError, EndpointError, EtcdError, StoreError, ValueError};
 pub use record::{
-    HostId, HostIdError, LeaderRecord, MaintenanceRecord, MemberRecord, RecordError,
+    AddressRecord, HostId, HostIdError, LeaderRecord, MaintenanceRecord, MemberRecord, RecordError,
     SwitchoverRecord, TermRecord, other_host,
 };
 
@@ -55,6 +55,11 @@ pub struct GroupSpec {
     pub host: Option<HostId>,
     /// The group's lease: a leader that stops renewing loses the key after this.
     pub lease: Duration,
+    /// The floating addresses the group's role holds (config `addresses`), each with a key
+    /// of its own in the store ([`AddressRecord`]): a campaign takes them with the leader
+    /// key, and is lost while another group holds one; a release frees them with the key.
+    /// Fixed for the session (a change of `addresses` restarts the group).
+    pub addresses: Vec<std::net::IpAddr>,
     /// Beaten by the backend's task on every turn of its loop, connected or not; the runtime
     /// pings the systemd watchdog only while every backend task keeps beating.
     pub progress: Progress,
@@ -112,7 +117,9 @@ pub const UNREADABLE_NODE: &str = "(unreadable)";
 #[derive(Debug, Clone)]
 pub enum StoreCommand {
     /// Take the leader key if nobody holds it, at a term above every term the store handed
-    /// out and above `floor`. Answered by [`StoreEvent::Campaigned`].
+    /// out and above `floor`, and with it the key of each of the group's addresses
+    /// ([`GroupSpec::addresses`]); lost while another group holds one of those (the backend
+    /// logs which, and who holds it). Answered by [`StoreEvent::Campaigned`].
     Campaign {
         /// The key's value (the store fills in its term).
         record: LeaderRecord,
@@ -127,7 +134,8 @@ pub enum StoreCommand {
         claim: MemberRecord,
     },
     /// Delete the leader key if it is still ours (it names this node, was not written on
-    /// another host) at this term. Answered by [`StoreEvent::Released`] either way.
+    /// another host) at this term, and with it the group's address keys. Answered by
+    /// [`StoreEvent::Released`] either way.
     Release {
         /// The term the key was won at.
         term: u64,

@@ -87,6 +87,43 @@ impl Versioned for TermRecord {
     }
 }
 
+/// The value of an address key, `PREFIX/.addresses/ADDRESS` (etcd, bound to the holder's
+/// lease) or the dir store's `.addresses/ADDRESS` file: which group's role holds the floating
+/// address. Written by a won campaign of a group that lists the address, deleted with its
+/// release. A campaign of another group is lost while the key is held (a group renamed, or an
+/// address moved between groups, during a rolling reload: issue 15), so the address is never
+/// on two hosts even when their configurations disagree. (`.` never starts a group name.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressRecord {
+    /// The format version: [`FORMAT_VERSION`].
+    pub v: u32,
+    /// The group whose role holds the address.
+    pub group: String,
+    /// The node that holds the group's leader key.
+    pub node: String,
+    /// The holder's host, as in [`LeaderRecord::host`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The term the group's key was won at.
+    pub term: u64,
+    /// The group's lease in milliseconds (the dir store judges the holder's key live from
+    /// it; etcd binds the key to the lease instead).
+    pub lease_ms: u64,
+}
+
+impl Versioned for AddressRecord {
+    fn validate(&self) -> Result<(), RecordError> {
+        check_node(&self.node)?;
+        if !crate::config::valid_group_name(&self.group) {
+            return Err(RecordError::Invalid(format!(
+                "{:?} is not a group name",
+                self.group
+            )));
+        }
+        check_host(self.host.as_deref())
+    }
+}
+
 /// The value of `PREFIX/GROUP/members/NODE`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberRecord {

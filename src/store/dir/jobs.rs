@@ -8,6 +8,9 @@ use crate::store::record::{self, LeaderRecord, MaintenanceRecord, MemberRecord};
 use crate::store::view::{Findings, View};
 use crate::store::{HostId, Op, other_host};
 
+use tracing::warn;
+
+use super::addresses;
 use super::files::{
     Files, GroupLock, Paths, Slot, ensure_dirs, live, remove, sync_dir, write_atomic,
 };
@@ -17,6 +20,10 @@ use super::format::{DIR_FORMAT, TermFile, encode_durable, encode_entry, new_sess
 #[derive(Debug)]
 pub(super) struct Ctx {
     pub(super) paths: Paths,
+    /// The group's name, as its address files say it.
+    pub(super) group: String,
+    /// The group's floating addresses (see [`addresses`](super::addresses)).
+    pub(super) addresses: Vec<std::net::IpAddr>,
     pub(super) node: String,
     /// This host, as written in our records (see [`HostId`]).
     pub(super) host: Option<HostId>,
@@ -254,11 +261,15 @@ fn write_member(
     )
 }
 
-/// Delete what a lost session left: its leader and switchover files. (The member file is
-/// rewritten under the new session, or expires.)
+/// Delete what a lost session left: its leader and switchover files, and the address files
+/// of its leader file's term. (The member file is rewritten under the new session, or
+/// expires.)
 pub(super) fn drop_session_files(ctx: &Ctx, files: &Files, id: &str) -> Result<(), DirError> {
-    if files.leader.owned_by(id).is_some() {
+    if let Some(e) = files.leader.owned_by(id) {
         remove(&ctx.paths.leader)?;
+        if let Some(term) = e.term {
+            free_addresses(ctx, term)?;
+        }
     }
     if files.switchover.owned_by(id).is_some() {
         remove(&ctx.paths.switchover)?;
@@ -287,8 +298,15 @@ fn release(ctx: &Ctx, files: &Files, term: u64) -> Result<(), DirError> {
         && releasable(&e.record, &ctx.node, ctx.host.as_ref())
     {
         remove(&ctx.paths.leader)?;
+        free_addresses(ctx, term)?;
     }
     Ok(())
+}
+
+/// The address files of `term` after its leader file is gone (see [`addresses::free`]).
+fn free_addresses(ctx: &Ctx, term: u64) -> Result<(), DirError> {
+    let _lock = addresses::lock(ctx)?;
+    addresses::free(ctx, term)
 }
 
 pub(super) fn carry_out(
@@ -381,6 +399,13 @@ pub(super) fn campaign(
     let Some(term) = files.next_term(floor) else {
         return refuse(false);
     };
+    // Held until the leader file is written: another group's campaign for one of our
+    // addresses sees either no file of ours, or one whose leader file is live.
+    let _addresses = addresses::lock(ctx)?;
+    if let Some(holder) = addresses::held_elsewhere(ctx, now)? {
+        warn!(group = %ctx.group, "campaign lost: {holder}; retrying while it is");
+        return refuse(false);
+    }
     // The counter first: should we crash between the two writes, a term is skipped, never
     // handed out twice.
     let counter = record::encode(&TermFile {
@@ -388,6 +413,7 @@ pub(super) fn campaign(
         term,
     });
     write_atomic(&ctx.paths.term, &counter, true)?;
+    addresses::take(ctx, term)?;
     // Bound to the session as it stands: the next renewal pushes both together. The expiry
     // is that of the last renewal, so the holder's fencing deadline (counted from that
     // renewal's send time) falls before it.

@@ -16,6 +16,10 @@
 //!   envelope, bound to no session: it outlives the process that wrote it. Maintenance off
 //!   is the file's absence.
 //!
+//! Beside the groups, `ROOT/.addresses/ADDRESS`: which group's role holds each floating
+//! address, written by a won campaign and counted while the leader file it names is live at
+//! its term (see `addresses`).
+//!
 //! A *session* plays the part of etcd's lease: a random id and a wall-clock expiry that the
 //! task pushes to `now + lease` on every renewal, in every file bound to it. A file whose
 //! expiry has passed counts as absent, whatever its content; a holder that finds its session
@@ -31,6 +35,7 @@
 //! inotify sees only local writes), and from a timer at the next expiry in view, so a dead
 //! leader is noticed right when its session runs out.
 
+mod addresses;
 mod files;
 mod format;
 mod jobs;
@@ -77,6 +82,13 @@ impl Store for DirStore {
         let renew = spec.renew_interval().max(MIN_RENEW);
         let ctx = Arc::new(Ctx {
             paths: Paths::new(&self.root, &spec.group, &spec.node),
+            group: spec.group.clone(),
+            addresses: {
+                let mut ips = spec.addresses.clone();
+                ips.sort();
+                ips.dedup();
+                ips
+            },
             node: spec.node.clone(),
             host: spec.host.clone(),
             lease_us: micros(spec.lease),

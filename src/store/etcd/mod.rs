@@ -137,6 +137,10 @@ impl Drop for Shared {
 #[derive(Debug)]
 struct GroupCfg {
     keys: Keys,
+    /// The group's name, as its address keys' values name it.
+    group: String,
+    /// The group's lease in milliseconds, as its address keys' values say it.
+    lease_ms: u64,
     /// This node, to tell our leader key from another node's (see `release`).
     node: String,
     /// This host, to tell our node's records from another host's (see `publish_member`).
@@ -243,7 +247,9 @@ impl Store for EtcdStore {
         };
         let lease = shared.leases.join(key, &spec.group, &shared.link);
         let cfg = Arc::new(GroupCfg {
-            keys: Keys::new(&self.prefix, &spec.group, &spec.node),
+            keys: Keys::new(&self.prefix, &spec.group, &spec.node).with_addresses(&spec.addresses),
+            group: spec.group.clone(),
+            lease_ms: u64::try_from(spec.lease.as_millis()).unwrap_or(u64::MAX),
             node: spec.node.clone(),
             host: spec.host.clone(),
             call_timeout: renew,
@@ -307,6 +313,9 @@ struct Keys {
     term: String,
     /// This node's member key.
     member: String,
+    /// The group's floating addresses and their keys, `PREFIX/.addresses/ADDRESS` (outside
+    /// every group: `.` never starts a group name), sorted.
+    addresses: Vec<(std::net::IpAddr, String)>,
 }
 
 impl Keys {
@@ -319,7 +328,27 @@ impl Keys {
             term: format!("{group}term"),
             member: format!("{group}members/{node}"),
             group,
+            addresses: Vec::new(),
         }
+    }
+
+    /// With the keys of the group's floating `addresses` (see [`AddressRecord`]).
+    ///
+    /// [`AddressRecord`]: crate::store::AddressRecord
+    fn with_addresses(mut self, addresses: &[std::net::IpAddr]) -> Keys {
+        let root = self
+            .group
+            .trim_end_matches('/')
+            .rsplit_once('/')
+            .map_or(String::new(), |(prefix, _)| prefix.to_owned());
+        let mut addresses = addresses.to_vec();
+        addresses.sort();
+        addresses.dedup();
+        self.addresses = addresses
+            .into_iter()
+            .map(|ip| (ip, format!("{root}/.addresses/{ip}")))
+            .collect();
+        self
     }
 }
 
@@ -364,5 +393,23 @@ mod tests {
         assert_eq!(k.maintenance, "/promd/web/maintenance");
         assert_eq!(k.term, "/promd/web/term");
         assert!(!"/promd/web2/leader".starts_with(&k.group));
+    }
+
+    #[test]
+    fn address_keys_sit_beside_the_groups_under_the_prefix() {
+        let ips: Vec<std::net::IpAddr> = vec![
+            "2001:db8::10".parse().unwrap(),
+            "192.0.2.10".parse().unwrap(),
+        ];
+        let k = Keys::new("/promd/", "web", "db-a").with_addresses(&ips);
+        let keys: Vec<&str> = k.addresses.iter().map(|(_, key)| key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "/promd/.addresses/192.0.2.10",
+                "/promd/.addresses/2001:db8::10"
+            ]
+        );
+        assert!(!keys[0].starts_with(&k.group));
     }
 }

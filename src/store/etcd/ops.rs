@@ -17,7 +17,7 @@ use super::{GroupCfg, Keys, SHUTDOWN_CALL_TIMEOUT};
 use crate::store::error::EtcdError;
 use crate::store::policy::releasable;
 use crate::store::record::{
-    self, FORMAT_VERSION, LeaderRecord, MaintenanceRecord, MemberRecord, TermRecord,
+    self, AddressRecord, FORMAT_VERSION, LeaderRecord, MaintenanceRecord, MemberRecord, TermRecord,
 };
 use crate::store::{HostId, Op, other_host};
 
@@ -114,6 +114,7 @@ pub(super) fn start_op(
     let keys = cfg.keys.clone();
     let node = cfg.node.clone();
     let host = cfg.host.clone();
+    let (group, lease_ms) = (cfg.group.clone(), cfg.lease_ms);
     Box::pin(async move {
         // Never closed; were it closed, the op goes ahead ungated rather than failing.
         let _permit = gate.acquire_owned().await.ok();
@@ -129,6 +130,8 @@ pub(super) fn start_op(
                     claim,
                     ours: host.as_ref(),
                     member_bound: owned.member.is_some(),
+                    group: &group,
+                    lease_ms,
                 };
                 campaign(&mut kv, &keys, ask, lease, view, t)
                     .await
@@ -138,7 +141,7 @@ pub(super) fn start_op(
                 // The key this group created, if it is the one to release.
                 let created = owned.leader.filter(|_| owned.leader_term == Some(*term));
                 let whose = (node.as_str(), host.as_ref());
-                release(&mut kv, &keys.leader, *term, whose, created, t)
+                release(&mut kv, &keys, *term, whose, created, t)
                     .await
                     .map(|()| Done::Released)
             }
@@ -205,9 +208,19 @@ async fn campaign(
     t: Duration,
 ) -> Result<Option<Won>, CallError> {
     let (leader, term_key) = (keys.leader.as_str(), keys.term.as_str());
-    let reads = || [TxnOp::get(leader, None), TxnOp::get(term_key, None)];
-    let mut seen = match view {
-        Some(view) => view,
+    let reads = || {
+        let mut reads = vec![TxnOp::get(leader, None), TxnOp::get(term_key, None)];
+        reads.extend(
+            keys.addresses
+                .iter()
+                .map(|(_, key)| TxnOp::get(key.as_str(), None)),
+        );
+        reads
+    };
+    // The address keys as last read: first taken to be free (a released or lapsed holder
+    // took them along), so the common campaign still takes one round trip.
+    let (mut seen, mut held) = match view {
+        Some(view) => (view, vec![None; keys.addresses.len()]),
         None => {
             let answer = call("campaign", t, kv.txn(Txn::new().and_then(reads()))).await?;
             seen_in(answer)?
@@ -252,6 +265,39 @@ async fn campaign(
             ),
             TxnOp::put(term_key, record::encode(&counter), None),
         ];
+        let address = AddressRecord {
+            v: FORMAT_VERSION,
+            group: ask.group.to_owned(),
+            node: ask.rec.node.clone(),
+            host: ask.rec.host.clone(),
+            term,
+            lease_ms: ask.lease_ms,
+        };
+        for (i, (ip, key)) in keys.addresses.iter().enumerate() {
+            // Not read (yet): taken to be free, which the compare then checks.
+            when.push(match held.get(i).and_then(Option::as_ref) {
+                None => Compare::create_revision(key.as_str(), CompareOp::Equal, 0),
+                Some((bytes, modified)) => match address_holder(bytes, ask.group) {
+                    // The group's own (its key deleted by hand while the holder lived):
+                    // the group's leader key keeps its hosts apart; replace what was read.
+                    None => Compare::mod_revision(key.as_str(), CompareOp::Equal, *modified),
+                    Some(holder) => {
+                        warn!(
+                            group = ask.group,
+                            address = %ip,
+                            "campaign lost: address {ip} is held by {holder} (its key \
+                             {key}); retrying while it is"
+                        );
+                        return Ok(None);
+                    }
+                },
+            });
+            writes.push(TxnOp::put(
+                key.as_str(),
+                record::encode(&address),
+                Some(PutOptions::new().with_lease(lease)),
+            ));
+        }
         let claim = ask.claim.with_term(term);
         if claim_in_txn {
             when.push(Compare::lease(
@@ -282,7 +328,7 @@ async fn campaign(
         }
         // Someone campaigned in between, the view was behind, or the member record is no
         // longer bound to our lease: what the store holds now, and the claim on its own.
-        seen = seen_in(written)?;
+        (seen, held) = seen_in(written)?;
         claim_in_txn = false;
     }
     Err(CallError::Broken(EtcdError::Contended { call: "campaign" }))
@@ -300,11 +346,35 @@ struct Ask<'a> {
     ours: Option<&'a HostId>,
     /// The member record was written by this group under its current lease.
     member_bound: bool,
+    /// The group's name and lease (ms), as its address keys' values say them.
+    group: &'a str,
+    lease_ms: u64,
 }
 
-/// The leader and `term` keys as a campaign's read (a transaction of two gets, in that
-/// order) found them, at the store's revision then.
-fn seen_in(answer: etcd_client::TxnResponse) -> Result<CampaignView, CallError> {
+/// Who holds an address key whose value is `bytes`, in words; `None` if `group` (the
+/// campaigner's) does. An unreadable value blocks like a held key (the leader key's rule:
+/// an unreadable holder is a holder), and says how to clear it.
+fn address_holder(bytes: &[u8], group: &str) -> Option<String> {
+    match record::decode::<AddressRecord>(bytes) {
+        Ok(rec) if rec.group == group => None,
+        Ok(rec) => Some(format!(
+            "group {} on node {} (term {})",
+            rec.group, rec.node, rec.term
+        )),
+        Err(e) => Some(format!(
+            "an unreadable value ({e}); delete the key once no host holds the address"
+        )),
+    }
+}
+
+/// The value of an address key and its mod revision, as a campaign read it.
+type AddressSeen = Option<(Vec<u8>, i64)>;
+
+/// The leader and `term` keys and the address keys as a campaign's read (a transaction of
+/// gets, in that order) found them, at the store's revision then.
+fn seen_in(
+    answer: etcd_client::TxnResponse,
+) -> Result<(CampaignView, Vec<AddressSeen>), CallError> {
     let revision = revision_of(answer.header(), "campaign")?;
     let mut found = answer.op_responses().into_iter().map(|r| match r {
         TxnOpResponse::Get(mut g) => g.take_kvs().into_iter().next(),
@@ -315,11 +385,17 @@ fn seen_in(answer: etcd_client::TxnResponse) -> Result<CampaignView, CallError> 
         .next()
         .flatten()
         .map(|kv| (kv.value().to_vec(), kv.mod_revision()));
-    Ok(CampaignView {
-        revision,
-        leader_held,
-        term,
-    })
+    let held = found
+        .map(|kv| kv.map(|kv| (kv.value().to_vec(), kv.mod_revision())))
+        .collect();
+    Ok((
+        CampaignView {
+            revision,
+            leader_held,
+            term,
+        },
+        held,
+    ))
 }
 
 /// Write our member record under `key`, bound to `lease`, unless another host's promd holds
@@ -394,17 +470,20 @@ pub(super) async fn publish_member(
 /// none) the same call reads what is there, to judge as above.
 async fn release(
     kv: &mut KvClient,
-    key: &str,
+    keys: &Keys,
     term: u64,
     (node, host): (&str, Option<&HostId>),
     created: Option<i64>,
     t: Duration,
 ) -> Result<(), CallError> {
+    let key = keys.leader.as_str();
     let found = match created {
         Some(revision) => {
+            let mut deletes = vec![TxnOp::delete(key, None)];
+            deletes.extend(address_deletes(keys, revision));
             let txn = Txn::new()
                 .when([Compare::mod_revision(key, CompareOp::Equal, revision)])
-                .and_then([TxnOp::delete(key, None)])
+                .and_then(deletes)
                 .or_else([TxnOp::get(key, None)]);
             let answer = call("release", t, kv.txn(txn)).await?;
             if answer.succeeded() {
@@ -431,14 +510,35 @@ async fn release(
     if !ours {
         return Ok(());
     }
+    // The address keys were written in the transaction that created the key.
+    let mut deletes = vec![TxnOp::delete(key, None)];
+    deletes.extend(address_deletes(keys, held.create_revision()));
     let txn = Txn::new()
         .when([Compare::mod_revision(
             key,
             CompareOp::Equal,
             held.mod_revision(),
         )])
-        .and_then([TxnOp::delete(key, None)]);
+        .and_then(deletes);
     call("release", t, kv.txn(txn)).await.map(drop)
+}
+
+/// Delete the group's address keys that the campaign which created its leader key at
+/// `revision` wrote (in that transaction, so at that revision), each on that condition in a
+/// transaction of its own: a key since taken by a campaign of another group (once this
+/// group's release freed it) or of another host stays.
+fn address_deletes(keys: &Keys, revision: i64) -> impl Iterator<Item = TxnOp> + '_ {
+    keys.addresses.iter().map(move |(_, key)| {
+        TxnOp::txn(
+            Txn::new()
+                .when([Compare::mod_revision(
+                    key.as_str(),
+                    CompareOp::Equal,
+                    revision,
+                )])
+                .and_then([TxnOp::delete(key.as_str(), None)]),
+        )
+    })
 }
 
 /// Release the leader key at `term` and publish `rec` (see [`release`] and
@@ -464,20 +564,25 @@ async fn retire(
                 Compare::mod_revision(keys.leader.as_str(), CompareOp::Equal, revision),
                 Compare::lease(keys.member.as_str(), CompareOp::Equal, lease),
             ])
-            .and_then([
-                TxnOp::delete(keys.leader.as_str(), None),
-                TxnOp::put(
-                    keys.member.as_str(),
-                    record::encode(rec),
-                    Some(PutOptions::new().with_lease(lease)),
-                ),
-            ]);
+            .and_then(
+                [
+                    TxnOp::delete(keys.leader.as_str(), None),
+                    TxnOp::put(
+                        keys.member.as_str(),
+                        record::encode(rec),
+                        Some(PutOptions::new().with_lease(lease)),
+                    ),
+                ]
+                .into_iter()
+                .chain(address_deletes(keys, revision))
+                .collect::<Vec<_>>(),
+            );
         let answer = call("release", t, kv.txn(txn)).await?;
         if answer.succeeded() {
             return revision_of(answer.header(), "release").map(Some);
         }
     }
-    release(kv, &keys.leader, term, whose, created, t).await?;
+    release(kv, keys, term, whose, created, t).await?;
     publish_member(kv, &keys.member, rec, whose.1, lease, t).await
 }
 
@@ -499,7 +604,7 @@ async fn set_maintenance(
 }
 
 /// Delete the group's own keys bound to `lease` (the leader key, its member record, its
-/// switchover request) in one transaction, each on its own condition: bound to `lease`, and,
+/// switchover request; the address keys its leader key's campaign wrote) in one transaction, each on its own condition: bound to `lease`, and,
 /// unless the group is `alone` on the lease under its name, still at the revision `owned`
 /// says the group wrote it at (another group of the same name, opened by a reload beside the
 /// one leaving, may have written there since; its keys stay).
@@ -531,6 +636,11 @@ pub(super) async fn delete_own(
             .when(when)
             .and_then([TxnOp::delete(key.as_str(), None)]);
         deletes.push(TxnOp::txn(delete));
+    }
+    // Never on the lease alone: a group of another name on this host (a reload's rename) may
+    // hold the address now, under the same shared lease.
+    if let Some(revision) = owned.leader {
+        deletes.extend(address_deletes(keys, revision));
     }
     if deletes.is_empty() {
         return Ok(());

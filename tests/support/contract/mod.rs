@@ -127,6 +127,7 @@ pub trait Backend: Sized {
             name,
             lease: Self::LEASE,
             host: None,
+            addresses: &[],
         })
         .await
     }
@@ -137,6 +138,12 @@ pub trait Backend: Sized {
         Node::open(store.as_ref(), link, how)
     }
 
+    /// [`Backend::detached`], opened as `how` says.
+    async fn detached_with(&mut self, how: Opening<'_>) -> Node {
+        let (store, link) = self.link().await;
+        Node::detached(store, link, how)
+    }
+
     /// A node on its own link and its own runtime (it can be frozen and killed).
     async fn detached(&mut self, group: &str, name: &str) -> Node {
         let (store, link) = self.link().await;
@@ -145,6 +152,7 @@ pub trait Backend: Sized {
             name,
             lease: Self::LEASE,
             host: None,
+            addresses: &[],
         };
         Node::detached(store, link, how)
     }

@@ -49,6 +49,8 @@ pub struct Opening<'a> {
     pub name: &'a str,
     pub lease: Duration,
     pub host: Option<&'a str>,
+    /// The group's floating addresses (their keys are taken with the leader key).
+    pub addresses: &'a [std::net::IpAddr],
 }
 
 impl Opening<'_> {
@@ -58,6 +60,7 @@ impl Opening<'_> {
             node: self.name.to_string(),
             host: self.host.map(|h| HostId::parse(h).expect("a machine-id")),
             lease: self.lease,
+            addresses: self.addresses.to_vec(),
             progress,
         }
     }

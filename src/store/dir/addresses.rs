@@ -1,0 +1,121 @@
+//! The address files: `ROOT/.addresses/ADDRESS`, one per floating address a group's role
+//! holds, each an [`AddressRecord`] naming the group, node and term that took it (`.` never
+//! starts a group name, so the directory is nobody's group).
+//!
+//! A file counts while the leader file it names is live at its term: the file needs no
+//! renewal of its own, and one left by a holder that died or lost its session stops counting
+//! with that holder's key. Campaigns and releases of every group touch the files under one
+//! lock, `ROOT/.addresses/lock`, always taken after the group's own (never the other way
+//! round, so two campaigns cannot deadlock).
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use crate::store::error::DirError;
+use crate::store::record::{AddressRecord, FORMAT_VERSION, LeaderRecord};
+
+use super::files::{
+    GroupLock, Kept, Slot, any, make_dir, read_kept, read_slot, remove, write_atomic,
+};
+use super::format::encode_durable;
+use super::jobs::Ctx;
+
+/// The directory of the address files under `root`.
+fn dir(root: &Path) -> PathBuf {
+    root.join(".addresses")
+}
+
+fn file(root: &Path, ip: &IpAddr) -> PathBuf {
+    dir(root).join(ip.to_string())
+}
+
+/// The address lock, if the group has addresses (`None`: nothing to lock).
+pub(super) fn lock(ctx: &Ctx) -> Result<Option<GroupLock>, DirError> {
+    if ctx.addresses.is_empty() {
+        return Ok(None);
+    }
+    let dir = dir(&ctx.paths.root);
+    make_dir(&dir)?;
+    GroupLock::acquire(&dir.join("lock"), ctx.lock_wait).map(Some)
+}
+
+/// Who holds one of the group's addresses at wall time `now` (µs), in words, if another
+/// group does: the campaign is then lost. A file of this group (left by a holder whose key
+/// was deleted by hand) does not count: the group's leader file keeps its hosts apart. An
+/// unreadable file counts (the leader file's rule: an unreadable holder is a holder).
+/// Under [`lock`].
+pub(super) fn held_elsewhere(ctx: &Ctx, now: u64) -> Result<Option<String>, DirError> {
+    for ip in &ctx.addresses {
+        let path = file(&ctx.paths.root, ip);
+        let rec = match read_kept::<AddressRecord>(&path)? {
+            Kept::Absent => continue,
+            Kept::Corrupt(e) => {
+                return Ok(Some(format!(
+                    "address {ip}: {} is unreadable ({e}); remove it once no host holds the \
+                     address",
+                    path.display()
+                )));
+            }
+            Kept::Valid(rec) if rec.group == ctx.group => continue,
+            Kept::Valid(rec) => rec,
+        };
+        if holder_live(&ctx.paths.root, &rec, now)? {
+            return Ok(Some(format!(
+                "address {ip} is held by group {} on node {} (term {}; {})",
+                rec.group,
+                rec.node,
+                rec.term,
+                path.display()
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether the leader file of the group `rec` names is live at `rec`'s term: a valid one
+/// until its expiry, an unreadable one until its mtime plus the lease `rec` gives.
+fn holder_live(root: &Path, rec: &AddressRecord, now: u64) -> Result<bool, DirError> {
+    let path = root.join(&rec.group).join("leader");
+    Ok(match read_slot::<LeaderRecord>(&path, any)? {
+        Slot::Absent => false,
+        Slot::Valid(e) => e.term == Some(rec.term) && e.record.node == rec.node && now < e.expires,
+        Slot::Corrupt { mtime, .. } => {
+            now < mtime.saturating_add(rec.lease_ms.saturating_mul(1000))
+        }
+    })
+}
+
+/// Write the group's address files for `term`. Under [`lock`], before the leader file: a
+/// file whose leader file never came does not count.
+pub(super) fn take(ctx: &Ctx, term: u64) -> Result<(), DirError> {
+    let rec = AddressRecord {
+        v: FORMAT_VERSION,
+        group: ctx.group.clone(),
+        node: ctx.node.clone(),
+        host: ctx.host.as_ref().map(|h| h.as_str().to_owned()),
+        term,
+        lease_ms: ctx.lease_us / 1000,
+    };
+    let bytes = encode_durable(&rec);
+    for ip in &ctx.addresses {
+        write_atomic(&file(&ctx.paths.root, ip), &bytes, false)?;
+    }
+    Ok(())
+}
+
+/// Delete the group's address files that this node wrote at `term`; any other is left.
+/// Under [`lock`], after the leader file is gone (a file left by a failure here no longer
+/// counts).
+pub(super) fn free(ctx: &Ctx, term: u64) -> Result<(), DirError> {
+    for ip in &ctx.addresses {
+        let path = file(&ctx.paths.root, ip);
+        if let Kept::Valid(rec) = read_kept::<AddressRecord>(&path)?
+            && rec.group == ctx.group
+            && rec.node == ctx.node
+            && rec.term == term
+        {
+            remove(&path)?;
+        }
+    }
+    Ok(())
+}
