@@ -27,6 +27,8 @@ use nix::sys::socket::{AddressFamily, LinkAddr, SockFlag, SockType, SockaddrLike
 use nix::sys::socket::{MsgFlags, socket};
 use thiserror::Error;
 
+use crate::config::Address;
+
 /// How many times each announcement is sent, and how far apart.
 pub const REPEATS: u32 = 3;
 /// The pause between two announcements.
@@ -184,17 +186,62 @@ fn interface_mac(interface: &str, entries: &[InterfaceAddress]) -> Result<[u8; 6
         })
 }
 
-/// Whether `entries` (an interface's) hold `ip`.
-fn has(entries: &[InterfaceAddress], ip: IpAddr) -> bool {
-    entries.iter().any(|a| {
-        let Some(addr) = a.address else {
-            return false;
-        };
-        match ip {
-            IpAddr::V4(v4) => addr.as_sockaddr_in().is_some_and(|s| s.ip() == v4),
-            IpAddr::V6(v6) => addr.as_sockaddr_in6().is_some_and(|s| s.ip() == v6),
-        }
-    })
+/// The prefix lengths with which `entries` (an interface's) hold `ip`: none when they do
+/// not, more than one when it is on the interface with two prefixes (IPv4 keeps
+/// `192.0.2.10/16` and `192.0.2.10/24` apart).
+fn prefixes_of(entries: &[InterfaceAddress], ip: IpAddr) -> Vec<u8> {
+    entries
+        .iter()
+        .filter_map(|a| {
+            let (addr, mask) = (a.address?, a.netmask?);
+            // Its leading ones: getifaddrs makes the netmask from the prefix length.
+            let ones = match ip {
+                IpAddr::V4(v4) => (addr.as_sockaddr_in()?.ip() == v4)
+                    .then_some(u32::from(mask.as_sockaddr_in()?.ip()).leading_ones())?,
+                IpAddr::V6(v6) => (addr.as_sockaddr_in6()?.ip() == v6)
+                    .then_some(u128::from(mask.as_sockaddr_in6()?.ip()).leading_ones())?,
+            };
+            u8::try_from(ones).ok()
+        })
+        .collect()
+}
+
+/// Why `address` is not on its interface exactly as given, when the interface holds its IP
+/// with the prefix lengths `found`: not at all, or also (or only) with another prefix. promd
+/// adds and deletes exactly `ADDRESS/PREFIX`, so a copy with another prefix would stay on
+/// this host when the role leaves it (and the address be on two hosts): announcing it would
+/// hide that.
+fn misplaced(address: &Address, found: &[u8]) -> Option<String> {
+    let (ip, prefix, dev) = (address.ip, address.prefix, &address.interface);
+    if found.is_empty() {
+        return Some(format!(
+            "{ip} is not on it: announcing an address this host does not hold would point the \
+             segment at the wrong host (add it first: `ip address add {ip}/{prefix} dev {dev}`)"
+        ));
+    }
+    let others: Vec<String> = found
+        .iter()
+        .filter(|p| **p != prefix)
+        .map(|p| format!("{ip}/{p}"))
+        .collect();
+    let first = others.first()?;
+    let what = if found.contains(&prefix) {
+        format!(
+            "{ip} is on it as {ip}/{prefix} and also as {}",
+            others.join(" and ")
+        )
+    } else {
+        format!(
+            "{ip} is on it as {}, not as {ip}/{prefix}",
+            others.join(" and ")
+        )
+    };
+    Some(format!(
+        "{what}: promd adds and deletes exactly {ip}/{prefix}, so {} would stay on this host \
+         when the role leaves it, and the address would be on two hosts; delete it (`ip address \
+         del {first} dev {dev}`), or write the prefix meant in promd.toml",
+        others.join(" and ")
+    ))
 }
 
 /// Keep the other addresses of a subnet when its primary address on `interface` is deleted
@@ -205,28 +252,30 @@ pub fn keep_secondaries(interface: &str) -> std::io::Result<()> {
     std::fs::write(path, "1")
 }
 
-/// Whether `interface` has `ip` now, as `getifaddrs(3)` lists it (an error: the interfaces
-/// could not be listed).
-pub fn holds(ip: IpAddr, interface: &str) -> Result<bool, AnnounceError> {
-    Ok(has(&entries_of(interface)?, ip))
+/// Whether `address`'s interface has it now, with its prefix length, as `getifaddrs(3)`
+/// lists it (an error: the interfaces could not be listed).
+pub fn holds(address: &Address) -> Result<bool, AnnounceError> {
+    let entries = entries_of(&address.interface)?;
+    Ok(prefixes_of(&entries, address.ip).contains(&address.prefix))
 }
 
 /// How often `--hold` looks for its address on the interface: a lost address fails the unit
 /// within this, and one `getifaddrs` per second and address held costs next to nothing.
 pub const HOLD_CHECK: Duration = Duration::from_secs(1);
 
-/// While the unit holds `ip` (`promd announce --hold`): return once `ip` is no longer on
-/// `interface` ([`AnnounceError::Lost`]), checking every `every`. A demotion ends the process
-/// with SIGTERM before the address is deleted, so only a loss from outside promd gets here.
-pub fn hold(ip: IpAddr, interface: &str, every: Duration) -> AnnounceError {
+/// While the unit holds `address` (`promd announce --hold`): return once it is no longer on
+/// its interface with its prefix ([`AnnounceError::Lost`]), checking every `every`. A
+/// demotion ends the process with SIGTERM before the address is deleted, so only a loss from
+/// outside promd gets here.
+pub fn hold(address: &Address, every: Duration) -> AnnounceError {
     loop {
         std::thread::sleep(every);
-        match holds(ip, interface) {
+        match holds(address) {
             Ok(true) => {}
             Ok(false) => {
                 return AnnounceError::Lost {
-                    ip,
-                    interface: interface.to_string(),
+                    ip: address.ip,
+                    interface: address.interface.clone(),
                 };
             }
             Err(e) => return e,
@@ -234,20 +283,20 @@ pub fn hold(ip: IpAddr, interface: &str, every: Duration) -> AnnounceError {
     }
 }
 
-/// Send the announcement of `ip` on `interface` [`REPEATS`] times, [`INTERVAL`] apart (for
-/// IPv4 after [`keep_secondaries`]). Refused, with nothing changed, when the interface does not
-/// exist or does not have `ip`: an announcement of an address this host does not hold would
-/// point the segment's caches at it, away from the host that does.
-pub fn announce(ip: IpAddr, interface: &str) -> Result<(), AnnounceError> {
+/// Send the announcement of `address` on its interface [`REPEATS`] times, [`INTERVAL`]
+/// apart (for IPv4 after [`keep_secondaries`]). Refused, with nothing changed, when the
+/// interface does not exist, or does not have the address exactly as given: not at all (an
+/// announcement of an address this host does not hold would point the segment's caches at
+/// it, away from the host that does), or also or only with another prefix length (a copy
+/// that promd's delete of `ADDRESS/PREFIX` would leave on this host).
+pub fn announce(address: &Address) -> Result<(), AnnounceError> {
+    let (ip, interface) = (address.ip, address.interface.as_str());
     let entries = entries_of(interface)?;
     let mac = interface_mac(interface, &entries)?;
-    if !has(&entries, ip) {
+    if let Some(why) = misplaced(address, &prefixes_of(&entries, ip)) {
         return Err(AnnounceError::Interface {
             interface: interface.to_string(),
-            why: format!(
-                "{ip} is not on it: announcing an address this host does not hold would point \
-                 the segment at the wrong host (add it first: `ip address add`)"
-            ),
+            why,
         });
     }
     if ip.is_ipv4()
@@ -379,30 +428,63 @@ mod tests {
         }
     }
 
+    /// An address as given, without the checks of [`Address::parse`] (which refuses `lo`).
+    fn at(text: &str, interface: &str) -> Address {
+        let (ip, prefix) = text.split_once('/').unwrap();
+        Address {
+            ip: ip.parse().unwrap(),
+            prefix: prefix.parse().unwrap(),
+            interface: interface.into(),
+        }
+    }
+
+    #[test]
+    fn an_address_on_its_interface_with_another_prefix_is_named_and_refused() {
+        let a = at("192.0.2.10/24", "eth0");
+        assert_eq!(misplaced(&a, &[24]), None);
+        let e = misplaced(&a, &[]).unwrap();
+        assert!(e.starts_with("192.0.2.10 is not on it"), "{e}");
+        assert!(e.contains("`ip address add 192.0.2.10/24 dev eth0`"), "{e}");
+        let e = misplaced(&a, &[16]).unwrap();
+        assert!(
+            e.starts_with("192.0.2.10 is on it as 192.0.2.10/16, not as 192.0.2.10/24: "),
+            "{e}"
+        );
+        assert!(e.contains("`ip address del 192.0.2.10/16 dev eth0`"), "{e}");
+        let e = misplaced(&a, &[24, 16]).unwrap();
+        assert!(
+            e.starts_with("192.0.2.10 is on it as 192.0.2.10/24 and also as 192.0.2.10/16: "),
+            "{e}"
+        );
+        assert!(e.contains("192.0.2.10/16 would stay on this host"), "{e}");
+        // The interface's prefix is read as the kernel has it: 127.0.0.1/8 on lo.
+        let entries = entries_of("lo").unwrap();
+        assert_eq!(prefixes_of(&entries, "127.0.0.1".parse().unwrap()), [8]);
+        assert!(prefixes_of(&entries, "192.0.2.199".parse().unwrap()).is_empty());
+    }
+
     #[test]
     fn an_interface_that_does_not_exist_is_named() {
-        let e = announce("192.0.2.10".parse().unwrap(), "promd-none0").unwrap_err();
+        let e = announce(&at("192.0.2.10/24", "promd-none0")).unwrap_err();
         assert!(
             e.to_string()
                 .contains("interface promd-none0: no such interface"),
             "{e}"
         );
         // One without an Ethernet address is said to be that, not missing; nothing changed.
-        let e = announce("127.0.0.1".parse().unwrap(), "lo").unwrap_err();
+        let e = announce(&at("127.0.0.1/8", "lo")).unwrap_err();
         assert!(e.to_string().contains("no Ethernet address"), "{e}");
     }
 
     #[test]
     fn an_address_is_held_only_on_its_interface() {
-        assert!(holds("127.0.0.1".parse().unwrap(), "lo").unwrap());
-        assert!(!holds("192.0.2.199".parse().unwrap(), "lo").unwrap());
-        assert!(!holds("127.0.0.1".parse().unwrap(), "promd-none0").unwrap());
+        assert!(holds(&at("127.0.0.1/8", "lo")).unwrap());
+        assert!(!holds(&at("192.0.2.199/24", "lo")).unwrap());
+        assert!(!holds(&at("127.0.0.1/8", "promd-none0")).unwrap());
+        // With its prefix: what promd deletes is ADDRESS/PREFIX, not another copy.
+        assert!(!holds(&at("127.0.0.1/16", "lo")).unwrap());
         // A hold of an address that is not there ends at its first look, as lost.
-        let e = hold(
-            "192.0.2.199".parse().unwrap(),
-            "lo",
-            Duration::from_millis(1),
-        );
+        let e = hold(&at("192.0.2.199/24", "lo"), Duration::from_millis(1));
         assert!(matches!(e, AnnounceError::Lost { .. }), "{e}");
         assert!(
             e.to_string().contains("192.0.2.199 is no longer on lo"),

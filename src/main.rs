@@ -150,9 +150,9 @@ fn main() -> ExitCode {
         Ok(Command::Check { path, reload }) => check(&path, reload, Path::new(RUN_DIR)),
         Ok(Command::Fence) => fence(),
         Ok(Command::Announce { address, hold }) => {
-            let (ip, dev) = (address.ip, address.interface.as_str());
+            let ip = address.ip;
             use promd::announce::{self, AnnounceError};
-            let sent = announce::announce(ip, dev);
+            let sent = announce::announce(&address);
             match (sent, hold) {
                 (Ok(()), false) => ExitCode::SUCCESS,
                 // Announced, or not (a frame that could not be sent only delays clients):
@@ -162,7 +162,7 @@ fn main() -> ExitCode {
                         let text = format!("promd announce {ip}: {e}");
                         logging::stderr_lines(Priority::Warning, &text);
                     }
-                    let e = announce::hold(ip, dev, announce::HOLD_CHECK);
+                    let e = announce::hold(&address, announce::HOLD_CHECK);
                     logging::stderr_lines(Priority::Error, &format!("promd announce {ip}: {e}"));
                     ExitCode::FAILURE
                 }
