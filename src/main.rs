@@ -173,13 +173,20 @@ fn main() -> ExitCode {
             }
         }
         Ok(Command::Refuse { address, held }) => {
-            match promd::refuse::refuse(address.ip, &address.interface, held) {
+            use promd::refuse;
+            let ip = address.ip;
+            // A missing interface: an error with --held, a warning after the delete (see
+            // `check_interface` for why).
+            let set = refuse::check_interface(&address.interface, held).and_then(|warning| {
+                if let Some(w) = warning {
+                    logging::stderr_lines(Priority::Warning, &format!("promd refuse {ip}: {w}"));
+                }
+                refuse::refuse(ip, &address.interface, held)
+            });
+            match set {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    logging::stderr_lines(
-                        Priority::Warning,
-                        &format!("promd refuse {}: {e}", address.ip),
-                    );
+                    logging::stderr_lines(Priority::Warning, &format!("promd refuse {ip}: {e}"));
                     ExitCode::FAILURE
                 }
             }

@@ -59,6 +59,49 @@ pub enum RefuseError {
     /// `nft` refused the script (no `CAP_NET_ADMIN`, a kernel without nf_tables).
     #[error("nft: {0}")]
     Nft(String),
+    /// `--held` for an interface that does not exist: nothing was set.
+    #[error(
+        "interface {0} does not exist (`ip link` lists them): nothing set, since --held would \
+         arm a refusal with no expiry"
+    )]
+    NoInterface(String),
+}
+
+/// Whether `interface` exists in this network namespace. An error other than "no such
+/// device" says nothing either way, and counts as there.
+fn exists(interface: &str) -> bool {
+    !matches!(
+        nix::net::if_::if_nametoindex(interface),
+        Err(nix::Error::ENODEV)
+    )
+}
+
+/// What to make of `interface` before the refusal is set: `Ok(None)` when it exists; when
+/// it does not, an error with `held`, and without it a warning to report before setting the
+/// refusal all the same.
+///
+/// Why the two differ. Without `--held` this is the address unit's `ExecStopPost=`, and there
+/// the interface may be gone for a good reason: its removal (a VLAN or bridge deleted, a NIC
+/// unplugged) is what took the address away and stopped the unit. That run is what gives the
+/// element armed by `--held` its expiry: refusing it would leave the element without one,
+/// for good. An element for a missing interface matches nothing and expires by itself, so it
+/// is set, and an operator who mistyped the name is told. With `--held` (`ExecStartPost=`, a
+/// moment after the unit added the address on the interface; or a hand) nothing would ever
+/// expire the element, so nothing is set; the unit's `announce --hold` fails the unit within
+/// a second anyway. The unit's lines are `-`-prefixed: neither outcome fails the unit.
+pub fn check_interface(interface: &str, held: bool) -> Result<Option<String>, RefuseError> {
+    if exists(interface) {
+        Ok(None)
+    } else if held {
+        Err(RefuseError::NoInterface(interface.to_string()))
+    } else {
+        Ok(Some(format!(
+            "interface {interface} does not exist (`ip link` lists them): refused all the same, \
+             for {}s (it matters only if an interface of that name appears within them; an \
+             address unit's stop gives the refusal its expiry even when the interface went away)",
+            REFUSE_FOR.as_secs()
+        )))
+    }
 }
 
 /// The nftables script that refuses `ip` whenever it is not on this host, for `duration`
@@ -196,6 +239,25 @@ mod tests {
         assert!(
             s.contains("hook prerouting"),
             "before routing drops it: {s}"
+        );
+    }
+
+    #[test]
+    fn a_missing_interface_is_an_error_when_held_and_a_warning_after_the_delete() {
+        assert!(check_interface("lo", true).unwrap().is_none());
+        assert!(check_interface("lo", false).unwrap().is_none());
+        let e = check_interface("promd-none0", true).unwrap_err();
+        assert!(matches!(e, RefuseError::NoInterface(_)), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("interface promd-none0 does not exist"),
+            "{e}"
+        );
+        let warning = check_interface("promd-none0", false).unwrap().unwrap();
+        assert!(
+            warning.starts_with("interface promd-none0 does not exist")
+                && warning.contains("refused all the same, for 60s"),
+            "{warning}"
         );
     }
 
