@@ -131,7 +131,29 @@ impl Agent {
             let waiting = self.replacing.iter().any(|r| r.name == n.name);
             if !live && !waiting {
                 added.push(n.name.clone());
-                self.add_group(n.clone(), now, out);
+                // A group that shares a target or an address with one handing over (a
+                // renamed group, an address moved here) starts once that one has stopped:
+                // its start-up would otherwise kill the units the other is still draining.
+                let before: Vec<&str> = self
+                    .groups
+                    .values()
+                    .filter(|g| g.retired && shares(&g.cfg, n))
+                    .map(|g| g.cfg.name.as_str())
+                    .collect();
+                if before.is_empty() {
+                    self.add_group(n.clone(), now, out);
+                } else {
+                    out.push(Output::Log(Record::plain(
+                        Level::Info,
+                        format!(
+                            "{}: starts once group {} has handed over (they share a target or \
+                             an address)",
+                            n.name,
+                            before.join(", ")
+                        ),
+                    )));
+                    self.replacing.push(n.clone());
+                }
             }
         }
         self.config = new;
@@ -224,27 +246,38 @@ impl Agent {
             self.touch_all();
             self.clauses.remove(&id);
             let name = g.cfg.name;
-            match self.replacing.iter().position(|r| r.name == name) {
-                Some(pos) if !self.stopping => {
-                    let cfg = self.replacing.remove(pos);
-                    out.push(Output::Close {
-                        id,
-                        name,
-                        unbind: false,
-                    });
-                    self.add_group(cfg, now, out);
-                }
-                _ => {
-                    self.replacing.retain(|r| r.name != name);
-                    // Gone for good: its series leave /metrics.
-                    self.metrics.remove_group(&name);
-                    // Gone for good: its units are no longer promd's to bind.
-                    out.push(Output::Close {
-                        id,
-                        name,
-                        unbind: true,
-                    });
-                }
+            let replaced = !self.stopping && self.replacing.iter().any(|r| r.name == name);
+            if !replaced {
+                self.replacing.retain(|r| r.name != name);
+                // Gone for good: its series leave /metrics.
+                self.metrics.remove_group(&name);
+            }
+            // Replaced: its units stay bound, for the new version binds the same ones. Gone
+            // for good: they are no longer promd's to bind.
+            out.push(Output::Close {
+                id,
+                name,
+                unbind: !replaced,
+            });
+            self.start_waiting(now, out);
+        }
+    }
+
+    /// Open each group of a reload that waited (see [`shares`]) once no group it shares
+    /// anything with is still handing over.
+    fn start_waiting(&mut self, now: Now, out: &mut Vec<Output>) {
+        if self.stopping {
+            return;
+        }
+        let mut k = 0;
+        while k < self.replacing.len() {
+            let r = &self.replacing[k];
+            let blocked = self.groups.values().any(|g| g.retired && shares(&g.cfg, r));
+            if blocked {
+                k += 1;
+            } else {
+                let cfg = self.replacing.remove(k);
+                self.add_group(cfg, now, out);
             }
         }
     }
@@ -257,6 +290,20 @@ impl Agent {
         }
         self.feed(id, Event::Tick, now, out);
     }
+}
+
+/// Whether a group `b` of a reload must wait for `a` to hand over first: the same name (a
+/// changed group's new version), or a target or a floating address in common (a renamed
+/// group, or an address moved from one group to another; the address keys in the store keep
+/// the hosts apart, this keeps the two groups of one host from acting on one unit at once).
+fn shares(a: &GroupConfig, b: &GroupConfig) -> bool {
+    let targets =
+        |g: &GroupConfig| std::iter::once(g.active_target.clone()).chain(g.passive_target.clone());
+    a.name == b.name
+        || targets(a).any(|t| targets(b).any(|u| t == u))
+        || a.addresses
+            .iter()
+            .any(|x| b.addresses.iter().any(|y| x.ip == y.ip))
 }
 
 /// What a reload changes of one group, each change said as `key old → new`.

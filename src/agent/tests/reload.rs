@@ -194,6 +194,38 @@ fn the_latest_file_wins_for_a_group_still_handing_over() {
     assert!(opened(&out).is_empty());
 }
 
+/// A renamed group shares its targets (and so its units) with the old name: the new one
+/// starts only once the old one has handed over, or its start-up would kill the units the old
+/// one is still draining (the rolling-rename system test saw `web.service` SIGKILLed so).
+/// A group that shares nothing starts at once beside it.
+#[test]
+fn a_renamed_group_starts_once_the_old_name_has_handed_over() {
+    let mut h = H::web_passive_db_active();
+    let renamed = DB.replace("name = \"db\"", "name = \"db2\"");
+    let cache = "\n[[group]]\nname = \"cache\"\nactive-target = \"cache-active.target\"\n";
+    let out = reload(&mut h, &[WEB, &renamed, cache]);
+    assert_eq!(
+        summary(&out),
+        "1 unchanged, added [db2 cache], removed [db], changed in place [], changed (handed over, then restarted) []"
+    );
+    assert!(
+        texts(&out).contains(
+            &"db2: starts once group db has handed over (they share a target or an address)"
+        ),
+        "{:?}",
+        texts(&out)
+    );
+    let names: Vec<String> = opened(&out).into_iter().map(|(_, n)| n).collect();
+    assert_eq!(names, ["cache"], "db2 waits; cache shares nothing");
+    h.job(1, Job::StopActive, true);
+    h.take();
+    h.store(1, StoreEvent::Released);
+    let out = h.take();
+    assert_eq!(closed(&out), vec![(GroupId(1), "db", true)]);
+    let names: Vec<String> = opened(&out).into_iter().map(|(_, n)| n).collect();
+    assert_eq!(names, ["db2"]);
+}
+
 #[test]
 fn an_invalid_file_is_refused_and_nothing_changes() {
     let mut h = two_passive();
