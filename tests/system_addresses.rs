@@ -160,6 +160,102 @@ fn the_floating_address_follows_the_active_host_and_is_never_on_two() {
     }
 }
 
+/// A rolling reload that renames the group (each host in turn, as an operator rolls a new
+/// file out) never puts the address on two hosts. The renamed group's key is vacant on the
+/// first host reloaded, but the address is still the old group's on the active host: the
+/// renamed group's campaign is lost (the journal says who holds the address) until the old
+/// group lets go, on the active host's own reload. Then the address is on one host again,
+/// under the new name. (Before the address had a key of its own in the store, the first host
+/// reloaded took the address at once, beside the active host.)
+#[test]
+fn a_rolling_rename_never_puts_the_address_on_two_hosts() {
+    let net = Net::new(2);
+    let etcd = EtcdCluster::start(1, &net.gateway_ips());
+    let seg = Segment::new(&net);
+    let vip4: IpAddr = VIP4.parse().expect("an address");
+    let c = Cluster::boot_with(
+        &net,
+        StoreKind::Etcd(&etcd),
+        LEASE,
+        &format!("addresses = [\"{VIP4}/24 dev lan0\"]\n"),
+        |_, spec| {
+            spec.capability("CAP_NET_ADMIN");
+        },
+    );
+    let active = c.wait_one_active(None, Duration::from_secs(60));
+    wait_addresses_on(&c, &seg.netns, active, &[vip4]);
+    let passive = 1 - active;
+    let renamed = |i: usize| {
+        let h = &c.hosts[i];
+        let text = h.read_file("/etc/promd/promd.toml").expect("promd.toml");
+        h.write_file(
+            "/etc/promd/promd.toml",
+            text.replace("name = \"web\"", "name = \"web2\""),
+        );
+        h.run_ok(&["systemctl", "reload", "promd"]);
+    };
+
+    renamed(passive);
+    let lost = format!(
+        "address {VIP4} is held by group web on node {}",
+        c.hosts[active].name()
+    );
+    hosts::wait_until(
+        Duration::from_secs(30),
+        "the renamed group's campaign lost to the address's holder",
+        || {
+            c.hosts[passive]
+                .journal(&["-u", "promd", "-o", "cat"])
+                .contains(&lost)
+        },
+    );
+    assert_eq!(
+        seg.holders(vip4),
+        [active],
+        "{VIP4} stays on the active host only"
+    );
+    assert!(!c.hosts[passive].is_active("web.service"));
+
+    renamed(active);
+    // web2's leader as each host's promd says it (D-Bus), once both agree on one.
+    let leader_of = |h: &hosts::Host| {
+        let out = h.exec(&[
+            "busctl",
+            "get-property",
+            "org.promd1",
+            "/org/promd1/group/web2",
+            "org.promd1.Group",
+            "Leader",
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let mut leader = String::new();
+    hosts::wait_until(
+        Duration::from_secs(60),
+        "one leader of web2, seen by both",
+        || {
+            let seen: Vec<String> = c.hosts.iter().map(leader_of).collect();
+            leader = seen[0].clone();
+            seen.iter().all(|l| *l == leader) && leader != "s \"\"" && !leader.is_empty()
+        },
+    );
+    let now = (0..c.hosts.len())
+        .find(|&i| leader == format!("s \"{}\"", c.hosts[i].name()))
+        .expect("the leader is one of the hosts");
+    wait_addresses_on(&c, &seg.netns, now, &[vip4]);
+    assert_eq!(c.wait_one_active(None, Duration::from_secs(30)), now);
+    let mut held: Vec<(u64, u64, &str)> = Vec::new();
+    for (m, h) in seg.monitors.iter().zip(&c.hosts) {
+        held.extend(m.held(vip4).into_iter().map(|(a, b)| (a, b, h.name())));
+    }
+    held.sort();
+    for w in held.windows(2) {
+        assert!(w[1].0 >= w[0].1, "{VIP4} on two hosts at once: {held:?}");
+    }
+    c.check_history();
+    eprintln!("{VIP4} held {held:?} across the rolling rename, never by two hosts at once");
+}
+
 /// A client in `stale_ns` whose neighbour cache names `old_mac` (the host that held `vips`
 /// before `fault`, pinned there as a cache that missed every announcement would) is refused at
 /// once: that host answers its SYN with a reset, although it no longer has the address.
