@@ -36,9 +36,9 @@ enum Command {
         address: promd::config::Address,
         hold: bool,
     },
-    /// `refuse [--held] ADDRESS/PREFIX dev INTERFACE`: the address unit's refusal of the
-    /// address whenever it is not on this host; `held`: armed while the unit holds it, with no
-    /// expiry yet.
+    /// `refuse [--held] ADDRESS/PREFIX dev INTERFACE`: by hand, the refusal of the address
+    /// whenever it is not on this host (the address units keep theirs through `announce
+    /// --hold`); `held`: with no expiry, until a run without it.
     Refuse {
         address: promd::config::Address,
         held: bool,
@@ -152,6 +152,17 @@ fn main() -> ExitCode {
         Ok(Command::Announce { address, hold }) => {
             let ip = address.ip;
             use promd::announce::{self, AnnounceError};
+            if hold {
+                // The refusal of the address once it has left (see `refuse`), kept fresh while
+                // it is here; set beside the announcements, not after their second.
+                let interface = address.interface.clone();
+                std::thread::spawn(move || {
+                    promd::refuse::keep(ip, &interface, |e| {
+                        let text = format!("promd announce {ip}: refusal: {e}");
+                        logging::stderr_lines(Priority::Warning, &text);
+                    })
+                });
+            }
             let sent = announce::announce(&address);
             match (sent, hold) {
                 (Ok(()), false) => ExitCode::SUCCESS,
@@ -175,14 +186,8 @@ fn main() -> ExitCode {
         Ok(Command::Refuse { address, held }) => {
             use promd::refuse;
             let ip = address.ip;
-            // A missing interface: an error with --held, a warning after the delete (see
-            // `check_interface` for why).
-            let set = refuse::check_interface(&address.interface, held).and_then(|warning| {
-                if let Some(w) = warning {
-                    logging::stderr_lines(Priority::Warning, &format!("promd refuse {ip}: {w}"));
-                }
-                refuse::refuse(ip, &address.interface, held)
-            });
+            let set = refuse::check_interface(&address.interface)
+                .and_then(|()| refuse::refuse(ip, &address.interface, held));
             match set {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -21,12 +21,15 @@
 //! a host that routes traffic to the address from its other interfaces (containers, VMs, a
 //! segment behind it) goes on forwarding it to the new holder (a fresh user found the first
 //! version resetting that traffic for a minute after every demotion). So an element is
-//! inert while its address is here: the address unit arms it once it holds the address
-//! (`--held`: no expiry) and the refusal takes over the instant the address is deleted,
-//! however that happens, without a step between the delete and the refusal, and without
-//! delaying the delete (the fence's margin is spent on deleting, not on this). After the
-//! delete the unit gives the element its expiry ([`REFUSE_FOR`]; the kernel ends it, no
-//! process of ours lingers). The table holds no address, answers no ARP or neighbour
+//! inert while its address is here: the address unit's holder (`promd announce --hold`)
+//! sets it as it starts and sets it afresh every [`RENEW_EVERY`] ([`keep`]), each time for
+//! [`REFUSE_FOR`], and the refusal takes over the instant the address is deleted, however
+//! that happens, without a step between the delete and the refusal, and without delaying
+//! the delete (the fence's margin is spent on deleting, not on this). Nothing is done at the
+//! stop: the element runs out between `REFUSE_FOR - RENEW_EVERY` and `REFUSE_FOR` after the
+//! delete (the kernel ends it, no process of ours lingers). Giving it its expiry in the
+//! unit's `ExecStopPost=`, as the first version did, spawned `nft` between the delete and
+//! the end of the stop: 20–30 ms of every hand-over's gap. The table holds no address, answers no ARP or neighbour
 //! solicitation, and passes every other packet as before, so the address still has one owner
 //! on the segment. nftables (`nft`) is the field's tool for it; the script is built here, pure
 //! and tested, and given to `nft -f -` as one transaction. Without `nft` the address unit goes
@@ -47,6 +50,11 @@ use thiserror::Error;
 /// black-holed, until it asks the segment again.
 pub const REFUSE_FOR: Duration = Duration::from_secs(60);
 
+/// How often [`keep`] sets the refusal afresh while the address is here: a third of
+/// [`REFUSE_FOR`], so an address that left is refused for at least 40 s (still past a
+/// neighbour's reachable time, 45 s at most, minus the 5 s it already heard nothing).
+pub const RENEW_EVERY: Duration = Duration::from_secs(20);
+
 /// promd's nftables table (family `inet`).
 pub const TABLE: &str = "promd";
 
@@ -59,11 +67,8 @@ pub enum RefuseError {
     /// `nft` refused the script (no `CAP_NET_ADMIN`, a kernel without nf_tables).
     #[error("nft: {0}")]
     Nft(String),
-    /// `--held` for an interface that does not exist: nothing was set.
-    #[error(
-        "interface {0} does not exist (`ip link` lists them): nothing set, since --held would \
-         arm a refusal with no expiry"
-    )]
+    /// An interface that does not exist: nothing was set.
+    #[error("interface {0} does not exist (`ip link` lists them): nothing set")]
     NoInterface(String),
 }
 
@@ -76,31 +81,14 @@ fn exists(interface: &str) -> bool {
     )
 }
 
-/// What to make of `interface` before the refusal is set: `Ok(None)` when it exists; when
-/// it does not, an error with `held`, and without it a warning to report before setting the
-/// refusal all the same.
-///
-/// Why the two differ. Without `--held` this is the address unit's `ExecStopPost=`, and there
-/// the interface may be gone for a good reason: its removal (a VLAN or bridge deleted, a NIC
-/// unplugged) is what took the address away and stopped the unit. That run is what gives the
-/// element armed by `--held` its expiry: refusing it would leave the element without one,
-/// for good. An element for a missing interface matches nothing and expires by itself, so it
-/// is set, and an operator who mistyped the name is told. With `--held` (`ExecStartPost=`, a
-/// moment after the unit added the address on the interface; or a hand) nothing would ever
-/// expire the element, so nothing is set; the unit's `announce --hold` fails the unit within
-/// a second anyway. The unit's lines are `-`-prefixed: neither outcome fails the unit.
-pub fn check_interface(interface: &str, held: bool) -> Result<Option<String>, RefuseError> {
+/// Refuse to set anything for an `interface` that does not exist: `promd refuse` is run by
+/// hand (the address units keep their refusal through [`keep`], on an interface they just
+/// added the address to), and an element for a mistyped name would match nothing.
+pub fn check_interface(interface: &str) -> Result<(), RefuseError> {
     if exists(interface) {
-        Ok(None)
-    } else if held {
-        Err(RefuseError::NoInterface(interface.to_string()))
+        Ok(())
     } else {
-        Ok(Some(format!(
-            "interface {interface} does not exist (`ip link` lists them): refused all the same, \
-             for {}s (it matters only if an interface of that name appears within them; an \
-             address unit's stop gives the refusal its expiry even when the interface went away)",
-            REFUSE_FOR.as_secs()
-        )))
+        Err(RefuseError::NoInterface(interface.to_string()))
     }
 }
 
@@ -163,6 +151,27 @@ pub fn refuse(ip: IpAddr, interface: &str, held: bool) -> Result<(), RefuseError
         Err(RefuseError::Nft(
             String::from_utf8_lossy(&out.stderr).trim().to_string(),
         ))
+    }
+}
+
+/// For the address unit's holder, on a thread of its own: [`refuse`] `ip` on `interface`
+/// for [`REFUSE_FOR`] now and again every [`RENEW_EVERY`], for as long as the process runs.
+/// `report` gets each failure unlike the one before (an `nft` that is missing is said once,
+/// not every 20 s); the holder goes on either way: a refusal only spares clients a timeout.
+pub fn keep(ip: IpAddr, interface: &str, report: impl Fn(&RefuseError)) {
+    let mut last: Option<String> = None;
+    loop {
+        match refuse(ip, interface, false) {
+            Ok(()) => last = None,
+            Err(e) => {
+                let text = e.to_string();
+                if last.as_deref() != Some(text.as_str()) {
+                    report(&e);
+                }
+                last = Some(text);
+            }
+        }
+        std::thread::sleep(RENEW_EVERY);
     }
 }
 
@@ -243,21 +252,13 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_interface_is_an_error_when_held_and_a_warning_after_the_delete() {
-        assert!(check_interface("lo", true).unwrap().is_none());
-        assert!(check_interface("lo", false).unwrap().is_none());
-        let e = check_interface("promd-none0", true).unwrap_err();
+    fn a_missing_interface_is_an_error_and_sets_nothing() {
+        assert!(check_interface("lo").is_ok());
+        let e = check_interface("promd-none0").unwrap_err();
         assert!(matches!(e, RefuseError::NoInterface(_)), "{e}");
-        assert!(
-            e.to_string()
-                .starts_with("interface promd-none0 does not exist"),
-            "{e}"
-        );
-        let warning = check_interface("promd-none0", false).unwrap().unwrap();
-        assert!(
-            warning.starts_with("interface promd-none0 does not exist")
-                && warning.contains("refused all the same, for 60s"),
-            "{warning}"
+        assert_eq!(
+            e.to_string(),
+            "interface promd-none0 does not exist (`ip link` lists them): nothing set"
         );
     }
 

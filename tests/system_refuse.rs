@@ -132,7 +132,7 @@ fn the_old_holder_refuses_on_the_address_interface_and_forwards_what_it_routes()
     );
     assert_eq!(connect_from(&client.0).0, Ok(()), "routed, before");
 
-    // The router gave the address up, as an address unit's ExecStopPost= does.
+    // The router gave the address up; its refusal is set as an address unit's holder keeps it.
     let promd = env!("CARGO_BIN_EXE_promd");
     let spec = format!("{VIP}/24");
     in_netns(&router, &[promd, "refuse", &spec, "dev", LAN_IF]);

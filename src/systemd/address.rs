@@ -9,9 +9,9 @@
 //! address detection: the address must be usable at once, and the lease, not DAD, is what
 //! keeps it on one host), announces it (`promd announce`: gratuitous ARP, or an unsolicited
 //! neighbour advertisement), and deletes it when it stops, however it stops. Connections that
-//! reach this host for the address once it is gone are refused for a minute (`promd refuse`,
-//! see [`crate::refuse`]: armed once the address is up, inert while it is here, given its
-//! expiry after the delete), so that clients whose caches still name this host are refused at
+//! reach this host for the address once it is gone are refused for 40 to 60 s (`promd
+//! refuse`, see [`crate::refuse`]: set by the unit's holder as it starts and renewed while
+//! the address is up, inert while it is here, nothing to do at the stop), so that clients whose caches still name this host are refused at
 //! once rather than left waiting a TCP retransmission for a host that dropped their SYN.
 
 use std::path::{Path, PathBuf};
@@ -83,13 +83,12 @@ pub fn unit_text(group: &str, address: &Address, promd: &Path) -> String {
          # this address must not delete the interface's other addresses of its subnet), then\n\
          # stays while the address does: if it leaves {dev} (a link down deletes IPv6\n\
          # addresses, a flush, a network manager), this unit fails and promd restarts it in\n\
-         # place or fails over. A stop ends it before the address is deleted.\n\
+         # place or fails over. Meanwhile it keeps the address's refusal (promd refuse) set\n\
+         # for the next minute: inert while the address is here, it refuses connections that\n\
+         # still reach this host for it from the instant it is deleted, for 40 to 60 s.\n\
+         # A stop ends it before the address is deleted.\n\
          ExecStart={promd} announce --hold {cidr} dev {dev}\n\
-         # Inert while the address is here; refuses from the instant it is deleted.\n\
-         ExecStartPost=-{promd} refuse --held {cidr} dev {dev}\n\
-         ExecStopPost=-ip address del {cidr} dev {dev}\n\
-         # The refusal ends a minute after the delete.\n\
-         ExecStopPost=-{promd} refuse {cidr} dev {dev}\n",
+         ExecStopPost=-ip address del {cidr} dev {dev}\n",
         promd = promd.display(),
     )
 }
@@ -140,14 +139,14 @@ mod tests {
             t.contains("ExecStart=/usr/bin/promd announce --hold 192.0.2.10/24 dev eth0\n"),
             "a lost address fails the unit: {t}"
         );
+        // The holder keeps the refusal fresh: at the stop nothing but the delete, where every
+        // step would lengthen the gap clients see.
         assert!(
-            t.contains("ExecStartPost=-/usr/bin/promd refuse --held 192.0.2.10/24 dev eth0\n"),
+            t.ends_with("ExecStopPost=-ip address del 192.0.2.10/24 dev eth0\n"),
             "{t}"
         );
-        // The delete comes first: nothing may stand between a fence and the address's end.
-        let del = t.find("ExecStopPost=-ip address del 192.0.2.10/24 dev eth0\n");
-        let expire = t.find("ExecStopPost=-/usr/bin/promd refuse 192.0.2.10/24 dev eth0\n");
-        assert!(del.is_some() && del < expire, "{t}");
+        assert_eq!(t.matches("ExecStopPost=").count(), 1, "{t}");
+        assert!(!t.contains("ExecStartPost="), "{t}");
         assert!(
             t.contains("Type=exec\n") && !t.contains("RemainAfterExit"),
             "{t}"
