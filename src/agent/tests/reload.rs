@@ -226,6 +226,34 @@ fn a_renamed_group_starts_once_the_old_name_has_handed_over() {
     assert_eq!(names, ["db2"]);
 }
 
+/// An address moved from one group to another with other targets: the group that takes it
+/// starts once the one that had it has handed over (the store's address key keeps other
+/// hosts out; this keeps the two groups of this host from holding it at once).
+#[test]
+fn a_group_given_another_groups_address_starts_once_that_one_has_handed_over() {
+    let db_x = format!("{DB}addresses = [\"192.0.2.10/24 dev eth0\"]\n");
+    let mut h = H::new(&[WEB, &db_x]);
+    h.input(Input::Start);
+    h.passive(0, Some(("n2", 3)));
+    h.active(1, 5);
+    h.take();
+    let cache = "\n[[group]]\nname = \"cache\"\nactive-target = \"cache-active.target\"\n\
+                 addresses = [\"192.0.2.10/24 dev eth1\"]\n";
+    let out = reload(&mut h, &[WEB, cache]);
+    assert!(
+        opened(&out).is_empty(),
+        "cache waits for db: {:?}",
+        texts(&out)
+    );
+    h.job(1, Job::StopActive, true);
+    h.take();
+    h.store(1, StoreEvent::Released);
+    let out = h.take();
+    assert_eq!(closed(&out), vec![(GroupId(1), "db", true)]);
+    let names: Vec<String> = opened(&out).into_iter().map(|(_, n)| n).collect();
+    assert_eq!(names, ["cache"]);
+}
+
 #[test]
 fn an_invalid_file_is_refused_and_nothing_changes() {
     let mut h = two_passive();

@@ -11,8 +11,9 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use crate::core::Role;
 use crate::store::error::DirError;
-use crate::store::record::{AddressRecord, FORMAT_VERSION, LeaderRecord};
+use crate::store::record::{AddressRecord, FORMAT_VERSION, LeaderRecord, MemberRecord};
 
 use super::files::{
     GroupLock, Kept, Slot, any, make_dir, read_kept, read_slot, remove, write_atomic,
@@ -42,7 +43,8 @@ pub(super) fn lock(ctx: &Ctx) -> Result<Option<GroupLock>, DirError> {
 /// Who holds one of the group's addresses at wall time `now` (µs), in words, if another
 /// group does: the campaign is then lost. A file of this group (left by a holder whose key
 /// was deleted by hand) does not count: the group's leader file keeps its hosts apart. An
-/// unreadable file counts (the leader file's rule: an unreadable holder is a holder).
+/// unreadable address file counts, with no end (it names no holder whose end could be
+/// seen): it is reported, and an operator deletes it.
 /// Under [`lock`].
 pub(super) fn held_elsewhere(ctx: &Ctx, now: u64) -> Result<Option<String>, DirError> {
     for ip in &ctx.addresses {
@@ -72,17 +74,41 @@ pub(super) fn held_elsewhere(ctx: &Ctx, now: u64) -> Result<Option<String>, DirE
     Ok(None)
 }
 
-/// Whether the leader file of the group `rec` names is live at `rec`'s term: a valid one
-/// until its expiry, an unreadable one until its mtime plus the lease `rec` gives.
+/// Whether the holder `rec` names may still run its units: the group's leader file is live
+/// at `rec`'s term, or the holder's member file is live and still claims the role
+/// (`promoting`, `active`, `demoting`) at that term. The second is the in-group rule
+/// ([`holder_standing`]): a leader file deleted by hand (a documented repair) vanishes while
+/// its holder still has the address, until its next renewal finds the key gone and it
+/// stops its units and says so (a reviewer's probe had another group take the address 11 ms
+/// after such a delete). An unreadable file counts until its mtime plus the lease `rec`
+/// gives.
+///
+/// [`holder_standing`]: crate::core
 fn holder_live(root: &Path, rec: &AddressRecord, now: u64) -> Result<bool, DirError> {
-    let path = root.join(&rec.group).join("leader");
-    Ok(match read_slot::<LeaderRecord>(&path, any)? {
+    let dir = root.join(&rec.group);
+    let corrupt_live = |mtime: u64| now < mtime.saturating_add(rec.lease_ms.saturating_mul(1000));
+    let leader = match read_slot::<LeaderRecord>(&dir.join("leader"), any)? {
         Slot::Absent => false,
         Slot::Valid(e) => e.term == Some(rec.term) && e.record.node == rec.node && now < e.expires,
-        Slot::Corrupt { mtime, .. } => {
-            now < mtime.saturating_add(rec.lease_ms.saturating_mul(1000))
-        }
-    })
+        Slot::Corrupt { mtime, .. } => corrupt_live(mtime),
+    };
+    if leader {
+        return Ok(true);
+    }
+    Ok(
+        match read_slot::<MemberRecord>(&dir.join("members").join(&rec.node), any)? {
+            Slot::Absent => false,
+            Slot::Valid(e) => {
+                now < e.expires
+                    && e.record.term == Some(rec.term)
+                    && matches!(
+                        e.record.role,
+                        Role::Promoting | Role::Active | Role::Demoting
+                    )
+            }
+            Slot::Corrupt { mtime, .. } => corrupt_live(mtime),
+        },
+    )
 }
 
 /// Write the group's address files for `term`. Under [`lock`], before the leader file: a

@@ -604,7 +604,8 @@ async fn set_maintenance(
 }
 
 /// Delete the group's own keys bound to `lease` (the leader key, its member record, its
-/// switchover request; the address keys its leader key's campaign wrote) in one transaction, each on its own condition: bound to `lease`, and,
+/// switchover request; the address keys its leader key's campaign wrote) in one transaction,
+/// each on its own condition: bound to `lease`, and,
 /// unless the group is `alone` on the lease under its name, still at the revision `owned`
 /// says the group wrote it at (another group of the same name, opened by a reload beside the
 /// one leaving, may have written there since; its keys stay).
@@ -638,8 +639,30 @@ pub(super) async fn delete_own(
         deletes.push(TxnOp::txn(delete));
     }
     // Never on the lease alone: a group of another name on this host (a reload's rename) may
-    // hold the address now, under the same shared lease.
-    if let Some(revision) = owned.leader {
+    // hold the address now, under the same shared lease. At the revision the group's leader
+    // key was created at: the one this group won, or, alone under its name, the one bound to
+    // this lease that it won without hearing so (an answer lost with the connection; the key
+    // goes on the lease condition above, and its addresses must go with it, or another
+    // group of this promd keeps the lease, and them, alive: a reviewer's probe).
+    let created = match (owned.leader, alone) {
+        (Some(revision), _) => Some(revision),
+        (None, true) if !keys.addresses.is_empty() => {
+            match call("read own leader key", t, kv.get(keys.leader.as_str(), None)).await {
+                Ok(mut read) => read
+                    .take_kvs()
+                    .into_iter()
+                    .next()
+                    .filter(|held| held.lease() == lease)
+                    .map(|held| held.create_revision()),
+                Err(e) => {
+                    warn!(error = %EtcdError::from(e), "own address keys not deleted: {}", keys.leader);
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    if let Some(revision) = created {
         deletes.extend(address_deletes(keys, revision));
     }
     if deletes.is_empty() {
