@@ -217,13 +217,18 @@ fn a_renamed_group_starts_once_the_old_name_has_handed_over() {
     );
     let names: Vec<String> = opened(&out).into_iter().map(|(_, n)| n).collect();
     assert_eq!(names, ["cache"], "db2 waits; cache shares nothing");
+    assert_eq!(db_hands_over(&mut h), ["db2"]);
+}
+
+/// The active `db` (id 1) stops its units and releases its key: it closes for good, and
+/// the names of the groups that open then.
+fn db_hands_over(h: &mut H) -> Vec<String> {
     h.job(1, Job::StopActive, true);
     h.take();
     h.store(1, StoreEvent::Released);
     let out = h.take();
     assert_eq!(closed(&out), vec![(GroupId(1), "db", true)]);
-    let names: Vec<String> = opened(&out).into_iter().map(|(_, n)| n).collect();
-    assert_eq!(names, ["db2"]);
+    opened(&out).into_iter().map(|(_, n)| n).collect()
 }
 
 /// An address moved from one group to another with other targets: the group that takes it
@@ -245,13 +250,7 @@ fn a_group_given_another_groups_address_starts_once_that_one_has_handed_over() {
         "cache waits for db: {:?}",
         texts(&out)
     );
-    h.job(1, Job::StopActive, true);
-    h.take();
-    h.store(1, StoreEvent::Released);
-    let out = h.take();
-    assert_eq!(closed(&out), vec![(GroupId(1), "db", true)]);
-    let names: Vec<String> = opened(&out).into_iter().map(|(_, n)| n).collect();
-    assert_eq!(names, ["cache"]);
+    assert_eq!(db_hands_over(&mut h), ["cache"]);
 }
 
 #[test]
