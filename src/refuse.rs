@@ -29,8 +29,8 @@
 //! stop: the element runs out between `REFUSE_FOR - RENEW_EVERY` and `REFUSE_FOR` after the
 //! delete (the kernel ends it, no process of ours lingers). Giving it its expiry in the
 //! unit's `ExecStopPost=`, as the first version did, spawned `nft` between the delete and
-//! the end of the stop: 20–30 ms of every hand-over's gap. The table holds no address, answers no ARP or neighbour
-//! solicitation, and passes every other packet as before, so the address still has one owner
+//! the end of the stop: 20–30 ms of every hand-over's gap. The table holds no address,
+//! answers no ARP or neighbour solicitation, and passes every other packet as before, so the address still has one owner
 //! on the segment. nftables (`nft`) is the field's tool for it; the script is built here, pure
 //! and tested, and given to `nft -f -` as one transaction. Without `nft` the address unit goes
 //! on (its lines are `-`-prefixed): clients are then black-holed as before, and the error says

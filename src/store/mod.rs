@@ -91,6 +91,15 @@ impl Progress {
 }
 
 impl GroupSpec {
+    /// [`GroupSpec::addresses`] sorted and each once, as both backends key them (etcd
+    /// refuses a transaction that writes one key twice).
+    pub fn address_set(&self) -> Vec<std::net::IpAddr> {
+        let mut ips = self.addresses.clone();
+        ips.sort();
+        ips.dedup();
+        ips
+    }
+
     /// Renew three times per lease, so one lost renewal does not cost the role.
     pub fn renew_interval(&self) -> Duration {
         self.lease / 3

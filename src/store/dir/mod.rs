@@ -83,12 +83,7 @@ impl Store for DirStore {
         let ctx = Arc::new(Ctx {
             paths: Paths::new(&self.root, &spec.group, &spec.node),
             group: spec.group.clone(),
-            addresses: {
-                let mut ips = spec.addresses.clone();
-                ips.sort();
-                ips.dedup();
-                ips
-            },
+            addresses: spec.address_set(),
             node: spec.node.clone(),
             host: spec.host.clone(),
             lease_us: micros(spec.lease),

@@ -247,7 +247,8 @@ impl Store for EtcdStore {
         };
         let lease = shared.leases.join(key, &spec.group, &shared.link);
         let cfg = Arc::new(GroupCfg {
-            keys: Keys::new(&self.prefix, &spec.group, &spec.node).with_addresses(&spec.addresses),
+            keys: Keys::new(&self.prefix, &spec.group, &spec.node)
+                .with_addresses(&spec.address_set()),
             group: spec.group.clone(),
             lease_ms: u64::try_from(spec.lease.as_millis()).unwrap_or(u64::MAX),
             node: spec.node.clone(),
@@ -332,7 +333,8 @@ impl Keys {
         }
     }
 
-    /// With the keys of the group's floating `addresses` (see [`AddressRecord`]).
+    /// With the keys of the group's floating `addresses` (sorted, each once:
+    /// [`GroupSpec::address_set`]; see [`AddressRecord`]).
     ///
     /// [`AddressRecord`]: crate::store::AddressRecord
     fn with_addresses(mut self, addresses: &[std::net::IpAddr]) -> Keys {
@@ -341,12 +343,9 @@ impl Keys {
             .trim_end_matches('/')
             .rsplit_once('/')
             .map_or(String::new(), |(prefix, _)| prefix.to_owned());
-        let mut addresses = addresses.to_vec();
-        addresses.sort();
-        addresses.dedup();
         self.addresses = addresses
-            .into_iter()
-            .map(|ip| (ip, format!("{root}/.addresses/{ip}")))
+            .iter()
+            .map(|ip| (*ip, format!("{root}/.addresses/{ip}")))
             .collect();
         self
     }
@@ -397,11 +396,19 @@ mod tests {
 
     #[test]
     fn address_keys_sit_beside_the_groups_under_the_prefix() {
-        let ips: Vec<std::net::IpAddr> = vec![
+        let (v6, v4) = (
             "2001:db8::10".parse().unwrap(),
             "192.0.2.10".parse().unwrap(),
-        ];
-        let k = Keys::new("/promd/", "web", "db-a").with_addresses(&ips);
+        );
+        let spec = GroupSpec {
+            group: "web".into(),
+            node: "db-a".into(),
+            host: None,
+            lease: Duration::from_secs(10),
+            addresses: vec![v6, v4, v6],
+            progress: Default::default(),
+        };
+        let k = Keys::new("/promd/", "web", "db-a").with_addresses(&spec.address_set());
         let keys: Vec<&str> = k.addresses.iter().map(|(_, key)| key.as_str()).collect();
         assert_eq!(
             keys,
