@@ -19,9 +19,10 @@
 //!   (`grpc_server_msg_received_total` of `LeaseKeepAlive`);
 //! - promd restarts (`NRestarts` of promd.service, and "Watchdog timeout" in its journal);
 //! - a silent cut (`Host::cut`) of the host that holds the most groups: the time until every
-//!   one of its groups is active on another host (the latest `ActiveEnterTimestampMonotonic`
-//!   of those active targets), and until the cut host stopped all its active targets (polled,
-//!   every ~0.1 s plus three `systemctl list-units`).
+//!   one of its groups is elected elsewhere (etcd's leader key names another host: the
+//!   issue's goal, within the lease + 1 s), until each is active on another host (the latest
+//!   `ActiveEnterTimestampMonotonic` of those active targets), and until the cut host
+//!   stopped all its active targets (polled, every ~0.1 s plus three `systemctl list-units`).
 //!
 //! Every wait has a bound (longer for more groups); a figure that could not be taken is
 //! printed as "—" with the reason, and the next count goes on.
@@ -895,7 +896,9 @@ fn main() {
         "\nRestarts: promd restarts / of them by its own watchdog, from the start to the end of \
          the idle window; and at the end, after the cut (the cut host fencing all its groups at once). Elected: etcd's leader \
          key names another host; active: that host's active target is up. The cut is silent \
-         (every packet of the host dropped); the goal is both within the lease + 1 s = {} s.",
+         (every packet of the host dropped); the goal is every group re-elected (elected) \
+         within the lease + 1 s = {} s; active adds the time systemd takes to start the targets \
+         there, and is reported beside it.",
         LEASE.as_secs() + 1
     );
     println!(
