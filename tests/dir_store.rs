@@ -29,14 +29,7 @@ fn group_dir(root: &Path) -> PathBuf {
 }
 
 fn node(root: &Path, name: &str) -> Node {
-    let how = Opening {
-        group: GROUP,
-        name,
-        lease: LEASE,
-        host: None,
-        addresses: &[],
-    };
-    Node::open(&DirStore::new(root.to_path_buf()), Link::NONE, how)
+    node_with(root, GROUP, name, &[])
 }
 
 /// Nodes up, each with its member record published.
@@ -50,6 +43,18 @@ async fn published(root: &Path, names: &[&str]) -> Vec<Node> {
         n.members_are(SOON, names).await;
     }
     nodes
+}
+
+/// A node of `group` whose role holds `addresses`.
+fn node_with(root: &Path, group: &str, name: &str, addresses: &[std::net::IpAddr]) -> Node {
+    let how = Opening {
+        group,
+        name,
+        lease: LEASE,
+        host: None,
+        addresses,
+    };
+    Node::open(&DirStore::new(root.to_path_buf()), Link::NONE, how)
 }
 
 fn leader(name: &str, term: u64) -> Option<Leader> {
@@ -253,4 +258,54 @@ async fn a_vanished_directory_is_down_not_an_empty_group() {
     a.up(SOON).await;
     a.leader_where(PROMPT, "still a's key", |l| l == leader("a", term).as_ref())
         .await;
+}
+
+/// A holder stopped inside its campaign (SIGSTOP, a hung NFS client) keeps the locks of its
+/// addresses: only a group that lists one of them waits (its campaign fails, reported as the
+/// store down, and is tried again), and a group with other addresses campaigns as usual.
+#[tokio::test]
+async fn a_stalled_address_lock_holds_up_only_the_groups_that_list_that_address() {
+    use nix::fcntl::{FcntlArg, fcntl};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+    let (x, y) = (ip("192.0.2.10"), ip("192.0.2.11"));
+    let locks = dir.path().join(".addresses");
+    fs::create_dir(&locks).expect("mkdir");
+    // The stalled holder's lock on x, an OFD lock as promd takes it.
+    let stalled = fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(locks.join("192.0.2.10.lock"))
+        .expect("open");
+    let whole = nix::libc::flock {
+        l_type: nix::libc::F_WRLCK as nix::libc::c_short,
+        l_whence: nix::libc::SEEK_SET as nix::libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    fcntl(&stalled, FcntlArg::F_OFD_SETLK(&whole)).expect("lock");
+
+    let (xs, ys) = ([x], [y]);
+    let mut web = node_with(dir.path(), "web", "a", &xs);
+    let mut db = node_with(dir.path(), "db", "b", &ys);
+    web.up(SOON).await;
+    db.up(SOON).await;
+    assert_eq!(
+        db.try_campaign().await,
+        Some(1),
+        "192.0.2.11 shares no lock with 192.0.2.10"
+    );
+    web.campaign();
+    let (_, why) = web.down(SOON).await;
+    assert!(why.to_string().contains("192.0.2.10.lock"), "{why}");
+    web.leader_none(PROMPT).await;
+
+    drop(stalled);
+    web.up(SOON).await;
+    web.leader_none(PROMPT).await;
+    assert_eq!(web.try_campaign().await, Some(1), "the lock let go");
+    web.leader_is(PROMPT, "a", 1).await;
 }

@@ -4,9 +4,11 @@
 //!
 //! A file counts while the leader file it names is live at its term: the file needs no
 //! renewal of its own, and one left by a holder that died or lost its session stops counting
-//! with that holder's key. Campaigns and releases of every group touch the files under one
-//! lock, `ROOT/.addresses/lock`, always taken after the group's own (never the other way
-//! round, so two campaigns cannot deadlock).
+//! with that holder's key. A campaign or release touches an address's file under that
+//! address's lock, `ROOT/.addresses/ADDRESS.lock`: the group's addresses in their sorted
+//! order, always after the group's own lock (one order for all, so two campaigns cannot
+//! deadlock). Per address, not one for all: a holder stopped inside its campaign (SIGSTOP, a
+//! hung NFS client) stalls only the groups that share one of its addresses.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -30,14 +32,23 @@ fn file(root: &Path, ip: &IpAddr) -> PathBuf {
     dir(root).join(ip.to_string())
 }
 
-/// The address lock, if the group has addresses (`None`: nothing to lock).
-pub(super) fn lock(ctx: &Ctx) -> Result<Option<GroupLock>, DirError> {
+/// The lock file of `ip`'s address file (no address's text ends in `.lock`).
+fn lock_file(root: &Path, ip: &IpAddr) -> PathBuf {
+    dir(root).join(format!("{ip}.lock"))
+}
+
+/// The locks of the group's addresses, one per address, taken in the sorted order of
+/// `ctx.addresses` ([`crate::store::GroupSpec::address_set`]); none if the group has no
+/// address. Each waits at most `ctx.lock_wait`, and a lock not had releases those taken.
+pub(super) fn lock(ctx: &Ctx) -> Result<Vec<GroupLock>, DirError> {
     if ctx.addresses.is_empty() {
-        return Ok(None);
+        return Ok(Vec::new());
     }
-    let dir = dir(&ctx.paths.root);
-    make_dir(&dir)?;
-    GroupLock::acquire(&dir.join("lock"), ctx.lock_wait).map(Some)
+    make_dir(&dir(&ctx.paths.root))?;
+    ctx.addresses
+        .iter()
+        .map(|ip| GroupLock::acquire(&lock_file(&ctx.paths.root, ip), ctx.lock_wait))
+        .collect()
 }
 
 /// Who holds one of the group's addresses at wall time `now` (µs), in words, if another
