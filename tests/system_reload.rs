@@ -44,6 +44,11 @@ fn boot(net: &Net, spans: &std::path::Path) -> Host {
             hosts::span_unit(&format!("{g}.service"), g, &format!("/spans/{g}.log")),
         );
     }
+    // The target of `web` renamed: its role is the same web.service.
+    spec.file(
+        "/etc/systemd/system/www-active.target",
+        "[Unit]\nWants=web.service\n",
+    );
     spec.enable("promd.service", "multi-user.target");
     spec.bin(promd_bin());
     spec.bin(promctl_bin());
@@ -203,6 +208,30 @@ fn reload_applies_valid_changes_and_refuses_invalid_ones() {
         "Priority",
     ]);
     assert_eq!(prio.trim(), "i 150");
+    assert_eq!(h.pid_on_machine("promd"), Some(pid));
+
+    // Rename the group and its target: www's role pulls in the same web.service, which the
+    // reload finds by walking www-active.target. www starts once web has handed over; opened
+    // at once, its start-up would SIGKILL the web.service that web still runs.
+    let www = "[[group]]\nname = \"www\"\nactive-target = \"www-active.target\"\nlease = \"3s\"\n";
+    assert!(reload(&h, &[www]).status.success());
+    hosts::wait_until(Duration::from_secs(15), "www active, web gone", || {
+        let listed = groups(&h);
+        web_starts(&h) == 3
+            && h.is_active("web.service")
+            && listed.contains("\"www\"")
+            && !listed.contains("\"web\"")
+    });
+    let journal = h.journal(&["-u", "promd", "-o", "cat"]);
+    assert!(
+        journal.contains("www: starts once group web has handed over"),
+        "{journal}"
+    );
+    let web = h.journal(&["-u", "web.service", "-o", "cat"]);
+    assert!(
+        !web.contains("status=9/KILL"),
+        "web.service was stopped, not killed: {web}"
+    );
     assert_eq!(h.pid_on_machine("promd"), Some(pid));
 }
 

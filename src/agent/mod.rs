@@ -120,6 +120,12 @@ pub struct NewConfig {
     pub config: Config,
     /// The file's text, to place messages about it.
     pub text: String,
+    /// The closure of the active target of each group in the file that the running promd
+    /// does not have by that name, as walked when the file was read: a group added (or
+    /// renamed) starts at once only beside groups handing over whose units it does not share
+    /// (see `reload::shares`). A group missing here (its walk failed) waits for every group
+    /// that hands over.
+    pub closures: BTreeMap<String, Closure>,
 }
 
 /// A systemd job of a group's finished.
@@ -183,6 +189,8 @@ pub struct Agent {
     pending: Vec<Pending>,
     /// Groups of a reload that wait for their old version to finish handing over.
     replacing: Vec<GroupConfig>,
+    /// [`NewConfig::closures`] of the latest reload, for the groups in `replacing`.
+    reload_closures: BTreeMap<String, Closure>,
     /// SIGTERM was handled (or promd refused to run): every group hands over and exits, and
     /// none is started.
     stopping: bool,
@@ -262,6 +270,7 @@ impl Agent {
             longest_lease: Duration::ZERO,
             pending: Vec::new(),
             replacing: Vec::new(),
+            reload_closures: BTreeMap::new(),
             stopping: false,
             refused: None,
             last_status: String::new(),

@@ -12,11 +12,13 @@
 
 use std::time::Duration;
 
+use super::group::Group;
 use super::output::{Level, Notify, Output, Record};
 use super::{Agent, GroupId, NewConfig, Now, params, watchdog_fit};
 use crate::config::{Fixed, GroupConfig, restart_needed};
 use crate::core::Event;
 use crate::logging;
+use crate::systemd::Closure;
 
 impl Agent {
     /// Apply a configuration file read on SIGHUP (`Err`: why it could not be read or is
@@ -58,7 +60,11 @@ impl Agent {
         now: Now,
         out: &mut Vec<Output>,
     ) -> Result<String, String> {
-        let NewConfig { config: new, text } = file?;
+        let NewConfig {
+            config: new,
+            text,
+            closures,
+        } = file?;
         // `promd check-config --reload` (ExecReload=) refuses this already; the file may have
         // changed since, so this stays the last line of defence.
         if let Some(changes) =
@@ -81,6 +87,7 @@ impl Agent {
                 *r = n.clone();
             }
         }
+        self.reload_closures = closures;
         let (mut added, mut removed, mut changed, mut in_place, mut kept) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0);
         let live: Vec<(GroupId, GroupConfig)> = self
@@ -131,13 +138,14 @@ impl Agent {
             let waiting = self.replacing.iter().any(|r| r.name == n.name);
             if !live && !waiting {
                 added.push(n.name.clone());
-                // A group that shares a target or an address with one handing over (a
-                // renamed group, an address moved here) starts once that one has stopped:
+                // A group that shares a target, a unit or an address with one handing over
+                // (a renamed group, an address moved here) starts once that one has stopped:
                 // its start-up would otherwise kill the units the other is still draining.
+                let walked = self.reload_closures.get(&n.name);
                 let before: Vec<&str> = self
                     .groups
                     .values()
-                    .filter(|g| g.retired && shares(&g.cfg, n))
+                    .filter(|g| g.retired && shares(g, n, walked))
                     .map(|g| g.cfg.name.as_str())
                     .collect();
                 if before.is_empty() {
@@ -146,8 +154,8 @@ impl Agent {
                     out.push(Output::Log(Record::plain(
                         Level::Info,
                         format!(
-                            "{}: starts once group {} has handed over (they share a target or \
-                             an address)",
+                            "{}: starts once group {} has handed over (they share a target, a \
+                             unit or an address, or its units could not be read)",
                             n.name,
                             before.join(", ")
                         ),
@@ -272,7 +280,11 @@ impl Agent {
         let mut k = 0;
         while k < self.replacing.len() {
             let r = &self.replacing[k];
-            let blocked = self.groups.values().any(|g| g.retired && shares(&g.cfg, r));
+            let walked = self.reload_closures.get(&r.name);
+            let blocked = self
+                .groups
+                .values()
+                .any(|g| g.retired && shares(g, r, walked));
             if blocked {
                 k += 1;
             } else {
@@ -293,15 +305,26 @@ impl Agent {
 }
 
 /// Whether a group `b` of a reload must wait for `a` to hand over first: the same name (a
-/// changed group's new version), or a target or a floating address in common (a renamed
-/// group, or an address moved from one group to another; the address keys in the store keep
-/// the hosts apart, this keeps the two groups of one host from acting on one unit at once).
-fn shares(a: &GroupConfig, b: &GroupConfig) -> bool {
+/// changed group's new version), or a target, a unit or a floating address in common (a
+/// renamed group, perhaps with renamed targets that pull in the same services; an address
+/// moved from one group to another). The address keys in the store keep the hosts apart;
+/// this keeps the two groups of one host from acting on one unit at once. `b_units` is the
+/// closure of `b`'s active target as walked at the reload; without it (the walk failed), or
+/// without a closure of `a` (none found yet), `b` waits.
+fn shares(a: &Group, b: &GroupConfig, b_units: Option<&Closure>) -> bool {
     let targets =
         |g: &GroupConfig| std::iter::once(g.active_target.clone()).chain(g.passive_target.clone());
-    a.name == b.name
-        || targets(a).any(|t| targets(b).any(|u| t == u))
-        || a.addresses
+    let units = match b_units {
+        Some(c) if !a.closure.units.is_empty() => {
+            c.units.keys().any(|u| a.closure.units.contains_key(u))
+        }
+        _ => true,
+    };
+    a.cfg.name == b.name
+        || targets(&a.cfg).any(|t| targets(b).any(|u| t == u))
+        || units
+        || a.cfg
+            .addresses
             .iter()
             .any(|x| b.addresses.iter().any(|y| x.ip == y.ip))
 }

@@ -106,6 +106,9 @@ pub struct Runtime {
     terms: terms::Terms,
     terms_rx: mpsc::UnboundedReceiver<Vec<Kept>>,
     config_path: PathBuf,
+    /// A reload's walk of the closures of the groups it adds, still running
+    /// ([`Runtime::reload`]).
+    reload_walk: Option<tokio::task::AbortHandle>,
     drivers: BTreeMap<GroupId, Drivers>,
     /// Store tasks of closed groups: their shutdown is still awaited at exit.
     leaving: Vec<tokio::task::JoinHandle<()>>,
@@ -198,6 +201,7 @@ impl Runtime {
             host,
             run_dir: PathBuf::from(RUN_DIR),
             config_path,
+            reload_walk: None,
             drivers: BTreeMap::new(),
             leaving: Vec::new(),
             systemd,
@@ -308,7 +312,7 @@ impl Runtime {
                 Some(call) = recv_call(&mut calls) => Some(self.accept_call(call)),
                 _ = sigterm.recv(), if !stopping => Some(Input::Signal(Signal::Terminate)),
                 _ = sigint.recv(), if !stopping => Some(Input::Signal(Signal::Terminate)),
-                _ = sighup.recv(), if !stopping => Some(Input::Signal(Signal::Reload(self.read_config()))),
+                _ = sighup.recv(), if !stopping => self.reload(),
             };
             if let Some(input) = input {
                 self.step(input);
@@ -363,8 +367,66 @@ impl Runtime {
     /// The configuration file as it is now, for a reload.
     fn read_config(&self) -> Result<NewConfig, String> {
         crate::config::load_source(&self.config_path)
-            .map(|(config, text)| NewConfig { config, text })
+            .map(|(config, text)| NewConfig {
+                config,
+                text,
+                closures: BTreeMap::new(),
+            })
             .map_err(|e| e.to_string())
+    }
+
+    /// SIGHUP: the file read now, and the closures of the active targets of the groups it has
+    /// and this promd does not (by name) walked in a task, which hands the reload to the agent
+    /// ([`NewConfig::closures`]: a group added beside one handing over waits only if they share
+    /// a unit). `None` while the walk runs. A later SIGHUP with a valid file aborts a walk
+    /// still running, so the latest file is applied last; a refused file is answered at once.
+    fn reload(&mut self) -> Option<Input> {
+        let mut file = match self.read_config() {
+            Ok(file) => file,
+            Err(e) => return Some(Input::Signal(Signal::Reload(Err(e)))),
+        };
+        let running: std::collections::BTreeSet<&str> =
+            self.drivers.values().map(|d| d.cfg.name.as_str()).collect();
+        let added: Vec<(String, String)> = file
+            .config
+            .groups
+            .iter()
+            .filter(|g| !running.contains(g.name.as_str()))
+            .map(|g| (g.name.clone(), g.active_target.clone()))
+            .collect();
+        if let Some(walk) = self.reload_walk.take() {
+            walk.abort();
+        }
+        // Only a group that hands over (removed, renamed, or restarted by a change) can share
+        // units with one added: with none, nothing waits, and nothing is walked twice.
+        let hands_over = self
+            .drivers
+            .values()
+            .any(|d| !file.config.groups.contains(&d.cfg));
+        if added.is_empty() || !hands_over {
+            return Some(Input::Signal(Signal::Reload(Ok(file))));
+        }
+        let (systemd, inputs) = (self.systemd.clone(), self.inputs_tx.clone());
+        let task = tokio::spawn(async move {
+            let walks = futures_util::future::join_all(
+                added.iter().map(|(_, target)| systemd.closure(target)),
+            )
+            .await;
+            for ((name, target), walk) in added.into_iter().zip(walks) {
+                match walk {
+                    Ok(closure) => {
+                        file.closures.insert(name, closure);
+                    }
+                    Err(e) => tracing::warn!(
+                        "reload: reading the units of {target}: {e}; group {name} starts once \
+                         every group handing over has stopped"
+                    ),
+                }
+            }
+            let _ = inputs.send(Input::Signal(Signal::Reload(Ok(file))));
+        });
+        self.reload_walk = Some(task.abort_handle());
+        None
     }
 
     /// The store event just received, with those queued behind it (up to [`STORE_BATCH`]):

@@ -217,6 +217,7 @@ fn a_call_on_a_group_that_has_closed_is_unknown() {
     let file = NewConfig {
         config: config(&[]),
         text: "node = \"n1\"\n".into(),
+        closures: Default::default(),
     };
     h.input(Input::Signal(Signal::Reload(Ok(file))));
     let (c, out) = h.call(0, Call::Demote);

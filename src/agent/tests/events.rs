@@ -535,6 +535,7 @@ fn late_events_of_a_closed_group_reach_nobody() {
     let file = NewConfig {
         config: config(&[]),
         text: "node = \"n1\"\n".into(),
+        closures: Default::default(),
     };
     h.input(Input::Signal(Signal::Reload(Ok(file))));
     assert!(h.agent.groups.is_empty(), "web exited and closed");

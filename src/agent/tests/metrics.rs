@@ -209,6 +209,7 @@ fn reload(h: &mut H, groups: &[&str]) {
     let file = NewConfig {
         config: config_of(&text),
         text,
+        closures: Default::default(),
     };
     h.input(Input::Signal(Signal::Reload(Ok(file))));
 }
@@ -272,6 +273,7 @@ fn a_group_added_by_a_reload_is_not_a_reconnection() {
     let file = NewConfig {
         config: config_of(&text),
         text,
+        closures: Default::default(),
     };
     h.input(Input::Signal(Signal::Reload(Ok(file))));
     // db's session comes up: the store was never unreachable.

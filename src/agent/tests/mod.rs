@@ -584,6 +584,7 @@ fn a_renewal_refreshes_only_its_groups_view() {
     let file = NewConfig {
         config: config(&[WEB, DB]),
         text: format!("node = \"n1\"\n{WEB}{DB}"),
+        closures: Default::default(),
     };
     h.input(Input::Signal(Signal::Reload(Ok(file))));
     assert!(matches!(h.agent.take_views(h.now), ViewUpdate::All(v) if v.len() == 2));

@@ -4,12 +4,42 @@ use super::*;
 use crate::logging;
 
 fn reload(h: &mut H, groups: &[&str]) -> Vec<Output> {
+    reload_walked(h, groups, &[])
+}
+
+/// A reload whose added groups' closures were walked as `walked` says (group, units); a group
+/// left out could not be walked.
+fn reload_walked(h: &mut H, groups: &[&str], walked: &[(&str, &[&str])]) -> Vec<Output> {
     let text = format!("node = \"n1\"\n{}", groups.concat());
     let file = NewConfig {
         config: config_of(&text),
+        closures: walked
+            .iter()
+            .map(|(g, units)| (g.to_string(), closure_of(units)))
+            .collect(),
         text,
     };
     h.input(Input::Signal(Signal::Reload(Ok(file))))
+}
+
+/// A closure of these units, each pulled in and steady.
+fn closure_of(units: &[&str]) -> Closure {
+    let mut closure = Closure::default();
+    for unit in units {
+        closure
+            .units
+            .insert(unit.to_string(), crate::systemd::Reach::Pulled);
+        closure.steady.insert(unit.to_string());
+    }
+    closure
+}
+
+/// `web` passive and `db` active, with `db.service` found in db's role.
+fn db_active_running_db_service() -> H {
+    let mut h = H::web_passive_db_active();
+    h.input(Input::Closure(GroupId(1), closure_of(&["db.service"])));
+    h.take();
+    h
 }
 
 fn summary(out: &[Output]) -> &str {
@@ -200,17 +230,19 @@ fn the_latest_file_wins_for_a_group_still_handing_over() {
 /// A group that shares nothing starts at once beside it.
 #[test]
 fn a_renamed_group_starts_once_the_old_name_has_handed_over() {
-    let mut h = H::web_passive_db_active();
+    let mut h = db_active_running_db_service();
     let renamed = DB.replace("name = \"db\"", "name = \"db2\"");
     let cache = "\n[[group]]\nname = \"cache\"\nactive-target = \"cache-active.target\"\n";
-    let out = reload(&mut h, &[WEB, &renamed, cache]);
+    let walked: &[(&str, &[&str])] = &[("db2", &["db.service"]), ("cache", &["cache.service"])];
+    let out = reload_walked(&mut h, &[WEB, &renamed, cache], walked);
     assert_eq!(
         summary(&out),
         "1 unchanged, added [db2 cache], removed [db], changed in place [], changed (handed over, then restarted) []"
     );
     assert!(
         texts(&out).contains(
-            &"db2: starts once group db has handed over (they share a target or an address)"
+            &"db2: starts once group db has handed over (they share a target, a unit or an \
+              address, or its units could not be read)"
         ),
         "{:?}",
         texts(&out)
@@ -218,6 +250,33 @@ fn a_renamed_group_starts_once_the_old_name_has_handed_over() {
     let names: Vec<String> = opened(&out).into_iter().map(|(_, n)| n).collect();
     assert_eq!(names, ["cache"], "db2 waits; cache shares nothing");
     assert_eq!(db_hands_over(&mut h), ["db2"]);
+}
+
+/// Renamed with its targets, the new group has no target in common with the old, but its
+/// role pulls in the same service: it waits all the same. One whose units could not be read
+/// waits too; one that shares no unit starts at once.
+#[test]
+fn a_group_renamed_with_its_targets_waits_for_the_units_it_shares() {
+    let mut h = db_active_running_db_service();
+    let renamed = "\n[[group]]\nname = \"store\"\nactive-target = \"store-active.target\"\n\
+                   lease = \"2s\"\n";
+    let unread = "\n[[group]]\nname = \"queue\"\nactive-target = \"queue-active.target\"\n";
+    let cache = "\n[[group]]\nname = \"cache\"\nactive-target = \"cache-active.target\"\n";
+    let walked: &[(&str, &[&str])] = &[
+        ("store", &["store-extra.service", "db.service"]),
+        ("cache", &["cache.service"]),
+    ];
+    let out = reload_walked(&mut h, &[WEB, renamed, unread, cache], walked);
+    let names: Vec<String> = opened(&out).into_iter().map(|(_, n)| n).collect();
+    assert_eq!(
+        names,
+        ["cache"],
+        "store shares db.service, queue's units are unknown: {:?}",
+        texts(&out)
+    );
+    let mut after = db_hands_over(&mut h);
+    after.sort();
+    assert_eq!(after, ["queue", "store"]);
 }
 
 /// The active `db` (id 1) stops its units and releases its key: it closes for good, and
@@ -244,7 +303,9 @@ fn a_group_given_another_groups_address_starts_once_that_one_has_handed_over() {
     h.take();
     let cache = "\n[[group]]\nname = \"cache\"\nactive-target = \"cache-active.target\"\n\
                  addresses = [\"192.0.2.10/24 dev eth1\"]\n";
-    let out = reload(&mut h, &[WEB, cache]);
+    h.input(Input::Closure(GroupId(1), closure_of(&["db.service"])));
+    let walked: &[(&str, &[&str])] = &[("cache", &["cache.service"])];
+    let out = reload_walked(&mut h, &[WEB, cache], walked);
     assert!(
         opened(&out).is_empty(),
         "cache waits for db: {:?}",
@@ -287,6 +348,7 @@ fn a_new_node_name_needs_a_restart() {
     let file = NewConfig {
         config: config_of(&text),
         text,
+        closures: Default::default(),
     };
     let out = h.input(Input::Signal(Signal::Reload(Ok(file))));
     let refused: Vec<&str> = records(&out)
