@@ -70,7 +70,8 @@ pub struct MemberStatus {
     /// Whether it may become active now (false when `down`).
     pub eligible: bool,
     /// Why not, as a stable word (`stopping`, `not-member`, `cooldown`, `passive-failed`,
-    /// `unhealthy`, `store-unreachable`, `lease-not-renewed`, `not-passive`, `defer-once`;
+    /// `unhealthy`, `store-unreachable`, `lease-not-renewed`, `not-passive`, `other-slot`,
+    /// `defer-once`;
     /// `unknown` for a reason this promd does not know; `down` without a record); empty when
     /// eligible. [`why_text`] says it in words.
     pub why: String,

@@ -72,6 +72,9 @@ impl Agent {
         {
             return Err(changes.to_string());
         }
+        if let Some(e) = crate::config::not_runnable_yet(&new, &self.config_origin) {
+            return Err(e.to_string());
+        }
         // Only ever lowered: the groups already running count on the interval in force.
         if let Some(fit) = watchdog_fit(&new, self.watchdog) {
             self.watchdog = Some(fit.new);
@@ -346,6 +349,7 @@ pub(super) struct Changes {
 ///   and the watchdog derive from it; changing them under running units would let a fence
 ///   armed for the old lease meet a store expiry of the new one.
 /// - `members` without this node: it may not hold the role any more.
+/// - `actives`, `standbys`: for now (slots are not grown or shrunk in place yet).
 ///
 /// Everything else in place.
 pub(super) fn changes(old: &GroupConfig, new: &GroupConfig, node: &str) -> Changes {
@@ -391,6 +395,21 @@ pub(super) fn changes(old: &GroupConfig, new: &GroupConfig, node: &str) -> Chang
         "addresses",
         addresses(&old.addresses),
         addresses(&new.addresses),
+    );
+    // Slots: until a reload grows and shrinks them in place (docs/slots.md, "Rebalancing"),
+    // a change of either is a restart of the group: the safe way.
+    note(
+        true,
+        "actives",
+        old.actives.to_string(),
+        new.actives.to_string(),
+    );
+    let standbys = |m: Option<std::num::NonZeroU32>| m.map_or("no limit".into(), |m| m.to_string());
+    note(
+        true,
+        "standbys",
+        standbys(old.standbys),
+        standbys(new.standbys),
     );
     let leaves = member(&old.members) && !member(&new.members);
     let mut members = (

@@ -31,6 +31,7 @@ pub use secure::{
 use validate::Checker;
 
 use std::fmt;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -170,9 +171,22 @@ pub struct GroupConfig {
     pub health_timeout: Duration,
     /// `addresses`: the group's floating service addresses, each `ADDRESS/PREFIX dev
     /// INTERFACE` ([`Address`]), on the active host only; empty when the key is absent. No
-    /// address twice, in a group or across groups.
+    /// address twice, in a group or across groups; none with `actives` above 1.
     pub addresses: Vec<Address>,
+    /// `actives` (default 1, 1 to [`MAX_ACTIVES`]): how many hosts run the active target at
+    /// once, each in a *slot* of its own (`0..actives`) with its own leader key, lease and
+    /// term (docs/slots.md). At most the number of `members` when they are listed.
+    pub actives: u32,
+    /// `standbys`: at most this many of the hosts that hold no slot run the passive target
+    /// (the best by priority); the others run neither target. `None` (the key absent, or
+    /// `0`): no limit, every such host runs it. Only with a `passive-target`; `actives` plus
+    /// `standbys` is at most the number of `members` when they are listed.
+    pub standbys: Option<NonZeroU32>,
 }
+
+/// The most slots (`actives`) a group may have: each is a leader key, a lease-bound machine
+/// on every host and a watch of its own, and no service asked for more than a few.
+pub const MAX_ACTIVES: u32 = 32;
 
 const DEFAULT_DIR: &str = "/var/lib/promd";
 const DEFAULT_PREFIX: &str = "/promd";
@@ -292,6 +306,36 @@ fn notes_at(config: &Config, now: i64, unseen: &[(&str, &str)]) -> Vec<String> {
         ));
     }
     out
+}
+
+/// What this build validates but cannot run yet: a group with `actives` above 1 or with
+/// `standbys` set (slots, docs/slots.md; the daemon does not run them yet). One unplaced
+/// problem per such group; `None` if promd can run every group. promd refuses such a file at
+/// start (exit 78), `promd check-config` and a reload refuse it too: running one active host
+/// where the file asks for several would be a silent default.
+pub fn not_runnable_yet(config: &Config, origin: &str) -> Option<ConfigError> {
+    let problems: Vec<Problem> = config
+        .groups
+        .iter()
+        .filter(|g| g.actives > 1 || g.standbys.is_some())
+        .map(|g| Problem {
+            line: None,
+            column: None,
+            message: format!(
+                "group {:?}: `actives` = {}{}: this promd validates slots but does not run them \
+                 yet; use actives = 1 and no `standbys`",
+                g.name,
+                g.actives,
+                g.standbys
+                    .map(|m| format!(", `standbys` = {m}"))
+                    .unwrap_or_default()
+            ),
+        })
+        .collect();
+    (!problems.is_empty()).then(|| ConfigError {
+        origin: origin.to_owned(),
+        problems,
+    })
 }
 
 /// Reads and validates the configuration file at `path`.

@@ -81,6 +81,8 @@ fn default_group(name: &str) -> GroupConfig {
         health_interval: Duration::from_secs(2),
         health_timeout: Duration::from_secs(1),
         addresses: Vec::new(),
+        actives: 1,
+        standbys: None,
     }
 }
 
@@ -1140,4 +1142,174 @@ fn an_item_that_is_no_string_hides_no_clash() {
         found[1].2.contains("already an address of group \"a\""),
         "{found:#?}"
     );
+}
+
+// --- slots: `actives` and `standbys` ----------------------------------------------------------
+
+#[test]
+fn actives_and_standbys_default_to_one_active_and_no_limit() {
+    let group = &check(GROUP).unwrap().groups[0];
+    assert_eq!((group.actives, group.standbys), (1, None));
+}
+
+#[test]
+fn actives_and_standbys_are_read() {
+    let text = group_with(
+        "passive-target = \"web-passive.target\"\nmembers = [\"a\", \"b\", \"c\", \"d\", \"e\"]\n\
+         actives = 2\nstandbys = 3\n",
+    );
+    let group = &check(&text).unwrap().groups[0];
+    assert_eq!(group.actives, 2);
+    assert_eq!(group.standbys, std::num::NonZeroU32::new(3));
+    // Without `members` nothing bounds them but MAX_ACTIVES.
+    let text = group_with(&format!(
+        "passive-target = \"p.target\"\nactives = {MAX_ACTIVES}\nstandbys = 100\n"
+    ));
+    assert_eq!(check(&text).unwrap().groups[0].actives, MAX_ACTIVES);
+}
+
+#[test]
+fn standbys_zero_means_no_limit_as_design_md_says() {
+    // design.md's example writes `standbys = 0`, with or without a passive target.
+    let group = &check(&group_with("standbys = 0\n")).unwrap().groups[0];
+    assert_eq!(group.standbys, None);
+}
+
+#[test]
+fn actives_out_of_range() {
+    assert_one(&group_with("actives = 0\n"), 4, 11, "between 1 and 32");
+    assert_one(
+        &group_with("actives = -1\n"),
+        4,
+        11,
+        "at least one active host",
+    );
+    assert_one(&group_with("actives = 33\n"), 4, 11, "between 1 and 32");
+    assert_one(
+        &group_with("actives = \"2\"\n"),
+        4,
+        11,
+        "must be an integer",
+    );
+    assert_one(&group_with("actives = 1.5\n"), 4, 11, "must be an integer");
+    assert_one(
+        &group_with("standbys = -1\n"),
+        4,
+        12,
+        "between 0 and 4294967295",
+    );
+    assert_one(
+        &group_with("standbys = true\n"),
+        4,
+        12,
+        "must be an integer",
+    );
+}
+
+#[test]
+fn actives_cannot_outnumber_the_members() {
+    assert_one(
+        &group_with("members = [\"a\", \"b\"]\nactives = 3\n"),
+        5,
+        11,
+        "`actives` = 3, but `members` lists 2 nodes: at most 2 could be active",
+    );
+    // As many as the members: every member active, nobody to fail over to, but valid.
+    let text = group_with("members = [\"a\", \"b\"]\nactives = 2\n");
+    assert_eq!(check(&text).unwrap().groups[0].actives, 2);
+    // The order of the keys does not matter.
+    assert_one(
+        &group_with("actives = 2\nmembers = [\"a\"]\n"),
+        4,
+        11,
+        "`members` lists 1 node:",
+    );
+}
+
+#[test]
+fn actives_and_standbys_together_cannot_outnumber_the_members() {
+    let text = group_with(
+        "passive-target = \"p.target\"\nmembers = [\"a\", \"b\", \"c\"]\nactives = 2\n\
+         standbys = 2\n",
+    );
+    assert_one(
+        &text,
+        7,
+        12,
+        "`actives` + `standbys` = 2 + 2, but `members` lists 3 nodes: every active host and \
+         every standby is a member of its own, so at most 1 standby fit",
+    );
+    // The default `actives` = 1 counts too.
+    let text =
+        group_with("passive-target = \"p.target\"\nmembers = [\"a\", \"b\"]\nstandbys = 2\n");
+    assert_one(&text, 6, 12, "= 1 + 2, but `members` lists 2 nodes");
+    // Exactly as many is valid (no spare).
+    let text = group_with(
+        "passive-target = \"p.target\"\nmembers = [\"a\", \"b\", \"c\"]\nactives = 2\n\
+         standbys = 1\n",
+    );
+    assert!(check(&text).is_ok());
+}
+
+#[test]
+fn too_many_actives_for_the_members_is_said_once() {
+    // Said at `actives`; `standbys` on top of it adds nothing an operator can act on.
+    let found = problems(&group_with(
+        "passive-target = \"p.target\"\nmembers = [\"a\"]\nactives = 2\nstandbys = 1\n",
+    ));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!((found[0].0, found[0].1), (Some(6), Some(11)));
+}
+
+#[test]
+fn standbys_need_a_passive_target() {
+    assert_one(
+        &group_with("standbys = 1\n"),
+        4,
+        12,
+        "`standbys` = 1 limits how many hosts run the passive target, but this group has no \
+         `passive-target`",
+    );
+}
+
+#[test]
+fn addresses_float_to_one_active_host_only() {
+    assert_one(
+        &group_with("actives = 2\naddresses = [\"192.0.2.10/24 dev eth0\"]\n"),
+        5,
+        1,
+        "`actives` = 2 (line 4) makes 2 hosts active at once",
+    );
+    // `actives = 1` written out is today's group.
+    let text = group_with("actives = 1\naddresses = [\"192.0.2.10/24 dev eth0\"]\n");
+    assert!(check(&text).is_ok());
+}
+
+#[test]
+fn an_invalid_actives_hides_no_other_problem_but_adds_none() {
+    // `actives` itself is wrong: the relations to `members` are not guessed at.
+    let found = problems(&group_with(
+        "members = [\"a\"]\nactives = 0\nstandbys = 5\n",
+    ));
+    let messages: Vec<&str> = found.iter().map(|p| p.2.as_str()).collect();
+    assert_eq!(found.len(), 2, "{messages:#?}");
+    assert!(messages[0].contains("between 1 and 32"), "{messages:#?}");
+    assert!(messages[1].contains("no `passive-target`"), "{messages:#?}");
+}
+
+#[test]
+fn slots_are_refused_until_the_daemon_runs_them() {
+    let config = check(GROUP).unwrap();
+    assert_eq!(not_runnable_yet(&config, "t.toml"), None);
+    let config = check(&group_with("actives = 1\nstandbys = 0\n")).unwrap();
+    assert_eq!(not_runnable_yet(&config, "t.toml"), None);
+    let config = check(&group_with("actives = 2\n")).unwrap();
+    let err = not_runnable_yet(&config, "t.toml").unwrap();
+    assert_eq!(
+        err.to_string(),
+        "t.toml: group \"web\": `actives` = 2: this promd validates slots but does not run \
+         them yet; use actives = 1 and no `standbys`"
+    );
+    let config = check(&group_with("passive-target = \"p.target\"\nstandbys = 1\n")).unwrap();
+    assert!(not_runnable_yet(&config, "t.toml").is_some());
 }

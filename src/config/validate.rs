@@ -2,6 +2,7 @@
 //! sections with the checks that span several keys.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -45,6 +46,8 @@ pub(super) const GROUP_KEYS: &[&str] = &[
     "health-interval",
     "health-timeout",
     "addresses",
+    "actives",
+    "standbys",
 ];
 pub(super) const NODE_NAME_RULE: &str =
     "[a-z0-9_.-], 1 to 64 characters, not starting with `.` or `-`";
@@ -195,6 +198,8 @@ pub(super) struct GroupFields {
     health_interval: Option<Field<Duration>>,
     health_timeout: Option<Field<Duration>>,
     addresses: Option<Field<Vec<Spanned<Address>>>>,
+    actives: Option<Field<u32>>,
+    standbys: Option<Field<Option<NonZeroU32>>>,
 }
 
 impl Checker<'_> {
@@ -714,6 +719,8 @@ impl Checker<'_> {
                     f.health_timeout = self.field(key, value, Self::nonzero_duration);
                 }
                 "addresses" => f.addresses = self.field(key, value, Self::addresses),
+                "actives" => f.actives = self.field(key, value, Self::actives),
+                "standbys" => f.standbys = self.field(key, value, Self::standbys),
                 _ => self.unknown_key(key, "in [[group]]", GROUP_KEYS),
             }
         }
@@ -770,6 +777,8 @@ impl Checker<'_> {
                 all.sort_by_key(|a| a.ip);
                 all
             },
+            actives: or_default(&f.actives, 1),
+            standbys: or_default(&f.standbys, None),
         };
         (
             Some(group),
@@ -802,6 +811,7 @@ impl Checker<'_> {
                  and stopped by the other would make the role flap",
             );
         }
+        self.slot_relations(f);
         // Compare with the defaults too: `health-timeout = "3s"` alone breaks the 2s interval.
         let interval = f.health_interval.as_ref();
         let timeout = f.health_timeout.as_ref();
@@ -821,6 +831,77 @@ impl Checker<'_> {
                     "`health-timeout` ({}) must be shorter than `health-interval` ({})",
                     humantime::format_duration(timeout_value),
                     humantime::format_duration(interval_value)
+                ),
+            );
+        }
+    }
+
+    /// `actives` and `standbys` against the keys they depend on: the listed `members` (each
+    /// slot and each standby is a host of its own), the `passive-target` (which `standbys`
+    /// limits) and the `addresses` (which float to one host).
+    fn slot_relations(&mut self, f: &GroupFields) {
+        let actives = f.actives.as_ref();
+        let standbys = f.standbys.as_ref();
+        if let (Some(standbys), None) = (standbys, &f.passive_target)
+            && let Some(Some(m)) = standbys.value
+        {
+            self.error(
+                &standbys.span,
+                format!(
+                    "`standbys` = {m} limits how many hosts run the passive target, but this \
+                     group has no `passive-target`: set one, or omit `standbys`"
+                ),
+            );
+        }
+        if actives.is_some_and(|a| a.value.is_none()) || standbys.is_some_and(|s| s.value.is_none())
+        {
+            return; // already reported: the relations would only guess
+        }
+        let n = or_default(&f.actives, 1);
+        let m = or_default(&f.standbys, None).map_or(0, NonZeroU32::get);
+        if let (Some(actives), Some(addresses)) = (actives, &f.addresses)
+            && n > 1
+            && addresses.value.as_ref().is_some_and(|a| !a.is_empty())
+        {
+            let line = self.line_of(&actives.span);
+            self.error(
+                &addresses.key,
+                format!(
+                    "`addresses` float to the group's one active host, but `actives` = {n} (line \
+                     {line}) makes {n} hosts active at once, and each would claim them: give \
+                     each active host addresses of its own outside promd, or use actives = 1"
+                ),
+            );
+        }
+        let Some(members) = f.members.as_ref().and_then(|m| m.value.as_ref()) else {
+            return;
+        };
+        let count = u32::try_from(members.len()).unwrap_or(u32::MAX);
+        let listed = format!(
+            "`members` lists {count} node{}",
+            if count == 1 { "" } else { "s" }
+        );
+        if let Some(actives) = actives
+            && n > count
+        {
+            self.error(
+                &actives.span,
+                format!(
+                    "`actives` = {n}, but {listed}: at most {count} could be active; list more \
+                     members or lower `actives`"
+                ),
+            );
+        } else if let Some(standbys) = standbys
+            && n.saturating_add(m) > count
+        {
+            self.error(
+                &standbys.span,
+                format!(
+                    "`actives` + `standbys` = {n} + {m}, but {listed}: every active host and \
+                     every standby is a member of its own, so at most {} standby{} fit; list \
+                     more members or lower `standbys`",
+                    count - n,
+                    if count - n == 1 { "" } else { "s" }
                 ),
             );
         }

@@ -254,6 +254,35 @@ impl Checker<'_> {
         Some(argv.into_iter().map(Spanned::into_inner).collect())
     }
 
+    /// `actives`: 1 to [`MAX_ACTIVES`].
+    pub(super) fn actives(&mut self, key: &str, value: &Value<'_>) -> Option<u32> {
+        let n = self.integer(key, value)?;
+        if !(1..=i64::from(MAX_ACTIVES)).contains(&n) {
+            let why = if n < 1 {
+                "a group has at least one active host"
+            } else {
+                "each slot is a leader key and a machine on every host"
+            };
+            self.error(
+                &value.span(),
+                format!("`actives` = {n} is out of range: it must be between 1 and {MAX_ACTIVES} ({why})"),
+            );
+            return None;
+        }
+        u32::try_from(n).ok()
+    }
+
+    /// `standbys`: 0 (no limit) or more; `None` for 0.
+    pub(super) fn standbys(
+        &mut self,
+        key: &str,
+        value: &Value<'_>,
+    ) -> Option<Option<std::num::NonZeroU32>> {
+        let n = self.integer(key, value)?;
+        let n: u32 = self.in_range(key, value, n)?;
+        Some(std::num::NonZeroU32::new(n))
+    }
+
     pub(super) fn lease(&mut self, key: &str, value: &Value<'_>) -> Option<Duration> {
         let lease = self.duration(key, value)?;
         if lease < MIN_LEASE {

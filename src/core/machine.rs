@@ -38,6 +38,7 @@ mod lease;
 mod reason;
 mod requests;
 mod reread;
+mod slot;
 mod timers;
 mod units;
 
@@ -125,6 +126,9 @@ pub struct GroupMachine {
     key_term_seen: u64,
     /// The time of the last step: every deadline up to it has been handled.
     stepped_at: Mono,
+    /// [`Event::Blocked`]: the slot arbiter's reason this node may not become active in this
+    /// machine's slot (a group with several slots only).
+    blocked: Option<Ineligible>,
 }
 
 impl GroupMachine {
@@ -158,6 +162,7 @@ impl GroupMachine {
             term: 0,
             key_term_seen: p.term_floor,
             stepped_at: Mono::ZERO,
+            blocked: None,
             p,
         }
     }
@@ -412,6 +417,7 @@ impl GroupMachine {
                 self.job = None;
                 self.start_incomplete(units, now, out);
             }
+            Event::Blocked(why) => self.blocked = why,
         }
     }
 

@@ -6,12 +6,14 @@
 //! with a fake clock.
 
 mod machine;
+mod slots;
 mod timing;
 
 pub use machine::{
     Action, Cancels, Event, GroupMachine, GroupParams, Ineligibility, Ineligible, Job, Member,
     Reason, ReasonKind, Refusal, Request, Timer, Timers, Tunables,
 };
+pub use slots::{Arbitration, SlotError, SlotGroup, SlotView, arbitrate};
 pub use timing::{AFTER_WATCHDOG, Mono, Timing, WATCHDOG_ACCURACY, WATCHDOG_REACH, WATCHDOG_SLACK};
 
 use serde::{Deserialize, Serialize};

@@ -638,3 +638,41 @@ fn addresses_in_a_new_order_or_spelling_are_no_change() {
     assert!(jobs(&out).is_empty(), "{out:#?}");
     assert_eq!(h.role(1), Some(Role::Active));
 }
+
+#[test]
+fn a_reload_to_slots_is_refused_until_the_daemon_runs_them() {
+    let mut h = two_passive();
+    let web2 = WEB.replace("[[group]]\n", "[[group]]\nactives = 2\n");
+    assert_ne!(web2, WEB);
+    let out = reload(&mut h, &[&web2, DB]);
+    let refused: Vec<&str> = records(&out)
+        .into_iter()
+        .filter(|r| r.message_id == Some(logging::CONFIG_REFUSED))
+        .map(|r| r.text.as_str())
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            "/etc/promd/promd.toml: group \"web\": `actives` = 2: this promd validates slots but \
+             does not run them yet; use actives = 1 and no `standbys`",
+            "reload refused: keeping the running configuration",
+        ]
+    );
+    assert!(jobs(&out).is_empty() && store_commands(&out).is_empty());
+}
+
+#[test]
+fn a_change_of_actives_or_standbys_restarts_the_group() {
+    let old = config_of(&format!("node = \"n1\"\n{WEB}")).groups.remove(0);
+    let new = crate::config::GroupConfig {
+        actives: 2,
+        standbys: std::num::NonZeroU32::new(1),
+        ..old.clone()
+    };
+    let c = super::super::reload::changes(&old, &new, "n1");
+    assert_eq!(
+        c.restart,
+        ["actives changed 1 → 2", "standbys changed no limit → 1"]
+    );
+    assert!(c.in_place.is_empty());
+}

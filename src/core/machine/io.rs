@@ -231,6 +231,19 @@ pub enum Event {
     /// and applies the usual rules under the new values (a peer may now preempt, a standby
     /// may now campaign first).
     Retune(Tunables),
+    /// The slot arbiter's word for a group with several slots ([`crate::core::SlotGroup`]):
+    /// this node may not become active in this machine's slot, and why (`None`: nothing
+    /// against it). Checked right after membership ([`Ineligible::OtherSlot`], or the
+    /// node's [`Ineligible::Cooldown`] in another slot), so the record says so, the
+    /// machine does not campaign, preempt or take a Promote, and other nodes do not wait
+    /// for it. Nothing else changes: a blocked machine that runs the units goes on running
+    /// them (the arbiter never blocks one that is engaged, [`GroupMachine::engaged`]). A
+    /// group with one slot never sends it.
+    ///
+    /// [`GroupMachine::engaged`]: super::GroupMachine::engaged
+    /// [`Ineligible::OtherSlot`]: super::Ineligible::OtherSlot
+    /// [`Ineligible::Cooldown`]: super::Ineligible::Cooldown
+    Blocked(Option<super::Ineligible>),
 }
 
 /// What an operator asks of this node (D-Bus / promctl).

@@ -164,6 +164,9 @@ pub enum Ineligible {
     LeaseNotRenewed,
     /// The node is not `passive` with its passive target up (starting, demoting, ...).
     NotPassive,
+    /// A group with several slots (`actives`): this node holds, claims or is after another
+    /// slot of the group, and a node holds at most one (`core::slots`, docs/slots.md).
+    OtherSlot,
 }
 
 impl fmt::Display for Ineligible {
@@ -186,13 +189,14 @@ impl Ineligible {
             Ineligible::StoreUnreachable => "the store is unreachable",
             Ineligible::LeaseNotRenewed => "the store lease is not renewed",
             Ineligible::NotPassive => "this node is not passive yet",
+            Ineligible::OtherSlot => "this node holds or is after another slot of the group",
         }
     }
 
     /// Every variant, in the order [`GroupMachine::ineligibility`] checks them.
     ///
     /// [`GroupMachine::ineligibility`]: super::GroupMachine::ineligibility
-    pub const ALL: [Ineligible; 8] = [
+    pub const ALL: [Ineligible; 9] = [
         Ineligible::Stopping,
         Ineligible::NotMember,
         Ineligible::Cooldown,
@@ -201,6 +205,7 @@ impl Ineligible {
         Ineligible::StoreUnreachable,
         Ineligible::LeaseNotRenewed,
         Ineligible::NotPassive,
+        Ineligible::OtherSlot,
     ];
 }
 
@@ -226,7 +231,8 @@ pub enum Ineligibility {
 
 impl Ineligibility {
     /// The stable word: `stopping`, `not-member`, `cooldown`, `passive-failed`, `unhealthy`,
-    /// `store-unreachable`, `lease-not-renewed`, `not-passive`, `defer-once` or `unknown`.
+    /// `store-unreachable`, `lease-not-renewed`, `not-passive`, `other-slot`, `defer-once` or
+    /// `unknown`.
     pub fn word(self) -> &'static str {
         match self {
             Ineligibility::Checked(i) => match i {
@@ -238,6 +244,7 @@ impl Ineligibility {
                 Ineligible::StoreUnreachable => "store-unreachable",
                 Ineligible::LeaseNotRenewed => "lease-not-renewed",
                 Ineligible::NotPassive => "not-passive",
+                Ineligible::OtherSlot => "other-slot",
             },
             Ineligibility::DeferOnce => "defer-once",
             Ineligibility::Unknown => "unknown",
@@ -256,6 +263,9 @@ impl Ineligibility {
                 "failed and in its failure cooldown (promctl reset clears it)"
             }
             Ineligibility::Checked(Ineligible::NotPassive) => "not passive yet",
+            Ineligibility::Checked(Ineligible::OtherSlot) => {
+                "holds or is after another slot of the group"
+            }
             Ineligibility::Checked(i) => i.text(),
             Ineligibility::DeferOnce => {
                 "just lost the role in a crash and lets the others go first"
@@ -390,6 +400,7 @@ mod tests {
                 "store-unreachable",
                 "lease-not-renewed",
                 "not-passive",
+                "other-slot",
                 "defer-once",
                 "unknown",
             ]

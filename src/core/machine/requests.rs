@@ -53,6 +53,8 @@ impl GroupMachine {
             Ineligible::Stopping
         } else if !self.is_member(&self.p.node) {
             Ineligible::NotMember
+        } else if let Some(why) = self.blocked {
+            why
         } else if self.timers.pending(Timer::Cooldown, now) {
             Ineligible::Cooldown
         } else if self.passive == Passive::Failed || !self.passive_units_ok {
