@@ -406,17 +406,22 @@ fn two_hundred_groups_start_stay_up_and_fail_over_together_without_overlap() {
     // key, which etcd allows only once the cut host's lease has lapsed. The key's time is when
     // the test's watch saw it, a few ms after the write: the check errs towards passing by
     // that much, never more.
+    // When the cut host's service of `g` was down (its ExecStopPost= ran, realtime ns),
+    // said if that was at or after `deadline`.
+    let late_for = |g: usize, deadline: u64, what: &str| {
+        let stop = hosts::read_spans(spans[victim].path().join(format!("g{g}.log")))
+            .last()
+            .map_or(u64::MAX, |s| s.end_ns());
+        (stop >= deadline).then(|| {
+            let late = Duration::from_nanos(stop.saturating_sub(deadline));
+            format!("g{g} down {late:?} after {what}")
+        })
+    };
     let outlived: Vec<String> = theirs
         .iter()
         .filter_map(|&g| {
             let taken = t_cut + in_store.get(&g)?.as_nanos() as u64;
-            let stop = hosts::read_spans(spans[victim].path().join(format!("g{g}.log")))
-                .last()
-                .map_or(u64::MAX, |s| s.end_ns());
-            (stop >= taken).then(|| {
-                let late = Duration::from_nanos(stop.saturating_sub(taken));
-                format!("g{g} down {late:?} after the key was taken")
-            })
+            late_for(g, taken, "the key was taken")
         })
         .collect();
     assert!(
@@ -446,13 +451,7 @@ fn two_hundred_groups_start_stay_up_and_fail_over_together_without_overlap() {
                 return Some(format!("g{g}: no fence line"));
             };
             let lease_end = t_cut + (at_us - t_cut_mono) * 1000 + margin.as_nanos() as u64;
-            let stop = hosts::read_spans(spans[victim].path().join(format!("g{g}.log")))
-                .last()
-                .map_or(u64::MAX, |s| s.end_ns());
-            (stop > lease_end).then(|| {
-                let late = Duration::from_nanos(stop.saturating_sub(lease_end));
-                format!("g{g} down {late:?} after s + L")
-            })
+            late_for(g, lease_end, "s + L")
         })
         .collect();
     assert!(

@@ -4,7 +4,7 @@
 
 use super::output::{Fields, Level, Output, Record};
 use super::{Agent, GroupId, JobDone, Now};
-use crate::core::{Event, Member, Mono, Role};
+use crate::core::{Event, Job, Member, Mono, Role};
 use crate::health::HealthResult;
 use crate::logging;
 use crate::store::{StoreEvent, other_host};
@@ -156,6 +156,25 @@ impl Agent {
             return;
         };
         let JobDone { job, ok, not_up } = done;
+        // A stop confirmed past the group's hang deadline: the watchdog should have ended
+        // promd by now, and the units may outlive the lease. PID 1 took longer than the lease
+        // leaves for what this host stops at once (docs/safety.md, "What is assumed about
+        // the host"): the operator sizes the lease for it.
+        if job == Job::StopActive
+            && ok
+            && let Some(deadline) = g.machine.hang_deadline()
+            && now.mono > deadline
+        {
+            let text = format!(
+                "the role's units were confirmed stopped {} ms past the hang deadline \
+                 (the lease can lapse {} ms after it): systemd took longer to stop them than \
+                 the lease leaves; make `lease` longer for what this host stops at once \
+                 (promd.toml(5), lease)",
+                now.mono.saturating_sub(deadline).as_millis(),
+                crate::core::WATCHDOG_REACH.as_millis()
+            );
+            out.push(Output::Log(g.record(Level::Warn, &text)));
+        }
         if not_up.is_empty() {
             self.feed(id, Event::Job { job, ok }, now, out);
             return;

@@ -722,3 +722,39 @@ fn store_events_of_several_groups_are_handled_as_one_input() {
     assert_ne!(h.role(0), Some(Role::Active));
     assert_ne!(h.role(1), Some(Role::Active));
 }
+
+/// A stop the fence had systemd do, confirmed past the group's hang deadline, is said as a
+/// warning naming the setting to change (the host stops more at once than the lease leaves
+/// PID 1 time for: docs/safety.md, "What is assumed about the host"); one confirmed in time
+/// says nothing. A 2 s lease renewed at 0: fence at 1.3 s, hang deadline at 1.6 s.
+#[test]
+fn a_stop_confirmed_past_the_hang_deadline_is_said_with_the_lease_to_change() {
+    let said_after = |confirmed: Duration| {
+        let mut h = H::new(&[WEB]);
+        h.input(Input::Start);
+        h.active(0, 7);
+        h.take();
+        let fence = h.advance(Duration::from_millis(1400));
+        assert!(jobs(&fence).contains(&(GroupId(0), Job::StopActive)));
+        h.advance(confirmed - Duration::from_millis(1400));
+        let out = h.job(0, Job::StopActive, true);
+        texts(&out)
+            .into_iter()
+            .filter(|t| t.contains("past the hang deadline"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        said_after(Duration::from_millis(1550)),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        said_after(Duration::from_millis(1700)),
+        vec![
+            "web: the role's units were confirmed stopped 100 ms past the hang deadline (the \
+             lease can lapse 400 ms after it): systemd took longer to stop them than the lease \
+             leaves; make `lease` longer for what this host stops at once (promd.toml(5), lease)"
+                .to_string()
+        ]
+    );
+}
