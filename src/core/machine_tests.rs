@@ -4,7 +4,8 @@ use super::*;
 
 const LEASE: Duration = Duration::from_secs(2);
 
-fn params(node: &str) -> GroupParams {
+/// A node's parameters under a 2 s lease, with a passive target (also the slot tests').
+pub(in crate::core) fn params(node: &str) -> GroupParams {
     GroupParams {
         node: node.into(),
         timing: Timing::new(LEASE),
@@ -24,7 +25,8 @@ fn is_campaign(a: &Action) -> bool {
     matches!(a, Action::Campaign { .. })
 }
 
-fn member(node: &str, priority: i32, eligible: bool, role: Role) -> Member {
+/// A member record (also the slot tests').
+pub(in crate::core) fn member(node: &str, priority: i32, eligible: bool, role: Role) -> Member {
     Member {
         node: node.into(),
         priority,

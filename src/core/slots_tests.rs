@@ -4,38 +4,15 @@
 use std::time::Duration;
 
 use super::*;
-use crate::core::{Ineligibility, Job, Member, Timing};
-
-const LEASE: Duration = Duration::from_secs(2);
+use crate::core::machine::tests as machine_tests;
+use crate::core::{Ineligibility, Job, Member};
+use machine_tests::member;
 
 fn params(node: &str) -> GroupParams {
     GroupParams {
-        node: node.into(),
-        timing: Timing::new(LEASE),
-        priority: 100,
-        preempt: false,
-        members: None,
         // The passive target is the node's, not a slot's (docs/slots.md).
         has_passive_target: false,
-        failure_cooldown: Duration::from_secs(600),
-        max_restarts: 3,
-        restart_window: Duration::from_secs(300),
-        restart_backoff: Duration::from_secs(1),
-        term_floor: 0,
-    }
-}
-
-fn member(node: &str, priority: i32, eligible: bool, role: Role) -> Member {
-    Member {
-        node: node.into(),
-        priority,
-        eligible,
-        healthy: true,
-        role,
-        term: None,
-        why: (!eligible).then_some(Ineligibility::Unknown),
-        failures: 0,
-        since_usec: None,
+        ..machine_tests::params(node)
     }
 }
 
