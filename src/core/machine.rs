@@ -235,6 +235,12 @@ impl GroupMachine {
         self.p.priority
     }
 
+    /// The deadlines in force: the lease's, with the watchdog and the fence load
+    /// ([`Event::FenceLoad`]).
+    pub fn timing(&self) -> Timing {
+        self.p.timing
+    }
+
     /// The parameters in force that a reload may change in place ([`Event::Retune`]).
     pub fn tunables(&self) -> Tunables {
         self.p.tunables()
@@ -410,6 +416,7 @@ impl GroupMachine {
             }
             Event::UnitStarted { unit } => self.unit_started(&unit, out),
             Event::Retune(t) => self.p.retune(t),
+            Event::FenceLoad(load) => self.p.timing = self.p.timing.with_fence_load(load),
             Event::StartIncomplete { units } => {
                 if self.job != Some(Job::StartActive) {
                     return; // superseded (a stop replaced the start)

@@ -385,6 +385,33 @@ fn stalled_renewals_demote_before_the_lease_can_expire_then_kill() {
 }
 
 #[test]
+fn a_fence_load_begins_the_fence_earlier_and_at_once_if_that_time_has_passed() {
+    let timing = Timing::new(LEASE);
+    let loaded = timing.with_fence_load(Duration::from_millis(600));
+    assert!(loaded.fence_at(Mono::ZERO) < timing.fence_at(Mono::ZERO));
+    let mut t = T::active(params("a"), 5);
+    let sent = t.now;
+    t.renew();
+    assert_eq!(t.m.next_deadline(), Some(timing.fence_at(sent)));
+    // The host's load is known while the fence is still far: only the deadline moves.
+    assert_eq!(t.ev(Event::FenceLoad(Duration::from_millis(600))), vec![]);
+    assert_eq!(t.m.next_deadline(), Some(loaded.fence_at(sent)));
+    assert_eq!(t.m.timing(), loaded);
+    // Renewed, and the load is known only once the new fence time has passed: it fences in
+    // that same step, without waiting for the old deadline.
+    let mut t = T::active(params("a"), 5);
+    let sent = t.now;
+    t.renew();
+    let past_new = loaded.fence_at(sent).saturating_sub(t.now) + Duration::from_millis(1);
+    assert_eq!(t.advance(ms(past_new)), vec![]);
+    let a = t.ev(Event::FenceLoad(Duration::from_millis(600)));
+    assert_eq!(a[0], Action::Start(Job::StopActive, None));
+    assert!(has_role_change(&a, Role::Active, Role::Demoting));
+    // The kill still comes at its own deadline.
+    assert_eq!(t.m.next_deadline(), Some(timing.kill_at(sent)));
+}
+
+#[test]
 fn a_late_renewal_acknowledgement_counts_from_its_send_time() {
     let timing = Timing::new(LEASE);
     let mut t = T::active(params("a"), 5);

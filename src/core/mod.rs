@@ -14,7 +14,10 @@ pub use machine::{
     Reason, ReasonKind, Refusal, Request, Timer, Timers, Tunables,
 };
 pub use slots::{Arbitration, SlotError, SlotGroup, SlotView, arbitrate};
-pub use timing::{AFTER_WATCHDOG, Mono, Timing, WATCHDOG_ACCURACY, WATCHDOG_REACH, WATCHDOG_SLACK};
+pub use timing::{
+    AFTER_WATCHDOG, FENCE_LOAD_STEP, Mono, STOP_COST_PER_UNIT, Timing, WATCHDOG_ACCURACY,
+    WATCHDOG_REACH, WATCHDOG_SLACK,
+};
 
 use serde::{Deserialize, Serialize};
 

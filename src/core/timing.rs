@@ -57,6 +57,11 @@ pub struct Timing {
     pub lease: Duration,
     /// promd's `WatchdogSec=` (zero without a watchdog).
     pub watchdog: Duration,
+    /// How long PID 1 may take to stop everything this host fences at once, as the agent
+    /// estimates it from the closures of all its groups (zero: not known yet). The fence
+    /// begins early enough to leave it that long before the hang deadline, within half the
+    /// lease ([`Timing::margin`]; docs/safety.md, "What is assumed about the host").
+    pub fence_load: Duration,
 }
 
 /// How late systemd's watchdog may fire: PID 1 arms a service's watchdog timer with sd-event's
@@ -79,12 +84,31 @@ pub const WATCHDOG_SLACK: Duration = Duration::from_millis(50);
 /// `WATCHDOG_ACCURACY + AFTER_WATCHDOG + WATCHDOG_SLACK`, 400 ms.
 pub const WATCHDOG_REACH: Duration = Duration::from_millis(400);
 
+/// What [`Timing::fence_load_for`] counts per unit that can have processes (a service,
+/// socket, mount, swap or scope): 8 ms, the 5 ms measured for a service with an
+/// `ExecStopPost=` on two busy cores (docs/safety.md, "What is assumed about the host"), with
+/// room for a host busier than the test's.
+pub const STOP_COST_PER_UNIT: Duration = Duration::from_millis(8);
+
+/// [`Timing::fence_load_for`] moves in steps this long, so that closures found one by one at
+/// start-up do not retune every group for each unit.
+pub const FENCE_LOAD_STEP: Duration = Duration::from_millis(100);
+
 impl Timing {
+    /// The fence load of a host that may have to stop `units` units with processes at once:
+    /// `units` × [`STOP_COST_PER_UNIT`], rounded up to [`FENCE_LOAD_STEP`].
+    pub fn fence_load_for(units: usize) -> Duration {
+        let raw = STOP_COST_PER_UNIT.saturating_mul(u32::try_from(units).unwrap_or(u32::MAX));
+        let steps = raw.as_nanos().div_ceil(FENCE_LOAD_STEP.as_nanos());
+        FENCE_LOAD_STEP.saturating_mul(u32::try_from(steps).unwrap_or(u32::MAX))
+    }
+
     /// The deadlines for a lease `L` without a systemd watchdog.
     pub fn new(lease: Duration) -> Timing {
         Timing {
             lease,
             watchdog: Duration::ZERO,
+            fence_load: Duration::ZERO,
         }
     }
 
@@ -101,11 +125,40 @@ impl Timing {
         (self.lease / 4).max((self.lease / 2).min(Duration::from_millis(700)))
     }
 
-    /// Time reserved before the lease can expire: the base margin, or enough for the watchdog
-    /// to catch a promd that hangs just before fencing (`W + WATCHDOG_REACH`), whichever is
-    /// longer.
+    /// The same lease on a host whose PID 1 needs `load` to stop what it fences at once.
+    pub fn with_fence_load(self, load: Duration) -> Timing {
+        Timing {
+            fence_load: load,
+            ..self
+        }
+    }
+
+    /// Time reserved before the lease can expire, the longest of: the base margin; enough
+    /// for the watchdog to catch a promd that hangs just before fencing (`W +
+    /// WATCHDOG_REACH`); and enough for PID 1 to stop the host's units before the hang
+    /// deadline (`fence_load + WATCHDOG_REACH`), but that one at most `L/2`, so that the
+    /// fence still comes a sixth of the lease after the next renewal is due.
     pub fn margin(&self) -> Duration {
-        self.base_margin().max(self.watchdog + WATCHDOG_REACH)
+        let load = (self.fence_load.saturating_add(WATCHDOG_REACH)).min(self.lease / 2);
+        self.base_margin()
+            .max(self.watchdog + WATCHDOG_REACH)
+            .max(load)
+    }
+
+    /// The fence's window: from the moment the fence begins to the hang deadline, the time
+    /// PID 1 has to stop the role's units before the watchdog takes promd for hung:
+    /// `margin - WATCHDOG_REACH`.
+    pub fn fence_window(&self) -> Duration {
+        self.margin().saturating_sub(WATCHDOG_REACH)
+    }
+
+    /// The shortest lease whose fence window fits `load` (`2 × (load + WATCHDOG_REACH)`,
+    /// rounded up to whole seconds, at least 1 s): what to tell an operator whose lease is
+    /// too short for the units the host fences at once.
+    pub fn lease_for_fence_load(load: Duration) -> Duration {
+        let need = (load + WATCHDOG_REACH) * 2;
+        Duration::from_secs(need.as_secs() + u64::from(need.subsec_nanos() > 0))
+            .max(Duration::from_secs(1))
     }
 
     /// Time reserved for SIGKILL to take effect and for drift, once stopping took too long:
@@ -342,6 +395,46 @@ mod tests {
                 }
                 assert!(t.fence_at(s) < t.kill_at(s));
             }
+        }
+    }
+
+    #[test]
+    fn a_fence_load_moves_the_fence_earlier_within_half_the_lease() {
+        let s = Mono::from_millis(1000);
+        let t = Timing::new(Duration::from_secs(4)).with_watchdog(Duration::from_millis(600));
+        assert_eq!(t.fence_window(), Duration::from_millis(600));
+        // 1.2 s of stops: the window grows to 1.2 s, the fence begins 1.6 s before s + L.
+        let loaded = t.with_fence_load(Duration::from_millis(1200));
+        assert_eq!(loaded.fence_window(), Duration::from_millis(1200));
+        assert_eq!(loaded.fence_at(s), s + Duration::from_millis(2400));
+        // Neither the kill nor the hang deadline moves: only the stop begins sooner.
+        assert_eq!(loaded.kill_at(s), t.kill_at(s));
+        assert_eq!(loaded.hang_deadline(s), t.hang_deadline(s));
+        // More than the lease allows: the fence stops at L/2, after the next renewal.
+        let over = t.with_fence_load(Duration::from_secs(3));
+        assert_eq!(over.fence_at(s), s + Duration::from_secs(2));
+        assert!(over.fence_window() < over.fence_load);
+        assert_eq!(
+            Timing::lease_for_fence_load(Duration::from_secs(3)),
+            Duration::from_secs(7)
+        );
+        assert_eq!(Timing::fence_load_for(0), Duration::ZERO);
+        assert_eq!(Timing::fence_load_for(1), Duration::from_millis(100));
+        assert_eq!(Timing::fence_load_for(200), Duration::from_millis(1600));
+        assert!(Timing::fence_load_for(usize::MAX) > Duration::from_secs(3600));
+        // Not known yet: half the lease.
+        let unknown = t.with_fence_load(Duration::MAX);
+        assert_eq!(unknown.fence_at(s), s + Duration::from_secs(2));
+        // A small load changes nothing.
+        let light = t.with_fence_load(Duration::from_millis(100));
+        assert_eq!(light.fence_at(s), t.fence_at(s));
+        for ms in [1000u64, 1500, 2000, 4000, 10_000] {
+            let t = Timing::new(Duration::from_millis(ms)).with_fence_load(Duration::from_secs(60));
+            assert!(
+                t.fence_at(s) > s + t.lease / 3 + Duration::from_millis(150),
+                "lease {ms}"
+            );
+            assert!(t.fence_at(s) < t.kill_at(s), "lease {ms}");
         }
     }
 

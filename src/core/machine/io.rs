@@ -231,6 +231,11 @@ pub enum Event {
     /// and applies the usual rules under the new values (a peer may now preempt, a standby
     /// may now campaign first).
     Retune(Tunables),
+    /// The agent's estimate of how long PID 1 takes to stop everything this host fences at
+    /// once changed ([`Timing::fence_load`](crate::core::Timing::fence_load)). Only the
+    /// fence's deadline moves (earlier with more units, never before `L/2`); the next step
+    /// applies it, so a fence the new deadline says is due begins at once.
+    FenceLoad(std::time::Duration),
     /// The slot arbiter's word for a group with several slots ([`crate::core::SlotGroup`]):
     /// this node may not become active in this machine's slot, and why (`None`: nothing
     /// against it). Checked right after membership ([`Ineligible::OtherSlot`], or the
