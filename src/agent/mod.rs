@@ -17,6 +17,7 @@
 mod calls;
 mod deadlines;
 mod events;
+mod fence_load;
 mod group;
 mod output;
 mod reload;
@@ -198,6 +199,8 @@ pub struct Agent {
     refused: Option<String>,
     /// `STATUS=` as last sent.
     last_status: String,
+    /// What PID 1 may have to stop at once on this host, as last given to the machines.
+    fence_load: fence_load::FenceLoad,
     /// The highest term of each group (by name) asked to be kept on disk
     /// ([`Output::KeepTerm`]), or loaded from it: a machine of the group (a reload's new one
     /// too) starts from it.
@@ -274,6 +277,7 @@ impl Agent {
             stopping: false,
             refused: None,
             last_status: String::new(),
+            fence_load: fence_load::FenceLoad::default(),
             kept_terms: s.term_floors,
             // Mono counts from `origin`, when the runtime was made.
             alive_until: Mono(LOOP_STALL_LIMIT),
@@ -339,7 +343,10 @@ impl Agent {
                 }
             }
             Input::Job(id, done) => self.on_job(id, done, now, &mut out),
-            Input::Closure(id, closure) => self.on_closure(id, closure, &mut out),
+            Input::Closure(id, closure) => {
+                self.on_closure(id, closure, &mut out);
+                self.refresh_fence_load(now, &mut out);
+            }
             Input::Watch(id, ev) => self.on_watch(id, ev, now, &mut out),
             Input::Health(id, result) => self.on_health(id, result, now, &mut out),
             Input::Call(call_id, id, call) => {
@@ -524,7 +531,10 @@ impl Agent {
         self.next_id = self.next_id.saturating_add(1);
         self.longest_lease = self.longest_lease.max(cfg.lease);
         let floor = self.kept_terms.get(&cfg.name).copied().unwrap_or(0);
-        let machine = GroupMachine::new(params(&self.node, &cfg, self.watchdog, floor));
+        let mut p = params(&self.node, &cfg, self.watchdog, floor);
+        // Its closure is not known yet ([`fence_load::UNKNOWN`]).
+        p.timing = p.timing.with_fence_load(fence_load::UNKNOWN);
+        let machine = GroupMachine::new(p);
         let metrics = self.metrics.group(&cfg.name);
         self.groups.insert(
             id,
@@ -551,6 +561,9 @@ impl Agent {
     fn open_group(&mut self, cfg: GroupConfig, now: Now, out: &mut Vec<Output>) -> GroupId {
         let id = self.insert_group(cfg.clone(), now.wall_usec);
         out.push(Output::Open(id, cfg));
+        // Its closure is not known yet: every group's fence begins at half its lease until
+        // it is.
+        self.refresh_fence_load(now, out);
         id
     }
 

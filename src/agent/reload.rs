@@ -272,6 +272,8 @@ impl Agent {
             });
             self.start_waiting(now, out);
         }
+        // Its units no longer count: the others' fence may begin later again.
+        self.refresh_fence_load(now, out);
     }
 
     /// Open each group of a reload that waited (see [`shares`]) once no group it shares

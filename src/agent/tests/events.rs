@@ -366,6 +366,7 @@ fn the_closure_is_said_when_it_changes_and_its_units_followed() {
 /// backoff (1s by default) has passed.
 fn active_then_sick(h: &mut H) -> Vec<Output> {
     h.input(Input::Start);
+    h.walked();
     h.active(0, 7);
     h.take();
     let sick = HealthResult {
@@ -757,4 +758,76 @@ fn a_stop_confirmed_past_the_hang_deadline_is_said_with_the_lease_to_change() {
                 .to_string()
         ]
     );
+}
+
+/// A closure of `n` services named `PREFIX-i.service` under a target of its own.
+fn services(prefix: &str, n: usize) -> Closure {
+    use crate::systemd::Reach;
+    let mut closure = Closure::default();
+    closure
+        .units
+        .insert(format!("{prefix}-extra.target"), Reach::Pulled);
+    for i in 0..n {
+        closure
+            .units
+            .insert(format!("{prefix}-{i}.service"), Reach::Pulled);
+    }
+    closure
+}
+
+#[test]
+fn the_units_of_every_closure_begin_every_groups_fence_earlier() {
+    let mut h = H::new(&[WEB, DB]);
+    h.input(Input::Start);
+    let margin = |h: &H, id: u64| h.agent.groups[&GroupId(id)].machine.timing().margin();
+    let fence_load = |h: &H, id: u64| h.agent.groups[&GroupId(id)].machine.timing().fence_load;
+    // Until every closure is known, every fence begins at half the lease.
+    h.active(0, 7);
+    assert_eq!(margin(&h, 0), Duration::from_secs(1));
+    // 10 services (80 ms, a step of 100 ms) fit the window a 2 s lease has anyway; db's
+    // closure is not known yet.
+    let out = h.input(Input::Closure(GroupId(0), services("web", 10)));
+    assert_eq!(margin(&h, 0), Duration::from_secs(1));
+    // Known, and empty: web's fence begins where its lease alone puts it.
+    h.input(Input::Closure(GroupId(1), Closure::default()));
+    assert!(!texts(&out).iter().any(|t| t.contains("too short")));
+    assert_eq!(margin(&h, 0), Duration::from_millis(700));
+    assert_eq!(margin(&h, 1), Duration::from_millis(700));
+    // 60 of db's own and web's 10, each counted once however many closures name it: 560 ms,
+    // 600 ms in steps. Both groups fence earlier, web's too.
+    let mut db = services("db", 60);
+    db.units
+        .insert("web-3.service".into(), crate::systemd::Reach::Pulled);
+    let out = h.input(Input::Closure(GroupId(1), db));
+    assert_eq!(fence_load(&h, 0), Duration::from_millis(600));
+    assert_eq!(fence_load(&h, 1), Duration::from_millis(600));
+    // A window of 600 ms: the fence begins 1 s before the lease ends (it was 700 ms).
+    assert_eq!(margin(&h, 0), Duration::from_secs(1));
+    assert!(!texts(&out).iter().any(|t| t.contains("too short")));
+    // 110 units: 900 ms, more than half a 2 s lease leaves (600 ms). Said once, with the
+    // lease that would do.
+    let out = h.input(Input::Closure(GroupId(1), services("db", 100)));
+    assert_eq!(
+        margin(&h, 1),
+        Duration::from_secs(1),
+        "at most half the lease"
+    );
+    let warned: Vec<&str> = texts(&out)
+        .into_iter()
+        .filter(|t| t.contains("too short"))
+        .collect();
+    assert_eq!(
+        warned,
+        vec![
+            "lease 2s is too short for the 110 units this host may have to stop at once: \
+             PID 1 may need about 900ms to stop them, and the fence leaves it 600ms; make \
+             lease at least 3s (docs/safety.md, \"What is assumed about the host\")"
+        ]
+    );
+    let out = h.input(Input::Closure(GroupId(1), services("db", 101)));
+    assert!(!texts(&out).iter().any(|t| t.contains("too short")), "once");
+    // Fewer units again: the fence begins later again.
+    h.input(Input::Closure(GroupId(1), services("db", 0)));
+    assert_eq!(fence_load(&h, 0), Duration::from_millis(100));
+    assert_eq!(margin(&h, 0), Duration::from_millis(700));
 }

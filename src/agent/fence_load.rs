@@ -1,0 +1,130 @@
+//! The host's fence load: how long PID 1 may need to stop everything this host fences at
+//! once, estimated from the closures of all its groups.
+//!
+//! A lost lease (a cut, a store outage) fences every group of the host in the same instant,
+//! and PID 1 runs those stops one after another: spawning each `ExecStop=`/`ExecStopPost=`,
+//! answering no D-Bus call meanwhile. Measured on two busy cores, about 5 ms per unit whose
+//! stop runs a command (docs/safety.md, "What is assumed about the host"). The fence's
+//! window (from its start to the hang deadline) must hold that; the agent therefore gives
+//! every machine the estimate ([`Event::FenceLoad`]) and the machine begins its fence early
+//! enough, within half the lease ([`Timing::margin`]). Where half the lease is not enough,
+//! the journal says so, with the lease that would be.
+//!
+//! Until every group's closure has been found (start-up, a reload that adds groups), the
+//! load is not known and taken as the most a lease allows: every fence begins at half its
+//! lease. Otherwise a host that won a group in its first seconds would fence with the lease's
+//! own window whatever its other groups run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use super::{Agent, GroupId, Level, Now, Output, Record};
+use crate::core::{Event, Timing};
+use crate::systemd::closure::has_processes;
+
+/// The load while some closure is not known yet: more than any lease leaves (the margin
+/// stops at half the lease).
+pub(super) const UNKNOWN: Duration = Duration::MAX;
+
+/// The fence load as last given to the machines.
+#[derive(Debug)]
+pub(super) struct FenceLoad {
+    /// The units counted; `None` while some group's closure is not known yet.
+    units: Option<usize>,
+    /// The estimate ([`Timing::fence_load_for`]), or [`UNKNOWN`].
+    pub(super) load: Duration,
+    /// The leases the journal said were too short for the load, with the load it said it for.
+    warned: BTreeMap<Duration, Duration>,
+}
+
+impl Default for FenceLoad {
+    fn default() -> FenceLoad {
+        FenceLoad {
+            units: None,
+            load: UNKNOWN,
+            warned: BTreeMap::new(),
+        }
+    }
+}
+
+impl Agent {
+    /// Count the units every group's closure may have running, and give the machines whose
+    /// fence deadline that moves the new estimate. Said in the journal, as a warning, when a
+    /// lease is too short for it.
+    pub(super) fn refresh_fence_load(&mut self, now: Now, out: &mut Vec<Output>) {
+        let known = self.groups.values().all(|g| g.walked || g.retired);
+        let count = known.then(|| {
+            let units: BTreeSet<&str> = self
+                .groups
+                .values()
+                .flat_map(|g| g.closure.units.keys())
+                .map(String::as_str)
+                .filter(|u| has_processes(u))
+                .collect();
+            units.len()
+        });
+        if count == self.fence_load.units {
+            return;
+        }
+        self.fence_load.units = count;
+        let load = count.map_or(UNKNOWN, Timing::fence_load_for);
+        let old = std::mem::replace(&mut self.fence_load.load, load);
+        if old == load {
+            return;
+        }
+        let moved: Vec<GroupId> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| {
+                let t = g.machine.timing();
+                t.with_fence_load(old).margin() != t.with_fence_load(load).margin()
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in moved {
+            self.feed(id, Event::FenceLoad(load), now, out);
+        }
+        if let Some(count) = count {
+            self.warn_short_leases(count, out);
+        }
+    }
+
+    /// One warning per lease too short for the load (again only if the load grew since).
+    fn warn_short_leases(&mut self, count: usize, out: &mut Vec<Output>) {
+        let load = self.fence_load.load;
+        let mut short: BTreeMap<Duration, Timing> = BTreeMap::new();
+        for g in self.groups.values() {
+            let t = g.machine.timing().with_fence_load(load);
+            if t.fence_window() < load {
+                short.insert(t.lease, t);
+            }
+        }
+        self.fence_load
+            .warned
+            .retain(|lease, _| short.contains_key(lease));
+        for (lease, t) in short {
+            if self
+                .fence_load
+                .warned
+                .get(&lease)
+                .is_some_and(|w| *w >= load)
+            {
+                continue;
+            }
+            self.fence_load.warned.insert(lease, load);
+            let fmt = |d: Duration| humantime::format_duration(d).to_string();
+            out.push(Output::Log(Record::plain(
+                Level::Warn,
+                format!(
+                    "lease {} is too short for the {count} units this host may have to stop at \
+                     once: PID 1 may need about {} to stop them, and the fence leaves it {}; \
+                     make lease at least {} (docs/safety.md, \"What is assumed about the host\")",
+                    fmt(lease),
+                    fmt(load),
+                    fmt(t.fence_window()),
+                    fmt(Timing::lease_for_fence_load(load)),
+                ),
+            )));
+        }
+    }
+}
