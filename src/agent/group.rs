@@ -8,6 +8,7 @@ use crate::logging;
 use crate::store::{
     LeaderRecord, MemberRecord, StoreCommand, SwitchoverRecord, record::FORMAT_VERSION,
 };
+use crate::systemd::closure::has_processes;
 use crate::systemd::{Closure, address};
 use crate::watch::Followed;
 
@@ -369,11 +370,50 @@ impl Agent {
             return;
         }
         let first = g.closure.units.is_empty();
-        if first || closure.names() != g.closure.names() {
+        let changed = first || closure.names() != g.closure.names();
+        if changed {
             out.push(Output::Log(g.record(Level::Info, &closure_said(&closure))));
         }
         g.closure = closure;
         out.push(Output::Follow(id, g.followed()));
+        if changed {
+            self.say_shared_units(id, out);
+        }
+    }
+
+    /// Say, as an error, each unit with processes that this group's closure shares with
+    /// another group's. Each group elects its own host, so two groups active on two hosts
+    /// would both run it: promd keeps one host per *group*, not per unit. A group a reload
+    /// retired is left out (its replacement waits for it, `reload::shares`).
+    fn say_shared_units(&self, id: GroupId, out: &mut Vec<Output>) {
+        let Some(g) = self.groups.get(&id) else {
+            return;
+        };
+        for (other_id, other) in &self.groups {
+            if *other_id == id || other.retired {
+                continue;
+            }
+            let both: Vec<&str> = g
+                .closure
+                .units
+                .keys()
+                .filter(|u| has_processes(u) && other.closure.units.contains_key(*u))
+                .map(String::as_str)
+                .collect();
+            if both.is_empty() {
+                continue;
+            }
+            out.push(Output::Log(g.record(
+                Level::Error,
+                &format!(
+                    "{} also in the role of group {}: each group elects its own host, so {} \
+                     may run on two hosts at once; give each unit to one group's active target",
+                    both.join(" "),
+                    other.cfg.name,
+                    if both.len() == 1 { "it" } else { "they" },
+                ),
+            )));
+        }
     }
 }
 

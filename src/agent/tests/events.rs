@@ -831,3 +831,36 @@ fn the_units_of_every_closure_begin_every_groups_fence_earlier() {
     assert_eq!(fence_load(&h, 0), Duration::from_millis(100));
     assert_eq!(margin(&h, 0), Duration::from_millis(700));
 }
+
+#[test]
+fn a_unit_in_the_roles_of_two_groups_is_said_as_an_error() {
+    let mut h = H::new(&[WEB, DB]);
+    h.input(Input::Start);
+    let mut web = services("web", 2);
+    web.units
+        .insert("cache.service".into(), crate::systemd::Reach::Pulled);
+    h.input(Input::Closure(GroupId(0), web));
+    // db pulls in web's cache too, and a target web has: only the service counts.
+    let mut db = services("db", 1);
+    for unit in ["cache.service", "web-extra.target"] {
+        db.units.insert(unit.into(), crate::systemd::Reach::Pulled);
+    }
+    let out = h.input(Input::Closure(GroupId(1), db.clone()));
+    let errors: Vec<&str> = records(&out)
+        .into_iter()
+        .filter(|r| r.level == Level::Error)
+        .map(|r| r.text.as_str())
+        .collect();
+    assert_eq!(
+        errors,
+        vec![
+            "db: cache.service also in the role of group web: each group elects its own host, \
+             so it may run on two hosts at once; give each unit to one group's active target"
+        ]
+    );
+    // Said when the closure changes, not at every walk.
+    assert!(h.input(Input::Closure(GroupId(1), db)).is_empty());
+    // Given to one group only: nothing to say.
+    let out = h.input(Input::Closure(GroupId(1), services("db", 1)));
+    assert!(!records(&out).iter().any(|r| r.level == Level::Error));
+}
