@@ -417,6 +417,7 @@ fn random_deep_paths_through_many_faults() {
     cfg.kinds = kinds();
     if std::env::var("PROMD_MODEL_KINDS").is_err() {
         cfg.kinds.push(FaultKind::Retune);
+        cfg.kinds.push(FaultKind::FenceLoad);
     }
     let init = vec![World::new(&cfg)];
     let search = Search::Random {

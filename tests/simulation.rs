@@ -57,6 +57,41 @@ fn an_active_node_cut_off_the_store_stops_its_units_before_another_starts_them()
 }
 
 #[test]
+fn a_cut_active_node_with_a_fence_load_stops_sooner_and_still_before_another_starts() {
+    // Once with the load known before the cut, once learnt after it, when its earlier fence
+    // time has passed already: the fence begins in that very step.
+    for late in [false, true] {
+        let mut s = Sim::new(3);
+        let a = s.settle();
+        s.cut(a);
+        // The lease's own fence time (L - 700 ms after the last renewal); with the load not
+        // known yet, L/2: 300 ms sooner.
+        let own = s.world.nodes[a].machine.fence_deadline();
+        let own = own.unwrap_or_else(|| panic!("a fence deadline on the active node"));
+        let sooner = own - Duration::from_millis(300);
+        if late {
+            s.run_to(sooner + Duration::from_millis(100));
+            assert!(
+                s.world.nodes[a].units_up,
+                "the lease's own fence is not due yet"
+            );
+        }
+        s.toggle_fence_load(a);
+        s.run_until("the cut node's units are down", LEASE, |w| {
+            !w.nodes[a].units_up
+        });
+        assert!(
+            s.world.now < own,
+            "late: {late}: down at {:?}, the lease's own fence at {own:?}",
+            s.world.now
+        );
+        s.run_until("another node takes over", LEASE * 5, |w| {
+            w.active().is_some_and(|b| b != a && w.nodes[b].units_up)
+        });
+    }
+}
+
+#[test]
 fn a_cut_standby_changes_nothing() {
     let mut s = Sim::new(3);
     let a = s.settle();

@@ -121,6 +121,11 @@ pub enum FaultKind {
     /// [`FaultKind::ALL`] (the exhaustive checks over every kind would outgrow the CI's
     /// memory); its own check, and the random one, take it.
     Retune,
+    /// The agent's estimate of the node's fence load changes (`Event::FenceLoad`), between
+    /// none and not known yet (the fence then begins at half the lease). Not in
+    /// [`FaultKind::ALL`]: the random check takes it, and `tests/simulation.rs` cuts a node
+    /// whose load changes (an exhaustive check to depth 20 reached no lapsed lease after it).
+    FenceLoad,
 }
 
 impl FaultKind {

@@ -261,6 +261,16 @@ impl Sim {
         );
     }
 
+    /// Node `i`'s fence load goes from none to not known (its fence begins at half the
+    /// lease), or back.
+    pub fn toggle_fence_load(&mut self, i: usize) {
+        self.world.step(
+            &self.cfg,
+            &Step::Fault(super::Fault::FenceLoad(i)),
+            Some(&mut self.log),
+        );
+    }
+
     /// An operator deletes the leader key by hand (`etcdctl del`).
     pub fn del_key(&mut self) {
         self.world.step(

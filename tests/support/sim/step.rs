@@ -1,6 +1,7 @@
 //! The steps of the world: what may happen next, and what it does.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use promd::core::{Action, Event, Job, Member, Mono, Request, Role, Timing};
 
@@ -87,6 +88,8 @@ pub enum Fault {
     /// A reload changes the node's priority (up or down by 100) and turns `preempt` on, in
     /// place.
     Retune(usize),
+    /// The node's fence load goes from none to not known (half the lease), or back.
+    FenceLoad(usize),
 }
 
 impl World {
@@ -274,6 +277,7 @@ impl World {
             add(FaultKind::Request, Fault::Request(i, Request::Promote));
         }
         add(FaultKind::Retune, Fault::Retune(i));
+        add(FaultKind::FenceLoad, Fault::FenceLoad(i));
     }
 
     /// Carry out one step; `log` (if given) gets a line per thing that happened.
@@ -392,6 +396,14 @@ impl World {
                 };
                 t.preempt = true;
                 self.feed(i, Event::Retune(t), log);
+            }
+            Fault::FenceLoad(i) => {
+                let load = if self.nodes[i].machine.timing().fence_load.is_zero() {
+                    Duration::MAX
+                } else {
+                    Duration::ZERO
+                };
+                self.feed(i, Event::FenceLoad(load), log);
             }
             Fault::Request(i, req) => {
                 let now = self.now;
@@ -894,6 +906,10 @@ fn describe(w: &World, step: &Step) -> String {
             Fault::DelKey => "FAULT: operator deletes the leader key (etcdctl del)".to_string(),
             Fault::Retune(i) => format!(
                 "FAULT: a reload changes {}'s priority in place (preempt on)",
+                name(*i)
+            ),
+            Fault::FenceLoad(i) => format!(
+                "FAULT: {}'s fence load changes (none <-> half the lease)",
                 name(*i)
             ),
         },
