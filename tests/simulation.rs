@@ -60,15 +60,20 @@ fn an_active_node_cut_off_the_store_stops_its_units_before_another_starts_them()
 fn a_cut_active_node_with_a_fence_load_stops_sooner_and_still_before_another_starts() {
     // Once with the load known before the cut, once learnt after it, when its earlier fence
     // time has passed already: the fence begins in that very step.
+    // At 4 s: the lease's own margin is 1 s, a load's at most 1.866 s.
+    let lease = LEASE * 2;
     for late in [false, true] {
-        let mut s = Sim::new(3);
+        let mut cfg = Config::new(3, 0);
+        cfg.lease = lease;
+        cfg.watchdog = promd::core::Timing::new(lease).fitting_watchdog();
+        let mut s = Sim::with(cfg);
         let a = s.settle();
         s.cut(a);
-        // The lease's own fence time (L - 700 ms after the last renewal); with the load not
-        // known yet, L/2: 300 ms sooner.
+        // The lease's own fence time (L - 1 s after the last renewal); with the load not
+        // known yet, 866 ms sooner.
         let own = s.world.nodes[a].machine.fence_deadline();
         let own = own.unwrap_or_else(|| panic!("a fence deadline on the active node"));
-        let sooner = own - Duration::from_millis(300);
+        let sooner = own - Duration::from_millis(866);
         if late {
             s.run_to(sooner + Duration::from_millis(100));
             assert!(
@@ -77,7 +82,7 @@ fn a_cut_active_node_with_a_fence_load_stops_sooner_and_still_before_another_sta
             );
         }
         s.toggle_fence_load(a);
-        s.run_until("the cut node's units are down", LEASE, |w| {
+        s.run_until("the cut node's units are down", lease, |w| {
             !w.nodes[a].units_up
         });
         assert!(
@@ -85,7 +90,7 @@ fn a_cut_active_node_with_a_fence_load_stops_sooner_and_still_before_another_sta
             "late: {late}: down at {:?}, the lease's own fence at {own:?}",
             s.world.now
         );
-        s.run_until("another node takes over", LEASE * 5, |w| {
+        s.run_until("another node takes over", lease * 5, |w| {
             w.active().is_some_and(|b| b != a && w.nodes[b].units_up)
         });
     }

@@ -7,13 +7,15 @@
 //! stop runs a command (docs/safety.md, "What is assumed about the host"). The fence's
 //! window (from its start to the hang deadline) must hold that; the agent therefore gives
 //! every machine the estimate ([`Event::FenceLoad`]) and the machine begins its fence early
-//! enough, within half the lease ([`Timing::margin`]). Where half the lease is not enough,
-//! the journal says so, with the lease that would be.
+//! enough, as far as its lease allows ([`Timing::margin`]: at most half the lease, and late
+//! enough for a renewal through a silent etcd member). Where the lease does not allow
+//! enough, the journal says so, with the lease that would. The estimate is journalled
+//! whenever it changes.
 //!
 //! Until every group's closure has been found (start-up, a reload that adds groups), the
-//! load is not known and taken as the most a lease allows: every fence begins at half its
-//! lease. Otherwise a host that won a group in its first seconds would fence with the lease's
-//! own window whatever its other groups run.
+//! load is not known and taken as the most a lease allows. Otherwise a host that won a group
+//! in its first seconds would fence with the lease's own window whatever its other groups
+//! run.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -85,6 +87,15 @@ impl Agent {
             self.feed(id, Event::FenceLoad(load), now, out);
         }
         if let Some(count) = count {
+            out.push(Output::Log(Record::plain(
+                Level::Info,
+                format!(
+                    "fence load: {count} units with processes in the roles of all groups, \
+                     about {} for PID 1 to stop at once; each fence begins early enough for \
+                     it, as far as its lease allows",
+                    humantime::format_duration(load)
+                ),
+            )));
             self.warn_short_leases(count, out);
         }
     }
@@ -122,7 +133,7 @@ impl Agent {
                     fmt(lease),
                     fmt(load),
                     fmt(t.fence_window()),
-                    fmt(Timing::lease_for_fence_load(load)),
+                    Timing::lease_for_fence_load(load).map_or("an hour".into(), fmt),
                 ),
             )));
         }

@@ -386,25 +386,36 @@ fn stalled_renewals_demote_before_the_lease_can_expire_then_kill() {
 
 #[test]
 fn a_fence_load_begins_the_fence_earlier_and_at_once_if_that_time_has_passed() {
-    let timing = Timing::new(LEASE);
-    let loaded = timing.with_fence_load(Duration::from_millis(600));
-    assert!(loaded.fence_at(Mono::ZERO) < timing.fence_at(Mono::ZERO));
-    let mut t = T::active(params("a"), 5);
+    // A 4 s lease: its own window is 600 ms; 1.2 s of stops move the fence 600 ms sooner.
+    // (At the tests' 2 s lease a load moves nothing: a renewal through a silent etcd member
+    // needs all the lease leaves.)
+    let timing = Timing::new(LEASE * 2);
+    let p = || GroupParams {
+        timing,
+        ..params("a")
+    };
+    let load = Duration::from_millis(1200);
+    let loaded = timing.with_fence_load(load);
+    assert_eq!(
+        timing.fence_at(Mono::ZERO),
+        loaded.fence_at(Mono::ZERO) + Duration::from_millis(600)
+    );
+    let mut t = T::active(p(), 5);
     let sent = t.now;
     t.renew();
     assert_eq!(t.m.next_deadline(), Some(timing.fence_at(sent)));
     // The host's load is known while the fence is still far: only the deadline moves.
-    assert_eq!(t.ev(Event::FenceLoad(Duration::from_millis(600))), vec![]);
+    assert_eq!(t.ev(Event::FenceLoad(load)), vec![]);
     assert_eq!(t.m.next_deadline(), Some(loaded.fence_at(sent)));
     assert_eq!(t.m.timing(), loaded);
     // Renewed, and the load is known only once the new fence time has passed: it fences in
     // that same step, without waiting for the old deadline.
-    let mut t = T::active(params("a"), 5);
+    let mut t = T::active(p(), 5);
     let sent = t.now;
     t.renew();
     let past_new = loaded.fence_at(sent).saturating_sub(t.now) + Duration::from_millis(1);
     assert_eq!(t.advance(ms(past_new)), vec![]);
-    let a = t.ev(Event::FenceLoad(Duration::from_millis(600)));
+    let a = t.ev(Event::FenceLoad(load));
     assert_eq!(a[0], Action::Start(Job::StopActive, None));
     assert!(has_role_change(&a, Role::Active, Role::Demoting));
     // The kill still comes at its own deadline.

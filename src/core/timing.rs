@@ -58,9 +58,10 @@ pub struct Timing {
     /// promd's `WatchdogSec=` (zero without a watchdog).
     pub watchdog: Duration,
     /// How long PID 1 may take to stop everything this host fences at once, as the agent
-    /// estimates it from the closures of all its groups (zero: not known yet). The fence
-    /// begins early enough to leave it that long before the hang deadline, within half the
-    /// lease ([`Timing::margin`]; docs/safety.md, "What is assumed about the host").
+    /// estimates it from the closures of all its groups (`Duration::MAX` while it does not
+    /// know: the most the lease allows). The fence begins early enough to leave it that long
+    /// before the hang deadline, as far as the lease allows ([`Timing::margin`];
+    /// docs/safety.md, "What is assumed about the host").
     pub fence_load: Duration,
 }
 
@@ -136,13 +137,27 @@ impl Timing {
     /// Time reserved before the lease can expire, the longest of: the base margin; enough
     /// for the watchdog to catch a promd that hangs just before fencing (`W +
     /// WATCHDOG_REACH`); and enough for PID 1 to stop the host's units before the hang
-    /// deadline (`fence_load + WATCHDOG_REACH`), but that one at most `L/2`, so that the
-    /// fence still comes a sixth of the lease after the next renewal is due.
+    /// deadline (`fence_load + WATCHDOG_REACH`), but that one at most what a renewal through
+    /// a silent etcd member needs the lease to leave (`load_cap`).
     pub fn margin(&self) -> Duration {
-        let load = (self.fence_load.saturating_add(WATCHDOG_REACH)).min(self.lease / 2);
+        let load = (self.fence_load.saturating_add(WATCHDOG_REACH)).min(self.load_cap());
         self.base_margin()
             .max(self.watchdog + WATCHDOG_REACH)
             .max(load)
+    }
+
+    /// The most margin a fence load may take: half the lease, and no more than leaves a
+    /// renewal sent through a silent etcd member time to be answered after the session
+    /// moved on (`L/3` until it is sent, `min(L/6, 500 ms)` waiting for the answer, 300 ms
+    /// to reconnect and renew; docs/safety.md, "Losing one etcd member is not a failover"):
+    /// `min(L/2, 2L/3 - min(L/6, 500 ms) - 300 ms)`, in whole milliseconds: 1.866 s at 4 s,
+    /// 3 s at 6 s; under 2.5 s leases no more than the lease's own margin.
+    fn load_cap(&self) -> Duration {
+        let follower = (self.lease * 2 / 3)
+            .saturating_sub((self.lease / 6).min(Duration::from_millis(500)))
+            .saturating_sub(Duration::from_millis(300));
+        let cap = (self.lease / 2).min(follower);
+        Duration::from_millis(u64::try_from(cap.as_millis()).unwrap_or(u64::MAX))
     }
 
     /// The fence's window: from the moment the fence begins to the hang deadline, the time
@@ -152,13 +167,13 @@ impl Timing {
         self.margin().saturating_sub(WATCHDOG_REACH)
     }
 
-    /// The shortest lease whose fence window fits `load` (`2 × (load + WATCHDOG_REACH)`,
-    /// rounded up to whole seconds, at least 1 s): what to tell an operator whose lease is
-    /// too short for the units the host fences at once.
-    pub fn lease_for_fence_load(load: Duration) -> Duration {
-        let need = (load + WATCHDOG_REACH) * 2;
-        Duration::from_secs(need.as_secs() + u64::from(need.subsec_nanos() > 0))
-            .max(Duration::from_secs(1))
+    /// The shortest lease, in whole seconds, whose fence window fits `load`: what to tell
+    /// an operator whose lease is too short for the units the host fences at once. `None`
+    /// beyond an hour.
+    pub fn lease_for_fence_load(load: Duration) -> Option<Duration> {
+        (1..=3600u64)
+            .map(Duration::from_secs)
+            .find(|&l| Timing::new(l).with_fence_load(load).fence_window() >= load)
     }
 
     /// Time reserved for SIGKILL to take effect and for drift, once stopping took too long:
@@ -410,30 +425,39 @@ mod tests {
         // Neither the kill nor the hang deadline moves: only the stop begins sooner.
         assert_eq!(loaded.kill_at(s), t.kill_at(s));
         assert_eq!(loaded.hang_deadline(s), t.hang_deadline(s));
-        // More than the lease allows: the fence stops at L/2, after the next renewal.
+        // More than the lease allows: the fence stops where a renewal through a silent etcd
+        // member still comes in time (1.866 s before s + L at 4 s).
         let over = t.with_fence_load(Duration::from_secs(3));
-        assert_eq!(over.fence_at(s), s + Duration::from_secs(2));
+        assert_eq!(over.fence_at(s), s + Duration::from_millis(2134));
         assert!(over.fence_window() < over.fence_load);
-        assert_eq!(
-            Timing::lease_for_fence_load(Duration::from_secs(3)),
-            Duration::from_secs(7)
-        );
+        let lease_for = |ms| Timing::lease_for_fence_load(Duration::from_millis(ms));
+        assert_eq!(lease_for(3000), Some(Duration::from_secs(7)));
+        assert_eq!(lease_for(1600), Some(Duration::from_secs(5)));
+        assert_eq!(lease_for(0), Some(Duration::from_secs(1)));
+        assert_eq!(lease_for(10_000_000), None);
         assert_eq!(Timing::fence_load_for(0), Duration::ZERO);
         assert_eq!(Timing::fence_load_for(1), Duration::from_millis(100));
         assert_eq!(Timing::fence_load_for(200), Duration::from_millis(1600));
         assert!(Timing::fence_load_for(usize::MAX) > Duration::from_secs(3600));
-        // Not known yet: half the lease.
+        // Not known yet: the most it may be.
         let unknown = t.with_fence_load(Duration::MAX);
-        assert_eq!(unknown.fence_at(s), s + Duration::from_secs(2));
+        assert_eq!(unknown.fence_at(s), over.fence_at(s));
         // A small load changes nothing.
         let light = t.with_fence_load(Duration::from_millis(100));
         assert_eq!(light.fence_at(s), t.fence_at(s));
-        for ms in [1000u64, 1500, 2000, 4000, 10_000] {
-            let t = Timing::new(Duration::from_millis(ms)).with_fence_load(Duration::from_secs(60));
+        for ms in [1000u64, 1500, 2000, 2500, 3000, 4000, 6000, 10_000, 60_000] {
+            let t = Timing::new(Duration::from_millis(ms)).with_fence_load(Duration::MAX);
+            // Whatever the load, a renewal that waited for a silent etcd member and was sent
+            // again on a new connection is answered before the fence (or the lease's own
+            // margin already rules).
+            let silent_member = t.lease / 3
+                + (t.lease / 6).min(Duration::from_millis(500))
+                + Duration::from_millis(300);
             assert!(
-                t.fence_at(s) > s + t.lease / 3 + Duration::from_millis(150),
+                t.fence_at(s) >= s + silent_member || t.margin() == Timing::new(t.lease).margin(),
                 "lease {ms}"
             );
+            assert!(t.fence_at(s) >= s + t.lease / 2, "lease {ms}");
             assert!(t.fence_at(s) < t.kill_at(s), "lease {ms}");
         }
     }

@@ -9,6 +9,8 @@
 //! through is caught afterwards: a stop succeeds only once systemd says every unit is down,
 //! and a unit of the role that starts on a host without the role is stopped.
 
+use std::time::Duration;
+
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::Runtime;
@@ -20,6 +22,10 @@ use crate::core::{Cancels, Job};
 use crate::health::{self, HealthCheck};
 use crate::systemd::{Closure, Systemd, SystemdError};
 use crate::watch::{self, Followed, WatchEvent};
+
+/// How many times a group's first walk and binding is tried before it is left to the next
+/// start or stop of the role (which walk again): 1 s doubling, about four minutes in all.
+const BIND_TRIES: u32 = 8;
 
 /// What the walk of a group's latest stop found, once it has: a kill during that stop kills
 /// it (and the closure the agent knew) without walking again. At a fence of hundreds of
@@ -266,10 +272,22 @@ impl Runtime {
         };
         let (systemd, cfg, inputs) = (self.systemd.clone(), d.cfg.clone(), self.inputs_tx.clone());
         tokio::spawn(async move {
-            if let Some(closure) =
-                bind_closure(&systemd, &cfg.name, &cfg.active_target, &cfg.addresses).await
-            {
-                let _ = inputs.send(Input::Closure(id, closure));
+            // A walk that failed (PID 1 busy or away) is tried again, 1 s doubling, eight
+            // times in all: until it is found, the agent counts the host's fence load as
+            // unknown and begins every fence as early as a load may (fence_load.rs).
+            let mut pause = Duration::from_secs(1);
+            for _ in 0..BIND_TRIES {
+                if let Some(closure) =
+                    bind_closure(&systemd, &cfg.name, &cfg.active_target, &cfg.addresses).await
+                {
+                    let _ = inputs.send(Input::Closure(id, closure));
+                    return;
+                }
+                if inputs.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(pause).await;
+                pause = pause.saturating_mul(2);
             }
         });
         self.start_health(id);

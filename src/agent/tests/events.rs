@@ -329,8 +329,12 @@ fn the_closure_is_said_when_it_changes_and_its_units_followed() {
     closure.steady.insert("web.service".into());
     closure.missing.insert("gone.service".into());
     let out = h.input(Input::Closure(GroupId(0), closure.clone()));
+    let said: Vec<&str> = texts(&out)
+        .into_iter()
+        .filter(|t| !t.starts_with("fence load"))
+        .collect();
     assert_eq!(
-        texts(&out),
+        said,
         vec![
             "web: the role's units (bound to promd, stopped on demotion, killed by the fence): \
              web.service; not found, nothing to stop: gone.service"
@@ -777,41 +781,50 @@ fn services(prefix: &str, n: usize) -> Closure {
 
 #[test]
 fn the_units_of_every_closure_begin_every_groups_fence_earlier() {
-    let mut h = H::new(&[WEB, DB]);
+    // Two groups at 4 s, whose own margin is 1 s (a 600 ms window); a load may take the
+    // margin to 1.866 s (a silent etcd member's renewal must still come in time).
+    let four = |g: &str| g.replace("lease = \"2s\"", "lease = \"4s\"");
+    let mut h = H::with(config(&[&four(WEB), &four(DB)]));
     h.input(Input::Start);
     let margin = |h: &H, id: u64| h.agent.groups[&GroupId(id)].machine.timing().margin();
     let fence_load = |h: &H, id: u64| h.agent.groups[&GroupId(id)].machine.timing().fence_load;
-    // Until every closure is known, every fence begins at half the lease.
+    let own = Duration::from_secs(1);
+    let most = Duration::from_millis(1866);
+    // Until every closure is known, every fence begins as early as a load may make it.
     h.active(0, 7);
-    assert_eq!(margin(&h, 0), Duration::from_secs(1));
-    // 10 services (80 ms, a step of 100 ms) fit the window a 2 s lease has anyway; db's
-    // closure is not known yet.
+    assert_eq!(margin(&h, 0), most);
+    // 10 services (80 ms, a step of 100 ms) fit the lease's own window; db's closure is not
+    // known yet.
     let out = h.input(Input::Closure(GroupId(0), services("web", 10)));
-    assert_eq!(margin(&h, 0), Duration::from_secs(1));
+    assert_eq!(margin(&h, 0), most);
     // Known, and empty: web's fence begins where its lease alone puts it.
     h.input(Input::Closure(GroupId(1), Closure::default()));
     assert!(!texts(&out).iter().any(|t| t.contains("too short")));
-    assert_eq!(margin(&h, 0), Duration::from_millis(700));
-    assert_eq!(margin(&h, 1), Duration::from_millis(700));
-    // 60 of db's own and web's 10, each counted once however many closures name it: 560 ms,
-    // 600 ms in steps. Both groups fence earlier, web's too.
-    let mut db = services("db", 60);
+    assert_eq!(margin(&h, 0), own);
+    assert_eq!(margin(&h, 1), own);
+    // 100 of db's own and web's 10, each counted once however many closures name it: 880 ms,
+    // 900 ms in steps. Both groups fence 300 ms sooner, web's too.
+    let mut db = services("db", 100);
     db.units
         .insert("web-3.service".into(), crate::systemd::Reach::Pulled);
     let out = h.input(Input::Closure(GroupId(1), db));
-    assert_eq!(fence_load(&h, 0), Duration::from_millis(600));
-    assert_eq!(fence_load(&h, 1), Duration::from_millis(600));
-    // A window of 600 ms: the fence begins 1 s before the lease ends (it was 700 ms).
-    assert_eq!(margin(&h, 0), Duration::from_secs(1));
+    assert_eq!(fence_load(&h, 0), Duration::from_millis(900));
+    assert_eq!(fence_load(&h, 1), Duration::from_millis(900));
+    assert_eq!(margin(&h, 0), Duration::from_millis(1300));
     assert!(!texts(&out).iter().any(|t| t.contains("too short")));
-    // 110 units: 900 ms, more than half a 2 s lease leaves (600 ms). Said once, with the
-    // lease that would do.
-    let out = h.input(Input::Closure(GroupId(1), services("db", 100)));
-    assert_eq!(
-        margin(&h, 1),
-        Duration::from_secs(1),
-        "at most half the lease"
+    assert!(
+        texts(&out).contains(
+            &"fence load: 110 units with processes in the roles of all groups, about 900ms \
+              for PID 1 to stop at once; each fence begins early enough for it, as far as its \
+              lease allows"
+        ),
+        "{:?}",
+        texts(&out)
     );
+    // 200 units: 1.6 s, more than the 1.466 s window the lease allows. Said once, with the
+    // lease that would do.
+    let out = h.input(Input::Closure(GroupId(1), services("db", 190)));
+    assert_eq!(margin(&h, 1), most, "at most what the lease allows");
     let warned: Vec<&str> = texts(&out)
         .into_iter()
         .filter(|t| t.contains("too short"))
@@ -819,17 +832,22 @@ fn the_units_of_every_closure_begin_every_groups_fence_earlier() {
     assert_eq!(
         warned,
         vec![
-            "lease 2s is too short for the 110 units this host may have to stop at once: \
-             PID 1 may need about 900ms to stop them, and the fence leaves it 600ms; make \
-             lease at least 3s (docs/safety.md, \"What is assumed about the host\")"
+            "lease 4s is too short for the 200 units this host may have to stop at once: \
+             PID 1 may need about 1s 600ms to stop them, and the fence leaves it 1s 466ms; \
+             make lease at least 5s (docs/safety.md, \"What is assumed about the host\")"
         ]
     );
-    let out = h.input(Input::Closure(GroupId(1), services("db", 101)));
+    // Another unit in place of one: the same load, nothing said again.
+    let mut other = services("db", 189);
+    other
+        .units
+        .insert("db-other.service".into(), crate::systemd::Reach::Pulled);
+    let out = h.input(Input::Closure(GroupId(1), other));
     assert!(!texts(&out).iter().any(|t| t.contains("too short")), "once");
     // Fewer units again: the fence begins later again.
     h.input(Input::Closure(GroupId(1), services("db", 0)));
     assert_eq!(fence_load(&h, 0), Duration::from_millis(100));
-    assert_eq!(margin(&h, 0), Duration::from_millis(700));
+    assert_eq!(margin(&h, 0), own);
 }
 
 #[test]
