@@ -7,8 +7,8 @@
 //! stop runs a command (docs/safety.md, "What is assumed about the host"). The fence's
 //! window (from its start to the hang deadline) must hold that; the agent therefore gives
 //! every machine the estimate ([`Event::FenceLoad`]) and the machine begins its fence early
-//! enough, as far as its lease allows ([`Timing::margin`]: at most half the lease, and late
-//! enough for a renewal through a silent etcd member). Where the lease does not allow
+//! enough, as far as its lease allows ([`Timing::margin`]: at most half the lease, and never
+//! so early that a renewal through a silent etcd member comes too late). Where the lease does not allow
 //! enough, the journal says so, with the lease that would. The estimate is journalled
 //! whenever it changes.
 //!
@@ -25,7 +25,7 @@ use crate::core::{Event, Timing};
 use crate::systemd::closure::has_processes;
 
 /// The load while some closure is not known yet: more than any lease leaves (the margin
-/// stops at half the lease).
+/// stops at the cap, `Timing::margin`).
 pub(super) const UNKNOWN: Duration = Duration::MAX;
 
 /// The fence load as last given to the machines.
@@ -71,21 +71,22 @@ impl Agent {
         self.fence_load.units = count;
         let load = count.map_or(UNKNOWN, Timing::fence_load_for);
         let old = std::mem::replace(&mut self.fence_load.load, load);
-        if old == load {
-            return;
+        if old != load {
+            let moved: Vec<GroupId> = self
+                .groups
+                .iter()
+                .filter(|(_, g)| {
+                    let t = g.machine.timing();
+                    t.with_fence_load(old).margin() != t.with_fence_load(load).margin()
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for id in moved {
+                self.feed(id, Event::FenceLoad(load), now, out);
+            }
         }
-        let moved: Vec<GroupId> = self
-            .groups
-            .iter()
-            .filter(|(_, g)| {
-                let t = g.machine.timing();
-                t.with_fence_load(old).margin() != t.with_fence_load(load).margin()
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in moved {
-            self.feed(id, Event::FenceLoad(load), now, out);
-        }
+        // Said at every new count, also one within the same step of the estimate: the line
+        // must not name a count the host no longer has.
         if let Some(count) = count {
             out.push(Output::Log(Record::plain(
                 Level::Info,

@@ -821,6 +821,16 @@ fn the_units_of_every_closure_begin_every_groups_fence_earlier() {
         "{:?}",
         texts(&out)
     );
+    // 105 units: 840 ms, the same step. Nothing moves, but the line says the new count.
+    let out = h.input(Input::Closure(GroupId(1), services("db", 95)));
+    assert_eq!(margin(&h, 0), Duration::from_millis(1300));
+    assert!(
+        texts(&out)
+            .iter()
+            .any(|t| t.starts_with("fence load: 105 units")),
+        "{:?}",
+        texts(&out)
+    );
     // 200 units: 1.6 s, more than the 1.466 s window the lease allows. Said once, with the
     // lease that would do.
     let out = h.input(Input::Closure(GroupId(1), services("db", 190)));
