@@ -561,8 +561,8 @@ impl Agent {
     fn open_group(&mut self, cfg: GroupConfig, now: Now, out: &mut Vec<Output>) -> GroupId {
         let id = self.insert_group(cfg.clone(), now.wall_usec);
         out.push(Output::Open(id, cfg));
-        // Its closure is not known yet: every group's fence begins at half its lease until
-        // it is.
+        // Its closure is not known yet: every group's fence begins as early as its lease
+        // allows until it is.
         self.refresh_fence_load(now, out);
         id
     }

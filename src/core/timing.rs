@@ -91,8 +91,8 @@ pub const WATCHDOG_REACH: Duration = Duration::from_millis(400);
 /// room for a host busier than the test's.
 pub const STOP_COST_PER_UNIT: Duration = Duration::from_millis(8);
 
-/// [`Timing::fence_load_for`] moves in steps this long, so that closures found one by one at
-/// start-up do not retune every group for each unit.
+/// [`Timing::fence_load_for`] moves in steps this long, so that a closure that gains or loses
+/// a unit does not retune every group of the host each time.
 pub const FENCE_LOAD_STEP: Duration = Duration::from_millis(100);
 
 impl Timing {
@@ -414,7 +414,7 @@ mod tests {
     }
 
     #[test]
-    fn a_fence_load_moves_the_fence_earlier_within_half_the_lease() {
+    fn a_fence_load_moves_the_fence_earlier_within_its_cap() {
         let s = Mono::from_millis(1000);
         let t = Timing::new(Duration::from_secs(4)).with_watchdog(Duration::from_millis(600));
         assert_eq!(t.fence_window(), Duration::from_millis(600));

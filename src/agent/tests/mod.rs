@@ -195,9 +195,9 @@ impl H {
         assert_eq!(self.role(id), Some(Role::Active), "{:#?}", self.out);
     }
 
-    /// Two groups started: web (0) passive under n2's key at term 3, db (1) active at term 5.
-    /// Every group's closure not found yet found, empty (what the runtime reports once its
-    /// walks are done): until then each fence begins at half its lease (`fence_load.rs`).
+    /// Every group whose closure was not found yet gets one, empty (what the runtime reports
+    /// once its walks are done): until then each fence begins as early as its lease allows
+    /// (`fence_load.rs`).
     fn walked(&mut self) -> Vec<Output> {
         let ids: Vec<GroupId> = (self.agent.groups.iter())
             .filter(|(_, g)| !g.walked)
@@ -210,6 +210,7 @@ impl H {
         out
     }
 
+    /// Two groups started: web (0) passive under n2's key at term 3, db (1) active at term 5.
     fn web_passive_db_active() -> H {
         let mut h = H::new(&[WEB, DB]);
         h.input(Input::Start);

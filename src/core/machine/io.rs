@@ -233,7 +233,7 @@ pub enum Event {
     Retune(Tunables),
     /// The agent's estimate of how long PID 1 takes to stop everything this host fences at
     /// once changed ([`Timing::fence_load`](crate::core::Timing::fence_load)). Only the
-    /// fence's deadline moves (earlier with more units, never before `L/2`); the next step
+    /// fence's deadline moves (earlier with more units, within the cap of `Timing::margin`); the next step
     /// applies it, so a fence the new deadline says is due begins at once.
     FenceLoad(std::time::Duration),
     /// The slot arbiter's word for a group with several slots ([`crate::core::SlotGroup`]):

@@ -122,7 +122,7 @@ pub enum FaultKind {
     /// memory); its own check, and the random one, take it.
     Retune,
     /// The agent's estimate of the node's fence load changes (`Event::FenceLoad`), between
-    /// none and not known yet (the fence then begins at half the lease). Not in
+    /// none and not known yet (the fence then begins as early as the lease allows). Not in
     /// [`FaultKind::ALL`]: the random check takes it, and `tests/simulation.rs` cuts a node
     /// whose load changes (an exhaustive check to depth 20 reached no lapsed lease after it).
     FenceLoad,

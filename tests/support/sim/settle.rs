@@ -261,8 +261,8 @@ impl Sim {
         );
     }
 
-    /// Node `i`'s fence load goes from none to not known (its fence begins at half the
-    /// lease), or back.
+    /// Node `i`'s fence load goes from none to not known (its fence begins as early as the
+    /// lease allows), or back.
     pub fn toggle_fence_load(&mut self, i: usize) {
         self.world.step(
             &self.cfg,

@@ -88,7 +88,8 @@ pub enum Fault {
     /// A reload changes the node's priority (up or down by 100) and turns `preempt` on, in
     /// place.
     Retune(usize),
-    /// The node's fence load goes from none to not known (half the lease), or back.
+    /// The node's fence load goes from none to not known (the most the lease allows), or
+    /// back.
     FenceLoad(usize),
 }
 
@@ -909,7 +910,7 @@ fn describe(w: &World, step: &Step) -> String {
                 name(*i)
             ),
             Fault::FenceLoad(i) => format!(
-                "FAULT: {}'s fence load changes (none <-> half the lease)",
+                "FAULT: {}'s fence load changes (none <-> the most the lease allows)",
                 name(*i)
             ),
         },
