@@ -33,6 +33,21 @@ pub fn host_spec(
     lease: Duration,
     spans: Option<&std::path::Path>,
 ) -> HostSpec {
+    host_spec_preferred(net, i, etcd, groups, lease, spans, false)
+}
+
+/// [`host_spec`], and if `preferred`, every group at priority 200 with `preempt = true` on
+/// this host (100, the default, elsewhere): it takes every group, also those another host
+/// won while its promd was still starting.
+pub fn host_spec_preferred(
+    net: &Net,
+    i: usize,
+    etcd: &EtcdCluster,
+    groups: usize,
+    lease: Duration,
+    spans: Option<&std::path::Path>,
+    preferred: bool,
+) -> HostSpec {
     let name = format!("n{}", i + 1);
     let eps: Vec<String> = etcd
         .endpoints_via(net.gateway_ip(i))
@@ -49,8 +64,14 @@ pub fn host_spec(
         let _ = write!(
             toml,
             "\n[[group]]\nname = \"g{g}\"\nactive-target = \"g{g}-active.target\"\n\
-             passive-target = \"g{g}-passive.target\"\nlease = \"{}ms\"\n",
-            lease.as_millis()
+             passive-target = \"g{g}-passive.target\"\nlease = \"{}ms\"\n\
+             {}",
+            lease.as_millis(),
+            if preferred {
+                "priority = 200\npreempt = true\n"
+            } else {
+                ""
+            }
         );
         let wants = if spans.is_some() {
             format!("Wants=g{g}.service\n")
