@@ -263,7 +263,7 @@ fn poll<T>(bound: Duration, what: &str, mut step: impl FnMut(&mut String) -> Opt
 
 fn boot(net: &Net, etcd: &EtcdCluster, groups: usize) -> Vec<Host> {
     let specs = (0..HOSTS)
-        .map(|i| support::groups::host_spec(net, i, etcd, groups, LEASE, None))
+        .map(|i| support::groups::host_spec(net, i, etcd, groups, LEASE, None, false))
         .collect();
     net.boot_all(specs)
 }

@@ -45,9 +45,7 @@ fn real_ns() -> u64 {
 
 fn boot(net: &Net, etcd: &EtcdCluster, spans: &[tempfile::TempDir]) -> Vec<Host> {
     let specs = (0..HOSTS)
-        .map(|i| {
-            groups::host_spec_preferred(net, i, etcd, GROUPS, LEASE, Some(spans[i].path()), i == 0)
-        })
+        .map(|i| groups::host_spec(net, i, etcd, GROUPS, LEASE, Some(spans[i].path()), i == 0))
         .collect();
     net.boot_all(specs)
 }

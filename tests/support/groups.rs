@@ -24,22 +24,11 @@ pub fn mono_us() -> u64 {
 
 /// The spec of host `i` (`n{i+1}`) of `net` with `groups` groups of lease `lease`, reaching
 /// `etcd` through its gateway; with `spans`, each group's active target pulls in
-/// `gN.service`, which records its spans in `/spans/gN.log` (bound to `spans`).
+/// `gN.service`, which records its spans in `/spans/gN.log` (bound to `spans`). If
+/// `preferred`, every group has priority 200 and `preempt = true` on this host (100, the
+/// default, elsewhere): it takes every group, also those another host won while its promd
+/// was still starting.
 pub fn host_spec(
-    net: &Net,
-    i: usize,
-    etcd: &EtcdCluster,
-    groups: usize,
-    lease: Duration,
-    spans: Option<&std::path::Path>,
-) -> HostSpec {
-    host_spec_preferred(net, i, etcd, groups, lease, spans, false)
-}
-
-/// [`host_spec`], and if `preferred`, every group at priority 200 with `preempt = true` on
-/// this host (100, the default, elsewhere): it takes every group, also those another host
-/// won while its promd was still starting.
-pub fn host_spec_preferred(
     net: &Net,
     i: usize,
     etcd: &EtcdCluster,
