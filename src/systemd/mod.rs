@@ -22,6 +22,7 @@ pub mod closure;
 pub mod dropin;
 mod env;
 pub mod listing;
+pub mod reloads;
 pub mod signals;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -32,7 +33,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use futures_util::future::join_all;
 use thiserror::Error;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use zbus::OwnedVariant;
 use zbus::{Connection, OwnedObjectPath};
 use zbus_systemd::systemd1::{ManagerProxy, UnitProxy};
@@ -235,6 +236,8 @@ pub struct Systemd {
     urgent_lister: listing::Lister,
     /// The binding drop-ins under [`RUNTIME_UNIT_DIR`], by group.
     bindings: Arc<Mutex<dropin::Bindings>>,
+    /// promd's own reloads told apart from the others ([`reloads`]).
+    reload_ends: reloads::Reloads,
 }
 
 impl Systemd {
@@ -249,8 +252,10 @@ impl Systemd {
     pub async fn on(conn: Connection) -> Result<Systemd, SystemdError> {
         let manager = ManagerProxy::new(&conn).await?;
         let mut removed = manager.receive_job_removed().await?;
+        let reload_ends = reloads::Reloads::default();
+        follow_reloads(&manager, reload_ends.clone()).await?;
         // Before the first Subscribe, so that no return of PID 1 falls in between.
-        resubscribe_on_return(conn.clone()).await?;
+        resubscribe_on_return(conn.clone(), reload_ends.clone()).await?;
         timed("Subscribe", manager.subscribe()).await?;
         let jobs: Arc<Mutex<Jobs>> = Arc::default();
         let dispatch = jobs.clone();
@@ -279,8 +284,9 @@ impl Systemd {
         let normal_gate = Arc::new(Semaphore::new(NORMAL_CALLS));
         let (reloads, requests) = mpsc::unbounded_channel();
         tokio::spawn(reload_batches(
-            manager.clone(),
+            conn.clone(),
             normal_gate.clone(),
+            reload_ends.clone(),
             requests,
         ));
         let urgent_gate = Arc::new(Semaphore::new(URGENT_CALLS));
@@ -298,7 +304,15 @@ impl Systemd {
             all_jobs: Arc::new(Semaphore::new(ALL_JOBS)),
             reloads,
             bindings: Arc::new(Mutex::new(dropin::Bindings::new(RUNTIME_UNIT_DIR))),
+            reload_ends,
         })
+    }
+
+    /// How many reloads of PID 1 so far promd did not cause itself (`systemctl
+    /// daemon-reload`, and PID 1's returns to the bus): changes with each one, a few ms after
+    /// it ended ([`reloads`]). promd's own reloads ([`Systemd::reload`]) do not move it.
+    pub fn foreign_reloads(&self) -> watch::Receiver<u64> {
+        self.reload_ends.foreign()
     }
 
     /// This connection for a fence's stops and kills: its calls pass a gate of their own
@@ -346,7 +360,7 @@ impl Systemd {
         let (tx, rx) = oneshot::channel();
         if self.reloads.send(tx).is_err() {
             // The batching task is gone (the runtime is shutting down): reload alone.
-            return self.timed("Reload", self.manager.reload()).await;
+            return reload_once(&self.conn, &self.gate, &self.reload_ends).await;
         }
         match rx.await {
             Ok(result) => result.map_err(SystemdError::Reload),
@@ -942,7 +956,10 @@ const SUBSCRIBE_RETRY_MAX: Duration = Duration::from_secs(5);
 /// queued itself. promd would hear of no unit change any more: a crash neither restarted in
 /// place nor failed over. After subscribing again every follower reads its unit's state anew
 /// ([`signals::UnitSignals::resync`]): what changed in the gap was never signalled.
-async fn resubscribe_on_return(conn: Connection) -> Result<(), SystemdError> {
+async fn resubscribe_on_return(
+    conn: Connection,
+    reloads: reloads::Reloads,
+) -> Result<(), SystemdError> {
     // The rule the manager proxy follows its owner with: the connection adds it once.
     let rule = zbus::MatchRule::builder()
         .msg_type(zbus::message::Type::Signal)
@@ -968,6 +985,8 @@ async fn resubscribe_on_return(conn: Connection) -> Result<(), SystemdError> {
                 continue;
             }
             subscribe_again(&conn, &msg).await;
+            // What PID 1 reloaded while it was away was never signalled.
+            reloads.pid1_returned();
         }
     });
     Ok(())
@@ -1001,8 +1020,59 @@ async fn subscribe_again(conn: &Connection, back: &zbus::Message) {
     }
 }
 
-/// Carry out reload requests in batches: wait for one, take every request queued by then,
-/// reload once, answer them all. Ends when every [`Systemd`] handle is gone.
+/// Follow the ends of PID 1's reloads (`Reloading(false)`), for [`reloads`] to tell promd's
+/// own from the others. The stream follows PID 1 to its new bus name when it comes back (as
+/// `JobRemoved`'s does); the signals come again once promd has subscribed again
+/// ([`resubscribe_on_return`], which counts the gap as a foreign reload).
+async fn follow_reloads(
+    manager: &ManagerProxy<'static>,
+    reloads: reloads::Reloads,
+) -> Result<(), SystemdError> {
+    let mut signals = timed(
+        "AddMatch for systemd's Reloading",
+        manager.receive_reloading(),
+    )
+    .await?;
+    tokio::spawn(async move {
+        while let Some(signal) = signals.next().await {
+            match signal.args() {
+                Ok(args) if !args.active => reloads.ended(signal.message().recv_position()),
+                Ok(_) => {}
+                Err(e) => tracing::debug!("a Reloading signal that cannot be read: {e}"),
+            }
+        }
+        tracing::warn!("systemd's Reloading signals ended (the bus connection closed)");
+    });
+    Ok(())
+}
+
+/// One `daemon-reload` of promd's own, through `gate`, counted in `reloads` from the moment
+/// it is sent (not while it waits at the gate) until its reply, whose place on the connection
+/// tells its `Reloading(false)` apart from the others'.
+async fn reload_once(
+    conn: &Connection,
+    gate: &Arc<Semaphore>,
+    reloads: &reloads::Reloads,
+) -> Result<(), SystemdError> {
+    gated(gate, "Reload", async {
+        // Dropped unanswered (an error, or `gated`'s timeout drops this future), it leaves
+        // the reload to count as foreign: a walk too many rather than one missed.
+        let ours = reloads.sent();
+        let reply = conn
+            .call_method(
+                Some(SYSTEMD),
+                SYSTEMD_PATH,
+                Some(MANAGER_INTERFACE),
+                "Reload",
+                &(),
+            )
+            .await?;
+        ours.answered(reply.recv_position());
+        Ok(())
+    })
+    .await
+}
+
 /// A [`listing::Lister`] whose calls pass `gate`.
 fn lister_on(manager: &ManagerProxy<'static>, gate: &Arc<Semaphore>) -> listing::Lister {
     let (manager, gate) = (manager.clone(), gate.clone());
@@ -1031,9 +1101,12 @@ fn lister_on(manager: &ManagerProxy<'static>, gate: &Arc<Semaphore>) -> listing:
     })
 }
 
+/// Carry out reload requests in batches: wait for one, take every request queued by then,
+/// reload once, answer them all. Ends when every [`Systemd`] handle is gone.
 async fn reload_batches(
-    manager: ManagerProxy<'static>,
+    conn: Connection,
     gate: Arc<Semaphore>,
+    reloads: reloads::Reloads,
     mut requests: mpsc::UnboundedReceiver<ReloadRequest>,
 ) {
     while let Some(first) = requests.recv().await {
@@ -1041,7 +1114,7 @@ async fn reload_batches(
         while let Ok(more) = requests.try_recv() {
             batch.push(more);
         }
-        let result = gated(&gate, "Reload", manager.reload())
+        let result = reload_once(&conn, &gate, &reloads)
             .await
             .map_err(|e| e.to_string());
         if batch.len() > 1 {
