@@ -12,6 +12,11 @@
 //! enough, the journal says so, with the lease that would. The estimate is journalled
 //! whenever it changes.
 //!
+//! The closures are walked when a group opens, at every start and stop of its role, and
+//! after every reload of PID 1 that promd did not cause (a unit added to a role by a
+//! drop-in and `systemctl daemon-reload`: `src/runtime/reloads.rs`), which hands every
+//! group's closure over in one input and so counts the load once.
+//!
 //! Until every group's closure has been found (start-up, a reload that adds groups), the
 //! load is not known and taken as the most a lease allows. Otherwise a host that won a group
 //! in its first seconds would fence with the lease's own window whatever its other groups

@@ -1,5 +1,7 @@
 //! One group in the agent's table, and how its machine's actions become driver work.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use super::output::{EnvFile, Fields, JobOrder, Level, Output, Record};
 use super::{Agent, GroupId, Now};
 use crate::config::GroupConfig;
@@ -356,18 +358,25 @@ impl Agent {
     }
 
     /// A closure was found: keep it, say what it is when it changes, and follow its units.
-    pub(super) fn on_closure(&mut self, id: GroupId, closure: Closure, out: &mut Vec<Output>) {
+    /// Returns whether its units changed (the caller then checks for units shared with other
+    /// groups, [`Agent::say_shared_units`], once for every closure of its input).
+    pub(super) fn on_closure(
+        &mut self,
+        id: GroupId,
+        closure: Closure,
+        out: &mut Vec<Output>,
+    ) -> bool {
         let Some(g) = self.groups.get_mut(&id) else {
-            return;
+            return false;
         };
         g.walked = true;
         if closure == g.closure {
-            return;
+            return false;
         }
         if g.retired {
             // Still what its last stop must cover, but a leaving group follows nothing.
             g.closure = closure;
-            return;
+            return false;
         }
         let first = g.closure.units.is_empty();
         let changed = first || closure.names() != g.closure.names();
@@ -376,43 +385,53 @@ impl Agent {
         }
         g.closure = closure;
         out.push(Output::Follow(id, g.followed()));
-        if changed {
-            self.say_shared_units(id, out);
-        }
+        changed
     }
 
-    /// Say, as an error, each unit with processes that this group's closure shares with
-    /// another group's. Each group elects its own host, so two groups active on two hosts
-    /// would both run it: promd keeps one host per *group*, not per unit. A group a reload
-    /// retired is left out (its replacement waits for it, `reload::shares`).
-    fn say_shared_units(&self, id: GroupId, out: &mut Vec<Output>) {
-        let Some(g) = self.groups.get(&id) else {
+    /// Say, as an error, each unit with processes that the closure of one of `ids` shares
+    /// with another group's. Each group elects its own host, so two groups active on two
+    /// hosts would both run it: promd keeps one host per *group*, not per unit. A group a
+    /// reload retired is left out (its replacement waits for it, `reload::shares`). One
+    /// index of every closure's units, not a comparison of each group with every other: a
+    /// walk of 500 groups after a reload changes them all at once.
+    pub(super) fn say_shared_units(&self, ids: &BTreeSet<GroupId>, out: &mut Vec<Output>) {
+        if ids.is_empty() {
             return;
-        };
-        for (other_id, other) in &self.groups {
-            if *other_id == id || other.retired {
-                continue;
+        }
+        let mut holders: BTreeMap<&str, Vec<GroupId>> = BTreeMap::new();
+        for (id, g) in self.groups.iter().filter(|(_, g)| !g.retired) {
+            for unit in g.closure.units.keys().filter(|u| has_processes(u)) {
+                holders.entry(unit.as_str()).or_default().push(*id);
             }
-            let both: Vec<&str> = g
-                .closure
-                .units
-                .keys()
-                .filter(|u| has_processes(u) && other.closure.units.contains_key(*u))
-                .map(String::as_str)
-                .collect();
-            if both.is_empty() {
+        }
+        for id in ids {
+            let Some(g) = self.groups.get(id).filter(|g| !g.retired) else {
                 continue;
+            };
+            let mut shared: BTreeMap<GroupId, Vec<&str>> = BTreeMap::new();
+            for unit in g.closure.units.keys() {
+                for other in holders.get(unit.as_str()).into_iter().flatten() {
+                    if other != id {
+                        shared.entry(*other).or_default().push(unit.as_str());
+                    }
+                }
             }
-            out.push(Output::Log(g.record(
-                Level::Error,
-                &format!(
-                    "{} also in the role of group {}: each group elects its own host, so {} \
-                     may run on two hosts at once; give each unit to one group's active target",
-                    both.join(" "),
-                    other.cfg.name,
-                    if both.len() == 1 { "it" } else { "they" },
-                ),
-            )));
+            for (other, both) in shared {
+                let Some(other) = self.groups.get(&other) else {
+                    continue;
+                };
+                out.push(Output::Log(g.record(
+                    Level::Error,
+                    &format!(
+                        "{} also in the role of group {}: each group elects its own host, so \
+                         {} may run on two hosts at once; give each unit to one group's active \
+                         target",
+                        both.join(" "),
+                        other.cfg.name,
+                        if both.len() == 1 { "it" } else { "they" },
+                    ),
+                )));
+            }
         }
     }
 }

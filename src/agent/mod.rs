@@ -88,6 +88,11 @@ pub enum Input {
     Job(GroupId, JobDone),
     /// The closure of the group's active target, as a walk just found it.
     Closure(GroupId, Closure),
+    /// The closures of several groups, walked again together after PID 1 reloaded (a unit
+    /// added to a role by a drop-in and `systemctl daemon-reload`): each is handled as
+    /// [`Input::Closure`], and the fence load and the check for units shared between groups
+    /// are done once for all of them, not once per group.
+    Closures(Vec<(GroupId, Closure)>),
     /// What the group's units did.
     Watch(GroupId, WatchEvent),
     /// The group's health command's latest result.
@@ -323,6 +328,11 @@ impl Agent {
                     touched.extend(events.iter().map(|(id, _)| *id));
                 }
             }
+            Input::Closures(closures) => {
+                if let Some(touched) = &mut self.touched {
+                    touched.extend(closures.iter().map(|(id, _)| *id));
+                }
+            }
             Input::Tick | Input::StoreAges(_) => {}
         }
         match input {
@@ -344,7 +354,19 @@ impl Agent {
             }
             Input::Job(id, done) => self.on_job(id, done, now, &mut out),
             Input::Closure(id, closure) => {
-                self.on_closure(id, closure, &mut out);
+                if self.on_closure(id, closure, &mut out) {
+                    self.say_shared_units(&[id].into(), &mut out);
+                }
+                self.refresh_fence_load(now, &mut out);
+            }
+            Input::Closures(closures) => {
+                let mut changed = std::collections::BTreeSet::new();
+                for (id, closure) in closures {
+                    if self.on_closure(id, closure, &mut out) {
+                        changed.insert(id);
+                    }
+                }
+                self.say_shared_units(&changed, &mut out);
                 self.refresh_fence_load(now, &mut out);
             }
             Input::Watch(id, ev) => self.on_watch(id, ev, now, &mut out),

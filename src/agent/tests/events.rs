@@ -892,3 +892,125 @@ fn a_unit_in_the_roles_of_two_groups_is_said_as_an_error() {
     let out = h.input(Input::Closure(GroupId(1), services("db", 1)));
     assert!(!records(&out).iter().any(|r| r.level == Level::Error));
 }
+
+/// A unit added to an active role by a drop-in and `systemctl daemon-reload`: the runtime
+/// walks every group again and hands the closures over in one input. The units it adds
+/// count at once: every group's fence begins earlier, and the journal says the new count.
+#[test]
+fn a_walk_after_a_reload_that_adds_units_raises_every_groups_margin_and_says_the_count() {
+    let four = |g: &str| g.replace("lease = \"2s\"", "lease = \"4s\"");
+    let mut h = H::with(config(&[&four(WEB), &four(DB)]));
+    h.input(Input::Start);
+    let margin = |h: &H, id: u64| h.agent.groups[&GroupId(id)].machine.timing().margin();
+    h.active(0, 7);
+    h.input(Input::Closure(GroupId(0), services("web", 10)));
+    h.input(Input::Closure(GroupId(1), services("db", 0)));
+    assert_eq!(margin(&h, 0), Duration::from_secs(1), "the lease's own");
+    assert_eq!(margin(&h, 1), Duration::from_secs(1));
+    // 50 services more in web's role, 50 in db's: 110 units, 900 ms.
+    let out = h.input(Input::Closures(vec![
+        (GroupId(0), services("web", 60)),
+        (GroupId(1), services("db", 50)),
+    ]));
+    assert_eq!(margin(&h, 0), Duration::from_millis(1300));
+    assert_eq!(margin(&h, 1), Duration::from_millis(1300));
+    let said = texts(&out);
+    let loads: Vec<&&str> = said
+        .iter()
+        .filter(|t| t.starts_with("fence load"))
+        .collect();
+    assert_eq!(
+        loads,
+        [
+            &"fence load: 110 units with processes in the roles of all groups, about 900ms for \
+            PID 1 to stop at once; each fence begins early enough for it, as far as its lease \
+            allows"
+        ],
+        "{said:?}"
+    );
+    // Each group's new units said, and followed.
+    for (group, unit) in [("web", "web-59.service"), ("db", "db-49.service")] {
+        assert!(
+            said.iter()
+                .any(|t| t.starts_with(&format!("{group}: the role's units")) && t.contains(unit)),
+            "{said:?}"
+        );
+    }
+    let followed: Vec<GroupId> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Follow(id, f) if f.len() > 50 => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(followed, [GroupId(0), GroupId(1)]);
+    // A walk that finds nothing new says nothing.
+    let out = h.input(Input::Closures(vec![
+        (GroupId(0), services("web", 60)),
+        (GroupId(1), services("db", 50)),
+    ]));
+    assert!(out.iter().all(|o| !matches!(o, Output::Log(_))), "{out:#?}");
+}
+
+/// The walk after a reload covers every group: one input for all of them journals the
+/// fence load once, not once per group, and a unit two groups share is said once for each.
+#[test]
+fn one_walk_of_many_groups_says_the_fence_load_once() {
+    const GROUPS: u64 = 40;
+    let groups: Vec<String> = (0..GROUPS)
+        .map(|i| {
+            format!(
+                "\n[[group]]\nname = \"g{i}\"\nactive-target = \"g{i}-active.target\"\n\
+                 lease = \"4s\"\n"
+            )
+        })
+        .collect();
+    let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
+    let mut h = H::with(config(&groups));
+    h.input(Input::Start);
+    let walk = |per_group: usize| -> Vec<(GroupId, Closure)> {
+        (0..GROUPS)
+            .map(|i| (GroupId(i), services(&format!("g{i}"), per_group)))
+            .collect()
+    };
+    let loads = |out: &[Output]| -> Vec<String> {
+        texts(out)
+            .into_iter()
+            .filter(|t| t.starts_with("fence load"))
+            .map(str::to_string)
+            .collect()
+    };
+    // The first closures of all: known from this one input on.
+    let out = h.input(Input::Closures(walk(1)));
+    assert_eq!(loads(&out).len(), 1, "{:?}", loads(&out));
+    assert!(loads(&out)[0].starts_with("fence load: 40 units"));
+    // Two services more in every role, and one that g3 and g7 both pull in.
+    let mut grown = walk(3);
+    for (id, closure) in &mut grown {
+        if [GroupId(3), GroupId(7)].contains(id) {
+            closure
+                .units
+                .insert("cache.service".into(), crate::systemd::Reach::Pulled);
+        }
+    }
+    let out = h.input(Input::Closures(grown));
+    assert_eq!(loads(&out).len(), 1, "{:?}", loads(&out));
+    assert!(loads(&out)[0].starts_with("fence load: 121 units"));
+    let errors: Vec<&str> = records(&out)
+        .into_iter()
+        .filter(|r| r.level == Level::Error)
+        .map(|r| r.text.as_str())
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[0].starts_with("g3: cache.service also in the role of group g7"));
+    assert!(errors[1].starts_with("g7: cache.service also in the role of group g3"));
+    // Every margin moved with it: 121 units, about 1 s.
+    for i in 0..GROUPS {
+        let t = h.agent.groups[&GroupId(i)].machine.timing();
+        assert_eq!(
+            t.fence_load,
+            crate::core::Timing::fence_load_for(121),
+            "g{i}"
+        );
+    }
+}
