@@ -389,7 +389,7 @@ where
 }
 
 /// Find the closure of `target` and bind it to promd; errors are logged.
-async fn bind_closure(
+pub(super) async fn bind_closure(
     systemd: &Systemd,
     group: &str,
     target: &str,

@@ -21,6 +21,7 @@
 mod carry;
 mod jobs;
 mod journal;
+mod reloads;
 mod terms;
 
 use std::collections::{BTreeMap, HashMap};
@@ -78,6 +79,9 @@ struct Drivers {
     /// The task that follows the group's units; replaced when its closure changes, aborted
     /// when the group leaves.
     watch_task: Option<tokio::task::AbortHandle>,
+    /// Leaving ([`crate::agent::Output::Quiet`]): not walked again after PID 1 reloads
+    /// (`reloads.rs`), so that no drop-in of a group on its way out is written anew.
+    quiet: bool,
 }
 
 impl Drivers {
@@ -142,6 +146,9 @@ pub struct Runtime {
     /// The runtime's own tasks: systemd jobs done, closures found.
     inputs_tx: mpsc::UnboundedSender<Input>,
     inputs_rx: mpsc::UnboundedReceiver<Input>,
+    /// The walk after PID 1's reloads (`reloads.rs`) asks here for the groups open now.
+    walk_asks_tx: mpsc::UnboundedSender<reloads::Ask>,
+    walk_asks_rx: mpsc::UnboundedReceiver<reloads::Ask>,
 }
 
 impl Runtime {
@@ -158,6 +165,7 @@ impl Runtime {
         let (watch_tx, watch_rx) = mpsc::unbounded_channel();
         let (health_tx, health_rx) = mpsc::unbounded_channel();
         let (inputs_tx, inputs_rx) = mpsc::unbounded_channel();
+        let (walk_asks_tx, walk_asks_rx) = mpsc::unbounded_channel();
         let host = match HostId::of_this_host() {
             Ok(h) => Some(h),
             Err(e) => {
@@ -225,6 +233,8 @@ impl Runtime {
             health_rx,
             inputs_tx,
             inputs_rx,
+            walk_asks_tx,
+            walk_asks_rx,
         }
     }
 
@@ -275,6 +285,12 @@ impl Runtime {
                 .collect(),
         );
         let mut calls = self.calls_rx.take();
+        // From here on a reload promd did not cause walks every group again (reloads.rs).
+        let follow_reloads = reloads::follow(
+            self.systemd.clone(),
+            self.walk_asks_tx.clone(),
+            self.inputs_tx.clone(),
+        );
         // With no groups (or all removed by reloads) promd idles; it ends only on SIGTERM.
         while !self.agent.done() {
             let now = self.now().mono;
@@ -310,6 +326,10 @@ impl Runtime {
                 Some((id, ev)) = self.watch_rx.recv() => Some(Input::Watch(id, ev)),
                 Some((id, result)) = self.health_rx.recv() => Some(Input::Health(id, result)),
                 Some(call) = recv_call(&mut calls) => Some(self.accept_call(call)),
+                Some(ask) = self.walk_asks_rx.recv() => {
+                    let _ = ask.send(self.roles_to_walk());
+                    None
+                }
                 _ = sigterm.recv(), if !stopping => Some(Input::Signal(Signal::Terminate)),
                 _ = sigint.recv(), if !stopping => Some(Input::Signal(Signal::Terminate)),
                 _ = sighup.recv(), if !stopping => self.reload(),
@@ -318,6 +338,7 @@ impl Runtime {
                 self.step(input);
             }
         }
+        follow_reloads.abort();
         self.finish_store_tasks().await;
         self.terms.finish();
         self.journal.finish(Duration::from_secs(2));
@@ -427,6 +448,24 @@ impl Runtime {
         });
         self.reload_walk = Some(task.abort_handle());
         None
+    }
+
+    /// The groups to walk again after PID 1 reloaded: every open group but those leaving;
+    /// none once promd is stopping.
+    fn roles_to_walk(&self) -> Vec<reloads::Role> {
+        if self.agent.stopping() {
+            return Vec::new();
+        }
+        self.drivers
+            .iter()
+            .filter(|(_, d)| !d.quiet)
+            .map(|(id, d)| reloads::Role {
+                id: *id,
+                name: d.cfg.name.clone(),
+                target: d.cfg.active_target.clone(),
+                addresses: d.cfg.addresses.clone(),
+            })
+            .collect()
     }
 
     /// The store event just received, with those queued behind it (up to [`STORE_BATCH`]):
