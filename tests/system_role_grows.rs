@@ -179,7 +179,8 @@ fn services_added_to_active_roles_are_bound_counted_and_fenced() {
         .collect();
     let specs = (0..HOSTS)
         .map(|i| {
-            let mut spec = groups::host_spec(&net, i, &etcd, GROUPS, LEASE, Some(spans[i].path()));
+            let mut spec =
+                groups::host_spec(&net, i, &etcd, GROUPS, LEASE, Some(spans[i].path()), false);
             // Every host has the services; only the drop-ins below put them in the roles.
             for g in 1..=GROUPS {
                 for unit in added(g, 'x').into_iter().chain(added(g, 'y')) {
