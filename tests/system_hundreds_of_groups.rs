@@ -43,9 +43,27 @@ fn real_ns() -> u64 {
         .as_nanos() as u64
 }
 
+/// `PROMD_TEST_DRAIN=COMMAND` gives every service `ExecStop=COMMAND` (and 30 s to stop),
+/// e.g. `/bin/sleep 20` for services that drain: not run in CI, for it fails today. A
+/// reviewer found the cut host's draining services killed only after `s + L` at this lease:
+/// the fence load moves the fence's start but not the kill deadline (issue 13, open).
 fn boot(net: &Net, etcd: &EtcdCluster, spans: &[tempfile::TempDir]) -> Vec<Host> {
+    let drain = std::env::var("PROMD_TEST_DRAIN").ok();
     let specs = (0..HOSTS)
-        .map(|i| groups::host_spec(net, i, etcd, GROUPS, LEASE, Some(spans[i].path()), i == 0))
+        .map(|i| {
+            let mut spec =
+                groups::host_spec(net, i, etcd, GROUPS, LEASE, Some(spans[i].path()), i == 0);
+            for g in (1..=GROUPS).filter(|_| drain.is_some()) {
+                spec.file(
+                    &format!("/etc/systemd/system/g{g}.service.d/drain.conf"),
+                    format!(
+                        "[Service]\nExecStop={}\nTimeoutStopSec=30s\n",
+                        drain.as_deref().unwrap_or_default()
+                    ),
+                );
+            }
+            spec
+        })
         .collect();
     net.boot_all(specs)
 }
