@@ -319,18 +319,9 @@ fn run(
     (m, b)
 }
 
-/// promd's restarts on `h`: (`NRestarts`, watchdog timeouts in the journal).
+/// promd restarts on `h`: [`Host::promd_restarts`].
 fn restarts(h: &Host) -> (u64, usize) {
-    let n = h
-        .run_ok(&["systemctl", "show", "-P", "NRestarts", "promd"])
-        .trim()
-        .parse()
-        .unwrap_or(u64::MAX);
-    let timeouts = h
-        .journal(&["-u", "promd.service", "-o", "cat"])
-        .matches("Watchdog timeout")
-        .count();
-    (n, timeouts)
+    h.promd_restarts()
 }
 
 /// Milliseconds of the `q` quantile (0..=1) of the answered samples' durations.

@@ -92,18 +92,9 @@ fn settled(all: &[(BTreeSet<usize>, BTreeSet<usize>)]) -> Result<(), String> {
     }
 }
 
-/// promd restarts on `h`: `NRestarts` and the watchdog's kills in the journal.
+/// promd restarts on `h`: [`Host::promd_restarts`].
 fn restarts(h: &Host) -> (u64, usize) {
-    let n = h
-        .run_ok(&["systemctl", "show", "-P", "NRestarts", "promd"])
-        .trim()
-        .parse()
-        .unwrap_or(u64::MAX);
-    let kills = h
-        .journal(&["-u", "promd.service", "-o", "cat"])
-        .matches("Watchdog timeout")
-        .count();
-    (n, kills)
+    h.promd_restarts()
 }
 
 /// Every write of a group's leader key (`/promd/gN/leader`) as an `etcdctl watch` that the

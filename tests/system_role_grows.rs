@@ -98,18 +98,9 @@ fn wait_bound(h: &Host, units: &[String]) -> Duration {
     began.elapsed()
 }
 
-/// promd restarts on `h`: `NRestarts` and the watchdog's kills in the journal.
+/// promd restarts on `h`: [`Host::promd_restarts`].
 fn restarts(h: &Host) -> (u64, usize) {
-    let n = h
-        .run_ok(&["systemctl", "show", "-P", "NRestarts", "promd"])
-        .trim()
-        .parse()
-        .unwrap_or(u64::MAX);
-    let kills = h
-        .journal(&["-u", "promd.service", "-o", "cat"])
-        .matches("Watchdog timeout")
-        .count();
-    (n, kills)
+    h.promd_restarts()
 }
 
 /// promd's journal lines on `h` that contain `what`, with their CLOCK_MONOTONIC µs.

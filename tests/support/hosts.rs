@@ -902,6 +902,21 @@ pub struct Host {
 }
 
 impl Host {
+    /// promd's restarts here: (`NRestarts` of `promd.service`, `u64::MAX` if unreadable;
+    /// watchdog timeouts in its journal).
+    pub fn promd_restarts(&self) -> (u64, usize) {
+        let n = self
+            .run_ok(&["systemctl", "show", "-P", "NRestarts", "promd"])
+            .trim()
+            .parse()
+            .unwrap_or(u64::MAX);
+        let timeouts = self
+            .journal(&["-u", "promd.service", "-o", "cat"])
+            .matches("Watchdog timeout")
+            .count();
+        (n, timeouts)
+    }
+
     fn start(net: Arc<HostNet>, machine: String, spec: HostSpec) -> Host {
         let dir = tempfile::Builder::new()
             .prefix(&format!("promd-host-{}-", spec.name))
