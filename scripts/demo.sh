@@ -10,5 +10,6 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 scripts/deps.sh
 export PATH="$HOME/.cargo/bin:/root/.cargo/bin:$PATH"
-cargo build --release --bin promd
+# promd and promctl: the demo installs both on its hosts.
+cargo build --release --bins
 PROMD_BIN="$(pwd)/target/release/promd" cargo run --release --example demo
