@@ -360,12 +360,7 @@ impl Agent {
     /// A closure was found: keep it, say what it is when it changes, and follow its units.
     /// Returns whether its units changed (the caller then checks for units shared with other
     /// groups, [`Agent::say_shared_units`], once for every closure of its input).
-    pub(super) fn on_closure(
-        &mut self,
-        id: GroupId,
-        closure: Closure,
-        out: &mut Vec<Output>,
-    ) -> bool {
+    fn on_closure(&mut self, id: GroupId, closure: Closure, out: &mut Vec<Output>) -> bool {
         let Some(g) = self.groups.get_mut(&id) else {
             return false;
         };
@@ -388,13 +383,32 @@ impl Agent {
         changed
     }
 
+    /// Take walked closures ([`super::Input::Closure`], or [`super::Input::Closures`] after
+    /// PID 1 reloaded): each as [`Agent::on_closure`], then the units shared between groups
+    /// and the fence load once for all of them.
+    pub(super) fn on_closures(
+        &mut self,
+        closures: impl IntoIterator<Item = (GroupId, Closure)>,
+        now: Now,
+        out: &mut Vec<Output>,
+    ) {
+        let mut changed = BTreeSet::new();
+        for (id, closure) in closures {
+            if self.on_closure(id, closure, out) {
+                changed.insert(id);
+            }
+        }
+        self.say_shared_units(&changed, out);
+        self.refresh_fence_load(now, out);
+    }
+
     /// Say, as an error, each unit with processes that the closure of one of `ids` shares
     /// with another group's. Each group elects its own host, so two groups active on two
     /// hosts would both run it: promd keeps one host per *group*, not per unit. A group a
     /// reload retired is left out (its replacement waits for it, `reload::shares`). One
     /// index of every closure's units, not a comparison of each group with every other: a
     /// walk of 500 groups after a reload changes them all at once.
-    pub(super) fn say_shared_units(&self, ids: &BTreeSet<GroupId>, out: &mut Vec<Output>) {
+    fn say_shared_units(&self, ids: &BTreeSet<GroupId>, out: &mut Vec<Output>) {
         if ids.is_empty() {
             return;
         }

@@ -353,22 +353,8 @@ impl Agent {
                 }
             }
             Input::Job(id, done) => self.on_job(id, done, now, &mut out),
-            Input::Closure(id, closure) => {
-                if self.on_closure(id, closure, &mut out) {
-                    self.say_shared_units(&[id].into(), &mut out);
-                }
-                self.refresh_fence_load(now, &mut out);
-            }
-            Input::Closures(closures) => {
-                let mut changed = std::collections::BTreeSet::new();
-                for (id, closure) in closures {
-                    if self.on_closure(id, closure, &mut out) {
-                        changed.insert(id);
-                    }
-                }
-                self.say_shared_units(&changed, &mut out);
-                self.refresh_fence_load(now, &mut out);
-            }
+            Input::Closure(id, closure) => self.on_closures([(id, closure)], now, &mut out),
+            Input::Closures(closures) => self.on_closures(closures, now, &mut out),
             Input::Watch(id, ev) => self.on_watch(id, ev, now, &mut out),
             Input::Health(id, result) => self.on_health(id, result, now, &mut out),
             Input::Call(call_id, id, call) => {
@@ -513,6 +499,12 @@ impl Agent {
     /// with [`crate::runtime::EXIT_REFUSED`] once [`Agent::done`].
     pub fn refused(&self) -> Option<&str> {
         self.refused.as_deref()
+    }
+
+    /// Whether the group is leaving: a reload retired it ([`Output::Quiet`] said so), and it
+    /// closes once its machine has exited. Unknown groups are not leaving.
+    pub fn leaving(&self, id: GroupId) -> bool {
+        self.groups.get(&id).is_some_and(|g| g.retired)
     }
 
     /// How long promd waits at exit for the store tasks to carry out their shutdown (release,

@@ -18,7 +18,6 @@ impl Runtime {
             }
             Output::Quiet(id) => {
                 if let Some(d) = self.drivers.get_mut(&id) {
-                    d.quiet = true;
                     for task in [d.health_task.take(), d.watch_task.take()]
                         .into_iter()
                         .flatten()
@@ -119,7 +118,6 @@ impl Runtime {
                 stop_walk: StopWalk::default(),
                 health_task: None,
                 watch_task: None,
-                quiet: false,
             },
         );
         self.bind_units(id);

@@ -79,9 +79,6 @@ struct Drivers {
     /// The task that follows the group's units; replaced when its closure changes, aborted
     /// when the group leaves.
     watch_task: Option<tokio::task::AbortHandle>,
-    /// Leaving ([`crate::agent::Output::Quiet`]): not walked again after PID 1 reloads
-    /// (`reloads.rs`), so that no drop-in of a group on its way out is written anew.
-    quiet: bool,
 }
 
 impl Drivers {
@@ -450,21 +447,17 @@ impl Runtime {
         None
     }
 
-    /// The groups to walk again after PID 1 reloaded: every open group but those leaving;
-    /// none once promd is stopping.
-    fn roles_to_walk(&self) -> Vec<reloads::Role> {
+    /// The groups to walk again after PID 1 reloaded: every open group but those leaving
+    /// (so that no drop-in of a group on its way out is written anew); none once promd is
+    /// stopping.
+    fn roles_to_walk(&self) -> Vec<(GroupId, GroupConfig)> {
         if self.agent.stopping() {
             return Vec::new();
         }
         self.drivers
             .iter()
-            .filter(|(_, d)| !d.quiet)
-            .map(|(id, d)| reloads::Role {
-                id: *id,
-                name: d.cfg.name.clone(),
-                target: d.cfg.active_target.clone(),
-                addresses: d.cfg.addresses.clone(),
-            })
+            .filter(|(id, _)| !self.agent.leaving(**id))
+            .map(|(id, d)| (*id, d.cfg.clone()))
             .collect()
     }
 

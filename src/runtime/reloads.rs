@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::jobs::bind_closure;
 use crate::agent::{GroupId, Input};
-use crate::config::Address;
+use crate::config::GroupConfig;
 use crate::systemd::{Closure, Systemd};
 
 /// How long PID 1 must be without another foreign reload before the groups are walked
@@ -33,17 +33,8 @@ pub(super) const QUIET_AT_MOST: Duration = Duration::from_secs(5);
 /// groups' walks from filling that gate and queueing the groups' own calls behind them.
 pub(super) const WALKS_IN_FLIGHT: usize = 16;
 
-/// What a walk needs of one open group.
-#[derive(Debug, Clone)]
-pub(super) struct Role {
-    pub(super) id: GroupId,
-    pub(super) name: String,
-    pub(super) target: String,
-    pub(super) addresses: Vec<Address>,
-}
-
-/// A walk's request to the loop for the groups open now.
-pub(super) type Ask = oneshot::Sender<Vec<Role>>;
+/// A walk's request to the loop for the groups open now, with their configurations.
+pub(super) type Ask = oneshot::Sender<Vec<(GroupId, GroupConfig)>>;
 
 /// Follow `systemd`'s foreign reloads until the loop is gone: after each (quiet for
 /// [`QUIET`]), ask the loop (`ask`) for the open groups, walk and bind them, and hand the
@@ -108,12 +99,12 @@ async fn quiet(foreign: &mut watch::Receiver<u64>, quiet: Duration, at_most: Dur
 
 /// Walk and bind each group's closure, [`WALKS_IN_FLIGHT`] at a time; a walk that failed was
 /// logged and is left out (the group keeps the closure it had).
-async fn walk(systemd: &Systemd, roles: Vec<Role>) -> Vec<(GroupId, Closure)> {
+async fn walk(systemd: &Systemd, roles: Vec<(GroupId, GroupConfig)>) -> Vec<(GroupId, Closure)> {
     futures_util::stream::iter(roles)
-        .map(|role| async move {
-            bind_closure(systemd, &role.name, &role.target, &role.addresses)
+        .map(|(id, cfg)| async move {
+            bind_closure(systemd, &cfg.name, &cfg.active_target, &cfg.addresses)
                 .await
-                .map(|closure| (role.id, closure))
+                .map(|closure| (id, closure))
         })
         .buffer_unordered(WALKS_IN_FLIGHT)
         .filter_map(std::future::ready)
