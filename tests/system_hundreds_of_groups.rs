@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use support::etcd::EtcdCluster;
 use support::groups::{self, mono_us};
-use support::hosts::{self, Host, Net, Span};
+use support::hosts::{self, Host, Net};
 
 const GROUPS: usize = 200;
 const HOSTS: usize = 3;
@@ -178,23 +178,6 @@ impl Drop for LeaderWatch {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn group_spans(
-    spans: &[tempfile::TempDir],
-    names: &[String],
-    g: usize,
-) -> Vec<(String, Vec<Span>)> {
-    names
-        .iter()
-        .zip(spans)
-        .map(|(n, d)| {
-            (
-                n.clone(),
-                hosts::read_spans(d.path().join(format!("g{g}.log"))),
-            )
-        })
-        .collect()
 }
 
 #[test]
@@ -413,7 +396,7 @@ fn two_hundred_groups_start_stay_up_and_fail_over_together_without_overlap() {
         }
     }
     for g in 1..=GROUPS {
-        hosts::assert_no_overlap(&group_spans(&spans, &names, g));
+        hosts::assert_no_overlap(&groups::spans_per_host(&spans, &names, &format!("g{g}")));
     }
     // The fence's promise, with no slack from the new host's start: each of the cut host's
     // services was down (its ExecStopPost= ran) before another host could write the group's

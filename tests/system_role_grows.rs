@@ -118,17 +118,7 @@ fn said(h: &Host, what: &str) -> Vec<(u64, String)> {
 
 /// The spans of `unit` on each host.
 fn spans_of(spans: &[tempfile::TempDir], names: &[String], unit: &str) -> Vec<(String, Vec<Span>)> {
-    let log = unit.trim_end_matches(".service");
-    names
-        .iter()
-        .zip(spans)
-        .map(|(n, d)| {
-            (
-                n.clone(),
-                hosts::read_spans(d.path().join(format!("{log}.log"))),
-            )
-        })
-        .collect()
+    groups::spans_per_host(spans, names, unit.trim_end_matches(".service"))
 }
 
 /// Grow the roles of `groups` on every host (drop-in, `daemon-reload`), the active host

@@ -12,7 +12,7 @@ use nix::time::{ClockId, clock_gettime};
 
 use super::cluster::{bus_policy, promctl_bin, promd_bin, promd_unit};
 use super::etcd::EtcdCluster;
-use super::hosts::{self, Host, HostSpec, Net, nsenter_command};
+use super::hosts::{self, Host, HostSpec, Net, Span, nsenter_command};
 
 /// CLOCK_MONOTONIC in µs: the clock of systemd's `*TimestampMonotonic` properties and of
 /// `journalctl -o short-monotonic` (the hosts share this machine's kernel and have no time
@@ -153,4 +153,23 @@ pub fn parse_roles(list_units: &str) -> (BTreeSet<usize>, BTreeSet<usize>) {
         }
     }
     (active, passive)
+}
+
+/// The spans each host recorded in `/spans/{log}.log` (`log` without `.log`, e.g. `g7`), as
+/// `(host name, spans)`: `spans[i]` is the directory bound to host `names[i]`'s `/spans`.
+pub fn spans_per_host(
+    spans: &[tempfile::TempDir],
+    names: &[String],
+    log: &str,
+) -> Vec<(String, Vec<Span>)> {
+    names
+        .iter()
+        .zip(spans)
+        .map(|(n, d)| {
+            (
+                n.clone(),
+                hosts::read_spans(d.path().join(format!("{log}.log"))),
+            )
+        })
+        .collect()
 }
