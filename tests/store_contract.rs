@@ -24,7 +24,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use contract::records::{HOST_A, HOST_B, member, member_on};
-use contract::{Backend, Key, Node, Opening, Raw, SOON, secs};
+use contract::{Backend, ClockSteps, Key, Node, Opening, Raw, SOON, secs};
 use promd::store::{
     MaintenanceRecord, MemberRecord, RecordError, StoreCommand, StoreEvent, SwitchoverRecord,
     UNREADABLE_NODE, ValueError,
@@ -499,15 +499,18 @@ async fn a_dead_leader_loses_the_key_after_the_lease<B: Backend>() {
     // Kill it right after a fresh renewal.
     leader.skip();
     leader.renewed(B::LEASE).await;
+    let clock = ClockSteps::start();
     leader.kill();
     leader.drain();
     let last = *leader.renewals().iter().max().expect("renewed");
 
     let gone = standby.leader_none(B::LEASE + B::EXPIRY_SLACK + SOON).await;
-    let after = gone - last;
+    // On the store's clock: a realtime step moves a wall-clock lease's end by the step.
+    let after = clock.on_store_clock::<B>(gone - last);
     eprintln!(
-        "{}: key gone {after:?} after the last renewal was sent",
-        B::NAME
+        "{}: key gone {after:?} after the last renewal was sent (realtime stepped {} µs meanwhile)",
+        B::NAME,
+        clock.stepped_us()
     );
     assert!(after >= B::LEASE, "the key outlived no lease: {after:?}");
     assert!(
@@ -563,6 +566,7 @@ async fn a_cut_off_leader_loses_the_key_after_the_lease<B: Backend>() {
     for _ in 0..2 {
         leader.renewed(B::LEASE).await;
     }
+    let clock = ClockSteps::start();
 
     b.cut(leader.link).await;
     let cut_at = Instant::now();
@@ -572,11 +576,13 @@ async fn a_cut_off_leader_loses_the_key_after_the_lease<B: Backend>() {
     leader.drain();
     let last_sent = *leader.renewals().iter().max().expect("renewed");
     assert!(last_sent <= cut_at, "no renewal gets through the cut");
-    let held = gone - last_sent;
+    // On the store's clock: a realtime step moves a wall-clock lease's end by the step.
+    let held = clock.on_store_clock::<B>(gone - last_sent);
     eprintln!(
-        "{}: key gone {held:?} after the last renewal was sent (lease {:?}); Down {:?} after it",
+        "{}: key gone {held:?} after the last renewal was sent (lease {:?}, realtime stepped {} µs meanwhile); Down {:?} after it",
         B::NAME,
         B::LEASE,
+        clock.stepped_us(),
         down_at - last_sent
     );
     assert!(held >= B::LEASE, "the key outlived no lease: {held:?}");

@@ -56,6 +56,7 @@ impl Backend for Dir {
     const HANDOVER: Duration = Duration::from_millis(200);
     const UP: Duration = Duration::from_secs(2);
     const EXPIRY_SLACK: Duration = Duration::from_millis(300);
+    const WALL_CLOCK: bool = true;
 
     async fn start() -> Dir {
         let tmp = tempfile::tempdir().expect("tempdir");

@@ -99,6 +99,7 @@ impl Backend for Etcd {
     const UP: Duration = Duration::from_secs(10);
     // etcd checks for expired leases every 500ms and revokes them through raft.
     const EXPIRY_SLACK: Duration = Duration::from_millis(1500);
+    const WALL_CLOCK: bool = false;
 
     async fn start() -> Etcd {
         let cluster = EtcdCluster::start(3, &[SECOND_LOOPBACK]);
@@ -186,6 +187,7 @@ impl Backend for EtcdSecure {
     const HANDOVER: Duration = Etcd::HANDOVER;
     const UP: Duration = Etcd::UP;
     const EXPIRY_SLACK: Duration = Etcd::EXPIRY_SLACK;
+    const WALL_CLOCK: bool = false;
 
     async fn start() -> EtcdSecure {
         let pki = Pki::new();

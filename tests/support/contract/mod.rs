@@ -17,7 +17,7 @@ pub mod pki;
 pub mod records;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use promd::store::Store;
 
@@ -25,6 +25,45 @@ pub use node::{Node, Opening, secs};
 
 /// The deadline for what must happen but whose timing is not under test.
 pub const SOON: Duration = Duration::from_secs(5);
+
+/// How far this machine's realtime clock has stepped against its monotonic clock between two
+/// points: what a wall-clock lease (see [`Backend::WALL_CLOCK`]) is shortened (positive) or
+/// lengthened (negative) by. VMs here step realtime by a few milliseconds now and then when
+/// the hypervisor resynchronises it; NTP slews change both clocks' rate alike.
+pub struct ClockSteps {
+    mono: Instant,
+    wall: SystemTime,
+}
+
+impl ClockSteps {
+    /// Start counting from now.
+    pub fn start() -> ClockSteps {
+        ClockSteps {
+            mono: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+
+    /// Wall-clock time passed minus monotonic time passed since [`ClockSteps::start`], in
+    /// microseconds (positive: realtime stepped forward).
+    pub fn stepped_us(&self) -> i128 {
+        let mono = self.mono.elapsed().as_micros() as i128;
+        let wall =
+            |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as i128;
+        wall(SystemTime::now()) - wall(self.wall) - mono
+    }
+
+    /// `d` moved by the realtime step since the start, for a backend whose leases are on the
+    /// wall clock; `d` as is otherwise. A forward step makes a wall-clock lease end earlier.
+    pub fn on_store_clock<B: Backend>(&self, d: Duration) -> Duration {
+        if !B::WALL_CLOCK {
+            return d;
+        }
+        let step = self.stepped_us();
+        let d_us = d.as_micros() as i128;
+        Duration::from_micros(u64::try_from((d_us + step).max(0)).unwrap_or(u64::MAX))
+    }
+}
 
 /// A node's own way to the store, which [`Backend::cut`] and [`Backend::heal`] act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +129,10 @@ pub trait Backend: Sized {
     const UP: Duration;
     /// The store frees the keys of an expired lease at most this long after the lease.
     const EXPIRY_SLACK: Duration;
+    /// Leases are counted on the wall clock (the dir store's files hold a wall-clock
+    /// expiry), so a step of the machine's realtime clock moves when they end, measured on
+    /// the monotonic clock, by the step. etcd counts on its leader's monotonic clock.
+    const WALL_CLOCK: bool;
 
     /// A fresh, empty store.
     async fn start() -> Self;
