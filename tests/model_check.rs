@@ -336,6 +336,23 @@ fn two_nodes_cut_and_hung_deeper() {
     check("cut and hung", cfg, init, Search::Exhaustive { depth }, 2);
 }
 
+/// CI: the same on hosts whose PID 1 needs 2.4 s to carry out a kill (200 units that drain
+/// until it, at a 6 s lease: issue 13's reviewer's case), with the estimate lost and found
+/// again among the faults (`PROMD_MODEL_LOAD_DEPTH`, 20). Kills land that long after they
+/// are asked, promd's own and the watchdog's alike.
+#[test]
+fn two_nodes_on_loaded_hosts_cut_and_hung() {
+    let lease = Duration::from_secs(6);
+    let mut cfg = Config::new(2, 2);
+    cfg.lease = lease;
+    cfg.watchdog = promd::core::Timing::new(lease).fitting_watchdog();
+    cfg.pid1_load = promd::core::Timing::fence_load_for(200);
+    cfg.kinds = vec![FaultKind::Drop, FaultKind::Pause, FaultKind::FenceLoad];
+    let init = vec![steady(&cfg)];
+    let depth = env_or("PROMD_MODEL_LOAD_DEPTH", 20);
+    check("loaded hosts", cfg, init, Search::Exhaustive { depth }, 2);
+}
+
 /// CI: two nodes from a steady cluster where reloads change priorities in place (and turn
 /// `preempt` on): two per path, with cuts, hangs, crashes and operators' requests among them.
 /// A priority change must never let a preempting peer start the units before the holder

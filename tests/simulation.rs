@@ -9,7 +9,7 @@ mod sim;
 
 use std::time::Duration;
 
-use promd::core::{Request, Role};
+use promd::core::{Mono, Request, Role, Timing};
 use sim::{Config, Proc, Sim, World};
 
 const LEASE: Duration = Duration::from_secs(2);
@@ -328,4 +328,84 @@ fn a_demotion_without_a_known_standby_is_refused_and_changes_nothing() {
     );
     s.run_for(LEASE);
     assert_eq!(s.world.active(), Some(a));
+}
+
+/// The lease of node `a` ends at this time in the store, as it stands.
+fn lease_end(w: &World, a: usize) -> Mono {
+    let lease = w.nodes[a].lease.expect("a lease");
+    w.store.leases[&lease]
+}
+
+/// Issue 13's reviewer: 200 services that drain (`ExecStop=/bin/sleep 20`) on a host cut off
+/// the store, at a 6 s lease. Their stops leave PID 1 idle until promd's kill, and then PID 1
+/// needs about the fence load (200 × 12 ms, 2.4 s) to carry it out. The kill comes that long
+/// before the hang deadline: the units are dead before the lease can end, and before another
+/// node starts them. (With the kill at the lease's own kill margin, 0.6 s before `s + L`, they
+/// outlived the lease by up to 1.8 s.)
+#[test]
+fn a_cut_host_whose_units_drain_until_the_kill_has_them_killed_before_its_lease_ends() {
+    let lease = Duration::from_secs(6);
+    let mut cfg = Config::new(3, 0);
+    cfg.lease = lease;
+    cfg.watchdog = Timing::new(lease).fitting_watchdog();
+    cfg.pid1_load = Timing::fence_load_for(200);
+    let mut s = Sim::with(cfg);
+    let a = s.settle();
+    s.held_jobs.push(a); // its stop drains for longer than any lease
+    s.cut(a);
+    let ends = lease_end(&s.world, a);
+    s.run_until("the cut node starts to fence", lease, |w| {
+        w.role(a) == Role::Demoting
+    });
+    let fence_began = s.world.now;
+    s.run_until("PID 1 killed the cut node's units", lease * 2, |w| {
+        !w.nodes[a].units_up
+    });
+    let dead = s.world.now;
+    assert!(
+        dead < ends,
+        "dead {:?} after the fence began, the lease ends {:?} after it",
+        dead.saturating_sub(fence_began),
+        ends.saturating_sub(fence_began)
+    );
+    s.held_jobs.clear();
+    s.run_until("another node takes over", lease * 3, |w| {
+        w.active().is_some_and(|b| b != a && w.nodes[b].units_up)
+    });
+}
+
+/// The same host, whose promd hangs after its fence began and before its kill: the kill is
+/// left to the watchdog's `ExecStopPost=promd fence`, which goes through PID 1 as well and
+/// needs the fence load's time too. The watchdog was armed to fire that much earlier than a
+/// host without a load needs, so the units are still dead before the lease can end.
+#[test]
+fn a_promd_that_hangs_before_its_kill_on_a_loaded_host_is_killed_early_enough_for_pid1() {
+    let lease = Duration::from_secs(6);
+    let mut cfg = Config::new(2, 0);
+    cfg.lease = lease;
+    cfg.watchdog = Timing::new(lease).fitting_watchdog();
+    cfg.pid1_load = Timing::fence_load_for(200);
+    let mut s = Sim::with(cfg);
+    let a = s.settle();
+    s.held_jobs.push(a);
+    s.cut(a);
+    let ends = lease_end(&s.world, a);
+    s.run_until("the cut node starts to fence", lease, |w| {
+        w.role(a) == Role::Demoting
+    });
+    assert!(s.world.nodes[a].units_up, "draining, not killed yet");
+    s.pause(a);
+    s.run_until("the watchdog's kill has taken effect", lease * 2, |w| {
+        !w.nodes[a].units_up
+    });
+    assert!(
+        s.world.now < ends,
+        "dead {:?} after the lease's end",
+        s.world.now.saturating_sub(ends)
+    );
+    s.held_jobs.clear();
+    s.recover(a);
+    s.run_until("the standby takes over", lease * 3, |w| {
+        w.active() == Some(1 - a) && w.nodes[1 - a].units_up
+    });
 }

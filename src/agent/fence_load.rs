@@ -114,7 +114,7 @@ impl Agent {
         let mut short: BTreeMap<Duration, Timing> = BTreeMap::new();
         for g in self.groups.values() {
             let t = g.machine.timing().with_fence_load(load);
-            if t.fence_window() < load {
+            if t.kill_window() < load {
                 short.insert(t.lease, t);
             }
         }
@@ -136,11 +136,11 @@ impl Agent {
                 Level::Warn,
                 format!(
                     "lease {} is too short for the {count} units this host may have to stop at \
-                     once: PID 1 may need about {} to stop them, and the fence leaves it {}; \
+                     once: PID 1 may need about {} to stop them, and the fence's kill leaves it {}; \
                      make lease at least {} (docs/safety.md, \"What is assumed about the host\")",
                     fmt(lease),
                     fmt(load),
-                    fmt(t.fence_window()),
+                    fmt(t.kill_window()),
                     Timing::lease_for_fence_load(load).map_or("an hour".into(), fmt),
                 ),
             )));

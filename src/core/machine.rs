@@ -255,9 +255,11 @@ impl GroupMachine {
     }
 
     /// The latest instant the systemd watchdog may kill a hung promd without the units
-    /// outliving this node's lease ([`Timing::hang_deadline`] of the last acknowledged
-    /// renewal), while the units may run under that lease; `None` otherwise (the units are
-    /// down, or no renewal entitles them: then the fence kills them at once).
+    /// outliving this node's lease, while the units may run under that lease; `None`
+    /// otherwise (the units are down, or no renewal entitles them: then the fence kills them
+    /// at once). Of the last acknowledged renewal: [`Timing::hang_deadline_before_kill`]
+    /// until the fence asked for its kill (the watchdog's own kill must leave PID 1 the
+    /// host's fence load), [`Timing::hang_deadline`] after.
     ///
     /// The runtime arms the watchdog to fire by the earliest of these
     /// ([`Timing::watchdog_within`]); docs/safety.md tells why the fence needs it.
@@ -265,7 +267,14 @@ impl GroupMachine {
         if !self.units_may_run() || !self.under_own_lease() {
             return None;
         }
-        self.renewed_sent().map(|s| self.p.timing.hang_deadline(s))
+        let killed = self.killed_at().is_some();
+        self.renewed_sent().map(|s| {
+            if killed {
+                self.p.timing.hang_deadline(s)
+            } else {
+                self.p.timing.hang_deadline_before_kill(s)
+            }
+        })
     }
 
     /// When the fence would begin to demote ([`Timing::fence_at`] of the last acknowledged

@@ -93,6 +93,15 @@ pub const WATCHDOG_REACH: Duration = Duration::from_millis(400);
 /// "What is assumed about the host"). The rest is room for a host busier than the test's.
 pub const STOP_COST_PER_UNIT: Duration = Duration::from_millis(12);
 
+/// Between the kill deadline and the hang deadline under a fence load: time for a promd that
+/// is slow, not hung, to see its kill done before the watchdog takes it for hung (the lease's
+/// own kill margin leaves as much from 1.1 s leases).
+pub const KILL_ROOM: Duration = Duration::from_millis(100);
+
+/// The least a fence leaves the units to stop by themselves before it kills them, when the
+/// lease has no more room for a host's fence load: the stop is asked first, the kill follows.
+pub const STOP_ROOM: Duration = Duration::from_millis(100);
+
 /// [`Timing::fence_load_for`] moves in steps this long, so that a closure that gains or loses
 /// a unit does not retune every group of the host each time.
 pub const FENCE_LOAD_STEP: Duration = Duration::from_millis(100);
@@ -138,14 +147,30 @@ impl Timing {
 
     /// Time reserved before the lease can expire, the longest of: the base margin; enough
     /// for the watchdog to catch a promd that hangs just before fencing (`W +
-    /// WATCHDOG_REACH`); and enough for PID 1 to stop the host's units before the hang
-    /// deadline (`fence_load + WATCHDOG_REACH`), but that one at most what a renewal through
-    /// a silent etcd member needs the lease to leave (`load_cap`).
+    /// WATCHDOG_REACH`); and, for the host's fence load, the load's kill margin
+    /// ([`Timing::kill_margin`]) plus the lease's own time to drain before the kill
+    /// (`base margin - base kill margin`), but that one at most what a renewal through a
+    /// silent etcd member needs the lease to leave (`load_cap`).
     pub fn margin(&self) -> Duration {
-        let load = (self.fence_load.saturating_add(WATCHDOG_REACH)).min(self.load_cap());
+        let drain = self
+            .base_margin()
+            .saturating_sub(self.base_kill_margin())
+            .max(STOP_ROOM);
+        let load = self.load_kill_margin().saturating_add(drain);
         self.base_margin()
             .max(self.watchdog + WATCHDOG_REACH)
-            .max(load)
+            .max(load.min(self.load_cap()))
+    }
+
+    /// The kill margin a fence load asks for: the kill comes early enough for PID 1 to carry
+    /// out the whole load before the hang deadline, and [`KILL_ROOM`] before it:
+    /// `fence_load + WATCHDOG_REACH + KILL_ROOM`. Units that drain (a slow `ExecStop=`) leave
+    /// PID 1 idle until the kill, so their whole stop runs after it: the kill, not the
+    /// fence's start, must leave the load's time.
+    fn load_kill_margin(&self) -> Duration {
+        self.fence_load
+            .saturating_add(WATCHDOG_REACH)
+            .saturating_add(KILL_ROOM)
     }
 
     /// The most margin a fence load may take: half the lease, and no more than leaves a
@@ -162,31 +187,56 @@ impl Timing {
         Duration::from_millis(u64::try_from(cap.as_millis()).unwrap_or(u64::MAX))
     }
 
-    /// The fence's window: from the moment the fence begins to the hang deadline, the time
-    /// PID 1 has to stop the role's units before the watchdog takes promd for hung:
-    /// `margin - WATCHDOG_REACH`.
-    pub fn fence_window(&self) -> Duration {
-        self.margin().saturating_sub(WATCHDOG_REACH)
+    /// The kill's window: from the kill deadline to the hang deadline, less [`KILL_ROOM`]:
+    /// the time PID 1 has to kill and finish stopping whatever still runs of the role's units
+    /// before the watchdog takes promd for hung. `kill_margin - WATCHDOG_REACH - KILL_ROOM`;
+    /// at least the fence load where the lease allows it.
+    pub fn kill_window(&self) -> Duration {
+        self.kill_margin()
+            .saturating_sub(WATCHDOG_REACH)
+            .saturating_sub(KILL_ROOM)
     }
 
-    /// The shortest lease, in whole seconds, whose fence window fits `load`: what to tell
-    /// an operator whose lease is too short for the units the host fences at once. `None`
-    /// beyond an hour.
+    /// The shortest lease, in whole seconds, whose kill window fits `load` with
+    /// [`STOP_ROOM`] to drain before the kill: what to tell an operator whose lease is too
+    /// short for the units the host fences at once. `None` beyond an hour.
     pub fn lease_for_fence_load(load: Duration) -> Option<Duration> {
-        (1..=3600u64)
-            .map(Duration::from_secs)
-            .find(|&l| Timing::new(l).with_fence_load(load).fence_window() >= load)
+        (1..=3600u64).map(Duration::from_secs).find(|&l| {
+            let t = Timing::new(l).with_fence_load(load);
+            // No load: the lease's own deadlines, which every lease from 1 s fits.
+            load.is_zero() || (t.kill_window() >= load && t.margin() >= t.kill_margin() + STOP_ROOM)
+        })
     }
 
-    /// Time reserved for SIGKILL to take effect and for drift, once stopping took too long:
-    /// `max(L/10, min(500 ms, base margin - 50 ms))`. It ends before the hang deadline
+    /// Time reserved for the kill, once stopping took too long: the lease's own
+    /// ([`Timing::rekill_interval`]), or what the fence load asks for
+    /// (`fence_load + WATCHDOG_REACH + KILL_ROOM`) if longer, but never so long that the kill
+    /// comes less than [`STOP_ROOM`] after the fence began. It ends before the hang deadline
     /// ([`Timing::hang_deadline`]; 100 ms before from 1.1 s leases, 50 ms at 1 s), so a promd
     /// that is slow but not hung has that long to see its kill done before the watchdog takes
     /// it for hung.
+    ///
+    /// Why the load moves the kill: 200 services with `ExecStop=/bin/sleep 20` at a 6 s lease
+    /// were killed at the lease's own kill margin (0.6 s before `s + L`), and PID 1 then took
+    /// 2.3 s to kill them all and finish their stops: 131 of them outlived `s + L`, by up to
+    /// 1.7 s.
     pub fn kill_margin(&self) -> Duration {
+        let room = self.margin().saturating_sub(STOP_ROOM);
+        self.base_kill_margin()
+            .max(self.load_kill_margin().min(room))
+    }
+
+    /// The lease's own kill margin: `max(L/10, min(500 ms, base margin - 50 ms))`.
+    fn base_kill_margin(&self) -> Duration {
         let floor = Duration::from_millis(500)
             .min(self.base_margin().saturating_sub(Duration::from_millis(50)));
         (self.lease / 10).max(floor)
+    }
+
+    /// How long after a kill a stop that still runs is killed again: the lease's own kill
+    /// margin, whatever the load (`GroupMachine::kill_due`).
+    pub fn rekill_interval(&self) -> Duration {
+        self.base_kill_margin()
     }
 
     /// The latest deadline the systemd watchdog may have while promd's units may run under a
@@ -195,6 +245,17 @@ impl Timing {
     /// `WATCHDOG_SLACK` before the lease can end.
     pub fn hang_deadline(&self, renewed_sent: super::Mono) -> super::Mono {
         renewed_sent + self.lease.saturating_sub(WATCHDOG_REACH)
+    }
+
+    /// The hang deadline while promd has not asked for its kill yet: earlier than
+    /// [`Timing::hang_deadline`] by the fence load, as far as the kill's window holds it
+    /// (`kill_at + KILL_ROOM` under a load; the same without one). A promd that hangs before
+    /// its kill leaves the kill to `ExecStopPost=promd fence`, which goes through PID 1 as
+    /// well and needs the load's time too; once promd asked for the kill, PID 1 carries it
+    /// out whatever promd does, and the later deadline gives promd the time to see it done.
+    pub fn hang_deadline_before_kill(&self, renewed_sent: super::Mono) -> super::Mono {
+        let load = self.fence_load.min(self.kill_window());
+        self.hang_deadline(renewed_sent) - load
     }
 
     /// How far off the watchdog's deadline must be if promd stops pinging now (at `now`),
@@ -416,56 +477,88 @@ mod tests {
     }
 
     #[test]
-    fn a_fence_load_moves_the_fence_earlier_within_its_cap() {
+    fn a_fence_load_moves_the_kill_and_the_fence_earlier_within_the_cap() {
         let s = Mono::from_millis(1000);
-        let t = Timing::new(Duration::from_secs(4)).with_watchdog(Duration::from_millis(600));
-        assert_eq!(t.fence_window(), Duration::from_millis(600));
-        // 1.2 s of stops: the window grows to 1.2 s, the fence begins 1.6 s before s + L.
-        let loaded = t.with_fence_load(Duration::from_millis(1200));
-        assert_eq!(loaded.fence_window(), Duration::from_millis(1200));
-        assert_eq!(loaded.fence_at(s), s + Duration::from_millis(2400));
-        // Neither the kill nor the hang deadline moves: only the stop begins sooner.
-        assert_eq!(loaded.kill_at(s), t.kill_at(s));
+        let ms = Duration::from_millis;
+        let t = Timing::new(Duration::from_secs(4)).with_watchdog(ms(600));
+        assert_eq!(t.margin(), ms(1000));
+        assert_eq!(t.kill_margin(), ms(500));
+        // 1.2 s of stops: the kill comes 1.2 s + 500 ms before s + L, so PID 1 has the whole
+        // load's time before the hang deadline even if every unit drains until the kill.
+        let loaded = t.with_fence_load(ms(1200));
+        assert_eq!(loaded.kill_margin(), ms(1700));
+        assert_eq!(loaded.kill_window(), ms(1200));
+        assert_eq!(loaded.kill_at(s), s + ms(2300));
+        // The fence begins before it, as early as a renewal through a silent etcd member
+        // allows (1.866 s before s + L at 4 s): the units drain 166 ms before the kill.
+        assert_eq!(loaded.fence_at(s), s + ms(2134));
         assert_eq!(loaded.hang_deadline(s), t.hang_deadline(s));
-        // More than the lease allows: the fence stops where a renewal through a silent etcd
-        // member still comes in time (1.866 s before s + L at 4 s).
+        // More than the lease allows: the kill comes STOP_ROOM after the fence began, its
+        // window falls short, and the lease that would do is named.
         let over = t.with_fence_load(Duration::from_secs(3));
-        assert_eq!(over.fence_at(s), s + Duration::from_millis(2134));
-        assert!(over.fence_window() < over.fence_load);
+        assert_eq!(over.fence_at(s), s + ms(2134));
+        assert_eq!(over.kill_at(s), s + ms(2234));
+        assert!(over.kill_window() < over.fence_load);
         let lease_for = |ms| Timing::lease_for_fence_load(Duration::from_millis(ms));
-        assert_eq!(lease_for(3000), Some(Duration::from_secs(7)));
-        assert_eq!(lease_for(1600), Some(Duration::from_secs(5)));
-        // The figures docs/safety.md and promd.toml(5) give: 200 units ask for 6 s, 300 for 8 s.
+        assert_eq!(lease_for(1200), Some(Duration::from_secs(4)));
+        assert_eq!(lease_for(3000), Some(Duration::from_secs(8)));
+        // The figures docs/safety.md and promd.toml(5) give: 200 units ask for 6 s, 300 for
+        // 9 s, 500 for 14 s, 1,000 for 26 s.
         let for_units = |n| Timing::lease_for_fence_load(Timing::fence_load_for(n));
         assert_eq!(for_units(200), Some(Duration::from_secs(6)));
-        assert_eq!(for_units(300), Some(Duration::from_secs(8)));
+        assert_eq!(for_units(300), Some(Duration::from_secs(9)));
+        assert_eq!(for_units(500), Some(Duration::from_secs(14)));
+        assert_eq!(for_units(1000), Some(Duration::from_secs(26)));
         assert_eq!(lease_for(0), Some(Duration::from_secs(1)));
         assert_eq!(lease_for(10_000_000), None);
         assert_eq!(Timing::fence_load_for(0), Duration::ZERO);
-        assert_eq!(Timing::fence_load_for(1), Duration::from_millis(100));
-        assert_eq!(Timing::fence_load_for(200), Duration::from_millis(2400));
+        assert_eq!(Timing::fence_load_for(1), ms(100));
+        assert_eq!(Timing::fence_load_for(200), ms(2400));
         assert!(Timing::fence_load_for(usize::MAX) > Duration::from_secs(3600));
         // Not known yet: the most it may be.
         let unknown = t.with_fence_load(Duration::MAX);
         assert_eq!(unknown.fence_at(s), over.fence_at(s));
-        // A small load changes nothing.
-        let light = t.with_fence_load(Duration::from_millis(100));
-        assert_eq!(light.fence_at(s), t.fence_at(s));
-        for ms in [1000u64, 1500, 2000, 2500, 3000, 4000, 6000, 10_000, 60_000] {
-            let t = Timing::new(Duration::from_millis(ms)).with_fence_load(Duration::MAX);
-            // Whatever the load, a renewal that waited for a silent etcd member and was sent
-            // again on a new connection is answered before the fence (or the lease's own
-            // margin already rules).
-            let silent_member = t.lease / 3
-                + (t.lease / 6).min(Duration::from_millis(500))
-                + Duration::from_millis(300);
-            assert!(
-                t.fence_at(s) >= s + silent_member || t.margin() == Timing::new(t.lease).margin(),
-                "lease {ms}"
-            );
-            assert!(t.fence_at(s) >= s + t.lease / 2, "lease {ms}");
-            assert!(t.fence_at(s) < t.kill_at(s), "lease {ms}");
+        assert_eq!(unknown.kill_at(s), over.kill_at(s));
+        // The rekill keeps the lease's own pace.
+        assert_eq!(loaded.rekill_interval(), t.kill_margin());
+        for lease_ms in [1000u64, 1500, 2000, 2500, 3000, 4000, 6000, 10_000, 60_000] {
+            let lease = Duration::from_millis(lease_ms);
+            let bare = Timing::new(lease);
+            for load_ms in [0u64, 100, 500, 1200, 2400, 3600, 6000, 12_000, u64::MAX] {
+                let load = Duration::from_millis(load_ms);
+                let t = bare.with_fence_load(load);
+                let what = format!("lease {lease_ms} ms, load {load_ms} ms");
+                // A load only ever moves the deadlines earlier, and keeps their order.
+                assert!(t.fence_at(s) <= bare.fence_at(s), "{what}");
+                assert!(t.kill_at(s) <= bare.kill_at(s), "{what}");
+                assert!(t.fence_at(s) < t.kill_at(s), "{what}");
+                assert_eq!(t.hang_deadline(s), bare.hang_deadline(s), "{what}");
+                // Whatever the load, a renewal that waited for a silent etcd member and was
+                // sent again on a new connection is answered before the fence (or the
+                // lease's own margin already rules).
+                let silent_member = lease / 3 + (lease / 6).min(ms(500)) + ms(300);
+                assert!(
+                    t.fence_at(s) >= s + silent_member || t.margin() == bare.margin(),
+                    "{what}"
+                );
+                assert!(t.fence_at(s) >= s + lease / 2, "{what}");
+                // Where the lease is long enough for the load, the kill leaves PID 1 the
+                // whole load before the hang deadline, and the units STOP_ROOM to drain.
+                // (No load: the lease's own deadlines, `deadlines_keep_their_order_...`.)
+                if !load.is_zero() && Timing::lease_for_fence_load(load).is_some_and(|l| l <= lease)
+                {
+                    assert!(
+                        t.kill_at(s) + load + KILL_ROOM <= t.hang_deadline(s),
+                        "{what}"
+                    );
+                    assert!(t.fence_at(s) + STOP_ROOM <= t.kill_at(s), "{what}");
+                }
+            }
         }
+        // A small load moves the fence and the kill by the load.
+        let light = t.with_fence_load(ms(100));
+        assert_eq!(light.kill_at(s), t.kill_at(s) - ms(100));
+        assert_eq!(light.fence_at(s), t.fence_at(s) - ms(100));
     }
 
     #[test]

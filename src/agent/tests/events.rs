@@ -781,8 +781,9 @@ fn services(prefix: &str, n: usize) -> Closure {
 
 #[test]
 fn the_units_of_every_closure_begin_every_groups_fence_earlier() {
-    // Two groups at 4 s, whose own margin is 1 s (a 600 ms window); a load may take the
-    // margin to 1.866 s (a silent etcd member's renewal must still come in time).
+    // Two groups at 4 s, whose own margin is 1 s (the kill 500 ms before s + L); a load
+    // moves the kill and the fence earlier by the load, the fence at most to 1.866 s before
+    // s + L (a silent etcd member's renewal must still come in time).
     let four = |g: &str| g.replace("lease = \"2s\"", "lease = \"4s\"");
     let mut h = H::with(config(&[&four(WEB), &four(DB)]));
     h.input(Input::Start);
@@ -793,46 +794,46 @@ fn the_units_of_every_closure_begin_every_groups_fence_earlier() {
     // Until every closure is known, every fence begins as early as a load may make it.
     h.active(0, 7);
     assert_eq!(margin(&h, 0), most);
-    // 10 services (120 ms, 200 ms in steps) fit the lease's own window; db's closure is not
-    // known yet.
+    // 10 services (120 ms, 200 ms in steps); db's closure is not known yet.
     let out = h.input(Input::Closure(GroupId(0), services("web", 10)));
     assert_eq!(margin(&h, 0), most);
-    // Known, and empty: web's fence begins where its lease alone puts it.
+    // Known, and empty: both groups fence 200 ms before their lease alone would.
     h.input(Input::Closure(GroupId(1), Closure::default()));
     assert!(!texts(&out).iter().any(|t| t.contains("too short")));
-    assert_eq!(margin(&h, 0), own);
-    assert_eq!(margin(&h, 1), own);
-    // 60 of db's own and web's 10, each counted once however many closures name it: 840 ms,
-    // 900 ms in steps. Both groups fence 300 ms sooner, web's too.
-    let mut db = services("db", 60);
+    assert_eq!(margin(&h, 0), own + Duration::from_millis(200));
+    assert_eq!(margin(&h, 1), own + Duration::from_millis(200));
+    // 30 of db's own and web's 10, each counted once however many closures name it: 480 ms,
+    // 500 ms in steps. Both groups fence 300 ms sooner still, web's too.
+    let mut db = services("db", 30);
     db.units
         .insert("web-3.service".into(), crate::systemd::Reach::Pulled);
     let out = h.input(Input::Closure(GroupId(1), db));
-    assert_eq!(fence_load(&h, 0), Duration::from_millis(900));
-    assert_eq!(fence_load(&h, 1), Duration::from_millis(900));
-    assert_eq!(margin(&h, 0), Duration::from_millis(1300));
+    assert_eq!(fence_load(&h, 0), Duration::from_millis(500));
+    assert_eq!(fence_load(&h, 1), Duration::from_millis(500));
+    assert_eq!(margin(&h, 0), Duration::from_millis(1500));
+    assert_eq!(margin(&h, 1), Duration::from_millis(1500));
     assert!(!texts(&out).iter().any(|t| t.contains("too short")));
     assert!(
         texts(&out).contains(
-            &"fence load: 70 units with processes in the roles of all groups, about 900ms \
+            &"fence load: 40 units with processes in the roles of all groups, about 500ms \
               for PID 1 to stop at once; each fence begins early enough for it, as far as its \
               lease allows"
         ),
         "{:?}",
         texts(&out)
     );
-    // 75 units: 900 ms, the same step. Nothing moves, but the line says the new count.
-    let out = h.input(Input::Closure(GroupId(1), services("db", 65)));
-    assert_eq!(margin(&h, 0), Duration::from_millis(1300));
+    // 41 units: 500 ms, the same step. Nothing moves, but the line says the new count.
+    let out = h.input(Input::Closure(GroupId(1), services("db", 31)));
+    assert_eq!(margin(&h, 0), Duration::from_millis(1500));
     assert!(
         texts(&out)
             .iter()
-            .any(|t| t.starts_with("fence load: 75 units")),
+            .any(|t| t.starts_with("fence load: 41 units")),
         "{:?}",
         texts(&out)
     );
-    // 200 units: 2.4 s, more than the 1.466 s window the lease allows. Said once, with the
-    // lease that would do.
+    // 200 units: 2.4 s, more than the 1.266 s the lease allows between the kill and the
+    // hang deadline. Said once, with the lease that would do.
     let out = h.input(Input::Closure(GroupId(1), services("db", 190)));
     assert_eq!(margin(&h, 1), most, "at most what the lease allows");
     let warned: Vec<&str> = texts(&out)
@@ -843,7 +844,7 @@ fn the_units_of_every_closure_begin_every_groups_fence_earlier() {
         warned,
         vec![
             "lease 4s is too short for the 200 units this host may have to stop at once: \
-             PID 1 may need about 2s 400ms to stop them, and the fence leaves it 1s 466ms; \
+             PID 1 may need about 2s 400ms to stop them, and the fence's kill leaves it 1s 266ms; \
              make lease at least 6s (docs/safety.md, \"What is assumed about the host\")"
         ]
     );
@@ -857,7 +858,7 @@ fn the_units_of_every_closure_begin_every_groups_fence_earlier() {
     // Fewer units again: the fence begins later again.
     h.input(Input::Closure(GroupId(1), services("db", 0)));
     assert_eq!(fence_load(&h, 0), Duration::from_millis(200));
-    assert_eq!(margin(&h, 0), own);
+    assert_eq!(margin(&h, 0), own + Duration::from_millis(200));
 }
 
 #[test]
@@ -905,15 +906,16 @@ fn a_walk_after_a_reload_that_adds_units_raises_every_groups_margin_and_says_the
     h.active(0, 7);
     h.input(Input::Closure(GroupId(0), services("web", 10)));
     h.input(Input::Closure(GroupId(1), services("db", 0)));
-    assert_eq!(margin(&h, 0), Duration::from_secs(1), "the lease's own");
-    assert_eq!(margin(&h, 1), Duration::from_secs(1));
-    // 30 services more in web's role, 30 in db's: 70 units, 840 ms, 900 ms in steps.
+    // 10 units, 200 ms in steps: the lease's own 1 s and 200 ms.
+    assert_eq!(margin(&h, 0), Duration::from_millis(1200));
+    assert_eq!(margin(&h, 1), Duration::from_millis(1200));
+    // 10 services more in web's role, 20 in db's: 40 units, 480 ms, 500 ms in steps.
     let out = h.input(Input::Closures(vec![
-        (GroupId(0), services("web", 40)),
-        (GroupId(1), services("db", 30)),
+        (GroupId(0), services("web", 20)),
+        (GroupId(1), services("db", 20)),
     ]));
-    assert_eq!(margin(&h, 0), Duration::from_millis(1300));
-    assert_eq!(margin(&h, 1), Duration::from_millis(1300));
+    assert_eq!(margin(&h, 0), Duration::from_millis(1500));
+    assert_eq!(margin(&h, 1), Duration::from_millis(1500));
     let said = texts(&out);
     let loads: Vec<&&str> = said
         .iter()
@@ -922,14 +924,14 @@ fn a_walk_after_a_reload_that_adds_units_raises_every_groups_margin_and_says_the
     assert_eq!(
         loads,
         [
-            &"fence load: 70 units with processes in the roles of all groups, about 900ms for \
+            &"fence load: 40 units with processes in the roles of all groups, about 500ms for \
             PID 1 to stop at once; each fence begins early enough for it, as far as its lease \
             allows"
         ],
         "{said:?}"
     );
     // Each group's new units said, and followed.
-    for (group, unit) in [("web", "web-39.service"), ("db", "db-29.service")] {
+    for (group, unit) in [("web", "web-19.service"), ("db", "db-19.service")] {
         assert!(
             said.iter()
                 .any(|t| t.starts_with(&format!("{group}: the role's units")) && t.contains(unit)),
@@ -939,15 +941,15 @@ fn a_walk_after_a_reload_that_adds_units_raises_every_groups_margin_and_says_the
     let followed: Vec<GroupId> = out
         .iter()
         .filter_map(|o| match o {
-            Output::Follow(id, f) if f.len() > 30 => Some(*id),
+            Output::Follow(id, f) if f.len() > 15 => Some(*id),
             _ => None,
         })
         .collect();
     assert_eq!(followed, [GroupId(0), GroupId(1)]);
     // A walk that finds nothing new says nothing.
     let out = h.input(Input::Closures(vec![
-        (GroupId(0), services("web", 40)),
-        (GroupId(1), services("db", 30)),
+        (GroupId(0), services("web", 20)),
+        (GroupId(1), services("db", 20)),
     ]));
     assert!(out.iter().all(|o| !matches!(o, Output::Log(_))), "{out:#?}");
 }

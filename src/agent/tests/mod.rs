@@ -480,13 +480,34 @@ fn while_units_may_run_the_horizon_is_their_hang_deadline() {
     // The last renewal went out now (s); the store then goes silent.
     h.renew(0);
     let s = h.now;
-    let timing = Timing::new(Duration::from_secs(2)).with_watchdog(WATCHDOG);
-    assert_eq!(h.agent.watchdog_horizon(), timing.hang_deadline(s));
-    // Before the fence the whole interval fits: the keeper pings plainly.
-    assert!(timing.hang_deadline(s) >= timing.fence_at(s) + WATCHDOG);
+    // The group's own: the lease, the watchdog, and the host's fence load, not known here
+    // (no closure was walked): the most the lease allows.
+    let timing = h.agent.groups[&GroupId(0)].machine.timing();
+    assert_eq!(
+        timing,
+        Timing::new(Duration::from_secs(2))
+            .with_watchdog(WATCHDOG)
+            .with_fence_load(Duration::MAX)
+    );
+    // Until the fence asks for its kill, earlier than the lease alone asks by the kill's
+    // window (100 ms here): the watchdog's own kill goes through PID 1 too.
+    assert_eq!(
+        h.agent.watchdog_horizon(),
+        timing.hang_deadline_before_kill(s)
+    );
+    assert_eq!(timing.kill_window(), Duration::from_millis(100));
+    assert_eq!(
+        timing.hang_deadline_before_kill(s) + timing.kill_window(),
+        timing.hang_deadline(s)
+    );
+    // A promd slow but not hung has KILL_ROOM after its kill deadline to ask for the kill.
+    assert_eq!(
+        timing.hang_deadline_before_kill(s),
+        timing.kill_at(s) + crate::core::KILL_ROOM
+    );
     // Past the fence deadline the units drain (the stop job runs); a hang now must be caught
     // before s + L, not W after the hang, and no later input moves the horizon.
-    h.now = timing.fence_at(s) + Duration::from_millis(100);
+    h.now = timing.fence_at(s) + Duration::from_millis(50);
     let out = h.input(Input::Tick);
     assert!(
         out.iter()
@@ -498,9 +519,21 @@ fn while_units_may_run_the_horizon_is_their_hang_deadline() {
         Some(Duration::from_millis(10)),
     )]));
     let horizon = h.agent.watchdog_horizon();
-    assert_eq!(horizon, timing.hang_deadline(s));
-    let dead = horizon + crate::core::WATCHDOG_ACCURACY + crate::core::AFTER_WATCHDOG;
+    assert_eq!(horizon, timing.hang_deadline_before_kill(s));
+    let dead = horizon
+        + crate::core::WATCHDOG_ACCURACY
+        + crate::core::AFTER_WATCHDOG
+        + timing.kill_window();
     assert!(dead < s + Duration::from_secs(2));
+    // The kill is asked: PID 1 carries it out whatever promd does, and the horizon moves to
+    // the lease's own hang deadline, for promd to see it done.
+    h.now = timing.kill_at(s);
+    let out = h.input(Input::Tick);
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Kill { .. })),
+        "{out:#?}"
+    );
+    assert_eq!(h.agent.watchdog_horizon(), timing.hang_deadline(s));
     // The stop is done: the units are down, only the loop's liveness bounds it again.
     h.job(0, Job::StopActive, true);
     assert_eq!(h.agent.watchdog_horizon(), h.now + LOOP_STALL_LIMIT);

@@ -31,14 +31,14 @@ impl GroupMachine {
     }
 
     /// Whether a kill is due now that the kill deadline has passed: the first one, or, while
-    /// the stop still runs, another one a kill margin after the last. systemd runs a service's
+    /// the stop still runs, another one a rekill interval after the last. systemd runs a service's
     /// `ExecStop=` even when its main process was killed, so a kill that lands before the stop
     /// job began (the key vanished: stop and kill are issued together) leaves a drain such as
     /// `ExecStop=/bin/sleep 3` to run in full; killing again catches what started since.
     fn kill_due(&self, now: Mono) -> bool {
         match self.killed_at() {
             None => true,
-            Some(t) => self.rekills() && now >= t + self.p.timing.kill_margin(),
+            Some(t) => self.rekills() && now >= t + self.p.timing.rekill_interval(),
         }
     }
 
@@ -55,7 +55,7 @@ impl GroupMachine {
         }
         match self.killed_at() {
             None => Some(self.kill_deadline()),
-            Some(t) if self.rekills() => Some(t + self.p.timing.kill_margin()),
+            Some(t) if self.rekills() => Some(t + self.p.timing.rekill_interval()),
             Some(_) => None,
         }
     }

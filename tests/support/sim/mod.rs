@@ -88,6 +88,11 @@ pub struct Config {
     /// stop and passive-target jobs, record writes) still finish in any order, at any time
     /// up to it. `None`: they may take any time.
     pub start_within: Option<Duration>,
+    /// How long each host's PID 1 takes to carry out a kill of the role's units (its fence
+    /// load, all units draining until the kill): a kill, promd's own or the watchdog's
+    /// (`ExecStopPost=promd fence`), takes effect this long after it is asked. The nodes'
+    /// estimate (`Event::FenceLoad`) is this from the start. Zero: kills are instant.
+    pub pid1_load: Duration,
 }
 
 /// A kind of fault (see [`Fault`] for what each does).
@@ -164,6 +169,7 @@ impl Config {
             prompt: true,
             members: false,
             start_within: None,
+            pid1_load: Duration::ZERO,
         }
     }
 
@@ -178,7 +184,9 @@ impl Config {
     pub fn params(&self, i: usize) -> GroupParams {
         GroupParams {
             node: Config::name(i),
-            timing: Timing::new(self.lease).with_watchdog(self.watchdog),
+            timing: Timing::new(self.lease)
+                .with_watchdog(self.watchdog)
+                .with_fence_load(self.pid1_load),
             priority: self.priorities.get(i).copied().unwrap_or(0),
             preempt: self.preempt,
             members: self
@@ -287,6 +295,9 @@ pub struct Node {
     pub unit_events: VecDeque<Event>,
     /// The truth, whatever the machine believes: the active target's units may be running.
     pub units_up: bool,
+    /// A kill PID 1 is carrying out ([`Config::pid1_load`]): the units die then. It outlives
+    /// the promd that asked for it.
+    pub kill_lands: Option<Mono>,
 }
 
 /// The whole world: the state the model checker explores.
@@ -295,6 +306,8 @@ pub struct World {
     pub now: Mono,
     /// promd's watchdog interval (the same on every node).
     pub watchdog: Duration,
+    /// [`Config::pid1_load`].
+    pub pid1_load: Duration,
     /// See [`Config::prompt`].
     pub prompt: bool,
     pub store: Store,
@@ -323,6 +336,7 @@ impl World {
         World {
             now,
             watchdog: cfg.watchdog,
+            pid1_load: cfg.pid1_load,
             prompt: cfg.prompt,
             store: Store::default(),
             nodes: (0..cfg.nodes).map(|i| Node::new(cfg, i, now)).collect(),
@@ -411,6 +425,7 @@ impl Node {
             // A node that starts may find units left running by an earlier run: the machine
             // assumes so too. None are, here, which the model is free to assume.
             units_up: false,
+            kill_lands: None,
         }
     }
 }

@@ -37,6 +37,8 @@ pub enum Step {
     Expire(u64),
     /// A paused promd is killed by the watchdog; `ExecStopPost=` kills its units.
     WatchdogKill(usize),
+    /// PID 1 has carried out a kill it was asked for [`Config::pid1_load`] ago.
+    KillLands(usize),
     /// A paused promd goes on.
     Resume(usize),
     /// systemd starts promd again.
@@ -110,6 +112,10 @@ impl World {
             Proc::Paused { killed_at } => killed_at <= self.now,
             Proc::Dead => false,
         }) || self.store.leases.values().any(|t| *t <= self.now)
+            || self
+                .nodes
+                .iter()
+                .any(|n| n.kill_lands.is_some_and(|t| t <= self.now))
     }
 
     /// When the watchdog's kill of node `i`'s promd, pausing now, has taken effect (its units
@@ -139,6 +145,7 @@ impl World {
             }
         }
         at.extend(self.store.leases.values().copied());
+        at.extend(self.nodes.iter().filter_map(|n| n.kill_lands));
         at.extend(self.alarm);
         at.into_iter().filter(|t| *t > self.now).min()
     }
@@ -147,6 +154,9 @@ impl World {
     pub fn steps(&self, cfg: &Config, out: &mut Vec<Step>) {
         let now = self.now;
         for (i, n) in self.nodes.iter().enumerate() {
+            if n.kill_lands.is_some_and(|t| t <= now) {
+                out.push(Step::KillLands(i));
+            }
             match n.proc {
                 Proc::Dead => {
                     out.push(Step::Restart(i));
@@ -330,9 +340,19 @@ impl World {
             Step::Renew(i) => self.renew(cfg, i),
             Step::Expire(lease) => self.expire(lease),
             Step::WatchdogKill(i) => self.kill_process(i),
+            Step::KillLands(i) => {
+                let n = &mut self.nodes[i];
+                n.units_up = false;
+                n.kill_lands = None;
+            }
             Step::Resume(i) => self.nodes[i].proc = Proc::Running,
             Step::Restart(i) => {
-                let fresh = Node::new(cfg, i, self.now);
+                // PID 1's state outlives promd: units still up under a kill it carries out.
+                let old = &self.nodes[i];
+                let (up, lands) = (old.units_up && old.kill_lands.is_some(), old.kill_lands);
+                let mut fresh = Node::new(cfg, i, self.now);
+                fresh.units_up = up;
+                fresh.kill_lands = lands;
                 self.nodes[i] = fresh;
             }
             Step::Advance => {
@@ -399,10 +419,11 @@ impl World {
                 self.feed(i, Event::Retune(t), log);
             }
             Fault::FenceLoad(i) => {
-                let load = if self.nodes[i].machine.timing().fence_load.is_zero() {
+                // Known (PID 1's real load) or not known yet (the most a lease allows).
+                let load = if self.nodes[i].machine.timing().fence_load == self.pid1_load {
                     Duration::MAX
                 } else {
-                    Duration::ZERO
+                    self.pid1_load
                 };
                 self.feed(i, Event::FenceLoad(load), log);
             }
@@ -456,6 +477,8 @@ impl World {
             Action::Start(job, term) => {
                 if job == Job::StartActive {
                     n.units_up = true;
+                    // PID 1 runs the kill before this start, which brings the units back.
+                    n.kill_lands = None;
                     n.unit_events
                         .push_back(Event::UnitStarted { unit: UNIT.into() });
                     let term = term.unwrap_or(0);
@@ -473,7 +496,14 @@ impl World {
                 job: Work::Restart,
                 superseded: false,
             }),
-            Action::KillActive => n.units_up = false,
+            Action::KillActive => {
+                if self.pid1_load.is_zero() {
+                    n.units_up = false;
+                } else if n.units_up {
+                    let lands = self.now + self.pid1_load;
+                    n.kill_lands = Some(n.kill_lands.map_or(lands, |t| t.min(lands)));
+                }
+            }
             // The model's store never loses its history: every floor is below its revision.
             Action::Campaign { claim, .. } => {
                 if n.online {
@@ -758,7 +788,14 @@ impl World {
     /// promd dies (crash, watchdog): `ExecStopPost=promd fence` kills its units; its lease
     /// lives on until it expires.
     fn kill_process(&mut self, i: usize) {
-        self.nodes[i].units_up = false;
+        let (now, load) = (self.now, self.pid1_load);
+        let n = &mut self.nodes[i];
+        if load.is_zero() {
+            n.units_up = false;
+        } else if n.units_up {
+            let lands = now + load;
+            n.kill_lands = Some(n.kill_lands.map_or(lands, |t| t.min(lands)));
+        }
         self.end_process(i);
     }
 
@@ -884,6 +921,7 @@ fn describe(w: &World, step: &Step) -> String {
         Step::Renew(i) => format!("{} renews its lease", name(*i)),
         Step::Expire(l) => format!("lease {l} expires"),
         Step::WatchdogKill(i) => format!("the watchdog kills {}'s promd (units killed)", name(*i)),
+        Step::KillLands(i) => format!("PID 1 has killed {}'s units", name(*i)),
         Step::Resume(i) => format!("{}'s promd resumes", name(*i)),
         Step::Restart(i) => format!("systemd starts {}'s promd again", name(*i)),
         Step::Advance => "the clock moves on".to_string(),
