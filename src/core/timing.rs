@@ -148,15 +148,13 @@ impl Timing {
     /// Time reserved before the lease can expire, the longest of: the base margin; enough
     /// for the watchdog to catch a promd that hangs just before fencing (`W +
     /// WATCHDOG_REACH`); and, for the host's fence load, the load's kill margin
-    /// ([`Timing::kill_margin`]) plus the lease's own time to drain before the kill
-    /// (`base margin - base kill margin`), but that one at most what a renewal through a
-    /// silent etcd member needs the lease to leave (`load_cap`).
+    /// ([`Timing::kill_margin`]) plus [`STOP_ROOM`], but that one at most what a renewal
+    /// through a silent etcd member needs the lease to leave (`load_cap`). A load first eats
+    /// into the time the units drain before the kill; only where less than `STOP_ROOM` would
+    /// be left does the fence begin earlier, which costs the tolerance of a silent etcd raft
+    /// leader (docs/safety.md).
     pub fn margin(&self) -> Duration {
-        let drain = self
-            .base_margin()
-            .saturating_sub(self.base_kill_margin())
-            .max(STOP_ROOM);
-        let load = self.load_kill_margin().saturating_add(drain);
+        let load = self.load_kill_margin().saturating_add(STOP_ROOM);
         self.base_margin()
             .max(self.watchdog + WATCHDOG_REACH)
             .max(load.min(self.load_cap()))
@@ -489,9 +487,8 @@ mod tests {
         assert_eq!(loaded.kill_margin(), ms(1700));
         assert_eq!(loaded.kill_window(), ms(1200));
         assert_eq!(loaded.kill_at(s), s + ms(2300));
-        // The fence begins before it, as early as a renewal through a silent etcd member
-        // allows (1.866 s before s + L at 4 s): the units drain 166 ms before the kill.
-        assert_eq!(loaded.fence_at(s), s + ms(2134));
+        // The fence begins STOP_ROOM before it: the units drain 100 ms before the kill.
+        assert_eq!(loaded.fence_at(s), s + ms(2200));
         assert_eq!(loaded.hang_deadline(s), t.hang_deadline(s));
         // More than the lease allows: the kill comes STOP_ROOM after the fence began, its
         // window falls short, and the lease that would do is named.
@@ -555,10 +552,14 @@ mod tests {
                 }
             }
         }
-        // A small load moves the fence and the kill by the load.
+        // A small load moves the kill by the load, and the fence not at all: it eats into the
+        // time the units drain before the kill first.
         let light = t.with_fence_load(ms(100));
         assert_eq!(light.kill_at(s), t.kill_at(s) - ms(100));
-        assert_eq!(light.fence_at(s), t.fence_at(s) - ms(100));
+        assert_eq!(light.fence_at(s), t.fence_at(s));
+        let more = t.with_fence_load(ms(600));
+        assert_eq!(more.fence_at(s), t.fence_at(s) - ms(200));
+        assert_eq!(more.kill_at(s) - STOP_ROOM, more.fence_at(s));
     }
 
     #[test]

@@ -782,8 +782,9 @@ fn services(prefix: &str, n: usize) -> Closure {
 #[test]
 fn the_units_of_every_closure_begin_every_groups_fence_earlier() {
     // Two groups at 4 s, whose own margin is 1 s (the kill 500 ms before s + L); a load
-    // moves the kill and the fence earlier by the load, the fence at most to 1.866 s before
-    // s + L (a silent etcd member's renewal must still come in time).
+    // moves the kill earlier by the load, and the fence once it would come less than 100 ms
+    // before the kill, at most to 1.866 s before s + L (a silent etcd member's renewal must
+    // still come in time).
     let four = |g: &str| g.replace("lease = \"2s\"", "lease = \"4s\"");
     let mut h = H::with(config(&[&four(WEB), &four(DB)]));
     h.input(Input::Start);
@@ -797,21 +798,22 @@ fn the_units_of_every_closure_begin_every_groups_fence_earlier() {
     // 10 services (120 ms, 200 ms in steps); db's closure is not known yet.
     let out = h.input(Input::Closure(GroupId(0), services("web", 10)));
     assert_eq!(margin(&h, 0), most);
-    // Known, and empty: both groups fence 200 ms before their lease alone would.
+    // Known, and empty: 200 ms of load, which the lease's own drain time holds: web's fence
+    // begins where its lease alone puts it.
     h.input(Input::Closure(GroupId(1), Closure::default()));
     assert!(!texts(&out).iter().any(|t| t.contains("too short")));
-    assert_eq!(margin(&h, 0), own + Duration::from_millis(200));
-    assert_eq!(margin(&h, 1), own + Duration::from_millis(200));
+    assert_eq!(margin(&h, 0), own);
+    assert_eq!(margin(&h, 1), own);
     // 30 of db's own and web's 10, each counted once however many closures name it: 480 ms,
-    // 500 ms in steps. Both groups fence 300 ms sooner still, web's too.
+    // 500 ms in steps. Both groups fence 100 ms sooner, web's too.
     let mut db = services("db", 30);
     db.units
         .insert("web-3.service".into(), crate::systemd::Reach::Pulled);
     let out = h.input(Input::Closure(GroupId(1), db));
     assert_eq!(fence_load(&h, 0), Duration::from_millis(500));
     assert_eq!(fence_load(&h, 1), Duration::from_millis(500));
-    assert_eq!(margin(&h, 0), Duration::from_millis(1500));
-    assert_eq!(margin(&h, 1), Duration::from_millis(1500));
+    assert_eq!(margin(&h, 0), Duration::from_millis(1100));
+    assert_eq!(margin(&h, 1), Duration::from_millis(1100));
     assert!(!texts(&out).iter().any(|t| t.contains("too short")));
     assert!(
         texts(&out).contains(
@@ -824,7 +826,7 @@ fn the_units_of_every_closure_begin_every_groups_fence_earlier() {
     );
     // 41 units: 500 ms, the same step. Nothing moves, but the line says the new count.
     let out = h.input(Input::Closure(GroupId(1), services("db", 31)));
-    assert_eq!(margin(&h, 0), Duration::from_millis(1500));
+    assert_eq!(margin(&h, 0), Duration::from_millis(1100));
     assert!(
         texts(&out)
             .iter()
@@ -858,7 +860,7 @@ fn the_units_of_every_closure_begin_every_groups_fence_earlier() {
     // Fewer units again: the fence begins later again.
     h.input(Input::Closure(GroupId(1), services("db", 0)));
     assert_eq!(fence_load(&h, 0), Duration::from_millis(200));
-    assert_eq!(margin(&h, 0), own + Duration::from_millis(200));
+    assert_eq!(margin(&h, 0), own);
 }
 
 #[test]
@@ -906,16 +908,16 @@ fn a_walk_after_a_reload_that_adds_units_raises_every_groups_margin_and_says_the
     h.active(0, 7);
     h.input(Input::Closure(GroupId(0), services("web", 10)));
     h.input(Input::Closure(GroupId(1), services("db", 0)));
-    // 10 units, 200 ms in steps: the lease's own 1 s and 200 ms.
-    assert_eq!(margin(&h, 0), Duration::from_millis(1200));
-    assert_eq!(margin(&h, 1), Duration::from_millis(1200));
+    // 10 units, 200 ms in steps: the lease's own margin holds them.
+    assert_eq!(margin(&h, 0), Duration::from_secs(1), "the lease's own");
+    assert_eq!(margin(&h, 1), Duration::from_secs(1));
     // 10 services more in web's role, 20 in db's: 40 units, 480 ms, 500 ms in steps.
     let out = h.input(Input::Closures(vec![
         (GroupId(0), services("web", 20)),
         (GroupId(1), services("db", 20)),
     ]));
-    assert_eq!(margin(&h, 0), Duration::from_millis(1500));
-    assert_eq!(margin(&h, 1), Duration::from_millis(1500));
+    assert_eq!(margin(&h, 0), Duration::from_millis(1100));
+    assert_eq!(margin(&h, 1), Duration::from_millis(1100));
     let said = texts(&out);
     let loads: Vec<&&str> = said
         .iter()
