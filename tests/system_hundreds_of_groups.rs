@@ -45,8 +45,12 @@ fn real_ns() -> u64 {
 
 /// `PROMD_TEST_DRAIN=COMMAND` gives every service `ExecStop=COMMAND` (and 30 s to stop),
 /// e.g. `/bin/sleep 20` for services that drain: not run in CI, for it fails today. A
-/// reviewer found the cut host's draining services killed only after `s + L` at this lease:
-/// the fence load moves the fence's start but not the kill deadline (issue 13, open).
+/// reviewer found the cut host's draining services killed only after `s + L` at this lease,
+/// when the fence load moved the fence's start but not the kill. With the kill moved too,
+/// every service was down at least 0.30 s before `s + L` and none overlapped, but PID 1
+/// took 12.8 ms per unit with two stop commands (`ExecStop=` killed, then `ExecStopPost=`),
+/// past the 12 ms estimate and the hang deadline, and the watchdog restarted the cut host's
+/// promd: the estimate is to weigh each unit's stop commands (issue 13, open).
 fn boot(net: &Net, etcd: &EtcdCluster, spans: &[tempfile::TempDir]) -> Vec<Host> {
     let drain = std::env::var("PROMD_TEST_DRAIN").ok();
     let specs = (0..HOSTS)
