@@ -348,7 +348,7 @@ fn a_cut_host_whose_units_drain_until_the_kill_has_them_killed_before_its_lease_
     let mut cfg = Config::new(3, 0);
     cfg.lease = lease;
     cfg.watchdog = Timing::new(lease).fitting_watchdog();
-    cfg.pid1_load = Timing::fence_load_for(200);
+    cfg.pid1_load = Timing::fence_load_for(200, 200);
     let mut s = Sim::with(cfg);
     let a = s.settle();
     s.held_jobs.push(a); // its stop drains for longer than any lease
@@ -384,7 +384,7 @@ fn a_promd_that_hangs_before_its_kill_on_a_loaded_host_is_killed_early_enough_fo
     let mut cfg = Config::new(2, 0);
     cfg.lease = lease;
     cfg.watchdog = Timing::new(lease).fitting_watchdog();
-    cfg.pid1_load = Timing::fence_load_for(200);
+    cfg.pid1_load = Timing::fence_load_for(200, 200);
     let mut s = Sim::with(cfg);
     let a = s.settle();
     s.held_jobs.push(a);

@@ -1,7 +1,9 @@
 //! Many groups per agent (issue 13), as CI runs it: 200 groups on three real systemd hosts
 //! with a 3-member etcd, promd as the shipped `promd.service` (its watchdog included). Every
 //! group `gN` has its own active target pulling in `gN.service`, which records its run spans,
-//! and its own passive target. What a user would check: promd is READY within a few seconds,
+//! and its own passive target. Every other service drains (`ExecStop=/bin/sleep 20`, 30 s to
+//! stop): a cut host's fence must kill those in time, and PID 1 then has their whole stop to
+//! run after the kill. What a user would check: promd is READY within a few seconds,
 //! every group settles with one active host, none of the hosts' promd is restarted by its
 //! watchdog over its first minute, and when the host with every group (the worst case: `n1`
 //! is preferred for all, with `preempt`) is cut off silently, every one of its groups is elected elsewhere within the lease plus a second, the
@@ -22,14 +24,34 @@ use support::hosts::{self, Host, Net};
 
 const GROUPS: usize = 200;
 const HOSTS: usize = 3;
-/// The shortest lease promd finds enough for 200 services, each running an `ExecStopPost=`,
-/// stopped at once (`Timing::lease_for_fence_load`; the issue tried 4 s). promd begins each
-/// fence early enough for its estimate (`Timing::fence_load_for`: 2.4 s, where the lease
-/// alone gives 1.1 s). At 5 s it could give 2.1 s; with 8 ms per unit it asked for 1.6 s
-/// there, the 200 services' processes were gone 1.23 s after the fence, but their last stop
-/// job ended only after 1.83 s, and the watchdog restarted promd. With the lease's own window
-/// the services outlived the lease (docs/safety.md, "Where PID 1 itself is the bound").
-const LEASE: Duration = Duration::from_secs(6);
+/// The shortest lease promd finds enough for the 200 services stopped at once
+/// (`Timing::lease_for_fence_load`; the issue tried 4 s): each runs an `ExecStopPost=`, the
+/// draining ones an `ExecStop=` too, 300 stop commands (`Timing::fence_load_for`: 3 s), 8 s;
+/// 9 s with `PROMD_TEST_DRAIN`. promd kills early enough for its estimate.
+///
+/// History: at 5 s and 8 ms per unit the 200 services' processes were gone 1.23 s after the
+/// fence, but their last stop job ended only after 1.83 s, and the watchdog restarted promd;
+/// with the lease's own window they outlived the lease (docs/safety.md, "Where PID 1 itself
+/// is the bound"). At 6 s, all 200 draining and killed at the lease's own kill margin, 131
+/// outlived `s + L`; with the kill moved but one command's cost counted, every one was down
+/// in time but PID 1 ended the last stop job past the hang deadline (12.8 ms per unit) and
+/// the watchdog restarted promd.
+fn lease() -> Duration {
+    let commands = GROUPS + (1..=GROUPS).filter(|&g| drains(g)).count();
+    promd::core::Timing::lease_for_fence_load(promd::core::Timing::fence_load_for(GROUPS, commands))
+        .expect("a lease under an hour")
+}
+
+/// The command a draining service runs as `ExecStop=`: `PROMD_TEST_DRAIN` (then every
+/// service drains: the reviewer's worst case), else `/bin/sleep 20` for every other group.
+fn drain_command() -> String {
+    std::env::var("PROMD_TEST_DRAIN").unwrap_or_else(|_| "/bin/sleep 20".into())
+}
+
+/// Whether group `g`'s service drains.
+fn drains(g: usize) -> bool {
+    std::env::var_os("PROMD_TEST_DRAIN").is_some() || g.is_multiple_of(2)
+}
 /// The issue's bound for start-up at 500 groups; 200 must do at least as well.
 const READY_BOUND: Duration = Duration::from_secs(5);
 /// How long no promd may be restarted by its watchdog, counted from the start.
@@ -43,27 +65,17 @@ fn real_ns() -> u64 {
         .as_nanos() as u64
 }
 
-/// `PROMD_TEST_DRAIN=COMMAND` gives every service `ExecStop=COMMAND` (and 30 s to stop),
-/// e.g. `/bin/sleep 20` for services that drain: not run in CI, for it fails today. A
-/// reviewer found the cut host's draining services killed only after `s + L` at this lease,
-/// when the fence load moved the fence's start but not the kill. With the kill moved too,
-/// every service was down at least 0.30 s before `s + L` and none overlapped, but PID 1
-/// took 12.8 ms per unit with two stop commands (`ExecStop=` killed, then `ExecStopPost=`),
-/// past the 12 ms estimate and the hang deadline, and the watchdog restarted the cut host's
-/// promd: the estimate is to weigh each unit's stop commands (issue 13, open).
+/// The hosts, every draining service ([`drains`]) with a drop-in that makes it drain.
 fn boot(net: &Net, etcd: &EtcdCluster, spans: &[tempfile::TempDir]) -> Vec<Host> {
-    let drain = std::env::var("PROMD_TEST_DRAIN").ok();
+    let drain = drain_command();
     let specs = (0..HOSTS)
         .map(|i| {
             let mut spec =
-                groups::host_spec(net, i, etcd, GROUPS, LEASE, Some(spans[i].path()), i == 0);
-            for g in (1..=GROUPS).filter(|_| drain.is_some()) {
+                groups::host_spec(net, i, etcd, GROUPS, lease(), Some(spans[i].path()), i == 0);
+            for g in (1..=GROUPS).filter(|&g| drains(g)) {
                 spec.file(
                     &format!("/etc/systemd/system/g{g}.service.d/drain.conf"),
-                    format!(
-                        "[Service]\nExecStop={}\nTimeoutStopSec=30s\n",
-                        drain.as_deref().unwrap_or_default()
-                    ),
+                    format!("[Service]\nExecStop={drain}\nTimeoutStopSec=30s\n"),
                 );
             }
             spec
@@ -279,7 +291,7 @@ fn two_hundred_groups_start_stay_up_and_fail_over_together_without_overlap() {
         "the cut took {:?} to be in force, at {t_cut_mono} µs (CLOCK_MONOTONIC)",
         began.elapsed()
     );
-    let deadline = Instant::now() + LEASE * 4;
+    let deadline = Instant::now() + lease() * 4;
     loop {
         let elsewhere: BTreeSet<usize> = others.iter().flat_map(|&i| roles(&hosts[i]).0).collect();
         let missing: Vec<usize> = theirs.difference(&elsewhere).copied().collect();
@@ -292,7 +304,7 @@ fn two_hundred_groups_start_stay_up_and_fail_over_together_without_overlap() {
             missing.len(),
             names[victim],
             theirs.len(),
-            LEASE * 4,
+            lease() * 4,
             &missing[..missing.len().min(5)]
         );
         // The times come from the journals below; this only waits for the last one.
@@ -377,7 +389,7 @@ fn two_hundred_groups_start_stay_up_and_fail_over_together_without_overlap() {
     // lease and a second. etcd expires a lease on a 500 ms tick, so that second can be half.
     let late: Vec<String> = in_store
         .iter()
-        .filter(|(_, t)| **t > LEASE + Duration::from_secs(1))
+        .filter(|(_, t)| **t > lease() + Duration::from_secs(1))
         .map(|(g, t)| format!("g{g} {t:?}"))
         .collect();
     assert!(
@@ -386,7 +398,7 @@ fn two_hundred_groups_start_stay_up_and_fail_over_together_without_overlap() {
     );
 
     // The cut host stops its own units (its fence); no group ever ran on two hosts at once.
-    hosts::wait_until(LEASE * 2, "the cut host's active targets stopped", || {
+    hosts::wait_until(lease() * 2, "the cut host's active targets stopped", || {
         roles(&hosts[victim]).0.is_disjoint(&theirs)
     });
     hosts[victim].heal();
@@ -433,9 +445,10 @@ fn two_hundred_groups_start_stay_up_and_fail_over_together_without_overlap() {
     // time of the last renewal etcd answered), so each service must be down by the time of
     // its group's fence line plus the margin, `s + L`, whenever etcd's 500 ms expiry tick
     // comes. (A fence timer that fired late would make this lenient by as much.)
-    let margin = promd::core::Timing::new(LEASE)
-        .with_fence_load(promd::core::Timing::fence_load_for(GROUPS))
-        .margin();
+    let commands = GROUPS + (1..=GROUPS).filter(|&g| drains(g)).count();
+    let timing = promd::core::Timing::new(lease())
+        .with_fence_load(promd::core::Timing::fence_load_for(GROUPS, commands));
+    let margin = timing.margin();
     let fenced: BTreeMap<usize, u64> = hosts[victim]
         .journal(&["-u", "promd.service", "-o", "short-monotonic"])
         .lines()
@@ -478,9 +491,36 @@ fn two_hundred_groups_start_stay_up_and_fail_over_together_without_overlap() {
     left.sort();
     if let (Some(last), Some(least)) = (took.last(), left.first()) {
         eprintln!(
-            "the cut host's fence (margin {margin:?}): the last of {} services down {last:?} \
-             after its fence line, {least:?} before its s + L at the least",
+            "the cut host's fence (margin {margin:?}, kill margin {:?}): the last of {} \
+             services down {last:?} after its fence line, {least:?} before its s + L at the least",
+            timing.kill_margin(),
             took.len()
+        );
+    }
+    // When PID 1 ended its last stop job (its "Stopped gN.service"), against the first fence
+    // line: promd must see it before the hang deadline, `margin - 400 ms` after the fence,
+    // or its watchdog fires (asserted below).
+    let stopped_at = |needle: &str| -> Vec<u64> {
+        hosts[victim]
+            .journal(&["-o", "short-monotonic"])
+            .lines()
+            .filter(|l| l.contains(needle))
+            .filter_map(|l| {
+                let (ts, _) = l.trim_start_matches('[').split_once(']')?;
+                let at_us = (ts.trim().parse::<f64>().ok()? * 1e6) as u64;
+                (at_us >= t_cut_mono).then_some(at_us)
+            })
+            .collect()
+    };
+    if let (Some(first_fence), Some(last_stop)) = (
+        fenced.values().min(),
+        stopped_at("systemd[1]: Stopped g").into_iter().max(),
+    ) {
+        eprintln!(
+            "PID 1 ended its last stop job {:?} after the first fence line (the hang deadline \
+             is {:?} after it)",
+            Duration::from_micros(last_stop.saturating_sub(*first_fence)),
+            margin.saturating_sub(promd::core::WATCHDOG_REACH)
         );
     }
     assert!(
@@ -501,7 +541,7 @@ fn two_hundred_groups_start_stay_up_and_fail_over_together_without_overlap() {
 
     // No promd was restarted, the cut host's included: its fence confirmed every stop before
     // its hang deadline, so its watchdog had no cause to fire (at a 4 s lease it fired in
-    // every run: LEASE above).
+    // every run: lease() above).
     for &i in &others {
         assert_eq!(restarts(&hosts[i]), (0, 0), "{}: restarted", names[i]);
         // Hundreds of lines at once are a burst journald takes, not one to drop.

@@ -4,15 +4,16 @@
 //! A lost lease (a cut, a store outage) fences every group of the host in the same instant,
 //! and PID 1 runs those stops one after another: spawning each `ExecStop=`/`ExecStopPost=`,
 //! answering few D-Bus calls meanwhile. Measured on two busy cores, 7.6–9.1 ms per unit
-//! whose stop runs a command, from the fence to the end of the last stop job; counted at
-//! 12 ms ([`crate::core::STOP_COST_PER_UNIT`]; docs/safety.md, "What is assumed about the
-//! host"). The fence's
-//! window (from its start to the hang deadline) must hold that; the agent therefore gives
-//! every machine the estimate ([`Event::FenceLoad`]) and the machine begins its fence early
-//! enough, as far as its lease allows ([`Timing::margin`]: at most half the lease, and never
-//! so early that a renewal through a silent etcd member comes too late). Where the lease does not allow
-//! enough, the journal says so, with the lease that would. The estimate is journalled
-//! whenever it changes.
+//! whose stop runs one command, 12.8 ms per unit with two; counted at 6 ms a unit and 6 ms a
+//! command ([`crate::core::STOP_COST_PER_UNIT`], [`crate::core::STOP_COST_PER_COMMAND`];
+//! docs/safety.md, "What is assumed about the host"). Units that drain leave PID 1 idle
+//! until the fence's kill, so the kill's window (from the kill to the hang deadline) must
+//! hold that; the agent therefore gives every machine the estimate ([`Event::FenceLoad`])
+//! and the machine kills, and if need be begins its fence, early enough, as far as its lease
+//! allows ([`Timing::kill_margin`], [`Timing::margin`]: at most half the lease, and never so
+//! early that a renewal through a silent etcd member comes too late). Where the lease does
+//! not allow enough, the journal says so, with the lease that would. The estimate is
+//! journalled whenever it changes.
 //!
 //! The closures are walked when a group opens, at every start and stop of its role, and
 //! after every reload of PID 1 that promd did not cause (a unit added to a role by a
@@ -24,7 +25,7 @@
 //! in its first seconds would fence with the lease's own window whatever its other groups
 //! run.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{Agent, GroupId, Level, Now, Output, Record};
@@ -38,8 +39,9 @@ pub(super) const UNKNOWN: Duration = Duration::MAX;
 /// The fence load as last given to the machines.
 #[derive(Debug)]
 pub(super) struct FenceLoad {
-    /// The units counted; `None` while some group's closure is not known yet.
-    units: Option<usize>,
+    /// The units counted and their stop commands; `None` while some group's closure is not
+    /// known yet.
+    units: Option<(usize, usize)>,
     /// The estimate ([`Timing::fence_load_for`]), or [`UNKNOWN`].
     pub(super) load: Duration,
     /// The leases the journal said were too short for the load, with the load it said it for.
@@ -63,20 +65,24 @@ impl Agent {
     pub(super) fn refresh_fence_load(&mut self, now: Now, out: &mut Vec<Output>) {
         let known = self.groups.values().all(|g| g.walked || g.retired);
         let count = known.then(|| {
-            let units: BTreeSet<&str> = self
-                .groups
-                .values()
-                .flat_map(|g| g.closure.units.keys())
-                .map(String::as_str)
-                .filter(|u| has_processes(u))
-                .collect();
-            units.len()
+            // Each unit once, with the most commands any walk found for it.
+            let mut units: BTreeMap<&str, usize> = BTreeMap::new();
+            for g in self.groups.values() {
+                for u in g.closure.units.keys().filter(|u| has_processes(u)) {
+                    let commands = g.closure.stop_commands.get(u).copied().unwrap_or(0);
+                    let e = units.entry(u.as_str()).or_default();
+                    *e = (*e).max(commands);
+                }
+            }
+            (units.len(), units.values().sum::<usize>())
         });
         if count == self.fence_load.units {
             return;
         }
         self.fence_load.units = count;
-        let load = count.map_or(UNKNOWN, Timing::fence_load_for);
+        let load = count.map_or(UNKNOWN, |(units, commands)| {
+            Timing::fence_load_for(units, commands)
+        });
         let old = std::mem::replace(&mut self.fence_load.load, load);
         if old != load {
             let moved: Vec<GroupId> = self
@@ -94,13 +100,13 @@ impl Agent {
         }
         // Said at every new count, also one within the same step of the estimate: the line
         // must not name a count the host no longer has.
-        if let Some(count) = count {
+        if let Some((count, commands)) = count {
             out.push(Output::Log(Record::plain(
                 Level::Info,
                 format!(
                     "fence load: {count} units with processes in the roles of all groups, \
-                     about {} for PID 1 to stop at once; each fence begins early enough for \
-                     it, as far as its lease allows",
+                     {commands} stop commands among them, about {} for PID 1 to stop at \
+                     once; each fence kills early enough for it, as far as its lease allows",
                     humantime::format_duration(load)
                 ),
             )));

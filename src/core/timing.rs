@@ -86,12 +86,20 @@ pub const WATCHDOG_SLACK: Duration = Duration::from_millis(50);
 pub const WATCHDOG_REACH: Duration = Duration::from_millis(400);
 
 /// What [`Timing::fence_load_for`] counts per unit that can have processes (a service,
-/// socket, mount, swap or scope): 12 ms. The fence's window must hold PID 1's whole stop,
-/// up to the last job's end reaching promd, not only the units' processes gone: 200 services
-/// with an `ExecStopPost=` fenced at once on two busy cores had their processes gone within
-/// 1.23 s, but their last stop job ended 1.83 s after the fence (9.1 ms each; docs/safety.md,
-/// "What is assumed about the host"). The rest is room for a host busier than the test's.
-pub const STOP_COST_PER_UNIT: Duration = Duration::from_millis(12);
+/// socket, mount, swap or scope), besides its stop commands: 6 ms. The fence's kill must
+/// leave PID 1 the time for its whole stop, up to the last job's end reaching promd, not only
+/// the units' processes gone. Measured on two busy cores with 200 services: with one stop
+/// command (`ExecStopPost=`) their last stop job ended 1.5–1.8 s after the fence (7.6–9.1 ms
+/// each); with two (`ExecStop=/bin/sleep 20`, killed, then `ExecStopPost=`) 2.57 s after
+/// the kill (12.8 ms each) (docs/safety.md, "What is assumed about the host"). 6 ms a unit
+/// and [`STOP_COST_PER_COMMAND`] a command count 12 and 18 ms; the rest is room for a host
+/// busier than the test's.
+pub const STOP_COST_PER_UNIT: Duration = Duration::from_millis(6);
+
+/// What [`Timing::fence_load_for`] counts per command a unit's stop runs (`ExecStop=`,
+/// `ExecStopPost=`; a socket's `ExecStopPre=`/`ExecStopPost=`; a mount's unmount): 6 ms, for
+/// PID 1 forks and reaps each (see [`STOP_COST_PER_UNIT`]).
+pub const STOP_COST_PER_COMMAND: Duration = Duration::from_millis(6);
 
 /// Between the kill deadline and the hang deadline under a fence load: time for a promd that
 /// is slow, not hung, to see its kill done before the watchdog takes it for hung (the lease's
@@ -107,10 +115,14 @@ pub const STOP_ROOM: Duration = Duration::from_millis(100);
 pub const FENCE_LOAD_STEP: Duration = Duration::from_millis(100);
 
 impl Timing {
-    /// The fence load of a host that may have to stop `units` units with processes at once:
-    /// `units` × [`STOP_COST_PER_UNIT`], rounded up to [`FENCE_LOAD_STEP`].
-    pub fn fence_load_for(units: usize) -> Duration {
-        let raw = STOP_COST_PER_UNIT.saturating_mul(u32::try_from(units).unwrap_or(u32::MAX));
+    /// The fence load of a host that may have to stop `units` units with processes at once,
+    /// whose stops run `commands` commands in all: `units` × [`STOP_COST_PER_UNIT`] +
+    /// `commands` × [`STOP_COST_PER_COMMAND`], rounded up to [`FENCE_LOAD_STEP`].
+    pub fn fence_load_for(units: usize, commands: usize) -> Duration {
+        let times =
+            |cost: Duration, n: usize| cost.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX));
+        let raw =
+            times(STOP_COST_PER_UNIT, units).saturating_add(times(STOP_COST_PER_COMMAND, commands));
         let steps = raw.as_nanos().div_ceil(FENCE_LOAD_STEP.as_nanos());
         FENCE_LOAD_STEP.saturating_mul(u32::try_from(steps).unwrap_or(u32::MAX))
     }
@@ -501,17 +513,23 @@ mod tests {
         assert_eq!(lease_for(3000), Some(Duration::from_secs(8)));
         // The figures docs/safety.md and promd.toml(5) give: 200 units ask for 6 s, 300 for
         // 9 s, 500 for 14 s, 1,000 for 26 s.
-        let for_units = |n| Timing::lease_for_fence_load(Timing::fence_load_for(n));
-        assert_eq!(for_units(200), Some(Duration::from_secs(6)));
-        assert_eq!(for_units(300), Some(Duration::from_secs(9)));
-        assert_eq!(for_units(500), Some(Duration::from_secs(14)));
-        assert_eq!(for_units(1000), Some(Duration::from_secs(26)));
+        // (Services with one stop command each.) With two, 200 ask for 9 s.
+        let for_units = |n, c| Timing::lease_for_fence_load(Timing::fence_load_for(n, n * c));
+        assert_eq!(for_units(100, 1), Some(Duration::from_secs(4)));
+        assert_eq!(for_units(200, 1), Some(Duration::from_secs(6)));
+        assert_eq!(for_units(300, 1), Some(Duration::from_secs(9)));
+        assert_eq!(for_units(500, 1), Some(Duration::from_secs(14)));
+        assert_eq!(for_units(1000, 1), Some(Duration::from_secs(26)));
+        assert_eq!(for_units(200, 2), Some(Duration::from_secs(9)));
+        assert_eq!(for_units(200, 0), Some(Duration::from_secs(4)));
         assert_eq!(lease_for(0), Some(Duration::from_secs(1)));
         assert_eq!(lease_for(10_000_000), None);
-        assert_eq!(Timing::fence_load_for(0), Duration::ZERO);
-        assert_eq!(Timing::fence_load_for(1), ms(100));
-        assert_eq!(Timing::fence_load_for(200), ms(2400));
-        assert!(Timing::fence_load_for(usize::MAX) > Duration::from_secs(3600));
+        assert_eq!(Timing::fence_load_for(0, 0), Duration::ZERO);
+        assert_eq!(Timing::fence_load_for(1, 0), ms(100));
+        assert_eq!(Timing::fence_load_for(200, 200), ms(2400));
+        assert_eq!(Timing::fence_load_for(200, 400), ms(3600));
+        assert!(Timing::fence_load_for(usize::MAX, 0) > Duration::from_secs(3600));
+        assert!(Timing::fence_load_for(usize::MAX, usize::MAX) > Duration::from_secs(3600));
         // Not known yet: the most it may be.
         let unknown = t.with_fence_load(Duration::MAX);
         assert_eq!(unknown.fence_at(s), over.fence_at(s));

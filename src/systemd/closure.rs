@@ -36,6 +36,10 @@ pub struct UnitInfo {
     /// A service that is done once it has run (`Type=oneshot` without `RemainAfterExit=`):
     /// inactive after success is its normal state.
     pub runs_once: bool,
+    /// How many commands PID 1 runs to stop the unit: a service's `ExecStop=` and
+    /// `ExecStopPost=`, a socket's `ExecStopPre=` and `ExecStopPost=`, a mount's unmount.
+    /// Each costs PID 1 a fork and a reap at a fence (`Timing::fence_load_for`).
+    pub stop_commands: usize,
 }
 
 /// How a unit came into the closure, which decides how it is watched.
@@ -60,6 +64,9 @@ pub struct Closure {
     pub missing: BTreeSet<String>,
     /// `KillMode=` of each unit of the closure that has one, for its binding drop-in.
     pub kill_modes: BTreeMap<String, String>,
+    /// The commands each unit's stop runs ([`UnitInfo::stop_commands`]), for the units that
+    /// have any: the fence load counts them.
+    pub stop_commands: BTreeMap<String, usize>,
     /// Units the walk left out because the system itself uses them (early boot, special
     /// targets), so that `promd` can say why they are not stopped.
     pub shared: BTreeSet<String>,
@@ -237,6 +244,11 @@ impl Walk {
                     .kill_modes
                     .insert(name.clone(), info.kill_mode.clone());
             }
+            if info.stop_commands > 0 {
+                self.closure
+                    .stop_commands
+                    .insert(name.clone(), info.stop_commands);
+            }
             if reach == Reach::Pulled && !name.ends_with(".target") && !info.runs_once {
                 self.closure.steady.insert(name.clone());
             }
@@ -296,6 +308,7 @@ mod tests {
             pulled_by: Vec::new(),
             runs_once: false,
             kill_mode: String::new(),
+            stop_commands: 0,
         }
     }
 
@@ -351,13 +364,18 @@ mod tests {
             {
                 let mut worker = unit("web-worker.service", &["web.service"], &[]);
                 worker.kill_mode = "process".into();
+                worker.stop_commands = 2;
                 worker
             },
             unit("web-api.socket", &["sysinit.target"], &["web-api.service"]),
             unit("web-api.service", &["web-api.socket"], &[]),
             unit("web-rotate.timer", &[], &["web-rotate.service"]),
             unit("web-rotate.service", &[], &[]),
-            unit("srv-web.mount", &["-.mount"], &[]),
+            {
+                let mut mount = unit("srv-web.mount", &["-.mount"], &[]);
+                mount.stop_commands = 1;
+                mount
+            },
             once,
             unit(
                 "sysinit.target",
@@ -409,6 +427,14 @@ mod tests {
             c.kill_modes.iter().collect::<Vec<_>>(),
             [(&"web-worker.service".to_string(), &"process".to_string())],
             "the walk keeps the kill mode the binding drop-in needs"
+        );
+        assert_eq!(
+            c.stop_commands.iter().collect::<Vec<_>>(),
+            [
+                (&"srv-web.mount".to_string(), &1),
+                (&"web-worker.service".to_string(), &2)
+            ],
+            "the walk keeps the stop commands the fence load counts"
         );
         assert_eq!(
             c.steady.iter().map(String::as_str).collect::<Vec<_>>(),

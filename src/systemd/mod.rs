@@ -609,7 +609,7 @@ impl Systemd {
                 .unwrap_or_default()
         };
         let load_state = text(&props, "LoadState");
-        let (mut runs_once, mut kill_mode) = (false, String::new());
+        let (mut runs_once, mut kill_mode, mut stop_commands) = (false, String::new(), 0);
         let interface = match unit.rsplit('.').next() {
             Some("service") => Some("org.freedesktop.systemd1.Service"),
             Some("socket") => Some("org.freedesktop.systemd1.Socket"),
@@ -626,6 +626,20 @@ impl Systemd {
                 .and_then(|v| bool::try_from(v.clone()).ok())
                 .unwrap_or(false);
             runs_once = text(&typed, "Type") == "oneshot" && !remain;
+            // Each an array of commands (`a(sasbttttuii)`); a mount always runs umount.
+            let commands = |key: &str| match typed.get(key).map(|v| &**v) {
+                Some(zbus::zvariant::Variant::Array(a)) => a.len(),
+                _ => 0,
+            };
+            stop_commands = match interface {
+                "org.freedesktop.systemd1.Service" => {
+                    commands("ExecStop") + commands("ExecStopPost")
+                }
+                "org.freedesktop.systemd1.Socket" => {
+                    commands("ExecStopPre") + commands("ExecStopPost")
+                }
+                _ => 1,
+            };
         }
         Ok(UnitInfo {
             name: unit.to_string(),
@@ -635,6 +649,7 @@ impl Systemd {
             pulled_by,
             runs_once,
             kill_mode,
+            stop_commands,
         })
     }
 

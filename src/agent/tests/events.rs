@@ -764,7 +764,8 @@ fn a_stop_confirmed_past_the_hang_deadline_is_said_with_the_lease_to_change() {
     );
 }
 
-/// A closure of `n` services named `PREFIX-i.service` under a target of its own.
+/// A closure of `n` services named `PREFIX-i.service` under a target of its own, each with
+/// one stop command (12 ms of fence load).
 fn services(prefix: &str, n: usize) -> Closure {
     use crate::systemd::Reach;
     let mut closure = Closure::default();
@@ -772,9 +773,9 @@ fn services(prefix: &str, n: usize) -> Closure {
         .units
         .insert(format!("{prefix}-extra.target"), Reach::Pulled);
     for i in 0..n {
-        closure
-            .units
-            .insert(format!("{prefix}-{i}.service"), Reach::Pulled);
+        let unit = format!("{prefix}-{i}.service");
+        closure.stop_commands.insert(unit.clone(), 1);
+        closure.units.insert(unit, Reach::Pulled);
     }
     closure
 }
@@ -817,9 +818,9 @@ fn the_units_of_every_closure_begin_every_groups_fence_earlier() {
     assert!(!texts(&out).iter().any(|t| t.contains("too short")));
     assert!(
         texts(&out).contains(
-            &"fence load: 40 units with processes in the roles of all groups, about 500ms \
-              for PID 1 to stop at once; each fence begins early enough for it, as far as its \
-              lease allows"
+            &"fence load: 40 units with processes in the roles of all groups, 40 stop \
+              commands among them, about 500ms for PID 1 to stop at once; each fence kills \
+              early enough for it, as far as its lease allows"
         ),
         "{:?}",
         texts(&out)
@@ -926,9 +927,9 @@ fn a_walk_after_a_reload_that_adds_units_raises_every_groups_margin_and_says_the
     assert_eq!(
         loads,
         [
-            &"fence load: 40 units with processes in the roles of all groups, about 500ms for \
-            PID 1 to stop at once; each fence begins early enough for it, as far as its lease \
-            allows"
+            &"fence load: 40 units with processes in the roles of all groups, 40 stop \
+            commands among them, about 500ms for PID 1 to stop at once; each fence kills early \
+            enough for it, as far as its lease allows"
         ],
         "{said:?}"
     );
@@ -988,7 +989,8 @@ fn one_walk_of_many_groups_says_the_fence_load_once() {
     let out = h.input(Input::Closures(walk(1)));
     assert_eq!(loads(&out).len(), 1, "{:?}", loads(&out));
     assert!(loads(&out)[0].starts_with("fence load: 40 units"));
-    // Two services more in every role, and one that g3 and g7 both pull in.
+    // Two services more in every role, and one that g3 and g7 both pull in, whose two stop
+    // commands only g3's walk saw (it changed between the walks): counted once, with two.
     let mut grown = walk(3);
     for (id, closure) in &mut grown {
         if [GroupId(3), GroupId(7)].contains(id) {
@@ -996,10 +998,20 @@ fn one_walk_of_many_groups_says_the_fence_load_once() {
                 .units
                 .insert("cache.service".into(), crate::systemd::Reach::Pulled);
         }
+        if *id == GroupId(3) {
+            closure.stop_commands.insert("cache.service".into(), 2);
+        }
     }
     let out = h.input(Input::Closures(grown));
     assert_eq!(loads(&out).len(), 1, "{:?}", loads(&out));
-    assert!(loads(&out)[0].starts_with("fence load: 121 units"));
+    assert!(
+        loads(&out)[0].starts_with(
+            "fence load: 121 units with processes in the roles of all groups, 122 stop commands \
+             among them, about 1s 500ms"
+        ),
+        "{:?}",
+        loads(&out)
+    );
     let errors: Vec<&str> = records(&out)
         .into_iter()
         .filter(|r| r.level == Level::Error)
@@ -1013,7 +1025,7 @@ fn one_walk_of_many_groups_says_the_fence_load_once() {
         let t = h.agent.groups[&GroupId(i)].machine.timing();
         assert_eq!(
             t.fence_load,
-            crate::core::Timing::fence_load_for(121),
+            crate::core::Timing::fence_load_for(121, 122),
             "g{i}"
         );
     }
