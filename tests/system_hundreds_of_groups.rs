@@ -54,6 +54,8 @@ fn drains(g: usize) -> bool {
 }
 /// The bound for start-up at 500 groups; 200 must do at least as well.
 const READY_BOUND: Duration = Duration::from_secs(5);
+/// How long after the lease every cut group's service must be running on another host.
+const SERVICES_UP_AFTER_LEASE: Duration = Duration::from_secs(4);
 /// How long no promd may be restarted by its watchdog, counted from the start.
 const QUIET: Duration = Duration::from_secs(60);
 
@@ -395,6 +397,19 @@ fn two_hundred_groups_start_stay_up_and_fail_over_together_without_overlap() {
     assert!(
         late.is_empty(),
         "re-elected later than the lease + 1 s: {late:?}"
+    );
+    // And their services running there: systemd on the new hosts starts ~100 each at once,
+    // on a machine that runs three hosts on two cores (measured: up to L + 1.1 s at 8 s,
+    // L + 1.8 s with every service draining at 9 s, L + 2 s at 6 s). A bound a user would
+    // hold a failover of 200 groups to; it is not the goal, which is the election.
+    let slow: Vec<String> = service_up
+        .iter()
+        .filter(|(_, t)| **t > lease() + SERVICES_UP_AFTER_LEASE)
+        .map(|(g, t)| format!("g{g} {t:?}"))
+        .collect();
+    assert!(
+        slow.is_empty(),
+        "services up elsewhere later than the lease + {SERVICES_UP_AFTER_LEASE:?}: {slow:?}"
     );
 
     // The cut host stops its own units (its fence); no group ever ran on two hosts at once.
