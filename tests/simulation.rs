@@ -336,27 +336,37 @@ fn lease_end(w: &World, a: usize) -> Mono {
     w.store.leases[&lease]
 }
 
-/// Issue 13's reviewer: 200 services that drain (`ExecStop=/bin/sleep 20`) on a host cut off
-/// the store, at a 6 s lease. Their stops leave PID 1 idle until promd's kill, and then PID 1
-/// needs about the fence load (200 × 12 ms, 2.4 s) to carry it out. The kill comes that long
-/// before the hang deadline: the units are dead before the lease can end, and before another
-/// node starts them. (With the kill at the lease's own kill margin, 0.6 s before `s + L`, they
-/// outlived the lease by up to 1.8 s.)
-#[test]
-fn a_cut_host_whose_units_drain_until_the_kill_has_them_killed_before_its_lease_ends() {
+/// A host of `nodes` whose PID 1 needs 2.4 s to carry out a kill (200 services with one stop
+/// command each, at 12 ms, draining until the kill) at a 6 s lease, settled, its active node
+/// cut off the store, its stop held (it drains for longer than any lease), run until its
+/// fence began. Returns the world, the cut node, and when its lease ends in the store.
+fn loaded_host_cut_and_fencing(nodes: usize) -> (Sim, usize, Mono) {
     let lease = Duration::from_secs(6);
-    let mut cfg = Config::new(3, 0);
+    let mut cfg = Config::new(nodes, 0);
     cfg.lease = lease;
     cfg.watchdog = Timing::new(lease).fitting_watchdog();
     cfg.pid1_load = Timing::fence_load_for(200, 200);
     let mut s = Sim::with(cfg);
     let a = s.settle();
-    s.held_jobs.push(a); // its stop drains for longer than any lease
+    s.held_jobs.push(a);
     s.cut(a);
     let ends = lease_end(&s.world, a);
     s.run_until("the cut node starts to fence", lease, |w| {
         w.role(a) == Role::Demoting
     });
+    (s, a, ends)
+}
+
+/// Issue 13's reviewer: 200 services that drain (`ExecStop=/bin/sleep 20`) on a host cut off
+/// the store. Their stops leave PID 1 idle until promd's kill, and then PID 1 needs about the
+/// fence load to carry it out. The kill comes that long before the hang deadline: the units
+/// are dead before the lease can end, and before another node starts them. (With the kill at
+/// the lease's own kill margin, 0.6 s before `s + L`, they outlived the lease by up to
+/// 1.8 s; the reviewer's services had two stop commands each, for which promd now asks 9 s.)
+#[test]
+fn a_cut_host_whose_units_drain_until_the_kill_has_them_killed_before_its_lease_ends() {
+    let (mut s, a, ends) = loaded_host_cut_and_fencing(3);
+    let lease = s.cfg.lease;
     let fence_began = s.world.now;
     s.run_until("PID 1 killed the cut node's units", lease * 2, |w| {
         !w.nodes[a].units_up
@@ -380,19 +390,8 @@ fn a_cut_host_whose_units_drain_until_the_kill_has_them_killed_before_its_lease_
 /// host without a load needs, so the units are still dead before the lease can end.
 #[test]
 fn a_promd_that_hangs_before_its_kill_on_a_loaded_host_is_killed_early_enough_for_pid1() {
-    let lease = Duration::from_secs(6);
-    let mut cfg = Config::new(2, 0);
-    cfg.lease = lease;
-    cfg.watchdog = Timing::new(lease).fitting_watchdog();
-    cfg.pid1_load = Timing::fence_load_for(200, 200);
-    let mut s = Sim::with(cfg);
-    let a = s.settle();
-    s.held_jobs.push(a);
-    s.cut(a);
-    let ends = lease_end(&s.world, a);
-    s.run_until("the cut node starts to fence", lease, |w| {
-        w.role(a) == Role::Demoting
-    });
+    let (mut s, a, ends) = loaded_host_cut_and_fencing(2);
+    let lease = s.cfg.lease;
     assert!(s.world.nodes[a].units_up, "draining, not killed yet");
     s.pause(a);
     s.run_until("the watchdog's kill has taken effect", lease * 2, |w| {
