@@ -14,7 +14,7 @@
 //! it), and a starved loop moves no horizon.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,18 @@ pub fn ping_due(now: Mono, horizon: Mono, interval: Duration) -> Ping {
 struct Shared {
     horizon_ns: AtomicU64,
     interval_ns: AtomicU64,
+    /// The keeper's last ping armed the watchdog to fire at the horizon it saw
+    /// ([`Ping::Within`]).
+    armed: AtomicBool,
+}
+
+/// Whether a new horizon must wake the keeper now rather than at its next turn: one nearer
+/// than before, so that it arms the watchdog for it; or any other while the watchdog is armed
+/// to fire at the old one, which may be nearer than the keeper's next turn. (A fence's kill
+/// moves the horizon later by the host's fence load, 100 ms before the old one would fire;
+/// the keeper turns every third of the interval, 533 ms at an 8 s lease.)
+pub fn wakes_keeper(old: Mono, new: Mono, armed: bool) -> bool {
+    new < old || (new != old && armed)
 }
 
 /// The handle the event loop keeps; without a watchdog (promd not run by systemd with
@@ -73,6 +85,7 @@ impl Keeper {
         let shared = Arc::new(Shared {
             horizon_ns: AtomicU64::new(nanos(horizon.0)),
             interval_ns: AtomicU64::new(0),
+            armed: AtomicBool::new(false),
         });
         let Some(interval) = notifier.watchdog() else {
             return Ok(Keeper {
@@ -97,17 +110,20 @@ impl Keeper {
             shared: Arc::new(Shared {
                 horizon_ns: AtomicU64::new(nanos(horizon.0)),
                 interval_ns: AtomicU64::new(0),
+                armed: AtomicBool::new(false),
             }),
             thread: None,
         }
     }
 
-    /// Ping up to `horizon` and no further. A horizon nearer than before wakes the thread, so
-    /// that it arms the watchdog for it now rather than at its next turn.
+    /// Ping up to `horizon` and no further. A horizon that [`wakes_keeper`] wakes the
+    /// thread, so that it pings for it now rather than at its next turn.
     pub fn publish(&self, horizon: Mono) {
         let new = nanos(horizon.0);
         let old = self.shared.horizon_ns.swap(new, Ordering::SeqCst);
-        if new < old
+        let armed = self.shared.armed.load(Ordering::SeqCst);
+        let at = |ns| Mono(Duration::from_nanos(ns));
+        if wakes_keeper(at(old), at(new), armed)
             && let Some((thread, _)) = &self.thread
         {
             thread.unpark();
@@ -140,10 +156,25 @@ fn keep(notifier: &mut Notifier, mut interval: Duration, origin: Instant, shared
         let horizon = Mono(Duration::from_nanos(
             shared.horizon_ns.load(Ordering::SeqCst),
         ));
-        match ping_due(Mono(origin.elapsed()), horizon, interval) {
-            Ping::Plain => notifier.ping(None),
-            Ping::Within(left) => notifier.ping(Some(left)),
+        let ping = ping_due(Mono(origin.elapsed()), horizon, interval);
+        match ping {
+            Ping::Plain => {
+                notifier.ping(None);
+                shared.armed.store(false, Ordering::SeqCst);
+            }
+            Ping::Within(left) => {
+                // Armed before the ping: a horizon published meanwhile still wakes us.
+                shared.armed.store(true, Ordering::SeqCst);
+                notifier.ping(Some(left));
+            }
             Ping::Withhold => {}
+        }
+        // A horizon published while this turn armed the watchdog (before `armed` was set)
+        // may not have woken us: look again at once.
+        if matches!(ping, Ping::Within(_))
+            && shared.horizon_ns.load(Ordering::SeqCst) != nanos(horizon.0)
+        {
+            continue;
         }
         std::thread::park_timeout(interval / 3);
     }
@@ -176,6 +207,17 @@ mod tests {
             ping_due(Mono(Duration::from_micros(1_199_999_500)), at(1_200_000), W),
             Ping::Within(Duration::from_millis(1))
         );
+    }
+
+    /// A fence's kill moves the horizon later while the watchdog is armed to fire at the old
+    /// one, 100 ms away: the keeper must ping at once, not at its next turn.
+    #[test]
+    fn a_later_horizon_wakes_the_keeper_only_while_the_watchdog_is_armed() {
+        assert!(wakes_keeper(at(2000), at(1500), false), "nearer: always");
+        assert!(wakes_keeper(at(2000), at(1500), true));
+        assert!(wakes_keeper(at(1500), at(4000), true), "later, armed");
+        assert!(!wakes_keeper(at(1500), at(4000), false), "later, plain pings");
+        assert!(!wakes_keeper(at(1500), at(1500), true), "unchanged");
     }
 
     #[test]

@@ -85,16 +85,16 @@ impl Agent {
         });
         let old = std::mem::replace(&mut self.fence_load.load, load);
         if old != load {
-            let moved: Vec<GroupId> = self
+            // Every machine, not only those whose fence moves: a load moves the kill and the
+            // hang deadline before it long before it moves the fence (a reviewer found a
+            // load grown from 100 to 900 ms at 6 s left every kill 800 ms late).
+            let ids: Vec<GroupId> = self
                 .groups
                 .iter()
-                .filter(|(_, g)| {
-                    let t = g.machine.timing();
-                    t.with_fence_load(old).margin() != t.with_fence_load(load).margin()
-                })
+                .filter(|(_, g)| g.machine.timing().fence_load != load)
                 .map(|(id, _)| *id)
                 .collect();
-            for id in moved {
+            for id in ids {
                 self.feed(id, Event::FenceLoad(load), now, out);
             }
         }

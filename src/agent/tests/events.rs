@@ -897,6 +897,33 @@ fn a_unit_in_the_roles_of_two_groups_is_said_as_an_error() {
     assert!(!records(&out).iter().any(|r| r.level == Level::Error));
 }
 
+/// A load that the lease's own margin holds moves no fence, but it moves the kill: every
+/// machine gets it (a reviewer found one grown from 100 to 900 ms at 6 s given to none, their
+/// kills left 800 ms late).
+#[test]
+fn a_load_that_moves_only_the_kill_reaches_every_machine() {
+    let six = |g: &str| g.replace("lease = \"2s\"", "lease = \"6s\"");
+    let mut h = H::with(config(&[&six(WEB), &six(DB)]));
+    h.input(Input::Start);
+    h.active(0, 7);
+    let timing = |h: &H, id: u64| h.agent.groups[&GroupId(id)].machine.timing();
+    h.input(Input::Closure(GroupId(0), services("web", 8)));
+    h.input(Input::Closure(GroupId(1), services("db", 0)));
+    assert_eq!(timing(&h, 0).fence_load, Duration::from_millis(100));
+    let own = timing(&h, 0).margin();
+    assert_eq!(own, Duration::from_millis(1500));
+    assert_eq!(timing(&h, 0).kill_margin(), Duration::from_millis(600));
+    // 75 units: 900 ms. The fence stays where the lease puts it; the kill comes 1.4 s before
+    // s + L, on both groups.
+    h.input(Input::Closure(GroupId(1), services("db", 67)));
+    for id in [0, 1] {
+        let t = timing(&h, id);
+        assert_eq!(t.fence_load, Duration::from_millis(900), "group {id}");
+        assert_eq!(t.margin(), own, "group {id}");
+        assert_eq!(t.kill_margin(), Duration::from_millis(1400), "group {id}");
+    }
+}
+
 /// A unit added to an active role by a drop-in and `systemctl daemon-reload`: the runtime
 /// walks every group again and hands the closures over in one input. The units it adds
 /// count at once: every group's fence begins earlier, and the journal says the new count.
