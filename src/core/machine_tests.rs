@@ -1686,7 +1686,7 @@ fn the_key_vanishing_from_under_the_active_node_kills_at_once() {
 /// systemd before the stop job began, and systemd then ran web-drain.service's
 /// `ExecStop=/bin/sleep 3` for the killed service in full: the holder's units were down 3.1 s
 /// after the key vanished, not at once. While the stop runs, the fence kills again every
-/// kill margin; once it is done, no more.
+/// rekill interval (the lease's own kill margin); once it is done, no more.
 #[test]
 fn a_stop_still_running_after_its_kill_is_killed_again_every_rekill_interval() {
     let margin = Timing::new(LEASE).rekill_interval();

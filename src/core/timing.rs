@@ -47,10 +47,11 @@ impl Sub<Duration> for Mono {
 /// If promd hangs, only the systemd watchdog stops the units (`ExecStopPost=promd fence`
 /// kills them once promd is dead), and systemd's watchdog timer may fire up to
 /// [`WATCHDOG_ACCURACY`] after its deadline. So while its units may run, promd never lets the
-/// watchdog's deadline reach past [`Timing::hang_deadline`], [`WATCHDOG_REACH`] before `s + L`:
-/// a hang before the fence is caught by the interval `W`, which the margin leaves room for; a
-/// hang after the fence began (a drain that outlasts the lease) by the watchdog armed to that
-/// deadline ([`Timing::watchdog_within`]).
+/// watchdog's deadline reach past [`Timing::hang_deadline`], [`WATCHDOG_REACH`] before `s + L`
+/// (and, until promd asked for its kill, past [`Timing::hang_deadline_before_kill`], earlier
+/// by the fence load): the watchdog is armed to that deadline whenever it is nearer than the
+/// interval `W` ([`Timing::watchdog_within`]), so a hang anywhere is caught by it. Without a
+/// load, `W` fits before the fence (the margin leaves room for it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Timing {
     /// The store lease `L` (`lease` in promd.toml, at least 1 s).
@@ -59,9 +60,10 @@ pub struct Timing {
     pub watchdog: Duration,
     /// How long PID 1 may take to stop everything this host fences at once, as the agent
     /// estimates it from the closures of all its groups (`Duration::MAX` while it does not
-    /// know: the most the lease allows). The fence begins early enough to leave it that long
-    /// before the hang deadline, as far as the lease allows ([`Timing::margin`];
-    /// docs/safety.md, "What is assumed about the host").
+    /// know: the most the lease allows). The kill comes early enough to leave it that long
+    /// before the hang deadline, and the fence at least [`STOP_ROOM`] before the kill, as far
+    /// as the lease allows ([`Timing::kill_margin`], [`Timing::margin`]; docs/safety.md,
+    /// "What is assumed about the host").
     pub fence_load: Duration,
 }
 
@@ -188,7 +190,7 @@ impl Timing {
     /// moved on (`L/3` until it is sent, `min(L/6, 500 ms)` waiting for the answer, 300 ms
     /// to reconnect and renew; docs/safety.md, "Losing one etcd member is not a failover"):
     /// `min(L/2, 2L/3 - min(L/6, 500 ms) - 300 ms)`, in whole milliseconds: 1.866 s at 4 s,
-    /// 3 s at 6 s; under 2.5 s leases no more than the lease's own margin.
+    /// 3 s at 6 s; up to 2 s leases no more than the lease's own margin.
     fn load_cap(&self) -> Duration {
         let follower = (self.lease * 2 / 3)
             .saturating_sub((self.lease / 6).min(Duration::from_millis(500)))
@@ -274,9 +276,9 @@ impl Timing {
     /// away), else the time left to it, at least 1 ms (`WATCHDOG_USEC=0` would turn the
     /// watchdog off).
     ///
-    /// Before the fence deadline `W` always fits (the margin leaves room for it); after it, a
-    /// promd that hangs while a drain outlasts the lease would otherwise be killed up to `W`
-    /// after the hang, past the lease's end.
+    /// Without a fence load, `W` fits before the fence deadline (the margin leaves room for
+    /// it); after it, or earlier under a load, a promd that hangs would otherwise be killed
+    /// up to `W` after the hang, past the lease's end.
     pub fn watchdog_within(
         interval: Duration,
         hang_deadline: Option<super::Mono>,
