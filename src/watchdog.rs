@@ -216,7 +216,10 @@ mod tests {
         assert!(wakes_keeper(at(2000), at(1500), false), "nearer: always");
         assert!(wakes_keeper(at(2000), at(1500), true));
         assert!(wakes_keeper(at(1500), at(4000), true), "later, armed");
-        assert!(!wakes_keeper(at(1500), at(4000), false), "later, plain pings");
+        assert!(
+            !wakes_keeper(at(1500), at(4000), false),
+            "later, plain pings"
+        );
         assert!(!wakes_keeper(at(1500), at(1500), true), "unchanged");
     }
 
