@@ -120,7 +120,7 @@ impl Agent {
         let mut short: BTreeMap<Duration, Timing> = BTreeMap::new();
         for g in self.groups.values() {
             let t = g.machine.timing().with_fence_load(load);
-            if t.kill_window() < load {
+            if !t.holds_fence_load() {
                 short.insert(t.lease, t);
             }
         }

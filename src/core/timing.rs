@@ -213,11 +213,20 @@ impl Timing {
     /// [`STOP_ROOM`] to drain before the kill: what to tell an operator whose lease is too
     /// short for the units the host fences at once. `None` beyond an hour.
     pub fn lease_for_fence_load(load: Duration) -> Option<Duration> {
-        (1..=3600u64).map(Duration::from_secs).find(|&l| {
-            let t = Timing::new(l).with_fence_load(load);
-            // No load: the lease's own deadlines, which every lease from 1 s fits.
-            load.is_zero() || (t.kill_window() >= load && t.margin() >= t.kill_margin() + STOP_ROOM)
-        })
+        (1..=3600u64)
+            .map(Duration::from_secs)
+            .find(|&l| Timing::new(l).with_fence_load(load).holds_fence_load())
+    }
+
+    /// Whether this lease holds its fence load: the kill window gives PID 1 the whole load
+    /// ([`Timing::kill_window`] `>= fence_load`) and [`STOP_ROOM`] is left to drain before
+    /// the kill. The one rule behind both [`Timing::lease_for_fence_load`] and the agent's
+    /// warning about short leases, so the lease a warning names always holds. No load: the
+    /// lease's own deadlines, which every lease from 1 s holds.
+    pub fn holds_fence_load(&self) -> bool {
+        self.fence_load.is_zero()
+            || (self.kill_window() >= self.fence_load
+                && self.margin() >= self.kill_margin() + STOP_ROOM)
     }
 
     /// Time reserved for the kill, once stopping took too long: the lease's own
@@ -580,6 +589,32 @@ mod tests {
         let more = t.with_fence_load(ms(600));
         assert_eq!(more.fence_at(s), t.fence_at(s) - ms(200));
         assert_eq!(more.kill_at(s) - STOP_ROOM, more.fence_at(s));
+    }
+
+    #[test]
+    fn a_lease_holds_its_load_exactly_from_the_lease_named_for_it() {
+        // The agent warns when a lease does not hold its load and names
+        // `lease_for_fence_load`; the two must agree for every lease and load, so that
+        // the named lease silences the warning and every longer one does too.
+        for load_ms in (0u64..=20_000).step_by(50).chain([u64::MAX]) {
+            let load = Duration::from_millis(load_ms);
+            let named = Timing::lease_for_fence_load(load);
+            for lease_ms in (1000u64..=40_000).step_by(250) {
+                let lease = Duration::from_millis(lease_ms);
+                let holds = Timing::new(lease).with_fence_load(load).holds_fence_load();
+                let whole_second_at_or_past = named.is_some_and(|l| l <= lease);
+                assert!(
+                    !whole_second_at_or_past || holds,
+                    "load {load_ms} ms: lease {lease_ms} ms is at or past the named {named:?} but does not hold it"
+                );
+                if lease_ms % 1000 == 0 {
+                    assert_eq!(
+                        holds, whole_second_at_or_past,
+                        "load {load_ms} ms, lease {lease_ms} ms"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
