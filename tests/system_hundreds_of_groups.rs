@@ -37,9 +37,14 @@ const HOSTS: usize = 3;
 /// in time but PID 1 ended the last stop job past the hang deadline (12.8 ms per unit) and
 /// the watchdog restarted promd.
 fn lease() -> Duration {
+    promd::core::Timing::lease_for_fence_load(fence_load()).expect("a lease under an hour")
+}
+
+/// What promd estimates PID 1 needs to stop every group's service at once: one unit each,
+/// an `ExecStopPost=` each, an `ExecStop=` for those that drain (`Timing::fence_load_for`).
+fn fence_load() -> Duration {
     let commands = GROUPS + (1..=GROUPS).filter(|&g| drains(g)).count();
-    promd::core::Timing::lease_for_fence_load(promd::core::Timing::fence_load_for(GROUPS, commands))
-        .expect("a lease under an hour")
+    promd::core::Timing::fence_load_for(GROUPS, commands)
 }
 
 /// The command a draining service runs as `ExecStop=`: `PROMD_TEST_DRAIN` (then every
@@ -460,9 +465,7 @@ fn two_hundred_groups_start_stay_up_and_fail_over_together_without_overlap() {
     // time of the last renewal etcd answered), so each service must be down by the time of
     // its group's fence line plus the margin, `s + L`, whenever etcd's 500 ms expiry tick
     // comes. (A fence timer that fired late would make this lenient by as much.)
-    let commands = GROUPS + (1..=GROUPS).filter(|&g| drains(g)).count();
-    let timing = promd::core::Timing::new(lease())
-        .with_fence_load(promd::core::Timing::fence_load_for(GROUPS, commands));
+    let timing = promd::core::Timing::new(lease()).with_fence_load(fence_load());
     let margin = timing.margin();
     let fenced: BTreeMap<usize, u64> = hosts[victim]
         .journal(&["-u", "promd.service", "-o", "short-monotonic"])

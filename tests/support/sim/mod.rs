@@ -428,4 +428,16 @@ impl Node {
             kill_lands: None,
         }
     }
+
+    /// A kill of the active target's units is asked at `now` (by promd, or by
+    /// `ExecStopPost=promd fence`): with a busy PID 1 ([`Config::pid1_load`]) it lands `load`
+    /// later, or at an earlier kill still under way; with none, at once.
+    pub(super) fn ask_kill(&mut self, now: Mono, load: Duration) {
+        if load.is_zero() {
+            self.units_up = false;
+        } else if self.units_up {
+            let lands = now + load;
+            self.kill_lands = Some(self.kill_lands.map_or(lands, |t| t.min(lands)));
+        }
+    }
 }

@@ -496,14 +496,7 @@ impl World {
                 job: Work::Restart,
                 superseded: false,
             }),
-            Action::KillActive => {
-                if self.pid1_load.is_zero() {
-                    n.units_up = false;
-                } else if n.units_up {
-                    let lands = self.now + self.pid1_load;
-                    n.kill_lands = Some(n.kill_lands.map_or(lands, |t| t.min(lands)));
-                }
-            }
+            Action::KillActive => n.ask_kill(self.now, self.pid1_load),
             // The model's store never loses its history: every floor is below its revision.
             Action::Campaign { claim, .. } => {
                 if n.online {
@@ -788,14 +781,7 @@ impl World {
     /// promd dies (crash, watchdog): `ExecStopPost=promd fence` kills its units; its lease
     /// lives on until it expires.
     fn kill_process(&mut self, i: usize) {
-        let (now, load) = (self.now, self.pid1_load);
-        let n = &mut self.nodes[i];
-        if load.is_zero() {
-            n.units_up = false;
-        } else if n.units_up {
-            let lands = now + load;
-            n.kill_lands = Some(n.kill_lands.map_or(lands, |t| t.min(lands)));
-        }
+        self.nodes[i].ask_kill(self.now, self.pid1_load);
         self.end_process(i);
     }
 
