@@ -114,7 +114,7 @@ impl Runtime {
                 progress,
                 start: None,
                 restarts: Vec::new(),
-                kills: Vec::new(),
+                kills: Default::default(),
                 stop_walk: StopWalk::default(),
                 health_task: None,
                 watch_task: None,

@@ -46,6 +46,93 @@ impl StopWalk {
     }
 }
 
+/// A group's kills: one task at a time, and at most one more asked while it runs.
+///
+/// Why: the core asks a stop that outlives its kill to be killed again every
+/// [`crate::core::Timing::rekill_interval`]. On a host too starved to answer in time, the
+/// rounds of hundreds of groups piled up in the urgent gate (about 860 `KillUnit`s where 200
+/// were enough), ahead of the walks that confirm each stop, and the watchdog took promd for
+/// hung. A kill asked while one runs is kept, the latest only, and runs as soon as the
+/// running one ends, so no kill is dropped and none waits behind a stale one.
+#[derive(Debug, Default)]
+pub(crate) struct Kills {
+    /// The running task, to abort when the core cancels the kills.
+    task: Option<tokio::task::AbortHandle>,
+    /// Shared with the running task; replaced (not cleared) on a cancel, so an aborted task
+    /// that has not yet been dropped cannot touch the kills asked after it.
+    slot: std::sync::Arc<std::sync::Mutex<KillSlot>>,
+}
+
+/// What the running kill task and the loop share.
+#[derive(Debug)]
+struct KillSlot<R = (Closure, StopWalk)> {
+    running: bool,
+    /// The next kill to carry out: the closure the agent knew and the walk of the stop
+    /// that was latest when it was asked.
+    next: Option<R>,
+}
+
+impl<R> Default for KillSlot<R> {
+    fn default() -> Self {
+        KillSlot {
+            running: false,
+            next: None,
+        }
+    }
+}
+
+impl<R> KillSlot<R> {
+    /// A kill is asked: returned if it is to run now, in a task of its own; kept (replacing
+    /// one kept before) if a task is running.
+    fn ask(&mut self, request: R) -> Option<R> {
+        if self.running {
+            self.next = Some(request);
+            None
+        } else {
+            self.running = true;
+            Some(request)
+        }
+    }
+
+    /// The running task finished a kill: the next one for it to run, if any; else the slot
+    /// is free.
+    fn finished(&mut self) -> Option<R> {
+        let next = self.next.take();
+        self.running = next.is_some();
+        next
+    }
+}
+
+impl Kills {
+    /// Forget a finished task's handle (its memory, `Drivers::forget_finished`).
+    pub(super) fn forget_finished(&mut self) {
+        if self.task.as_ref().is_some_and(|t| t.is_finished()) {
+            self.task = None;
+        }
+    }
+
+    /// Abort the kill in flight and drop the one asked after it.
+    fn cancel(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+        self.slot = Default::default();
+    }
+}
+
+/// Marks the slot free when the kill task ends, also when it is aborted.
+struct KillDone(std::sync::Arc<std::sync::Mutex<KillSlot>>);
+
+impl Drop for KillDone {
+    fn drop(&mut self) {
+        lock(&self.0).running = false;
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Runtime {
     /// Run a systemd job in a task; its result comes back as [`Input::Job`].
     pub(super) fn start_job(&mut self, id: GroupId, order: JobOrder) {
@@ -185,35 +272,32 @@ impl Runtime {
     }
 
     /// SIGKILL whatever of the active units still runs: the known closure at once, and what a
-    /// fresh walk finds besides, or, once the latest stop's walk is done, what it found.
+    /// fresh walk finds besides, or, once the latest stop's walk is done, what it found. A
+    /// kill asked while the group's last one is still in flight runs right after it
+    /// ([`Kills`]).
     pub(super) fn kill(&mut self, id: GroupId, known: Closure) {
         let Some(d) = self.drivers.get_mut(&id) else {
             return;
         };
+        let slot = d.kills.slot.clone();
+        // A poisoned lock is taken as it is: nothing that holds it can panic, and a kill
+        // must not be dropped for it.
+        let Some(request) = lock(&slot).ask((known, d.stop_walk.clone())) else {
+            return;
+        };
         let (systemd, target) = (self.systemd.urgent(), d.cfg.active_target.clone());
         let inputs = self.inputs_tx.clone();
-        let walked = d.stop_walk.get();
         let task = tokio::spawn(async move {
-            if let Some(found) = walked {
-                let mut units = known.with_target(&target);
-                for unit in found.names() {
-                    if !units.contains(&unit) {
-                        units.push(unit);
-                    }
-                }
-                systemd.kill_all(&units).await;
-                return;
+            let _done = KillDone(slot.clone());
+            let mut request = Some(request);
+            while let Some((known, stop_walk)) = request.take() {
+                kill_once(&systemd, &target, id, &inputs, known, stop_walk.get()).await;
+                // Taken under the lock that `kill` asks under: a kill asked from here on
+                // finds the slot free and starts its own task.
+                request = lock(&slot).finished();
             }
-            let kill = |units: Vec<String>, _first: bool| {
-                let systemd = systemd.clone();
-                async move { systemd.kill_all(&units).await }
-            };
-            // A failed walk was logged; the known part is killed regardless.
-            let now = (std::future::ready(()), None);
-            let _ = known_then_fresh(&systemd, &known, &target, (id, &inputs), now, kill).await;
         });
-        d.kills.retain(|t| !t.is_finished());
-        d.kills.push(task.abort_handle());
+        d.kills.task = Some(task.abort_handle());
     }
 
     /// Restart failed units in place; one that is not up afterwards is reported as stopped.
@@ -260,7 +344,7 @@ impl Runtime {
             d.restarts.drain(..).for_each(|t| t.abort());
         }
         if kills {
-            d.kills.drain(..).for_each(|t| t.abort());
+            d.kills.cancel();
         }
     }
 
@@ -410,5 +494,77 @@ pub(super) async fn bind_closure(
             tracing::error!(PROMD_GROUP = %group, "reading the units of {target}: {e}");
             None
         }
+    }
+}
+
+/// One kill of a group's active units: the known closure with the target and, once the
+/// stop's walk is done (`walked`), what it found; else the known part at once and what a
+/// fresh walk finds besides.
+async fn kill_once(
+    systemd: &Systemd,
+    target: &str,
+    id: GroupId,
+    inputs: &tokio::sync::mpsc::UnboundedSender<Input>,
+    known: Closure,
+    walked: Option<Closure>,
+) {
+    if let Some(found) = walked {
+        let mut units = known.with_target(target);
+        for unit in found.names() {
+            if !units.contains(&unit) {
+                units.push(unit);
+            }
+        }
+        systemd.kill_all(&units).await;
+        return;
+    }
+    let kill = |units: Vec<String>, _first: bool| {
+        let systemd = systemd.clone();
+        async move { systemd.kill_all(&units).await }
+    };
+    // A failed walk was logged; the known part is killed regardless.
+    let now = (std::future::ready(()), None);
+    let _ = known_then_fresh(systemd, &known, target, (id, inputs), now, kill).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KillSlot;
+
+    #[test]
+    fn a_kill_asked_while_one_runs_waits_and_only_the_latest_is_kept() {
+        let mut slot: KillSlot<u32> = KillSlot::default();
+        assert_eq!(slot.ask(1), Some(1), "a free slot runs the kill at once");
+        assert_eq!(slot.ask(2), None, "one runs: kept");
+        assert_eq!(slot.ask(3), None, "kept, replacing the one kept before");
+        assert_eq!(
+            slot.finished(),
+            Some(3),
+            "the running task goes on with the latest"
+        );
+        assert_eq!(slot.ask(4), None, "still running");
+        assert_eq!(slot.finished(), Some(4));
+        assert_eq!(slot.finished(), None, "nothing more: the slot is free");
+        assert_eq!(
+            slot.ask(5),
+            Some(5),
+            "a kill after that runs in a task of its own"
+        );
+    }
+
+    #[test]
+    fn an_aborted_kill_frees_its_slot() {
+        let slot = std::sync::Arc::new(std::sync::Mutex::new(KillSlot::default()));
+        assert!(
+            super::lock(&slot)
+                .ask((super::Closure::default(), super::StopWalk::default()))
+                .is_some()
+        );
+        drop(super::KillDone(slot.clone()));
+        assert!(
+            super::lock(&slot)
+                .ask((super::Closure::default(), super::StopWalk::default()))
+                .is_some()
+        );
     }
 }

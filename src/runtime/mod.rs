@@ -70,8 +70,8 @@ struct Drivers {
     start: Option<tokio::task::AbortHandle>,
     /// Restarts in place in flight ([`crate::core::Cancels::restarts`]).
     restarts: Vec<tokio::task::AbortHandle>,
-    /// Kills not yet carried out ([`crate::core::Cancels::kills`]).
-    kills: Vec<tokio::task::AbortHandle>,
+    /// Kills not yet carried out ([`crate::core::Cancels::kills`]), one at a time.
+    kills: jobs::Kills,
     /// What the walk of the latest stop found, once it has ([`Runtime::kill`] kills it
     /// without walking again).
     stop_walk: StopWalk,
@@ -91,7 +91,7 @@ impl Drivers {
             self.start = None;
         }
         self.restarts.retain(|t| !t.is_finished());
-        self.kills.retain(|t| !t.is_finished());
+        self.kills.forget_finished();
     }
 }
 
