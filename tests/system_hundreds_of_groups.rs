@@ -3,7 +3,9 @@
 //! group `gN` has its own active target pulling in `gN.service`, which records its run spans,
 //! and its own passive target. Every other service drains (`ExecStop=/bin/sleep 20`, 30 s to
 //! stop): a cut host's fence must kill those in time, and PID 1 then has their whole stop to
-//! run after the kill. What a user would check: promd is READY within a few seconds,
+//! run after the kill. Of the rest, every other one ignores SIGTERM and forks two children
+//! that ignore it too, so only the fence's SIGKILL of the whole cgroup ends it before its
+//! 10 s stop timeout. What a user would check: promd is READY within a few seconds,
 //! every group settles with one active host, none of the hosts' promd is restarted by its
 //! watchdog over its first minute, and when the host with every group (the worst case: `n1`
 //! is preferred for all, with `preempt`) is cut off silently, every one of its groups is elected elsewhere within the lease plus a second, the
@@ -72,7 +74,19 @@ fn real_ns() -> u64 {
         .as_nanos() as u64
 }
 
-/// The hosts, every draining service ([`drains`]) with a drop-in that makes it drain.
+/// Whether group `g`'s service ignores SIGTERM and forks children that ignore it too (every
+/// fourth group, none of them draining unless `PROMD_TEST_DRAIN` is set).
+fn ignores_term(g: usize) -> bool {
+    g % 4 == 1
+}
+
+/// What such a service runs: a shell that ignores SIGTERM (as its children inherit) and
+/// waits for two `sleep`s it started in the background. Unit-file syntax.
+const IGNORES_TERM: &str =
+    "/bin/sh -c 'trap \"\" TERM; /usr/bin/sleep infinity & /usr/bin/sleep infinity & wait'";
+
+/// The hosts, every draining service ([`drains`]) with a drop-in that makes it drain, and
+/// every one that [`ignores_term`] with one that makes it so.
 fn boot(net: &Net, etcd: &EtcdCluster, spans: &[tempfile::TempDir]) -> Vec<Host> {
     let drain = drain_command();
     let specs = (0..HOSTS)
@@ -83,6 +97,12 @@ fn boot(net: &Net, etcd: &EtcdCluster, spans: &[tempfile::TempDir]) -> Vec<Host>
                 spec.file(
                     &format!("/etc/systemd/system/g{g}.service.d/drain.conf"),
                     format!("[Service]\nExecStop={drain}\nTimeoutStopSec=30s\n"),
+                );
+            }
+            for g in (1..=GROUPS).filter(|&g| ignores_term(g)) {
+                spec.file(
+                    &format!("/etc/systemd/system/g{g}.service.d/ignores-term.conf"),
+                    format!("[Service]\nExecStart=\nExecStart={IGNORES_TERM}\n"),
                 );
             }
             spec
@@ -260,6 +280,41 @@ fn two_hundred_groups_start_stay_up_and_fail_over_together_without_overlap() {
         started.elapsed(),
         all.iter().map(|(a, _)| a.len()).collect::<Vec<_>>()
     );
+
+    // The services that ignore SIGTERM do, with their two children: what the fence must
+    // SIGKILL, or the test would measure plain services.
+    let ignoring: Vec<usize> = all[0]
+        .0
+        .iter()
+        .copied()
+        .filter(|&g| ignores_term(g))
+        .collect();
+    assert!(
+        !ignoring.is_empty(),
+        "no group whose service ignores SIGTERM"
+    );
+    let script = format!(
+        "for g in {}; do pid=$(systemctl show -P MainPID g$g.service); \
+         echo g$g $(ps -o pid= --ppid $pid | wc -l) \
+         $(sed -n 's/^SigIgn:[[:space:]]*//p' /proc/$pid/status); done",
+        ignoring
+            .iter()
+            .map(|g| g.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    for line in hosts[0].run_ok(&["sh", "-c", &script]).lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let ignored = words
+            .get(2)
+            .and_then(|m| u64::from_str_radix(m, 16).ok())
+            .is_some_and(|m| m & (1 << (15 - 1)) != 0);
+        assert!(
+            words.get(1) == Some(&"2") && ignored,
+            "{line}: not a service whose main process ignores SIGTERM with two children \
+             (children, SigIgn)"
+        );
+    }
 
     // A minute of running without a watchdog restart anywhere, counted from the start.
     if let Some(rest) = QUIET.checked_sub(started.elapsed()) {
