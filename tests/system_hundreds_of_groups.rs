@@ -39,8 +39,25 @@ const HOSTS: usize = 3;
 /// in time but PID 1 ended the last stop job past the hang deadline (12.8 ms per unit) and
 /// the watchdog restarted promd.
 fn lease() -> Duration {
-    promd::core::Timing::lease_for_fence_load(fence_load()).expect("a lease under an hour")
+    let pinned = if std::env::var_os("PROMD_TEST_DRAIN").is_some() {
+        DRAINING_LEASE
+    } else {
+        LEASE
+    };
+    // Pinned, not taken from the code under test: a cost per unit that grows must fail
+    // here, not quietly run the test at a longer lease.
+    let asked = promd::core::Timing::lease_for_fence_load(fence_load());
+    assert!(
+        asked.is_some_and(|l| l <= pinned),
+        "promd asks for a {asked:?} lease for these services; the test runs at {pinned:?}"
+    );
+    pinned
 }
+
+/// The lease the test runs at: what promd asks for 200 services, half of them draining.
+const LEASE: Duration = Duration::from_secs(8);
+/// With `PROMD_TEST_DRAIN`, every service draining.
+const DRAINING_LEASE: Duration = Duration::from_secs(9);
 
 /// What promd estimates PID 1 needs to stop every group's service at once: one unit each,
 /// an `ExecStopPost=` each, an `ExecStop=` for those that drain (`Timing::fence_load_for`).

@@ -4,7 +4,8 @@
 //! the lease). Each unplanned fault — kill -9, SIGSTOP, a silent cut of the active host — twice:
 //! another host's service must start within 1.5 s of the fault, and no two hosts ever run the
 //! role's services at once: `web.service`, and `drain.service`, which ignores SIGTERM and has a
-//! child that ignores it too (so a fence must kill, not wait).
+//! child that ignores it too (so a fence must kill, not wait). promd warns that 1 s is too
+//! short for these two units (README, "Short leases"); the test checks that it says so.
 //!
 //! The cut's bound is 100 ms longer: etcd revokes an expired lease on its own 500 ms tick, so
 //! a host cut right after a renewal is replaced `L + 500 ms` later plus etcd's commit, the
@@ -166,6 +167,19 @@ fn a_one_second_lease_fails_over_within_a_second_and_a_half_without_overlap() {
     for h in &c.hosts {
         let stretched = h.journal(&["-u", "promd", "--grep", "etcd granted"]);
         assert!(stretched.trim().is_empty(), "{}: {stretched}", h.name());
+    }
+
+    // What the README says of a 1 s lease: it leaves PID 1 no time to carry out a kill after
+    // the fence's, so promd warns on every host whose groups have units with processes, and
+    // names the lease that would (2 s for web.service and drain.service).
+    for h in &c.hosts {
+        let said = h.journal(&["-u", "promd", "--grep", "too short"]);
+        assert!(
+            said.contains("lease 1s is too short for the 2 units")
+                && said.contains("make lease at least 2s"),
+            "{}: no warning that 1 s is too short for its units: {said:?}",
+            h.name()
+        );
     }
 
     let late: Vec<String> = took
