@@ -105,8 +105,7 @@ struct Shared {
 
 impl Shared {
     fn views(&self) -> MutexGuard<'_, Vec<GroupView>> {
-        // A poisoned lock means a panic mid-copy of plain data: the data is still usable.
-        self.views.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.views)
     }
 
     /// `f` of the group's view; the default value once the group is gone (its object is

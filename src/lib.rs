@@ -32,6 +32,7 @@ pub mod running;
 pub mod runtime;
 pub mod status;
 pub mod store;
+mod sync;
 pub mod systemd;
 pub mod termfloor;
 pub mod watch;

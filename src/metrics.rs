@@ -193,11 +193,7 @@ impl Metrics {
     }
 
     fn groups(&self) -> MutexGuard<'_, BTreeMap<String, Arc<GroupMetrics>>> {
-        // A panic elsewhere while holding it leaves a map that is still whole.
-        self.inner
-            .groups
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.inner.groups)
     }
 
     /// The metrics of group `name`, made if it has none: a group that a reload replaces keeps

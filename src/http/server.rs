@@ -27,7 +27,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -311,7 +311,7 @@ impl Clients {
     /// The map, also if a thread panicked while holding it: nothing in here panics between
     /// two consistent states, so its counts are still right.
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
-        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.open)
     }
 }
 

@@ -20,6 +20,7 @@ use crate::agent::{GroupId, Input, JobDone, JobOrder, Level};
 use crate::config::Address;
 use crate::core::{Cancels, Job};
 use crate::health::{self, HealthCheck};
+use crate::sync::lock;
 use crate::systemd::{Closure, Systemd, SystemdError};
 use crate::watch::{self, Followed, WatchEvent};
 
@@ -127,10 +128,6 @@ impl Drop for KillDone {
     fn drop(&mut self) {
         lock(&self.0).running = false;
     }
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Runtime {

@@ -39,6 +39,7 @@ use zbus::{Connection, OwnedObjectPath};
 use zbus_systemd::systemd1::{ManagerProxy, UnitProxy};
 
 use crate::config::Address;
+use crate::sync::lock;
 pub use closure::{Closure, Reach, UnitInfo, Walk};
 use dropin::RUNTIME_UNIT_DIR;
 pub use dropin::write_atomically;
@@ -1247,11 +1248,6 @@ async fn timed<T>(
             limit: CALL_TIMEOUT,
         }),
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A poisoned lock only means a panic elsewhere mid-update of plain maps: keep going.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn job_result(unit: &str, result: String) -> Result<(), SystemdError> {

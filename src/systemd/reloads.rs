@@ -33,6 +33,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::sync::lock;
 use tokio::sync::watch;
 use zbus::message::Sequence;
 
@@ -190,11 +191,6 @@ impl Drop for InFlight {
         let foreign = lock(&self.reloads.ledger).done(self.reply);
         self.reloads.count(foreign);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A poisoned lock only means a panic elsewhere mid-update of plain counters: keep going.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

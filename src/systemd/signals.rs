@@ -28,6 +28,7 @@ use zbus::message::{Sequence, Type};
 use zbus::{Connection, MatchRule, Message, MessageStream, OwnedObjectPath, OwnedVariant};
 
 use super::{SystemdError, timed};
+use crate::sync::lock;
 
 /// The object paths of systemd's units: the namespace of the hub's one match rule.
 pub const UNIT_PATHS: &str = "/org/freedesktop/systemd1/unit";
@@ -387,11 +388,6 @@ fn hub_key(conn: &Connection) -> String {
         conn.server_guid(),
         conn.unique_name().map_or("", |n| n.as_str())
     )
-}
-
-fn lock(subscribers: &Mutex<Subscribers>) -> std::sync::MutexGuard<'_, Subscribers> {
-    // A poisoned lock only means a panic elsewhere mid-update of a plain map: keep going.
-    subscribers.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use tracing::warn;
 use super::link::Link;
 use super::secure::explain_plain;
 use crate::store::error::{Cause, EtcdError};
+use crate::sync::lock;
 
 /// The hub's watch as groups see it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -61,11 +62,6 @@ pub(super) struct Hub {
     routes: Mutex<HashMap<String, Vec<Route>>>,
     next: AtomicU64,
     state: watch::Sender<HubState>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Nothing panics while the lock is held: a poisoned one still holds whole data.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Hub {

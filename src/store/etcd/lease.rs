@@ -34,6 +34,7 @@ use super::ops::{Owned, delete_own};
 use super::secure::explain_plain;
 use super::{Keys, MAX_KEEPALIVE_WAIT, MIN_RENEW, ttl_secs};
 use crate::store::error::{Cause, EtcdError};
+use crate::sync::lock;
 
 /// Which groups share a lease: those of one node and host with the same `lease`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -136,11 +137,6 @@ impl Drop for Leases {
             entry.task.abort();
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Nothing panics while these locks are held: a poisoned one still holds whole data.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Leases {

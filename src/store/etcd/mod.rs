@@ -189,7 +189,7 @@ impl EtcdStore {
     /// The shared connection, leases and watch; started (on the current runtime) if no group
     /// runs.
     fn shared(&self) -> Arc<Shared> {
-        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        let mut shared = crate::sync::lock(&self.shared);
         if let Some(running) = shared.upgrade() {
             return running;
         }

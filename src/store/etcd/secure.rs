@@ -590,15 +590,14 @@ impl Secrets {
         let Ok((tls, user)) = read() else {
             return false;
         };
-        let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let last = crate::sync::lock(&self.last);
         fingerprint(tls.as_ref(), user.as_ref())
             != fingerprint(last.0.tls.as_ref(), last.0.user.as_ref())
     }
 
     /// What the next round of connection attempts uses.
     pub(super) fn current(&self) -> Current {
-        // A poisoned lock still holds a whole reading: nothing panics while it is held.
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = crate::sync::lock(&self.last);
         if let Some(read) = &self.reader {
             match read() {
                 Ok((tls, user)) => {
