@@ -19,7 +19,10 @@ use support::hosts::{self, Host, HostSpec, Net, Signal};
 
 const WEB: &str =
     "[[group]]\nname = \"web\"\nactive-target = \"web-active.target\"\nlease = \"2s\"\n";
-const DB: &str = "[[group]]\nname = \"db\"\nactive-target = \"db-active.target\"\nlease = \"2s\"\n";
+/// db has a passive target, which its hand-over starts (and, when it is removed, its close
+/// stops).
+const DB: &str = "[[group]]\nname = \"db\"\nactive-target = \"db-active.target\"\n\
+                  passive-target = \"db-passive.target\"\nlease = \"2s\"\n";
 
 fn config(groups: &[&str]) -> String {
     format!("node = \"solo\"\n{}", groups.concat())
@@ -44,6 +47,17 @@ fn boot(net: &Net, spans: &std::path::Path) -> Host {
             hosts::span_unit(&format!("{g}.service"), g, &format!("/spans/{g}.log")),
         );
     }
+    // db's passive target runs a standby that takes a second to stop, `PartOf=` it as the
+    // README's follower recipe has it.
+    spec.file(
+        "/etc/systemd/system/db-passive.target",
+        "[Unit]\nWants=db-standby.service\n",
+    );
+    spec.file(
+        "/etc/systemd/system/db-standby.service",
+        "[Unit]\nPartOf=db-passive.target\n\
+         [Service]\nExecStart=/bin/sleep infinity\nExecStop=/bin/sleep 1\n",
+    );
     // The target of `web` renamed: its role is the same web.service.
     spec.file(
         "/etc/systemd/system/www-active.target",
@@ -170,11 +184,39 @@ fn reload_applies_valid_changes_and_refuses_invalid_ones() {
     assert_eq!(web_starts(&h), 1);
     assert_eq!(h.pid_on_machine("promd"), Some(pid));
 
-    // Remove a group: it hands over (here: stops its units) and disappears; web stays.
+    // Remove a group: it hands over (here: stops its units, starts its passive target and
+    // releases) and disappears; its passive target, which nothing starts any more, is
+    // stopped; web stays.
     assert!(reload(&h, &[WEB]).status.success());
     hosts::wait_until(Duration::from_secs(10), "db stopped", || {
         !h.is_active("db.service")
     });
+    hosts::wait_until(
+        Duration::from_secs(10),
+        "db's passive target stopped",
+        || {
+            h.journal(&["-u", "promd"])
+                .contains("db: its passive target db-passive.target stopped")
+        },
+    );
+    // The standby stops after the target (a target is ordered after what it wants).
+    hosts::wait_until(Duration::from_secs(5), "db's standby stopped", || {
+        h.run_ok(&[
+            "systemctl",
+            "show",
+            "-P",
+            "ActiveState",
+            "db-standby.service",
+        ])
+        .trim()
+            == "inactive"
+    });
+    assert!(!h.is_active("db-passive.target"));
+    assert!(
+        h.journal(&["-u", "db-standby.service"]).contains("Started"),
+        "the standby ran before: {}",
+        h.journal(&["-u", "db-standby.service"])
+    );
     hosts::wait_until(Duration::from_secs(5), "db gone from D-Bus", || {
         !groups(&h).contains("\"db\"")
     });

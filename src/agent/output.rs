@@ -34,6 +34,10 @@ pub enum Output {
         name: String,
         /// Gone for good: remove its units' drop-ins.
         unbind: bool,
+        /// The passive target to stop: the group's, when no group of the configuration now
+        /// in force starts it (a removed group, or one changed to another passive target).
+        /// Its hand-over started it (rule 3b); nothing would ever stop it otherwise.
+        stop_passive: Option<String>,
     },
     /// A reload changed the group's configuration in place ([`super::reload`]): the group's
     /// drivers take `cfg` from now on (what a start expects up, what a restart covers), and

@@ -256,6 +256,11 @@ impl Agent {
             self.refile(id);
             self.touch_all();
             self.clauses.remove(&id);
+            let stop_passive = g
+                .cfg
+                .passive_target
+                .clone()
+                .filter(|t| !self.starts_passive(t));
             let name = g.cfg.name;
             let replaced = !self.stopping && self.replacing.iter().any(|r| r.name == name);
             if !replaced {
@@ -269,11 +274,24 @@ impl Agent {
                 id,
                 name,
                 unbind: !replaced,
+                stop_passive,
             });
             self.start_waiting(now, out);
         }
         // Its units no longer count: the others' fence may begin later again.
         self.refresh_fence_load(now, out);
+    }
+
+    /// Whether a group of the configuration in force starts `target` as its passive target:
+    /// an open group that is not leaving, or a changed version still to open. (While promd
+    /// stops, the versions still to open count too: a stopping promd leaves the passive
+    /// targets of the configuration running, as it does for every other group.)
+    fn starts_passive(&self, target: &str) -> bool {
+        let mine = |t: &Option<String>| t.as_deref() == Some(target);
+        self.groups
+            .values()
+            .any(|g| !g.retired && mine(&g.cfg.passive_target))
+            || self.replacing.iter().any(|r| mine(&r.passive_target))
     }
 
     /// Open each group of a reload that waited (see [`shares`]) once no group it shares

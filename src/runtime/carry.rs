@@ -26,7 +26,12 @@ impl Runtime {
                     }
                 }
             }
-            Output::Close { id, name, unbind } => self.close(id, name, unbind),
+            Output::Close {
+                id,
+                name,
+                unbind,
+                stop_passive,
+            } => self.close(id, name, unbind, stop_passive),
             Output::Retune { id, cfg, health } => {
                 if let Some(d) = self.drivers.get_mut(&id) {
                     d.cfg = cfg;
@@ -149,7 +154,7 @@ impl Runtime {
 
     /// A group that has exited: off D-Bus, its drivers dropped (the store task's shutdown is
     /// awaited at exit), and its drop-ins removed if it is gone for good.
-    fn close(&mut self, id: GroupId, name: String, unbind: bool) {
+    fn close(&mut self, id: GroupId, name: String, unbind: bool, stop_passive: Option<String>) {
         if let Some(d) = &self.dbus {
             d.remove_group(&name);
         }
@@ -157,6 +162,24 @@ impl Runtime {
             self.leaving.push(d.session.task);
         }
         self.terms.unpark(id);
+        if let Some(target) = stop_passive {
+            let systemd = self.systemd.clone();
+            let name = name.clone();
+            tokio::spawn(async move {
+                match systemd.stop(&target).await {
+                    Ok(()) => tracing::info!(
+                        PROMD_GROUP = %name,
+                        "{name}: its passive target {target} stopped: no group of the \
+                         configuration starts it any more"
+                    ),
+                    Err(e) => tracing::warn!(
+                        PROMD_GROUP = %name,
+                        "{name}: stopping its passive target {target}, which no group of the \
+                         configuration starts any more: {e}"
+                    ),
+                }
+            });
+        }
         if unbind {
             let systemd = self.systemd.clone();
             tokio::spawn(async move {

@@ -61,7 +61,19 @@ fn opened(out: &[Output]) -> Vec<(GroupId, String)> {
 fn closed(out: &[Output]) -> Vec<(GroupId, &str, bool)> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Close { id, name, unbind } => Some((*id, name.as_str(), *unbind)),
+            Output::Close {
+                id, name, unbind, ..
+            } => Some((*id, name.as_str(), *unbind)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The passive targets the closes of `out` stop.
+fn passive_stopped(out: &[Output]) -> Vec<&str> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Close { stop_passive, .. } => stop_passive.as_deref(),
             _ => None,
         })
         .collect()
@@ -189,6 +201,35 @@ fn a_changed_group_hands_over_then_restarts_under_a_new_id() {
     );
     // Its old id reaches nothing any more.
     assert!(h.store(1, StoreEvent::Up).is_empty());
+}
+
+/// A group's hand-over starts its passive target (rule 3b); once the group is gone, nothing
+/// of the configuration starts that target, so its close stops it. A changed group whose
+/// next version starts the same target keeps it up.
+#[test]
+fn a_group_gone_for_good_stops_its_passive_target_and_a_changed_one_keeps_it() {
+    let mut h = two_passive();
+    let out = reload(&mut h, &[DB]);
+    assert_eq!(closed(&out), vec![(GroupId(0), "web", true)]);
+    assert_eq!(passive_stopped(&out), vec!["web-passive.target"]);
+
+    let mut h = two_passive();
+    let changed = WEB.replace("lease = \"2s\"", "lease = \"4s\"");
+    let out = reload(&mut h, &[&changed, DB]);
+    assert_eq!(closed(&out), vec![(GroupId(0), "web", false)]);
+    assert!(passive_stopped(&out).is_empty(), "{out:?}");
+
+    let mut h = two_passive();
+    let moved = WEB.replace("web-passive.target", "web-standby.target");
+    let out = reload(&mut h, &[&moved, DB]);
+    assert_eq!(closed(&out), vec![(GroupId(0), "web", false)]);
+    assert_eq!(passive_stopped(&out), vec!["web-passive.target"]);
+
+    // db has no passive target: nothing to stop.
+    let mut h = two_passive();
+    let out = reload(&mut h, &[WEB]);
+    assert_eq!(closed(&out), vec![(GroupId(1), "db", true)]);
+    assert!(passive_stopped(&out).is_empty());
 }
 
 #[test]
