@@ -181,6 +181,15 @@ fn a_one_second_lease_fails_over_within_a_second_and_a_half_without_overlap() {
             h.name()
         );
     }
+    // `promd check-config` says it beforehand, from the file alone.
+    let check = c.hosts[0].exec(&["promd", "check-config"]);
+    let notes = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        check.status.success()
+            && notes.contains("note: lease 1s (group web) holds no unit with processes")
+            && notes.contains("make lease at least 2s"),
+        "{notes}"
+    );
 
     let late: Vec<String> = took
         .iter()

@@ -305,7 +305,48 @@ fn notes_at(config: &Config, now: i64, unseen: &[(&str, &str)]) -> Vec<String> {
             auth.user
         ));
     }
+    out.extend(short_lease_notes(config));
     out
+}
+
+/// A note per lease too short for even one unit with processes to be stopped and killed
+/// within the fence's deadlines ([`Timing::holds_fence_load`] at the smallest load,
+/// [`crate::core::FENCE_LOAD_STEP`]): at 1 s the fence kills 50 ms after it asks the units to
+/// stop, and the kill leaves PID 1 no time before the hang deadline. Such a lease suits a
+/// role without processes, or one whose units die at once; the running promd warns again
+/// with the load its groups' units make (`src/agent/fence_load.rs`). The units still die
+/// before the lease can end (through the watchdog and `promd fence`), so this is a note,
+/// not an error.
+fn short_lease_notes(config: &Config) -> Vec<String> {
+    use crate::core::{FENCE_LOAD_STEP, Timing};
+    use std::collections::BTreeMap;
+    let mut short: BTreeMap<Duration, Vec<&str>> = BTreeMap::new();
+    for g in &config.groups {
+        let t = Timing::new(g.lease).with_fence_load(FENCE_LOAD_STEP);
+        if !t.holds_fence_load() {
+            short.entry(g.lease).or_default().push(&g.name);
+        }
+    }
+    let fmt = |d: Duration| humantime::format_duration(d).to_string();
+    short
+        .into_iter()
+        .map(|(lease, groups)| {
+            let t = Timing::new(lease);
+            format!(
+                "lease {} (group{} {}) holds no unit with processes: the fence kills {} after \
+                 it asks the units to stop and leaves PID 1 {} after the kill, so promd is \
+                 restarted by its watchdog at each fence of such a role (its units still die \
+                 before the lease ends); use it for roles whose units stop at once, or make \
+                 lease at least {} (docs/safety.md, \"What is assumed about the host\")",
+                fmt(lease),
+                if groups.len() == 1 { "" } else { "s" },
+                groups.join(", "),
+                fmt(t.margin().saturating_sub(t.kill_margin())),
+                fmt(t.kill_window()),
+                Timing::lease_for_fence_load(FENCE_LOAD_STEP).map_or("an hour".into(), fmt),
+            )
+        })
+        .collect()
 }
 
 /// What this build validates but cannot run yet: a group with `actives` above 1 or with

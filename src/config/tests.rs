@@ -1313,3 +1313,30 @@ fn slots_are_refused_until_the_daemon_runs_them() {
     let config = check(&group_with("passive-target = \"p.target\"\nstandbys = 1\n")).unwrap();
     assert!(not_runnable_yet(&config, "t.toml").is_some());
 }
+
+/// A lease too short for any unit with processes is noted by `check-config` (and at start),
+/// once per lease length, naming its groups and the lease that holds one unit; longer leases
+/// are not.
+#[test]
+fn a_lease_too_short_for_any_unit_is_noted_with_the_lease_that_holds_one() {
+    let text = format!(
+        "{GROUP}lease = \"1s\"\n\
+         [[group]]\nname = \"db\"\nactive-target = \"db-active.target\"\nlease = \"1s\"\n\
+         [[group]]\nname = \"q\"\nactive-target = \"q-active.target\"\nlease = \"2s\"\n"
+    );
+    let config = check(&text).unwrap();
+    assert_eq!(
+        short_lease_notes(&config),
+        vec![
+            "lease 1s (groups web, db) holds no unit with processes: the fence kills 50ms after \
+             it asks the units to stop and leaves PID 1 0s after the kill, so promd is \
+             restarted by its watchdog at each fence of such a role (its units still die \
+             before the lease ends); use it for roles whose units stop at once, or make lease \
+             at least 2s (docs/safety.md, \"What is assumed about the host\")"
+                .to_string()
+        ]
+    );
+    assert!(warnings(&config).contains(&short_lease_notes(&config)[0]));
+    let config = check(&format!("{GROUP}lease = \"2s\"\n")).unwrap();
+    assert!(short_lease_notes(&config).is_empty());
+}
