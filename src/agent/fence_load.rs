@@ -15,6 +15,10 @@
 //! not allow enough, the journal says so, with the lease that would. The estimate is
 //! journalled whenever it changes.
 //!
+//! Every group's stop must also be confirmed, with or without processes: beyond the first
+//! hundred groups, which every fence's own room holds, each counts 1 ms
+//! ([`crate::core::STOP_COST_PER_GROUP`], [`crate::core::GROUPS_FREE`]).
+//!
 //! The closures are walked when a group opens, at every start and stop of its role, and
 //! after every reload of PID 1 that promd did not cause (a unit added to a role by a
 //! drop-in and `systemctl daemon-reload`: `src/runtime/reloads.rs`), which hands every
@@ -39,9 +43,9 @@ pub(super) const UNKNOWN: Duration = Duration::MAX;
 /// The fence load as last given to the machines.
 #[derive(Debug)]
 pub(super) struct FenceLoad {
-    /// The units counted and their stop commands; `None` while some group's closure is not
-    /// known yet.
-    units: Option<(usize, usize)>,
+    /// The groups, the units counted and their stop commands; `None` while some group's
+    /// closure is not known yet.
+    units: Option<(usize, usize, usize)>,
     /// The estimate ([`Timing::fence_load_for`]), or [`UNKNOWN`].
     pub(super) load: Duration,
     /// The leases the journal said were too short for the load, with the load it said it for.
@@ -74,14 +78,18 @@ impl Agent {
                     *e = (*e).max(commands);
                 }
             }
-            (units.len(), units.values().sum::<usize>())
+            (
+                self.groups.len(),
+                units.len(),
+                units.values().sum::<usize>(),
+            )
         });
         if count == self.fence_load.units {
             return;
         }
         self.fence_load.units = count;
-        let load = count.map_or(UNKNOWN, |(units, commands)| {
-            Timing::fence_load_for(units, commands)
+        let load = count.map_or(UNKNOWN, |(groups, units, commands)| {
+            Timing::fence_load_for(groups, units, commands)
         });
         let old = std::mem::replace(&mut self.fence_load.load, load);
         if old != load {
@@ -100,22 +108,29 @@ impl Agent {
         }
         // Said at every new count, also one within the same step of the estimate: the line
         // must not name a count the host no longer has.
-        if let Some((count, commands)) = count {
+        if let Some((groups, count, commands)) = count {
+            // The groups' share is said only where it counts (more than GROUPS_FREE).
+            let what = if Timing::fence_load_for(groups, 0, 0).is_zero() {
+                format!("{count} units")
+            } else {
+                format!("{count} units and {groups} groups")
+            };
             out.push(Output::Log(Record::plain(
                 Level::Info,
                 format!(
                     "fence load: {count} units with processes in the roles of all groups, \
-                     {commands} stop commands among them, about {} for PID 1 to stop at \
-                     once; each fence kills early enough for it, as far as its lease allows",
+                     {commands} stop commands among them, about {} for PID 1 to stop at once \
+                     and promd to confirm the stops of its {groups} groups; each fence kills \
+                     early enough for it, as far as its lease allows",
                     humantime::format_duration(load)
                 ),
             )));
-            self.warn_short_leases(count, out);
+            self.warn_short_leases(&what, out);
         }
     }
 
     /// One warning per lease too short for the load (again only if the load grew since).
-    fn warn_short_leases(&mut self, count: usize, out: &mut Vec<Output>) {
+    fn warn_short_leases(&mut self, what: &str, out: &mut Vec<Output>) {
         let load = self.fence_load.load;
         let mut short: BTreeMap<Duration, Timing> = BTreeMap::new();
         for g in self.groups.values() {
@@ -141,7 +156,7 @@ impl Agent {
             out.push(Output::Log(Record::plain(
                 Level::Warn,
                 format!(
-                    "lease {} is too short for the {count} units this host may have to stop at \
+                    "lease {} is too short for the {what} this host may have to stop at \
                      once: PID 1 may need about {} to stop them, and the fence's kill leaves it {}; \
                      make lease at least {} (docs/safety.md, \"What is assumed about the host\")",
                     fmt(lease),

@@ -15,8 +15,9 @@ pub use machine::{
 };
 pub use slots::{Arbitration, SlotError, SlotGroup, SlotView, arbitrate};
 pub use timing::{
-    AFTER_WATCHDOG, FENCE_LOAD_STEP, KILL_ROOM, Mono, STOP_COST_PER_COMMAND, STOP_COST_PER_UNIT,
-    STOP_ROOM, Timing, WATCHDOG_ACCURACY, WATCHDOG_REACH, WATCHDOG_SLACK,
+    AFTER_WATCHDOG, FENCE_LOAD_STEP, GROUPS_FREE, KILL_ROOM, Mono, STOP_COST_PER_COMMAND,
+    STOP_COST_PER_GROUP, STOP_COST_PER_UNIT, STOP_ROOM, Timing, WATCHDOG_ACCURACY, WATCHDOG_REACH,
+    WATCHDOG_SLACK,
 };
 
 use serde::{Deserialize, Serialize};

@@ -103,6 +103,21 @@ pub const STOP_COST_PER_UNIT: Duration = Duration::from_millis(6);
 /// PID 1 forks and reaps each (see [`STOP_COST_PER_UNIT`]).
 pub const STOP_COST_PER_COMMAND: Duration = Duration::from_millis(6);
 
+/// What [`Timing::fence_load_for`] counts per group the host may fence at once, beyond the
+/// first [`GROUPS_FREE`]: 1 ms, for promd to have each group's stop confirmed (its stop job,
+/// the job's end, a state check) whether or not its role runs processes. Measured with empty
+/// targets (the bench, 2026-12-04): 500 groups' stops confirmed 0.30–0.45 s after the fence
+/// (0.6–0.9 ms each); 1,000 groups, fenced with no load counted, had the cut host's promd
+/// killed by its watchdog in every run (README, "Benchmark").
+pub const STOP_COST_PER_GROUP: Duration = Duration::from_millis(1);
+
+/// The share of the groups' cost ([`STOP_COST_PER_GROUP`]) that every lease holds without a
+/// load: from a fence's start to its hang deadline there are at least 100 ms (the 1 s
+/// lease's margin, 500 ms, less [`WATCHDOG_REACH`]), and a group without processes is
+/// confirmed from the fence's start, not from the kill. So a host of up to 100 groups adds
+/// nothing, and a 1 s lease still holds a few groups without processes.
+pub const GROUPS_FREE: Duration = Duration::from_millis(100);
+
 /// Between the kill deadline and the hang deadline under a fence load: time for a promd that
 /// is slow, not hung, to see its kill done before the watchdog takes it for hung (the lease's
 /// own kill margin leaves as much from 1.1 s leases).
@@ -117,14 +132,16 @@ pub const STOP_ROOM: Duration = Duration::from_millis(100);
 pub const FENCE_LOAD_STEP: Duration = Duration::from_millis(100);
 
 impl Timing {
-    /// The fence load of a host that may have to stop `units` units with processes at once,
-    /// whose stops run `commands` commands in all: `units` × [`STOP_COST_PER_UNIT`] +
-    /// `commands` × [`STOP_COST_PER_COMMAND`], rounded up to [`FENCE_LOAD_STEP`].
-    pub fn fence_load_for(units: usize, commands: usize) -> Duration {
+    /// The fence load of a host that may have to stop `groups` groups at once, with `units`
+    /// units with processes among them whose stops run `commands` commands in all: `units` ×
+    /// [`STOP_COST_PER_UNIT`] + `commands` × [`STOP_COST_PER_COMMAND`] + what `groups` ×
+    /// [`STOP_COST_PER_GROUP`] exceeds [`GROUPS_FREE`] by, rounded up to [`FENCE_LOAD_STEP`].
+    pub fn fence_load_for(groups: usize, units: usize, commands: usize) -> Duration {
         let times =
             |cost: Duration, n: usize| cost.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX));
-        let raw =
-            times(STOP_COST_PER_UNIT, units).saturating_add(times(STOP_COST_PER_COMMAND, commands));
+        let raw = times(STOP_COST_PER_UNIT, units)
+            .saturating_add(times(STOP_COST_PER_COMMAND, commands))
+            .saturating_add(times(STOP_COST_PER_GROUP, groups).saturating_sub(GROUPS_FREE));
         let steps = raw.as_nanos().div_ceil(FENCE_LOAD_STEP.as_nanos());
         FENCE_LOAD_STEP.saturating_mul(u32::try_from(steps).unwrap_or(u32::MAX))
     }
@@ -522,25 +539,42 @@ mod tests {
         let lease_for = |ms| Timing::lease_for_fence_load(Duration::from_millis(ms));
         assert_eq!(lease_for(1200), Some(Duration::from_secs(4)));
         assert_eq!(lease_for(3000), Some(Duration::from_secs(8)));
-        // The figures docs/safety.md and promd.toml(5) give: 200 units ask for 6 s, 300 for
-        // 9 s, 500 for 14 s, 1,000 for 26 s.
-        // (Services with one stop command each.) With two, 200 ask for 9 s.
-        let for_units = |n, c| Timing::lease_for_fence_load(Timing::fence_load_for(n, n * c));
+        // The figures docs/safety.md and promd.toml(5) give, one service per group: 200 ask
+        // for 7 s, 300 for 9 s, 500 for 14 s, 1,000 for 27 s (services with one stop command
+        // each). With two, 200 ask for 9 s; with none, 5 s.
+        let for_units = |n, c| Timing::lease_for_fence_load(Timing::fence_load_for(n, n, n * c));
         assert_eq!(for_units(100, 1), Some(Duration::from_secs(4)));
-        assert_eq!(for_units(200, 1), Some(Duration::from_secs(6)));
+        assert_eq!(for_units(200, 1), Some(Duration::from_secs(7)));
         assert_eq!(for_units(300, 1), Some(Duration::from_secs(9)));
         assert_eq!(for_units(500, 1), Some(Duration::from_secs(14)));
-        assert_eq!(for_units(1000, 1), Some(Duration::from_secs(26)));
+        assert_eq!(for_units(1000, 1), Some(Duration::from_secs(27)));
         assert_eq!(for_units(200, 2), Some(Duration::from_secs(9)));
-        assert_eq!(for_units(200, 0), Some(Duration::from_secs(4)));
+        assert_eq!(for_units(200, 0), Some(Duration::from_secs(5)));
         assert_eq!(lease_for(0), Some(Duration::from_secs(1)));
         assert_eq!(lease_for(10_000_000), None);
-        assert_eq!(Timing::fence_load_for(0, 0), Duration::ZERO);
-        assert_eq!(Timing::fence_load_for(1, 0), ms(100));
-        assert_eq!(Timing::fence_load_for(200, 200), ms(2400));
-        assert_eq!(Timing::fence_load_for(200, 400), ms(3600));
-        assert!(Timing::fence_load_for(usize::MAX, 0) > Duration::from_secs(3600));
-        assert!(Timing::fence_load_for(usize::MAX, usize::MAX) > Duration::from_secs(3600));
+        assert_eq!(Timing::fence_load_for(0, 0, 0), Duration::ZERO);
+        assert_eq!(Timing::fence_load_for(1, 1, 0), ms(100));
+        assert_eq!(Timing::fence_load_for(200, 200, 200), ms(2500));
+        assert_eq!(Timing::fence_load_for(200, 200, 400), ms(3700));
+        // Groups without processes: the first 100 are free, so a 1 s lease holds a few.
+        assert_eq!(Timing::fence_load_for(100, 0, 0), Duration::ZERO);
+        assert_eq!(Timing::fence_load_for(101, 0, 0), ms(100));
+        assert_eq!(Timing::fence_load_for(500, 0, 0), ms(400));
+        assert_eq!(Timing::fence_load_for(1000, 0, 0), ms(900));
+        assert_eq!(
+            Timing::lease_for_fence_load(Timing::fence_load_for(3, 0, 0)),
+            Some(Duration::from_secs(1))
+        );
+        // 1,000 empty groups fit a 4 s lease, with the fence 500 ms earlier than none.
+        let thousand =
+            Timing::new(Duration::from_secs(4)).with_fence_load(Timing::fence_load_for(1000, 0, 0));
+        assert!(thousand.holds_fence_load());
+        assert_eq!(thousand.margin(), ms(1500));
+        assert!(Timing::fence_load_for(usize::MAX, 0, 0) > Duration::from_secs(3600));
+        assert!(Timing::fence_load_for(0, usize::MAX, 0) > Duration::from_secs(3600));
+        assert!(
+            Timing::fence_load_for(usize::MAX, usize::MAX, usize::MAX) > Duration::from_secs(3600)
+        );
         // Not known yet: the most it may be.
         let unknown = t.with_fence_load(Duration::MAX);
         assert_eq!(unknown.fence_at(s), over.fence_at(s));

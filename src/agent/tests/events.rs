@@ -819,8 +819,9 @@ fn the_units_of_every_closure_begin_every_groups_fence_earlier() {
     assert!(
         texts(&out).contains(
             &"fence load: 40 units with processes in the roles of all groups, 40 stop \
-              commands among them, about 500ms for PID 1 to stop at once; each fence kills \
-              early enough for it, as far as its lease allows"
+              commands among them, about 500ms for PID 1 to stop at once and promd to confirm \
+              the stops of its 2 groups; each fence kills early enough for it, as far as its \
+              lease allows"
         ),
         "{:?}",
         texts(&out)
@@ -955,8 +956,9 @@ fn a_walk_after_a_reload_that_adds_units_raises_every_groups_margin_and_says_the
         loads,
         [
             &"fence load: 40 units with processes in the roles of all groups, 40 stop \
-            commands among them, about 500ms for PID 1 to stop at once; each fence kills early \
-            enough for it, as far as its lease allows"
+            commands among them, about 500ms for PID 1 to stop at once and promd to confirm the \
+            stops of its 2 groups; each fence kills early enough for it, as far as its lease \
+            allows"
         ],
         "{said:?}"
     );
@@ -1052,7 +1054,7 @@ fn one_walk_of_many_groups_says_the_fence_load_once() {
         let t = h.agent.groups[&GroupId(i)].machine.timing();
         assert_eq!(
             t.fence_load,
-            crate::core::Timing::fence_load_for(121, 122),
+            crate::core::Timing::fence_load_for(GROUPS as usize, 121, 122),
             "g{i}"
         );
     }
