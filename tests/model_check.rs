@@ -348,7 +348,7 @@ fn two_nodes_on_loaded_hosts_cut_and_hung() {
     let mut cfg = Config::new(2, 2);
     cfg.lease = lease;
     cfg.watchdog = promd::core::Timing::new(lease).fitting_watchdog();
-    cfg.pid1_load = promd::core::Timing::fence_load_for(200, 200, 200);
+    cfg.pid1_load = promd::core::Timing::fence_load_for(0, 200, 200);
     cfg.kinds = vec![FaultKind::Drop, FaultKind::Pause, FaultKind::FenceLoad];
     let init = vec![steady(&cfg)];
     let depth = env_or("PROMD_MODEL_LOAD_DEPTH", 20);

@@ -345,7 +345,7 @@ fn loaded_host_cut_and_fencing(nodes: usize) -> (Sim, usize, Mono) {
     let mut cfg = Config::new(nodes, 0);
     cfg.lease = lease;
     cfg.watchdog = Timing::new(lease).fitting_watchdog();
-    cfg.pid1_load = Timing::fence_load_for(200, 200, 200);
+    cfg.pid1_load = Timing::fence_load_for(0, 200, 200);
     let mut s = Sim::with(cfg);
     let a = s.settle();
     s.held_jobs.push(a);

@@ -15,9 +15,9 @@
 //! not allow enough, the journal says so, with the lease that would. The estimate is
 //! journalled whenever it changes.
 //!
-//! Every group's stop must also be confirmed, with or without processes: beyond the first
-//! hundred groups, which every fence's own room holds, each counts 1 ms
-//! ([`crate::core::STOP_COST_PER_GROUP`], [`crate::core::GROUPS_FREE`]).
+//! A group whose role has no unit with processes still has its target stopped and the stop
+//! confirmed: beyond the first 50 such groups, which every fence's own room holds, each counts
+//! 2 ms ([`crate::core::STOP_COST_PER_GROUP`], [`crate::core::GROUPS_FREE`]).
 //!
 //! The closures are walked when a group opens, at every start and stop of its role, and
 //! after every reload of PID 1 that promd did not cause (a unit added to a role by a
@@ -78,18 +78,20 @@ impl Agent {
                     *e = (*e).max(commands);
                 }
             }
-            (
-                self.groups.len(),
-                units.len(),
-                units.values().sum::<usize>(),
-            )
+            // Groups whose roles run no process: counted by the group, not by unit.
+            let empty = self
+                .groups
+                .values()
+                .filter(|g| !g.closure.units.keys().any(|u| has_processes(u)))
+                .count();
+            (empty, units.len(), units.values().sum::<usize>())
         });
         if count == self.fence_load.units {
             return;
         }
         self.fence_load.units = count;
-        let load = count.map_or(UNKNOWN, |(groups, units, commands)| {
-            Timing::fence_load_for(groups, units, commands)
+        let load = count.map_or(UNKNOWN, |(empty, units, commands)| {
+            Timing::fence_load_for(empty, units, commands)
         });
         let old = std::mem::replace(&mut self.fence_load.load, load);
         if old != load {
@@ -108,20 +110,23 @@ impl Agent {
         }
         // Said at every new count, also one within the same step of the estimate: the line
         // must not name a count the host no longer has.
-        if let Some((groups, count, commands)) = count {
-            // The groups' share is said only where it counts (more than GROUPS_FREE).
-            let what = if Timing::fence_load_for(groups, 0, 0).is_zero() {
-                format!("{count} units")
+        if let Some((empty, count, commands)) = count {
+            // Groups without processes are said only where they count (past GROUPS_FREE).
+            let (what, and_groups) = if Timing::fence_load_for(empty, 0, 0).is_zero() {
+                (format!("{count} units"), String::new())
             } else {
-                format!("{count} units and {groups} groups")
+                (
+                    format!("{count} units and {empty} groups without processes"),
+                    format!(", and for promd to confirm the stops of {empty} groups without any"),
+                )
             };
             out.push(Output::Log(Record::plain(
                 Level::Info,
                 format!(
                     "fence load: {count} units with processes in the roles of all groups, \
-                     {commands} stop commands among them, about {} for PID 1 to stop at once \
-                     and promd to confirm the stops of its {groups} groups; each fence kills \
-                     early enough for it, as far as its lease allows",
+                     {commands} stop commands among them, about {} for PID 1 to stop at \
+                     once{and_groups}; each fence kills early enough for it, as far as its \
+                     lease allows",
                     humantime::format_duration(load)
                 ),
             )));

@@ -103,18 +103,23 @@ pub const STOP_COST_PER_UNIT: Duration = Duration::from_millis(6);
 /// PID 1 forks and reaps each (see [`STOP_COST_PER_UNIT`]).
 pub const STOP_COST_PER_COMMAND: Duration = Duration::from_millis(6);
 
-/// What [`Timing::fence_load_for`] counts per group the host may fence at once, beyond the
-/// first [`GROUPS_FREE`]: 1 ms, for promd to have each group's stop confirmed (its stop job,
-/// the job's end, a state check) whether or not its role runs processes. Measured with empty
-/// targets (the bench, 2026-12-04): 500 groups' stops confirmed 0.30–0.45 s after the fence
-/// (0.6–0.9 ms each); 1,000 groups, fenced with no load counted, had the cut host's promd
-/// killed by its watchdog in every run (README, "Benchmark").
-pub const STOP_COST_PER_GROUP: Duration = Duration::from_millis(1);
+/// What [`Timing::fence_load_for`] counts per group the host may fence at once whose role
+/// has no unit with processes, beyond [`GROUPS_FREE`]: 2 ms, for PID 1 to stop its active
+/// target and promd to have the stop confirmed (the job's end, a state check, the stop's
+/// walk). A group with processes is counted by its units, whose 12 ms or more hold its
+/// target too (PID 1 took 7.6–9.1 ms per such group, above). Measured with empty targets on
+/// 2 cores shared by 3 hosts (the bench): 500 groups' stops confirmed 0.30–0.45 s after the
+/// fence (0.6–0.9 ms each); a cut host with 776 groups (2026-12-05,
+/// `PROMD_BENCH_GROUPS=1000`) had PID 1 stop their targets over 0.85 s after the fence
+/// (1.1 ms each) and promd confirm only 41 of them before the hang deadline 1.1 s after it,
+/// then its watchdog fired; that fence came 1.5 s before the lease's end, at 1 ms a group.
+/// At 2 ms, 1,000 such groups ask for a 5 s lease.
+pub const STOP_COST_PER_GROUP: Duration = Duration::from_millis(2);
 
 /// The share of the groups' cost ([`STOP_COST_PER_GROUP`]) that every lease holds without a
 /// load: from a fence's start to its hang deadline there are at least 100 ms (the 1 s
 /// lease's margin, 500 ms, less [`WATCHDOG_REACH`]), and a group without processes is
-/// confirmed from the fence's start, not from the kill. So a host of up to 100 groups adds
+/// confirmed from the fence's start, not from the kill. So a host of up to 50 groups adds
 /// nothing, and a 1 s lease still holds a few groups without processes.
 pub const GROUPS_FREE: Duration = Duration::from_millis(100);
 
@@ -132,16 +137,17 @@ pub const STOP_ROOM: Duration = Duration::from_millis(100);
 pub const FENCE_LOAD_STEP: Duration = Duration::from_millis(100);
 
 impl Timing {
-    /// The fence load of a host that may have to stop `groups` groups at once, with `units`
-    /// units with processes among them whose stops run `commands` commands in all: `units` ×
-    /// [`STOP_COST_PER_UNIT`] + `commands` × [`STOP_COST_PER_COMMAND`] + what `groups` ×
-    /// [`STOP_COST_PER_GROUP`] exceeds [`GROUPS_FREE`] by, rounded up to [`FENCE_LOAD_STEP`].
-    pub fn fence_load_for(groups: usize, units: usize, commands: usize) -> Duration {
+    /// The fence load of a host that may have to stop, at once, `units` units with processes
+    /// whose stops run `commands` commands in all, and `empty` groups whose roles have no unit
+    /// with processes: `units` × [`STOP_COST_PER_UNIT`] + `commands` ×
+    /// [`STOP_COST_PER_COMMAND`] + what `empty` × [`STOP_COST_PER_GROUP`] exceeds
+    /// [`GROUPS_FREE`] by, rounded up to [`FENCE_LOAD_STEP`].
+    pub fn fence_load_for(empty: usize, units: usize, commands: usize) -> Duration {
         let times =
             |cost: Duration, n: usize| cost.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX));
         let raw = times(STOP_COST_PER_UNIT, units)
             .saturating_add(times(STOP_COST_PER_COMMAND, commands))
-            .saturating_add(times(STOP_COST_PER_GROUP, groups).saturating_sub(GROUPS_FREE));
+            .saturating_add(times(STOP_COST_PER_GROUP, empty).saturating_sub(GROUPS_FREE));
         let steps = raw.as_nanos().div_ceil(FENCE_LOAD_STEP.as_nanos());
         FENCE_LOAD_STEP.saturating_mul(u32::try_from(steps).unwrap_or(u32::MAX))
     }
@@ -539,37 +545,39 @@ mod tests {
         let lease_for = |ms| Timing::lease_for_fence_load(Duration::from_millis(ms));
         assert_eq!(lease_for(1200), Some(Duration::from_secs(4)));
         assert_eq!(lease_for(3000), Some(Duration::from_secs(8)));
-        // The figures docs/safety.md and promd.toml(5) give, one service per group: 200 ask
-        // for 7 s, 300 for 9 s, 500 for 14 s, 1,000 for 27 s (services with one stop command
-        // each). With two, 200 ask for 9 s; with none, 5 s.
-        let for_units = |n, c| Timing::lease_for_fence_load(Timing::fence_load_for(n, n, n * c));
+        // The figures docs/safety.md and promd.toml(5) give: 200 units ask for 6 s, 300 for
+        // 9 s, 500 for 14 s, 1,000 for 26 s (services with one stop command each). With two,
+        // 200 ask for 9 s; with none, 4 s.
+        let for_units = |n, c| Timing::lease_for_fence_load(Timing::fence_load_for(0, n, n * c));
         assert_eq!(for_units(100, 1), Some(Duration::from_secs(4)));
-        assert_eq!(for_units(200, 1), Some(Duration::from_secs(7)));
+        assert_eq!(for_units(200, 1), Some(Duration::from_secs(6)));
         assert_eq!(for_units(300, 1), Some(Duration::from_secs(9)));
         assert_eq!(for_units(500, 1), Some(Duration::from_secs(14)));
-        assert_eq!(for_units(1000, 1), Some(Duration::from_secs(27)));
+        assert_eq!(for_units(1000, 1), Some(Duration::from_secs(26)));
         assert_eq!(for_units(200, 2), Some(Duration::from_secs(9)));
-        assert_eq!(for_units(200, 0), Some(Duration::from_secs(5)));
+        assert_eq!(for_units(200, 0), Some(Duration::from_secs(4)));
         assert_eq!(lease_for(0), Some(Duration::from_secs(1)));
         assert_eq!(lease_for(10_000_000), None);
         assert_eq!(Timing::fence_load_for(0, 0, 0), Duration::ZERO);
-        assert_eq!(Timing::fence_load_for(1, 1, 0), ms(100));
-        assert_eq!(Timing::fence_load_for(200, 200, 200), ms(2500));
-        assert_eq!(Timing::fence_load_for(200, 200, 400), ms(3700));
-        // Groups without processes: the first 100 are free, so a 1 s lease holds a few.
-        assert_eq!(Timing::fence_load_for(100, 0, 0), Duration::ZERO);
-        assert_eq!(Timing::fence_load_for(101, 0, 0), ms(100));
-        assert_eq!(Timing::fence_load_for(500, 0, 0), ms(400));
-        assert_eq!(Timing::fence_load_for(1000, 0, 0), ms(900));
-        assert_eq!(
-            Timing::lease_for_fence_load(Timing::fence_load_for(3, 0, 0)),
-            Some(Duration::from_secs(1))
-        );
-        // 1,000 empty groups fit a 4 s lease, with the fence 500 ms earlier than none.
-        let thousand =
-            Timing::new(Duration::from_secs(4)).with_fence_load(Timing::fence_load_for(1000, 0, 0));
-        assert!(thousand.holds_fence_load());
-        assert_eq!(thousand.margin(), ms(1500));
+        assert_eq!(Timing::fence_load_for(0, 1, 0), ms(100));
+        assert_eq!(Timing::fence_load_for(0, 200, 200), ms(2400));
+        assert_eq!(Timing::fence_load_for(0, 200, 400), ms(3600));
+        // Groups without processes: the first 50 are free, so a 1 s lease holds a few.
+        assert_eq!(Timing::fence_load_for(50, 0, 0), Duration::ZERO);
+        assert_eq!(Timing::fence_load_for(51, 0, 0), ms(100));
+        assert_eq!(Timing::fence_load_for(500, 0, 0), ms(900));
+        assert_eq!(Timing::fence_load_for(1000, 0, 0), ms(1900));
+        assert_eq!(Timing::fence_load_for(100, 200, 200), ms(2500));
+        let empty = |n| Timing::lease_for_fence_load(Timing::fence_load_for(n, 0, 0));
+        assert_eq!(empty(3), Some(Duration::from_secs(1)));
+        assert_eq!(empty(100), Some(Duration::from_secs(2)));
+        // 500 hold the 4 s lease, their fence 500 ms earlier than with none; 1,000
+        // ask for 5 s.
+        assert_eq!(empty(500), Some(Duration::from_secs(4)));
+        let five_hundred =
+            Timing::new(Duration::from_secs(4)).with_fence_load(Timing::fence_load_for(500, 0, 0));
+        assert_eq!(five_hundred.margin(), ms(1500));
+        assert_eq!(empty(1000), Some(Duration::from_secs(5)));
         assert!(Timing::fence_load_for(usize::MAX, 0, 0) > Duration::from_secs(3600));
         assert!(Timing::fence_load_for(0, usize::MAX, 0) > Duration::from_secs(3600));
         assert!(

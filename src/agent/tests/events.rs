@@ -819,9 +819,8 @@ fn the_units_of_every_closure_begin_every_groups_fence_earlier() {
     assert!(
         texts(&out).contains(
             &"fence load: 40 units with processes in the roles of all groups, 40 stop \
-              commands among them, about 500ms for PID 1 to stop at once and promd to confirm \
-              the stops of its 2 groups; each fence kills early enough for it, as far as its \
-              lease allows"
+              commands among them, about 500ms for PID 1 to stop at once; each fence kills \
+              early enough for it, as far as its lease allows"
         ),
         "{:?}",
         texts(&out)
@@ -956,9 +955,8 @@ fn a_walk_after_a_reload_that_adds_units_raises_every_groups_margin_and_says_the
         loads,
         [
             &"fence load: 40 units with processes in the roles of all groups, 40 stop \
-            commands among them, about 500ms for PID 1 to stop at once and promd to confirm the \
-            stops of its 2 groups; each fence kills early enough for it, as far as its lease \
-            allows"
+            commands among them, about 500ms for PID 1 to stop at once; each fence kills early \
+            enough for it, as far as its lease allows"
         ],
         "{said:?}"
     );
@@ -1054,8 +1052,57 @@ fn one_walk_of_many_groups_says_the_fence_load_once() {
         let t = h.agent.groups[&GroupId(i)].machine.timing();
         assert_eq!(
             t.fence_load,
-            crate::core::Timing::fence_load_for(GROUPS as usize, 121, 122),
+            crate::core::Timing::fence_load_for(0, 121, 122),
             "g{i}"
         );
     }
+}
+
+/// Groups whose roles run no process still cost their stop's confirmation: past the first
+/// 50, 2 ms each, said in the fence load line and in the short-lease warning; a group with a
+/// service is counted by its units instead.
+#[test]
+fn groups_without_processes_count_past_the_first_fifty() {
+    const GROUPS: u64 = 600;
+    let groups: Vec<String> = (0..GROUPS)
+        .map(|i| {
+            format!(
+                "\n[[group]]\nname = \"g{i}\"\nactive-target = \"g{i}-active.target\"\n\
+                 lease = \"2s\"\n"
+            )
+        })
+        .collect();
+    let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
+    let mut h = H::with(config(&groups));
+    h.input(Input::Start);
+    // Every role but g0's is its target alone; g0 runs one service.
+    let walk: Vec<(GroupId, Closure)> = (0..GROUPS)
+        .map(|i| (GroupId(i), services(&format!("g{i}"), usize::from(i == 0))))
+        .collect();
+    let out = h.input(Input::Closures(walk));
+    // 599 groups without processes: 1,198 ms less the free 100, and g0's service (12 ms):
+    // 1.11 s, rounded up to 1.2 s.
+    let load = Duration::from_millis(1200);
+    assert_eq!(crate::core::Timing::fence_load_for(599, 1, 1), load);
+    assert_eq!(
+        h.agent.groups[&GroupId(5)].machine.timing().fence_load,
+        load
+    );
+    let said = texts(&out);
+    assert!(
+        said.contains(
+            &"fence load: 1 units with processes in the roles of all groups, 1 stop commands \
+              among them, about 1s 200ms for PID 1 to stop at once, and for promd to confirm \
+              the stops of 599 groups without any; each fence kills early enough for it, as \
+              far as its lease allows"
+        ),
+        "{said:?}"
+    );
+    assert!(
+        said.iter().any(|t| t.starts_with(
+            "lease 2s is too short for the 1 units and 599 groups without processes this host \
+             may have to stop at once"
+        ) && t.contains("make lease at least 4s")),
+        "{said:?}"
+    );
 }
