@@ -191,13 +191,10 @@ fn reload_applies_valid_changes_and_refuses_invalid_ones() {
     hosts::wait_until(Duration::from_secs(10), "db stopped", || {
         !h.is_active("db.service")
     });
-    hosts::wait_until(
+    h.wait_for_journal(
+        &["-u", "promd"],
+        "db: its passive target db-passive.target stopped",
         Duration::from_secs(10),
-        "db's passive target stopped",
-        || {
-            h.journal(&["-u", "promd"])
-                .contains("db: its passive target db-passive.target stopped")
-        },
     );
     // The standby stops after the target (a target is ordered after what it wants).
     hosts::wait_until(Duration::from_secs(5), "db's standby stopped", || {

@@ -1241,6 +1241,16 @@ impl Host {
         self.unit_state(unit) == "active"
     }
 
+    /// Waits up to `timeout` until `journalctl ARGS...` inside shows `text` (what it waits
+    /// for is named after the text in the panic).
+    pub fn wait_for_journal(&self, args: &[&str], text: &str, timeout: Duration) {
+        wait_until(
+            timeout,
+            &format!("{}: {text:?} in the journal", self.name),
+            || self.journal(args).contains(text),
+        );
+    }
+
     /// `journalctl --no-pager -q ARGS...` inside; its stdout.
     pub fn journal(&self, args: &[&str]) -> String {
         let mut full = vec!["journalctl", "--no-pager", "-q"];

@@ -984,22 +984,28 @@ fn a_walk_after_a_reload_that_adds_units_raises_every_groups_margin_and_says_the
     assert!(out.iter().all(|o| !matches!(o, Output::Log(_))), "{out:#?}");
 }
 
-/// The walk after a reload covers every group: one input for all of them journals the
-/// fence load once, not once per group, and a unit two groups share is said once for each.
-#[test]
-fn one_walk_of_many_groups_says_the_fence_load_once() {
-    const GROUPS: u64 = 40;
-    let groups: Vec<String> = (0..GROUPS)
+/// `n` groups `g0`… with their own active targets and this lease, started.
+fn started_groups(n: u64, lease: &str) -> H {
+    let groups: Vec<String> = (0..n)
         .map(|i| {
             format!(
                 "\n[[group]]\nname = \"g{i}\"\nactive-target = \"g{i}-active.target\"\n\
-                 lease = \"4s\"\n"
+                 lease = \"{lease}\"\n"
             )
         })
         .collect();
     let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
     let mut h = H::with(config(&groups));
     h.input(Input::Start);
+    h
+}
+
+/// The walk after a reload covers every group: one input for all of them journals the
+/// fence load once, not once per group, and a unit two groups share is said once for each.
+#[test]
+fn one_walk_of_many_groups_says_the_fence_load_once() {
+    const GROUPS: u64 = 40;
+    let mut h = started_groups(GROUPS, "4s");
     let walk = |per_group: usize| -> Vec<(GroupId, Closure)> {
         (0..GROUPS)
             .map(|i| (GroupId(i), services(&format!("g{i}"), per_group)))
@@ -1064,17 +1070,7 @@ fn one_walk_of_many_groups_says_the_fence_load_once() {
 #[test]
 fn groups_without_processes_count_past_the_first_fifty() {
     const GROUPS: u64 = 600;
-    let groups: Vec<String> = (0..GROUPS)
-        .map(|i| {
-            format!(
-                "\n[[group]]\nname = \"g{i}\"\nactive-target = \"g{i}-active.target\"\n\
-                 lease = \"2s\"\n"
-            )
-        })
-        .collect();
-    let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
-    let mut h = H::with(config(&groups));
-    h.input(Input::Start);
+    let mut h = started_groups(GROUPS, "2s");
     // Every role but g0's is its target alone; g0 runs one service.
     let walk: Vec<(GroupId, Closure)> = (0..GROUPS)
         .map(|i| (GroupId(i), services(&format!("g{i}"), usize::from(i == 0))))
