@@ -43,8 +43,8 @@ pub(super) const UNKNOWN: Duration = Duration::MAX;
 /// The fence load as last given to the machines.
 #[derive(Debug)]
 pub(super) struct FenceLoad {
-    /// The groups, the units counted and their stop commands; `None` while some group's
-    /// closure is not known yet.
+    /// The groups whose roles have no unit with processes, the units with processes and
+    /// their stop commands; `None` while some group's closure is not known yet.
     units: Option<(usize, usize, usize)>,
     /// The estimate ([`Timing::fence_load_for`]), or [`UNKNOWN`].
     pub(super) load: Duration,
