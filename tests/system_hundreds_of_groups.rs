@@ -603,14 +603,24 @@ fn two_hundred_groups_start_stay_up_and_fail_over_together_without_overlap() {
             })
             .collect()
     };
-    if let (Some(first_fence), Some(last_stop)) = (
+    // And when promd had the last of those stops confirmed: it starts a group's passive
+    // target only then (rule 3b), so PID 1's last "Reached target gN-passive.target" bounds
+    // it from above; "demoting -> passive" follows that start. Between the stop jobs' end and
+    // the confirmations is what promd's own calls cost under the fence's load.
+    if let (Some(first_fence), Some(last_stop), Some(last_passive), Some(last_demoted)) = (
         fenced.values().min(),
         stopped_at("systemd[1]: Stopped g").into_iter().max(),
+        stopped_at("-passive.target").into_iter().max(),
+        stopped_at(": demoting -> passive").into_iter().max(),
     ) {
+        let after = |at: u64| Duration::from_micros(at.saturating_sub(*first_fence));
         eprintln!(
-            "PID 1 ended its last stop job {:?} after the first fence line (the hang deadline \
-             is {:?} after it)",
-            Duration::from_micros(last_stop.saturating_sub(*first_fence)),
+            "after the first fence line: PID 1 ended its last stop job {:?}, the last passive \
+             target was up {:?} (every stop confirmed before), the last group passive {:?}; \
+             the hang deadline is {:?} after it",
+            after(last_stop),
+            after(last_passive),
+            after(last_demoted),
             margin.saturating_sub(promd::core::WATCHDOG_REACH)
         );
     }
