@@ -585,7 +585,8 @@ impl Agent {
     fn stop_all(&mut self, now: Now, out: &mut Vec<Output>) {
         self.stopping = true;
         out.push(Output::Notify(Notify::Stopping));
-        self.replacing.clear();
+        // `replacing` is kept (nothing opens it any more, see `start_waiting`): a group
+        // closing now must still see that its next version starts the same passive target.
         let ids: Vec<GroupId> = self.groups.keys().copied().collect();
         for id in ids {
             self.feed(id, Event::Terminate, now, out);

@@ -158,6 +158,7 @@ impl Runtime {
         if let Some(d) = &self.dbus {
             d.remove_group(&name);
         }
+        self.leaving.retain(|t| !t.is_finished());
         if let Some(d) = self.drivers.remove(&id) {
             self.leaving.push(d.session.task);
         }
@@ -165,7 +166,9 @@ impl Runtime {
         if let Some(target) = stop_passive {
             let systemd = self.systemd.clone();
             let name = name.clone();
-            tokio::spawn(async move {
+            // Awaited at exit with the store tasks: a stop asked for just before promd
+            // exits is still carried out.
+            self.leaving.push(tokio::spawn(async move {
                 match systemd.stop(&target).await {
                     Ok(()) => tracing::info!(
                         PROMD_GROUP = %name,
@@ -178,15 +181,15 @@ impl Runtime {
                          configuration starts any more: {e}"
                     ),
                 }
-            });
+            }));
         }
         if unbind {
             let systemd = self.systemd.clone();
-            tokio::spawn(async move {
+            self.leaving.push(tokio::spawn(async move {
                 if let Err(e) = systemd.unbind(&name).await {
                     tracing::warn!(PROMD_GROUP = %name, "removing the group's drop-ins: {e}");
                 }
-            });
+            }));
         }
     }
 }

@@ -111,7 +111,8 @@ pub struct Runtime {
     /// ([`Runtime::reload`]).
     reload_walk: Option<tokio::task::AbortHandle>,
     drivers: BTreeMap<GroupId, Drivers>,
-    /// Store tasks of closed groups: their shutdown is still awaited at exit.
+    /// Tasks of closed groups (store shutdown, passive target stop, drop-in removal): still
+    /// awaited at exit. Finished ones are dropped at each close.
     leaving: Vec<tokio::task::JoinHandle<()>>,
     systemd: Systemd,
     store: Box<dyn Store>,

@@ -232,6 +232,34 @@ fn a_group_gone_for_good_stops_its_passive_target_and_a_changed_one_keeps_it() {
     assert!(passive_stopped(&out).is_empty());
 }
 
+/// SIGTERM while a changed group hands over: its next version is never opened, but it is
+/// still the configuration's, so the old version's close leaves the passive target it
+/// shares with it running, as a stopping promd does for every other group.
+#[test]
+fn sigterm_during_a_hand_over_keeps_the_passive_target_of_the_next_version() {
+    let mut h = H::new(&[WEB, DB]);
+    h.input(Input::Start);
+    h.walked();
+    h.active(0, 5);
+    h.passive(1, Some(("n2", 4)));
+    h.take();
+    let changed = WEB.replace("lease = \"2s\"", "lease = \"4s\"");
+    reload(&mut h, &[&changed, DB]);
+    h.input(Input::Signal(Signal::Terminate));
+    for j in [Job::StopActive, Job::StartPassive] {
+        h.job(0, j, true);
+    }
+    h.store(0, StoreEvent::Released);
+    let out = h.take();
+    assert_eq!(closed(&out), vec![(GroupId(0), "web", true)]);
+    assert!(
+        opened(&out).is_empty(),
+        "a stopping promd opened {:?}",
+        opened(&out)
+    );
+    assert!(passive_stopped(&out).is_empty(), "{out:?}");
+}
+
 #[test]
 fn the_latest_file_wins_for_a_group_still_handing_over() {
     let mut h = H::web_passive_db_active();
