@@ -187,7 +187,7 @@ fn a_one_second_lease_fails_over_within_a_second_and_a_half_without_overlap() {
     assert!(
         check.status.success()
             && notes.contains("note: lease 1s (group web) holds no unit with processes")
-            && notes.contains("make lease at least 2s"),
+            && notes.contains("make lease at least 1s 400ms"),
         "{notes}"
     );
 

@@ -112,21 +112,28 @@ impl Agent {
         // must not name a count the host no longer has.
         if let Some((empty, count, commands)) = count {
             // Groups without processes are said only where they count (past GROUPS_FREE).
-            let (what, and_groups) = if Timing::fence_load_for(empty, 0, 0).is_zero() {
-                (format!("{count} units"), String::new())
-            } else {
-                (
-                    format!("{count} units and {empty} groups without processes"),
-                    format!(", and for promd to confirm the stops of {empty} groups without any"),
+            let groups_count = !Timing::fence_load_for(empty, 0, 0).is_zero();
+            let units = counted(count, "unit");
+            let what = match (count, groups_count) {
+                (_, false) => units.clone(),
+                (0, true) => format!("{} without processes", counted(empty, "group")),
+                (_, true) => format!("{units} and {} without processes", counted(empty, "group")),
+            };
+            let and_groups = if groups_count {
+                format!(
+                    ", and for promd to confirm the stops of the {} whose roles run no process",
+                    counted(empty, "group")
                 )
+            } else {
+                String::new()
             };
             out.push(Output::Log(Record::plain(
                 Level::Info,
                 format!(
-                    "fence load: {count} units with processes in the roles of all groups, \
-                     {commands} stop commands among them, about {} for PID 1 to stop at \
-                     once{and_groups}; each fence kills early enough for it, as far as its \
-                     lease allows",
+                    "fence load: {units} with processes in the roles of all groups, {} among \
+                     them, about {} for PID 1 to stop at once{and_groups}; each fence kills \
+                     early enough for it, as far as its lease allows",
+                    counted(commands, "stop command"),
                     humantime::format_duration(load)
                 ),
             )));
@@ -171,5 +178,14 @@ impl Agent {
                 ),
             )));
         }
+    }
+}
+
+/// `n` and the noun, plural but for one: "1 unit", "2 units", "0 units".
+fn counted(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }

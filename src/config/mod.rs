@@ -334,16 +334,18 @@ fn short_lease_notes(config: &Config) -> Vec<String> {
             let t = Timing::new(lease);
             format!(
                 "lease {} (group{} {}) holds no unit with processes: the fence kills {} after \
-                 it asks the units to stop and leaves PID 1 {} after the kill, so promd is \
-                 restarted by its watchdog at each fence of such a role (its units still die \
-                 before the lease ends); use it for roles whose units stop at once, or make \
-                 lease at least {} (docs/safety.md, \"What is assumed about the host\")",
+                 it asks the units to stop and leaves PID 1 {} after the kill, so if a unit \
+                 of such a role must be killed, promd is restarted by its watchdog (the unit \
+                 still dies before the lease ends); use it for roles whose units stop at \
+                 once, or make lease at least {} (docs/safety.md, \"What is assumed about the \
+                 host\")",
                 fmt(lease),
                 if groups.len() == 1 { "" } else { "s" },
                 groups.join(", "),
                 fmt(t.margin().saturating_sub(t.kill_margin())),
                 fmt(t.kill_window()),
-                Timing::lease_for_fence_load(FENCE_LOAD_STEP).map_or("an hour".into(), fmt),
+                Timing::lease_for_fence_load_in_steps(FENCE_LOAD_STEP, FENCE_LOAD_STEP)
+                    .map_or("an hour".into(), fmt),
             )
         })
         .collect()

@@ -1329,14 +1329,23 @@ fn a_lease_too_short_for_any_unit_is_noted_with_the_lease_that_holds_one() {
         short_lease_notes(&config),
         vec![
             "lease 1s (groups web, db) holds no unit with processes: the fence kills 50ms after \
-             it asks the units to stop and leaves PID 1 0s after the kill, so promd is \
-             restarted by its watchdog at each fence of such a role (its units still die \
-             before the lease ends); use it for roles whose units stop at once, or make lease \
-             at least 2s (docs/safety.md, \"What is assumed about the host\")"
+             it asks the units to stop and leaves PID 1 0s after the kill, so if a unit of \
+             such a role must be killed, promd is restarted by its watchdog (the unit still \
+             dies before the lease ends); use it for roles whose units stop at once, or make \
+             lease at least 1s 400ms (docs/safety.md, \"What is assumed about the host\")"
                 .to_string()
         ]
     );
     assert!(warnings(&config).contains(&short_lease_notes(&config)[0]));
-    let config = check(&format!("{GROUP}lease = \"2s\"\n")).unwrap();
-    assert!(short_lease_notes(&config).is_empty());
+    // The lease named is the shortest that holds one unit, to 100 ms.
+    let config = check(&format!("{GROUP}lease = \"1300ms\"\n")).unwrap();
+    let notes = short_lease_notes(&config);
+    assert!(
+        notes.len() == 1 && notes[0].contains("make lease at least 1s 400ms"),
+        "{notes:?}"
+    );
+    for enough in ["1400ms", "2s"] {
+        let config = check(&format!("{GROUP}lease = \"{enough}\"\n")).unwrap();
+        assert!(short_lease_notes(&config).is_empty(), "{enough}");
+    }
 }

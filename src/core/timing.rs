@@ -106,7 +106,7 @@ pub const STOP_COST_PER_COMMAND: Duration = Duration::from_millis(6);
 /// What [`Timing::fence_load_for`] counts per group the host may fence at once whose role
 /// has no unit with processes, beyond [`GROUPS_FREE`]: 2 ms, for PID 1 to stop its active
 /// target and promd to have the stop confirmed (the job's end, a state check, the stop's
-/// walk). A group with processes is counted by its units, whose 12 ms or more hold its
+/// walk). A group with processes is counted by its units, whose 6 ms or more hold its
 /// target too (PID 1 took 7.6–9.1 ms per such group, above). Measured with empty targets on
 /// 2 cores shared by 3 hosts (the bench): 500 groups' stops confirmed 0.30–0.45 s after the
 /// fence (0.6–0.9 ms each); a cut host with 776 groups (2026-12-05,
@@ -236,8 +236,17 @@ impl Timing {
     /// [`STOP_ROOM`] to drain before the kill: what to tell an operator whose lease is too
     /// short for the units the host fences at once. `None` beyond an hour.
     pub fn lease_for_fence_load(load: Duration) -> Option<Duration> {
-        (1..=3600u64)
-            .map(Duration::from_secs)
+        Self::lease_for_fence_load_in_steps(load, Duration::from_secs(1))
+    }
+
+    /// [`Timing::lease_for_fence_load`] in steps of `step` (from 1 s; a zero step is taken
+    /// as 1 ms): what `promd check-config` names for a short lease, where a whole second
+    /// would overstate it (one unit needs 1.4 s, not 2 s). `None` beyond an hour.
+    pub fn lease_for_fence_load_in_steps(load: Duration, step: Duration) -> Option<Duration> {
+        let step = step.max(Duration::from_millis(1));
+        let hour = Duration::from_secs(3600);
+        std::iter::successors(Some(Duration::from_secs(1)), |l| Some(*l + step))
+            .take_while(|l| *l <= hour)
             .find(|&l| Timing::new(l).with_fence_load(load).holds_fence_load())
     }
 
@@ -631,6 +640,32 @@ mod tests {
         let more = t.with_fence_load(ms(600));
         assert_eq!(more.fence_at(s), t.fence_at(s) - ms(200));
         assert_eq!(more.kill_at(s) - STOP_ROOM, more.fence_at(s));
+    }
+
+    #[test]
+    fn the_lease_named_in_steps_holds_its_load_and_one_step_less_does_not() {
+        let ms = Duration::from_millis;
+        let step = ms(100);
+        for load_ms in (50u64..=6000).step_by(50) {
+            let load = ms(load_ms);
+            let named = Timing::lease_for_fence_load_in_steps(load, step);
+            let Some(named) = named else {
+                panic!("load {load_ms} ms: no lease within an hour")
+            };
+            assert!(Timing::new(named).with_fence_load(load).holds_fence_load());
+            if named > Duration::from_secs(1) {
+                let less = named - step;
+                let holds = Timing::new(less).with_fence_load(load).holds_fence_load();
+                assert!(!holds, "load {load_ms} ms: {less:?} holds it too");
+            }
+            // Never longer than the whole-second answer.
+            assert!(Timing::lease_for_fence_load(load).is_some_and(|l| named <= l));
+        }
+        // One unit's stop (what `promd check-config` notes for a 1 s lease).
+        assert_eq!(
+            Timing::lease_for_fence_load_in_steps(FENCE_LOAD_STEP, step),
+            Some(ms(1400))
+        );
     }
 
     #[test]

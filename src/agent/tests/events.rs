@@ -1087,18 +1087,33 @@ fn groups_without_processes_count_past_the_first_fifty() {
     let said = texts(&out);
     assert!(
         said.contains(
-            &"fence load: 1 units with processes in the roles of all groups, 1 stop commands \
+            &"fence load: 1 unit with processes in the roles of all groups, 1 stop command \
               among them, about 1s 200ms for PID 1 to stop at once, and for promd to confirm \
-              the stops of 599 groups without any; each fence kills early enough for it, as \
-              far as its lease allows"
+              the stops of the 599 groups whose roles run no process; each fence kills early \
+              enough for it, as far as its lease allows"
         ),
         "{said:?}"
     );
     assert!(
         said.iter().any(|t| t.starts_with(
-            "lease 2s is too short for the 1 units and 599 groups without processes this host \
+            "lease 2s is too short for the 1 unit and 599 groups without processes this host \
              may have to stop at once"
         ) && t.contains("make lease at least 4s")),
+        "{said:?}"
+    );
+
+    // No group runs a process: only the groups are named.
+    let mut h = started_groups(GROUPS, "2s");
+    let walk: Vec<(GroupId, Closure)> = (0..GROUPS)
+        .map(|i| (GroupId(i), services(&format!("g{i}"), 0)))
+        .collect();
+    let out = h.input(Input::Closures(walk));
+    let said = texts(&out);
+    assert!(
+        said.iter().any(|t| t.starts_with(
+            "lease 2s is too short for the 600 groups without processes this host may have to \
+             stop at once"
+        )),
         "{said:?}"
     );
 }
