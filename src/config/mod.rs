@@ -23,7 +23,9 @@ mod tests;
 pub use address::{Address, AddressError};
 pub use fixed::{Fixed, RESTART_HINT, restart_needed};
 pub use http::HttpConfig;
-pub use names::{valid_group_name, valid_node_name, valid_unit_name};
+pub use names::{
+    instantiate, is_unit_template, valid_group_name, valid_node_name, valid_unit_name,
+};
 pub use secure::{
     CREDENTIALS_DIRECTORY, Password, PasswordFile, SecretError, credentials_directory,
     read_certificates, read_identity, read_password,
@@ -182,6 +184,63 @@ pub struct GroupConfig {
     /// `0`): no limit, every such host runs it. Only with a `passive-target`; `actives` plus
     /// `standbys` is at most the number of `members` when they are listed.
     pub standbys: Option<NonZeroU32>,
+    /// Which slot of which group this is, on the per-slot configurations promd derives
+    /// from a group with `actives` above 1 ([`GroupConfig::slots`]); `None` on what the
+    /// file says.
+    pub slot: Option<SlotOf>,
+}
+
+/// One slot of a group with `actives` above 1 (docs/slots.md, "Keys in the store").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotOf {
+    /// The group's name, as the file gives it: the name of its env file, D-Bus object and
+    /// `maintenance` key.
+    pub group: String,
+    /// The slot, `0..of`.
+    pub index: u32,
+    /// How many slots the group has (its `actives`).
+    pub of: u32,
+}
+
+impl GroupConfig {
+    /// The configuration of each slot of this group, slot k at index k: the group itself
+    /// when `actives` is 1; else slot k is named `GROUP@k` (slot 0 keeps `GROUP`, whose keys
+    /// stay where they are: docs/slots.md), starts the instance `k` of a template
+    /// `active-target` (a plain target is every slot's), and has [`GroupConfig::slot`] set.
+    /// Every slot keeps the `passive-target` in its configuration; the agent, not the
+    /// slot's machine, starts it (docs/slots.md, "Units").
+    pub fn slots(&self) -> Vec<GroupConfig> {
+        if self.actives <= 1 {
+            return vec![self.clone()];
+        }
+        (0..self.actives)
+            .map(|k| GroupConfig {
+                name: slot_name(&self.name, k),
+                active_target: instantiate(&self.active_target, k),
+                slot: Some(SlotOf {
+                    group: self.name.clone(),
+                    index: k,
+                    of: self.actives,
+                }),
+                ..self.clone()
+            })
+            .collect()
+    }
+
+    /// The name of the group this configuration is of: the slot's group, or its own.
+    pub fn group_name(&self) -> &str {
+        self.slot.as_ref().map_or(&self.name, |s| &s.group)
+    }
+}
+
+/// The store name of slot `k` of `group`: `group` for slot 0, `group@k` beyond. `@` is not
+/// allowed in a group name, so no slot name is a group's.
+pub fn slot_name(group: &str, k: u32) -> String {
+    if k == 0 {
+        group.to_owned()
+    } else {
+        format!("{group}@{k}")
+    }
 }
 
 /// The most slots (`actives`) a group may have: each is a leader key, a lease-bound machine

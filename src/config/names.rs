@@ -35,6 +35,23 @@ pub fn valid_group_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b))
 }
 
+/// A template unit name, `PREFIX@.SUFFIX` (what `active-target` may name with `actives`
+/// above 1: slot k starts `PREFIX@k.SUFFIX`, docs/slots.md).
+pub fn is_unit_template(name: &str) -> bool {
+    name.rsplit_once('.')
+        .is_some_and(|(stem, _)| stem.ends_with('@'))
+        && valid_unit_name(&instantiate(name, 0))
+}
+
+/// The instance of template `name` for slot `k` (`web-active@.target`, 1 →
+/// `web-active@1.target`); any other name unchanged.
+pub fn instantiate(name: &str, k: u32) -> String {
+    match name.rsplit_once('.') {
+        Some((stem, suffix)) if stem.ends_with('@') => format!("{stem}{k}.{suffix}"),
+        _ => name.to_owned(),
+    }
+}
+
 /// A systemd unit name: `PREFIX[@INSTANCE].SUFFIX`, prefix and instance non-empty and made of
 /// `[A-Za-z0-9:_.\-]`, at most 255 characters, with one of systemd's unit suffixes.
 pub fn valid_unit_name(name: &str) -> bool {

@@ -83,6 +83,7 @@ fn default_group(name: &str) -> GroupConfig {
         addresses: Vec::new(),
         actives: 1,
         standbys: None,
+        slot: None,
     }
 }
 
@@ -1348,4 +1349,59 @@ fn a_lease_too_short_for_any_unit_is_noted_with_the_lease_that_holds_one() {
         let config = check(&format!("{GROUP}lease = \"{enough}\"\n")).unwrap();
         assert!(short_lease_notes(&config).is_empty(), "{enough}");
     }
+}
+
+#[test]
+fn a_template_active_target_needs_slots_and_each_slot_starts_its_instance() {
+    let template = "[[group]]\nname = \"web\"\nactive-target = \"web-active@.target\"\n";
+    let text = format!("{template}passive-target = \"web-passive.target\"\nactives = 3\n");
+    let group = &check(&text).unwrap().groups[0];
+    let slots = group.slots();
+    let names: Vec<&str> = slots.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["web", "web@1", "web@2"]);
+    let targets: Vec<&str> = slots.iter().map(|s| s.active_target.as_str()).collect();
+    assert_eq!(
+        targets,
+        [
+            "web-active@0.target",
+            "web-active@1.target",
+            "web-active@2.target"
+        ]
+    );
+    assert!(slots.iter().enumerate().all(|(k, s)| {
+        s.slot
+            == Some(SlotOf {
+                group: "web".into(),
+                index: k as u32,
+                of: 3,
+            })
+            && s.group_name() == "web"
+            && s.passive_target.as_deref() == Some("web-passive.target")
+    }));
+    // A plain target is every slot's; one active host: the group itself.
+    let plain = &check(&group_with("actives = 2\n")).unwrap().groups[0];
+    assert!(
+        plain
+            .slots()
+            .iter()
+            .all(|s| s.active_target == "web-active.target")
+    );
+    let one = &check(GROUP).unwrap().groups[0];
+    assert_eq!(one.slots(), vec![one.clone()]);
+    // A template with one active host has nothing to instantiate it with.
+    assert_one(
+        template,
+        3,
+        17,
+        "\"web-active@.target\" in `active-target` is a template, which needs `actives` above \
+         1 (slot k starts web-active@K.target); with one active host name a unit, e.g. \
+         \"web-active.target\"",
+    );
+    // Only `active-target` may be a template.
+    assert_one(
+        &format!("{template}actives = 2\npassive-target = \"web-passive@.target\"\n"),
+        5,
+        18,
+        "not a valid systemd unit name",
+    );
 }

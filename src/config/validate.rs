@@ -698,7 +698,7 @@ impl Checker<'_> {
         for (key, value) in table.iter() {
             match key.get_ref().as_ref() {
                 "name" => f.name = self.field(key, value, Self::group_name),
-                "active-target" => f.active_target = self.field(key, value, Self::unit),
+                "active-target" => f.active_target = self.field(key, value, Self::active_unit),
                 "passive-target" => f.passive_target = self.field(key, value, Self::unit),
                 "members" => f.members = self.field(key, value, Self::members),
                 "lease" => f.lease = self.field(key, value, Self::lease),
@@ -779,6 +779,7 @@ impl Checker<'_> {
             },
             actives: or_default(&f.actives, 1),
             standbys: or_default(&f.standbys, None),
+            slot: None,
         };
         (
             Some(group),
@@ -858,6 +859,21 @@ impl Checker<'_> {
             return; // already reported: the relations would only guess
         }
         let n = or_default(&f.actives, 1);
+        if let Some(active) = &f.active_target
+            && let Some(target) = &active.value
+            && is_unit_template(target)
+            && n < 2
+        {
+            self.error(
+                &active.span,
+                format!(
+                    "{target:?} in `active-target` is a template, which needs `actives` above 1 \
+                     (slot k starts {}); with one active host name a unit, e.g. {:?}",
+                    instantiate(target, 1).replace("@1.", "@K."),
+                    instantiate(target, 0).replace("@0.", ".")
+                ),
+            );
+        }
         let m = or_default(&f.standbys, None).map_or(0, NonZeroU32::get);
         if let (Some(actives), Some(addresses)) = (actives, &f.addresses)
             && n > 1

@@ -162,6 +162,17 @@ impl Checker<'_> {
         Some(name)
     }
 
+    /// `active-target`: a unit name, or a template `NAME@.SUFFIX` (whether the group has the
+    /// slots a template needs is checked with `actives`, `slot_relations`).
+    pub(super) fn active_unit(&mut self, key: &str, value: &Value<'_>) -> Option<String> {
+        let name = self.string(key, value)?;
+        if !valid_unit_name(&name) && !is_unit_template(&name) {
+            self.error(&value.span(), unit_name_message(key, &name));
+            return None;
+        }
+        Some(name)
+    }
+
     pub(super) fn members(&mut self, key: &str, value: &Value<'_>) -> Option<Vec<String>> {
         let members = self.string_array(key, value)?;
         if members.is_empty() {

@@ -13,7 +13,7 @@ pub use machine::{
     Action, Cancels, Event, GroupMachine, GroupParams, Ineligibility, Ineligible, Job, Member,
     Reason, ReasonKind, Refusal, Request, Timer, Timers, Tunables,
 };
-pub use slots::{Arbitration, SlotError, SlotGroup, SlotView, arbitrate};
+pub use slots::{Arbiter, Arbitration, SlotError, SlotGroup, SlotView, arbitrate};
 pub use timing::{
     AFTER_WATCHDOG, FENCE_LOAD_STEP, GROUPS_FREE, KILL_ROOM, Mono, STOP_COST_PER_COMMAND,
     STOP_COST_PER_GROUP, STOP_COST_PER_UNIT, STOP_ROOM, Timing, WATCHDOG_ACCURACY, WATCHDOG_REACH,

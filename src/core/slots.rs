@@ -62,10 +62,93 @@ pub enum SlotError {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SlotGroup {
     machines: Vec<GroupMachine>,
+    arbiter: Arbiter,
+}
+
+/// The candidacy of one node's machines in one group, kept apart from the machines so that
+/// an owner that keeps them elsewhere (the agent keeps each slot's machine in a table of
+/// its own, `src/agent/slots.rs`) applies the same rule as [`SlotGroup`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Arbiter {
     /// The one slot whose machine is not blocked.
     candidate: usize,
     /// What each machine was last told by [`Event::Blocked`] (`None` at birth: nothing).
     told: Vec<Option<Ineligible>>,
+}
+
+impl Arbiter {
+    /// The arbiter of `slots` machines, none told anything yet, slot 0 the candidate.
+    pub fn new(slots: usize) -> Arbiter {
+        Arbiter {
+            candidate: 0,
+            told: vec![None; slots],
+        }
+    }
+
+    /// The slot whose machine may become active now.
+    pub fn candidate(&self) -> usize {
+        self.candidate
+    }
+
+    /// Arbitrate until nothing changes: block the slots the rule blocks (the one left
+    /// first), then unblock the candidate, each machine stepping on what it is told
+    /// (`machines[k]` is slot k's; as many as the arbiter was made for). A machine that
+    /// becomes engaged on being unblocked (it campaigns at once) keeps the candidacy, so this
+    /// ends after a few rounds; more than one per slot would be a bug, and stops the loop.
+    /// The actions, each with its slot, in order.
+    pub fn settle(
+        &mut self,
+        machines: &mut [&mut GroupMachine],
+        now: Mono,
+    ) -> Vec<(usize, Action)> {
+        let mut out = Vec::new();
+        if machines.len() < 2 || machines.len() != self.told.len() {
+            return out; // one slot: today's group, never told anything
+        }
+        for _ in 0..=machines.len() {
+            let views: Vec<SlotView> = machines.iter().map(|m| view(m, now)).collect();
+            let decision = arbitrate(&views, self.candidate);
+            self.candidate = decision.candidate;
+            let changed: Vec<usize> = (0..machines.len())
+                .filter(|&k| self.told[k] != decision.blocked[k])
+                .collect();
+            if changed.is_empty() {
+                break;
+            }
+            // Blocks first, so that no moment has two unblocked machines.
+            let (blocks, unblocks): (Vec<usize>, Vec<usize>) = changed
+                .into_iter()
+                .partition(|&k| decision.blocked[k].is_some());
+            for k in blocks.into_iter().chain(unblocks) {
+                let why = decision.blocked[k];
+                self.told[k] = why;
+                if let Some(m) = machines.get_mut(k) {
+                    out.extend(
+                        m.handle(Event::Blocked(why), now)
+                            .into_iter()
+                            .map(|a| (k, a)),
+                    );
+                }
+            }
+        }
+        out
+    }
+}
+
+/// What the arbiter sees of one slot's machine at `now`.
+pub fn view(m: &GroupMachine, now: Mono) -> SlotView {
+    let holder = m.leader().and_then(|node| {
+        m.members()
+            .iter()
+            .find(|r| r.node == node)
+            .map(|r| (r.priority, node.to_owned()))
+    });
+    SlotView {
+        engaged: m.engaged(),
+        failed: m.failed(now),
+        vacant: m.leader().is_none(),
+        holder,
+    }
 }
 
 /// What [`SlotGroup::arbitrate`] needs to know of one slot's machine.
@@ -149,11 +232,9 @@ impl SlotGroup {
                 found: other.node.clone(),
             });
         }
-        let told = vec![None; params.len()];
         Ok(SlotGroup {
+            arbiter: Arbiter::new(params.len()),
             machines: params.into_iter().map(GroupMachine::new).collect(),
-            candidate: 0,
-            told,
         })
     }
 
@@ -180,7 +261,7 @@ impl SlotGroup {
     /// The slot this node may become active in now (its machine is the only one not
     /// blocked).
     pub fn candidate(&self) -> usize {
-        self.candidate
+        self.arbiter.candidate()
     }
 
     /// The slot this node holds: whose machine is `promoting`, `active` or `demoting`, or
@@ -200,7 +281,7 @@ impl SlotGroup {
         self.machines
             .iter()
             .position(|m| m.engaged() && m.role() != Role::Starting)
-            .unwrap_or(self.candidate)
+            .unwrap_or(self.arbiter.candidate())
     }
 
     /// The earliest deadline of any slot's machine.
@@ -261,7 +342,7 @@ impl SlotGroup {
                 if self.held().is_some() {
                     return Ok(out);
                 }
-                let slot = self.candidate;
+                let slot = self.arbiter.candidate();
                 if let Some(m) = self.machines.get_mut(slot) {
                     out.extend(m.request(request, now)?.into_iter().map(|a| (slot, a)));
                 }
@@ -286,58 +367,13 @@ impl SlotGroup {
 
     /// What the arbiter sees of each slot's machine at `now`.
     pub fn views(&self, now: Mono) -> Vec<SlotView> {
-        self.machines
-            .iter()
-            .map(|m| {
-                let holder = m.leader().and_then(|node| {
-                    m.members()
-                        .iter()
-                        .find(|r| r.node == node)
-                        .map(|r| (r.priority, node.to_owned()))
-                });
-                SlotView {
-                    engaged: m.engaged(),
-                    failed: m.failed(now),
-                    vacant: m.leader().is_none(),
-                    holder,
-                }
-            })
-            .collect()
+        self.machines.iter().map(|m| view(m, now)).collect()
     }
 
-    /// Arbitrate until nothing changes: block the slots the rule blocks (the one left first),
-    /// then unblock the candidate, each machine stepping on what it is told. A machine that
-    /// becomes engaged on being unblocked (it campaigns at once) keeps the candidacy, so this
-    /// ends after a few rounds; more than one per slot would be a bug, and stops the loop.
+    /// [`Arbiter::settle`] over this group's machines.
     fn settle(&mut self, now: Mono, out: &mut Vec<(usize, Action)>) {
-        if self.machines.len() < 2 {
-            return; // one slot: today's group, never told anything
-        }
-        for _ in 0..=self.machines.len() {
-            let decision = arbitrate(&self.views(now), self.candidate);
-            self.candidate = decision.candidate;
-            let changed: Vec<usize> = (0..self.machines.len())
-                .filter(|&k| self.told[k] != decision.blocked[k])
-                .collect();
-            if changed.is_empty() {
-                return;
-            }
-            // Blocks first, so that no moment has two unblocked machines.
-            let (blocks, unblocks): (Vec<usize>, Vec<usize>) = changed
-                .into_iter()
-                .partition(|&k| decision.blocked[k].is_some());
-            for k in blocks.into_iter().chain(unblocks) {
-                let why = decision.blocked[k];
-                self.told[k] = why;
-                if let Some(m) = self.machines.get_mut(k) {
-                    out.extend(
-                        m.handle(Event::Blocked(why), now)
-                            .into_iter()
-                            .map(|a| (k, a)),
-                    );
-                }
-            }
-        }
+        let mut machines: Vec<&mut GroupMachine> = self.machines.iter_mut().collect();
+        out.extend(self.arbiter.settle(&mut machines, now));
     }
 }
 
