@@ -101,6 +101,7 @@ impl Agent {
         out: &mut Vec<Output>,
     ) {
         let node = self.node.clone();
+        let group = self.route_call(group, call, now, out);
         let Some(g) = self.groups.get_mut(&group) else {
             let why = "this group was removed from the configuration".to_string();
             out.push(Output::Reply(id, Err(CallError::UnknownGroup(why))));
@@ -148,6 +149,7 @@ impl Agent {
                 };
                 out.push(Output::Log(g.record(Level::Info, &what)));
                 self.carry_actions(group, actions, now, out);
+                self.settle_family(group, now, out);
                 self.pending.push(Pending {
                     id,
                     group,

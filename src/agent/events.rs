@@ -87,6 +87,14 @@ impl Agent {
             StoreEvent::Switchover(s) => Event::Switchover(s.map(|s| s.to)),
             StoreEvent::Campaigned(t) => Event::Campaigned(t),
             StoreEvent::Released => Event::Released,
+            // A slot's own `maintenance` key is never written: the group's (slot 0's) is
+            // every slot's, told to it once slot 0 has read it.
+            StoreEvent::Maintenance(_) if g.cfg.slot.as_ref().is_some_and(|s| s.index > 0) => {
+                if let Some(on) = self.group_maintenance(id) {
+                    self.feed(id, Event::Maintenance(on), now, out);
+                }
+                return;
+            }
             StoreEvent::Maintenance(m) => {
                 let on = m.as_ref().is_some_and(|m| m.on);
                 if on != g.machine.maintenance() {
@@ -106,7 +114,14 @@ impl Agent {
                 return;
             }
         };
+        let maintenance = match event {
+            Event::Maintenance(on) => Some(on),
+            _ => None,
+        };
         self.feed(id, event, now, out);
+        if let Some(on) = maintenance {
+            self.family_maintenance(id, on, now, out);
+        }
     }
 
     pub(super) fn on_watch(
@@ -143,6 +158,16 @@ impl Agent {
             WatchEvent::Started { unit } => Event::UnitStarted { unit },
             WatchEvent::PassiveUnits { ok } => Event::PassiveUnits { ok },
         };
+        let unit = match &event {
+            Event::UnitFailed { unit, .. } | Event::UnitStarted { unit } => Some(unit.as_str()),
+            _ => None,
+        };
+        if unit.is_some_and(|u| !self.unit_event_is_for(id, u)) {
+            return;
+        }
+        let Some(g) = self.groups.get_mut(&id) else {
+            return;
+        };
         if matches!(event, Event::UnitFailed { .. }) && g.machine.role() == Role::Active {
             g.metrics.unit_failures.inc();
         }
@@ -152,10 +177,13 @@ impl Agent {
     /// A systemd job finished. A start of the active target that left watched units down
     /// (only a start that succeeded is checked) is a failed start: `StartIncomplete`.
     pub(super) fn on_job(&mut self, id: GroupId, done: JobDone, now: Now, out: &mut Vec<Output>) {
+        let JobDone { job, ok, not_up } = done;
+        if self.family_passive_done(id, job, ok, out) {
+            return;
+        }
         let Some(g) = self.groups.get(&id) else {
             return;
         };
-        let JobDone { job, ok, not_up } = done;
         // A stop confirmed past the group's hang deadline: the watchdog should have ended
         // promd by now, and the units may outlive the lease. PID 1 took longer than the lease
         // leaves for what this host stops at once (docs/safety.md, "What is assumed about

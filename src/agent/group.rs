@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::output::{EnvFile, Fields, JobOrder, Level, Output, Record};
+use super::output::{EnvFile, Fields, JobOrder, Level, Output, Record, SlotLine};
 use super::{Agent, GroupId, Now};
 use crate::config::GroupConfig;
 use crate::core::{Action, Event, GroupMachine, Job, Reason, ReasonKind, Role};
@@ -116,6 +116,7 @@ impl Agent {
         let actions = g.machine.handle(event, now.mono);
         self.refile(id);
         self.carry_actions(id, actions, now, out);
+        self.settle_family(id, now, out);
     }
 
     pub(super) fn carry_actions(
@@ -141,7 +142,11 @@ impl Agent {
     /// active, demoting) keeps what its units were started with: the term of their start.
     /// A host still starting writes nothing yet: the file says what the last run said until
     /// the first role is known.
-    fn follow_leader(&mut self, id: GroupId, out: &mut Vec<Output>) {
+    pub(super) fn follow_leader(&mut self, id: GroupId, out: &mut Vec<Output>) {
+        // A slot's file is its group's: written by the slot this host holds, or by slot 0.
+        let Some(slot_line) = self.env_slot(id) else {
+            return;
+        };
         let Some(g) = self.groups.get_mut(&id) else {
             return;
         };
@@ -150,15 +155,15 @@ impl Agent {
             return;
         }
         let (term, leader) = (m.term(), m.leader().unwrap_or(""));
-        let same = g
-            .env
-            .as_ref()
-            .is_some_and(|e| e.role == Role::Passive && e.term == term && e.leader == leader);
+        let same = g.env.as_ref().is_some_and(|e| {
+            e.role == Role::Passive && e.term == term && e.leader == leader && e.slot == slot_line
+        });
         if !same {
             let env = EnvFile {
                 role: Role::Passive,
                 term,
                 leader: leader.to_string(),
+                slot: slot_line,
             };
             g.env = Some(env.clone());
             out.push(Output::Env(id, env));
@@ -212,11 +217,17 @@ impl Agent {
                         role: Role::Active,
                         term: term.unwrap_or(0),
                         leader: node,
+                        slot: g
+                            .cfg
+                            .slot
+                            .as_ref()
+                            .map_or(SlotLine::Absent, |s| SlotLine::Holds(s.index)),
                     }),
                     Job::StartPassive => Some(EnvFile {
                         role: Role::Passive,
                         term: g.machine.term(),
                         leader: g.machine.leader().unwrap_or("").to_string(),
+                        slot: SlotLine::Absent,
                     }),
                     Job::StopActive => None,
                 };

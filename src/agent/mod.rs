@@ -21,6 +21,7 @@ mod fence_load;
 mod group;
 mod output;
 mod reload;
+mod slots;
 mod status;
 
 #[cfg(test)]
@@ -30,7 +31,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 pub use calls::{Call, CallError, call_timeout};
-pub use output::{EnvFile, Fields, JobOrder, Level, Notify, Output, Record};
+pub use output::{EnvFile, Fields, JobOrder, Level, Notify, Output, Record, SlotLine};
 #[cfg(test)]
 pub(crate) use status::member_view;
 pub use status::{GroupView, MemberView, STATUS_MAX, WHY_DOWN};
@@ -202,6 +203,11 @@ pub struct Agent {
     stopping: bool,
     /// Why promd refuses to go on (another host uses this `node`).
     refused: Option<String>,
+    /// The groups with `actives` above 1, by name: their slots' ids and what ties them
+    /// (slots.rs).
+    families: BTreeMap<String, slots::Family>,
+    /// A family's slots are being settled: the steps it causes do not settle again.
+    arbitrating: bool,
     /// `STATUS=` as last sent.
     last_status: String,
     /// What PID 1 may have to stop at once on this host, as last given to the machines.
@@ -288,6 +294,8 @@ impl Agent {
             alive_until: Mono(LOOP_STALL_LIMIT),
             store_stalled: None,
             touched: None,
+            families: BTreeMap::new(),
+            arbitrating: false,
             clauses: BTreeMap::new(),
             next_due: deadlines::Deadlines::default(),
             hang: deadlines::Deadlines::default(),
@@ -299,7 +307,7 @@ impl Agent {
             call_methods: std::collections::HashMap::new(),
         };
         for cfg in s.config.groups {
-            agent.insert_group(cfg, s.wall_usec);
+            agent.insert_configured(cfg, s.wall_usec);
         }
         agent
     }
@@ -630,7 +638,8 @@ fn params(node: &str, cfg: &GroupConfig, watchdog: Option<Duration>, floor: u64)
         priority: cfg.priority,
         preempt: cfg.preempt,
         members: cfg.members.clone(),
-        has_passive_target: cfg.passive_target.is_some(),
+        // A slot's machine runs without: the passive target is the host's (slots.rs).
+        has_passive_target: cfg.passive_target.is_some() && cfg.slot.is_none(),
         failure_cooldown: cfg.failure_cooldown,
         max_restarts: cfg.max_restarts,
         restart_window: cfg.restart_window,

@@ -82,6 +82,9 @@ pub enum Output {
     /// Restart these failed units in place; a unit that is not up afterwards comes back as
     /// [`crate::watch::WatchEvent::Stopped`].
     Restart(GroupId, Vec<String>),
+    /// Stop the group's passive target: a host that is a spare of a group with several
+    /// active hosts (docs/slots.md) runs neither target.
+    StopPassive(GroupId),
     /// (Re)start following the group's units with these interests, replacing any follower it
     /// had; the runtime adds the passive target's units.
     Follow(GroupId, Followed),
@@ -132,6 +135,31 @@ pub struct EnvFile {
     pub term: u64,
     /// `PROMD_LEADER`; empty when no leader is known.
     pub leader: String,
+    /// `PROMD_SLOT`, for a group with `actives` above 1 only (docs/slots.md).
+    pub slot: SlotLine,
+}
+
+/// What `/run/promd/GROUP.env` says of the slot (docs/slots.md, "`PROMD_SLOT`").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlotLine {
+    /// A group with one active host: no `PROMD_SLOT` line, the file as it always was.
+    #[default]
+    Absent,
+    /// `PROMD_SLOT=k`: this host holds slot k (`PROMD_TERM` is slot k's).
+    Holds(u32),
+    /// `PROMD_SLOT=` (empty): this host holds no slot; term and leader are slot 0's.
+    Without,
+}
+
+impl SlotLine {
+    /// The value of `PROMD_SLOT`, or `None` for no line.
+    pub fn value(self) -> Option<String> {
+        match self {
+            SlotLine::Absent => None,
+            SlotLine::Holds(k) => Some(k.to_string()),
+            SlotLine::Without => Some(String::new()),
+        }
+    }
 }
 
 /// A message to systemd's notify socket.

@@ -54,6 +54,14 @@ impl Runtime {
             Output::Job(id, order) => self.start_job(id, order),
             Output::Kill { id, known } => self.kill(id, known),
             Output::Restart(id, units) => self.restart(id, units),
+            Output::StopPassive(id) => {
+                if let Some(d) = self.drivers.get(&id)
+                    && let Some(target) = d.cfg.passive_target.clone()
+                {
+                    let name = d.cfg.group_name().to_owned();
+                    self.stop_passive(target, name, "this host is a spare");
+                }
+            }
             Output::Follow(id, followed) => self.follow_units(id, followed),
             Output::Reply(call, result) => {
                 if let Some(reply) = self.replies.remove(&call) {
@@ -135,12 +143,15 @@ impl Runtime {
         let Some(d) = self.drivers.get(&id) else {
             return false;
         };
+        let slot = env.slot.value();
+        // A slot's file is its group's: one file per group, which says the slot it holds.
         let written = crate::systemd::UnitEnv {
-            group: &d.cfg.name,
+            group: d.cfg.group_name(),
             node: &self.node,
             role: env.role.as_str(),
             term: env.term,
             leader: &env.leader,
+            slot: slot.as_deref(),
         }
         .write(&self.run_dir);
         if let Err(e) = &written {
@@ -164,24 +175,11 @@ impl Runtime {
         }
         self.terms.unpark(id);
         if let Some(target) = stop_passive {
-            let systemd = self.systemd.clone();
-            let name = name.clone();
-            // Awaited at exit with the store tasks: a stop asked for just before promd
-            // exits is still carried out.
-            self.leaving.push(tokio::spawn(async move {
-                match systemd.stop(&target).await {
-                    Ok(()) => tracing::info!(
-                        PROMD_GROUP = %name,
-                        "{name}: its passive target {target} stopped: no group of the \
-                         configuration starts it any more"
-                    ),
-                    Err(e) => tracing::warn!(
-                        PROMD_GROUP = %name,
-                        "{name}: stopping its passive target {target}, which no group of the \
-                         configuration starts any more: {e}"
-                    ),
-                }
-            }));
+            self.stop_passive(
+                target,
+                name.clone(),
+                "no group of the configuration starts it any more",
+            );
         }
         if unbind {
             let systemd = self.systemd.clone();
@@ -191,5 +189,24 @@ impl Runtime {
                 }
             }));
         }
+    }
+
+    /// Stop a group's passive target, and say why; awaited at exit with the store tasks, so
+    /// a stop asked for just before promd exits is still carried out.
+    fn stop_passive(&mut self, target: String, group: String, why: &'static str) {
+        let systemd = self.systemd.clone();
+        self.leaving.retain(|t| !t.is_finished());
+        self.leaving.push(tokio::spawn(async move {
+            match systemd.stop(&target).await {
+                Ok(()) => tracing::info!(
+                    PROMD_GROUP = %group,
+                    "{group}: its passive target {target} stopped: {why}"
+                ),
+                Err(e) => tracing::warn!(
+                    PROMD_GROUP = %group,
+                    "{group}: stopping its passive target {target} ({why}): {e}"
+                ),
+            }
+        }));
     }
 }

@@ -16,15 +16,22 @@ pub struct UnitEnv<'a> {
     pub term: u64,
     /// `PROMD_LEADER`: the node holding the role, empty when none is known.
     pub leader: &'a str,
+    /// `PROMD_SLOT`, only for a group with several active hosts (docs/slots.md): the slot
+    /// this host holds, or empty for none. `None`: no such line.
+    pub slot: Option<&'a str>,
 }
 
 impl UnitEnv<'_> {
     /// The file's text: one `NAME=value` line per variable, in the order above, unquoted.
     pub fn render(&self) -> String {
-        format!(
+        let mut text = format!(
             "PROMD_GROUP={}\nPROMD_NODE={}\nPROMD_ROLE={}\nPROMD_TERM={}\nPROMD_LEADER={}\n",
             self.group, self.node, self.role, self.term, self.leader
-        )
+        );
+        if let Some(slot) = self.slot {
+            text.push_str(&format!("PROMD_SLOT={slot}\n"));
+        }
+        text
     }
 
     /// Writes `RUN_DIR/GROUP.env` atomically (a unit starting meanwhile reads the old file or
@@ -50,6 +57,7 @@ mod tests {
             role: "active",
             term: 42,
             leader: "a",
+            slot: None,
         };
         env.write(dir.path()).unwrap();
         let text = std::fs::read_to_string(dir.path().join("web.env")).unwrap();
@@ -57,5 +65,23 @@ mod tests {
             text,
             "PROMD_GROUP=web\nPROMD_NODE=a\nPROMD_ROLE=active\nPROMD_TERM=42\nPROMD_LEADER=a\n"
         );
+    }
+
+    #[test]
+    fn a_group_with_slots_says_which_one_this_host_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        for (slot, line) in [("1", "PROMD_SLOT=1\n"), ("", "PROMD_SLOT=\n")] {
+            let env = UnitEnv {
+                group: "web",
+                node: "a",
+                role: "active",
+                term: 7,
+                leader: "a",
+                slot: Some(slot),
+            };
+            env.write(dir.path()).unwrap();
+            let text = std::fs::read_to_string(dir.path().join("web.env")).unwrap();
+            assert!(text.ends_with(&format!("PROMD_LEADER=a\n{line}")), "{text}");
+        }
     }
 }

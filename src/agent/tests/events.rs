@@ -146,6 +146,7 @@ fn the_env_file_carries_the_term_and_the_leader() {
         role: Role::Passive,
         term: 42,
         leader: "n2".into(),
+        slot: SlotLine::Absent,
     };
     assert_eq!(passive, expected);
     // n2's key goes; n1 wins it at term 43 and starts the active target with that term.
@@ -155,6 +156,7 @@ fn the_env_file_carries_the_term_and_the_leader() {
         role: Role::Active,
         term: 43,
         leader: "n1".into(),
+        slot: SlotLine::Absent,
     };
     assert_eq!(env(&out), expected);
 }

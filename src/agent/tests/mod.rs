@@ -6,6 +6,7 @@ mod calls;
 mod events;
 mod metrics;
 mod reload;
+mod slots;
 mod status;
 
 use std::time::{Duration, Instant};

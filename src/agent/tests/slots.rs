@@ -1,0 +1,244 @@
+//! A group with `actives = 2`: two slots on this host, of which it campaigns for, holds and
+//! runs at most one; the passive target is the host's; what the group's env file says.
+
+use super::*;
+
+/// `sched`, two slots, each starting its instance of a template target; a passive target.
+const SCHED: &str = r#"
+[[group]]
+name = "sched"
+active-target = "sched-active@.target"
+passive-target = "sched-passive.target"
+lease = "2s"
+actives = 2
+"#;
+
+/// The slots' ids: slot 0 is group 0, slot 1 group 1.
+const S0: u64 = 0;
+const S1: u64 = 1;
+
+fn leader(node: &str, term: u64) -> Option<Leader> {
+    Some(Leader {
+        node: node.into(),
+        term,
+        host: None,
+    })
+}
+
+/// Both slots' sessions up with these leaders and members; the start-up stops done.
+fn started(slot0: Option<Leader>, slot1: Option<Leader>, members: &[MemberRecord]) -> H {
+    let mut h = H::new(&[SCHED]);
+    h.input(Input::Start);
+    h.walked();
+    for (id, l) in [(S0, slot0), (S1, slot1)] {
+        h.store(id, StoreEvent::Up);
+        h.renew(id);
+        h.store(id, StoreEvent::Leader(l));
+        h.store(id, StoreEvent::Members(members.to_vec()));
+        h.store(id, StoreEvent::Switchover(None));
+        h.store(id, StoreEvent::Maintenance(None));
+    }
+    for id in [S0, S1] {
+        h.job(id, Job::StopActive, true);
+    }
+    h
+}
+
+fn campaigns(out: &[Output]) -> Vec<GroupId> {
+    store_commands(out)
+        .into_iter()
+        .filter(|(_, c)| *c == "Campaign")
+        .map(|(id, _)| id)
+        .collect()
+}
+
+fn job_orders(out: &[Output]) -> Vec<(GroupId, &JobOrder)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Job(id, order) => Some((*id, order)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn each_slot_is_a_group_of_its_own_keys_and_target_instance() {
+    let mut h = H::new(&[SCHED]);
+    let out = h.input(Input::Start);
+    let opened: Vec<(GroupId, String, String)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Open(id, cfg) => Some((*id, cfg.name.clone(), cfg.active_target.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        opened,
+        [
+            (GroupId(S0), "sched".into(), "sched-active@0.target".into()),
+            (
+                GroupId(S1),
+                "sched@1".into(),
+                "sched-active@1.target".into()
+            ),
+        ]
+    );
+}
+
+/// Every slot vacant: the host campaigns for the lowest one only, and once it holds it, for
+/// no other, however long the other stays vacant.
+#[test]
+fn a_host_campaigns_for_one_vacant_slot_and_holds_at_most_one() {
+    let mut h = started(None, None, &[]);
+    assert_eq!(campaigns(&h.out), [GroupId(S0)], "{:#?}", h.out);
+    let out = h.win(S0, 7);
+    let starts: Vec<(GroupId, Job, Option<EnvFile>)> = job_orders(&out)
+        .into_iter()
+        .map(|(id, o)| (id, o.job, o.env.clone()))
+        .collect();
+    assert_eq!(
+        starts,
+        [(
+            GroupId(S0),
+            Job::StartActive,
+            Some(EnvFile {
+                role: Role::Active,
+                term: 7,
+                leader: "n1".into(),
+                slot: SlotLine::Holds(0),
+            })
+        )]
+    );
+    h.job(S0, Job::StartActive, true);
+    assert_eq!(h.role(S0), Some(Role::Active));
+    h.take();
+    // Slot 1 stays vacant for minutes: this host, holding slot 0, never asks for it.
+    for _ in 0..60 {
+        h.renew(S0);
+        h.renew(S1);
+        h.advance(Duration::from_millis(600));
+    }
+    let out = h.take();
+    assert!(campaigns(&out).is_empty(), "{:?}", campaigns(&out));
+    let slot1 = &h.agent.groups[&GroupId(S1)].machine;
+    assert_eq!(slot1.role(), Role::Passive);
+    assert_eq!(
+        slot1.ineligibility(h.now),
+        Some(crate::core::Ineligible::OtherSlot)
+    );
+}
+
+/// Slot 0 held by n2: the host's candidate is slot 1, which it campaigns for.
+#[test]
+fn a_host_goes_for_the_lowest_vacant_slot() {
+    let mut h = started(leader("n2", 4), None, &[]);
+    assert_eq!(campaigns(&h.out), [GroupId(S1)], "{:#?}", h.out);
+    let out = h.win(S1, 2);
+    let env = job_orders(&out)
+        .into_iter()
+        .find_map(|(id, o)| (id == GroupId(S1)).then(|| o.env.clone()).flatten());
+    assert_eq!(env.map(|e| (e.term, e.slot)), Some((2, SlotLine::Holds(1))));
+}
+
+/// Both slots held elsewhere: the host is a standby and starts the group's passive target
+/// (with `PROMD_SLOT=` empty, slot 0's term and leader); with `standbys = 1` and a better
+/// host without a slot, it is a spare and runs neither target.
+#[test]
+fn the_passive_target_is_the_hosts_and_a_spare_runs_neither_target() {
+    let mut h = started(leader("n2", 4), leader("n3", 6), &[]);
+    let out = h.take();
+    let passive: Vec<(GroupId, Option<EnvFile>)> = job_orders(&out)
+        .into_iter()
+        .filter(|(_, o)| o.job == Job::StartPassive)
+        .map(|(id, o)| (id, o.env.clone()))
+        .collect();
+    assert_eq!(
+        passive,
+        [(
+            GroupId(S0),
+            Some(EnvFile {
+                role: Role::Passive,
+                term: 4,
+                leader: "n2".into(),
+                slot: SlotLine::Without,
+            })
+        )]
+    );
+    h.job(S0, Job::StartPassive, true);
+    assert_eq!(h.role(S0), Some(Role::Passive));
+
+    // standbys = 1, and n0 (priority 200, no slot) ranks above this host.
+    let limited = SCHED.replace("actives = 2", "actives = 2\nstandbys = 1");
+    let mut better = member("n0", Some(OTHER_HOST));
+    better.priority = 200;
+    let mut h = H::new(&[&limited]);
+    h.input(Input::Start);
+    h.walked();
+    for (id, l) in [(S0, leader("n2", 4)), (S1, leader("n3", 6))] {
+        h.store(id, StoreEvent::Up);
+        h.renew(id);
+        h.store(id, StoreEvent::Leader(l));
+        h.store(id, StoreEvent::Members(vec![better.clone()]));
+        h.store(id, StoreEvent::Switchover(None));
+        h.store(id, StoreEvent::Maintenance(None));
+    }
+    for id in [S0, S1] {
+        h.job(id, Job::StopActive, true);
+    }
+    let out = h.take();
+    assert!(
+        jobs(&out).iter().all(|(_, j)| *j != Job::StartPassive),
+        "a spare started the passive target: {:?}",
+        jobs(&out)
+    );
+    // n0 takes slot 1's key: this host is now the best without a slot, so a standby.
+    let out = h.store(S1, StoreEvent::Leader(leader("n0", 7)));
+    assert_eq!(jobs(&out), [(GroupId(S0), Job::StartPassive)]);
+    h.job(S0, Job::StartPassive, true);
+    // n3 comes back without a slot at priority 300: this host is a spare again, and stops it.
+    let mut best = member("n3", Some(OTHER_HOST));
+    best.priority = 300;
+    let out = h.store(S0, StoreEvent::Members(vec![better, best]));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::StopPassive(id) if *id == GroupId(S0))),
+        "{out:#?}"
+    );
+}
+
+/// The group's `maintenance` key is slot 0's; a slot's own (never written) is not read.
+#[test]
+fn maintenance_is_the_groups_and_reaches_every_slot() {
+    let mut h = started(leader("n2", 4), leader("n3", 6), &[]);
+    h.store(S0, StoreEvent::Maintenance(Some(maintenance(true))));
+    assert!(h.agent.groups[&GroupId(S1)].machine.maintenance());
+    h.store(S1, StoreEvent::Maintenance(None));
+    assert!(
+        h.agent.groups[&GroupId(S1)].machine.maintenance(),
+        "slot 1's own empty key turned the group's maintenance off"
+    );
+    h.store(S0, StoreEvent::Maintenance(Some(maintenance(false))));
+    assert!(!h.agent.groups[&GroupId(S1)].machine.maintenance());
+}
+
+/// Promote on the group's object, with both slots held elsewhere, switches over the slot of
+/// the lowest-ranked holder (n3, priority 50): the host's candidate slot.
+#[test]
+fn promote_on_the_group_switches_over_the_weakest_holders_slot() {
+    let holder = |node: &str, priority| {
+        let mut m = member(node, Some(OTHER_HOST));
+        m.priority = priority;
+        m.role = Role::Active;
+        m
+    };
+    let members = [holder("n2", 100), holder("n3", 50)];
+    let mut h = started(leader("n2", 4), leader("n3", 6), &members);
+    assert_eq!(h.agent.families["sched"].arbiter.candidate(), 1);
+    h.take();
+    let (_, out) = h.call(S0, Call::Promote);
+    let asked: Vec<(GroupId, &str)> = store_commands(&out)
+        .into_iter()
+        .filter(|(_, c)| *c == "RequestSwitchover")
+        .collect();
+    assert_eq!(asked, [(GroupId(S1), "RequestSwitchover")], "{out:#?}");
+}
