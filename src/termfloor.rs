@@ -115,8 +115,9 @@ impl TermFloors {
             let Some(group) = entry.file_name().to_str().map(str::to_string) else {
                 continue;
             };
-            // Temporary files of an interrupted write, and anything not named like a group.
-            if !crate::config::valid_group_name(&group) {
+            // Temporary files of an interrupted write, and anything not named like a group
+            // or a slot of one (`GROUP@k`: each slot has its own terms, docs/slots.md).
+            if !crate::config::valid_slot_name(&group) {
                 continue;
             }
             match self.load(&group) {
@@ -333,13 +334,17 @@ mod tests {
         floors.keep("web", 7).unwrap();
         floors.keep("web", 5).unwrap();
         floors.keep("db", 3).unwrap();
+        floors.keep("sched@1", 9).unwrap();
         let text = std::fs::read_to_string(state.path().join(".terms/db-a/web")).unwrap();
         assert_eq!(text, r#"{"v":1,"term":7}"#);
 
         let mut again = TermFloors::new(state.path(), "db-a");
         let (kept, errors) = again.load_all();
         assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(kept, BTreeMap::from([("db".into(), 3), ("web".into(), 7)]));
+        assert_eq!(
+            kept,
+            BTreeMap::from([("db".into(), 3), ("sched@1".into(), 9), ("web".into(), 7)])
+        );
         assert_eq!(
             TermFloors::new(state.path(), "db-b").load("web").unwrap(),
             0

@@ -131,7 +131,8 @@ pub struct NewConfig {
     /// does not have by that name, as walked when the file was read: a group added (or
     /// renamed) starts at once only beside groups handing over whose units it does not share
     /// (see `reload::shares`). A group missing here (its walk failed) waits for every group
-    /// that hands over.
+    /// that hands over. Keyed by the group's name, or by each slot's (`GROUP@k`, slot 0
+    /// `GROUP`) for a group with several active hosts.
     pub closures: BTreeMap<String, Closure>,
 }
 
@@ -576,16 +577,6 @@ impl Agent {
             },
         );
         self.refile(id);
-        id
-    }
-
-    /// A group opened while promd runs (by a reload): in the table, and its drivers opened.
-    fn open_group(&mut self, cfg: GroupConfig, now: Now, out: &mut Vec<Output>) -> GroupId {
-        let id = self.insert_group(cfg.clone(), now.wall_usec);
-        out.push(Output::Open(id, cfg));
-        // Its closure is not known yet: every group's fence begins as early as its lease
-        // allows until it is.
-        self.refresh_fence_load(now, out);
         id
     }
 

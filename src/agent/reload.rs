@@ -12,6 +12,8 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use super::group::Group;
 use super::output::{Level, Notify, Output, Record};
 use super::{Agent, GroupId, NewConfig, Now, params, watchdog_fit};
@@ -93,20 +95,21 @@ impl Agent {
         self.reload_closures = closures;
         let (mut added, mut removed, mut changed, mut in_place, mut kept) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0);
-        let live: Vec<(GroupId, GroupConfig)> = self
-            .groups
-            .iter()
-            .filter(|(_, g)| !g.retired)
-            .map(|(id, g)| (*id, g.cfg.clone()))
-            .collect();
-        for (id, cfg) in live {
+        for (ids, cfg) in self.live_configured() {
+            let Some(&id) = ids.first() else {
+                continue;
+            };
             match new.groups.iter().find(|n| n.name == cfg.name) {
                 Some(n) if *n == cfg => kept += 1,
                 Some(n) => {
                     let c = changes(&cfg, n, &self.node);
                     if c.restart.is_empty() {
                         in_place.push(n.name.clone());
-                        self.retune(id, n.clone(), &c.in_place, now, out);
+                        // Each slot takes its own configuration of the new file.
+                        for (id, slot) in ids.iter().zip(n.slots()) {
+                            self.retune(*id, slot, &c.in_place, now, out);
+                        }
+                        self.set_family_config(n);
                     } else {
                         changed.push(n.name.clone());
                         let mut why = c.restart.join(", ");
@@ -124,12 +127,16 @@ impl Agent {
                             }));
                         }
                         self.replacing.push(n.clone());
-                        self.retire(id, "its configuration changed", now, out);
+                        for id in ids {
+                            self.retire(id, "its configuration changed", now, out);
+                        }
                     }
                 }
                 None => {
                     removed.push(cfg.name.clone());
-                    self.retire(id, "removed from the configuration", now, out);
+                    for id in ids {
+                        self.retire(id, "removed from the configuration", now, out);
+                    }
                 }
             }
         }
@@ -137,18 +144,17 @@ impl Agent {
             let live = self
                 .groups
                 .values()
-                .any(|g| !g.retired && g.cfg.name == n.name);
+                .any(|g| !g.retired && g.cfg.group_name() == n.name);
             let waiting = self.replacing.iter().any(|r| r.name == n.name);
             if !live && !waiting {
                 added.push(n.name.clone());
                 // A group that shares a target, a unit or an address with one handing over
                 // (a renamed group, an address moved here) starts once that one has stopped:
                 // its start-up would otherwise kill the units the other is still draining.
-                let walked = self.reload_closures.get(&n.name);
                 let before: Vec<&str> = self
                     .groups
                     .values()
-                    .filter(|g| g.retired && shares(g, n, walked))
+                    .filter(|g| g.retired && shares(g, n, &self.reload_closures))
                     .map(|g| g.cfg.name.as_str())
                     .collect();
                 if before.is_empty() {
@@ -261,10 +267,12 @@ impl Agent {
                 .passive_target
                 .clone()
                 .filter(|t| !self.starts_passive(t));
+            let group = g.cfg.group_name().to_owned();
             let name = g.cfg.name;
-            let replaced = !self.stopping && self.replacing.iter().any(|r| r.name == name);
+            self.forget_family(&group, id);
+            let replaced = !self.stopping && self.replacing.iter().any(|r| r.name == group);
             if !replaced {
-                self.replacing.retain(|r| r.name != name);
+                self.replacing.retain(|r| r.name != group);
                 // Gone for good: its series leave /metrics.
                 self.metrics.remove_group(&name);
             }
@@ -303,11 +311,10 @@ impl Agent {
         let mut k = 0;
         while k < self.replacing.len() {
             let r = &self.replacing[k];
-            let walked = self.reload_closures.get(&r.name);
             let blocked = self
                 .groups
                 .values()
-                .any(|g| g.retired && shares(g, r, walked));
+                .any(|g| g.retired && shares(g, r, &self.reload_closures));
             if blocked {
                 k += 1;
             } else {
@@ -317,13 +324,45 @@ impl Agent {
         }
     }
 
-    /// A group added by a reload: opened, served on D-Bus, started (passive first).
+    /// A group added by a reload: opened (each of its slots), served on D-Bus, started
+    /// (passive first).
     fn add_group(&mut self, cfg: GroupConfig, now: Now, out: &mut Vec<Output>) {
-        let id = self.open_group(cfg, now, out);
-        if let Some(view) = self.view_of(id, now.mono) {
-            out.push(Output::Serve(id, view));
+        let ids = self.insert_configured(cfg, now.wall_usec);
+        for &id in &ids {
+            if let Some(g) = self.groups.get(&id) {
+                out.push(Output::Open(id, g.cfg.clone()));
+            }
         }
-        self.feed(id, Event::Tick, now, out);
+        // Its closure is not known yet: every group's fence begins as early as its lease
+        // allows until it is.
+        self.refresh_fence_load(now, out);
+        for id in ids {
+            if let Some(view) = self.view_of(id, now.mono) {
+                out.push(Output::Serve(id, view));
+            }
+            self.feed(id, Event::Tick, now, out);
+        }
+    }
+
+    /// The groups of the configuration in force that are not leaving, each with its ids
+    /// (its slots', slot k's at index k) and its configuration as the file gives it.
+    fn live_configured(&self) -> Vec<(Vec<GroupId>, GroupConfig)> {
+        let mut live = Vec::new();
+        for (id, g) in &self.groups {
+            if g.retired {
+                continue;
+            }
+            match &g.cfg.slot {
+                None => live.push((vec![*id], g.cfg.clone())),
+                Some(s) if s.index == 0 => {
+                    if let Some((ids, cfg)) = self.family_config(&s.group) {
+                        live.push((ids, cfg));
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        live
     }
 }
 
@@ -334,17 +373,21 @@ impl Agent {
 /// this keeps the two groups of one host from acting on one unit at once. `b_units` is the
 /// closure of `b`'s active target as walked at the reload; without it (the walk failed), or
 /// without a closure of `a` (none found yet), `b` waits.
-fn shares(a: &Group, b: &GroupConfig, b_units: Option<&Closure>) -> bool {
+fn shares(a: &Group, b: &GroupConfig, walked: &BTreeMap<String, Closure>) -> bool {
+    // A group with several slots: each slot's target instance and walked units.
+    let slots = b.slots();
     let targets =
         |g: &GroupConfig| std::iter::once(g.active_target.clone()).chain(g.passive_target.clone());
-    let units = match b_units {
+    let units = slots.iter().any(|s| match walked.get(&s.name) {
         Some(c) if !a.closure.units.is_empty() => {
             c.units.keys().any(|u| a.closure.units.contains_key(u))
         }
         _ => true,
-    };
-    a.cfg.name == b.name
-        || targets(&a.cfg).any(|t| targets(b).any(|u| t == u))
+    });
+    a.cfg.group_name() == b.name
+        || slots
+            .iter()
+            .any(|s| targets(&a.cfg).any(|t| targets(s).any(|u| t == u)))
         || units
         || a.cfg
             .addresses

@@ -29,6 +29,8 @@ pub(super) struct Family {
     held: Option<u32>,
     /// The group's `maintenance` (slot 0's key) as last read; `None` before.
     maintenance: Option<bool>,
+    /// The group's configuration as the file gives it (what a reload compares).
+    cfg: GroupConfig,
 }
 
 /// The group's passive target on this host, as the family last asked for it.
@@ -63,10 +65,34 @@ impl Agent {
                     passive: Passive::Down,
                     held: None,
                     maintenance: None,
+                    cfg: cfg.clone(),
                 },
             );
         }
         ids
+    }
+
+    /// A family's ids and its configuration as the file gives it.
+    pub(super) fn family_config(&self, group: &str) -> Option<(Vec<GroupId>, GroupConfig)> {
+        let f = self.families.get(group)?;
+        Some((f.ids.clone(), f.cfg.clone()))
+    }
+
+    /// A reload changed the family's configuration in place.
+    pub(super) fn set_family_config(&mut self, cfg: &GroupConfig) {
+        if let Some(f) = self.families.get_mut(&cfg.name) {
+            f.cfg = cfg.clone();
+        }
+    }
+
+    /// Slot `id` of `group` has closed: the family goes once none of its slots is open.
+    pub(super) fn forget_family(&mut self, group: &str, id: GroupId) {
+        let gone = self.families.get(group).is_some_and(|f| {
+            f.ids.contains(&id) && f.ids.iter().all(|i| !self.groups.contains_key(i))
+        });
+        if gone {
+            self.families.remove(group);
+        }
     }
 
     /// The group (its name in the file) and slot of a slot's group; `None` for a group with
@@ -149,6 +175,10 @@ impl Agent {
             return;
         };
         self.arbitrating = true;
+        // The group's object shows the slot this host holds: it may change with any slot.
+        if let (Some(touched), Some(f)) = (&mut self.touched, self.families.get(&group)) {
+            touched.extend(f.ids.iter().copied());
+        }
         // Each round's actions may change what the next round sees; the arbiter ends in a
         // few rounds (core::Arbiter::settle), the bound only guards against a bug.
         for _ in 0..4 {

@@ -234,8 +234,8 @@ impl Agent {
     /// Every group's D-Bus view (groups leaving after a reload included, marked `retired`).
     pub fn views(&self, now: Mono) -> Vec<GroupView> {
         self.groups
-            .iter()
-            .map(|(id, g)| view(*id, g, now))
+            .keys()
+            .filter_map(|id| self.view_of(*id, now))
             .collect()
     }
 
@@ -244,8 +244,26 @@ impl Agent {
         self.groups.values().all(|g| g.machine.store_up())
     }
 
+    /// Group `id`'s view. The object of a group with several active hosts (its slot 0's id)
+    /// shows this host's own slot, so that `Role` and `/v1/groups/G/active` say whether this
+    /// host runs the group's active target in any slot (docs/slots.md, "Promote and
+    /// Demote"); each slot's own object (`GROUP@k`) shows that slot.
     pub(super) fn view_of(&self, id: GroupId, now: Mono) -> Option<GroupView> {
-        self.groups.get(&id).map(|g| view(id, g, now))
+        let g = self.groups.get(&id)?;
+        let shown = match self.slot_of(id) {
+            Some((group, 0)) => self
+                .family_held(group)
+                .and_then(|k| {
+                    let ids = &self.families.get(group)?.ids;
+                    ids.get(usize::try_from(k).ok()?).copied()
+                })
+                .and_then(|held| self.groups.get(&held))
+                .unwrap_or(g),
+            _ => g,
+        };
+        let mut v = view(id, shown, now);
+        v.name = g.cfg.name.clone();
+        Some(v)
     }
 
     /// `READY=1` with the status as it is now.

@@ -24,7 +24,8 @@ pub use address::{Address, AddressError};
 pub use fixed::{Fixed, RESTART_HINT, restart_needed};
 pub use http::HttpConfig;
 pub use names::{
-    instantiate, is_unit_template, valid_group_name, valid_node_name, valid_unit_name,
+    instantiate, is_unit_template, valid_group_name, valid_node_name, valid_slot_name,
+    valid_unit_name,
 };
 pub use secure::{
     CREDENTIALS_DIRECTORY, Password, PasswordFile, SecretError, credentials_directory,

@@ -35,6 +35,20 @@ pub fn valid_group_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b))
 }
 
+/// The store name of a group or of one of its slots: a group name, or `GROUP@k` with
+/// `1 <= k < MAX_ACTIVES` written without leading zeros (`config::slot_name`).
+pub fn valid_slot_name(name: &str) -> bool {
+    match name.split_once('@') {
+        None => valid_group_name(name),
+        Some((group, k)) => {
+            valid_group_name(group)
+                && !k.starts_with('0')
+                && k.parse::<u32>()
+                    .is_ok_and(|k| (1..super::MAX_ACTIVES).contains(&k))
+        }
+    }
+}
+
 /// A template unit name, `PREFIX@.SUFFIX` (what `active-target` may name with `actives`
 /// above 1: slot k starts `PREFIX@k.SUFFIX`, docs/slots.md).
 pub fn is_unit_template(name: &str) -> bool {

@@ -1405,3 +1405,15 @@ fn a_template_active_target_needs_slots_and_each_slot_starts_its_instance() {
         "not a valid systemd unit name",
     );
 }
+
+#[test]
+fn slot_names_are_a_group_name_and_a_slot_number() {
+    for ok in ["web", "web@1", "web@31", "db_2-x@9"] {
+        assert!(crate::config::valid_slot_name(ok), "{ok}");
+    }
+    for bad in [
+        "web@0", "web@01", "web@32", "web@", "@1", "web@1@2", "web@-1", "Web@1",
+    ] {
+        assert!(!crate::config::valid_slot_name(bad), "{bad}");
+    }
+}

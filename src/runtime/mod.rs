@@ -405,23 +405,28 @@ impl Runtime {
             Err(e) => return Some(Input::Signal(Signal::Reload(Err(e)))),
         };
         let running: std::collections::BTreeSet<&str> =
-            self.drivers.values().map(|d| d.cfg.name.as_str()).collect();
+            self.drivers.values().map(|d| d.cfg.group_name()).collect();
+        // Each slot of a group with several is walked on its own (its target instance).
         let added: Vec<(String, String)> = file
             .config
             .groups
             .iter()
             .filter(|g| !running.contains(g.name.as_str()))
-            .map(|g| (g.name.clone(), g.active_target.clone()))
+            .flat_map(GroupConfig::slots)
+            .map(|s| (s.name, s.active_target))
             .collect();
         if let Some(walk) = self.reload_walk.take() {
             walk.abort();
         }
         // Only a group that hands over (removed, renamed, or restarted by a change) can share
         // units with one added: with none, nothing waits, and nothing is walked twice.
-        let hands_over = self
-            .drivers
-            .values()
-            .any(|d| !file.config.groups.contains(&d.cfg));
+        let slots: Vec<GroupConfig> = file
+            .config
+            .groups
+            .iter()
+            .flat_map(GroupConfig::slots)
+            .collect();
+        let hands_over = self.drivers.values().any(|d| !slots.contains(&d.cfg));
         if added.is_empty() || !hands_over {
             return Some(Input::Signal(Signal::Reload(Ok(file))));
         }

@@ -138,6 +138,18 @@ fn a_host_goes_for_the_lowest_vacant_slot() {
         .into_iter()
         .find_map(|(id, o)| (id == GroupId(S1)).then(|| o.env.clone()).flatten());
     assert_eq!(env.map(|e| (e.term, e.slot)), Some((2, SlotLine::Holds(1))));
+    h.job(S1, Job::StartActive, true);
+    // The group's object shows the slot this host holds, as slot 1's own object does.
+    let group = h.agent.view_of(GroupId(S0), h.now).unwrap();
+    assert_eq!(
+        (group.name.as_str(), group.role.as_str(), group.term),
+        ("sched", "active", 2)
+    );
+    let slot1 = h.agent.view_of(GroupId(S1), h.now).unwrap();
+    assert_eq!(
+        (slot1.name.as_str(), slot1.role.as_str()),
+        ("sched@1", "active")
+    );
 }
 
 /// Both slots held elsewhere: the host is a standby and starts the group's passive target
