@@ -216,10 +216,6 @@ fn check(path: &Path, reload: bool, run_dir: &Path) -> ExitCode {
         }
     };
     let origin = path.display().to_string();
-    if let Some(e) = config::not_runnable_yet(&cfg, &origin) {
-        logging::stderr_lines(Priority::Error, &e.to_string());
-        return ExitCode::from(EXIT_USAGE);
-    }
     // Without a record of a live promd there is nothing to compare with; promd itself still
     // refuses a reload that changes `node` or `[store]`.
     let not_compared = |why: String| {
@@ -333,10 +329,6 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Some(e) = config::not_runnable_yet(&config, &path.display().to_string()) {
-        logging::fatal(&format!("{e}\nrefusing to start: fix {}", path.display()));
-        return ExitCode::from(EXIT_CONFIG);
-    }
     for warning in config::warnings(&config) {
         tracing::warn!("{warning}");
     }

@@ -74,9 +74,6 @@ impl Agent {
         {
             return Err(changes.to_string());
         }
-        if let Some(e) = crate::config::not_runnable_yet(&new, &self.config_origin) {
-            return Err(e.to_string());
-        }
         // Only ever lowered: the groups already running count on the interval in force.
         if let Some(fit) = watchdog_fit(&new, self.watchdog) {
             self.watchdog = Some(fit.new);
@@ -262,12 +259,14 @@ impl Agent {
             self.refile(id);
             self.touch_all();
             self.clauses.remove(&id);
+            let group = g.cfg.group_name().to_owned();
+            // A group of several slots stops it with its last slot.
+            let last = !self.groups.values().any(|o| o.cfg.group_name() == group);
             let stop_passive = g
                 .cfg
                 .passive_target
                 .clone()
-                .filter(|t| !self.starts_passive(t));
-            let group = g.cfg.group_name().to_owned();
+                .filter(|t| last && !self.starts_passive(t));
             let name = g.cfg.name;
             self.forget_family(&group, id);
             let replaced = !self.stopping && self.replacing.iter().any(|r| r.name == group);

@@ -411,36 +411,6 @@ fn short_lease_notes(config: &Config) -> Vec<String> {
         .collect()
 }
 
-/// What this build validates but cannot run yet: a group with `actives` above 1 or with
-/// `standbys` set (slots, docs/slots.md; the daemon does not run them yet). One unplaced
-/// problem per such group; `None` if promd can run every group. promd refuses such a file at
-/// start (exit 78), `promd check-config` and a reload refuse it too: running one active host
-/// where the file asks for several would be a silent default.
-pub fn not_runnable_yet(config: &Config, origin: &str) -> Option<ConfigError> {
-    let problems: Vec<Problem> = config
-        .groups
-        .iter()
-        .filter(|g| g.actives > 1 || g.standbys.is_some())
-        .map(|g| Problem {
-            line: None,
-            column: None,
-            message: format!(
-                "group {:?}: `actives` = {}{}: this promd validates slots but does not run them \
-                 yet; use actives = 1 and no `standbys`",
-                g.name,
-                g.actives,
-                g.standbys
-                    .map(|m| format!(", `standbys` = {m}"))
-                    .unwrap_or_default()
-            ),
-        })
-        .collect();
-    (!problems.is_empty()).then(|| ConfigError {
-        origin: origin.to_owned(),
-        problems,
-    })
-}
-
 /// Reads and validates the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     load_source(path).map(|(config, _)| config)

