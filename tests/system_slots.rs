@@ -161,7 +161,11 @@ impl Slots {
             }
         });
         let took = elapsed(t0, self.start_after(k, new, t0));
-        eprintln!("{what}: slot {k} held by n{} after {} ms", new + 1, took.as_millis());
+        eprintln!(
+            "{what}: slot {k} held by n{} after {} ms",
+            new + 1,
+            took.as_millis()
+        );
         assert!(took <= bound, "{what}: took {took:?}, bound {bound:?}");
         new
     }
@@ -204,13 +208,25 @@ fn two_slots_on_five_hosts_refill_move_and_grow_without_overlap() {
         let active = (0..2).filter(|k| h.is_active(&format!("sched-active@{k}.target")));
         let expected = usize::from(holders.contains(&i));
         assert_eq!(active.count(), expected, "{}", h.name());
-        assert_eq!(h.is_active("sched-passive.target"), i == standby, "{}", h.name());
-        assert_eq!(h.is_active("sched-standby.service"), i == standby, "{}", h.name());
+        assert_eq!(
+            h.is_active("sched-passive.target"),
+            i == standby,
+            "{}",
+            h.name()
+        );
+        assert_eq!(
+            h.is_active("sched-standby.service"),
+            i == standby,
+            "{}",
+            h.name()
+        );
     }
     // Each slot's service saw its slot and that slot's term; the group's env file says them.
     for (k, &i) in holders.iter().enumerate() {
         let h = &s.c.hosts[i];
-        let seen = h.read_file(&format!("/run/sched-{k}.seen")).unwrap_or_default();
+        let seen = h
+            .read_file(&format!("/run/sched-{k}.seen"))
+            .unwrap_or_default();
         let env = h.read_file("/run/promd/sched.env").unwrap_or_default();
         let term = env
             .lines()
@@ -223,7 +239,9 @@ fn two_slots_on_five_hosts_refill_move_and_grow_without_overlap() {
     let spare = (0..HOSTS)
         .find(|i| !holders.contains(i) && *i != standby)
         .unwrap_or_default();
-    let env = s.c.hosts[spare].read_file("/run/promd/sched.env").unwrap_or_default();
+    let env = s.c.hosts[spare]
+        .read_file("/run/promd/sched.env")
+        .unwrap_or_default();
     assert!(env.contains("PROMD_SLOT=\n"), "a spare's env file: {env}");
 
     s.check_history(2);

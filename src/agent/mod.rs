@@ -347,10 +347,15 @@ impl Agent {
         match input {
             Input::Start => {
                 let ids: Vec<GroupId> = self.groups.keys().copied().collect();
-                for id in ids {
+                // Every group's drivers open before any group takes a step: a step of one
+                // slot's machine steps its siblings too (slots.rs), whose work the runtime
+                // would drop before their drivers exist.
+                for &id in &ids {
                     if let Some(g) = self.groups.get(&id) {
                         out.push(Output::Open(id, g.cfg.clone()));
                     }
+                }
+                for id in ids {
                     self.feed(id, Event::Tick, now, &mut out);
                 }
                 self.ready(now.mono, &mut out);

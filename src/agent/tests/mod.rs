@@ -59,6 +59,8 @@ struct H {
     /// Every output, in order; `take` hands out those since the last call.
     out: Vec<Output>,
     calls: u64,
+    /// The groups whose drivers are open (since `Input::Start`).
+    opened: Option<std::collections::BTreeSet<GroupId>>,
 }
 
 impl H {
@@ -88,6 +90,7 @@ impl H {
             now: Mono(Duration::from_secs(100)),
             out: Vec::new(),
             calls: 0,
+            opened: None,
         }
     }
 
@@ -100,11 +103,36 @@ impl H {
 
     /// Handle one input; returns its outputs (also kept in `out`).
     fn input(&mut self, input: Input) -> Vec<Output> {
+        let started = matches!(input, Input::Start) || self.opened.is_some();
         let out = self.agent.handle(input, self.at());
         assert!(
             self.agent.deadlines_filed(),
             "the filed deadlines differ from a scan of the machines"
         );
+        // The runtime drops a group's work that comes before its drivers are open.
+        if started {
+            let opened = self.opened.get_or_insert_with(Default::default);
+            for o in &out {
+                match o {
+                    Output::Open(id, _) => {
+                        opened.insert(*id);
+                    }
+                    Output::Job(id, _)
+                    | Output::Kill { id, .. }
+                    | Output::Store(id, _)
+                    | Output::Env(id, _)
+                    | Output::Follow(id, _)
+                    | Output::Restart(id, _)
+                    | Output::StopPassive(id) => {
+                        assert!(
+                            opened.contains(id),
+                            "{o:?} before the group's Open: {out:#?}"
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        }
         self.out.extend(out.iter().cloned());
         out
     }

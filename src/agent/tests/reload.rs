@@ -23,7 +23,7 @@ fn reload_walked(h: &mut H, groups: &[&str], walked: &[(&str, &[&str])]) -> Vec<
 }
 
 /// A closure of these units, each pulled in and steady.
-fn closure_of(units: &[&str]) -> Closure {
+pub(super) fn closure_of(units: &[&str]) -> Closure {
     let mut closure = Closure::default();
     for unit in units {
         closure
