@@ -118,8 +118,19 @@ impl Slots {
             .collect()
     }
 
-    /// No two hosts' runs of one slot overlap, and each slot's term only grows.
+    /// No two hosts' runs of one slot overlap, no host runs two slots at once, and each
+    /// slot's term only grows.
     fn check_history(&self, slots: u32) {
+        for i in 0..HOSTS {
+            let mine: Vec<(String, Vec<Span>)> = (0..slots)
+                .map(|k| {
+                    let path = self.c.span_dir(i).join(format!("slot-{k}.log"));
+                    (format!("n{} slot {k}", i + 1), hosts::read_spans(path))
+                })
+                .collect();
+            let both = hosts::find_overlaps(&mine);
+            assert!(both.is_empty(), "a host in two slots at once: {both:#?}");
+        }
         for k in 0..slots {
             let spans = self.spans(k);
             hosts::assert_no_overlap(&spans);
@@ -168,6 +179,15 @@ impl Slots {
         );
         assert!(took <= bound, "{what}: took {took:?}, bound {bound:?}");
         new
+    }
+
+    /// Waits until promd on host `i` runs again under another pid than `old_pid`.
+    fn wait_promd_back(&self, i: usize, old_pid: u32) {
+        hosts::wait_until(Duration::from_secs(60), "promd restarted", || {
+            self.c.hosts[i]
+                .pid_on_machine("promd")
+                .is_some_and(|p| p != old_pid)
+        });
     }
 
     /// `busctl call` on host `i`, as an operator would.
@@ -244,8 +264,96 @@ fn two_slots_on_five_hosts_refill_move_and_grow_without_overlap() {
         .unwrap_or_default();
     assert!(env.contains("PROMD_SLOT=\n"), "a spare's env file: {env}");
 
-    s.check_history(2);
     eprintln!("{}", s.c.hosts[0].run_ok(&["promctl", "status"]));
-    let _ = Signal::SIGKILL;
-    let _ = REFILL_BOUND;
+
+    // kill -9 promd on slot 0's holder: the slot is refilled by a host without one; the
+    // other slot's holder does not move.
+    let (old, other) = (holders[0], holders[1]);
+    let pid = s.c.promd_pid(old);
+    let t0 = hosts::now_ns();
+    s.c.hosts[old].signal(pid, Signal::SIGKILL);
+    let new = s.refilled("kill -9", 0, old, t0, REFILL_BOUND);
+    assert_ne!(new, other, "slot 1's holder took slot 0 too");
+    assert_eq!(s.holder(1), Some(other), "slot 1 moved");
+    s.wait_promd_back(old, pid);
+
+    // SIGSTOP promd on slot 1's holder: its watchdog ends it, the units go with it.
+    let (holders, _) = s.wait_settled(2, Duration::from_secs(60));
+    let old = holders[1];
+    let pid = s.c.promd_pid(old);
+    let t0 = hosts::now_ns();
+    s.c.hosts[old].signal(pid, Signal::SIGSTOP);
+    let new = s.refilled("SIGSTOP", 1, old, t0, REFILL_BOUND);
+    assert_ne!(new, holders[0]);
+    if s.c.hosts[old].owns_pid(pid) {
+        s.c.hosts[old].signal(pid, Signal::SIGCONT);
+    }
+    s.wait_promd_back(old, pid);
+
+    // A silent cut of slot 0's holder: it fences itself, another host takes the slot.
+    let (holders, _) = s.wait_settled(2, Duration::from_secs(60));
+    let old = holders[0];
+    let t0 = hosts::now_ns();
+    s.c.hosts[old].cut();
+    s.refilled("silent cut", 0, old, t0, REFILL_BOUND);
+    hosts::wait_until(Duration::from_secs(30), "the cut host fenced", || {
+        !s.c.hosts[old].is_active("sched@0.service")
+    });
+    s.c.hosts[old].heal();
+
+    // Promote on the standby: it takes the slot of the lowest-priority holder, by
+    // switchover; the other slot stays where it is.
+    let (holders, standby) = s.wait_settled(2, Duration::from_secs(60));
+    let weakest = if holders[0] > holders[1] { 0 } else { 1 }; // n1 ranks first
+    let t0 = hosts::now_ns();
+    s.call(standby, "Promote");
+    let (after, _) = s.wait_settled(2, Duration::from_secs(30));
+    assert_eq!(
+        after[weakest], standby,
+        "Promote took {after:?} from {holders:?}"
+    );
+    assert_eq!(
+        after[1 - weakest],
+        holders[1 - weakest],
+        "the other slot moved"
+    );
+    let took = elapsed(t0, s.start_after(weakest as u32, standby, t0));
+    eprintln!(
+        "Promote: slot {weakest} moved to n{} in {} ms",
+        standby + 1,
+        took.as_millis()
+    );
+
+    // Demote on the lower-priority holder: its slot goes to a host without one (the hosts
+    // without a slot aim at the weakest holder's: docs/slots.md, "The arbiter").
+    let (holders, _) = s.wait_settled(2, Duration::from_secs(60));
+    let weakest = if holders[0] > holders[1] { 0 } else { 1 };
+    s.call(holders[weakest], "Demote");
+    let (after, _) = s.wait_settled(2, Duration::from_secs(30));
+    assert!(
+        !holders.contains(&after[weakest]),
+        "Demote: {holders:?} -> {after:?}"
+    );
+    assert_eq!(
+        after[1 - weakest],
+        holders[1 - weakest],
+        "Demote moved the other slot"
+    );
+
+    // A reload to three slots, on every host, then back to two.
+    for actives in [3, 2] {
+        for (i, eps) in endpoints.iter().enumerate() {
+            s.c.hosts[i].write_file("/etc/promd/promd.toml", config(i, eps, actives));
+            s.c.hosts[i].run_ok(&["systemctl", "reload", "promd"]);
+        }
+        let (holders, _) = s.wait_settled(actives, Duration::from_secs(60));
+        eprintln!("actives = {actives}: holders {holders:?}");
+        hosts::wait_until(
+            Duration::from_secs(30),
+            "no third slot beyond actives",
+            || (0..HOSTS).all(|i| actives == 3 || !s.c.hosts[i].is_active("sched@2.service")),
+        );
+    }
+
+    s.check_history(3);
 }

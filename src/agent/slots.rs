@@ -261,7 +261,9 @@ impl Agent {
             .iter()
             .filter_map(|id| self.groups.get(id).map(|g| &g.machine))
             .collect();
-        let settled = machines.iter().all(|m| m.settled_passive());
+        // Not while a slot's machine campaigns: the active target it may start next would
+        // cancel the passive target's start (`Conflicts=`).
+        let settled = machines.iter().all(|m| m.settled_passive() && !m.engaged());
         let held = self.family_held(group).is_some();
         let standby = is_standby(&machines, g0.cfg.standbys.map(|m| m.get()), &self.node);
         let want = !self.stopping && !g0.retired && settled && !held && standby;
@@ -329,7 +331,15 @@ impl Agent {
         if f.passive == Passive::Starting {
             f.passive = if ok { Passive::Up } else { Passive::Failed };
         }
-        if !ok && let Some(g) = self.groups.get(&id) {
+        // Canceled by the active target this host started meanwhile: nothing failed.
+        let held = self.family_held(&group).is_some();
+        if held && let Some(f) = self.families.get_mut(&group) {
+            f.passive = Passive::Down;
+        }
+        if !ok
+            && !held
+            && let Some(g) = self.groups.get(&id)
+        {
             let text = "the passive target failed to start: started again at the next change";
             out.push(Output::Log(g.record(Level::Warn, text)));
         }
@@ -433,8 +443,8 @@ impl Agent {
 
 /// Whether this node is a standby of a group whose slot machines are `machines`: with no
 /// limit (`standbys` `None`) always; else it ranks among the best `limit` of the members that
-/// hold no slot and could take one (healthy, and eligible or kept out only by holding or
-/// being after another slot), by priority, then name. The members are slot 0's records
+/// hold no slot and could take one (healthy, and eligible or standing by for another slot),
+/// by priority, then name. The members are slot 0's records
 /// (every host writes one in every slot), the holders every slot's leader.
 pub(super) fn is_standby(machines: &[&GroupMachine], limit: Option<u32>, node: &str) -> bool {
     let Some(limit) = limit else {
@@ -450,7 +460,8 @@ pub(super) fn is_standby(machines: &[&GroupMachine], limit: Option<u32>, node: &
         .filter(|r| !holders.contains(&r.node.as_str()))
         .filter(|r| {
             r.healthy
-                && (r.eligible || r.why == Some(Ineligibility::Checked(Ineligible::OtherSlot)))
+                && (r.eligible
+                    || r.why == Some(Ineligibility::Checked(Ineligible::StandbyElsewhere)))
         })
         .map(|r| (r.priority, r.node.as_str()))
         .collect();

@@ -178,7 +178,8 @@ pub struct Arbitration {
 /// cooldown; else the lowest engaged or cooling-down slot is the candidate (start-up, when
 /// several are engaged at once); else the lowest vacant slot; else the slot whose holder ranks
 /// lowest (lowest priority, then highest name); else it stays. Every other slot is blocked, by
-/// [`Ineligible::Cooldown`] while any slot cools down, by [`Ineligible::OtherSlot`] otherwise.
+/// [`Ineligible::Cooldown`] while any slot cools down, by [`Ineligible::OtherSlot`] while the
+/// node is engaged in a slot, by [`Ineligible::StandbyElsewhere`] otherwise.
 ///
 /// `current` is the candidate so far (clamped to the slots there are); `views` has one entry
 /// per slot, at least one.
@@ -202,8 +203,11 @@ pub fn arbitrate(views: &[SlotView], current: usize) -> Arbitration {
     };
     let why = if views.iter().any(|v| v.failed) {
         Ineligible::Cooldown
-    } else {
+    } else if views.iter().any(|v| v.engaged) {
         Ineligible::OtherSlot
+    } else {
+        // Free: it takes this slot when this one falls vacant (the others count it).
+        Ineligible::StandbyElsewhere
     };
     Arbitration {
         candidate,

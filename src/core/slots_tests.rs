@@ -39,12 +39,13 @@ fn the_lowest_vacant_slot_is_the_candidate_and_every_other_is_blocked() {
     let held = view(false, false, Some((100, "b")));
     let a = arbitrate(&[held.clone(), FREE, FREE], 0);
     assert_eq!(a.candidate, 1);
+    // Free of every slot: standing by for slot 1, the others count it as a rival.
     assert_eq!(
         a.blocked,
         [
-            Some(Ineligible::OtherSlot),
+            Some(Ineligible::StandbyElsewhere),
             None,
-            Some(Ineligible::OtherSlot)
+            Some(Ineligible::StandbyElsewhere)
         ]
     );
     // From a higher slot too, as soon as it is free to move.

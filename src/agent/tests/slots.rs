@@ -254,3 +254,41 @@ fn promote_on_the_group_switches_over_the_weakest_holders_slot() {
         .collect();
     assert_eq!(asked, [(GroupId(S1), "RequestSwitchover")], "{out:#?}");
 }
+
+/// kill -9 of slot 0's holder: the restarted promd finds its old key, releases it, and lets
+/// the hosts without a slot go first, although their records in slot 0 say they stand by for
+/// slot 1 (they go for slot 0 only once they see it vacant).
+#[test]
+fn a_restarted_holder_lets_the_hosts_without_a_slot_take_its_slot_first() {
+    let mut free = member("n3", Some(OTHER_HOST));
+    free.eligible = false;
+    free.why = Some(crate::core::Ineligibility::from_word("standby-elsewhere"));
+    let mut h = started(
+        leader("n1", 9),
+        leader("n2", 4),
+        std::slice::from_ref(&free),
+    );
+    assert!(
+        store_commands(&h.out).contains(&(GroupId(S0), "Retire")),
+        "{:?} {:?}",
+        store_commands(&h.out),
+        texts(&h.out)
+    );
+    h.store(S0, StoreEvent::Released);
+    h.store(S0, StoreEvent::Leader(None));
+    h.renew(S0);
+    h.renew(S1);
+    let out = h.take();
+    assert!(
+        campaigns(&out).is_empty(),
+        "campaigned at once, before n3 could: {out:#?}"
+    );
+    // Past n3's grace period, and n3 has not come: this host takes it after all.
+    let grace = h.agent.groups[&GroupId(S0)].machine.timing().grace();
+    for _ in 0..3 {
+        h.renew(S0);
+        h.renew(S1);
+        h.advance(grace / 2);
+    }
+    assert_eq!(campaigns(&h.take()), [GroupId(S0)]);
+}

@@ -131,12 +131,20 @@ impl GroupMachine {
     }
 
     /// How long this node lets better candidates try first: one grace period per candidate
-    /// ranked above it (a switchover target first, then priority, then the lower name).
+    /// ranked above it (a switchover target first, then priority, then the lower name). A
+    /// member that holds no slot of a group with several and stands by for another one is a
+    /// candidate too: it goes for this slot once it sees it vacant, so a node deferring after
+    /// a crash lets it go first.
     pub(super) fn campaign_delay(&self) -> Duration {
+        let standby_elsewhere = Some(Ineligibility::Checked(Ineligible::StandbyElsewhere));
         let others: Vec<_> = self
             .members
             .iter()
-            .filter(|m| m.node != self.p.node && m.eligible && self.is_member(&m.node))
+            .filter(|m| {
+                m.node != self.p.node
+                    && (m.eligible || m.why == standby_elsewhere)
+                    && self.is_member(&m.node)
+            })
             .map(|m| self.rank(&m.node, m.priority))
             .collect();
         let mine = self.rank(&self.p.node, self.p.priority);

@@ -167,6 +167,10 @@ pub enum Ineligible {
     /// A group with several slots (`actives`): this node holds, claims or is after another
     /// slot of the group, and a node holds at most one (`core::slots`, docs/slots.md).
     OtherSlot,
+    /// A group with several slots: this node holds none and stands by for another slot (a
+    /// vacant one, or the weakest holder's); it goes for this one when this one falls
+    /// vacant, so a node deciding when to campaign here counts it among its rivals.
+    StandbyElsewhere,
 }
 
 impl fmt::Display for Ineligible {
@@ -190,13 +194,16 @@ impl Ineligible {
             Ineligible::LeaseNotRenewed => "the store lease is not renewed",
             Ineligible::NotPassive => "this node is not passive yet",
             Ineligible::OtherSlot => "this node holds or is after another slot of the group",
+            Ineligible::StandbyElsewhere => {
+                "this node holds no slot of the group and stands by for another one"
+            }
         }
     }
 
     /// Every variant, in the order [`GroupMachine::ineligibility`] checks them.
     ///
     /// [`GroupMachine::ineligibility`]: super::GroupMachine::ineligibility
-    pub const ALL: [Ineligible; 9] = [
+    pub const ALL: [Ineligible; 10] = [
         Ineligible::Stopping,
         Ineligible::NotMember,
         Ineligible::Cooldown,
@@ -206,6 +213,7 @@ impl Ineligible {
         Ineligible::LeaseNotRenewed,
         Ineligible::NotPassive,
         Ineligible::OtherSlot,
+        Ineligible::StandbyElsewhere,
     ];
 }
 
@@ -231,8 +239,8 @@ pub enum Ineligibility {
 
 impl Ineligibility {
     /// The stable word: `stopping`, `not-member`, `cooldown`, `passive-failed`, `unhealthy`,
-    /// `store-unreachable`, `lease-not-renewed`, `not-passive`, `other-slot`, `defer-once` or
-    /// `unknown`.
+    /// `store-unreachable`, `lease-not-renewed`, `not-passive`, `other-slot`,
+    /// `standby-elsewhere`, `defer-once` or `unknown`.
     pub fn word(self) -> &'static str {
         match self {
             Ineligibility::Checked(i) => match i {
@@ -245,6 +253,7 @@ impl Ineligibility {
                 Ineligible::LeaseNotRenewed => "lease-not-renewed",
                 Ineligible::NotPassive => "not-passive",
                 Ineligible::OtherSlot => "other-slot",
+                Ineligible::StandbyElsewhere => "standby-elsewhere",
             },
             Ineligibility::DeferOnce => "defer-once",
             Ineligibility::Unknown => "unknown",
@@ -265,6 +274,9 @@ impl Ineligibility {
             Ineligibility::Checked(Ineligible::NotPassive) => "not passive yet",
             Ineligibility::Checked(Ineligible::OtherSlot) => {
                 "holds or is after another slot of the group"
+            }
+            Ineligibility::Checked(Ineligible::StandbyElsewhere) => {
+                "holds no slot of the group and stands by for another one"
             }
             Ineligibility::Checked(i) => i.text(),
             Ineligibility::DeferOnce => {
@@ -401,6 +413,7 @@ mod tests {
                 "lease-not-renewed",
                 "not-passive",
                 "other-slot",
+                "standby-elsewhere",
                 "defer-once",
                 "unknown",
             ]
