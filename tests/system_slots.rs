@@ -324,20 +324,27 @@ fn two_slots_on_five_hosts_refill_move_and_grow_without_overlap() {
         took.as_millis()
     );
 
-    // Demote on the lower-priority holder: its slot goes to a host without one (the hosts
-    // without a slot aim at the weakest holder's: docs/slots.md, "The arbiter").
+    // Demote on the higher-priority holder: its slot goes to a host without one, although
+    // those stand by for the weaker holder's slot (docs/slots.md, "The arbiter").
     let (holders, _) = s.wait_settled(2, Duration::from_secs(60));
-    let weakest = if holders[0] > holders[1] { 0 } else { 1 };
-    s.call(holders[weakest], "Demote");
+    let strongest = if holders[0] < holders[1] { 0 } else { 1 };
+    let t0 = hosts::now_ns();
+    s.call(holders[strongest], "Demote");
     let (after, _) = s.wait_settled(2, Duration::from_secs(30));
     assert!(
-        !holders.contains(&after[weakest]),
+        !holders.contains(&after[strongest]),
         "Demote: {holders:?} -> {after:?}"
     );
     assert_eq!(
-        after[1 - weakest],
-        holders[1 - weakest],
+        after[1 - strongest],
+        holders[1 - strongest],
         "Demote moved the other slot"
+    );
+    let took = elapsed(t0, s.start_after(strongest as u32, after[strongest], t0));
+    eprintln!(
+        "Demote: slot {strongest} moved to n{} in {} ms",
+        after[strongest] + 1,
+        took.as_millis()
     );
 
     // A reload to three slots, on every host, then back to two.

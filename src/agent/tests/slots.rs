@@ -292,3 +292,39 @@ fn a_restarted_holder_lets_the_hosts_without_a_slot_take_its_slot_first() {
     }
     assert_eq!(campaigns(&h.take()), [GroupId(S0)]);
 }
+
+/// Demote on the holder of a slot that the hosts without a slot do not aim at (they stand
+/// by for the weaker holder's): the hand-over goes to the best of them all the same.
+#[test]
+fn demote_hands_the_slot_to_a_host_that_stands_by_for_another() {
+    let mut free = member("n3", Some(OTHER_HOST));
+    free.eligible = false;
+    free.why = Some(crate::core::Ineligibility::from_word("standby-elsewhere"));
+    let mut h = started(None, leader("n2", 4), std::slice::from_ref(&free));
+    h.win(S0, 7);
+    h.job(S0, Job::StartActive, true);
+    let mut me = member("n1", Some(THIS_HOST));
+    me.role = Role::Active;
+    me.term = Some(7);
+    h.store(S0, StoreEvent::Members(vec![me, free]));
+    h.take();
+    let (_, out) = h.call(S0, Call::Demote);
+    let asked: Vec<(GroupId, String)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Store(id, StoreCommand::RequestSwitchover(r)) => Some((*id, r.to.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked, [(GroupId(S0), "n3".to_string())], "{out:#?}");
+    // The store shows the request: the holder hands over.
+    h.store(
+        S0,
+        StoreEvent::Switchover(Some(SwitchoverRecord {
+            v: 1,
+            to: "n3".into(),
+            from: "n1".into(),
+        })),
+    );
+    assert!(jobs(&h.take()).contains(&(GroupId(S0), Job::StopActive)));
+}

@@ -307,7 +307,8 @@ const JSON_LONG: &str = r#"Print one JSON document instead of the table:
 known). 'why' says why a member (or, beside 'members', this host) cannot become active
 now, as a word: stopping, not-member, cooldown, passive-failed, unhealthy,
 store-unreachable, lease-not-renewed, not-passive, other-slot (it holds or is after
-another slot of the group), defer-once (it just lost the role in a crash and lets the
+another slot of the group), standby-elsewhere (it holds no slot and stands by for
+another one), defer-once (it just lost the role in a crash and lets the
 others go first), unknown (a reason a newer promd gave, or an older promd's record that
 gives none), down (no record in the store); "" when eligible. This
 host's entry is its state now, the others' their store records. The field names and their

@@ -136,15 +136,10 @@ impl GroupMachine {
     /// candidate too: it goes for this slot once it sees it vacant, so a node deferring after
     /// a crash lets it go first.
     pub(super) fn campaign_delay(&self) -> Duration {
-        let standby_elsewhere = Some(Ineligibility::Checked(Ineligible::StandbyElsewhere));
         let others: Vec<_> = self
             .members
             .iter()
-            .filter(|m| {
-                m.node != self.p.node
-                    && (m.eligible || m.why == standby_elsewhere)
-                    && self.is_member(&m.node)
-            })
+            .filter(|m| m.node != self.p.node && m.may_take_over() && self.is_member(&m.node))
             .map(|m| self.rank(&m.node, m.priority))
             .collect();
         let mine = self.rank(&self.p.node, self.p.priority);

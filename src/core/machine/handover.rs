@@ -17,7 +17,11 @@ impl GroupMachine {
             && to != self.p.node
             && self.role == Role::Active
         {
-            if self.members.iter().any(|m| m.node == to && m.eligible) {
+            if self
+                .members
+                .iter()
+                .any(|m| m.node == to && m.may_take_over())
+            {
                 self.stop_active(Reason::Switchover { to }, out);
             } else {
                 // Not a candidate: drop the request rather than hand over to nobody.

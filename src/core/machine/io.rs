@@ -128,6 +128,22 @@ pub struct Member {
     pub since_usec: Option<u64>,
 }
 
+impl Member {
+    /// Whether the member may take the role over: eligible, or, in a group with several
+    /// slots, holding none and standing by for another slot ([`Ineligible::StandbyElsewhere`]:
+    /// it goes for this slot as soon as this slot falls vacant). What a hand-over's target and
+    /// a campaign's rivals are chosen among.
+    ///
+    /// [`Ineligible::StandbyElsewhere`]: super::Ineligible::StandbyElsewhere
+    pub fn may_take_over(&self) -> bool {
+        self.eligible
+            || self.why
+                == Some(super::Ineligibility::Checked(
+                    super::Ineligible::StandbyElsewhere,
+                ))
+    }
+}
+
 /// The systemd operations the machine asks for; each is answered by [`Event::Job`].
 ///
 /// The machine trusts `ok: true` for [`Job::StopActive`] to mean the units are down (it then

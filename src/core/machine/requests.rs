@@ -80,7 +80,7 @@ impl GroupMachine {
     pub(super) fn best_standby(&self) -> Option<String> {
         self.members
             .iter()
-            .filter(|m| m.node != self.p.node && m.eligible && self.is_member(&m.node))
+            .filter(|m| m.node != self.p.node && m.may_take_over() && self.is_member(&m.node))
             .min_by(|a, b| b.priority.cmp(&a.priority).then(a.node.cmp(&b.node)))
             .map(|m| m.node.clone())
     }
