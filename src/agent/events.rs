@@ -232,6 +232,13 @@ impl Agent {
         g.health_ok = result.ok;
         g.metrics.health(result.ok, result.duration);
         self.feed(id, Event::Health { ok: result.ok }, now, out);
+        // A group of several slots: the host's check, run by slot 0, is every slot's.
+        for other in self.other_slots(id) {
+            if let Some(g) = self.groups.get_mut(&other) {
+                g.health_ok = result.ok;
+            }
+            self.feed(other, Event::Health { ok: result.ok }, now, out);
+        }
     }
 
     /// Another host's promd uses this host's `node` (its record says so): two promd under one

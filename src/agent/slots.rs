@@ -418,6 +418,18 @@ impl Agent {
         }
     }
 
+    /// The other slots of slot 0's group `id` (none for any other group).
+    pub(super) fn other_slots(&self, id: GroupId) -> Vec<GroupId> {
+        match self.slot_of(id) {
+            Some((group, 0)) => self
+                .families
+                .get(group)
+                .map(|f| f.ids.iter().skip(1).copied().collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Slot 0's `maintenance` (the group's key) told to every other slot's machine, and
     /// kept for the slots whose sessions read their own (empty) key later.
     pub(super) fn family_maintenance(
@@ -434,7 +446,7 @@ impl Agent {
             return;
         };
         f.maintenance = Some(on);
-        let others: Vec<GroupId> = f.ids.iter().skip(1).copied().collect();
+        let others = self.other_slots(id);
         for other in others {
             self.feed(other, Event::Maintenance(on), now, out);
         }

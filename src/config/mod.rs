@@ -207,7 +207,9 @@ impl GroupConfig {
     /// The configuration of each slot of this group, slot k at index k: the group itself
     /// when `actives` is 1; else slot k is named `GROUP@k` (slot 0 keeps `GROUP`, whose keys
     /// stay where they are: docs/slots.md), starts the instance `k` of a template
-    /// `active-target` (a plain target is every slot's), and has [`GroupConfig::slot`] set.
+    /// `active-target` (a plain target is every slot's), runs no health check of its own
+    /// beyond slot 0 (the host's check, told to every slot), and has [`GroupConfig::slot`]
+    /// set.
     /// Every slot keeps the `passive-target` in its configuration; the agent, not the
     /// slot's machine, starts it (docs/slots.md, "Units").
     pub fn slots(&self) -> Vec<GroupConfig> {
@@ -218,6 +220,13 @@ impl GroupConfig {
             .map(|k| GroupConfig {
                 name: slot_name(&self.name, k),
                 active_target: instantiate(&self.active_target, k),
+                // The health check is the host's: slot 0 runs it and the agent tells every
+                // slot its result.
+                health_command: if k == 0 {
+                    self.health_command.clone()
+                } else {
+                    None
+                },
                 slot: Some(SlotOf {
                     group: self.name.clone(),
                     index: k,

@@ -328,3 +328,29 @@ fn demote_hands_the_slot_to_a_host_that_stands_by_for_another() {
     );
     assert!(jobs(&h.take()).contains(&(GroupId(S0), Job::StopActive)));
 }
+
+/// The health check is the host's: slot 0 runs it (slot 1 has none of its own), and its
+/// result makes every slot's machine healthy or not.
+#[test]
+fn the_hosts_health_check_is_every_slots() {
+    let checked = SCHED.replace(
+        "actives = 2",
+        "actives = 2\nhealth-command = [\"/bin/true\"]",
+    );
+    let mut h = H::new(&[&checked]);
+    let cfgs: Vec<Option<Vec<String>>> = h
+        .agent
+        .groups
+        .values()
+        .map(|g| g.cfg.health_command.clone())
+        .collect();
+    assert_eq!(cfgs, [Some(vec!["/bin/true".to_string()]), None]);
+    h.input(Input::Start);
+    let failed = crate::health::HealthResult {
+        ok: false,
+        detail: "exit status 1".into(),
+        duration: Duration::from_millis(5),
+    };
+    h.input(Input::Health(GroupId(S0), failed));
+    assert!(!h.agent.groups[&GroupId(S1)].machine.healthy());
+}
