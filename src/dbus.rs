@@ -336,6 +336,16 @@ impl GroupObject {
         self.shared.view(self.id, member_states)
     }
 
+    #[zbus(property)]
+    fn slots(&self) -> Vec<(u32, String, u64, String)> {
+        self.shared.view(self.id, |v| {
+            v.slots
+                .iter()
+                .map(|s| (s.slot, s.holder.clone(), s.term, s.role.clone()))
+                .collect()
+        })
+    }
+
     async fn promote(
         &self,
         #[zbus(connection)] conn: &Connection,
@@ -748,6 +758,7 @@ mod tests {
             eligible: true,
             why: String::new(),
             units_down: Vec::new(),
+            slots: Vec::new(),
         }
     }
 

@@ -54,6 +54,27 @@ pub struct GroupStatus {
     /// Why not, as a word (D-Bus `Ineligible`, see [`MemberStatus::why`]); empty when
     /// eligible.
     pub why: String,
+    /// Every slot of a group with several active hosts (D-Bus `Slots`); left out of the
+    /// document for a group with one.
+    #[serde(default, skip_serializing_if = "one_slot")]
+    pub slots: Vec<SlotStatus>,
+}
+
+/// One slot of a group with several active hosts (docs/slots.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotStatus {
+    /// The slot, `0..actives`.
+    pub slot: u32,
+    /// The node holding it; empty when none does or it is not known.
+    pub holder: String,
+    /// Its term, the slot's fencing token.
+    pub term: u64,
+    /// This host's role in it.
+    pub role: String,
+}
+
+fn one_slot(slots: &[SlotStatus]) -> bool {
+    slots.len() < 2
 }
 
 /// One member of a group.
@@ -160,6 +181,16 @@ impl GroupStatus {
             members: v.members.iter().map(MemberStatus::from).collect(),
             eligible: v.eligible,
             why: v.why.clone(),
+            slots: v
+                .slots
+                .iter()
+                .map(|s| SlotStatus {
+                    slot: s.slot,
+                    holder: s.holder.clone(),
+                    term: s.term,
+                    role: s.role.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -187,6 +218,7 @@ mod tests {
             eligible: true,
             why: String::new(),
             units_down: Vec::new(),
+            slots: Vec::new(),
         };
         let views = [
             view(0, "web", false),
@@ -237,6 +269,7 @@ mod tests {
             eligible: false,
             why: "not-passive".into(),
             units_down: Vec::new(),
+            slots: Vec::new(),
         };
         let report = StatusReport::of_views("a", true, [&view]);
         let json = report.to_json().unwrap_or_default();

@@ -58,6 +58,7 @@ fn view(id: u64, name: &str, role: &str, term: u64) -> GroupView {
         eligible: false,
         why: "not-passive".into(),
         units_down: Vec::new(),
+        slots: Vec::new(),
     }
 }
 

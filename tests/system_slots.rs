@@ -264,7 +264,35 @@ fn two_slots_on_five_hosts_refill_move_and_grow_without_overlap() {
         .unwrap_or_default();
     assert!(env.contains("PROMD_SLOT=\n"), "a spare's env file: {env}");
 
-    eprintln!("{}", s.c.hosts[0].run_ok(&["promctl", "status"]));
+    // D-Bus `Slots` on the group's object names each slot's holder, on every host.
+    for h in &s.c.hosts {
+        let slots = support::bus::busctl_json(
+            h,
+            &[
+                "get-property",
+                "org.promd1",
+                "/org/promd1/group/sched",
+                "org.promd1.Group",
+                "Slots",
+            ],
+        );
+        let holders_seen: Vec<String> = slots["data"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| s[1].as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let expected: Vec<String> = holders.iter().map(|i| format!("n{}", i + 1)).collect();
+        assert_eq!(holders_seen, expected, "{}: {slots}", h.name());
+    }
+    let status = s.c.hosts[0].run_ok(&["promctl", "status"]);
+    eprintln!("{status}");
+    assert!(
+        status.contains(&format!("slots: 0 n{} (term", holders[0] + 1)),
+        "{status}"
+    );
 
     // kill -9 promd on slot 0's holder: the slot is refilled by a host without one; the
     // other slot's holder does not move.

@@ -34,7 +34,7 @@ pub use calls::{Call, CallError, call_timeout};
 pub use output::{EnvFile, Fields, JobOrder, Level, Notify, Output, Record, SlotLine};
 #[cfg(test)]
 pub(crate) use status::member_view;
-pub use status::{GroupView, MemberView, STATUS_MAX, WHY_DOWN};
+pub use status::{GroupView, MemberView, STATUS_MAX, SlotState, WHY_DOWN};
 
 use crate::config::{Config, GroupConfig};
 use crate::core::{Event, GroupMachine, GroupParams, Job, Mono, Timing};

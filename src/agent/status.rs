@@ -50,6 +50,23 @@ pub struct GroupView {
     /// host now, sorted; empty when all are. Not a D-Bus property: what the HTTP endpoint's
     /// `/v1/groups/G/active` looks at besides the role.
     pub units_down: Vec<String>,
+    /// The group's slots as this host sees them (property `Slots`): one for a group with
+    /// one active host (and for a slot's own object), every slot for the object of a group
+    /// with several (docs/slots.md).
+    pub slots: Vec<SlotState>,
+}
+
+/// One slot of a group: an element of `Slots` (`a(usts)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotState {
+    /// The slot, `0..actives`.
+    pub slot: u32,
+    /// The node holding the slot's leader key; empty when none does or it is not known.
+    pub holder: String,
+    /// The slot's term, its fencing token, as this host knows it.
+    pub term: u64,
+    /// This host's role in the slot.
+    pub role: String,
 }
 
 /// One member of a group as this host sees it: an element of `MemberStates`
@@ -263,6 +280,15 @@ impl Agent {
         };
         let mut v = view(id, shown, now);
         v.name = g.cfg.name.clone();
+        if let Some((group, 0)) = self.slot_of(id)
+            && let Some(f) = self.families.get(group)
+        {
+            v.slots = f
+                .ids
+                .iter()
+                .filter_map(|id| self.groups.get(id).map(slot_state))
+                .collect();
+        }
         Some(v)
     }
 
@@ -421,6 +447,7 @@ fn view(id: GroupId, g: &Group, now: Mono) -> GroupView {
         failures: m.failures(now),
         retired: g.retired,
         units_down: g.units_down.clone(),
+        slots: vec![slot_state(g)],
         since_usec: g.since_usec,
         members,
         eligible,
@@ -477,4 +504,15 @@ fn status_clause(g: &Group, now: Mono) -> String {
         s.push_str(", unhealthy");
     }
     s
+}
+
+/// What `Slots` says of the slot group `g` is.
+fn slot_state(g: &Group) -> SlotState {
+    let m = &g.machine;
+    SlotState {
+        slot: g.cfg.slot.as_ref().map_or(0, |s| s.index),
+        holder: m.leader().unwrap_or("").to_string(),
+        term: m.term(),
+        role: m.role().as_str().to_string(),
+    }
 }

@@ -265,6 +265,7 @@ mod tests {
             eligible: true,
             why: String::new(),
             units_down: Vec::new(),
+            slots: Vec::new(),
         }
     }
 

@@ -311,8 +311,10 @@ another slot of the group), standby-elsewhere (it holds no slot and stands by fo
 another one), defer-once (it just lost the role in a crash and lets the
 others go first), unknown (a reason a newer promd gave, or an older promd's record that
 gives none), down (no record in the store); "" when eligible. This
-host's entry is its state now, the others' their store records. The field names and their
-order are stable; new fields are only ever appended."#;
+host's entry is its state now, the others' their store records. A group with several
+active hosts (actives) also has 'slots': each slot with its holder, term and this host's
+role in it ("slot", "holder", "term", "role"). The field names and their order are
+stable; new fields are only ever appended."#;
 
 const PROMOTE_LONG: &str = "\
 Make this host the active one in GROUP (a switchover): the active host stops its units

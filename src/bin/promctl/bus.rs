@@ -98,6 +98,9 @@ pub(super) trait Group {
     #[zbus(property)]
     fn member_states(&self) -> zbus::Result<Vec<MemberState>>;
 
+    #[zbus(property)]
+    fn slots(&self) -> zbus::Result<Vec<(u32, String, u64, String)>>;
+
     fn promote(&self) -> zbus::Result<()>;
 
     fn demote(&self) -> zbus::Result<()>;
@@ -139,7 +142,8 @@ pub(super) struct ManagerProps {
 pub(super) type MemberState = (String, String, i32, bool, bool, String, u32, u64, u64);
 
 /// The properties of `org.promd1.Group`; a missing one is an error, not a default, except
-/// those a promd before them does not serve (`Eligible`, `Ineligible`, `MemberStates`).
+/// those a promd before them does not serve (`Eligible`, `Ineligible`, `MemberStates`,
+/// `Slots`).
 #[derive(Debug, Clone, PartialEq, DeserializeDict, Type)]
 #[zbus(signature = "a{sv}", rename_all = "PascalCase")]
 pub(super) struct GroupProps {
@@ -156,6 +160,7 @@ pub(super) struct GroupProps {
     pub(super) eligible: Option<bool>,
     pub(super) ineligible: Option<String>,
     pub(super) member_states: Option<Vec<MemberState>>,
+    pub(super) slots: Option<Vec<(u32, String, u64, String)>>,
 }
 
 /// Connects to the bus with `method_timeout` on every method call (zbus 6 has no timeout

@@ -10,7 +10,7 @@ use super::*;
 // same document, byte for byte, from the same views.
 use promd::agent::MemberView;
 use promd::core::Ineligibility;
-pub(super) use promd::status::{GroupStatus, MemberStatus, StatusReport, why_text};
+pub(super) use promd::status::{GroupStatus, MemberStatus, SlotStatus, StatusReport, why_text};
 
 impl From<GroupProps> for GroupStatus {
     fn from(p: GroupProps) -> Self {
@@ -50,6 +50,17 @@ impl From<GroupProps> for GroupStatus {
             members,
             eligible: p.eligible.unwrap_or(false),
             why: p.ineligible.unwrap_or_else(unknown),
+            slots: p
+                .slots
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(slot, holder, term, role)| SlotStatus {
+                    slot,
+                    holder,
+                    term,
+                    role,
+                })
+                .collect(),
         }
     }
 }
@@ -92,6 +103,21 @@ pub(super) fn render_table(report: &StatusReport) -> String {
             g.term,
             on_off(g.maintenance)
         ));
+        if g.slots.len() > 1 {
+            let slots: Vec<String> = g
+                .slots
+                .iter()
+                .map(|s| {
+                    let holder = if s.holder.is_empty() {
+                        "vacant"
+                    } else {
+                        &s.holder
+                    };
+                    format!("{} {holder} (term {})", s.slot, s.term)
+                })
+                .collect();
+            out.push_str(&format!("    slots: {}\n", slots.join(", ")));
+        }
         if g.members.is_empty() {
             out.push_str("    (no members known)\n");
             continue;
@@ -303,6 +329,7 @@ mod tests {
                     ],
                     eligible: false,
                     why: "not-passive".into(),
+                    slots: Vec::new(),
                 },
                 GroupStatus {
                     name: "queue".into(),
@@ -317,6 +344,7 @@ mod tests {
                     members: vec![],
                     eligible: false,
                     why: "stopping".into(),
+                    slots: Vec::new(),
                 },
             ],
         }
