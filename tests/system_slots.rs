@@ -192,17 +192,9 @@ impl Slots {
 
     /// `busctl call` on host `i`, as an operator would.
     fn call(&self, i: usize, method: &str) {
-        self.c.hosts[i].run_ok(&[
-            "busctl",
-            "--timeout=60",
-            "call",
-            "org.promd1",
-            "/org/promd1",
-            "org.promd1.Manager",
-            method,
-            "s",
-            "sched",
-        ]);
+        let argv = support::bus::manager_call_argv(method, "sched", "60");
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        self.c.hosts[i].run_ok(&argv);
     }
 }
 

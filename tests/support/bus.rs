@@ -93,3 +93,25 @@ pub fn match_rules(h: &Host, names: &[String]) -> Vec<String> {
 pub fn promd_match_rules(h: &Host) -> Vec<String> {
     match_rules(h, &promd_connections(h))
 }
+
+/// The argv of `busctl call` of a `org.promd1.Manager` method on `group`, as an operator
+/// types it, waiting at most `timeout` (busctl's syntax, e.g. `"60"`) for the answer.
+pub fn manager_call_argv<'a>(method: &'a str, group: &'a str, timeout: &'a str) -> Vec<String> {
+    let mut argv = vec![
+        "busctl".to_string(),
+        format!("--timeout={timeout}"),
+        "call".into(),
+    ];
+    argv.extend(
+        [
+            "org.promd1",
+            "/org/promd1",
+            "org.promd1.Manager",
+            method,
+            "s",
+            group,
+        ]
+        .map(String::from),
+    );
+    argv
+}

@@ -235,17 +235,9 @@ impl Cluster {
             self.hosts[target].is_active("web-passive.target")
         });
         let t0 = hosts::now_ns();
-        self.hosts[target].run_ok(&[
-            "busctl",
-            "--timeout=60",
-            "call",
-            "org.promd1",
-            "/org/promd1",
-            "org.promd1.Manager",
-            "Promote",
-            "s",
-            "web",
-        ]);
+        let argv = super::bus::manager_call_argv("Promote", "web", "60");
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        self.hosts[target].run_ok(&argv);
         t0
     }
 

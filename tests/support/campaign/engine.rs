@@ -263,20 +263,9 @@ impl Engine<'_> {
 
 /// busctl call ... Manager METHOD s web on `h`: "ok" or the refusal's message.
 pub(super) fn manager_call(h: &Host, method: &str) -> String {
-    let out = h.exec_timeout(
-        &[
-            "busctl",
-            "--timeout=45",
-            "call",
-            "org.promd1",
-            "/org/promd1",
-            "org.promd1.Manager",
-            method,
-            "s",
-            "web",
-        ],
-        Duration::from_secs(60),
-    );
+    let argv = crate::support::bus::manager_call_argv(method, "web", "45");
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let out = h.exec_timeout(&argv, Duration::from_secs(60));
     if out.status.success() {
         return "ok".into();
     }
