@@ -367,7 +367,9 @@ fn two_slots_on_five_hosts_refill_move_and_grow_without_overlap() {
         took.as_millis()
     );
 
-    // A reload to three slots, on every host, then back to two.
+    // A reload to three slots, on every host, then back to two: in place, so slots 0 and 1
+    // keep their holders (no hand-over) while slot 2 comes and goes.
+    let (before, _) = s.wait_settled(2, Duration::from_secs(60));
     for actives in [3, 2] {
         for (i, eps) in endpoints.iter().enumerate() {
             s.c.hosts[i].write_file("/etc/promd/promd.toml", config(i, eps, actives));
@@ -375,11 +377,21 @@ fn two_slots_on_five_hosts_refill_move_and_grow_without_overlap() {
         }
         let (holders, _) = s.wait_settled(actives, Duration::from_secs(60));
         eprintln!("actives = {actives}: holders {holders:?}");
+        assert_eq!(
+            holders[..2],
+            before[..],
+            "a reload to {actives} slots moved slot 0 or 1"
+        );
         hosts::wait_until(
             Duration::from_secs(30),
             "no third slot beyond actives",
             || (0..HOSTS).all(|i| actives == 3 || !s.c.hosts[i].is_active("sched@2.service")),
         );
+    }
+    // Neither slot 0 nor slot 1 was stopped by the reloads.
+    for (k, &i) in before.iter().enumerate() {
+        let unit = format!("sched@{k}.service");
+        assert!(s.c.hosts[i].is_active(&unit), "n{}: {unit}", i + 1);
     }
 
     s.check_history(3);

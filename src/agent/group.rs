@@ -221,6 +221,7 @@ impl Agent {
                             .cfg
                             .slot
                             .as_ref()
+                            .filter(|s| s.of > 1)
                             .map_or(SlotLine::Absent, |s| SlotLine::Holds(s.index)),
                     }),
                     Job::StartPassive => Some(EnvFile {

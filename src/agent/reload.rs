@@ -99,14 +99,27 @@ impl Agent {
             match new.groups.iter().find(|n| n.name == cfg.name) {
                 Some(n) if *n == cfg => kept += 1,
                 Some(n) => {
-                    let c = changes(&cfg, n, &self.node);
+                    let mut c = changes(&cfg, n, &self.node);
+                    // Slots of an earlier shrink still leaving: another change of `actives`
+                    // restarts the group rather than number slots around them.
+                    let leaving = ids.iter().any(|id| self.leaving(*id));
+                    if leaving && n.actives != cfg.actives {
+                        c.restart.push(format!(
+                            "actives changed {} → {} while slots of an earlier change were \
+                             still leaving",
+                            cfg.actives, n.actives
+                        ));
+                    }
                     if c.restart.is_empty() {
                         in_place.push(n.name.clone());
                         // Each slot takes its own configuration of the new file.
                         for (id, slot) in ids.iter().zip(n.slots()) {
-                            self.retune(*id, slot, &c.in_place, now, out);
+                            if !self.leaving(*id) {
+                                self.retune(*id, slot, &c.in_place, now, out);
+                            }
                         }
                         self.set_family_config(n);
+                        self.reslot(&ids, n, now, out);
                     } else {
                         changed.push(n.name.clone());
                         let mut why = c.restart.join(", ");
@@ -125,14 +138,18 @@ impl Agent {
                         }
                         self.replacing.push(n.clone());
                         for id in ids {
-                            self.retire(id, "its configuration changed", now, out);
+                            if !self.leaving(id) {
+                                self.retire(id, "its configuration changed", now, out);
+                            }
                         }
                     }
                 }
                 None => {
                     removed.push(cfg.name.clone());
                     for id in ids {
-                        self.retire(id, "removed from the configuration", now, out);
+                        if !self.leaving(id) {
+                            self.retire(id, "removed from the configuration", now, out);
+                        }
                     }
                 }
             }
@@ -343,6 +360,32 @@ impl Agent {
         }
     }
 
+    /// A family's `actives` changed in place: slots beyond the old count are opened (the
+    /// running ones are not touched: no hand-over, no new term), slots beyond the new count
+    /// are retired like a removed group (the holder stops their units and releases the key;
+    /// they leave the family once closed). Then the family settles again (`standbys` too may
+    /// have changed).
+    fn reslot(&mut self, ids: &[GroupId], n: &GroupConfig, now: Now, out: &mut Vec<Output>) {
+        let slots = n.slots();
+        for (k, &id) in ids.iter().enumerate().skip(slots.len()) {
+            let why = format!("slot {k} is beyond actives = {}", n.actives);
+            self.retire(id, &why, now, out);
+        }
+        for cfg in slots.into_iter().skip(ids.len()) {
+            let id = self.insert_group(cfg.clone(), now.wall_usec);
+            self.join_family(&n.name, id);
+            out.push(Output::Open(id, cfg));
+            self.refresh_fence_load(now, out);
+            if let Some(view) = self.view_of(id, now.mono) {
+                out.push(Output::Serve(id, view));
+            }
+            self.feed(id, Event::Tick, now, out);
+        }
+        if let Some(&first) = ids.first() {
+            self.settle_family(first, now, out);
+        }
+    }
+
     /// The groups of the configuration in force that are not leaving, each with its ids
     /// (its slots', slot k's at index k) and its configuration as the file gives it.
     fn live_configured(&self) -> Vec<(Vec<GroupId>, GroupConfig)> {
@@ -458,17 +501,20 @@ pub(super) fn changes(old: &GroupConfig, new: &GroupConfig, node: &str) -> Chang
         addresses(&old.addresses),
         addresses(&new.addresses),
     );
-    // Slots: until a reload grows and shrinks them in place (docs/slots.md, "Rebalancing"),
-    // a change of either is a restart of the group: the safe way.
+    // Slots: grown, shrunk and re-ranked in place between two versions that both run as a
+    // family (docs/slots.md, "Rebalancing"); to or from a group of one active host and no
+    // `standbys`, whose machine starts the passive target itself, a restart.
+    let family = |g: &GroupConfig| g.actives > 1 || g.standbys.is_some();
+    let reshaped = family(old) != family(new);
     note(
-        true,
+        reshaped,
         "actives",
         old.actives.to_string(),
         new.actives.to_string(),
     );
     let standbys = |m: Option<std::num::NonZeroU32>| m.map_or("no limit".into(), |m| m.to_string());
     note(
-        true,
+        reshaped,
         "standbys",
         standbys(old.standbys),
         standbys(new.standbys),

@@ -51,7 +51,7 @@ impl Agent {
     /// ([`GroupConfig::slots`]) tied by a [`Family`]. The ids, slot k's at index k.
     pub(super) fn insert_configured(&mut self, cfg: GroupConfig, since_usec: u64) -> Vec<GroupId> {
         let slots = cfg.slots();
-        let many = slots.len() > 1;
+        let many = slots.iter().any(|s| s.slot.is_some());
         let ids: Vec<GroupId> = slots
             .into_iter()
             .map(|s| self.insert_group(s, since_usec))
@@ -85,13 +85,31 @@ impl Agent {
         }
     }
 
-    /// Slot `id` of `group` has closed: the family goes once none of its slots is open.
+    /// Slot `id` of `group` has closed: the family goes once none of its slots is open; a
+    /// reload's shrink drops its highest slots once they have closed (kept until then, so
+    /// that the arbiter still sees a retired slot that may run units).
     pub(super) fn forget_family(&mut self, group: &str, id: GroupId) {
-        let gone = self.families.get(group).is_some_and(|f| {
-            f.ids.contains(&id) && f.ids.iter().all(|i| !self.groups.contains_key(i))
-        });
-        if gone {
+        let Some(f) = self.families.get_mut(group) else {
+            return;
+        };
+        if !f.ids.contains(&id) {
+            return;
+        }
+        while f.ids.last().is_some_and(|i| !self.groups.contains_key(i)) {
+            f.ids.pop();
+        }
+        if f.ids.is_empty() {
             self.families.remove(group);
+        } else {
+            f.arbiter.resize(f.ids.len());
+        }
+    }
+
+    /// A slot opened by a reload's grow joins its family (as its highest slot).
+    pub(super) fn join_family(&mut self, group: &str, id: GroupId) {
+        if let Some(f) = self.families.get_mut(group) {
+            f.ids.push(id);
+            f.arbiter.resize(f.ids.len());
         }
     }
 
@@ -123,7 +141,14 @@ impl Agent {
         let Some((group, index)) = self.slot_of(id) else {
             return Some(SlotLine::Absent);
         };
+        let one = self
+            .groups
+            .get(&id)
+            .and_then(|g| g.cfg.slot.as_ref())
+            .is_some_and(|s| s.of < 2);
         match self.family_held(group) {
+            // One active host (a family for `standbys`): the file as it always was.
+            _ if one => Some(SlotLine::Absent),
             Some(k) if k == index => Some(SlotLine::Holds(k)),
             None if index == 0 => Some(SlotLine::Without),
             _ => None,
@@ -283,7 +308,11 @@ impl Agent {
                             role: Role::Passive,
                             term,
                             leader,
-                            slot: SlotLine::Without,
+                            slot: if g0.cfg.slot.as_ref().is_some_and(|s| s.of > 1) {
+                                SlotLine::Without
+                            } else {
+                                SlotLine::Absent
+                            },
                         }),
                         known: Closure::default(),
                         walked: true,

@@ -205,7 +205,7 @@ pub struct SlotOf {
 
 impl GroupConfig {
     /// The configuration of each slot of this group, slot k at index k: the group itself
-    /// when `actives` is 1; else slot k is named `GROUP@k` (slot 0 keeps `GROUP`, whose keys
+    /// when `actives` is 1 and `standbys` not set; else slot k is named `GROUP@k` (slot 0 keeps `GROUP`, whose keys
     /// stay where they are: docs/slots.md), starts the instance `k` of a template
     /// `active-target` (a plain target is every slot's), runs no health check of its own
     /// beyond slot 0 (the host's check, told to every slot), and has [`GroupConfig::slot`]
@@ -213,7 +213,9 @@ impl GroupConfig {
     /// Every slot keeps the `passive-target` in its configuration; the agent, not the
     /// slot's machine, starts it (docs/slots.md, "Units").
     pub fn slots(&self) -> Vec<GroupConfig> {
-        if self.actives <= 1 {
+        // `standbys` alone makes a family of one slot: the host's passive target is then the
+        // family's to start or not (docs/slots.md, "Units").
+        if self.actives <= 1 && self.standbys.is_none() {
             return vec![self.clone()];
         }
         (0..self.actives)

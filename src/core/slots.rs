@@ -90,6 +90,14 @@ impl Arbiter {
         self.candidate
     }
 
+    /// The group now has `slots` slots (a reload grew or shrank it): a new slot's machine has
+    /// been told nothing yet (the next settle tells it), and a candidate beyond the last
+    /// slot moves to the last one (the next settle moves it where the rule says).
+    pub fn resize(&mut self, slots: usize) {
+        self.told.resize(slots, None);
+        self.candidate = self.candidate.min(slots.saturating_sub(1));
+    }
+
     /// Arbitrate until nothing changes: block the slots the rule blocks (the one left
     /// first), then unblock the candidate, each machine stepping on what it is told
     /// (`machines[k]` is slot k's; as many as the arbiter was made for). A machine that

@@ -354,3 +354,99 @@ fn the_hosts_health_check_is_every_slots() {
     h.input(Input::Health(GroupId(S0), failed));
     assert!(!h.agent.groups[&GroupId(S1)].machine.healthy());
 }
+
+/// `standbys` with one active host: the passive target runs on the best standbys only, and
+/// the env file has no `PROMD_SLOT`.
+#[test]
+fn standbys_limit_the_passive_target_with_one_active_host_too() {
+    let one = SCHED
+        .replace("actives = 2", "standbys = 1")
+        .replace("sched-active@.target", "sched-active.target");
+    let mut better = member("n0", Some(OTHER_HOST));
+    better.priority = 200;
+    let mut h = H::new(&[&one]);
+    h.input(Input::Start);
+    h.walked();
+    h.store(S0, StoreEvent::Up);
+    h.renew(S0);
+    h.store(S0, StoreEvent::Leader(leader("n2", 4)));
+    h.store(S0, StoreEvent::Members(vec![better]));
+    h.store(S0, StoreEvent::Switchover(None));
+    h.store(S0, StoreEvent::Maintenance(None));
+    h.job(S0, Job::StopActive, true);
+    assert_eq!(h.role(S0), Some(Role::Passive));
+    assert!(
+        !jobs(&h.out).contains(&(GroupId(S0), Job::StartPassive)),
+        "a spare started the passive target"
+    );
+    // n0 takes the key: this host is the best without it, a standby.
+    let out = h.store(S0, StoreEvent::Leader(leader("n0", 5)));
+    let env = job_orders(&out).into_iter().find_map(|(_, o)| {
+        (o.job == Job::StartPassive)
+            .then(|| o.env.clone())
+            .flatten()
+    });
+    assert_eq!(env.map(|e| e.slot), Some(SlotLine::Absent));
+}
+
+fn reload_to(h: &mut H, group: &str) -> Vec<Output> {
+    let text = format!("node = \"n1\"\n{group}");
+    let file = NewConfig {
+        config: config_of(&text),
+        closures: Default::default(),
+        text,
+    };
+    h.input(Input::Signal(Signal::Reload(Ok(file))))
+}
+
+/// A reload from two slots to three opens slot 2 only: slot 0, held here, keeps its units
+/// and term; back to two, slot 2 is retired like a removed group and leaves the family once
+/// it has closed.
+#[test]
+fn a_reload_grows_and_shrinks_the_slots_in_place() {
+    let mut h = started(None, leader("n2", 4), &[]);
+    h.win(S0, 7);
+    h.job(S0, Job::StartActive, true);
+    h.take();
+    let three = SCHED.replace("actives = 2", "actives = 3");
+    let out = reload_to(&mut h, &three);
+    let opened: Vec<(GroupId, String)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Open(id, cfg) => Some((*id, cfg.name.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(opened, [(GroupId(2), "sched@2".to_string())], "{out:#?}");
+    assert!(
+        !jobs(&out)
+            .iter()
+            .any(|(id, j)| *id == GroupId(S0) && *j == Job::StopActive),
+        "slot 0 handed over: {out:#?}"
+    );
+    assert_eq!(h.role(S0), Some(Role::Active));
+    assert_eq!(h.agent.families["sched"].ids.len(), 3);
+
+    let out = reload_to(&mut h, SCHED);
+    assert!(
+        texts(&out)
+            .iter()
+            .any(|t| t.starts_with("sched@2: slot 2 is beyond actives = 2")),
+        "{:#?}",
+        texts(&out)
+    );
+    assert_eq!(h.role(S0), Some(Role::Active));
+    // Slot 2's machine never got further than its start-up: it exits once that is done.
+    h.job(2, Job::StopActive, true);
+    h.store(2, StoreEvent::Up);
+    let out = h.take();
+    let closed: Vec<&str> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Close { name, .. } => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closed, ["sched@2"], "{out:#?}");
+    assert_eq!(h.agent.families["sched"].ids.len(), 2);
+}
