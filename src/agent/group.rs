@@ -63,7 +63,9 @@ impl Group {
     fn fields(&self) -> Fields {
         let m = &self.machine;
         Fields {
-            group: Some(self.cfg.name.clone()),
+            // `journalctl PROMD_GROUP=sched` shows every slot's records.
+            group: Some(self.cfg.group_name().to_owned()),
+            slot: self.cfg.slot.as_ref().filter(|s| s.of > 1).map(|s| s.index),
             role: Some(m.role()),
             term: Some(m.term()),
             leader: Some(m.leader().unwrap_or("").to_string()),

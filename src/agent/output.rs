@@ -207,8 +207,10 @@ pub struct Record {
 /// The `PROMD_*` journal fields of a record; those that are `None` are left out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Fields {
-    /// `PROMD_GROUP`.
+    /// `PROMD_GROUP`: the group's name in the file (a slot's group's, too).
     pub group: Option<String>,
+    /// `PROMD_SLOT`: the slot of a group with several active hosts the record is about.
+    pub slot: Option<u32>,
     /// `PROMD_ROLE`: the role at the time of the record (the new one for a role change).
     pub role: Option<Role>,
     /// `PROMD_TERM`.

@@ -119,6 +119,7 @@ pub fn emit(r: &Record) {
             tracing::$level!(
                 MESSAGE_ID = r.message_id,
                 PROMD_GROUP = f.group.as_deref(),
+                PROMD_SLOT = f.slot,
                 PROMD_ROLE = role,
                 PROMD_OLD_ROLE = old_role,
                 PROMD_TERM = f.term,

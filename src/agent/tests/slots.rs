@@ -138,6 +138,12 @@ fn a_host_goes_for_the_lowest_vacant_slot() {
         .into_iter()
         .find_map(|(id, o)| (id == GroupId(S1)).then(|| o.env.clone()).flatten());
     assert_eq!(env.map(|e| (e.term, e.slot)), Some((2, SlotLine::Holds(1))));
+    // The journal: PROMD_GROUP is the group's, PROMD_SLOT the slot's.
+    let promoted = records(&h.out)
+        .into_iter()
+        .find(|r| r.text.starts_with("sched@1: passive -> promoting"))
+        .map(|r| (r.fields.group.clone(), r.fields.slot));
+    assert_eq!(promoted, Some((Some("sched".to_string()), Some(1))));
     h.job(S1, Job::StartActive, true);
     // The group's object shows the slot this host holds, as slot 1's own object does.
     let group = h.agent.view_of(GroupId(S0), h.now).unwrap();
