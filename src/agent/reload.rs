@@ -222,7 +222,9 @@ impl Agent {
                 g.cfg.health_timeout,
             );
         let watch = new.watch != g.cfg.watch;
-        let no_check = new.health_command.is_none();
+        // A slot beyond 0 never has a check of its own: it is told slot 0's results.
+        let no_check =
+            new.health_command.is_none() && new.slot.as_ref().is_none_or(|s| s.index == 0);
         g.cfg = new.clone();
         out.push(Output::Retune {
             id,

@@ -359,6 +359,17 @@ fn the_hosts_health_check_is_every_slots() {
     };
     h.input(Input::Health(GroupId(S0), failed));
     assert!(!h.agent.groups[&GroupId(S1)].machine.healthy());
+    // A reload that changes the check's interval does not make slot 1 healthy: it has no
+    // check of its own to have dropped.
+    let slower = checked.replace("lease = \"2s\"", "lease = \"2s\"\nhealth-interval = \"3s\"");
+    let out = reload_to(&mut h, &slower);
+    assert!(
+        texts(&out)
+            .iter()
+            .any(|t| t.contains("changed in place [sched]")),
+        "{out:#?}"
+    );
+    assert!(!h.agent.groups[&GroupId(S1)].machine.healthy());
 }
 
 /// `standbys` with one active host: the passive target runs on the best standbys only, and
