@@ -219,12 +219,11 @@ impl Agent {
                         role: Role::Active,
                         term: term.unwrap_or(0),
                         leader: node,
-                        slot: g
-                            .cfg
-                            .slot
-                            .as_ref()
-                            .filter(|s| s.of > 1)
-                            .map_or(SlotLine::Absent, |s| SlotLine::Holds(s.index)),
+                        // Starting its active target: this host holds the slot.
+                        slot: SlotLine::of(
+                            g.cfg.slot.as_ref(),
+                            g.cfg.slot.as_ref().map(|s| s.index),
+                        ),
                     }),
                     Job::StartPassive => Some(EnvFile {
                         role: Role::Passive,

@@ -152,6 +152,18 @@ pub enum SlotLine {
 }
 
 impl SlotLine {
+    /// What the env file of a group says on a host that holds slot `held` (`None`: no slot)
+    /// of the group `slot` is one of: no line for a group with one active host (`slot` not
+    /// set, or a family of one slot for `standbys`).
+    pub fn of(slot: Option<&crate::config::SlotOf>, held: Option<u32>) -> SlotLine {
+        match (slot, held) {
+            (None, _) => SlotLine::Absent,
+            (Some(s), _) if s.of < 2 => SlotLine::Absent,
+            (Some(_), Some(k)) => SlotLine::Holds(k),
+            (Some(_), None) => SlotLine::Without,
+        }
+    }
+
     /// The value of `PROMD_SLOT`, or `None` for no line.
     pub fn value(self) -> Option<String> {
         match self {

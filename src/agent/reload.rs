@@ -346,6 +346,12 @@ impl Agent {
     /// (passive first).
     fn add_group(&mut self, cfg: GroupConfig, now: Now, out: &mut Vec<Output>) {
         let ids = self.insert_configured(cfg, now.wall_usec);
+        self.open_and_start(ids, now, out);
+    }
+
+    /// Groups just put in the table by a reload: every one's drivers opened before any takes
+    /// a step (a slot's step steps its siblings), then each served on D-Bus and started.
+    fn open_and_start(&mut self, ids: Vec<GroupId>, now: Now, out: &mut Vec<Output>) {
         for &id in &ids {
             if let Some(g) = self.groups.get(&id) {
                 out.push(Output::Open(id, g.cfg.clone()));
@@ -373,16 +379,13 @@ impl Agent {
             let why = format!("slot {k} is beyond actives = {}", n.actives);
             self.retire(id, &why, now, out);
         }
+        let mut grown = Vec::new();
         for cfg in slots.into_iter().skip(ids.len()) {
-            let id = self.insert_group(cfg.clone(), now.wall_usec);
+            let id = self.insert_group(cfg, now.wall_usec);
             self.join_family(&n.name, id);
-            out.push(Output::Open(id, cfg));
-            self.refresh_fence_load(now, out);
-            if let Some(view) = self.view_of(id, now.mono) {
-                out.push(Output::Serve(id, view));
-            }
-            self.feed(id, Event::Tick, now, out);
+            grown.push(id);
         }
+        self.open_and_start(grown, now, out);
         if let Some(&first) = ids.first() {
             self.settle_family(first, now, out);
         }

@@ -15,7 +15,7 @@
 use super::output::{JobOrder, Level, Output, Record, SlotLine};
 use super::{Agent, GroupId, Now};
 use crate::config::GroupConfig;
-use crate::core::{Action, Arbiter, Event, GroupMachine, Ineligibility, Ineligible, Job, Role};
+use crate::core::{Action, Arbiter, Event, GroupMachine, Job, Role};
 use crate::systemd::Closure;
 
 /// The slots of one group on this host, slot k's group at `ids[k]`.
@@ -124,13 +124,10 @@ impl Agent {
     /// or sees the key in this node's name (as [`crate::core::SlotGroup::held`]).
     pub(super) fn family_held(&self, group: &str) -> Option<u32> {
         let f = self.families.get(group)?;
-        let k = f.ids.iter().position(|id| {
-            self.groups.get(id).is_some_and(|g| {
-                let m = &g.machine;
-                matches!(m.role(), Role::Promoting | Role::Active | Role::Demoting)
-                    || m.leader() == Some(m.node())
-            })
-        })?;
+        let k = f
+            .ids
+            .iter()
+            .position(|id| self.groups.get(id).is_some_and(|g| g.machine.holds_role()))?;
         u32::try_from(k).ok()
     }
 
@@ -141,17 +138,11 @@ impl Agent {
         let Some((group, index)) = self.slot_of(id) else {
             return Some(SlotLine::Absent);
         };
-        let one = self
-            .groups
-            .get(&id)
-            .and_then(|g| g.cfg.slot.as_ref())
-            .is_some_and(|s| s.of < 2);
-        match self.family_held(group) {
-            // One active host (a family for `standbys`): the file as it always was.
-            _ if one => Some(SlotLine::Absent),
-            Some(k) if k == index => Some(SlotLine::Holds(k)),
-            None if index == 0 => Some(SlotLine::Without),
-            _ => None,
+        let slot = self.groups.get(&id).and_then(|g| g.cfg.slot.as_ref());
+        match SlotLine::of(slot, self.family_held(group)) {
+            SlotLine::Holds(k) if k != index => None,
+            SlotLine::Without if index != 0 => None,
+            line => Some(line),
         }
     }
 
@@ -176,16 +167,11 @@ impl Agent {
         if !shared {
             return true;
         }
-        let machines: Vec<&GroupMachine> = f
+        let machines = f
             .ids
             .iter()
-            .filter_map(|gid| self.groups.get(gid).map(|g| &g.machine))
-            .collect();
-        let owner = machines
-            .iter()
-            .position(|m| m.engaged() && m.role() != Role::Starting)
-            .unwrap_or(f.arbiter.candidate());
-        f.ids.get(owner) == Some(&id)
+            .filter_map(|gid| self.groups.get(gid).map(|g| &g.machine));
+        f.ids.get(f.arbiter.unit_owner(machines)) == Some(&id)
     }
 
     /// After a step of a slot's machine: settle the candidacy between the group's slots
@@ -308,11 +294,7 @@ impl Agent {
                             role: Role::Passive,
                             term,
                             leader,
-                            slot: if g0.cfg.slot.as_ref().is_some_and(|s| s.of > 1) {
-                                SlotLine::Without
-                            } else {
-                                SlotLine::Absent
-                            },
+                            slot: SlotLine::of(g0.cfg.slot.as_ref(), None),
                         }),
                         known: Closure::default(),
                         walked: true,
@@ -499,11 +481,7 @@ pub(super) fn is_standby(machines: &[&GroupMachine], limit: Option<u32>, node: &
         .members()
         .iter()
         .filter(|r| !holders.contains(&r.node.as_str()))
-        .filter(|r| {
-            r.healthy
-                && (r.eligible
-                    || r.why == Some(Ineligibility::Checked(Ineligible::StandbyElsewhere)))
-        })
+        .filter(|r| r.healthy && r.may_take_over())
         .map(|r| (r.priority, r.node.as_str()))
         .collect();
     // This node counts whatever its record says yet (it is the one asking).

@@ -246,6 +246,14 @@ impl GroupMachine {
         self.p.tunables()
     }
 
+    /// This node holds the role, or is on its way in or out of it: promoting, active or
+    /// demoting, or the store shows the key in this node's name. What makes a slot the one a
+    /// node holds (`core::slots`).
+    pub fn holds_role(&self) -> bool {
+        matches!(self.role, Role::Promoting | Role::Active | Role::Demoting)
+            || self.leader() == Some(self.node())
+    }
+
     /// This node holds no leader key and its active units are known to be stopped.
     pub fn settled_passive(&self) -> bool {
         matches!(self.role, Role::Passive | Role::Failed)

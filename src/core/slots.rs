@@ -90,6 +90,15 @@ impl Arbiter {
         self.candidate
     }
 
+    /// [`SlotGroup::unit_owner`] over `machines`, slot k's at position k: the slot engaged
+    /// past start-up, else the candidate.
+    pub fn unit_owner<'a>(&self, machines: impl IntoIterator<Item = &'a GroupMachine>) -> usize {
+        machines
+            .into_iter()
+            .position(|m| m.engaged() && m.role() != Role::Starting)
+            .unwrap_or(self.candidate)
+    }
+
     /// The group now has `slots` slots (a reload grew or shrank it): a new slot's machine has
     /// been told nothing yet (the next settle tells it), and a candidate beyond the last
     /// slot moves to the last one (the next settle moves it where the rule says).
@@ -279,10 +288,7 @@ impl SlotGroup {
     /// The slot this node holds: whose machine is `promoting`, `active` or `demoting`, or
     /// sees the key in this node's name. `None` when it holds none.
     pub fn held(&self) -> Option<usize> {
-        self.machines.iter().position(|m| {
-            matches!(m.role(), Role::Promoting | Role::Active | Role::Demoting)
-                || m.leader() == Some(m.node())
-        })
+        self.machines.iter().position(GroupMachine::holds_role)
     }
 
     /// The slot whose machine should hear of this node's active units starting or failing,
@@ -290,10 +296,7 @@ impl SlotGroup {
     /// engaged past start-up (it may run them), else the candidate (which then stops them:
     /// this node holds no key).
     pub fn unit_owner(&self) -> usize {
-        self.machines
-            .iter()
-            .position(|m| m.engaged() && m.role() != Role::Starting)
-            .unwrap_or(self.arbiter.candidate())
+        self.arbiter.unit_owner(self.machines.iter())
     }
 
     /// The earliest deadline of any slot's machine.

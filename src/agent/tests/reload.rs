@@ -3,7 +3,7 @@
 use super::*;
 use crate::logging;
 
-fn reload(h: &mut H, groups: &[&str]) -> Vec<Output> {
+pub(super) fn reload(h: &mut H, groups: &[&str]) -> Vec<Output> {
     reload_walked(h, groups, &[])
 }
 

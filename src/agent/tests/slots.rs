@@ -362,7 +362,7 @@ fn the_hosts_health_check_is_every_slots() {
     // A reload that changes the check's interval does not make slot 1 healthy: it has no
     // check of its own to have dropped.
     let slower = checked.replace("lease = \"2s\"", "lease = \"2s\"\nhealth-interval = \"3s\"");
-    let out = reload_to(&mut h, &slower);
+    let out = super::reload::reload(&mut h, &[&slower]);
     assert!(
         texts(&out)
             .iter()
@@ -406,16 +406,6 @@ fn standbys_limit_the_passive_target_with_one_active_host_too() {
     assert_eq!(env.map(|e| e.slot), Some(SlotLine::Absent));
 }
 
-fn reload_to(h: &mut H, group: &str) -> Vec<Output> {
-    let text = format!("node = \"n1\"\n{group}");
-    let file = NewConfig {
-        config: config_of(&text),
-        closures: Default::default(),
-        text,
-    };
-    h.input(Input::Signal(Signal::Reload(Ok(file))))
-}
-
 /// A reload from two slots to three opens slot 2 only: slot 0, held here, keeps its units
 /// and term; back to two, slot 2 is retired like a removed group and leaves the family once
 /// it has closed.
@@ -426,7 +416,7 @@ fn a_reload_grows_and_shrinks_the_slots_in_place() {
     h.job(S0, Job::StartActive, true);
     h.take();
     let three = SCHED.replace("actives = 2", "actives = 3");
-    let out = reload_to(&mut h, &three);
+    let out = super::reload::reload(&mut h, &[&three]);
     let opened: Vec<(GroupId, String)> = out
         .iter()
         .filter_map(|o| match o {
@@ -444,7 +434,7 @@ fn a_reload_grows_and_shrinks_the_slots_in_place() {
     assert_eq!(h.role(S0), Some(Role::Active));
     assert_eq!(h.agent.families["sched"].ids.len(), 3);
 
-    let out = reload_to(&mut h, SCHED);
+    let out = super::reload::reload(&mut h, &[SCHED]);
     assert!(
         texts(&out)
             .iter()
@@ -466,4 +456,23 @@ fn a_reload_grows_and_shrinks_the_slots_in_place() {
         .collect();
     assert_eq!(closed, ["sched@2"], "{out:#?}");
     assert_eq!(h.agent.families["sched"].ids.len(), 2);
+}
+
+/// A reload that grows the group by two slots opens both before either steps: a step of
+/// one slot steps its siblings (the harness checks that no group's work precedes its Open).
+#[test]
+fn a_reload_that_adds_two_slots_opens_both_before_either_steps() {
+    let mut h = started(None, leader("n2", 4), &[]);
+    h.take();
+    let four = SCHED.replace("actives = 2", "actives = 4");
+    let out = super::reload::reload(&mut h, &[&four]);
+    let opened: Vec<String> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Open(_, cfg) => Some(cfg.name.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(opened, ["sched@2", "sched@3"]);
+    assert_eq!(h.agent.families["sched"].ids.len(), 4);
 }
