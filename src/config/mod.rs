@@ -205,12 +205,11 @@ pub struct SlotOf {
 
 impl GroupConfig {
     /// The configuration of each slot of this group, slot k at index k: the group itself
-    /// when `actives` is 1 and `standbys` not set; else slot k is named `GROUP@k` (slot 0 keeps `GROUP`, whose keys
-    /// stay where they are: docs/slots.md), starts the instance `k` of a template
-    /// `active-target` (a plain target is every slot's), runs no health check of its own
-    /// beyond slot 0 (the host's check, told to every slot), and has [`GroupConfig::slot`]
-    /// set.
-    /// Every slot keeps the `passive-target` in its configuration; the agent, not the
+    /// when `actives` is 1 and `standbys` not set; else slot k is named `GROUP@k` (slot 0
+    /// keeps `GROUP`, whose keys stay where they are: docs/slots.md), starts the instance `k`
+    /// of a template `active-target` (a plain target is every slot's), runs no health check
+    /// of its own beyond slot 0 (the host's check, told to every slot), and has
+    /// [`GroupConfig::slot`] set. Every slot keeps the `passive-target` in its configuration; the agent, not the
     /// slot's machine, starts it (docs/slots.md, "Units").
     pub fn slots(&self) -> Vec<GroupConfig> {
         // `standbys` alone makes a family of one slot: the host's passive target is then the
