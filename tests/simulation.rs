@@ -408,3 +408,33 @@ fn a_promd_that_hangs_before_its_kill_on_a_loaded_host_is_killed_early_enough_fo
         w.active() == Some(1 - a) && w.nodes[1 - a].units_up
     });
 }
+
+/// The same host, whose promd hangs after it asked for its kill but before the `KillUnit`
+/// calls left it (behind the urgent gate, or a kill of the group in flight): PID 1 has no
+/// kill, so it is again the watchdog's `ExecStopPost=promd fence`, which needs the fence
+/// load's time. The hang deadline moves to the lease's own only once PID 1 took the kill
+/// (`Event::KillSent`), so the units are still dead before the lease can end. (Issue 13's
+/// reviewer: moved when the kill was asked, they outlived it by up to the load.)
+#[test]
+fn a_promd_that_hangs_after_asking_its_kill_but_before_sending_it_is_killed_early_enough() {
+    let (mut s, a, ends) = loaded_host_cut_and_fencing(2);
+    let lease = s.cfg.lease;
+    s.run_until("the kill is asked, not yet sent", lease, |w| {
+        w.nodes[a].kill_unsent
+    });
+    assert!(s.world.nodes[a].units_up, "draining, not killed yet");
+    s.pause(a);
+    s.run_until("the watchdog's kill has taken effect", lease * 2, |w| {
+        !w.nodes[a].units_up
+    });
+    assert!(
+        s.world.now < ends,
+        "dead {:?} after the lease's end",
+        s.world.now.saturating_sub(ends)
+    );
+    s.held_jobs.clear();
+    s.recover(a);
+    s.run_until("the standby takes over", lease * 3, |w| {
+        w.active() == Some(1 - a) && w.nodes[1 - a].units_up
+    });
+}

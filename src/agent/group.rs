@@ -46,6 +46,9 @@ pub(super) struct Group {
     /// ([`crate::watch::WatchEvent::SteadyUnits`]); sorted. `/v1/groups/G/active` is 200
     /// only while this is empty.
     pub(super) units_down: Vec<String>,
+    /// Kills asked so far ([`Output::Kill`]'s `kill` is the latest): only the answer to the
+    /// latest becomes [`Event::KillSent`].
+    pub(super) kills_asked: u64,
 }
 
 impl Group {
@@ -264,7 +267,9 @@ impl Agent {
                     )
                 }));
                 let known = g.closure.clone();
-                out.push(Output::Kill { id, known });
+                g.kills_asked += 1;
+                let kill = g.kills_asked;
+                out.push(Output::Kill { id, known, kill });
                 // The start-up sweep runs at every start, most often with nothing to kill: a
                 // counter of it would move at every restart and set off alerts on kills.
                 if !sweep {

@@ -87,6 +87,10 @@ pub enum Input {
     Stores(Vec<(GroupId, StoreEvent)>),
     /// A systemd job of the group's finished.
     Job(GroupId, JobDone),
+    /// PID 1 acknowledged the `KillUnit` calls of the group's kill with this number
+    /// ([`Output::Kill`]'s `kill`), or found nothing to kill: becomes
+    /// [`Event::KillSent`] if no kill was asked since.
+    KillSent(GroupId, u64),
     /// The closure of the group's active target, as a walk just found it.
     Closure(GroupId, Closure),
     /// The closures of several groups, walked again together after PID 1 reloaded (a unit
@@ -322,6 +326,7 @@ impl Agent {
             Input::Start | Input::Signal(_) => self.touch_all(),
             Input::Store(id, _)
             | Input::Job(id, _)
+            | Input::KillSent(id, _)
             | Input::Closure(id, _)
             | Input::Watch(id, _)
             | Input::Health(id, _)
@@ -367,6 +372,13 @@ impl Agent {
                 }
             }
             Input::Job(id, done) => self.on_job(id, done, now, &mut out),
+            Input::KillSent(id, kill) => {
+                // The answer to a kill that a later one superseded says nothing of the units
+                // that one was asked for (a unit started in between).
+                if self.groups.get(&id).is_some_and(|g| g.kills_asked == kill) {
+                    self.feed(id, Event::KillSent, now, &mut out);
+                }
+            }
             Input::Closure(id, closure) => self.on_closures([(id, closure)], now, &mut out),
             Input::Closures(closures) => self.on_closures(closures, now, &mut out),
             Input::Watch(id, ev) => self.on_watch(id, ev, now, &mut out),
@@ -579,6 +591,7 @@ impl Agent {
                 env: None,
                 metrics,
                 units_down: Vec::new(),
+                kills_asked: 0,
             },
         );
         self.refile(id);

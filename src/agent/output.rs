@@ -72,12 +72,16 @@ pub enum Output {
     /// Run a systemd job for the group; its result comes back as [`super::Input::Job`].
     Job(GroupId, JobOrder),
     /// SIGKILL whatever of the group's active units still runs: `known` (the closure as last
-    /// found, and the active target) at once, and whatever a fresh walk finds besides.
+    /// found, and the active target) at once, and whatever a fresh walk finds besides. Once
+    /// PID 1 acknowledged the `KillUnit` calls of the known part, the runtime answers
+    /// [`super::Input::KillSent`] with `kill`.
     Kill {
         /// The group.
         id: GroupId,
         /// The closure as last found.
         known: Closure,
+        /// The group's kills asked so far, this one included: its number.
+        kill: u64,
     },
     /// Restart these failed units in place; a unit that is not up afterwards comes back as
     /// [`crate::watch::WatchEvent::Stopped`].

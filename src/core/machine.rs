@@ -23,8 +23,8 @@
 //!   term }`), and the request about it still in flight, [`Owed`] (`key.rs`);
 //! - the lease, [`Lease`] (`Unconfirmed | Renewed { sent_at } | Lost`, `lease.rs`);
 //! - the store facts still to read after a (re)connection, [`Unread`] (`reread.rs`);
-//! - the active units, [`Units`] (`Down | MayRun { killed_at, stop_failures }`), and the
-//!   passive target, [`Passive`] (`Down | Up | Failed`) (`units.rs`);
+//! - the active units, [`Units`] (`Down | MayRun { killed_at, kill_sent, stop_failures }`),
+//!   and the passive target, [`Passive`] (`Down | Up | Failed`) (`units.rs`);
 //! - the deadlines, by name, in one [`Timers`] table (`timers.rs`);
 //! - why roles change and requests are refused, [`Reason`] and [`Refusal`] (`reason.rs`).
 
@@ -266,8 +266,11 @@ impl GroupMachine {
     /// outliving this node's lease, while the units may run under that lease; `None`
     /// otherwise (the units are down, or no renewal entitles them: then the fence kills them
     /// at once). Of the last acknowledged renewal: [`Timing::hang_deadline_before_kill`]
-    /// until the fence asked for its kill (the watchdog's own kill must leave PID 1 the
-    /// host's fence load), [`Timing::hang_deadline`] after.
+    /// until PID 1 acknowledged the fence's kill ([`Event::KillSent`]: the watchdog's own
+    /// kill must leave `ExecStopPost=promd fence` the host's fence load),
+    /// [`Timing::hang_deadline`] after. Asking for the kill is not enough: the calls may
+    /// still wait in promd (behind the urgent gate, or a kill of the group in flight) when
+    /// promd hangs.
     ///
     /// The runtime arms the watchdog to fire by the earliest of these
     /// ([`Timing::watchdog_within`]); docs/safety.md tells why the fence needs it.
@@ -275,7 +278,7 @@ impl GroupMachine {
         if !self.units_may_run() || !self.under_own_lease() {
             return None;
         }
-        let killed = self.killed_at().is_some();
+        let killed = self.kill_sent();
         self.renewed_sent().map(|s| {
             if killed {
                 self.p.timing.hang_deadline(s)
@@ -392,6 +395,7 @@ impl GroupMachine {
                 }
             }
             Event::Tick => {}
+            Event::KillSent => self.set_kill_sent(),
             Event::Terminate => self.life = Life::Terminating,
             Event::Retire => {
                 self.life = Life::Terminating;

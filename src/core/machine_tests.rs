@@ -347,6 +347,39 @@ fn renewals_keep_the_role_indefinitely() {
     assert_eq!(t.m.role(), Role::Active);
 }
 
+/// The watchdog's hang deadline moves to the lease's own only once PID 1 took the kill: a
+/// kill asked but still waiting in promd does nothing if promd hangs, and then the kill is
+/// `ExecStopPost=promd fence`'s, which needs the fence load's time.
+#[test]
+fn the_hang_deadline_moves_later_only_once_pid_1_took_the_kill() {
+    let timing = Timing::new(LEASE);
+    let mut t = T::active(params("a"), 5);
+    let sent = t.now;
+    t.renew();
+    let early = Some(timing.hang_deadline_before_kill(sent));
+    assert_eq!(t.m.hang_deadline(), early);
+    // Taken before any kill was asked: moot.
+    assert_eq!(t.ev(Event::KillSent), vec![]);
+    assert_eq!(t.m.hang_deadline(), early);
+    let to_kill = timing.kill_at(sent).saturating_sub(t.now).as_millis() as u64;
+    let a = t.advance(to_kill);
+    assert!(a.contains(&Action::KillActive), "{a:?}");
+    assert_eq!(t.m.hang_deadline(), early, "asked, not yet taken");
+    assert_eq!(t.ev(Event::KillSent), vec![]);
+    assert_eq!(t.m.hang_deadline(), Some(timing.hang_deadline(sent)));
+    // A unit starts while the stop runs: the kill taken did not cover it.
+    t.ev(Event::UnitStarted {
+        unit: "late.service".into(),
+    });
+    assert_eq!(t.m.hang_deadline(), early);
+    // Stopped: nothing runs, no deadline.
+    t.ev(Event::Job {
+        job: Job::StopActive,
+        ok: true,
+    });
+    assert_eq!(t.m.hang_deadline(), None);
+}
+
 #[test]
 fn stalled_renewals_demote_before_the_lease_can_expire_then_kill() {
     let timing = Timing::new(LEASE);

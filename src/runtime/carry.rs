@@ -52,7 +52,7 @@ impl Runtime {
             Output::Cancel(id, cancels) => self.cancel(id, cancels),
             Output::KeepTerm { group, term } => self.terms.keep(&group, term),
             Output::Job(id, order) => self.start_job(id, order),
-            Output::Kill { id, known } => self.kill(id, known),
+            Output::Kill { id, known, kill } => self.kill(id, known, kill),
             Output::Restart(id, units) => self.restart(id, units),
             Output::StopPassive(id) => {
                 if let Some(d) = self.drivers.get(&id)

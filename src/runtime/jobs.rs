@@ -64,9 +64,13 @@ pub(crate) struct Kills {
     slot: std::sync::Arc<std::sync::Mutex<KillSlot>>,
 }
 
+/// One kill as asked: the closure the agent knew, the walk of the stop that was latest
+/// then, and the kill's number (answered with [`Input::KillSent`]).
+type KillRequest = (Closure, StopWalk, u64);
+
 /// What the running kill task and the loop share.
 #[derive(Debug)]
-struct KillSlot<R = (Closure, StopWalk)> {
+struct KillSlot<R = KillRequest> {
     running: bool,
     /// The next kill to carry out: the closure the agent knew and the walk of the stop
     /// that was latest when it was asked.
@@ -272,14 +276,14 @@ impl Runtime {
     /// fresh walk finds besides, or, once the latest stop's walk is done, what it found. A
     /// kill asked while the group's last one is still in flight runs right after it
     /// ([`Kills`]).
-    pub(super) fn kill(&mut self, id: GroupId, known: Closure) {
+    pub(super) fn kill(&mut self, id: GroupId, known: Closure, kill: u64) {
         let Some(d) = self.drivers.get_mut(&id) else {
             return;
         };
         let slot = d.kills.slot.clone();
         // A poisoned lock is taken as it is: nothing that holds it can panic, and a kill
         // must not be dropped for it.
-        let Some(request) = lock(&slot).ask((known, d.stop_walk.clone())) else {
+        let Some(request) = lock(&slot).ask((known, d.stop_walk.clone(), kill)) else {
             return;
         };
         let (systemd, target) = (self.systemd.urgent(), d.cfg.active_target.clone());
@@ -287,8 +291,9 @@ impl Runtime {
         let task = tokio::spawn(async move {
             let _done = KillDone(slot.clone());
             let mut request = Some(request);
-            while let Some((known, stop_walk)) = request.take() {
-                kill_once(&systemd, &target, id, &inputs, known, stop_walk.get()).await;
+            while let Some((known, stop_walk, kill)) = request.take() {
+                let walked = stop_walk.get();
+                kill_once(&systemd, &target, (id, kill), &inputs, known, walked).await;
                 // Taken under the lock that `kill` asks under: a kill asked from here on
                 // finds the slot free and starts its own task.
                 request = lock(&slot).finished();
@@ -500,11 +505,18 @@ pub(super) async fn bind_closure(
 async fn kill_once(
     systemd: &Systemd,
     target: &str,
-    id: GroupId,
+    (id, kill): (GroupId, u64),
     inputs: &tokio::sync::mpsc::UnboundedSender<Input>,
     known: Closure,
     walked: Option<Closure>,
 ) {
+    // Said as soon as PID 1 took the known part: the core's hang deadline moves later only
+    // then (a promd that hangs before has its units killed by `ExecStopPost=promd fence`).
+    let sent = |delivered: bool| {
+        if delivered {
+            let _ = inputs.send(Input::KillSent(id, kill));
+        }
+    };
     if let Some(found) = walked {
         let mut units = known.with_target(target);
         for unit in found.names() {
@@ -512,16 +524,21 @@ async fn kill_once(
                 units.push(unit);
             }
         }
-        systemd.kill_all(&units).await;
+        sent(systemd.kill_all(&units).await);
         return;
     }
-    let kill = |units: Vec<String>, _first: bool| {
+    let act = |units: Vec<String>, first: bool| {
         let systemd = systemd.clone();
-        async move { systemd.kill_all(&units).await }
+        async move {
+            let delivered = systemd.kill_all(&units).await;
+            if first {
+                sent(delivered);
+            }
+        }
     };
     // A failed walk was logged; the known part is killed regardless.
     let now = (std::future::ready(()), None);
-    let _ = known_then_fresh(systemd, &known, target, (id, inputs), now, kill).await;
+    let _ = known_then_fresh(systemd, &known, target, (id, inputs), now, act).await;
 }
 
 #[cfg(test)]
@@ -554,13 +571,13 @@ mod tests {
         let slot = std::sync::Arc::new(std::sync::Mutex::new(KillSlot::default()));
         assert!(
             super::lock(&slot)
-                .ask((super::Closure::default(), super::StopWalk::default()))
+                .ask((super::Closure::default(), super::StopWalk::default(), 1))
                 .is_some()
         );
         drop(super::KillDone(slot.clone()));
         assert!(
             super::lock(&slot)
-                .ask((super::Closure::default(), super::StopWalk::default()))
+                .ask((super::Closure::default(), super::StopWalk::default(), 1))
                 .is_some()
         );
     }

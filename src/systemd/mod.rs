@@ -822,7 +822,7 @@ impl Systemd {
         }
         // The check and the kill go out together: a kill changes no unit's state, and the
         // hand-over waits for one round trip to systemd instead of two.
-        let (after, ()) = tokio::join!(self.states(units), self.kill_all(units));
+        let (after, _) = tokio::join!(self.states(units), self.kill_all(units));
         match after {
             Ok(after) => {
                 for unit in units {
@@ -851,16 +851,20 @@ impl Systemd {
 
     /// SIGKILL every process of every unit, all at once; errors are logged. Units that have
     /// no processes of their own (targets, timers, paths) and address units are skipped
-    /// ([`killable`]).
-    pub async fn kill_all(&self, units: &[String]) {
+    /// ([`killable`]). Returns whether PID 1 took every kill (a unit not loaded, or without
+    /// processes, has nothing to take): false if a call failed (timed out, the bus gone).
+    pub async fn kill_all(&self, units: &[String]) -> bool {
         let units: Vec<String> = units.iter().filter(|u| killable(u)).cloned().collect();
         let units = &units[..];
         let kills = join_all(units.iter().map(|u| self.kill(u))).await;
+        let mut delivered = true;
         for (unit, result) in units.iter().zip(kills) {
             if let Err(e) = result {
                 tracing::error!("killing {unit}: {e}");
+                delivered = false;
             }
         }
+        delivered
     }
 
     /// Bind the active target and each unit of its closure to promd with a runtime drop-in

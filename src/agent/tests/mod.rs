@@ -156,6 +156,33 @@ impl H {
         self.input(Input::Tick)
     }
 
+    /// PID 1 takes the kills in `out`, as the runtime says ([`Input::KillSent`]); returns
+    /// what that brought.
+    fn kills_sent(&mut self, out: &[Output]) -> Vec<Output> {
+        let sent: Vec<(GroupId, u64)> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Kill { id, kill, .. } => Some((*id, *kill)),
+                _ => None,
+            })
+            .collect();
+        sent.into_iter()
+            .flat_map(|(id, kill)| self.input(Input::KillSent(id, kill)))
+            .collect()
+    }
+
+    /// The number of the kill in `out` of group `id`.
+    fn kill_number(out: &[Output], id: u64) -> Option<u64> {
+        out.iter().find_map(|o| match o {
+            Output::Kill {
+                id: GroupId(g),
+                kill,
+                ..
+            } if *g == id => Some(*kill),
+            _ => None,
+        })
+    }
+
     fn renew(&mut self, id: u64) -> Vec<Output> {
         let sent_at = self.origin + self.now.0;
         self.store(id, StoreEvent::Renewed { sent_at })
@@ -518,7 +545,7 @@ fn while_units_may_run_the_horizon_is_their_hang_deadline() {
             .with_watchdog(WATCHDOG)
             .with_fence_load(Duration::MAX)
     );
-    // Until the fence asks for its kill, earlier than the lease alone asks by the kill's
+    // Until PID 1 took the fence's kill, earlier than the lease alone asks by the kill's
     // window (100 ms here): the watchdog's own kill goes through PID 1 too.
     assert_eq!(
         h.agent.watchdog_horizon(),
@@ -529,7 +556,8 @@ fn while_units_may_run_the_horizon_is_their_hang_deadline() {
         timing.hang_deadline_before_kill(s) + timing.kill_window(),
         timing.hang_deadline(s)
     );
-    // A promd slow but not hung has KILL_ROOM after its kill deadline to ask for the kill.
+    // A promd slow but not hung has KILL_ROOM after its kill deadline for PID 1 to take the
+    // kill.
     assert_eq!(
         timing.hang_deadline_before_kill(s),
         timing.kill_at(s) + crate::core::KILL_ROOM
@@ -554,18 +582,59 @@ fn while_units_may_run_the_horizon_is_their_hang_deadline() {
         + crate::core::AFTER_WATCHDOG
         + timing.kill_window();
     assert!(dead < s + Duration::from_secs(2));
-    // The kill is asked: PID 1 carries it out whatever promd does, and the horizon moves to
-    // the lease's own hang deadline, for promd to see it done.
+    // The kill is asked, but its calls may still wait in promd (behind the urgent gate, or
+    // a kill in flight): a hang now leaves the kill to `ExecStopPost=promd fence`, which
+    // needs the fence load's time, so the horizon stays.
     h.now = timing.kill_at(s);
     let out = h.input(Input::Tick);
-    assert!(
-        out.iter().any(|o| matches!(o, Output::Kill { .. })),
-        "{out:#?}"
+    let kill = H::kill_number(&out, 0).expect("the kill is asked");
+    assert_eq!(
+        h.agent.watchdog_horizon(),
+        timing.hang_deadline_before_kill(s)
     );
+    // PID 1 took the calls: it carries the kill out whatever promd does, and the horizon
+    // moves to the lease's own hang deadline, for promd to see it done.
+    h.input(Input::KillSent(GroupId(0), kill));
     assert_eq!(h.agent.watchdog_horizon(), timing.hang_deadline(s));
     // The stop is done: the units are down, only the loop's liveness bounds it again.
     h.job(0, Job::StopActive, true);
     assert_eq!(h.agent.watchdog_horizon(), h.now + LOOP_STALL_LIMIT);
+}
+
+#[test]
+fn only_the_answer_to_the_latest_kill_moves_the_horizon() {
+    let mut h = H::new(&[WEB]);
+    h.input(Input::Start);
+    h.active(0, 5);
+    h.renew(0);
+    let s = h.now;
+    let timing = h.agent.groups[&GroupId(0)].machine.timing();
+    h.now = timing.fence_at(s) + Duration::from_millis(50);
+    h.input(Input::Tick);
+    h.now = timing.kill_at(s);
+    let out = h.input(Input::Tick);
+    let first = H::kill_number(&out, 0).expect("the kill is asked");
+    // A unit of the role starts while the stop runs (a timer, a dependency): the kill asked
+    // before it did not cover it, and it is killed at once, the kill deadline being past.
+    let started = crate::watch::WatchEvent::Started {
+        unit: "late.service".into(),
+    };
+    let out = h.input(Input::Watch(GroupId(0), started));
+    assert_eq!(H::kill_number(&out, 0), Some(first + 1), "{out:#?}");
+    // The first kill's answer comes in late: it says nothing of the newcomer.
+    h.input(Input::KillSent(GroupId(0), first));
+    assert_eq!(
+        h.agent.watchdog_horizon(),
+        timing.hang_deadline_before_kill(s)
+    );
+    h.input(Input::KillSent(GroupId(0), first + 1));
+    assert_eq!(h.agent.watchdog_horizon(), timing.hang_deadline(s));
+    // A kill again (the stop still runs a rekill interval later) keeps it: the units the
+    // answered kill hit are dying whatever promd does.
+    h.now = h.now + timing.rekill_interval();
+    let out = h.input(Input::Tick);
+    assert_eq!(H::kill_number(&out, 0), Some(first + 2), "{out:#?}");
+    assert_eq!(h.agent.watchdog_horizon(), timing.hang_deadline(s));
 }
 
 #[test]

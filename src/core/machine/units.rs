@@ -18,6 +18,12 @@ pub(super) enum Units {
         /// When the current stop last killed them (see `fence::kill_due`); `None` before the
         /// first kill of this stop attempt, or since a unit started after it.
         killed_at: Option<Mono>,
+        /// PID 1 acknowledged the `KillUnit` calls of a kill since `killed_at` last became
+        /// `Some` ([`Event::KillSent`](super::Event::KillSent)): from then on PID 1 carries
+        /// the kill out whatever promd does. Until then a hung promd leaves the kill to
+        /// `ExecStopPost=promd fence`, and the hang deadline stays the earlier one
+        /// (`GroupMachine::hang_deadline`).
+        kill_sent: bool,
         /// Failed stops in a row, for the retry backoff (`Timing::stop_retry_backoff`).
         stop_failures: u32,
     },
@@ -27,6 +33,7 @@ impl Units {
     /// At birth: whatever a previous incarnation left may still run.
     pub(super) const BIRTH: Units = Units::MayRun {
         killed_at: None,
+        kill_sent: false,
         stop_failures: 0,
     };
 }
@@ -45,12 +52,46 @@ impl GroupMachine {
         }
     }
 
-    /// Record a kill (`Some`), or that the kill deadline applies afresh (`None`). Only
-    /// meaningful while the units may run (a stop or a kill of units known down is moot).
+    /// Record a kill (`Some`), or that the kill deadline applies afresh (`None`: no kill
+    /// of the units as they are now was sent either). Only meaningful while the units may
+    /// run (a stop or a kill of units known down is moot). A kill again (`Some` over `Some`)
+    /// keeps `kill_sent`: the units the first one hit are dying whatever promd does.
     pub(super) fn set_killed_at(&mut self, at: Option<Mono>) {
-        if let Units::MayRun { killed_at, .. } = &mut self.units {
+        if let Units::MayRun {
+            killed_at,
+            kill_sent,
+            ..
+        } = &mut self.units
+        {
             *killed_at = at;
+            if at.is_none() {
+                *kill_sent = false;
+            }
         }
+    }
+
+    /// PID 1 acknowledged the kill asked last ([`Event::KillSent`](super::Event::KillSent)).
+    /// Moot unless a kill of the units as they are now was asked.
+    pub(super) fn set_kill_sent(&mut self) {
+        if let Units::MayRun {
+            killed_at: Some(_),
+            kill_sent,
+            ..
+        } = &mut self.units
+        {
+            *kill_sent = true;
+        }
+    }
+
+    /// Whether PID 1 acknowledged a kill of the units as they are now.
+    pub(super) fn kill_sent(&self) -> bool {
+        matches!(
+            self.units,
+            Units::MayRun {
+                kill_sent: true,
+                ..
+            }
+        )
     }
 
     /// Something (a start, or a unit started behind our back) may run the units now.
@@ -67,6 +108,7 @@ impl GroupMachine {
             Units::MayRun {
                 killed_at,
                 stop_failures,
+                ..
             } => {
                 *stop_failures = stop_failures.saturating_add(1);
                 *killed_at = Some(now);

@@ -298,6 +298,12 @@ pub struct Node {
     /// A kill PID 1 is carrying out ([`Config::pid1_load`]): the units die then. It outlives
     /// the promd that asked for it.
     pub kill_lands: Option<Mono>,
+    /// A kill (`Action::KillActive`) whose `KillUnit` calls have not reached PID 1 yet (they
+    /// wait behind the urgent gate, or a kill in flight): [`Step::SendKill`](step::Step::SendKill)
+    /// gives it to PID 1 ([`Node::ask_kill`]) and tells the machine `Event::KillSent`. A promd
+    /// that hangs or dies first never sends it. One at most: the runtime runs the latest kill
+    /// asked.
+    pub kill_unsent: bool,
 }
 
 /// The whole world: the state the model checker explores.
@@ -426,6 +432,7 @@ impl Node {
             // assumes so too. None are, here, which the model is free to assume.
             units_up: false,
             kill_lands: None,
+            kill_unsent: false,
         }
     }
 

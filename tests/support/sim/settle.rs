@@ -20,7 +20,10 @@ impl World {
         all.retain(|s| allowed(s));
         let rank = |s: &Step| -> Option<u8> {
             Some(match s {
-                Step::Expire(_) | Step::WatchdogKill(_) | Step::KillLands(_) => 0,
+                Step::Expire(_)
+                | Step::WatchdogKill(_)
+                | Step::KillLands(_)
+                | Step::SendKill(_) => 0,
                 Step::Tick(_) => 1,
                 Step::Deliver(_) | Step::Answer(_) => 2,
                 Step::UnitEvent(_) => 3,
