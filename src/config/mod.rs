@@ -20,6 +20,7 @@ mod store_tests;
 #[cfg(test)]
 mod tests;
 
+use crate::core::Timing;
 pub use address::{Address, AddressError};
 pub use fixed::{Fixed, RESTART_HINT, restart_needed};
 pub use http::HttpConfig;
@@ -33,6 +34,7 @@ pub use secure::{
 };
 use validate::Checker;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -209,8 +211,8 @@ impl GroupConfig {
     /// keeps `GROUP`, whose keys stay where they are: docs/slots.md), starts the instance `k`
     /// of a template `active-target` (a plain target is every slot's), runs no health check
     /// of its own beyond slot 0 (the host's check, told to every slot), and has
-    /// [`GroupConfig::slot`] set. Every slot keeps the `passive-target` in its configuration; the agent, not the
-    /// slot's machine, starts it (docs/slots.md, "Units").
+    /// [`GroupConfig::slot`] set. Every slot keeps the `passive-target` in its configuration;
+    /// the agent, not the slot's machine, starts it (docs/slots.md, "Units").
     pub fn slots(&self) -> Vec<GroupConfig> {
         // `standbys` alone makes a family of one slot: the host's passive target is then the
         // family's to start or not (docs/slots.md, "Units").
@@ -379,43 +381,112 @@ fn notes_at(config: &Config, now: i64, unseen: &[(&str, &str)]) -> Vec<String> {
     out
 }
 
-/// A note per lease too short for even one unit with processes to be stopped and killed
-/// within the fence's deadlines ([`Timing::holds_fence_load`] at the smallest load,
-/// [`crate::core::FENCE_LOAD_STEP`]): at 1 s the fence kills 50 ms after it asks the units to
-/// stop, and the kill leaves PID 1 no time before the hang deadline. Such a lease suits a
-/// role without processes, or one whose units die at once; the running promd warns again
-/// with the load its groups' units make (`src/agent/fence_load.rs`). The units still die
-/// before the lease can end (through the watchdog and `promd fence`), so this is a note,
-/// not an error.
+/// Notes on leases too short for what the file asks of the fence
+/// ([`Timing::holds_fence_load`]):
+/// [`one_unit_notes`] and [`group_count_notes`]. The units still die before the lease can
+/// end (through the watchdog and `promd fence`), so these are notes, not errors; the running
+/// promd warns again with the load its groups' units make (`src/agent/fence_load.rs`).
 fn short_lease_notes(config: &Config) -> Vec<String> {
-    use crate::core::{FENCE_LOAD_STEP, Timing};
-    use std::collections::BTreeMap;
+    let mut notes = one_unit_notes(config);
+    notes.extend(group_count_notes(config));
+    notes
+}
+
+/// The groups of `config` whose lease does not hold the fence load `load`, by lease.
+fn leases_short_of(config: &Config, load: Duration) -> BTreeMap<Duration, Vec<&str>> {
     let mut short: BTreeMap<Duration, Vec<&str>> = BTreeMap::new();
     for g in &config.groups {
-        let t = Timing::new(g.lease).with_fence_load(FENCE_LOAD_STEP);
-        if !t.holds_fence_load() {
+        if !Timing::new(g.lease)
+            .with_fence_load(load)
+            .holds_fence_load()
+        {
             short.entry(g.lease).or_default().push(&g.name);
         }
     }
-    let fmt = |d: Duration| humantime::format_duration(d).to_string();
     short
+}
+
+/// `group web`, `groups web, db`, or past five names `groups a, b, c, d, e and 495 more`: a
+/// note about 500 groups stays one readable line.
+fn group_names(groups: &[&str]) -> String {
+    const SHOWN: usize = 5;
+    match groups {
+        [one] => format!("group {one}"),
+        _ if groups.len() <= SHOWN => format!("groups {}", groups.join(", ")),
+        _ => format!(
+            "groups {} and {} more",
+            groups[..SHOWN].join(", "),
+            groups.len() - SHOWN
+        ),
+    }
+}
+
+fn fmt_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// A note per lease too short for even one unit with processes to be stopped and killed
+/// within the fence's deadlines (at the smallest load, [`crate::core::FENCE_LOAD_STEP`]): at
+/// 1 s the fence kills 50 ms after it asks the units to stop, and the kill leaves PID 1 no
+/// time before the hang deadline. Such a lease suits a role without processes, or one whose
+/// units die at once.
+fn one_unit_notes(config: &Config) -> Vec<String> {
+    use crate::core::FENCE_LOAD_STEP;
+    leases_short_of(config, FENCE_LOAD_STEP)
         .into_iter()
         .map(|(lease, groups)| {
             let t = Timing::new(lease);
             format!(
-                "lease {} (group{} {}) holds no unit with processes: the fence kills {} after \
+                "lease {} ({}) holds no unit with processes: the fence kills {} after \
                  it asks the units to stop and leaves PID 1 {} after the kill, so if a unit \
                  of such a role must be killed, promd is restarted by its watchdog (the unit \
                  still dies before the lease ends); use it for roles whose units stop at \
                  once, or make lease at least {} (docs/safety.md, \"What is assumed about the \
                  host\")",
-                fmt(lease),
-                if groups.len() == 1 { "" } else { "s" },
-                groups.join(", "),
-                fmt(t.margin().saturating_sub(t.kill_margin())),
-                fmt(t.kill_window()),
+                fmt_duration(lease),
+                group_names(&groups),
+                fmt_duration(t.margin().saturating_sub(t.kill_margin())),
+                fmt_duration(t.kill_window()),
                 Timing::lease_for_fence_load_in_steps(FENCE_LOAD_STEP, FENCE_LOAD_STEP)
-                    .map_or("an hour".into(), fmt),
+                    .map_or("an hour".into(), fmt_duration),
+            )
+        })
+        .collect()
+}
+
+/// A note per lease too short for the number of groups (each slot counted) the file runs on
+/// this host, were none of their roles to run a process: PID 1 stops every group's target
+/// at a cut, and promd confirms every stop before the hang deadline
+/// ([`crate::core::STOP_COST_PER_GROUP`] each past [`crate::core::GROUPS_FREE`]; 1,000 empty
+/// groups at 4 s had promd restarted by its watchdog at every cut of the bench). Leases
+/// already noted by [`one_unit_notes`] for a load this small are not named again.
+fn group_count_notes(config: &Config) -> Vec<String> {
+    use crate::core::FENCE_LOAD_STEP;
+    let groups: usize = config.groups.iter().map(|g| g.slots().len()).sum();
+    let load = Timing::fence_load_for(groups, 0, 0);
+    if load.is_zero() {
+        return Vec::new();
+    }
+    let noted = leases_short_of(config, FENCE_LOAD_STEP);
+    leases_short_of(config, load)
+        .into_iter()
+        .filter(|(lease, _)| load > FENCE_LOAD_STEP || !noted.contains_key(lease))
+        .map(|(lease, names)| {
+            format!(
+                "lease {} ({}) is too short for the {groups} groups of this file on one host: \
+                 even without a unit with processes, PID 1 stops every group's target at a \
+                 cut and promd confirms each stop before the hang deadline ({} in all, {} a \
+                 group past the first {}), so promd would be restarted by its watchdog first \
+                 (the units still die before the lease ends); make lease at least {}, or run \
+                 fewer groups here (docs/safety.md, \"What is assumed about the host\")",
+                fmt_duration(lease),
+                group_names(&names),
+                fmt_duration(load),
+                fmt_duration(crate::core::STOP_COST_PER_GROUP),
+                crate::core::GROUPS_FREE.as_millis()
+                    / crate::core::STOP_COST_PER_GROUP.as_millis().max(1),
+                Timing::lease_for_fence_load_in_steps(load, FENCE_LOAD_STEP)
+                    .map_or("an hour".into(), fmt_duration),
             )
         })
         .collect()

@@ -1334,6 +1334,79 @@ fn a_lease_too_short_for_any_unit_is_noted_with_the_lease_that_holds_one() {
     }
 }
 
+/// `n` groups `g0` … at `lease`, each `actives` slots.
+fn many_groups(n: usize, lease: &str, actives: u32) -> String {
+    (0..n)
+        .map(|i| {
+            let target = if actives > 1 { "@" } else { "" };
+            let slots = if actives > 1 {
+                format!("actives = {actives}\npassive-target = \"g{i}-passive.target\"\n")
+            } else {
+                String::new()
+            };
+            format!(
+                "[[group]]\nname = \"g{i}\"\nactive-target = \"g{i}-active{target}.target\"\n\
+                 lease = \"{lease}\"\n{slots}"
+            )
+        })
+        .collect()
+}
+
+/// A host of many groups fences them all at a cut: PID 1 stops every target and promd
+/// confirms each stop, 2 ms a group past the first 50, even with no process to stop.
+/// `check-config` says so for a lease too short for the count (1,000 groups at 4 s had promd
+/// restarted by its watchdog at every cut of the bench), names the lease that holds it, and
+/// keeps the line readable however many groups there are.
+#[test]
+fn a_lease_too_short_for_the_number_of_groups_is_noted_with_the_lease_that_holds_them() {
+    let config = check(&many_groups(1000, "4s", 1)).unwrap();
+    let notes = short_lease_notes(&config);
+    assert_eq!(notes.len(), 1, "{notes:#?}");
+    let note = &notes[0];
+    assert!(
+        note.starts_with(
+            "lease 4s (groups g0, g1, g2, g3, g4 and 995 more) is too short for the 1000 \
+             groups of this file on one host"
+        ),
+        "{note}"
+    );
+    assert!(
+        note.contains("(1s 900ms in all, 2ms a group past the first 50)"),
+        "{note}"
+    );
+    let named = note
+        .split("make lease at least ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .expect("names a lease");
+    // The lease named holds them: no note at it; one step less gets the note again.
+    let at = |lease: &str| short_lease_notes(&check(&many_groups(1000, lease, 1)).unwrap());
+    assert_eq!(at(named), Vec::<String>::new(), "{named}");
+    let less =
+        humantime::parse_duration(&named.replace(' ', "")).unwrap() - Duration::from_millis(100);
+    let less = format!("{}ms", less.as_millis());
+    assert_eq!(at(&less).len(), 1, "{less}");
+    // 50 groups cost nothing beyond the lease's own deadlines.
+    assert_eq!(
+        short_lease_notes(&check(&many_groups(50, "2s", 1)).unwrap()),
+        Vec::<String>::new()
+    );
+    // Slots count as groups: 300 groups of 2 slots are 600.
+    let notes = short_lease_notes(&check(&many_groups(300, "2s", 2)).unwrap());
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("the 600 groups of this file")),
+        "{notes:#?}"
+    );
+    // A lease short of one unit, over 500 groups: one line, five names.
+    let notes = short_lease_notes(&check(&many_groups(500, "1s", 1)).unwrap());
+    assert!(
+        notes[0].starts_with("lease 1s (groups g0, g1, g2, g3, g4 and 495 more) holds no unit"),
+        "{notes:#?}"
+    );
+}
+
 #[test]
 fn a_template_active_target_needs_slots_and_each_slot_starts_its_instance() {
     let template = "[[group]]\nname = \"web\"\nactive-target = \"web-active@.target\"\n";
