@@ -4,8 +4,10 @@
 //!
 //! The service is a template, `sched@.service`, pulled in by `sched-active@.target`: slot k
 //! runs `sched@k.service`, which records its run spans (per slot, on the clock the hosts
-//! share) and the `PROMD_SLOT`/`PROMD_TERM` it was started with, and drains for a second when
-//! stopped. The checks: no two hosts' spans of one slot overlap, a slot's term only grows, a
+//! share) and the `PROMD_SLOT`/`PROMD_TERM` it was started with. It forks two children, and
+//! all three ignore SIGTERM: a stop drains for a second (`ExecStop=`), then waits out
+//! `TimeoutStopSec=2s` until systemd's SIGKILL, so a cut host's slot is ended by the fence's
+//! own kill, not by the stop. The checks: no two hosts' spans of one slot overlap, a slot's term only grows, a
 //! slot emptied by kill -9, SIGSTOP or a cut is filled within lease + 1 s, Promote and Demote
 //! move one slot, and a reload grows the group to three slots and back.
 
@@ -60,10 +62,10 @@ fn sched_units(spec: &mut HostSpec) {
          [Service]\nType=exec\nEnvironmentFile=-/run/promd/sched.env\n\
          ExecStartPre=/bin/sh -c 'echo \"start $$(date +%%s%%N) $${PROMD_TERM:-}\" >> /spans/slot-%i.log; \
          echo \"slot=$${PROMD_SLOT:-none} term=$${PROMD_TERM:-none}\" > /run/sched-%i.seen'\n\
-         ExecStart=/usr/bin/sleep infinity\n\
+         ExecStart=/bin/sh -c 'trap \"\" TERM; sleep infinity & sleep infinity & wait'\n\
          ExecStop=/bin/sleep 1\n\
          ExecStopPost=/bin/sh -c 'echo \"stop $$(date +%%s%%N)\" >> /spans/slot-%i.log'\n\
-         TimeoutStopSec=10s\n",
+         TimeoutStopSec=2s\n",
     );
 }
 
@@ -284,6 +286,27 @@ fn two_slots_on_five_hosts_refill_move_and_grow_without_overlap() {
     assert!(
         status.contains(&format!("slots: 0 n{} (term", holders[0] + 1)),
         "{status}"
+    );
+    // One line per slot, slot 1 right after its group, each naming its own leader.
+    let brief = s.c.hosts[0].run_ok(&["promctl", "status", "--brief"]);
+    eprintln!("{brief}");
+    let rows: Vec<Vec<&str>> = brief
+        .lines()
+        .skip(2)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let leaders: Vec<(&str, &str)> = rows.iter().map(|r| (r[0], r[2])).collect();
+    let expected: Vec<(&str, String)> = vec![
+        ("sched", format!("n{}", holders[0] + 1)),
+        ("sched@1", format!("n{}", holders[1] + 1)),
+    ];
+    assert_eq!(
+        leaders,
+        expected
+            .iter()
+            .map(|(g, n)| (*g, n.as_str()))
+            .collect::<Vec<_>>(),
+        "{brief}"
     );
 
     // kill -9 promd on slot 0's holder: the slot is refilled by a host without one; the

@@ -61,6 +61,14 @@ pub(super) enum Command {
             long_help = JSON_LONG
         )]
         json: bool,
+        #[arg(
+            long,
+            short = 'b',
+            conflicts_with = "json",
+            help = "One line per group: its role here, leader, term, maintenance, eligibility",
+            long_help = BRIEF_LONG
+        )]
+        brief: bool,
     },
     #[command(
         about = "Make this host the active one in GROUP (a switchover)",
@@ -288,7 +296,14 @@ failures in its restart window, and whether it could become active now; '*' mark
 host. An ineligible member's reason follows ('no: the health check fails'), on a line of
 its own when it does not fit in 80 columns; a reason the role already says (a 'down'
 member, an active one that is not passive) is left out. The first line names this host,
-promd's version, and whether the store is connected.";
+promd's version, and whether the store is connected. A group's slots (GROUP@1, GROUP@2,
+...) follow their group.";
+
+const BRIEF_LONG: &str = "\
+One line per group instead of the table: the group, this host's role in it, the leader,
+the term, maintenance mode, and whether this host could become active now (or why not),
+for a host that runs hundreds of groups. A group's slots (GROUP@1, GROUP@2, ...) follow
+their group.";
 
 const JSON_LONG: &str = r#"Print one JSON document instead of the table:
 
@@ -482,6 +497,7 @@ mod tests {
         let status = |group: Option<&str>, json| Command::Status {
             group: group.map(String::from),
             json,
+            brief: false,
         };
         assert_eq!(run("status"), status(None, false));
         assert_eq!(run("status web"), status(Some("web"), false));
@@ -490,6 +506,13 @@ mod tests {
         assert_eq!(run("status web --json"), status(Some("web"), true));
         // `--` lets a group name start with a dash.
         assert_eq!(run("status -- -odd"), status(Some("-odd"), false));
+        let brief = |group: Option<&str>| Command::Status {
+            group: group.map(String::from),
+            json: false,
+            brief: true,
+        };
+        assert_eq!(run("status --brief"), brief(None));
+        assert_eq!(run("status -b web"), brief(Some("web")));
     }
 
     #[test]
@@ -508,9 +531,14 @@ mod tests {
             run("status -- --json"),
             Command::Status {
                 group: Some("--json".into()),
-                json: false
+                json: false,
+                brief: false,
             }
         );
+        // The brief form and JSON are two answers to one question: one at a time.
+        let (kind, text) = usage_err("status --brief --json");
+        assert_eq!(kind, ErrorKind::ArgumentConflict);
+        assert!(text.contains("--json"), "{text}");
     }
 
     #[test]

@@ -134,7 +134,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match command {
-            Command::Status { group, json } => status(group.as_deref(), json).await,
+            Command::Status { group, json, brief } => status(group.as_deref(), json, brief).await,
             Command::Promote { group } => request(Action::Promote, &group).await,
             Command::Demote { group } => request(Action::Demote, &group).await,
             Command::Maintenance { group, on } => request(Action::Maintenance(on), &group).await,

@@ -73,9 +73,9 @@ pub(super) fn yes_no(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
 
-/// The human-readable status: one header line per group, then its members aligned.
-pub(super) fn render_table(report: &StatusReport) -> String {
-    let mut out = format!(
+/// The first line of the table and of the brief form: this host, promd's version, the store.
+fn header(report: &StatusReport) -> String {
+    format!(
         "node {}, promd {}, store {}\n",
         report.node,
         report.version,
@@ -84,12 +84,93 @@ pub(super) fn render_table(report: &StatusReport) -> String {
         } else {
             "NOT connected"
         }
-    );
+    )
+}
+
+/// The groups in the order a reader looks for them: as promd lists them (the
+/// configuration's order), each group followed by its slots `GROUP@1`, `GROUP@2`, … by
+/// number (promd lists a slot where it was added, and by name `sched@10` sorts before
+/// `sched@2`). A slot shown without its group (`promctl status sched@1`) stays in place.
+fn in_reading_order(groups: &[GroupStatus]) -> Vec<&GroupStatus> {
+    use std::collections::BTreeMap;
+    fn slot_of(name: &str) -> Option<(&str, u32)> {
+        let (family, k) = name.rsplit_once('@')?;
+        Some((family, k.parse().ok()?))
+    }
+    let listed: std::collections::BTreeSet<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+    let mut slots: BTreeMap<&str, Vec<(u32, &GroupStatus)>> = BTreeMap::new();
+    for g in groups {
+        if let Some((family, k)) = slot_of(&g.name)
+            && listed.contains(family)
+        {
+            slots.entry(family).or_default().push((k, g));
+        }
+    }
+    let placed: std::collections::BTreeSet<&str> = slots.keys().copied().collect();
+    let mut out = Vec::with_capacity(groups.len());
+    for g in groups {
+        if slot_of(&g.name).is_some_and(|(family, _)| placed.contains(family)) {
+            continue; // placed after its group
+        }
+        out.push(g);
+        if let Some(mut own) = slots.remove(g.name.as_str()) {
+            own.sort_by_key(|(k, _)| *k);
+            out.extend(own.into_iter().map(|(_, s)| s));
+        }
+    }
+    out
+}
+
+/// `promctl status --brief`: the header, then one aligned line per group (`GROUP`, `ROLE`
+/// here, `LEADER`, `TERM`, `MAINT`, `ELIGIBLE`: `yes`, or `no (` the reason's word `)`).
+pub(super) fn render_brief(report: &StatusReport) -> String {
+    let mut out = header(report);
     if report.groups.is_empty() {
         out.push_str("\nno groups are configured on this host\n");
         return out;
     }
-    for g in &report.groups {
+    let groups = in_reading_order(&report.groups);
+    let leader = |g: &GroupStatus| {
+        if g.leader.is_empty() {
+            "none".to_string()
+        } else {
+            g.leader.clone()
+        }
+    };
+    let name_w = column_width("GROUP", groups.iter().map(|g| g.name.len()));
+    let role_w = column_width("ROLE", groups.iter().map(|g| g.role.len()));
+    let leader_w = column_width("LEADER", groups.iter().map(|g| leader(g).len()));
+    let term_w = column_width("TERM", groups.iter().map(|g| g.term.to_string().len()));
+    out.push_str(&format!(
+        "{:<name_w$}  {:<role_w$}  {:<leader_w$}  {:>term_w$}  MAINT  ELIGIBLE\n",
+        "GROUP", "ROLE", "LEADER", "TERM"
+    ));
+    for g in groups {
+        let eligible = if g.eligible {
+            "yes".to_string()
+        } else {
+            format!("no ({})", g.why)
+        };
+        out.push_str(&format!(
+            "{:<name_w$}  {:<role_w$}  {:<leader_w$}  {:>term_w$}  {:<5}  {eligible}\n",
+            g.name,
+            g.role,
+            leader(g),
+            g.term,
+            on_off(g.maintenance),
+        ));
+    }
+    out
+}
+
+/// The human-readable status: one header line per group, then its members aligned.
+pub(super) fn render_table(report: &StatusReport) -> String {
+    let mut out = header(report);
+    if report.groups.is_empty() {
+        out.push_str("\nno groups are configured on this host\n");
+        return out;
+    }
+    for g in in_reading_order(&report.groups) {
         let leader = if g.leader.is_empty() {
             "none"
         } else {
@@ -238,11 +319,13 @@ pub(super) async fn fetch_status(
     })
 }
 
-pub(super) async fn status(group: Option<&str>, json: bool) -> Result<(), Failure> {
+pub(super) async fn status(group: Option<&str>, json: bool, brief: bool) -> Result<(), Failure> {
     let conn = connect(READ_TIMEOUT).await?;
     let report = fetch_status(&conn, group).await?;
     let text = if json {
         render_json(&report)?
+    } else if brief {
+        render_brief(&report)
     } else {
         render_table(&report)
     };
@@ -404,6 +487,62 @@ queue: this host maintenance, leader none, term 7, maintenance on
             assert!(table.contains(&format!("ineligible: {first}")), "{table}");
         }
         assert!(table.contains("ineligible: not passive yet"));
+    }
+
+    /// `promctl status --brief`: one line per group, aligned, with the reason of an
+    /// ineligible host in its word.
+    #[test]
+    fn status_brief() {
+        let expected = "\
+node db-a, promd 0.1.0, store connected
+GROUP  ROLE         LEADER  TERM  MAINT  ELIGIBLE
+web    active       db-a      42  off    no (not-passive)
+queue  maintenance  none       7  on     no (stopping)
+";
+        assert_eq!(render_brief(&sample()), expected);
+    }
+
+    /// A group's slots follow it, by number, wherever promd lists them; a slot without its
+    /// group stays where it is.
+    #[test]
+    fn slots_follow_their_group_by_number() {
+        let mut report = sample();
+        let group = |name: &str| GroupStatus {
+            name: name.into(),
+            ..report.groups[1].clone()
+        };
+        report.groups = vec![
+            group("sched@10"),
+            group("sched"),
+            group("sched-b"),
+            group("sched@2"),
+            group("other@1"),
+            group("sched@1"),
+        ];
+        let names = |text: String| -> Vec<String> {
+            text.lines()
+                .skip(2)
+                .map(|l| l.split(' ').next().unwrap_or("").to_string())
+                .collect()
+        };
+        assert_eq!(
+            names(render_brief(&report)),
+            [
+                "sched", "sched@1", "sched@2", "sched@10", "sched-b", "other@1"
+            ]
+        );
+        let table = render_table(&report);
+        let order: Vec<usize> = [
+            "\nsched:",
+            "\nsched@1:",
+            "\nsched@2:",
+            "\nsched@10:",
+            "\nsched-b:",
+        ]
+        .iter()
+        .map(|h| table.find(h).unwrap_or(usize::MAX))
+        .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{table}");
     }
 
     #[test]
