@@ -72,7 +72,9 @@ mod zoo;
 pub use config::Config;
 use engine::*;
 pub use report::{Outcome, Report};
-pub use schedule::{Kind, Plan, Schedule};
+// `Rng` is for the tests that draw a schedule of their own (system_slots).
+#[allow(unused_imports)]
+pub use schedule::{Kind, Plan, Rng, Schedule};
 use zoo::*;
 pub use zoo::{
     DRAIN, HEALTH_EXTRA, Outlived, ZOO_SERVICES, ZOO_UP, check_zoo, zoo_timeline, zoo_units,
