@@ -387,8 +387,15 @@ fn notes_at(config: &Config, now: i64, unseen: &[(&str, &str)]) -> Vec<String> {
 /// end (through the watchdog and `promd fence`), so these are notes, not errors; the running
 /// promd warns again with the load its groups' units make (`src/agent/fence_load.rs`).
 fn short_lease_notes(config: &Config) -> Vec<String> {
-    let mut notes = one_unit_notes(config);
-    notes.extend(group_count_notes(config));
+    let by_count = group_count_notes(config);
+    // A lease short of the groups' load is short of one unit's too, and the lease the count
+    // asks for holds one unit: one note per lease, naming the figure that is enough.
+    let mut notes: Vec<String> = one_unit_notes(config)
+        .into_iter()
+        .filter(|(lease, _)| !by_count.iter().any(|(l, _)| l == lease))
+        .map(|(_, note)| note)
+        .collect();
+    notes.extend(by_count.into_iter().map(|(_, note)| note));
     notes
 }
 
@@ -430,13 +437,13 @@ fn fmt_duration(d: Duration) -> String {
 /// 1 s the fence kills 50 ms after it asks the units to stop, and the kill leaves PID 1 no
 /// time before the hang deadline. Such a lease suits a role without processes, or one whose
 /// units die at once.
-fn one_unit_notes(config: &Config) -> Vec<String> {
+fn one_unit_notes(config: &Config) -> Vec<(Duration, String)> {
     use crate::core::FENCE_LOAD_STEP;
     leases_short_of(config, FENCE_LOAD_STEP)
         .into_iter()
         .map(|(lease, groups)| {
             let t = Timing::new(lease);
-            format!(
+            let note = format!(
                 "lease {} ({}) holds no unit with processes: the fence kills {} after \
                  it asks the units to stop and leaves PID 1 {} after the kill, so if a unit \
                  of such a role must be killed, promd is restarted by its watchdog (the unit \
@@ -449,7 +456,8 @@ fn one_unit_notes(config: &Config) -> Vec<String> {
                 fmt_duration(t.kill_window()),
                 Timing::lease_for_fence_load_in_steps(FENCE_LOAD_STEP, FENCE_LOAD_STEP)
                     .map_or("an hour".into(), fmt_duration),
-            )
+            );
+            (lease, note)
         })
         .collect()
 }
@@ -458,36 +466,40 @@ fn one_unit_notes(config: &Config) -> Vec<String> {
 /// this host, were none of their roles to run a process: PID 1 stops every group's target
 /// at a cut, and promd confirms every stop before the hang deadline
 /// ([`crate::core::STOP_COST_PER_GROUP`] each past [`crate::core::GROUPS_FREE`]; 1,000 empty
-/// groups at 4 s had promd restarted by its watchdog at every cut of the bench). Leases
-/// already noted by [`one_unit_notes`] for a load this small are not named again.
-fn group_count_notes(config: &Config) -> Vec<String> {
-    use crate::core::FENCE_LOAD_STEP;
-    let groups: usize = config.groups.iter().map(|g| g.slots().len()).sum();
-    let load = Timing::fence_load_for(groups, 0, 0);
-    if load.is_zero() {
-        return Vec::new();
+/// groups at 4 s had promd restarted by its watchdog at every cut of the bench). A load of
+/// one step is left to [`one_unit_notes`]; each note comes with its lease.
+fn group_count_notes(config: &Config) -> Vec<(Duration, String)> {
+    use crate::core::{FENCE_LOAD_STEP, GROUPS_FREE, STOP_COST_PER_GROUP};
+    let slots: usize = config.groups.iter().map(|g| g.slots().len()).sum();
+    let load = Timing::fence_load_for(slots, 0, 0);
+    if load <= FENCE_LOAD_STEP {
+        return Vec::new(); // one unit's load: the one-unit note says it
     }
-    let noted = leases_short_of(config, FENCE_LOAD_STEP);
+    let counted = if slots == config.groups.len() {
+        format!("the {slots} groups")
+    } else {
+        format!("the {slots} slots of the {} groups", config.groups.len())
+    };
     leases_short_of(config, load)
         .into_iter()
-        .filter(|(lease, _)| load > FENCE_LOAD_STEP || !noted.contains_key(lease))
         .map(|(lease, names)| {
-            format!(
-                "lease {} ({}) is too short for the {groups} groups of this file on one host: \
-                 even without a unit with processes, PID 1 stops every group's target at a \
-                 cut and promd confirms each stop before the hang deadline ({} in all, {} a \
-                 group past the first {}), so promd would be restarted by its watchdog first \
-                 (the units still die before the lease ends); make lease at least {}, or run \
-                 fewer groups here (docs/safety.md, \"What is assumed about the host\")",
+            let note = format!(
+                "lease {} ({}) is too short for {counted} of this file on one host: even \
+                 without a unit with processes, PID 1 stops every one's target at a cut and \
+                 promd confirms each stop before the hang deadline ({} a group past the \
+                 first {}, {} rounded up to {}), so promd would be restarted by its watchdog \
+                 first (the units still die before the lease ends); make lease at least {}, \
+                 or run fewer groups here (docs/safety.md, \"What is assumed about the host\")",
                 fmt_duration(lease),
                 group_names(&names),
+                fmt_duration(STOP_COST_PER_GROUP),
+                GROUPS_FREE.as_millis() / STOP_COST_PER_GROUP.as_millis().max(1),
                 fmt_duration(load),
-                fmt_duration(crate::core::STOP_COST_PER_GROUP),
-                crate::core::GROUPS_FREE.as_millis()
-                    / crate::core::STOP_COST_PER_GROUP.as_millis().max(1),
+                fmt_duration(FENCE_LOAD_STEP),
                 Timing::lease_for_fence_load_in_steps(load, FENCE_LOAD_STEP)
                     .map_or("an hour".into(), fmt_duration),
-            )
+            );
+            (lease, note)
         })
         .collect()
 }

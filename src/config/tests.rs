@@ -1371,7 +1371,7 @@ fn a_lease_too_short_for_the_number_of_groups_is_noted_with_the_lease_that_holds
         "{note}"
     );
     assert!(
-        note.contains("(1s 900ms in all, 2ms a group past the first 50)"),
+        note.contains("(2ms a group past the first 50, 1s 900ms rounded up to 100ms)"),
         "{note}"
     );
     let named = note
@@ -1396,13 +1396,21 @@ fn a_lease_too_short_for_the_number_of_groups_is_noted_with_the_lease_that_holds
     assert!(
         notes
             .iter()
-            .any(|n| n.contains("the 600 groups of this file")),
+            .any(|n| n.contains("the 600 slots of the 300 groups of this file")),
         "{notes:#?}"
     );
-    // A lease short of one unit, over 500 groups: one line, five names.
-    let notes = short_lease_notes(&check(&many_groups(500, "1s", 1)).unwrap());
+    // A lease short of one unit, over 60 groups: one line, five names.
+    let notes = short_lease_notes(&check(&many_groups(60, "1s", 1)).unwrap());
+    assert_eq!(notes.len(), 1, "{notes:#?}");
     assert!(
-        notes[0].starts_with("lease 1s (groups g0, g1, g2, g3, g4 and 495 more) holds no unit"),
+        notes[0].starts_with("lease 1s (groups g0, g1, g2, g3, g4 and 55 more) holds no unit"),
+        "{notes:#?}"
+    );
+    // Short of one unit and of 500 groups: one note, with the lease that holds both.
+    let notes = short_lease_notes(&check(&many_groups(500, "1s", 1)).unwrap());
+    assert_eq!(notes.len(), 1, "{notes:#?}");
+    assert!(
+        notes[0].contains("too short for the 500 groups"),
         "{notes:#?}"
     );
 }

@@ -527,18 +527,28 @@ async fn kill_once(
         sent(systemd.kill_all(&units).await);
         return;
     }
+    // Known units with processes: said once they are killed. None (no walk yet): nothing of
+    // the role is known, and only the fresh walk's kill is one.
+    let known_kills = known
+        .with_target(target)
+        .iter()
+        .any(|u| crate::systemd::killable(u));
     let act = |units: Vec<String>, first: bool| {
         let systemd = systemd.clone();
         async move {
             let delivered = systemd.kill_all(&units).await;
-            if first {
+            if first && known_kills {
                 sent(delivered);
             }
+            delivered
         }
     };
     // A failed walk was logged; the known part is killed regardless.
     let now = (std::future::ready(()), None);
-    let _ = known_then_fresh(systemd, &known, target, (id, inputs), now, act).await;
+    let (_, fresh) = known_then_fresh(systemd, &known, target, (id, inputs), now, act).await;
+    if !known_kills {
+        sent(fresh.unwrap_or(false));
+    }
 }
 
 #[cfg(test)]

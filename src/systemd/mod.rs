@@ -54,13 +54,21 @@ pub const PROMD_UNIT: &str = "promd.service";
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Calls in flight on the connection at most, outside a fence's stops and kills. Together
-/// with [`URGENT_CALLS`] and the signal hub's reads ([`signals::READS_IN_FLIGHT`]): 96, well
-/// below dbus-daemon's default `max_replies_per_connection` (128), which other calls on the
-/// connection (the org.promd1 service's, zbus's own) share.
-pub const NORMAL_CALLS: usize = 48;
+/// with [`URGENT_CALLS`], [`KILL_CALLS`] and the signal hub's reads
+/// ([`signals::READS_IN_FLIGHT`]): 104, below dbus-daemon's default
+/// `max_replies_per_connection` (128), which other calls on the connection (zbus's own) share.
+pub const NORMAL_CALLS: usize = 40;
 
-/// Calls in flight at most for stops and kills ([`Systemd::urgent`]).
+/// Calls in flight at most for a fence's stops and the walks that confirm them
+/// ([`Systemd::urgent`]).
 pub const URGENT_CALLS: usize = 24;
+
+/// `KillUnit` calls in flight at most ([`Systemd::kill`]), in a lane of their own: a kill must
+/// reach PID 1 within `KILL_ROOM` of being asked, or the watchdog takes promd for hung
+/// (`GroupMachine::hang_deadline` moves later only once PID 1 took the kill). Queued behind
+/// a cut host's hundreds of stops and walks, 200 groups' kills took longer than that and
+/// promd was restarted by its watchdog (issue 13's reviewer).
+pub const KILL_CALLS: usize = 16;
 
 /// systemd jobs (start, stop, restart) promd has in flight at most, from the call that queues
 /// one until its end. PID 1 tracks the client of each job it queues over D-Bus with a match
@@ -224,6 +232,8 @@ pub struct Systemd {
     gate: Arc<Semaphore>,
     /// The other one, for [`Systemd::urgent`].
     urgent_gate: Arc<Semaphore>,
+    /// The kills' own ([`KILL_CALLS`]), whatever the handle.
+    kill_gate: Arc<Semaphore>,
     /// The places for jobs outside a fence ([`NORMAL_JOBS`]), held from the call that
     /// queues a job until its end; `None` for [`Systemd::urgent`], whose jobs pass only
     /// [`Self::all_jobs`].
@@ -299,6 +309,7 @@ impl Systemd {
             jobs,
             gate: normal_gate,
             urgent_gate,
+            kill_gate: Arc::new(Semaphore::new(KILL_CALLS)),
             lister,
             urgent_lister,
             job_gate: Some(Arc::new(Semaphore::new(NORMAL_JOBS))),
@@ -431,7 +442,9 @@ impl Systemd {
 
     /// SIGKILL every process of the unit. A unit with nothing running is not an error.
     pub async fn kill(&self, unit: &str) -> Result<(), SystemdError> {
-        kill_unit(&self.gate, &self.manager, unit).await.map(drop)
+        kill_unit(&self.kill_gate, &self.manager, unit)
+            .await
+            .map(drop)
     }
 
     async fn wait(
