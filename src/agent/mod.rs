@@ -87,7 +87,7 @@ pub enum Input {
     Stores(Vec<(GroupId, StoreEvent)>),
     /// A systemd job of the group's finished.
     Job(GroupId, JobDone),
-    /// PID 1 acknowledged the `KillUnit` calls of the group's kill with this number
+    /// The `KillUnit` calls of the group's kill with this number are on the bus
     /// ([`Output::Kill`]'s `kill`), or found nothing to kill: becomes
     /// [`Event::KillSent`] if no kill was asked since.
     KillSent(GroupId, u64),

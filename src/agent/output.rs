@@ -73,7 +73,7 @@ pub enum Output {
     Job(GroupId, JobOrder),
     /// SIGKILL whatever of the group's active units still runs: `known` (the closure as last
     /// found, and the active target) at once, and whatever a fresh walk finds besides. Once
-    /// PID 1 acknowledged the `KillUnit` calls of the known part, the runtime answers
+    /// the `KillUnit` calls of the known part are on the bus, the runtime answers
     /// [`super::Input::KillSent`] with `kill`.
     Kill {
         /// The group.

@@ -266,7 +266,7 @@ impl GroupMachine {
     /// outliving this node's lease, while the units may run under that lease; `None`
     /// otherwise (the units are down, or no renewal entitles them: then the fence kills them
     /// at once). Of the last acknowledged renewal: [`Timing::hang_deadline_before_kill`]
-    /// until PID 1 acknowledged the fence's kill ([`Event::KillSent`]: the watchdog's own
+    /// until the fence's kill is on the bus ([`Event::KillSent`]: the watchdog's own
     /// kill must leave `ExecStopPost=promd fence` the host's fence load),
     /// [`Timing::hang_deadline`] after. Asking for the kill is not enough: the calls may
     /// still wait in promd (behind the urgent gate, or a kill of the group in flight) when

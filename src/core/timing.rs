@@ -48,7 +48,7 @@ impl Sub<Duration> for Mono {
 /// kills them once promd is dead), and systemd's watchdog timer may fire up to
 /// [`WATCHDOG_ACCURACY`] after its deadline. So while its units may run, promd never lets the
 /// watchdog's deadline reach past [`Timing::hang_deadline`], [`WATCHDOG_REACH`] before `s + L`
-/// (and, until PID 1 took promd's kill, past [`Timing::hang_deadline_before_kill`], earlier
+/// (and, until promd's kill is on the bus, past [`Timing::hang_deadline_before_kill`], earlier
 /// by the fence load): the watchdog is armed to that deadline whenever it is nearer than the
 /// interval `W` ([`Timing::watchdog_within`]), so a hang anywhere is caught by it. Without a
 /// load, `W` fits before the fence (the margin leaves room for it).
@@ -124,8 +124,8 @@ pub const STOP_COST_PER_GROUP: Duration = Duration::from_millis(2);
 pub const GROUPS_FREE: Duration = Duration::from_millis(100);
 
 /// Between the kill deadline and the hang deadline under a fence load: time for a promd that
-/// is slow, not hung, to have PID 1 take its kill (answer the `KillUnit` calls) before the
-/// watchdog takes it for hung (the lease's own kill margin leaves as much from 1.1 s leases).
+/// is slow, not hung, to put its kill on the bus (`Event::KillSent`) before the watchdog
+/// takes it for hung (the lease's own kill margin leaves as much from 1.1 s leases).
 pub const KILL_ROOM: Duration = Duration::from_millis(100);
 
 /// The least a fence leaves the units to stop by themselves before it kills them, when the
@@ -300,12 +300,13 @@ impl Timing {
         renewed_sent + self.lease.saturating_sub(WATCHDOG_REACH)
     }
 
-    /// The hang deadline until PID 1 took promd's kill (`Event::KillSent`): earlier than
+    /// The hang deadline until promd's kill is on the bus (`Event::KillSent`): earlier than
     /// [`Timing::hang_deadline`] by the fence load, as far as the kill's window holds it
     /// (`kill_at + KILL_ROOM` under a load; the same without one). A promd that hangs before
-    /// PID 1 has its kill leaves the kill to `ExecStopPost=promd fence`, which goes through
-    /// PID 1 as well and needs the load's time too; once PID 1 took it, it carries it out
-    /// whatever promd does, and the later deadline gives promd the time to see it done.
+    /// its kill is on the bus leaves the kill to `ExecStopPost=promd fence`, which goes
+    /// through PID 1 as well and needs the load's time too; once it is on the bus, PID 1
+    /// carries it out whatever promd does, and the later deadline gives promd the time to
+    /// see it done.
     pub fn hang_deadline_before_kill(&self, renewed_sent: super::Mono) -> super::Mono {
         let load = self.fence_load.min(self.kill_window());
         self.hang_deadline(renewed_sent) - load

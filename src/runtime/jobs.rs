@@ -510,8 +510,8 @@ async fn kill_once(
     known: Closure,
     walked: Option<Closure>,
 ) {
-    // Said as soon as PID 1 took the known part: the core's hang deadline moves later only
-    // then (a promd that hangs before has its units killed by `ExecStopPost=promd fence`).
+    // Said as soon as the known part's kills are on the bus: the core's hang deadline moves
+    // later only then (a promd that hangs before leaves them to `ExecStopPost=promd fence`).
     let sent = |delivered: bool| {
         if delivered {
             let _ = inputs.send(Input::KillSent(id, kill));

@@ -54,21 +54,15 @@ pub const PROMD_UNIT: &str = "promd.service";
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Calls in flight on the connection at most, outside a fence's stops and kills. Together
-/// with [`URGENT_CALLS`], [`KILL_CALLS`] and the signal hub's reads
-/// ([`signals::READS_IN_FLIGHT`]): 104, below dbus-daemon's default
-/// `max_replies_per_connection` (128), which other calls on the connection (zbus's own) share.
-pub const NORMAL_CALLS: usize = 40;
+/// with [`URGENT_CALLS`] and the signal hub's reads ([`signals::READS_IN_FLIGHT`]): 96, well
+/// below dbus-daemon's default `max_replies_per_connection` (128), which other calls on the
+/// connection (the org.promd1 service's, zbus's own) share. Kills expect no reply and pass no
+/// gate ([`Systemd::kill`]).
+pub const NORMAL_CALLS: usize = 48;
 
 /// Calls in flight at most for a fence's stops and the walks that confirm them
 /// ([`Systemd::urgent`]).
 pub const URGENT_CALLS: usize = 24;
-
-/// `KillUnit` calls in flight at most ([`Systemd::kill`]), in a lane of their own: a kill must
-/// reach PID 1 within `KILL_ROOM` of being asked, or the watchdog takes promd for hung
-/// (`GroupMachine::hang_deadline` moves later only once PID 1 took the kill). Queued behind
-/// a cut host's hundreds of stops and walks, 200 groups' kills took longer than that and
-/// promd was restarted by its watchdog (issue 13's reviewer).
-pub const KILL_CALLS: usize = 16;
 
 /// systemd jobs (start, stop, restart) promd has in flight at most, from the call that queues
 /// one until its end. PID 1 tracks the client of each job it queues over D-Bus with a match
@@ -232,8 +226,6 @@ pub struct Systemd {
     gate: Arc<Semaphore>,
     /// The other one, for [`Systemd::urgent`].
     urgent_gate: Arc<Semaphore>,
-    /// The kills' own ([`KILL_CALLS`]), whatever the handle.
-    kill_gate: Arc<Semaphore>,
     /// The places for jobs outside a fence ([`NORMAL_JOBS`]), held from the call that
     /// queues a job until its end; `None` for [`Systemd::urgent`], whose jobs pass only
     /// [`Self::all_jobs`].
@@ -309,7 +301,6 @@ impl Systemd {
             jobs,
             gate: normal_gate,
             urgent_gate,
-            kill_gate: Arc::new(Semaphore::new(KILL_CALLS)),
             lister,
             urgent_lister,
             job_gate: Some(Arc::new(Semaphore::new(NORMAL_JOBS))),
@@ -440,11 +431,24 @@ impl Systemd {
         }
     }
 
-    /// SIGKILL every process of the unit. A unit with nothing running is not an error.
+    /// SIGKILL every process of the unit: `KillUnit` sent with `NO_REPLY_EXPECTED`, so this
+    /// returns once the call is written to the bus, and PID 1 carries it out whatever promd
+    /// does from then on (the hang deadline moves later only then:
+    /// `GroupMachine::hang_deadline`). No reply means no gate either: dbus-daemon counts
+    /// only calls awaiting a reply against `max_replies_per_connection`, so the kills of
+    /// hundreds of groups go out at once instead of queueing behind a fence's stops and walks
+    /// (where 200 groups' kills, awaiting replies, reached PID 1 later than `KILL_ROOM`
+    /// allows and the watchdog restarted promd). What PID 1 made of it (a unit without
+    /// processes, one not loaded) is not known here: the stop's own check and the rekills
+    /// judge by the units' states. Errors: the call could not be written in time.
     pub async fn kill(&self, unit: &str) -> Result<(), SystemdError> {
-        kill_unit(&self.kill_gate, &self.manager, unit)
-            .await
-            .map(drop)
+        let sigkill = nix::sys::signal::Signal::SIGKILL as i32;
+        let body = (unit, "all", sigkill);
+        timed(
+            &format!("KillUnit {unit}"),
+            self.manager.inner().call_noreply("KillUnit", &body),
+        )
+        .await
     }
 
     async fn wait(
@@ -864,7 +868,7 @@ impl Systemd {
 
     /// SIGKILL every process of every unit, all at once; errors are logged. Units that have
     /// no processes of their own (targets, timers, paths) and address units are skipped
-    /// ([`killable`]). Returns whether PID 1 took every kill (a unit not loaded, or without
+    /// ([`killable`]). Returns whether every kill went out (a unit not loaded, or without
     /// processes, has nothing to take): false if a call failed (timed out, the bus gone).
     pub async fn kill_all(&self, units: &[String]) -> bool {
         let units: Vec<String> = units.iter().filter(|u| killable(u)).cloned().collect();

@@ -196,9 +196,9 @@ pub enum Event {
         /// It succeeded (for [`Job::StopActive`]: every unit of the closure is down).
         ok: bool,
     },
-    /// The runtime's answer to [`Action::KillActive`]: PID 1 acknowledged the `KillUnit`
-    /// call of every unit known when the kill was asked (SIGKILL is queued to their
-    /// processes whatever promd does from here on), or found nothing to kill. Only for the
+    /// The runtime's answer to [`Action::KillActive`]: the `KillUnit` call of every unit
+    /// known when the kill was asked is on the bus (sent expecting no reply: PID 1 carries it
+    /// out whatever promd does from here on). Only for the
     /// kill asked last: the runtime drops the answer to one a later kill superseded. Moves
     /// [`GroupMachine::hang_deadline`](super::GroupMachine::hang_deadline) to the later of
     /// its two values.

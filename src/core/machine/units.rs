@@ -18,7 +18,7 @@ pub(super) enum Units {
         /// When the current stop last killed them (see `fence::kill_due`); `None` before the
         /// first kill of this stop attempt, or since a unit started after it.
         killed_at: Option<Mono>,
-        /// PID 1 acknowledged the `KillUnit` calls of a kill since `killed_at` last became
+        /// The `KillUnit` calls of a kill reached the bus since `killed_at` last became
         /// `Some` ([`Event::KillSent`](super::Event::KillSent)): from then on PID 1 carries
         /// the kill out whatever promd does. Until then a hung promd leaves the kill to
         /// `ExecStopPost=promd fence`, and the hang deadline stays the earlier one
@@ -70,7 +70,7 @@ impl GroupMachine {
         }
     }
 
-    /// PID 1 acknowledged the kill asked last ([`Event::KillSent`](super::Event::KillSent)).
+    /// The kill asked last reached the bus ([`Event::KillSent`](super::Event::KillSent)).
     /// Moot unless a kill of the units as they are now was asked.
     pub(super) fn set_kill_sent(&mut self) {
         if let Units::MayRun {
@@ -83,7 +83,7 @@ impl GroupMachine {
         }
     }
 
-    /// Whether PID 1 acknowledged a kill of the units as they are now.
+    /// Whether a kill of the units as they are now reached the bus.
     pub(super) fn kill_sent(&self) -> bool {
         matches!(
             self.units,
