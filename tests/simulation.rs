@@ -391,22 +391,7 @@ fn a_cut_host_whose_units_drain_until_the_kill_has_them_killed_before_its_lease_
 #[test]
 fn a_promd_that_hangs_before_its_kill_on_a_loaded_host_is_killed_early_enough_for_pid1() {
     let (mut s, a, ends) = loaded_host_cut_and_fencing(2);
-    let lease = s.cfg.lease;
-    assert!(s.world.nodes[a].units_up, "draining, not killed yet");
-    s.pause(a);
-    s.run_until("the watchdog's kill has taken effect", lease * 2, |w| {
-        !w.nodes[a].units_up
-    });
-    assert!(
-        s.world.now < ends,
-        "dead {:?} after the lease's end",
-        s.world.now.saturating_sub(ends)
-    );
-    s.held_jobs.clear();
-    s.recover(a);
-    s.run_until("the standby takes over", lease * 3, |w| {
-        w.active() == Some(1 - a) && w.nodes[1 - a].units_up
-    });
+    hangs_and_dies_before_the_lease_ends(&mut s, a, ends);
 }
 
 /// The same host, whose promd hangs after it asked for its kill but before the `KillUnit`
@@ -422,6 +407,13 @@ fn a_promd_that_hangs_after_asking_its_kill_but_before_sending_it_is_killed_earl
     s.run_until("the kill is asked, not yet sent", lease, |w| {
         w.nodes[a].kill_unsent
     });
+    hangs_and_dies_before_the_lease_ends(&mut s, a, ends);
+}
+
+/// Node `a`'s promd, draining its units, hangs now: the watchdog's kill takes effect before
+/// the lease's end `ends`, and once `a` can reach the store again the standby takes over.
+fn hangs_and_dies_before_the_lease_ends(s: &mut Sim, a: usize, ends: Mono) {
+    let lease = s.cfg.lease;
     assert!(s.world.nodes[a].units_up, "draining, not killed yet");
     s.pause(a);
     s.run_until("the watchdog's kill has taken effect", lease * 2, |w| {

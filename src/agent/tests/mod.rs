@@ -528,17 +528,24 @@ fn the_watchdog_horizon_moves_only_while_every_store_task_turns() {
     assert_eq!(h.agent.watchdog_horizon(), h.now + LOOP_STALL_LIMIT);
 }
 
-#[test]
-fn while_units_may_run_the_horizon_is_their_hang_deadline() {
+/// Group 0 (`web`) active under term 5, its last renewal sent now: the harness, that send
+/// time `s`, and the group's timing.
+fn active_renewed_now() -> (H, crate::core::Mono, Timing) {
     let mut h = H::new(&[WEB]);
     h.input(Input::Start);
     h.active(0, 5);
-    // The last renewal went out now (s); the store then goes silent.
     h.renew(0);
     let s = h.now;
+    let timing = h.agent.groups[&GroupId(0)].machine.timing();
+    (h, s, timing)
+}
+
+#[test]
+fn while_units_may_run_the_horizon_is_their_hang_deadline() {
+    // The last renewal went out now (s); the store then goes silent.
+    let (mut h, s, timing) = active_renewed_now();
     // The group's own: the lease, the watchdog, and the host's fence load, not known here
     // (no closure was walked): the most the lease allows.
-    let timing = h.agent.groups[&GroupId(0)].machine.timing();
     assert_eq!(
         timing,
         Timing::new(Duration::from_secs(2))
@@ -603,12 +610,7 @@ fn while_units_may_run_the_horizon_is_their_hang_deadline() {
 
 #[test]
 fn only_the_answer_to_the_latest_kill_moves_the_horizon() {
-    let mut h = H::new(&[WEB]);
-    h.input(Input::Start);
-    h.active(0, 5);
-    h.renew(0);
-    let s = h.now;
-    let timing = h.agent.groups[&GroupId(0)].machine.timing();
+    let (mut h, s, timing) = active_renewed_now();
     h.now = timing.fence_at(s) + Duration::from_millis(50);
     h.input(Input::Tick);
     h.now = timing.kill_at(s);
