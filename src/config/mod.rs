@@ -472,6 +472,9 @@ fn group_count_notes(config: &Config) -> Vec<(Duration, String)> {
     use crate::core::{FENCE_LOAD_STEP, GROUPS_FREE, STOP_COST_PER_GROUP};
     let slots: usize = config.groups.iter().map(|g| g.slots().len()).sum();
     let load = Timing::fence_load_for(slots, 0, 0);
+    let raw = STOP_COST_PER_GROUP
+        .saturating_mul(u32::try_from(slots).unwrap_or(u32::MAX))
+        .saturating_sub(GROUPS_FREE);
     if load <= FENCE_LOAD_STEP {
         return Vec::new(); // one unit's load: the one-unit note says it
     }
@@ -483,19 +486,27 @@ fn group_count_notes(config: &Config) -> Vec<(Duration, String)> {
     leases_short_of(config, load)
         .into_iter()
         .map(|(lease, names)| {
+            let rounded = if raw == load {
+                String::new()
+            } else {
+                format!(
+                    ", rounded up to a {} step: {}",
+                    fmt_duration(FENCE_LOAD_STEP),
+                    fmt_duration(load)
+                )
+            };
             let note = format!(
                 "lease {} ({}) is too short for {counted} of this file on one host: even \
                  without a unit with processes, PID 1 stops every one's target at a cut and \
                  promd confirms each stop before the hang deadline ({} a group past the \
-                 first {}, {} rounded up to {}), so promd would be restarted by its watchdog \
-                 first (the units still die before the lease ends); make lease at least {}, \
-                 or run fewer groups here (docs/safety.md, \"What is assumed about the host\")",
+                 first {}: {}{rounded}), so promd would be restarted by its watchdog first \
+                 (the units still die before the lease ends); make lease at least {}, or run \
+                 fewer groups here (docs/safety.md, \"What is assumed about the host\")",
                 fmt_duration(lease),
                 group_names(&names),
                 fmt_duration(STOP_COST_PER_GROUP),
                 GROUPS_FREE.as_millis() / STOP_COST_PER_GROUP.as_millis().max(1),
-                fmt_duration(load),
-                fmt_duration(FENCE_LOAD_STEP),
+                fmt_duration(raw),
                 Timing::lease_for_fence_load_in_steps(load, FENCE_LOAD_STEP)
                     .map_or("an hour".into(), fmt_duration),
             );

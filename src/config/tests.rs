@@ -1371,7 +1371,7 @@ fn a_lease_too_short_for_the_number_of_groups_is_noted_with_the_lease_that_holds
         "{note}"
     );
     assert!(
-        note.contains("(2ms a group past the first 50, 1s 900ms rounded up to 100ms)"),
+        note.contains("(2ms a group past the first 50: 1s 900ms)"),
         "{note}"
     );
     let named = note
@@ -1404,6 +1404,13 @@ fn a_lease_too_short_for_the_number_of_groups_is_noted_with_the_lease_that_holds
     assert_eq!(notes.len(), 1, "{notes:#?}");
     assert!(
         notes[0].starts_with("lease 1s (groups g0, g1, g2, g3, g4 and 55 more) holds no unit"),
+        "{notes:#?}"
+    );
+    // The cost is said before its rounding: 120 groups cost 140 ms, counted as 200 ms.
+    let notes = short_lease_notes(&check(&many_groups(120, "2s", 1)).unwrap());
+    assert!(
+        notes[0]
+            .contains("(2ms a group past the first 50: 140ms, rounded up to a 100ms step: 200ms)"),
         "{notes:#?}"
     );
     // Short of one unit and of 500 groups: one note, with the lease that holds both.

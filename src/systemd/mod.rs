@@ -441,6 +441,13 @@ impl Systemd {
     /// allows and the watchdog restarted promd). What PID 1 made of it (a unit without
     /// processes, one not loaded) is not known here: the stop's own check and the rekills
     /// judge by the units' states. Errors: the call could not be written in time.
+    ///
+    /// Assumed: PID 1 handles the call while promd still lives. systemd checks the sender's
+    /// credentials when it handles a `KillUnit`, so a kill written by a promd that is dead by
+    /// then is refused, unseen. A hung promd is killed by its watchdog no sooner than the
+    /// lease's own hang deadline, which leaves PID 1 the fence load `F` and more after the
+    /// kill (docs/safety.md); if PID 1 is slower still, `ExecStopPost=promd fence` kills
+    /// with replies. `promd fence` itself awaits its replies for that reason ([`fence_all`]).
     pub async fn kill(&self, unit: &str) -> Result<(), SystemdError> {
         let sigkill = nix::sys::signal::Signal::SIGKILL as i32;
         let body = (unit, "all", sigkill);
@@ -837,9 +844,12 @@ impl Systemd {
                 first_error.get_or_insert(e);
             }
         }
-        // The check and the kill go out together: a kill changes no unit's state, and the
-        // hand-over waits for one round trip to systemd instead of two.
-        let (after, _) = tokio::join!(self.states(units), self.kill_all(units));
+        // The kills first: they expect no reply and are written at once; the check then
+        // goes out on the same connection, and PID 1 handles one sender's calls in order, so
+        // its answer comes after every leftover process was signalled (none survives the
+        // hand-over), still at the cost of one round trip.
+        self.kill_all(units).await;
+        let after = self.states(units).await;
         match after {
             Ok(after) => {
                 for unit in units {

@@ -146,10 +146,14 @@ pub(super) fn render_brief(report: &StatusReport) -> String {
         "GROUP", "ROLE", "LEADER", "TERM"
     ));
     for g in groups {
-        let eligible = if g.eligible {
-            "yes".to_string()
-        } else {
-            format!("no ({})", g.why)
+        // As in the table: no reason where the role already says it, or none is known.
+        let implied = g.why.is_empty()
+            || (g.why == Ineligibility::Checked(promd::core::Ineligible::NotPassive).word()
+                && g.role != "passive");
+        let eligible = match (g.eligible, implied) {
+            (true, _) => "yes".to_string(),
+            (false, true) => "no".to_string(),
+            (false, false) => format!("no ({})", g.why),
         };
         out.push_str(&format!(
             "{:<name_w$}  {:<role_w$}  {:<leader_w$}  {:>term_w$}  {:<5}  {eligible}\n",
@@ -496,7 +500,7 @@ queue: this host maintenance, leader none, term 7, maintenance on
         let expected = "\
 node db-a, promd 0.1.0, store connected
 GROUP  ROLE         LEADER  TERM  MAINT  ELIGIBLE
-web    active       db-a      42  off    no (not-passive)
+web    active       db-a      42  off    no
 queue  maintenance  none       7  on     no (stopping)
 ";
         assert_eq!(render_brief(&sample()), expected);
