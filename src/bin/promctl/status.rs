@@ -73,6 +73,24 @@ pub(super) fn yes_no(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
 
+/// The leader's name, or `none`.
+fn leader_or_none(g: &GroupStatus) -> &str {
+    if g.leader.is_empty() {
+        "none"
+    } else {
+        &g.leader
+    }
+}
+
+/// Whether the reason `why` goes unsaid beside `role`, which already says it (a `down`
+/// member, an active one that is not passive), or is empty.
+fn reason_unsaid(why: &str, role: &str) -> bool {
+    why.is_empty()
+        || why == promd::agent::WHY_DOWN
+        || (why == Ineligibility::Checked(promd::core::Ineligible::NotPassive).word()
+            && role != "passive")
+}
+
 /// The first line of the table and of the brief form: this host, promd's version, the store.
 fn header(report: &StatusReport) -> String {
     format!(
@@ -92,12 +110,12 @@ fn header(report: &StatusReport) -> String {
 /// number (promd lists a slot where it was added, and by name `sched@10` sorts before
 /// `sched@2`). A slot shown without its group (`promctl status sched@1`) stays in place.
 fn in_reading_order(groups: &[GroupStatus]) -> Vec<&GroupStatus> {
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
     fn slot_of(name: &str) -> Option<(&str, u32)> {
         let (family, k) = name.rsplit_once('@')?;
         Some((family, k.parse().ok()?))
     }
-    let listed: std::collections::BTreeSet<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+    let listed: BTreeSet<&str> = groups.iter().map(|g| g.name.as_str()).collect();
     let mut slots: BTreeMap<&str, Vec<(u32, &GroupStatus)>> = BTreeMap::new();
     for g in groups {
         if let Some((family, k)) = slot_of(&g.name)
@@ -106,17 +124,17 @@ fn in_reading_order(groups: &[GroupStatus]) -> Vec<&GroupStatus> {
             slots.entry(family).or_default().push((k, g));
         }
     }
-    let placed: std::collections::BTreeSet<&str> = slots.keys().copied().collect();
+    for own in slots.values_mut() {
+        own.sort_by_key(|(k, _)| *k);
+    }
     let mut out = Vec::with_capacity(groups.len());
     for g in groups {
-        if slot_of(&g.name).is_some_and(|(family, _)| placed.contains(family)) {
+        if slot_of(&g.name).is_some_and(|(family, _)| slots.contains_key(family)) {
             continue; // placed after its group
         }
         out.push(g);
-        if let Some(mut own) = slots.remove(g.name.as_str()) {
-            own.sort_by_key(|(k, _)| *k);
-            out.extend(own.into_iter().map(|(_, s)| s));
-        }
+        let own = slots.get(g.name.as_str()).into_iter().flatten();
+        out.extend(own.map(|(_, s)| *s));
     }
     out
 }
@@ -130,27 +148,16 @@ pub(super) fn render_brief(report: &StatusReport) -> String {
         return out;
     }
     let groups = in_reading_order(&report.groups);
-    let leader = |g: &GroupStatus| {
-        if g.leader.is_empty() {
-            "none".to_string()
-        } else {
-            g.leader.clone()
-        }
-    };
     let name_w = column_width("GROUP", groups.iter().map(|g| g.name.len()));
     let role_w = column_width("ROLE", groups.iter().map(|g| g.role.len()));
-    let leader_w = column_width("LEADER", groups.iter().map(|g| leader(g).len()));
+    let leader_w = column_width("LEADER", groups.iter().map(|g| leader_or_none(g).len()));
     let term_w = column_width("TERM", groups.iter().map(|g| g.term.to_string().len()));
     out.push_str(&format!(
         "{:<name_w$}  {:<role_w$}  {:<leader_w$}  {:>term_w$}  MAINT  ELIGIBLE\n",
         "GROUP", "ROLE", "LEADER", "TERM"
     ));
     for g in groups {
-        // As in the table: no reason where the role already says it, or none is known.
-        let implied = g.why.is_empty()
-            || (g.why == Ineligibility::Checked(promd::core::Ineligible::NotPassive).word()
-                && g.role != "passive");
-        let eligible = match (g.eligible, implied) {
+        let eligible = match (g.eligible, reason_unsaid(&g.why, &g.role)) {
             (true, _) => "yes".to_string(),
             (false, true) => "no".to_string(),
             (false, false) => format!("no ({})", g.why),
@@ -159,7 +166,7 @@ pub(super) fn render_brief(report: &StatusReport) -> String {
             "{:<name_w$}  {:<role_w$}  {:<leader_w$}  {:>term_w$}  {:<5}  {eligible}\n",
             g.name,
             g.role,
-            leader(g),
+            leader_or_none(g),
             g.term,
             on_off(g.maintenance),
         ));
@@ -175,16 +182,11 @@ pub(super) fn render_table(report: &StatusReport) -> String {
         return out;
     }
     for g in in_reading_order(&report.groups) {
-        let leader = if g.leader.is_empty() {
-            "none"
-        } else {
-            &g.leader
-        };
         out.push_str(&format!(
             "\n{}: this host {}, leader {}, term {}, maintenance {}\n",
             g.name,
             g.role,
-            leader,
+            leader_or_none(g),
             g.term,
             on_off(g.maintenance)
         ));
@@ -246,10 +248,7 @@ const COLUMNS: usize = 80;
 /// it is active, starting, ...).
 fn eligibility_cell(mut line: String, m: &MemberStatus) -> String {
     line.push_str(if m.eligible { "yes\n" } else { "no\n" });
-    let implied = m.why == promd::agent::WHY_DOWN
-        || (m.why == Ineligibility::Checked(promd::core::Ineligible::NotPassive).word()
-            && m.role != "passive");
-    if m.eligible || implied || m.why.is_empty() {
+    if m.eligible || reason_unsaid(&m.why, &m.role) {
         return line;
     }
     let lead = "      ineligible: ";
