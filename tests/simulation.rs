@@ -395,7 +395,7 @@ fn a_promd_that_hangs_before_its_kill_on_a_loaded_host_is_killed_early_enough_fo
 }
 
 /// The same host, whose promd hangs after it asked for its kill but before the `KillUnit`
-/// calls left it (behind the urgent gate, or a kill of the group in flight): PID 1 has no
+/// calls left it (a task not yet run, or a kill of the group in flight): PID 1 has no
 /// kill, so it is again the watchdog's `ExecStopPost=promd fence`, which needs the fence
 /// load's time. The hang deadline moves to the lease's own only once PID 1 took the kill
 /// (`Event::KillSent`), so the units are still dead before the lease can end. (Issue 13's

@@ -472,9 +472,7 @@ fn group_count_notes(config: &Config) -> Vec<(Duration, String)> {
     use crate::core::{FENCE_LOAD_STEP, GROUPS_FREE, STOP_COST_PER_GROUP};
     let slots: usize = config.groups.iter().map(|g| g.slots().len()).sum();
     let load = Timing::fence_load_for(slots, 0, 0);
-    let raw = STOP_COST_PER_GROUP
-        .saturating_mul(u32::try_from(slots).unwrap_or(u32::MAX))
-        .saturating_sub(GROUPS_FREE);
+    let raw = Timing::fence_cost_for(slots, 0, 0);
     if load <= FENCE_LOAD_STEP {
         return Vec::new(); // one unit's load: the one-unit note says it
     }

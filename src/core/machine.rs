@@ -269,8 +269,8 @@ impl GroupMachine {
     /// until the fence's kill is on the bus ([`Event::KillSent`]: the watchdog's own
     /// kill must leave `ExecStopPost=promd fence` the host's fence load),
     /// [`Timing::hang_deadline`] after. Asking for the kill is not enough: the calls may
-    /// still wait in promd (behind the urgent gate, or a kill of the group in flight) when
-    /// promd hangs.
+    /// still wait in promd (a task not yet run, or a kill of the group in flight) when promd
+    /// hangs.
     ///
     /// The runtime arms the watchdog to fire by the earliest of these
     /// ([`Timing::watchdog_within`]); docs/safety.md tells why the fence needs it.

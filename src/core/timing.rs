@@ -143,13 +143,19 @@ impl Timing {
     /// [`STOP_COST_PER_COMMAND`] + what `empty` × [`STOP_COST_PER_GROUP`] exceeds
     /// [`GROUPS_FREE`] by, rounded up to [`FENCE_LOAD_STEP`].
     pub fn fence_load_for(empty: usize, units: usize, commands: usize) -> Duration {
-        let times =
-            |cost: Duration, n: usize| cost.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX));
-        let raw = times(STOP_COST_PER_UNIT, units)
-            .saturating_add(times(STOP_COST_PER_COMMAND, commands))
-            .saturating_add(times(STOP_COST_PER_GROUP, empty).saturating_sub(GROUPS_FREE));
+        let raw = Self::fence_cost_for(empty, units, commands);
         let steps = raw.as_nanos().div_ceil(FENCE_LOAD_STEP.as_nanos());
         FENCE_LOAD_STEP.saturating_mul(u32::try_from(steps).unwrap_or(u32::MAX))
+    }
+
+    /// [`Timing::fence_load_for`] before its rounding up to [`FENCE_LOAD_STEP`] (what
+    /// `promd check-config` shows an operator).
+    pub fn fence_cost_for(empty: usize, units: usize, commands: usize) -> Duration {
+        let times =
+            |cost: Duration, n: usize| cost.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX));
+        times(STOP_COST_PER_UNIT, units)
+            .saturating_add(times(STOP_COST_PER_COMMAND, commands))
+            .saturating_add(times(STOP_COST_PER_GROUP, empty).saturating_sub(GROUPS_FREE))
     }
 
     /// The deadlines for a lease `L` without a systemd watchdog.

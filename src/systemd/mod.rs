@@ -878,8 +878,8 @@ impl Systemd {
 
     /// SIGKILL every process of every unit, all at once; errors are logged. Units that have
     /// no processes of their own (targets, timers, paths) and address units are skipped
-    /// ([`killable`]). Returns whether every kill went out (a unit not loaded, or without
-    /// processes, has nothing to take): false if a call failed (timed out, the bus gone).
+    /// ([`killable`]). Returns whether every kill was written to the bus ([`Systemd::kill`]):
+    /// false if one could not be (timed out, the bus gone).
     pub async fn kill_all(&self, units: &[String]) -> bool {
         let units: Vec<String> = units.iter().filter(|u| killable(u)).cloned().collect();
         let units = &units[..];

@@ -589,8 +589,8 @@ fn while_units_may_run_the_horizon_is_their_hang_deadline() {
         + crate::core::AFTER_WATCHDOG
         + timing.kill_window();
     assert!(dead < s + Duration::from_secs(2));
-    // The kill is asked, but its calls may still wait in promd (behind the urgent gate, or
-    // a kill in flight): a hang now leaves the kill to `ExecStopPost=promd fence`, which
+    // The kill is asked, but its calls may still wait in promd (a task not yet run, or a
+    // kill in flight): a hang now leaves the kill to `ExecStopPost=promd fence`, which
     // needs the fence load's time, so the horizon stays.
     h.now = timing.kill_at(s);
     let out = h.input(Input::Tick);

@@ -198,8 +198,8 @@ pub enum Event {
     },
     /// The runtime's answer to [`Action::KillActive`]: the `KillUnit` call of every unit
     /// known when the kill was asked is on the bus (sent expecting no reply: PID 1 carries it
-    /// out whatever promd does from here on). Only for the
-    /// kill asked last: the runtime drops the answer to one a later kill superseded. Moves
+    /// out whatever promd does from here on). Only for the kill asked last: the agent drops
+    /// the answer to one a later kill superseded. Moves
     /// [`GroupMachine::hang_deadline`](super::GroupMachine::hang_deadline) to the later of
     /// its two values.
     KillSent,

@@ -299,7 +299,7 @@ pub struct Node {
     /// the promd that asked for it.
     pub kill_lands: Option<Mono>,
     /// A kill (`Action::KillActive`) whose `KillUnit` calls have not reached PID 1 yet (they
-    /// wait behind the urgent gate, or a kill in flight): [`Step::SendKill`](step::Step::SendKill)
+    /// wait for their task, or a kill in flight): [`Step::SendKill`](step::Step::SendKill)
     /// gives it to PID 1 ([`Node::ask_kill`]) and tells the machine `Event::KillSent`. A promd
     /// that hangs or dies first never sends it. One at most: the runtime runs the latest kill
     /// asked.
