@@ -164,13 +164,8 @@ impl Slots {
     }
 
     /// Waits until slot `k` is held by a host other than `old`; asserts it was refilled
-    /// within `bound` of `t0`. Returns the new holder.
-    fn refilled(&self, what: &str, k: u32, old: usize, t0: u64, bound: Duration) -> Duration {
-        self.refilled_by(what, k, old, t0, bound).1
-    }
-
-    /// [`Slots::refilled`], with the new holder.
-    fn refilled_by(
+    /// within `bound` of `t0`. Returns the new holder and how long the refill took.
+    fn refilled(
         &self,
         what: &str,
         k: u32,
@@ -198,6 +193,46 @@ impl Slots {
         (new, took)
     }
 
+    /// kill -9 of promd on `old`, slot `k`'s holder: refilled within lease + 1 s by another
+    /// host, and promd back on `old`. Returns the new holder and the refill's time.
+    fn kill_promd(&self, k: u32, old: usize) -> (usize, Duration) {
+        let pid = self.c.promd_pid(old);
+        let t0 = hosts::now_ns();
+        self.c.hosts[old].signal(pid, Signal::SIGKILL);
+        let refill = self.refilled("kill -9", k, old, t0, REFILL_BOUND);
+        self.wait_promd_back(old, pid);
+        refill
+    }
+
+    /// SIGSTOP of promd on `old`, slot `k`'s holder: its watchdog ends it and the units go
+    /// with it; refilled within lease + 1 s, promd back on `old` (SIGCONT if it still
+    /// exists). Returns the new holder and the refill's time.
+    fn stop_promd(&self, k: u32, old: usize) -> (usize, Duration) {
+        let pid = self.c.promd_pid(old);
+        let t0 = hosts::now_ns();
+        self.c.hosts[old].signal(pid, Signal::SIGSTOP);
+        let refill = self.refilled("SIGSTOP", k, old, t0, REFILL_BOUND);
+        if self.c.hosts[old].owns_pid(pid) {
+            self.c.hosts[old].signal(pid, Signal::SIGCONT);
+        }
+        self.wait_promd_back(old, pid);
+        refill
+    }
+
+    /// A silent cut of `old`, slot `k`'s holder: refilled within lease + 1 s, the cut host
+    /// fences itself, then the cut heals. Returns the new holder and the refill's time.
+    fn cut_holder(&self, k: u32, old: usize) -> (usize, Duration) {
+        let t0 = hosts::now_ns();
+        self.c.hosts[old].cut();
+        let refill = self.refilled("silent cut", k, old, t0, REFILL_BOUND);
+        let unit = format!("sched@{k}.service");
+        hosts::wait_until(Duration::from_secs(30), "the cut host fenced", || {
+            !self.c.hosts[old].is_active(&unit)
+        });
+        self.c.hosts[old].heal();
+        refill
+    }
+
     /// Waits until promd on host `i` runs again under another pid than `old_pid`.
     fn wait_promd_back(&self, i: usize, old_pid: u32) {
         hosts::wait_until(Duration::from_secs(60), "promd restarted", || {
@@ -211,6 +246,7 @@ impl Slots {
     fn try_call(&self, i: usize, method: &str) {
         let argv = support::bus::manager_call_argv(method, "sched", "60");
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        // Longer than busctl's own 60 s timeout, so that busctl is the one to give up.
         let out = self.c.hosts[i].exec_timeout(&argv, Duration::from_secs(70));
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
@@ -321,54 +357,32 @@ fn two_slots_on_five_hosts_refill_move_and_grow_without_overlap() {
         .skip(2)
         .map(|l| l.split_whitespace().collect())
         .collect();
-    let leaders: Vec<(&str, &str)> = rows.iter().map(|r| (r[0], r[2])).collect();
-    let expected: Vec<(&str, String)> = vec![
-        ("sched", format!("n{}", holders[0] + 1)),
-        ("sched@1", format!("n{}", holders[1] + 1)),
+    let leaders: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| (r[0].to_string(), r[2].to_string()))
+        .collect();
+    let expected = vec![
+        ("sched".to_string(), format!("n{}", holders[0] + 1)),
+        ("sched@1".to_string(), format!("n{}", holders[1] + 1)),
     ];
-    assert_eq!(
-        leaders,
-        expected
-            .iter()
-            .map(|(g, n)| (*g, n.as_str()))
-            .collect::<Vec<_>>(),
-        "{brief}"
-    );
+    assert_eq!(leaders, expected, "{brief}");
 
     // kill -9 promd on slot 0's holder: the slot is refilled by a host without one; the
     // other slot's holder does not move.
     let (old, other) = (holders[0], holders[1]);
-    let pid = s.c.promd_pid(old);
-    let t0 = hosts::now_ns();
-    s.c.hosts[old].signal(pid, Signal::SIGKILL);
-    let (new, _) = s.refilled_by("kill -9", 0, old, t0, REFILL_BOUND);
+    let (new, _) = s.kill_promd(0, old);
     assert_ne!(new, other, "slot 1's holder took slot 0 too");
     assert_eq!(s.holder(1), Some(other), "slot 1 moved");
-    s.wait_promd_back(old, pid);
 
     // SIGSTOP promd on slot 1's holder: its watchdog ends it, the units go with it.
     let (holders, _) = s.wait_settled(2, Duration::from_secs(60));
     let old = holders[1];
-    let pid = s.c.promd_pid(old);
-    let t0 = hosts::now_ns();
-    s.c.hosts[old].signal(pid, Signal::SIGSTOP);
-    let (new, _) = s.refilled_by("SIGSTOP", 1, old, t0, REFILL_BOUND);
+    let (new, _) = s.stop_promd(1, old);
     assert_ne!(new, holders[0]);
-    if s.c.hosts[old].owns_pid(pid) {
-        s.c.hosts[old].signal(pid, Signal::SIGCONT);
-    }
-    s.wait_promd_back(old, pid);
 
     // A silent cut of slot 0's holder: it fences itself, another host takes the slot.
     let (holders, _) = s.wait_settled(2, Duration::from_secs(60));
-    let old = holders[0];
-    let t0 = hosts::now_ns();
-    s.c.hosts[old].cut();
-    s.refilled("silent cut", 0, old, t0, REFILL_BOUND);
-    hosts::wait_until(Duration::from_secs(30), "the cut host fenced", || {
-        !s.c.hosts[old].is_active("sched@0.service")
-    });
-    s.c.hosts[old].heal();
+    s.cut_holder(0, holders[0]);
 
     // Promote on the standby: it takes the slot of the lowest-priority holder, by
     // switchover; the other slot stays where it is.
@@ -487,35 +501,10 @@ fn campaign(s: &Slots) {
             old + 1,
             standby + 1
         );
-        let t0 = hosts::now_ns();
         let refill = match kind {
-            "kill -9" => {
-                let pid = s.c.promd_pid(old);
-                s.c.hosts[old].signal(pid, Signal::SIGKILL);
-                let took = s.refilled(kind, k, old, t0, REFILL_BOUND);
-                s.wait_promd_back(old, pid);
-                Some(took)
-            }
-            "SIGSTOP" => {
-                let pid = s.c.promd_pid(old);
-                s.c.hosts[old].signal(pid, Signal::SIGSTOP);
-                let took = s.refilled(kind, k, old, t0, REFILL_BOUND);
-                if s.c.hosts[old].owns_pid(pid) {
-                    s.c.hosts[old].signal(pid, Signal::SIGCONT);
-                }
-                s.wait_promd_back(old, pid);
-                Some(took)
-            }
-            "cut" => {
-                s.c.hosts[old].cut();
-                let took = s.refilled(kind, k, old, t0, REFILL_BOUND);
-                let unit = format!("sched@{k}.service");
-                hosts::wait_until(Duration::from_secs(30), "the cut host fenced", || {
-                    !s.c.hosts[old].is_active(&unit)
-                });
-                s.c.hosts[old].heal();
-                Some(took)
-            }
+            "kill -9" => Some(s.kill_promd(k, old).1),
+            "SIGSTOP" => Some(s.stop_promd(k, old).1),
+            "cut" => Some(s.cut_holder(k, old).1),
             // A refusal is an answer too (the standby may be in its failure cooldown after
             // a "kill the service"); the slots must stay held either way.
             "Promote" => {

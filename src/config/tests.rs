@@ -1352,6 +1352,11 @@ fn many_groups(n: usize, lease: &str, actives: u32) -> String {
         .collect()
 }
 
+/// `check-config`'s lease notes for [`many_groups`].
+fn notes_for(n: usize, lease: &str, actives: u32) -> Vec<String> {
+    short_lease_notes(&check(&many_groups(n, lease, actives)).unwrap())
+}
+
 /// A host of many groups fences them all at a cut: PID 1 stops every target and promd
 /// confirms each stop, 2 ms a group past the first 50, even with no process to stop.
 /// `check-config` says so for a lease too short for the count (1,000 groups at 4 s had promd
@@ -1359,8 +1364,7 @@ fn many_groups(n: usize, lease: &str, actives: u32) -> String {
 /// keeps the line readable however many groups there are.
 #[test]
 fn a_lease_too_short_for_the_number_of_groups_is_noted_with_the_lease_that_holds_them() {
-    let config = check(&many_groups(1000, "4s", 1)).unwrap();
-    let notes = short_lease_notes(&config);
+    let notes = notes_for(1000, "4s", 1);
     assert_eq!(notes.len(), 1, "{notes:#?}");
     let note = &notes[0];
     assert!(
@@ -1380,19 +1384,16 @@ fn a_lease_too_short_for_the_number_of_groups_is_noted_with_the_lease_that_holds
         .and_then(|rest| rest.split(',').next())
         .expect("names a lease");
     // The lease named holds them: no note at it; one step less gets the note again.
-    let at = |lease: &str| short_lease_notes(&check(&many_groups(1000, lease, 1)).unwrap());
+    let at = |lease: &str| notes_for(1000, lease, 1);
     assert_eq!(at(named), Vec::<String>::new(), "{named}");
     let less =
         humantime::parse_duration(&named.replace(' ', "")).unwrap() - Duration::from_millis(100);
     let less = format!("{}ms", less.as_millis());
     assert_eq!(at(&less).len(), 1, "{less}");
     // 50 groups cost nothing beyond the lease's own deadlines.
-    assert_eq!(
-        short_lease_notes(&check(&many_groups(50, "2s", 1)).unwrap()),
-        Vec::<String>::new()
-    );
+    assert_eq!(notes_for(50, "2s", 1), Vec::<String>::new());
     // Slots count as groups: 300 groups of 2 slots are 600.
-    let notes = short_lease_notes(&check(&many_groups(300, "2s", 2)).unwrap());
+    let notes = notes_for(300, "2s", 2);
     assert!(
         notes
             .iter()
@@ -1400,21 +1401,21 @@ fn a_lease_too_short_for_the_number_of_groups_is_noted_with_the_lease_that_holds
         "{notes:#?}"
     );
     // A lease short of one unit, over 60 groups: one line, five names.
-    let notes = short_lease_notes(&check(&many_groups(60, "1s", 1)).unwrap());
+    let notes = notes_for(60, "1s", 1);
     assert_eq!(notes.len(), 1, "{notes:#?}");
     assert!(
         notes[0].starts_with("lease 1s (groups g0, g1, g2, g3, g4 and 55 more) holds no unit"),
         "{notes:#?}"
     );
     // The cost is said before its rounding: 120 groups cost 140 ms, counted as 200 ms.
-    let notes = short_lease_notes(&check(&many_groups(120, "2s", 1)).unwrap());
+    let notes = notes_for(120, "2s", 1);
     assert!(
         notes[0]
             .contains("(2ms a group past the first 50: 140ms, rounded up to a 100ms step: 200ms)"),
         "{notes:#?}"
     );
     // Short of one unit and of 500 groups: one note, with the lease that holds both.
-    let notes = short_lease_notes(&check(&many_groups(500, "1s", 1)).unwrap());
+    let notes = notes_for(500, "1s", 1);
     assert_eq!(notes.len(), 1, "{notes:#?}");
     assert!(
         notes[0].contains("too short for the 500 groups"),
