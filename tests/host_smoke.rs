@@ -372,7 +372,7 @@ fn span_logs_parse_and_overlaps_are_found() {
     let log = dir.path().join("x.log");
     std::fs::write(
         &log,
-        "start 100 3\nstop 200\nstart 300 \nstart 400 5\nstop 500\nstop 600\n",
+        "start 100 3\nstop 200\nstart 300 \nstart 400 5 slot=1\nstop 500\nstop 600\n",
     )
     .expect("write");
     let spans = hosts::read_spans(&log);
@@ -382,17 +382,20 @@ fn span_logs_parse_and_overlaps_are_found() {
             Span {
                 start_ns: 100,
                 stop_ns: Some(200),
-                term: Some(3)
+                term: Some(3),
+                slot: None,
             },
             Span {
                 start_ns: 300,
                 stop_ns: None,
-                term: None
+                term: None,
+                slot: None,
             },
             Span {
                 start_ns: 400,
                 stop_ns: Some(500),
-                term: Some(5)
+                term: Some(5),
+                slot: Some(1),
             },
         ]
     );
@@ -402,17 +405,20 @@ fn span_logs_parse_and_overlaps_are_found() {
         start_ns: 100,
         stop_ns: Some(200),
         term: Some(1),
+        slot: None,
     }];
     let b = vec![Span {
         start_ns: 200,
         stop_ns: Some(300),
         term: Some(2),
+        slot: None,
     }];
     hosts::assert_no_overlap(&[("a", a.clone()), ("b", b.clone())]);
     let c = vec![Span {
         start_ns: 150,
         stop_ns: None,
         term: Some(3),
+        slot: None,
     }];
     let all = [("a", a), ("b", b), ("c", c.clone())];
     assert_eq!(

@@ -1752,7 +1752,7 @@ pub fn span_unit_running(service: &str, group: &str, log_path: &str, exec_start:
          [Service]\n\
          Type=exec\n\
          EnvironmentFile=-/run/promd/{group}.env\n\
-         ExecStartPre=/bin/sh -c 'mkdir -p {dir} && echo \"start $$(date +%%s%%N) $${{PROMD_TERM:-}}\" >> {log_path}'\n\
+         ExecStartPre=/bin/sh -c 'mkdir -p {dir} && echo \"start $$(date +%%s%%N) $${{PROMD_TERM:-}} $${{PROMD_SLOT:+slot=$$PROMD_SLOT}}\" >> {log_path}'\n\
          ExecStart={exec_start}\n\
          ExecStopPost=/bin/sh -c 'echo \"stop $$(date +%%s%%N)\" >> {log_path}'\n\
          TimeoutStopSec=10s\n"
@@ -1761,12 +1761,14 @@ pub fn span_unit_running(service: &str, group: &str, log_path: &str, exec_start:
 
 /// One run of a span-recorded service, in realtime ns. `stop_ns` is `None` if the service has
 /// not stopped (or its host died without running `ExecStopPost=`); `term` is `None` if no
-/// `PROMD_TERM` was set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `PROMD_TERM` was set; `slot` is the `PROMD_SLOT` the run started with (`None` in a group of
+/// one active host, where promd writes none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Span {
     pub start_ns: u64,
     pub stop_ns: Option<u64>,
     pub term: Option<u64>,
+    pub slot: Option<u32>,
 }
 
 impl Span {
@@ -1795,11 +1797,19 @@ pub fn read_spans(path: impl AsRef<Path>) -> Vec<Span> {
         match words.next() {
             Some("start") => {
                 let start_ns = number(words.next());
-                let term = words.next().map(|w| number(Some(w)));
+                // `start NS [TERM] [slot=K]`.
+                let (mut term, mut slot) = (None, None);
+                for w in words {
+                    match w.strip_prefix("slot=") {
+                        Some(k) => slot = Some(k.parse().unwrap_or_else(|_| bad())),
+                        None => term = Some(number(Some(w))),
+                    }
+                }
                 spans.push(Span {
                     start_ns,
                     stop_ns: None,
                     term,
+                    slot,
                 });
                 open = Some(spans.len() - 1);
             }
@@ -1893,9 +1903,10 @@ pub fn find_overlaps<S: AsRef<str>>(hosts: &[(S, Vec<Span>)]) -> Vec<String> {
 
 fn describe_span(s: &Span) -> String {
     let term = s.term.map_or("-".to_string(), |t| t.to_string());
+    let slot = s.slot.map_or(String::new(), |k| format!(" slot {k}"));
     match s.stop_ns {
-        Some(stop) => format!("[{} .. {}] term {term}", s.start_ns, stop),
-        None => format!("[{} .. open] term {term}", s.start_ns),
+        Some(stop) => format!("[{} .. {}] term {term}{slot}", s.start_ns, stop),
+        None => format!("[{} .. open] term {term}{slot}", s.start_ns),
     }
 }
 

@@ -9,6 +9,8 @@ pub struct Config {
     /// The kinds the schedule draws from: [`Kind::ALL`] unless `PROMD_CAMPAIGN_KINDS` says
     /// otherwise (a comma list of [`Kind::key`]s).
     pub kinds: Vec<Kind>,
+    /// The group's `actives`: 1 (today's group) unless the test says otherwise.
+    pub actives: usize,
 }
 
 impl Config {
@@ -59,6 +61,7 @@ impl Config {
             seeds,
             faults,
             kinds,
+            actives: 1,
         }
     }
 

@@ -15,6 +15,17 @@ pub(super) struct Engine<'a> {
     pub(super) kinds: Vec<Kind>,
     /// The fault in progress.
     pub(super) current: usize,
+    /// The group's `actives` (slots): how many hosts run the zoo at once.
+    pub(super) actives: usize,
+}
+
+/// One host running the whole zoo: its slot (`PROMD_SLOT` of its runs; `None` in a group of
+/// one active host) and when the last of its zoo services came up (realtime ns).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Active {
+    pub(super) host: usize,
+    pub(super) slot: Option<u32>,
+    pub(super) latest: u64,
 }
 
 /// One host as `systemctl` and promd's D-Bus API show it.
@@ -92,27 +103,45 @@ pub(super) fn resume_unless_killed(host: &Host, pid: u32) -> &'static str {
     }
 }
 
-/// "Exactly one active" over the zoo: the one host on which every unit of [`ZOO_UP`] runs, if
-/// each of them runs there and on no other host, with the latest start of an open span of a
-/// zoo service there (when the last of them came up).
-pub(super) fn one_active(c: &Cluster) -> Option<(usize, u64)> {
+/// "Exactly `n` actives" over the zoo: the `n` hosts on which every unit of [`ZOO_UP`] runs,
+/// if no unit of it runs on any other host, each host's open runs all carry one slot, and no
+/// two hosts carry the same one; in slot order.
+pub(super) fn actives(c: &Cluster, n: usize) -> Option<Vec<Active>> {
     let states = zoo_states(c);
     let up: Vec<usize> = (0..states.len()).filter(|&i| all_up(&states[i])).collect();
-    let [a] = up[..] else { return None };
+    if up.len() != n {
+        return None;
+    }
     let others_down = (0..states.len())
-        .filter(|&i| i != a)
+        .filter(|i| !up.contains(i))
         .all(|i| states[i].iter().all(|s| s != "active"));
     if !others_down {
         return None;
     }
-    let dir = c.span_dir(a);
-    let mut latest = 0;
+    let mut found: Vec<Active> = up.iter().map(|&h| open_run(c, h)).collect::<Option<_>>()?;
+    found.sort_by_key(|a| a.slot);
+    let distinct = found.windows(2).all(|w| w[0].slot != w[1].slot);
+    (distinct && (n == 1 || found.iter().all(|a| a.slot.is_some()))).then_some(found)
+}
+
+/// Host `h`'s open run of the zoo, from its span logs: every zoo service has an open span,
+/// all of one slot.
+fn open_run(c: &Cluster, h: usize) -> Option<Active> {
+    let dir = c.span_dir(h);
+    let (mut latest, mut slots) = (0, Vec::new());
     for (_, log) in ZOO_SERVICES {
         let spans = hosts::read_spans(dir.join(log));
         let open = spans.last().filter(|s| s.stop_ns.is_none())?;
         latest = latest.max(open.start_ns);
+        slots.push(open.slot);
     }
-    Some((a, latest))
+    slots.dedup();
+    let [slot] = slots[..] else { return None };
+    Some(Active {
+        host: h,
+        slot,
+        latest,
+    })
 }
 
 /// Time in `[from, to]` during which no host's span was open.
@@ -150,17 +179,26 @@ impl Engine<'_> {
         self.c.hosts[i].name()
     }
 
-    /// Waits until one host is active and the others passive and eligible, promd running
-    /// everywhere; returns the active host.
-    pub(super) fn settle(&mut self) -> usize {
-        let mut active = 0;
+    /// The hosts running the zoo now, if exactly [`Engine::actives`] do (see [`actives`]).
+    pub(super) fn now_active(&self) -> Option<Vec<Active>> {
+        actives(self.c, self.actives)
+    }
+
+    /// Waits until [`Engine::actives`] hosts are active, each in a slot of its own, and the
+    /// others passive and eligible, promd running everywhere; returns the active hosts in slot
+    /// order.
+    pub(super) fn settle(&mut self) -> Vec<Active> {
+        let mut active = Vec::new();
         let mut seen = String::new();
         let c = self.c;
+        let n = self.actives;
         let result = catch_unwind(AssertUnwindSafe(|| {
             hosts::wait_until(
                 SETTLE_TIMEOUT,
-                "the cluster settles (the zoo up on one active host, the others passive with the \
-                 zoo down, promd running everywhere)",
+                &format!(
+                    "the cluster settles (the zoo up on {n} active host(s) in distinct slots, the \
+                     others passive with the zoo down, promd running everywhere)"
+                ),
                 || {
                     let states: Vec<HostState> = c.hosts.iter().map(host_state).collect();
                     seen = states
@@ -169,21 +207,29 @@ impl Engine<'_> {
                         .map(|(s, h)| format!("{}: {s:?}", h.name()))
                         .collect::<Vec<_>>()
                         .join("; ");
-                    let actives: Vec<usize> = (0..states.len())
+                    let up: Vec<usize> = (0..states.len())
                         .filter(|&i| all_up(&states[i].zoo))
                         .collect();
-                    let [a] = actives[..] else { return false };
-                    active = a;
-                    states.iter().enumerate().all(|(i, s)| {
+                    if up.len() != n {
+                        return false;
+                    }
+                    let roles = states.iter().enumerate().all(|(i, s)| {
                         s.promd == "active"
-                            && if i == a {
+                            && if up.contains(&i) {
                                 s.role == "active"
                             } else {
                                 s.role == "passive"
                                     && s.passive == "active"
                                     && not_down(&s.zoo).is_empty()
                             }
-                    })
+                    });
+                    match actives(c, n) {
+                        Some(a) if roles => {
+                            active = a;
+                            true
+                        }
+                        _ => false,
+                    }
                 },
             )
         }));
@@ -196,8 +242,11 @@ impl Engine<'_> {
         active
     }
 
-    pub(super) fn passive_host(&self, active: usize, pick: u64) -> usize {
-        let others: Vec<usize> = (0..self.c.hosts.len()).filter(|&i| i != active).collect();
+    /// A host that runs none of the zoo, chosen by `pick`.
+    pub(super) fn passive_host(&self, active: &[Active], pick: u64) -> usize {
+        let others: Vec<usize> = (0..self.c.hosts.len())
+            .filter(|&i| active.iter().all(|a| a.host != i))
+            .collect();
         others[(pick % others.len() as u64) as usize]
     }
 

@@ -11,14 +11,17 @@ impl Engine<'_> {
     pub(super) fn fault(&mut self, index: usize, plan: &Plan) {
         let c = self.c;
         self.current = index;
-        let from = self.settle();
+        let settled = self.settle();
+        // Which active host the fault is about (always the one when there is one).
+        let hit = settled[(plan.pick / 7 % settled.len() as u64) as usize];
+        let (from, from_slot) = (hit.host, hit.slot);
         std::thread::sleep(plan.gap); // a random phase of the renewal cycle, not a synchronisation
         let t_fault = hosts::now_ns();
         let mut result = "done".to_string();
         let target = if plan.at_active {
             from
         } else {
-            self.passive_host(from, plan.pick)
+            self.passive_host(&settled, plan.pick)
         };
         let role = if target == from { "active" } else { "passive" };
         let tname = format!("{} ({role})", self.name(target));
@@ -47,9 +50,12 @@ impl Engine<'_> {
                         hosts::wait_until(
                             Duration::from_secs(15),
                             "web.service runs again after a crash",
-                            || one_active(c).is_some(),
+                            || self.now_active().is_some(),
                         );
-                        if one_active(c).map(|(a, _)| a) != Some(from) {
+                        let still = self
+                            .now_active()
+                            .is_some_and(|now| now.iter().any(|a| a.host == from));
+                        if !still {
                             break; // failed over: the crash loop is over
                         }
                     }
@@ -221,7 +227,7 @@ impl Engine<'_> {
             }
             Kind::DupNode => {
                 let h = &c.hosts[target];
-                let before = one_active(c);
+                let before = self.now_active();
                 let (own, taken) = (self.name(target).to_string(), self.name(from).to_string());
                 let original = h.read_file(CONFIG).expect("promd.toml");
                 let renamed =
@@ -252,7 +258,7 @@ impl Engine<'_> {
                      (failed: {failed}, exit status {status})"
                 );
                 assert_eq!(
-                    one_active(c),
+                    self.now_active(),
                     before,
                     "fault #{index}: the active host's run of the zoo was disturbed"
                 );
@@ -260,19 +266,20 @@ impl Engine<'_> {
                 format!("promd on {tname} restarted as node {taken}, then as {own} again")
             }
             Kind::DelKey => {
+                let key = leader_key(from_slot);
                 let eps = self.etcd.endpoints().join(",");
                 let out = std::process::Command::new("etcdctl")
                     .env("ETCDCTL_API", "3")
-                    .args(["--endpoints", &eps, "del", LEADER_KEY])
+                    .args(["--endpoints", &eps, "del", &key])
                     .output()
                     .expect("etcdctl");
                 assert!(
                     out.status.success(),
-                    "etcdctl del {LEADER_KEY}: {}",
+                    "etcdctl del {key}: {}",
                     String::from_utf8_lossy(&out.stderr)
                 );
                 result = format!("deleted {}", String::from_utf8_lossy(&out.stdout).trim());
-                format!("etcdctl del {LEADER_KEY} (held by {tname})")
+                format!("etcdctl del {key} (held by {tname})")
             }
             Kind::CutThenStop => {
                 let pid = c.promd_pid(target);
@@ -283,7 +290,10 @@ impl Engine<'_> {
                 hosts::wait_until(
                     LEASE * 2 + Duration::from_secs(5),
                     "another host takes over from the cut, hung one",
-                    || one_active(c).is_some_and(|(a, _)| a != target),
+                    || {
+                        self.now_active()
+                            .is_some_and(|now| now.iter().all(|a| a.host != target))
+                    },
                 );
                 c.hosts[target].heal();
                 result = resume_unless_killed(&c.hosts[target], pid).into();
@@ -308,8 +318,9 @@ impl Engine<'_> {
             hosts::wait_until(
                 (bound + POLL_SLACK).saturating_sub(healed.elapsed()),
                 &format!(
-                    "exactly one host active within {} ms of the heal of fault #{index} ({what}); \
+                    "exactly {} host(s) active within {} ms of the heal of fault #{index} ({what}); \
                      bound: {why}",
+                    self.actives,
                     bound.as_millis()
                 ),
                 || {
@@ -318,7 +329,7 @@ impl Engine<'_> {
                     if plan.kind == Kind::DelKey && !stopped_since(c, from, t_fault) {
                         return false;
                     }
-                    found = one_active(c);
+                    found = self.now_active();
                     found.is_some()
                 },
             )
@@ -334,9 +345,35 @@ impl Engine<'_> {
             resume_unwind(panic);
         }
         let t_ok = hosts::now_ns();
-        let (to, open_start) = found.unwrap_or_default();
-        let recovery = Duration::from_nanos(open_start.saturating_sub(t_heal));
-        let downtime = uncovered(&c.spans(), t_fault, t_ok);
+        let now = found.unwrap_or_default();
+        // The last zoo service to come up on any active host: 0 if every run predates the heal.
+        let recovery = now
+            .iter()
+            .map(|a| Duration::from_nanos(a.latest.saturating_sub(t_heal)))
+            .max()
+            .unwrap_or_default();
+        // Per slot, how long no host ran its web.service; the worst slot.
+        let all = c.spans();
+        let downtime = now
+            .iter()
+            .map(|a| {
+                let of_slot: Vec<(String, Vec<Span>)> = all
+                    .iter()
+                    .map(|(h, spans)| {
+                        let mine = spans.iter().filter(|s| s.slot == a.slot).copied();
+                        (h.clone(), mine.collect())
+                    })
+                    .collect();
+                uncovered(&of_slot, t_fault, t_ok)
+            })
+            .max()
+            .unwrap_or_default();
+        let holder_of = |v: &[Active], slot| v.iter().find(|a| a.slot == slot).map(|a| a.host);
+        let to = holder_of(&now, from_slot).unwrap_or(from);
+        let moved = settled
+            .iter()
+            .filter(|a| holder_of(&now, a.slot) != Some(a.host))
+            .count();
         let outcome = Outcome {
             seed: self.seed,
             index,
@@ -345,12 +382,14 @@ impl Engine<'_> {
             result: result.clone(),
             from: self.name(from).to_string(),
             to: self.name(to).to_string(),
+            moved,
             recovery,
             downtime,
         };
+        let slot = from_slot.map_or(String::new(), |k| format!(" (slot {k})"));
         self.say(format!(
-            "#{index} {what}: {result}; {} -> {} active, recovery {} ms after the heal (bound {} ms), \
-             downtime {} ms",
+            "#{index} {what}: {result}; {}{slot} -> {} active, {moved} slot(s) moved, recovery {} ms \
+             after the heal (bound {} ms), downtime {} ms",
             outcome.from,
             outcome.to,
             recovery.as_millis(),
@@ -364,12 +403,11 @@ impl Engine<'_> {
         self.outcomes.push(outcome);
         // Nothing of the zoo on the other hosts: no process in any zoo unit's cgroup, the tmpfs
         // not mounted.
-        for i in (0..c.hosts.len()).filter(|&i| i != to) {
+        for i in (0..c.hosts.len()).filter(|&i| now.iter().all(|a| a.host != i)) {
             let left = zoo_leftovers(&c.hosts[i]);
             assert!(
                 left.is_empty(),
-                "fault #{index} ({what}): {} is active, yet {} still has: {}",
-                self.name(to),
+                "fault #{index} ({what}): {} is passive, yet it still has: {}",
                 self.name(i),
                 left.join("; ")
             );
@@ -467,6 +505,7 @@ impl Engine<'_> {
             outlived: Outlived::default(),
             seeds: so_far.seeds.clone(),
             elapsed: Duration::ZERO,
+            actives: so_far.actives,
         };
         partial.outcomes.extend(self.outcomes.iter().cloned());
         eprintln!(
@@ -477,7 +516,7 @@ impl Engine<'_> {
              journals (promd, the zoo), spans and timelines (web.service, every zoo unit), etcd \
              logs: {}\n\
              replay: PROMD_CAMPAIGN_SEED={} PROMD_CAMPAIGN_FAULTS={}{} \
-             cargo test --release --test system_campaign -- --nocapture\n",
+             cargo test --release --test {} -- --nocapture\n",
             self.seed,
             self.log.join("\n"),
             hosts::timeline(&spans),
@@ -486,6 +525,11 @@ impl Engine<'_> {
             self.seed,
             failed_at + 1,
             kinds_env(&self.kinds),
+            if self.actives > 1 {
+                "system_campaign_slots"
+            } else {
+                "system_campaign"
+            },
         );
     }
 }

@@ -52,8 +52,14 @@ pub const GROUP_EXTRA: &str =
 pub(super) const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// promd's configuration on every host.
 const CONFIG: &str = "/etc/promd/promd.toml";
-/// The group's leader key in etcd (promd's default prefix `/promd`).
-pub(super) const LEADER_KEY: &str = "/promd/web/leader";
+/// The leader key of the group's slot `k` in etcd (promd's default prefix `/promd`; slot 0
+/// is the group's own key, slot k > 0 is `GROUP@k`'s: docs/slots.md).
+pub(super) fn leader_key(slot: Option<u32>) -> String {
+    match slot {
+        None | Some(0) => "/promd/web/leader".into(),
+        Some(k) => format!("/promd/web@{k}/leader"),
+    }
+}
 /// How soon after `etcdctl del` of its key the holder must have every zoo service down: the
 /// watch reports the delete within milliseconds and a key gone means SIGKILL in the same step
 /// (docs/safety.md), not a stop that waits for the drain; so well under DRAIN (3 s), and with
@@ -91,13 +97,14 @@ pub fn run(cfg: &Config) -> Report {
         outlived: Outlived::default(),
         seeds: cfg.seeds.clone(),
         elapsed: Duration::ZERO,
+        actives: cfg.actives,
     };
     for (i, &seed) in cfg.seeds.iter().enumerate() {
         let faults = cfg.faults_of(i);
         if faults == 0 {
             continue;
         }
-        let (outcomes, spans, outlived) = run_seed(seed, faults, &cfg.kinds, &report);
+        let (outcomes, spans, outlived) = run_seed(seed, faults, &cfg.kinds, cfg.actives, &report);
         report.outcomes.extend(outcomes);
         report.spans += spans;
         report.outlived.stops += outlived.stops;
@@ -113,17 +120,24 @@ pub(super) fn run_seed(
     seed: u64,
     faults: usize,
     kinds: &[Kind],
+    actives: usize,
     so_far: &Report,
 ) -> (Vec<Outcome>, usize, Outlived) {
     let t0 = Instant::now();
-    eprintln!("== campaign seed {seed}: {faults} faults, lease {LEASE:?} ==");
+    eprintln!("== campaign seed {seed}: {faults} faults, lease {LEASE:?}, actives = {actives} ==");
+    // A group of one active host is configured as today's (no `actives` key at all).
+    let slots = if actives > 1 {
+        format!("actives = {actives}\n")
+    } else {
+        String::new()
+    };
     let net = Net::new(3);
     let mut etcd = EtcdCluster::start(3, &net.gateway_ips());
     let cluster = Cluster::boot_with(
         &net,
         StoreKind::Etcd(&etcd),
         LEASE,
-        &format!("{GROUP_EXTRA}{HEALTH_EXTRA}"),
+        &format!("{GROUP_EXTRA}{HEALTH_EXTRA}{slots}"),
         |_, spec| zoo_units(spec),
     );
     let mut engine = Engine {
@@ -136,10 +150,13 @@ pub(super) fn run_seed(
         last_seen: String::new(),
         kinds: kinds.to_vec(),
         current: 0,
+        actives,
     };
     let result = catch_unwind(AssertUnwindSafe(|| {
         let a = engine.settle();
-        engine.check_claims(a);
+        for active in a {
+            engine.check_claims(active.host);
+        }
         let mut schedule = Schedule::new(seed, kinds);
         for index in 0..faults {
             let plan = schedule.next_plan();

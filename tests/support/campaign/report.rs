@@ -10,8 +10,11 @@ pub struct Outcome {
     /// What was done, to whom, and how it ended (e.g. a refusal's message).
     pub what: String,
     pub result: String,
+    /// The active host the fault was about, and who holds its slot afterwards.
     pub from: String,
     pub to: String,
+    /// How many slots changed holder (0 or 1 with one active host).
+    pub moved: usize,
     pub recovery: Duration,
     pub downtime: Duration,
 }
@@ -22,6 +25,8 @@ pub struct Report {
     pub outlived: Outlived,
     pub seeds: Vec<u64>,
     pub elapsed: Duration,
+    /// The group's `actives`.
+    pub actives: usize,
 }
 
 /// The `p` quantile of sorted samples (nearest rank).
@@ -80,7 +85,7 @@ impl Report {
                 "| {} | {} | {} | {} | {} | {} | {} |",
                 kind.name(),
                 os.len(),
-                os.iter().filter(|o| o.from != o.to).count(),
+                os.iter().map(|o| o.moved).sum::<usize>(),
                 results,
                 distribution(&rec),
                 distribution(&down),
@@ -94,8 +99,8 @@ impl Report {
     pub fn totals(&self) -> String {
         format!(
             "{} faults over seeds {:?} in {:.0} s: {} spans of the zoo's {} services checked, 0 \
-             overlaps between hosts (any unit against any unit), the term grew on every hand-over; \
-             after every fault the whole zoo ran on exactly one host within its bound, with nothing \
+             overlaps between hosts (any unit against any unit{}), the term grew on every hand-over{}; \
+             after every fault the whole zoo ran on exactly {} within its bound, with nothing \
              of it left on the others. web-fork.service's TERM-ignoring child outlived the unit's \
              ExecStopPost= in {} of {} stops, by up to {} ms (counted in its spans).",
             self.outcomes.len(),
@@ -103,6 +108,17 @@ impl Report {
             self.elapsed.as_secs_f64(),
             self.spans,
             ZOO_SERVICES.len(),
+            if self.actives > 1 {
+                " of the same slot; no host in two slots at once"
+            } else {
+                ""
+            },
+            if self.actives > 1 { " of its slot" } else { "" },
+            if self.actives > 1 {
+                format!("{} hosts, one per slot,", self.actives)
+            } else {
+                "one host".to_string()
+            },
             self.outlived.stops,
             self.outlived.of,
             self.outlived.longest.as_millis(),

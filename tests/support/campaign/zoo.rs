@@ -196,9 +196,10 @@ pub(super) fn read_zoo_spans(c: &Cluster) -> Vec<HostSpans> {
 
 pub(super) fn describe_span(unit: &str, s: &Span) -> String {
     let term = s.term.map_or("-".to_string(), |t| t.to_string());
+    let slot = s.slot.map_or(String::new(), |k| format!(" slot {k}"));
     match s.stop_ns {
-        Some(stop) => format!("{unit} [{} .. {stop}] term {term}", s.start_ns),
-        None => format!("{unit} [{} .. open] term {term}", s.start_ns),
+        Some(stop) => format!("{unit} [{} .. {stop}] term {term}{slot}", s.start_ns),
+        None => format!("{unit} [{} .. open] term {term}{slot}", s.start_ns),
     }
 }
 
@@ -208,7 +209,8 @@ pub fn zoo_timeline(all: &[HostSpans]) -> String {
     for (host, spans) in all {
         for (unit, s) in spans {
             let term = s.term.map_or("-".to_string(), |t| t.to_string());
-            events.push((s.start_ns, host, format!("start {unit} term {term}")));
+            let slot = s.slot.map_or(String::new(), |k| format!(" slot {k}"));
+            events.push((s.start_ns, host, format!("start {unit} term {term}{slot}")));
             events.push((
                 s.end_ns(),
                 host,
@@ -412,19 +414,23 @@ fn bus_path_label(unit: &str) -> String {
 }
 
 /// The span checker over every process of the closure, on one clock ([`zoo_view`]):
-/// - no span of one host overlaps a span of another host, any unit against any unit;
-/// - the term (`PROMD_TERM`, which every zoo service records) never goes back, and grows
-///   whenever a unit starts on another host than the unit that started before it.
+/// - no span of one host overlaps a span of another host of the same slot (`PROMD_SLOT`, which
+///   every zoo service records; in a group of one active host there is no slot, so any unit
+///   against any unit);
+/// - no host runs units of two slots at once;
+/// - each slot's term (`PROMD_TERM`, which every zoo service records) never goes back, and
+///   grows whenever a unit starts on another host than the unit that started before it.
 ///
 /// Returns the number of spans and what web-fork.service's child did.
 pub fn check_zoo(c: &Cluster) -> (usize, Outlived) {
     let (all, outlived) = zoo_view(c);
+    let overlap = |a: &Span, b: &Span| a.start_ns < b.end_ns() && b.start_ns < a.end_ns();
     let mut overlaps = Vec::new();
     for (a, (host_a, spans_a)) in all.iter().enumerate() {
         for (host_b, spans_b) in all.iter().skip(a + 1) {
             for (ua, sa) in spans_a {
-                for (ub, sb) in spans_b {
-                    if sa.start_ns < sb.end_ns() && sb.start_ns < sa.end_ns() {
+                for (ub, sb) in spans_b.iter().filter(|(_, sb)| sb.slot == sa.slot) {
+                    if overlap(sa, sb) {
                         overlaps.push(format!(
                             "{host_a} {} and {host_b} {} overlap",
                             describe_span(ua, sa),
@@ -434,25 +440,38 @@ pub fn check_zoo(c: &Cluster) -> (usize, Outlived) {
                 }
             }
         }
+        for (i, (ua, sa)) in spans_a.iter().enumerate() {
+            for (ub, sb) in spans_a.iter().skip(i + 1) {
+                if sa.slot != sb.slot && overlap(sa, sb) {
+                    overlaps.push(format!(
+                        "{host_a} ran {} and {} at once: two slots",
+                        describe_span(ua, sa),
+                        describe_span(ub, sb)
+                    ));
+                }
+            }
+        }
     }
     assert!(
         overlaps.is_empty(),
-        "two hosts ran units of the zoo at the same time:\n  {}\ntimeline:\n{}",
+        "two hosts ran units of one slot of the zoo at the same time:\n  {}\ntimeline:\n{}",
         overlaps.join("\n  "),
         zoo_timeline(&all)
     );
-    let starts: Vec<(u64, u64, &str, &str)> = all
-        .iter()
-        .flat_map(|(h, spans)| {
-            spans.iter().map(move |(u, s)| {
-                let term = s
-                    .term
-                    .unwrap_or_else(|| panic!("{h} {u}: no PROMD_TERM in the unit's environment"));
-                (s.start_ns, term, h.as_str(), *u)
-            })
-        })
-        .collect();
-    (assert_terms_grow(starts), outlived)
+    let mut by_slot: BTreeMap<Option<u32>, Vec<(u64, u64, &str, &str)>> = BTreeMap::new();
+    for (h, spans) in &all {
+        for (u, s) in spans {
+            let term = s
+                .term
+                .unwrap_or_else(|| panic!("{h} {u}: no PROMD_TERM in the unit's environment"));
+            by_slot
+                .entry(s.slot)
+                .or_default()
+                .push((s.start_ns, term, h.as_str(), *u));
+        }
+    }
+    let runs = by_slot.into_values().map(assert_terms_grow).sum();
+    (runs, outlived)
 }
 
 /// What of the zoo is left on host `h`: processes in a zoo unit's cgroup (`unit: pid (name)`),
