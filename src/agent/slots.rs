@@ -33,6 +33,17 @@ pub(super) struct Family {
     cfg: GroupConfig,
 }
 
+/// Where this host stands in a group with slots ([`Agent::family_standing`]).
+struct Standing {
+    /// Every slot's machine is settled passive and none campaigns.
+    settled: bool,
+    /// This host holds a slot.
+    held: bool,
+    /// This host is among the best `standbys` hosts without a slot (always, without
+    /// `standbys`).
+    standby: bool,
+}
+
 /// The group's passive target on this host, as the family last asked for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Passive {
@@ -129,6 +140,32 @@ impl Agent {
             .iter()
             .position(|id| self.groups.get(id).is_some_and(|g| g.machine.holds_role()))?;
         u32::try_from(k).ok()
+    }
+
+    /// Whether this host is a spare of `group` now: it holds no slot, every slot's machine is
+    /// settled passive, and it is not among the best `standbys` hosts without a slot (so it
+    /// runs neither target).
+    pub(super) fn family_spare(&self, group: &str) -> bool {
+        self.family_standing(group)
+            .is_some_and(|s| s.settled && !s.held && !s.standby)
+    }
+
+    /// Where this host stands in `group` (a group with slots); `None` for another group.
+    fn family_standing(&self, group: &str) -> Option<Standing> {
+        let f = self.families.get(group)?;
+        let g0 = f.ids.first().and_then(|id| self.groups.get(id))?;
+        let machines: Vec<&GroupMachine> = f
+            .ids
+            .iter()
+            .filter_map(|id| self.groups.get(id).map(|g| &g.machine))
+            .collect();
+        Some(Standing {
+            // Not while a slot's machine campaigns: the active target it may start next
+            // would cancel the passive target's start (`Conflicts=`).
+            settled: machines.iter().all(|m| m.settled_passive() && !m.engaged()),
+            held: self.family_held(group).is_some(),
+            standby: is_standby(&machines, g0.cfg.standbys.map(|m| m.get()), &self.node),
+        })
     }
 
     /// What a slot's group writes into the group's env file: `None` if it must not write it
@@ -267,16 +304,14 @@ impl Agent {
         if g0.cfg.passive_target.is_none() {
             return;
         }
-        let machines: Vec<&GroupMachine> = f
-            .ids
-            .iter()
-            .filter_map(|id| self.groups.get(id).map(|g| &g.machine))
-            .collect();
-        // Not while a slot's machine campaigns: the active target it may start next would
-        // cancel the passive target's start (`Conflicts=`).
-        let settled = machines.iter().all(|m| m.settled_passive() && !m.engaged());
-        let held = self.family_held(group).is_some();
-        let standby = is_standby(&machines, g0.cfg.standbys.map(|m| m.get()), &self.node);
+        let Some(Standing {
+            settled,
+            held,
+            standby,
+        }) = self.family_standing(group)
+        else {
+            return;
+        };
         let want = !self.stopping && !g0.retired && settled && !held && standby;
         let passive = f.passive;
         let (term, leader) = (

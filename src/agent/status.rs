@@ -167,56 +167,148 @@ fn why_word(why: Option<Ineligibility>) -> String {
 
 impl Agent {
     /// `STATUS=`: one clause per group, in the order the groups were opened; `no groups
-    /// configured` without any. When the clauses would make the line longer than
-    /// [`STATUS_MAX`] bytes (a few dozen groups), a summary instead: the count of groups in
-    /// each role, then the clauses of the groups that need a look (store down, failures,
-    /// maintenance, unhealthy, between roles) as far as they fit. systemd ignores a whole
-    /// notify message over 4 KiB, `READY=1` included: at 200 groups promd never became ready.
+    /// configured` without any. A group with several slots has one clause, which names the
+    /// slot this host holds and every other slot's holder ([`Agent::clause_of`]). When the
+    /// clauses would make the line longer than [`STATUS_MAX`] bytes (a few dozen groups), a
+    /// summary instead: the count of groups in each role, then the clauses of the groups that
+    /// need a look (store down, failures, maintenance, unhealthy, between roles) as far as
+    /// they fit. systemd ignores a whole notify message over 4 KiB, `READY=1` included: at 200
+    /// groups promd never became ready.
     pub fn status_line(&self, now: Mono) -> String {
-        let clauses: Vec<(String, bool)> = self
+        let clauses: Vec<Clause> = self
             .groups
-            .values()
-            .map(|g| (status_clause(g, now), needs_a_look(g, now)))
+            .keys()
+            .filter_map(|id| self.clause_of(*id, now))
+            .filter(|c| !c.text.is_empty())
             .collect();
         self.line_of(&clauses)
     }
 
     /// [`Agent::status_line`] from the clauses kept by [`Agent::publish_status`].
     fn line_of_clauses(&self) -> String {
-        let clauses: Vec<(String, bool)> = self
+        let clauses: Vec<Clause> = self
             .groups
             .keys()
             .filter_map(|id| self.clauses.get(id))
-            .map(|c| (c.text.clone(), c.look))
+            .filter(|c| !c.text.is_empty())
+            .cloned()
             .collect();
         self.line_of(&clauses)
     }
 
-    /// The line from one clause per group (in the groups' order) and whether each needs a
-    /// look.
-    fn line_of(&self, clauses: &[(String, bool)]) -> String {
+    /// The clause that carries group `id`'s part of `STATUS=`, built now: its own, or for a
+    /// group with several slots, slot 0's clause of the whole group and an empty one for
+    /// every other slot (which only keeps its [`Aging`]).
+    fn clause_of(&self, id: GroupId, now: Mono) -> Option<Clause> {
+        let g = self.groups.get(&id)?;
+        let aging = Aging::of(g, now);
+        let family = self
+            .slot_of(id)
+            .and_then(|(group, k)| Some((group, k, self.families.get(group)?.ids.len())));
+        Some(match family {
+            Some((_, k, _)) if k > 0 => Clause {
+                text: String::new(),
+                look: false,
+                role: String::new(),
+                aging,
+            },
+            Some((group, _, n)) if n > 1 => {
+                let (text, look, role) = self.family_clause(group, now)?;
+                Clause {
+                    text,
+                    look,
+                    role,
+                    aging,
+                }
+            }
+            _ => {
+                let mut text = status_clause(g, now);
+                if let Some((group, _)) = self.slot_of(id)
+                    && self.family_spare(group)
+                {
+                    text.push_str(", spare");
+                }
+                Clause {
+                    text,
+                    look: needs_a_look(g, now),
+                    role: g.machine.role().to_string(),
+                    aging,
+                }
+            }
+        })
+    }
+
+    /// The clause of a group with several slots, e.g. `sched: active in slot 1 (term 5),
+    /// slot 0 n1 (term 7)` or `sched: passive, slot 0 n1 (term 7), slot 1 vacant, spare`:
+    /// the slot this host holds (its role and term), then every other slot's holder and term
+    /// as this host knows them, then the host's failures and health as
+    /// [`status_clause`] says them. With its text: whether a slot needs a look, and the role
+    /// shown.
+    fn family_clause(&self, group: &str, now: Mono) -> Option<(String, bool, String)> {
+        let f = self.families.get(group)?;
+        let slots: Vec<(u32, &Group)> = f
+            .ids
+            .iter()
+            .zip(0u32..)
+            .filter_map(|(id, k)| Some((k, self.groups.get(id)?)))
+            .collect();
+        let held = self.family_held(group);
+        let &(k, shown) = slots
+            .iter()
+            .find(|(k, _)| Some(*k) == held)
+            .or(slots.first())?;
+        let m = &shown.machine;
+        let role = m.role();
+        let store_down = slots.iter().find(|(_, g)| !g.machine.store_up());
+        let mut s = match store_down {
+            Some((_, g)) => match &g.store_down {
+                Some(reason) => format!("{group}: {role}, waiting for the store ({reason})"),
+                None => format!("{group}: {role}, waiting for the store"),
+            },
+            None if held.is_some() => format!("{group}: {role} in slot {k} (term {})", m.term()),
+            None => format!("{group}: {role}"),
+        };
+        // Without the store, who holds what is not known.
+        if store_down.is_none() {
+            for (j, g) in slots.iter().filter(|(j, _)| Some(*j) != held) {
+                match g.machine.leader() {
+                    Some(l) => s.push_str(&format!(", slot {j} {l} (term {})", g.machine.term())),
+                    None => s.push_str(&format!(", slot {j} vacant")),
+                }
+            }
+        }
+        push_flags(&mut s, shown, now);
+        if self.family_spare(group) {
+            s.push_str(", spare");
+        }
+        let look = slots.iter().any(|(_, g)| needs_a_look(g, now));
+        Some((s, look, role.to_string()))
+    }
+
+    /// The line from the clauses of the groups (in the groups' order; the empty ones of
+    /// slots other than 0 left out).
+    fn line_of(&self, clauses: &[Clause]) -> String {
         if self.groups.is_empty() {
             return "no groups configured".into();
         }
-        let full_len = clauses.iter().map(|(c, _)| c.len() + 2).sum::<usize>();
+        let full_len = clauses.iter().map(|c| c.text.len() + 2).sum::<usize>();
         if full_len <= STATUS_MAX + 2 {
-            let parts: Vec<&str> = clauses.iter().map(|(c, _)| c.as_str()).collect();
+            let parts: Vec<&str> = clauses.iter().map(|c| c.text.as_str()).collect();
             return parts.join("; ");
         }
         let mut roles: Vec<(String, usize)> = Vec::new();
-        for g in self.groups.values() {
-            let role = g.machine.role().to_string();
-            match roles.iter_mut().find(|(r, _)| *r == role) {
+        for c in clauses {
+            match roles.iter_mut().find(|(r, _)| *r == c.role) {
                 Some((_, n)) => *n += 1,
-                None => roles.push((role, 1)),
+                None => roles.push((c.role.clone(), 1)),
             }
         }
         roles.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         let counts: Vec<String> = roles.iter().map(|(r, n)| format!("{n} {r}")).collect();
-        let n = self.groups.len();
+        let n = clauses.len();
         let plural = if n == 1 { "group" } else { "groups" };
         let mut line = format!("{n} {plural}: {}", counts.join(", "));
-        let notable: Vec<&String> = clauses.iter().filter(|(_, n)| *n).map(|(c, _)| c).collect();
+        let notable: Vec<&String> = clauses.iter().filter(|c| c.look).map(|c| &c.text).collect();
         let mut shown = 0;
         for clause in &notable {
             // Room for this clause and for the "and N more" tail.
@@ -308,14 +400,22 @@ impl Agent {
             Some(ids) => ids.iter().copied().collect(),
         };
         let mut changed = self.touched.is_none();
+        // A slot's change shows in slot 0's clause of its group: rebuild that one too.
+        let mut ids: Vec<GroupId> = ids
+            .into_iter()
+            .flat_map(|id| {
+                let first = self
+                    .slot_of(id)
+                    .and_then(|(group, _)| self.families.get(group)?.ids.first().copied());
+                [Some(id), first.filter(|f| *f != id)]
+            })
+            .flatten()
+            .collect();
+        ids.sort();
+        ids.dedup();
         for id in ids {
-            let Some(g) = self.groups.get(&id) else {
+            let Some(clause) = self.clause_of(id, now) else {
                 continue;
-            };
-            let clause = Clause {
-                text: status_clause(g, now),
-                look: needs_a_look(g, now),
-                aging: Aging::of(g, now),
             };
             if self.clauses.get(&id) != Some(&clause) {
                 self.clauses.insert(id, clause);
@@ -336,9 +436,12 @@ impl Agent {
 /// A group's `STATUS=` clause as last built ([`Agent::publish_status`]).
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Clause {
+    /// Empty for a slot other than 0 of a group with several: slot 0's clause says it.
     pub(super) text: String,
     /// Whether the clause says more than "fine in its role" ([`needs_a_look`]).
     pub(super) look: bool,
+    /// The role the clause shows (a summary counts the groups by it).
+    pub(super) role: String,
     /// What of the group's view and clause time alone was changing, when they were built.
     pub(super) aging: Aging,
 }
@@ -486,6 +589,14 @@ fn status_clause(g: &Group, now: Mono) -> String {
         }
         _ => format!("{}: {role} (term {})", g.cfg.name, m.term()),
     };
+    push_flags(&mut s, g, now);
+    s
+}
+
+/// The end of a clause: maintenance, failures in the window, and why the host cannot take
+/// over (stranded, failed, unhealthy).
+fn push_flags(s: &mut String, g: &Group, now: Mono) {
+    let m = &g.machine;
     if m.maintenance() {
         s.push_str(", maintenance");
     }
@@ -503,7 +614,6 @@ fn status_clause(g: &Group, now: Mono) -> String {
     } else if !m.healthy() {
         s.push_str(", unhealthy");
     }
-    s
 }
 
 /// What `Slots` says of the slot group `g` is.

@@ -476,3 +476,79 @@ fn a_reload_that_adds_two_slots_opens_both_before_either_steps() {
     assert_eq!(opened, ["sched@2", "sched@3"]);
     assert_eq!(h.agent.families["sched"].ids.len(), 4);
 }
+
+/// `STATUS=` has one clause for the group: the slot this host holds, with its role and term,
+/// then every other slot's holder and term; a host without a slot lists them all, and says
+/// when it is a spare. It reaches systemd as soon as a slot changes.
+#[test]
+fn status_names_the_slot_this_host_holds_and_every_other_slots_holder() {
+    let mut h = started(leader("n2", 4), None, &[]);
+    // Campaigning for slot 1 is not holding it yet.
+    assert_eq!(
+        h.status(),
+        "sched: passive, slot 0 n2 (term 4), slot 1 vacant"
+    );
+    let out = h.win(S1, 2);
+    assert!(
+        notified(&out).contains(&&Notify::Status(
+            "sched: promoting in slot 1 (term 2), slot 0 n2 (term 4)".into()
+        )),
+        "{:?}",
+        notified(&out)
+    );
+    let out = h.job(S1, Job::StartActive, true);
+    let line = "sched: active in slot 1 (term 2), slot 0 n2 (term 4)";
+    assert_eq!(h.status(), line);
+    assert!(
+        notified(&out).contains(&&Notify::Status(line.into())),
+        "{:?}",
+        notified(&out)
+    );
+    // Slot 0 changes hands: only slot 0's group has an input, and the line follows.
+    let out = h.store(S0, StoreEvent::Leader(leader("n3", 9)));
+    let line = "sched: active in slot 1 (term 2), slot 0 n3 (term 9)";
+    assert!(
+        notified(&out).contains(&&Notify::Status(line.into())),
+        "{:?}",
+        notified(&out)
+    );
+
+    // Both slots held elsewhere, then slot 1's store session down.
+    let mut h = started(leader("n2", 4), leader("n3", 6), &[]);
+    h.job(S0, Job::StartPassive, true);
+    assert_eq!(
+        h.status(),
+        "sched: passive, slot 0 n2 (term 4), slot 1 n3 (term 6)"
+    );
+    let (event, shown) = down("connection reset");
+    let out = h.store(S1, event);
+    let line = h.status();
+    assert_eq!(
+        line,
+        format!("sched: passive, waiting for the store ({shown})")
+    );
+    assert!(notified(&out).contains(&&Notify::Status(line.clone())));
+
+    // A spare says so: standbys = 1 and n0 ranks above this host.
+    let limited = SCHED.replace("actives = 2", "actives = 2\nstandbys = 1");
+    let mut better = member("n0", Some(OTHER_HOST));
+    better.priority = 200;
+    let mut h = H::new(&[&limited]);
+    h.input(Input::Start);
+    h.walked();
+    for (id, l) in [(S0, leader("n2", 4)), (S1, leader("n3", 6))] {
+        h.store(id, StoreEvent::Up);
+        h.renew(id);
+        h.store(id, StoreEvent::Leader(l));
+        h.store(id, StoreEvent::Members(vec![better.clone()]));
+        h.store(id, StoreEvent::Switchover(None));
+        h.store(id, StoreEvent::Maintenance(None));
+    }
+    for id in [S0, S1] {
+        h.job(id, Job::StopActive, true);
+    }
+    assert_eq!(
+        h.status(),
+        "sched: passive, slot 0 n2 (term 4), slot 1 n3 (term 6), spare"
+    );
+}

@@ -458,7 +458,9 @@ pub fn check_zoo(c: &Cluster) -> (usize, Outlived) {
         overlaps.join("\n  "),
         zoo_timeline(&all)
     );
-    let mut by_slot: BTreeMap<Option<u32>, Vec<(u64, u64, &str, &str)>> = BTreeMap::new();
+    // (start, term, host, unit) of every run, by slot.
+    type Starts<'a> = Vec<(u64, u64, &'a str, &'a str)>;
+    let mut by_slot: BTreeMap<Option<u32>, Starts> = BTreeMap::new();
     for (h, spans) in &all {
         for (u, s) in spans {
             let term = s
