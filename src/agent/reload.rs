@@ -459,7 +459,9 @@ pub(super) struct Changes {
 ///   and the watchdog derive from it; changing them under running units would let a fence
 ///   armed for the old lease meet a store expiry of the new one.
 /// - `members` without this node: it may not hold the role any more.
-/// - `actives`, `standbys`: for now (slots are not grown or shrunk in place yet).
+/// - `actives`, `standbys`: only from or to a group of one active host without `standbys`
+///   (whose machine starts the passive target itself); between two versions with slots
+///   they are grown, shrunk and re-ranked in place (docs/slots.md, "Rebalancing").
 ///
 /// Everything else in place.
 pub(super) fn changes(old: &GroupConfig, new: &GroupConfig, node: &str) -> Changes {

@@ -142,6 +142,16 @@ impl Agent {
         u32::try_from(k).ok()
     }
 
+    /// The slot whose `STATUS=` clause speaks for `group`: its lowest slot still open (slot
+    /// 0, except while the slots of a removed or restarted group close one by one).
+    pub(super) fn family_owner(&self, group: &str) -> Option<GroupId> {
+        let f = self.families.get(group)?;
+        f.ids
+            .iter()
+            .copied()
+            .find(|id| self.groups.contains_key(id))
+    }
+
     /// Whether this host is a spare of `group` now: it holds no slot, every slot's machine is
     /// settled passive, and it is not among the best `standbys` hosts without a slot (so it
     /// runs neither target).

@@ -197,22 +197,24 @@ impl Agent {
     }
 
     /// The clause that carries group `id`'s part of `STATUS=`, built now: its own, or for a
-    /// group with several slots, slot 0's clause of the whole group and an empty one for
-    /// every other slot (which only keeps its [`Aging`]).
+    /// group with several slots, the clause of the whole group from its lowest slot still
+    /// open ([`Agent::family_owner`], slot 0 but while a removed group's slots close) and an
+    /// empty one for every other slot (which only keeps its [`Aging`]).
     fn clause_of(&self, id: GroupId, now: Mono) -> Option<Clause> {
         let g = self.groups.get(&id)?;
         let aging = Aging::of(g, now);
-        let family = self
-            .slot_of(id)
-            .and_then(|(group, k)| Some((group, k, self.families.get(group)?.ids.len())));
+        let family = self.slot_of(id).and_then(|(group, _)| {
+            let f = self.families.get(group)?;
+            Some((group, self.family_owner(group) == Some(id), f.ids.len()))
+        });
         Some(match family {
-            Some((_, k, _)) if k > 0 => Clause {
+            Some((_, false, _)) => Clause {
                 text: String::new(),
                 look: false,
                 role: String::new(),
                 aging,
             },
-            Some((group, _, n)) if n > 1 => {
+            Some((group, true, n)) if n > 1 => {
                 let (text, look, role) = self.family_clause(group, now)?;
                 Clause {
                     text,
@@ -253,21 +255,26 @@ impl Agent {
             .filter_map(|(id, k)| Some((k, self.groups.get(id)?)))
             .collect();
         let held = self.family_held(group);
+        // The held slot; without one, a slot whose failures keep this host out (a failure
+        // escalated in slot 1 leaves slot 1's machine failed), else the lowest.
+        let trouble = |g: &Group| g.machine.failed(now) || g.machine.stranded(now);
         let &(k, shown) = slots
             .iter()
             .find(|(k, _)| Some(*k) == held)
+            .or_else(|| slots.iter().find(|(_, g)| trouble(g)))
             .or(slots.first())?;
         let m = &shown.machine;
         let role = m.role();
-        let store_down = slots.iter().find(|(_, g)| !g.machine.store_up());
-        let mut s = match store_down {
-            Some((_, g)) => match &g.store_down {
-                Some(reason) => format!("{group}: {role}, waiting for the store ({reason})"),
-                None => format!("{group}: {role}, waiting for the store"),
-            },
-            None if held.is_some() => format!("{group}: {role} in slot {k} (term {})", m.term()),
+        let mut s = match held {
+            Some(_) => format!("{group}: {role} in slot {k} (term {})", m.term()),
             None => format!("{group}: {role}"),
         };
+        let store_down = slots.iter().find(|(_, g)| !g.machine.store_up());
+        match store_down.map(|(_, g)| &g.store_down) {
+            Some(Some(reason)) => s.push_str(&format!(", waiting for the store ({reason})")),
+            Some(None) => s.push_str(", waiting for the store"),
+            None => {}
+        }
         // Without the store, who holds what is not known.
         if store_down.is_none() {
             for (j, g) in slots.iter().filter(|(j, _)| Some(*j) != held) {
@@ -400,13 +407,13 @@ impl Agent {
             Some(ids) => ids.iter().copied().collect(),
         };
         let mut changed = self.touched.is_none();
-        // A slot's change shows in slot 0's clause of its group: rebuild that one too.
+        // A slot's change shows in its group's clause (slot 0's): rebuild that one too.
         let mut ids: Vec<GroupId> = ids
             .into_iter()
             .flat_map(|id| {
                 let first = self
                     .slot_of(id)
-                    .and_then(|(group, _)| self.families.get(group)?.ids.first().copied());
+                    .and_then(|(group, _)| self.family_owner(group));
                 [Some(id), first.filter(|f| *f != id)]
             })
             .flatten()

@@ -1244,6 +1244,17 @@ fn actives_and_standbys_together_cannot_outnumber_the_members() {
     let text =
         group_with("passive-target = \"p.target\"\nmembers = [\"a\", \"b\"]\nstandbys = 2\n");
     assert_one(&text, 6, 12, "= 1 + 2, but `members` lists 2 nodes");
+    // With no member left to stand by, lowering `standbys` to 0 would lift the limit: the
+    // error says to leave it out instead.
+    let text = group_with(
+        "passive-target = \"p.target\"\nmembers = [\"a\", \"b\"]\nactives = 2\nstandbys = 1\n",
+    );
+    assert_one(
+        &text,
+        7,
+        12,
+        "so at most 0 standbys fit; list more members or leave out `standbys`",
+    );
     // Exactly as many is valid (no spare).
     let text = group_with(
         "passive-target = \"p.target\"\nmembers = [\"a\", \"b\", \"c\"]\nactives = 2\n\

@@ -915,9 +915,15 @@ impl Checker<'_> {
                 format!(
                     "`actives` + `standbys` = {n} + {m}, but {listed}: every active host and \
                      every standby is a member of its own, so at most {} standby{} fit; list \
-                     more members or lower `standbys`",
+                     more members or {}",
                     count - n,
-                    if count - n == 1 { "" } else { "s" }
+                    if count - n == 1 { "" } else { "s" },
+                    // `standbys = 0` means no limit (design.md), not "none".
+                    if count > n {
+                        "lower `standbys`"
+                    } else {
+                        "leave out `standbys`: no member is left to stand by (and `standbys = 0` means no limit)"
+                    }
                 ),
             );
         }

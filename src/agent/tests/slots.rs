@@ -158,6 +158,29 @@ fn a_host_goes_for_the_lowest_vacant_slot() {
     );
 }
 
+/// `standbys = 1`, both slots held elsewhere (n2 term 4, n3 term 6), and n0 (priority 200,
+/// no slot) ranks above this host: a spare. With n0's record.
+fn spare_of_two() -> (H, MemberRecord) {
+    let limited = SCHED.replace("actives = 2", "actives = 2\nstandbys = 1");
+    let mut better = member("n0", Some(OTHER_HOST));
+    better.priority = 200;
+    let mut h = H::new(&[&limited]);
+    h.input(Input::Start);
+    h.walked();
+    for (id, l) in [(S0, leader("n2", 4)), (S1, leader("n3", 6))] {
+        h.store(id, StoreEvent::Up);
+        h.renew(id);
+        h.store(id, StoreEvent::Leader(l));
+        h.store(id, StoreEvent::Members(vec![better.clone()]));
+        h.store(id, StoreEvent::Switchover(None));
+        h.store(id, StoreEvent::Maintenance(None));
+    }
+    for id in [S0, S1] {
+        h.job(id, Job::StopActive, true);
+    }
+    (h, better)
+}
+
 /// Both slots held elsewhere: the host is a standby and starts the group's passive target
 /// (with `PROMD_SLOT=` empty, slot 0's term and leader); with `standbys = 1` and a better
 /// host without a slot, it is a spare and runs neither target.
@@ -186,23 +209,7 @@ fn the_passive_target_is_the_hosts_and_a_spare_runs_neither_target() {
     assert_eq!(h.role(S0), Some(Role::Passive));
 
     // standbys = 1, and n0 (priority 200, no slot) ranks above this host.
-    let limited = SCHED.replace("actives = 2", "actives = 2\nstandbys = 1");
-    let mut better = member("n0", Some(OTHER_HOST));
-    better.priority = 200;
-    let mut h = H::new(&[&limited]);
-    h.input(Input::Start);
-    h.walked();
-    for (id, l) in [(S0, leader("n2", 4)), (S1, leader("n3", 6))] {
-        h.store(id, StoreEvent::Up);
-        h.renew(id);
-        h.store(id, StoreEvent::Leader(l));
-        h.store(id, StoreEvent::Members(vec![better.clone()]));
-        h.store(id, StoreEvent::Switchover(None));
-        h.store(id, StoreEvent::Maintenance(None));
-    }
-    for id in [S0, S1] {
-        h.job(id, Job::StopActive, true);
-    }
+    let (mut h, better) = spare_of_two();
     let out = h.take();
     assert!(
         jobs(&out).iter().all(|(_, j)| *j != Job::StartPassive),
@@ -530,25 +537,61 @@ fn status_names_the_slot_this_host_holds_and_every_other_slots_holder() {
     assert!(notified(&out).contains(&&Notify::Status(line.clone())));
 
     // A spare says so: standbys = 1 and n0 ranks above this host.
-    let limited = SCHED.replace("actives = 2", "actives = 2\nstandbys = 1");
-    let mut better = member("n0", Some(OTHER_HOST));
-    better.priority = 200;
-    let mut h = H::new(&[&limited]);
-    h.input(Input::Start);
-    h.walked();
-    for (id, l) in [(S0, leader("n2", 4)), (S1, leader("n3", 6))] {
-        h.store(id, StoreEvent::Up);
-        h.renew(id);
-        h.store(id, StoreEvent::Leader(l));
-        h.store(id, StoreEvent::Members(vec![better.clone()]));
-        h.store(id, StoreEvent::Switchover(None));
-        h.store(id, StoreEvent::Maintenance(None));
-    }
-    for id in [S0, S1] {
-        h.job(id, Job::StopActive, true);
-    }
+    let (mut h, _) = spare_of_two();
     assert_eq!(
         h.status(),
         "sched: passive, slot 0 n2 (term 4), slot 1 n3 (term 6), spare"
+    );
+}
+
+/// A start that fails in slot 1 leaves this host without a slot and slot 1's machine failed:
+/// the group's clause says so, as a plain group's does (found by review).
+#[test]
+fn status_says_a_failure_in_a_slot_the_host_no_longer_holds() {
+    let mut h = started(leader("n2", 4), None, &[]);
+    h.win(S1, 2);
+    h.job(S1, Job::StartActive, false);
+    h.job(S1, Job::StopActive, true);
+    h.store(S1, StoreEvent::Released);
+    h.store(S1, StoreEvent::Leader(None));
+    h.advance(Duration::from_secs(5));
+    let line = h.status();
+    assert!(line.starts_with("sched: failed"), "{line}");
+    assert!(
+        line.contains("ineligible until the cooldown ends"),
+        "{line}"
+    );
+}
+
+/// A reload removes the group while this host holds slot 1: slot 0 (passive) closes first,
+/// and while slot 1 still hands over, the group's clause is slot 1's, never an empty line
+/// (found by review).
+#[test]
+fn status_keeps_the_group_while_its_last_slots_close() {
+    let mut h = started(leader("n2", 4), None, &[]);
+    h.win(S1, 2);
+    h.job(S1, Job::StartActive, true);
+    h.take();
+    let web = "[[group]]\nname = \"web\"\nactive-target = \"web-active.target\"\nlease = \"2s\"\n";
+    super::reload::reload(&mut h, &[web]);
+    h.job(S0, Job::StopActive, true);
+    h.store(S0, StoreEvent::Released);
+    let out = h.take();
+    assert!(!h.agent.groups.contains_key(&GroupId(S0)), "slot 0 closed");
+    assert!(
+        h.agent.groups.contains_key(&GroupId(S1)),
+        "slot 1 still leaving"
+    );
+    let line = h.status();
+    assert!(
+        line.starts_with("sched: demoting in slot 1 (term 2)"),
+        "{line}"
+    );
+    assert!(
+        notified(&out)
+            .iter()
+            .all(|n| !matches!(n, Notify::Status(s) if !s.contains("sched"))),
+        "{:?}",
+        notified(&out)
     );
 }

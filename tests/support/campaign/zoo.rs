@@ -417,7 +417,7 @@ fn bus_path_label(unit: &str) -> String {
 /// - no span of one host overlaps a span of another host of the same slot (`PROMD_SLOT`, which
 ///   every zoo service records; in a group of one active host there is no slot, so any unit
 ///   against any unit);
-/// - no host runs units of two slots at once;
+/// - no host runs units of two slots at once, and in a group with slots no run lacks one;
 /// - each slot's term (`PROMD_TERM`, which every zoo service records) never goes back, and
 ///   grows whenever a unit starts on another host than the unit that started before it.
 ///
@@ -426,6 +426,21 @@ pub fn check_zoo(c: &Cluster) -> (usize, Outlived) {
     let (all, outlived) = zoo_view(c);
     let overlap = |a: &Span, b: &Span| a.start_ns < b.end_ns() && b.start_ns < a.end_ns();
     let mut overlaps = Vec::new();
+    // In a group with slots every run of the zoo belongs to one: a run without (the env file
+    // of a host holding no slot says `PROMD_SLOT=`) would be compared with no slot's runs.
+    if all
+        .iter()
+        .any(|(_, spans)| spans.iter().any(|(_, s)| s.slot.is_some()))
+    {
+        for (host, spans) in &all {
+            for (unit, s) in spans.iter().filter(|(_, s)| s.slot.is_none()) {
+                overlaps.push(format!(
+                    "{host} ran {} without a slot in a group with slots",
+                    describe_span(unit, s)
+                ));
+            }
+        }
+    }
     for (a, (host_a, spans_a)) in all.iter().enumerate() {
         for (host_b, spans_b) in all.iter().skip(a + 1) {
             for (ua, sa) in spans_a {
@@ -454,7 +469,7 @@ pub fn check_zoo(c: &Cluster) -> (usize, Outlived) {
     }
     assert!(
         overlaps.is_empty(),
-        "two hosts ran units of one slot of the zoo at the same time:\n  {}\ntimeline:\n{}",
+        "units of the zoo ran where they must not (two hosts in one slot, a host in two, a run without a slot):\n  {}\ntimeline:\n{}",
         overlaps.join("\n  "),
         zoo_timeline(&all)
     );
