@@ -537,7 +537,7 @@ fn status_names_the_slot_this_host_holds_and_every_other_slots_holder() {
     assert!(notified(&out).contains(&&Notify::Status(line.clone())));
 
     // A spare says so: standbys = 1 and n0 ranks above this host.
-    let (mut h, _) = spare_of_two();
+    let (h, _) = spare_of_two();
     assert_eq!(
         h.status(),
         "sched: passive, slot 0 n2 (term 4), slot 1 n3 (term 6), spare"
