@@ -523,6 +523,13 @@ fn invalid_names() {
         8,
         "group name \"Web\" is not valid",
     );
+    // `@` would collide with the names of slots.
+    assert_one(
+        "[[group]]\nname = \"sched@1\"\nactive-target = \"a.target\"\n",
+        2,
+        8,
+        "(`@` is promd's: slot k of a group is GROUP@k; see `actives`)",
+    );
     assert_one(
         "[[group]]\nname = \"\"\nactive-target = \"a.target\"\n",
         2,
@@ -588,6 +595,14 @@ fn invalid_unit_names() {
     assert_one(
         &group_with("passive-target = \"web-active.target\"\n"),
         4,
+        18,
+        "must differ",
+    );
+    // An instance of the active template is one of the role's own targets.
+    assert_one(
+        "[[group]]\nname = \"x\"\nactive-target = \"x-active@.target\"\nactives = 2\n\
+         passive-target = \"x-active@1.target\"\n",
+        5,
         18,
         "must differ",
     );
@@ -908,6 +923,30 @@ fn groups_do_not_share_targets() {
         7,
         17,
         "`active-target` \"p.target\" is already the passive target of group \"a\" (line 4, column 18)",
+    );
+    // A template with slots starts each of its instances: another group's instance of it
+    // (as its active or passive target) clashes, either way round (found by review).
+    let slots = "[[group]]\nname = \"x\"\nactive-target = \"x-active@.target\"\nactives = 2\n";
+    assert_one(
+        &format!("{slots}[[group]]\nname = \"b\"\nactive-target = \"x-active@1.target\"\n"),
+        7,
+        17,
+        "`active-target` \"x-active@1.target\" is already the active target of group \"x\"",
+    );
+    assert_one(
+        &format!(
+            "{slots}[[group]]\nname = \"b\"\nactive-target = \"b.target\"\n\
+             passive-target = \"x-active@0.target\"\n"
+        ),
+        8,
+        18,
+        "`passive-target` \"x-active@0.target\" is already the active target of group \"x\"",
+    );
+    assert_one(
+        &format!("[[group]]\nname = \"b\"\nactive-target = \"x-active@1.target\"\n{slots}"),
+        6,
+        17,
+        "`active-target` \"x-active@.target\" is already the active target of group \"b\"",
     );
     // A shared passive target is started by both groups' passive hosts and stopped by none.
     let shared = format!(

@@ -158,6 +158,20 @@ impl StoreFields {
     }
 }
 
+/// Whether two target names can be the same unit: equal, or a template and one of its
+/// instances (`x@.target` and `x@1.target`).
+fn same_units(a: &str, b: &str) -> bool {
+    a == b || template_of(a).is_some_and(|t| t == b) || template_of(b).is_some_and(|t| t == a)
+}
+
+/// The template of an instance name: `x@1.target` → `x@.target`; `None` for a template or
+/// a plain name.
+fn template_of(unit: &str) -> Option<String> {
+    let (prefix, rest) = unit.split_once('@')?;
+    let dot = rest.rfind('.')?;
+    (dot > 0).then(|| format!("{prefix}@{}", &rest[dot..]))
+}
+
 /// A group's valid target names with their places; true: the active target.
 pub(super) type Targets = Vec<(Spanned<String>, bool)>;
 
@@ -603,8 +617,10 @@ impl Checker<'_> {
 
     /// A group's targets must be its own: a target that is one group's active target and
     /// another group's active or passive target would be started by one role and stopped by
-    /// the other, so the roles would flap. (Two groups may share a passive target.) Each
-    /// such target is reported where it appears again, naming the group that had it first.
+    /// the other, so the roles would flap. (Two groups may share a passive target.) A
+    /// template counts as each of its instances: `x-active@.target` with slots starts
+    /// `x-active@1.target`. Each such target is reported where it appears again, naming the
+    /// group that had it first.
     fn targets_of_other_groups(
         &mut self,
         index: usize,
@@ -614,7 +630,9 @@ impl Checker<'_> {
     ) {
         for (unit, active) in mine {
             let clash = seen.iter().find(|t| {
-                t.group_index != index && t.unit == *unit.get_ref() && (t.active || active)
+                t.group_index != index
+                    && same_units(&t.unit, unit.get_ref())
+                    && (t.active || active)
             });
             if let Some(first) = clash {
                 let (line, column) = position(self.text, first.span.start);
@@ -803,8 +821,8 @@ impl Checker<'_> {
             );
         }
         if let (Some(active), Some(passive)) = (&f.active_target, &f.passive_target)
-            && active.value.is_some()
-            && active.value == passive.value
+            && let (Some(a), Some(p)) = (&active.value, &passive.value)
+            && same_units(a, p)
         {
             self.error(
                 &passive.span,

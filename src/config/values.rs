@@ -144,9 +144,17 @@ impl Checker<'_> {
     pub(super) fn group_name(&mut self, key: &str, value: &Value<'_>) -> Option<String> {
         let name = self.string(key, value)?;
         if !valid_group_name(&name) {
+            // `GROUP@k` is how promd names slot k of a group with several active hosts.
+            let slot = if name.contains('@') {
+                " (`@` is promd's: slot k of a group is GROUP@k; see `actives`)"
+            } else {
+                ""
+            };
             self.error(
                 &value.span(),
-                format!("group name {name:?} is not valid: use [a-z0-9_-], 1 to 64 characters"),
+                format!(
+                    "group name {name:?} is not valid: use [a-z0-9_-], 1 to 64 characters{slot}"
+                ),
             );
             return None;
         }
