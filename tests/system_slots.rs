@@ -34,11 +34,12 @@ fn config(i: usize, endpoints: &[String], actives: u32) -> String {
         "node = \"n{}\"\n[store]\nkind = \"etcd\"\nendpoints = [{}]\nconnect-timeout = \"500ms\"\n\n\
          [[group]]\nname = \"sched\"\nactive-target = \"sched-active@.target\"\n\
          passive-target = \"sched-passive.target\"\nlease = \"{}ms\"\npriority = {}\n\
-         actives = {actives}\nstandbys = 1\n",
+         actives = {actives}\nstandbys = 1\n\n[http]\nlisten = [\"127.0.0.1:{}\"]\n",
         i + 1,
         eps.join(", "),
         LEASE.as_millis(),
-        150 - 10 * i
+        150 - 10 * i,
+        support::http::PORT
     )
 }
 
@@ -320,6 +321,48 @@ fn two_slots_on_five_hosts_refill_move_and_grow_without_overlap() {
         .unwrap_or_default();
     assert!(env.contains("PROMD_SLOT=\n"), "a spare's env file: {env}");
 
+    // `systemctl status promd` (STATUS=) names the slot a host holds, with its term, and
+    // every other slot's holder; the standby lists both; the spare says it is one.
+    let terms: Vec<String> = holders
+        .iter()
+        .map(|&i| {
+            let env = s.c.hosts[i]
+                .read_file("/run/promd/sched.env")
+                .unwrap_or_default();
+            let term = env.lines().find_map(|l| l.strip_prefix("PROMD_TERM="));
+            term.unwrap_or("none").to_string()
+        })
+        .collect();
+    let slot = |k: usize| format!("slot {k} n{} (term {})", holders[k] + 1, terms[k]);
+    let mut expected: Vec<(usize, String)> = (0..2)
+        .map(|k| {
+            let other = 1 - k;
+            let line = format!(
+                "sched: active in slot {k} (term {}), {}",
+                terms[k],
+                slot(other)
+            );
+            (holders[k], line)
+        })
+        .collect();
+    expected.push((standby, format!("sched: passive, {}, {}", slot(0), slot(1))));
+    expected.push((
+        spare,
+        format!("sched: passive, {}, {}, spare", slot(0), slot(1)),
+    ));
+    for (i, line) in expected {
+        let h = &s.c.hosts[i];
+        let mut seen = String::new();
+        hosts::wait_until(
+            Duration::from_secs(10),
+            &format!("{}: STATUS= {line:?}", h.name()),
+            || {
+                seen = h.run_ok(&["systemctl", "show", "-p", "StatusText", "--value", "promd"]);
+                seen.trim() == line
+            },
+        );
+    }
+
     // D-Bus `Slots` on the group's object names each slot's holder, on every host.
     for h in &s.c.hosts {
         let slots = support::bus::busctl_json(
@@ -349,6 +392,57 @@ fn two_slots_on_five_hosts_refill_move_and_grow_without_overlap() {
         status.contains(&format!("slots: 0 n{} (term", holders[0] + 1)),
         "{status}"
     );
+    // The HTTP document lists the slots as D-Bus does; /metrics has a series per slot
+    // (`sched@1`) beside the group's, which is this host's own slot (docs/slots.md).
+    for (k, &i) in holders.iter().enumerate() {
+        let h = &s.c.hosts[i];
+        let (code, body) = support::http::curl(h, "GET", "/v1/status");
+        assert_eq!(code, 200, "{body}");
+        let doc: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
+        let slots = doc["groups"][0]["slots"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let seen: Vec<(u64, String, String)> = slots
+            .iter()
+            .map(|s| {
+                let term = s["term"].as_u64().unwrap_or(0);
+                let holder = s["holder"].as_str().unwrap_or("").to_string();
+                (s["slot"].as_u64().unwrap_or(99), holder, term.to_string())
+            })
+            .collect();
+        let expected: Vec<(u64, String, String)> = (0..2)
+            .map(|j| (j as u64, format!("n{}", holders[j] + 1), terms[j].clone()))
+            .collect();
+        assert_eq!(seen, expected, "{}: {body}", h.name());
+        let (_, metrics) = support::http::curl(h, "GET", "/metrics");
+        for (series, want) in [
+            (
+                "promd_group_role{group=\"sched\",role=\"active\"}".to_string(),
+                "1",
+            ),
+            (
+                "promd_group_term{group=\"sched\"}".to_string(),
+                terms[k].as_str(),
+            ),
+            (
+                "promd_group_role{group=\"sched@1\",role=\"active\"}".to_string(),
+                if k == 1 { "1" } else { "0" },
+            ),
+            (
+                "promd_group_term{group=\"sched@1\"}".to_string(),
+                terms[1].as_str(),
+            ),
+        ] {
+            let line = format!("{series} {want}");
+            assert!(
+                metrics.lines().any(|l| l == line),
+                "{}: no {line:?} in\n{metrics}",
+                h.name()
+            );
+        }
+    }
+
     // One line per slot, slot 1 right after its group, each naming its own leader.
     let brief = s.c.hosts[0].run_ok(&["promctl", "status", "--brief"]);
     eprintln!("{brief}");
