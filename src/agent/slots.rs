@@ -30,7 +30,7 @@ pub(super) struct Family {
     /// The group's `maintenance` (slot 0's key) as last read; `None` before.
     maintenance: Option<bool>,
     /// The group's configuration as the file gives it (what a reload compares).
-    cfg: GroupConfig,
+    pub(super) cfg: GroupConfig,
 }
 
 /// Where this host stands in a group with slots ([`Agent::family_standing`]).

@@ -203,9 +203,11 @@ impl Agent {
     fn clause_of(&self, id: GroupId, now: Mono) -> Option<Clause> {
         let g = self.groups.get(&id)?;
         let aging = Aging::of(g, now);
+        // The group's `actives` as configured, not its slots still open: a removed group's
+        // last slot keeps the group's form.
         let family = self.slot_of(id).and_then(|(group, _)| {
             let f = self.families.get(group)?;
-            Some((group, self.family_owner(group) == Some(id), f.ids.len()))
+            Some((group, self.family_owner(group) == Some(id), f.cfg.actives))
         });
         Some(match family {
             Some((_, false, _)) => Clause {
@@ -255,9 +257,13 @@ impl Agent {
             .filter_map(|(id, k)| Some((k, self.groups.get(id)?)))
             .collect();
         let held = self.family_held(group);
-        // The held slot; without one, a slot whose failures keep this host out (a failure
-        // escalated in slot 1 leaves slot 1's machine failed), else the lowest.
-        let trouble = |g: &Group| g.machine.failed(now) || g.machine.stranded(now);
+        // The held slot; without one, a slot with failures (a failure escalated in slot 1
+        // leaves slot 1's machine failed; one restarted in place counts in its window), else
+        // the lowest.
+        let trouble = |g: &Group| {
+            let m = &g.machine;
+            m.failed(now) || m.stranded(now) || m.failures(now) > 0
+        };
         let &(k, shown) = slots
             .iter()
             .find(|(k, _)| Some(*k) == held)
@@ -269,7 +275,11 @@ impl Agent {
             Some(_) => format!("{group}: {role} in slot {k} (term {})", m.term()),
             None => format!("{group}: {role}"),
         };
-        let store_down = slots.iter().find(|(_, g)| !g.machine.store_up());
+        // The shown slot's reason first: the one the host's role depends on.
+        let store_down = slots
+            .iter()
+            .filter(|(_, g)| !g.machine.store_up())
+            .min_by_key(|(j, _)| *j != k);
         match store_down.map(|(_, g)| &g.store_down) {
             Some(Some(reason)) => s.push_str(&format!(", waiting for the store ({reason})")),
             Some(None) => s.push_str(", waiting for the store"),

@@ -604,7 +604,8 @@ fn invalid_unit_names() {
          passive-target = \"x-active@1.target\"\n",
         5,
         18,
-        "must differ",
+        "`passive-target` \"x-active@1.target\" is an instance of the active template \
+         \"x-active@.target\"",
     );
     assert_one(
         &group_with("watch = [\"web.service\", \"web.services\"]\n"),
@@ -931,7 +932,8 @@ fn groups_do_not_share_targets() {
         &format!("{slots}[[group]]\nname = \"b\"\nactive-target = \"x-active@1.target\"\n"),
         7,
         17,
-        "`active-target` \"x-active@1.target\" is already the active target of group \"x\"",
+        "`active-target` \"x-active@1.target\" is an instance of \"x-active@.target\", the active \
+         template of group \"x\"",
     );
     assert_one(
         &format!(
@@ -940,13 +942,15 @@ fn groups_do_not_share_targets() {
         ),
         8,
         18,
-        "`passive-target` \"x-active@0.target\" is already the active target of group \"x\"",
+        "`passive-target` \"x-active@0.target\" is an instance of \"x-active@.target\", the \
+         active template of group \"x\"",
     );
     assert_one(
         &format!("[[group]]\nname = \"b\"\nactive-target = \"x-active@1.target\"\n{slots}"),
         6,
         17,
-        "`active-target` \"x-active@.target\" is already the active target of group \"b\"",
+        "`active-target` \"x-active@.target\" is the template of \"x-active@1.target\", the active \
+         target of group \"b\"",
     );
     // A shared passive target is started by both groups' passive hosts and stopped by none.
     let shared = format!(

@@ -642,14 +642,27 @@ impl Checker<'_> {
                     "passive-target"
                 };
                 let role = if first.active { "active" } else { "passive" };
+                // An instance and a template: say which is which.
+                let what = if first.unit == *unit.get_ref() {
+                    format!("is already the {role} target of {}", first.group)
+                } else if template_of(unit.get_ref()).is_some() {
+                    format!(
+                        "is an instance of {:?}, the {role} template of {}",
+                        first.unit, first.group
+                    )
+                } else {
+                    format!(
+                        "is the template of {:?}, the {role} target of {}",
+                        first.unit, first.group
+                    )
+                };
                 self.error(
                     &unit.span(),
                     format!(
-                        "`{key}` {:?} is already the {role} target of {} (line {line}, column \
-                         {column}): a unit started by one role and stopped by the other would \
-                         flap; give each group targets of its own",
+                        "`{key}` {:?} {what} (line {line}, column {column}): a unit started by \
+                         one role and stopped by the other would flap; give each group targets \
+                         of its own",
                         unit.get_ref(),
-                        first.group
                     ),
                 );
             }
@@ -824,10 +837,17 @@ impl Checker<'_> {
             && let (Some(a), Some(p)) = (&active.value, &passive.value)
             && same_units(a, p)
         {
+            let message = if a == p {
+                "`passive-target` must differ from `active-target`".to_owned()
+            } else {
+                format!("`passive-target` {p:?} is an instance of the active template {a:?}")
+            };
             self.error(
                 &passive.span,
-                "`passive-target` must differ from `active-target`: a unit started by one role \
-                 and stopped by the other would make the role flap",
+                format!(
+                    "{message}: a unit started by one role and stopped by the other would make \
+                     the role flap"
+                ),
             );
         }
         self.slot_relations(f);

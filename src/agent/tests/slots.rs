@@ -595,3 +595,41 @@ fn status_keeps_the_group_while_its_last_slots_close() {
         notified(&out)
     );
 }
+
+/// A unit failure restarted in place in slot 1, then slot 1 lost to n3: the failure still
+/// counts in its window, and the group's clause says it as a plain group's does (found by
+/// review).
+#[test]
+fn status_keeps_the_failures_of_a_slot_the_host_lost() {
+    let mut h = started(leader("n2", 4), None, &[]);
+    h.win(S1, 2);
+    h.job(S1, Job::StartActive, true);
+    h.input(Input::Watch(
+        GroupId(S1),
+        crate::watch::WatchEvent::Failed {
+            unit: "sched@1.service".into(),
+            restarted: true,
+        },
+    ));
+    h.store(S1, StoreEvent::Leader(leader("n3", 9)));
+    h.job(S1, Job::StopActive, true);
+    let line = h.status();
+    assert!(line.contains("1 failure in the window"), "{line}");
+}
+
+/// A reload removes the group while this host holds slot 0; slot 1 (passive) closes at once.
+/// The line keeps the group's form ("in slot 0"), not a plain group's "leader n1" that names
+/// this host (found by review).
+#[test]
+fn status_keeps_the_slot_form_while_a_removed_group_hands_over() {
+    let mut h = started(None, leader("n2", 4), &[]);
+    h.win(S0, 7);
+    h.job(S0, Job::StartActive, true);
+    let web = "[[group]]\nname = \"web\"\nactive-target = \"web-active.target\"\nlease = \"2s\"\n";
+    super::reload::reload(&mut h, &[web]);
+    let line = h.status();
+    assert!(
+        line.starts_with("sched: demoting in slot 0 (term 7)"),
+        "{line}"
+    );
+}
