@@ -61,6 +61,9 @@ struct H {
     calls: u64,
     /// The groups whose drivers are open (since `Input::Start`).
     opened: Option<std::collections::BTreeSet<GroupId>>,
+    /// Take the views after every input, as the runtime does, and check that the `STATUS=`
+    /// line built from the clauses of the touched groups alone is the full line.
+    views: bool,
 }
 
 impl H {
@@ -91,6 +94,7 @@ impl H {
             out: Vec::new(),
             calls: 0,
             opened: None,
+            views: false,
         }
     }
 
@@ -132,6 +136,14 @@ impl H {
                     _ => {}
                 }
             }
+        }
+        if self.views {
+            self.agent.take_views(self.now);
+            assert_eq!(
+                self.agent.last_status,
+                self.agent.status_line(self.now),
+                "STATUS= as rebuilt for the touched groups differs from the full line"
+            );
         }
         self.out.extend(out.iter().cloned());
         out

@@ -26,8 +26,11 @@ fn leader(node: &str, term: u64) -> Option<Leader> {
 }
 
 /// Both slots' sessions up with these leaders and members; the start-up stops done.
+/// Views are taken after every input ([`H::views`]), so `STATUS=` is checked as the runtime
+/// builds it.
 fn started(slot0: Option<Leader>, slot1: Option<Leader>, members: &[MemberRecord]) -> H {
     let mut h = H::new(&[SCHED]);
+    h.views = true;
     h.input(Input::Start);
     h.walked();
     for (id, l) in [(S0, slot0), (S1, slot1)] {
@@ -165,6 +168,7 @@ fn spare_of_two() -> (H, MemberRecord) {
     let mut better = member("n0", Some(OTHER_HOST));
     better.priority = 200;
     let mut h = H::new(&[&limited]);
+    h.views = true;
     h.input(Input::Start);
     h.walked();
     for (id, l) in [(S0, leader("n2", 4)), (S1, leader("n3", 6))] {
