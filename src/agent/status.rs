@@ -179,7 +179,6 @@ impl Agent {
             .groups
             .keys()
             .filter_map(|id| self.clause_of(*id, now))
-            .filter(|c| !c.text.is_empty())
             .collect();
         self.line_of(&clauses)
     }
@@ -190,7 +189,6 @@ impl Agent {
             .groups
             .keys()
             .filter_map(|id| self.clauses.get(id))
-            .filter(|c| !c.text.is_empty())
             .cloned()
             .collect();
         self.line_of(&clauses)
@@ -227,7 +225,7 @@ impl Agent {
             }
             _ => {
                 let mut text = status_clause(g, now);
-                if let Some((group, _)) = self.slot_of(id)
+                if let Some((group, _, _)) = family
                     && self.family_spare(group)
                 {
                     text.push_str(", spare");
@@ -308,13 +306,14 @@ impl Agent {
         if self.groups.is_empty() {
             return "no groups configured".into();
         }
+        let clauses: Vec<&Clause> = clauses.iter().filter(|c| !c.text.is_empty()).collect();
         let full_len = clauses.iter().map(|c| c.text.len() + 2).sum::<usize>();
         if full_len <= STATUS_MAX + 2 {
             let parts: Vec<&str> = clauses.iter().map(|c| c.text.as_str()).collect();
             return parts.join("; ");
         }
         let mut roles: Vec<(String, usize)> = Vec::new();
-        for c in clauses {
+        for c in &clauses {
             match roles.iter_mut().find(|(r, _)| *r == c.role) {
                 Some((_, n)) => *n += 1,
                 None => roles.push((c.role.clone(), 1)),

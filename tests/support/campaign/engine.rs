@@ -108,7 +108,13 @@ pub(super) fn resume_unless_killed(host: &Host, pid: u32) -> &'static str {
 /// two hosts carry the same one; in slot order.
 pub(super) fn actives(c: &Cluster, n: usize) -> Option<Vec<Active>> {
     let states = zoo_states(c);
-    let up: Vec<usize> = (0..states.len()).filter(|&i| all_up(&states[i])).collect();
+    let states: Vec<&[String]> = states.iter().map(Vec::as_slice).collect();
+    actives_in(c, &states, n)
+}
+
+/// [`actives`] from each host's `systemctl is-active` of [`ZOO_UP`], already asked.
+fn actives_in(c: &Cluster, states: &[&[String]], n: usize) -> Option<Vec<Active>> {
+    let up: Vec<usize> = (0..states.len()).filter(|&i| all_up(states[i])).collect();
     if up.len() != n {
         return None;
     }
@@ -207,15 +213,13 @@ impl Engine<'_> {
                         .map(|(s, h)| format!("{}: {s:?}", h.name()))
                         .collect::<Vec<_>>()
                         .join("; ");
-                    let up: Vec<usize> = (0..states.len())
-                        .filter(|&i| all_up(&states[i].zoo))
-                        .collect();
-                    if up.len() != n {
+                    let zoo: Vec<&[String]> = states.iter().map(|s| s.zoo.as_slice()).collect();
+                    let Some(up) = actives_in(c, &zoo, n) else {
                         return false;
-                    }
-                    let roles = states.iter().enumerate().all(|(i, s)| {
+                    };
+                    let settled = states.iter().enumerate().all(|(i, s)| {
                         s.promd == "active"
-                            && if up.contains(&i) {
+                            && if up.iter().any(|a| a.host == i) {
                                 s.role == "active"
                             } else {
                                 s.role == "passive"
@@ -223,13 +227,10 @@ impl Engine<'_> {
                                     && not_down(&s.zoo).is_empty()
                             }
                     });
-                    match actives(c, n) {
-                        Some(a) if roles => {
-                            active = a;
-                            true
-                        }
-                        _ => false,
+                    if settled {
+                        active = up;
                     }
+                    settled
                 },
             )
         }));

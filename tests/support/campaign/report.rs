@@ -97,6 +97,16 @@ impl Report {
 
     /// The totals of a campaign that passed.
     pub fn totals(&self) -> String {
+        // What the checks compared and where the zoo ran, with slots.
+        let slots = if self.actives > 1 {
+            (
+                " of the same slot; no host in two slots at once",
+                " of its slot",
+                format!("{} hosts, one per slot,", self.actives),
+            )
+        } else {
+            ("", "", "one host".to_string())
+        };
         format!(
             "{} faults over seeds {:?} in {:.0} s: {} spans of the zoo's {} services checked, 0 \
              overlaps between hosts (any unit against any unit{}), the term grew on every hand-over{}; \
@@ -108,17 +118,9 @@ impl Report {
             self.elapsed.as_secs_f64(),
             self.spans,
             ZOO_SERVICES.len(),
-            if self.actives > 1 {
-                " of the same slot; no host in two slots at once"
-            } else {
-                ""
-            },
-            if self.actives > 1 { " of its slot" } else { "" },
-            if self.actives > 1 {
-                format!("{} hosts, one per slot,", self.actives)
-            } else {
-                "one host".to_string()
-            },
+            slots.0,
+            slots.1,
+            slots.2,
             self.outlived.stops,
             self.outlived.of,
             self.outlived.longest.as_millis(),
