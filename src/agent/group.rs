@@ -383,7 +383,9 @@ impl Agent {
             return false;
         };
         g.walked = true;
-        if closure == g.closure {
+        if closure.same_role(&g.closure) {
+            // Only which reload it was walked after: nothing to say or follow anew.
+            g.closure.reloads = closure.reloads;
             return false;
         }
         if g.retired {

@@ -499,9 +499,55 @@ pub(super) async fn bind_closure(
     }
 }
 
-/// One kill of a group's active units: the known closure with the target and, once the
-/// stop's walk is done (`walked`), what it found; else the known part at once and what a
-/// fresh walk finds besides.
+/// How one kill goes ([`kill_plan`]).
+#[derive(Debug, PartialEq)]
+enum KillPlan {
+    /// These units are the whole role as PID 1 has it: killed together, then said sent.
+    Whole(Vec<String>),
+    /// The known units at once and what a fresh walk finds besides; said sent after the
+    /// known part's kills (`early`) or after both.
+    KnownThenFresh { known: Closure, early: bool },
+}
+
+/// Plan a kill of the role of `target` from the closure the agent knew, the stop's walk if
+/// it is done (`walked`), and PID 1's count of foreign reloads now (`reloads`).
+///
+/// A closure covers the whole role only if PID 1 has not reloaded since it was walked
+/// ([`Closure::reloads`]): a `daemon-reload` may have added a unit that only a fresh walk
+/// finds. [`Input::KillSent`] lets the core's hang deadline move later, and a unit whose
+/// kill is not out yet is left to `ExecStopPost=promd fence`, which needs the earlier one;
+/// so it is said once the kills of every unit of the role are on the bus.
+fn kill_plan(target: &str, mut known: Closure, walked: Option<Closure>, reloads: u64) -> KillPlan {
+    let current = match walked {
+        Some(found) if found.reloads == reloads => {
+            let mut units = known.with_target(target);
+            for unit in found.names() {
+                if !units.contains(&unit) {
+                    units.push(unit);
+                }
+            }
+            return KillPlan::Whole(units);
+        }
+        // The stop's walk came before a reload: its units with the known ones at once.
+        Some(found) => {
+            known.units.extend(found.units);
+            false
+        }
+        None => known.reloads == reloads,
+    };
+    // None with processes known (no walk yet): the fresh walk's kill is the only one.
+    let known_kills = known
+        .with_target(target)
+        .iter()
+        .any(|u| crate::systemd::killable(u));
+    KillPlan::KnownThenFresh {
+        known,
+        early: current && known_kills,
+    }
+}
+
+/// One kill of a group's active units, as [`kill_plan`] plans it; answered with
+/// [`Input::KillSent`] once its kills are on the bus.
 async fn kill_once(
     systemd: &Systemd,
     target: &str,
@@ -510,34 +556,23 @@ async fn kill_once(
     known: Closure,
     walked: Option<Closure>,
 ) {
-    // Said as soon as the known part's kills are on the bus: the core's hang deadline moves
-    // later only then (a promd that hangs before leaves them to `ExecStopPost=promd fence`).
     let sent = |delivered: bool| {
         if delivered {
             let _ = inputs.send(Input::KillSent(id, kill));
         }
     };
-    if let Some(found) = walked {
-        let mut units = known.with_target(target);
-        for unit in found.names() {
-            if !units.contains(&unit) {
-                units.push(unit);
-            }
+    let (known, early) = match kill_plan(target, known, walked, systemd.foreign_reloads_now()) {
+        KillPlan::Whole(units) => {
+            sent(systemd.kill_all(&units).await);
+            return;
         }
-        sent(systemd.kill_all(&units).await);
-        return;
-    }
-    // Known units with processes: said once they are killed. None (no walk yet): nothing of
-    // the role is known, and only the fresh walk's kill is one.
-    let known_kills = known
-        .with_target(target)
-        .iter()
-        .any(|u| crate::systemd::killable(u));
+        KillPlan::KnownThenFresh { known, early } => (known, early),
+    };
     let act = |units: Vec<String>, first: bool| {
         let systemd = systemd.clone();
         async move {
             let delivered = systemd.kill_all(&units).await;
-            if first && known_kills {
+            if first && early {
                 sent(delivered);
             }
             delivered
@@ -545,15 +580,65 @@ async fn kill_once(
     };
     // A failed walk was logged; the known part is killed regardless.
     let now = (std::future::ready(()), None);
-    let (_, fresh) = known_then_fresh(systemd, &known, target, (id, inputs), now, act).await;
-    if !known_kills {
-        sent(fresh.unwrap_or(false));
+    let (first, fresh) = known_then_fresh(systemd, &known, target, (id, inputs), now, act).await;
+    if !early {
+        sent(first && fresh.unwrap_or(false));
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::KillSlot;
+    use super::{KillPlan, KillSlot, kill_plan};
+    use crate::systemd::{Closure, Reach};
+
+    /// A closure of `units` (each pulled in), walked after `reloads` foreign reloads.
+    fn walked(units: &[&str], reloads: u64) -> Closure {
+        let mut closure = Closure {
+            reloads,
+            ..Closure::default()
+        };
+        for u in units {
+            closure.units.insert((*u).to_string(), Reach::Pulled);
+        }
+        closure
+    }
+
+    #[test]
+    fn a_kill_is_said_after_the_known_units_only_if_no_reload_came_since_their_walk() {
+        let t = "web-active.target";
+        let plan = kill_plan(t, walked(&["web.service"], 3), None, 3);
+        assert!(
+            matches!(plan, KillPlan::KnownThenFresh { early: true, .. }),
+            "{plan:?}"
+        );
+        // `systemctl daemon-reload` since: a unit it added is only in the fresh walk.
+        let plan = kill_plan(t, walked(&["web.service"], 3), None, 4);
+        assert!(
+            matches!(plan, KillPlan::KnownThenFresh { early: false, .. }),
+            "{plan:?}"
+        );
+        // Nothing with processes known: the fresh walk's kill is the one.
+        let plan = kill_plan(t, walked(&["web.timer"], 3), None, 3);
+        assert!(
+            matches!(plan, KillPlan::KnownThenFresh { early: false, .. }),
+            "{plan:?}"
+        );
+    }
+
+    #[test]
+    fn the_stops_walk_is_the_whole_role_unless_a_reload_came_after_it() {
+        let t = "web-active.target";
+        let known = walked(&["web.service"], 3);
+        let plan = kill_plan(t, known.clone(), Some(walked(&["db.service"], 4)), 4);
+        let all = ["web.service", "web-active.target", "db.service"].map(String::from);
+        assert_eq!(plan, KillPlan::Whole(all.to_vec()));
+        let plan = kill_plan(t, known, Some(walked(&["db.service"], 4)), 5);
+        let KillPlan::KnownThenFresh { known, early } = plan else {
+            panic!("{plan:?}");
+        };
+        assert!(!early);
+        assert_eq!(known.names(), ["db.service", "web.service"]);
+    }
 
     #[test]
     fn a_kill_asked_while_one_runs_waits_and_only_the_latest_is_kept() {

@@ -70,9 +70,35 @@ pub struct Closure {
     /// Units the walk left out because the system itself uses them (early boot, special
     /// targets), so that `promd` can say why they are not stopped.
     pub shared: BTreeSet<String>,
+    /// PID 1's count of foreign reloads ([`super::Systemd::foreign_reloads`]) when the walk
+    /// began: a closure walked before a later `daemon-reload` may lack units that reload
+    /// added to the role, so a fence's kill does not count it as complete
+    /// (`runtime::jobs::kill_once`). 0 for a closure no walk found.
+    pub reloads: u64,
 }
 
 impl Closure {
+    /// Whether `other` has the same units, reaches and stop facts, whichever reload either
+    /// was walked after ([`Closure::reloads`]).
+    pub fn same_role(&self, other: &Closure) -> bool {
+        // Destructured, so that a new field is compared too (or said not to be).
+        let Closure {
+            units,
+            steady,
+            missing,
+            kill_modes,
+            stop_commands,
+            shared,
+            reloads: _,
+        } = self;
+        *units == other.units
+            && *steady == other.steady
+            && *missing == other.missing
+            && *kill_modes == other.kill_modes
+            && *stop_commands == other.stop_commands
+            && *shared == other.shared
+    }
+
     /// Every unit of the role, in name order.
     pub fn names(&self) -> Vec<String> {
         self.units.keys().cloned().collect()

@@ -318,6 +318,12 @@ impl Systemd {
         self.reload_ends.foreign()
     }
 
+    /// The count [`Systemd::foreign_reloads`] holds now ([`Closure::reloads`] of a walk that
+    /// begins now).
+    pub fn foreign_reloads_now(&self) -> u64 {
+        self.reload_ends.foreign_now()
+    }
+
     /// This connection for a fence's stops and kills: its calls pass a gate of their own
     /// ([`URGENT_CALLS`]), so hundreds of groups reading their units at start-up cannot delay
     /// them, and its jobs may take every place of [`ALL_JOBS`].
@@ -696,7 +702,10 @@ impl Systemd {
 
     /// The closure of a group's active target (see [`closure`]).
     pub async fn closure(&self, target: &str) -> Result<Closure, SystemdError> {
-        self.walk(Walk::role(target)).await
+        let reloads = self.foreign_reloads_now();
+        let mut closure = self.walk(Walk::role(target)).await?;
+        closure.reloads = reloads;
+        Ok(closure)
     }
 
     /// Clear a unit's failed state and start it again (promd's restart in place).

@@ -140,6 +140,11 @@ impl Reloads {
         self.foreign.subscribe()
     }
 
+    /// The number [`Reloads::foreign`] holds now.
+    pub fn foreign_now(&self) -> u64 {
+        *self.foreign.borrow()
+    }
+
     /// A `Reload()` of ours is sent now; the guard says when it is over
     /// ([`InFlight::answered`] at its reply, or dropped without one).
     pub fn sent(&self) -> InFlight {
