@@ -63,6 +63,20 @@ pub enum AnnounceError {
         /// The interface named.
         interface: String,
     },
+    /// The address's interface cannot carry traffic: set down, or up without a carrier (a
+    /// cable pulled, a switch port or a peer down). The address may well still be on it (a
+    /// link down leaves IPv4 addresses, and a carrier loss IPv6 ones too), so this is checked
+    /// for itself: keepalived's `track_interface`, always on.
+    #[error(
+        "{interface} {why}: the address unit fails, so that promd restarts it in place or fails \
+         over"
+    )]
+    LinkDown {
+        /// The interface named.
+        interface: String,
+        /// Its state, as a phrase (`is down`, `has no carrier`).
+        why: &'static str,
+    },
     /// The socket could not be made or the frame not sent (`CAP_NET_RAW` missing, link down).
     #[error("sending on {interface}: {error}")]
     Send {
@@ -170,6 +184,40 @@ fn entries_of(interface: &str) -> Result<Vec<InterfaceAddress>, AnnounceError> {
     Ok(addrs.filter(|a| a.interface_name == interface).collect())
 }
 
+/// Why an interface with these `flags` (its `getifaddrs(3)` entries', which the kernel fills
+/// from the link's: `dev_get_flags`) cannot carry the address's traffic; `None` while it can.
+/// `IFF_RUNNING` is the kernel's operational state (RFC 2863: `up`, or `unknown` for a
+/// driver that reports no carrier), so a VLAN or bond whose lower link is down is down too.
+fn link_down(flags: nix::net::if_::InterfaceFlags) -> Option<&'static str> {
+    use nix::net::if_::InterfaceFlags as F;
+    if !flags.contains(F::IFF_UP) {
+        Some("is down (`ip link set ... down`)")
+    } else if !flags.contains(F::IFF_LOWER_UP) {
+        Some("has no carrier (a cable, a switch port or the link's peer is down)")
+    } else if !flags.contains(F::IFF_RUNNING) {
+        Some("is not operational (dormant, or a link below it is down)")
+    } else {
+        None
+    }
+}
+
+/// [`link_down`] of `interface`, whose `entries` these are (none: no such interface).
+fn check_link(interface: &str, entries: &[InterfaceAddress]) -> Result<(), AnnounceError> {
+    let Some(first) = entries.first() else {
+        return Err(AnnounceError::Interface {
+            interface: interface.to_string(),
+            why: "no such interface".into(),
+        });
+    };
+    match link_down(first.flags) {
+        Some(why) => Err(AnnounceError::LinkDown {
+            interface: interface.to_string(),
+            why,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// The Ethernet address among `interface`'s `entries` (its `AF_PACKET` entry).
 fn interface_mac(interface: &str, entries: &[InterfaceAddress]) -> Result<[u8; 6], AnnounceError> {
     entries
@@ -252,40 +300,43 @@ pub fn keep_secondaries(interface: &str) -> std::io::Result<()> {
     std::fs::write(path, "1")
 }
 
-/// Whether `address`'s interface has it now, with its prefix length, as `getifaddrs(3)`
-/// lists it (an error: the interfaces could not be listed).
-pub fn holds(address: &Address) -> Result<bool, AnnounceError> {
-    let entries = entries_of(&address.interface)?;
-    Ok(prefixes_of(&entries, address.ip).contains(&address.prefix))
-}
-
-/// How often `--hold` looks for its address on the interface: a lost address fails the unit
-/// within this, and one `getifaddrs` per second and address held costs next to nothing.
+/// How often `--hold` looks at its address and its link: a lost address or a link down fails
+/// the unit within this, and one `getifaddrs` per second and address held costs next to
+/// nothing.
 pub const HOLD_CHECK: Duration = Duration::from_secs(1);
 
-/// While the unit holds `address` (`promd announce --hold`): return once it is no longer on
-/// its interface with its prefix ([`AnnounceError::Lost`]), checking every `every`. A
-/// demotion ends the process with SIGTERM before the address is deleted, so only a loss from
-/// outside promd gets here.
+/// Whether the unit can go on holding `address`: its interface up with a carrier
+/// ([`AnnounceError::LinkDown`]) and the address on it with its prefix
+/// ([`AnnounceError::Lost`]).
+pub fn still_held(address: &Address) -> Result<(), AnnounceError> {
+    let entries = entries_of(&address.interface)?;
+    check_link(&address.interface, &entries)?;
+    if prefixes_of(&entries, address.ip).contains(&address.prefix) {
+        Ok(())
+    } else {
+        Err(AnnounceError::Lost {
+            ip: address.ip,
+            interface: address.interface.clone(),
+        })
+    }
+}
+
+/// While the unit holds `address` (`promd announce --hold`): return once it can no longer
+/// ([`still_held`]), checking every `every`. A demotion ends the process with SIGTERM before
+/// the address is deleted, so only a loss from outside promd gets here.
 pub fn hold(address: &Address, every: Duration) -> AnnounceError {
     loop {
         std::thread::sleep(every);
-        match holds(address) {
-            Ok(true) => {}
-            Ok(false) => {
-                return AnnounceError::Lost {
-                    ip: address.ip,
-                    interface: address.interface.clone(),
-                };
-            }
-            Err(e) => return e,
+        if let Err(e) = still_held(address) {
+            return e;
         }
     }
 }
 
 /// Send the announcement of `address` on its interface [`REPEATS`] times, [`INTERVAL`]
 /// apart (for IPv4 after [`keep_secondaries`]). Refused, with nothing changed, when the
-/// interface does not exist, or does not have the address exactly as given: not at all (an
+/// interface does not exist, is down or has no carrier ([`AnnounceError::LinkDown`]: the
+/// host cannot serve the address there), or does not have the address exactly as given: not at all (an
 /// announcement of an address this host does not hold would point the segment's caches at
 /// it, away from the host that does), or also or only with another prefix length (a copy
 /// that promd's delete of `ADDRESS/PREFIX` would leave on this host).
@@ -293,6 +344,7 @@ pub fn announce(address: &Address) -> Result<(), AnnounceError> {
     let (ip, interface) = (address.ip, address.interface.as_str());
     let entries = entries_of(interface)?;
     let mac = interface_mac(interface, &entries)?;
+    check_link(interface, &entries)?;
     if let Some(why) = misplaced(address, &prefixes_of(&entries, ip)) {
         return Err(AnnounceError::Interface {
             interface: interface.to_string(),
@@ -478,17 +530,44 @@ mod tests {
 
     #[test]
     fn an_address_is_held_only_on_its_interface() {
-        assert!(holds(&at("127.0.0.1/8", "lo")).unwrap());
-        assert!(!holds(&at("192.0.2.199/24", "lo")).unwrap());
-        assert!(!holds(&at("127.0.0.1/8", "promd-none0")).unwrap());
+        assert!(still_held(&at("127.0.0.1/8", "lo")).is_ok());
+        let e = still_held(&at("192.0.2.199/24", "lo")).unwrap_err();
+        assert!(matches!(e, AnnounceError::Lost { .. }), "{e}");
+        let e = still_held(&at("127.0.0.1/8", "promd-none0")).unwrap_err();
+        assert!(e.to_string().contains("no such interface"), "{e}");
         // With its prefix: what promd deletes is ADDRESS/PREFIX, not another copy.
-        assert!(!holds(&at("127.0.0.1/16", "lo")).unwrap());
+        let e = still_held(&at("127.0.0.1/16", "lo")).unwrap_err();
+        assert!(matches!(e, AnnounceError::Lost { .. }), "{e}");
         // A hold of an address that is not there ends at its first look, as lost.
         let e = hold(&at("192.0.2.199/24", "lo"), Duration::from_millis(1));
         assert!(matches!(e, AnnounceError::Lost { .. }), "{e}");
         assert!(
             e.to_string().contains("192.0.2.199 is no longer on lo"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_link_set_down_or_without_carrier_cannot_hold_an_address() {
+        use nix::net::if_::InterfaceFlags as F;
+        let up = F::IFF_UP | F::IFF_LOWER_UP | F::IFF_RUNNING | F::IFF_BROADCAST;
+        assert_eq!(link_down(up), None);
+        // `ip link set eth0 down`: the kernel clears every one of them.
+        assert!(link_down(F::IFF_BROADCAST).unwrap().contains("is down"));
+        // A cable pulled: up, no carrier, so not operational either.
+        let unplugged = F::IFF_UP | F::IFF_BROADCAST;
+        assert!(link_down(unplugged).unwrap().contains("no carrier"));
+        // A VLAN whose lower link lost its carrier, or an 802.1X port not authorised yet.
+        let dormant = F::IFF_UP | F::IFF_LOWER_UP | F::IFF_DORMANT;
+        assert!(link_down(dormant).unwrap().contains("not operational"));
+        let e = AnnounceError::LinkDown {
+            interface: "eth0".into(),
+            why: link_down(unplugged).unwrap(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "eth0 has no carrier (a cable, a switch port or the link's peer is down): the \
+             address unit fails, so that promd restarts it in place or fails over"
         );
     }
 }

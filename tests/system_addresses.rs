@@ -12,7 +12,8 @@
 //! (`arping`, `ndisc6`, from a third namespace) never heard two owners answer. After each
 //! fault, a client whose neighbour cache still names the old holder (pinned, in a fourth
 //! namespace, as a cache that missed every announcement would) is refused at once, not left
-//! waiting for TCP's retransmission (`promd refuse`). Then twelve switchovers back and forth
+//! waiting for TCP's retransmission (`promd refuse`). Before the faults, a carrier loss on
+//! the active host's link fails the group over. Then twelve switchovers back and forth
 //! between two hosts, as fast as they complete (past systemd's default start limit for the
 //! address units). Traffic: only the test's own segment and the hosts' own addresses.
 
@@ -77,6 +78,7 @@ fn the_floating_address_follows_the_active_host_and_is_never_on_two() {
     wait_addresses_on(&c, netns, active, &vips);
     a_lost_address_is_put_back(&c, netns, active);
     secondaries_outlive_the_floating_primary(&c, netns, active, &vips);
+    a_link_without_carrier_fails_over(&c, &seg, &vips);
 
     let probes: Vec<OwnerProbe> = vips
         .iter()
@@ -291,6 +293,48 @@ fn a_lost_address_is_put_back(c: &Cluster, netns: &[String], active: usize) {
     assert!(
         said.contains(&format!("{VIP6} is no longer on {}", lan::LAN_IF)),
         "{unit} did not say why it failed:\n{said}"
+    );
+}
+
+/// A carrier loss on the active host's link (its bridge port down: a cable pulled) leaves
+/// the addresses on its `lan0`, where no client can reach them: each address unit fails
+/// (`lan0 has no carrier`), its restarts in place fail too, and past `max-restarts` the
+/// group fails over, the addresses with it (keepalived's `track_interface`). The link back,
+/// `promctl reset` makes the host a candidate again.
+fn a_link_without_carrier_fails_over(c: &Cluster, seg: &Segment, vips: &[IpAddr]) {
+    let active = c.wait_one_active(None, Duration::from_secs(60));
+    let cut = Instant::now();
+    seg.lan.set_carrier(active, false);
+    let next = c.wait_one_active(Some(active), Duration::from_secs(30));
+    wait_addresses_on(c, &seg.netns, next, vips);
+    eprintln!(
+        "{}: carrier lost; the addresses on {} {} ms later",
+        c.hosts[active].name(),
+        c.hosts[next].name(),
+        cut.elapsed().as_millis()
+    );
+    let h = &c.hosts[active];
+    let unit = format!("promd-address-web.{VIP4}.service");
+    let said = h.journal(&["-u", &unit, "-o", "cat"]);
+    assert!(
+        said.contains(&format!("{} has no carrier", lan::LAN_IF)),
+        "{unit} did not say why it failed:\n{said}"
+    );
+    let role = || {
+        let text = h.run_ok(&["promctl", "status", "--json"]);
+        let doc: serde_json::Value = serde_json::from_str(&text).expect("promctl's JSON");
+        doc["groups"][0]["role"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(role(), "failed", "{}: in its failure cooldown", h.name());
+    seg.lan.set_carrier(active, true);
+    h.run_ok(&["promctl", "reset", "web"]);
+    hosts::wait_until(
+        Duration::from_secs(30),
+        "the reset host passive again",
+        || role() == "passive",
     );
 }
 

@@ -98,6 +98,15 @@ impl Lan {
         in_netns(netns, &["ip", "link", "set", "lo", "up"]);
     }
 
+    /// Take the bridge's side of the `port`-th link attached (0: the first) down or up: its
+    /// `lan0` loses or regains its carrier, as when a cable is pulled or put back. The
+    /// namespace's own side stays up, with every address on it.
+    pub fn set_carrier(&self, port: usize, up: bool) {
+        let outer = format!("{}-{port}", self.tag);
+        let state = if up { "up" } else { "down" };
+        self.in_bridge(&["ip", "link", "set", &outer, state]);
+    }
+
     /// A namespace of this segment's own (`name`: a short word), attached with `v4`, `v6`.
     /// Returns its name.
     pub fn side(&mut self, name: &str, v4: &str, v6: &str) -> String {
