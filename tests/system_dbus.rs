@@ -452,6 +452,35 @@ fn maintenance_freezes_the_group_cluster_wide() {
             .all(|h| group_prop(h, "Maintenance") == "b true")
     });
 
+    // The operator stops the service by hand: promd leaves it stopped, counts nothing, and
+    // the host stays active.
+    let h = &c.hosts[active];
+    h.run_ok(&["systemctl", "stop", "web.service"]);
+    let left = "web.service is not running, though nobody failed it: left as it is while \
+                maintenance mode is on";
+    hosts::wait_until(Duration::from_secs(10), "promd to see the stop", || {
+        h.journal(&["-u", "promd.service", "-o", "cat"])
+            .contains(left)
+    });
+    let state = h.exec(&["systemctl", "is-active", "web.service"]);
+    assert_eq!(String::from_utf8_lossy(&state.stdout).trim(), "inactive");
+    assert_eq!(group_prop(h, "Role"), "s \"active\"");
+    assert_eq!(group_prop(h, "Failures"), "u 0");
+    // Off: the active host starts it again, without a failure or a hand-over.
+    c.hosts[other].run_ok(&["promctl", "maintenance", "web", "off"]);
+    assert_eq!(c.wait_one_active(None, Duration::from_secs(10)), active);
+    assert_eq!(group_prop(h, "Failures"), "u 0");
+    assert!(
+        h.journal(&["-u", "promd.service", "-o", "cat"])
+            .contains("maintenance mode off: starting web.service again, down since")
+    );
+    c.hosts[other].run_ok(&["promctl", "maintenance", "web", "on"]);
+    hosts::wait_until(Duration::from_secs(5), "every host in maintenance", || {
+        c.hosts
+            .iter()
+            .all(|h| group_prop(h, "Maintenance") == "b true")
+    });
+
     // The active promd dies: its units go with it, and nobody takes over.
     let pid = c.promd_pid(active);
     c.hosts[active].signal(pid, Signal::SIGKILL);

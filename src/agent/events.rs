@@ -115,12 +115,45 @@ impl Agent {
             }
         };
         let maintenance = match event {
-            Event::Maintenance(on) => Some(on),
+            Event::Maintenance(on) => {
+                let was = self
+                    .groups
+                    .get(&id)
+                    .is_some_and(|g| g.machine.maintenance());
+                Some((on, was))
+            }
             _ => None,
         };
         self.feed(id, event, now, out);
-        if let Some(on) = maintenance {
+        if let Some((on, was)) = maintenance {
             self.family_maintenance(id, on, now, out);
+            if was && !on {
+                self.maintenance_ended(id, out);
+            }
+        }
+    }
+
+    /// Maintenance mode went off: on a host that runs the role (every slot's, in a group
+    /// with slots), the steady units that are down (stopped or failed by hand meanwhile)
+    /// are started again, so that the role is whole when promd takes it back; neither a
+    /// failure nor a restart of what runs.
+    fn maintenance_ended(&mut self, id: GroupId, out: &mut Vec<Output>) {
+        let mut ids = vec![id];
+        ids.extend(self.other_slots(id));
+        for id in ids {
+            let Some(g) = self.groups.get(&id) else {
+                continue;
+            };
+            if g.machine.role() != Role::Active || g.units_down.is_empty() {
+                continue;
+            }
+            let units = g.units_down.clone();
+            let text = format!(
+                "maintenance mode off: starting {} again, down since",
+                units.join(" ")
+            );
+            out.push(Output::Log(g.record(Level::Info, &text)));
+            out.push(Output::Restart(id, units));
         }
     }
 
@@ -145,10 +178,16 @@ impl Agent {
             WatchEvent::Failed { unit, restarted } => Event::UnitFailed { unit, restarted },
             WatchEvent::Stopped { unit } => {
                 if g.machine.role() == Role::Active {
-                    let text = format!(
-                        "{unit} is not running, though nobody failed it: counted as a failure"
-                    );
-                    out.push(Output::Log(g.record(Level::Warn, &text)));
+                    let (level, what) = if g.machine.maintenance() {
+                        (Level::Info, "left as it is while maintenance mode is on")
+                    } else {
+                        (Level::Warn, "counted as a failure")
+                    };
+                    let text = format!("{unit} is not running, though nobody failed it: {what}");
+                    out.push(Output::Log(g.record(level, &text)));
+                    if g.machine.maintenance() {
+                        return;
+                    }
                 }
                 Event::UnitFailed {
                     unit,

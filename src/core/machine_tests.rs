@@ -1377,6 +1377,40 @@ fn a_failed_unit_is_restarted_in_place_after_the_backoff() {
 }
 
 #[test]
+fn under_maintenance_a_failed_unit_is_neither_counted_nor_restarted_nor_failed_over() {
+    let mut t = T::active(params("a"), 5);
+    t.ev(Event::Members(vec![member("b", 100, true, Role::Passive)]));
+    // A restart asked just before maintenance began is dropped with it.
+    crash(&mut t, false);
+    t.ev(Event::Maintenance(true));
+    for _ in 0..5 {
+        let a = crash(&mut t, false);
+        assert_eq!(
+            notes(&a),
+            vec!["web.service failed: not counted, nor restarted, while maintenance mode is on"]
+        );
+        t.renew();
+        let later = t.advance(1100);
+        assert!(
+            !later
+                .iter()
+                .any(|x| matches!(x, Action::RestartUnit(_) | Action::RequestSwitchover { .. })),
+            "{later:?}"
+        );
+    }
+    let a = t.ev(Event::Health { ok: false });
+    assert!(
+        !a.iter().any(|x| matches!(x, Action::RestartUnit(_))),
+        "{a:?}"
+    );
+    assert_eq!(t.m.failures(t.now), 1);
+    assert_eq!(t.m.role(), Role::Active);
+    // Off again: failures count as before.
+    t.ev(Event::Maintenance(false));
+    assert!(notes(&crash(&mut t, false))[0].contains("2 of at most 3"));
+}
+
+#[test]
 fn a_unit_systemd_restarts_is_counted_but_not_restarted_again() {
     let mut t = T::active(params("a"), 5);
     let a = crash(&mut t, true);

@@ -293,6 +293,51 @@ fn a_unit_that_stops_on_its_own_counts_as_a_failure_on_the_active_node() {
 }
 
 #[test]
+fn under_maintenance_a_unit_stopped_by_hand_is_left_and_started_again_when_it_ends() {
+    let mut h = H::new(&[WEB]);
+    h.input(Input::Start);
+    h.active(0, 7);
+    h.store(0, StoreEvent::Maintenance(Some(maintenance(true))));
+    let down = WatchEvent::SteadyUnits {
+        down: vec!["web.service".into()],
+    };
+    h.input(Input::Watch(GroupId(0), down));
+    let stopped = WatchEvent::Stopped {
+        unit: "web.service".into(),
+    };
+    let out = h.input(Input::Watch(GroupId(0), stopped));
+    assert_eq!(
+        texts(&out),
+        vec![
+            "web: web.service is not running, though nobody failed it: left as it is while \
+             maintenance mode is on"
+        ]
+    );
+    // Past the restart backoff (1 s), the lease renewed.
+    h.renew(0);
+    let later = h.advance(Duration::from_millis(1100));
+    assert!(
+        !later.iter().any(|o| matches!(o, Output::Restart(..))),
+        "nothing restarted under maintenance: {later:?}"
+    );
+    assert_eq!(h.role(0), Some(Role::Active));
+    assert_eq!(h.agent.views(h.now)[0].failures, 0);
+    // Maintenance off: what is down is started again, not counted.
+    let out = h.store(0, StoreEvent::Maintenance(None));
+    assert!(
+        texts(&out).contains(&"web: maintenance mode off: starting web.service again, down since"),
+        "{:?}",
+        texts(&out)
+    );
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Restart(GroupId(0), u) if u == &["web.service"])),
+        "{out:?}"
+    );
+    assert_eq!(h.agent.views(h.now)[0].failures, 0);
+}
+
+#[test]
 fn an_unreadable_store_value_is_journalled_and_ignored() {
     let mut h = H::new(&[WEB]);
     h.input(Input::Start);

@@ -346,8 +346,9 @@ promote, promctl gives up after 120 s only if promd never answers.";
 
 const MAINTENANCE_LONG: &str = "\
 Cluster-wide: while on, no host starts or stops GROUP's units and no failover happens, so
-the units can be worked on by hand; roles stay as they are. 'off' resumes normal
-operation.";
+the units can be worked on by hand (a unit that fails or is stopped is neither counted nor
+restarted); roles stay as they are. 'off' resumes normal operation: the active host starts
+again the units of its role that are down.";
 
 const RESET_LONG: &str = "\
 Clear this host's failed state in GROUP (the failure count and the cool-down after a

@@ -15,6 +15,14 @@ impl GroupMachine {
         if self.role != Role::Active || self.job.is_some() {
             return; // units stop and start around promotions and demotions: not failures
         }
+        if self.maintenance {
+            // `promctl maintenance`: the units are worked on by hand; promd neither counts
+            // nor restarts what they do (`maintenance_ended` looks at them again).
+            out.push(Action::Note(format!(
+                "{unit} failed: not counted, nor restarted, while maintenance mode is on"
+            )));
+            return;
+        }
         // systemd restarts what it restarted; promd restarts what it left failed.
         let restart = if restarted {
             Restart::None
@@ -30,7 +38,8 @@ impl GroupMachine {
     }
 
     pub(super) fn unit_failed_health(&mut self, now: Mono, out: &mut Vec<Action>) {
-        if self.role == Role::Active && self.job.is_none() {
+        // Under maintenance the check may well fail while the units are worked on.
+        if self.role == Role::Active && self.job.is_none() && !self.maintenance {
             self.count_failure("the health check failed".into(), Restart::All, now, out);
         }
     }
@@ -81,14 +90,19 @@ impl GroupMachine {
                 out.push(Action::RequestSwitchover { to: best });
                 true
             }
-            _ => {
+            best => {
                 let stay = if self.role == Role::Promoting {
                     "staying promoting"
                 } else {
                     "staying active"
                 };
+                let why = if best.is_some() {
+                    "maintenance mode is on"
+                } else {
+                    "no eligible standby"
+                };
                 out.push(Action::Note(format!(
-                    "{what}: {count} failures within {window}, but no eligible standby: {stay}, {again}"
+                    "{what}: {count} failures within {window}, but {why}: {stay}, {again}"
                 )));
                 false
             }
@@ -158,7 +172,9 @@ impl GroupMachine {
     }
 
     pub(super) fn restart_due(&mut self, now: Mono, out: &mut Vec<Action>) {
-        if self.role != Role::Active || self.job.is_some() {
+        // Restarts asked before maintenance began are dropped with it: the units are the
+        // operator's until it ends.
+        if self.role != Role::Active || self.job.is_some() || self.maintenance {
             self.pending_restarts.clear();
             return;
         }
