@@ -279,12 +279,36 @@ fn check(path: &Path, reload: bool, run_dir: &Path) -> ExitCode {
     for warning in config::warnings(&cfg) {
         logging::stderr_lines(Priority::Notice, &format!("{origin}: note: {warning}"));
     }
+    for note in missing_interfaces(&cfg) {
+        logging::stderr_lines(Priority::Notice, &format!("{origin}: note: {note}"));
+    }
     say(&format!(
         "{origin}: ok ({} group{})",
         cfg.groups.len(),
         if cfg.groups.len() == 1 { "" } else { "s" }
     ));
     ExitCode::SUCCESS
+}
+
+/// One note per address of a group this host may run whose interface this host lacks
+/// (`if_nametoindex` fails): not an error, since the file may be rolled out before the
+/// interface exists, but its address unit would fail each time this host takes the role.
+fn missing_interfaces(cfg: &config::Config) -> Vec<String> {
+    let mut notes = Vec::new();
+    for g in &cfg.groups {
+        let member = g.members.as_ref().is_none_or(|m| m.contains(&cfg.node));
+        for a in g.addresses.iter().filter(|_| member) {
+            if nix::net::if_::if_nametoindex(a.interface.as_str()).is_err() {
+                notes.push(format!(
+                    "group {}: {}/{} is on interface {}, which this host does not have: its \
+                     address unit would fail whenever this host takes the role, and the group \
+                     fail over",
+                    g.name, a.ip, a.prefix, a.interface
+                ));
+            }
+        }
+    }
+    notes
 }
 
 /// `ExecStopPost=promd fence`: when promd is gone, however it went, SIGKILL every unit bound
@@ -528,6 +552,31 @@ async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_notes_an_address_on_an_interface_this_host_lacks() {
+        let text = r#"
+node = "n1"
+[[group]]
+name = "web"
+active-target = "web-active.target"
+addresses = ["192.0.2.30/24 dev promd-none9"]
+[[group]]
+name = "db"
+active-target = "db-active.target"
+members = ["n2", "n3"]
+addresses = ["192.0.2.31/24 dev promd-none9"]
+"#;
+        let cfg = config::parse(text, "promd.toml").unwrap();
+        assert_eq!(
+            missing_interfaces(&cfg),
+            vec![
+                "group web: 192.0.2.30/24 is on interface promd-none9, which this host does not \
+                 have: its address unit would fail whenever this host takes the role, and the \
+                 group fail over"
+            ]
+        );
+    }
 
     #[test]
     fn check_refuses_with_reload_what_the_running_promd_cannot_reload() {
