@@ -336,6 +336,13 @@ impl GroupObject {
         self.shared.view(self.id, member_states)
     }
 
+    /// `a(sb)`: each floating address as configured (`192.0.2.10/24 dev eth0`), and whether
+    /// this host holds it now (active, its unit up).
+    #[zbus(property)]
+    fn addresses(&self) -> Vec<(String, bool)> {
+        self.shared.view(self.id, |v| v.addresses.clone())
+    }
+
     #[zbus(property)]
     fn slots(&self) -> Vec<(u32, String, u64, String)> {
         self.shared.view(self.id, |v| {
@@ -672,6 +679,9 @@ fn changed_properties(old: &GroupView, new: &GroupView) -> Vec<(&'static str, Va
     if old.members != new.members {
         c.push(("MemberStates", variant(member_states(new))));
     }
+    if old.addresses != new.addresses {
+        c.push(("Addresses", variant(new.addresses.clone())));
+    }
     c
 }
 
@@ -759,6 +769,7 @@ mod tests {
             why: String::new(),
             units_down: Vec::new(),
             slots: Vec::new(),
+            addresses: Vec::new(),
         }
     }
 

@@ -58,6 +58,19 @@ pub struct GroupStatus {
     /// document for a group with one.
     #[serde(default, skip_serializing_if = "one_slot")]
     pub slots: Vec<SlotStatus>,
+    /// The group's floating addresses (D-Bus `Addresses`); left out of the document for a
+    /// group without any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<AddressStatus>,
+}
+
+/// One floating address of a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressStatus {
+    /// As configured: `192.0.2.10/24 dev eth0`.
+    pub address: String,
+    /// Whether this host holds it now: active, and its address unit up.
+    pub held: bool,
 }
 
 /// One slot of a group with several active hosts (docs/slots.md).
@@ -191,6 +204,14 @@ impl GroupStatus {
                     role: s.role.clone(),
                 })
                 .collect(),
+            addresses: v
+                .addresses
+                .iter()
+                .map(|(address, held)| AddressStatus {
+                    address: address.clone(),
+                    held: *held,
+                })
+                .collect(),
         }
     }
 }
@@ -219,6 +240,7 @@ mod tests {
             why: String::new(),
             units_down: Vec::new(),
             slots: Vec::new(),
+            addresses: Vec::new(),
         };
         let views = [
             view(0, "web", false),
@@ -270,6 +292,7 @@ mod tests {
             why: "not-passive".into(),
             units_down: Vec::new(),
             slots: Vec::new(),
+            addresses: Vec::new(),
         };
         let report = StatusReport::of_views("a", true, [&view]);
         let json = report.to_json().unwrap_or_default();

@@ -59,6 +59,7 @@ fn view(id: u64, name: &str, role: &str, term: u64) -> GroupView {
         why: "not-passive".into(),
         units_down: Vec::new(),
         slots: Vec::new(),
+        addresses: Vec::new(),
     }
 }
 

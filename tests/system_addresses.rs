@@ -329,6 +329,21 @@ fn a_link_without_carrier_fails_over(c: &Cluster, seg: &Segment, vips: &[IpAddr]
             .to_string()
     };
     assert_eq!(role(), "failed", "{}: in its failure cooldown", h.name());
+    // `promctl status` says where the addresses are: held on the new host, not on the old.
+    let held = |i: usize| -> Vec<bool> {
+        let text = c.hosts[i].run_ok(&["promctl", "status", "--json"]);
+        let doc: serde_json::Value = serde_json::from_str(&text).expect("promctl's JSON");
+        let all = doc["groups"][0]["addresses"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        all.iter().map(|a| a["held"] == true).collect()
+    };
+    hosts::wait_until(
+        Duration::from_secs(5),
+        "promctl to say the addresses moved",
+        || held(next) == [true; 3] && held(active) == [false; 3],
+    );
     seg.lan.set_carrier(active, true);
     h.run_ok(&["promctl", "reset", "web"]);
     hosts::wait_until(

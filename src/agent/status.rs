@@ -54,6 +54,10 @@ pub struct GroupView {
     /// one active host (and for a slot's own object), every slot for the object of a group
     /// with several (docs/slots.md).
     pub slots: Vec<SlotState>,
+    /// The group's floating addresses (property `Addresses`, `a(sb)`): each as configured
+    /// (`192.0.2.10/24 dev eth0`), and whether this host holds it now (active, its address
+    /// unit up).
+    pub addresses: Vec<(String, bool)>,
 }
 
 /// One slot of a group: an element of `Slots` (`a(usts)`).
@@ -503,6 +507,20 @@ impl Agent {
     }
 }
 
+/// A group's addresses as configured, each with whether this host holds it: the role active
+/// here and the address's unit not among the steady units down.
+fn addresses(g: &Group) -> Vec<(String, bool)> {
+    let active = g.machine.role() == Role::Active;
+    g.cfg
+        .addresses
+        .iter()
+        .map(|a| {
+            let unit = crate::systemd::address::unit_name(&g.cfg.name, a);
+            (a.to_string(), active && !g.units_down.contains(&unit))
+        })
+        .collect()
+}
+
 /// The D-Bus view of a group: its machine, plus the configured members the store does not
 /// know (shown as down).
 fn view(id: GroupId, g: &Group, now: Mono) -> GroupView {
@@ -567,6 +585,7 @@ fn view(id: GroupId, g: &Group, now: Mono) -> GroupView {
         retired: g.retired,
         units_down: g.units_down.clone(),
         slots: vec![slot_state(g)],
+        addresses: addresses(g),
         since_usec: g.since_usec,
         members,
         eligible,

@@ -266,6 +266,7 @@ mod tests {
             why: String::new(),
             units_down: Vec::new(),
             slots: Vec::new(),
+            addresses: Vec::new(),
         }
     }
 

@@ -485,6 +485,37 @@ fn a_failed_health_check_restarts_the_services_and_leaves_the_address_up() {
 }
 
 #[test]
+fn the_view_says_which_addresses_this_host_holds() {
+    let text = format!(
+        "node = \"n1\"\n{WEB}addresses = [\"192.0.2.10/24 dev eth0\", \"2001:db8::10/64 dev eth0\"]\n"
+    );
+    let mut h = H::with(config_of(&text));
+    h.input(Input::Start);
+    h.passive(0, Some(("n2", 3)));
+    let both = |held: bool| {
+        vec![
+            ("192.0.2.10/24 dev eth0".to_string(), held),
+            ("2001:db8::10/64 dev eth0".to_string(), held),
+        ]
+    };
+    assert_eq!(h.agent.views(h.now)[0].addresses, both(false));
+    h.active(0, 7);
+    assert_eq!(h.agent.views(h.now)[0].addresses, both(true));
+    // Its unit down (a flush, a link without carrier): not held, though the role is here.
+    let down = WatchEvent::SteadyUnits {
+        down: vec!["promd-address-web.2001:db8::10.service".into()],
+    };
+    h.input(Input::Watch(GroupId(0), down));
+    assert_eq!(
+        h.agent.views(h.now)[0].addresses,
+        vec![
+            ("192.0.2.10/24 dev eth0".to_string(), true),
+            ("2001:db8::10/64 dev eth0".to_string(), false),
+        ]
+    );
+}
+
+#[test]
 fn an_address_unit_is_watched_also_beside_a_configured_watch() {
     let text = format!(
         "node = \"n1\"\n{WEB}watch = [\"web.service\"]\naddresses = [\"192.0.2.10/24 dev eth0\"]\n"

@@ -328,8 +328,9 @@ others go first), unknown (a reason a newer promd gave, or an older promd's reco
 gives none), down (no record in the store); "" when eligible. This
 host's entry is its state now, the others' their store records. A group with several
 active hosts (actives) also has 'slots': each slot with its holder, term and this host's
-role in it ("slot", "holder", "term", "role"). The field names and their order are
-stable; new fields are only ever appended."#;
+role in it ("slot", "holder", "term", "role"). A group with floating addresses also has
+'addresses': each as configured and whether this host holds it now ("address", "held").
+The field names and their order are stable; new fields are only ever appended."#;
 
 const PROMOTE_LONG: &str = "\
 Make this host the active one in GROUP (a switchover): the active host stops its units

@@ -101,6 +101,9 @@ pub(super) trait Group {
     #[zbus(property)]
     fn slots(&self) -> zbus::Result<Vec<(u32, String, u64, String)>>;
 
+    #[zbus(property)]
+    fn addresses(&self) -> zbus::Result<Vec<(String, bool)>>;
+
     fn promote(&self) -> zbus::Result<()>;
 
     fn demote(&self) -> zbus::Result<()>;
@@ -143,7 +146,7 @@ pub(super) type MemberState = (String, String, i32, bool, bool, String, u32, u64
 
 /// The properties of `org.promd1.Group`; a missing one is an error, not a default, except
 /// those a promd before them does not serve (`Eligible`, `Ineligible`, `MemberStates`,
-/// `Slots`).
+/// `Slots`, `Addresses`).
 #[derive(Debug, Clone, PartialEq, DeserializeDict, Type)]
 #[zbus(signature = "a{sv}", rename_all = "PascalCase")]
 pub(super) struct GroupProps {
@@ -161,6 +164,7 @@ pub(super) struct GroupProps {
     pub(super) ineligible: Option<String>,
     pub(super) member_states: Option<Vec<MemberState>>,
     pub(super) slots: Option<Vec<(u32, String, u64, String)>>,
+    pub(super) addresses: Option<Vec<(String, bool)>>,
 }
 
 /// Connects to the bus with `method_timeout` on every method call (zbus 6 has no timeout

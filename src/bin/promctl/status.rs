@@ -10,7 +10,9 @@ use super::*;
 // same document, byte for byte, from the same views.
 use promd::agent::MemberView;
 use promd::core::Ineligibility;
-pub(super) use promd::status::{GroupStatus, MemberStatus, SlotStatus, StatusReport, why_text};
+pub(super) use promd::status::{
+    AddressStatus, GroupStatus, MemberStatus, SlotStatus, StatusReport, why_text,
+};
 
 impl From<GroupProps> for GroupStatus {
     fn from(p: GroupProps) -> Self {
@@ -60,6 +62,12 @@ impl From<GroupProps> for GroupStatus {
                     term,
                     role,
                 })
+                .collect(),
+            addresses: p
+                .addresses
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(address, held)| AddressStatus { address, held })
                 .collect(),
         }
     }
@@ -204,6 +212,17 @@ pub(super) fn render_table(report: &StatusReport) -> String {
                 })
                 .collect();
             out.push_str(&format!("    slots: {}\n", slots.join(", ")));
+        }
+        if !g.addresses.is_empty() {
+            let addresses: Vec<String> = g
+                .addresses
+                .iter()
+                .map(|a| {
+                    let here = if a.held { "held here" } else { "not here" };
+                    format!("{} ({here})", a.address)
+                })
+                .collect();
+            out.push_str(&format!("    addresses: {}\n", addresses.join(", ")));
         }
         if g.members.is_empty() {
             out.push_str("    (no members known)\n");
@@ -416,6 +435,7 @@ mod tests {
                     eligible: false,
                     why: "not-passive".into(),
                     slots: Vec::new(),
+                    addresses: Vec::new(),
                 },
                 GroupStatus {
                     name: "queue".into(),
@@ -431,6 +451,7 @@ mod tests {
                     eligible: false,
                     why: "stopping".into(),
                     slots: Vec::new(),
+                    addresses: Vec::new(),
                 },
             ],
         }
@@ -457,6 +478,37 @@ queue: this host maintenance, leader none, term 7, maintenance on
         let table = render_table(&sample());
         assert_eq!(table, expected);
         assert!(table.lines().all(|l| l.len() <= COLUMNS), "{table}");
+    }
+
+    /// A group's floating addresses follow its heading, each with whether this host holds it;
+    /// `--json` carries them, a group without any leaves them out.
+    #[test]
+    fn status_shows_the_addresses_and_whether_they_are_held_here() {
+        let mut report = sample();
+        report.groups[0].addresses = vec![
+            AddressStatus {
+                address: "192.0.2.10/24 dev eth0".into(),
+                held: true,
+            },
+            AddressStatus {
+                address: "2001:db8::10/64 dev eth0".into(),
+                held: false,
+            },
+        ];
+        let table = render_table(&report);
+        assert!(
+            table.contains(
+                "web: this host active, leader db-a, term 42, maintenance off\n    addresses: \
+                 192.0.2.10/24 dev eth0 (held here), 2001:db8::10/64 dev eth0 (not here)\n"
+            ),
+            "{table}"
+        );
+        let json: serde_json::Value = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            json["groups"][0]["addresses"][0],
+            serde_json::json!({"address": "192.0.2.10/24 dev eth0", "held": true})
+        );
+        assert!(json["groups"][1].get("addresses").is_none(), "{json}");
     }
 
     /// Every reason reads in words, within 80 columns, whatever the node names.
