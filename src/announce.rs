@@ -181,7 +181,19 @@ fn entries_of(interface: &str) -> Result<Vec<InterfaceAddress>, AnnounceError> {
         interface: interface.to_string(),
         why: format!("getifaddrs: {e}"),
     })?;
-    Ok(addrs.filter(|a| a.interface_name == interface).collect())
+    let name = primary_name(interface);
+    Ok(addrs.filter(|a| a.interface_name == name).collect())
+}
+
+/// The kernel's own name of `interface`, which may be an alternative name (`ip link property
+/// add dev eth0 altname uplink0`, or one udev gave): `ip` takes either, `getifaddrs(3)` and
+/// `/proc/sys/net` know only the primary. `interface` itself when it names no interface.
+pub fn primary_name(interface: &str) -> String {
+    nix::net::if_::if_nametoindex(interface)
+        .and_then(nix::net::if_::if_indextoname)
+        .ok()
+        .and_then(|c| c.into_string().ok())
+        .unwrap_or_else(|| interface.to_string())
 }
 
 /// Why an interface with these `flags` (its `getifaddrs(3)` entries', which the kernel fills
@@ -296,7 +308,10 @@ fn misplaced(address: &Address, found: &[u8]) -> Option<String> {
 /// (see the module's documentation). A failure is reported and the announcement goes on.
 pub fn keep_secondaries(interface: &str) -> std::io::Result<()> {
     // Interface names hold no `/` (the configuration refuses them) nor `..`.
-    let path = format!("/proc/sys/net/ipv4/conf/{interface}/promote_secondaries");
+    let path = format!(
+        "/proc/sys/net/ipv4/conf/{}/promote_secondaries",
+        primary_name(interface)
+    );
     std::fs::write(path, "1")
 }
 
@@ -545,6 +560,12 @@ mod tests {
             e.to_string().contains("192.0.2.199 is no longer on lo"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_interface_is_known_by_its_primary_name() {
+        assert_eq!(primary_name("lo"), "lo");
+        assert_eq!(primary_name("promd-none0"), "promd-none0");
     }
 
     #[test]

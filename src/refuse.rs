@@ -139,9 +139,11 @@ pub fn refuse(ip: IpAddr, interface: &str, held: bool) -> Result<(), RefuseError
         .stderr(Stdio::piped())
         .spawn()
         .map_err(RefuseError::Spawn)?;
+    // nft's `iifname` is the primary name, whatever name promd.toml gives the interface.
+    let interface = crate::announce::primary_name(interface);
     if let Some(mut stdin) = child.stdin.take() {
         stdin
-            .write_all(script(ip, interface, (!held).then_some(REFUSE_FOR)).as_bytes())
+            .write_all(script(ip, &interface, (!held).then_some(REFUSE_FOR)).as_bytes())
             .map_err(RefuseError::Spawn)?;
     }
     let out = child.wait_with_output().map_err(RefuseError::Spawn)?;

@@ -329,7 +329,8 @@ gives none), down (no record in the store); "" when eligible. This
 host's entry is its state now, the others' their store records. A group with several
 active hosts (actives) also has 'slots': each slot with its holder, term and this host's
 role in it ("slot", "holder", "term", "role"). A group with floating addresses also has
-'addresses': each as configured and whether this host holds it now ("address", "held").
+'addresses' (sorted; also a line under the group in the text): each written as in promd.toml
+and whether this host holds it now ("address", "held").
 The field names and their order are stable; new fields are only ever appended."#;
 
 const PROMOTE_LONG: &str = "\
