@@ -291,14 +291,14 @@ fn check(path: &Path, reload: bool, run_dir: &Path) -> ExitCode {
 }
 
 /// One note per address of a group this host may run whose interface this host lacks
-/// (`if_nametoindex` fails): not an error, since the file may be rolled out before the
+/// ([`promd::refuse::check_interface`], the same test `promd refuse` makes): not an error, since the file may be rolled out before the
 /// interface exists, but its address unit would fail each time this host takes the role.
 fn missing_interfaces(cfg: &config::Config) -> Vec<String> {
     let mut notes = Vec::new();
     for g in &cfg.groups {
         let member = g.members.as_ref().is_none_or(|m| m.contains(&cfg.node));
         for a in g.addresses.iter().filter(|_| member) {
-            if nix::net::if_::if_nametoindex(a.interface.as_str()).is_err() {
+            if promd::refuse::check_interface(&a.interface).is_err() {
                 notes.push(format!(
                     "group {}: {}/{} is on interface {}, which this host does not have: its \
                      address unit would fail whenever this host takes the role, and the group \

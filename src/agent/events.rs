@@ -178,14 +178,15 @@ impl Agent {
             WatchEvent::Failed { unit, restarted } => Event::UnitFailed { unit, restarted },
             WatchEvent::Stopped { unit } => {
                 if g.machine.role() == Role::Active {
-                    let (level, what) = if g.machine.maintenance() {
+                    let maintenance = g.machine.maintenance();
+                    let (level, what) = if maintenance {
                         (Level::Info, "left as it is while maintenance mode is on")
                     } else {
                         (Level::Warn, "counted as a failure")
                     };
                     let text = format!("{unit} is not running, though nobody failed it: {what}");
                     out.push(Output::Log(g.record(level, &text)));
-                    if g.machine.maintenance() {
+                    if maintenance {
                         return;
                     }
                 }
